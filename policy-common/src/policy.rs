@@ -1,0 +1,52 @@
+//! `POLICY`: LPM trie of allow rules, (endpoint, peer class, direction, protocol,
+//! port) -> the policy and rule that allow it.
+//!
+//! NetworkPolicy v1 only allows, so any match allows. Fields are ordered from the
+//! always-exact to the wildcardable, because an LPM trie can only leave a suffix
+//! unspecified:
+//! - `PREFIX_ALL_PROTOCOLS` (72 bits): endpoint, class, direction; a rule without ports.
+//! - `PREFIX_ALL_PORTS` (80 bits): + protocol; a port entry that names only a protocol.
+//! - `PREFIX_FULL` (96 bits): + port; a single port. The port is big-endian so that
+//!   port ranges can later be split into prefix blocks.
+
+/// Map name in the object file.
+pub const POLICY_MAP: &str = "POLICY";
+/// Capacity: allow entries for all local endpoints.
+pub const POLICY_MAX: u32 = 65536;
+
+/// Prefix length (bits) matching any protocol and port.
+pub const PREFIX_ALL_PROTOCOLS: u32 = 72;
+/// Prefix length (bits) matching any port of one protocol.
+pub const PREFIX_ALL_PORTS: u32 = 80;
+/// Prefix length (bits) matching one protocol and port.
+pub const PREFIX_FULL: u32 = 96;
+
+/// The data part of a `POLICY` key (the prefix length precedes it in the map key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PolicyKey {
+    /// `EndpointInfo::endpoint_id` of the local pod, host byte order.
+    pub endpoint_id: u32,
+    /// `PeerClass::class_id` of the remote address, host byte order.
+    pub class_id: u32,
+    /// `verdict::DIRECTION_INGRESS` or `verdict::DIRECTION_EGRESS`.
+    pub direction: u8,
+    /// IP protocol number (6 TCP, 17 UDP, 132 SCTP, 1 ICMP).
+    pub protocol: u8,
+    /// Destination port, network byte order; 0 for protocols without ports.
+    pub port_be: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<PolicyKey>() == 12);
+
+/// Which policy and rule allowed a packet, for counters and explanations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyValue {
+    /// Index of the NetworkPolicy in the agent's policy table.
+    pub policy_id: u32,
+    /// Index of the rule within that policy's ingress or egress list.
+    pub rule_index: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8);

@@ -1,0 +1,59 @@
+//! `cargo xtask`: the project's chores. Owns installing the toolchain, building the
+//! eBPF object and driving the test suite and demo; imports nothing from the agent.
+
+mod demo;
+mod ebpf;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "podwall project chores")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the eBPF build and the lab need (idempotent, pinned versions).
+    Setup,
+    /// Build policy-ebpf for bpfel-unknown-none.
+    BuildEbpf,
+    /// Run the whole test suite: lints, unit tests and lab tests on the real kernel.
+    Test,
+    /// Walk through the secure-app tutorial on real packets in a local lab.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::BuildEbpf => {
+            setup::ensure_ready()?;
+            ebpf::build().map(|_| ())
+        }
+        Command::Test => test::run(),
+        Command::Demo => demo::run(),
+    }
+}
+
+/// The workspace root (the folder above xtask/).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
+}
+
+/// Runs a command with inherited output and fails with its command line if it fails.
+pub fn run_checked(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot start {cmd:?}: {e}"))?;
+    if !status.success() {
+        anyhow::bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}

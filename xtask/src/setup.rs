@@ -1,0 +1,173 @@
+//! `cargo xtask setup`: installs the eBPF toolchain and lab tools with pinned versions.
+//!
+//! The userspace crates build with the machine's rustup toolchain. The eBPF crate
+//! needs a rustc whose LLVM matches bpf-linker's and whose library sources are on
+//! disk for `-Z build-std=core`: Debian's rustc-web 1.96 (LLVM 22) with
+//! rust-web-src, and bpf-linker 0.13.0 built against LLVM 22.
+
+use std::{
+    path::Path,
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context};
+
+use crate::run_checked;
+
+/// Debian packages and the version glob each must match.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("rustc-web", "1.96.0*"),
+    ("rust-web-src", "1.96.0*"),
+    ("llvm-22-dev", "1:22.1*"),
+    ("libpolly-22-dev", "1:22.1*"),
+    ("zlib1g-dev", "*"),
+    ("libzstd-dev", "*"),
+    ("iproute2", "*"),
+];
+
+/// The bpf-linker release the eBPF build is known to work with.
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The rustc that compiles policy-ebpf (from rustc-web).
+pub const EBPF_RUSTC: &str = "/usr/bin/rustc";
+/// LLVM 22's tool directory; bpf-linker needs it first on PATH to find libLLVM.
+pub const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+
+/// What is missing on this machine, in install order.
+struct Missing {
+    apt: Vec<String>,
+    bpf_linker: bool,
+}
+
+fn installed_version(package: &str) -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Abbrev}|${Version}", package])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (status, version) = text.split_once('|')?;
+    status.starts_with("ii").then(|| version.to_string())
+}
+
+/// Matches a version against a glob that may end in `*`.
+fn version_matches(version: &str, glob: &str) -> bool {
+    match glob.strip_suffix('*') {
+        Some(prefix) => version.starts_with(prefix),
+        None => version == glob,
+    }
+}
+
+/// Path of the bpf-linker binary cargo installs.
+pub fn bpf_linker_path() -> std::path::PathBuf {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .unwrap_or_else(|| "/root/.cargo".into());
+    cargo_home.join("bin").join("bpf-linker")
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new(bpf_linker_path())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false)
+}
+
+fn find_missing() -> Missing {
+    let apt = APT_PACKAGES
+        .iter()
+        .filter(|(pkg, glob)| {
+            !installed_version(pkg).is_some_and(|v| version_matches(&v, glob))
+        })
+        .map(|(pkg, glob)| format!("{pkg}={glob}"))
+        .collect();
+    Missing { apt, bpf_linker: !bpf_linker_ok() }
+}
+
+/// Runs setup only when something is missing; used by build-ebpf, test and demo.
+pub fn ensure_ready() -> anyhow::Result<()> {
+    let missing = find_missing();
+    if missing.apt.is_empty() && !missing.bpf_linker {
+        return Ok(());
+    }
+    install(missing)
+}
+
+/// `cargo xtask setup`: checks everything and installs what is missing.
+pub fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let missing = find_missing();
+    if missing.apt.is_empty() && !missing.bpf_linker {
+        println!(
+            "setup: everything is already installed (rustc-web 1.96, LLVM 22, bpf-linker {BPF_LINKER_VERSION}, iproute2); checked in {:.1?}",
+            started.elapsed()
+        );
+        return Ok(());
+    }
+    install(missing)?;
+    println!("setup: done in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn install(missing: Missing) -> anyhow::Result<()> {
+    let is_root = nix::unistd::geteuid().is_root();
+    let has_apt = Path::new("/usr/bin/apt-get").exists();
+    if !missing.apt.is_empty() && !(is_root && has_apt) {
+        bail!(
+            "setup needs these Debian packages and cannot install them ({}): {}\n\
+             install them by hand as root: apt-get install -y {}",
+            if has_apt { "not running as root" } else { "no apt-get on this machine" },
+            missing.apt.join(" "),
+            missing.apt.join(" ")
+        );
+    }
+    if !missing.apt.is_empty() {
+        let step = Instant::now();
+        println!("setup [1/2]: apt-get install {}", missing.apt.join(" "));
+        run_checked(Command::new("apt-get").args(["update", "-q"]))
+            .context("apt-get update failed")?;
+        run_checked(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing.apt)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("apt-get install failed")?;
+        println!("setup [1/2]: packages installed in {:.0?}", step.elapsed());
+    }
+    if missing.bpf_linker || !bpf_linker_ok() {
+        let step = Instant::now();
+        println!(
+            "setup [2/2]: cargo install bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes 1-2 minutes)"
+        );
+        let path = format!(
+            "{LLVM_BIN}:{}",
+            std::env::var("PATH").unwrap_or_default()
+        );
+        run_checked(
+            Command::new("cargo")
+                .args(["install", "--locked", "bpf-linker", "--version", BPF_LINKER_VERSION])
+                .args(["--no-default-features", "--features", "llvm-22"])
+                .env("PATH", path)
+                .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"),
+        )
+        .context("installing bpf-linker failed")?;
+        println!("setup [2/2]: bpf-linker installed in {:.0?}", step.elapsed());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_matches;
+
+    #[test]
+    fn version_glob_matches_prefix_only() {
+        assert!(version_matches("1.96.0+dfsg1-1~deb12u2", "1.96.0*"));
+        assert!(!version_matches("1.97.0+dfsg1-1", "1.96.0*"));
+        assert!(version_matches("2.0", "*"));
+        assert!(version_matches("2.0", "2.0"));
+        assert!(!version_matches("2.0.1", "2.0"));
+    }
+}
