@@ -1,0 +1,92 @@
+//! `policy-agent lab run|down`.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use super::{parse_port_protocol, Output};
+use crate::{
+    lab::{netns, report, Lab},
+    model::Protocol,
+    source::manifest::load_manifests,
+};
+
+/// Lab subcommands.
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Build the lab from manifests, enforce their policies, probe every pod pair.
+    Run {
+        /// A manifest file or a directory of them (Namespace, Pod, Service, NetworkPolicy).
+        #[arg(short = 'f', long = "filename")]
+        path: PathBuf,
+        /// Probe PORT/PROTO on every pod (repeatable); default: each destination's
+        /// declared containerPorts.
+        #[arg(long = "probe", value_parser = parse_port_protocol)]
+        probes: Vec<(u16, Protocol)>,
+        /// Table or JSON.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// How long a probe waits for an answer before it counts as dropped.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Remove what a crashed lab run left behind (namespaces of dead processes).
+    Down {
+        /// Also remove namespaces of labs that are still running.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Runs a lab subcommand.
+pub fn run(command: LabCommand) -> anyhow::Result<()> {
+    match command {
+        LabCommand::Run {
+            path,
+            probes,
+            output,
+            timeout_ms,
+        } => run_lab(&path, &probes, output, Duration::from_millis(timeout_ms)),
+        LabCommand::Down { all } => {
+            let removed = netns::sweep(all)?;
+            if removed.is_empty() {
+                println!("nothing to remove");
+            }
+            for name in removed {
+                println!("removed network namespace {name}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn run_lab(
+    path: &std::path::Path,
+    probes: &[(u16, Protocol)],
+    output: Output,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let state = load_manifests(path)?;
+    ctrlc::set_handler(|| {
+        let _ = netns::delete_own();
+        eprintln!("interrupted: lab removed");
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")?;
+    eprintln!(
+        "lab: {} pods, {} policies from {}",
+        state.pods.len(),
+        state.policies.len(),
+        path.display()
+    );
+    let lab = Lab::up(state, probes)?;
+    let specs = lab.probe_specs(probes);
+    eprintln!("lab: datapath attached; probing {} connections", specs.len());
+    let results = lab.probe(&specs, timeout)?;
+    match output {
+        Output::Table => print!("{}", report::to_matrix(&lab.pods(), &results)),
+        Output::Json => println!("{}", report::to_json(&results)),
+    }
+    Ok(())
+}

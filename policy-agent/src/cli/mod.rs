@@ -1,0 +1,113 @@
+//! The one CLI: parse arguments, call the library, print. One module per
+//! subcommand; `anyhow` lives here and nowhere below.
+
+mod lab;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::model::Protocol;
+
+/// podwall: Kubernetes NetworkPolicy enforced by eBPF.
+#[derive(Parser)]
+#[command(name = "policy-agent", version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    Table,
+    /// JSON for machines.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A local mini-cluster: network namespaces as pods, the real datapath enforcing.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
+}
+
+/// Parses `PORT/PROTO` (`80/TCP`, `53/udp`; a bare `80` means TCP).
+pub fn parse_port_protocol(text: &str) -> Result<(u16, Protocol), String> {
+    let (port, protocol) = match text.split_once('/') {
+        Some((port, protocol)) => (port, protocol),
+        None => (text, "TCP"),
+    };
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("'{port}' is not a port number (1-65535)"))?;
+    let protocol = Protocol::parse(protocol)
+        .ok_or_else(|| format!("'{protocol}' is not a protocol (TCP, UDP or SCTP)"))?;
+    Ok((port, protocol))
+}
+
+fn init_logging(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the CLI and turns errors into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.verbose);
+    let result = match cli.command {
+        Command::Lab { command } => lab::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_port_protocol;
+    use crate::model::Protocol;
+
+    #[test]
+    fn port_protocol_accepts_case_insensitive_protocols_and_defaults_to_tcp() {
+        assert_eq!(parse_port_protocol("80/TCP"), Ok((80, Protocol::Tcp)));
+        assert_eq!(parse_port_protocol("53/udp"), Ok((53, Protocol::Udp)));
+        assert_eq!(parse_port_protocol("8080"), Ok((8080, Protocol::Tcp)));
+        assert!(parse_port_protocol("0/TCP").is_err());
+        assert!(parse_port_protocol("70000").is_err());
+        assert!(parse_port_protocol("80/ICMP").is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! A loaded `policy-ebpf` object: its classifiers attached to pod interfaces.
+
+use std::{collections::BTreeMap, path::Path};
+
+use aya::{
+    programs::{tc::SchedClassifierLinkId, SchedClassifier, TcAttachType},
+    Ebpf, EbpfLoader, VerifierLogLevel,
+};
+
+use super::DataplaneError;
+
+/// Program deciding a pod's ingress; runs at TC egress of its host-side veth.
+const POD_INGRESS_PROGRAM: &str = "pod_ingress";
+/// Program deciding a pod's egress; runs at TC ingress of its host-side veth.
+const POD_EGRESS_PROGRAM: &str = "pod_egress";
+
+/// Kernel interface index of a pod's host-side veth.
+pub type InterfaceIndex = u32;
+
+/// The loaded object and the interfaces its programs are attached to. Dropping it
+/// detaches every link it holds and frees the maps (nothing is pinned yet).
+pub struct Datapath {
+    pub(super) ebpf: Ebpf,
+    attached: BTreeMap<InterfaceIndex, [SchedClassifierLinkId; 2]>,
+}
+
+impl Datapath {
+    /// Loads the object and both classifiers into the kernel (not attached yet).
+    pub fn load(object: &Path) -> Result<Self, DataplaneError> {
+        let mut ebpf = EbpfLoader::new()
+            .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
+            .load_file(object)
+            .map_err(|source| DataplaneError::Load {
+                path: object.to_path_buf(),
+                source,
+            })?;
+        for name in [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM] {
+            classifier(&mut ebpf, name)?
+                .load()
+                .map_err(|e| DataplaneError::Program {
+                    program: name,
+                    message: format!("{e:#}"),
+                })?;
+        }
+        Ok(Self {
+            ebpf,
+            attached: BTreeMap::new(),
+        })
+    }
+
+    /// Attaches both classifiers to `interface` (a pod's host-side veth) as TCX
+    /// links, and returns its index. The calling thread must be in the network
+    /// namespace of the interface.
+    pub fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError> {
+        let index = nix::net::if_::if_nametoindex(interface).map_err(|source| {
+            DataplaneError::Interface {
+                interface: interface.to_string(),
+                source,
+            }
+        })?;
+        if self.attached.contains_key(&index) {
+            return Ok(index);
+        }
+        let ingress = attach_one(&mut self.ebpf, POD_INGRESS_PROGRAM, interface, TcAttachType::Egress)?;
+        let egress = attach_one(&mut self.ebpf, POD_EGRESS_PROGRAM, interface, TcAttachType::Ingress)?;
+        self.attached.insert(index, [ingress, egress]);
+        Ok(index)
+    }
+
+    /// Interfaces with both classifiers attached.
+    pub fn attached_interfaces(&self) -> impl Iterator<Item = InterfaceIndex> + '_ {
+        self.attached.keys().copied()
+    }
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DataplaneError> {
+    let program = ebpf.program_mut(name).ok_or(DataplaneError::Program {
+        program: name,
+        message: "not found in the object".to_string(),
+    })?;
+    program.try_into().map_err(|e| DataplaneError::Program {
+        program: name,
+        message: format!("not a TC classifier: {e}"),
+    })
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    interface: &str,
+    hook: TcAttachType,
+) -> Result<SchedClassifierLinkId, DataplaneError> {
+    classifier(ebpf, name)?
+        .attach(interface, hook)
+        .map_err(|source| DataplaneError::Attach {
+            program: name,
+            interface: interface.to_string(),
+            source,
+        })
+}

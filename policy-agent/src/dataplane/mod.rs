@@ -1,0 +1,101 @@
+//! The only code that touches BPF: finds and loads the `policy-ebpf` object,
+//! attaches its classifiers to pod interfaces and writes `DatapathTables` into its
+//! maps. Imports `policy` (for the tables) and `policy_common`; never `source`.
+
+mod datapath;
+mod maps;
+pub mod object;
+
+use std::path::PathBuf;
+
+pub use datapath::{Datapath, InterfaceIndex};
+pub use maps::Stats;
+
+/// Everything that can go wrong between the agent and the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// No eBPF object in any of the places the agent looks.
+    #[error("the eBPF object was not found (looked at: {}); build it with `cargo xtask build-ebpf` or set PODWALL_BPF_OBJECT", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    ObjectNotFound {
+        /// Every path tried, in order.
+        searched: Vec<PathBuf>,
+    },
+    /// The object could not be parsed or loaded.
+    #[error("loading eBPF object {path}: {source}")]
+    Load {
+        /// The object file.
+        path: PathBuf,
+        /// What aya reported.
+        #[source]
+        source: aya::EbpfError,
+    },
+    /// A program is missing from the object, or the kernel rejected it.
+    #[error("eBPF program {program}: {message}")]
+    Program {
+        /// Program name in the object.
+        program: &'static str,
+        /// What went wrong (for a verifier rejection, the verifier's log).
+        message: String,
+    },
+    /// Attaching a classifier to an interface failed.
+    #[error("attaching {program} to interface {interface}: {source}")]
+    Attach {
+        /// Program name.
+        program: &'static str,
+        /// Interface name.
+        interface: String,
+        /// What the kernel said.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// The interface does not exist in the current network namespace.
+    #[error("interface {interface} not found: {source}")]
+    Interface {
+        /// Interface name.
+        interface: String,
+        /// The lookup error.
+        #[source]
+        source: nix::Error,
+    },
+    /// A map is missing from the object or has the wrong type.
+    #[error("eBPF map {map}: {message}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading or writing a map entry failed (for example: the map is full).
+    #[error("eBPF map {map}: {operation}: {source}")]
+    MapOp {
+        /// Map name.
+        map: &'static str,
+        /// What was being done.
+        operation: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A local pod in the tables has no interface to attach to.
+    #[error("pod {pod} has no interface on this node")]
+    NoInterface {
+        /// The pod.
+        pod: String,
+    },
+}
+
+impl DataplaneError {
+    /// A short, stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DataplaneError::ObjectNotFound { .. } => "object_not_found",
+            DataplaneError::Load { .. } => "load",
+            DataplaneError::Program { .. } => "program",
+            DataplaneError::Attach { .. } => "attach",
+            DataplaneError::Interface { .. } => "interface",
+            DataplaneError::Map { .. } => "map",
+            DataplaneError::MapOp { .. } => "map_op",
+            DataplaneError::NoInterface { .. } => "no_interface",
+        }
+    }
+}

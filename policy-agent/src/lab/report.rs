@@ -1,0 +1,150 @@
+//! Probe results as a reachability matrix for people and as JSON for machines.
+//! The JSON shape is a contract: `{"probes":[{"from","to","port","protocol","allowed"}]}`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::probe::ProbeSpec;
+use crate::model::{ObjectRef, Protocol};
+
+/// The outcome of one probe.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ProbeResult {
+    /// `namespace/pod` the probe came from.
+    pub from: String,
+    /// `namespace/pod` it went to.
+    pub to: String,
+    /// Destination port.
+    pub port: u16,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: Protocol,
+    /// Whether it reached the destination.
+    pub allowed: bool,
+}
+
+impl ProbeResult {
+    /// The result of `spec`.
+    pub fn new(spec: &ProbeSpec, allowed: bool) -> Self {
+        Self {
+            from: spec.from.to_string(),
+            to: spec.to.to_string(),
+            port: spec.port,
+            protocol: spec.protocol,
+            allowed,
+        }
+    }
+}
+
+/// `{"probes":[...]}`, compact, one line.
+pub fn to_json(results: &[ProbeResult]) -> String {
+    #[derive(Serialize)]
+    struct Probes<'a> {
+        probes: &'a [ProbeResult],
+    }
+    serde_json::to_string(&Probes { probes: results }).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+fn cell(results: &[&ProbeResult]) -> String {
+    if results.is_empty() {
+        return "-".to_string();
+    }
+    results
+        .iter()
+        .map(|r| {
+            let port = match r.protocol {
+                Protocol::Tcp => r.port.to_string(),
+                other => format!("{}/{other}", r.port),
+            };
+            format!("{port} {}", if r.allowed { "✓" } else { "✗" })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A table with one row per source pod and one column per destination pod; each
+/// cell lists the probed ports with ✓ (reached) or ✗ (dropped). `·` marks a pod and
+/// itself (not probed: that traffic never leaves the pod).
+pub fn to_matrix(pods: &[ObjectRef], results: &[ProbeResult]) -> String {
+    let mut by_pair: BTreeMap<(&str, &str), Vec<&ProbeResult>> = BTreeMap::new();
+    for r in results {
+        by_pair.entry((&r.from, &r.to)).or_default().push(r);
+    }
+    let names: Vec<String> = pods.iter().map(ToString::to_string).collect();
+    let mut rows: Vec<Vec<String>> = vec![std::iter::once("from \\ to".to_string())
+        .chain(names.iter().cloned())
+        .collect()];
+    for from in &names {
+        let mut row = vec![from.clone()];
+        for to in &names {
+            row.push(if from == to {
+                "·".to_string()
+            } else {
+                cell(by_pair.get(&(from.as_str(), to.as_str())).map_or(&[][..], Vec::as_slice))
+            });
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(text, width)| format!("{text}{}", " ".repeat(width - text.chars().count())))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    let allowed = results.iter().filter(|r| r.allowed).count();
+    out.push_str(&format!(
+        "{} probes: {allowed} allowed, {} denied\n",
+        results.len(),
+        results.len() - allowed
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(from: &str, to: &str, port: u16, protocol: Protocol, allowed: bool) -> ProbeResult {
+        ProbeResult {
+            from: from.into(),
+            to: to.into(),
+            port,
+            protocol,
+            allowed,
+        }
+    }
+
+    #[test]
+    fn json_has_exactly_the_documented_shape() {
+        let json = to_json(&[result("x/a", "x/b", 80, Protocol::Tcp, true)]);
+        assert_eq!(
+            json,
+            r#"{"probes":[{"from":"x/a","to":"x/b","port":80,"protocol":"TCP","allowed":true}]}"#
+        );
+    }
+
+    #[test]
+    fn matrix_rows_are_sources_and_cells_list_ports_with_their_verdict() {
+        let pods = [ObjectRef::new("x", "a"), ObjectRef::new("x", "b")];
+        let text = to_matrix(
+            &pods,
+            &[
+                result("x/a", "x/b", 80, Protocol::Tcp, true),
+                result("x/a", "x/b", 53, Protocol::Udp, false),
+                result("x/b", "x/a", 80, Protocol::Tcp, false),
+            ],
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("from \\ to"));
+        assert!(lines[1].starts_with("x/a") && lines[1].contains("80 ✓, 53/UDP ✗"));
+        assert!(lines[2].starts_with("x/b") && lines[2].contains("80 ✗"));
+        assert_eq!(lines[3], "3 probes: 1 allowed, 2 denied");
+    }
+}

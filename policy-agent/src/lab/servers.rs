@@ -1,0 +1,124 @@
+//! Listeners in every pod namespace, served by one thread: TCP connections are
+//! accepted and closed, UDP datagrams are echoed, so a probe can tell "reached"
+//! from "dropped".
+
+use std::{
+    io::Write,
+    net::{TcpListener, UdpSocket},
+    os::fd::AsFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::{netns::in_netns, LabError};
+use crate::model::Protocol;
+
+/// A bound socket waiting for probes.
+pub enum Listener {
+    /// Accepts and closes connections.
+    Tcp(TcpListener),
+    /// Echoes datagrams.
+    Udp(UdpSocket),
+}
+
+/// Binds a listener on 0.0.0.0:`port` for each entry, inside namespace `netns`.
+pub fn open_listeners(
+    netns: &str,
+    pod: &str,
+    ports: &[(u16, Protocol)],
+) -> Result<Vec<Listener>, LabError> {
+    in_netns(netns, || {
+        ports
+            .iter()
+            .map(|&(port, protocol)| {
+                let bound = match protocol {
+                    Protocol::Tcp => TcpListener::bind(("0.0.0.0", port)).map(Listener::Tcp),
+                    Protocol::Udp => UdpSocket::bind(("0.0.0.0", port)).map(Listener::Udp),
+                    Protocol::Sctp => return Err(LabError::SctpUnavailable),
+                };
+                let listener = bound.map_err(|source| LabError::Socket {
+                    pod: pod.to_string(),
+                    what: format!("listen on {port}/{protocol}"),
+                    source,
+                })?;
+                let nonblocking = match &listener {
+                    Listener::Tcp(l) => l.set_nonblocking(true),
+                    Listener::Udp(u) => u.set_nonblocking(true),
+                };
+                nonblocking.map_err(|source| LabError::Socket {
+                    pod: pod.to_string(),
+                    what: format!("set {port}/{protocol} non-blocking"),
+                    source,
+                })?;
+                Ok(listener)
+            })
+            .collect()
+    })?
+}
+
+/// The serving thread; stops and joins on drop.
+pub struct Servers {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Servers {
+    /// Starts serving `listeners` until dropped.
+    pub fn start(listeners: Vec<Listener>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("lab-servers".into())
+            .spawn(move || serve(&listeners, &flag))
+            .ok();
+        Self { stop, thread }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(listeners: &[Listener], stop: &AtomicBool) {
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds: Vec<PollFd<'_>> = listeners
+            .iter()
+            .map(|l| match l {
+                Listener::Tcp(t) => PollFd::new(t.as_fd(), PollFlags::POLLIN),
+                Listener::Udp(u) => PollFd::new(u.as_fd(), PollFlags::POLLIN),
+            })
+            .collect();
+        if poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0) <= 0 {
+            continue;
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+            .collect();
+        for (listener, _) in listeners.iter().zip(ready).filter(|(_, r)| *r) {
+            match listener {
+                Listener::Tcp(tcp) => {
+                    while let Ok((mut stream, _)) = tcp.accept() {
+                        let _ = stream.write_all(b"podwall\n");
+                    }
+                }
+                Listener::Udp(udp) => {
+                    while let Ok((len, from)) = udp.recv_from(&mut buf) {
+                        let _ = udp.send_to(&buf[..len], from);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! podwall's node agent as a library: the CLI in `main.rs` is a thin layer over it.
+//!
+//! Data flows one way: `source` (manifests, later the API server) -> `model` ->
+//! `policy` (pure: evaluator and compiler) -> `dataplane` (the only code that touches
+//! BPF). `lab` builds a local mini-cluster from network namespaces and wires the
+//! stages together; `cli` holds one module per subcommand.
+
+pub mod cli;
+pub mod dataplane;
+pub mod lab;
+pub mod model;
+pub mod policy;
+pub mod source;

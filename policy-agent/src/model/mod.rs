@@ -1,0 +1,207 @@
+//! Owned, normalized cluster objects: what every later stage reads.
+//!
+//! Sources (`source::*`) are the only producers; nothing here knows about
+//! k8s-openapi, YAML or the kernel. Defaults the API server would apply (policyTypes,
+//! the `kubernetes.io/metadata.name` namespace label, protocol TCP) are already
+//! applied, so downstream code never re-derives them.
+
+pub mod builders;
+mod policy;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+};
+
+pub use policy::{
+    LabelSelector, NamespaceScope, NetworkPolicy, Peer, Peers, PolicyPort, PolicyTypes, PortRef,
+    Rule, SelectorOperator, SelectorRequirement,
+};
+
+/// Label key the API server sets on every namespace to its own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Kubernetes labels, sorted so that equal sets compare and hash equal.
+pub type Labels = BTreeMap<String, String>;
+
+/// `namespace/name` of a namespaced object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ObjectRef {
+    /// Namespace the object lives in.
+    pub namespace: String,
+    /// Object name, unique within its namespace and kind.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// Builds a reference from its two parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Transport protocols NetworkPolicy ports can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    /// TCP (IP protocol 6).
+    Tcp,
+    /// UDP (IP protocol 17).
+    Udp,
+    /// SCTP (IP protocol 132).
+    Sctp,
+}
+
+impl Protocol {
+    /// The IP protocol number, as the datapath sees it.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+
+    /// Parses the Kubernetes spelling (`TCP`, `UDP`, `SCTP`), case-insensitively.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_uppercase().as_str() {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        })
+    }
+}
+
+/// A namespace and its labels (always including `NAMESPACE_NAME_LABEL`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    /// Namespace name.
+    pub name: String,
+    /// Labels, with `kubernetes.io/metadata.name` set to `name`.
+    pub labels: Labels,
+}
+
+impl Namespace {
+    /// A namespace with only the label the API server always sets.
+    pub fn implicit(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            labels: Labels::from([(NAMESPACE_NAME_LABEL.to_string(), name.to_string())]),
+        }
+    }
+}
+
+/// A port a container declares; named ones are what NetworkPolicy names refer to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ContainerPort {
+    /// `ports[].name`, if any.
+    pub name: Option<String>,
+    /// `containerPort`.
+    pub port: u16,
+    /// `protocol`, defaulted to TCP.
+    pub protocol: Protocol,
+}
+
+/// A pod, trimmed to what policy needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pod {
+    /// Namespace and name.
+    pub key: ObjectRef,
+    /// Pod labels.
+    pub labels: Labels,
+    /// `status.podIPs` (or `status.podIP`); may be empty for a pod not yet running.
+    pub ips: Vec<IpAddr>,
+    /// `spec.nodeName`, if scheduled.
+    pub node_name: Option<String>,
+    /// `spec.hostNetwork`: such pods share the node's address and are not endpoints.
+    pub host_network: bool,
+    /// Ports of all containers.
+    pub ports: Vec<ContainerPort>,
+}
+
+/// A port a Service exposes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// `ports[].name`, if any.
+    pub name: Option<String>,
+    /// The Service port.
+    pub port: u16,
+    /// `targetPort`: a number, or a name resolved on each backend pod.
+    pub target_port: PortRef,
+    /// `protocol`, defaulted to TCP.
+    pub protocol: Protocol,
+}
+
+/// A Service, kept for the lab and later the Service-aware datapath.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Namespace and name.
+    pub key: ObjectRef,
+    /// `spec.selector`; `None` for a Service without a selector.
+    pub selector: Option<Labels>,
+    /// `spec.clusterIP`, if set and not `None`.
+    pub cluster_ip: Option<IpAddr>,
+    /// `spec.ports`.
+    pub ports: Vec<ServicePort>,
+}
+
+/// Everything policy is computed from, keyed for deterministic iteration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    /// Namespaces by name.
+    pub namespaces: BTreeMap<String, Namespace>,
+    /// Pods by namespace/name.
+    pub pods: BTreeMap<ObjectRef, Pod>,
+    /// NetworkPolicies by namespace/name.
+    pub policies: BTreeMap<ObjectRef, NetworkPolicy>,
+    /// Services by namespace/name.
+    pub services: BTreeMap<ObjectRef, Service>,
+}
+
+impl ClusterState {
+    /// Adds an implicit `Namespace` for every namespace a pod, policy or Service
+    /// lives in but no Namespace object declares, as a cluster would have one.
+    pub fn add_implicit_namespaces(&mut self) {
+        let used: BTreeSet<String> = self
+            .pods
+            .keys()
+            .chain(self.policies.keys())
+            .chain(self.services.keys())
+            .map(|key| key.namespace.clone())
+            .collect();
+        for name in used {
+            self.namespaces
+                .entry(name.clone())
+                .or_insert_with(|| Namespace::implicit(&name));
+        }
+    }
+
+    /// Labels of a namespace; a namespace nobody declared has only its name label.
+    pub fn namespace_labels(&self, namespace: &str) -> Labels {
+        self.namespaces
+            .get(namespace)
+            .map(|ns| ns.labels.clone())
+            .unwrap_or_else(|| Namespace::implicit(namespace).labels)
+    }
+}

@@ -1,0 +1,12 @@
+//! The policy engine, pure: no I/O, no kernel, no async. Imports only `model` and
+//! `policy_common`'s constants.
+//!
+//! - `selector`: label selector matching;
+//! - `evaluator`: the reference verdict straight from the NetworkPolicy semantics;
+//! - `compiler`: cluster state -> `DatapathTables` for one node;
+//! - `tables`: the compiler's output and the lookup the kernel performs on it.
+
+pub mod compiler;
+pub mod evaluator;
+pub mod selector;
+pub mod tables;
