@@ -1,2 +1,42 @@
-//! placeholder
-pub fn run() -> anyhow::Result<()> { todo!() }
+//! `cargo xtask demo`: the secure-app tutorial on real packets. Installs what is
+//! missing, builds the eBPF object and the agent, then runs `policy-agent lab tour`
+//! over deploy/examples/secure-app with every step in steps/.
+
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::{ebpf, run_checked, setup, workspace_root};
+
+/// Runs the demo from start to end without input.
+pub fn run() -> anyhow::Result<()> {
+    setup::ensure_ready()?;
+    ebpf::build()?;
+    let root = workspace_root();
+    println!("demo: building policy-agent");
+    run_checked(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["build", "--quiet", "--package", "policy-agent"]),
+    )?;
+    let example = root.join("deploy/examples/secure-app");
+    let mut steps: Vec<_> = std::fs::read_dir(example.join("steps"))
+        .context("reading deploy/examples/secure-app/steps")?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    steps.sort();
+    println!(
+        "demo: the secure-app tutorial, {} steps, on real packets in a local lab\n",
+        steps.len()
+    );
+    let mut tour = Command::new(root.join("target/debug/policy-agent"));
+    tour.current_dir(&root)
+        .args(["lab", "tour", "-f"])
+        .arg(example.join("cluster.yaml"));
+    for step in &steps {
+        tour.arg("--step").arg(step);
+    }
+    run_checked(&mut tour)
+}

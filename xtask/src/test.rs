@@ -1,2 +1,38 @@
-//! placeholder
-pub fn run() -> anyhow::Result<()> { todo!() }
+//! `cargo xtask test`: the whole suite. Formatting and clippy (-D warnings), then
+//! every unit test and the lab/conformance integration tests on the real kernel.
+//! Those need root and BPF; without them they fail and say so.
+
+use std::process::Command;
+
+use crate::{ebpf, run_checked, setup, workspace_root};
+
+/// Runs every check in order; the first failure stops the run.
+pub fn run() -> anyhow::Result<()> {
+    setup::ensure_ready()?;
+    ebpf::build()?;
+    let root = workspace_root();
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "test: not running as root: unit tests will pass, but the lab and conformance \
+             tests need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) and will fail"
+        );
+    }
+    println!("test [1/3]: cargo fmt --check");
+    run_checked(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["fmt", "--all", "--check"]),
+    )?;
+    println!("test [2/3]: cargo clippy -D warnings");
+    run_checked(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]),
+    )?;
+    println!("test [3/3]: cargo test (unit, lab and conformance tests)");
+    run_checked(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["test", "--workspace"]),
+    )
+}

@@ -31,6 +31,25 @@ pub enum LabCommand {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// Build the lab from BASE, then apply each STEP in turn, printing the matrix
+    /// and what changed after every step.
+    Tour {
+        /// The starting manifests (file or directory).
+        #[arg(short = 'f', long = "filename")]
+        base: PathBuf,
+        /// Manifests to apply, in order (each a file or directory; repeatable).
+        #[arg(long = "step")]
+        steps: Vec<PathBuf>,
+        /// Probe PORT/PROTO on every pod (repeatable); default: declared containerPorts.
+        #[arg(long = "probe", value_parser = parse_port_protocol)]
+        probes: Vec<(u16, Protocol)>,
+        /// Table, or JSON (one object per step).
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// How long a probe waits for an answer before it counts as dropped.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
     /// Remove what a crashed lab run left behind (namespaces of dead processes).
     Down {
         /// Also remove namespaces of labs that are still running.
@@ -48,6 +67,16 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             output,
             timeout_ms,
         } => run_lab(&path, &probes, output, Duration::from_millis(timeout_ms)),
+        LabCommand::Tour {
+            base,
+            steps,
+            probes,
+            output,
+            timeout_ms,
+        } => {
+            install_interrupt_cleanup()?;
+            super::lab_tour::run(&base, &steps, &probes, output, Duration::from_millis(timeout_ms))
+        }
         LabCommand::Down { all } => {
             let removed = netns::sweep(all)?;
             if removed.is_empty() {
@@ -68,12 +97,7 @@ fn run_lab(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let state = load_manifests(path)?;
-    ctrlc::set_handler(|| {
-        let _ = netns::delete_own();
-        eprintln!("interrupted: lab removed");
-        std::process::exit(130);
-    })
-    .context("installing the Ctrl-C handler")?;
+    install_interrupt_cleanup()?;
     eprintln!(
         "lab: {} pods, {} policies from {}",
         state.pods.len(),
@@ -89,4 +113,14 @@ fn run_lab(
         Output::Json => println!("{}", report::to_json(&results)),
     }
     Ok(())
+}
+
+/// On Ctrl-C (or SIGTERM), delete this process's lab namespaces and exit 130.
+fn install_interrupt_cleanup() -> anyhow::Result<()> {
+    ctrlc::set_handler(|| {
+        let _ = netns::delete_own();
+        eprintln!("interrupted: lab removed");
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")
 }

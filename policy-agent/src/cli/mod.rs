@@ -2,6 +2,7 @@
 //! subcommand; `anyhow` lives here and nowhere below.
 
 mod lab;
+mod lab_tour;
 
 use std::process::ExitCode;
 

@@ -205,3 +205,34 @@ impl ClusterState {
             .unwrap_or_else(|| Namespace::implicit(namespace).labels)
     }
 }
+
+impl ClusterState {
+    /// Adds every object of `other`, replacing objects with the same kind and key
+    /// (as `kubectl apply` of `other` would). A namespace `other` only implies (one
+    /// with nothing but its name label) does not replace one this state declares.
+    pub fn merge(&mut self, other: ClusterState) {
+        for (name, namespace) in other.namespaces {
+            let implied = namespace == Namespace::implicit(&name);
+            if !(implied && self.namespaces.contains_key(&name)) {
+                self.namespaces.insert(name, namespace);
+            }
+        }
+        self.pods.extend(other.pods);
+        self.policies.extend(other.policies);
+        self.services.extend(other.services);
+    }
+
+    /// `Kind namespace/name` of every object, for messages; namespaces that carry
+    /// nothing but their name label (as implied ones do) are left out.
+    pub fn object_names(&self) -> Vec<String> {
+        let namespaces = self
+            .namespaces
+            .values()
+            .filter(|ns| **ns != Namespace::implicit(&ns.name))
+            .map(|ns| format!("Namespace {}", ns.name));
+        let pods = self.pods.keys().map(|k| format!("Pod {k}"));
+        let policies = self.policies.keys().map(|k| format!("NetworkPolicy {k}"));
+        let services = self.services.keys().map(|k| format!("Service {k}"));
+        namespaces.chain(pods).chain(policies).chain(services).collect()
+    }
+}

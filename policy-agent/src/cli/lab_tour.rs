@@ -1,0 +1,150 @@
+//! `policy-agent lab tour`: one lab, manifests applied step by step, the matrix
+//! and what changed after each step.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Serialize;
+
+use super::Output;
+use crate::{
+    lab::{report, report::ProbeResult, Lab},
+    model::Protocol,
+    source::manifest::load_manifests,
+};
+
+/// The comment lines a manifest file starts with, without the `#`.
+fn description(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map_while(|line| line.strip_prefix('#'))
+        .map(|line| line.trim().to_string())
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+fn key(r: &ProbeResult) -> (String, String, u16, Protocol) {
+    (r.from.clone(), r.to.clone(), r.port, r.protocol)
+}
+
+/// Lines naming every probe whose verdict differs between `before` and `after`.
+fn changes(before: &[ProbeResult], after: &[ProbeResult]) -> Vec<String> {
+    let old: BTreeMap<_, bool> = before.iter().map(|r| (key(r), r.allowed)).collect();
+    let verdict = |allowed: bool| if allowed { "allowed" } else { "denied" };
+    after
+        .iter()
+        .filter_map(|r| {
+            let was = *old.get(&key(r))?;
+            (was != r.allowed).then(|| {
+                format!(
+                    "{} -> {} {}/{}: {} -> {}",
+                    r.from,
+                    r.to,
+                    r.port,
+                    r.protocol,
+                    verdict(was),
+                    verdict(r.allowed)
+                )
+            })
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct StepJson<'a> {
+    step: usize,
+    file: String,
+    applied: Vec<String>,
+    probes: &'a [ProbeResult],
+}
+
+/// Builds the lab from `base`, then applies each of `steps` in order.
+pub fn run(
+    base: &Path,
+    steps: &[PathBuf],
+    probes: &[(u16, Protocol)],
+    output: Output,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut state = load_manifests(base)?;
+    let step_states = steps
+        .iter()
+        .map(|path| load_manifests(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut lab = Lab::up(state.clone(), probes)?;
+    let specs = lab.probe_specs(probes);
+    let mut previous: Vec<ProbeResult> = Vec::new();
+    let files = std::iter::once(base).chain(steps.iter().map(PathBuf::as_path));
+    let applied = std::iter::once(None).chain(step_states.into_iter().map(Some));
+    for (number, (file, step)) in files.zip(applied).enumerate() {
+        let names = match step {
+            Some(step) => {
+                let names = step.object_names();
+                state.merge(step);
+                lab.update(state.clone())?;
+                names
+            }
+            None => state.object_names(),
+        };
+        let results = lab.probe(&specs, timeout)?;
+        match output {
+            Output::Json => {
+                let line = StepJson {
+                    step: number,
+                    file: file.display().to_string(),
+                    applied: names,
+                    probes: &results,
+                };
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            Output::Table => {
+                println!("== step {number}: {}", file.display());
+                for line in description(file) {
+                    println!("   {line}");
+                }
+                println!("   applied: {}", names.join(", "));
+                println!();
+                print!("{}", report::to_matrix(&lab.pods(), &results));
+                if number > 0 {
+                    let changed = changes(&previous, &results);
+                    println!("changed: {} probe(s)", changed.len());
+                    for line in changed {
+                        println!("   {line}");
+                    }
+                }
+                println!();
+            }
+        }
+        previous = results;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(to: &str, allowed: bool) -> ProbeResult {
+        ProbeResult {
+            from: "x/a".into(),
+            to: to.into(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            allowed,
+        }
+    }
+
+    #[test]
+    fn changes_name_only_probes_whose_verdict_flipped() {
+        let before = [result("x/b", true), result("x/c", true)];
+        let after = [result("x/b", false), result("x/c", true)];
+        assert_eq!(
+            changes(&before, &after),
+            vec!["x/a -> x/b 80/TCP: allowed -> denied".to_string()]
+        );
+    }
+}
