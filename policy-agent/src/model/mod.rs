@@ -233,6 +233,10 @@ impl ClusterState {
         let pods = self.pods.keys().map(|k| format!("Pod {k}"));
         let policies = self.policies.keys().map(|k| format!("NetworkPolicy {k}"));
         let services = self.services.keys().map(|k| format!("Service {k}"));
-        namespaces.chain(pods).chain(policies).chain(services).collect()
+        namespaces
+            .chain(pods)
+            .chain(policies)
+            .chain(services)
+            .collect()
     }
 }
