@@ -14,11 +14,12 @@ pub fn run() -> anyhow::Result<()> {
     ebpf::build()?;
     let root = workspace_root();
     println!("demo: building policy-agent");
-    run_checked(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["build", "--quiet", "--package", "policy-agent"]),
-    )?;
+    run_checked(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--quiet",
+        "--package",
+        "policy-agent",
+    ]))?;
     let example = root.join("deploy/examples/secure-app");
     let mut steps: Vec<_> = std::fs::read_dir(example.join("steps"))
         .context("reading deploy/examples/secure-app/steps")?

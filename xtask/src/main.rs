@@ -44,7 +44,10 @@ fn main() -> anyhow::Result<()> {
 /// The workspace root (the folder above xtask/).
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
 }
 
 /// Runs a command with inherited output and fails with its command line if it fails.

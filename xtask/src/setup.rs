@@ -5,11 +5,7 @@
 //! disk for `-Z build-std=core`: Debian's rustc-web 1.96 (LLVM 22) with
 //! rust-web-src, and bpf-linker 0.13.0 built against LLVM 22.
 
-use std::{
-    path::Path,
-    process::Command,
-    time::Instant,
-};
+use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{bail, Context};
 
@@ -77,12 +73,13 @@ fn bpf_linker_ok() -> bool {
 fn find_missing() -> Missing {
     let apt = APT_PACKAGES
         .iter()
-        .filter(|(pkg, glob)| {
-            !installed_version(pkg).is_some_and(|v| version_matches(&v, glob))
-        })
+        .filter(|(pkg, glob)| !installed_version(pkg).is_some_and(|v| version_matches(&v, glob)))
         .map(|(pkg, glob)| format!("{pkg}={glob}"))
         .collect();
-    Missing { apt, bpf_linker: !bpf_linker_ok() }
+    Missing {
+        apt,
+        bpf_linker: !bpf_linker_ok(),
+    }
 }
 
 /// Runs setup only when something is missing; used by build-ebpf, test and demo.
@@ -113,11 +110,15 @@ pub fn run() -> anyhow::Result<()> {
 fn install(missing: Missing) -> anyhow::Result<()> {
     let is_root = nix::unistd::geteuid().is_root();
     let has_apt = Path::new("/usr/bin/apt-get").exists();
-    if !missing.apt.is_empty() && !(is_root && has_apt) {
+    if !missing.apt.is_empty() && (!is_root || !has_apt) {
         bail!(
             "setup needs these Debian packages and cannot install them ({}): {}\n\
              install them by hand as root: apt-get install -y {}",
-            if has_apt { "not running as root" } else { "no apt-get on this machine" },
+            if has_apt {
+                "not running as root"
+            } else {
+                "no apt-get on this machine"
+            },
             missing.apt.join(" "),
             missing.apt.join(" ")
         );
@@ -141,19 +142,25 @@ fn install(missing: Missing) -> anyhow::Result<()> {
         println!(
             "setup [2/2]: cargo install bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes 1-2 minutes)"
         );
-        let path = format!(
-            "{LLVM_BIN}:{}",
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let path = format!("{LLVM_BIN}:{}", std::env::var("PATH").unwrap_or_default());
         run_checked(
             Command::new("cargo")
-                .args(["install", "--locked", "bpf-linker", "--version", BPF_LINKER_VERSION])
+                .args([
+                    "install",
+                    "--locked",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                ])
                 .args(["--no-default-features", "--features", "llvm-22"])
                 .env("PATH", path)
                 .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"),
         )
         .context("installing bpf-linker failed")?;
-        println!("setup [2/2]: bpf-linker installed in {:.0?}", step.elapsed());
+        println!(
+            "setup [2/2]: bpf-linker installed in {:.0?}",
+            step.elapsed()
+        );
     }
     Ok(())
 }

@@ -23,12 +23,21 @@ pub fn run() -> anyhow::Result<()> {
             .current_dir(&root)
             .args(["fmt", "--all", "--check"]),
     )?;
-    println!("test [2/3]: cargo clippy -D warnings");
     run_checked(
         Command::new("cargo")
-            .current_dir(&root)
-            .args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]),
+            .current_dir(root.join("policy-ebpf"))
+            .args(["fmt", "--check"]),
     )?;
+    println!("test [2/3]: cargo clippy -D warnings");
+    run_checked(Command::new("cargo").current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     println!("test [3/3]: cargo test (unit, lab and conformance tests)");
     run_checked(
         Command::new("cargo")

@@ -75,7 +75,13 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             timeout_ms,
         } => {
             install_interrupt_cleanup()?;
-            super::lab_tour::run(&base, &steps, &probes, output, Duration::from_millis(timeout_ms))
+            super::lab_tour::run(
+                &base,
+                &steps,
+                &probes,
+                output,
+                Duration::from_millis(timeout_ms),
+            )
         }
         LabCommand::Down { all } => {
             let removed = netns::sweep(all)?;
@@ -106,7 +112,10 @@ fn run_lab(
     );
     let lab = Lab::up(state, probes)?;
     let specs = lab.probe_specs(probes);
-    eprintln!("lab: datapath attached; probing {} connections", specs.len());
+    eprintln!(
+        "lab: datapath attached; probing {} connections",
+        specs.len()
+    );
     let results = lab.probe(&specs, timeout)?;
     match output {
         Output::Table => print!("{}", report::to_matrix(&lab.pods(), &results)),

@@ -32,7 +32,7 @@ impl Datapath {
             .load_file(object)
             .map_err(|source| DataplaneError::Load {
                 path: object.to_path_buf(),
-                source,
+                source: Box::new(source),
             })?;
         for name in [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM] {
             classifier(&mut ebpf, name)?
@@ -61,8 +61,18 @@ impl Datapath {
         if self.attached.contains_key(&index) {
             return Ok(index);
         }
-        let ingress = attach_one(&mut self.ebpf, POD_INGRESS_PROGRAM, interface, TcAttachType::Egress)?;
-        let egress = attach_one(&mut self.ebpf, POD_EGRESS_PROGRAM, interface, TcAttachType::Ingress)?;
+        let ingress = attach_one(
+            &mut self.ebpf,
+            POD_INGRESS_PROGRAM,
+            interface,
+            TcAttachType::Egress,
+        )?;
+        let egress = attach_one(
+            &mut self.ebpf,
+            POD_EGRESS_PROGRAM,
+            interface,
+            TcAttachType::Ingress,
+        )?;
         self.attached.insert(index, [ingress, egress]);
         Ok(index)
     }
@@ -98,6 +108,6 @@ fn attach_one(
         .map_err(|source| DataplaneError::Attach {
             program: name,
             interface: interface.to_string(),
-            source,
+            source: Box::new(source),
         })
 }

@@ -41,8 +41,15 @@ impl Stats {
     }
 }
 
-fn map_error(map: &'static str, operation: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
-    move |source| DataplaneError::MapOp { map, operation, source }
+fn map_error(
+    map: &'static str,
+    operation: &'static str,
+) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::MapOp {
+        map,
+        operation,
+        source: Box::new(source),
+    }
 }
 
 fn endpoint_value(entry: &EndpointEntry) -> EndpointInfo {
@@ -98,7 +105,9 @@ impl Datapath {
         })
     }
 
-    fn policy_map(&mut self) -> Result<LpmTrie<&mut MapData, PolicyKey, PolicyValue>, DataplaneError> {
+    fn policy_map(
+        &mut self,
+    ) -> Result<LpmTrie<&mut MapData, PolicyKey, PolicyValue>, DataplaneError> {
         let map = self.ebpf.map_mut(POLICY_MAP).ok_or(DataplaneError::Map {
             map: POLICY_MAP,
             message: "not found in the object".into(),
@@ -123,28 +132,45 @@ impl Datapath {
     ) -> Result<(), DataplaneError> {
         let mut endpoints = BTreeMap::new();
         for (pod, entry) in &tables.endpoints {
-            let index = interfaces.get(pod).ok_or_else(|| DataplaneError::NoInterface {
-                pod: pod.to_string(),
-            })?;
+            let index = interfaces
+                .get(pod)
+                .ok_or_else(|| DataplaneError::NoInterface {
+                    pod: pod.to_string(),
+                })?;
             endpoints.insert(*index, endpoint_value(entry));
         }
         let policy: Vec<(Key<PolicyKey>, PolicyValue)> = tables
             .policy
             .iter()
-            .map(|(m, RuleRef { policy_id, rule_index })| {
-                (
-                    policy_key(m),
-                    PolicyValue {
-                        policy_id: *policy_id,
-                        rule_index: *rule_index,
+            .map(
+                |(
+                    m,
+                    RuleRef {
+                        policy_id,
+                        rule_index,
                     },
-                )
-            })
+                )| {
+                    (
+                        policy_key(m),
+                        PolicyValue {
+                            policy_id: *policy_id,
+                            rule_index: *rule_index,
+                        },
+                    )
+                },
+            )
             .collect();
         let peers: BTreeMap<u32, PeerClass> = tables
             .peers_v4
             .iter()
-            .map(|(addr, class_id)| (peer_key(*addr), PeerClass { class_id: *class_id }))
+            .map(|(addr, class_id)| {
+                (
+                    peer_key(*addr),
+                    PeerClass {
+                        class_id: *class_id,
+                    },
+                )
+            })
             .collect();
 
         let mut policy_map = self.policy_map()?;
@@ -231,9 +257,7 @@ impl Datapath {
             if name.is_empty() {
                 continue;
             }
-            let values = array
-                .get(&index, 0)
-                .map_err(map_error(STATS_MAP, "read"))?;
+            let values = array.get(&index, 0).map_err(map_error(STATS_MAP, "read"))?;
             counters.push((name, values.iter().sum()));
         }
         Ok(Stats { counters })

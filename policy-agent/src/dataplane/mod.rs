@@ -27,7 +27,7 @@ pub enum DataplaneError {
         path: PathBuf,
         /// What aya reported.
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     /// A program is missing from the object, or the kernel rejected it.
     #[error("eBPF program {program}: {message}")]
@@ -46,7 +46,7 @@ pub enum DataplaneError {
         interface: String,
         /// What the kernel said.
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     /// The interface does not exist in the current network namespace.
     #[error("interface {interface} not found: {source}")]
@@ -74,7 +74,7 @@ pub enum DataplaneError {
         operation: &'static str,
         /// What the kernel said.
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     /// A local pod in the tables has no interface to attach to.
     #[error("pod {pod} has no interface on this node")]

@@ -177,7 +177,11 @@ impl Lab {
                 ports.extend(pod.ports.iter().map(|p| (p.port, p.protocol)));
             }
             let ports: Vec<_> = ports.into_iter().collect();
-            listeners.extend(servers::open_listeners(&lab_pod.netns, &key.to_string(), &ports)?);
+            listeners.extend(servers::open_listeners(
+                &lab_pod.netns,
+                &key.to_string(),
+                &ports,
+            )?);
         }
         let servers = Servers::start(listeners);
 
@@ -234,6 +238,11 @@ impl Lab {
         self.topology.pods.keys().cloned().collect()
     }
 
+    /// Names of the network namespaces this lab made (pods, then the node).
+    pub fn namespaces(&self) -> Vec<String> {
+        self.topology.namespaces()
+    }
+
     /// The state being enforced, with the lab's pod addresses.
     pub fn state(&self) -> &ClusterState {
         &self.state
@@ -272,7 +281,11 @@ impl Lab {
 
     /// Runs probes through the real datapath; a probe that gets no answer within
     /// `timeout` counts as dropped.
-    pub fn probe(&self, specs: &[ProbeSpec], timeout: Duration) -> Result<Vec<ProbeResult>, LabError> {
+    pub fn probe(
+        &self,
+        specs: &[ProbeSpec],
+        timeout: Duration,
+    ) -> Result<Vec<ProbeResult>, LabError> {
         probe::run(&self.topology, specs, timeout)
     }
 

@@ -22,14 +22,14 @@ pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result<T, 
     let path = format!("{NETNS_DIR}/{name}");
     let file = File::open(&path).map_err(|source| LabError::Netns {
         name: name.to_string(),
-        source: source.into(),
+        source,
     })?;
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| LabError::Netns {
                     name: name.to_string(),
-                    source: std::io::Error::from(source).into(),
+                    source: std::io::Error::from(source),
                 })?;
                 Ok(f())
             })
@@ -66,7 +66,13 @@ pub fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<(), LabError> {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let describe = || format!("ip {}-batch: {}", netns.map_or(String::new(), |n| format!("-n {n} ")), lines.join("; "));
+    let describe = || {
+        format!(
+            "ip {}-batch: {}",
+            netns.map_or(String::new(), |n| format!("-n {n} ")),
+            lines.join("; ")
+        )
+    };
     let mut child = command.spawn().map_err(|source| LabError::Command {
         command: describe(),
         message: format!("cannot run `ip` (install iproute2): {source}"),
@@ -79,10 +85,12 @@ pub fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<(), LabError> {
                 message: source.to_string(),
             })?;
     }
-    let output = child.wait_with_output().map_err(|source| LabError::Command {
-        command: describe(),
-        message: source.to_string(),
-    })?;
+    let output = child
+        .wait_with_output()
+        .map_err(|source| LabError::Command {
+            command: describe(),
+            message: source.to_string(),
+        })?;
     if !output.status.success() {
         return Err(LabError::Command {
             command: describe(),
@@ -108,7 +116,11 @@ pub fn lab_namespaces() -> Vec<String> {
 
 /// The pid of the process that created a lab namespace, from its name.
 pub fn owner_pid(name: &str) -> Option<u32> {
-    name.strip_prefix(LAB_PREFIX)?.split('x').next()?.parse().ok()
+    name.strip_prefix(LAB_PREFIX)?
+        .split('x')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Deletes the named namespaces (their interfaces go with them); missing ones are
@@ -118,7 +130,10 @@ pub fn delete(names: &[String]) -> Result<Vec<String>, LabError> {
         .into_iter()
         .filter(|n| names.contains(n))
         .collect();
-    let lines: Vec<String> = existing.iter().map(|n| format!("netns delete {n}")).collect();
+    let lines: Vec<String> = existing
+        .iter()
+        .map(|n| format!("netns delete {n}"))
+        .collect();
     ip_batch(None, &lines)?;
     Ok(existing)
 }

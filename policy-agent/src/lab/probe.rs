@@ -132,9 +132,12 @@ pub fn run(
         }
         let mut attempts: Vec<Option<Attempt>> = (0..batch.len()).map(|_| None).collect();
         for (source, indices) in by_source {
-            let pod = topology.pods.get(source).ok_or_else(|| LabError::UnknownPod {
-                pod: source.to_string(),
-            })?;
+            let pod = topology
+                .pods
+                .get(source)
+                .ok_or_else(|| LabError::UnknownPod {
+                    pod: source.to_string(),
+                })?;
             let sockets = in_netns(&pod.netns, || {
                 indices
                     .iter()
@@ -154,9 +157,12 @@ pub fn run(
             })??;
             for (&i, socket) in indices.iter().zip(sockets) {
                 let spec = &batch[i];
-                let target = topology.pods.get(&spec.to).ok_or_else(|| LabError::UnknownPod {
-                    pod: spec.to.to_string(),
-                })?;
+                let target = topology
+                    .pods
+                    .get(&spec.to)
+                    .ok_or_else(|| LabError::UnknownPod {
+                        pod: spec.to.to_string(),
+                    })?;
                 let addr = SocketAddr::from((target.ip, spec.port));
                 attempts[i] = Some(start(socket, spec.protocol, addr));
             }

@@ -42,7 +42,8 @@ pub fn to_json(results: &[ProbeResult]) -> String {
     struct Probes<'a> {
         probes: &'a [ProbeResult],
     }
-    serde_json::to_string(&Probes { probes: results }).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    serde_json::to_string(&Probes { probes: results })
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
 fn cell(results: &[&ProbeResult]) -> String {
@@ -80,7 +81,11 @@ pub fn to_matrix(pods: &[ObjectRef], results: &[ProbeResult]) -> String {
             row.push(if from == to {
                 "·".to_string()
             } else {
-                cell(by_pair.get(&(from.as_str(), to.as_str())).map_or(&[][..], Vec::as_slice))
+                cell(
+                    by_pair
+                        .get(&(from.as_str(), to.as_str()))
+                        .map_or(&[][..], Vec::as_slice),
+                )
             });
         }
         rows.push(row);

@@ -91,7 +91,12 @@ pub fn assign_addresses(state: &ClusterState) -> Result<BTreeMap<ObjectRef, Ipv4
 }
 
 fn pod_mac(index: usize) -> String {
-    format!("02:00:00:{:02x}:{:02x}:{:02x}", (index >> 16) & 0xff, (index >> 8) & 0xff, index & 0xff)
+    format!(
+        "02:00:00:{:02x}:{:02x}:{:02x}",
+        (index >> 16) & 0xff,
+        (index >> 8) & 0xff,
+        index & 0xff
+    )
 }
 
 /// Creates the namespaces, veths, addresses and routes for `addresses`.
@@ -175,16 +180,29 @@ mod tests {
 
     #[test]
     fn manifest_addresses_are_kept_and_the_rest_allocated_around_them() {
-        let s = state(vec![pod("a", &["10.244.0.2"]), pod("b", &[]), pod("c", &["fd00::1", "10.1.0.9"])]);
+        let s = state(vec![
+            pod("a", &["10.244.0.2"]),
+            pod("b", &[]),
+            pod("c", &["fd00::1", "10.1.0.9"]),
+        ]);
         let got = assign_addresses(&s).unwrap_or_default();
-        assert_eq!(got[&ObjectRef::new("ns", "a")], Ipv4Addr::new(10, 244, 0, 2));
-        assert_eq!(got[&ObjectRef::new("ns", "b")], Ipv4Addr::new(10, 244, 0, 3));
+        assert_eq!(
+            got[&ObjectRef::new("ns", "a")],
+            Ipv4Addr::new(10, 244, 0, 2)
+        );
+        assert_eq!(
+            got[&ObjectRef::new("ns", "b")],
+            Ipv4Addr::new(10, 244, 0, 3)
+        );
         assert_eq!(got[&ObjectRef::new("ns", "c")], Ipv4Addr::new(10, 1, 0, 9));
     }
 
     #[test]
     fn two_pods_with_one_address_are_rejected() {
         let s = state(vec![pod("a", &["10.0.0.1"]), pod("b", &["10.0.0.1"])]);
-        assert!(matches!(assign_addresses(&s), Err(LabError::DuplicateAddress { .. })));
+        assert!(matches!(
+            assign_addresses(&s),
+            Err(LabError::DuplicateAddress { .. })
+        ));
     }
 }

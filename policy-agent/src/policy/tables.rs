@@ -5,11 +5,7 @@
 //! dataplane converts it to `policy_common` layouts and wire byte order; tests look
 //! it up with `lookup` exactly as `policy-ebpf` does.
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    net::Ipv4Addr,
-};
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 
 use policy_common::peer::CLASS_WORLD;
 
@@ -158,8 +154,16 @@ impl fmt::Display for DatapathTables {
                 f,
                 "  {pod}: id={} ingress={} egress={}",
                 e.endpoint_id,
-                if e.isolated_ingress { "isolated" } else { "open" },
-                if e.isolated_egress { "isolated" } else { "open" },
+                if e.isolated_ingress {
+                    "isolated"
+                } else {
+                    "open"
+                },
+                if e.isolated_egress {
+                    "isolated"
+                } else {
+                    "open"
+                },
             )?;
         }
         writeln!(f, "peers_v4:")?;
