@@ -1,0 +1,214 @@
+//! Tests of the parent module.
+
+#![expect(
+    clippy::expect_used,
+    reason = "a failing fixture setup should fail the test"
+)]
+
+use tempfile::TempDir;
+
+use super::*;
+use crate::model::NAMESPACE_NAME_LABEL;
+
+const POLICY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+                      metadata: {name: db-lockdown, namespace: prod}\n\
+                      spec: {podSelector: {matchLabels: {app: db}}}\n";
+
+/// POLICY with one ingress rule on the given port.
+fn policy_with_port(port: &str) -> String {
+    POLICY.replace(
+        "spec: {",
+        &format!("spec: {{ingress: [{{ports: [{{port: {port}}}]}}], "),
+    )
+}
+
+/// A temp dir holding `files` (path relative to the dir, contents).
+fn dir_with(files: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        fs::create_dir_all(path.parent().expect("file has a parent")).expect("mkdir");
+        fs::write(path, text).expect("write fixture");
+    }
+    dir
+}
+
+/// Loads `files` from a temp dir; errors are rendered with paths relative to it.
+fn load(files: &[(&str, &str)]) -> Result<ClusterState, String> {
+    let dir = dir_with(files);
+    load_manifests(dir.path()).map_err(|err| {
+        let prefix = format!("{}/", dir.path().display());
+        err.to_string().replace(&prefix, "")
+    })
+}
+
+/// Loading `files` fails (as a whole) with a message starting with `expected`.
+fn assert_load_fails(files: &[(&str, &str)], expected: &str) {
+    match load(files) {
+        Ok(state) => panic!("expected {expected:?}, loaded {state:?}"),
+        Err(err) => assert!(
+            err.starts_with(expected),
+            "expected {expected:?}, got {err}"
+        ),
+    }
+}
+
+#[test]
+fn directory_is_walked_with_multi_document_files_lists_and_json() {
+    let namespace = "---\napiVersion: v1\nkind: Namespace\n\
+                     metadata: {name: prod, labels: {env: prod}}\n---\n---\n";
+    let list = "apiVersion: v1\nkind: List\nitems:\n\
+                - {apiVersion: v1, kind: Pod, metadata: {name: web, namespace: prod}}\n\
+                - {apiVersion: v1, kind: Service, metadata: {name: web, namespace: prod}}\n";
+    let json = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cli"},
+                   "status": {"podIP": "10.0.0.9"}}"#;
+    let state = load(&[
+        ("a.yaml", namespace),
+        ("a.yaml.bak", "not: [valid"),
+        ("README.md", "# not a manifest: ["),
+        (".hidden/x.yaml", "not: [valid"),
+        ("nested/deep/policy.yml", POLICY),
+        ("nested/list.yaml", list),
+        ("pod.json", json),
+    ])
+    .expect("valid manifests");
+    let keys = |refs: Vec<&ObjectRef>| refs.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        keys(state.pods.keys().collect()),
+        ["default/cli", "prod/web"]
+    );
+    assert_eq!(keys(state.services.keys().collect()), ["prod/web"]);
+    assert_eq!(keys(state.policies.keys().collect()), ["prod/db-lockdown"]);
+    let prod = &state.namespaces["prod"].labels;
+    assert_eq!(prod.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(
+        prod.get(NAMESPACE_NAME_LABEL).map(String::as_str),
+        Some("prod")
+    );
+}
+
+#[test]
+fn namespaces_without_a_namespace_object_are_added_with_their_name_label() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n";
+    let state = load(&[("p.yaml", POLICY), ("pod.yaml", pod)]).expect("valid manifests");
+    assert_eq!(
+        state.namespaces.keys().collect::<Vec<_>>(),
+        ["default", "prod"]
+    );
+    for (name, ns) in &state.namespaces {
+        assert_eq!(ns.labels.get(NAMESPACE_NAME_LABEL), Some(name));
+    }
+}
+
+#[test]
+fn unknown_kinds_are_skipped_and_an_empty_directory_is_an_empty_state() {
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n\
+                      spec: {replicas: not-a-number}\n";
+    assert_eq!(load(&[("d.yaml", deployment)]), Ok(ClusterState::default()));
+    assert_eq!(load(&[]), Ok(ClusterState::default()));
+}
+
+#[test]
+fn a_symlink_cycle_is_walked_once() {
+    let dir = dir_with(&[("p.yaml", POLICY)]);
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).expect("symlink");
+    let state = load_manifests(dir.path()).expect("each file read once, no duplicate");
+    assert_eq!(state.policies.len(), 1);
+}
+
+#[test]
+fn a_file_named_directly_is_read_whatever_its_extension() {
+    let dir = dir_with(&[("policy.txt", POLICY)]);
+    let state = load_manifests(&dir.path().join("policy.txt")).expect("valid manifest");
+    assert_eq!(state.policies.len(), 1);
+}
+
+#[test]
+fn a_type_error_fails_the_whole_load_naming_file_object_and_field() {
+    let other = POLICY.replace("db-lockdown", "other");
+    assert_load_fails(
+        &[
+            ("a.yaml", &other),
+            ("deploy/x.yaml", &policy_with_port("[80]")),
+        ],
+        "deploy/x.yaml: NetworkPolicy prod/db-lockdown: spec.ingress[0].ports[0].port: \
+         invalid type: sequence, expected IntOrString",
+    );
+}
+
+#[test]
+fn an_invalid_value_fails_the_load_naming_file_object_and_field() {
+    assert_load_fails(
+        &[("x.yaml", &policy_with_port("0"))],
+        "x.yaml: NetworkPolicy prod/db-lockdown: spec.ingress[0].ports[0].port: \
+         0 is not a port number",
+    );
+}
+
+#[test]
+fn an_object_without_a_name_is_named_by_its_position() {
+    let list = "apiVersion: v1\nkind: List\nitems: [{apiVersion: v1, kind: Pod, metadata: {}}]";
+    assert_load_fails(
+        &[("l.yaml", list)],
+        "l.yaml: document 1, items[0] (Pod): metadata.name: required field is missing",
+    );
+}
+
+#[test]
+fn documents_that_are_not_kubernetes_objects_are_rejected() {
+    let scalar = format!("{POLICY}---\njust a string\n");
+    assert_load_fails(
+        &[("s.yaml", &scalar)],
+        "s.yaml: document 2: expected a Kubernetes object",
+    );
+    let no_kind = "apiVersion: v1\nmetadata: {name: x}\n";
+    assert_load_fails(
+        &[("k.yaml", no_kind)],
+        "k.yaml: document 1: kind: required field is missing",
+    );
+}
+
+#[test]
+fn a_known_kind_under_another_api_version_is_rejected_not_skipped() {
+    let beta = POLICY.replace("networking.k8s.io/v1", "extensions/v1beta1");
+    assert_load_fails(
+        &[("v.yaml", &beta)],
+        "v.yaml: NetworkPolicy prod/db-lockdown: apiVersion: found \"extensions/v1beta1\"",
+    );
+}
+
+#[test]
+fn the_same_object_in_two_files_is_rejected_naming_both() {
+    assert_load_fails(
+        &[("a.yaml", POLICY), ("b/c.yaml", POLICY)],
+        "b/c.yaml: NetworkPolicy prod/db-lockdown is defined twice (first in a.yaml)",
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_file_and_line() {
+    let yaml = format!("{POLICY}---\nkind: [Pod\n");
+    assert_load_fails(&[("bad.yaml", &yaml)], "bad.yaml: syntax error: ");
+    let json = "{\"kind\": \"Pod\",\n}";
+    assert_load_fails(
+        &[("bad.json", json)],
+        "bad.json: syntax error: trailing comma at line 2",
+    );
+    let dir = dir_with(&[("bad.yaml", &yaml)]);
+    match load_manifests(&dir.path().join("bad.yaml")) {
+        Err(ManifestError::Syntax { line, .. }) => assert_eq!(line, Some(7)),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_path_is_an_io_error_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing");
+    let err = load_manifests(&missing).expect_err("missing path");
+    assert_eq!(err.kind(), "io");
+    assert!(
+        err.to_string().starts_with(&missing.display().to_string()),
+        "{err}"
+    );
+}
