@@ -215,3 +215,35 @@ fn ctrl_c_during_a_lab_run_removes_the_lab() {
     );
     assert_eq!(own(), 0, "the interrupted lab left namespaces behind");
 }
+
+#[test]
+fn an_sctp_probe_fails_with_a_clear_message_and_leaves_nothing_behind() {
+    support::require_root_and_bpf();
+    let child = Command::new(AGENT)
+        .args([
+            "lab",
+            "run",
+            "-f",
+            example().to_str().unwrap_or_default(),
+            "--probe",
+            "80/SCTP",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let prefix = format!("pwlab-{}x", child.id());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("SCTP"), "{stderr}");
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a failed run left {left:?}");
+}

@@ -192,3 +192,51 @@ fn an_egress_rule_admits_only_its_port_and_peer() {
         "other pods stay open"
     );
 }
+
+#[test]
+fn icmp_echo_follows_rules_without_ports_and_its_reply_is_tracked() {
+    support::require_root_and_bpf();
+    // a admits b on every protocol (a rule without ports) and c only on TCP 80.
+    let state = cluster()
+        .pod(
+            pod("x", "a")
+                .labels([("app", "a")])
+                .port(80, Protocol::Tcp)
+                .build(),
+        )
+        .pod(pod("x", "b").labels([("app", "b")]).build())
+        .pod(pod("x", "c").labels([("app", "c")]).build())
+        .policy(
+            netpol("x", "a-ingress")
+                .select(selector().label("app", "a").build())
+                .ingress(
+                    rule()
+                        .from_pods(selector().label("app", "b").build())
+                        .build(),
+                )
+                .ingress(
+                    rule()
+                        .from_pods(selector().label("app", "c").build())
+                        .port(80, Protocol::Tcp)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let (a, b, c) = (
+        ObjectRef::new("x", "a"),
+        ObjectRef::new("x", "b"),
+        ObjectRef::new("x", "c"),
+    );
+    let ping = |from: &ObjectRef, to: &ObjectRef| {
+        lab.ping(from, to, TIMEOUT)
+            .unwrap_or_else(|e| panic!("ping: {e}"))
+    };
+    assert!(ping(&b, &a), "a rule without ports admits ICMP");
+    assert!(!ping(&c, &a), "a rule with ports admits only those ports");
+    assert!(
+        ping(&a, &c),
+        "the echo reply into isolated a passes as a tracked flow"
+    );
+}

@@ -254,7 +254,8 @@ impl Lab {
     }
 
     /// One probe from every pod to every other pod on each of `ports`; with no
-    /// ports, on each destination's declared container ports.
+    /// ports, on each destination's declared TCP and UDP container ports (declared
+    /// SCTP ports cannot be probed on a kernel without SCTP and are left out).
     pub fn probe_specs(&self, ports: &[(u16, Protocol)]) -> Vec<ProbeSpec> {
         let pods = self.pods();
         let mut specs = Vec::new();
@@ -264,7 +265,13 @@ impl Lab {
                     .state
                     .pods
                     .get(to)
-                    .map(|p| p.ports.iter().map(|c| (c.port, c.protocol)).collect())
+                    .map(|p| {
+                        p.ports
+                            .iter()
+                            .filter(|c| c.protocol != Protocol::Sctp)
+                            .map(|c| (c.port, c.protocol))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let targets = if ports.is_empty() { &declared } else { ports };
                 let unique: BTreeSet<&(u16, Protocol)> = targets.iter().collect();
@@ -287,6 +294,17 @@ impl Lab {
         timeout: Duration,
     ) -> Result<Vec<ProbeResult>, LabError> {
         probe::run(&self.topology, specs, timeout)
+    }
+
+    /// Sends one ICMP echo request from `from` to `to` and reports whether the
+    /// reply came back within `timeout`.
+    pub fn ping(
+        &self,
+        from: &ObjectRef,
+        to: &ObjectRef,
+        timeout: Duration,
+    ) -> Result<bool, LabError> {
+        probe::ping(&self.topology, from, to, timeout)
     }
 
     /// The datapath's verdict counters.

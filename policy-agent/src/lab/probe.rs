@@ -4,6 +4,7 @@
 
 use std::{
     collections::BTreeMap,
+    io::Read,
     net::{SocketAddr, UdpSocket},
     os::fd::AsFd,
     time::{Duration, Instant},
@@ -176,4 +177,81 @@ pub fn run(
         }
     }
     Ok(results)
+}
+
+/// The Internet checksum (RFC 1071) of `data`.
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|pair| {
+            u32::from(u16::from_be_bytes([
+                pair[0],
+                pair.get(1).copied().unwrap_or(0),
+            ]))
+        })
+        .sum();
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends one ICMP echo request from pod `from` to pod `to` over a raw socket in
+/// `from`'s namespace; true when the matching echo reply arrives within `timeout`.
+pub fn ping(
+    topology: &Topology,
+    from: &ObjectRef,
+    to: &ObjectRef,
+    timeout: Duration,
+) -> Result<bool, LabError> {
+    let lookup = |pod: &ObjectRef| {
+        topology.pods.get(pod).ok_or_else(|| LabError::UnknownPod {
+            pod: pod.to_string(),
+        })
+    };
+    let (source, target) = (lookup(from)?, lookup(to)?);
+    let socket_error = |what: &str| {
+        let pod = from.to_string();
+        let what = what.to_string();
+        move |source| LabError::Socket { pod, what, source }
+    };
+    let socket = in_netns(&source.netns, || {
+        Socket::new(Domain::IPV4, Type::RAW, Some(socket2::Protocol::ICMPV4))
+    })?
+    .map_err(socket_error("open a raw ICMP socket"))?;
+    let identifier = (std::process::id() as u16) ^ 0x5057;
+    let mut request = vec![8, 0, 0, 0];
+    request.extend_from_slice(&identifier.to_be_bytes());
+    request.extend_from_slice(&1u16.to_be_bytes());
+    request.extend_from_slice(b"podwall-ping");
+    let sum = checksum(&request);
+    request[2..4].copy_from_slice(&sum.to_be_bytes());
+    socket
+        .send_to(&request, &SockAddr::from(SocketAddr::from((target.ip, 0))))
+        .map_err(socket_error("send an ICMP echo request"))?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 256];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        socket
+            .set_read_timeout(Some(left))
+            .map_err(socket_error("set a receive timeout"))?;
+        let Ok(len) = (&socket).read(&mut buf) else {
+            return Ok(false);
+        };
+        // A raw IPv4 socket receives the IP header too.
+        let header = usize::from(buf[0] & 0x0F) * 4;
+        let reply = buf.get(header..len).unwrap_or_default();
+        let source_addr = std::net::Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
+        if reply.len() >= 8
+            && reply[0] == 0
+            && reply[4..6] == identifier.to_be_bytes()
+            && source_addr == target.ip
+        {
+            return Ok(true);
+        }
+    }
 }

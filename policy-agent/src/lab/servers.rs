@@ -27,14 +27,23 @@ pub enum Listener {
 }
 
 /// Binds a listener on 0.0.0.0:`port` for each entry, inside namespace `netns`.
+/// SCTP ports are skipped with a warning: this kernel cannot open SCTP sockets.
 pub fn open_listeners(
     netns: &str,
     pod: &str,
     ports: &[(u16, Protocol)],
 ) -> Result<Vec<Listener>, LabError> {
+    for (port, _) in ports.iter().filter(|(_, p)| *p == Protocol::Sctp) {
+        tracing::warn!(
+            pod,
+            port,
+            "no SCTP listener: the kernel has no SCTP support"
+        );
+    }
     in_netns(netns, || {
         ports
             .iter()
+            .filter(|(_, protocol)| *protocol != Protocol::Sctp)
             .map(|&(port, protocol)| {
                 let bound = match protocol {
                     Protocol::Tcp => TcpListener::bind(("0.0.0.0", port)).map(Listener::Tcp),
