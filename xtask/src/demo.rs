@@ -20,11 +20,12 @@ pub fn run() -> anyhow::Result<()> {
         "--package",
         "policy-agent",
     ]))?;
-    let example = root.join("deploy/examples/secure-app");
-    let mut steps: Vec<_> = std::fs::read_dir(example.join("steps"))
+    // Relative to the workspace root (the tour's working directory), for short output.
+    let example = std::path::Path::new("deploy/examples/secure-app");
+    let mut steps: Vec<_> = std::fs::read_dir(root.join(example).join("steps"))
         .context("reading deploy/examples/secure-app/steps")?
         .filter_map(Result::ok)
-        .map(|entry| entry.path())
+        .map(|entry| example.join("steps").join(entry.file_name()))
         .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
         .collect();
     steps.sort();
