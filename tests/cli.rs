@@ -22,6 +22,14 @@ fn agent(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running {AGENT}: {e}"))
 }
 
+/// The lab namespaces whose names start with `prefix` (e.g. one process's).
+fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
+    policy_agent::lab::netns::lab_namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("podwall-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -190,15 +198,7 @@ fn ctrl_c_during_a_lab_run_removes_the_lab() {
         .unwrap_or_else(|e| panic!("{e}"));
     let prefix = format!("pwlab-{}x", child.id());
     let started = Instant::now();
-    let own = || {
-        std::fs::read_dir("/run/netns")
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
+    let own = || namespaces_with_prefix(&prefix).len();
     while own() < 5 && started.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -237,13 +237,6 @@ fn an_sctp_probe_fails_with_a_clear_message_and_leaves_nothing_behind() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("SCTP"), "{stderr}");
-    let left: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = namespaces_with_prefix(&prefix);
     assert!(left.is_empty(), "a failed run left {left:?}");
 }

@@ -20,8 +20,14 @@ fn policy_key_prefixes_end_exactly_at_their_fields() {
     // "All protocols" matches endpoint, class and direction; "all ports" adds the
     // protocol; a full key adds the port. Each prefix must end where the next
     // field begins, or a wildcard would swallow part of a field.
-    assert_eq!(PREFIX_ALL_PROTOCOLS as usize, offset_of!(PolicyKey, protocol) * 8);
-    assert_eq!(PREFIX_ALL_PORTS as usize, offset_of!(PolicyKey, port_be) * 8);
+    assert_eq!(
+        PREFIX_ALL_PROTOCOLS as usize,
+        offset_of!(PolicyKey, protocol) * 8
+    );
+    assert_eq!(
+        PREFIX_ALL_PORTS as usize,
+        offset_of!(PolicyKey, port_be) * 8
+    );
     assert_eq!(PREFIX_FULL as usize, size_of::<PolicyKey>() * 8);
 }
 

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::{parse_port_protocol, Output};
 use crate::{
@@ -11,6 +11,27 @@ use crate::{
     model::Protocol,
     source::manifest::load_manifests,
 };
+
+/// What to probe and how to print it; shared by `lab run` and `lab tour`.
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Probe PORT/PROTO on every pod (repeatable); default: each destination's
+    /// declared containerPorts.
+    #[arg(long = "probe", value_parser = parse_port_protocol)]
+    probes: Vec<(u16, Protocol)>,
+    /// Table or JSON (`lab tour`: one JSON object per step).
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// How long a probe waits for an answer before it counts as dropped.
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+}
+
+impl ProbeArgs {
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
 
 /// Lab subcommands.
 #[derive(Subcommand)]
@@ -20,16 +41,8 @@ pub enum LabCommand {
         /// A manifest file or a directory of them (Namespace, Pod, Service, NetworkPolicy).
         #[arg(short = 'f', long = "filename")]
         path: PathBuf,
-        /// Probe PORT/PROTO on every pod (repeatable); default: each destination's
-        /// declared containerPorts.
-        #[arg(long = "probe", value_parser = parse_port_protocol)]
-        probes: Vec<(u16, Protocol)>,
-        /// Table or JSON.
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-        /// How long a probe waits for an answer before it counts as dropped.
-        #[arg(long, default_value_t = 1000)]
-        timeout_ms: u64,
+        #[command(flatten)]
+        probing: ProbeArgs,
     },
     /// Build the lab from BASE, then apply each STEP in turn, printing the matrix
     /// and what changed after every step.
@@ -40,15 +53,8 @@ pub enum LabCommand {
         /// Manifests to apply, in order (each a file or directory; repeatable).
         #[arg(long = "step")]
         steps: Vec<PathBuf>,
-        /// Probe PORT/PROTO on every pod (repeatable); default: declared containerPorts.
-        #[arg(long = "probe", value_parser = parse_port_protocol)]
-        probes: Vec<(u16, Protocol)>,
-        /// Table, or JSON (one object per step).
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-        /// How long a probe waits for an answer before it counts as dropped.
-        #[arg(long, default_value_t = 1000)]
-        timeout_ms: u64,
+        #[command(flatten)]
+        probing: ProbeArgs,
     },
     /// Remove what a crashed lab run left behind (namespaces of dead processes).
     Down {
@@ -61,26 +67,19 @@ pub enum LabCommand {
 /// Runs a lab subcommand.
 pub fn run(command: LabCommand) -> anyhow::Result<()> {
     match command {
-        LabCommand::Run {
-            path,
-            probes,
-            output,
-            timeout_ms,
-        } => run_lab(&path, &probes, output, Duration::from_millis(timeout_ms)),
+        LabCommand::Run { path, probing } => run_lab(&path, &probing),
         LabCommand::Tour {
             base,
             steps,
-            probes,
-            output,
-            timeout_ms,
+            probing,
         } => {
             install_interrupt_cleanup()?;
             super::lab_tour::run(
                 &base,
                 &steps,
-                &probes,
-                output,
-                Duration::from_millis(timeout_ms),
+                &probing.probes,
+                probing.output,
+                probing.timeout(),
             )
         }
         LabCommand::Down { all } => {
@@ -96,12 +95,8 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
     }
 }
 
-fn run_lab(
-    path: &std::path::Path,
-    probes: &[(u16, Protocol)],
-    output: Output,
-    timeout: Duration,
-) -> anyhow::Result<()> {
+fn run_lab(path: &std::path::Path, probing: &ProbeArgs) -> anyhow::Result<()> {
+    let ProbeArgs { probes, output, .. } = probing;
     let state = load_manifests(path)?;
     install_interrupt_cleanup()?;
     eprintln!(
@@ -116,7 +111,7 @@ fn run_lab(
         "lab: datapath attached; probing {} connections",
         specs.len()
     );
-    let results = lab.probe(&specs, timeout)?;
+    let results = lab.probe(&specs, probing.timeout())?;
     match output {
         Output::Table => print!("{}", report::to_matrix(&lab.pods(), &results)),
         Output::Json => println!("{}", report::to_json(&results)),

@@ -91,14 +91,19 @@ fn peer_key(addr: Ipv4Addr) -> u32 {
 }
 
 impl Datapath {
+    /// The map `name` of the loaded object.
+    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
+        self.ebpf.map_mut(name).ok_or(DataplaneError::Map {
+            map: name,
+            message: "not found in the object".into(),
+        })
+    }
+
     fn hash_map<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
     ) -> Result<HashMap<&mut MapData, K, V>, DataplaneError> {
-        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Map {
-            map: name,
-            message: "not found in the object".into(),
-        })?;
+        let map = self.map(name)?;
         HashMap::try_from(map).map_err(|e| DataplaneError::Map {
             map: name,
             message: e.to_string(),
@@ -108,10 +113,7 @@ impl Datapath {
     fn policy_map(
         &mut self,
     ) -> Result<LpmTrie<&mut MapData, PolicyKey, PolicyValue>, DataplaneError> {
-        let map = self.ebpf.map_mut(POLICY_MAP).ok_or(DataplaneError::Map {
-            map: POLICY_MAP,
-            message: "not found in the object".into(),
-        })?;
+        let map = self.map(POLICY_MAP)?;
         LpmTrie::try_from(map).map_err(|e| DataplaneError::Map {
             map: POLICY_MAP,
             message: e.to_string(),
@@ -179,27 +181,9 @@ impl Datapath {
                 .insert(key, value, 0)
                 .map_err(map_error(POLICY_MAP, "insert"))?;
         }
-        let mut peer_map = self.hash_map::<u32, PeerClass>(PEERS_V4_MAP)?;
-        for (key, value) in &peers {
-            peer_map
-                .insert(key, value, 0)
-                .map_err(map_error(PEERS_V4_MAP, "insert"))?;
-        }
-        let mut endpoint_map = self.hash_map::<u32, EndpointInfo>(ENDPOINTS_MAP)?;
-        for (key, value) in &endpoints {
-            endpoint_map
-                .insert(key, value, 0)
-                .map_err(map_error(ENDPOINTS_MAP, "insert"))?;
-        }
-        self.remove_stale(&policy, &peers, &endpoints)
-    }
+        self.insert_all(PEERS_V4_MAP, &peers)?;
+        self.insert_all(ENDPOINTS_MAP, &endpoints)?;
 
-    fn remove_stale(
-        &mut self,
-        policy: &[(Key<PolicyKey>, PolicyValue)],
-        peers: &BTreeMap<u32, PeerClass>,
-        endpoints: &BTreeMap<u32, EndpointInfo>,
-    ) -> Result<(), DataplaneError> {
         let wanted: BTreeSet<(u32, PolicyKey)> = policy
             .iter()
             .map(|(key, _)| (key.prefix_len(), key.data()))
@@ -215,37 +199,45 @@ impl Datapath {
                 .remove(key)
                 .map_err(map_error(POLICY_MAP, "remove"))?;
         }
-        let mut peer_map = self.hash_map::<u32, PeerClass>(PEERS_V4_MAP)?;
-        let stale: Vec<u32> = peer_map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !peers.contains_key(key))
-            .collect();
-        for key in &stale {
-            peer_map
-                .remove(key)
-                .map_err(map_error(PEERS_V4_MAP, "remove"))?;
+        self.remove_others(PEERS_V4_MAP, &peers)?;
+        self.remove_others(ENDPOINTS_MAP, &endpoints)
+    }
+
+    /// Inserts or updates every entry of `entries` in hash map `name`.
+    fn insert_all<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        entries: &BTreeMap<K, V>,
+    ) -> Result<(), DataplaneError> {
+        let mut map = self.hash_map::<K, V>(name)?;
+        for (key, value) in entries {
+            map.insert(key, value, 0)
+                .map_err(map_error(name, "insert"))?;
         }
-        let mut endpoint_map = self.hash_map::<u32, EndpointInfo>(ENDPOINTS_MAP)?;
-        let stale: Vec<u32> = endpoint_map
+        Ok(())
+    }
+
+    /// Removes from hash map `name` every key that `keep` does not hold.
+    fn remove_others<K: aya::Pod + Ord, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        keep: &BTreeMap<K, V>,
+    ) -> Result<(), DataplaneError> {
+        let mut map = self.hash_map::<K, V>(name)?;
+        let stale: Vec<K> = map
             .keys()
             .filter_map(Result::ok)
-            .filter(|key| !endpoints.contains_key(key))
+            .filter(|key| !keep.contains_key(key))
             .collect();
         for key in &stale {
-            endpoint_map
-                .remove(key)
-                .map_err(map_error(ENDPOINTS_MAP, "remove"))?;
+            map.remove(key).map_err(map_error(name, "remove"))?;
         }
         Ok(())
     }
 
     /// Reads the verdict counters, summed over CPUs.
     pub fn stats(&mut self) -> Result<Stats, DataplaneError> {
-        let map = self.ebpf.map_mut(STATS_MAP).ok_or(DataplaneError::Map {
-            map: STATS_MAP,
-            message: "not found in the object".into(),
-        })?;
+        let map = self.map(STATS_MAP)?;
         let array: PerCpuArray<&mut MapData, u64> =
             PerCpuArray::try_from(map).map_err(|e| DataplaneError::Map {
                 map: STATS_MAP,
