@@ -30,6 +30,21 @@ fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Starts `lab run` on the tutorial with `extra` arguments; returns the child and
+/// the prefix of the namespaces it will create.
+fn spawn_lab_run(extra: &[&str]) -> (std::process::Child, String) {
+    let example = example();
+    let child = Command::new(AGENT)
+        .args(["lab", "run", "-f", example.to_str().unwrap_or_default()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {AGENT}: {e}"));
+    let prefix = format!("pwlab-{}x", child.id());
+    (child, prefix)
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("podwall-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -183,20 +198,7 @@ fn lab_down_removes_namespaces_a_dead_run_left_behind() {
 fn ctrl_c_during_a_lab_run_removes_the_lab() {
     support::require_root_and_bpf();
     // Probes that are dropped wait for the full timeout: time to interrupt.
-    let child = Command::new(AGENT)
-        .args([
-            "lab",
-            "run",
-            "-f",
-            example().to_str().unwrap_or_default(),
-            "--timeout-ms",
-            "20000",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let prefix = format!("pwlab-{}x", child.id());
+    let (child, prefix) = spawn_lab_run(&["--timeout-ms", "20000"]);
     let started = Instant::now();
     let own = || namespaces_with_prefix(&prefix).len();
     while own() < 5 && started.elapsed() < Duration::from_secs(20) {
@@ -219,20 +221,7 @@ fn ctrl_c_during_a_lab_run_removes_the_lab() {
 #[test]
 fn an_sctp_probe_fails_with_a_clear_message_and_leaves_nothing_behind() {
     support::require_root_and_bpf();
-    let child = Command::new(AGENT)
-        .args([
-            "lab",
-            "run",
-            "-f",
-            example().to_str().unwrap_or_default(),
-            "--probe",
-            "80/SCTP",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let prefix = format!("pwlab-{}x", child.id());
+    let (child, prefix) = spawn_lab_run(&["--probe", "80/SCTP"]);
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
