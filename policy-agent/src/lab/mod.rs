@@ -186,8 +186,7 @@ impl Lab {
         let servers = Servers::start(listeners);
 
         let mut datapath = Datapath::load(&object)?;
-        let node = topology.node.clone();
-        let interfaces = netns::in_netns(&node, || {
+        let interfaces = netns::in_netns(&topology.node, || {
             topology
                 .pods
                 .iter()

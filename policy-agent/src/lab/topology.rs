@@ -8,7 +8,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr},
+    net::Ipv4Addr,
 };
 
 use super::{netns, LabError};
@@ -57,10 +57,7 @@ pub fn assign_addresses(state: &ClusterState) -> Result<BTreeMap<ObjectRef, Ipv4
     let mut used: BTreeSet<Ipv4Addr> = BTreeSet::new();
     let mut assigned = BTreeMap::new();
     for pod in state.pods.values().filter(|p| !p.host_network) {
-        if let Some(ip) = pod.ips.iter().find_map(|ip| match ip {
-            IpAddr::V4(v4) => Some(*v4),
-            IpAddr::V6(_) => None,
-        }) {
+        if let Some(ip) = pod.ipv4_addresses().next() {
             if !used.insert(ip) {
                 return Err(LabError::DuplicateAddress {
                     pod: pod.key.to_string(),

@@ -140,6 +140,16 @@ pub struct Pod {
     pub ports: Vec<ContainerPort>,
 }
 
+impl Pod {
+    /// The pod's IPv4 addresses, in `ips` order (the datapath keys IPv4 only so far).
+    pub fn ipv4_addresses(&self) -> impl Iterator<Item = std::net::Ipv4Addr> + '_ {
+        self.ips.iter().filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+    }
+}
+
 /// A port a Service exposes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePort {

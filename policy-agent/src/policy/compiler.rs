@@ -18,7 +18,7 @@ mod endpoints;
 mod entries;
 
 use crate::{
-    model::{ClusterState, NetworkPolicy, Pod, Rule},
+    model::{ClusterState, NetworkPolicy, Pod},
     policy::tables::{DatapathTables, Direction},
 };
 
@@ -30,10 +30,10 @@ pub fn compile(state: &ClusterState, is_local: impl Fn(&Pod) -> bool) -> Datapat
     let classes = classes::assign(state, &policies, &endpoints.applied);
     let policy = entries::allow_entries(&policies, &endpoints, &classes);
     let mut diagnostics = entries::diagnostics(&policies, &endpoints.applied);
-    diagnostics.extend(endpoints.diagnostics.iter().cloned());
+    diagnostics.extend(endpoints.diagnostics);
     DatapathTables {
-        endpoints: endpoints.entries.clone(),
-        peers_v4: classes.peers_v4.clone(),
+        endpoints: endpoints.entries,
+        peers_v4: classes.peers_v4,
         policy,
         policy_names: policies.iter().map(|policy| policy.key.clone()).collect(),
         diagnostics,
@@ -42,14 +42,6 @@ pub fn compile(state: &ClusterState, is_local: impl Fn(&Pod) -> bool) -> Datapat
 
 /// Both directions, ingress first: the order entries and diagnostics are made in.
 const DIRECTIONS: [Direction; 2] = [Direction::Ingress, Direction::Egress];
-
-/// The rules of `policy` for `direction`.
-fn rules(policy: &NetworkPolicy, direction: Direction) -> &[Rule] {
-    match direction {
-        Direction::Ingress => &policy.ingress,
-        Direction::Egress => &policy.egress,
-    }
-}
 
 #[cfg(test)]
 mod properties;

@@ -17,7 +17,7 @@ use crate::{
         ClusterState, LabelSelector, NamespaceScope, NetworkPolicy, ObjectRef, Peer, Peers, Pod,
         PolicyPort, PortRef, Protocol, Rule,
     },
-    policy::{selector::matches, tables::Direction},
+    policy::{rules, selector::matches, tables::Direction},
 };
 
 /// One side of a connection.
@@ -180,11 +180,7 @@ fn side_verdict(
         Direction::Egress => remote,
     };
     for policy in &applying {
-        let rules = match direction {
-            Direction::Ingress => &policy.ingress,
-            Direction::Egress => &policy.egress,
-        };
-        let allowing = rules
+        let allowing = rules(policy, direction)
             .iter()
             .position(|rule| rule_matches(state, policy, rule, remote, receiver.pod, query));
         if let Some(rule_index) = allowing {

@@ -10,3 +10,15 @@ pub mod compiler;
 pub mod evaluator;
 pub mod selector;
 pub mod tables;
+
+use crate::model::{NetworkPolicy, Rule};
+use tables::Direction;
+
+/// The rules of `policy` for `direction`: one definition for the evaluator and the
+/// compiler.
+pub(crate) fn rules(policy: &NetworkPolicy, direction: Direction) -> &[Rule] {
+    match direction {
+        Direction::Ingress => &policy.ingress,
+        Direction::Egress => &policy.egress,
+    }
+}

@@ -8,13 +8,12 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr},
+    net::Ipv4Addr,
 };
 
-use super::rules;
 use crate::{
     model::{ClusterState, NetworkPolicy, Peer, Peers, Pod},
-    policy::{evaluator::pod_peer_matches, tables::Direction},
+    policy::{evaluator::pod_peer_matches, rules, tables::Direction},
 };
 
 /// One `Peer::Pods` entry of one rule: what class signatures are made of.
@@ -61,7 +60,7 @@ pub(super) fn assign(
     let mut by_signature: BTreeMap<BTreeSet<PeerRef>, Vec<&Pod>> = BTreeMap::new();
     let mut owners: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
     for pod in state.pods.values().filter(|pod| !pod.host_network) {
-        for ip in ipv4s(pod) {
+        for ip in pod.ipv4_addresses() {
             *owners.entry(ip).or_default() += 1;
         }
         let signature: BTreeSet<PeerRef> = peers
@@ -69,13 +68,13 @@ pub(super) fn assign(
             .filter(|(_, policy, peer)| peer_matches(state, policy, peer, pod))
             .map(|(peer_ref, _, _)| *peer_ref)
             .collect();
-        if !signature.is_empty() && ipv4s(pod).next().is_some() {
+        if !signature.is_empty() && pod.ipv4_addresses().next().is_some() {
             by_signature.entry(signature).or_default().push(pod);
         }
     }
     let mut classes = Classes::default();
     for (class_id, (signature, pods)) in (1..).zip(by_signature) {
-        for ip in pods.iter().flat_map(|pod| ipv4s(pod)) {
+        for ip in pods.iter().flat_map(|pod| pod.ipv4_addresses()) {
             // An address two pods claim (a stale pod, a reused IP) cannot be told
             // apart: leave it in CLASS_WORLD, which only `Peers::All` admits, so
             // it never gets more than either pod would.
@@ -124,12 +123,4 @@ fn peer_matches(state: &ClusterState, policy: &NetworkPolicy, peer: &Peer, pod: 
         Peer::Pods { namespaces, pods } => pod_peer_matches(state, policy, namespaces, pods, pod),
         Peer::IpBlock { .. } => false,
     }
-}
-
-/// The pod's IPv4 addresses.
-fn ipv4s(pod: &Pod) -> impl Iterator<Item = Ipv4Addr> + '_ {
-    pod.ips.iter().filter_map(|ip| match ip {
-        IpAddr::V4(v4) => Some(*v4),
-        IpAddr::V6(_) => None,
-    })
 }

@@ -67,7 +67,7 @@ pub(super) fn assign(
     let mut groups: BTreeMap<(&str, Applying), Vec<&ObjectRef>> = BTreeMap::new();
     for pod in local
         .iter()
-        .filter(|pod| pod.ips.iter().any(IpAddr::is_ipv4))
+        .filter(|pod| pod.ipv4_addresses().next().is_some())
     {
         let applying = applying(policies, pod);
         groups

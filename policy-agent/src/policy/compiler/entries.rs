@@ -11,11 +11,14 @@ use policy_common::peer::CLASS_WORLD;
 use super::{
     classes::{Classes, PeerRef},
     endpoints::Endpoints,
-    rules, DIRECTIONS,
+    DIRECTIONS,
 };
 use crate::{
     model::{NetworkPolicy, Peer, Peers, PolicyPort, PortRef, Rule},
-    policy::tables::{Diagnostic, Direction, PolicyMatch, RuleRef},
+    policy::{
+        rules,
+        tables::{Diagnostic, Direction, PolicyMatch, RuleRef},
+    },
 };
 
 /// Every allow entry: for each endpoint id and each direction it is isolated in, for
