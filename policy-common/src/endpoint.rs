@@ -1,12 +1,19 @@
-//! `ENDPOINTS`: host-side interface index -> the local pod's policy identity.
+//! `ENDPOINTS`: host-side interface index -> the local pod's policy identity, and
+//! `ENDPOINT_ADDRS`: a local pod's address -> that interface index.
 //!
-//! Key: the ifindex (u32, host byte order) of the pod's host-side veth, as the
-//! classifier reads it from `skb->ifindex`.
+//! `ENDPOINTS` key: the ifindex (u32, host byte order) of the pod's host-side veth,
+//! as the classifier reads it from `skb->ifindex`. `ENDPOINT_ADDRS` lets the
+//! destination side find the source pod of a packet whose egress was deferred past
+//! Service DNAT, and the reply path find the client's tracked flow.
 
 /// Map name in the object file.
 pub const ENDPOINTS_MAP: &str = "ENDPOINTS";
 /// Capacity: local pods per node.
 pub const ENDPOINTS_MAX: u32 = 4096;
+/// Map name of the address index (key `[u8; 16]`: IPv6, or IPv4-mapped IPv6).
+pub const ENDPOINT_ADDRS_MAP: &str = "ENDPOINT_ADDRS";
+/// Capacity: local pod addresses per node (two families per pod).
+pub const ENDPOINT_ADDRS_MAX: u32 = 2 * ENDPOINTS_MAX;
 
 /// Flag: some policy selects this pod for ingress, so ingress is default-deny.
 pub const ISOLATED_INGRESS: u32 = 1 << 0;

@@ -13,7 +13,7 @@ pub mod policy;
 pub mod verdict;
 
 /// Bumped on any incompatible change to a layout below; part of pin paths.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Marks a type as plain old data for aya's map accessors (userspace only).
 #[cfg(feature = "user")]

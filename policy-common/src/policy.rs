@@ -6,8 +6,9 @@
 //! unspecified:
 //! - `PREFIX_ALL_PROTOCOLS` (72 bits): endpoint, class, direction; a rule without ports.
 //! - `PREFIX_ALL_PORTS` (80 bits): + protocol; a port entry that names only a protocol.
-//! - `PREFIX_FULL` (96 bits): + port; a single port. The port is big-endian so that
-//!   port ranges can later be split into prefix blocks.
+//! - `PREFIX_FULL` (96 bits): + port; a single port. The port is big-endian so
+//!   that an endPort range splits into aligned blocks, each `PREFIX_ALL_PORTS + n`
+//!   bits long (n = the block's fixed high port bits).
 
 /// Map name in the object file.
 pub const POLICY_MAP: &str = "POLICY";

@@ -18,14 +18,28 @@ pub const STAT_ALLOW_TRACKED: u32 = 1;
 pub const STAT_ALLOW_POLICY: u32 = 2;
 /// Passed: not IP, or IPv6 neighbour discovery, which pods need to work.
 pub const STAT_ALLOW_NON_IP: u32 = 3;
+/// Passed: ingress from an address of the local node (kubelet probes).
+pub const STAT_ALLOW_NODE: u32 = 4;
+/// Passed on: egress to a Service ClusterIP, decided after DNAT at the backend.
+pub const STAT_EGRESS_DEFERRED: u32 = 5;
 /// Dropped: isolated and no rule allows it.
 pub const STAT_DROP_POLICY: u32 = 8;
 /// Dropped: the interface runs the classifier but is not in `ENDPOINTS`.
 pub const STAT_DROP_UNKNOWN_ENDPOINT: u32 = 9;
 /// Dropped: a header is truncated or malformed.
 pub const STAT_DROP_MALFORMED: u32 = 10;
-/// Dropped: IPv6 to or from an isolated pod (IPv6 rules are not compiled yet).
-pub const STAT_DROP_IPV6_ISOLATED: u32 = 11;
+/// Dropped: a deferred egress packet whose source is no local pod (e.g. it was
+/// masqueraded), so its egress policy cannot be found.
+pub const STAT_DROP_DEFERRED_UNKNOWN_SOURCE: u32 = 11;
+/// Dropped: the source pod's egress policy denies the DNAT-translated destination.
+pub const STAT_DROP_DEFERRED_EGRESS: u32 = 12;
+
+/// `skb->mark` bit set on a packet whose egress verdict is deferred past Service
+/// DNAT; the classifier at the destination decides it and clears the bit.
+pub const MARK_DEFERRED_EGRESS: u32 = 0x0010_0000;
+/// `skb->mark` bit set on a reply the backend side matched to a deferred flow the
+/// client's egress policy allowed; the client side requires it and clears it.
+pub const MARK_REPLY_VERIFIED: u32 = 0x0020_0000;
 
 /// Human names of the counters, indexed like `STATS`.
 pub const STAT_NAMES: [&str; STATS_LEN as usize] = [
@@ -33,15 +47,15 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = [
     "allow_tracked",
     "allow_policy",
     "allow_non_ip",
-    "",
-    "",
+    "allow_node",
+    "egress_deferred",
     "",
     "",
     "drop_policy",
     "drop_unknown_endpoint",
     "drop_malformed",
-    "drop_ipv6_isolated",
-    "",
+    "drop_deferred_unknown_source",
+    "drop_deferred_egress",
     "",
     "",
     "",

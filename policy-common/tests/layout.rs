@@ -36,8 +36,8 @@ fn map_types_have_no_hidden_padding() {
     assert_eq!(size_of::<PolicyKey>(), 4 + 4 + 1 + 1 + 2);
     assert_eq!(size_of::<PolicyValue>(), 4 + 4);
     assert_eq!(size_of::<EndpointInfo>(), 4 + 4);
-    assert_eq!(size_of::<PeerClass>(), 4);
-    assert_eq!(size_of::<CtKey>(), 4 + 4 + 4 + 2 + 2 + 1 + 1 + 2);
-    assert_eq!(offset_of!(CtKey, pad), 18);
+    assert_eq!(size_of::<PeerClass>(), 4 + 4);
+    assert_eq!(size_of::<CtKey>(), 4 + 16 + 16 + 2 + 2 + 1 + 1 + 2);
+    assert_eq!(offset_of!(CtKey, pad), 42);
     assert_eq!(size_of::<CtValue>(), 8 + 4 + 4);
 }

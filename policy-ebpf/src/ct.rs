@@ -13,12 +13,21 @@ use policy_common::{
 
 use crate::{maps::CONNTRACK, parse::Flow};
 
+/// An IPv4 address (network order u32) as IPv4-mapped IPv6 bytes.
+#[inline(always)]
+fn mapped(addr_be: u32) -> [u8; 16] {
+    let b = addr_be.to_ne_bytes();
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3],
+    ]
+}
+
 #[inline(always)]
 fn key(ifindex: u32, direction: u8, flow: &Flow) -> CtKey {
     CtKey {
         ifindex,
-        saddr_be: flow.saddr_be,
-        daddr_be: flow.daddr_be,
+        saddr: mapped(flow.saddr_be),
+        daddr: mapped(flow.daddr_be),
         sport_be: flow.sport_be,
         dport_be: flow.dport_be,
         protocol: flow.protocol,
@@ -49,7 +58,7 @@ pub(crate) fn track(ifindex: u32, direction: u8, flow: &Flow, policy_id: u32) {
         // SAFETY: bpf_ktime_get_ns has no preconditions.
         created_ns: unsafe { bpf_ktime_get_ns() },
         policy_id,
-        pad: 0,
+        flags: 0,
     };
     let _ = CONNTRACK.insert(&key(ifindex, direction, flow), &value, 0);
 }

@@ -85,7 +85,7 @@ fn decide(ctx: &TcContext, direction: u8) -> Result<u32, u32> {
             return match parse::ipv6_kind(ctx)? {
                 Ipv6Kind::NeighbourDiscovery => Ok(STAT_ALLOW_NON_IP),
                 Ipv6Kind::Other if !isolated => Ok(STAT_ALLOW_UNISOLATED),
-                Ipv6Kind::Other => Err(STAT_DROP_IPV6_ISOLATED),
+                Ipv6Kind::Other => Err(STAT_DROP_POLICY),
             }
         }
     };

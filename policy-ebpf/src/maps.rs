@@ -8,7 +8,7 @@ use aya_ebpf::{
 use policy_common::{
     ct::{CtKey, CtValue, CONNTRACK_MAX},
     endpoint::{EndpointInfo, ENDPOINTS_MAX},
-    peer::{PeerClass, PEERS_V4_MAX},
+    peer::{PeerClass, PEERS_MAX},
     policy::{PolicyKey, PolicyValue, POLICY_MAX},
     verdict::STATS_LEN,
 };
@@ -17,7 +17,7 @@ use policy_common::{
 static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
 
 #[map]
-static PEERS_V4: HashMap<u32, PeerClass> = HashMap::with_max_entries(PEERS_V4_MAX, 0);
+static PEERS_V4: HashMap<u32, PeerClass> = HashMap::with_max_entries(PEERS_MAX, 0);
 
 #[map]
 static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(POLICY_MAX, 0);

@@ -71,7 +71,7 @@ fn policy_key(m: &PolicyMatch) -> Key<PolicyKey> {
     let prefix = match (m.protocol, m.port) {
         (None, _) => PREFIX_ALL_PROTOCOLS,
         (Some(_), None) => PREFIX_ALL_PORTS,
-        (Some(_), Some(_)) => PREFIX_FULL,
+        (Some(_), Some(block)) => (PREFIX_ALL_PORTS + u32::from(block.bits)).min(PREFIX_FULL),
     };
     Key::new(
         prefix,
@@ -80,7 +80,7 @@ fn policy_key(m: &PolicyMatch) -> Key<PolicyKey> {
             class_id: m.class_id,
             direction: m.direction.code(),
             protocol: m.protocol.unwrap_or(0),
-            port_be: m.port.unwrap_or(0).to_be(),
+            port_be: m.port.map_or(0, |block| block.first).to_be(),
         },
     )
 }
@@ -163,15 +163,17 @@ impl Datapath {
             )
             .collect();
         let peers: BTreeMap<u32, PeerClass> = tables
-            .peers_v4
+            .peers
             .iter()
-            .map(|(addr, class_id)| {
-                (
-                    peer_key(*addr),
+            .filter_map(|(net, entry)| match net {
+                ipnet::IpNet::V4(v4) if v4.prefix_len() == 32 => Some((
+                    peer_key(v4.addr()),
                     PeerClass {
-                        class_id: *class_id,
+                        class_id: entry.class_id,
+                        flags: 0,
                     },
-                )
+                )),
+                _ => None,
             })
             .collect();
 

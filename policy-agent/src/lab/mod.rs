@@ -207,7 +207,9 @@ impl Lab {
     }
 
     fn program(&mut self) -> Result<(), LabError> {
-        self.tables = compile(&self.state, |pod| self.topology.pods.contains_key(&pod.key));
+        self.tables = compile(&self.state, &[], |pod| {
+            self.topology.pods.contains_key(&pod.key)
+        });
         for diagnostic in &self.tables.diagnostics {
             tracing::warn!(%diagnostic, "not enforced exactly; affected pods fail closed");
         }

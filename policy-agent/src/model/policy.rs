@@ -67,6 +67,14 @@ pub enum Peer {
         /// Ranges inside `cidr` that are carved out.
         except: Vec<IpNet>,
     },
+    /// An entry the API server would have rejected (an ipBlock that is not a CIDR,
+    /// an except outside its cidr). It matches nothing, so bad input only narrows.
+    Invalid {
+        /// Path of the offending field, e.g. `spec.ingress[0].from[1].ipBlock.cidr`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The peers of a rule.
@@ -94,7 +102,8 @@ pub struct PolicyPort {
     pub protocol: Protocol,
     /// The port; `None` means every port of `protocol`.
     pub port: Option<PortRef>,
-    /// `endPort`: with a numeric `port`, the inclusive end of a range.
+    /// `endPort`: with a numeric `port`, the inclusive end of a range. Below `port`,
+    /// or with a named or absent `port`, the entry matches nothing (fail closed).
     pub end_port: Option<u16>,
 }
 

@@ -17,14 +17,24 @@ mod classes;
 mod endpoints;
 mod entries;
 
+use std::{collections::BTreeMap, net::IpAddr};
+
+use ipnet::IpNet;
+
 use crate::{
     model::{ClusterState, NetworkPolicy, Pod},
-    policy::tables::{DatapathTables, Direction},
+    policy::tables::{DatapathTables, Direction, PeerEntry},
 };
 
 /// Compiles `state` into the tables for the pods `is_local` accepts (the pods of one
-/// node). Deterministic: equal inputs give equal tables, ids included.
-pub fn compile(state: &ClusterState, is_local: impl Fn(&Pod) -> bool) -> DatapathTables {
+/// node), whose own addresses are `node_addresses`. Deterministic: equal inputs give
+/// equal tables, ids included.
+pub fn compile(
+    state: &ClusterState,
+    node_addresses: &[IpAddr],
+    is_local: impl Fn(&Pod) -> bool,
+) -> DatapathTables {
+    let _ = node_addresses;
     let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
     let endpoints = endpoints::assign(state, &policies, is_local);
     let classes = classes::assign(state, &policies, &endpoints.applied);
@@ -33,7 +43,18 @@ pub fn compile(state: &ClusterState, is_local: impl Fn(&Pod) -> bool) -> Datapat
     diagnostics.extend(endpoints.diagnostics);
     DatapathTables {
         endpoints: endpoints.entries,
-        peers_v4: classes.peers_v4,
+        endpoint_addresses: BTreeMap::new(),
+        peers: classes
+            .peers_v4
+            .iter()
+            .map(|(ip, class_id)| {
+                let entry = PeerEntry {
+                    class_id: *class_id,
+                    ..PeerEntry::default()
+                };
+                (IpNet::from(IpAddr::V4(*ip)), entry)
+            })
+            .collect(),
         policy,
         policy_names: policies.iter().map(|policy| policy.key.clone()).collect(),
         diagnostics,

@@ -266,6 +266,9 @@ fn peer_matches(
             .ips()
             .iter()
             .any(|ip| cidr.contains(ip) && !except.iter().any(|out| out.contains(ip))),
+        // Input the API server would have rejected matches nothing: it can only
+        // narrow what a rule admits.
+        Peer::Invalid { .. } => false,
     }
 }
 
@@ -296,7 +299,8 @@ fn port_matches(port: &PolicyPort, receiver: Option<&Pod>, query: &Query) -> boo
     }
     match &port.port {
         // "If this field is not provided, this matches all port names and numbers."
-        None => true,
+        // endPort without a numeric port is rejected by the API server: fail closed.
+        None => port.end_port.is_none(),
         // "endPort indicates that the range of ports from port to endPort if set,
         // inclusive, should be allowed by the policy."
         Some(PortRef::Number(first)) => {
@@ -305,14 +309,18 @@ fn port_matches(port: &PolicyPort, receiver: Option<&Pod>, query: &Query) -> boo
         }
         // "port represents the port on the given protocol. This can either be a
         // numerical or named port on a pod." A name resolves on the pod receiving
-        // the traffic; one that does not resolve matches nothing.
-        Some(PortRef::Name(name)) => receiver.is_some_and(|pod| {
-            pod.ports.iter().any(|declared| {
-                declared.name.as_deref() == Some(name.as_str())
-                    && declared.protocol == query.protocol
-                    && declared.port == query.port
-            })
-        }),
+        // the traffic; one that does not resolve matches nothing, nor does a name
+        // with an endPort (rejected by the API server).
+        Some(PortRef::Name(name)) => {
+            port.end_port.is_none()
+                && receiver.is_some_and(|pod| {
+                    pod.ports.iter().any(|declared| {
+                        declared.name.as_deref() == Some(name.as_str())
+                            && declared.protocol == query.protocol
+                            && declared.port == query.port
+                    })
+                })
+        }
     }
 }
 

@@ -5,8 +5,9 @@
 //! dataplane converts it to `policy_common` layouts and wire byte order; tests look
 //! it up with `lookup` exactly as `policy-ebpf` does.
 
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
+use std::{collections::BTreeMap, fmt, net::IpAddr};
 
+use ipnet::IpNet;
 use policy_common::peer::CLASS_WORLD;
 
 use crate::model::ObjectRef;
@@ -51,6 +52,72 @@ impl EndpointEntry {
     }
 }
 
+/// What `PEERS_V4`/`PEERS_V6` hold for one prefix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerEntry {
+    /// Peer class (`CLASS_WORLD` for a prefix only the flags single out).
+    pub class_id: u32,
+    /// An address of the local node: ingress from it always passes.
+    pub node: bool,
+    /// A Service ClusterIP: egress to it is decided after DNAT, on the backend.
+    pub service: bool,
+}
+
+/// An aligned block of destination ports: the ports whose high `bits` bits equal
+/// those of `first` (`bits` = 16: exactly `first`). endPort ranges become a few such
+/// blocks, each one LPM prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortBlock {
+    /// The lowest port of the block (its low `16 - bits` bits are zero).
+    pub first: u16,
+    /// How many high bits are fixed, 0..=16.
+    pub bits: u8,
+}
+
+impl PortBlock {
+    /// The block holding exactly `port`.
+    pub fn single(port: u16) -> Self {
+        Self {
+            first: port,
+            bits: 16,
+        }
+    }
+
+    /// Whether `port` lies in the block.
+    pub fn contains(self, port: u16) -> bool {
+        let mask = if self.bits == 0 {
+            0
+        } else {
+            u16::MAX << (16 - u32::from(self.bits))
+        };
+        port & mask == self.first
+    }
+
+    /// The fewest aligned blocks covering exactly `first..=last` (empty if
+    /// `last < first`); at most 30 for any range.
+    pub fn split_range(first: u16, last: u16) -> Vec<PortBlock> {
+        let mut blocks = Vec::new();
+        let (mut low, high) = (u32::from(first), u32::from(last));
+        while low <= high {
+            // The largest aligned block starting at `low` that stays within `high`.
+            let mut size_log2 = if low == 0 {
+                16
+            } else {
+                low.trailing_zeros().min(16)
+            };
+            while low + (1 << size_log2) - 1 > high {
+                size_log2 -= 1;
+            }
+            blocks.push(PortBlock {
+                first: low as u16,
+                bits: (16 - size_log2) as u8,
+            });
+            low += 1 << size_log2;
+        }
+        blocks
+    }
+}
+
 /// A `POLICY` key with its wildcards made explicit (host byte order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyMatch {
@@ -62,8 +129,8 @@ pub struct PolicyMatch {
     pub direction: Direction,
     /// IP protocol number; `None` = every protocol (and then `port` is `None`).
     pub protocol: Option<u8>,
-    /// Destination port; `None` = every port of `protocol`.
-    pub port: Option<u16>,
+    /// Destination ports; `None` = every port of `protocol`.
+    pub port: Option<PortBlock>,
 }
 
 /// Which policy rule an entry comes from.
@@ -95,8 +162,11 @@ impl fmt::Display for Diagnostic {
 pub struct DatapathTables {
     /// Local pods and their identity and isolation.
     pub endpoints: BTreeMap<ObjectRef, EndpointEntry>,
-    /// IPv4 peer addresses with a class other than `CLASS_WORLD`.
-    pub peers_v4: BTreeMap<Ipv4Addr, u32>,
+    /// Every address of every local endpoint (both families), for `ENDPOINT_ADDRS`.
+    pub endpoint_addresses: BTreeMap<IpAddr, ObjectRef>,
+    /// Peer prefixes of both families (pod addresses as host prefixes, ipBlock
+    /// boundaries, node and Service addresses); the rest is `CLASS_WORLD`.
+    pub peers: BTreeMap<IpNet, PeerEntry>,
     /// Allow entries.
     pub policy: BTreeMap<PolicyMatch, RuleRef>,
     /// Policy names by `RuleRef::policy_id`.
@@ -106,15 +176,32 @@ pub struct DatapathTables {
 }
 
 impl DatapathTables {
-    /// The verdict the BPF program reaches for a new flow of `pod` (not conntrack):
-    /// `Some(None)` when `pod` is not isolated in `direction`, `Some(Some(rule))` when
-    /// a rule allows it, `None` when it is dropped (or `pod` is not local).
-    /// Follows the lookup order documented in `policy-ebpf`'s `decide`.
+    /// The entry of the longest peer prefix holding `addr`, as the LPM lookup in
+    /// `PEERS_V4`/`PEERS_V6` finds it; `CLASS_WORLD` without flags when none does.
+    pub fn peer(&self, addr: IpAddr) -> PeerEntry {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (0..=max)
+            .rev()
+            .find_map(|len| {
+                let net = IpNet::new(addr, len).ok()?.trunc();
+                self.peers.get(&net).copied()
+            })
+            .unwrap_or(PeerEntry {
+                class_id: CLASS_WORLD,
+                ..PeerEntry::default()
+            })
+    }
+
+    /// The verdict the BPF program reaches for a new flow of `pod` (not conntrack),
+    /// `peer` being the remote address after any DNAT: `Some(None)` when `pod` is
+    /// not isolated in `direction` (or the packet is ingress from the node),
+    /// `Some(Some(rule))` when a rule allows it, `None` when it is dropped (or `pod`
+    /// is not local). Follows the lookup order documented in `policy-ebpf`'s `decide`.
     pub fn lookup(
         &self,
         pod: &ObjectRef,
         direction: Direction,
-        peer: Ipv4Addr,
+        peer: IpAddr,
         protocol: u8,
         port: u16,
     ) -> Option<Option<RuleRef>> {
@@ -122,27 +209,42 @@ impl DatapathTables {
         if !endpoint.isolated(direction) {
             return Some(None);
         }
-        let class_id = self.peers_v4.get(&peer).copied().unwrap_or(CLASS_WORLD);
+        let peer = self.peer(peer);
+        if direction == Direction::Ingress && peer.node {
+            return Some(None);
+        }
         let base = PolicyMatch {
             endpoint_id: endpoint.endpoint_id,
-            class_id,
+            class_id: peer.class_id,
             direction,
             protocol: Some(protocol),
-            port: Some(port),
+            port: None,
         };
-        // Longest prefix first: exact port, then all ports, then all protocols.
-        [
-            base,
-            PolicyMatch { port: None, ..base },
-            PolicyMatch {
-                protocol: None,
-                port: None,
+        // Longest prefix first: exact port, shorter port blocks, all ports, then all
+        // protocols.
+        let port_blocks = (0..=16u8).rev().map(|bits| PortBlock {
+            first: port
+                & if bits == 0 {
+                    0
+                } else {
+                    u16::MAX << (16 - bits)
+                },
+            bits,
+        });
+        port_blocks
+            .map(|block| PolicyMatch {
+                port: Some(block),
                 ..base
-            },
-        ]
-        .iter()
-        .find_map(|key| self.policy.get(key))
-        .map(|rule| Some(*rule))
+            })
+            .chain([
+                base,
+                PolicyMatch {
+                    protocol: None,
+                    ..base
+                },
+            ])
+            .find_map(|key| self.policy.get(&key))
+            .map(|rule| Some(*rule))
     }
 }
 
@@ -166,14 +268,26 @@ impl fmt::Display for DatapathTables {
                 },
             )?;
         }
-        writeln!(f, "peers_v4:")?;
-        for (addr, class) in &self.peers_v4 {
-            writeln!(f, "  {addr} -> class {class}")?;
+        writeln!(f, "peers:")?;
+        for (net, peer) in &self.peers {
+            let flags = match (peer.node, peer.service) {
+                (true, true) => " (node, service)",
+                (true, false) => " (node)",
+                (false, true) => " (service)",
+                (false, false) => "",
+            };
+            writeln!(f, "  {net} -> class {}{flags}", peer.class_id)?;
         }
         writeln!(f, "policy:")?;
         for (m, rule) in &self.policy {
             let proto = m.protocol.map_or("*".to_string(), |p| p.to_string());
-            let port = m.port.map_or("*".to_string(), |p| p.to_string());
+            let port = m.port.map_or("*".to_string(), |p| match p.bits {
+                16 => p.first.to_string(),
+                bits => {
+                    let last = u32::from(p.first) + (1u32 << (16 - bits)) - 1;
+                    format!("{}-{last}", p.first)
+                }
+            });
             let name = self
                 .policy_names
                 .get(rule.policy_id as usize)

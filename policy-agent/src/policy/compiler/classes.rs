@@ -121,6 +121,6 @@ fn pod_peers<'a>(
 fn peer_matches(state: &ClusterState, policy: &NetworkPolicy, peer: &Peer, pod: &Pod) -> bool {
     match peer {
         Peer::Pods { namespaces, pods } => pod_peer_matches(state, policy, namespaces, pods, pod),
-        Peer::IpBlock { .. } => false,
+        Peer::IpBlock { .. } | Peer::Invalid { .. } => false,
     }
 }

@@ -17,7 +17,7 @@ use crate::{
     model::{NetworkPolicy, Peer, Peers, PolicyPort, PortRef, Rule},
     policy::{
         rules,
-        tables::{Diagnostic, Direction, PolicyMatch, RuleRef},
+        tables::{Diagnostic, Direction, PolicyMatch, PortBlock, RuleRef},
     },
 };
 
@@ -53,7 +53,7 @@ pub(super) fn allow_entries(
                                 class_id,
                                 direction,
                                 protocol,
-                                port,
+                                port: port.map(PortBlock::single),
                             };
                             entries.entry(key).or_insert(rule_ref);
                         }

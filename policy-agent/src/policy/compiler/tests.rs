@@ -43,7 +43,7 @@ fn base() -> ClusterBuilder {
 }
 
 fn on_n1(state: &crate::model::ClusterState) -> DatapathTables {
-    compile(state, |pod| pod.node_name.as_deref() == Some("n1"))
+    compile(state, &[], |pod| pod.node_name.as_deref() == Some("n1"))
 }
 
 fn web_from_clients() -> crate::model::NetworkPolicy {
