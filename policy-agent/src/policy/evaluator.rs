@@ -1,6 +1,10 @@
 //! The reference evaluator: the verdict for one connection, straight from the
 //! NetworkPolicy documentation, and the policy and rule that decided it.
 //!
+//! `explain` does the work: for each side, every policy that applies and, for each
+//! of its rules, whether the peer and the port matched. `evaluate` is `explain`
+//! reduced to a verdict, so the two can never disagree.
+//!
 //! Pure; imports only `crate::model` and `policy::selector`. It is the oracle the
 //! compiler is property-tested against, and what `explain`/`simulate` print, so it
 //! favours being obviously right over being fast. Each quoted sentence comes from the
@@ -10,7 +14,7 @@
 //! Out of scope here: traffic from the pod's own node (allowed by the dataplane by
 //! default) and reply traffic (conntrack).
 
-use std::net::IpAddr;
+use std::{fmt, net::IpAddr};
 
 use crate::{
     model::{
@@ -28,6 +32,17 @@ pub enum Endpoint {
     Pod(ObjectRef),
     /// An address; if a (pod-network) pod of the cluster has it, that pod.
     Address(IpAddr),
+}
+
+impl fmt::Display for Endpoint {
+    /// `namespace/name` for a pod, the address itself for an address: the keys
+    /// `simulate` prints in `from`/`to`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Pod(key) => key.fmt(f),
+            Endpoint::Address(ip) => ip.fmt(f),
+        }
+    }
 }
 
 /// A new connection to judge.
@@ -84,6 +99,110 @@ pub struct Verdict {
     pub ingress: SideVerdict,
 }
 
+/// How one rule fared against a query: each half of "Each rule allows traffic which
+/// matches both the from and ports sections" on its own, so a deny can say which
+/// half failed (both can).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleMatch {
+    /// Index of the rule in the policy's ingress or egress list.
+    pub index: usize,
+    /// `from`/`to` admits the remote end (absent or empty admits everyone).
+    pub peer_matched: bool,
+    /// `ports` admits the protocol and port (absent or empty admits all).
+    pub port_matched: bool,
+}
+
+impl RuleMatch {
+    /// Whether the rule admits the connection: peer and port both match.
+    pub fn allows(&self) -> bool {
+        self.peer_matched && self.port_matched
+    }
+}
+
+/// One policy that applies to a side, with every rule it has for that direction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyExplanation {
+    /// The policy.
+    pub policy: ObjectRef,
+    /// Its ingress or egress rules, in order; empty for a default-deny policy.
+    pub rules: Vec<RuleMatch>,
+}
+
+impl PolicyExplanation {
+    /// The first of its rules that admits the connection.
+    pub fn allowing_rule(&self) -> Option<usize> {
+        self.rules
+            .iter()
+            .find(|rule| rule.allows())
+            .map(|rule| rule.index)
+    }
+}
+
+/// Everything one side (egress of the source, ingress of the destination) knows
+/// about a query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SideExplanation {
+    /// The endpoint is not a pod of the cluster: no policy applies to it.
+    NotAPod,
+    /// A hostNetwork pod: policies never isolate it.
+    HostNetwork,
+    /// No policy selects the pod for this direction.
+    NotIsolated,
+    /// These policies (every one that applies, in sorted order) isolate the pod.
+    Isolated(Vec<PolicyExplanation>),
+}
+
+impl SideExplanation {
+    /// The side's verdict: allowed by the first allowing rule in sorted policy
+    /// order, else denied by every isolating policy.
+    pub fn verdict(&self) -> SideVerdict {
+        match self {
+            SideExplanation::NotAPod => SideVerdict::NotAPod,
+            SideExplanation::HostNetwork => SideVerdict::HostNetwork,
+            SideExplanation::NotIsolated => SideVerdict::NotIsolated,
+            SideExplanation::Isolated(policies) => policies
+                .iter()
+                .find_map(|explained| {
+                    explained
+                        .allowing_rule()
+                        .map(|rule_index| SideVerdict::Allowed {
+                            policy: explained.policy.clone(),
+                            rule_index,
+                        })
+                })
+                .unwrap_or_else(|| SideVerdict::Denied {
+                    isolated_by: policies.iter().map(|p| p.policy.clone()).collect(),
+                }),
+        }
+    }
+}
+
+/// Both sides of a query explained; what `policy-agent explain` prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    /// The source's egress side.
+    pub egress: SideExplanation,
+    /// The destination's ingress side.
+    pub ingress: SideExplanation,
+}
+
+impl Explanation {
+    /// The verdict these explanations amount to.
+    pub fn verdict(&self) -> Verdict {
+        let egress = self.egress.verdict();
+        let ingress = self.ingress.verdict();
+        // "For a connection from a source pod to a destination pod to be allowed,
+        // both the egress policy on the source pod and the ingress policy on the
+        // destination pod need to allow the connection. If either side does not
+        // allow the connection, it will not happen."
+        Verdict {
+            allowed: egress.allows() && ingress.allows(),
+            egress,
+            ingress,
+        }
+    }
+}
+
 /// An endpoint resolved against the state.
 #[derive(Clone, Copy, Debug)]
 struct Resolved<'a> {
@@ -124,38 +243,37 @@ fn resolve<'a>(state: &'a ClusterState, endpoint: &Endpoint) -> Resolved<'a> {
 
 /// The verdict for `query` under the policies of `state`.
 pub fn evaluate(state: &ClusterState, query: &Query) -> Verdict {
+    explain(state, query).verdict()
+}
+
+/// Why `query` gets its verdict: for each side, the policies that apply and how
+/// each of their rules matched.
+pub fn explain(state: &ClusterState, query: &Query) -> Explanation {
     let src = resolve(state, &query.src);
     let dst = resolve(state, &query.dst);
-    let egress = side_verdict(state, query, Direction::Egress, src, dst);
-    let ingress = side_verdict(state, query, Direction::Ingress, dst, src);
-    // "For a connection from a source pod to a destination pod to be allowed, both
-    // the egress policy on the source pod and the ingress policy on the destination
-    // pod need to allow the connection. If either side does not allow the
-    // connection, it will not happen."
-    Verdict {
-        allowed: egress.allows() && ingress.allows(),
-        egress,
-        ingress,
+    Explanation {
+        egress: explain_side(state, query, Direction::Egress, src, dst),
+        ingress: explain_side(state, query, Direction::Ingress, dst, src),
     }
 }
 
-/// The verdict of `local`'s policies for `direction` on traffic with `remote`.
-fn side_verdict(
+/// What `local`'s policies for `direction` say about traffic with `remote`.
+fn explain_side(
     state: &ClusterState,
     query: &Query,
     direction: Direction,
     local: Resolved<'_>,
     remote: Resolved<'_>,
-) -> SideVerdict {
+) -> SideExplanation {
     let Some(pod) = local.pod else {
-        return SideVerdict::NotAPod;
+        return SideExplanation::NotAPod;
     };
     // "The network plugin cannot properly distinguish hostNetwork pod traffic, and
     // so it ignores hostNetwork pods when matching podSelector and
     // namespaceSelector. Traffic to/from hostNetwork pods is treated the same as all
     // other traffic to/from the node IP."
     if pod.host_network {
-        return SideVerdict::HostNetwork;
+        return SideExplanation::HostNetwork;
     }
     // "A pod is isolated for ingress if there is any NetworkPolicy that both selects
     // the pod and has "Ingress" in its policyTypes; we say that such a policy applies
@@ -168,7 +286,7 @@ fn side_verdict(
     if applying.is_empty() {
         // "By default, a pod is non-isolated for ingress; all inbound connections
         // are allowed." (Likewise for egress.)
-        return SideVerdict::NotIsolated;
+        return SideExplanation::NotIsolated;
     }
     // "When a pod is isolated for ingress, the only allowed connections into the pod
     // are those [...] allowed by the ingress list of some NetworkPolicy that applies
@@ -179,20 +297,17 @@ fn side_verdict(
         Direction::Ingress => local,
         Direction::Egress => remote,
     };
-    for policy in &applying {
-        let allowing = rules(policy, direction)
+    let explained = applying.iter().map(|policy| PolicyExplanation {
+        policy: policy.key.clone(),
+        rules: rules(policy, direction)
             .iter()
-            .position(|rule| rule_matches(state, policy, rule, remote, receiver.pod, query));
-        if let Some(rule_index) = allowing {
-            return SideVerdict::Allowed {
-                policy: policy.key.clone(),
-                rule_index,
-            };
-        }
-    }
-    SideVerdict::Denied {
-        isolated_by: applying.iter().map(|policy| policy.key.clone()).collect(),
-    }
+            .enumerate()
+            .map(|(index, rule)| {
+                rule_match(state, policy, rule, remote, receiver.pod, query, index)
+            })
+            .collect(),
+    });
+    SideExplanation::Isolated(explained.collect())
 }
 
 /// Whether `policy` applies to `pod` for `direction`, i.e. isolates it; shared with
@@ -211,21 +326,23 @@ pub(crate) fn applies_to(policy: &NetworkPolicy, pod: &Pod, direction: Direction
         && matches(&policy.pod_selector, &pod.labels)
 }
 
-/// Whether `rule` admits traffic with `remote` on the query's protocol and port.
-fn rule_matches(
+/// How `rule` (number `index` of its list) matches traffic with `remote` on the
+/// query's protocol and port.
+fn rule_match(
     state: &ClusterState,
     policy: &NetworkPolicy,
     rule: &Rule,
     remote: Resolved<'_>,
     receiver: Option<&Pod>,
     query: &Query,
-) -> bool {
+    index: usize,
+) -> RuleMatch {
     // "Each rule allows traffic which matches both the from and ports sections."
     // from/to: "If this field is empty or missing, this rule matches all sources
     // (traffic not restricted by source). If this field is present and contains at
     // least one item, this rule allows traffic only if the traffic matches at least
     // one item in the from list."
-    let peers_match = match &rule.peers {
+    let peer_matched = match &rule.peers {
         Peers::All => true,
         Peers::Only(peers) => peers
             .iter()
@@ -235,12 +352,16 @@ fn rule_matches(
     // (traffic not restricted by port). If this field is present and contains at
     // least one item, then this rule allows traffic only if the traffic matches at
     // least one port in the list."
-    let ports_match = rule.ports.is_empty()
+    let port_matched = rule.ports.is_empty()
         || rule
             .ports
             .iter()
             .any(|port| port_matches(port, receiver, query));
-    peers_match && ports_match
+    RuleMatch {
+        index,
+        peer_matched,
+        port_matched,
+    }
 }
 
 /// Whether one `from`/`to` entry of `policy` matches `remote`.

@@ -187,3 +187,122 @@ fn host_network_pods_and_unknown_pods_are_explained() {
         (SideVerdict::HostNetwork, SideVerdict::NotAPod)
     );
 }
+
+fn rule_match(index: usize, peer_matched: bool, port_matched: bool) -> RuleMatch {
+    RuleMatch {
+        index,
+        peer_matched,
+        port_matched,
+    }
+}
+
+/// prod/web admits app=client on 80/TCP (rule 0) and anyone on 443/TCP (rule 1).
+fn web_policy() -> NetworkPolicy {
+    netpol("prod", "web")
+        .select(sel("app", "web"))
+        .ingress(rule().from_pods(sel("app", "client")).port(80, Tcp).build())
+        .ingress(rule().port(443, Tcp).build())
+        .build()
+}
+
+#[test]
+fn a_deny_says_the_peer_failed_when_only_the_peer_failed() {
+    let state = base().policy(web_policy()).build();
+    let explained = explain(&state, &query("prod/db", "prod/web", Tcp, 80));
+    let expected = PolicyExplanation {
+        policy: ObjectRef::new("prod", "web"),
+        rules: vec![rule_match(0, false, true), rule_match(1, true, false)],
+    };
+    assert_eq!(
+        explained,
+        Explanation {
+            egress: SideExplanation::NotIsolated,
+            ingress: SideExplanation::Isolated(vec![expected]),
+        }
+    );
+    assert!(!explained.verdict().allowed);
+}
+
+#[test]
+fn a_deny_says_the_port_failed_when_only_the_port_failed() {
+    let state = base().policy(web_policy()).build();
+    let explained = explain(&state, &query("prod/client", "prod/web", Tcp, 8080));
+    let SideExplanation::Isolated(policies) = &explained.ingress else {
+        panic!("web is isolated for ingress: {explained:?}");
+    };
+    assert_eq!(
+        policies[0].rules,
+        vec![rule_match(0, true, false), rule_match(1, true, false)]
+    );
+    assert_eq!(
+        explained.verdict().ingress,
+        SideVerdict::Denied {
+            isolated_by: vec![ObjectRef::new("prod", "web")]
+        }
+    );
+}
+
+#[test]
+fn a_deny_reports_both_halves_failing_and_a_rule_less_policy() {
+    let deny_egress = netpol("prod", "deny-egress")
+        .select(sel("app", "client"))
+        .types(false, true)
+        .build();
+    let state = base().policy(web_policy()).policy(deny_egress).build();
+    let explained = explain(&state, &query("dev/tool", "prod/web", Udp, 53));
+    let SideExplanation::Isolated(policies) = &explained.ingress else {
+        panic!("web is isolated for ingress: {explained:?}");
+    };
+    assert_eq!(
+        policies[0].rules,
+        vec![rule_match(0, false, false), rule_match(1, true, false)]
+    );
+    let explained = explain(&state, &query("prod/client", "8.8.8.8", Tcp, 443));
+    let no_rules = PolicyExplanation {
+        policy: ObjectRef::new("prod", "deny-egress"),
+        rules: vec![],
+    };
+    assert_eq!(explained.egress, SideExplanation::Isolated(vec![no_rules]));
+    assert_eq!(explained.ingress, SideExplanation::NotAPod);
+}
+
+#[test]
+fn an_allow_names_the_first_rule_that_matched_and_keeps_the_others() {
+    let state = base().policy(web_policy()).build();
+    let explained = explain(&state, &query("prod/client", "prod/web", Tcp, 443));
+    let SideExplanation::Isolated(policies) = &explained.ingress else {
+        panic!("web is isolated for ingress: {explained:?}");
+    };
+    assert_eq!(
+        policies[0].rules,
+        vec![rule_match(0, true, false), rule_match(1, true, true)]
+    );
+    assert_eq!(policies[0].allowing_rule(), Some(1));
+    let verdict = explained.verdict();
+    assert!(verdict.allowed);
+    assert_eq!(
+        verdict.ingress,
+        SideVerdict::Allowed {
+            policy: ObjectRef::new("prod", "web"),
+            rule_index: 1
+        }
+    );
+}
+
+#[test]
+fn sides_no_policy_isolates_are_explained_as_such() {
+    let state = base().policy(web_policy()).build();
+    let explained = explain(&state, &query("prod/web", "prod/db", Tcp, 5432));
+    assert_eq!(
+        explained,
+        Explanation {
+            egress: SideExplanation::NotIsolated,
+            ingress: SideExplanation::NotIsolated,
+        }
+    );
+    let explained = explain(&state, &query("prod/host", "8.8.8.8", Tcp, 80));
+    assert_eq!(
+        (explained.egress, explained.ingress),
+        (SideExplanation::HostNetwork, SideExplanation::NotAPod)
+    );
+}
