@@ -2,12 +2,15 @@
 //! `policy_common`'s constants.
 //!
 //! - `selector`: label selector matching;
-//! - `evaluator`: the reference verdict straight from the NetworkPolicy semantics;
+//! - `evaluator`: the reference verdict straight from the NetworkPolicy semantics,
+//!   and why (`explain`);
+//! - `probes`: which probes a reachability matrix holds (`simulate`, the lab);
 //! - `compiler`: cluster state -> `DatapathTables` for one node;
 //! - `tables`: the compiler's output and the lookup the kernel performs on it.
 
 pub mod compiler;
 pub mod evaluator;
+pub mod probes;
 pub mod selector;
 pub mod tables;
 
