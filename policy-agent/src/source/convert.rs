@@ -4,10 +4,18 @@
 //!
 //! Defaults and checks follow the API server (defaults.go / validation.go of
 //! `k8s.io/kubernetes/pkg/apis/{core,networking}`); the spec sentence each rule
-//! implements is quoted above it. Bad input is an error naming the field path
-//! (`spec.ingress[0].ports[1].endPort`), never silently dropped or widened.
+//! implements is quoted above it. Bad input is never silently dropped or widened:
+//! - input the model cannot hold (a port name that is not an IANA_SVC_NAME, a port
+//!   out of range, an unknown protocol) is an error naming the field path
+//!   (`spec.ingress[0].ports[1].port`);
+//! - a bad ipBlock (a cidr or except that is not a CIDR, an except not strictly
+//!   inside its cidr) becomes `Peer::Invalid`, and an endPort below its port or
+//!   without a numeric port is kept as given; both match nothing, so the policy still
+//!   isolates its pods (fail closed), and each is logged as a warning naming the
+//!   policy and the field.
 //!
-//! May import: `crate::model`, k8s-openapi, ipnet. Nothing else of this crate.
+//! May import: `crate::model`, k8s-openapi, ipnet, tracing (those warnings).
+//! Nothing else of this crate.
 
 use std::net::IpAddr;
 
@@ -44,24 +52,6 @@ pub enum ConvertError {
         field: String,
         /// The text found.
         value: String,
-    },
-    /// An ipBlock CIDR does not parse.
-    #[error("{field}: {value:?} is not a CIDR such as 10.0.0.0/8 or fd00::/64")]
-    InvalidCidr {
-        /// Path of the field.
-        field: String,
-        /// The text found.
-        value: String,
-    },
-    /// An `except` entry is not a strict subset of its ipBlock's `cidr`.
-    #[error("{field}: {except} must be a strict subset of cidr {cidr}")]
-    ExceptOutsideCidr {
-        /// Path of the `except` entry.
-        field: String,
-        /// The except range.
-        except: IpNet,
-        /// The enclosing cidr.
-        cidr: IpNet,
     },
     /// A peer sets ipBlock together with podSelector or namespaceSelector.
     #[error(
@@ -106,22 +96,6 @@ pub enum ConvertError {
         value: String,
         /// Which rule of IANA_SVC_NAME it breaks.
         reason: &'static str,
-    },
-    /// `endPort` without a numeric `port`.
-    #[error("{field}: endPort requires a numeric port (not absent, not a named port)")]
-    EndPortWithoutNumericPort {
-        /// Path of the `endPort` field.
-        field: String,
-    },
-    /// `endPort` below `port`.
-    #[error("{field}: endPort {end_port} must be greater than or equal to port {port}")]
-    EndPortBelowPort {
-        /// Path of the `endPort` field.
-        field: String,
-        /// The endPort found.
-        end_port: u16,
-        /// The port it must not be below.
-        port: u16,
     },
     /// A policyTypes entry other than `Ingress` or `Egress`.
     #[error("{field}: unknown policy type {value:?}; use Ingress or Egress")]
@@ -296,13 +270,55 @@ pub fn network_policy(np: &net::NetworkPolicy) -> Result<NetworkPolicy> {
             )
         })
         .collect::<Result<_>>()?;
-    Ok(NetworkPolicy {
+    let policy = NetworkPolicy {
         key,
         pod_selector,
         policy_types: policy_types(spec)?,
         ingress,
         egress,
-    })
+    };
+    for (field, reason) in entries_matching_nothing(&policy) {
+        tracing::warn!(
+            "NetworkPolicy {}: {field}: {reason}; this entry matches nothing, so the \
+             pods the policy selects fail closed",
+            policy.key
+        );
+    }
+    Ok(policy)
+}
+
+/// `(field, reason)` of every entry of `policy` that matches nothing because the
+/// API server would have rejected it: `Peer::Invalid` peers, and endPorts below
+/// their port or without a numeric port.
+fn entries_matching_nothing(policy: &NetworkPolicy) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (list, rules) in [("ingress", &policy.ingress), ("egress", &policy.egress)] {
+        for (r, rule) in rules.iter().enumerate() {
+            if let Peers::Only(peers) = &rule.peers {
+                for peer in peers {
+                    if let Peer::Invalid { field, reason } = peer {
+                        found.push((field.clone(), reason.clone()));
+                    }
+                }
+            }
+            for (p, port) in rule.ports.iter().enumerate() {
+                let field = || format!("spec.{list}[{r}].ports[{p}].endPort");
+                match (&port.port, port.end_port) {
+                    (_, None) => {}
+                    (Some(PortRef::Number(first)), Some(end)) if end >= *first => {}
+                    (Some(PortRef::Number(first)), Some(end)) => {
+                        found.push((field(), format!("endPort {end} is below port {first}")));
+                    }
+                    (_, Some(_)) => found.push((
+                        field(),
+                        "endPort requires a numeric port (not absent, not a named port)"
+                            .to_string(),
+                    )),
+                }
+            }
+        }
+    }
+    found
 }
 
 /// The API server's defaulting (pkg/apis/networking/v1/defaults.go):
@@ -380,7 +396,7 @@ fn peer(peer: &net::NetworkPolicyPeer, field: &str) -> Result<Peer> {
     let pods = peer.pod_selector.as_ref();
     let namespaces = peer.namespace_selector.as_ref();
     match (&peer.ip_block, pods, namespaces) {
-        (Some(block), None, None) => ip_block(block, &format!("{field}.ipBlock")),
+        (Some(block), None, None) => Ok(ip_block(block, &format!("{field}.ipBlock"))),
         (Some(_), _, _) => Err(ConvertError::IpBlockWithSelector {
             field: field.to_string(),
         }),
@@ -403,26 +419,41 @@ fn peer(peer: &net::NetworkPolicyPeer, field: &str) -> Result<Peer> {
 /// "except is a list of CIDRs that should not be included within an IPBlock ...
 /// Except values will be rejected if they are outside the cidr range"; validation
 /// requires each to be a strict subset. CIDRs are stored truncated to their network.
-fn ip_block(block: &net::IPBlock, field: &str) -> Result<Peer> {
-    let cidr = parse_cidr(&block.cidr, &format!("{field}.cidr"))?;
+/// What the API server would reject becomes `Peer::Invalid` naming the first bad
+/// field: the whole entry then matches nothing (dropping only a bad except would
+/// widen the block).
+fn ip_block(block: &net::IPBlock, field: &str) -> Peer {
+    let invalid = |field: String, reason: String| Peer::Invalid { field, reason };
+    let cidr_field = format!("{field}.cidr");
+    let Some(cidr) = parse_cidr(&block.cidr) else {
+        return invalid(cidr_field, not_a_cidr(&block.cidr));
+    };
     let mut except = Vec::new();
     for (i, text) in block.except.iter().flatten().enumerate() {
         let except_field = format!("{field}.except[{i}]");
-        let net = parse_cidr(text, &except_field)?;
+        let Some(net) = parse_cidr(text) else {
+            return invalid(except_field, not_a_cidr(text));
+        };
+        if net.addr().is_ipv4() != cidr.addr().is_ipv4() {
+            let reason = format!("{net} is not of the address family of cidr {cidr}");
+            return invalid(except_field, reason);
+        }
         if !cidr.contains(&net) || net.prefix_len() <= cidr.prefix_len() {
-            return Err(ConvertError::ExceptOutsideCidr {
-                field: except_field,
-                except: net,
-                cidr,
-            });
+            let reason = format!("{net} must be a strict subset of cidr {cidr}");
+            return invalid(except_field, reason);
         }
         except.push(net);
     }
-    Ok(Peer::IpBlock { cidr, except })
+    Peer::IpBlock { cidr, except }
+}
+
+fn not_a_cidr(text: &str) -> String {
+    format!("{text:?} is not a CIDR such as 10.0.0.0/8 or fd00::/64")
 }
 
 /// One `ports` entry: protocol (default TCP), port (number or IANA_SVC_NAME) and
-/// endPort ("port must be defined and numeric ... endPort >= port").
+/// endPort ("port must be defined and numeric ... endPort >= port"; when it is not,
+/// the entry is kept and matches nothing).
 fn policy_port(port: &net::NetworkPolicyPort, field: &str) -> Result<PolicyPort> {
     let port_field = format!("{field}.port");
     let number_or_name = match &port.port {
@@ -430,22 +461,12 @@ fn policy_port(port: &net::NetworkPolicyPort, field: &str) -> Result<PolicyPort>
         Some(IntOrString::Int(n)) => Some(PortRef::Number(port_number((*n).into(), &port_field)?)),
         Some(IntOrString::String(name)) => Some(PortRef::Name(port_name(name, &port_field)?)),
     };
-    let end_field = format!("{field}.endPort");
-    let end_port = match (port.end_port, &number_or_name) {
-        (None, _) => None,
-        (Some(end), Some(PortRef::Number(start))) => {
-            let end = port_number(end.into(), &end_field)?;
-            if end < *start {
-                return Err(ConvertError::EndPortBelowPort {
-                    field: end_field,
-                    end_port: end,
-                    port: *start,
-                });
-            }
-            Some(end)
-        }
-        (Some(_), _) => return Err(ConvertError::EndPortWithoutNumericPort { field: end_field }),
-    };
+    // An endPort below port, or without a numeric port, is kept as given: the model
+    // defines such an entry to match nothing (the API server would reject it).
+    let end_port = port
+        .end_port
+        .map(|end| port_number(end.into(), &format!("{field}.endPort")))
+        .transpose()?;
     Ok(PolicyPort {
         protocol: protocol(port.protocol.as_deref(), &format!("{field}.protocol"))?,
         port: number_or_name,
@@ -586,13 +607,9 @@ fn parse_ip(text: &str, field: &str) -> Result<IpAddr> {
     })
 }
 
-fn parse_cidr(text: &str, field: &str) -> Result<IpNet> {
-    text.parse::<IpNet>()
-        .map(|net| net.trunc())
-        .map_err(|_| ConvertError::InvalidCidr {
-            field: field.to_string(),
-            value: text.to_string(),
-        })
+/// A CIDR, truncated to its network; `None` when `text` is not one.
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>().ok().map(|net| net.trunc())
 }
 
 #[cfg(test)]
