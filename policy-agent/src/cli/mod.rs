@@ -1,8 +1,10 @@
 //! The one CLI: parse arguments, call the library, print. One module per
 //! subcommand; `anyhow` lives here and nowhere below.
 
+mod explain;
 mod lab;
 mod lab_tour;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -46,6 +48,12 @@ enum Command {
         #[command(subcommand)]
         command: lab::LabCommand,
     },
+    /// The `lab run` matrix (or its JSON) computed by the reference evaluator: no
+    /// kernel, no root. Pods get the addresses `lab run` gives them.
+    Simulate(simulate::SimulateArgs),
+    /// Why one connection is allowed or denied: the policies and rules that decided
+    /// it, and for a deny, whether each rule's peer or port failed to match.
+    Explain(explain::ExplainArgs),
 }
 
 /// Parses `PORT/PROTO` (`80/TCP`, `53/udp`; a bare `80` means TCP).
@@ -87,6 +95,8 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format, cli.verbose);
     let result = match cli.command {
         Command::Lab { command } => lab::run(command),
+        Command::Simulate(args) => simulate::run(&args),
+        Command::Explain(args) => explain::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,6 +45,14 @@ impl fmt::Display for Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The pod this endpoint stands for in `state`, resolved as `evaluate` resolves
+    /// it: a reference to that pod, an address to the pod-network pod that has it.
+    pub fn pod<'a>(&self, state: &'a ClusterState) -> Option<&'a Pod> {
+        resolve(state, self).pod
+    }
+}
+
 /// A new connection to judge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Query {

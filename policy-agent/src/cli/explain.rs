@@ -1,0 +1,286 @@
+//! `policy-agent explain`: the verdict for one connection and the policies and
+//! rules that decided it, from the reference evaluator.
+
+use std::{fmt::Write as _, net::IpAddr, path::PathBuf};
+
+use anyhow::bail;
+use clap::Args;
+use serde::Serialize;
+
+use super::{parse_port_protocol, simulate::with_lab_addresses, Output};
+use crate::{
+    model::{ClusterState, ObjectRef, Protocol},
+    policy::evaluator::{
+        explain, Endpoint, Explanation, PolicyExplanation, Query, RuleMatch, SideExplanation,
+        SideVerdict,
+    },
+    source::manifest::load_manifests,
+};
+
+/// Arguments of `explain`.
+#[derive(Args)]
+pub struct ExplainArgs {
+    /// A manifest file or a directory of them (Namespace, Pod, Service, NetworkPolicy).
+    #[arg(short = 'f', long = "filename")]
+    path: PathBuf,
+    /// Who opens the connection: `namespace/pod`, or an IP address (the address of a
+    /// pod is that pod; pods have the addresses `lab run` gives them).
+    #[arg(long, value_parser = parse_endpoint)]
+    from: Endpoint,
+    /// Who it goes to: `namespace/pod` or an IP address.
+    #[arg(long, value_parser = parse_endpoint)]
+    to: Endpoint,
+    /// Destination PORT/PROTO (`80/TCP`, `53/udp`; a bare number means TCP).
+    #[arg(long, value_parser = parse_port_protocol)]
+    port: (u16, Protocol),
+    /// A few lines for people, or JSON for machines.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+/// Parses `namespace/pod` or an IP address.
+fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(Endpoint::Address(ip));
+    }
+    match text.split_once('/') {
+        // A namespace name is a DNS label: no dots, so `10.0.0.0/8` is not a pod.
+        Some((namespace, name))
+            if !namespace.is_empty()
+                && namespace
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !name.is_empty()
+                && !name.contains('/') =>
+        {
+            Ok(Endpoint::Pod(ObjectRef::new(namespace, name)))
+        }
+        _ => Err(format!(
+            "'{text}' is neither namespace/pod nor an IP address"
+        )),
+    }
+}
+
+/// Runs `explain`.
+pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
+    let state = load_manifests(&args.path)?;
+    let (state, _) = with_lab_addresses(state)?;
+    for endpoint in [&args.from, &args.to] {
+        if let Endpoint::Pod(key) = endpoint {
+            if !state.pods.contains_key(key) {
+                bail!("pod {key} is not in {}", args.path.display());
+            }
+        }
+    }
+    let (port, protocol) = args.port;
+    let query = Query {
+        src: args.from.clone(),
+        dst: args.to.clone(),
+        protocol,
+        port,
+    };
+    let explanation = explain(&state, &query);
+    match args.output {
+        Output::Table => print!("{}", text(&state, &query, &explanation)),
+        Output::Json => println!("{}", serde_json::to_string(&json(&query, &explanation))?),
+    }
+    Ok(())
+}
+
+/// `ns/pod (10.0.0.1)` for a pod, `10.0.0.1 (pod ns/pod)` for a pod's address.
+fn describe(state: &ClusterState, endpoint: &Endpoint) -> String {
+    match (endpoint, endpoint.pod(state)) {
+        (Endpoint::Pod(key), Some(pod)) if !pod.ips.is_empty() => {
+            let ips: Vec<String> = pod.ips.iter().map(ToString::to_string).collect();
+            format!("{key} ({})", ips.join(", "))
+        }
+        (Endpoint::Address(ip), Some(pod)) => format!("{ip} (pod {})", pod.key),
+        _ => endpoint.to_string(),
+    }
+}
+
+/// `spec.ingress[0]` or `spec.egress[0]`.
+fn rule_path(list: &str, index: usize) -> String {
+    format!("spec.{list}[{index}]")
+}
+
+/// Which halves of a rule failed.
+fn failed_halves(rule: &RuleMatch) -> &'static str {
+    match (rule.peer_matched, rule.port_matched) {
+        (true, true) => "peer and port match",
+        (true, false) => "peer matches, port does not",
+        (false, true) => "port matches, peer does not",
+        (false, false) => "neither peer nor port matches",
+    }
+}
+
+/// The human output: the verdict, then one paragraph per side.
+fn text(state: &ClusterState, query: &Query, explanation: &Explanation) -> String {
+    let verdict = explanation.verdict();
+    let mut out = format!(
+        "{} -> {} {}/{}: {}\n",
+        describe(state, &query.src),
+        describe(state, &query.dst),
+        query.port,
+        query.protocol,
+        if verdict.allowed { "allowed" } else { "denied" }
+    );
+    let sides = [
+        ("egress from", "egress", &query.src, &explanation.egress),
+        ("ingress to", "ingress", &query.dst, &explanation.ingress),
+    ];
+    for (heading, list, endpoint, side) in sides {
+        let name = endpoint
+            .pod(state)
+            .map_or_else(|| endpoint.to_string(), |pod| pod.key.to_string());
+        let _ = write!(out, "{heading} {name}: ");
+        match side {
+            SideExplanation::NotAPod => {
+                out.push_str("allowed: not a pod of the cluster, no policy applies\n");
+            }
+            SideExplanation::HostNetwork => {
+                out.push_str("allowed: a hostNetwork pod, policies never isolate it\n");
+            }
+            SideExplanation::NotIsolated => {
+                let _ = writeln!(out, "allowed: no policy selects it for {list}");
+            }
+            SideExplanation::Isolated(policies) => match side.verdict() {
+                SideVerdict::Allowed { policy, rule_index } => {
+                    let rule = rule_path(list, rule_index);
+                    let _ = writeln!(out, "allowed by {policy} {rule} (peer and port match)");
+                }
+                _ => {
+                    out.push_str("denied: isolated by these policies, no rule matches\n");
+                    for explained in policies {
+                        denied_policy(&mut out, list, explained);
+                    }
+                }
+            },
+        }
+    }
+    out
+}
+
+/// The lines for one isolating policy of a denied side: each rule and what failed.
+fn denied_policy(out: &mut String, list: &str, explained: &PolicyExplanation) {
+    let _ = writeln!(out, "  {}", explained.policy);
+    if explained.rules.is_empty() {
+        let _ = writeln!(out, "    no {list} rules: it allows nothing");
+    }
+    for rule in &explained.rules {
+        let path = rule_path(list, rule.index);
+        let _ = writeln!(out, "    {path}: {}", failed_halves(rule));
+    }
+}
+
+/// `explain --output json`.
+#[derive(Serialize)]
+struct QueryJson {
+    from: String,
+    to: String,
+    port: u16,
+    protocol: Protocol,
+    allowed: bool,
+    egress: SideJson,
+    ingress: SideJson,
+}
+
+/// One side in JSON: `status` is `not_a_pod`, `host_network`, `not_isolated` or
+/// `isolated`; `allowed_by` the deciding rule of an isolated side that allows.
+#[derive(Serialize)]
+struct SideJson {
+    allowed: bool,
+    status: &'static str,
+    allowed_by: Option<RuleRefJson>,
+    policies: Vec<PolicyJson>,
+}
+
+#[derive(Serialize)]
+struct RuleRefJson {
+    policy: String,
+    rule: String,
+}
+
+#[derive(Serialize)]
+struct PolicyJson {
+    policy: String,
+    rules: Vec<RuleJson>,
+}
+
+#[derive(Serialize)]
+struct RuleJson {
+    rule: String,
+    peer_matched: bool,
+    port_matched: bool,
+}
+
+fn json(query: &Query, explanation: &Explanation) -> QueryJson {
+    let side = |list: &str, side: &SideExplanation| {
+        let verdict = side.verdict();
+        let (status, policies) = match side {
+            SideExplanation::NotAPod => ("not_a_pod", &[][..]),
+            SideExplanation::HostNetwork => ("host_network", &[][..]),
+            SideExplanation::NotIsolated => ("not_isolated", &[][..]),
+            SideExplanation::Isolated(policies) => ("isolated", policies.as_slice()),
+        };
+        SideJson {
+            allowed: verdict.allows(),
+            status,
+            allowed_by: match verdict {
+                SideVerdict::Allowed { policy, rule_index } => Some(RuleRefJson {
+                    policy: policy.to_string(),
+                    rule: rule_path(list, rule_index),
+                }),
+                _ => None,
+            },
+            policies: policies
+                .iter()
+                .map(|explained| PolicyJson {
+                    policy: explained.policy.to_string(),
+                    rules: explained
+                        .rules
+                        .iter()
+                        .map(|rule| RuleJson {
+                            rule: rule_path(list, rule.index),
+                            peer_matched: rule.peer_matched,
+                            port_matched: rule.port_matched,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    };
+    QueryJson {
+        from: query.src.to_string(),
+        to: query.dst.to_string(),
+        port: query.port,
+        protocol: query.protocol,
+        allowed: explanation.verdict().allowed,
+        egress: side("egress", &explanation.egress),
+        ingress: side("ingress", &explanation.ingress),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_pods_or_addresses_and_anything_else_is_refused() {
+        assert_eq!(
+            parse_endpoint("prod/web"),
+            Ok(Endpoint::Pod(ObjectRef::new("prod", "web")))
+        );
+        assert!(matches!(
+            parse_endpoint("fd00::1"),
+            Ok(Endpoint::Address(_))
+        ));
+        assert!(matches!(
+            parse_endpoint("10.0.0.1"),
+            Ok(Endpoint::Address(_))
+        ));
+        for bad in ["web", "prod/", "/web", "a/b/c", "10.0.0.0/8"] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+}

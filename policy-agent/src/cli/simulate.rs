@@ -1,0 +1,123 @@
+//! `policy-agent simulate`: the matrix and JSON of `lab run`, judged by the
+//! reference evaluator instead of real packets: no kernel, no root, no namespaces.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::PathBuf,
+};
+
+use anyhow::bail;
+use clap::Args;
+
+use super::{parse_port_protocol, Output};
+use crate::{
+    lab::{report, report::ProbeResult, topology},
+    model::{ClusterState, ObjectRef, Protocol},
+    policy::{
+        evaluator::{evaluate, Endpoint},
+        probes::{self, Probe},
+    },
+    source::manifest::load_manifests,
+};
+
+/// Arguments of `simulate`.
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// A manifest file or a directory of them (Namespace, Pod, Service, NetworkPolicy).
+    #[arg(short = 'f', long = "filename")]
+    path: PathBuf,
+    /// Probe PORT/PROTO on every pod (repeatable); default: each destination's
+    /// declared TCP and UDP containerPorts, as `lab run` probes them.
+    #[arg(long = "probe", value_parser = parse_port_protocol)]
+    probes: Vec<(u16, Protocol)>,
+    /// An address outside the cluster, probed from every pod and to every pod
+    /// (repeatable); keyed by the address in `from`/`to`. Probes to it use the
+    /// --probe ports or, without --probe, every TCP and UDP port any pod declares.
+    #[arg(long = "peer", value_name = "IP")]
+    peers: Vec<IpAddr>,
+    /// Table or JSON (the shape `lab run --output json` prints).
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+/// Runs `simulate`.
+pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
+    let state = load_manifests(&args.path)?;
+    let (state, pods) = with_lab_addresses(state)?;
+    for peer in &args.peers {
+        if let Some(pod) = Endpoint::Address(*peer).pod(&state) {
+            bail!(
+                "--peer {peer} is the address of pod {}, which the matrix already has; \
+                 a peer is an address outside the cluster",
+                pod.key
+            );
+        }
+    }
+    let plan = probes::plan(&state, &pods, &args.probes, &args.peers);
+    eprintln!(
+        "simulate: {} pods, {} peer(s), {} policies from {}; {} probes judged by the \
+         reference evaluator",
+        pods.len(),
+        args.peers.iter().collect::<BTreeSet<_>>().len(),
+        state.policies.len(),
+        args.path.display(),
+        plan.len()
+    );
+    let verdicts: Vec<(&Probe, bool)> = plan
+        .iter()
+        .map(|probe| (probe, evaluate(&state, &probe.query()).allowed))
+        .collect();
+    match args.output {
+        Output::Json => {
+            let results = results(&verdicts, Endpoint::to_string);
+            println!("{}", report::to_json(&results));
+        }
+        Output::Table => {
+            // The matrix labels rows and columns `namespace/name`; a peer gets the
+            // pseudo-namespace `peer` there (JSON keys it by the bare address).
+            let row = |endpoint: &Endpoint| match endpoint {
+                Endpoint::Pod(key) => key.clone(),
+                Endpoint::Address(ip) => ObjectRef::new("peer", ip.to_string()),
+            };
+            let peers: BTreeSet<IpAddr> = args.peers.iter().copied().collect();
+            let rows: Vec<ObjectRef> = pods
+                .iter()
+                .map(|key| Endpoint::Pod(key.clone()))
+                .chain(peers.into_iter().map(Endpoint::Address))
+                .map(|endpoint| row(&endpoint))
+                .collect();
+            let results = results(&verdicts, |endpoint| row(endpoint).to_string());
+            print!("{}", report::to_matrix(&rows, &results));
+        }
+    }
+    Ok(())
+}
+
+/// Probe results in the lab's shape, each end named by `name`.
+fn results(verdicts: &[(&Probe, bool)], name: impl Fn(&Endpoint) -> String) -> Vec<ProbeResult> {
+    verdicts
+        .iter()
+        .map(|(probe, allowed)| ProbeResult {
+            from: name(&probe.from),
+            to: name(&probe.to),
+            port: probe.port,
+            protocol: probe.protocol,
+            allowed: *allowed,
+        })
+        .collect()
+}
+
+/// `state` with the addresses `lab run` gives its pods, and those pods, sorted
+/// (hostNetwork pods are not among them: the lab leaves them out). The one place
+/// `simulate` and `explain` take the lab's addressing from.
+pub(super) fn with_lab_addresses(
+    state: ClusterState,
+) -> anyhow::Result<(ClusterState, Vec<ObjectRef>)> {
+    let addresses: BTreeMap<ObjectRef, Vec<IpAddr>> = topology::assign_addresses(&state)?
+        .into_iter()
+        .map(|(key, ip)| (key, vec![IpAddr::V4(ip)]))
+        .collect();
+    let pods = addresses.keys().cloned().collect();
+    Ok((probes::with_addresses(state, &addresses), pods))
+}
