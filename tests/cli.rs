@@ -1,5 +1,5 @@
 //! The `policy-agent` binary as a user runs it: lab JSON output, errors on bad
-//! manifests, `lab down` and Ctrl-C cleanup.
+//! manifests, `lab down` and Ctrl-C cleanup, `simulate` and `explain`.
 
 mod support;
 
@@ -228,4 +228,341 @@ fn an_sctp_probe_fails_with_a_clear_message_and_leaves_nothing_behind() {
     assert!(stderr.contains("SCTP"), "{stderr}");
     let left = namespaces_with_prefix(&prefix);
     assert!(left.is_empty(), "a failed run left {left:?}");
+}
+
+/// Runs the agent and returns its stdout, failing the test with its stderr if it
+/// did not succeed.
+fn agent_ok(args: &[&str]) -> String {
+    let out = agent(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn example_str() -> String {
+    example().to_str().unwrap_or_default().to_string()
+}
+
+/// `(from, to, port, protocol) -> allowed` of a `{"probes":[...]}` document.
+fn verdict_of(json: &serde_json::Value, from: &str, to: &str, port: u64, protocol: &str) -> bool {
+    let probes = json["probes"].as_array().cloned().unwrap_or_default();
+    let found: Vec<&serde_json::Value> = probes
+        .iter()
+        .filter(|p| {
+            p["from"] == from && p["to"] == to && p["port"] == port && p["protocol"] == protocol
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{from} -> {to} {port}/{protocol} in {json}");
+    found[0]["allowed"] == true
+}
+
+#[test]
+fn simulate_json_has_the_lab_shape_and_the_tutorial_verdicts_with_peers_both_ways() {
+    let example = example_str();
+    let stdout = agent_ok(&[
+        "simulate",
+        "-f",
+        &example,
+        "--peer",
+        "203.0.113.7",
+        "-o",
+        "json",
+    ]);
+    assert!(stdout.starts_with(r#"{"probes":[{"from":""#), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout is not JSON: {e}"));
+    let keys: Vec<&String> = json
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(keys, vec!["probes"]);
+    // With all four tutorial policies, secure-app pods may only reach DNS.
+    assert!(verdict_of(
+        &json,
+        "secure-app/frontend",
+        "kube-system/coredns",
+        53,
+        "UDP"
+    ));
+    assert!(!verdict_of(
+        &json,
+        "secure-app/frontend",
+        "secure-app/backend",
+        80,
+        "TCP"
+    ));
+    // The peer is keyed by its address, as a source and as a destination.
+    assert!(verdict_of(
+        &json,
+        "203.0.113.7",
+        "kube-system/coredns",
+        53,
+        "TCP"
+    ));
+    assert!(!verdict_of(
+        &json,
+        "203.0.113.7",
+        "secure-app/mysql",
+        3306,
+        "TCP"
+    ));
+    assert!(verdict_of(
+        &json,
+        "secure-app/backend",
+        "203.0.113.7",
+        53,
+        "UDP"
+    ));
+    assert!(!verdict_of(
+        &json,
+        "secure-app/backend",
+        "203.0.113.7",
+        3306,
+        "TCP"
+    ));
+    assert!(verdict_of(
+        &json,
+        "kube-system/coredns",
+        "203.0.113.7",
+        8080,
+        "TCP"
+    ));
+    // 15 pod-to-pod probes; each of the 4 pods to the peer on the 5 distinct
+    // declared ports; the peer to each pod on its own declared ports (2+1+1+1).
+    let probes = json["probes"].as_array().map_or(0, Vec::len);
+    assert_eq!(probes, 15 + 4 * 5 + 5, "{json}");
+}
+
+#[test]
+fn simulate_prints_the_lab_matrix_with_peers_as_rows_and_columns() {
+    let example = example_str();
+    let stdout = agent_ok(&[
+        "simulate", "-f", &example, "--probe", "80/TCP", "--peer", "fd00::7",
+    ]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("from \\ to"), "{stdout}");
+    assert!(lines[0].trim_end().ends_with("peer/fd00::7"), "{stdout}");
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|line| line.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name}: {stdout}"))
+            .to_string()
+    };
+    // frontend may not reach anything on 80 (egress is DNS only), coredns may.
+    assert_eq!(
+        row("secure-app/frontend").matches("80 ✗").count(),
+        4,
+        "{stdout}"
+    );
+    assert_eq!(
+        row("kube-system/coredns").matches("80 ✓").count(),
+        1,
+        "only the peer: every secure-app pod is isolated for ingress: {stdout}"
+    );
+    assert!(row("peer/fd00::7").contains("80 ✓"), "{stdout}");
+    // 5 x 4 ordered pairs but never peer to peer.
+    assert_eq!(
+        lines.last().copied(),
+        Some("20 probes: 2 allowed, 18 denied"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn explain_names_the_deciding_rule_of_an_allow() {
+    let example = example_str();
+    let stdout = agent_ok(&[
+        "explain",
+        "-f",
+        &example,
+        "--from",
+        "secure-app/frontend",
+        "--to",
+        "kube-system/coredns",
+        "--port",
+        "53/UDP",
+    ]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("secure-app/frontend (10.244."),
+        "{stdout}"
+    );
+    assert!(lines[0].ends_with("53/UDP: allowed"), "{stdout}");
+    assert_eq!(
+        lines[1],
+        "egress from secure-app/frontend: allowed by secure-app/deny-all-egress-allow-dns \
+         spec.egress[0] (peer and port match)"
+    );
+    assert_eq!(
+        lines[2],
+        "ingress to kube-system/coredns: allowed: no policy selects it for ingress"
+    );
+}
+
+#[test]
+fn explain_says_which_policies_deny_and_whether_peer_or_port_failed() {
+    let example = example_str();
+    let stdout = agent_ok(&[
+        "explain",
+        "-f",
+        &example,
+        "--from",
+        "203.0.113.7",
+        "--to",
+        "secure-app/mysql",
+        "--port",
+        "3306",
+    ]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("203.0.113.7 -> secure-app/mysql (10.244."),
+        "{stdout}"
+    );
+    assert!(lines[0].ends_with(" 3306/TCP: denied"), "{stdout}");
+    assert_eq!(
+        lines[1..],
+        [
+            "egress from 203.0.113.7: allowed: not a pod of the cluster, no policy applies",
+            "ingress to secure-app/mysql: denied: isolated by these policies, no rule matches",
+            "  secure-app/deny-all-ingress",
+            "    no ingress rules: it allows nothing",
+            "  secure-app/mysql-lockdown",
+            "    spec.ingress[0]: port matches, peer does not",
+        ],
+        "{stdout}"
+    );
+    let stdout = agent_ok(&[
+        "explain",
+        "-f",
+        &example,
+        "--from",
+        "secure-app/frontend",
+        "--to",
+        "secure-app/backend",
+        "--port",
+        "80/TCP",
+    ]);
+    assert!(stdout.contains("80/TCP: denied"), "{stdout}");
+    assert!(
+        stdout.contains("  secure-app/deny-all-egress-allow-dns\n    spec.egress[0]: peer matches, port does not\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn explain_json_parses_and_carries_every_rule_of_every_isolating_policy() {
+    let example = example_str();
+    let stdout = agent_ok(&[
+        "explain",
+        "-f",
+        &example,
+        "--from",
+        "secure-app/frontend",
+        "--to",
+        "secure-app/mysql",
+        "--port",
+        "3306/TCP",
+        "--output",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON: {e}: {stdout}"));
+    assert_eq!(json["from"], "secure-app/frontend");
+    assert_eq!(json["to"], "secure-app/mysql");
+    assert_eq!(json["port"], 3306);
+    assert_eq!(json["protocol"], "TCP");
+    assert_eq!(json["allowed"], false);
+    assert_eq!(json["egress"]["allowed"], false);
+    assert_eq!(json["egress"]["status"], "isolated");
+    let rule = &json["egress"]["policies"][0]["rules"][0];
+    assert_eq!(rule["rule"], "spec.egress[0]");
+    assert_eq!(
+        (&rule["peer_matched"], &rule["port_matched"]),
+        (&true.into(), &false.into())
+    );
+    assert_eq!(json["ingress"]["allowed"], true);
+    assert_eq!(
+        json["ingress"]["allowed_by"]["policy"],
+        "secure-app/mysql-lockdown"
+    );
+    assert_eq!(json["ingress"]["allowed_by"]["rule"], "spec.ingress[0]");
+    let names: Vec<&serde_json::Value> = json["ingress"]["policies"]
+        .as_array()
+        .map(|list| list.iter().map(|p| &p["policy"]).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        names,
+        vec!["secure-app/deny-all-ingress", "secure-app/mysql-lockdown"]
+    );
+}
+
+#[test]
+fn explain_refuses_a_pod_the_manifests_do_not_have_naming_it() {
+    let example = example_str();
+    let out = agent(&[
+        "explain",
+        "-f",
+        &example,
+        "--from",
+        "secure-app/nope",
+        "--to",
+        "secure-app/mysql",
+        "--port",
+        "3306",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("pod secure-app/nope is not in"), "{stderr}");
+}
+
+#[test]
+fn a_bad_ip_block_is_reported_and_fails_closed_instead_of_stopping_the_load() {
+    let dir = temp_dir("bad-ipblock");
+    std::fs::write(
+        dir.join("cluster.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: db, namespace: prod, labels: {app: db}}\n\
+         spec: {containers: [{name: c, ports: [{containerPort: 5432}]}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: prod}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db-in, namespace: prod}\n\
+         spec:\n  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 0.0.0.0/0, except: [not-a-cidr]}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = agent(&[
+        "simulate",
+        "-f",
+        dir.to_str().unwrap_or_default(),
+        "-o",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("NetworkPolicy prod/db-in"), "{stderr}");
+    assert!(
+        stderr.contains("spec.ingress[0].from[0].ipBlock.except[0]"),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        !verdict_of(&json, "prod/client", "prod/db", 5432, "TCP"),
+        "the invalid block must not admit anything: {json}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn simulate_gives_the_same_json_and_matrix_as_lab_run_on_the_tutorial() {
+    support::require_root_and_bpf();
+    let example = example_str();
+    for extra in [
+        &["-o", "json"][..],
+        &["--probe", "80/TCP", "--probe", "53/UDP"][..],
+    ] {
+        let lab = agent_ok(&[&["lab", "run", "-f", &example][..], extra].concat());
+        let simulated = agent_ok(&[&["simulate", "-f", &example][..], extra].concat());
+        assert_eq!(simulated, lab, "{extra:?}");
+    }
 }
