@@ -25,13 +25,13 @@ pub struct ExplainArgs {
     path: PathBuf,
     /// Who opens the connection: `namespace/pod`, or an IP address (the address of a
     /// pod is that pod; pods have the addresses `lab run` gives them).
-    #[arg(long, value_parser = parse_endpoint)]
+    #[arg(long, value_name = "NS/POD|IP", value_parser = parse_endpoint)]
     from: Endpoint,
     /// Who it goes to: `namespace/pod` or an IP address.
-    #[arg(long, value_parser = parse_endpoint)]
+    #[arg(long, value_name = "NS/POD|IP", value_parser = parse_endpoint)]
     to: Endpoint,
     /// Destination PORT/PROTO (`80/TCP`, `53/udp`; a bare number means TCP).
-    #[arg(long, value_parser = parse_port_protocol)]
+    #[arg(long, value_name = "PORT/PROTO", value_parser = parse_port_protocol)]
     port: (u16, Protocol),
     /// A few lines for people, or JSON for machines.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]

@@ -29,11 +29,12 @@ pub struct SimulateArgs {
     path: PathBuf,
     /// Probe PORT/PROTO on every pod (repeatable); default: each destination's
     /// declared TCP and UDP containerPorts, as `lab run` probes them.
-    #[arg(long = "probe", value_parser = parse_port_protocol)]
+    #[arg(long = "probe", value_name = "PORT/PROTO", value_parser = parse_port_protocol)]
     probes: Vec<(u16, Protocol)>,
     /// An address outside the cluster, probed from every pod and to every pod
     /// (repeatable); keyed by the address in `from`/`to`. Probes to it use the
     /// --probe ports or, without --probe, every TCP and UDP port any pod declares.
+    /// Peers are not probed from each other (no policy sits between them).
     #[arg(long = "peer", value_name = "IP")]
     peers: Vec<IpAddr>,
     /// Table or JSON (the shape `lab run --output json` prints).
