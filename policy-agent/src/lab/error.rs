@@ -90,9 +90,6 @@ pub enum LabError {
         /// `ns/pod port/PROTO` of every destination without one.
         missing: String,
     },
-    /// Services are IPv4 only in the lab.
-    #[error("the lab's Services are IPv4 only; probe through them with IPv4")]
-    ServiceFamily,
     /// An update added or removed pods (the lab's pods are fixed when it starts).
     #[error("the lab's pods are fixed when it starts; this update changes them: {detail}")]
     PodsChanged {
