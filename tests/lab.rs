@@ -1,15 +1,20 @@
 //! The lab on the real kernel: replies of allowed connections, agreement between
-//! the kernel and the reference evaluator, verdict counters, and cleanup.
+//! the kernel and the reference evaluator, verdict counters, cleanup, IPv6, traffic
+//! from the node, and probes through Services (kube-proxy-style DNAT).
 
 mod support;
 
-use std::{path::Path, time::Duration};
+use std::{net::IpAddr, path::Path, time::Duration};
 
 use policy_agent::{
-    lab::{netns, Lab},
+    lab::{
+        netns,
+        probe::{Family, ProbeRoute},
+        Lab, LabError,
+    },
     model::{
         builders::{cluster, netpol, pod, rule, selector},
-        ObjectRef, Protocol,
+        ClusterState, ObjectRef, PortRef, Protocol, Service, ServicePort,
     },
     policy::evaluator::{evaluate, Endpoint, Query},
     source::load_manifests,
@@ -28,6 +33,29 @@ fn result_of(
         .find(|r| r.from == from && r.to == to && r.port == port)
         .map(|r| r.allowed)
         .unwrap_or_else(|| panic!("no probe {from} -> {to}:{port}"))
+}
+
+/// Adds a ClusterIP Service (the lab allocates its address) selecting `app=<app>`
+/// with one port `port` -> `target`.
+fn with_service(
+    mut state: ClusterState,
+    key: (&str, &str),
+    app: &str,
+    (port, target, protocol): (u16, PortRef, Protocol),
+) -> ClusterState {
+    let service = Service {
+        key: ObjectRef::new(key.0, key.1),
+        selector: Some([("app".to_string(), app.to_string())].into()),
+        cluster_ip: None,
+        ports: vec![ServicePort {
+            name: None,
+            port,
+            target_port: target,
+            protocol,
+        }],
+    };
+    state.services.insert(service.key.clone(), service);
+    state
 }
 
 #[test]
@@ -238,5 +266,320 @@ fn icmp_echo_follows_rules_without_ports_and_its_reply_is_tracked() {
     assert!(
         ping(&a, &c),
         "the echo reply into isolated a passes as a tracked flow"
+    );
+}
+
+#[test]
+fn dual_stack_pods_are_reachable_over_ipv6_without_policy() {
+    support::require_root_and_bpf();
+    let state = cluster()
+        .pod(
+            pod("x", "a")
+                .ip("fd00:10:244::99")
+                .port(80, Protocol::Tcp)
+                .port(53, Protocol::Udp)
+                .build(),
+        )
+        .pod(pod("x", "b").port(80, Protocol::Tcp).build())
+        .build();
+    let lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let a = &lab.state().pods[&ObjectRef::new("x", "a")];
+    assert!(
+        matches!(a.ips.as_slice(), [IpAddr::V4(_), IpAddr::V6(v6)] if v6.to_string() == "fd00:10:244::99"),
+        "both families, the manifest's IPv6 kept: {:?}",
+        a.ips
+    );
+    let specs = lab.probe_specs(&[]);
+    let results = lab
+        .probe_via(&specs, ProbeRoute::Pod(Family::Ipv6), TIMEOUT)
+        .unwrap_or_else(|e| panic!("probe: {e}"));
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert!(results.iter().all(|r| r.allowed), "{results:?}");
+}
+
+#[test]
+fn ipv6_verdicts_under_a_default_deny_ingress_equal_the_ipv4_ones() {
+    support::require_root_and_bpf();
+    // server admits only the client, on 80; other is dropped on both families.
+    let state = cluster()
+        .pod(pod("x", "client").labels([("app", "client")]).build())
+        .pod(pod("x", "other").labels([("app", "other")]).build())
+        .pod(
+            pod("x", "server")
+                .labels([("app", "server")])
+                .port(80, Protocol::Tcp)
+                .port(8080, Protocol::Tcp)
+                .build(),
+        )
+        .policy(
+            netpol("x", "server-ingress")
+                .select(selector().label("app", "server").build())
+                .ingress(
+                    rule()
+                        .from_pods(selector().label("app", "client").build())
+                        .port(80, Protocol::Tcp)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let specs = lab.probe_specs(&[]);
+    let probe = |family| {
+        lab.probe_via(&specs, ProbeRoute::Pod(family), TIMEOUT)
+            .unwrap_or_else(|e| panic!("probe: {e}"))
+    };
+    let (v4, v6) = (probe(Family::Ipv4), probe(Family::Ipv6));
+    assert!(!result_of(&v6, "x/other", "x/server", 80), "default deny");
+    assert!(!result_of(&v6, "x/client", "x/server", 8080), "wrong port");
+    assert!(result_of(&v6, "x/client", "x/server", 80), "allowed peer");
+    assert_eq!(v4, v6, "IPv6 verdicts must equal the IPv4 ones");
+}
+
+#[test]
+fn the_node_reaches_pods_from_its_own_addresses_over_both_families() {
+    support::require_root_and_bpf();
+    let state = cluster()
+        .pod(
+            pod("x", "web")
+                .port(80, Protocol::Tcp)
+                .port(53, Protocol::Udp)
+                .build(),
+        )
+        .build();
+    let lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let web = ObjectRef::new("x", "web");
+    for family in [Family::Ipv4, Family::Ipv6] {
+        for (port, protocol) in [(80, Protocol::Tcp), (53, Protocol::Udp)] {
+            let reached = lab
+                .probe_from_node(&web, port, protocol, family, TIMEOUT)
+                .unwrap_or_else(|e| panic!("probe from node: {e}"));
+            assert!(reached, "node -> x/web {port}/{protocol} over {family:?}");
+        }
+    }
+}
+
+#[test]
+fn under_default_deny_ingress_the_node_reaches_the_pod_and_other_pods_do_not() {
+    support::require_root_and_bpf();
+    let state = cluster()
+        .pod(pod("x", "client").build())
+        .pod(
+            pod("x", "web")
+                .labels([("app", "web")])
+                .port(80, Protocol::Tcp)
+                .build(),
+        )
+        .policy(
+            netpol("x", "deny-ingress")
+                .select(selector().label("app", "web").build())
+                .types(true, false)
+                .build(),
+        )
+        .build();
+    let lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let results = lab
+        .probe(&lab.probe_specs(&[]), TIMEOUT)
+        .unwrap_or_else(|e| panic!("probe: {e}"));
+    assert!(
+        !result_of(&results, "x/client", "x/web", 80),
+        "pods are denied"
+    );
+    let web = ObjectRef::new("x", "web");
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let reached = lab
+            .probe_from_node(&web, 80, Protocol::Tcp, family, TIMEOUT)
+            .unwrap_or_else(|e| panic!("probe from node: {e}"));
+        assert!(reached, "kubelet-style probe from the node over {family:?}");
+    }
+}
+
+#[test]
+fn a_probe_through_a_service_reaches_its_backend_and_the_reply_passes() {
+    support::require_root_and_bpf();
+    let state = cluster()
+        .pod(pod("x", "client").labels([("app", "client")]).build())
+        .pod(
+            pod("x", "web")
+                .labels([("app", "web")])
+                .named_port("http", 80, Protocol::Tcp)
+                .port(53, Protocol::Udp)
+                .build(),
+        )
+        .pod(
+            pod("x", "db")
+                .labels([("app", "db")])
+                .port(5432, Protocol::Tcp)
+                .build(),
+        )
+        .build();
+    // Service ports differ from the pod's, so only DNAT can make the probes pass.
+    let state = with_service(
+        state,
+        ("x", "web-http"),
+        "web",
+        (8080, PortRef::Name("http".into()), Protocol::Tcp),
+    );
+    let state = with_service(
+        state,
+        ("x", "web-dns"),
+        "web",
+        (5353, PortRef::Number(53), Protocol::Udp),
+    );
+    let lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let cluster_ip = lab.state().services[&ObjectRef::new("x", "web-http")]
+        .cluster_ip
+        .unwrap_or_else(|| panic!("the lab allocates a ClusterIP"));
+    assert!(cluster_ip.to_string().starts_with("10.96."), "{cluster_ip}");
+    let specs: Vec<_> = lab
+        .probe_specs(&[])
+        .into_iter()
+        .filter(|s| s.to == ObjectRef::new("x", "web"))
+        .collect();
+    let targets = lab
+        .targets(&specs, ProbeRoute::Service)
+        .unwrap_or_else(|e| panic!("targets: {e}"));
+    assert!(
+        targets
+            .iter()
+            .any(|t| *t == std::net::SocketAddr::new(cluster_ip, 8080)),
+        "{targets:?}"
+    );
+    let results = lab
+        .probe_via(&specs, ProbeRoute::Service, TIMEOUT)
+        .unwrap_or_else(|e| panic!("probe: {e}"));
+    assert_eq!(results.len(), 4, "{results:?}");
+    assert!(
+        result_of(&results, "x/client", "x/web", 80),
+        "TCP through DNAT"
+    );
+    assert!(
+        result_of(&results, "x/client", "x/web", 53),
+        "UDP echo back through un-DNAT"
+    );
+    assert!(results.iter().all(|r| r.allowed), "{results:?}");
+    // Destinations without a Service leading to them alone are named, not guessed.
+    match lab.probe_via(&lab.probe_specs(&[]), ProbeRoute::Service, TIMEOUT) {
+        Err(LabError::NoService { missing }) => assert_eq!(missing, "x/db 5432/TCP"),
+        other => panic!(
+            "want NoService naming x/db, got {:?}",
+            other.map(|r| r.len())
+        ),
+    }
+}
+
+#[test]
+fn through_a_service_egress_is_decided_on_the_backend_pod() {
+    support::require_root_and_bpf();
+    // Both clients are egress-isolated; only one may reach the backend pod.
+    let state = cluster()
+        .pod(pod("x", "allowed").labels([("role", "allowed")]).build())
+        .pod(pod("x", "denied").labels([("role", "denied")]).build())
+        .pod(
+            pod("x", "backend")
+                .labels([("app", "backend")])
+                .port(80, Protocol::Tcp)
+                .build(),
+        )
+        .policy(
+            netpol("x", "allowed-to-backend")
+                .select(selector().label("role", "allowed").build())
+                .egress(
+                    rule()
+                        .to_pods(selector().label("app", "backend").build())
+                        .port(80, Protocol::Tcp)
+                        .build(),
+                )
+                .build(),
+        )
+        .policy(
+            netpol("x", "denied-to-nothing")
+                .select(selector().label("role", "denied").build())
+                .egress(
+                    rule()
+                        .to_pods(selector().label("app", "elsewhere").build())
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let state = with_service(
+        state,
+        ("x", "backend"),
+        "backend",
+        (8080, PortRef::Number(80), Protocol::Tcp),
+    );
+    let lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let specs: Vec<_> = lab
+        .probe_specs(&[])
+        .into_iter()
+        .filter(|s| s.to == ObjectRef::new("x", "backend"))
+        .collect();
+    let results = lab
+        .probe_via(&specs, ProbeRoute::Service, TIMEOUT)
+        .unwrap_or_else(|e| panic!("probe: {e}"));
+    assert!(
+        result_of(&results, "x/allowed", "x/backend", 80),
+        "egress allows the backend pod, so the Service path passes (and its reply)"
+    );
+    assert!(
+        !result_of(&results, "x/denied", "x/backend", 80),
+        "egress does not allow the backend pod"
+    );
+}
+
+#[test]
+fn a_label_change_moves_a_service_to_its_new_backend() {
+    support::require_root_and_bpf();
+    let state = cluster()
+        .pod(pod("x", "client").build())
+        .pod(
+            pod("x", "old")
+                .labels([("app", "web")])
+                .port(80, Protocol::Tcp)
+                .build(),
+        )
+        .pod(pod("x", "new").port(80, Protocol::Tcp).build())
+        .build();
+    let mut state = with_service(
+        state,
+        ("x", "web"),
+        "web",
+        (8080, PortRef::Number(80), Protocol::Tcp),
+    );
+    let mut lab = Lab::up(state.clone(), &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let before = lab.state().services[&ObjectRef::new("x", "web")].cluster_ip;
+    let to = |pod: &str| -> Vec<_> {
+        let pod = ObjectRef::new("x", pod);
+        lab.probe_specs(&[])
+            .into_iter()
+            .filter(|s| s.from == ObjectRef::new("x", "client") && s.to == pod)
+            .collect()
+    };
+    let (to_old, to_new) = (to("old"), to("new"));
+    for (key, app) in [("old", "retired"), ("new", "web")] {
+        if let Some(p) = state.pods.get_mut(&ObjectRef::new("x", key)) {
+            p.labels = [("app".to_string(), app.to_string())].into();
+        }
+    }
+    lab.update(state).unwrap_or_else(|e| panic!("update: {e}"));
+    assert_eq!(
+        lab.state().services[&ObjectRef::new("x", "web")].cluster_ip,
+        before,
+        "the ClusterIP stays"
+    );
+    assert!(
+        matches!(
+            lab.targets(&to_old, ProbeRoute::Service),
+            Err(LabError::NoService { .. })
+        ),
+        "x/old is no longer behind the Service"
+    );
+    let results = lab
+        .probe_via(&to_new, ProbeRoute::Service, TIMEOUT)
+        .unwrap_or_else(|e| panic!("probe: {e}"));
+    assert!(
+        result_of(&results, "x/client", "x/new", 80),
+        "the DNAT rules follow the labels"
     );
 }

@@ -20,6 +20,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("zlib1g-dev", "*"),
     ("libzstd-dev", "*"),
     ("iproute2", "*"),
+    ("nftables", "1.0.6*"),
 ];
 
 /// The bpf-linker release the eBPF build is known to work with.
@@ -97,7 +98,7 @@ pub fn run() -> anyhow::Result<()> {
     let missing = find_missing();
     if missing.apt.is_empty() && !missing.bpf_linker {
         println!(
-            "setup: everything is already installed (rustc-web 1.96, LLVM 22, bpf-linker {BPF_LINKER_VERSION}, iproute2); checked in {:.1?}",
+            "setup: everything is already installed (rustc-web 1.96, LLVM 22, bpf-linker {BPF_LINKER_VERSION}, iproute2, nftables); checked in {:.1?}",
             started.elapsed()
         );
         return Ok(());

@@ -2,12 +2,16 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::Context;
-use clap::{Args, Subcommand};
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::{parse_port_protocol, Output};
 use crate::{
-    lab::{netns, report, Lab},
+    lab::{
+        netns,
+        probe::{Family, ProbeRoute},
+        report, Lab,
+    },
     model::Protocol,
     source::manifest::load_manifests,
 };
@@ -25,11 +29,39 @@ pub struct ProbeArgs {
     /// How long a probe waits for an answer before it counts as dropped.
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
+    /// Which address of each destination pod probes go to (every lab pod has both).
+    #[arg(long, value_enum, default_value_t = FamilyArg::Ipv4)]
+    family: FamilyArg,
+    /// Probe each destination through a ClusterIP Service in its namespace that
+    /// leads to it alone (IPv4); fails listing the destinations without one.
+    #[arg(long)]
+    via_service: bool,
+}
+
+/// `--family`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FamilyArg {
+    /// The pod's IPv4 address.
+    Ipv4,
+    /// The pod's IPv6 address.
+    Ipv6,
 }
 
 impl ProbeArgs {
     fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// How probes reach their destinations.
+    fn route(&self) -> anyhow::Result<ProbeRoute> {
+        Ok(match (self.via_service, self.family) {
+            (false, FamilyArg::Ipv4) => ProbeRoute::Pod(Family::Ipv4),
+            (false, FamilyArg::Ipv6) => ProbeRoute::Pod(Family::Ipv6),
+            (true, FamilyArg::Ipv4) => ProbeRoute::Service,
+            (true, FamilyArg::Ipv6) => {
+                bail!("--via-service probes IPv4 only (the lab's Services are IPv4); drop --family ipv6")
+            }
+        })
     }
 }
 
@@ -73,11 +105,13 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             steps,
             probing,
         } => {
+            let route = probing.route()?;
             install_interrupt_cleanup()?;
             super::lab_tour::run(
                 &base,
                 &steps,
                 &probing.probes,
+                route,
                 probing.output,
                 probing.timeout(),
             )
@@ -97,6 +131,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
 
 fn run_lab(path: &std::path::Path, probing: &ProbeArgs) -> anyhow::Result<()> {
     let ProbeArgs { probes, output, .. } = probing;
+    let route = probing.route()?;
     let state = load_manifests(path)?;
     install_interrupt_cleanup()?;
     eprintln!(
@@ -107,16 +142,27 @@ fn run_lab(path: &std::path::Path, probing: &ProbeArgs) -> anyhow::Result<()> {
     );
     let lab = Lab::up(state, probes)?;
     let specs = lab.probe_specs(probes);
+    lab.targets(&specs, route)?;
     eprintln!(
-        "lab: datapath attached; probing {} connections",
-        specs.len()
+        "lab: datapath attached; probing {} connections ({})",
+        specs.len(),
+        describe(route)
     );
-    let results = lab.probe(&specs, probing.timeout())?;
+    let results = lab.probe_via(&specs, route, probing.timeout())?;
     match output {
         Output::Table => print!("{}", report::to_matrix(&lab.pods(), &results)),
         Output::Json => println!("{}", report::to_json(&results)),
     }
     Ok(())
+}
+
+/// How probes travel, for the progress line.
+fn describe(route: ProbeRoute) -> &'static str {
+    match route {
+        ProbeRoute::Pod(Family::Ipv4) => "to pod IPv4 addresses",
+        ProbeRoute::Pod(Family::Ipv6) => "to pod IPv6 addresses",
+        ProbeRoute::Service => "through Services",
+    }
 }
 
 /// On Ctrl-C (or SIGTERM), delete this process's lab namespaces and exit 130.

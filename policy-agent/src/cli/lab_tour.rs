@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::Output;
 use crate::{
-    lab::{report, report::ProbeResult, Lab},
+    lab::{probe::ProbeRoute, report, report::ProbeResult, Lab},
     model::Protocol,
     source::manifest::load_manifests,
 };
@@ -62,11 +62,13 @@ struct StepJson<'a> {
     probes: &'a [ProbeResult],
 }
 
-/// Builds the lab from `base`, then applies each of `steps` in order.
+/// Builds the lab from `base`, then applies each of `steps` in order, probing the
+/// way `route` says after each.
 pub fn run(
     base: &Path,
     steps: &[PathBuf],
     probes: &[(u16, Protocol)],
+    route: ProbeRoute,
     output: Output,
     timeout: Duration,
 ) -> anyhow::Result<()> {
@@ -90,7 +92,7 @@ pub fn run(
             }
             None => state.object_names(),
         };
-        let results = lab.probe(&specs, timeout)?;
+        let results = lab.probe_via(&specs, route, timeout)?;
         match output {
             Output::Json => {
                 let line = StepJson {

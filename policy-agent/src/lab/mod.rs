@@ -2,111 +2,43 @@
 //! stand in for pods, podwall's real datapath enforces the policies, and probes
 //! show who can reach whom.
 //!
-//! Wires `model` -> `policy::compiler` -> `dataplane` for a single node; owns its
-//! namespaces through a guard that deletes them on drop (success, error or panic),
-//! and `netns::delete_own` for Ctrl-C.
+//! Every pod has an IPv4 and an IPv6 address, the node has one of each (the source
+//! of node -> pod traffic), and ClusterIP Services are DNAT rules in the node
+//! namespace as kube-proxy's nftables mode makes them. Wires `model` ->
+//! `policy::compiler` -> `dataplane` (and `services` -> nft) for a single node; owns
+//! its namespaces through a guard that deletes them on drop (success, error or
+//! panic), and `netns::delete_own` for Ctrl-C.
 
+pub mod addresses;
+mod error;
 pub mod netns;
 pub mod probe;
 pub mod report;
 mod servers;
+pub mod services;
 pub mod topology;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, SocketAddr},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
-use self::{probe::ProbeSpec, report::ProbeResult, servers::Servers, topology::Topology};
+pub use self::error::LabError;
+use self::{
+    addresses::{PodAddresses, NODE_V4, NODE_V6},
+    probe::{Connect, Family, ProbeRoute, ProbeSpec},
+    report::ProbeResult,
+    servers::Servers,
+    services::ServiceRoute,
+    topology::Topology,
+};
 use crate::{
     dataplane::{self, Datapath, DataplaneError, InterfaceIndex, Stats},
     model::{ClusterState, ObjectRef, Protocol},
     policy::{compiler::compile, tables::DatapathTables},
 };
-
-/// What can stop the lab.
-#[derive(Debug, thiserror::Error)]
-pub enum LabError {
-    /// The lab creates namespaces and loads BPF programs.
-    #[error("the lab needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF): run it as root")]
-    NotRoot,
-    /// Entering or opening a network namespace failed.
-    #[error("network namespace {name}: {source}")]
-    Netns {
-        /// Namespace name.
-        name: String,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Setting a sysctl inside a lab namespace failed.
-    #[error("sysctl {key} in {netns}: {source}")]
-    Sysctl {
-        /// Namespace name.
-        netns: String,
-        /// Path under /proc/sys.
-        key: String,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// An `ip` command failed.
-    #[error("{command}: {message}")]
-    Command {
-        /// What was run.
-        command: String,
-        /// What it said.
-        message: String,
-    },
-    /// A helper thread panicked.
-    #[error("a lab thread panicked during: {what}")]
-    Thread {
-        /// What it was doing.
-        what: String,
-    },
-    /// A listener or probe socket could not be made.
-    #[error("pod {pod}: cannot {what}: {source}")]
-    Socket {
-        /// The pod.
-        pod: String,
-        /// What was attempted.
-        what: String,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// SCTP sockets need a kernel built with SCTP.
-    #[error("SCTP cannot be probed: this kernel has no SCTP support (CONFIG_IP_SCTP)")]
-    SctpUnavailable,
-    /// A probe names a pod the lab does not have.
-    #[error("pod {pod} is not in the lab")]
-    UnknownPod {
-        /// The pod.
-        pod: String,
-    },
-    /// Two pods claim one address in their manifests.
-    #[error("pod {pod}: address {ip} is already used by another pod")]
-    DuplicateAddress {
-        /// The second pod.
-        pod: String,
-        /// The address.
-        ip: Ipv4Addr,
-    },
-    /// More pods than the lab range holds.
-    #[error("the lab address range 10.244.0.0/16 is exhausted")]
-    AddressesExhausted,
-    /// An update added or removed pods (the lab's pods are fixed when it starts).
-    #[error("the lab's pods are fixed when it starts; this update changes them: {detail}")]
-    PodsChanged {
-        /// Which pods differ.
-        detail: String,
-    },
-    /// The datapath failed.
-    #[error(transparent)]
-    Dataplane(#[from] DataplaneError),
-}
 
 static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
 
@@ -129,30 +61,41 @@ impl Drop for RunGuard {
 }
 
 /// A running lab. Dropping it stops the servers, unloads the datapath and deletes
-/// every namespace it made.
+/// every namespace it made (the Service rules go with the node namespace).
 pub struct Lab {
     topology: Topology,
     state: ClusterState,
     tables: DatapathTables,
     datapath: Datapath,
     interfaces: BTreeMap<ObjectRef, InterfaceIndex>,
+    cluster_ips: BTreeMap<ObjectRef, IpAddr>,
+    services: Vec<ServiceRoute>,
     _servers: Servers,
     _guard: RunGuard,
 }
 
-/// `state` with every pod's addresses replaced by the lab's.
-fn with_lab_addresses(mut state: ClusterState, topology: &Topology) -> ClusterState {
+/// `state` with every pod's addresses replaced by the lab's (IPv4 then IPv6, as
+/// `status.podIPs` lists a dual-stack pod's) and every Service's ClusterIP set.
+fn with_lab_addresses(
+    mut state: ClusterState,
+    topology: &Topology,
+    cluster_ips: &BTreeMap<ObjectRef, IpAddr>,
+) -> ClusterState {
     for (key, pod) in &mut state.pods {
         if let Some(lab_pod) = topology.pods.get(key) {
-            pod.ips = vec![IpAddr::V4(lab_pod.ip)];
+            pod.ips = lab_pod.addresses.both().to_vec();
         }
+    }
+    for (key, service) in &mut state.services {
+        service.cluster_ip = cluster_ips.get(key).copied().or(service.cluster_ip);
     }
     state
 }
 
 impl Lab {
     /// Builds the lab for `state`: namespaces, listeners on every declared container
-    /// port and on `extra_ports`, the datapath loaded and attached, policies applied.
+    /// port and on `extra_ports`, the datapath loaded and attached, policies applied,
+    /// Services turned into DNAT rules.
     pub fn up(state: ClusterState, extra_ports: &[(u16, Protocol)]) -> Result<Self, LabError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(LabError::NotRoot);
@@ -165,9 +108,10 @@ impl Lab {
             NEXT_RUN.fetch_add(1, Ordering::Relaxed)
         );
         let guard = RunGuard { run: run.clone() };
-        let addresses = topology::assign_addresses(&state)?;
-        let topology = topology::create(&run, &addresses)?;
-        let state = with_lab_addresses(state, &topology);
+        let pod_addresses = addresses::assign_pods(&state)?;
+        let cluster_ips = addresses::assign_cluster_ips(&state, &pod_addresses, &BTreeMap::new())?;
+        let topology = topology::create(&run, &pod_addresses)?;
+        let state = with_lab_addresses(state, &topology, &cluster_ips);
         tracing::info!(run = %run, pods = topology.pods.len(), "lab network created");
 
         let mut listeners = Vec::new();
@@ -199,6 +143,8 @@ impl Lab {
             tables: DatapathTables::default(),
             datapath,
             interfaces,
+            cluster_ips,
+            services: Vec::new(),
             _servers: servers,
             _guard: guard,
         };
@@ -206,19 +152,23 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Compiles and writes the policy tables, then replaces the Service rules.
     fn program(&mut self) -> Result<(), LabError> {
-        self.tables = compile(&self.state, &[], |pod| {
+        self.tables = compile(&self.state, &addresses::node_addresses(), |pod| {
             self.topology.pods.contains_key(&pod.key)
         });
         for diagnostic in &self.tables.diagnostics {
             tracing::warn!(%diagnostic, "not enforced exactly; affected pods fail closed");
         }
         self.datapath.apply(&self.tables, &self.interfaces)?;
+        self.services = services::routes(&self.state, &self.topology.pods);
+        services::apply(&self.topology.node, &self.services)?;
         Ok(())
     }
 
-    /// Replaces the cluster state (policies, labels, namespaces) and reprograms the
-    /// datapath. The set of pods must stay the same.
+    /// Replaces the cluster state (policies, labels, namespaces, Services) and
+    /// reprograms the datapath and the Service rules. The set of pods must stay the
+    /// same; a Service keeps its ClusterIP across updates.
     pub fn update(&mut self, state: ClusterState) -> Result<(), LabError> {
         let old: BTreeSet<&ObjectRef> = self.state.pods.keys().collect();
         let new: BTreeSet<&ObjectRef> = state.pods.keys().collect();
@@ -230,7 +180,14 @@ impl Lab {
                 .join(", ");
             return Err(LabError::PodsChanged { detail });
         }
-        self.state = with_lab_addresses(state, &self.topology);
+        let pods: BTreeMap<ObjectRef, PodAddresses> = self
+            .topology
+            .pods
+            .iter()
+            .map(|(key, pod)| (key.clone(), pod.addresses))
+            .collect();
+        self.cluster_ips = addresses::assign_cluster_ips(&state, &pods, &self.cluster_ips)?;
+        self.state = with_lab_addresses(state, &self.topology, &self.cluster_ips);
         self.program()
     }
 
@@ -244,7 +201,8 @@ impl Lab {
         self.topology.namespaces()
     }
 
-    /// The state being enforced, with the lab's pod addresses.
+    /// The state being enforced: pods carry the lab's IPv4 and IPv6 addresses,
+    /// Services their ClusterIPs (from the manifest or allocated by the lab).
     pub fn state(&self) -> &ClusterState {
         &self.state
     }
@@ -252,6 +210,16 @@ impl Lab {
     /// The tables last written to the kernel.
     pub fn tables(&self) -> &DatapathTables {
         &self.tables
+    }
+
+    /// The node's own addresses (IPv4, IPv6): the source of `probe_from_node`.
+    pub fn node_addresses(&self) -> [IpAddr; 2] {
+        addresses::node_addresses()
+    }
+
+    /// Every Service port with its backends, as the node's DNAT rules have them.
+    pub fn services(&self) -> &[ServiceRoute] {
+        &self.services
     }
 
     /// One probe from every pod to every other pod on each of `ports`; with no
@@ -287,18 +255,113 @@ impl Lab {
         specs
     }
 
-    /// Runs probes through the real datapath; a probe that gets no answer within
-    /// `timeout` counts as dropped.
+    /// Where each of `specs` connects to when it takes `route`: the destination
+    /// pod's address of a family, or `clusterIP:port` of the Service that leads to
+    /// it alone (see `ProbeRoute::Service`). Fails naming every destination that
+    /// has no such Service.
+    pub fn targets(
+        &self,
+        specs: &[ProbeSpec],
+        route: ProbeRoute,
+    ) -> Result<Vec<SocketAddr>, LabError> {
+        let family = match route {
+            ProbeRoute::Pod(family) => family,
+            ProbeRoute::Service => {
+                let found: Vec<Option<SocketAddr>> = specs
+                    .iter()
+                    .map(|s| services::address_of(&self.services, &s.to, s.port, s.protocol))
+                    .collect();
+                let missing: BTreeSet<String> = specs
+                    .iter()
+                    .zip(&found)
+                    .filter(|(_, found)| found.is_none())
+                    .map(|(s, _)| format!("{} {}/{}", s.to, s.port, s.protocol))
+                    .collect();
+                if !missing.is_empty() {
+                    let missing = missing.into_iter().collect::<Vec<_>>().join(", ");
+                    return Err(LabError::NoService { missing });
+                }
+                return Ok(found.into_iter().flatten().collect());
+            }
+        };
+        specs
+            .iter()
+            .map(|spec| {
+                Ok(SocketAddr::new(
+                    self.pod_address(&spec.to, family)?,
+                    spec.port,
+                ))
+            })
+            .collect()
+    }
+
+    /// The lab address of `pod` in `family`.
+    pub fn pod_address(&self, pod: &ObjectRef, family: Family) -> Result<IpAddr, LabError> {
+        let lab_pod = self
+            .topology
+            .pods
+            .get(pod)
+            .ok_or_else(|| LabError::UnknownPod {
+                pod: pod.to_string(),
+            })?;
+        Ok(match family {
+            Family::Ipv4 => IpAddr::V4(lab_pod.addresses.v4),
+            Family::Ipv6 => IpAddr::V6(lab_pod.addresses.v6),
+        })
+    }
+
+    /// Runs probes through the real datapath to each destination's IPv4 address; a
+    /// probe that gets no answer within `timeout` counts as dropped.
     pub fn probe(
         &self,
         specs: &[ProbeSpec],
         timeout: Duration,
     ) -> Result<Vec<ProbeResult>, LabError> {
-        probe::run(&self.topology, specs, timeout)
+        self.probe_via(specs, ProbeRoute::default(), timeout)
     }
 
-    /// Sends one ICMP echo request from `from` to `to` and reports whether the
-    /// reply came back within `timeout`.
+    /// Runs probes that take `route` to their destination (its IPv4 or IPv6
+    /// address, or its Service); results are keyed by pods and pod port as with
+    /// `probe`. With `ProbeRoute::Service`, fails before sending anything when a
+    /// destination has no Service leading to it alone.
+    pub fn probe_via(
+        &self,
+        specs: &[ProbeSpec],
+        route: ProbeRoute,
+        timeout: Duration,
+    ) -> Result<Vec<ProbeResult>, LabError> {
+        let targets = self.targets(specs, route)?;
+        probe::run(&self.topology, specs, &targets, timeout)
+    }
+
+    /// Connects from the node namespace, from the node's address of `family`, to
+    /// `pod` on `port`/`protocol`, as a kubelet probe would; true when it got through
+    /// within `timeout`.
+    pub fn probe_from_node(
+        &self,
+        pod: &ObjectRef,
+        port: u16,
+        protocol: Protocol,
+        family: Family,
+        timeout: Duration,
+    ) -> Result<bool, LabError> {
+        let source = match family {
+            Family::Ipv4 => IpAddr::V4(NODE_V4),
+            Family::Ipv6 => IpAddr::V6(NODE_V6),
+        };
+        let connect = Connect {
+            netns: &self.topology.node,
+            who: "the node".to_string(),
+            source: Some(source),
+            target: SocketAddr::new(self.pod_address(pod, family)?, port),
+            protocol,
+        };
+        let reached = probe::connect_all(&[connect], timeout)?;
+        Ok(reached.first().copied().unwrap_or(false))
+    }
+
+    /// Sends one ICMP echo request from `from` to `to` (IPv4) and reports whether
+    /// the reply came back within `timeout`.
     pub fn ping(
         &self,
         from: &ObjectRef,

@@ -1,11 +1,14 @@
 //! Probes: one connection attempt per (from, to, port, protocol), all in flight at
-//! once. Sockets are created inside the source pod's namespace and then driven by
-//! one poll loop, so a matrix takes about one timeout however many pods it has.
+//! once. Sockets are created inside the source's namespace (a pod's, or the node's
+//! for node -> pod probes) and then driven by one poll loop, so a matrix takes about
+//! one timeout however many pods it has. Where a probe connects to (the pod's IPv4
+//! or IPv6 address, or a Service in front of it) is its `ProbeRoute`; results are
+//! keyed by pods and pod port whatever the route.
 
 use std::{
     collections::BTreeMap,
     io::Read,
-    net::{SocketAddr, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     os::fd::AsFd,
     time::{Duration, Instant},
 };
@@ -21,6 +24,36 @@ use crate::model::{ObjectRef, Protocol};
 
 /// Probes at most this many sockets at once (keeps far below the fd limit).
 const BATCH: usize = 400;
+
+/// Which address of a pod a probe goes to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// The pod's IPv4 address.
+    #[default]
+    Ipv4,
+    /// The pod's IPv6 address.
+    Ipv6,
+}
+
+/// How probes reach their destination pod. Results are keyed by the destination
+/// pod and its port either way, so matrices compare across routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeRoute {
+    /// Straight to the pod's address of this family.
+    Pod(Family),
+    /// Through a ClusterIP Service in the pod's namespace whose only backend (for
+    /// that Service port) is the pod and whose target port resolves to the probed
+    /// port on it: the probe connects to `clusterIP:port` and the node's DNAT rules
+    /// take it to the pod. IPv4 only, as the lab's Services are.
+    Service,
+}
+
+impl Default for ProbeRoute {
+    /// Straight to the pod's IPv4 address.
+    fn default() -> Self {
+        ProbeRoute::Pod(Family::Ipv4)
+    }
+}
 
 /// One probe to run.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -119,64 +152,108 @@ fn finish(mut attempts: Vec<Attempt>, timeout: Duration) -> Vec<bool> {
         .collect()
 }
 
-/// Runs every probe and reports, in `specs` order, which ones reached their target.
-pub fn run(
-    topology: &Topology,
-    specs: &[ProbeSpec],
+/// One connection attempt: a socket made inside namespace `netns`, bound to `source`
+/// when given, connecting to `target`.
+pub(crate) struct Connect<'a> {
+    /// Namespace the socket lives in.
+    pub netns: &'a str,
+    /// Who is probing, for error messages.
+    pub who: String,
+    /// Source address to bind, if any (the kernel picks one otherwise).
+    pub source: Option<IpAddr>,
+    /// Where to connect.
+    pub target: SocketAddr,
+    /// Protocol.
+    pub protocol: Protocol,
+}
+
+fn open_socket(connect: &Connect<'_>) -> Result<Socket, LabError> {
+    let kind = match connect.protocol {
+        Protocol::Tcp => Type::STREAM,
+        Protocol::Udp => Type::DGRAM,
+        Protocol::Sctp => return Err(LabError::SctpUnavailable),
+    };
+    let error = |what: &str| {
+        let (pod, what) = (connect.who.clone(), what.to_string());
+        move |source| LabError::Socket { pod, what, source }
+    };
+    let socket = Socket::new(Domain::for_address(connect.target), kind, None)
+        .map_err(error("create a probe socket"))?;
+    if let Some(source) = connect.source {
+        socket
+            .bind(&SockAddr::from(SocketAddr::new(source, 0)))
+            .map_err(error(&format!("bind a probe socket to {source}")))?;
+    }
+    Ok(socket)
+}
+
+/// Makes every connection attempt, all in flight at once (in batches of `BATCH`),
+/// and reports, in order, which ones reached their target within `timeout`.
+pub(crate) fn connect_all(
+    connects: &[Connect<'_>],
     timeout: Duration,
-) -> Result<Vec<ProbeResult>, LabError> {
-    let mut results = Vec::with_capacity(specs.len());
-    for batch in specs.chunks(BATCH) {
-        let mut by_source: BTreeMap<&ObjectRef, Vec<usize>> = BTreeMap::new();
-        for (i, spec) in batch.iter().enumerate() {
-            by_source.entry(&spec.from).or_default().push(i);
+) -> Result<Vec<bool>, LabError> {
+    let mut reached = Vec::with_capacity(connects.len());
+    for batch in connects.chunks(BATCH) {
+        let mut by_netns: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, connect) in batch.iter().enumerate() {
+            by_netns.entry(connect.netns).or_default().push(i);
         }
         let mut attempts: Vec<Option<Attempt>> = (0..batch.len()).map(|_| None).collect();
-        for (source, indices) in by_source {
-            let pod = topology
-                .pods
-                .get(source)
-                .ok_or_else(|| LabError::UnknownPod {
-                    pod: source.to_string(),
-                })?;
-            let sockets = in_netns(&pod.netns, || {
+        for (netns, indices) in by_netns {
+            let sockets = in_netns(netns, || {
                 indices
                     .iter()
-                    .map(|&i| {
-                        let kind = match batch[i].protocol {
-                            Protocol::Tcp => Type::STREAM,
-                            Protocol::Udp => Type::DGRAM,
-                            Protocol::Sctp => return Err(LabError::SctpUnavailable),
-                        };
-                        Socket::new(Domain::IPV4, kind, None).map_err(|source| LabError::Socket {
-                            pod: batch[i].from.to_string(),
-                            what: "create a probe socket".into(),
-                            source,
-                        })
-                    })
+                    .map(|&i| open_socket(&batch[i]))
                     .collect::<Result<Vec<Socket>, LabError>>()
             })??;
             for (&i, socket) in indices.iter().zip(sockets) {
-                let spec = &batch[i];
-                let target = topology
-                    .pods
-                    .get(&spec.to)
-                    .ok_or_else(|| LabError::UnknownPod {
-                        pod: spec.to.to_string(),
-                    })?;
-                let addr = SocketAddr::from((target.ip, spec.port));
-                attempts[i] = Some(start(socket, spec.protocol, addr));
+                attempts[i] = Some(start(socket, batch[i].protocol, batch[i].target));
             }
         }
         let attempts = attempts
             .into_iter()
             .map(|a| a.unwrap_or(Attempt::Done(false)))
             .collect();
-        for (spec, allowed) in batch.iter().zip(finish(attempts, timeout)) {
-            results.push(ProbeResult::new(spec, allowed));
-        }
+        reached.extend(finish(attempts, timeout));
     }
-    Ok(results)
+    Ok(reached)
+}
+
+/// Runs every probe, `specs[i]` connecting to `targets[i]` from its source pod, and
+/// reports, in `specs` order, which ones reached their target. Results are keyed by
+/// the spec (pods and port), whatever address the probe went to.
+pub fn run(
+    topology: &Topology,
+    specs: &[ProbeSpec],
+    targets: &[SocketAddr],
+    timeout: Duration,
+) -> Result<Vec<ProbeResult>, LabError> {
+    let connects = specs
+        .iter()
+        .zip(targets)
+        .map(|(spec, &target)| {
+            let pod = topology
+                .pods
+                .get(&spec.from)
+                .ok_or_else(|| LabError::UnknownPod {
+                    pod: spec.from.to_string(),
+                })?;
+            Ok(Connect {
+                netns: &pod.netns,
+                who: spec.from.to_string(),
+                source: None,
+                target,
+                protocol: spec.protocol,
+            })
+        })
+        .collect::<Result<Vec<_>, LabError>>()?;
+    let reached = connect_all(&connects, timeout)?;
+    Ok(specs
+        .iter()
+        .zip(reached)
+        .map(|(spec, allowed)| ProbeResult::new(spec, allowed))
+        .collect())
 }
 
 /// The Internet checksum (RFC 1071) of `data`.
@@ -227,7 +304,10 @@ pub fn ping(
     let sum = checksum(&request);
     request[2..4].copy_from_slice(&sum.to_be_bytes());
     socket
-        .send_to(&request, &SockAddr::from(SocketAddr::from((target.ip, 0))))
+        .send_to(
+            &request,
+            &SockAddr::from(SocketAddr::from((target.addresses.v4, 0))),
+        )
         .map_err(socket_error("send an ICMP echo request"))?;
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 256];
@@ -249,7 +329,7 @@ pub fn ping(
         if reply.len() >= 8
             && reply[0] == 0
             && reply[4..6] == identifier.to_be_bytes()
-            && source_addr == target.ip
+            && source_addr == target.addresses.v4
         {
             return Ok(true);
         }

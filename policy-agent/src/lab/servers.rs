@@ -1,10 +1,10 @@
 //! Listeners in every pod namespace, served by one thread: TCP connections are
 //! accepted and closed, UDP datagrams are echoed, so a probe can tell "reached"
-//! from "dropped".
+//! from "dropped". Every listener takes IPv4 and IPv6 on one socket.
 
 use std::{
     io::Write,
-    net::{TcpListener, UdpSocket},
+    net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket},
     os::fd::AsFd,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -14,6 +14,7 @@ use std::{
 };
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{netns::in_netns, LabError};
 use crate::model::Protocol;
@@ -26,7 +27,32 @@ pub enum Listener {
     Udp(UdpSocket),
 }
 
-/// Binds a listener on 0.0.0.0:`port` for each entry, inside namespace `netns`.
+/// One socket on `[::]:port` that takes both IPv4 (as mapped addresses) and IPv6,
+/// so a probe reaches the pod over either family.
+fn bind_dual_stack(port: u16, protocol: Protocol) -> std::io::Result<Listener> {
+    let kind = match protocol {
+        Protocol::Tcp => Type::STREAM,
+        Protocol::Udp => Type::DGRAM,
+        Protocol::Sctp => return Err(std::io::ErrorKind::Unsupported.into()),
+    };
+    let socket = Socket::new(Domain::IPV6, kind, None)?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::from(SocketAddr::from((
+        Ipv6Addr::UNSPECIFIED,
+        port,
+    ))))?;
+    Ok(match protocol {
+        Protocol::Tcp => {
+            socket.listen(1024)?;
+            Listener::Tcp(TcpListener::from(socket))
+        }
+        _ => Listener::Udp(UdpSocket::from(socket)),
+    })
+}
+
+/// Binds a dual-stack listener on `port` for each entry, inside namespace `netns`.
 /// SCTP ports are skipped with a warning: this kernel cannot open SCTP sockets.
 pub fn open_listeners(
     netns: &str,
@@ -45,26 +71,11 @@ pub fn open_listeners(
             .iter()
             .filter(|(_, protocol)| *protocol != Protocol::Sctp)
             .map(|&(port, protocol)| {
-                let bound = match protocol {
-                    Protocol::Tcp => TcpListener::bind(("0.0.0.0", port)).map(Listener::Tcp),
-                    Protocol::Udp => UdpSocket::bind(("0.0.0.0", port)).map(Listener::Udp),
-                    Protocol::Sctp => return Err(LabError::SctpUnavailable),
-                };
-                let listener = bound.map_err(|source| LabError::Socket {
+                bind_dual_stack(port, protocol).map_err(|source| LabError::Socket {
                     pod: pod.to_string(),
                     what: format!("listen on {port}/{protocol}"),
                     source,
-                })?;
-                let nonblocking = match &listener {
-                    Listener::Tcp(l) => l.set_nonblocking(true),
-                    Listener::Udp(u) => u.set_nonblocking(true),
-                };
-                nonblocking.map_err(|source| LabError::Socket {
-                    pod: pod.to_string(),
-                    what: format!("set {port}/{protocol} non-blocking"),
-                    source,
-                })?;
-                Ok(listener)
+                })
             })
             .collect()
     })?

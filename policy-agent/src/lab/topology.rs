@@ -1,26 +1,32 @@
 //! The lab's network: a "node" namespace with one veth per pod, each pod in a
-//! namespace of its own, routed like a Calico node.
+//! namespace of its own, routed like a Calico node, in both IP families.
 //!
-//! A pod has its address as /32 on `eth0` and a default route via 169.254.1.1, a
-//! permanent neighbour entry pointing at the host side's MAC. The node has a /32
-//! route and a permanent neighbour entry per pod and forwards between veths. No ARP
-//! is needed, so the first probe packet is never delayed by address resolution.
+//! A pod has its IPv4 address as /32 and its IPv6 address as /128 on `eth0`, and a
+//! default route per family via a gateway that a permanent neighbour entry points at
+//! the host side's MAC (`169.254.1.1` and the host veth's link-local address). The
+//! node has a /32 and a /128 route and permanent neighbour entries per pod, and
+//! forwards between veths. No ARP, no neighbour discovery and no duplicate address
+//! detection is needed, so the first probe packet is never delayed.
+//!
+//! The node's own addresses (`addresses::NODE_V4`/`NODE_V6`) sit on the node
+//! namespace's loopback (this kernel has no dummy links) and are the preferred
+//! source of every route to a pod, so traffic the node itself starts (kubelet
+//! probes) comes from them.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+use std::collections::BTreeMap;
+
+use super::{
+    addresses::{PodAddresses, NODE_V4, NODE_V6},
+    netns, LabError,
 };
-
-use super::{netns, LabError};
-use crate::model::{ClusterState, ObjectRef};
+use crate::model::ObjectRef;
 
 /// MAC of every host-side veth (as Calico does): each veth is its own link.
 const HOST_MAC: &str = "ee:ee:ee:ee:ee:ee";
-/// The pods' gateway address, answered by the permanent neighbour entry.
-const GATEWAY: &str = "169.254.1.1";
-/// Where the lab takes addresses for pods whose manifest has no `status.podIP`.
-const LAB_CIDR_BASE: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 0);
-const LAB_CIDR_SIZE: u32 = 1 << 16;
+/// The pods' IPv4 gateway, answered by the permanent neighbour entry.
+const GATEWAY_V4: &str = "169.254.1.1";
+/// The pods' IPv6 gateway: the link-local address `HOST_MAC` gives the host veth.
+const GATEWAY_V6: &str = "fe80::ecee:eeff:feee:eeee";
 
 /// One pod of the lab.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,8 +35,8 @@ pub struct LabPod {
     pub netns: String,
     /// Its host-side veth, in the node namespace.
     pub host_interface: String,
-    /// Its IPv4 address.
-    pub ip: Ipv4Addr,
+    /// Its IPv4 and IPv6 addresses.
+    pub addresses: PodAddresses,
 }
 
 /// Names of the namespaces of one lab run.
@@ -51,42 +57,6 @@ impl Topology {
     }
 }
 
-/// Picks each pod's address: its first IPv4 from the manifest, else the next free
-/// one from 10.244.0.0/16. HostNetwork pods get none (they are the node).
-pub fn assign_addresses(state: &ClusterState) -> Result<BTreeMap<ObjectRef, Ipv4Addr>, LabError> {
-    let mut used: BTreeSet<Ipv4Addr> = BTreeSet::new();
-    let mut assigned = BTreeMap::new();
-    for pod in state.pods.values().filter(|p| !p.host_network) {
-        if let Some(ip) = pod.ipv4_addresses().next() {
-            if !used.insert(ip) {
-                return Err(LabError::DuplicateAddress {
-                    pod: pod.key.to_string(),
-                    ip,
-                });
-            }
-            assigned.insert(pod.key.clone(), ip);
-        }
-    }
-    let mut next = 2u32;
-    for pod in state.pods.values().filter(|p| !p.host_network) {
-        if assigned.contains_key(&pod.key) {
-            continue;
-        }
-        let ip = loop {
-            if next >= LAB_CIDR_SIZE - 1 {
-                return Err(LabError::AddressesExhausted);
-            }
-            let candidate = Ipv4Addr::from(u32::from(LAB_CIDR_BASE) + next);
-            next += 1;
-            if used.insert(candidate) {
-                break candidate;
-            }
-        };
-        assigned.insert(pod.key.clone(), ip);
-    }
-    Ok(assigned)
-}
-
 fn pod_mac(index: usize) -> String {
     format!(
         "02:00:00:{:02x}:{:02x}:{:02x}",
@@ -96,18 +66,69 @@ fn pod_mac(index: usize) -> String {
     )
 }
 
+/// Sysctls set in a namespace before its links exist, so links inherit them:
+/// IPv6 on, and no duplicate address detection (addresses are usable at once).
+fn prepare_ipv6(netns: &str) -> Result<(), LabError> {
+    for scope in ["all", "default"] {
+        netns::sysctl(netns, &format!("net/ipv6/conf/{scope}/disable_ipv6"), "0")?;
+        netns::sysctl(netns, &format!("net/ipv6/conf/{scope}/accept_dad"), "0")?;
+    }
+    Ok(())
+}
+
+/// `ip` commands that give the node namespace its addresses, veths and routes.
+fn node_lines(topology: &Topology) -> Vec<String> {
+    let mut lines = vec![
+        "link set lo up".to_string(),
+        format!("addr add {NODE_V4}/32 dev lo"),
+        format!("addr add {NODE_V6}/128 dev lo nodad"),
+    ];
+    for (i, pod) in topology.pods.values().enumerate() {
+        let (host, mac) = (&pod.host_interface, pod_mac(i));
+        let PodAddresses { v4, v6 } = pod.addresses;
+        lines.extend([
+            format!("link add {host} address {HOST_MAC} type veth peer name eth0 address {mac} netns {}", pod.netns),
+            format!("link set {host} up"),
+            format!("route add {v4}/32 dev {host} src {NODE_V4}"),
+            format!("neigh add {v4} lladdr {mac} dev {host} nud permanent"),
+            format!("route add {v6}/128 dev {host} src {NODE_V6}"),
+            format!("neigh add {v6} lladdr {mac} dev {host} nud permanent"),
+        ]);
+    }
+    lines
+}
+
+/// `ip` commands that give one pod namespace its addresses and routes.
+fn pod_lines(pod: &LabPod) -> Vec<String> {
+    let PodAddresses { v4, v6 } = pod.addresses;
+    vec![
+        "link set lo up".to_string(),
+        "link set eth0 up".to_string(),
+        format!("addr add {v4}/32 dev eth0"),
+        format!("route add {GATEWAY_V4} dev eth0 scope link"),
+        format!("route add default via {GATEWAY_V4} dev eth0"),
+        format!("neigh add {GATEWAY_V4} lladdr {HOST_MAC} dev eth0 nud permanent"),
+        format!("addr add {v6}/128 dev eth0 nodad"),
+        format!("neigh add {GATEWAY_V6} lladdr {HOST_MAC} dev eth0 nud permanent"),
+        format!("route add ::/0 via {GATEWAY_V6} dev eth0"),
+    ]
+}
+
 /// Creates the namespaces, veths, addresses and routes for `addresses`.
 /// On error, whatever was created is left for the caller's guard to delete.
-pub fn create(run: &str, addresses: &BTreeMap<ObjectRef, Ipv4Addr>) -> Result<Topology, LabError> {
+pub fn create(
+    run: &str,
+    addresses: &BTreeMap<ObjectRef, PodAddresses>,
+) -> Result<Topology, LabError> {
     let node = format!("{run}-node");
     let pods: BTreeMap<ObjectRef, LabPod> = addresses
         .iter()
         .enumerate()
-        .map(|(i, (key, ip))| {
+        .map(|(i, (key, addresses))| {
             let pod = LabPod {
                 netns: format!("{run}-p{i}"),
                 host_interface: format!("pw{i}"),
-                ip: *ip,
+                addresses: *addresses,
             };
             (key.clone(), pod)
         })
@@ -119,87 +140,14 @@ pub fn create(run: &str, addresses: &BTreeMap<ObjectRef, Ipv4Addr>) -> Result<To
         .map(|n| format!("netns add {n}"))
         .collect();
     netns::ip_batch(None, &adds)?;
-
-    let mut node_lines = vec!["link set lo up".to_string()];
-    for (i, pod) in topology.pods.values().enumerate() {
-        let (host, ip, mac) = (&pod.host_interface, pod.ip, pod_mac(i));
-        node_lines.extend([
-            format!("link add {host} address {HOST_MAC} type veth peer name eth0 address {mac} netns {}", pod.netns),
-            format!("link set {host} up"),
-            format!("route add {ip}/32 dev {host}"),
-            format!("neigh add {ip} lladdr {mac} dev {host} nud permanent"),
-        ]);
+    for name in topology.namespaces() {
+        prepare_ipv6(&name)?;
     }
-    netns::ip_batch(Some(&topology.node), &node_lines)?;
     netns::sysctl(&topology.node, "net/ipv4/ip_forward", "1")?;
-    netns::sysctl(&topology.node, "net/ipv6/conf/all/disable_ipv6", "1")?;
-
+    netns::sysctl(&topology.node, "net/ipv6/conf/all/forwarding", "1")?;
+    netns::ip_batch(Some(&topology.node), &node_lines(&topology))?;
     for pod in topology.pods.values() {
-        netns::sysctl(&pod.netns, "net/ipv6/conf/all/disable_ipv6", "1")?;
-        netns::ip_batch(
-            Some(&pod.netns),
-            &[
-                "link set lo up".to_string(),
-                "link set eth0 up".to_string(),
-                format!("addr add {}/32 dev eth0", pod.ip),
-                format!("route add {GATEWAY} dev eth0 scope link"),
-                format!("route add default via {GATEWAY} dev eth0"),
-                format!("neigh add {GATEWAY} lladdr {HOST_MAC} dev eth0 nud permanent"),
-            ],
-        )?;
+        netns::ip_batch(Some(&pod.netns), &pod_lines(pod))?;
     }
     Ok(topology)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Labels, Pod};
-
-    fn pod(name: &str, ips: &[&str]) -> Pod {
-        Pod {
-            key: ObjectRef::new("ns", name),
-            labels: Labels::new(),
-            ips: ips.iter().filter_map(|ip| ip.parse().ok()).collect(),
-            node_name: None,
-            host_network: false,
-            ports: vec![],
-        }
-    }
-
-    fn state(pods: Vec<Pod>) -> ClusterState {
-        let mut state = ClusterState::default();
-        for p in pods {
-            state.pods.insert(p.key.clone(), p);
-        }
-        state
-    }
-
-    #[test]
-    fn manifest_addresses_are_kept_and_the_rest_allocated_around_them() {
-        let s = state(vec![
-            pod("a", &["10.244.0.2"]),
-            pod("b", &[]),
-            pod("c", &["fd00::1", "10.1.0.9"]),
-        ]);
-        let got = assign_addresses(&s).unwrap_or_default();
-        assert_eq!(
-            got[&ObjectRef::new("ns", "a")],
-            Ipv4Addr::new(10, 244, 0, 2)
-        );
-        assert_eq!(
-            got[&ObjectRef::new("ns", "b")],
-            Ipv4Addr::new(10, 244, 0, 3)
-        );
-        assert_eq!(got[&ObjectRef::new("ns", "c")], Ipv4Addr::new(10, 1, 0, 9));
-    }
-
-    #[test]
-    fn two_pods_with_one_address_are_rejected() {
-        let s = state(vec![pod("a", &["10.0.0.1"]), pod("b", &["10.0.0.1"])]);
-        assert!(matches!(
-            assign_addresses(&s),
-            Err(LabError::DuplicateAddress { .. })
-        ));
-    }
 }

@@ -1,0 +1,107 @@
+use super::*;
+use crate::model::{
+    builders::{cluster, pod},
+    PortRef, Service, ServicePort,
+};
+
+fn at(map: &BTreeMap<ObjectRef, PodAddresses>, name: &str) -> PodAddresses {
+    map[&ObjectRef::new("ns", name)]
+}
+
+fn service(name: &str, ip: Option<&str>) -> Service {
+    Service {
+        key: ObjectRef::new("ns", name),
+        selector: None,
+        cluster_ip: ip.map(|ip| ip.parse().unwrap()),
+        ports: vec![ServicePort {
+            name: None,
+            port: 80,
+            target_port: PortRef::Number(80),
+            protocol: crate::model::Protocol::Tcp,
+        }],
+    }
+}
+
+#[test]
+fn manifest_addresses_of_both_families_are_kept_and_the_rest_allocated_around_them() {
+    let s = cluster()
+        .pod(pod("ns", "a").ip("10.244.0.2").build())
+        .pod(pod("ns", "b").ip("fd00:10:244::2").build())
+        .pod(pod("ns", "c").ip("fd00::1").ip("10.1.0.9").build())
+        .pod(pod("ns", "d").build())
+        .build();
+    let got = assign_pods(&s).unwrap();
+    assert_eq!(at(&got, "a").v4, "10.244.0.2".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(
+        at(&got, "a").v6,
+        "fd00:10:244::3".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(at(&got, "b").v4, "10.244.0.3".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(
+        at(&got, "b").v6,
+        "fd00:10:244::2".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(at(&got, "c").v4, "10.1.0.9".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(at(&got, "c").v6, "fd00::1".parse::<Ipv6Addr>().unwrap());
+    assert_eq!(at(&got, "d").v4, "10.244.0.4".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(
+        at(&got, "d").v6,
+        "fd00:10:244::4".parse::<Ipv6Addr>().unwrap()
+    );
+}
+
+#[test]
+fn host_network_pods_get_no_lab_address() {
+    let s = cluster()
+        .pod(pod("ns", "host").ip("192.168.0.10").host_network().build())
+        .build();
+    assert!(assign_pods(&s).unwrap().is_empty());
+}
+
+#[test]
+fn two_pods_with_one_address_of_either_family_are_rejected() {
+    for ip in ["10.0.0.1", "fd00::1"] {
+        let s = cluster()
+            .pod(pod("ns", "a").ip(ip).build())
+            .pod(pod("ns", "b").ip(ip).build())
+            .build();
+        assert!(matches!(
+            assign_pods(&s),
+            Err(LabError::DuplicateAddress { pod, .. }) if pod == "ns/b"
+        ));
+    }
+}
+
+#[test]
+fn a_pod_cannot_take_the_node_address() {
+    let s = cluster()
+        .pod(pod("ns", "a").ip(&NODE_V4.to_string()).build())
+        .build();
+    assert!(matches!(
+        assign_pods(&s),
+        Err(LabError::DuplicateAddress { owner, .. }) if owner == "the lab's node"
+    ));
+}
+
+#[test]
+fn cluster_ips_are_kept_from_the_manifest_then_previous_runs_then_allocated_in_order() {
+    let mut s = cluster()
+        .pod(pod("ns", "p").ip("10.96.0.3").build())
+        .build();
+    for svc in [
+        service("a", None),
+        service("b", Some("10.96.0.2")),
+        service("c", None),
+        service("d", None),
+    ] {
+        s.services.insert(svc.key.clone(), svc);
+    }
+    let pods = assign_pods(&s).unwrap();
+    let previous = BTreeMap::from([(ObjectRef::new("ns", "d"), "10.96.7.7".parse().unwrap())]);
+    let got = assign_cluster_ips(&s, &pods, &previous).unwrap();
+    let ip = |name: &str| got[&ObjectRef::new("ns", name)].to_string();
+    assert_eq!(ip("b"), "10.96.0.2", "from the manifest");
+    assert_eq!(ip("d"), "10.96.7.7", "kept from before");
+    assert_eq!(ip("a"), "10.96.0.4", "skips .2 (Service b) and .3 (a pod)");
+    assert_eq!(ip("c"), "10.96.0.5");
+}
