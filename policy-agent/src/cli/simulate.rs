@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::{parse_port_protocol, Output};
 use crate::{
-    lab::{report, report::ProbeResult, topology},
+    lab::{addresses, report, report::ProbeResult},
     model::{ClusterState, ObjectRef, Protocol},
     policy::{
         evaluator::{evaluate, Endpoint},
@@ -115,9 +115,9 @@ fn results(verdicts: &[(&Probe, bool)], name: impl Fn(&Endpoint) -> String) -> V
 pub(super) fn with_lab_addresses(
     state: ClusterState,
 ) -> anyhow::Result<(ClusterState, Vec<ObjectRef>)> {
-    let addresses: BTreeMap<ObjectRef, Vec<IpAddr>> = topology::assign_addresses(&state)?
+    let addresses: BTreeMap<ObjectRef, Vec<IpAddr>> = addresses::assign_pods(&state)?
         .into_iter()
-        .map(|(key, ip)| (key, vec![IpAddr::V4(ip)]))
+        .map(|(key, addrs)| (key, addrs.both().to_vec()))
         .collect();
     let pods = addresses.keys().cloned().collect();
     Ok((probes::with_addresses(state, &addresses), pods))
