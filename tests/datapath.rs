@@ -64,14 +64,14 @@ fn an_ipblock_prefix_admits_its_range_and_an_except_prefix_carves_a_hole() {
         )
         .build();
     net.apply(&with_except);
-    for (server, a, b, c) in [(SERVER_V4, "a", "b", "c"), (SERVER_V6, "a", "b", "c")] {
-        assert!(tcp(&net, a, server, 80), "{a} is in the cidr ({server})");
-        assert!(!tcp(&net, b, server, 80), "{b} is in the except ({server})");
+    for server in [SERVER_V4, SERVER_V6] {
+        assert!(tcp(&net, "a", server, 80), "a is in the cidr ({server})");
+        assert!(!tcp(&net, "b", server, 80), "b is in the except ({server})");
         assert!(
-            !tcp(&net, c, server, 80),
-            "{c} is outside the cidr ({server})"
+            !tcp(&net, "c", server, 80),
+            "c is outside the cidr ({server})"
         );
-        assert!(!tcp(&net, a, server, 81), "only port 80 ({server})");
+        assert!(!tcp(&net, "a", server, 81), "only port 80 ({server})");
     }
 
     // Without the except prefixes the range covers b too: stale prefixes are removed.

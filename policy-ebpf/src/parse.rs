@@ -97,7 +97,7 @@ pub(crate) fn packet(ctx: &TcContext, l3: L3) -> Result<Packet, u32> {
 }
 
 /// Reads the ports of the upper-layer header at `l4`: TCP, UDP and SCTP carry them
-/// in their first four bytes; ICMP echo (request and reply types given) uses the
+/// in their first four bytes; ICMP and ICMPv6 echo (request or reply) use the
 /// identifier as both ports so request and reply pair up; the rest get 0.
 #[inline(always)]
 fn ports(ctx: &TcContext, protocol: u8, l4: usize) -> Result<(u16, u16), u32> {

@@ -3,6 +3,8 @@
 //! real packet, but nothing sent anywhere. How tests reach cases real traffic cannot
 //! produce on demand (extension-header chains, fragments, forged marks).
 
+use aya::{TestRun, TestRunOptions};
+
 use super::{
     datapath::{classifier, POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM},
     Datapath, DataplaneError, InterfaceIndex,
@@ -46,8 +48,6 @@ impl Datapath {
         mark: u32,
         frame: &[u8],
     ) -> Result<TestRunOutcome, DataplaneError> {
-        use aya::{TestRun, TestRunOptions};
-
         let name = match hook {
             Hook::PodIngress => POD_INGRESS_PROGRAM,
             Hook::PodEgress => POD_EGRESS_PROGRAM,
