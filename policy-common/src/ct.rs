@@ -44,7 +44,8 @@ const _: () = assert!(core::mem::size_of::<CtKey>() == 44);
 pub struct CtValue {
     /// `bpf_ktime_get_ns()` when the flow was first allowed.
     pub created_ns: u64,
-    /// `POLICY` value that allowed it, or `u32::MAX` for an unisolated direction.
+    /// `POLICY` value that allowed it, or `u32::MAX` when no rule decided (an
+    /// unisolated direction, ingress from the node, a deferred Service flow).
     pub policy_id: u32,
     /// `CT_FLAG_*`.
     pub flags: u32,

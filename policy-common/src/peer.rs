@@ -9,6 +9,10 @@
 pub const PEERS_V4_MAP: &str = "PEERS_V4";
 /// Map name of the IPv6 trie (key data `[u8; 16]`).
 pub const PEERS_V6_MAP: &str = "PEERS_V6";
+/// Longest prefix of `PEERS_V4` (bits of its key data): a host address.
+pub const PEERS_V4_PREFIX_MAX: u32 = 32;
+/// Longest prefix of `PEERS_V6` (bits of its key data): a host address.
+pub const PEERS_V6_PREFIX_MAX: u32 = 128;
 /// Capacity of each trie: pod addresses plus ipBlock boundaries in the cluster.
 pub const PEERS_MAX: u32 = 65536;
 

@@ -1,14 +1,30 @@
 //! Layout tests of the kernel<->user ABI: the offsets the BPF program and the LPM
 //! prefix lengths rely on. A reordered or resized field fails here first.
 
-use core::mem::{offset_of, size_of};
+use core::mem::{align_of, offset_of, size_of};
 
 use policy_common::{
-    ct::{CtKey, CtValue},
-    endpoint::EndpointInfo,
-    peer::PeerClass,
+    ct::{CtKey, CtValue, CT_FLAG_DEFERRED},
+    endpoint::{
+        EndpointInfo, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX, ISOLATED_EGRESS, ISOLATED_INGRESS,
+    },
+    peer::{
+        PeerClass, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX, PEER_FLAG_NODE, PEER_FLAG_SERVICE,
+    },
     policy::{PolicyKey, PolicyValue, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL},
+    verdict::{
+        MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STATS_LEN, STAT_ALLOW_NODE, STAT_ALLOW_NON_IP,
+        STAT_ALLOW_POLICY, STAT_ALLOW_TRACKED, STAT_ALLOW_UNISOLATED, STAT_DROP_DEFERRED_EGRESS,
+        STAT_DROP_DEFERRED_UNKNOWN_SOURCE, STAT_DROP_MALFORMED, STAT_DROP_POLICY,
+        STAT_DROP_UNKNOWN_ENDPOINT, STAT_EGRESS_DEFERRED, STAT_NAMES,
+    },
+    ABI_VERSION,
 };
+
+#[test]
+fn the_abi_version_is_two() {
+    assert_eq!(ABI_VERSION, 2);
+}
 
 #[test]
 fn policy_key_prefixes_end_exactly_at_their_fields() {
@@ -32,12 +48,107 @@ fn policy_key_prefixes_end_exactly_at_their_fields() {
 }
 
 #[test]
+fn a_port_block_prefix_spans_exactly_the_port_field() {
+    // A block of n fixed high port bits is PREFIX_ALL_PORTS + n: n = 0 is "all
+    // ports", n = 16 a single port, and the port is the key's last field, so every
+    // n in between cuts only inside it.
+    assert_eq!(PREFIX_ALL_PORTS + 16, PREFIX_FULL);
+    assert_eq!(
+        offset_of!(PolicyKey, port_be) + size_of::<u16>(),
+        size_of::<PolicyKey>()
+    );
+    // `port_be` holds the port big-endian, so the bytes an LPM trie compares (in
+    // memory order, most significant bit first) start with the port's high bits:
+    // the block 8000/13 matches exactly 8000..=8007.
+    let bit = |bytes: [u8; 2], i: usize| bytes[i / 8] >> (7 - i % 8) & 1;
+    let block = 8000u16.to_be().to_ne_bytes();
+    for port in 0..=u16::MAX {
+        let key = port.to_be().to_ne_bytes();
+        let matches = (0..13).all(|i| bit(key, i) == bit(block, i));
+        assert_eq!(matches, (8000..=8007).contains(&port), "port {port}");
+    }
+}
+
+#[test]
+fn peer_trie_prefixes_are_the_address_bits() {
+    // Key data is the address in packet order, so a CIDR's prefix length is the
+    // trie prefix length and a host address is the longest one.
+    assert_eq!(PEERS_V4_PREFIX_MAX as usize, size_of::<[u8; 4]>() * 8);
+    assert_eq!(PEERS_V6_PREFIX_MAX as usize, size_of::<[u8; 16]>() * 8);
+}
+
+#[test]
 fn map_types_have_no_hidden_padding() {
     assert_eq!(size_of::<PolicyKey>(), 4 + 4 + 1 + 1 + 2);
     assert_eq!(size_of::<PolicyValue>(), 4 + 4);
+    assert_eq!(offset_of!(PolicyValue, policy_id), 0);
+    assert_eq!(offset_of!(PolicyValue, rule_index), 4);
     assert_eq!(size_of::<EndpointInfo>(), 4 + 4);
+    assert_eq!(offset_of!(EndpointInfo, endpoint_id), 0);
+    assert_eq!(offset_of!(EndpointInfo, flags), 4);
     assert_eq!(size_of::<PeerClass>(), 4 + 4);
-    assert_eq!(size_of::<CtKey>(), 4 + 16 + 16 + 2 + 2 + 1 + 1 + 2);
-    assert_eq!(offset_of!(CtKey, pad), 42);
+    assert_eq!(offset_of!(PeerClass, class_id), 0);
+    assert_eq!(offset_of!(PeerClass, flags), 4);
     assert_eq!(size_of::<CtValue>(), 8 + 4 + 4);
+    assert_eq!(offset_of!(CtValue, created_ns), 0);
+    assert_eq!(offset_of!(CtValue, policy_id), 8);
+    assert_eq!(offset_of!(CtValue, flags), 12);
+}
+
+#[test]
+fn conntrack_keys_hold_both_families_in_sixteen_bytes() {
+    assert_eq!(size_of::<CtKey>(), 4 + 16 + 16 + 2 + 2 + 1 + 1 + 2);
+    assert_eq!(align_of::<CtKey>(), 4);
+    assert_eq!(offset_of!(CtKey, ifindex), 0);
+    assert_eq!(offset_of!(CtKey, saddr), 4);
+    assert_eq!(offset_of!(CtKey, daddr), 20);
+    assert_eq!(offset_of!(CtKey, sport_be), 36);
+    assert_eq!(offset_of!(CtKey, dport_be), 38);
+    assert_eq!(offset_of!(CtKey, protocol), 40);
+    assert_eq!(offset_of!(CtKey, direction), 41);
+    assert_eq!(offset_of!(CtKey, pad), 42);
+}
+
+#[test]
+fn the_address_index_holds_two_families_per_pod() {
+    assert_eq!(ENDPOINT_ADDRS_MAX, 2 * ENDPOINTS_MAX);
+}
+
+#[test]
+fn flags_and_marks_are_distinct_bits() {
+    for flags in [
+        [ISOLATED_INGRESS, ISOLATED_EGRESS],
+        [PEER_FLAG_NODE, PEER_FLAG_SERVICE],
+        [MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED],
+    ] {
+        assert!(flags.iter().all(|f| f.count_ones() == 1), "{flags:?}");
+        assert_eq!(flags[0] & flags[1], 0, "{flags:?}");
+    }
+    assert_eq!(CT_FLAG_DEFERRED.count_ones(), 1);
+    // The marks stay clear of kube-proxy's (0x4000 masquerade, 0x8000 drop).
+    assert_eq!((MARK_DEFERRED_EGRESS | MARK_REPLY_VERIFIED) & 0xC000, 0);
+}
+
+#[test]
+fn every_counter_has_a_name_and_its_own_slot() {
+    let counters = [
+        STAT_ALLOW_UNISOLATED,
+        STAT_ALLOW_TRACKED,
+        STAT_ALLOW_POLICY,
+        STAT_ALLOW_NON_IP,
+        STAT_ALLOW_NODE,
+        STAT_EGRESS_DEFERRED,
+        STAT_DROP_POLICY,
+        STAT_DROP_UNKNOWN_ENDPOINT,
+        STAT_DROP_MALFORMED,
+        STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
+        STAT_DROP_DEFERRED_EGRESS,
+    ];
+    for (i, stat) in counters.iter().enumerate() {
+        assert!(*stat < STATS_LEN);
+        assert!(!STAT_NAMES[*stat as usize].is_empty(), "counter {stat}");
+        assert!(!counters[..i].contains(stat), "counter {stat} twice");
+    }
+    let named = STAT_NAMES.iter().filter(|n| !n.is_empty()).count();
+    assert_eq!(named, counters.len());
 }

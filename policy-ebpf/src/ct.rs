@@ -1,9 +1,17 @@
 //! Connection tracking: flows a pod's policy allowed, so their replies pass.
 //!
 //! A flow is keyed by the pod interface, the direction of its first packet and its
-//! 5-tuple as that packet carried it. A later packet is part of the flow when it
-//! matches that key as is (same direction), or reversed with the opposite direction
-//! (the reply).
+//! 5-tuple as that packet carried it (16-byte addresses for both families). A later
+//! packet is part of the flow when it matches that key as is (same direction), or
+//! reversed with the opposite direction (the reply).
+//!
+//! State transitions:
+//! 1. no entry -> entry: the first packet was allowed (unisolated, node, policy) or,
+//!    for egress to a Service, deferred (`CT_FLAG_DEFERRED`); written by `track`.
+//! 2. a deferred egress entry is also written for the post-DNAT tuple, by the
+//!    destination's classifier at the source's interface, once the source's egress
+//!    policy allowed the backend (`service::deferred_egress`).
+//! 3. entries are never updated by packets; the LRU evicts the least recently used.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use policy_common::{
@@ -13,52 +21,86 @@ use policy_common::{
 
 use crate::{maps::CONNTRACK, parse::Flow};
 
-/// An IPv4 address (network order u32) as IPv4-mapped IPv6 bytes.
-#[inline(always)]
-fn mapped(addr_be: u32) -> [u8; 16] {
-    let b = addr_be.to_ne_bytes();
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3],
-    ]
+/// A conntrack entry a packet belongs to.
+pub(crate) struct Hit {
+    /// The packet is a reply (the entry was made for the opposite direction).
+    pub reply: bool,
+    /// `CtValue::flags` of the entry.
+    pub flags: u32,
 }
 
+/// The key of `flow` at `ifindex`, or of its reverse (`reversed`: the reply seen
+/// from the other end, addresses and ports swapped).
 #[inline(always)]
-fn key(ifindex: u32, direction: u8, flow: &Flow) -> CtKey {
+fn key(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> CtKey {
+    let (saddr, daddr, sport_be, dport_be) = if reversed {
+        (flow.daddr, flow.saddr, flow.dport_be, flow.sport_be)
+    } else {
+        (flow.saddr, flow.daddr, flow.sport_be, flow.dport_be)
+    };
     CtKey {
         ifindex,
-        saddr: mapped(flow.saddr_be),
-        daddr: mapped(flow.daddr_be),
-        sport_be: flow.sport_be,
-        dport_be: flow.dport_be,
+        saddr,
+        daddr,
+        sport_be,
+        dport_be,
         protocol: flow.protocol,
         direction,
         pad: [0; 2],
     }
 }
 
-/// True when the packet belongs to a flow already allowed at this interface.
 #[inline(always)]
-pub(crate) fn is_tracked(ifindex: u32, direction: u8, flow: &Flow) -> bool {
-    let forward = key(ifindex, direction, flow);
-    let opposite = if direction == DIRECTION_INGRESS {
+fn opposite(direction: u8) -> u8 {
+    if direction == DIRECTION_INGRESS {
         DIRECTION_EGRESS
     } else {
         DIRECTION_INGRESS
-    };
-    let reply = key(ifindex, opposite, &flow.reversed());
-    // SAFETY: only presence is read; no reference outlives the call.
-    unsafe { CONNTRACK.get(&forward).is_some() || CONNTRACK.get(&reply).is_some() }
+    }
 }
 
-/// Records an allowed first packet. A full table evicts its least recently used
-/// entry, so tracking never fails open or closed for the packet being decided.
+/// The entry the packet belongs to at this interface: the forward entry first, then
+/// the one whose reply it is.
 #[inline(always)]
-pub(crate) fn track(ifindex: u32, direction: u8, flow: &Flow, policy_id: u32) {
+pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
+    let forward = key(ifindex, direction, flow, false);
+    // SAFETY: the flags are copied out before any other map operation.
+    if let Some(value) = unsafe { CONNTRACK.get(&forward) } {
+        return Some(Hit {
+            reply: false,
+            flags: value.flags,
+        });
+    }
+    let reply = key(ifindex, opposite(direction), flow, true);
+    // SAFETY: as above.
+    unsafe { CONNTRACK.get(&reply) }.map(|value| Hit {
+        reply: true,
+        flags: value.flags,
+    })
+}
+
+/// True when exactly this key is tracked: `flow` (or, with `reversed`, its reverse)
+/// as the first packet in `direction` at `ifindex`. Replies do not count.
+#[inline(always)]
+pub(crate) fn contains(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> bool {
+    // SAFETY: only presence is read; no reference outlives the call.
+    unsafe {
+        CONNTRACK
+            .get(&key(ifindex, direction, flow, reversed))
+            .is_some()
+    }
+}
+
+/// Records an allowed (or deferred) first packet. A full table evicts its least
+/// recently used entry, so tracking never fails open or closed for the packet being
+/// decided. `policy_id` is `u32::MAX` when no policy rule decided.
+#[inline(always)]
+pub(crate) fn track(ifindex: u32, direction: u8, flow: &Flow, policy_id: u32, flags: u32) {
     let value = CtValue {
         // SAFETY: bpf_ktime_get_ns has no preconditions.
         created_ns: unsafe { bpf_ktime_get_ns() },
         policy_id,
-        flags: 0,
+        flags,
     };
-    let _ = CONNTRACK.insert(&key(ifindex, direction, flow), &value, 0);
+    let _ = CONNTRACK.insert(&key(ifindex, direction, flow, false), &value, 0);
 }

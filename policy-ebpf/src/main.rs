@@ -11,6 +11,7 @@
 mod ct;
 mod maps;
 mod parse;
+mod service;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
@@ -18,13 +19,13 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use policy_common::{
-    endpoint::{ISOLATED_EGRESS, ISOLATED_INGRESS},
-    peer::CLASS_WORLD,
-    policy::{PolicyKey, PREFIX_FULL},
+    ct::CT_FLAG_DEFERRED,
+    endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
+    peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
     verdict::*,
 };
 
-use crate::parse::{Ipv6Kind, L3};
+use crate::parse::{Flow, Packet};
 
 /// Decides a packet of the pod's ingress.
 #[classifier]
@@ -54,17 +55,29 @@ fn to_tc_action(verdict: Result<u32, u32>) -> i32 {
     }
 }
 
-/// Lookup precedence, in order:
+/// Lookup precedence, in order (both families alike):
 /// 1. Frames that are not IP pass (ARP must work for pods to work).
 /// 2. The interface must be a known endpoint, else drop (fail closed).
-/// 3. IPv6: pass when the pod is not isolated in this direction, pass neighbour
-///    discovery always, drop the rest (IPv6 rules are not compiled yet).
-/// 4. IPv4 that does not parse: drop.
-/// 5. A packet of a tracked flow (same direction, or the reply) passes.
+/// 3. A packet that does not parse is dropped (`STAT_DROP_MALFORMED`); IPv6 neighbour
+///    discovery passes (`STAT_ALLOW_NON_IP`).
+/// 4. Ingress only: this program's mark bits are cleared, and a packet carrying
+///    `MARK_DEFERRED_EGRESS` first has its source pod's egress decided on the
+///    translated destination (`service::deferred_egress`); a deny drops it.
+/// 5. A packet of a tracked flow passes (`decide_flow`), except that a forward packet
+///    of a deferred egress flow is marked and passes as deferred, and a reply to a
+///    deferred flow passes only with `MARK_REPLY_VERIFIED`, else goes on as new.
 /// 6. A pod not isolated in this direction passes, and the flow is tracked.
-/// 7. The peer's class (`PEERS_V4`, else `CLASS_WORLD`) and the packet's protocol and
-///    destination port are looked up in `POLICY`: a match passes and is tracked.
-/// 8. Anything else is dropped.
+/// 7. Ingress from an address with `PEER_FLAG_NODE` passes and is tracked.
+/// 8. Egress to an address with `PEER_FLAG_SERVICE` is deferred: tracked as
+///    `CT_FLAG_DEFERRED`, marked `MARK_DEFERRED_EGRESS`, passed.
+/// 9. The peer's class (longest prefix in `PEERS_V4`/`PEERS_V6`, else `CLASS_WORLD`)
+///    and the packet's protocol and destination port are looked up in `POLICY`: a
+///    match passes and is tracked.
+/// 10. Anything else is dropped.
+///
+/// Egress packets that pass and are addressed to a local pod get
+/// `MARK_REPLY_VERIFIED` when that pod tracks their reverse as an egress flow
+/// (`service::verify_reply`), so a reply through Service un-DNAT can prove it.
 #[inline(always)]
 fn decide(ctx: &TcContext, direction: u8) -> Result<u32, u32> {
     // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
@@ -73,44 +86,69 @@ fn decide(ctx: &TcContext, direction: u8) -> Result<u32, u32> {
         return Ok(STAT_ALLOW_NON_IP);
     };
     let endpoint = maps::endpoint(ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
+    let flow = match parse::packet(ctx, l3)? {
+        Packet::NeighbourDiscovery => return Ok(STAT_ALLOW_NON_IP),
+        Packet::Flow(flow) => flow,
+    };
+    if direction == DIRECTION_INGRESS {
+        let mark = service::take_marks(ctx);
+        if mark & MARK_DEFERRED_EGRESS != 0 {
+            service::deferred_egress(&flow)?;
+        }
+        decide_flow(ctx, ifindex, &endpoint, DIRECTION_INGRESS, &flow, mark)
+    } else {
+        let stat = decide_flow(ctx, ifindex, &endpoint, DIRECTION_EGRESS, &flow, 0)?;
+        service::verify_reply(ctx, &flow);
+        Ok(stat)
+    }
+}
+
+/// Steps 5 to 10 of `decide` for a parsed packet; `mark` is the mark it arrived with.
+#[inline(always)]
+fn decide_flow(
+    ctx: &TcContext,
+    ifindex: u32,
+    endpoint: &EndpointInfo,
+    direction: u8,
+    flow: &Flow,
+    mark: u32,
+) -> Result<u32, u32> {
+    if let Some(hit) = ct::lookup(ifindex, direction, flow) {
+        if hit.flags & CT_FLAG_DEFERRED == 0 {
+            return Ok(STAT_ALLOW_TRACKED);
+        }
+        if !hit.reply {
+            return Ok(service::defer(ctx, ifindex, flow, false));
+        }
+        if mark & MARK_REPLY_VERIFIED != 0 {
+            return Ok(STAT_ALLOW_TRACKED);
+        }
+    }
     let isolation_flag = if direction == DIRECTION_INGRESS {
         ISOLATED_INGRESS
     } else {
         ISOLATED_EGRESS
     };
-    let isolated = endpoint.flags & isolation_flag != 0;
-    let flow = match l3 {
-        L3::Ipv4 => parse::ipv4_flow(ctx)?,
-        L3::Ipv6 => {
-            return match parse::ipv6_kind(ctx)? {
-                Ipv6Kind::NeighbourDiscovery => Ok(STAT_ALLOW_NON_IP),
-                Ipv6Kind::Other if !isolated => Ok(STAT_ALLOW_UNISOLATED),
-                Ipv6Kind::Other => Err(STAT_DROP_POLICY),
-            }
-        }
-    };
-    if ct::is_tracked(ifindex, direction, &flow) {
-        return Ok(STAT_ALLOW_TRACKED);
-    }
-    if !isolated {
-        ct::track(ifindex, direction, &flow, u32::MAX);
+    if endpoint.flags & isolation_flag == 0 {
+        ct::track(ifindex, direction, flow, u32::MAX, 0);
         return Ok(STAT_ALLOW_UNISOLATED);
     }
-    let peer_be = if direction == DIRECTION_INGRESS {
-        flow.saddr_be
+    let remote = if direction == DIRECTION_INGRESS {
+        &flow.saddr
     } else {
-        flow.daddr_be
+        &flow.daddr
     };
-    let class_id = maps::peer_class_v4(peer_be).unwrap_or(CLASS_WORLD);
-    let key = PolicyKey {
-        endpoint_id: endpoint.endpoint_id,
-        class_id,
-        direction,
-        protocol: flow.protocol,
-        port_be: flow.dport_be,
-    };
-    let allowed = maps::policy(PREFIX_FULL, key).ok_or(STAT_DROP_POLICY)?;
-    ct::track(ifindex, direction, &flow, allowed.policy_id);
+    let peer = maps::peer(flow.ipv6, remote);
+    if direction == DIRECTION_INGRESS && peer.flags & PEER_FLAG_NODE != 0 {
+        ct::track(ifindex, direction, flow, u32::MAX, 0);
+        return Ok(STAT_ALLOW_NODE);
+    }
+    if direction == DIRECTION_EGRESS && peer.flags & PEER_FLAG_SERVICE != 0 {
+        return Ok(service::defer(ctx, ifindex, flow, true));
+    }
+    let allowed = maps::policy(endpoint.endpoint_id, peer.class_id, direction, flow)
+        .ok_or(STAT_DROP_POLICY)?;
+    ct::track(ifindex, direction, flow, allowed.policy_id, 0);
     Ok(STAT_ALLOW_POLICY)
 }
 

@@ -7,17 +7,25 @@ use aya_ebpf::{
 };
 use policy_common::{
     ct::{CtKey, CtValue, CONNTRACK_MAX},
-    endpoint::{EndpointInfo, ENDPOINTS_MAX},
-    peer::{PeerClass, PEERS_MAX},
-    policy::{PolicyKey, PolicyValue, POLICY_MAX},
+    endpoint::{EndpointInfo, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX},
+    peer::{PeerClass, CLASS_WORLD, PEERS_MAX, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX},
+    policy::{PolicyKey, PolicyValue, POLICY_MAX, PREFIX_FULL},
     verdict::STATS_LEN,
 };
+
+use crate::parse::Flow;
 
 #[map]
 static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
 
 #[map]
-static PEERS_V4: HashMap<u32, PeerClass> = HashMap::with_max_entries(PEERS_MAX, 0);
+static ENDPOINT_ADDRS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(ENDPOINT_ADDRS_MAX, 0);
+
+#[map]
+static PEERS_V4: LpmTrie<[u8; 4], PeerClass> = LpmTrie::with_max_entries(PEERS_MAX, 0);
+
+#[map]
+static PEERS_V6: LpmTrie<[u8; 16], PeerClass> = LpmTrie::with_max_entries(PEERS_MAX, 0);
 
 #[map]
 static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(POLICY_MAX, 0);
@@ -36,17 +44,48 @@ pub(crate) fn endpoint(ifindex: u32) -> Option<EndpointInfo> {
     unsafe { ENDPOINTS.get(&ifindex).copied() }
 }
 
-/// The class of a remote IPv4 address, if some local rule names it.
+/// The host-side interface of the local pod that owns `addr` (IPv6 or IPv4-mapped).
 #[inline(always)]
-pub(crate) fn peer_class_v4(addr_be: u32) -> Option<u32> {
+pub(crate) fn endpoint_ifindex(addr: &[u8; 16]) -> Option<u32> {
     // SAFETY: the value is copied out before any other map operation.
-    unsafe { PEERS_V4.get(&addr_be).map(|c| c.class_id) }
+    unsafe { ENDPOINT_ADDRS.get(addr).copied() }
 }
 
-/// The longest `POLICY` entry matching `key` within `prefix_len` bits.
+/// The class and flags of the longest peer prefix holding `addr` (from `PEERS_V6`
+/// for IPv6, else `PEERS_V4` with the mapped address's last four bytes);
+/// `CLASS_WORLD` without flags when no prefix does.
 #[inline(always)]
-pub(crate) fn policy(prefix_len: u32, key: PolicyKey) -> Option<PolicyValue> {
-    POLICY.get(Key::new(prefix_len, key)).copied()
+pub(crate) fn peer(ipv6: bool, addr: &[u8; 16]) -> PeerClass {
+    let found = if ipv6 {
+        PEERS_V6.get(Key::new(PEERS_V6_PREFIX_MAX, *addr)).copied()
+    } else {
+        let v4 = [addr[12], addr[13], addr[14], addr[15]];
+        PEERS_V4.get(Key::new(PEERS_V4_PREFIX_MAX, v4)).copied()
+    };
+    found.unwrap_or(PeerClass {
+        class_id: CLASS_WORLD,
+        flags: 0,
+    })
+}
+
+/// The `POLICY` entry allowing `flow` for `endpoint_id` towards a peer of `class_id`
+/// in `direction`: the longest match among exact port, port blocks, all ports of the
+/// protocol and all protocols.
+#[inline(always)]
+pub(crate) fn policy(
+    endpoint_id: u32,
+    class_id: u32,
+    direction: u8,
+    flow: &Flow,
+) -> Option<PolicyValue> {
+    let key = PolicyKey {
+        endpoint_id,
+        class_id,
+        direction,
+        protocol: flow.protocol,
+        port_be: flow.dport_be,
+    };
+    POLICY.get(Key::new(PREFIX_FULL, key)).copied()
 }
 
 /// Adds one to a verdict counter.

@@ -1,5 +1,9 @@
 //! Packet parsing with `bpf_skb_load_bytes`: every read is bounds-checked by the
 //! kernel and works on non-linear skbs; a read past the end is `STAT_DROP_MALFORMED`.
+//!
+//! Both families produce one `Flow` with 16-byte addresses (IPv4 as `::ffff:a.b.c.d`),
+//! so conntrack, `ENDPOINT_ADDRS` and the policy lookup never branch on the family
+//! except to pick the peer trie.
 
 use aya_ebpf::programs::TcContext;
 use policy_common::verdict::STAT_DROP_MALFORMED;
@@ -7,6 +11,7 @@ use policy_common::verdict::STAT_DROP_MALFORMED;
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
+const IPV6_HLEN: usize = 40;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -14,9 +19,21 @@ const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_SCTP: u8 = 132;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
 /// IPv6 neighbour discovery: router solicitation .. redirect (RFC 4861).
 const ND_FIRST: u8 = 133;
 const ND_LAST: u8 = 137;
+/// IPv6 extension headers the walk steps over (RFC 8200 section 4).
+const NEXTHDR_HOP_BY_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_DEST_OPTIONS: u8 = 60;
+/// At most this many IPv6 extension headers are walked: the verifier needs a bound,
+/// and real traffic rarely carries more than two. A packet with more ends the walk
+/// with the fifth header's number as its protocol and ports 0, so only rules that
+/// allow every protocol match it.
+const MAX_EXTENSION_HEADERS: usize = 4;
 
 /// The network layer of an IP frame.
 pub(crate) enum L3 {
@@ -24,38 +41,39 @@ pub(crate) enum L3 {
     Ipv6,
 }
 
-/// What an IPv6 packet is, as far as this program decides it.
-pub(crate) enum Ipv6Kind {
+/// What an IP packet is, as far as this program decides it.
+pub(crate) enum Packet {
+    /// IPv6 neighbour discovery: always passes, pods need it to reach anything.
     NeighbourDiscovery,
-    Other,
+    /// Everything else: decided by conntrack and policy.
+    Flow(Flow),
 }
 
-/// The fields of an IPv4 packet policy and conntrack look at, in network byte order.
+/// The fields of an IP packet policy and conntrack look at, in network byte order.
 pub(crate) struct Flow {
-    pub saddr_be: u32,
-    pub daddr_be: u32,
+    /// Source address; IPv4 as `::ffff:a.b.c.d`.
+    pub saddr: [u8; 16],
+    /// Destination address; IPv4 as `::ffff:a.b.c.d`.
+    pub daddr: [u8; 16],
     pub sport_be: u16,
     pub dport_be: u16,
+    /// The upper-layer protocol (after IPv6 extension headers).
     pub protocol: u8,
-}
-
-impl Flow {
-    /// The same flow seen from the other end.
-    #[inline(always)]
-    pub(crate) fn reversed(&self) -> Flow {
-        Flow {
-            saddr_be: self.daddr_be,
-            daddr_be: self.saddr_be,
-            sport_be: self.dport_be,
-            dport_be: self.sport_be,
-            protocol: self.protocol,
-        }
-    }
+    /// The packet is IPv6 (addresses are then not IPv4-mapped).
+    pub ipv6: bool,
 }
 
 #[inline(always)]
 fn load<T>(ctx: &TcContext, offset: usize) -> Result<T, u32> {
     ctx.load::<T>(offset).map_err(|_| STAT_DROP_MALFORMED)
+}
+
+/// An IPv4 address (packet order) as IPv4-mapped IPv6 bytes.
+#[inline(always)]
+pub(crate) fn mapped(b: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3],
+    ]
 }
 
 /// Classifies the frame by EtherType; `None` for frames that are not IP.
@@ -69,11 +87,46 @@ pub(crate) fn l3(ctx: &TcContext) -> Result<Option<L3>, u32> {
     })
 }
 
+/// Parses the IP packet of a frame `l3` classified.
+#[inline(always)]
+pub(crate) fn packet(ctx: &TcContext, l3: L3) -> Result<Packet, u32> {
+    match l3 {
+        L3::Ipv4 => ipv4(ctx).map(Packet::Flow),
+        L3::Ipv6 => ipv6(ctx),
+    }
+}
+
+/// Reads the ports of the upper-layer header at `l4`: TCP, UDP and SCTP carry them
+/// in their first four bytes; ICMP and ICMPv6 echo (request or reply) use the
+/// identifier as both ports so request and reply pair up; the rest get 0.
+#[inline(always)]
+fn ports(ctx: &TcContext, protocol: u8, l4: usize) -> Result<(u16, u16), u32> {
+    match protocol {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+            Ok((load::<u16>(ctx, l4)?, load::<u16>(ctx, l4 + 2)?))
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let icmp_type = load::<u8>(ctx, l4)?;
+            let echo = if protocol == IPPROTO_ICMP {
+                icmp_type == ICMP_ECHO_REQUEST || icmp_type == ICMP_ECHO_REPLY
+            } else {
+                icmp_type == ICMPV6_ECHO_REQUEST || icmp_type == ICMPV6_ECHO_REPLY
+            };
+            if echo {
+                let id = load::<u16>(ctx, l4 + 4)?;
+                Ok((id, id))
+            } else {
+                Ok((0, 0))
+            }
+        }
+        _ => Ok((0, 0)),
+    }
+}
+
 /// Reads the 5-tuple of an IPv4 packet. Non-first fragments carry no L4 header: they
 /// get ports 0, so only rules that allow every port of their protocol match them.
-/// ICMP echo uses the identifier as both ports so request and reply pair up.
 #[inline(always)]
-pub(crate) fn ipv4_flow(ctx: &TcContext) -> Result<Flow, u32> {
+fn ipv4(ctx: &TcContext) -> Result<Flow, u32> {
     let version_ihl = load::<u8>(ctx, ETH_HLEN)?;
     let header_len = usize::from(version_ihl & 0x0F) * 4;
     if version_ihl >> 4 != 4 || header_len < 20 {
@@ -81,44 +134,88 @@ pub(crate) fn ipv4_flow(ctx: &TcContext) -> Result<Flow, u32> {
     }
     let fragment_offset = u16::from_be(load::<u16>(ctx, ETH_HLEN + 6)?) & 0x1FFF;
     let protocol = load::<u8>(ctx, ETH_HLEN + 9)?;
-    let saddr_be = load::<u32>(ctx, ETH_HLEN + 12)?;
-    let daddr_be = load::<u32>(ctx, ETH_HLEN + 16)?;
-    let l4 = ETH_HLEN + header_len;
+    let saddr = mapped(load::<[u8; 4]>(ctx, ETH_HLEN + 12)?);
+    let daddr = mapped(load::<[u8; 4]>(ctx, ETH_HLEN + 16)?);
     let (sport_be, dport_be) = if fragment_offset != 0 {
         (0, 0)
     } else {
-        match protocol {
-            IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
-                (load::<u16>(ctx, l4)?, load::<u16>(ctx, l4 + 2)?)
-            }
-            IPPROTO_ICMP => match load::<u8>(ctx, l4)? {
-                ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => {
-                    let id = load::<u16>(ctx, l4 + 4)?;
-                    (id, id)
-                }
-                _ => (0, 0),
-            },
-            _ => (0, 0),
-        }
+        ports(ctx, protocol, ETH_HLEN + header_len)?
     };
     Ok(Flow {
-        saddr_be,
-        daddr_be,
+        saddr,
+        daddr,
         sport_be,
         dport_be,
         protocol,
+        ipv6: false,
     })
 }
 
-/// Recognises neighbour discovery (ICMPv6 right after the fixed header).
+/// Reads an IPv6 packet: the fixed header, then at most `MAX_EXTENSION_HEADERS`
+/// extension headers (hop-by-hop, routing, fragment, destination options). A
+/// non-first fragment ends the walk with the fragment header's next header as the
+/// protocol and ports 0; any other header ends it as the upper-layer protocol.
 #[inline(always)]
-pub(crate) fn ipv6_kind(ctx: &TcContext) -> Result<Ipv6Kind, u32> {
-    let next_header = load::<u8>(ctx, ETH_HLEN + 6)?;
-    if next_header == IPPROTO_ICMPV6 {
-        let icmp_type = load::<u8>(ctx, ETH_HLEN + 40)?;
-        if (ND_FIRST..=ND_LAST).contains(&icmp_type) {
-            return Ok(Ipv6Kind::NeighbourDiscovery);
+fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
+    if load::<u8>(ctx, ETH_HLEN)? >> 4 != 6 {
+        return Err(STAT_DROP_MALFORMED);
+    }
+    let mut protocol = load::<u8>(ctx, ETH_HLEN + 6)?;
+    let saddr = load::<[u8; 16]>(ctx, ETH_HLEN + 8)?;
+    let daddr = load::<[u8; 16]>(ctx, ETH_HLEN + 24)?;
+    let mut l4 = ETH_HLEN + IPV6_HLEN;
+    let mut has_l4 = true;
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        match protocol {
+            NEXTHDR_HOP_BY_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST_OPTIONS => {
+                protocol = load::<u8>(ctx, l4)?;
+                // Hdr Ext Len: 8-octet units, not counting the first 8 octets.
+                l4 += (usize::from(load::<u8>(ctx, l4 + 1)?) + 1) * 8;
+            }
+            NEXTHDR_FRAGMENT => {
+                protocol = load::<u8>(ctx, l4)?;
+                let offset = u16::from_be(load::<u16>(ctx, l4 + 2)?) & 0xFFF8;
+                l4 += 8;
+                if offset != 0 {
+                    has_l4 = false;
+                    break;
+                }
+            }
+            _ => break,
         }
     }
-    Ok(Ipv6Kind::Other)
+    if !has_l4 || is_extension_header(protocol) {
+        return Ok(Packet::Flow(Flow {
+            saddr,
+            daddr,
+            sport_be: 0,
+            dport_be: 0,
+            protocol,
+            ipv6: true,
+        }));
+    }
+    if protocol == IPPROTO_ICMPV6 {
+        let icmp_type = load::<u8>(ctx, l4)?;
+        if (ND_FIRST..=ND_LAST).contains(&icmp_type) {
+            return Ok(Packet::NeighbourDiscovery);
+        }
+    }
+    let (sport_be, dport_be) = ports(ctx, protocol, l4)?;
+    Ok(Packet::Flow(Flow {
+        saddr,
+        daddr,
+        sport_be,
+        dport_be,
+        protocol,
+        ipv6: true,
+    }))
+}
+
+/// One of the extension headers the walk steps over (left over after the bound).
+#[inline(always)]
+fn is_extension_header(protocol: u8) -> bool {
+    matches!(
+        protocol,
+        NEXTHDR_HOP_BY_HOP | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT | NEXTHDR_DEST_OPTIONS
+    )
 }

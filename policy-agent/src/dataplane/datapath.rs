@@ -10,9 +10,9 @@ use aya::{
 use super::DataplaneError;
 
 /// Program deciding a pod's ingress; runs at TC egress of its host-side veth.
-const POD_INGRESS_PROGRAM: &str = "pod_ingress";
+pub(super) const POD_INGRESS_PROGRAM: &str = "pod_ingress";
 /// Program deciding a pod's egress; runs at TC ingress of its host-side veth.
-const POD_EGRESS_PROGRAM: &str = "pod_egress";
+pub(super) const POD_EGRESS_PROGRAM: &str = "pod_egress";
 
 /// Kernel interface index of a pod's host-side veth.
 pub type InterfaceIndex = u32;
@@ -83,7 +83,7 @@ impl Datapath {
     }
 }
 
-fn classifier<'a>(
+pub(super) fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, DataplaneError> {

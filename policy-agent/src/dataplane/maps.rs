@@ -3,26 +3,22 @@
 //! The only place that converts the compiler's host-order tables into
 //! `policy_common` layouts and wire byte order.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
-};
+use std::collections::BTreeMap;
 
 use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray};
 use policy_common::{
-    endpoint::{EndpointInfo, ENDPOINTS_MAP, ISOLATED_EGRESS, ISOLATED_INGRESS},
-    peer::{PeerClass, PEERS_V4_MAP},
-    policy::{
-        PolicyKey, PolicyValue, POLICY_MAP, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL,
-    },
+    endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
+    peer::{PEERS_V4_MAP, PEERS_V6_MAP},
+    policy::{PolicyKey, PolicyValue, POLICY_MAP},
     verdict::{STATS_LEN, STATS_MAP, STAT_NAMES},
 };
 
-use super::{datapath::Datapath, DataplaneError, InterfaceIndex};
-use crate::{
-    model::ObjectRef,
-    policy::tables::{DatapathTables, EndpointEntry, PolicyMatch, RuleRef},
+use super::{
+    datapath::Datapath,
+    keys::{self, LpmEntry},
+    DataplaneError, InterfaceIndex,
 };
+use crate::{model::ObjectRef, policy::tables::DatapathTables};
 
 /// Verdict counters summed over CPUs, with their names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,54 +48,19 @@ fn map_error(
     }
 }
 
-fn endpoint_value(entry: &EndpointEntry) -> EndpointInfo {
-    let mut flags = 0;
-    if entry.isolated_ingress {
-        flags |= ISOLATED_INGRESS;
-    }
-    if entry.isolated_egress {
-        flags |= ISOLATED_EGRESS;
-    }
-    EndpointInfo {
-        endpoint_id: entry.endpoint_id,
-        flags,
-    }
-}
-
-/// The `POLICY` key for a match: wildcards become a shorter prefix.
-fn policy_key(m: &PolicyMatch) -> Key<PolicyKey> {
-    let prefix = match (m.protocol, m.port) {
-        (None, _) => PREFIX_ALL_PROTOCOLS,
-        (Some(_), None) => PREFIX_ALL_PORTS,
-        (Some(_), Some(block)) => (PREFIX_ALL_PORTS + u32::from(block.bits)).min(PREFIX_FULL),
-    };
-    Key::new(
-        prefix,
-        PolicyKey {
-            endpoint_id: m.endpoint_id,
-            class_id: m.class_id,
-            direction: m.direction.code(),
-            protocol: m.protocol.unwrap_or(0),
-            port_be: m.port.map_or(0, |block| block.first).to_be(),
-        },
-    )
-}
-
-/// An IPv4 address as the `PEERS_V4` key: its bytes in packet order.
-fn peer_key(addr: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(addr.octets())
-}
-
 impl Datapath {
     /// The map `name` of the loaded object.
-    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
+    pub(super) fn map(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut aya::maps::Map, DataplaneError> {
         self.ebpf.map_mut(name).ok_or(DataplaneError::Map {
             map: name,
             message: "not found in the object".into(),
         })
     }
 
-    fn hash_map<K: aya::Pod, V: aya::Pod>(
+    pub(super) fn hash_map<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
     ) -> Result<HashMap<&mut MapData, K, V>, DataplaneError> {
@@ -110,99 +71,99 @@ impl Datapath {
         })
     }
 
-    fn policy_map(
+    fn lpm_trie<K: aya::Pod, V: aya::Pod>(
         &mut self,
-    ) -> Result<LpmTrie<&mut MapData, PolicyKey, PolicyValue>, DataplaneError> {
-        let map = self.map(POLICY_MAP)?;
+        name: &'static str,
+    ) -> Result<LpmTrie<&mut MapData, K, V>, DataplaneError> {
+        let map = self.map(name)?;
         LpmTrie::try_from(map).map_err(|e| DataplaneError::Map {
-            map: POLICY_MAP,
+            map: name,
             message: e.to_string(),
         })
     }
 
     /// Makes the maps hold exactly `tables`, for the pods `interfaces` names.
     ///
-    /// Order: new and changed `POLICY` entries, then `PEERS_V4`, then `ENDPOINTS`, then
-    /// stale entries are removed in the same order. Writing allows before the
-    /// identities that use them keeps an unchanged flow allowed throughout; a
-    /// renumbered class can still mis-decide a packet during the write (hole-free
-    /// incremental updates are the node-agent issue's work).
+    /// Order: new and changed `POLICY` entries, then `PEERS_V4`, `PEERS_V6`,
+    /// `ENDPOINT_ADDRS` and `ENDPOINTS`; then stale entries are removed in the same
+    /// order. Writing allows before the identities that use them keeps an unchanged
+    /// flow allowed throughout; a renumbered class can still mis-decide a packet
+    /// during the write (hole-free incremental updates are the node-agent issue's
+    /// work).
     pub fn apply(
         &mut self,
         tables: &DatapathTables,
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
     ) -> Result<(), DataplaneError> {
-        let mut endpoints = BTreeMap::new();
-        for (pod, entry) in &tables.endpoints {
-            let index = interfaces
+        let interface = |pod: &ObjectRef| {
+            interfaces
                 .get(pod)
+                .copied()
                 .ok_or_else(|| DataplaneError::NoInterface {
                     pod: pod.to_string(),
-                })?;
-            endpoints.insert(*index, endpoint_value(entry));
+                })
+        };
+        let mut endpoints = BTreeMap::new();
+        for (pod, entry) in &tables.endpoints {
+            endpoints.insert(interface(pod)?, keys::endpoint_value(entry));
         }
-        let policy: Vec<(Key<PolicyKey>, PolicyValue)> = tables
+        let mut addresses = BTreeMap::new();
+        for (addr, pod) in &tables.endpoint_addresses {
+            addresses.insert(keys::address_key(*addr), interface(pod)?);
+        }
+        let policy: BTreeMap<LpmEntry<PolicyKey>, PolicyValue> = tables
             .policy
             .iter()
-            .map(
-                |(
-                    m,
-                    RuleRef {
-                        policy_id,
-                        rule_index,
-                    },
-                )| {
-                    (
-                        policy_key(m),
-                        PolicyValue {
-                            policy_id: *policy_id,
-                            rule_index: *rule_index,
-                        },
-                    )
-                },
-            )
-            .collect();
-        let peers: BTreeMap<u32, PeerClass> = tables
-            .peers
-            .iter()
-            .filter_map(|(net, entry)| match net {
-                ipnet::IpNet::V4(v4) if v4.prefix_len() == 32 => Some((
-                    peer_key(v4.addr()),
-                    PeerClass {
-                        class_id: entry.class_id,
-                        flags: 0,
-                    },
-                )),
-                _ => None,
+            .map(|(m, rule)| {
+                let key = keys::policy_key(m);
+                ((key.prefix_len(), key.data()), keys::policy_value(rule))
             })
             .collect();
+        let (peers_v4, peers_v6) = keys::peer_keys(&tables.peers);
 
-        let mut policy_map = self.policy_map()?;
-        for (key, value) in &policy {
-            policy_map
-                .insert(key, value, 0)
-                .map_err(map_error(POLICY_MAP, "insert"))?;
-        }
-        self.insert_all(PEERS_V4_MAP, &peers)?;
+        self.insert_lpm(POLICY_MAP, &policy)?;
+        self.insert_lpm(PEERS_V4_MAP, &peers_v4)?;
+        self.insert_lpm(PEERS_V6_MAP, &peers_v6)?;
+        self.insert_all(ENDPOINT_ADDRS_MAP, &addresses)?;
         self.insert_all(ENDPOINTS_MAP, &endpoints)?;
 
-        let wanted: BTreeSet<(u32, PolicyKey)> = policy
-            .iter()
-            .map(|(key, _)| (key.prefix_len(), key.data()))
-            .collect();
-        let mut policy_map = self.policy_map()?;
-        let stale: Vec<Key<PolicyKey>> = policy_map
+        self.remove_other_prefixes(POLICY_MAP, &policy)?;
+        self.remove_other_prefixes(PEERS_V4_MAP, &peers_v4)?;
+        self.remove_other_prefixes(PEERS_V6_MAP, &peers_v6)?;
+        self.remove_others(ENDPOINT_ADDRS_MAP, &addresses)?;
+        self.remove_others(ENDPOINTS_MAP, &endpoints)
+    }
+
+    /// Inserts or updates every entry of `entries` in LPM trie `name`.
+    fn insert_lpm<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        entries: &BTreeMap<LpmEntry<K>, V>,
+    ) -> Result<(), DataplaneError> {
+        let mut trie = self.lpm_trie::<K, V>(name)?;
+        for ((prefix_len, data), value) in entries {
+            trie.insert(&Key::new(*prefix_len, *data), value, 0)
+                .map_err(map_error(name, "insert"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes from LPM trie `name` every prefix that `keep` does not hold.
+    fn remove_other_prefixes<K: aya::Pod + Ord, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        keep: &BTreeMap<LpmEntry<K>, V>,
+    ) -> Result<(), DataplaneError> {
+        let mut trie = self.lpm_trie::<K, V>(name)?;
+        let stale: Vec<Key<K>> = trie
             .keys()
             .filter_map(Result::ok)
-            .filter(|key| !wanted.contains(&(key.prefix_len(), key.data())))
+            .filter(|key| !keep.contains_key(&(key.prefix_len(), key.data())))
             .collect();
         for key in &stale {
-            policy_map
-                .remove(key)
-                .map_err(map_error(POLICY_MAP, "remove"))?;
+            trie.remove(key).map_err(map_error(name, "remove"))?;
         }
-        self.remove_others(PEERS_V4_MAP, &peers)?;
-        self.remove_others(ENDPOINTS_MAP, &endpoints)
+        Ok(())
     }
 
     /// Inserts or updates every entry of `entries` in hash map `name`.

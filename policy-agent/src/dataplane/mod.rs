@@ -2,14 +2,20 @@
 //! attaches its classifiers to pod interfaces and writes `DatapathTables` into its
 //! maps. Imports `policy` (for the tables) and `policy_common`; never `source`.
 
+mod ct;
 mod datapath;
+mod keys;
 mod maps;
 pub mod object;
+mod test_run;
 
 use std::path::PathBuf;
 
+pub use ct::TrackedFlow;
 pub use datapath::{Datapath, InterfaceIndex};
+pub use keys::{address_key, key_address};
 pub use maps::Stats;
+pub use test_run::{Hook, TestRunOutcome};
 
 /// Everything that can go wrong between the agent and the kernel.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,60 @@
+//! Reads `CONNTRACK`: the flows the classifiers allowed (or deferred), in host
+//! types, for tests and diagnostics. The agent never writes it.
+
+use std::net::IpAddr;
+
+use policy_common::{
+    ct::{CtKey, CtValue, CONNTRACK_MAP, CT_FLAG_DEFERRED},
+    verdict::DIRECTION_INGRESS,
+};
+
+use super::{keys::key_address, Datapath, DataplaneError, InterfaceIndex};
+use crate::policy::tables::Direction;
+
+/// One tracked flow as its first packet saw it at a pod interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackedFlow {
+    /// The pod's host-side interface.
+    pub ifindex: InterfaceIndex,
+    /// Direction of the first packet relative to that pod.
+    pub direction: Direction,
+    /// Source address and port (ICMP echo: identifier).
+    pub source: (IpAddr, u16),
+    /// Destination address and port (ICMP echo: identifier).
+    pub destination: (IpAddr, u16),
+    /// IP protocol number.
+    pub protocol: u8,
+    /// The rule's policy id; `None` when no rule decided (unisolated, node, deferred).
+    pub policy_id: Option<u32>,
+    /// An egress flow to a Service whose verdict was deferred past DNAT.
+    pub deferred: bool,
+}
+
+fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
+    TrackedFlow {
+        ifindex: key.ifindex,
+        direction: if key.direction == DIRECTION_INGRESS {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        },
+        source: (key_address(key.saddr), u16::from_be(key.sport_be)),
+        destination: (key_address(key.daddr), u16::from_be(key.dport_be)),
+        protocol: key.protocol,
+        policy_id: (value.policy_id != u32::MAX).then_some(value.policy_id),
+        deferred: value.flags & CT_FLAG_DEFERRED != 0,
+    }
+}
+
+impl Datapath {
+    /// Every flow the kernel tracks now (entries that vanish while being read, as
+    /// LRU evictions do, are left out).
+    pub fn conntrack(&mut self) -> Result<Vec<TrackedFlow>, DataplaneError> {
+        let map = self.hash_map::<CtKey, CtValue>(CONNTRACK_MAP)?;
+        Ok(map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, value)| tracked_flow(key, value))
+            .collect())
+    }
+}

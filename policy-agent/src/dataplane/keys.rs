@@ -1,0 +1,215 @@
+//! Conversions from the compiler's host-order tables to `policy_common` layouts and
+//! wire byte order: the only place that knows how a table row becomes map bytes.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv6Addr},
+};
+
+use aya::maps::lpm_trie::Key;
+use ipnet::IpNet;
+use policy_common::{
+    endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
+    peer::{PeerClass, PEER_FLAG_NODE, PEER_FLAG_SERVICE},
+    policy::{PolicyKey, PolicyValue, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL},
+};
+
+use crate::policy::tables::{EndpointEntry, PeerEntry, PolicyMatch, RuleRef};
+
+/// `ENDPOINTS` value of a local pod.
+pub(super) fn endpoint_value(entry: &EndpointEntry) -> EndpointInfo {
+    let mut flags = 0;
+    if entry.isolated_ingress {
+        flags |= ISOLATED_INGRESS;
+    }
+    if entry.isolated_egress {
+        flags |= ISOLATED_EGRESS;
+    }
+    EndpointInfo {
+        endpoint_id: entry.endpoint_id,
+        flags,
+    }
+}
+
+/// The `POLICY` key for a match: wildcards become a shorter prefix, a port block of
+/// n fixed high bits is `PREFIX_ALL_PORTS + n` bits long.
+pub(super) fn policy_key(m: &PolicyMatch) -> Key<PolicyKey> {
+    let prefix = match (m.protocol, m.port) {
+        (None, _) => PREFIX_ALL_PROTOCOLS,
+        (Some(_), None) => PREFIX_ALL_PORTS,
+        (Some(_), Some(block)) => (PREFIX_ALL_PORTS + u32::from(block.bits)).min(PREFIX_FULL),
+    };
+    Key::new(
+        prefix,
+        PolicyKey {
+            endpoint_id: m.endpoint_id,
+            class_id: m.class_id,
+            direction: m.direction.code(),
+            protocol: m.protocol.unwrap_or(0),
+            port_be: m.port.map_or(0, |block| block.first).to_be(),
+        },
+    )
+}
+
+/// `POLICY` value of a rule.
+pub(super) fn policy_value(rule: &RuleRef) -> PolicyValue {
+    PolicyValue {
+        policy_id: rule.policy_id,
+        rule_index: rule.rule_index,
+    }
+}
+
+/// `PEERS_V4`/`PEERS_V6` value of a prefix.
+pub(super) fn peer_value(entry: &PeerEntry) -> PeerClass {
+    let mut flags = 0;
+    if entry.node {
+        flags |= PEER_FLAG_NODE;
+    }
+    if entry.service {
+        flags |= PEER_FLAG_SERVICE;
+    }
+    PeerClass {
+        class_id: entry.class_id,
+        flags,
+    }
+}
+
+/// An LPM key as `(prefix length, data)`, comparable for diffs.
+pub(super) type LpmEntry<K> = (u32, K);
+
+/// The desired content of one peer trie.
+pub(super) type PeerTrie<K> = BTreeMap<LpmEntry<K>, PeerClass>;
+
+/// The peer prefixes split by family into trie keys: address bytes in packet order,
+/// host bits cleared (the kernel ignores them for matching but would keep them).
+pub(super) fn peer_keys(
+    peers: &BTreeMap<IpNet, PeerEntry>,
+) -> (PeerTrie<[u8; 4]>, PeerTrie<[u8; 16]>) {
+    let (mut v4, mut v6) = (BTreeMap::new(), BTreeMap::new());
+    for (net, entry) in peers {
+        let value = peer_value(entry);
+        match net.trunc() {
+            IpNet::V4(net) => {
+                v4.insert((u32::from(net.prefix_len()), net.addr().octets()), value);
+            }
+            IpNet::V6(net) => {
+                v6.insert((u32::from(net.prefix_len()), net.addr().octets()), value);
+            }
+        }
+    }
+    (v4, v6)
+}
+
+/// An address as the 16-byte key of `ENDPOINT_ADDRS` and conntrack: IPv6 as is,
+/// IPv4 as `::ffff:a.b.c.d`, packet byte order.
+pub fn address_key(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The address an `address_key` holds (IPv4-mapped back to IPv4).
+pub fn key_address(key: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(key);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::policy::tables::{Direction, PortBlock};
+
+    #[test]
+    fn ipv4_addresses_are_mapped_and_round_trip() {
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+        assert_eq!(
+            address_key(v4),
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]
+        );
+        assert_eq!(key_address(address_key(v4)), v4);
+        let v6 = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 7));
+        assert_eq!(key_address(address_key(v6)), v6);
+    }
+
+    #[test]
+    fn peer_prefixes_land_in_their_family_trie_with_host_bits_cleared() {
+        let mut peers = BTreeMap::new();
+        let net = |s: &str| s.parse::<IpNet>().unwrap_or_else(|e| panic!("{s}: {e}"));
+        peers.insert(
+            net("10.1.2.3/16"),
+            PeerEntry {
+                class_id: 4,
+                node: true,
+                service: false,
+            },
+        );
+        peers.insert(
+            net("fd00::1:2/112"),
+            PeerEntry {
+                class_id: 5,
+                node: false,
+                service: true,
+            },
+        );
+        let (v4, v6) = peer_keys(&peers);
+        assert_eq!(
+            v4.into_iter().collect::<Vec<_>>(),
+            vec![(
+                (16, [10, 1, 0, 0]),
+                PeerClass {
+                    class_id: 4,
+                    flags: PEER_FLAG_NODE
+                }
+            )]
+        );
+        let mut fd00 = [0u8; 16];
+        fd00[0] = 0xfd;
+        fd00[13] = 1; // fd00::1:0, the host bits (:2) cleared
+        assert_eq!(
+            v6.into_iter().collect::<Vec<_>>(),
+            vec![(
+                (112, fd00),
+                PeerClass {
+                    class_id: 5,
+                    flags: PEER_FLAG_SERVICE
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn a_port_block_is_a_prefix_of_its_fixed_bits_with_the_port_big_endian() {
+        let m = PolicyMatch {
+            endpoint_id: 1,
+            class_id: 2,
+            direction: Direction::Egress,
+            protocol: Some(6),
+            port: Some(PortBlock {
+                first: 8000,
+                bits: 13,
+            }),
+        };
+        let key = policy_key(&m);
+        assert_eq!(key.prefix_len(), PREFIX_ALL_PORTS + 13);
+        assert_eq!(key.data().port_be, 8000u16.to_be());
+        let all_ports = policy_key(&PolicyMatch { port: None, ..m });
+        assert_eq!(all_ports.prefix_len(), PREFIX_ALL_PORTS);
+        let all = policy_key(&PolicyMatch {
+            protocol: None,
+            port: None,
+            ..m
+        });
+        assert_eq!(all.prefix_len(), PREFIX_ALL_PROTOCOLS);
+        assert_eq!(
+            policy_key(&PolicyMatch {
+                port: Some(PortBlock::single(80)),
+                ..m
+            })
+            .prefix_len(),
+            PREFIX_FULL
+        );
+    }
+}

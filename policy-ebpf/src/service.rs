@@ -1,0 +1,93 @@
+//! Service egress deferral: egress to a ClusterIP is decided after DNAT.
+//!
+//! The egress classifier runs at TC ingress of the client's veth, before the node's
+//! DNAT, so it cannot see which backend a ClusterIP flow goes to. It records a
+//! `CT_FLAG_DEFERRED` entry, sets `MARK_DEFERRED_EGRESS` and lets the packet on. The
+//! classifier at the backend's veth (TC egress, after DNAT) decides the client's
+//! egress on the real backend before the backend's own ingress. Replies are verified
+//! at the backend's veth (`MARK_REPLY_VERIFIED`) and required at the client's, so a
+//! reply to a deferred flow passes only if the client's egress allowed the backend.
+//! Marks never cross a network namespace (veth scrubs them), so pods cannot forge them.
+
+use aya_ebpf::programs::TcContext;
+use policy_common::{
+    ct::CT_FLAG_DEFERRED,
+    endpoint::ISOLATED_EGRESS,
+    verdict::{
+        DIRECTION_EGRESS, MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STAT_DROP_DEFERRED_EGRESS,
+        STAT_DROP_DEFERRED_UNKNOWN_SOURCE, STAT_EGRESS_DEFERRED,
+    },
+};
+
+use crate::{ct, maps, parse::Flow};
+
+/// Every mark bit this program owns.
+const OUR_MARKS: u32 = MARK_DEFERRED_EGRESS | MARK_REPLY_VERIFIED;
+
+#[inline(always)]
+fn mark(ctx: &TcContext) -> u32 {
+    // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
+    unsafe { (*ctx.skb.skb).mark }
+}
+
+/// Reads the packet's mark and clears this program's bits from it; returns the mark
+/// as it arrived. Runs at the destination pod's veth, where those bits end their trip.
+#[inline(always)]
+pub(crate) fn take_marks(ctx: &TcContext) -> u32 {
+    let arrived = mark(ctx);
+    if arrived & OUR_MARKS != 0 {
+        ctx.set_mark(arrived & !OUR_MARKS);
+    }
+    arrived
+}
+
+/// Defers the egress verdict of a packet to a Service: marks it and, for a first
+/// packet (`first`), records the flow as deferred at the client's interface.
+#[inline(always)]
+pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> u32 {
+    ctx.set_mark(mark(ctx) | MARK_DEFERRED_EGRESS);
+    if first {
+        ct::track(ifindex, DIRECTION_EGRESS, flow, u32::MAX, CT_FLAG_DEFERRED);
+    }
+    STAT_EGRESS_DEFERRED
+}
+
+/// Decides the source pod's deferred egress for a marked packet at the destination,
+/// on the translated (backend) address and port:
+/// 1. the source must be a local pod (`ENDPOINT_ADDRS`), else
+///    `STAT_DROP_DEFERRED_UNKNOWN_SOURCE` (e.g. the node masqueraded it);
+/// 2. a flow already tracked for egress at the source's interface passes;
+/// 3. a source no longer isolated for egress passes and is tracked;
+/// 4. else the source's `POLICY` entries for the backend's class and port decide:
+///    a match is tracked at the source's interface, no match is
+///    `STAT_DROP_DEFERRED_EGRESS`.
+#[inline(always)]
+pub(crate) fn deferred_egress(flow: &Flow) -> Result<(), u32> {
+    let source_if = maps::endpoint_ifindex(&flow.saddr).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
+    let source = maps::endpoint(source_if).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
+    if ct::contains(source_if, DIRECTION_EGRESS, flow, false) {
+        return Ok(());
+    }
+    if source.flags & ISOLATED_EGRESS == 0 {
+        ct::track(source_if, DIRECTION_EGRESS, flow, u32::MAX, 0);
+        return Ok(());
+    }
+    let backend = maps::peer(flow.ipv6, &flow.daddr);
+    let allowed = maps::policy(source.endpoint_id, backend.class_id, DIRECTION_EGRESS, flow)
+        .ok_or(STAT_DROP_DEFERRED_EGRESS)?;
+    ct::track(source_if, DIRECTION_EGRESS, flow, allowed.policy_id, 0);
+    Ok(())
+}
+
+/// At the backend's veth (its egress, before un-DNAT): marks a reply whose
+/// destination is a local pod that has the reversed flow tracked for egress, i.e.
+/// whose egress policy allowed this backend.
+#[inline(always)]
+pub(crate) fn verify_reply(ctx: &TcContext, flow: &Flow) {
+    let Some(client_if) = maps::endpoint_ifindex(&flow.daddr) else {
+        return;
+    };
+    if ct::contains(client_if, DIRECTION_EGRESS, flow, true) {
+        ctx.set_mark(mark(ctx) | MARK_REPLY_VERIFIED);
+    }
+}

@@ -1,0 +1,237 @@
+//! A dual-stack network of pod namespaces for datapath tests, with the real
+//! classifiers attached and tables written by hand through `Datapath::apply`.
+//!
+//! Like the lab (a "node" namespace routing between one veth per pod, IPv4 with
+//! permanent neighbour entries), plus IPv6 on every pod with real neighbour
+//! discovery: each host-side veth has `fe80::1`, the pods' IPv6 gateway, so IPv6
+//! traffic only flows if the classifiers let ND through. Namespaces are named like
+//! the lab's (`pwlab-<pid>x...`), so `policy-agent lab down` sweeps leftovers.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use policy_agent::{
+    dataplane::{self, Datapath, Hook, InterfaceIndex, Stats, TestRunOutcome, TrackedFlow},
+    lab::netns,
+    model::ObjectRef,
+    policy::tables::DatapathTables,
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// MAC of every host-side veth, as in the lab.
+const HOST_MAC: &str = "ee:ee:ee:ee:ee:ee";
+/// The pods' IPv4 gateway (answered by a permanent neighbour entry).
+const GATEWAY_V4: &str = "169.254.1.1";
+/// The pods' IPv6 gateway: an address of every host-side veth, found through ND.
+const GATEWAY_V6: &str = "fe80::1";
+
+/// One pod of the network.
+pub struct NetPod {
+    /// Its name.
+    pub key: ObjectRef,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its host-side veth in the node namespace.
+    pub host: String,
+    /// Its IPv4 address.
+    pub v4: Ipv4Addr,
+    /// Its IPv6 address.
+    pub v6: Ipv6Addr,
+}
+
+/// Deletes the run's namespaces when dropped (after the datapath, declared before it).
+struct Guard(Vec<String>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Err(error) = netns::delete(&self.0) {
+            eprintln!("could not delete {:?}: {error}", self.0);
+        }
+    }
+}
+
+/// Pod namespaces around a node namespace, the datapath attached to every pod veth.
+pub struct Net {
+    /// The node namespace.
+    pub node: String,
+    /// The pods, in the order given to `up`.
+    pub pods: Vec<NetPod>,
+    /// The loaded classifiers and maps.
+    pub datapath: Datapath,
+    /// Host-side interface of every pod, as `Datapath::apply` takes it.
+    pub interfaces: BTreeMap<ObjectRef, InterfaceIndex>,
+    _guard: Guard,
+}
+
+fn or_panic<T, E: std::fmt::Display>(what: &str) -> impl FnOnce(Result<T, E>) -> T + '_ {
+    move |result| result.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+impl Net {
+    /// Builds the network for `pods` given as `(namespace/name, IPv4, IPv6)`.
+    pub fn up(pods: &[(&str, &str, &str)]) -> Net {
+        let run = format!(
+            "{}{}xd{}",
+            netns::LAB_PREFIX,
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let node = format!("{run}-node");
+        let pods: Vec<NetPod> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, (name, v4, v6))| {
+                let (namespace, name) = name.split_once('/').unwrap_or(("x", name));
+                NetPod {
+                    key: ObjectRef::new(namespace, name),
+                    netns: format!("{run}-p{i}"),
+                    host: format!("pw{i}"),
+                    v4: or_panic("IPv4 literal")(v4.parse()),
+                    v6: or_panic("IPv6 literal")(v6.parse()),
+                }
+            })
+            .collect();
+        let mut names: Vec<String> = pods.iter().map(|p| p.netns.clone()).collect();
+        names.push(node.clone());
+        let guard = Guard(names.clone());
+        let adds: Vec<String> = names.iter().map(|n| format!("netns add {n}")).collect();
+        or_panic("netns add")(netns::ip_batch(None, &adds));
+        for name in &names {
+            // New interfaces skip duplicate address detection, so addresses work at once.
+            or_panic("sysctl")(netns::sysctl(name, "net/ipv6/conf/default/accept_dad", "0"));
+            or_panic("sysctl")(netns::sysctl(name, "net/ipv6/conf/all/accept_dad", "0"));
+        }
+        or_panic("sysctl")(netns::sysctl(&node, "net/ipv4/ip_forward", "1"));
+        or_panic("sysctl")(netns::sysctl(&node, "net/ipv6/conf/all/forwarding", "1"));
+
+        let mut node_lines = vec!["link set lo up".to_string()];
+        for (i, pod) in pods.iter().enumerate() {
+            let (host, mac) = (&pod.host, format!("02:00:00:00:00:{:02x}", i + 1));
+            node_lines.extend([
+                format!("link add {host} address {HOST_MAC} type veth peer name eth0 address {mac} netns {}", pod.netns),
+                format!("link set {host} up"),
+                format!("addr add {GATEWAY_V6}/64 dev {host} nodad"),
+                format!("route add {}/32 dev {host}", pod.v4),
+                format!("neigh add {} lladdr {mac} dev {host} nud permanent", pod.v4),
+                format!("route add {}/128 dev {host}", pod.v6),
+            ]);
+        }
+        or_panic("node network")(netns::ip_batch(Some(&node), &node_lines));
+        for pod in &pods {
+            or_panic("pod network")(netns::ip_batch(
+                Some(&pod.netns),
+                &[
+                    "link set lo up".to_string(),
+                    "link set eth0 up".to_string(),
+                    format!("addr add {}/32 dev eth0", pod.v4),
+                    format!("route add {GATEWAY_V4} dev eth0 scope link"),
+                    format!("route add default via {GATEWAY_V4} dev eth0"),
+                    format!("neigh add {GATEWAY_V4} lladdr {HOST_MAC} dev eth0 nud permanent"),
+                    format!("addr add {}/128 dev eth0 nodad", pod.v6),
+                    format!("route add ::/0 via {GATEWAY_V6} dev eth0"),
+                ],
+            ));
+        }
+
+        let object = or_panic("eBPF object")(dataplane::object::find());
+        let mut datapath = or_panic("load")(Datapath::load(&object));
+        let interfaces = or_panic("attach")(or_panic("enter node")(netns::in_netns(&node, || {
+            pods.iter()
+                .map(|p| Ok((p.key.clone(), datapath.attach(&p.host)?)))
+                .collect::<Result<BTreeMap<_, _>, dataplane::DataplaneError>>()
+        })));
+        Net {
+            node,
+            pods,
+            datapath,
+            interfaces,
+            _guard: guard,
+        }
+    }
+
+    /// The pod named `namespace/name` (or `name` in namespace `x`).
+    pub fn pod(&self, name: &str) -> &NetPod {
+        let (namespace, name) = name.split_once('/').unwrap_or(("x", name));
+        let key = ObjectRef::new(namespace, name);
+        self.pods
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("no pod {key}"))
+    }
+
+    /// The host-side interface index of pod `name`.
+    pub fn ifindex(&self, name: &str) -> InterfaceIndex {
+        self.interfaces[&self.pod(name).key]
+    }
+
+    /// Writes `tables` into the maps.
+    pub fn apply(&mut self, tables: &DatapathTables) {
+        or_panic("apply")(self.datapath.apply(tables, &self.interfaces));
+    }
+
+    /// The verdict counters.
+    pub fn stats(&mut self) -> Stats {
+        or_panic("stats")(self.datapath.stats())
+    }
+
+    /// The tracked flows.
+    pub fn conntrack(&mut self) -> Vec<TrackedFlow> {
+        or_panic("conntrack")(self.datapath.conntrack())
+    }
+
+    /// Runs classifier `hook` of pod `pod`'s interface on `frame` arriving with
+    /// `mark` (`BPF_PROG_TEST_RUN`: maps change, nothing is sent).
+    pub fn run(&mut self, hook: Hook, pod: &str, mark: u32, frame: &[u8]) -> TestRunOutcome {
+        let ifindex = self.ifindex(pod);
+        let node = self.node.clone();
+        let datapath = &mut self.datapath;
+        or_panic("test run")(Net::in_ns(&node, || {
+            datapath.test_run(hook, ifindex, mark, frame)
+        }))
+    }
+
+    /// Runs `f` inside the network namespace `name`.
+    pub fn in_ns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+        or_panic("enter namespace")(netns::in_netns(name, f))
+    }
+
+    /// Adds `addresses` to the node namespace's loopback (node addresses that
+    /// node-to-pod traffic comes from).
+    pub fn add_node_addresses(&self, addresses: &[IpAddr]) {
+        let lines: Vec<String> = addresses
+            .iter()
+            .map(|a| {
+                let len = if a.is_ipv4() { 32 } else { 128 };
+                format!("addr add {a}/{len} dev lo nodad")
+            })
+            .collect();
+        or_panic("node addresses")(netns::ip_batch(Some(&self.node), &lines));
+    }
+
+    /// Loads an nftables ruleset into the node namespace (`nft -f -`).
+    pub fn nft(&self, ruleset: &str) {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.node, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run `ip netns exec ... nft` (install nftables): {e}")
+            });
+        if let Some(mut stdin) = child.stdin.take() {
+            or_panic("nft stdin")(stdin.write_all(ruleset.as_bytes()));
+        }
+        let output = or_panic("nft")(child.wait_with_output());
+        assert!(
+            output.status.success(),
+            "nft -f failed (is nftables installed?): {}\n{ruleset}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
