@@ -36,8 +36,9 @@ use crate::{
 };
 
 /// Compiles `state` into the tables for the pods `is_local` accepts (the pods of one
-/// node), whose own addresses are `node_addresses`. Deterministic: equal inputs give
-/// equal tables, ids included.
+/// node), whose own addresses are `node_addresses` (ingress from them always
+/// passes). Only rules of policies that apply to a local pod shape the tables and
+/// the diagnostics. Deterministic: equal inputs give equal tables, ids included.
 pub fn compile(
     state: &ClusterState,
     node_addresses: &[IpAddr],

@@ -314,3 +314,7 @@ impl fmt::Display for DatapathTables {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests parse address literals")]
+mod tests;

@@ -47,8 +47,11 @@ pub(super) struct Signature {
 /// A prefix before class ids are known.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Candidate {
+    /// What the rules can tell about the prefix's addresses.
     signature: Signature,
+    /// A node address.
     node: bool,
+    /// A Service ClusterIP.
     service: bool,
     /// Always kept (a pod, node or Service address), even when redundant.
     fixed: bool,
