@@ -89,7 +89,9 @@ pub(super) struct Applied<'a> {
     /// Port names (with protocol) that applied egress rules use, sorted; they
     /// resolve on the destination, so classes carry their resolution.
     pub egress_names: Vec<PortName>,
+    /// Pod peer -> its index in `pod_peers`.
     pod_peer_ids: BTreeMap<PodPeerKey, u32>,
+    /// Block -> its index in `blocks`.
     block_ids: BTreeMap<Block, u32>,
 }
 
