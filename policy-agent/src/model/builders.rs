@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use super::{
     ClusterState, ContainerPort, LabelSelector, Labels, Namespace, NamespaceScope, NetworkPolicy,
     ObjectRef, Peer, Peers, Pod, PolicyPort, PolicyTypes, PortRef, Protocol, Rule,
-    SelectorOperator, SelectorRequirement, NAMESPACE_NAME_LABEL,
+    SelectorOperator, SelectorRequirement, Service, ServicePort, NAMESPACE_NAME_LABEL,
 };
 
 /// Labels from `(key, value)` pairs.
@@ -228,6 +228,15 @@ impl RuleBuilder {
         })
     }
 
+    /// Adds a peer the API server would have rejected (`Peer::Invalid`): it matches
+    /// nothing. `field` is the path of the offending field.
+    pub fn invalid_peer(self, field: &str, reason: &str) -> Self {
+        self.peer(Peer::Invalid {
+            field: field.to_string(),
+            reason: reason.to_string(),
+        })
+    }
+
     /// Same as `from_pods`, for egress rules.
     pub fn to_pods(self, pods: LabelSelector) -> Self {
         self.from_pods(pods)
@@ -261,6 +270,12 @@ impl RuleBuilder {
     /// Adds a named port, resolved on the pod receiving the traffic.
     pub fn named_port(self, name: &str, protocol: Protocol) -> Self {
         self.policy_port(protocol, Some(PortRef::Name(name.to_string())), None)
+    }
+
+    /// Adds a `ports` entry as is, e.g. an `endPort` with a named or absent port.
+    pub fn port_entry(mut self, port: PolicyPort) -> Self {
+        self.ports.push(port);
+        self
     }
 
     /// Adds every port of one protocol (a ports entry with only `protocol`).
@@ -347,6 +362,50 @@ impl NetpolBuilder {
     }
 }
 
+/// Starts a Service `namespace/name`: no selector, no ClusterIP, no ports.
+pub fn service(namespace: &str, name: &str) -> ServiceBuilder {
+    ServiceBuilder(Service {
+        key: ObjectRef::new(namespace, name),
+        selector: None,
+        cluster_ip: None,
+        ports: Vec::new(),
+    })
+}
+
+/// Builds a `Service`; see `service`.
+#[derive(Clone, Debug)]
+pub struct ServiceBuilder(Service);
+
+impl ServiceBuilder {
+    /// Sets `spec.selector`.
+    pub fn selector<'a>(mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        self.0.selector = Some(labels(pairs));
+        self
+    }
+
+    /// Sets `spec.clusterIP`. Panics if it does not parse.
+    pub fn cluster_ip(mut self, ip: &str) -> Self {
+        self.0.cluster_ip = Some(parse_ip(ip));
+        self
+    }
+
+    /// Adds a port forwarding `port` to `target` on the backends.
+    pub fn port(mut self, port: u16, target: PortRef, protocol: Protocol) -> Self {
+        self.0.ports.push(ServicePort {
+            name: None,
+            port,
+            target_port: target,
+            protocol,
+        });
+        self
+    }
+
+    /// The Service.
+    pub fn build(self) -> Service {
+        self.0
+    }
+}
+
 /// Starts an empty cluster.
 pub fn cluster() -> ClusterBuilder {
     ClusterBuilder(ClusterState::default())
@@ -372,6 +431,12 @@ impl ClusterBuilder {
     /// Adds (or replaces) a NetworkPolicy.
     pub fn policy(mut self, policy: NetworkPolicy) -> Self {
         self.0.policies.insert(policy.key.clone(), policy);
+        self
+    }
+
+    /// Adds (or replaces) a Service.
+    pub fn service(mut self, service: Service) -> Self {
+        self.0.services.insert(service.key.clone(), service);
         self
     }
 

@@ -205,11 +205,24 @@ impl DatapathTables {
         protocol: u8,
         port: u16,
     ) -> Option<Option<RuleRef>> {
+        self.lookup_peer(pod, direction, self.peer(peer), protocol, port)
+    }
+
+    /// `lookup` after the peer lookup: the verdict for a remote address whose
+    /// `PEERS_V4`/`PEERS_V6` entry is `peer` (as `DatapathTables::peer` finds it).
+    /// Lets callers that judge many flows of one address look its prefix up once.
+    pub fn lookup_peer(
+        &self,
+        pod: &ObjectRef,
+        direction: Direction,
+        peer: PeerEntry,
+        protocol: u8,
+        port: u16,
+    ) -> Option<Option<RuleRef>> {
         let endpoint = self.endpoints.get(pod)?;
         if !endpoint.isolated(direction) {
             return Some(None);
         }
-        let peer = self.peer(peer);
         if direction == Direction::Ingress && peer.node {
             return Some(None);
         }
@@ -301,3 +314,7 @@ impl fmt::Display for DatapathTables {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests parse address literals")]
+mod tests;

@@ -1,126 +1,272 @@
-//! Step 2: pod addresses -> peer classes.
+//! Step 2: addresses and ipBlock regions -> peer classes (both families).
 //!
-//! A pod's signature is the set of `Peer::Pods` peers (of rules that apply to some
-//! local endpoint) that match it. Pods with equal non-empty signatures are treated
-//! alike by every such rule, so they share a class; pods with an empty signature,
-//! hostNetwork pods and every address outside the cluster are `CLASS_WORLD`, which
-//! only `Peers::All` rules admit, and which is the BPF program's default on a miss.
+//! The signature of an address is everything an applied rule can ask about it:
+//! the pod peers matching the pod that owns it, the ipBlocks holding it, and the
+//! owning pod's numbers for the port names applied egress rules use (egress named
+//! ports resolve on the destination). Addresses with equal signatures share a class;
+//! the empty signature is `CLASS_WORLD`, the BPF program's default on a miss.
+//!
+//! Prefixes in `peers`:
+//! - every pod-network pod address claimed by one pod: a host prefix (/32, /128).
+//!   An address two pods claim stays out, so it gets the class of its ipBlock
+//!   region, which no pod peer or port name admits: never more than either pod.
+//! - every cidr and except of an applied ipBlock: its class is the membership of
+//!   the prefix itself. An address outside pods resolves (longest prefix) to the
+//!   longest inserted prefix P holding it; any cidr or except holding the address is
+//!   then either inside P (impossible, it would be longer) or holds all of P, so the
+//!   address is in a block iff P is: P inside the cidr and inside no except.
+//!   A region whose entry equals what the lookup would find without it is left out.
+//! - node addresses (`node: true`) and Service ClusterIPs (`service: true`), host
+//!   prefixes classed like any address outside pods; flags merge on equal prefixes.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
+use ipnet::IpNet;
+use policy_common::peer::CLASS_WORLD;
+
+use super::applied::{Applied, PeerId};
 use crate::{
-    model::{ClusterState, NetworkPolicy, Peer, Peers, Pod},
-    policy::{evaluator::pod_peer_matches, rules, tables::Direction},
+    model::{ClusterState, Labels, Pod},
+    policy::{evaluator::pod_peer_matches, tables::PeerEntry},
 };
 
-/// One `Peer::Pods` entry of one rule: what class signatures are made of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(super) struct PeerRef {
-    /// Index into the sorted policies.
-    pub policy_id: u32,
-    /// Which rule list.
-    pub direction: Direction,
-    /// Index in that list.
-    pub rule_index: u32,
-    /// Index in the rule's `from`/`to`.
-    pub peer_index: u32,
+/// What every applied rule can tell about an address, by interned id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct Signature {
+    /// Pod peers (`Applied::pod_peers`) matching the owning pod, ascending.
+    pub pods: Vec<u32>,
+    /// Blocks (`Applied::blocks`) holding the address, ascending.
+    pub blocks: Vec<u32>,
+    /// (egress name id, number) pairs of the owning pod, ascending.
+    pub ports: Vec<(u32, u16)>,
+}
+
+/// A prefix before class ids are known.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Candidate {
+    /// What the rules can tell about the prefix's addresses.
+    signature: Signature,
+    /// A node address.
+    node: bool,
+    /// A Service ClusterIP.
+    service: bool,
+    /// Always kept (a pod, node or Service address), even when redundant.
+    fixed: bool,
 }
 
 /// The class step's result.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Classes {
-    /// `DatapathTables::peers_v4`.
-    pub peers_v4: BTreeMap<Ipv4Addr, u32>,
-    /// Class id -> its signature: the peers that match its members.
-    pub signatures: BTreeMap<u32, BTreeSet<PeerRef>>,
+    /// `DatapathTables::peers`.
+    pub peers: BTreeMap<IpNet, PeerEntry>,
+    /// Class id -> its signature, for every class but `CLASS_WORLD`.
+    pub signatures: BTreeMap<u32, Signature>,
+    /// Pod peer id -> the classes it admits.
+    by_pod_peer: BTreeMap<u32, Vec<u32>>,
+    /// Block id -> the classes it admits.
+    by_block: BTreeMap<u32, Vec<u32>>,
 }
 
 impl Classes {
-    /// The classes whose members `peer` matches.
-    pub fn admitted_by(&self, peer: PeerRef) -> impl Iterator<Item = u32> + '_ {
+    /// The classes a peer admits.
+    pub fn admitted_by(&self, peer: PeerId) -> &[u32] {
+        let found = match peer {
+            PeerId::Pods(id) => self.by_pod_peer.get(&id),
+            PeerId::Block(id) => self.by_block.get(&id),
+            PeerId::Nothing => None,
+        };
+        found.map_or(&[], Vec::as_slice)
+    }
+
+    /// Every class, `CLASS_WORLD` first: what a rule without peers admits.
+    pub fn all(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(CLASS_WORLD).chain(self.signatures.keys().copied())
+    }
+
+    /// The numbers the members of `class_id` map egress name `name_id` to.
+    pub fn egress_numbers(&self, class_id: u32, name_id: u32) -> impl Iterator<Item = u16> + '_ {
         self.signatures
-            .iter()
-            .filter(move |(_, signature)| signature.contains(&peer))
-            .map(|(class_id, _)| *class_id)
+            .get(&class_id)
+            .into_iter()
+            .flat_map(|signature| &signature.ports)
+            .filter(move |(id, _)| *id == name_id)
+            .map(|(_, number)| *number)
     }
 }
 
-/// Classifies every pod-network pod's IPv4 addresses against the rules of the
-/// `applied` (policy, direction) pairs. Class ids are dense from 1 in sorted
-/// signature order.
+/// Classifies pod addresses, ipBlock regions, node addresses and Service
+/// ClusterIPs. `owners` counts the pod-network pods claiming each address. Class
+/// ids are dense from 1 in sorted signature order.
 pub(super) fn assign(
     state: &ClusterState,
-    policies: &[&NetworkPolicy],
-    applied: &BTreeSet<(u32, Direction)>,
+    applied: &Applied<'_>,
+    owners: &BTreeMap<IpAddr, usize>,
+    node_addresses: &[IpAddr],
 ) -> Classes {
-    let peers = pod_peers(policies, applied);
-    let mut by_signature: BTreeMap<BTreeSet<PeerRef>, Vec<&Pod>> = BTreeMap::new();
-    let mut owners: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
-    for pod in state.pods.values().filter(|pod| !pod.host_network) {
-        for ip in pod.ipv4_addresses() {
-            *owners.entry(ip).or_default() += 1;
-        }
-        let signature: BTreeSet<PeerRef> = peers
-            .iter()
-            .filter(|(_, policy, peer)| peer_matches(state, policy, peer, pod))
-            .map(|(peer_ref, _, _)| *peer_ref)
-            .collect();
-        if !signature.is_empty() && pod.ipv4_addresses().next().is_some() {
-            by_signature.entry(signature).or_default().push(pod);
-        }
+    let mut candidates = pod_candidates(state, applied, owners);
+    let outside = |prefix: IpNet| Candidate {
+        signature: Signature {
+            blocks: blocks_holding(applied, &prefix),
+            ..Signature::default()
+        },
+        ..Candidate::default()
+    };
+    for ip in node_addresses {
+        let net = IpNet::from(*ip);
+        let candidate = candidates.entry(net).or_insert_with(|| outside(net));
+        candidate.node = true;
+        candidate.fixed = true;
     }
-    let mut classes = Classes::default();
-    for (class_id, (signature, pods)) in (1..).zip(by_signature) {
-        for ip in pods.iter().flat_map(|pod| pod.ipv4_addresses()) {
-            // An address two pods claim (a stale pod, a reused IP) cannot be told
-            // apart: leave it in CLASS_WORLD, which only `Peers::All` admits, so
-            // it never gets more than either pod would.
-            if owners.get(&ip) == Some(&1) {
-                classes.peers_v4.insert(ip, class_id);
-            }
-        }
-        classes.signatures.insert(class_id, signature);
+    for ip in state.services.values().filter_map(|svc| svc.cluster_ip) {
+        let net = IpNet::from(ip);
+        let candidate = candidates.entry(net).or_insert_with(|| outside(net));
+        candidate.service = true;
+        candidate.fixed = true;
     }
-    classes
+    for prefix in applied.blocks.iter().flat_map(|block| block.prefixes()) {
+        candidates.entry(prefix).or_insert_with(|| outside(prefix));
+    }
+    prune_redundant_regions(&mut candidates);
+    number(candidates)
 }
 
-/// Every `Peer::Pods` of the applied rules, with its reference and policy.
-fn pod_peers<'a>(
-    policies: &[&'a NetworkPolicy],
-    applied: &BTreeSet<(u32, Direction)>,
-) -> Vec<(PeerRef, &'a NetworkPolicy, &'a Peer)> {
-    let mut out = Vec::new();
-    for &(policy_id, direction) in applied {
-        let Some(policy) = policies.get(policy_id as usize).copied() else {
+/// A host-prefix candidate for every address one pod-network pod claims.
+fn pod_candidates(
+    state: &ClusterState,
+    applied: &Applied<'_>,
+    owners: &BTreeMap<IpAddr, usize>,
+) -> BTreeMap<IpNet, Candidate> {
+    // Pod peers depend only on a pod's namespace and labels: match once per pair.
+    let mut pod_peers: BTreeMap<(&str, &Labels), Vec<u32>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for pod in state.pods.values().filter(|pod| !pod.host_network) {
+        let unique = pod.ips.iter().filter(|ip| owners.get(ip) == Some(&1));
+        let nets: Vec<IpNet> = unique.map(|ip| IpNet::from(*ip)).collect();
+        if nets.is_empty() {
             continue;
-        };
-        for (rule_index, rule) in (0..).zip(rules(policy, direction)) {
-            let Peers::Only(list) = &rule.peers else {
-                continue;
+        }
+        let pods = pod_peers
+            .entry((pod.key.namespace.as_str(), &pod.labels))
+            .or_insert_with(|| matching_pod_peers(state, applied, pod))
+            .clone();
+        let ports = egress_ports(applied, pod);
+        for net in nets {
+            let signature = Signature {
+                pods: pods.clone(),
+                blocks: blocks_holding(applied, &net),
+                ports: ports.clone(),
             };
-            for (peer_index, peer) in (0..).zip(list) {
-                if matches!(peer, Peer::Pods { .. }) {
-                    let peer_ref = PeerRef {
-                        policy_id,
-                        direction,
-                        rule_index,
-                        peer_index,
-                    };
-                    out.push((peer_ref, policy, peer));
-                }
-            }
+            let candidate = Candidate {
+                signature,
+                fixed: true,
+                ..Candidate::default()
+            };
+            out.insert(net, candidate);
         }
     }
     out
 }
 
-/// Whether a `Peer::Pods` matches `pod` (any other peer never does here).
-fn peer_matches(state: &ClusterState, policy: &NetworkPolicy, peer: &Peer, pod: &Pod) -> bool {
-    match peer {
-        Peer::Pods { namespaces, pods } => pod_peer_matches(state, policy, namespaces, pods, pod),
-        Peer::IpBlock { .. } | Peer::Invalid { .. } => false,
+/// The pod peers matching `pod`.
+fn matching_pod_peers(state: &ClusterState, applied: &Applied<'_>, pod: &Pod) -> Vec<u32> {
+    (0..)
+        .zip(&applied.pod_peers)
+        .filter(|(_, (policy, namespaces, pods))| {
+            pod_peer_matches(state, policy, namespaces, pods, pod)
+        })
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// `pod`'s (egress name id, number) pairs.
+fn egress_ports(applied: &Applied<'_>, pod: &Pod) -> Vec<(u32, u16)> {
+    let mut out: Vec<(u32, u16)> = pod
+        .ports
+        .iter()
+        .filter_map(|declared| {
+            let name = declared.name.as_deref()?;
+            let id = applied.egress_name_id(name, declared.protocol)?;
+            Some((id, declared.port))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The blocks holding every address of `prefix`.
+fn blocks_holding(applied: &Applied<'_>, prefix: &IpNet) -> Vec<u32> {
+    (0..)
+        .zip(&applied.blocks)
+        .filter(|(_, block)| block.holds(prefix))
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Removes ipBlock regions whose entry equals the entry the lookup would find
+/// without them (the longest shorter prefix holding them, else `CLASS_WORLD`
+/// without flags): every address keeps its entry. Shorter prefixes go first, so a
+/// removed prefix's parent is always one that stays.
+fn prune_redundant_regions(candidates: &mut BTreeMap<IpNet, Candidate>) {
+    let mut regions: Vec<IpNet> = candidates
+        .iter()
+        .filter(|(_, candidate)| !candidate.fixed)
+        .map(|(net, _)| *net)
+        .collect();
+    regions.sort_by_key(IpNet::prefix_len);
+    let world = Candidate::default();
+    for net in regions {
+        let parent = (0..net.prefix_len()).rev().find_map(|len| {
+            let shorter = IpNet::new(net.addr(), len).ok()?.trunc();
+            candidates.get(&shorter)
+        });
+        let parent = parent.unwrap_or(&world);
+        let same = candidates.get(&net).is_some_and(|candidate| {
+            candidate.signature == parent.signature
+                && candidate.node == parent.node
+                && candidate.service == parent.service
+        });
+        if same {
+            candidates.remove(&net);
+        }
     }
+}
+
+/// Numbers the signatures in use and builds the peer entries and indices.
+fn number(candidates: BTreeMap<IpNet, Candidate>) -> Classes {
+    let used: BTreeSet<&Signature> = candidates
+        .values()
+        .map(|candidate| &candidate.signature)
+        .filter(|signature| **signature != Signature::default())
+        .collect();
+    let ids: BTreeMap<&Signature, u32> = used.into_iter().zip(1..).collect();
+    let mut classes = Classes::default();
+    for (signature, &class_id) in &ids {
+        for &pod_peer in &signature.pods {
+            classes
+                .by_pod_peer
+                .entry(pod_peer)
+                .or_default()
+                .push(class_id);
+        }
+        for &block in &signature.blocks {
+            classes.by_block.entry(block).or_default().push(class_id);
+        }
+        classes.signatures.insert(class_id, (*signature).clone());
+    }
+    for (net, candidate) in &candidates {
+        let entry = PeerEntry {
+            class_id: ids
+                .get(&candidate.signature)
+                .copied()
+                .unwrap_or(CLASS_WORLD),
+            node: candidate.node,
+            service: candidate.service,
+        };
+        classes.peers.insert(*net, entry);
+    }
+    classes
 }

@@ -1,19 +1,27 @@
-//! Step 1: local pods -> endpoint ids and isolation.
+//! Step 1: local pods -> endpoint ids, isolation and addresses.
 //!
 //! Endpoint ids identify a set of local pods that every policy treats alike, so the
-//! `POLICY` map grows with distinct (namespace, applying policies), not with pods.
+//! `POLICY` map grows with distinct (namespace, applying policies, ingress port-name
+//! resolution), not with pods. Ingress named ports resolve on the selected pod, so
+//! two pods that map a name their ingress rules use to different numbers need
+//! different ids.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
-use super::DIRECTIONS;
+use super::{
+    applied::named_ports,
+    ports::{resolve, Resolution},
+    DIRECTIONS,
+};
 use crate::{
     model::{ClusterState, NetworkPolicy, ObjectRef, Pod},
     policy::{
         evaluator::applies_to,
-        tables::{Diagnostic, Direction, EndpointEntry},
+        rules,
+        tables::{Direction, EndpointEntry},
     },
 };
 
@@ -36,105 +44,98 @@ impl Applying {
     }
 }
 
+/// What the pods of one endpoint id share.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Group {
+    /// The policies applying to them.
+    pub applying: Applying,
+    /// Their numbers for the port names their ingress rules use.
+    pub ingress_ports: Resolution,
+}
+
 /// The endpoint step's result.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Endpoints {
     /// `DatapathTables::endpoints`.
     pub entries: BTreeMap<ObjectRef, EndpointEntry>,
-    /// Endpoint id -> the policies applying to its pods.
-    pub by_id: BTreeMap<u32, Applying>,
+    /// `DatapathTables::endpoint_addresses`.
+    pub addresses: BTreeMap<IpAddr, ObjectRef>,
+    /// Endpoint id -> what its pods share.
+    pub by_id: BTreeMap<u32, Group>,
     /// (policy index, direction) pairs that apply to at least one local endpoint:
     /// only their rules shape peer classes and entries.
     pub applied: BTreeSet<(u32, Direction)>,
-    /// Local pods the tables cannot fully enforce (IPv6).
-    pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Assigns endpoint ids to the local pods: pod-network pods with an IPv4 address.
+/// Assigns endpoint ids to the local pods: pod-network pods with an address of
+/// either family. `owners` counts the pod-network pods claiming each address.
 ///
-/// Signature = (namespace, policies applying for ingress, for egress); ids are dense
-/// from 1 in sorted signature order.
+/// Ids are dense from 1 in sorted (namespace, group) order.
 pub(super) fn assign(
     state: &ClusterState,
     policies: &[&NetworkPolicy],
+    owners: &BTreeMap<IpAddr, usize>,
     is_local: impl Fn(&Pod) -> bool,
 ) -> Endpoints {
-    let local: Vec<&Pod> = state
+    let mut groups: BTreeMap<(&str, Group), Vec<&Pod>> = BTreeMap::new();
+    for pod in state
         .pods
         .values()
-        .filter(|pod| is_local(pod) && !pod.host_network)
-        .collect();
-    let mut groups: BTreeMap<(&str, Applying), Vec<&ObjectRef>> = BTreeMap::new();
-    for pod in local
-        .iter()
-        .filter(|pod| pod.ipv4_addresses().next().is_some())
+        .filter(|pod| !pod.host_network && !pod.ips.is_empty() && is_local(pod))
     {
-        let applying = applying(policies, pod);
+        let group = group(policies, pod);
         groups
-            .entry((pod.key.namespace.as_str(), applying))
+            .entry((pod.key.namespace.as_str(), group))
             .or_default()
-            .push(&pod.key);
+            .push(pod);
     }
-    let mut out = Endpoints {
-        diagnostics: ipv6_diagnostics(policies, &local),
-        ..Endpoints::default()
-    };
-    for (endpoint_id, ((_, applying), pods)) in (1..).zip(groups) {
-        for (policy, direction) in DIRECTIONS
-            .iter()
-            .flat_map(|d| applying.get(*d).iter().map(move |p| (*p, *d)))
-        {
-            out.applied.insert((policy, direction));
+    let mut out = Endpoints::default();
+    for (endpoint_id, ((_, group), pods)) in (1..).zip(groups) {
+        for direction in DIRECTIONS {
+            for &policy in group.applying.get(direction) {
+                out.applied.insert((policy, direction));
+            }
         }
         let entry = EndpointEntry {
             endpoint_id,
-            isolated_ingress: !applying.ingress.is_empty(),
-            isolated_egress: !applying.egress.is_empty(),
+            isolated_ingress: !group.applying.ingress.is_empty(),
+            isolated_egress: !group.applying.egress.is_empty(),
         };
         for pod in pods {
-            out.entries.insert(pod.clone(), entry);
+            out.entries.insert(pod.key.clone(), entry);
+            // An address two pods claim cannot name a source pod: leaving it out
+            // makes the deferred egress check drop (fail closed).
+            for ip in pod.ips.iter().filter(|ip| owners.get(ip) == Some(&1)) {
+                out.addresses.insert(*ip, pod.key.clone());
+            }
         }
-        out.by_id.insert(endpoint_id, applying);
+        out.by_id.insert(endpoint_id, group);
     }
     out
 }
 
-/// The policies applying to `pod`, by direction.
-fn applying(policies: &[&NetworkPolicy], pod: &Pod) -> Applying {
-    let ids = |direction| {
+/// The policies applying to `pod` and its numbers for their ingress port names.
+fn group(policies: &[&NetworkPolicy], pod: &Pod) -> Group {
+    let ids = |direction| -> Vec<u32> {
         (0..)
             .zip(policies)
             .filter(|(_, policy)| applies_to(policy, pod, direction))
             .map(|(id, _)| id)
             .collect()
     };
-    Applying {
+    let applying = Applying {
         ingress: ids(Direction::Ingress),
         egress: ids(Direction::Egress),
+    };
+    let names: BTreeSet<_> = applying
+        .ingress
+        .iter()
+        .filter_map(|id| policies.get(*id as usize))
+        .flat_map(|policy| rules(policy, Direction::Ingress))
+        .flat_map(|rule| named_ports(&rule.ports))
+        .collect();
+    Group {
+        ingress_ports: resolve(pod, &names),
+        applying,
     }
-}
-
-/// One diagnostic per policy that applies to local pods with IPv6 addresses: the
-/// tables hold IPv4 only, so those pods' IPv6 traffic is not enforced yet.
-fn ipv6_diagnostics(policies: &[&NetworkPolicy], local: &[&Pod]) -> Vec<Diagnostic> {
-    let mut diagnostics = Vec::new();
-    for policy in policies {
-        let affected: Vec<String> = local
-            .iter()
-            .filter(|pod| pod.ips.iter().any(IpAddr::is_ipv6))
-            .filter(|pod| DIRECTIONS.iter().any(|d| applies_to(policy, pod, *d)))
-            .map(|pod| pod.key.to_string())
-            .collect();
-        if !affected.is_empty() {
-            diagnostics.push(Diagnostic {
-                policy: policy.key.clone(),
-                message: format!(
-                    "selects local pods with IPv6 addresses ({}): IPv6 is not enforced yet; \
-                     their IPv6 traffic is dropped",
-                    affected.join(", ")
-                ),
-            });
-        }
-    }
-    diagnostics
 }

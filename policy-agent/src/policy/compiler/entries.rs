@@ -1,42 +1,51 @@
-//! Step 3: allow entries, and diagnostics for what is not enforced yet.
+//! Step 3: allow entries.
 //!
-//! Not enforced yet, and so failing closed: `ipBlock` peers, named ports and endPort
-//! ranges contribute no entry (they can only narrow access, never widen it) and one
-//! diagnostic each.
+//! For each endpoint id, each direction it is isolated in, each policy applying to
+//! it and each rule: (admitted classes) x (port keys). Named ports resolve on the
+//! pod receiving the traffic: the endpoint's own pods for ingress, the members of
+//! each admitted class for egress (so a rule without peers and a named port admits
+//! only the classes that resolve the name).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use policy_common::peer::CLASS_WORLD;
-
 use super::{
-    classes::{Classes, PeerRef},
-    endpoints::Endpoints,
+    applied::{Applied, PeerId},
+    classes::Classes,
+    endpoints::{Endpoints, Group},
+    ports::{number_keys, port_items, PortItem, PortKey},
     DIRECTIONS,
 };
 use crate::{
-    model::{NetworkPolicy, Peer, Peers, PolicyPort, PortRef, Rule},
+    model::{NetworkPolicy, Peers, Rule},
     policy::{
         rules,
-        tables::{Diagnostic, Direction, PolicyMatch, PortBlock, RuleRef},
+        tables::{Direction, PolicyMatch, RuleRef},
     },
 };
 
-/// Every allow entry: for each endpoint id and each direction it is isolated in, for
-/// each policy applying to it, for each rule: (admitted classes) x (port keys).
+/// What entries are made from.
+pub(super) struct Inputs<'a, 'p> {
+    /// Policies, sorted; indices are policy ids.
+    pub policies: &'a [&'p NetworkPolicy],
+    /// Endpoint ids and what their pods share.
+    pub endpoints: &'a Endpoints,
+    /// Interned peers and port names of the applied rules.
+    pub applied: &'a Applied<'p>,
+    /// Peer classes.
+    pub classes: &'a Classes,
+}
+
+/// Every allow entry.
 ///
 /// Lookup precedence (`DatapathTables::lookup`, the BPF program's `decide`) makes
 /// any entry an allow, so the order only picks the explanation: on a duplicate key
 /// the first one made, i.e. the lowest policy id then rule index, is kept.
-pub(super) fn allow_entries(
-    policies: &[&NetworkPolicy],
-    endpoints: &Endpoints,
-    classes: &Classes,
-) -> BTreeMap<PolicyMatch, RuleRef> {
+pub(super) fn allow_entries(inputs: &Inputs<'_, '_>) -> BTreeMap<PolicyMatch, RuleRef> {
     let mut entries = BTreeMap::new();
-    for (&endpoint_id, applying) in &endpoints.by_id {
+    for (&endpoint_id, group) in &inputs.endpoints.by_id {
         for direction in DIRECTIONS {
-            for &policy_id in applying.get(direction) {
-                let Some(policy) = policies.get(policy_id as usize) else {
+            for &policy_id in group.applying.get(direction) {
+                let Some(policy) = inputs.policies.get(policy_id as usize).copied() else {
                     continue;
                 };
                 for (rule_index, rule) in (0..).zip(rules(policy, direction)) {
@@ -44,20 +53,17 @@ pub(super) fn allow_entries(
                         policy_id,
                         rule_index,
                     };
-                    let admitted = admitted_classes(rule, rule_ref, direction, classes);
-                    let ports = port_keys(&rule.ports);
-                    for class_id in admitted {
-                        for &(protocol, port) in &ports {
-                            let key = PolicyMatch {
-                                endpoint_id,
-                                class_id,
-                                direction,
-                                protocol,
-                                port: port.map(PortBlock::single),
-                            };
-                            entries.entry(key).or_insert(rule_ref);
-                        }
-                    }
+                    let mut add = |class_id, (protocol, port): PortKey| {
+                        let key = PolicyMatch {
+                            endpoint_id,
+                            class_id,
+                            direction,
+                            protocol,
+                            port,
+                        };
+                        entries.entry(key).or_insert(rule_ref);
+                    };
+                    rule_entries(inputs, policy, rule, direction, group, &mut add);
                 }
             }
         }
@@ -65,109 +71,60 @@ pub(super) fn allow_entries(
     entries
 }
 
-/// The classes a rule admits: all of them (and `CLASS_WORLD`) for `Peers::All`,
-/// else those whose members one of its pod peers matches. `ipBlock` admits none yet.
-fn admitted_classes(
+/// Calls `add` with every (class, port key) one rule allows for `group`.
+fn rule_entries(
+    inputs: &Inputs<'_, '_>,
+    policy: &NetworkPolicy,
     rule: &Rule,
-    rule_ref: RuleRef,
     direction: Direction,
-    classes: &Classes,
-) -> BTreeSet<u32> {
+    group: &Group,
+    add: &mut impl FnMut(u32, PortKey),
+) {
+    let admitted = admitted_classes(inputs, policy, rule);
+    for item in port_items(&rule.ports) {
+        match item {
+            PortItem::Keys(keys) => {
+                for &class_id in &admitted {
+                    for key in &keys {
+                        add(class_id, *key);
+                    }
+                }
+            }
+            PortItem::Named(name, protocol) => match direction {
+                Direction::Ingress => {
+                    let numbers = group.ingress_ports.get(&(name.to_string(), protocol));
+                    for &class_id in &admitted {
+                        for key in number_keys(protocol, numbers.into_iter().flatten()) {
+                            add(class_id, key);
+                        }
+                    }
+                }
+                Direction::Egress => {
+                    let Some(name_id) = inputs.applied.egress_name_id(name, protocol) else {
+                        continue;
+                    };
+                    for &class_id in &admitted {
+                        let numbers: Vec<u16> =
+                            inputs.classes.egress_numbers(class_id, name_id).collect();
+                        for key in number_keys(protocol, &numbers) {
+                            add(class_id, key);
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The classes a rule admits: every class (and `CLASS_WORLD`) for `Peers::All`,
+/// else those one of its peers admits (none for `Peer::Invalid`).
+fn admitted_classes(inputs: &Inputs<'_, '_>, policy: &NetworkPolicy, rule: &Rule) -> BTreeSet<u32> {
     match &rule.peers {
-        Peers::All => std::iter::once(CLASS_WORLD)
-            .chain(classes.signatures.keys().copied())
-            .collect(),
-        Peers::Only(peers) => (0..)
-            .zip(peers)
-            .filter(|(_, peer)| matches!(peer, Peer::Pods { .. }))
-            .flat_map(|(peer_index, _)| {
-                classes.admitted_by(PeerRef {
-                    policy_id: rule_ref.policy_id,
-                    direction,
-                    rule_index: rule_ref.rule_index,
-                    peer_index,
-                })
-            })
+        Peers::All => inputs.classes.all().collect(),
+        Peers::Only(peers) => peers
+            .iter()
+            .filter_map(|peer| inputs.applied.peer_id(policy, peer))
+            .flat_map(|id: PeerId| inputs.classes.admitted_by(id).iter().copied())
             .collect(),
     }
-}
-
-/// The (protocol, port) key parts of a rule's ports: empty = every protocol; a
-/// protocol alone = every port of it; a number = that port. Named ports and endPort
-/// ranges give none yet.
-fn port_keys(ports: &[PolicyPort]) -> Vec<(Option<u8>, Option<u16>)> {
-    if ports.is_empty() {
-        return vec![(None, None)];
-    }
-    ports
-        .iter()
-        .filter_map(|port| {
-            let protocol = Some(port.protocol.number());
-            match (&port.port, port.end_port) {
-                (None, _) => Some((protocol, None)),
-                (Some(PortRef::Number(first)), None) => Some((protocol, Some(*first))),
-                (Some(PortRef::Number(first)), Some(last)) if last == *first => {
-                    Some((protocol, Some(*first)))
-                }
-                (Some(PortRef::Number(_)), Some(_)) | (Some(PortRef::Name(_)), _) => None,
-            }
-        })
-        .collect()
-}
-
-/// One diagnostic per peer or port of an applied rule that is not enforced yet.
-pub(super) fn diagnostics(
-    policies: &[&NetworkPolicy],
-    applied: &BTreeSet<(u32, Direction)>,
-) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
-    for (policy_id, policy) in (0..).zip(policies) {
-        for direction in DIRECTIONS {
-            if !applied.contains(&(policy_id, direction)) {
-                continue;
-            }
-            for (rule_index, rule) in rules(policy, direction).iter().enumerate() {
-                let path = match direction {
-                    Direction::Ingress => format!("spec.ingress[{rule_index}]"),
-                    Direction::Egress => format!("spec.egress[{rule_index}]"),
-                };
-                for message in rule_gaps(rule, &path, direction) {
-                    out.push(Diagnostic {
-                        policy: policy.key.clone(),
-                        message,
-                    });
-                }
-            }
-        }
-    }
-    out
-}
-
-/// What one rule (at `path`) asks for that the tables do not enforce yet.
-fn rule_gaps(rule: &Rule, path: &str, direction: Direction) -> Vec<String> {
-    const DROPPED: &str = "is not enforced yet; traffic it would allow is dropped";
-    let field = match direction {
-        Direction::Ingress => "from",
-        Direction::Egress => "to",
-    };
-    let mut gaps = Vec::new();
-    if let Peers::Only(peers) = &rule.peers {
-        for (index, peer) in peers.iter().enumerate() {
-            if let Peer::IpBlock { cidr, .. } = peer {
-                gaps.push(format!("{path}.{field}[{index}]: ipBlock {cidr} {DROPPED}"));
-            }
-        }
-    }
-    for (index, port) in rule.ports.iter().enumerate() {
-        match (&port.port, port.end_port) {
-            (Some(PortRef::Name(name)), _) => gaps.push(format!(
-                "{path}.ports[{index}]: named port {name:?} {DROPPED}"
-            )),
-            (Some(PortRef::Number(first)), Some(last)) if last != *first => gaps.push(format!(
-                "{path}.ports[{index}]: endPort range {first}-{last} {DROPPED}"
-            )),
-            _ => {}
-        }
-    }
-    gaps
 }

@@ -1,17 +1,24 @@
-//! Unit tests of the compiler: ids, classes, entries and fail-closed diagnostics.
+//! Unit tests of the compiler: ids, classes, entries, flags and fail-closed
+//! diagnostics. Feature-specific tests are in the submodules.
 
-use std::net::Ipv4Addr;
+mod addresses;
+mod ip_blocks;
+mod ports;
+mod size;
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use policy_common::peer::CLASS_WORLD;
 
 use super::compile;
 use crate::{
     model::{
-        builders::{cluster, netpol, pod, rule, selector, ClusterBuilder},
-        LabelSelector, ObjectRef,
+        builders::{cluster, netpol, pod, rule, selector, service, ClusterBuilder},
+        ClusterState, LabelSelector, NetworkPolicy, ObjectRef, PolicyPort, PortRef,
         Protocol::{Tcp, Udp},
     },
-    policy::tables::{DatapathTables, Diagnostic, Direction, PolicyMatch, RuleRef},
+    policy::tables::{DatapathTables, Diagnostic, Direction, PeerEntry, PolicyMatch, RuleRef},
 };
 
 fn sel(key: &str, value: &str) -> LabelSelector {
@@ -25,8 +32,26 @@ fn key(text: &str) -> ObjectRef {
     }
 }
 
-fn ip(text: &str) -> Ipv4Addr {
+fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
+}
+
+/// A host prefix (`10.0.0.1` -> 10.0.0.1/32) or a CIDR.
+fn net(text: &str) -> IpNet {
+    text.parse()
+        .unwrap_or_else(|_| IpNet::from(text.parse::<IpAddr>().unwrap()))
+}
+
+/// The class of `addr` as the kernel's peer lookup finds it.
+fn class(tables: &DatapathTables, addr: &str) -> u32 {
+    tables.peer(ip(addr)).class_id
+}
+
+/// Whether `pod`'s `direction` lookup lets a new flow with `peer` through.
+fn allows(tables: &DatapathTables, pod: &str, direction: Direction, peer: &str, port: u16) -> bool {
+    tables
+        .lookup(&key(pod), direction, ip(peer), 6, port)
+        .is_some()
 }
 
 /// prod: web-1, web-2 (app=web), client-1, client-2 (app=client), db (app=db);
@@ -42,11 +67,11 @@ fn base() -> ClusterBuilder {
         .pod(pod("remote", "client").labels([("app", "client")]).ip("10.0.1.3").node("n2").build())
 }
 
-fn on_n1(state: &crate::model::ClusterState) -> DatapathTables {
+fn on_n1(state: &ClusterState) -> DatapathTables {
     compile(state, &[], |pod| pod.node_name.as_deref() == Some("n1"))
 }
 
-fn web_from_clients() -> crate::model::NetworkPolicy {
+fn web_from_clients() -> NetworkPolicy {
     netpol("prod", "web")
         .select(sel("app", "web"))
         .ingress(
@@ -72,23 +97,33 @@ fn pods_with_the_same_labels_share_an_endpoint_id_and_a_class() {
     );
     assert_ne!(id("prod/web-1"), id("prod/db"));
     let mut ids: Vec<u32> = tables.endpoints.values().map(|e| e.endpoint_id).collect();
-    ids.dedup();
     ids.sort();
     ids.dedup();
     assert_eq!(ids, vec![1, 2], "dense from 1");
-    let class = |addr: &str| tables.peers_v4.get(&ip(addr)).copied();
+    let class = |addr: &str| class(&tables, addr);
     assert_eq!(class("10.0.0.3"), class("10.0.0.4"));
     assert_ne!(
         class("10.0.0.3"),
         class("10.0.1.3"),
-        "remote/client matches only one peer"
+        "remote/client matches one peer only"
     );
     assert_eq!(
         class("10.0.0.1"),
         class("10.0.0.5"),
         "web and db match the namespace peer only"
     );
-    assert_eq!(tables.peers_v4.len(), 6);
+    assert_ne!(class("10.0.0.1"), CLASS_WORLD);
+    assert_eq!(class("8.8.8.8"), CLASS_WORLD);
+    let hosts: Vec<IpNet> = tables.peers.keys().copied().collect();
+    let expected: Vec<IpNet> = [
+        "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.1.3",
+    ]
+    .map(net)
+    .to_vec();
+    assert_eq!(
+        hosts, expected,
+        "one host prefix per pod address, nothing else"
+    );
 }
 
 #[test]
@@ -112,7 +147,7 @@ fn isolation_flags_follow_the_applying_policies() {
 }
 
 #[test]
-fn host_network_pods_and_pods_without_ipv4_are_not_endpoints_nor_classified() {
+fn host_network_and_address_less_pods_are_not_endpoints_nor_classified() {
     let state = base()
         .policy(
             netpol("prod", "all")
@@ -131,26 +166,33 @@ fn host_network_pods_and_pods_without_ipv4_are_not_endpoints_nor_classified() {
     let tables = on_n1(&state);
     assert!(!tables.endpoints.contains_key(&key("prod/host")));
     assert!(!tables.endpoints.contains_key(&key("prod/pending")));
-    assert!(!tables.peers_v4.contains_key(&ip("192.168.0.1")));
+    assert!(!tables.peers.contains_key(&net("192.168.0.1")));
+    assert!(!tables.endpoint_addresses.contains_key(&ip("192.168.0.1")));
+    assert!(!allows(
+        &tables,
+        "prod/web-1",
+        Direction::Ingress,
+        "192.168.0.1",
+        80
+    ));
 }
 
 #[test]
 fn a_rule_entry_exists_per_admitted_class_and_port() {
     let tables = on_n1(&base().policy(web_from_clients()).build());
     let web = tables.endpoints[&key("prod/web-1")].endpoint_id;
-    let entry = |class_id, protocol, port| PolicyMatch {
-        endpoint_id: web,
-        class_id,
-        direction: Direction::Ingress,
-        protocol,
-        port,
-    };
-    let mut classes: Vec<u32> = tables.peers_v4.values().copied().collect();
+    let mut classes: Vec<u32> = tables.peers.values().map(|p| p.class_id).collect();
     classes.sort();
     classes.dedup();
     let expected: Vec<PolicyMatch> = classes
         .iter()
-        .map(|c| entry(*c, Some(6), Some(80)))
+        .map(|&class_id| PolicyMatch {
+            endpoint_id: web,
+            class_id,
+            direction: Direction::Ingress,
+            protocol: Some(6),
+            port: Some(crate::policy::tables::PortBlock::single(80)),
+        })
         .collect();
     assert_eq!(tables.policy.keys().copied().collect::<Vec<_>>(), expected);
     let rule = RuleRef {
@@ -168,12 +210,12 @@ fn peers_all_admits_world_and_every_class_and_empty_ports_admit_every_protocol()
         .ingress(rule().protocol(Udp).build());
     let tables = on_n1(&base().policy(policy.build()).build());
     let web = tables.endpoints[&key("prod/web-1")].endpoint_id;
-    let db_class = tables.peers_v4[&ip("10.0.0.5")];
+    let db_class = class(&tables, "10.0.0.5");
     let keys: Vec<(u32, Option<u8>, Option<u16>)> = tables
         .policy
         .keys()
         .inspect(|k| assert_eq!(k.endpoint_id, web))
-        .map(|k| (k.class_id, k.protocol, k.port))
+        .map(|k| (k.class_id, k.protocol, k.port.map(|p| p.first)))
         .collect();
     assert_eq!(
         keys,
@@ -192,13 +234,9 @@ fn a_duplicate_key_keeps_the_lowest_policy_and_rule() {
             .select(sel("app", "web"))
             .ingress(rule().port(80, Tcp).build())
             .ingress(rule().build())
+            .build()
     };
-    let tables = on_n1(
-        &base()
-            .policy(allow_all("b").build())
-            .policy(allow_all("a").build())
-            .build(),
-    );
+    let tables = on_n1(&base().policy(allow_all("b")).policy(allow_all("a")).build());
     let rule_of = |port| {
         tables.lookup(
             &key("prod/web-1"),
@@ -232,11 +270,12 @@ fn a_policy_that_selects_nothing_local_adds_nothing() {
         .ingress(
             rule()
                 .from_pods(sel("app", "client"))
-                .from_ip_block("0.0.0.0/0", [])
+                .from_ip_block("0.0.0.0/0", ["10.0.0.0/8"])
+                .invalid_peer("spec.ingress[0].from[2].ipBlock.cidr", "not a CIDR")
                 .named_port("http", Tcp)
                 .build(),
         )
-        .egress(rule().port_range(1, 9, Tcp).build())
+        .egress(rule().port_range(9, 1, Tcp).build())
         .build();
     let with = on_n1(
         &base()
@@ -255,72 +294,48 @@ fn a_policy_that_selects_nothing_local_adds_nothing() {
 }
 
 #[test]
-fn an_address_two_pods_claim_stays_in_class_world() {
-    let state = base()
-        .policy(web_from_clients())
-        .pod(
-            pod("prod", "stale")
-                .labels([("app", "client")])
-                .ip("10.0.0.3")
-                .build(),
-        )
-        .build();
-    let tables = on_n1(&state);
-    assert!(!tables.peers_v4.contains_key(&ip("10.0.0.3")));
-    assert!(tables.peers_v4.contains_key(&ip("10.0.0.4")));
-}
-
-#[test]
 #[rustfmt::skip]
-fn unsupported_peers_and_ports_fail_closed_with_one_diagnostic_each() {
+fn invalid_input_fails_closed_with_one_diagnostic_naming_policy_and_field() {
+    let bad = |port: Option<PortRef>, end_port| PolicyPort { protocol: Tcp, port, end_port: Some(end_port) };
     let policy = netpol("prod", "web")
         .select(sel("app", "web"))
-        .ingress(rule().from_ip_block("10.0.0.0/8", ["10.0.0.0/24"]).build())
-        .ingress(rule().from_pods(sel("app", "client")).from_ip_block("0.0.0.0/0", []).named_port("http", Tcp).port_range(80, 90, Tcp).port(443, Tcp).build())
+        .ingress(rule().invalid_peer("spec.ingress[0].from[0].ipBlock.cidr", "\"10.0.0.0/33\" is not a CIDR").build())
+        .ingress(rule().from_pods(sel("app", "client"))
+            .port_range(90, 80, Tcp)
+            .port_entry(bad(Some(PortRef::Name("http".into())), 90))
+            .port_entry(bad(None, 90))
+            .named_port("metrics", Tcp)
+            .named_port("http", Udp)
+            .port(443, Tcp)
+            .build())
         .egress(rule().to_pods(sel("app", "db")).named_port("sql", Tcp).build())
         .build();
-    let tables = on_n1(&base().policy(policy).build());
-    let messages: Vec<String> = tables.diagnostics.iter().map(Diagnostic::to_string).collect();
-    let dropped = "is not enforced yet; traffic it would allow is dropped";
-    assert_eq!(messages, vec![
-        format!("policy prod/web: spec.ingress[0].from[0]: ipBlock 10.0.0.0/8 {dropped}"),
-        format!("policy prod/web: spec.ingress[1].from[1]: ipBlock 0.0.0.0/0 {dropped}"),
-        format!("policy prod/web: spec.ingress[1].ports[0]: named port \"http\" {dropped}"),
-        format!("policy prod/web: spec.ingress[1].ports[1]: endPort range 80-90 {dropped}"),
-        format!("policy prod/web: spec.egress[0].ports[0]: named port \"sql\" {dropped}"),
-    ]);
-    // Only the client class on 443 is left: no entry for the ipBlocks, names, range.
-    let client_class = tables.peers_v4[&ip("10.0.0.3")];
-    let keys: Vec<(u32, Direction, Option<u8>, Option<u16>)> =
-        tables.policy.keys().map(|k| (k.class_id, k.direction, k.protocol, k.port)).collect();
-    assert_eq!(keys, vec![(client_class, Direction::Ingress, Some(6), Some(443))]);
-    let lookup = |peer: &str, port| tables.lookup(&key("prod/web-1"), Direction::Ingress, ip(peer), 6, port);
-    assert_eq!(lookup("10.0.0.3", 85), None, "endPort range is not widened");
-    assert_eq!(lookup("10.0.200.1", 443), None, "ipBlock admits nothing yet");
-    assert_eq!(tables.lookup(&key("prod/web-1"), Direction::Egress, ip("10.0.0.5"), 6, 5432), None);
-}
-
-#[test]
-fn local_pods_with_ipv6_addresses_are_reported() {
     let state = base()
-        .policy(web_from_clients())
-        .pod(
-            pod("prod", "web-6")
-                .labels([("app", "web")])
-                .ip("10.0.0.6")
-                .ip("fd00::6")
-                .node("n1")
-                .build(),
-        )
+        .policy(policy)
+        .pod(pod("prod", "web-3").labels([("app", "web")]).ip("10.0.0.6").named_port("http", 8080, Tcp).node("n1").build())
         .build();
     let tables = on_n1(&state);
-    assert_eq!(tables.diagnostics.len(), 1);
-    assert!(
-        tables.diagnostics[0].message.contains("prod/web-6"),
-        "{}",
-        tables.diagnostics[0]
-    );
-    assert!(tables.endpoints.contains_key(&key("prod/web-6")));
+    let messages: Vec<String> = tables.diagnostics.iter().map(Diagnostic::to_string).collect();
+    let closed = "matches nothing (fail closed)";
+    assert_eq!(messages, vec![
+        format!("policy prod/web: spec.ingress[0].from[0].ipBlock.cidr: \"10.0.0.0/33\" is not a CIDR; the peer {closed}"),
+        format!("policy prod/web: spec.ingress[1].ports[0]: endPort 80 is below port 90; the entry {closed}"),
+        format!("policy prod/web: spec.ingress[1].ports[1]: endPort 90 with the named port \"http\"; the entry {closed}"),
+        format!("policy prod/web: spec.ingress[1].ports[2]: endPort 90 without a port; the entry {closed}"),
+        format!("policy prod/web: spec.ingress[1].ports[3]: no pod in the cluster declares a TCP port named \"metrics\"; the entry {closed}"),
+        format!("policy prod/web: spec.ingress[1].ports[4]: no pod in the cluster declares a UDP port named \"http\"; the entry {closed}"),
+        format!("policy prod/web: spec.egress[0].ports[0]: no pod in the cluster declares a TCP port named \"sql\"; the entry {closed}"),
+    ]);
+    // Only the client class on 443 is left.
+    let client = class(&tables, "10.0.0.3");
+    let keys: Vec<(u32, Direction, Option<u8>, Option<u16>)> =
+        tables.policy.keys().map(|k| (k.class_id, k.direction, k.protocol, k.port.map(|p| p.first))).collect();
+    assert_eq!(keys, vec![(client, Direction::Ingress, Some(6), Some(443))]);
+    for port in [80, 85, 90, 8080, 9] {
+        assert!(!allows(&tables, "prod/web-3", Direction::Ingress, "10.0.0.3", port), "port {port}");
+    }
+    assert!(allows(&tables, "prod/web-3", Direction::Ingress, "10.0.0.3", 443));
+    assert!(!allows(&tables, "prod/web-1", Direction::Egress, "10.0.0.5", 5432));
 }
 
 #[test]

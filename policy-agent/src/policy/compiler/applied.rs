@@ -1,0 +1,193 @@
+//! What the applied rules refer to, interned: distinct pod peers, distinct ipBlocks
+//! and the port names egress rules use.
+//!
+//! Only rules of (policy, direction) pairs that apply to some local endpoint shape
+//! the tables. Equal peers of different rules or policies match the same addresses,
+//! so they get one id each: class signatures are made of these ids, and the number
+//! of classes follows distinct peers, not rules.
+
+use std::collections::{btree_map::Entry, BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+
+use crate::{
+    model::{
+        LabelSelector, NamespaceScope, NetworkPolicy, Peer, Peers, PolicyPort, PortRef, Protocol,
+    },
+    policy::{rules, tables::Direction},
+};
+
+/// The namespaces a pod peer ranges over, independent of the policy it is in.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Scope {
+    /// One namespace by name (a peer without namespaceSelector).
+    Named(String),
+    /// Namespaces whose labels match.
+    Matching(LabelSelector),
+}
+
+/// A `Peer::Pods`, made independent of its policy.
+type PodPeerKey = (Scope, LabelSelector);
+
+/// An ipBlock with its prefixes truncated to their network and its excepts sorted:
+/// membership depends on nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Block {
+    /// The range.
+    pub cidr: IpNet,
+    /// Ranges carved out of it.
+    pub except: Vec<IpNet>,
+}
+
+impl Block {
+    /// The normalized block of an ipBlock peer.
+    fn new(cidr: &IpNet, except: &[IpNet]) -> Self {
+        let mut except: Vec<IpNet> = except.iter().map(IpNet::trunc).collect();
+        except.sort();
+        except.dedup();
+        Self {
+            cidr: cidr.trunc(),
+            except,
+        }
+    }
+
+    /// Whether every address of `prefix` is in the block.
+    ///
+    /// For a prefix that is the longest peer prefix holding an address, this is
+    /// exactly whether that address is in the block (see `classes`).
+    pub fn holds(&self, prefix: &IpNet) -> bool {
+        self.cidr.contains(prefix) && !self.except.iter().any(|out| out.contains(prefix))
+    }
+
+    /// The block's boundary prefixes: its cidr and its excepts.
+    pub fn prefixes(&self) -> impl Iterator<Item = IpNet> + '_ {
+        std::iter::once(self.cidr).chain(self.except.iter().copied())
+    }
+}
+
+/// What one `from`/`to` entry admits, by interned id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PeerId {
+    /// A pod peer: index into `Applied::pod_peers`.
+    Pods(u32),
+    /// An ipBlock: index into `Applied::blocks`.
+    Block(u32),
+    /// A `Peer::Invalid`: nothing.
+    Nothing,
+}
+
+/// A port name with the protocol it is used with.
+pub(super) type PortName = (String, Protocol);
+
+/// The interned content of the applied rules.
+#[derive(Debug, Default)]
+pub(super) struct Applied<'a> {
+    /// Distinct pod peers, each with one policy and peer that stand for it.
+    pub pod_peers: Vec<(&'a NetworkPolicy, &'a NamespaceScope, &'a LabelSelector)>,
+    /// Distinct ipBlocks.
+    pub blocks: Vec<Block>,
+    /// Port names (with protocol) that applied egress rules use, sorted; they
+    /// resolve on the destination, so classes carry their resolution.
+    pub egress_names: Vec<PortName>,
+    /// Pod peer -> its index in `pod_peers`.
+    pod_peer_ids: BTreeMap<PodPeerKey, u32>,
+    /// Block -> its index in `blocks`.
+    block_ids: BTreeMap<Block, u32>,
+}
+
+impl<'a> Applied<'a> {
+    /// Interns the peers and egress port names of the rules of every `applied`
+    /// (policy index, direction) pair.
+    pub fn collect(policies: &[&'a NetworkPolicy], applied: &BTreeSet<(u32, Direction)>) -> Self {
+        let mut out = Applied::default();
+        let mut egress_names = BTreeSet::new();
+        for &(policy_id, direction) in applied {
+            let Some(policy) = policies.get(policy_id as usize).copied() else {
+                continue;
+            };
+            for rule in rules(policy, direction) {
+                if direction == Direction::Egress {
+                    egress_names.extend(named_ports(&rule.ports));
+                }
+                let Peers::Only(peers) = &rule.peers else {
+                    continue;
+                };
+                for peer in peers {
+                    out.intern(policy, peer);
+                }
+            }
+        }
+        out.egress_names = egress_names.into_iter().collect();
+        out
+    }
+
+    /// Adds `peer` of `policy` if it is new.
+    fn intern(&mut self, policy: &'a NetworkPolicy, peer: &'a Peer) {
+        match peer {
+            Peer::Pods { namespaces, pods } => {
+                let next = self.pod_peers.len() as u32;
+                let key = pod_peer_key(policy, namespaces, pods);
+                if let Entry::Vacant(slot) = self.pod_peer_ids.entry(key) {
+                    slot.insert(next);
+                    self.pod_peers.push((policy, namespaces, pods));
+                }
+            }
+            Peer::IpBlock { cidr, except } => {
+                let next = self.blocks.len() as u32;
+                let block = Block::new(cidr, except);
+                if let Entry::Vacant(slot) = self.block_ids.entry(block.clone()) {
+                    slot.insert(next);
+                    self.blocks.push(block);
+                }
+            }
+            Peer::Invalid { .. } => {}
+        }
+    }
+
+    /// The id of `peer` of `policy`; `None` for a peer of a rule that is not applied.
+    pub fn peer_id(&self, policy: &NetworkPolicy, peer: &Peer) -> Option<PeerId> {
+        match peer {
+            Peer::Pods { namespaces, pods } => self
+                .pod_peer_ids
+                .get(&pod_peer_key(policy, namespaces, pods))
+                .map(|id| PeerId::Pods(*id)),
+            Peer::IpBlock { cidr, except } => self
+                .block_ids
+                .get(&Block::new(cidr, except))
+                .map(|id| PeerId::Block(*id)),
+            Peer::Invalid { .. } => Some(PeerId::Nothing),
+        }
+    }
+
+    /// The index of an egress port name in `egress_names`.
+    pub fn egress_name_id(&self, name: &str, protocol: Protocol) -> Option<u32> {
+        self.egress_names
+            .binary_search_by(|(n, p)| (n.as_str(), *p).cmp(&(name, protocol)))
+            .ok()
+            .map(|index| index as u32)
+    }
+}
+
+/// The policy-independent form of a pod peer.
+fn pod_peer_key(
+    policy: &NetworkPolicy,
+    namespaces: &NamespaceScope,
+    pods: &LabelSelector,
+) -> PodPeerKey {
+    let scope = match namespaces {
+        NamespaceScope::PolicyNamespace => Scope::Named(policy.key.namespace.clone()),
+        NamespaceScope::Matching(selector) => Scope::Matching(selector.clone()),
+    };
+    (scope, pods.clone())
+}
+
+/// The names (with protocol) `ports` refers to. A name with an endPort matches
+/// nothing and is left out.
+pub(super) fn named_ports(ports: &[PolicyPort]) -> impl Iterator<Item = PortName> + '_ {
+    ports
+        .iter()
+        .filter_map(|port| match (&port.port, port.end_port) {
+            (Some(PortRef::Name(name)), None) => Some((name.clone(), port.protocol)),
+            _ => None,
+        })
+}

@@ -1,0 +1,98 @@
+//! Bad input in applied rules, reported naming the policy and the field.
+//!
+//! Each case already fails closed in the tables (and in the evaluator): the peer or
+//! port entry matches nothing, so the rule admits only what its other entries do.
+//! - an invalid peer (`Peer::Invalid`: an ipBlock that is not a CIDR, an except
+//!   outside its cidr);
+//! - endPort below port, or with a named or absent port;
+//! - a port name no pod of the cluster declares for that protocol.
+
+use std::collections::BTreeSet;
+
+use super::{applied::PortName, DIRECTIONS};
+use crate::{
+    model::{ClusterState, NetworkPolicy, Peer, Peers, PolicyPort, PortRef, Rule},
+    policy::{
+        rules,
+        tables::{Diagnostic, Direction},
+    },
+};
+
+/// What is said of an entry that matches nothing.
+const FAIL_CLOSED: &str = "matches nothing (fail closed)";
+
+/// One diagnostic per bad peer or port of the rules of the `applied` (policy
+/// index, direction) pairs, in policy, direction, rule and field order.
+pub(super) fn diagnostics(
+    state: &ClusterState,
+    policies: &[&NetworkPolicy],
+    applied: &BTreeSet<(u32, Direction)>,
+) -> Vec<Diagnostic> {
+    let declared: BTreeSet<PortName> = state
+        .pods
+        .values()
+        .flat_map(|pod| &pod.ports)
+        .filter_map(|port| Some((port.name.clone()?, port.protocol)))
+        .collect();
+    let mut out = Vec::new();
+    for (policy_id, policy) in (0..).zip(policies) {
+        for direction in DIRECTIONS {
+            if !applied.contains(&(policy_id, direction)) {
+                continue;
+            }
+            for (rule_index, rule) in rules(policy, direction).iter().enumerate() {
+                let path = match direction {
+                    Direction::Ingress => format!("spec.ingress[{rule_index}]"),
+                    Direction::Egress => format!("spec.egress[{rule_index}]"),
+                };
+                for message in rule_problems(rule, &path, &declared) {
+                    out.push(Diagnostic {
+                        policy: policy.key.clone(),
+                        message,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What is wrong with one rule at `path`.
+fn rule_problems(rule: &Rule, path: &str, declared: &BTreeSet<PortName>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Peers::Only(peers) = &rule.peers {
+        for peer in peers {
+            if let Peer::Invalid { field, reason } = peer {
+                problems.push(format!("{field}: {reason}; the peer {FAIL_CLOSED}"));
+            }
+        }
+    }
+    for (index, port) in rule.ports.iter().enumerate() {
+        if let Some(problem) = port_problem(port, declared) {
+            problems.push(format!(
+                "{path}.ports[{index}]: {problem}; the entry {FAIL_CLOSED}"
+            ));
+        }
+    }
+    problems
+}
+
+/// What is wrong with one `ports` entry, if anything.
+fn port_problem(port: &PolicyPort, declared: &BTreeSet<PortName>) -> Option<String> {
+    match (&port.port, port.end_port) {
+        (Some(PortRef::Number(first)), Some(last)) if last < *first => {
+            Some(format!("endPort {last} is below port {first}"))
+        }
+        (Some(PortRef::Name(name)), Some(last)) => {
+            Some(format!("endPort {last} with the named port {name:?}"))
+        }
+        (None, Some(last)) => Some(format!("endPort {last} without a port")),
+        (Some(PortRef::Name(name)), None) if !declared.contains(&(name.clone(), port.protocol)) => {
+            Some(format!(
+                "no pod in the cluster declares a {} port named {name:?}",
+                port.protocol
+            ))
+        }
+        _ => None,
+    }
+}
