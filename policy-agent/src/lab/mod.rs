@@ -6,6 +6,7 @@
 //! namespaces through a guard that deletes them on drop (success, error or panic),
 //! and `netns::delete_own` for Ctrl-C.
 
+pub mod conformance;
 pub mod netns;
 pub mod probe;
 pub mod report;
