@@ -14,6 +14,7 @@ use super::{
     placeholders::Addresses,
 };
 use crate::{
+    dataplane::Stats,
     lab::{probe::ProbeSpec, report::ProbeResult, Lab, LabError},
     model::ObjectRef,
 };
@@ -113,7 +114,10 @@ fn run_steps(
         lab.update(state.clone()).map_err(|e| fail(e.into()))?;
         let specs = specs(&pods, step);
         tracing::debug!(case = %case.name, step = number, probes = specs.len(), "probing");
+        let before = lab.stats().map_err(|e| fail(e.into()))?;
         let results = probe(lab, &specs, timeout).map_err(|e| fail(e.into()))?;
+        let after = lab.stats().map_err(|e| fail(e.into()))?;
+        let mismatches_before = outcome.mismatches.len();
         outcome.steps = number;
         outcome.probes += results.len();
         for result in results {
@@ -138,6 +142,24 @@ fn run_steps(
             tracing::warn!(case = %case.name, "{mismatch}");
             outcome.mismatches.push(mismatch);
         }
+        if outcome.mismatches.len() > mismatches_before {
+            let counters = counters_during(&before, &after);
+            tracing::warn!(case = %case.name, step = number, "datapath verdicts while probing: {counters}");
+        }
     }
     Ok(())
+}
+
+/// The verdict counters that moved between `before` and `after`, as
+/// `name=delta` pairs: which datapath rule let a probe through or dropped it.
+fn counters_during(before: &Stats, after: &Stats) -> String {
+    after
+        .counters
+        .iter()
+        .filter_map(|&(name, count)| {
+            let delta = count.saturating_sub(before.get(name));
+            (delta > 0).then(|| format!("{name}={delta}"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
