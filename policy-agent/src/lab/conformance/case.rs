@@ -96,7 +96,8 @@ impl Case {
             })?;
         check_fixture(&raw.model)?;
         let mut ports = Vec::new();
-        for port in &raw.model.ports {
+        for (i, port) in raw.model.ports.iter().enumerate() {
+            check_port(*port, &format!("model.ports[{i}]"))?;
             for (i, protocol) in raw.model.protocols.iter().enumerate() {
                 let protocol = parse_protocol(protocol, &format!("model.protocols[{i}]"))?;
                 ports.push((*port, protocol));
@@ -178,6 +179,7 @@ impl Step {
             .collect::<Result<Vec<_>, _>>()?;
         let mut probes = Vec::new();
         for (i, probe) in raw.probes.iter().enumerate() {
+            check_port(probe.port, &format!("{field}.probes[{i}].port"))?;
             let protocol = parse_protocol(&probe.protocol, &format!("{field}.probes[{i}]"))?;
             let key = format!("{}/{protocol}", probe.port);
             let expect_field = format!("{field}.expect.\"{key}\"");
@@ -247,6 +249,13 @@ pub struct Probe {
     pub protocol: Protocol,
     /// Which (from, to) pairs must connect.
     pub expected: Matrix,
+}
+
+fn check_port(port: u16, field: &str) -> Result<(), CaseError> {
+    if port == 0 {
+        return Err(invalid(field, "0 is not a port number (1-65535)"));
+    }
+    Ok(())
 }
 
 fn parse_protocol(text: &str, field: &str) -> Result<Protocol, CaseError> {
