@@ -1,68 +1,267 @@
-//! Upstream NetworkPolicy conformance cases on real packets, probed at pod IPs.
-//!
-//! One test per case the datapath supports today: 29 of the 34 vendored cases.
-//! Not listed (rather than skipped): 17 (named ports) and 34 (ipBlock), which the
-//! compiler does not enforce yet and fails closed on; 46-48, which probe SCTP and
-//! this kernel has no SCTP. Probing through Services comes with the semantics issue.
+//! The conformance runner (`policy-agent lab conformance`) judged on cases whose
+//! answer is known: a case with one expectation flipped must fail and name that
+//! cell, a file that does not parse must fail on its own while the run goes on, an
+//! SCTP case must never pass on a kernel without SCTP, and the summary and exit
+//! code must follow. The vendored cases themselves run in `cargo xtask
+//! conformance` (part of `cargo xtask test`), not here.
 
 mod support;
 
-use std::path::Path;
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
 
-fn run_case(file: &str) {
-    support::require_root_and_bpf();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data/conformance")
-        .join(file);
-    let case = support::conformance::load(&path);
-    let mismatches = support::conformance::run(&case);
-    assert!(
-        mismatches.is_empty(),
-        "{} probe(s) disagree with upstream:\n{}",
-        mismatches.len(),
-        mismatches.join("\n")
+use policy_agent::lab::conformance::{expand, sctp_supported, Addresses, Case, Matrix};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_policy-agent");
+
+fn vendored() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/conformance")
+}
+
+fn read_case(file: &str) -> String {
+    let path = vendored().join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("podwall-conformance-{name}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("creating a temporary directory: {e}"))
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::write(dir.join(file), text).unwrap_or_else(|e| panic!("writing {file}: {e}"));
+}
+
+fn run(dir: &Path, extra: &[&str]) -> Output {
+    Command::new(AGENT)
+        .args(["lab", "conformance", "--cases"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("running {AGENT}: {e}"))
+}
+
+/// `text` with the matrix cell (`from` row, `to` column) of every expected
+/// matrix flipped between `.` and `X`.
+fn flip(text: &str, from: &str, to: &str) -> String {
+    let mut columns: Vec<String> = Vec::new();
+    let mut flipped = 0;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.first() == Some(&"-") {
+                columns = words[1..].iter().map(ToString::to_string).collect();
+            }
+            if words.first() != Some(&from) || words.len() != columns.len() + 1 {
+                return line.to_string();
+            }
+            let column = columns.iter().position(|c| c == to).unwrap_or(usize::MAX);
+            let marks: Vec<&str> = words[1..]
+                .iter()
+                .enumerate()
+                .map(|(i, mark)| match (i == column, *mark) {
+                    (true, ".") => "X",
+                    (true, _) => ".",
+                    (false, mark) => mark,
+                })
+                .collect();
+            flipped += 1;
+            let indent = &line[..line.len() - line.trim_start().len()];
+            format!("{indent}{from}  {}", marks.join("   "))
+        })
+        .collect();
+    assert_eq!(flipped, 1, "expected exactly one matrix row {from} to flip");
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn every_vendored_case_parses_and_exactly_the_sctp_ones_probe_sctp() {
+    let files =
+        policy_agent::lab::conformance::case_files(&vendored()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(files.len() >= 34, "only {} vendored cases", files.len());
+    let mut sctp = Vec::new();
+    for file in &files {
+        let case = Case::load(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(!case.steps.is_empty(), "{}", case.name);
+        if case.probes_sctp() {
+            sctp.push(case.name);
+        }
+    }
+    assert_eq!(
+        sctp,
+        [
+            "46-sctp-default-deny-ingress",
+            "47-sctp-ingress-ports",
+            "48-sctp-ingress-pod-in-other-namespace"
+        ]
     );
 }
 
-macro_rules! cases {
-    ($($test:ident => $file:literal,)*) => {
-        $(
-            #[test]
-            fn $test() {
-                run_case($file);
-            }
-        )*
-    };
+#[test]
+fn a_case_that_is_not_the_documented_shape_names_the_field() {
+    let text = read_case("01-default-deny-ingress.yaml")
+        .replace("{port: 80, protocol: TCP}", "{port: 80, protocol: ICMP}");
+    let error = Case::parse("bad", Path::new("bad.yaml"), &text)
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        error.as_deref(),
+        Some(r#"steps[0].probes[0]: "ICMP" is not TCP, UDP or SCTP"#)
+    );
+    let text = read_case("01-default-deny-ingress.yaml").replace("\"80/TCP\":", "\"81/TCP\":");
+    let error = Case::parse("bad", Path::new("bad.yaml"), &text)
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        error.as_deref(),
+        Some(r#"steps[0].expect."80/TCP": probed but no matrix is expected"#)
+    );
 }
 
-cases! {
-    default_deny_ingress => "01-default-deny-ingress.yaml",
-    default_deny_all => "02-default-deny-all.yaml",
-    ingress_podselector_same_namespace => "03-ingress-podselector-same-namespace.yaml",
-    ingress_allow_all_to_target_over_deny => "04-ingress-allow-all-to-target-over-deny.yaml",
-    ingress_from_all_namespaces => "05-ingress-from-all-namespaces.yaml",
-    ingress_namespaceselector_other_namespace => "06-ingress-namespaceselector-other-namespace.yaml",
-    ingress_podselector_matchexpressions => "07-ingress-podselector-matchexpressions.yaml",
-    ingress_podselector_or_namespaceselector => "09-ingress-podselector-or-namespaceselector.yaml",
-    ingress_podselector_and_namespaceselector => "10-ingress-podselector-and-namespaceselector.yaml",
-    ingress_any_podselectors => "12-ingress-any-podselectors.yaml",
-    ingress_pod_in_other_namespace => "13-ingress-pod-in-other-namespace.yaml",
-    ingress_ports => "14-ingress-ports.yaml",
-    ingress_allow_all => "16-ingress-allow-all.yaml",
-    ingress_policy_update_allow_to_deny => "20-ingress-policy-update-allow-to-deny.yaml",
-    ingress_updated_namespace_labels => "21-ingress-updated-namespace-labels.yaml",
-    ingress_deny_other_namespaces => "23-ingress-deny-other-namespaces.yaml",
-    egress_deny_podselector => "25-egress-deny-podselector.yaml",
-    ingress_and_egress_together => "27-ingress-and-egress-together.yaml",
-    egress_client_side_deny_despite_server_allow => "28-egress-client-side-deny-despite-server-allow.yaml",
-    ingress_any_port_specific_protocol => "30-ingress-any-port-specific-protocol.yaml",
-    ingress_allow_all_takes_precedence => "31-ingress-allow-all-takes-precedence.yaml",
-    policy_deletion_restores_connectivity => "33-policy-deletion-restores-connectivity.yaml",
-    ingress_egress_independent => "37-ingress-egress-independent.yaml",
-    sctp_rule_not_treated_as_tcp => "38-sctp-rule-not-treated-as-tcp.yaml",
-    sctp_rule_isolates_pod => "39-sctp-rule-isolates-pod.yaml",
-    udp_rule_does_not_allow_tcp => "40-udp-rule-does-not-allow-tcp.yaml",
-    ingress_default_ns_label_matchlabels => "41-ingress-default-ns-label-matchlabels.yaml",
-    udp_default_deny_ingress => "43-udp-default-deny-ingress.yaml",
-    udp_ingress_ports => "44-udp-ingress-ports.yaml",
+#[test]
+fn a_matrix_must_cover_every_fixture_pod_with_dots_and_crosses() {
+    let good = "-   x/a x/b x/c y/a y/b y/c z/a z/b z/c\n".to_string()
+        + &[
+            "x/a", "x/b", "x/c", "y/a", "y/b", "y/c", "z/a", "z/b", "z/c",
+        ]
+        .map(|pod| format!("{pod}  X   .   .   .   .   .   .   .   .\n"))
+        .concat();
+    let matrix = Matrix::parse(&good).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(matrix.allowed("y/a", "x/a"), Some(false));
+    assert_eq!(matrix.allowed("y/a", "x/b"), Some(true));
+    assert_eq!(matrix.allowed("q/a", "x/b"), None);
+
+    let bad_mark = good.replacen("x/a  X", "x/a  ?", 1);
+    assert_eq!(
+        Matrix::parse(&bad_mark),
+        Err(r#"row x/a, column x/a: "?" is neither '.' nor 'X'"#.into())
+    );
+    let missing_row: String = good.lines().take(9).map(|l| format!("{l}\n")).collect();
+    assert_eq!(Matrix::parse(&missing_row), Err("no row for z/c".into()));
+    let short_row = good.replacen("z/c  X   .", "z/c  X", 1);
+    assert_eq!(
+        Matrix::parse(&short_row),
+        Err("row z/c has 8 marks; expected 9".into())
+    );
+}
+
+#[test]
+fn ipblock_placeholders_expand_to_the_pod_address() {
+    let addresses: Addresses = [(
+        policy_agent::model::ObjectRef::new("y", "b"),
+        "10.244.1.7".parse().unwrap_or_else(|e| panic!("{e}")),
+    )]
+    .into();
+    let expand = |text: &str| expand(text, &addresses);
+    assert_eq!(expand("{ip:y/b}"), Ok("10.244.1.7".into()));
+    assert_eq!(expand("{host-cidr:y/b}"), Ok("10.244.1.7/32".into()));
+    assert_eq!(expand("{subnet-of:y/b}/4"), Ok("0.0.0.0/4".into()));
+    assert_eq!(expand("{subnet-of:y/b}/24"), Ok("10.244.1.0/24".into()));
+    assert_eq!(expand("10.0.0.0/8"), Ok("10.0.0.0/8".into()));
+    assert!(expand("{ip:z/q}").is_err_and(|e| e.contains("z/q")));
+    assert!(expand("{subnet-of:y/b}").is_err_and(|e| e.contains("/PREFIX")));
+    assert!(expand("{subnet-of:y/b}/33").is_err_and(|e| e.contains("too long")));
+}
+
+#[test]
+fn a_flipped_expectation_fails_the_run_and_names_the_cell() {
+    support::require_root_and_bpf();
+    let dir = temp_dir("flipped");
+    let deny = read_case("01-default-deny-ingress.yaml");
+    write(dir.path(), "01-default-deny-ingress.yaml", &deny);
+    // Namespace y has no policy, so y/a reaches y/b; the flipped file says it must not.
+    write(dir.path(), "02-flipped.yaml", &flip(&deny, "y/a", "y/b"));
+    write(
+        dir.path(),
+        "03-broken.yaml",
+        "model: [not, a, mapping]\nsteps: []\n",
+    );
+    let sctp = "46-sctp-default-deny-ingress.yaml";
+    write(dir.path(), sctp, &read_case(sctp));
+
+    let out = run(dir.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        !out.status.success(),
+        "a failed case must fail the run\n{stdout}\n{stderr}"
+    );
+    assert_eq!(lines.len(), 5, "{stdout}\n{stderr}");
+    assert!(
+        lines[0].starts_with("PASS 01-default-deny-ingress (1 step, 72 probes, "),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        lines[1],
+        "FAIL 02-flipped: step 1 80/TCP y/a -> y/b expected dropped, got allowed"
+    );
+    let broken = dir.path().join("03-broken.yaml");
+    assert!(
+        lines[2].starts_with(&format!("FAIL 03-broken: {}: model: ", broken.display())),
+        "{}",
+        lines[2]
+    );
+    if sctp_supported() {
+        assert!(
+            lines[3].starts_with("FAIL 46-sctp-default-deny-ingress: "),
+            "{}",
+            lines[3]
+        );
+        assert_eq!(lines[4], "1 passed, 3 failed, 0 skipped");
+    } else {
+        assert_eq!(
+            lines[3],
+            "SKIP 46-sctp-default-deny-ingress: probes SCTP and this kernel has no SCTP \
+             support (CONFIG_IP_SCTP)"
+        );
+        assert_eq!(lines[4], "1 passed, 2 failed, 1 skipped");
+    }
+}
+
+#[test]
+fn skipped_cases_alone_do_not_fail_the_run_and_json_counts_them() {
+    support::require_root_and_bpf();
+    let dir = temp_dir("skips");
+    for file in [
+        "01-default-deny-ingress.yaml",
+        "46-sctp-default-deny-ingress.yaml",
+    ] {
+        write(dir.path(), file, &read_case(file));
+    }
+    let out = run(dir.path(), &["--output", "json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}\n{stderr}"));
+    assert_eq!(json["passed"], 1, "{json}");
+    assert_eq!(json["cases"][0]["case"], "01-default-deny-ingress");
+    assert_eq!(json["cases"][0]["result"], "pass");
+    assert_eq!(json["cases"][0]["probes"], 72);
+    assert_eq!(json["cases"][1]["case"], "46-sctp-default-deny-ingress");
+    if sctp_supported() {
+        assert_eq!(json["cases"][1]["result"], "fail", "{json}");
+        assert!(!out.status.success());
+    } else {
+        assert_eq!(json["cases"][1]["result"], "skip", "{json}");
+        assert!(
+            json["cases"][1]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("CONFIG_IP_SCTP")),
+            "{json}"
+        );
+        assert_eq!(
+            (json["failed"].clone(), json["skipped"].clone()),
+            (0.into(), 1.into())
+        );
+        assert!(
+            out.status.success(),
+            "skips alone must not fail the run\n{stderr}"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! `cargo xtask`: the project's chores. Owns installing the toolchain, building the
-//! eBPF object and driving the test suite and demo; imports nothing from the agent.
+//! eBPF object and driving the test suite, conformance run and demo; imports
+//! nothing from the agent.
 
+mod conformance;
 mod demo;
 mod ebpf;
 mod setup;
@@ -23,8 +25,14 @@ enum Command {
     Setup,
     /// Build policy-ebpf for bpfel-unknown-none.
     BuildEbpf,
-    /// Run the whole test suite: lints, unit tests and lab tests on the real kernel.
+    /// Run the whole test suite: lints, unit tests, lab tests and conformance cases.
     Test,
+    /// Run the upstream NetworkPolicy conformance cases in a lab (needs root).
+    Conformance {
+        /// A directory of case files (*.yaml); default tests/data/conformance.
+        #[arg(long)]
+        cases: Option<PathBuf>,
+    },
     /// Walk through the secure-app tutorial on real packets in a local lab.
     Demo,
 }
@@ -37,6 +45,7 @@ fn main() -> anyhow::Result<()> {
             ebpf::build().map(|_| ())
         }
         Command::Test => test::run(),
+        Command::Conformance { cases } => conformance::run(cases.as_deref()),
         Command::Demo => demo::run(),
     }
 }

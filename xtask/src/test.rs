@@ -1,10 +1,11 @@
 //! `cargo xtask test`: the whole suite. Formatting and clippy (-D warnings), then
-//! every unit test and the lab/conformance integration tests on the real kernel.
-//! Those need root and BPF; without them they fail and say so.
+//! every unit test and the lab integration tests on the real kernel, then the
+//! conformance cases (`cargo xtask conformance`). The kernel tests need root and
+//! BPF; without them they fail and say so.
 
 use std::process::Command;
 
-use crate::{ebpf, run_checked, setup, workspace_root};
+use crate::{conformance, ebpf, run_checked, setup, workspace_root};
 
 /// Runs every check in order; the first failure stops the run.
 pub fn run() -> anyhow::Result<()> {
@@ -17,7 +18,7 @@ pub fn run() -> anyhow::Result<()> {
              tests need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) and will fail"
         );
     }
-    println!("test [1/3]: cargo fmt --check");
+    println!("test [1/4]: cargo fmt --check");
     run_checked(
         Command::new("cargo")
             .current_dir(&root)
@@ -28,7 +29,7 @@ pub fn run() -> anyhow::Result<()> {
             .current_dir(root.join("policy-ebpf"))
             .args(["fmt", "--check"]),
     )?;
-    println!("test [2/3]: cargo clippy -D warnings");
+    println!("test [2/4]: cargo clippy -D warnings");
     run_checked(Command::new("cargo").current_dir(&root).args([
         "clippy",
         "--workspace",
@@ -38,10 +39,15 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    println!("test [3/3]: cargo test (unit, lab and conformance tests)");
+    println!("test [3/4]: cargo test (unit, lab, CLI and conformance-runner tests)");
     run_checked(
         Command::new("cargo")
             .current_dir(&root)
             .args(["test", "--workspace"]),
-    )
+    )?;
+    println!(
+        "test [4/4]: conformance cases ({})",
+        conformance::DEFAULT_CASES
+    );
+    conformance::run_cases(None)
 }

@@ -88,6 +88,8 @@ pub enum LabCommand {
         #[command(flatten)]
         probing: ProbeArgs,
     },
+    /// Run conformance case files (the upstream e2e suite as data) in one lab.
+    Conformance(super::conformance::ConformanceArgs),
     /// Remove what a crashed lab run left behind (namespaces of dead processes).
     Down {
         /// Also remove namespaces of labs that are still running.
@@ -116,6 +118,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
                 probing.timeout(),
             )
         }
+        LabCommand::Conformance(args) => super::conformance::run(&args),
         LabCommand::Down { all } => {
             let removed = netns::sweep(all)?;
             if removed.is_empty() {
@@ -166,7 +169,7 @@ fn describe(route: ProbeRoute) -> &'static str {
 }
 
 /// On Ctrl-C (or SIGTERM), delete this process's lab namespaces and exit 130.
-fn install_interrupt_cleanup() -> anyhow::Result<()> {
+pub(super) fn install_interrupt_cleanup() -> anyhow::Result<()> {
     ctrlc::set_handler(|| {
         let _ = netns::delete_own();
         eprintln!("interrupted: lab removed");

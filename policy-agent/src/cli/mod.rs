@@ -1,6 +1,7 @@
 //! The one CLI: parse arguments, call the library, print. One module per
 //! subcommand; `anyhow` lives here and nowhere below.
 
+mod conformance;
 mod explain;
 mod lab;
 mod lab_tour;

@@ -10,6 +10,7 @@
 //! panic), and `netns::delete_own` for Ctrl-C.
 
 pub mod addresses;
+pub mod conformance;
 mod error;
 pub mod netns;
 pub mod probe;

@@ -1,0 +1,48 @@
+//! `cargo xtask conformance [--cases DIR]`: the upstream NetworkPolicy conformance
+//! cases on real packets. Builds the eBPF object and the agent, then runs
+//! `policy-agent lab conformance --cases DIR` (default tests/data/conformance),
+//! which needs root: it builds a lab of network namespaces and loads BPF.
+
+use std::{path::Path, process::Command};
+
+use crate::{ebpf, run_checked, setup, workspace_root};
+
+/// The vendored cases, relative to the workspace root.
+pub const DEFAULT_CASES: &str = "tests/data/conformance";
+
+/// `cargo xtask conformance`: installs and builds what is missing, then runs.
+pub fn run(cases: Option<&Path>) -> anyhow::Result<()> {
+    setup::ensure_ready()?;
+    ebpf::build()?;
+    run_cases(cases)
+}
+
+/// Builds the agent and runs the cases in `cases` (default: the vendored ones);
+/// fails when a case fails. Expects the eBPF object to be built already.
+pub fn run_cases(cases: Option<&Path>) -> anyhow::Result<()> {
+    let root = workspace_root();
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "conformance runs real packets through BPF in network namespaces and needs root \
+         (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN); run `cargo xtask conformance` as root"
+    );
+    // A relative --cases is relative to where the user stands; the default to the root.
+    let cases = match cases {
+        Some(dir) => std::path::absolute(dir)?,
+        None => root.join(DEFAULT_CASES),
+    };
+    println!("conformance: building policy-agent");
+    run_checked(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--quiet",
+        "--package",
+        "policy-agent",
+    ]))?;
+    println!("conformance: running the cases in {}", cases.display());
+    run_checked(
+        Command::new(root.join("target/debug/policy-agent"))
+            .current_dir(&root)
+            .args(["--verbose", "lab", "conformance", "--cases"])
+            .arg(&cases),
+    )
+}
