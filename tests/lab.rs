@@ -13,8 +13,8 @@ use policy_agent::{
         Lab, LabError,
     },
     model::{
-        builders::{cluster, netpol, pod, rule, selector},
-        ClusterState, ObjectRef, PortRef, Protocol, Service, ServicePort,
+        builders::{cluster, netpol, pod, rule, selector, service},
+        ClusterState, ObjectRef, PortRef, Protocol,
     },
     policy::evaluator::{evaluate, Endpoint, Query},
     source::load_manifests,
@@ -35,25 +35,18 @@ fn result_of(
         .unwrap_or_else(|| panic!("no probe {from} -> {to}:{port}"))
 }
 
-/// Adds a ClusterIP Service (the lab allocates its address) selecting `app=<app>`
-/// with one port `port` -> `target`.
+/// `state` plus a ClusterIP Service (the lab allocates its address) selecting
+/// `app=<app>` with one port `port` -> `target`.
 fn with_service(
     mut state: ClusterState,
-    key: (&str, &str),
+    (namespace, name): (&str, &str),
     app: &str,
     (port, target, protocol): (u16, PortRef, Protocol),
 ) -> ClusterState {
-    let service = Service {
-        key: ObjectRef::new(key.0, key.1),
-        selector: Some([("app".to_string(), app.to_string())].into()),
-        cluster_ip: None,
-        ports: vec![ServicePort {
-            name: None,
-            port,
-            target_port: target,
-            protocol,
-        }],
-    };
+    let service = service(namespace, name)
+        .selector([("app", app)])
+        .port(port, target, protocol)
+        .build();
     state.services.insert(service.key.clone(), service);
     state
 }

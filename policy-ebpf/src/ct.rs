@@ -11,7 +11,10 @@
 //! 2. a deferred egress entry is also written for the post-DNAT tuple, by the
 //!    destination's classifier at the source's interface, once the source's egress
 //!    policy allowed the backend (`service::deferred_egress`).
-//! 3. entries are never updated by packets; the LRU evicts the least recently used.
+//! 3. a TCP SYN without ACK ignores existing entries and, when allowed, overwrites
+//!    its own: a reused source port never inherits an older connection's verdict;
+//! 4. entries are otherwise never updated by packets; the LRU evicts the least
+//!    recently used.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use policy_common::{
@@ -60,9 +63,13 @@ fn opposite(direction: u8) -> u8 {
 }
 
 /// The entry the packet belongs to at this interface: the forward entry first, then
-/// the one whose reply it is.
+/// the one whose reply it is. A packet that opens a TCP connection belongs to none:
+/// it is decided afresh and, if allowed, replaces the old entry.
 #[inline(always)]
 pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
+    if flow.opens {
+        return None;
+    }
     let forward = key(ifindex, direction, flow, false);
     // SAFETY: the flags are copied out before any other map operation.
     if let Some(value) = unsafe { CONNTRACK.get(&forward) } {
@@ -80,9 +87,13 @@ pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
 }
 
 /// True when exactly this key is tracked: `flow` (or, with `reversed`, its reverse)
-/// as the first packet in `direction` at `ifindex`. Replies do not count.
+/// as the first packet in `direction` at `ifindex`. Replies do not count, nor does
+/// a packet that opens a TCP connection (decided afresh, as in `lookup`).
 #[inline(always)]
 pub(crate) fn contains(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> bool {
+    if flow.opens {
+        return false;
+    }
     // SAFETY: only presence is read; no reference outlives the call.
     unsafe {
         CONNTRACK

@@ -61,6 +61,10 @@ pub(crate) struct Flow {
     pub protocol: u8,
     /// The packet is IPv6 (addresses are then not IPv4-mapped).
     pub ipv6: bool,
+    /// A TCP SYN without ACK: it opens a connection, so it is decided afresh even
+    /// when its tuple is tracked (a reused source port must not inherit the verdict
+    /// of an older connection made under another policy).
+    pub opens: bool,
 }
 
 #[inline(always)]
@@ -94,6 +98,20 @@ pub(crate) fn packet(ctx: &TcContext, l3: L3) -> Result<Packet, u32> {
         L3::Ipv4 => ipv4(ctx).map(Packet::Flow),
         L3::Ipv6 => ipv6(ctx),
     }
+}
+
+/// TCP flag bits in the 14th byte of the TCP header.
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
+
+/// Whether the TCP header at `l4` is a SYN without ACK (a connection opening).
+#[inline(always)]
+fn tcp_opens(ctx: &TcContext, protocol: u8, l4: usize) -> Result<bool, u32> {
+    if protocol != IPPROTO_TCP {
+        return Ok(false);
+    }
+    let flags = load::<u8>(ctx, l4 + 13)?;
+    Ok(flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN)
 }
 
 /// Reads the ports of the upper-layer header at `l4`: TCP, UDP and SCTP carry them
@@ -136,10 +154,12 @@ fn ipv4(ctx: &TcContext) -> Result<Flow, u32> {
     let protocol = load::<u8>(ctx, ETH_HLEN + 9)?;
     let saddr = mapped(load::<[u8; 4]>(ctx, ETH_HLEN + 12)?);
     let daddr = mapped(load::<[u8; 4]>(ctx, ETH_HLEN + 16)?);
-    let (sport_be, dport_be) = if fragment_offset != 0 {
-        (0, 0)
+    let (sport_be, dport_be, opens) = if fragment_offset != 0 {
+        (0, 0, false)
     } else {
-        ports(ctx, protocol, ETH_HLEN + header_len)?
+        let l4 = ETH_HLEN + header_len;
+        let (sport_be, dport_be) = ports(ctx, protocol, l4)?;
+        (sport_be, dport_be, tcp_opens(ctx, protocol, l4)?)
     };
     Ok(Flow {
         saddr,
@@ -148,6 +168,7 @@ fn ipv4(ctx: &TcContext) -> Result<Flow, u32> {
         dport_be,
         protocol,
         ipv6: false,
+        opens,
     })
 }
 
@@ -192,6 +213,7 @@ fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
             dport_be: 0,
             protocol,
             ipv6: true,
+            opens: false,
         }));
     }
     if protocol == IPPROTO_ICMPV6 {
@@ -208,6 +230,7 @@ fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
         dport_be,
         protocol,
         ipv6: true,
+        opens: tcp_opens(ctx, protocol, l4)?,
     }))
 }
 

@@ -311,6 +311,23 @@ impl Lab {
         })
     }
 
+    /// Runs `f` inside `pod`'s network namespace (on a helper thread), for traffic
+    /// the probes do not make: a socket bound to a chosen port, a long-lived flow.
+    pub fn in_pod<T: Send>(
+        &self,
+        pod: &ObjectRef,
+        f: impl FnOnce() -> T + Send,
+    ) -> Result<T, LabError> {
+        let lab_pod = self
+            .topology
+            .pods
+            .get(pod)
+            .ok_or_else(|| LabError::UnknownPod {
+                pod: pod.to_string(),
+            })?;
+        netns::in_netns(&lab_pod.netns, f)
+    }
+
     /// Runs probes through the real datapath to each destination's IPv4 address; a
     /// probe that gets no answer within `timeout` counts as dropped.
     pub fn probe(
