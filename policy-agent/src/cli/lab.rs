@@ -38,13 +38,23 @@ pub struct ProbeArgs {
     via_service: bool,
 }
 
-/// `--family`.
+/// `--family` of `lab run`, `lab tour` and `simulate`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum FamilyArg {
+pub(super) enum FamilyArg {
     /// The pod's IPv4 address.
     Ipv4,
     /// The pod's IPv6 address.
     Ipv6,
+}
+
+impl FamilyArg {
+    /// The lab's family.
+    pub(super) fn family(self) -> Family {
+        match self {
+            FamilyArg::Ipv4 => Family::Ipv4,
+            FamilyArg::Ipv6 => Family::Ipv6,
+        }
+    }
 }
 
 impl ProbeArgs {
@@ -55,8 +65,7 @@ impl ProbeArgs {
     /// How probes reach their destinations.
     fn route(&self) -> anyhow::Result<ProbeRoute> {
         Ok(match (self.via_service, self.family) {
-            (false, FamilyArg::Ipv4) => ProbeRoute::Pod(Family::Ipv4),
-            (false, FamilyArg::Ipv6) => ProbeRoute::Pod(Family::Ipv6),
+            (false, family) => ProbeRoute::Pod(family.family()),
             (true, FamilyArg::Ipv4) => ProbeRoute::Service,
             (true, FamilyArg::Ipv6) => {
                 bail!("--via-service probes IPv4 only (the lab's Services are IPv4); drop --family ipv6")

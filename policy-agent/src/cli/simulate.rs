@@ -10,7 +10,7 @@ use std::{
 use anyhow::bail;
 use clap::Args;
 
-use super::{parse_port_protocol, Output};
+use super::{lab::FamilyArg, parse_port_protocol, Output};
 use crate::{
     lab::{addresses, report, report::ProbeResult},
     model::{ClusterState, ObjectRef, Protocol},
@@ -37,6 +37,10 @@ pub struct SimulateArgs {
     /// Peers are not probed from each other (no policy sits between them).
     #[arg(long = "peer", value_name = "IP")]
     peers: Vec<IpAddr>,
+    /// Which address of each pod the probes use, as `lab run --family` (ipBlocks
+    /// see that address).
+    #[arg(long, value_enum, default_value_t = FamilyArg::Ipv4)]
+    family: FamilyArg,
     /// Table or JSON (the shape `lab run --output json` prints).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -65,9 +69,25 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         args.path.display(),
         plan.len()
     );
+    // A lab probe leaves from and arrives at one address of each pod: judge that
+    // address, so ipBlocks see what the kernel sees.
+    let family = args.family.family();
+    let at_address = |endpoint: &Endpoint| match endpoint {
+        Endpoint::Pod(key) => state
+            .pods
+            .get(key)
+            .and_then(|pod| pod.ips.iter().find(|ip| family.matches(ip)))
+            .map_or_else(|| endpoint.clone(), |ip| Endpoint::Address(*ip)),
+        Endpoint::Address(_) => endpoint.clone(),
+    };
     let verdicts: Vec<(&Probe, bool)> = plan
         .iter()
-        .map(|probe| (probe, evaluate(&state, &probe.query()).allowed))
+        .map(|probe| {
+            let mut query = probe.query();
+            query.src = at_address(&query.src);
+            query.dst = at_address(&query.dst);
+            (probe, evaluate(&state, &query).allowed)
+        })
         .collect();
     match args.output {
         Output::Json => {

@@ -38,7 +38,7 @@ use self::{
 use crate::{
     dataplane::{self, Datapath, DataplaneError, InterfaceIndex, Stats},
     model::{ClusterState, ObjectRef, Protocol},
-    policy::{compiler::compile, tables::DatapathTables},
+    policy::{compiler::compile, evaluator::Endpoint, probes, tables::DatapathTables},
 };
 
 static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
@@ -225,35 +225,21 @@ impl Lab {
 
     /// One probe from every pod to every other pod on each of `ports`; with no
     /// ports, on each destination's declared TCP and UDP container ports (declared
-    /// SCTP ports cannot be probed on a kernel without SCTP and are left out).
+    /// SCTP ports cannot be probed on a kernel without SCTP and are left out). The
+    /// plan `simulate` judges too (`policy::probes::plan`).
     pub fn probe_specs(&self, ports: &[(u16, Protocol)]) -> Vec<ProbeSpec> {
-        let pods = self.pods();
-        let mut specs = Vec::new();
-        for from in &pods {
-            for to in pods.iter().filter(|to| *to != from) {
-                let declared: Vec<(u16, Protocol)> = self
-                    .state
-                    .pods
-                    .get(to)
-                    .map(|p| {
-                        p.ports
-                            .iter()
-                            .filter(|c| c.protocol != Protocol::Sctp)
-                            .map(|c| (c.port, c.protocol))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let targets = if ports.is_empty() { &declared } else { ports };
-                let unique: BTreeSet<&(u16, Protocol)> = targets.iter().collect();
-                specs.extend(unique.into_iter().map(|&(port, protocol)| ProbeSpec {
-                    from: from.clone(),
-                    to: to.clone(),
-                    port,
-                    protocol,
-                }));
-            }
-        }
-        specs
+        probes::plan(&self.state, &self.pods(), ports, &[])
+            .into_iter()
+            .filter_map(|probe| match (probe.from, probe.to) {
+                (Endpoint::Pod(from), Endpoint::Pod(to)) => Some(ProbeSpec {
+                    from,
+                    to,
+                    port: probe.port,
+                    protocol: probe.protocol,
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Where each of `specs` connects to when it takes `route`: the destination

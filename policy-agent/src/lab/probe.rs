@@ -35,6 +35,16 @@ pub enum Family {
     Ipv6,
 }
 
+impl Family {
+    /// Whether `ip` is of this family.
+    pub fn matches(self, ip: &IpAddr) -> bool {
+        match self {
+            Family::Ipv4 => ip.is_ipv4(),
+            Family::Ipv6 => ip.is_ipv6(),
+        }
+    }
+}
+
 /// How probes reach their destination pod. Results are keyed by the destination
 /// pod and its port either way, so matrices compare across routes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

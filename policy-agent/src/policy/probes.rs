@@ -1,6 +1,6 @@
 //! Which probes a matrix holds: every pod to every other pod on the destination's
 //! ports, plus addresses outside the cluster (`--peer`) both ways. One definition
-//! for `simulate` (judged by the evaluator) and, meant to be, `lab run` (sent as
+//! for `simulate` (judged by the evaluator) and `lab run` (sent as
 //! real packets), so their outputs compare line by line.
 //!
 //! Pure; imports only `crate::model` and `policy::evaluator`'s endpoint and query
