@@ -53,6 +53,18 @@ fn server_v4(lab: &Lab) -> IpAddr {
         .unwrap_or_else(|e| panic!("address: {e}"))
 }
 
+/// A UDP socket in `pod`, connected to `server`, waiting at most `TIMEOUT` to read.
+fn udp_socket_in(lab: &Lab, pod: &ObjectRef, server: SocketAddr) -> UdpSocket {
+    lab.in_pod(pod, || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_read_timeout(Some(TIMEOUT))?;
+        socket.connect(server)?;
+        Ok::<_, std::io::Error>(socket)
+    })
+    .unwrap_or_else(|e| panic!("netns: {e}"))
+    .unwrap_or_else(|e| panic!("socket: {e}"))
+}
+
 /// Sends `payload` on a connected UDP socket and reports whether the echo came back.
 fn echoes(socket: &UdpSocket, payload: &[u8]) -> bool {
     if let Err(error) = socket.send(payload) {
@@ -72,15 +84,7 @@ fn an_established_flow_keeps_passing_after_a_policy_would_deny_it_and_new_ones_d
     let mut lab = Lab::up(client_and_server(), &[]).unwrap_or_else(|e| panic!("lab: {e}"));
     let server = SocketAddr::new(server_v4(&lab), 53);
     let client = ObjectRef::new("x", "client");
-    let established = lab
-        .in_pod(&client, || {
-            let socket = UdpSocket::bind("0.0.0.0:0")?;
-            socket.set_read_timeout(Some(TIMEOUT))?;
-            socket.connect(server)?;
-            Ok::<_, std::io::Error>(socket)
-        })
-        .unwrap_or_else(|e| panic!("netns: {e}"))
-        .unwrap_or_else(|e| panic!("socket: {e}"));
+    let established = udp_socket_in(&lab, &client, server);
     assert!(
         echoes(&established, b"before"),
         "no policy: the flow passes"
@@ -92,15 +96,7 @@ fn an_established_flow_keeps_passing_after_a_policy_would_deny_it_and_new_ones_d
         echoes(&established, b"after"),
         "the flow was allowed when it began, so it keeps passing (as in Cilium and Calico)"
     );
-    let fresh = lab
-        .in_pod(&client, || {
-            let socket = UdpSocket::bind("0.0.0.0:0")?;
-            socket.set_read_timeout(Some(TIMEOUT))?;
-            socket.connect(server)?;
-            Ok::<_, std::io::Error>(socket)
-        })
-        .unwrap_or_else(|e| panic!("netns: {e}"))
-        .unwrap_or_else(|e| panic!("socket: {e}"));
+    let fresh = udp_socket_in(&lab, &client, server);
     assert!(!echoes(&fresh, b"new"), "a new flow meets the new policy");
 }
 

@@ -215,6 +215,52 @@ fn an_egress_rule_admits_only_its_port_and_peer() {
 }
 
 #[test]
+fn an_egress_named_port_resolves_on_each_destination_pod() {
+    support::require_root_and_bpf();
+    // Two servers call different numbers "http"; the client may reach "http" on
+    // any server, so each server is reached on its own number and not the other's,
+    // over both families.
+    let state = cluster()
+        .pod(pod("x", "client").labels([("app", "client")]).build())
+        .pod(
+            pod("x", "old")
+                .labels([("app", "server")])
+                .named_port("http", 80, Protocol::Tcp)
+                .port(8080, Protocol::Tcp)
+                .build(),
+        )
+        .pod(
+            pod("x", "new")
+                .labels([("app", "server")])
+                .named_port("http", 8080, Protocol::Tcp)
+                .port(80, Protocol::Tcp)
+                .build(),
+        )
+        .policy(
+            netpol("x", "client-to-http")
+                .select(selector().label("app", "client").build())
+                .egress(rule().named_port("http", Protocol::Tcp).build())
+                .build(),
+        )
+        .build();
+    let lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let specs: Vec<_> = lab
+        .probe_specs(&[])
+        .into_iter()
+        .filter(|s| s.from == ObjectRef::new("x", "client"))
+        .collect();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let results = lab
+            .probe_via(&specs, ProbeRoute::Pod(family), TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(result_of(&results, "x/client", "x/old", 80), "{family:?}");
+        assert!(!result_of(&results, "x/client", "x/old", 8080), "{family:?}");
+        assert!(result_of(&results, "x/client", "x/new", 8080), "{family:?}");
+        assert!(!result_of(&results, "x/client", "x/new", 80), "{family:?}");
+    }
+}
+
+#[test]
 fn icmp_echo_follows_rules_without_ports_and_its_reply_is_tracked() {
     support::require_root_and_bpf();
     // a admits b on every protocol (a rule without ports) and c only on TCP 80.

@@ -5,7 +5,7 @@
 
 use std::{path::Path, process::Command};
 
-use crate::{ebpf, run_checked, setup, workspace_root};
+use crate::{build_agent, ebpf, run_checked, setup, workspace_root};
 
 /// The vendored cases, relative to the workspace root.
 pub const DEFAULT_CASES: &str = "tests/data/conformance";
@@ -31,16 +31,10 @@ pub fn run_cases(cases: Option<&Path>) -> anyhow::Result<()> {
         Some(dir) => std::path::absolute(dir)?,
         None => root.join(DEFAULT_CASES),
     };
-    println!("conformance: building policy-agent");
-    run_checked(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--quiet",
-        "--package",
-        "policy-agent",
-    ]))?;
+    let agent = build_agent("conformance")?;
     println!("conformance: running the cases in {}", cases.display());
     run_checked(
-        Command::new(root.join("target/debug/policy-agent"))
+        Command::new(agent)
             .current_dir(&root)
             .args(["--verbose", "lab", "conformance", "--cases"])
             .arg(&cases),

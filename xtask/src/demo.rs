@@ -6,20 +6,14 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use crate::{ebpf, run_checked, setup, workspace_root};
+use crate::{build_agent, ebpf, run_checked, setup, workspace_root};
 
 /// Runs the demo from start to end without input.
 pub fn run() -> anyhow::Result<()> {
     setup::ensure_ready()?;
     ebpf::build()?;
     let root = workspace_root();
-    println!("demo: building policy-agent");
-    run_checked(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--quiet",
-        "--package",
-        "policy-agent",
-    ]))?;
+    let agent = build_agent("demo")?;
     // Relative to the workspace root (the tour's working directory), for short output.
     let example = std::path::Path::new("deploy/examples/secure-app");
     let mut steps: Vec<_> = std::fs::read_dir(root.join(example).join("steps"))
@@ -33,7 +27,7 @@ pub fn run() -> anyhow::Result<()> {
         "demo: the secure-app tutorial, {} steps, on real packets in a local lab\n",
         steps.len()
     );
-    let mut tour = Command::new(root.join("target/debug/policy-agent"));
+    let mut tour = Command::new(agent);
     tour.current_dir(&root)
         .args(["lab", "tour", "-f"])
         .arg(example.join("cluster.yaml"));

@@ -69,3 +69,16 @@ pub fn run_checked(cmd: &mut std::process::Command) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Builds `policy-agent` (debug) and returns the path of the binary; `task` names
+/// the chore in the progress line.
+pub fn build_agent(task: &str) -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    println!("{task}: building policy-agent");
+    run_checked(
+        std::process::Command::new("cargo")
+            .current_dir(&root)
+            .args(["build", "--quiet", "--package", "policy-agent"]),
+    )?;
+    Ok(root.join("target/debug/policy-agent"))
+}

@@ -282,15 +282,19 @@ impl Lab {
             .collect()
     }
 
-    /// The lab address of `pod` in `family`.
-    pub fn pod_address(&self, pod: &ObjectRef, family: Family) -> Result<IpAddr, LabError> {
-        let lab_pod = self
-            .topology
+    /// The lab's record of `pod`.
+    fn lab_pod(&self, pod: &ObjectRef) -> Result<&topology::LabPod, LabError> {
+        self.topology
             .pods
             .get(pod)
             .ok_or_else(|| LabError::UnknownPod {
                 pod: pod.to_string(),
-            })?;
+            })
+    }
+
+    /// The lab address of `pod` in `family`.
+    pub fn pod_address(&self, pod: &ObjectRef, family: Family) -> Result<IpAddr, LabError> {
+        let lab_pod = self.lab_pod(pod)?;
         Ok(match family {
             Family::Ipv4 => IpAddr::V4(lab_pod.addresses.v4),
             Family::Ipv6 => IpAddr::V6(lab_pod.addresses.v6),
@@ -304,14 +308,7 @@ impl Lab {
         pod: &ObjectRef,
         f: impl FnOnce() -> T + Send,
     ) -> Result<T, LabError> {
-        let lab_pod = self
-            .topology
-            .pods
-            .get(pod)
-            .ok_or_else(|| LabError::UnknownPod {
-                pod: pod.to_string(),
-            })?;
-        netns::in_netns(&lab_pod.netns, f)
+        netns::in_netns(&self.lab_pod(pod)?.netns, f)
     }
 
     /// Runs probes through the real datapath to each destination's IPv4 address; a
