@@ -4,6 +4,8 @@
 mod support;
 
 use std::{
+    ffi::OsStr,
+    fmt::Debug,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -15,7 +17,7 @@ fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/secure-app")
 }
 
-fn agent(args: &[&str]) -> Output {
+fn agent<S: AsRef<OsStr>>(args: &[S]) -> Output {
     Command::new(AGENT)
         .args(args)
         .output()
@@ -232,7 +234,7 @@ fn an_sctp_probe_fails_with_a_clear_message_and_leaves_nothing_behind() {
 
 /// Runs the agent and returns its stdout, failing the test with its stderr if it
 /// did not succeed.
-fn agent_ok(args: &[&str]) -> String {
+fn agent_ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
     let out = agent(args);
     assert!(
         out.status.success(),
@@ -244,6 +246,25 @@ fn agent_ok(args: &[&str]) -> String {
 
 fn example_str() -> String {
     example().to_str().unwrap_or_default().to_string()
+}
+
+/// The arguments of `explain` on the tutorial for `from` -> `to` on `port`, then
+/// `extra`.
+fn explain_args(from: &str, to: &str, port: &str, extra: &[&str]) -> Vec<String> {
+    let example = example_str();
+    [
+        "explain", "-f", &example, "--from", from, "--to", to, "--port", port,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|arg| arg.to_string())
+    .collect()
+}
+
+/// Runs `explain` on the tutorial for `from` -> `to` on `port` and returns its
+/// stdout, as `agent_ok` does.
+fn explain(from: &str, to: &str, port: &str) -> String {
+    agent_ok(&explain_args(from, to, port, &[]))
 }
 
 /// `(from, to, port, protocol) -> allowed` of a `{"probes":[...]}` document.
@@ -374,18 +395,7 @@ fn simulate_prints_the_lab_matrix_with_peers_as_rows_and_columns() {
 
 #[test]
 fn explain_names_the_deciding_rule_of_an_allow() {
-    let example = example_str();
-    let stdout = agent_ok(&[
-        "explain",
-        "-f",
-        &example,
-        "--from",
-        "secure-app/frontend",
-        "--to",
-        "kube-system/coredns",
-        "--port",
-        "53/UDP",
-    ]);
+    let stdout = explain("secure-app/frontend", "kube-system/coredns", "53/UDP");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines[0].starts_with("secure-app/frontend (10.244."),
@@ -405,18 +415,7 @@ fn explain_names_the_deciding_rule_of_an_allow() {
 
 #[test]
 fn explain_says_which_policies_deny_and_whether_peer_or_port_failed() {
-    let example = example_str();
-    let stdout = agent_ok(&[
-        "explain",
-        "-f",
-        &example,
-        "--from",
-        "203.0.113.7",
-        "--to",
-        "secure-app/mysql",
-        "--port",
-        "3306",
-    ]);
+    let stdout = explain("203.0.113.7", "secure-app/mysql", "3306");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines[0].starts_with("203.0.113.7 -> secure-app/mysql (10.244."),
@@ -435,17 +434,7 @@ fn explain_says_which_policies_deny_and_whether_peer_or_port_failed() {
         ],
         "{stdout}"
     );
-    let stdout = agent_ok(&[
-        "explain",
-        "-f",
-        &example,
-        "--from",
-        "secure-app/frontend",
-        "--to",
-        "secure-app/backend",
-        "--port",
-        "80/TCP",
-    ]);
+    let stdout = explain("secure-app/frontend", "secure-app/backend", "80/TCP");
     assert!(stdout.contains("80/TCP: denied"), "{stdout}");
     assert!(
         stdout.contains("  secure-app/deny-all-egress-allow-dns\n    spec.egress[0]: peer matches, port does not\n"),
@@ -455,20 +444,12 @@ fn explain_says_which_policies_deny_and_whether_peer_or_port_failed() {
 
 #[test]
 fn explain_json_parses_and_carries_every_rule_of_every_isolating_policy() {
-    let example = example_str();
-    let stdout = agent_ok(&[
-        "explain",
-        "-f",
-        &example,
-        "--from",
+    let stdout = agent_ok(&explain_args(
         "secure-app/frontend",
-        "--to",
         "secure-app/mysql",
-        "--port",
         "3306/TCP",
-        "--output",
-        "json",
-    ]);
+        &["--output", "json"],
+    ));
     let json: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON: {e}: {stdout}"));
     assert_eq!(json["from"], "secure-app/frontend");
@@ -502,18 +483,12 @@ fn explain_json_parses_and_carries_every_rule_of_every_isolating_policy() {
 
 #[test]
 fn explain_refuses_a_pod_the_manifests_do_not_have_naming_it() {
-    let example = example_str();
-    let out = agent(&[
-        "explain",
-        "-f",
-        &example,
-        "--from",
+    let out = agent(&explain_args(
         "secure-app/nope",
-        "--to",
         "secure-app/mysql",
-        "--port",
         "3306",
-    ]);
+        &[],
+    ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("pod secure-app/nope is not in"), "{stderr}");

@@ -55,13 +55,7 @@ fn an_ipblock_prefix_admits_its_range_and_an_except_prefix_carves_a_hole() {
         .prefix("10.2.0.6/32", 8)
         .prefix("fd00:2::/64", 7)
         .prefix("fd00:2::6/128", 8)
-        .allow(
-            "server",
-            Direction::Ingress,
-            7,
-            Some(TCP),
-            Some(PortBlock::single(80)),
-        )
+        .allow_port("server", Direction::Ingress, 7, TCP, 80)
         .build();
     net.apply(&with_except);
     for server in [SERVER_V4, SERVER_V6] {
@@ -132,13 +126,7 @@ fn sctp_is_matched_by_sctp_port_rules_only() {
     let sctp_rule = Tables::new(&net)
         .isolate("server", true, false)
         .pod_class("client", 3)
-        .allow(
-            "server",
-            Direction::Ingress,
-            3,
-            Some(SCTP),
-            Some(PortBlock::single(5000)),
-        )
+        .allow_port("server", Direction::Ingress, 3, SCTP, 5000)
         .build();
     net.apply(&sctp_rule);
     let (client, server) = (
@@ -162,13 +150,7 @@ fn sctp_is_matched_by_sctp_port_rules_only() {
     let tcp_rule = Tables::new(&net)
         .isolate("server", true, false)
         .pod_class("client", 3)
-        .allow(
-            "server",
-            Direction::Ingress,
-            3,
-            Some(TCP),
-            Some(PortBlock::single(5000)),
-        )
+        .allow_port("server", Direction::Ingress, 3, TCP, 5000)
         .build();
     net.apply(&tcp_rule);
     assert!(
@@ -249,13 +231,7 @@ fn ipv6_is_decided_like_ipv4_and_neighbour_discovery_passes() {
         .isolate("server", true, true)
         .pod_class("a", 3)
         .pod_class("b", 4)
-        .allow(
-            "server",
-            Direction::Ingress,
-            3,
-            Some(TCP),
-            Some(PortBlock::single(80)),
-        )
+        .allow_port("server", Direction::Ingress, 3, TCP, 80)
         .allow("server", Direction::Ingress, 4, None, None)
         .build();
     net.apply(&tables);
@@ -310,11 +286,6 @@ fn service_egress_is_decided_on_the_backend_after_dnat_and_replies_are_verified(
          table ip6 svc {\n chain pre {\n type nat hook prerouting priority dstnat;\n \
            ip6 daddr fd96::10 tcp dport 80 dnat to [fd00:1::10]:8080\n }\n}\n",
     );
-    let service = PeerEntry {
-        class_id: 0,
-        node: false,
-        service: true,
-    };
     // good may reach the backend on 8080, bad only on 9090; both are isolated for
     // ingress with no rules, so answers pass only as verified replies.
     let tables = Tables::new(&net)
@@ -324,22 +295,10 @@ fn service_egress_is_decided_on_the_backend_after_dnat_and_replies_are_verified(
         .pod_class("backend", 5)
         .pod_class("good", 2)
         .pod_class("bad", 3)
-        .peer("10.96.0.10/32", service)
-        .peer("fd96::10/128", service)
-        .allow(
-            "good",
-            Direction::Egress,
-            5,
-            Some(TCP),
-            Some(PortBlock::single(8080)),
-        )
-        .allow(
-            "bad",
-            Direction::Egress,
-            5,
-            Some(TCP),
-            Some(PortBlock::single(9090)),
-        )
+        .service("10.96.0.10/32")
+        .service("fd96::10/128")
+        .allow_port("good", Direction::Egress, 5, TCP, 8080)
+        .allow_port("bad", Direction::Egress, 5, TCP, 9090)
         .allow("backend", Direction::Ingress, 2, Some(TCP), None)
         .allow("backend", Direction::Ingress, 3, Some(TCP), None)
         .build();

@@ -254,7 +254,10 @@ fn an_egress_named_port_resolves_on_each_destination_pod() {
             .probe_via(&specs, ProbeRoute::Pod(family), TIMEOUT)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(result_of(&results, "x/client", "x/old", 80), "{family:?}");
-        assert!(!result_of(&results, "x/client", "x/old", 8080), "{family:?}");
+        assert!(
+            !result_of(&results, "x/client", "x/old", 8080),
+            "{family:?}"
+        );
         assert!(result_of(&results, "x/client", "x/new", 8080), "{family:?}");
         assert!(!result_of(&results, "x/client", "x/new", 80), "{family:?}");
     }

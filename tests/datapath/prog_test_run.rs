@@ -5,10 +5,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use policy_agent::{
-    dataplane::Hook,
-    policy::tables::{Direction, PeerEntry, PortBlock},
-};
+use policy_agent::{dataplane::Hook, policy::tables::Direction};
 use policy_common::verdict::{MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED};
 
 use super::{
@@ -26,7 +23,7 @@ fn v6(text: &str) -> Ipv6Addr {
     text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
-/// A server isolated both ways and a client of class 3, IPv6 frames client->server.
+/// A server and a client, for IPv6 frames between them.
 fn server_and_client() -> Net {
     support::require_root_and_bpf();
     Net::up(&[
@@ -35,27 +32,34 @@ fn server_and_client() -> Net {
     ])
 }
 
+/// Tables with the server isolated both ways and the client in class 3.
+fn isolated(net: &Net) -> Tables<'_> {
+    Tables::new(net)
+        .isolate("server", true, true)
+        .pod_class("client", 3)
+}
+
 fn to_server(exts: &[Ext], protocol: u8, l4: &[u8]) -> Vec<u8> {
     frames::ipv6(v6(CLIENT_V6), v6(SERVER_V6), exts, protocol, l4)
+}
+
+fn to_client(exts: &[Ext], protocol: u8, l4: &[u8]) -> Vec<u8> {
+    frames::ipv6(v6(SERVER_V6), v6(CLIENT_V6), exts, protocol, l4)
 }
 
 fn passes(net: &mut Net, hook: Hook, pod: &str, frame: &[u8]) -> bool {
     net.run(hook, pod, 0, frame).passed
 }
 
+/// Whether the server's ingress passes `frame`.
+fn server_admits(net: &mut Net, frame: &[u8]) -> bool {
+    passes(net, Hook::PodIngress, "server", frame)
+}
+
 #[test]
 fn ipv6_extension_headers_are_walked_up_to_four_deep() {
     let mut net = server_and_client();
-    let tables = Tables::new(&net)
-        .isolate("server", true, true)
-        .pod_class("client", 3)
-        .allow(
-            "server",
-            Direction::Ingress,
-            3,
-            Some(TCP),
-            Some(PortBlock::single(80)),
-        );
+    let tables = isolated(&net).allow_port("server", Direction::Ingress, 3, TCP, 80);
     net.apply(&tables.build());
     let four = [
         Ext::HopByHop,
@@ -64,93 +68,40 @@ fn ipv6_extension_headers_are_walked_up_to_four_deep() {
         Ext::DestOptions { units: 0 },
     ];
     let syn = |port| frames::tcp(40000, port);
-    assert!(passes(
-        &mut net,
-        Hook::PodIngress,
-        "server",
-        &to_server(&[], TCP, &syn(80))
-    ));
-    assert!(passes(
-        &mut net,
-        Hook::PodIngress,
-        "server",
-        &to_server(&four, TCP, &syn(80))
-    ));
-    assert!(!passes(
-        &mut net,
-        Hook::PodIngress,
-        "server",
-        &to_server(&four, TCP, &syn(81))
-    ));
+    assert!(server_admits(&mut net, &to_server(&[], TCP, &syn(80))));
+    assert!(server_admits(&mut net, &to_server(&four, TCP, &syn(80))));
+    assert!(!server_admits(&mut net, &to_server(&four, TCP, &syn(81))));
 
     // A fifth header ends the walk: the packet is "protocol 60, port 0".
     let five = [four.as_slice(), &[Ext::DestOptions { units: 0 }]].concat();
     let frame = to_server(&five, TCP, &syn(80));
-    assert!(
-        !passes(&mut net, Hook::PodIngress, "server", &frame),
-        "TCP 80 rule"
-    );
-    let tables = Tables::new(&net)
-        .isolate("server", true, true)
-        .pod_class("client", 3)
-        .allow(
-            "server",
-            Direction::Ingress,
-            3,
-            Some(60),
-            Some(PortBlock::single(0)),
-        );
+    assert!(!server_admits(&mut net, &frame), "TCP 80 rule");
+    let tables = isolated(&net).allow_port("server", Direction::Ingress, 3, 60, 0);
     net.apply(&tables.build());
-    assert!(
-        passes(&mut net, Hook::PodIngress, "server", &frame),
-        "protocol 60 port 0"
-    );
+    assert!(server_admits(&mut net, &frame), "protocol 60 port 0");
 }
 
 #[test]
 fn ipv6_fragments_after_the_first_get_ports_zero() {
     let mut net = server_and_client();
-    let tables = Tables::new(&net)
-        .isolate("server", true, true)
-        .pod_class("client", 3)
-        .allow(
-            "server",
-            Direction::Ingress,
-            3,
-            Some(TCP),
-            Some(PortBlock::single(80)),
-        )
-        .allow(
-            "server",
-            Direction::Ingress,
-            3,
-            Some(UDP),
-            Some(PortBlock::single(0)),
-        );
+    let tables = isolated(&net)
+        .allow_port("server", Direction::Ingress, 3, TCP, 80)
+        .allow_port("server", Direction::Ingress, 3, UDP, 0);
     net.apply(&tables.build());
     let first = to_server(&[Ext::Fragment { offset: 0 }], TCP, &frames::tcp(40001, 80));
-    assert!(
-        passes(&mut net, Hook::PodIngress, "server", &first),
-        "first fragment"
-    );
+    assert!(server_admits(&mut net, &first), "first fragment");
     let later = to_server(
         &[Ext::Fragment { offset: 185 }],
         TCP,
         &frames::tcp(40002, 80),
     );
-    assert!(
-        !passes(&mut net, Hook::PodIngress, "server", &later),
-        "no ports: not TCP 80"
-    );
+    assert!(!server_admits(&mut net, &later), "no ports: not TCP 80");
     let udp_later = to_server(
         &[Ext::HopByHop, Ext::Fragment { offset: 185 }],
         UDP,
         &[0x9c, 0x40, 0x00, 0x35, 0, 8, 0, 0],
     );
-    assert!(
-        passes(&mut net, Hook::PodIngress, "server", &udp_later),
-        "UDP port 0"
-    );
+    assert!(server_admits(&mut net, &udp_later), "UDP port 0");
 }
 
 #[test]
@@ -174,10 +125,7 @@ fn truncated_or_malformed_ipv6_is_dropped_as_malformed() {
         ("version 4 in an IPv6 frame", &not_v6),
         ("hop-by-hop announced, nothing follows", &missing_ext),
     ] {
-        assert!(
-            !passes(&mut net, Hook::PodIngress, "server", frame),
-            "{what}"
-        );
+        assert!(!server_admits(&mut net, frame), "{what}");
     }
     assert_eq!(net.stats().get("drop_malformed"), before + 4);
 }
@@ -185,60 +133,28 @@ fn truncated_or_malformed_ipv6_is_dropped_as_malformed() {
 #[test]
 fn icmpv6_echo_pairs_by_identifier_and_neighbour_discovery_always_passes() {
     let mut net = server_and_client();
-    fn isolated(net: &Net) -> Tables<'_> {
-        Tables::new(net)
-            .isolate("server", true, true)
-            .pod_class("client", 3)
-    }
     net.apply(&isolated(&net).build());
     for nd_type in 133..=137 {
         let nd = to_server(&[], ICMPV6, &frames::icmpv6(nd_type, 0));
-        assert!(
-            passes(&mut net, Hook::PodIngress, "server", &nd),
-            "ND type {nd_type} in"
-        );
-        let out = frames::ipv6(
-            v6(SERVER_V6),
-            v6(CLIENT_V6),
-            &[],
-            ICMPV6,
-            &frames::icmpv6(nd_type, 0),
-        );
+        assert!(server_admits(&mut net, &nd), "ND type {nd_type} in");
+        let out = to_client(&[], ICMPV6, &frames::icmpv6(nd_type, 0));
         assert!(
             passes(&mut net, Hook::PodEgress, "server", &out),
             "ND type {nd_type} out"
         );
     }
     let request = to_server(&[], ICMPV6, &frames::icmpv6(128, 0x1234));
-    assert!(
-        !passes(&mut net, Hook::PodIngress, "server", &request),
-        "no rule"
-    );
+    assert!(!server_admits(&mut net, &request), "no rule");
 
     let with_rule = isolated(&net).allow("server", Direction::Ingress, 3, Some(ICMPV6), None);
     net.apply(&with_rule.build());
-    assert!(
-        passes(&mut net, Hook::PodIngress, "server", &request),
-        "ICMPv6 rule"
-    );
-    let reply = frames::ipv6(
-        v6(SERVER_V6),
-        v6(CLIENT_V6),
-        &[],
-        ICMPV6,
-        &frames::icmpv6(129, 0x1234),
-    );
+    assert!(server_admits(&mut net, &request), "ICMPv6 rule");
+    let reply = to_client(&[], ICMPV6, &frames::icmpv6(129, 0x1234));
     assert!(
         passes(&mut net, Hook::PodEgress, "server", &reply),
         "the reply is tracked"
     );
-    let other = frames::ipv6(
-        v6(SERVER_V6),
-        v6(CLIENT_V6),
-        &[],
-        ICMPV6,
-        &frames::icmpv6(129, 0x4321),
-    );
+    let other = to_client(&[], ICMPV6, &frames::icmpv6(129, 0x4321));
     assert!(
         !passes(&mut net, Hook::PodEgress, "server", &other),
         "another identifier"
@@ -262,13 +178,7 @@ fn sctp_over_ipv6_is_matched_by_sctp_port_rules() {
     let tables = Tables::new(&net)
         .isolate("server", true, false)
         .pod_class("client", 3)
-        .allow(
-            "server",
-            Direction::Ingress,
-            3,
-            Some(SCTP),
-            Some(PortBlock::single(5000)),
-        );
+        .allow_port("server", Direction::Ingress, 3, SCTP, 5000);
     net.apply(&tables.build());
     let sctp = |dport| {
         to_server(
@@ -277,13 +187,10 @@ fn sctp_over_ipv6_is_matched_by_sctp_port_rules() {
             &super::probe::sctp_init(40000, dport, 7),
         )
     };
-    assert!(passes(&mut net, Hook::PodIngress, "server", &sctp(5000)));
-    assert!(!passes(&mut net, Hook::PodIngress, "server", &sctp(5001)));
+    assert!(server_admits(&mut net, &sctp(5000)));
+    assert!(!server_admits(&mut net, &sctp(5001)));
     let udp = to_server(&[], UDP, &[0x9c, 0x40, 0x13, 0x88, 0, 8, 0, 0]);
-    assert!(
-        !passes(&mut net, Hook::PodIngress, "server", &udp),
-        "UDP 5000"
-    );
+    assert!(!server_admits(&mut net, &udp), "UDP 5000");
 }
 
 /// Addresses of one family for the deferral walk-through.
@@ -301,23 +208,12 @@ fn service_egress_deferral_step_by_step_in_both_families() {
         ("backend", "10.1.0.10", "fd00:1::10"),
         ("client", "10.2.0.5", "fd00:2::5"),
     ]);
-    let service = PeerEntry {
-        class_id: 0,
-        node: false,
-        service: true,
-    };
     let tables = Tables::new(&net)
         .isolate("client", true, true)
         .pod_class("backend", 5)
-        .peer("10.96.0.10/32", service)
-        .peer("fd96::10/128", service)
-        .allow(
-            "client",
-            Direction::Egress,
-            5,
-            Some(TCP),
-            Some(PortBlock::single(8080)),
-        );
+        .service("10.96.0.10/32")
+        .service("fd96::10/128")
+        .allow_port("client", Direction::Egress, 5, TCP, 8080);
     net.apply(&tables.build());
     let families = [
         Family {

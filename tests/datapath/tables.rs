@@ -80,6 +80,18 @@ impl<'a> Tables<'a> {
         self
     }
 
+    /// Flags prefix `cidr` as a Service ClusterIP (class 0, not the node).
+    pub fn service(self, cidr: &str) -> Self {
+        self.peer(
+            cidr,
+            PeerEntry {
+                class_id: 0,
+                node: false,
+                service: true,
+            },
+        )
+    }
+
     /// Puts both addresses of `pod` (as host prefixes) in `class`.
     pub fn pod_class(self, pod: &str, class_id: u32) -> Self {
         let (v4, v6) = (self.net.pod(pod).v4, self.net.pod(pod).v6);
@@ -113,6 +125,25 @@ impl<'a> Tables<'a> {
             },
         );
         self
+    }
+
+    /// Allows `pod` to talk with peers of `class_id` in `direction` on one `port`
+    /// of `protocol`.
+    pub fn allow_port(
+        self,
+        pod: &str,
+        direction: Direction,
+        class_id: u32,
+        protocol: u8,
+        port: u16,
+    ) -> Self {
+        self.allow(
+            pod,
+            direction,
+            class_id,
+            Some(protocol),
+            Some(PortBlock::single(port)),
+        )
     }
 
     /// The finished tables.

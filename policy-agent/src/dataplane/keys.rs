@@ -16,18 +16,22 @@ use policy_common::{
 
 use crate::policy::tables::{EndpointEntry, PeerEntry, PolicyMatch, RuleRef};
 
+/// The flag word with the bit of every `(set, bit)` pair that is set.
+fn flags(pairs: &[(bool, u32)]) -> u32 {
+    pairs
+        .iter()
+        .filter(|&&(set, _)| set)
+        .fold(0, |flags, &(_, bit)| flags | bit)
+}
+
 /// `ENDPOINTS` value of a local pod.
 pub(super) fn endpoint_value(entry: &EndpointEntry) -> EndpointInfo {
-    let mut flags = 0;
-    if entry.isolated_ingress {
-        flags |= ISOLATED_INGRESS;
-    }
-    if entry.isolated_egress {
-        flags |= ISOLATED_EGRESS;
-    }
     EndpointInfo {
         endpoint_id: entry.endpoint_id,
-        flags,
+        flags: flags(&[
+            (entry.isolated_ingress, ISOLATED_INGRESS),
+            (entry.isolated_egress, ISOLATED_EGRESS),
+        ]),
     }
 }
 
@@ -61,16 +65,12 @@ pub(super) fn policy_value(rule: &RuleRef) -> PolicyValue {
 
 /// `PEERS_V4`/`PEERS_V6` value of a prefix.
 pub(super) fn peer_value(entry: &PeerEntry) -> PeerClass {
-    let mut flags = 0;
-    if entry.node {
-        flags |= PEER_FLAG_NODE;
-    }
-    if entry.service {
-        flags |= PEER_FLAG_SERVICE;
-    }
     PeerClass {
         class_id: entry.class_id,
-        flags,
+        flags: flags(&[
+            (entry.node, PEER_FLAG_NODE),
+            (entry.service, PEER_FLAG_SERVICE),
+        ]),
     }
 }
 
@@ -132,6 +132,27 @@ mod tests {
         assert_eq!(key_address(address_key(v4)), v4);
         let v6 = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 7));
         assert_eq!(key_address(address_key(v6)), v6);
+    }
+
+    #[test]
+    fn endpoint_isolation_sets_one_flag_bit_per_direction() {
+        let value = |isolated_ingress, isolated_egress| {
+            endpoint_value(&EndpointEntry {
+                endpoint_id: 7,
+                isolated_ingress,
+                isolated_egress,
+            })
+        };
+        assert_eq!(
+            value(false, false),
+            EndpointInfo {
+                endpoint_id: 7,
+                flags: 0
+            }
+        );
+        assert_eq!(value(true, false).flags, ISOLATED_INGRESS);
+        assert_eq!(value(false, true).flags, ISOLATED_EGRESS);
+        assert_eq!(value(true, true).flags, ISOLATED_INGRESS | ISOLATED_EGRESS);
     }
 
     #[test]

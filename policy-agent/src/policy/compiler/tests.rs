@@ -15,7 +15,7 @@ use super::compile;
 use crate::{
     model::{
         builders::{cluster, netpol, pod, rule, selector, service, ClusterBuilder},
-        ClusterState, LabelSelector, NetworkPolicy, ObjectRef, PolicyPort, PortRef,
+        ClusterState, LabelSelector, NetworkPolicy, ObjectRef, Pod, PolicyPort, PortRef,
         Protocol::{Tcp, Udp},
     },
     policy::tables::{DatapathTables, Diagnostic, Direction, PeerEntry, PolicyMatch, RuleRef},
@@ -65,6 +65,17 @@ fn base() -> ClusterBuilder {
         .pod(pod("prod", "client-2").labels([("app", "client")]).ip("10.0.0.4").node("n1").build())
         .pod(pod("prod", "db").labels([("app", "db")]).ip("10.0.0.5").node("n1").build())
         .pod(pod("remote", "client").labels([("app", "client")]).ip("10.0.1.3").node("n2").build())
+}
+
+/// Pod `prod/name` on `node` with the addresses `ips`, labelled app=`app` if given.
+fn prod_pod(name: &str, app: Option<&str>, ips: &[&str], node: &str) -> Pod {
+    let mut builder = pod("prod", name).node(node);
+    if let Some(app) = app {
+        builder = builder.labels([("app", app)]);
+    }
+    ips.iter()
+        .fold(builder, |builder, ip| builder.ip(ip))
+        .build()
 }
 
 fn on_n1(state: &ClusterState) -> DatapathTables {

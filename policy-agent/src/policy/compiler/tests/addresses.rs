@@ -9,13 +9,7 @@ fn an_address_two_pods_claim_is_never_wider_than_either() {
     // `endpoint_addresses`, so it gets the class of an address outside pods.
     let state = base()
         .policy(web_from_clients())
-        .pod(
-            pod("prod", "stale")
-                .labels([("app", "client")])
-                .ip("10.0.0.3")
-                .node("n1")
-                .build(),
-        )
+        .pod(prod_pod("stale", Some("client"), &["10.0.0.3"], "n1"))
         .build();
     let tables = on_n1(&state);
     assert!(!tables.peers.contains_key(&net("10.0.0.3")));
@@ -44,36 +38,15 @@ fn an_address_two_pods_claim_is_never_wider_than_either() {
 #[test]
 fn dual_stack_and_ipv6_only_pods_are_enforced_on_every_address() {
     let state = cluster()
-        .pod(
-            pod("prod", "web")
-                .labels([("app", "web")])
-                .ip("10.0.0.1")
-                .ip("fd00::1")
-                .node("n1")
-                .build(),
-        )
-        .pod(
-            pod("prod", "client")
-                .labels([("app", "client")])
-                .ip("10.0.0.3")
-                .ip("fd00::3")
-                .node("n1")
-                .build(),
-        )
-        .pod(
-            pod("prod", "v6")
-                .labels([("app", "web")])
-                .ip("fd00::6")
-                .node("n1")
-                .build(),
-        )
-        .pod(
-            pod("prod", "other")
-                .ip("10.0.0.9")
-                .ip("fd00::9")
-                .node("n2")
-                .build(),
-        )
+        .pod(prod_pod("web", Some("web"), &["10.0.0.1", "fd00::1"], "n1"))
+        .pod(prod_pod(
+            "client",
+            Some("client"),
+            &["10.0.0.3", "fd00::3"],
+            "n1",
+        ))
+        .pod(prod_pod("v6", Some("web"), &["fd00::6"], "n1"))
+        .pod(prod_pod("other", None, &["10.0.0.9", "fd00::9"], "n2"))
         .policy(web_from_clients())
         .build();
     let tables = on_n1(&state);

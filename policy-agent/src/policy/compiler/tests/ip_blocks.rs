@@ -13,28 +13,14 @@ fn web_with(rules: Vec<crate::model::Rule>) -> DatapathTables {
             p.ingress(r)
         });
     let state = cluster()
-        .pod(
-            pod("prod", "web")
-                .labels([("app", "web")])
-                .ip("10.0.0.1")
-                .ip("fd00::1")
-                .node("n1")
-                .build(),
-        )
-        .pod(
-            pod("prod", "in-block")
-                .ip("10.1.0.5")
-                .ip("fd00:1::5")
-                .node("n2")
-                .build(),
-        )
-        .pod(
-            pod("prod", "in-except")
-                .ip("10.1.2.5")
-                .ip("fd00:1:0:2::5")
-                .node("n2")
-                .build(),
-        )
+        .pod(prod_pod("web", Some("web"), &["10.0.0.1", "fd00::1"], "n1"))
+        .pod(prod_pod("in-block", None, &["10.1.0.5", "fd00:1::5"], "n2"))
+        .pod(prod_pod(
+            "in-except",
+            None,
+            &["10.1.2.5", "fd00:1:0:2::5"],
+            "n2",
+        ))
         .policy(policy.build())
         .build();
     on_n1(&state)
@@ -105,27 +91,9 @@ fn a_pod_in_a_block_combines_its_pod_peers_and_its_block() {
     // pod in the block gets both; an address of the block outside pods only 443.
     let tables = {
         let state = cluster()
-            .pod(
-                pod("prod", "web")
-                    .labels([("app", "web")])
-                    .ip("10.0.0.1")
-                    .node("n1")
-                    .build(),
-            )
-            .pod(
-                pod("prod", "client")
-                    .labels([("app", "client")])
-                    .ip("10.1.0.7")
-                    .node("n2")
-                    .build(),
-            )
-            .pod(
-                pod("prod", "far")
-                    .labels([("app", "client")])
-                    .ip("10.9.0.7")
-                    .node("n2")
-                    .build(),
-            )
+            .pod(prod_pod("web", Some("web"), &["10.0.0.1"], "n1"))
+            .pod(prod_pod("client", Some("client"), &["10.1.0.7"], "n2"))
+            .pod(prod_pod("far", Some("client"), &["10.9.0.7"], "n2"))
             .policy(
                 netpol("prod", "web")
                     .select(sel("app", "web"))
@@ -224,21 +192,8 @@ fn redundant_region_prefixes_are_left_out_but_every_except_shadows_its_cidr() {
 #[test]
 fn egress_ip_blocks_apply_to_the_destination_address() {
     let state = cluster()
-        .pod(
-            pod("prod", "web")
-                .labels([("app", "web")])
-                .ip("10.0.0.1")
-                .ip("fd00::1")
-                .node("n1")
-                .build(),
-        )
-        .pod(
-            pod("prod", "db")
-                .ip("10.0.0.2")
-                .ip("fd00::2")
-                .node("n1")
-                .build(),
-        )
+        .pod(prod_pod("web", Some("web"), &["10.0.0.1", "fd00::1"], "n1"))
+        .pod(prod_pod("db", None, &["10.0.0.2", "fd00::2"], "n1"))
         .policy(
             netpol("prod", "out")
                 .select(sel("app", "web"))
