@@ -6,6 +6,14 @@
 )]
 
 use super::*;
+use crate::model::{
+    LabelSelector, NamespaceScope, NetworkPolicy, Peer, Peers, PolicyPort, PolicyTypes, Rule,
+    SelectorRequirement,
+};
+use ipnet::IpNet;
+use k8s_openapi::api::networking::v1 as net;
+
+use super::network_policy::entries_matching_nothing;
 
 /// A NetworkPolicy `prod/np` with `spec` written as YAML flow (`{...}`).
 fn netpol(spec: &str) -> Result<NetworkPolicy> {
