@@ -541,3 +541,44 @@ fn simulate_gives_the_same_json_and_matrix_as_lab_run_on_the_tutorial() {
         assert_eq!(simulated, lab, "{extra:?}");
     }
 }
+
+#[test]
+fn simulate_and_lab_run_agree_per_family_when_an_ip_block_holds_one_family() {
+    support::require_root_and_bpf();
+    // x/b admits only the lab's IPv6 pod range: x/a reaches it over IPv6, not IPv4.
+    let dir = temp_dir("family");
+    let manifest = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: a}}
+spec: {containers: [{name: c, image: i}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {app: b}}
+spec: {containers: [{name: c, image: i, ports: [{containerPort: 80}]}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: b-from-v6-pods, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: b}}
+  ingress: [{from: [{ipBlock: {cidr: "fd00:10:244::/64"}}]}]
+"#;
+    std::fs::write(dir.join("cluster.yaml"), manifest).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.to_string_lossy().into_owned();
+    for (family, allowed) in [("ipv4", false), ("ipv6", true)] {
+        let args = ["-f", &path, "--family", family, "-o", "json"];
+        let lab = agent_ok(&[&["lab", "run"][..], &args[..]].concat());
+        let simulated = agent_ok(&[&["simulate"][..], &args[..]].concat());
+        assert_eq!(simulated, lab, "--family {family}");
+        let json: serde_json::Value =
+            serde_json::from_str(&lab).unwrap_or_else(|e| panic!("{e}: {lab}"));
+        assert_eq!(
+            verdict_of(&json, "x/a", "x/b", 80, "TCP"),
+            allowed,
+            "--family {family}: {json}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -16,7 +16,10 @@ use policy_agent::{
         builders::{cluster, netpol, pod, rule, selector, service},
         ClusterState, ObjectRef, PortRef, Protocol,
     },
-    policy::evaluator::{evaluate, Endpoint, Query},
+    policy::{
+        evaluator::{evaluate, Endpoint, Query},
+        probes,
+    },
     source::load_manifests,
 };
 
@@ -123,11 +126,15 @@ fn kernel_verdicts_equal_the_reference_evaluator_on_every_tutorial_step() {
             .probe(&specs, TIMEOUT)
             .unwrap_or_else(|e| panic!("probe: {e}"));
         for (spec, got) in specs.iter().zip(&results) {
+            // Judged at the IPv4 addresses the probes carry, as ipBlocks see them.
+            let at_v4 = |pod: &ObjectRef| {
+                probes::at_address(lab.state(), &Endpoint::Pod(pod.clone()), Family::Ipv4)
+            };
             let want = evaluate(
                 lab.state(),
                 &Query {
-                    src: Endpoint::Pod(spec.from.clone()),
-                    dst: Endpoint::Pod(spec.to.clone()),
+                    src: at_v4(&spec.from),
+                    dst: at_v4(&spec.to),
                     protocol: spec.protocol,
                     port: spec.port,
                 },

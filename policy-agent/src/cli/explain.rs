@@ -7,12 +7,15 @@ use anyhow::bail;
 use clap::Args;
 use serde::Serialize;
 
-use super::{parse_port_protocol, simulate::with_lab_addresses, Output};
+use super::{lab::FamilyArg, parse_port_protocol, simulate::with_lab_addresses, Output};
 use crate::{
     model::{ClusterState, ObjectRef, Protocol},
-    policy::evaluator::{
-        explain, Endpoint, Explanation, PolicyExplanation, Query, RuleMatch, SideExplanation,
-        SideVerdict,
+    policy::{
+        evaluator::{
+            explain, Endpoint, Explanation, PolicyExplanation, Query, RuleMatch, SideExplanation,
+            SideVerdict,
+        },
+        probes,
     },
     source::manifest::load_manifests,
 };
@@ -33,6 +36,10 @@ pub struct ExplainArgs {
     /// Destination PORT/PROTO (`80/TCP`, `53/udp`; a bare number means TCP).
     #[arg(long, value_name = "PORT/PROTO", value_parser = parse_port_protocol)]
     port: (u16, Protocol),
+    /// Which address of a pod the connection uses, as `lab run --family` (ipBlocks
+    /// see that address; an IP given in --from/--to is used as it is).
+    #[arg(long, value_enum, default_value_t = FamilyArg::Ipv4)]
+    family: FamilyArg,
     /// A few lines for people, or JSON for machines.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -79,23 +86,28 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
         protocol,
         port,
     };
-    let explanation = explain(&state, &query);
+    // Pods are judged at their address of --family, as a lab probe carries it.
+    let family = args.family.family();
+    let judged = Query {
+        src: probes::at_address(&state, &query.src, family),
+        dst: probes::at_address(&state, &query.dst, family),
+        ..query.clone()
+    };
+    let explanation = explain(&state, &judged);
     match args.output {
-        Output::Table => print!("{}", text(&state, &query, &explanation)),
+        Output::Table => print!("{}", text(&state, &query, &judged, &explanation)),
         Output::Json => println!("{}", serde_json::to_string(&json(&query, &explanation))?),
     }
     Ok(())
 }
 
-/// `ns/pod (10.0.0.1)` for a pod, `10.0.0.1 (pod ns/pod)` for a pod's address.
-fn describe(state: &ClusterState, endpoint: &Endpoint) -> String {
-    match (endpoint, endpoint.pod(state)) {
-        (Endpoint::Pod(key), Some(pod)) if !pod.ips.is_empty() => {
-            let ips: Vec<String> = pod.ips.iter().map(ToString::to_string).collect();
-            format!("{key} ({})", ips.join(", "))
-        }
-        (Endpoint::Address(ip), Some(pod)) => format!("{ip} (pod {})", pod.key),
-        _ => endpoint.to_string(),
+/// `ns/pod (10.0.0.1)` for a pod judged at 10.0.0.1, `10.0.0.1 (pod ns/pod)` for a
+/// pod's address given as such, else the endpoint as given.
+fn describe(state: &ClusterState, given: &Endpoint, judged: &Endpoint) -> String {
+    match (given, judged, given.pod(state)) {
+        (_, Endpoint::PodAt(key, ip), _) => format!("{key} ({ip})"),
+        (Endpoint::Address(ip), _, Some(pod)) => format!("{ip} (pod {})", pod.key),
+        _ => given.to_string(),
     }
 }
 
@@ -115,12 +127,12 @@ fn failed_halves(rule: &RuleMatch) -> &'static str {
 }
 
 /// The human output: the verdict, then one paragraph per side.
-fn text(state: &ClusterState, query: &Query, explanation: &Explanation) -> String {
+fn text(state: &ClusterState, query: &Query, judged: &Query, explanation: &Explanation) -> String {
     let verdict = explanation.verdict();
     let mut out = format!(
         "{} -> {} {}/{}: {}\n",
-        describe(state, &query.src),
-        describe(state, &query.dst),
+        describe(state, &query.src, &judged.src),
+        describe(state, &query.dst, &judged.dst),
         query.port,
         query.protocol,
         if verdict.allowed { "allowed" } else { "denied" }

@@ -72,20 +72,12 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     // A lab probe leaves from and arrives at one address of each pod: judge that
     // address, so ipBlocks see what the kernel sees.
     let family = args.family.family();
-    let at_address = |endpoint: &Endpoint| match endpoint {
-        Endpoint::Pod(key) => state
-            .pods
-            .get(key)
-            .and_then(|pod| pod.ips.iter().find(|ip| family.matches(ip)))
-            .map_or_else(|| endpoint.clone(), |ip| Endpoint::Address(*ip)),
-        Endpoint::Address(_) => endpoint.clone(),
-    };
     let verdicts: Vec<(&Probe, bool)> = plan
         .iter()
         .map(|probe| {
             let mut query = probe.query();
-            query.src = at_address(&query.src);
-            query.dst = at_address(&query.dst);
+            query.src = probes::at_address(&state, &query.src, family);
+            query.dst = probes::at_address(&state, &query.dst, family);
             (probe, evaluate(&state, &query).allowed)
         })
         .collect();
@@ -98,7 +90,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             // The matrix labels rows and columns `namespace/name`; a peer gets the
             // pseudo-namespace `peer` there (JSON keys it by the bare address).
             let row = |endpoint: &Endpoint| match endpoint {
-                Endpoint::Pod(key) => key.clone(),
+                Endpoint::Pod(key) | Endpoint::PodAt(key, _) => key.clone(),
                 Endpoint::Address(ip) => ObjectRef::new("peer", ip.to_string()),
             };
             let peers: BTreeSet<IpAddr> = args.peers.iter().copied().collect();

@@ -26,24 +26,7 @@ use crate::model::{ObjectRef, Protocol};
 const BATCH: usize = 400;
 
 /// Which address of a pod a probe goes to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    /// The pod's IPv4 address.
-    #[default]
-    Ipv4,
-    /// The pod's IPv6 address.
-    Ipv6,
-}
-
-impl Family {
-    /// Whether `ip` is of this family.
-    pub fn matches(self, ip: &IpAddr) -> bool {
-        match self {
-            Family::Ipv4 => ip.is_ipv4(),
-            Family::Ipv6 => ip.is_ipv6(),
-        }
-    }
-}
+pub use crate::model::IpFamily as Family;
 
 /// How probes reach their destination pod. Results are keyed by the destination
 /// pod and its port either way, so matrices compare across routes.

@@ -107,14 +107,7 @@ pub fn routes(state: &ClusterState, pods: &BTreeMap<ObjectRef, LabPod>) -> Vec<S
                 .filter_map(|(pod, lab_pod)| {
                     let target = match &port.target_port {
                         PortRef::Number(n) => *n,
-                        PortRef::Name(name) => {
-                            pod.ports
-                                .iter()
-                                .find(|c| {
-                                    c.protocol == port.protocol && c.name.as_ref() == Some(name)
-                                })?
-                                .port
-                        }
+                        PortRef::Name(name) => pod.ports_named(name, port.protocol).next()?,
                     };
                     Some(Backend {
                         pod: pod.key.clone(),

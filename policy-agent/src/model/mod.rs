@@ -141,12 +141,60 @@ pub struct Pod {
 }
 
 impl Pod {
-    /// The pod's IPv4 addresses, in `ips` order (the datapath keys IPv4 only so far).
+    /// The pod's IPv4 addresses, in `ips` order.
     pub fn ipv4_addresses(&self) -> impl Iterator<Item = std::net::Ipv4Addr> + '_ {
         self.ips.iter().filter_map(|ip| match ip {
             IpAddr::V4(v4) => Some(*v4),
             IpAddr::V6(_) => None,
         })
+    }
+
+    /// The pod's IPv6 addresses, in `ips` order.
+    pub fn ipv6_addresses(&self) -> impl Iterator<Item = std::net::Ipv6Addr> + '_ {
+        self.ips.iter().filter_map(|ip| match ip {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        })
+    }
+
+    /// The pod's first address of `family`, if it has one.
+    pub fn address(&self, family: IpFamily) -> Option<IpAddr> {
+        self.ips.iter().copied().find(|ip| family.matches(ip))
+    }
+
+    /// The numbers the pod's containers give the port `name` for `protocol`: what a
+    /// named NetworkPolicy port or Service targetPort resolves to on this pod.
+    pub fn ports_named<'a>(
+        &'a self,
+        name: &'a str,
+        protocol: Protocol,
+    ) -> impl Iterator<Item = u16> + 'a {
+        self.ports
+            .iter()
+            .filter(move |declared| {
+                declared.protocol == protocol && declared.name.as_deref() == Some(name)
+            })
+            .map(|declared| declared.port)
+    }
+}
+
+/// An IP family: which of a dual-stack pod's addresses a connection uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IpFamily {
+    /// IPv4.
+    #[default]
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+impl IpFamily {
+    /// Whether `ip` is of this family.
+    pub fn matches(self, ip: &IpAddr) -> bool {
+        match self {
+            IpFamily::Ipv4 => ip.is_ipv4(),
+            IpFamily::Ipv6 => ip.is_ipv6(),
+        }
     }
 }
 

@@ -28,9 +28,14 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     /// A pod of the cluster. A reference to a pod the state does not hold is treated
-    /// as an address-less endpoint outside the cluster.
+    /// as an address-less endpoint outside the cluster. ipBlocks match it when any of
+    /// its addresses is in them.
     Pod(ObjectRef),
-    /// An address; if a (pod-network) pod of the cluster has it, that pod.
+    /// A pod judged at one of its addresses, the one a packet carries: ipBlocks see
+    /// that address only, as in the kernel (a dual-stack pod can be in a v4 block
+    /// and not in a v6 one).
+    PodAt(ObjectRef, IpAddr),
+    /// An address; if exactly one (pod-network) pod of the cluster has it, that pod.
     Address(IpAddr),
 }
 
@@ -39,7 +44,7 @@ impl fmt::Display for Endpoint {
     /// `simulate` prints in `from`/`to`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Endpoint::Pod(key) => key.fmt(f),
+            Endpoint::Pod(key) | Endpoint::PodAt(key, _) => key.fmt(f),
             Endpoint::Address(ip) => ip.fmt(f),
         }
     }
@@ -47,7 +52,7 @@ impl fmt::Display for Endpoint {
 
 impl Endpoint {
     /// The pod this endpoint stands for in `state`, resolved as `evaluate` resolves
-    /// it: a reference to that pod, an address to the pod-network pod that has it.
+    /// it: a reference to that pod, an address to the one pod-network pod that has it.
     pub fn pod<'a>(&self, state: &'a ClusterState) -> Option<&'a Pod> {
         resolve(state, self).pod
     }
@@ -239,13 +244,27 @@ fn resolve<'a>(state: &'a ClusterState, endpoint: &Endpoint) -> Resolved<'a> {
             pod: state.pods.get(key),
             address: None,
         },
-        Endpoint::Address(ip) => Resolved {
-            pod: state
-                .pods
-                .values()
-                .find(|pod| !pod.host_network && pod.ips.contains(ip)),
+        Endpoint::PodAt(key, ip) => Resolved {
+            pod: state.pods.get(key),
             address: Some(*ip),
         },
+        Endpoint::Address(ip) => {
+            let mut owners = state
+                .pods
+                .values()
+                .filter(|pod| !pod.host_network && pod.ips.contains(ip));
+            // An address two pods claim (a stale pod, a reused IP) cannot be told
+            // apart, so it is no pod, as the compiler treats it: never more access
+            // than either pod would have.
+            let pod = match (owners.next(), owners.next()) {
+                (Some(pod), None) => Some(pod),
+                _ => None,
+            };
+            Resolved {
+                pod,
+                address: Some(*ip),
+            }
+        }
     }
 }
 
@@ -443,11 +462,8 @@ fn port_matches(port: &PolicyPort, receiver: Option<&Pod>, query: &Query) -> boo
         Some(PortRef::Name(name)) => {
             port.end_port.is_none()
                 && receiver.is_some_and(|pod| {
-                    pod.ports.iter().any(|declared| {
-                        declared.name.as_deref() == Some(name.as_str())
-                            && declared.protocol == query.protocol
-                            && declared.port == query.port
-                    })
+                    pod.ports_named(name, query.protocol)
+                        .any(|number| number == query.port)
                 })
         }
     }

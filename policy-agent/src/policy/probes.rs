@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    model::{ClusterState, ObjectRef, Pod, Protocol},
+    model::{ClusterState, IpFamily, ObjectRef, Pod, Protocol},
     policy::evaluator::{Endpoint, Query},
 };
 
@@ -103,6 +103,20 @@ pub fn plan(
         }
     }
     probes
+}
+
+/// `endpoint` as a connection of `family` sees it: a pod is judged at its address of
+/// that family (what ipBlocks are matched against, as in the kernel); a pod without
+/// one, or an address, stays as it is.
+pub fn at_address(state: &ClusterState, endpoint: &Endpoint, family: IpFamily) -> Endpoint {
+    match endpoint {
+        Endpoint::Pod(key) => state
+            .pods
+            .get(key)
+            .and_then(|pod| pod.address(family))
+            .map_or_else(|| endpoint.clone(), |ip| Endpoint::PodAt(key.clone(), ip)),
+        Endpoint::PodAt(..) | Endpoint::Address(_) => endpoint.clone(),
+    }
 }
 
 /// `state` with the addresses of the pods in `addresses` replaced by those given

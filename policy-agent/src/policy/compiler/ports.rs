@@ -85,14 +85,7 @@ pub(super) type Resolution = BTreeMap<PortName, BTreeSet<u16>>;
 pub(super) fn resolve<'n>(pod: &Pod, names: impl IntoIterator<Item = &'n PortName>) -> Resolution {
     let mut out = Resolution::new();
     for (name, protocol) in names {
-        let numbers: BTreeSet<u16> = pod
-            .ports
-            .iter()
-            .filter(|declared| {
-                declared.name.as_deref() == Some(name.as_str()) && declared.protocol == *protocol
-            })
-            .map(|declared| declared.port)
-            .collect();
+        let numbers: BTreeSet<u16> = pod.ports_named(name, *protocol).collect();
         if !numbers.is_empty() {
             out.insert((name.clone(), *protocol), numbers);
         }

@@ -306,3 +306,64 @@ fn sides_no_policy_isolates_are_explained_as_such() {
         (SideExplanation::HostNetwork, SideExplanation::NotAPod)
     );
 }
+
+#[test]
+fn a_dual_stack_pod_is_judged_at_the_address_its_packet_carries() {
+    let state = base()
+        .pod(
+            pod("prod", "dual")
+                .labels([("app", "dual")])
+                .ip("10.0.0.9")
+                .ip("fd00::9")
+                .build(),
+        )
+        .policy(
+            netpol("prod", "web-from-v6-block")
+                .select(sel("app", "web"))
+                .ingress(rule().from_ip_block("fd00::/64", []).build())
+                .build(),
+        )
+        .build();
+    let from = |src: Endpoint| Query {
+        src,
+        dst: endpoint("prod/web"),
+        protocol: Tcp,
+        port: 80,
+    };
+    let dual = ObjectRef::new("prod", "dual");
+    let at = |ip: &str| Endpoint::PodAt(dual.clone(), ip.parse().unwrap());
+    assert!(
+        !evaluate(&state, &from(at("10.0.0.9"))).allowed,
+        "IPv4 packet"
+    );
+    assert!(
+        evaluate(&state, &from(at("fd00::9"))).allowed,
+        "IPv6 packet"
+    );
+    assert!(
+        evaluate(&state, &from(Endpoint::Pod(dual))).allowed,
+        "the pod as a whole has an address in the block"
+    );
+}
+
+#[test]
+fn an_address_two_pods_claim_is_no_pod() {
+    let state = base()
+        .pod(
+            pod("prod", "stale")
+                .labels([("app", "stale")])
+                .ip("10.0.0.3")
+                .build(),
+        )
+        .policy(
+            netpol("prod", "web-from-clients")
+                .select(sel("app", "web"))
+                .ingress(rule().from_pods(sel("app", "client")).build())
+                .build(),
+        )
+        .build();
+    // prod/client and prod/stale both claim 10.0.0.3: it cannot be told which one
+    // sent a packet, so neither one's labels admit it (as the compiler does).
+    assert!(!evaluate(&state, &query("10.0.0.3", "prod/web", Tcp, 80)).allowed);
+    assert!(evaluate(&state, &query("prod/client", "prod/web", Tcp, 80)).allowed);
+}
