@@ -94,18 +94,12 @@ pub fn assign_pods(state: &ClusterState) -> Result<BTreeMap<ObjectRef, PodAddres
     let mut given: BTreeMap<ObjectRef, (Option<Ipv4Addr>, Option<Ipv6Addr>)> = BTreeMap::new();
     let pods: Vec<_> = state.pods.values().filter(|p| !p.host_network).collect();
     for pod in &pods {
-        let v4 = pod.ips.iter().find_map(|ip| match ip {
-            IpAddr::V4(v4) => Some(*v4),
-            IpAddr::V6(_) => None,
-        });
-        let v6 = pod.ips.iter().find_map(|ip| match ip {
-            IpAddr::V6(v6) => Some(*v6),
-            IpAddr::V4(_) => None,
-        });
+        let v4 = pod.ipv4_addresses().next();
+        let v6 = pod.ipv6_addresses().next();
         for ip in v4.map(IpAddr::V4).into_iter().chain(v6.map(IpAddr::V6)) {
-            if let Some(owner) = used.insert(ip, pod.key.to_string()) {
+            if let Some(owner) = used.insert(ip, format!("pod {}", pod.key)) {
                 return Err(LabError::DuplicateAddress {
-                    pod: pod.key.to_string(),
+                    claimant: format!("pod {}", pod.key),
                     ip,
                     owner,
                 });
@@ -146,17 +140,37 @@ pub fn assign_pods(state: &ClusterState) -> Result<BTreeMap<ObjectRef, PodAddres
 
 /// The ClusterIP of every Service: its manifest's `spec.clusterIP`, else the one it
 /// had in `previous` (so a lab update never moves a Service), else the next free
-/// address of `SERVICE_RANGE` in Service order. Addresses of `pods` are never used.
+/// address of `SERVICE_RANGE` in Service order. Addresses of `pods` and the node are
+/// never used; a manifest ClusterIP that one of them (or another Service) has is an
+/// error, since its DNAT rule would take that address's traffic.
 pub fn assign_cluster_ips(
     state: &ClusterState,
     pods: &BTreeMap<ObjectRef, PodAddresses>,
     previous: &BTreeMap<ObjectRef, IpAddr>,
 ) -> Result<BTreeMap<ObjectRef, IpAddr>, LabError> {
-    let mut assigned: BTreeMap<ObjectRef, IpAddr> = state
-        .services
-        .values()
-        .filter_map(|svc| Some((svc.key.clone(), svc.cluster_ip?)))
+    let mut owners: BTreeMap<IpAddr, String> = node_addresses()
+        .into_iter()
+        .map(|ip| (ip, "the lab's node".to_string()))
+        .chain(
+            pods.iter()
+                .flat_map(|(key, addresses)| addresses.both().map(|ip| (ip, format!("pod {key}")))),
+        )
         .collect();
+    let mut assigned: BTreeMap<ObjectRef, IpAddr> = BTreeMap::new();
+    for service in state.services.values() {
+        let Some(ip) = service.cluster_ip else {
+            continue;
+        };
+        let claimant = format!("Service {}", service.key);
+        if let Some(owner) = owners.insert(ip, claimant.clone()) {
+            return Err(LabError::DuplicateAddress {
+                claimant,
+                ip,
+                owner,
+            });
+        }
+        assigned.insert(service.key.clone(), ip);
+    }
     for key in state.services.keys() {
         if let (false, Some(ip)) = (assigned.contains_key(key), previous.get(key)) {
             if !assigned.values().any(|taken| taken == ip) {

@@ -64,11 +64,11 @@ pub enum LabError {
         /// The pod.
         pod: String,
     },
-    /// Two pods (or a pod and the node) claim one address in their manifests.
-    #[error("pod {pod}: address {ip} is already used by {owner}")]
+    /// Two objects (pods, Services, the node) claim one address in their manifests.
+    #[error("{claimant}: address {ip} is already used by {owner}")]
     DuplicateAddress {
-        /// The second pod.
-        pod: String,
+        /// The second claimant, e.g. `pod ns/a` or `Service ns/s`.
+        claimant: String,
         /// The address.
         ip: IpAddr,
         /// Who has it already.

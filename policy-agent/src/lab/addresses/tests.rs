@@ -67,7 +67,7 @@ fn two_pods_with_one_address_of_either_family_are_rejected() {
             .build();
         assert!(matches!(
             assign_pods(&s),
-            Err(LabError::DuplicateAddress { pod, .. }) if pod == "ns/b"
+            Err(LabError::DuplicateAddress { claimant, .. }) if claimant == "pod ns/b"
         ));
     }
 }
@@ -104,4 +104,33 @@ fn cluster_ips_are_kept_from_the_manifest_then_previous_runs_then_allocated_in_o
     assert_eq!(ip("d"), "10.96.7.7", "kept from before");
     assert_eq!(ip("a"), "10.96.0.4", "skips .2 (Service b) and .3 (a pod)");
     assert_eq!(ip("c"), "10.96.0.5");
+}
+
+#[test]
+fn a_manifest_cluster_ip_that_a_pod_the_node_or_another_service_has_is_rejected() {
+    let base = cluster()
+        .pod(pod("ns", "p").ip("10.244.0.9").build())
+        .build();
+    for (taken, owner) in [
+        ("10.244.0.9", "pod ns/p"),
+        ("10.10.0.1", "the lab's node"),
+        ("10.96.0.2", "Service ns/a"),
+    ] {
+        let mut s = base.clone();
+        for svc in [service("a", Some("10.96.0.2")), service("b", Some(taken))] {
+            s.services.insert(svc.key.clone(), svc);
+        }
+        let pods = assign_pods(&s).unwrap();
+        match assign_cluster_ips(&s, &pods, &BTreeMap::new()) {
+            Err(LabError::DuplicateAddress {
+                claimant,
+                owner: got,
+                ..
+            }) => {
+                assert_eq!(claimant, "Service ns/b");
+                assert_eq!(got, owner);
+            }
+            other => panic!("{taken}: expected a duplicate address, got {other:?}"),
+        }
+    }
 }
