@@ -12,7 +12,9 @@ use std::{
     process::{Command, Output},
 };
 
-use policy_agent::lab::conformance::{expand, sctp_supported, Addresses, Case, Matrix};
+use policy_agent::lab::conformance::{
+    expand, sctp_supported, Addresses, Case, Matrix, LAB_NO_SCTP, NO_SCTP,
+};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_policy-agent");
 
@@ -207,21 +209,16 @@ fn a_flipped_expectation_fails_the_run_and_names_the_cell() {
         "{}",
         lines[2]
     );
-    if sctp_supported() {
-        assert!(
-            lines[3].starts_with("FAIL 46-sctp-default-deny-ingress: "),
-            "{}",
-            lines[3]
-        );
-        assert_eq!(lines[4], "1 passed, 3 failed, 0 skipped");
+    let why = if sctp_supported() {
+        LAB_NO_SCTP
     } else {
-        assert_eq!(
-            lines[3],
-            "SKIP 46-sctp-default-deny-ingress: probes SCTP and this kernel has no SCTP \
-             support (CONFIG_IP_SCTP)"
-        );
-        assert_eq!(lines[4], "1 passed, 2 failed, 1 skipped");
-    }
+        NO_SCTP
+    };
+    assert_eq!(
+        lines[3],
+        format!("SKIP 46-sctp-default-deny-ingress: {why}")
+    );
+    assert_eq!(lines[4], "1 passed, 2 failed, 1 skipped");
 }
 
 #[test]
@@ -244,24 +241,61 @@ fn skipped_cases_alone_do_not_fail_the_run_and_json_counts_them() {
     assert_eq!(json["cases"][0]["result"], "pass");
     assert_eq!(json["cases"][0]["probes"], 72);
     assert_eq!(json["cases"][1]["case"], "46-sctp-default-deny-ingress");
-    if sctp_supported() {
-        assert_eq!(json["cases"][1]["result"], "fail", "{json}");
-        assert!(!out.status.success());
+    let why = if sctp_supported() {
+        LAB_NO_SCTP
     } else {
-        assert_eq!(json["cases"][1]["result"], "skip", "{json}");
-        assert!(
-            json["cases"][1]["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("CONFIG_IP_SCTP")),
-            "{json}"
-        );
-        assert_eq!(
-            (json["failed"].clone(), json["skipped"].clone()),
-            (0.into(), 1.into())
-        );
-        assert!(
-            out.status.success(),
-            "skips alone must not fail the run\n{stderr}"
-        );
-    }
+        NO_SCTP
+    };
+    assert_eq!(json["cases"][1]["result"], "skip", "{json}");
+    assert_eq!(json["cases"][1]["reason"], why, "{json}");
+    assert_eq!(
+        (json["failed"].clone(), json["skipped"].clone()),
+        (0.into(), 1.into())
+    );
+    assert!(
+        out.status.success(),
+        "skips alone must not fail the run\n{stderr}"
+    );
+}
+
+#[test]
+fn a_pod_its_service_no_longer_selects_is_unreachable_and_the_case_still_runs() {
+    support::require_root_and_bpf();
+    // Case 01 plus a step that relabels y/b out of its Service `s-y-b`: upstream sees
+    // every probe to y/b fail; the runner must count them as dropped, not abort.
+    let relabel_step = r#"
+- apply: []
+  delete: []
+  relabel:
+  - {pod: y/b, labels: {pod: gone}}
+  probes:
+  - {port: 80, protocol: TCP}
+  expect:
+    "80/TCP": |
+      -   x/a x/b x/c y/a y/b y/c z/a z/b z/c
+      x/a  X   X   X   .   X   .   .   .   .
+      x/b  X   X   X   .   X   .   .   .   .
+      x/c  X   X   X   .   X   .   .   .   .
+      y/a  X   X   X   .   X   .   .   .   .
+      y/b  X   X   X   .   X   .   .   .   .
+      y/c  X   X   X   .   X   .   .   .   .
+      z/a  X   X   X   .   X   .   .   .   .
+      z/b  X   X   X   .   X   .   .   .   .
+      z/c  X   X   X   .   X   .   .   .   .
+"#;
+    let dir = temp_dir("unselected");
+    let text = read_case("01-default-deny-ingress.yaml");
+    write(
+        dir.path(),
+        "01-relabelled.yaml",
+        &format!("{}{relabel_step}", text.trim_end()),
+    );
+    let out = run(dir.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.starts_with("PASS 01-relabelled (2 steps, 144 probes, "),
+        "{stdout}\n{stderr}"
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
 }

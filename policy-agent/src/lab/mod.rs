@@ -254,10 +254,8 @@ impl Lab {
         let family = match route {
             ProbeRoute::Pod(family) => family,
             ProbeRoute::Service => {
-                let found: Vec<Option<SocketAddr>> = specs
-                    .iter()
-                    .map(|s| services::address_of(&self.services, &s.to, s.port, s.protocol))
-                    .collect();
+                let found: Vec<Option<SocketAddr>> =
+                    specs.iter().map(|s| self.service_target(s)).collect();
                 let missing: BTreeSet<String> = specs
                     .iter()
                     .zip(&found)
@@ -280,6 +278,12 @@ impl Lab {
                 ))
             })
             .collect()
+    }
+
+    /// `clusterIP:port` of the Service that leads to `spec`'s destination pod and
+    /// port alone (see `ProbeRoute::Service`), if there is one.
+    pub fn service_target(&self, spec: &ProbeSpec) -> Option<SocketAddr> {
+        services::address_of(&self.services, &spec.to, spec.port, spec.protocol)
     }
 
     /// The lab's record of `pod`.

@@ -34,9 +34,17 @@ enum StepError {
 
 /// The one place the runner sends probes: through each destination's Service
 /// `s-<ns>-<pod>` (ClusterIP, DNAT in the node namespace), as upstream does, so
-/// egress policy must hold on the translated destination.
+/// egress policy must hold on the translated destination. A destination its
+/// Service no longer selects (a relabel dropped `pod=<name>`) is unreachable, as
+/// upstream would see it: those probes count as dropped without being sent.
 fn probe(lab: &Lab, specs: &[ProbeSpec], timeout: Duration) -> Result<Vec<ProbeResult>, LabError> {
-    lab.probe_via(specs, ProbeRoute::Service, timeout)
+    let (routed, unrouted): (Vec<ProbeSpec>, Vec<ProbeSpec>) = specs
+        .iter()
+        .cloned()
+        .partition(|spec| lab.service_target(spec).is_some());
+    let mut results = lab.probe_via(&routed, ProbeRoute::Service, timeout)?;
+    results.extend(unrouted.iter().map(|spec| ProbeResult::new(spec, false)));
+    Ok(results)
 }
 
 /// The first IPv4 address of every lab pod (what the placeholders expand to).
