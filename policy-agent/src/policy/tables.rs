@@ -192,11 +192,13 @@ impl DatapathTables {
             })
     }
 
-    /// The verdict the BPF program reaches for a new flow of `pod` (not conntrack),
-    /// `peer` being the remote address after any DNAT: `Some(None)` when `pod` is
-    /// not isolated in `direction` (or the packet is ingress from the node),
-    /// `Some(Some(rule))` when a rule allows it, `None` when it is dropped (or `pod`
-    /// is not local). Follows the lookup order documented in `policy-ebpf`'s `decide`.
+    /// The verdict the BPF program reaches at `pod`'s interface for a new flow (not
+    /// conntrack): `Some(None)` when the packet passes without a rule (`pod` is not
+    /// isolated in `direction`, the packet is ingress from the node, or it is egress
+    /// to a Service ClusterIP, which is decided after DNAT by a lookup on the
+    /// backend's address), `Some(Some(rule))` when a rule allows it, `None` when it
+    /// is dropped (or `pod` is not local). Follows the lookup order documented in
+    /// `policy-ebpf`'s `decide`.
     pub fn lookup(
         &self,
         pod: &ObjectRef,
@@ -223,7 +225,11 @@ impl DatapathTables {
         if !endpoint.isolated(direction) {
             return Some(None);
         }
-        if direction == Direction::Ingress && peer.node {
+        let passes_unjudged = match direction {
+            Direction::Ingress => peer.node,
+            Direction::Egress => peer.service,
+        };
+        if passes_unjudged {
             return Some(None);
         }
         let base = PolicyMatch {

@@ -130,3 +130,28 @@ fn the_node_flag_does_not_open_egress_to_the_node() {
         None
     );
 }
+
+#[test]
+fn egress_to_a_service_address_passes_unjudged_and_ingress_from_it_is_judged() {
+    let mut tables = tables();
+    if let Some(entry) = tables.endpoints.get_mut(&web()) {
+        entry.isolated_egress = true;
+    }
+    tables.peers.insert(
+        net("10.96.0.10/32"),
+        PeerEntry {
+            service: true,
+            ..PeerEntry::default()
+        },
+    );
+    assert_eq!(
+        tables.lookup(&web(), Direction::Egress, ip("10.96.0.10"), 6, 80),
+        Some(None),
+        "decided after DNAT, on the backend"
+    );
+    assert_eq!(
+        tables.lookup(&web(), Direction::Ingress, ip("10.96.0.10"), 6, 80),
+        None,
+        "the service flag opens nothing into the pod"
+    );
+}
