@@ -21,7 +21,7 @@ mod tables;
 
 use std::net::IpAddr;
 
-use frames::{SCTP, TCP};
+use frames::{SCTP, TCP, UDP};
 use net::Net;
 use policy_agent::policy::tables::{Direction, PeerEntry, PortBlock};
 use tables::Tables;
@@ -160,6 +160,49 @@ fn sctp_is_matched_by_sctp_port_rules_only() {
     assert!(
         tcp(&net, "client", SERVER_V4, 5000),
         "TCP 5000 itself passes"
+    );
+}
+
+#[test]
+fn a_pod_sending_from_another_pods_address_is_dropped_at_its_own_veth() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("server", SERVER_V4, SERVER_V6),
+        ("victim", "10.2.0.5", "fd00:2::5"),
+        ("spoofer", "10.3.0.6", "fd00:3::6"),
+    ]);
+    // The server admits UDP 7000 from the victim only; the spoofer is not isolated.
+    let tables = Tables::new(&net)
+        .isolate("server", true, false)
+        .pod_class("victim", 3)
+        .allow_port("server", Direction::Ingress, 3, UDP, 7000)
+        .build();
+    net.apply(&tables);
+    let (victim_v4, victim_v6) = (addr("10.2.0.5"), addr("fd00:2::5"));
+    // The spoofer takes the victim's addresses as its own (NET_ADMIN in its pod).
+    net.add_pod_addresses("spoofer", &[victim_v4, victim_v6]);
+    let [victim, spoofer, server] =
+        ["victim", "spoofer", "server"].map(|pod| net.pod(pod).netns.clone());
+    let before = net.stats();
+    for (to, as_victim) in [(SERVER_V4, victim_v4), (SERVER_V6, victim_v6)] {
+        let to = addr(to);
+        assert!(
+            probe::udp(&victim, None, &server, to, 7000),
+            "victim to {to}"
+        );
+        assert!(
+            !probe::udp(&spoofer, None, &server, to, 7000),
+            "spoofer as itself to {to}"
+        );
+        assert!(
+            !probe::udp(&spoofer, Some(as_victim), &server, to, 7000),
+            "spoofer as the victim to {to}"
+        );
+    }
+    let after = net.stats();
+    assert!(
+        after.get("drop_spoofed_source") >= before.get("drop_spoofed_source") + 2,
+        "{after:?}"
     );
 }
 

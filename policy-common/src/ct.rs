@@ -3,7 +3,8 @@
 //! Entries are per pod interface and per direction of the first packet: the same
 //! flow crossing two local pods is tracked once at each, so an allowed egress at the
 //! client never stands in for the server's ingress decision. Addresses of both
-//! families are stored as IPv6 (IPv4 as `::ffff:a.b.c.d`).
+//! families are stored as IPv6 (IPv4 as `::ffff:a.b.c.d`; IPv6 packets carrying such
+//! an address are dropped as malformed, so the families never share a key).
 
 /// Map name in the object file.
 pub const CONNTRACK_MAP: &str = "CONNTRACK";

@@ -2,7 +2,8 @@
 //! `ENDPOINT_ADDRS`: a local pod's address -> that interface index.
 //!
 //! `ENDPOINTS` key: the ifindex (u32, host byte order) of the pod's host-side veth,
-//! as the classifier reads it from `skb->ifindex`. `ENDPOINT_ADDRS` lets the
+//! as the classifier reads it from `skb->ifindex`. `ENDPOINT_ADDRS` lets the egress
+//! classifier drop a packet whose source is not its pod's own address, the
 //! destination side find the source pod of a packet whose egress was deferred past
 //! Service DNAT, and the reply path find the client's tracked flow.
 

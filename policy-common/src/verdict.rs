@@ -16,7 +16,7 @@ pub const STAT_ALLOW_UNISOLATED: u32 = 0;
 pub const STAT_ALLOW_TRACKED: u32 = 1;
 /// Passed: a policy rule matched.
 pub const STAT_ALLOW_POLICY: u32 = 2;
-/// Passed: not IP, or IPv6 neighbour discovery, which pods need to work.
+/// Passed: not IP, or on-link IPv6 neighbour discovery, which pods need to work.
 pub const STAT_ALLOW_NON_IP: u32 = 3;
 /// Passed: ingress from an address of the local node (kubelet probes).
 pub const STAT_ALLOW_NODE: u32 = 4;
@@ -33,6 +33,9 @@ pub const STAT_DROP_MALFORMED: u32 = 10;
 pub const STAT_DROP_DEFERRED_UNKNOWN_SOURCE: u32 = 11;
 /// Dropped: the source pod's egress policy denies the DNAT-translated destination.
 pub const STAT_DROP_DEFERRED_EGRESS: u32 = 12;
+/// Dropped: a packet from a pod whose source address is not one of that pod's
+/// addresses (anti-spoofing; IPv6 link-local and unspecified sources are exempt).
+pub const STAT_DROP_SPOOFED_SOURCE: u32 = 13;
 
 /// `skb->mark` bit set on a packet whose egress verdict is deferred past Service
 /// DNAT; the classifier at the destination decides it and clears the bit.
@@ -56,7 +59,7 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = [
     "drop_malformed",
     "drop_deferred_unknown_source",
     "drop_deferred_egress",
-    "",
+    "drop_spoofed_source",
     "",
     "",
 ];

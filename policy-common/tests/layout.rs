@@ -16,7 +16,7 @@ use policy_common::{
         MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STATS_LEN, STAT_ALLOW_NODE, STAT_ALLOW_NON_IP,
         STAT_ALLOW_POLICY, STAT_ALLOW_TRACKED, STAT_ALLOW_UNISOLATED, STAT_DROP_DEFERRED_EGRESS,
         STAT_DROP_DEFERRED_UNKNOWN_SOURCE, STAT_DROP_MALFORMED, STAT_DROP_POLICY,
-        STAT_DROP_UNKNOWN_ENDPOINT, STAT_EGRESS_DEFERRED, STAT_NAMES,
+        STAT_DROP_SPOOFED_SOURCE, STAT_DROP_UNKNOWN_ENDPOINT, STAT_EGRESS_DEFERRED, STAT_NAMES,
     },
     ABI_VERSION,
 };
@@ -143,6 +143,7 @@ fn every_counter_has_a_name_and_its_own_slot() {
         STAT_DROP_MALFORMED,
         STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
         STAT_DROP_DEFERRED_EGRESS,
+        STAT_DROP_SPOOFED_SOURCE,
     ];
     for (i, stat) in counters.iter().enumerate() {
         assert!(*stat < STATS_LEN);
@@ -151,4 +152,9 @@ fn every_counter_has_a_name_and_its_own_slot() {
     }
     let named = STAT_NAMES.iter().filter(|n| !n.is_empty()).count();
     assert_eq!(named, counters.len());
+    // Tests and `policy-agent` read counters by name.
+    assert_eq!(
+        STAT_NAMES[STAT_DROP_SPOOFED_SOURCE as usize],
+        "drop_spoofed_source"
+    );
 }

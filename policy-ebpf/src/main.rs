@@ -58,26 +58,31 @@ fn to_tc_action(verdict: Result<u32, u32>) -> i32 {
 /// Lookup precedence, in order (both families alike):
 /// 1. Frames that are not IP pass (ARP must work for pods to work).
 /// 2. The interface must be a known endpoint, else drop (fail closed).
-/// 3. A packet that does not parse is dropped (`STAT_DROP_MALFORMED`); IPv6 neighbour
-///    discovery passes (`STAT_ALLOW_NON_IP`).
-/// 4. Ingress only: this program's mark bits are cleared, and a packet carrying
+/// 3. A packet that does not parse is dropped (`STAT_DROP_MALFORMED`), and so is an
+///    IPv6 packet with an IPv4-mapped (`::ffff:0:0/96`) source or destination.
+/// 4. Egress only (anti-spoofing): a source address that is not one of this
+///    interface's pod addresses (`ENDPOINT_ADDRS[saddr] != ifindex`) is dropped
+///    (`STAT_DROP_SPOOFED_SOURCE`), except IPv6 link-local and unspecified sources.
+/// 5. On-link IPv6 neighbour discovery (ICMPv6 133-137, hop limit 255, link-local
+///    or multicast destination or link-local source) passes (`STAT_ALLOW_NON_IP`);
+///    other ICMPv6 133-137 goes on as ICMPv6 with ports 0.
+/// 6. Ingress only: this program's mark bits are cleared, and a packet carrying
 ///    `MARK_DEFERRED_EGRESS` first has its source pod's egress decided on the
 ///    translated destination (`service::deferred_egress`); a deny drops it.
-/// 5. A packet of a tracked flow passes (`decide_flow`), except that a forward packet
+/// 7. A packet of a tracked flow passes (`decide_flow`), except that a forward packet
 ///    of a deferred egress flow is marked and passes as deferred, and a reply to a
 ///    deferred flow passes only with `MARK_REPLY_VERIFIED`, else goes on as new.
-/// 6. A pod not isolated in this direction passes, and the flow is tracked.
-/// 7. Ingress from an address with `PEER_FLAG_NODE` passes and is tracked.
-/// 8. Egress to an address with `PEER_FLAG_SERVICE` is deferred: tracked as
-///    `CT_FLAG_DEFERRED`, marked `MARK_DEFERRED_EGRESS`, passed.
-/// 9. The peer's class (longest prefix in `PEERS_V4`/`PEERS_V6`, else `CLASS_WORLD`)
-///    and the packet's protocol and destination port are looked up in `POLICY`: a
-///    match passes and is tracked.
-/// 10. Anything else is dropped.
-///
-/// Egress packets that pass and are addressed to a local pod get
-/// `MARK_REPLY_VERIFIED` when that pod tracks their reverse as an egress flow
-/// (`service::verify_reply`), so a reply through Service un-DNAT can prove it.
+///    Egress only: a reply to a tracked flow addressed to a local pod gets
+///    `MARK_REPLY_VERIFIED` when that pod tracks its reverse as an egress flow
+///    (`service::verify_reply`), so a reply through Service un-DNAT can prove it.
+/// 8. A pod not isolated in this direction passes, and the flow is tracked.
+/// 9. Ingress from an address with `PEER_FLAG_NODE` passes and is tracked.
+/// 10. Egress to an address with `PEER_FLAG_SERVICE` is deferred: tracked as
+///     `CT_FLAG_DEFERRED`, marked `MARK_DEFERRED_EGRESS`, passed.
+/// 11. The peer's class (longest prefix in `PEERS_V4`/`PEERS_V6`, else `CLASS_WORLD`)
+///     and the packet's protocol and destination port are looked up in `POLICY`: a
+///     match passes and is tracked.
+/// 12. Anything else is dropped.
 #[inline(always)]
 fn decide(ctx: &TcContext, direction: u8) -> Result<u32, u32> {
     // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
@@ -86,8 +91,13 @@ fn decide(ctx: &TcContext, direction: u8) -> Result<u32, u32> {
         return Ok(STAT_ALLOW_NON_IP);
     };
     let endpoint = maps::endpoint(ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
-    let flow = match parse::packet(ctx, l3)? {
-        Packet::NeighbourDiscovery => return Ok(STAT_ALLOW_NON_IP),
+    let packet = parse::packet(ctx, l3)?;
+    if direction == DIRECTION_EGRESS {
+        let (saddr, ipv6) = packet.source();
+        check_source(ifindex, saddr, ipv6)?;
+    }
+    let flow = match packet {
+        Packet::NeighbourDiscovery { .. } => return Ok(STAT_ALLOW_NON_IP),
         Packet::Flow(flow) => flow,
     };
     if direction == DIRECTION_INGRESS {
@@ -95,15 +105,36 @@ fn decide(ctx: &TcContext, direction: u8) -> Result<u32, u32> {
         if mark & MARK_DEFERRED_EGRESS != 0 {
             service::deferred_egress(&flow)?;
         }
-        decide_flow(ctx, ifindex, &endpoint, DIRECTION_INGRESS, &flow, mark)
+        decide_flow(ctx, ifindex, &endpoint, DIRECTION_INGRESS, &flow, mark).map(|(stat, _)| stat)
     } else {
-        let stat = decide_flow(ctx, ifindex, &endpoint, DIRECTION_EGRESS, &flow, 0)?;
-        service::verify_reply(ctx, &flow);
+        let (stat, reply) = decide_flow(ctx, ifindex, &endpoint, DIRECTION_EGRESS, &flow, 0)?;
+        if reply {
+            service::verify_reply(ctx, &flow);
+        }
         Ok(stat)
     }
 }
 
-/// Steps 5 to 10 of `decide` for a parsed packet; `mark` is the mark it arrived with.
+/// Step 4 of `decide`: a packet from the pod must carry one of the pod's own
+/// addresses as its source, as Calico and Cilium require by default. Without this a
+/// pod could borrow another pod's identity: its ingress rules at the destination,
+/// and at a Service backend its egress policy (deferral trusts `ENDPOINT_ADDRS`).
+/// IPv6 link-local and unspecified sources (ND, DAD, MLD) are exempt: the node
+/// never forwards a link-local source, and they name no pod.
+#[inline(always)]
+fn check_source(ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result<(), u32> {
+    if ipv6 && (parse::is_link_local(saddr) || parse::is_unspecified(saddr)) {
+        return Ok(());
+    }
+    if maps::endpoint_ifindex(saddr) == Some(ifindex) {
+        Ok(())
+    } else {
+        Err(STAT_DROP_SPOOFED_SOURCE)
+    }
+}
+
+/// Steps 7 to 12 of `decide` for a parsed packet; `mark` is the mark it arrived with.
+/// Returns the counter and whether the packet passed as a reply to a tracked flow.
 #[inline(always)]
 fn decide_flow(
     ctx: &TcContext,
@@ -112,16 +143,16 @@ fn decide_flow(
     direction: u8,
     flow: &Flow,
     mark: u32,
-) -> Result<u32, u32> {
+) -> Result<(u32, bool), u32> {
     if let Some(hit) = ct::lookup(ifindex, direction, flow) {
         if hit.flags & CT_FLAG_DEFERRED == 0 {
-            return Ok(STAT_ALLOW_TRACKED);
+            return Ok((STAT_ALLOW_TRACKED, hit.reply));
         }
         if !hit.reply {
-            return Ok(service::defer(ctx, ifindex, flow, false));
+            return Ok((service::defer(ctx, ifindex, flow, false), false));
         }
         if mark & MARK_REPLY_VERIFIED != 0 {
-            return Ok(STAT_ALLOW_TRACKED);
+            return Ok((STAT_ALLOW_TRACKED, true));
         }
     }
     let isolation_flag = if direction == DIRECTION_INGRESS {
@@ -131,7 +162,7 @@ fn decide_flow(
     };
     if endpoint.flags & isolation_flag == 0 {
         ct::track(ifindex, direction, flow, u32::MAX, 0);
-        return Ok(STAT_ALLOW_UNISOLATED);
+        return Ok((STAT_ALLOW_UNISOLATED, false));
     }
     let remote = if direction == DIRECTION_INGRESS {
         &flow.saddr
@@ -141,15 +172,15 @@ fn decide_flow(
     let peer = maps::peer(flow.ipv6, remote);
     if direction == DIRECTION_INGRESS && peer.flags & PEER_FLAG_NODE != 0 {
         ct::track(ifindex, direction, flow, u32::MAX, 0);
-        return Ok(STAT_ALLOW_NODE);
+        return Ok((STAT_ALLOW_NODE, false));
     }
     if direction == DIRECTION_EGRESS && peer.flags & PEER_FLAG_SERVICE != 0 {
-        return Ok(service::defer(ctx, ifindex, flow, true));
+        return Ok((service::defer(ctx, ifindex, flow, true), false));
     }
     let allowed = maps::policy(endpoint.endpoint_id, peer.class_id, direction, flow)
         .ok_or(STAT_DROP_POLICY)?;
     ct::track(ifindex, direction, flow, allowed.policy_id, 0);
-    Ok(STAT_ALLOW_POLICY)
+    Ok((STAT_ALLOW_POLICY, false))
 }
 
 #[cfg(not(test))]

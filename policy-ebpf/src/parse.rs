@@ -24,6 +24,8 @@ const ICMPV6_ECHO_REPLY: u8 = 129;
 /// IPv6 neighbour discovery: router solicitation .. redirect (RFC 4861).
 const ND_FIRST: u8 = 133;
 const ND_LAST: u8 = 137;
+/// The hop limit every ND message carries (RFC 4861 section 6.1).
+const ND_HOP_LIMIT: u8 = 255;
 /// IPv6 extension headers the walk steps over (RFC 8200 section 4).
 const NEXTHDR_HOP_BY_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
@@ -43,10 +45,22 @@ pub(crate) enum L3 {
 
 /// What an IP packet is, as far as this program decides it.
 pub(crate) enum Packet {
-    /// IPv6 neighbour discovery: always passes, pods need it to reach anything.
-    NeighbourDiscovery,
+    /// On-link IPv6 neighbour discovery (`neighbour_discovery`): passes, pods need
+    /// it to reach anything. `saddr` is its source address.
+    NeighbourDiscovery { saddr: [u8; 16] },
     /// Everything else: decided by conntrack and policy.
     Flow(Flow),
+}
+
+impl Packet {
+    /// The source address (IPv4 mapped) and whether the packet is IPv6.
+    #[inline(always)]
+    pub(crate) fn source(&self) -> (&[u8; 16], bool) {
+        match self {
+            Packet::NeighbourDiscovery { saddr } => (saddr, true),
+            Packet::Flow(flow) => (&flow.saddr, flow.ipv6),
+        }
+    }
 }
 
 /// The fields of an IP packet policy and conntrack look at, in network byte order.
@@ -78,6 +92,35 @@ pub(crate) fn mapped(b: [u8; 4]) -> [u8; 16] {
     [
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3],
     ]
+}
+
+/// An IPv6 address in the IPv4-mapped range `::ffff:0:0/96`.
+#[inline(always)]
+pub(crate) fn is_ipv4_mapped(a: &[u8; 16]) -> bool {
+    let head = u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    head == 0 && a[8] == 0 && a[9] == 0 && a[10] == 0xff && a[11] == 0xff
+}
+
+/// An IPv6 link-local unicast address (`fe80::/10`).
+#[inline(always)]
+pub(crate) fn is_link_local(a: &[u8; 16]) -> bool {
+    a[0] == 0xfe && a[1] & 0xc0 == 0x80
+}
+
+/// The IPv6 unspecified address `::`.
+#[inline(always)]
+pub(crate) fn is_unspecified(a: &[u8; 16]) -> bool {
+    let head = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let tail = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+    head == 0 && tail == 0
+}
+
+/// Whether an ICMPv6 ND message (types 133-137) is on-link as RFC 4861 requires:
+/// hop limit 255 (no router forwarded it) and a link-local or multicast
+/// destination or a link-local source. Any other is decided like other ICMPv6.
+#[inline(always)]
+fn neighbour_discovery(hop_limit: u8, saddr: &[u8; 16], daddr: &[u8; 16]) -> bool {
+    hop_limit == ND_HOP_LIMIT && (is_link_local(daddr) || daddr[0] == 0xff || is_link_local(saddr))
 }
 
 /// Classifies the frame by EtherType; `None` for frames that are not IP.
@@ -176,14 +219,20 @@ fn ipv4(ctx: &TcContext) -> Result<Flow, u32> {
 /// extension headers (hop-by-hop, routing, fragment, destination options). A
 /// non-first fragment ends the walk with the fragment header's next header as the
 /// protocol and ports 0; any other header ends it as the upper-layer protocol.
+/// An IPv4-mapped source or destination is malformed: it would share conntrack
+/// and `ENDPOINT_ADDRS` keys with IPv4.
 #[inline(always)]
 fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
     if load::<u8>(ctx, ETH_HLEN)? >> 4 != 6 {
         return Err(STAT_DROP_MALFORMED);
     }
     let mut protocol = load::<u8>(ctx, ETH_HLEN + 6)?;
+    let hop_limit = load::<u8>(ctx, ETH_HLEN + 7)?;
     let saddr = load::<[u8; 16]>(ctx, ETH_HLEN + 8)?;
     let daddr = load::<[u8; 16]>(ctx, ETH_HLEN + 24)?;
+    if is_ipv4_mapped(&saddr) || is_ipv4_mapped(&daddr) {
+        return Err(STAT_DROP_MALFORMED);
+    }
     let mut l4 = ETH_HLEN + IPV6_HLEN;
     let mut has_l4 = true;
     for _ in 0..MAX_EXTENSION_HEADERS {
@@ -218,8 +267,10 @@ fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
     }
     if protocol == IPPROTO_ICMPV6 {
         let icmp_type = load::<u8>(ctx, l4)?;
-        if (ND_FIRST..=ND_LAST).contains(&icmp_type) {
-            return Ok(Packet::NeighbourDiscovery);
+        if (ND_FIRST..=ND_LAST).contains(&icmp_type)
+            && neighbour_discovery(hop_limit, &saddr, &daddr)
+        {
+            return Ok(Packet::NeighbourDiscovery { saddr });
         }
     }
     let (sport_be, dport_be) = ports(ctx, protocol, l4)?;

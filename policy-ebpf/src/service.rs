@@ -61,6 +61,9 @@ pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> 
 /// 4. else the source's `POLICY` entries for the backend's class and port decide:
 ///    a match is tracked at the source's interface, no match is
 ///    `STAT_DROP_DEFERRED_EGRESS`.
+///
+/// Trusting `ENDPOINT_ADDRS[saddr]` is sound because the source's own egress
+/// classifier dropped any packet whose source is not one of its addresses.
 #[inline(always)]
 pub(crate) fn deferred_egress(flow: &Flow) -> Result<(), u32> {
     let source_if = maps::endpoint_ifindex(&flow.saddr).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
@@ -81,7 +84,8 @@ pub(crate) fn deferred_egress(flow: &Flow) -> Result<(), u32> {
 
 /// At the backend's veth (its egress, before un-DNAT): marks a reply whose
 /// destination is a local pod that has the reversed flow tracked for egress, i.e.
-/// whose egress policy allowed this backend.
+/// whose egress policy allowed this backend. `decide` calls it only for packets the
+/// backend's conntrack matched as replies: nothing else can need the mark.
 #[inline(always)]
 pub(crate) fn verify_reply(ctx: &TcContext, flow: &Flow) {
     let Some(client_if) = maps::endpoint_ifindex(&flow.daddr) else {

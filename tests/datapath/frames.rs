@@ -95,6 +95,12 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, exts: &[Ext], protocol: u8, l4: &[u8])
     frame
 }
 
+/// `frame` (IPv6) with its hop limit set to `hop_limit`; `ipv6` sends 64.
+pub fn hop_limit(mut frame: Vec<u8>, hop_limit: u8) -> Vec<u8> {
+    frame[14 + 7] = hop_limit;
+    frame
+}
+
 /// A frame of either family without extension headers.
 pub fn ip(src: IpAddr, dst: IpAddr, protocol: u8, l4: &[u8]) -> Vec<u8> {
     match (src, dst) {

@@ -203,14 +203,12 @@ impl Net {
     /// Adds `addresses` to the node namespace's loopback (node addresses that
     /// node-to-pod traffic comes from).
     pub fn add_node_addresses(&self, addresses: &[IpAddr]) {
-        let lines: Vec<String> = addresses
-            .iter()
-            .map(|a| {
-                let len = if a.is_ipv4() { 32 } else { 128 };
-                format!("addr add {a}/{len} dev lo nodad")
-            })
-            .collect();
-        or_panic("node addresses")(netns::ip_batch(Some(&self.node), &lines));
+        add_addresses(&self.node, "lo", addresses);
+    }
+
+    /// Adds `addresses` to pod `pod`'s eth0, as a pod with NET_ADMIN could.
+    pub fn add_pod_addresses(&self, pod: &str, addresses: &[IpAddr]) {
+        add_addresses(&self.pod(pod).netns, "eth0", addresses);
     }
 
     /// Loads an nftables ruleset into the node namespace (`nft -f -`).
@@ -234,4 +232,16 @@ impl Net {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// Adds host addresses to interface `dev` of namespace `netns`.
+fn add_addresses(netns: &str, dev: &str, addresses: &[IpAddr]) {
+    let lines: Vec<String> = addresses
+        .iter()
+        .map(|a| {
+            let len = if a.is_ipv4() { 32 } else { 128 };
+            format!("addr add {a}/{len} dev {dev} nodad")
+        })
+        .collect();
+    or_panic("add addresses")(netns::ip_batch(Some(netns), &lines));
 }

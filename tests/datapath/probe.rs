@@ -1,6 +1,6 @@
-//! Real packets for datapath tests: TCP connects, SCTP over raw sockets (this kernel
-//! has no SCTP stack, but raw IP sockets of protocol 132 send and receive it) and
-//! ICMPv6 echo. Each probe reports whether the other side answered (or, for SCTP,
+//! Real packets for datapath tests: TCP connects, one-way UDP, SCTP over raw sockets
+//! (this kernel has no SCTP stack, but raw IP sockets of protocol 132 send and receive
+//! it) and ICMPv6 echo. Each probe reports whether the other side answered (or, for SCTP,
 //! whether the packet arrived) within `TIMEOUT`.
 
 use std::{
@@ -123,6 +123,38 @@ pub fn sctp(from: &str, at: &str, to: IpAddr, dport: u16) -> bool {
             && payload[2..4] == dport.to_be_bytes()
             && payload[16..20] == nonce.to_be_bytes()
     })
+}
+
+/// Source ports of UDP probes, fresh each time like `NEXT_SCTP_PORT`.
+static NEXT_UDP_PORT: AtomicU16 = AtomicU16::new(41000);
+
+/// Sends a UDP datagram from namespace `from` (bound to `source` if given) to
+/// `to:port` and reports whether a socket bound there in namespace `at` received it.
+/// One way only: it works from an address whose answers would go elsewhere.
+pub fn udp(from: &str, source: Option<IpAddr>, at: &str, to: IpAddr, port: u16) -> bool {
+    let sport = NEXT_UDP_PORT.fetch_add(1, Ordering::Relaxed);
+    let nonce = format!("podwall-udp-{sport}");
+    let open = |bind: SocketAddr| {
+        let socket = Socket::new(domain(to), Type::DGRAM, None)
+            .unwrap_or_else(|e| panic!("udp socket: {e}"));
+        socket
+            .bind(&SockAddr::from(bind))
+            .unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+        socket
+    };
+    let receiver = Net::in_ns(at, || open(SocketAddr::new(to, port)));
+    let unspecified = if to.is_ipv4() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([0u16; 8])
+    };
+    let sender = Net::in_ns(from, || {
+        open(SocketAddr::new(source.unwrap_or(unspecified), sport))
+    });
+    sender
+        .send_to(nonce.as_bytes(), &SockAddr::from(SocketAddr::new(to, port)))
+        .unwrap_or_else(|e| panic!("send UDP: {e}"));
+    await_packet(&receiver, |bytes, _| bytes == nonce.as_bytes())
 }
 
 /// Sends an ICMPv6 echo request from namespace `from` to `to` over a raw socket (the

@@ -1,7 +1,8 @@
 //! The classifiers on hand-made frames (`BPF_PROG_TEST_RUN`): IPv6 extension-header
-//! chains, fragments, truncated headers, ICMPv6 and neighbour discovery, SCTP over
-//! IPv6, and each branch of Service egress deferral with forged marks. The frames
-//! never leave the kernel, but conntrack and counters change as for real packets.
+//! chains, fragments, truncated headers and IPv4-mapped addresses, ICMPv6 and
+//! neighbour discovery, SCTP over IPv6, source address validation, and each branch of
+//! Service egress deferral with forged marks. The frames never leave the kernel, but
+//! conntrack and counters change as for real packets.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -119,30 +120,96 @@ fn truncated_or_malformed_ipv6_is_dropped_as_malformed() {
     // (A frame shorter than the fixed header never reaches the program in a test
     // run: the kernel refuses it. A missing extension header is the same read.)
     let missing_ext = to_server(&[], 0, &[]);
+    // IPv4-mapped addresses in IPv6 would share conntrack keys with IPv4 flows.
+    let syn = frames::tcp(1, 80);
+    let mapped_source = frames::ipv6(v6("::ffff:10.2.0.5"), v6(SERVER_V6), &[], TCP, &syn);
+    let mapped_destination = frames::ipv6(v6(CLIENT_V6), v6("::ffff:10.1.0.10"), &[], TCP, &syn);
     for (what, frame) in [
         ("extension past the end", &past_end),
         ("truncated TCP", &short_tcp),
         ("version 4 in an IPv6 frame", &not_v6),
         ("hop-by-hop announced, nothing follows", &missing_ext),
+        ("IPv4-mapped source", &mapped_source),
+        ("IPv4-mapped destination", &mapped_destination),
     ] {
         assert!(!server_admits(&mut net, frame), "{what}");
     }
-    assert_eq!(net.stats().get("drop_malformed"), before + 4);
+    assert!(
+        !passes(&mut net, Hook::PodEgress, "client", &mapped_destination),
+        "IPv4-mapped destination, out"
+    );
+    assert_eq!(net.stats().get("drop_malformed"), before + 7);
 }
 
 #[test]
-fn icmpv6_echo_pairs_by_identifier_and_neighbour_discovery_always_passes() {
+fn on_link_neighbour_discovery_always_passes_and_other_nd_types_are_icmpv6() {
     let mut net = server_and_client();
     net.apply(&isolated(&net).build());
+    let (client, server) = (v6(CLIENT_V6), v6(SERVER_V6));
+    let (client_ll, server_ll) = (v6("fe80::5"), v6("fe80::10"));
+    let solicited = v6("ff02::1:ff00:10");
+    let nd = |src, dst, nd_type, hops| {
+        let l4 = frames::icmpv6(nd_type, 0);
+        frames::hop_limit(frames::ipv6(src, dst, &[], ICMPV6, &l4), hops)
+    };
+    let before = net.stats();
     for nd_type in 133..=137 {
-        let nd = to_server(&[], ICMPV6, &frames::icmpv6(nd_type, 0));
-        assert!(server_admits(&mut net, &nd), "ND type {nd_type} in");
-        let out = to_client(&[], ICMPV6, &frames::icmpv6(nd_type, 0));
-        assert!(
-            passes(&mut net, Hook::PodEgress, "server", &out),
-            "ND type {nd_type} out"
-        );
+        // Hop limit 255 and a link-local or multicast destination or a link-local
+        // source: passes the isolated server both ways, no rule needed.
+        for (src, dst) in [
+            (client, solicited),
+            (client, server_ll),
+            (client_ll, server),
+        ] {
+            let frame = nd(src, dst, nd_type, 255);
+            assert!(server_admits(&mut net, &frame), "{nd_type} {src}->{dst}");
+        }
+        for (src, dst) in [
+            (server, solicited),
+            (server, client_ll),
+            (server_ll, client),
+        ] {
+            let frame = nd(src, dst, nd_type, 255);
+            let out = passes(&mut net, Hook::PodEgress, "server", &frame);
+            assert!(out, "{nd_type} {src}->{dst} out");
+        }
+        // Routed (hop limit below 255), or global addresses at both ends: ICMPv6
+        // like any other, which no rule allows.
+        for (src, dst, hops) in [(client_ll, server_ll, 254), (client, server, 255)] {
+            let frame = nd(src, dst, nd_type, hops);
+            assert!(
+                !server_admits(&mut net, &frame),
+                "{nd_type} {src}->{dst} hops {hops}"
+            );
+        }
+        let frame = nd(server, client, nd_type, 255);
+        let out = passes(&mut net, Hook::PodEgress, "server", &frame);
+        assert!(!out, "{nd_type} global both ends, out");
     }
+    // At least: the pods' own MLD and router solicitations count here too.
+    let after = net.stats();
+    for (counter, n) in [("allow_non_ip", 30), ("drop_policy", 15)] {
+        assert!(after.get(counter) >= before.get(counter) + n, "{counter}");
+    }
+
+    // An ICMPv6 rule admits the off-link one, as ICMPv6 with ports 0.
+    let with_rule = isolated(&net).allow("server", Direction::Ingress, 3, Some(ICMPV6), None);
+    net.apply(&with_rule.build());
+    assert!(server_admits(&mut net, &nd(client, server, 136, 255)));
+    let server_if = net.ifindex("server");
+    let tracked: Vec<_> = net
+        .conntrack()
+        .into_iter()
+        .filter(|f| f.ifindex == server_if && f.protocol == ICMPV6)
+        .map(|f| (f.source, f.destination))
+        .collect();
+    assert_eq!(tracked, vec![((addr(CLIENT_V6), 0), (addr(SERVER_V6), 0))]);
+}
+
+#[test]
+fn icmpv6_echo_pairs_by_identifier() {
+    let mut net = server_and_client();
+    net.apply(&isolated(&net).build());
     let request = to_server(&[], ICMPV6, &frames::icmpv6(128, 0x1234));
     assert!(!server_admits(&mut net, &request), "no rule");
 
@@ -232,15 +299,19 @@ fn service_egress_deferral_step_by_step_in_both_families() {
     const OTHER_MARK: u32 = 0x4000;
     for f in families {
         let before = net.stats();
-        // 1. The client's side defers: marked and passed, every packet of the flow.
+        // 1. The client's side defers: marked and passed, every packet of the flow
+        //    (the SYN records the deferred flow, the ACK matches it).
         let syn = frames::ip(f.client, f.vip, TCP, &frames::tcp(40000, 80));
-        for _ in 0..2 {
-            let out = net.run(Hook::PodEgress, "client", 0, &syn);
+        let ack = frames::ip(f.client, f.vip, TCP, &frames::tcp_ack(40000, 80));
+        for (what, packet) in [("SYN", &syn), ("ACK", &ack)] {
+            let out = net.run(Hook::PodEgress, "client", 0, packet);
             assert!(
                 out.passed && out.mark & MARK_DEFERRED_EGRESS != 0,
-                "{out:?}"
+                "{what}: {out:?}"
             );
         }
+        let denied_syn = frames::ip(f.client, f.vip, TCP, &frames::tcp(40001, 80));
+        assert!(passes(&mut net, Hook::PodEgress, "client", &denied_syn));
         // 2. The backend's side decides the client's egress on the translated flow,
         //    clearing only its own mark bits.
         let dnat = frames::ip(f.client, f.backend, TCP, &frames::tcp(40000, 8080));
@@ -266,10 +337,19 @@ fn service_egress_deferral_step_by_step_in_both_families() {
                 .passed,
             "stranger"
         );
-        // 3. The backend's answer is verified for the client...
+        // 3. The backend's answer is verified for the client, but not its answer on
+        //    the tuple the client's egress policy denied (which the unmarked packet
+        //    above made the backend track).
         let answer = frames::ip(f.backend, f.client, TCP, &frames::tcp_ack(8080, 40000));
         let out = net.run(Hook::PodEgress, "backend", 0, &answer);
         assert!(out.passed && out.mark & MARK_REPLY_VERIFIED != 0, "{out:?}");
+        let denied_answer = frames::ip(f.backend, f.client, TCP, &frames::tcp_ack(9090, 40001));
+        let out = net.run(Hook::PodEgress, "backend", 0, &denied_answer);
+        assert_eq!(
+            (out.passed, out.mark),
+            (true, 0),
+            "denied tuple: not verified"
+        );
         // 4. ...and after un-DNAT, the isolated client takes it only with the mark.
         let undnat = frames::ip(f.vip, f.client, TCP, &frames::tcp_ack(80, 40000));
         assert!(
@@ -280,11 +360,151 @@ fn service_egress_deferral_step_by_step_in_both_families() {
         assert_eq!((out.passed, out.mark), (true, 0), "verified, mark cleared");
         let after = net.stats();
         for (counter, n) in [
-            ("egress_deferred", 2),
+            ("egress_deferred", 3),
             ("drop_deferred_egress", 1),
             ("drop_deferred_unknown_source", 1),
         ] {
             assert_eq!(after.get(counter), before.get(counter) + n, "{counter}");
         }
+    }
+}
+
+#[test]
+fn only_a_reply_the_backend_tracked_is_verified_for_the_client() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("backend", "10.1.0.10", "fd00:1::10"),
+        ("client", "10.2.0.5", "fd00:2::5"),
+    ]);
+    let tables = Tables::new(&net)
+        .isolate("client", true, true)
+        .pod_class("backend", 5)
+        .allow_port("client", Direction::Egress, 5, TCP, 8080);
+    net.apply(&tables.build());
+    for (client, backend) in [
+        (addr("10.2.0.5"), addr("10.1.0.10")),
+        (addr("fd00:2::5"), addr("fd00:1::10")),
+    ] {
+        // The client tracks its egress to the backend, but the backend never saw it:
+        // the backend's packet on the reversed tuple is no reply there, so it gets
+        // no mark (it is decided as the backend's own new, unisolated egress).
+        let syn = frames::ip(client, backend, TCP, &frames::tcp(40000, 8080));
+        assert!(passes(&mut net, Hook::PodEgress, "client", &syn));
+        let answer = frames::ip(backend, client, TCP, &frames::tcp_ack(8080, 40000));
+        let out = net.run(Hook::PodEgress, "backend", 0, &answer);
+        assert_eq!(
+            (out.passed, out.mark),
+            (true, 0),
+            "not a reply at the backend"
+        );
+        // Once the backend's ingress tracked the flow, its answer is a reply and
+        // verified.
+        let syn = frames::ip(client, backend, TCP, &frames::tcp(40001, 8080));
+        assert!(passes(&mut net, Hook::PodEgress, "client", &syn));
+        assert!(passes(&mut net, Hook::PodIngress, "backend", &syn));
+        let answer = frames::ip(backend, client, TCP, &frames::tcp_ack(8080, 40001));
+        let out = net.run(Hook::PodEgress, "backend", 0, &answer);
+        assert!(out.passed && out.mark & MARK_REPLY_VERIFIED != 0, "{out:?}");
+    }
+}
+
+#[test]
+fn a_pod_may_send_only_from_its_own_addresses_or_ipv6_link_local() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("backend", "10.1.0.10", "fd00:1::10"),
+        ("open", "10.2.0.5", "fd00:2::5"),
+        ("isolated", "10.3.0.6", "fd00:3::6"),
+    ]);
+    // isolated may reach the backend on 8080 (also through the Service); open is
+    // not isolated at all. Neither may borrow the other's address.
+    let tables = Tables::new(&net)
+        .isolate("isolated", false, true)
+        .pod_class("backend", 5)
+        .service("10.96.0.10/32")
+        .service("fd96::10/128")
+        .allow_port("isolated", Direction::Egress, 5, TCP, 8080);
+    net.apply(&tables.build());
+    let before = net.stats();
+    let mut spoofed = 0;
+    for [open, isolated, backend, vip, stranger] in [
+        [
+            "10.2.0.5",
+            "10.3.0.6",
+            "10.1.0.10",
+            "10.96.0.10",
+            "10.99.0.1",
+        ],
+        [
+            "fd00:2::5",
+            "fd00:3::6",
+            "fd00:1::10",
+            "fd96::10",
+            "fd99::1",
+        ],
+    ]
+    .map(|family| family.map(addr))
+    {
+        let to_backend = |src| frames::ip(src, backend, TCP, &frames::tcp(40000, 8080));
+        let to_vip = |src| frames::ip(src, vip, TCP, &frames::tcp(40000, 80));
+        // Each pod from its own address: decided as usual.
+        for (pod, own) in [("open", open), ("isolated", isolated)] {
+            let frame = to_backend(own);
+            assert!(passes(&mut net, Hook::PodEgress, pod, &frame), "{pod}");
+        }
+        // The open pod as the isolated one (directly, and to the Service, where the
+        // backend would apply isolated's egress policy) or as a stranger; the
+        // isolated pod as the open one.
+        for (pod, source, frame) in [
+            ("open", isolated, to_backend(isolated)),
+            ("open", isolated, to_vip(isolated)),
+            ("open", stranger, to_backend(stranger)),
+            ("isolated", open, to_backend(open)),
+            ("isolated", open, to_vip(open)),
+        ] {
+            let out = net.run(Hook::PodEgress, pod, 0, &frame);
+            assert_eq!((out.passed, out.mark), (false, 0), "{pod} as {source}");
+            spoofed += 1;
+        }
+    }
+    // IPv6 link-local and unspecified sources go on to the usual decision: the
+    // open pod passes them, the isolated pod's policy drops them.
+    let backend_v6 = addr("fd00:1::10");
+    for source in ["fe80::5", "::"] {
+        let frame = frames::ip(addr(source), backend_v6, TCP, &frames::tcp(40001, 8080));
+        assert!(
+            passes(&mut net, Hook::PodEgress, "open", &frame),
+            "{source}"
+        );
+        let frame = frames::ip(addr(source), backend_v6, TCP, &frames::tcp(40001, 9090));
+        assert!(
+            !passes(&mut net, Hook::PodEgress, "isolated", &frame),
+            "{source}"
+        );
+    }
+    // Neighbour discovery is no exception: from a global address, it must be the
+    // pod's own.
+    let nd = |src| {
+        let l4 = frames::icmpv6(135, 0);
+        let frame = frames::ipv6(src, v6("ff02::1:ff00:1"), &[], ICMPV6, &l4);
+        frames::hop_limit(frame, 255)
+    };
+    assert!(passes(
+        &mut net,
+        Hook::PodEgress,
+        "open",
+        &nd(v6("fd00:2::5"))
+    ));
+    assert!(!passes(
+        &mut net,
+        Hook::PodEgress,
+        "open",
+        &nd(v6("fd00:3::6"))
+    ));
+    spoofed += 1;
+    // (Other counters also count the pods' own MLD and router solicitations.)
+    let after = net.stats();
+    for (counter, n) in [("drop_spoofed_source", spoofed), ("egress_deferred", 0)] {
+        assert_eq!(after.get(counter), before.get(counter) + n, "{counter}");
     }
 }

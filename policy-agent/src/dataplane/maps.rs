@@ -48,6 +48,23 @@ fn map_error(
     }
 }
 
+/// The keys of map `name` that `keep` rejects. A key listing that fails part way is
+/// an error, not a shorter list: the keys it never reached could be stale allows.
+fn stale_keys<K>(
+    name: &'static str,
+    keys: impl IntoIterator<Item = Result<K, aya::maps::MapError>>,
+    keep: impl Fn(&K) -> bool,
+) -> Result<Vec<K>, DataplaneError> {
+    let mut stale = Vec::new();
+    for key in keys {
+        let key = key.map_err(map_error(name, "list keys"))?;
+        if !keep(&key) {
+            stale.push(key);
+        }
+    }
+    Ok(stale)
+}
+
 impl Datapath {
     /// The map `name` of the loaded object.
     pub(super) fn map(
@@ -155,11 +172,9 @@ impl Datapath {
         keep: &BTreeMap<LpmEntry<K>, V>,
     ) -> Result<(), DataplaneError> {
         let mut trie = self.lpm_trie::<K, V>(name)?;
-        let stale: Vec<Key<K>> = trie
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !keep.contains_key(&(key.prefix_len(), key.data())))
-            .collect();
+        let stale = stale_keys(name, trie.keys(), |key: &Key<K>| {
+            keep.contains_key(&(key.prefix_len(), key.data()))
+        })?;
         for key in &stale {
             trie.remove(key).map_err(map_error(name, "remove"))?;
         }
@@ -187,11 +202,7 @@ impl Datapath {
         keep: &BTreeMap<K, V>,
     ) -> Result<(), DataplaneError> {
         let mut map = self.hash_map::<K, V>(name)?;
-        let stale: Vec<K> = map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !keep.contains_key(key))
-            .collect();
+        let stale = stale_keys(name, map.keys(), |key| keep.contains_key(key))?;
         for key in &stale {
             map.remove(key).map_err(map_error(name, "remove"))?;
         }
@@ -216,5 +227,32 @@ impl Datapath {
             counters.push((name, values.iter().sum()));
         }
         Ok(Stats { counters })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aya::{maps::MapError, sys::SyscallError};
+
+    use super::*;
+
+    #[test]
+    fn a_key_listing_that_fails_part_way_is_an_error_not_a_shorter_list() {
+        let failed = MapError::SyscallError(SyscallError {
+            call: "bpf_map_get_next_key",
+            io_error: std::io::Error::from_raw_os_error(nix::libc::EFAULT),
+        });
+        let keys = vec![Ok(1u32), Err(failed), Ok(3)];
+        match stale_keys("ENDPOINTS", keys, |_| false) {
+            Err(DataplaneError::MapOp { map, operation, .. }) => {
+                assert_eq!((map, operation), ("ENDPOINTS", "list keys"));
+            }
+            other => panic!("expected a map error, got {other:?}"),
+        }
+        let keys: Vec<Result<u32, MapError>> = vec![Ok(1), Ok(2), Ok(3)];
+        assert_eq!(
+            stale_keys("ENDPOINTS", keys, |key| *key == 2).ok(),
+            Some(vec![1, 3])
+        );
     }
 }
