@@ -107,6 +107,24 @@ pub struct PolicyPort {
     pub end_port: Option<u16>,
 }
 
+impl PolicyPort {
+    /// Why this entry matches nothing because the API server would have rejected its
+    /// endPort (below `port`, or with a named or absent `port`), if it does: one
+    /// wording for the load warning and the compiler's diagnostic.
+    pub fn rejected_end_port(&self) -> Option<String> {
+        match (&self.port, self.end_port) {
+            (Some(PortRef::Number(first)), Some(last)) if last < *first => {
+                Some(format!("endPort {last} is below port {first}"))
+            }
+            (Some(PortRef::Name(name)), Some(last)) => {
+                Some(format!("endPort {last} with the named port {name:?}"))
+            }
+            (None, Some(last)) => Some(format!("endPort {last} without a port")),
+            _ => None,
+        }
+    }
+}
+
 /// One ingress or egress rule: traffic to/from any of `peers` on any of `ports`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {

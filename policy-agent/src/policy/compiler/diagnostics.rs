@@ -79,15 +79,11 @@ fn rule_problems(rule: &Rule, path: &str, declared: &BTreeSet<PortName>) -> Vec<
 
 /// What is wrong with one `ports` entry, if anything.
 fn port_problem(port: &PolicyPort, declared: &BTreeSet<PortName>) -> Option<String> {
-    match (&port.port, port.end_port) {
-        (Some(PortRef::Number(first)), Some(last)) if last < *first => {
-            Some(format!("endPort {last} is below port {first}"))
-        }
-        (Some(PortRef::Name(name)), Some(last)) => {
-            Some(format!("endPort {last} with the named port {name:?}"))
-        }
-        (None, Some(last)) => Some(format!("endPort {last} without a port")),
-        (Some(PortRef::Name(name)), None) if !declared.contains(&(name.clone(), port.protocol)) => {
+    if let Some(problem) = port.rejected_end_port() {
+        return Some(problem);
+    }
+    match &port.port {
+        Some(PortRef::Name(name)) if !declared.contains(&(name.clone(), port.protocol)) => {
             Some(format!(
                 "no pod in the cluster declares a {} port named {name:?}",
                 port.protocol

@@ -79,18 +79,8 @@ pub(super) fn entries_matching_nothing(policy: &NetworkPolicy) -> Vec<(String, S
                 }
             }
             for (p, port) in rule.ports.iter().enumerate() {
-                let field = || format!("spec.{list}[{r}].ports[{p}].endPort");
-                match (&port.port, port.end_port) {
-                    (_, None) => {}
-                    (Some(PortRef::Number(first)), Some(end)) if end >= *first => {}
-                    (Some(PortRef::Number(first)), Some(end)) => {
-                        found.push((field(), format!("endPort {end} is below port {first}")));
-                    }
-                    (_, Some(_)) => found.push((
-                        field(),
-                        "endPort requires a numeric port (not absent, not a named port)"
-                            .to_string(),
-                    )),
+                if let Some(reason) = port.rejected_end_port() {
+                    found.push((format!("spec.{list}[{r}].ports[{p}].endPort"), reason));
                 }
             }
         }

@@ -292,14 +292,16 @@ fn end_ports_below_port_or_without_a_numeric_port_are_kept_and_listed() {
         port(Protocol::Tcp, Some(PortRef::Number(80)), Some(80)),
     ];
     assert_eq!(np.egress[0].ports, expected);
-    let numeric = "endPort requires a numeric port (not absent, not a named port)";
     let at = |i: usize| format!("spec.egress[0].ports[{i}].endPort");
     assert_eq!(
         entries_matching_nothing(&np),
         vec![
             (at(0), "endPort 8000 is below port 8080".to_string()),
-            (at(1), numeric.to_string()),
-            (at(2), numeric.to_string()),
+            (
+                at(1),
+                "endPort 8000 with the named port \"http\"".to_string()
+            ),
+            (at(2), "endPort 8000 without a port".to_string()),
         ]
     );
 }
