@@ -44,7 +44,8 @@ pub enum Output {
 
 #[derive(Subcommand)]
 enum Command {
-    /// A local mini-cluster: network namespaces as pods, the real datapath enforcing.
+    /// A local mini-cluster: network namespaces as pods, the real datapath enforcing your
+    /// policies, probes showing who reaches whom.
     Lab {
         #[command(subcommand)]
         command: lab::LabCommand,
