@@ -35,8 +35,8 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            runs: 11,
-            repeat: 200_000,
+            runs: 21,
+            repeat: 100_000,
             flat_series: vec![100, 10_000, 100_000],
             cidr_prefixes: 10_000,
             cpu: None,

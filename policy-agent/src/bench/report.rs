@@ -132,6 +132,9 @@ pub struct Report {
     pub cpu: Option<usize>,
     /// The running kernel (`/proc/sys/kernel/osrelease`).
     pub kernel: String,
+    /// Share of CPU time the hypervisor took (steal, all CPUs) while the runs ran,
+    /// in percent; `None` where `/proc/stat` does not say.
+    pub steal_percent: Option<f64>,
     /// Pod peer counts of the flatness series, smallest first.
     pub flat_series: Vec<u32>,
     /// Every measurement.
@@ -261,6 +264,12 @@ impl fmt::Display for Report {
             "podwall datapath benchmark: kernel {}, {cpu}, {} runs x {} repeats per figure",
             self.kernel, self.runs, self.repeat
         )?;
+        if let Some(steal) = self.steal_percent {
+            writeln!(
+                f,
+                "CPU time taken by the hypervisor (steal) during the runs: {steal:.1}%"
+            )?;
+        }
         writeln!(
             f,
             "ns/packet: median run (fastest-slowest run); a run's figure is the kernel's \
@@ -320,6 +329,7 @@ mod tests {
             repeat: 10,
             cpu: Some(1),
             kernel: "test".into(),
+            steal_percent: None,
             flat_series: vec![100, 1000],
             measurements: vec![
                 m(Path::Floor, Family::Ipv4, 100, &[10, 10, 11, 10, 12, 9]),

@@ -1,7 +1,7 @@
-//! Runs the benchmark: writes each table, primes conntrack where a path needs it,
-//! then times every case of the table in turns, checking after every run that the
-//! kernel took the path the case names (its verdict counter, and only it, grew by
-//! `repeat`).
+//! Runs the benchmark: loads one copy of the object per table, writes the table,
+//! primes conntrack where a path needs it, then times every case of every table in
+//! turns, checking after every run that the kernel took the path the case names (its
+//! verdict counter, and only it, grew by `repeat`).
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -9,7 +9,7 @@ use policy_common::peer::PEERS_MAX;
 
 use super::{
     frames::{self, ACK, SYN},
-    report::{median, Family, Measurement, Path, Report},
+    report::{Family, Measurement, Path, Report},
     tables::{self, TableSpec, ALLOWED_PORT, DENIED_PORT, SERVER_V4, SERVER_V6},
     BenchError, Options,
 };
@@ -174,33 +174,56 @@ fn prime(datapath: &mut Datapath, cases: &[Case]) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// The peer trie capacity every table of `phases` fits in (at least the agent's).
-fn peers_capacity(phases: &[Phase]) -> u32 {
-    phases
-        .iter()
-        .map(|p| p.spec.pod_peers.saturating_add(p.spec.cidr_prefixes))
-        .max()
-        .unwrap_or(0)
-        .saturating_add(16)
-        .max(PEERS_MAX)
+/// A table in its own copy of the object, and the cases timed on it.
+struct Loaded {
+    spec: TableSpec,
+    datapath: Datapath,
+    cases: Vec<Case>,
 }
 
-/// Runs every phase; `progress` gets one line per table and per figure.
+/// Loads a copy of the object for `phase` (with `bench_floor` for `with_floor`),
+/// writes its table and primes conntrack for its cases.
+fn load(object: &std::path::Path, phase: &Phase, with_floor: bool) -> Result<Loaded, BenchError> {
+    let spec = phase.spec;
+    let needed = spec.pod_peers.saturating_add(spec.cidr_prefixes);
+    let options = LoadOptions {
+        peers_capacity: Some(needed.saturating_add(16).max(PEERS_MAX)),
+        bench_floor: with_floor,
+    };
+    let mut datapath = Datapath::load_with(object, &options)?;
+    let built = tables::build(&spec);
+    let interfaces = BTreeMap::from([(tables::server(), LOOPBACK)]);
+    datapath.apply(&built.tables, &interfaces)?;
+    let mut timed = Vec::new();
+    if with_floor {
+        // Its IPv4 frame: the floor reads no packet.
+        timed.extend(cases(Path::Floor, &built).into_iter().take(1));
+    }
+    for &path in phase.paths {
+        timed.extend(cases(path, &built));
+    }
+    prime(&mut datapath, &timed)?;
+    Ok(Loaded {
+        spec,
+        datapath,
+        cases: timed,
+    })
+}
+
+/// Runs the benchmark; `progress` gets a line per table, per round and per figure.
+///
+/// Every table is loaded at once, each in its own copy of the object (its own maps),
+/// and each round times every case of every table once, so a slow spell of the
+/// machine (this is a VM) lands on all figures alike instead of on one table.
 pub(super) fn run(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
     let phases = plan(options);
     let object = dataplane::object::find()?;
-    let load = LoadOptions {
-        peers_capacity: Some(peers_capacity(&phases)),
-        bench_floor: true,
-    };
-    let mut datapath = Datapath::load_with(&object, &load)?;
-    let interfaces = BTreeMap::from([(tables::server(), LOOPBACK)]);
-    let mut measurements = Vec::new();
-    let mut floor = Vec::new();
+    let mut loaded = Vec::with_capacity(phases.len());
     for (i, phase) in phases.iter().enumerate() {
         let spec = phase.spec;
         progress(&format!(
-            "[{}/{}] {} pod peers, {} ipBlock prefixes per family, server {}: writing tables",
+            "[{}/{}] loading a copy of the object: {} pod peers and {} ipBlock prefixes \
+             per family, server {}",
             i + 1,
             phases.len(),
             spec.pod_peers,
@@ -211,65 +234,75 @@ pub(super) fn run(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<R
                 "not isolated"
             },
         ));
-        let built = tables::build(&spec);
-        datapath.apply(&built.tables, &interfaces)?;
-        // The floor (its IPv4 frame; it reads no packet) takes turns with the rest.
-        let mut timed: Vec<Case> = cases(Path::Floor, &built).into_iter().take(1).collect();
-        for &path in phase.paths {
-            timed.extend(cases(path, &built));
-        }
-        prime(&mut datapath, &timed)?;
-        let mut samples = vec![Vec::with_capacity(options.runs); timed.len()];
-        for _ in 0..options.runs {
-            for (case, samples) in timed.iter().zip(&mut samples) {
-                samples.push(measure(&mut datapath, case, options.repeat)?);
+        loaded.push(load(&object, phase, i == 0)?);
+    }
+    let cases: usize = loaded.iter().map(|l| l.cases.len()).sum();
+    progress(&format!(
+        "timing {cases} cases in turns: {} rounds of {} repeats each",
+        options.runs, options.repeat
+    ));
+    let cpu_before = cpu_times();
+    let mut samples: Vec<Vec<Vec<u64>>> = loaded
+        .iter()
+        .map(|l| vec![Vec::with_capacity(options.runs); l.cases.len()])
+        .collect();
+    for round in 0..options.runs {
+        for (table, samples) in loaded.iter_mut().zip(&mut samples) {
+            for (case, samples) in table.cases.iter().zip(samples.iter_mut()) {
+                samples.push(measure(&mut table.datapath, case, options.repeat)?);
             }
         }
-        for (case, samples) in timed.iter().zip(samples) {
-            if case.path == Path::Floor {
-                progress(&format!(
-                    "      {}: {} ns/packet (median of {})",
-                    case.path.label(),
-                    median(&samples),
-                    samples.len()
-                ));
-                floor.extend(samples);
-                continue;
-            }
+        progress(&format!("round {}/{} done", round + 1, options.runs));
+    }
+    let steal_percent = cpu_before.zip(cpu_times()).and_then(|(before, after)| {
+        let total = after.0.saturating_sub(before.0);
+        (total > 0).then(|| 100.0 * after.1.saturating_sub(before.1) as f64 / total as f64)
+    });
+    let mut measurements = Vec::new();
+    for (table, samples) in loaded.iter().zip(samples) {
+        for (case, samples) in table.cases.iter().zip(samples) {
             let m = Measurement {
                 path: case.path,
                 family: case.family,
-                pod_peers: spec.pod_peers,
-                cidr_prefixes: spec.cidr_prefixes,
+                pod_peers: table.spec.pod_peers,
+                cidr_prefixes: table.spec.cidr_prefixes,
                 samples,
             };
             progress(&format!(
-                "      {} {}: {} ns/packet (median of {})",
+                "{} {} ({} pod peers, {} ipBlock prefixes): {} ns/packet",
                 m.path.label(),
                 m.family,
-                m.median(),
-                m.samples.len()
+                m.pod_peers,
+                m.cidr_prefixes,
+                m.median()
             ));
             measurements.push(m);
         }
     }
-    measurements.insert(
-        0,
-        Measurement {
-            path: Path::Floor,
-            family: Family::Ipv4,
-            pod_peers: options.flat_series.first().copied().unwrap_or(0),
-            cidr_prefixes: 0,
-            samples: floor,
-        },
-    );
     Ok(Report {
         runs: options.runs,
         repeat: options.repeat,
         cpu: options.cpu,
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string()),
+        steal_percent,
         flat_series: options.flat_series.clone(),
         measurements,
     })
+}
+
+/// `(total, steal)` CPU time of all CPUs so far, in clock ticks (`/proc/stat`).
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]: guest time
+    // is already counted in user and nice.
+    let total = fields.iter().take(8).sum();
+    Some((total, *fields.get(7)?))
 }
