@@ -288,7 +288,9 @@ const METHOD: &str = "\
 Method: each figure is BPF_PROG_TEST_RUN of the real pod_ingress classifier (the pod's
 ingress hook) on one hand-made frame with the kernel's `repeat`: the kernel runs the
 program that many times on one skb and returns the average time per run (whole ns).
-A figure is the median of its runs; the runs of all cases on one table take turns.
+A figure is the median of its runs. Each table is loaded in its own copy of the object
+(its own maps), and the runs of every case of every table take turns, so a slow spell
+of the machine lands on all figures alike.
 Maps change as for real packets, so each path is chosen by its packet. A TCP SYN
 without ACK is always decided afresh (conntrack is not consulted for it), so a
 repeated SYN takes the new-flow path every time, and rewrites its own conntrack entry
