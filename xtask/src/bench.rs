@@ -20,7 +20,7 @@ pub fn datapath(args: &[String]) -> anyhow::Result<()> {
     setup::ensure_ready()?;
     ebpf::build()?;
     let agent = build_agent("bench")?;
-    println!("bench: running policy-agent bench datapath (about 20 s with the defaults)");
+    println!("bench: running policy-agent bench datapath (about 15 s with the defaults)");
     run_checked(
         Command::new(agent)
             .current_dir(workspace_root())
