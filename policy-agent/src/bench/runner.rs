@@ -38,7 +38,8 @@ struct Phase {
     paths: &'static [Path],
 }
 
-/// The tables in the order they are written: each differs from the last in one way.
+/// The tables, each loaded into its own copy of the object: the smallest pod table
+/// open and isolated, with the ipBlock prefixes, then each larger pod table.
 fn plan(options: &Options) -> Vec<Phase> {
     let smallest = options.flat_series.first().copied().unwrap_or(100);
     let spec = |pod_peers, cidr_prefixes, isolated| TableSpec {
