@@ -4,10 +4,13 @@
 //! from the node and Service egress deferral through a real nftables DNAT.
 //!
 //! Real-packet tests run in their own dual-stack namespaces (`datapath/net.rs`);
-//! `datapath/prog_test_run.rs` holds the cases real traffic cannot make on demand.
+//! `datapath/prog_test_run.rs` holds the cases real traffic cannot make on demand;
+//! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`.
 
 mod support;
 
+#[path = "datapath/bench.rs"]
+mod bench;
 #[path = "datapath/frames.rs"]
 mod frames;
 #[path = "datapath/net.rs"]

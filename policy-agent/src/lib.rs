@@ -3,8 +3,10 @@
 //! Data flows one way: `source` (manifests, later the API server) -> `model` ->
 //! `policy` (pure: evaluator and compiler) -> `dataplane` (the only code that touches
 //! BPF). `lab` builds a local mini-cluster from network namespaces and wires the
-//! stages together; `cli` holds one module per subcommand.
+//! stages together; `cli` holds one module per subcommand. `bench` times the
+//! datapath with `BPF_PROG_TEST_RUN` (`cargo xtask bench datapath`).
 
+pub mod bench;
 pub mod cli;
 pub mod dataplane;
 pub mod lab;

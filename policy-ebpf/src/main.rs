@@ -5,6 +5,11 @@
 //! decides its egress policy. Both share `decide`, which returns the counter to bump:
 //! an allow counter or a drop reason, and `to_tc_action` is the one place that turns
 //! that into a TC verdict. Layouts come from `policy-common`; nothing here panics.
+//!
+//! `bench_floor` exists only for `cargo xtask bench datapath`: an empty classifier
+//! that touches neither the packet nor a map, so the benchmark can measure what
+//! running any TC program costs and report podwall's paths against it. The agent
+//! never loads or attaches it.
 #![no_std]
 #![no_main]
 
@@ -37,6 +42,13 @@ pub fn pod_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn pod_egress(ctx: TcContext) -> i32 {
     to_tc_action(decide(&ctx, DIRECTION_EGRESS))
+}
+
+/// The benchmark's floor (`cargo xtask bench datapath`): returns TC_ACT_UNSPEC
+/// without reading the packet or any map. Never attached to an interface.
+#[classifier]
+pub fn bench_floor(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
 }
 
 /// Counts the verdict and maps it to a TC action. Allowed packets return

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's chores. Owns installing the toolchain, building the
-//! eBPF object and driving the test suite, conformance run and demo; imports
+//! eBPF object and driving the test suite, conformance run, demo and benchmarks; imports
 //! nothing from the agent.
 
+mod bench;
 mod conformance;
 mod demo;
 mod ebpf;
@@ -35,6 +36,23 @@ enum Command {
     },
     /// Walk through the secure-app tutorial on real packets in a local lab.
     Demo,
+    /// Benchmarks (need root); not pass/fail.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// ns/packet of each datapath path against an empty classifier, with
+    /// BPF_PROG_TEST_RUN (see BENCHMARKS.md).
+    Datapath {
+        /// Passed on to `policy-agent bench datapath`: --runs N, --repeat N,
+        /// --peers N,N,N, --cidr-prefixes N, --cpu N.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +65,9 @@ fn main() -> anyhow::Result<()> {
         Command::Test => test::run(),
         Command::Conformance { cases } => conformance::run(cases.as_deref()),
         Command::Demo => demo::run(),
+        Command::Bench {
+            bench: Bench::Datapath { args },
+        } => bench::datapath(&args),
     }
 }
 

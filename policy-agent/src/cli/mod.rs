@@ -1,6 +1,7 @@
 //! The one CLI: parse arguments, call the library, print. One module per
 //! subcommand; `anyhow` lives here and nowhere below.
 
+mod bench;
 mod conformance;
 mod explain;
 mod lab;
@@ -56,6 +57,12 @@ enum Command {
     /// Why one connection is allowed or denied: the policies and rules that decided
     /// it, and for a deny, whether each rule's peer or port failed to match.
     Explain(explain::ExplainArgs),
+    /// Benchmarks for developers (`cargo xtask bench datapath` runs them).
+    #[command(hide = true)]
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 /// Parses `PORT/PROTO` (`80/TCP`, `53/udp`; a bare `80` means TCP).
@@ -99,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Lab { command } => lab::run(command),
         Command::Simulate(args) => simulate::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Bench { command } => bench::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

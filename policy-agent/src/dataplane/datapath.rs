@@ -6,6 +6,7 @@ use aya::{
     programs::{tc::SchedClassifierLinkId, SchedClassifier, TcAttachType},
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
+use policy_common::peer::{PEERS_V4_MAP, PEERS_V6_MAP};
 
 use super::DataplaneError;
 
@@ -13,9 +14,23 @@ use super::DataplaneError;
 pub(super) const POD_INGRESS_PROGRAM: &str = "pod_ingress";
 /// Program deciding a pod's egress; runs at TC ingress of its host-side veth.
 pub(super) const POD_EGRESS_PROGRAM: &str = "pod_egress";
+/// The empty classifier `cargo xtask bench datapath` measures as its floor.
+pub(super) const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
 
 /// Kernel interface index of a pod's host-side veth.
 pub type InterfaceIndex = u32;
+
+/// How `Datapath::load_with` departs from what the agent loads. The defaults are
+/// the agent's; only the benchmark sets anything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `max_entries` of `PEERS_V4` and `PEERS_V6` instead of `PEERS_MAX`, for peer
+    /// tables larger than the agent's default capacity.
+    pub peers_capacity: Option<u32>,
+    /// Also load `bench_floor`, the empty classifier `Datapath::bench_run` times as
+    /// the floor. It is never attached.
+    pub bench_floor: bool,
+}
 
 /// The loaded object and the interfaces its programs are attached to. Dropping it
 /// detaches every link it holds and frees the maps (nothing is pinned yet).
@@ -27,14 +42,30 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the object and both classifiers into the kernel (not attached yet).
     pub fn load(object: &Path) -> Result<Self, DataplaneError> {
-        let mut ebpf = EbpfLoader::new()
-            .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
+        Self::load_with(object, &LoadOptions::default())
+    }
+
+    /// `load` with the departures `options` names (map capacities, the benchmark's
+    /// floor program).
+    pub fn load_with(object: &Path, options: &LoadOptions) -> Result<Self, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        loader.verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS);
+        if let Some(capacity) = options.peers_capacity {
+            loader
+                .map_max_entries(PEERS_V4_MAP, capacity)
+                .map_max_entries(PEERS_V6_MAP, capacity);
+        }
+        let mut ebpf = loader
             .load_file(object)
             .map_err(|source| DataplaneError::Load {
                 path: object.to_path_buf(),
                 source: Box::new(source),
             })?;
-        for name in [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM] {
+        let floor = options.bench_floor.then_some(BENCH_FLOOR_PROGRAM);
+        for name in [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM]
+            .into_iter()
+            .chain(floor)
+        {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|e| DataplaneError::Program {

@@ -12,10 +12,10 @@ mod test_run;
 use std::path::PathBuf;
 
 pub use ct::TrackedFlow;
-pub use datapath::{Datapath, InterfaceIndex};
+pub use datapath::{Datapath, InterfaceIndex, LoadOptions};
 pub use keys::{address_key, key_address};
 pub use maps::Stats;
-pub use test_run::{Hook, TestRunOutcome};
+pub use test_run::{BenchProgram, BenchRun, Hook, TestRunOutcome};
 
 /// Everything that can go wrong between the agent and the kernel.
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,16 @@
 //! Runs a classifier on a hand-made frame with `BPF_PROG_TEST_RUN`: the verdict and
 //! mark the program gives it, with every map (conntrack, counters) updated as for a
 //! real packet, but nothing sent anywhere. How tests reach cases real traffic cannot
-//! produce on demand (extension-header chains, fragments, forged marks).
+//! produce on demand (extension-header chains, fragments, forged marks), and how the
+//! benchmark times the datapath (`bench_run`: the kernel repeats the program and
+//! reports the average duration).
+
+use std::time::Duration;
 
 use aya::{TestRun, TestRunOptions};
 
 use super::{
-    datapath::{classifier, POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM},
+    datapath::{classifier, BENCH_FLOOR_PROGRAM, POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM},
     Datapath, DataplaneError, InterfaceIndex,
 };
 
@@ -28,6 +32,34 @@ pub enum Hook {
     PodEgress,
 }
 
+impl Hook {
+    fn program(self) -> &'static str {
+        match self {
+            Hook::PodIngress => POD_INGRESS_PROGRAM,
+            Hook::PodEgress => POD_EGRESS_PROGRAM,
+        }
+    }
+}
+
+/// A classifier `Datapath::bench_run` can time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchProgram {
+    /// `bench_floor`: returns at once, touches neither packet nor maps. Needs
+    /// `LoadOptions::bench_floor`.
+    Floor,
+    /// One of podwall's classifiers.
+    Hook(Hook),
+}
+
+impl BenchProgram {
+    fn program(self) -> &'static str {
+        match self {
+            BenchProgram::Floor => BENCH_FLOOR_PROGRAM,
+            BenchProgram::Hook(hook) => hook.program(),
+        }
+    }
+}
+
 /// What a classifier did with a test frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TestRunOutcome {
@@ -35,6 +67,22 @@ pub struct TestRunOutcome {
     pub passed: bool,
     /// `skb->mark` after the program ran.
     pub mark: u32,
+}
+
+/// What the kernel reported for a frame run `repeat` times in one test run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchRun {
+    /// The last run let the frame on (anything but `TC_ACT_SHOT`).
+    pub passed: bool,
+    /// The kernel's average time per run: whole nanoseconds, rounded down.
+    pub per_run: Duration,
+}
+
+/// One test run as the kernel reported it.
+struct RunResult {
+    passed: bool,
+    mark: u32,
+    per_run: Duration,
 }
 
 impl Datapath {
@@ -48,10 +96,39 @@ impl Datapath {
         mark: u32,
         frame: &[u8],
     ) -> Result<TestRunOutcome, DataplaneError> {
-        let name = match hook {
-            Hook::PodIngress => POD_INGRESS_PROGRAM,
-            Hook::PodEgress => POD_EGRESS_PROGRAM,
-        };
+        let run = self.run(hook.program(), ifindex, mark, frame, 1)?;
+        Ok(TestRunOutcome {
+            passed: run.passed,
+            mark: run.mark,
+        })
+    }
+
+    /// Runs `program` on `frame` (no mark) `repeat` times in one `BPF_PROG_TEST_RUN`
+    /// on the calling thread's CPU, as `test_run` does once; every run changes the
+    /// maps as a real packet would. Returns the kernel's average duration per run.
+    pub fn bench_run(
+        &mut self,
+        program: BenchProgram,
+        ifindex: InterfaceIndex,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<BenchRun, DataplaneError> {
+        let run = self.run(program.program(), ifindex, 0, frame, repeat.max(1))?;
+        Ok(BenchRun {
+            passed: run.passed,
+            per_run: run.per_run,
+        })
+    }
+
+    /// The one `BPF_PROG_TEST_RUN` call behind `test_run` and `bench_run`.
+    fn run(
+        &mut self,
+        name: &'static str,
+        ifindex: InterfaceIndex,
+        mark: u32,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<RunResult, DataplaneError> {
         let mut ctx_in = [0u8; SKB_CTX_LEN];
         ctx_in[SKB_MARK..SKB_MARK + 4].copy_from_slice(&mark.to_ne_bytes());
         ctx_in[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
@@ -61,6 +138,7 @@ impl Datapath {
                 data_in: Some(frame),
                 ctx_in: Some(&ctx_in),
                 ctx_out: Some(&mut ctx_out),
+                repeat,
                 ..TestRunOptions::default()
             })
             .map_err(|e| DataplaneError::Program {
@@ -72,9 +150,10 @@ impl Datapath {
             })?;
         let mut mark_out = [0u8; 4];
         mark_out.copy_from_slice(&ctx_out[SKB_MARK..SKB_MARK + 4]);
-        Ok(TestRunOutcome {
+        Ok(RunResult {
             passed: result.return_value != TC_ACT_SHOT,
             mark: u32::from_ne_bytes(mark_out),
+            per_run: result.duration,
         })
     }
 }
