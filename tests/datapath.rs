@@ -21,6 +21,8 @@ mod probe;
 mod prog_test_run;
 #[path = "datapath/tables.rs"]
 mod tables;
+#[path = "datapath/verdicts.rs"]
+mod verdicts;
 
 use std::net::IpAddr;
 
