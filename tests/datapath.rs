@@ -4,7 +4,8 @@
 //! from the node and Service egress deferral through a real nftables DNAT.
 //!
 //! Real-packet tests run in their own dual-stack namespaces (`datapath/net.rs`);
-//! `datapath/prog_test_run.rs` holds the cases real traffic cannot make on demand;
+//! `datapath/verdicts.rs` is the table of single-frame verdicts (`BPF_PROG_TEST_RUN`);
+//! `datapath/prog_test_run.rs` holds the frame sequences a table row cannot express;
 //! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`.
 
 mod support;
@@ -21,6 +22,8 @@ mod probe;
 mod prog_test_run;
 #[path = "datapath/tables.rs"]
 mod tables;
+#[path = "datapath/verdicts.rs"]
+mod verdicts;
 
 use std::net::IpAddr;
 

@@ -5,6 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// IP protocol numbers used by the tests.
+pub const ICMP: u8 = 1;
+/// TCP.
 pub const TCP: u8 = 6;
 /// UDP.
 pub const UDP: u8 = 17;
@@ -54,7 +56,8 @@ impl Ext {
     }
 }
 
-fn ethernet(ether_type: u16) -> Vec<u8> {
+/// An Ethernet header of `ether_type` (to the pod's MAC, from the host veth's).
+pub fn ethernet(ether_type: u16) -> Vec<u8> {
     let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee];
     frame.extend_from_slice(&ether_type.to_be_bytes());
     frame
@@ -101,6 +104,28 @@ pub fn hop_limit(mut frame: Vec<u8>, hop_limit: u8) -> Vec<u8> {
     frame
 }
 
+/// `frame` (IPv4 without options) with `words` 4-byte words of options (NOPs)
+/// inserted after the fixed header: IHL `5 + words`, total length adjusted.
+pub fn ipv4_options(mut frame: Vec<u8>, words: u8) -> Vec<u8> {
+    let extra = 4 * usize::from(words);
+    frame.splice(14 + 20..14 + 20, std::iter::repeat_n(1u8, extra));
+    frame[14] = 0x45 + words;
+    let total = u16::from_be_bytes([frame[16], frame[17]]) + u16::from(4 * words);
+    frame[16..18].copy_from_slice(&total.to_be_bytes());
+    frame
+}
+
+/// An ARP request (`who-has target tell sender`) or, with `reply`, an ARP reply.
+pub fn arp(sender: Ipv4Addr, target: Ipv4Addr, reply: bool) -> Vec<u8> {
+    let mut frame = ethernet(0x0806);
+    frame.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, if reply { 2 } else { 1 }]);
+    frame.extend_from_slice(&[0xee; 6]);
+    frame.extend_from_slice(&sender.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame
+}
+
 /// A frame of either family without extension headers.
 pub fn ip(src: IpAddr, dst: IpAddr, protocol: u8, l4: &[u8]) -> Vec<u8> {
     match (src, dst) {
@@ -123,6 +148,24 @@ pub fn tcp(sport: u16, dport: u16) -> Vec<u8> {
 pub fn tcp_ack(sport: u16, dport: u16) -> Vec<u8> {
     let mut h = tcp(sport, dport);
     h[13] = 0x10;
+    h
+}
+
+/// A UDP header with 4 bytes of payload.
+pub fn udp(sport: u16, dport: u16) -> Vec<u8> {
+    let mut h = Vec::with_capacity(12);
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&[0, 12, 0, 0, 0, 0, 0, 0]);
+    h
+}
+
+/// An ICMP (IPv4) echo request with identifier `id`.
+pub fn icmp_echo(id: u16) -> Vec<u8> {
+    let mut h = vec![8, 0, 0, 0];
+    h.extend_from_slice(&id.to_be_bytes());
+    h.extend_from_slice(&[0, 1]);
+    h.extend_from_slice(&[0; 16]);
     h
 }
 

@@ -1,0 +1,839 @@
+//! The verdict table: one row per case, each a sentence naming what happens to one
+//! hand-made frame at one hook of one pod under one of a few named table fixtures,
+//! run through the real classifiers with `BPF_PROG_TEST_RUN`. A row expects the
+//! verdict (passed or dropped) and the one counter that moves, by exactly one, with
+//! every other counter still. `every_row_of_the_verdict_table_holds` runs all rows
+//! and names every row that fails.
+//!
+//! Fragments (the documented choice): a first fragment is decided on its ports like
+//! a whole packet; a non-first fragment has ports 0 (it carries no L4 header), so
+//! only a rule without ports (for its protocol or for all protocols) passes it.
+//!
+//! Rows are independent: each new flow gets its own source port or echo identifier,
+//! and a row whose frame matched an earlier row's conntrack entry would move
+//! `allow_tracked` instead of its counter and fail. IPv6 is switched off on the
+//! namespaces' interfaces (the frames do not need it), so no neighbour discovery or
+//! MLD of the pods moves a counter during a row.
+
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::atomic::{AtomicU16, Ordering},
+};
+
+use policy_agent::{
+    dataplane::{Hook, Stats},
+    lab::netns,
+    policy::tables::{DatapathTables, Direction},
+};
+
+use super::{
+    frames::{self, Ext, ICMP, ICMPV6, SCTP, TCP, UDP},
+    net::Net,
+    probe, support,
+    tables::Tables,
+};
+
+const SERVER_V4: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 5);
+const OTHER_V4: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 6);
+const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0x10);
+const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 5);
+const OTHER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 3, 0, 0, 0, 0, 0, 6);
+const SERVER_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x10);
+const CLIENT_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 5);
+/// The server's solicited-node multicast address.
+const SOLICITED: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0x10);
+/// The protocol number the IPv6 walk leaves after its limit of four extension
+/// headers when the fifth is destination options.
+const DEST_OPTIONS: u8 = 60;
+
+/// The tables a row runs under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fixture {
+    /// Every pod registered, none isolated.
+    Open,
+    /// The server isolated both ways. Ingress: the client (class 3) may reach TCP 80,
+    /// UDP 53, SCTP 5000 and, only to name what an over-long IPv6 extension chain
+    /// leaves, protocol 60 port 0; the other pod (class 4) anything (a rule without
+    /// ports). Egress: to the client TCP 80, to the other pod anything.
+    Rules,
+    /// As `Rules`, but the server's interface is not a registered endpoint.
+    Unregistered,
+}
+
+impl Fixture {
+    fn tables(self, net: &Net) -> DatapathTables {
+        if self == Fixture::Open {
+            return Tables::new(net)
+                .pod_class("client", 3)
+                .pod_class("other", 4)
+                .build();
+        }
+        let mut tables = Tables::new(net)
+            .isolate("server", true, true)
+            .pod_class("client", 3)
+            .pod_class("other", 4)
+            .allow_port("server", Direction::Ingress, 3, TCP, 80)
+            .allow_port("server", Direction::Ingress, 3, UDP, 53)
+            .allow_port("server", Direction::Ingress, 3, SCTP, 5000)
+            .allow_port("server", Direction::Ingress, 3, DEST_OPTIONS, 0)
+            .allow("server", Direction::Ingress, 4, None, None)
+            .allow_port("server", Direction::Egress, 3, TCP, 80)
+            .allow("server", Direction::Egress, 4, None, None)
+            .build();
+        if self == Fixture::Unregistered {
+            let server = net.pod("server").key.clone();
+            tables.endpoints.remove(&server);
+            tables.endpoint_addresses.retain(|_, pod| *pod != server);
+        }
+        tables
+    }
+}
+
+/// What a row expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// The program passes the frame and this counter moves by one.
+    Passed(&'static str),
+    /// The program drops the frame and this counter moves by one.
+    Dropped(&'static str),
+    /// `BPF_PROG_TEST_RUN` refuses the frame (`EINVAL`) before any program runs:
+    /// the kernel wants a whole fixed L3 header in a test frame. No counter moves.
+    Refused,
+}
+
+fn passed(counter: &'static str) -> Expect {
+    Expect::Passed(counter)
+}
+
+fn dropped(counter: &'static str) -> Expect {
+    Expect::Dropped(counter)
+}
+
+/// One case: `frame` through `hook` of `pod`'s interface under `fixture`.
+struct Row {
+    name: String,
+    fixture: Fixture,
+    hook: Hook,
+    pod: &'static str,
+    frame: Vec<u8>,
+    expect: Expect,
+}
+
+/// A fresh source port (and echo identifier) for every flow of the table.
+fn port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(30000);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]) -> Vec<u8> {
+    frames::ipv4(src, dst, protocol, 0, l4)
+}
+
+fn v6(src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, l4: &[u8]) -> Vec<u8> {
+    frames::ipv6(src, dst, &[], protocol, l4)
+}
+
+/// The L4 header a row names by protocol, to `dport` from a fresh port.
+fn l4(protocol: u8, dport: u16) -> Vec<u8> {
+    match protocol {
+        TCP => frames::tcp(port(), dport),
+        UDP => frames::udp(port(), dport),
+        SCTP => probe::sctp_init(port(), dport, 7),
+        ICMP => frames::icmp_echo(port()),
+        ICMPV6 => frames::icmpv6(128, port()),
+        _ => panic!("no L4 header for protocol {protocol}"),
+    }
+}
+
+fn truncated(mut frame: Vec<u8>, len: usize) -> Vec<u8> {
+    frame.truncate(len);
+    frame
+}
+
+/// `frame` with byte `at` set to `value`.
+fn poke(mut frame: Vec<u8>, at: usize, value: u8) -> Vec<u8> {
+    frame[at] = value;
+    frame
+}
+
+/// An ICMPv6 ND message of `nd_type` with hop limit `hops`.
+fn nd(src: Ipv6Addr, dst: Ipv6Addr, nd_type: u8, hops: u8) -> Vec<u8> {
+    frames::hop_limit(v6(src, dst, ICMPV6, &frames::icmpv6(nd_type, 0)), hops)
+}
+
+/// Builds the rows. `row!(fixture, hook, pod, frame, verdict, name...)`.
+fn rows() -> Vec<Row> {
+    use Fixture::{Open, Rules, Unregistered};
+    use Hook::{PodEgress as Out, PodIngress as In};
+    let mut rows = Vec::new();
+    let mut row = |name: String, fixture, hook, pod, frame, expect| {
+        rows.push(Row {
+            name,
+            fixture,
+            hook,
+            pod,
+            frame,
+            expect,
+        });
+    };
+    let allowed = passed("allow_policy");
+    let denied = dropped("drop_policy");
+    let malformed = dropped("drop_malformed");
+    let non_ip = passed("allow_non_ip");
+
+    // Each protocol in both families, to an isolated pod: the rule's port and peer
+    // pass, another port or a peer with only other rules drops.
+    for (family, ip) in [("IPv4", false), ("IPv6", true)] {
+        let to_server = |from: &str, protocol: u8, dport: u16| {
+            let l4 = l4(protocol, dport);
+            match (from, ip) {
+                ("client", false) => v4(CLIENT_V4, SERVER_V4, protocol, &l4),
+                ("other", false) => v4(OTHER_V4, SERVER_V4, protocol, &l4),
+                ("client", true) => v6(CLIENT_V6, SERVER_V6, protocol, &l4),
+                _ => v6(OTHER_V6, SERVER_V6, protocol, &l4),
+            }
+        };
+        let echo = if ip { ICMPV6 } else { ICMP };
+        let echo_name = if ip {
+            "ICMPv6 echo request"
+        } else {
+            "ICMP echo request"
+        };
+        for (what, from, protocol, dport, expect) in [
+            (
+                "TCP SYN on the allowed port passes",
+                "client",
+                TCP,
+                80,
+                allowed,
+            ),
+            (
+                "TCP SYN on another port is dropped",
+                "client",
+                TCP,
+                81,
+                denied,
+            ),
+            (
+                "TCP SYN to the SCTP rule's port is dropped",
+                "client",
+                TCP,
+                5000,
+                denied,
+            ),
+            (
+                "UDP datagram on the allowed port passes",
+                "client",
+                UDP,
+                53,
+                allowed,
+            ),
+            (
+                "UDP datagram on another port is dropped",
+                "client",
+                UDP,
+                54,
+                denied,
+            ),
+            (
+                "UDP datagram to the SCTP rule's port is dropped",
+                "client",
+                UDP,
+                5000,
+                denied,
+            ),
+            (
+                "SCTP INIT on the allowed port passes",
+                "client",
+                SCTP,
+                5000,
+                allowed,
+            ),
+            (
+                "SCTP INIT on another port is dropped",
+                "client",
+                SCTP,
+                5001,
+                denied,
+            ),
+            (
+                "SCTP INIT to the TCP rule's port is dropped",
+                "client",
+                SCTP,
+                80,
+                denied,
+            ),
+            (
+                "TCP SYN from a peer with a rule without ports passes",
+                "other",
+                TCP,
+                9999,
+                allowed,
+            ),
+        ] {
+            let name = format!("an {family} {what} (ingress, isolated pod)");
+            row(
+                name,
+                Rules,
+                In,
+                "server",
+                to_server(from, protocol, dport),
+                expect,
+            );
+        }
+        row(
+            format!("an {family} {echo_name} from a peer whose rules all name ports is dropped"),
+            Rules,
+            In,
+            "server",
+            to_server("client", echo, 0),
+            denied,
+        );
+        row(
+            format!("an {family} {echo_name} from a peer with a rule without ports passes"),
+            Rules,
+            In,
+            "server",
+            to_server("other", echo, 0),
+            allowed,
+        );
+        row(
+            format!("an {family} TCP SYN to a pod that is not isolated passes"),
+            Open,
+            In,
+            "server",
+            to_server("client", TCP, 81),
+            passed("allow_unisolated"),
+        );
+        // Egress of the isolated server.
+        let (server, client, other) = if ip {
+            (
+                IpAddr::V6(SERVER_V6),
+                IpAddr::V6(CLIENT_V6),
+                IpAddr::V6(OTHER_V6),
+            )
+        } else {
+            (
+                IpAddr::V4(SERVER_V4),
+                IpAddr::V4(CLIENT_V4),
+                IpAddr::V4(OTHER_V4),
+            )
+        };
+        for (what, to, protocol, dport, expect) in [
+            (
+                "TCP SYN to the allowed peer and port passes",
+                client,
+                TCP,
+                80,
+                allowed,
+            ),
+            (
+                "TCP SYN to the allowed peer on another port is dropped",
+                client,
+                TCP,
+                81,
+                denied,
+            ),
+            (
+                "UDP datagram to a peer only TCP is allowed to is dropped",
+                client,
+                UDP,
+                80,
+                denied,
+            ),
+            (
+                "UDP datagram to a peer allowed without ports passes",
+                other,
+                UDP,
+                4242,
+                allowed,
+            ),
+            (
+                "echo request to a peer whose rule names a port is dropped",
+                client,
+                echo,
+                0,
+                denied,
+            ),
+            (
+                "echo request to a peer allowed without ports passes",
+                other,
+                echo,
+                0,
+                allowed,
+            ),
+        ] {
+            let name = format!("an {family} {what} (egress, isolated pod)");
+            row(
+                name,
+                Rules,
+                Out,
+                "server",
+                frames::ip(server, to, protocol, &l4(protocol, dport)),
+                expect,
+            );
+        }
+        row(
+            format!(
+                "an {family} TCP SYN a pod sends from another pod's address is dropped as spoofed"
+            ),
+            Open,
+            Out,
+            "client",
+            frames::ip(server, other, TCP, &l4(TCP, 80)),
+            dropped("drop_spoofed_source"),
+        );
+        row(
+            format!(
+                "an {family} TCP SYN at an interface that is no registered endpoint is dropped"
+            ),
+            Unregistered,
+            In,
+            "server",
+            to_server("client", TCP, 80),
+            dropped("drop_unknown_endpoint"),
+        );
+    }
+
+    // IPv4 options: the L4 header starts after IHL words, not after 20 bytes.
+    let client_syn = |dport| v4(CLIENT_V4, SERVER_V4, TCP, &l4(TCP, dport));
+    for (words, dport, expect, verdict) in [
+        (1, 80, "passes", allowed),
+        (10, 80, "passes", allowed),
+        (10, 81, "is dropped", denied),
+    ] {
+        row(
+            format!(
+                "an IPv4 TCP SYN with {} bytes of options (IHL {}) to port {dport} {expect}",
+                4 * words,
+                5 + words
+            ),
+            Rules,
+            In,
+            "server",
+            frames::ipv4_options(client_syn(dport), words),
+            verdict,
+        );
+    }
+    row(
+        "an IPv4 UDP datagram with 8 bytes of options to the allowed port passes".into(),
+        Rules,
+        In,
+        "server",
+        frames::ipv4_options(v4(CLIENT_V4, SERVER_V4, UDP, &l4(UDP, 53)), 2),
+        allowed,
+    );
+
+    // IPv6 extension headers: up to four are walked to the upper-layer header.
+    let four = [
+        Ext::HopByHop,
+        Ext::DestOptions { units: 2 },
+        Ext::Routing,
+        Ext::DestOptions { units: 0 },
+    ];
+    let five = [four.as_slice(), &[Ext::DestOptions { units: 0 }]].concat();
+    let ext = |from: Ipv6Addr, exts: &[Ext], protocol: u8, dport: u16| {
+        frames::ipv6(from, SERVER_V6, exts, protocol, &l4(protocol, dport))
+    };
+    for (name, frame, expect) in [
+        ("an IPv6 TCP SYN behind a hop-by-hop header to the allowed port passes", ext(CLIENT_V6, &[Ext::HopByHop], TCP, 80), allowed),
+        ("an IPv6 UDP datagram behind a routing header to the allowed port passes", ext(CLIENT_V6, &[Ext::Routing], UDP, 53), allowed),
+        ("an IPv6 TCP SYN behind four extension headers (the walk's limit) to the allowed port passes", ext(CLIENT_V6, &four, TCP, 80), allowed),
+        ("an IPv6 TCP SYN behind four extension headers to another port is dropped", ext(CLIENT_V6, &four, TCP, 81), denied),
+        ("an IPv6 SCTP INIT behind a hop-by-hop header to the allowed port passes", ext(CLIENT_V6, &[Ext::HopByHop], SCTP, 5000), allowed),
+        ("an IPv6 SCTP INIT behind a hop-by-hop header to another port is dropped", ext(CLIENT_V6, &[Ext::HopByHop], SCTP, 5001), denied),
+        ("an IPv6 ICMPv6 echo request behind a destination options header from a peer allowed without ports passes", ext(OTHER_V6, &[Ext::DestOptions { units: 1 }], ICMPV6, 0), allowed),
+        // Past the limit the fifth header is the protocol (60) with ports 0: the
+        // client's "protocol 60 port 0" rule passes TCP 81 behind it, a TCP rule
+        // never sees it.
+        ("an IPv6 TCP SYN to a denied port behind five extension headers is decided as protocol 60 port 0 and passes that rule", ext(CLIENT_V6, &five, TCP, 81), allowed),
+    ] {
+        row(name.into(), Rules, In, "server", frame, expect);
+    }
+
+    // Fragments: first fragments on their ports, later ones with ports 0.
+    let v4_fragment =
+        |from, field: u16, dport| frames::ipv4(from, SERVER_V4, TCP, field, &l4(TCP, dport));
+    let v6_fragment =
+        |from, exts: &[Ext], dport| frames::ipv6(from, SERVER_V6, exts, TCP, &l4(TCP, dport));
+    let later = Ext::Fragment { offset: 185 };
+    for (name, frame, expect) in [
+        ("an IPv4 first fragment (more fragments, offset 0) of a TCP SYN to the allowed port passes on its ports", v4_fragment(CLIENT_V4, 0x2000, 80), allowed),
+        ("an IPv4 first fragment of a TCP SYN to another port is dropped", v4_fragment(CLIENT_V4, 0x2000, 81), denied),
+        ("an IPv4 non-first TCP fragment has ports 0, so a peer with only port rules drops it", v4_fragment(CLIENT_V4, 0x2000 | 185, 80), denied),
+        ("an IPv4 last TCP fragment has ports 0, so a peer with only port rules drops it", v4_fragment(CLIENT_V4, 185, 80), denied),
+        ("an IPv4 non-first TCP fragment passes a rule without ports", v4_fragment(OTHER_V4, 0x2000 | 185, 80), allowed),
+        ("an IPv6 first fragment of a TCP SYN to the allowed port passes on its ports", v6_fragment(CLIENT_V6, &[Ext::Fragment { offset: 0 }], 80), allowed),
+        ("an IPv6 non-first TCP fragment has ports 0, so a peer with only port rules drops it", v6_fragment(CLIENT_V6, &[later], 80), denied),
+        ("an IPv6 non-first TCP fragment behind a hop-by-hop header passes a rule without ports", v6_fragment(OTHER_V6, &[Ext::HopByHop, later], 80), allowed),
+    ] {
+        row(name.into(), Rules, In, "server", frame, expect);
+    }
+
+    // Neighbour discovery: on-link ND passes an isolated pod both ways, no rule
+    // needed; routed ND or ND between global addresses is plain ICMPv6.
+    for nd_type in 133..=137 {
+        for (src, dst, hops, hook, expect, what) in [
+            (
+                CLIENT_V6,
+                SOLICITED,
+                255,
+                In,
+                non_ip,
+                "to a multicast address passes in",
+            ),
+            (
+                CLIENT_V6,
+                SERVER_LL,
+                255,
+                In,
+                non_ip,
+                "to a link-local address passes in",
+            ),
+            (
+                CLIENT_LL,
+                SERVER_V6,
+                255,
+                In,
+                non_ip,
+                "from a link-local address passes in",
+            ),
+            (
+                SERVER_V6,
+                SOLICITED,
+                255,
+                Out,
+                non_ip,
+                "to a multicast address passes out",
+            ),
+            (
+                SERVER_V6,
+                CLIENT_LL,
+                255,
+                Out,
+                non_ip,
+                "to a link-local address passes out",
+            ),
+            (
+                SERVER_LL,
+                CLIENT_V6,
+                255,
+                Out,
+                non_ip,
+                "from a link-local address passes out",
+            ),
+            (
+                CLIENT_LL,
+                SERVER_LL,
+                254,
+                In,
+                denied,
+                "with hop limit 254 (routed) is ICMPv6 and dropped in",
+            ),
+            (
+                CLIENT_V6,
+                SERVER_V6,
+                255,
+                In,
+                denied,
+                "between global addresses is ICMPv6 and dropped in",
+            ),
+            (
+                SERVER_V6,
+                CLIENT_V6,
+                255,
+                Out,
+                denied,
+                "between global addresses is ICMPv6 and dropped out",
+            ),
+        ] {
+            let name = format!("IPv6 neighbour discovery type {nd_type} {what} (isolated pod)");
+            row(
+                name,
+                Rules,
+                hook,
+                "server",
+                nd(src, dst, nd_type, hops),
+                expect,
+            );
+        }
+    }
+    row(
+        "an off-link neighbour advertisement passes as ICMPv6 with ports 0 from a peer allowed without ports".into(),
+        Rules,
+        In,
+        "server",
+        nd(OTHER_V6, SERVER_V6, 136, 255),
+        allowed,
+    );
+    row(
+        "a neighbour solicitation from another pod's global address is dropped as spoofed".into(),
+        Open,
+        Out,
+        "client",
+        nd(OTHER_V6, SOLICITED, 135, 255),
+        dropped("drop_spoofed_source"),
+    );
+
+    // Non-IP frames pass, even at an interface podwall does not know.
+    for (name, fixture, hook, frame) in [
+        (
+            "an ARP request to an isolated pod passes",
+            Rules,
+            In,
+            frames::arp(CLIENT_V4, SERVER_V4, false),
+        ),
+        (
+            "an ARP reply from an isolated pod passes",
+            Rules,
+            Out,
+            frames::arp(SERVER_V4, CLIENT_V4, true),
+        ),
+        (
+            "an ARP request at an interface that is no registered endpoint passes",
+            Unregistered,
+            In,
+            frames::arp(CLIENT_V4, SERVER_V4, false),
+        ),
+        (
+            "an LLDP frame (EtherType 0x88cc) to an isolated pod passes",
+            Rules,
+            In,
+            [frames::ethernet(0x88cc), vec![0; 32]].concat(),
+        ),
+    ] {
+        row(name.into(), fixture, hook, "server", frame, non_ip);
+    }
+
+    // Truncated and malformed headers: dropped as malformed, even for an open pod.
+    let syn_v4 = client_syn(80);
+    let syn_v6 = v6(CLIENT_V6, SERVER_V6, TCP, &l4(TCP, 80));
+    let mut options_past_end = syn_v4.clone();
+    options_past_end.truncate(14 + 20 + 8);
+    let options_past_end = poke(options_past_end, 14, 0x4f);
+    let mut dest_options_past_end = frames::ipv6(
+        CLIENT_V6,
+        SERVER_V6,
+        &[Ext::DestOptions { units: 0 }],
+        TCP,
+        &l4(TCP, 80),
+    );
+    dest_options_past_end[14 + 40 + 1] = 30; // the options now claim 248 bytes
+    let syn_mapped = l4(TCP, 80);
+    for (name, frame) in [
+        ("an IPv4 header with IHL 4", poke(syn_v4.clone(), 14, 0x44)),
+        ("an IPv4 header with IHL 0", poke(syn_v4.clone(), 14, 0x40)),
+        (
+            "version 6 in a frame with the IPv4 EtherType",
+            poke(syn_v4.clone(), 14, 0x65),
+        ),
+        (
+            "an IPv4 TCP segment cut before its destination port",
+            truncated(syn_v4.clone(), 14 + 20 + 2),
+        ),
+        (
+            "an IPv4 TCP segment cut before its flags",
+            truncated(syn_v4.clone(), 14 + 20 + 8),
+        ),
+        (
+            "an IPv4 UDP datagram cut before its ports",
+            truncated(v4(CLIENT_V4, SERVER_V4, UDP, &l4(UDP, 53)), 14 + 20 + 1),
+        ),
+        (
+            "an IPv4 ICMP echo request cut before its identifier",
+            truncated(v4(CLIENT_V4, SERVER_V4, ICMP, &l4(ICMP, 0)), 14 + 20 + 4),
+        ),
+        (
+            "IPv4 options (IHL 15) that run past the end of the frame",
+            options_past_end,
+        ),
+        (
+            "version 4 in a frame with the IPv6 EtherType",
+            poke(syn_v6.clone(), 14, 0x40),
+        ),
+        (
+            "an IPv6 TCP segment cut before its ports",
+            truncated(syn_v6.clone(), 14 + 40 + 2),
+        ),
+        (
+            "an IPv6 hop-by-hop header announced with nothing after the fixed header",
+            v6(CLIENT_V6, SERVER_V6, 0, &[]),
+        ),
+        (
+            "an IPv6 fragment header cut short",
+            truncated(
+                frames::ipv6(
+                    CLIENT_V6,
+                    SERVER_V6,
+                    &[Ext::Fragment { offset: 0 }],
+                    TCP,
+                    &[],
+                ),
+                14 + 40 + 3,
+            ),
+        ),
+        (
+            "an IPv6 destination options header that claims to run past the end",
+            dest_options_past_end,
+        ),
+        (
+            "an IPv6 ICMPv6 echo request cut before its identifier",
+            truncated(
+                v6(CLIENT_V6, SERVER_V6, ICMPV6, &l4(ICMPV6, 0)),
+                14 + 40 + 4,
+            ),
+        ),
+        (
+            "an IPv6 packet from an IPv4-mapped source",
+            frames::ipv6(CLIENT_V4.to_ipv6_mapped(), SERVER_V6, &[], TCP, &syn_mapped),
+        ),
+        (
+            "an IPv6 packet to an IPv4-mapped destination",
+            frames::ipv6(CLIENT_V6, SERVER_V4.to_ipv6_mapped(), &[], TCP, &syn_mapped),
+        ),
+    ] {
+        row(
+            format!("{name} is dropped as malformed (open pod)"),
+            Open,
+            In,
+            "server",
+            frame,
+            malformed,
+        );
+    }
+    // Shorter than the fixed L3 header: the test run cannot carry these (the row
+    // fails, to be turned into a `drop_malformed` row, if a kernel ever does).
+    for (name, frame) in [
+        (
+            "an Ethernet header cut short (13 bytes)",
+            truncated(syn_v4.clone(), 13),
+        ),
+        (
+            "an IPv4 frame that ends with its Ethernet header",
+            truncated(syn_v4.clone(), 14),
+        ),
+        (
+            "an IPv4 header cut short (19 bytes)",
+            truncated(syn_v4.clone(), 14 + 19),
+        ),
+        (
+            "an IPv6 header cut short (39 bytes)",
+            truncated(syn_v6.clone(), 14 + 39),
+        ),
+    ] {
+        let name = format!("{name} is refused by the kernel's test run before the program");
+        row(name, Open, In, "server", frame, Expect::Refused);
+    }
+    row(
+        "an IPv6 packet to an IPv4-mapped destination is dropped as malformed on its way out"
+            .into(),
+        Open,
+        Out,
+        "client",
+        frames::ipv6(
+            CLIENT_V6,
+            SERVER_V4.to_ipv6_mapped(),
+            &[],
+            TCP,
+            &l4(TCP, 80),
+        ),
+        malformed,
+    );
+    rows
+}
+
+/// How the counters moved between `before` and `after`, as `name +n` pairs.
+fn moved(before: &Stats, after: &Stats) -> Vec<(&'static str, u64)> {
+    after
+        .counters
+        .iter()
+        .map(|&(name, count)| (name, count.saturating_sub(before.get(name))))
+        .filter(|&(_, delta)| delta != 0)
+        .collect()
+}
+
+/// Switches IPv6 off on every interface of the network's namespaces and waits until
+/// no counter moves for a while (pods' neighbour discovery and MLD in flight).
+fn quiet(net: &mut Net) {
+    let mut names: Vec<String> = net.pods.iter().map(|p| p.netns.clone()).collect();
+    names.push(net.node.clone());
+    for name in &names {
+        for conf in ["all", "default"] {
+            let key = format!("net/ipv6/conf/{conf}/disable_ipv6");
+            netns::sysctl(name, &key, "1").unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+    let mut last = net.stats();
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = net.stats();
+        if moved(&last, &now).is_empty() {
+            return;
+        }
+        last = now;
+    }
+    panic!("the counters never stopped moving: {:?}", last.counters);
+}
+
+#[test]
+fn every_row_of_the_verdict_table_holds() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("server", "10.1.0.10", "fd00:1::10"),
+        ("client", "10.2.0.5", "fd00:2::5"),
+        ("other", "10.3.0.6", "fd00:3::6"),
+    ]);
+    quiet(&mut net);
+    let rows = rows();
+    let mut names = std::collections::BTreeSet::new();
+    let mut failures = String::new();
+    let mut applied = None;
+    for row in &rows {
+        assert!(names.insert(&row.name), "two rows named {:?}", row.name);
+        if applied != Some(row.fixture) {
+            net.apply(&row.fixture.tables(&net));
+            applied = Some(row.fixture);
+        }
+        let ifindex = net.ifindex(row.pod);
+        let before = net.stats();
+        let node = net.node.clone();
+        let datapath = &mut net.datapath;
+        let outcome = Net::in_ns(&node, || {
+            datapath.test_run(row.hook, ifindex, 0, &row.frame)
+        });
+        let after = net.stats();
+        let counters = moved(&before, &after);
+        let got = match (outcome, row.expect) {
+            (Err(_), Expect::Refused) if counters.is_empty() => continue,
+            (Err(error), _) => format!("a failed test run ({error})"),
+            (Ok(_), Expect::Refused) => "a run".to_string(),
+            (Ok(outcome), expect) => {
+                let counter = match expect {
+                    Expect::Passed(c) | Expect::Dropped(c) => c,
+                    Expect::Refused => "",
+                };
+                let verdict = if outcome.passed { "Passed" } else { "Dropped" };
+                if counters == [(counter, 1)]
+                    && outcome.passed == matches!(expect, Expect::Passed(_))
+                {
+                    continue;
+                }
+                verdict.to_string()
+            }
+        };
+        let _ = writeln!(
+            failures,
+            "- {}: expected {:?}, got {got} with counters {counters:?}",
+            row.name, row.expect
+        );
+    }
+    let failed = failures.lines().count();
+    assert!(
+        failures.is_empty(),
+        "{failed} of {} verdict rows failed:\n{failures}",
+        rows.len()
+    );
+    eprintln!("{} verdict rows hold", rows.len());
+}
