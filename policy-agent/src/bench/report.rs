@@ -54,23 +54,8 @@ impl Path {
     }
 }
 
-/// Address family of the packets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Family {
-    /// IPv4.
-    Ipv4,
-    /// IPv6.
-    Ipv6,
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::Ipv4 => "IPv4",
-            Family::Ipv6 => "IPv6",
-        })
-    }
-}
+/// An IP family; reports print it as `IPv4`/`IPv6`.
+pub use crate::model::IpFamily as Family;
 
 /// The runs of one path, family and table.
 #[derive(Clone, Debug, PartialEq)]

@@ -188,6 +188,16 @@ pub enum IpFamily {
     Ipv6,
 }
 
+impl fmt::Display for IpFamily {
+    /// `IPv4` or `IPv6`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IpFamily::Ipv4 => "IPv4",
+            IpFamily::Ipv6 => "IPv6",
+        })
+    }
+}
+
 impl IpFamily {
     /// Whether `ip` is of this family.
     pub fn matches(self, ip: &IpAddr) -> bool {
