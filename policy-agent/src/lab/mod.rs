@@ -78,15 +78,16 @@ pub struct Lab {
 /// `state` with every pod's addresses replaced by the lab's (IPv4 then IPv6, as
 /// `status.podIPs` lists a dual-stack pod's) and every Service's ClusterIP set.
 fn with_lab_addresses(
-    mut state: ClusterState,
+    state: ClusterState,
     topology: &Topology,
     cluster_ips: &BTreeMap<ObjectRef, IpAddr>,
 ) -> ClusterState {
-    for (key, pod) in &mut state.pods {
-        if let Some(lab_pod) = topology.pods.get(key) {
-            pod.ips = lab_pod.addresses.both().to_vec();
-        }
-    }
+    let pod_ips: BTreeMap<ObjectRef, Vec<IpAddr>> = topology
+        .pods
+        .iter()
+        .map(|(key, lab_pod)| (key.clone(), lab_pod.addresses.both().to_vec()))
+        .collect();
+    let mut state = probes::with_addresses(state, &pod_ips);
     for (key, service) in &mut state.services {
         service.cluster_ip = cluster_ips.get(key).copied().or(service.cluster_ip);
     }
