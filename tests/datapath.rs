@@ -382,7 +382,7 @@ fn service_egress_is_decided_on_the_backend_after_dnat_and_replies_are_verified(
         );
         let decided = at_good(backend, 8080);
         assert!(
-            !decided.deferred && decided.policy_id.is_some(),
+            !decided.deferred && decided.counter_slot.is_some(),
             "{decided:?}"
         );
     }

@@ -8,7 +8,9 @@
 
 /// Map name in the object file.
 pub const CONNTRACK_MAP: &str = "CONNTRACK";
-/// Capacity: tracked flows per node; the least recently used entry is evicted.
+/// Capacity: tracked flows per node. When full, inserting a flow evicts the least
+/// recently used entry (the map is an LRU hash): new flows always get state, and a
+/// forgotten flow's next packet is decided by policy again.
 pub const CONNTRACK_MAX: u32 = 262144;
 
 /// Flag: a flow to a Service ClusterIP whose egress verdict is made after DNAT at
@@ -39,17 +41,42 @@ pub struct CtKey {
 
 const _: () = assert!(core::mem::size_of::<CtKey>() == 44);
 
+/// Flag: a flow that passed only because its endpoint's direction is in audit mode
+/// (`endpoint::AUDIT_*`); `CtValue::counter_slot` is then a `DENY_COUNTERS` slot and
+/// its packets count as would-drop. Once the direction enforces, the flow is decided
+/// afresh: audit never keeps a connection open past the switch to enforce.
+pub const CT_FLAG_AUDIT: u32 = 1 << 1;
+
+/// `CtValue::state`: first packet seen, no reply yet (TCP: SYN sent).
+pub const CT_STATE_OPENING: u8 = 0;
+/// `CtValue::state`: a reply was seen (TCP: the handshake completed, or a flow
+/// picked up mid-stream).
+pub const CT_STATE_ESTABLISHED: u8 = 1;
+/// `CtValue::state`: TCP FIN seen in either direction.
+pub const CT_STATE_CLOSING: u8 = 2;
+/// `CtValue::state`: TCP RST seen.
+pub const CT_STATE_CLOSED: u8 = 3;
+
 /// State of a tracked flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
     /// `bpf_ktime_get_ns()` when the flow was first allowed.
     pub created_ns: u64,
-    /// `POLICY` value that allowed it, or `u32::MAX` when no rule decided (an
-    /// unisolated direction, ingress from the node, a deferred Service flow).
-    pub policy_id: u32,
+    /// `bpf_ktime_get_ns()` of the flow's latest packet; with `state` and the
+    /// protocol it decides when the entry expires (`config::Config` timeouts).
+    pub last_seen_ns: u64,
+    /// `RULE_COUNTERS` slot of the rule that allowed the flow, or (with
+    /// `CT_FLAG_AUDIT`) the `DENY_COUNTERS` slot its packets count in as
+    /// would-drop; `counters::NO_COUNTER` when no rule decided (an unisolated
+    /// direction, ingress from the node, a deferred Service flow).
+    pub counter_slot: u32,
     /// `CT_FLAG_*`.
     pub flags: u32,
+    /// `CT_STATE_*`.
+    pub state: u8,
+    /// Explicit padding; always zero.
+    pub pad: [u8; 7],
 }
 
-const _: () = assert!(core::mem::size_of::<CtValue>() == 16);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 32);

@@ -21,6 +21,12 @@ pub const ISOLATED_INGRESS: u32 = 1 << 0;
 /// Flag: some policy selects this pod for egress, so egress is default-deny.
 pub const ISOLATED_EGRESS: u32 = 1 << 1;
 
+/// Flag: every policy isolating this pod for ingress is in audit mode, so a packet
+/// they would drop passes, counted and reported as would-drop.
+pub const AUDIT_INGRESS: u32 = 1 << 2;
+/// Flag: as `AUDIT_INGRESS`, for egress.
+pub const AUDIT_EGRESS: u32 = 1 << 3;
+
 /// What the classifier knows about a local pod.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,7 +34,7 @@ pub struct EndpointInfo {
     /// Policy identity: every local pod that all policies treat alike shares one,
     /// so `POLICY` grows with distinct label sets, not with pods.
     pub endpoint_id: u32,
-    /// `ISOLATED_INGRESS` | `ISOLATED_EGRESS`.
+    /// `ISOLATED_*` | `AUDIT_*`.
     pub flags: u32,
 }
 

@@ -6,14 +6,17 @@
 //! but `core` (and `aya` for `Pod` with the `user` feature).
 #![no_std]
 
+pub mod config;
+pub mod counters;
 pub mod ct;
 pub mod endpoint;
+pub mod events;
 pub mod peer;
 pub mod policy;
 pub mod verdict;
 
 /// Bumped on any incompatible change to a layout below; part of pin paths.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Marks a type as plain old data for aya's map accessors (userspace only).
 #[cfg(feature = "user")]
@@ -29,6 +32,9 @@ macro_rules! impl_pod {
 
 #[cfg(feature = "user")]
 impl_pod!(
+    config::Config,
+    counters::TrafficCounter,
+    events::VerdictEvent,
     ct::CtKey,
     ct::CtValue,
     endpoint::EndpointInfo,

@@ -40,7 +40,7 @@ pub struct PolicyKey {
 
 const _: () = assert!(core::mem::size_of::<PolicyKey>() == 12);
 
-/// Which policy and rule allowed a packet, for counters and explanations.
+/// Which policy and rule allowed a packet, for counters, events and explanations.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PolicyValue {
@@ -48,6 +48,10 @@ pub struct PolicyValue {
     pub policy_id: u32,
     /// Index of the rule within that policy's ingress or egress list.
     pub rule_index: u32,
+    /// `counters::RULE_COUNTERS` slot of (policy, direction, rule).
+    pub rule_slot: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8);
+const _: () = assert!(core::mem::size_of::<PolicyValue>() == 16);

@@ -8,7 +8,10 @@ pub const DIRECTION_EGRESS: u8 = 1;
 /// Map name of the per-CPU verdict counters, indexed by `STAT_*`.
 pub const STATS_MAP: &str = "STATS";
 /// Number of counters in `STATS`.
-pub const STATS_LEN: u32 = 16;
+pub const STATS_LEN: u32 = 32;
+/// Counters below this index are verdicts: every packet bumps exactly one of them.
+/// From it on are side counters (events lost), bumped on top of a verdict.
+pub const STAT_VERDICTS: u32 = 16;
 
 /// Passed: the pod is not isolated in this direction.
 pub const STAT_ALLOW_UNISOLATED: u32 = 0;
@@ -22,6 +25,12 @@ pub const STAT_ALLOW_NON_IP: u32 = 3;
 pub const STAT_ALLOW_NODE: u32 = 4;
 /// Passed on: egress to a Service ClusterIP, decided after DNAT at the backend.
 pub const STAT_EGRESS_DEFERRED: u32 = 5;
+/// Passed: an ICMP or ICMPv6 error whose quoted packet belongs to a tracked flow.
+pub const STAT_ALLOW_RELATED: u32 = 6;
+/// Passed, would have been dropped: isolated, no rule allows it, and every
+/// isolating policy of that direction is in audit mode (also every later packet of
+/// such a flow).
+pub const STAT_ALLOW_AUDIT: u32 = 7;
 /// Dropped: isolated and no rule allows it.
 pub const STAT_DROP_POLICY: u32 = 8;
 /// Dropped: the interface runs the classifier but is not in `ENDPOINTS`.
@@ -36,6 +45,11 @@ pub const STAT_DROP_DEFERRED_EGRESS: u32 = 12;
 /// Dropped: a packet from a pod whose source address is not one of that pod's
 /// addresses (anti-spoofing; IPv6 link-local and unspecified sources are exempt).
 pub const STAT_DROP_SPOOFED_SOURCE: u32 = 13;
+
+/// Side counter: a verdict event the rate limit held back.
+pub const STAT_EVENTS_RATE_LIMITED: u32 = 16;
+/// Side counter: a verdict event lost because the ring buffer was full.
+pub const STAT_EVENTS_RING_FULL: u32 = 17;
 
 /// `skb->mark` bit set on a packet whose egress verdict is deferred past Service
 /// DNAT; the classifier at the destination decides it and clears the bit.
@@ -52,14 +66,30 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = [
     "allow_non_ip",
     "allow_node",
     "egress_deferred",
-    "",
-    "",
+    "allow_related",
+    "allow_audit",
     "drop_policy",
     "drop_unknown_endpoint",
     "drop_malformed",
     "drop_deferred_unknown_source",
     "drop_deferred_egress",
     "drop_spoofed_source",
+    "",
+    "",
+    "events_rate_limited",
+    "events_ring_full",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
     "",
     "",
 ];

@@ -4,26 +4,32 @@
 use core::mem::{align_of, offset_of, size_of};
 
 use policy_common::{
-    ct::{CtKey, CtValue, CT_FLAG_DEFERRED},
+    config::Config,
+    counters::{deny_slot, TrafficCounter, DENY_COUNTERS_MAX},
+    ct::{CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
     endpoint::{
-        EndpointInfo, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX, ISOLATED_EGRESS, ISOLATED_INGRESS,
+        EndpointInfo, AUDIT_EGRESS, AUDIT_INGRESS, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX,
+        ISOLATED_EGRESS, ISOLATED_INGRESS,
     },
+    events::{VerdictEvent, EVENTS_BYTES},
     peer::{
         PeerClass, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX, PEER_FLAG_NODE, PEER_FLAG_SERVICE,
     },
     policy::{PolicyKey, PolicyValue, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL},
     verdict::{
-        MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STATS_LEN, STAT_ALLOW_NODE, STAT_ALLOW_NON_IP,
-        STAT_ALLOW_POLICY, STAT_ALLOW_TRACKED, STAT_ALLOW_UNISOLATED, STAT_DROP_DEFERRED_EGRESS,
-        STAT_DROP_DEFERRED_UNKNOWN_SOURCE, STAT_DROP_MALFORMED, STAT_DROP_POLICY,
-        STAT_DROP_SPOOFED_SOURCE, STAT_DROP_UNKNOWN_ENDPOINT, STAT_EGRESS_DEFERRED, STAT_NAMES,
+        MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STATS_LEN, STAT_ALLOW_AUDIT, STAT_ALLOW_NODE,
+        STAT_ALLOW_NON_IP, STAT_ALLOW_POLICY, STAT_ALLOW_RELATED, STAT_ALLOW_TRACKED,
+        STAT_ALLOW_UNISOLATED, STAT_DROP_DEFERRED_EGRESS, STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
+        STAT_DROP_MALFORMED, STAT_DROP_POLICY, STAT_DROP_SPOOFED_SOURCE,
+        STAT_DROP_UNKNOWN_ENDPOINT, STAT_EGRESS_DEFERRED, STAT_EVENTS_RATE_LIMITED,
+        STAT_EVENTS_RING_FULL, STAT_NAMES, STAT_VERDICTS,
     },
     ABI_VERSION,
 };
 
 #[test]
-fn the_abi_version_is_two() {
-    assert_eq!(ABI_VERSION, 2);
+fn the_abi_version_is_three() {
+    assert_eq!(ABI_VERSION, 3);
 }
 
 #[test]
@@ -80,19 +86,65 @@ fn peer_trie_prefixes_are_the_address_bits() {
 #[test]
 fn map_types_have_no_hidden_padding() {
     assert_eq!(size_of::<PolicyKey>(), 4 + 4 + 1 + 1 + 2);
-    assert_eq!(size_of::<PolicyValue>(), 4 + 4);
+    assert_eq!(size_of::<PolicyValue>(), 4 + 4 + 4 + 4);
     assert_eq!(offset_of!(PolicyValue, policy_id), 0);
     assert_eq!(offset_of!(PolicyValue, rule_index), 4);
+    assert_eq!(offset_of!(PolicyValue, rule_slot), 8);
+    assert_eq!(offset_of!(PolicyValue, pad), 12);
     assert_eq!(size_of::<EndpointInfo>(), 4 + 4);
     assert_eq!(offset_of!(EndpointInfo, endpoint_id), 0);
     assert_eq!(offset_of!(EndpointInfo, flags), 4);
     assert_eq!(size_of::<PeerClass>(), 4 + 4);
     assert_eq!(offset_of!(PeerClass, class_id), 0);
     assert_eq!(offset_of!(PeerClass, flags), 4);
-    assert_eq!(size_of::<CtValue>(), 8 + 4 + 4);
+    assert_eq!(size_of::<CtValue>(), 8 + 8 + 4 + 4 + 1 + 7);
     assert_eq!(offset_of!(CtValue, created_ns), 0);
-    assert_eq!(offset_of!(CtValue, policy_id), 8);
-    assert_eq!(offset_of!(CtValue, flags), 12);
+    assert_eq!(offset_of!(CtValue, last_seen_ns), 8);
+    assert_eq!(offset_of!(CtValue, counter_slot), 16);
+    assert_eq!(offset_of!(CtValue, flags), 20);
+    assert_eq!(offset_of!(CtValue, state), 24);
+    assert_eq!(offset_of!(CtValue, pad), 25);
+    assert_eq!(size_of::<TrafficCounter>(), 8 + 8);
+    assert_eq!(offset_of!(TrafficCounter, bytes), 8);
+    assert_eq!(size_of::<Config>(), 6 * 8 + 4 * 4);
+    assert_eq!(offset_of!(Config, events_per_second), 48);
+    assert_eq!(offset_of!(Config, flags), 56);
+}
+
+#[test]
+fn verdict_events_are_packed_for_the_ring_buffer() {
+    assert_eq!(
+        size_of::<VerdictEvent>(),
+        8 + 4 + 4 + 16 + 16 + 2 + 2 + 1 + 1 + 1 + 1 + 4 * 4
+    );
+    assert_eq!(align_of::<VerdictEvent>(), 8);
+    assert_eq!(offset_of!(VerdictEvent, ifindex), 8);
+    assert_eq!(offset_of!(VerdictEvent, endpoint_id), 12);
+    assert_eq!(offset_of!(VerdictEvent, saddr), 16);
+    assert_eq!(offset_of!(VerdictEvent, daddr), 32);
+    assert_eq!(offset_of!(VerdictEvent, sport_be), 48);
+    assert_eq!(offset_of!(VerdictEvent, protocol), 52);
+    assert_eq!(offset_of!(VerdictEvent, direction), 53);
+    assert_eq!(offset_of!(VerdictEvent, verdict), 54);
+    assert_eq!(offset_of!(VerdictEvent, ipv6), 55);
+    assert_eq!(offset_of!(VerdictEvent, stat), 56);
+    assert_eq!(offset_of!(VerdictEvent, packet_len), 68);
+    // A BPF ring buffer is a power of two of pages.
+    assert!(EVENTS_BYTES.is_power_of_two() && EVENTS_BYTES >= 4096);
+}
+
+#[test]
+fn deny_slots_of_distinct_endpoints_and_directions_never_collide() {
+    let mut seen = std::collections::BTreeSet::new();
+    for endpoint_id in 1..=ENDPOINTS_MAX {
+        for direction in [0u8, 1] {
+            for audit in [false, true] {
+                let slot = deny_slot(endpoint_id, direction, audit);
+                assert!(slot < DENY_COUNTERS_MAX, "slot {slot}");
+                assert!(seen.insert(slot), "slot {slot} twice");
+            }
+        }
+    }
 }
 
 #[test]
@@ -118,10 +170,16 @@ fn the_address_index_holds_two_families_per_pod() {
 fn flags_and_marks_are_distinct_bits() {
     for flags in [
         [ISOLATED_INGRESS, ISOLATED_EGRESS],
+        [AUDIT_INGRESS, AUDIT_EGRESS],
+        [
+            ISOLATED_INGRESS | ISOLATED_EGRESS,
+            AUDIT_INGRESS | AUDIT_EGRESS,
+        ],
+        [CT_FLAG_DEFERRED, CT_FLAG_AUDIT],
         [PEER_FLAG_NODE, PEER_FLAG_SERVICE],
         [MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED],
     ] {
-        assert!(flags.iter().all(|f| f.count_ones() == 1), "{flags:?}");
+        assert!(flags.iter().all(|f| f.count_ones() >= 1), "{flags:?}");
         assert_eq!(flags[0] & flags[1], 0, "{flags:?}");
     }
     assert_eq!(CT_FLAG_DEFERRED.count_ones(), 1);
@@ -138,15 +196,22 @@ fn every_counter_has_a_name_and_its_own_slot() {
         STAT_ALLOW_NON_IP,
         STAT_ALLOW_NODE,
         STAT_EGRESS_DEFERRED,
+        STAT_ALLOW_RELATED,
+        STAT_ALLOW_AUDIT,
         STAT_DROP_POLICY,
         STAT_DROP_UNKNOWN_ENDPOINT,
         STAT_DROP_MALFORMED,
         STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
         STAT_DROP_DEFERRED_EGRESS,
         STAT_DROP_SPOOFED_SOURCE,
+        STAT_EVENTS_RATE_LIMITED,
+        STAT_EVENTS_RING_FULL,
     ];
     for (i, stat) in counters.iter().enumerate() {
         assert!(*stat < STATS_LEN);
+        // Verdicts first, side counters after: a packet bumps one verdict.
+        let side = matches!(*stat, STAT_EVENTS_RATE_LIMITED | STAT_EVENTS_RING_FULL);
+        assert_eq!(*stat >= STAT_VERDICTS, side, "counter {stat}");
         assert!(!STAT_NAMES[*stat as usize].is_empty(), "counter {stat}");
         assert!(!counters[..i].contains(stat), "counter {stat} twice");
     }

@@ -18,7 +18,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use policy_common::{
-    ct::{CtKey, CtValue},
+    ct::{CtKey, CtValue, CT_STATE_OPENING},
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS},
 };
 
@@ -104,14 +104,18 @@ pub(crate) fn contains(ifindex: u32, direction: u8, flow: &Flow, reversed: bool)
 
 /// Records an allowed (or deferred) first packet. A full table evicts its least
 /// recently used entry, so tracking never fails open or closed for the packet being
-/// decided. `policy_id` is `u32::MAX` when no policy rule decided.
+/// decided. `counter_slot` is `NO_COUNTER` when no policy rule decided.
 #[inline(always)]
-pub(crate) fn track(ifindex: u32, direction: u8, flow: &Flow, policy_id: u32, flags: u32) {
+pub(crate) fn track(ifindex: u32, direction: u8, flow: &Flow, counter_slot: u32, flags: u32) {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     let value = CtValue {
-        // SAFETY: bpf_ktime_get_ns has no preconditions.
-        created_ns: unsafe { bpf_ktime_get_ns() },
-        policy_id,
+        created_ns: now,
+        last_seen_ns: now,
+        counter_slot,
         flags,
+        state: CT_STATE_OPENING,
+        pad: [0; 7],
     };
     let _ = CONNTRACK.insert(&key(ifindex, direction, flow, false), &value, 0);
 }

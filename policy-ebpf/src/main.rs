@@ -24,6 +24,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use policy_common::{
+    counters::NO_COUNTER,
     ct::CT_FLAG_DEFERRED,
     endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
     peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
@@ -173,7 +174,7 @@ fn decide_flow(
         ISOLATED_EGRESS
     };
     if endpoint.flags & isolation_flag == 0 {
-        ct::track(ifindex, direction, flow, u32::MAX, 0);
+        ct::track(ifindex, direction, flow, NO_COUNTER, 0);
         return Ok((STAT_ALLOW_UNISOLATED, false));
     }
     let remote = if direction == DIRECTION_INGRESS {
@@ -183,7 +184,7 @@ fn decide_flow(
     };
     let peer = maps::peer(flow.ipv6, remote);
     if direction == DIRECTION_INGRESS && peer.flags & PEER_FLAG_NODE != 0 {
-        ct::track(ifindex, direction, flow, u32::MAX, 0);
+        ct::track(ifindex, direction, flow, NO_COUNTER, 0);
         return Ok((STAT_ALLOW_NODE, false));
     }
     if direction == DIRECTION_EGRESS && peer.flags & PEER_FLAG_SERVICE != 0 {
@@ -191,7 +192,7 @@ fn decide_flow(
     }
     let allowed = maps::policy(endpoint.endpoint_id, peer.class_id, direction, flow)
         .ok_or(STAT_DROP_POLICY)?;
-    ct::track(ifindex, direction, flow, allowed.policy_id, 0);
+    ct::track(ifindex, direction, flow, allowed.rule_slot, 0);
     Ok((STAT_ALLOW_POLICY, false))
 }
 

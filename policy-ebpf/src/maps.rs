@@ -3,9 +3,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use policy_common::{
+    config::Config,
     ct::{CtKey, CtValue, CONNTRACK_MAX},
     endpoint::{EndpointInfo, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX},
     peer::{PeerClass, CLASS_WORLD, PEERS_MAX, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX},
@@ -36,6 +37,16 @@ pub(crate) static CONNTRACK: LruHashMap<CtKey, CtValue> =
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// The agent's settings (`CONFIG[0]`); `Config::DEFAULT` if the entry cannot be read.
+#[allow(dead_code, reason = "read by conntrack timeouts and events, which land next")]
+#[inline(always)]
+pub(crate) fn config() -> Config {
+    CONFIG.get(0).copied().unwrap_or(Config::DEFAULT)
+}
 
 /// The local pod behind this interface, if the agent registered it.
 #[inline(always)]

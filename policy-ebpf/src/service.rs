@@ -11,6 +11,7 @@
 
 use aya_ebpf::programs::TcContext;
 use policy_common::{
+    counters::NO_COUNTER,
     ct::CT_FLAG_DEFERRED,
     endpoint::ISOLATED_EGRESS,
     verdict::{
@@ -47,7 +48,7 @@ pub(crate) fn take_marks(ctx: &TcContext) -> u32 {
 pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> u32 {
     ctx.set_mark(mark(ctx) | MARK_DEFERRED_EGRESS);
     if first {
-        ct::track(ifindex, DIRECTION_EGRESS, flow, u32::MAX, CT_FLAG_DEFERRED);
+        ct::track(ifindex, DIRECTION_EGRESS, flow, NO_COUNTER, CT_FLAG_DEFERRED);
     }
     STAT_EGRESS_DEFERRED
 }
@@ -72,13 +73,13 @@ pub(crate) fn deferred_egress(flow: &Flow) -> Result<(), u32> {
         return Ok(());
     }
     if source.flags & ISOLATED_EGRESS == 0 {
-        ct::track(source_if, DIRECTION_EGRESS, flow, u32::MAX, 0);
+        ct::track(source_if, DIRECTION_EGRESS, flow, NO_COUNTER, 0);
         return Ok(());
     }
     let backend = maps::peer(flow.ipv6, &flow.daddr);
     let allowed = maps::policy(source.endpoint_id, backend.class_id, DIRECTION_EGRESS, flow)
         .ok_or(STAT_DROP_DEFERRED_EGRESS)?;
-    ct::track(source_if, DIRECTION_EGRESS, flow, allowed.policy_id, 0);
+    ct::track(source_if, DIRECTION_EGRESS, flow, allowed.rule_slot, 0);
     Ok(())
 }
 

@@ -25,8 +25,8 @@ fn a_bench_run_repeats_the_classifier_and_returns_the_kernels_average_duration()
     support::require_root_and_bpf();
     let object = dataplane::object::find().unwrap_or_else(|e| panic!("object: {e}"));
     let options = LoadOptions {
-        peers_capacity: None,
         bench_floor: true,
+        ..LoadOptions::default()
     };
     let mut datapath =
         Datapath::load_with(&object, &options).unwrap_or_else(|e| panic!("load: {e}"));

@@ -30,6 +30,7 @@ impl<'a> Tables<'a> {
                     endpoint_id,
                     isolated_ingress: false,
                     isolated_egress: false,
+                    ..EndpointEntry::default()
                 },
             );
             tables

@@ -190,6 +190,7 @@ fn load(object: &std::path::Path, phase: &Phase, with_floor: bool) -> Result<Loa
     let options = LoadOptions {
         peers_capacity: Some(needed.saturating_add(16).max(PEERS_MAX)),
         bench_floor: with_floor,
+        ..LoadOptions::default()
     };
     let mut datapath = Datapath::load_with(object, &options)?;
     let built = tables::build(&spec);

@@ -154,6 +154,7 @@ pub fn build(spec: &TableSpec) -> BenchTables {
             endpoint_id: SERVER_ENDPOINT_ID,
             isolated_ingress: spec.isolated,
             isolated_egress: false,
+            ..EndpointEntry::default()
         },
     );
     tables

@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 
 use policy_common::{
-    ct::{CtKey, CtValue, CONNTRACK_MAP, CT_FLAG_DEFERRED},
+    counters::NO_COUNTER,
+    ct::{CtKey, CtValue, CONNTRACK_MAP, CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
     verdict::DIRECTION_INGRESS,
 };
 
@@ -24,8 +25,13 @@ pub struct TrackedFlow {
     pub destination: (IpAddr, u16),
     /// IP protocol number.
     pub protocol: u8,
-    /// The rule's policy id; `None` when no rule decided (unisolated, node, deferred).
-    pub policy_id: Option<u32>,
+    /// The `RULE_COUNTERS` slot of the rule that allowed it (with `audit`, the
+    /// `DENY_COUNTERS` slot); `None` when no rule decided (unisolated, node, deferred).
+    pub counter_slot: Option<u32>,
+    /// A flow that passes only because its direction is in audit mode.
+    pub audit: bool,
+    /// `policy_common::ct::CT_STATE_*`.
+    pub state: u8,
     /// An egress flow to a Service whose verdict was deferred past DNAT.
     pub deferred: bool,
 }
@@ -41,7 +47,9 @@ fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
         source: (key_address(key.saddr), u16::from_be(key.sport_be)),
         destination: (key_address(key.daddr), u16::from_be(key.dport_be)),
         protocol: key.protocol,
-        policy_id: (value.policy_id != u32::MAX).then_some(value.policy_id),
+        counter_slot: (value.counter_slot != NO_COUNTER).then_some(value.counter_slot),
+        audit: value.flags & CT_FLAG_AUDIT != 0,
+        state: value.state,
         deferred: value.flags & CT_FLAG_DEFERRED != 0,
     }
 }

@@ -6,7 +6,11 @@ use aya::{
     programs::{tc::SchedClassifierLinkId, SchedClassifier, TcAttachType},
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
-use policy_common::peer::{PEERS_V4_MAP, PEERS_V6_MAP};
+use policy_common::{
+    config::Config,
+    ct::CONNTRACK_MAP,
+    peer::{PEERS_V4_MAP, PEERS_V6_MAP},
+};
 
 use super::DataplaneError;
 
@@ -21,9 +25,15 @@ pub(super) const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
 pub type InterfaceIndex = u32;
 
 /// How `Datapath::load_with` departs from what the agent loads. The defaults are
-/// the agent's; only the benchmark sets anything.
+/// the agent's; the benchmark and tests set the rest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
+    /// The `CONFIG` entry written right after loading (conntrack timeouts, event
+    /// rate and whether allows are reported).
+    pub config: Config,
+    /// `max_entries` of `CONNTRACK` instead of `CONNTRACK_MAX`, to show what a full
+    /// table does without opening a quarter of a million flows.
+    pub conntrack_capacity: Option<u32>,
     /// `max_entries` of `PEERS_V4` and `PEERS_V6` instead of `PEERS_MAX`, for peer
     /// tables larger than the agent's default capacity.
     pub peers_capacity: Option<u32>,
@@ -50,6 +60,9 @@ impl Datapath {
     pub fn load_with(object: &Path, options: &LoadOptions) -> Result<Self, DataplaneError> {
         let mut loader = EbpfLoader::new();
         loader.verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS);
+        if let Some(capacity) = options.conntrack_capacity {
+            loader.map_max_entries(CONNTRACK_MAP, capacity);
+        }
         if let Some(capacity) = options.peers_capacity {
             loader
                 .map_max_entries(PEERS_V4_MAP, capacity)
@@ -73,10 +86,12 @@ impl Datapath {
                     message: format!("{e:#}"),
                 })?;
         }
-        Ok(Self {
+        let mut datapath = Self {
             ebpf,
             attached: BTreeMap::new(),
-        })
+        };
+        datapath.set_config(&options.config)?;
+        Ok(datapath)
     }
 
     /// Attaches both classifiers to `interface` (a pod's host-side veth) as TCX

@@ -9,7 +9,7 @@ use std::{
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use policy_common::{
-    endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
+    endpoint::{EndpointInfo, AUDIT_EGRESS, AUDIT_INGRESS, ISOLATED_EGRESS, ISOLATED_INGRESS},
     peer::{PeerClass, PEER_FLAG_NODE, PEER_FLAG_SERVICE},
     policy::{PolicyKey, PolicyValue, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL},
 };
@@ -31,6 +31,8 @@ pub(super) fn endpoint_value(entry: &EndpointEntry) -> EndpointInfo {
         flags: flags(&[
             (entry.isolated_ingress, ISOLATED_INGRESS),
             (entry.isolated_egress, ISOLATED_EGRESS),
+            (entry.audit_ingress, AUDIT_INGRESS),
+            (entry.audit_egress, AUDIT_EGRESS),
         ]),
     }
 }
@@ -55,11 +57,13 @@ pub(super) fn policy_key(m: &PolicyMatch) -> Key<PolicyKey> {
     )
 }
 
-/// `POLICY` value of a rule.
-pub(super) fn policy_value(rule: &RuleRef) -> PolicyValue {
+/// `POLICY` value of a rule whose `RULE_COUNTERS` slot is `rule_slot`.
+pub(super) fn policy_value(rule: &RuleRef, rule_slot: u32) -> PolicyValue {
     PolicyValue {
         policy_id: rule.policy_id,
         rule_index: rule.rule_index,
+        rule_slot,
+        pad: 0,
     }
 }
 
@@ -141,6 +145,7 @@ mod tests {
                 endpoint_id: 7,
                 isolated_ingress,
                 isolated_egress,
+                ..EndpointEntry::default()
             })
         };
         assert_eq!(

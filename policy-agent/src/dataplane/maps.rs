@@ -5,8 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray};
 use policy_common::{
+    config::{Config, CONFIG_MAP},
+    counters::{NO_COUNTER, RULE_COUNTERS_MAX},
     endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
     peer::{PEERS_V4_MAP, PEERS_V6_MAP},
     policy::{PolicyKey, PolicyValue, POLICY_MAP},
@@ -18,7 +20,10 @@ use super::{
     keys::{self, LpmEntry},
     DataplaneError, InterfaceIndex,
 };
-use crate::{model::ObjectRef, policy::tables::DatapathTables};
+use crate::{
+    model::ObjectRef,
+    policy::tables::{CountedRule, DatapathTables},
+};
 
 /// Verdict counters summed over CPUs, with their names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -128,12 +133,31 @@ impl Datapath {
         for (addr, pod) in &tables.endpoint_addresses {
             addresses.insert(keys::address_key(*addr), interface(pod)?);
         }
+        let slots: BTreeMap<CountedRule, u32> = (0..)
+            .zip(tables.counted_rules())
+            .map(|(slot, rule)| (rule, slot))
+            .collect();
+        if slots.len() > RULE_COUNTERS_MAX as usize {
+            return Err(DataplaneError::TooManyRules {
+                rules: slots.len(),
+                capacity: RULE_COUNTERS_MAX,
+            });
+        }
         let policy: BTreeMap<LpmEntry<PolicyKey>, PolicyValue> = tables
             .policy
             .iter()
             .map(|(m, rule)| {
                 let key = keys::policy_key(m);
-                ((key.prefix_len(), key.data()), keys::policy_value(rule))
+                let counted = CountedRule {
+                    policy_id: rule.policy_id,
+                    direction: m.direction,
+                    rule_index: rule.rule_index,
+                };
+                let slot = slots.get(&counted).copied().unwrap_or(NO_COUNTER);
+                (
+                    (key.prefix_len(), key.data()),
+                    keys::policy_value(rule, slot),
+                )
             })
             .collect();
         let (peers_v4, peers_v6) = keys::peer_keys(&tables.peers);
@@ -207,6 +231,20 @@ impl Datapath {
             map.remove(key).map_err(map_error(name, "remove"))?;
         }
         Ok(())
+    }
+
+    /// Writes the `CONFIG` entry the classifiers read per packet; takes effect
+    /// from the next packet.
+    pub fn set_config(&mut self, config: &Config) -> Result<(), DataplaneError> {
+        let map = self.map(CONFIG_MAP)?;
+        let mut array: Array<&mut MapData, Config> =
+            Array::try_from(map).map_err(|e| DataplaneError::Map {
+                map: CONFIG_MAP,
+                message: e.to_string(),
+            })?;
+        array
+            .set(0, config, 0)
+            .map_err(map_error(CONFIG_MAP, "write"))
     }
 
     /// Reads the verdict counters, summed over CPUs.

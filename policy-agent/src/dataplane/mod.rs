@@ -71,6 +71,14 @@ pub enum DataplaneError {
         /// What is wrong.
         message: String,
     },
+    /// The tables name more allow rules than `RULE_COUNTERS` has slots.
+    #[error("{rules} policy rules have entries, but the rule counters hold {capacity}; the tables were not written")]
+    TooManyRules {
+        /// Rules with `POLICY` entries.
+        rules: usize,
+        /// `RULE_COUNTERS_MAX`.
+        capacity: u32,
+    },
     /// Reading or writing a map entry failed (for example: the map is full).
     #[error("eBPF map {map}: {operation}: {source}")]
     MapOp {
@@ -100,6 +108,7 @@ impl DataplaneError {
             DataplaneError::Attach { .. } => "attach",
             DataplaneError::Interface { .. } => "interface",
             DataplaneError::Map { .. } => "map",
+            DataplaneError::TooManyRules { .. } => "too_many_rules",
             DataplaneError::MapOp { .. } => "map_op",
             DataplaneError::NoInterface { .. } => "no_interface",
         }

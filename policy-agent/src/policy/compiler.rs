@@ -32,7 +32,7 @@ use std::{
 
 use crate::{
     model::{ClusterState, NetworkPolicy, Pod},
-    policy::tables::{DatapathTables, Direction},
+    policy::tables::{DatapathTables, Direction, Isolation},
 };
 
 /// Compiles `state` into the tables for the pods `is_local` accepts (the pods of one
@@ -55,7 +55,19 @@ pub fn compile(
         applied: &applied,
         classes: &classes,
     });
+    let isolation = endpoints
+        .by_id
+        .iter()
+        .map(|(id, group)| {
+            let isolation = Isolation {
+                ingress: group.applying.ingress.clone(),
+                egress: group.applying.egress.clone(),
+            };
+            (*id, isolation)
+        })
+        .collect();
     DatapathTables {
+        isolation,
         diagnostics: diagnostics::diagnostics(state, &policies, &endpoints.applied),
         endpoints: endpoints.entries,
         endpoint_addresses: endpoints.addresses,

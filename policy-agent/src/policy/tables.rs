@@ -32,7 +32,7 @@ impl Direction {
 }
 
 /// What `ENDPOINTS` holds for one local pod.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EndpointEntry {
     /// Shared by local pods that every policy treats alike.
     pub endpoint_id: u32,
@@ -40,6 +40,11 @@ pub struct EndpointEntry {
     pub isolated_ingress: bool,
     /// Some policy selects the pod for egress.
     pub isolated_egress: bool,
+    /// Every policy isolating the pod for ingress is in audit mode: what they would
+    /// drop passes and is reported as would-drop.
+    pub audit_ingress: bool,
+    /// As `audit_ingress`, for egress.
+    pub audit_egress: bool,
 }
 
 impl EndpointEntry {
@@ -50,6 +55,45 @@ impl EndpointEntry {
             Direction::Egress => self.isolated_egress,
         }
     }
+
+    /// Whether the pod's isolation in `direction` is audit only.
+    pub fn audit(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Ingress => self.audit_ingress,
+            Direction::Egress => self.audit_egress,
+        }
+    }
+}
+
+/// The policies isolating the pods of one endpoint id, as indices into
+/// `DatapathTables::policy_names`: the policies a drop there names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// Policies isolating for ingress, ascending.
+    pub ingress: Vec<u32>,
+    /// Policies isolating for egress, ascending.
+    pub egress: Vec<u32>,
+}
+
+impl Isolation {
+    /// The policies isolating in `direction`.
+    pub fn get(&self, direction: Direction) -> &[u32] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+}
+
+/// One allow rule with entries in `POLICY`: what a `RULE_COUNTERS` slot counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CountedRule {
+    /// Index into `DatapathTables::policy_names`.
+    pub policy_id: u32,
+    /// Whether the rule is an ingress or an egress rule.
+    pub direction: Direction,
+    /// Index of the rule in that policy's ingress or egress list.
+    pub rule_index: u32,
 }
 
 /// What `PEERS_V4`/`PEERS_V6` hold for one prefix.
@@ -171,11 +215,29 @@ pub struct DatapathTables {
     pub policy: BTreeMap<PolicyMatch, RuleRef>,
     /// Policy names by `RuleRef::policy_id`.
     pub policy_names: Vec<ObjectRef>,
+    /// Endpoint id -> the policies isolating its pods, per direction.
+    pub isolation: BTreeMap<u32, Isolation>,
     /// What could not be enforced exactly (fail closed).
     pub diagnostics: Vec<Diagnostic>,
 }
 
 impl DatapathTables {
+    /// The rules that have `POLICY` entries, sorted: a rule's position is its
+    /// `RULE_COUNTERS` slot (`PolicyValue::rule_slot`). Derived from `policy`, so the
+    /// slot of a rule changes only when the set of rules before it does.
+    pub fn counted_rules(&self) -> Vec<CountedRule> {
+        let rules: std::collections::BTreeSet<CountedRule> = self
+            .policy
+            .iter()
+            .map(|(m, rule)| CountedRule {
+                policy_id: rule.policy_id,
+                direction: m.direction,
+                rule_index: rule.rule_index,
+            })
+            .collect();
+        rules.into_iter().collect()
+    }
+
     /// The entry of the longest peer prefix holding `addr`, as the LPM lookup in
     /// `PEERS_V4`/`PEERS_V6` finds it; `CLASS_WORLD` without flags when none does.
     pub fn peer(&self, addr: IpAddr) -> PeerEntry {

@@ -100,6 +100,7 @@ pub(super) fn assign(
             endpoint_id,
             isolated_ingress: !group.applying.ingress.is_empty(),
             isolated_egress: !group.applying.egress.is_empty(),
+            ..EndpointEntry::default()
         };
         for pod in pods {
             out.entries.insert(pod.key.clone(), entry);

@@ -29,6 +29,7 @@ fn tables() -> DatapathTables {
         endpoint_id: 7,
         isolated_ingress: true,
         isolated_egress: false,
+        ..EndpointEntry::default()
     };
     let node = PeerEntry {
         node: true,
