@@ -3,10 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use policy_common::{
     config::Config,
+    counters::{TrafficCounter, DENY_COUNTERS_MAX, RULE_COUNTERS_MAX},
+    events::EVENTS_BYTES,
     ct::{CtKey, CtValue, CONNTRACK_MAX},
     endpoint::{EndpointInfo, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX},
     peer::{PeerClass, CLASS_WORLD, PEERS_MAX, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX},
@@ -40,6 +42,17 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
 
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map]
+pub(crate) static RULE_COUNTERS: PerCpuArray<TrafficCounter> =
+    PerCpuArray::with_max_entries(RULE_COUNTERS_MAX, 0);
+
+#[map]
+pub(crate) static DENY_COUNTERS: PerCpuArray<TrafficCounter> =
+    PerCpuArray::with_max_entries(DENY_COUNTERS_MAX, 0);
+
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// The agent's settings (`CONFIG[0]`); `Config::DEFAULT` if the entry cannot be read.
 #[allow(dead_code, reason = "read by conntrack timeouts and events, which land next")]

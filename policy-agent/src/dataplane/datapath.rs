@@ -12,7 +12,7 @@ use policy_common::{
     peer::{PEERS_V4_MAP, PEERS_V6_MAP},
 };
 
-use super::DataplaneError;
+use super::{counters::CounterMeanings, DataplaneError};
 
 /// Program deciding a pod's ingress; runs at TC egress of its host-side veth.
 pub(super) const POD_INGRESS_PROGRAM: &str = "pod_ingress";
@@ -46,6 +46,8 @@ pub struct LoadOptions {
 /// detaches every link it holds and frees the maps (nothing is pinned yet).
 pub struct Datapath {
     pub(super) ebpf: Ebpf,
+    /// What the per-policy counter slots mean since the last `apply`.
+    pub(super) counted: CounterMeanings,
     attached: BTreeMap<InterfaceIndex, [SchedClassifierLinkId; 2]>,
 }
 
@@ -88,6 +90,7 @@ impl Datapath {
         }
         let mut datapath = Self {
             ebpf,
+            counted: CounterMeanings::default(),
             attached: BTreeMap::new(),
         };
         datapath.set_config(&options.config)?;

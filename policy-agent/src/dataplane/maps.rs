@@ -16,6 +16,7 @@ use policy_common::{
 };
 
 use super::{
+    counters::CounterMeanings,
     datapath::Datapath,
     keys::{self, LpmEntry},
     DataplaneError, InterfaceIndex,
@@ -42,7 +43,8 @@ impl Stats {
     }
 }
 
-fn map_error(
+/// Turns an aya map error into a `DataplaneError::MapOp` naming map and operation.
+pub(super) fn map_error(
     map: &'static str,
     operation: &'static str,
 ) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
@@ -108,7 +110,8 @@ impl Datapath {
     ///
     /// Order: new and changed `POLICY` entries, then `PEERS_V4`, `PEERS_V6`,
     /// `ENDPOINT_ADDRS` and `ENDPOINTS`; then stale entries are removed in the same
-    /// order. Writing allows before the identities that use them keeps an unchanged
+    /// order. Last, per-policy counter slots whose rule or isolating policies changed
+    /// are zeroed, so a slot never reports another rule's traffic. Writing allows before the identities that use them keeps an unchanged
     /// flow allowed throughout; a renumbered class can still mis-decide a packet
     /// during the write (hole-free incremental updates are the node-agent issue's
     /// work).
@@ -172,7 +175,13 @@ impl Datapath {
         self.remove_other_prefixes(PEERS_V4_MAP, &peers_v4)?;
         self.remove_other_prefixes(PEERS_V6_MAP, &peers_v6)?;
         self.remove_others(ENDPOINT_ADDRS_MAP, &addresses)?;
-        self.remove_others(ENDPOINTS_MAP, &endpoints)
+        self.remove_others(ENDPOINTS_MAP, &endpoints)?;
+
+        let meanings = CounterMeanings::of(tables);
+        let old = std::mem::take(&mut self.counted);
+        self.zero_changed_counters(&old, &meanings)?;
+        self.counted = meanings;
+        Ok(())
     }
 
     /// Inserts or updates every entry of `entries` in LPM trie `name`.

@@ -2,8 +2,10 @@
 //! attaches its classifiers to pod interfaces and writes `DatapathTables` into its
 //! maps. Imports `policy` (for the tables) and `policy_common`; never `source`.
 
+mod counters;
 mod ct;
 mod datapath;
+mod events;
 mod keys;
 mod maps;
 pub mod object;
@@ -11,8 +13,10 @@ mod test_run;
 
 use std::path::PathBuf;
 
+pub use counters::{DenyTraffic, PolicyCounters, RuleTraffic, Traffic};
 pub use ct::TrackedFlow;
 pub use datapath::{Datapath, InterfaceIndex, LoadOptions};
+pub use events::{EventReader, EventVerdict, VerdictRecord};
 pub use keys::{address_key, key_address};
 pub use maps::Stats;
 pub use test_run::{BenchProgram, BenchRun, Hook, TestRunOutcome};
@@ -71,6 +75,14 @@ pub enum DataplaneError {
         /// What is wrong.
         message: String,
     },
+    /// A pinned map could not be pinned or opened.
+    #[error("pinned eBPF map {}: {message} (is a podwall datapath running, and is bpffs mounted at /sys/fs/bpf?)", path.display())]
+    Pinned {
+        /// The pin path on bpffs.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// The tables name more allow rules than `RULE_COUNTERS` has slots.
     #[error("{rules} policy rules have entries, but the rule counters hold {capacity}; the tables were not written")]
     TooManyRules {
@@ -109,6 +121,7 @@ impl DataplaneError {
             DataplaneError::Interface { .. } => "interface",
             DataplaneError::Map { .. } => "map",
             DataplaneError::TooManyRules { .. } => "too_many_rules",
+            DataplaneError::Pinned { .. } => "pinned",
             DataplaneError::MapOp { .. } => "map_op",
             DataplaneError::NoInterface { .. } => "no_interface",
         }

@@ -86,7 +86,7 @@ impl Isolation {
 }
 
 /// One allow rule with entries in `POLICY`: what a `RULE_COUNTERS` slot counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct CountedRule {
     /// Index into `DatapathTables::policy_names`.
     pub policy_id: u32,
@@ -178,7 +178,7 @@ pub struct PolicyMatch {
 }
 
 /// Which policy rule an entry comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct RuleRef {
     /// Index into `DatapathTables::policy_names`.
     pub policy_id: u32,

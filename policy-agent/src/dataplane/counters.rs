@@ -1,0 +1,259 @@
+//! Reads the per-policy traffic counters (`RULE_COUNTERS`, `DENY_COUNTERS`) while
+//! traffic flows, and names them with the tables that gave their slots meaning.
+
+use std::collections::BTreeMap;
+
+use aya::maps::{MapData, PerCpuArray, PerCpuValues};
+use policy_common::counters::{deny_slot, TrafficCounter, DENY_COUNTERS_MAP, RULE_COUNTERS_MAP};
+use serde::Serialize;
+
+use super::{maps::map_error, Datapath, DataplaneError};
+use crate::{
+    model::ObjectRef,
+    policy::tables::{CountedRule, DatapathTables, Direction, Isolation},
+};
+
+/// Packets and bytes summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (`skb->len`, Ethernet header included).
+    pub bytes: u64,
+}
+
+impl Traffic {
+    fn sum(values: &PerCpuValues<TrafficCounter>) -> Self {
+        values.iter().fold(Self::default(), |total, cpu| Traffic {
+            packets: total.packets.wrapping_add(cpu.packets),
+            bytes: total.bytes.wrapping_add(cpu.bytes),
+        })
+    }
+}
+
+/// What one allow rule let through: every packet of the flows it allowed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleTraffic {
+    /// The policy.
+    pub policy: ObjectRef,
+    /// Ingress or egress rule.
+    pub direction: Direction,
+    /// Index of the rule in the policy's ingress or egress list.
+    pub rule_index: u32,
+    /// Packets and bytes allowed.
+    pub allowed: Traffic,
+}
+
+/// What was denied (or, in audit mode, would have been) at pods isolated by one
+/// set of policies in one direction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DenyTraffic {
+    /// The policies isolating those pods in `direction`.
+    pub policies: Vec<ObjectRef>,
+    /// Direction relative to the pods.
+    pub direction: Direction,
+    /// Dropped.
+    pub denied: Traffic,
+    /// Passed only because every isolating policy is in audit mode.
+    pub would_deny: Traffic,
+}
+
+/// Every per-policy counter, named.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyCounters {
+    /// Allowed traffic per (policy, direction, rule), in `counted_rules` order.
+    pub allowed: Vec<RuleTraffic>,
+    /// Denied traffic per (isolating policies, direction); endpoints isolated by
+    /// the same policies are summed.
+    pub denied: Vec<DenyTraffic>,
+}
+
+/// What the counter slots meant at the last `apply`, so a slot whose meaning
+/// changes is zeroed instead of carrying another rule's counts.
+#[derive(Clone, Debug, Default)]
+pub(super) struct CounterMeanings {
+    /// `RULE_COUNTERS` slot -> rule.
+    pub rules: Vec<CountedRule>,
+    /// Endpoint id -> its isolating policies (names, so renumbered ids compare).
+    pub isolation: BTreeMap<u32, (Vec<ObjectRef>, Vec<ObjectRef>)>,
+}
+
+impl CounterMeanings {
+    /// The meanings `tables` gives the slots.
+    pub fn of(tables: &DatapathTables) -> Self {
+        let names = |ids: &[u32]| -> Vec<ObjectRef> {
+            ids.iter()
+                .filter_map(|id| tables.policy_names.get(*id as usize).cloned())
+                .collect()
+        };
+        Self {
+            rules: tables.counted_rules(),
+            isolation: tables
+                .isolation
+                .iter()
+                .map(|(id, isolation)| (*id, (names(&isolation.ingress), names(&isolation.egress))))
+                .collect(),
+        }
+    }
+}
+
+impl Datapath {
+    fn counter_array(
+        &mut self,
+        name: &'static str,
+    ) -> Result<PerCpuArray<&mut MapData, TrafficCounter>, DataplaneError> {
+        PerCpuArray::try_from(self.map(name)?).map_err(|e| DataplaneError::Map {
+            map: name,
+            message: e.to_string(),
+        })
+    }
+
+    /// One slot of `RULE_COUNTERS` or `DENY_COUNTERS`, summed over CPUs; an
+    /// out-of-range slot reads as zero.
+    fn counter(&mut self, name: &'static str, slot: u32) -> Result<Traffic, DataplaneError> {
+        let array = self.counter_array(name)?;
+        if slot >= array.len() {
+            return Ok(Traffic::default());
+        }
+        let values = array.get(&slot, 0).map_err(map_error(name, "read"))?;
+        Ok(Traffic::sum(&values))
+    }
+
+    /// Zeroes one slot on every CPU.
+    fn zero_counter(&mut self, name: &'static str, slot: u32) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Map {
+            map: name,
+            message: format!("counting possible CPUs: {source}"),
+        })?;
+        let mut array = self.counter_array(name)?;
+        if slot >= array.len() {
+            return Ok(());
+        }
+        let zeros =
+            PerCpuValues::try_from(vec![TrafficCounter::default(); cpus]).map_err(|source| {
+                DataplaneError::Map {
+                    map: name,
+                    message: format!("building zeroed per-CPU values: {source}"),
+                }
+            })?;
+        array.set(slot, zeros, 0).map_err(map_error(name, "zero"))
+    }
+
+    /// Zeroes the counter slots whose meaning differs between `old` and `new`: a
+    /// rule slot now counting another rule, a deny slot whose endpoint id now
+    /// stands for other isolating policies.
+    pub(super) fn zero_changed_counters(
+        &mut self,
+        old: &CounterMeanings,
+        new: &CounterMeanings,
+    ) -> Result<(), DataplaneError> {
+        let rule_slots = old.rules.len().max(new.rules.len());
+        for slot in 0..rule_slots {
+            if old.rules.get(slot) != new.rules.get(slot) {
+                let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+                self.zero_counter(RULE_COUNTERS_MAP, slot)?;
+            }
+        }
+        let ids: std::collections::BTreeSet<u32> = old
+            .isolation
+            .keys()
+            .chain(new.isolation.keys())
+            .copied()
+            .collect();
+        for id in ids {
+            let (before, after) = (old.isolation.get(&id), new.isolation.get(&id));
+            for (index, direction) in [Direction::Ingress, Direction::Egress]
+                .into_iter()
+                .enumerate()
+            {
+                let side = |meaning: Option<&(Vec<ObjectRef>, Vec<ObjectRef>)>| {
+                    meaning.map(|(ingress, egress)| {
+                        if index == 0 {
+                            ingress.clone()
+                        } else {
+                            egress.clone()
+                        }
+                    })
+                };
+                if side(before) != side(after) {
+                    for audit in [false, true] {
+                        self.zero_counter(
+                            DENY_COUNTERS_MAP,
+                            deny_slot(id, direction.code(), audit),
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every per-policy counter, summed over CPUs and named with `tables` (the
+    /// tables last applied; counts of slots they do not use are not reported).
+    pub fn policy_counters(
+        &mut self,
+        tables: &DatapathTables,
+    ) -> Result<PolicyCounters, DataplaneError> {
+        let mut allowed = Vec::new();
+        for (slot, rule) in (0u32..).zip(tables.counted_rules()) {
+            let Some(policy) = tables.policy_names.get(rule.policy_id as usize) else {
+                continue;
+            };
+            allowed.push(RuleTraffic {
+                policy: policy.clone(),
+                direction: rule.direction,
+                rule_index: rule.rule_index,
+                allowed: self.counter(RULE_COUNTERS_MAP, slot)?,
+            });
+        }
+        let mut denied: BTreeMap<(Vec<ObjectRef>, Direction), (Traffic, Traffic)> = BTreeMap::new();
+        for (id, isolation) in &tables.isolation {
+            for direction in [Direction::Ingress, Direction::Egress] {
+                let policies = isolating_names(tables, isolation, direction);
+                if policies.is_empty() {
+                    continue;
+                }
+                let code = direction.code();
+                let dropped = self.counter(DENY_COUNTERS_MAP, deny_slot(*id, code, false))?;
+                let audited = self.counter(DENY_COUNTERS_MAP, deny_slot(*id, code, true))?;
+                let total = denied.entry((policies, direction)).or_default();
+                total.0 = add(total.0, dropped);
+                total.1 = add(total.1, audited);
+            }
+        }
+        Ok(PolicyCounters {
+            allowed,
+            denied: denied
+                .into_iter()
+                .map(
+                    |((policies, direction), (denied, would_deny))| DenyTraffic {
+                        policies,
+                        direction,
+                        denied,
+                        would_deny,
+                    },
+                )
+                .collect(),
+        })
+    }
+}
+
+fn add(a: Traffic, b: Traffic) -> Traffic {
+    Traffic {
+        packets: a.packets.wrapping_add(b.packets),
+        bytes: a.bytes.wrapping_add(b.bytes),
+    }
+}
+
+/// The names of the policies isolating an endpoint id in `direction`.
+fn isolating_names(
+    tables: &DatapathTables,
+    isolation: &Isolation,
+    direction: Direction,
+) -> Vec<ObjectRef> {
+    isolation
+        .get(direction)
+        .iter()
+        .filter_map(|id| tables.policy_names.get(*id as usize).cloned())
+        .collect()
+}
