@@ -12,6 +12,8 @@ mod support;
 
 #[path = "datapath/bench.rs"]
 mod bench;
+#[path = "datapath/counters.rs"]
+mod counters;
 #[path = "datapath/events.rs"]
 mod events;
 #[path = "datapath/frames.rs"]
