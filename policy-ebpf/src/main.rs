@@ -141,6 +141,7 @@ fn decide(ctx: &TcContext, facts: &mut Facts) -> Result<u32, u32> {
     let Some(l3) = parse::l3(ctx)? else {
         return Ok(STAT_ALLOW_NON_IP);
     };
+    facts.ipv6 = matches!(l3, parse::L3::Ipv6);
     let endpoint = maps::endpoint(ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
     facts.endpoint_id = endpoint.endpoint_id;
     let packet = parse::packet(ctx, l3)?;

@@ -7,7 +7,7 @@
 //! move counters and emit events.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -20,7 +20,7 @@ use nix::{
 };
 use policy_agent::{
     dataplane::{BenchProgram, EventReader, EventVerdict, Hook, VerdictRecord},
-    policy::tables::{Direction, RuleRef},
+    policy::tables::{DatapathTables, Direction, RuleRef},
 };
 use policy_common::config::{Config, CONFIG_FLAG_ALLOW_EVENTS};
 
@@ -58,6 +58,15 @@ fn server_admits_port_80(net: &Net) -> Tables<'_> {
         .isolate("server", true, false)
         .pod_class("client", 3)
         .allow_port("server", Direction::Ingress, 3, TCP, 80)
+}
+
+/// Every pod of `net` registered but `pod`.
+fn unregistered(net: &Net, pod: &str) -> DatapathTables {
+    let mut tables = Tables::new(net).build();
+    let key = net.pod(pod).key.clone();
+    tables.endpoints.remove(&key);
+    tables.endpoint_addresses.retain(|_, owner| *owner != key);
+    tables
 }
 
 /// A reader of `net`'s events, with nothing waiting (events of the pods' own
@@ -195,6 +204,55 @@ fn a_drop_is_reported_with_its_tuple_direction_endpoint_and_reason() {
             .all(|w| w[0].timestamp_ns <= w[1].timestamp_ns),
         "oldest first: {got:#?}"
     );
+}
+
+#[test]
+fn a_drop_before_parsing_is_reported_with_what_was_known() {
+    let mut net = server_and_client();
+    let mut reader = reader(&mut net);
+    let server_if = net.ifindex("server");
+    let unspecified = |v6: bool| {
+        if v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+    };
+    for (client, server, v6) in [(CLIENT_V4, SERVER_V4, false), (CLIENT_V6, SERVER_V6, true)] {
+        // The server's interface is no endpoint yet: no endpoint id, not parsed.
+        net.apply(&unregistered(&net, "server"));
+        let frame = syn(client, server, 40100, 80);
+        assert!(!net.run(Hook::PodIngress, "server", 0, &frame).passed);
+        // A known endpoint, a header that does not parse (version 5).
+        net.apply(&server_admits_port_80(&net).build());
+        let mut malformed = syn(client, server, 40101, 80);
+        malformed[14] = 0x55;
+        assert!(!net.run(Hook::PodIngress, "server", 0, &malformed).passed);
+        let got = reader.drain();
+        let want: Vec<_> = [
+            (0, "drop_unknown_endpoint", &frame),
+            (SERVER_ID, "drop_malformed", &malformed),
+        ]
+        .into_iter()
+        .zip(&got)
+        .map(|((endpoint_id, reason, frame), got)| VerdictRecord {
+            protocol: 0,
+            ..expected(
+                got,
+                server_if,
+                endpoint_id,
+                Direction::Ingress,
+                EventVerdict::Drop,
+                reason,
+                (unspecified(v6), 0),
+                (unspecified(v6), 0),
+                None,
+                frame,
+            )
+        })
+        .collect();
+        assert_eq!(got, want);
+    }
 }
 
 #[test]
