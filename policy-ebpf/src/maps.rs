@@ -42,7 +42,6 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 /// The agent's settings (`CONFIG[0]`); `Config::DEFAULT` if the entry cannot be read.
-#[allow(dead_code, reason = "read by conntrack timeouts and events, which land next")]
 #[inline(always)]
 pub(crate) fn config() -> Config {
     CONFIG.get(0).copied().unwrap_or(Config::DEFAULT)
