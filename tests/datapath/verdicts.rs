@@ -27,6 +27,8 @@ use policy_agent::{
     policy::tables::{DatapathTables, Direction},
 };
 
+use policy_common::verdict::{STAT_NAMES, STAT_VERDICTS};
+
 use super::{
     frames::{self, Ext, ICMP, ICMPV6, SCTP, TCP, UDP},
     net::Net,
@@ -744,11 +746,14 @@ fn rows() -> Vec<Row> {
     rows
 }
 
-/// How the counters moved between `before` and `after`, as `name +n` pairs.
-fn moved(before: &Stats, after: &Stats) -> Vec<(&'static str, u64)> {
+/// How the verdict counters (`STAT_NAMES` below `STAT_VERDICTS`; side counters such
+/// as lost events are left out) moved between `before` and `after`, as `name +n`.
+pub(super) fn moved(before: &Stats, after: &Stats) -> Vec<(&'static str, u64)> {
+    let verdicts = &STAT_NAMES[..STAT_VERDICTS as usize];
     after
         .counters
         .iter()
+        .filter(|(name, _)| verdicts.contains(name))
         .map(|&(name, count)| (name, count.saturating_sub(before.get(name))))
         .filter(|&(_, delta)| delta != 0)
         .collect()
@@ -756,7 +761,7 @@ fn moved(before: &Stats, after: &Stats) -> Vec<(&'static str, u64)> {
 
 /// Switches IPv6 off on every interface of the network's namespaces and waits until
 /// no counter moves for a while (pods' neighbour discovery and MLD in flight).
-fn quiet(net: &mut Net) {
+pub(super) fn quiet(net: &mut Net) {
     let mut names: Vec<String> = net.pods.iter().map(|p| p.netns.clone()).collect();
     names.push(net.node.clone());
     for name in &names {
