@@ -33,8 +33,9 @@ pub struct TrackedFlow {
     pub audit: bool,
     /// `policy_common::ct::CT_STATE_*`.
     pub state: u8,
-    /// When the flow's latest packet passed, in `bpf_ktime_get_ns` time
-    /// (CLOCK_MONOTONIC, nanoseconds); with `state` it decides when the flow expires.
+    /// When the flow's latest packet passed: CLOCK_MONOTONIC in nanoseconds, at
+    /// tick resolution (`bpf_ktime_get_coarse_ns`); with `state` it decides when the
+    /// flow expires.
     pub last_seen_ns: u64,
     /// An egress flow to a Service whose verdict was deferred past DNAT.
     pub deferred: bool,
