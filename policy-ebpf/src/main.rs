@@ -82,14 +82,14 @@ fn to_tc_action(verdict: Result<u32, u32>) -> i32 {
 /// 6. Ingress only: this program's mark bits are cleared, and a packet carrying
 ///    `MARK_DEFERRED_EGRESS` first has its source pod's egress decided on the
 ///    translated destination (`service::deferred_egress`); a deny drops it.
-/// 7. Conntrack (`decide_flow`, lifecycle in `ct.rs`; an entry idle past its
-///    timeout counts as absent). An ICMP error (v4 types 3, 11, 12) or ICMPv6 error
-///    (types 1-4) whose quoted packet belongs to a flow tracked at this interface
-///    passes (`STAT_ALLOW_RELATED`; the flow is not refreshed); any other error goes
-///    on as ICMP with ports 0. A packet of a tracked flow passes and refreshes it,
-///    except that a forward packet
-///    of a deferred egress flow is marked and passes as deferred, and a reply to a
-///    deferred flow passes only with `MARK_REPLY_VERIFIED`, else goes on as new.
+/// 7. Conntrack (`decide_flow`; states and timeouts in `ct.rs`, where an entry idle
+///    past its timeout counts as absent). An ICMP error (v4 types 3, 11, 12) or
+///    ICMPv6 error (types 1-4) whose quoted packet belongs to a flow tracked at this
+///    interface passes (`STAT_ALLOW_RELATED`, the flow untouched); any other error
+///    goes on as ICMP with ports 0. A packet of a tracked flow passes and refreshes
+///    it, except that a forward packet of a deferred egress flow is marked and
+///    passes as deferred, and a reply to a deferred flow passes only with
+///    `MARK_REPLY_VERIFIED`, else goes on as new.
 ///    Egress only: a reply to a tracked flow addressed to a local pod gets
 ///    `MARK_REPLY_VERIFIED` when that pod tracks its reverse as an egress flow
 ///    (`service::verify_reply`), so a reply through Service un-DNAT can prove it.
