@@ -23,8 +23,9 @@
 //!    either way, -> CLOSING (a CLOSED flow stays CLOSED); a reply with ACK (the
 //!    SYN/ACK, or any later answer) moves OPENING -> ESTABLISHED; a forward packet
 //!    never establishes. Other protocols: the first reply moves OPENING ->
-//!    ESTABLISHED, which only tells a reader the flow was answered. Nothing else
-//!    writes the entry: an unchanged state is not rewritten.
+//!    ESTABLISHED, which only tells a reader the flow was answered. A hit costs
+//!    one store (`last_seen_ns`) through the value's pointer; the state is written
+//!    only when it changes. Nothing else writes the entry.
 //! 5. expiry is lazy: an entry idle longer than its timeout (`now - last_seen_ns >
 //!    timeout_ns(protocol, state)`, from `CONFIG`) is treated as absent by `lookup`,
 //!    `contains` and `related`, so the packet is decided afresh and, if allowed,
