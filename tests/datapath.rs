@@ -6,8 +6,9 @@
 //! Real-packet tests run in their own dual-stack namespaces (`datapath/net.rs`);
 //! `datapath/verdicts.rs` is the table of single-frame verdicts (`BPF_PROG_TEST_RUN`);
 //! `datapath/prog_test_run.rs` holds the frame sequences a table row cannot express;
-//! `datapath/counters.rs`, `datapath/events.rs` and `datapath/audit.rs` the
-//! per-policy counters, verdict events and audit mode;
+//! `datapath/conntrack.rs` the conntrack lifecycle (states, timeouts, related ICMP
+//! errors, a full table); `datapath/counters.rs`, `datapath/events.rs` and
+//! `datapath/audit.rs` the per-policy counters, verdict events and audit mode;
 //! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`.
 
 mod support;
@@ -16,6 +17,12 @@ mod support;
 mod audit;
 #[path = "datapath/bench.rs"]
 mod bench;
+#[path = "datapath/conntrack.rs"]
+mod conntrack;
+#[path = "datapath/conntrack_lifecycle.rs"]
+mod conntrack_lifecycle;
+#[path = "datapath/conntrack_related.rs"]
+mod conntrack_related;
 #[path = "datapath/counters.rs"]
 mod counters;
 #[path = "datapath/events.rs"]

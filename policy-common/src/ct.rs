@@ -61,9 +61,10 @@ pub const CT_STATE_CLOSED: u8 = 3;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
-    /// `bpf_ktime_get_ns()` when the flow was first allowed.
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC, tick resolution) when the flow
+    /// was first allowed.
     pub created_ns: u64,
-    /// `bpf_ktime_get_ns()` of the flow's latest packet; with `state` and the
+    /// `bpf_ktime_get_coarse_ns()` of the flow's latest packet; with `state` and the
     /// protocol it decides when the entry expires (`config::Config` timeouts).
     pub last_seen_ns: u64,
     /// `RULE_COUNTERS` slot of the rule that allowed the flow, or (with

@@ -7,24 +7,60 @@
 //!
 //! State transitions:
 //! 1. no entry -> entry: the first packet was allowed (unisolated, node, policy) or,
-//!    for egress to a Service, deferred (`CT_FLAG_DEFERRED`); written by `track`.
+//!    for egress to a Service, deferred (`CT_FLAG_DEFERRED`); written by `track`
+//!    with `created_ns = last_seen_ns = now` and the state its packet implies
+//!    (`initial_state`). TCP: with RST CLOSED, else with FIN CLOSING, else with ACK
+//!    and without SYN ESTABLISHED (a flow picked up mid-stream: its start was never
+//!    seen or was forgotten), else OPENING (a SYN, a SYN/ACK whose SYN was not seen,
+//!    a non-first fragment, which has no flags). Other protocols start OPENING.
 //! 2. a deferred egress entry is also written for the post-DNAT tuple, by the
 //!    destination's classifier at the source's interface, once the source's egress
 //!    policy allowed the backend (`service::deferred_egress`).
 //! 3. a TCP SYN without ACK ignores existing entries and, when allowed, overwrites
-//!    its own: a reused source port never inherits an older connection's verdict;
-//! 4. entries are otherwise never updated by packets; the LRU evicts the least
-//!    recently used.
+//!    its own: a reused source port never inherits an older connection's verdict.
+//! 4. every packet that passes as part of a flow (`Hit::seen`) sets `last_seen_ns`
+//!    and moves the state (`next_state`). TCP: RST, either way, -> CLOSED; FIN,
+//!    either way, -> CLOSING (a CLOSED flow stays CLOSED); a reply with ACK (the
+//!    SYN/ACK, or any later answer) moves OPENING -> ESTABLISHED; a forward packet
+//!    never establishes. Other protocols: the first reply moves OPENING ->
+//!    ESTABLISHED, which only tells a reader the flow was answered. A hit costs
+//!    one store (`last_seen_ns`) through the value's pointer; the state is written
+//!    only when it changes. Nothing else writes the entry.
+//! 5. expiry is lazy: an entry idle longer than its timeout (`now - last_seen_ns >
+//!    timeout_ns(protocol, state)`, from `CONFIG`) is treated as absent by `lookup`,
+//!    `find` and `related`, so the packet is decided afresh and, if allowed,
+//!    `track` overwrites the entry (or, for a packet the other way, writes its own
+//!    key; the LRU reclaims the stale one). TCP: OPENING `ct_tcp_opening_ns`,
+//!    ESTABLISHED `ct_tcp_established_ns`, CLOSING and CLOSED `ct_tcp_closing_ns`;
+//!    UDP and SCTP `ct_udp_ns`; ICMP and ICMPv6 `ct_icmp_ns`; the rest `ct_other_ns`.
+//! 6. a full table evicts the least recently used entries on insert (the map is an
+//!    LRU hash; every lookup hit marks its entry used), so tracking never fails the
+//!    packet being decided, and a forgotten flow's next packet is decided afresh.
+//! 7. an ICMP or ICMPv6 error that quotes a packet of a live flow at this interface
+//!    is related to it (`related`); it neither refreshes nor moves the flow.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 use policy_common::{
-    ct::{CtKey, CtValue, CT_STATE_OPENING},
+    ct::{
+        CtKey, CtValue, CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED,
+        CT_STATE_OPENING,
+    },
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS},
 };
 
-use crate::{maps::CONNTRACK, parse::Flow};
+use crate::{
+    maps::{self, CONNTRACK},
+    parse::{
+        self, Flow, Quoted, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN,
+    },
+};
 
-/// A conntrack entry a packet belongs to.
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_SCTP: u8 = 132;
+
+/// A live conntrack entry a packet belongs to.
 pub(crate) struct Hit {
     /// The packet is a reply (the entry was made for the opposite direction).
     pub reply: bool,
@@ -32,24 +68,84 @@ pub(crate) struct Hit {
     pub flags: u32,
     /// `CtValue::counter_slot` of the entry.
     pub counter_slot: u32,
+    /// The entry in `CONNTRACK`, for `seen`.
+    entry: *mut CtValue,
+    /// `now()` when the entry was found.
+    now: u64,
 }
 
-/// The key of `flow` at `ifindex`, or of its reverse (`reversed`: the reply seen
+impl Hit {
+    /// Records that the packet passed as part of this flow: `last_seen_ns` becomes
+    /// now and the state moves as `next_state` says (written only when it changes).
+    /// Call it only for a packet that passes because of the entry.
+    #[inline(always)]
+    pub(crate) fn seen(&self, flow: &Flow) {
+        // SAFETY: `entry` came from `get_ptr_mut` during this run, so it points at a
+        // CtValue the kernel keeps valid until the program returns (even if another
+        // CPU evicts it meanwhile). Both fields are plain integers: a racing writer
+        // can at worst make one update lost, never invalid.
+        unsafe {
+            let state = (*self.entry).state;
+            let next = next_state(state, flow, self.reply);
+            if next != state {
+                (*self.entry).state = next;
+            }
+            (*self.entry).last_seen_ns = self.now;
+        }
+    }
+}
+
+/// The five fields of a key, from a packet or from the packet an error quotes.
+struct Tuple<'a> {
+    saddr: &'a [u8; 16],
+    daddr: &'a [u8; 16],
+    sport_be: u16,
+    dport_be: u16,
+    protocol: u8,
+}
+
+impl<'a> From<&'a Flow> for Tuple<'a> {
+    #[inline(always)]
+    fn from(flow: &'a Flow) -> Self {
+        Tuple {
+            saddr: &flow.saddr,
+            daddr: &flow.daddr,
+            sport_be: flow.sport_be,
+            dport_be: flow.dport_be,
+            protocol: flow.protocol,
+        }
+    }
+}
+
+impl<'a> From<&'a Quoted> for Tuple<'a> {
+    #[inline(always)]
+    fn from(quoted: &'a Quoted) -> Self {
+        Tuple {
+            saddr: &quoted.saddr,
+            daddr: &quoted.daddr,
+            sport_be: quoted.sport_be,
+            dport_be: quoted.dport_be,
+            protocol: quoted.protocol,
+        }
+    }
+}
+
+/// The key of `tuple` at `ifindex`, or of its reverse (`reversed`: the reply seen
 /// from the other end, addresses and ports swapped).
 #[inline(always)]
-fn key(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> CtKey {
+fn key(ifindex: u32, direction: u8, tuple: Tuple, reversed: bool) -> CtKey {
     let (saddr, daddr, sport_be, dport_be) = if reversed {
-        (flow.daddr, flow.saddr, flow.dport_be, flow.sport_be)
+        (tuple.daddr, tuple.saddr, tuple.dport_be, tuple.sport_be)
     } else {
-        (flow.saddr, flow.daddr, flow.sport_be, flow.dport_be)
+        (tuple.saddr, tuple.daddr, tuple.sport_be, tuple.dport_be)
     };
     CtKey {
         ifindex,
-        saddr,
-        daddr,
+        saddr: *saddr,
+        daddr: *daddr,
         sport_be,
         dport_be,
-        protocol: flow.protocol,
+        protocol: tuple.protocol,
         direction,
         pad: [0; 2],
     }
@@ -65,63 +161,174 @@ pub(crate) fn opposite(direction: u8) -> u8 {
     }
 }
 
-/// The entry the packet belongs to at this interface: the forward entry first, then
-/// the one whose reply it is. A packet that opens a TCP connection belongs to none:
-/// it is decided afresh and, if allowed, replaces the old entry.
+/// CLOCK_MONOTONIC in ns at the resolution of the scheduler tick (a few ms): ample
+/// for timeouts of seconds, and far cheaper than `bpf_ktime_get_ns`, which reads the
+/// clocksource (on the benchmark VM it cost a conntrack hit about 40 ns more).
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// How long an entry of `protocol` in `state` may stay idle (transition 5).
+#[inline(always)]
+fn timeout_ns(protocol: u8, state: u8) -> u64 {
+    let config = maps::config();
+    match protocol {
+        IPPROTO_TCP => match state {
+            CT_STATE_OPENING => config.ct_tcp_opening_ns,
+            CT_STATE_ESTABLISHED => config.ct_tcp_established_ns,
+            _ => config.ct_tcp_closing_ns,
+        },
+        IPPROTO_UDP | IPPROTO_SCTP => config.ct_udp_ns,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => config.ct_icmp_ns,
+        _ => config.ct_other_ns,
+    }
+}
+
+/// The entry under `key` unless it is absent or expired at `now`. A `last_seen_ns`
+/// after `now` (another CPU refreshed it meanwhile) counts as idle 0.
+#[inline(always)]
+fn live(key: &CtKey, now: u64) -> Option<*mut CtValue> {
+    let entry = CONNTRACK.get_ptr_mut(key)?;
+    // SAFETY: a value pointer from this run, read field by field (see `Hit::seen`).
+    let (last_seen_ns, state) = unsafe { ((*entry).last_seen_ns, (*entry).state) };
+    if now.saturating_sub(last_seen_ns) > timeout_ns(key.protocol, state) {
+        None
+    } else {
+        Some(entry)
+    }
+}
+
+/// The state of a new entry for `flow`'s packet (transition 1).
+#[inline(always)]
+fn initial_state(flow: &Flow) -> u8 {
+    if flow.protocol != IPPROTO_TCP {
+        return CT_STATE_OPENING;
+    }
+    let flags = flow.tcp_flags;
+    if flags & TCP_FLAG_RST != 0 {
+        CT_STATE_CLOSED
+    } else if flags & TCP_FLAG_FIN != 0 {
+        CT_STATE_CLOSING
+    } else if flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_ACK {
+        CT_STATE_ESTABLISHED
+    } else {
+        CT_STATE_OPENING
+    }
+}
+
+/// The state after `flow`'s packet passed as part of an entry in `state`
+/// (transition 4); `reply` when it went the entry's opposite way.
+#[inline(always)]
+fn next_state(state: u8, flow: &Flow, reply: bool) -> u8 {
+    if flow.protocol != IPPROTO_TCP {
+        return if reply && state == CT_STATE_OPENING {
+            CT_STATE_ESTABLISHED
+        } else {
+            state
+        };
+    }
+    let flags = flow.tcp_flags;
+    if flags & TCP_FLAG_RST != 0 || state == CT_STATE_CLOSED {
+        CT_STATE_CLOSED
+    } else if flags & TCP_FLAG_FIN != 0 || state == CT_STATE_CLOSING {
+        CT_STATE_CLOSING
+    } else if reply && flags & TCP_FLAG_ACK != 0 {
+        CT_STATE_ESTABLISHED
+    } else {
+        state
+    }
+}
+
+/// The live entry the packet belongs to at this interface: the forward entry first,
+/// then the one whose reply it is. A packet that opens a TCP connection belongs to
+/// none: it is decided afresh and, if allowed, replaces the old entry.
 #[inline(always)]
 pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
-    if flow.opens {
+    if flow.opens() {
         return None;
     }
-    let forward = key(ifindex, direction, flow, false);
-    // SAFETY: the fields are copied out before any other map operation.
-    if let Some(value) = unsafe { CONNTRACK.get(&forward) } {
+    let now = now();
+    if let Some(entry) = live(&key(ifindex, direction, flow.into(), false), now) {
         return Some(Hit {
             reply: false,
-            flags: value.flags,
-            counter_slot: value.counter_slot,
+            // SAFETY: as in `live`.
+            flags: unsafe { (*entry).flags },
+            // SAFETY: as in `live`.
+            counter_slot: unsafe { (*entry).counter_slot },
+            entry,
+            now,
         });
     }
-    let reply = key(ifindex, opposite(direction), flow, true);
-    // SAFETY: as above.
-    unsafe { CONNTRACK.get(&reply) }.map(|value| Hit {
+    let reply = key(ifindex, opposite(direction), flow.into(), true);
+    live(&reply, now).map(|entry| Hit {
         reply: true,
-        flags: value.flags,
-        counter_slot: value.counter_slot,
+        // SAFETY: as in `live`.
+        flags: unsafe { (*entry).flags },
+        // SAFETY: as in `live`.
+        counter_slot: unsafe { (*entry).counter_slot },
+        entry,
+        now,
     })
 }
 
-/// The entry of exactly this key: `flow` (or, with `reversed`, its reverse, and the
-/// hit is then a reply) as the first packet in `direction` at `ifindex`. Replies do
-/// not match, nor does a packet that opens a TCP connection (decided afresh, as in
-/// `lookup`).
+/// The live entry of exactly this key: `flow` (or, with `reversed`, its reverse,
+/// and the hit is then a reply) as the first packet in `direction` at `ifindex`.
+/// Replies do not match, nor does a packet that opens a TCP connection (decided
+/// afresh, as in `lookup`).
 #[inline(always)]
 pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> Option<Hit> {
-    if flow.opens {
+    if flow.opens() {
         return None;
     }
-    // SAFETY: the fields are copied out before any other map operation.
-    unsafe { CONNTRACK.get(&key(ifindex, direction, flow, reversed)) }.map(|value| Hit {
+    let now = now();
+    live(&key(ifindex, direction, flow.into(), reversed), now).map(|entry| Hit {
         reply: reversed,
-        flags: value.flags,
-        counter_slot: value.counter_slot,
+        // SAFETY: as in `live`.
+        flags: unsafe { (*entry).flags },
+        // SAFETY: as in `live`.
+        counter_slot: unsafe { (*entry).counter_slot },
+        entry,
+        now,
     })
 }
 
-/// Records an allowed (or deferred) first packet. A full table evicts its least
-/// recently used entry, so tracking never fails open or closed for the packet being
-/// decided. `counter_slot` is `NO_COUNTER` when no policy rule decided.
+/// Whether `flow`, an ICMP or ICMPv6 error (`Flow::quote_at` set) crossing
+/// `ifindex` in `direction`, quotes a packet of a live flow there (transition 7).
+/// The quoted packet was sent by the error's receiver, the way the error now
+/// travels back, so it crossed this interface in the opposite direction: at a pod's
+/// ingress the error quotes a packet of the pod's egress, at its egress one of its
+/// ingress. It is looked up as that packet would have been: the forward key as
+/// quoted in `opposite(direction)`, or the reversed key in `direction` (the quoted
+/// packet was a reply). A quote that does not parse (`parse::quoted`) is unrelated.
+#[inline(always)]
+pub(crate) fn related(ctx: &TcContext, ifindex: u32, direction: u8, flow: &Flow) -> bool {
+    let mut quoted = Quoted::default();
+    if !parse::quoted(ctx, flow, &mut quoted) {
+        return false;
+    }
+    let quoted = &quoted;
+    let now = now();
+    let sent = opposite(direction);
+    live(&key(ifindex, sent, quoted.into(), false), now).is_some()
+        || live(&key(ifindex, direction, quoted.into(), true), now).is_some()
+}
+
+/// Records an allowed (or deferred) first packet in the state it implies
+/// (`initial_state`). A full table evicts its least recently used entries, so
+/// tracking never fails open or closed for the packet being decided.
+/// `counter_slot` is `NO_COUNTER` when no policy rule decided.
 #[inline(always)]
 pub(crate) fn track(ifindex: u32, direction: u8, flow: &Flow, counter_slot: u32, flags: u32) {
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
     let value = CtValue {
         created_ns: now,
         last_seen_ns: now,
         counter_slot,
         flags,
-        state: CT_STATE_OPENING,
+        state: initial_state(flow),
         pad: [0; 7],
     };
-    let _ = CONNTRACK.insert(&key(ifindex, direction, flow, false), &value, 0);
+    let _ = CONNTRACK.insert(&key(ifindex, direction, flow.into(), false), &value, 0);
 }

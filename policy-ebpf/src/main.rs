@@ -115,12 +115,17 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    `MARK_DEFERRED_EGRESS` first has its source pod's egress decided on the
 ///    translated destination (`service::deferred_egress`); a deny drops it (an
 ///    audit-mode egress reports a would-drop and lets it go on).
-/// 7. A packet of a tracked flow passes (`decide_flow`), except that a forward packet
-///    of a deferred egress flow is marked and passes as deferred, and a reply to a
-///    deferred flow passes only with `MARK_REPLY_VERIFIED`, else goes on as new.
-///    A flow tracked only because its direction was in audit mode passes as
-///    `STAT_ALLOW_AUDIT` while the endpoint still audits that direction, and goes
-///    on as new once it does not (`audit::tracked`).
+/// 7. Conntrack (`decide_flow`; states and timeouts in `ct.rs`, where an entry idle
+///    past its timeout counts as absent). An ICMP error (v4 types 3, 11, 12) or
+///    ICMPv6 error (types 1-4) whose quoted packet belongs to a flow tracked at this
+///    interface passes (`STAT_ALLOW_RELATED`, the flow untouched); any other error
+///    goes on as ICMP with ports 0. A packet of a tracked flow passes and refreshes
+///    it, except that a forward packet of a deferred egress flow is marked and
+///    passes as deferred, and a reply to a deferred flow passes only with
+///    `MARK_REPLY_VERIFIED`, else goes on as new. A flow tracked only because its
+///    direction was in audit mode passes as `STAT_ALLOW_AUDIT` while the endpoint
+///    still audits that direction, and goes on as new once it does not
+///    (`audit::tracked`).
 ///    Egress only: a reply to a tracked flow addressed to a local pod gets
 ///    `MARK_REPLY_VERIFIED` when that pod tracks its reverse as an egress flow
 ///    (`service::verify_reply`), so a reply through Service un-DNAT can prove it.
@@ -199,15 +204,21 @@ fn decide_flow(
     mark: u32,
 ) -> Result<(u32, bool), u32> {
     let (ifindex, direction) = (facts.ifindex, facts.direction);
+    if flow.quote_at != 0 && ct::related(ctx, ifindex, direction, flow) {
+        return Ok((STAT_ALLOW_RELATED, false));
+    }
     if let Some(hit) = ct::lookup(ifindex, direction, flow) {
         if hit.flags & CT_FLAG_DEFERRED == 0 {
             if let Some((stat, counter)) = audit::tracked(&hit, endpoint, direction) {
+                hit.seen(flow);
                 facts.counter = counter;
                 return Ok((stat, hit.reply));
             }
         } else if !hit.reply {
+            hit.seen(flow);
             return Ok((service::defer(ctx, ifindex, flow, false), false));
         } else if mark & MARK_REPLY_VERIFIED != 0 {
+            hit.seen(flow);
             return Ok((STAT_ALLOW_TRACKED, true));
         }
     }

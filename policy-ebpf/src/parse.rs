@@ -3,9 +3,15 @@
 //!
 //! Both families produce one `Flow` with 16-byte addresses (IPv4 as `::ffff:a.b.c.d`),
 //! so conntrack, `ENDPOINT_ADDRS` and the policy lookup never branch on the family
-//! except to pick the peer trie.
+//! except to pick the peer trie. An ICMP or ICMPv6 error also records where the
+//! packet it quotes starts (`Flow::quote_at`); `quoted` reads that packet's tuple,
+//! by the same rules as a `Flow`'s, only when conntrack asks.
+//!
+//! The stack is 512 bytes for the whole program: addresses are read straight into
+//! the `Flow` (or `Quoted`) they belong to (`load_into`), which then stays in memory;
+//! built from bytes they would be split into one spilled register per byte.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{cty::c_void, helpers::bpf_skb_load_bytes, programs::TcContext};
 use policy_common::verdict::STAT_DROP_MALFORMED;
 
 const ETH_HLEN: usize = 14;
@@ -13,7 +19,7 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPV6_HLEN: usize = 40;
 const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
+pub(crate) const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_SCTP: u8 = 132;
@@ -21,6 +27,18 @@ const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
+/// ICMP errors that quote the packet they answer (RFC 792): destination
+/// unreachable, time exceeded, parameter problem.
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
+/// ICMPv6 errors (RFC 4443): destination unreachable (1), packet too big (2), time
+/// exceeded (3), parameter problem (4).
+const ICMPV6_ERROR_FIRST: u8 = 1;
+const ICMPV6_ERROR_LAST: u8 = 4;
+/// The ICMP and ICMPv6 header before the quoted packet: type, code, checksum and
+/// four bytes (unused, MTU or pointer).
+const ICMP_HLEN: usize = 8;
 /// IPv6 neighbour discovery: router solicitation .. redirect (RFC 4861).
 const ND_FIRST: u8 = 133;
 const ND_LAST: u8 = 137;
@@ -75,10 +93,53 @@ pub(crate) struct Flow {
     pub protocol: u8,
     /// The packet is IPv6 (addresses are then not IPv4-mapped).
     pub ipv6: bool,
+    /// The TCP header's flags byte (`TCP_FLAG_*`); 0 for other protocols and for a
+    /// TCP packet without its header (a non-first fragment).
+    pub tcp_flags: u8,
+    /// An ICMP error (v4 types 3, 11, 12) or ICMPv6 error (types 1-4) of the
+    /// packet's own family: the offset of the IP header it quotes (`quoted` reads
+    /// it); 0 for any other packet (offset 0 is the Ethernet header, never a quote).
+    pub quote_at: u16,
+}
+
+impl Flow {
+    /// A flow of `protocol` with every other field zero, to be read into in place.
+    #[inline(always)]
+    fn new(protocol: u8, ipv6: bool) -> Self {
+        Flow {
+            saddr: [0; 16],
+            daddr: [0; 16],
+            sport_be: 0,
+            dport_be: 0,
+            protocol,
+            ipv6,
+            tcp_flags: 0,
+            quote_at: 0,
+        }
+    }
+
     /// A TCP SYN without ACK: it opens a connection, so it is decided afresh even
     /// when its tuple is tracked (a reused source port must not inherit the verdict
     /// of an older connection made under another policy).
-    pub opens: bool,
+    #[inline(always)]
+    pub(crate) fn opens(&self) -> bool {
+        self.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
+    }
+}
+
+/// The tuple of the packet an ICMP or ICMPv6 error quotes, read exactly as that
+/// packet's own `Flow` was (same address form, ports, echo identifier, ports 0 for a
+/// non-first fragment), so it names the conntrack entry that packet belongs to. Its
+/// family is the error's (`Flow::ipv6`).
+#[derive(Default)]
+pub(crate) struct Quoted {
+    /// Source address of the quoted packet (the error's receiver, usually).
+    pub saddr: [u8; 16],
+    /// Destination address of the quoted packet.
+    pub daddr: [u8; 16],
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub protocol: u8,
 }
 
 #[inline(always)]
@@ -86,12 +147,32 @@ fn load<T>(ctx: &TcContext, offset: usize) -> Result<T, u32> {
     ctx.load::<T>(offset).map_err(|_| STAT_DROP_MALFORMED)
 }
 
-/// An IPv4 address (packet order) as IPv4-mapped IPv6 bytes.
+/// Reads `dst.len()` bytes at `offset` straight into `dst` (see the module comment).
 #[inline(always)]
-pub(crate) fn mapped(b: [u8; 4]) -> [u8; 16] {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3],
-    ]
+fn load_into(ctx: &TcContext, offset: usize, dst: &mut [u8]) -> Result<(), u32> {
+    // SAFETY: the helper writes at most `dst.len()` bytes at `dst`, and reports a
+    // read past the end of the packet as an error.
+    let ret = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const c_void,
+            offset as u32,
+            dst.as_mut_ptr() as *mut c_void,
+            dst.len() as u32,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(STAT_DROP_MALFORMED)
+    }
+}
+
+/// Reads the IPv4 address at `offset` into `dst` as `::ffff:a.b.c.d`, in place.
+#[inline(always)]
+fn load_mapped(ctx: &TcContext, offset: usize, dst: &mut [u8; 16]) -> Result<(), u32> {
+    let (prefix, v4) = dst.split_at_mut(12);
+    prefix.copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+    load_into(ctx, offset, v4)
 }
 
 /// An IPv6 address in the IPv4-mapped range `::ffff:0:0/96`.
@@ -144,17 +225,95 @@ pub(crate) fn packet(ctx: &TcContext, l3: L3) -> Result<Packet, u32> {
 }
 
 /// TCP flag bits in the 14th byte of the TCP header.
-const TCP_FLAG_SYN: u8 = 0x02;
-const TCP_FLAG_ACK: u8 = 0x10;
+pub(crate) const TCP_FLAG_FIN: u8 = 0x01;
+pub(crate) const TCP_FLAG_SYN: u8 = 0x02;
+pub(crate) const TCP_FLAG_RST: u8 = 0x04;
+pub(crate) const TCP_FLAG_ACK: u8 = 0x10;
 
-/// Whether the TCP header at `l4` is a SYN without ACK (a connection opening).
+/// Reads the upper-layer header at `l4` into `flow` (whose protocol and family are
+/// set): its ports (`ports`), the TCP flags, and for an ICMP error of the packet's
+/// own family where the quoted packet starts (`Flow::quote_at`).
 #[inline(always)]
-fn tcp_opens(ctx: &TcContext, protocol: u8, l4: usize) -> Result<bool, u32> {
-    if protocol != IPPROTO_TCP {
-        return Ok(false);
+fn upper(ctx: &TcContext, l4: usize, flow: &mut Flow) -> Result<(), u32> {
+    let protocol = flow.protocol;
+    (flow.sport_be, flow.dport_be) = ports(ctx, protocol, l4)?;
+    if protocol == IPPROTO_TCP {
+        flow.tcp_flags = load::<u8>(ctx, l4 + 13)?;
     }
-    let flags = load::<u8>(ctx, l4 + 13)?;
-    Ok(flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN)
+    let error = if protocol == IPPROTO_ICMP && !flow.ipv6 {
+        let icmp_type = load::<u8>(ctx, l4)?;
+        icmp_type == ICMP_DEST_UNREACH
+            || icmp_type == ICMP_TIME_EXCEEDED
+            || icmp_type == ICMP_PARAMETER_PROBLEM
+    } else if protocol == IPPROTO_ICMPV6 && flow.ipv6 {
+        let icmp_type = load::<u8>(ctx, l4)?;
+        (ICMPV6_ERROR_FIRST..=ICMPV6_ERROR_LAST).contains(&icmp_type)
+    } else {
+        false
+    };
+    if error {
+        // Fits: at most 14 + 60 + 8 (IPv4) or 14 + 40 + 4 * 2048 + 8 (IPv6).
+        flow.quote_at = (l4 + ICMP_HLEN) as u16;
+    }
+    Ok(())
+}
+
+/// Reads the tuple of the packet `flow` (an ICMP or ICMPv6 error, `Flow::quote_at`
+/// not 0) quotes into `quoted`; false when the quote is cut short, of another
+/// family, or (IPv6) starts with an extension header: such an error is decided like
+/// any ICMP packet. `quoted` is filled in place, so its addresses stay in memory.
+#[inline(always)]
+pub(crate) fn quoted(ctx: &TcContext, flow: &Flow, quoted: &mut Quoted) -> bool {
+    let at = usize::from(flow.quote_at);
+    if flow.ipv6 {
+        quoted_ipv6(ctx, at, quoted).is_ok()
+    } else {
+        quoted_ipv4(ctx, at, quoted).is_ok()
+    }
+}
+
+/// The IPv4 packet an ICMP error quotes at `at`: its header (with its IHL) and the
+/// first bytes of its upper-layer header, read like `ipv4` reads a packet. `Err`
+/// when it is cut short or is not IPv4.
+#[inline(always)]
+fn quoted_ipv4(ctx: &TcContext, at: usize, quoted: &mut Quoted) -> Result<(), u32> {
+    let version_ihl = load::<u8>(ctx, at)?;
+    let header_len = usize::from(version_ihl & 0x0F) * 4;
+    if version_ihl >> 4 != 4 || header_len < 20 {
+        return Err(STAT_DROP_MALFORMED);
+    }
+    let fragment_offset = u16::from_be(load::<u16>(ctx, at + 6)?) & 0x1FFF;
+    quoted.protocol = load::<u8>(ctx, at + 9)?;
+    load_mapped(ctx, at + 12, &mut quoted.saddr)?;
+    load_mapped(ctx, at + 16, &mut quoted.daddr)?;
+    (quoted.sport_be, quoted.dport_be) = if fragment_offset != 0 {
+        (0, 0)
+    } else {
+        ports(ctx, quoted.protocol, at + header_len)?
+    };
+    Ok(())
+}
+
+/// The IPv6 packet an ICMPv6 error quotes at `at`: the fixed header and the first
+/// bytes of the upper-layer header right after it. Extension headers are not walked:
+/// a quote whose next header is one is `Err` (not matched), and so are IPv4-mapped
+/// addresses (they would name an IPv4 flow's key) and a quote cut short.
+#[inline(always)]
+fn quoted_ipv6(ctx: &TcContext, at: usize, quoted: &mut Quoted) -> Result<(), u32> {
+    if load::<u8>(ctx, at)? >> 4 != 6 {
+        return Err(STAT_DROP_MALFORMED);
+    }
+    quoted.protocol = load::<u8>(ctx, at + 6)?;
+    load_into(ctx, at + 8, &mut quoted.saddr)?;
+    load_into(ctx, at + 24, &mut quoted.daddr)?;
+    if is_extension_header(quoted.protocol)
+        || is_ipv4_mapped(&quoted.saddr)
+        || is_ipv4_mapped(&quoted.daddr)
+    {
+        return Err(STAT_DROP_MALFORMED);
+    }
+    (quoted.sport_be, quoted.dport_be) = ports(ctx, quoted.protocol, at + IPV6_HLEN)?;
+    Ok(())
 }
 
 /// Reads the ports of the upper-layer header at `l4`: TCP, UDP and SCTP carry them
@@ -195,24 +354,13 @@ fn ipv4(ctx: &TcContext) -> Result<Flow, u32> {
     }
     let fragment_offset = u16::from_be(load::<u16>(ctx, ETH_HLEN + 6)?) & 0x1FFF;
     let protocol = load::<u8>(ctx, ETH_HLEN + 9)?;
-    let saddr = mapped(load::<[u8; 4]>(ctx, ETH_HLEN + 12)?);
-    let daddr = mapped(load::<[u8; 4]>(ctx, ETH_HLEN + 16)?);
-    let (sport_be, dport_be, opens) = if fragment_offset != 0 {
-        (0, 0, false)
-    } else {
-        let l4 = ETH_HLEN + header_len;
-        let (sport_be, dport_be) = ports(ctx, protocol, l4)?;
-        (sport_be, dport_be, tcp_opens(ctx, protocol, l4)?)
-    };
-    Ok(Flow {
-        saddr,
-        daddr,
-        sport_be,
-        dport_be,
-        protocol,
-        ipv6: false,
-        opens,
-    })
+    let mut flow = Flow::new(protocol, false);
+    load_mapped(ctx, ETH_HLEN + 12, &mut flow.saddr)?;
+    load_mapped(ctx, ETH_HLEN + 16, &mut flow.daddr)?;
+    if fragment_offset == 0 {
+        upper(ctx, ETH_HLEN + header_len, &mut flow)?;
+    }
+    Ok(flow)
 }
 
 /// Reads an IPv6 packet: the fixed header, then at most `MAX_EXTENSION_HEADERS`
@@ -226,24 +374,24 @@ fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
     if load::<u8>(ctx, ETH_HLEN)? >> 4 != 6 {
         return Err(STAT_DROP_MALFORMED);
     }
-    let mut protocol = load::<u8>(ctx, ETH_HLEN + 6)?;
+    let mut flow = Flow::new(load::<u8>(ctx, ETH_HLEN + 6)?, true);
     let hop_limit = load::<u8>(ctx, ETH_HLEN + 7)?;
-    let saddr = load::<[u8; 16]>(ctx, ETH_HLEN + 8)?;
-    let daddr = load::<[u8; 16]>(ctx, ETH_HLEN + 24)?;
-    if is_ipv4_mapped(&saddr) || is_ipv4_mapped(&daddr) {
+    load_into(ctx, ETH_HLEN + 8, &mut flow.saddr)?;
+    load_into(ctx, ETH_HLEN + 24, &mut flow.daddr)?;
+    if is_ipv4_mapped(&flow.saddr) || is_ipv4_mapped(&flow.daddr) {
         return Err(STAT_DROP_MALFORMED);
     }
     let mut l4 = ETH_HLEN + IPV6_HLEN;
     let mut has_l4 = true;
     for _ in 0..MAX_EXTENSION_HEADERS {
-        match protocol {
+        match flow.protocol {
             NEXTHDR_HOP_BY_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST_OPTIONS => {
-                protocol = load::<u8>(ctx, l4)?;
+                flow.protocol = load::<u8>(ctx, l4)?;
                 // Hdr Ext Len: 8-octet units, not counting the first 8 octets.
                 l4 += (usize::from(load::<u8>(ctx, l4 + 1)?) + 1) * 8;
             }
             NEXTHDR_FRAGMENT => {
-                protocol = load::<u8>(ctx, l4)?;
+                flow.protocol = load::<u8>(ctx, l4)?;
                 let offset = u16::from_be(load::<u16>(ctx, l4 + 2)?) & 0xFFF8;
                 l4 += 8;
                 if offset != 0 {
@@ -254,35 +402,19 @@ fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
             _ => break,
         }
     }
-    if !has_l4 || is_extension_header(protocol) {
-        return Ok(Packet::Flow(Flow {
-            saddr,
-            daddr,
-            sport_be: 0,
-            dport_be: 0,
-            protocol,
-            ipv6: true,
-            opens: false,
-        }));
+    if !has_l4 || is_extension_header(flow.protocol) {
+        return Ok(Packet::Flow(flow));
     }
-    if protocol == IPPROTO_ICMPV6 {
+    if flow.protocol == IPPROTO_ICMPV6 {
         let icmp_type = load::<u8>(ctx, l4)?;
         if (ND_FIRST..=ND_LAST).contains(&icmp_type)
-            && neighbour_discovery(hop_limit, &saddr, &daddr)
+            && neighbour_discovery(hop_limit, &flow.saddr, &flow.daddr)
         {
-            return Ok(Packet::NeighbourDiscovery { saddr });
+            return Ok(Packet::NeighbourDiscovery { saddr: flow.saddr });
         }
     }
-    let (sport_be, dport_be) = ports(ctx, protocol, l4)?;
-    Ok(Packet::Flow(Flow {
-        saddr,
-        daddr,
-        sport_be,
-        dport_be,
-        protocol,
-        ipv6: true,
-        opens: tcp_opens(ctx, protocol, l4)?,
-    }))
+    upper(ctx, l4, &mut flow)?;
+    Ok(Packet::Flow(flow))
 }
 
 /// One of the extension headers the walk steps over (left over after the bound).

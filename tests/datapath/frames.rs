@@ -177,3 +177,28 @@ pub fn icmpv6(icmp_type: u8, id: u16) -> Vec<u8> {
     h.extend_from_slice(&[0; 16]);
     h
 }
+
+/// TCP flag bits (the 14th byte of the header).
+pub const FIN: u8 = 0x01;
+/// SYN.
+pub const SYN: u8 = 0x02;
+/// RST.
+pub const RST: u8 = 0x04;
+/// ACK.
+pub const ACK: u8 = 0x10;
+
+/// A TCP header with exactly `flags` set (`FIN`, `SYN`, `RST`, `ACK`).
+pub fn tcp_flags(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut h = tcp(sport, dport);
+    h[13] = flags;
+    h
+}
+
+/// An ICMP or ICMPv6 error of `icmp_type` and `code` quoting `original`, a frame
+/// from these builders: its IP packet (without the Ethernet header) follows the
+/// 8-byte ICMP header, as routers quote it. Send it as `ICMP` or `ICMPV6`.
+pub fn icmp_error(icmp_type: u8, code: u8, original: &[u8]) -> Vec<u8> {
+    let mut h = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
+    h.extend_from_slice(original.get(14..).unwrap_or_default());
+    h
+}

@@ -15,7 +15,9 @@ use std::{
 };
 
 use policy_agent::{
-    dataplane::{self, Datapath, Hook, InterfaceIndex, Stats, TestRunOutcome, TrackedFlow},
+    dataplane::{
+        self, Datapath, Hook, InterfaceIndex, LoadOptions, Stats, TestRunOutcome, TrackedFlow,
+    },
     lab::netns,
     model::ObjectRef,
     policy::tables::DatapathTables,
@@ -75,6 +77,11 @@ fn or_panic<T, E: std::fmt::Display>(what: &str) -> impl FnOnce(Result<T, E>) ->
 impl Net {
     /// Builds the network for `pods` given as `(namespace/name, IPv4, IPv6)`.
     pub fn up(pods: &[(&str, &str, &str)]) -> Net {
+        Net::up_with(pods, &LoadOptions::default())
+    }
+
+    /// `up` with the datapath loaded with `options` (conntrack timeouts, capacity).
+    pub fn up_with(pods: &[(&str, &str, &str)], options: &LoadOptions) -> Net {
         let run = format!(
             "{}{}xd{}",
             netns::LAB_PREFIX,
@@ -139,7 +146,7 @@ impl Net {
         }
 
         let object = or_panic("eBPF object")(dataplane::object::find());
-        let mut datapath = or_panic("load")(Datapath::load(&object));
+        let mut datapath = or_panic("load")(Datapath::load_with(&object, options));
         let interfaces = or_panic("attach")(or_panic("enter node")(netns::in_netns(&node, || {
             pods.iter()
                 .map(|p| Ok((p.key.clone(), datapath.attach(&p.host)?)))

@@ -756,7 +756,7 @@ fn is_verdict(name: &str) -> bool {
 }
 
 /// How the verdict counters moved between `before` and `after`.
-fn verdicts_moved(before: &Stats, after: &Stats) -> Vec<(&'static str, u64)> {
+pub(super) fn verdicts_moved(before: &Stats, after: &Stats) -> Vec<(&'static str, u64)> {
     moved(before, after)
         .into_iter()
         .filter(|(name, _)| is_verdict(name))

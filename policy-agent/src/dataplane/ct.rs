@@ -1,7 +1,8 @@
 //! Reads `CONNTRACK`: the flows the classifiers allowed (or deferred), in host
-//! types, for tests and diagnostics. The agent never writes it.
+//! types, for tests and diagnostics. The agent never writes it; only tests age
+//! entries (`Datapath::age_conntrack`), to see expiry without waiting for it.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use policy_common::{
     counters::NO_COUNTER,
@@ -32,6 +33,10 @@ pub struct TrackedFlow {
     pub audit: bool,
     /// `policy_common::ct::CT_STATE_*`.
     pub state: u8,
+    /// When the flow's latest packet passed: CLOCK_MONOTONIC in nanoseconds, at
+    /// tick resolution (`bpf_ktime_get_coarse_ns`); with `state` it decides when the
+    /// flow expires.
+    pub last_seen_ns: u64,
     /// An egress flow to a Service whose verdict was deferred past DNAT.
     pub deferred: bool,
 }
@@ -50,6 +55,7 @@ fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
         counter_slot: (value.counter_slot != NO_COUNTER).then_some(value.counter_slot),
         audit: value.flags & CT_FLAG_AUDIT != 0,
         state: value.state,
+        last_seen_ns: value.last_seen_ns,
         deferred: value.flags & CT_FLAG_DEFERRED != 0,
     }
 }
@@ -64,5 +70,34 @@ impl Datapath {
             .filter_map(Result::ok)
             .map(|(key, value)| tracked_flow(key, value))
             .collect())
+    }
+
+    /// Makes every tracked flow `select` picks look idle `by` longer: its
+    /// `last_seen_ns` moves back by `by` (stopping at 0, so a `by` longer than the
+    /// machine's uptime ages less). For tests of expiry, which cannot wait out the
+    /// timeouts. Returns how many flows it aged. Each rewrite is an insert into an LRU
+    /// map, which in a full table may evict another entry.
+    pub fn age_conntrack(
+        &mut self,
+        by: Duration,
+        select: impl Fn(&TrackedFlow) -> bool,
+    ) -> Result<usize, DataplaneError> {
+        let by_ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let mut map = self.hash_map::<CtKey, CtValue>(CONNTRACK_MAP)?;
+        let picked: Vec<(CtKey, CtValue)> = map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|&(key, value)| select(&tracked_flow(key, value)))
+            .collect();
+        for &(key, mut value) in &picked {
+            value.last_seen_ns = value.last_seen_ns.saturating_sub(by_ns);
+            map.insert(key, value, 0)
+                .map_err(|source| DataplaneError::MapOp {
+                    map: CONNTRACK_MAP,
+                    operation: "age an entry",
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(picked.len())
     }
 }
