@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::{parse_port_protocol, Output};
 use crate::{
     lab::{
-        netns,
+        flowlog, netns,
         probe::{Family, ProbeRoute},
         report, Lab,
     },
@@ -99,9 +99,10 @@ pub enum LabCommand {
     },
     /// Run conformance case files (the upstream e2e suite as data) in one lab.
     Conformance(super::conformance::ConformanceArgs),
-    /// Remove what a crashed lab run left behind (namespaces of dead processes).
+    /// Remove what a crashed lab run left behind (namespaces, pinned event ring
+    /// buffers and flow names of dead processes).
     Down {
-        /// Also remove namespaces of labs that are still running.
+        /// Also remove what labs that are still running made.
         #[arg(long)]
         all: bool,
     },
@@ -130,11 +131,15 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
         LabCommand::Conformance(args) => super::conformance::run(&args),
         LabCommand::Down { all } => {
             let removed = netns::sweep(all)?;
-            if removed.is_empty() {
+            let published = flowlog::sweep(all)?;
+            if removed.is_empty() && published.is_empty() {
                 println!("nothing to remove");
             }
             for name in removed {
                 println!("removed network namespace {name}");
+            }
+            for name in published {
+                println!("removed the flow log pin and names of {name}");
             }
             Ok(())
         }
@@ -177,9 +182,11 @@ fn describe(route: ProbeRoute) -> &'static str {
     }
 }
 
-/// On Ctrl-C (or SIGTERM), delete this process's lab namespaces and exit 130.
+/// On Ctrl-C (or SIGTERM), delete this process's lab namespaces and published
+/// flow logs, and exit 130.
 pub(super) fn install_interrupt_cleanup() -> anyhow::Result<()> {
     ctrlc::set_handler(|| {
+        let _ = flowlog::delete_own();
         let _ = netns::delete_own();
         eprintln!("interrupted: lab removed");
         std::process::exit(130);
