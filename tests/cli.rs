@@ -582,3 +582,126 @@ spec:
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Three pods serving 80/TCP in `x`, and a default-deny for both directions whose
+/// metadata carries `annotations` (YAML flow).
+fn default_deny_manifest(annotations: &str) -> String {
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: x}}\n\
+             spec: {{containers: [{{name: c, image: i, ports: [{{containerPort: 80}}]}}]}}\n---\n"
+        )
+    };
+    format!(
+        "{}{}{}apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {{name: deny-all, namespace: x, annotations: {annotations}}}\n\
+         spec: {{podSelector: {{}}, policyTypes: [Ingress, Egress]}}\n",
+        pod("a"),
+        pod("b"),
+        pod("c")
+    )
+}
+
+/// `simulate -o json` on a directory holding `manifest`, plus `extra` arguments:
+/// every probe's (allowed, would_drop).
+fn simulate_probes(name: &str, manifest: &str, extra: &[&str]) -> Vec<(bool, bool)> {
+    let dir = temp_dir(name);
+    std::fs::write(dir.join("cluster.yaml"), manifest).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.to_string_lossy().into_owned();
+    let stdout = agent_ok(&[&["simulate", "-f", &path, "-o", "json"][..], extra].concat());
+    let _ = std::fs::remove_dir_all(dir);
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let probes = json["probes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        probes.len(),
+        6,
+        "3 pods, each probed by 2 on 80/TCP: {stdout}"
+    );
+    probes
+        .iter()
+        .map(|p| (p["allowed"] == true, p["would_drop"] == true))
+        .collect()
+}
+
+#[test]
+fn simulate_shows_every_pair_reachable_and_would_drop_under_an_audited_default_deny() {
+    let audited = default_deny_manifest("{podwall.io/mode: audit}");
+    let probes = simulate_probes("audit-json", &audited, &[]);
+    assert!(probes.iter().all(|p| *p == (true, true)), "{probes:?}");
+    // The same policy enforced drops exactly those, and is no would-drop.
+    let enforced = default_deny_manifest("{podwall.io/mode: enforce}");
+    let probes = simulate_probes("enforce-json", &enforced, &[]);
+    assert!(probes.iter().all(|p| *p == (false, false)), "{probes:?}");
+    // The agent-wide --audit audits the enforced policy.
+    let probes = simulate_probes("agent-audit-json", &enforced, &["--audit"]);
+    assert!(probes.iter().all(|p| *p == (true, true)), "{probes:?}");
+    // An unknown mode enforces (fail closed).
+    let typo = default_deny_manifest("{podwall.io/mode: Audit}");
+    let probes = simulate_probes("typo-json", &typo, &[]);
+    assert!(probes.iter().all(|p| *p == (false, false)), "{probes:?}");
+}
+
+#[test]
+fn simulate_marks_would_drops_in_the_matrix_and_warns_of_an_unknown_mode() {
+    let dir = temp_dir("audit-matrix");
+    let audited = default_deny_manifest("{podwall.io/mode: audit}");
+    std::fs::write(dir.join("cluster.yaml"), &audited).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.to_string_lossy().into_owned();
+    let stdout = agent_ok(&["simulate", "-f", &path]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    for pod in ["x/a", "x/b", "x/c"] {
+        let row = lines
+            .iter()
+            .find(|line| line.starts_with(pod))
+            .unwrap_or_else(|| panic!("no row {pod}: {stdout}"));
+        assert_eq!(row.matches("80 ⚠").count(), 2, "{stdout}");
+    }
+    assert!(!stdout.contains('✗') && !stdout.contains('✓'), "{stdout}");
+    assert_eq!(
+        lines.last().copied(),
+        Some("6 probes: 6 allowed (6 of them ⚠ would-drop: audit mode), 0 denied"),
+        "{stdout}"
+    );
+    let typo = default_deny_manifest("{podwall.io/mode: dry-run}");
+    std::fs::write(dir.join("cluster.yaml"), &typo).unwrap_or_else(|e| panic!("{e}"));
+    let out = agent(&["simulate", "-f", &path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("NetworkPolicy x/deny-all") && stderr.contains("\"dry-run\""),
+        "the warning names the policy and the value: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn explain_names_the_audit_mode_policies_of_a_would_drop() {
+    let dir = temp_dir("audit-explain");
+    let audited = default_deny_manifest("{podwall.io/mode: audit}");
+    std::fs::write(dir.join("cluster.yaml"), &audited).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.to_string_lossy().into_owned();
+    let args = [
+        "explain", "-f", &path, "--from", "x/a", "--to", "x/b", "--port", "80",
+    ];
+    let stdout = agent_ok(&args);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains(": would-drop"), "{stdout}");
+    assert!(
+        lines[1].starts_with("egress from x/a: would-drop") && lines[1].contains("audit mode"),
+        "{stdout}"
+    );
+    assert_eq!(lines[2], "  x/deny-all", "{stdout}");
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("ingress to x/b: would-drop")));
+    let json = agent_ok(&[&args[..], &["-o", "json"][..]].concat());
+    let json: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(json["allowed"], true, "{json}");
+    assert_eq!(json["would_drop"], true, "{json}");
+    assert_eq!(json["egress"]["mode"], "audit", "{json}");
+    assert_eq!(json["ingress"]["would_drop"], true, "{json}");
+    assert_eq!(json["ingress"]["policies"][0]["policy"], "x/deny-all");
+    let _ = std::fs::remove_dir_all(dir);
+}

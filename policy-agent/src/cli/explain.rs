@@ -1,5 +1,7 @@
 //! `policy-agent explain`: the verdict for one connection and the policies and
-//! rules that decided it, from the reference evaluator.
+//! rules that decided it, from the reference evaluator. A would-drop (the
+//! connection passes only because the policies that would drop it are in audit
+//! mode) is its own verdict, naming those policies.
 
 use std::{fmt::Write as _, net::IpAddr, path::PathBuf};
 
@@ -9,7 +11,7 @@ use serde::Serialize;
 
 use super::{lab::FamilyArg, parse_port_protocol, simulate::with_lab_addresses, Output};
 use crate::{
-    model::{ClusterState, ObjectRef, Protocol},
+    model::{ClusterState, ObjectRef, PolicyMode, Protocol},
     policy::{
         evaluator::{
             explain, Endpoint, Explanation, PolicyExplanation, Query, RuleMatch, SideExplanation,
@@ -43,6 +45,9 @@ pub struct ExplainArgs {
     /// A few lines for people, or JSON for machines.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Judge as an agent run with --audit would: every policy in audit mode.
+    #[arg(long)]
+    audit: bool,
 }
 
 /// Parses `namespace/pod` or an IP address.
@@ -70,7 +75,10 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
 
 /// Runs `explain`.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
-    let state = load_manifests(&args.path)?;
+    let mut state = load_manifests(&args.path)?;
+    if args.audit {
+        state = state.with_every_policy_in_audit();
+    }
     let (state, _) = with_lab_addresses(state)?;
     for endpoint in [&args.from, &args.to] {
         if let Endpoint::Pod(key) = endpoint {
@@ -126,6 +134,15 @@ fn failed_halves(rule: &RuleMatch) -> &'static str {
     }
 }
 
+/// The verdict in one phrase: `allowed`, `denied`, or a would-drop.
+fn verdict_phrase(allowed: bool, would_drop: bool) -> &'static str {
+    match (allowed, would_drop) {
+        (_, true) => "would-drop (allowed: the policies that would drop it are in audit mode)",
+        (true, false) => "allowed",
+        (false, false) => "denied",
+    }
+}
+
 /// The human output: the verdict, then one paragraph per side.
 fn text(state: &ClusterState, query: &Query, judged: &Query, explanation: &Explanation) -> String {
     let verdict = explanation.verdict();
@@ -135,7 +152,7 @@ fn text(state: &ClusterState, query: &Query, judged: &Query, explanation: &Expla
         describe(state, &query.dst, &judged.dst),
         query.port,
         query.protocol,
-        if verdict.allowed { "allowed" } else { "denied" }
+        verdict_phrase(verdict.allowed, verdict.would_drop)
     );
     let sides = [
         ("egress from", "egress", &query.src, &explanation.egress),
@@ -156,21 +173,57 @@ fn text(state: &ClusterState, query: &Query, judged: &Query, explanation: &Expla
             SideExplanation::NotIsolated => {
                 let _ = writeln!(out, "allowed: no policy selects it for {list}");
             }
-            SideExplanation::Isolated(policies) => match side.verdict() {
-                SideVerdict::Allowed { policy, rule_index } => {
-                    let rule = rule_path(list, rule_index);
-                    let _ = writeln!(out, "allowed by {policy} {rule} (peer and port match)");
-                }
-                _ => {
-                    out.push_str("denied: isolated by these policies, no rule matches\n");
-                    for explained in policies {
-                        denied_policy(&mut out, list, explained);
+            SideExplanation::Isolated {
+                mode,
+                policies,
+                ignored_audit,
+            } => {
+                match side.verdict() {
+                    SideVerdict::Allowed { policy, rule_index } => {
+                        let rule = rule_path(list, rule_index);
+                        let audit = match mode {
+                            PolicyMode::Audit => "; the policy is in audit mode",
+                            PolicyMode::Enforce => "",
+                        };
+                        let _ = writeln!(
+                            out,
+                            "allowed by {policy} {rule} (peer and port match{audit})"
+                        );
+                    }
+                    SideVerdict::WouldDrop { .. } => {
+                        out.push_str(
+                            "would-drop: isolated only by these policies, which are in audit \
+                             mode; no rule matches, so it passes and is reported\n",
+                        );
+                        for explained in policies {
+                            denied_policy(&mut out, list, explained);
+                        }
+                    }
+                    _ => {
+                        out.push_str("denied: isolated by these policies, no rule matches\n");
+                        for explained in policies {
+                            denied_policy(&mut out, list, explained);
+                        }
                     }
                 }
-            },
+                ignored(&mut out, list, ignored_audit);
+            }
         }
     }
     out
+}
+
+/// The line naming the audit-mode policies a side ignores, if there are any.
+fn ignored(out: &mut String, list: &str, ignored_audit: &[ObjectRef]) {
+    if ignored_audit.is_empty() {
+        return;
+    }
+    let names: Vec<String> = ignored_audit.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        out,
+        "  ignored (audit mode; enforce-mode policies decide {list}): {}",
+        names.join(", ")
+    );
 }
 
 /// The lines for one isolating policy of a denied side: each rule and what failed.
@@ -192,19 +245,28 @@ struct QueryJson {
     to: String,
     port: u16,
     protocol: Protocol,
+    /// The connection passes (a would-drop does).
     allowed: bool,
+    /// It passes only because a side's deciding policies are in audit mode.
+    would_drop: bool,
     egress: SideJson,
     ingress: SideJson,
 }
 
 /// One side in JSON: `status` is `not_a_pod`, `host_network`, `not_isolated` or
-/// `isolated`; `allowed_by` the deciding rule of an isolated side that allows.
+/// `isolated`; `allowed_by` the deciding rule of an isolated side that allows;
+/// `mode` (`enforce` or `audit`) the mode of `policies`, the deciding ones, for
+/// an isolated side; `ignored_audit` the audit-mode policies ignored beside
+/// enforce-mode ones.
 #[derive(Serialize)]
 struct SideJson {
     allowed: bool,
+    would_drop: bool,
     status: &'static str,
+    mode: Option<PolicyMode>,
     allowed_by: Option<RuleRefJson>,
     policies: Vec<PolicyJson>,
+    ignored_audit: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -229,15 +291,27 @@ struct RuleJson {
 fn json(query: &Query, explanation: &Explanation) -> QueryJson {
     let side = |list: &str, side: &SideExplanation| {
         let verdict = side.verdict();
-        let (status, policies) = match side {
-            SideExplanation::NotAPod => ("not_a_pod", &[][..]),
-            SideExplanation::HostNetwork => ("host_network", &[][..]),
-            SideExplanation::NotIsolated => ("not_isolated", &[][..]),
-            SideExplanation::Isolated(policies) => ("isolated", policies.as_slice()),
+        let (status, mode, policies, ignored_audit) = match side {
+            SideExplanation::NotAPod => ("not_a_pod", None, &[][..], &[][..]),
+            SideExplanation::HostNetwork => ("host_network", None, &[][..], &[][..]),
+            SideExplanation::NotIsolated => ("not_isolated", None, &[][..], &[][..]),
+            SideExplanation::Isolated {
+                mode,
+                policies,
+                ignored_audit,
+            } => (
+                "isolated",
+                Some(*mode),
+                policies.as_slice(),
+                ignored_audit.as_slice(),
+            ),
         };
         SideJson {
             allowed: verdict.allows(),
+            would_drop: verdict.would_drop(),
             status,
+            mode,
+            ignored_audit: ignored_audit.iter().map(ToString::to_string).collect(),
             allowed_by: match verdict {
                 SideVerdict::Allowed { policy, rule_index } => Some(RuleRefJson {
                     policy: policy.to_string(),
@@ -268,6 +342,7 @@ fn json(query: &Query, explanation: &Explanation) -> QueryJson {
         port: query.port,
         protocol: query.protocol,
         allowed: explanation.verdict().allowed,
+        would_drop: explanation.verdict().would_drop,
         egress: side("egress", &explanation.egress),
         ingress: side("ingress", &explanation.ingress),
     }

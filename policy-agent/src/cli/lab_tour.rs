@@ -137,6 +137,7 @@ mod tests {
             port: 80,
             protocol: Protocol::Tcp,
             allowed,
+            would_drop: false,
         }
     }
 

@@ -1,5 +1,7 @@
 //! `policy-agent simulate`: the matrix and JSON of `lab run`, judged by the
 //! reference evaluator instead of real packets: no kernel, no root, no namespaces.
+//! A probe that passes only because of audit mode is marked as a would-drop (⚠ in
+//! the matrix, `"would_drop":true` in JSON).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -15,7 +17,7 @@ use crate::{
     lab::{addresses, report, report::ProbeResult},
     model::{ClusterState, ObjectRef, Protocol},
     policy::{
-        evaluator::{evaluate, Endpoint},
+        evaluator::{evaluate, Endpoint, Verdict},
         probes::{self, Probe},
     },
     source::manifest::load_manifests,
@@ -44,11 +46,18 @@ pub struct SimulateArgs {
     /// Table or JSON (the shape `lab run --output json` prints).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Judge as an agent run with --audit would: every policy in audit mode, so
+    /// nothing is dropped and what enforcing would drop shows as would-drop.
+    #[arg(long)]
+    audit: bool,
 }
 
 /// Runs `simulate`.
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
-    let state = load_manifests(&args.path)?;
+    let mut state = load_manifests(&args.path)?;
+    if args.audit {
+        state = state.with_every_policy_in_audit();
+    }
     let (state, pods) = with_lab_addresses(state)?;
     for peer in &args.peers {
         if let Some(pod) = Endpoint::Address(*peer).pod(&state) {
@@ -72,13 +81,13 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     // A lab probe leaves from and arrives at one address of each pod: judge that
     // address, so ipBlocks see what the kernel sees.
     let family = args.family.family();
-    let verdicts: Vec<(&Probe, bool)> = plan
+    let verdicts: Vec<(&Probe, Verdict)> = plan
         .iter()
         .map(|probe| {
             let mut query = probe.query();
             query.src = probes::at_address(&state, &query.src, family);
             query.dst = probes::at_address(&state, &query.dst, family);
-            (probe, evaluate(&state, &query).allowed)
+            (probe, evaluate(&state, &query))
         })
         .collect();
     match args.output {
@@ -108,15 +117,16 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
 }
 
 /// Probe results in the lab's shape, each end named by `name`.
-fn results(verdicts: &[(&Probe, bool)], name: impl Fn(&Endpoint) -> String) -> Vec<ProbeResult> {
+fn results(verdicts: &[(&Probe, Verdict)], name: impl Fn(&Endpoint) -> String) -> Vec<ProbeResult> {
     verdicts
         .iter()
-        .map(|(probe, allowed)| ProbeResult {
+        .map(|(probe, verdict)| ProbeResult {
             from: name(&probe.from),
             to: name(&probe.to),
             port: probe.port,
             protocol: probe.protocol,
-            allowed: *allowed,
+            allowed: verdict.allowed,
+            would_drop: verdict.would_drop,
         })
         .collect()
 }

@@ -1,5 +1,7 @@
 //! Probe results as a reachability matrix for people and as JSON for machines.
-//! The JSON shape is a contract: `{"probes":[{"from","to","port","protocol","allowed"}]}`.
+//! The JSON shape is a contract: `{"probes":[{"from","to","port","protocol","allowed"}]}`,
+//! plus `"would_drop":true` on a probe that passed only because the policies that
+//! would drop it are in audit mode (absent otherwise).
 
 use std::collections::BTreeMap;
 
@@ -21,6 +23,10 @@ pub struct ProbeResult {
     pub protocol: Protocol,
     /// Whether it reached the destination.
     pub allowed: bool,
+    /// It reached the destination only because the policies that would drop it
+    /// are in audit mode (a would-drop); implies `allowed`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub would_drop: bool,
 }
 
 impl ProbeResult {
@@ -32,6 +38,7 @@ impl ProbeResult {
             port: spec.port,
             protocol: spec.protocol,
             allowed,
+            would_drop: false,
         }
     }
 }
@@ -46,6 +53,9 @@ pub fn to_json(results: &[ProbeResult]) -> String {
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
+/// The cell mark of a would-drop: it passed, but enforcing would drop it.
+const WOULD_DROP_MARK: &str = "⚠";
+
 fn cell(results: &[&ProbeResult]) -> String {
     if results.is_empty() {
         return "-".to_string();
@@ -57,15 +67,21 @@ fn cell(results: &[&ProbeResult]) -> String {
                 Protocol::Tcp => r.port.to_string(),
                 other => format!("{}/{other}", r.port),
             };
-            format!("{port} {}", if r.allowed { "✓" } else { "✗" })
+            let mark = match (r.allowed, r.would_drop) {
+                (true, false) => "✓",
+                (true, true) => WOULD_DROP_MARK,
+                (false, _) => "✗",
+            };
+            format!("{port} {mark}")
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// A table with one row per source pod and one column per destination pod; each
-/// cell lists the probed ports with ✓ (reached) or ✗ (dropped). `·` marks a pod and
-/// itself (not probed: that traffic never leaves the pod).
+/// cell lists the probed ports with ✓ (reached), ⚠ (reached as a would-drop: audit
+/// mode) or ✗ (dropped). `·` marks a pod and itself (not probed: that traffic never
+/// leaves the pod).
 pub fn to_matrix(pods: &[ObjectRef], results: &[ProbeResult]) -> String {
     let mut by_pair: BTreeMap<(&str, &str), Vec<&ProbeResult>> = BTreeMap::new();
     for r in results {
@@ -104,8 +120,14 @@ pub fn to_matrix(pods: &[ObjectRef], results: &[ProbeResult]) -> String {
         out.push('\n');
     }
     let allowed = results.iter().filter(|r| r.allowed).count();
+    let would_drop = results.iter().filter(|r| r.allowed && r.would_drop).count();
+    let audit = if would_drop == 0 {
+        String::new()
+    } else {
+        format!(" ({would_drop} of them {WOULD_DROP_MARK} would-drop: audit mode)")
+    };
     out.push_str(&format!(
-        "{} probes: {allowed} allowed, {} denied\n",
+        "{} probes: {allowed} allowed{audit}, {} denied\n",
         results.len(),
         results.len() - allowed
     ));
@@ -123,6 +145,7 @@ mod tests {
             port,
             protocol,
             allowed,
+            would_drop: false,
         }
     }
 
@@ -151,5 +174,35 @@ mod tests {
         assert!(lines[1].starts_with("x/a") && lines[1].contains("80 ✓, 53/UDP ✗"));
         assert!(lines[2].starts_with("x/b") && lines[2].contains("80 ✗"));
         assert_eq!(lines[3], "3 probes: 1 allowed, 2 denied");
+    }
+
+    #[test]
+    fn would_drops_are_marked_in_the_matrix_and_flagged_in_json() {
+        let would_drop = ProbeResult {
+            would_drop: true,
+            ..result("x/a", "x/b", 80, Protocol::Tcp, true)
+        };
+        assert_eq!(
+            to_json(std::slice::from_ref(&would_drop)),
+            r#"{"probes":[{"from":"x/a","to":"x/b","port":80,"protocol":"TCP","allowed":true,"would_drop":true}]}"#
+        );
+        let pods = [ObjectRef::new("x", "a"), ObjectRef::new("x", "b")];
+        let text = to_matrix(
+            &pods,
+            &[would_drop, result("x/b", "x/a", 80, Protocol::Tcp, true)],
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].starts_with("x/a") && lines[1].contains("80 ⚠"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("x/b") && lines[2].contains("80 ✓"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[3],
+            "2 probes: 2 allowed (1 of them ⚠ would-drop: audit mode), 0 denied"
+        );
     }
 }

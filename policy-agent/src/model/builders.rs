@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use super::{
     ClusterState, ContainerPort, LabelSelector, Labels, Namespace, NamespaceScope, NetworkPolicy,
-    ObjectRef, Peer, Peers, Pod, PolicyPort, PolicyTypes, PortRef, Protocol, Rule,
+    ObjectRef, Peer, Peers, Pod, PolicyMode, PolicyPort, PolicyTypes, PortRef, Protocol, Rule,
     SelectorOperator, SelectorRequirement, Service, ServicePort, NAMESPACE_NAME_LABEL,
 };
 
@@ -314,6 +314,7 @@ pub fn netpol(namespace: &str, name: &str) -> NetpolBuilder {
             policy_types: PolicyTypes::default(),
             ingress: Vec::new(),
             egress: Vec::new(),
+            mode: PolicyMode::Enforce,
         },
         types: None,
     }
@@ -348,6 +349,17 @@ impl NetpolBuilder {
     /// Sets `policyTypes` explicitly (e.g. `types(false, true)` for deny-all egress).
     pub fn types(mut self, ingress: bool, egress: bool) -> Self {
         self.types = Some(PolicyTypes { ingress, egress });
+        self
+    }
+
+    /// Puts the policy in audit mode (annotation `podwall.io/mode: audit`).
+    pub fn audit(self) -> Self {
+        self.mode(PolicyMode::Audit)
+    }
+
+    /// Sets the policy's mode.
+    pub fn mode(mut self, mode: PolicyMode) -> Self {
+        self.policy.mode = mode;
         self
     }
 
@@ -477,6 +489,37 @@ mod tests {
                 egress: true
             }
         );
+    }
+
+    #[test]
+    fn netpol_enforces_unless_put_in_audit() {
+        assert_eq!(netpol("a", "p").build().mode, PolicyMode::Enforce);
+        assert_eq!(netpol("a", "p").audit().build().mode, PolicyMode::Audit);
+    }
+
+    #[test]
+    fn every_policy_in_audit_changes_the_mode_and_nothing_else() {
+        let enforced = netpol("a", "p").ingress(rule().build()).build();
+        let state = cluster()
+            .pod(pod("a", "x").ip("10.0.0.1").build())
+            .policy(enforced.clone())
+            .policy(netpol("a", "q").audit().build())
+            .build();
+        let audited = state.clone().with_every_policy_in_audit();
+        assert!(audited
+            .policies
+            .values()
+            .all(|policy| policy.mode == PolicyMode::Audit));
+        let key = ObjectRef::new("a", "p");
+        assert_eq!(
+            audited.policies[&key],
+            NetworkPolicy {
+                mode: PolicyMode::Audit,
+                ..enforced
+            }
+        );
+        assert_eq!(audited.pods, state.pods);
+        assert_eq!(audited.namespaces, state.namespaces);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::{
 };
 
 pub use policy::{
-    LabelSelector, NamespaceScope, NetworkPolicy, Peer, Peers, PolicyPort, PolicyTypes, PortRef,
-    Rule, SelectorOperator, SelectorRequirement,
+    LabelSelector, NamespaceScope, NetworkPolicy, Peer, Peers, PolicyMode, PolicyPort, PolicyTypes,
+    PortRef, Rule, SelectorOperator, SelectorRequirement,
 };
 
 /// Label key the API server sets on every namespace to its own name.
@@ -263,6 +263,17 @@ impl ClusterState {
                 .entry(name.clone())
                 .or_insert_with(|| Namespace::implicit(&name));
         }
+    }
+
+    /// This state with every NetworkPolicy in audit mode: the agent-wide audit mode
+    /// (`--audit`). A transformation of the model rather than a compiler option, so
+    /// the evaluator, the compiler and every report see the same policies; the CLI
+    /// edge applies it once, right after loading the state.
+    pub fn with_every_policy_in_audit(mut self) -> Self {
+        for policy in self.policies.values_mut() {
+            policy.mode = PolicyMode::Audit;
+        }
+        self
     }
 
     /// Labels of a namespace; a namespace nobody declared has only its name label.

@@ -3,6 +3,8 @@
 //! Empty and absent `from`/`to`/`ports` are already folded into one meaning each,
 //! and `policyTypes` is defaulted, so the policy engine reads one shape only.
 
+use std::fmt;
+
 use ipnet::IpNet;
 
 use super::{Labels, ObjectRef, Protocol};
@@ -144,6 +146,34 @@ pub struct PolicyTypes {
     pub egress: bool,
 }
 
+/// Whether a policy's drops are enforced or only reported (podwall's audit mode,
+/// annotation `podwall.io/mode`).
+///
+/// Per (pod, direction), audit-mode policies count only where no enforce-mode
+/// policy selects the pod: there they isolate it, but what they would drop passes
+/// and is reported as a would-drop. Where an enforce-mode policy selects the pod,
+/// audit-mode ones are ignored, so audit can neither widen nor narrow enforced
+/// access.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// Drops what the policy does not allow (the NetworkPolicy semantics).
+    #[default]
+    Enforce,
+    /// Lets through what the policy would drop, and reports it as a would-drop.
+    Audit,
+}
+
+impl fmt::Display for PolicyMode {
+    /// `enforce` or `audit`, as the annotation spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PolicyMode::Enforce => "enforce",
+            PolicyMode::Audit => "audit",
+        })
+    }
+}
+
 /// A NetworkPolicy (networking.k8s.io/v1), normalized.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkPolicy {
@@ -157,4 +187,6 @@ pub struct NetworkPolicy {
     pub ingress: Vec<Rule>,
     /// Egress rules (ignored unless `policy_types.egress`).
     pub egress: Vec<Rule>,
+    /// Enforced, or audited only (see `PolicyMode`).
+    pub mode: PolicyMode,
 }

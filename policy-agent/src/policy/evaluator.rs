@@ -11,6 +11,10 @@
 //! Kubernetes documentation (concepts/services-networking/network-policies and the
 //! networking.k8s.io/v1 API reference).
 //!
+//! Audit mode (`PolicyMode::Audit`) is podwall's, not the documentation's: which
+//! policies decide a side is `isolation::isolating`'s rule, and a side only
+//! audit-mode policies isolate lets through what they would drop, as a would-drop.
+//!
 //! Out of scope here: traffic from the pod's own node (allowed by the dataplane by
 //! default) and reply traffic (conntrack).
 
@@ -19,9 +23,9 @@ use std::{fmt, net::IpAddr};
 use crate::{
     model::{
         ClusterState, LabelSelector, NamespaceScope, NetworkPolicy, ObjectRef, Peer, Peers, Pod,
-        PolicyPort, PortRef, Protocol, Rule,
+        PolicyMode, PolicyPort, PortRef, Protocol, Rule,
     },
-    policy::{rules, selector::matches, tables::Direction},
+    policy::{isolation::isolating, rules, selector::matches, tables::Direction},
 };
 
 /// One side of a connection.
@@ -87,25 +91,40 @@ pub enum SideVerdict {
         /// Index of the rule in the policy's ingress or egress list.
         rule_index: usize,
     },
-    /// The pod is isolated and no rule of these policies (all that apply) allows it.
+    /// The pod is isolated and no rule of these policies (all that decide) allows it.
     Denied {
-        /// Every policy that applies to the pod for this direction.
+        /// Every enforce-mode policy that applies to the pod for this direction.
         isolated_by: Vec<ObjectRef>,
+    },
+    /// Only audit-mode policies isolate the pod for this direction and none of
+    /// their rules allows it: it passes, but enforcing them would drop it.
+    WouldDrop {
+        /// Every audit-mode policy that applies to the pod for this direction.
+        audited_by: Vec<ObjectRef>,
     },
 }
 
 impl SideVerdict {
-    /// Whether this side lets the connection through.
+    /// Whether this side lets the connection through (a would-drop does).
     pub fn allows(&self) -> bool {
         !matches!(self, SideVerdict::Denied { .. })
+    }
+
+    /// Whether it passes only because the policies deciding it are in audit mode.
+    pub fn would_drop(&self) -> bool {
+        matches!(self, SideVerdict::WouldDrop { .. })
     }
 }
 
 /// The verdict for a query, with both sides explained.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
-    /// Both sides allow the connection.
+    /// Both sides let the connection through: it passes (would-drops included).
     pub allowed: bool,
+    /// It passes only because of audit mode: it is `allowed`, and a side's
+    /// audit-mode policies would drop it (`SideVerdict::WouldDrop`). A connection
+    /// the other side drops is no would-drop: it does not pass.
+    pub would_drop: bool,
     /// The source's egress side.
     pub egress: SideVerdict,
     /// The destination's ingress side.
@@ -161,31 +180,47 @@ pub enum SideExplanation {
     HostNetwork,
     /// No policy selects the pod for this direction.
     NotIsolated,
-    /// These policies (every one that applies, in sorted order) isolate the pod.
-    Isolated(Vec<PolicyExplanation>),
+    /// These policies isolate the pod: every one that decides, in sorted order.
+    Isolated {
+        /// `Audit` when only audit-mode policies apply (they decide, in audit);
+        /// `Enforce` when enforce-mode ones do (audit-mode ones are then ignored).
+        mode: PolicyMode,
+        /// The deciding policies and how each of their rules matched.
+        policies: Vec<PolicyExplanation>,
+        /// Audit-mode policies that apply too but are ignored in this direction,
+        /// because enforce-mode ones decide it; sorted.
+        ignored_audit: Vec<ObjectRef>,
+    },
 }
 
 impl SideExplanation {
     /// The side's verdict: allowed by the first allowing rule in sorted policy
-    /// order, else denied by every isolating policy.
+    /// order, else denied by every deciding policy, or, when they are in audit
+    /// mode, a would-drop naming them.
     pub fn verdict(&self) -> SideVerdict {
         match self {
             SideExplanation::NotAPod => SideVerdict::NotAPod,
             SideExplanation::HostNetwork => SideVerdict::HostNetwork,
             SideExplanation::NotIsolated => SideVerdict::NotIsolated,
-            SideExplanation::Isolated(policies) => policies
-                .iter()
-                .find_map(|explained| {
+            SideExplanation::Isolated { mode, policies, .. } => {
+                let allowed = policies.iter().find_map(|explained| {
                     explained
                         .allowing_rule()
                         .map(|rule_index| SideVerdict::Allowed {
                             policy: explained.policy.clone(),
                             rule_index,
                         })
+                });
+                let deciding = || policies.iter().map(|p| p.policy.clone()).collect();
+                allowed.unwrap_or_else(|| match mode {
+                    PolicyMode::Enforce => SideVerdict::Denied {
+                        isolated_by: deciding(),
+                    },
+                    PolicyMode::Audit => SideVerdict::WouldDrop {
+                        audited_by: deciding(),
+                    },
                 })
-                .unwrap_or_else(|| SideVerdict::Denied {
-                    isolated_by: policies.iter().map(|p| p.policy.clone()).collect(),
-                }),
+            }
         }
     }
 }
@@ -208,8 +243,10 @@ impl Explanation {
         // both the egress policy on the source pod and the ingress policy on the
         // destination pod need to allow the connection. If either side does not
         // allow the connection, it will not happen."
+        let allowed = egress.allows() && ingress.allows();
         Verdict {
-            allowed: egress.allows() && ingress.allows(),
+            allowed,
+            would_drop: allowed && (egress.would_drop() || ingress.would_drop()),
             egress,
             ingress,
         }
@@ -304,12 +341,14 @@ fn explain_side(
     }
     // "A pod is isolated for ingress if there is any NetworkPolicy that both selects
     // the pod and has "Ingress" in its policyTypes; we say that such a policy applies
-    // to the pod for ingress." (Likewise for egress.)
-    let applying: Vec<&NetworkPolicy> = state
-        .policies
-        .values()
-        .filter(|policy| applies_to(policy, pod, direction))
-        .collect();
+    // to the pod for ingress." (Likewise for egress.) Audit mode decides which of
+    // them count (`isolating`).
+    let isolating = isolating(
+        state.policies.values().map(|policy| (policy, policy)),
+        pod,
+        direction,
+    );
+    let applying = isolating.deciding;
     if applying.is_empty() {
         // "By default, a pod is non-isolated for ingress; all inbound connections
         // are allowed." (Likewise for egress.)
@@ -334,23 +373,15 @@ fn explain_side(
             })
             .collect(),
     });
-    SideExplanation::Isolated(explained.collect())
-}
-
-/// Whether `policy` applies to `pod` for `direction`, i.e. isolates it; shared with
-/// the compiler so both define isolation alike.
-pub(crate) fn applies_to(policy: &NetworkPolicy, pod: &Pod, direction: Direction) -> bool {
-    // "podSelector: Each NetworkPolicy includes a podSelector which selects the
-    // grouping of pods to which the policy applies. [...] An empty podSelector
-    // selects all pods in the namespace." hostNetwork pods are never selected.
-    let has_type = match direction {
-        Direction::Ingress => policy.policy_types.ingress,
-        Direction::Egress => policy.policy_types.egress,
-    };
-    has_type
-        && !pod.host_network
-        && policy.key.namespace == pod.key.namespace
-        && matches(&policy.pod_selector, &pod.labels)
+    SideExplanation::Isolated {
+        mode: isolating.mode,
+        policies: explained.collect(),
+        ignored_audit: isolating
+            .ignored_audit
+            .iter()
+            .map(|policy| policy.key.clone())
+            .collect(),
+    }
 }
 
 /// How `rule` (number `index` of its list) matches traffic with `remote` on the

@@ -2,6 +2,8 @@
 //! `policy_common`'s constants.
 //!
 //! - `selector`: label selector matching;
+//! - `isolation`: which policies isolate a pod in one direction (audit mode
+//!   included), shared by the evaluator and the compiler;
 //! - `evaluator`: the reference verdict straight from the NetworkPolicy semantics,
 //!   and why (`explain`);
 //! - `probes`: which probes a reachability matrix holds (`simulate`, the lab);
@@ -10,6 +12,7 @@
 
 pub mod compiler;
 pub mod evaluator;
+pub(crate) mod isolation;
 pub mod probes;
 pub mod selector;
 pub mod tables;

@@ -3,7 +3,7 @@
 //!
 //! This is the whole contract between the policy engine and the dataplane: the
 //! dataplane converts it to `policy_common` layouts and wire byte order; tests look
-//! it up with `lookup` exactly as `policy-ebpf` does.
+//! it up with `verdict` (or `lookup`) exactly as `policy-ebpf` does.
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
@@ -186,6 +186,41 @@ pub struct RuleRef {
     pub rule_index: u32,
 }
 
+/// What the BPF program decides for a new flow at one pod's interface, in one
+/// direction (conntrack aside): `DatapathTables::verdict`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableVerdict {
+    /// Passes without a policy lookup: the pod is not isolated in this direction,
+    /// the packet is ingress from the node, or egress to a Service ClusterIP (decided
+    /// after DNAT, by a lookup on the backend's address).
+    Unjudged,
+    /// Passes: this rule allows it (its `RULE_COUNTERS` slot counts it).
+    Allowed(RuleRef),
+    /// Dropped: the pod is isolated and no rule allows it.
+    Dropped,
+    /// Passes, as a would-drop: no rule allows it, but the direction is isolated
+    /// only by audit-mode policies (the endpoint's `AUDIT_*` flag).
+    WouldDrop,
+    /// The pod has no `ENDPOINTS` entry (not a local endpoint): no program of these
+    /// tables sees its packets.
+    NotLocal,
+}
+
+impl TableVerdict {
+    /// Whether the packet passes (a would-drop does).
+    pub fn passes(self) -> bool {
+        matches!(
+            self,
+            TableVerdict::Unjudged | TableVerdict::Allowed(_) | TableVerdict::WouldDrop
+        )
+    }
+
+    /// Whether it passes only because the direction is in audit mode.
+    pub fn would_drop(self) -> bool {
+        self == TableVerdict::WouldDrop
+    }
+}
+
 /// Something the compiler could not enforce exactly; the affected pods fail closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -255,44 +290,42 @@ impl DatapathTables {
     }
 
     /// The verdict the BPF program reaches at `pod`'s interface for a new flow (not
-    /// conntrack): `Some(None)` when the packet passes without a rule (`pod` is not
-    /// isolated in `direction`, the packet is ingress from the node, or it is egress
-    /// to a Service ClusterIP, which is decided after DNAT by a lookup on the
-    /// backend's address), `Some(Some(rule))` when a rule allows it, `None` when it
-    /// is dropped (or `pod` is not local). Follows the lookup order documented in
-    /// `policy-ebpf`'s `decide`.
-    pub fn lookup(
+    /// conntrack) with the remote address `peer`. Follows the lookup order
+    /// documented in `policy-ebpf`'s `decide`.
+    pub fn verdict(
         &self,
         pod: &ObjectRef,
         direction: Direction,
         peer: IpAddr,
         protocol: u8,
         port: u16,
-    ) -> Option<Option<RuleRef>> {
-        self.lookup_peer(pod, direction, self.peer(peer), protocol, port)
+    ) -> TableVerdict {
+        self.verdict_for_peer(pod, direction, self.peer(peer), protocol, port)
     }
 
-    /// `lookup` after the peer lookup: the verdict for a remote address whose
+    /// `verdict` after the peer lookup: for a remote address whose
     /// `PEERS_V4`/`PEERS_V6` entry is `peer` (as `DatapathTables::peer` finds it).
     /// Lets callers that judge many flows of one address look its prefix up once.
-    pub fn lookup_peer(
+    pub fn verdict_for_peer(
         &self,
         pod: &ObjectRef,
         direction: Direction,
         peer: PeerEntry,
         protocol: u8,
         port: u16,
-    ) -> Option<Option<RuleRef>> {
-        let endpoint = self.endpoints.get(pod)?;
+    ) -> TableVerdict {
+        let Some(endpoint) = self.endpoints.get(pod) else {
+            return TableVerdict::NotLocal;
+        };
         if !endpoint.isolated(direction) {
-            return Some(None);
+            return TableVerdict::Unjudged;
         }
         let passes_unjudged = match direction {
             Direction::Ingress => peer.node,
             Direction::Egress => peer.service,
         };
         if passes_unjudged {
-            return Some(None);
+            return TableVerdict::Unjudged;
         }
         let base = PolicyMatch {
             endpoint_id: endpoint.endpoint_id,
@@ -325,28 +358,64 @@ impl DatapathTables {
                 },
             ])
             .find_map(|key| self.policy.get(&key))
-            .map(|rule| Some(*rule))
+            .map_or(
+                if endpoint.audit(direction) {
+                    TableVerdict::WouldDrop
+                } else {
+                    TableVerdict::Dropped
+                },
+                |rule| TableVerdict::Allowed(*rule),
+            )
+    }
+
+    /// `verdict` as whether and by which rule the packet passes: `Some(None)` when
+    /// it passes without a rule (`TableVerdict::Unjudged`, or a would-drop),
+    /// `Some(Some(rule))` when a rule allows it, `None` when it is dropped (or `pod`
+    /// is not local). For callers that need no audit distinction.
+    pub fn lookup(
+        &self,
+        pod: &ObjectRef,
+        direction: Direction,
+        peer: IpAddr,
+        protocol: u8,
+        port: u16,
+    ) -> Option<Option<RuleRef>> {
+        self.lookup_peer(pod, direction, self.peer(peer), protocol, port)
+    }
+
+    /// `lookup` after the peer lookup, as `verdict_for_peer`.
+    pub fn lookup_peer(
+        &self,
+        pod: &ObjectRef,
+        direction: Direction,
+        peer: PeerEntry,
+        protocol: u8,
+        port: u16,
+    ) -> Option<Option<RuleRef>> {
+        match self.verdict_for_peer(pod, direction, peer, protocol, port) {
+            TableVerdict::Allowed(rule) => Some(Some(rule)),
+            TableVerdict::Unjudged | TableVerdict::WouldDrop => Some(None),
+            TableVerdict::Dropped | TableVerdict::NotLocal => None,
+        }
     }
 }
 
 impl fmt::Display for DatapathTables {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "endpoints:")?;
+        let isolation =
+            |e: &EndpointEntry, direction| match (e.isolated(direction), e.audit(direction)) {
+                (true, true) => "isolated (audit)",
+                (true, false) => "isolated",
+                (false, _) => "open",
+            };
         for (pod, e) in &self.endpoints {
             writeln!(
                 f,
                 "  {pod}: id={} ingress={} egress={}",
                 e.endpoint_id,
-                if e.isolated_ingress {
-                    "isolated"
-                } else {
-                    "open"
-                },
-                if e.isolated_egress {
-                    "isolated"
-                } else {
-                    "open"
-                },
+                isolation(e, Direction::Ingress),
+                isolation(e, Direction::Egress),
             )?;
         }
         writeln!(f, "peers:")?;

@@ -12,7 +12,9 @@
 //!   inside its cidr) becomes `Peer::Invalid`, and an endPort below its port or
 //!   without a numeric port is kept as given; both match nothing, so the policy still
 //!   isolates its pods (fail closed), and each is logged as a warning naming the
-//!   policy and the field.
+//!   policy and the field;
+//! - a `podwall.io/mode` annotation other than `audit` or `enforce` enforces the
+//!   policy (fail closed) and is logged as a warning naming the policy and value.
 //!
 //! May import: `crate::model`, k8s-openapi, ipnet, tracing (those warnings).
 //! Nothing else of this crate.
@@ -231,7 +233,7 @@ pub fn service(svc: &core::Service) -> Result<Service> {
     })
 }
 
-pub use network_policy::{label_selector, network_policy};
+pub use network_policy::{label_selector, network_policy, MODE_ANNOTATION};
 
 /// `metadata.name`, required and non-empty.
 fn required_name(meta: &ObjectMeta) -> Result<String> {

@@ -5,6 +5,10 @@
 //! resolution), not with pods. Ingress named ports resolve on the selected pod, so
 //! two pods that map a name their ingress rules use to different numbers need
 //! different ids.
+//!
+//! The applying policies are the deciding ones of `isolation::isolating`: where an
+//! enforce-mode policy selects a pod, audit-mode ones leave no trace in its
+//! tables; where only audit-mode ones do, they isolate it with an `AUDIT_*` flag.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,21 +21,26 @@ use super::{
     DIRECTIONS,
 };
 use crate::{
-    model::{ClusterState, NetworkPolicy, ObjectRef, Pod},
+    model::{ClusterState, NetworkPolicy, ObjectRef, Pod, PolicyMode},
     policy::{
-        evaluator::applies_to,
+        isolation::isolating,
         rules,
         tables::{Direction, EndpointEntry},
     },
 };
 
-/// The policies that apply to one endpoint id, as indices into the sorted policies.
+/// The policies that decide for one endpoint id, as indices into the sorted
+/// policies (`isolation::isolating`'s deciding sets).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Applying {
-    /// Policies applying for ingress, ascending.
+    /// Policies deciding ingress, ascending.
     pub ingress: Vec<u32>,
-    /// Policies applying for egress, ascending.
+    /// Policies deciding egress, ascending.
     pub egress: Vec<u32>,
+    /// The ingress policies are audit-mode ones (only such policies apply).
+    pub audit_ingress: bool,
+    /// The egress policies are audit-mode ones.
+    pub audit_egress: bool,
 }
 
 impl Applying {
@@ -100,7 +109,8 @@ pub(super) fn assign(
             endpoint_id,
             isolated_ingress: !group.applying.ingress.is_empty(),
             isolated_egress: !group.applying.egress.is_empty(),
-            ..EndpointEntry::default()
+            audit_ingress: group.applying.audit_ingress,
+            audit_egress: group.applying.audit_egress,
         };
         for pod in pods {
             out.entries.insert(pod.key.clone(), entry);
@@ -115,18 +125,19 @@ pub(super) fn assign(
     out
 }
 
-/// The policies applying to `pod` and its numbers for their ingress port names.
+/// The policies deciding for `pod` and its numbers for their ingress port names.
 fn group(policies: &[&NetworkPolicy], pod: &Pod) -> Group {
-    let ids = |direction| -> Vec<u32> {
-        (0..)
-            .zip(policies)
-            .filter(|(_, policy)| applies_to(policy, pod, direction))
-            .map(|(id, _)| id)
-            .collect()
+    let decide = |direction| {
+        let found = isolating((0..).zip(policies.iter().copied()), pod, direction);
+        (found.deciding, found.mode == PolicyMode::Audit)
     };
+    let (ingress, audit_ingress) = decide(Direction::Ingress);
+    let (egress, audit_egress) = decide(Direction::Egress);
     let applying = Applying {
-        ingress: ids(Direction::Ingress),
-        egress: ids(Direction::Egress),
+        ingress,
+        egress,
+        audit_ingress,
+        audit_egress,
     };
     let names: BTreeSet<_> = applying
         .ingress

@@ -1,6 +1,8 @@
 //! The key property (DESIGN.md, invariant 1): on random small clusters covering
 //! every NetworkPolicy field, the compiled tables looked up as the BPF program looks
-//! them up agree with the reference evaluator on every (src, dst, protocol, port).
+//! them up agree with the reference evaluator on every (src, dst, protocol, port),
+//! side by side: each side drops, passes, or passes as a would-drop (audit mode)
+//! alike.
 //!
 //! Generated: namespaces with and without labels (selectors also use
 //! `kubernetes.io/metadata.name`); pods in two nodes with IPv4, IPv6, both or no
@@ -10,7 +12,8 @@
 //! from/to/ports, pod/namespace/both peers, ipBlocks with excepts in both families
 //! (holding pod addresses, the node's, a Service's), invalid peers, numeric, named,
 //! protocol-only ports, endPort ranges (edges 0 and 65535, the full range, invalid
-//! ones), TCP/UDP/SCTP. Queries: every pair of addresses of one family among pods,
+//! ones), TCP/UDP/SCTP; about a third of the policies in audit mode, so pods are
+//! isolated by enforce-mode, audit-mode and both kinds of policies. Queries: every pair of addresses of one family among pods,
 //! outside addresses, node addresses and ClusterIPs, on every protocol and a port
 //! set holding the range edges. Each pod side is looked up in its own node's tables.
 //! Empty and absent from/to/ports are one value in the model (`Peers::All`, no
@@ -28,8 +31,8 @@ use crate::{
         SelectorOperator, NAMESPACE_NAME_LABEL,
     },
     policy::{
-        evaluator::{evaluate, Endpoint, Query},
-        tables::{DatapathTables, Direction},
+        evaluator::{evaluate, Endpoint, Query, SideVerdict},
+        tables::{DatapathTables, Direction, TableVerdict},
     },
 };
 
@@ -190,9 +193,13 @@ fn policy_strategy(index: usize) -> impl Strategy<Value = NetworkPolicy> {
     let rules = || vec(rule_strategy(), 0..=3);
     // Mostly all pods of the namespace, so that most cases isolate some pod.
     let selected = prop_oneof![1 => Just(LabelSelector::default()), 1 => label_selector(POD_KEYS)];
-    (namespace_index(), selected, types, rules(), rules()).prop_map(
-        move |(ns, pods, types, ingress, egress)| {
+    let audit = prop::bool::weighted(0.35);
+    (namespace_index(), selected, types, rules(), rules(), audit).prop_map(
+        move |(ns, pods, types, ingress, egress, audit)| {
             let mut builder = netpol(NAMESPACES[ns], &format!("p{index}")).select(pods);
+            if audit {
+                builder = builder.audit();
+            }
             builder = ingress.into_iter().fold(builder, |b, r| b.ingress(r));
             builder = egress.into_iter().fold(builder, |b, r| b.egress(r));
             if let Some((ingress, egress)) = types {
@@ -312,9 +319,47 @@ fn node_tables(state: &ClusterState) -> [DatapathTables; 2] {
     })
 }
 
+/// What one side (egress at the source's veth, ingress at the destination's) does
+/// with a new flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Passage {
+    /// The packet passes.
+    Passes,
+    /// It passes, reported as a would-drop (audit mode).
+    WouldDrop,
+    /// It is dropped.
+    Drops,
+}
+
+impl Passage {
+    /// The evaluator's side verdict as a passage.
+    fn of_evaluator(side: &SideVerdict) -> Self {
+        match side {
+            SideVerdict::Denied { .. } => Passage::Drops,
+            SideVerdict::WouldDrop { .. } => Passage::WouldDrop,
+            _ => Passage::Passes,
+        }
+    }
+
+    /// The tables' verdict as a passage.
+    fn of_tables(verdict: TableVerdict) -> Self {
+        match verdict {
+            TableVerdict::Dropped | TableVerdict::NotLocal => Passage::Drops,
+            TableVerdict::WouldDrop => Passage::WouldDrop,
+            TableVerdict::Unjudged | TableVerdict::Allowed(_) => Passage::Passes,
+        }
+    }
+}
+
+/// Both sides of one query: (egress, ingress).
+type Passages = (Passage, Passage);
+
 /// Every query between addresses of one family with a pod side: (query, the
-/// evaluator's verdict, the tables' verdict).
-fn verdicts(state: &ClusterState, tables: &[DatapathTables; 2]) -> Vec<(Query, bool, bool)> {
+/// evaluator's passages, the tables' passages).
+fn verdicts(
+    state: &ClusterState,
+    tables: &[DatapathTables; 2],
+) -> Vec<(Query, Passages, Passages)> {
     let sides = sides(state);
     let mut out = Vec::new();
     for src in &sides {
@@ -352,15 +397,30 @@ fn verdicts(state: &ClusterState, tables: &[DatapathTables; 2]) -> Vec<(Query, b
                         protocol,
                         port,
                     };
-                    let expected = evaluate(state, &query).allowed || from_own_node;
+                    let verdict = evaluate(state, &query);
+                    let expected = (
+                        Passage::of_evaluator(&verdict.egress),
+                        if from_own_node {
+                            Passage::Passes
+                        } else {
+                            Passage::of_evaluator(&verdict.ingress)
+                        },
+                    );
                     let decide = |side: Option<(&DatapathTables, &ObjectRef, _)>, direction| {
-                        side.is_none_or(|(t, pod, peer)| {
-                            t.lookup_peer(pod, direction, peer, protocol.number(), port)
-                                .is_some()
+                        side.map_or(Passage::Passes, |(t, pod, peer)| {
+                            Passage::of_tables(t.verdict_for_peer(
+                                pod,
+                                direction,
+                                peer,
+                                protocol.number(),
+                                port,
+                            ))
                         })
                     };
-                    let compiled =
-                        decide(egress, Direction::Egress) && decide(ingress, Direction::Ingress);
+                    let compiled = (
+                        decide(egress, Direction::Egress),
+                        decide(ingress, Direction::Ingress),
+                    );
                     out.push((query, expected, compiled));
                 }
             }

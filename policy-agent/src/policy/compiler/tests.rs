@@ -2,6 +2,7 @@
 //! diagnostics. Feature-specific tests are in the submodules.
 
 mod addresses;
+mod audit;
 mod ip_blocks;
 mod ports;
 mod size;

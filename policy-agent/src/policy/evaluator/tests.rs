@@ -8,6 +8,8 @@ use crate::model::{
     Protocol::{Sctp, Tcp, Udp},
 };
 
+mod audit;
+
 /// prod (team=a): web, db, client, a hostNetwork pod; dev (team=b): client, tool.
 #[rustfmt::skip]
 fn base() -> crate::model::builders::ClusterBuilder {
@@ -27,6 +29,15 @@ fn endpoint(text: &str) -> Endpoint {
     match text.split_once('/') {
         Some((ns, name)) => Endpoint::Pod(ObjectRef::new(ns, name)),
         None => Endpoint::Address(text.parse().unwrap()),
+    }
+}
+
+/// A side isolated by enforce-mode policies only, none in audit mode beside them.
+fn enforced(policies: Vec<PolicyExplanation>) -> SideExplanation {
+    SideExplanation::Isolated {
+        mode: PolicyMode::Enforce,
+        policies,
+        ignored_audit: Vec::new(),
     }
 }
 
@@ -156,6 +167,7 @@ fn the_first_allowing_rule_in_sorted_policy_order_explains_the_verdict() {
         verdict,
         Verdict {
             allowed: true,
+            would_drop: false,
             egress: SideVerdict::NotIsolated,
             ingress: expected
         }
@@ -172,6 +184,7 @@ fn a_denied_side_names_every_policy_that_isolates_it() {
         verdict,
         Verdict {
             allowed: false,
+            would_drop: false,
             egress: SideVerdict::NotAPod,
             ingress: SideVerdict::Denied { isolated_by }
         }
@@ -217,7 +230,7 @@ fn a_deny_says_the_peer_failed_when_only_the_peer_failed() {
         explained,
         Explanation {
             egress: SideExplanation::NotIsolated,
-            ingress: SideExplanation::Isolated(vec![expected]),
+            ingress: enforced(vec![expected]),
         }
     );
     assert!(!explained.verdict().allowed);
@@ -227,7 +240,7 @@ fn a_deny_says_the_peer_failed_when_only_the_peer_failed() {
 fn a_deny_says_the_port_failed_when_only_the_port_failed() {
     let state = base().policy(web_policy()).build();
     let explained = explain(&state, &query("prod/client", "prod/web", Tcp, 8080));
-    let SideExplanation::Isolated(policies) = &explained.ingress else {
+    let SideExplanation::Isolated { policies, .. } = &explained.ingress else {
         panic!("web is isolated for ingress: {explained:?}");
     };
     assert_eq!(
@@ -250,7 +263,7 @@ fn a_deny_reports_both_halves_failing_and_a_rule_less_policy() {
         .build();
     let state = base().policy(web_policy()).policy(deny_egress).build();
     let explained = explain(&state, &query("dev/tool", "prod/web", Udp, 53));
-    let SideExplanation::Isolated(policies) = &explained.ingress else {
+    let SideExplanation::Isolated { policies, .. } = &explained.ingress else {
         panic!("web is isolated for ingress: {explained:?}");
     };
     assert_eq!(
@@ -262,7 +275,7 @@ fn a_deny_reports_both_halves_failing_and_a_rule_less_policy() {
         policy: ObjectRef::new("prod", "deny-egress"),
         rules: vec![],
     };
-    assert_eq!(explained.egress, SideExplanation::Isolated(vec![no_rules]));
+    assert_eq!(explained.egress, enforced(vec![no_rules]));
     assert_eq!(explained.ingress, SideExplanation::NotAPod);
 }
 
@@ -270,7 +283,7 @@ fn a_deny_reports_both_halves_failing_and_a_rule_less_policy() {
 fn an_allow_names_the_first_rule_that_matched_and_keeps_the_others() {
     let state = base().policy(web_policy()).build();
     let explained = explain(&state, &query("prod/client", "prod/web", Tcp, 443));
-    let SideExplanation::Isolated(policies) = &explained.ingress else {
+    let SideExplanation::Isolated { policies, .. } = &explained.ingress else {
         panic!("web is isolated for ingress: {explained:?}");
     };
     assert_eq!(

@@ -1,5 +1,8 @@
 //! NetworkPolicy conversion: defaults (policyTypes, absent selectors), rules, peers,
-//! ipBlocks (bad ones become `Peer::Invalid`), ports and label selectors.
+//! ipBlocks (bad ones become `Peer::Invalid`), ports, label selectors, and the
+//! podwall mode annotation.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::networking::v1 as net,
@@ -8,14 +11,23 @@ use k8s_openapi::{
 
 use super::{object_ref, parse_cidr, port_name, port_number, protocol, ConvertError, Result};
 use crate::model::{
-    LabelSelector, NamespaceScope, NetworkPolicy, Peer, Peers, PolicyPort, PolicyTypes, PortRef,
-    Rule, SelectorOperator, SelectorRequirement,
+    LabelSelector, NamespaceScope, NetworkPolicy, ObjectRef, Peer, Peers, PolicyMode, PolicyPort,
+    PolicyTypes, PortRef, Rule, SelectorOperator, SelectorRequirement,
 };
 
+/// The annotation that sets a NetworkPolicy's mode: `podwall.io/mode: audit` puts it
+/// in audit mode, `enforce` (or no annotation) enforces it.
+pub const MODE_ANNOTATION: &str = "podwall.io/mode";
+
 /// Converts a NetworkPolicy, applying the API server's defaults: policyTypes,
-/// an absent podSelector selecting every pod, empty and absent lists folded.
+/// an absent podSelector selecting every pod, empty and absent lists folded; the
+/// mode comes from the `podwall.io/mode` annotation (see `mode`).
 pub fn network_policy(np: &net::NetworkPolicy) -> Result<NetworkPolicy> {
     let key = object_ref(&np.metadata)?;
+    let (mode, mode_warning) = mode(&key, np.metadata.annotations.as_ref());
+    if let Some(warning) = mode_warning {
+        tracing::warn!("{warning}");
+    }
     let default_spec = net::NetworkPolicySpec::default();
     let spec = np.spec.as_ref().unwrap_or(&default_spec);
     let pod_selector = optional_selector(spec.pod_selector.as_ref(), "spec.podSelector")?;
@@ -53,6 +65,7 @@ pub fn network_policy(np: &net::NetworkPolicy) -> Result<NetworkPolicy> {
         policy_types: policy_types(spec)?,
         ingress,
         egress,
+        mode,
     };
     for (field, reason) in entries_matching_nothing(&policy) {
         tracing::warn!(
@@ -62,6 +75,30 @@ pub fn network_policy(np: &net::NetworkPolicy) -> Result<NetworkPolicy> {
         );
     }
     Ok(policy)
+}
+
+/// The mode `annotations` give the policy `key`: `audit` audits, `enforce` or no
+/// annotation enforces. Any other value (`Audit`, `dry-run`, a typo) enforces, since
+/// a mistyped annotation must never stop enforcement (fail closed), and comes back
+/// with a warning naming the policy and the value.
+pub(super) fn mode(
+    key: &ObjectRef,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> (PolicyMode, Option<String>) {
+    match annotations
+        .and_then(|all| all.get(MODE_ANNOTATION))
+        .map(String::as_str)
+    {
+        None | Some("enforce") => (PolicyMode::Enforce, None),
+        Some("audit") => (PolicyMode::Audit, None),
+        Some(other) => (
+            PolicyMode::Enforce,
+            Some(format!(
+                "NetworkPolicy {key}: metadata.annotations[{MODE_ANNOTATION}]: unknown mode \
+                 {other:?}; use \"audit\" or \"enforce\"; the policy is enforced"
+            )),
+        ),
+    }
 }
 
 /// `(field, reason)` of every entry of `policy` that matches nothing because the

@@ -212,3 +212,17 @@ fn a_missing_path_is_an_io_error_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn the_mode_annotation_survives_loading() {
+    let audited = POLICY.replace(
+        "namespace: prod}",
+        "namespace: prod, annotations: {podwall.io/mode: audit}}",
+    );
+    let other = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+                 metadata: {name: other, namespace: prod}\nspec: {}\n";
+    let state = load(&[("audit.yaml", &audited), ("other.yaml", other)]).expect("loads");
+    let mode = |name: &str| state.policies[&ObjectRef::new("prod", name)].mode;
+    assert_eq!(mode("db-lockdown"), crate::model::PolicyMode::Audit);
+    assert_eq!(mode("other"), crate::model::PolicyMode::Enforce);
+}
