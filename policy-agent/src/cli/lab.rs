@@ -1,4 +1,5 @@
-//! `policy-agent lab run|down`.
+//! `policy-agent lab run|tour|conformance|down`; `lab run --show-drops` and
+//! `--audit` read the datapath's verdict events while probing.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -8,12 +9,14 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::{parse_port_protocol, Output};
 use crate::{
     lab::{
+        drops::{self, EventCollector, EventsLost},
         flowlog, netns,
         probe::{Family, ProbeRoute},
         report, Lab,
     },
-    model::Protocol,
+    model::{PolicyMode, Protocol},
     source::manifest::load_manifests,
+    telemetry::flows::{FlowLine, WallClock},
 };
 
 /// What to probe and how to print it; shared by `lab run` and `lab tour`.
@@ -84,6 +87,16 @@ pub enum LabCommand {
         path: PathBuf,
         #[command(flatten)]
         probing: ProbeArgs,
+        /// After the matrix, list the drops (and would-drops) the datapath reported
+        /// while probing, one per flow, each naming the policies isolating the pod
+        /// (JSON: a "drops" list). Reads the lab's events, so a `policy-agent flows`
+        /// following this lab misses them.
+        #[arg(long)]
+        show_drops: bool,
+        /// Put every policy in audit mode, as the agent's --audit does: nothing is
+        /// dropped, and what enforcing would drop is marked ⚠ (would-drop).
+        #[arg(long)]
+        audit: bool,
     },
     /// Build the lab from BASE, then apply each STEP in turn, printing the matrix
     /// and what changed after every step.
@@ -111,7 +124,12 @@ pub enum LabCommand {
 /// Runs a lab subcommand.
 pub fn run(command: LabCommand) -> anyhow::Result<()> {
     match command {
-        LabCommand::Run { path, probing } => run_lab(&path, &probing),
+        LabCommand::Run {
+            path,
+            probing,
+            show_drops,
+            audit,
+        } => run_lab(&path, &probing, show_drops, audit),
         LabCommand::Tour {
             base,
             steps,
@@ -146,18 +164,30 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
     }
 }
 
-fn run_lab(path: &std::path::Path, probing: &ProbeArgs) -> anyhow::Result<()> {
+fn run_lab(
+    path: &std::path::Path,
+    probing: &ProbeArgs,
+    show_drops: bool,
+    audit: bool,
+) -> anyhow::Result<()> {
     let ProbeArgs { probes, output, .. } = probing;
     let route = probing.route()?;
-    let state = load_manifests(path)?;
+    let mut state = load_manifests(path)?;
+    if audit {
+        state = state.with_every_policy_in_audit();
+    }
+    // Would-drops are marked from the datapath's events, so audited policies make
+    // the run read them too.
+    let read_events = show_drops || state.policies.values().any(|p| p.mode == PolicyMode::Audit);
     install_interrupt_cleanup()?;
     eprintln!(
-        "lab: {} pods, {} policies from {}",
+        "lab: {} pods, {} policies{} from {}",
         state.pods.len(),
         state.policies.len(),
+        if audit { " (all in audit mode)" } else { "" },
         path.display()
     );
-    let lab = Lab::up(state, probes)?;
+    let mut lab = Lab::up(state, probes)?;
     let specs = lab.probe_specs(probes);
     lab.targets(&specs, route)?;
     eprintln!(
@@ -165,12 +195,51 @@ fn run_lab(path: &std::path::Path, probing: &ProbeArgs) -> anyhow::Result<()> {
         specs.len(),
         describe(route)
     );
-    let results = lab.probe_via(&specs, route, probing.timeout())?;
+    let collector = if read_events {
+        Some(EventCollector::start(lab.event_reader()?))
+    } else {
+        None
+    };
+    let before = lab.stats()?;
+    let mut results = lab.probe_via(&specs, route, probing.timeout())?;
+    let Some(collector) = collector else {
+        print_results(&lab, &results, *output);
+        return Ok(());
+    };
+    let records = collector.finish()?;
+    let lost = EventsLost::between(&before, &lab.stats()?);
+    let names = lab.flow_names();
+    let clock = WallClock::now();
+    let lines: Vec<FlowLine> = records
+        .iter()
+        .map(|record| FlowLine::name(record, &names, clock))
+        .collect();
+    drops::mark_would_drops(&mut results, &lines);
+    if !show_drops {
+        if lost.any() {
+            eprintln!("{}", drops::lost_note(lost));
+        }
+        print_results(&lab, &results, *output);
+        return Ok(());
+    }
+    let seen = drops::summarize(&lines);
     match output {
-        Output::Table => print!("{}", report::to_matrix(&lab.pods(), &results)),
-        Output::Json => println!("{}", report::to_json(&results)),
+        Output::Table => {
+            print!("{}", report::to_matrix(&lab.pods(), &results));
+            println!();
+            print!("{}", drops::to_table(&seen, lost));
+        }
+        Output::Json => println!("{}", drops::to_json(&results, &seen, lost)),
     }
     Ok(())
+}
+
+/// The matrix or the `{"probes":[...]}` JSON.
+fn print_results(lab: &Lab, results: &[report::ProbeResult], output: Output) {
+    match output {
+        Output::Table => print!("{}", report::to_matrix(&lab.pods(), results)),
+        Output::Json => println!("{}", report::to_json(results)),
+    }
 }
 
 /// How probes travel, for the progress line.

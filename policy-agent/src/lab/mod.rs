@@ -12,6 +12,7 @@
 
 pub mod addresses;
 pub mod conformance;
+pub mod drops;
 mod error;
 pub mod flowlog;
 pub mod netns;

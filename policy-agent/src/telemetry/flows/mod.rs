@@ -75,7 +75,7 @@ pub enum FlowLogError {
         name: String,
     },
     /// No datapath publishes its flows.
-    #[error("no podwall datapath is running (nothing published under {}); start one, e.g. `policy-agent lab tour`, or pass --instance", dir.display())]
+    #[error("no podwall datapath is running (nothing published under {}); a lab publishes its datapath while it runs (`policy-agent lab run`, `lab tour`)", dir.display())]
     NoInstance {
         /// The directory searched.
         dir: PathBuf,
