@@ -6,12 +6,20 @@
 //! Real-packet tests run in their own dual-stack namespaces (`datapath/net.rs`);
 //! `datapath/verdicts.rs` is the table of single-frame verdicts (`BPF_PROG_TEST_RUN`);
 //! `datapath/prog_test_run.rs` holds the frame sequences a table row cannot express;
+//! `datapath/counters.rs`, `datapath/events.rs` and `datapath/audit.rs` the
+//! per-policy counters, verdict events and audit mode;
 //! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`.
 
 mod support;
 
+#[path = "datapath/audit.rs"]
+mod audit;
 #[path = "datapath/bench.rs"]
 mod bench;
+#[path = "datapath/counters.rs"]
+mod counters;
+#[path = "datapath/events.rs"]
+mod events;
 #[path = "datapath/frames.rs"]
 mod frames;
 #[path = "datapath/net.rs"]

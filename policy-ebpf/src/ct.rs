@@ -30,6 +30,8 @@ pub(crate) struct Hit {
     pub reply: bool,
     /// `CtValue::flags` of the entry.
     pub flags: u32,
+    /// `CtValue::counter_slot` of the entry.
+    pub counter_slot: u32,
 }
 
 /// The key of `flow` at `ifindex`, or of its reverse (`reversed`: the reply seen
@@ -53,8 +55,9 @@ fn key(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> CtKey {
     }
 }
 
+/// The other direction.
 #[inline(always)]
-fn opposite(direction: u8) -> u8 {
+pub(crate) fn opposite(direction: u8) -> u8 {
     if direction == DIRECTION_INGRESS {
         DIRECTION_EGRESS
     } else {
@@ -71,11 +74,12 @@ pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
         return None;
     }
     let forward = key(ifindex, direction, flow, false);
-    // SAFETY: the flags are copied out before any other map operation.
+    // SAFETY: the fields are copied out before any other map operation.
     if let Some(value) = unsafe { CONNTRACK.get(&forward) } {
         return Some(Hit {
             reply: false,
             flags: value.flags,
+            counter_slot: value.counter_slot,
         });
     }
     let reply = key(ifindex, opposite(direction), flow, true);
@@ -83,23 +87,25 @@ pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
     unsafe { CONNTRACK.get(&reply) }.map(|value| Hit {
         reply: true,
         flags: value.flags,
+        counter_slot: value.counter_slot,
     })
 }
 
-/// True when exactly this key is tracked: `flow` (or, with `reversed`, its reverse)
-/// as the first packet in `direction` at `ifindex`. Replies do not count, nor does
-/// a packet that opens a TCP connection (decided afresh, as in `lookup`).
+/// The entry of exactly this key: `flow` (or, with `reversed`, its reverse, and the
+/// hit is then a reply) as the first packet in `direction` at `ifindex`. Replies do
+/// not match, nor does a packet that opens a TCP connection (decided afresh, as in
+/// `lookup`).
 #[inline(always)]
-pub(crate) fn contains(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> bool {
+pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> Option<Hit> {
     if flow.opens {
-        return false;
+        return None;
     }
-    // SAFETY: only presence is read; no reference outlives the call.
-    unsafe {
-        CONNTRACK
-            .get(&key(ifindex, direction, flow, reversed))
-            .is_some()
-    }
+    // SAFETY: the fields are copied out before any other map operation.
+    unsafe { CONNTRACK.get(&key(ifindex, direction, flow, reversed)) }.map(|value| Hit {
+        reply: reversed,
+        flags: value.flags,
+        counter_slot: value.counter_slot,
+    })
 }
 
 /// Records an allowed (or deferred) first packet. A full table evicts its least

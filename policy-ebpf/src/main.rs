@@ -3,8 +3,10 @@
 //! `pod_ingress` runs at TC egress (packets the veth hands to the pod) and decides the
 //! pod's ingress policy; `pod_egress` runs at TC ingress (packets the pod sends) and
 //! decides its egress policy. Both share `decide`, which returns the counter to bump:
-//! an allow counter or a drop reason, and `to_tc_action` is the one place that turns
-//! that into a TC verdict. Layouts come from `policy-common`; nothing here panics.
+//! an allow counter or a drop reason, and fills a `Facts` with what it learned;
+//! `to_tc_action` is the one place that turns both into a TC verdict, per-policy
+//! counts (`counters.rs`) and verdict events (`events.rs`). Layouts come from
+//! `policy-common`; nothing here panics.
 //!
 //! `bench_floor` exists only for `cargo xtask bench datapath`: an empty classifier
 //! that touches neither the packet nor a map, so the benchmark can measure what
@@ -13,7 +15,11 @@
 #![no_std]
 #![no_main]
 
+mod audit;
+mod counters;
 mod ct;
+mod events;
+mod facts;
 mod maps;
 mod parse;
 mod service;
@@ -24,25 +30,29 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use policy_common::{
-    counters::NO_COUNTER,
-    ct::CT_FLAG_DEFERRED,
+    counters::{deny_slot, NO_COUNTER},
+    ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
     endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
+    events::{EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
     peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
     verdict::*,
 };
 
-use crate::parse::{Flow, Packet};
+use crate::{
+    facts::{Counter, Facts},
+    parse::{Flow, Packet},
+};
 
 /// Decides a packet of the pod's ingress.
 #[classifier]
 pub fn pod_ingress(ctx: TcContext) -> i32 {
-    to_tc_action(decide(&ctx, DIRECTION_INGRESS))
+    classify(&ctx, DIRECTION_INGRESS)
 }
 
 /// Decides a packet of the pod's egress.
 #[classifier]
 pub fn pod_egress(ctx: TcContext) -> i32 {
-    to_tc_action(decide(&ctx, DIRECTION_EGRESS))
+    classify(&ctx, DIRECTION_EGRESS)
 }
 
 /// The benchmark's floor (`cargo xtask bench datapath`): returns TC_ACT_UNSPEC
@@ -52,20 +62,42 @@ pub fn bench_floor(_ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Counts the verdict and maps it to a TC action. Allowed packets return
+#[inline(always)]
+fn classify(ctx: &TcContext, direction: u8) -> i32 {
+    // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let mut facts = Facts::new(ifindex, direction);
+    let verdict = decide(ctx, &mut facts);
+    to_tc_action(ctx, &facts, verdict)
+}
+
+/// The one place a verdict becomes a TC action: bumps its `STATS` counter, adds the
+/// packet to the per-policy counter `facts` names (`counters.rs`), reports it
+/// (`events.rs`: every drop; a would-drop or, if asked for, an allow only for the
+/// packet that decided its flow), and maps it to a TC action. Allowed packets return
 /// TC_ACT_UNSPEC (TCX_NEXT) so programs attached after ours still run.
 #[inline(always)]
-fn to_tc_action(verdict: Result<u32, u32>) -> i32 {
-    match verdict {
+fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i32 {
+    let (stat, action, event) = match verdict {
         Ok(stat) => {
-            maps::count(stat);
-            TC_ACT_UNSPEC
+            let event = if !facts.decided {
+                None
+            } else if stat == STAT_ALLOW_AUDIT {
+                Some(EVENT_WOULD_DROP)
+            } else {
+                Some(EVENT_ALLOW)
+            };
+            (stat, TC_ACT_UNSPEC, event)
         }
-        Err(stat) => {
-            maps::count(stat);
-            TC_ACT_SHOT
-        }
+        Err(stat) => (stat, TC_ACT_SHOT, Some(EVENT_DROP)),
+    };
+    maps::count(stat);
+    let len = ctx.len();
+    counters::add(facts.counter, len);
+    if let Some(event) = event {
+        events::report(facts, event, stat, len);
     }
+    action
 }
 
 /// Lookup precedence, in order (both families alike):
@@ -85,6 +117,9 @@ fn to_tc_action(verdict: Result<u32, u32>) -> i32 {
 /// 7. A packet of a tracked flow passes (`decide_flow`), except that a forward packet
 ///    of a deferred egress flow is marked and passes as deferred, and a reply to a
 ///    deferred flow passes only with `MARK_REPLY_VERIFIED`, else goes on as new.
+///    A flow tracked only because its direction was in audit mode passes as
+///    `STAT_ALLOW_AUDIT` while the endpoint still audits that direction, and goes
+///    on as new once it does not (`audit::tracked`).
 ///    Egress only: a reply to a tracked flow addressed to a local pod gets
 ///    `MARK_REPLY_VERIFIED` when that pod tracks its reverse as an egress flow
 ///    (`service::verify_reply`), so a reply through Service un-DNAT can prove it.
@@ -94,18 +129,24 @@ fn to_tc_action(verdict: Result<u32, u32>) -> i32 {
 ///     `CT_FLAG_DEFERRED`, marked `MARK_DEFERRED_EGRESS`, passed.
 /// 11. The peer's class (longest prefix in `PEERS_V4`/`PEERS_V6`, else `CLASS_WORLD`)
 ///     and the packet's protocol and destination port are looked up in `POLICY`: a
-///     match passes and is tracked.
-/// 12. Anything else is dropped.
+///     match passes and is tracked with the rule's counter slot.
+/// 12. Anything else is dropped (`STAT_DROP_POLICY`), unless the endpoint audits
+///     this direction (`AUDIT_*`): then it passes as a would-drop
+///     (`STAT_ALLOW_AUDIT`), tracked with `CT_FLAG_AUDIT` and its audit deny slot.
+///
+/// Along the way `facts` collects what the last step counts and reports.
 #[inline(always)]
-fn decide(ctx: &TcContext, direction: u8) -> Result<u32, u32> {
-    // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+fn decide(ctx: &TcContext, facts: &mut Facts) -> Result<u32, u32> {
+    let ifindex = facts.ifindex;
     let Some(l3) = parse::l3(ctx)? else {
         return Ok(STAT_ALLOW_NON_IP);
     };
+    facts.ipv6 = matches!(l3, parse::L3::Ipv6);
     let endpoint = maps::endpoint(ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
+    facts.endpoint_id = endpoint.endpoint_id;
     let packet = parse::packet(ctx, l3)?;
-    if direction == DIRECTION_EGRESS {
+    facts.parsed(&packet);
+    if facts.direction == DIRECTION_EGRESS {
         let (saddr, ipv6) = packet.source();
         check_source(ifindex, saddr, ipv6)?;
     }
@@ -113,14 +154,14 @@ fn decide(ctx: &TcContext, direction: u8) -> Result<u32, u32> {
         Packet::NeighbourDiscovery { .. } => return Ok(STAT_ALLOW_NON_IP),
         Packet::Flow(flow) => flow,
     };
-    if direction == DIRECTION_INGRESS {
+    if facts.direction == DIRECTION_INGRESS {
         let mark = service::take_marks(ctx);
         if mark & MARK_DEFERRED_EGRESS != 0 {
-            service::deferred_egress(&flow)?;
+            service::deferred_egress(ctx, facts, &flow)?;
         }
-        decide_flow(ctx, ifindex, &endpoint, DIRECTION_INGRESS, &flow, mark).map(|(stat, _)| stat)
+        decide_flow(ctx, facts, &endpoint, &flow, mark).map(|(stat, _)| stat)
     } else {
-        let (stat, reply) = decide_flow(ctx, ifindex, &endpoint, DIRECTION_EGRESS, &flow, 0)?;
+        let (stat, reply) = decide_flow(ctx, facts, &endpoint, &flow, 0)?;
         if reply {
             service::verify_reply(ctx, &flow);
         }
@@ -151,23 +192,25 @@ fn check_source(ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result<(), u32> {
 #[inline(always)]
 fn decide_flow(
     ctx: &TcContext,
-    ifindex: u32,
+    facts: &mut Facts,
     endpoint: &EndpointInfo,
-    direction: u8,
     flow: &Flow,
     mark: u32,
 ) -> Result<(u32, bool), u32> {
+    let (ifindex, direction) = (facts.ifindex, facts.direction);
     if let Some(hit) = ct::lookup(ifindex, direction, flow) {
         if hit.flags & CT_FLAG_DEFERRED == 0 {
-            return Ok((STAT_ALLOW_TRACKED, hit.reply));
-        }
-        if !hit.reply {
+            if let Some((stat, counter)) = audit::tracked(&hit, endpoint, direction) {
+                facts.counter = counter;
+                return Ok((stat, hit.reply));
+            }
+        } else if !hit.reply {
             return Ok((service::defer(ctx, ifindex, flow, false), false));
-        }
-        if mark & MARK_REPLY_VERIFIED != 0 {
+        } else if mark & MARK_REPLY_VERIFIED != 0 {
             return Ok((STAT_ALLOW_TRACKED, true));
         }
     }
+    facts.decided = true;
     let isolation_flag = if direction == DIRECTION_INGRESS {
         ISOLATED_INGRESS
     } else {
@@ -190,10 +233,20 @@ fn decide_flow(
     if direction == DIRECTION_EGRESS && peer.flags & PEER_FLAG_SERVICE != 0 {
         return Ok((service::defer(ctx, ifindex, flow, true), false));
     }
-    let allowed = maps::policy(endpoint.endpoint_id, peer.class_id, direction, flow)
-        .ok_or(STAT_DROP_POLICY)?;
-    ct::track(ifindex, direction, flow, allowed.rule_slot, 0);
-    Ok((STAT_ALLOW_POLICY, false))
+    if let Some(allowed) = maps::policy(endpoint.endpoint_id, peer.class_id, direction, flow) {
+        ct::track(ifindex, direction, flow, allowed.rule_slot, 0);
+        facts.rule = Some(allowed);
+        facts.counter = Counter::rule(allowed.rule_slot);
+        return Ok((STAT_ALLOW_POLICY, false));
+    }
+    if audit::audits(endpoint, direction) {
+        let slot = deny_slot(endpoint.endpoint_id, direction, true);
+        ct::track(ifindex, direction, flow, slot, CT_FLAG_AUDIT);
+        facts.counter = Counter::Deny(slot);
+        return Ok((STAT_ALLOW_AUDIT, false));
+    }
+    facts.counter = Counter::Deny(deny_slot(endpoint.endpoint_id, direction, false));
+    Err(STAT_DROP_POLICY)
 }
 
 #[cfg(not(test))]

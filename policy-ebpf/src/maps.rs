@@ -8,15 +8,15 @@ use aya_ebpf::{
 use policy_common::{
     config::Config,
     counters::{TrafficCounter, DENY_COUNTERS_MAX, RULE_COUNTERS_MAX},
-    events::EVENTS_BYTES,
     ct::{CtKey, CtValue, CONNTRACK_MAX},
     endpoint::{EndpointInfo, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX},
+    events::EVENTS_BYTES,
     peer::{PeerClass, CLASS_WORLD, PEERS_MAX, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX},
     policy::{PolicyKey, PolicyValue, POLICY_MAX, PREFIX_FULL},
     verdict::STATS_LEN,
 };
 
-use crate::parse::Flow;
+use crate::{events::TokenBucket, parse::Flow};
 
 #[map]
 static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
@@ -54,11 +54,20 @@ pub(crate) static DENY_COUNTERS: PerCpuArray<TrafficCounter> =
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
+/// Kernel-only: each CPU's token bucket limiting `EVENTS` (`events.rs`).
+#[map]
+static EVENT_TOKENS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
+
 /// The agent's settings (`CONFIG[0]`); `Config::DEFAULT` if the entry cannot be read.
-#[allow(dead_code, reason = "read by conntrack timeouts and events, which land next")]
 #[inline(always)]
 pub(crate) fn config() -> Config {
     CONFIG.get(0).copied().unwrap_or(Config::DEFAULT)
+}
+
+/// This CPU's event token bucket.
+#[inline(always)]
+pub(crate) fn event_tokens() -> Option<*mut TokenBucket> {
+    EVENT_TOKENS.get_ptr_mut(0)
 }
 
 /// The local pod behind this interface, if the agent registered it.

@@ -11,16 +11,23 @@
 
 use aya_ebpf::programs::TcContext;
 use policy_common::{
-    counters::NO_COUNTER,
-    ct::CT_FLAG_DEFERRED,
+    counters::{deny_slot, NO_COUNTER},
+    ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
     endpoint::ISOLATED_EGRESS,
+    events::{EVENT_ALLOW, EVENT_WOULD_DROP},
     verdict::{
-        DIRECTION_EGRESS, MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STAT_DROP_DEFERRED_EGRESS,
+        DIRECTION_EGRESS, DIRECTION_INGRESS, MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED,
+        STAT_ALLOW_AUDIT, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED, STAT_DROP_DEFERRED_EGRESS,
         STAT_DROP_DEFERRED_UNKNOWN_SOURCE, STAT_EGRESS_DEFERRED,
     },
 };
 
-use crate::{ct, maps, parse::Flow};
+use crate::{
+    audit, counters, ct, events,
+    facts::{Counter, Facts},
+    maps,
+    parse::Flow,
+};
 
 /// Every mark bit this program owns.
 const OUR_MARKS: u32 = MARK_DEFERRED_EGRESS | MARK_REPLY_VERIFIED;
@@ -48,7 +55,13 @@ pub(crate) fn take_marks(ctx: &TcContext) -> u32 {
 pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> u32 {
     ctx.set_mark(mark(ctx) | MARK_DEFERRED_EGRESS);
     if first {
-        ct::track(ifindex, DIRECTION_EGRESS, flow, NO_COUNTER, CT_FLAG_DEFERRED);
+        ct::track(
+            ifindex,
+            DIRECTION_EGRESS,
+            flow,
+            NO_COUNTER,
+            CT_FLAG_DEFERRED,
+        );
     }
     STAT_EGRESS_DEFERRED
 }
@@ -57,42 +70,86 @@ pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> 
 /// on the translated (backend) address and port:
 /// 1. the source must be a local pod (`ENDPOINT_ADDRS`), else
 ///    `STAT_DROP_DEFERRED_UNKNOWN_SOURCE` (e.g. the node masqueraded it);
-/// 2. a flow already tracked for egress at the source's interface passes;
+/// 2. a flow already tracked for egress at the source's interface passes, counted
+///    in its rule's (or audit) slot, unless it passed only by an audit that ended
+///    (`audit::tracked`: then it is decided afresh);
 /// 3. a source no longer isolated for egress passes and is tracked;
 /// 4. else the source's `POLICY` entries for the backend's class and port decide:
-///    a match is tracked at the source's interface, no match is
-///    `STAT_DROP_DEFERRED_EGRESS`.
+///    a match is tracked at the source's interface and counted in the rule's slot;
+///    no match with the source's egress in audit mode is a would-drop (tracked
+///    `CT_FLAG_AUDIT`, counted in its audit slot); else `STAT_DROP_DEFERRED_EGRESS`,
+///    counted in the source's egress deny slot.
+///
+/// The decision is the source pod's egress: its allow (with
+/// `CONFIG_FLAG_ALLOW_EVENTS`) or would-drop is reported here with the source's
+/// interface, endpoint and the egress direction, on top of the packet's own verdict
+/// at the destination; a drop ends the packet, so `facts` is re-pointed at the source
+/// and the drop is reported as the packet's verdict. Only forward packets count at
+/// the source: its replies pass the source's deferred entry, which has no rule.
 ///
 /// Trusting `ENDPOINT_ADDRS[saddr]` is sound because the source's own egress
 /// classifier dropped any packet whose source is not one of its addresses.
 #[inline(always)]
-pub(crate) fn deferred_egress(flow: &Flow) -> Result<(), u32> {
+pub(crate) fn deferred_egress(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> Result<(), u32> {
     let source_if = maps::endpoint_ifindex(&flow.saddr).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
     let source = maps::endpoint(source_if).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
-    if ct::contains(source_if, DIRECTION_EGRESS, flow, false) {
-        return Ok(());
+    let len = ctx.len();
+    if let Some(hit) = ct::find(source_if, DIRECTION_EGRESS, flow, false) {
+        if let Some((_, counter)) = audit::tracked(&hit, &source, DIRECTION_EGRESS) {
+            counters::add(counter, len);
+            return Ok(());
+        }
     }
+    let mut decision = *facts;
+    decision.ifindex = source_if;
+    decision.endpoint_id = source.endpoint_id;
+    decision.direction = DIRECTION_EGRESS;
+    decision.decided = true;
     if source.flags & ISOLATED_EGRESS == 0 {
         ct::track(source_if, DIRECTION_EGRESS, flow, NO_COUNTER, 0);
+        events::report(&decision, EVENT_ALLOW, STAT_ALLOW_UNISOLATED, len);
         return Ok(());
     }
     let backend = maps::peer(flow.ipv6, &flow.daddr);
-    let allowed = maps::policy(source.endpoint_id, backend.class_id, DIRECTION_EGRESS, flow)
-        .ok_or(STAT_DROP_DEFERRED_EGRESS)?;
-    ct::track(source_if, DIRECTION_EGRESS, flow, allowed.rule_slot, 0);
-    Ok(())
+    if let Some(allowed) =
+        maps::policy(source.endpoint_id, backend.class_id, DIRECTION_EGRESS, flow)
+    {
+        ct::track(source_if, DIRECTION_EGRESS, flow, allowed.rule_slot, 0);
+        counters::add(Counter::rule(allowed.rule_slot), len);
+        decision.rule = Some(allowed);
+        events::report(&decision, EVENT_ALLOW, STAT_ALLOW_POLICY, len);
+        return Ok(());
+    }
+    if audit::audits(&source, DIRECTION_EGRESS) {
+        let slot = deny_slot(source.endpoint_id, DIRECTION_EGRESS, true);
+        ct::track(source_if, DIRECTION_EGRESS, flow, slot, CT_FLAG_AUDIT);
+        counters::add(Counter::Deny(slot), len);
+        events::report(&decision, EVENT_WOULD_DROP, STAT_ALLOW_AUDIT, len);
+        return Ok(());
+    }
+    decision.counter = Counter::Deny(deny_slot(source.endpoint_id, DIRECTION_EGRESS, false));
+    *facts = decision;
+    Err(STAT_DROP_DEFERRED_EGRESS)
 }
 
 /// At the backend's veth (its egress, before un-DNAT): marks a reply whose
 /// destination is a local pod that has the reversed flow tracked for egress, i.e.
-/// whose egress policy allowed this backend. `decide` calls it only for packets the
-/// backend's conntrack matched as replies: nothing else can need the mark.
+/// whose egress policy allowed this backend (or whose audit-mode egress still lets
+/// it pass: an audit flow whose audit ended is no longer verified). `decide` calls it
+/// only for packets the backend's conntrack matched as replies: nothing else can
+/// need the mark.
 #[inline(always)]
 pub(crate) fn verify_reply(ctx: &TcContext, flow: &Flow) {
     let Some(client_if) = maps::endpoint_ifindex(&flow.daddr) else {
         return;
     };
-    if ct::contains(client_if, DIRECTION_EGRESS, flow, true) {
+    let Some(client) = maps::endpoint(client_if) else {
+        return;
+    };
+    let Some(hit) = ct::find(client_if, DIRECTION_EGRESS, flow, true) else {
+        return;
+    };
+    if audit::tracked(&hit, &client, DIRECTION_INGRESS).is_some() {
         ctx.set_mark(mark(ctx) | MARK_REPLY_VERIFIED);
     }
 }

@@ -211,6 +211,30 @@ impl Net {
         add_addresses(&self.pod(pod).netns, "eth0", addresses);
     }
 
+    /// Switches IPv6 off on every interface of the network's namespaces and waits
+    /// until no counter moves for a while (pods' neighbour discovery and MLD in
+    /// flight), so only the frames a test runs move counters and emit events.
+    pub fn quiet(&mut self) {
+        let mut names: Vec<String> = self.pods.iter().map(|p| p.netns.clone()).collect();
+        names.push(self.node.clone());
+        for name in &names {
+            for conf in ["all", "default"] {
+                let key = format!("net/ipv6/conf/{conf}/disable_ipv6");
+                netns::sysctl(name, &key, "1").unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+        }
+        let mut last = self.stats();
+        for _ in 0..50 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let now = self.stats();
+            if moved(&last, &now).is_empty() {
+                return;
+            }
+            last = now;
+        }
+        panic!("the counters never stopped moving: {:?}", last.counters);
+    }
+
     /// Loads an nftables ruleset into the node namespace (`nft -f -`).
     pub fn nft(&self, ruleset: &str) {
         use std::io::Write;
@@ -244,4 +268,14 @@ fn add_addresses(netns: &str, dev: &str, addresses: &[IpAddr]) {
         })
         .collect();
     or_panic("add addresses")(netns::ip_batch(Some(netns), &lines));
+}
+
+/// How the counters moved between `before` and `after`, as `name +n` pairs.
+pub fn moved(before: &Stats, after: &Stats) -> Vec<(&'static str, u64)> {
+    after
+        .counters
+        .iter()
+        .map(|&(name, count)| (name, count.saturating_sub(before.get(name))))
+        .filter(|&(_, delta)| delta != 0)
+        .collect()
 }

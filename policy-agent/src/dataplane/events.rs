@@ -3,7 +3,7 @@
 //! sees each event: `lab run --show-drops` and `policy-agent flows` do not share.
 
 use std::{
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr},
     os::fd::{AsFd, AsRawFd},
     path::Path,
     time::Duration,
@@ -48,9 +48,11 @@ pub struct VerdictRecord {
     pub verdict: EventVerdict,
     /// The `STATS` counter the packet landed in, e.g. `drop_policy`.
     pub reason: &'static str,
-    /// Source address and port (ICMP echo: identifier).
+    /// Source address and port (ICMP echo: identifier); unspecified (`0.0.0.0` or
+    /// `::`, port 0) for a packet dropped before it was parsed.
     pub source: (IpAddr, u16),
-    /// Destination address and port (ICMP echo: identifier).
+    /// Destination address and port (ICMP echo: identifier); unspecified as
+    /// `source` is.
     pub destination: (IpAddr, u16),
     /// IP protocol number.
     pub protocol: u8,
@@ -90,8 +92,14 @@ impl VerdictRecord {
             },
             verdict,
             reason,
-            source: (key_address(event.saddr), u16::from_be(event.sport_be)),
-            destination: (key_address(event.daddr), u16::from_be(event.dport_be)),
+            source: (
+                event_address(event.saddr, event.ipv6),
+                u16::from_be(event.sport_be),
+            ),
+            destination: (
+                event_address(event.daddr, event.ipv6),
+                u16::from_be(event.dport_be),
+            ),
             protocol: event.protocol,
             rule: (event.policy_id != u32::MAX).then_some(RuleRef {
                 policy_id: event.policy_id,
@@ -99,6 +107,16 @@ impl VerdictRecord {
             }),
             packet_len: event.packet_len,
         })
+    }
+}
+
+/// An event's address: IPv4 for a mapped address, and `0.0.0.0` for the zero
+/// address of an IPv4 packet dropped before it was parsed (`::` for IPv6).
+fn event_address(bytes: [u8; 16], ipv6: u8) -> IpAddr {
+    if ipv6 == 0 && bytes == [0; 16] {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        key_address(bytes)
     }
 }
 
@@ -200,5 +218,115 @@ impl Datapath {
             path: path.to_path_buf(),
             message: source.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use policy_common::{
+        events::EVENT_WOULD_DROP,
+        verdict::{DIRECTION_EGRESS, STAT_ALLOW_POLICY, STAT_DROP_MALFORMED},
+    };
+
+    use super::*;
+
+    fn bytes(event: &VerdictEvent) -> Vec<u8> {
+        // SAFETY: VerdictEvent is repr(C) plain old data without padding bytes.
+        unsafe {
+            std::slice::from_raw_parts(
+                (event as *const VerdictEvent).cast::<u8>(),
+                size_of::<VerdictEvent>(),
+            )
+        }
+        .to_vec()
+    }
+
+    fn mapped(v4: [u8; 4]) -> [u8; 16] {
+        let mut key = [0u8; 16];
+        key[10] = 0xff;
+        key[11] = 0xff;
+        key[12..].copy_from_slice(&v4);
+        key
+    }
+
+    #[test]
+    fn an_allow_by_a_rule_reads_back_in_host_types() {
+        let event = VerdictEvent {
+            timestamp_ns: 7,
+            ifindex: 12,
+            endpoint_id: 3,
+            saddr: mapped([10, 2, 0, 5]),
+            daddr: mapped([10, 1, 0, 10]),
+            sport_be: 40000u16.to_be(),
+            dport_be: 80u16.to_be(),
+            protocol: 6,
+            direction: DIRECTION_EGRESS,
+            verdict: EVENT_ALLOW,
+            ipv6: 0,
+            stat: STAT_ALLOW_POLICY,
+            policy_id: 4,
+            rule_index: 1,
+            packet_len: 74,
+        };
+        let record = VerdictRecord::parse(&bytes(&event));
+        assert_eq!(
+            record,
+            Some(VerdictRecord {
+                timestamp_ns: 7,
+                ifindex: 12,
+                endpoint_id: 3,
+                direction: Direction::Egress,
+                verdict: EventVerdict::Allow,
+                reason: "allow_policy",
+                source: (IpAddr::from([10, 2, 0, 5]), 40000),
+                destination: (IpAddr::from([10, 1, 0, 10]), 80),
+                protocol: 6,
+                rule: Some(RuleRef {
+                    policy_id: 4,
+                    rule_index: 1,
+                }),
+                packet_len: 74,
+            })
+        );
+    }
+
+    #[test]
+    fn an_unparsed_drop_has_unspecified_addresses_of_its_family_and_no_rule() {
+        for (ipv6, unspecified) in [(0, IpAddr::from([0u8; 4])), (1, IpAddr::from([0u16; 8]))] {
+            let event = VerdictEvent {
+                verdict: EVENT_DROP,
+                ipv6,
+                stat: STAT_DROP_MALFORMED,
+                policy_id: u32::MAX,
+                rule_index: u32::MAX,
+                ..VerdictEvent::default()
+            };
+            let record = VerdictRecord::parse(&bytes(&event));
+            let record = record.unwrap_or_else(|| panic!("a whole event"));
+            assert_eq!(
+                (
+                    record.source,
+                    record.destination,
+                    record.rule,
+                    record.reason
+                ),
+                ((unspecified, 0), (unspecified, 0), None, "drop_malformed")
+            );
+            assert_eq!(record.verdict, EventVerdict::Drop);
+        }
+    }
+
+    #[test]
+    fn a_would_drop_reads_as_such_and_short_bytes_are_no_event() {
+        let event = VerdictEvent {
+            verdict: EVENT_WOULD_DROP,
+            stat: u32::MAX,
+            policy_id: u32::MAX,
+            ..VerdictEvent::default()
+        };
+        let raw = bytes(&event);
+        let record = VerdictRecord::parse(&raw).map(|r| (r.verdict, r.reason));
+        assert_eq!(record, Some((EventVerdict::WouldDrop, "")));
+        assert_eq!(VerdictRecord::parse(&raw[..raw.len() - 1]), None);
     }
 }

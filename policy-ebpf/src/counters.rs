@@ -1,0 +1,40 @@
+//! Per-policy traffic counters (`RULE_COUNTERS`, `DENY_COUNTERS`, layout in
+//! `policy_common::counters`): packets and `skb->len` bytes per allow rule and per
+//! (endpoint, direction) of drops and would-drops.
+//!
+//! What counts where:
+//! 1. a packet a rule allowed, and every later packet and reply of its flow
+//!    (`CtValue::counter_slot`): `RULE_COUNTERS[PolicyValue::rule_slot]`;
+//! 2. a `STAT_DROP_POLICY` drop: `DENY_COUNTERS[deny_slot(endpoint, direction, false)]`,
+//!    a deferred Service egress denial in the source pod's egress slot;
+//! 3. a would-drop (audit) and every later packet and reply of its flow:
+//!    `DENY_COUNTERS[deny_slot(endpoint, direction, true)]`.
+//!
+//! Allows without a rule (unisolated, node, deferred) count nowhere here.
+
+use policy_common::counters::TrafficCounter;
+
+use crate::{facts::Counter, maps};
+
+/// Adds one packet of `bytes` to `counter`; a slot out of range counts nothing.
+#[inline(always)]
+pub(crate) fn add(counter: Counter, bytes: u32) {
+    let slot = match counter {
+        Counter::None => return,
+        Counter::Rule(slot) => maps::RULE_COUNTERS.get_ptr_mut(slot),
+        Counter::Deny(slot) => maps::DENY_COUNTERS.get_ptr_mut(slot),
+    };
+    if let Some(slot) = slot {
+        bump(slot, bytes);
+    }
+}
+
+#[inline(always)]
+fn bump(slot: *mut TrafficCounter, bytes: u32) {
+    // SAFETY: a per-CPU slot the map lookup returned; only this CPU writes it
+    // while the program runs.
+    unsafe {
+        (*slot).packets = (*slot).packets.wrapping_add(1);
+        (*slot).bytes = (*slot).bytes.wrapping_add(u64::from(bytes));
+    }
+}

@@ -1,0 +1,117 @@
+//! Verdict events (`EVENTS`, layout in `policy_common::events`) and the per-CPU
+//! token bucket that limits them.
+//!
+//! What is reported (`to_tc_action` decides, `report` sends):
+//! 1. every drop (`EVENT_DROP`), with whatever `decide` knew when it dropped;
+//! 2. every would-drop (`EVENT_WOULD_DROP`): the packet that decided an audit flow
+//!    (its later packets and replies are counted, not reported);
+//! 3. with `CONFIG_FLAG_ALLOW_EVENTS`, every allow (`EVENT_ALLOW`) of a packet that
+//!    decided a new flow; conntrack hits and frames that are not IP never report.
+//!
+//! The limit: each CPU has a bucket of at most `Config::events_burst` tokens that
+//! refills at `Config::events_per_second`; an event takes one token. An event
+//! without a token bumps `STAT_EVENTS_RATE_LIMITED`; one the ring buffer cannot
+//! take bumps `STAT_EVENTS_RING_FULL`. A bucket starts full the first time its CPU
+//! reports. With a rate of 0 nothing refills: each CPU reports at most one burst.
+//! Verdicts never depend on any of this.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use policy_common::{
+    config::{Config, CONFIG_FLAG_ALLOW_EVENTS},
+    events::{VerdictEvent, EVENT_ALLOW},
+    verdict::{STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL},
+};
+
+use crate::{facts::Facts, maps};
+
+/// One token in the bucket's unit (nano-tokens): refilling `elapsed_ns * rate`
+/// nano-tokens needs no division.
+const TOKEN: u64 = 1_000_000_000;
+
+/// One CPU's token bucket (`maps::EVENT_TOKENS`; kernel-only, not ABI).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct TokenBucket {
+    /// Tokens left, in nano-tokens (`TOKEN` per event).
+    pub nano_tokens: u64,
+    /// `bpf_ktime_get_ns()` of the last refill; 0 before the first report.
+    pub last_ns: u64,
+}
+
+/// Refills this CPU's bucket and takes a token from it; false when the limit holds
+/// the event back. Integer math without overflow: the bucket holds at most
+/// `events_burst * TOKEN` (below 2^63), and a refill is computed as
+/// `elapsed * rate` only when that stays below the cap.
+#[inline(always)]
+fn take_token(config: &Config) -> bool {
+    let Some(bucket) = maps::event_tokens() else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot; only this CPU touches it while the program runs.
+    let bucket = unsafe { &mut *bucket };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cap = u64::from(config.events_burst) * TOKEN;
+    let rate = u64::from(config.events_per_second);
+    if bucket.last_ns == 0 {
+        bucket.nano_tokens = cap;
+    } else if rate != 0 {
+        let elapsed = now.saturating_sub(bucket.last_ns);
+        if elapsed >= cap / rate {
+            bucket.nano_tokens = cap;
+        } else {
+            bucket.nano_tokens = bucket.nano_tokens.saturating_add(elapsed * rate);
+        }
+    }
+    // A lowered burst applies at once.
+    if bucket.nano_tokens > cap {
+        bucket.nano_tokens = cap;
+    }
+    bucket.last_ns = now;
+    if bucket.nano_tokens < TOKEN {
+        return false;
+    }
+    bucket.nano_tokens -= TOKEN;
+    true
+}
+
+/// Reports the packet `facts` describes as `verdict` (`EVENT_*`), landed in `stat`,
+/// `packet_len` bytes long; an `EVENT_ALLOW` only when the agent asked for allows.
+#[inline(always)]
+pub(crate) fn report(facts: &Facts, verdict: u8, stat: u32, packet_len: u32) {
+    let config = maps::config();
+    if verdict == EVENT_ALLOW && config.flags & CONFIG_FLAG_ALLOW_EVENTS == 0 {
+        return;
+    }
+    if !take_token(&config) {
+        maps::count(STAT_EVENTS_RATE_LIMITED);
+        return;
+    }
+    let Some(mut entry) = maps::EVENTS.reserve::<VerdictEvent>(0) else {
+        maps::count(STAT_EVENTS_RING_FULL);
+        return;
+    };
+    let (policy_id, rule_index) = match facts.rule {
+        Some(rule) => (rule.policy_id, rule.rule_index),
+        None => (u32::MAX, u32::MAX),
+    };
+    entry.write(VerdictEvent {
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        ifindex: facts.ifindex,
+        endpoint_id: facts.endpoint_id,
+        saddr: facts.saddr,
+        daddr: facts.daddr,
+        sport_be: facts.sport_be,
+        dport_be: facts.dport_be,
+        protocol: facts.protocol,
+        direction: facts.direction,
+        verdict,
+        ipv6: u8::from(facts.ipv6),
+        stat,
+        policy_id,
+        rule_index,
+        packet_len,
+    });
+    entry.submit(0);
+}

@@ -1,0 +1,111 @@
+//! What `decide` learned about a packet on its way to a verdict, so the last step
+//! (`to_tc_action`) can count and report every packet alike: the interface and
+//! endpoint, the direction, the parsed tuple, the rule that allowed it and the
+//! per-policy counter it counts in. Fields stay zero (or `None`) while unknown: a
+//! packet dropped before parsing is reported with a zero tuple.
+
+use policy_common::{counters::NO_COUNTER, policy::PolicyValue};
+
+use crate::parse::{Flow, Packet};
+
+/// Neighbour discovery is ICMPv6.
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// The per-policy traffic counter a packet counts in.
+#[derive(Clone, Copy)]
+pub(crate) enum Counter {
+    /// None (no rule decided the flow, or a drop that is not a policy's).
+    None,
+    /// `RULE_COUNTERS[slot]`: a rule allowed the packet's flow.
+    Rule(u32),
+    /// `DENY_COUNTERS[slot]`: dropped by policy, or a would-drop in audit mode.
+    Deny(u32),
+}
+
+impl Counter {
+    /// The counter of a conntrack entry's `counter_slot` (`NO_COUNTER`: none).
+    #[inline(always)]
+    pub(crate) fn rule(slot: u32) -> Self {
+        if slot == NO_COUNTER {
+            Counter::None
+        } else {
+            Counter::Rule(slot)
+        }
+    }
+}
+
+/// Everything the final step needs about one packet.
+#[derive(Clone, Copy)]
+pub(crate) struct Facts {
+    /// The interface the verdict is about (the pod's host-side veth).
+    pub ifindex: u32,
+    /// `verdict::DIRECTION_*` relative to that pod.
+    pub direction: u8,
+    /// `EndpointInfo::endpoint_id`; 0 until the interface is known as an endpoint.
+    pub endpoint_id: u32,
+    /// Source address, packet byte order (IPv4 mapped); zero until parsed.
+    pub saddr: [u8; 16],
+    /// Destination address, packet byte order (IPv4 mapped); zero until parsed.
+    pub daddr: [u8; 16],
+    /// Source port (ICMP echo: identifier), network byte order.
+    pub sport_be: u16,
+    /// Destination port (ICMP echo: identifier), network byte order.
+    pub dport_be: u16,
+    /// IP protocol number; 0 until parsed.
+    pub protocol: u8,
+    /// The frame is IPv6.
+    pub ipv6: bool,
+    /// The packet decided a flow afresh (not a conntrack hit): only such packets
+    /// report allows and would-drops.
+    pub decided: bool,
+    /// The `POLICY` entry that allowed the packet, if a rule did.
+    pub rule: Option<PolicyValue>,
+    /// Where the packet's bytes count.
+    pub counter: Counter,
+}
+
+impl Facts {
+    /// Nothing known yet but where and which way the packet goes.
+    #[inline(always)]
+    pub(crate) fn new(ifindex: u32, direction: u8) -> Self {
+        Self {
+            ifindex,
+            direction,
+            endpoint_id: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+            sport_be: 0,
+            dport_be: 0,
+            protocol: 0,
+            ipv6: false,
+            decided: false,
+            rule: None,
+            counter: Counter::None,
+        }
+    }
+
+    /// Records what parsing found: the 5-tuple of a flow, or the source of a
+    /// neighbour discovery message.
+    #[inline(always)]
+    pub(crate) fn parsed(&mut self, packet: &Packet) {
+        match packet {
+            Packet::Flow(flow) => self.flow(flow),
+            Packet::NeighbourDiscovery { saddr } => {
+                self.saddr = *saddr;
+                self.ipv6 = true;
+                self.protocol = IPPROTO_ICMPV6;
+            }
+        }
+    }
+
+    /// Records a flow's 5-tuple.
+    #[inline(always)]
+    pub(crate) fn flow(&mut self, flow: &Flow) {
+        self.saddr = flow.saddr;
+        self.daddr = flow.daddr;
+        self.sport_be = flow.sport_be;
+        self.dport_be = flow.dport_be;
+        self.protocol = flow.protocol;
+        self.ipv6 = flow.ipv6;
+    }
+}

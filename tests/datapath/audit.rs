@@ -1,0 +1,412 @@
+//! Audit mode in the classifiers (`AUDIT_INGRESS`/`AUDIT_EGRESS`), on
+//! `BPF_PROG_TEST_RUN` frames: a packet the isolating policies would drop passes as
+//! `allow_audit`, is reported as a would-drop and counted in the audit deny slot;
+//! its flow is tracked as an audit flow whose later packets and replies pass and
+//! count as would-drops, until the direction enforces: then the flow is decided
+//! afresh. The same holds for a Service egress decided at the backend.
+
+use policy_agent::{
+    dataplane::{EventVerdict, Hook, Stats, TrackedFlow, Traffic},
+    policy::tables::{DatapathTables, Direction, Isolation},
+};
+use policy_common::{
+    counters::deny_slot,
+    verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED},
+};
+
+use super::{
+    addr,
+    frames::{self, TCP},
+    net::{moved, Net},
+    support,
+    tables::Tables,
+};
+
+const SERVER_V4: &str = "10.1.0.10";
+const SERVER_V6: &str = "fd00:1::10";
+const CLIENT_V4: &str = "10.2.0.5";
+const CLIENT_V6: &str = "fd00:2::5";
+/// Endpoint ids `Tables::new` gives: position in `Net::up` + 1.
+const SERVER_ID: u32 = 1;
+const CLIENT_ID: u32 = 2;
+
+/// Both families' (client, server) addresses.
+const FAMILIES: [(&str, &str); 2] = [(CLIENT_V4, SERVER_V4), (CLIENT_V6, SERVER_V6)];
+
+/// A quiet server and client.
+fn server_and_client() -> Net {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("server", SERVER_V4, SERVER_V6),
+        ("client", CLIENT_V4, CLIENT_V6),
+    ]);
+    net.quiet();
+    net
+}
+
+fn tcp(from: &str, to: &str, sport: u16, dport: u16, ack: bool) -> Vec<u8> {
+    let l4 = if ack {
+        frames::tcp_ack(sport, dport)
+    } else {
+        frames::tcp(sport, dport)
+    };
+    frames::ip(addr(from), addr(to), TCP, &l4)
+}
+
+/// `tables` with pod `pod`'s isolation in `direction` audit only (or enforcing).
+fn audit(
+    net: &Net,
+    mut tables: DatapathTables,
+    pod: &str,
+    direction: Direction,
+    on: bool,
+) -> DatapathTables {
+    let entry = tables
+        .endpoints
+        .get_mut(&net.pod(pod).key)
+        .unwrap_or_else(|| panic!("no endpoint {pod}"));
+    match direction {
+        Direction::Ingress => entry.audit_ingress = on,
+        Direction::Egress => entry.audit_egress = on,
+    }
+    tables
+}
+
+/// Runs `frame` and checks the verdict and the one verdict counter that moved.
+fn expect(
+    net: &mut Net,
+    hook: Hook,
+    pod: &str,
+    mark: u32,
+    frame: &[u8],
+    passed: bool,
+    counter: &str,
+) -> u32 {
+    let before: Stats = net.stats();
+    let out = net.run(hook, pod, mark, frame);
+    let after = net.stats();
+    assert_eq!(out.passed, passed, "{hook:?} {pod}: {counter}");
+    assert_eq!(moved(&before, &after), vec![(counter, 1)], "{hook:?} {pod}");
+    out.mark
+}
+
+fn sum(frames: &[Vec<u8>]) -> Traffic {
+    Traffic {
+        packets: frames.len() as u64,
+        bytes: frames.iter().map(|f| f.len() as u64).sum(),
+    }
+}
+
+/// The tracked flow at `ifindex` from `source` port `sport`.
+fn flow_from(net: &mut Net, ifindex: u32, source: &str, sport: u16) -> TrackedFlow {
+    find_flow(net, ifindex, |f| f.source == (addr(source), sport))
+}
+
+/// The tracked flow at `ifindex` to `destination` port `dport`.
+fn flow_to(net: &mut Net, ifindex: u32, destination: &str, dport: u16) -> TrackedFlow {
+    find_flow(net, ifindex, |f| {
+        f.destination == (addr(destination), dport)
+    })
+}
+
+fn find_flow(net: &mut Net, ifindex: u32, wanted: impl Fn(&TrackedFlow) -> bool) -> TrackedFlow {
+    let flows = net.conntrack();
+    flows
+        .iter()
+        .find(|f| f.ifindex == ifindex && wanted(f))
+        .cloned()
+        .unwrap_or_else(|| panic!("no such flow at {ifindex}: {flows:#?}"))
+}
+
+#[test]
+fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_direction_enforces() {
+    let mut net = server_and_client();
+    // The server is isolated for ingress by policy 0, which admits nobody on 81.
+    let mut base = Tables::new(&net)
+        .isolate("server", true, false)
+        .pod_class("client", 3)
+        .allow_port("server", Direction::Ingress, 3, TCP, 80)
+        .build();
+    base.isolation.insert(
+        SERVER_ID,
+        Isolation {
+            ingress: vec![0],
+            egress: vec![],
+        },
+    );
+    let auditing = audit(&net, base.clone(), "server", Direction::Ingress, true);
+    net.apply(&auditing);
+    let mut reader = net
+        .datapath
+        .event_reader()
+        .unwrap_or_else(|e| panic!("event reader: {e}"));
+    reader.drain();
+    let server_if = net.ifindex("server");
+    let mut would_drop = Vec::new();
+    for (client, server) in FAMILIES {
+        let syn = tcp(client, server, 50000, 81, false);
+        let ack = tcp(client, server, 50000, 81, true);
+        let answer = tcp(server, client, 81, 50000, true);
+        expect(
+            &mut net,
+            Hook::PodIngress,
+            "server",
+            0,
+            &syn,
+            true,
+            "allow_audit",
+        );
+        expect(
+            &mut net,
+            Hook::PodIngress,
+            "server",
+            0,
+            &ack,
+            true,
+            "allow_audit",
+        );
+        expect(
+            &mut net,
+            Hook::PodEgress,
+            "server",
+            0,
+            &answer,
+            true,
+            "allow_audit",
+        );
+        would_drop.extend([syn.clone(), ack, answer]);
+        // Reported once, for the packet that decided the flow.
+        let events = reader.drain();
+        match events.as_slice() {
+            [event] => {
+                assert_eq!(
+                    (
+                        event.ifindex,
+                        event.endpoint_id,
+                        event.direction,
+                        event.verdict,
+                        event.reason
+                    ),
+                    (
+                        server_if,
+                        SERVER_ID,
+                        Direction::Ingress,
+                        EventVerdict::WouldDrop,
+                        "allow_audit"
+                    )
+                );
+                assert_eq!(
+                    (event.source, event.destination),
+                    ((addr(client), 50000), (addr(server), 81))
+                );
+                assert_eq!((event.rule, event.packet_len as usize), (None, syn.len()));
+            }
+            other => panic!("one would-drop event for {client}: {other:#?}"),
+        }
+        let tracked = flow_from(&mut net, server_if, client, 50000);
+        assert!(tracked.audit, "{tracked:?}");
+        assert_eq!(
+            tracked.counter_slot,
+            Some(deny_slot(SERVER_ID, DIRECTION_INGRESS, true))
+        );
+    }
+    let counted = net
+        .datapath
+        .policy_counters(&auditing)
+        .unwrap_or_else(|e| panic!("counters: {e}"));
+    assert_eq!(counted.denied.len(), 1, "{counted:#?}");
+    assert_eq!(
+        (counted.denied[0].denied, counted.denied[0].would_deny),
+        (Traffic::default(), sum(&would_drop))
+    );
+
+    // Enforcing: the audit flows' next packets are decided afresh and dropped; a
+    // reply is decided as the server's own (unisolated) egress.
+    let enforcing = audit(&net, base, "server", Direction::Ingress, false);
+    net.apply(&enforcing);
+    let mut dropped = Vec::new();
+    for (client, server) in FAMILIES {
+        let ack = tcp(client, server, 50000, 81, true);
+        expect(
+            &mut net,
+            Hook::PodIngress,
+            "server",
+            0,
+            &ack,
+            false,
+            "drop_policy",
+        );
+        let answer = tcp(server, client, 81, 50000, true);
+        expect(
+            &mut net,
+            Hook::PodEgress,
+            "server",
+            0,
+            &answer,
+            true,
+            "allow_unisolated",
+        );
+        expect(
+            &mut net,
+            Hook::PodIngress,
+            "server",
+            0,
+            &ack,
+            false,
+            "drop_policy",
+        );
+        dropped.extend([ack.clone(), ack]);
+    }
+    let counted = net
+        .datapath
+        .policy_counters(&enforcing)
+        .unwrap_or_else(|e| panic!("counters: {e}"));
+    assert_eq!(
+        (counted.denied[0].denied, counted.denied[0].would_deny),
+        (sum(&dropped), sum(&would_drop))
+    );
+    let events = reader.drain();
+    assert_eq!(events.len(), 4, "{events:#?}");
+    assert!(
+        events.iter().all(|e| e.verdict == EventVerdict::Drop),
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_drop() {
+    let mut net = server_and_client();
+    // The client's egress is isolated (audit only) with a rule for 8080 alone; the
+    // server is the backend behind a ClusterIP per family.
+    let mut base = Tables::new(&net)
+        .isolate("client", false, true)
+        .pod_class("server", 5)
+        .service("10.96.0.10/32")
+        .service("fd96::10/128")
+        .allow_port("client", Direction::Egress, 5, TCP, 8080)
+        .build();
+    base.isolation.insert(
+        CLIENT_ID,
+        Isolation {
+            ingress: vec![],
+            egress: vec![0],
+        },
+    );
+    let auditing = audit(&net, base.clone(), "client", Direction::Egress, true);
+    net.apply(&auditing);
+    let mut reader = net
+        .datapath
+        .event_reader()
+        .unwrap_or_else(|e| panic!("event reader: {e}"));
+    reader.drain();
+    let client_if = net.ifindex("client");
+    let mut would_drop = Vec::new();
+    for ((client, backend), vip) in FAMILIES.into_iter().zip(["10.96.0.10", "fd96::10"]) {
+        let to_vip = tcp(client, vip, 51000, 80, false);
+        expect(
+            &mut net,
+            Hook::PodEgress,
+            "client",
+            0,
+            &to_vip,
+            true,
+            "egress_deferred",
+        );
+        // At the backend, after DNAT to a port the client's rules do not allow: the
+        // packets go on to the backend's own (unisolated, then tracked) ingress.
+        let dnat = tcp(client, backend, 51000, 9090, false);
+        let later = tcp(client, backend, 51000, 9090, true);
+        for (frame, backend_verdict) in [(&dnat, "allow_unisolated"), (&later, "allow_tracked")] {
+            expect(
+                &mut net,
+                Hook::PodIngress,
+                "server",
+                MARK_DEFERRED_EGRESS,
+                frame,
+                true,
+                backend_verdict,
+            );
+            would_drop.push(frame.clone());
+        }
+        let answer = tcp(backend, client, 9090, 51000, true);
+        let mark = expect(
+            &mut net,
+            Hook::PodEgress,
+            "server",
+            0,
+            &answer,
+            true,
+            "allow_tracked",
+        );
+        assert_ne!(
+            mark & MARK_REPLY_VERIFIED,
+            0,
+            "an audit flow's reply is verified"
+        );
+        let events = reader.drain();
+        match events.as_slice() {
+            [event] => {
+                assert_eq!(
+                    (
+                        event.ifindex,
+                        event.endpoint_id,
+                        event.direction,
+                        event.verdict
+                    ),
+                    (
+                        client_if,
+                        CLIENT_ID,
+                        Direction::Egress,
+                        EventVerdict::WouldDrop
+                    )
+                );
+                assert_eq!(event.destination, (addr(backend), 9090));
+            }
+            other => panic!("one would-drop event for {client}: {other:#?}"),
+        }
+        // The translated flow, tracked at the client's interface.
+        let tracked = flow_to(&mut net, client_if, backend, 9090);
+        assert!(tracked.audit, "{tracked:?}");
+        assert_eq!(
+            tracked.counter_slot,
+            Some(deny_slot(CLIENT_ID, DIRECTION_EGRESS, true))
+        );
+    }
+    let counted = net
+        .datapath
+        .policy_counters(&auditing)
+        .unwrap_or_else(|e| panic!("counters: {e}"));
+    assert_eq!(
+        counted.denied[0].would_deny,
+        sum(&would_drop),
+        "{counted:#?}"
+    );
+
+    // Enforcing: the flow's next packet is denied at the backend, and the
+    // backend's answer is no longer verified for the client.
+    let enforcing = audit(&net, base, "client", Direction::Egress, false);
+    net.apply(&enforcing);
+    for (client, backend) in FAMILIES {
+        let later = tcp(client, backend, 51000, 9090, true);
+        expect(
+            &mut net,
+            Hook::PodIngress,
+            "server",
+            MARK_DEFERRED_EGRESS,
+            &later,
+            false,
+            "drop_deferred_egress",
+        );
+        let answer = tcp(backend, client, 9090, 51000, true);
+        let mark = expect(
+            &mut net,
+            Hook::PodEgress,
+            "server",
+            0,
+            &answer,
+            true,
+            "allow_tracked",
+        );
+        assert_eq!(mark & MARK_REPLY_VERIFIED, 0, "no longer verified");
+    }
+}

@@ -1,0 +1,488 @@
+//! Per-policy traffic counters (`RULE_COUNTERS`, `DENY_COUNTERS`) as
+//! `Datapath::policy_counters` names them: every packet of a flow a rule allowed
+//! counts in that rule, replies included; drops count per endpoint and direction
+//! and are named with the policies isolating it; a Service egress decided at the
+//! backend counts as the client pod's egress; a slot whose meaning an `apply`
+//! changes starts again from zero. Frames go through `BPF_PROG_TEST_RUN`, except
+//! one test that reads the counters while real datagrams flow.
+
+use std::{net::SocketAddr, time::Duration};
+
+use policy_agent::{
+    dataplane::{DenyTraffic, EventVerdict, Hook, PolicyCounters, RuleTraffic, Traffic},
+    model::ObjectRef,
+    policy::tables::{DatapathTables, Direction, Isolation, RuleRef},
+};
+use policy_common::verdict::{MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::{
+    addr,
+    frames::{self, TCP, UDP},
+    net::Net,
+    support,
+    tables::Tables,
+};
+
+const SERVER_V4: &str = "10.1.0.10";
+const SERVER_V6: &str = "fd00:1::10";
+const CLIENT_V4: &str = "10.2.0.5";
+const CLIENT_V6: &str = "fd00:2::5";
+const OTHER_V4: &str = "10.3.0.6";
+const OTHER_V6: &str = "fd00:3::6";
+/// Endpoint ids `Tables::new` gives: position in `Net::up` + 1.
+const SERVER_ID: u32 = 1;
+const CLIENT_ID: u32 = 2;
+const OTHER_ID: u32 = 3;
+
+/// Both families' (client, server) addresses.
+const FAMILIES: [(&str, &str); 2] = [(CLIENT_V4, SERVER_V4), (CLIENT_V6, SERVER_V6)];
+
+/// A quiet server, client and third pod.
+fn three_pods() -> Net {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("server", SERVER_V4, SERVER_V6),
+        ("client", CLIENT_V4, CLIENT_V6),
+        ("other", OTHER_V4, OTHER_V6),
+    ]);
+    net.quiet();
+    net
+}
+
+/// The policy `Tables::new` names (id 0) and a second one (id 1).
+fn first_policy() -> ObjectRef {
+    ObjectRef::new("x", "hand-written")
+}
+
+fn second_policy() -> ObjectRef {
+    ObjectRef::new("x", "second")
+}
+
+/// The server isolated for ingress by policy 0, whose rule 0 admits the client
+/// (class 3) on TCP 80 and rule 1 on UDP 53.
+fn server_rules(net: &Net) -> DatapathTables {
+    let mut tables = Tables::new(net)
+        .isolate("server", true, false)
+        .pod_class("client", 3)
+        .allow_port("server", Direction::Ingress, 3, TCP, 80)
+        .allow_port("server", Direction::Ingress, 3, UDP, 53)
+        .build();
+    tables.isolation.insert(
+        SERVER_ID,
+        Isolation {
+            ingress: vec![0],
+            egress: vec![],
+        },
+    );
+    tables
+}
+
+fn counters(net: &mut Net, tables: &DatapathTables) -> PolicyCounters {
+    net.datapath
+        .policy_counters(tables)
+        .unwrap_or_else(|e| panic!("policy counters: {e}"))
+}
+
+/// What policy 0's ingress rule `rule_index` let through.
+fn ingress_rule(counters: &PolicyCounters, rule_index: u32) -> Traffic {
+    rule(counters, Direction::Ingress, rule_index)
+}
+
+fn rule(counters: &PolicyCounters, direction: Direction, rule_index: u32) -> Traffic {
+    counters
+        .allowed
+        .iter()
+        .find(|r| r.direction == direction && r.rule_index == rule_index)
+        .unwrap_or_else(|| panic!("no {direction:?} rule {rule_index}: {counters:#?}"))
+        .allowed
+}
+
+/// `packets` frames of these lengths.
+fn traffic(frames: &[&[u8]]) -> Traffic {
+    Traffic {
+        packets: frames.len() as u64,
+        bytes: frames.iter().map(|f| f.len() as u64).sum(),
+    }
+}
+
+fn tcp(from: &str, to: &str, sport: u16, dport: u16, ack: bool) -> Vec<u8> {
+    let l4 = if ack {
+        frames::tcp_ack(sport, dport)
+    } else {
+        frames::tcp(sport, dport)
+    };
+    frames::ip(addr(from), addr(to), TCP, &l4)
+}
+
+fn udp(from: &str, to: &str, sport: u16, dport: u16) -> Vec<u8> {
+    frames::ip(addr(from), addr(to), UDP, &frames::udp(sport, dport))
+}
+
+#[test]
+fn every_packet_of_an_allowed_flow_counts_in_its_rule_replies_included_and_rules_apart() {
+    let mut net = three_pods();
+    let tables = server_rules(&net);
+    net.apply(&tables);
+    let (mut web, mut dns) = (Vec::new(), Vec::new());
+    for (client, server) in FAMILIES {
+        let syn = tcp(client, server, 45000, 80, false);
+        let ack = tcp(client, server, 45000, 80, true);
+        let answer = tcp(server, client, 80, 45000, true);
+        // Each packet crosses the client's (unisolated: no rule counts) and the
+        // server's hook; only the server's rule counts it.
+        for (frame, from_client) in [(&syn, true), (&ack, true), (&answer, false), (&ack, true)] {
+            let (first, second) = if from_client {
+                ((Hook::PodEgress, "client"), (Hook::PodIngress, "server"))
+            } else {
+                ((Hook::PodEgress, "server"), (Hook::PodIngress, "client"))
+            };
+            for (hook, pod) in [first, second] {
+                assert!(net.run(hook, pod, 0, frame).passed, "{hook:?} {pod}");
+            }
+            web.push(frame.clone());
+        }
+        let query = udp(client, server, 45001, 53);
+        let response = udp(server, client, 53, 45001);
+        assert!(net.run(Hook::PodIngress, "server", 0, &query).passed);
+        assert!(net.run(Hook::PodIngress, "server", 0, &query).passed);
+        assert!(net.run(Hook::PodEgress, "server", 0, &response).passed);
+        dns.extend([query.clone(), query, response]);
+    }
+    let got = counters(&mut net, &tables);
+    let as_slices =
+        |frames: &[Vec<u8>]| traffic(&frames.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    assert_eq!(
+        got.allowed,
+        vec![
+            RuleTraffic {
+                policy: first_policy(),
+                direction: Direction::Ingress,
+                rule_index: 0,
+                allowed: as_slices(&web),
+            },
+            RuleTraffic {
+                policy: first_policy(),
+                direction: Direction::Ingress,
+                rule_index: 1,
+                allowed: as_slices(&dns),
+            },
+        ]
+    );
+    assert_eq!(
+        got.denied,
+        vec![DenyTraffic {
+            policies: vec![first_policy()],
+            direction: Direction::Ingress,
+            denied: Traffic::default(),
+            would_deny: Traffic::default(),
+        }],
+        "nothing denied"
+    );
+}
+
+#[test]
+fn drops_count_per_endpoint_and_direction_named_with_the_policies_isolating_it() {
+    let mut net = three_pods();
+    // The server and the other pod are isolated for ingress by both policies (their
+    // drops add up under one name); the client for egress by the second only.
+    let mut tables = Tables::new(&net)
+        .isolate("server", true, false)
+        .isolate("other", true, false)
+        .isolate("client", false, true)
+        .pod_class("client", 3)
+        .allow_port("server", Direction::Ingress, 3, TCP, 80)
+        .build();
+    tables.policy_names.push(second_policy());
+    for id in [SERVER_ID, OTHER_ID] {
+        tables.isolation.insert(
+            id,
+            Isolation {
+                ingress: vec![0, 1],
+                egress: vec![],
+            },
+        );
+    }
+    tables.isolation.insert(
+        CLIENT_ID,
+        Isolation {
+            ingress: vec![],
+            egress: vec![1],
+        },
+    );
+    net.apply(&tables);
+    let (mut into_pods, mut out_of_client) = (Vec::new(), Vec::new());
+    for (client, server) in FAMILIES {
+        let other = if client == CLIENT_V4 {
+            OTHER_V4
+        } else {
+            OTHER_V6
+        };
+        for (pod, to) in [("server", server), ("other", other), ("server", server)] {
+            let denied = tcp(client, to, 46000, 81, false);
+            assert!(!net.run(Hook::PodIngress, pod, 0, &denied).passed, "{pod}");
+            into_pods.push(denied);
+        }
+        let denied = tcp(client, server, 46001, 80, false);
+        assert!(!net.run(Hook::PodEgress, "client", 0, &denied).passed);
+        out_of_client.push(denied);
+        // A drop that is no policy's (a spoofed source) counts nowhere here.
+        let spoofed = tcp(other, server, 46002, 80, false);
+        assert!(!net.run(Hook::PodEgress, "client", 0, &spoofed).passed);
+    }
+    let slices =
+        |frames: &[Vec<u8>]| traffic(&frames.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    assert_eq!(
+        counters(&mut net, &tables).denied,
+        vec![
+            DenyTraffic {
+                policies: vec![first_policy(), second_policy()],
+                direction: Direction::Ingress,
+                denied: slices(&into_pods),
+                would_deny: Traffic::default(),
+            },
+            DenyTraffic {
+                policies: vec![second_policy()],
+                direction: Direction::Egress,
+                denied: slices(&out_of_client),
+                would_deny: Traffic::default(),
+            },
+        ]
+    );
+}
+
+#[test]
+fn counters_read_while_datagrams_flow_only_grow_and_end_at_every_datagram() {
+    let mut net = three_pods();
+    let tables = server_rules(&net);
+    net.apply(&tables);
+    const DATAGRAMS: u64 = 3000;
+    const PAYLOAD: &[u8] = b"podwall-counted";
+    let server = addr(SERVER_V4);
+    let (client_ns, server_ns) = (
+        net.pod("client").netns.clone(),
+        net.pod("server").netns.clone(),
+    );
+    let open = |ns: &str, bind: SocketAddr| {
+        Net::in_ns(ns, || {
+            let socket = Socket::new(Domain::IPV4, Type::DGRAM, None)
+                .unwrap_or_else(|e| panic!("udp socket: {e}"));
+            socket
+                .bind(&SockAddr::from(bind))
+                .unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+            socket
+        })
+    };
+    let _receiver = open(&server_ns, SocketAddr::new(server, 53));
+    let sender = open(&client_ns, SocketAddr::new(addr(CLIENT_V4), 47000));
+    let to = SockAddr::from(SocketAddr::new(server, 53));
+    let mut readings = Vec::new();
+    std::thread::scope(|scope| {
+        let sending = scope.spawn(|| {
+            for i in 0..DATAGRAMS {
+                sender
+                    .send_to(PAYLOAD, &to)
+                    .unwrap_or_else(|e| panic!("send: {e}"));
+                if i % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        while !sending.is_finished() {
+            readings.push(ingress_rule(&counters(&mut net, &tables), 1));
+        }
+    });
+    // The last datagrams may still be on their way through the node.
+    let per_datagram = (14 + 20 + 8 + PAYLOAD.len()) as u64;
+    let want = Traffic {
+        packets: DATAGRAMS,
+        bytes: DATAGRAMS * per_datagram,
+    };
+    for _ in 0..50 {
+        if *readings.last().unwrap_or(&Traffic::default()) == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        readings.push(ingress_rule(&counters(&mut net, &tables), 1));
+    }
+    assert!(readings.len() > 2, "read while sending: {readings:?}");
+    assert!(
+        readings
+            .windows(2)
+            .all(|w| w[0].packets <= w[1].packets && w[0].bytes <= w[1].bytes),
+        "counters only grow: {readings:?}"
+    );
+    assert!(
+        readings.iter().all(|r| r.bytes == r.packets * per_datagram),
+        "every reading is whole datagrams: {readings:?}"
+    );
+    assert_eq!(
+        readings.last().copied(),
+        Some(want),
+        "{} readings",
+        readings.len()
+    );
+}
+
+#[test]
+fn a_slot_starts_from_zero_when_apply_changes_what_it_counts_and_keeps_counting_otherwise() {
+    let mut net = three_pods();
+    let first = server_rules(&net);
+    net.apply(&first);
+    let (client, server) = (CLIENT_V4, SERVER_V4);
+    let web = tcp(client, server, 48000, 80, false);
+    let dns = udp(client, server, 48001, 53);
+    let denied = tcp(client, server, 48002, 81, false);
+    for frame in [&web, &dns, &denied] {
+        net.run(Hook::PodIngress, "server", 0, frame);
+    }
+
+    // A rule sorting after the others: slots 0 and 1 keep their rules and counts.
+    let mut second = first.clone();
+    let rule_8080 = Tables::new(&net)
+        .pod_class("client", 3)
+        .allow_port("server", Direction::Ingress, 3, TCP, 8080)
+        .build();
+    for (m, _) in rule_8080.policy {
+        second.policy.insert(
+            m,
+            RuleRef {
+                policy_id: 0,
+                rule_index: 2,
+            },
+        );
+    }
+    net.apply(&second);
+    let got = counters(&mut net, &second);
+    assert_eq!(ingress_rule(&got, 0), traffic(&[&web]));
+    assert_eq!(ingress_rule(&got, 1), traffic(&[&dns]));
+    assert_eq!(ingress_rule(&got, 2), Traffic::default());
+    assert_eq!(got.denied[0].denied, traffic(&[&denied]));
+
+    // Rule 0 goes: rule 1 moves to slot 0 and starts from zero, as does slot 1.
+    let mut third = second.clone();
+    third.policy.retain(|_, rule| rule.rule_index != 0);
+    net.apply(&third);
+    let got = counters(&mut net, &third);
+    assert_eq!(ingress_rule(&got, 1), Traffic::default(), "{got:#?}");
+    assert_eq!(ingress_rule(&got, 2), Traffic::default(), "{got:#?}");
+    let new_dns = udp(client, server, 48003, 53);
+    assert!(net.run(Hook::PodIngress, "server", 0, &new_dns).passed);
+    assert_eq!(
+        ingress_rule(&counters(&mut net, &third), 1),
+        traffic(&[&new_dns])
+    );
+    assert_eq!(
+        got.denied[0].denied,
+        traffic(&[&denied]),
+        "same isolating policies"
+    );
+
+    // Another policy isolates the server too: its deny slots start from zero.
+    let mut fourth = third.clone();
+    fourth.policy_names.push(second_policy());
+    if let Some(isolation) = fourth.isolation.get_mut(&SERVER_ID) {
+        isolation.ingress.push(1);
+    }
+    net.apply(&fourth);
+    let got = counters(&mut net, &fourth);
+    assert_eq!(got.denied.len(), 1, "{got:#?}");
+    assert_eq!(
+        got.denied[0].policies,
+        vec![first_policy(), second_policy()]
+    );
+    assert_eq!(got.denied[0].denied, Traffic::default());
+}
+
+#[test]
+fn a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress() {
+    let mut net = three_pods();
+    // The client may reach the server (the backend, class 5) on TCP 8080 only; a
+    // ClusterIP per family defers its egress to the server's side.
+    let mut tables = Tables::new(&net)
+        .isolate("client", false, true)
+        .pod_class("server", 5)
+        .service("10.96.0.10/32")
+        .service("fd96::10/128")
+        .allow_port("client", Direction::Egress, 5, TCP, 8080)
+        .build();
+    tables.isolation.insert(
+        CLIENT_ID,
+        Isolation {
+            ingress: vec![],
+            egress: vec![0],
+        },
+    );
+    net.apply(&tables);
+    let mut reader = net
+        .datapath
+        .event_reader()
+        .unwrap_or_else(|e| panic!("event reader: {e}"));
+    reader.drain();
+    let (client_if, mut allowed, mut denied) = (net.ifindex("client"), Vec::new(), Vec::new());
+    for ((client, backend), vip) in FAMILIES.into_iter().zip(["10.96.0.10", "fd96::10"]) {
+        // The client's side defers (no rule counts there)...
+        let to_vip = tcp(client, vip, 49000, 80, false);
+        let out = net.run(Hook::PodEgress, "client", 0, &to_vip);
+        assert!(out.passed && out.mark & MARK_DEFERRED_EGRESS != 0);
+        // ...and the backend's side decides it after DNAT: allowed by the client's
+        // rule, every forward packet counted there.
+        let dnat = tcp(client, backend, 49000, 8080, false);
+        let later = tcp(client, backend, 49000, 8080, true);
+        for frame in [&dnat, &later] {
+            let out = net.run(Hook::PodIngress, "server", MARK_DEFERRED_EGRESS, frame);
+            assert!(out.passed);
+            allowed.push(frame.clone());
+        }
+        let answer = tcp(backend, client, 8080, 49000, true);
+        assert!(net.run(Hook::PodEgress, "server", 0, &answer).mark & MARK_REPLY_VERIFIED != 0);
+        // A denied backend port: dropped, counted in the client's egress deny slot.
+        let other_port = tcp(client, backend, 49001, 9090, false);
+        assert!(
+            !net.run(
+                Hook::PodIngress,
+                "server",
+                MARK_DEFERRED_EGRESS,
+                &other_port
+            )
+            .passed
+        );
+        denied.push(other_port);
+    }
+    let slices =
+        |frames: &[Vec<u8>]| traffic(&frames.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let got = counters(&mut net, &tables);
+    assert_eq!(rule(&got, Direction::Egress, 0), slices(&allowed));
+    assert_eq!(
+        got.denied,
+        vec![DenyTraffic {
+            policies: vec![first_policy()],
+            direction: Direction::Egress,
+            denied: slices(&denied),
+            would_deny: Traffic::default(),
+        }]
+    );
+    // The drop is reported as the client's egress, where its policy is.
+    let events = reader.drain();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for (event, frame) in events.iter().zip(&denied) {
+        assert_eq!(
+            (
+                event.ifindex,
+                event.endpoint_id,
+                event.direction,
+                event.verdict,
+                event.reason
+            ),
+            (
+                client_if,
+                CLIENT_ID,
+                Direction::Egress,
+                EventVerdict::Drop,
+                "drop_deferred_egress"
+            )
+        );
+        assert_eq!(event.destination.1, 9090);
+        assert_eq!(event.packet_len as usize, frame.len());
+    }
+}
