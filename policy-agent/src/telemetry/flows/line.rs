@@ -126,11 +126,9 @@ fn decided_by_isolation(reason: &str) -> bool {
 }
 
 impl FlowLine {
-    /// Names `record` with `names` (the tables of its datapath) and `clock`.
-    ///
-    /// The pod is the one behind the interface, except for a Service egress
-    /// verdict taken at the backend (`drop_deferred_egress`): that one is the
-    /// source pod's egress policy, so the pod is the source's.
+    /// Names `record` with `names` (the tables of its datapath) and `clock`. The
+    /// pod is the one behind the event's interface (for a Service egress decided at
+    /// the backend, the kernel reports the source pod's interface).
     pub fn name(record: &VerdictRecord, names: &FlowNames, clock: WallClock) -> Self {
         let end = |(address, port): (IpAddr, u16)| FlowEnd {
             address,
@@ -139,12 +137,7 @@ impl FlowLine {
         };
         let source = end(record.source);
         let destination = end(record.destination);
-        let deferred = record.reason == STAT_NAMES[STAT_DROP_DEFERRED_EGRESS as usize];
-        let pod = if deferred {
-            source.pod.clone()
-        } else {
-            names.pod_on_interface(record.ifindex).map(str::to_string)
-        };
+        let pod = names.pod_on_interface(record.ifindex).map(str::to_string);
         let policies =
             if record.verdict != EventVerdict::Allow && decided_by_isolation(record.reason) {
                 names.isolating(record.endpoint_id, record.direction)

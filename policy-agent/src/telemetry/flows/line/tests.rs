@@ -62,16 +62,28 @@ fn drops_that_are_not_policy_decisions_name_no_policy() {
 }
 
 #[test]
-fn a_deferred_service_egress_drop_belongs_to_the_source_pod() {
-    // Decided at the backend's interface (web), on the client's egress policy.
+fn a_deferred_service_egress_drop_names_the_source_pod_and_its_egress_policies() {
+    // Decided at the backend (web) on the client's egress policy: the kernel
+    // reports the client's interface and endpoint.
+    let mut names = names();
+    names.isolation.insert(
+        4,
+        crate::telemetry::flows::names::IsolatingPolicies {
+            ingress: vec![],
+            egress: vec![1],
+        },
+    );
     let record = VerdictRecord {
         reason: "drop_deferred_egress",
         direction: Direction::Egress,
+        ifindex: 13,
+        endpoint_id: 4,
         ..drop_into_web()
     };
-    let line = name(&record);
+    let line = FlowLine::name(&record, &names, WallClock::with_offset(0));
     assert_eq!(line.pod.as_deref(), Some("shop/client"));
     assert_eq!(line.peer().pod.as_deref(), Some("shop/web"));
+    assert_eq!(line.policies, vec!["shop/web-in"]);
 }
 
 #[test]
