@@ -1,31 +1,28 @@
 //! Flow logs on the real kernel: `policy-agent flows` following a lab from another
 //! process (JSON lines and table, filters, `--count`, SIGINT/SIGTERM), what a lab
-//! publishes and how it is cleaned up, `lab run --show-drops`, and audit mode in
-//! the lab: an audited default-deny keeps traffic flowing and reports exactly the
-//! flows that enforcing it drops.
+//! publishes and how it is cleaned up; `flows/lab.rs`: `lab run --show-drops` and
+//! audit mode in the lab.
 
 mod support;
 
+#[path = "flows/lab.rs"]
+mod lab;
+
 use std::{
-    collections::BTreeSet,
     io::{BufRead, BufReader, Read},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use policy_agent::{
-    lab::{
-        drops::{self, EventCollector},
-        probe::ProbeSpec,
-        Lab,
-    },
+    lab::{probe::ProbeSpec, Lab},
     model::{
-        builders::{cluster, netpol, pod, rule, selector},
-        ClusterState, ObjectRef, PolicyMode, Protocol,
+        builders::{cluster, netpol, pod, selector},
+        ClusterState, ObjectRef, Protocol,
     },
-    telemetry::flows::{FlowLine, FlowPaths, WallClock},
+    telemetry::flows::FlowPaths,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_policy-agent");
@@ -295,6 +292,40 @@ fn a_lab_publishes_while_it_runs_cleans_up_when_dropped_and_lab_down_removes_dea
     assert!(left.iter().all(|dir| !dir.exists()), "{left:?}");
 }
 
+#[test]
+fn ctrl_c_during_a_lab_run_removes_its_flow_log() {
+    support::require_root_and_bpf();
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/secure-app");
+    let mut child = Command::new(AGENT)
+        .args(["lab", "run", "--timeout-ms", "10000", "-f"])
+        .arg(&example)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let paths = FlowPaths::system();
+    let instance = format!("pwlab-{}x0", child.id());
+    let names_file = paths.names_file(&instance);
+    let start = Instant::now();
+    while !names_file.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{} never appeared",
+            names_file.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap_or_else(|e| panic!("{e}"));
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{status}");
+    assert!(
+        !paths.instance_names().contains(&instance),
+        "{instance} left its names or pin"
+    );
+}
+
 /// The pid of a process that has exited.
 fn dead_pid() -> u32 {
     let mut child = Command::new("true")
@@ -303,213 +334,4 @@ fn dead_pid() -> u32 {
     let pid = child.id();
     let _ = child.wait();
     pid
-}
-
-fn example() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/examples/secure-app")
-        .to_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn lab_run(extra: &[&str]) -> String {
-    let out = Command::new(AGENT)
-        .args(["lab", "run", "-f", &example(), "--probe", "80/TCP"])
-        .args(extra)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[test]
-fn lab_run_show_drops_lists_each_dropped_flow_with_its_isolating_policies() {
-    support::require_root_and_bpf();
-    let text = lab_run(&["--show-drops"]);
-    let (matrix, drops) = text
-        .split_once("\n\n")
-        .unwrap_or_else(|| panic!("no drops after the matrix:\n{text}"));
-    assert!(
-        matrix.ends_with("12 probes: 0 allowed, 12 denied"),
-        "{text}"
-    );
-    let mut lines = drops.lines();
-    assert!(
-        lines
-            .next()
-            .is_some_and(|l| l.starts_with("drops reported while probing: ")),
-        "{text}"
-    );
-    let header = lines.next().unwrap_or_default();
-    assert!(header.starts_with("from"), "{text}");
-    // Egress of the frontend, isolated by the tutorial's egress policy.
-    let wanted = [
-        "secure-app/frontend",
-        "secure-app/backend",
-        "80/TCP",
-        "drop",
-    ];
-    let line = lines
-        .clone()
-        .find(|l| l.split_whitespace().take(4).eq(wanted))
-        .unwrap_or_else(|| panic!("no line starting {wanted:?}:\n{text}"));
-    assert!(
-        line.contains("secure-app/frontend egress")
-            && line.contains("drop_policy")
-            && line.contains("secure-app/deny-all-egress-allow-dns"),
-        "{line}"
-    );
-
-    let json: serde_json::Value = serde_json::from_str(&lab_run(&["--show-drops", "-o", "json"]))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(json["probes"].as_array().map(Vec::len), Some(12));
-    assert_eq!(json["events_lost"]["rate_limited"], 0, "{json}");
-    assert_eq!(json["events_lost"]["ring_full"], 0, "{json}");
-    let drops = json["drops"].as_array().cloned().unwrap_or_default();
-    // coredns reaches no tutorial pod on 80: ingress policies drop it at each one.
-    for (to, policies) in [
-        (
-            "secure-app/backend",
-            serde_json::json!([
-                "secure-app/allow-frontend-to-backend",
-                "secure-app/deny-all-ingress"
-            ]),
-        ),
-        (
-            "secure-app/mysql",
-            serde_json::json!(["secure-app/deny-all-ingress", "secure-app/mysql-lockdown"]),
-        ),
-    ] {
-        let found = drops
-            .iter()
-            .find(|d| d["from"] == "kube-system/coredns" && d["to"] == to && d["port"] == 80);
-        let drop = found.unwrap_or_else(|| panic!("no drop coredns -> {to}: {json}"));
-        assert_eq!(drop["verdict"], "drop");
-        assert_eq!(drop["pod"], to);
-        assert_eq!(drop["direction"], "ingress");
-        assert_eq!(drop["policies"], policies, "{drop}");
-        assert!(drop["packets"].as_u64().is_some_and(|n| n >= 1), "{drop}");
-    }
-}
-
-/// `(from, to, port)` of the probes in a `lab run` JSON that satisfy `keep`.
-fn probes_where(
-    json: &serde_json::Value,
-    keep: impl Fn(&serde_json::Value) -> bool,
-) -> BTreeSet<String> {
-    json["probes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| keep(p))
-        .map(|p| format!("{} -> {} {}", p["from"], p["to"], p["port"]))
-        .collect()
-}
-
-#[test]
-fn lab_run_audit_passes_everything_and_marks_exactly_what_enforcing_drops() {
-    support::require_root_and_bpf();
-    let enforced: serde_json::Value =
-        serde_json::from_str(&lab_run(&["-o", "json"])).unwrap_or_else(|e| panic!("{e}"));
-    let audited: serde_json::Value = serde_json::from_str(&lab_run(&["--audit", "-o", "json"]))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let dropped = probes_where(&enforced, |p| p["allowed"] == false);
-    assert!(!dropped.is_empty());
-    assert!(
-        probes_where(&audited, |p| p["allowed"] == false).is_empty(),
-        "{audited}"
-    );
-    assert_eq!(probes_where(&audited, |p| p["would_drop"] == true), dropped);
-    let table = lab_run(&["--audit"]);
-    assert!(table.contains("80 ⚠"), "{table}");
-    assert!(table.contains("would-drop: audit mode"), "{table}");
-}
-
-/// The tutorial's shape in small: a default-deny ingress for the namespace and an
-/// allow from `a` to `b` on 80, both in `mode`.
-fn default_deny(mode: PolicyMode) -> ClusterState {
-    let app = |name: &str| {
-        pod("shop", name)
-            .labels([("app", name)])
-            .port(80, Protocol::Tcp)
-            .build()
-    };
-    cluster()
-        .pod(app("a"))
-        .pod(app("b"))
-        .pod(app("c"))
-        .policy(
-            netpol("shop", "default-deny-ingress")
-                .select(selector().build())
-                .types(true, false)
-                .mode(mode)
-                .build(),
-        )
-        .policy(
-            netpol("shop", "allow-a-to-b")
-                .select(selector().label("app", "b").build())
-                .ingress(
-                    rule()
-                        .from_pods(selector().label("app", "a").build())
-                        .port(80, Protocol::Tcp)
-                        .build(),
-                )
-                .mode(mode)
-                .build(),
-        )
-        .build()
-}
-
-#[test]
-fn an_audited_default_deny_keeps_traffic_flowing_and_reports_exactly_the_flows_enforcing_drops() {
-    support::require_root_and_bpf();
-    let mut lab = lab_up(default_deny(PolicyMode::Audit));
-    let specs = lab.probe_specs(&[]);
-    assert_eq!(specs.len(), 6);
-    let collector = EventCollector::start(lab.event_reader().unwrap_or_else(|e| panic!("{e}")));
-    let mut results = lab
-        .probe(&specs, TIMEOUT)
-        .unwrap_or_else(|e| panic!("probe: {e}"));
-    let records = collector.finish().unwrap_or_else(|e| panic!("{e}"));
-    let names = lab.flow_names();
-    let lines: Vec<FlowLine> = records
-        .iter()
-        .map(|r| FlowLine::name(r, &names, WallClock::now()))
-        .collect();
-    drops::mark_would_drops(&mut results, &lines);
-    assert!(
-        results.iter().all(|r| r.allowed),
-        "audit drops nothing: {results:?}"
-    );
-    let key = |r: &policy_agent::lab::report::ProbeResult| format!("{} -> {}", r.from, r.to);
-    let would_drop: BTreeSet<String> = results.iter().filter(|r| r.would_drop).map(key).collect();
-    // Every pair but a -> b, which the allow admits.
-    assert_eq!(would_drop.len(), 5, "{would_drop:?}");
-    assert!(!would_drop.contains("shop/a -> shop/b"), "{would_drop:?}");
-    // Each would-drop names the policies that isolate its destination.
-    for seen in drops::summarize(&lines).iter().filter(|d| d.port == 80) {
-        let expected: Vec<&str> = if seen.to == "shop/b" {
-            vec!["shop/allow-a-to-b", "shop/default-deny-ingress"]
-        } else {
-            vec!["shop/default-deny-ingress"]
-        };
-        assert_eq!(seen.policies, expected, "{seen:?}");
-        assert_eq!(seen.reason, "allow_audit", "{seen:?}");
-    }
-
-    lab.update(default_deny(PolicyMode::Enforce))
-        .unwrap_or_else(|e| panic!("update: {e}"));
-    let enforced = lab
-        .probe(&specs, TIMEOUT)
-        .unwrap_or_else(|e| panic!("probe: {e}"));
-    let dropped: BTreeSet<String> = enforced.iter().filter(|r| !r.allowed).map(key).collect();
-    assert_eq!(
-        dropped, would_drop,
-        "enforcing drops exactly what audit reported"
-    );
 }
