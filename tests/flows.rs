@@ -66,16 +66,6 @@ fn lab_up(state: ClusterState) -> Lab {
     Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"))
 }
 
-/// A lab whose events so far are read and thrown away: packets that reached a pod
-/// between attaching the classifiers and the first table write were dropped as
-/// `drop_unknown_endpoint` (fail closed); real, but not what these tests look at.
-fn quiet_lab_up(state: ClusterState) -> Lab {
-    let mut lab = lab_up(state);
-    let mut reader = lab.event_reader().unwrap_or_else(|e| panic!("{e}"));
-    reader.drain();
-    lab
-}
-
 /// Starts `policy-agent flows` with `args`; stderr lines arrive on the channel.
 fn spawn_flows(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(AGENT)
@@ -131,7 +121,7 @@ fn stdout_of(child: &mut Child) -> String {
 #[test]
 fn flows_follows_a_lab_as_json_lines_naming_the_pods_port_and_isolating_policy() {
     support::require_root_and_bpf();
-    let lab = quiet_lab_up(web_denied());
+    let lab = lab_up(web_denied());
     let (mut flows, stderr) = spawn_flows(&[
         "--output",
         "json",
@@ -186,7 +176,7 @@ fn flows_follows_a_lab_as_json_lines_naming_the_pods_port_and_isolating_policy()
 #[test]
 fn flows_prints_a_table_and_exits_cleanly_on_sigint_and_sigterm() {
     support::require_root_and_bpf();
-    let lab = quiet_lab_up(web_denied());
+    let lab = lab_up(web_denied());
     for signal in [
         nix::sys::signal::Signal::SIGINT,
         nix::sys::signal::Signal::SIGTERM,
@@ -250,7 +240,11 @@ fn flows_without_a_running_datapath_fails_saying_so() {
 fn a_lab_publishes_while_it_runs_cleans_up_when_dropped_and_lab_down_removes_dead_ones() {
     support::require_root_and_bpf();
     let paths = FlowPaths::system();
-    let lab = lab_up(web_denied());
+    let mut lab = lab_up(web_denied());
+    // The tables are written before the classifiers attach: no packet of the pods
+    // coming up is dropped (and reported) as an unknown endpoint.
+    let stats = lab.stats().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.get("drop_unknown_endpoint"), 0, "{stats:?}");
     let instance = lab.instance().to_string();
     let names_file = paths.names_file(&instance);
     let pin = paths.events_pin(&instance);

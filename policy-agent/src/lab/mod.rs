@@ -147,7 +147,14 @@ impl Lab {
             topology
                 .pods
                 .iter()
-                .map(|(key, pod)| Ok((key.clone(), datapath.attach(&pod.host_interface)?)))
+                .map(|(key, pod)| {
+                    nix::net::if_::if_nametoindex(pod.host_interface.as_str())
+                        .map(|index| (key.clone(), index))
+                        .map_err(|source| DataplaneError::Interface {
+                            interface: pod.host_interface.clone(),
+                            source,
+                        })
+                })
                 .collect::<Result<BTreeMap<_, _>, DataplaneError>>()
         })??;
         let publication = flowlog::start(&mut datapath, &run);
@@ -165,7 +172,24 @@ impl Lab {
             _guard: guard,
         };
         lab.program()?;
+        lab.attach()?;
         Ok(lab)
+    }
+
+    /// Attaches the classifiers to every pod's host-side interface. `up` calls it
+    /// after the first `program`, so no packet meets a classifier before its pod is
+    /// in `ENDPOINTS` (which would drop it as an unknown endpoint).
+    fn attach(&mut self) -> Result<(), LabError> {
+        let Self {
+            topology, datapath, ..
+        } = self;
+        netns::in_netns(&topology.node, || {
+            topology
+                .pods
+                .values()
+                .try_for_each(|pod| datapath.attach(&pod.host_interface).map(drop))
+        })??;
+        Ok(())
     }
 
     /// Compiles and writes the policy tables, then replaces the Service rules.

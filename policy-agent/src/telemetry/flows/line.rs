@@ -74,7 +74,8 @@ pub struct FlowLine {
     pub source: FlowEnd,
     /// Where it went (after Service DNAT when decided at the backend).
     pub destination: FlowEnd,
-    /// `TCP`, `UDP`, `SCTP`, `ICMP`, `ICMPv6`, or the IP protocol number.
+    /// `TCP`, `UDP`, `SCTP`, `ICMP`, `ICMPv6`, the IP protocol number, or `-`
+    /// (dropped before it was parsed).
     pub protocol: String,
     /// `allow`, `drop` or `would-drop`.
     pub verdict: EventVerdict,
@@ -101,9 +102,12 @@ pub fn direction_name(direction: Direction) -> &'static str {
     }
 }
 
-/// The name of IP protocol `number` as NetworkPolicy and ping spell it.
+/// The name of IP protocol `number` as NetworkPolicy and ping spell it; `-` for
+/// 0, what an event carries for a packet dropped before it was parsed (0 is the
+/// hop-by-hop header, never a packet's last protocol).
 pub fn protocol_name(number: u8) -> String {
     match number {
+        0 => "-".into(),
         1 => "ICMP".into(),
         6 => "TCP".into(),
         17 => "UDP".into(),
@@ -177,7 +181,8 @@ impl FlowLine {
         }
     }
 
-    /// `80/TCP`; a bare protocol for ICMP (its "ports" are echo identifiers).
+    /// `80/TCP`; a bare protocol for ICMP (its "ports" are echo identifiers) and
+    /// for unparsed packets (`-`).
     pub fn port(&self) -> String {
         if matches!(self.protocol.as_str(), "TCP" | "UDP" | "SCTP") {
             format!("{}/{}", self.destination.port, self.protocol)

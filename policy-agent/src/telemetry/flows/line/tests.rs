@@ -113,6 +113,7 @@ fn icmp_has_no_port_and_protocols_are_named() {
     assert_eq!(protocol_name(17), "UDP");
     assert_eq!(protocol_name(132), "SCTP");
     assert_eq!(protocol_name(47), "47");
+    assert_eq!(protocol_name(0), "-");
 }
 
 #[test]
