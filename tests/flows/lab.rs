@@ -5,12 +5,11 @@
 use std::{collections::BTreeSet, path::Path, process::Command};
 
 use policy_agent::{
-    lab::drops::{self, EventCollector},
+    lab::{drops, probe::ProbeRoute},
     model::{
         builders::{cluster, netpol, pod, rule, selector},
         ClusterState, PolicyMode, Protocol,
     },
-    telemetry::flows::{FlowLine, WallClock},
 };
 
 use super::{lab_up, support, AGENT, TIMEOUT};
@@ -181,17 +180,10 @@ fn an_audited_default_deny_keeps_traffic_flowing_and_reports_exactly_the_flows_e
     let mut lab = lab_up(default_deny(PolicyMode::Audit));
     let specs = lab.probe_specs(&[]);
     assert_eq!(specs.len(), 6);
-    let collector = EventCollector::start(lab.event_reader().unwrap_or_else(|e| panic!("{e}")));
-    let mut results = lab
-        .probe(&specs, TIMEOUT)
+    let reported = drops::probe_reporting(&mut lab, &specs, ProbeRoute::default(), TIMEOUT)
         .unwrap_or_else(|e| panic!("probe: {e}"));
-    let records = collector.finish().unwrap_or_else(|e| panic!("{e}"));
-    let names = lab.flow_names();
-    let lines: Vec<FlowLine> = records
-        .iter()
-        .map(|r| FlowLine::name(r, &names, WallClock::now()))
-        .collect();
-    drops::mark_would_drops(&mut results, &lines);
+    let results = &reported.results;
+    let lines = &reported.lines;
     assert!(
         results.iter().all(|r| r.allowed),
         "audit drops nothing: {results:?}"
@@ -201,8 +193,13 @@ fn an_audited_default_deny_keeps_traffic_flowing_and_reports_exactly_the_flows_e
     // Every pair but a -> b, which the allow admits.
     assert_eq!(would_drop.len(), 5, "{would_drop:?}");
     assert!(!would_drop.contains("shop/a -> shop/b"), "{would_drop:?}");
-    // Each would-drop names the policies that isolate its destination.
-    for seen in drops::summarize(&lines).iter().filter(|d| d.port == 80) {
+    // Each would-drop is reported once, naming the policies isolating its
+    // destination.
+    let seen = drops::summarize(lines);
+    let probes_seen: Vec<_> = seen.iter().filter(|d| d.port == 80).collect();
+    assert_eq!(probes_seen.len(), 5, "{seen:?}");
+    for seen in probes_seen {
+        assert_eq!(seen.packets, 1, "{seen:?}");
         let expected: Vec<&str> = if seen.to == "shop/b" {
             vec!["shop/allow-a-to-b", "shop/default-deny-ingress"]
         } else {

@@ -9,14 +9,12 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::{parse_port_protocol, Output};
 use crate::{
     lab::{
-        drops::{self, EventCollector, EventsLost},
-        flowlog, netns,
+        drops, flowlog, netns,
         probe::{Family, ProbeRoute},
         report, Lab,
     },
-    model::{PolicyMode, Protocol},
+    model::{ClusterState, PolicyMode, Protocol},
     source::manifest::load_manifests,
-    telemetry::flows::{FlowLine, WallClock},
 };
 
 /// What to probe and how to print it; shared by `lab run` and `lab tour`.
@@ -195,43 +193,38 @@ fn run_lab(
         specs.len(),
         describe(route)
     );
-    let collector = if read_events {
-        Some(EventCollector::start(lab.event_reader()?))
-    } else {
-        None
-    };
-    let before = lab.stats()?;
-    let mut results = lab.probe_via(&specs, route, probing.timeout())?;
-    let Some(collector) = collector else {
-        print_results(&lab, &results, *output);
-        return Ok(());
-    };
-    let records = collector.finish()?;
-    let lost = EventsLost::between(&before, &lab.stats()?);
-    let names = lab.flow_names();
-    let clock = WallClock::now();
-    let lines: Vec<FlowLine> = records
-        .iter()
-        .map(|record| FlowLine::name(record, &names, clock))
-        .collect();
-    drops::mark_would_drops(&mut results, &lines);
-    if !show_drops {
-        if lost.any() {
-            eprintln!("{}", drops::lost_note(lost));
-        }
+    if !read_events {
+        let results = lab.probe_via(&specs, route, probing.timeout())?;
         print_results(&lab, &results, *output);
         return Ok(());
     }
-    let seen = drops::summarize(&lines);
+    let reported = drops::probe_reporting(&mut lab, &specs, route, probing.timeout())?;
+    if !show_drops {
+        if reported.lost.any() {
+            eprintln!("{}", drops::lost_note(reported.lost));
+        }
+        print_results(&lab, &reported.results, *output);
+        return Ok(());
+    }
+    let seen = drops::summarize(&reported.lines);
     match output {
         Output::Table => {
-            print!("{}", report::to_matrix(&lab.pods(), &results));
+            print!("{}", report::to_matrix(&lab.pods(), &reported.results));
             println!();
-            print!("{}", drops::to_table(&seen, lost));
+            print!("{}", drops::to_table(&seen, reported.lost));
         }
-        Output::Json => println!("{}", drops::to_json(&results, &seen, lost)),
+        Output::Json => println!(
+            "{}",
+            drops::to_json(&reported.results, &seen, reported.lost)
+        ),
     }
     Ok(())
+}
+
+/// Whether a policy of `state` is in audit mode: then probes read the datapath's
+/// events, which mark would-drops.
+pub(super) fn audits(state: &ClusterState) -> bool {
+    state.policies.values().any(|p| p.mode == PolicyMode::Audit)
 }
 
 /// The matrix or the `{"probes":[...]}` JSON.

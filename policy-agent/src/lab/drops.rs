@@ -15,11 +15,56 @@ use std::{
 
 use serde::Serialize;
 
-use super::{report::ProbeResult, LabError};
+use super::{
+    probe::{ProbeRoute, ProbeSpec},
+    report::ProbeResult,
+    Lab, LabError,
+};
 use crate::{
     dataplane::{DataplaneError, EventReader, EventVerdict, Stats, VerdictRecord},
-    telemetry::flows::{line::direction_name, table::verdict_name, FlowLine},
+    telemetry::flows::{line::direction_name, table::verdict_name, FlowLine, WallClock},
 };
+
+/// Probes and what the datapath reported while they ran.
+#[derive(Clone, Debug)]
+pub struct ReportedProbes {
+    /// The probe results, would-drops marked.
+    pub results: Vec<ProbeResult>,
+    /// Every event read while probing, named.
+    pub lines: Vec<FlowLine>,
+    /// Events the datapath could not report meanwhile.
+    pub lost: EventsLost,
+}
+
+/// Runs `specs` as `Lab::probe_via` does while reading the lab's events, names them
+/// with the lab's tables, and marks the probes reported as would-drops. Events
+/// already waiting are discarded (they are not the probes'), and the events go to
+/// this reader only: a `policy-agent flows` following the lab misses them.
+pub fn probe_reporting(
+    lab: &mut Lab,
+    specs: &[ProbeSpec],
+    route: ProbeRoute,
+    timeout: Duration,
+) -> Result<ReportedProbes, LabError> {
+    let collector = EventCollector::start(lab.event_reader()?);
+    let before = lab.stats()?;
+    let probed = lab.probe_via(specs, route, timeout);
+    let records = collector.finish()?;
+    let mut results = probed?;
+    let lost = EventsLost::between(&before, &lab.stats()?);
+    let names = lab.flow_names();
+    let clock = WallClock::now();
+    let lines: Vec<FlowLine> = records
+        .iter()
+        .map(|record| FlowLine::name(record, &names, clock))
+        .collect();
+    mark_would_drops(&mut results, &lines);
+    Ok(ReportedProbes {
+        results,
+        lines,
+        lost,
+    })
+}
 
 /// Reads verdict events on a helper thread until `finish`, so a long matrix never
 /// fills the ring buffer.
