@@ -113,7 +113,8 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    other ICMPv6 133-137 goes on as ICMPv6 with ports 0.
 /// 6. Ingress only: this program's mark bits are cleared, and a packet carrying
 ///    `MARK_DEFERRED_EGRESS` first has its source pod's egress decided on the
-///    translated destination (`service::deferred_egress`); a deny drops it.
+///    translated destination (`service::deferred_egress`); a deny drops it (an
+///    audit-mode egress reports a would-drop and lets it go on).
 /// 7. A packet of a tracked flow passes (`decide_flow`), except that a forward packet
 ///    of a deferred egress flow is marked and passes as deferred, and a reply to a
 ///    deferred flow passes only with `MARK_REPLY_VERIFIED`, else goes on as new.

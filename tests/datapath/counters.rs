@@ -312,9 +312,14 @@ fn counters_read_while_datagrams_flow_only_grow_and_end_at_every_datagram() {
             .all(|w| w[0].packets <= w[1].packets && w[0].bytes <= w[1].bytes),
         "counters only grow: {readings:?}"
     );
+    // A CPU may be between bumping packets and bytes as it is read: a reading is
+    // whole datagrams give or take one per CPU.
+    let cpus = std::thread::available_parallelism().map_or(64, |n| n.get() as u64);
     assert!(
-        readings.iter().all(|r| r.bytes == r.packets * per_datagram),
-        "every reading is whole datagrams: {readings:?}"
+        readings
+            .iter()
+            .all(|r| r.bytes.abs_diff(r.packets * per_datagram) <= cpus * per_datagram),
+        "every reading is about whole datagrams: {readings:?}"
     );
     assert_eq!(
         readings.last().copied(),

@@ -1,5 +1,7 @@
 //! Reads the per-policy traffic counters (`RULE_COUNTERS`, `DENY_COUNTERS`) while
 //! traffic flows, and names them with the tables that gave their slots meaning.
+//! The kernel bumps packets, then bytes, without a lock: a reading taken while
+//! traffic flows may catch a CPU in between (bytes one packet behind).
 
 use std::collections::BTreeMap;
 
