@@ -56,6 +56,10 @@ fn an_audit_only_direction_is_isolated_with_its_audit_flag_and_would_drop() {
         isolating_ingress(&tables, "prod/web-1"),
         vec!["prod/audit-deny"]
     );
+    assert_eq!(
+        verdict(&tables, "remote/client", "10.0.0.3", 80),
+        TableVerdict::NotLocal
+    );
     // `lookup` (no audit distinction): it passes without a rule.
     assert_eq!(
         tables.lookup(
