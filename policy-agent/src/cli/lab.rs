@@ -174,9 +174,7 @@ fn run_lab(
     if audit {
         state = state.with_every_policy_in_audit();
     }
-    // Would-drops are marked from the datapath's events, so audited policies make
-    // the run read them too.
-    let read_events = show_drops || state.policies.values().any(|p| p.mode == PolicyMode::Audit);
+    let read_events = show_drops || audits(&state);
     install_interrupt_cleanup()?;
     eprintln!(
         "lab: {} pods, {} policies{} from {}",
