@@ -4,7 +4,8 @@
 //! `policy` (pure: evaluator and compiler) -> `dataplane` (the only code that touches
 //! BPF). `lab` builds a local mini-cluster from network namespaces and wires the
 //! stages together; `cli` holds one module per subcommand. `bench` times the
-//! datapath with `BPF_PROG_TEST_RUN` (`cargo xtask bench datapath`).
+//! datapath with `BPF_PROG_TEST_RUN` (`cargo xtask bench datapath`); `telemetry` names
+//! verdict events for flow logs (`policy-agent flows`, `lab run --show-drops`).
 
 pub mod bench;
 pub mod cli;
@@ -13,3 +14,4 @@ pub mod lab;
 pub mod model;
 pub mod policy;
 pub mod source;
+pub mod telemetry;

@@ -1,4 +1,5 @@
-//! `policy-agent lab run|down`.
+//! `policy-agent lab run|tour|conformance|down`; `lab run --show-drops` and
+//! `--audit` read the datapath's verdict events while probing.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -8,11 +9,11 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::{parse_port_protocol, Output};
 use crate::{
     lab::{
-        netns,
+        drops, flowlog, netns,
         probe::{Family, ProbeRoute},
         report, Lab,
     },
-    model::Protocol,
+    model::{ClusterState, PolicyMode, Protocol},
     source::manifest::load_manifests,
 };
 
@@ -84,6 +85,16 @@ pub enum LabCommand {
         path: PathBuf,
         #[command(flatten)]
         probing: ProbeArgs,
+        /// After the matrix, list the drops (and would-drops) the datapath reported
+        /// while probing, one per flow, each naming the policies isolating the pod
+        /// (JSON: a "drops" list). Reads the lab's events, so a `policy-agent flows`
+        /// following this lab misses them.
+        #[arg(long)]
+        show_drops: bool,
+        /// Put every policy in audit mode, as the agent's --audit does: nothing is
+        /// dropped, and what enforcing would drop is marked ⚠ (would-drop).
+        #[arg(long)]
+        audit: bool,
     },
     /// Build the lab from BASE, then apply each STEP in turn, printing the matrix
     /// and what changed after every step.
@@ -99,9 +110,10 @@ pub enum LabCommand {
     },
     /// Run conformance case files (the upstream e2e suite as data) in one lab.
     Conformance(super::conformance::ConformanceArgs),
-    /// Remove what a crashed lab run left behind (namespaces of dead processes).
+    /// Remove what a crashed lab run left behind (namespaces, pinned event ring
+    /// buffers and flow names of dead processes).
     Down {
-        /// Also remove namespaces of labs that are still running.
+        /// Also remove what labs that are still running made.
         #[arg(long)]
         all: bool,
     },
@@ -110,7 +122,12 @@ pub enum LabCommand {
 /// Runs a lab subcommand.
 pub fn run(command: LabCommand) -> anyhow::Result<()> {
     match command {
-        LabCommand::Run { path, probing } => run_lab(&path, &probing),
+        LabCommand::Run {
+            path,
+            probing,
+            show_drops,
+            audit,
+        } => run_lab(&path, &probing, show_drops, audit),
         LabCommand::Tour {
             base,
             steps,
@@ -130,29 +147,43 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
         LabCommand::Conformance(args) => super::conformance::run(&args),
         LabCommand::Down { all } => {
             let removed = netns::sweep(all)?;
-            if removed.is_empty() {
+            let published = flowlog::sweep(all)?;
+            if removed.is_empty() && published.is_empty() {
                 println!("nothing to remove");
             }
             for name in removed {
                 println!("removed network namespace {name}");
+            }
+            for name in published {
+                println!("removed the flow log pin and names of {name}");
             }
             Ok(())
         }
     }
 }
 
-fn run_lab(path: &std::path::Path, probing: &ProbeArgs) -> anyhow::Result<()> {
+fn run_lab(
+    path: &std::path::Path,
+    probing: &ProbeArgs,
+    show_drops: bool,
+    audit: bool,
+) -> anyhow::Result<()> {
     let ProbeArgs { probes, output, .. } = probing;
     let route = probing.route()?;
-    let state = load_manifests(path)?;
+    let mut state = load_manifests(path)?;
+    if audit {
+        state = state.with_every_policy_in_audit();
+    }
+    let read_events = show_drops || audits(&state);
     install_interrupt_cleanup()?;
     eprintln!(
-        "lab: {} pods, {} policies from {}",
+        "lab: {} pods, {} policies{} from {}",
         state.pods.len(),
         state.policies.len(),
+        if audit { " (all in audit mode)" } else { "" },
         path.display()
     );
-    let lab = Lab::up(state, probes)?;
+    let mut lab = Lab::up(state, probes)?;
     let specs = lab.probe_specs(probes);
     lab.targets(&specs, route)?;
     eprintln!(
@@ -160,12 +191,46 @@ fn run_lab(path: &std::path::Path, probing: &ProbeArgs) -> anyhow::Result<()> {
         specs.len(),
         describe(route)
     );
-    let results = lab.probe_via(&specs, route, probing.timeout())?;
+    if !read_events {
+        let results = lab.probe_via(&specs, route, probing.timeout())?;
+        print_results(&lab, &results, *output);
+        return Ok(());
+    }
+    let reported = drops::probe_reporting(&mut lab, &specs, route, probing.timeout())?;
+    if !show_drops {
+        if reported.lost.any() {
+            eprintln!("{}", drops::lost_note(reported.lost));
+        }
+        print_results(&lab, &reported.results, *output);
+        return Ok(());
+    }
+    let seen = drops::summarize(&reported.lines);
     match output {
-        Output::Table => print!("{}", report::to_matrix(&lab.pods(), &results)),
-        Output::Json => println!("{}", report::to_json(&results)),
+        Output::Table => {
+            print!("{}", report::to_matrix(&lab.pods(), &reported.results));
+            println!();
+            print!("{}", drops::to_table(&seen, reported.lost));
+        }
+        Output::Json => println!(
+            "{}",
+            drops::to_json(&reported.results, &seen, reported.lost)
+        ),
     }
     Ok(())
+}
+
+/// Whether a policy of `state` is in audit mode: then probes read the datapath's
+/// events, which mark would-drops.
+pub(super) fn audits(state: &ClusterState) -> bool {
+    state.policies.values().any(|p| p.mode == PolicyMode::Audit)
+}
+
+/// The matrix or the `{"probes":[...]}` JSON.
+fn print_results(lab: &Lab, results: &[report::ProbeResult], output: Output) {
+    match output {
+        Output::Table => print!("{}", report::to_matrix(&lab.pods(), results)),
+        Output::Json => println!("{}", report::to_json(results)),
+    }
 }
 
 /// How probes travel, for the progress line.
@@ -177,9 +242,11 @@ fn describe(route: ProbeRoute) -> &'static str {
     }
 }
 
-/// On Ctrl-C (or SIGTERM), delete this process's lab namespaces and exit 130.
+/// On Ctrl-C (or SIGTERM), delete this process's lab namespaces and published
+/// flow logs, and exit 130.
 pub(super) fn install_interrupt_cleanup() -> anyhow::Result<()> {
     ctrlc::set_handler(|| {
+        let _ = flowlog::delete_own();
         let _ = netns::delete_own();
         eprintln!("interrupted: lab removed");
         std::process::exit(130);

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::Output;
 use crate::{
-    lab::{probe::ProbeRoute, report, report::ProbeResult, Lab},
+    lab::{drops, probe::ProbeRoute, report, report::ProbeResult, Lab},
     model::Protocol,
     source::manifest::load_manifests,
 };
@@ -92,7 +92,16 @@ pub fn run(
             }
             None => state.object_names(),
         };
-        let results = lab.probe_via(&specs, route, timeout)?;
+        // With audit-mode policies, the datapath's events mark would-drops.
+        let results = if super::lab::audits(&state) {
+            let reported = drops::probe_reporting(&mut lab, &specs, route, timeout)?;
+            if reported.lost.any() {
+                eprintln!("{}", drops::lost_note(reported.lost));
+            }
+            reported.results
+        } else {
+            lab.probe_via(&specs, route, timeout)?
+        };
         match output {
             Output::Json => {
                 let line = StepJson {

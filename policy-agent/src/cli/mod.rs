@@ -4,6 +4,7 @@
 mod bench;
 mod conformance;
 mod explain;
+mod flows;
 mod lab;
 mod lab_tour;
 mod simulate;
@@ -57,6 +58,9 @@ enum Command {
     /// Why one connection is allowed or denied: the policies and rules that decided
     /// it, and for a deny, whether each rule's peer or port failed to match.
     Explain(explain::ExplainArgs),
+    /// Follow a running datapath's verdict events live (drops name the policies
+    /// isolating the pod), as a table or JSON lines, until Ctrl-C.
+    Flows(flows::FlowsArgs),
     /// Benchmarks for developers (`cargo xtask bench datapath` runs them).
     #[command(hide = true)]
     Bench {
@@ -106,6 +110,7 @@ pub fn main() -> ExitCode {
         Command::Lab { command } => lab::run(command),
         Command::Simulate(args) => simulate::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Flows(args) => flows::run(&args),
         Command::Bench { command } => bench::run(&command),
     };
     match result {

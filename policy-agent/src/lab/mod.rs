@@ -7,11 +7,14 @@
 //! namespace as kube-proxy's nftables mode makes them. Wires `model` ->
 //! `policy::compiler` -> `dataplane` (and `services` -> nft) for a single node; owns
 //! its namespaces through a guard that deletes them on drop (success, error or
-//! panic), and `netns::delete_own` for Ctrl-C.
+//! panic), and `netns::delete_own` for Ctrl-C. Publishes its verdict events for
+//! `policy-agent flows` under its run name (`flowlog`).
 
 pub mod addresses;
 pub mod conformance;
+pub mod drops;
 mod error;
+pub mod flowlog;
 pub mod netns;
 pub mod probe;
 pub mod report;
@@ -36,9 +39,10 @@ use self::{
     topology::Topology,
 };
 use crate::{
-    dataplane::{self, Datapath, DataplaneError, InterfaceIndex, Stats},
+    dataplane::{self, Datapath, DataplaneError, EventReader, InterfaceIndex, LoadOptions, Stats},
     model::{ClusterState, ObjectRef, Protocol},
     policy::{compiler::compile, evaluator::Endpoint, probes, tables::DatapathTables},
+    telemetry::flows::{FlowNames, Publication},
 };
 
 static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
@@ -61,9 +65,12 @@ impl Drop for RunGuard {
     }
 }
 
-/// A running lab. Dropping it stops the servers, unloads the datapath and deletes
-/// every namespace it made (the Service rules go with the node namespace).
+/// A running lab. Dropping it removes its published flow names and pin, stops the
+/// servers, unloads the datapath and deletes every namespace it made (the Service
+/// rules go with the node namespace).
 pub struct Lab {
+    run: String,
+    publication: Option<Publication>,
     topology: Topology,
     state: ClusterState,
     tables: DatapathTables,
@@ -131,15 +138,29 @@ impl Lab {
         }
         let servers = Servers::start(listeners);
 
-        let mut datapath = Datapath::load(&object)?;
+        let options = LoadOptions {
+            config: flowlog::lab_config(),
+            ..LoadOptions::default()
+        };
+        let mut datapath = Datapath::load_with(&object, &options)?;
         let interfaces = netns::in_netns(&topology.node, || {
             topology
                 .pods
                 .iter()
-                .map(|(key, pod)| Ok((key.clone(), datapath.attach(&pod.host_interface)?)))
+                .map(|(key, pod)| {
+                    nix::net::if_::if_nametoindex(pod.host_interface.as_str())
+                        .map(|index| (key.clone(), index))
+                        .map_err(|source| DataplaneError::Interface {
+                            interface: pod.host_interface.clone(),
+                            source,
+                        })
+                })
                 .collect::<Result<BTreeMap<_, _>, DataplaneError>>()
         })??;
+        let publication = flowlog::start(&mut datapath, &run);
         let mut lab = Self {
+            run,
+            publication,
             topology,
             state,
             tables: DatapathTables::default(),
@@ -151,7 +172,24 @@ impl Lab {
             _guard: guard,
         };
         lab.program()?;
+        lab.attach()?;
         Ok(lab)
+    }
+
+    /// Attaches the classifiers to every pod's host-side interface. `up` calls it
+    /// after the first `program`, so no packet meets a classifier before its pod is
+    /// in `ENDPOINTS` (which would drop it as an unknown endpoint).
+    fn attach(&mut self) -> Result<(), LabError> {
+        let Self {
+            topology, datapath, ..
+        } = self;
+        netns::in_netns(&topology.node, || {
+            topology
+                .pods
+                .values()
+                .try_for_each(|pod| datapath.attach(&pod.host_interface).map(drop))
+        })??;
+        Ok(())
     }
 
     /// Compiles and writes the policy tables, then replaces the Service rules.
@@ -163,9 +201,53 @@ impl Lab {
             tracing::warn!(%diagnostic, "not enforced exactly; affected pods fail closed");
         }
         self.datapath.apply(&self.tables, &self.interfaces)?;
+        if let Some(publication) = &self.publication {
+            if let Err(error) = publication.publish(&self.flow_names()) {
+                tracing::warn!(%error, "`policy-agent flows` cannot name this lab's events");
+            }
+        }
         self.services = services::routes(&self.state, &self.topology.pods);
         services::apply(&self.topology.node, &self.services)?;
         Ok(())
+    }
+
+    /// The lab's run name (`pwlab-<pid>x<n>`): the prefix of its namespaces and
+    /// its instance name for `policy-agent flows --instance`.
+    pub fn instance(&self) -> &str {
+        &self.run
+    }
+
+    /// What the lab published for `policy-agent flows` (`None` if it could not).
+    pub fn publication(&self) -> Option<&Publication> {
+        self.publication.as_ref()
+    }
+
+    /// The names of the lab's datapath now: pod interfaces and addresses, and the
+    /// tables last applied.
+    pub fn flow_names(&self) -> FlowNames {
+        let events_pin = self
+            .publication
+            .as_ref()
+            .map(Publication::events_pin)
+            .unwrap_or_default();
+        let addresses = self
+            .state
+            .pods
+            .values()
+            .flat_map(|pod| pod.ips.iter().map(move |ip| (*ip, &pod.key)));
+        FlowNames::new(
+            &self.run,
+            events_pin,
+            &self.tables,
+            &self.interfaces,
+            addresses,
+        )
+    }
+
+    /// A reader of the datapath's verdict events, in this process. Events go to
+    /// one reader: while it reads, `policy-agent flows` does not see them.
+    pub fn event_reader(&mut self) -> Result<EventReader, LabError> {
+        Ok(self.datapath.event_reader()?)
     }
 
     /// Replaces the cluster state (policies, labels, namespaces, Services) and

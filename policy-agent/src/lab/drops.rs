@@ -1,0 +1,310 @@
+//! What the datapath reported while the lab probed (`lab run --show-drops`): its
+//! verdict events, read in this process while probes run, named, and folded into
+//! one entry per flow (source, destination, port, where and why) with a packet
+//! count. Would-drops (audit mode) mark the probes they belong to.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use serde::Serialize;
+
+use super::{
+    probe::{ProbeRoute, ProbeSpec},
+    report::ProbeResult,
+    Lab, LabError,
+};
+use crate::{
+    dataplane::{DataplaneError, EventReader, EventVerdict, Stats, VerdictRecord},
+    telemetry::flows::{line::direction_name, table::verdict_name, FlowLine, WallClock},
+};
+
+/// Probes and what the datapath reported while they ran.
+#[derive(Clone, Debug)]
+pub struct ReportedProbes {
+    /// The probe results, would-drops marked.
+    pub results: Vec<ProbeResult>,
+    /// Every event read while probing, named.
+    pub lines: Vec<FlowLine>,
+    /// Events the datapath could not report meanwhile.
+    pub lost: EventsLost,
+}
+
+/// Runs `specs` as `Lab::probe_via` does while reading the lab's events, names them
+/// with the lab's tables, and marks the probes reported as would-drops. Events
+/// already waiting are discarded (they are not the probes'), and the events go to
+/// this reader only: a `policy-agent flows` following the lab misses them.
+pub fn probe_reporting(
+    lab: &mut Lab,
+    specs: &[ProbeSpec],
+    route: ProbeRoute,
+    timeout: Duration,
+) -> Result<ReportedProbes, LabError> {
+    let collector = EventCollector::start(lab.event_reader()?);
+    let before = lab.stats()?;
+    let probed = lab.probe_via(specs, route, timeout);
+    let records = collector.finish()?;
+    let mut results = probed?;
+    let lost = EventsLost::between(&before, &lab.stats()?);
+    let names = lab.flow_names();
+    let clock = WallClock::now();
+    let lines: Vec<FlowLine> = records
+        .iter()
+        .map(|record| FlowLine::name(record, &names, clock))
+        .collect();
+    mark_would_drops(&mut results, &lines);
+    Ok(ReportedProbes {
+        results,
+        lines,
+        lost,
+    })
+}
+
+/// Reads verdict events on a helper thread until `finish`, so a long matrix never
+/// fills the ring buffer.
+pub struct EventCollector {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Result<Vec<VerdictRecord>, DataplaneError>>,
+}
+
+impl EventCollector {
+    /// Starts reading; events already waiting are discarded (they come from
+    /// before the probes: interfaces coming up).
+    pub fn start(mut reader: EventReader) -> Self {
+        reader.drain();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut records = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                reader.wait(Duration::from_millis(50))?;
+                records.extend(reader.drain());
+            }
+            records.extend(reader.drain());
+            Ok(records)
+        });
+        Self { stop, handle }
+    }
+
+    /// Stops reading and returns every event read, oldest first.
+    pub fn finish(self) -> Result<Vec<VerdictRecord>, LabError> {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.handle.join() {
+            Ok(records) => Ok(records?),
+            Err(_) => Err(LabError::Thread {
+                what: "reading verdict events".into(),
+            }),
+        }
+    }
+}
+
+/// Events the datapath could not report (`STATS` side counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EventsLost {
+    /// Held back by the rate limit.
+    pub rate_limited: u64,
+    /// Lost because the ring buffer was full.
+    pub ring_full: u64,
+}
+
+impl EventsLost {
+    /// What was lost between two readings of the counters.
+    pub fn between(before: &Stats, after: &Stats) -> Self {
+        let delta = |name| after.get(name).saturating_sub(before.get(name));
+        Self {
+            rate_limited: delta("events_rate_limited"),
+            ring_full: delta("events_ring_full"),
+        }
+    }
+
+    /// Whether anything was lost.
+    pub fn any(self) -> bool {
+        self.rate_limited + self.ring_full > 0
+    }
+}
+
+/// One dropped (or would-drop) flow as the datapath reported it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct SeenDrop {
+    /// Source pod (`namespace/name`), or the address when it is no pod.
+    pub from: String,
+    /// Destination pod, or the address.
+    pub to: String,
+    /// Destination port (0 for ICMP).
+    pub port: u16,
+    /// `TCP`, `UDP`, `ICMP`, ...
+    pub protocol: String,
+    /// `drop` or `would-drop`.
+    pub verdict: EventVerdict,
+    /// The pod whose policy decided (`null`: an interface the lab does not know).
+    pub pod: Option<String>,
+    /// `ingress` or `egress` of `pod`.
+    pub direction: &'static str,
+    /// The datapath's counter, e.g. `drop_policy`.
+    pub reason: String,
+    /// The policies isolating `pod` in `direction` (none allows the flow).
+    pub policies: Vec<String>,
+    /// Packets reported (retransmissions included).
+    pub packets: u64,
+}
+
+/// The drops and would-drops among `lines`, one entry per flow (source port
+/// aside), in flow order.
+pub fn summarize(lines: &[FlowLine]) -> Vec<SeenDrop> {
+    let mut flows: BTreeMap<SeenDrop, u64> = BTreeMap::new();
+    for line in lines.iter().filter(|l| l.verdict != EventVerdict::Allow) {
+        let key = SeenDrop {
+            from: line.source.short(),
+            to: line.destination.short(),
+            port: if line.port().contains('/') {
+                line.destination.port
+            } else {
+                0
+            },
+            protocol: line.protocol.clone(),
+            verdict: line.verdict,
+            pod: line.pod.clone(),
+            direction: direction_name(line.direction),
+            reason: line.reason.clone(),
+            policies: line.policies.clone(),
+            packets: 0,
+        };
+        *flows.entry(key).or_default() += 1;
+    }
+    flows
+        .into_iter()
+        .map(|(drop, packets)| SeenDrop { packets, ..drop })
+        .collect()
+}
+
+/// Marks the probes that passed as would-drops when an event says so.
+pub fn mark_would_drops(results: &mut [ProbeResult], lines: &[FlowLine]) {
+    let would_drop: BTreeSet<(String, String, u16, String)> = lines
+        .iter()
+        .filter(|l| l.verdict == EventVerdict::WouldDrop)
+        .map(|l| {
+            (
+                l.source.short(),
+                l.destination.short(),
+                l.destination.port,
+                l.protocol.clone(),
+            )
+        })
+        .collect();
+    for result in results.iter_mut().filter(|r| r.allowed) {
+        let key = (
+            result.from.clone(),
+            result.to.clone(),
+            result.port,
+            result.protocol.to_string(),
+        );
+        if would_drop.contains(&key) {
+            result.would_drop = true;
+        }
+    }
+}
+
+/// The drops as a table, with a title line; a note when events were lost.
+pub fn to_table(drops: &[SeenDrop], lost: EventsLost) -> String {
+    let mut out = String::new();
+    if drops.is_empty() {
+        out.push_str("drops reported while probing: none\n");
+    } else {
+        let packets: u64 = drops.iter().map(|d| d.packets).sum();
+        out.push_str(&format!(
+            "drops reported while probing: {} flows, {packets} packets\n",
+            drops.len()
+        ));
+        let mut rows = vec![[
+            "from", "to", "port", "verdict", "at", "reason", "policies", "packets",
+        ]
+        .map(String::from)];
+        rows.extend(drops.iter().map(|d| {
+            let port = if d.port == 0 {
+                d.protocol.clone()
+            } else {
+                format!("{}/{}", d.port, d.protocol)
+            };
+            let at = format!(
+                "{} {}",
+                d.pod.as_deref().unwrap_or("unknown interface"),
+                d.direction
+            );
+            let policies = if d.policies.is_empty() {
+                "-".to_string()
+            } else {
+                d.policies.join(", ")
+            };
+            [
+                d.from.clone(),
+                d.to.clone(),
+                port,
+                verdict_name(d.verdict).to_string(),
+                at,
+                d.reason.clone(),
+                policies,
+                d.packets.to_string(),
+            ]
+        }));
+        out.push_str(&aligned(&rows));
+    }
+    if lost.any() {
+        out.push_str(&lost_note(lost));
+        out.push('\n');
+    }
+    out
+}
+
+/// What to say when events were lost.
+pub fn lost_note(lost: EventsLost) -> String {
+    format!(
+        "warning: the datapath could not report {} events ({} held back by the rate \
+         limit, {} for a full ring buffer); the list may be incomplete",
+        lost.rate_limited + lost.ring_full,
+        lost.rate_limited,
+        lost.ring_full
+    )
+}
+
+/// Rows padded into columns two spaces apart.
+fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(text, width)| format!("{text}{}", " ".repeat(width - text.chars().count())))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `{"probes":[...],"drops":[...],"events_lost":{"rate_limited":N,"ring_full":N}}`.
+pub fn to_json(results: &[ProbeResult], drops: &[SeenDrop], lost: EventsLost) -> String {
+    #[derive(Serialize)]
+    struct WithDrops<'a> {
+        probes: &'a [ProbeResult],
+        drops: &'a [SeenDrop],
+        events_lost: EventsLost,
+    }
+    serde_json::to_string(&WithDrops {
+        probes: results,
+        drops,
+        events_lost: lost,
+    })
+    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests;

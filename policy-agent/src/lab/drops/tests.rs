@@ -1,0 +1,132 @@
+use super::*;
+use crate::{
+    model::Protocol,
+    telemetry::flows::{
+        fixtures::{allow_into_web, drop_into_web, names},
+        WallClock,
+    },
+};
+
+fn line(record: &VerdictRecord) -> FlowLine {
+    FlowLine::name(record, &names(), WallClock::with_offset(0))
+}
+
+fn probe(from: &str, to: &str, port: u16, allowed: bool) -> ProbeResult {
+    ProbeResult {
+        from: from.into(),
+        to: to.into(),
+        port,
+        protocol: Protocol::Tcp,
+        allowed,
+        would_drop: false,
+    }
+}
+
+#[test]
+fn one_entry_per_flow_counts_its_packets_and_leaves_allows_out() {
+    let retransmit = VerdictRecord {
+        source: (drop_into_web().source.0, 40001),
+        timestamp_ns: 6_000_000_000,
+        ..drop_into_web()
+    };
+    let lines = [
+        line(&drop_into_web()),
+        line(&retransmit),
+        line(&allow_into_web()),
+    ];
+    let drops = summarize(&lines);
+    assert_eq!(
+        drops,
+        vec![SeenDrop {
+            from: "shop/client".into(),
+            to: "shop/web".into(),
+            port: 80,
+            protocol: "TCP".into(),
+            verdict: EventVerdict::Drop,
+            pod: Some("shop/web".into()),
+            direction: "ingress",
+            reason: "drop_policy".into(),
+            policies: vec!["shop/deny-in".into(), "shop/web-in".into()],
+            packets: 2,
+        }]
+    );
+    let table = to_table(&drops, EventsLost::default());
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows[0], "drops reported while probing: 1 flows, 2 packets");
+    assert!(rows[1].starts_with("from"), "{table}");
+    assert!(
+        rows[2].starts_with("shop/client  shop/web  80/TCP  drop     shop/web ingress  drop_policy  shop/deny-in, shop/web-in  2"),
+        "{table}"
+    );
+    assert_eq!(rows.len(), 3, "{table}");
+}
+
+#[test]
+fn lost_events_are_reported() {
+    let before = Stats {
+        counters: vec![("events_rate_limited", 1), ("events_ring_full", 0)],
+    };
+    let after = Stats {
+        counters: vec![("events_rate_limited", 4), ("events_ring_full", 2)],
+    };
+    let lost = EventsLost::between(&before, &after);
+    assert_eq!(
+        lost,
+        EventsLost {
+            rate_limited: 3,
+            ring_full: 2
+        }
+    );
+    let table = to_table(&[], lost);
+    assert!(
+        table.starts_with("drops reported while probing: none\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "could not report 5 events (3 held back by the rate limit, 2 for a full ring buffer)"
+        ),
+        "{table}"
+    );
+    assert!(!EventsLost::between(&before, &before).any());
+}
+
+#[test]
+fn json_adds_drops_and_lost_events_to_the_probes() {
+    let drops = summarize(&[line(&drop_into_web())]);
+    let json = to_json(
+        &[probe("shop/client", "shop/web", 80, false)],
+        &drops,
+        EventsLost::default(),
+    );
+    assert_eq!(
+        json,
+        concat!(
+            r#"{"probes":[{"from":"shop/client","to":"shop/web","port":80,"protocol":"TCP","allowed":false}],"#,
+            r#""drops":[{"from":"shop/client","to":"shop/web","port":80,"protocol":"TCP","verdict":"drop","#,
+            r#""pod":"shop/web","direction":"ingress","reason":"drop_policy","policies":["shop/deny-in","shop/web-in"],"packets":1}],"#,
+            r#""events_lost":{"rate_limited":0,"ring_full":0}}"#
+        )
+    );
+}
+
+#[test]
+fn would_drop_events_mark_only_the_probes_they_belong_to() {
+    let audit = VerdictRecord {
+        verdict: EventVerdict::WouldDrop,
+        reason: "allow_audit",
+        ..drop_into_web()
+    };
+    let mut results = [
+        probe("shop/client", "shop/web", 80, true),
+        probe("shop/client", "shop/web", 81, true),
+        probe("shop/web", "shop/client", 80, true),
+    ];
+    mark_would_drops(&mut results, &[line(&audit), line(&drop_into_web())]);
+    assert_eq!(results.map(|r| r.would_drop), [true, false, false]);
+    // A would-drop is also listed among the drops, as such.
+    assert_eq!(
+        summarize(&[line(&audit)]).first().map(|d| d.verdict),
+        Some(EventVerdict::WouldDrop)
+    );
+}

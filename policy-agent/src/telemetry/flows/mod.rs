@@ -1,0 +1,129 @@
+//! Flow logs: verdict events named with pods and policies.
+//!
+//! - `names`: `FlowNames`, what an event's interface, addresses, endpoint id and
+//!   policy ids mean (built from the tables last applied);
+//! - `line`: one event named (`FlowLine`), its JSON form;
+//! - `filter`, `table`: what `policy-agent flows` prints and how;
+//! - `publish`: the pinned ring buffer and `names.json` a datapath's owner
+//!   publishes, and how a reader finds them; `follow`: reading them live;
+//! - `clock`: event timestamps as UTC.
+
+pub mod clock;
+pub mod filter;
+pub mod follow;
+pub mod line;
+pub mod names;
+pub mod publish;
+pub mod table;
+
+use std::path::PathBuf;
+
+pub use self::{
+    clock::WallClock,
+    filter::{FlowFilter, PodPattern},
+    follow::{Batch, Follower},
+    line::{AllowedBy, FlowEnd, FlowLine},
+    names::FlowNames,
+    publish::{FlowPaths, Instance, Publication},
+};
+use crate::dataplane::DataplaneError;
+
+/// What can go wrong publishing or following flows.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowLogError {
+    /// A file or directory operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A names file could not be written or parsed.
+    #[error("names file {}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A names file of another ABI version (it should not be in this directory).
+    #[error("names file {}: ABI version {found}, this policy-agent reads version {}", path.display(), policy_common::ABI_VERSION)]
+    AbiMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The version it holds.
+        found: u32,
+    },
+    /// bpffs was not mounted and mounting it failed.
+    #[error("mounting bpffs at {}: {source} (pinning the event ring buffer needs bpffs there: `mount -t bpf bpf {}`)", path.display(), path.display())]
+    Mount {
+        /// The mount point.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: nix::Error,
+    },
+    /// An instance name that cannot be a directory name.
+    #[error("'{name}' cannot name a datapath instance (no '/', not empty, no leading '.')")]
+    BadInstance {
+        /// The name.
+        name: String,
+    },
+    /// No datapath publishes its flows.
+    #[error("no podwall datapath is running (nothing published under {}); a lab publishes its datapath while it runs (`policy-agent lab run`, `lab tour`)", dir.display())]
+    NoInstance {
+        /// The directory searched.
+        dir: PathBuf,
+    },
+    /// Several datapaths publish; the reader must pick one.
+    #[error("several podwall datapaths are running; pick one with --instance: {list}")]
+    SeveralInstances {
+        /// `name (pid N)` of each.
+        list: String,
+    },
+    /// `--instance` names none that exists.
+    #[error("no podwall datapath instance '{name}' (running: {running})")]
+    UnknownInstance {
+        /// The name asked for.
+        name: String,
+        /// The running ones.
+        running: String,
+    },
+    /// The instance's owner is no longer running.
+    #[error("datapath instance '{name}' is gone (its owner, pid {pid}, has exited); `policy-agent lab down` removes what a lab left")]
+    Gone {
+        /// The instance.
+        name: String,
+        /// Its owner's pid.
+        pid: u32,
+    },
+    /// The kernel side failed (pinning, opening the pin).
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+}
+
+impl FlowLogError {
+    /// A short, stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FlowLogError::Io { .. } => "io",
+            FlowLogError::Json { .. } => "json",
+            FlowLogError::AbiMismatch { .. } => "abi_mismatch",
+            FlowLogError::Mount { .. } => "mount",
+            FlowLogError::BadInstance { .. } => "bad_instance",
+            FlowLogError::NoInstance { .. } => "no_instance",
+            FlowLogError::SeveralInstances { .. } => "several_instances",
+            FlowLogError::UnknownInstance { .. } => "unknown_instance",
+            FlowLogError::Gone { .. } => "gone",
+            FlowLogError::Dataplane(_) => "dataplane",
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures;

@@ -1,0 +1,244 @@
+//! `FlowNames`: what an event's numbers mean at one moment of one datapath:
+//! interfaces and addresses of pods, policy names, the policies isolating each
+//! endpoint id, and the rules behind the counter slots. The owner of a datapath
+//! writes it as `names.json` after every table apply; readers name events with it.
+
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    dataplane::InterfaceIndex,
+    model::ObjectRef,
+    policy::tables::{DatapathTables, Direction},
+};
+
+/// The policies isolating one endpoint id, as indices into `FlowNames::policies`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolatingPolicies {
+    /// For ingress, ascending.
+    pub ingress: Vec<u32>,
+    /// For egress, ascending.
+    pub egress: Vec<u32>,
+}
+
+/// One allow rule with a `RULE_COUNTERS` slot (its position in `FlowNames::rules`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleName {
+    /// Index into `FlowNames::policies`.
+    pub policy_id: u32,
+    /// The rule's path in its policy, e.g. `spec.ingress[0]`.
+    pub rule: String,
+}
+
+/// Everything needed to name a datapath's verdict events. Pods and policies are
+/// `namespace/name` strings, as printed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowNames {
+    /// `policy_common::ABI_VERSION` of the datapath that emits the events.
+    pub abi_version: u32,
+    /// The datapath's instance name (a lab's run name, later the node agent's).
+    pub instance: String,
+    /// The process that owns the datapath; the instance is gone when it is.
+    pub pid: u32,
+    /// Where the `EVENTS` ring buffer is pinned (bpffs).
+    pub events_pin: PathBuf,
+    /// Host-side interface index -> the pod behind it.
+    pub interfaces: BTreeMap<InterfaceIndex, String>,
+    /// Pod address (both families) -> the pod.
+    pub pods: BTreeMap<IpAddr, String>,
+    /// Policy names by policy id (`DatapathTables::policy_names`).
+    pub policies: Vec<String>,
+    /// Endpoint id -> the policies isolating its pods.
+    pub isolation: BTreeMap<u32, IsolatingPolicies>,
+    /// The rules with `RULE_COUNTERS` slots, in slot order.
+    pub rules: Vec<RuleName>,
+}
+
+/// `spec.ingress[N]` or `spec.egress[N]`: where a rule sits in its policy.
+pub fn rule_path(direction: Direction, rule_index: u32) -> String {
+    let list = match direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    };
+    format!("spec.{list}[{rule_index}]")
+}
+
+impl FlowNames {
+    /// The names for a datapath of this process that holds `tables` (the tables
+    /// last applied) on `interfaces`, with `pod_addresses` the addresses of every
+    /// pod known (local or not), and its events pinned at `events_pin`.
+    pub fn new<'a>(
+        instance: &str,
+        events_pin: PathBuf,
+        tables: &DatapathTables,
+        interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
+        pod_addresses: impl IntoIterator<Item = (IpAddr, &'a ObjectRef)>,
+    ) -> Self {
+        Self {
+            abi_version: policy_common::ABI_VERSION,
+            instance: instance.to_string(),
+            pid: std::process::id(),
+            events_pin,
+            interfaces: interfaces
+                .iter()
+                .map(|(pod, index)| (*index, pod.to_string()))
+                .collect(),
+            pods: pod_addresses
+                .into_iter()
+                .map(|(address, pod)| (address, pod.to_string()))
+                .collect(),
+            policies: tables
+                .policy_names
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            isolation: tables
+                .isolation
+                .iter()
+                .map(|(id, isolation)| {
+                    (
+                        *id,
+                        IsolatingPolicies {
+                            ingress: isolation.ingress.clone(),
+                            egress: isolation.egress.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            rules: tables
+                .counted_rules()
+                .into_iter()
+                .map(|rule| RuleName {
+                    policy_id: rule.policy_id,
+                    rule: rule_path(rule.direction, rule.rule_index),
+                })
+                .collect(),
+        }
+    }
+
+    /// The pod behind host-side interface `index`, if known.
+    pub fn pod_on_interface(&self, index: InterfaceIndex) -> Option<&str> {
+        self.interfaces.get(&index).map(String::as_str)
+    }
+
+    /// The pod holding `address`, if it is a known pod address.
+    pub fn pod_at(&self, address: IpAddr) -> Option<&str> {
+        self.pods.get(&address).map(String::as_str)
+    }
+
+    /// The name of policy `id`; `#id` when these names do not have it (the tables
+    /// changed after the event).
+    pub fn policy(&self, id: u32) -> String {
+        self.policies
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("#{id}"))
+    }
+
+    /// The names of the policies isolating endpoint `endpoint_id` in `direction`.
+    pub fn isolating(&self, endpoint_id: u32, direction: Direction) -> Vec<String> {
+        let Some(isolation) = self.isolation.get(&endpoint_id) else {
+            return Vec::new();
+        };
+        let ids = match direction {
+            Direction::Ingress => &isolation.ingress,
+            Direction::Egress => &isolation.egress,
+        };
+        ids.iter().map(|id| self.policy(*id)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::tables::{Isolation, PolicyMatch, RuleRef};
+
+    fn tables() -> DatapathTables {
+        let mut tables = DatapathTables {
+            policy_names: vec![
+                ObjectRef::new("shop", "deny-in"),
+                ObjectRef::new("shop", "web"),
+            ],
+            ..DatapathTables::default()
+        };
+        tables.isolation.insert(
+            3,
+            Isolation {
+                ingress: vec![0, 1],
+                egress: vec![],
+            },
+        );
+        tables.policy.insert(
+            PolicyMatch {
+                endpoint_id: 3,
+                class_id: 2,
+                direction: Direction::Ingress,
+                protocol: Some(6),
+                port: None,
+            },
+            RuleRef {
+                policy_id: 1,
+                rule_index: 0,
+            },
+        );
+        tables
+    }
+
+    fn names() -> FlowNames {
+        let web = ObjectRef::new("shop", "web");
+        let interfaces = BTreeMap::from([(web.clone(), 12)]);
+        let address: IpAddr = [10, 244, 0, 2].into();
+        FlowNames::new(
+            "lab-1",
+            PathBuf::from("/sys/fs/bpf/podwall/v3/lab-1/events"),
+            &tables(),
+            &interfaces,
+            [(address, &web)],
+        )
+    }
+
+    #[test]
+    fn names_come_from_the_tables_interfaces_and_addresses() {
+        let names = names();
+        assert_eq!(names.abi_version, policy_common::ABI_VERSION);
+        assert_eq!(names.pid, std::process::id());
+        assert_eq!(names.pod_on_interface(12), Some("shop/web"));
+        assert_eq!(names.pod_on_interface(13), None);
+        assert_eq!(names.pod_at([10, 244, 0, 2].into()), Some("shop/web"));
+        assert_eq!(names.pod_at([10, 244, 0, 9].into()), None);
+        assert_eq!(
+            names.isolating(3, Direction::Ingress),
+            vec!["shop/deny-in", "shop/web"]
+        );
+        assert!(names.isolating(3, Direction::Egress).is_empty());
+        assert!(names.isolating(4, Direction::Ingress).is_empty());
+        assert_eq!(
+            names.rules,
+            vec![RuleName {
+                policy_id: 1,
+                rule: "spec.ingress[0]".into()
+            }]
+        );
+        assert_eq!(names.policy(7), "#7");
+    }
+
+    #[test]
+    fn names_survive_a_json_round_trip() {
+        let names = names();
+        let json = serde_json::to_string(&names).unwrap_or_else(|e| panic!("{e}"));
+        assert!(json.contains(r#""interfaces":{"12":"shop/web"}"#), "{json}");
+        assert!(
+            json.contains(r#""pods":{"10.244.0.2":"shop/web"}"#),
+            "{json}"
+        );
+        let back: FlowNames = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, names);
+    }
+
+    #[test]
+    fn rule_paths_name_the_list_and_the_index() {
+        assert_eq!(rule_path(Direction::Egress, 2), "spec.egress[2]");
+        assert_eq!(rule_path(Direction::Ingress, 0), "spec.ingress[0]");
+    }
+}

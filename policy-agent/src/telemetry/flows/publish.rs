@@ -1,0 +1,364 @@
+//! What a datapath's owner publishes so `policy-agent flows` can follow it from
+//! another process, and how a reader finds it.
+//!
+//! Per instance (a lab run, later the node agent), under directories versioned by
+//! `policy_common::ABI_VERSION` so a reader never misreads another layout:
+//! - `/sys/fs/bpf/podwall/v{ABI}/<instance>/events`: the `EVENTS` ring buffer,
+//!   pinned on bpffs (mounted there first if it is not);
+//! - `/run/podwall/v{ABI}/<instance>/names.json`: `FlowNames`, rewritten whole
+//!   after every table apply (temporary file, then rename: a reader sees the old or
+//!   the new file, never half of one).
+//!
+//! A ring buffer has one consumer position: each event goes to whichever reader
+//! takes it first, so one reader at a time sees every event.
+
+use std::{
+    collections::BTreeSet,
+    fs::{self, File},
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use nix::{
+    fcntl::{Flock, FlockArg},
+    mount::{mount, MsFlags},
+    sys::statfs::{statfs, BPF_FS_MAGIC},
+};
+use policy_common::ABI_VERSION;
+
+use super::{names::FlowNames, FlowLogError};
+use crate::dataplane::Datapath;
+
+/// Where published names live unless `PODWALL_RUN_DIR` says otherwise.
+pub const RUN_ROOT: &str = "/run/podwall";
+/// Environment variable overriding `RUN_ROOT` (for the publisher and readers alike).
+pub const RUN_ROOT_ENV: &str = "PODWALL_RUN_DIR";
+/// Where bpffs is (or gets) mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// The names file of an instance.
+pub const NAMES_FILE: &str = "names.json";
+/// The pinned ring buffer of an instance.
+pub const EVENTS_PIN: &str = "events";
+
+/// The roots under which instances publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowPaths {
+    /// Root of the names files (`/run/podwall`).
+    pub run_root: PathBuf,
+    /// The bpffs mount (`/sys/fs/bpf`).
+    pub bpffs: PathBuf,
+}
+
+impl FlowPaths {
+    /// `/run/podwall` (or `$PODWALL_RUN_DIR`) and `/sys/fs/bpf`.
+    pub fn system() -> Self {
+        let run_root = std::env::var_os(RUN_ROOT_ENV)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(RUN_ROOT), PathBuf::from);
+        Self {
+            run_root,
+            bpffs: PathBuf::from(BPFFS),
+        }
+    }
+
+    /// `<run_root>/v{ABI}`: every instance's names directory is in it.
+    pub fn names_root(&self) -> PathBuf {
+        self.run_root.join(format!("v{ABI_VERSION}"))
+    }
+
+    /// `<bpffs>/podwall/v{ABI}`: every instance's pin directory is in it.
+    pub fn pins_root(&self) -> PathBuf {
+        self.bpffs.join("podwall").join(format!("v{ABI_VERSION}"))
+    }
+
+    /// The names file of `instance`.
+    pub fn names_file(&self, instance: &str) -> PathBuf {
+        self.names_root().join(instance).join(NAMES_FILE)
+    }
+
+    /// The pinned ring buffer of `instance`.
+    pub fn events_pin(&self, instance: &str) -> PathBuf {
+        self.pins_root().join(instance).join(EVENTS_PIN)
+    }
+
+    /// Names of every instance with a names or pin directory, live or not.
+    pub fn instance_names(&self) -> BTreeSet<String> {
+        [self.names_root(), self.pins_root()]
+            .iter()
+            .filter_map(|dir| fs::read_dir(dir).ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().is_dir())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect()
+    }
+
+    /// Removes what `instance` published (names and pin); true if anything was
+    /// there. Removing the pin does not stop a running datapath, only the reading.
+    pub fn remove(&self, instance: &str) -> Result<bool, FlowLogError> {
+        let mut removed = false;
+        for dir in [
+            self.names_root().join(instance),
+            self.pins_root().join(instance),
+        ] {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(FlowLogError::Io {
+                        what: "removing",
+                        path: dir,
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FlowLogError {
+    let path = path.to_path_buf();
+    move |source| FlowLogError::Io { what, path, source }
+}
+
+/// Mounts bpffs at `paths.bpffs` unless one is there. A lock file under the run
+/// root keeps two publishers from stacking two mounts (the second would hide the
+/// first one's pins).
+fn ensure_bpffs(paths: &FlowPaths) -> Result<(), FlowLogError> {
+    let is_bpffs = |path: &Path| statfs(path).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
+    if is_bpffs(&paths.bpffs) {
+        return Ok(());
+    }
+    fs::create_dir_all(&paths.run_root).map_err(io_error("creating", &paths.run_root))?;
+    let lock_path = paths.run_root.join("bpffs.lock");
+    let file = File::create(&lock_path).map_err(io_error("creating", &lock_path))?;
+    let _lock =
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| FlowLogError::Io {
+            what: "locking",
+            path: lock_path.clone(),
+            source: errno.into(),
+        })?;
+    if is_bpffs(&paths.bpffs) {
+        return Ok(());
+    }
+    mount(
+        Some("bpf"),
+        &paths.bpffs,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|source| FlowLogError::Mount {
+        path: paths.bpffs.clone(),
+        source,
+    })?;
+    tracing::info!(path = %paths.bpffs.display(), "mounted bpffs (to pin the event ring buffer)");
+    Ok(())
+}
+
+/// Writes `names` to `path` whole: a temporary file beside it, then a rename.
+pub fn write_names(path: &Path, names: &FlowNames) -> Result<(), FlowLogError> {
+    let json = serde_json::to_vec_pretty(names).map_err(|source| FlowLogError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let temporary = path.with_extension(format!("json.tmp{}", std::process::id()));
+    let mut file = File::create(&temporary).map_err(io_error("creating", &temporary))?;
+    file.write_all(&json)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error("writing", &temporary))?;
+    fs::rename(&temporary, path).map_err(io_error("renaming into place", path))
+}
+
+/// Reads a names file.
+pub fn read_names(path: &Path) -> Result<FlowNames, FlowLogError> {
+    let bytes = fs::read(path).map_err(io_error("reading", path))?;
+    let names: FlowNames = serde_json::from_slice(&bytes).map_err(|source| FlowLogError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if names.abi_version != ABI_VERSION {
+        return Err(FlowLogError::AbiMismatch {
+            path: path.to_path_buf(),
+            found: names.abi_version,
+        });
+    }
+    Ok(names)
+}
+
+/// What one datapath instance published; removes it when dropped.
+#[derive(Debug)]
+pub struct Publication {
+    paths: FlowPaths,
+    instance: String,
+}
+
+impl Publication {
+    /// Pins `datapath`'s `EVENTS` for `instance` (mounting bpffs if needed) and
+    /// makes its names directory. Call `publish` after every table apply.
+    pub fn start(
+        datapath: &mut Datapath,
+        paths: &FlowPaths,
+        instance: &str,
+    ) -> Result<Self, FlowLogError> {
+        if instance.is_empty() || instance.contains('/') || instance.starts_with('.') {
+            return Err(FlowLogError::BadInstance {
+                name: instance.to_string(),
+            });
+        }
+        ensure_bpffs(paths)?;
+        // From here on, drop removes whatever was made.
+        let publication = Self {
+            paths: paths.clone(),
+            instance: instance.to_string(),
+        };
+        publication.paths.remove(instance)?;
+        let pin = paths.events_pin(instance);
+        for dir in [pin.parent(), paths.names_file(instance).parent()]
+            .into_iter()
+            .flatten()
+        {
+            fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
+        }
+        datapath.pin_events(&pin)?;
+        Ok(publication)
+    }
+
+    /// The instance name.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Where the ring buffer is pinned.
+    pub fn events_pin(&self) -> PathBuf {
+        self.paths.events_pin(&self.instance)
+    }
+
+    /// The names file.
+    pub fn names_file(&self) -> PathBuf {
+        self.paths.names_file(&self.instance)
+    }
+
+    /// Replaces the names file with `names`.
+    pub fn publish(&self, names: &FlowNames) -> Result<(), FlowLogError> {
+        write_names(&self.names_file(), names)
+    }
+}
+
+impl Drop for Publication {
+    fn drop(&mut self) {
+        if let Err(error) = self.paths.remove(&self.instance) {
+            tracing::warn!(%error, instance = %self.instance, "could not remove the published flow names and pin");
+        }
+    }
+}
+
+/// A published instance as a reader finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// Its name.
+    pub name: String,
+    /// Its names file.
+    pub names_file: PathBuf,
+    /// The owner's pid, from the names file (`None`: unreadable).
+    pub pid: Option<u32>,
+}
+
+impl Instance {
+    /// Whether its owner runs (`/proc/<pid>` exists).
+    pub fn alive(&self) -> bool {
+        self.pid
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+
+    fn describe(&self) -> String {
+        match self.pid {
+            Some(pid) => format!("{} (pid {pid})", self.name),
+            None => format!("{} (unreadable names file)", self.name),
+        }
+    }
+}
+
+/// Every instance with a names file, sorted by name.
+pub fn instances(paths: &FlowPaths) -> Vec<Instance> {
+    let root = paths.names_root();
+    let Ok(entries) = fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Instance> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter_map(|name| {
+            let names_file = root.join(&name).join(NAMES_FILE);
+            names_file.is_file().then(|| Instance {
+                pid: read_names(&names_file).ok().map(|n| n.pid),
+                name,
+                names_file,
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
+/// The instance a reader follows: `wanted` (an instance name, or the path of its
+/// directory or names file), else the only live one. Fails naming what runs.
+pub fn choose(paths: &FlowPaths, wanted: Option<&str>) -> Result<Instance, FlowLogError> {
+    let all = instances(paths);
+    let live: Vec<&Instance> = all.iter().filter(|i| i.alive()).collect();
+    let list = |instances: &[&Instance]| {
+        instances
+            .iter()
+            .map(|i| i.describe())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(wanted) = wanted else {
+        return match live.as_slice() {
+            [] => Err(FlowLogError::NoInstance {
+                dir: paths.names_root(),
+            }),
+            [only] => Ok((*only).clone()),
+            several => Err(FlowLogError::SeveralInstances {
+                list: list(several),
+            }),
+        };
+    };
+    let found = if wanted.contains('/') {
+        let path = PathBuf::from(wanted);
+        let names_file = if path.is_dir() {
+            path.join(NAMES_FILE)
+        } else {
+            path
+        };
+        let names = read_names(&names_file)?;
+        Instance {
+            name: names.instance,
+            names_file,
+            pid: Some(names.pid),
+        }
+    } else {
+        all.iter()
+            .find(|i| i.name == wanted)
+            .cloned()
+            .ok_or_else(|| FlowLogError::UnknownInstance {
+                name: wanted.to_string(),
+                running: if live.is_empty() {
+                    "none".to_string()
+                } else {
+                    list(&live)
+                },
+            })?
+    };
+    if !found.alive() {
+        return Err(FlowLogError::Gone {
+            name: found.name.clone(),
+            pid: found.pid.unwrap_or(0),
+        });
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests;
