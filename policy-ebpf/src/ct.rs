@@ -42,8 +42,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 use policy_common::{
     ct::{
-        CtKey, CtValue, CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED,
-        CT_STATE_OPENING,
+        CtKey, CtValue, CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
     },
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS},
 };
