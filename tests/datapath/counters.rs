@@ -2,8 +2,9 @@
 //! `Datapath::policy_counters` names them: every packet of a flow a rule allowed
 //! counts in that rule, replies included; drops count per endpoint and direction
 //! and are named with the policies isolating it; a Service egress decided at the
-//! backend counts as the client pod's egress; a slot whose meaning an `apply`
-//! changes starts again from zero. Frames go through `BPF_PROG_TEST_RUN`, except
+//! backend counts as the client pod's egress; a rule keeps its counts across
+//! updates, a new rule and a deny slot whose meaning an `apply` changes start from
+//! zero. Frames go through `BPF_PROG_TEST_RUN`, except
 //! one test that reads the counters while real datagrams flow.
 
 use std::{net::SocketAddr, time::Duration};
@@ -330,7 +331,7 @@ fn counters_read_while_datagrams_flow_only_grow_and_end_at_every_datagram() {
 }
 
 #[test]
-fn a_slot_starts_from_zero_when_apply_changes_what_it_counts_and_keeps_counting_otherwise() {
+fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
     let mut net = three_pods();
     let first = server_rules(&net);
     net.apply(&first);
@@ -342,8 +343,19 @@ fn a_slot_starts_from_zero_when_apply_changes_what_it_counts_and_keeps_counting_
         net.run(Hook::PodIngress, "server", 0, frame);
     }
 
-    // A rule sorting after the others: slots 0 and 1 keep their rules and counts.
+    // A policy whose name sorts first comes with a rule: every policy id of the
+    // tables moves, but rules are counted by policy name, so the old rules keep
+    // their counts and the new one starts from zero.
     let mut second = first.clone();
+    second
+        .policy_names
+        .insert(0, ObjectRef::new("x", "a-first"));
+    for rule in second.policy.values_mut() {
+        rule.policy_id += 1;
+    }
+    if let Some(isolation) = second.isolation.get_mut(&SERVER_ID) {
+        isolation.ingress = vec![0, 1];
+    }
     let rule_8080 = Tables::new(&net)
         .pod_class("client", 3)
         .allow_port("server", Direction::Ingress, 3, TCP, 8080)
@@ -353,50 +365,74 @@ fn a_slot_starts_from_zero_when_apply_changes_what_it_counts_and_keeps_counting_
             m,
             RuleRef {
                 policy_id: 0,
-                rule_index: 2,
+                rule_index: 0,
             },
         );
     }
     net.apply(&second);
     let got = counters(&mut net, &second);
-    assert_eq!(ingress_rule(&got, 0), traffic(&[&web]));
-    assert_eq!(ingress_rule(&got, 1), traffic(&[&dns]));
-    assert_eq!(ingress_rule(&got, 2), Traffic::default());
-    assert_eq!(got.denied[0].denied, traffic(&[&denied]));
+    let named = |got: &PolicyCounters, policy: &ObjectRef, rule_index: u32| {
+        got.allowed
+            .iter()
+            .find(|r| &r.policy == policy && r.rule_index == rule_index)
+            .unwrap_or_else(|| panic!("no rule {policy} {rule_index}: {got:#?}"))
+            .allowed
+    };
+    let a_first = ObjectRef::new("x", "a-first");
+    assert_eq!(
+        named(&got, &first_policy(), 0),
+        traffic(&[&web]),
+        "{got:#?}"
+    );
+    assert_eq!(
+        named(&got, &first_policy(), 1),
+        traffic(&[&dns]),
+        "{got:#?}"
+    );
+    assert_eq!(named(&got, &a_first, 0), Traffic::default(), "{got:#?}");
+    let alt = tcp(client, server, 48004, 8080, false);
+    assert!(net.run(Hook::PodIngress, "server", 0, &alt).passed);
+    assert_eq!(
+        named(&counters(&mut net, &second), &a_first, 0),
+        traffic(&[&alt])
+    );
 
-    // Rule 0 goes: rule 1 moves to slot 0 and starts from zero, as does slot 1.
+    // The web rule goes: the dns rule keeps its slot and its counts.
     let mut third = second.clone();
-    third.policy.retain(|_, rule| rule.rule_index != 0);
+    third
+        .policy
+        .retain(|_, rule| !(rule.policy_id == 1 && rule.rule_index == 0));
     net.apply(&third);
     let got = counters(&mut net, &third);
-    assert_eq!(ingress_rule(&got, 1), Traffic::default(), "{got:#?}");
-    assert_eq!(ingress_rule(&got, 2), Traffic::default(), "{got:#?}");
+    assert_eq!(
+        named(&got, &first_policy(), 1),
+        traffic(&[&dns]),
+        "{got:#?}"
+    );
     let new_dns = udp(client, server, 48003, 53);
     assert!(net.run(Hook::PodIngress, "server", 0, &new_dns).passed);
     assert_eq!(
-        ingress_rule(&counters(&mut net, &third), 1),
-        traffic(&[&new_dns])
-    );
-    assert_eq!(
-        got.denied[0].denied,
-        traffic(&[&denied]),
-        "same isolating policies"
+        named(&counters(&mut net, &third), &first_policy(), 1),
+        traffic(&[&dns, &new_dns])
     );
 
-    // Another policy isolates the server too: its deny slots start from zero.
+    // Back to the server isolated by one policy: its deny slot starts from zero
+    // (its isolating policies changed), then counts again.
     let mut fourth = third.clone();
-    fourth.policy_names.push(second_policy());
+    fourth.policy_names.remove(0);
+    fourth.policy.retain(|_, rule| rule.policy_id == 1);
+    for rule in fourth.policy.values_mut() {
+        rule.policy_id = 0;
+    }
     if let Some(isolation) = fourth.isolation.get_mut(&SERVER_ID) {
-        isolation.ingress.push(1);
+        isolation.ingress = vec![0];
     }
     net.apply(&fourth);
     let got = counters(&mut net, &fourth);
     assert_eq!(got.denied.len(), 1, "{got:#?}");
-    assert_eq!(
-        got.denied[0].policies,
-        vec![first_policy(), second_policy()]
-    );
+    assert_eq!(got.denied[0].policies, vec![first_policy()]);
     assert_eq!(got.denied[0].denied, Traffic::default());
+    assert_eq!(named(&got, &first_policy(), 1), traffic(&[&dns, &new_dns]));
 }
 
 #[test]

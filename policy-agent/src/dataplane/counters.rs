@@ -9,10 +9,10 @@ use aya::maps::{MapData, PerCpuArray, PerCpuValues};
 use policy_common::counters::{deny_slot, TrafficCounter, DENY_COUNTERS_MAP, RULE_COUNTERS_MAP};
 use serde::Serialize;
 
-use super::{maps::map_error, Datapath, DataplaneError};
+use super::{maps::map_error, slots::rule_name, Datapath, DataplaneError};
 use crate::{
     model::ObjectRef,
-    policy::tables::{CountedRule, DatapathTables, Direction, Isolation},
+    policy::tables::{DatapathTables, Direction, Isolation},
 };
 
 /// Packets and bytes summed over CPUs.
@@ -70,18 +70,17 @@ pub struct PolicyCounters {
     pub denied: Vec<DenyTraffic>,
 }
 
-/// What the counter slots meant at the last `apply`, so a slot whose meaning
-/// changes is zeroed instead of carrying another rule's counts.
+/// What the `DENY_COUNTERS` slots meant at the last `apply` (endpoint id -> its
+/// isolating policies, by name so renumbered ids compare), so a slot whose meaning
+/// changes is zeroed instead of carrying other policies' counts.
 #[derive(Clone, Debug, Default)]
-pub(super) struct CounterMeanings {
-    /// `RULE_COUNTERS` slot -> rule.
-    pub rules: Vec<CountedRule>,
-    /// Endpoint id -> its isolating policies (names, so renumbered ids compare).
+pub(super) struct DenyMeanings {
+    /// Endpoint id -> (ingress, egress) isolating policies.
     pub isolation: BTreeMap<u32, (Vec<ObjectRef>, Vec<ObjectRef>)>,
 }
 
-impl CounterMeanings {
-    /// The meanings `tables` gives the slots.
+impl DenyMeanings {
+    /// The meanings `tables` gives the deny slots.
     pub fn of(tables: &DatapathTables) -> Self {
         let names = |ids: &[u32]| -> Vec<ObjectRef> {
             ids.iter()
@@ -89,7 +88,6 @@ impl CounterMeanings {
                 .collect()
         };
         Self {
-            rules: tables.counted_rules(),
             isolation: tables
                 .isolation
                 .iter()
@@ -122,7 +120,11 @@ impl Datapath {
     }
 
     /// Zeroes one slot on every CPU.
-    fn zero_counter(&mut self, name: &'static str, slot: u32) -> Result<(), DataplaneError> {
+    pub(super) fn zero_counter(
+        &mut self,
+        name: &'static str,
+        slot: u32,
+    ) -> Result<(), DataplaneError> {
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Map {
             map: name,
             message: format!("counting possible CPUs: {source}"),
@@ -141,21 +143,13 @@ impl Datapath {
         array.set(slot, zeros, 0).map_err(map_error(name, "zero"))
     }
 
-    /// Zeroes the counter slots whose meaning differs between `old` and `new`: a
-    /// rule slot now counting another rule, a deny slot whose endpoint id now
-    /// stands for other isolating policies.
-    pub(super) fn zero_changed_counters(
+    /// Zeroes the deny slots whose endpoint id stands for other isolating policies
+    /// in `new` than in `old`.
+    pub(super) fn zero_changed_deny_counters(
         &mut self,
-        old: &CounterMeanings,
-        new: &CounterMeanings,
+        old: &DenyMeanings,
+        new: &DenyMeanings,
     ) -> Result<(), DataplaneError> {
-        let rule_slots = old.rules.len().max(new.rules.len());
-        for slot in 0..rule_slots {
-            if old.rules.get(slot) != new.rules.get(slot) {
-                let slot = u32::try_from(slot).unwrap_or(u32::MAX);
-                self.zero_counter(RULE_COUNTERS_MAP, slot)?;
-            }
-        }
         let ids: std::collections::BTreeSet<u32> = old
             .isolation
             .keys()
@@ -191,14 +185,18 @@ impl Datapath {
     }
 
     /// Every per-policy counter, summed over CPUs and named with `tables` (the
-    /// tables last applied; counts of slots they do not use are not reported).
+    /// tables last applied; a rule without a slot is not reported).
     pub fn policy_counters(
         &mut self,
         tables: &DatapathTables,
     ) -> Result<PolicyCounters, DataplaneError> {
         let mut allowed = Vec::new();
-        for (slot, rule) in (0u32..).zip(tables.counted_rules()) {
+        for rule in tables.counted_rules() {
             let Some(policy) = tables.policy_names.get(rule.policy_id as usize) else {
+                continue;
+            };
+            let Some(slot) = rule_name(tables, &rule).and_then(|name| self.rule_slots.slot(&name))
+            else {
                 continue;
             };
             allowed.push(RuleTraffic {

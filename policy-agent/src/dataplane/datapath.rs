@@ -8,11 +8,12 @@ use aya::{
 };
 use policy_common::{
     config::Config,
+    counters::RULE_COUNTERS_MAX,
     ct::CONNTRACK_MAP,
     peer::{PEERS_V4_MAP, PEERS_V6_MAP},
 };
 
-use super::{counters::CounterMeanings, DataplaneError};
+use super::{counters::DenyMeanings, slots::RuleSlots, DataplaneError};
 
 /// Program deciding a pod's ingress; runs at TC egress of its host-side veth.
 pub(super) const POD_INGRESS_PROGRAM: &str = "pod_ingress";
@@ -46,8 +47,10 @@ pub struct LoadOptions {
 /// detaches every link it holds and frees the maps (nothing is pinned yet).
 pub struct Datapath {
     pub(super) ebpf: Ebpf,
-    /// What the per-policy counter slots mean since the last `apply`.
-    pub(super) counted: CounterMeanings,
+    /// Which `RULE_COUNTERS` slot each allow rule counts in.
+    pub(super) rule_slots: RuleSlots,
+    /// What the `DENY_COUNTERS` slots mean since the last `apply`.
+    pub(super) deny_meanings: DenyMeanings,
     attached: BTreeMap<InterfaceIndex, [SchedClassifierLinkId; 2]>,
 }
 
@@ -90,7 +93,8 @@ impl Datapath {
         }
         let mut datapath = Self {
             ebpf,
-            counted: CounterMeanings::default(),
+            rule_slots: RuleSlots::new(RULE_COUNTERS_MAX),
+            deny_meanings: DenyMeanings::default(),
             attached: BTreeMap::new(),
         };
         datapath.set_config(&options.config)?;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray};
 use policy_common::{
     config::{Config, CONFIG_MAP},
-    counters::{NO_COUNTER, RULE_COUNTERS_MAX},
+    counters::{NO_COUNTER, RULE_COUNTERS_MAP},
     endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
     peer::{PEERS_V4_MAP, PEERS_V6_MAP},
     policy::{PolicyKey, PolicyValue, POLICY_MAP},
@@ -16,9 +16,10 @@ use policy_common::{
 };
 
 use super::{
-    counters::CounterMeanings,
+    counters::DenyMeanings,
     datapath::Datapath,
     keys::{self, LpmEntry},
+    slots::{rule_name, RuleName},
     DataplaneError, InterfaceIndex,
 };
 use crate::{
@@ -110,8 +111,10 @@ impl Datapath {
     ///
     /// Order: new and changed `POLICY` entries, then `PEERS_V4`, `PEERS_V6`,
     /// `ENDPOINT_ADDRS` and `ENDPOINTS`; then stale entries are removed in the same
-    /// order. Last, per-policy counter slots whose rule or isolating policies changed
-    /// are zeroed, so a slot never reports another rule's traffic. Writing allows before the identities that use them keeps an unchanged
+    /// order. New allow rules get `RULE_COUNTERS` slots (zeroed first; a rule keeps
+    /// its slot across updates, see `slots.rs`), and last the deny slots whose
+    /// isolating policies changed are zeroed. Writing allows before the identities
+    /// that use them keeps an unchanged
     /// flow allowed throughout; a renumbered class can still mis-decide a packet
     /// during the write (hole-free incremental updates are the node-agent issue's
     /// work).
@@ -136,15 +139,15 @@ impl Datapath {
         for (addr, pod) in &tables.endpoint_addresses {
             addresses.insert(keys::address_key(*addr), interface(pod)?);
         }
-        let slots: BTreeMap<CountedRule, u32> = (0..)
-            .zip(tables.counted_rules())
-            .map(|(slot, rule)| (rule, slot))
+        // New rules' slots start from zero before any entry can count in them.
+        let mut slots = self.rule_slots.clone();
+        let rules: Vec<RuleName> = tables
+            .counted_rules()
+            .iter()
+            .filter_map(|rule| rule_name(tables, rule))
             .collect();
-        if slots.len() > RULE_COUNTERS_MAX as usize {
-            return Err(DataplaneError::TooManyRules {
-                rules: slots.len(),
-                capacity: RULE_COUNTERS_MAX,
-            });
+        for slot in slots.assign(&rules)? {
+            self.zero_counter(RULE_COUNTERS_MAP, slot)?;
         }
         let policy: BTreeMap<LpmEntry<PolicyKey>, PolicyValue> = tables
             .policy
@@ -156,7 +159,9 @@ impl Datapath {
                     direction: m.direction,
                     rule_index: rule.rule_index,
                 };
-                let slot = slots.get(&counted).copied().unwrap_or(NO_COUNTER);
+                let slot = rule_name(tables, &counted)
+                    .and_then(|name| slots.slot(&name))
+                    .unwrap_or(NO_COUNTER);
                 (
                     (key.prefix_len(), key.data()),
                     keys::policy_value(rule, slot),
@@ -177,10 +182,11 @@ impl Datapath {
         self.remove_others(ENDPOINT_ADDRS_MAP, &addresses)?;
         self.remove_others(ENDPOINTS_MAP, &endpoints)?;
 
-        let meanings = CounterMeanings::of(tables);
-        let old = std::mem::take(&mut self.counted);
-        self.zero_changed_counters(&old, &meanings)?;
-        self.counted = meanings;
+        self.rule_slots = slots;
+        let meanings = DenyMeanings::of(tables);
+        let old = std::mem::take(&mut self.deny_meanings);
+        self.zero_changed_deny_counters(&old, &meanings)?;
+        self.deny_meanings = meanings;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ mod events;
 mod keys;
 mod maps;
 pub mod object;
+mod slots;
 mod test_run;
 
 use std::path::PathBuf;

@@ -257,9 +257,9 @@ pub struct DatapathTables {
 }
 
 impl DatapathTables {
-    /// The rules that have `POLICY` entries, sorted: a rule's position is its
-    /// `RULE_COUNTERS` slot (`PolicyValue::rule_slot`). Derived from `policy`, so the
-    /// slot of a rule changes only when the set of rules before it does.
+    /// The rules that have `POLICY` entries, sorted, each counted in its own
+    /// `RULE_COUNTERS` slot (`PolicyValue::rule_slot`; the dataplane keeps a rule's
+    /// slot across updates).
     pub fn counted_rules(&self) -> Vec<CountedRule> {
         let rules: std::collections::BTreeSet<CountedRule> = self
             .policy

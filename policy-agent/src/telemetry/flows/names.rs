@@ -1,6 +1,6 @@
 //! `FlowNames`: what an event's numbers mean at one moment of one datapath:
 //! interfaces and addresses of pods, policy names, the policies isolating each
-//! endpoint id, and the rules behind the counter slots. The owner of a datapath
+//! endpoint id, and the allow rules that have entries. The owner of a datapath
 //! writes it as `names.json` after every table apply; readers name events with it.
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
@@ -22,7 +22,7 @@ pub struct IsolatingPolicies {
     pub egress: Vec<u32>,
 }
 
-/// One allow rule with a `RULE_COUNTERS` slot (its position in `FlowNames::rules`).
+/// One allow rule with `POLICY` entries (and so a `RULE_COUNTERS` slot).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleName {
     /// Index into `FlowNames::policies`.
@@ -51,7 +51,7 @@ pub struct FlowNames {
     pub policies: Vec<String>,
     /// Endpoint id -> the policies isolating its pods.
     pub isolation: BTreeMap<u32, IsolatingPolicies>,
-    /// The rules with `RULE_COUNTERS` slots, in slot order.
+    /// The allow rules with `POLICY` entries, sorted by policy id, direction, index.
     pub rules: Vec<RuleName>,
 }
 
