@@ -19,7 +19,8 @@ pub const STAT_ALLOW_UNISOLATED: u32 = 0;
 pub const STAT_ALLOW_TRACKED: u32 = 1;
 /// Passed: a policy rule matched.
 pub const STAT_ALLOW_POLICY: u32 = 2;
-/// Passed: not IP, or on-link IPv6 neighbour discovery, which pods need to work.
+/// Passed: not IP, or on-link IPv6 neighbour or multicast listener discovery, which
+/// pods need to work.
 pub const STAT_ALLOW_NON_IP: u32 = 3;
 /// Passed: ingress from an address of the local node (kubelet probes).
 pub const STAT_ALLOW_NODE: u32 = 4;

@@ -85,12 +85,12 @@ impl Facts {
     }
 
     /// Records what parsing found: the 5-tuple of a flow, or the source of a
-    /// neighbour discovery message.
+    /// neighbour or multicast listener discovery message.
     #[inline(always)]
     pub(crate) fn parsed(&mut self, packet: &Packet) {
         match packet {
             Packet::Flow(flow) => self.flow(flow),
-            Packet::NeighbourDiscovery { saddr } => {
+            Packet::OnLinkControl { saddr } => {
                 self.saddr = *saddr;
                 self.ipv6 = true;
                 self.protocol = IPPROTO_ICMPV6;

@@ -108,9 +108,11 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 /// 4. Egress only (anti-spoofing): a source address that is not one of this
 ///    interface's pod addresses (`ENDPOINT_ADDRS[saddr] != ifindex`) is dropped
 ///    (`STAT_DROP_SPOOFED_SOURCE`), except IPv6 link-local and unspecified sources.
-/// 5. On-link IPv6 neighbour discovery (ICMPv6 133-137, hop limit 255, link-local
-///    or multicast destination or link-local source) passes (`STAT_ALLOW_NON_IP`);
-///    other ICMPv6 133-137 goes on as ICMPv6 with ports 0.
+/// 5. On-link IPv6 link control passes (`STAT_ALLOW_NON_IP`): neighbour discovery
+///    (ICMPv6 133-137, hop limit 255, link-local or multicast destination or
+///    link-local source) and multicast listener discovery (ICMPv6 130-132 and 143,
+///    hop limit 1, link-local or unspecified source, multicast destination); other
+///    ICMPv6 of those types goes on as ICMPv6 with ports 0.
 /// 6. Ingress only: this program's mark bits are cleared, and a packet carrying
 ///    `MARK_DEFERRED_EGRESS` first has its source pod's egress decided on the
 ///    translated destination (`service::deferred_egress`); a deny drops it (an
@@ -157,7 +159,7 @@ fn decide(ctx: &TcContext, facts: &mut Facts) -> Result<u32, u32> {
         check_source(ifindex, saddr, ipv6)?;
     }
     let flow = match packet {
-        Packet::NeighbourDiscovery { .. } => return Ok(STAT_ALLOW_NON_IP),
+        Packet::OnLinkControl { .. } => return Ok(STAT_ALLOW_NON_IP),
         Packet::Flow(flow) => flow,
     };
     if facts.direction == DIRECTION_INGRESS {

@@ -44,6 +44,13 @@ const ND_FIRST: u8 = 133;
 const ND_LAST: u8 = 137;
 /// The hop limit every ND message carries (RFC 4861 section 6.1).
 const ND_HOP_LIMIT: u8 = 255;
+/// Multicast listener discovery: query, MLDv1 report, done (RFC 2710) and the MLDv2
+/// report (RFC 3810).
+const MLD_QUERY: u8 = 130;
+const MLD_DONE: u8 = 132;
+const MLDV2_REPORT: u8 = 143;
+/// The hop limit every MLD message carries (RFC 2710 section 3).
+const MLD_HOP_LIMIT: u8 = 1;
 /// IPv6 extension headers the walk steps over (RFC 8200 section 4).
 const NEXTHDR_HOP_BY_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
@@ -63,9 +70,10 @@ pub(crate) enum L3 {
 
 /// What an IP packet is, as far as this program decides it.
 pub(crate) enum Packet {
-    /// On-link IPv6 neighbour discovery (`neighbour_discovery`): passes, pods need
-    /// it to reach anything. `saddr` is its source address.
-    NeighbourDiscovery { saddr: [u8; 16] },
+    /// On-link IPv6 neighbour discovery or multicast listener discovery
+    /// (`on_link_control`): passes, pods need ND to reach anything and the kernel
+    /// sends MLD on every interface. `saddr` is its source address.
+    OnLinkControl { saddr: [u8; 16] },
     /// Everything else: decided by conntrack and policy.
     Flow(Flow),
 }
@@ -75,7 +83,7 @@ impl Packet {
     #[inline(always)]
     pub(crate) fn source(&self) -> (&[u8; 16], bool) {
         match self {
-            Packet::NeighbourDiscovery { saddr } => (saddr, true),
+            Packet::OnLinkControl { saddr } => (saddr, true),
             Packet::Flow(flow) => (&flow.saddr, flow.ipv6),
         }
     }
@@ -196,12 +204,23 @@ pub(crate) fn is_unspecified(a: &[u8; 16]) -> bool {
     head == 0 && tail == 0
 }
 
-/// Whether an ICMPv6 ND message (types 133-137) is on-link as RFC 4861 requires:
-/// hop limit 255 (no router forwarded it) and a link-local or multicast
-/// destination or a link-local source. Any other is decided like other ICMPv6.
+/// Whether an ICMPv6 message of `icmp_type` is on-link link control:
+/// - ND (types 133-137) as RFC 4861 requires: hop limit 255 (no router forwarded
+///   it) and a link-local or multicast destination or a link-local source;
+/// - MLD (types 130-132 and 143) as RFC 2710/3810 require: hop limit 1, a
+///   link-local or unspecified source and a multicast destination.
+///
+/// Any other is decided like other ICMPv6.
 #[inline(always)]
-fn neighbour_discovery(hop_limit: u8, saddr: &[u8; 16], daddr: &[u8; 16]) -> bool {
-    hop_limit == ND_HOP_LIMIT && (is_link_local(daddr) || daddr[0] == 0xff || is_link_local(saddr))
+fn on_link_control(icmp_type: u8, hop_limit: u8, saddr: &[u8; 16], daddr: &[u8; 16]) -> bool {
+    let multicast = daddr[0] == 0xff;
+    if (ND_FIRST..=ND_LAST).contains(&icmp_type) {
+        hop_limit == ND_HOP_LIMIT && (is_link_local(daddr) || multicast || is_link_local(saddr))
+    } else if (MLD_QUERY..=MLD_DONE).contains(&icmp_type) || icmp_type == MLDV2_REPORT {
+        hop_limit == MLD_HOP_LIMIT && multicast && (is_link_local(saddr) || is_unspecified(saddr))
+    } else {
+        false
+    }
 }
 
 /// Classifies the frame by EtherType; `None` for frames that are not IP.
@@ -407,10 +426,8 @@ fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
     }
     if flow.protocol == IPPROTO_ICMPV6 {
         let icmp_type = load::<u8>(ctx, l4)?;
-        if (ND_FIRST..=ND_LAST).contains(&icmp_type)
-            && neighbour_discovery(hop_limit, &flow.saddr, &flow.daddr)
-        {
-            return Ok(Packet::NeighbourDiscovery { saddr: flow.saddr });
+        if on_link_control(icmp_type, hop_limit, &flow.saddr, &flow.daddr) {
+            return Ok(Packet::OnLinkControl { saddr: flow.saddr });
         }
     }
     upper(ctx, l4, &mut flow)?;

@@ -45,6 +45,8 @@ const SERVER_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x10);
 const CLIENT_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 5);
 /// The server's solicited-node multicast address.
 const SOLICITED: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0x10);
+/// All MLDv2-capable routers: where MLDv2 reports go.
+const MLDV2_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x16);
 /// The protocol number the IPv6 walk leaves after its limit of four extension
 /// headers when the fifth is destination options.
 const DEST_OPTIONS: u8 = 60;
@@ -159,7 +161,7 @@ fn poke(mut frame: Vec<u8>, at: usize, value: u8) -> Vec<u8> {
     frame
 }
 
-/// An ICMPv6 ND message of `nd_type` with hop limit `hops`.
+/// An ICMPv6 ND (or MLD) message of `nd_type` with hop limit `hops`.
 fn nd(src: Ipv6Addr, dst: Ipv6Addr, nd_type: u8, hops: u8) -> Vec<u8> {
     frames::hop_limit(v6(src, dst, ICMPV6, &frames::icmpv6(nd_type, 0)), hops)
 }
@@ -557,6 +559,57 @@ fn rows() -> Vec<Row> {
                 hook,
                 "server",
                 nd(src, dst, nd_type, hops),
+                expect,
+            );
+        }
+    }
+    // Multicast listener discovery: on-link MLD (hop limit 1, link-local or
+    // unspecified source, multicast destination) passes an isolated pod both ways.
+    for mld_type in [130, 131, 132, 143] {
+        for (src, dst, hops, hook, expect, what) in [
+            (CLIENT_LL, MLDV2_ROUTERS, 1, In, non_ip, "passes in"),
+            (SERVER_LL, MLDV2_ROUTERS, 1, Out, non_ip, "passes out"),
+            (
+                Ipv6Addr::UNSPECIFIED,
+                MLDV2_ROUTERS,
+                1,
+                Out,
+                non_ip,
+                "from the unspecified address passes out",
+            ),
+            (
+                CLIENT_LL,
+                MLDV2_ROUTERS,
+                2,
+                In,
+                denied,
+                "with hop limit 2 is ICMPv6 and dropped in",
+            ),
+            (
+                CLIENT_V6,
+                MLDV2_ROUTERS,
+                1,
+                In,
+                denied,
+                "from a global address is ICMPv6 and dropped in",
+            ),
+            (
+                CLIENT_LL,
+                SERVER_LL,
+                1,
+                In,
+                denied,
+                "to a unicast address is ICMPv6 and dropped in",
+            ),
+        ] {
+            let name =
+                format!("IPv6 multicast listener discovery type {mld_type} {what} (isolated pod)");
+            row(
+                name,
+                Rules,
+                hook,
+                "server",
+                nd(src, dst, mld_type, hops),
                 expect,
             );
         }
