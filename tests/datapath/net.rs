@@ -279,10 +279,5 @@ fn add_addresses(netns: &str, dev: &str, addresses: &[IpAddr]) {
 
 /// How the counters moved between `before` and `after`, as `name +n` pairs.
 pub fn moved(before: &Stats, after: &Stats) -> Vec<(&'static str, u64)> {
-    after
-        .counters
-        .iter()
-        .map(|&(name, count)| (name, count.saturating_sub(before.get(name))))
-        .filter(|&(_, delta)| delta != 0)
-        .collect()
+    after.growth_since(before)
 }

@@ -26,11 +26,10 @@ use policy_agent::{
     dataplane::{Hook, Stats},
     policy::tables::{DatapathTables, Direction},
 };
-use policy_common::verdict::{STAT_NAMES, STAT_VERDICTS};
 
 use super::{
     frames::{self, Ext, ICMP, ICMPV6, SCTP, TCP, UDP},
-    net::{moved, Net},
+    net::Net,
     probe, support,
     tables::Tables,
 };
@@ -798,22 +797,10 @@ fn rows() -> Vec<Row> {
     rows
 }
 
-/// Whether `name` is a verdict counter (index below `STAT_VERDICTS`), which every
-/// packet bumps exactly one of; the others are side counters (events held back or
-/// lost), bumped on top of a verdict.
-fn is_verdict(name: &str) -> bool {
-    STAT_NAMES
-        .iter()
-        .position(|n| *n == name)
-        .is_some_and(|index| index < STAT_VERDICTS as usize)
-}
-
-/// How the verdict counters moved between `before` and `after`.
+/// How the verdict counters moved between `before` and `after` (side counters,
+/// such as events held back, are left out).
 pub(super) fn verdicts_moved(before: &Stats, after: &Stats) -> Vec<(&'static str, u64)> {
-    moved(before, after)
-        .into_iter()
-        .filter(|(name, _)| is_verdict(name))
-        .collect()
+    after.verdict_growth_since(before)
 }
 
 #[test]

@@ -12,7 +12,7 @@ use policy_common::{
     endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
     peer::{PEERS_V4_MAP, PEERS_V6_MAP},
     policy::{PolicyKey, PolicyValue, POLICY_MAP},
-    verdict::{STATS_LEN, STATS_MAP, STAT_NAMES},
+    verdict::{STATS_LEN, STATS_MAP, STAT_NAMES, STAT_VERDICTS},
 };
 
 use super::{
@@ -41,6 +41,25 @@ impl Stats {
             .iter()
             .find(|(n, _)| *n == name)
             .map_or(0, |(_, c)| *c)
+    }
+
+    /// Every counter that grew since `before`, with how much, in `STATS` order.
+    pub fn growth_since(&self, before: &Stats) -> Vec<(&'static str, u64)> {
+        self.counters
+            .iter()
+            .map(|&(name, count)| (name, count.saturating_sub(before.get(name))))
+            .filter(|&(_, grown)| grown > 0)
+            .collect()
+    }
+
+    /// `growth_since` of the verdict counters only (below `STAT_VERDICTS`: each
+    /// packet bumps exactly one), leaving out side counters such as lost events.
+    pub fn verdict_growth_since(&self, before: &Stats) -> Vec<(&'static str, u64)> {
+        let verdicts = &STAT_NAMES[..STAT_VERDICTS as usize];
+        self.growth_since(before)
+            .into_iter()
+            .filter(|(name, _)| verdicts.contains(name))
+            .collect()
     }
 }
 
