@@ -35,6 +35,8 @@ mod net;
 mod probe;
 #[path = "datapath/prog_test_run.rs"]
 mod prog_test_run;
+#[path = "datapath/service_conntrack.rs"]
+mod service_conntrack;
 #[path = "datapath/tables.rs"]
 mod tables;
 #[path = "datapath/verdicts.rs"]

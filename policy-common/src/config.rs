@@ -21,7 +21,7 @@ pub struct Config {
     pub ct_tcp_closing_ns: u64,
     /// Idle timeout of a UDP (and SCTP) flow.
     pub ct_udp_ns: u64,
-    /// Idle timeout of an ICMP or ICMPv6 echo flow.
+    /// Idle timeout of an ICMP or ICMPv6 flow (echo, or any other type).
     pub ct_icmp_ns: u64,
     /// Idle timeout of any other protocol.
     pub ct_other_ns: u64,

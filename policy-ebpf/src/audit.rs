@@ -25,15 +25,20 @@ use crate::{
     facts::Counter,
 };
 
-/// Whether `endpoint`'s isolation in `direction` is audit only.
+/// The `AUDIT_*` endpoint flag of `direction`.
 #[inline(always)]
-pub(crate) fn audits(endpoint: &EndpointInfo, direction: u8) -> bool {
-    let flag = if direction == DIRECTION_INGRESS {
+pub(crate) fn flag(direction: u8) -> u32 {
+    if direction == DIRECTION_INGRESS {
         AUDIT_INGRESS
     } else {
         AUDIT_EGRESS
-    };
-    endpoint.flags & flag != 0
+    }
+}
+
+/// Whether `endpoint`'s isolation in `direction` is audit only.
+#[inline(always)]
+pub(crate) fn audits(endpoint: &EndpointInfo, direction: u8) -> bool {
+    endpoint.flags & flag(direction) != 0
 }
 
 /// The verdict counter and traffic counter of a packet that `hit` a tracked flow

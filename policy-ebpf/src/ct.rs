@@ -15,14 +15,17 @@
 //!    a non-first fragment, which has no flags). Other protocols start OPENING.
 //! 2. a deferred egress entry is also written for the post-DNAT tuple, by the
 //!    destination's classifier at the source's interface, once the source's egress
-//!    policy allowed the backend (`service::deferred_egress`).
+//!    allowed the backend (a rule, no egress isolation, or an audit would-drop;
+//!    `service::deferred_egress`); the packets that later pass by it, forward there
+//!    and replies at the backend (`service::verify_reply`), refresh it as in 4.
 //! 3. a TCP SYN without ACK ignores existing entries and, when allowed, overwrites
 //!    its own: a reused source port never inherits an older connection's verdict.
 //! 4. every packet that passes as part of a flow (`Hit::seen`) sets `last_seen_ns`
 //!    and moves the state (`next_state`). TCP: RST, either way, -> CLOSED; FIN,
-//!    either way, -> CLOSING (a CLOSED flow stays CLOSED); a reply with ACK (the
-//!    SYN/ACK, or any later answer) moves OPENING -> ESTABLISHED; a forward packet
-//!    never establishes. Other protocols: the first reply moves OPENING ->
+//!    either way, -> CLOSING (a CLOSED flow stays CLOSED); a reply with ACK and
+//!    without SYN (the answer after the handshake's SYN/ACK) moves OPENING ->
+//!    ESTABLISHED, so a half-open connection keeps the opening timeout, as in
+//!    Cilium; a forward packet never establishes. Other protocols: the first reply moves OPENING ->
 //!    ESTABLISHED, which only tells a reader the flow was answered. A hit costs
 //!    one store (`last_seen_ns`) through the value's pointer; the state is written
 //!    only when it changes. Nothing else writes the entry.
@@ -42,16 +45,16 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 use policy_common::{
     ct::{
-        CtKey, CtValue, CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
+        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_STATE_CLOSED, CT_STATE_CLOSING,
+        CT_STATE_ESTABLISHED, CT_STATE_OPENING,
     },
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS},
 };
 
 use crate::{
+    audit,
     maps::{self, CONNTRACK},
-    parse::{
-        self, Flow, Quoted, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN,
-    },
+    parse::{self, Flow, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
 };
 
 const IPPROTO_ICMP: u8 = 1;
@@ -116,19 +119,6 @@ impl<'a> From<&'a Flow> for Tuple<'a> {
     }
 }
 
-impl<'a> From<&'a Quoted> for Tuple<'a> {
-    #[inline(always)]
-    fn from(quoted: &'a Quoted) -> Self {
-        Tuple {
-            saddr: &quoted.saddr,
-            daddr: &quoted.daddr,
-            sport_be: quoted.sport_be,
-            dport_be: quoted.dport_be,
-            protocol: quoted.protocol,
-        }
-    }
-}
-
 /// The key of `tuple` at `ifindex`, or of its reverse (`reversed`: the reply seen
 /// from the other end, addresses and ports swapped).
 #[inline(always)]
@@ -172,8 +162,7 @@ fn now() -> u64 {
 /// How long an entry of `protocol` in `state` may stay idle (transition 5).
 #[inline(always)]
 fn timeout_ns(protocol: u8, state: u8) -> u64 {
-    let config = maps::config();
-    match protocol {
+    maps::config(|config| match protocol {
         IPPROTO_TCP => match state {
             CT_STATE_OPENING => config.ct_tcp_opening_ns,
             CT_STATE_ESTABLISHED => config.ct_tcp_established_ns,
@@ -182,7 +171,7 @@ fn timeout_ns(protocol: u8, state: u8) -> u64 {
         IPPROTO_UDP | IPPROTO_SCTP => config.ct_udp_ns,
         IPPROTO_ICMP | IPPROTO_ICMPV6 => config.ct_icmp_ns,
         _ => config.ct_other_ns,
-    }
+    })
 }
 
 /// The entry under `key` unless it is absent or expired at `now`. A `last_seen_ns`
@@ -233,7 +222,7 @@ fn next_state(state: u8, flow: &Flow, reply: bool) -> u8 {
         CT_STATE_CLOSED
     } else if flags & TCP_FLAG_FIN != 0 || state == CT_STATE_CLOSING {
         CT_STATE_CLOSING
-    } else if reply && flags & TCP_FLAG_ACK != 0 {
+    } else if reply && flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_ACK {
         CT_STATE_ESTABLISHED
     } else {
         state
@@ -294,24 +283,78 @@ pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> 
 }
 
 /// Whether `flow`, an ICMP or ICMPv6 error (`Flow::quote_at` set) crossing
-/// `ifindex` in `direction`, quotes a packet of a live flow there (transition 7).
-/// The quoted packet was sent by the error's receiver, the way the error now
-/// travels back, so it crossed this interface in the opposite direction: at a pod's
-/// ingress the error quotes a packet of the pod's egress, at its egress one of its
-/// ingress. It is looked up as that packet would have been: the forward key as
-/// quoted in `opposite(direction)`, or the reversed key in `direction` (the quoted
-/// packet was a reply). A quote that does not parse (`parse::quoted`) is unrelated.
-#[inline(always)]
-pub(crate) fn related(ctx: &TcContext, ifindex: u32, direction: u8, flow: &Flow) -> bool {
-    let mut quoted = Quoted::default();
-    if !parse::quoted(ctx, flow, &mut quoted) {
+/// `ifindex` in `direction` at an endpoint with `endpoint_flags`, quotes a packet of a live flow there
+/// (transition 7). The quoted packet was sent by the error's receiver, the way the
+/// error now travels back, so it crossed this interface in the opposite direction:
+/// at a pod's ingress the error quotes a packet of the pod's egress, at its egress
+/// one of its ingress. So:
+/// - the quoted packet's source must be the error's destination (as Linux's
+///   `nf_conntrack_inet_error` requires): otherwise a pod could wrap any payload in
+///   an "error" about one of its flows and send it anywhere;
+/// - it is looked up as that packet would have been: the forward key as quoted in
+///   `opposite(direction)`, or the reversed key in `direction` (the quoted packet
+///   was a reply). A deferred Service entry counts only forward: it is written
+///   before the backend decides, so as the origin of a reply it proves nothing;
+/// - an audit-only entry counts only while its direction still audits.
+///
+/// A quote that does not parse (`parse::quoted`) is unrelated.
+///
+/// A BPF subprogram of its own (not inlined): only ICMP errors come here, and
+/// inlined into `decide` its two keys and the quote share stack slots with the rest
+/// so tightly that LLVM emitted a spill the verifier rejects.
+#[inline(never)]
+pub(crate) fn related(
+    ctx: &TcContext,
+    ifindex: u32,
+    direction: u8,
+    flow: &Flow,
+    endpoint_flags: u32,
+) -> bool {
+    let sent = opposite(direction);
+    // One key, read straight from the quote and reversed in place for the second
+    // lookup: this subprogram's stack adds to `decide`'s, and both must fit in 512
+    // bytes.
+    let mut key = CtKey {
+        ifindex,
+        direction: sent,
+        ..CtKey::default()
+    };
+    if !parse::quoted(ctx, flow, &mut key) || !parse::same_address(&key.saddr, &flow.daddr) {
         return false;
     }
-    let quoted = &quoted;
     let now = now();
-    let sent = opposite(direction);
-    live(&key(ifindex, sent, quoted.into(), false), now).is_some()
-        || live(&key(ifindex, direction, quoted.into(), true), now).is_some()
+    if relates(live_flags(&key, now), endpoint_flags, sent, true) {
+        return true;
+    }
+    let saddr = key.saddr;
+    key.saddr = key.daddr;
+    key.daddr = saddr;
+    (key.sport_be, key.dport_be) = (key.dport_be, key.sport_be);
+    key.direction = direction;
+    relates(live_flags(&key, now), endpoint_flags, direction, false)
+}
+
+/// The flags of the live entry under `key`, or `NO_ENTRY`.
+#[inline(always)]
+fn live_flags(key: &CtKey, now: u64) -> u32 {
+    match live(key, now) {
+        // SAFETY: as in `live`.
+        Some(entry) => unsafe { (*entry).flags },
+        None => NO_ENTRY,
+    }
+}
+
+/// `live_flags` of a key with no live entry: no flag combination means this.
+const NO_ENTRY: u32 = u32::MAX;
+
+/// Whether an entry with `flags` (`NO_ENTRY`: none), made for packets going
+/// `original`, can make an error related: a deferred entry only when
+/// `deferred_ok`, an audit-only entry only while that direction still audits.
+#[inline(always)]
+fn relates(flags: u32, endpoint_flags: u32, original: u8, deferred_ok: bool) -> bool {
+    flags != NO_ENTRY
+        && (deferred_ok || flags & CT_FLAG_DEFERRED == 0)
+        && (flags & CT_FLAG_AUDIT == 0 || endpoint_flags & audit::flag(original) != 0)
 }
 
 /// Records an allowed (or deferred) first packet in the state it implies

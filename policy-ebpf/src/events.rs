@@ -17,7 +17,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use policy_common::{
-    config::{Config, CONFIG_FLAG_ALLOW_EVENTS},
+    config::CONFIG_FLAG_ALLOW_EVENTS,
     events::{VerdictEvent, EVENT_ALLOW},
     verdict::{STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL},
 };
@@ -43,7 +43,7 @@ pub(crate) struct TokenBucket {
 /// `events_burst * TOKEN` (below 2^63), and a refill is computed as
 /// `elapsed * rate` only when that stays below the cap.
 #[inline(always)]
-fn take_token(config: &Config) -> bool {
+fn take_token(events_burst: u32, events_per_second: u32) -> bool {
     let Some(bucket) = maps::event_tokens() else {
         return false;
     };
@@ -51,8 +51,8 @@ fn take_token(config: &Config) -> bool {
     let bucket = unsafe { &mut *bucket };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let cap = u64::from(config.events_burst) * TOKEN;
-    let rate = u64::from(config.events_per_second);
+    let cap = u64::from(events_burst) * TOKEN;
+    let rate = u64::from(events_per_second);
     if bucket.last_ns == 0 {
         bucket.nano_tokens = cap;
     } else if rate != 0 {
@@ -79,11 +79,11 @@ fn take_token(config: &Config) -> bool {
 /// `packet_len` bytes long; an `EVENT_ALLOW` only when the agent asked for allows.
 #[inline(always)]
 pub(crate) fn report(facts: &Facts, verdict: u8, stat: u32, packet_len: u32) {
-    let config = maps::config();
-    if verdict == EVENT_ALLOW && config.flags & CONFIG_FLAG_ALLOW_EVENTS == 0 {
+    let (flags, burst, rate) = maps::config(|c| (c.flags, c.events_burst, c.events_per_second));
+    if verdict == EVENT_ALLOW && flags & CONFIG_FLAG_ALLOW_EVENTS == 0 {
         return;
     }
-    if !take_token(&config) {
+    if !take_token(burst, rate) {
         maps::count(STAT_EVENTS_RATE_LIMITED);
         return;
     }
@@ -95,23 +95,27 @@ pub(crate) fn report(facts: &Facts, verdict: u8, stat: u32, packet_len: u32) {
         Some(rule) => (rule.policy_id, rule.rule_index),
         None => (u32::MAX, u32::MAX),
     };
-    entry.write(VerdictEvent {
-        // SAFETY: bpf_ktime_get_ns has no preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        ifindex: facts.ifindex,
-        endpoint_id: facts.endpoint_id,
-        saddr: facts.saddr,
-        daddr: facts.daddr,
-        sport_be: facts.sport_be,
-        dport_be: facts.dport_be,
-        protocol: facts.protocol,
-        direction: facts.direction,
-        verdict,
-        ipv6: u8::from(facts.ipv6),
-        stat,
-        policy_id,
-        rule_index,
-        packet_len,
-    });
+    // Field by field into the reserved entry: a whole VerdictEvent built first
+    // would cost 72 bytes of the program's 512-byte stack.
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at the reserved, writable entry, sized for a
+    // VerdictEvent; every field is written before `submit` hands it to readers.
+    unsafe {
+        (*event).timestamp_ns = bpf_ktime_get_ns();
+        (*event).ifindex = facts.ifindex;
+        (*event).endpoint_id = facts.endpoint_id;
+        (*event).saddr = facts.saddr;
+        (*event).daddr = facts.daddr;
+        (*event).sport_be = facts.sport_be;
+        (*event).dport_be = facts.dport_be;
+        (*event).protocol = facts.protocol;
+        (*event).direction = facts.direction;
+        (*event).verdict = verdict;
+        (*event).ipv6 = u8::from(facts.ipv6);
+        (*event).stat = stat;
+        (*event).policy_id = policy_id;
+        (*event).rule_index = rule_index;
+        (*event).packet_len = packet_len;
+    }
     entry.submit(0);
 }

@@ -80,7 +80,9 @@ fn classify(ctx: &TcContext, direction: u8) -> i32 {
 fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i32 {
     let (stat, action, event) = match verdict {
         Ok(stat) => {
-            let event = if !facts.decided {
+            // A deferred Service egress is not decided yet: the backend's side
+            // reports the decision (`service::deferred_egress`).
+            let event = if !facts.decided || stat == STAT_EGRESS_DEFERRED {
                 None
             } else if stat == STAT_ALLOW_AUDIT {
                 Some(EVENT_WOULD_DROP)
@@ -206,7 +208,7 @@ fn decide_flow(
     mark: u32,
 ) -> Result<(u32, bool), u32> {
     let (ifindex, direction) = (facts.ifindex, facts.direction);
-    if flow.quote_at != 0 && ct::related(ctx, ifindex, direction, flow) {
+    if flow.quote_at != 0 && ct::related(ctx, ifindex, direction, flow, endpoint.flags) {
         return Ok((STAT_ALLOW_RELATED, false));
     }
     if let Some(hit) = ct::lookup(ifindex, direction, flow) {

@@ -58,10 +58,14 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 static EVENT_TOKENS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
 
-/// The agent's settings (`CONFIG[0]`); `Config::DEFAULT` if the entry cannot be read.
+/// One setting from `CONFIG[0]`, read in place (no copy of the whole entry on the
+/// tight BPF stack); `Config::DEFAULT`'s when the entry cannot be read.
 #[inline(always)]
-pub(crate) fn config() -> Config {
-    CONFIG.get(0).copied().unwrap_or(Config::DEFAULT)
+pub(crate) fn config<T>(field: impl Fn(&Config) -> T) -> T {
+    match CONFIG.get(0) {
+        Some(config) => field(config),
+        None => field(&Config::DEFAULT),
+    }
 }
 
 /// This CPU's event token bucket.

@@ -8,11 +8,11 @@
 //! by the same rules as a `Flow`'s, only when conntrack asks.
 //!
 //! The stack is 512 bytes for the whole program: addresses are read straight into
-//! the `Flow` (or `Quoted`) they belong to (`load_into`), which then stays in memory;
+//! the `Flow` (or quoted `CtKey`) they belong to (`load_into`), which then stays in memory;
 //! built from bytes they would be split into one spilled register per byte.
 
 use aya_ebpf::{cty::c_void, helpers::bpf_skb_load_bytes, programs::TcContext};
-use policy_common::verdict::STAT_DROP_MALFORMED;
+use policy_common::{ct::CtKey, verdict::STAT_DROP_MALFORMED};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -135,21 +135,6 @@ impl Flow {
     }
 }
 
-/// The tuple of the packet an ICMP or ICMPv6 error quotes, read exactly as that
-/// packet's own `Flow` was (same address form, ports, echo identifier, ports 0 for a
-/// non-first fragment), so it names the conntrack entry that packet belongs to. Its
-/// family is the error's (`Flow::ipv6`).
-#[derive(Default)]
-pub(crate) struct Quoted {
-    /// Source address of the quoted packet (the error's receiver, usually).
-    pub saddr: [u8; 16],
-    /// Destination address of the quoted packet.
-    pub daddr: [u8; 16],
-    pub sport_be: u16,
-    pub dport_be: u16,
-    pub protocol: u8,
-}
-
 #[inline(always)]
 fn load<T>(ctx: &TcContext, offset: usize) -> Result<T, u32> {
     ctx.load::<T>(offset).map_err(|_| STAT_DROP_MALFORMED)
@@ -194,6 +179,25 @@ pub(crate) fn is_ipv4_mapped(a: &[u8; 16]) -> bool {
 #[inline(always)]
 pub(crate) fn is_link_local(a: &[u8; 16]) -> bool {
     a[0] == 0xfe && a[1] & 0xc0 == 0x80
+}
+
+/// Whether two addresses (16-byte form) are equal, compared as two u64 so no
+/// `memcmp` call is emitted.
+#[inline(always)]
+pub(crate) fn same_address(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let half = |x: &[u8; 16], at: usize| {
+        u64::from_ne_bytes([
+            x[at],
+            x[at + 1],
+            x[at + 2],
+            x[at + 3],
+            x[at + 4],
+            x[at + 5],
+            x[at + 6],
+            x[at + 7],
+        ])
+    };
+    half(a, 0) == half(b, 0) && half(a, 8) == half(b, 8)
 }
 
 /// The IPv6 unspecified address `::`.
@@ -278,11 +282,15 @@ fn upper(ctx: &TcContext, l4: usize, flow: &mut Flow) -> Result<(), u32> {
 }
 
 /// Reads the tuple of the packet `flow` (an ICMP or ICMPv6 error, `Flow::quote_at`
-/// not 0) quotes into `quoted`; false when the quote is cut short, of another
-/// family, or (IPv6) starts with an extension header: such an error is decided like
-/// any ICMP packet. `quoted` is filled in place, so its addresses stay in memory.
+/// not 0) quotes into the tuple fields of `quoted` (addresses, ports, protocol),
+/// exactly as that packet's own `Flow` was read (same address form, ports, echo
+/// identifier, ports 0 for a non-first fragment), so the key names the conntrack
+/// entry that packet belongs to once the caller sets interface and direction.
+/// False when the quote is cut short, of another family, or (IPv6) starts with an
+/// extension header: such an error is decided like any ICMP packet. Filled in
+/// place, so its addresses stay in memory.
 #[inline(always)]
-pub(crate) fn quoted(ctx: &TcContext, flow: &Flow, quoted: &mut Quoted) -> bool {
+pub(crate) fn quoted(ctx: &TcContext, flow: &Flow, quoted: &mut CtKey) -> bool {
     let at = usize::from(flow.quote_at);
     if flow.ipv6 {
         quoted_ipv6(ctx, at, quoted).is_ok()
@@ -295,7 +303,7 @@ pub(crate) fn quoted(ctx: &TcContext, flow: &Flow, quoted: &mut Quoted) -> bool 
 /// first bytes of its upper-layer header, read like `ipv4` reads a packet. `Err`
 /// when it is cut short or is not IPv4.
 #[inline(always)]
-fn quoted_ipv4(ctx: &TcContext, at: usize, quoted: &mut Quoted) -> Result<(), u32> {
+fn quoted_ipv4(ctx: &TcContext, at: usize, quoted: &mut CtKey) -> Result<(), u32> {
     let version_ihl = load::<u8>(ctx, at)?;
     let header_len = usize::from(version_ihl & 0x0F) * 4;
     if version_ihl >> 4 != 4 || header_len < 20 {
@@ -318,7 +326,7 @@ fn quoted_ipv4(ctx: &TcContext, at: usize, quoted: &mut Quoted) -> Result<(), u3
 /// a quote whose next header is one is `Err` (not matched), and so are IPv4-mapped
 /// addresses (they would name an IPv4 flow's key) and a quote cut short.
 #[inline(always)]
-fn quoted_ipv6(ctx: &TcContext, at: usize, quoted: &mut Quoted) -> Result<(), u32> {
+fn quoted_ipv6(ctx: &TcContext, at: usize, quoted: &mut CtKey) -> Result<(), u32> {
     if load::<u8>(ctx, at)? >> 4 != 6 {
         return Err(STAT_DROP_MALFORMED);
     }

@@ -84,8 +84,8 @@ pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> 
 /// `CONFIG_FLAG_ALLOW_EVENTS`) or would-drop is reported here with the source's
 /// interface, endpoint and the egress direction, on top of the packet's own verdict
 /// at the destination; a drop ends the packet, so `facts` is re-pointed at the source
-/// and the drop is reported as the packet's verdict. Only forward packets count at
-/// the source: its replies pass the source's deferred entry, which has no rule.
+/// and the drop is reported as the packet's verdict. Replies count in the source's
+/// slot too, when the backend side verifies them (`verify_reply`).
 ///
 /// Trusting `ENDPOINT_ADDRS[saddr]` is sound because the source's own egress
 /// classifier dropped any packet whose source is not one of its addresses.
@@ -96,48 +96,68 @@ pub(crate) fn deferred_egress(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -
     let len = ctx.len();
     if let Some(hit) = ct::find(source_if, DIRECTION_EGRESS, flow, false) {
         if let Some((_, counter)) = audit::tracked(&hit, &source, DIRECTION_EGRESS) {
+            hit.seen(flow);
             counters::add(counter, len);
             return Ok(());
         }
     }
-    let mut decision = *facts;
-    decision.ifindex = source_if;
-    decision.endpoint_id = source.endpoint_id;
-    decision.direction = DIRECTION_EGRESS;
-    decision.decided = true;
-    if source.flags & ISOLATED_EGRESS == 0 {
+    // `facts` speaks for the source while its egress is decided (no copy: the
+    // stack is tight), and for the packet at the destination again on a pass.
+    let packet = (
+        facts.ifindex,
+        facts.endpoint_id,
+        facts.direction,
+        facts.decided,
+    );
+    facts.ifindex = source_if;
+    facts.endpoint_id = source.endpoint_id;
+    facts.direction = DIRECTION_EGRESS;
+    facts.decided = true;
+    let passed = if source.flags & ISOLATED_EGRESS == 0 {
         ct::track(source_if, DIRECTION_EGRESS, flow, NO_COUNTER, 0);
-        events::report(&decision, EVENT_ALLOW, STAT_ALLOW_UNISOLATED, len);
-        return Ok(());
-    }
-    let backend = maps::peer(flow.ipv6, &flow.daddr);
-    if let Some(allowed) =
-        maps::policy(source.endpoint_id, backend.class_id, DIRECTION_EGRESS, flow)
-    {
+        events::report(facts, EVENT_ALLOW, STAT_ALLOW_UNISOLATED, len);
+        true
+    } else if let Some(allowed) = maps::policy(
+        source.endpoint_id,
+        maps::peer(flow.ipv6, &flow.daddr).class_id,
+        DIRECTION_EGRESS,
+        flow,
+    ) {
         ct::track(source_if, DIRECTION_EGRESS, flow, allowed.rule_slot, 0);
         counters::add(Counter::rule(allowed.rule_slot), len);
-        decision.rule = Some(allowed);
-        events::report(&decision, EVENT_ALLOW, STAT_ALLOW_POLICY, len);
-        return Ok(());
-    }
-    if audit::audits(&source, DIRECTION_EGRESS) {
+        facts.rule = Some(allowed);
+        events::report(facts, EVENT_ALLOW, STAT_ALLOW_POLICY, len);
+        facts.rule = None;
+        true
+    } else if audit::audits(&source, DIRECTION_EGRESS) {
         let slot = deny_slot(source.endpoint_id, DIRECTION_EGRESS, true);
         ct::track(source_if, DIRECTION_EGRESS, flow, slot, CT_FLAG_AUDIT);
         counters::add(Counter::Deny(slot), len);
-        events::report(&decision, EVENT_WOULD_DROP, STAT_ALLOW_AUDIT, len);
+        events::report(facts, EVENT_WOULD_DROP, STAT_ALLOW_AUDIT, len);
+        true
+    } else {
+        false
+    };
+    if passed {
+        (
+            facts.ifindex,
+            facts.endpoint_id,
+            facts.direction,
+            facts.decided,
+        ) = packet;
         return Ok(());
     }
-    decision.counter = Counter::Deny(deny_slot(source.endpoint_id, DIRECTION_EGRESS, false));
-    *facts = decision;
+    facts.counter = Counter::Deny(deny_slot(source.endpoint_id, DIRECTION_EGRESS, false));
     Err(STAT_DROP_DEFERRED_EGRESS)
 }
 
 /// At the backend's veth (its egress, before un-DNAT): marks a reply whose
 /// destination is a local pod that has the reversed flow tracked for egress, i.e.
 /// whose egress policy allowed this backend (or whose audit-mode egress still lets
-/// it pass: an audit flow whose audit ended is no longer verified). `decide` calls it
-/// only for packets the backend's conntrack matched as replies: nothing else can
-/// need the mark.
+/// it pass: an audit flow whose audit ended is no longer verified). The reply
+/// refreshes that entry and counts in the client's rule (or audit) slot, like the
+/// replies of any flow the rule allowed. `decide` calls it only for packets the
+/// backend's conntrack matched as replies: nothing else can need the mark.
 #[inline(always)]
 pub(crate) fn verify_reply(ctx: &TcContext, flow: &Flow) {
     let Some(client_if) = maps::endpoint_ifindex(&flow.daddr) else {
@@ -149,7 +169,9 @@ pub(crate) fn verify_reply(ctx: &TcContext, flow: &Flow) {
     let Some(hit) = ct::find(client_if, DIRECTION_EGRESS, flow, true) else {
         return;
     };
-    if audit::tracked(&hit, &client, DIRECTION_INGRESS).is_some() {
+    if let Some((_, counter)) = audit::tracked(&hit, &client, DIRECTION_INGRESS) {
+        hit.seen(flow);
+        counters::add(counter, ctx.len());
         ctx.set_mark(mark(ctx) | MARK_REPLY_VERIFIED);
     }
 }

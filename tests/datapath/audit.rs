@@ -343,6 +343,8 @@ fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_dro
             0,
             "an audit flow's reply is verified"
         );
+        // Verified, it counts as the client's would-drop like the forward packets.
+        would_drop.push(answer.clone());
         let events = reader.drain();
         match events.as_slice() {
             [event] => {

@@ -26,10 +26,14 @@ pub(super) fn tcp_cases(f: &Family) -> Vec<Case> {
     let mut cases = Vec::new();
     let p = port();
     cases.push(
-        Case::new(format!("an {fam} TCP handshake: the SYN opens the flow, the server's SYN/ACK establishes it and the client's ACK keeps it established"), f, TCP, p)
+        Case::new(format!("an {fam} TCP handshake: the SYN opens the flow, the SYN/ACK and the client's ACK leave it opening (half-open keeps the opening timeout), and the server's first ACK establishes it"), f, TCP, p)
             .send(In, tcp(c, s, p, 80, SYN), POLICY)
             .state(Direction::Ingress, Some(CT_STATE_OPENING))
             .send(Out, tcp(s, c, 80, p, SYN | ACK), TRACKED)
+            .state(Direction::Ingress, Some(CT_STATE_OPENING))
+            .send(In, tcp(c, s, p, 80, ACK), TRACKED)
+            .state(Direction::Ingress, Some(CT_STATE_OPENING))
+            .send(Out, tcp(s, c, 80, p, ACK), TRACKED)
             .state(Direction::Ingress, est)
             .send(In, tcp(c, s, p, 80, ACK), TRACKED)
             .state(Direction::Ingress, est),
@@ -188,6 +192,7 @@ pub(super) fn timeout_cases(f: &Family) -> Vec<Case> {
         )
         .send(In, tcp(c, s, p, 80, SYN), POLICY)
         .send(Out, tcp(s, c, 80, p, SYN | ACK), TRACKED)
+        .send(Out, tcp(s, c, 80, p, ACK), TRACKED)
         .age(just_before(TIMEOUTS.ct_tcp_established_ns))
         .send(Out, tcp(s, c, 80, p, ACK), TRACKED)
         .refreshed(Direction::Ingress, true)

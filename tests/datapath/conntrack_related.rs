@@ -1,7 +1,8 @@
 //! Conntrack cases about ICMP and ICMPv6 errors (`conntrack.rs` runs them): each
 //! error type quoting a packet of a tracked flow passes as related at both hooks and
 //! in both orientations of the flow; errors that do not relate (untracked, expired,
-//! elsewhere, the wrong way, no error type, a quote that does not parse) are decided
+//! elsewhere, the wrong way, sent to another address than the quote's source, no
+//! error type, a quote that does not parse) are decided
 //! by policy like any ICMP packet, never dropped as malformed.
 
 use std::{
@@ -107,6 +108,16 @@ pub(super) fn unrelated_cases(f: &Family) -> Vec<Case> {
             .send_at("client", Out, tcp(c, f.stranger, p, 443, SYN), UNISOLATED)
             .send(In, error(f, r, s, kind, &tcp(f.stranger, c, 443, p, SYN | ACK)), DENIED)
             .send(In, error(f, r, s, kind, &tcp(c, f.stranger, p, 443, SYN)), DENIED),
+    );
+    let p = port();
+    cases.push(
+        tracked(format!("an {fam} error the server sends to a stranger, quoting the client's datagram in a tracked flow, is not related (the quote's source is not the error's destination) and is dropped"), p)
+            .send(Out, error(f, s, f.stranger, kind, &udp(c, s, p, 53)), DENIED),
+    );
+    let p = port();
+    cases.push(
+        tracked(format!("an {fam} error to another address, quoting the server's answer in a tracked flow, is not related at the server's ingress and is dropped"), p)
+            .send(In, error(f, r, c, kind, &answer(p)), DENIED),
     );
     let p = port();
     cases.push(

@@ -467,7 +467,8 @@ fn a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress() {
         let out = net.run(Hook::PodEgress, "client", 0, &to_vip);
         assert!(out.passed && out.mark & MARK_DEFERRED_EGRESS != 0);
         // ...and the backend's side decides it after DNAT: allowed by the client's
-        // rule, every forward packet counted there.
+        // rule, every forward packet counted there, and every reply the backend's
+        // side verifies.
         let dnat = tcp(client, backend, 49000, 8080, false);
         let later = tcp(client, backend, 49000, 8080, true);
         for frame in [&dnat, &later] {
@@ -477,6 +478,7 @@ fn a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress() {
         }
         let answer = tcp(backend, client, 8080, 49000, true);
         assert!(net.run(Hook::PodEgress, "server", 0, &answer).mark & MARK_REPLY_VERIFIED != 0);
+        allowed.push(answer);
         // A denied backend port: dropped, counted in the client's egress deny slot.
         let other_port = tcp(client, backend, 49001, 9090, false);
         assert!(
