@@ -22,8 +22,8 @@ use super::{
     addr,
     net::{moved, Net},
     pods::{
-        ack, client_egress_through_services, server_admits_port_80, server_and_client, syn,
-        traffic, CLIENT_ID, CLUSTER_IPS, FAMILIES, SERVER_ID,
+        ack, client_egress_through_services, decision, server_admits_port_80, server_and_client,
+        syn, traffic, CLIENT_ID, CLUSTER_IPS, FAMILIES, SERVER_ID,
     },
 };
 
@@ -109,13 +109,7 @@ fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_dire
         match events.as_slice() {
             [event] => {
                 assert_eq!(
-                    (
-                        event.ifindex,
-                        event.endpoint_id,
-                        event.direction,
-                        event.verdict,
-                        event.reason
-                    ),
+                    decision(event),
                     (
                         server_if,
                         SERVER_ID,
@@ -214,17 +208,13 @@ fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_dro
         match events.as_slice() {
             [event] => {
                 assert_eq!(
-                    (
-                        event.ifindex,
-                        event.endpoint_id,
-                        event.direction,
-                        event.verdict
-                    ),
+                    decision(event),
                     (
                         client_if,
                         CLIENT_ID,
                         Direction::Egress,
-                        EventVerdict::WouldDrop
+                        EventVerdict::WouldDrop,
+                        "allow_audit"
                     )
                 );
                 assert_eq!(event.destination, (addr(backend), 9090));

@@ -22,8 +22,9 @@ use super::{
     frames::{TCP, UDP},
     net::Net,
     pods::{
-        ack, client_egress_through_services, server_admits_port_80, syn, three_pods, traffic, udp,
-        CLIENT_ID, CLIENT_V4, CLUSTER_IPS, FAMILIES, OTHER_V4, OTHER_V6, SERVER_ID, SERVER_V4,
+        ack, client_egress_through_services, decision, server_admits_port_80, syn, three_pods,
+        traffic, udp, CLIENT_ID, CLIENT_V4, CLUSTER_IPS, FAMILIES, OTHER_V4, OTHER_V6, SERVER_ID,
+        SERVER_V4,
     },
     tables::Tables,
 };
@@ -416,13 +417,7 @@ fn a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress() {
     assert_eq!(events.len(), 2, "{events:#?}");
     for (event, frame) in events.iter().zip(&denied) {
         assert_eq!(
-            (
-                event.ifindex,
-                event.endpoint_id,
-                event.direction,
-                event.verdict,
-                event.reason
-            ),
+            decision(event),
             (
                 client_if,
                 CLIENT_ID,

@@ -4,7 +4,7 @@
 //! start from, and frames between them by address text.
 
 use policy_agent::{
-    dataplane::{LoadOptions, Traffic},
+    dataplane::{EventVerdict, InterfaceIndex, LoadOptions, Traffic, VerdictRecord},
     policy::tables::{DatapathTables, Direction},
 };
 
@@ -108,4 +108,18 @@ pub fn traffic<F: AsRef<[u8]>>(frames: &[F]) -> Traffic {
         packets: frames.len() as u64,
         bytes: frames.iter().map(|f| f.as_ref().len() as u64).sum(),
     }
+}
+
+/// Where and how a verdict event says its packet was decided: interface, endpoint
+/// id, direction, verdict and reason.
+pub fn decision(
+    event: &VerdictRecord,
+) -> (InterfaceIndex, u32, Direction, EventVerdict, &'static str) {
+    (
+        event.ifindex,
+        event.endpoint_id,
+        event.direction,
+        event.verdict,
+        event.reason,
+    )
 }
