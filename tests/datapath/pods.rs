@@ -77,12 +77,13 @@ pub fn server_admits_port_80(net: &Net) -> Tables<'_> {
 /// (class 5) on TCP 8080 only; a ClusterIP per family (`CLUSTER_IPS`) defers the
 /// client's egress to the server's side, as with a Service whose backend it is.
 pub fn client_egress_through_services(net: &Net) -> DatapathTables {
+    let [vip_v4, vip_v6] = CLUSTER_IPS;
     Tables::new(net)
         .isolate("client", false, true)
         .isolated_by("client", &[], &[0])
         .pod_class("server", 5)
-        .service("10.96.0.10/32")
-        .service("fd96::10/128")
+        .service(&format!("{vip_v4}/32"))
+        .service(&format!("{vip_v6}/128"))
         .allow_port("client", Direction::Egress, 5, TCP, 8080)
         .build()
 }
