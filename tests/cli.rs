@@ -54,6 +54,15 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A fresh temporary directory holding `manifest` as `cluster.yaml`, and its path
+/// as `-f` takes it.
+fn manifest_dir(name: &str, manifest: &str) -> (PathBuf, String) {
+    let dir = temp_dir(name);
+    std::fs::write(dir.join("cluster.yaml"), manifest).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.to_string_lossy().into_owned();
+    (dir, path)
+}
+
 #[test]
 fn lab_run_json_prints_exactly_the_documented_shape() {
     support::require_root_and_bpf();
@@ -546,7 +555,6 @@ fn simulate_gives_the_same_json_and_matrix_as_lab_run_on_the_tutorial() {
 fn simulate_and_lab_run_agree_per_family_when_an_ip_block_holds_one_family() {
     support::require_root_and_bpf();
     // x/b admits only the lab's IPv6 pod range: x/a reaches it over IPv6, not IPv4.
-    let dir = temp_dir("family");
     let manifest = r#"
 apiVersion: v1
 kind: Pod
@@ -565,8 +573,7 @@ spec:
   podSelector: {matchLabels: {app: b}}
   ingress: [{from: [{ipBlock: {cidr: "fd00:10:244::/64"}}]}]
 "#;
-    std::fs::write(dir.join("cluster.yaml"), manifest).unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = manifest_dir("family", manifest);
     for (family, allowed) in [("ipv4", false), ("ipv6", true)] {
         let args = ["-f", &path, "--family", family, "-o", "json"];
         let lab = agent_ok(&[&["lab", "run"][..], &args[..]].concat());
@@ -605,9 +612,7 @@ fn default_deny_manifest(annotations: &str) -> String {
 /// `simulate -o json` on a directory holding `manifest`, plus `extra` arguments:
 /// every probe's (allowed, would_drop).
 fn simulate_probes(name: &str, manifest: &str, extra: &[&str]) -> Vec<(bool, bool)> {
-    let dir = temp_dir(name);
-    std::fs::write(dir.join("cluster.yaml"), manifest).unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = manifest_dir(name, manifest);
     let stdout = agent_ok(&[&["simulate", "-f", &path, "-o", "json"][..], extra].concat());
     let _ = std::fs::remove_dir_all(dir);
     let json: serde_json::Value =
@@ -644,10 +649,8 @@ fn simulate_shows_every_pair_reachable_and_would_drop_under_an_audited_default_d
 
 #[test]
 fn simulate_marks_would_drops_in_the_matrix_and_warns_of_an_unknown_mode() {
-    let dir = temp_dir("audit-matrix");
     let audited = default_deny_manifest("{podwall.io/mode: audit}");
-    std::fs::write(dir.join("cluster.yaml"), &audited).unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = manifest_dir("audit-matrix", &audited);
     let stdout = agent_ok(&["simulate", "-f", &path]);
     let lines: Vec<&str> = stdout.lines().collect();
     for pod in ["x/a", "x/b", "x/c"] {
@@ -677,10 +680,8 @@ fn simulate_marks_would_drops_in_the_matrix_and_warns_of_an_unknown_mode() {
 
 #[test]
 fn explain_names_the_audit_mode_policies_of_a_would_drop() {
-    let dir = temp_dir("audit-explain");
     let audited = default_deny_manifest("{podwall.io/mode: audit}");
-    std::fs::write(dir.join("cluster.yaml"), &audited).unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = manifest_dir("audit-explain", &audited);
     let args = [
         "explain", "-f", &path, "--from", "x/a", "--to", "x/b", "--port", "80",
     ];

@@ -6,6 +6,7 @@
 //! Real-packet tests run in their own dual-stack namespaces (`datapath/net.rs`);
 //! `datapath/verdicts.rs` is the table of single-frame verdicts (`BPF_PROG_TEST_RUN`);
 //! `datapath/prog_test_run.rs` holds the frame sequences a table row cannot express;
+//! `datapath/pods.rs` the pods, tables and frames the frame tests share;
 //! `datapath/conntrack.rs` the conntrack lifecycle (states, timeouts, related ICMP
 //! errors, a full table); `datapath/counters.rs`, `datapath/events.rs` and
 //! `datapath/audit.rs` the per-policy counters, verdict events and audit mode;
@@ -31,6 +32,8 @@ mod events;
 mod frames;
 #[path = "datapath/net.rs"]
 mod net;
+#[path = "datapath/pods.rs"]
+mod pods;
 #[path = "datapath/probe.rs"]
 mod probe;
 #[path = "datapath/prog_test_run.rs"]
@@ -46,11 +49,9 @@ use std::net::IpAddr;
 
 use frames::{SCTP, TCP, UDP};
 use net::Net;
+use pods::{SERVER_V4, SERVER_V6};
 use policy_agent::policy::tables::{Direction, PeerEntry, PortBlock};
 use tables::Tables;
-
-const SERVER_V4: &str = "10.1.0.10";
-const SERVER_V6: &str = "fd00:1::10";
 
 fn addr(text: &str) -> IpAddr {
     text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))

@@ -6,8 +6,12 @@
 //! afresh. The same holds for a Service egress decided at the backend.
 
 use policy_agent::{
-    dataplane::{EventVerdict, Hook, Stats, TrackedFlow, Traffic},
-    policy::tables::{DatapathTables, Direction, Isolation},
+    dataplane::{
+        EventVerdict,
+        Hook::{self, PodEgress as Out, PodIngress as In},
+        TrackedFlow, Traffic,
+    },
+    policy::tables::{DatapathTables, Direction},
 };
 use policy_common::{
     counters::deny_slot,
@@ -16,42 +20,12 @@ use policy_common::{
 
 use super::{
     addr,
-    frames::{self, TCP},
     net::{moved, Net},
-    support,
-    tables::Tables,
+    pods::{
+        ack, client_egress_through_services, decision, server_admits_port_80, server_and_client,
+        syn, traffic, CLIENT_ID, CLUSTER_IPS, FAMILIES, SERVER_ID,
+    },
 };
-
-const SERVER_V4: &str = "10.1.0.10";
-const SERVER_V6: &str = "fd00:1::10";
-const CLIENT_V4: &str = "10.2.0.5";
-const CLIENT_V6: &str = "fd00:2::5";
-/// Endpoint ids `Tables::new` gives: position in `Net::up` + 1.
-const SERVER_ID: u32 = 1;
-const CLIENT_ID: u32 = 2;
-
-/// Both families' (client, server) addresses.
-const FAMILIES: [(&str, &str); 2] = [(CLIENT_V4, SERVER_V4), (CLIENT_V6, SERVER_V6)];
-
-/// A quiet server and client.
-fn server_and_client() -> Net {
-    support::require_root_and_bpf();
-    let mut net = Net::up(&[
-        ("server", SERVER_V4, SERVER_V6),
-        ("client", CLIENT_V4, CLIENT_V6),
-    ]);
-    net.quiet();
-    net
-}
-
-fn tcp(from: &str, to: &str, sport: u16, dport: u16, ack: bool) -> Vec<u8> {
-    let l4 = if ack {
-        frames::tcp_ack(sport, dport)
-    } else {
-        frames::tcp(sport, dport)
-    };
-    frames::ip(addr(from), addr(to), TCP, &l4)
-}
 
 /// `tables` with pod `pod`'s isolation in `direction` audit only (or enforcing).
 fn audit(
@@ -72,7 +46,8 @@ fn audit(
     tables
 }
 
-/// Runs `frame` and checks the verdict and the one verdict counter that moved.
+/// Runs `frame` and checks the verdict and the one counter that moved; the mark
+/// the frame left with.
 fn expect(
     net: &mut Net,
     hook: Hook,
@@ -82,19 +57,12 @@ fn expect(
     passed: bool,
     counter: &str,
 ) -> u32 {
-    let before: Stats = net.stats();
+    let before = net.stats();
     let out = net.run(hook, pod, mark, frame);
     let after = net.stats();
     assert_eq!(out.passed, passed, "{hook:?} {pod}: {counter}");
     assert_eq!(moved(&before, &after), vec![(counter, 1)], "{hook:?} {pod}");
     out.mark
-}
-
-fn sum(frames: &[Vec<u8>]) -> Traffic {
-    Traffic {
-        packets: frames.len() as u64,
-        bytes: frames.iter().map(|f| f.len() as u64).sum(),
-    }
 }
 
 /// The tracked flow at `ifindex` from `source` port `sport`.
@@ -122,71 +90,26 @@ fn find_flow(net: &mut Net, ifindex: u32, wanted: impl Fn(&TrackedFlow) -> bool)
 fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_direction_enforces() {
     let mut net = server_and_client();
     // The server is isolated for ingress by policy 0, which admits nobody on 81.
-    let mut base = Tables::new(&net)
-        .isolate("server", true, false)
-        .pod_class("client", 3)
-        .allow_port("server", Direction::Ingress, 3, TCP, 80)
-        .build();
-    base.isolation.insert(
-        SERVER_ID,
-        Isolation {
-            ingress: vec![0],
-            egress: vec![],
-        },
-    );
+    let base = server_admits_port_80(&net).build();
     let auditing = audit(&net, base.clone(), "server", Direction::Ingress, true);
     net.apply(&auditing);
-    let mut reader = net
-        .datapath
-        .event_reader()
-        .unwrap_or_else(|e| panic!("event reader: {e}"));
-    reader.drain();
+    let mut reader = net.event_reader();
     let server_if = net.ifindex("server");
     let mut would_drop = Vec::new();
     for (client, server) in FAMILIES {
-        let syn = tcp(client, server, 50000, 81, false);
-        let ack = tcp(client, server, 50000, 81, true);
-        let answer = tcp(server, client, 81, 50000, true);
-        expect(
-            &mut net,
-            Hook::PodIngress,
-            "server",
-            0,
-            &syn,
-            true,
-            "allow_audit",
-        );
-        expect(
-            &mut net,
-            Hook::PodIngress,
-            "server",
-            0,
-            &ack,
-            true,
-            "allow_audit",
-        );
-        expect(
-            &mut net,
-            Hook::PodEgress,
-            "server",
-            0,
-            &answer,
-            true,
-            "allow_audit",
-        );
-        would_drop.extend([syn.clone(), ack, answer]);
+        let first = syn(client, server, 50000, 81);
+        let later = ack(client, server, 50000, 81);
+        let answer = ack(server, client, 81, 50000);
+        expect(&mut net, In, "server", 0, &first, true, "allow_audit");
+        expect(&mut net, In, "server", 0, &later, true, "allow_audit");
+        expect(&mut net, Out, "server", 0, &answer, true, "allow_audit");
+        would_drop.extend([first.clone(), later, answer]);
         // Reported once, for the packet that decided the flow.
         let events = reader.drain();
         match events.as_slice() {
             [event] => {
                 assert_eq!(
-                    (
-                        event.ifindex,
-                        event.endpoint_id,
-                        event.direction,
-                        event.verdict,
-                        event.reason
-                    ),
+                    decision(event),
                     (
                         server_if,
                         SERVER_ID,
@@ -199,7 +122,7 @@ fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_dire
                     (event.source, event.destination),
                     ((addr(client), 50000), (addr(server), 81))
                 );
-                assert_eq!((event.rule, event.packet_len as usize), (None, syn.len()));
+                assert_eq!((event.rule, event.packet_len as usize), (None, first.len()));
             }
             other => panic!("one would-drop event for {client}: {other:#?}"),
         }
@@ -210,14 +133,11 @@ fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_dire
             Some(deny_slot(SERVER_ID, DIRECTION_INGRESS, true))
         );
     }
-    let counted = net
-        .datapath
-        .policy_counters(&auditing)
-        .unwrap_or_else(|e| panic!("counters: {e}"));
+    let counted = net.policy_counters(&auditing);
     assert_eq!(counted.denied.len(), 1, "{counted:#?}");
     assert_eq!(
         (counted.denied[0].denied, counted.denied[0].would_deny),
-        (Traffic::default(), sum(&would_drop))
+        (Traffic::default(), traffic(&would_drop))
     );
 
     // Enforcing: the audit flows' next packets are decided afresh and dropped; a
@@ -226,44 +146,25 @@ fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_dire
     net.apply(&enforcing);
     let mut dropped = Vec::new();
     for (client, server) in FAMILIES {
-        let ack = tcp(client, server, 50000, 81, true);
+        let later = ack(client, server, 50000, 81);
+        expect(&mut net, In, "server", 0, &later, false, "drop_policy");
+        let answer = ack(server, client, 81, 50000);
         expect(
             &mut net,
-            Hook::PodIngress,
-            "server",
-            0,
-            &ack,
-            false,
-            "drop_policy",
-        );
-        let answer = tcp(server, client, 81, 50000, true);
-        expect(
-            &mut net,
-            Hook::PodEgress,
+            Out,
             "server",
             0,
             &answer,
             true,
             "allow_unisolated",
         );
-        expect(
-            &mut net,
-            Hook::PodIngress,
-            "server",
-            0,
-            &ack,
-            false,
-            "drop_policy",
-        );
-        dropped.extend([ack.clone(), ack]);
+        expect(&mut net, In, "server", 0, &later, false, "drop_policy");
+        dropped.extend([later.clone(), later]);
     }
-    let counted = net
-        .datapath
-        .policy_counters(&enforcing)
-        .unwrap_or_else(|e| panic!("counters: {e}"));
+    let counted = net.policy_counters(&enforcing);
     assert_eq!(
         (counted.denied[0].denied, counted.denied[0].would_deny),
-        (sum(&dropped), sum(&would_drop))
+        (traffic(&dropped), traffic(&would_drop))
     );
     let events = reader.drain();
     assert_eq!(events.len(), 4, "{events:#?}");
@@ -278,66 +179,26 @@ fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_dro
     let mut net = server_and_client();
     // The client's egress is isolated (audit only) with a rule for 8080 alone; the
     // server is the backend behind a ClusterIP per family.
-    let mut base = Tables::new(&net)
-        .isolate("client", false, true)
-        .pod_class("server", 5)
-        .service("10.96.0.10/32")
-        .service("fd96::10/128")
-        .allow_port("client", Direction::Egress, 5, TCP, 8080)
-        .build();
-    base.isolation.insert(
-        CLIENT_ID,
-        Isolation {
-            ingress: vec![],
-            egress: vec![0],
-        },
-    );
+    let base = client_egress_through_services(&net);
     let auditing = audit(&net, base.clone(), "client", Direction::Egress, true);
     net.apply(&auditing);
-    let mut reader = net
-        .datapath
-        .event_reader()
-        .unwrap_or_else(|e| panic!("event reader: {e}"));
-    reader.drain();
+    let mut reader = net.event_reader();
     let client_if = net.ifindex("client");
     let mut would_drop = Vec::new();
-    for ((client, backend), vip) in FAMILIES.into_iter().zip(["10.96.0.10", "fd96::10"]) {
-        let to_vip = tcp(client, vip, 51000, 80, false);
-        expect(
-            &mut net,
-            Hook::PodEgress,
-            "client",
-            0,
-            &to_vip,
-            true,
-            "egress_deferred",
-        );
+    for ((client, backend), vip) in FAMILIES.into_iter().zip(CLUSTER_IPS) {
+        let to_vip = syn(client, vip, 51000, 80);
+        expect(&mut net, Out, "client", 0, &to_vip, true, "egress_deferred");
         // At the backend, after DNAT to a port the client's rules do not allow: the
         // packets go on to the backend's own (unisolated, then tracked) ingress.
-        let dnat = tcp(client, backend, 51000, 9090, false);
-        let later = tcp(client, backend, 51000, 9090, true);
+        let dnat = syn(client, backend, 51000, 9090);
+        let later = ack(client, backend, 51000, 9090);
         for (frame, backend_verdict) in [(&dnat, "allow_unisolated"), (&later, "allow_tracked")] {
-            expect(
-                &mut net,
-                Hook::PodIngress,
-                "server",
-                MARK_DEFERRED_EGRESS,
-                frame,
-                true,
-                backend_verdict,
-            );
+            let mark = MARK_DEFERRED_EGRESS;
+            expect(&mut net, In, "server", mark, frame, true, backend_verdict);
             would_drop.push(frame.clone());
         }
-        let answer = tcp(backend, client, 9090, 51000, true);
-        let mark = expect(
-            &mut net,
-            Hook::PodEgress,
-            "server",
-            0,
-            &answer,
-            true,
-            "allow_tracked",
-        );
+        let answer = ack(backend, client, 9090, 51000);
+        let mark = expect(&mut net, Out, "server", 0, &answer, true, "allow_tracked");
         assert_ne!(
             mark & MARK_REPLY_VERIFIED,
             0,
@@ -349,17 +210,13 @@ fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_dro
         match events.as_slice() {
             [event] => {
                 assert_eq!(
-                    (
-                        event.ifindex,
-                        event.endpoint_id,
-                        event.direction,
-                        event.verdict
-                    ),
+                    decision(event),
                     (
                         client_if,
                         CLIENT_ID,
                         Direction::Egress,
-                        EventVerdict::WouldDrop
+                        EventVerdict::WouldDrop,
+                        "allow_audit"
                     )
                 );
                 assert_eq!(event.destination, (addr(backend), 9090));
@@ -374,13 +231,10 @@ fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_dro
             Some(deny_slot(CLIENT_ID, DIRECTION_EGRESS, true))
         );
     }
-    let counted = net
-        .datapath
-        .policy_counters(&auditing)
-        .unwrap_or_else(|e| panic!("counters: {e}"));
+    let counted = net.policy_counters(&auditing);
     assert_eq!(
         counted.denied[0].would_deny,
-        sum(&would_drop),
+        traffic(&would_drop),
         "{counted:#?}"
     );
 
@@ -389,26 +243,18 @@ fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_dro
     let enforcing = audit(&net, base, "client", Direction::Egress, false);
     net.apply(&enforcing);
     for (client, backend) in FAMILIES {
-        let later = tcp(client, backend, 51000, 9090, true);
+        let later = ack(client, backend, 51000, 9090);
         expect(
             &mut net,
-            Hook::PodIngress,
+            In,
             "server",
             MARK_DEFERRED_EGRESS,
             &later,
             false,
             "drop_deferred_egress",
         );
-        let answer = tcp(backend, client, 9090, 51000, true);
-        let mark = expect(
-            &mut net,
-            Hook::PodEgress,
-            "server",
-            0,
-            &answer,
-            true,
-            "allow_tracked",
-        );
+        let answer = ack(backend, client, 9090, 51000);
+        let mark = expect(&mut net, Out, "server", 0, &answer, true, "allow_tracked");
         assert_eq!(mark & MARK_REPLY_VERIFIED, 0, "no longer verified");
     }
 }

@@ -20,7 +20,6 @@
 //! is isolated both ways, so it is dropped).
 
 use std::{
-    fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::atomic::{AtomicU16, Ordering},
     time::Duration,
@@ -40,12 +39,12 @@ use policy_agent::{
 use policy_common::config::Config;
 
 use super::{
-    conntrack_lifecycle, conntrack_related,
+    addr, conntrack_lifecycle, conntrack_related,
     frames::{self, ACK, ICMP, ICMPV6, SCTP, SYN, TCP, UDP},
     net::Net,
-    support,
+    pods::{quiet_net, CLIENT_V4, CLIENT_V6, OTHER_V4, OTHER_V6, PODS, SERVER_V4, SERVER_V6},
     tables::Tables,
-    verdicts::verdicts_moved as moved,
+    verdicts::{every_case_holds, verdicts_moved as moved},
 };
 
 /// One second in `bpf_ktime_get_ns` units.
@@ -63,12 +62,6 @@ pub(super) const TIMEOUTS: Config = Config {
     ct_other_ns: 40 * SECOND_NS,
     ..Config::DEFAULT
 };
-
-const PODS: [(&str, &str, &str); 3] = [
-    ("server", "10.1.0.10", "fd00:1::10"),
-    ("client", "10.2.0.5", "fd00:2::5"),
-    ("other", "10.3.0.6", "fd00:3::6"),
-];
 
 /// One second less than `timeout_ns`: a flow idle this long still passes.
 pub(super) fn just_before(timeout_ns: u64) -> Duration {
@@ -123,9 +116,9 @@ pub(super) fn families() -> [Family; 2] {
     [
         Family {
             name: "IPv4",
-            server: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 10)),
-            client: IpAddr::V4(Ipv4Addr::new(10, 2, 0, 5)),
-            other: IpAddr::V4(Ipv4Addr::new(10, 3, 0, 6)),
+            server: addr(SERVER_V4),
+            client: addr(CLIENT_V4),
+            other: addr(OTHER_V4),
             router: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             stranger: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
             icmp: ICMP,
@@ -140,9 +133,9 @@ pub(super) fn families() -> [Family; 2] {
         },
         Family {
             name: "IPv6",
-            server: IpAddr::V6(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0x10)),
-            client: IpAddr::V6(Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 5)),
-            other: IpAddr::V6(Ipv6Addr::new(0xfd00, 3, 0, 0, 0, 0, 0, 6)),
+            server: addr(SERVER_V6),
+            client: addr(CLIENT_V6),
+            other: addr(OTHER_V6),
             router: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
             stranger: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
             icmp: ICMPV6,
@@ -391,10 +384,10 @@ fn run(net: &mut Net, case: &Case) -> Result<(), String> {
     Ok(())
 }
 
+/// A quiet server, client and other pod under `fixture`, the datapath loaded with
+/// `options`.
 fn loaded(options: LoadOptions) -> Net {
-    support::require_root_and_bpf();
-    let mut net = Net::up_with(&PODS, &options);
-    net.quiet();
+    let mut net = quiet_net(&PODS, &options);
     let tables = fixture(&net);
     net.apply(&tables);
     net
@@ -406,22 +399,12 @@ fn every_conntrack_case_holds() {
         config: TIMEOUTS,
         ..LoadOptions::default()
     });
-    let cases = cases();
-    let mut names = std::collections::BTreeSet::new();
-    let mut failures = String::new();
-    for case in &cases {
-        assert!(names.insert(&case.name), "two cases named {:?}", case.name);
-        if let Err(why) = run(&mut net, case) {
-            let _ = writeln!(failures, "- {}: {why}", case.name);
-        }
-    }
-    let failed = failures.lines().count();
-    assert!(
-        failures.is_empty(),
-        "{failed} of {} conntrack cases failed:\n{failures}",
-        cases.len()
+    every_case_holds(
+        "conntrack cases",
+        &cases(),
+        |case| &case.name,
+        |case| run(&mut net, case),
     );
-    eprintln!("{} conntrack cases hold", cases.len());
 }
 
 /// Runs `frame` through the server's `hook` on `cpu` only: the kernel's LRU keeps

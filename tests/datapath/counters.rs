@@ -12,44 +12,22 @@ use std::{net::SocketAddr, time::Duration};
 use policy_agent::{
     dataplane::{DenyTraffic, EventVerdict, Hook, PolicyCounters, RuleTraffic, Traffic},
     model::ObjectRef,
-    policy::tables::{DatapathTables, Direction, Isolation, RuleRef},
+    policy::tables::{DatapathTables, Direction, RuleRef},
 };
 use policy_common::verdict::{MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{
     addr,
-    frames::{self, TCP, UDP},
+    frames::{TCP, UDP},
     net::Net,
-    support,
+    pods::{
+        ack, client_egress_through_services, decision, server_admits_port_80, syn, three_pods,
+        traffic, udp, CLIENT_ID, CLIENT_V4, CLUSTER_IPS, FAMILIES, OTHER_V4, OTHER_V6, SERVER_ID,
+        SERVER_V4,
+    },
     tables::Tables,
 };
-
-const SERVER_V4: &str = "10.1.0.10";
-const SERVER_V6: &str = "fd00:1::10";
-const CLIENT_V4: &str = "10.2.0.5";
-const CLIENT_V6: &str = "fd00:2::5";
-const OTHER_V4: &str = "10.3.0.6";
-const OTHER_V6: &str = "fd00:3::6";
-/// Endpoint ids `Tables::new` gives: position in `Net::up` + 1.
-const SERVER_ID: u32 = 1;
-const CLIENT_ID: u32 = 2;
-const OTHER_ID: u32 = 3;
-
-/// Both families' (client, server) addresses.
-const FAMILIES: [(&str, &str); 2] = [(CLIENT_V4, SERVER_V4), (CLIENT_V6, SERVER_V6)];
-
-/// A quiet server, client and third pod.
-fn three_pods() -> Net {
-    support::require_root_and_bpf();
-    let mut net = Net::up(&[
-        ("server", SERVER_V4, SERVER_V6),
-        ("client", CLIENT_V4, CLIENT_V6),
-        ("other", OTHER_V4, OTHER_V6),
-    ]);
-    net.quiet();
-    net
-}
 
 /// The policy `Tables::new` names (id 0) and a second one (id 1).
 fn first_policy() -> ObjectRef {
@@ -63,26 +41,9 @@ fn second_policy() -> ObjectRef {
 /// The server isolated for ingress by policy 0, whose rule 0 admits the client
 /// (class 3) on TCP 80 and rule 1 on UDP 53.
 fn server_rules(net: &Net) -> DatapathTables {
-    let mut tables = Tables::new(net)
-        .isolate("server", true, false)
-        .pod_class("client", 3)
-        .allow_port("server", Direction::Ingress, 3, TCP, 80)
+    server_admits_port_80(net)
         .allow_port("server", Direction::Ingress, 3, UDP, 53)
-        .build();
-    tables.isolation.insert(
-        SERVER_ID,
-        Isolation {
-            ingress: vec![0],
-            egress: vec![],
-        },
-    );
-    tables
-}
-
-fn counters(net: &mut Net, tables: &DatapathTables) -> PolicyCounters {
-    net.datapath
-        .policy_counters(tables)
-        .unwrap_or_else(|e| panic!("policy counters: {e}"))
+        .build()
 }
 
 /// What policy 0's ingress rule `rule_index` let through.
@@ -99,27 +60,6 @@ fn rule(counters: &PolicyCounters, direction: Direction, rule_index: u32) -> Tra
         .allowed
 }
 
-/// `packets` frames of these lengths.
-fn traffic(frames: &[&[u8]]) -> Traffic {
-    Traffic {
-        packets: frames.len() as u64,
-        bytes: frames.iter().map(|f| f.len() as u64).sum(),
-    }
-}
-
-fn tcp(from: &str, to: &str, sport: u16, dport: u16, ack: bool) -> Vec<u8> {
-    let l4 = if ack {
-        frames::tcp_ack(sport, dport)
-    } else {
-        frames::tcp(sport, dport)
-    };
-    frames::ip(addr(from), addr(to), TCP, &l4)
-}
-
-fn udp(from: &str, to: &str, sport: u16, dport: u16) -> Vec<u8> {
-    frames::ip(addr(from), addr(to), UDP, &frames::udp(sport, dport))
-}
-
 #[test]
 fn every_packet_of_an_allowed_flow_counts_in_its_rule_replies_included_and_rules_apart() {
     let mut net = three_pods();
@@ -127,12 +67,17 @@ fn every_packet_of_an_allowed_flow_counts_in_its_rule_replies_included_and_rules
     net.apply(&tables);
     let (mut web, mut dns) = (Vec::new(), Vec::new());
     for (client, server) in FAMILIES {
-        let syn = tcp(client, server, 45000, 80, false);
-        let ack = tcp(client, server, 45000, 80, true);
-        let answer = tcp(server, client, 80, 45000, true);
+        let opening = syn(client, server, 45000, 80);
+        let later = ack(client, server, 45000, 80);
+        let answer = ack(server, client, 80, 45000);
         // Each packet crosses the client's (unisolated: no rule counts) and the
         // server's hook; only the server's rule counts it.
-        for (frame, from_client) in [(&syn, true), (&ack, true), (&answer, false), (&ack, true)] {
+        for (frame, from_client) in [
+            (&opening, true),
+            (&later, true),
+            (&answer, false),
+            (&later, true),
+        ] {
             let (first, second) = if from_client {
                 ((Hook::PodEgress, "client"), (Hook::PodIngress, "server"))
             } else {
@@ -150,9 +95,7 @@ fn every_packet_of_an_allowed_flow_counts_in_its_rule_replies_included_and_rules
         assert!(net.run(Hook::PodEgress, "server", 0, &response).passed);
         dns.extend([query.clone(), query, response]);
     }
-    let got = counters(&mut net, &tables);
-    let as_slices =
-        |frames: &[Vec<u8>]| traffic(&frames.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let got = net.policy_counters(&tables);
     assert_eq!(
         got.allowed,
         vec![
@@ -160,13 +103,13 @@ fn every_packet_of_an_allowed_flow_counts_in_its_rule_replies_included_and_rules
                 policy: first_policy(),
                 direction: Direction::Ingress,
                 rule_index: 0,
-                allowed: as_slices(&web),
+                allowed: traffic(&web),
             },
             RuleTraffic {
                 policy: first_policy(),
                 direction: Direction::Ingress,
                 rule_index: 1,
-                allowed: as_slices(&dns),
+                allowed: traffic(&dns),
             },
         ]
     );
@@ -191,26 +134,13 @@ fn drops_count_per_endpoint_and_direction_named_with_the_policies_isolating_it()
         .isolate("server", true, false)
         .isolate("other", true, false)
         .isolate("client", false, true)
+        .isolated_by("server", &[0, 1], &[])
+        .isolated_by("other", &[0, 1], &[])
+        .isolated_by("client", &[], &[1])
         .pod_class("client", 3)
         .allow_port("server", Direction::Ingress, 3, TCP, 80)
         .build();
     tables.policy_names.push(second_policy());
-    for id in [SERVER_ID, OTHER_ID] {
-        tables.isolation.insert(
-            id,
-            Isolation {
-                ingress: vec![0, 1],
-                egress: vec![],
-            },
-        );
-    }
-    tables.isolation.insert(
-        CLIENT_ID,
-        Isolation {
-            ingress: vec![],
-            egress: vec![1],
-        },
-    );
     net.apply(&tables);
     let (mut into_pods, mut out_of_client) = (Vec::new(), Vec::new());
     for (client, server) in FAMILIES {
@@ -220,32 +150,30 @@ fn drops_count_per_endpoint_and_direction_named_with_the_policies_isolating_it()
             OTHER_V6
         };
         for (pod, to) in [("server", server), ("other", other), ("server", server)] {
-            let denied = tcp(client, to, 46000, 81, false);
+            let denied = syn(client, to, 46000, 81);
             assert!(!net.run(Hook::PodIngress, pod, 0, &denied).passed, "{pod}");
             into_pods.push(denied);
         }
-        let denied = tcp(client, server, 46001, 80, false);
+        let denied = syn(client, server, 46001, 80);
         assert!(!net.run(Hook::PodEgress, "client", 0, &denied).passed);
         out_of_client.push(denied);
         // A drop that is no policy's (a spoofed source) counts nowhere here.
-        let spoofed = tcp(other, server, 46002, 80, false);
+        let spoofed = syn(other, server, 46002, 80);
         assert!(!net.run(Hook::PodEgress, "client", 0, &spoofed).passed);
     }
-    let slices =
-        |frames: &[Vec<u8>]| traffic(&frames.iter().map(Vec::as_slice).collect::<Vec<_>>());
     assert_eq!(
-        counters(&mut net, &tables).denied,
+        net.policy_counters(&tables).denied,
         vec![
             DenyTraffic {
                 policies: vec![first_policy(), second_policy()],
                 direction: Direction::Ingress,
-                denied: slices(&into_pods),
+                denied: traffic(&into_pods),
                 would_deny: Traffic::default(),
             },
             DenyTraffic {
                 policies: vec![second_policy()],
                 direction: Direction::Egress,
-                denied: slices(&out_of_client),
+                denied: traffic(&out_of_client),
                 would_deny: Traffic::default(),
             },
         ]
@@ -290,7 +218,7 @@ fn counters_read_while_datagrams_flow_only_grow_and_end_at_every_datagram() {
             }
         });
         while !sending.is_finished() {
-            readings.push(ingress_rule(&counters(&mut net, &tables), 1));
+            readings.push(ingress_rule(&net.policy_counters(&tables), 1));
         }
     });
     // The last datagrams may still be on their way through the node.
@@ -304,7 +232,7 @@ fn counters_read_while_datagrams_flow_only_grow_and_end_at_every_datagram() {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
-        readings.push(ingress_rule(&counters(&mut net, &tables), 1));
+        readings.push(ingress_rule(&net.policy_counters(&tables), 1));
     }
     assert!(readings.len() > 2, "read while sending: {readings:?}");
     assert!(
@@ -336,9 +264,9 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
     let first = server_rules(&net);
     net.apply(&first);
     let (client, server) = (CLIENT_V4, SERVER_V4);
-    let web = tcp(client, server, 48000, 80, false);
+    let web = syn(client, server, 48000, 80);
     let dns = udp(client, server, 48001, 53);
-    let denied = tcp(client, server, 48002, 81, false);
+    let denied = syn(client, server, 48002, 81);
     for frame in [&web, &dns, &denied] {
         net.run(Hook::PodIngress, "server", 0, frame);
     }
@@ -370,7 +298,7 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
         );
     }
     net.apply(&second);
-    let got = counters(&mut net, &second);
+    let got = net.policy_counters(&second);
     let named = |got: &PolicyCounters, policy: &ObjectRef, rule_index: u32| {
         got.allowed
             .iter()
@@ -390,10 +318,10 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
         "{got:#?}"
     );
     assert_eq!(named(&got, &a_first, 0), Traffic::default(), "{got:#?}");
-    let alt = tcp(client, server, 48004, 8080, false);
+    let alt = syn(client, server, 48004, 8080);
     assert!(net.run(Hook::PodIngress, "server", 0, &alt).passed);
     assert_eq!(
-        named(&counters(&mut net, &second), &a_first, 0),
+        named(&net.policy_counters(&second), &a_first, 0),
         traffic(&[&alt])
     );
 
@@ -403,7 +331,7 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
         .policy
         .retain(|_, rule| !(rule.policy_id == 1 && rule.rule_index == 0));
     net.apply(&third);
-    let got = counters(&mut net, &third);
+    let got = net.policy_counters(&third);
     assert_eq!(
         named(&got, &first_policy(), 1),
         traffic(&[&dns]),
@@ -412,7 +340,7 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
     let new_dns = udp(client, server, 48003, 53);
     assert!(net.run(Hook::PodIngress, "server", 0, &new_dns).passed);
     assert_eq!(
-        named(&counters(&mut net, &third), &first_policy(), 1),
+        named(&net.policy_counters(&third), &first_policy(), 1),
         traffic(&[&dns, &new_dns])
     );
 
@@ -428,7 +356,7 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
         isolation.ingress = vec![0];
     }
     net.apply(&fourth);
-    let got = counters(&mut net, &fourth);
+    let got = net.policy_counters(&fourth);
     assert_eq!(got.denied.len(), 1, "{got:#?}");
     assert_eq!(got.denied[0].policies, vec![first_policy()]);
     assert_eq!(got.denied[0].denied, Traffic::default());
@@ -440,47 +368,30 @@ fn a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress() {
     let mut net = three_pods();
     // The client may reach the server (the backend, class 5) on TCP 8080 only; a
     // ClusterIP per family defers its egress to the server's side.
-    let mut tables = Tables::new(&net)
-        .isolate("client", false, true)
-        .pod_class("server", 5)
-        .service("10.96.0.10/32")
-        .service("fd96::10/128")
-        .allow_port("client", Direction::Egress, 5, TCP, 8080)
-        .build();
-    tables.isolation.insert(
-        CLIENT_ID,
-        Isolation {
-            ingress: vec![],
-            egress: vec![0],
-        },
-    );
+    let tables = client_egress_through_services(&net);
     net.apply(&tables);
-    let mut reader = net
-        .datapath
-        .event_reader()
-        .unwrap_or_else(|e| panic!("event reader: {e}"));
-    reader.drain();
+    let mut reader = net.event_reader();
     let (client_if, mut allowed, mut denied) = (net.ifindex("client"), Vec::new(), Vec::new());
-    for ((client, backend), vip) in FAMILIES.into_iter().zip(["10.96.0.10", "fd96::10"]) {
+    for ((client, backend), vip) in FAMILIES.into_iter().zip(CLUSTER_IPS) {
         // The client's side defers (no rule counts there)...
-        let to_vip = tcp(client, vip, 49000, 80, false);
+        let to_vip = syn(client, vip, 49000, 80);
         let out = net.run(Hook::PodEgress, "client", 0, &to_vip);
         assert!(out.passed && out.mark & MARK_DEFERRED_EGRESS != 0);
         // ...and the backend's side decides it after DNAT: allowed by the client's
         // rule, every forward packet counted there, and every reply the backend's
         // side verifies.
-        let dnat = tcp(client, backend, 49000, 8080, false);
-        let later = tcp(client, backend, 49000, 8080, true);
+        let dnat = syn(client, backend, 49000, 8080);
+        let later = ack(client, backend, 49000, 8080);
         for frame in [&dnat, &later] {
             let out = net.run(Hook::PodIngress, "server", MARK_DEFERRED_EGRESS, frame);
             assert!(out.passed);
             allowed.push(frame.clone());
         }
-        let answer = tcp(backend, client, 8080, 49000, true);
+        let answer = ack(backend, client, 8080, 49000);
         assert!(net.run(Hook::PodEgress, "server", 0, &answer).mark & MARK_REPLY_VERIFIED != 0);
         allowed.push(answer);
         // A denied backend port: dropped, counted in the client's egress deny slot.
-        let other_port = tcp(client, backend, 49001, 9090, false);
+        let other_port = syn(client, backend, 49001, 9090);
         assert!(
             !net.run(
                 Hook::PodIngress,
@@ -492,16 +403,14 @@ fn a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress() {
         );
         denied.push(other_port);
     }
-    let slices =
-        |frames: &[Vec<u8>]| traffic(&frames.iter().map(Vec::as_slice).collect::<Vec<_>>());
-    let got = counters(&mut net, &tables);
-    assert_eq!(rule(&got, Direction::Egress, 0), slices(&allowed));
+    let got = net.policy_counters(&tables);
+    assert_eq!(rule(&got, Direction::Egress, 0), traffic(&allowed));
     assert_eq!(
         got.denied,
         vec![DenyTraffic {
             policies: vec![first_policy()],
             direction: Direction::Egress,
-            denied: slices(&denied),
+            denied: traffic(&denied),
             would_deny: Traffic::default(),
         }]
     );
@@ -510,13 +419,7 @@ fn a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress() {
     assert_eq!(events.len(), 2, "{events:#?}");
     for (event, frame) in events.iter().zip(&denied) {
         assert_eq!(
-            (
-                event.ifindex,
-                event.endpoint_id,
-                event.direction,
-                event.verdict,
-                event.reason
-            ),
+            decision(event),
             (
                 client_if,
                 CLIENT_ID,

@@ -20,65 +20,20 @@ use nix::{
 };
 use policy_agent::{
     dataplane::{BenchProgram, EventReader, EventVerdict, Hook, VerdictRecord},
-    policy::tables::{DatapathTables, Direction, RuleRef},
+    policy::tables::{Direction, RuleRef},
 };
 use policy_common::config::{Config, CONFIG_FLAG_ALLOW_EVENTS};
 
 use super::{
     addr,
-    frames::{self, TCP, UDP},
+    frames::{self, UDP},
     net::Net,
-    support,
+    pods::{
+        ack, server_admits_port_80, server_and_client, syn, udp, CLIENT_ID, CLIENT_V4, CLIENT_V6,
+        FAMILIES, SERVER_ID, SERVER_V4, SERVER_V6,
+    },
     tables::Tables,
 };
-
-const SERVER_V4: &str = "10.1.0.10";
-const SERVER_V6: &str = "fd00:1::10";
-const CLIENT_V4: &str = "10.2.0.5";
-const CLIENT_V6: &str = "fd00:2::5";
-
-/// Endpoint ids `Tables::new` gives: position in `Net::up` + 1.
-const SERVER_ID: u32 = 1;
-const CLIENT_ID: u32 = 2;
-
-/// A quiet server and client.
-fn server_and_client() -> Net {
-    support::require_root_and_bpf();
-    let mut net = Net::up(&[
-        ("server", SERVER_V4, SERVER_V6),
-        ("client", CLIENT_V4, CLIENT_V6),
-    ]);
-    net.quiet();
-    net
-}
-
-/// The server isolated for ingress; the client (class 3) may reach TCP 80.
-fn server_admits_port_80(net: &Net) -> Tables<'_> {
-    Tables::new(net)
-        .isolate("server", true, false)
-        .pod_class("client", 3)
-        .allow_port("server", Direction::Ingress, 3, TCP, 80)
-}
-
-/// Every pod of `net` registered but `pod`.
-fn unregistered(net: &Net, pod: &str) -> DatapathTables {
-    let mut tables = Tables::new(net).build();
-    let key = net.pod(pod).key.clone();
-    tables.endpoints.remove(&key);
-    tables.endpoint_addresses.retain(|_, owner| *owner != key);
-    tables
-}
-
-/// A reader of `net`'s events, with nothing waiting (events of the pods' own
-/// traffic before `Net::quiet` are drained).
-fn reader(net: &mut Net) -> EventReader {
-    let mut reader = net
-        .datapath
-        .event_reader()
-        .unwrap_or_else(|e| panic!("event reader: {e}"));
-    reader.drain();
-    reader
-}
 
 /// Writes `config` into the datapath's `CONFIG`.
 fn configure(net: &mut Net, config: Config) {
@@ -106,11 +61,6 @@ fn repeat_on_cpu0(net: &mut Net, hook: Hook, pod: &str, frame: &[u8], repeat: u3
 /// A side counter's value.
 fn side_counter(net: &mut Net, name: &str) -> u64 {
     net.stats().get(name)
-}
-
-/// A TCP SYN between two addresses of one family.
-fn syn(from: &str, to: &str, sport: u16, dport: u16) -> Vec<u8> {
-    frames::ip(addr(from), addr(to), TCP, &frames::tcp(sport, dport))
 }
 
 /// What an event must say about a frame, the fields a test cannot predict
@@ -149,10 +99,10 @@ fn expected(
 fn a_drop_is_reported_with_its_tuple_direction_endpoint_and_reason() {
     let mut net = server_and_client();
     net.apply(&server_admits_port_80(&net).build());
-    let mut reader = reader(&mut net);
+    let mut reader = net.event_reader();
     let (server_if, client_if) = (net.ifindex("server"), net.ifindex("client"));
     let mut sent = Vec::new();
-    for (client, server) in [(CLIENT_V4, SERVER_V4), (CLIENT_V6, SERVER_V6)] {
+    for (client, server) in FAMILIES {
         // Denied by policy at the server's ingress; allowed (no allow events asked
         // for) on port 80; spoofed at the client's egress.
         let denied = syn(client, server, 40000, 81);
@@ -209,7 +159,7 @@ fn a_drop_is_reported_with_its_tuple_direction_endpoint_and_reason() {
 #[test]
 fn a_drop_before_parsing_is_reported_with_what_was_known() {
     let mut net = server_and_client();
-    let mut reader = reader(&mut net);
+    let mut reader = net.event_reader();
     let server_if = net.ifindex("server");
     let unspecified = |v6: bool| {
         if v6 {
@@ -220,7 +170,7 @@ fn a_drop_before_parsing_is_reported_with_what_was_known() {
     };
     for (client, server, v6) in [(CLIENT_V4, SERVER_V4, false), (CLIENT_V6, SERVER_V6, true)] {
         // The server's interface is no endpoint yet: no endpoint id, not parsed.
-        net.apply(&unregistered(&net, "server"));
+        net.apply(&Tables::new(&net).unregistered("server").build());
         let frame = syn(client, server, 40100, 80);
         assert!(!net.run(Hook::PodIngress, "server", 0, &frame).passed);
         // A known endpoint, a header that does not parse (version 5).
@@ -260,7 +210,7 @@ fn allows_are_reported_only_when_asked_for_and_only_for_the_packet_deciding_a_fl
     let mut net = server_and_client();
     let tables = server_admits_port_80(&net).allow_port("server", Direction::Ingress, 3, UDP, 53);
     net.apply(&tables.build());
-    let mut reader = reader(&mut net);
+    let mut reader = net.event_reader();
     let (server_if, client_if) = (net.ifindex("server"), net.ifindex("client"));
     // Without the flag: an allow by a rule and an unisolated allow report nothing.
     let quiet_syn = syn(CLIENT_V4, SERVER_V4, 41000, 80);
@@ -275,20 +225,20 @@ fn allows_are_reported_only_when_asked_for_and_only_for_the_packet_deciding_a_fl
             ..Config::DEFAULT
         },
     );
-    for (client, server) in [(CLIENT_V4, SERVER_V4), (CLIENT_V6, SERVER_V6)] {
+    for (client, server) in FAMILIES {
         let (c, s) = (addr(client), addr(server));
-        let syn = syn(client, server, 41001, 80);
-        let udp = frames::ip(c, s, UDP, &frames::udp(41002, 53));
+        let opening = syn(client, server, 41001, 80);
+        let query = udp(client, server, 41002, 53);
         // Deciding packets: the client's unisolated egress, the server's ingress by
         // rule 0 (TCP 80) and by rule 1 (UDP 53).
-        assert!(net.run(Hook::PodEgress, "client", 0, &syn).passed);
-        assert!(net.run(Hook::PodIngress, "server", 0, &syn).passed);
-        assert!(net.run(Hook::PodIngress, "server", 0, &udp).passed);
+        assert!(net.run(Hook::PodEgress, "client", 0, &opening).passed);
+        assert!(net.run(Hook::PodIngress, "server", 0, &opening).passed);
+        assert!(net.run(Hook::PodIngress, "server", 0, &query).passed);
         // Conntrack hits: the flow's next packet and the server's reply.
-        let ack = frames::ip(c, s, TCP, &frames::tcp_ack(41001, 80));
-        assert!(net.run(Hook::PodEgress, "client", 0, &ack).passed);
-        assert!(net.run(Hook::PodIngress, "server", 0, &ack).passed);
-        let reply = frames::ip(s, c, TCP, &frames::tcp_ack(80, 41001));
+        let later = ack(client, server, 41001, 80);
+        assert!(net.run(Hook::PodEgress, "client", 0, &later).passed);
+        assert!(net.run(Hook::PodIngress, "server", 0, &later).passed);
+        let reply = ack(server, client, 80, 41001);
         assert!(net.run(Hook::PodEgress, "server", 0, &reply).passed);
         assert!(net.run(Hook::PodIngress, "client", 0, &reply).passed);
         // Not IP: never reported.
@@ -316,7 +266,7 @@ fn allows_are_reported_only_when_asked_for_and_only_for_the_packet_deciding_a_fl
                 (c, 41001),
                 (s, 80),
                 None,
-                &syn,
+                &opening,
             ),
             (
                 server_if,
@@ -326,7 +276,7 @@ fn allows_are_reported_only_when_asked_for_and_only_for_the_packet_deciding_a_fl
                 (c, 41001),
                 (s, 80),
                 rule(0),
-                &syn,
+                &opening,
             ),
             (
                 server_if,
@@ -336,7 +286,7 @@ fn allows_are_reported_only_when_asked_for_and_only_for_the_packet_deciding_a_fl
                 (c, 41002),
                 (s, 53),
                 rule(1),
-                &udp,
+                &query,
             ),
         ];
         for (got, (ifindex, id, direction, reason, from, to, rule, frame)) in got.iter().zip(want) {
@@ -363,7 +313,7 @@ fn allows_are_reported_only_when_asked_for_and_only_for_the_packet_deciding_a_fl
 fn the_rate_limit_lets_a_burst_through_then_counts_what_it_holds_back() {
     let mut net = server_and_client();
     net.apply(&server_admits_port_80(&net).build());
-    let mut reader = reader(&mut net);
+    let mut reader = net.event_reader();
     let denied = syn(CLIENT_V4, SERVER_V4, 42000, 81);
     // No refill: each CPU reports one burst of five, ever.
     configure(
@@ -427,7 +377,7 @@ fn the_rate_limit_lets_a_burst_through_then_counts_what_it_holds_back() {
 fn events_the_full_ring_cannot_take_are_counted_and_the_ring_recovers_once_read() {
     let mut net = server_and_client();
     net.apply(&server_admits_port_80(&net).build());
-    let mut reader = reader(&mut net);
+    let mut reader = net.event_reader();
     // A limit that never holds anything back.
     configure(
         &mut net,

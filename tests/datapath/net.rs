@@ -16,7 +16,8 @@ use std::{
 
 use policy_agent::{
     dataplane::{
-        self, Datapath, Hook, InterfaceIndex, LoadOptions, Stats, TestRunOutcome, TrackedFlow,
+        self, Datapath, EventReader, Hook, InterfaceIndex, LoadOptions, PolicyCounters, Stats,
+        TestRunOutcome, TrackedFlow,
     },
     lab::netns,
     model::ObjectRef,
@@ -189,6 +190,19 @@ impl Net {
     /// The tracked flows.
     pub fn conntrack(&mut self) -> Vec<TrackedFlow> {
         or_panic("conntrack")(self.datapath.conntrack())
+    }
+
+    /// The per-policy counters, named with `tables` (the tables last applied).
+    pub fn policy_counters(&mut self, tables: &DatapathTables) -> PolicyCounters {
+        or_panic("policy counters")(self.datapath.policy_counters(tables))
+    }
+
+    /// A reader of the datapath's verdict events with nothing waiting: what was
+    /// reported before (the pods' own traffic before `quiet`) is drained.
+    pub fn event_reader(&mut self) -> EventReader {
+        let mut reader = or_panic("event reader")(self.datapath.event_reader());
+        reader.drain();
+        reader
     }
 
     /// Runs classifier `hook` of pod `pod`'s interface on `frame` arriving with

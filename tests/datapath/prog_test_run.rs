@@ -13,12 +13,10 @@ use super::{
     addr,
     frames::{self, Ext, ICMPV6, TCP},
     net::Net,
+    pods::{CLIENT_V6, SERVER_V6},
     support,
     tables::Tables,
 };
-
-const SERVER_V6: &str = "fd00:1::10";
-const CLIENT_V6: &str = "fd00:2::5";
 
 fn v6(text: &str) -> Ipv6Addr {
     text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))

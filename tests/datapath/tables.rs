@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use policy_agent::policy::tables::{
-    DatapathTables, Direction, EndpointEntry, PeerEntry, PolicyMatch, PortBlock, RuleRef,
+    DatapathTables, Direction, EndpointEntry, Isolation, PeerEntry, PolicyMatch, PortBlock, RuleRef,
 };
 
 use super::net::Net;
@@ -54,11 +54,36 @@ impl<'a> Tables<'a> {
             .unwrap_or_else(|| panic!("no endpoint {key}"))
     }
 
+    /// Leaves `pod` out of the endpoints and their addresses: its interface is no
+    /// registered endpoint (and its addresses no known source).
+    pub fn unregistered(mut self, pod: &str) -> Self {
+        let key = self.net.pod(pod).key.clone();
+        self.tables.endpoints.remove(&key);
+        self.tables
+            .endpoint_addresses
+            .retain(|_, owner| *owner != key);
+        self
+    }
+
     /// Makes `pod` default-deny in the given directions.
     pub fn isolate(mut self, pod: &str, ingress: bool, egress: bool) -> Self {
         let entry = self.entry(pod);
         entry.isolated_ingress |= ingress;
         entry.isolated_egress |= egress;
+        self
+    }
+
+    /// Records policies `ingress` and `egress` (ids) as those isolating `pod`
+    /// (`DatapathTables::isolation`, which names the deny counters).
+    pub fn isolated_by(mut self, pod: &str, ingress: &[u32], egress: &[u32]) -> Self {
+        let endpoint_id = self.entry(pod).endpoint_id;
+        self.tables.isolation.insert(
+            endpoint_id,
+            Isolation {
+                ingress: ingress.to_vec(),
+                egress: egress.to_vec(),
+            },
+        );
         self
     }
 

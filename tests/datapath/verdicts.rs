@@ -17,6 +17,7 @@
 //! MLD of the pods moves a counter during a row.
 
 use std::{
+    collections::BTreeSet,
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::atomic::{AtomicU16, Ordering},
@@ -30,7 +31,8 @@ use policy_agent::{
 use super::{
     frames::{self, Ext, ICMP, ICMPV6, SCTP, TCP, UDP},
     net::Net,
-    probe, support,
+    pods::three_pods,
+    probe,
     tables::Tables,
 };
 
@@ -72,7 +74,7 @@ impl Fixture {
                 .pod_class("other", 4)
                 .build();
         }
-        let mut tables = Tables::new(net)
+        let rules = Tables::new(net)
             .isolate("server", true, true)
             .pod_class("client", 3)
             .pod_class("other", 4)
@@ -82,14 +84,12 @@ impl Fixture {
             .allow_port("server", Direction::Ingress, 3, DEST_OPTIONS, 0)
             .allow("server", Direction::Ingress, 4, None, None)
             .allow_port("server", Direction::Egress, 3, TCP, 80)
-            .allow("server", Direction::Egress, 4, None, None)
-            .build();
+            .allow("server", Direction::Egress, 4, None, None);
         if self == Fixture::Unregistered {
-            let server = net.pod("server").key.clone();
-            tables.endpoints.remove(&server);
-            tables.endpoint_addresses.retain(|_, pod| *pod != server);
+            rules.unregistered("server").build()
+        } else {
+            rules.build()
         }
-        tables
     }
 }
 
@@ -803,63 +803,81 @@ pub(super) fn verdicts_moved(before: &Stats, after: &Stats) -> Vec<(&'static str
     after.verdict_growth_since(before)
 }
 
+/// Runs `check` on every case of a table (`name` names a case; no two may share
+/// a name) and fails naming each case that failed and why; `what` says what the
+/// cases are ("verdict rows").
+pub(super) fn every_case_holds<C>(
+    what: &str,
+    cases: &[C],
+    name: impl Fn(&C) -> &str,
+    mut check: impl FnMut(&C) -> Result<(), String>,
+) {
+    let mut names = BTreeSet::new();
+    let (mut failed, mut failures) = (0, String::new());
+    for case in cases {
+        let name = name(case);
+        assert!(names.insert(name), "two {what} named {name:?}");
+        if let Err(why) = check(case) {
+            failed += 1;
+            let _ = writeln!(failures, "- {name}: {why}");
+        }
+    }
+    assert!(
+        failed == 0,
+        "{failed} of {} {what} failed:\n{failures}",
+        cases.len()
+    );
+    eprintln!("{} {what} hold", cases.len());
+}
+
+/// Runs `row`'s frame; what happened, unless it is what the row expects.
+fn check(net: &mut Net, row: &Row) -> Result<(), String> {
+    let ifindex = net.ifindex(row.pod);
+    let before = net.stats();
+    let node = net.node.clone();
+    let datapath = &mut net.datapath;
+    let outcome = Net::in_ns(&node, || {
+        datapath.test_run(row.hook, ifindex, 0, &row.frame)
+    });
+    let after = net.stats();
+    let counters = verdicts_moved(&before, &after);
+    let got = match (outcome, row.expect) {
+        (Err(_), Expect::Refused) if counters.is_empty() => return Ok(()),
+        (Err(error), _) => format!("a failed test run ({error})"),
+        (Ok(_), Expect::Refused) => "a run".to_string(),
+        (Ok(outcome), expect) => {
+            let counter = match expect {
+                Expect::Passed(c) | Expect::Dropped(c) => c,
+                Expect::Refused => "",
+            };
+            if counters == [(counter, 1)] && outcome.passed == matches!(expect, Expect::Passed(_)) {
+                return Ok(());
+            }
+            let verdict = if outcome.passed { "Passed" } else { "Dropped" };
+            verdict.to_string()
+        }
+    };
+    Err(format!(
+        "expected {:?}, got {got} with counters {counters:?}",
+        row.expect
+    ))
+}
+
 #[test]
 fn every_row_of_the_verdict_table_holds() {
-    support::require_root_and_bpf();
-    let mut net = Net::up(&[
-        ("server", "10.1.0.10", "fd00:1::10"),
-        ("client", "10.2.0.5", "fd00:2::5"),
-        ("other", "10.3.0.6", "fd00:3::6"),
-    ]);
-    net.quiet();
-    let rows = rows();
-    let mut names = std::collections::BTreeSet::new();
-    let mut failures = String::new();
+    let mut net = three_pods();
     let mut applied = None;
-    for row in &rows {
-        assert!(names.insert(&row.name), "two rows named {:?}", row.name);
-        if applied != Some(row.fixture) {
-            net.apply(&row.fixture.tables(&net));
-            applied = Some(row.fixture);
-        }
-        let ifindex = net.ifindex(row.pod);
-        let before = net.stats();
-        let node = net.node.clone();
-        let datapath = &mut net.datapath;
-        let outcome = Net::in_ns(&node, || {
-            datapath.test_run(row.hook, ifindex, 0, &row.frame)
-        });
-        let after = net.stats();
-        let counters = verdicts_moved(&before, &after);
-        let got = match (outcome, row.expect) {
-            (Err(_), Expect::Refused) if counters.is_empty() => continue,
-            (Err(error), _) => format!("a failed test run ({error})"),
-            (Ok(_), Expect::Refused) => "a run".to_string(),
-            (Ok(outcome), expect) => {
-                let counter = match expect {
-                    Expect::Passed(c) | Expect::Dropped(c) => c,
-                    Expect::Refused => "",
-                };
-                let verdict = if outcome.passed { "Passed" } else { "Dropped" };
-                if counters == [(counter, 1)]
-                    && outcome.passed == matches!(expect, Expect::Passed(_))
-                {
-                    continue;
-                }
-                verdict.to_string()
+    every_case_holds(
+        "verdict rows",
+        &rows(),
+        |row| &row.name,
+        |row| {
+            if applied != Some(row.fixture) {
+                let tables = row.fixture.tables(&net);
+                net.apply(&tables);
+                applied = Some(row.fixture);
             }
-        };
-        let _ = writeln!(
-            failures,
-            "- {}: expected {:?}, got {got} with counters {counters:?}",
-            row.name, row.expect
-        );
-    }
-    let failed = failures.lines().count();
-    assert!(
-        failures.is_empty(),
-        "{failed} of {} verdict rows failed:\n{failures}",
-        rows.len()
+            check(&mut net, row)
+        },
     );
-    eprintln!("{} verdict rows hold", rows.len());
 }

@@ -3,7 +3,7 @@
 //! The kernel bumps packets, then bytes, without a lock: a reading taken while
 //! traffic flows may catch a CPU in between (bytes one packet behind).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::maps::{MapData, PerCpuArray, PerCpuValues};
 use policy_common::counters::{deny_slot, TrafficCounter, DENY_COUNTERS_MAP, RULE_COUNTERS_MAP};
@@ -70,30 +70,86 @@ pub struct PolicyCounters {
     pub denied: Vec<DenyTraffic>,
 }
 
+/// The names of the policies isolating one endpoint id, per direction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct IsolatingNames {
+    /// Policies isolating for ingress.
+    ingress: Vec<ObjectRef>,
+    /// Policies isolating for egress.
+    egress: Vec<ObjectRef>,
+}
+
+impl IsolatingNames {
+    /// `isolation`'s policy ids named with `tables`.
+    fn of(tables: &DatapathTables, isolation: &Isolation) -> Self {
+        Self {
+            ingress: policy_names(tables, &isolation.ingress),
+            egress: policy_names(tables, &isolation.egress),
+        }
+    }
+
+    /// The policies isolating in `direction`.
+    fn get(&self, direction: Direction) -> &[ObjectRef] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+}
+
+/// The names of policy ids `ids` in `tables` (an id without a name is left out).
+fn policy_names(tables: &DatapathTables, ids: &[u32]) -> Vec<ObjectRef> {
+    ids.iter()
+        .filter_map(|id| tables.policy_names.get(*id as usize).cloned())
+        .collect()
+}
+
 /// What the `DENY_COUNTERS` slots meant at the last `apply` (endpoint id -> its
 /// isolating policies, by name so renumbered ids compare), so a slot whose meaning
 /// changes is zeroed instead of carrying other policies' counts.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct DenyMeanings {
-    /// Endpoint id -> (ingress, egress) isolating policies.
-    pub isolation: BTreeMap<u32, (Vec<ObjectRef>, Vec<ObjectRef>)>,
+    /// Endpoint id -> the policies isolating it.
+    isolation: BTreeMap<u32, IsolatingNames>,
 }
 
 impl DenyMeanings {
     /// The meanings `tables` gives the deny slots.
     pub fn of(tables: &DatapathTables) -> Self {
-        let names = |ids: &[u32]| -> Vec<ObjectRef> {
-            ids.iter()
-                .filter_map(|id| tables.policy_names.get(*id as usize).cloned())
-                .collect()
-        };
         Self {
             isolation: tables
                 .isolation
                 .iter()
-                .map(|(id, isolation)| (*id, (names(&isolation.ingress), names(&isolation.egress))))
+                .map(|(id, isolation)| (*id, IsolatingNames::of(tables, isolation)))
                 .collect(),
         }
+    }
+
+    /// The policies isolating endpoint id `id` in `direction`; `None` for an id
+    /// these meanings do not have.
+    fn policies(&self, id: u32, direction: Direction) -> Option<&[ObjectRef]> {
+        self.isolation.get(&id).map(|names| names.get(direction))
+    }
+
+    /// The deny slots (drops and would-drops) of every endpoint id and direction
+    /// whose isolating policies differ between these meanings and `new` (an id
+    /// only one of them has differs too).
+    pub fn changed_slots(&self, new: &DenyMeanings) -> Vec<u32> {
+        let ids: BTreeSet<u32> = self
+            .isolation
+            .keys()
+            .chain(new.isolation.keys())
+            .copied()
+            .collect();
+        let mut slots = Vec::new();
+        for id in ids {
+            for direction in [Direction::Ingress, Direction::Egress] {
+                if self.policies(id, direction) != new.policies(id, direction) {
+                    slots.extend([false, true].map(|audit| deny_slot(id, direction.code(), audit)));
+                }
+            }
+        }
+        slots
     }
 }
 
@@ -119,67 +175,27 @@ impl Datapath {
         Ok(Traffic::sum(&values))
     }
 
-    /// Zeroes one slot on every CPU.
-    pub(super) fn zero_counter(
+    /// Zeroes `slots` of `RULE_COUNTERS` or `DENY_COUNTERS` on every CPU
+    /// (out-of-range slots are left alone).
+    pub(super) fn zero_counters(
         &mut self,
         name: &'static str,
-        slot: u32,
+        slots: &[u32],
     ) -> Result<(), DataplaneError> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Map {
-            map: name,
-            message: format!("counting possible CPUs: {source}"),
-        })?;
-        let mut array = self.counter_array(name)?;
-        if slot >= array.len() {
+        if slots.is_empty() {
             return Ok(());
         }
-        let zeros =
-            PerCpuValues::try_from(vec![TrafficCounter::default(); cpus]).map_err(|source| {
-                DataplaneError::Map {
+        let cpus = self.possible_cpus;
+        let mut array = self.counter_array(name)?;
+        let len = array.len();
+        for &slot in slots.iter().filter(|&&slot| slot < len) {
+            let zeros = PerCpuValues::try_from(vec![TrafficCounter::default(); cpus]).map_err(
+                |source| DataplaneError::Map {
                     map: name,
                     message: format!("building zeroed per-CPU values: {source}"),
-                }
-            })?;
-        array.set(slot, zeros, 0).map_err(map_error(name, "zero"))
-    }
-
-    /// Zeroes the deny slots whose endpoint id stands for other isolating policies
-    /// in `new` than in `old`.
-    pub(super) fn zero_changed_deny_counters(
-        &mut self,
-        old: &DenyMeanings,
-        new: &DenyMeanings,
-    ) -> Result<(), DataplaneError> {
-        let ids: std::collections::BTreeSet<u32> = old
-            .isolation
-            .keys()
-            .chain(new.isolation.keys())
-            .copied()
-            .collect();
-        for id in ids {
-            let (before, after) = (old.isolation.get(&id), new.isolation.get(&id));
-            for (index, direction) in [Direction::Ingress, Direction::Egress]
-                .into_iter()
-                .enumerate()
-            {
-                let side = |meaning: Option<&(Vec<ObjectRef>, Vec<ObjectRef>)>| {
-                    meaning.map(|(ingress, egress)| {
-                        if index == 0 {
-                            ingress.clone()
-                        } else {
-                            egress.clone()
-                        }
-                    })
-                };
-                if side(before) != side(after) {
-                    for audit in [false, true] {
-                        self.zero_counter(
-                            DENY_COUNTERS_MAP,
-                            deny_slot(id, direction.code(), audit),
-                        )?;
-                    }
-                }
-            }
+                },
+            )?;
+            array.set(slot, zeros, 0).map_err(map_error(name, "zero"))?;
         }
         Ok(())
     }
@@ -207,16 +223,16 @@ impl Datapath {
             });
         }
         let mut denied: BTreeMap<(Vec<ObjectRef>, Direction), (Traffic, Traffic)> = BTreeMap::new();
-        for (id, isolation) in &tables.isolation {
+        for (id, isolating) in DenyMeanings::of(tables).isolation {
             for direction in [Direction::Ingress, Direction::Egress] {
-                let policies = isolating_names(tables, isolation, direction);
+                let policies = isolating.get(direction);
                 if policies.is_empty() {
                     continue;
                 }
                 let code = direction.code();
-                let dropped = self.counter(DENY_COUNTERS_MAP, deny_slot(*id, code, false))?;
-                let audited = self.counter(DENY_COUNTERS_MAP, deny_slot(*id, code, true))?;
-                let total = denied.entry((policies, direction)).or_default();
+                let dropped = self.counter(DENY_COUNTERS_MAP, deny_slot(id, code, false))?;
+                let audited = self.counter(DENY_COUNTERS_MAP, deny_slot(id, code, true))?;
+                let total = denied.entry((policies.to_vec(), direction)).or_default();
                 total.0 = add(total.0, dropped);
                 total.1 = add(total.1, audited);
             }
@@ -245,15 +261,76 @@ fn add(a: Traffic, b: Traffic) -> Traffic {
     }
 }
 
-/// The names of the policies isolating an endpoint id in `direction`.
-fn isolating_names(
-    tables: &DatapathTables,
-    isolation: &Isolation,
-    direction: Direction,
-) -> Vec<ObjectRef> {
-    isolation
-        .get(direction)
-        .iter()
-        .filter_map(|id| tables.policy_names.get(*id as usize).cloned())
-        .collect()
+#[cfg(test)]
+mod tests {
+    use policy_common::verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS};
+
+    use super::*;
+
+    /// Tables naming `names` (ids by position) with `isolation` as
+    /// (endpoint id, ingress ids, egress ids).
+    fn tables(names: &[&str], isolation: &[(u32, &[u32], &[u32])]) -> DatapathTables {
+        DatapathTables {
+            policy_names: names
+                .iter()
+                .map(|&name| ObjectRef::new("x", name))
+                .collect(),
+            isolation: isolation
+                .iter()
+                .map(|(id, ingress, egress)| {
+                    let isolation = Isolation {
+                        ingress: ingress.to_vec(),
+                        egress: egress.to_vec(),
+                    };
+                    (*id, isolation)
+                })
+                .collect(),
+            ..DatapathTables::default()
+        }
+    }
+
+    fn slots(id: u32, direction: u8) -> [u32; 2] {
+        [
+            deny_slot(id, direction, false),
+            deny_slot(id, direction, true),
+        ]
+    }
+
+    #[test]
+    fn renumbered_policy_ids_with_the_same_names_change_no_deny_slot() {
+        let before = DenyMeanings::of(&tables(&["a", "b"], &[(1, &[1], &[0, 1])]));
+        let after = DenyMeanings::of(&tables(&["0", "a", "b"], &[(1, &[2], &[1, 2])]));
+        assert_eq!(before.changed_slots(&after), Vec::<u32>::new());
+        assert_eq!(before.changed_slots(&before), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn only_the_direction_whose_isolating_policies_changed_has_its_slots_zeroed() {
+        let before = DenyMeanings::of(&tables(&["a", "b"], &[(1, &[0], &[1]), (2, &[0], &[])]));
+        let after = DenyMeanings::of(&tables(&["a", "b"], &[(1, &[0, 1], &[1]), (2, &[0], &[])]));
+        assert_eq!(before.changed_slots(&after), slots(1, DIRECTION_INGRESS));
+    }
+
+    #[test]
+    fn an_endpoint_id_only_one_side_has_changes_both_its_directions() {
+        let before = DenyMeanings::of(&tables(&["a"], &[(1, &[0], &[])]));
+        let after = DenyMeanings::of(&tables(&["a"], &[(2, &[], &[])]));
+        let mut want = [
+            slots(1, DIRECTION_INGRESS),
+            slots(1, DIRECTION_EGRESS),
+            slots(2, DIRECTION_INGRESS),
+            slots(2, DIRECTION_EGRESS),
+        ]
+        .concat();
+        let mut got = before.changed_slots(&after);
+        want.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, want);
+        // Nothing before (a fresh datapath): every slot the tables give a meaning.
+        assert_eq!(
+            DenyMeanings::default().changed_slots(&before).len(),
+            4,
+            "{before:?}"
+        );
+    }
 }

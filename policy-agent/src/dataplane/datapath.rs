@@ -8,7 +8,7 @@ use aya::{
 };
 use policy_common::{
     config::Config,
-    counters::RULE_COUNTERS_MAX,
+    counters::{RULE_COUNTERS_MAP, RULE_COUNTERS_MAX},
     ct::CONNTRACK_MAP,
     peer::{PEERS_V4_MAP, PEERS_V6_MAP},
 };
@@ -51,6 +51,8 @@ pub struct Datapath {
     pub(super) rule_slots: RuleSlots,
     /// What the `DENY_COUNTERS` slots mean since the last `apply`.
     pub(super) deny_meanings: DenyMeanings,
+    /// CPUs the kernel may run on: how many values a per-CPU map entry holds.
+    pub(super) possible_cpus: usize,
     attached: BTreeMap<InterfaceIndex, [SchedClassifierLinkId; 2]>,
 }
 
@@ -91,10 +93,15 @@ impl Datapath {
                     message: format!("{e:#}"),
                 })?;
         }
+        let possible_cpus = aya::util::nr_cpus().map_err(|(path, source)| DataplaneError::Map {
+            map: RULE_COUNTERS_MAP,
+            message: format!("counting possible CPUs for the per-CPU counters ({path}): {source}"),
+        })?;
         let mut datapath = Self {
             ebpf,
             rule_slots: RuleSlots::new(RULE_COUNTERS_MAX),
             deny_meanings: DenyMeanings::default(),
+            possible_cpus,
             attached: BTreeMap::new(),
         };
         datapath.set_config(&options.config)?;

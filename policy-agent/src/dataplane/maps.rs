@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray};
 use policy_common::{
     config::{Config, CONFIG_MAP},
-    counters::{NO_COUNTER, RULE_COUNTERS_MAP},
+    counters::{DENY_COUNTERS_MAP, NO_COUNTER, RULE_COUNTERS_MAP},
     endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
     peer::{PEERS_V4_MAP, PEERS_V6_MAP},
     policy::{PolicyKey, PolicyValue, POLICY_MAP},
@@ -130,9 +130,9 @@ impl Datapath {
     ///
     /// Order: new and changed `POLICY` entries, then `PEERS_V4`, `PEERS_V6`,
     /// `ENDPOINT_ADDRS` and `ENDPOINTS`; then stale entries are removed in the same
-    /// order. New allow rules get `RULE_COUNTERS` slots (zeroed first; a rule keeps
-    /// its slot across updates, see `slots.rs`), and last the deny slots whose
-    /// isolating policies changed are zeroed. Writing allows before the identities
+    /// order. New allow rules get `RULE_COUNTERS` slots (a reused slot is zeroed
+    /// first; a rule keeps its slot across updates, see `slots.rs`), and last the
+    /// deny slots whose isolating policies changed are zeroed. Writing allows before the identities
     /// that use them keeps an unchanged
     /// flow allowed throughout; a renumbered class can still mis-decide a packet
     /// during the write (hole-free incremental updates are the node-agent issue's
@@ -158,16 +158,16 @@ impl Datapath {
         for (addr, pod) in &tables.endpoint_addresses {
             addresses.insert(keys::address_key(*addr), interface(pod)?);
         }
-        // New rules' slots start from zero before any entry can count in them.
+        // Reused slots start from zero before any entry of their new rule can count
+        // in them.
         let mut slots = self.rule_slots.clone();
         let rules: Vec<RuleName> = tables
             .counted_rules()
             .iter()
             .filter_map(|rule| rule_name(tables, rule))
             .collect();
-        for slot in slots.assign(&rules)? {
-            self.zero_counter(RULE_COUNTERS_MAP, slot)?;
-        }
+        let reused = slots.assign(&rules)?;
+        self.zero_counters(RULE_COUNTERS_MAP, &reused)?;
         let policy: BTreeMap<LpmEntry<PolicyKey>, PolicyValue> = tables
             .policy
             .iter()
@@ -202,9 +202,11 @@ impl Datapath {
         self.remove_others(ENDPOINTS_MAP, &endpoints)?;
 
         self.rule_slots = slots;
+        // The old meanings stay until their changed slots are zeroed: an `apply`
+        // that fails here zeroes the same slots next time, not every slot.
         let meanings = DenyMeanings::of(tables);
-        let old = std::mem::take(&mut self.deny_meanings);
-        self.zero_changed_deny_counters(&old, &meanings)?;
+        let changed = self.deny_meanings.changed_slots(&meanings);
+        self.zero_counters(DENY_COUNTERS_MAP, &changed)?;
         self.deny_meanings = meanings;
         Ok(())
     }

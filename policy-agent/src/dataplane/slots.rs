@@ -5,7 +5,8 @@
 //! A tracked flow keeps counting in the slot of the rule that allowed it even after
 //! that rule is gone, so a new rule takes a slot never used before, and only when
 //! none is left the one released longest ago: another rule's late packets reach a
-//! reused slot as rarely as the capacity allows.
+//! reused slot as rarely as the capacity allows. Only a reused slot needs zeroing
+//! before its new rule counts in it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -52,8 +53,10 @@ impl RuleSlots {
     }
 
     /// Gives exactly `rules` slots: rules that had one keep it, the slots of rules
-    /// not listed are released, new rules get free slots. Returns the slots handed
-    /// to new rules (their counters must start from zero). On error nothing changes.
+    /// not listed are released, new rules get free slots. Returns the released
+    /// slots handed to new rules: their counters must be zeroed before the new
+    /// rules count in them. A slot never handed out before is left out, as nothing
+    /// has counted in it since the map was created. On error nothing changes.
     pub fn assign(&mut self, rules: &[RuleName]) -> Result<Vec<u32>, DataplaneError> {
         let wanted: BTreeSet<&RuleName> = rules.iter().collect();
         if wanted.len() > self.capacity as usize {
@@ -74,7 +77,7 @@ impl RuleSlots {
                 next.released.push_back(slot);
             }
         }
-        let mut fresh = Vec::new();
+        let mut reused = Vec::new();
         for rule in wanted {
             if next.assigned.contains_key(rule) {
                 continue;
@@ -84,18 +87,20 @@ impl RuleSlots {
                 next.next_unused - 1
             } else {
                 // At most `capacity` rules are wanted, so a slot is free.
-                next.released
+                let slot = next
+                    .released
                     .pop_front()
                     .ok_or(DataplaneError::TooManyRules {
                         rules: rules.len(),
                         capacity: self.capacity,
-                    })?
+                    })?;
+                reused.push(slot);
+                slot
             };
             next.assigned.insert(rule.clone(), slot);
-            fresh.push(slot);
         }
         *self = next;
-        Ok(fresh)
+        Ok(reused)
     }
 }
 
@@ -111,33 +116,43 @@ mod tests {
         (policy, Direction::Ingress, rule_index)
     }
 
-    #[test]
-    fn a_rule_keeps_its_slot_while_rules_before_it_come_and_go() {
-        let mut slots = RuleSlots::new(8);
-        assert_eq!(slots.assign(&[rule(1), rule(2)]).ok(), Some(vec![0, 1]));
-        assert_eq!(
-            slots.assign(&[rule(0), rule(1), rule(2)]).ok(),
-            Some(vec![2])
-        );
-        assert_eq!(slots.assign(&[rule(2)]).ok(), Some(vec![]));
-        assert_eq!(slots.slot(&rule(2)), Some(1));
-        assert_eq!(slots.slot(&rule(0)), None);
+    fn slots_of(slots: &RuleSlots, rules: &[u32]) -> Vec<Option<u32>> {
+        rules.iter().map(|&r| slots.slot(&rule(r))).collect()
     }
 
     #[test]
-    fn new_rules_take_never_used_slots_before_the_longest_released() {
+    fn a_rule_keeps_its_slot_while_rules_before_it_come_and_go() {
+        let mut slots = RuleSlots::new(8);
+        assert_eq!(slots.assign(&[rule(1), rule(2)]).ok(), Some(vec![]));
+        assert_eq!(slots_of(&slots, &[1, 2]), [Some(0), Some(1)]);
+        assert_eq!(
+            slots.assign(&[rule(0), rule(1), rule(2)]).ok(),
+            Some(vec![])
+        );
+        assert_eq!(slots_of(&slots, &[0, 1, 2]), [Some(2), Some(0), Some(1)]);
+        assert_eq!(slots.assign(&[rule(2)]).ok(), Some(vec![]));
+        assert_eq!(slots_of(&slots, &[0, 1, 2]), [None, None, Some(1)]);
+    }
+
+    #[test]
+    fn new_rules_take_never_used_slots_before_the_longest_released_and_only_reused_ones_are_returned(
+    ) {
         let mut slots = RuleSlots::new(3);
-        assert_eq!(slots.assign(&[rule(0), rule(1)]).ok(), Some(vec![0, 1]));
+        assert_eq!(slots.assign(&[rule(0), rule(1)]).ok(), Some(vec![]));
         // Rule 0 goes (slot 0 released), then rule 1 (slot 1 released).
         assert_eq!(slots.assign(&[rule(1)]).ok(), Some(vec![]));
         assert_eq!(slots.assign(&[]).ok(), Some(vec![]));
-        // Slot 2 was never used: it goes first; then slot 0, released longest ago.
-        assert_eq!(slots.assign(&[rule(5)]).ok(), Some(vec![2]));
+        // Slot 2 was never used: it goes first, and needs no zeroing; then slot 0,
+        // released longest ago, then slot 1.
+        assert_eq!(slots.assign(&[rule(5)]).ok(), Some(vec![]));
+        assert_eq!(slots_of(&slots, &[5]), [Some(2)]);
         assert_eq!(slots.assign(&[rule(5), rule(6)]).ok(), Some(vec![0]));
+        assert_eq!(slots_of(&slots, &[6]), [Some(0)]);
         assert_eq!(
             slots.assign(&[rule(5), rule(6), rule(7)]).ok(),
             Some(vec![1])
         );
+        assert_eq!(slots_of(&slots, &[5, 6, 7]), [Some(2), Some(0), Some(1)]);
     }
 
     #[test]
@@ -151,7 +166,9 @@ mod tests {
                 capacity: 2
             })
         ));
-        assert_eq!(slots.slot(&rule(0)), Some(0));
-        assert_eq!(slots.assign(&[rule(0), rule(1)]).ok(), Some(vec![1]));
+        assert_eq!(slots_of(&slots, &[0, 1, 2, 3]), [Some(0), None, None, None]);
+        // Slot 1 was never handed out: the failed call did not use it up.
+        assert_eq!(slots.assign(&[rule(0), rule(1)]).ok(), Some(vec![]));
+        assert_eq!(slots_of(&slots, &[0, 1]), [Some(0), Some(1)]);
     }
 }

@@ -60,8 +60,8 @@ pub fn compile(
         .iter()
         .map(|(id, group)| {
             let isolation = Isolation {
-                ingress: group.applying.ingress.clone(),
-                egress: group.applying.egress.clone(),
+                ingress: group.deciding.ingress.clone(),
+                egress: group.deciding.egress.clone(),
             };
             (*id, isolation)
         })

@@ -348,8 +348,8 @@ fn explain_side(
         pod,
         direction,
     );
-    let applying = isolating.deciding;
-    if applying.is_empty() {
+    let deciding = isolating.deciding;
+    if deciding.is_empty() {
         // "By default, a pod is non-isolated for ingress; all inbound connections
         // are allowed." (Likewise for egress.)
         return SideExplanation::NotIsolated;
@@ -363,7 +363,7 @@ fn explain_side(
         Direction::Ingress => local,
         Direction::Egress => remote,
     };
-    let explained = applying.iter().map(|policy| PolicyExplanation {
+    let explained = deciding.iter().map(|policy| PolicyExplanation {
         policy: policy.key.clone(),
         rules: rules(policy, direction)
             .iter()

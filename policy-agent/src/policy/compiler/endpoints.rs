@@ -1,13 +1,13 @@
 //! Step 1: local pods -> endpoint ids, isolation and addresses.
 //!
 //! Endpoint ids identify a set of local pods that every policy treats alike, so the
-//! `POLICY` map grows with distinct (namespace, applying policies, ingress port-name
+//! `POLICY` map grows with distinct (namespace, deciding policies, ingress port-name
 //! resolution), not with pods. Ingress named ports resolve on the selected pod, so
 //! two pods that map a name their ingress rules use to different numbers need
 //! different ids.
 //!
-//! The applying policies are the deciding ones of `isolation::isolating`: where an
-//! enforce-mode policy selects a pod, audit-mode ones leave no trace in its
+//! Only the deciding policies of `isolation::isolating` count (`Deciding`): where
+//! an enforce-mode policy selects a pod, audit-mode ones leave no trace in its
 //! tables; where only audit-mode ones do, they isolate it with an `AUDIT_*` flag.
 
 use std::{
@@ -29,22 +29,24 @@ use crate::{
     },
 };
 
-/// The policies that decide for one endpoint id, as indices into the sorted
-/// policies (`isolation::isolating`'s deciding sets).
+/// The policies whose rules decide for one endpoint id, per direction, as indices
+/// into the sorted policies: `isolation::isolating`'s deciding sets (the
+/// enforce-mode policies that apply, else the audit-mode ones), not every policy
+/// that applies; and whether each direction decides in audit mode.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Applying {
-    /// Policies deciding ingress, ascending.
+pub(super) struct Deciding {
+    /// Policies deciding ingress, ascending; empty: not isolated for ingress.
     pub ingress: Vec<u32>,
-    /// Policies deciding egress, ascending.
+    /// Policies deciding egress, ascending; empty: not isolated for egress.
     pub egress: Vec<u32>,
-    /// The ingress policies are audit-mode ones (only such policies apply).
+    /// The ingress policies are audit-mode ones (no enforce-mode one applies).
     pub audit_ingress: bool,
     /// The egress policies are audit-mode ones.
     pub audit_egress: bool,
 }
 
-impl Applying {
-    /// The policies applying for `direction`.
+impl Deciding {
+    /// The policies deciding `direction`.
     pub fn get(&self, direction: Direction) -> &[u32] {
         match direction {
             Direction::Ingress => &self.ingress,
@@ -56,8 +58,8 @@ impl Applying {
 /// What the pods of one endpoint id share.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Group {
-    /// The policies applying to them.
-    pub applying: Applying,
+    /// The policies deciding for them.
+    pub deciding: Deciding,
     /// Their numbers for the port names their ingress rules use.
     pub ingress_ports: Resolution,
 }
@@ -71,8 +73,8 @@ pub(super) struct Endpoints {
     pub addresses: BTreeMap<IpAddr, ObjectRef>,
     /// Endpoint id -> what its pods share.
     pub by_id: BTreeMap<u32, Group>,
-    /// (policy index, direction) pairs that apply to at least one local endpoint:
-    /// only their rules shape peer classes and entries.
+    /// (policy index, direction) pairs that decide for at least one local
+    /// endpoint: only their rules shape peer classes and entries.
     pub applied: BTreeSet<(u32, Direction)>,
 }
 
@@ -101,16 +103,16 @@ pub(super) fn assign(
     let mut out = Endpoints::default();
     for (endpoint_id, ((_, group), pods)) in (1..).zip(groups) {
         for direction in DIRECTIONS {
-            for &policy in group.applying.get(direction) {
+            for &policy in group.deciding.get(direction) {
                 out.applied.insert((policy, direction));
             }
         }
         let entry = EndpointEntry {
             endpoint_id,
-            isolated_ingress: !group.applying.ingress.is_empty(),
-            isolated_egress: !group.applying.egress.is_empty(),
-            audit_ingress: group.applying.audit_ingress,
-            audit_egress: group.applying.audit_egress,
+            isolated_ingress: !group.deciding.ingress.is_empty(),
+            isolated_egress: !group.deciding.egress.is_empty(),
+            audit_ingress: group.deciding.audit_ingress,
+            audit_egress: group.deciding.audit_egress,
         };
         for pod in pods {
             out.entries.insert(pod.key.clone(), entry);
@@ -133,13 +135,13 @@ fn group(policies: &[&NetworkPolicy], pod: &Pod) -> Group {
     };
     let (ingress, audit_ingress) = decide(Direction::Ingress);
     let (egress, audit_egress) = decide(Direction::Egress);
-    let applying = Applying {
+    let deciding = Deciding {
         ingress,
         egress,
         audit_ingress,
         audit_egress,
     };
-    let names: BTreeSet<_> = applying
+    let names: BTreeSet<_> = deciding
         .ingress
         .iter()
         .filter_map(|id| policies.get(*id as usize))
@@ -148,6 +150,6 @@ fn group(policies: &[&NetworkPolicy], pod: &Pod) -> Group {
         .collect();
     Group {
         ingress_ports: resolve(pod, &names),
-        applying,
+        deciding,
     }
 }

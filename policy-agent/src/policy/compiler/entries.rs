@@ -1,6 +1,6 @@
 //! Step 3: allow entries.
 //!
-//! For each endpoint id, each direction it is isolated in, each policy applying to
+//! For each endpoint id, each direction it is isolated in, each policy deciding for
 //! it and each rule: (admitted classes) x (port keys). Named ports resolve on the
 //! pod receiving the traffic: the endpoint's own pods for ingress, the members of
 //! each admitted class for egress (so a rule without peers and a named port admits
@@ -44,7 +44,7 @@ pub(super) fn allow_entries(inputs: &Inputs<'_, '_>) -> BTreeMap<PolicyMatch, Ru
     let mut entries = BTreeMap::new();
     for (&endpoint_id, group) in &inputs.endpoints.by_id {
         for direction in DIRECTIONS {
-            for &policy_id in group.applying.get(direction) {
+            for &policy_id in group.deciding.get(direction) {
                 let Some(policy) = inputs.policies.get(policy_id as usize).copied() else {
                     continue;
                 };
