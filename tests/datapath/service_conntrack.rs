@@ -4,46 +4,38 @@
 
 use std::time::Duration;
 
-use policy_agent::{dataplane::Hook, policy::tables::Direction};
 use policy_common::verdict::{MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED};
 
 use super::{
     addr,
     frames::{self, TCP, UDP},
     net::Net,
-    support,
-    tables::Tables,
+    pods::{self, CLUSTER_IPS, FAMILIES},
 };
+use policy_agent::dataplane::Hook;
+
+/// The client isolated for egress, reaching the server (its Service's backend)
+/// on TCP 8080 through one ClusterIP per family (`pods::client_egress_through_services`).
+fn service_net() -> Net {
+    let mut net = pods::server_and_client();
+    let tables = pods::client_egress_through_services(&net);
+    net.apply(&tables);
+    net
+}
 
 /// (client, backend, ClusterIP) per family.
-const FAMILIES: [[&str; 3]; 2] = [
-    ["10.2.0.5", "10.1.0.10", "10.96.0.10"],
-    ["fd00:2::5", "fd00:1::10", "fd96::10"],
-];
-
-/// A client isolated both ways that may reach the backend (class 5) on TCP 8080,
-/// also through one ClusterIP per family.
-fn service_net() -> Net {
-    support::require_root_and_bpf();
-    let mut net = Net::up(&[
-        ("backend", "10.1.0.10", "fd00:1::10"),
-        ("client", "10.2.0.5", "fd00:2::5"),
-    ]);
-    let tables = Tables::new(&net)
-        .isolate("client", true, true)
-        .pod_class("backend", 5)
-        .service("10.96.0.10/32")
-        .service("fd96::10/128")
-        .allow_port("client", Direction::Egress, 5, TCP, 8080);
-    net.apply(&tables.build());
-    net
+fn families() -> impl Iterator<Item = [&'static str; 3]> {
+    FAMILIES
+        .into_iter()
+        .zip(CLUSTER_IPS)
+        .map(|((client, server), vip)| [client, server, vip])
 }
 
 #[test]
 fn replies_keep_a_service_flows_entry_at_the_client_alive_past_the_opening_timeout() {
     let mut net = service_net();
     let client_if = net.ifindex("client");
-    for (i, [client, backend, vip]) in FAMILIES.into_iter().enumerate() {
+    for (i, [client, backend, vip]) in families().enumerate() {
         let (client, backend, vip) = (addr(client), addr(backend), addr(vip));
         let sport = 41000 + i as u16;
         let to_vip = frames::ip(client, vip, TCP, &frames::tcp(sport, 80));
@@ -54,7 +46,7 @@ fn replies_keep_a_service_flows_entry_at_the_client_alive_past_the_opening_timeo
         );
         let dnat = frames::ip(client, backend, TCP, &frames::tcp(sport, 8080));
         assert!(
-            net.run(Hook::PodIngress, "backend", MARK_DEFERRED_EGRESS, &dnat)
+            net.run(Hook::PodIngress, "server", MARK_DEFERRED_EGRESS, &dnat)
                 .passed
         );
         // Three spells of 50 s idle (the opening timeout is 60 s), each ended by a
@@ -69,7 +61,7 @@ fn replies_keep_a_service_flows_entry_at_the_client_alive_past_the_opening_timeo
                 })
                 .unwrap_or_else(|e| panic!("age: {e}"));
             assert_eq!(aged, 1, "the client's post-DNAT entry");
-            let out = net.run(Hook::PodEgress, "backend", 0, &answer);
+            let out = net.run(Hook::PodEgress, "server", 0, &answer);
             assert!(
                 out.passed && out.mark & MARK_REPLY_VERIFIED != 0,
                 "{backend} round {round}: {out:?}"
@@ -82,7 +74,7 @@ fn replies_keep_a_service_flows_entry_at_the_client_alive_past_the_opening_timeo
 fn an_icmp_error_quoting_a_reply_of_a_deferred_flow_is_not_related() {
     let mut net = service_net();
     let before = net.stats();
-    for (i, [client, _, vip]) in FAMILIES.into_iter().enumerate() {
+    for (i, [client, _, vip]) in families().enumerate() {
         let (client, vip) = (addr(client), addr(vip));
         let sport = 42000 + i as u16;
         // A datagram to the ClusterIP: deferred, tracked at the client as such,
