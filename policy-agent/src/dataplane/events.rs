@@ -12,8 +12,8 @@ use std::{
 use aya::maps::{Map, MapData, RingBuf};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use policy_common::{
-    events::{VerdictEvent, EVENTS_MAP, EVENT_ALLOW, EVENT_DROP},
-    verdict::{DIRECTION_INGRESS, STATS_LEN, STAT_NAMES},
+    events::{VerdictEvent, EVENTS_MAP, EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
+    verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STATS_LEN, STAT_NAMES},
 };
 use serde::Serialize;
 
@@ -63,7 +63,9 @@ pub struct VerdictRecord {
 }
 
 impl VerdictRecord {
-    /// The record of a raw event; `None` for bytes that are not one.
+    /// The record of a raw event; `None` for bytes that are not one: too short, or
+    /// a verdict or direction byte this agent does not know (another ABI's event
+    /// is not guessed at).
     fn parse(bytes: &[u8]) -> Option<Self> {
         if bytes.len() < size_of::<VerdictEvent>() {
             return None;
@@ -74,7 +76,13 @@ impl VerdictRecord {
         let verdict = match event.verdict {
             EVENT_ALLOW => EventVerdict::Allow,
             EVENT_DROP => EventVerdict::Drop,
-            _ => EventVerdict::WouldDrop,
+            EVENT_WOULD_DROP => EventVerdict::WouldDrop,
+            _ => return None,
+        };
+        let direction = match event.direction {
+            DIRECTION_INGRESS => Direction::Ingress,
+            DIRECTION_EGRESS => Direction::Egress,
+            _ => return None,
         };
         let reason = if event.stat < STATS_LEN {
             STAT_NAMES[event.stat as usize]
@@ -85,11 +93,7 @@ impl VerdictRecord {
             timestamp_ns: event.timestamp_ns,
             ifindex: event.ifindex,
             endpoint_id: event.endpoint_id,
-            direction: if event.direction == DIRECTION_INGRESS {
-                Direction::Ingress
-            } else {
-                Direction::Egress
-            },
+            direction,
             verdict,
             reason,
             source: (
@@ -223,10 +227,7 @@ impl Datapath {
 
 #[cfg(test)]
 mod tests {
-    use policy_common::{
-        events::EVENT_WOULD_DROP,
-        verdict::{DIRECTION_EGRESS, STAT_ALLOW_POLICY, STAT_DROP_MALFORMED},
-    };
+    use policy_common::verdict::{STAT_ALLOW_POLICY, STAT_DROP_MALFORMED};
 
     use super::*;
 
@@ -328,5 +329,32 @@ mod tests {
         let record = VerdictRecord::parse(&raw).map(|r| (r.verdict, r.reason));
         assert_eq!(record, Some((EventVerdict::WouldDrop, "")));
         assert_eq!(VerdictRecord::parse(&raw[..raw.len() - 1]), None);
+    }
+
+    #[test]
+    fn an_unknown_verdict_or_direction_byte_is_no_event() {
+        let known = VerdictEvent {
+            verdict: EVENT_DROP,
+            direction: DIRECTION_EGRESS,
+            policy_id: u32::MAX,
+            ..VerdictEvent::default()
+        };
+        assert!(VerdictRecord::parse(&bytes(&known)).is_some());
+        for verdict in [EVENT_WOULD_DROP + 1, u8::MAX] {
+            let event = VerdictEvent { verdict, ..known };
+            assert_eq!(
+                VerdictRecord::parse(&bytes(&event)),
+                None,
+                "verdict {verdict}"
+            );
+        }
+        for direction in [DIRECTION_EGRESS + 1, u8::MAX] {
+            let event = VerdictEvent { direction, ..known };
+            assert_eq!(
+                VerdictRecord::parse(&bytes(&event)),
+                None,
+                "direction {direction}"
+            );
+        }
     }
 }
