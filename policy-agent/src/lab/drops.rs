@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::{
     probe::{ProbeRoute, ProbeSpec},
-    report::ProbeResult,
+    report::{aligned, ProbeResult},
     Lab, LabError,
 };
 use crate::{
@@ -162,7 +162,7 @@ pub fn summarize(lines: &[FlowLine]) -> Vec<SeenDrop> {
         let key = SeenDrop {
             from: line.source.short(),
             to: line.destination.short(),
-            port: if line.port().contains('/') {
+            port: if line.has_ports() {
                 line.destination.port
             } else {
                 0
@@ -270,24 +270,6 @@ pub fn lost_note(lost: EventsLost) -> String {
         lost.rate_limited,
         lost.ring_full
     )
-}
-
-/// Rows padded into columns two spaces apart.
-fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(text, width)| format!("{text}{}", " ".repeat(width - text.chars().count())))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// `{"probes":[...],"drops":[...],"events_lost":{"rate_limited":N,"ring_full":N}}`.

@@ -8,7 +8,7 @@ use policy_common::config::{Config, CONFIG_FLAG_ALLOW_EVENTS};
 use super::netns::{self, LAB_PREFIX};
 use crate::{
     dataplane::Datapath,
-    telemetry::flows::{FlowLogError, FlowPaths, Publication},
+    telemetry::flows::{publish::process_alive, FlowLogError, FlowPaths, Publication},
 };
 
 /// The lab's `CONFIG`: the agent's conntrack timeouts, allow events on (so
@@ -44,8 +44,7 @@ pub fn sweep(all: bool) -> Result<Vec<String>, FlowLogError> {
         if !instance.starts_with(LAB_PREFIX) {
             continue;
         }
-        let dead = netns::owner_pid(&instance)
-            .is_none_or(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let dead = netns::owner_pid(&instance).is_none_or(|pid| !process_alive(pid));
         if (all || dead) && paths.remove(&instance)? {
             removed.push(instance);
         }

@@ -4,13 +4,10 @@
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
-use super::{
-    names::{IsolatingPolicies, RuleName},
-    FlowNames,
-};
+use super::FlowNames;
 use crate::{
     dataplane::{EventVerdict, VerdictRecord},
-    policy::tables::{Direction, RuleRef},
+    policy::tables::{Direction, Isolation, RuleRef},
 };
 
 /// `shop/web`'s address.
@@ -33,15 +30,11 @@ pub(crate) fn names() -> FlowNames {
         policies: vec!["shop/deny-in".into(), "shop/web-in".into()],
         isolation: BTreeMap::from([(
             3,
-            IsolatingPolicies {
+            Isolation {
                 ingress: vec![0, 1],
                 egress: vec![],
             },
         )]),
-        rules: vec![RuleName {
-            policy_id: 1,
-            rule: "spec.ingress[0]".into(),
-        }],
     }
 }
 

@@ -12,7 +12,7 @@ use super::{
     clock::WallClock,
     line::FlowLine,
     names::FlowNames,
-    publish::{read_names, Instance},
+    publish::{process_alive, read_names, Instance},
     FlowLogError,
 };
 use crate::dataplane::EventReader;
@@ -95,7 +95,7 @@ impl Follower {
     pub fn next_batch(&mut self, timeout: Duration) -> Result<Batch, FlowLogError> {
         self.reader.wait(timeout)?;
         let present = self.refresh();
-        let owner_alive = Path::new(&format!("/proc/{}", self.names.pid)).exists();
+        let owner_alive = process_alive(self.names.pid);
         let records = self.reader.drain();
         if records.is_empty() && (!present || !owner_alive) {
             return Ok(Batch::OwnerGone);

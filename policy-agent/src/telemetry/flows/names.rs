@@ -1,6 +1,6 @@
 //! `FlowNames`: what an event's numbers mean at one moment of one datapath:
 //! interfaces and addresses of pods, policy names, the policies isolating each
-//! endpoint id, and the allow rules that have entries. The owner of a datapath
+//! endpoint id. The owner of a datapath
 //! writes it as `names.json` after every table apply; readers name events with it.
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
@@ -10,26 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     dataplane::InterfaceIndex,
     model::ObjectRef,
-    policy::tables::{DatapathTables, Direction},
+    policy::tables::{DatapathTables, Direction, Isolation},
 };
-
-/// The policies isolating one endpoint id, as indices into `FlowNames::policies`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IsolatingPolicies {
-    /// For ingress, ascending.
-    pub ingress: Vec<u32>,
-    /// For egress, ascending.
-    pub egress: Vec<u32>,
-}
-
-/// One allow rule with `POLICY` entries (and so a `RULE_COUNTERS` slot).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleName {
-    /// Index into `FlowNames::policies`.
-    pub policy_id: u32,
-    /// The rule's path in its policy, e.g. `spec.ingress[0]`.
-    pub rule: String,
-}
 
 /// Everything needed to name a datapath's verdict events. Pods and policies are
 /// `namespace/name` strings, as printed.
@@ -49,10 +31,8 @@ pub struct FlowNames {
     pub pods: BTreeMap<IpAddr, String>,
     /// Policy names by policy id (`DatapathTables::policy_names`).
     pub policies: Vec<String>,
-    /// Endpoint id -> the policies isolating its pods.
-    pub isolation: BTreeMap<u32, IsolatingPolicies>,
-    /// The allow rules with `POLICY` entries, sorted by policy id, direction, index.
-    pub rules: Vec<RuleName>,
+    /// Endpoint id -> the policies isolating its pods (`DatapathTables::isolation`).
+    pub isolation: BTreeMap<u32, Isolation>,
 }
 
 /// `spec.ingress[N]` or `spec.egress[N]`: where a rule sits in its policy.
@@ -93,27 +73,7 @@ impl FlowNames {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
-            isolation: tables
-                .isolation
-                .iter()
-                .map(|(id, isolation)| {
-                    (
-                        *id,
-                        IsolatingPolicies {
-                            ingress: isolation.ingress.clone(),
-                            egress: isolation.egress.clone(),
-                        },
-                    )
-                })
-                .collect(),
-            rules: tables
-                .counted_rules()
-                .into_iter()
-                .map(|rule| RuleName {
-                    policy_id: rule.policy_id,
-                    rule: rule_path(rule.direction, rule.rule_index),
-                })
-                .collect(),
+            isolation: tables.isolation.clone(),
         }
     }
 
@@ -138,21 +98,18 @@ impl FlowNames {
 
     /// The names of the policies isolating endpoint `endpoint_id` in `direction`.
     pub fn isolating(&self, endpoint_id: u32, direction: Direction) -> Vec<String> {
-        let Some(isolation) = self.isolation.get(&endpoint_id) else {
-            return Vec::new();
-        };
-        let ids = match direction {
-            Direction::Ingress => &isolation.ingress,
-            Direction::Egress => &isolation.egress,
-        };
-        ids.iter().map(|id| self.policy(*id)).collect()
+        self.isolation
+            .get(&endpoint_id)
+            .map_or(&[][..], |isolation| isolation.get(direction))
+            .iter()
+            .map(|id| self.policy(*id))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::tables::{Isolation, PolicyMatch, RuleRef};
 
     fn tables() -> DatapathTables {
         let mut tables = DatapathTables {
@@ -167,19 +124,6 @@ mod tests {
             Isolation {
                 ingress: vec![0, 1],
                 egress: vec![],
-            },
-        );
-        tables.policy.insert(
-            PolicyMatch {
-                endpoint_id: 3,
-                class_id: 2,
-                direction: Direction::Ingress,
-                protocol: Some(6),
-                port: None,
-            },
-            RuleRef {
-                policy_id: 1,
-                rule_index: 0,
             },
         );
         tables
@@ -213,13 +157,6 @@ mod tests {
         );
         assert!(names.isolating(3, Direction::Egress).is_empty());
         assert!(names.isolating(4, Direction::Ingress).is_empty());
-        assert_eq!(
-            names.rules,
-            vec![RuleName {
-                policy_id: 1,
-                rule: "spec.ingress[0]".into()
-            }]
-        );
         assert_eq!(names.policy(7), "#7");
     }
 

@@ -254,6 +254,12 @@ impl Drop for Publication {
     }
 }
 
+/// Whether process `pid` runs (`/proc/<pid>` exists): how a reader, `lab down`
+/// and the lab tell a live owner from a dead one.
+pub fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// A published instance as a reader finds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
@@ -266,10 +272,9 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Whether its owner runs (`/proc/<pid>` exists).
+    /// Whether its owner runs.
     pub fn alive(&self) -> bool {
-        self.pid
-            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        self.pid.is_some_and(process_alive)
     }
 
     fn describe(&self) -> String {
