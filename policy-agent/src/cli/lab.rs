@@ -91,8 +91,10 @@ pub enum LabCommand {
         /// following this lab misses them.
         #[arg(long)]
         show_drops: bool,
-        /// Put every policy in audit mode, as the agent's --audit does: nothing is
-        /// dropped, and what enforcing would drop is marked ⚠ (would-drop).
+        /// Put every policy in audit mode (per-agent audit, as `simulate --audit`
+        /// and `explain --audit` do; the node agent will take the same flag):
+        /// nothing is dropped, and what enforcing would drop is marked ⚠
+        /// (would-drop).
         #[arg(long)]
         audit: bool,
     },
