@@ -237,6 +237,27 @@ fn flows_without_a_running_datapath_fails_saying_so() {
 }
 
 #[test]
+fn flows_refuses_a_count_of_zero_before_looking_for_a_datapath() {
+    let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(AGENT)
+        .args(["flows", "--count", "0", "--run-dir"])
+        .arg(empty.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value '0' for '--count <N>'"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
 fn a_lab_publishes_while_it_runs_cleans_up_when_dropped_and_lab_down_removes_dead_ones() {
     support::require_root_and_bpf();
     let paths = FlowPaths::system();

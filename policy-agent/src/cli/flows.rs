@@ -37,8 +37,8 @@ pub struct FlowsArgs {
     /// Only these verdicts (repeatable: any of them).
     #[arg(long = "verdict", value_enum)]
     verdicts: Vec<VerdictArg>,
-    /// Exit after printing N flows.
-    #[arg(long, value_name = "N")]
+    /// Exit after printing N flows (N >= 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// A table for people or JSON lines (one object per flow).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -97,9 +97,9 @@ pub fn run(args: &FlowsArgs) -> anyhow::Result<()> {
     let instance = publish::choose(&paths, args.instance.as_deref())?;
     let mut follower = match Follower::open(&instance) {
         Ok(follower) => follower,
-        Err(error) if !nix::unistd::geteuid().is_root() => bail!(
-            "{error}\nreading a pinned event ring buffer needs root (CAP_BPF and \
-             CAP_SYS_ADMIN): run `policy-agent flows` as root"
+        Err(error) if error.permission_denied() => bail!(
+            "{error}\nfollowing a datapath opens its pinned BPF maps, which needs root \
+             (CAP_BPF and CAP_SYS_ADMIN): run `policy-agent flows` as root"
         ),
         Err(error) => return Err(error.into()),
     };

@@ -124,6 +124,18 @@ fn event_address(bytes: [u8; 16], ipv6: u8) -> IpAddr {
     }
 }
 
+/// The errno behind `error`: the first `std::io::Error` in its source chain.
+fn os_error(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        current = error.source();
+    }
+    None
+}
+
 /// A consumer of the `EVENTS` ring buffer.
 pub struct EventReader {
     ring: RingBuf<MapData>,
@@ -148,6 +160,7 @@ impl EventReader {
         let data = MapData::from_pin(path).map_err(|source| DataplaneError::Pinned {
             path: path.to_path_buf(),
             message: source.to_string(),
+            os_error: os_error(&source),
         })?;
         Self::new(data)
     }
@@ -221,6 +234,7 @@ impl Datapath {
         map.pin(path).map_err(|source| DataplaneError::Pinned {
             path: path.to_path_buf(),
             message: source.to_string(),
+            os_error: os_error(&source),
         })
     }
 }
@@ -356,5 +370,16 @@ mod tests {
                 "direction {direction}"
             );
         }
+    }
+
+    #[test]
+    fn the_errno_of_a_failed_pin_syscall_is_kept() {
+        let denied = aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "BPF_OBJ_GET",
+            io_error: std::io::Error::from_raw_os_error(nix::libc::EACCES),
+        });
+        assert_eq!(os_error(&denied), Some(nix::libc::EACCES));
+        let not_a_syscall = aya::maps::MapError::InvalidName { name: "x".into() };
+        assert_eq!(os_error(&not_a_syscall), None);
     }
 }

@@ -83,6 +83,9 @@ pub enum DataplaneError {
         path: PathBuf,
         /// What went wrong.
         message: String,
+        /// The errno of the failed syscall, when one failed (`EACCES`/`EPERM`: the
+        /// caller lacks the privilege, as opposed to a missing pin or wrong map).
+        os_error: Option<i32>,
     },
     /// The tables name more allow rules than `RULE_COUNTERS` has slots.
     #[error("{rules} policy rules have entries, but the rule counters hold {capacity}; the tables were not written")]

@@ -108,6 +108,21 @@ pub enum FlowLogError {
 }
 
 impl FlowLogError {
+    /// Whether the caller lacked the privilege (`EACCES`/`EPERM` opening a file or
+    /// a pin): the one failure a "run it as root" hint helps with.
+    pub fn permission_denied(&self) -> bool {
+        const DENIED: [i32; 2] = [nix::libc::EACCES, nix::libc::EPERM];
+        match self {
+            FlowLogError::Io { source, .. } => {
+                source.raw_os_error().is_some_and(|e| DENIED.contains(&e))
+            }
+            FlowLogError::Dataplane(DataplaneError::Pinned { os_error, .. }) => {
+                os_error.is_some_and(|e| DENIED.contains(&e))
+            }
+            _ => false,
+        }
+    }
+
     /// A short, stable label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -127,3 +142,36 @@ impl FlowLogError {
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pinned(os_error: Option<i32>) -> FlowLogError {
+        FlowLogError::Dataplane(DataplaneError::Pinned {
+            path: "/sys/fs/bpf/podwall/x/events".into(),
+            message: "failed".into(),
+            os_error,
+        })
+    }
+
+    #[test]
+    fn only_eacces_and_eperm_count_as_permission_denied() {
+        assert!(pinned(Some(nix::libc::EPERM)).permission_denied());
+        assert!(pinned(Some(nix::libc::EACCES)).permission_denied());
+        assert!(!pinned(Some(nix::libc::ENOENT)).permission_denied());
+        assert!(!pinned(None).permission_denied());
+        let io = |errno| FlowLogError::Io {
+            what: "reading",
+            path: "/run/podwall/v3/x/names.json".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert!(io(nix::libc::EACCES).permission_denied());
+        assert!(!io(nix::libc::ENOENT).permission_denied());
+        let abi = FlowLogError::AbiMismatch {
+            path: "/run/podwall/v3/x/names.json".into(),
+            found: 2,
+        };
+        assert!(!abi.permission_denied());
+    }
+}
