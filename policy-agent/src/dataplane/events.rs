@@ -125,7 +125,7 @@ fn event_address(bytes: [u8; 16], ipv6: u8) -> IpAddr {
 }
 
 /// The errno behind `error`: the first `std::io::Error` in its source chain.
-fn os_error(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+pub(super) fn os_error(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut current = Some(error);
     while let Some(error) = current {
         if let Some(io) = error.downcast_ref::<std::io::Error>() {
@@ -230,7 +230,16 @@ impl Datapath {
     /// Pins `EVENTS` at `path` (on bpffs) so another process (`policy-agent flows`)
     /// can follow it; the pin outlives this process until removed.
     pub fn pin_events(&mut self, path: &Path) -> Result<(), DataplaneError> {
-        let map = self.map(EVENTS_MAP)?;
+        self.pin_map(EVENTS_MAP, path)
+    }
+
+    /// Pins map `name` at `path` (on bpffs).
+    pub(super) fn pin_map(
+        &mut self,
+        name: &'static str,
+        path: &Path,
+    ) -> Result<(), DataplaneError> {
+        let map = self.map(name)?;
         map.pin(path).map_err(|source| DataplaneError::Pinned {
             path: path.to_path_buf(),
             message: source.to_string(),

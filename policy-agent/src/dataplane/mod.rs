@@ -5,6 +5,7 @@
 mod counters;
 mod ct;
 mod datapath;
+mod event_loss;
 mod events;
 mod keys;
 mod maps;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 pub use counters::{DenyTraffic, PolicyCounters, RuleTraffic, Traffic};
 pub use ct::TrackedFlow;
 pub use datapath::{Datapath, InterfaceIndex, LoadOptions};
+pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};
 pub use keys::{address_key, key_address};
 pub use maps::Stats;

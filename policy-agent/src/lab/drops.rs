@@ -21,7 +21,7 @@ use super::{
     Lab, LabError,
 };
 use crate::{
-    dataplane::{DataplaneError, EventReader, EventVerdict, Stats, VerdictRecord},
+    dataplane::{DataplaneError, EventReader, EventVerdict, EventsLost, VerdictRecord},
     telemetry::flows::{line::direction_name, table::verdict_name, FlowLine, WallClock},
 };
 
@@ -101,31 +101,6 @@ impl EventCollector {
                 what: "reading verdict events".into(),
             }),
         }
-    }
-}
-
-/// Events the datapath could not report (`STATS` side counters).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct EventsLost {
-    /// Held back by the rate limit.
-    pub rate_limited: u64,
-    /// Lost because the ring buffer was full.
-    pub ring_full: u64,
-}
-
-impl EventsLost {
-    /// What was lost between two readings of the counters.
-    pub fn between(before: &Stats, after: &Stats) -> Self {
-        let delta = |name| after.get(name).saturating_sub(before.get(name));
-        Self {
-            rate_limited: delta("events_rate_limited"),
-            ring_full: delta("events_ring_full"),
-        }
-    }
-
-    /// Whether anything was lost.
-    pub fn any(self) -> bool {
-        self.rate_limited + self.ring_full > 0
     }
 }
 
@@ -264,11 +239,8 @@ pub fn to_table(drops: &[SeenDrop], lost: EventsLost) -> String {
 /// What to say when events were lost.
 pub fn lost_note(lost: EventsLost) -> String {
     format!(
-        "warning: the datapath could not report {} events ({} held back by the rate \
-         limit, {} for a full ring buffer); the list may be incomplete",
-        lost.rate_limited + lost.ring_full,
-        lost.rate_limited,
-        lost.ring_full
+        "warning: the datapath could not report {}; the list may be incomplete",
+        lost.describe()
     )
 }
 
