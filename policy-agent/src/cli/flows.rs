@@ -124,7 +124,11 @@ pub fn run(args: &FlowsArgs) -> anyhow::Result<()> {
     }
     let mut printed = 0u64;
     while !stop.load(Ordering::SeqCst) {
-        let lines = match follower.next_batch(TICK)? {
+        let batch = follower.next_batch(TICK)?;
+        for notice in follower.take_notices() {
+            eprintln!("flows: {notice}");
+        }
+        let lines = match batch {
             Batch::Lines(lines) => lines,
             Batch::OwnerGone => {
                 if let Some(count) = args.count {

@@ -22,6 +22,8 @@ pub(crate) fn names() -> FlowNames {
         instance: "test".into(),
         pid: std::process::id(),
         events_pin: PathBuf::from("/sys/fs/bpf/podwall/test/events"),
+        stats_pin: PathBuf::from("/sys/fs/bpf/podwall/test/stats"),
+        tables_since_ns: 0,
         interfaces: BTreeMap::from([(12, "shop/web".into()), (13, "shop/client".into())]),
         pods: BTreeMap::from([
             (IpAddr::from(WEB), "shop/web".into()),

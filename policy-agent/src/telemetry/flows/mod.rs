@@ -5,7 +5,8 @@
 //! - `line`: one event named (`FlowLine`), its JSON form;
 //! - `filter`, `table`: what `policy-agent flows` prints and how;
 //! - `publish`: the pinned ring buffer and `names.json` a datapath's owner
-//!   publishes, and how a reader finds them; `follow`: reading them live;
+//!   publishes, and how a reader finds them; `follow`: reading them live, each
+//!   event named with the tables that decided it;
 //! - `clock`: event timestamps as UTC.
 
 pub mod clock;
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 pub use self::{
     clock::WallClock,
     filter::{FlowFilter, PodPattern},
-    follow::{Batch, Follower},
+    follow::{Batch, Follower, Notice},
     line::{AllowedBy, FlowEnd, FlowLine},
     names::FlowNames,
     publish::{FlowPaths, Instance, Publication},

@@ -25,6 +25,15 @@ pub struct FlowNames {
     pub pid: u32,
     /// Where the `EVENTS` ring buffer is pinned (bpffs).
     pub events_pin: PathBuf,
+    /// Where `STATS` is pinned (bpffs), for its lost-event counters; empty when
+    /// not pinned.
+    #[serde(default)]
+    pub stats_pin: PathBuf,
+    /// `CLOCK_MONOTONIC` nanoseconds (the clock of event timestamps) when the
+    /// owner began writing these tables to the kernel: an event stamped earlier
+    /// was decided by older tables, and a reader names it with older names.
+    #[serde(default)]
+    pub tables_since_ns: u64,
     /// Host-side interface index -> the pod behind it.
     pub interfaces: BTreeMap<InterfaceIndex, String>,
     /// Pod address (both families) -> the pod.
@@ -46,11 +55,12 @@ pub fn rule_path(direction: Direction, rule_index: u32) -> String {
 
 impl FlowNames {
     /// The names for a datapath of this process that holds `tables` (the tables
-    /// last applied) on `interfaces`, with `pod_addresses` the addresses of every
-    /// pod known (local or not), and its events pinned at `events_pin`.
+    /// it began writing at `tables_since_ns`, monotonic) on `interfaces`, with
+    /// `pod_addresses` the addresses of every pod known (local or not). The pin
+    /// paths are left empty: `Publication::publish` fills them in.
     pub fn new<'a>(
         instance: &str,
-        events_pin: PathBuf,
+        tables_since_ns: u64,
         tables: &DatapathTables,
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
         pod_addresses: impl IntoIterator<Item = (IpAddr, &'a ObjectRef)>,
@@ -59,7 +69,9 @@ impl FlowNames {
             abi_version: policy_common::ABI_VERSION,
             instance: instance.to_string(),
             pid: std::process::id(),
-            events_pin,
+            events_pin: PathBuf::new(),
+            stats_pin: PathBuf::new(),
+            tables_since_ns,
             interfaces: interfaces
                 .iter()
                 .map(|(pod, index)| (*index, pod.to_string()))
@@ -133,13 +145,7 @@ mod tests {
         let web = ObjectRef::new("shop", "web");
         let interfaces = BTreeMap::from([(web.clone(), 12)]);
         let address: IpAddr = [10, 244, 0, 2].into();
-        FlowNames::new(
-            "lab-1",
-            PathBuf::from("/sys/fs/bpf/podwall/v3/lab-1/events"),
-            &tables(),
-            &interfaces,
-            [(address, &web)],
-        )
+        FlowNames::new("lab-1", 42, &tables(), &interfaces, [(address, &web)])
     }
 
     #[test]
@@ -147,6 +153,7 @@ mod tests {
         let names = names();
         assert_eq!(names.abi_version, policy_common::ABI_VERSION);
         assert_eq!(names.pid, std::process::id());
+        assert_eq!(names.tables_since_ns, 42);
         assert_eq!(names.pod_on_interface(12), Some("shop/web"));
         assert_eq!(names.pod_on_interface(13), None);
         assert_eq!(names.pod_at([10, 244, 0, 2].into()), Some("shop/web"));
@@ -167,6 +174,10 @@ mod tests {
         assert!(json.contains(r#""interfaces":{"12":"shop/web"}"#), "{json}");
         assert!(
             json.contains(r#""pods":{"10.244.0.2":"shop/web"}"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""isolation":{"3":{"ingress":[0,1],"egress":[]}}"#),
             "{json}"
         );
         let back: FlowNames = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));

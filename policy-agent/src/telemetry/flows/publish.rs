@@ -4,10 +4,12 @@
 //! Per instance (a lab run, later the node agent), under directories versioned by
 //! `policy_common::ABI_VERSION` so a reader never misreads another layout:
 //! - `/sys/fs/bpf/podwall/v{ABI}/<instance>/events`: the `EVENTS` ring buffer,
-//!   pinned on bpffs (mounted there first if it is not);
+//!   pinned on bpffs (mounted there first if it is not: `bpffs`), and `.../stats`:
+//!   `STATS`, whose side counters say when events were lost;
 //! - `/run/podwall/v{ABI}/<instance>/names.json`: `FlowNames`, rewritten whole
 //!   after every table apply (temporary file, then rename: a reader sees the old or
-//!   the new file, never half of one).
+//!   the new file, never half of one). When a rewrite fails the file is removed:
+//!   a reader says the names are missing rather than name events with old tables.
 //!
 //! A ring buffer has one consumer position: each event goes to whichever reader
 //! takes it first, so one reader at a time sees every event.
@@ -39,6 +41,8 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 pub const NAMES_FILE: &str = "names.json";
 /// The pinned ring buffer of an instance.
 pub const EVENTS_PIN: &str = "events";
+/// The pinned `STATS` of an instance.
+pub const STATS_PIN: &str = "stats";
 
 /// The roots under which instances publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +85,11 @@ impl FlowPaths {
         self.pins_root().join(instance).join(EVENTS_PIN)
     }
 
+    /// The pinned `STATS` of `instance`.
+    pub fn stats_pin(&self, instance: &str) -> PathBuf {
+        self.pins_root().join(instance).join(STATS_PIN)
+    }
+
     /// Names of every instance with a names or pin directory, live or not.
     pub fn instance_names(&self) -> BTreeSet<String> {
         [self.names_root(), self.pins_root()]
@@ -93,13 +102,15 @@ impl FlowPaths {
             .collect()
     }
 
-    /// Removes what `instance` published (names and pin); true if anything was
-    /// there. Removing the pin does not stop a running datapath, only the reading.
+    /// Removes what `instance` published (pins, then names); true if anything
+    /// was there. Removing the pins does not stop a running datapath, only the
+    /// reading. Pins go first: a reader that finds them gone knows the instance is
+    /// gone, never that its names merely went missing.
     pub fn remove(&self, instance: &str) -> Result<bool, FlowLogError> {
         let mut removed = false;
         for dir in [
-            self.names_root().join(instance),
             self.pins_root().join(instance),
+            self.names_root().join(instance),
         ] {
             match fs::remove_dir_all(&dir) {
                 Ok(()) => removed = true,
@@ -171,6 +182,19 @@ pub fn write_names(path: &Path, names: &FlowNames) -> Result<(), FlowLogError> {
     fs::rename(&temporary, path).map_err(io_error("renaming into place", path))
 }
 
+/// Replaces the names file at `path` with `names`; when that fails, removes the
+/// old file too (a reader then says the names are missing instead of naming new
+/// events with old tables) and returns the failure.
+pub fn replace_names(path: &Path, names: &FlowNames) -> Result<(), FlowLogError> {
+    write_names(path, names).inspect_err(|_| {
+        if let Err(error) = fs::remove_file(path) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%error, path = %path.display(), "could not remove the stale names file");
+            }
+        }
+    })
+}
+
 /// Reads a names file.
 pub fn read_names(path: &Path) -> Result<FlowNames, FlowLogError> {
     let bytes = fs::read(path).map_err(io_error("reading", path))?;
@@ -195,8 +219,9 @@ pub struct Publication {
 }
 
 impl Publication {
-    /// Pins `datapath`'s `EVENTS` for `instance` (mounting bpffs if needed) and
-    /// makes its names directory. Call `publish` after every table apply.
+    /// Pins `datapath`'s `EVENTS` and `STATS` for `instance` (mounting bpffs if
+    /// needed) and makes its names directory. Call `publish` after every table
+    /// apply.
     pub fn start(
         datapath: &mut Datapath,
         paths: &FlowPaths,
@@ -222,6 +247,7 @@ impl Publication {
             fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
         }
         datapath.pin_events(&pin)?;
+        datapath.pin_stats(&paths.stats_pin(instance))?;
         Ok(publication)
     }
 
@@ -240,9 +266,20 @@ impl Publication {
         self.paths.names_file(&self.instance)
     }
 
-    /// Replaces the names file with `names`.
+    /// Where `STATS` is pinned.
+    pub fn stats_pin(&self) -> PathBuf {
+        self.paths.stats_pin(&self.instance)
+    }
+
+    /// Replaces the names file with `names` and this publication's pin paths.
+    /// On failure the old file is removed too (`replace_names`).
     pub fn publish(&self, names: &FlowNames) -> Result<(), FlowLogError> {
-        write_names(&self.names_file(), names)
+        let names = FlowNames {
+            events_pin: self.events_pin(),
+            stats_pin: self.stats_pin(),
+            ..names.clone()
+        };
+        replace_names(&self.names_file(), &names)
     }
 }
 

@@ -43,6 +43,10 @@ fn paths_are_versioned_by_the_abi() {
         paths.events_pin("lab-1"),
         PathBuf::from(format!("/sys/fs/bpf/podwall/v{v}/lab-1/events"))
     );
+    assert_eq!(
+        paths.stats_pin("lab-1"),
+        PathBuf::from(format!("/sys/fs/bpf/podwall/v{v}/lab-1/stats"))
+    );
 }
 
 #[test]
@@ -61,6 +65,33 @@ fn names_are_replaced_whole_and_read_back() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(entries, vec![std::ffi::OsString::from(NAMES_FILE)]);
+}
+
+#[test]
+fn a_failed_rewrite_removes_the_old_names_file() {
+    let (_dir, paths) = temp_paths("withdraw");
+    publish(&paths, "a", std::process::id());
+    let file = paths.names_file("a");
+    assert!(file.is_file());
+    // The temporary file cannot be made: a directory holds its name.
+    let temporary = file.with_extension(format!("json.tmp{}", std::process::id()));
+    fs::create_dir(&temporary).unwrap_or_else(|e| panic!("{e}"));
+    let result = replace_names(&file, &names());
+    assert!(
+        matches!(
+            result,
+            Err(FlowLogError::Io {
+                what: "creating",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(!file.exists(), "the stale names file is still there");
+    // A later rewrite that works publishes again.
+    fs::remove_dir(&temporary).unwrap_or_else(|e| panic!("{e}"));
+    replace_names(&file, &names()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(read_names(&file).is_ok());
 }
 
 #[test]
