@@ -1,10 +1,13 @@
 //! Flow logs on the real kernel: `policy-agent flows` following a lab from another
 //! process (JSON lines and table, filters, `--count`, SIGINT/SIGTERM), what a lab
 //! publishes and how it is cleaned up; `flows/lab.rs`: `lab run --show-drops` and
-//! audit mode in the lab.
+//! audit mode in the lab; `flows/bpffs.rs`: the bpffs mount a lab makes and
+//! `lab down` undoes.
 
 mod support;
 
+#[path = "flows/bpffs.rs"]
+mod bpffs;
 #[path = "flows/lab.rs"]
 mod lab;
 

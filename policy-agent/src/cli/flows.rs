@@ -18,7 +18,7 @@ use super::Output;
 use crate::{
     dataplane::EventVerdict,
     telemetry::flows::{
-        publish::{self, BPFFS, RUN_ROOT},
+        publish::{self, RUN_ROOT},
         table, Batch, FlowFilter, FlowLine, FlowPaths, Follower, PodPattern,
     },
 };
@@ -92,7 +92,7 @@ fn emit(out: &mut impl Write, text: &str) -> anyhow::Result<bool> {
 pub fn run(args: &FlowsArgs) -> anyhow::Result<()> {
     let paths = FlowPaths {
         run_root: args.run_dir.clone(),
-        bpffs: PathBuf::from(BPFFS),
+        ..FlowPaths::system()
     };
     let instance = publish::choose(&paths, args.instance.as_deref())?;
     let mut follower = match Follower::open(&instance) {

@@ -7,8 +7,11 @@
 //! - `publish`: the pinned ring buffer and `names.json` a datapath's owner
 //!   publishes, and how a reader finds them; `follow`: reading them live, each
 //!   event named with the tables that decided it;
+//! - `bpffs`: mounting bpffs when it is missing (announced and recorded) and
+//!   unmounting it when `lab down` finds it unused;
 //! - `clock`: event timestamps as UTC.
 
+pub mod bpffs;
 pub mod clock;
 pub mod filter;
 pub mod follow;
@@ -63,6 +66,15 @@ pub enum FlowLogError {
     /// bpffs was not mounted and mounting it failed.
     #[error("mounting bpffs at {}: {source} (pinning the event ring buffer needs bpffs there: `mount -t bpf bpf {}`)", path.display(), path.display())]
     Mount {
+        /// The mount point.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: nix::Error,
+    },
+    /// Unmounting the bpffs podwall mounted failed.
+    #[error("unmounting bpffs at {}: {source} (podwall mounted it; `umount {}` once nothing uses it)", path.display(), path.display())]
+    Unmount {
         /// The mount point.
         path: PathBuf,
         /// The error.
@@ -131,6 +143,7 @@ impl FlowLogError {
             FlowLogError::Json { .. } => "json",
             FlowLogError::AbiMismatch { .. } => "abi_mismatch",
             FlowLogError::Mount { .. } => "mount",
+            FlowLogError::Unmount { .. } => "unmount",
             FlowLogError::BadInstance { .. } => "bad_instance",
             FlowLogError::NoInstance { .. } => "no_instance",
             FlowLogError::SeveralInstances { .. } => "several_instances",

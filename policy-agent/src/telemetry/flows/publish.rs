@@ -4,7 +4,8 @@
 //! Per instance (a lab run, later the node agent), under directories versioned by
 //! `policy_common::ABI_VERSION` so a reader never misreads another layout:
 //! - `/sys/fs/bpf/podwall/v{ABI}/<instance>/events`: the `EVENTS` ring buffer,
-//!   pinned on bpffs (mounted there first if it is not: `bpffs`), and `.../stats`:
+//!   pinned on bpffs (mounted there first if it is not, announced and recorded:
+//!   `bpffs`), and `.../stats`:
 //!   `STATS`, whose side counters say when events were lost;
 //! - `/run/podwall/v{ABI}/<instance>/names.json`: `FlowNames`, rewritten whole
 //!   after every table apply (temporary file, then rename: a reader sees the old or
@@ -21,14 +22,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use nix::{
-    fcntl::{Flock, FlockArg},
-    mount::{mount, MsFlags},
-    sys::statfs::{statfs, BPF_FS_MAGIC},
-};
 use policy_common::ABI_VERSION;
 
-use super::{names::FlowNames, FlowLogError};
+use super::{
+    bpffs::{BpffsMount, HOST_STATE_DIR},
+    names::FlowNames,
+    FlowLogError,
+};
 use crate::dataplane::Datapath;
 
 /// Where published names live unless `PODWALL_RUN_DIR` says otherwise.
@@ -51,10 +51,14 @@ pub struct FlowPaths {
     pub run_root: PathBuf,
     /// The bpffs mount (`/sys/fs/bpf`).
     pub bpffs: PathBuf,
+    /// Where the record of podwall mounting bpffs and its lock live
+    /// (`/run/podwall`, fixed: `bpffs::HOST_STATE_DIR`).
+    pub bpffs_state: PathBuf,
 }
 
 impl FlowPaths {
-    /// `/run/podwall` (or `$PODWALL_RUN_DIR`) and `/sys/fs/bpf`.
+    /// `/run/podwall` (or `$PODWALL_RUN_DIR`), `/sys/fs/bpf`, and `/run/podwall`
+    /// for the bpffs record (whatever `$PODWALL_RUN_DIR` says).
     pub fn system() -> Self {
         let run_root = std::env::var_os(RUN_ROOT_ENV)
             .filter(|v| !v.is_empty())
@@ -62,6 +66,15 @@ impl FlowPaths {
         Self {
             run_root,
             bpffs: PathBuf::from(BPFFS),
+            bpffs_state: PathBuf::from(HOST_STATE_DIR),
+        }
+    }
+
+    /// The bpffs mount the pins go on.
+    pub fn bpffs_mount(&self) -> BpffsMount {
+        BpffsMount {
+            mount_point: self.bpffs.clone(),
+            state_dir: self.bpffs_state.clone(),
         }
     }
 
@@ -133,41 +146,6 @@ fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> F
     move |source| FlowLogError::Io { what, path, source }
 }
 
-/// Mounts bpffs at `paths.bpffs` unless one is there. A lock file under the run
-/// root keeps two publishers from stacking two mounts (the second would hide the
-/// first one's pins).
-fn ensure_bpffs(paths: &FlowPaths) -> Result<(), FlowLogError> {
-    let is_bpffs = |path: &Path| statfs(path).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
-    if is_bpffs(&paths.bpffs) {
-        return Ok(());
-    }
-    fs::create_dir_all(&paths.run_root).map_err(io_error("creating", &paths.run_root))?;
-    let lock_path = paths.run_root.join("bpffs.lock");
-    let file = File::create(&lock_path).map_err(io_error("creating", &lock_path))?;
-    let _lock =
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| FlowLogError::Io {
-            what: "locking",
-            path: lock_path.clone(),
-            source: errno.into(),
-        })?;
-    if is_bpffs(&paths.bpffs) {
-        return Ok(());
-    }
-    mount(
-        Some("bpf"),
-        &paths.bpffs,
-        Some("bpf"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(|source| FlowLogError::Mount {
-        path: paths.bpffs.clone(),
-        source,
-    })?;
-    tracing::info!(path = %paths.bpffs.display(), "mounted bpffs (to pin the event ring buffer)");
-    Ok(())
-}
-
 /// Writes `names` to `path` whole: a temporary file beside it, then a rename.
 pub fn write_names(path: &Path, names: &FlowNames) -> Result<(), FlowLogError> {
     let json = serde_json::to_vec_pretty(names).map_err(|source| FlowLogError::Json {
@@ -232,7 +210,7 @@ impl Publication {
                 name: instance.to_string(),
             });
         }
-        ensure_bpffs(paths)?;
+        paths.bpffs_mount().ensure()?;
         // From here on, drop removes whatever was made.
         let publication = Self {
             paths: paths.clone(),

@@ -9,6 +9,7 @@ fn temp_paths(name: &str) -> (tempfile::TempDir, FlowPaths) {
     let paths = FlowPaths {
         run_root: dir.path().join("run"),
         bpffs: dir.path().join("bpf"),
+        bpffs_state: dir.path().join("state"),
     };
     (dir, paths)
 }
@@ -33,6 +34,7 @@ fn paths_are_versioned_by_the_abi() {
     let paths = FlowPaths {
         run_root: "/run/podwall".into(),
         bpffs: "/sys/fs/bpf".into(),
+        bpffs_state: "/run/podwall".into(),
     };
     let v = ABI_VERSION;
     assert_eq!(
