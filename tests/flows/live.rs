@@ -2,7 +2,8 @@
 //! across a table update that renumbers policy ids keep the names of the tables
 //! that decided them; events from before `flows` started are skipped and counted;
 //! would-drops of an audit-mode lab come through `--verdict would-drop`; events the
-//! datapath lost while `flows` did not read are reported on stderr.
+//! datapath lost while `flows` did not read are reported on stderr; a names file
+//! gone while its owner runs (a failed publish) leaves events unnamed, not stale.
 
 use std::{
     process::Child,
@@ -19,7 +20,7 @@ use policy_agent::{
         builders::{cluster, netpol, pod, rule, selector},
         ClusterState, ObjectRef, PolicyMode, Protocol,
     },
-    telemetry::flows::clock::rfc3339,
+    telemetry::flows::{clock::rfc3339, FlowPaths},
 };
 
 use super::{
@@ -261,4 +262,49 @@ fn flows_warns_on_stderr_when_the_datapath_lost_events() {
         "{warning}"
     );
     assert!(!warning.contains(", 0 for a full ring buffer"), "{warning}");
+}
+
+#[test]
+fn with_its_names_file_gone_flows_says_so_and_names_nothing_rather_than_guess() {
+    support::require_root_and_bpf();
+    let lab = lab_up(web_denied());
+    let (mut flows, stderr) = spawn_flows(&[
+        "--output",
+        "json",
+        "--verdict",
+        "drop",
+        "--count",
+        "1",
+        "--instance",
+        lab.instance(),
+    ]);
+    wait_until_following(&stderr);
+    // What a lab does when publishing its names fails: the stale file goes.
+    let names_file = FlowPaths::system().names_file(lab.instance());
+    std::fs::remove_file(&names_file).unwrap_or_else(|e| panic!("{e}"));
+    let missing = (0..20)
+        .filter_map(|_| stderr.recv_timeout(Duration::from_millis(500)).ok())
+        .find(|line| line.contains("is missing"))
+        .unwrap_or_else(|| panic!("flows said nothing of the missing names"));
+    assert!(
+        missing.starts_with(&format!(
+            "flows: warning: the names file {} is missing",
+            names_file.display()
+        )),
+        "{missing}"
+    );
+    assert!(
+        flows.try_wait().ok().flatten().is_none(),
+        "flows must keep following: the datapath still runs"
+    );
+    lab.probe(&[client_to_web()], TIMEOUT)
+        .unwrap_or_else(|e| panic!("probe: {e}"));
+    let status = wait_exit(&mut flows, Duration::from_secs(10));
+    let stdout = stdout_of(&mut flows);
+    assert!(status.success(), "{status}: {stdout}");
+    let lines = json_lines(&stdout);
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert!(lines[0]["pod"].is_null(), "{}", lines[0]);
+    assert!(lines[0]["source"]["pod"].is_null(), "{}", lines[0]);
+    assert_eq!(lines[0]["policies"], serde_json::json!([]), "{}", lines[0]);
 }
