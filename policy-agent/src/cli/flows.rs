@@ -1,5 +1,6 @@
 //! `policy-agent flows`: follows a running datapath's verdict events live, named
-//! with pods and policies, as a table or JSON lines, until interrupted.
+//! with pods and policies, as a table or JSON lines, until interrupted. What is
+//! not a flow (skipped events, missing names, lost events) goes to stderr.
 
 use std::{
     io::{ErrorKind, Write},

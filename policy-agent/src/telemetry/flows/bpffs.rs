@@ -39,7 +39,8 @@ const KERNEL_FILES: [&str; 2] = ["maps.debug", "progs.debug"];
 /// At most this many pins are named when pins keep bpffs mounted.
 const PINS_NAMED: usize = 5;
 
-/// A bpffs mount point and where podwall records mounting it.
+/// A bpffs mount point and where podwall records mounting it
+/// (`FlowPaths::bpffs_mount`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BpffsMount {
     /// The mount point (`/sys/fs/bpf`).
@@ -110,14 +111,6 @@ fn decide(marker: bool, mounted: bool, labs: Vec<String>, pins: Vec<PathBuf>) ->
 }
 
 impl BpffsMount {
-    /// `/sys/fs/bpf`, recorded under `/run/podwall`.
-    pub fn system() -> Self {
-        Self {
-            mount_point: PathBuf::from(super::publish::BPFFS),
-            state_dir: PathBuf::from(HOST_STATE_DIR),
-        }
-    }
-
     /// The marker file.
     pub fn marker(&self) -> PathBuf {
         self.state_dir.join(MOUNTED_MARKER)
