@@ -1,12 +1,18 @@
 //! Flow logs on the real kernel: `policy-agent flows` following a lab from another
 //! process (JSON lines and table, filters, `--count`, SIGINT/SIGTERM), what a lab
 //! publishes and how it is cleaned up; `flows/lab.rs`: `lab run --show-drops` and
-//! audit mode in the lab.
+//! audit mode in the lab; `flows/live.rs`: following across table updates, events
+//! from before `flows` started, would-drops; `flows/bpffs.rs`: the bpffs mount a lab makes and
+//! `lab down` undoes.
 
 mod support;
 
+#[path = "flows/bpffs.rs"]
+mod bpffs;
 #[path = "flows/lab.rs"]
 mod lab;
+#[path = "flows/live.rs"]
+mod live;
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -237,6 +243,27 @@ fn flows_without_a_running_datapath_fails_saying_so() {
 }
 
 #[test]
+fn flows_refuses_a_count_of_zero_before_looking_for_a_datapath() {
+    let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(AGENT)
+        .args(["flows", "--count", "0", "--run-dir"])
+        .arg(empty.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value '0' for '--count <N>'"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
 fn a_lab_publishes_while_it_runs_cleans_up_when_dropped_and_lab_down_removes_dead_ones() {
     support::require_root_and_bpf();
     let paths = FlowPaths::system();
@@ -249,6 +276,8 @@ fn a_lab_publishes_while_it_runs_cleans_up_when_dropped_and_lab_down_removes_dea
     let names_file = paths.names_file(&instance);
     let pin = paths.events_pin(&instance);
     assert!(pin.exists(), "{} is not pinned", pin.display());
+    let stats_pin = paths.stats_pin(&instance);
+    assert!(stats_pin.exists(), "{} is not pinned", stats_pin.display());
     let names: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&names_file).unwrap_or_else(|e| panic!("{}: {e}", names_file.display())),
     )
@@ -256,8 +285,12 @@ fn a_lab_publishes_while_it_runs_cleans_up_when_dropped_and_lab_down_removes_dea
     assert_eq!(names["instance"], instance.as_str());
     assert_eq!(names["policies"], serde_json::json!(["shop/web-deny"]));
     assert_eq!(names["events_pin"], pin.to_str().unwrap_or_default());
+    assert_eq!(names["stats_pin"], stats_pin.to_str().unwrap_or_default());
     drop(lab);
-    assert!(!pin.exists() && !names_file.exists(), "left behind");
+    assert!(
+        !pin.exists() && !stats_pin.exists() && !names_file.exists(),
+        "left behind"
+    );
     assert!(!paths.instance_names().contains(&instance));
 
     // What a killed lab leaves: the names and pin directories of a dead pid.

@@ -56,6 +56,25 @@ fn lab_run_show_drops_lists_each_dropped_flow_with_its_isolating_policies() {
     );
     let header = lines.next().unwrap_or_default();
     assert!(header.starts_with("from"), "{text}");
+    // Every denied pair of the matrix has its row, naming the policies behind it.
+    let rows: Vec<Vec<&str>> = lines
+        .clone()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let denied = denied_pairs(matrix);
+    assert_eq!(denied.len(), 12, "{matrix}");
+    for (from, to) in &denied {
+        let row = rows
+            .iter()
+            .find(|r| r.len() > 8 && r[0] == from && r[1] == to && r[2] == "80/TCP")
+            .unwrap_or_else(|| panic!("no drop row {from} -> {to}:\n{text}"));
+        // from, to, port, verdict, at (pod, direction), reason, policies.., packets
+        let policies = &row[7..row.len() - 1];
+        assert!(
+            policies.iter().all(|p| p.starts_with("secure-app/")),
+            "{from} -> {to} names no policy: {row:?}"
+        );
+    }
     // Egress of the frontend, isolated by the tutorial's egress policy.
     let wanted = [
         "secure-app/frontend",
@@ -80,6 +99,27 @@ fn lab_run_show_drops_lists_each_dropped_flow_with_its_isolating_policies() {
     assert_eq!(json["events_lost"]["rate_limited"], 0, "{json}");
     assert_eq!(json["events_lost"]["ring_full"], 0, "{json}");
     let drops = json["drops"].as_array().cloned().unwrap_or_default();
+    let denied: Vec<&serde_json::Value> = json["probes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["allowed"] == false)
+        .collect();
+    assert_eq!(denied.len(), 12, "{json}");
+    for probe in denied {
+        let drop = drops
+            .iter()
+            .find(|d| {
+                d["from"] == probe["from"] && d["to"] == probe["to"] && d["port"] == probe["port"]
+            })
+            .unwrap_or_else(|| panic!("denied probe {probe} has no drop: {json}"));
+        assert_eq!(drop["verdict"], "drop", "{drop}");
+        assert_eq!(drop["reason"], "drop_policy", "{drop}");
+        assert!(
+            drop["policies"].as_array().is_some_and(|p| !p.is_empty()),
+            "{drop}"
+        );
+    }
     // coredns reaches no tutorial pod on 80: ingress policies drop it at each one.
     for (to, policies) in [
         (
@@ -104,6 +144,35 @@ fn lab_run_show_drops_lists_each_dropped_flow_with_its_isolating_policies() {
         assert_eq!(drop["policies"], policies, "{drop}");
         assert!(drop["packets"].as_u64().is_some_and(|n| n >= 1), "{drop}");
     }
+}
+
+/// The `(from, to)` pairs a reachability matrix marks denied (`80 ✗`).
+fn denied_pairs(matrix: &str) -> Vec<(String, String)> {
+    let mut lines = matrix.lines();
+    let columns: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(3) // "from \ to"
+        .collect();
+    let mut pairs = Vec::new();
+    for line in lines.take_while(|l| !l.contains(" probes: ")) {
+        let mut cells = line.split_whitespace();
+        let from = cells.next().unwrap_or_default().to_string();
+        // Each cell is "80 ✗", "80 ✓" or "·" (the pod itself).
+        let mut column = 0;
+        while let Some(cell) = cells.next() {
+            if cell == "·" {
+                column += 1;
+                continue;
+            }
+            if cells.next() == Some("✗") {
+                pairs.push((from.clone(), columns[column].to_string()));
+            }
+            column += 1;
+        }
+    }
+    pairs
 }
 
 /// `(from, to, port)` of the probes in a `lab run` JSON that satisfy `keep`.

@@ -45,7 +45,8 @@ pub struct ExplainArgs {
     /// A few lines for people, or JSON for machines.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// Judge as an agent run with --audit would: every policy in audit mode.
+    /// Put every policy in audit mode (per-agent audit, as `lab run --audit` and
+    /// `simulate --audit` do; the node agent will take the same flag).
     #[arg(long)]
     audit: bool,
 }

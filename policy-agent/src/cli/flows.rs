@@ -1,5 +1,6 @@
 //! `policy-agent flows`: follows a running datapath's verdict events live, named
-//! with pods and policies, as a table or JSON lines, until interrupted.
+//! with pods and policies, as a table or JSON lines, until interrupted. What is
+//! not a flow (skipped events, missing names, lost events) goes to stderr.
 
 use std::{
     io::{ErrorKind, Write},
@@ -18,7 +19,7 @@ use super::Output;
 use crate::{
     dataplane::EventVerdict,
     telemetry::flows::{
-        publish::{self, BPFFS, RUN_ROOT},
+        publish::{self, RUN_ROOT},
         table, Batch, FlowFilter, FlowLine, FlowPaths, Follower, PodPattern,
     },
 };
@@ -37,8 +38,8 @@ pub struct FlowsArgs {
     /// Only these verdicts (repeatable: any of them).
     #[arg(long = "verdict", value_enum)]
     verdicts: Vec<VerdictArg>,
-    /// Exit after printing N flows.
-    #[arg(long, value_name = "N")]
+    /// Exit after printing N flows (N >= 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// A table for people or JSON lines (one object per flow).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -92,14 +93,14 @@ fn emit(out: &mut impl Write, text: &str) -> anyhow::Result<bool> {
 pub fn run(args: &FlowsArgs) -> anyhow::Result<()> {
     let paths = FlowPaths {
         run_root: args.run_dir.clone(),
-        bpffs: PathBuf::from(BPFFS),
+        ..FlowPaths::system()
     };
     let instance = publish::choose(&paths, args.instance.as_deref())?;
     let mut follower = match Follower::open(&instance) {
         Ok(follower) => follower,
-        Err(error) if !nix::unistd::geteuid().is_root() => bail!(
-            "{error}\nreading a pinned event ring buffer needs root (CAP_BPF and \
-             CAP_SYS_ADMIN): run `policy-agent flows` as root"
+        Err(error) if error.permission_denied() => bail!(
+            "{error}\nfollowing a datapath opens its pinned BPF maps, which needs root \
+             (CAP_BPF and CAP_SYS_ADMIN): run `policy-agent flows` as root"
         ),
         Err(error) => return Err(error.into()),
     };
@@ -124,7 +125,11 @@ pub fn run(args: &FlowsArgs) -> anyhow::Result<()> {
     }
     let mut printed = 0u64;
     while !stop.load(Ordering::SeqCst) {
-        let lines = match follower.next_batch(TICK)? {
+        let batch = follower.next_batch(TICK)?;
+        for notice in follower.take_notices() {
+            eprintln!("flows: {notice}");
+        }
+        let lines = match batch {
             Batch::Lines(lines) => lines,
             Batch::OwnerGone => {
                 if let Some(count) = args.count {

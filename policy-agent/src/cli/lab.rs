@@ -15,6 +15,7 @@ use crate::{
     },
     model::{ClusterState, PolicyMode, Protocol},
     source::manifest::load_manifests,
+    telemetry::flows::{bpffs::Release, FlowPaths},
 };
 
 /// What to probe and how to print it; shared by `lab run` and `lab tour`.
@@ -91,8 +92,10 @@ pub enum LabCommand {
         /// following this lab misses them.
         #[arg(long)]
         show_drops: bool,
-        /// Put every policy in audit mode, as the agent's --audit does: nothing is
-        /// dropped, and what enforcing would drop is marked ⚠ (would-drop).
+        /// Put every policy in audit mode (per-agent audit, as `simulate --audit`
+        /// and `explain --audit` do; the node agent will take the same flag):
+        /// nothing is dropped, and what enforcing would drop is marked ⚠
+        /// (would-drop).
         #[arg(long)]
         audit: bool,
     },
@@ -110,8 +113,9 @@ pub enum LabCommand {
     },
     /// Run conformance case files (the upstream e2e suite as data) in one lab.
     Conformance(super::conformance::ConformanceArgs),
-    /// Remove what a crashed lab run left behind (namespaces, pinned event ring
-    /// buffers and flow names of dead processes).
+    /// Remove what a crashed lab run left behind (namespaces, pinned maps and
+    /// flow names of dead processes), and unmount the bpffs a lab mounted at
+    /// /sys/fs/bpf once no lab runs and nothing is pinned on it.
     Down {
         /// Also remove what labs that are still running made.
         #[arg(long)]
@@ -145,21 +149,47 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             )
         }
         LabCommand::Conformance(args) => super::conformance::run(&args),
-        LabCommand::Down { all } => {
-            let removed = netns::sweep(all)?;
-            let published = flowlog::sweep(all)?;
-            if removed.is_empty() && published.is_empty() {
-                println!("nothing to remove");
-            }
-            for name in removed {
-                println!("removed network namespace {name}");
-            }
-            for name in published {
-                println!("removed the flow log pin and names of {name}");
-            }
-            Ok(())
-        }
+        LabCommand::Down { all } => lab_down(all),
     }
+}
+
+/// `lab down`: namespaces and flow logs of dead labs (or all), then the bpffs a
+/// lab mounted, once no lab runs.
+fn lab_down(all: bool) -> anyhow::Result<()> {
+    let running = flowlog::running_labs();
+    let removed = netns::sweep(all)?;
+    let published = flowlog::sweep(all)?;
+    let bpffs = flowlog::release_bpffs(&running)?;
+    let mount_point = FlowPaths::system().bpffs;
+    let mount_point = mount_point.display();
+    if removed.is_empty() && published.is_empty() && bpffs == Release::NotOurs {
+        println!("nothing to remove");
+    }
+    for name in removed {
+        println!("removed network namespace {name}");
+    }
+    for name in published {
+        println!("removed the flow log pin and names of {name}");
+    }
+    match bpffs {
+        Release::NotOurs => {}
+        Release::Unmounted => println!("unmounted bpffs at {mount_point} (a lab had mounted it)"),
+        Release::AlreadyUnmounted => println!(
+            "bpffs at {mount_point}, which a lab had mounted, is already unmounted; removed the record"
+        ),
+        Release::KeptForLabs(labs) => println!(
+            "left bpffs mounted at {mount_point} (a lab mounted it): labs still run ({})",
+            labs.join(", ")
+        ),
+        Release::KeptForPins(pins) => println!(
+            "left bpffs mounted at {mount_point} (a lab mounted it): it still holds pins ({})",
+            pins.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+    Ok(())
 }
 
 fn run_lab(

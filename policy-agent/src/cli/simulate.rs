@@ -46,8 +46,9 @@ pub struct SimulateArgs {
     /// Table or JSON (the shape `lab run --output json` prints).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// Judge as an agent run with --audit would: every policy in audit mode, so
-    /// nothing is dropped and what enforcing would drop shows as would-drop.
+    /// Put every policy in audit mode (per-agent audit, as `lab run --audit` and
+    /// `explain --audit` do; the node agent will take the same flag): nothing is
+    /// dropped, and what enforcing would drop shows as would-drop.
     #[arg(long)]
     audit: bool,
 }

@@ -12,8 +12,8 @@ use std::{
 use aya::maps::{Map, MapData, RingBuf};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use policy_common::{
-    events::{VerdictEvent, EVENTS_MAP, EVENT_ALLOW, EVENT_DROP},
-    verdict::{DIRECTION_INGRESS, STATS_LEN, STAT_NAMES},
+    events::{VerdictEvent, EVENTS_MAP, EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
+    verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STATS_LEN, STAT_NAMES},
 };
 use serde::Serialize;
 
@@ -63,7 +63,9 @@ pub struct VerdictRecord {
 }
 
 impl VerdictRecord {
-    /// The record of a raw event; `None` for bytes that are not one.
+    /// The record of a raw event; `None` for bytes that are not one: too short, or
+    /// a verdict or direction byte this agent does not know (another ABI's event
+    /// is not guessed at).
     fn parse(bytes: &[u8]) -> Option<Self> {
         if bytes.len() < size_of::<VerdictEvent>() {
             return None;
@@ -74,7 +76,13 @@ impl VerdictRecord {
         let verdict = match event.verdict {
             EVENT_ALLOW => EventVerdict::Allow,
             EVENT_DROP => EventVerdict::Drop,
-            _ => EventVerdict::WouldDrop,
+            EVENT_WOULD_DROP => EventVerdict::WouldDrop,
+            _ => return None,
+        };
+        let direction = match event.direction {
+            DIRECTION_INGRESS => Direction::Ingress,
+            DIRECTION_EGRESS => Direction::Egress,
+            _ => return None,
         };
         let reason = if event.stat < STATS_LEN {
             STAT_NAMES[event.stat as usize]
@@ -85,11 +93,7 @@ impl VerdictRecord {
             timestamp_ns: event.timestamp_ns,
             ifindex: event.ifindex,
             endpoint_id: event.endpoint_id,
-            direction: if event.direction == DIRECTION_INGRESS {
-                Direction::Ingress
-            } else {
-                Direction::Egress
-            },
+            direction,
             verdict,
             reason,
             source: (
@@ -120,6 +124,18 @@ fn event_address(bytes: [u8; 16], ipv6: u8) -> IpAddr {
     }
 }
 
+/// The errno behind `error`: the first `std::io::Error` in its source chain.
+pub(super) fn os_error(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        current = error.source();
+    }
+    None
+}
+
 /// A consumer of the `EVENTS` ring buffer.
 pub struct EventReader {
     ring: RingBuf<MapData>,
@@ -144,6 +160,7 @@ impl EventReader {
         let data = MapData::from_pin(path).map_err(|source| DataplaneError::Pinned {
             path: path.to_path_buf(),
             message: source.to_string(),
+            os_error: os_error(&source),
         })?;
         Self::new(data)
     }
@@ -213,20 +230,27 @@ impl Datapath {
     /// Pins `EVENTS` at `path` (on bpffs) so another process (`policy-agent flows`)
     /// can follow it; the pin outlives this process until removed.
     pub fn pin_events(&mut self, path: &Path) -> Result<(), DataplaneError> {
-        let map = self.map(EVENTS_MAP)?;
+        self.pin_map(EVENTS_MAP, path)
+    }
+
+    /// Pins map `name` at `path` (on bpffs).
+    pub(super) fn pin_map(
+        &mut self,
+        name: &'static str,
+        path: &Path,
+    ) -> Result<(), DataplaneError> {
+        let map = self.map(name)?;
         map.pin(path).map_err(|source| DataplaneError::Pinned {
             path: path.to_path_buf(),
             message: source.to_string(),
+            os_error: os_error(&source),
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use policy_common::{
-        events::EVENT_WOULD_DROP,
-        verdict::{DIRECTION_EGRESS, STAT_ALLOW_POLICY, STAT_DROP_MALFORMED},
-    };
+    use policy_common::verdict::{STAT_ALLOW_POLICY, STAT_DROP_MALFORMED};
 
     use super::*;
 
@@ -328,5 +352,43 @@ mod tests {
         let record = VerdictRecord::parse(&raw).map(|r| (r.verdict, r.reason));
         assert_eq!(record, Some((EventVerdict::WouldDrop, "")));
         assert_eq!(VerdictRecord::parse(&raw[..raw.len() - 1]), None);
+    }
+
+    #[test]
+    fn an_unknown_verdict_or_direction_byte_is_no_event() {
+        let known = VerdictEvent {
+            verdict: EVENT_DROP,
+            direction: DIRECTION_EGRESS,
+            policy_id: u32::MAX,
+            ..VerdictEvent::default()
+        };
+        assert!(VerdictRecord::parse(&bytes(&known)).is_some());
+        for verdict in [EVENT_WOULD_DROP + 1, u8::MAX] {
+            let event = VerdictEvent { verdict, ..known };
+            assert_eq!(
+                VerdictRecord::parse(&bytes(&event)),
+                None,
+                "verdict {verdict}"
+            );
+        }
+        for direction in [DIRECTION_EGRESS + 1, u8::MAX] {
+            let event = VerdictEvent { direction, ..known };
+            assert_eq!(
+                VerdictRecord::parse(&bytes(&event)),
+                None,
+                "direction {direction}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_errno_of_a_failed_pin_syscall_is_kept() {
+        let denied = aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "BPF_OBJ_GET",
+            io_error: std::io::Error::from_raw_os_error(nix::libc::EACCES),
+        });
+        assert_eq!(os_error(&denied), Some(nix::libc::EACCES));
+        let not_a_syscall = aya::maps::MapError::InvalidName { name: "x".into() };
+        assert_eq!(os_error(&not_a_syscall), None);
     }
 }

@@ -5,6 +5,7 @@
 mod counters;
 mod ct;
 mod datapath;
+mod event_loss;
 mod events;
 mod keys;
 mod maps;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 pub use counters::{DenyTraffic, PolicyCounters, RuleTraffic, Traffic};
 pub use ct::TrackedFlow;
 pub use datapath::{Datapath, InterfaceIndex, LoadOptions};
+pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};
 pub use keys::{address_key, key_address};
 pub use maps::Stats;
@@ -83,6 +85,9 @@ pub enum DataplaneError {
         path: PathBuf,
         /// What went wrong.
         message: String,
+        /// The errno of the failed syscall, when one failed (`EACCES`/`EPERM`: the
+        /// caller lacks the privilege, as opposed to a missing pin or wrong map).
+        os_error: Option<i32>,
     },
     /// The tables name more allow rules than `RULE_COUNTERS` has slots.
     #[error("{rules} policy rules have entries, but the rule counters hold {capacity}; the tables were not written")]

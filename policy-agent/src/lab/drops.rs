@@ -17,11 +17,11 @@ use serde::Serialize;
 
 use super::{
     probe::{ProbeRoute, ProbeSpec},
-    report::ProbeResult,
+    report::{aligned, ProbeResult},
     Lab, LabError,
 };
 use crate::{
-    dataplane::{DataplaneError, EventReader, EventVerdict, Stats, VerdictRecord},
+    dataplane::{DataplaneError, EventReader, EventVerdict, EventsLost, VerdictRecord},
     telemetry::flows::{line::direction_name, table::verdict_name, FlowLine, WallClock},
 };
 
@@ -104,31 +104,6 @@ impl EventCollector {
     }
 }
 
-/// Events the datapath could not report (`STATS` side counters).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct EventsLost {
-    /// Held back by the rate limit.
-    pub rate_limited: u64,
-    /// Lost because the ring buffer was full.
-    pub ring_full: u64,
-}
-
-impl EventsLost {
-    /// What was lost between two readings of the counters.
-    pub fn between(before: &Stats, after: &Stats) -> Self {
-        let delta = |name| after.get(name).saturating_sub(before.get(name));
-        Self {
-            rate_limited: delta("events_rate_limited"),
-            ring_full: delta("events_ring_full"),
-        }
-    }
-
-    /// Whether anything was lost.
-    pub fn any(self) -> bool {
-        self.rate_limited + self.ring_full > 0
-    }
-}
-
 /// One dropped (or would-drop) flow as the datapath reported it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct SeenDrop {
@@ -162,7 +137,7 @@ pub fn summarize(lines: &[FlowLine]) -> Vec<SeenDrop> {
         let key = SeenDrop {
             from: line.source.short(),
             to: line.destination.short(),
-            port: if line.port().contains('/') {
+            port: if line.has_ports() {
                 line.destination.port
             } else {
                 0
@@ -264,30 +239,9 @@ pub fn to_table(drops: &[SeenDrop], lost: EventsLost) -> String {
 /// What to say when events were lost.
 pub fn lost_note(lost: EventsLost) -> String {
     format!(
-        "warning: the datapath could not report {} events ({} held back by the rate \
-         limit, {} for a full ring buffer); the list may be incomplete",
-        lost.rate_limited + lost.ring_full,
-        lost.rate_limited,
-        lost.ring_full
+        "warning: the datapath could not report {}; the list may be incomplete",
+        lost.describe()
     )
-}
-
-/// Rows padded into columns two spaces apart.
-fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(text, width)| format!("{text}{}", " ".repeat(width - text.chars().count())))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// `{"probes":[...],"drops":[...],"events_lost":{"rate_limited":N,"ring_full":N}}`.

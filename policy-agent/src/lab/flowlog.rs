@@ -1,14 +1,19 @@
 //! The lab as a published datapath: its event ring buffer pinned and its names
 //! file written (`telemetry::flows::publish`) under the lab's run name, so
 //! `policy-agent flows` can follow a running lab; and removal of what dead labs
-//! left (`lab down`, Ctrl-C).
+//! left (`lab down`, Ctrl-C), including the bpffs mount a lab made, once no lab
+//! runs.
+
+use std::collections::BTreeSet;
 
 use policy_common::config::{Config, CONFIG_FLAG_ALLOW_EVENTS};
 
 use super::netns::{self, LAB_PREFIX};
 use crate::{
     dataplane::Datapath,
-    telemetry::flows::{FlowLogError, FlowPaths, Publication},
+    telemetry::flows::{
+        bpffs::Release, publish::process_alive, FlowLogError, FlowPaths, Publication,
+    },
 };
 
 /// The lab's `CONFIG`: the agent's conntrack timeouts, allow events on (so
@@ -44,8 +49,7 @@ pub fn sweep(all: bool) -> Result<Vec<String>, FlowLogError> {
         if !instance.starts_with(LAB_PREFIX) {
             continue;
         }
-        let dead = netns::owner_pid(&instance)
-            .is_none_or(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let dead = netns::owner_pid(&instance).is_none_or(|pid| !process_alive(pid));
         if (all || dead) && paths.remove(&instance)? {
             removed.push(instance);
         }
@@ -65,4 +69,27 @@ pub fn delete_own() -> Result<Vec<String>, FlowLogError> {
         }
     }
     Ok(removed)
+}
+
+/// The pids of the lab processes running now (from their namespaces and what they
+/// published). `lab down` takes them before sweeping: `--all` removes running
+/// labs' namespaces, not the labs.
+pub fn running_labs() -> BTreeSet<u32> {
+    netns::lab_namespaces()
+        .into_iter()
+        .chain(FlowPaths::system().instance_names())
+        .filter_map(|name| netns::owner_pid(&name))
+        .filter(|pid| process_alive(*pid))
+        .collect()
+}
+
+/// Unmounts the bpffs a lab mounted at `/sys/fs/bpf` unless a lab of `running`
+/// still runs or something is pinned there (`bpffs::BpffsMount::release`).
+pub fn release_bpffs(running: &BTreeSet<u32>) -> Result<Release, FlowLogError> {
+    let still: Vec<String> = running
+        .iter()
+        .filter(|pid| process_alive(**pid))
+        .map(|pid| format!("pid {pid}"))
+        .collect();
+    FlowPaths::system().bpffs_mount().release(still)
 }

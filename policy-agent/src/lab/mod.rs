@@ -42,7 +42,7 @@ use crate::{
     dataplane::{self, Datapath, DataplaneError, EventReader, InterfaceIndex, LoadOptions, Stats},
     model::{ClusterState, ObjectRef, Protocol},
     policy::{compiler::compile, evaluator::Endpoint, probes, tables::DatapathTables},
-    telemetry::flows::{FlowNames, Publication},
+    telemetry::flows::{clock, FlowNames, Publication},
 };
 
 static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
@@ -74,6 +74,8 @@ pub struct Lab {
     topology: Topology,
     state: ClusterState,
     tables: DatapathTables,
+    /// When `tables` began to be written (`CLOCK_MONOTONIC` ns), for flow names.
+    tables_since_ns: u64,
     datapath: Datapath,
     interfaces: BTreeMap<ObjectRef, InterfaceIndex>,
     cluster_ips: BTreeMap<ObjectRef, IpAddr>,
@@ -164,6 +166,7 @@ impl Lab {
             topology,
             state,
             tables: DatapathTables::default(),
+            tables_since_ns: 0,
             datapath,
             interfaces,
             cluster_ips,
@@ -200,10 +203,11 @@ impl Lab {
         for diagnostic in &self.tables.diagnostics {
             tracing::warn!(%diagnostic, "not enforced exactly; affected pods fail closed");
         }
+        self.tables_since_ns = clock::monotonic_now_ns();
         self.datapath.apply(&self.tables, &self.interfaces)?;
         if let Some(publication) = &self.publication {
             if let Err(error) = publication.publish(&self.flow_names()) {
-                tracing::warn!(%error, "`policy-agent flows` cannot name this lab's events");
+                tracing::warn!(%error, "`policy-agent flows` cannot name this lab's events: its names file is removed until a later update publishes one");
             }
         }
         self.services = services::routes(&self.state, &self.topology.pods);
@@ -223,13 +227,8 @@ impl Lab {
     }
 
     /// The names of the lab's datapath now: pod interfaces and addresses, and the
-    /// tables last applied.
+    /// tables last applied (pin paths empty: `Publication::publish` adds them).
     pub fn flow_names(&self) -> FlowNames {
-        let events_pin = self
-            .publication
-            .as_ref()
-            .map(Publication::events_pin)
-            .unwrap_or_default();
         let addresses = self
             .state
             .pods
@@ -237,7 +236,7 @@ impl Lab {
             .flat_map(|pod| pod.ips.iter().map(move |ip| (*ip, &pod.key)));
         FlowNames::new(
             &self.run,
-            events_pin,
+            self.tables_since_ns,
             &self.tables,
             &self.interfaces,
             addresses,

@@ -11,6 +11,7 @@ use std::{
 use nix::sched::{setns, CloneFlags};
 
 use super::LabError;
+use crate::telemetry::flows::publish::process_alive;
 
 /// Prefix of every namespace the lab creates: `pwlab-<pid>x<seq>-...`.
 pub const LAB_PREFIX: &str = "pwlab-";
@@ -142,10 +143,7 @@ pub fn delete(names: &[String]) -> Result<Vec<String>, LabError> {
 pub fn sweep(all: bool) -> Result<Vec<String>, LabError> {
     let stale: Vec<String> = lab_namespaces()
         .into_iter()
-        .filter(|name| {
-            all || owner_pid(name)
-                .is_none_or(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-        })
+        .filter(|name| all || owner_pid(name).is_none_or(|pid| !process_alive(pid)))
         .collect();
     delete(&stale)
 }

@@ -53,6 +53,34 @@ pub fn to_json(results: &[ProbeResult]) -> String {
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
+/// Rows padded into columns two spaces apart, each column as wide as its widest
+/// cell (counted in characters, so `✓` is one), trailing spaces trimmed. Serves
+/// the matrix and `lab run --show-drops`' table.
+pub fn aligned<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let columns = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.as_ref().get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .as_ref()
+            .iter()
+            .zip(&widths)
+            .map(|(text, width)| format!("{text:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// The cell mark of a would-drop: it passed, but enforcing would drop it.
 const WOULD_DROP_MARK: &str = "⚠";
 
@@ -106,19 +134,7 @@ pub fn to_matrix(pods: &[ObjectRef], results: &[ProbeResult]) -> String {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(text, width)| format!("{text}{}", " ".repeat(width - text.chars().count())))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = aligned(&rows);
     let allowed = results.iter().filter(|r| r.allowed).count();
     let would_drop = results.iter().filter(|r| r.allowed && r.would_drop).count();
     let audit = if would_drop == 0 {
@@ -204,5 +220,16 @@ mod tests {
             lines[3],
             "2 probes: 2 allowed (1 of them ⚠ would-drop: audit mode), 0 denied"
         );
+    }
+
+    #[test]
+    fn aligned_pads_each_column_to_its_widest_cell_in_characters() {
+        let rows = [
+            ["a", "✓✓✓", "x"].map(String::from),
+            ["long", "b", ""].map(String::from),
+        ];
+        assert_eq!(aligned(&rows), "a     ✓✓✓  x\nlong  b\n");
+        let ragged = vec![vec!["ab".to_string()], vec!["c".into(), "d".into()]];
+        assert_eq!(aligned(&ragged), "ab\nc   d\n");
     }
 }

@@ -66,8 +66,9 @@ impl EndpointEntry {
 }
 
 /// The policies isolating the pods of one endpoint id, as indices into
-/// `DatapathTables::policy_names`: the policies a drop there names.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `DatapathTables::policy_names`: the policies a drop there names. Serialized as
+/// is into a flow log's names file (`telemetry::flows::FlowNames`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Isolation {
     /// Policies isolating for ingress, ascending.
     pub ingress: Vec<u32>,

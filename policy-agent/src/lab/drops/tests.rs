@@ -1,5 +1,6 @@
 use super::*;
 use crate::{
+    dataplane::Stats,
     model::Protocol,
     telemetry::flows::{
         fixtures::{allow_into_web, drop_into_web, names},

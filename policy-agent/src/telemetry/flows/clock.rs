@@ -19,6 +19,12 @@ fn nanos(clock: ClockId) -> i128 {
     })
 }
 
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of event timestamps
+/// (`bpf_ktime_get_ns`), to compare them with moments in userspace.
+pub fn monotonic_now_ns() -> u64 {
+    u64::try_from(nanos(ClockId::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
 impl WallClock {
     /// The offset as of now.
     pub fn now() -> Self {
@@ -116,6 +122,8 @@ mod tests {
     fn monotonic_timestamps_move_by_the_sampled_offset() {
         let clock = WallClock::with_offset(1_000);
         assert_eq!(clock.unix_ns(5), 1_005);
+        let before = monotonic_now_ns();
+        assert!(before > 0 && monotonic_now_ns() >= before);
         let now = WallClock::now();
         // The offset is Unix time at boot: after 2020 on any machine running this.
         assert!(now.unix_ns(0) > 1_577_836_800 * NANOS_PER_SECOND);

@@ -4,13 +4,10 @@
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
-use super::{
-    names::{IsolatingPolicies, RuleName},
-    FlowNames,
-};
+use super::FlowNames;
 use crate::{
     dataplane::{EventVerdict, VerdictRecord},
-    policy::tables::{Direction, RuleRef},
+    policy::tables::{Direction, Isolation, RuleRef},
 };
 
 /// `shop/web`'s address.
@@ -25,6 +22,8 @@ pub(crate) fn names() -> FlowNames {
         instance: "test".into(),
         pid: std::process::id(),
         events_pin: PathBuf::from("/sys/fs/bpf/podwall/test/events"),
+        stats_pin: PathBuf::from("/sys/fs/bpf/podwall/test/stats"),
+        tables_since_ns: 0,
         interfaces: BTreeMap::from([(12, "shop/web".into()), (13, "shop/client".into())]),
         pods: BTreeMap::from([
             (IpAddr::from(WEB), "shop/web".into()),
@@ -33,15 +32,11 @@ pub(crate) fn names() -> FlowNames {
         policies: vec!["shop/deny-in".into(), "shop/web-in".into()],
         isolation: BTreeMap::from([(
             3,
-            IsolatingPolicies {
+            Isolation {
                 ingress: vec![0, 1],
                 egress: vec![],
             },
         )]),
-        rules: vec![RuleName {
-            policy_id: 1,
-            rule: "spec.ingress[0]".into(),
-        }],
     }
 }
 

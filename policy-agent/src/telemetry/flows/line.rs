@@ -181,10 +181,15 @@ impl FlowLine {
         }
     }
 
-    /// `80/TCP`; a bare protocol for ICMP (its "ports" are echo identifiers) and
-    /// for unparsed packets (`-`).
+    /// Whether the flow's protocol has ports (TCP, UDP, SCTP); ICMP's "ports" are
+    /// echo identifiers, and an unparsed packet has none.
+    pub fn has_ports(&self) -> bool {
+        matches!(self.protocol.as_str(), "TCP" | "UDP" | "SCTP")
+    }
+
+    /// `80/TCP`; a bare protocol when the flow has no ports (`has_ports`).
     pub fn port(&self) -> String {
-        if matches!(self.protocol.as_str(), "TCP" | "UDP" | "SCTP") {
+        if self.has_ports() {
             format!("{}/{}", self.destination.port, self.protocol)
         } else {
             self.protocol.clone()

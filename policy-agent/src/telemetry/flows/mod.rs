@@ -5,9 +5,13 @@
 //! - `line`: one event named (`FlowLine`), its JSON form;
 //! - `filter`, `table`: what `policy-agent flows` prints and how;
 //! - `publish`: the pinned ring buffer and `names.json` a datapath's owner
-//!   publishes, and how a reader finds them; `follow`: reading them live;
+//!   publishes, and how a reader finds them; `follow`: reading them live, each
+//!   event named with the tables that decided it;
+//! - `bpffs`: mounting bpffs when it is missing (announced and recorded) and
+//!   unmounting it when `lab down` finds it unused;
 //! - `clock`: event timestamps as UTC.
 
+pub mod bpffs;
 pub mod clock;
 pub mod filter;
 pub mod follow;
@@ -21,7 +25,7 @@ use std::path::PathBuf;
 pub use self::{
     clock::WallClock,
     filter::{FlowFilter, PodPattern},
-    follow::{Batch, Follower},
+    follow::{Batch, Follower, Notice},
     line::{AllowedBy, FlowEnd, FlowLine},
     names::FlowNames,
     publish::{FlowPaths, Instance, Publication},
@@ -68,6 +72,15 @@ pub enum FlowLogError {
         #[source]
         source: nix::Error,
     },
+    /// Unmounting the bpffs podwall mounted failed.
+    #[error("unmounting bpffs at {}: {source} (podwall mounted it; `umount {}` once nothing uses it)", path.display(), path.display())]
+    Unmount {
+        /// The mount point.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: nix::Error,
+    },
     /// An instance name that cannot be a directory name.
     #[error("'{name}' cannot name a datapath instance (no '/', not empty, no leading '.')")]
     BadInstance {
@@ -108,6 +121,21 @@ pub enum FlowLogError {
 }
 
 impl FlowLogError {
+    /// Whether the caller lacked the privilege (`EACCES`/`EPERM` opening a file or
+    /// a pin): the one failure a "run it as root" hint helps with.
+    pub fn permission_denied(&self) -> bool {
+        const DENIED: [i32; 2] = [nix::libc::EACCES, nix::libc::EPERM];
+        match self {
+            FlowLogError::Io { source, .. } => {
+                source.raw_os_error().is_some_and(|e| DENIED.contains(&e))
+            }
+            FlowLogError::Dataplane(DataplaneError::Pinned { os_error, .. }) => {
+                os_error.is_some_and(|e| DENIED.contains(&e))
+            }
+            _ => false,
+        }
+    }
+
     /// A short, stable label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -115,6 +143,7 @@ impl FlowLogError {
             FlowLogError::Json { .. } => "json",
             FlowLogError::AbiMismatch { .. } => "abi_mismatch",
             FlowLogError::Mount { .. } => "mount",
+            FlowLogError::Unmount { .. } => "unmount",
             FlowLogError::BadInstance { .. } => "bad_instance",
             FlowLogError::NoInstance { .. } => "no_instance",
             FlowLogError::SeveralInstances { .. } => "several_instances",
@@ -127,3 +156,36 @@ impl FlowLogError {
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pinned(os_error: Option<i32>) -> FlowLogError {
+        FlowLogError::Dataplane(DataplaneError::Pinned {
+            path: "/sys/fs/bpf/podwall/x/events".into(),
+            message: "failed".into(),
+            os_error,
+        })
+    }
+
+    #[test]
+    fn only_eacces_and_eperm_count_as_permission_denied() {
+        assert!(pinned(Some(nix::libc::EPERM)).permission_denied());
+        assert!(pinned(Some(nix::libc::EACCES)).permission_denied());
+        assert!(!pinned(Some(nix::libc::ENOENT)).permission_denied());
+        assert!(!pinned(None).permission_denied());
+        let io = |errno| FlowLogError::Io {
+            what: "reading",
+            path: "/run/podwall/v3/x/names.json".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert!(io(nix::libc::EACCES).permission_denied());
+        assert!(!io(nix::libc::ENOENT).permission_denied());
+        let abi = FlowLogError::AbiMismatch {
+            path: "/run/podwall/v3/x/names.json".into(),
+            found: 2,
+        };
+        assert!(!abi.permission_denied());
+    }
+}

@@ -1,6 +1,6 @@
 //! `FlowNames`: what an event's numbers mean at one moment of one datapath:
 //! interfaces and addresses of pods, policy names, the policies isolating each
-//! endpoint id, and the allow rules that have entries. The owner of a datapath
+//! endpoint id. The owner of a datapath
 //! writes it as `names.json` after every table apply; readers name events with it.
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
@@ -10,26 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     dataplane::InterfaceIndex,
     model::ObjectRef,
-    policy::tables::{DatapathTables, Direction},
+    policy::tables::{DatapathTables, Direction, Isolation},
 };
-
-/// The policies isolating one endpoint id, as indices into `FlowNames::policies`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IsolatingPolicies {
-    /// For ingress, ascending.
-    pub ingress: Vec<u32>,
-    /// For egress, ascending.
-    pub egress: Vec<u32>,
-}
-
-/// One allow rule with `POLICY` entries (and so a `RULE_COUNTERS` slot).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleName {
-    /// Index into `FlowNames::policies`.
-    pub policy_id: u32,
-    /// The rule's path in its policy, e.g. `spec.ingress[0]`.
-    pub rule: String,
-}
 
 /// Everything needed to name a datapath's verdict events. Pods and policies are
 /// `namespace/name` strings, as printed.
@@ -43,16 +25,23 @@ pub struct FlowNames {
     pub pid: u32,
     /// Where the `EVENTS` ring buffer is pinned (bpffs).
     pub events_pin: PathBuf,
+    /// Where `STATS` is pinned (bpffs), for its lost-event counters; empty when
+    /// not pinned.
+    #[serde(default)]
+    pub stats_pin: PathBuf,
+    /// `CLOCK_MONOTONIC` nanoseconds (the clock of event timestamps) when the
+    /// owner began writing these tables to the kernel: an event stamped earlier
+    /// was decided by older tables, and a reader names it with older names.
+    #[serde(default)]
+    pub tables_since_ns: u64,
     /// Host-side interface index -> the pod behind it.
     pub interfaces: BTreeMap<InterfaceIndex, String>,
     /// Pod address (both families) -> the pod.
     pub pods: BTreeMap<IpAddr, String>,
     /// Policy names by policy id (`DatapathTables::policy_names`).
     pub policies: Vec<String>,
-    /// Endpoint id -> the policies isolating its pods.
-    pub isolation: BTreeMap<u32, IsolatingPolicies>,
-    /// The allow rules with `POLICY` entries, sorted by policy id, direction, index.
-    pub rules: Vec<RuleName>,
+    /// Endpoint id -> the policies isolating its pods (`DatapathTables::isolation`).
+    pub isolation: BTreeMap<u32, Isolation>,
 }
 
 /// `spec.ingress[N]` or `spec.egress[N]`: where a rule sits in its policy.
@@ -66,11 +55,12 @@ pub fn rule_path(direction: Direction, rule_index: u32) -> String {
 
 impl FlowNames {
     /// The names for a datapath of this process that holds `tables` (the tables
-    /// last applied) on `interfaces`, with `pod_addresses` the addresses of every
-    /// pod known (local or not), and its events pinned at `events_pin`.
+    /// it began writing at `tables_since_ns`, monotonic) on `interfaces`, with
+    /// `pod_addresses` the addresses of every pod known (local or not). The pin
+    /// paths are left empty: `Publication::publish` fills them in.
     pub fn new<'a>(
         instance: &str,
-        events_pin: PathBuf,
+        tables_since_ns: u64,
         tables: &DatapathTables,
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
         pod_addresses: impl IntoIterator<Item = (IpAddr, &'a ObjectRef)>,
@@ -79,7 +69,9 @@ impl FlowNames {
             abi_version: policy_common::ABI_VERSION,
             instance: instance.to_string(),
             pid: std::process::id(),
-            events_pin,
+            events_pin: PathBuf::new(),
+            stats_pin: PathBuf::new(),
+            tables_since_ns,
             interfaces: interfaces
                 .iter()
                 .map(|(pod, index)| (*index, pod.to_string()))
@@ -93,27 +85,7 @@ impl FlowNames {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
-            isolation: tables
-                .isolation
-                .iter()
-                .map(|(id, isolation)| {
-                    (
-                        *id,
-                        IsolatingPolicies {
-                            ingress: isolation.ingress.clone(),
-                            egress: isolation.egress.clone(),
-                        },
-                    )
-                })
-                .collect(),
-            rules: tables
-                .counted_rules()
-                .into_iter()
-                .map(|rule| RuleName {
-                    policy_id: rule.policy_id,
-                    rule: rule_path(rule.direction, rule.rule_index),
-                })
-                .collect(),
+            isolation: tables.isolation.clone(),
         }
     }
 
@@ -138,21 +110,18 @@ impl FlowNames {
 
     /// The names of the policies isolating endpoint `endpoint_id` in `direction`.
     pub fn isolating(&self, endpoint_id: u32, direction: Direction) -> Vec<String> {
-        let Some(isolation) = self.isolation.get(&endpoint_id) else {
-            return Vec::new();
-        };
-        let ids = match direction {
-            Direction::Ingress => &isolation.ingress,
-            Direction::Egress => &isolation.egress,
-        };
-        ids.iter().map(|id| self.policy(*id)).collect()
+        self.isolation
+            .get(&endpoint_id)
+            .map_or(&[][..], |isolation| isolation.get(direction))
+            .iter()
+            .map(|id| self.policy(*id))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::tables::{Isolation, PolicyMatch, RuleRef};
 
     fn tables() -> DatapathTables {
         let mut tables = DatapathTables {
@@ -169,19 +138,6 @@ mod tests {
                 egress: vec![],
             },
         );
-        tables.policy.insert(
-            PolicyMatch {
-                endpoint_id: 3,
-                class_id: 2,
-                direction: Direction::Ingress,
-                protocol: Some(6),
-                port: None,
-            },
-            RuleRef {
-                policy_id: 1,
-                rule_index: 0,
-            },
-        );
         tables
     }
 
@@ -189,13 +145,7 @@ mod tests {
         let web = ObjectRef::new("shop", "web");
         let interfaces = BTreeMap::from([(web.clone(), 12)]);
         let address: IpAddr = [10, 244, 0, 2].into();
-        FlowNames::new(
-            "lab-1",
-            PathBuf::from("/sys/fs/bpf/podwall/v3/lab-1/events"),
-            &tables(),
-            &interfaces,
-            [(address, &web)],
-        )
+        FlowNames::new("lab-1", 42, &tables(), &interfaces, [(address, &web)])
     }
 
     #[test]
@@ -203,6 +153,7 @@ mod tests {
         let names = names();
         assert_eq!(names.abi_version, policy_common::ABI_VERSION);
         assert_eq!(names.pid, std::process::id());
+        assert_eq!(names.tables_since_ns, 42);
         assert_eq!(names.pod_on_interface(12), Some("shop/web"));
         assert_eq!(names.pod_on_interface(13), None);
         assert_eq!(names.pod_at([10, 244, 0, 2].into()), Some("shop/web"));
@@ -213,13 +164,6 @@ mod tests {
         );
         assert!(names.isolating(3, Direction::Egress).is_empty());
         assert!(names.isolating(4, Direction::Ingress).is_empty());
-        assert_eq!(
-            names.rules,
-            vec![RuleName {
-                policy_id: 1,
-                rule: "spec.ingress[0]".into()
-            }]
-        );
         assert_eq!(names.policy(7), "#7");
     }
 
@@ -230,6 +174,10 @@ mod tests {
         assert!(json.contains(r#""interfaces":{"12":"shop/web"}"#), "{json}");
         assert!(
             json.contains(r#""pods":{"10.244.0.2":"shop/web"}"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""isolation":{"3":{"ingress":[0,1],"egress":[]}}"#),
             "{json}"
         );
         let back: FlowNames = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));

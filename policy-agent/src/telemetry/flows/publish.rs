@@ -4,10 +4,13 @@
 //! Per instance (a lab run, later the node agent), under directories versioned by
 //! `policy_common::ABI_VERSION` so a reader never misreads another layout:
 //! - `/sys/fs/bpf/podwall/v{ABI}/<instance>/events`: the `EVENTS` ring buffer,
-//!   pinned on bpffs (mounted there first if it is not);
+//!   pinned on bpffs (mounted there first if it is not, announced and recorded:
+//!   `bpffs`), and `.../stats`:
+//!   `STATS`, whose side counters say when events were lost;
 //! - `/run/podwall/v{ABI}/<instance>/names.json`: `FlowNames`, rewritten whole
 //!   after every table apply (temporary file, then rename: a reader sees the old or
-//!   the new file, never half of one).
+//!   the new file, never half of one). When a rewrite fails the file is removed:
+//!   a reader says the names are missing rather than name events with old tables.
 //!
 //! A ring buffer has one consumer position: each event goes to whichever reader
 //! takes it first, so one reader at a time sees every event.
@@ -19,14 +22,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use nix::{
-    fcntl::{Flock, FlockArg},
-    mount::{mount, MsFlags},
-    sys::statfs::{statfs, BPF_FS_MAGIC},
-};
 use policy_common::ABI_VERSION;
 
-use super::{names::FlowNames, FlowLogError};
+use super::{
+    bpffs::{BpffsMount, HOST_STATE_DIR},
+    names::FlowNames,
+    FlowLogError,
+};
 use crate::dataplane::Datapath;
 
 /// Where published names live unless `PODWALL_RUN_DIR` says otherwise.
@@ -39,6 +41,8 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 pub const NAMES_FILE: &str = "names.json";
 /// The pinned ring buffer of an instance.
 pub const EVENTS_PIN: &str = "events";
+/// The pinned `STATS` of an instance.
+pub const STATS_PIN: &str = "stats";
 
 /// The roots under which instances publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,10 +51,14 @@ pub struct FlowPaths {
     pub run_root: PathBuf,
     /// The bpffs mount (`/sys/fs/bpf`).
     pub bpffs: PathBuf,
+    /// Where the record of podwall mounting bpffs and its lock live
+    /// (`/run/podwall`, fixed: `bpffs::HOST_STATE_DIR`).
+    pub bpffs_state: PathBuf,
 }
 
 impl FlowPaths {
-    /// `/run/podwall` (or `$PODWALL_RUN_DIR`) and `/sys/fs/bpf`.
+    /// `/run/podwall` (or `$PODWALL_RUN_DIR`), `/sys/fs/bpf`, and `/run/podwall`
+    /// for the bpffs record (whatever `$PODWALL_RUN_DIR` says).
     pub fn system() -> Self {
         let run_root = std::env::var_os(RUN_ROOT_ENV)
             .filter(|v| !v.is_empty())
@@ -58,6 +66,15 @@ impl FlowPaths {
         Self {
             run_root,
             bpffs: PathBuf::from(BPFFS),
+            bpffs_state: PathBuf::from(HOST_STATE_DIR),
+        }
+    }
+
+    /// The bpffs mount the pins go on.
+    pub fn bpffs_mount(&self) -> BpffsMount {
+        BpffsMount {
+            mount_point: self.bpffs.clone(),
+            state_dir: self.bpffs_state.clone(),
         }
     }
 
@@ -81,6 +98,11 @@ impl FlowPaths {
         self.pins_root().join(instance).join(EVENTS_PIN)
     }
 
+    /// The pinned `STATS` of `instance`.
+    pub fn stats_pin(&self, instance: &str) -> PathBuf {
+        self.pins_root().join(instance).join(STATS_PIN)
+    }
+
     /// Names of every instance with a names or pin directory, live or not.
     pub fn instance_names(&self) -> BTreeSet<String> {
         [self.names_root(), self.pins_root()]
@@ -93,13 +115,15 @@ impl FlowPaths {
             .collect()
     }
 
-    /// Removes what `instance` published (names and pin); true if anything was
-    /// there. Removing the pin does not stop a running datapath, only the reading.
+    /// Removes what `instance` published (pins, then names); true if anything
+    /// was there. Removing the pins does not stop a running datapath, only the
+    /// reading. Pins go first: a reader that finds them gone knows the instance is
+    /// gone, never that its names merely went missing.
     pub fn remove(&self, instance: &str) -> Result<bool, FlowLogError> {
         let mut removed = false;
         for dir in [
-            self.names_root().join(instance),
             self.pins_root().join(instance),
+            self.names_root().join(instance),
         ] {
             match fs::remove_dir_all(&dir) {
                 Ok(()) => removed = true,
@@ -122,41 +146,6 @@ fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> F
     move |source| FlowLogError::Io { what, path, source }
 }
 
-/// Mounts bpffs at `paths.bpffs` unless one is there. A lock file under the run
-/// root keeps two publishers from stacking two mounts (the second would hide the
-/// first one's pins).
-fn ensure_bpffs(paths: &FlowPaths) -> Result<(), FlowLogError> {
-    let is_bpffs = |path: &Path| statfs(path).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
-    if is_bpffs(&paths.bpffs) {
-        return Ok(());
-    }
-    fs::create_dir_all(&paths.run_root).map_err(io_error("creating", &paths.run_root))?;
-    let lock_path = paths.run_root.join("bpffs.lock");
-    let file = File::create(&lock_path).map_err(io_error("creating", &lock_path))?;
-    let _lock =
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| FlowLogError::Io {
-            what: "locking",
-            path: lock_path.clone(),
-            source: errno.into(),
-        })?;
-    if is_bpffs(&paths.bpffs) {
-        return Ok(());
-    }
-    mount(
-        Some("bpf"),
-        &paths.bpffs,
-        Some("bpf"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(|source| FlowLogError::Mount {
-        path: paths.bpffs.clone(),
-        source,
-    })?;
-    tracing::info!(path = %paths.bpffs.display(), "mounted bpffs (to pin the event ring buffer)");
-    Ok(())
-}
-
 /// Writes `names` to `path` whole: a temporary file beside it, then a rename.
 pub fn write_names(path: &Path, names: &FlowNames) -> Result<(), FlowLogError> {
     let json = serde_json::to_vec_pretty(names).map_err(|source| FlowLogError::Json {
@@ -169,6 +158,19 @@ pub fn write_names(path: &Path, names: &FlowNames) -> Result<(), FlowLogError> {
         .and_then(|()| file.sync_all())
         .map_err(io_error("writing", &temporary))?;
     fs::rename(&temporary, path).map_err(io_error("renaming into place", path))
+}
+
+/// Replaces the names file at `path` with `names`; when that fails, removes the
+/// old file too (a reader then says the names are missing instead of naming new
+/// events with old tables) and returns the failure.
+pub fn replace_names(path: &Path, names: &FlowNames) -> Result<(), FlowLogError> {
+    write_names(path, names).inspect_err(|_| {
+        if let Err(error) = fs::remove_file(path) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%error, path = %path.display(), "could not remove the stale names file");
+            }
+        }
+    })
 }
 
 /// Reads a names file.
@@ -195,8 +197,9 @@ pub struct Publication {
 }
 
 impl Publication {
-    /// Pins `datapath`'s `EVENTS` for `instance` (mounting bpffs if needed) and
-    /// makes its names directory. Call `publish` after every table apply.
+    /// Pins `datapath`'s `EVENTS` and `STATS` for `instance` (mounting bpffs if
+    /// needed) and makes its names directory. Call `publish` after every table
+    /// apply.
     pub fn start(
         datapath: &mut Datapath,
         paths: &FlowPaths,
@@ -207,7 +210,7 @@ impl Publication {
                 name: instance.to_string(),
             });
         }
-        ensure_bpffs(paths)?;
+        paths.bpffs_mount().ensure()?;
         // From here on, drop removes whatever was made.
         let publication = Self {
             paths: paths.clone(),
@@ -222,6 +225,7 @@ impl Publication {
             fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
         }
         datapath.pin_events(&pin)?;
+        datapath.pin_stats(&paths.stats_pin(instance))?;
         Ok(publication)
     }
 
@@ -240,9 +244,20 @@ impl Publication {
         self.paths.names_file(&self.instance)
     }
 
-    /// Replaces the names file with `names`.
+    /// Where `STATS` is pinned.
+    pub fn stats_pin(&self) -> PathBuf {
+        self.paths.stats_pin(&self.instance)
+    }
+
+    /// Replaces the names file with `names` and this publication's pin paths.
+    /// On failure the old file is removed too (`replace_names`).
     pub fn publish(&self, names: &FlowNames) -> Result<(), FlowLogError> {
-        write_names(&self.names_file(), names)
+        let names = FlowNames {
+            events_pin: self.events_pin(),
+            stats_pin: self.stats_pin(),
+            ..names.clone()
+        };
+        replace_names(&self.names_file(), &names)
     }
 }
 
@@ -252,6 +267,12 @@ impl Drop for Publication {
             tracing::warn!(%error, instance = %self.instance, "could not remove the published flow names and pin");
         }
     }
+}
+
+/// Whether process `pid` runs (`/proc/<pid>` exists): how a reader, `lab down`
+/// and the lab tell a live owner from a dead one.
+pub fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// A published instance as a reader finds it.
@@ -266,10 +287,9 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Whether its owner runs (`/proc/<pid>` exists).
+    /// Whether its owner runs.
     pub fn alive(&self) -> bool {
-        self.pid
-            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        self.pid.is_some_and(process_alive)
     }
 
     fn describe(&self) -> String {

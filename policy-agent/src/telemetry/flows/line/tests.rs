@@ -68,7 +68,7 @@ fn a_deferred_service_egress_drop_names_the_source_pod_and_its_egress_policies()
     let mut names = names();
     names.isolation.insert(
         4,
-        crate::telemetry::flows::names::IsolatingPolicies {
+        crate::policy::tables::Isolation {
             ingress: vec![],
             egress: vec![1],
         },

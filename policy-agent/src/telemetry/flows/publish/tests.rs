@@ -9,6 +9,7 @@ fn temp_paths(name: &str) -> (tempfile::TempDir, FlowPaths) {
     let paths = FlowPaths {
         run_root: dir.path().join("run"),
         bpffs: dir.path().join("bpf"),
+        bpffs_state: dir.path().join("state"),
     };
     (dir, paths)
 }
@@ -33,6 +34,7 @@ fn paths_are_versioned_by_the_abi() {
     let paths = FlowPaths {
         run_root: "/run/podwall".into(),
         bpffs: "/sys/fs/bpf".into(),
+        bpffs_state: "/run/podwall".into(),
     };
     let v = ABI_VERSION;
     assert_eq!(
@@ -42,6 +44,10 @@ fn paths_are_versioned_by_the_abi() {
     assert_eq!(
         paths.events_pin("lab-1"),
         PathBuf::from(format!("/sys/fs/bpf/podwall/v{v}/lab-1/events"))
+    );
+    assert_eq!(
+        paths.stats_pin("lab-1"),
+        PathBuf::from(format!("/sys/fs/bpf/podwall/v{v}/lab-1/stats"))
     );
 }
 
@@ -61,6 +67,33 @@ fn names_are_replaced_whole_and_read_back() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(entries, vec![std::ffi::OsString::from(NAMES_FILE)]);
+}
+
+#[test]
+fn a_failed_rewrite_removes_the_old_names_file() {
+    let (_dir, paths) = temp_paths("withdraw");
+    publish(&paths, "a", std::process::id());
+    let file = paths.names_file("a");
+    assert!(file.is_file());
+    // The temporary file cannot be made: a directory holds its name.
+    let temporary = file.with_extension(format!("json.tmp{}", std::process::id()));
+    fs::create_dir(&temporary).unwrap_or_else(|e| panic!("{e}"));
+    let result = replace_names(&file, &names());
+    assert!(
+        matches!(
+            result,
+            Err(FlowLogError::Io {
+                what: "creating",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(!file.exists(), "the stale names file is still there");
+    // A later rewrite that works publishes again.
+    fs::remove_dir(&temporary).unwrap_or_else(|e| panic!("{e}"));
+    replace_names(&file, &names()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(read_names(&file).is_ok());
 }
 
 #[test]

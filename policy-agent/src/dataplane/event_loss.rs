@@ -1,0 +1,158 @@
+//! Verdict events the datapath could not report: the `STATS` side counters
+//! `events_rate_limited` (held back by the token bucket) and `events_ring_full`
+//! (the `EVENTS` ring buffer had no room), read in the owner's process
+//! (`Datapath::stats`) or from a pin by another one (`PinnedStats`, what
+//! `policy-agent flows` watches).
+
+use std::path::Path;
+
+use aya::maps::{Map, MapData, PerCpuArray};
+use policy_common::verdict::{
+    STATS_MAP, STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL, STAT_NAMES,
+};
+use serde::Serialize;
+
+use super::{events::os_error, Datapath, DataplaneError, Stats};
+
+/// Events the datapath could not report (`STATS` side counters, summed over CPUs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EventsLost {
+    /// Held back by the rate limit.
+    pub rate_limited: u64,
+    /// Lost because the ring buffer was full.
+    pub ring_full: u64,
+}
+
+impl EventsLost {
+    /// The counters as `stats` has them.
+    pub fn of(stats: &Stats) -> Self {
+        Self {
+            rate_limited: stats.get(STAT_NAMES[STAT_EVENTS_RATE_LIMITED as usize]),
+            ring_full: stats.get(STAT_NAMES[STAT_EVENTS_RING_FULL as usize]),
+        }
+    }
+
+    /// What was lost between two readings of the counters.
+    pub fn between(before: &Stats, after: &Stats) -> Self {
+        Self::of(after).since(Self::of(before))
+    }
+
+    /// What was lost since the reading `earlier` (never negative: a counter that
+    /// went down counts 0).
+    pub fn since(self, earlier: EventsLost) -> Self {
+        Self {
+            rate_limited: self.rate_limited.saturating_sub(earlier.rate_limited),
+            ring_full: self.ring_full.saturating_sub(earlier.ring_full),
+        }
+    }
+
+    /// Every event lost, both causes.
+    pub fn total(self) -> u64 {
+        self.rate_limited.saturating_add(self.ring_full)
+    }
+
+    /// Whether anything was lost.
+    pub fn any(self) -> bool {
+        self.total() > 0
+    }
+
+    /// `N events (A held back by the rate limit, B for a full ring buffer)`.
+    pub fn describe(self) -> String {
+        format!(
+            "{} events ({} held back by the rate limit, {} for a full ring buffer)",
+            self.total(),
+            self.rate_limited,
+            self.ring_full
+        )
+    }
+}
+
+/// A datapath's `STATS` opened from its pin (`Datapath::pin_stats`), read by
+/// another process.
+pub struct PinnedStats {
+    array: PerCpuArray<MapData, u64>,
+}
+
+impl PinnedStats {
+    /// Opens the `STATS` map pinned at `path`.
+    pub fn open(path: &Path) -> Result<Self, DataplaneError> {
+        let data = MapData::from_pin(path).map_err(|source| DataplaneError::Pinned {
+            path: path.to_path_buf(),
+            message: source.to_string(),
+            os_error: os_error(&source),
+        })?;
+        let map = Map::from_map_data(data).map_err(|source| DataplaneError::MapOp {
+            map: STATS_MAP,
+            operation: "open",
+            source: Box::new(source),
+        })?;
+        let array = PerCpuArray::try_from(map).map_err(|e| DataplaneError::Map {
+            map: STATS_MAP,
+            message: e.to_string(),
+        })?;
+        Ok(Self { array })
+    }
+
+    /// The lost-event counters now.
+    pub fn events_lost(&self) -> Result<EventsLost, DataplaneError> {
+        let read = |index: u32| -> Result<u64, DataplaneError> {
+            let values = self
+                .array
+                .get(&index, 0)
+                .map_err(|source| DataplaneError::MapOp {
+                    map: STATS_MAP,
+                    operation: "read",
+                    source: Box::new(source),
+                })?;
+            Ok(values.iter().sum())
+        };
+        Ok(EventsLost {
+            rate_limited: read(STAT_EVENTS_RATE_LIMITED)?,
+            ring_full: read(STAT_EVENTS_RING_FULL)?,
+        })
+    }
+}
+
+impl Datapath {
+    /// Pins `STATS` at `path` (on bpffs), beside the pinned `EVENTS`, so a reader
+    /// in another process can tell when events were lost; the pin outlives this
+    /// process until removed.
+    pub fn pin_stats(&mut self, path: &Path) -> Result<(), DataplaneError> {
+        self.pin_map(STATS_MAP, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(rate_limited: u64, ring_full: u64) -> Stats {
+        Stats {
+            counters: vec![
+                ("allow_policy", 9),
+                ("events_rate_limited", rate_limited),
+                ("events_ring_full", ring_full),
+            ],
+        }
+    }
+
+    #[test]
+    fn lost_events_are_the_growth_of_the_two_side_counters() {
+        let lost = EventsLost::between(&stats(1, 2), &stats(4, 2));
+        assert_eq!(
+            lost,
+            EventsLost {
+                rate_limited: 3,
+                ring_full: 0
+            }
+        );
+        assert!(lost.any());
+        assert_eq!(
+            lost.describe(),
+            "3 events (3 held back by the rate limit, 0 for a full ring buffer)"
+        );
+        assert!(!EventsLost::between(&stats(4, 2), &stats(4, 2)).any());
+        // A counter that went down (another datapath) is no loss.
+        assert!(!EventsLost::between(&stats(4, 2), &stats(1, 1)).any());
+    }
+}
