@@ -6,13 +6,16 @@
 
 use std::path::Path;
 
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray};
 use policy_common::verdict::{
     STATS_MAP, STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL, STAT_NAMES,
 };
 use serde::Serialize;
 
-use super::{events::os_error, Datapath, DataplaneError, Stats};
+use super::{
+    events::{map_of, pinned_map_data},
+    Datapath, DataplaneError, Stats,
+};
 
 /// Events the datapath could not report (`STATS` side counters, summed over CPUs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -76,16 +79,7 @@ pub struct PinnedStats {
 impl PinnedStats {
     /// Opens the `STATS` map pinned at `path`.
     pub fn open(path: &Path) -> Result<Self, DataplaneError> {
-        let data = MapData::from_pin(path).map_err(|source| DataplaneError::Pinned {
-            path: path.to_path_buf(),
-            message: source.to_string(),
-            os_error: os_error(&source),
-        })?;
-        let map = Map::from_map_data(data).map_err(|source| DataplaneError::MapOp {
-            map: STATS_MAP,
-            operation: "open",
-            source: Box::new(source),
-        })?;
+        let map = map_of(pinned_map_data(path)?, STATS_MAP)?;
         let array = PerCpuArray::try_from(map).map_err(|e| DataplaneError::Map {
             map: STATS_MAP,
             message: e.to_string(),

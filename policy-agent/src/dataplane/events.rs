@@ -136,6 +136,24 @@ pub(super) fn os_error(error: &(dyn std::error::Error + 'static)) -> Option<i32>
     None
 }
 
+/// The map pinned at `path` on bpffs, opened for this process.
+pub(super) fn pinned_map_data(path: &Path) -> Result<MapData, DataplaneError> {
+    MapData::from_pin(path).map_err(|source| DataplaneError::Pinned {
+        path: path.to_path_buf(),
+        message: source.to_string(),
+        os_error: os_error(&source),
+    })
+}
+
+/// `data` as aya's typed map enum; `name` names the map in errors.
+pub(super) fn map_of(data: MapData, name: &'static str) -> Result<Map, DataplaneError> {
+    Map::from_map_data(data).map_err(|source| DataplaneError::MapOp {
+        map: name,
+        operation: "open",
+        source: Box::new(source),
+    })
+}
+
 /// A consumer of the `EVENTS` ring buffer.
 pub struct EventReader {
     ring: RingBuf<MapData>,
@@ -143,11 +161,7 @@ pub struct EventReader {
 
 impl EventReader {
     fn new(data: MapData) -> Result<Self, DataplaneError> {
-        let map = Map::from_map_data(data).map_err(|source| DataplaneError::MapOp {
-            map: EVENTS_MAP,
-            operation: "open",
-            source: Box::new(source),
-        })?;
+        let map = map_of(data, EVENTS_MAP)?;
         let ring = RingBuf::try_from(map).map_err(|e| DataplaneError::Map {
             map: EVENTS_MAP,
             message: e.to_string(),
@@ -157,12 +171,7 @@ impl EventReader {
 
     /// Opens the ring buffer a datapath pinned at `path` (`Datapath::pin_events`).
     pub fn open_pinned(path: &Path) -> Result<Self, DataplaneError> {
-        let data = MapData::from_pin(path).map_err(|source| DataplaneError::Pinned {
-            path: path.to_path_buf(),
-            message: source.to_string(),
-            os_error: os_error(&source),
-        })?;
-        Self::new(data)
+        Self::new(pinned_map_data(path)?)
     }
 
     /// Every event waiting now, oldest first, without blocking.
