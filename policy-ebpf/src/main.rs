@@ -121,9 +121,10 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    audit-mode egress reports a would-drop and lets it go on).
 /// 7. Conntrack (`decide_flow`; states and timeouts in `ct.rs`, where an entry idle
 ///    past its timeout counts as absent). An ICMP error (v4 types 3, 11, 12) or
-///    ICMPv6 error (types 1-4) whose quoted packet belongs to a flow tracked at this
-///    interface passes (`STAT_ALLOW_RELATED`, the flow untouched); any other error
-///    goes on as ICMP with ports 0. A packet of a tracked flow passes and refreshes
+///    ICMPv6 error (types 1-4) sent to the source of the packet it quotes, which
+///    belongs to a flow tracked at this interface, passes (`STAT_ALLOW_RELATED`, the
+///    flow untouched; `ct::related` has the rules); any other error goes on as ICMP
+///    with ports 0. A packet of a tracked flow passes and refreshes
 ///    it, except that a forward packet of a deferred egress flow is marked and
 ///    passes as deferred, and a reply to a deferred flow passes only with
 ///    `MARK_REPLY_VERIFIED`, else goes on as new. A flow tracked only because its
