@@ -56,6 +56,10 @@ pub const CT_STATE_ESTABLISHED: u8 = 1;
 pub const CT_STATE_CLOSING: u8 = 2;
 /// `CtValue::state`: TCP RST seen.
 pub const CT_STATE_CLOSED: u8 = 3;
+/// `CtValue::state`, TCP only: the SYN was answered (SYN/ACK seen) but no packet
+/// with ACK and without SYN yet; the next such packet, either way, establishes it.
+/// Timed like `CT_STATE_OPENING`.
+pub const CT_STATE_ANSWERED: u8 = 4;
 
 /// State of a tracked flow.
 #[repr(C)]

@@ -5,12 +5,17 @@
 //! What counts where:
 //! 1. a packet a rule allowed, and every later packet and reply of its flow
 //!    (`CtValue::counter_slot`): `RULE_COUNTERS[PolicyValue::rule_slot]`;
+//!    A Service flow counts in the client's rule: its forward packets where the
+//!    backend's side decides them (`service::deferred_egress`), its replies where
+//!    that side verifies them (`service::verify_reply`; the client's side then
+//!    counts the verified reply no more);
 //! 2. a `STAT_DROP_POLICY` drop: `DENY_COUNTERS[deny_slot(endpoint, direction, false)]`,
 //!    a deferred Service egress denial in the source pod's egress slot;
 //! 3. a would-drop (audit) and every later packet and reply of its flow:
 //!    `DENY_COUNTERS[deny_slot(endpoint, direction, true)]`.
 //!
-//! Allows without a rule (unisolated, node, deferred) count nowhere here.
+//! Allows without a rule (unisolated, node, the client's side of a deferred
+//! Service flow) count nowhere here.
 
 use policy_common::counters::TrafficCounter;
 

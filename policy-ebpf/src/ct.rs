@@ -22,10 +22,12 @@
 //!    its own: a reused source port never inherits an older connection's verdict.
 //! 4. every packet that passes as part of a flow (`Hit::seen`) sets `last_seen_ns`
 //!    and moves the state (`next_state`). TCP: RST, either way, -> CLOSED; FIN,
-//!    either way, -> CLOSING (a CLOSED flow stays CLOSED); a reply with ACK and
-//!    without SYN (the answer after the handshake's SYN/ACK) moves OPENING ->
-//!    ESTABLISHED, so a half-open connection keeps the opening timeout, as in
-//!    Cilium; a forward packet never establishes. Other protocols: the first reply moves OPENING ->
+//!    either way, -> CLOSING (a CLOSED flow stays CLOSED); the SYN/ACK (a reply with
+//!    SYN and ACK) moves OPENING -> ANSWERED; then a packet with ACK and without SYN,
+//!    either way (the handshake's last ACK), moves it to ESTABLISHED, as does a reply
+//!    with ACK and without SYN from OPENING. So a half-open connection (SYN and
+//!    SYN/ACK only) keeps the opening timeout, and a client's ACK before any answer
+//!    establishes nothing. Other protocols: the first reply moves OPENING ->
 //!    ESTABLISHED, which only tells a reader the flow was answered. A hit costs
 //!    one store (`last_seen_ns`) through the value's pointer; the state is written
 //!    only when it changes. Nothing else writes the entry.
@@ -40,13 +42,16 @@
 //!    LRU hash; every lookup hit marks its entry used), so tracking never fails the
 //!    packet being decided, and a forgotten flow's next packet is decided afresh.
 //! 7. an ICMP or ICMPv6 error that quotes a packet of a live flow at this interface
-//!    is related to it (`related`); it neither refreshes nor moves the flow.
+//!    is related to it (`related`: sent to the quoted packet's source, not sent by
+//!    a local pod on another's behalf, a deferred entry only as the origin of the
+//!    quote, an audit entry only while its direction audits); it neither refreshes
+//!    nor moves the flow.
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 use policy_common::{
     ct::{
-        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_STATE_CLOSED, CT_STATE_CLOSING,
-        CT_STATE_ESTABLISHED, CT_STATE_OPENING,
+        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_STATE_ANSWERED, CT_STATE_CLOSED,
+        CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
     },
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS},
 };
@@ -164,7 +169,7 @@ fn now() -> u64 {
 fn timeout_ns(protocol: u8, state: u8) -> u64 {
     maps::config(|config| match protocol {
         IPPROTO_TCP => match state {
-            CT_STATE_OPENING => config.ct_tcp_opening_ns,
+            CT_STATE_OPENING | CT_STATE_ANSWERED => config.ct_tcp_opening_ns,
             CT_STATE_ESTABLISHED => config.ct_tcp_established_ns,
             _ => config.ct_tcp_closing_ns,
         },
@@ -222,8 +227,15 @@ fn next_state(state: u8, flow: &Flow, reply: bool) -> u8 {
         CT_STATE_CLOSED
     } else if flags & TCP_FLAG_FIN != 0 || state == CT_STATE_CLOSING {
         CT_STATE_CLOSING
-    } else if reply && flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_ACK {
+    } else if flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_ACK
+        && (reply || state == CT_STATE_ANSWERED)
+    {
         CT_STATE_ESTABLISHED
+    } else if reply
+        && state == CT_STATE_OPENING
+        && flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN | TCP_FLAG_ACK
+    {
+        CT_STATE_ANSWERED
     } else {
         state
     }
@@ -295,7 +307,9 @@ pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> 
 ///   `opposite(direction)`, or the reversed key in `direction` (the quoted packet
 ///   was a reply). A deferred Service entry counts only forward: it is written
 ///   before the backend decides, so as the origin of a reply it proves nothing;
-/// - an audit-only entry counts only while its direction still audits.
+/// - an audit-only entry counts only while its direction still audits;
+/// - an error from a local pod must quote a packet sent to that pod (its source is
+///   the quoted destination): a pod cannot speak for a router or another peer.
 ///
 /// A quote that does not parse (`parse::quoted`) is unrelated.
 ///
@@ -320,6 +334,15 @@ pub(crate) fn related(
         ..CtKey::default()
     };
     if !parse::quoted(ctx, flow, &mut key) || !parse::same_address(&key.saddr, &flow.daddr) {
+        return false;
+    }
+    // A local pod may report errors only about packets sent to it: otherwise it
+    // could push a payload past another pod's ingress policy by quoting one of that
+    // pod's flows. Routers, the node (kube-proxy REJECT) and un-DNATed backends (the
+    // ClusterIP, which is the quoted destination) are not held to this.
+    if !parse::same_address(&key.daddr, &flow.saddr)
+        && maps::endpoint_ifindex(&flow.saddr).is_some()
+    {
         return false;
     }
     let now = now();

@@ -216,7 +216,11 @@ fn decide_flow(
         if hit.flags & CT_FLAG_DEFERRED == 0 {
             if let Some((stat, counter)) = audit::tracked(&hit, endpoint, direction) {
                 hit.seen(flow);
-                facts.counter = counter;
+                // A verified reply was counted where it was verified, at the
+                // backend's side (`service::verify_reply`), in this same slot.
+                if !(hit.reply && mark & MARK_REPLY_VERIFIED != 0) {
+                    facts.counter = counter;
+                }
                 return Ok((stat, hit.reply));
             }
         } else if !hit.reply {

@@ -70,9 +70,12 @@ pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> 
 /// on the translated (backend) address and port:
 /// 1. the source must be a local pod (`ENDPOINT_ADDRS`), else
 ///    `STAT_DROP_DEFERRED_UNKNOWN_SOURCE` (e.g. the node masqueraded it);
-/// 2. a flow already tracked for egress at the source's interface passes, counted
-///    in its rule's (or audit) slot, unless it passed only by an audit that ended
-///    (`audit::tracked`: then it is decided afresh);
+/// 2. a flow already tracked for egress at the source's interface passes, refreshes
+///    it and is counted in its rule's (or audit) slot, unless it passed only by an
+///    audit that ended (`audit::tracked`: then it is decided afresh); so does an
+///    ICMP error related to such a flow (`ct::related`: e.g. the client's "port
+///    unreachable" for a late answer of the backend, which the client's egress
+///    allowed);
 /// 3. a source no longer isolated for egress passes and is tracked;
 /// 4. else the source's `POLICY` entries for the backend's class and port decide:
 ///    a match is tracked at the source's interface and counted in the rule's slot;
@@ -100,6 +103,9 @@ pub(crate) fn deferred_egress(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -
             counters::add(counter, len);
             return Ok(());
         }
+    }
+    if flow.quote_at != 0 && ct::related(ctx, source_if, DIRECTION_EGRESS, flow, source.flags) {
+        return Ok(());
     }
     // `facts` speaks for the source while its egress is decided (no copy: the
     // stack is tight), and for the packet at the destination again on a pass.

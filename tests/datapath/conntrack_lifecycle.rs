@@ -7,7 +7,7 @@ use policy_agent::{
     policy::tables::Direction,
 };
 use policy_common::ct::{
-    CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
+    CT_STATE_ANSWERED, CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
 };
 
 use super::{
@@ -26,17 +26,24 @@ pub(super) fn tcp_cases(f: &Family) -> Vec<Case> {
     let mut cases = Vec::new();
     let p = port();
     cases.push(
-        Case::new(format!("an {fam} TCP handshake: the SYN opens the flow, the SYN/ACK and the client's ACK leave it opening (half-open keeps the opening timeout), and the server's first ACK establishes it"), f, TCP, p)
+        Case::new(format!("an {fam} TCP handshake: the SYN opens the flow, the SYN/ACK answers it, the client's ACK establishes it and later packets keep it established"), f, TCP, p)
             .send(In, tcp(c, s, p, 80, SYN), POLICY)
             .state(Direction::Ingress, Some(CT_STATE_OPENING))
             .send(Out, tcp(s, c, 80, p, SYN | ACK), TRACKED)
-            .state(Direction::Ingress, Some(CT_STATE_OPENING))
+            .state(Direction::Ingress, Some(CT_STATE_ANSWERED))
             .send(In, tcp(c, s, p, 80, ACK), TRACKED)
-            .state(Direction::Ingress, Some(CT_STATE_OPENING))
-            .send(Out, tcp(s, c, 80, p, ACK), TRACKED)
             .state(Direction::Ingress, est)
-            .send(In, tcp(c, s, p, 80, ACK), TRACKED)
+            .send(Out, tcp(s, c, 80, p, ACK), TRACKED)
             .state(Direction::Ingress, est),
+    );
+    let p = port();
+    cases.push(
+        Case::new(format!("an {fam} half-open TCP connection (SYN and SYN/ACK only) is forgotten after the opening timeout, not the established one"), f, TCP, p)
+            .send(In, tcp(c, s, p, 80, SYN), POLICY)
+            .send(Out, tcp(s, c, 80, p, SYN | ACK), TRACKED)
+            .state(Direction::Ingress, Some(CT_STATE_ANSWERED))
+            .age(just_after(TIMEOUTS.ct_tcp_opening_ns))
+            .send(Out, tcp(s, c, 80, p, ACK), DENIED),
     );
     let p = port();
     cases.push(

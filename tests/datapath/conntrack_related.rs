@@ -222,6 +222,12 @@ pub(super) fn unrelated_cases(f: &Family) -> Vec<Case> {
                 .send(In, error(f, r, s, kind, &mapped), DENIED),
         );
     }
+    let id = port();
+    cases.push(
+        Case::new(format!("an {fam} error from the client pod quoting the server's echo reply to the other pod is not related (a pod cannot speak for another) and is dropped"), f, f.icmp, id)
+            .send(In, echo(f, f.other, s, true, id), POLICY)
+            .send(In, error(f, c, s, kind, &echo(f, s, f.other, false, id)), DENIED),
+    );
     cases
 }
 

@@ -432,3 +432,29 @@ fn a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress() {
         assert_eq!(event.packet_len as usize, frame.len());
     }
 }
+
+#[test]
+fn a_reply_verified_at_the_backend_counts_once_in_the_clients_rule() {
+    let mut net = three_pods();
+    // The client's egress rule admits the server on TCP 8080, directly (no
+    // Service): the server's side verifies the replies and counts them there.
+    let tables = client_egress_through_services(&net);
+    net.apply(&tables);
+    let mut counted = Vec::new();
+    for (i, (client, server)) in FAMILIES.into_iter().enumerate() {
+        let sport = 49500 + i as u16;
+        let open = syn(client, server, sport, 8080);
+        assert!(net.run(Hook::PodEgress, "client", 0, &open).passed);
+        assert!(net.run(Hook::PodIngress, "server", 0, &open).passed);
+        let answer = ack(server, client, 8080, sport);
+        let verified = net.run(Hook::PodEgress, "server", 0, &answer);
+        assert!(verified.passed && verified.mark & MARK_REPLY_VERIFIED != 0);
+        // The verified reply reaches the client carrying the mark: it passes as
+        // the client's tracked reply but is not counted a second time.
+        let out = net.run(Hook::PodIngress, "client", verified.mark, &answer);
+        assert!(out.passed);
+        counted.extend([open, answer]);
+    }
+    let got = net.policy_counters(&tables);
+    assert_eq!(rule(&got, Direction::Egress, 0), traffic(&counted));
+}

@@ -102,3 +102,61 @@ fn an_icmp_error_quoting_a_reply_of_a_deferred_flow_is_not_related() {
         after.growth_since(&before)
     );
 }
+
+#[test]
+fn the_clients_icmp_error_about_its_allowed_service_flow_passes_at_the_backend_as_related() {
+    let mut net = service_net();
+    let before = net.stats();
+    for (i, [client, backend, vip]) in families().enumerate() {
+        let (client, backend, vip) = (addr(client), addr(backend), addr(vip));
+        let sport = 43000 + i as u16;
+        let to_vip = frames::ip(client, vip, TCP, &frames::tcp(sport, 80));
+        assert!(net.run(Hook::PodEgress, "client", 0, &to_vip).passed);
+        let dnat = frames::ip(client, backend, TCP, &frames::tcp(sport, 8080));
+        assert!(
+            net.run(Hook::PodIngress, "server", MARK_DEFERRED_EGRESS, &dnat)
+                .passed
+        );
+        // A late answer finds the client's socket gone: the client reports it to
+        // the ClusterIP. Its egress defers the error like any packet to a Service
+        // (the deferred entry relates nothing as the origin of an answer)...
+        let (protocol, kind, code) = if client.is_ipv4() {
+            (1, 3, 3)
+        } else {
+            (58, 1, 4)
+        };
+        let late = frames::ip(vip, client, TCP, &frames::tcp_ack(80, sport));
+        let error = frames::ip(
+            client,
+            vip,
+            protocol,
+            &frames::icmp_error(kind, code, &late),
+        );
+        let out = net.run(Hook::PodEgress, "client", 0, &error);
+        assert!(
+            out.passed && out.mark & MARK_DEFERRED_EGRESS != 0,
+            "{out:?}"
+        );
+        // ...and after DNAT the backend's side finds it related to the flow the
+        // client's egress allowed (only TCP 8080: as ICMP it would be denied).
+        let late = frames::ip(backend, client, TCP, &frames::tcp_ack(8080, sport));
+        let error = frames::ip(
+            client,
+            backend,
+            protocol,
+            &frames::icmp_error(kind, code, &late),
+        );
+        let out = net.run(Hook::PodIngress, "server", MARK_DEFERRED_EGRESS, &error);
+        assert!(
+            out.passed,
+            "{backend}: {:?}",
+            net.stats().growth_since(&before)
+        );
+    }
+    let after = net.stats();
+    assert_eq!(
+        after.get("drop_deferred_egress"),
+        before.get("drop_deferred_egress")
+    );
+    assert_eq!(after.get("allow_related") - before.get("allow_related"), 2);
+}
