@@ -26,13 +26,21 @@ use policy_agent::{
     lab::{probe::ProbeSpec, Lab},
     model::{
         builders::{cluster, netpol, pod, selector},
-        ClusterState, ObjectRef, Protocol,
+        ClusterState, ObjectRef, Pod, Protocol,
     },
     telemetry::flows::FlowPaths,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_policy-agent");
 const TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// `shop/web` (`app=web`), serving TCP 80: the destination of every flows test.
+fn web_pod() -> Pod {
+    pod("shop", "web")
+        .labels([("app", "web")])
+        .port(80, Protocol::Tcp)
+        .build()
+}
 
 /// `shop/client` and `shop/web` (port 80), web isolated for ingress by
 /// `shop/web-deny`, which allows nothing.
@@ -44,12 +52,7 @@ fn web_denied() -> ClusterState {
                 .port(8080, Protocol::Tcp)
                 .build(),
         )
-        .pod(
-            pod("shop", "web")
-                .labels([("app", "web")])
-                .port(80, Protocol::Tcp)
-                .build(),
-        )
+        .pod(web_pod())
         .policy(
             netpol("shop", "web-deny")
                 .select(selector().label("app", "web").build())

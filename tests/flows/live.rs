@@ -25,7 +25,7 @@ use policy_agent::{
 
 use super::{
     client_to_web, lab_up, spawn_flows, stdout_of, support, wait_exit, wait_until_following,
-    web_denied, TIMEOUT,
+    web_denied, web_pod, TIMEOUT,
 };
 
 fn signal(child: &Child, signal: Signal) {
@@ -46,12 +46,7 @@ fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
 fn web_allowed(renumbered: bool) -> ClusterState {
     let mut state = cluster()
         .pod(pod("shop", "client").labels([("app", "client")]).build())
-        .pod(
-            pod("shop", "web")
-                .labels([("app", "web")])
-                .port(80, Protocol::Tcp)
-                .build(),
-        )
+        .pod(web_pod())
         .policy(
             netpol("shop", "web-allow")
                 .select(selector().label("app", "web").build())
