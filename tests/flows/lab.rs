@@ -289,3 +289,52 @@ fn an_audited_default_deny_keeps_traffic_flowing_and_reports_exactly_the_flows_e
         "enforcing drops exactly what audit reported"
     );
 }
+
+#[test]
+fn lab_tour_show_drops_lists_each_steps_drops_naming_the_policy_that_isolates() {
+    support::require_root_and_bpf();
+    let example = example();
+    let out = Command::new(AGENT)
+        .args(["lab", "tour", "--show-drops", "--probe", "80/TCP", "-f"])
+        .arg(format!("{example}/cluster.yaml"))
+        .arg("--step")
+        .arg(format!("{example}/steps/01-deny-all-ingress.yaml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (before, after) = text
+        .split_once("== step 1")
+        .unwrap_or_else(|| panic!("no step 1:\n{text}"));
+    // No policy yet: nothing dropped, and the tour says so.
+    assert!(
+        before.contains("drops reported while probing: none"),
+        "{text}"
+    );
+    // Default-deny ingress in secure-app: every probe into it is dropped at its
+    // destination, and each drop names the policy (kube-system stays open).
+    let denied = after
+        .lines()
+        .find_map(|l| {
+            l.strip_suffix(" denied")?
+                .rsplit_once(", ")?
+                .1
+                .parse::<usize>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no summary line:\n{text}"));
+    assert_eq!(denied, 9, "{text}");
+    assert!(
+        after.contains(&format!("drops reported while probing: {denied} flows")),
+        "{text}"
+    );
+    let named = after
+        .lines()
+        .filter(|l| l.contains("drop_policy") && l.contains("secure-app/deny-all-ingress"))
+        .count();
+    assert_eq!(named, denied, "{text}");
+}

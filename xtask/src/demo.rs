@@ -29,7 +29,7 @@ pub fn run() -> anyhow::Result<()> {
     );
     let mut tour = Command::new(agent);
     tour.current_dir(&root)
-        .args(["lab", "tour", "-f"])
+        .args(["lab", "tour", "--show-drops", "-f"])
         .arg(example.join("cluster.yaml"));
     for step in &steps {
         tour.arg("--step").arg(step);

@@ -110,6 +110,11 @@ pub enum LabCommand {
         steps: Vec<PathBuf>,
         #[command(flatten)]
         probing: ProbeArgs,
+        /// After each step's matrix, list the drops the datapath reported while
+        /// probing, each naming the policies isolating the pod (as `lab run
+        /// --show-drops`; JSON: a "drops" list per step).
+        #[arg(long)]
+        show_drops: bool,
     },
     /// Run conformance case files (the upstream e2e suite as data) in one lab.
     Conformance(super::conformance::ConformanceArgs),
@@ -136,6 +141,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             base,
             steps,
             probing,
+            show_drops,
         } => {
             let route = probing.route()?;
             install_interrupt_cleanup()?;
@@ -146,6 +152,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
                 route,
                 probing.output,
                 probing.timeout(),
+                show_drops,
             )
         }
         LabCommand::Conformance(args) => super::conformance::run(&args),

@@ -60,10 +60,14 @@ struct StepJson<'a> {
     file: String,
     applied: Vec<String>,
     probes: &'a [ProbeResult],
+    /// With `--show-drops`: the drops reported while probing this step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drops: Option<Vec<drops::SeenDrop>>,
 }
 
 /// Builds the lab from `base`, then applies each of `steps` in order, probing the
-/// way `route` says after each.
+/// way `route` says after each; with `show_drops`, lists after each step the drops
+/// the datapath reported while probing.
 pub fn run(
     base: &Path,
     steps: &[PathBuf],
@@ -71,6 +75,7 @@ pub fn run(
     route: ProbeRoute,
     output: Output,
     timeout: Duration,
+    show_drops: bool,
 ) -> anyhow::Result<()> {
     let mut state = load_manifests(base)?;
     let step_states = steps
@@ -93,14 +98,15 @@ pub fn run(
             None => state.object_names(),
         };
         // With audit-mode policies, the datapath's events mark would-drops.
-        let results = if super::lab::audits(&state) {
+        let (results, seen) = if show_drops || super::lab::audits(&state) {
             let reported = drops::probe_reporting(&mut lab, &specs, route, timeout)?;
-            if reported.lost.any() {
+            if reported.lost.any() && !show_drops {
                 eprintln!("{}", drops::lost_note(reported.lost));
             }
-            reported.results
+            let seen = show_drops.then(|| (drops::summarize(&reported.lines), reported.lost));
+            (reported.results, seen)
         } else {
-            lab.probe_via(&specs, route, timeout)?
+            (lab.probe_via(&specs, route, timeout)?, None)
         };
         match output {
             Output::Json => {
@@ -109,6 +115,7 @@ pub fn run(
                     file: file.display().to_string(),
                     applied: names,
                     probes: &results,
+                    drops: seen.map(|(seen, _)| seen),
                 };
                 println!("{}", serde_json::to_string(&line)?);
             }
@@ -126,6 +133,9 @@ pub fn run(
                     for line in changed {
                         println!("   {line}");
                     }
+                }
+                if let Some((seen, lost)) = &seen {
+                    print!("{}", drops::to_table(seen, *lost));
                 }
                 println!();
             }
