@@ -161,25 +161,27 @@ impl Datapath {
         // Reused slots start from zero before any entry of their new rule can count
         // in them.
         let mut slots = self.rule_slots.clone();
-        let rules: Vec<RuleName> = tables
+        let named: Vec<(CountedRule, RuleName)> = tables
             .counted_rules()
-            .iter()
-            .filter_map(|rule| rule_name(tables, rule))
+            .into_iter()
+            .filter_map(|rule| Some((rule, rule_name(tables, &rule)?)))
             .collect();
-        let reused = slots.assign(&rules)?;
+        let names: Vec<RuleName> = named.iter().map(|(_, name)| name.clone()).collect();
+        let reused = slots.assign(&names)?;
         self.zero_counters(RULE_COUNTERS_MAP, &reused)?;
+        // Each rule's slot once, not per POLICY entry (a rule has many).
+        let slot_of: BTreeMap<CountedRule, u32> = named
+            .iter()
+            .filter_map(|(rule, name)| Some((*rule, slots.slot(name)?)))
+            .collect();
         let policy: BTreeMap<LpmEntry<PolicyKey>, PolicyValue> = tables
             .policy
             .iter()
             .map(|(m, rule)| {
                 let key = keys::policy_key(m);
-                let counted = CountedRule {
-                    policy_id: rule.policy_id,
-                    direction: m.direction,
-                    rule_index: rule.rule_index,
-                };
-                let slot = rule_name(tables, &counted)
-                    .and_then(|name| slots.slot(&name))
+                let slot = slot_of
+                    .get(&CountedRule::of(m, rule))
+                    .copied()
                     .unwrap_or(NO_COUNTER);
                 (
                     (key.prefix_len(), key.data()),

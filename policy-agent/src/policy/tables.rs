@@ -97,6 +97,17 @@ pub struct CountedRule {
     pub rule_index: u32,
 }
 
+impl CountedRule {
+    /// The rule behind the `POLICY` entry `m` -> `rule`.
+    pub fn of(m: &PolicyMatch, rule: &RuleRef) -> Self {
+        Self {
+            policy_id: rule.policy_id,
+            direction: m.direction,
+            rule_index: rule.rule_index,
+        }
+    }
+}
+
 /// What `PEERS_V4`/`PEERS_V6` hold for one prefix.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerEntry {
@@ -265,11 +276,7 @@ impl DatapathTables {
         let rules: std::collections::BTreeSet<CountedRule> = self
             .policy
             .iter()
-            .map(|(m, rule)| CountedRule {
-                policy_id: rule.policy_id,
-                direction: m.direction,
-                rule_index: rule.rule_index,
-            })
+            .map(|(m, rule)| CountedRule::of(m, rule))
             .collect();
         rules.into_iter().collect()
     }
