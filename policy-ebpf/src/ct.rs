@@ -102,36 +102,14 @@ impl Hit {
     }
 }
 
-/// The five fields of a key, from a packet or from the packet an error quotes.
-struct Tuple<'a> {
-    saddr: &'a [u8; 16],
-    daddr: &'a [u8; 16],
-    sport_be: u16,
-    dport_be: u16,
-    protocol: u8,
-}
-
-impl<'a> From<&'a Flow> for Tuple<'a> {
-    #[inline(always)]
-    fn from(flow: &'a Flow) -> Self {
-        Tuple {
-            saddr: &flow.saddr,
-            daddr: &flow.daddr,
-            sport_be: flow.sport_be,
-            dport_be: flow.dport_be,
-            protocol: flow.protocol,
-        }
-    }
-}
-
-/// The key of `tuple` at `ifindex`, or of its reverse (`reversed`: the reply seen
+/// The key of `flow` at `ifindex`, or of its reverse (`reversed`: the reply seen
 /// from the other end, addresses and ports swapped).
 #[inline(always)]
-fn key(ifindex: u32, direction: u8, tuple: Tuple, reversed: bool) -> CtKey {
+fn key(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> CtKey {
     let (saddr, daddr, sport_be, dport_be) = if reversed {
-        (tuple.daddr, tuple.saddr, tuple.dport_be, tuple.sport_be)
+        (&flow.daddr, &flow.saddr, flow.dport_be, flow.sport_be)
     } else {
-        (tuple.saddr, tuple.daddr, tuple.sport_be, tuple.dport_be)
+        (&flow.saddr, &flow.daddr, flow.sport_be, flow.dport_be)
     };
     CtKey {
         ifindex,
@@ -139,7 +117,7 @@ fn key(ifindex: u32, direction: u8, tuple: Tuple, reversed: bool) -> CtKey {
         daddr: *daddr,
         sport_be,
         dport_be,
-        protocol: tuple.protocol,
+        protocol: flow.protocol,
         direction,
         pad: [0; 2],
     }
@@ -250,7 +228,7 @@ pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
         return None;
     }
     let now = now();
-    if let Some(entry) = live(&key(ifindex, direction, flow.into(), false), now) {
+    if let Some(entry) = live(&key(ifindex, direction, flow, false), now) {
         return Some(Hit {
             reply: false,
             // SAFETY: as in `live`.
@@ -261,7 +239,7 @@ pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
             now,
         });
     }
-    let reply = key(ifindex, opposite(direction), flow.into(), true);
+    let reply = key(ifindex, opposite(direction), flow, true);
     live(&reply, now).map(|entry| Hit {
         reply: true,
         // SAFETY: as in `live`.
@@ -283,7 +261,7 @@ pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> 
         return None;
     }
     let now = now();
-    live(&key(ifindex, direction, flow.into(), reversed), now).map(|entry| Hit {
+    live(&key(ifindex, direction, flow, reversed), now).map(|entry| Hit {
         reply: reversed,
         // SAFETY: as in `live`.
         flags: unsafe { (*entry).flags },
@@ -395,5 +373,5 @@ pub(crate) fn track(ifindex: u32, direction: u8, flow: &Flow, counter_slot: u32,
         state: initial_state(flow),
         pad: [0; 7],
     };
-    let _ = CONNTRACK.insert(&key(ifindex, direction, flow.into(), false), &value, 0);
+    let _ = CONNTRACK.insert(&key(ifindex, direction, flow, false), &value, 0);
 }
