@@ -397,6 +397,12 @@ impl Lab {
         netns::in_netns(&self.lab_pod(pod)?.netns, f)
     }
 
+    /// The network namespace standing in for `pod`: where its sockets live, for
+    /// callers that probe while the lab is being updated.
+    pub fn pod_netns(&self, pod: &ObjectRef) -> Result<&str, LabError> {
+        Ok(&self.lab_pod(pod)?.netns)
+    }
+
     /// Runs probes through the real datapath to each destination's IPv4 address; a
     /// probe that gets no answer within `timeout` counts as dropped.
     pub fn probe(
