@@ -283,7 +283,7 @@ fn probes_never_see_a_verdict_that_both_states_of_an_update_disagree_with() {
         .collect();
 
     let pool = policy_pool();
-    let mut churn = Churn(0x5eed_0f_c4a2);
+    let mut churn = Churn(0x005e_ed0f_c4a2);
     for _ in 0..UPDATES {
         churn_once(&mut state, &pool, &mut churn);
         let write_started = Instant::now();
