@@ -16,6 +16,7 @@ pub mod drops;
 mod error;
 pub mod flowlog;
 pub mod netns;
+pub mod network;
 pub mod probe;
 pub mod report;
 mod servers;
@@ -25,19 +26,17 @@ pub mod topology;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
-    sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
-pub use self::error::LabError;
 use self::{
     addresses::{PodAddresses, NODE_V4, NODE_V6},
     probe::{Connect, Family, ProbeRoute, ProbeSpec},
     report::ProbeResult,
-    servers::Servers,
     services::ServiceRoute,
     topology::Topology,
 };
+pub use self::{error::LabError, network::LabNetwork};
 use crate::{
     dataplane::{self, Datapath, DataplaneError, EventReader, InterfaceIndex, LoadOptions, Stats},
     model::{ClusterState, ObjectRef, Protocol},
@@ -45,33 +44,12 @@ use crate::{
     telemetry::flows::{clock, FlowNames, Publication},
 };
 
-static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
-
-/// Deletes every namespace of one run when dropped.
-struct RunGuard {
-    run: String,
-}
-
-impl Drop for RunGuard {
-    fn drop(&mut self) {
-        let prefix = format!("{}-", self.run);
-        let names: Vec<String> = netns::lab_namespaces()
-            .into_iter()
-            .filter(|n| n.starts_with(&prefix))
-            .collect();
-        if let Err(error) = netns::delete(&names) {
-            tracing::error!(%error, run = %self.run, "could not delete the lab's namespaces; run `policy-agent lab down`");
-        }
-    }
-}
-
 /// A running lab. Dropping it removes its published flow names and pin, stops the
 /// servers, unloads the datapath and deletes every namespace it made (the Service
 /// rules go with the node namespace).
 pub struct Lab {
-    run: String,
+    network: LabNetwork,
     publication: Option<Publication>,
-    topology: Topology,
     state: ClusterState,
     tables: DatapathTables,
     /// When `tables` began to be written (`CLOCK_MONOTONIC` ns), for flow names.
@@ -80,8 +58,6 @@ pub struct Lab {
     interfaces: BTreeMap<ObjectRef, InterfaceIndex>,
     cluster_ips: BTreeMap<ObjectRef, IpAddr>,
     services: Vec<ServiceRoute>,
-    _servers: Servers,
-    _guard: RunGuard,
 }
 
 /// `state` with every pod's addresses replaced by the lab's (IPv4 then IPv6, as
@@ -108,43 +84,22 @@ impl Lab {
     /// port and on `extra_ports`, the datapath loaded and attached, policies applied,
     /// Services turned into DNAT rules.
     pub fn up(state: ClusterState, extra_ports: &[(u16, Protocol)]) -> Result<Self, LabError> {
-        if !nix::unistd::geteuid().is_root() {
-            return Err(LabError::NotRoot);
-        }
-        let object = dataplane::object::find()?;
-        let run = format!(
-            "{}{}x{}",
-            netns::LAB_PREFIX,
-            std::process::id(),
-            NEXT_RUN.fetch_add(1, Ordering::Relaxed)
-        );
-        let guard = RunGuard { run: run.clone() };
-        let pod_addresses = addresses::assign_pods(&state)?;
+        let network = LabNetwork::up(&state, extra_ports, &[])?;
+        let pod_addresses = network
+            .topology
+            .pods
+            .iter()
+            .map(|(key, pod)| (key.clone(), pod.addresses))
+            .collect();
         let cluster_ips = addresses::assign_cluster_ips(&state, &pod_addresses, &BTreeMap::new())?;
-        let topology = topology::create(&run, &pod_addresses)?;
-        let state = with_lab_addresses(state, &topology, &cluster_ips);
-        tracing::info!(run = %run, pods = topology.pods.len(), "lab network created");
-
-        let mut listeners = Vec::new();
-        for (key, lab_pod) in &topology.pods {
-            let mut ports: BTreeSet<(u16, Protocol)> = extra_ports.iter().copied().collect();
-            if let Some(pod) = state.pods.get(key) {
-                ports.extend(pod.ports.iter().map(|p| (p.port, p.protocol)));
-            }
-            let ports: Vec<_> = ports.into_iter().collect();
-            listeners.extend(servers::open_listeners(
-                &lab_pod.netns,
-                &key.to_string(),
-                &ports,
-            )?);
-        }
-        let servers = Servers::start(listeners);
-
+        let state = with_lab_addresses(state, &network.topology, &cluster_ips);
+        let object = dataplane::object::find()?;
         let options = LoadOptions {
             config: flowlog::lab_config(),
             ..LoadOptions::default()
         };
         let mut datapath = Datapath::load_with(&object, &options)?;
+        let topology = &network.topology;
         let interfaces = netns::in_netns(&topology.node, || {
             topology
                 .pods
@@ -159,11 +114,10 @@ impl Lab {
                 })
                 .collect::<Result<BTreeMap<_, _>, DataplaneError>>()
         })??;
-        let publication = flowlog::start(&mut datapath, &run);
+        let publication = flowlog::start(&mut datapath, &network.run);
         let mut lab = Self {
-            run,
+            network,
             publication,
-            topology,
             state,
             tables: DatapathTables::default(),
             tables_since_ns: 0,
@@ -171,8 +125,6 @@ impl Lab {
             interfaces,
             cluster_ips,
             services: Vec::new(),
-            _servers: servers,
-            _guard: guard,
         };
         lab.program()?;
         lab.attach()?;
@@ -184,8 +136,9 @@ impl Lab {
     /// in `ENDPOINTS` (which would drop it as an unknown endpoint).
     fn attach(&mut self) -> Result<(), LabError> {
         let Self {
-            topology, datapath, ..
+            network, datapath, ..
         } = self;
+        let topology = &network.topology;
         netns::in_netns(&topology.node, || {
             topology
                 .pods
@@ -198,7 +151,7 @@ impl Lab {
     /// Compiles and writes the policy tables, then replaces the Service rules.
     fn program(&mut self) -> Result<(), LabError> {
         self.tables = compile(&self.state, &addresses::node_addresses(), |pod| {
-            self.topology.pods.contains_key(&pod.key)
+            self.network.topology.pods.contains_key(&pod.key)
         });
         for diagnostic in &self.tables.diagnostics {
             tracing::warn!(%diagnostic, "not enforced exactly; affected pods fail closed");
@@ -210,15 +163,15 @@ impl Lab {
                 tracing::warn!(%error, "`policy-agent flows` cannot name this lab's events: its names file is removed until a later update publishes one");
             }
         }
-        self.services = services::routes(&self.state, &self.topology.pods);
-        services::apply(&self.topology.node, &self.services)?;
+        self.services = services::routes(&self.state, &self.network.topology.pods);
+        services::apply(&self.network.topology.node, &self.services)?;
         Ok(())
     }
 
     /// The lab's run name (`pwlab-<pid>x<n>`): the prefix of its namespaces and
     /// its instance name for `policy-agent flows --instance`.
     pub fn instance(&self) -> &str {
-        &self.run
+        &self.network.run
     }
 
     /// What the lab published for `policy-agent flows` (`None` if it could not).
@@ -235,7 +188,7 @@ impl Lab {
             .values()
             .flat_map(|pod| pod.ips.iter().map(move |ip| (*ip, &pod.key)));
         FlowNames::new(
-            &self.run,
+            &self.network.run,
             self.tables_since_ns,
             &self.tables,
             &self.interfaces,
@@ -264,24 +217,25 @@ impl Lab {
             return Err(LabError::PodsChanged { detail });
         }
         let pods: BTreeMap<ObjectRef, PodAddresses> = self
+            .network
             .topology
             .pods
             .iter()
             .map(|(key, pod)| (key.clone(), pod.addresses))
             .collect();
         self.cluster_ips = addresses::assign_cluster_ips(&state, &pods, &self.cluster_ips)?;
-        self.state = with_lab_addresses(state, &self.topology, &self.cluster_ips);
+        self.state = with_lab_addresses(state, &self.network.topology, &self.cluster_ips);
         self.program()
     }
 
     /// The lab's pods, sorted.
     pub fn pods(&self) -> Vec<ObjectRef> {
-        self.topology.pods.keys().cloned().collect()
+        self.network.topology.pods.keys().cloned().collect()
     }
 
     /// Names of the network namespaces this lab made (pods, then the node).
     pub fn namespaces(&self) -> Vec<String> {
-        self.topology.namespaces()
+        self.network.topology.namespaces()
     }
 
     /// The state being enforced: pods carry the lab's IPv4 and IPv6 addresses,
@@ -370,21 +324,12 @@ impl Lab {
 
     /// The lab's record of `pod`.
     fn lab_pod(&self, pod: &ObjectRef) -> Result<&topology::LabPod, LabError> {
-        self.topology
-            .pods
-            .get(pod)
-            .ok_or_else(|| LabError::UnknownPod {
-                pod: pod.to_string(),
-            })
+        self.network.lab_pod(pod)
     }
 
     /// The lab address of `pod` in `family`.
     pub fn pod_address(&self, pod: &ObjectRef, family: Family) -> Result<IpAddr, LabError> {
-        let lab_pod = self.lab_pod(pod)?;
-        Ok(match family {
-            Family::Ipv4 => IpAddr::V4(lab_pod.addresses.v4),
-            Family::Ipv6 => IpAddr::V6(lab_pod.addresses.v6),
-        })
+        self.network.pod_address(pod, family)
     }
 
     /// Runs `f` inside `pod`'s network namespace (on a helper thread), for traffic
@@ -400,7 +345,7 @@ impl Lab {
     /// The network namespace standing in for `pod`: where its sockets live, for
     /// callers that probe while the lab is being updated.
     pub fn pod_netns(&self, pod: &ObjectRef) -> Result<&str, LabError> {
-        Ok(&self.lab_pod(pod)?.netns)
+        self.network.pod_netns(pod)
     }
 
     /// Runs probes through the real datapath to each destination's IPv4 address; a
@@ -424,7 +369,7 @@ impl Lab {
         timeout: Duration,
     ) -> Result<Vec<ProbeResult>, LabError> {
         let targets = self.targets(specs, route)?;
-        probe::run(&self.topology, specs, &targets, timeout)
+        self.network.probe_to(specs, &targets, timeout)
     }
 
     /// Connects from the node namespace, from the node's address of `family`, to
@@ -443,7 +388,7 @@ impl Lab {
             Family::Ipv6 => IpAddr::V6(NODE_V6),
         };
         let connect = Connect {
-            netns: &self.topology.node,
+            netns: &self.network.topology.node,
             who: "the node".to_string(),
             source: Some(source),
             target: SocketAddr::new(self.pod_address(pod, family)?, port),
@@ -461,7 +406,7 @@ impl Lab {
         to: &ObjectRef,
         timeout: Duration,
     ) -> Result<bool, LabError> {
-        probe::ping(&self.topology, from, to, timeout)
+        probe::ping(&self.network.topology, from, to, timeout)
     }
 
     /// The datapath's verdict counters.

@@ -76,26 +76,31 @@ fn prepare_ipv6(netns: &str) -> Result<(), LabError> {
     Ok(())
 }
 
-/// `ip` commands that give the node namespace its addresses, veths and routes.
-fn node_lines(topology: &Topology) -> Vec<String> {
-    let mut lines = vec![
+/// `ip` commands that give the node namespace its addresses.
+fn node_lines() -> Vec<String> {
+    vec![
         "link set lo up".to_string(),
         format!("addr add {NODE_V4}/32 dev lo"),
         format!("addr add {NODE_V6}/128 dev lo nodad"),
-    ];
-    for (i, pod) in topology.pods.values().enumerate() {
-        let (host, mac) = (&pod.host_interface, pod_mac(i));
-        let PodAddresses { v4, v6 } = pod.addresses;
-        lines.extend([
-            format!("link add {host} address {HOST_MAC} type veth peer name eth0 address {mac} netns {}", pod.netns),
-            format!("link set {host} up"),
-            format!("route add {v4}/32 dev {host} src {NODE_V4}"),
-            format!("neigh add {v4} lladdr {mac} dev {host} nud permanent"),
-            format!("route add {v6}/128 dev {host} src {NODE_V6}"),
-            format!("neigh add {v6} lladdr {mac} dev {host} nud permanent"),
-        ]);
-    }
-    lines
+    ]
+}
+
+/// `ip` commands, run in the node namespace, that give pod `index` its veth
+/// (peer in the pod's namespace), routes and neighbour entries.
+fn node_pod_lines(index: usize, pod: &LabPod) -> Vec<String> {
+    let (host, mac) = (&pod.host_interface, pod_mac(index));
+    let PodAddresses { v4, v6 } = pod.addresses;
+    vec![
+        format!(
+            "link add {host} address {HOST_MAC} type veth peer name eth0 address {mac} netns {}",
+            pod.netns
+        ),
+        format!("link set {host} up"),
+        format!("route add {v4}/32 dev {host} src {NODE_V4}"),
+        format!("neigh add {v4} lladdr {mac} dev {host} nud permanent"),
+        format!("route add {v6}/128 dev {host} src {NODE_V6}"),
+        format!("neigh add {v6} lladdr {mac} dev {host} nud permanent"),
+    ]
 }
 
 /// `ip` commands that give one pod namespace its addresses and routes.
@@ -114,11 +119,14 @@ fn pod_lines(pod: &LabPod) -> Vec<String> {
     ]
 }
 
-/// Creates the namespaces, veths, addresses and routes for `addresses`.
+/// Creates the namespaces, veths, addresses and routes for `addresses`, leaving
+/// out the pods `connected` rejects: `Topology::connect` wires those later, as a
+/// CNI does for a pod scheduled after the agent started.
 /// On error, whatever was created is left for the caller's guard to delete.
 pub fn create(
     run: &str,
     addresses: &BTreeMap<ObjectRef, PodAddresses>,
+    connected: impl Fn(&ObjectRef) -> bool,
 ) -> Result<Topology, LabError> {
     let node = format!("{run}-node");
     let pods: BTreeMap<ObjectRef, LabPod> = addresses
@@ -134,20 +142,52 @@ pub fn create(
         })
         .collect();
     let topology = Topology { node, pods };
-    let adds: Vec<String> = topology
-        .namespaces()
-        .iter()
-        .map(|n| format!("netns add {n}"))
-        .collect();
-    netns::ip_batch(None, &adds)?;
-    for name in topology.namespaces() {
-        prepare_ipv6(&name)?;
-    }
+    netns::ip_batch(None, &[format!("netns add {}", topology.node)])?;
+    prepare_ipv6(&topology.node)?;
     netns::sysctl(&topology.node, "net/ipv4/ip_forward", "1")?;
     netns::sysctl(&topology.node, "net/ipv6/conf/all/forwarding", "1")?;
-    netns::ip_batch(Some(&topology.node), &node_lines(&topology))?;
-    for pod in topology.pods.values() {
-        netns::ip_batch(Some(&pod.netns), &pod_lines(pod))?;
-    }
+    netns::ip_batch(Some(&topology.node), &node_lines())?;
+    let now: Vec<ObjectRef> = topology
+        .pods
+        .keys()
+        .filter(|k| connected(k))
+        .cloned()
+        .collect();
+    topology.connect_all(&now)?;
     Ok(topology)
+}
+
+impl Topology {
+    /// Creates `pods`' namespaces, veths, addresses and routes (the node namespace
+    /// exists already).
+    pub fn connect_all(&self, pods: &[ObjectRef]) -> Result<(), LabError> {
+        let mut wired = Vec::new();
+        for key in pods {
+            let (index, pod) = self
+                .pods
+                .iter()
+                .enumerate()
+                .find(|(_, (k, _))| *k == key)
+                .map(|(i, (_, pod))| (i, pod))
+                .ok_or_else(|| LabError::UnknownPod {
+                    pod: key.to_string(),
+                })?;
+            wired.push((index, pod));
+        }
+        let adds: Vec<String> = wired
+            .iter()
+            .map(|(_, pod)| format!("netns add {}", pod.netns))
+            .collect();
+        netns::ip_batch(None, &adds)?;
+        let mut lines = Vec::new();
+        for (index, pod) in &wired {
+            prepare_ipv6(&pod.netns)?;
+            lines.extend(node_pod_lines(*index, pod));
+        }
+        netns::ip_batch(Some(&self.node), &lines)?;
+        for (_, pod) in &wired {
+            netns::ip_batch(Some(&pod.netns), &pod_lines(pod))?;
+        }
+        Ok(())
+    }
 }

@@ -1,0 +1,219 @@
+//! The lab's network without a datapath: namespaces, veths, routes and listeners
+//! for a state's pods. `Lab` adds podwall's datapath on top; tests of the node agent
+//! use it alone and let `policy-agent run` enforce, as on a real node.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use super::{
+    addresses, netns,
+    probe::{self, Family, ProbeSpec},
+    report::ProbeResult,
+    servers::{self, Servers},
+    topology::{self, LabPod, Topology},
+    LabError,
+};
+use crate::model::{ClusterState, ObjectRef, Protocol};
+
+static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
+
+/// Deletes every namespace of one run when dropped.
+struct RunGuard {
+    run: String,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let prefix = format!("{}-", self.run);
+        let names: Vec<String> = netns::lab_namespaces()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        if let Err(error) = netns::delete(&names) {
+            tracing::error!(%error, run = %self.run, "could not delete the lab's namespaces; run `policy-agent lab down`");
+        }
+    }
+}
+
+/// A lab network. Dropping it stops the listeners and deletes every namespace it
+/// made (on success, error or panic).
+pub struct LabNetwork {
+    pub(super) run: String,
+    pub(super) topology: Topology,
+    /// Ports each pod listens on, for pods wired later.
+    ports: BTreeMap<ObjectRef, Vec<(u16, Protocol)>>,
+    /// Pods whose namespace and veth exist.
+    connected: BTreeSet<ObjectRef>,
+    _servers: Vec<Servers>,
+    _guard: RunGuard,
+}
+
+impl LabNetwork {
+    /// Builds the network for `state`'s pods: an address pair each (see
+    /// `addresses::assign_pods`), listeners on every declared container port and on
+    /// `extra_ports`. Pods in `later` get their addresses now but their namespace and
+    /// veth only from `connect`.
+    pub fn up(
+        state: &ClusterState,
+        extra_ports: &[(u16, Protocol)],
+        later: &[ObjectRef],
+    ) -> Result<Self, LabError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(LabError::NotRoot);
+        }
+        let run = format!(
+            "{}{}x{}",
+            netns::LAB_PREFIX,
+            std::process::id(),
+            NEXT_RUN.fetch_add(1, Ordering::Relaxed)
+        );
+        let guard = RunGuard { run: run.clone() };
+        let pod_addresses = addresses::assign_pods(state)?;
+        let topology = topology::create(&run, &pod_addresses, |pod| !later.contains(pod))?;
+        let ports = topology
+            .pods
+            .keys()
+            .map(|key| {
+                let mut ports: BTreeSet<(u16, Protocol)> = extra_ports.iter().copied().collect();
+                if let Some(pod) = state.pods.get(key) {
+                    ports.extend(pod.ports.iter().map(|p| (p.port, p.protocol)));
+                }
+                (key.clone(), ports.into_iter().collect())
+            })
+            .collect();
+        tracing::info!(run = %run, pods = topology.pods.len(), "lab network created");
+        let mut network = Self {
+            run,
+            topology,
+            ports,
+            connected: BTreeSet::new(),
+            _servers: Vec::new(),
+            _guard: guard,
+        };
+        let now: Vec<ObjectRef> = network
+            .topology
+            .pods
+            .keys()
+            .filter(|pod| !later.contains(pod))
+            .cloned()
+            .collect();
+        network.listen(&now)?;
+        Ok(network)
+    }
+
+    /// Wires `pods` (named in `up`'s `later`): namespace, veth, addresses, routes
+    /// and listeners, as a CNI does when a pod starts.
+    pub fn connect(&mut self, pods: &[ObjectRef]) -> Result<(), LabError> {
+        let new: Vec<ObjectRef> = pods
+            .iter()
+            .filter(|pod| !self.connected.contains(*pod))
+            .cloned()
+            .collect();
+        self.topology.connect_all(&new)?;
+        self.listen(&new)
+    }
+
+    /// Opens the listeners of `pods` (already wired) and marks them connected.
+    fn listen(&mut self, pods: &[ObjectRef]) -> Result<(), LabError> {
+        let mut listeners = Vec::new();
+        for key in pods {
+            let ports = self.ports.get(key).cloned().unwrap_or_default();
+            listeners.extend(servers::open_listeners(
+                &self.lab_pod(key)?.netns,
+                &key.to_string(),
+                &ports,
+            )?);
+            self.connected.insert(key.clone());
+        }
+        self._servers.push(Servers::start(listeners));
+        Ok(())
+    }
+
+    /// The run name (`pwlab-<pid>x<n>`): the prefix of every namespace it made.
+    pub fn instance(&self) -> &str {
+        &self.run
+    }
+
+    /// The node namespace: where the host-side veths, the pod routes and the
+    /// node's addresses are.
+    pub fn node_netns(&self) -> &str {
+        &self.topology.node
+    }
+
+    /// The network's pods (wired or not), sorted.
+    pub fn pods(&self) -> Vec<ObjectRef> {
+        self.topology.pods.keys().cloned().collect()
+    }
+
+    /// The lab's record of `pod`.
+    pub(super) fn lab_pod(&self, pod: &ObjectRef) -> Result<&LabPod, LabError> {
+        self.topology
+            .pods
+            .get(pod)
+            .ok_or_else(|| LabError::UnknownPod {
+                pod: pod.to_string(),
+            })
+    }
+
+    /// The network namespace standing in for `pod`: where its sockets live.
+    pub fn pod_netns(&self, pod: &ObjectRef) -> Result<&str, LabError> {
+        Ok(&self.lab_pod(pod)?.netns)
+    }
+
+    /// The host-side veth of `pod`, in the node namespace.
+    pub fn host_interface(&self, pod: &ObjectRef) -> Result<&str, LabError> {
+        Ok(&self.lab_pod(pod)?.host_interface)
+    }
+
+    /// The lab address of `pod` in `family`.
+    pub fn pod_address(&self, pod: &ObjectRef, family: Family) -> Result<IpAddr, LabError> {
+        let lab_pod = self.lab_pod(pod)?;
+        Ok(match family {
+            Family::Ipv4 => IpAddr::V4(lab_pod.addresses.v4),
+            Family::Ipv6 => IpAddr::V6(lab_pod.addresses.v6),
+        })
+    }
+
+    /// Every pod's addresses (IPv4, then IPv6), as `status.podIPs` lists them.
+    pub fn pod_ips(&self) -> BTreeMap<ObjectRef, Vec<IpAddr>> {
+        self.topology
+            .pods
+            .iter()
+            .map(|(key, lab_pod)| (key.clone(), lab_pod.addresses.both().to_vec()))
+            .collect()
+    }
+
+    /// Runs each of `specs` to its destination's address of `family`; a probe that
+    /// gets no answer within `timeout` counts as dropped.
+    pub fn probe(
+        &self,
+        specs: &[ProbeSpec],
+        family: Family,
+        timeout: Duration,
+    ) -> Result<Vec<ProbeResult>, LabError> {
+        let targets = specs
+            .iter()
+            .map(|spec| {
+                Ok(SocketAddr::new(
+                    self.pod_address(&spec.to, family)?,
+                    spec.port,
+                ))
+            })
+            .collect::<Result<Vec<_>, LabError>>()?;
+        self.probe_to(specs, &targets, timeout)
+    }
+
+    /// Runs each of `specs` to `targets[i]` from its source pod.
+    pub(super) fn probe_to(
+        &self,
+        specs: &[ProbeSpec],
+        targets: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Vec<ProbeResult>, LabError> {
+        probe::run(&self.topology, specs, targets, timeout)
+    }
+}
