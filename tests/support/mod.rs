@@ -4,6 +4,8 @@
     reason = "each test binary uses a different part of the support code"
 )]
 
+pub mod agent;
+
 /// Fails the test with a clear message when it cannot touch the kernel: the lab
 /// needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) and a built eBPF object.
 pub fn require_root_and_bpf() {

@@ -1,0 +1,161 @@
+//! `policy-agent run` as a child process inside a lab's node namespace, the way a
+//! DaemonSet pod with hostNetwork runs on a node: its health endpoints reached from
+//! inside that namespace, killed with SIGKILL or stopped with SIGTERM.
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::fd::AsFd,
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::sched::{setns, CloneFlags};
+use policy_agent::lab::netns::in_netns;
+
+/// A running `policy-agent run`; killed (SIGKILL) when dropped.
+pub struct AgentProcess {
+    child: Child,
+    /// The node namespace it runs in.
+    pub node_netns: String,
+    /// Where it serves /metrics, /healthz and /readyz (inside `node_netns`).
+    pub metrics: SocketAddr,
+}
+
+/// What `AgentProcess::start` passes to `policy-agent run`.
+pub struct AgentArgs<'a> {
+    /// `--node-name`.
+    pub node_name: &'a str,
+    /// `--kubeconfig`.
+    pub kubeconfig: &'a Path,
+    /// `--instance`: the pin directory's name, unique per test.
+    pub instance: &'a str,
+    /// Port of `--metrics-addr 127.0.0.1:<port>`.
+    pub metrics_port: u16,
+    /// More arguments.
+    pub extra: Vec<String>,
+}
+
+impl AgentProcess {
+    /// Starts the agent binary inside network namespace `node_netns` (only the
+    /// network namespace: bpffs and /run stay the host's, so pins outlive it).
+    pub fn start(node_netns: &str, args: &AgentArgs<'_>) -> Self {
+        Self::start_with(node_netns, args, |_| {})
+    }
+
+    /// `start`, letting `adjust` change the command first (environment, privileges).
+    pub fn start_with(
+        node_netns: &str,
+        args: &AgentArgs<'_>,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
+        let netns = File::open(format!("/run/netns/{node_netns}"))
+            .unwrap_or_else(|e| panic!("open /run/netns/{node_netns}: {e}"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_policy-agent"));
+        command
+            .args(["-v", "run", "--node-name", args.node_name])
+            .arg("--kubeconfig")
+            .arg(args.kubeconfig)
+            .args(["--instance", args.instance])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", args.metrics_port),
+            ])
+            .args(&args.extra)
+            .stdin(Stdio::null());
+        adjust(&mut command);
+        // SAFETY: setns is async-signal-safe; the closure allocates nothing and
+        // touches only the descriptor opened before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+            });
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start policy-agent run: {e}"));
+        Self {
+            child,
+            node_netns: node_netns.to_string(),
+            metrics: SocketAddr::from(([127, 0, 0, 1], args.metrics_port)),
+        }
+    }
+
+    /// `GET path` on the agent's HTTP port: the status code and the body, or `None`
+    /// when nothing answers.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let addr = self.metrics;
+        let stream = in_netns(&self.node_netns, move || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+        })
+        .ok()?
+        .ok()?;
+        http_get(stream, path)
+    }
+
+    /// Waits until /readyz answers 200; panics with the last answer after `timeout`.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("policy-agent run exited with {status} before it was ready");
+            }
+            last = self.get("/readyz");
+            if matches!(last, Some((200, _))) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("policy-agent run not ready after {timeout:?}; last /readyz: {last:?}");
+    }
+
+    /// Kills the agent with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the agent with SIGTERM and waits for it; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP/1.0 GET over `stream`: status code and body.
+fn http_get(mut stream: TcpStream, path: &str) -> Option<(u16, String)> {
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_string()))
+}
+
+/// A TCP port nobody listens on in the node namespace, for `--metrics-addr`.
+pub fn free_port(node_netns: &str) -> u16 {
+    in_netns(node_netns, || {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("pick a port: {e}"))
+    .port()
+}
