@@ -12,6 +12,7 @@ pub mod cli;
 pub mod dataplane;
 pub mod lab;
 pub mod model;
+pub mod node;
 pub mod policy;
 pub mod source;
 pub mod telemetry;
