@@ -10,6 +10,9 @@
 //! May import `model`, `policy`, `node` and `dataplane` (the agent is where they
 //! meet); `plan` imports only `model` and `policy`.
 
+pub mod health;
+pub mod http;
+pub mod metrics;
 pub mod plan;
 
 /// The Linux capabilities the agent needs, and the only ones the DaemonSet in
