@@ -14,6 +14,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod plan;
+pub mod startup;
 
 /// The Linux capabilities the agent needs, and the only ones the DaemonSet in
 /// `deploy/` adds (after dropping all): `BPF` to load programs and create maps,
