@@ -19,8 +19,9 @@ pub mod startup;
 /// The Linux capabilities the agent needs, and the only ones the DaemonSet in
 /// `deploy/` adds (after dropping all): `BPF` to load programs and create maps,
 /// `NET_ADMIN` to attach TC programs (TCX links) to pod interfaces, `PERFMON` so
-/// the verifier treats the programs as a trusted loader's (pointer comparisons and
-/// Spectre mitigations it otherwise rejects or rewrites). No `SYS_ADMIN`: bpffs is
+/// the verifier treats the loader as trusted: without it, loading the classifiers
+/// fails ("pointer arithmetic with it prohibited for !root"; tried with
+/// `setpriv --bounding-set -all,+bpf,+net_admin`). No `SYS_ADMIN`: bpffs is
 /// mounted by the host and reached through a hostPath volume.
 pub const REQUIRED_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
 
