@@ -7,11 +7,13 @@
 //! datapath with `BPF_PROG_TEST_RUN` (`cargo xtask bench datapath`); `telemetry` names
 //! verdict events for flow logs (`policy-agent flows`, `lab run --show-drops`).
 
+pub mod agent;
 pub mod bench;
 pub mod cli;
 pub mod dataplane;
 pub mod lab;
 pub mod model;
+pub mod node;
 pub mod policy;
 pub mod source;
 pub mod telemetry;

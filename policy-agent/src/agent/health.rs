@@ -1,0 +1,168 @@
+//! Liveness and readiness, shared between the sync loop (which sets them) and the
+//! HTTP server (which reports them).
+//!
+//! - live (`/healthz`): the loop ticked within the threshold; a wedged loop gets
+//!   the container restarted (enforcement stays: the pins outlive the process);
+//! - ready (`/readyz`): the initial lists are done, the source is not stale, the
+//!   maps hold the current state and every local pod with an address has its
+//!   programs. Not ready says why, one reason per line.
+
+use std::{
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+/// What the loop last reported.
+#[derive(Debug)]
+struct State {
+    last_tick: Instant,
+    synced: bool,
+    stale: Option<String>,
+    programmed: bool,
+    pods_without_programs: usize,
+}
+
+/// The agent's health, set by the loop and read by `/healthz` and `/readyz`.
+#[derive(Debug)]
+pub struct Health {
+    liveness_threshold: Duration,
+    state: Mutex<State>,
+}
+
+impl Health {
+    /// A health that is live for `liveness_threshold` after each tick (and after
+    /// creation) and not ready until the loop says so.
+    pub fn new(liveness_threshold: Duration) -> Self {
+        Self {
+            liveness_threshold,
+            state: Mutex::new(State {
+                last_tick: Instant::now(),
+                synced: false,
+                stale: None,
+                programmed: false,
+                pods_without_programs: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every write is a single field: a poisoned state is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The loop is alive (call once per iteration, and at least every threshold
+    /// while idle).
+    pub fn tick(&self) {
+        self.lock().last_tick = Instant::now();
+    }
+
+    /// Every initial list of the source is done.
+    pub fn set_synced(&self, synced: bool) {
+        self.lock().synced = synced;
+    }
+
+    /// Some watch is failing (with the last error), or none (`None`).
+    pub fn set_stale(&self, stale: Option<String>) {
+        self.lock().stale = stale;
+    }
+
+    /// The maps hold the state last computed (false after a failed apply).
+    pub fn set_programmed(&self, programmed: bool) {
+        self.lock().programmed = programmed;
+    }
+
+    /// How many local pods with an address have no attached interface yet.
+    pub fn set_pods_without_programs(&self, pods: usize) {
+        self.lock().pods_without_programs = pods;
+    }
+
+    /// Whether the loop ticked within the threshold.
+    pub fn live(&self) -> bool {
+        self.lock().last_tick.elapsed() <= self.liveness_threshold
+    }
+
+    /// How long ago the loop last ticked.
+    pub fn since_tick(&self) -> Duration {
+        self.lock().last_tick.elapsed()
+    }
+
+    /// Ready, or every reason not to be.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let state = self.lock();
+        let mut reasons = Vec::new();
+        if !state.synced {
+            reasons.push("initial lists not done".to_string());
+        }
+        if let Some(error) = &state.stale {
+            reasons.push(format!("stale: {error}"));
+        }
+        if !state.programmed {
+            reasons.push("maps not programmed".to_string());
+        }
+        if state.pods_without_programs > 0 {
+            reasons.push(format!(
+                "{} pods without programs",
+                state.pods_without_programs
+            ));
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Health;
+
+    #[test]
+    fn a_new_agent_is_live_but_not_ready_and_says_why() {
+        let health = Health::new(Duration::from_secs(30));
+        assert!(health.live());
+        assert_eq!(
+            health.readiness(),
+            Err(vec![
+                "initial lists not done".to_string(),
+                "maps not programmed".to_string()
+            ])
+        );
+    }
+
+    #[test]
+    fn ready_needs_sync_programming_no_staleness_and_every_pod_attached() {
+        let health = Health::new(Duration::from_secs(30));
+        health.set_synced(true);
+        health.set_programmed(true);
+        assert_eq!(health.readiness(), Ok(()));
+        health.set_pods_without_programs(2);
+        assert_eq!(
+            health.readiness(),
+            Err(vec!["2 pods without programs".to_string()])
+        );
+        health.set_pods_without_programs(0);
+        health.set_stale(Some("pods: connection refused".to_string()));
+        assert_eq!(
+            health.readiness(),
+            Err(vec!["stale: pods: connection refused".to_string()])
+        );
+        health.set_stale(None);
+        health.set_programmed(false);
+        assert_eq!(
+            health.readiness(),
+            Err(vec!["maps not programmed".to_string()])
+        );
+    }
+
+    #[test]
+    fn liveness_lapses_when_the_loop_stops_ticking() {
+        let health = Health::new(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!health.live());
+        health.tick();
+        assert!(health.live());
+    }
+}

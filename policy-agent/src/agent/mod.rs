@@ -1,0 +1,31 @@
+//! The node agent (`policy-agent run`): what the sync loop decides and reports.
+//!
+//! - `plan`: pure: which pods are local, which interfaces to attach and detach,
+//!   and what a pending interface (a pod's veth before its route is known) enforces;
+//! - `metrics`: the Prometheus families the loop updates;
+//! - `health`: liveness and readiness, with the reasons for not being ready;
+//! - `http`: `/metrics`, `/healthz`, `/readyz`;
+//! - `startup`: kernel features podwall cannot run without.
+//!
+//! May import `model`, `policy`, `node` and `dataplane` (the agent is where they
+//! meet); `plan` imports only `model` and `policy`.
+
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod plan;
+pub mod startup;
+
+/// The Linux capabilities the agent needs, and the only ones the DaemonSet in
+/// `deploy/` adds (after dropping all): `BPF` to load programs and create maps,
+/// `NET_ADMIN` to attach TC programs (TCX links) to pod interfaces, `PERFMON` so
+/// the verifier treats the loader as trusted: without it, loading the classifiers
+/// fails ("pointer arithmetic with it prohibited for !root"; tried with
+/// `setpriv --bounding-set -all,+bpf,+net_admin`). No `SYS_ADMIN`: bpffs is
+/// mounted by the host and reached through a hostPath volume.
+pub const REQUIRED_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
+
+/// Interface name prefixes the agent attaches to as soon as they appear
+/// (`--interface-prefix`): veth (kindnet, bridge), cali (Calico), lxc (Cilium-style
+/// names), pw (podwall's lab).
+pub const DEFAULT_INTERFACE_PREFIXES: [&str; 4] = ["veth", "cali", "lxc", "pw"];

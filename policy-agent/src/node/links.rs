@@ -1,0 +1,129 @@
+//! Links: names, indexes and kinds.
+
+use netlink_packet_route::{
+    link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+    RouteNetlinkMessage,
+};
+
+use super::{socket::Netlink, NodeError};
+
+/// `ENODEV`: the kernel's answer for a link that does not exist.
+const ENODEV: i32 = 19;
+
+/// A network interface of this namespace.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Link {
+    /// Its index (what TC attaches to and routes name).
+    pub index: u32,
+    /// Its name.
+    pub name: String,
+}
+
+/// What a link is, as far as finding pod interfaces goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LinkKind {
+    /// One end of a veth pair (most CNIs' pod interface) or a netkit device.
+    PodLike,
+    /// A Linux bridge (bridge CNIs: the pod's veth is one of its ports).
+    Bridge,
+    /// Anything else (loopback, physical, tunnels): never a pod interface.
+    Other,
+}
+
+/// A link's name and kind, from one `RTM_NEWLINK` message.
+pub(super) fn describe(message: &LinkMessage) -> (Link, LinkKind) {
+    let mut name = String::new();
+    let mut kind = LinkKind::Other;
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(n) => name.clone_from(n),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(k) = info {
+                        kind = match k {
+                            InfoKind::Veth | InfoKind::Netkit => LinkKind::PodLike,
+                            InfoKind::Bridge => LinkKind::Bridge,
+                            _ => LinkKind::Other,
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let link = Link {
+        index: message.header.index,
+        name,
+    };
+    (link, kind)
+}
+
+impl Netlink {
+    /// Every link of the namespace.
+    pub(super) fn links(&mut self) -> Result<Vec<(Link, LinkKind)>, NodeError> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            true,
+            &|| "link dump".to_string(),
+        )?;
+        Ok(replies
+            .iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(describe(link)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The link with index `index` or name `name` (one of them set), if it exists.
+    pub(super) fn link(
+        &mut self,
+        index: u32,
+        name: Option<&str>,
+    ) -> Result<Option<(Link, LinkKind)>, NodeError> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        if let Some(name) = name {
+            message
+                .attributes
+                .push(LinkAttribute::IfName(name.to_string()));
+        }
+        let request = || match name {
+            Some(name) => format!("link get {name}"),
+            None => format!("link get index {index}"),
+        };
+        match self.request(RouteNetlinkMessage::GetLink(message), false, &request) {
+            Ok(replies) => Ok(replies.iter().find_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(describe(link)),
+                _ => None,
+            })),
+            Err(error) if error.errno() == Some(ENODEV) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Every link of this network namespace, by index.
+pub fn links() -> Result<Vec<Link>, NodeError> {
+    let mut links: Vec<Link> = Netlink::open()?
+        .links()?
+        .into_iter()
+        .map(|(link, _)| link)
+        .collect();
+    links.sort();
+    Ok(links)
+}
+
+/// The name of interface `ifindex`; `None` if there is no such interface.
+pub fn interface_name(ifindex: u32) -> Result<Option<String>, NodeError> {
+    Ok(Netlink::open()?
+        .link(ifindex, None)?
+        .map(|(link, _)| link.name))
+}
+
+/// The index of interface `name`; `None` if there is no such interface.
+pub fn interface_index(name: &str) -> Result<Option<u32>, NodeError> {
+    Ok(Netlink::open()?
+        .link(0, Some(name))?
+        .map(|(link, _)| link.index))
+}

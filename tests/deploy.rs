@@ -1,0 +1,240 @@
+//! The manifests in `deploy/base` keep their promises: no privileged container,
+//! exactly the documented capabilities (`agent::REQUIRED_CAPABILITIES`), read-only
+//! RBAC, and the wiring `policy-agent run` relies on (node name, probes, pins).
+//! Pure: parses YAML, needs no cluster and no root.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    core::v1::{Container, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
+use policy_agent::agent::REQUIRED_CAPABILITIES;
+use serde::Deserialize;
+use serde_norway::Value;
+
+fn base() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base")
+}
+
+/// Every document of every file the kustomization lists.
+fn documents() -> Vec<Value> {
+    let kustomization: Value = read_yaml(&base().join("kustomization.yaml"))
+        .pop()
+        .unwrap_or_else(|| panic!("empty kustomization.yaml"));
+    let resources = kustomization
+        .get("resources")
+        .and_then(Value::as_sequence)
+        .unwrap_or_else(|| panic!("kustomization.yaml lists no resources"));
+    resources
+        .iter()
+        .flat_map(|resource| {
+            let name = resource
+                .as_str()
+                .unwrap_or_else(|| panic!("resource {resource:?} is not a file name"));
+            read_yaml(&base().join(name))
+        })
+        .collect()
+}
+
+fn read_yaml(path: &Path) -> Vec<Value> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .collect()
+}
+
+/// The documents of `kind`, deserialized as `T` (which checks their shape).
+fn objects<T: serde::de::DeserializeOwned>(kind: &str) -> Vec<T> {
+    documents()
+        .into_iter()
+        .filter(|doc| doc.get("kind").and_then(Value::as_str) == Some(kind))
+        .map(|doc| {
+            serde_norway::from_value(doc)
+                .unwrap_or_else(|e| panic!("a {kind} that does not parse: {e}"))
+        })
+        .collect()
+}
+
+fn one<T: serde::de::DeserializeOwned>(kind: &str) -> T {
+    let mut found = objects::<T>(kind);
+    assert_eq!(found.len(), 1, "expected exactly one {kind}");
+    found.remove(0)
+}
+
+fn daemonset() -> DaemonSet {
+    one("DaemonSet")
+}
+
+fn containers(ds: &DaemonSet) -> Vec<Container> {
+    let pod = ds
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.clone())
+        .unwrap_or_else(|| panic!("DaemonSet without a pod spec"));
+    pod.containers
+        .into_iter()
+        .chain(pod.init_containers.unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn no_container_is_privileged_and_capabilities_are_exactly_the_documented_set() {
+    let expected: BTreeSet<String> = REQUIRED_CAPABILITIES
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    for container in containers(&daemonset()) {
+        let security = container
+            .security_context
+            .unwrap_or_else(|| panic!("{}: no securityContext", container.name));
+        assert_ne!(
+            security.privileged,
+            Some(true),
+            "{}: privileged",
+            container.name
+        );
+        let capabilities = security
+            .capabilities
+            .unwrap_or_else(|| panic!("{}: no capabilities", container.name));
+        assert_eq!(
+            capabilities.drop.unwrap_or_default(),
+            ["ALL"],
+            "{}: must drop ALL first",
+            container.name
+        );
+        let added: BTreeSet<String> = capabilities
+            .add
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.trim_start_matches("CAP_").to_string())
+            .collect();
+        assert_eq!(added, expected, "{}: added capabilities", container.name);
+        assert!(
+            !added.contains("SYS_ADMIN"),
+            "{}: SYS_ADMIN",
+            container.name
+        );
+    }
+}
+
+#[test]
+fn rbac_is_read_only_and_limited_to_what_policy_reads() {
+    let role: ClusterRole = one("ClusterRole");
+    let mut granted = BTreeSet::new();
+    for rule in role.rules.unwrap_or_default() {
+        for verb in &rule.verbs {
+            assert!(
+                ["get", "list", "watch"].contains(&verb.as_str()),
+                "verb {verb:?} in {rule:?}"
+            );
+        }
+        for group in rule.api_groups.unwrap_or_default() {
+            for resource in rule.resources.clone().unwrap_or_default() {
+                granted.insert(format!("{group}/{resource}"));
+            }
+        }
+    }
+    let expected: BTreeSet<String> = [
+        "/namespaces",
+        "/pods",
+        "/services",
+        "networking.k8s.io/networkpolicies",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(granted, expected);
+    assert!(
+        objects::<Value>("Role").is_empty(),
+        "no namespaced Role either"
+    );
+
+    let binding: ClusterRoleBinding = one("ClusterRoleBinding");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(Some(binding.role_ref.name), role.metadata.name);
+    let account: ServiceAccount = one("ServiceAccount");
+    let pod_spec = daemonset()
+        .spec
+        .and_then(|spec| spec.template.spec)
+        .unwrap_or_else(|| panic!("no pod spec"));
+    let subjects = binding.subjects.unwrap_or_default();
+    assert!(
+        subjects.iter().any(|s| s.kind == "ServiceAccount"
+            && Some(&s.name) == account.metadata.name.as_ref()
+            && s.namespace == account.metadata.namespace),
+        "the binding names the agent's ServiceAccount: {subjects:?}"
+    );
+    assert_eq!(pod_spec.service_account_name, account.metadata.name);
+}
+
+#[test]
+fn the_agent_runs_on_the_host_network_with_its_node_name_probes_and_pins() {
+    let ds = daemonset();
+    let pod = ds
+        .spec
+        .and_then(|spec| spec.template.spec)
+        .unwrap_or_else(|| panic!("no pod spec"));
+    assert_eq!(
+        pod.host_network,
+        Some(true),
+        "pod veths live in the node's namespace"
+    );
+    let agent = pod
+        .containers
+        .first()
+        .unwrap_or_else(|| panic!("no container"));
+    let node_name = agent
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == "NODE_NAME")
+        .and_then(|var| var.value_from.as_ref())
+        .and_then(|from| from.field_ref.as_ref())
+        .map(|field| field.field_path.as_str());
+    assert_eq!(node_name, Some("spec.nodeName"));
+    let probe_path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+        probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|get| get.path.clone())
+    };
+    assert_eq!(
+        probe_path(&agent.liveness_probe).as_deref(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        probe_path(&agent.readiness_probe).as_deref(),
+        Some("/readyz")
+    );
+    let limits = agent
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .unwrap_or_else(|| panic!("no resource limits"));
+    assert!(limits.contains_key("memory"), "a memory limit");
+
+    let mounts = agent.volume_mounts.clone().unwrap_or_default();
+    let bpffs = mounts
+        .iter()
+        .find(|m| m.mount_path == "/sys/fs/bpf")
+        .unwrap_or_else(|| panic!("bpffs is not mounted"));
+    // Bidirectional propagation is only allowed for privileged containers.
+    assert_eq!(bpffs.mount_propagation.as_deref(), Some("HostToContainer"));
+    assert!(mounts.iter().any(|m| m.mount_path == "/run/podwall"));
+    let host_paths: BTreeSet<String> = pod
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.host_path.map(|h| h.path))
+        .collect();
+    assert_eq!(
+        host_paths,
+        BTreeSet::from(["/sys/fs/bpf".to_string(), "/run/podwall".to_string()])
+    );
+}

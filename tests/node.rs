@@ -1,0 +1,289 @@
+//! `policy_agent::node` against a real kernel: each test builds a lab node
+//! namespace (per-pod veths with /32 and /128 routes, as `lab::topology` makes
+//! them) and runs the code under test inside it. Nothing touches the host's own
+//! interfaces or routes; the namespaces are deleted on drop, even on panic.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use policy_agent::{
+    lab::{
+        addresses::{PodAddresses, NODE_V4, NODE_V6},
+        netns::{self, in_netns},
+        topology::{self, Topology},
+    },
+    model::ObjectRef,
+    node::{self, LinkEvent, LinkWatch},
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A lab topology with two pods; its namespaces are deleted on drop.
+struct Lab {
+    topology: Topology,
+    run: String,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let prefix = format!("{}-", self.run);
+        let names: Vec<String> = netns::lab_namespaces()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        if let Err(error) = netns::delete(&names) {
+            eprintln!("could not delete {names:?}: {error}; run `policy-agent lab down`");
+        }
+    }
+}
+
+impl Lab {
+    fn new() -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test creates network namespaces, veths and routes and needs root \
+             (CAP_SYS_ADMIN, CAP_NET_ADMIN); run it as root"
+        );
+        let run = format!(
+            "{}{}xnode{}",
+            netns::LAB_PREFIX,
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let pods = BTreeMap::from([
+            (ObjectRef::new("prod", "a"), pod_addresses(2)),
+            (ObjectRef::new("prod", "b"), pod_addresses(3)),
+        ]);
+        // The guard exists before anything is created, so a failed create cleans up.
+        let mut lab = Lab {
+            topology: Topology {
+                node: String::new(),
+                pods: BTreeMap::new(),
+            },
+            run,
+        };
+        lab.topology =
+            topology::create(&lab.run, &pods).unwrap_or_else(|e| panic!("creating the lab: {e}"));
+        lab
+    }
+
+    fn node(&self) -> &str {
+        &self.topology.node
+    }
+
+    /// Runs `f` inside the node namespace.
+    fn in_node<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        in_netns(self.node(), f).unwrap_or_else(|e| panic!("entering the node namespace: {e}"))
+    }
+
+    /// Runs `ip -n <node> -batch` with `lines`.
+    fn ip(&self, lines: &[&str]) {
+        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        netns::ip_batch(Some(self.node()), &lines).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn index(&self, name: &str) -> u32 {
+        self.in_node(|| node::interface_index(name))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no interface {name} in the node namespace"))
+    }
+}
+
+fn pod_addresses(n: u8) -> PodAddresses {
+    PodAddresses {
+        v4: Ipv4Addr::new(10, 20, 0, n),
+        v6: Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, u16::from(n)),
+    }
+}
+
+#[test]
+fn route_interface_finds_each_pod_veth_for_both_families() {
+    let lab = Lab::new();
+    for (key, pod) in &lab.topology.pods {
+        let expected = lab.index(&pod.host_interface);
+        for ip in pod.addresses.both() {
+            let found = lab
+                .in_node(|| node::route_interface(ip))
+                .unwrap_or_else(|e| panic!("route_interface({ip}): {e}"));
+            assert_eq!(found, Some(expected), "{key} at {ip}");
+        }
+    }
+    let all: Vec<IpAddr> = lab
+        .topology
+        .pods
+        .values()
+        .flat_map(|pod| pod.addresses.both())
+        .collect();
+    let batch = lab
+        .in_node(|| node::route_interfaces(all.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(batch.len(), all.len(), "{batch:?}");
+}
+
+#[test]
+fn addresses_without_a_pod_route_have_no_interface() {
+    let lab = Lab::new();
+    let cases: [(&str, IpAddr); 4] = [
+        (
+            "no route at all",
+            "10.99.0.1".parse().unwrap_or_else(|e| panic!("{e}")),
+        ),
+        (
+            "no IPv6 route",
+            "fd00:99::1".parse().unwrap_or_else(|e| panic!("{e}")),
+        ),
+        (
+            "the node's own IPv4 address (a local route)",
+            IpAddr::V4(NODE_V4),
+        ),
+        ("the node's own IPv6 address", IpAddr::V6(NODE_V6)),
+    ];
+    for (what, ip) in cases {
+        let found = lab
+            .in_node(|| node::route_interface(ip))
+            .unwrap_or_else(|e| panic!("route_interface({ip}): {e}"));
+        assert_eq!(found, None, "{what}: {ip}");
+    }
+    // A route via a gateway (another node's pods) is not a pod route either, even
+    // though it leaves through a veth.
+    lab.ip(&["route add 10.98.0.0/24 via 10.20.0.2 dev pw0"]);
+    let via = lab
+        .in_node(|| node::route_interface("10.98.0.7".parse().unwrap_or_else(|e| panic!("{e}"))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(via, None, "a route via a gateway");
+}
+
+#[test]
+fn a_bridge_route_resolves_to_the_port_holding_the_pods_mac() {
+    let lab = Lab::new();
+    lab.ip(&[
+        "link add pwbr0 type bridge",
+        "link add pwb0 type veth peer name pwb0p",
+        "link set pwb0 master pwbr0",
+        "link set pwbr0 up",
+        "link set pwb0 up",
+        "link set pwb0p up",
+        "route add 10.97.0.0/24 dev pwbr0",
+        "neigh add 10.97.0.5 lladdr 02:aa:00:00:00:05 dev pwbr0 nud permanent",
+    ]);
+    let bridge_fdb = std::process::Command::new("bridge")
+        .args([
+            "-n",
+            lab.node(),
+            "fdb",
+            "add",
+            "02:aa:00:00:00:05",
+            "dev",
+            "pwb0",
+            "master",
+            "static",
+        ])
+        .status()
+        .unwrap_or_else(|e| panic!("running `bridge` (iproute2): {e}"));
+    assert!(bridge_fdb.success(), "bridge fdb add failed");
+    let port = lab.index("pwb0");
+    let found = lab
+        .in_node(|| node::route_interface("10.97.0.5".parse().unwrap_or_else(|e| panic!("{e}"))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        found,
+        Some(port),
+        "the bridge port the pod's MAC sits behind"
+    );
+    let unknown = lab
+        .in_node(|| node::route_interface("10.97.0.6".parse().unwrap_or_else(|e| panic!("{e}"))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(unknown, None, "no neighbour entry yet: not resolvable");
+}
+
+#[test]
+fn node_addresses_are_the_namespaces_addresses_without_link_local() {
+    let lab = Lab::new();
+    let addresses = lab
+        .in_node(node::node_addresses)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let expected: Vec<IpAddr> = vec![
+        IpAddr::V4(NODE_V4),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+        IpAddr::V6(NODE_V6),
+    ];
+    let mut expected_sorted = expected;
+    expected_sorted.sort();
+    assert_eq!(addresses, expected_sorted);
+}
+
+#[test]
+fn interface_names_and_indexes_round_trip() {
+    let lab = Lab::new();
+    let index = lab.index("pw0");
+    let name = lab
+        .in_node(|| node::interface_name(index))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(name.as_deref(), Some("pw0"));
+    let missing = lab
+        .in_node(|| node::interface_index("pw-none"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(missing, None);
+    let links = lab.in_node(node::links).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["lo", "pw0", "pw1"], "{links:?}");
+}
+
+#[test]
+fn link_watch_reports_existing_created_and_deleted_links() {
+    let lab = Lab::new();
+    let mut watch = lab
+        .in_node(LinkWatch::open)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut next = |what: &str| {
+        runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), watch.next()).await })
+            .unwrap_or_else(|_| panic!("no link event within 5 s while waiting for {what}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut existing: Vec<String> = (0..3)
+        .map(|_| match next("the existing links") {
+            LinkEvent::Added(link) => link.name,
+            other => panic!("expected the existing links first, got {other:?}"),
+        })
+        .collect();
+    existing.sort();
+    assert_eq!(existing, ["lo", "pw0", "pw1"]);
+
+    lab.ip(&["link add pwnew type veth peer name pwnewp"]);
+    let mut added: Vec<String> = Vec::new();
+    while added.len() < 2 {
+        match next("the new veth pair") {
+            LinkEvent::Added(link) => added.push(link.name),
+            other => panic!("expected the new veths, got {other:?}"),
+        }
+    }
+    added.sort();
+    assert_eq!(added, ["pwnew", "pwnewp"]);
+    let index = lab.index("pwnew");
+
+    // Flag changes repeat RTM_NEWLINK; they are no new link.
+    lab.ip(&["link set pwnew up", "link del pwnew"]);
+    let mut removed: Vec<(u32, String)> = Vec::new();
+    while removed.len() < 2 {
+        match next("the deleted veth pair") {
+            LinkEvent::Removed(link) => removed.push((link.index, link.name)),
+            other => panic!("expected the veths to go, got {other:?}"),
+        }
+    }
+    removed.sort();
+    assert!(
+        removed.contains(&(index, "pwnew".to_string())),
+        "{removed:?}"
+    );
+    assert!(!watch.known().contains_key(&index));
+}
