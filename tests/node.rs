@@ -66,8 +66,8 @@ impl Lab {
             },
             run,
         };
-        lab.topology =
-            topology::create(&lab.run, &pods).unwrap_or_else(|e| panic!("creating the lab: {e}"));
+        lab.topology = topology::create(&lab.run, &pods, |_| true)
+            .unwrap_or_else(|e| panic!("creating the lab: {e}"));
         lab
     }
 
