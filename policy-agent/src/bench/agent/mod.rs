@@ -37,7 +37,7 @@ impl Default for AgentOptions {
             ],
             compile_runs: 5,
             latency_scale: ClusterSpec::new(10_000, 1_000),
-            iterations: 40,
+            iterations: 100,
         }
     }
 }
