@@ -45,14 +45,19 @@ pub struct AgentArgs {
 /// Arguments of `bench compile-scale`.
 #[derive(Args)]
 pub struct CompileScaleArgs {
+    /// Pods in the synthetic cluster.
     #[arg(long)]
     pods: usize,
+    /// NetworkPolicies in it.
     #[arg(long)]
     policies: usize,
+    /// Namespaces in it.
     #[arg(long)]
     namespaces: usize,
+    /// Pods per node (the benchmarked node holds about this many).
     #[arg(long)]
     pods_per_node: usize,
+    /// Compiles to time.
     #[arg(long, default_value_t = 5)]
     runs: usize,
 }
