@@ -4,8 +4,10 @@
 //! `policy` (pure: evaluator and compiler) -> `dataplane` (the only code that touches
 //! BPF). `lab` builds a local mini-cluster from network namespaces and wires the
 //! stages together; `cli` holds one module per subcommand. `bench` times the
-//! datapath with `BPF_PROG_TEST_RUN` (`cargo xtask bench datapath`); `telemetry` names
-//! verdict events for flow logs (`policy-agent flows`, `lab run --show-drops`).
+//! datapath with `BPF_PROG_TEST_RUN` (`cargo xtask bench datapath`) and the agent's
+//! compile and event -> maps latency on a synthetic cluster (`cargo xtask bench
+//! agent`); `telemetry` names verdict events for flow logs (`policy-agent flows`,
+//! `lab run --show-drops`).
 
 pub mod agent;
 pub mod bench;

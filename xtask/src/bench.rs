@@ -4,10 +4,14 @@
 //! agent, then runs the hidden `policy-agent bench datapath [ARGS]` (ARGS: `--runs`,
 //! `--repeat`, `--peers`, `--cidr-prefixes`, `--cpu`), which prints progress on
 //! stderr and the figures as Markdown on stdout. Not a pass/fail test.
+//!
+//! `cargo xtask bench agent [ARGS]`: the same for the hidden `policy-agent bench
+//! agent [ARGS]` (compile time, peak RSS, event latency), with the agent built
+//! optimized: its figures are userspace time, which a debug build inflates.
 
 use std::process::Command;
 
-use crate::{build_agent, ebpf, run_checked, setup, workspace_root};
+use crate::{build_agent, build_agent_profile, ebpf, run_checked, setup, workspace_root};
 
 /// Runs the datapath benchmark with `args` passed on to the agent.
 pub fn datapath(args: &[String]) -> anyhow::Result<()> {
@@ -25,6 +29,26 @@ pub fn datapath(args: &[String]) -> anyhow::Result<()> {
         Command::new(agent)
             .current_dir(workspace_root())
             .args(["bench", "datapath"])
+            .args(args),
+    )
+}
+
+/// Runs the agent benchmark (release build) with `args` passed on to the agent.
+pub fn agent(args: &[String]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "the agent benchmark loads BPF programs, writes their maps and runs them with \
+         BPF_PROG_TEST_RUN, which needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN); \
+         run `sudo cargo xtask bench agent`"
+    );
+    setup::ensure_ready()?;
+    ebpf::build()?;
+    let agent = build_agent_profile("bench", true)?;
+    println!("bench: running policy-agent bench agent (about a minute with the defaults)");
+    run_checked(
+        Command::new(agent)
+            .current_dir(workspace_root())
+            .args(["bench", "agent"])
             .args(args),
     )
 }

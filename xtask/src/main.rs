@@ -53,6 +53,15 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The agent's side: full compile time and peak RSS at 1k pods x 100 policies
+    /// and 10k x 1k, and watch event -> maps programmed -> first packet latency at
+    /// 10k x 1k (see BENCHMARKS.md).
+    Agent {
+        /// Passed on to `policy-agent bench agent`: --scales 1000x100,10000x1000,
+        /// --compile-runs N, --latency-scale 10000x1000, --iterations N.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +77,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             bench: Bench::Datapath { args },
         } => bench::datapath(&args),
+        Command::Bench {
+            bench: Bench::Agent { args },
+        } => bench::agent(&args),
     }
 }
 
@@ -94,12 +106,22 @@ pub fn run_checked(cmd: &mut std::process::Command) -> anyhow::Result<()> {
 /// Builds `policy-agent` (debug) and returns the path of the binary; `task` names
 /// the chore in the progress line.
 pub fn build_agent(task: &str) -> anyhow::Result<PathBuf> {
+    build_agent_profile(task, false)
+}
+
+/// Builds `policy-agent`, optimized when `release`, and returns the path of the
+/// binary; `task` names the chore in the progress line.
+pub fn build_agent_profile(task: &str, release: bool) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
-    println!("{task}: building policy-agent");
-    run_checked(
-        std::process::Command::new("cargo")
-            .current_dir(&root)
-            .args(["build", "--quiet", "--package", "policy-agent"]),
-    )?;
-    Ok(root.join("target/debug/policy-agent"))
+    let profile = if release { "release" } else { "debug" };
+    println!("{task}: building policy-agent ({profile})");
+    let mut cargo = std::process::Command::new("cargo");
+    cargo
+        .current_dir(&root)
+        .args(["build", "--quiet", "--package", "policy-agent"]);
+    if release {
+        cargo.arg("--release");
+    }
+    run_checked(&mut cargo)?;
+    Ok(root.join("target").join(profile).join("policy-agent"))
 }

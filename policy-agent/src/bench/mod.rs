@@ -1,12 +1,20 @@
-//! `policy-agent bench datapath` (run by `cargo xtask bench datapath`): how many
-//! nanoseconds podwall's classifiers spend on a packet, per path, against an empty
-//! classifier, timed by the kernel with `BPF_PROG_TEST_RUN` (`Datapath::bench_run`).
+//! The developer benchmarks (not pass/fail tests):
 //!
-//! Owns the benchmark's tables (`tables`, pure), its packets (`frames`), the runs
-//! (`runner`) and the report (`report`). Imports `dataplane` and `policy::tables`;
-//! nothing imports it but the CLI. Needs root; touches no interface, route or
-//! firewall: test runs put their skb on the loopback device and send nothing.
+//! - `policy-agent bench datapath` (run by `cargo xtask bench datapath`): how many
+//!   nanoseconds podwall's classifiers spend on a packet, per path, against an empty
+//!   classifier, timed by the kernel with `BPF_PROG_TEST_RUN`
+//!   (`Datapath::bench_run`). Its tables (`tables`, pure), packets (`frames`), runs
+//!   (`runner`) and report (`report`).
+//! - `policy-agent bench agent` (run by `cargo xtask bench agent`): full compile time
+//!   and peak RSS per cluster scale, and watch event -> maps programmed -> first
+//!   packet latency (`agent`), on a synthetic cluster (`cluster`, pure).
+//!
+//! Imports `model`, `policy` and `dataplane`; nothing imports it but the CLI. Needs
+//! root; touches no interface, route or firewall: test runs put their skb on the
+//! loopback device and send nothing.
 
+pub mod agent;
+pub mod cluster;
 pub mod frames;
 pub mod report;
 mod runner;
@@ -52,11 +60,15 @@ pub const MAX_CIDR_PREFIXES: u32 = 1_000_000;
 pub enum BenchError {
     /// BPF needs privileges.
     #[error(
-        "the datapath benchmark loads BPF programs and runs them with BPF_PROG_TEST_RUN, \
-         which needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN); run \
-         `sudo cargo xtask bench datapath`"
+        "the {bench} benchmark {what}, which needs root (CAP_BPF, CAP_NET_ADMIN, \
+         CAP_SYS_ADMIN); run `sudo cargo xtask bench {bench}`"
     )]
-    NotRoot,
+    NotRoot {
+        /// The benchmark (`datapath`, `agent`).
+        bench: &'static str,
+        /// What it does that needs root.
+        what: &'static str,
+    },
     /// An option is out of range.
     #[error("bench option {option}: {message}")]
     Option {
@@ -86,6 +98,22 @@ pub enum BenchError {
         expected: String,
         /// What the kernel counted.
         counted: String,
+    },
+    /// A child process of the benchmark failed or printed no figures.
+    #[error("{command}: {message}")]
+    Child {
+        /// The command line.
+        command: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A replayed event did not do what the benchmark needs from it.
+    #[error("event {event}: {message}")]
+    Event {
+        /// The event's label.
+        event: String,
+        /// What went wrong.
+        message: String,
     },
 }
 
@@ -120,7 +148,10 @@ fn check(options: &Options) -> Result<(), BenchError> {
 pub fn datapath(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
     check(options)?;
     if !nix::unistd::geteuid().is_root() {
-        return Err(BenchError::NotRoot);
+        return Err(BenchError::NotRoot {
+            bench: "datapath",
+            what: "loads BPF programs and runs them with BPF_PROG_TEST_RUN",
+        });
     }
     if let Some(cpu) = options.cpu {
         let mut set = nix::sched::CpuSet::new();

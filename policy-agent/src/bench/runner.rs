@@ -290,7 +290,7 @@ pub(super) fn run(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<R
 }
 
 /// `(total, steal)` CPU time of all CPUs so far, in clock ticks (`/proc/stat`).
-fn cpu_times() -> Option<(u64, u64)> {
+pub(super) fn cpu_times() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<u64> = stat
         .lines()

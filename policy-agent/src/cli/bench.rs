@@ -1,15 +1,74 @@
-//! `policy-agent bench datapath` (hidden; `cargo xtask bench datapath` runs it):
-//! progress on stderr, the report (Markdown tables and the method) on stdout.
+//! `policy-agent bench datapath|agent` (hidden; `cargo xtask bench datapath|agent`
+//! runs them): progress on stderr, the report (Markdown tables and the method) on
+//! stdout. `bench compile-scale` is the child process `bench agent` starts per
+//! compile scale; it prints one JSON line.
 
 use clap::{Args, Subcommand};
 
-use crate::bench::{self, Options};
+use crate::bench::{
+    self,
+    agent::{self, AgentOptions},
+    cluster::ClusterSpec,
+    Options,
+};
 
 /// What to benchmark.
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// ns/packet of each datapath path against an empty classifier (needs root).
     Datapath(DatapathArgs),
+    /// Full compile time and peak RSS per scale; watch event -> maps programmed ->
+    /// first packet latency on a loaded datapath (needs root).
+    Agent(AgentArgs),
+    /// One compile scale in this process, printed as JSON (what `bench agent` runs
+    /// in a child per scale).
+    CompileScale(CompileScaleArgs),
+}
+
+/// Arguments of `bench agent`.
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Compile scales as PODSxPOLICIES, each timed in a fresh process.
+    #[arg(long, value_delimiter = ',', value_parser = parse_scale, default_values = ["1000x100", "10000x1000"])]
+    scales: Vec<ClusterSpec>,
+    /// Compiles per scale.
+    #[arg(long, default_value_t = AgentOptions::default().compile_runs)]
+    compile_runs: usize,
+    /// The cluster the events run on, PODSxPOLICIES.
+    #[arg(long, value_parser = parse_scale, default_value = "10000x1000")]
+    latency_scale: ClusterSpec,
+    /// Events per kind (change and undo in turns).
+    #[arg(long, default_value_t = AgentOptions::default().iterations)]
+    iterations: usize,
+}
+
+/// Arguments of `bench compile-scale`.
+#[derive(Args)]
+pub struct CompileScaleArgs {
+    /// Pods in the synthetic cluster.
+    #[arg(long)]
+    pods: usize,
+    /// NetworkPolicies in it.
+    #[arg(long)]
+    policies: usize,
+    /// Namespaces in it.
+    #[arg(long)]
+    namespaces: usize,
+    /// Pods per node (the benchmarked node holds about this many).
+    #[arg(long)]
+    pods_per_node: usize,
+    /// Compiles to time.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+/// Parses `PODSxPOLICIES` (`10000x1000`) into the benchmark's cluster of that size.
+fn parse_scale(text: &str) -> Result<ClusterSpec, String> {
+    let (pods, policies) = text
+        .split_once('x')
+        .ok_or_else(|| format!("'{text}' is not PODSxPOLICIES"))?;
+    let number = |n: &str| n.parse::<usize>().map_err(|e| format!("'{n}': {e}"));
+    Ok(ClusterSpec::new(number(pods)?, number(policies)?))
 }
 
 /// Arguments of `bench datapath`.
@@ -43,7 +102,35 @@ fn last_cpu() -> Option<usize> {
 
 /// Runs one benchmark and prints its report.
 pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Datapath(args) = command;
+    match command {
+        BenchCommand::Datapath(args) => datapath(args),
+        BenchCommand::Agent(args) => {
+            let options = AgentOptions {
+                compile_scales: args.scales.clone(),
+                compile_runs: args.compile_runs,
+                latency_scale: args.latency_scale,
+                iterations: args.iterations,
+            };
+            let exe = std::env::current_exe()?;
+            let report = agent::run(&options, &exe, &mut |line| eprintln!("bench: {line}"))?;
+            print!("{report}");
+            Ok(())
+        }
+        BenchCommand::CompileScale(args) => {
+            let spec = ClusterSpec {
+                pods: args.pods,
+                policies: args.policies,
+                namespaces: args.namespaces,
+                pods_per_node: args.pods_per_node,
+            };
+            let figures = agent::compile::measure(&spec, args.runs)?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
+    }
+}
+
+fn datapath(args: &DatapathArgs) -> anyhow::Result<()> {
     let options = Options {
         runs: args.runs,
         repeat: args.repeat,

@@ -61,7 +61,7 @@ enum Command {
     /// Follow a running datapath's verdict events live (drops name the policies
     /// isolating the pod), as a table or JSON lines, until Ctrl-C.
     Flows(flows::FlowsArgs),
-    /// Benchmarks for developers (`cargo xtask bench datapath` runs them).
+    /// Benchmarks for developers (`cargo xtask bench datapath|agent` runs them).
     #[command(hide = true)]
     Bench {
         #[command(subcommand)]

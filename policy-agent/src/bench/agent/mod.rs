@@ -1,0 +1,97 @@
+//! `policy-agent bench agent` (run by `cargo xtask bench agent`): the agent's side
+//! of programming policy. Full compile time and peak RSS per cluster scale, each in
+//! a fresh child process (`compile`); and, on a real loaded datapath, how long a
+//! watch event takes to reach the maps and the first packet (`events`, `latency`).
+//! The synthetic cluster is `bench::cluster`. Not a pass/fail test.
+
+pub mod compile;
+pub mod events;
+pub mod latency;
+pub mod report;
+
+use std::path::Path;
+
+pub use report::AgentReport;
+
+use super::{cluster::ClusterSpec, runner::cpu_times, BenchError};
+
+/// What to measure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentOptions {
+    /// Clusters whose full compile is timed, each in its own process.
+    pub compile_scales: Vec<ClusterSpec>,
+    /// Compiles per scale.
+    pub compile_runs: usize,
+    /// The cluster the events run on.
+    pub latency_scale: ClusterSpec,
+    /// Events per kind: change and undo in turns.
+    pub iterations: usize,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            compile_scales: vec![
+                ClusterSpec::new(1_000, 100),
+                ClusterSpec::new(10_000, 1_000),
+            ],
+            compile_runs: 5,
+            latency_scale: ClusterSpec::new(10_000, 1_000),
+            iterations: 100,
+        }
+    }
+}
+
+/// Runs the benchmark. `agent` is this program's binary, re-run with the hidden
+/// `bench compile-scale` per compile scale; the events run in this process (needs
+/// root). `progress` gets a line per step.
+pub fn run(
+    options: &AgentOptions,
+    agent: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<AgentReport, BenchError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(BenchError::NotRoot {
+            bench: "agent",
+            what: "loads BPF programs, writes their maps and runs them with BPF_PROG_TEST_RUN",
+        });
+    }
+    if options.iterations < 2 {
+        return Err(BenchError::Option {
+            option: "iterations",
+            message: "must be at least 2 (a change and its undo)".into(),
+        });
+    }
+    let object = crate::dataplane::object::find()?;
+    let cpu_before = cpu_times();
+    let mut compiled = Vec::new();
+    for spec in &options.compile_scales {
+        progress(&format!(
+            "compiling {} pods x {} policies {} times in a fresh process",
+            spec.pods, spec.policies, options.compile_runs
+        ));
+        compiled.push(compile::in_child(agent, spec, options.compile_runs)?);
+    }
+    let (first_apply, rows) = latency::run(
+        &object,
+        &options.latency_scale,
+        options.iterations,
+        progress,
+    )?;
+    let steal_percent = cpu_before.zip(cpu_times()).and_then(|(before, after)| {
+        let total = after.0.saturating_sub(before.0);
+        (total > 0).then(|| 100.0 * after.1.saturating_sub(before.1) as f64 / total as f64)
+    });
+    Ok(AgentReport {
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string()),
+        release: !cfg!(debug_assertions),
+        steal_percent,
+        compile: compiled,
+        latency_spec: options.latency_scale,
+        iterations: options.iterations,
+        first_apply,
+        rows,
+        latency_peak_rss_kib: compile::own_status_kib("VmHWM").ok(),
+    })
+}

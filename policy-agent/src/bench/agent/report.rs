@@ -1,0 +1,357 @@
+//! The agent benchmark's figures and how they are printed: percentiles, the
+//! issue's targets, and Markdown tables that paste into BENCHMARKS.md.
+
+use std::{fmt, time::Duration};
+
+use super::compile::CompileFigures;
+use crate::bench::cluster::ClusterSpec;
+
+/// Event -> maps programmed target (p99, agent side).
+pub const PROGRAMMED_TARGET: Duration = Duration::from_millis(5);
+/// Event -> first packet with the new verdict target (p99).
+pub const FIRST_PACKET_TARGET: Duration = Duration::from_millis(20);
+/// Peak RSS target of a compile, KiB.
+pub const RSS_TARGET_KIB: u64 = 64 * 1024;
+
+/// The full-compile target of a scale the issue names, if it names it.
+pub fn compile_target(spec: &ClusterSpec) -> Option<Duration> {
+    match (spec.pods, spec.policies) {
+        (1_000, 100) => Some(Duration::from_millis(50)),
+        (10_000, 1_000) => Some(Duration::from_secs(1)),
+        _ => None,
+    }
+}
+
+/// One event, timed from the change to the cluster state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventSample {
+    /// Applying the change to the state and compiling the node's tables.
+    pub compile: Duration,
+    /// `Datapath::apply` (and mapping pods to interface indexes).
+    pub apply: Duration,
+    /// The change to `apply` returning: maps programmed.
+    pub programmed: Duration,
+    /// The change to the probe packet's first run with the new verdict.
+    pub first_packet: Duration,
+    /// Test runs of the probe after `apply` returned, the one with the new verdict
+    /// included.
+    pub probe_runs: u32,
+}
+
+/// The samples of one event label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRow {
+    /// How the report names the event.
+    pub label: &'static str,
+    /// Every sample, in run order.
+    pub samples: Vec<EventSample>,
+}
+
+impl EventRow {
+    /// A row without samples.
+    pub fn new(label: &'static str) -> Self {
+        Self {
+            label,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Whether the issue sets a target for this event: adds and label changes.
+    pub fn has_target(&self) -> bool {
+        !self.label.contains("delete")
+    }
+
+    fn column(&self, pick: fn(&EventSample) -> Duration) -> Vec<Duration> {
+        self.samples.iter().map(pick).collect()
+    }
+}
+
+/// The nearest-rank `p`th percentile (0 < p <= 100) of `values`: the smallest value
+/// with at least p% of the values at or below it. `None` without values.
+pub fn percentile(values: &[Duration], p: f64) -> Option<Duration> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
+}
+
+/// A duration in milliseconds with three significant digits or so.
+pub fn ms(duration: Duration) -> String {
+    let ms = duration.as_secs_f64() * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "yes"
+    } else {
+        "**no**"
+    }
+}
+
+/// Everything one `bench agent` run measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentReport {
+    /// The running kernel.
+    pub kernel: String,
+    /// Whether the agent was built with optimizations.
+    pub release: bool,
+    /// Steal time during the run, percent of all CPU time.
+    pub steal_percent: Option<f64>,
+    /// One entry per compile scale, each from its own process.
+    pub compile: Vec<CompileFigures>,
+    /// The cluster the events ran on.
+    pub latency_spec: ClusterSpec,
+    /// Events per kind (forward and backward together).
+    pub iterations: usize,
+    /// The first apply of the latency cluster into empty maps.
+    pub first_apply: Duration,
+    /// The events' samples, one row per label.
+    pub rows: Vec<EventRow>,
+    /// Peak RSS of the latency process (cluster, tables, loaded datapath), KiB.
+    pub latency_peak_rss_kib: Option<u64>,
+}
+
+fn scale(spec: &ClusterSpec) -> String {
+    format!("{} pods x {} policies", spec.pods, spec.policies)
+}
+
+impl AgentReport {
+    fn write_compile(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "| cluster | namespaces / nodes / pods on this node | endpoint ids / peer prefixes / classes / POLICY entries | full compile, median (min-max) | target | met | peak RSS (before compiling) | target | met |"
+        )?;
+        writeln!(f, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")?;
+        for c in &self.compile {
+            let times: Vec<Duration> = c
+                .compile_ns
+                .iter()
+                .map(|&n| Duration::from_nanos(n))
+                .collect();
+            let median = percentile(&times, 50.0).unwrap_or_default();
+            let (min, max) = (
+                times.iter().min().copied().unwrap_or_default(),
+                times.iter().max().copied().unwrap_or_default(),
+            );
+            let (target, ok) = match compile_target(&c.spec) {
+                Some(t) => (format!("<= {}", ms(t)), met(median <= t)),
+                None => ("-".into(), "-"),
+            };
+            let s = &c.sizes;
+            writeln!(
+                f,
+                "| {} | {} / {} / {} | {} / {} / {} / {} | {} ({}-{}) | {target} | {ok} | {} ({}) | <= 64 MiB | {} |",
+                scale(&c.spec),
+                c.spec.namespaces,
+                c.spec.nodes(),
+                s.endpoints,
+                s.endpoint_ids,
+                s.peers,
+                s.classes,
+                s.policy_entries,
+                ms(median),
+                ms(min),
+                ms(max),
+                mib(c.peak_rss_kib),
+                mib(c.rss_before_compile_kib),
+                met(c.peak_rss_kib <= RSS_TARGET_KIB),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn write_events(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "| event | events | compile p50 / p99 | apply p50 / p99 | event -> programmed p50 / p99 | target p99 | met | event -> first packet p50 / p99 | target p99 | met |"
+        )?;
+        writeln!(
+            f,
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        )?;
+        for row in &self.rows {
+            let pair = |pick: fn(&EventSample) -> Duration| {
+                let values = row.column(pick);
+                let p = |q| percentile(&values, q).map_or("-".into(), ms);
+                format!("{} / {}", p(50.0), p(99.0))
+            };
+            let p99 = |pick: fn(&EventSample) -> Duration| {
+                percentile(&row.column(pick), 99.0).unwrap_or(Duration::MAX)
+            };
+            let (t1, m1, t2, m2) = if row.has_target() {
+                (
+                    format!("<= {}", ms(PROGRAMMED_TARGET)),
+                    met(p99(|s| s.programmed) <= PROGRAMMED_TARGET),
+                    format!("<= {}", ms(FIRST_PACKET_TARGET)),
+                    met(p99(|s| s.first_packet) <= FIRST_PACKET_TARGET),
+                )
+            } else {
+                ("-".into(), "-", "-".into(), "-")
+            };
+            writeln!(
+                f,
+                "| {} | {} | {} | {} | {} | {t1} | {m1} | {} | {t2} | {m2} |",
+                row.label,
+                row.samples.len(),
+                pair(|s| s.compile),
+                pair(|s| s.apply),
+                pair(|s| s.programmed),
+                pair(|s| s.first_packet),
+            )?;
+        }
+        let runs = self
+            .rows
+            .iter()
+            .flat_map(|r| &r.samples)
+            .map(|s| s.probe_runs);
+        writeln!(
+            f,
+            "\nTest runs of the probe packet until it showed the new verdict: at most {}.",
+            runs.max().unwrap_or(0)
+        )
+    }
+}
+
+impl fmt::Display for AgentReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "podwall agent benchmark: kernel {}, {} build",
+            self.kernel,
+            if self.release {
+                "release"
+            } else {
+                "debug (figures not representative)"
+            }
+        )?;
+        if let Some(steal) = self.steal_percent {
+            writeln!(
+                f,
+                "CPU time taken by the hypervisor (steal) during the run: {steal:.1}%"
+            )?;
+        }
+        writeln!(
+            f,
+            "\nFull compile of one node's tables (`policy::compiler::compile`), each scale in a fresh process:\n"
+        )?;
+        self.write_compile(f)?;
+        writeln!(
+            f,
+            "\nEvents at {} ({} events per kind, change and undo in turns; first apply into empty maps: {}{}):\n",
+            scale(&self.latency_spec),
+            self.iterations,
+            ms(self.first_apply),
+            self.latency_peak_rss_kib
+                .map_or(String::new(), |kib| format!("; peak RSS of this process: {}", mib(kib))),
+        )?;
+        self.write_events(f)?;
+        writeln!(f)?;
+        f.write_str(METHOD)
+    }
+}
+
+/// How the figures were made, printed under them.
+const METHOD: &str = "\
+Method: the cluster is synthetic and deterministic (`bench/cluster.rs`): pods over one
+namespace per 100 pods, 5 apps x 2 versions per namespace, 100 pods per node (the
+benchmarked node holds 100, from every namespace), single-stack IPv4, a Service per
+app; policies of 10 kinds in turn per namespace (default-deny ingress and egress,
+podSelector on named ports, namespaceSelector, both, ipBlock with excepts, endPort).
+Compile: `policy::compiler::compile` for the benchmarked node, timed in a fresh child
+process per scale; peak RSS is that process's VmHWM (cluster model + compile).
+Events: on a real loaded datapath (nothing attached), each event changes the
+ClusterState in place (the reflector-to-model conversion is not included), compiles
+the node's tables and calls `Datapath::apply`; a change and its undo alternate. Then a
+TCP SYN whose verdict the event flips (found with the reference lookup) runs through
+its classifier with BPF_PROG_TEST_RUN until it shows the new verdict. Percentiles are
+nearest-rank: with fewer than 100 events, p99 is the slowest event.
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn millis(values: &[u64]) -> Vec<Duration> {
+        values.iter().map(|&v| Duration::from_millis(v)).collect()
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values = millis(&[5, 1, 4, 2, 3]);
+        assert_eq!(percentile(&values, 50.0), Some(Duration::from_millis(3)));
+        assert_eq!(percentile(&values, 99.0), Some(Duration::from_millis(5)));
+        assert_eq!(percentile(&values, 20.0), Some(Duration::from_millis(1)));
+        assert_eq!(percentile(&values, 21.0), Some(Duration::from_millis(2)));
+        let hundred: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&hundred, 99.0), Some(Duration::from_millis(99)));
+        assert_eq!(percentile(&hundred, 50.0), Some(Duration::from_millis(50)));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn durations_print_in_milliseconds() {
+        assert_eq!(ms(Duration::from_micros(1234)), "1.23 ms");
+        assert_eq!(ms(Duration::from_micros(12_345)), "12.3 ms");
+        assert_eq!(ms(Duration::from_millis(1234)), "1234 ms");
+    }
+
+    #[test]
+    fn targets_are_judged_on_p99_and_deletes_have_none() {
+        let sample = |programmed: u64, first_packet: u64| EventSample {
+            compile: Duration::from_millis(1),
+            apply: Duration::from_millis(programmed - 1),
+            programmed: Duration::from_millis(programmed),
+            first_packet: Duration::from_millis(first_packet),
+            probe_runs: 1,
+        };
+        let mut add = EventRow::new("pod add, this node");
+        add.samples = vec![sample(2, 3), sample(3, 4), sample(6, 7)];
+        let mut delete = EventRow::new("pod delete, this node");
+        delete.samples = vec![sample(9, 30)];
+        let report = AgentReport {
+            kernel: "test".into(),
+            release: true,
+            steal_percent: None,
+            compile: Vec::new(),
+            latency_spec: ClusterSpec::new(10_000, 1_000),
+            iterations: 4,
+            first_apply: Duration::from_millis(10),
+            rows: vec![add, delete],
+            latency_peak_rss_kib: None,
+        };
+        let text = report.to_string();
+        assert!(
+            text.contains("| pod add, this node | 3 | 1.00 ms / 1.00 ms | 2.00 ms / 5.00 ms | 3.00 ms / 6.00 ms | <= 5.00 ms | **no** | 4.00 ms / 7.00 ms | <= 20.0 ms | yes |"),
+            "{text}"
+        );
+        assert!(text.contains("| pod delete, this node | 1 |"), "{text}");
+        assert!(
+            text.contains("| - | - | 30.0 ms / 30.0 ms | - | - |"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn compile_targets_belong_to_the_two_named_scales() {
+        assert_eq!(
+            compile_target(&ClusterSpec::new(1_000, 100)),
+            Some(Duration::from_millis(50))
+        );
+        assert_eq!(
+            compile_target(&ClusterSpec::new(10_000, 1_000)),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(compile_target(&ClusterSpec::new(5_000, 100)), None);
+    }
+}
