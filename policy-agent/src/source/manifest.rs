@@ -338,7 +338,8 @@ impl Loader {
                 first,
             });
         }
-        self.seen.insert((K::KIND, key), ctx.origin.file.to_path_buf());
+        self.seen
+            .insert((K::KIND, key), ctx.origin.file.to_path_buf());
         Ok(())
     }
 }

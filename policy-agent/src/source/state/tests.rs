@@ -88,7 +88,11 @@ fn a_policy_that_does_not_convert_stands_in_as_isolating_its_whole_namespace() {
     assert!(stand_in.ingress.is_empty() && stand_in.egress.is_empty());
     assert_eq!(stand_in.mode, PolicyMode::Enforce);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    for expected in ["NetworkPolicy prod/db", "spec.ingress[0].ports[0].port", "fail closed"] {
+    for expected in [
+        "NetworkPolicy prod/db",
+        "spec.ingress[0].ports[0].port",
+        "fail closed",
+    ] {
         assert!(errors[0].contains(expected), "{expected} in {}", errors[0]);
     }
 }
@@ -109,7 +113,10 @@ fn unknown_policy_types_isolate_both_directions_and_audit_mode_is_kept() {
         }
     );
     assert_eq!(stand_in.mode, PolicyMode::Audit);
-    assert!(errors[0].contains("spec.ingress[0].ports[0].port"), "{errors:?}");
+    assert!(
+        errors[0].contains("spec.ingress[0].ports[0].port"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -121,8 +128,10 @@ fn a_pod_that_does_not_convert_is_left_out_and_named() {
     assert_eq!(state.pods.keys().collect::<Vec<_>>(), [&key("prod/web")]);
     assert_eq!(
         errors,
-        ["Pod prod/broken: status.podIP: \"10.0.0.999\" is not an IPv4 or IPv6 address; \
-          the object is left out"]
+        [
+            "Pod prod/broken: status.podIP: \"10.0.0.999\" is not an IPv4 or IPv6 address; \
+          the object is left out"
+        ]
     );
     assert!(state.namespaces.contains_key("prod"), "implicit namespace");
 }
@@ -130,8 +139,12 @@ fn a_pod_that_does_not_convert_is_left_out_and_named() {
 #[test]
 fn the_same_key_twice_keeps_the_first_and_names_the_key() {
     let mut builder = StateBuilder::default();
-    let first = crate::model::builders::pod("prod", "web").ip("10.0.0.1").build();
-    let second = crate::model::builders::pod("prod", "web").ip("10.0.0.2").build();
+    let first = crate::model::builders::pod("prod", "web")
+        .ip("10.0.0.1")
+        .build();
+    let second = crate::model::builders::pod("prod", "web")
+        .ip("10.0.0.2")
+        .build();
     assert_eq!(builder.add::<core::Pod>(first.clone()), Ok(()));
     assert_eq!(builder.add::<core::Pod>(second), Err(key("prod/web")));
     let (state, _) = builder.finish();
