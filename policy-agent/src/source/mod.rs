@@ -9,6 +9,7 @@
 //! targets, watched kinds) or trimmed (`kube::trim`), never read.
 
 pub mod convert;
+pub mod kube;
 pub mod manifest;
 mod state;
 
