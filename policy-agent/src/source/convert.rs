@@ -1,6 +1,7 @@
 //! Kubernetes objects (k8s-openapi types) -> the model: the ONE place that reads
-//! k8s-openapi types, so every source (manifest files, later the API server) applies
-//! the same defaults and the same validation.
+//! k8s-openapi types, so every source (manifest files, the API server) applies the
+//! same defaults and the same validation. `kinds` lists the converted kinds for the
+//! sources' shared state builder.
 //!
 //! Defaults and checks follow the API server (defaults.go / validation.go of
 //! `k8s.io/kubernetes/pkg/apis/{core,networking}`); the spec sentence each rule
@@ -14,7 +15,10 @@
 //!   isolates its pods (fail closed), and each is logged as a warning naming the
 //!   policy and the field;
 //! - a `podwall.io/mode` annotation other than `audit` or `enforce` enforces the
-//!   policy (fail closed) and is logged as a warning naming the policy and value.
+//!   policy (fail closed) and is logged as a warning naming the policy and value;
+//! - a NetworkPolicy that is an error has a fail-closed stand-in
+//!   (`network_policy_fail_closed`) for sources that keep going (the API server's
+//!   watch); the manifest loader stops instead.
 //!
 //! May import: `crate::model`, k8s-openapi, ipnet, tracing (those warnings).
 //! Nothing else of this crate.
