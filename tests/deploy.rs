@@ -74,8 +74,9 @@ fn daemonset() -> DaemonSet {
 fn containers(ds: &DaemonSet) -> Vec<Container> {
     let pod = ds
         .spec
-        .as_ref()
-        .and_then(|spec| spec.template.spec.clone())
+        .template
+        .spec
+        .clone()
         .unwrap_or_else(|| panic!("DaemonSet without a pod spec"));
     pod.containers
         .into_iter()
@@ -161,7 +162,8 @@ fn rbac_is_read_only_and_limited_to_what_policy_reads() {
     let account: ServiceAccount = one("ServiceAccount");
     let pod_spec = daemonset()
         .spec
-        .and_then(|spec| spec.template.spec)
+        .template
+        .spec
         .unwrap_or_else(|| panic!("no pod spec"));
     let subjects = binding.subjects.unwrap_or_default();
     assert!(
@@ -178,7 +180,8 @@ fn the_agent_runs_on_the_host_network_with_its_node_name_probes_and_pins() {
     let ds = daemonset();
     let pod = ds
         .spec
-        .and_then(|spec| spec.template.spec)
+        .template
+        .spec
         .unwrap_or_else(|| panic!("no pod spec"));
     assert_eq!(
         pod.host_network,

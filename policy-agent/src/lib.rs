@@ -1,6 +1,6 @@
 //! podwall's node agent as a library: the CLI in `main.rs` is a thin layer over it.
 //!
-//! Data flows one way: `source` (manifests, later the API server) -> `model` ->
+//! Data flows one way: `source` (manifests, or the API server's watch) -> `model` ->
 //! `policy` (pure: evaluator and compiler) -> `dataplane` (the only code that touches
 //! BPF). `lab` builds a local mini-cluster from network namespaces and wires the
 //! stages together; `cli` holds one module per subcommand. `bench` times the

@@ -1,10 +1,12 @@
-//! Shared helpers of the integration tests: privilege checks that fail loudly.
+//! Shared helpers of the integration tests: privilege checks that fail loudly, and
+//! the stand-in API server (`apiserver`).
 #![allow(
     dead_code,
     reason = "each test binary uses a different part of the support code"
 )]
 
 pub mod agent;
+pub mod apiserver;
 
 /// Fails the test with a clear message when it cannot touch the kernel: the lab
 /// needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) and a built eBPF object.

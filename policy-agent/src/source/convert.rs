@@ -1,6 +1,7 @@
 //! Kubernetes objects (k8s-openapi types) -> the model: the ONE place that reads
-//! k8s-openapi types, so every source (manifest files, later the API server) applies
-//! the same defaults and the same validation.
+//! k8s-openapi types, so every source (manifest files, the API server) applies the
+//! same defaults and the same validation. `kinds` lists the converted kinds for the
+//! sources' shared state builder.
 //!
 //! Defaults and checks follow the API server (defaults.go / validation.go of
 //! `k8s.io/kubernetes/pkg/apis/{core,networking}`); the spec sentence each rule
@@ -14,7 +15,10 @@
 //!   isolates its pods (fail closed), and each is logged as a warning naming the
 //!   policy and the field;
 //! - a `podwall.io/mode` annotation other than `audit` or `enforce` enforces the
-//!   policy (fail closed) and is logged as a warning naming the policy and value.
+//!   policy (fail closed) and is logged as a warning naming the policy and value;
+//! - a NetworkPolicy that is an error has a fail-closed stand-in
+//!   (`network_policy_fail_closed`) for sources that keep going (the API server's
+//!   watch); the manifest loader stops instead.
 //!
 //! May import: `crate::model`, k8s-openapi, ipnet, tracing (those warnings).
 //! Nothing else of this crate.
@@ -135,8 +139,9 @@ pub fn namespace(ns: &core::Namespace) -> Result<Namespace> {
     Ok(Namespace { name, labels })
 }
 
-/// Converts a Pod: labels, IPs (`status.podIPs`, else `status.podIP`), node,
-/// hostNetwork and the ports of all containers (what named policy ports resolve to).
+/// Converts a Pod: labels, IPs (`status.podIPs`, else `status.podIP`; none once the
+/// pod has terminated), node, hostNetwork and the ports of all containers (what
+/// named policy ports resolve to). `source::kube::trim` keeps exactly these fields.
 pub fn pod(pod: &core::Pod) -> Result<Pod> {
     let key = object_ref(&pod.metadata)?;
     let spec = pod.spec.as_ref();
@@ -168,11 +173,17 @@ pub fn pod(pod: &core::Pod) -> Result<Pod> {
 }
 
 /// `status.podIPs` when it has entries (it holds both families of a dual-stack pod),
-/// else `status.podIP`; an empty `podIP` means "not assigned yet".
+/// else `status.podIP`; an empty `podIP` means "not assigned yet". A pod whose
+/// phase is `Succeeded` or `Failed` has none: its containers have stopped and its
+/// sandbox is gone, but the API keeps its last IPs in the status, which the network
+/// may already have given to a new pod (two claimants make an address no pod's).
 fn pod_ips(status: Option<&core::PodStatus>) -> Result<Vec<IpAddr>> {
     let Some(status) = status else {
         return Ok(Vec::new());
     };
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return Ok(Vec::new());
+    }
     match status.pod_ips.as_deref() {
         Some(ips) if !ips.is_empty() => ips
             .iter()
@@ -233,7 +244,10 @@ pub fn service(svc: &core::Service) -> Result<Service> {
     })
 }
 
-pub use network_policy::{label_selector, network_policy, MODE_ANNOTATION};
+pub use kinds::{conversion_error, ApiKind};
+pub use network_policy::{
+    label_selector, network_policy, network_policy_fail_closed, MODE_ANNOTATION,
+};
 
 /// `metadata.name`, required and non-empty.
 fn required_name(meta: &ObjectMeta) -> Result<String> {
@@ -320,6 +334,7 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>().ok().map(|net| net.trunc())
 }
 
+mod kinds;
 mod network_policy;
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@
 //! into k8s-openapi types with `serde_path_to_error` (to name the field), then
 //! converted by `convert`.
 //!
-//! May import: `crate::model`, `super::convert`, serde_norway, serde_json,
+//! May import: `crate::model`, `super::convert`, `super::state`, serde_norway, serde_json,
 //! serde_path_to_error, k8s-openapi (as deserialization targets only).
 
 use std::{
@@ -17,14 +17,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use k8s_openapi::{
-    api::{core::v1 as core, networking::v1 as net},
-    Resource,
-};
+use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_norway::{Mapping, Value};
 
-use super::convert::{self, ConvertError};
+use super::{
+    convert::{ApiKind, ConvertError},
+    state::StateBuilder,
+};
 use crate::model::{ClusterState, ObjectRef};
 
 /// Why manifests could not be loaded. Every variant names the file; those about
@@ -134,8 +134,8 @@ pub fn load_manifests(path: &Path) -> Result<ClusterState, ManifestError> {
     for file in manifest_files(path)? {
         loader.load_file(&file)?;
     }
-    let mut state = loader.state;
-    state.add_implicit_namespaces();
+    // A load stops at the first error, so `finish` never has conversion errors.
+    let (state, _) = loader.builder.finish();
     Ok(state)
 }
 
@@ -231,7 +231,7 @@ fn parse_documents(file: &Path, text: &str) -> Result<Vec<Value>, ManifestError>
 /// Accumulates objects, remembering where each was first defined.
 #[derive(Default)]
 struct Loader {
-    state: ClusterState,
+    builder: StateBuilder,
     seen: HashMap<(&'static str, ObjectRef), PathBuf>,
 }
 
@@ -293,35 +293,10 @@ impl Loader {
                 ctx.check_api_version("v1")?;
                 self.load_list(origin, map)
             }
-            "Namespace" => {
-                let ns = ctx.convert::<core::Namespace, _>(value, convert::namespace)?;
-                self.claim(
-                    "Namespace",
-                    ObjectRef::new("", ns.name.clone()),
-                    origin,
-                    &object,
-                )?;
-                self.state.namespaces.insert(ns.name.clone(), ns);
-                Ok(())
-            }
-            "Pod" => {
-                let pod = ctx.convert::<core::Pod, _>(value, convert::pod)?;
-                self.claim("Pod", pod.key.clone(), origin, &object)?;
-                self.state.pods.insert(pod.key.clone(), pod);
-                Ok(())
-            }
-            "Service" => {
-                let svc = ctx.convert::<core::Service, _>(value, convert::service)?;
-                self.claim("Service", svc.key.clone(), origin, &object)?;
-                self.state.services.insert(svc.key.clone(), svc);
-                Ok(())
-            }
-            "NetworkPolicy" => {
-                let np = ctx.convert::<net::NetworkPolicy, _>(value, convert::network_policy)?;
-                self.claim("NetworkPolicy", np.key.clone(), origin, &object)?;
-                self.state.policies.insert(np.key.clone(), np);
-                Ok(())
-            }
+            "Namespace" => self.add::<core::Namespace>(&ctx, value),
+            "Pod" => self.add::<core::Pod>(&ctx, value),
+            "Service" => self.add::<core::Service>(&ctx, value),
+            "NetworkPolicy" => self.add::<net::NetworkPolicy>(&ctx, value),
             _ => {
                 let file = origin.file.display();
                 tracing::warn!(%file, kind, object, "skipping unsupported kind");
@@ -347,22 +322,24 @@ impl Loader {
         Ok(())
     }
 
-    /// Records that `kind key` is defined in this file; an error if it already was.
-    fn claim(
-        &mut self,
-        kind: &'static str,
-        key: ObjectRef,
-        origin: &Origin<'_>,
-        object: &str,
-    ) -> Result<(), ManifestError> {
-        if let Some(first) = self.seen.get(&(kind, key.clone())) {
+    /// Converts `value` as a `K` and adds it; an error if the same kind and key
+    /// was defined before (naming the file of the first definition).
+    fn add<K>(&mut self, ctx: &Context<'_>, value: &Value) -> Result<(), ManifestError>
+    where
+        K: ApiKind + DeserializeOwned,
+    {
+        let model = ctx.convert::<K>(value)?;
+        let key = K::key(&model);
+        if let Err(key) = self.builder.add::<K>(model) {
+            let first = self.seen.get(&(K::KIND, key)).cloned().unwrap_or_default();
             return Err(ManifestError::Duplicate {
-                file: origin.file.to_path_buf(),
-                object: object.to_string(),
-                first: first.clone(),
+                file: ctx.origin.file.to_path_buf(),
+                object: ctx.object.to_string(),
+                first,
             });
         }
-        self.seen.insert((kind, key), origin.file.to_path_buf());
+        self.seen
+            .insert((K::KIND, key), ctx.origin.file.to_path_buf());
         Ok(())
     }
 }
@@ -410,13 +387,9 @@ impl Context<'_> {
     }
 
     /// Deserializes `value` as `K` (naming the field of a type error) and converts it.
-    fn convert<K, T>(
-        &self,
-        value: &Value,
-        convert: fn(&K) -> Result<T, ConvertError>,
-    ) -> Result<T, ManifestError>
+    fn convert<K>(&self, value: &Value) -> Result<K::Model, ManifestError>
     where
-        K: Resource + DeserializeOwned,
+        K: ApiKind + DeserializeOwned,
     {
         self.check_api_version(K::API_VERSION)?;
         let object: K = serde_path_to_error::deserialize(value).map_err(|err| {
@@ -428,7 +401,7 @@ impl Context<'_> {
                 message: err.into_inner().to_string(),
             }
         })?;
-        convert(&object).map_err(|source| ManifestError::Convert {
+        object.convert().map_err(|source| ManifestError::Convert {
             file: self.origin.file.to_path_buf(),
             object: self.object.to_string(),
             source,

@@ -77,6 +77,32 @@ pub fn network_policy(np: &net::NetworkPolicy) -> Result<NetworkPolicy> {
     Ok(policy)
 }
 
+/// What stands in for a NetworkPolicy that `network_policy` rejects (D6, fail
+/// closed): a policy of the same name selecting every pod of its namespace, for
+/// the policyTypes it names (both when they are what failed), with no rules, so
+/// those pods are isolated and this policy allows nothing. Its mode comes from the
+/// annotation as usual: a rejected audit-mode policy stays audit-only (it reports
+/// would-drops and never drops, as the user asked of that policy). `None` when
+/// the object has no name (nothing to name it by; the API server never sends one).
+pub fn network_policy_fail_closed(np: &net::NetworkPolicy) -> Option<NetworkPolicy> {
+    let key = object_ref(&np.metadata).ok()?;
+    let (mode, _) = mode(&key, np.metadata.annotations.as_ref());
+    let default_spec = net::NetworkPolicySpec::default();
+    let spec = np.spec.as_ref().unwrap_or(&default_spec);
+    let policy_types = policy_types(spec).unwrap_or(PolicyTypes {
+        ingress: true,
+        egress: true,
+    });
+    Some(NetworkPolicy {
+        key,
+        pod_selector: LabelSelector::default(),
+        policy_types,
+        ingress: Vec::new(),
+        egress: Vec::new(),
+        mode,
+    })
+}
+
 /// The mode `annotations` give the policy `key`: `audit` audits, `enforce` or no
 /// annotation enforces. Any other value (`Audit`, `dry-run`, a typo) enforces, since
 /// a mistyped annotation must never stop enforcement (fail closed), and comes back

@@ -438,6 +438,25 @@ fn dual_stack_pod_gets_both_ips_from_pod_ips() {
 }
 
 #[test]
+fn a_pod_that_has_terminated_has_no_ips_its_address_may_be_reused() {
+    for phase in ["Succeeded", "Failed"] {
+        let pod = pod_from(&format!(
+            "metadata: {{name: job}}\n\
+             status: {{phase: {phase}, podIP: 10.0.0.5, podIPs: [{{ip: 10.0.0.5}}]}}"
+        ))
+        .expect("valid pod");
+        assert_eq!(pod.ips, Vec::<IpAddr>::new(), "{phase}");
+    }
+    for phase in ["Pending", "Running", "Unknown"] {
+        let pod = pod_from(&format!(
+            "metadata: {{name: job}}\nstatus: {{phase: {phase}, podIP: 10.0.0.5}}"
+        ))
+        .expect("valid pod");
+        assert_eq!(pod.ips, vec![ip("10.0.0.5")], "{phase}");
+    }
+}
+
+#[test]
 fn pod_ip_is_used_when_pod_ips_is_absent_and_bad_ips_are_rejected() {
     let pod = pod_from(
         "metadata: {name: p}\nspec: {hostNetwork: true, containers: []}\n\

@@ -1,0 +1,137 @@
+//! The API server as a source: kube-runtime watchers and reflector stores for
+//! Namespaces, Pods, NetworkPolicies and Services, folded into one stream of
+//! `SourceSnapshot`s (a converted `ClusterState` plus how current it is).
+//!
+//! - `trim`: what the stores keep of each object (what `convert` reads);
+//! - `watch`: one task per kind: watcher (list, then watch from the list's
+//!   resourceVersion; relist on 410 Gone), trimming, the reflector store, backoff;
+//! - `snapshot`: one task folding the kinds' notices into snapshots, converting the
+//!   stores through `convert` (via `source::state`) at most once per batch.
+//!
+//! May import: `crate::model`, `super::convert`, `super::state`, kube, k8s-openapi
+//! (trimming writes its fields; reading them is `convert`'s), tokio, futures,
+//! backon, tracing.
+
+mod snapshot;
+pub mod trim;
+mod watch;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{sync::watch as channel, task::JoinHandle};
+
+use crate::model::ClusterState;
+
+/// What the cluster looks like now, as far as the watches know.
+#[derive(Clone, Debug, Default)]
+pub struct SourceSnapshot {
+    /// The converted cluster. Empty until `synced`; after that always the stores'
+    /// whole content (a relist replaces a kind's objects at once, when it ends).
+    pub state: Arc<ClusterState>,
+    /// Every watch (Namespaces, Pods, NetworkPolicies, Services) has delivered its
+    /// initial list at least once. Stays true through later failures and relists.
+    pub synced: bool,
+    /// Some watch is failing right now: its latest result was an error (API server
+    /// unreachable, a request refused, a watch ended with an error such as 410
+    /// Gone) and it has not completed a list since. `state` is then the last state
+    /// seen, which may be behind the cluster.
+    pub stale: bool,
+    /// The most recent watch error (`Pod watch: ...`), kept after recovery; `stale`
+    /// says whether some watch is failing now.
+    pub last_error: Option<String>,
+    /// One line per object of `state`'s sources that could not be converted, sorted,
+    /// naming the object and the field (`NetworkPolicy prod/db: spec...: ...`). A
+    /// NetworkPolicy listed here is in `state` as its fail-closed stand-in
+    /// (`convert::network_policy_fail_closed`); other kinds are left out.
+    pub conversion_errors: Vec<String>,
+    /// When the newest event that changed `state` arrived (`None` before the first
+    /// state): the start of the event-to-programmed latency.
+    pub changed: Option<Instant>,
+}
+
+/// Tuning of `watch_cluster_with`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Delay before retrying a failed list or watch; it doubles (with jitter) on
+    /// each further failure, up to `backoff_max`, and starts over after 120 s
+    /// without failures. Default 800 ms, as kube-runtime's `DefaultBackoff`
+    /// (client-go's reflector).
+    pub backoff_min: Duration,
+    /// The longest delay between retries. Default 30 s, as `DefaultBackoff`. Tests
+    /// shorten both to see recovery quickly.
+    pub backoff_max: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            backoff_min: Duration::from_millis(800),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The running watches; dropping it stops them.
+#[derive(Debug)]
+pub struct ClusterWatch {
+    snapshots: channel::Receiver<SourceSnapshot>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ClusterWatch {
+    /// A receiver of the snapshots: it sees the latest one at once and is woken on
+    /// each change (flags, errors or state). Snapshots stop (the receiver sees the
+    /// channel closed) when this `ClusterWatch` is dropped.
+    pub fn receiver(&self) -> channel::Receiver<SourceSnapshot> {
+        self.snapshots.clone()
+    }
+}
+
+impl Drop for ClusterWatch {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Watches the cluster `client` talks to with the default `WatchOptions`.
+///
+/// # Panics
+/// Outside a Tokio runtime (it spawns the watch tasks).
+pub fn watch_cluster(client: ::kube::Client) -> ClusterWatch {
+    watch_cluster_with(client, WatchOptions::default())
+}
+
+/// Watches Namespaces, Pods, NetworkPolicies and Services of every namespace
+/// through `client`, each with kube-runtime's watcher (list, then watch from the
+/// list's resourceVersion with bookmarks; relist after 410 Gone) into a reflector
+/// store, retried with backoff (`options`). A watch error after which the watcher
+/// would resume silently (a watch request refused, a stream failing) restarts that
+/// kind's watcher with a fresh list after the backoff, so its recovery is seen:
+/// `stale` clears when every failing kind has listed again.
+///
+/// # Panics
+/// Outside a Tokio runtime (it spawns the watch tasks).
+pub fn watch_cluster_with(client: ::kube::Client, options: WatchOptions) -> ClusterWatch {
+    let (notices, notices_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (sender, snapshots) = channel::channel(SourceSnapshot::default());
+    let mut tasks = Vec::new();
+    let stores = snapshot::Stores {
+        namespaces: watch::spawn(&client, &options, trim::namespace, &notices, &mut tasks),
+        pods: watch::spawn(&client, &options, trim::pod, &notices, &mut tasks),
+        policies: watch::spawn(
+            &client,
+            &options,
+            trim::network_policy,
+            &notices,
+            &mut tasks,
+        ),
+        services: watch::spawn(&client, &options, trim::service, &notices, &mut tasks),
+    };
+    tasks.push(tokio::spawn(snapshot::run(stores, notices_rx, sender)));
+    ClusterWatch { snapshots, tasks }
+}

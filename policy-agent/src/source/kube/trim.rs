@@ -1,0 +1,101 @@
+//! Trimming watched objects to what `convert` reads, before the reflector stores
+//! them (kube-rs's pod reflector example): memory for 10k pods stays small, and an
+//! update that changes nothing policy reads (a status condition, a heartbeat
+//! annotation, `resourceVersion`) leaves the stored object equal to the old one, so
+//! it is recognised as no change and triggers no rebuild.
+//!
+//! Every function keeps exactly the fields its `convert` counterpart reads; the unit
+//! tests check that converting a trimmed object gives what converting the original
+//! gives.
+
+use k8s_openapi::{
+    api::{core::v1 as core, networking::v1 as net},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+
+use crate::source::convert::MODE_ANNOTATION;
+
+/// Keeps a Pod's name, namespace and labels; `spec.nodeName`, `spec.hostNetwork`
+/// and each container's `ports` only (the container's name too: the API requires
+/// it); `status.phase`, `status.podIP` and `status.podIPs`.
+pub fn pod(pod: &mut core::Pod) {
+    metadata(&mut pod.metadata, true, None);
+    pod.spec = pod.spec.take().map(|spec| core::PodSpec {
+        node_name: spec.node_name,
+        host_network: spec.host_network,
+        containers: spec
+            .containers
+            .into_iter()
+            .map(|container| core::Container {
+                name: container.name,
+                ports: container.ports,
+                ..core::Container::default()
+            })
+            .collect(),
+        ..core::PodSpec::default()
+    });
+    pod.status = pod.status.take().map(|status| core::PodStatus {
+        phase: status.phase,
+        pod_ip: status.pod_ip,
+        pod_ips: status.pod_ips,
+        ..core::PodStatus::default()
+    });
+}
+
+/// Keeps a Namespace's name and labels.
+pub fn namespace(ns: &mut core::Namespace) {
+    metadata(&mut ns.metadata, true, None);
+    ns.spec = None;
+    ns.status = None;
+}
+
+/// Keeps a Service's name and namespace; `spec.selector`, `spec.clusterIP` and each
+/// port's name, port, targetPort and protocol.
+pub fn service(svc: &mut core::Service) {
+    metadata(&mut svc.metadata, false, None);
+    svc.spec = svc.spec.take().map(|spec| core::ServiceSpec {
+        selector: spec.selector,
+        cluster_ip: spec.cluster_ip,
+        ports: spec.ports.map(|ports| {
+            ports
+                .into_iter()
+                .map(|port| core::ServicePort {
+                    name: port.name,
+                    port: port.port,
+                    target_port: port.target_port,
+                    protocol: port.protocol,
+                    ..core::ServicePort::default()
+                })
+                .collect()
+        }),
+        ..core::ServiceSpec::default()
+    });
+    svc.status = None;
+}
+
+/// Keeps a NetworkPolicy's name, namespace, the `podwall.io/mode` annotation and
+/// the whole spec.
+pub fn network_policy(np: &mut net::NetworkPolicy) {
+    metadata(&mut np.metadata, false, Some(MODE_ANNOTATION));
+}
+
+/// Keeps name and namespace, the labels if `labels`, and the annotation
+/// `annotation` if given and present. Everything else goes: managedFields (often
+/// the largest part of an object), other annotations (last-applied-configuration),
+/// resourceVersion, uid, owner references, timestamps.
+fn metadata(meta: &mut ObjectMeta, labels: bool, annotation: Option<&str>) {
+    let annotations = annotation.and_then(|key| {
+        let value = meta.annotations.as_mut()?.remove(key)?;
+        Some([(key.to_string(), value)].into())
+    });
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        labels: if labels { meta.labels.take() } else { None },
+        annotations,
+        ..ObjectMeta::default()
+    };
+}
+
+#[cfg(test)]
+mod tests;

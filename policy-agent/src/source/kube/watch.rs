@@ -1,0 +1,189 @@
+//! One kind's watch: kube-runtime's watcher, trimmed with `.modify()`, applied to a
+//! reflector store, with backoff after errors; what changed goes to the snapshot
+//! task as `Notice`s.
+//!
+//! Recovery must be visible, or `stale` would never clear: after an error the
+//! watcher either relists by itself (a failed list, 410 Gone: its next events are
+//! `Init` .. `InitDone`) or resumes silently (a refused watch request or a failed
+//! stream: it re-watches from its resourceVersion and says nothing when that
+//! works). In the second case the watcher is replaced by a fresh one, whose list
+//! ends in `InitDone`. A watch that simply ends (a server timeout, a connection
+//! closed mid-stream) is no error: the watcher resumes from its resourceVersion.
+
+use std::{fmt::Debug, time::Instant};
+
+use futures::StreamExt;
+use kube::{
+    api::Api,
+    runtime::{
+        reflector::{store::Writer, ObjectRef, Store},
+        utils::ResetTimerBackoff,
+        watcher::{self, watcher, Event, ExponentialBackoff},
+        WatchStreamExt,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
+
+use super::WatchOptions;
+
+/// What one kind's watch tells the snapshot task.
+#[derive(Debug)]
+pub(super) enum Notice {
+    /// A stored object was added, changed (in a field the stores keep) or deleted.
+    Changed { at: Instant },
+    /// A list completed and replaced the kind's store.
+    Listed { kind: &'static str, at: Instant },
+    /// A list or watch failed; the watch retries after a backoff.
+    Failed { kind: &'static str, error: String },
+}
+
+/// The bounds kube-runtime's watcher and store put on a kind, plus ours.
+pub(super) trait Watched:
+    k8s_openapi::Resource
+    + kube::Resource<DynamicType = ()>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + PartialEq
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: k8s_openapi::Resource
+        + kube::Resource<DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + PartialEq
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Starts watching every `K` of the cluster into a new store, trimming each object
+/// with `trim`; the task goes into `tasks`, its store is returned.
+pub(super) fn spawn<K: Watched>(
+    client: &kube::Client,
+    options: &WatchOptions,
+    trim: fn(&mut K),
+    notices: &UnboundedSender<Notice>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<K> {
+    let writer = Writer::default();
+    let store = writer.as_reader();
+    let watch = KindWatch {
+        api: Api::all(client.clone()),
+        trim,
+        writer,
+        store: store.clone(),
+        notices: notices.clone(),
+        backoff: backoff(options),
+    };
+    tasks.push(tokio::spawn(watch.run()));
+    store
+}
+
+/// kube-runtime's default backoff (exponential with jitter, reset after 120 s
+/// without failures) with `options`' bounds.
+fn backoff(options: &WatchOptions) -> ResetTimerBackoff<ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(options.backoff_min)
+        .with_max_delay(options.backoff_max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(
+        ExponentialBackoff::from(exponential),
+        std::time::Duration::from_secs(120),
+    )
+}
+
+struct KindWatch<K: Watched> {
+    api: Api<K>,
+    trim: fn(&mut K),
+    writer: Writer<K>,
+    store: Store<K>,
+    notices: UnboundedSender<Notice>,
+    backoff: ResetTimerBackoff<ExponentialBackoff>,
+}
+
+impl<K: Watched> KindWatch<K> {
+    /// Watches until the snapshot task is gone.
+    async fn run(mut self) {
+        loop {
+            let mut events = watcher(self.api.clone(), watcher::Config::default())
+                .modify(self.trim)
+                .boxed();
+            while let Some(result) = events.next().await {
+                match result {
+                    Ok(event) => {
+                        if let Some(notice) = self.apply(event) {
+                            if self.notices.send(notice).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        let relists = relists_by_itself(&error);
+                        tracing::warn!(kind = K::KIND, %error, relists, "watch failed; retrying");
+                        let error = error.to_string();
+                        let notice = Notice::Failed {
+                            kind: K::KIND,
+                            error,
+                        };
+                        if self.notices.send(notice).is_err() {
+                            return;
+                        }
+                        let delay = self.backoff.next().unwrap_or_default();
+                        tokio::time::sleep(delay).await;
+                        if !relists {
+                            break;
+                        }
+                    }
+                }
+            }
+            tracing::debug!(kind = K::KIND, "starting the watch afresh with a list");
+        }
+    }
+
+    /// Applies `event` to the store; the notice for it, if it changed anything.
+    fn apply(&mut self, event: Event<K>) -> Option<Notice> {
+        let at = Instant::now();
+        let notice = match &event {
+            Event::Apply(object) => {
+                let same = self
+                    .store
+                    .get(&ObjectRef::from_obj(object))
+                    .is_some_and(|stored| *stored == *object);
+                if same {
+                    return None;
+                }
+                Some(Notice::Changed { at })
+            }
+            Event::Delete(object) => self
+                .store
+                .get(&ObjectRef::from_obj(object))
+                .map(|_| Notice::Changed { at }),
+            Event::InitDone => Some(Notice::Listed { kind: K::KIND, at }),
+            Event::Init | Event::InitApply(_) => None,
+        };
+        self.writer.apply_watcher_event(&event);
+        notice
+    }
+}
+
+/// Whether the watcher's next events after `error` are a fresh list (`Init` ..
+/// `InitDone`): after a failed list, a list without resourceVersion, and a watch
+/// ended by 410 Gone. After other errors it resumes its watch silently.
+fn relists_by_itself(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(_) | watcher::Error::NoResourceVersion => true,
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::WatchStartFailed(_) | watcher::Error::WatchFailed(_) => false,
+    }
+}

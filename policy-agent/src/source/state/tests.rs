@@ -1,0 +1,213 @@
+//! Assembling states, and D6: a NetworkPolicy that does not convert fails closed.
+//!
+//! The last tests run the policy engine on the state (test-only: `source` code
+//! never imports `policy`) to show the stand-in isolates its namespace's pods.
+
+#![expect(
+    clippy::expect_used,
+    reason = "a malformed test fixture should fail the test"
+)]
+
+use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
+use serde_json::json;
+
+use super::*;
+use crate::{
+    model::{LabelSelector, ObjectRef, PolicyMode, PolicyTypes, Protocol},
+    policy::{
+        compiler::compile,
+        evaluator::{evaluate, Endpoint, Query, SideVerdict},
+        tables::Direction,
+    },
+    source::convert::MODE_ANNOTATION,
+};
+
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("fixture has the shape of its kind")
+}
+
+fn pod(namespace: &str, name: &str, ip: &str) -> core::Pod {
+    from_json(json!({
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "c"}]},
+        "status": {"phase": "Running", "podIP": ip}
+    }))
+}
+
+/// `db` in `prod` with a port name the API server would reject.
+fn bad_policy(extra: serde_json::Value) -> net::NetworkPolicy {
+    let mut value = json!({
+        "metadata": {"name": "db", "namespace": "prod"},
+        "spec": {"podSelector": {"matchLabels": {"app": "db"}},
+                 "ingress": [{"ports": [{"port": "Not_A_Name"}]}]}
+    });
+    if let (Some(base), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+        for (key, extra) in extra {
+            match (base.get_mut(key), extra) {
+                (Some(serde_json::Value::Object(base)), serde_json::Value::Object(extra)) => {
+                    base.extend(extra.clone())
+                }
+                _ => {
+                    base.insert(key.clone(), extra.clone());
+                }
+            }
+        }
+    }
+    from_json(value)
+}
+
+/// prod/web, prod/db, other/client and the policy `np`, through `add_or_record`.
+fn state_with(np: &net::NetworkPolicy) -> (ClusterState, Vec<String>) {
+    let mut builder = StateBuilder::default();
+    builder.add_or_record(&pod("prod", "web", "10.0.0.1"));
+    builder.add_or_record(&pod("prod", "db", "10.0.0.2"));
+    builder.add_or_record(&pod("other", "client", "10.0.1.1"));
+    builder.add_or_record(np);
+    builder.finish()
+}
+
+fn key(text: &str) -> ObjectRef {
+    let (namespace, name) = text.split_once('/').expect("namespace/name");
+    ObjectRef::new(namespace, name)
+}
+
+#[test]
+fn a_policy_that_does_not_convert_stands_in_as_isolating_its_whole_namespace() {
+    let np = bad_policy(json!({"spec": {"policyTypes": ["Ingress"]}}));
+    let (state, errors) = state_with(&np);
+
+    let stand_in = state.policies.get(&key("prod/db")).expect("the stand-in");
+    assert_eq!(stand_in.pod_selector, LabelSelector::default());
+    assert_eq!(
+        stand_in.policy_types,
+        PolicyTypes {
+            ingress: true,
+            egress: false
+        }
+    );
+    assert!(stand_in.ingress.is_empty() && stand_in.egress.is_empty());
+    assert_eq!(stand_in.mode, PolicyMode::Enforce);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    for expected in [
+        "NetworkPolicy prod/db",
+        "spec.ingress[0].ports[0].port",
+        "fail closed",
+    ] {
+        assert!(errors[0].contains(expected), "{expected} in {}", errors[0]);
+    }
+}
+
+#[test]
+fn unknown_policy_types_isolate_both_directions_and_audit_mode_is_kept() {
+    let np = bad_policy(json!({
+        "metadata": {"annotations": {MODE_ANNOTATION: "audit"}},
+        "spec": {"policyTypes": ["Ingress", "Sideways"]}
+    }));
+    let (state, errors) = state_with(&np);
+    let stand_in = state.policies.get(&key("prod/db")).expect("the stand-in");
+    assert_eq!(
+        stand_in.policy_types,
+        PolicyTypes {
+            ingress: true,
+            egress: true
+        }
+    );
+    assert_eq!(stand_in.mode, PolicyMode::Audit);
+    assert!(
+        errors[0].contains("spec.ingress[0].ports[0].port"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_pod_that_does_not_convert_is_left_out_and_named() {
+    let mut builder = StateBuilder::default();
+    builder.add_or_record(&pod("prod", "web", "10.0.0.1"));
+    builder.add_or_record(&pod("prod", "broken", "10.0.0.999"));
+    let (state, errors) = builder.finish();
+    assert_eq!(state.pods.keys().collect::<Vec<_>>(), [&key("prod/web")]);
+    assert_eq!(
+        errors,
+        [
+            "Pod prod/broken: status.podIP: \"10.0.0.999\" is not an IPv4 or IPv6 address; \
+          the object is left out"
+        ]
+    );
+    assert!(state.namespaces.contains_key("prod"), "implicit namespace");
+}
+
+#[test]
+fn the_same_key_twice_keeps_the_first_and_names_the_key() {
+    let mut builder = StateBuilder::default();
+    let first = crate::model::builders::pod("prod", "web")
+        .ip("10.0.0.1")
+        .build();
+    let second = crate::model::builders::pod("prod", "web")
+        .ip("10.0.0.2")
+        .build();
+    assert_eq!(builder.add::<core::Pod>(first.clone()), Ok(()));
+    assert_eq!(builder.add::<core::Pod>(second), Err(key("prod/web")));
+    let (state, _) = builder.finish();
+    assert_eq!(state.pods.get(&key("prod/web")), Some(&first));
+}
+
+fn query(src: &str, dst: &str) -> Query {
+    Query {
+        src: Endpoint::Pod(key(src)),
+        dst: Endpoint::Pod(key(dst)),
+        protocol: Protocol::Tcp,
+        port: 80,
+    }
+}
+
+#[test]
+fn the_evaluator_denies_what_the_stand_in_isolates_and_nothing_else() {
+    let np = bad_policy(json!({"spec": {"policyTypes": ["Ingress", "Egress"]}}));
+    let (state, _) = state_with(&np);
+    let prod_db = vec![key("prod/db")];
+
+    // Both pods of prod are isolated for ingress, even web, which db's own
+    // podSelector would not have selected.
+    for dst in ["prod/web", "prod/db"] {
+        let verdict = evaluate(&state, &query("other/client", dst));
+        assert!(!verdict.allowed, "other/client -> {dst}");
+        assert_eq!(
+            verdict.ingress,
+            SideVerdict::Denied {
+                isolated_by: prod_db.clone()
+            }
+        );
+    }
+    let verdict = evaluate(&state, &query("prod/web", "other/client"));
+    assert!(!verdict.allowed, "egress from prod/web");
+    assert_eq!(
+        verdict.egress,
+        SideVerdict::Denied {
+            isolated_by: prod_db
+        }
+    );
+    // The other namespace is untouched.
+    let verdict = evaluate(&state, &query("other/client", "other/client"));
+    assert!(verdict.allowed);
+}
+
+#[test]
+fn the_compiled_tables_drop_what_the_stand_in_isolates() {
+    let np = bad_policy(json!({"spec": {"policyTypes": ["Ingress", "Egress"]}}));
+    let (state, _) = state_with(&np);
+    let tables = compile(&state, &[], |_| true);
+    let client = "10.0.1.1".parse().expect("ip");
+    let web = "10.0.0.1".parse().expect("ip");
+    for pod in ["prod/web", "prod/db"] {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            assert_eq!(
+                tables.lookup(&key(pod), direction, client, 6, 80),
+                None,
+                "{pod} {direction:?}"
+            );
+        }
+    }
+    assert!(tables
+        .lookup(&key("other/client"), Direction::Ingress, web, 6, 80)
+        .is_some());
+}
