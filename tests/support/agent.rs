@@ -127,6 +127,17 @@ impl AgentProcess {
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
+    /// The process's effective capability mask (`CapEff` in /proc/PID/status).
+    pub fn effective_capabilities(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_else(|e| panic!("reading the agent's status: {e}"));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("CapEff:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("no CapEff in the agent's status"))
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

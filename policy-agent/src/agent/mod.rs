@@ -5,16 +5,20 @@
 //! - `metrics`: the Prometheus families the loop updates;
 //! - `health`: liveness and readiness, with the reasons for not being ready;
 //! - `http`: `/metrics`, `/healthz`, `/readyz`;
-//! - `startup`: kernel features podwall cannot run without.
+//! - `startup`: kernel features podwall cannot run without;
+//! - `sync`: the loop: snapshots and link events in, a programmed datapath out;
+//! - `run`: `policy-agent run` put together (datapath, endpoints, watches, loop).
 //!
-//! May import `model`, `policy`, `node` and `dataplane` (the agent is where they
-//! meet); `plan` imports only `model` and `policy`.
+//! May import `model`, `policy`, `node`, `source` and `dataplane` (the agent is
+//! where they meet); `plan` imports only `model` and `policy`.
 
 pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod plan;
+pub mod run;
 pub mod startup;
+pub mod sync;
 
 /// The Linux capabilities the agent needs, and the only ones the DaemonSet in
 /// `deploy/` adds (after dropping all): `BPF` to load programs and create maps,

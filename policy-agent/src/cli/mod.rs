@@ -7,6 +7,7 @@ mod explain;
 mod flows;
 mod lab;
 mod lab_tour;
+mod run;
 mod simulate;
 
 use std::process::ExitCode;
@@ -46,6 +47,13 @@ pub enum Output {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The node agent (what the DaemonSet runs): watches the API server and
+    /// enforces NetworkPolicy on this node's pods until stopped; enforcement stays
+    /// in place after it exits.
+    Run(run::RunArgs),
+    /// Remove a node agent's pinned datapath: its programs come off every pod
+    /// interface (pods are no longer isolated) and its maps are deleted.
+    Uninstall(run::UninstallArgs),
     /// A local mini-cluster: network namespaces as pods, the real datapath enforcing your
     /// policies, probes showing who reaches whom.
     Lab {
@@ -107,6 +115,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
     let result = match cli.command {
+        Command::Run(args) => run::run_agent(args),
+        Command::Uninstall(args) => run::uninstall(&args),
         Command::Lab { command } => lab::run(command),
         Command::Simulate(args) => simulate::run(&args),
         Command::Explain(args) => explain::run(&args),

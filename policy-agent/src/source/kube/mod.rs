@@ -12,6 +12,7 @@
 //! (trimming writes its fields; reading them is `convert`'s), tokio, futures,
 //! backon, tracing.
 
+mod client;
 mod snapshot;
 pub mod trim;
 mod watch;
@@ -23,6 +24,7 @@ use std::{
 
 use tokio::{sync::watch as channel, task::JoinHandle};
 
+pub use self::client::{client, ClientError};
 use crate::model::ClusterState;
 
 /// What the cluster looks like now, as far as the watches know.

@@ -1,0 +1,145 @@
+//! `policy-agent run` put together: start-up checks, the pinned datapath (adopted
+//! or loaded), the HTTP endpoints, the API server watch, the link watch and the
+//! sync loop, until a shutdown signal. A shutdown leaves the pins enforcing.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use policy_common::config::Config;
+
+use super::{
+    health::Health,
+    http::{self, HttpError},
+    metrics::Metrics,
+    startup::{self, StartupError},
+    sync::{self, SyncConfig, SyncError, Syncer},
+};
+use crate::{
+    dataplane::{self, Adoption, Datapath, DataplaneError, LoadOptions},
+    node::{LinkWatch, NodeError},
+    source::kube::{self as kube_source, ClientError, WatchOptions},
+    telemetry::flows::publish::FlowPaths,
+};
+
+/// How long the loop may go without a tick before `/healthz` fails.
+const LIVENESS_THRESHOLD: Duration = Duration::from_secs(30);
+
+/// What `policy-agent run` was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// This node's name (`--node-name` / `NODE_NAME`).
+    pub node_name: String,
+    /// A kubeconfig file; else in-cluster or inferred.
+    pub kubeconfig: Option<PathBuf>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
+    /// The pin directory's name under `/sys/fs/bpf/podwall/v{ABI}/`.
+    pub instance: String,
+    /// Every policy in audit mode.
+    pub audit: bool,
+    /// The eBPF object; else the usual places (`dataplane::object::find`).
+    pub bpf_object: Option<PathBuf>,
+    /// Interface name prefixes attached on sight.
+    pub interface_prefixes: Vec<String>,
+    /// Retry delays of the API server watches.
+    pub watch: WatchOptions,
+}
+
+/// Why the agent could not start (once running, failures are logged, counted and
+/// retried instead).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The kernel lacks something podwall needs.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// No API server client.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Loading, pinning or adopting the datapath failed.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// Netlink could not be opened.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The HTTP endpoints could not be served.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// No bpffs where the pins go.
+    #[error("bpffs is not mounted at {0}: the pins that keep pods enforced across restarts live there; mount it on the host (`mount -t bpf bpf /sys/fs/bpf`) and give the agent a hostPath volume of it")]
+    NoBpffs(PathBuf),
+}
+
+impl From<SyncError> for RunError {
+    fn from(error: SyncError) -> Self {
+        match error {
+            SyncError::Node(e) => RunError::Node(e),
+            SyncError::Dataplane(e) => RunError::Dataplane(e),
+        }
+    }
+}
+
+/// The pin directory of `instance`: `/sys/fs/bpf/podwall/v{ABI}/<instance>`.
+pub fn pin_dir(instance: &str) -> PathBuf {
+    FlowPaths::system().pins_root().join(instance)
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(
+    options: RunOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    startup::check_kernel()?;
+    let object = match &options.bpf_object {
+        Some(path) => path.clone(),
+        None => dataplane::object::find()?,
+    };
+    let bpffs = FlowPaths::system().bpffs_mount();
+    if !bpffs.is_mounted() {
+        return Err(RunError::NoBpffs(bpffs.mount_point));
+    }
+    let pins = pin_dir(&options.instance);
+    let load = LoadOptions {
+        config: Config::DEFAULT,
+        ..LoadOptions::default()
+    };
+    let (datapath, adoption) = Datapath::open_pinned(&object, &load, &pins)?;
+    match adoption {
+        Adoption::Fresh => tracing::info!(pins = %pins.display(), "datapath loaded and pinned"),
+        Adoption::Adopted { interfaces } => tracing::info!(
+            pins = %pins.display(),
+            interfaces,
+            "adopted the pinned datapath; it keeps enforcing the last state until the first sync"
+        ),
+    }
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(LIVENESS_THRESHOLD));
+    let listener = http::bind(options.metrics_addr).await?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(
+        listener,
+        http::router(Arc::clone(&metrics), Arc::clone(&health)),
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
+    let client = kube_source::client(options.kubeconfig.as_deref()).await?;
+    let watch = kube_source::watch_cluster_with(client, options.watch.clone());
+    let links = LinkWatch::open()?;
+    let syncer = Syncer::new(
+        SyncConfig {
+            node_name: options.node_name.clone(),
+            audit: options.audit,
+            interface_prefixes: options.interface_prefixes.clone(),
+        },
+        datapath,
+        metrics,
+        health,
+    )?;
+    tracing::info!(node = %options.node_name, "watching the API server");
+    sync::run(syncer, watch.receiver(), links, shutdown).await;
+    let _ = stop_http.send(());
+    match server.await {
+        Ok(result) => result?,
+        Err(error) => tracing::warn!(%error, "the HTTP server task failed"),
+    }
+    Ok(())
+}

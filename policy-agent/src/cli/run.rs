@@ -1,0 +1,115 @@
+//! `policy-agent run`: the node agent (what the DaemonSet runs), and
+//! `policy-agent uninstall`: removing its pinned datapath on purpose.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::{
+    agent::{
+        run::{pin_dir, run, RunOptions},
+        DEFAULT_INTERFACE_PREFIXES,
+    },
+    dataplane::Datapath,
+    source::kube::WatchOptions,
+};
+
+/// Arguments of `run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// This node's name, as pods' spec.nodeName says it (the DaemonSet passes
+    /// spec.nodeName through NODE_NAME).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// A kubeconfig file; without it the in-cluster service account, else
+    /// $KUBECONFIG or ~/.kube/config.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
+    /// Name of this agent's pin directory, /sys/fs/bpf/podwall/v<ABI>/<instance>.
+    #[arg(long, default_value = "agent")]
+    instance: String,
+    /// Put every policy in audit mode: nothing is dropped; would-be drops are
+    /// counted and reported.
+    #[arg(long)]
+    audit: bool,
+    /// The eBPF object (default: next to the binary or the workspace build).
+    #[arg(long, env = "PODWALL_BPF_OBJECT")]
+    bpf_object: Option<PathBuf>,
+    /// Interface name prefixes attached the moment they appear, before their pod
+    /// is known (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_INTERFACE_PREFIXES.map(String::from))]
+    interface_prefix: Vec<String>,
+    /// The longest delay between API server retries, in milliseconds (tests
+    /// shorten it to see recovery quickly).
+    #[arg(long, hide = true, default_value_t = 30_000)]
+    api_backoff_max_ms: u64,
+}
+
+/// Arguments of `uninstall`.
+#[derive(Args)]
+pub struct UninstallArgs {
+    /// The agent instance whose pinned datapath to remove.
+    #[arg(long, default_value = "agent")]
+    instance: String,
+}
+
+/// Runs the agent until SIGTERM or SIGINT; the pinned datapath keeps enforcing
+/// after it exits.
+pub fn run_agent(args: RunArgs) -> anyhow::Result<()> {
+    let options = RunOptions {
+        node_name: args.node_name,
+        kubeconfig: args.kubeconfig,
+        metrics_addr: args.metrics_addr,
+        instance: args.instance,
+        audit: args.audit,
+        bpf_object: args.bpf_object,
+        interface_prefixes: args.interface_prefix,
+        watch: WatchOptions {
+            backoff_min: Duration::from_millis(args.api_backoff_max_ms.min(800)),
+            backoff_max: Duration::from_millis(args.api_backoff_max_ms),
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot listen for SIGTERM; stop with SIGINT");
+                        let _ = tokio::signal::ctrl_c().await;
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        run(options, shutdown).await
+    })?;
+    Ok(())
+}
+
+/// Removes the pinned datapath of `instance`: programs come off every pod
+/// interface, and the maps go.
+pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
+    let dir = pin_dir(&args.instance);
+    if Datapath::uninstall(&dir)? {
+        println!(
+            "removed podwall instance {}: programs detached, pins under {} deleted",
+            args.instance,
+            dir.display()
+        );
+    } else {
+        println!("nothing pinned under {}", dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! `policy-agent run` end to end on one lab node: the real kube client watching the
+//! stand-in API server (inside the node namespace), pod veths found through their
+//! routes, the pinned datapath enforcing. Objects change and verdicts follow;
+//! interrupted watches converge; the agent is killed and restarted under traffic;
+//! new pods are isolated before they are known; the agent runs with only its
+//! documented capabilities.
+
+mod support;
+
+#[path = "agent/harness.rs"]
+mod harness;
+#[path = "agent/restarts.rs"]
+mod restarts;
+
+use std::time::Duration;
+
+use harness::{namespace_json, policy_json, Node};
+use policy_agent::agent::REQUIRED_CAPABILITIES;
+use serde_json::json;
+
+/// `db` in `prod` admits TCP 5432 from `app=web` pods only.
+fn db_from_web() -> serde_json::Value {
+    policy_json(
+        "prod",
+        "db-from-web",
+        json!({"matchLabels": {"app": "db"}}),
+        json!({
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                "ports": [{"protocol": "TCP", "port": 5432}]
+            }]
+        }),
+    )
+}
+
+#[test]
+fn api_server_changes_reach_the_kernel_and_interrupted_watches_converge() {
+    support::require_root_and_bpf();
+    let node = Node::up(&[("web", "web"), ("db", "db"), ("other", "other")], &[]);
+    node.api.create_value(namespace_json("prod", &[("team", "a")]));
+    for pod in ["web", "db", "other"] {
+        node.create_pod(pod);
+    }
+    node.api.create_value(db_from_web());
+    let mut agent = node.start_agent("api");
+    agent.wait_ready(Duration::from_secs(60));
+
+    node.expect("the policy admits web only", &[("web", "db", true), ("other", "db", false), ("db", "web", true)]);
+
+    // A label change moves `other` into the policy's peers.
+    node.relabel("other", "web");
+    node.expect("other relabelled app=web", &[("other", "db", true)]);
+
+    // History lost while disconnected: the next watch gets 410 Gone and relists,
+    // and a change made meanwhile still arrives.
+    node.api.compact();
+    node.api.drop_watches();
+    node.relabel("other", "other");
+    node.expect("relabel seen after a relist", &[("other", "db", false), ("web", "db", true)]);
+
+    // A namespace label the policy now requires.
+    node.api.update_value(policy_json(
+        "prod",
+        "db-from-web",
+        json!({"matchLabels": {"app": "db"}}),
+        json!({
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}]}]
+        }),
+    ));
+    node.expect("policy needs team=b", &[("web", "db", false)]);
+    node.api.update_value(namespace_json("prod", &[("team", "b")]));
+    node.expect("namespace labelled team=b", &[("web", "db", true), ("other", "db", true)]);
+
+    // The API server goes away: enforcement stays, readiness says stale.
+    node.api.set_unavailable(true);
+    harness::eventually("readiness reports the stale source", Duration::from_secs(20), || {
+        matches!(agent.get("/readyz"), Some((503, body)) if body.contains("stale"))
+    });
+    node.expect("last state kept while the API server is gone", &[("web", "db", true)]);
+    node.api.set_unavailable(false);
+    node.api.delete::<k8s_openapi::api::networking::v1::NetworkPolicy>("prod", "db-from-web");
+    harness::eventually("ready again after the API server is back", Duration::from_secs(60), || {
+        matches!(agent.get("/readyz"), Some((200, _)))
+    });
+    node.expect("policy deleted while down is gone after recovery", &[("web", "db", true), ("db", "web", true)]);
+
+    let (status, metrics) = agent.get("/metrics").unwrap_or_else(|| panic!("no /metrics"));
+    assert_eq!(status, 200);
+    for family in [
+        "podwall_endpoints 3",
+        "podwall_map_entries",
+        "podwall_map_capacity",
+        "podwall_sync_duration_seconds",
+        "podwall_programming_latency_seconds",
+        "podwall_errors_total",
+    ] {
+        assert!(metrics.contains(family), "/metrics lacks {family}:\n{metrics}");
+    }
+    assert!(agent.terminate(), "policy-agent run exits 0 on SIGTERM");
+}
+
+#[test]
+fn a_new_pod_is_isolated_from_its_first_packet_until_the_agent_knows_it() {
+    support::require_root_and_bpf();
+    // `late-db` and `late-open` are scheduled here but have no veth yet.
+    let mut node = Node::up(
+        &[("web", "web"), ("other", "other"), ("late-db", "db"), ("late-open", "open")],
+        &["late-db", "late-open"],
+    );
+    node.api.create_value(namespace_json("prod", &[]));
+    for pod in ["web", "other"] {
+        node.create_pod(pod);
+    }
+    node.create_pod_without_ip("late-db");
+    node.create_pod_without_ip("late-open");
+    node.api.create_value(db_from_web());
+    let mut agent = node.start_agent("late");
+    agent.wait_ready(Duration::from_secs(60));
+
+    // The CNI wires both pods; the agent attaches to their veths at once.
+    node.connect(&["late-db", "late-open"]);
+    for pod in ["late-db", "late-open"] {
+        node.wait_attached(pod);
+    }
+    // Before the API server says which pod each veth is: a veth that may belong
+    // to a pod a policy selects for ingress is isolated for ingress...
+    node.expect(
+        "pending veths before the pods' addresses are known",
+        &[("web", "late-db", false), ("other", "late-db", false), ("web", "late-open", false)],
+    );
+    // ... and once the addresses arrive, each pod gets its own verdicts.
+    node.set_pod_ip("late-db");
+    node.set_pod_ip("late-open");
+    node.expect(
+        "pods known",
+        &[("web", "late-db", true), ("other", "late-db", false), ("other", "late-open", true)],
+    );
+    drop(agent);
+}
+
+#[test]
+fn the_agent_enforces_with_only_its_documented_capabilities() {
+    support::require_root_and_bpf();
+    let node = Node::up(&[("web", "web"), ("db", "db"), ("other", "other")], &[]);
+    node.api.create_value(namespace_json("prod", &[]));
+    for pod in ["web", "db", "other"] {
+        node.create_pod(pod);
+    }
+    node.api.create_value(db_from_web());
+    // Root's capabilities are capped by the bounding set at exec: keep only the
+    // documented ones (as the DaemonSet's `drop: [ALL]` + `add:` does).
+    let keep: Vec<String> = REQUIRED_CAPABILITIES
+        .iter()
+        .map(|cap| format!("+{}", cap.to_ascii_lowercase()))
+        .collect();
+    let bounding = format!("-all,{}", keep.join(","));
+    let mut agent = node.start_agent_with("caps", |command| {
+        let program = command.get_program().to_owned();
+        let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+        *command = std::process::Command::new("setpriv");
+        command
+            .args(["--bounding-set", &bounding, "--inh-caps", &bounding])
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .stdin(std::process::Stdio::null());
+    });
+    agent.wait_ready(Duration::from_secs(60));
+    let effective = agent.effective_capabilities();
+    let wanted: u64 = REQUIRED_CAPABILITIES
+        .iter()
+        .map(|cap| 1u64 << capability_number(cap))
+        .sum();
+    assert_eq!(effective, wanted, "the agent runs with exactly {REQUIRED_CAPABILITIES:?} (CapEff {effective:#x})");
+    node.expect("enforcing with reduced capabilities", &[("web", "db", true), ("other", "db", false)]);
+}
+
+/// The kernel's number of a capability (linux/capability.h).
+fn capability_number(name: &str) -> u32 {
+    match name {
+        "NET_ADMIN" => 12,
+        "SYS_ADMIN" => 21,
+        "PERFMON" => 38,
+        "BPF" => 39,
+        other => panic!("capability {other} is not in this test's table"),
+    }
+}
