@@ -16,8 +16,8 @@ use std::{
 
 use policy_agent::{
     dataplane::{
-        self, Datapath, EventReader, Hook, InterfaceIndex, LoadOptions, PolicyCounters, Stats,
-        TestRunOutcome, TrackedFlow,
+        self, ApplyReport, Datapath, EventReader, Hook, InterfaceIndex, LoadOptions,
+        PolicyCounters, Stats, TestRunOutcome, TrackedFlow,
     },
     lab::netns,
     model::ObjectRef,
@@ -178,8 +178,11 @@ impl Net {
     }
 
     /// Writes `tables` into the maps.
-    pub fn apply(&mut self, tables: &DatapathTables) {
-        or_panic("apply")(self.datapath.apply(tables, &self.interfaces));
+    pub fn apply(&mut self, tables: &DatapathTables) -> ApplyReport {
+        or_panic("apply")(
+            self.datapath
+                .apply(tables, &self.interfaces, &BTreeMap::new()),
+        )
     }
 
     /// The verdict counters.

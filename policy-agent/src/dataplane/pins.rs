@@ -1,0 +1,541 @@
+//! A datapath pinned on bpffs, so enforcement outlives the agent: a restarted
+//! agent adopts it, `uninstall` removes it.
+//!
+//! Layout under the pin directory (`/sys/fs/bpf/podwall/v{ABI}/<instance>/`):
+//! - `maps/<MAP>`: every map of `PINNED_MAPS` (the ABI maps: banks, `ACTIVE`,
+//!   conntrack, counters, `CONFIG`, `EVENTS`); kernel-only scratch maps are not
+//!   pinned, each load makes its own;
+//! - `programs/pod_ingress`, `programs/pod_egress`: the classifiers last loaded;
+//! - `links/<ifindex>-ingress`, `links/<ifindex>-egress`: the TCX links of
+//!   `pod_ingress` and `pod_egress` on that interface. A pinned bpf_link keeps its
+//!   program attached after every fd to it is closed, so a killed agent keeps
+//!   enforcing.
+//!
+//! Beside them, in `/run/podwall/v{ABI}/<instance>/state.json` (or under
+//! `$PODWALL_RUN_DIR`, the root `policy-agent flows` reads names from), the rule
+//! counter slots (`slots::SlotState`): the maps hold each entry's slot, but not
+//! which rule by name it belongs to, and a slot must keep its rule across a
+//! restart or tracked flows would count in another rule's slot. A JSON file was
+//! chosen over reconstructing names from `POLICY` values because the values name
+//! policies by index into tables the new agent does not have; both vanish on
+//! reboot with bpffs and /run.
+//!
+//! Adoption (`open_pinned` finds every map pinned) loads the object again with its
+//! maps taken from the pins, then moves each pinned link to the new program in one
+//! `bpf_link_update` (atomic: the interface is never without a classifier), so the
+//! agent always runs its own programs on the old state. It does not write `ACTIVE`
+//! or either bank: enforcement goes on unchanged until the first `apply` flips to
+//! the bank it wrote. It does write `CONFIG` (timeouts, event settings: this
+//! agent's settings, not policy). A map pin set that is incomplete is removed with
+//! everything else under the directory, links included, and loaded fresh.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{
+    links::{FdLink, PinnedLink},
+    tc::{SchedClassifierLink, SchedClassifierLinkId},
+};
+use policy_common::{
+    bank::ACTIVE_MAP,
+    config::CONFIG_MAP,
+    counters::{DENY_COUNTERS_MAP, RULE_COUNTERS_MAP, RULE_COUNTERS_MAX},
+    ct::CONNTRACK_MAP,
+    endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
+    events::EVENTS_MAP,
+    peer::{PEERS_V4_MAP, PEERS_V6_MAP},
+    policy::POLICY_MAP,
+    verdict::STATS_MAP,
+    ABI_VERSION,
+};
+
+use super::{
+    datapath::{
+        classifier, map_data, Attachment, LoadOptions, POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM,
+    },
+    events::os_error,
+    slots::{RuleSlots, SlotState},
+    Datapath, DataplaneError, InterfaceIndex,
+};
+
+/// The maps a pinned datapath keeps across restarts.
+pub(super) const PINNED_MAPS: [&str; 12] = [
+    ACTIVE_MAP,
+    ENDPOINTS_MAP,
+    ENDPOINT_ADDRS_MAP,
+    PEERS_V4_MAP,
+    PEERS_V6_MAP,
+    POLICY_MAP,
+    CONNTRACK_MAP,
+    STATS_MAP,
+    CONFIG_MAP,
+    RULE_COUNTERS_MAP,
+    DENY_COUNTERS_MAP,
+    EVENTS_MAP,
+];
+
+/// Where the state file's directory lives unless `RUN_ROOT_ENV` says otherwise
+/// (the same root and variable as `telemetry::flows::publish`).
+const RUN_ROOT: &str = "/run/podwall";
+/// Environment variable overriding `RUN_ROOT`.
+const RUN_ROOT_ENV: &str = "PODWALL_RUN_DIR";
+/// The state file's name.
+const STATE_FILE: &str = "state.json";
+/// `bpf_link_update` on a TCX link whose interface is gone.
+const ENOLINK: i32 = nix::libc::ENOLINK;
+
+/// Whether `open_pinned` found a datapath to adopt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// Nothing (complete) was pinned: loaded, pinned, nothing attached, both banks
+    /// empty (every packet on an attached interface is dropped as unknown until
+    /// the first `apply`).
+    Fresh,
+    /// A pinned datapath was adopted: still enforcing its last state.
+    Adopted {
+        /// Interfaces whose pinned links were adopted.
+        interfaces: usize,
+    },
+}
+
+/// The paths of one pinned datapath.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct PinLayout {
+    dir: PathBuf,
+    state_file: PathBuf,
+}
+
+fn io_error(path: &Path, what: &str, source: &std::io::Error) -> DataplaneError {
+    DataplaneError::Pinned {
+        path: path.to_path_buf(),
+        message: format!("{what}: {source}"),
+        os_error: source.raw_os_error(),
+    }
+}
+
+/// Removes `path` (a file or pin); true if it was there.
+fn remove_file(path: &Path) -> Result<bool, DataplaneError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error(path, "removing", &e)),
+    }
+}
+
+/// Every entry of directory `dir` (none if it is missing).
+fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
+    match fs::read_dir(dir) {
+        Ok(read) => read
+            .map(|entry| {
+                entry
+                    .map(|e| e.path())
+                    .map_err(|e| io_error(dir, "listing", &e))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_error(dir, "listing", &e)),
+    }
+}
+
+/// `(ifindex, hook)` of a link pin named `<ifindex>-ingress|egress`.
+fn parse_link_name(name: &str) -> Option<(InterfaceIndex, usize)> {
+    let (index, hook) = name.split_once('-')?;
+    let hook = match hook {
+        "ingress" => 0,
+        "egress" => 1,
+        _ => return None,
+    };
+    Some((index.parse().ok()?, hook))
+}
+
+impl PinLayout {
+    /// The layout of pin directory `dir`; its state file is named after the
+    /// directory's last component (the instance).
+    pub fn new(dir: &Path) -> Self {
+        let run_root = std::env::var_os(RUN_ROOT_ENV)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(RUN_ROOT), PathBuf::from);
+        let instance = dir.file_name().map_or_else(
+            || std::ffi::OsString::from("default"),
+            std::ffi::OsStr::to_os_string,
+        );
+        Self {
+            dir: dir.to_path_buf(),
+            state_file: run_root
+                .join(format!("v{ABI_VERSION}"))
+                .join(instance)
+                .join(STATE_FILE),
+        }
+    }
+
+    /// The pin of map `name`.
+    pub fn map_pin(&self, name: &str) -> PathBuf {
+        self.dir.join("maps").join(name)
+    }
+
+    fn program_pin(&self, name: &str) -> PathBuf {
+        self.dir.join("programs").join(name)
+    }
+
+    fn links_dir(&self) -> PathBuf {
+        self.dir.join("links")
+    }
+
+    /// The pin of the link of hook 0 (`pod_ingress`) or 1 (`pod_egress`).
+    fn link_pin(&self, ifindex: InterfaceIndex, hook: usize) -> PathBuf {
+        let hook = if hook == 0 { "ingress" } else { "egress" };
+        self.links_dir().join(format!("{ifindex}-{hook}"))
+    }
+
+    /// Every map of `PINNED_MAPS` is pinned.
+    fn complete(&self) -> bool {
+        PINNED_MAPS.iter().all(|name| self.map_pin(name).exists())
+    }
+
+    fn create_dirs(&self) -> Result<(), DataplaneError> {
+        for dir in ["maps", "programs", "links"].map(|d| self.dir.join(d)) {
+            fs::create_dir_all(&dir).map_err(|e| io_error(&dir, "creating", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the link pins of `ifindex`: its classifiers are detached once no
+    /// process holds the links open.
+    pub fn remove_links(&self, ifindex: InterfaceIndex) -> Result<(), DataplaneError> {
+        for hook in [0, 1] {
+            remove_file(&self.link_pin(ifindex, hook))?;
+        }
+        Ok(())
+    }
+
+    /// Removes links (detaching), programs, maps, the directories and the state
+    /// file; true if anything was there.
+    fn remove_all(&self) -> Result<bool, DataplaneError> {
+        let mut removed = false;
+        for sub in ["links", "programs", "maps"] {
+            let dir = self.dir.join(sub);
+            for path in entries(&dir)? {
+                removed |= remove_file(&path)?;
+            }
+            match fs::remove_dir(&dir) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&dir, "removing", &e)),
+            }
+        }
+        for dir in [self.dir.as_path()] {
+            match fs::remove_dir(dir) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(dir, "removing", &e)),
+            }
+        }
+        removed |= remove_file(&self.state_file)?;
+        if let Some(parent) = self.state_file.parent() {
+            // Only if empty: other files of the instance (names.json) stay.
+            let _ = fs::remove_dir(parent);
+        }
+        Ok(removed)
+    }
+
+    /// Writes the rule slots (temporary file, then rename: a reader sees the old
+    /// or the new file).
+    pub fn save_slots(&self, slots: &RuleSlots) -> Result<(), DataplaneError> {
+        let path = &self.state_file;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| io_error(parent, "creating", &e))?;
+        }
+        let json = serde_json::to_vec(&slots.to_state()).map_err(|e| DataplaneError::Pinned {
+            path: path.clone(),
+            message: format!("serializing rule slots: {e}"),
+            os_error: None,
+        })?;
+        let temporary = path.with_extension("json.tmp");
+        fs::write(&temporary, json).map_err(|e| io_error(&temporary, "writing", &e))?;
+        fs::rename(&temporary, path).map_err(|e| io_error(path, "renaming into place", &e))
+    }
+
+    /// The rule slots saved last, if there is a readable file.
+    fn load_slots(&self) -> Option<SlotState> {
+        let bytes = fs::read(&self.state_file).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+impl Datapath {
+    /// Opens the datapath pinned at `pin_dir` (on bpffs), or makes one there.
+    ///
+    /// If every map of this ABI is pinned there, adopts it: the maps, the links
+    /// (moved to freshly loaded programs in one atomic update each), the attached
+    /// set, both banks' shadows and `ACTIVE` as the kernel holds them, and the rule
+    /// slots (from `state.json`, or, without a usable one, all counted as used so
+    /// each one handed out is zeroed). Neither `ACTIVE` nor any bank entry is
+    /// written until the first `apply`. Otherwise removes whatever is left under
+    /// `pin_dir` and loads and pins a fresh datapath. The calling thread must be in
+    /// the network namespace of the pinned links' interfaces.
+    pub fn open_pinned(
+        object: &Path,
+        options: &LoadOptions,
+        pin_dir: &Path,
+    ) -> Result<(Datapath, Adoption), DataplaneError> {
+        let layout = PinLayout::new(pin_dir);
+        let adopt = layout.complete();
+        if !adopt && layout.remove_all()? {
+            tracing::warn!(pin_dir = %pin_dir.display(), "an incomplete pinned datapath was removed (its links detached)");
+        }
+        layout.create_dirs()?;
+        let mut datapath = Self::load_inner(object, options, Some(layout.clone()))?;
+        datapath.check_pinned_maps()?;
+        datapath.pin_programs(&layout)?;
+        if !adopt {
+            tracing::info!(pin_dir = %pin_dir.display(), "datapath loaded and pinned");
+            return Ok((datapath, Adoption::Fresh));
+        }
+        let interfaces = datapath.adopt_links(&layout)?;
+        datapath.shadows = datapath.read_banks()?;
+        datapath.active = datapath.read_active_bank()?;
+        datapath.quiesce_pending = true;
+        let in_use: BTreeSet<u32> = datapath
+            .shadows
+            .iter()
+            .flat_map(|bank| bank.policy.values().map(|value| value.rule_slot))
+            .filter(|slot| *slot < RULE_COUNTERS_MAX)
+            .collect();
+        datapath.rule_slots = match layout.load_slots() {
+            Some(state) => RuleSlots::from_state(&state, RULE_COUNTERS_MAX, &in_use),
+            None => None,
+        }
+        .unwrap_or_else(|| {
+            tracing::warn!(state = %layout.state_file.display(), "no usable rule slot state: every rule counter starts from zero");
+            RuleSlots::unknown(RULE_COUNTERS_MAX)
+        });
+        tracing::info!(pin_dir = %pin_dir.display(), interfaces, bank = datapath.active, "pinned datapath adopted");
+        Ok((datapath, Adoption::Adopted { interfaces }))
+    }
+
+    /// Removes the datapath pinned at `pin_dir`: link pins first (which detaches
+    /// the classifiers once no process holds the links), then programs, maps, the
+    /// directory and the state file. True if anything was there.
+    pub fn uninstall(pin_dir: &Path) -> Result<bool, DataplaneError> {
+        let removed = PinLayout::new(pin_dir).remove_all()?;
+        if removed {
+            tracing::info!(pin_dir = %pin_dir.display(), "pinned datapath removed");
+        }
+        Ok(removed)
+    }
+
+    /// Refuses pinned maps whose key or value size is not this agent's (a layout
+    /// change without an ABI bump would otherwise be read as garbage).
+    fn check_pinned_maps(&mut self) -> Result<(), DataplaneError> {
+        for (name, key, value) in super::maps::pinned_sizes() {
+            let map = self.map(name)?;
+            let Some(data) = map_data(map) else { continue };
+            let info = data
+                .info()
+                .map_err(super::maps::map_error(name, "read info"))?;
+            if (info.key_size(), info.value_size()) != (key, value) {
+                return Err(DataplaneError::Map {
+                    map: name,
+                    message: format!(
+                        "pinned with key/value sizes {}/{}, this agent's are {key}/{value}: remove it with `policy-agent uninstall`",
+                        info.key_size(),
+                        info.value_size()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Pins both classifiers under `programs/`, replacing earlier pins.
+    fn pin_programs(&mut self, layout: &PinLayout) -> Result<(), DataplaneError> {
+        for name in [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM] {
+            let path = layout.program_pin(name);
+            remove_file(&path)?;
+            classifier(&mut self.ebpf, name)?
+                .pin(&path)
+                .map_err(|source| DataplaneError::Pinned {
+                    path: path.clone(),
+                    message: source.to_string(),
+                    os_error: os_error(&source),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Takes the two links `attach` just made from their programs and pins them.
+    pub(super) fn pin_links(
+        &mut self,
+        ifindex: InterfaceIndex,
+        ids: [SchedClassifierLinkId; 2],
+    ) -> Result<[FdLink; 2], DataplaneError> {
+        let Some(layout) = self.pins.clone() else {
+            return Err(DataplaneError::Detach {
+                ifindex,
+                message: "not a pinned datapath".into(),
+            });
+        };
+        let [ingress, egress] = ids;
+        let first = self.pin_link(&layout, ifindex, 0, ingress);
+        let second = self.pin_link(&layout, ifindex, 1, egress);
+        match (first, second) {
+            (Ok(a), Ok(b)) => Ok([a, b]),
+            (Err(e), _) | (_, Err(e)) => {
+                // Whatever got pinned goes; the dropped links detach.
+                layout.remove_links(ifindex)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn pin_link(
+        &mut self,
+        layout: &PinLayout,
+        ifindex: InterfaceIndex,
+        hook: usize,
+        id: SchedClassifierLinkId,
+    ) -> Result<FdLink, DataplaneError> {
+        let name = [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM][hook];
+        let path = layout.link_pin(ifindex, hook);
+        let pinned_error = |message: String| DataplaneError::Pinned {
+            path: path.clone(),
+            message,
+            os_error: None,
+        };
+        let link = classifier(&mut self.ebpf, name)?
+            .take_link(id)
+            .map_err(|e| pinned_error(format!("taking the {name} link: {e}")))?;
+        let link = FdLink::try_from(link).map_err(|e| pinned_error(format!("{name} link: {e}")))?;
+        // A pin left by a link this datapath does not hold (a detach that failed
+        // half way) names a link that is gone or about to be replaced.
+        remove_file(&path)?;
+        let pinned = link.pin(&path).map_err(|source| DataplaneError::Pinned {
+            path: path.clone(),
+            message: source.to_string(),
+            os_error: os_error(&source),
+        })?;
+        Ok(FdLink::from(pinned))
+    }
+
+    /// Moves every pinned link to this datapath's programs and records it as
+    /// attached; returns how many interfaces were adopted. A link whose interface
+    /// is gone, or whose pair is missing, has its pins removed.
+    fn adopt_links(&mut self, layout: &PinLayout) -> Result<usize, DataplaneError> {
+        let mut found: BTreeMap<InterfaceIndex, [Option<PathBuf>; 2]> = BTreeMap::new();
+        for path in entries(&layout.links_dir())? {
+            let parsed = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(parse_link_name);
+            match parsed {
+                Some((ifindex, hook)) => found.entry(ifindex).or_default()[hook] = Some(path),
+                None => {
+                    tracing::warn!(pin = %path.display(), "not a podwall link pin; removed");
+                    remove_file(&path)?;
+                }
+            }
+        }
+        for (ifindex, [ingress, egress]) in found {
+            let (Some(ingress), Some(egress)) = (ingress, egress) else {
+                tracing::warn!(ifindex, "only one of the interface's two link pins was left; removed (the agent attaches it again)");
+                layout.remove_links(ifindex)?;
+                continue;
+            };
+            let first = self.adopt_link(&ingress, POD_INGRESS_PROGRAM);
+            let second = self.adopt_link(&egress, POD_EGRESS_PROGRAM);
+            match (first, second) {
+                (Ok(Some(a)), Ok(Some(b))) => {
+                    self.attached.insert(ifindex, Attachment::Pinned([a, b]));
+                }
+                (Ok(_), Ok(_)) => {
+                    tracing::info!(ifindex, "interface gone: its link pins were removed");
+                    layout.remove_links(ifindex)?;
+                }
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            }
+        }
+        Ok(self.attached.len())
+    }
+
+    /// Moves the link pinned at `path` to program `name`; `None` when the link's
+    /// interface is gone.
+    fn adopt_link(
+        &mut self,
+        path: &Path,
+        name: &'static str,
+    ) -> Result<Option<FdLink>, DataplaneError> {
+        let pinned_error = |message: String, os_error: Option<i32>| DataplaneError::Pinned {
+            path: path.to_path_buf(),
+            message,
+            os_error,
+        };
+        let pinned = PinnedLink::from_pin(path)
+            .map_err(|e| pinned_error(format!("opening: {e}"), os_error(&e)))?;
+        let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+            .map_err(|e| pinned_error(format!("not a TCX link: {e}"), None))?;
+        let program = classifier(&mut self.ebpf, name)?;
+        let id = match program.attach_to_link(link) {
+            Ok(id) => id,
+            Err(e) if os_error(&e) == Some(ENOLINK) => return Ok(None),
+            Err(e) => {
+                return Err(pinned_error(
+                    format!("moving the link to the new {name}: {e}"),
+                    os_error(&e),
+                ))
+            }
+        };
+        let link = program
+            .take_link(id)
+            .map_err(|e| pinned_error(format!("taking the {name} link: {e}"), None))?;
+        FdLink::try_from(link)
+            .map(Some)
+            .map_err(|e| pinned_error(format!("{name} link: {e}"), None))
+    }
+
+    /// Saves the rule slots next to the pins (a pinned datapath only). A failure
+    /// is logged, not returned: it costs counter continuity after a restart, never
+    /// enforcement.
+    pub(super) fn save_slots(&self, slots: &RuleSlots) {
+        if let Some(layout) = &self.pins {
+            if let Err(error) = layout.save_slots(slots) {
+                tracing::warn!(%error, "rule slots not saved: a restarted agent zeroes every rule counter");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pins_name_the_interface_and_the_pods_direction() {
+        assert_eq!(parse_link_name("12-ingress"), Some((12, 0)));
+        assert_eq!(parse_link_name("7-egress"), Some((7, 1)));
+        for bad in ["12", "x-ingress", "12-sideways", "-egress"] {
+            assert_eq!(parse_link_name(bad), None, "{bad}");
+        }
+        let layout = PinLayout::new(Path::new("/sys/fs/bpf/podwall/v4/agent"));
+        assert_eq!(
+            layout.link_pin(12, 1),
+            Path::new("/sys/fs/bpf/podwall/v4/agent/links/12-egress")
+        );
+        assert_eq!(
+            layout.map_pin("ACTIVE"),
+            Path::new("/sys/fs/bpf/podwall/v4/agent/maps/ACTIVE")
+        );
+    }
+
+    #[test]
+    fn the_state_file_lives_where_flows_names_do() {
+        assert_eq!(RUN_ROOT, crate::telemetry::flows::publish::RUN_ROOT);
+        assert_eq!(RUN_ROOT_ENV, crate::telemetry::flows::publish::RUN_ROOT_ENV);
+        let layout = PinLayout::new(Path::new("/sys/fs/bpf/podwall/v4/agent"));
+        assert!(layout
+            .state_file
+            .ends_with(format!("v{ABI_VERSION}/agent/state.json")));
+    }
+}
