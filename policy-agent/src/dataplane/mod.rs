@@ -16,6 +16,7 @@ pub mod object;
 mod pins;
 mod quiesce;
 mod slots;
+mod sys;
 mod test_run;
 
 use std::path::PathBuf;

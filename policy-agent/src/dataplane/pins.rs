@@ -9,7 +9,8 @@
 //! - `links/<ifindex>-ingress`, `links/<ifindex>-egress`: the TCX links of
 //!   `pod_ingress` and `pod_egress` on that interface. A pinned bpf_link keeps its
 //!   program attached after every fd to it is closed, so a killed agent keeps
-//!   enforcing.
+//!   enforcing. Removing one detaches it first (`BPF_LINK_DETACH`, `sys.rs`), so
+//!   enforcement ends when `detach` or `uninstall` returns.
 //!
 //! Beside them, in `/run/podwall/v{ABI}/<instance>/state.json` (or under
 //! `$PODWALL_RUN_DIR`, the root `policy-agent flows` reads names from), the rule
@@ -125,6 +126,21 @@ fn remove_file(path: &Path) -> Result<bool, DataplaneError> {
     }
 }
 
+/// Detaches the link pinned at `path` (at once, whoever holds it open: a removed
+/// pin alone lets go of the link only later, in a kernel work item) and removes
+/// the pin; nothing to do if there is none. A failed detach is logged: the
+/// removed pin still releases the link once nothing holds it.
+fn remove_link(path: &Path) -> Result<bool, DataplaneError> {
+    match super::sys::detach_pinned_link(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => {
+            tracing::warn!(pin = %path.display(), %error, "could not detach the pinned link; removing its pin");
+        }
+    }
+    remove_file(path)
+}
+
 /// Every entry of directory `dir` (none if it is missing).
 fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
     match fs::read_dir(dir) {
@@ -202,23 +218,26 @@ impl PinLayout {
         Ok(())
     }
 
-    /// Removes the link pins of `ifindex`: its classifiers are detached once no
-    /// process holds the links open.
+    /// Detaches the links pinned for `ifindex` and removes their pins.
     pub fn remove_links(&self, ifindex: InterfaceIndex) -> Result<(), DataplaneError> {
         for hook in [0, 1] {
-            remove_file(&self.link_pin(ifindex, hook))?;
+            remove_link(&self.link_pin(ifindex, hook))?;
         }
         Ok(())
     }
 
-    /// Removes links (detaching), programs, maps, the directories and the state
-    /// file; true if anything was there.
+    /// Removes links (detaching them at once), programs, maps, the directories and
+    /// the state file; true if anything was there.
     fn remove_all(&self) -> Result<bool, DataplaneError> {
         let mut removed = false;
         for sub in ["links", "programs", "maps"] {
             let dir = self.dir.join(sub);
             for path in entries(&dir)? {
-                removed |= remove_file(&path)?;
+                removed |= if sub == "links" {
+                    remove_link(&path)?
+                } else {
+                    remove_file(&path)?
+                };
             }
             match fs::remove_dir(&dir) {
                 Ok(()) => removed = true,
@@ -316,9 +335,9 @@ impl Datapath {
         Ok((datapath, Adoption::Adopted { interfaces }))
     }
 
-    /// Removes the datapath pinned at `pin_dir`: link pins first (which detaches
-    /// the classifiers once no process holds the links), then programs, maps, the
-    /// directory and the state file. True if anything was there.
+    /// Removes the datapath pinned at `pin_dir`: detaches every pinned link (even
+    /// one a running agent holds) and removes its pin, then the programs, maps,
+    /// the directory and the state file. True if anything was there.
     pub fn uninstall(pin_dir: &Path) -> Result<bool, DataplaneError> {
         let removed = PinLayout::new(pin_dir).remove_all()?;
         if removed {
