@@ -211,9 +211,10 @@ impl Datapath {
                 return Err(error);
             }
         };
-        let attachment = match self.pins.is_some() {
-            false => Attachment::Owned([ingress, egress]),
-            true => Attachment::Pinned(self.pin_links(index, [ingress, egress])?),
+        let attachment = if self.pins.is_some() {
+            Attachment::Pinned(self.pin_links(index, [ingress, egress])?)
+        } else {
+            Attachment::Owned([ingress, egress])
         };
         tracing::debug!(interface, ifindex = index, "classifiers attached");
         self.attached.insert(index, attachment);
