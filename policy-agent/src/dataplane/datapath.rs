@@ -78,11 +78,9 @@ pub struct Datapath {
     pub(super) shadows: [BankContent; 2],
     /// The bank `ACTIVE` names.
     pub(super) active: u32,
-    /// Waits for classifier runs that may still read the bank `ACTIVE` left.
+    /// Waits, in the background, for classifier runs that may still read the bank
+    /// `ACTIVE` left.
     pub(super) quiesce: Quiesce,
-    /// `ACTIVE` changed (or was found, on adoption) since the last wait: packets
-    /// may still be deciding with the inactive bank.
-    pub(super) quiesce_pending: bool,
     /// Per-bank capacity of each banked map, as the kernel created it.
     pub(super) bank_capacity: BTreeMap<&'static str, u32>,
     /// Where this datapath is pinned (`open_pinned`), if it is.
@@ -169,7 +167,6 @@ impl Datapath {
             shadows: Default::default(),
             active: 0,
             quiesce: Quiesce::new()?,
-            quiesce_pending: false,
             bank_capacity,
             pins,
             attached: BTreeMap::new(),
@@ -271,7 +268,7 @@ impl Datapath {
         self.write_active_bank(bank)?;
         if bank != self.active {
             self.active = bank;
-            self.quiesce_pending = true;
+            self.quiesce.start();
         }
         Ok(())
     }

@@ -138,10 +138,10 @@ impl Datapath {
     /// written into the bank no packet reads (only the entries that differ from
     /// what that bank holds, per its shadow), then `ACTIVE` flips to it in one
     /// store; each packet is decided wholly by the old or wholly by the new state.
-    /// Before writing, the call waits until no packet still uses that bank (an
-    /// RCU grace period, `quiesce.rs`), if a flip happened since the last wait:
-    /// the wait is taken lazily, at the next `apply`, so the flip that programs a
-    /// change is never delayed by it. Tables equal to the active bank's content
+    /// Before writing, the call makes sure no packet still uses that bank: the RCU
+    /// grace period each flip starts waiting for in the background (`quiesce.rs`)
+    /// is joined here, so neither flip is delayed by the other's wait unless two
+    /// come within one grace period. Tables equal to the active bank's content
     /// write and flip nothing.
     ///
     /// New allow rules get `RULE_COUNTERS` slots (a reused slot is zeroed before
@@ -212,10 +212,7 @@ impl Datapath {
             ..ApplyReport::default()
         };
         if want != self.shadows[self.active as usize] {
-            if self.quiesce_pending {
-                self.quiesce.wait()?;
-                self.quiesce_pending = false;
-            }
+            self.quiesce.finish()?;
             // Reused slots start from zero before any entry of their new rule can
             // count in them.
             self.zero_counters(RULE_COUNTERS_MAP, &reused)?;
@@ -224,7 +221,7 @@ impl Datapath {
             self.save_slots(&slots);
             self.write_active_bank(target)?;
             self.active = target;
-            self.quiesce_pending = true;
+            self.quiesce.start();
             report.bank = target;
         }
         self.rule_slots = slots;

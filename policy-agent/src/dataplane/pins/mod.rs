@@ -103,7 +103,8 @@ impl Datapath {
         let interfaces = datapath.adopt_links(&layout)?;
         datapath.shadows = datapath.read_banks()?;
         datapath.active = datapath.read_active_bank()?;
-        datapath.quiesce_pending = true;
+        // The agent before may have flipped and died before its wait was over.
+        datapath.quiesce.start();
         let in_use: BTreeSet<u32> = datapath
             .shadows
             .iter()
