@@ -10,12 +10,16 @@
 //! `datapath/conntrack.rs` the conntrack lifecycle (states, timeouts, related ICMP
 //! errors, a full table); `datapath/counters.rs`, `datapath/events.rs` and
 //! `datapath/audit.rs` the per-policy counters, verdict events and audit mode;
-//! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`.
+//! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`;
+//! `datapath/banks.rs` the two banks and the flip of hole-free updates, and
+//! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed.
 
 mod support;
 
 #[path = "datapath/audit.rs"]
 mod audit;
+#[path = "datapath/banks.rs"]
+mod banks;
 #[path = "datapath/bench.rs"]
 mod bench;
 #[path = "datapath/conntrack.rs"]
@@ -32,6 +36,8 @@ mod events;
 mod frames;
 #[path = "datapath/net.rs"]
 mod net;
+#[path = "datapath/pins.rs"]
+mod pins;
 #[path = "datapath/pods.rs"]
 mod pods;
 #[path = "datapath/probe.rs"]

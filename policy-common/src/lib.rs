@@ -6,6 +6,7 @@
 //! but `core` (and `aya` for `Pod` with the `user` feature).
 #![no_std]
 
+pub mod bank;
 pub mod config;
 pub mod counters;
 pub mod ct;
@@ -16,7 +17,7 @@ pub mod policy;
 pub mod verdict;
 
 /// Bumped on any incompatible change to a layout below; part of pin paths.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Marks a type as plain old data for aya's map accessors (userspace only).
 #[cfg(feature = "user")]
@@ -38,7 +39,11 @@ impl_pod!(
     ct::CtKey,
     ct::CtValue,
     endpoint::EndpointInfo,
+    endpoint::EndpointKey,
+    endpoint::AddressKey,
     peer::PeerClass,
+    peer::PeerKeyV4,
+    peer::PeerKeyV6,
     policy::PolicyKey,
     policy::PolicyValue,
 );

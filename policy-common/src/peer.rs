@@ -3,18 +3,50 @@
 //! Pod addresses are host prefixes (/32, /128); ipBlock `cidr` and `except` ranges
 //! are shorter prefixes, so the longest match gives each address the class of the
 //! most specific range that contains it. An address no prefix covers belongs to
-//! `CLASS_WORLD`. Key data: the address bytes in packet (network) order.
+//! `CLASS_WORLD`.
+//!
+//! Key data: the bank (`bank.rs`, host byte order) first, then the address bytes
+//! in packet (network) order. Every key's prefix covers the whole bank field
+//! (`PEER_PREFIX_BANK` bits) plus the address prefix, so a lookup only ever
+//! matches entries of its own bank, and the address part is an ordinary CIDR.
 
-/// Map name of the IPv4 trie (key data `[u8; 4]`).
+/// Map name of the IPv4 trie (key data `PeerKeyV4`).
 pub const PEERS_V4_MAP: &str = "PEERS_V4";
-/// Map name of the IPv6 trie (key data `[u8; 16]`).
+/// Map name of the IPv6 trie (key data `PeerKeyV6`).
 pub const PEERS_V6_MAP: &str = "PEERS_V6";
-/// Longest prefix of `PEERS_V4` (bits of its key data): a host address.
-pub const PEERS_V4_PREFIX_MAX: u32 = 32;
-/// Longest prefix of `PEERS_V6` (bits of its key data): a host address.
-pub const PEERS_V6_PREFIX_MAX: u32 = 128;
-/// Capacity of each trie: pod addresses plus ipBlock boundaries in the cluster.
+/// Bits of the bank field, which every prefix spans before the address.
+pub const PEER_PREFIX_BANK: u32 = 32;
+/// Longest prefix of `PEERS_V4` (bits of its key data): bank and a host address.
+pub const PEERS_V4_PREFIX_MAX: u32 = PEER_PREFIX_BANK + 32;
+/// Longest prefix of `PEERS_V6` (bits of its key data): bank and a host address.
+pub const PEERS_V6_PREFIX_MAX: u32 = PEER_PREFIX_BANK + 128;
+/// Capacity of each trie per bank: pod addresses plus ipBlock boundaries in the
+/// cluster (the map holds `bank::BANKS` times as many).
 pub const PEERS_MAX: u32 = 65536;
+
+/// `PEERS_V4` key data. Bank first: an LPM trie can only wildcard a suffix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeerKeyV4 {
+    /// The bank this entry belongs to.
+    pub bank: u32,
+    /// IPv4 address, packet byte order; bits past the prefix are zero.
+    pub addr: [u8; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<PeerKeyV4>() == 8);
+
+/// `PEERS_V6` key data, laid out as `PeerKeyV4`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeerKeyV6 {
+    /// The bank this entry belongs to.
+    pub bank: u32,
+    /// IPv6 address, packet byte order; bits past the prefix are zero.
+    pub addr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<PeerKeyV6>() == 20);
 
 /// Class of every address no selector or ipBlock of any local rule matches.
 pub const CLASS_WORLD: u32 = 0;

@@ -4,16 +4,18 @@
 use core::mem::{align_of, offset_of, size_of};
 
 use policy_common::{
+    bank::{bank_of, other, ACTIVE_MAP, BANKS},
     config::Config,
     counters::{deny_slot, TrafficCounter, DENY_COUNTERS_MAX},
     ct::{CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
     endpoint::{
-        EndpointInfo, AUDIT_EGRESS, AUDIT_INGRESS, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX,
-        ISOLATED_EGRESS, ISOLATED_INGRESS,
+        AddressKey, EndpointInfo, EndpointKey, AUDIT_EGRESS, AUDIT_INGRESS, ENDPOINTS_MAX,
+        ENDPOINT_ADDRS_MAX, ISOLATED_EGRESS, ISOLATED_INGRESS, PENDING_ENDPOINT_ID,
     },
     events::{VerdictEvent, EVENTS_BYTES},
     peer::{
-        PeerClass, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX, PEER_FLAG_NODE, PEER_FLAG_SERVICE,
+        PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX, PEER_FLAG_NODE,
+        PEER_FLAG_SERVICE, PEER_PREFIX_BANK,
     },
     policy::{PolicyKey, PolicyValue, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL},
     verdict::{
@@ -28,20 +30,23 @@ use policy_common::{
 };
 
 #[test]
-fn the_abi_version_is_three() {
-    assert_eq!(ABI_VERSION, 3);
+fn the_abi_version_is_four() {
+    assert_eq!(ABI_VERSION, 4);
 }
 
 #[test]
 fn policy_key_prefixes_end_exactly_at_their_fields() {
-    assert_eq!(offset_of!(PolicyKey, endpoint_id), 0);
-    assert_eq!(offset_of!(PolicyKey, class_id), 4);
-    assert_eq!(offset_of!(PolicyKey, direction), 8);
-    assert_eq!(offset_of!(PolicyKey, protocol), 9);
-    assert_eq!(offset_of!(PolicyKey, port_be), 10);
-    // "All protocols" matches endpoint, class and direction; "all ports" adds the
-    // protocol; a full key adds the port. Each prefix must end where the next
-    // field begins, or a wildcard would swallow part of a field.
+    assert_eq!(offset_of!(PolicyKey, bank), 0);
+    assert_eq!(offset_of!(PolicyKey, endpoint_id), 4);
+    assert_eq!(offset_of!(PolicyKey, class_id), 8);
+    assert_eq!(offset_of!(PolicyKey, direction), 12);
+    assert_eq!(offset_of!(PolicyKey, protocol), 13);
+    assert_eq!(offset_of!(PolicyKey, port_be), 14);
+    // "All protocols" matches bank, endpoint, class and direction; "all ports" adds
+    // the protocol; a full key adds the port. Each prefix must end where the next
+    // field begins, or a wildcard would swallow part of a field; the shortest
+    // still covers the whole bank, so no entry matches a lookup in the other bank.
+    assert!(PREFIX_ALL_PROTOCOLS as usize >= offset_of!(PolicyKey, endpoint_id) * 8);
     assert_eq!(
         PREFIX_ALL_PROTOCOLS as usize,
         offset_of!(PolicyKey, protocol) * 8
@@ -76,16 +81,51 @@ fn a_port_block_prefix_spans_exactly_the_port_field() {
 }
 
 #[test]
-fn peer_trie_prefixes_are_the_address_bits() {
-    // Key data is the address in packet order, so a CIDR's prefix length is the
-    // trie prefix length and a host address is the longest one.
-    assert_eq!(PEERS_V4_PREFIX_MAX as usize, size_of::<[u8; 4]>() * 8);
-    assert_eq!(PEERS_V6_PREFIX_MAX as usize, size_of::<[u8; 16]>() * 8);
+fn peer_trie_prefixes_are_the_bank_then_the_address_bits() {
+    // Key data is the bank, then the address in packet order, so a CIDR of
+    // length n is the trie prefix PEER_PREFIX_BANK + n and a host address is the
+    // longest one; /0 still matches the whole bank.
+    assert_eq!(offset_of!(PeerKeyV4, bank), 0);
+    assert_eq!(offset_of!(PeerKeyV4, addr), 4);
+    assert_eq!(offset_of!(PeerKeyV6, bank), 0);
+    assert_eq!(offset_of!(PeerKeyV6, addr), 4);
+    assert_eq!(PEER_PREFIX_BANK, u32::BITS);
+    assert_eq!(PEERS_V4_PREFIX_MAX as usize, size_of::<PeerKeyV4>() * 8);
+    assert_eq!(PEERS_V6_PREFIX_MAX as usize, size_of::<PeerKeyV6>() * 8);
+}
+
+#[test]
+fn banked_keys_have_no_hidden_padding_and_banks_differ_in_their_first_byte() {
+    assert_eq!(size_of::<EndpointKey>(), 4 + 4);
+    assert_eq!(offset_of!(EndpointKey, ifindex), 0);
+    assert_eq!(offset_of!(EndpointKey, bank), 4);
+    assert_eq!(size_of::<AddressKey>(), 16 + 4);
+    assert_eq!(offset_of!(AddressKey, addr), 0);
+    assert_eq!(offset_of!(AddressKey, bank), 16);
+    assert_eq!(size_of::<PeerKeyV4>(), 4 + 4);
+    assert_eq!(size_of::<PeerKeyV6>(), 4 + 16);
+    // An LPM trie compares bytes in memory order: the two banks' keys must part
+    // within the bank field, which every prefix covers.
+    assert_ne!(0u32.to_ne_bytes()[0], 1u32.to_ne_bytes()[0]);
+    assert_eq!(BANKS, 2);
+    assert_eq!((bank_of(0), bank_of(1), bank_of(7)), (0, 1, 1));
+    assert_eq!((other(0), other(1)), (1, 0));
+    assert_eq!(ACTIVE_MAP, "ACTIVE");
+}
+
+#[test]
+fn the_pending_endpoint_id_is_no_real_id_and_has_its_own_deny_slots() {
+    assert_eq!(PENDING_ENDPOINT_ID, ENDPOINTS_MAX);
+    for direction in [0u8, 1] {
+        for audit in [false, true] {
+            assert!(deny_slot(PENDING_ENDPOINT_ID, direction, audit) < DENY_COUNTERS_MAX);
+        }
+    }
 }
 
 #[test]
 fn map_types_have_no_hidden_padding() {
-    assert_eq!(size_of::<PolicyKey>(), 4 + 4 + 1 + 1 + 2);
+    assert_eq!(size_of::<PolicyKey>(), 4 + 4 + 4 + 1 + 1 + 2);
     assert_eq!(size_of::<PolicyValue>(), 4 + 4 + 4 + 4);
     assert_eq!(offset_of!(PolicyValue, policy_id), 0);
     assert_eq!(offset_of!(PolicyValue, rule_index), 4);

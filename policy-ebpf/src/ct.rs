@@ -58,9 +58,35 @@ use policy_common::{
 
 use crate::{
     audit,
+    facts::Facts,
     maps::{self, CONNTRACK},
     parse::{self, Flow, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
 };
+
+/// Where `related` looks: a pod interface, the direction an ICMP error crosses it,
+/// and the bank the packet is decided with. Eight bytes, so it travels in one
+/// register: a BPF call takes at most five arguments.
+#[derive(Clone, Copy)]
+pub(crate) struct Site {
+    /// The pod's host-side interface.
+    pub ifindex: u32,
+    /// `verdict::DIRECTION_*` of the error relative to that pod.
+    pub direction: u8,
+    /// `Facts::bank` (0 or 1).
+    pub bank: u8,
+}
+
+impl Site {
+    /// The interface, direction and bank `facts` speaks for.
+    #[inline(always)]
+    pub(crate) fn of(facts: &Facts) -> Self {
+        Self {
+            ifindex: facts.ifindex,
+            direction: facts.direction,
+            bank: facts.bank as u8,
+        }
+    }
+}
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_UDP: u8 = 17;
@@ -273,7 +299,8 @@ pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> 
 }
 
 /// Whether `flow`, an ICMP or ICMPv6 error (`Flow::quote_at` set) crossing
-/// `ifindex` in `direction` at an endpoint with `endpoint_flags`, quotes a packet of a live flow there
+/// `site.ifindex` in `site.direction` at an endpoint with `endpoint_flags`, quotes a
+/// packet of a live flow there
 /// (transition 7). The quoted packet was sent by the error's receiver, the way the
 /// error now travels back, so it crossed this interface in the opposite direction:
 /// at a pod's ingress the error quotes a packet of the pod's egress, at its egress
@@ -295,13 +322,12 @@ pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> 
 /// inlined into `decide` its two keys and the quote share stack slots with the rest
 /// so tightly that LLVM emitted a spill the verifier rejects.
 #[inline(never)]
-pub(crate) fn related(
-    ctx: &TcContext,
-    ifindex: u32,
-    direction: u8,
-    flow: &Flow,
-    endpoint_flags: u32,
-) -> bool {
+pub(crate) fn related(ctx: &TcContext, site: Site, flow: &Flow, endpoint_flags: u32) -> bool {
+    let Site {
+        ifindex,
+        direction,
+        bank,
+    } = site;
     let sent = opposite(direction);
     // One key, read straight from the quote and reversed in place for the second
     // lookup: this subprogram's stack adds to `decide`'s, and both must fit in 512
@@ -319,7 +345,7 @@ pub(crate) fn related(
     // pod's flows. Routers, the node (kube-proxy REJECT) and un-DNATed backends (the
     // ClusterIP, which is the quoted destination) are not held to this.
     if !parse::same_address(&key.daddr, &flow.saddr)
-        && maps::endpoint_ifindex(&flow.saddr).is_some()
+        && maps::endpoint_ifindex(u32::from(bank), &flow.saddr).is_some()
     {
         return false;
     }

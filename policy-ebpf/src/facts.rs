@@ -2,7 +2,8 @@
 //! (`to_tc_action`) can count and report every packet alike: the interface and
 //! endpoint, the direction, the parsed tuple, the rule that allowed it and the
 //! per-policy counter it counts in. Fields stay zero (or `None`) while unknown: a
-//! packet dropped before parsing is reported with a zero tuple.
+//! packet dropped before parsing is reported with a zero tuple. A packet's `Facts`
+//! live in this CPU's entry of the `FACTS` map (`maps::facts`), not on the stack.
 
 use policy_common::{counters::NO_COUNTER, policy::PolicyValue};
 
@@ -41,6 +42,9 @@ pub(crate) struct Facts {
     pub ifindex: u32,
     /// `verdict::DIRECTION_*` relative to that pod.
     pub direction: u8,
+    /// The bank (`policy_common::bank`) read from `ACTIVE` when the packet
+    /// arrived: every banked lookup of this packet uses it.
+    pub bank: u32,
     /// `EndpointInfo::endpoint_id`; 0 until the interface is known as an endpoint.
     pub endpoint_id: u32,
     /// Source address, packet byte order (IPv4 mapped); zero until parsed.
@@ -65,12 +69,14 @@ pub(crate) struct Facts {
 }
 
 impl Facts {
-    /// Nothing known yet but where and which way the packet goes.
+    /// Nothing known yet but where and which way the packet goes, and the bank it
+    /// is decided with.
     #[inline(always)]
-    pub(crate) fn new(ifindex: u32, direction: u8) -> Self {
+    pub(crate) fn new(ifindex: u32, direction: u8, bank: u32) -> Self {
         Self {
             ifindex,
             direction,
+            bank,
             endpoint_id: 0,
             saddr: [0; 16],
             daddr: [0; 16],
@@ -90,8 +96,8 @@ impl Facts {
     pub(crate) fn parsed(&mut self, packet: &Packet) {
         match packet {
             Packet::Flow(flow) => self.flow(flow),
-            Packet::OnLinkControl { saddr } => {
-                self.saddr = *saddr;
+            Packet::OnLinkControl(flow) => {
+                self.saddr = flow.saddr;
                 self.ipv6 = true;
                 self.protocol = IPPROTO_ICMPV6;
             }

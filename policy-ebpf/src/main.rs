@@ -66,9 +66,18 @@ pub fn bench_floor(_ctx: TcContext) -> i32 {
 fn classify(ctx: &TcContext, direction: u8) -> i32 {
     // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let mut facts = Facts::new(ifindex, direction);
-    let verdict = decide(ctx, &mut facts);
-    to_tc_action(ctx, &facts, verdict)
+    // Once per packet: every lookup below uses this bank, so the packet is decided
+    // wholly by the state before or wholly by the state after a flip.
+    let Some(facts) = maps::facts() else {
+        // Cannot happen (entry 0 of a one-entry array); fail closed if it did.
+        maps::count(STAT_DROP_MALFORMED);
+        return TC_ACT_SHOT;
+    };
+    // SAFETY: this CPU's slot, used by this program run only (`maps::facts`).
+    let facts = unsafe { &mut *facts };
+    *facts = Facts::new(ifindex, direction, maps::active_bank());
+    let verdict = decide(ctx, facts);
+    to_tc_action(ctx, facts, verdict)
 }
 
 /// The one place a verdict becomes a TC action: bumps its `STATS` counter, adds the
@@ -102,7 +111,8 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
     action
 }
 
-/// Lookup precedence, in order (both families alike):
+/// Lookup precedence, in order (both families alike; every lookup of `ENDPOINTS`,
+/// `ENDPOINT_ADDRS`, `PEERS_*` and `POLICY` is in `facts.bank`, read once per packet):
 /// 1. Frames that are not IP pass (ARP must work for pods to work).
 /// 2. The interface must be a known endpoint, else drop (fail closed).
 /// 3. A packet that does not parse is dropped (`STAT_DROP_MALFORMED`), and so is an
@@ -153,28 +163,30 @@ fn decide(ctx: &TcContext, facts: &mut Facts) -> Result<u32, u32> {
         return Ok(STAT_ALLOW_NON_IP);
     };
     facts.ipv6 = matches!(l3, parse::L3::Ipv6);
-    let endpoint = maps::endpoint(ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
+    let endpoint = maps::endpoint(facts.bank, ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
     facts.endpoint_id = endpoint.endpoint_id;
     let packet = parse::packet(ctx, l3)?;
     facts.parsed(&packet);
     if facts.direction == DIRECTION_EGRESS {
         let (saddr, ipv6) = packet.source();
-        check_source(ifindex, saddr, ipv6)?;
+        check_source(facts.bank, ifindex, saddr, ipv6)?;
     }
-    let flow = match packet {
-        Packet::OnLinkControl { .. } => return Ok(STAT_ALLOW_NON_IP),
+    // Borrowed, not moved out: a moved copy's padding let LLVM store part of a
+    // spilled pointer, which the verifier rejects.
+    let flow = match &packet {
+        Packet::OnLinkControl(_) => return Ok(STAT_ALLOW_NON_IP),
         Packet::Flow(flow) => flow,
     };
     if facts.direction == DIRECTION_INGRESS {
         let mark = service::take_marks(ctx);
         if mark & MARK_DEFERRED_EGRESS != 0 {
-            service::deferred_egress(ctx, facts, &flow)?;
+            service::deferred_egress(ctx, facts, flow)?;
         }
-        decide_flow(ctx, facts, &endpoint, &flow, mark).map(|(stat, _)| stat)
+        decide_flow(ctx, facts, &endpoint, flow, mark).map(|(stat, _)| stat)
     } else {
-        let (stat, reply) = decide_flow(ctx, facts, &endpoint, &flow, 0)?;
+        let (stat, reply) = decide_flow(ctx, facts, &endpoint, flow, 0)?;
         if reply {
-            service::verify_reply(ctx, &flow);
+            service::verify_reply(ctx, facts.bank, flow);
         }
         Ok(stat)
     }
@@ -187,11 +199,11 @@ fn decide(ctx: &TcContext, facts: &mut Facts) -> Result<u32, u32> {
 /// IPv6 link-local and unspecified sources (ND, DAD, MLD) are exempt: the node
 /// never forwards a link-local source, and they name no pod.
 #[inline(always)]
-fn check_source(ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result<(), u32> {
+fn check_source(bank: u32, ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result<(), u32> {
     if ipv6 && (parse::is_link_local(saddr) || parse::is_unspecified(saddr)) {
         return Ok(());
     }
-    if maps::endpoint_ifindex(saddr) == Some(ifindex) {
+    if maps::endpoint_ifindex(bank, saddr) == Some(ifindex) {
         Ok(())
     } else {
         Err(STAT_DROP_SPOOFED_SOURCE)
@@ -209,7 +221,7 @@ fn decide_flow(
     mark: u32,
 ) -> Result<(u32, bool), u32> {
     let (ifindex, direction) = (facts.ifindex, facts.direction);
-    if flow.quote_at != 0 && ct::related(ctx, ifindex, direction, flow, endpoint.flags) {
+    if flow.quote_at != 0 && ct::related(ctx, ct::Site::of(facts), flow, endpoint.flags) {
         return Ok((STAT_ALLOW_RELATED, false));
     }
     if let Some(hit) = ct::lookup(ifindex, direction, flow) {
@@ -246,7 +258,7 @@ fn decide_flow(
     } else {
         &flow.daddr
     };
-    let peer = maps::peer(flow.ipv6, remote);
+    let peer = maps::peer(facts.bank, flow.ipv6, remote);
     if direction == DIRECTION_INGRESS && peer.flags & PEER_FLAG_NODE != 0 {
         ct::track(ifindex, direction, flow, NO_COUNTER, 0);
         return Ok((STAT_ALLOW_NODE, false));
@@ -254,7 +266,9 @@ fn decide_flow(
     if direction == DIRECTION_EGRESS && peer.flags & PEER_FLAG_SERVICE != 0 {
         return Ok((service::defer(ctx, ifindex, flow, true), false));
     }
-    if let Some(allowed) = maps::policy(endpoint.endpoint_id, peer.class_id, direction, flow) {
+    let bank = facts.bank;
+    if let Some(allowed) = maps::policy(bank, endpoint.endpoint_id, peer.class_id, direction, flow)
+    {
         ct::track(ifindex, direction, flow, allowed.rule_slot, 0);
         facts.rule = Some(allowed);
         facts.counter = Counter::rule(allowed.rule_slot);

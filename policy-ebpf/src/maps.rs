@@ -1,37 +1,56 @@
 //! The maps this object defines (layouts and names from `policy-common`) and the
 //! typed lookups the classifiers use.
+//!
+//! The banked maps hold `BANKS` times their per-bank capacity; every lookup of
+//! them takes the bank the packet read from `ACTIVE` once (`active_bank`), and
+//! builds its key in place with that bank.
 
 use aya_ebpf::{
     macros::map,
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use policy_common::{
+    bank::{bank_of, BANKS},
     config::Config,
     counters::{TrafficCounter, DENY_COUNTERS_MAX, RULE_COUNTERS_MAX},
     ct::{CtKey, CtValue, CONNTRACK_MAX},
-    endpoint::{EndpointInfo, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX},
+    endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX},
     events::EVENTS_BYTES,
-    peer::{PeerClass, CLASS_WORLD, PEERS_MAX, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX},
+    peer::{
+        PeerClass, PeerKeyV4, PeerKeyV6, CLASS_WORLD, PEERS_MAX, PEERS_V4_PREFIX_MAX,
+        PEERS_V6_PREFIX_MAX,
+    },
     policy::{PolicyKey, PolicyValue, POLICY_MAX, PREFIX_FULL},
     verdict::STATS_LEN,
 };
 
-use crate::{events::TokenBucket, parse::Flow};
+use crate::{events::TokenBucket, facts::Facts, parse::Flow};
+
+/// Which bank the classifiers read (`policy_common::bank`).
+#[map]
+static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
-static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> =
+    HashMap::with_max_entries(BANKS * ENDPOINTS_MAX, 0);
 
 #[map]
-static ENDPOINT_ADDRS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(ENDPOINT_ADDRS_MAX, 0);
+static ENDPOINT_ADDRS: HashMap<AddressKey, u32> =
+    HashMap::with_max_entries(BANKS * ENDPOINT_ADDRS_MAX, 0);
+
+/// Kernel-only scratch: each CPU's `ENDPOINT_ADDRS` key of the lookup in progress
+/// (`endpoint_ifindex`), built here rather than on the BPF stack.
+#[map]
+static ADDRESS_KEY: PerCpuArray<AddressKey> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-static PEERS_V4: LpmTrie<[u8; 4], PeerClass> = LpmTrie::with_max_entries(PEERS_MAX, 0);
+static PEERS_V4: LpmTrie<PeerKeyV4, PeerClass> = LpmTrie::with_max_entries(BANKS * PEERS_MAX, 0);
 
 #[map]
-static PEERS_V6: LpmTrie<[u8; 16], PeerClass> = LpmTrie::with_max_entries(PEERS_MAX, 0);
+static PEERS_V6: LpmTrie<PeerKeyV6, PeerClass> = LpmTrie::with_max_entries(BANKS * PEERS_MAX, 0);
 
 #[map]
-static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(POLICY_MAX, 0);
+static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(BANKS * POLICY_MAX, 0);
 
 #[map]
 pub(crate) static CONNTRACK: LruHashMap<CtKey, CtValue> =
@@ -58,6 +77,18 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 static EVENT_TOKENS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
 
+/// Kernel-only: each CPU's `Facts` of the packet it is deciding, kept here rather
+/// than on the 512-byte BPF stack.
+#[map]
+static FACTS: PerCpuArray<Facts> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's `Facts` slot. TC classifiers run with bottom halves disabled, so one
+/// packet at a time uses it; `classify` overwrites it whole for every packet.
+#[inline(always)]
+pub(crate) fn facts() -> Option<*mut Facts> {
+    FACTS.get_ptr_mut(0)
+}
+
 /// One setting from `CONFIG[0]`, read in place (no copy of the whole entry on the
 /// tight BPF stack); `Config::DEFAULT`'s when the entry cannot be read.
 #[inline(always)]
@@ -74,30 +105,50 @@ pub(crate) fn event_tokens() -> Option<*mut TokenBucket> {
     EVENT_TOKENS.get_ptr_mut(0)
 }
 
-/// The local pod behind this interface, if the agent registered it.
+/// The bank this packet is decided with: `ACTIVE[0]` read once, at the start of
+/// `classify` (bank 0 if the entry cannot be read, which an array never fails).
 #[inline(always)]
-pub(crate) fn endpoint(ifindex: u32) -> Option<EndpointInfo> {
-    // SAFETY: the value is copied out before any other map operation.
-    unsafe { ENDPOINTS.get(&ifindex).copied() }
+pub(crate) fn active_bank() -> u32 {
+    bank_of(ACTIVE.get(0).copied().unwrap_or(0))
 }
 
-/// The host-side interface of the local pod that owns `addr` (IPv6 or IPv4-mapped).
+/// The local pod behind this interface in `bank`, if the agent registered it.
 #[inline(always)]
-pub(crate) fn endpoint_ifindex(addr: &[u8; 16]) -> Option<u32> {
+pub(crate) fn endpoint(bank: u32, ifindex: u32) -> Option<EndpointInfo> {
     // SAFETY: the value is copied out before any other map operation.
-    unsafe { ENDPOINT_ADDRS.get(addr).copied() }
+    unsafe { ENDPOINTS.get(&EndpointKey { ifindex, bank }).copied() }
 }
 
-/// The class and flags of the longest peer prefix holding `addr` (from `PEERS_V6`
-/// for IPv6, else `PEERS_V4` with the mapped address's last four bytes);
-/// `CLASS_WORLD` without flags when no prefix does.
+/// The host-side interface of the local pod that owns `addr` (IPv6 or IPv4-mapped)
+/// in `bank`.
 #[inline(always)]
-pub(crate) fn peer(ipv6: bool, addr: &[u8; 16]) -> PeerClass {
+pub(crate) fn endpoint_ifindex(bank: u32, addr: &[u8; 16]) -> Option<u32> {
+    // The key is built in this CPU's scratch entry, not on the stack, and the
+    // address is read through `black_box`: copied by value, its 16 bytes let LLVM
+    // split the packet's `Flow` into registers and spill them, which cost each
+    // classifier over 100 of its 512 stack bytes.
+    let key = ADDRESS_KEY.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch entry, written and used within this program run
+    // (TC programs run with bottom halves off: nothing else on this CPU touches it).
+    unsafe {
+        (*key).addr = *core::hint::black_box(addr);
+        (*key).bank = bank;
+        ENDPOINT_ADDRS.get(&*key).copied()
+    }
+}
+
+/// The class and flags of the longest peer prefix of `bank` holding `addr` (from
+/// `PEERS_V6` for IPv6, else `PEERS_V4` with the mapped address's last four
+/// bytes); `CLASS_WORLD` without flags when no prefix does.
+#[inline(always)]
+pub(crate) fn peer(bank: u32, ipv6: bool, addr: &[u8; 16]) -> PeerClass {
     let found = if ipv6 {
-        PEERS_V6.get(Key::new(PEERS_V6_PREFIX_MAX, *addr)).copied()
+        let key = PeerKeyV6 { bank, addr: *addr };
+        PEERS_V6.get(Key::new(PEERS_V6_PREFIX_MAX, key)).copied()
     } else {
-        let v4 = [addr[12], addr[13], addr[14], addr[15]];
-        PEERS_V4.get(Key::new(PEERS_V4_PREFIX_MAX, v4)).copied()
+        let addr = [addr[12], addr[13], addr[14], addr[15]];
+        let key = PeerKeyV4 { bank, addr };
+        PEERS_V4.get(Key::new(PEERS_V4_PREFIX_MAX, key)).copied()
     };
     found.unwrap_or(PeerClass {
         class_id: CLASS_WORLD,
@@ -105,17 +156,19 @@ pub(crate) fn peer(ipv6: bool, addr: &[u8; 16]) -> PeerClass {
     })
 }
 
-/// The `POLICY` entry allowing `flow` for `endpoint_id` towards a peer of `class_id`
-/// in `direction`: the longest match among exact port, port blocks, all ports of the
-/// protocol and all protocols.
+/// The `POLICY` entry of `bank` allowing `flow` for `endpoint_id` towards a peer of
+/// `class_id` in `direction`: the longest match among exact port, port blocks, all
+/// ports of the protocol and all protocols.
 #[inline(always)]
 pub(crate) fn policy(
+    bank: u32,
     endpoint_id: u32,
     class_id: u32,
     direction: u8,
     flow: &Flow,
 ) -> Option<PolicyValue> {
     let key = PolicyKey {
+        bank,
         endpoint_id,
         class_id,
         direction,

@@ -72,8 +72,11 @@ pub(crate) enum L3 {
 pub(crate) enum Packet {
     /// On-link IPv6 neighbour discovery or multicast listener discovery
     /// (`on_link_control`): passes, pods need ND to reach anything and the kernel
-    /// sends MLD on every interface. `saddr` is its source address.
-    OnLinkControl { saddr: [u8; 16] },
+    /// sends MLD on every interface. Only the flow's source address means anything;
+    /// the whole flow rides along so that no byte of a `Packet` is uninitialized
+    /// (a copy of undefined bytes let LLVM store part of a spilled pointer, which
+    /// the verifier rejects).
+    OnLinkControl(Flow),
     /// Everything else: decided by conntrack and policy.
     Flow(Flow),
 }
@@ -83,7 +86,7 @@ impl Packet {
     #[inline(always)]
     pub(crate) fn source(&self) -> (&[u8; 16], bool) {
         match self {
-            Packet::OnLinkControl { saddr } => (saddr, true),
+            Packet::OnLinkControl(flow) => (&flow.saddr, true),
             Packet::Flow(flow) => (&flow.saddr, flow.ipv6),
         }
     }
@@ -447,7 +450,7 @@ fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
     if flow.protocol == IPPROTO_ICMPV6 {
         let icmp_type = load::<u8>(ctx, l4)?;
         if on_link_control(icmp_type, hop_limit, &flow.saddr, &flow.daddr) {
-            return Ok(Packet::OnLinkControl { saddr: flow.saddr });
+            return Ok(Packet::OnLinkControl(flow));
         }
     }
     upper(ctx, l4, &mut flow)?;

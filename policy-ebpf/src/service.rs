@@ -94,8 +94,10 @@ pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> 
 /// classifier dropped any packet whose source is not one of its addresses.
 #[inline(always)]
 pub(crate) fn deferred_egress(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> Result<(), u32> {
-    let source_if = maps::endpoint_ifindex(&flow.saddr).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
-    let source = maps::endpoint(source_if).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
+    let bank = facts.bank;
+    let source_if =
+        maps::endpoint_ifindex(bank, &flow.saddr).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
+    let source = maps::endpoint(bank, source_if).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
     let len = ctx.len();
     if let Some(hit) = ct::find(source_if, DIRECTION_EGRESS, flow, false) {
         if let Some((_, counter)) = audit::tracked(&hit, &source, DIRECTION_EGRESS) {
@@ -104,7 +106,12 @@ pub(crate) fn deferred_egress(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -
             return Ok(());
         }
     }
-    if flow.quote_at != 0 && ct::related(ctx, source_if, DIRECTION_EGRESS, flow, source.flags) {
+    let site = ct::Site {
+        ifindex: source_if,
+        direction: DIRECTION_EGRESS,
+        bank: bank as u8,
+    };
+    if flow.quote_at != 0 && ct::related(ctx, site, flow, source.flags) {
         return Ok(());
     }
     // `facts` speaks for the source while its egress is decided (no copy: the
@@ -124,8 +131,9 @@ pub(crate) fn deferred_egress(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -
         events::report(facts, EVENT_ALLOW, STAT_ALLOW_UNISOLATED, len);
         true
     } else if let Some(allowed) = maps::policy(
+        bank,
         source.endpoint_id,
-        maps::peer(flow.ipv6, &flow.daddr).class_id,
+        maps::peer(bank, flow.ipv6, &flow.daddr).class_id,
         DIRECTION_EGRESS,
         flow,
     ) {
@@ -163,13 +171,14 @@ pub(crate) fn deferred_egress(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -
 /// it pass: an audit flow whose audit ended is no longer verified). The reply
 /// refreshes that entry and counts in the client's rule (or audit) slot, like the
 /// replies of any flow the rule allowed. `decide` calls it only for packets the
-/// backend's conntrack matched as replies: nothing else can need the mark.
+/// backend's conntrack matched as replies: nothing else can need the mark. The
+/// client is looked up in `bank`, the bank of the reply at the backend.
 #[inline(always)]
-pub(crate) fn verify_reply(ctx: &TcContext, flow: &Flow) {
-    let Some(client_if) = maps::endpoint_ifindex(&flow.daddr) else {
+pub(crate) fn verify_reply(ctx: &TcContext, bank: u32, flow: &Flow) {
+    let Some(client_if) = maps::endpoint_ifindex(bank, &flow.daddr) else {
         return;
     };
-    let Some(client) = maps::endpoint(client_if) else {
+    let Some(client) = maps::endpoint(bank, client_if) else {
         return;
     };
     let Some(hit) = ct::find(client_if, DIRECTION_EGRESS, flow, true) else {

@@ -37,7 +37,7 @@ fn a_bench_run_repeats_the_classifier_and_returns_the_kernels_average_duration()
     });
     let interfaces = BTreeMap::from([(tables::server(), LOOPBACK)]);
     datapath
-        .apply(&built.tables, &interfaces)
+        .apply(&built.tables, &interfaces, &BTreeMap::new())
         .unwrap_or_else(|e| panic!("apply: {e}"));
     let peer = IpAddr::V4(built.pod_peer.0);
     let Some(syn) = frames::tcp(peer, IpAddr::V4(SERVER_V4), 40000, ALLOWED_PORT, SYN) else {

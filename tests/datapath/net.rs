@@ -16,8 +16,8 @@ use std::{
 
 use policy_agent::{
     dataplane::{
-        self, Datapath, EventReader, Hook, InterfaceIndex, LoadOptions, PolicyCounters, Stats,
-        TestRunOutcome, TrackedFlow,
+        self, Adoption, ApplyReport, Datapath, EventReader, Hook, InterfaceIndex, LoadOptions,
+        PolicyCounters, Stats, TestRunOutcome, TrackedFlow,
     },
     lab::netns,
     model::ObjectRef,
@@ -83,6 +83,33 @@ impl Net {
 
     /// `up` with the datapath loaded with `options` (conntrack timeouts, capacity).
     pub fn up_with(pods: &[(&str, &str, &str)], options: &LoadOptions) -> Net {
+        Net::build(pods, |object| {
+            or_panic("load")(Datapath::load_with(object, options))
+        })
+    }
+
+    /// `up` with a pinned datapath (`Datapath::open_pinned` at `pin_dir`), and how
+    /// it was opened.
+    pub fn up_pinned(pods: &[(&str, &str, &str)], pin_dir: &std::path::Path) -> (Net, Adoption) {
+        let mut adoption = None;
+        let net = Net::build(pods, |object| {
+            let (datapath, adopted) = or_panic("open pinned")(Datapath::open_pinned(
+                object,
+                &LoadOptions::default(),
+                pin_dir,
+            ));
+            adoption = Some(adopted);
+            datapath
+        });
+        let Some(adoption) = adoption else {
+            panic!("the pinned datapath was not opened");
+        };
+        (net, adoption)
+    }
+
+    /// The network for `pods`, with the datapath `load` makes from the object
+    /// attached to every pod.
+    fn build(pods: &[(&str, &str, &str)], load: impl FnOnce(&std::path::Path) -> Datapath) -> Net {
         let run = format!(
             "{}{}xd{}",
             netns::LAB_PREFIX,
@@ -147,7 +174,7 @@ impl Net {
         }
 
         let object = or_panic("eBPF object")(dataplane::object::find());
-        let mut datapath = or_panic("load")(Datapath::load_with(&object, options));
+        let mut datapath = load(&object);
         let interfaces = or_panic("attach")(or_panic("enter node")(netns::in_netns(&node, || {
             pods.iter()
                 .map(|p| Ok((p.key.clone(), datapath.attach(&p.host)?)))
@@ -178,8 +205,11 @@ impl Net {
     }
 
     /// Writes `tables` into the maps.
-    pub fn apply(&mut self, tables: &DatapathTables) {
-        or_panic("apply")(self.datapath.apply(tables, &self.interfaces));
+    pub fn apply(&mut self, tables: &DatapathTables) -> ApplyReport {
+        or_panic("apply")(
+            self.datapath
+                .apply(tables, &self.interfaces, &BTreeMap::new()),
+        )
     }
 
     /// The verdict counters.

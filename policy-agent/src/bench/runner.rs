@@ -191,7 +191,7 @@ fn load(object: &std::path::Path, phase: &Phase, with_floor: bool) -> Result<Loa
     let mut datapath = Datapath::load_with(object, &options)?;
     let built = tables::build(&spec);
     let interfaces = BTreeMap::from([(tables::server(), LOOPBACK)]);
-    datapath.apply(&built.tables, &interfaces)?;
+    datapath.apply(&built.tables, &interfaces, &BTreeMap::new())?;
     let mut timed = Vec::new();
     if with_floor {
         // Its IPv4 frame: the floor reads no packet.

@@ -1,19 +1,29 @@
-//! A loaded `policy-ebpf` object: its classifiers attached to pod interfaces.
+//! A loaded `policy-ebpf` object: its classifiers attached to pod interfaces, and
+//! what the datapath knows about its banks (`banks.rs`).
 
 use std::{collections::BTreeMap, path::Path};
 
 use aya::{
-    programs::{tc::SchedClassifierLinkId, SchedClassifier, TcAttachType},
+    maps::{Map, MapData},
+    programs::{links::FdLink, tc::SchedClassifierLinkId, SchedClassifier, TcAttachType},
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use policy_common::{
+    bank::BANKS,
     config::Config,
     counters::{RULE_COUNTERS_MAP, RULE_COUNTERS_MAX},
     ct::CONNTRACK_MAP,
     peer::{PEERS_V4_MAP, PEERS_V6_MAP},
 };
 
-use super::{counters::DenyMeanings, slots::RuleSlots, DataplaneError};
+use super::{
+    banks::BankContent,
+    counters::DenyMeanings,
+    pins::{PinLayout, PINNED_MAPS},
+    quiesce::Quiesce,
+    slots::RuleSlots,
+    DataplaneError,
+};
 
 /// Program deciding a pod's ingress; runs at TC egress of its host-side veth.
 pub(super) const POD_INGRESS_PROGRAM: &str = "pod_ingress";
@@ -35,16 +45,26 @@ pub struct LoadOptions {
     /// `max_entries` of `CONNTRACK` instead of `CONNTRACK_MAX`, to show what a full
     /// table does without opening a quarter of a million flows.
     pub conntrack_capacity: Option<u32>,
-    /// `max_entries` of `PEERS_V4` and `PEERS_V6` instead of `PEERS_MAX`, for peer
-    /// tables larger than the agent's default capacity.
+    /// Prefixes each bank of `PEERS_V4` and `PEERS_V6` holds instead of
+    /// `PEERS_MAX`, for peer tables larger than the agent's default capacity.
     pub peers_capacity: Option<u32>,
     /// Also load `bench_floor`, the empty classifier `Datapath::bench_run` times as
     /// the floor. It is never attached.
     pub bench_floor: bool,
 }
 
-/// The loaded object and the interfaces its programs are attached to. Dropping it
-/// detaches every link it holds and frees the maps (nothing is pinned yet).
+/// How a pod interface's two classifiers are attached.
+pub(super) enum Attachment {
+    /// TCX links the programs own: detached when the datapath is dropped.
+    Owned([SchedClassifierLinkId; 2]),
+    /// TCX links pinned under `links/` (`pod_ingress`'s, then `pod_egress`'s):
+    /// attached until their pins are removed, whatever happens to this process.
+    Pinned([FdLink; 2]),
+}
+
+/// The loaded object and the interfaces its programs are attached to. Dropped, an
+/// unpinned datapath detaches every link it holds and frees its maps; a pinned one
+/// (`open_pinned`) leaves programs, links and maps enforcing (`pins.rs`).
 pub struct Datapath {
     pub(super) ebpf: Ebpf,
     /// Which `RULE_COUNTERS` slot each allow rule counts in.
@@ -53,7 +73,32 @@ pub struct Datapath {
     pub(super) deny_meanings: DenyMeanings,
     /// CPUs the kernel may run on: how many values a per-CPU map entry holds.
     pub(super) possible_cpus: usize,
-    attached: BTreeMap<InterfaceIndex, [SchedClassifierLinkId; 2]>,
+    /// What each bank of the banked maps holds (index = bank), kept equal to the
+    /// kernel entry by entry (`banks.rs`).
+    pub(super) shadows: [BankContent; 2],
+    /// The bank `ACTIVE` names.
+    pub(super) active: u32,
+    /// Waits, in the background, for classifier runs that may still read the bank
+    /// `ACTIVE` left.
+    pub(super) quiesce: Quiesce,
+    /// Per-bank capacity of each banked map, as the kernel created it.
+    pub(super) bank_capacity: BTreeMap<&'static str, u32>,
+    /// Where this datapath is pinned (`open_pinned`), if it is.
+    pub(super) pins: Option<PinLayout>,
+    pub(super) attached: BTreeMap<InterfaceIndex, Attachment>,
+}
+
+/// The `MapData` of the map types this object defines.
+pub(super) fn map_data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::Array(data)
+        | Map::HashMap(data)
+        | Map::LpmTrie(data)
+        | Map::LruHashMap(data)
+        | Map::PerCpuArray(data)
+        | Map::RingBuf(data) => Some(data),
+        _ => None,
+    }
 }
 
 impl Datapath {
@@ -65,15 +110,31 @@ impl Datapath {
     /// `load` with the departures `options` names (map capacities, the benchmark's
     /// floor program).
     pub fn load_with(object: &Path, options: &LoadOptions) -> Result<Self, DataplaneError> {
+        Self::load_inner(object, options, None)
+    }
+
+    /// `load_with`; with `pins`, every map of `PINNED_MAPS` is the one pinned there
+    /// (created and pinned if missing).
+    pub(super) fn load_inner(
+        object: &Path,
+        options: &LoadOptions,
+        pins: Option<PinLayout>,
+    ) -> Result<Self, DataplaneError> {
         let mut loader = EbpfLoader::new();
         loader.verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS);
         if let Some(capacity) = options.conntrack_capacity {
             loader.map_max_entries(CONNTRACK_MAP, capacity);
         }
         if let Some(capacity) = options.peers_capacity {
+            let entries = capacity.saturating_mul(BANKS);
             loader
-                .map_max_entries(PEERS_V4_MAP, capacity)
-                .map_max_entries(PEERS_V6_MAP, capacity);
+                .map_max_entries(PEERS_V4_MAP, entries)
+                .map_max_entries(PEERS_V6_MAP, entries);
+        }
+        if let Some(layout) = &pins {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, layout.map_pin(name));
+            }
         }
         let mut ebpf = loader
             .load_file(object)
@@ -97,11 +158,17 @@ impl Datapath {
             map: RULE_COUNTERS_MAP,
             message: format!("counting possible CPUs for the per-CPU counters ({path}): {source}"),
         })?;
+        let bank_capacity = super::maps::bank_capacities(&ebpf)?;
         let mut datapath = Self {
             ebpf,
             rule_slots: RuleSlots::new(RULE_COUNTERS_MAX),
             deny_meanings: DenyMeanings::default(),
             possible_cpus,
+            shadows: Default::default(),
+            active: 0,
+            quiesce: Quiesce::new()?,
+            bank_capacity,
+            pins,
             attached: BTreeMap::new(),
         };
         datapath.set_config(&options.config)?;
@@ -127,19 +194,83 @@ impl Datapath {
             interface,
             TcAttachType::Egress,
         )?;
-        let egress = attach_one(
+        let egress = match attach_one(
             &mut self.ebpf,
             POD_EGRESS_PROGRAM,
             interface,
             TcAttachType::Ingress,
-        )?;
-        self.attached.insert(index, [ingress, egress]);
+        ) {
+            Ok(egress) => egress,
+            Err(error) => {
+                // Not half attached: the ingress link goes with the error.
+                let _ = classifier(&mut self.ebpf, POD_INGRESS_PROGRAM)
+                    .map(|program| program.detach(ingress));
+                return Err(error);
+            }
+        };
+        let attachment = if self.pins.is_some() {
+            Attachment::Pinned(self.pin_links(index, [ingress, egress])?)
+        } else {
+            Attachment::Owned([ingress, egress])
+        };
+        tracing::debug!(interface, ifindex = index, "classifiers attached");
+        self.attached.insert(index, attachment);
         Ok(index)
+    }
+
+    /// Detaches both classifiers from interface `ifindex` (and removes their link
+    /// pins). Nothing to do for an interface not attached; an interface that is
+    /// gone already lost its links with it.
+    pub fn detach(&mut self, ifindex: InterfaceIndex) -> Result<(), DataplaneError> {
+        let Some(attachment) = self.attached.remove(&ifindex) else {
+            return Ok(());
+        };
+        match attachment {
+            Attachment::Owned(links) => {
+                for (name, link) in [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM]
+                    .into_iter()
+                    .zip(links)
+                {
+                    classifier(&mut self.ebpf, name)?
+                        .detach(link)
+                        .map_err(|e| DataplaneError::Detach {
+                            ifindex,
+                            message: format!("{name}: {e}"),
+                        })?;
+                }
+            }
+            Attachment::Pinned(links) => {
+                if let Some(layout) = &self.pins {
+                    layout.remove_links(ifindex)?;
+                }
+                drop(links);
+            }
+        }
+        tracing::debug!(ifindex, "classifiers detached");
+        Ok(())
     }
 
     /// Interfaces with both classifiers attached.
     pub fn attached_interfaces(&self) -> impl Iterator<Item = InterfaceIndex> + '_ {
         self.attached.keys().copied()
+    }
+
+    /// The bank the classifiers read now (as this datapath last wrote or found it).
+    pub fn active_bank(&self) -> u32 {
+        self.active
+    }
+
+    /// Makes the classifiers read bank `bank` as it stands, without writing it: for
+    /// tests that show a packet is decided by the bank `ACTIVE` names, and for
+    /// diagnostics. The next `apply` writes the other bank, as after any flip.
+    pub fn activate_bank(&mut self, bank: u32) -> Result<(), DataplaneError> {
+        let bank = policy_common::bank::bank_of(bank);
+        self.write_active_bank(bank)?;
+        if bank != self.active {
+            self.active = bank;
+            self.quiesce.start();
+        }
+        Ok(())
     }
 }
 

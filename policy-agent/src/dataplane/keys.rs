@@ -14,6 +14,7 @@ use policy_common::{
     policy::{PolicyKey, PolicyValue, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL},
 };
 
+use super::banks::PeerPrefix;
 use crate::policy::tables::{EndpointEntry, PeerEntry, PolicyMatch, RuleRef};
 
 /// The flag word with the bit of every `(set, bit)` pair that is set.
@@ -37,8 +38,9 @@ pub(super) fn endpoint_value(entry: &EndpointEntry) -> EndpointInfo {
     }
 }
 
-/// The `POLICY` key for a match: wildcards become a shorter prefix, a port block of
-/// n fixed high bits is `PREFIX_ALL_PORTS + n` bits long.
+/// The `POLICY` key for a match, in bank 0 (`banks.rs` sets the bank it writes):
+/// wildcards become a shorter prefix, a port block of n fixed high bits is
+/// `PREFIX_ALL_PORTS + n` bits long.
 pub(super) fn policy_key(m: &PolicyMatch) -> Key<PolicyKey> {
     let prefix = match (m.protocol, m.port) {
         (None, _) => PREFIX_ALL_PROTOCOLS,
@@ -48,6 +50,7 @@ pub(super) fn policy_key(m: &PolicyMatch) -> Key<PolicyKey> {
     Key::new(
         prefix,
         PolicyKey {
+            bank: 0,
             endpoint_id: m.endpoint_id,
             class_id: m.class_id,
             direction: m.direction.code(),
@@ -78,14 +81,12 @@ pub(super) fn peer_value(entry: &PeerEntry) -> PeerClass {
     }
 }
 
-/// An LPM key as `(prefix length, data)`, comparable for diffs.
-pub(super) type LpmEntry<K> = (u32, K);
+/// The desired content of one peer trie, keys without their bank.
+pub(super) type PeerTrie<A> = BTreeMap<PeerPrefix<A>, PeerClass>;
 
-/// The desired content of one peer trie.
-pub(super) type PeerTrie<K> = BTreeMap<LpmEntry<K>, PeerClass>;
-
-/// The peer prefixes split by family into trie keys: address bytes in packet order,
-/// host bits cleared (the kernel ignores them for matching but would keep them).
+/// The peer prefixes split by family into `(prefix length, address)`: address
+/// bytes in packet order, host bits cleared (the kernel ignores them for matching
+/// but would keep them).
 pub(super) fn peer_keys(
     peers: &BTreeMap<IpNet, PeerEntry>,
 ) -> (PeerTrie<[u8; 4]>, PeerTrie<[u8; 16]>) {

@@ -1,31 +1,51 @@
-//! Writes `DatapathTables` into the kernel maps and reads the verdict counters.
+//! Writes `DatapathTables` into the kernel maps (through the banks, `banks.rs`)
+//! and reads the verdict counters and how full the maps are.
 //!
-//! The only place that converts the compiler's host-order tables into
-//! `policy_common` layouts and wire byte order.
+//! With `keys.rs`, the only place that converts the compiler's host-order tables
+//! into `policy_common` layouts and wire byte order.
 
 use std::collections::BTreeMap;
 
-use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray};
+use aya::{
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray},
+    Ebpf,
+};
 use policy_common::{
+    bank::{bank_of, other, ACTIVE_MAP, BANKS},
     config::{Config, CONFIG_MAP},
-    counters::{DENY_COUNTERS_MAP, NO_COUNTER, RULE_COUNTERS_MAP},
-    endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
-    peer::{PEERS_V4_MAP, PEERS_V6_MAP},
+    counters::{
+        TrafficCounter, DENY_COUNTERS_MAP, NO_COUNTER, RULE_COUNTERS_MAP, RULE_COUNTERS_MAX,
+    },
+    ct::{CtKey, CtValue, CONNTRACK_MAP},
+    endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
+    peer::{PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_MAP, PEERS_V6_MAP},
     policy::{PolicyKey, PolicyValue, POLICY_MAP},
     verdict::{STATS_LEN, STATS_MAP, STAT_NAMES, STAT_VERDICTS},
 };
 
 use super::{
+    banks::{ApplyReport, BankContent},
     counters::DenyMeanings,
-    datapath::Datapath,
-    keys::{self, LpmEntry},
+    datapath::{map_data, Datapath},
+    keys,
     slots::{rule_name, RuleName},
     DataplaneError, InterfaceIndex,
 };
 use crate::{
     model::ObjectRef,
-    policy::tables::{CountedRule, DatapathTables},
+    policy::tables::{CountedRule, DatapathTables, EndpointEntry},
 };
+
+/// How full one map is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapUsage {
+    /// Map name.
+    pub map: &'static str,
+    /// Entries in use (for a banked map: in the active bank).
+    pub entries: usize,
+    /// Entries it can hold (for a banked map: per bank).
+    pub capacity: u32,
+}
 
 /// Verdict counters summed over CPUs, with their names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -75,23 +95,6 @@ pub(super) fn map_error(
     }
 }
 
-/// The keys of map `name` that `keep` rejects. A key listing that fails part way is
-/// an error, not a shorter list: the keys it never reached could be stale allows.
-fn stale_keys<K>(
-    name: &'static str,
-    keys: impl IntoIterator<Item = Result<K, aya::maps::MapError>>,
-    keep: impl Fn(&K) -> bool,
-) -> Result<Vec<K>, DataplaneError> {
-    let mut stale = Vec::new();
-    for key in keys {
-        let key = key.map_err(map_error(name, "list keys"))?;
-        if !keep(&key) {
-            stale.push(key);
-        }
-    }
-    Ok(stale)
-}
-
 impl Datapath {
     /// The map `name` of the loaded object.
     pub(super) fn map(
@@ -115,7 +118,7 @@ impl Datapath {
         })
     }
 
-    fn lpm_trie<K: aya::Pod, V: aya::Pod>(
+    pub(super) fn lpm_trie<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
     ) -> Result<LpmTrie<&mut MapData, K, V>, DataplaneError> {
@@ -126,22 +129,32 @@ impl Datapath {
         })
     }
 
-    /// Makes the maps hold exactly `tables`, for the pods `interfaces` names.
+    /// Makes the classifiers decide by `tables`, for the pods `interfaces` names,
+    /// plus `extra_endpoints`: `ENDPOINTS` entries for interfaces that are no pod of
+    /// `tables` (an interface attached before its pod is known, with
+    /// `PENDING_ENDPOINT_ID`); a pod of `tables` on the same interface wins.
     ///
-    /// Order: new and changed `POLICY` entries, then `PEERS_V4`, `PEERS_V6`,
-    /// `ENDPOINT_ADDRS` and `ENDPOINTS`; then stale entries are removed in the same
-    /// order. New allow rules get `RULE_COUNTERS` slots (a reused slot is zeroed
-    /// first; a rule keeps its slot across updates, see `slots.rs`), and last the
-    /// deny slots whose isolating policies changed are zeroed. Writing allows before the identities
-    /// that use them keeps an unchanged
-    /// flow allowed throughout; a renumbered class can still mis-decide a packet
-    /// during the write (hole-free incremental updates are the node-agent issue's
-    /// work).
+    /// Hole-free (`policy_common::bank`): every banked entry of the new state is
+    /// written into the bank no packet reads (only the entries that differ from
+    /// what that bank holds, per its shadow), then `ACTIVE` flips to it in one
+    /// store; each packet is decided wholly by the old or wholly by the new state.
+    /// Before writing, the call makes sure no packet still uses that bank: the RCU
+    /// grace period each flip starts waiting for in the background (`quiesce.rs`)
+    /// is joined here, so neither flip is delayed by the other's wait unless two
+    /// come within one grace period. Tables equal to the active bank's content
+    /// write and flip nothing.
+    ///
+    /// New allow rules get `RULE_COUNTERS` slots (a reused slot is zeroed before
+    /// the flip; a rule keeps its slot across updates, see `slots.rs`), and after
+    /// the flip the deny slots whose isolating policies changed are zeroed. On
+    /// error nothing flips: the previous state stays active, and the inactive
+    /// bank's shadow still matches what was written of it.
     pub fn apply(
         &mut self,
         tables: &DatapathTables,
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
-    ) -> Result<(), DataplaneError> {
+        extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
         let interface = |pod: &ObjectRef| {
             interfaces
                 .get(pod)
@@ -150,16 +163,20 @@ impl Datapath {
                     pod: pod.to_string(),
                 })
         };
-        let mut endpoints = BTreeMap::new();
+        let mut want = BankContent::default();
         for (pod, entry) in &tables.endpoints {
-            endpoints.insert(interface(pod)?, keys::endpoint_value(entry));
+            want.endpoints
+                .insert(interface(pod)?, keys::endpoint_value(entry));
         }
-        let mut addresses = BTreeMap::new();
+        for (ifindex, entry) in extra_endpoints {
+            want.endpoints
+                .entry(*ifindex)
+                .or_insert_with(|| keys::endpoint_value(entry));
+        }
         for (addr, pod) in &tables.endpoint_addresses {
-            addresses.insert(keys::address_key(*addr), interface(pod)?);
+            want.addresses
+                .insert(keys::address_key(*addr), interface(pod)?);
         }
-        // Reused slots start from zero before any entry of their new rule can count
-        // in them.
         let mut slots = self.rule_slots.clone();
         let named: Vec<(CountedRule, RuleName)> = tables
             .counted_rules()
@@ -168,13 +185,12 @@ impl Datapath {
             .collect();
         let names: Vec<RuleName> = named.iter().map(|(_, name)| name.clone()).collect();
         let reused = slots.assign(&names)?;
-        self.zero_counters(RULE_COUNTERS_MAP, &reused)?;
         // Each rule's slot once, not per POLICY entry (a rule has many).
         let slot_of: BTreeMap<CountedRule, u32> = named
             .iter()
             .filter_map(|(rule, name)| Some((*rule, slots.slot(name)?)))
             .collect();
-        let policy: BTreeMap<LpmEntry<PolicyKey>, PolicyValue> = tables
+        want.policy = tables
             .policy
             .iter()
             .map(|(m, rule)| {
@@ -189,20 +205,25 @@ impl Datapath {
                 )
             })
             .collect();
-        let (peers_v4, peers_v6) = keys::peer_keys(&tables.peers);
+        (want.peers_v4, want.peers_v6) = keys::peer_keys(&tables.peers);
 
-        self.insert_lpm(POLICY_MAP, &policy)?;
-        self.insert_lpm(PEERS_V4_MAP, &peers_v4)?;
-        self.insert_lpm(PEERS_V6_MAP, &peers_v6)?;
-        self.insert_all(ENDPOINT_ADDRS_MAP, &addresses)?;
-        self.insert_all(ENDPOINTS_MAP, &endpoints)?;
-
-        self.remove_other_prefixes(POLICY_MAP, &policy)?;
-        self.remove_other_prefixes(PEERS_V4_MAP, &peers_v4)?;
-        self.remove_other_prefixes(PEERS_V6_MAP, &peers_v6)?;
-        self.remove_others(ENDPOINT_ADDRS_MAP, &addresses)?;
-        self.remove_others(ENDPOINTS_MAP, &endpoints)?;
-
+        let mut report = ApplyReport {
+            bank: self.active,
+            ..ApplyReport::default()
+        };
+        if want != self.shadows[self.active as usize] {
+            self.quiesce.finish()?;
+            // Reused slots start from zero before any entry of their new rule can
+            // count in them.
+            self.zero_counters(RULE_COUNTERS_MAP, &reused)?;
+            let target = other(self.active);
+            (report.written, report.removed) = self.write_bank(target, &want)?;
+            self.save_slots(&slots);
+            self.write_active_bank(target)?;
+            self.active = target;
+            self.quiesce.start();
+            report.bank = target;
+        }
         self.rule_slots = slots;
         // The old meanings stay until their changed slots are zeroed: an `apply`
         // that fails here zeroes the same slots next time, not every slot.
@@ -210,65 +231,41 @@ impl Datapath {
         let changed = self.deny_meanings.changed_slots(&meanings);
         self.zero_counters(DENY_COUNTERS_MAP, &changed)?;
         self.deny_meanings = meanings;
-        Ok(())
+        tracing::debug!(
+            written = report.written,
+            removed = report.removed,
+            bank = report.bank,
+            "tables applied"
+        );
+        Ok(report)
     }
 
-    /// Inserts or updates every entry of `entries` in LPM trie `name`.
-    fn insert_lpm<K: aya::Pod, V: aya::Pod>(
-        &mut self,
-        name: &'static str,
-        entries: &BTreeMap<LpmEntry<K>, V>,
-    ) -> Result<(), DataplaneError> {
-        let mut trie = self.lpm_trie::<K, V>(name)?;
-        for ((prefix_len, data), value) in entries {
-            trie.insert(&Key::new(*prefix_len, *data), value, 0)
-                .map_err(map_error(name, "insert"))?;
-        }
-        Ok(())
+    /// Entries and per-bank capacity of each banked map (the active bank's
+    /// entries), and the `RULE_COUNTERS` slots held by rules. Read from this
+    /// datapath's memory, no syscall: cheap enough for every metrics scrape.
+    pub fn map_usage(&self) -> Vec<MapUsage> {
+        let active = &self.shadows[self.active as usize];
+        let mut usage: Vec<MapUsage> = active
+            .entries()
+            .into_iter()
+            .map(|(map, entries)| MapUsage {
+                map,
+                entries,
+                capacity: self.bank_capacity.get(map).copied().unwrap_or(0),
+            })
+            .collect();
+        usage.push(MapUsage {
+            map: RULE_COUNTERS_MAP,
+            entries: self.rule_slots.len(),
+            capacity: RULE_COUNTERS_MAX,
+        });
+        usage
     }
 
-    /// Removes from LPM trie `name` every prefix that `keep` does not hold.
-    fn remove_other_prefixes<K: aya::Pod + Ord, V: aya::Pod>(
-        &mut self,
-        name: &'static str,
-        keep: &BTreeMap<LpmEntry<K>, V>,
-    ) -> Result<(), DataplaneError> {
-        let mut trie = self.lpm_trie::<K, V>(name)?;
-        let stale = stale_keys(name, trie.keys(), |key: &Key<K>| {
-            keep.contains_key(&(key.prefix_len(), key.data()))
-        })?;
-        for key in &stale {
-            trie.remove(key).map_err(map_error(name, "remove"))?;
-        }
-        Ok(())
-    }
-
-    /// Inserts or updates every entry of `entries` in hash map `name`.
-    fn insert_all<K: aya::Pod, V: aya::Pod>(
-        &mut self,
-        name: &'static str,
-        entries: &BTreeMap<K, V>,
-    ) -> Result<(), DataplaneError> {
-        let mut map = self.hash_map::<K, V>(name)?;
-        for (key, value) in entries {
-            map.insert(key, value, 0)
-                .map_err(map_error(name, "insert"))?;
-        }
-        Ok(())
-    }
-
-    /// Removes from hash map `name` every key that `keep` does not hold.
-    fn remove_others<K: aya::Pod + Ord, V: aya::Pod>(
-        &mut self,
-        name: &'static str,
-        keep: &BTreeMap<K, V>,
-    ) -> Result<(), DataplaneError> {
-        let mut map = self.hash_map::<K, V>(name)?;
-        let stale = stale_keys(name, map.keys(), |key| keep.contains_key(key))?;
-        for key in &stale {
-            map.remove(key).map_err(map_error(name, "remove"))?;
-        }
-        Ok(())
+    /// What bank `bank` holds, as this datapath last wrote or read it (for tests
+    /// and diagnostics; `read_banks` reads the kernel).
+    pub fn bank_shadow(&self, bank: u32) -> &BankContent {
+        &self.shadows[bank_of(bank) as usize]
     }
 
     /// Writes the `CONFIG` entry the classifiers read per packet; takes effect
@@ -306,29 +303,52 @@ impl Datapath {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use aya::{maps::MapError, sys::SyscallError};
-
-    use super::*;
-
-    #[test]
-    fn a_key_listing_that_fails_part_way_is_an_error_not_a_shorter_list() {
-        let failed = MapError::SyscallError(SyscallError {
-            call: "bpf_map_get_next_key",
-            io_error: std::io::Error::from_raw_os_error(nix::libc::EFAULT),
-        });
-        let keys = vec![Ok(1u32), Err(failed), Ok(3)];
-        match stale_keys("ENDPOINTS", keys, |_| false) {
-            Err(DataplaneError::MapOp { map, operation, .. }) => {
-                assert_eq!((map, operation), ("ENDPOINTS", "list keys"));
-            }
-            other => panic!("expected a map error, got {other:?}"),
-        }
-        let keys: Vec<Result<u32, MapError>> = vec![Ok(1), Ok(2), Ok(3)];
-        assert_eq!(
-            stale_keys("ENDPOINTS", keys, |key| *key == 2).ok(),
-            Some(vec![1, 3])
-        );
+/// Per-bank capacity of each banked map in `ebpf`: its `max_entries` in the
+/// kernel over `BANKS`.
+pub(super) fn bank_capacities(ebpf: &Ebpf) -> Result<BTreeMap<&'static str, u32>, DataplaneError> {
+    let mut capacities = BTreeMap::new();
+    for name in BANKED_MAPS {
+        let data = ebpf
+            .map(name)
+            .and_then(map_data)
+            .ok_or(DataplaneError::Map {
+                map: name,
+                message: "not found in the object".into(),
+            })?;
+        let info = data.info().map_err(map_error(name, "read info"))?;
+        capacities.insert(name, info.max_entries() / BANKS);
     }
+    Ok(capacities)
+}
+
+/// The banked maps.
+pub(super) const BANKED_MAPS: [&str; 5] = [
+    ENDPOINTS_MAP,
+    ENDPOINT_ADDRS_MAP,
+    PEERS_V4_MAP,
+    PEERS_V6_MAP,
+    POLICY_MAP,
+];
+
+/// `(map, key size, value size)` this agent's layouts give the pinned maps (an
+/// LPM trie's key is its data plus the 4-byte prefix length; `EVENTS`, a ring
+/// buffer, has neither).
+pub(super) fn pinned_sizes() -> [(&'static str, u32, u32); 11] {
+    fn size<T>() -> u32 {
+        u32::try_from(size_of::<T>()).unwrap_or(u32::MAX)
+    }
+    let lpm = |data: u32| data + 4;
+    [
+        (ACTIVE_MAP, 4, 4),
+        (ENDPOINTS_MAP, size::<EndpointKey>(), size::<EndpointInfo>()),
+        (ENDPOINT_ADDRS_MAP, size::<AddressKey>(), 4),
+        (PEERS_V4_MAP, lpm(size::<PeerKeyV4>()), size::<PeerClass>()),
+        (PEERS_V6_MAP, lpm(size::<PeerKeyV6>()), size::<PeerClass>()),
+        (POLICY_MAP, lpm(size::<PolicyKey>()), size::<PolicyValue>()),
+        (CONNTRACK_MAP, size::<CtKey>(), size::<CtValue>()),
+        (STATS_MAP, 4, 8),
+        (CONFIG_MAP, 4, size::<Config>()),
+        (RULE_COUNTERS_MAP, 4, size::<TrafficCounter>()),
+        (DENY_COUNTERS_MAP, 4, size::<TrafficCounter>()),
+    ]
 }

@@ -1,7 +1,10 @@
 //! The only code that touches BPF: finds and loads the `policy-ebpf` object,
 //! attaches its classifiers to pod interfaces and writes `DatapathTables` into its
-//! maps. Imports `policy` (for the tables) and `policy_common`; never `source`.
+//! maps, one bank at a time (`banks.rs`), pinned so that enforcement outlives the
+//! agent (`pins.rs`). Imports `policy` (for the tables) and `policy_common`; never
+//! `source`.
 
+mod banks;
 mod counters;
 mod ct;
 mod datapath;
@@ -10,18 +13,23 @@ mod events;
 mod keys;
 mod maps;
 pub mod object;
+mod pins;
+mod quiesce;
 mod slots;
+mod sys;
 mod test_run;
 
 use std::path::PathBuf;
 
+pub use banks::{ApplyReport, BankContent, PeerPrefix, PolicyPrefix};
 pub use counters::{DenyTraffic, PolicyCounters, RuleTraffic, Traffic};
 pub use ct::TrackedFlow;
 pub use datapath::{Datapath, InterfaceIndex, LoadOptions};
 pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};
 pub use keys::{address_key, key_address};
-pub use maps::Stats;
+pub use maps::{MapUsage, Stats};
+pub use pins::Adoption;
 pub use test_run::{BenchProgram, BenchRun, Hook, TestRunOutcome};
 
 /// Everything that can go wrong between the agent and the kernel.
@@ -108,6 +116,14 @@ pub enum DataplaneError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    /// Detaching the classifiers from an interface failed.
+    #[error("detaching from interface {ifindex}: {message}")]
+    Detach {
+        /// The interface.
+        ifindex: u32,
+        /// What went wrong.
+        message: String,
+    },
     /// A local pod in the tables has no interface to attach to.
     #[error("pod {pod} has no interface on this node")]
     NoInterface {
@@ -124,6 +140,7 @@ impl DataplaneError {
             DataplaneError::Load { .. } => "load",
             DataplaneError::Program { .. } => "program",
             DataplaneError::Attach { .. } => "attach",
+            DataplaneError::Detach { .. } => "detach",
             DataplaneError::Interface { .. } => "interface",
             DataplaneError::Map { .. } => "map",
             DataplaneError::TooManyRules { .. } => "too_many_rules",

@@ -7,8 +7,14 @@
 //! none is left the one released longest ago: another rule's late packets reach a
 //! reused slot as rarely as the capacity allows. Only a reused slot needs zeroing
 //! before its new rule counts in it.
+//!
+//! A pinned datapath outlives the agent, and so do the slots its `POLICY` entries
+//! and tracked flows count in: `SlotState` is the assignment as JSON, written next
+//! to the pins (`pins.rs`) before every bank flip and read back on adoption.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
 
 use super::DataplaneError;
 use crate::{
@@ -45,6 +51,11 @@ impl RuleSlots {
             released: VecDeque::new(),
             next_unused: 0,
         }
+    }
+
+    /// How many rules have a slot.
+    pub fn len(&self) -> usize {
+        self.assigned.len()
     }
 
     /// The slot of `rule`, if it has one.
@@ -104,6 +115,114 @@ impl RuleSlots {
     }
 }
 
+/// One assigned slot as `SlotState` stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct SlotRecord {
+    /// `namespace/name` of the policy.
+    pub policy: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// Index of the rule in that policy's list.
+    pub rule_index: u32,
+    /// Its `RULE_COUNTERS` slot.
+    pub slot: u32,
+}
+
+/// `RuleSlots` as persisted (`state.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct SlotState {
+    /// `RULE_COUNTERS` capacity the slots were handed out from.
+    pub capacity: u32,
+    /// Every rule with a slot.
+    pub rules: Vec<SlotRecord>,
+    /// Released slots, the longest released first.
+    pub released: Vec<u32>,
+    /// Slots below this have been handed out at least once.
+    pub next_unused: u32,
+}
+
+fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    }
+}
+
+impl RuleSlots {
+    /// Slots after an adoption that could not learn which rule had which: every
+    /// slot counts as released (so each one handed out is zeroed first) and none
+    /// as never used.
+    pub fn unknown(capacity: u32) -> Self {
+        Self {
+            capacity,
+            assigned: BTreeMap::new(),
+            released: (0..capacity).collect(),
+            next_unused: capacity,
+        }
+    }
+
+    /// The assignment as `SlotState`.
+    pub fn to_state(&self) -> SlotState {
+        SlotState {
+            capacity: self.capacity,
+            rules: self
+                .assigned
+                .iter()
+                .map(|((policy, direction, rule_index), slot)| SlotRecord {
+                    policy: policy.to_string(),
+                    direction: direction_name(*direction).to_string(),
+                    rule_index: *rule_index,
+                    slot: *slot,
+                })
+                .collect(),
+            released: self.released.iter().copied().collect(),
+            next_unused: self.next_unused,
+        }
+    }
+
+    /// The assignment `state` describes, if it is one for `capacity` slots in which
+    /// every slot is below `next_unused` and held by at most one rule or release,
+    /// and `in_use` (the slots the maps' entries name) are all handed out.
+    pub fn from_state(state: &SlotState, capacity: u32, in_use: &BTreeSet<u32>) -> Option<Self> {
+        if state.capacity != capacity || state.next_unused > capacity {
+            return None;
+        }
+        let mut seen = BTreeSet::new();
+        let mut assigned = BTreeMap::new();
+        for record in &state.rules {
+            let (namespace, name) = record.policy.split_once('/')?;
+            let direction = match record.direction.as_str() {
+                "ingress" => Direction::Ingress,
+                "egress" => Direction::Egress,
+                _ => return None,
+            };
+            if record.slot >= state.next_unused || !seen.insert(record.slot) {
+                return None;
+            }
+            let rule = (
+                ObjectRef::new(namespace, name),
+                direction,
+                record.rule_index,
+            );
+            assigned.insert(rule, record.slot);
+        }
+        for &slot in &state.released {
+            if slot >= state.next_unused || !seen.insert(slot) {
+                return None;
+            }
+        }
+        if in_use.iter().any(|slot| *slot >= state.next_unused) {
+            return None;
+        }
+        Some(Self {
+            capacity,
+            assigned,
+            released: state.released.iter().copied().collect(),
+            next_unused: state.next_unused,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +272,36 @@ mod tests {
             Some(vec![1])
         );
         assert_eq!(slots_of(&slots, &[5, 6, 7]), [Some(2), Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn a_persisted_assignment_reads_back_and_a_stale_one_is_refused() {
+        let mut slots = RuleSlots::new(8);
+        assert!(slots.assign(&[rule(0), rule(1), rule(2)]).is_ok());
+        assert!(slots.assign(&[rule(1), rule(2)]).is_ok());
+        let state = slots.to_state();
+        let json = serde_json::to_string(&state).unwrap_or_default();
+        let parsed: SlotState = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        let in_use = BTreeSet::from([1, 2]);
+        let back = RuleSlots::from_state(&parsed, 8, &in_use).unwrap_or_else(|| panic!("refused"));
+        assert_eq!(slots_of(&back, &[0, 1, 2]), [None, Some(1), Some(2)]);
+        assert_eq!(back.to_state(), state);
+        // A slot the maps use that the state never handed out: the state is older
+        // than the maps.
+        assert!(RuleSlots::from_state(&parsed, 8, &BTreeSet::from([3])).is_none());
+        // Another capacity, or a slot held twice.
+        assert!(RuleSlots::from_state(&parsed, 16, &in_use).is_none());
+        let twice = SlotState {
+            released: vec![1],
+            ..parsed
+        };
+        assert!(RuleSlots::from_state(&twice, 8, &in_use).is_none());
+    }
+
+    #[test]
+    fn unknown_slots_are_all_released_so_each_one_handed_out_is_zeroed() {
+        let mut slots = RuleSlots::unknown(3);
+        assert_eq!(slots.assign(&[rule(0), rule(1)]).ok(), Some(vec![0, 1]));
     }
 
     #[test]

@@ -157,7 +157,8 @@ impl Lab {
             tracing::warn!(%diagnostic, "not enforced exactly; affected pods fail closed");
         }
         self.tables_since_ns = clock::monotonic_now_ns();
-        self.datapath.apply(&self.tables, &self.interfaces)?;
+        self.datapath
+            .apply(&self.tables, &self.interfaces, &BTreeMap::new())?;
         if let Some(publication) = &self.publication {
             if let Err(error) = publication.publish(&self.flow_names()) {
                 tracing::warn!(%error, "`policy-agent flows` cannot name this lab's events: its names file is removed until a later update publishes one");

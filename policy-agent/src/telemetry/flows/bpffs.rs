@@ -224,7 +224,7 @@ mod tests {
     fn pinned_files_are_found_at_any_depth_and_empty_directories_are_not() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let root = dir.path();
-        let empty = root.join("podwall/v3/pwlab-1x0");
+        let empty = root.join("podwall/v4/pwlab-1x0");
         fs::create_dir_all(&empty).unwrap_or_else(|e| panic!("{e}"));
         for name in KERNEL_FILES {
             fs::write(root.join(name), b"").unwrap_or_else(|e| panic!("{e}"));
@@ -234,7 +234,7 @@ mod tests {
         fs::write(empty.join("maps.debug"), b"").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pinned_files(root, 5), vec![empty.join("maps.debug")]);
         fs::remove_file(empty.join("maps.debug")).unwrap_or_else(|e| panic!("{e}"));
-        let deep = root.join("podwall/v3/pwlab-2x0");
+        let deep = root.join("podwall/v4/pwlab-2x0");
         fs::create_dir_all(&deep).unwrap_or_else(|e| panic!("{e}"));
         for name in ["events", "stats"] {
             fs::write(deep.join(name), b"").unwrap_or_else(|e| panic!("{e}"));

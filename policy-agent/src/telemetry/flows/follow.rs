@@ -338,11 +338,11 @@ mod tests {
             "skipped 3 events that were waiting from before flows started"
         );
         let missing = Notice::NamesMissing {
-            path: "/run/podwall/v3/x/names.json".into(),
+            path: "/run/podwall/v4/x/names.json".into(),
         }
         .to_string();
         assert!(
-            missing.contains("/run/podwall/v3/x/names.json is missing") && !missing.contains('\n'),
+            missing.contains("/run/podwall/v4/x/names.json is missing") && !missing.contains('\n'),
             "{missing}"
         );
     }

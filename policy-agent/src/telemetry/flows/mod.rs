@@ -177,13 +177,13 @@ mod tests {
         assert!(!pinned(None).permission_denied());
         let io = |errno| FlowLogError::Io {
             what: "reading",
-            path: "/run/podwall/v3/x/names.json".into(),
+            path: "/run/podwall/v4/x/names.json".into(),
             source: std::io::Error::from_raw_os_error(errno),
         };
         assert!(io(nix::libc::EACCES).permission_denied());
         assert!(!io(nix::libc::ENOENT).permission_denied());
         let abi = FlowLogError::AbiMismatch {
-            path: "/run/podwall/v3/x/names.json".into(),
+            path: "/run/podwall/v4/x/names.json".into(),
             found: 2,
         };
         assert!(!abi.permission_denied());

@@ -1,0 +1,305 @@
+//! The two banks of the desired-state maps (`policy_common::bank`): what each one
+//! holds, in host terms, and the writes that turn one bank into another content.
+//!
+//! `BankContent` is one bank with the bank left out of every key: the shadow the
+//! datapath keeps per bank (so an update diffs against memory, not the kernel),
+//! what `Datapath::read_bank` reads back, and what `apply` wants a bank to hold.
+//! `write_bank` changes only the entries that differ, removals first (so a bank
+//! never holds more than its capacity), and keeps the shadow equal to the kernel
+//! entry by entry, even when a write fails part way.
+
+use std::collections::BTreeMap;
+
+use aya::maps::{lpm_trie::Key, Array, MapData};
+use policy_common::{
+    bank::{bank_of, ACTIVE_MAP},
+    endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
+    peer::{PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_MAP, PEERS_V6_MAP, PEER_PREFIX_BANK},
+    policy::{PolicyKey, PolicyValue, POLICY_MAP},
+};
+
+use super::{maps::map_error, Datapath, DataplaneError, InterfaceIndex};
+
+/// A peer prefix as `(address prefix length, address)`; the bank's 32 bits are
+/// added to the length only in the kernel key.
+pub type PeerPrefix<A> = (u32, A);
+
+/// A `POLICY` entry's key as `(LPM prefix length, key with bank 0)`.
+pub type PolicyPrefix = (u32, PolicyKey);
+
+/// What one bank holds, keys without their bank.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BankContent {
+    /// `ENDPOINTS`: host-side interface -> the endpoint behind it.
+    pub endpoints: BTreeMap<InterfaceIndex, EndpointInfo>,
+    /// `ENDPOINT_ADDRS`: address key (`address_key`) -> interface.
+    pub addresses: BTreeMap<[u8; 16], InterfaceIndex>,
+    /// `PEERS_V4`.
+    pub peers_v4: BTreeMap<PeerPrefix<[u8; 4]>, PeerClass>,
+    /// `PEERS_V6`.
+    pub peers_v6: BTreeMap<PeerPrefix<[u8; 16]>, PeerClass>,
+    /// `POLICY`.
+    pub policy: BTreeMap<PolicyPrefix, PolicyValue>,
+}
+
+impl BankContent {
+    /// Entries of each banked map, by map name.
+    pub fn entries(&self) -> [(&'static str, usize); 5] {
+        [
+            (ENDPOINTS_MAP, self.endpoints.len()),
+            (ENDPOINT_ADDRS_MAP, self.addresses.len()),
+            (PEERS_V4_MAP, self.peers_v4.len()),
+            (PEERS_V6_MAP, self.peers_v6.len()),
+            (POLICY_MAP, self.policy.len()),
+        ]
+    }
+}
+
+/// What one `apply` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Entries inserted or changed in the bank that became active.
+    pub written: usize,
+    /// Entries removed from it.
+    pub removed: usize,
+    /// The bank active after the call (unchanged when there was nothing to write).
+    pub bank: u32,
+}
+
+/// The entries of `new` that `old` lacks or holds with another value, and the keys
+/// of `old` that `new` lacks.
+fn diff<K: Ord + Clone, V: PartialEq + Clone>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+) -> (Vec<(K, V)>, Vec<K>) {
+    let upserts = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let removals = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .cloned()
+        .collect();
+    (upserts, removals)
+}
+
+/// A `remove` whose key is already gone did what it was asked.
+fn removed_or_absent(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(nix::libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Counts of what one map's write did.
+#[derive(Default)]
+struct Written {
+    written: usize,
+    removed: usize,
+}
+
+impl Datapath {
+    /// Makes bank `bank` of every banked map hold `want`, writing only what differs
+    /// from `self.shadows[bank]` and updating that shadow as each write lands.
+    pub(super) fn write_bank(
+        &mut self,
+        bank: u32,
+        want: &BankContent,
+    ) -> Result<(usize, usize), DataplaneError> {
+        let bank = bank_of(bank);
+        let index = bank as usize;
+        let mut shadow = std::mem::take(&mut self.shadows[index]);
+        let result = self.write_maps(bank, &mut shadow, want);
+        self.shadows[index] = shadow;
+        let done = result?;
+        Ok((done.written, done.removed))
+    }
+
+    fn write_maps(
+        &mut self,
+        bank: u32,
+        shadow: &mut BankContent,
+        want: &BankContent,
+    ) -> Result<Written, DataplaneError> {
+        let mut done = Written::default();
+        // ENDPOINTS
+        let (upserts, removals) = diff(&shadow.endpoints, &want.endpoints);
+        let mut map = self.hash_map::<EndpointKey, EndpointInfo>(ENDPOINTS_MAP)?;
+        for ifindex in removals {
+            removed_or_absent(map.remove(&EndpointKey { ifindex, bank }))
+                .map_err(map_error(ENDPOINTS_MAP, "remove"))?;
+            shadow.endpoints.remove(&ifindex);
+            done.removed += 1;
+        }
+        for (ifindex, info) in upserts {
+            map.insert(EndpointKey { ifindex, bank }, info, 0)
+                .map_err(map_error(ENDPOINTS_MAP, "insert"))?;
+            shadow.endpoints.insert(ifindex, info);
+            done.written += 1;
+        }
+        // ENDPOINT_ADDRS
+        let (upserts, removals) = diff(&shadow.addresses, &want.addresses);
+        let mut map = self.hash_map::<AddressKey, u32>(ENDPOINT_ADDRS_MAP)?;
+        for addr in removals {
+            removed_or_absent(map.remove(&AddressKey { addr, bank }))
+                .map_err(map_error(ENDPOINT_ADDRS_MAP, "remove"))?;
+            shadow.addresses.remove(&addr);
+            done.removed += 1;
+        }
+        for (addr, ifindex) in upserts {
+            map.insert(AddressKey { addr, bank }, ifindex, 0)
+                .map_err(map_error(ENDPOINT_ADDRS_MAP, "insert"))?;
+            shadow.addresses.insert(addr, ifindex);
+            done.written += 1;
+        }
+        // PEERS_V4, PEERS_V6, POLICY
+        let v4 = |(len, addr): PeerPrefix<[u8; 4]>| {
+            Key::new(PEER_PREFIX_BANK + len, PeerKeyV4 { bank, addr })
+        };
+        self.write_trie(
+            PEERS_V4_MAP,
+            &mut shadow.peers_v4,
+            &want.peers_v4,
+            v4,
+            &mut done,
+        )?;
+        let v6 = |(len, addr): PeerPrefix<[u8; 16]>| {
+            Key::new(PEER_PREFIX_BANK + len, PeerKeyV6 { bank, addr })
+        };
+        self.write_trie(
+            PEERS_V6_MAP,
+            &mut shadow.peers_v6,
+            &want.peers_v6,
+            v6,
+            &mut done,
+        )?;
+        let policy = |(len, key): PolicyPrefix| Key::new(len, PolicyKey { bank, ..key });
+        self.write_trie(
+            POLICY_MAP,
+            &mut shadow.policy,
+            &want.policy,
+            policy,
+            &mut done,
+        )?;
+        Ok(done)
+    }
+
+    /// `write_maps` for one LPM trie whose kernel key of a shadow key is `key`.
+    fn write_trie<S: Ord + Clone, K: aya::Pod, V: aya::Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        shadow: &mut BTreeMap<S, V>,
+        want: &BTreeMap<S, V>,
+        key: impl Fn(S) -> Key<K>,
+        done: &mut Written,
+    ) -> Result<(), DataplaneError> {
+        let (upserts, removals) = diff(shadow, want);
+        let mut trie = self.lpm_trie::<K, V>(name)?;
+        for k in removals {
+            removed_or_absent(trie.remove(&key(k.clone()))).map_err(map_error(name, "remove"))?;
+            shadow.remove(&k);
+            done.removed += 1;
+        }
+        for (k, v) in upserts {
+            trie.insert(&key(k.clone()), v, 0)
+                .map_err(map_error(name, "insert"))?;
+            shadow.insert(k, v);
+            done.written += 1;
+        }
+        Ok(())
+    }
+
+    /// What the kernel's banked maps hold now, per bank (index = bank). Entries
+    /// whose bank field is neither 0 nor 1 are left out (nothing writes them).
+    pub fn read_banks(&mut self) -> Result<[BankContent; 2], DataplaneError> {
+        let mut banks: [BankContent; 2] = Default::default();
+        let slot = |bank: u32| (bank < 2).then_some(bank as usize);
+        let map = self.hash_map::<EndpointKey, EndpointInfo>(ENDPOINTS_MAP)?;
+        for entry in map.iter() {
+            let (key, info) = entry.map_err(map_error(ENDPOINTS_MAP, "read"))?;
+            if let Some(i) = slot(key.bank) {
+                banks[i].endpoints.insert(key.ifindex, info);
+            }
+        }
+        let map = self.hash_map::<AddressKey, u32>(ENDPOINT_ADDRS_MAP)?;
+        for entry in map.iter() {
+            let (key, ifindex) = entry.map_err(map_error(ENDPOINT_ADDRS_MAP, "read"))?;
+            if let Some(i) = slot(key.bank) {
+                banks[i].addresses.insert(key.addr, ifindex);
+            }
+        }
+        let trie = self.lpm_trie::<PeerKeyV4, PeerClass>(PEERS_V4_MAP)?;
+        for entry in trie.iter() {
+            let (key, class) = entry.map_err(map_error(PEERS_V4_MAP, "read"))?;
+            let (len, data) = (key.prefix_len(), key.data());
+            if let (Some(i), Some(len)) = (slot(data.bank), len.checked_sub(PEER_PREFIX_BANK)) {
+                banks[i].peers_v4.insert((len, data.addr), class);
+            }
+        }
+        let trie = self.lpm_trie::<PeerKeyV6, PeerClass>(PEERS_V6_MAP)?;
+        for entry in trie.iter() {
+            let (key, class) = entry.map_err(map_error(PEERS_V6_MAP, "read"))?;
+            let (len, data) = (key.prefix_len(), key.data());
+            if let (Some(i), Some(len)) = (slot(data.bank), len.checked_sub(PEER_PREFIX_BANK)) {
+                banks[i].peers_v6.insert((len, data.addr), class);
+            }
+        }
+        let trie = self.lpm_trie::<PolicyKey, PolicyValue>(POLICY_MAP)?;
+        for entry in trie.iter() {
+            let (key, value) = entry.map_err(map_error(POLICY_MAP, "read"))?;
+            let (len, data) = (key.prefix_len(), key.data());
+            if let Some(i) = slot(data.bank) {
+                banks[i]
+                    .policy
+                    .insert((len, PolicyKey { bank: 0, ..data }), value);
+            }
+        }
+        Ok(banks)
+    }
+
+    fn active_array(&mut self) -> Result<Array<&mut MapData, u32>, DataplaneError> {
+        let map = self.map(ACTIVE_MAP)?;
+        Array::try_from(map).map_err(|e| DataplaneError::Map {
+            map: ACTIVE_MAP,
+            message: e.to_string(),
+        })
+    }
+
+    /// The bank `ACTIVE` names in the kernel now.
+    pub fn read_active_bank(&mut self) -> Result<u32, DataplaneError> {
+        let array = self.active_array()?;
+        let value = array.get(&0, 0).map_err(map_error(ACTIVE_MAP, "read"))?;
+        Ok(bank_of(value))
+    }
+
+    /// Writes `ACTIVE`: from the next packet on the classifiers read `bank`.
+    pub(super) fn write_active_bank(&mut self, bank: u32) -> Result<(), DataplaneError> {
+        let mut array = self.active_array()?;
+        array
+            .set(0, bank_of(bank), 0)
+            .map_err(map_error(ACTIVE_MAP, "flip"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diff_names_only_new_changed_and_gone_entries() {
+        let old = BTreeMap::from([(1, 'a'), (2, 'b'), (3, 'c')]);
+        let new = BTreeMap::from([(2, 'b'), (3, 'x'), (4, 'd')]);
+        let (upserts, removals) = diff(&old, &new);
+        assert_eq!(upserts, vec![(3, 'x'), (4, 'd')]);
+        assert_eq!(removals, vec![1]);
+        let (upserts, removals) = diff(&new, &new);
+        assert!(upserts.is_empty() && removals.is_empty());
+    }
+}

@@ -1,0 +1,254 @@
+//! Where the parts of a pinned datapath live (`PinLayout`), and removing them.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use policy_common::{
+    bank::ACTIVE_MAP,
+    config::CONFIG_MAP,
+    counters::{DENY_COUNTERS_MAP, RULE_COUNTERS_MAP},
+    ct::CONNTRACK_MAP,
+    endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
+    events::EVENTS_MAP,
+    peer::{PEERS_V4_MAP, PEERS_V6_MAP},
+    policy::POLICY_MAP,
+    verdict::STATS_MAP,
+    ABI_VERSION,
+};
+
+use crate::dataplane::{
+    slots::{RuleSlots, SlotState},
+    DataplaneError, InterfaceIndex,
+};
+
+/// The maps a pinned datapath keeps across restarts.
+pub(in crate::dataplane) const PINNED_MAPS: [&str; 12] = [
+    ACTIVE_MAP,
+    ENDPOINTS_MAP,
+    ENDPOINT_ADDRS_MAP,
+    PEERS_V4_MAP,
+    PEERS_V6_MAP,
+    POLICY_MAP,
+    CONNTRACK_MAP,
+    STATS_MAP,
+    CONFIG_MAP,
+    RULE_COUNTERS_MAP,
+    DENY_COUNTERS_MAP,
+    EVENTS_MAP,
+];
+
+/// Where the state file's directory lives unless `RUN_ROOT_ENV` says otherwise
+/// (the same root and variable as `telemetry::flows::publish`).
+const RUN_ROOT: &str = "/run/podwall";
+/// Environment variable overriding `RUN_ROOT`.
+const RUN_ROOT_ENV: &str = "PODWALL_RUN_DIR";
+/// The state file's name.
+const STATE_FILE: &str = "state.json";
+/// The paths of one pinned datapath.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(in crate::dataplane) struct PinLayout {
+    dir: PathBuf,
+    /// `state.json` of this instance.
+    pub(super) state_file: PathBuf,
+}
+
+pub(super) fn io_error(path: &Path, what: &str, source: &std::io::Error) -> DataplaneError {
+    DataplaneError::Pinned {
+        path: path.to_path_buf(),
+        message: format!("{what}: {source}"),
+        os_error: source.raw_os_error(),
+    }
+}
+
+/// Removes `path` (a file or pin); true if it was there.
+pub(super) fn remove_file(path: &Path) -> Result<bool, DataplaneError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error(path, "removing", &e)),
+    }
+}
+
+/// Detaches the link pinned at `path` (at once, whoever holds it open: a removed
+/// pin alone lets go of the link only later, in a kernel work item) and removes
+/// the pin; nothing to do if there is none. A failed detach is logged: the
+/// removed pin still releases the link once nothing holds it.
+fn remove_link(path: &Path) -> Result<bool, DataplaneError> {
+    match crate::dataplane::sys::detach_pinned_link(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => {
+            tracing::warn!(pin = %path.display(), %error, "could not detach the pinned link; removing its pin");
+        }
+    }
+    remove_file(path)
+}
+
+/// Every entry of directory `dir` (none if it is missing).
+pub(super) fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
+    match fs::read_dir(dir) {
+        Ok(read) => read
+            .map(|entry| {
+                entry
+                    .map(|e| e.path())
+                    .map_err(|e| io_error(dir, "listing", &e))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_error(dir, "listing", &e)),
+    }
+}
+
+/// `(ifindex, hook)` of a link pin named `<ifindex>-ingress|egress`.
+pub(super) fn parse_link_name(name: &str) -> Option<(InterfaceIndex, usize)> {
+    let (index, hook) = name.split_once('-')?;
+    let hook = match hook {
+        "ingress" => 0,
+        "egress" => 1,
+        _ => return None,
+    };
+    Some((index.parse().ok()?, hook))
+}
+
+impl PinLayout {
+    /// The layout of pin directory `dir`; its state file is named after the
+    /// directory's last component (the instance).
+    pub(in crate::dataplane) fn new(dir: &Path) -> Self {
+        let run_root = std::env::var_os(RUN_ROOT_ENV)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(RUN_ROOT), PathBuf::from);
+        let instance = dir.file_name().map_or_else(
+            || std::ffi::OsString::from("default"),
+            std::ffi::OsStr::to_os_string,
+        );
+        Self {
+            dir: dir.to_path_buf(),
+            state_file: run_root
+                .join(format!("v{ABI_VERSION}"))
+                .join(instance)
+                .join(STATE_FILE),
+        }
+    }
+
+    /// The pin of map `name`.
+    pub(in crate::dataplane) fn map_pin(&self, name: &str) -> PathBuf {
+        self.dir.join("maps").join(name)
+    }
+
+    pub(super) fn program_pin(&self, name: &str) -> PathBuf {
+        self.dir.join("programs").join(name)
+    }
+
+    pub(super) fn links_dir(&self) -> PathBuf {
+        self.dir.join("links")
+    }
+
+    /// The pin of the link of hook 0 (`pod_ingress`) or 1 (`pod_egress`).
+    pub(super) fn link_pin(&self, ifindex: InterfaceIndex, hook: usize) -> PathBuf {
+        let hook = if hook == 0 { "ingress" } else { "egress" };
+        self.links_dir().join(format!("{ifindex}-{hook}"))
+    }
+
+    /// Every map of `PINNED_MAPS` is pinned.
+    pub(super) fn complete(&self) -> bool {
+        PINNED_MAPS.iter().all(|name| self.map_pin(name).exists())
+    }
+
+    pub(super) fn create_dirs(&self) -> Result<(), DataplaneError> {
+        for dir in ["maps", "programs", "links"].map(|d| self.dir.join(d)) {
+            fs::create_dir_all(&dir).map_err(|e| io_error(&dir, "creating", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Detaches the links pinned for `ifindex` and removes their pins.
+    pub(in crate::dataplane) fn remove_links(
+        &self,
+        ifindex: InterfaceIndex,
+    ) -> Result<(), DataplaneError> {
+        for hook in [0, 1] {
+            remove_link(&self.link_pin(ifindex, hook))?;
+        }
+        Ok(())
+    }
+
+    /// Removes links (detaching them at once), programs, maps, the directories and
+    /// the state file; true if anything was there.
+    pub(super) fn remove_all(&self) -> Result<bool, DataplaneError> {
+        let mut removed = false;
+        for path in entries(&self.links_dir())? {
+            removed |= remove_link(&path)?;
+        }
+        // Then everything else under the directory, whoever pinned it there (the
+        // flow log pins `EVENTS` and `STATS` beside ours).
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&self.dir, "removing", &e)),
+        }
+        removed |= remove_file(&self.state_file)?;
+        if let Some(parent) = self.state_file.parent() {
+            // Only if empty: other files of the instance (names.json) stay.
+            let _ = fs::remove_dir(parent);
+        }
+        Ok(removed)
+    }
+
+    /// Writes the rule slots (temporary file, then rename: a reader sees the old
+    /// or the new file).
+    pub(super) fn save_slots(&self, slots: &RuleSlots) -> Result<(), DataplaneError> {
+        let path = &self.state_file;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| io_error(parent, "creating", &e))?;
+        }
+        let json = serde_json::to_vec(&slots.to_state()).map_err(|e| DataplaneError::Pinned {
+            path: path.clone(),
+            message: format!("serializing rule slots: {e}"),
+            os_error: None,
+        })?;
+        let temporary = path.with_extension("json.tmp");
+        fs::write(&temporary, json).map_err(|e| io_error(&temporary, "writing", &e))?;
+        fs::rename(&temporary, path).map_err(|e| io_error(path, "renaming into place", &e))
+    }
+
+    /// The rule slots saved last, if there is a readable file.
+    pub(super) fn load_slots(&self) -> Option<SlotState> {
+        let bytes = fs::read(&self.state_file).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pins_name_the_interface_and_the_pods_direction() {
+        assert_eq!(parse_link_name("12-ingress"), Some((12, 0)));
+        assert_eq!(parse_link_name("7-egress"), Some((7, 1)));
+        for bad in ["12", "x-ingress", "12-sideways", "-egress"] {
+            assert_eq!(parse_link_name(bad), None, "{bad}");
+        }
+        let layout = PinLayout::new(Path::new("/sys/fs/bpf/podwall/v4/agent"));
+        assert_eq!(
+            layout.link_pin(12, 1),
+            Path::new("/sys/fs/bpf/podwall/v4/agent/links/12-egress")
+        );
+        assert_eq!(
+            layout.map_pin("ACTIVE"),
+            Path::new("/sys/fs/bpf/podwall/v4/agent/maps/ACTIVE")
+        );
+    }
+
+    #[test]
+    fn the_state_file_lives_where_flows_names_do() {
+        assert_eq!(RUN_ROOT, crate::telemetry::flows::publish::RUN_ROOT);
+        assert_eq!(RUN_ROOT_ENV, crate::telemetry::flows::publish::RUN_ROOT_ENV);
+        let layout = PinLayout::new(Path::new("/sys/fs/bpf/podwall/v4/agent"));
+        assert!(layout
+            .state_file
+            .ends_with(format!("v{ABI_VERSION}/agent/state.json")));
+    }
+}

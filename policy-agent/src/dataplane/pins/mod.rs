@@ -1,0 +1,315 @@
+//! A datapath pinned on bpffs, so enforcement outlives the agent: a restarted
+//! agent adopts it, `uninstall` removes it.
+//!
+//! Layout under the pin directory (`/sys/fs/bpf/podwall/v{ABI}/<instance>/`):
+//! - `maps/<MAP>`: every map of `PINNED_MAPS` (the ABI maps: banks, `ACTIVE`,
+//!   conntrack, counters, `CONFIG`, `EVENTS`); kernel-only scratch maps are not
+//!   pinned, each load makes its own;
+//! - `programs/pod_ingress`, `programs/pod_egress`: the classifiers last loaded;
+//! - `links/<ifindex>-ingress`, `links/<ifindex>-egress`: the TCX links of
+//!   `pod_ingress` and `pod_egress` on that interface. A pinned bpf_link keeps its
+//!   program attached after every fd to it is closed, so a killed agent keeps
+//!   enforcing. Removing one detaches it first (`BPF_LINK_DETACH`, `sys.rs`), so
+//!   enforcement ends when `detach` or `uninstall` returns.
+//!
+//! Beside them, in `/run/podwall/v{ABI}/<instance>/state.json` (or under
+//! `$PODWALL_RUN_DIR`, the root `policy-agent flows` reads names from), the rule
+//! counter slots (`slots::SlotState`): the maps hold each entry's slot, but not
+//! which rule by name it belongs to, and a slot must keep its rule across a
+//! restart or tracked flows would count in another rule's slot. A JSON file was
+//! chosen over reconstructing names from `POLICY` values because the values name
+//! policies by index into tables the new agent does not have; both vanish on
+//! reboot with bpffs and /run.
+//!
+//! Adoption (`open_pinned` finds every map pinned) loads the object again with its
+//! maps taken from the pins, then moves each pinned link to the new program in one
+//! `bpf_link_update` (atomic: the interface is never without a classifier), so the
+//! agent always runs its own programs on the old state. It does not write `ACTIVE`
+//! or either bank: enforcement goes on unchanged until the first `apply` flips to
+//! the bank it wrote. It does write `CONFIG` (timeouts, event settings: this
+//! agent's settings, not policy). A map pin set that is incomplete is removed with
+//! everything else under the directory, links included, and loaded fresh.
+
+mod layout;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{
+    links::{FdLink, PinnedLink},
+    tc::{SchedClassifierLink, SchedClassifierLinkId},
+};
+use policy_common::counters::RULE_COUNTERS_MAX;
+
+use self::layout::{entries, parse_link_name, remove_file};
+pub(super) use self::layout::{PinLayout, PINNED_MAPS};
+use super::{
+    datapath::{
+        classifier, map_data, Attachment, LoadOptions, POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM,
+    },
+    events::os_error,
+    slots::RuleSlots,
+    Datapath, DataplaneError, InterfaceIndex,
+};
+
+/// `bpf_link_update` on a TCX link whose interface is gone.
+const ENOLINK: i32 = nix::libc::ENOLINK;
+
+/// Whether `open_pinned` found a datapath to adopt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// Nothing (complete) was pinned: loaded, pinned, nothing attached, both banks
+    /// empty (every packet on an attached interface is dropped as unknown until
+    /// the first `apply`).
+    Fresh,
+    /// A pinned datapath was adopted: still enforcing its last state.
+    Adopted {
+        /// Interfaces whose pinned links were adopted.
+        interfaces: usize,
+    },
+}
+
+impl Datapath {
+    /// Opens the datapath pinned at `pin_dir` (on bpffs), or makes one there.
+    ///
+    /// If every map of this ABI is pinned there, adopts it: the maps, the links
+    /// (moved to freshly loaded programs in one atomic update each), the attached
+    /// set, both banks' shadows and `ACTIVE` as the kernel holds them, and the rule
+    /// slots (from `state.json`, or, without a usable one, all counted as used so
+    /// each one handed out is zeroed). Neither `ACTIVE` nor any bank entry is
+    /// written until the first `apply`. Otherwise removes whatever is left under
+    /// `pin_dir` and loads and pins a fresh datapath. The calling thread must be in
+    /// the network namespace of the pinned links' interfaces.
+    pub fn open_pinned(
+        object: &Path,
+        options: &LoadOptions,
+        pin_dir: &Path,
+    ) -> Result<(Datapath, Adoption), DataplaneError> {
+        let layout = PinLayout::new(pin_dir);
+        let adopt = layout.complete();
+        if !adopt && layout.remove_all()? {
+            tracing::warn!(pin_dir = %pin_dir.display(), "an incomplete pinned datapath was removed (its links detached)");
+        }
+        layout.create_dirs()?;
+        let mut datapath = Self::load_inner(object, options, Some(layout.clone()))?;
+        datapath.check_pinned_maps()?;
+        datapath.pin_programs(&layout)?;
+        if !adopt {
+            tracing::info!(pin_dir = %pin_dir.display(), "datapath loaded and pinned");
+            return Ok((datapath, Adoption::Fresh));
+        }
+        let interfaces = datapath.adopt_links(&layout)?;
+        datapath.shadows = datapath.read_banks()?;
+        datapath.active = datapath.read_active_bank()?;
+        // The agent before may have flipped and died before its wait was over.
+        datapath.quiesce.start();
+        let in_use: BTreeSet<u32> = datapath
+            .shadows
+            .iter()
+            .flat_map(|bank| bank.policy.values().map(|value| value.rule_slot))
+            .filter(|slot| *slot < RULE_COUNTERS_MAX)
+            .collect();
+        datapath.rule_slots = match layout.load_slots() {
+            Some(state) => RuleSlots::from_state(&state, RULE_COUNTERS_MAX, &in_use),
+            None => None,
+        }
+        .unwrap_or_else(|| {
+            tracing::warn!(state = %layout.state_file.display(), "no usable rule slot state: every rule counter starts from zero");
+            RuleSlots::unknown(RULE_COUNTERS_MAX)
+        });
+        tracing::info!(pin_dir = %pin_dir.display(), interfaces, bank = datapath.active, "pinned datapath adopted");
+        Ok((datapath, Adoption::Adopted { interfaces }))
+    }
+
+    /// Removes the datapath pinned at `pin_dir`: detaches every pinned link (even
+    /// one a running agent holds) and removes its pin, then the programs, maps,
+    /// the directory and the state file. True if anything was there.
+    pub fn uninstall(pin_dir: &Path) -> Result<bool, DataplaneError> {
+        let removed = PinLayout::new(pin_dir).remove_all()?;
+        if removed {
+            tracing::info!(pin_dir = %pin_dir.display(), "pinned datapath removed");
+        }
+        Ok(removed)
+    }
+
+    /// Refuses pinned maps whose key or value size is not this agent's (a layout
+    /// change without an ABI bump would otherwise be read as garbage).
+    fn check_pinned_maps(&mut self) -> Result<(), DataplaneError> {
+        for (name, key, value) in super::maps::pinned_sizes() {
+            let map = self.map(name)?;
+            let Some(data) = map_data(map) else { continue };
+            let info = data
+                .info()
+                .map_err(super::maps::map_error(name, "read info"))?;
+            if (info.key_size(), info.value_size()) != (key, value) {
+                return Err(DataplaneError::Map {
+                    map: name,
+                    message: format!(
+                        "pinned with key/value sizes {}/{}, this agent's are {key}/{value}: remove it with `policy-agent uninstall`",
+                        info.key_size(),
+                        info.value_size()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Pins both classifiers under `programs/`, replacing earlier pins.
+    fn pin_programs(&mut self, layout: &PinLayout) -> Result<(), DataplaneError> {
+        for name in [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM] {
+            let path = layout.program_pin(name);
+            remove_file(&path)?;
+            classifier(&mut self.ebpf, name)?
+                .pin(&path)
+                .map_err(|source| DataplaneError::Pinned {
+                    path: path.clone(),
+                    message: source.to_string(),
+                    os_error: os_error(&source),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Takes the two links `attach` just made from their programs and pins them.
+    pub(super) fn pin_links(
+        &mut self,
+        ifindex: InterfaceIndex,
+        ids: [SchedClassifierLinkId; 2],
+    ) -> Result<[FdLink; 2], DataplaneError> {
+        let Some(layout) = self.pins.clone() else {
+            return Err(DataplaneError::Detach {
+                ifindex,
+                message: "not a pinned datapath".into(),
+            });
+        };
+        let [ingress, egress] = ids;
+        let first = self.pin_link(&layout, ifindex, 0, ingress);
+        let second = self.pin_link(&layout, ifindex, 1, egress);
+        match (first, second) {
+            (Ok(a), Ok(b)) => Ok([a, b]),
+            (Err(e), _) | (_, Err(e)) => {
+                // Whatever got pinned goes; the dropped links detach.
+                layout.remove_links(ifindex)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn pin_link(
+        &mut self,
+        layout: &PinLayout,
+        ifindex: InterfaceIndex,
+        hook: usize,
+        id: SchedClassifierLinkId,
+    ) -> Result<FdLink, DataplaneError> {
+        let name = [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM][hook];
+        let path = layout.link_pin(ifindex, hook);
+        let pinned_error = |message: String| DataplaneError::Pinned {
+            path: path.clone(),
+            message,
+            os_error: None,
+        };
+        let link = classifier(&mut self.ebpf, name)?
+            .take_link(id)
+            .map_err(|e| pinned_error(format!("taking the {name} link: {e}")))?;
+        let link = FdLink::try_from(link).map_err(|e| pinned_error(format!("{name} link: {e}")))?;
+        // A pin left by a link this datapath does not hold (a detach that failed
+        // half way) names a link that is gone or about to be replaced.
+        remove_file(&path)?;
+        let pinned = link.pin(&path).map_err(|source| DataplaneError::Pinned {
+            path: path.clone(),
+            message: source.to_string(),
+            os_error: os_error(&source),
+        })?;
+        Ok(FdLink::from(pinned))
+    }
+
+    /// Moves every pinned link to this datapath's programs and records it as
+    /// attached; returns how many interfaces were adopted. A link whose interface
+    /// is gone, or whose pair is missing, has its pins removed.
+    fn adopt_links(&mut self, layout: &PinLayout) -> Result<usize, DataplaneError> {
+        let mut found: BTreeMap<InterfaceIndex, [Option<PathBuf>; 2]> = BTreeMap::new();
+        for path in entries(&layout.links_dir())? {
+            let parsed = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(parse_link_name);
+            match parsed {
+                Some((ifindex, hook)) => found.entry(ifindex).or_default()[hook] = Some(path),
+                None => {
+                    tracing::warn!(pin = %path.display(), "not a podwall link pin; removed");
+                    remove_file(&path)?;
+                }
+            }
+        }
+        for (ifindex, [ingress, egress]) in found {
+            let (Some(ingress), Some(egress)) = (ingress, egress) else {
+                tracing::warn!(ifindex, "only one of the interface's two link pins was left; removed (the agent attaches it again)");
+                layout.remove_links(ifindex)?;
+                continue;
+            };
+            let first = self.adopt_link(&ingress, POD_INGRESS_PROGRAM);
+            let second = self.adopt_link(&egress, POD_EGRESS_PROGRAM);
+            match (first, second) {
+                (Ok(Some(a)), Ok(Some(b))) => {
+                    self.attached.insert(ifindex, Attachment::Pinned([a, b]));
+                }
+                (Ok(_), Ok(_)) => {
+                    tracing::info!(ifindex, "interface gone: its link pins were removed");
+                    layout.remove_links(ifindex)?;
+                }
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            }
+        }
+        Ok(self.attached.len())
+    }
+
+    /// Moves the link pinned at `path` to program `name`; `None` when the link's
+    /// interface is gone.
+    fn adopt_link(
+        &mut self,
+        path: &Path,
+        name: &'static str,
+    ) -> Result<Option<FdLink>, DataplaneError> {
+        let pinned_error = |message: String, os_error: Option<i32>| DataplaneError::Pinned {
+            path: path.to_path_buf(),
+            message,
+            os_error,
+        };
+        let pinned = PinnedLink::from_pin(path)
+            .map_err(|e| pinned_error(format!("opening: {e}"), os_error(&e)))?;
+        let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+            .map_err(|e| pinned_error(format!("not a TCX link: {e}"), None))?;
+        let program = classifier(&mut self.ebpf, name)?;
+        let id = match program.attach_to_link(link) {
+            Ok(id) => id,
+            Err(e) if os_error(&e) == Some(ENOLINK) => return Ok(None),
+            Err(e) => {
+                return Err(pinned_error(
+                    format!("moving the link to the new {name}: {e}"),
+                    os_error(&e),
+                ))
+            }
+        };
+        let link = program
+            .take_link(id)
+            .map_err(|e| pinned_error(format!("taking the {name} link: {e}"), None))?;
+        FdLink::try_from(link)
+            .map(Some)
+            .map_err(|e| pinned_error(format!("{name} link: {e}"), None))
+    }
+
+    /// Saves the rule slots next to the pins (a pinned datapath only). A failure
+    /// is logged, not returned: it costs counter continuity after a restart, never
+    /// enforcement.
+    pub(super) fn save_slots(&self, slots: &RuleSlots) {
+        if let Some(layout) = &self.pins {
+            if let Err(error) = layout.save_slots(slots) {
+                tracing::warn!(%error, "rule slots not saved: a restarted agent zeroes every rule counter");
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The raw `bpf(2)` calls aya 0.14 does not offer, and the only `unsafe` of the
+//! dataplane's own code besides reading event bytes:
+//! - `BPF_MAP_CREATE` of an `ARRAY_OF_MAPS` with an inner map (aya's constructor
+//!   taking an inner map is crate-private), for `quiesce.rs`;
+//! - `BPF_OBJ_GET` + `BPF_LINK_DETACH` of a pinned link: unlinking a link's pin
+//!   drops the pin's reference only in a kernel work item, and a link held open by
+//!   another process stays attached; an explicit detach ends enforcement on that
+//!   interface before the call returns, whoever holds the link.
+//!
+//! Each call passes a `#[repr(C)]` prefix of `union bpf_attr` and its size; the
+//! kernel zero-fills the fields past that size.
+
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::Path,
+};
+
+/// `enum bpf_cmd` values (include/uapi/linux/bpf.h).
+const BPF_MAP_CREATE: nix::libc::c_long = 0;
+const BPF_OBJ_GET: nix::libc::c_long = 7;
+const BPF_LINK_DETACH: nix::libc::c_long = 34;
+/// `BPF_MAP_TYPE_ARRAY_OF_MAPS` (`enum bpf_map_type`).
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+/// `bpf_attr` for `BPF_MAP_CREATE`, up to `map_name`.
+#[repr(C)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+/// `bpf_attr` for `BPF_OBJ_GET`.
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// `bpf_attr` for `BPF_LINK_DETACH`.
+#[repr(C)]
+struct LinkDetachAttr {
+    link_fd: u32,
+}
+
+/// `bpf(cmd, attr, size_of::<A>())`: a new fd (or 0) on success.
+fn bpf<A>(cmd: nix::libc::c_long, attr: &A) -> io::Result<i32> {
+    // SAFETY: `attr` is a live, initialized `bpf_attr` prefix of the size passed;
+    // the kernel reads it (and any path it points to, which the caller keeps
+    // alive) and returns a non-negative result or -1 with errno.
+    let result =
+        unsafe { nix::libc::syscall(nix::libc::SYS_bpf, cmd, attr as *const A, size_of::<A>()) };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    i32::try_from(result).map_err(|_| io::Error::other("bpf(2) result out of range"))
+}
+
+/// Takes ownership of an fd the kernel just returned.
+fn owned(fd: i32) -> OwnedFd {
+    // SAFETY: `fd` was just returned by bpf(2) for this process, and nothing else
+    // owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A one-entry `ARRAY_OF_MAPS` named `name` (at most 15 bytes) whose inner maps
+/// look like the map `inner_fd`.
+pub(super) fn create_array_of_maps(name: &str, inner_fd: i32) -> io::Result<OwnedFd> {
+    let inner_map_fd = u32::try_from(inner_fd).map_err(|_| io::Error::other("negative fd"))?;
+    let mut map_name = [0u8; 16];
+    let bytes = name.as_bytes();
+    let len = bytes.len().min(15);
+    map_name[..len].copy_from_slice(&bytes[..len]);
+    let attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_ARRAY_OF_MAPS,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        map_flags: 0,
+        inner_map_fd,
+        numa_node: 0,
+        map_name,
+    };
+    bpf(BPF_MAP_CREATE, &attr).map(owned)
+}
+
+/// Detaches the link pinned at `path` from its hook now (the pin stays; the
+/// caller removes it).
+pub(super) fn detach_pinned_link(path: &Path) -> io::Result<()> {
+    let pathname = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("a NUL byte in the pin path"))?;
+    let get = ObjGetAttr {
+        pathname: pathname.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    let link = owned(bpf(BPF_OBJ_GET, &get)?);
+    let link_fd = u32::try_from(link.as_raw_fd()).map_err(|_| io::Error::other("negative fd"))?;
+    bpf(BPF_LINK_DETACH, &LinkDetachAttr { link_fd }).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use super::*;
+
+    #[test]
+    fn the_attr_prefixes_have_the_kernels_offsets() {
+        assert_eq!(offset_of!(MapCreateAttr, inner_map_fd), 20);
+        assert_eq!(offset_of!(MapCreateAttr, map_name), 28);
+        assert_eq!(size_of::<MapCreateAttr>(), 44);
+        assert_eq!(offset_of!(ObjGetAttr, bpf_fd), 8);
+        assert_eq!(size_of::<ObjGetAttr>(), 16);
+        assert_eq!(size_of::<LinkDetachAttr>(), 4);
+    }
+}

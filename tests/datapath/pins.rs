@@ -1,0 +1,211 @@
+//! A pinned datapath (`Datapath::open_pinned`) on real veth traffic: its TCX
+//! links keep enforcing after the datapath that made them is dropped (as when the
+//! agent exits or is killed), a new datapath adopts maps, links and banks without
+//! a flip until its first `apply`, `detach` and `attach` work on pinned links,
+//! and `Datapath::uninstall` removes it all, which ends enforcement.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use policy_agent::{
+    dataplane::{self, Adoption, Datapath, LoadOptions},
+    lab::netns,
+    policy::tables::{DatapathTables, Direction},
+    telemetry::flows::FlowPaths,
+};
+
+use super::{
+    frames::TCP,
+    net::Net,
+    pods::{PODS, SERVER_V4},
+    support,
+    tables::Tables,
+    tcp,
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Removes the pinned datapath when dropped, even on panic (declared before the
+/// `Net`, so the datapath and the namespaces go first). Named like a lab run, so
+/// `policy-agent lab down` sweeps what a killed test leaves.
+struct Pins(PathBuf);
+
+impl Pins {
+    /// A fresh pin directory under `/sys/fs/bpf/podwall/v4/`, bpffs mounted.
+    fn new() -> Pins {
+        support::require_root_and_bpf();
+        let paths = FlowPaths::system();
+        if let Err(error) = paths.bpffs_mount().ensure() {
+            panic!("pinned datapath tests need bpffs at /sys/fs/bpf: {error}");
+        }
+        let instance = format!(
+            "{}{}xpins{}",
+            netns::LAB_PREFIX,
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Pins(paths.pins_root().join(instance))
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        if let Err(error) = Datapath::uninstall(&self.0) {
+            eprintln!("could not uninstall {}: {error}", self.0.display());
+        }
+    }
+}
+
+fn object() -> PathBuf {
+    dataplane::object::find().unwrap_or_else(|e| panic!("object: {e}"))
+}
+
+/// Takes the net's datapath out (a loaded, unattached one takes its place) and
+/// drops it, as the agent's exit would.
+fn drop_datapath(net: &mut Net) {
+    let placeholder = Datapath::load(&object()).unwrap_or_else(|e| panic!("load: {e}"));
+    drop(std::mem::replace(&mut net.datapath, placeholder));
+}
+
+/// The server isolated for ingress, admitting the client (class 3) on `port`.
+fn server_admits(net: &Net, port: u16) -> DatapathTables {
+    Tables::new(net)
+        .isolate("server", true, false)
+        .isolated_by("server", &[0], &[])
+        .pod_class("client", 3)
+        .allow_port("server", Direction::Ingress, 3, TCP, port)
+        .build()
+}
+
+/// Which of TCP 80 and 81 on the server the client reaches.
+fn reachable(net: &Net) -> (bool, bool) {
+    (
+        tcp(net, "client", SERVER_V4, 80),
+        tcp(net, "client", SERVER_V4, 81),
+    )
+}
+
+fn link_pins(pin_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(pin_dir.join("links"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn pins_of(net: &Net, pods: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = pods
+        .iter()
+        .flat_map(|pod| {
+            let ifindex = net.ifindex(pod);
+            [format!("{ifindex}-egress"), format!("{ifindex}-ingress")]
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn pinned_links_enforce_without_their_datapath_and_a_new_one_adopts_them_without_a_flip() {
+    let pins = Pins::new();
+    let (mut net, adoption) = Net::up_pinned(&PODS[..2], &pins.0);
+    assert_eq!(adoption, Adoption::Fresh);
+    assert_eq!(link_pins(&pins.0), pins_of(&net, &["server", "client"]));
+    let port_80 = server_admits(&net, 80);
+    assert_eq!(net.apply(&port_80).bank, 1);
+    assert_eq!(reachable(&net), (true, false));
+    let banks = net.datapath.read_banks().unwrap_or_else(|e| panic!("{e}"));
+    let allowed = net.policy_counters(&port_80).allowed;
+    assert!(allowed[0].allowed.packets > 0, "{allowed:?}");
+
+    // The agent is gone: the pinned links and programs still decide.
+    drop_datapath(&mut net);
+    assert_eq!(reachable(&net), (true, false));
+
+    // A new datapath adopts everything as it stands: no flip, no write.
+    let (adopted, adoption) = Datapath::open_pinned(&object(), &LoadOptions::default(), &pins.0)
+        .unwrap_or_else(|e| panic!("adopt: {e}"));
+    net.datapath = adopted;
+    assert_eq!(adoption, Adoption::Adopted { interfaces: 2 });
+    assert_eq!(net.datapath.active_bank(), 1);
+    assert_eq!(net.datapath.read_active_bank().ok(), Some(1));
+    assert_eq!(net.datapath.read_banks().ok(), Some(banks));
+    let mut attached: Vec<u32> = net.datapath.attached_interfaces().collect();
+    attached.sort_unstable();
+    let mut expected: Vec<u32> = net.interfaces.values().copied().collect();
+    expected.sort_unstable();
+    assert_eq!(attached, expected);
+    // The rule kept its counter slot (`state.json`): its count goes on.
+    let after = net.policy_counters(&port_80).allowed;
+    assert!(
+        after[0].allowed.packets >= allowed[0].allowed.packets,
+        "{allowed:?} then {after:?}"
+    );
+    // Its links now run the new datapath's programs, on the same state.
+    assert_eq!(reachable(&net), (true, false));
+
+    // The first apply flips to the other bank.
+    assert_eq!(net.apply(&server_admits(&net, 81)).bank, 0);
+    assert_eq!(reachable(&net), (false, true));
+
+    // Detach removes the server's links and pins; attach brings them back, once.
+    let server = net.ifindex("server");
+    net.datapath
+        .detach(server)
+        .unwrap_or_else(|e| panic!("detach: {e}"));
+    assert_eq!(link_pins(&pins.0), pins_of(&net, &["client"]));
+    assert_eq!(reachable(&net), (true, true));
+    let host = net.pod("server").host.clone();
+    let node = net.node.clone();
+    let datapath = &mut net.datapath;
+    let again = Net::in_ns(&node, || {
+        let first = datapath.attach(&host)?;
+        let second = datapath.attach(&host)?;
+        Ok::<_, dataplane::DataplaneError>((first, second))
+    })
+    .unwrap_or_else(|e| panic!("attach: {e}"));
+    assert_eq!(again, (server, server));
+    assert_eq!(link_pins(&pins.0), pins_of(&net, &["server", "client"]));
+    assert_eq!(reachable(&net), (false, true));
+
+    // Uninstall (no datapath holding the links): enforcement ends.
+    drop_datapath(&mut net);
+    assert_eq!(reachable(&net), (false, true));
+    assert_eq!(Datapath::uninstall(&pins.0).ok(), Some(true));
+    assert!(!pins.0.exists());
+    assert_eq!(reachable(&net), (true, true));
+    assert_eq!(Datapath::uninstall(&pins.0).ok(), Some(false));
+}
+
+#[test]
+fn links_of_vanished_interfaces_and_incomplete_pin_sets_are_removed_on_open() {
+    let pins = Pins::new();
+    let (mut net, _) = Net::up_pinned(&PODS[..2], &pins.0);
+    net.apply(&server_admits(&net, 80));
+    drop_datapath(&mut net);
+
+    // The client's veth goes while no agent runs: adoption drops its links.
+    let client_host = net.pod("client").host.clone();
+    netns::ip_batch(Some(&net.node), &[format!("link del {client_host}")])
+        .unwrap_or_else(|e| panic!("link del: {e}"));
+    let (adopted, adoption) = Datapath::open_pinned(&object(), &LoadOptions::default(), &pins.0)
+        .unwrap_or_else(|e| panic!("adopt: {e}"));
+    assert_eq!(adoption, Adoption::Adopted { interfaces: 1 });
+    assert_eq!(link_pins(&pins.0), pins_of(&net, &["server"]));
+    drop(adopted);
+
+    // A map pin gone: the rest is removed (links detached) and loaded fresh.
+    std::fs::remove_file(pins.0.join("maps/POLICY")).unwrap_or_else(|e| panic!("rm: {e}"));
+    let (fresh, adoption) = Datapath::open_pinned(&object(), &LoadOptions::default(), &pins.0)
+        .unwrap_or_else(|e| panic!("open: {e}"));
+    assert_eq!(adoption, Adoption::Fresh);
+    assert!(link_pins(&pins.0).is_empty());
+    assert_eq!(fresh.attached_interfaces().count(), 0);
+    assert!(pins.0.join("maps/POLICY").exists());
+}
