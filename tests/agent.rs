@@ -38,7 +38,8 @@ fn db_from_web() -> serde_json::Value {
 fn api_server_changes_reach_the_kernel_and_interrupted_watches_converge() {
     support::require_root_and_bpf();
     let node = Node::up(&[("web", "web"), ("db", "db"), ("other", "other")], &[]);
-    node.api.create_value(namespace_json("prod", &[("team", "a")]));
+    node.api
+        .create_value(namespace_json("prod", &[("team", "a")]));
     for pod in ["web", "db", "other"] {
         node.create_pod(pod);
     }
@@ -46,7 +47,14 @@ fn api_server_changes_reach_the_kernel_and_interrupted_watches_converge() {
     let mut agent = node.start_agent("api");
     agent.wait_ready(Duration::from_secs(60));
 
-    node.expect("the policy admits web only", &[("web", "db", true), ("other", "db", false), ("db", "web", true)]);
+    node.expect(
+        "the policy admits web only",
+        &[
+            ("web", "db", true),
+            ("other", "db", false),
+            ("db", "web", true),
+        ],
+    );
 
     // A label change moves `other` into the policy's peers.
     node.relabel("other", "web");
@@ -57,7 +65,10 @@ fn api_server_changes_reach_the_kernel_and_interrupted_watches_converge() {
     node.api.compact();
     node.api.drop_watches();
     node.relabel("other", "other");
-    node.expect("relabel seen after a relist", &[("other", "db", false), ("web", "db", true)]);
+    node.expect(
+        "relabel seen after a relist",
+        &[("other", "db", false), ("web", "db", true)],
+    );
 
     // A namespace label the policy now requires.
     node.api.update_value(policy_json(
@@ -70,23 +81,40 @@ fn api_server_changes_reach_the_kernel_and_interrupted_watches_converge() {
         }),
     ));
     node.expect("policy needs team=b", &[("web", "db", false)]);
-    node.api.update_value(namespace_json("prod", &[("team", "b")]));
-    node.expect("namespace labelled team=b", &[("web", "db", true), ("other", "db", true)]);
+    node.api
+        .update_value(namespace_json("prod", &[("team", "b")]));
+    node.expect(
+        "namespace labelled team=b",
+        &[("web", "db", true), ("other", "db", true)],
+    );
 
     // The API server goes away: enforcement stays, readiness says stale.
     node.api.set_unavailable(true);
-    harness::eventually("readiness reports the stale source", Duration::from_secs(20), || {
-        matches!(agent.get("/readyz"), Some((503, body)) if body.contains("stale"))
-    });
-    node.expect("last state kept while the API server is gone", &[("web", "db", true)]);
+    harness::eventually(
+        "readiness reports the stale source",
+        Duration::from_secs(20),
+        || matches!(agent.get("/readyz"), Some((503, body)) if body.contains("stale")),
+    );
+    node.expect(
+        "last state kept while the API server is gone",
+        &[("web", "db", true)],
+    );
     node.api.set_unavailable(false);
-    node.api.delete::<k8s_openapi::api::networking::v1::NetworkPolicy>("prod", "db-from-web");
-    harness::eventually("ready again after the API server is back", Duration::from_secs(60), || {
-        matches!(agent.get("/readyz"), Some((200, _)))
-    });
-    node.expect("policy deleted while down is gone after recovery", &[("web", "db", true), ("db", "web", true)]);
+    node.api
+        .delete::<k8s_openapi::api::networking::v1::NetworkPolicy>("prod", "db-from-web");
+    harness::eventually(
+        "ready again after the API server is back",
+        Duration::from_secs(60),
+        || matches!(agent.get("/readyz"), Some((200, _))),
+    );
+    node.expect(
+        "policy deleted while down is gone after recovery",
+        &[("web", "db", true), ("db", "web", true)],
+    );
 
-    let (status, metrics) = agent.get("/metrics").unwrap_or_else(|| panic!("no /metrics"));
+    let (status, metrics) = agent
+        .get("/metrics")
+        .unwrap_or_else(|| panic!("no /metrics"));
     assert_eq!(status, 200);
     for family in [
         "podwall_endpoints 3",
@@ -96,7 +124,10 @@ fn api_server_changes_reach_the_kernel_and_interrupted_watches_converge() {
         "podwall_programming_latency_seconds",
         "podwall_errors_total",
     ] {
-        assert!(metrics.contains(family), "/metrics lacks {family}:\n{metrics}");
+        assert!(
+            metrics.contains(family),
+            "/metrics lacks {family}:\n{metrics}"
+        );
     }
     assert!(agent.terminate(), "policy-agent run exits 0 on SIGTERM");
 }
@@ -106,7 +137,12 @@ fn a_new_pod_is_isolated_from_its_first_packet_until_the_agent_knows_it() {
     support::require_root_and_bpf();
     // `late-db` and `late-open` are scheduled here but have no veth yet.
     let mut node = Node::up(
-        &[("web", "web"), ("other", "other"), ("late-db", "db"), ("late-open", "open")],
+        &[
+            ("web", "web"),
+            ("other", "other"),
+            ("late-db", "db"),
+            ("late-open", "open"),
+        ],
         &["late-db", "late-open"],
     );
     node.api.create_value(namespace_json("prod", &[]));
@@ -128,14 +164,22 @@ fn a_new_pod_is_isolated_from_its_first_packet_until_the_agent_knows_it() {
     // to a pod a policy selects for ingress is isolated for ingress...
     node.expect(
         "pending veths before the pods' addresses are known",
-        &[("web", "late-db", false), ("other", "late-db", false), ("web", "late-open", false)],
+        &[
+            ("web", "late-db", false),
+            ("other", "late-db", false),
+            ("web", "late-open", false),
+        ],
     );
     // ... and once the addresses arrive, each pod gets its own verdicts.
     node.set_pod_ip("late-db");
     node.set_pod_ip("late-open");
     node.expect(
         "pods known",
-        &[("web", "late-db", true), ("other", "late-db", false), ("other", "late-open", true)],
+        &[
+            ("web", "late-db", true),
+            ("other", "late-db", false),
+            ("other", "late-open", true),
+        ],
     );
     drop(agent);
 }
@@ -173,8 +217,14 @@ fn the_agent_enforces_with_only_its_documented_capabilities() {
         .iter()
         .map(|cap| 1u64 << capability_number(cap))
         .sum();
-    assert_eq!(effective, wanted, "the agent runs with exactly {REQUIRED_CAPABILITIES:?} (CapEff {effective:#x})");
-    node.expect("enforcing with reduced capabilities", &[("web", "db", true), ("other", "db", false)]);
+    assert_eq!(
+        effective, wanted,
+        "the agent runs with exactly {REQUIRED_CAPABILITIES:?} (CapEff {effective:#x})"
+    );
+    node.expect(
+        "enforcing with reduced capabilities",
+        &[("web", "db", true), ("other", "db", false)],
+    );
 }
 
 /// The kernel's number of a capability (linux/capability.h).

@@ -107,8 +107,12 @@ impl Node {
             .bpffs_mount()
             .ensure()
             .unwrap_or_else(|e| panic!("mounting bpffs: {e}"));
-        let later: Vec<ObjectRef> = later.iter().map(|n| ObjectRef::new(NAMESPACE, *n)).collect();
-        let net = LabNetwork::up(&state, &[], &later).unwrap_or_else(|e| panic!("lab network: {e}"));
+        let later: Vec<ObjectRef> = later
+            .iter()
+            .map(|n| ObjectRef::new(NAMESPACE, *n))
+            .collect();
+        let net =
+            LabNetwork::up(&state, &[], &later).unwrap_or_else(|e| panic!("lab network: {e}"));
         let listener = in_netns(net.node_netns(), || TcpListener::bind("127.0.0.1:0"))
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|e| panic!("API server listener: {e}"));
@@ -172,7 +176,11 @@ impl Node {
 
     /// Creates pod `name` scheduled here but without an address yet (pending).
     pub fn create_pod_without_ip(&self, name: &str) {
-        self.write_pod(name, |pod| pod["status"] = json!({"phase": "Pending"}), true);
+        self.write_pod(
+            name,
+            |pod| pod["status"] = json!({"phase": "Pending"}),
+            true,
+        );
     }
 
     /// Gives pod `name` its addresses (as the kubelet reports them).
@@ -183,7 +191,11 @@ impl Node {
 
     /// Sets pod `name`'s `app` label.
     pub fn relabel(&self, name: &str, app: &str) {
-        self.write_pod(name, |pod| pod["metadata"]["labels"]["app"] = json!(app), false);
+        self.write_pod(
+            name,
+            |pod| pod["metadata"]["labels"]["app"] = json!(app),
+            false,
+        );
     }
 
     /// Wires pods named in `up`'s `later`, as the CNI does.
@@ -276,12 +288,21 @@ impl Node {
                 .iter()
                 .zip(&results)
                 .filter(|((_, _, want), got)| got.allowed != *want)
-                .map(|((from, to, want), _)| format!("{from} -> {to} should be {}", if *want { "allowed" } else { "denied" }))
+                .map(|((from, to, want), _)| {
+                    format!(
+                        "{from} -> {to} should be {}",
+                        if *want { "allowed" } else { "denied" }
+                    )
+                })
                 .collect();
             if wrong.is_empty() {
                 return;
             }
-            assert!(Instant::now() < deadline, "{what}: after {PATIENCE:?}: {}", wrong.join("; "));
+            assert!(
+                Instant::now() < deadline,
+                "{what}: after {PATIENCE:?}: {}",
+                wrong.join("; ")
+            );
             thread::sleep(Duration::from_millis(100));
         }
     }

@@ -67,9 +67,15 @@ fn kill_9_never_opens_a_denied_flow_and_established_flows_continue() {
     ));
     let mut agent = node.start_agent("restarts");
     agent.wait_ready(Duration::from_secs(60));
-    node.expect("enforcing before the restarts", &[("web", "db", true), ("other", "db", false)]);
+    node.expect(
+        "enforcing before the restarts",
+        &[("web", "db", true), ("other", "db", false)],
+    );
 
-    let db = |family| node.net.pod_address(&ObjectRef::new(NAMESPACE, "db"), family);
+    let db = |family| {
+        node.net
+            .pod_address(&ObjectRef::new(NAMESPACE, "db"), family)
+    };
     let db_tcp = SocketAddr::new(db(Family::Ipv4).unwrap_or_else(|e| panic!("{e}")), TCP_PORT);
     let db_udp = SocketAddr::new(db(Family::Ipv4).unwrap_or_else(|e| panic!("{e}")), UDP_PORT);
     let netns = |pod: &str| {
@@ -96,8 +102,10 @@ fn kill_9_never_opens_a_denied_flow_and_established_flows_continue() {
         thread::spawn(move || {
             let mut seen = Seen::default();
             let connect = |ns: &str| {
-                in_netns(ns, || std::net::TcpStream::connect_timeout(&db_tcp, Duration::from_millis(500)))
-                    .unwrap_or_else(|e| panic!("{e}"))
+                in_netns(ns, || {
+                    std::net::TcpStream::connect_timeout(&db_tcp, Duration::from_millis(500))
+                })
+                .unwrap_or_else(|e| panic!("{e}"))
             };
             while !stop.load(Ordering::Relaxed) {
                 seen.denied_tries += 1;
@@ -112,7 +120,9 @@ fn kill_9_never_opens_a_denied_flow_and_established_flows_continue() {
                 let n = seen.echoes_sent;
                 let mut buf = [0u8; 8];
                 let echoed = flow.send(&n.to_be_bytes()).is_ok()
-                    && flow.recv(&mut buf).is_ok_and(|len| len == 8 && buf == n.to_be_bytes());
+                    && flow
+                        .recv(&mut buf)
+                        .is_ok_and(|len| len == 8 && buf == n.to_be_bytes());
                 if !echoed {
                     seen.echoes_lost.push(n);
                 }
@@ -132,21 +142,41 @@ fn kill_9_never_opens_a_denied_flow_and_established_flows_continue() {
     }
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let seen = traffic.join().unwrap_or_else(|_| panic!("the traffic thread panicked"));
+    let seen = traffic
+        .join()
+        .unwrap_or_else(|_| panic!("the traffic thread panicked"));
     eprintln!("{seen:?}");
-    assert_eq!(seen.denied_allowed, 0, "a denied pod got through during restarts: {seen:?}");
-    assert!(seen.allowed_failed.is_empty(), "allowed connections failed during restarts: {seen:?}");
-    assert!(seen.echoes_lost.is_empty(), "the established flow lost datagrams: {seen:?}");
-    assert!(seen.denied_tries >= ROUNDS && seen.echoes_sent >= ROUNDS as u64, "too little traffic: {seen:?}");
+    assert_eq!(
+        seen.denied_allowed, 0,
+        "a denied pod got through during restarts: {seen:?}"
+    );
+    assert!(
+        seen.allowed_failed.is_empty(),
+        "allowed connections failed during restarts: {seen:?}"
+    );
+    assert!(
+        seen.echoes_lost.is_empty(),
+        "the established flow lost datagrams: {seen:?}"
+    );
+    assert!(
+        seen.denied_tries >= ROUNDS && seen.echoes_sent >= ROUNDS as u64,
+        "too little traffic: {seen:?}"
+    );
 
     // A clean stop leaves enforcement in place ...
     assert!(agent.terminate(), "policy-agent run exits 0 on SIGTERM");
-    node.expect("after a clean stop", &[("web", "db", true), ("other", "db", false)]);
+    node.expect(
+        "after a clean stop",
+        &[("web", "db", true), ("other", "db", false)],
+    );
     // ... and uninstall removes it on purpose.
     let status = Command::new(env!("CARGO_BIN_EXE_policy-agent"))
         .args(["uninstall", "--instance", &node.instance("restarts")])
         .status()
         .unwrap_or_else(|e| panic!("policy-agent uninstall: {e}"));
     assert!(status.success(), "policy-agent uninstall failed: {status}");
-    node.expect("after uninstall nothing is enforced", &[("other", "db", true)]);
+    node.expect(
+        "after uninstall nothing is enforced",
+        &[("other", "db", true)],
+    );
 }

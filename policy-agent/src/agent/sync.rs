@@ -22,7 +22,7 @@ use crate::{
     dataplane::{Datapath, DataplaneError, InterfaceIndex},
     model::ClusterState,
     node::{LinkEvent, LinkWatch, NodeError, RouteResolver},
-    policy::compiler::compile,
+    policy::{compiler::compile, tables::DatapathTables},
     source::kube::SourceSnapshot,
 };
 
@@ -128,8 +128,11 @@ impl Syncer {
     pub fn sync(&mut self, snapshot: &SourceSnapshot) -> Result<(), SyncError> {
         self.health.tick();
         self.health.set_synced(snapshot.synced);
-        self.health
-            .set_stale(snapshot.stale.then(|| snapshot.last_error.clone().unwrap_or_default()));
+        self.health.set_stale(
+            snapshot
+                .stale
+                .then(|| snapshot.last_error.clone().unwrap_or_default()),
+        );
         self.metrics.set_stale(snapshot.stale);
         self.report_conversion_errors(snapshot);
         if !snapshot.synced {
@@ -189,7 +192,7 @@ impl Syncer {
         self.health.set_pods_without_programs(plan.unmapped.len());
         self.metrics.set_endpoints(plan.interfaces.len());
         self.metrics.set_policies(state.policies.len());
-        self.record_maps()?;
+        self.record_maps(&tables)?;
         self.metrics.record_sync(started.elapsed());
         if let Some(changed) = snapshot.changed {
             if self.last_change != Some(changed) {
@@ -220,18 +223,14 @@ impl Syncer {
     }
 
     /// Map use and per-policy traffic into the metrics.
-    fn record_maps(&mut self) -> Result<(), SyncError> {
+    fn record_maps(&mut self, tables: &DatapathTables) -> Result<(), SyncError> {
         let usage = self.datapath.map_usage();
         let samples: Vec<MapUsageSample<'_>> = usage
             .iter()
-            .map(|u| MapUsageSample {
-                map: u.map,
-                entries: u.entries,
-                capacity: u.capacity,
-            })
+            .map(|u| (u.map, u.entries, u.capacity))
             .collect();
         self.metrics.set_map_usage(&samples);
-        let counters = self.datapath.policy_counters()?;
+        let counters = self.datapath.policy_counters(tables)?;
         self.metrics.set_policy_traffic(&counters);
         Ok(())
     }

@@ -83,7 +83,7 @@ fn program(
     tables: &DatapathTables,
     interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
 ) -> Result<(), BenchError> {
-    datapath.apply(tables, interfaces)?;
+    datapath.apply(tables, interfaces, &BTreeMap::new())?;
     Ok(())
 }
 
