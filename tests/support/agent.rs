@@ -20,6 +20,8 @@ use policy_agent::lab::netns::in_netns;
 /// A running `policy-agent run`; killed (SIGKILL) when dropped.
 pub struct AgentProcess {
     child: Child,
+    /// Its log (stderr), shown when it fails to become ready.
+    log: std::path::PathBuf,
     /// The node namespace it runs in.
     pub node_netns: String,
     /// Where it serves /metrics, /healthz and /readyz (inside `node_netns`).
@@ -55,6 +57,12 @@ impl AgentProcess {
     ) -> Self {
         let netns = File::open(format!("/run/netns/{node_netns}"))
             .unwrap_or_else(|e| panic!("open /run/netns/{node_netns}: {e}"));
+        let log = std::env::temp_dir().join(format!("podwall-agent-{}.log", args.instance));
+        let log_file = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("agent log {}: {e}", log.display()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_policy-agent"));
         command
             .args(["-v", "run", "--node-name", args.node_name])
@@ -68,6 +76,7 @@ impl AgentProcess {
             .args(&args.extra)
             .stdin(Stdio::null());
         adjust(&mut command);
+        command.stderr(log_file);
         // SAFETY: setns is async-signal-safe; the closure allocates nothing and
         // touches only the descriptor opened before the fork.
         unsafe {
@@ -80,6 +89,7 @@ impl AgentProcess {
             .unwrap_or_else(|e| panic!("start policy-agent run: {e}"));
         Self {
             child,
+            log,
             node_netns: node_netns.to_string(),
             metrics: SocketAddr::from(([127, 0, 0, 1], args.metrics_port)),
         }
@@ -103,7 +113,10 @@ impl AgentProcess {
         let mut last = None;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("policy-agent run exited with {status} before it was ready");
+                panic!(
+                    "policy-agent run exited with {status} before it was ready; its log:\n{}",
+                    self.log_tail()
+                );
             }
             last = self.get("/readyz");
             if matches!(last, Some((200, _))) {
@@ -111,7 +124,17 @@ impl AgentProcess {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        panic!("policy-agent run not ready after {timeout:?}; last /readyz: {last:?}");
+        panic!(
+            "policy-agent run not ready after {timeout:?}; last /readyz: {last:?}; its log:\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// The last lines of the agent's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     /// Kills the agent with SIGKILL (no chance to clean up) and reaps it.
