@@ -58,34 +58,21 @@ use policy_common::{
 
 use crate::{
     audit,
-    facts::Facts,
     maps::{self, CONNTRACK},
     parse::{self, Flow, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
 };
 
-/// Where `related` looks: a pod interface, the direction an ICMP error crosses it,
-/// and the bank the packet is decided with. Eight bytes, so it travels in one
-/// register: a BPF call takes at most five arguments.
+/// Where a packet is decided: a pod interface, the direction it crosses it, and the
+/// bank it is decided with (`ACTIVE` as the packet found it). Eight bytes, so it travels in one
+/// register: a BPF call (`related`) takes at most five arguments.
 #[derive(Clone, Copy)]
 pub(crate) struct Site {
     /// The pod's host-side interface.
     pub ifindex: u32,
     /// `verdict::DIRECTION_*` of the error relative to that pod.
     pub direction: u8,
-    /// `Facts::bank` (0 or 1).
+    /// The bank, 0 or 1.
     pub bank: u8,
-}
-
-impl Site {
-    /// The interface, direction and bank `facts` speaks for.
-    #[inline(always)]
-    pub(crate) fn of(facts: &Facts) -> Self {
-        Self {
-            ifindex: facts.ifindex,
-            direction: facts.direction,
-            bank: facts.bank as u8,
-        }
-    }
 }
 
 const IPPROTO_ICMP: u8 = 1;

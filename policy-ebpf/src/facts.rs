@@ -42,9 +42,6 @@ pub(crate) struct Facts {
     pub ifindex: u32,
     /// `verdict::DIRECTION_*` relative to that pod.
     pub direction: u8,
-    /// The bank (`policy_common::bank`) read from `ACTIVE` when the packet
-    /// arrived: every banked lookup of this packet uses it.
-    pub bank: u32,
     /// `EndpointInfo::endpoint_id`; 0 until the interface is known as an endpoint.
     pub endpoint_id: u32,
     /// Source address, packet byte order (IPv4 mapped); zero until parsed.
@@ -69,14 +66,12 @@ pub(crate) struct Facts {
 }
 
 impl Facts {
-    /// Nothing known yet but where and which way the packet goes, and the bank it
-    /// is decided with.
+    /// Nothing known yet but where and which way the packet goes.
     #[inline(always)]
-    pub(crate) fn new(ifindex: u32, direction: u8, bank: u32) -> Self {
+    pub(crate) fn new(ifindex: u32, direction: u8) -> Self {
         Self {
             ifindex,
             direction,
-            bank,
             endpoint_id: 0,
             saddr: [0; 16],
             daddr: [0; 16],

@@ -68,6 +68,7 @@ fn classify(ctx: &TcContext, direction: u8) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // Once per packet: every lookup below uses this bank, so the packet is decided
     // wholly by the state before or wholly by the state after a flip.
+    let bank = maps::active_bank();
     let Some(facts) = maps::facts() else {
         // Cannot happen (entry 0 of a one-entry array); fail closed if it did.
         maps::count(STAT_DROP_MALFORMED);
@@ -75,8 +76,16 @@ fn classify(ctx: &TcContext, direction: u8) -> i32 {
     };
     // SAFETY: this CPU's slot, used by this program run only (`maps::facts`).
     let facts = unsafe { &mut *facts };
-    *facts = Facts::new(ifindex, direction, maps::active_bank());
-    let verdict = decide(ctx, facts);
+    *facts = Facts::new(ifindex, direction);
+    // Decisions branch on `at`, not on what `facts` holds: the verifier knows
+    // `direction` is this program's constant only in a register, so it never
+    // walks the other direction's paths (a value read back from the map is any).
+    let at = ct::Site {
+        ifindex,
+        direction,
+        bank: bank as u8,
+    };
+    let verdict = decide(ctx, facts, at);
     to_tc_action(ctx, facts, verdict)
 }
 
@@ -112,7 +121,7 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 }
 
 /// Lookup precedence, in order (both families alike; every lookup of `ENDPOINTS`,
-/// `ENDPOINT_ADDRS`, `PEERS_*` and `POLICY` is in `facts.bank`, read once per packet):
+/// `ENDPOINT_ADDRS`, `PEERS_*` and `POLICY` is in `at.bank`, read once per packet):
 /// 1. Frames that are not IP pass (ARP must work for pods to work).
 /// 2. The interface must be a known endpoint, else drop (fail closed).
 /// 3. A packet that does not parse is dropped (`STAT_DROP_MALFORMED`), and so is an
@@ -155,21 +164,22 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///     this direction (`AUDIT_*`): then it passes as a would-drop
 ///     (`STAT_ALLOW_AUDIT`), tracked with `CT_FLAG_AUDIT` and its audit deny slot.
 ///
-/// Along the way `facts` collects what the last step counts and reports.
+/// Along the way `facts` collects what the last step counts and reports; `at` is
+/// where the packet is, which way it goes and its bank.
 #[inline(always)]
-fn decide(ctx: &TcContext, facts: &mut Facts) -> Result<u32, u32> {
-    let ifindex = facts.ifindex;
+fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> {
+    let (ifindex, bank) = (at.ifindex, u32::from(at.bank));
     let Some(l3) = parse::l3(ctx)? else {
         return Ok(STAT_ALLOW_NON_IP);
     };
     facts.ipv6 = matches!(l3, parse::L3::Ipv6);
-    let endpoint = maps::endpoint(facts.bank, ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
+    let endpoint = maps::endpoint(bank, ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
     facts.endpoint_id = endpoint.endpoint_id;
     let packet = parse::packet(ctx, l3)?;
     facts.parsed(&packet);
-    if facts.direction == DIRECTION_EGRESS {
+    if at.direction == DIRECTION_EGRESS {
         let (saddr, ipv6) = packet.source();
-        check_source(facts.bank, ifindex, saddr, ipv6)?;
+        check_source(bank, ifindex, saddr, ipv6)?;
     }
     // Borrowed, not moved out: a moved copy's padding let LLVM store part of a
     // spilled pointer, which the verifier rejects.
@@ -177,16 +187,16 @@ fn decide(ctx: &TcContext, facts: &mut Facts) -> Result<u32, u32> {
         Packet::OnLinkControl(_) => return Ok(STAT_ALLOW_NON_IP),
         Packet::Flow(flow) => flow,
     };
-    if facts.direction == DIRECTION_INGRESS {
+    if at.direction == DIRECTION_INGRESS {
         let mark = service::take_marks(ctx);
         if mark & MARK_DEFERRED_EGRESS != 0 {
-            service::deferred_egress(ctx, facts, flow)?;
+            service::deferred_egress(ctx, facts, bank, flow)?;
         }
-        decide_flow(ctx, facts, &endpoint, flow, mark).map(|(stat, _)| stat)
+        decide_flow(ctx, facts, at, &endpoint, flow, mark).map(|(stat, _)| stat)
     } else {
-        let (stat, reply) = decide_flow(ctx, facts, &endpoint, flow, 0)?;
+        let (stat, reply) = decide_flow(ctx, facts, at, &endpoint, flow, 0)?;
         if reply {
-            service::verify_reply(ctx, facts.bank, flow);
+            service::verify_reply(ctx, bank, flow);
         }
         Ok(stat)
     }
@@ -216,12 +226,13 @@ fn check_source(bank: u32, ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result
 fn decide_flow(
     ctx: &TcContext,
     facts: &mut Facts,
+    at: ct::Site,
     endpoint: &EndpointInfo,
     flow: &Flow,
     mark: u32,
 ) -> Result<(u32, bool), u32> {
-    let (ifindex, direction) = (facts.ifindex, facts.direction);
-    if flow.quote_at != 0 && ct::related(ctx, ct::Site::of(facts), flow, endpoint.flags) {
+    let (ifindex, direction, bank) = (at.ifindex, at.direction, u32::from(at.bank));
+    if flow.quote_at != 0 && ct::related(ctx, at, flow, endpoint.flags) {
         return Ok((STAT_ALLOW_RELATED, false));
     }
     if let Some(hit) = ct::lookup(ifindex, direction, flow) {
@@ -258,7 +269,7 @@ fn decide_flow(
     } else {
         &flow.daddr
     };
-    let peer = maps::peer(facts.bank, flow.ipv6, remote);
+    let peer = maps::peer(bank, flow.ipv6, remote);
     if direction == DIRECTION_INGRESS && peer.flags & PEER_FLAG_NODE != 0 {
         ct::track(ifindex, direction, flow, NO_COUNTER, 0);
         return Ok((STAT_ALLOW_NODE, false));
@@ -266,7 +277,6 @@ fn decide_flow(
     if direction == DIRECTION_EGRESS && peer.flags & PEER_FLAG_SERVICE != 0 {
         return Ok((service::defer(ctx, ifindex, flow, true), false));
     }
-    let bank = facts.bank;
     if let Some(allowed) = maps::policy(bank, endpoint.endpoint_id, peer.class_id, direction, flow)
     {
         ct::track(ifindex, direction, flow, allowed.rule_slot, 0);

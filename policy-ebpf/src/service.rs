@@ -67,7 +67,7 @@ pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> 
 }
 
 /// Decides the source pod's deferred egress for a marked packet at the destination,
-/// on the translated (backend) address and port:
+/// on the translated (backend) address and port, with the packet's `bank`:
 /// 1. the source must be a local pod (`ENDPOINT_ADDRS`), else
 ///    `STAT_DROP_DEFERRED_UNKNOWN_SOURCE` (e.g. the node masqueraded it);
 /// 2. a flow already tracked for egress at the source's interface passes, refreshes
@@ -93,8 +93,12 @@ pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> 
 /// Trusting `ENDPOINT_ADDRS[saddr]` is sound because the source's own egress
 /// classifier dropped any packet whose source is not one of its addresses.
 #[inline(always)]
-pub(crate) fn deferred_egress(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> Result<(), u32> {
-    let bank = facts.bank;
+pub(crate) fn deferred_egress(
+    ctx: &TcContext,
+    facts: &mut Facts,
+    bank: u32,
+    flow: &Flow,
+) -> Result<(), u32> {
     let source_if =
         maps::endpoint_ifindex(bank, &flow.saddr).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
     let source = maps::endpoint(bank, source_if).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;

@@ -80,8 +80,10 @@ impl Datapath {
     /// slots (from `state.json`, or, without a usable one, all counted as used so
     /// each one handed out is zeroed). Neither `ACTIVE` nor any bank entry is
     /// written until the first `apply`. Otherwise removes whatever is left under
-    /// `pin_dir` and loads and pins a fresh datapath. The calling thread must be in
-    /// the network namespace of the pinned links' interfaces.
+    /// `pin_dir` and loads and pins a fresh datapath. Links are adopted through
+    /// their pins, so any network namespace will do; `attach` afterwards needs the
+    /// interfaces' one. Capacities (`options`) apply to a fresh load only: adopted
+    /// maps keep the sizes they were pinned with.
     pub fn open_pinned(
         object: &Path,
         options: &LoadOptions,
