@@ -88,20 +88,25 @@ fn api_server_changes_reach_the_kernel_and_interrupted_watches_converge() {
         &[("web", "db", true), ("other", "db", true)],
     );
 
-    // The API server goes away: enforcement stays, readiness says stale.
+    node.api
+        .update_value(namespace_json("prod", &[("team", "c")]));
+    node.expect("namespace relabelled team=c", &[("web", "db", false)]);
+
+    // The API server goes away: enforcement stays, readiness says stale. The
+    // policy is deleted meanwhile; that arrives once the server is back.
     node.api.set_unavailable(true);
     harness::eventually(
         "readiness reports the stale source",
         Duration::from_secs(20),
         || matches!(agent.get("/readyz"), Some((503, body)) if body.contains("stale")),
     );
-    node.expect(
-        "last state kept while the API server is gone",
-        &[("web", "db", true)],
-    );
-    node.api.set_unavailable(false);
     node.api
         .delete::<k8s_openapi::api::networking::v1::NetworkPolicy>("prod", "db-from-web");
+    node.expect(
+        "last state kept while the API server is gone",
+        &[("web", "db", false), ("db", "web", true)],
+    );
+    node.api.set_unavailable(false);
     harness::eventually(
         "ready again after the API server is back",
         Duration::from_secs(60),
@@ -116,18 +121,25 @@ fn api_server_changes_reach_the_kernel_and_interrupted_watches_converge() {
         .get("/metrics")
         .unwrap_or_else(|| panic!("no /metrics"));
     assert_eq!(status, 200);
-    for family in [
+    for line in [
         "podwall_endpoints 3",
-        "podwall_map_entries",
-        "podwall_map_capacity",
-        "podwall_sync_duration_seconds",
-        "podwall_programming_latency_seconds",
+        "podwall_ready 1",
+        "podwall_source_stale 0",
+        "podwall_map_entries{map=\"POLICY\"}",
+        "podwall_map_capacity{map=\"POLICY\"}",
         "podwall_errors_total",
     ] {
-        assert!(
-            metrics.contains(family),
-            "/metrics lacks {family}:\n{metrics}"
-        );
+        assert!(metrics.contains(line), "/metrics lacks {line}:\n{metrics}");
+    }
+    for histogram in [
+        "podwall_sync_duration_seconds_count",
+        "podwall_programming_latency_seconds_count",
+    ] {
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(histogram)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("/metrics lacks {histogram}:\n{metrics}"));
+        assert!(count > 0, "{histogram} is 0: nothing was timed");
     }
     assert!(agent.terminate(), "policy-agent run exits 0 on SIGTERM");
 }
@@ -168,6 +180,9 @@ fn a_new_pod_is_isolated_from_its_first_packet_until_the_agent_knows_it() {
             ("web", "late-db", false),
             ("other", "late-db", false),
             ("web", "late-open", false),
+            // Its own packets are dropped too: no address is known as its yet
+            // (source validation), whatever policies say.
+            ("late-db", "web", false),
         ],
     );
     // ... and once the addresses arrive, each pod gets its own verdicts.
@@ -179,6 +194,7 @@ fn a_new_pod_is_isolated_from_its_first_packet_until_the_agent_knows_it() {
             ("web", "late-db", true),
             ("other", "late-db", false),
             ("other", "late-open", true),
+            ("late-db", "web", true),
         ],
     );
     drop(agent);

@@ -33,7 +33,7 @@ const UPDATES: usize = 300;
 const UPDATE_GAP: Duration = Duration::from_millis(15);
 /// How long a probe waits for its connection; a dropped SYN is retried by the
 /// kernel only after a second, so one probe is one verdict.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 /// The port every pod listens on.
 const PORT: u16 = 80;
 /// App labels pods move between.
@@ -348,7 +348,7 @@ fn probes_never_see_a_verdict_that_both_states_of_an_update_disagree_with() {
     // The churn must have exercised both outcomes many times, or the test shows
     // nothing.
     assert!(
-        allowed >= 100 && denied >= 100,
+        allowed >= 100 && denied >= 50,
         "too few of one outcome: {allowed} allowed, {denied} denied"
     );
 }

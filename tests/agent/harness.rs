@@ -44,6 +44,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// A lab node with its API server.
 pub struct Node {
+    /// One node at a time: agents loading BPF next to probes with short timeouts
+    /// would make each other's timings.
+    _serial: std::sync::MutexGuard<'static, ()>,
     /// The pods' namespaces and veths.
     pub net: LabNetwork,
     /// The stand-in API server, inside the node namespace.
@@ -93,6 +96,8 @@ impl Node {
     /// on `TCP_PORT` and echoing on `UDP_PORT`), with the pods in `later` not wired
     /// yet, and the API server; no objects yet.
     pub fn up(pods: &[(&str, &str)], later: &[&str]) -> Self {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = ClusterState::default();
         for (name, app) in pods {
             let pod = builders::pod(NAMESPACE, name)
@@ -126,6 +131,7 @@ impl Node {
             .map(|(name, app)| (name.to_string(), pod_json(name, app)))
             .collect();
         Node {
+            _serial: serial,
             net,
             api,
             kubeconfig,

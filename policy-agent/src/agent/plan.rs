@@ -22,7 +22,8 @@
 //!    recreated under a new index);
 //! 7. a pending interface's entry: isolated for direction d iff some policy
 //!    applies for d to some pod scheduled here that is not mapped yet (no address
-//!    yet, no route yet, contested); audit-only for d iff every such pod isolated
+//!    yet, no route yet, contested) and has not finished (Succeeded or Failed: it
+//!    will never own an interface again); audit-only for d iff every such pod isolated
 //!    for d is isolated only by audit-mode policies (`isolation::isolating`). Its
 //!    endpoint id has no `POLICY` entries, so what isolates it drops everything in
 //!    that direction except what never meets policy (node ingress, ND/MLD).
@@ -77,6 +78,9 @@ pub struct Plan {
     /// Pending interfaces and their entry (rules 5, 7): `apply`'s
     /// `extra_endpoints`.
     pub pending: BTreeMap<u32, EndpointEntry>,
+    /// The entry any pending interface gets now (rule 7), also for one that
+    /// appears before the next plan.
+    pub pending_entry: EndpointEntry,
 }
 
 /// Rule 1: whether `pod` is scheduled to `node_name` on the pod network.
@@ -161,6 +165,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     // Rules 5-7.
     let mapped: BTreeSet<u32> = out.interfaces.values().copied().collect();
     let entry = pending_entry(input, &out.interfaces);
+    out.pending_entry = entry;
     out.pending = input
         .candidates
         .keys()
@@ -177,10 +182,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 /// Rule 7: the entry of every pending interface.
 fn pending_entry(input: &PlanInput<'_>, interfaces: &BTreeMap<ObjectRef, u32>) -> EndpointEntry {
     let policies = || input.state.policies.values().map(|policy| ((), policy));
-    let waiting =
-        input.state.pods.values().filter(|pod| {
-            scheduled_here(pod, input.node_name) && !interfaces.contains_key(&pod.key)
-        });
+    let waiting = input.state.pods.values().filter(|pod| {
+        scheduled_here(pod, input.node_name) && !pod.finished && !interfaces.contains_key(&pod.key)
+    });
     let (mut ingress, mut egress) = (Isolation::default(), Isolation::default());
     for pod in waiting {
         ingress.add(isolating(policies(), pod, Direction::Ingress));

@@ -11,7 +11,7 @@ use super::{
     http::{self, HttpError},
     metrics::Metrics,
     startup::{self, StartupError},
-    sync::{self, SyncConfig, SyncError, Syncer},
+    sync::{self, SyncConfig, Syncer},
 };
 use crate::{
     dataplane::{self, Adoption, Datapath, DataplaneError, LoadOptions},
@@ -66,15 +66,6 @@ pub enum RunError {
     /// No bpffs where the pins go.
     #[error("bpffs is not mounted at {0}: the pins that keep pods enforced across restarts live there; mount it on the host (`mount -t bpf bpf /sys/fs/bpf`) and give the agent a hostPath volume of it")]
     NoBpffs(PathBuf),
-}
-
-impl From<SyncError> for RunError {
-    fn from(error: SyncError) -> Self {
-        match error {
-            SyncError::Node(e) => RunError::Node(e),
-            SyncError::Dataplane(e) => RunError::Dataplane(e),
-        }
-    }
 }
 
 /// The pin directory of `instance`: `/sys/fs/bpf/podwall/v{ABI}/<instance>`.
@@ -133,7 +124,8 @@ pub async fn run(
         datapath,
         metrics,
         health,
-    )?;
+        links.known(),
+    );
     tracing::info!(node = %options.node_name, "watching the API server");
     sync::run(syncer, watch.receiver(), links, shutdown).await;
     let _ = stop_http.send(());

@@ -1,8 +1,15 @@
 //! The sync loop of `policy-agent run`: source snapshots and link events in, a
-//! programmed datapath out. Each pass plans from data (`plan`), compiles for the
-//! local pods, writes the tables (one bank flip: the old state enforces until the
-//! new one is whole) and only then attaches new interfaces, so no packet meets a
-//! classifier before its interface has an entry.
+//! programmed datapath out.
+//!
+//! - A *pass* plans from data (`plan`), compiles for the local pods, writes the
+//!   tables (one bank flip: the old state enforces until the new one is whole) and
+//!   only then attaches new interfaces, so no packet meets a classifier before its
+//!   interface has an entry.
+//! - A new interface whose name marks it as a pod veth does not wait for a pass: it
+//!   gets a pending entry on top of the last tables written and is attached at
+//!   once (`attach_new`), also while passes fail. Before this agent's first pass
+//!   (adopted pins, source not synced) the first pass attaches it.
+//! - A failed pass leaves the previous state enforcing and is retried with backoff.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -12,23 +19,31 @@ use std::{
 };
 
 use policy_common::endpoint::PENDING_ENDPOINT_ID;
+use tokio::time::MissedTickBehavior;
 
 use super::{
     health::Health,
-    metrics::{MapUsageSample, Metrics},
+    metrics::Metrics,
     plan::{self, PlanInput},
 };
 use crate::{
     dataplane::{Datapath, DataplaneError, InterfaceIndex},
-    model::ClusterState,
+    model::{ClusterState, ObjectRef},
     node::{LinkEvent, LinkWatch, NodeError, RouteResolver},
-    policy::{compiler::compile, tables::DatapathTables},
+    policy::{
+        compiler::compile,
+        tables::{DatapathTables, EndpointEntry},
+    },
     source::kube::SourceSnapshot,
 };
 
-/// How often the loop wakes without news: retries pods still without a route and
-/// keeps `/healthz` fresh.
+/// How often the loop wakes without news: refreshes counters, keeps `/healthz`
+/// fresh and retries what is left to do.
 const TICK: Duration = Duration::from_secs(1);
+/// The longest wait between retries of a failing pass.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// How often the per-policy counters are read without a pass.
+const COUNTERS_EVERY: Duration = Duration::from_secs(5);
 
 /// What can stop one sync pass. The loop logs it, counts it and keeps enforcing
 /// what the maps hold.
@@ -37,7 +52,7 @@ pub enum SyncError {
     /// Reading addresses, routes or links failed.
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// Writing the maps or attaching failed; the previous state stays active.
+    /// Writing the maps failed; the previous state stays active.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
 }
@@ -63,64 +78,121 @@ pub struct SyncConfig {
     pub interface_prefixes: Vec<String>,
 }
 
+/// What the last successful write put in the maps: what `attach_new` writes again
+/// with one more pending interface.
+struct Written {
+    tables: DatapathTables,
+    interfaces: BTreeMap<ObjectRef, InterfaceIndex>,
+    pending: BTreeMap<InterfaceIndex, EndpointEntry>,
+    /// The entry a new pending interface gets (the last pass's rule 7).
+    pending_entry: EndpointEntry,
+}
+
 /// The loop's state between passes.
 pub struct Syncer {
     config: SyncConfig,
     datapath: Datapath,
-    routes: RouteResolver,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     /// Links of this namespace, by index (from the link watch).
     links: BTreeMap<InterfaceIndex, String>,
-    /// Conversion errors already counted and logged.
+    /// Conversion errors counted and logged, while they last.
     reported: BTreeSet<String>,
     /// The newest source change already counted in the latency histogram.
     last_change: Option<Instant>,
-    /// Something is left to do on the next tick (unmapped pods, a failed pass).
-    retry: bool,
+    /// The last successful write.
+    written: Option<Written>,
+    /// Something is left to do (unmapped pods, a failed pass): when to retry.
+    retry_at: Option<Instant>,
+    /// Passes failed in a row (for the retry backoff).
+    failures: u32,
+    /// When the counters were last read into the metrics.
+    counters_read: Instant,
 }
 
 impl Syncer {
     /// A loop over `datapath` (loaded or adopted), reporting to `metrics` and
-    /// `health`.
+    /// `health`, knowing the links `links` (the link watch's initial view).
     pub fn new(
         config: SyncConfig,
         datapath: Datapath,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
-    ) -> Result<Self, SyncError> {
-        Ok(Self {
+        links: &BTreeMap<InterfaceIndex, String>,
+    ) -> Self {
+        Self {
             config,
             datapath,
-            routes: RouteResolver::open()?,
             metrics,
             health,
-            links: BTreeMap::new(),
+            links: links.clone(),
             reported: BTreeSet::new(),
             last_change: None,
-            retry: true,
-        })
-    }
-
-    /// Records a link event; true when it concerns an interface the loop cares
-    /// about (a candidate by name, or one with programs).
-    pub fn link_event(&mut self, event: LinkEvent) -> bool {
-        let (index, name, added) = match event {
-            LinkEvent::Added(link) => (link.index, link.name, true),
-            LinkEvent::Removed(link) => (link.index, link.name, false),
-        };
-        if added {
-            self.links.insert(index, name.clone());
-        } else {
-            self.links.remove(&index);
+            written: None,
+            retry_at: Some(Instant::now()),
+            failures: 0,
+            counters_read: Instant::now(),
         }
-        plan::matches_prefix(&name, &self.config.interface_prefixes)
-            || self.datapath.attached_interfaces().any(|i| i == index)
     }
 
-    /// Whether the next tick should run a pass even without news.
+    /// Records a link event. Returns whether a pass is needed: a link with programs
+    /// went away. A new pod veth is attached here as pending; the pass that maps it
+    /// to its pod comes with the pod's address (or the retry of unmapped pods).
+    pub fn link_event(&mut self, event: LinkEvent) -> bool {
+        match event {
+            LinkEvent::Added(link) => {
+                let candidate = plan::matches_prefix(&link.name, &self.config.interface_prefixes);
+                self.links.insert(link.index, link.name);
+                if candidate {
+                    self.attach_new(link.index);
+                }
+                false
+            }
+            LinkEvent::Removed(link) => {
+                self.links.remove(&link.index);
+                self.datapath.attached_interfaces().any(|i| i == link.index)
+            }
+        }
+    }
+
+    /// Attaches a new pod veth at once, before any pass: the last tables written
+    /// plus a pending entry for it (isolated both ways before the first pass).
+    fn attach_new(&mut self, index: InterfaceIndex) {
+        if self.datapath.attached_interfaces().any(|i| i == index) {
+            return;
+        }
+        // Before this agent's first pass (an adopted datapath, a source not synced
+        // yet) it knows no tables to write beside the entry: the first pass attaches.
+        let Some(written) = &self.written else {
+            tracing::debug!(
+                ifindex = index,
+                "new interface before the first pass; the first pass attaches it"
+            );
+            return;
+        };
+        let mut pending = written.pending.clone();
+        pending.insert(index, written.pending_entry);
+        pending.retain(|i, _| self.links.contains_key(i));
+        match self
+            .datapath
+            .apply(&written.tables, &written.interfaces, &pending)
+        {
+            Ok(_) => {
+                if let Some(written) = &mut self.written {
+                    written.pending = pending;
+                }
+                self.attach_each(&BTreeSet::from([index]));
+            }
+            Err(error) => {
+                tracing::warn!(%error, ifindex = index, "cannot add a pending entry; the next pass attaches it");
+                self.metrics.error(error.kind());
+            }
+        }
+    }
+
+    /// Whether a retry is due.
     pub fn wants_retry(&self) -> bool {
-        self.retry
+        self.retry_at.is_some_and(|at| Instant::now() >= at)
     }
 
     /// One pass: make the datapath enforce `snapshot`. Before the initial lists
@@ -136,19 +208,44 @@ impl Syncer {
         self.metrics.set_stale(snapshot.stale);
         self.report_conversion_errors(snapshot);
         if !snapshot.synced {
+            self.retry_at = None;
+            self.publish_readiness();
             return Ok(());
         }
-        self.retry = true;
+        match self.pass(snapshot) {
+            Ok(left) => {
+                self.failures = 0;
+                self.retry_at = left.then(|| Instant::now() + TICK);
+                self.publish_readiness();
+                Ok(())
+            }
+            Err(error) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay = TICK.saturating_mul(1 << self.failures.min(5));
+                self.retry_at = Some(Instant::now() + delay.min(MAX_RETRY_DELAY));
+                self.health.set_programmed(false);
+                self.publish_readiness();
+                Err(error)
+            }
+        }
+    }
+
+    /// The work of one pass; true when something is left for a retry.
+    fn pass(&mut self, snapshot: &SourceSnapshot) -> Result<bool, SyncError> {
         let started = Instant::now();
-        let state: ClusterState = if self.config.audit {
-            (*snapshot.state).clone().with_every_policy_in_audit()
+        let audited;
+        let state: &ClusterState = if self.config.audit {
+            audited = (*snapshot.state).clone().with_every_policy_in_audit();
+            &audited
         } else {
-            (*snapshot.state).clone()
+            &snapshot.state
         };
         let node_addresses = crate::node::node_addresses()?;
+        // A resolver per pass: it caches neighbours and the bridge FDB.
+        let mut resolver = RouteResolver::open()?;
         let mut routes: BTreeMap<IpAddr, u32> = BTreeMap::new();
-        for ip in plan::local_addresses(&state, &self.config.node_name) {
-            if let Some(index) = self.routes.resolve(ip)? {
+        for ip in plan::local_addresses(state, &self.config.node_name) {
+            if let Some(index) = resolver.resolve(ip)? {
                 routes.insert(ip, index);
             }
         }
@@ -160,47 +257,42 @@ impl Syncer {
             .map(|(index, name)| (*index, name.clone()))
             .collect();
         let plan = plan::plan(&PlanInput {
-            state: &state,
+            state,
             node_name: &self.config.node_name,
             routes: &routes,
             attached: &attached,
             candidates: &candidates,
             pending_endpoint_id: PENDING_ENDPOINT_ID,
         });
-        let tables = compile(&state, &node_addresses, |pod| {
+        let tables = compile(state, &node_addresses, |pod| {
             plan.interfaces.contains_key(&pod.key)
         });
         for diagnostic in &tables.diagnostics {
             tracing::warn!(%diagnostic, "not enforced exactly; the affected pods fail closed");
         }
-        for index in &plan.detach {
-            self.datapath.detach(*index)?;
-        }
         let report = self
             .datapath
             .apply(&tables, &plan.interfaces, &plan.pending)?;
-        for index in &plan.attach {
-            let Some(name) = self.interface_name(*index)? else {
-                continue; // gone since the plan: the next pass detaches it
-            };
-            let attached = self.datapath.attach(&name)?;
-            if attached != *index {
-                tracing::warn!(interface = %name, planned = index, found = attached, "interface recreated while attaching; the next pass fixes it");
-            }
-        }
-        self.health.set_programmed(true);
-        self.health.set_pods_without_programs(plan.unmapped.len());
-        self.metrics.set_endpoints(plan.interfaces.len());
-        self.metrics.set_policies(state.policies.len());
-        self.record_maps(&tables)?;
-        self.metrics.record_sync(started.elapsed());
         if let Some(changed) = snapshot.changed {
             if self.last_change != Some(changed) {
                 self.metrics.record_programmed(changed.elapsed());
                 self.last_change = Some(changed);
             }
         }
-        self.retry = !plan.unmapped.is_empty() || !plan.contested.is_empty();
+        // Detach only once the entries of what is gone are gone too.
+        for index in &plan.detach {
+            if let Err(error) = self.datapath.detach(*index) {
+                tracing::warn!(%error, ifindex = index, "detach failed; retried next pass");
+                self.metrics.error(error.kind());
+            }
+        }
+        let missing = self.attach_each(&plan.attach);
+        self.health.set_programmed(true);
+        self.health
+            .set_pods_without_programs(plan.unmapped.len() + missing);
+        self.metrics.set_endpoints(plan.interfaces.len());
+        self.metrics.set_policies(state.policies.len());
+        self.metrics.record_sync(started.elapsed());
         tracing::info!(
             endpoints = plan.interfaces.len(),
             pending = plan.pending.len(),
@@ -211,43 +303,86 @@ impl Syncer {
             took_ms = started.elapsed().as_secs_f64() * 1e3,
             "programmed"
         );
-        Ok(())
+        let left = !plan.unmapped.is_empty() || !plan.contested.is_empty() || missing > 0;
+        self.written = Some(Written {
+            tables,
+            interfaces: plan.interfaces,
+            pending: plan.pending,
+            pending_entry: plan.pending_entry,
+        });
+        self.refresh_counters();
+        Ok(left)
     }
 
-    /// The name of interface `index` now, from the link watch or the kernel.
-    fn interface_name(&self, index: InterfaceIndex) -> Result<Option<String>, SyncError> {
-        match self.links.get(&index) {
-            Some(name) => Ok(Some(name.clone())),
-            None => Ok(crate::node::interface_name(index)?),
+    /// Attaches each of `indexes`, one failure not stopping the others; how many
+    /// could not be attached (gone meanwhile, or refused: counted and logged).
+    fn attach_each(&mut self, indexes: &BTreeSet<InterfaceIndex>) -> usize {
+        let mut missing = 0;
+        for index in indexes {
+            let name = match self.links.get(index) {
+                Some(name) => Some(name.clone()),
+                None => crate::node::interface_name(*index).ok().flatten(),
+            };
+            let Some(name) = name else {
+                missing += 1; // gone since the plan: the next pass forgets it
+                continue;
+            };
+            match self.datapath.attach(&name) {
+                Ok(found) if found == *index => {}
+                Ok(found) => {
+                    tracing::warn!(interface = %name, planned = index, found, "interface recreated while attaching; the next pass fixes it");
+                    missing += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, interface = %name, "attach failed; retried next pass");
+                    self.metrics.error(error.kind());
+                    missing += 1;
+                }
+            }
         }
+        missing
     }
 
-    /// Map use and per-policy traffic into the metrics.
-    fn record_maps(&mut self, tables: &DatapathTables) -> Result<(), SyncError> {
+    /// Per-map use and per-policy traffic into the metrics (after each pass and
+    /// every `COUNTERS_EVERY`, so the counters move while the cluster is quiet).
+    pub fn refresh_counters(&mut self) {
+        self.counters_read = Instant::now();
         let usage = self.datapath.map_usage();
-        let samples: Vec<MapUsageSample<'_>> = usage
+        let samples: Vec<(&str, usize, u32)> = usage
             .iter()
             .map(|u| (u.map, u.entries, u.capacity))
             .collect();
         self.metrics.set_map_usage(&samples);
-        let counters = self.datapath.policy_counters(tables)?;
-        self.metrics.set_policy_traffic(&counters);
-        Ok(())
-    }
-
-    /// Logs and counts each conversion error once.
-    fn report_conversion_errors(&mut self, snapshot: &SourceSnapshot) {
-        for error in &snapshot.conversion_errors {
-            if self.reported.insert(error.clone()) {
-                tracing::error!(%error, "object cannot be converted; the pods it may select fail closed");
-                self.metrics.error("policy_conversion");
+        let Some(written) = &self.written else {
+            return;
+        };
+        match self.datapath.policy_counters(&written.tables) {
+            Ok(counters) => self.metrics.set_policy_traffic(&counters),
+            Err(error) => {
+                tracing::warn!(%error, "reading the policy counters");
+                self.metrics.error(error.kind());
             }
         }
+    }
+
+    /// `podwall_ready` follows `/readyz`.
+    fn publish_readiness(&self) {
+        self.metrics.set_ready(self.health.readiness().is_ok());
+    }
+
+    /// Logs and counts each conversion error once while it lasts.
+    fn report_conversion_errors(&mut self, snapshot: &SourceSnapshot) {
+        let current: BTreeSet<String> = snapshot.conversion_errors.iter().cloned().collect();
+        for error in current.difference(&self.reported) {
+            tracing::error!(%error, "object cannot be converted; the pods it may select fail closed");
+            self.metrics.error("conversion");
+        }
+        self.reported = current;
     }
 }
 
 /// Runs passes until `shutdown` completes: on every source change, on link events
-/// that concern pod interfaces, and on ticks while something is left to do.
+/// that concern pod interfaces, and on ticks when a retry is due.
 pub async fn run(
     mut syncer: Syncer,
     mut snapshots: tokio::sync::watch::Receiver<SourceSnapshot>,
@@ -256,6 +391,7 @@ pub async fn run(
 ) {
     tokio::pin!(shutdown);
     let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut source_open = true;
     loop {
         let run_pass = tokio::select! {
@@ -272,11 +408,15 @@ pub async fn run(
                 Err(error) => {
                     tracing::warn!(%error, "link watch");
                     syncer.metrics.error(error.kind());
+                    tokio::time::sleep(TICK).await;
                     false
                 }
             },
             _ = ticker.tick() => {
                 syncer.health.tick();
+                if syncer.counters_read.elapsed() >= COUNTERS_EVERY {
+                    syncer.refresh_counters();
+                }
                 syncer.wants_retry()
             }
         };
@@ -287,7 +427,6 @@ pub async fn run(
         if let Err(error) = syncer.sync(&snapshot) {
             tracing::error!(%error, kind = error.kind(), "sync failed; the previous state keeps enforcing");
             syncer.metrics.error(error.kind());
-            syncer.health.set_programmed(false);
         }
     }
     tracing::info!("stopping; the pinned datapath keeps enforcing");

@@ -78,22 +78,18 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let shutdown = async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(term) => term,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot listen for SIGTERM; stop with SIGINT");
-                        let _ = tokio::signal::ctrl_c().await;
-                        return;
-                    }
-                };
+        // Listening from the start: a SIGTERM during start-up (loading, adopting)
+        // ends the agent cleanly instead of killing it half way.
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        let shutdown = async move {
+            let mut term = term;
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
         };
-        run(options, shutdown).await
+        run(options, shutdown).await.map_err(anyhow::Error::from)
     })?;
     Ok(())
 }

@@ -53,6 +53,7 @@ pub fn pod(namespace: &str, name: &str) -> PodBuilder {
         ips: Vec::new(),
         node_name: None,
         host_network: false,
+        finished: false,
         ports: Vec::new(),
     })
 }

@@ -138,6 +138,9 @@ pub struct Pod {
     pub host_network: bool,
     /// Ports of all containers.
     pub ports: Vec<ContainerPort>,
+    /// `status.phase` is `Succeeded` or `Failed`: its containers have stopped for
+    /// good, it has no addresses, and no new interface can be its.
+    pub finished: bool,
 }
 
 impl Pod {

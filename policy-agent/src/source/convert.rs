@@ -169,6 +169,7 @@ pub fn pod(pod: &core::Pod) -> Result<Pod> {
         node_name: spec.and_then(|spec| spec.node_name.clone()),
         host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
         ports,
+        finished: finished(pod.status.as_ref()),
     })
 }
 
@@ -181,7 +182,7 @@ fn pod_ips(status: Option<&core::PodStatus>) -> Result<Vec<IpAddr>> {
     let Some(status) = status else {
         return Ok(Vec::new());
     };
-    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+    if finished(Some(status)) {
         return Ok(Vec::new());
     }
     match status.pod_ips.as_deref() {
@@ -195,6 +196,11 @@ fn pod_ips(status: Option<&core::PodStatus>) -> Result<Vec<IpAddr>> {
             Some(ip) => Ok(vec![parse_ip(ip, "status.podIP")?]),
         },
     }
+}
+
+/// Whether the pod's phase is `Succeeded` or `Failed`: stopped for good.
+fn finished(status: Option<&core::PodStatus>) -> bool {
+    status.is_some_and(|status| matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")))
 }
 
 /// Converts a Service: selector, cluster IP and ports with their target ports.

@@ -342,6 +342,21 @@ fn host_network_pods_never_make_pending_interfaces_isolated() {
 }
 
 #[test]
+fn finished_pods_never_make_pending_interfaces_isolated() {
+    let mut done = here("done").build();
+    done.finished = true;
+    let state = cluster()
+        .pod(done)
+        .policy(netpol("prod", "deny-all").build())
+        .build();
+    let plan = Case::new(state).candidate(11, "veth11").plan();
+    assert_eq!(
+        plan.pending[&11],
+        pending_entry((false, false), (false, false))
+    );
+}
+
+#[test]
 fn interface_prefixes_match_name_starts_only() {
     let prefixes = ["veth", "cali", "lxc", "pw"];
     for name in ["veth1a2b", "cali12345", "lxc00aa", "pw3"] {

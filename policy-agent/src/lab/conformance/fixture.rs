@@ -77,6 +77,7 @@ pub fn cluster(ports: &[(u16, Protocol)]) -> ClusterState {
             ips: Vec::new(),
             node_name: None,
             host_network: false,
+            finished: false,
             ports: container_ports.clone(),
         };
         state.pods.insert(key, pod);
