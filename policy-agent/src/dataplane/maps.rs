@@ -152,8 +152,9 @@ impl Datapath {
     /// endpoint id of `tables` is not below `PENDING_ENDPOINT_ID`.
     ///
     /// New allow rules get `RULE_COUNTERS` slots (a reused slot is zeroed before
-    /// the flip; a rule keeps its slot across updates, see `slots.rs`), and after
-    /// the flip the deny slots whose isolating policies changed are zeroed. On
+    /// the flip; a rule keeps its slot across updates, see `slots.rs`; the
+    /// assignment is saved for a restart once it is active), and after the flip
+    /// the deny slots whose isolating policies changed are zeroed. On
     /// error nothing flips: the previous state stays active, and the inactive
     /// bank's shadow still matches what was written of it.
     pub fn apply(
@@ -227,11 +228,13 @@ impl Datapath {
             self.zero_counters(RULE_COUNTERS_MAP, &reused)?;
             let target = other(self.active);
             (report.written, report.removed) = self.write_bank(target, &want)?;
-            self.save_slots(&slots);
             self.write_active_bank(target)?;
             self.active = target;
             self.quiesce.start();
             report.bank = target;
+            // Only an assignment that became active is worth keeping across a
+            // restart.
+            self.save_slots(&slots);
         }
         self.rule_slots = slots;
         // The old meanings stay until their changed slots are zeroed: an `apply`
