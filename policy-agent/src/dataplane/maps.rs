@@ -154,9 +154,11 @@ impl Datapath {
     /// New allow rules get `RULE_COUNTERS` slots (a reused slot is zeroed before
     /// the flip; a rule keeps its slot across updates, see `slots.rs`; the
     /// assignment is saved for a restart once it is active), and after the flip
-    /// the deny slots whose isolating policies changed are zeroed. On
-    /// error nothing flips: the previous state stays active, and the inactive
-    /// bank's shadow still matches what was written of it.
+    /// the deny slots whose isolating policies changed are zeroed. On error
+    /// nothing flips: the previous state stays active, and the inactive bank's
+    /// shadow still matches what was written of it. Once the flip is done the
+    /// call succeeds: a deny slot that could not be zeroed is logged and zeroed
+    /// by the next call.
     pub fn apply(
         &mut self,
         tables: &DatapathTables,
@@ -237,12 +239,23 @@ impl Datapath {
             self.save_slots(&slots);
         }
         self.rule_slots = slots;
-        // The old meanings stay until their changed slots are zeroed: an `apply`
-        // that fails here zeroes the same slots next time, not every slot.
+        // The new state is live (or was already): from here on a failure is
+        // logged, never returned, or the caller would take the previous state
+        // for the one enforcing. Deny slots whose zeroing fails are zeroed again
+        // by the next `apply`.
         let meanings = DenyMeanings::of(tables);
-        let changed = self.deny_meanings.changed_slots(&meanings);
-        self.zero_counters(DENY_COUNTERS_MAP, &changed)?;
+        self.deny_zero_owed
+            .extend(self.deny_meanings.changed_slots(&meanings));
         self.deny_meanings = meanings;
+        let owed: Vec<u32> = self.deny_zero_owed.iter().copied().collect();
+        match self.zero_counters(DENY_COUNTERS_MAP, &owed) {
+            Ok(()) => self.deny_zero_owed.clear(),
+            Err(error) => tracing::warn!(
+                %error,
+                slots = owed.len(),
+                "deny counters of changed isolating policies not zeroed (the new state is active); the next apply zeroes them"
+            ),
+        }
         tracing::debug!(
             written = report.written,
             removed = report.removed,
