@@ -127,6 +127,18 @@ pub enum DataplaneError {
         /// `PENDING_ENDPOINT_ID`.
         limit: u32,
     },
+    /// Some maps of a pinned datapath are pinned and some are not: it can be
+    /// neither adopted nor replaced without detaching the links that still
+    /// enforce its last state.
+    #[error("the pinned datapath at {} is incomplete (missing maps: {}); its pinned links keep enforcing its last state and nothing was removed; `policy-agent uninstall --instance {instance}` removes it to start over", dir.display(), missing.join(", "))]
+    IncompletePins {
+        /// The pin directory.
+        dir: PathBuf,
+        /// The instance (the directory's last component).
+        instance: String,
+        /// Maps of `PINNED_MAPS` without a pin.
+        missing: Vec<&'static str>,
+    },
     /// Reading or writing a map entry failed (for example: the map is full).
     #[error("eBPF map {map}: {operation}: {source}")]
     MapOp {
@@ -168,6 +180,7 @@ impl DataplaneError {
             DataplaneError::TooManyRules { .. } => "too_many_rules",
             DataplaneError::BankFull { .. } => "bank_full",
             DataplaneError::EndpointId { .. } => "endpoint_id",
+            DataplaneError::IncompletePins { .. } => "incomplete_pins",
             DataplaneError::Pinned { .. } => "pinned",
             DataplaneError::MapOp { .. } => "map_op",
             DataplaneError::NoInterface { .. } => "no_interface",
