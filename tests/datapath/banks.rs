@@ -10,7 +10,7 @@ use std::{
 };
 
 use policy_agent::{
-    dataplane::{key_address, ApplyReport, BankContent, Hook},
+    dataplane::{key_address, ApplyReport, BankContent, DataplaneError, Hook, LoadOptions},
     model::ObjectRef,
     model::{
         builders::{cluster, netpol, pod, rule, selector},
@@ -18,11 +18,12 @@ use policy_agent::{
     },
     policy::{
         compiler::compile,
-        tables::{Direction, EndpointEntry},
+        tables::{DatapathTables, Direction, EndpointEntry},
     },
 };
 use policy_common::{
     endpoint::{ENDPOINTS_MAX, PENDING_ENDPOINT_ID},
+    peer::PEERS_V4_MAP,
     policy::POLICY_MAX,
 };
 
@@ -30,7 +31,7 @@ use super::{
     addr,
     frames::TCP,
     net::Net,
-    pods::{self, syn, CLIENT_V4, CLIENT_V6, OTHER_V4, OTHER_V6, SERVER_V4, SERVER_V6},
+    pods::{self, syn, CLIENT_V4, CLIENT_V6, OTHER_V4, OTHER_V6, PODS, SERVER_V4, SERVER_V6},
     tables::Tables,
 };
 
@@ -49,6 +50,11 @@ const REMOTE_PODS: u8 = 16;
 /// (`remote-0` as `remote0_role` says), `other` labelled `role=<other_role>`;
 /// policy `x/web` admits `role=client` pods to `app=web` (the server) on TCP 80.
 fn cluster_state(other_role: &str, remote0_role: &str) -> ClusterState {
+    cluster_state_with(other_role, remote0_role, REMOTE_PODS)
+}
+
+/// `cluster_state` with `remote_pods` remote pods.
+fn cluster_state_with(other_role: &str, remote0_role: &str, remote_pods: u8) -> ClusterState {
     let mut state = cluster()
         .pod(
             pod("x", "server")
@@ -82,7 +88,7 @@ fn cluster_state(other_role: &str, remote0_role: &str) -> ClusterState {
                 )
                 .build(),
         );
-    for i in 0..REMOTE_PODS {
+    for i in 0..remote_pods {
         let role = if i == 0 { remote0_role } else { "client" };
         state = state.pod(
             pod("x", &format!("remote-{i}"))
@@ -388,4 +394,94 @@ fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry
         .unwrap_or_else(|e| panic!("apply: {e}"));
     assert!(into_client(&mut net));
     assert!(out_of_client(&mut net));
+}
+
+/// `PEERS_V4` prefixes per bank in the test below: fewer than the large tables
+/// want, but enough for both banks' worth of them in the map as a whole.
+const PEERS_PER_BANK: u32 = 12;
+
+#[test]
+fn tables_that_do_not_fit_one_bank_or_reuse_the_pending_id_are_refused_before_any_write() {
+    let options = LoadOptions {
+        peers_capacity: Some(PEERS_PER_BANK),
+        ..LoadOptions::default()
+    };
+    let mut net = pods::quiet_net(&PODS, &options);
+    let local = |p: &policy_agent::model::Pod| net.pods.iter().any(|n| n.key == p.key);
+    let large = compile(
+        &cluster_state_with("other", "client", REMOTE_PODS),
+        &[],
+        local,
+    );
+    let small = compile(&cluster_state_with("other", "client", 2), &[], local);
+    let v4 = |t: &DatapathTables| t.peers.keys().filter(|p| p.addr().is_ipv4()).count();
+    let per_bank = PEERS_PER_BANK as usize;
+    // The large tables fit the map (both banks' entries) but not one bank.
+    assert!(
+        (per_bank + 1..=2 * per_bank).contains(&v4(&large)),
+        "{} v4 peers",
+        v4(&large)
+    );
+    assert!(small.peers.len() <= per_bank, "{} peers", small.peers.len());
+    let interfaces = net.interfaces.clone();
+    let apply = |net: &mut Net, tables: &DatapathTables| {
+        net.datapath.apply(tables, &interfaces, &BTreeMap::new())
+    };
+    // Nothing written, nothing flipped, the shadows still what the kernel holds.
+    let refused_without_a_trace = |net: &mut Net, active: u32| {
+        assert_eq!(active_in_kernel(net), active);
+        assert_eq!(net.datapath.active_bank(), active);
+        let banks = read_banks(net);
+        assert_eq!(&banks[0], net.datapath.bank_shadow(0));
+        assert_eq!(&banks[1], net.datapath.bank_shadow(1));
+        banks
+    };
+    let too_large = |result: Result<ApplyReport, DataplaneError>| match result {
+        Err(DataplaneError::BankFull {
+            map,
+            entries,
+            capacity,
+        }) => {
+            assert_eq!(
+                (map, entries, capacity),
+                (PEERS_V4_MAP, v4(&large), PEERS_PER_BANK)
+            );
+        }
+        other => panic!("want BankFull for {PEERS_V4_MAP}, got {other:?}"),
+    };
+
+    // On a fresh datapath, whose other bank is empty.
+    too_large(apply(&mut net, &large));
+    let banks = refused_without_a_trace(&mut net, 0);
+    assert_eq!(banks, [BankContent::default(), BankContent::default()]);
+
+    // Tables that fit are applied as ever.
+    assert_eq!(apply(&mut net, &small).map(|r| r.bank).ok(), Some(1));
+    let applied = read_banks(&mut net);
+    assert!(admitted_to_web(&mut net, CLIENT_V4));
+    assert!(!admitted_to_web(&mut net, OTHER_V4));
+
+    // Refused again with a full bank beside it; the state applied goes on.
+    too_large(apply(&mut net, &large));
+    assert_eq!(refused_without_a_trace(&mut net, 1), applied);
+    assert!(admitted_to_web(&mut net, CLIENT_V4));
+
+    // An endpoint id a pending interface carries would hand it the pod's allows.
+    let mut reused = small.clone();
+    let entry = reused
+        .endpoints
+        .values_mut()
+        .next()
+        .unwrap_or_else(|| panic!("no endpoint in the tables"));
+    entry.endpoint_id = PENDING_ENDPOINT_ID;
+    match apply(&mut net, &reused) {
+        Err(DataplaneError::EndpointId {
+            endpoint_id, limit, ..
+        }) => assert_eq!(
+            (endpoint_id, limit),
+            (PENDING_ENDPOINT_ID, PENDING_ENDPOINT_ID)
+        ),
+        other => panic!("want EndpointId, got {other:?}"),
+    }
+    assert_eq!(refused_without_a_trace(&mut net, 1), applied);
 }

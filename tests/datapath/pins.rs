@@ -184,7 +184,7 @@ fn pinned_links_enforce_without_their_datapath_and_a_new_one_adopts_them_without
 }
 
 #[test]
-fn links_of_vanished_interfaces_and_incomplete_pin_sets_are_removed_on_open() {
+fn links_of_vanished_interfaces_are_removed_on_open() {
     let pins = Pins::new();
     let (mut net, _) = Net::up_pinned(&PODS[..2], &pins.0);
     net.apply(&server_admits(&net, 80));
@@ -194,18 +194,81 @@ fn links_of_vanished_interfaces_and_incomplete_pin_sets_are_removed_on_open() {
     let client_host = net.pod("client").host.clone();
     netns::ip_batch(Some(&net.node), &[format!("link del {client_host}")])
         .unwrap_or_else(|e| panic!("link del: {e}"));
-    let (adopted, adoption) = Datapath::open_pinned(&object(), &LoadOptions::default(), &pins.0)
+    let (_adopted, adoption) = Datapath::open_pinned(&object(), &LoadOptions::default(), &pins.0)
         .unwrap_or_else(|e| panic!("adopt: {e}"));
     assert_eq!(adoption, Adoption::Adopted { interfaces: 1 });
     assert_eq!(link_pins(&pins.0), pins_of(&net, &["server"]));
-    drop(adopted);
+}
 
-    // A map pin gone: the rest is removed (links detached) and loaded fresh.
+/// Every path under `dir`, relative to it, sorted.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+            walk(&path, root, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn an_incomplete_pin_set_with_links_is_refused_and_left_enforcing() {
+    let pins = Pins::new();
+    let (mut net, _) = Net::up_pinned(&PODS[..2], &pins.0);
+    net.apply(&server_admits(&net, 80));
+    drop_datapath(&mut net);
+    assert_eq!(reachable(&net), (true, false));
+
+    // A map pin gone while links enforce: refused, nothing removed.
+    std::fs::remove_file(pins.0.join("maps/POLICY")).unwrap_or_else(|e| panic!("rm: {e}"));
+    let before = tree(&pins.0);
+    let instance = pins
+        .0
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_else(|| panic!("pin dir {} has no name", pins.0.display()))
+        .to_string();
+    match Datapath::open_pinned(&object(), &LoadOptions::default(), &pins.0) {
+        Err(error @ dataplane::DataplaneError::IncompletePins { .. }) => {
+            let message = error.to_string();
+            for part in [
+                pins.0.display().to_string(),
+                "POLICY".to_string(),
+                "keep enforcing".to_string(),
+                format!("policy-agent uninstall --instance {instance}"),
+            ] {
+                assert!(message.contains(&part), "{part:?} not in: {message}");
+            }
+            assert_eq!(error.kind(), "incomplete_pins");
+        }
+        Err(other) => panic!("want IncompletePins, got {other}"),
+        Ok((_, adoption)) => panic!("want IncompletePins, got {adoption:?}"),
+    }
+    assert_eq!(tree(&pins.0), before);
+    assert_eq!(link_pins(&pins.0), pins_of(&net, &["server", "client"]));
+    assert_eq!(
+        reachable(&net),
+        (true, false),
+        "the pinned links must go on"
+    );
+
+    // Uninstall starts over: enforcement ends, a fresh load follows.
+    assert_eq!(Datapath::uninstall(&pins.0).ok(), Some(true));
+    assert_eq!(reachable(&net), (true, true));
+    let (fresh, adoption) = Datapath::open_pinned(&object(), &LoadOptions::default(), &pins.0)
+        .unwrap_or_else(|e| panic!("open: {e}"));
+    assert_eq!(adoption, Adoption::Fresh);
+    drop(fresh);
+
+    // Leftovers without links enforce nothing: removed and loaded fresh.
     std::fs::remove_file(pins.0.join("maps/POLICY")).unwrap_or_else(|e| panic!("rm: {e}"));
     let (fresh, adoption) = Datapath::open_pinned(&object(), &LoadOptions::default(), &pins.0)
         .unwrap_or_else(|e| panic!("open: {e}"));
     assert_eq!(adoption, Adoption::Fresh);
-    assert!(link_pins(&pins.0).is_empty());
     assert_eq!(fresh.attached_interfaces().count(), 0);
     assert!(pins.0.join("maps/POLICY").exists());
 }

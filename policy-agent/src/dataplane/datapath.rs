@@ -1,7 +1,10 @@
 //! A loaded `policy-ebpf` object: its classifiers attached to pod interfaces, and
 //! what the datapath knows about its banks (`banks.rs`).
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
 use aya::{
     maps::{Map, MapData},
@@ -71,6 +74,9 @@ pub struct Datapath {
     pub(super) rule_slots: RuleSlots,
     /// What the `DENY_COUNTERS` slots mean since the last `apply`.
     pub(super) deny_meanings: DenyMeanings,
+    /// `DENY_COUNTERS` slots whose meaning changed but whose zeroing failed: the
+    /// next `apply` zeroes them.
+    pub(super) deny_zero_owed: BTreeSet<u32>,
     /// CPUs the kernel may run on: how many values a per-CPU map entry holds.
     pub(super) possible_cpus: usize,
     /// What each bank of the banked maps holds (index = bank), kept equal to the
@@ -163,6 +169,7 @@ impl Datapath {
             ebpf,
             rule_slots: RuleSlots::new(RULE_COUNTERS_MAX),
             deny_meanings: DenyMeanings::default(),
+            deny_zero_owed: BTreeSet::new(),
             possible_cpus,
             shadows: Default::default(),
             active: 0,

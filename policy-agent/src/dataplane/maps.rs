@@ -17,7 +17,10 @@ use policy_common::{
         TrafficCounter, DENY_COUNTERS_MAP, NO_COUNTER, RULE_COUNTERS_MAP, RULE_COUNTERS_MAX,
     },
     ct::{CtKey, CtValue, CONNTRACK_MAP},
-    endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
+    endpoint::{
+        AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP,
+        PENDING_ENDPOINT_ID,
+    },
     peer::{PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_MAP, PEERS_V6_MAP},
     policy::{PolicyKey, PolicyValue, POLICY_MAP},
     verdict::{STATS_LEN, STATS_MAP, STAT_NAMES, STAT_VERDICTS},
@@ -144,11 +147,18 @@ impl Datapath {
     /// come within one grace period. Tables equal to the active bank's content
     /// write and flip nothing.
     ///
+    /// Refused before anything is written (`BankFull`, `EndpointId`) when some
+    /// banked map would hold more entries in one bank than a bank holds, or an
+    /// endpoint id of `tables` is not below `PENDING_ENDPOINT_ID`.
+    ///
     /// New allow rules get `RULE_COUNTERS` slots (a reused slot is zeroed before
-    /// the flip; a rule keeps its slot across updates, see `slots.rs`), and after
-    /// the flip the deny slots whose isolating policies changed are zeroed. On
-    /// error nothing flips: the previous state stays active, and the inactive
-    /// bank's shadow still matches what was written of it.
+    /// the flip; a rule keeps its slot across updates, see `slots.rs`; the
+    /// assignment is saved for a restart once it is active), and after the flip
+    /// the deny slots whose isolating policies changed are zeroed. On error
+    /// nothing flips: the previous state stays active, and the inactive bank's
+    /// shadow still matches what was written of it. Once the flip is done the
+    /// call succeeds: a deny slot that could not be zeroed is logged and zeroed
+    /// by the next call.
     pub fn apply(
         &mut self,
         tables: &DatapathTables,
@@ -163,6 +173,7 @@ impl Datapath {
                     pod: pod.to_string(),
                 })
         };
+        check_endpoint_ids(tables)?;
         let mut want = BankContent::default();
         for (pod, entry) in &tables.endpoints {
             want.endpoints
@@ -206,6 +217,7 @@ impl Datapath {
             })
             .collect();
         (want.peers_v4, want.peers_v6) = keys::peer_keys(&tables.peers);
+        self.check_fits(&want)?;
 
         let mut report = ApplyReport {
             bank: self.active,
@@ -218,19 +230,32 @@ impl Datapath {
             self.zero_counters(RULE_COUNTERS_MAP, &reused)?;
             let target = other(self.active);
             (report.written, report.removed) = self.write_bank(target, &want)?;
-            self.save_slots(&slots);
             self.write_active_bank(target)?;
             self.active = target;
             self.quiesce.start();
             report.bank = target;
+            // Only an assignment that became active is worth keeping across a
+            // restart.
+            self.save_slots(&slots);
         }
         self.rule_slots = slots;
-        // The old meanings stay until their changed slots are zeroed: an `apply`
-        // that fails here zeroes the same slots next time, not every slot.
+        // The new state is live (or was already): from here on a failure is
+        // logged, never returned, or the caller would take the previous state
+        // for the one enforcing. Deny slots whose zeroing fails are zeroed again
+        // by the next `apply`.
         let meanings = DenyMeanings::of(tables);
-        let changed = self.deny_meanings.changed_slots(&meanings);
-        self.zero_counters(DENY_COUNTERS_MAP, &changed)?;
+        self.deny_zero_owed
+            .extend(self.deny_meanings.changed_slots(&meanings));
         self.deny_meanings = meanings;
+        let owed: Vec<u32> = self.deny_zero_owed.iter().copied().collect();
+        match self.zero_counters(DENY_COUNTERS_MAP, &owed) {
+            Ok(()) => self.deny_zero_owed.clear(),
+            Err(error) => tracing::warn!(
+                %error,
+                slots = owed.len(),
+                "deny counters of changed isolating policies not zeroed (the new state is active); the next apply zeroes them"
+            ),
+        }
         tracing::debug!(
             written = report.written,
             removed = report.removed,
@@ -238,6 +263,23 @@ impl Datapath {
             "tables applied"
         );
         Ok(report)
+    }
+
+    /// Refuses `want` if some banked map would hold more entries in one bank than
+    /// a bank holds: the map as a whole would take them while the other bank is
+    /// small, and fail part way once it is not.
+    fn check_fits(&self, want: &BankContent) -> Result<(), DataplaneError> {
+        for (map, entries) in want.entries() {
+            let capacity = self.bank_capacity.get(map).copied().unwrap_or(0);
+            if entries > capacity as usize {
+                return Err(DataplaneError::BankFull {
+                    map,
+                    entries,
+                    capacity,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Entries and per-bank capacity of each banked map (the active bank's
@@ -301,6 +343,32 @@ impl Datapath {
         }
         Ok(Stats { counters })
     }
+}
+
+/// Refuses tables with an endpoint id at or above `PENDING_ENDPOINT_ID`: a pending
+/// interface (that id) would get the allows of its group.
+fn check_endpoint_ids(tables: &DatapathTables) -> Result<(), DataplaneError> {
+    let out_of_range = |endpoint_id: u32, owner: &dyn Fn() -> String| {
+        if endpoint_id >= PENDING_ENDPOINT_ID {
+            Err(DataplaneError::EndpointId {
+                endpoint_id,
+                owner: owner(),
+                limit: PENDING_ENDPOINT_ID,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    for (pod, entry) in &tables.endpoints {
+        out_of_range(entry.endpoint_id, &|| format!("pod {pod}"))?;
+    }
+    for m in tables.policy.keys() {
+        out_of_range(m.endpoint_id, &|| format!("a POLICY entry ({m:?})"))?;
+    }
+    for id in tables.isolation.keys() {
+        out_of_range(*id, &|| "an isolation entry".to_string())?;
+    }
+    Ok(())
 }
 
 /// Per-bank capacity of each banked map in `ebpf`: its `max_entries` in the

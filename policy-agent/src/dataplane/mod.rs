@@ -105,6 +105,40 @@ pub enum DataplaneError {
         /// `RULE_COUNTERS_MAX`.
         capacity: u32,
     },
+    /// The tables want more entries in one bank of a banked map than a bank holds
+    /// (the map holds `BANKS` times as many, but each bank gets only its share).
+    #[error("eBPF map {map}: the tables want {entries} entries, but one bank holds {capacity}; nothing was written, the previous state stays active")]
+    BankFull {
+        /// Map name.
+        map: &'static str,
+        /// Entries the tables want in it.
+        entries: usize,
+        /// Per-bank capacity (`max_entries` over `BANKS`).
+        capacity: u32,
+    },
+    /// An endpoint id of the tables is not below `PENDING_ENDPOINT_ID`: pending
+    /// interfaces, which carry that id, would get its allows.
+    #[error("endpoint id {endpoint_id} of {owner} is not below {limit} (the id of pending interfaces, which would get its allows); nothing was written, the previous state stays active")]
+    EndpointId {
+        /// The offending id.
+        endpoint_id: u32,
+        /// What carries it (a pod, or a `POLICY` or isolation entry).
+        owner: String,
+        /// `PENDING_ENDPOINT_ID`.
+        limit: u32,
+    },
+    /// Some maps of a pinned datapath are pinned and some are not: it can be
+    /// neither adopted nor replaced without detaching the links that still
+    /// enforce its last state.
+    #[error("the pinned datapath at {} is incomplete (missing maps: {}); its pinned links keep enforcing its last state and nothing was removed; `policy-agent uninstall --instance {instance}` removes it to start over", dir.display(), missing.join(", "))]
+    IncompletePins {
+        /// The pin directory.
+        dir: PathBuf,
+        /// The instance (the directory's last component).
+        instance: String,
+        /// Maps of `PINNED_MAPS` without a pin.
+        missing: Vec<&'static str>,
+    },
     /// Reading or writing a map entry failed (for example: the map is full).
     #[error("eBPF map {map}: {operation}: {source}")]
     MapOp {
@@ -144,6 +178,9 @@ impl DataplaneError {
             DataplaneError::Interface { .. } => "interface",
             DataplaneError::Map { .. } => "map",
             DataplaneError::TooManyRules { .. } => "too_many_rules",
+            DataplaneError::BankFull { .. } => "bank_full",
+            DataplaneError::EndpointId { .. } => "endpoint_id",
+            DataplaneError::IncompletePins { .. } => "incomplete_pins",
             DataplaneError::Pinned { .. } => "pinned",
             DataplaneError::MapOp { .. } => "map_op",
             DataplaneError::NoInterface { .. } => "no_interface",

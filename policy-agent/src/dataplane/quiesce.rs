@@ -51,6 +51,8 @@ pub(super) struct Quiesce {
     /// A flip has no completed wait yet (its background wait failed or could not
     /// start): `finish` waits in line.
     pending: bool,
+    /// Makes a waiter when there is none (`Waiter::new`; tests make it fail).
+    make_waiter: fn() -> Result<Waiter, DataplaneError>,
 }
 
 fn map_op(operation: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -93,6 +95,7 @@ impl Quiesce {
             idle: Some(Waiter::new()?),
             running: None,
             pending: false,
+            make_waiter: Waiter::new,
         })
     }
 
@@ -120,7 +123,8 @@ impl Quiesce {
     }
 
     /// Returns once every program run that started before the last `start` has
-    /// ended (at once if that wait already returned).
+    /// ended (at once if that wait already returned). An error leaves the wait
+    /// owed: until a call returns `Ok`, each one waits again.
     pub fn finish(&mut self) -> Result<(), DataplaneError> {
         if let Some(running) = self.running.take() {
             match running.join() {
@@ -131,21 +135,51 @@ impl Quiesce {
                         return Err(error);
                     }
                 }
-                // The thread panicked with the waiter: make a new one.
-                Err(_) => {
-                    self.idle = Some(Waiter::new()?);
-                    self.pending = true;
-                }
+                // The thread panicked with the waiter: the wait is owed before
+                // anything else can fail, and the in-line wait below makes a new
+                // waiter.
+                Err(_) => self.pending = true,
             }
         }
         if self.pending {
             let waiter = match self.idle.as_mut() {
                 Some(waiter) => waiter,
-                None => self.idle.insert(Waiter::new()?),
+                None => self.idle.insert((self.make_waiter)()?),
             };
             waiter.wait()?;
             self.pending = false;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_waiter() -> Result<Waiter, DataplaneError> {
+        Err(DataplaneError::Map {
+            map: QUIESCE_MAP,
+            message: "no waiter in this test".into(),
+        })
+    }
+
+    #[test]
+    fn a_wait_that_panicked_stays_owed_while_no_waiter_can_be_made() {
+        let running: Running = std::thread::spawn(|| panic!("the wait panicked (on purpose)"));
+        let mut quiesce = Quiesce {
+            idle: None,
+            running: Some(running),
+            pending: false,
+            make_waiter: no_waiter,
+        };
+        assert!(quiesce.finish().is_err());
+        // A write after this `finish` would reuse the bank just left with no
+        // grace period over.
+        assert!(
+            quiesce.finish().is_err(),
+            "finish returned Ok without a completed wait"
+        );
+        assert!(quiesce.pending);
     }
 }

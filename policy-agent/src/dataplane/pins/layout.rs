@@ -151,9 +151,24 @@ impl PinLayout {
         self.links_dir().join(format!("{ifindex}-{hook}"))
     }
 
-    /// Every map of `PINNED_MAPS` is pinned.
-    pub(super) fn complete(&self) -> bool {
-        PINNED_MAPS.iter().all(|name| self.map_pin(name).exists())
+    /// The maps of `PINNED_MAPS` without a pin (none: the set is complete).
+    pub(super) fn missing_maps(&self) -> Vec<&'static str> {
+        PINNED_MAPS
+            .into_iter()
+            .filter(|name| !self.map_pin(name).exists())
+            .collect()
+    }
+
+    /// Whether any link is pinned under `links/` (something may be enforcing).
+    pub(super) fn has_links(&self) -> Result<bool, DataplaneError> {
+        Ok(!entries(&self.links_dir())?.is_empty())
+    }
+
+    /// The instance: the pin directory's last component.
+    pub(super) fn instance(&self) -> String {
+        self.dir
+            .file_name()
+            .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
     }
 
     pub(super) fn create_dirs(&self) -> Result<(), DataplaneError> {

@@ -27,8 +27,12 @@
 //! agent always runs its own programs on the old state. It does not write `ACTIVE`
 //! or either bank: enforcement goes on unchanged until the first `apply` flips to
 //! the bank it wrote. It does write `CONFIG` (timeouts, event settings: this
-//! agent's settings, not policy). A map pin set that is incomplete is removed with
-//! everything else under the directory, links included, and loaded fresh.
+//! agent's settings, not policy). A map pin set that is incomplete while links are
+//! pinned is refused (`DataplaneError::IncompletePins`) and left as it is: its
+//! links keep enforcing its last state, where removing them would leave every
+//! pod open (and with nothing at all if the fresh load failed); `uninstall`
+//! removes it. Without link pins nothing enforces, and leftovers are removed
+//! and loaded fresh.
 
 mod layout;
 
@@ -79,8 +83,11 @@ impl Datapath {
     /// set, both banks' shadows and `ACTIVE` as the kernel holds them, and the rule
     /// slots (from `state.json`, or, without a usable one, all counted as used so
     /// each one handed out is zeroed). Neither `ACTIVE` nor any bank entry is
-    /// written until the first `apply`. Otherwise removes whatever is left under
-    /// `pin_dir` and loads and pins a fresh datapath. Links are adopted through
+    /// written until the first `apply`. If some map is missing while links are
+    /// pinned, fails with `IncompletePins` and removes nothing (the links keep
+    /// enforcing; `policy-agent uninstall` starts over). Otherwise removes
+    /// whatever is left under `pin_dir` (no link, so nothing that enforces) and
+    /// loads and pins a fresh datapath. Links are adopted through
     /// their pins, so any network namespace will do; `attach` afterwards needs the
     /// interfaces' one. Capacities (`options`) apply to a fresh load only: adopted
     /// maps keep the sizes they were pinned with.
@@ -90,9 +97,17 @@ impl Datapath {
         pin_dir: &Path,
     ) -> Result<(Datapath, Adoption), DataplaneError> {
         let layout = PinLayout::new(pin_dir);
-        let adopt = layout.complete();
+        let missing = layout.missing_maps();
+        let adopt = missing.is_empty();
+        if !adopt && layout.has_links()? {
+            return Err(DataplaneError::IncompletePins {
+                dir: pin_dir.to_path_buf(),
+                instance: layout.instance(),
+                missing,
+            });
+        }
         if !adopt && layout.remove_all()? {
-            tracing::warn!(pin_dir = %pin_dir.display(), "an incomplete pinned datapath was removed (its links detached)");
+            tracing::warn!(pin_dir = %pin_dir.display(), "the leftovers of an incomplete pinned datapath without links were removed");
         }
         layout.create_dirs()?;
         let mut datapath = Self::load_inner(object, options, Some(layout.clone()))?;
