@@ -20,18 +20,7 @@ use serde_json::json;
 
 /// `db` in `prod` admits TCP 5432 from `app=web` pods only.
 fn db_from_web() -> serde_json::Value {
-    policy_json(
-        "prod",
-        "db-from-web",
-        json!({"matchLabels": {"app": "db"}}),
-        json!({
-            "policyTypes": ["Ingress"],
-            "ingress": [{
-                "from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
-                "ports": [{"protocol": "TCP", "port": 5432}]
-            }]
-        }),
-    )
+    harness::db_from_web(json!([{"protocol": "TCP", "port": harness::TCP_PORT}]))
 }
 
 #[test]

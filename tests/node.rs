@@ -14,6 +14,7 @@ use policy_agent::{
     lab::{
         addresses::{PodAddresses, NODE_V4, NODE_V6},
         netns::{self, in_netns},
+        network::RunGuard,
         topology::{self, Topology},
     },
     model::ObjectRef,
@@ -25,20 +26,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// A lab topology with two pods; its namespaces are deleted on drop.
 struct Lab {
     topology: Topology,
-    run: String,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let prefix = format!("{}-", self.run);
-        let names: Vec<String> = netns::lab_namespaces()
-            .into_iter()
-            .filter(|n| n.starts_with(&prefix))
-            .collect();
-        if let Err(error) = netns::delete(&names) {
-            eprintln!("could not delete {names:?}: {error}; run `policy-agent lab down`");
-        }
-    }
+    _guard: RunGuard,
 }
 
 impl Lab {
@@ -59,16 +47,13 @@ impl Lab {
             (ObjectRef::new("prod", "b"), pod_addresses(3)),
         ]);
         // The guard exists before anything is created, so a failed create cleans up.
-        let mut lab = Lab {
-            topology: Topology {
-                node: String::new(),
-                pods: BTreeMap::new(),
-            },
-            run,
-        };
-        lab.topology = topology::create(&lab.run, &pods, |_| true)
+        let guard = RunGuard::new(&run);
+        let topology = topology::create(&run, &pods, |_| true)
             .unwrap_or_else(|e| panic!("creating the lab: {e}"));
-        lab
+        Lab {
+            topology,
+            _guard: guard,
+        }
     }
 
     fn node(&self) -> &str {

@@ -78,6 +78,22 @@ pub fn policy_json(namespace: &str, name: &str, pod_selector: Value, rest: Value
     })
 }
 
+/// `db` in `NAMESPACE` admits `ports` (JSON port entries) from `app=web` pods only.
+pub fn db_from_web(ports: Value) -> Value {
+    policy_json(
+        NAMESPACE,
+        "db-from-web",
+        json!({"matchLabels": {"app": "db"}}),
+        json!({
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                "ports": ports
+            }]
+        }),
+    )
+}
+
 /// Polls `condition` every 50 ms until it holds; panics naming `what` after
 /// `timeout`.
 pub fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {

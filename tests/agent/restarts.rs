@@ -21,7 +21,7 @@ use policy_agent::{
 };
 use serde_json::json;
 
-use super::harness::{namespace_json, policy_json, Node, NAMESPACE, TCP_PORT, UDP_PORT};
+use super::harness::{db_from_web, namespace_json, Node, NAMESPACE, TCP_PORT, UDP_PORT};
 
 /// Kill and restart rounds.
 const ROUNDS: usize = 8;
@@ -53,18 +53,10 @@ fn kill_9_never_opens_a_denied_flow_and_established_flows_continue() {
     for pod in ["web", "db", "other"] {
         node.create_pod(pod);
     }
-    node.api.create_value(policy_json(
-        NAMESPACE,
-        "db-from-web",
-        json!({"matchLabels": {"app": "db"}}),
-        json!({
-            "policyTypes": ["Ingress"],
-            "ingress": [{
-                "from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
-                "ports": [{"protocol": "TCP", "port": TCP_PORT}, {"protocol": "UDP", "port": UDP_PORT}]
-            }]
-        }),
-    ));
+    node.api.create_value(db_from_web(json!([
+        {"protocol": "TCP", "port": TCP_PORT},
+        {"protocol": "UDP", "port": UDP_PORT}
+    ])));
     let mut agent = node.start_agent("restarts");
     agent.wait_ready(Duration::from_secs(60));
     node.expect(

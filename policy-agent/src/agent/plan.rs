@@ -7,9 +7,8 @@
 //! 1. a pod is *scheduled here* if its `spec.nodeName` is this node and it is not
 //!    `hostNetwork` (such pods share the node's interfaces: never endpoints);
 //! 2. a scheduled pod is *local* (compiled as an endpoint) once it has an address;
-//!    the model keeps no phase, so a finished pod still listed with its address
-//!    counts until the source drops it (then rule 4 keeps it from claiming a
-//!    reused address's interface alone);
+//!    a finished pod (Succeeded or Failed) has no address, so it is never local
+//!    (its old address may already be a new pod's);
 //! 3. a local pod is *mapped* to interface i when every one of its addresses that
 //!    has a pod route (`node::route_interfaces`) leads to i, at least one does,
 //!    and no other pod's addresses lead to i;

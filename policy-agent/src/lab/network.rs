@@ -21,9 +21,19 @@ use crate::model::{ClusterState, ObjectRef, Protocol};
 
 static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
 
-/// Deletes every namespace of one run when dropped.
-struct RunGuard {
+/// Deletes every namespace of one run (`<run>-*`) when dropped: made before
+/// anything is created, so a failed set-up cleans up too.
+pub struct RunGuard {
     run: String,
+}
+
+impl RunGuard {
+    /// A guard over the namespaces named `<run>-*`.
+    pub fn new(run: &str) -> Self {
+        Self {
+            run: run.to_string(),
+        }
+    }
 }
 
 impl Drop for RunGuard {
@@ -71,7 +81,7 @@ impl LabNetwork {
             std::process::id(),
             NEXT_RUN.fetch_add(1, Ordering::Relaxed)
         );
-        let guard = RunGuard { run: run.clone() };
+        let guard = RunGuard::new(&run);
         let pod_addresses = addresses::assign_pods(state)?;
         let topology = topology::create(&run, &pod_addresses, |pod| !later.contains(pod))?;
         let ports = topology

@@ -329,31 +329,20 @@ fn pending_isolation_is_audit_only_when_every_isolating_policy_is_audit_mode() {
 }
 
 #[test]
-fn host_network_pods_never_make_pending_interfaces_isolated() {
-    let state = cluster()
-        .pod(here("host").host_network().build())
-        .policy(netpol("prod", "deny-all").build())
-        .build();
-    let plan = Case::new(state).candidate(11, "veth11").plan();
-    assert_eq!(
-        plan.pending[&11],
-        pending_entry((false, false), (false, false))
-    );
-}
-
-#[test]
-fn finished_pods_never_make_pending_interfaces_isolated() {
+fn pods_that_never_own_a_veth_never_make_pending_interfaces_isolated() {
     let mut done = here("done").build();
     done.finished = true;
-    let state = cluster()
-        .pod(done)
-        .policy(netpol("prod", "deny-all").build())
-        .build();
-    let plan = Case::new(state).candidate(11, "veth11").plan();
-    assert_eq!(
-        plan.pending[&11],
-        pending_entry((false, false), (false, false))
-    );
+    for pod in [here("host").host_network().build(), done] {
+        let state = cluster()
+            .pod(pod)
+            .policy(netpol("prod", "deny-all").build())
+            .build();
+        let plan = Case::new(state).candidate(11, "veth11").plan();
+        assert_eq!(
+            plan.pending[&11],
+            pending_entry((false, false), (false, false))
+        );
+    }
 }
 
 #[test]
