@@ -130,6 +130,20 @@ fn api_server_changes_reach_the_kernel_and_interrupted_watches_converge() {
             .unwrap_or_else(|| panic!("/metrics lacks {histogram}:\n{metrics}"));
         assert!(count > 0, "{histogram} is 0: nothing was timed");
     }
+    // A second agent on the same instance would write the first one's banks.
+    let mut second = node.start_agent("api");
+    harness::eventually(
+        "a second agent on the instance exits",
+        Duration::from_secs(20),
+        || !second.running(),
+    );
+    assert!(
+        second
+            .log_tail()
+            .contains("another policy-agent runs instance"),
+        "the second agent says why it stopped:\n{}",
+        second.log_tail()
+    );
     assert!(agent.terminate(), "policy-agent run exits 0 on SIGTERM");
 }
 
