@@ -48,6 +48,8 @@ mod prog_test_run;
 mod service_conntrack;
 #[path = "datapath/tables.rs"]
 mod tables;
+#[path = "datapath/unanswered.rs"]
+mod unanswered;
 #[path = "datapath/verdicts.rs"]
 mod verdicts;
 

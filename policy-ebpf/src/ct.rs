@@ -20,6 +20,8 @@
 //!    and replies at the backend (`service::verify_reply`), refresh it as in 4.
 //! 3. a TCP SYN without ACK ignores existing entries and, when allowed, overwrites
 //!    its own: a reused source port never inherits an older connection's verdict.
+//!    Likewise a forward packet of a non-TCP flow still OPENING (never answered,
+//!    not deferred) ignores its entry and is decided by policy (`lookup`).
 //! 4. every packet that passes as part of a flow (`Hit::seen`) sets `last_seen_ns`
 //!    and moves the state (`next_state`). TCP: RST, either way, -> CLOSED; FIN,
 //!    either way, -> CLOSING (a CLOSED flow stays CLOSED); the SYN/ACK (a reply with
@@ -242,6 +244,19 @@ pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
     }
     let now = now();
     if let Some(entry) = live(&key(ifindex, direction, flow, false), now) {
+        // SAFETY: as in `live`.
+        let (state, flags) = unsafe { ((*entry).state, (*entry).flags) };
+        // A flow that never got an answer is decided afresh by policy, packet by
+        // packet: its entry was made under a state that may have changed since,
+        // and passing on it could let through what both states deny (allowed out
+        // by the old, in by the new). TCP gets this from `opens` (a SYN is always
+        // decided); deferred Service flows are decided again at the backend.
+        if flow.protocol != IPPROTO_TCP
+            && state == CT_STATE_OPENING
+            && flags & CT_FLAG_DEFERRED == 0
+        {
+            return None;
+        }
         return Some(Hit {
             reply: false,
             // SAFETY: as in `live`.
