@@ -156,7 +156,7 @@ impl Syncer {
     }
 
     /// Attaches a new pod veth at once, before any pass: the last tables written
-    /// plus a pending entry for it (isolated both ways before the first pass).
+    /// plus a pending entry for it (the last plan's rule 7).
     fn attach_new(&mut self, index: InterfaceIndex) {
         if self.datapath.attached_interfaces().any(|i| i == index) {
             return;
