@@ -8,7 +8,7 @@
 use policy_agent::{
     dataplane::{
         EventVerdict,
-        Hook::{self, PodEgress as Out, PodIngress as In},
+        Hook::{PodEgress as Out, PodIngress as In},
         TrackedFlow, Traffic,
     },
     policy::tables::{DatapathTables, Direction},
@@ -20,10 +20,10 @@ use policy_common::{
 
 use super::{
     addr,
-    net::{moved, Net},
+    net::Net,
     pods::{
-        ack, client_egress_through_services, decision, server_admits_port_80, server_and_client,
-        syn, traffic, CLIENT_ID, CLUSTER_IPS, FAMILIES, SERVER_ID,
+        ack, client_egress_through_services, decision, expect, server_admits_port_80,
+        server_and_client, syn, traffic, CLIENT_ID, CLUSTER_IPS, FAMILIES, SERVER_ID,
     },
 };
 
@@ -44,25 +44,6 @@ fn audit(
         Direction::Egress => entry.audit_egress = on,
     }
     tables
-}
-
-/// Runs `frame` and checks the verdict and the one counter that moved; the mark
-/// the frame left with.
-fn expect(
-    net: &mut Net,
-    hook: Hook,
-    pod: &str,
-    mark: u32,
-    frame: &[u8],
-    passed: bool,
-    counter: &str,
-) -> u32 {
-    let before = net.stats();
-    let out = net.run(hook, pod, mark, frame);
-    let after = net.stats();
-    assert_eq!(out.passed, passed, "{hook:?} {pod}: {counter}");
-    assert_eq!(moved(&before, &after), vec![(counter, 1)], "{hook:?} {pod}");
-    out.mark
 }
 
 /// The tracked flow at `ifindex` from `source` port `sport`.

@@ -4,14 +4,14 @@
 //! start from, and frames between them by address text.
 
 use policy_agent::{
-    dataplane::{EventVerdict, InterfaceIndex, LoadOptions, Traffic, VerdictRecord},
+    dataplane::{EventVerdict, Hook, InterfaceIndex, LoadOptions, Traffic, VerdictRecord},
     policy::tables::{DatapathTables, Direction},
 };
 
 use super::{
     addr,
     frames::{self, TCP, UDP},
-    net::Net,
+    net::{moved, Net},
     support,
     tables::Tables,
 };
@@ -123,4 +123,23 @@ pub fn decision(
         event.verdict,
         event.reason,
     )
+}
+
+/// Runs `frame` and checks the verdict and the one counter that moved; the mark
+/// the frame left with.
+pub fn expect(
+    net: &mut Net,
+    hook: Hook,
+    pod: &str,
+    mark: u32,
+    frame: &[u8],
+    passed: bool,
+    counter: &str,
+) -> u32 {
+    let before = net.stats();
+    let out = net.run(hook, pod, mark, frame);
+    let after = net.stats();
+    assert_eq!(out.passed, passed, "{hook:?} {pod}: {counter}");
+    assert_eq!(moved(&before, &after), vec![(counter, 1)], "{hook:?} {pod}");
+    out.mark
 }

@@ -4,14 +4,14 @@
 //! in by the new). An answered flow keeps passing across the change.
 
 use policy_agent::{
-    dataplane::Hook::{PodEgress as Out, PodIngress as In},
+    dataplane::Hook::{self, PodEgress as Out, PodIngress as In},
     policy::tables::{DatapathTables, Direction},
 };
 
 use super::{
     frames::UDP,
-    net::{moved, Net},
-    pods::{server_and_client, udp, FAMILIES},
+    net::Net,
+    pods::{expect, server_and_client, udp, FAMILIES},
     tables::Tables,
 };
 
@@ -31,73 +31,29 @@ fn client_egress(net: &Net, allow: bool) -> DatapathTables {
     }
 }
 
-/// Runs `frame` through the client's `hook`; checks the verdict and the one
-/// counter that moved.
-fn expect(
-    net: &mut Net,
-    hook: policy_agent::dataplane::Hook,
-    frame: &[u8],
-    passed: bool,
-    counter: &str,
-) {
-    let before = net.stats();
-    let out = net.run(hook, "client", 0, frame);
-    let after = net.stats();
-    assert_eq!(out.passed, passed, "{hook:?}: {counter}");
-    assert_eq!(moved(&before, &after), vec![(counter, 1)], "{hook:?}");
-}
-
 #[test]
 fn an_unanswered_flow_is_decided_afresh_after_a_policy_change_and_an_answered_one_keeps_passing() {
     let mut net = server_and_client();
-    net.apply(&client_egress(&net, true));
     for (client, server) in FAMILIES {
-        // Two flows out, allowed; only the second gets an answer.
-        expect(
-            &mut net,
-            Out,
-            &udp(client, server, 40000, 53),
-            true,
-            "allow_policy",
-        );
-        expect(
-            &mut net,
-            Out,
-            &udp(client, server, 40001, 53),
-            true,
-            "allow_policy",
-        );
-        expect(
-            &mut net,
-            In,
-            &udp(server, client, 53, 40001),
-            true,
-            "allow_tracked",
-        );
-        // Unanswered, the first is decided by policy again while nothing changed.
-        expect(
-            &mut net,
-            Out,
-            &udp(client, server, 40000, 53),
-            true,
-            "allow_policy",
-        );
-    }
-    net.apply(&client_egress(&net, false));
-    for (client, server) in FAMILIES {
-        expect(
-            &mut net,
-            Out,
-            &udp(client, server, 40000, 53),
-            false,
-            "drop_policy",
-        );
-        expect(
-            &mut net,
-            Out,
-            &udp(client, server, 40001, 53),
-            true,
-            "allow_tracked",
-        );
+        let first = udp(client, server, 40000, 53);
+        let second = udp(client, server, 40001, 53);
+        let answer = udp(server, client, 53, 40001);
+        // (allowing tables?, hook, frame, passes, the counter that moves)
+        let steps: [(bool, Hook, &[u8], bool, &str); 6] = [
+            // Two flows out, allowed; only the second gets an answer.
+            (true, Out, &first, true, "allow_policy"),
+            (true, Out, &second, true, "allow_policy"),
+            (true, In, &answer, true, "allow_tracked"),
+            // Unanswered, the first is decided by policy again while nothing changed.
+            (true, Out, &first, true, "allow_policy"),
+            // The policy stops allowing: the unanswered flow is dropped, the
+            // answered one keeps passing.
+            (false, Out, &first, false, "drop_policy"),
+            (false, Out, &second, true, "allow_tracked"),
+        ];
+        for (allowing, hook, frame, passed, counter) in steps {
+            net.apply(&client_egress(&net, allowing));
+            expect(&mut net, hook, "client", 0, frame, passed, counter);
+        }
     }
 }
