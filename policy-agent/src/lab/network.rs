@@ -129,6 +129,9 @@ impl LabNetwork {
 
     /// Opens the listeners of `pods` (already wired) and marks them connected.
     fn listen(&mut self, pods: &[ObjectRef]) -> Result<(), LabError> {
+        if pods.is_empty() {
+            return Ok(());
+        }
         let mut listeners = Vec::new();
         for key in pods {
             let ports = self.ports.get(key).cloned().unwrap_or_default();
