@@ -8,10 +8,10 @@ pub const DIRECTION_EGRESS: u8 = 1;
 /// Map name of the per-CPU verdict counters, indexed by `STAT_*`.
 pub const STATS_MAP: &str = "STATS";
 /// Number of counters in `STATS`.
-pub const STATS_LEN: u32 = 32;
+pub const STATS_LEN: u32 = 64;
 /// Counters below this index are verdicts: every packet bumps exactly one of them.
 /// From it on are side counters (events lost), bumped on top of a verdict.
-pub const STAT_VERDICTS: u32 = 16;
+pub const STAT_VERDICTS: u32 = 48;
 
 /// Passed: the pod is not isolated in this direction.
 pub const STAT_ALLOW_UNISOLATED: u32 = 0;
@@ -48,9 +48,9 @@ pub const STAT_DROP_DEFERRED_EGRESS: u32 = 12;
 pub const STAT_DROP_SPOOFED_SOURCE: u32 = 13;
 
 /// Side counter: a verdict event the rate limit held back.
-pub const STAT_EVENTS_RATE_LIMITED: u32 = 16;
+pub const STAT_EVENTS_RATE_LIMITED: u32 = 48;
 /// Side counter: a verdict event lost because the ring buffer was full.
-pub const STAT_EVENTS_RING_FULL: u32 = 17;
+pub const STAT_EVENTS_RING_FULL: u32 = 49;
 
 /// `skb->mark` bit set on a packet whose egress verdict is deferred past Service
 /// DNAT; the classifier at the destination decides it and clears the bit.
@@ -60,37 +60,23 @@ pub const MARK_DEFERRED_EGRESS: u32 = 0x0010_0000;
 pub const MARK_REPLY_VERIFIED: u32 = 0x0020_0000;
 
 /// Human names of the counters, indexed like `STATS`.
-pub const STAT_NAMES: [&str; STATS_LEN as usize] = [
-    "allow_unisolated",
-    "allow_tracked",
-    "allow_policy",
-    "allow_non_ip",
-    "allow_node",
-    "egress_deferred",
-    "allow_related",
-    "allow_audit",
-    "drop_policy",
-    "drop_unknown_endpoint",
-    "drop_malformed",
-    "drop_deferred_unknown_source",
-    "drop_deferred_egress",
-    "drop_spoofed_source",
-    "",
-    "",
-    "events_rate_limited",
-    "events_ring_full",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-];
+pub const STAT_NAMES: [&str; STATS_LEN as usize] = {
+    let mut names = [""; STATS_LEN as usize];
+    names[STAT_ALLOW_UNISOLATED as usize] = "allow_unisolated";
+    names[STAT_ALLOW_TRACKED as usize] = "allow_tracked";
+    names[STAT_ALLOW_POLICY as usize] = "allow_policy";
+    names[STAT_ALLOW_NON_IP as usize] = "allow_non_ip";
+    names[STAT_ALLOW_NODE as usize] = "allow_node";
+    names[STAT_EGRESS_DEFERRED as usize] = "egress_deferred";
+    names[STAT_ALLOW_RELATED as usize] = "allow_related";
+    names[STAT_ALLOW_AUDIT as usize] = "allow_audit";
+    names[STAT_DROP_POLICY as usize] = "drop_policy";
+    names[STAT_DROP_UNKNOWN_ENDPOINT as usize] = "drop_unknown_endpoint";
+    names[STAT_DROP_MALFORMED as usize] = "drop_malformed";
+    names[STAT_DROP_DEFERRED_UNKNOWN_SOURCE as usize] = "drop_deferred_unknown_source";
+    names[STAT_DROP_DEFERRED_EGRESS as usize] = "drop_deferred_egress";
+    names[STAT_DROP_SPOOFED_SOURCE as usize] = "drop_spoofed_source";
+    names[STAT_EVENTS_RATE_LIMITED as usize] = "events_rate_limited";
+    names[STAT_EVENTS_RING_FULL as usize] = "events_ring_full";
+    names
+};

@@ -30,8 +30,8 @@ use policy_common::{
 };
 
 #[test]
-fn the_abi_version_is_four() {
-    assert_eq!(ABI_VERSION, 4);
+fn the_abi_version_is_five() {
+    assert_eq!(ABI_VERSION, 5);
 }
 
 #[test]
