@@ -445,11 +445,23 @@ fn a_non_first_fragment_is_unknown_once_its_first_fragment_is_past_the_lifetime(
 #[test]
 fn a_flood_of_first_fragments_costs_only_datagrams_in_flight_meanwhile() {
     // The other pod (open) floods the table with twice its capacity of first
-    // fragments, each of its own datagram; every one passes (a full LRU evicts,
-    // it never fails), and the client's datagrams afterwards pass whole.
+    // fragments, each of its own datagram: every one passes (a full LRU evicts, it
+    // never fails). The client's datagrams in flight meanwhile lose the rest of
+    // their fragments; its datagrams afterwards pass whole.
     let mut net = three_pods();
     let tables = fixture(&net);
     net.apply(&tables);
+    let in_flight: Vec<Vec<Vec<u8>>> = [false, true]
+        .map(|ipv6| {
+            let (client, server, _) = family(ipv6);
+            let datagram = udp_datagram(next_port(), ALLOWED_PORT, 40);
+            fragments((client, server), UDP, next_id(), &datagram, 16)
+        })
+        .into();
+    for pieces in &in_flight {
+        let step = passes(Out, "client", pieces[0].clone(), "allow_policy");
+        check(&mut net, &step).unwrap_or_else(|why| panic!("before the flood: {why}"));
+    }
     let (_, server, other) = family(false);
     let datagram = udp_datagram(next_port(), 9, 16);
     let before = net.stats();
@@ -462,6 +474,10 @@ fn a_flood_of_first_fragments_costs_only_datagrams_in_flight_meanwhile() {
     }
     let flood = verdicts_moved(&before, &net.stats());
     assert_eq!(flood, [("allow_unisolated", u64::from(2 * FRAGMENTS_MAX))]);
+    for pieces in &in_flight {
+        let step = dropped(Out, "client", pieces[1].clone(), "drop_fragment_unknown");
+        check(&mut net, &step).unwrap_or_else(|why| panic!("in flight: {why}"));
+    }
     for ipv6 in [false, true] {
         let (client, server, _) = family(ipv6);
         let datagram = udp_datagram(next_port(), ALLOWED_PORT, 40);
