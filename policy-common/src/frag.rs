@@ -25,6 +25,12 @@ pub const FRAGMENT_LIFETIME_NS: u64 = 1_000_000_000;
 /// fragment holds far more: the smallest IPv4 MTU, 68 bytes, leaves 48.
 pub const FRAGMENT_FIRST_MIN: u16 = 16;
 
+// Whole 8-byte fragment units holding the TCP flags (byte 13), and within what the
+// smallest IPv4 MTU leaves; a lifetime below Linux's reassembly timeout (30 s).
+const _: () = assert!(FRAGMENT_FIRST_MIN.is_multiple_of(8) && FRAGMENT_FIRST_MIN >= 14);
+const _: () = assert!(FRAGMENT_FIRST_MIN <= 68 - 20);
+const _: () = assert!(FRAGMENT_LIFETIME_NS < 30_000_000_000);
+
 /// `FRAGMENTS` key: one datagram as it crosses one pod interface one way. The
 /// fields are those a receiver reassembles a datagram by (IPv4, RFC 791: source,
 /// destination, protocol, identification; IPv6, RFC 8200: source, destination,

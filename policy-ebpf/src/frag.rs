@@ -1,8 +1,7 @@
-//! IP fragments: a non-first fragment carries no upper-layer header, so it is decided on
-//! the ports of its datagram's first fragment, remembered in `FRAGMENTS` (layout in
-//! `policy_common::frag`) when that first fragment passed at the same interface in
-//! the same direction. Both families alike; IPv4 names a datagram by its 16-bit
-//! identification, IPv6 by the fragment header's 32 bits.
+//! IP fragments: a non-first fragment carries no upper-layer header, so it is
+//! decided on the protocol and ports of its datagram's first fragment, remembered in
+//! `FRAGMENTS` (layout in `policy_common::frag`) when that first fragment passed at
+//! the same interface in the same direction. Both families alike.
 //!
 //! Rules, in order (`parse` classifies, `decide` calls `resolve` and `remember`):
 //! 1. A packet without fragmentation, or an IPv6 atomic fragment (offset 0 and no
@@ -10,32 +9,33 @@
 //! 2. A first fragment (offset 0, more fragments) must hold `FRAGMENT_FIRST_MIN`
 //!    bytes of its upper-layer header within its IP length, else it is dropped
 //!    (`STAT_DROP_FRAGMENT_TINY`). It is decided on its own header like a whole
-//!    packet; when it passes, `remember` records its ports and where its data ends
-//!    under (interface, direction, source, destination, protocol, identification),
-//!    replacing any earlier entry of that datagram. A datagram is named as its
-//!    receiver names it: IPv4 by (source, destination, protocol, identification),
-//!    IPv6 by (source, destination, identification), whose non-first fragments
-//!    may carry another Next Header (RFC 8200 section 4.5).
-//! 3. A non-first fragment (offset above 0) with no entry younger than
+//!    packet; when it passes, `remember` records its protocol, ports and where its
+//!    data ends for its datagram, replacing any earlier record. A datagram is named
+//!    as its receiver's reassembly names it: IPv4 by (source, destination,
+//!    protocol, identification), IPv6 by (source, destination, identification),
+//!    since a non-first fragment's Next Header may differ (RFC 8200 section 4.5);
+//!    plus the interface and direction.
+//! 3. A non-first fragment (offset above 0) with no record younger than
 //!    `FRAGMENT_LIFETIME_NS` is dropped (`STAT_DROP_FRAGMENT_UNKNOWN`): its first
 //!    fragment was denied, is still to come (out of order), or was forgotten.
-//! 4. A non-first fragment that starts before the first fragment's data ends is dropped
-//!    (`STAT_DROP_FRAGMENT_OVERLAP`).
-//! 5. Any other non-first fragment takes the first fragment's upper-layer protocol
-//!    and ports (`resolve`) and goes on through `decide` as a packet with them: the same conntrack entry and rule
-//!    counter as its first fragment, the same policy lookup for a flow still
-//!    decided packet by packet. The quote of an ICMP error is in its first fragment
-//!    only, so the rest of a fragmented error (no router or Linux sends one: errors
-//!    fit in 576 or 1280 bytes) is decided as plain ICMP with its ports.
+//! 4. A non-first fragment that starts before the first fragment's data ends is
+//!    dropped (`STAT_DROP_FRAGMENT_OVERLAP`).
+//! 5. Any other non-first fragment takes the first fragment's protocol and ports
+//!    (`resolve`) and goes on through `decide` as a packet with them: the same
+//!    conntrack entry and rule counter as its first fragment, or, for a flow still
+//!    decided packet by packet, the same policy lookup. The quote of an ICMP error
+//!    is in its first fragment only, so the rest of a fragmented error (no router
+//!    or Linux sends one: errors fit in 576 or 1,280 bytes) is decided as plain
+//!    ICMP.
 //!
 //! Why a pod cannot reach a denied port with fragments: a receiver (the node when
-//! it reassembles, or the destination) rebuilds a datagram's upper-layer header
-//! only from a fragment at offset 0, and every such fragment is decided here on its
-//! own header (rule 2: two first fragments are each decided, and Linux discards a
-//! datagram whose fragments overlap). Rules 2 and 4 keep every field read here in
-//! the first fragment and out of reach of non-first ones, also for a receiver that
-//! would let later data win an overlap. An entry only ever lets through fragments
-//! of a datagram whose header passed: payload, never a new header.
+//! it reassembles, or the destination) takes a datagram's upper-layer header only
+//! from fragments at offset 0, and each of those is decided here on its own header
+//! (two are each decided, and Linux discards a datagram whose fragments overlap).
+//! Rules 2 and 4 keep every field read here inside the first fragment and out of
+//! reach of non-first ones, also for a receiver that would let later data win an
+//! overlap. A record only ever lets through more of a datagram whose header passed:
+//! payload, never another header.
 //!
 //! Stack: what parsing learns about fragmentation (`Fragment`) lives in the
 //! packet's `Facts` (a per-CPU map), not in `Flow`: seven more bytes in `Flow` cost

@@ -136,13 +136,13 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    (ICMPv6 133-137, hop limit 255, link-local or multicast destination or
 ///    link-local source) and multicast listener discovery (ICMPv6 130-132 and 143,
 ///    hop limit 1, link-local or unspecified source, multicast destination); other
-///    ICMPv6 of those types goes on as ICMPv6 with ports 0.
-///    A non-first fragment takes the upper-layer protocol and ports of its
-///    datagram's first fragment, which
-///    must have passed here (same interface and direction) within
-///    `FRAGMENT_LIFETIME_NS` (else `STAT_DROP_FRAGMENT_UNKNOWN`) and must not be
-///    overlapped by it (else `STAT_DROP_FRAGMENT_OVERLAP`); it then goes on through
-///    the steps below as a packet with those ports.
+///    ICMPv6 of those types goes on as ICMPv6 with ports 0. Then a non-first
+///    fragment takes the upper-layer protocol and ports of its datagram's first
+///    fragment, which must have passed here (same interface and direction) less
+///    than `FRAGMENT_LIFETIME_NS` ago (else `STAT_DROP_FRAGMENT_UNKNOWN`) and must
+///    end at or before where it starts (else `STAT_DROP_FRAGMENT_OVERLAP`); it goes
+///    on through the steps below as a packet of its first fragment's flow
+///    (`frag::resolve`).
 /// 6. Ingress only: this program's mark bits are cleared, and a packet carrying
 ///    `MARK_DEFERRED_EGRESS` first has its source pod's egress decided on the
 ///    translated destination (`service::deferred_egress`); a deny drops it (an
@@ -172,8 +172,9 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 /// 12. Anything else is dropped (`STAT_DROP_POLICY`), unless the endpoint audits
 ///     this direction (`AUDIT_*`): then it passes as a would-drop
 ///     (`STAT_ALLOW_AUDIT`), tracked with `CT_FLAG_AUDIT` and its audit deny slot.
-/// 13. A first fragment that passed (steps 6 to 12) is remembered with its ports
-///     for its datagram's non-first fragments (`frag::remember`).
+/// 13. A first fragment that passed (steps 6 to 12) is remembered, with its
+///     protocol, ports and end, for its datagram's non-first fragments
+///     (`frag::remember`).
 ///
 /// Along the way `facts` collects what the last step counts and reports; `at` is
 /// where the packet is, which way it goes and its bank.

@@ -6,9 +6,9 @@
 //! builds its key in place with that bank.
 //!
 //! Stack budget (512 bytes for a classifier and the subprogram it calls): the
-//! packet's `Facts` live in the per-CPU `FACTS` map; `pod_ingress` uses 336 bytes,
-//! `pod_egress` 288, `ct::related` 144 on top (`llvm-objdump -d`, deepest
-//! `r10 - N`).
+//! packet's `Facts` live in the per-CPU `FACTS` map; `pod_ingress` uses 312 bytes,
+//! `pod_egress` 280, `ct::related` 144 on top, `frag::remember_first` 64 and
+//! `frag::resolve_non_first` 44 (`llvm-objdump -d`, deepest `r10 - N`).
 
 use aya_ebpf::{
     macros::map,
