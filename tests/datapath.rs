@@ -35,6 +35,8 @@ mod conntrack_related;
 mod counters;
 #[path = "datapath/events.rs"]
 mod events;
+#[path = "datapath/fragment_frames.rs"]
+mod fragment_frames;
 #[path = "datapath/fragment_probes.rs"]
 mod fragment_probes;
 #[path = "datapath/fragments.rs"]

@@ -154,6 +154,7 @@ fn arrived(socket: &Socket, accept: impl Fn(&[u8]) -> bool) -> bool {
 pub struct Receiver(Socket);
 
 impl Receiver {
+    /// A socket bound to `to:port` in namespace `netns`.
     pub fn bind(netns: &str, to: IpAddr, port: u16) -> Receiver {
         Receiver(udp_socket(netns, SocketAddr::new(to, port)))
     }

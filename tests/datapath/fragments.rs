@@ -1,21 +1,16 @@
 //! IP fragments on hand-made frames (`BPF_PROG_TEST_RUN`): what a datagram's
 //! non-first fragments meet after its first fragment passed or was dropped, in
 //! order or not, at the same hook or another, overlapping it, past the lifetime of
-//! its entry, and after a flood of first fragments; plus the fragment builders the
-//! verdict table (`verdicts.rs`) and the real-packet tests (`fragments_on_veths.rs`)
-//! share. Single-frame verdicts (orphans, tiny first fragments, IPv6 atomic
-//! fragments) are rows of the verdict table.
+//! its record, and after a flood of first fragments. Single-frame verdicts
+//! (orphans, tiny first fragments, IPv6 atomic fragments) are rows of the verdict
+//! table (`verdicts.rs`).
 //!
 //! A case is a named sequence of frames, each at one hook of one pod, with the
 //! verdict and the one verdict counter it must move by one. Every datagram has its
 //! own identification and source port, so cases never share an entry of
 //! `FRAGMENTS` or `CONNTRACK`.
 
-use std::{
-    net::IpAddr,
-    sync::atomic::{AtomicU16, AtomicU32, Ordering},
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
 use policy_agent::{
     dataplane::Hook::{self, PodEgress as Out, PodIngress as In},
@@ -25,94 +20,15 @@ use policy_common::frag::{FRAGMENTS_MAX, FRAGMENT_LIFETIME_NS};
 
 use super::{
     addr,
+    fragment_frames::{
+        fragment, fragments, next_id, next_port, udp_datagram, ALLOWED_PORT, DENIED_PORT,
+    },
     frames::{self, ICMP, ICMPV6, TCP, UDP},
     net::Net,
     pods::{three_pods, CLIENT_V4, CLIENT_V6, OTHER_V4, OTHER_V6, SERVER_V4, SERVER_V6},
     tables::Tables,
     verdicts::{every_case_holds, verdicts_moved},
 };
-
-/// The port the fixture's rules allow, and one they do not.
-pub const ALLOWED_PORT: u16 = 7777;
-pub const DENIED_PORT: u16 = 7778;
-
-/// A fresh identification for every datagram (IPv4 uses its low 16 bits).
-pub fn next_id() -> u32 {
-    static NEXT: AtomicU32 = AtomicU32::new(0x0f00);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A fresh source port for every flow.
-pub fn next_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(46000);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// One fragment of datagram `id` from `src` to `dst` (one family) carrying `data`,
-/// the datagram's bytes from `offset` (a multiple of 8) on, with `more` fragments
-/// following. IPv4: the identification's low 16 bits; IPv6: a fragment header
-/// right after the fixed header.
-pub fn fragment(
-    (src, dst): (IpAddr, IpAddr),
-    protocol: u8,
-    id: u32,
-    (offset, more): (u16, bool),
-    data: &[u8],
-) -> Vec<u8> {
-    assert_eq!(offset % 8, 0, "fragment offsets are in 8-byte units");
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let field = (offset / 8) | if more { 0x2000 } else { 0 };
-            let mut frame = frames::ipv4(s, d, protocol, field, data);
-            frame[14 + 4..14 + 6].copy_from_slice(&(id as u16).to_be_bytes());
-            frame
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => frames::ipv6(
-            s,
-            d,
-            &[],
-            44,
-            &[&fragment_header(protocol, id, offset, more)[..], data].concat(),
-        ),
-        _ => panic!("mixed families: {src} -> {dst}"),
-    }
-}
-
-/// An IPv6 fragment header: next header `protocol`, `offset` bytes, M flag `more`.
-pub fn fragment_header(protocol: u8, id: u32, offset: u16, more: bool) -> [u8; 8] {
-    let [hi, lo] = (offset | u16::from(more)).to_be_bytes();
-    let [a, b, c, d] = id.to_be_bytes();
-    [protocol, 0, hi, lo, a, b, c, d]
-}
-
-/// `datagram` (an upper-layer header and payload) cut into fragments of `size`
-/// bytes (a multiple of 8; the last takes the rest), first fragment first.
-pub fn fragments(
-    ends: (IpAddr, IpAddr),
-    protocol: u8,
-    id: u32,
-    datagram: &[u8],
-    size: usize,
-) -> Vec<Vec<u8>> {
-    let pieces: Vec<&[u8]> = datagram.chunks(size).collect();
-    pieces
-        .iter()
-        .enumerate()
-        .map(|(i, piece)| {
-            let offset = u16::try_from(i * size).unwrap_or(u16::MAX);
-            fragment(ends, protocol, id, (offset, i + 1 < pieces.len()), piece)
-        })
-        .collect()
-}
-
-/// A UDP datagram from `sport` to `dport` with `len` bytes of payload.
-pub fn udp_datagram(sport: u16, dport: u16, len: usize) -> Vec<u8> {
-    let mut datagram = frames::udp(sport, dport);
-    datagram.truncate(8);
-    datagram[4..6].copy_from_slice(&u16::try_from(8 + len).unwrap_or(0).to_be_bytes());
-    datagram.resize(8 + len, 0x5a);
-    datagram
-}
 
 /// The server isolated for ingress (the client, class 3, may reach UDP
 /// `ALLOWED_PORT` and TCP 80; the other pod, class 4, anything) and for egress (to
@@ -181,27 +97,61 @@ fn family(ipv6: bool) -> (IpAddr, IpAddr, IpAddr) {
     }
 }
 
-/// The cases of one family.
-fn cases(ipv6: bool) -> Vec<Case> {
-    let (client, server, other) = family(ipv6);
-    let name = if ipv6 { "IPv6" } else { "IPv4" };
-    let icmp = if ipv6 { ICMPV6 } else { ICMP };
-    // A three-fragment UDP datagram from the client to `dport`.
-    let udp = |dport: u16| {
-        let datagram = udp_datagram(next_port(), dport, 40);
-        fragments((client, server), UDP, next_id(), &datagram, 16)
-    };
-    let mut cases = Vec::new();
-    let mut case = |what: &str, steps: Vec<Step>| {
-        cases.push(Case {
-            name: format!("{name}: {what}"),
+/// One family's cases are built with this.
+struct Family {
+    ipv6: bool,
+    client: IpAddr,
+    server: IpAddr,
+    other: IpAddr,
+    cases: Vec<Case>,
+}
+
+impl Family {
+    fn new(ipv6: bool) -> Family {
+        let (client, server, other) = family(ipv6);
+        Family {
+            ipv6,
+            client,
+            server,
+            other,
+            cases: Vec::new(),
+        }
+    }
+
+    fn case(&mut self, what: &str, steps: Vec<Step>) {
+        let family = if self.ipv6 { "IPv6" } else { "IPv4" };
+        self.cases.push(Case {
+            name: format!("{family}: {what}"),
             steps,
         });
-    };
-    let [first, middle, last] = udp(ALLOWED_PORT).try_into().unwrap_or_else(|_| panic!());
+    }
+
+    /// A new UDP datagram of 48 bytes from the client to the server's `dport`, as
+    /// its three fragments.
+    fn udp(&self, dport: u16) -> [Vec<u8>; 3] {
+        let datagram = udp_datagram(next_port(), dport, 40);
+        let pieces = fragments((self.client, self.server), UDP, next_id(), &datagram, 16);
+        pieces
+            .try_into()
+            .unwrap_or_else(|_| panic!("three fragments"))
+    }
+
+    /// ICMP or ICMPv6.
+    fn icmp(&self) -> u8 {
+        if self.ipv6 {
+            ICMPV6
+        } else {
+            ICMP
+        }
+    }
+}
+
+/// Datagrams whose first fragment passes, their other fragments in order.
+fn in_order(f: &mut Family) {
     // An unanswered UDP flow is decided by policy packet by packet, so each
     // fragment is allowed by the rule, on the first fragment's ports.
-    case(
+    let [first, middle, last] = f.udp(ALLOWED_PORT);
+    f.case(
         "the non-first fragments of an allowed datagram pass on its ports at the server's ingress",
         vec![
             passes(In, "server", first, "allow_policy"),
@@ -209,8 +159,8 @@ fn cases(ipv6: bool) -> Vec<Case> {
             passes(In, "server", last, "allow_policy"),
         ],
     );
-    let [first, middle, last] = udp(ALLOWED_PORT).try_into().unwrap_or_else(|_| panic!());
-    case(
+    let [first, middle, last] = f.udp(ALLOWED_PORT);
+    f.case(
         "the non-first fragments of an allowed datagram pass on its ports at the client's egress",
         vec![
             passes(Out, "client", first, "allow_policy"),
@@ -218,23 +168,37 @@ fn cases(ipv6: bool) -> Vec<Case> {
             passes(Out, "client", last, "allow_policy"),
         ],
     );
-    let syn = frames::tcp(next_port(), 80);
-    let tcp = fragments(
-        (client, server),
-        TCP,
-        next_id(),
-        &[&syn[..], &[0; 24]].concat(),
-        24,
-    );
-    case(
+    let syn = [&frames::tcp(next_port(), 80)[..], &[0; 24]].concat();
+    let tcp = fragments((f.client, f.server), TCP, next_id(), &syn, 24);
+    f.case(
         "the non-first fragments of an allowed TCP SYN pass as its tracked flow",
         vec![
             passes(In, "server", tcp[0].clone(), "allow_policy"),
             passes(In, "server", tcp[1].clone(), "allow_tracked"),
         ],
     );
-    let [first, middle, last] = udp(DENIED_PORT).try_into().unwrap_or_else(|_| panic!());
-    case(
+    // An echo request from the other pod, whose rule has no ports: the non-first
+    // fragment passes on the echo identifier like its first.
+    let request = if f.ipv6 {
+        frames::icmpv6(128, next_port())
+    } else {
+        frames::icmp_echo(next_port())
+    };
+    let request = [&request[..], &[0; 16]].concat();
+    let echo = fragments((f.other, f.server), f.icmp(), next_id(), &request, 24);
+    f.case(
+        "the non-first fragment of an allowed echo request passes",
+        vec![
+            passes(In, "server", echo[0].clone(), "allow_policy"),
+            passes(In, "server", echo[1].clone(), "allow_policy"),
+        ],
+    );
+}
+
+/// Non-first fragments whose first fragment did not pass where they are.
+fn unknown(f: &mut Family) {
+    let [first, middle, last] = f.udp(DENIED_PORT);
+    f.case(
         "the non-first fragments of a denied datagram are dropped as unknown",
         vec![
             dropped(In, "server", first, "drop_policy"),
@@ -242,8 +206,8 @@ fn cases(ipv6: bool) -> Vec<Case> {
             dropped(In, "server", last, "drop_fragment_unknown"),
         ],
     );
-    let [first, middle, last] = udp(ALLOWED_PORT).try_into().unwrap_or_else(|_| panic!());
-    case(
+    let [first, middle, last] = f.udp(ALLOWED_PORT);
+    f.case(
         "a non-first fragment ahead of its first fragment is dropped; the rest pass after it",
         vec![
             dropped(In, "server", last.clone(), "drop_fragment_unknown"),
@@ -252,36 +216,8 @@ fn cases(ipv6: bool) -> Vec<Case> {
             passes(In, "server", last, "allow_policy"),
         ],
     );
-    let [first, middle, last] = udp(ALLOWED_PORT).try_into().unwrap_or_else(|_| panic!());
-    let mut other_id = middle.clone();
-    other_id[if ipv6 { 14 + 40 + 4 } else { 14 + 4 }] ^= 0x80;
-    // IPv4 names a datagram by its protocol too; IPv6 does not, and a non-first
-    // fragment's Next Header may differ (RFC 8200): it is decided as UDP, its
-    // first fragment's protocol, on that fragment's ports.
-    let mut other_protocol = last.clone();
-    other_protocol[if ipv6 { 14 + 40 } else { 14 + 9 }] = TCP;
-    let (other_protocol_counter, other_protocol_passes) = if ipv6 {
-        ("allow_policy", true)
-    } else {
-        ("drop_fragment_unknown", false)
-    };
-    case(
-        "a non-first fragment of another identification is unknown, of another protocol as its receiver names datagrams",
-        vec![
-            passes(In, "server", first, "allow_policy"),
-            dropped(In, "server", other_id, "drop_fragment_unknown"),
-            Step::Frame {
-                hook: In,
-                pod: "server",
-                frame: other_protocol,
-                passed: other_protocol_passes,
-                counter: other_protocol_counter,
-            },
-            passes(In, "server", middle, "allow_policy"),
-        ],
-    );
-    let [first, middle, _] = udp(ALLOWED_PORT).try_into().unwrap_or_else(|_| panic!());
-    case(
+    let [first, middle, _] = f.udp(ALLOWED_PORT);
+    f.case(
         "a datagram allowed at the client's egress is decided afresh at the server's ingress",
         vec![
             passes(Out, "client", first, "allow_policy"),
@@ -291,11 +227,16 @@ fn cases(ipv6: bool) -> Vec<Case> {
     );
     // The other pod (open) sends a non-first fragment of the client's datagram:
     // from the client's address it is spoofed, from its own it is unknown.
-    let [first, middle, _] = udp(ALLOWED_PORT).try_into().unwrap_or_else(|_| panic!());
+    let [first, middle, _] = f.udp(ALLOWED_PORT);
     let datagram = udp_datagram(next_port(), ALLOWED_PORT, 40);
-    let id = next_id();
-    let own = fragment((other, server), UDP, id, (16, true), &datagram[16..32]);
-    case(
+    let own = fragment(
+        (f.other, f.server),
+        UDP,
+        next_id(),
+        (16, true),
+        &datagram[16..32],
+    );
+    f.case(
         "another pod cannot send a non-first fragment of the client's datagram",
         vec![
             passes(Out, "client", first, "allow_policy"),
@@ -303,69 +244,86 @@ fn cases(ipv6: bool) -> Vec<Case> {
             dropped(Out, "other", own, "drop_fragment_unknown"),
         ],
     );
+}
+
+/// What names a datagram: its identification always, its protocol in IPv4 only.
+fn identity(f: &mut Family) {
+    let [first, middle, last] = f.udp(ALLOWED_PORT);
+    let mut other_id = middle.clone();
+    other_id[if f.ipv6 { 14 + 40 + 4 } else { 14 + 4 }] ^= 0x80;
+    // IPv4 names a datagram by its protocol too; IPv6 does not, and a non-first
+    // fragment's Next Header may differ (RFC 8200): it is decided as UDP, its
+    // first fragment's protocol, on that fragment's ports.
+    let mut other_protocol = last;
+    other_protocol[if f.ipv6 { 14 + 40 } else { 14 + 9 }] = TCP;
+    let other_protocol = if f.ipv6 {
+        passes(In, "server", other_protocol, "allow_policy")
+    } else {
+        dropped(In, "server", other_protocol, "drop_fragment_unknown")
+    };
+    f.case(
+        "a non-first fragment of another identification is unknown, of another protocol as its receiver names datagrams",
+        vec![
+            passes(In, "server", first, "allow_policy"),
+            dropped(In, "server", other_id, "drop_fragment_unknown"),
+            other_protocol,
+            passes(In, "server", middle, "allow_policy"),
+        ],
+    );
+}
+
+/// Crafted fragments: overlapping the first, or the rest of an ICMP error.
+fn crafted(f: &mut Family) {
     // First fragment: 24 bytes (8-byte UDP header, 16 of payload); a fragment at
     // 8 or 16 would rewrite part of it, one at 24 follows it.
     let datagram = udp_datagram(next_port(), ALLOWED_PORT, 40);
-    let id = next_id();
-    let piece = |offset: u16, more| {
+    let (ends, id) = ((f.client, f.server), next_id());
+    let piece = |offset: u16, len: usize, more| {
         let at = usize::from(offset);
-        fragment(
-            (client, server),
-            UDP,
-            id,
-            (offset, more),
-            &datagram[at..at + 16],
-        )
+        fragment(ends, UDP, id, (offset, more), &datagram[at..at + len])
     };
-    case(
+    f.case(
         "a non-first fragment that overlaps its first fragment is dropped",
         vec![
-            passes(
-                In,
-                "server",
-                fragment((client, server), UDP, id, (0, true), &datagram[..24]),
-                "allow_policy",
-            ),
-            dropped(In, "server", piece(8, true), "drop_fragment_overlap"),
-            dropped(In, "server", piece(16, false), "drop_fragment_overlap"),
-            passes(In, "server", piece(24, false), "allow_policy"),
-        ],
-    );
-    // An echo request from the other pod, whose rule has no ports: the non-first
-    // fragment passes on the echo identifier like its first.
-    let request = if ipv6 {
-        frames::icmpv6(128, next_port())
-    } else {
-        frames::icmp_echo(next_port())
-    };
-    let request = [&request[..], &[0; 16]].concat();
-    let echo_fragments = fragments((other, server), icmp, next_id(), &request, 24);
-    case(
-        "the non-first fragment of an allowed echo request passes",
-        vec![
-            passes(In, "server", echo_fragments[0].clone(), "allow_policy"),
-            passes(In, "server", echo_fragments[1].clone(), "allow_policy"),
+            passes(In, "server", piece(0, 24, true), "allow_policy"),
+            dropped(In, "server", piece(8, 16, true), "drop_fragment_overlap"),
+            dropped(In, "server", piece(16, 16, false), "drop_fragment_overlap"),
+            passes(In, "server", piece(24, 16, false), "allow_policy"),
         ],
     );
     // The server's "port unreachable" about the client's allowed datagram is
     // related; its non-first fragment has no quote and is plain ICMP, which the
     // server's egress (TCP 80 to the client only) denies. (The datagram is whole:
     // an IPv6 quote behind a fragment header is never related.)
-    let whole = frames::ip(client, server, UDP, &frames::udp(next_port(), ALLOWED_PORT));
-    let (kind, code) = if ipv6 { (1, 4) } else { (3, 3) };
+    let whole = frames::ip(
+        f.client,
+        f.server,
+        UDP,
+        &frames::udp(next_port(), ALLOWED_PORT),
+    );
+    let (kind, code) = if f.ipv6 { (1, 4) } else { (3, 3) };
     let mut error = frames::icmp_error(kind, code, &whole);
     let quote_len = error.len().next_multiple_of(8);
     error.resize(quote_len + 16, 0);
-    let error_fragments = fragments((server, client), icmp, next_id(), &error, quote_len);
-    case(
+    let error = fragments((f.server, f.client), f.icmp(), next_id(), &error, quote_len);
+    f.case(
         "the non-first fragment of a related ICMP error is decided as plain ICMP",
         vec![
             passes(In, "server", whole, "allow_policy"),
-            passes(Out, "server", error_fragments[0].clone(), "allow_related"),
-            dropped(Out, "server", error_fragments[1].clone(), "drop_policy"),
+            passes(Out, "server", error[0].clone(), "allow_related"),
+            dropped(Out, "server", error[1].clone(), "drop_policy"),
         ],
     );
-    cases
+}
+
+/// The cases of one family.
+fn cases(ipv6: bool) -> Vec<Case> {
+    let mut f = Family::new(ipv6);
+    in_order(&mut f);
+    unknown(&mut f);
+    identity(&mut f);
+    crafted(&mut f);
+    f.cases
 }
 
 /// Runs `step`; what went wrong, if anything.

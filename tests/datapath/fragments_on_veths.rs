@@ -14,11 +14,11 @@ use policy_agent::policy::tables::{DatapathTables, Direction};
 
 use super::{
     addr,
+    fragment_frames::{fragment, fragments, next_id, ALLOWED_PORT, DENIED_PORT},
     fragment_probes::{
         echoed, ipv4_checksummed, node_fragments_created, node_reassembles, send_frames,
         udp_checksummed, EchoServer, Receiver,
     },
-    fragments::{fragment, fragments, next_id, ALLOWED_PORT, DENIED_PORT},
     frames::UDP,
     net::{moved, Net},
     pods::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6},
@@ -196,12 +196,19 @@ fn destination_options(next: u8) -> [u8; 8] {
     [next, 0, 1, 4, 0, 0, 0, 0]
 }
 
-/// The crafted attacks of one family, as (name, frames, the counter that must
-/// move, by how much). Each aims a datagram at the denied port or hides its header.
-fn attacks(client: IpAddr, server: IpAddr) -> Vec<(&'static str, Vec<Vec<u8>>, &'static str, u64)> {
+/// Fragments a pod crafts to aim a datagram at the denied port or to hide its
+/// header, and the drop counter that must move by one.
+struct Attack {
+    name: &'static str,
+    frames: Vec<Vec<u8>>,
+    counter: &'static str,
+}
+
+/// The crafted attacks of one family.
+fn attacks(client: IpAddr, server: IpAddr) -> Vec<Attack> {
     let ends = (client, server);
     let udp = |dport: u16, payload: usize| {
-        let mut datagram = super::fragments::udp_datagram(41000, dport, payload);
+        let mut datagram = super::fragment_frames::udp_datagram(41000, dport, payload);
         datagram = udp_checksummed(client, server, datagram);
         datagram
     };
@@ -213,53 +220,49 @@ fn attacks(client: IpAddr, server: IpAddr) -> Vec<(&'static str, Vec<Vec<u8>>, &
         let id = next_id();
         let allowed = [&destination_options(UDP)[..], &udp(ALLOWED_PORT, 8)].concat();
         let denied = udp(DENIED_PORT, 16);
-        attacks.push((
-            "a non-first fragment at offset 8 rewriting the ports behind an IPv6 extension header",
-            vec![
+        attacks.push(Attack {
+            name: "a non-first fragment at offset 8 rewriting the ports behind an IPv6 extension header",
+            frames: vec![
                 fragment(ends, 60, id, (0, true), &allowed),
                 fragment(ends, 60, id, (8, false), &denied),
             ],
-            "drop_fragment_overlap",
-            1,
-        ));
+            counter: "drop_fragment_overlap",
+        });
         // The first fragment ends with the extension header; a UDP header to the
         // allowed port follows in the frame but past the payload length, and the
         // real one (to the denied port) comes at offset 8.
         let id = next_id();
         let mut first = fragment(ends, 60, id, (0, true), &destination_options(UDP));
         first.extend(udp(ALLOWED_PORT, 8));
-        attacks.push((
-            "an IPv6 first fragment whose UDP header lies past its payload length",
-            vec![
+        attacks.push(Attack {
+            name: "an IPv6 first fragment whose UDP header lies past its payload length",
+            frames: vec![
                 first,
                 fragment(ends, 60, id, (8, false), &udp(DENIED_PORT, 8)),
             ],
-            "drop_fragment_tiny",
-            1,
-        ));
+            counter: "drop_fragment_tiny",
+        });
     } else {
         let id = next_id();
         let datagram = udp(ALLOWED_PORT, 24);
-        attacks.push((
-            "an IPv4 non-first fragment at offset 8 overlapping the first fragment",
-            vec![
+        attacks.push(Attack {
+            name: "an IPv4 non-first fragment at offset 8 overlapping the first fragment",
+            frames: vec![
                 fragment(ends, UDP, id, (0, true), &datagram[..16]),
                 fragment(ends, UDP, id, (8, false), &datagram[8..]),
             ],
-            "drop_fragment_overlap",
-            1,
-        ));
+            counter: "drop_fragment_overlap",
+        });
         let id = next_id();
         let datagram = udp(ALLOWED_PORT, 24);
-        attacks.push((
-            "an IPv4 first fragment of only a UDP header (RFC 1858's tiny fragment)",
-            vec![
+        attacks.push(Attack {
+            name: "an IPv4 first fragment of only a UDP header (RFC 1858's tiny fragment)",
+            frames: vec![
                 fragment(ends, UDP, id, (0, true), &datagram[..8]),
                 fragment(ends, UDP, id, (8, false), &datagram[8..]),
             ],
-            "drop_fragment_tiny",
-            1,
-        ));
+            counter: "drop_fragment_tiny",
+        });
     }
     attacks
 }
@@ -288,7 +291,7 @@ fn crafted_fragments_from_a_pod_reach_neither_port_and_are_counted() {
             let datagram = udp_checksummed(
                 client,
                 server,
-                super::fragments::udp_datagram(41000, ALLOWED_PORT, 40),
+                super::fragment_frames::udp_datagram(41000, ALLOWED_PORT, 40),
             );
             let whole: Vec<Vec<u8>> = fragments((client, server), UDP, next_id(), &datagram, 16)
                 .into_iter()
@@ -299,7 +302,12 @@ fn crafted_fragments_from_a_pod_reach_neither_port_and_are_counted() {
                 receivers[0].any(),
                 "reassembly {reassembly}: a well-formed crafted datagram to {server}"
             );
-            for (name, frames, counter, by) in attacks(client, server) {
+            for Attack {
+                name,
+                frames,
+                counter,
+            } in attacks(client, server)
+            {
                 let before = net.stats();
                 let frames: Vec<Vec<u8>> = frames.into_iter().map(from_client).collect();
                 send_frames(&client_ns, &frames);
@@ -311,7 +319,7 @@ fn crafted_fragments_from_a_pod_reach_neither_port_and_are_counted() {
                 let after = net.stats();
                 assert_eq!(
                     after.get(counter),
-                    before.get(counter) + by,
+                    before.get(counter) + 1,
                     "{what}: {counter}: {:?}",
                     moved(&before, &after)
                 );

@@ -29,7 +29,7 @@ use policy_agent::{
 };
 
 use super::{
-    fragments,
+    fragment_frames,
     frames::{self, Ext, ICMP, ICMPV6, SCTP, TCP, UDP},
     net::Net,
     pods::three_pods,
@@ -474,15 +474,15 @@ fn rows() -> Vec<Row> {
     let v6_fragment =
         |from, exts: &[Ext], dport| frames::ipv6(from, SERVER_V6, exts, TCP, &l4(TCP, dport));
     let orphan = |from: IpAddr, more| {
-        let id = fragments::next_id();
-        fragments::fragment((from, server_of(from)), UDP, id, (1480, more), &[0; 64])
+        let id = fragment_frames::next_id();
+        fragment_frames::fragment((from, server_of(from)), UDP, id, (1480, more), &[0; 64])
     };
     let first_of = |from: IpAddr, data: &[u8]| {
-        let id = fragments::next_id();
-        fragments::fragment((from, server_of(from)), UDP, id, (0, true), data)
+        let id = fragment_frames::next_id();
+        fragment_frames::fragment((from, server_of(from)), UDP, id, (0, true), data)
     };
-    let udp8 = |dport| fragments::udp_datagram(port(), dport, 0);
-    let udp16 = |dport| fragments::udp_datagram(port(), dport, 8);
+    let udp8 = |dport| fragment_frames::udp_datagram(port(), dport, 0);
+    let udp16 = |dport| fragment_frames::udp_datagram(port(), dport, 8);
     let (client4, other4) = (IpAddr::V4(CLIENT_V4), IpAddr::V4(OTHER_V4));
     let (client6, other6) = (IpAddr::V6(CLIENT_V6), IpAddr::V6(OTHER_V6));
     let unknown = dropped("drop_fragment_unknown");
