@@ -11,6 +11,9 @@
 //! errors, a full table); `datapath/counters.rs`, `datapath/events.rs` and
 //! `datapath/audit.rs` the per-policy counters, verdict events and audit mode;
 //! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`;
+//! `datapath/fragments.rs` the non-first fragments of a datagram after its first
+//! (frames) and `datapath/fragments_on_veths.rs` large datagrams and crafted
+//! fragments on real veths, with and without reassembly in the node;
 //! `datapath/banks.rs` the two banks and the flip of hole-free updates, and
 //! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed.
 
@@ -32,6 +35,14 @@ mod conntrack_related;
 mod counters;
 #[path = "datapath/events.rs"]
 mod events;
+#[path = "datapath/fragment_frames.rs"]
+mod fragment_frames;
+#[path = "datapath/fragment_probes.rs"]
+mod fragment_probes;
+#[path = "datapath/fragments.rs"]
+mod fragments;
+#[path = "datapath/fragments_on_veths.rs"]
+mod fragments_on_veths;
 #[path = "datapath/frames.rs"]
 mod frames;
 #[path = "datapath/net.rs"]

@@ -12,6 +12,7 @@ pub mod counters;
 pub mod ct;
 pub mod endpoint;
 pub mod events;
+pub mod frag;
 pub mod peer;
 pub mod policy;
 pub mod verdict;

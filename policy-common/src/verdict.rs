@@ -47,6 +47,17 @@ pub const STAT_DROP_DEFERRED_EGRESS: u32 = 12;
 /// addresses (anti-spoofing; IPv6 link-local and unspecified sources are exempt).
 pub const STAT_DROP_SPOOFED_SOURCE: u32 = 13;
 
+/// Dropped: a non-first fragment (offset above 0) of a datagram whose first fragment
+/// did not pass here lately (denied, never seen, out of order, or forgotten;
+/// `frag::FRAGMENTS_MAP`).
+pub const STAT_DROP_FRAGMENT_UNKNOWN: u32 = 28;
+/// Dropped: a first fragment whose IP length holds less than
+/// `frag::FRAGMENT_FIRST_MIN` bytes of its upper-layer header (RFC 1858, RFC 7112).
+pub const STAT_DROP_FRAGMENT_TINY: u32 = 29;
+/// Dropped: a non-first fragment that starts inside its datagram's first fragment,
+/// where it could rewrite the header the first fragment was decided on.
+pub const STAT_DROP_FRAGMENT_OVERLAP: u32 = 30;
+
 /// Side counter: a verdict event the rate limit held back.
 pub const STAT_EVENTS_RATE_LIMITED: u32 = 48;
 /// Side counter: a verdict event lost because the ring buffer was full.
@@ -76,6 +87,9 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = {
     names[STAT_DROP_DEFERRED_UNKNOWN_SOURCE as usize] = "drop_deferred_unknown_source";
     names[STAT_DROP_DEFERRED_EGRESS as usize] = "drop_deferred_egress";
     names[STAT_DROP_SPOOFED_SOURCE as usize] = "drop_spoofed_source";
+    names[STAT_DROP_FRAGMENT_UNKNOWN as usize] = "drop_fragment_unknown";
+    names[STAT_DROP_FRAGMENT_TINY as usize] = "drop_fragment_tiny";
+    names[STAT_DROP_FRAGMENT_OVERLAP as usize] = "drop_fragment_overlap";
     names[STAT_EVENTS_RATE_LIMITED as usize] = "events_rate_limited";
     names[STAT_EVENTS_RING_FULL as usize] = "events_ring_full";
     names

@@ -13,6 +13,7 @@ use policy_common::{
         ENDPOINT_ADDRS_MAX, ISOLATED_EGRESS, ISOLATED_INGRESS, PENDING_ENDPOINT_ID,
     },
     events::{VerdictEvent, EVENTS_BYTES},
+    frag::{FragKey, FragValue, FRAGMENTS_MAX},
     peer::{
         PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX, PEER_FLAG_NODE,
         PEER_FLAG_SERVICE, PEER_PREFIX_BANK,
@@ -22,6 +23,7 @@ use policy_common::{
         MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STATS_LEN, STAT_ALLOW_AUDIT, STAT_ALLOW_NODE,
         STAT_ALLOW_NON_IP, STAT_ALLOW_POLICY, STAT_ALLOW_RELATED, STAT_ALLOW_TRACKED,
         STAT_ALLOW_UNISOLATED, STAT_DROP_DEFERRED_EGRESS, STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
+        STAT_DROP_FRAGMENT_OVERLAP, STAT_DROP_FRAGMENT_TINY, STAT_DROP_FRAGMENT_UNKNOWN,
         STAT_DROP_MALFORMED, STAT_DROP_POLICY, STAT_DROP_SPOOFED_SOURCE,
         STAT_DROP_UNKNOWN_ENDPOINT, STAT_EGRESS_DEFERRED, STAT_EVENTS_RATE_LIMITED,
         STAT_EVENTS_RING_FULL, STAT_NAMES, STAT_VERDICTS,
@@ -202,6 +204,29 @@ fn conntrack_keys_hold_both_families_in_sixteen_bytes() {
 }
 
 #[test]
+fn fragment_keys_name_a_datagram_in_both_families_without_hidden_padding() {
+    assert_eq!(size_of::<FragKey>(), 4 + 4 + 16 + 16 + 1 + 1 + 2);
+    assert_eq!(align_of::<FragKey>(), 4);
+    assert_eq!(offset_of!(FragKey, ifindex), 0);
+    assert_eq!(offset_of!(FragKey, id), 4);
+    assert_eq!(offset_of!(FragKey, saddr), 8);
+    assert_eq!(offset_of!(FragKey, daddr), 24);
+    assert_eq!(offset_of!(FragKey, protocol), 40);
+    assert_eq!(offset_of!(FragKey, direction), 41);
+    assert_eq!(offset_of!(FragKey, pad), 42);
+    assert_eq!(size_of::<FragValue>(), 8 + 2 + 2 + 2 + 1 + 1);
+    assert_eq!(offset_of!(FragValue, created_ns), 0);
+    assert_eq!(offset_of!(FragValue, sport_be), 8);
+    assert_eq!(offset_of!(FragValue, dport_be), 10);
+    assert_eq!(offset_of!(FragValue, first_end), 12);
+    assert_eq!(offset_of!(FragValue, protocol), 14);
+    assert_eq!(offset_of!(FragValue, pad), 15);
+    // (FRAGMENT_FIRST_MIN and FRAGMENT_LIFETIME_NS are checked where they are
+    // defined, at compile time.)
+    assert!(FRAGMENTS_MAX.is_power_of_two());
+}
+
+#[test]
 fn the_address_index_holds_two_families_per_pod() {
     assert_eq!(ENDPOINT_ADDRS_MAX, 2 * ENDPOINTS_MAX);
 }
@@ -244,6 +269,9 @@ fn every_counter_has_a_name_and_its_own_slot() {
         STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
         STAT_DROP_DEFERRED_EGRESS,
         STAT_DROP_SPOOFED_SOURCE,
+        STAT_DROP_FRAGMENT_UNKNOWN,
+        STAT_DROP_FRAGMENT_TINY,
+        STAT_DROP_FRAGMENT_OVERLAP,
         STAT_EVENTS_RATE_LIMITED,
         STAT_EVENTS_RING_FULL,
     ];

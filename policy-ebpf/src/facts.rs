@@ -7,7 +7,10 @@
 
 use policy_common::{counters::NO_COUNTER, policy::PolicyValue};
 
-use crate::parse::{Flow, Packet};
+use crate::{
+    frag::Fragment,
+    parse::{Flow, Packet},
+};
 
 /// Neighbour discovery is ICMPv6.
 const IPPROTO_ICMPV6: u8 = 58;
@@ -63,6 +66,8 @@ pub(crate) struct Facts {
     pub rule: Option<PolicyValue>,
     /// Where the packet's bytes count.
     pub counter: Counter,
+    /// How the packet is fragmented (written by `parse`, read by `frag`).
+    pub fragment: Fragment,
 }
 
 impl Facts {
@@ -82,6 +87,7 @@ impl Facts {
             decided: false,
             rule: None,
             counter: Counter::None,
+            fragment: Fragment::WHOLE,
         }
     }
 

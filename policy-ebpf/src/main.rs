@@ -20,6 +20,7 @@ mod counters;
 mod ct;
 mod events;
 mod facts;
+mod frag;
 mod maps;
 mod parse;
 mod service;
@@ -126,6 +127,8 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 /// 2. The interface must be a known endpoint, else drop (fail closed).
 /// 3. A packet that does not parse is dropped (`STAT_DROP_MALFORMED`), and so is an
 ///    IPv6 packet with an IPv4-mapped (`::ffff:0:0/96`) source or destination.
+///    A first fragment too short to hold its upper-layer header is dropped
+///    (`STAT_DROP_FRAGMENT_TINY`; fragments: `frag.rs`).
 /// 4. Egress only (anti-spoofing): a source address that is not one of this
 ///    interface's pod addresses (`ENDPOINT_ADDRS[saddr] != ifindex`) is dropped
 ///    (`STAT_DROP_SPOOFED_SOURCE`), except IPv6 link-local and unspecified sources.
@@ -133,7 +136,13 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    (ICMPv6 133-137, hop limit 255, link-local or multicast destination or
 ///    link-local source) and multicast listener discovery (ICMPv6 130-132 and 143,
 ///    hop limit 1, link-local or unspecified source, multicast destination); other
-///    ICMPv6 of those types goes on as ICMPv6 with ports 0.
+///    ICMPv6 of those types goes on as ICMPv6 with ports 0. Then a non-first
+///    fragment takes the upper-layer protocol and ports of its datagram's first
+///    fragment, which must have passed here (same interface and direction) less
+///    than `FRAGMENT_LIFETIME_NS` ago (else `STAT_DROP_FRAGMENT_UNKNOWN`) and must
+///    end at or before where it starts (else `STAT_DROP_FRAGMENT_OVERLAP`); it goes
+///    on through the steps below as a packet of its first fragment's flow
+///    (`frag::resolve`).
 /// 6. Ingress only: this program's mark bits are cleared, and a packet carrying
 ///    `MARK_DEFERRED_EGRESS` first has its source pod's egress decided on the
 ///    translated destination (`service::deferred_egress`); a deny drops it (an
@@ -163,6 +172,9 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 /// 12. Anything else is dropped (`STAT_DROP_POLICY`), unless the endpoint audits
 ///     this direction (`AUDIT_*`): then it passes as a would-drop
 ///     (`STAT_ALLOW_AUDIT`), tracked with `CT_FLAG_AUDIT` and its audit deny slot.
+/// 13. A first fragment that passed (steps 6 to 12) is remembered, with its
+///     protocol, ports and end, for its datagram's non-first fragments
+///     (`frag::remember`).
 ///
 /// Along the way `facts` collects what the last step counts and reports; `at` is
 /// where the packet is, which way it goes and its bank.
@@ -175,7 +187,7 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
     facts.ipv6 = matches!(l3, parse::L3::Ipv6);
     let endpoint = maps::endpoint(bank, ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
     facts.endpoint_id = endpoint.endpoint_id;
-    let packet = parse::packet(ctx, l3)?;
+    let mut packet = parse::packet(ctx, l3, &mut facts.fragment)?;
     facts.parsed(&packet);
     if at.direction == DIRECTION_EGRESS {
         let (saddr, ipv6) = packet.source();
@@ -183,23 +195,30 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
     }
     // Borrowed, not moved out: a moved copy's padding let LLVM store part of a
     // spilled pointer, which the verifier rejects.
-    let flow = match &packet {
+    let flow = match &mut packet {
         Packet::OnLinkControl(_) => return Ok(STAT_ALLOW_NON_IP),
         Packet::Flow(flow) => flow,
     };
-    if at.direction == DIRECTION_INGRESS {
+    if facts.fragment.kind == frag::NON_FIRST {
+        frag::resolve(at, facts)?;
+        (flow.protocol, flow.sport_be, flow.dport_be) =
+            (facts.protocol, facts.sport_be, facts.dport_be);
+    }
+    let stat = if at.direction == DIRECTION_INGRESS {
         let mark = service::take_marks(ctx);
         if mark & MARK_DEFERRED_EGRESS != 0 {
             service::deferred_egress(ctx, facts, bank, flow)?;
         }
-        decide_flow(ctx, facts, at, &endpoint, flow, mark).map(|(stat, _)| stat)
+        decide_flow(ctx, facts, at, &endpoint, flow, mark)?.0
     } else {
         let (stat, reply) = decide_flow(ctx, facts, at, &endpoint, flow, 0)?;
         if reply {
             service::verify_reply(ctx, bank, flow);
         }
-        Ok(stat)
-    }
+        stat
+    };
+    frag::remember(at, facts);
+    Ok(stat)
 }
 
 /// Step 4 of `decide`: a packet from the pod must carry one of the pod's own

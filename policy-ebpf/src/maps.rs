@@ -6,9 +6,9 @@
 //! builds its key in place with that bank.
 //!
 //! Stack budget (512 bytes for a classifier and the subprogram it calls): the
-//! packet's `Facts` live in the per-CPU `FACTS` map; `pod_ingress` uses 336 bytes,
-//! `pod_egress` 288, `ct::related` 144 on top (`llvm-objdump -d`, deepest
-//! `r10 - N`).
+//! packet's `Facts` live in the per-CPU `FACTS` map; `pod_ingress` uses 312 bytes,
+//! `pod_egress` 280, `ct::related` 144 on top, `frag::remember_first` 64 and
+//! `frag::resolve_non_first` 44 (`llvm-objdump -d`, deepest `r10 - N`).
 
 use aya_ebpf::{
     macros::map,
@@ -21,6 +21,7 @@ use policy_common::{
     ct::{CtKey, CtValue, CONNTRACK_MAX},
     endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX},
     events::EVENTS_BYTES,
+    frag::{FragKey, FragValue, FRAGMENTS_MAX},
     peer::{
         PeerClass, PeerKeyV4, PeerKeyV6, CLASS_WORLD, PEERS_MAX, PEERS_V4_PREFIX_MAX,
         PEERS_V6_PREFIX_MAX,
@@ -55,6 +56,11 @@ static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(BANKS
 #[map]
 pub(crate) static CONNTRACK: LruHashMap<CtKey, CtValue> =
     LruHashMap::with_max_entries(CONNTRACK_MAX, 0);
+
+/// Kernel-only: datagrams whose first fragment passed (`frag.rs`).
+#[map]
+pub(crate) static FRAGMENTS: LruHashMap<FragKey, FragValue> =
+    LruHashMap::with_max_entries(FRAGMENTS_MAX, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);

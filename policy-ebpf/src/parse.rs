@@ -7,12 +7,19 @@
 //! packet it quotes starts (`Flow::quote_at`); `quoted` reads that packet's tuple,
 //! by the same rules as a `Flow`'s, only when conntrack asks.
 //!
+//! How a packet is fragmented goes into the caller's `frag::Fragment` (whole, first
+//! or non-first, with its identification); a non-first fragment gets ports 0 and
+//! takes its datagram's ports from `frag::resolve`, and a first fragment too short
+//! to hold its upper-layer header is dropped (`frag.rs` has the rules).
+//!
 //! The stack is 512 bytes for the whole program: addresses are read straight into
 //! the `Flow` (or quoted `CtKey`) they belong to (`load_into`), which then stays in memory;
 //! built from bytes they would be split into one spilled register per byte.
 
 use aya_ebpf::{cty::c_void, helpers::bpf_skb_load_bytes, programs::TcContext};
 use policy_common::{ct::CtKey, verdict::STAT_DROP_MALFORMED};
+
+use crate::frag::{self, Fragment};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -241,12 +248,13 @@ pub(crate) fn l3(ctx: &TcContext) -> Result<Option<L3>, u32> {
     })
 }
 
-/// Parses the IP packet of a frame `l3` classified.
+/// Parses the IP packet of a frame `l3` classified; how it is fragmented goes into
+/// `fragment` (the caller keeps it off the stack).
 #[inline(always)]
-pub(crate) fn packet(ctx: &TcContext, l3: L3) -> Result<Packet, u32> {
+pub(crate) fn packet(ctx: &TcContext, l3: L3, fragment: &mut Fragment) -> Result<Packet, u32> {
     match l3 {
-        L3::Ipv4 => ipv4(ctx).map(Packet::Flow),
-        L3::Ipv6 => ipv6(ctx),
+        L3::Ipv4 => ipv4(ctx, fragment).map(Packet::Flow),
+        L3::Ipv6 => ipv6(ctx, fragment),
     }
 }
 
@@ -384,9 +392,9 @@ fn ports(ctx: &TcContext, protocol: u8, l4: usize) -> Result<(u16, u16), u32> {
 }
 
 /// Reads the 5-tuple of an IPv4 packet. Non-first fragments carry no L4 header: they
-/// get ports 0, so only rules that allow every port of their protocol match them.
+/// get ports 0 here, and their datagram's from `frag::resolve`.
 #[inline(always)]
-fn ipv4(ctx: &TcContext) -> Result<Flow, u32> {
+fn ipv4(ctx: &TcContext, fragment: &mut Fragment) -> Result<Flow, u32> {
     // Version/IHL, fragment offset and protocol in one helper call (each call costs
     // several ns on every packet).
     let head = load::<[u8; 10]>(ctx, ETH_HLEN)?;
@@ -395,11 +403,11 @@ fn ipv4(ctx: &TcContext) -> Result<Flow, u32> {
     if version_ihl >> 4 != 4 || header_len < 20 {
         return Err(STAT_DROP_MALFORMED);
     }
-    let fragment_offset = u16::from_be_bytes([head[6], head[7]]) & 0x1FFF;
     let mut flow = Flow::new(head[9], false);
+    frag::ipv4(&head, header_len, fragment)?;
     load_mapped(ctx, ETH_HLEN + 12, &mut flow.saddr)?;
     load_mapped(ctx, ETH_HLEN + 16, &mut flow.daddr)?;
-    if fragment_offset == 0 {
+    if fragment.kind != frag::NON_FIRST {
         upper(ctx, ETH_HLEN + header_len, &mut flow)?;
     }
     Ok(flow)
@@ -408,11 +416,12 @@ fn ipv4(ctx: &TcContext) -> Result<Flow, u32> {
 /// Reads an IPv6 packet: the fixed header, then at most `MAX_EXTENSION_HEADERS`
 /// extension headers (hop-by-hop, routing, fragment, destination options). A
 /// non-first fragment ends the walk with the fragment header's next header as the
-/// protocol and ports 0; any other header ends it as the upper-layer protocol.
+/// protocol and ports 0 (`frag::resolve` gives it its datagram's); any other header
+/// ends it as the upper-layer protocol.
 /// An IPv4-mapped source or destination is malformed: it would share conntrack
 /// and `ENDPOINT_ADDRS` keys with IPv4.
 #[inline(always)]
-fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
+fn ipv6(ctx: &TcContext, fragment: &mut Fragment) -> Result<Packet, u32> {
     if load::<u8>(ctx, ETH_HLEN)? >> 4 != 6 {
         return Err(STAT_DROP_MALFORMED);
     }
@@ -434,9 +443,9 @@ fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
             }
             NEXTHDR_FRAGMENT => {
                 flow.protocol = load::<u8>(ctx, l4)?;
-                let offset = u16::from_be(load::<u16>(ctx, l4 + 2)?) & 0xFFF8;
+                let non_first = frag::ipv6_header(ctx, l4, fragment)?;
                 l4 += 8;
-                if offset != 0 {
+                if non_first {
                     has_l4 = false;
                     break;
                 }
@@ -444,6 +453,7 @@ fn ipv6(ctx: &TcContext) -> Result<Packet, u32> {
             _ => break,
         }
     }
+    frag::ipv6_first(ctx, l4, fragment)?;
     if !has_l4 || is_extension_header(flow.protocol) {
         return Ok(Packet::Flow(flow));
     }

@@ -6,9 +6,9 @@
 //! `events_rate_limited` may move on top). `every_row_of_the_verdict_table_holds` runs all rows
 //! and names every row that fails.
 //!
-//! Fragments (the documented choice): a first fragment is decided on its ports like
-//! a whole packet; a non-first fragment has ports 0 (it carries no L4 header), so
-//! only a rule without ports (for its protocol or for all protocols) passes it.
+//! Fragments: a first fragment is decided on its ports like a whole packet; a
+//! non-first fragment alone (its first fragment never passed) is dropped, whatever
+//! the rules; what it meets after its first fragment is in `fragments.rs`.
 //!
 //! Rows are independent: each new flow gets its own source port or echo identifier,
 //! and a row whose frame matched an earlier row's conntrack entry would move
@@ -29,6 +29,7 @@ use policy_agent::{
 };
 
 use super::{
+    fragment_frames,
     frames::{self, Ext, ICMP, ICMPV6, SCTP, TCP, UDP},
     net::Net,
     pods::three_pods,
@@ -146,6 +147,15 @@ fn l4(protocol: u8, dport: u16) -> Vec<u8> {
         ICMP => frames::icmp_echo(port()),
         ICMPV6 => frames::icmpv6(128, port()),
         _ => panic!("no L4 header for protocol {protocol}"),
+    }
+}
+
+/// The server's address of `from`'s family.
+fn server_of(from: IpAddr) -> IpAddr {
+    if from.is_ipv4() {
+        IpAddr::V4(SERVER_V4)
+    } else {
+        IpAddr::V6(SERVER_V6)
     }
 }
 
@@ -455,23 +465,66 @@ fn rows() -> Vec<Row> {
         row(name.into(), Rules, In, "server", frame, expect);
     }
 
-    // Fragments: first fragments on their ports, later ones with ports 0.
+    // Fragments: a first fragment on its ports; a non-first fragment whose first
+    // fragment never passed is dropped, even where a rule without ports or no
+    // isolation would pass any packet; a first fragment must hold 16 bytes of its
+    // upper-layer header; an IPv6 atomic fragment is a whole packet.
     let v4_fragment =
         |from, field: u16, dport| frames::ipv4(from, SERVER_V4, TCP, field, &l4(TCP, dport));
     let v6_fragment =
         |from, exts: &[Ext], dport| frames::ipv6(from, SERVER_V6, exts, TCP, &l4(TCP, dport));
-    let later = Ext::Fragment { offset: 185 };
-    for (name, frame, expect) in [
-        ("an IPv4 first fragment (more fragments, offset 0) of a TCP SYN to the allowed port passes on its ports", v4_fragment(CLIENT_V4, 0x2000, 80), allowed),
-        ("an IPv4 first fragment of a TCP SYN to another port is dropped", v4_fragment(CLIENT_V4, 0x2000, 81), denied),
-        ("an IPv4 non-first TCP fragment has ports 0, so a peer with only port rules drops it", v4_fragment(CLIENT_V4, 0x2000 | 185, 80), denied),
-        ("an IPv4 last TCP fragment has ports 0, so a peer with only port rules drops it", v4_fragment(CLIENT_V4, 185, 80), denied),
-        ("an IPv4 non-first TCP fragment passes a rule without ports", v4_fragment(OTHER_V4, 0x2000 | 185, 80), allowed),
-        ("an IPv6 first fragment of a TCP SYN to the allowed port passes on its ports", v6_fragment(CLIENT_V6, &[Ext::Fragment { offset: 0 }], 80), allowed),
-        ("an IPv6 non-first TCP fragment has ports 0, so a peer with only port rules drops it", v6_fragment(CLIENT_V6, &[later], 80), denied),
-        ("an IPv6 non-first TCP fragment behind a hop-by-hop header passes a rule without ports", v6_fragment(OTHER_V6, &[Ext::HopByHop, later], 80), allowed),
+    let orphan = |from: IpAddr, more| {
+        let id = fragment_frames::next_id();
+        fragment_frames::fragment((from, server_of(from)), UDP, id, (1480, more), &[0; 64])
+    };
+    let first_of = |from: IpAddr, data: &[u8]| {
+        let id = fragment_frames::next_id();
+        fragment_frames::fragment((from, server_of(from)), UDP, id, (0, true), data)
+    };
+    let udp8 = |dport| fragment_frames::udp_datagram(port(), dport, 0);
+    let udp16 = |dport| fragment_frames::udp_datagram(port(), dport, 8);
+    let (client4, other4) = (IpAddr::V4(CLIENT_V4), IpAddr::V4(OTHER_V4));
+    let (client6, other6) = (IpAddr::V6(CLIENT_V6), IpAddr::V6(OTHER_V6));
+    let unknown = dropped("drop_fragment_unknown");
+    let tiny = dropped("drop_fragment_tiny");
+    // An IPv6 first fragment whose payload length ends with a destination options
+    // header: the UDP header after it lies past the packet, in the frame's tail.
+    let mut header_past_end = frames::ipv6(
+        CLIENT_V6,
+        SERVER_V6,
+        &[Ext::Fragment { offset: 0 }, Ext::DestOptions { units: 0 }],
+        UDP,
+        &udp16(53),
+    );
+    header_past_end[14 + 4..14 + 6].copy_from_slice(&16u16.to_be_bytes());
+    let atomic = |dport| {
+        let mut frame = v6_fragment(CLIENT_V6, &[Ext::Fragment { offset: 0 }], dport);
+        frame[14 + 40 + 3] &= !1;
+        frame
+    };
+    for (name, fixture, frame, expect) in [
+        ("an IPv4 first fragment (more fragments, offset 0) of a TCP SYN to the allowed port passes on its ports", Rules, v4_fragment(CLIENT_V4, 0x2000, 80), allowed),
+        ("an IPv4 first fragment of a TCP SYN to another port is dropped", Rules, v4_fragment(CLIENT_V4, 0x2000, 81), denied),
+        ("an IPv6 first fragment of a TCP SYN to the allowed port passes on its ports", Rules, v6_fragment(CLIENT_V6, &[Ext::Fragment { offset: 0 }], 80), allowed),
+        ("an IPv6 first fragment of a TCP SYN to another port is dropped", Rules, v6_fragment(CLIENT_V6, &[Ext::HopByHop, Ext::Fragment { offset: 0 }], 81), denied),
+        ("an IPv4 non-first fragment whose first fragment never passed is dropped", Rules, orphan(client4, true), unknown),
+        ("an IPv4 last fragment whose first fragment never passed is dropped", Rules, orphan(client4, false), unknown),
+        ("an IPv4 non-first fragment whose first never passed is dropped from a peer allowed without ports", Rules, orphan(other4, true), unknown),
+        ("an IPv4 non-first fragment whose first never passed is dropped at a pod that is not isolated", Open, orphan(client4, true), unknown),
+        ("an IPv6 non-first fragment whose first fragment never passed is dropped", Rules, orphan(client6, true), unknown),
+        ("an IPv6 non-first fragment whose first never passed is dropped from a peer allowed without ports", Rules, orphan(other6, false), unknown),
+        ("an IPv6 non-first fragment whose first never passed is dropped at a pod that is not isolated", Open, orphan(client6, true), unknown),
+        ("an IPv6 non-first fragment behind a hop-by-hop header whose first never passed is dropped", Rules, v6_fragment(OTHER_V6, &[Ext::HopByHop, Ext::Fragment { offset: 185 }], 80), unknown),
+        ("an IPv4 first fragment holding 16 bytes of UDP to the allowed port passes", Rules, first_of(client4, &udp16(53)), allowed),
+        ("an IPv4 first fragment holding only 8 bytes of UDP is dropped as tiny", Rules, first_of(client4, &udp8(53)), tiny),
+        ("an IPv4 first fragment holding only 8 bytes is dropped as tiny at a pod that is not isolated", Open, first_of(client4, &udp8(53)), tiny),
+        ("an IPv6 first fragment holding 16 bytes of UDP to the allowed port passes", Rules, first_of(client6, &udp16(53)), allowed),
+        ("an IPv6 first fragment holding only 8 bytes of UDP is dropped as tiny", Rules, first_of(client6, &udp8(53)), tiny),
+        ("an IPv6 first fragment whose UDP header lies past its payload length is dropped as tiny", Rules, header_past_end, tiny),
+        ("an IPv6 atomic fragment (offset 0, no more fragments) to the allowed port passes as a whole packet", Rules, atomic(80), allowed),
+        ("an IPv6 atomic fragment to another port is dropped as a whole packet", Rules, atomic(81), denied),
     ] {
-        row(name.into(), Rules, In, "server", frame, expect);
+        row(name.into(), fixture, In, "server", frame, expect);
     }
 
     // Neighbour discovery: on-link ND passes an isolated pod both ways, no rule
