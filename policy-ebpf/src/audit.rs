@@ -46,8 +46,8 @@ pub(crate) fn audits(endpoint: &EndpointInfo, direction: u8) -> bool {
 /// audit and its direction no longer audits (a miss: decide afresh).
 #[inline(always)]
 pub(crate) fn tracked(hit: &Hit, endpoint: &EndpointInfo, direction: u8) -> Option<(u32, Counter)> {
-    if hit.flags & CT_FLAG_AUDIT == 0 {
-        return Some((STAT_ALLOW_TRACKED, Counter::rule(hit.counter_slot)));
+    if hit.flags() & CT_FLAG_AUDIT == 0 {
+        return Some((STAT_ALLOW_TRACKED, Counter::rule(hit.counter_slot())));
     }
     let original = if hit.reply {
         ct::opposite(direction)
@@ -55,7 +55,7 @@ pub(crate) fn tracked(hit: &Hit, endpoint: &EndpointInfo, direction: u8) -> Opti
         direction
     };
     if audits(endpoint, original) {
-        Some((STAT_ALLOW_AUDIT, Counter::Deny(hit.counter_slot)))
+        Some((STAT_ALLOW_AUDIT, Counter::Deny(hit.counter_slot())))
     } else {
         None
     }
