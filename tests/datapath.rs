@@ -57,6 +57,8 @@ mod recheck;
 mod service_conntrack;
 #[path = "datapath/sockets.rs"]
 mod sockets;
+#[path = "datapath/stamps.rs"]
+mod stamps;
 #[path = "datapath/tables.rs"]
 mod tables;
 #[path = "datapath/unanswered.rs"]

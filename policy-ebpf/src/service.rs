@@ -148,7 +148,8 @@ pub(crate) enum Why {
 ///    egress allowed);
 /// 4. else `judge` decides the source's egress on the packet's destination: no
 ///    isolation, a rule or an audit would-drop pass and are tracked at the source's
-///    interface (in the rule's or audit slot); anything else is dropped
+///    interface (a deferred packet counted in the rule's or audit slot and
+///    reported; a stale one was, at the source); anything else is dropped
 ///    (`STAT_DROP_DEFERRED_EGRESS`, for a stale packet `STAT_DROP_SOURCE_EGRESS`,
 ///    counted in the source's egress deny slot).
 ///
@@ -308,17 +309,20 @@ fn decide_source(ctx: &TcContext, facts: &mut Facts, site: ct::Site, flow: &Flow
         facts.rule = None;
         return stat;
     }
-    let (verdict, stat, counter) = match kind {
-        RULE => (EVENT_ALLOW, STAT_ALLOW_POLICY, Counter::rule(judged.slot())),
-        AUDIT => (
-            EVENT_WOULD_DROP,
-            STAT_ALLOW_AUDIT,
-            Counter::Deny(judged.slot()),
-        ),
-        _ => (EVENT_ALLOW, STAT_ALLOW_UNISOLATED, Counter::None),
-    };
-    counters::add(counter, len);
-    events::report(facts, verdict, stat, len);
+    // A stale packet was counted and reported at the source already.
+    if why != Why::Stale as u32 {
+        let (verdict, stat, counter) = match kind {
+            RULE => (EVENT_ALLOW, STAT_ALLOW_POLICY, Counter::rule(judged.slot())),
+            AUDIT => (
+                EVENT_WOULD_DROP,
+                STAT_ALLOW_AUDIT,
+                Counter::Deny(judged.slot()),
+            ),
+            _ => (EVENT_ALLOW, STAT_ALLOW_UNISOLATED, Counter::None),
+        };
+        counters::add(counter, len);
+        events::report(facts, verdict, stat, len);
+    }
     facts.rule = None;
     (
         facts.ifindex,

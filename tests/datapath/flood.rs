@@ -3,16 +3,19 @@
 //! limit of tracked flows (`drop_ct_endpoint_limit`), so the others keep their
 //! flows and still open new ones. The table and the limit are small here
 //! (`LoadOptions::conntrack_capacity`, `Config::ct_endpoint_flows`) so that a flood
-//! of a few thousand datagrams overruns the table many times over.
+//! of a few thousand datagrams overruns the table many times over. Nor can a pod
+//! seed long-lived entries with bare TCP ACKs: a flow picked up mid-stream keeps
+//! the opening timeout until the other side answers.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 use policy_agent::{dataplane::LoadOptions, policy::tables::Direction};
-use policy_common::config::Config;
+use policy_common::{config::Config, ct::CT_STATE_OPENING};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{
     addr,
-    frames::{TCP, UDP},
+    frames::{self, ACK, TCP, UDP},
     net::Net,
     pods::{SERVER_V4, SERVER_V6},
     sockets::{Tcp, Udp},
@@ -110,4 +113,50 @@ fn a_pod_flooding_new_flows_stops_at_its_limit_and_another_pods_live_flows_go_on
     // ...and a opens new flows as ever.
     let fresh = Udp::open(&net, "a", "server", server, 7002);
     assert!(fresh.to_client(b"new flow"), "a new flow's answer");
+}
+
+/// Pickups sent as bare ACKs in `a_pod_cannot_seed_established_entries_with_bare_acks`.
+const PICKUPS: u16 = 50;
+
+#[test]
+fn a_pod_cannot_seed_established_entries_with_bare_acks() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("server", SERVER_V4, SERVER_V6),
+        ("b", "10.3.0.6", "fd00:3::6"),
+    ]);
+    // The server admits b on TCP 7000, so every ACK is tracked at both ends.
+    let tables = Tables::new(&net)
+        .isolate("server", true, false)
+        .pod_class("b", 3)
+        .allow_port("server", Direction::Ingress, 3, TCP, 7000)
+        .build();
+    net.apply(&tables);
+    let server = addr(SERVER_V4);
+    // Bare ACKs of no connection, from a raw socket (without a TCP checksum, so
+    // the server's stack drops them unanswered, as an ACK to a closed port would
+    // be answered by no one but a reset).
+    let raw = Net::in_ns(&net.pod("b").netns, || {
+        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP))
+    })
+    .unwrap_or_else(|e| panic!("raw TCP socket: {e}"));
+    for i in 0..PICKUPS {
+        let ack = frames::tcp_flags(30_000 + i, 7000, ACK);
+        raw.send_to(&ack, &SockAddr::from(SocketAddr::new(server, 0)))
+            .unwrap_or_else(|e| panic!("send a bare ACK: {e}"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Each was picked up mid-stream at b's egress and the server's ingress, and
+    // stays OPENING (the opening timeout, not the established one's six hours)
+    // while nobody answers.
+    let ends = [net.ifindex("b"), net.ifindex("server")];
+    let picked: Vec<_> = net
+        .conntrack()
+        .into_iter()
+        .filter(|flow| ends.contains(&flow.ifindex) && flow.destination == (server, 7000))
+        .collect();
+    assert_eq!(picked.len(), 2 * usize::from(PICKUPS), "{picked:#?}");
+    for flow in &picked {
+        assert_eq!(flow.state, CT_STATE_OPENING, "{flow:?}");
+    }
 }

@@ -129,6 +129,23 @@ impl Udp {
         datagram(&self.server, message).is_some()
     }
 
+    /// Sends `message` from a new socket in pod `pod` (a new flow) to the server's
+    /// socket: whether it arrived.
+    pub fn to_server_anew(&self, net: &Net, pod: &str, message: &[u8]) -> bool {
+        let at = self
+            .server
+            .local_addr()
+            .unwrap_or_else(|e| panic!("udp address: {e}"));
+        let socket = Net::in_ns(&net.pod(pod).netns, || {
+            UdpSocket::bind(SocketAddr::new(any(at.ip()), 0))
+        })
+        .unwrap_or_else(|e| panic!("udp socket: {e}"));
+        socket
+            .send_to(message, at)
+            .unwrap_or_else(|e| panic!("udp send: {e}"));
+        datagram(&self.server, message).is_some()
+    }
+
     /// Sends `message` from the server back to the client: whether it arrived.
     pub fn to_client(&self, message: &[u8]) -> bool {
         self.server
