@@ -11,8 +11,10 @@
 //!    endpoint still has the audit flag of the flow's original direction;
 //! 3. once it no longer has it (the policies now enforce, or no longer isolate), the
 //!    entry is a miss: the packet is decided afresh, and an allowed one overwrites
-//!    it. Audit never keeps a connection open past the switch to enforce, unlike
-//!    ordinary flows, which outlive policy changes.
+//!    it. Audit never keeps a connection open past the switch to enforce, not even
+//!    with `CONFIG_FLAG_KEEP_ESTABLISHED`, which keeps ordinary flows across policy
+//!    changes. (Without that flag the switch flips banks, so the flow's next packet
+//!    has re-decided it, `judge::recheck`, before it gets here.)
 
 use policy_common::{
     ct::CT_FLAG_AUDIT,

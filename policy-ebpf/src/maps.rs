@@ -5,10 +5,13 @@
 //! them takes the bank the packet read from `ACTIVE` once (`active_bank`), and
 //! builds its key in place with that bank.
 //!
-//! Stack budget (512 bytes for a classifier and the subprogram it calls): the
-//! packet's `Facts` live in the per-CPU `FACTS` map; `pod_ingress` uses 336 bytes,
-//! `pod_egress` 288, `ct::related` 144 on top (`llvm-objdump -d`, deepest
-//! `r10 - N`).
+//! Stack budget (512 bytes for a classifier and the chain of subprograms it calls):
+//! the packet's `Facts`, its parsed `Flow` and conntrack lookup keys live in
+//! per-CPU maps (`FACTS`, `FLOW`, `CT_KEY`); `pod_ingress` uses 232 bytes,
+//! `pod_egress` 304; on top of them `ct::related` 128, `service::source_tracked`
+//! 192 (plus `judge::judge` 48), `service::decide_source` 80 (plus
+//! `ct::track_entry` 112): the deepest chain is 472 bytes (`llvm-objdump -d`,
+//! deepest `r10 - N`).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
