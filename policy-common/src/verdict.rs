@@ -48,7 +48,8 @@ pub const STAT_DROP_DEFERRED_EGRESS: u32 = 12;
 pub const STAT_DROP_SPOOFED_SOURCE: u32 = 13;
 
 /// Dropped: a packet of a tracked flow whose original direction the current policy
-/// denies (re-decided after a policy change), and every later packet of that flow.
+/// denies (re-decided after a policy change), and every later packet of that flow,
+/// either way; reported with the flow's original direction, whose policy denies it.
 pub const STAT_DROP_REVOKED: u32 = 22;
 /// Dropped at a same-node destination: the packet's egress was decided with another
 /// bank at the source pod, and the source's egress decided again with the

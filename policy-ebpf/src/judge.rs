@@ -137,7 +137,7 @@ pub(crate) fn judge(
 /// entry takes the verdict and the packet goes on. Denied, or revoked by this same
 /// state already, the entry is revoked (`Hit::revoke`), refreshed, and the packet
 /// dropped with `STAT_DROP_REVOKED`, counted in the original direction's deny slot
-/// of `endpoint`.
+/// of `endpoint` and reported with that direction.
 #[inline(always)]
 pub(crate) fn recheck(
     hit: &Hit,
@@ -167,6 +167,9 @@ pub(crate) fn recheck(
         hit.revoke(generation);
     }
     hit.seen(flow);
+    // Counted and reported as a denial of the original direction: its policy
+    // revoked the flow, whichever way this packet goes.
     facts.counter = Counter::Deny(deny_slot(endpoint.endpoint_id, original, false));
+    facts.direction = original;
     Err(STAT_DROP_REVOKED)
 }

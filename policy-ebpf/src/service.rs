@@ -87,7 +87,7 @@ pub(crate) fn take_marks(ctx: &TcContext, generation: u32) -> u32 {
 pub(crate) fn stamp(ctx: &TcContext, generation: u32) {
     let (stamps, current) = maps::config(|c| (c.mark_stamp_mask, c.mark_stamp(generation)));
     if stamps != 0 {
-        ctx.set_mark(mark(ctx) & !stamps | current);
+        ctx.set_mark((mark(ctx) & !stamps) | current);
     }
 }
 
