@@ -80,17 +80,17 @@ fn a_pod_flooding_new_flows_stops_at_its_limit_and_another_pods_live_flows_go_on
     let server = addr(SERVER_V4);
     let mut tcp = Tcp::open(&net, "a", "server", server, 7000);
     let udp = Udp::open(&net, "a", "server", server, 7001);
-    assert!(tcp.to_server(b"before") && tcp.to_client(b"before"));
-    assert!(udp.to_client(b"before"));
+    assert!(tcp.server_gets(b"before") && tcp.client_gets(b"before"));
+    assert!(udp.client_gets(b"before"));
 
     // Pod b opens three tables' worth of flows (to server ports its ingress denies).
     let before = net.stats();
     flood(&net, "b", server, FLOOD);
     let after = net.stats();
     // a's flows are still tracked at both ends: the server's answers pass.
-    assert!(tcp.to_client(b"after the flood"), "TCP answer");
-    assert!(udp.to_client(b"after the flood"), "UDP answer");
-    assert!(tcp.to_server(b"after the flood"), "TCP to the server");
+    assert!(tcp.client_gets(b"after the flood"), "TCP answer");
+    assert!(udp.client_gets(b"after the flood"), "UDP answer");
+    assert!(tcp.server_gets(b"after the flood"), "TCP to the server");
 
     // b stopped at its limit: every flow past it was dropped at its own veth.
     let held = net
@@ -112,7 +112,7 @@ fn a_pod_flooding_new_flows_stops_at_its_limit_and_another_pods_live_flows_go_on
     );
     // ...and a opens new flows as ever.
     let fresh = Udp::open(&net, "a", "server", server, 7002);
-    assert!(fresh.to_client(b"new flow"), "a new flow's answer");
+    assert!(fresh.client_gets(b"new flow"), "a new flow's answer");
 }
 
 /// Pickups sent as bare ACKs in `a_pod_cannot_seed_established_entries_with_bare_acks`.

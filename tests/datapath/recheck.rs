@@ -48,11 +48,11 @@ fn open(net: &Net, server: IpAddr, ports: (u16, u16)) -> (Tcp, Udp) {
     let mut tcp = Tcp::open(net, "client", "server", server, ports.0);
     let udp = Udp::open(net, "client", "server", server, ports.1);
     assert!(
-        tcp.to_server(b"hello") && tcp.to_client(b"hello"),
+        tcp.server_gets(b"hello") && tcp.client_gets(b"hello"),
         "TCP {server}"
     );
     assert!(
-        udp.to_server(b"hello") && udp.to_client(b"hello"),
+        udp.server_gets(b"hello") && udp.client_gets(b"hello"),
         "UDP {server}"
     );
     (tcp, udp)
@@ -94,19 +94,19 @@ fn a_policy_change_cuts_the_flows_it_denies_both_ways_and_the_flows_it_allows_lo
         // TCP connection, from the client on the UDP flow: either way the flow is
         // re-decided, revoked, and dropped from then on, both ways.
         assert!(
-            !cut_tcp.to_client(b"after"),
+            !cut_tcp.client_gets(b"after"),
             "cut TCP, server to client ({server})"
         );
         assert!(
-            !cut_tcp.to_server(b"after"),
+            !cut_tcp.server_gets(b"after"),
             "cut TCP, client to server ({server})"
         );
         assert!(
-            !cut_udp.to_server(b"after"),
+            !cut_udp.server_gets(b"after"),
             "cut UDP, client to server ({server})"
         );
         assert!(
-            !cut_udp.to_client(b"after"),
+            !cut_udp.client_gets(b"after"),
             "cut UDP, server to client ({server})"
         );
         let revoked = net.stats().get("drop_revoked") - before.get("drop_revoked");
@@ -124,10 +124,10 @@ fn a_policy_change_cuts_the_flows_it_denies_both_ways_and_the_flows_it_allows_lo
         // The flows the new state allows take its generation and lose no packet.
         for i in 0..20u8 {
             let message = [b'k', i];
-            assert!(kept_tcp.to_client(&message), "kept TCP to client, #{i}");
-            assert!(kept_tcp.to_server(&message), "kept TCP to server, #{i}");
-            assert!(kept_udp.to_server(&message), "kept UDP to server, #{i}");
-            assert!(kept_udp.to_client(&message), "kept UDP to client, #{i}");
+            assert!(kept_tcp.client_gets(&message), "kept TCP to client, #{i}");
+            assert!(kept_tcp.server_gets(&message), "kept TCP to server, #{i}");
+            assert!(kept_udp.server_gets(&message), "kept UDP to server, #{i}");
+            assert!(kept_udp.client_gets(&message), "kept UDP to client, #{i}");
         }
         let generation = net.datapath.generation();
         for port in [KEPT.0, KEPT.1] {
@@ -155,17 +155,17 @@ fn with_keep_established_flows_a_tracked_flow_outlives_a_change_that_denies_it()
         let before = net.stats();
         net.apply(&server_admits(&net, false));
         assert!(
-            tcp.to_client(b"after") && tcp.to_server(b"after"),
+            tcp.client_gets(b"after") && tcp.server_gets(b"after"),
             "TCP {server}"
         );
         assert!(
-            udp.to_server(b"after") && udp.to_client(b"after"),
+            udp.server_gets(b"after") && udp.client_gets(b"after"),
             "UDP {server}"
         );
         assert_eq!(net.stats().get("drop_revoked"), before.get("drop_revoked"));
         // A new flow meets the new policy.
         assert!(
-            !udp.to_server_anew(&net, "client", b"new"),
+            !udp.server_gets_anew(&net, "client", b"new"),
             "a new UDP flow to {server}"
         );
     }

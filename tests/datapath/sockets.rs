@@ -58,7 +58,7 @@ impl Tcp {
     }
 
     /// Sends `message` from the client: whether the server got it.
-    pub fn to_server(&mut self, message: &[u8]) -> bool {
+    pub fn server_gets(&mut self, message: &[u8]) -> bool {
         self.client
             .write_all(message)
             .unwrap_or_else(|e| panic!("tcp write: {e}"));
@@ -67,7 +67,7 @@ impl Tcp {
 
     /// Sends `message` from the server (on the client's connection): whether the
     /// client got it.
-    pub fn to_client(&mut self, message: &[u8]) -> bool {
+    pub fn client_gets(&mut self, message: &[u8]) -> bool {
         self.server
             .write_all(message)
             .unwrap_or_else(|e| panic!("tcp write: {e}"));
@@ -122,7 +122,7 @@ impl Udp {
     }
 
     /// Sends `message` from the client: whether the server got it.
-    pub fn to_server(&self, message: &[u8]) -> bool {
+    pub fn server_gets(&self, message: &[u8]) -> bool {
         self.client
             .send(message)
             .unwrap_or_else(|e| panic!("udp send: {e}"));
@@ -131,7 +131,7 @@ impl Udp {
 
     /// Sends `message` from a new socket in pod `pod` (a new flow) to the server's
     /// socket: whether it arrived.
-    pub fn to_server_anew(&self, net: &Net, pod: &str, message: &[u8]) -> bool {
+    pub fn server_gets_anew(&self, net: &Net, pod: &str, message: &[u8]) -> bool {
         let at = self
             .server
             .local_addr()
@@ -147,7 +147,7 @@ impl Udp {
     }
 
     /// Sends `message` from the server back to the client: whether it arrived.
-    pub fn to_client(&self, message: &[u8]) -> bool {
+    pub fn client_gets(&self, message: &[u8]) -> bool {
         self.server
             .send_to(message, self.client_at)
             .unwrap_or_else(|e| panic!("udp send: {e}"));
