@@ -27,9 +27,9 @@ pub struct DatapathArgs {
     /// 0xffff0000; Cilium: 0x0f00, 0xf000; kube-proxy: 0x4000, 0x8000).
     #[arg(long, default_value = DEFAULT_MARK_MASK_TEXT, value_parser = parse_mark_mask)]
     mark_mask: u32,
-    /// Tracked flows one pod interface may hold; a new flow past it is dropped
-    /// (counted as drop_ct_endpoint_limit).
-    #[arg(long, default_value_t = CT_ENDPOINT_FLOWS_DEFAULT)]
+    /// Tracked flows one pod interface may hold (at least 1); a new flow past it
+    /// is dropped (counted as drop_ct_endpoint_limit).
+    #[arg(long, default_value_t = CT_ENDPOINT_FLOWS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..))]
     conntrack_flows_per_pod: u32,
 }
 
@@ -109,6 +109,7 @@ mod tests {
         assert_eq!(got, Ok(want));
         let limited = config(&["--conntrack-flows-per-pod", "100"]);
         assert_eq!(limited.map(|c| c.ct_endpoint_flows), Ok(100));
+        assert!(config(&["--conntrack-flows-per-pod", "0"]).is_err());
     }
 
     #[test]
