@@ -82,8 +82,9 @@ use crate::{
 };
 
 /// Where a packet is decided: a pod interface, the direction it crosses it, and the
-/// bank it is decided with (`ACTIVE` as the packet found it). Eight bytes, so it travels in one
-/// register: a BPF call (`related`) takes at most five arguments.
+/// bank it is decided with (of the generation `ACTIVE` held when the packet came).
+/// Eight bytes, so it travels in one register: a BPF call (`related`) takes at most
+/// five arguments.
 #[derive(Clone, Copy)]
 pub(crate) struct Site {
     /// The pod's host-side interface.
@@ -214,8 +215,8 @@ fn key(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> CtKey {
     }
 }
 
-/// `key` made, field by field in place, what `key` returns: a key built by value
-/// would first take 48 bytes of the stack.
+/// Writes into `key`, field by field, what `key()` returns for the same arguments:
+/// a key built by value would first take 48 bytes of the stack.
 #[inline(always)]
 fn fill_key(key: &mut CtKey, ifindex: u32, direction: u8, flow: &Flow, reversed: bool) {
     key.ifindex = ifindex;

@@ -253,8 +253,8 @@ fn check_source(bank: u32, ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result
 }
 
 /// Steps 7 to 12 of `decide` for a parsed packet; `arrived` is what its mark said
-/// (`service::ARRIVED_*`). Returns the counter and whether the packet passed as a
-/// reply to a tracked flow.
+/// (`service::ARRIVED_*`; only `ARRIVED_VERIFIED` is read here). Returns the
+/// counter and whether the packet passed as a reply to a tracked flow.
 #[inline(always)]
 fn decide_flow(
     ctx: &TcContext,

@@ -2,11 +2,12 @@
 //!
 //! The egress classifier runs at TC ingress of the client's veth, before the node's
 //! DNAT, so it cannot see which backend a ClusterIP flow goes to. It records a
-//! `CT_FLAG_DEFERRED` entry, sets `MARK_DEFERRED_EGRESS` and lets the packet on. The
-//! classifier at the backend's veth (TC egress, after DNAT) decides the client's
-//! egress on the real backend before the backend's own ingress. Replies are verified
-//! at the backend's veth (`MARK_REPLY_VERIFIED`) and required at the client's, so a
-//! reply to a deferred flow passes only if the client's egress allowed the backend.
+//! `CT_FLAG_DEFERRED` entry, sets the deferred-egress mark bit and lets the packet
+//! on. The classifier at the backend's veth (TC egress, after DNAT) decides the
+//! client's egress on the real backend before the backend's own ingress. Replies
+//! are verified at the backend's veth (the reply-verified bit) and required at the
+//! client's, so a reply to a deferred flow passes only if the client's egress
+//! allowed the backend.
 //! Marks never cross a network namespace (veth scrubs them), so pods cannot forge them.
 //!
 //! The same destination-side decision closes the window in which a packet between
@@ -105,7 +106,7 @@ pub(crate) fn defer(
         let site = ct::Site {
             ifindex,
             direction: DIRECTION_EGRESS,
-            bank: 0,
+            bank: maps::bank(generation) as u8,
         };
         ct::track(
             site,
@@ -246,10 +247,10 @@ fn source_tracked(ctx: &TcContext, facts: &mut Facts, flow: &Flow, why: u32) -> 
             bank: bank as u8,
         };
         if let Err(stat) = judge::recheck(&hit, site, &source, flow, facts, generation) {
-            // The drop is the source's: reported with its interface.
+            // The drop is the source's: reported with its interface (and, from
+            // `recheck`, the direction whose policy revoked the flow).
             facts.ifindex = source_if;
             facts.endpoint_id = source.endpoint_id;
-            facts.direction = DIRECTION_EGRESS;
             return u64::from(if stale { STAT_DROP_SOURCE_EGRESS } else { stat });
         }
     }
@@ -362,9 +363,9 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
         };
         // The reply's own verdict stays the backend's: only the client's entry
         // learns the new state, and a denied one verifies nothing.
-        let counter = facts.counter;
+        let (counter, direction) = (facts.counter, facts.direction);
         let rechecked = judge::recheck(&hit, site, &client, flow, facts, generation);
-        facts.counter = counter;
+        (facts.counter, facts.direction) = (counter, direction);
         if rechecked.is_err() {
             return false;
         }
