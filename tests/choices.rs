@@ -1,6 +1,7 @@
 //! The choices NetworkPolicy leaves open, pinned on real packets (README, "Choices
-//! the spec leaves open"): established flows across a policy change, a reused
-//! source port after one, and a Service ClusterIP named in an ipBlock.
+//! the spec leaves open"): established flows across a policy change (cut by
+//! default, kept with `--keep-established-flows`), a reused source port after one,
+//! and a Service ClusterIP named in an ipBlock.
 
 mod support;
 
@@ -12,6 +13,7 @@ use std::{
 
 use policy_agent::{
     lab::{
+        flowlog,
         probe::{Family, ProbeRoute},
         Lab,
     },
@@ -20,6 +22,7 @@ use policy_agent::{
         ClusterState, ObjectRef, PortRef, Protocol,
     },
 };
+use policy_common::config::{Config, CONFIG_FLAG_KEEP_ESTABLISHED};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 const TIMEOUT: Duration = Duration::from_millis(1000);
@@ -78,10 +81,14 @@ fn echoes(socket: &UdpSocket, payload: &[u8]) -> bool {
     }
 }
 
-#[test]
-fn an_established_flow_keeps_passing_after_a_policy_would_deny_it_and_new_ones_do_not() {
+/// A lab of `client_and_server` with the classifiers' settings `config`, a UDP
+/// flow from the client to the server's port 53 that echoes, then the server's
+/// ingress denied to all: whether the flow echoes after the change, and whether a
+/// new flow does.
+fn flow_across_a_denying_change(config: &Config) -> (bool, bool) {
     support::require_root_and_bpf();
-    let mut lab = Lab::up(client_and_server(), &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let mut lab =
+        Lab::up_with(client_and_server(), &[], config).unwrap_or_else(|e| panic!("lab: {e}"));
     let server = SocketAddr::new(server_v4(&lab), 53);
     let client = ObjectRef::new("x", "client");
     let established = udp_socket_in(&lab, &client, server);
@@ -89,15 +96,35 @@ fn an_established_flow_keeps_passing_after_a_policy_would_deny_it_and_new_ones_d
         echoes(&established, b"before"),
         "no policy: the flow passes"
     );
-
     lab.update(with_server_deny_all(lab.state().clone()))
         .unwrap_or_else(|e| panic!("update: {e}"));
+    let kept = echoes(&established, b"after");
+    let fresh = udp_socket_in(&lab, &client, server);
+    (kept, echoes(&fresh, b"new"))
+}
+
+#[test]
+fn an_established_flow_is_cut_by_a_policy_change_that_denies_it_and_new_ones_meet_it_too() {
+    let (kept, fresh) = flow_across_a_denying_change(&flowlog::lab_config());
     assert!(
-        echoes(&established, b"after"),
+        !kept,
+        "the first packet after the change re-decides the flow, and the new policy denies it"
+    );
+    assert!(!fresh, "a new flow meets the new policy");
+}
+
+#[test]
+fn with_keep_established_flows_an_established_flow_keeps_passing_and_new_ones_do_not() {
+    let keep = Config {
+        flags: flowlog::lab_config().flags | CONFIG_FLAG_KEEP_ESTABLISHED,
+        ..flowlog::lab_config()
+    };
+    let (kept, fresh) = flow_across_a_denying_change(&keep);
+    assert!(
+        kept,
         "the flow was allowed when it began, so it keeps passing (as in Cilium and Calico)"
     );
-    let fresh = udp_socket_in(&lab, &client, server);
-    assert!(!echoes(&fresh, b"new"), "a new flow meets the new policy");
+    assert!(!fresh, "a new flow meets the new policy");
 }
 
 /// Connects from `client` to `server` with the local port `port` and reports whether

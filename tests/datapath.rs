@@ -8,7 +8,10 @@
 //! `datapath/prog_test_run.rs` holds the frame sequences a table row cannot express;
 //! `datapath/pods.rs` the pods, tables and frames the frame tests share;
 //! `datapath/conntrack.rs` the conntrack lifecycle (states, timeouts, related ICMP
-//! errors, a full table); `datapath/counters.rs`, `datapath/events.rs` and
+//! errors), `datapath/conntrack_limits.rs` and `datapath/flood.rs` what bounds the
+//! table (a full table, a pod's limit, the sweep, a flooding pod), and
+//! `datapath/recheck.rs` tracked flows re-decided after a policy change and the
+//! bank stamp of same-node packets; `datapath/counters.rs`, `datapath/events.rs` and
 //! `datapath/audit.rs` the per-policy counters, verdict events and audit mode;
 //! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`;
 //! `datapath/fragments.rs` the non-first fragments of a datagram after its first
@@ -29,6 +32,8 @@ mod bench;
 mod conntrack;
 #[path = "datapath/conntrack_lifecycle.rs"]
 mod conntrack_lifecycle;
+#[path = "datapath/conntrack_limits.rs"]
+mod conntrack_limits;
 #[path = "datapath/conntrack_related.rs"]
 mod conntrack_related;
 #[path = "datapath/counters.rs"]
@@ -43,6 +48,8 @@ mod fragment_probes;
 mod fragments;
 #[path = "datapath/fragments_on_veths.rs"]
 mod fragments_on_veths;
+#[path = "datapath/flood.rs"]
+mod flood;
 #[path = "datapath/frames.rs"]
 mod frames;
 #[path = "datapath/net.rs"]
@@ -55,8 +62,14 @@ mod pods;
 mod probe;
 #[path = "datapath/prog_test_run.rs"]
 mod prog_test_run;
+#[path = "datapath/recheck.rs"]
+mod recheck;
 #[path = "datapath/service_conntrack.rs"]
 mod service_conntrack;
+#[path = "datapath/sockets.rs"]
+mod sockets;
+#[path = "datapath/stamps.rs"]
+mod stamps;
 #[path = "datapath/tables.rs"]
 mod tables;
 #[path = "datapath/unanswered.rs"]

@@ -8,14 +8,20 @@
 //! then flips `ACTIVE` (one u32 store), then waits for an RCU grace period before
 //! it touches the bank it left (packets that read the old value may still run).
 //! Tracked flows (`CONNTRACK`), counters and events are not banked.
+//!
+//! `ACTIVE` holds a generation, not just the bank: the agent adds one at every
+//! flip, so its lowest bit alternates and names the bank, and the whole value tells
+//! a tracked flow decided by an earlier state (`CtValue::generation`) from one
+//! decided by the current one.
 
-/// Map name of the bank selector: `Array<u32>` with one entry, 0 or 1.
+/// Map name of the bank selector: `Array<u32>` with one entry, the generation
+/// (`bank_of` it is the bank).
 pub const ACTIVE_MAP: &str = "ACTIVE";
 /// Number of banks.
 pub const BANKS: u32 = 2;
 
-/// The bank a classifier uses for a stored `ACTIVE` value: its lowest bit, so a
-/// value the agent never writes still names a bank that exists.
+/// The bank a classifier uses for a stored `ACTIVE` value (a generation): its
+/// lowest bit, so any value names a bank that exists.
 #[inline(always)]
 pub const fn bank_of(active: u32) -> u32 {
     active & 1

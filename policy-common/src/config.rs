@@ -1,13 +1,75 @@
 //! `CONFIG`: one-entry array of settings the agent writes at load time and the
-//! classifiers read per packet: conntrack timeouts and event settings.
+//! classifiers read per packet: conntrack timeouts and limits, event settings, and
+//! the `skb->mark` bits podwall owns.
+
+use crate::ct::CT_ENDPOINT_FLOWS_DEFAULT;
 
 /// Map name in the object file.
 pub const CONFIG_MAP: &str = "CONFIG";
 
 /// Flag: emit `EVENT_ALLOW` events too (drops and would-drops always are).
 pub const CONFIG_FLAG_ALLOW_EVENTS: u32 = 1 << 0;
+/// Flag: tracked flows keep passing after a policy change (no re-decision of a
+/// flow whose entry another state decided); only a new connection meets the new
+/// policy. Off by default: a change cuts what it denies.
+pub const CONFIG_FLAG_KEEP_ESTABLISHED: u32 = 1 << 1;
+
+/// The `skb->mark` bits podwall owns unless told otherwise: the low byte, clear of
+/// Calico's `IptablesMarkMask` (0xffff0000), kube-proxy's masquerade and drop bits
+/// (0x4000, 0x8000) and Cilium's mark nibbles (0x0f00, 0xf000).
+pub const DEFAULT_MARK_MASK: u32 = 0x0000_00ff;
 
 const SECOND_NS: u64 = 1_000_000_000;
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_SCTP: u8 = 132;
+
+/// What podwall uses each bit of its mark mask for (`mark_bits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkBits {
+    /// Set on a packet whose egress is deferred past Service DNAT.
+    pub deferred_egress: u32,
+    /// Set on a reply the backend's side verified.
+    pub reply_verified: u32,
+    /// Contiguous bits holding the stamp of the bank a pod's egress was decided
+    /// with (`Config::mark_stamp`).
+    pub stamp_mask: u32,
+    /// Position of the lowest bit of `stamp_mask`.
+    pub stamp_shift: u32,
+}
+
+/// How podwall uses the bits of `mask`: its lowest set bit marks a deferred egress,
+/// the next one a verified reply, and the bits above them, one contiguous run of at
+/// least two, hold the bank stamp. `None` when `mask` has another shape.
+pub const fn mark_bits(mask: u32) -> Option<MarkBits> {
+    if mask.count_ones() < 4 {
+        return None;
+    }
+    let deferred_egress = mask & mask.wrapping_neg();
+    let rest = mask & !deferred_egress;
+    let reply_verified = rest & rest.wrapping_neg();
+    let stamp_mask = rest & !reply_verified;
+    let stamp_shift = stamp_mask.trailing_zeros();
+    // Contiguous: shifted down, the run is 2^k - 1.
+    let run = stamp_mask >> stamp_shift;
+    if run & (run + 1) != 0 {
+        return None;
+    }
+    Some(MarkBits {
+        deferred_egress,
+        reply_verified,
+        stamp_mask,
+        stamp_shift,
+    })
+}
+
+const DEFAULT_MARKS: MarkBits = match mark_bits(DEFAULT_MARK_MASK) {
+    Some(bits) => bits,
+    None => panic!("DEFAULT_MARK_MASK has no valid shape"),
+};
 
 /// Settings; every field is used as is (the agent always writes the entry).
 #[repr(C)]
@@ -33,13 +95,27 @@ pub struct Config {
     pub flags: u32,
     /// Explicit padding; always zero.
     pub pad: u32,
+    /// `skb->mark` bit of a deferred egress (`MarkBits::deferred_egress`).
+    pub mark_deferred_egress: u32,
+    /// `skb->mark` bit of a verified reply (`MarkBits::reply_verified`).
+    pub mark_reply_verified: u32,
+    /// `skb->mark` bits of the bank stamp (`MarkBits::stamp_mask`); 0: no stamp.
+    pub mark_stamp_mask: u32,
+    /// `MarkBits::stamp_shift`.
+    pub mark_stamp_shift: u32,
+    /// `CONNTRACK` entries one pod interface may hold; a new flow past it is
+    /// dropped (`STAT_DROP_CT_ENDPOINT_LIMIT`).
+    pub ct_endpoint_flows: u32,
+    /// Explicit padding; always zero.
+    pub pad2: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 64);
+const _: () = assert!(core::mem::size_of::<Config>() == 88);
 
 impl Config {
     /// Cilium's conntrack lifetimes (SYN 60 s, established 6 h, close 10 s,
-    /// non-TCP 60 s), ICMP 30 s, and 1,000 events per second per CPU.
+    /// non-TCP 60 s), ICMP 30 s, 1,000 events per second per CPU, the marks of
+    /// `DEFAULT_MARK_MASK` and an eighth of the conntrack table per interface.
     pub const DEFAULT: Config = Config {
         ct_tcp_opening_ns: 60 * SECOND_NS,
         ct_tcp_established_ns: 6 * 3600 * SECOND_NS,
@@ -51,7 +127,62 @@ impl Config {
         events_burst: 200,
         flags: 0,
         pad: 0,
+        mark_deferred_egress: DEFAULT_MARKS.deferred_egress,
+        mark_reply_verified: DEFAULT_MARKS.reply_verified,
+        mark_stamp_mask: DEFAULT_MARKS.stamp_mask,
+        mark_stamp_shift: DEFAULT_MARKS.stamp_shift,
+        ct_endpoint_flows: CT_ENDPOINT_FLOWS_DEFAULT,
+        pad2: 0,
     };
+
+    /// This config with its mark fields set from `bits`.
+    pub const fn with_marks(self, bits: MarkBits) -> Config {
+        Config {
+            mark_deferred_egress: bits.deferred_egress,
+            mark_reply_verified: bits.reply_verified,
+            mark_stamp_mask: bits.stamp_mask,
+            mark_stamp_shift: bits.stamp_shift,
+            ..self
+        }
+    }
+
+    /// Every mark bit podwall owns: the only ones a classifier ever clears.
+    #[inline(always)]
+    pub const fn own_marks(&self) -> u32 {
+        self.mark_deferred_egress | self.mark_reply_verified | self.mark_stamp_mask
+    }
+
+    /// The bank stamp of `generation` (an `ACTIVE` value), already in place in the
+    /// mark: `1 + generation mod (2^k - 1)` in the k stamp bits, so a stamped
+    /// packet's field is never 0, and two generations fewer than 2^k - 1 flips
+    /// apart never share a stamp. 0 when no stamp bits are configured.
+    #[inline(always)]
+    pub const fn mark_stamp(&self, generation: u32) -> u32 {
+        let modulus = self.mark_stamp_mask.wrapping_shr(self.mark_stamp_shift);
+        if modulus == 0 {
+            return 0;
+        }
+        ((generation % modulus + 1).wrapping_shl(self.mark_stamp_shift)) & self.mark_stamp_mask
+    }
+
+    /// How long a conntrack entry of `protocol` in `state` (`ct::CT_STATE_*`) may
+    /// stay idle: TCP opening (and answered) `ct_tcp_opening_ns`, established
+    /// `ct_tcp_established_ns`, closing and closed `ct_tcp_closing_ns`; UDP and
+    /// SCTP `ct_udp_ns`; ICMP and ICMPv6 `ct_icmp_ns`; the rest `ct_other_ns`.
+    #[inline(always)]
+    pub const fn ct_timeout_ns(&self, protocol: u8, state: u8) -> u64 {
+        use crate::ct::{CT_STATE_ANSWERED, CT_STATE_ESTABLISHED, CT_STATE_OPENING};
+        match protocol {
+            IPPROTO_TCP => match state {
+                CT_STATE_OPENING | CT_STATE_ANSWERED => self.ct_tcp_opening_ns,
+                CT_STATE_ESTABLISHED => self.ct_tcp_established_ns,
+                _ => self.ct_tcp_closing_ns,
+            },
+            IPPROTO_UDP | IPPROTO_SCTP => self.ct_udp_ns,
+            IPPROTO_ICMP | IPPROTO_ICMPV6 => self.ct_icmp_ns,
+            _ => self.ct_other_ns,
+        }
+    }
 }
 
 impl Default for Config {

@@ -1,17 +1,37 @@
-//! `CONNTRACK`: LRU hash of flows a pod's policy allowed, so replies pass.
+//! `CONNTRACK`: hash of flows a pod's policy allowed, so replies pass; and the
+//! per-interface counts that keep one pod from taking the whole table.
 //!
 //! Entries are per pod interface and per direction of the first packet: the same
 //! flow crossing two local pods is tracked once at each, so an allowed egress at the
 //! client never stands in for the server's ingress decision. Addresses of both
 //! families are stored as IPv6 (IPv4 as `::ffff:a.b.c.d`; IPv6 packets carrying such
 //! an address are dropped as malformed, so the families never share a key).
+//!
+//! The table is a plain hash, not an LRU: nothing ever evicts a live flow. The
+//! classifiers add entries and overwrite their own keys; only the agent removes
+//! entries, once they are idle past their timeout. So the number of entries an
+//! interface holds is exact: `CT_TRACKED[ifindex]` (entries the classifiers added)
+//! minus `CT_RECLAIMED[ifindex]` (entries the agent removed). Each map has one
+//! writer, so neither needs a lock.
 
 /// Map name in the object file.
 pub const CONNTRACK_MAP: &str = "CONNTRACK";
-/// Capacity: tracked flows per node. When full, inserting a flow evicts the least
-/// recently used entry (the map is an LRU hash): new flows always get state, and a
-/// forgotten flow's next packet is decided by policy again.
+/// Capacity: tracked flows per node. When full, a new flow is dropped
+/// (`STAT_DROP_CT_FULL`) and every tracked one keeps its entry.
 pub const CONNTRACK_MAX: u32 = 262144;
+/// Default of `Config::ct_endpoint_flows`: entries one pod interface may hold, an
+/// eighth of the table, so a pod flooding new flows stops at its own limit.
+pub const CT_ENDPOINT_FLOWS_DEFAULT: u32 = CONNTRACK_MAX / 8;
+
+/// Map name of the entries the classifiers added per interface: `HashMap<u32, u64>`,
+/// key the ifindex (host byte order), value a count only ever raised (atomically).
+pub const CT_TRACKED_MAP: &str = "CT_TRACKED";
+/// Map name of the entries the agent removed per interface: `HashMap<u32, u64>`,
+/// same key, written by the agent alone.
+pub const CT_RECLAIMED_MAP: &str = "CT_RECLAIMED";
+/// Capacity of `CT_TRACKED` and `CT_RECLAIMED`: the interfaces of the local pods,
+/// twice over for interfaces gone whose entries the agent has yet to reclaim.
+pub const CT_COUNTERS_MAX: u32 = 2 * crate::endpoint::ENDPOINTS_MAX;
 
 /// Flag: a flow to a Service ClusterIP whose egress verdict is made after DNAT at
 /// the backend; its replies pass only when the backend side verified them.
@@ -47,10 +67,17 @@ const _: () = assert!(core::mem::size_of::<CtKey>() == 44);
 /// afresh: audit never keeps a connection open past the switch to enforce.
 pub const CT_FLAG_AUDIT: u32 = 1 << 1;
 
-/// `CtValue::state`: first packet seen, no reply yet (TCP: SYN sent).
+/// Flag: a flow the current policy no longer allows: the first packet after a
+/// policy change re-decided its original direction and the new state denies it.
+/// Its packets are dropped (`STAT_DROP_REVOKED`) until it is idle past its
+/// timeout, or a later change allows it again, or a TCP SYN opens the tuple anew.
+pub const CT_FLAG_REVOKED: u32 = 1 << 2;
+
+/// `CtValue::state`: first packet seen, no reply yet (TCP: a SYN sent, or a flow
+/// picked up mid-stream that the other side has not answered yet).
 pub const CT_STATE_OPENING: u8 = 0;
-/// `CtValue::state`: a reply was seen (TCP: the handshake completed, or a flow
-/// picked up mid-stream).
+/// `CtValue::state`: a reply was seen (TCP: the handshake completed, or the other
+/// side answered a flow picked up mid-stream).
 pub const CT_STATE_ESTABLISHED: u8 = 1;
 /// `CtValue::state`: TCP FIN seen in either direction.
 pub const CT_STATE_CLOSING: u8 = 2;
@@ -81,7 +108,10 @@ pub struct CtValue {
     /// `CT_STATE_*`.
     pub state: u8,
     /// Explicit padding; always zero.
-    pub pad: [u8; 7],
+    pub pad: [u8; 3],
+    /// The `ACTIVE` value (`bank` generation) of the state that last decided the
+    /// flow: a packet that finds another one re-decides it (`CT_FLAG_REVOKED`).
+    pub generation: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<CtValue>() == 32);

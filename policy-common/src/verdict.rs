@@ -47,6 +47,19 @@ pub const STAT_DROP_DEFERRED_EGRESS: u32 = 12;
 /// addresses (anti-spoofing; IPv6 link-local and unspecified sources are exempt).
 pub const STAT_DROP_SPOOFED_SOURCE: u32 = 13;
 
+/// Dropped: a packet of a tracked flow whose original direction the current policy
+/// denies (re-decided after a policy change), and every later packet of that flow,
+/// either way; reported with the flow's original direction, whose policy denies it.
+pub const STAT_DROP_REVOKED: u32 = 22;
+/// Dropped at a same-node destination: the packet's egress was decided with another
+/// bank at the source pod, and the source's egress decided again with the
+/// destination's bank denies it (or the source is no local pod in that bank).
+pub const STAT_DROP_SOURCE_EGRESS: u32 = 23;
+/// Dropped: a new flow its pod interface has no room for; the interface holds
+/// `Config::ct_endpoint_flows` tracked flows already.
+pub const STAT_DROP_CT_ENDPOINT_LIMIT: u32 = 24;
+/// Dropped: a new flow the conntrack table has no room for (`CONNTRACK_MAX`).
+pub const STAT_DROP_CT_FULL: u32 = 25;
 /// Dropped: a non-first fragment (offset above 0) of a datagram whose first fragment
 /// did not pass here lately (denied, never seen, out of order, or forgotten;
 /// `frag::FRAGMENTS_MAP`).
@@ -64,11 +77,13 @@ pub const STAT_EVENTS_RATE_LIMITED: u32 = 48;
 pub const STAT_EVENTS_RING_FULL: u32 = 49;
 
 /// `skb->mark` bit set on a packet whose egress verdict is deferred past Service
-/// DNAT; the classifier at the destination decides it and clears the bit.
-pub const MARK_DEFERRED_EGRESS: u32 = 0x0010_0000;
+/// DNAT; the classifier at the destination decides it and clears the bit. The
+/// default of `Config::mark_deferred_egress` (`config::DEFAULT_MARK_MASK`).
+pub const MARK_DEFERRED_EGRESS: u32 = 0x0000_0001;
 /// `skb->mark` bit set on a reply the backend side matched to a deferred flow the
-/// client's egress policy allowed; the client side requires it and clears it.
-pub const MARK_REPLY_VERIFIED: u32 = 0x0020_0000;
+/// client's egress policy allowed; the client side requires it and clears it. The
+/// default of `Config::mark_reply_verified`.
+pub const MARK_REPLY_VERIFIED: u32 = 0x0000_0002;
 
 /// Human names of the counters, indexed like `STATS`.
 pub const STAT_NAMES: [&str; STATS_LEN as usize] = {
@@ -87,6 +102,10 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = {
     names[STAT_DROP_DEFERRED_UNKNOWN_SOURCE as usize] = "drop_deferred_unknown_source";
     names[STAT_DROP_DEFERRED_EGRESS as usize] = "drop_deferred_egress";
     names[STAT_DROP_SPOOFED_SOURCE as usize] = "drop_spoofed_source";
+    names[STAT_DROP_REVOKED as usize] = "drop_revoked";
+    names[STAT_DROP_SOURCE_EGRESS as usize] = "drop_source_egress";
+    names[STAT_DROP_CT_ENDPOINT_LIMIT as usize] = "drop_ct_endpoint_limit";
+    names[STAT_DROP_CT_FULL as usize] = "drop_ct_full";
     names[STAT_DROP_FRAGMENT_UNKNOWN as usize] = "drop_fragment_unknown";
     names[STAT_DROP_FRAGMENT_TINY as usize] = "drop_fragment_tiny";
     names[STAT_DROP_FRAGMENT_OVERLAP as usize] = "drop_fragment_overlap";

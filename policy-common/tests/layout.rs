@@ -5,9 +5,15 @@ use core::mem::{align_of, offset_of, size_of};
 
 use policy_common::{
     bank::{bank_of, other, ACTIVE_MAP, BANKS},
-    config::Config,
+    config::{
+        mark_bits, Config, MarkBits, CONFIG_FLAG_ALLOW_EVENTS, CONFIG_FLAG_KEEP_ESTABLISHED,
+        DEFAULT_MARK_MASK,
+    },
     counters::{deny_slot, TrafficCounter, DENY_COUNTERS_MAX},
-    ct::{CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
+    ct::{
+        CtKey, CtValue, CONNTRACK_MAX, CT_ENDPOINT_FLOWS_DEFAULT, CT_FLAG_AUDIT, CT_FLAG_DEFERRED,
+        CT_FLAG_REVOKED, CT_STATE_CLOSED, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
+    },
     endpoint::{
         AddressKey, EndpointInfo, EndpointKey, AUDIT_EGRESS, AUDIT_INGRESS, ENDPOINTS_MAX,
         ENDPOINT_ADDRS_MAX, ISOLATED_EGRESS, ISOLATED_INGRESS, PENDING_ENDPOINT_ID,
@@ -22,9 +28,11 @@ use policy_common::{
     verdict::{
         MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STATS_LEN, STAT_ALLOW_AUDIT, STAT_ALLOW_NODE,
         STAT_ALLOW_NON_IP, STAT_ALLOW_POLICY, STAT_ALLOW_RELATED, STAT_ALLOW_TRACKED,
-        STAT_ALLOW_UNISOLATED, STAT_DROP_DEFERRED_EGRESS, STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
+        STAT_ALLOW_UNISOLATED, STAT_DROP_CT_ENDPOINT_LIMIT, STAT_DROP_CT_FULL,
+        STAT_DROP_DEFERRED_EGRESS, STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
         STAT_DROP_FRAGMENT_OVERLAP, STAT_DROP_FRAGMENT_TINY, STAT_DROP_FRAGMENT_UNKNOWN,
-        STAT_DROP_MALFORMED, STAT_DROP_POLICY, STAT_DROP_SPOOFED_SOURCE,
+        STAT_DROP_MALFORMED, STAT_DROP_POLICY, STAT_DROP_REVOKED, STAT_DROP_SOURCE_EGRESS,
+        STAT_DROP_SPOOFED_SOURCE,
         STAT_DROP_UNKNOWN_ENDPOINT, STAT_EGRESS_DEFERRED, STAT_EVENTS_RATE_LIMITED,
         STAT_EVENTS_RING_FULL, STAT_NAMES, STAT_VERDICTS,
     },
@@ -139,18 +147,23 @@ fn map_types_have_no_hidden_padding() {
     assert_eq!(size_of::<PeerClass>(), 4 + 4);
     assert_eq!(offset_of!(PeerClass, class_id), 0);
     assert_eq!(offset_of!(PeerClass, flags), 4);
-    assert_eq!(size_of::<CtValue>(), 8 + 8 + 4 + 4 + 1 + 7);
+    assert_eq!(size_of::<CtValue>(), 8 + 8 + 4 + 4 + 1 + 3 + 4);
     assert_eq!(offset_of!(CtValue, created_ns), 0);
     assert_eq!(offset_of!(CtValue, last_seen_ns), 8);
     assert_eq!(offset_of!(CtValue, counter_slot), 16);
     assert_eq!(offset_of!(CtValue, flags), 20);
     assert_eq!(offset_of!(CtValue, state), 24);
     assert_eq!(offset_of!(CtValue, pad), 25);
+    assert_eq!(offset_of!(CtValue, generation), 28);
     assert_eq!(size_of::<TrafficCounter>(), 8 + 8);
     assert_eq!(offset_of!(TrafficCounter, bytes), 8);
-    assert_eq!(size_of::<Config>(), 6 * 8 + 4 * 4);
+    assert_eq!(size_of::<Config>(), 6 * 8 + 10 * 4);
     assert_eq!(offset_of!(Config, events_per_second), 48);
     assert_eq!(offset_of!(Config, flags), 56);
+    assert_eq!(offset_of!(Config, mark_deferred_egress), 64);
+    assert_eq!(offset_of!(Config, mark_stamp_shift), 76);
+    assert_eq!(offset_of!(Config, ct_endpoint_flows), 80);
+    assert_eq!(offset_of!(Config, pad2), 84);
 }
 
 #[test]
@@ -241,6 +254,8 @@ fn flags_and_marks_are_distinct_bits() {
             AUDIT_INGRESS | AUDIT_EGRESS,
         ],
         [CT_FLAG_DEFERRED, CT_FLAG_AUDIT],
+        [CT_FLAG_DEFERRED | CT_FLAG_AUDIT, CT_FLAG_REVOKED],
+        [CONFIG_FLAG_ALLOW_EVENTS, CONFIG_FLAG_KEEP_ESTABLISHED],
         [PEER_FLAG_NODE, PEER_FLAG_SERVICE],
         [MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED],
     ] {
@@ -248,8 +263,98 @@ fn flags_and_marks_are_distinct_bits() {
         assert_eq!(flags[0] & flags[1], 0, "{flags:?}");
     }
     assert_eq!(CT_FLAG_DEFERRED.count_ones(), 1);
-    // The marks stay clear of kube-proxy's (0x4000 masquerade, 0x8000 drop).
-    assert_eq!((MARK_DEFERRED_EGRESS | MARK_REPLY_VERIFIED) & 0xC000, 0);
+    assert_eq!(CT_FLAG_REVOKED.count_ones(), 1);
+}
+
+#[test]
+fn the_default_marks_are_the_low_byte_clear_of_calico_cilium_and_kube_proxy() {
+    let default = Config::DEFAULT;
+    assert_eq!(default.own_marks(), DEFAULT_MARK_MASK);
+    assert_eq!(
+        (default.mark_deferred_egress, default.mark_reply_verified),
+        (MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED)
+    );
+    // Calico's IptablesMarkMask, Cilium's mark nibbles (magic, then kube-proxy's
+    // masquerade and drop bits, which kube-proxy uses alone too).
+    for (whose, mask) in [
+        ("Calico", 0xffff_0000),
+        ("Cilium", 0x0f00),
+        ("kube-proxy", 0xf000),
+    ] {
+        assert_eq!(default.own_marks() & mask, 0, "{whose}");
+    }
+}
+
+#[test]
+fn a_mark_mask_gives_two_single_bits_and_a_contiguous_stamp_of_at_least_two() {
+    assert_eq!(
+        mark_bits(0xff),
+        Some(MarkBits {
+            deferred_egress: 0x1,
+            reply_verified: 0x2,
+            stamp_mask: 0xfc,
+            stamp_shift: 2,
+        })
+    );
+    for refused in [0, 0x7, 0x1f0f, 0x8000_0007, 0xf0f0] {
+        assert_eq!(mark_bits(refused), None, "{refused:#x}");
+    }
+    for mask in [0xf, 0xf0, 0x0f00_0000, 0xffff_ffff, 0x3c1] {
+        let bits = mark_bits(mask).unwrap_or_else(|| panic!("{mask:#x}"));
+        let parts = [bits.deferred_egress, bits.reply_verified, bits.stamp_mask];
+        assert_eq!(parts.iter().fold(0, |all, p| all | p), mask, "{mask:#x}");
+        assert_eq!(parts[0] & parts[1], 0);
+        assert_eq!((parts[0] | parts[1]) & parts[2], 0);
+        assert_eq!(bits.stamp_mask >> bits.stamp_shift & 1, 1);
+    }
+}
+
+#[test]
+fn stamps_are_never_zero_stay_in_their_bits_and_part_generations_within_the_modulus() {
+    for mask in [0xff, 0xf, 0xff00_0000] {
+        let config = Config::DEFAULT.with_marks(mark_bits(mask).unwrap_or_else(|| panic!()));
+        let modulus = config.mark_stamp_mask >> config.mark_stamp_shift;
+        for generation in [0, 1, 2, 61, 62, 63, 64, u32::MAX - 1, u32::MAX] {
+            let stamp = config.mark_stamp(generation);
+            assert_ne!(stamp, 0, "{mask:#x} {generation}");
+            assert_eq!(stamp & !config.mark_stamp_mask, 0, "{mask:#x} {generation}");
+            // Two generations fewer than `modulus` flips apart never share a stamp
+            // (short of the u32 wrapping, four billion flips on).
+            for later in 1..modulus {
+                let Some(later) = generation.checked_add(later) else {
+                    break;
+                };
+                let other = config.mark_stamp(later);
+                assert_ne!(
+                    stamp, other,
+                    "{mask:#x}: generations {generation} and {later}"
+                );
+            }
+        }
+    }
+    let unstamped = Config {
+        mark_stamp_mask: 0,
+        mark_stamp_shift: 0,
+        ..Config::DEFAULT
+    };
+    assert_eq!(unstamped.mark_stamp(7), 0);
+}
+
+#[test]
+fn conntrack_timeouts_follow_protocol_and_state_and_each_pod_gets_an_eighth() {
+    let c = Config::DEFAULT;
+    assert_eq!(c.ct_timeout_ns(6, CT_STATE_OPENING), c.ct_tcp_opening_ns);
+    assert_eq!(
+        c.ct_timeout_ns(6, CT_STATE_ESTABLISHED),
+        c.ct_tcp_established_ns
+    );
+    assert_eq!(c.ct_timeout_ns(6, CT_STATE_CLOSED), c.ct_tcp_closing_ns);
+    assert_eq!(c.ct_timeout_ns(17, CT_STATE_ESTABLISHED), c.ct_udp_ns);
+    assert_eq!(c.ct_timeout_ns(132, CT_STATE_OPENING), c.ct_udp_ns);
+    assert_eq!(c.ct_timeout_ns(58, CT_STATE_OPENING), c.ct_icmp_ns);
+    assert_eq!(c.ct_timeout_ns(47, CT_STATE_OPENING), c.ct_other_ns);
+    assert_eq!(CT_ENDPOINT_FLOWS_DEFAULT * 8, CONNTRACK_MAX);
+    assert_eq!(c.ct_endpoint_flows, CT_ENDPOINT_FLOWS_DEFAULT);
 }
 
 #[test]
@@ -269,6 +374,10 @@ fn every_counter_has_a_name_and_its_own_slot() {
         STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
         STAT_DROP_DEFERRED_EGRESS,
         STAT_DROP_SPOOFED_SOURCE,
+        STAT_DROP_REVOKED,
+        STAT_DROP_SOURCE_EGRESS,
+        STAT_DROP_CT_ENDPOINT_LIMIT,
+        STAT_DROP_CT_FULL,
         STAT_DROP_FRAGMENT_UNKNOWN,
         STAT_DROP_FRAGMENT_TINY,
         STAT_DROP_FRAGMENT_OVERLAP,

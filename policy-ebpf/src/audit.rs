@@ -11,8 +11,10 @@
 //!    endpoint still has the audit flag of the flow's original direction;
 //! 3. once it no longer has it (the policies now enforce, or no longer isolate), the
 //!    entry is a miss: the packet is decided afresh, and an allowed one overwrites
-//!    it. Audit never keeps a connection open past the switch to enforce, unlike
-//!    ordinary flows, which outlive policy changes.
+//!    it. Audit never keeps a connection open past the switch to enforce, not even
+//!    with `CONFIG_FLAG_KEEP_ESTABLISHED`, which keeps ordinary flows across policy
+//!    changes. (Without that flag the switch flips banks, so the flow's next packet
+//!    has re-decided it, `judge::recheck`, before it gets here.)
 
 use policy_common::{
     ct::CT_FLAG_AUDIT,
@@ -46,8 +48,8 @@ pub(crate) fn audits(endpoint: &EndpointInfo, direction: u8) -> bool {
 /// audit and its direction no longer audits (a miss: decide afresh).
 #[inline(always)]
 pub(crate) fn tracked(hit: &Hit, endpoint: &EndpointInfo, direction: u8) -> Option<(u32, Counter)> {
-    if hit.flags & CT_FLAG_AUDIT == 0 {
-        return Some((STAT_ALLOW_TRACKED, Counter::rule(hit.counter_slot)));
+    if hit.flags() & CT_FLAG_AUDIT == 0 {
+        return Some((STAT_ALLOW_TRACKED, Counter::rule(hit.counter_slot())));
     }
     let original = if hit.reply {
         ct::opposite(direction)
@@ -55,7 +57,7 @@ pub(crate) fn tracked(hit: &Hit, endpoint: &EndpointInfo, direction: u8) -> Opti
         direction
     };
     if audits(endpoint, original) {
-        Some((STAT_ALLOW_AUDIT, Counter::Deny(hit.counter_slot)))
+        Some((STAT_ALLOW_AUDIT, Counter::Deny(hit.counter_slot())))
     } else {
         None
     }

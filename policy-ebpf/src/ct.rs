@@ -8,15 +8,21 @@
 //! State transitions:
 //! 1. no entry -> entry: the first packet was allowed (unisolated, node, policy) or,
 //!    for egress to a Service, deferred (`CT_FLAG_DEFERRED`); written by `track`
-//!    with `created_ns = last_seen_ns = now` and the state its packet implies
-//!    (`initial_state`). TCP: with RST CLOSED, else with FIN CLOSING, else with ACK
-//!    and without SYN ESTABLISHED (a flow picked up mid-stream: its start was never
-//!    seen or was forgotten), else OPENING (a SYN, a SYN/ACK whose SYN was not seen,
-//!    a non-first fragment, which has no flags). Other protocols start OPENING.
+//!    with `created_ns = last_seen_ns = now`, the packet's generation (`ACTIVE`) and
+//!    the state its packet implies (`initial_state`). TCP: with RST CLOSED, else
+//!    with FIN CLOSING, else OPENING (a SYN, a SYN/ACK whose SYN was not seen, an ACK
+//!    of a flow picked up mid-stream, whose start was never seen or was forgotten, a
+//!    non-first fragment, which has no flags): nothing is established until the
+//!    other side answers. Other protocols start OPENING. A key already in the table
+//!    (expired, revoked, or a SYN's older connection) is overwritten in place; a new
+//!    key needs room: its interface below `Config::ct_endpoint_flows` entries
+//!    (`CT_TRACKED - CT_RECLAIMED`), else `STAT_DROP_CT_ENDPOINT_LIMIT`, and the
+//!    table below its capacity, else `STAT_DROP_CT_FULL`. The packet is dropped,
+//!    never passed untracked, and no other entry is touched.
 //! 2. a deferred egress entry is also written for the post-DNAT tuple, by the
 //!    destination's classifier at the source's interface, once the source's egress
 //!    allowed the backend (a rule, no egress isolation, or an audit would-drop;
-//!    `service::deferred_egress`); the packets that later pass by it, forward there
+//!    `service::source_egress`); the packets that later pass by it, forward there
 //!    and replies at the backend (`service::verify_reply`), refresh it as in 4.
 //! 3. a TCP SYN without ACK ignores existing entries and, when allowed, overwrites
 //!    its own: a reused source port never inherits an older connection's verdict.
@@ -27,35 +33,46 @@
 //!    either way, -> CLOSING (a CLOSED flow stays CLOSED); the SYN/ACK (a reply with
 //!    SYN and ACK) moves OPENING -> ANSWERED; then a packet with ACK and without SYN,
 //!    either way (the handshake's last ACK), moves it to ESTABLISHED, as does a reply
-//!    with ACK and without SYN from OPENING. So a half-open connection (SYN and
-//!    SYN/ACK only) keeps the opening timeout, and a client's ACK before any answer
-//!    establishes nothing. Other protocols: the first reply moves OPENING ->
-//!    ESTABLISHED, which only tells a reader the flow was answered. A hit costs
-//!    one store (`last_seen_ns`) through the value's pointer; the state is written
-//!    only when it changes. Nothing else writes the entry.
-//! 5. expiry is lazy: an entry idle longer than its timeout (`now - last_seen_ns >
-//!    timeout_ns(protocol, state)`, from `CONFIG`) is treated as absent by `lookup`,
-//!    `find` and `related`, so the packet is decided afresh and, if allowed,
-//!    `track` overwrites the entry (or, for a packet the other way, writes its own
-//!    key; the LRU reclaims the stale one). TCP: OPENING `ct_tcp_opening_ns`,
-//!    ESTABLISHED `ct_tcp_established_ns`, CLOSING and CLOSED `ct_tcp_closing_ns`;
-//!    UDP and SCTP `ct_udp_ns`; ICMP and ICMPv6 `ct_icmp_ns`; the rest `ct_other_ns`.
-//! 6. a full table evicts the least recently used entries on insert (the map is an
-//!    LRU hash; every lookup hit marks its entry used), so tracking never fails the
-//!    packet being decided, and a forgotten flow's next packet is decided afresh.
+//!    with ACK and without SYN from OPENING (the other side answering a pickup). So
+//!    a half-open connection (SYN and SYN/ACK only) and a pickup nobody answers keep
+//!    the opening timeout, and a client's ACK before any answer establishes nothing.
+//!    Other protocols: the first reply moves OPENING -> ESTABLISHED, which only tells
+//!    a reader the flow was answered. A hit costs one store (`last_seen_ns`) through
+//!    the value's pointer; the state is written only when it changes.
+//! 5. a packet whose entry carries another generation than its own (a policy
+//!    change since the flow was last decided) re-decides the flow's original
+//!    direction with its own bank before it passes (`judge::recheck`, unless
+//!    `CONFIG_FLAG_KEEP_ESTABLISHED`): still allowed, the entry takes the new
+//!    generation, flags and counter slot, and the packet goes on; denied, the entry
+//!    is marked `CT_FLAG_REVOKED` and CLOSED, and this and every later packet of the
+//!    flow, either way, is dropped (`STAT_DROP_REVOKED`, refreshing the entry) until
+//!    the entry expires, a later change allows the flow again, or a SYN reopens the
+//!    tuple (3).
+//! 6. expiry is lazy in the classifiers: an entry idle longer than its timeout
+//!    (`now - last_seen_ns > Config::ct_timeout_ns(protocol, state)`) is treated as
+//!    absent by `lookup`, `find` and `related`, so the packet is decided afresh and,
+//!    if allowed, `track` overwrites the entry (or, for a packet the other way,
+//!    writes its own key). The agent removes expired entries (`CT_RECLAIMED`); it is
+//!    the only one that removes any, so nothing evicts a live flow.
 //! 7. an ICMP or ICMPv6 error that quotes a packet of a live flow at this interface
 //!    is related to it (`related`: sent to the quoted packet's source, not sent by
 //!    a local pod on another's behalf, a deferred entry only as the origin of the
-//!    quote, an audit entry only while its direction audits); it neither refreshes
-//!    nor moves the flow.
+//!    quote, an audit entry only while its direction audits, a revoked entry never,
+//!    and an entry of another generation only with `CONFIG_FLAG_KEEP_ESTABLISHED`);
+//!    it neither refreshes nor moves the flow.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 use policy_common::{
+    config::CONFIG_FLAG_KEEP_ESTABLISHED,
     ct::{
-        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_STATE_ANSWERED, CT_STATE_CLOSED,
-        CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
+        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_REVOKED, CT_STATE_ANSWERED,
+        CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
     },
-    verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS},
+    verdict::{
+        DIRECTION_EGRESS, DIRECTION_INGRESS, STAT_DROP_CT_ENDPOINT_LIMIT, STAT_DROP_CT_FULL,
+    },
 };
 
 use crate::{
@@ -65,47 +82,68 @@ use crate::{
 };
 
 /// Where a packet is decided: a pod interface, the direction it crosses it, and the
-/// bank it is decided with (`ACTIVE` as the packet found it). Eight bytes, so it travels in one
-/// register: a BPF call (`related`) takes at most five arguments.
+/// bank it is decided with (of the generation `ACTIVE` held when the packet came).
+/// Eight bytes, so it travels in one register: a BPF call (`related`) takes at most
+/// five arguments.
 #[derive(Clone, Copy)]
 pub(crate) struct Site {
     /// The pod's host-side interface.
     pub ifindex: u32,
-    /// `verdict::DIRECTION_*` of the error relative to that pod.
+    /// `verdict::DIRECTION_*` relative to that pod.
     pub direction: u8,
     /// The bank, 0 or 1.
     pub bank: u8,
 }
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_SCTP: u8 = 132;
-
-/// A live conntrack entry a packet belongs to.
+/// A live conntrack entry a packet belongs to. Its fields are read through the
+/// entry's pointer when asked for, not copied: every byte of a `Hit` sits on the
+/// stack of the frame that holds it.
 pub(crate) struct Hit {
     /// The packet is a reply (the entry was made for the opposite direction).
     pub reply: bool,
-    /// `CtValue::flags` of the entry.
-    pub flags: u32,
-    /// `CtValue::counter_slot` of the entry.
-    pub counter_slot: u32,
-    /// The entry in `CONNTRACK`, for `seen`.
+    /// The entry in `CONNTRACK`.
     entry: *mut CtValue,
     /// `now()` when the entry was found.
     now: u64,
 }
 
 impl Hit {
-    /// Records that the packet passed as part of this flow: `last_seen_ns` becomes
-    /// now and the state moves as `next_state` says (written only when it changes).
-    /// Call it only for a packet that passes because of the entry.
+    /// The hit on `entry`, found at `now`, the packet a reply if `reply`.
+    #[inline(always)]
+    fn of(entry: *mut CtValue, now: u64, reply: bool) -> Self {
+        Hit { reply, entry, now }
+    }
+
+    /// `CtValue::flags` of the entry.
+    #[inline(always)]
+    pub(crate) fn flags(&self) -> u32 {
+        // SAFETY: as in `seen`.
+        unsafe { (*self.entry).flags }
+    }
+
+    /// `CtValue::counter_slot` of the entry.
+    #[inline(always)]
+    pub(crate) fn counter_slot(&self) -> u32 {
+        // SAFETY: as in `seen`.
+        unsafe { (*self.entry).counter_slot }
+    }
+
+    /// `CtValue::generation` of the entry.
+    #[inline(always)]
+    pub(crate) fn generation(&self) -> u32 {
+        // SAFETY: as in `seen`.
+        unsafe { (*self.entry).generation }
+    }
+
+    /// Records that the packet passed as part of this flow (or, for a revoked
+    /// flow, was dropped by it): `last_seen_ns` becomes now and the state moves as
+    /// `next_state` says (written only when it changes).
     #[inline(always)]
     pub(crate) fn seen(&self, flow: &Flow) {
         // SAFETY: `entry` came from `get_ptr_mut` during this run, so it points at a
-        // CtValue the kernel keeps valid until the program returns (even if another
-        // CPU evicts it meanwhile). Both fields are plain integers: a racing writer
-        // can at worst make one update lost, never invalid.
+        // CtValue the kernel keeps valid until the program returns (even if the
+        // agent removes it meanwhile). Every field is a plain integer: a racing
+        // writer can at worst make one update lost, never invalid.
         unsafe {
             let state = (*self.entry).state;
             let next = next_state(state, flow, self.reply);
@@ -115,6 +153,45 @@ impl Hit {
             (*self.entry).last_seen_ns = self.now;
         }
     }
+
+    /// Whether the packet, decided with `generation`, may pass by this entry
+    /// without re-deciding it (transition 5): not revoked, and decided by the same
+    /// state (or the agent keeps established flows).
+    #[inline(always)]
+    pub(crate) fn current(&self, generation: u32) -> bool {
+        self.flags() & CT_FLAG_REVOKED == 0
+            && (self.generation() == generation || keep_established())
+    }
+
+    /// The entry was re-decided with `generation` and allowed: it takes the
+    /// decision's `flags` and `counter_slot` (a revoked flow passes again).
+    #[inline(always)]
+    pub(crate) fn renew(&self, generation: u32, flags: u32, counter_slot: u32) {
+        // SAFETY: as in `seen`.
+        unsafe {
+            (*self.entry).flags = flags;
+            (*self.entry).counter_slot = counter_slot;
+            (*self.entry).generation = generation;
+        }
+    }
+
+    /// The entry was re-decided with `generation` and denied: revoked and CLOSED,
+    /// so it expires after the closing timeout once the flow stops trying.
+    #[inline(always)]
+    pub(crate) fn revoke(&self, generation: u32) {
+        // SAFETY: as in `seen`.
+        unsafe {
+            (*self.entry).flags |= CT_FLAG_REVOKED;
+            (*self.entry).generation = generation;
+            (*self.entry).state = CT_STATE_CLOSED;
+        }
+    }
+}
+
+/// Whether the agent keeps tracked flows passing across policy changes.
+#[inline(always)]
+pub(crate) fn keep_established() -> bool {
+    maps::config(|config| config.flags & CONFIG_FLAG_KEEP_ESTABLISHED != 0)
 }
 
 /// The key of `flow` at `ifindex`, or of its reverse (`reversed`: the reply seen
@@ -138,6 +215,27 @@ fn key(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> CtKey {
     }
 }
 
+/// Writes into `key`, field by field, what `key()` returns for the same arguments:
+/// a key built by value would first take 48 bytes of the stack.
+#[inline(always)]
+fn fill_key(key: &mut CtKey, ifindex: u32, direction: u8, flow: &Flow, reversed: bool) {
+    key.ifindex = ifindex;
+    if reversed {
+        key.saddr = flow.daddr;
+        key.daddr = flow.saddr;
+        key.sport_be = flow.dport_be;
+        key.dport_be = flow.sport_be;
+    } else {
+        key.saddr = flow.saddr;
+        key.daddr = flow.daddr;
+        key.sport_be = flow.sport_be;
+        key.dport_be = flow.dport_be;
+    }
+    key.protocol = flow.protocol;
+    key.direction = direction;
+    key.pad = [0; 2];
+}
+
 /// The other direction.
 #[inline(always)]
 pub(crate) fn opposite(direction: u8) -> u8 {
@@ -157,21 +255,6 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// How long an entry of `protocol` in `state` may stay idle (transition 5).
-#[inline(always)]
-fn timeout_ns(protocol: u8, state: u8) -> u64 {
-    maps::config(|config| match protocol {
-        IPPROTO_TCP => match state {
-            CT_STATE_OPENING | CT_STATE_ANSWERED => config.ct_tcp_opening_ns,
-            CT_STATE_ESTABLISHED => config.ct_tcp_established_ns,
-            _ => config.ct_tcp_closing_ns,
-        },
-        IPPROTO_UDP | IPPROTO_SCTP => config.ct_udp_ns,
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => config.ct_icmp_ns,
-        _ => config.ct_other_ns,
-    })
-}
-
 /// The entry under `key` unless it is absent or expired at `now`. A `last_seen_ns`
 /// after `now` (another CPU refreshed it meanwhile) counts as idle 0.
 #[inline(always)]
@@ -179,7 +262,8 @@ fn live(key: &CtKey, now: u64) -> Option<*mut CtValue> {
     let entry = CONNTRACK.get_ptr_mut(key)?;
     // SAFETY: a value pointer from this run, read field by field (see `Hit::seen`).
     let (last_seen_ns, state) = unsafe { ((*entry).last_seen_ns, (*entry).state) };
-    if now.saturating_sub(last_seen_ns) > timeout_ns(key.protocol, state) {
+    let timeout = maps::config(|config| config.ct_timeout_ns(key.protocol, state));
+    if now.saturating_sub(last_seen_ns) > timeout {
         None
     } else {
         Some(entry)
@@ -197,8 +281,6 @@ fn initial_state(flow: &Flow) -> u8 {
         CT_STATE_CLOSED
     } else if flags & TCP_FLAG_FIN != 0 {
         CT_STATE_CLOSING
-    } else if flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_ACK {
-        CT_STATE_ESTABLISHED
     } else {
         CT_STATE_OPENING
     }
@@ -237,13 +319,18 @@ fn next_state(state: u8, flow: &Flow, reply: bool) -> u8 {
 /// The live entry the packet belongs to at this interface: the forward entry first,
 /// then the one whose reply it is. A packet that opens a TCP connection belongs to
 /// none: it is decided afresh and, if allowed, replaces the old entry.
+///
 #[inline(always)]
 pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
     if flow.opens() {
         return None;
     }
     let now = now();
-    if let Some(entry) = live(&key(ifindex, direction, flow, false), now) {
+    let key = maps::ct_key()?;
+    // SAFETY: this CPU's scratch key (`maps::ct_key`), used by this run alone.
+    let key = unsafe { &mut *key };
+    fill_key(key, ifindex, direction, flow, false);
+    if let Some(entry) = live(key, now) {
         // SAFETY: as in `live`.
         let (state, flags) = unsafe { ((*entry).state, (*entry).flags) };
         // A flow that never got an answer is decided afresh by policy, packet by
@@ -257,26 +344,20 @@ pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
         {
             return None;
         }
-        return Some(Hit {
-            reply: false,
-            // SAFETY: as in `live`.
-            flags: unsafe { (*entry).flags },
-            // SAFETY: as in `live`.
-            counter_slot: unsafe { (*entry).counter_slot },
-            entry,
-            now,
-        });
+        return Some(Hit::of(entry, now, false));
     }
-    let reply = key(ifindex, opposite(direction), flow, true);
-    live(&reply, now).map(|entry| Hit {
-        reply: true,
-        // SAFETY: as in `live`.
-        flags: unsafe { (*entry).flags },
-        // SAFETY: as in `live`.
-        counter_slot: unsafe { (*entry).counter_slot },
-        entry,
-        now,
-    })
+    fill_key(key, ifindex, opposite(direction), flow, true);
+    live(key, now).map(|entry| Hit::of(entry, now, true))
+}
+
+/// `key` of the other end: addresses and ports swapped, the opposite direction.
+#[inline(always)]
+fn reverse(key: &mut CtKey) {
+    let saddr = key.saddr;
+    key.saddr = key.daddr;
+    key.daddr = saddr;
+    (key.sport_be, key.dport_be) = (key.dport_be, key.sport_be);
+    key.direction = opposite(key.direction);
 }
 
 /// The live entry of exactly this key: `flow` (or, with `reversed`, its reverse,
@@ -289,20 +370,16 @@ pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> 
         return None;
     }
     let now = now();
-    live(&key(ifindex, direction, flow, reversed), now).map(|entry| Hit {
-        reply: reversed,
-        // SAFETY: as in `live`.
-        flags: unsafe { (*entry).flags },
-        // SAFETY: as in `live`.
-        counter_slot: unsafe { (*entry).counter_slot },
-        entry,
-        now,
-    })
+    let key = maps::ct_key()?;
+    // SAFETY: as in `lookup`.
+    let key = unsafe { &mut *key };
+    fill_key(key, ifindex, direction, flow, reversed);
+    live(key, now).map(|entry| Hit::of(entry, now, reversed))
 }
 
 /// Whether `flow`, an ICMP or ICMPv6 error (`Flow::quote_at` set) crossing
-/// `site.ifindex` in `site.direction` at an endpoint with `endpoint_flags`, quotes a
-/// packet of a live flow there
+/// `site.ifindex` in `site.direction` at an endpoint with `endpoint_flags`, decided
+/// with `generation`, quotes a packet of a live flow there
 /// (transition 7). The quoted packet was sent by the error's receiver, the way the
 /// error now travels back, so it crossed this interface in the opposite direction:
 /// at a pod's ingress the error quotes a packet of the pod's egress, at its egress
@@ -314,7 +391,9 @@ pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> 
 ///   `opposite(direction)`, or the reversed key in `direction` (the quoted packet
 ///   was a reply). A deferred Service entry counts only forward: it is written
 ///   before the backend decides, so as the origin of a reply it proves nothing;
-/// - an audit-only entry counts only while its direction still audits;
+/// - an audit-only entry counts only while its direction still audits; a revoked
+///   entry never, nor one another state decided (unless the agent keeps
+///   established flows): the error is then decided by policy;
 /// - an error from a local pod must quote a packet sent to that pod (its source is
 ///   the quoted destination): a pod cannot speak for a router or another peer.
 ///
@@ -324,7 +403,13 @@ pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> 
 /// inlined into `decide` its two keys and the quote share stack slots with the rest
 /// so tightly that LLVM emitted a spill the verifier rejects.
 #[inline(never)]
-pub(crate) fn related(ctx: &TcContext, site: Site, flow: &Flow, endpoint_flags: u32) -> bool {
+pub(crate) fn related(
+    ctx: &TcContext,
+    site: Site,
+    flow: &Flow,
+    endpoint_flags: u32,
+    generation: u32,
+) -> bool {
     let Site {
         ifindex,
         direction,
@@ -352,54 +437,110 @@ pub(crate) fn related(ctx: &TcContext, site: Site, flow: &Flow, endpoint_flags: 
         return false;
     }
     let now = now();
-    if relates(live_flags(&key, now), endpoint_flags, sent, true) {
+    if relates(&key, now, generation, endpoint_flags, sent, true) {
         return true;
     }
-    let saddr = key.saddr;
-    key.saddr = key.daddr;
-    key.daddr = saddr;
-    (key.sport_be, key.dport_be) = (key.dport_be, key.sport_be);
-    key.direction = direction;
-    relates(live_flags(&key, now), endpoint_flags, direction, false)
+    reverse(&mut key);
+    relates(&key, now, generation, endpoint_flags, direction, false)
 }
 
-/// The flags of the live entry under `key`, or `NO_ENTRY`.
+/// Whether the entry under `key`, made for packets going `original`, is live at
+/// `now` and can make an error related (`related`): a deferred entry only when
+/// `deferred_ok`, an audit-only entry only while that direction still audits
+/// (`endpoint_flags`), a revoked one never, and one decided by another generation
+/// than `generation` only when the agent keeps established flows.
 #[inline(always)]
-fn live_flags(key: &CtKey, now: u64) -> u32 {
-    match live(key, now) {
-        // SAFETY: as in `live`.
-        Some(entry) => unsafe { (*entry).flags },
-        None => NO_ENTRY,
+fn relates(
+    key: &CtKey,
+    now: u64,
+    generation: u32,
+    endpoint_flags: u32,
+    original: u8,
+    deferred_ok: bool,
+) -> bool {
+    let Some(entry) = live(key, now) else {
+        return false;
+    };
+    // SAFETY: as in `live`.
+    let (flags, stamp) = unsafe { ((*entry).flags, (*entry).generation) };
+    (deferred_ok || flags & CT_FLAG_DEFERRED == 0)
+        && (flags & CT_FLAG_AUDIT == 0 || endpoint_flags & audit::flag(original) != 0)
+        && flags & CT_FLAG_REVOKED == 0
+        && (stamp == generation || keep_established())
+}
+
+/// Records an allowed (or deferred) first packet, decided with `generation`, at
+/// `site` (its interface and direction) in the state it implies (transition 1).
+/// `counter_slot` is `NO_COUNTER` when no policy rule decided. `Err` with the drop
+/// reason when a new key has no room: the interface holds its limit of flows, or
+/// the table is full.
+#[inline(always)]
+pub(crate) fn track(
+    site: Site,
+    flow: &Flow,
+    counter_slot: u32,
+    flags: u32,
+    generation: u32,
+) -> Result<(), u32> {
+    match track_entry(site, flow, counter_slot, flags, generation) {
+        TRACKED => Ok(()),
+        stat => Err(stat),
     }
 }
 
-/// `live_flags` of a key with no live entry: no flag combination means this.
-const NO_ENTRY: u32 = u32::MAX;
+/// `track_entry`: the flow is tracked (no `STAT_DROP_*` is 0).
+const TRACKED: u32 = 0;
 
-/// Whether an entry with `flags` (`NO_ENTRY`: none), made for packets going
-/// `original`, can make an error related: a deferred entry only when
-/// `deferred_ok`, an audit-only entry only while that direction still audits.
-#[inline(always)]
-fn relates(flags: u32, endpoint_flags: u32, original: u8, deferred_ok: bool) -> bool {
-    flags != NO_ENTRY
-        && (deferred_ok || flags & CT_FLAG_DEFERRED == 0)
-        && (flags & CT_FLAG_AUDIT == 0 || endpoint_flags & audit::flag(original) != 0)
-}
-
-/// Records an allowed (or deferred) first packet in the state it implies
-/// (`initial_state`). A full table evicts its least recently used entries, so
-/// tracking never fails open or closed for the packet being decided.
-/// `counter_slot` is `NO_COUNTER` when no policy rule decided.
-#[inline(always)]
-pub(crate) fn track(ifindex: u32, direction: u8, flow: &Flow, counter_slot: u32, flags: u32) {
+/// `track` as a BPF subprogram of its own, so its key and value stay out of the
+/// classifier's stack frame, which `decide` fills; returns `TRACKED` or the drop
+/// reason (a `Result` would be returned through memory, one argument too many).
+#[inline(never)]
+fn track_entry(site: Site, flow: &Flow, counter_slot: u32, flags: u32, generation: u32) -> u32 {
+    let ifindex = site.ifindex;
     let now = now();
+    let key = key(ifindex, site.direction, flow, false);
     let value = CtValue {
         created_ns: now,
         last_seen_ns: now,
         counter_slot,
         flags,
         state: initial_state(flow),
-        pad: [0; 7],
+        pad: [0; 3],
+        generation,
     };
-    let _ = CONNTRACK.insert(&key(ifindex, direction, flow, false), &value, 0);
+    // A key in the table is counted already: overwritten in place.
+    if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {
+        // SAFETY: as in `Hit::seen`.
+        unsafe { *entry = value };
+        return TRACKED;
+    }
+    let Some(tracked) = maps::ct_tracked(ifindex) else {
+        return STAT_DROP_CT_ENDPOINT_LIMIT;
+    };
+    // SAFETY: a value pointer from this run; the count is only ever raised
+    // atomically, so a plain read sees some value it had.
+    let added = unsafe { *tracked };
+    let held = added.wrapping_sub(maps::ct_reclaimed(ifindex)) as i64;
+    if held >= i64::from(maps::config(|config| config.ct_endpoint_flows)) {
+        return STAT_DROP_CT_ENDPOINT_LIMIT;
+    }
+    if CONNTRACK
+        .insert(&key, &value, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        // Another CPU may have added the same key meanwhile: that one counts.
+        return match CONNTRACK.get_ptr_mut(&key) {
+            Some(entry) => {
+                // SAFETY: as in `Hit::seen`.
+                unsafe { *entry = value };
+                TRACKED
+            }
+            None => STAT_DROP_CT_FULL,
+        };
+    }
+    // SAFETY: `tracked` points at a u64 in a map value, valid and aligned for the
+    // run; every writer adds through this atomic instruction (BPF_ATOMIC add: its
+    // result is unused, so no BPF_FETCH, which older kernels lack).
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(tracked, 1) };
+    TRACKED
 }

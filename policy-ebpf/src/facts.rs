@@ -45,6 +45,8 @@ pub(crate) struct Facts {
     pub ifindex: u32,
     /// `verdict::DIRECTION_*` relative to that pod.
     pub direction: u8,
+    /// The `ACTIVE` value the packet is decided with (its bank is `bank_of` it).
+    pub generation: u32,
     /// `EndpointInfo::endpoint_id`; 0 until the interface is known as an endpoint.
     pub endpoint_id: u32,
     /// Source address, packet byte order (IPv4 mapped); zero until parsed.
@@ -71,12 +73,14 @@ pub(crate) struct Facts {
 }
 
 impl Facts {
-    /// Nothing known yet but where and which way the packet goes.
+    /// Nothing known yet but where and which way the packet goes, and with which
+    /// generation it is decided.
     #[inline(always)]
-    pub(crate) fn new(ifindex: u32, direction: u8) -> Self {
+    pub(crate) fn new(ifindex: u32, direction: u8, generation: u32) -> Self {
         Self {
             ifindex,
             direction,
+            generation,
             endpoint_id: 0,
             saddr: [0; 16],
             daddr: [0; 16],

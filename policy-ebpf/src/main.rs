@@ -14,6 +14,11 @@
 //! never loads or attaches it.
 #![no_std]
 #![no_main]
+// `ct::track` counts an interface's flows with an atomic add, which BPF has
+// (BPF_ATOMIC) but core exposes on this target (no compare-and-swap) only as an
+// intrinsic. The eBPF build runs rustc with RUSTC_BOOTSTRAP (`cargo xtask build-ebpf`).
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "core::intrinsics::atomic_xadd, see above")]
 
 mod audit;
 mod counters;
@@ -21,6 +26,7 @@ mod ct;
 mod events;
 mod facts;
 mod frag;
+mod judge;
 mod maps;
 mod parse;
 mod service;
@@ -31,17 +37,16 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use policy_common::{
-    counters::{deny_slot, NO_COUNTER},
-    ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
-    endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
+    ct::CT_FLAG_DEFERRED,
+    endpoint::EndpointInfo,
     events::{EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
-    peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
     verdict::*,
 };
 
 use crate::{
     facts::{Counter, Facts},
     parse::{Flow, Packet},
+    service::{Why, ARRIVED_DEFERRED, ARRIVED_STALE, ARRIVED_VERIFIED},
 };
 
 /// Decides a packet of the pod's ingress.
@@ -67,9 +72,10 @@ pub fn bench_floor(_ctx: TcContext) -> i32 {
 fn classify(ctx: &TcContext, direction: u8) -> i32 {
     // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // Once per packet: every lookup below uses this bank, so the packet is decided
-    // wholly by the state before or wholly by the state after a flip.
-    let bank = maps::active_bank();
+    // Once per packet: every lookup below uses this generation's bank, so the
+    // packet is decided wholly by the state before or wholly by the state after a
+    // flip.
+    let generation = maps::active_generation();
     let Some(facts) = maps::facts() else {
         // Cannot happen (entry 0 of a one-entry array); fail closed if it did.
         maps::count(STAT_DROP_MALFORMED);
@@ -77,14 +83,14 @@ fn classify(ctx: &TcContext, direction: u8) -> i32 {
     };
     // SAFETY: this CPU's slot, used by this program run only (`maps::facts`).
     let facts = unsafe { &mut *facts };
-    *facts = Facts::new(ifindex, direction);
+    *facts = Facts::new(ifindex, direction, generation);
     // Decisions branch on `at`, not on what `facts` holds: the verifier knows
     // `direction` is this program's constant only in a register, so it never
     // walks the other direction's paths (a value read back from the map is any).
     let at = ct::Site {
         ifindex,
         direction,
-        bank: bank as u8,
+        bank: maps::bank(generation) as u8,
     };
     let verdict = decide(ctx, facts, at);
     to_tc_action(ctx, facts, verdict)
@@ -122,7 +128,8 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 }
 
 /// Lookup precedence, in order (both families alike; every lookup of `ENDPOINTS`,
-/// `ENDPOINT_ADDRS`, `PEERS_*` and `POLICY` is in `at.bank`, read once per packet):
+/// `ENDPOINT_ADDRS`, `PEERS_*` and `POLICY` is in `at.bank`, the bank of the
+/// generation read once per packet, `facts.generation`):
 /// 1. Frames that are not IP pass (ARP must work for pods to work).
 /// 2. The interface must be a known endpoint, else drop (fail closed).
 /// 3. A packet that does not parse is dropped (`STAT_DROP_MALFORMED`), and so is an
@@ -143,29 +150,39 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    end at or before where it starts (else `STAT_DROP_FRAGMENT_OVERLAP`); it goes
 ///    on through the steps below as a packet of its first fragment's flow
 ///    (`frag::resolve`).
-/// 6. Ingress only: this program's mark bits are cleared, and a packet carrying
-///    `MARK_DEFERRED_EGRESS` first has its source pod's egress decided on the
-///    translated destination (`service::deferred_egress`); a deny drops it (an
-///    audit-mode egress reports a would-drop and lets it go on).
+/// 6. Ingress only: podwall's mark bits (`Config::mark_*`) are cleared, and the
+///    source pod's egress is decided here, with this packet's bank, before its
+///    ingress (`service::source_egress`) when the packet carries the deferred-egress
+///    bit (decided on the translated destination) or the bank stamp of another
+///    generation (its egress was decided with another state at the source); a deny
+///    drops it (an audit-mode egress reports a would-drop and lets it go on).
 /// 7. Conntrack (`decide_flow`; states and timeouts in `ct.rs`, where an entry idle
 ///    past its timeout counts as absent). An ICMP error (v4 types 3, 11, 12) or
 ///    ICMPv6 error (types 1-4) sent to the source of the packet it quotes, which
-///    belongs to a flow tracked at this interface, passes (`STAT_ALLOW_RELATED`, the
-///    flow untouched; `ct::related` has the rules); any other error goes on as ICMP
-///    with ports 0. A packet of a tracked flow passes and refreshes
-///    it, except that a forward packet of a deferred egress flow is marked and
-///    passes as deferred, and a reply to a deferred flow passes only with
-///    `MARK_REPLY_VERIFIED`, else goes on as new. A flow tracked only because its
-///    direction was in audit mode passes as `STAT_ALLOW_AUDIT` while the endpoint
-///    still audits that direction, and goes on as new once it does not
+///    belongs to a flow tracked at this interface and decided by this generation,
+///    passes (`STAT_ALLOW_RELATED`, the flow untouched; `ct::related` has the
+///    rules); any other error goes on as ICMP with ports 0. A packet of a tracked
+///    flow whose entry another generation decided, or that is revoked, first
+///    re-decides the flow's original direction by rules 8-12 (`judge::recheck`,
+///    unless the agent keeps established flows): denied, it is dropped
+///    (`STAT_DROP_REVOKED`) and the flow revoked. A packet of a tracked flow then
+///    passes and refreshes it, except that a forward packet of a deferred egress
+///    flow is marked and passes as deferred, and a reply to a deferred flow passes
+///    only with the reply-verified bit, else goes on as new. A flow tracked only
+///    because its direction was in audit mode passes as `STAT_ALLOW_AUDIT` while the
+///    endpoint still audits that direction, and goes on as new once it does not
 ///    (`audit::tracked`).
-///    Egress only: a reply to a tracked flow addressed to a local pod gets
-///    `MARK_REPLY_VERIFIED` when that pod tracks its reverse as an egress flow
+///    Egress only: a reply to a tracked flow addressed to a local pod gets the
+///    reply-verified bit when that pod tracks its reverse as an egress flow
 ///    (`service::verify_reply`), so a reply through Service un-DNAT can prove it.
-/// 8. A pod not isolated in this direction passes, and the flow is tracked.
-/// 9. Ingress from an address with `PEER_FLAG_NODE` passes and is tracked.
+///
+/// Steps 8-12 are `judge::judge`; a flow they let through is tracked (`ct::track`:
+/// a new flow past its interface's limit or a full table is dropped instead,
+/// `STAT_DROP_CT_ENDPOINT_LIMIT`, `STAT_DROP_CT_FULL`):
+/// 8. A pod not isolated in this direction passes.
+/// 9. Ingress from an address with `PEER_FLAG_NODE` passes.
 /// 10. Egress to an address with `PEER_FLAG_SERVICE` is deferred: tracked as
-///     `CT_FLAG_DEFERRED`, marked `MARK_DEFERRED_EGRESS`, passed.
+///     `CT_FLAG_DEFERRED`, marked with the deferred-egress bit, passed.
 /// 11. The peer's class (longest prefix in `PEERS_V4`/`PEERS_V6`, else `CLASS_WORLD`)
 ///     and the packet's protocol and destination port are looked up in `POLICY`: a
 ///     match passes and is tracked with the rule's counter slot.
@@ -175,6 +192,10 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 /// 13. A first fragment that passed (steps 6 to 12) is remembered, with its
 ///     protocol, ports and end, for its datagram's non-first fragments
 ///     (`frag::remember`).
+///
+/// Egress only, last: a packet that passes, unless deferred or a verified reply,
+/// leaves with the stamp of its generation in the mark (`service::stamp`), for
+/// step 6 at a same-node destination.
 ///
 /// Along the way `facts` collects what the last step counts and reports; `at` is
 /// where the packet is, which way it goes and its bank.
@@ -204,16 +225,27 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
         (flow.protocol, flow.sport_be, flow.dport_be) =
             (facts.protocol, facts.sport_be, facts.dport_be);
     }
+    let flow = maps::flow(flow).ok_or(STAT_DROP_MALFORMED)?;
     let stat = if at.direction == DIRECTION_INGRESS {
-        let mark = service::take_marks(ctx);
-        if mark & MARK_DEFERRED_EGRESS != 0 {
-            service::deferred_egress(ctx, facts, bank, flow)?;
+        let arrived = service::take_marks(ctx, facts.generation);
+        // Only this bit is read past the source's egress: through `black_box`, so
+        // both ways into `decide_flow` hold the same unknown value and the verifier
+        // walks it once, not once per way.
+        let verified = core::hint::black_box(arrived & ARRIVED_VERIFIED);
+        if arrived & (ARRIVED_DEFERRED | ARRIVED_STALE) != 0 {
+            let why = if arrived & ARRIVED_DEFERRED != 0 {
+                Why::Deferred
+            } else {
+                Why::Stale
+            };
+            service::source_egress(ctx, facts, flow, why)?;
         }
-        decide_flow(ctx, facts, at, &endpoint, flow, mark)?.0
+        decide_flow(ctx, facts, at, &endpoint, flow, verified)?.0
     } else {
         let (stat, reply) = decide_flow(ctx, facts, at, &endpoint, flow, 0)?;
-        if reply {
-            service::verify_reply(ctx, bank, flow);
+        let verified = reply && service::verify_reply(ctx, facts, flow);
+        if stat != STAT_EGRESS_DEFERRED && !verified {
+            service::stamp(ctx, facts.generation);
         }
         stat
     };
@@ -239,8 +271,9 @@ fn check_source(bank: u32, ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result
     }
 }
 
-/// Steps 7 to 12 of `decide` for a parsed packet; `mark` is the mark it arrived with.
-/// Returns the counter and whether the packet passed as a reply to a tracked flow.
+/// Steps 7 to 12 of `decide` for a parsed packet; `arrived` is what its mark said
+/// (`service::ARRIVED_*`; only `ARRIVED_VERIFIED` is read here). Returns the
+/// counter and whether the packet passed as a reply to a tracked flow.
 #[inline(always)]
 fn decide_flow(
     ctx: &TcContext,
@@ -248,69 +281,65 @@ fn decide_flow(
     at: ct::Site,
     endpoint: &EndpointInfo,
     flow: &Flow,
-    mark: u32,
+    arrived: u32,
 ) -> Result<(u32, bool), u32> {
-    let (ifindex, direction, bank) = (at.ifindex, at.direction, u32::from(at.bank));
-    if flow.quote_at != 0 && ct::related(ctx, at, flow, endpoint.flags) {
+    let (ifindex, direction, generation) = (at.ifindex, at.direction, facts.generation);
+    if flow.quote_at != 0 && ct::related(ctx, at, flow, endpoint.flags, generation) {
         return Ok((STAT_ALLOW_RELATED, false));
     }
     if let Some(hit) = ct::lookup(ifindex, direction, flow) {
-        if hit.flags & CT_FLAG_DEFERRED == 0 {
+        if !hit.current(generation) {
+            judge::recheck(&hit, at, endpoint, flow, facts, generation)?;
+        }
+        if hit.flags() & CT_FLAG_DEFERRED == 0 {
             if let Some((stat, counter)) = audit::tracked(&hit, endpoint, direction) {
                 hit.seen(flow);
                 // A verified reply was counted where it was verified, at the
                 // backend's side (`service::verify_reply`), in this same slot.
-                if !(hit.reply && mark & MARK_REPLY_VERIFIED != 0) {
+                if !(hit.reply && arrived & ARRIVED_VERIFIED != 0) {
                     facts.counter = counter;
                 }
                 return Ok((stat, hit.reply));
             }
         } else if !hit.reply {
             hit.seen(flow);
-            return Ok((service::defer(ctx, ifindex, flow, false), false));
-        } else if mark & MARK_REPLY_VERIFIED != 0 {
+            return Ok((
+                service::defer(ctx, ifindex, flow, false, generation)?,
+                false,
+            ));
+        } else if arrived & ARRIVED_VERIFIED != 0 {
             hit.seen(flow);
             return Ok((STAT_ALLOW_TRACKED, true));
         }
     }
     facts.decided = true;
-    let isolation_flag = if direction == DIRECTION_INGRESS {
-        ISOLATED_INGRESS
-    } else {
-        ISOLATED_EGRESS
+    let judged = judge::judge(at, endpoint, flow, false, facts);
+    let slot = judged.slot();
+    let stat = match judged.kind() {
+        judge::UNISOLATED => STAT_ALLOW_UNISOLATED,
+        judge::NODE => STAT_ALLOW_NODE,
+        judge::SERVICE => {
+            return Ok((service::defer(ctx, ifindex, flow, true, generation)?, false))
+        }
+        judge::RULE => {
+            facts.counter = Counter::rule(slot);
+            STAT_ALLOW_POLICY
+        }
+        judge::AUDIT => {
+            facts.counter = Counter::Deny(slot);
+            STAT_ALLOW_AUDIT
+        }
+        _ => {
+            facts.counter = Counter::Deny(slot);
+            return Err(STAT_DROP_POLICY);
+        }
     };
-    if endpoint.flags & isolation_flag == 0 {
-        ct::track(ifindex, direction, flow, NO_COUNTER, 0);
-        return Ok((STAT_ALLOW_UNISOLATED, false));
+    if let Err(full) = ct::track(at, flow, slot, judged.ct_flags(), generation) {
+        facts.counter = Counter::None;
+        facts.rule = None;
+        return Err(full);
     }
-    let remote = if direction == DIRECTION_INGRESS {
-        &flow.saddr
-    } else {
-        &flow.daddr
-    };
-    let peer = maps::peer(bank, flow.ipv6, remote);
-    if direction == DIRECTION_INGRESS && peer.flags & PEER_FLAG_NODE != 0 {
-        ct::track(ifindex, direction, flow, NO_COUNTER, 0);
-        return Ok((STAT_ALLOW_NODE, false));
-    }
-    if direction == DIRECTION_EGRESS && peer.flags & PEER_FLAG_SERVICE != 0 {
-        return Ok((service::defer(ctx, ifindex, flow, true), false));
-    }
-    if let Some(allowed) = maps::policy(bank, endpoint.endpoint_id, peer.class_id, direction, flow)
-    {
-        ct::track(ifindex, direction, flow, allowed.rule_slot, 0);
-        facts.rule = Some(allowed);
-        facts.counter = Counter::rule(allowed.rule_slot);
-        return Ok((STAT_ALLOW_POLICY, false));
-    }
-    if audit::audits(endpoint, direction) {
-        let slot = deny_slot(endpoint.endpoint_id, direction, true);
-        ct::track(ifindex, direction, flow, slot, CT_FLAG_AUDIT);
-        facts.counter = Counter::Deny(slot);
-        return Ok((STAT_ALLOW_AUDIT, false));
-    }
-    facts.counter = Counter::Deny(deny_slot(endpoint.endpoint_id, direction, false));
-    Err(STAT_DROP_POLICY)
+    Ok((stat, false))
 }
 
 #[cfg(not(test))]

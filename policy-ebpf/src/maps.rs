@@ -5,12 +5,17 @@
 //! them takes the bank the packet read from `ACTIVE` once (`active_bank`), and
 //! builds its key in place with that bank.
 //!
-//! Stack budget (512 bytes for a classifier and the subprogram it calls): the
-//! packet's `Facts` live in the per-CPU `FACTS` map; `pod_ingress` uses 312 bytes,
-//! `pod_egress` 280, `ct::related` 144 on top, `frag::remember_first` 64 and
-//! `frag::resolve_non_first` 44 (`llvm-objdump -d`, deepest `r10 - N`).
+//! Stack budget (512 bytes for a classifier and the chain of subprograms it calls):
+//! the packet's `Facts`, its parsed `Flow` and conntrack lookup keys live in
+//! per-CPU maps (`FACTS`, `FLOW`, `CT_KEY`); `pod_ingress` uses 256 bytes,
+//! `pod_egress` 288; on top of them `ct::related` 128, `service::source_tracked`
+//! 192 (plus `judge::judge` 48), `service::decide_source` 80 (plus
+//! `ct::track_entry` 112), `frag::remember_first` 64, `frag::resolve_non_first` 44:
+//! the deepest chain is 496 bytes (`llvm-objdump -d`, deepest `r10 - N`).
+//! Whoever adds per-packet state measures this again.
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     macros::map,
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -18,7 +23,7 @@ use policy_common::{
     bank::{bank_of, BANKS},
     config::Config,
     counters::{TrafficCounter, DENY_COUNTERS_MAX, RULE_COUNTERS_MAX},
-    ct::{CtKey, CtValue, CONNTRACK_MAX},
+    ct::{CtKey, CtValue, CONNTRACK_MAX, CT_COUNTERS_MAX},
     endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX},
     events::EVENTS_BYTES,
     frag::{FragKey, FragValue, FRAGMENTS_MAX},
@@ -54,8 +59,15 @@ static PEERS_V6: LpmTrie<PeerKeyV6, PeerClass> = LpmTrie::with_max_entries(BANKS
 static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(BANKS * POLICY_MAX, 0);
 
 #[map]
-pub(crate) static CONNTRACK: LruHashMap<CtKey, CtValue> =
-    LruHashMap::with_max_entries(CONNTRACK_MAX, 0);
+pub(crate) static CONNTRACK: HashMap<CtKey, CtValue> = HashMap::with_max_entries(CONNTRACK_MAX, 0);
+
+/// Entries the classifiers added to `CONNTRACK` per interface (`policy_common::ct`).
+#[map]
+static CT_TRACKED: HashMap<u32, u64> = HashMap::with_max_entries(CT_COUNTERS_MAX, 0);
+
+/// Entries the agent removed from `CONNTRACK` per interface; read-only here.
+#[map]
+static CT_RECLAIMED: HashMap<u32, u64> = HashMap::with_max_entries(CT_COUNTERS_MAX, 0);
 
 /// Kernel-only: datagrams whose first fragment passed (`frag.rs`).
 #[map]
@@ -88,6 +100,38 @@ static EVENT_TOKENS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1,
 #[map]
 static FACTS: PerCpuArray<Facts> = PerCpuArray::with_max_entries(1, 0);
 
+/// Kernel-only: each CPU's copy of the `Flow` of the packet it is deciding, which
+/// `decide` reads from here once the packet is parsed (`maps::flow`).
+#[map]
+static FLOW: PerCpuArray<Flow> = PerCpuArray::with_max_entries(1, 0);
+
+/// Copies `flow` into this CPU's `FLOW` slot and returns the copy. Read from a map,
+/// its fields are values the verifier does not know, so the states of the many
+/// parse paths (families, protocols, extension headers) become one, and every
+/// decision after parsing is walked once instead of once per path; the stack copy
+/// is dead from here on. `None` cannot happen (entry 0 of a one-entry array).
+#[inline(always)]
+pub(crate) fn flow(flow: &Flow) -> Option<&'static Flow> {
+    let slot = FLOW.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, used by this program run only (TC classifiers run
+    // with bottom halves disabled); `Flow` is plain data, copied whole.
+    unsafe {
+        core::ptr::copy_nonoverlapping(flow, slot, 1);
+        Some(&*slot)
+    }
+}
+
+/// Kernel-only: each CPU's scratch `CtKey` for conntrack lookups (`ct::lookup`,
+/// `ct::find`), built here rather than on the 512-byte BPF stack.
+#[map]
+static CT_KEY: PerCpuArray<CtKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's scratch conntrack key; one lookup at a time uses it.
+#[inline(always)]
+pub(crate) fn ct_key() -> Option<*mut CtKey> {
+    CT_KEY.get_ptr_mut(0)
+}
+
 /// This CPU's `Facts` slot. TC classifiers run with bottom halves disabled, so one
 /// packet at a time uses it; `classify` overwrites it whole for every packet.
 #[inline(always)]
@@ -111,11 +155,37 @@ pub(crate) fn event_tokens() -> Option<*mut TokenBucket> {
     EVENT_TOKENS.get_ptr_mut(0)
 }
 
-/// The bank this packet is decided with: `ACTIVE[0]` read once, at the start of
-/// `classify` (bank 0 if the entry cannot be read, which an array never fails).
+/// The generation this packet is decided with: `ACTIVE[0]` read once, at the start
+/// of `classify` (0 if the entry cannot be read, which an array never fails). Its
+/// bank is `bank_of` it.
 #[inline(always)]
-pub(crate) fn active_bank() -> u32 {
-    bank_of(ACTIVE.get(0).copied().unwrap_or(0))
+pub(crate) fn active_generation() -> u32 {
+    ACTIVE.get(0).copied().unwrap_or(0)
+}
+
+/// The bank of a generation.
+#[inline(always)]
+pub(crate) fn bank(generation: u32) -> u32 {
+    bank_of(generation)
+}
+
+/// `CT_TRACKED[ifindex]`, created at 0 when the interface has none yet; `None`
+/// when the map is full.
+#[inline(always)]
+pub(crate) fn ct_tracked(ifindex: u32) -> Option<*mut u64> {
+    if let Some(count) = CT_TRACKED.get_ptr_mut(&ifindex) {
+        return Some(count);
+    }
+    // Another CPU may create it first: either way it exists afterwards.
+    let _ = CT_TRACKED.insert(&ifindex, &0, u64::from(BPF_NOEXIST));
+    CT_TRACKED.get_ptr_mut(&ifindex)
+}
+
+/// `CT_RECLAIMED[ifindex]`, 0 when the agent reclaimed nothing of it yet.
+#[inline(always)]
+pub(crate) fn ct_reclaimed(ifindex: u32) -> u64 {
+    // SAFETY: the value is copied out before any other map operation.
+    unsafe { CT_RECLAIMED.get(&ifindex).copied().unwrap_or(0) }
 }
 
 /// The local pod behind this interface in `bank`, if the agent registered it.
@@ -161,24 +231,25 @@ pub(crate) fn peer(bank: u32, ipv6: bool, addr: &[u8; 16]) -> PeerClass {
     })
 }
 
-/// The `POLICY` entry of `bank` allowing `flow` for `endpoint_id` towards a peer of
-/// `class_id` in `direction`: the longest match among exact port, port blocks, all
-/// ports of the protocol and all protocols.
+/// The `POLICY` entry of `bank` allowing `protocol` to destination port `port_be`
+/// for `endpoint_id` towards a peer of `class_id` in `direction`: the longest match
+/// among exact port, port blocks, all ports of the protocol and all protocols.
 #[inline(always)]
 pub(crate) fn policy(
     bank: u32,
     endpoint_id: u32,
     class_id: u32,
     direction: u8,
-    flow: &Flow,
+    protocol: u8,
+    port_be: u16,
 ) -> Option<PolicyValue> {
     let key = PolicyKey {
         bank,
         endpoint_id,
         class_id,
         direction,
-        protocol: flow.protocol,
-        port_be: flow.dport_be,
+        protocol,
+        port_be,
     };
     POLICY.get(Key::new(PREFIX_FULL, key)).copied()
 }

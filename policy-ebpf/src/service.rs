@@ -2,35 +2,47 @@
 //!
 //! The egress classifier runs at TC ingress of the client's veth, before the node's
 //! DNAT, so it cannot see which backend a ClusterIP flow goes to. It records a
-//! `CT_FLAG_DEFERRED` entry, sets `MARK_DEFERRED_EGRESS` and lets the packet on. The
-//! classifier at the backend's veth (TC egress, after DNAT) decides the client's
-//! egress on the real backend before the backend's own ingress. Replies are verified
-//! at the backend's veth (`MARK_REPLY_VERIFIED`) and required at the client's, so a
-//! reply to a deferred flow passes only if the client's egress allowed the backend.
+//! `CT_FLAG_DEFERRED` entry, sets the deferred-egress mark bit and lets the packet
+//! on. The classifier at the backend's veth (TC egress, after DNAT) decides the
+//! client's egress on the real backend before the backend's own ingress. Replies
+//! are verified at the backend's veth (the reply-verified bit) and required at the
+//! client's, so a reply to a deferred flow passes only if the client's egress
+//! allowed the backend.
 //! Marks never cross a network namespace (veth scrubs them), so pods cannot forge them.
+//!
+//! The same destination-side decision closes the window in which a packet between
+//! two pods of the node meets two banks: the source's egress classifier stamps every
+//! packet it passes with the generation it decided with (`stamp`), and the
+//! destination's classifier, finding a stamp of another generation, decides the
+//! source's egress again with its own bank (`source_egress`) before the packet's
+//! ingress. Which bits of `skb->mark` carry what comes from `CONFIG`
+//! (`Config::mark_*`); a classifier sets and clears only those bits.
 
 use aya_ebpf::programs::TcContext;
 use policy_common::{
-    counters::{deny_slot, NO_COUNTER},
-    ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
-    endpoint::ISOLATED_EGRESS,
     events::{EVENT_ALLOW, EVENT_WOULD_DROP},
     verdict::{
-        DIRECTION_EGRESS, DIRECTION_INGRESS, MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED,
-        STAT_ALLOW_AUDIT, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED, STAT_DROP_DEFERRED_EGRESS,
-        STAT_DROP_DEFERRED_UNKNOWN_SOURCE, STAT_EGRESS_DEFERRED,
+        DIRECTION_EGRESS, STAT_ALLOW_AUDIT, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED,
+        STAT_DROP_DEFERRED_EGRESS, STAT_DROP_DEFERRED_UNKNOWN_SOURCE, STAT_DROP_SOURCE_EGRESS,
+        STAT_EGRESS_DEFERRED,
     },
 };
 
 use crate::{
     audit, counters, ct, events,
     facts::{Counter, Facts},
+    judge::{self, AUDIT, DENIED, RULE, SERVICE},
     maps,
     parse::Flow,
 };
 
-/// Every mark bit this program owns.
-const OUR_MARKS: u32 = MARK_DEFERRED_EGRESS | MARK_REPLY_VERIFIED;
+/// `take_marks`: the packet arrived with `Config::mark_deferred_egress`.
+pub(crate) const ARRIVED_DEFERRED: u32 = 1 << 0;
+/// `take_marks`: the packet arrived with `Config::mark_reply_verified`.
+pub(crate) const ARRIVED_VERIFIED: u32 = 1 << 1;
+/// `take_marks`: the packet arrived with the stamp of another generation than the
+/// one it is decided with here.
+pub(crate) const ARRIVED_STALE: u32 = 1 << 2;
 
 #[inline(always)]
 fn mark(ctx: &TcContext) -> u32 {
@@ -38,50 +50,109 @@ fn mark(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).mark }
 }
 
-/// Reads the packet's mark and clears this program's bits from it; returns the mark
-/// as it arrived. Runs at the destination pod's veth, where those bits end their trip.
+/// Reads the packet's mark and clears podwall's bits from it; returns what they
+/// said (`ARRIVED_*`), a stamp compared with `generation`, the one this packet is
+/// decided with. Runs at the destination pod's veth, where those bits end their trip.
 #[inline(always)]
-pub(crate) fn take_marks(ctx: &TcContext) -> u32 {
+pub(crate) fn take_marks(ctx: &TcContext, generation: u32) -> u32 {
     let arrived = mark(ctx);
-    if arrived & OUR_MARKS != 0 {
-        ctx.set_mark(arrived & !OUR_MARKS);
+    let (own, deferred, verified, stamps, current) = maps::config(|c| {
+        (
+            c.own_marks(),
+            c.mark_deferred_egress,
+            c.mark_reply_verified,
+            c.mark_stamp_mask,
+            c.mark_stamp(generation),
+        )
+    });
+    if arrived & own == 0 {
+        return 0;
     }
-    arrived
+    ctx.set_mark(arrived & !own);
+    let mut said = 0;
+    if arrived & deferred != 0 {
+        said |= ARRIVED_DEFERRED;
+    }
+    if arrived & verified != 0 {
+        said |= ARRIVED_VERIFIED;
+    }
+    if arrived & stamps != 0 && arrived & stamps != current {
+        said |= ARRIVED_STALE;
+    }
+    said
+}
+
+/// Stamps a packet leaving a pod's egress with `generation`, the one its egress was
+/// decided with (replacing any stamp bits it carried).
+#[inline(always)]
+pub(crate) fn stamp(ctx: &TcContext, generation: u32) {
+    let (stamps, current) = maps::config(|c| (c.mark_stamp_mask, c.mark_stamp(generation)));
+    if stamps != 0 {
+        ctx.set_mark((mark(ctx) & !stamps) | current);
+    }
 }
 
 /// Defers the egress verdict of a packet to a Service: marks it and, for a first
 /// packet (`first`), records the flow as deferred at the client's interface.
 #[inline(always)]
-pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> u32 {
-    ctx.set_mark(mark(ctx) | MARK_DEFERRED_EGRESS);
+pub(crate) fn defer(
+    ctx: &TcContext,
+    ifindex: u32,
+    flow: &Flow,
+    first: bool,
+    generation: u32,
+) -> Result<u32, u32> {
     if first {
-        ct::track(
+        let site = ct::Site {
             ifindex,
-            DIRECTION_EGRESS,
+            direction: DIRECTION_EGRESS,
+            bank: maps::bank(generation) as u8,
+        };
+        ct::track(
+            site,
             flow,
-            NO_COUNTER,
-            CT_FLAG_DEFERRED,
-        );
+            policy_common::counters::NO_COUNTER,
+            policy_common::ct::CT_FLAG_DEFERRED,
+            generation,
+        )?;
     }
-    STAT_EGRESS_DEFERRED
+    ctx.set_mark(mark(ctx) | maps::config(|c| c.mark_deferred_egress));
+    Ok(STAT_EGRESS_DEFERRED)
 }
 
-/// Decides the source pod's deferred egress for a marked packet at the destination,
-/// on the translated (backend) address and port, with the packet's `bank`:
-/// 1. the source must be a local pod (`ENDPOINT_ADDRS`), else
-///    `STAT_DROP_DEFERRED_UNKNOWN_SOURCE` (e.g. the node masqueraded it);
-/// 2. a flow already tracked for egress at the source's interface passes, refreshes
-///    it and is counted in its rule's (or audit) slot, unless it passed only by an
-///    audit that ended (`audit::tracked`: then it is decided afresh); so does an
-///    ICMP error related to such a flow (`ct::related`: e.g. the client's "port
-///    unreachable" for a late answer of the backend, which the client's egress
-///    allowed);
-/// 3. a source no longer isolated for egress passes and is tracked;
-/// 4. else the source's `POLICY` entries for the backend's class and port decide:
-///    a match is tracked at the source's interface and counted in the rule's slot;
-///    no match with the source's egress in audit mode is a would-drop (tracked
-///    `CT_FLAG_AUDIT`, counted in its audit slot); else `STAT_DROP_DEFERRED_EGRESS`,
-///    counted in the source's egress deny slot.
+/// Why `source_egress` runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Why {
+    /// The packet is marked `mark_deferred_egress`: its egress was deferred past
+    /// Service DNAT, so it is decided here on the translated destination.
+    Deferred,
+    /// The packet carries a stamp of another generation: the source decided its
+    /// egress with another bank than this packet's.
+    Stale,
+}
+
+/// Decides the source pod's egress for a packet at a same-node destination, with
+/// the packet's bank (`facts.generation`):
+/// 1. the source must be a local pod (`ENDPOINT_ADDRS`); else a deferred packet is
+///    dropped (`STAT_DROP_DEFERRED_UNKNOWN_SOURCE`, e.g. the node masqueraded it),
+///    and a stale one goes on to its ingress decision (its source address was
+///    rewritten on the way, e.g. a Service reply un-DNATed, or the pod is gone);
+/// 2. a flow tracked at the source's interface, as its egress or as the reply of its
+///    ingress, passes (for a deferred packet it is refreshed and counted in its
+///    rule's or audit slot), unless it passed only by an audit that ended
+///    (`audit::tracked`: then it is decided afresh); an entry another state
+///    decided is re-decided first (`judge::recheck`): revoked, the packet is
+///    dropped (`STAT_DROP_REVOKED`, for a stale packet `STAT_DROP_SOURCE_EGRESS`);
+/// 3. an ICMP error related to such a flow passes (`ct::related`: e.g. the client's
+///    "port unreachable" for a late answer of the backend, which the client's
+///    egress allowed);
+/// 4. else `judge` decides the source's egress on the packet's destination: no
+///    isolation, a rule or an audit would-drop pass and are tracked at the source's
+///    interface (a deferred packet counted in the rule's or audit slot and
+///    reported; a stale one was, at the source); anything else is dropped
+///    (`STAT_DROP_DEFERRED_EGRESS`, for a stale packet `STAT_DROP_SOURCE_EGRESS`,
+///    counted in the source's egress deny slot).
 ///
 /// The decision is the source pod's egress: its allow (with
 /// `CONFIG_FLAG_ALLOW_EVENTS`) or would-drop is reported here with the source's
@@ -92,32 +163,120 @@ pub(crate) fn defer(ctx: &TcContext, ifindex: u32, flow: &Flow, first: bool) -> 
 ///
 /// Trusting `ENDPOINT_ADDRS[saddr]` is sound because the source's own egress
 /// classifier dropped any packet whose source is not one of its addresses.
+///
+/// Steps 1-2 and 4 are BPF subprograms of their own, called one after the other
+/// from here, so that none of their stack frames (nor `related`'s) stack up.
 #[inline(always)]
-pub(crate) fn deferred_egress(
+pub(crate) fn source_egress(
     ctx: &TcContext,
     facts: &mut Facts,
-    bank: u32,
     flow: &Flow,
+    why: Why,
 ) -> Result<(), u32> {
-    let source_if =
-        maps::endpoint_ifindex(bank, &flow.saddr).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
-    let source = maps::endpoint(bank, source_if).ok_or(STAT_DROP_DEFERRED_UNKNOWN_SOURCE)?;
-    let len = ctx.len();
-    if let Some(hit) = ct::find(source_if, DIRECTION_EGRESS, flow, false) {
-        if let Some((_, counter)) = audit::tracked(&hit, &source, DIRECTION_EGRESS) {
-            hit.seen(flow);
-            counters::add(counter, len);
-            return Ok(());
-        }
-    }
+    let step = SourceStep(source_tracked(ctx, facts, flow, why as u32));
+    let Some(source_if) = step.undecided() else {
+        return step.outcome();
+    };
+    let bank = maps::bank(facts.generation);
     let site = ct::Site {
         ifindex: source_if,
         direction: DIRECTION_EGRESS,
         bank: bank as u8,
     };
-    if flow.quote_at != 0 && ct::related(ctx, site, flow, source.flags) {
-        return Ok(());
+    if flow.quote_at != 0 {
+        let flags = maps::endpoint(bank, source_if).map_or(0, |source| source.flags);
+        if ct::related(ctx, site, flow, flags, facts.generation) {
+            return Ok(());
+        }
     }
+    match decide_source(ctx, facts, site, flow, why as u32) {
+        SOURCE_PASSED => Ok(()),
+        stat => Err(stat),
+    }
+}
+
+/// What `source_tracked` found: passed (0), a drop reason, or (`UNDECIDED` in the
+/// high half) the source's interface, whose egress is still to decide.
+struct SourceStep(u64);
+
+/// `SourceStep` and `decide_source`: the packet goes on (no drop reason is 0).
+const SOURCE_PASSED: u32 = 0;
+/// `SourceStep`: high half of an undecided step.
+const UNDECIDED: u64 = 1 << 32;
+
+impl SourceStep {
+    /// The source's interface, when its egress is still to decide.
+    #[inline(always)]
+    fn undecided(&self) -> Option<u32> {
+        (self.0 & UNDECIDED != 0).then_some(self.0 as u32)
+    }
+
+    /// Passed or dropped (for a decided step).
+    #[inline(always)]
+    fn outcome(&self) -> Result<(), u32> {
+        match self.0 as u32 {
+            SOURCE_PASSED => Ok(()),
+            stat => Err(stat),
+        }
+    }
+}
+
+/// Steps 1-2 of `source_egress` (`why` is a `Why` as u32).
+#[inline(never)]
+fn source_tracked(ctx: &TcContext, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
+    let (generation, bank) = (facts.generation, maps::bank(facts.generation));
+    let stale = why == Why::Stale as u32;
+    let unknown = if stale {
+        SOURCE_PASSED
+    } else {
+        STAT_DROP_DEFERRED_UNKNOWN_SOURCE
+    };
+    let Some(source_if) = maps::endpoint_ifindex(bank, &flow.saddr) else {
+        return u64::from(unknown);
+    };
+    let Some(source) = maps::endpoint(bank, source_if) else {
+        return u64::from(unknown);
+    };
+    let Some(hit) = ct::lookup(source_if, DIRECTION_EGRESS, flow) else {
+        return UNDECIDED | u64::from(source_if);
+    };
+    if !hit.current(generation) {
+        let site = ct::Site {
+            ifindex: source_if,
+            direction: DIRECTION_EGRESS,
+            bank: bank as u8,
+        };
+        if let Err(stat) = judge::recheck(&hit, site, &source, flow, facts, generation) {
+            // The drop is the source's: reported with its interface (and, from
+            // `recheck`, the direction whose policy revoked the flow).
+            facts.ifindex = source_if;
+            facts.endpoint_id = source.endpoint_id;
+            return u64::from(if stale { STAT_DROP_SOURCE_EGRESS } else { stat });
+        }
+    }
+    let Some((_, counter)) = audit::tracked(&hit, &source, DIRECTION_EGRESS) else {
+        return UNDECIDED | u64::from(source_if);
+    };
+    if !stale {
+        hit.seen(flow);
+        counters::add(counter, ctx.len());
+    }
+    u64::from(SOURCE_PASSED)
+}
+
+/// Step 4 of `source_egress`: the source's egress at `site` decided afresh by
+/// `judge`; `SOURCE_PASSED` or the drop reason.
+#[inline(never)]
+fn decide_source(ctx: &TcContext, facts: &mut Facts, site: ct::Site, flow: &Flow, why: u32) -> u32 {
+    let denied = if why == Why::Stale as u32 {
+        STAT_DROP_SOURCE_EGRESS
+    } else {
+        STAT_DROP_DEFERRED_EGRESS
+    };
+    let Some(source) = maps::endpoint(u32::from(site.bank), site.ifindex) else {
+        return denied;
+    };
+    let len = ctx.len();
     // `facts` speaks for the source while its egress is decided (no copy: the
     // stack is tight), and for the packet at the destination again on a pass.
     let packet = (
@@ -126,47 +285,53 @@ pub(crate) fn deferred_egress(
         facts.direction,
         facts.decided,
     );
-    facts.ifindex = source_if;
+    facts.ifindex = site.ifindex;
     facts.endpoint_id = source.endpoint_id;
     facts.direction = DIRECTION_EGRESS;
     facts.decided = true;
-    let passed = if source.flags & ISOLATED_EGRESS == 0 {
-        ct::track(source_if, DIRECTION_EGRESS, flow, NO_COUNTER, 0);
-        events::report(facts, EVENT_ALLOW, STAT_ALLOW_UNISOLATED, len);
-        true
-    } else if let Some(allowed) = maps::policy(
-        bank,
-        source.endpoint_id,
-        maps::peer(bank, flow.ipv6, &flow.daddr).class_id,
-        DIRECTION_EGRESS,
-        flow,
-    ) {
-        ct::track(source_if, DIRECTION_EGRESS, flow, allowed.rule_slot, 0);
-        counters::add(Counter::rule(allowed.rule_slot), len);
-        facts.rule = Some(allowed);
-        events::report(facts, EVENT_ALLOW, STAT_ALLOW_POLICY, len);
-        facts.rule = None;
-        true
-    } else if audit::audits(&source, DIRECTION_EGRESS) {
-        let slot = deny_slot(source.endpoint_id, DIRECTION_EGRESS, true);
-        ct::track(source_if, DIRECTION_EGRESS, flow, slot, CT_FLAG_AUDIT);
-        counters::add(Counter::Deny(slot), len);
-        events::report(facts, EVENT_WOULD_DROP, STAT_ALLOW_AUDIT, len);
-        true
-    } else {
-        false
-    };
-    if passed {
-        (
-            facts.ifindex,
-            facts.endpoint_id,
-            facts.direction,
-            facts.decided,
-        ) = packet;
-        return Ok(());
+    let judged = judge::judge(site, &source, flow, false, facts);
+    let kind = judged.kind();
+    if kind == DENIED || kind == SERVICE {
+        // A ClusterIP this late was never translated: nothing to decide it on.
+        facts.counter = if kind == DENIED {
+            Counter::Deny(judged.slot())
+        } else {
+            Counter::None
+        };
+        return denied;
     }
-    facts.counter = Counter::Deny(deny_slot(source.endpoint_id, DIRECTION_EGRESS, false));
-    Err(STAT_DROP_DEFERRED_EGRESS)
+    if let Err(stat) = ct::track(
+        site,
+        flow,
+        judged.slot(),
+        judged.ct_flags(),
+        facts.generation,
+    ) {
+        facts.rule = None;
+        return stat;
+    }
+    // A stale packet was counted and reported at the source already.
+    if why != Why::Stale as u32 {
+        let (verdict, stat, counter) = match kind {
+            RULE => (EVENT_ALLOW, STAT_ALLOW_POLICY, Counter::rule(judged.slot())),
+            AUDIT => (
+                EVENT_WOULD_DROP,
+                STAT_ALLOW_AUDIT,
+                Counter::Deny(judged.slot()),
+            ),
+            _ => (EVENT_ALLOW, STAT_ALLOW_UNISOLATED, Counter::None),
+        };
+        counters::add(counter, len);
+        events::report(facts, verdict, stat, len);
+    }
+    facts.rule = None;
+    (
+        facts.ifindex,
+        facts.endpoint_id,
+        facts.direction,
+        facts.decided,
+    ) = packet;
+    SOURCE_PASSED
 }
 
 /// At the backend's veth (its egress, before un-DNAT): marks a reply whose
@@ -174,23 +339,42 @@ pub(crate) fn deferred_egress(
 /// whose egress policy allowed this backend (or whose audit-mode egress still lets
 /// it pass: an audit flow whose audit ended is no longer verified). The reply
 /// refreshes that entry and counts in the client's rule (or audit) slot, like the
-/// replies of any flow the rule allowed. `decide` calls it only for packets the
-/// backend's conntrack matched as replies: nothing else can need the mark. The
-/// client is looked up in `bank`, the bank of the reply at the backend.
+/// replies of any flow the rule allowed. An entry another state decided is
+/// re-decided first, with this reply's bank (`judge::recheck`); a revoked one
+/// verifies nothing. `decide` calls it only for packets the backend's conntrack
+/// matched as replies: nothing else can need the mark. Returns whether it marked.
 #[inline(always)]
-pub(crate) fn verify_reply(ctx: &TcContext, bank: u32, flow: &Flow) {
+pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> bool {
+    let (generation, bank) = (facts.generation, maps::bank(facts.generation));
     let Some(client_if) = maps::endpoint_ifindex(bank, &flow.daddr) else {
-        return;
+        return false;
     };
     let Some(client) = maps::endpoint(bank, client_if) else {
-        return;
+        return false;
     };
     let Some(hit) = ct::find(client_if, DIRECTION_EGRESS, flow, true) else {
-        return;
+        return false;
     };
-    if let Some((_, counter)) = audit::tracked(&hit, &client, DIRECTION_INGRESS) {
+    if !hit.current(generation) {
+        let site = ct::Site {
+            ifindex: client_if,
+            direction: ct::opposite(DIRECTION_EGRESS),
+            bank: bank as u8,
+        };
+        // The reply's own verdict stays the backend's: only the client's entry
+        // learns the new state, and a denied one verifies nothing.
+        let (counter, direction) = (facts.counter, facts.direction);
+        let rechecked = judge::recheck(&hit, site, &client, flow, facts, generation);
+        (facts.counter, facts.direction) = (counter, direction);
+        if rechecked.is_err() {
+            return false;
+        }
+    }
+    if let Some((_, counter)) = audit::tracked(&hit, &client, ct::opposite(DIRECTION_EGRESS)) {
         hit.seen(flow);
         counters::add(counter, ctx.len());
-        ctx.set_mark(mark(ctx) | MARK_REPLY_VERIFIED);
+        ctx.set_mark(mark(ctx) | maps::config(|c| c.mark_reply_verified));
+        return true;
     }
+    false
 }

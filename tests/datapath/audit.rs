@@ -2,8 +2,9 @@
 //! `BPF_PROG_TEST_RUN` frames: a packet the isolating policies would drop passes as
 //! `allow_audit`, is reported as a would-drop and counted in the audit deny slot;
 //! its flow is tracked as an audit flow whose later packets and replies pass and
-//! count as would-drops, until the direction enforces: then the flow is decided
-//! afresh. The same holds for a Service egress decided at the backend.
+//! count as would-drops, until the direction enforces: then the flow's next packet
+//! re-decides it, and a flow the enforcing policy denies is revoked, both ways. The
+//! same holds for a Service egress decided at the backend.
 
 use policy_agent::{
     dataplane::{
@@ -121,26 +122,19 @@ fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_dire
         (Traffic::default(), traffic(&would_drop))
     );
 
-    // Enforcing: the audit flows' next packets are decided afresh and dropped; a
-    // reply is decided as the server's own (unisolated) egress.
+    // Enforcing: the audit flows' next packets re-decide them and the enforcing
+    // policy denies them: revoked, their packets are dropped either way, counted
+    // where the ingress policy denies.
     let enforcing = audit(&net, base, "server", Direction::Ingress, false);
     net.apply(&enforcing);
     let mut dropped = Vec::new();
     for (client, server) in FAMILIES {
         let later = ack(client, server, 50000, 81);
-        expect(&mut net, In, "server", 0, &later, false, "drop_policy");
+        expect(&mut net, In, "server", 0, &later, false, "drop_revoked");
         let answer = ack(server, client, 81, 50000);
-        expect(
-            &mut net,
-            Out,
-            "server",
-            0,
-            &answer,
-            true,
-            "allow_unisolated",
-        );
-        expect(&mut net, In, "server", 0, &later, false, "drop_policy");
-        dropped.extend([later.clone(), later]);
+        expect(&mut net, Out, "server", 0, &answer, false, "drop_revoked");
+        expect(&mut net, In, "server", 0, &later, false, "drop_revoked");
+        dropped.extend([later.clone(), answer, later]);
     }
     let counted = net.policy_counters(&enforcing);
     assert_eq!(
@@ -148,7 +142,7 @@ fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_dire
         (traffic(&dropped), traffic(&would_drop))
     );
     let events = reader.drain();
-    assert_eq!(events.len(), 4, "{events:#?}");
+    assert_eq!(events.len(), 6, "{events:#?}");
     assert!(
         events.iter().all(|e| e.verdict == EventVerdict::Drop),
         "{events:#?}"
@@ -219,8 +213,9 @@ fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_dro
         "{counted:#?}"
     );
 
-    // Enforcing: the flow's next packet is denied at the backend, and the
-    // backend's answer is no longer verified for the client.
+    // Enforcing: the flow's next packet re-decides it at the backend, where the
+    // client's enforcing egress revokes it, and the backend's answer is no longer
+    // verified for the client.
     let enforcing = audit(&net, base, "client", Direction::Egress, false);
     net.apply(&enforcing);
     for (client, backend) in FAMILIES {
@@ -232,7 +227,7 @@ fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_dro
             MARK_DEFERRED_EGRESS,
             &later,
             false,
-            "drop_deferred_egress",
+            "drop_revoked",
         );
         let answer = ack(backend, client, 9090, 51000);
         let mark = expect(&mut net, Out, "server", 0, &answer, true, "allow_tracked");

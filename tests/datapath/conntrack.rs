@@ -12,7 +12,7 @@
 //! entry; `every_conntrack_case_holds` runs them all and names every failing case.
 //! The cases are in `conntrack_lifecycle.rs` (TCP states, pickups, denials,
 //! timeouts) and `conntrack_related.rs` (ICMP and ICMPv6 errors); this file holds
-//! their harness and the full-table test.
+//! their harness. `conntrack_limits.rs` has the full table and the per-pod limit.
 //!
 //! The timeouts are set at load (`LoadOptions::config`), each a different length, so
 //! a case shows which one applies: aged one second less than its timeout a flow
@@ -25,22 +25,15 @@ use std::{
     time::Duration,
 };
 
-use nix::{
-    sched::{sched_getaffinity, sched_setaffinity, CpuSet},
-    unistd::Pid,
-};
 use policy_agent::{
-    dataplane::{
-        Hook::{self, PodEgress as Out, PodIngress as In},
-        LoadOptions, TrackedFlow,
-    },
+    dataplane::{Hook, LoadOptions, TrackedFlow},
     policy::tables::{DatapathTables, Direction},
 };
 use policy_common::config::Config;
 
 use super::{
     addr, conntrack_lifecycle, conntrack_related,
-    frames::{self, ACK, ICMP, ICMPV6, SCTP, SYN, TCP, UDP},
+    frames::{self, ICMP, ICMPV6, SCTP, TCP, UDP},
     net::Net,
     pods::{quiet_net, CLIENT_V4, CLIENT_V6, OTHER_V4, OTHER_V6, PODS, SERVER_V4, SERVER_V6},
     tables::Tables,
@@ -386,7 +379,7 @@ fn run(net: &mut Net, case: &Case) -> Result<(), String> {
 
 /// A quiet server, client and other pod under `fixture`, the datapath loaded with
 /// `options`.
-fn loaded(options: LoadOptions) -> Net {
+pub(super) fn loaded(options: LoadOptions) -> Net {
     let mut net = quiet_net(&PODS, &options);
     let tables = fixture(&net);
     net.apply(&tables);
@@ -405,94 +398,4 @@ fn every_conntrack_case_holds() {
         |case| &case.name,
         |case| run(&mut net, case),
     );
-}
-
-/// Runs `frame` through the server's `hook` on `cpu` only: the kernel's LRU keeps
-/// free entries per CPU, so a sequence run on one CPU evicts in a fixed order.
-fn run_on(net: &mut Net, cpu: usize, hook: Hook, frame: &[u8]) -> bool {
-    let ifindex = net.ifindex("server");
-    let node = net.node.clone();
-    let datapath = &mut net.datapath;
-    Net::in_ns(&node, || {
-        let mut set = CpuSet::new();
-        set.set(cpu).unwrap_or_else(|e| panic!("cpu {cpu}: {e}"));
-        sched_setaffinity(Pid::from_raw(0), &set).unwrap_or_else(|e| panic!("pin: {e}"));
-        datapath.test_run(hook, ifindex, 0, frame)
-    })
-    .unwrap_or_else(|e| panic!("test run: {e}"))
-    .passed
-}
-
-#[test]
-fn a_full_table_evicts_its_least_recently_used_flows_never_one_in_use_and_new_flows_still_pass() {
-    const CAPACITY: usize = 16;
-    let mut net = loaded(LoadOptions {
-        conntrack_capacity: Some(CAPACITY as u32),
-        ..LoadOptions::default()
-    });
-    let cpu = {
-        let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap_or_else(|e| panic!("{e}"));
-        (0..CpuSet::count())
-            .find(|&cpu| allowed.is_set(cpu).unwrap_or(false))
-            .unwrap_or_else(|| panic!("no CPU to run on"))
-    };
-    let [f, _] = families();
-    let (s, c) = (f.server, f.client);
-    let syn = |p| tcp(c, s, p, 80, SYN);
-    let ack = |p| tcp(c, s, p, 80, ACK);
-    let before = net.stats();
-    // Fill the table; the first four flows stay in use from then on.
-    let first: Vec<u16> = (0..CAPACITY).map(|_| port()).collect();
-    for &p in &first {
-        assert!(run_on(&mut net, cpu, In, &syn(p)), "SYN {p}");
-    }
-    assert_eq!(net.conntrack().len(), CAPACITY, "the table is full");
-    let (in_use, idle) = first.split_at(4);
-    for &p in in_use {
-        assert!(run_on(&mut net, cpu, In, &ack(p)), "ACK {p}");
-    }
-    // Twice the capacity in new flows: each passes and is tracked, the table never
-    // grows past its capacity, and the flows in use keep passing as tracked.
-    let server_if = net.ifindex("server");
-    let tracked = |net: &mut Net, p: u16| {
-        net.conntrack()
-            .iter()
-            .any(|flow| flow.ifindex == server_if && flow.source.1 == p)
-    };
-    for _ in 0..2 * CAPACITY {
-        let p = port();
-        assert!(run_on(&mut net, cpu, In, &syn(p)), "new flow {p}");
-        assert!(tracked(&mut net, p), "new flow {p} is tracked");
-        let size = net.conntrack().len();
-        assert!(size <= CAPACITY, "{size} entries in a table of {CAPACITY}");
-        for &p in in_use {
-            assert!(run_on(&mut net, cpu, In, &ack(p)), "flow {p} in use");
-        }
-    }
-    // The idle flows were evicted: their answers are decided by policy and dropped.
-    for &p in in_use {
-        assert!(tracked(&mut net, p), "flow {p} in use was evicted");
-    }
-    for &p in idle {
-        assert!(!tracked(&mut net, p), "idle flow {p} is still tracked");
-        let answer = tcp(s, c, 80, p, SYN | ACK);
-        assert!(
-            !run_on(&mut net, cpu, Out, &answer),
-            "answer of idle flow {p}"
-        );
-    }
-    let after = net.stats();
-    let uses = in_use.len() * (1 + 2 * CAPACITY);
-    for (counter, n) in [
-        ("allow_policy", 3 * CAPACITY),
-        ("allow_tracked", uses),
-        ("drop_policy", idle.len()),
-    ] {
-        assert_eq!(
-            after.get(counter) - before.get(counter),
-            n as u64,
-            "{counter}: {:?}",
-            moved(&before, &after)
-        );
-    }
 }

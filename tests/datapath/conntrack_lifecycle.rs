@@ -92,7 +92,7 @@ pub(super) fn tcp_cases(f: &Family) -> Vec<Case> {
     );
     let p = port();
     cases.push(
-        Case::new(format!("an {fam} RST from the server closes an established flow, later packets leave it closed, and after the closing timeout the client's ACK is picked up afresh"), f, TCP, p)
+        Case::new(format!("an {fam} RST from the server closes an established flow, later packets leave it closed, and after the closing timeout the client's ACK is picked up afresh, as opening"), f, TCP, p)
             .send(In, tcp(c, s, p, 80, SYN), POLICY)
             .send(Out, tcp(s, c, 80, p, SYN | ACK), TRACKED)
             .send(In, tcp(c, s, p, 80, ACK), TRACKED)
@@ -102,15 +102,29 @@ pub(super) fn tcp_cases(f: &Family) -> Vec<Case> {
             .state(Direction::Ingress, Some(CT_STATE_CLOSED))
             .age(just_after(TIMEOUTS.ct_tcp_closing_ns))
             .send(In, tcp(c, s, p, 80, ACK), POLICY)
-            .state(Direction::Ingress, est),
+            .state(Direction::Ingress, Some(CT_STATE_OPENING)),
     );
     let p = port();
     cases.push(
-        Case::new(format!("an {fam} ACK of a connection never seen is decided by policy and picked up mid-stream as established"), f, TCP, p)
+        Case::new(format!("an {fam} ACK of a connection never seen is decided by policy and picked up mid-stream as opening, and the server's answer establishes it, which then outlives the opening timeout"), f, TCP, p)
             .send(In, tcp(c, s, p, 80, ACK), POLICY)
-            .state(Direction::Ingress, est)
+            .state(Direction::Ingress, Some(CT_STATE_OPENING))
             .send(Out, tcp(s, c, 80, p, ACK), TRACKED)
-            .state(Direction::Ingress, est),
+            .state(Direction::Ingress, est)
+            .age(just_after(TIMEOUTS.ct_tcp_opening_ns))
+            .send(In, tcp(c, s, p, 80, ACK), TRACKED),
+    );
+    let p = port();
+    cases.push(
+        Case::new(format!("an {fam} flow picked up mid-stream that nobody answers stays opening however many ACKs the client sends, and is forgotten after the opening timeout"), f, TCP, p)
+            .send(In, tcp(c, s, p, 80, ACK), POLICY)
+            .send(In, tcp(c, s, p, 80, ACK), TRACKED)
+            .state(Direction::Ingress, Some(CT_STATE_OPENING))
+            .age(just_before(TIMEOUTS.ct_tcp_opening_ns))
+            .send(In, tcp(c, s, p, 80, ACK), TRACKED)
+            .state(Direction::Ingress, Some(CT_STATE_OPENING))
+            .age(just_after(TIMEOUTS.ct_tcp_opening_ns))
+            .send(Out, tcp(s, c, 80, p, ACK), DENIED),
     );
     let p = port();
     cases.push(

@@ -212,6 +212,13 @@ impl Net {
         )
     }
 
+    /// The mark bits a packet passing a pod's egress leaves with now: the stamp of
+    /// the active generation (`Config::mark_stamp`), for a same-node destination.
+    pub fn stamp(&self) -> u32 {
+        let datapath = &self.datapath;
+        datapath.config().mark_stamp(datapath.generation())
+    }
+
     /// The verdict counters.
     pub fn stats(&mut self) -> Stats {
         or_panic("stats")(self.datapath.stats())

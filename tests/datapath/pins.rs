@@ -123,6 +123,13 @@ fn pinned_links_enforce_without_their_datapath_and_a_new_one_adopts_them_without
     let banks = net.datapath.read_banks().unwrap_or_else(|e| panic!("{e}"));
     let allowed = net.policy_counters(&port_80).allowed;
     assert!(allowed[0].allowed.packets > 0, "{allowed:?}");
+    let generation = net.datapath.generation();
+    let held = net
+        .datapath
+        .conntrack_held()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let server_if = net.ifindex("server");
+    assert!(held.get(&server_if).is_some_and(|&n| n > 0), "{held:?}");
 
     // The agent is gone: the pinned links and programs still decide.
     drop_datapath(&mut net);
@@ -136,6 +143,16 @@ fn pinned_links_enforce_without_their_datapath_and_a_new_one_adopts_them_without
     assert_eq!(net.datapath.active_bank(), 1);
     assert_eq!(net.datapath.read_active_bank().ok(), Some(1));
     assert_eq!(net.datapath.read_banks().ok(), Some(banks));
+    // ...and the generation tracked flows were decided with, and their counts.
+    assert_eq!(net.datapath.generation(), generation);
+    let adopted_held = net
+        .datapath
+        .conntrack_held()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        adopted_held.get(&server_if) >= held.get(&server_if),
+        "{held:?} then {adopted_held:?}"
+    );
     let mut attached: Vec<u32> = net.datapath.attached_interfaces().collect();
     attached.sort_unstable();
     let mut expected: Vec<u32> = net.interfaces.values().copied().collect();
@@ -150,8 +167,9 @@ fn pinned_links_enforce_without_their_datapath_and_a_new_one_adopts_them_without
     // Its links now run the new datapath's programs, on the same state.
     assert_eq!(reachable(&net), (true, false));
 
-    // The first apply flips to the other bank.
+    // The first apply flips to the other bank, the next generation.
     assert_eq!(net.apply(&server_admits(&net, 81)).bank, 0);
+    assert_eq!(net.datapath.generation(), generation + 1);
     assert_eq!(reachable(&net), (false, true));
 
     // Detach removes the server's links and pins; attach brings them back, once.

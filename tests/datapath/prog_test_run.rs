@@ -194,8 +194,8 @@ fn service_egress_deferral_step_by_step_in_both_families() {
         let out = net.run(Hook::PodEgress, "backend", 0, &denied_answer);
         assert_eq!(
             (out.passed, out.mark),
-            (true, 0),
-            "denied tuple: not verified"
+            (true, net.stamp()),
+            "denied tuple: not verified, only stamped"
         );
         // 4. ...and after un-DNAT, the isolated client takes it only with the mark.
         let undnat = frames::ip(f.vip, f.client, TCP, &frames::tcp_ack(80, 40000));
@@ -241,8 +241,8 @@ fn only_a_reply_the_backend_tracked_is_verified_for_the_client() {
         let out = net.run(Hook::PodEgress, "backend", 0, &answer);
         assert_eq!(
             (out.passed, out.mark),
-            (true, 0),
-            "not a reply at the backend"
+            (true, net.stamp()),
+            "not a reply at the backend: only stamped"
         );
         // Once the backend's ingress tracked the flow, its answer is a reply and
         // verified.

@@ -7,11 +7,13 @@
 //! - `http`: `/metrics`, `/healthz`, `/readyz`;
 //! - `startup`: kernel features podwall cannot run without;
 //! - `sync`: the loop: snapshots and link events in, a programmed datapath out;
+//! - `conntrack`: the thread that removes tracked flows idle past their timeout;
 //! - `run`: `policy-agent run` put together (datapath, endpoints, watches, loop).
 //!
 //! May import `model`, `policy`, `node`, `source` and `dataplane` (the agent is
 //! where they meet); `plan` imports only `model` and `policy`.
 
+pub mod conntrack;
 pub mod health;
 pub mod http;
 pub mod metrics;

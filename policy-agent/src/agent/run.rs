@@ -12,6 +12,7 @@ use nix::{
 use policy_common::config::Config;
 
 use super::{
+    conntrack,
     health::Health,
     http::{self, HttpError},
     metrics::Metrics,
@@ -47,6 +48,9 @@ pub struct RunOptions {
     pub interface_prefixes: Vec<String>,
     /// Retry delays of the API server watches.
     pub watch: WatchOptions,
+    /// The classifiers' settings (`CONFIG`): conntrack timeouts and limits, mark
+    /// bits, whether tracked flows outlive a policy change that denies them.
+    pub datapath: Config,
 }
 
 /// Why the agent could not start (once running, failures are logged, counted and
@@ -85,6 +89,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The conntrack sweep thread could not start.
+    #[error("starting the conntrack sweep thread: {0}")]
+    Sweep(#[source] std::io::Error),
     /// No bpffs where the pins go.
     #[error("bpffs is not mounted at {0}: the pins that keep pods enforced across restarts live there; mount it on the host (`mount -t bpf bpf /sys/fs/bpf`) and give the agent a hostPath volume of it")]
     NoBpffs(PathBuf),
@@ -141,7 +148,7 @@ pub async fn run(
     let _lock = lock_instance(&options.instance)?;
     let pins = pin_dir(&options.instance);
     let load = LoadOptions {
-        config: Config::DEFAULT,
+        config: options.datapath,
         ..LoadOptions::default()
     };
     let (datapath, adoption) = Datapath::open_pinned(&object, &load, &pins)?;
@@ -154,6 +161,8 @@ pub async fn run(
         ),
     }
     let metrics = Arc::new(Metrics::new());
+    let _sweep = conntrack::start(datapath.conntrack_sweeper()?, Arc::clone(&metrics))
+        .map_err(RunError::Sweep)?;
     let health = Arc::new(Health::new(LIVENESS_THRESHOLD));
     let listener = http::bind(options.metrics_addr).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();

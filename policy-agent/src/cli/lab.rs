@@ -98,6 +98,8 @@ pub enum LabCommand {
         /// (would-drop).
         #[arg(long)]
         audit: bool,
+        #[command(flatten)]
+        datapath: super::datapath::DatapathArgs,
     },
     /// Build the lab from BASE, then apply each STEP in turn, printing the matrix
     /// and what changed after every step.
@@ -136,7 +138,8 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             probing,
             show_drops,
             audit,
-        } => run_lab(&path, &probing, show_drops, audit),
+            datapath,
+        } => run_lab(&path, &probing, show_drops, audit, &datapath),
         LabCommand::Tour {
             base,
             steps,
@@ -204,6 +207,7 @@ fn run_lab(
     probing: &ProbeArgs,
     show_drops: bool,
     audit: bool,
+    datapath: &super::datapath::DatapathArgs,
 ) -> anyhow::Result<()> {
     let ProbeArgs { probes, output, .. } = probing;
     let route = probing.route()?;
@@ -220,7 +224,8 @@ fn run_lab(
         if audit { " (all in audit mode)" } else { "" },
         path.display()
     );
-    let mut lab = Lab::up(state, probes)?;
+    let config = datapath.config(flowlog::lab_config());
+    let mut lab = Lab::up_with(state, probes, &config)?;
     let specs = lab.probe_specs(probes);
     lab.targets(&specs, route)?;
     eprintln!(

@@ -3,6 +3,7 @@
 
 mod bench;
 mod conformance;
+mod datapath;
 mod explain;
 mod flows;
 mod lab;

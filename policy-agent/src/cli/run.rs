@@ -6,6 +6,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::Args;
 
+use policy_common::config::Config;
+
+use super::datapath::DatapathArgs;
 use crate::{
     agent::{
         run::{pin_dir, run, RunOptions},
@@ -47,6 +50,8 @@ pub struct RunArgs {
     /// shorten it to see recovery quickly).
     #[arg(long, hide = true, default_value_t = 30_000)]
     api_backoff_max_ms: u64,
+    #[command(flatten)]
+    datapath: DatapathArgs,
 }
 
 /// Arguments of `uninstall`.
@@ -72,6 +77,7 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<()> {
             backoff_min: Duration::from_millis(args.api_backoff_max_ms.min(800)),
             backoff_max: Duration::from_millis(args.api_backoff_max_ms),
         },
+        datapath: args.datapath.config(Config::DEFAULT),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -274,17 +274,28 @@ impl Datapath {
 
     /// The bank `ACTIVE` names in the kernel now.
     pub fn read_active_bank(&mut self) -> Result<u32, DataplaneError> {
-        let array = self.active_array()?;
-        let value = array.get(&0, 0).map_err(map_error(ACTIVE_MAP, "read"))?;
-        Ok(bank_of(value))
+        Ok(bank_of(self.read_generation()?))
     }
 
-    /// Writes `ACTIVE`: from the next packet on the classifiers read `bank`.
-    pub(super) fn write_active_bank(&mut self, bank: u32) -> Result<(), DataplaneError> {
+    /// The generation `ACTIVE` holds in the kernel now (`policy_common::bank`).
+    pub(super) fn read_generation(&mut self) -> Result<u32, DataplaneError> {
+        let array = self.active_array()?;
+        array.get(&0, 0).map_err(map_error(ACTIVE_MAP, "read"))
+    }
+
+    /// Flips `ACTIVE` to the next generation, whose bank is the other one: from
+    /// the next packet on the classifiers read it, and every tracked flow decided
+    /// by an earlier generation is re-decided at its next packet.
+    pub(super) fn flip(&mut self) -> Result<(), DataplaneError> {
+        let next = self.generation.wrapping_add(1);
         let mut array = self.active_array()?;
         array
-            .set(0, bank_of(bank), 0)
-            .map_err(map_error(ACTIVE_MAP, "flip"))
+            .set(0, next, 0)
+            .map_err(map_error(ACTIVE_MAP, "flip"))?;
+        self.generation = next;
+        self.active = bank_of(next);
+        self.quiesce.start();
+        Ok(())
     }
 }
 

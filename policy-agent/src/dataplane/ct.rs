@@ -1,17 +1,36 @@
-//! Reads `CONNTRACK`: the flows the classifiers allowed (or deferred), in host
-//! types, for tests and diagnostics. The agent never writes it; only tests age
-//! entries (`Datapath::age_conntrack`), to see expiry without waiting for it.
+//! `CONNTRACK` from userspace: the flows the classifiers allowed (or deferred), in
+//! host types, for tests and diagnostics; and the sweep that removes entries idle
+//! past their timeout (`ConntrackSweeper`), the only removal there is: the table is
+//! a plain hash, so no flow is ever evicted, and each removal is tallied in
+//! `CT_RECLAIMED`, so an interface's count of entries stays exact
+//! (`policy_common::ct`). Only tests age entries (`Datapath::age_conntrack`), to
+//! see expiry without waiting for it.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    os::fd::AsFd,
+    time::Duration,
+};
 
+use aya::maps::{HashMap, Map, MapData, MapError};
 use policy_common::{
+    config::Config,
     counters::NO_COUNTER,
-    ct::{CtKey, CtValue, CONNTRACK_MAP, CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
+    ct::{
+        CtKey, CtValue, CONNTRACK_MAP, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_REVOKED,
+        CT_RECLAIMED_MAP, CT_TRACKED_MAP,
+    },
     verdict::DIRECTION_INGRESS,
 };
 
-use super::{keys::key_address, Datapath, DataplaneError, InterfaceIndex};
+use super::{keys::key_address, maps::map_error, Datapath, DataplaneError, InterfaceIndex};
 use crate::policy::tables::Direction;
+
+/// How much longer than its timeout an entry must be idle before the sweep removes
+/// it: the classifiers stamp entries with a clock that lags CLOCK_MONOTONIC by up
+/// to a scheduler tick, and a flow at the edge of its timeout is theirs to decide.
+const SWEEP_MARGIN: Duration = Duration::from_secs(1);
 
 /// One tracked flow as its first packet saw it at a pod interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +58,10 @@ pub struct TrackedFlow {
     pub last_seen_ns: u64,
     /// An egress flow to a Service whose verdict was deferred past DNAT.
     pub deferred: bool,
+    /// A flow a later policy denied: its packets are dropped (`drop_revoked`).
+    pub revoked: bool,
+    /// The `ACTIVE` generation of the state that last decided the flow.
+    pub generation: u32,
 }
 
 fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
@@ -57,12 +80,14 @@ fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
         state: value.state,
         last_seen_ns: value.last_seen_ns,
         deferred: value.flags & CT_FLAG_DEFERRED != 0,
+        revoked: value.flags & CT_FLAG_REVOKED != 0,
+        generation: value.generation,
     }
 }
 
 impl Datapath {
     /// Every flow the kernel tracks now (entries that vanish while being read, as
-    /// LRU evictions do, are left out).
+    /// the sweep's removals do, are left out).
     pub fn conntrack(&mut self) -> Result<Vec<TrackedFlow>, DataplaneError> {
         let map = self.hash_map::<CtKey, CtValue>(CONNTRACK_MAP)?;
         Ok(map
@@ -75,8 +100,7 @@ impl Datapath {
     /// Makes every tracked flow `select` picks look idle `by` longer: its
     /// `last_seen_ns` moves back by `by` (stopping at 0, so a `by` longer than the
     /// machine's uptime ages less). For tests of expiry, which cannot wait out the
-    /// timeouts. Returns how many flows it aged. Each rewrite is an insert into an LRU
-    /// map, which in a full table may evict another entry.
+    /// timeouts. Returns how many flows it aged.
     pub fn age_conntrack(
         &mut self,
         by: Duration,
@@ -99,5 +123,212 @@ impl Datapath {
                 })?;
         }
         Ok(picked.len())
+    }
+
+    /// Removes every entry idle past its timeout now (`ConntrackSweeper::sweep`),
+    /// counting an interface gone once it is no longer attached here.
+    pub fn sweep_conntrack(&mut self) -> Result<SweepReport, DataplaneError> {
+        let attached: BTreeSet<InterfaceIndex> = self.attached.keys().copied().collect();
+        self.conntrack_sweeper()?
+            .sweep(|ifindex| !attached.contains(&ifindex))
+    }
+
+    /// A sweeper of this datapath's `CONNTRACK` with handles of its own (it can
+    /// run on a thread of its own), judging expiry by the `CONFIG` this datapath
+    /// wrote last.
+    pub fn conntrack_sweeper(&self) -> Result<ConntrackSweeper, DataplaneError> {
+        let open = |name: &'static str| -> Result<HashMap<MapData, u32, u64>, DataplaneError> {
+            HashMap::try_from(self.own_map(name)?).map_err(map_error(name, "open"))
+        };
+        Ok(ConntrackSweeper {
+            conntrack: HashMap::try_from(self.own_map(CONNTRACK_MAP)?)
+                .map_err(map_error(CONNTRACK_MAP, "open"))?,
+            tracked: open(CT_TRACKED_MAP)?,
+            reclaimed: open(CT_RECLAIMED_MAP)?,
+            config: self.config,
+        })
+    }
+
+    /// Flows each interface holds now by the counts the classifiers check
+    /// (`CT_TRACKED - CT_RECLAIMED`), for tests and diagnostics.
+    pub fn conntrack_held(&mut self) -> Result<BTreeMap<InterfaceIndex, i64>, DataplaneError> {
+        self.conntrack_sweeper()?.held()
+    }
+
+    /// A handle of its own on map `name` (a duplicate of this datapath's fd).
+    fn own_map(&self, name: &'static str) -> Result<Map, DataplaneError> {
+        let data = self
+            .ebpf
+            .map(name)
+            .and_then(super::datapath::map_data)
+            .ok_or(DataplaneError::Map {
+                map: name,
+                message: "not found in the object".into(),
+            })?;
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| DataplaneError::Map {
+                map: name,
+                message: format!("duplicating its fd: {e}"),
+            })?;
+        let data = MapData::from_fd(fd).map_err(map_error(name, "open"))?;
+        Ok(match name {
+            CONNTRACK_MAP | CT_TRACKED_MAP | CT_RECLAIMED_MAP => Map::HashMap(data),
+            _ => Map::Unsupported(data),
+        })
+    }
+}
+
+/// What one sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Entries the table held when the sweep began.
+    pub entries: usize,
+    /// Entries it removed (idle past their timeout).
+    pub reclaimed: usize,
+    /// Counters it removed: interfaces gone that hold no entry.
+    pub counters_removed: usize,
+}
+
+/// Removes `CONNTRACK` entries idle past their timeout and tallies each removal in
+/// `CT_RECLAIMED` (the agent runs one on a thread of its own; `Datapath` makes
+/// one per call).
+pub struct ConntrackSweeper {
+    conntrack: HashMap<MapData, CtKey, CtValue>,
+    tracked: HashMap<MapData, u32, u64>,
+    reclaimed: HashMap<MapData, u32, u64>,
+    config: Config,
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the classifiers' clock, at full resolution).
+fn monotonic_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |now| {
+        u64::try_from(now.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(now.tv_nsec()).unwrap_or(0)
+    })
+}
+
+/// `ENOENT` from a map operation: the key is gone (someone else removed it).
+fn not_found(error: &MapError) -> bool {
+    match error {
+        MapError::KeyNotFound | MapError::ElementNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(nix::libc::ENOENT),
+        _ => false,
+    }
+}
+
+impl ConntrackSweeper {
+    /// Whether `value` (under `key`) is idle past its timeout and the margin at `now`.
+    fn expired(&self, key: &CtKey, value: &CtValue, now: u64) -> bool {
+        let timeout = self.config.ct_timeout_ns(key.protocol, value.state);
+        let margin = u64::try_from(SWEEP_MARGIN.as_nanos()).unwrap_or(u64::MAX);
+        now.saturating_sub(value.last_seen_ns) > timeout.saturating_add(margin)
+    }
+
+    /// Removes every entry idle past its timeout, each read again just before its
+    /// removal (a flow that passed meanwhile stays), and adds the removals to
+    /// `CT_RECLAIMED`. Then removes both counters of every interface that holds no
+    /// entry and is `gone`. A removal racing a packet of its flow (microseconds
+    /// apart) makes that flow's next packet decided afresh, as after expiry.
+    pub fn sweep(
+        &mut self,
+        gone: impl Fn(InterfaceIndex) -> bool,
+    ) -> Result<SweepReport, DataplaneError> {
+        let now = monotonic_now_ns();
+        let mut report = SweepReport::default();
+        let mut holding = BTreeSet::new();
+        let mut expired = Vec::new();
+        for entry in self.conntrack.iter() {
+            let (key, value) = match entry {
+                Ok(entry) => entry,
+                Err(error) if not_found(&error) => continue,
+                Err(error) => return Err(map_error(CONNTRACK_MAP, "read")(error)),
+            };
+            report.entries += 1;
+            if self.expired(&key, &value, now) {
+                expired.push(key);
+            } else {
+                holding.insert(key.ifindex);
+            }
+        }
+        let mut reclaimed: BTreeMap<InterfaceIndex, u64> = BTreeMap::new();
+        for key in expired {
+            match self.conntrack.get(&key, 0) {
+                Ok(value) if self.expired(&key, &value, monotonic_now_ns()) => {}
+                Ok(_) => {
+                    holding.insert(key.ifindex);
+                    continue;
+                }
+                Err(error) if not_found(&error) => continue,
+                Err(error) => return Err(map_error(CONNTRACK_MAP, "read")(error)),
+            }
+            match self.conntrack.remove(&key) {
+                Ok(()) => *reclaimed.entry(key.ifindex).or_default() += 1,
+                Err(error) if not_found(&error) => {}
+                Err(error) => return Err(map_error(CONNTRACK_MAP, "remove")(error)),
+            }
+        }
+        for (ifindex, removed) in reclaimed {
+            let before = match self.reclaimed.get(&ifindex, 0) {
+                Ok(count) => count,
+                Err(error) if not_found(&error) => 0,
+                Err(error) => return Err(map_error(CT_RECLAIMED_MAP, "read")(error)),
+            };
+            self.reclaimed
+                .insert(ifindex, before.wrapping_add(removed), 0)
+                .map_err(map_error(CT_RECLAIMED_MAP, "write"))?;
+            report.reclaimed += usize::try_from(removed).unwrap_or(usize::MAX);
+        }
+        report.counters_removed = self.remove_counters(&holding, gone)?;
+        Ok(report)
+    }
+
+    /// Removes `CT_TRACKED` and `CT_RECLAIMED` of interfaces `gone` whose counts
+    /// net to nothing and that hold no entry; returns how many.
+    fn remove_counters(
+        &mut self,
+        holding: &BTreeSet<InterfaceIndex>,
+        gone: impl Fn(InterfaceIndex) -> bool,
+    ) -> Result<usize, DataplaneError> {
+        let idle: Vec<InterfaceIndex> = self
+            .held()?
+            .into_iter()
+            .filter(|&(ifindex, held)| held <= 0 && !holding.contains(&ifindex) && gone(ifindex))
+            .map(|(ifindex, _)| ifindex)
+            .collect();
+        for ifindex in &idle {
+            for (name, map) in [
+                (CT_TRACKED_MAP, &mut self.tracked),
+                (CT_RECLAIMED_MAP, &mut self.reclaimed),
+            ] {
+                match map.remove(ifindex) {
+                    Ok(()) => {}
+                    Err(error) if not_found(&error) => {}
+                    Err(error) => return Err(map_error(name, "remove")(error)),
+                }
+            }
+        }
+        Ok(idle.len())
+    }
+
+    /// `CT_TRACKED - CT_RECLAIMED` per interface with a counter.
+    pub fn held(&self) -> Result<BTreeMap<InterfaceIndex, i64>, DataplaneError> {
+        let mut held = BTreeMap::new();
+        for entry in self.tracked.iter() {
+            let (ifindex, tracked) = match entry {
+                Ok(entry) => entry,
+                Err(error) if not_found(&error) => continue,
+                Err(error) => return Err(map_error(CT_TRACKED_MAP, "read")(error)),
+            };
+            let reclaimed = match self.reclaimed.get(&ifindex, 0) {
+                Ok(count) => count,
+                Err(error) if not_found(&error) => 0,
+                Err(error) => return Err(map_error(CT_RECLAIMED_MAP, "read")(error)),
+            };
+            held.insert(ifindex, tracked.wrapping_sub(reclaimed) as i64);
+        }
+        Ok(held)
     }
 }

@@ -82,13 +82,18 @@ pub struct Datapath {
     /// What each bank of the banked maps holds (index = bank), kept equal to the
     /// kernel entry by entry (`banks.rs`).
     pub(super) shadows: [BankContent; 2],
-    /// The bank `ACTIVE` names.
+    /// The bank `ACTIVE` names (`bank_of(generation)`).
     pub(super) active: u32,
+    /// The generation `ACTIVE` holds: one more at every flip (`policy_common::bank`).
+    pub(super) generation: u32,
     /// Waits, in the background, for classifier runs that may still read the bank
     /// `ACTIVE` left.
     pub(super) quiesce: Quiesce,
     /// Per-bank capacity of each banked map, as the kernel created it.
     pub(super) bank_capacity: BTreeMap<&'static str, u32>,
+    /// The `CONFIG` entry last written (`set_config`): conntrack timeouts for the
+    /// sweep, and the mark bits.
+    pub(super) config: Config,
     /// Where this datapath is pinned (`open_pinned`), if it is.
     pub(super) pins: Option<PinLayout>,
     pub(super) attached: BTreeMap<InterfaceIndex, Attachment>,
@@ -173,8 +178,10 @@ impl Datapath {
             possible_cpus,
             shadows: Default::default(),
             active: 0,
+            generation: 0,
             quiesce: Quiesce::new()?,
             bank_capacity,
+            config: options.config,
             pins,
             attached: BTreeMap::new(),
         };
@@ -271,13 +278,21 @@ impl Datapath {
     /// tests that show a packet is decided by the bank `ACTIVE` names, and for
     /// diagnostics. The next `apply` writes the other bank, as after any flip.
     pub fn activate_bank(&mut self, bank: u32) -> Result<(), DataplaneError> {
-        let bank = policy_common::bank::bank_of(bank);
-        self.write_active_bank(bank)?;
-        if bank != self.active {
-            self.active = bank;
-            self.quiesce.start();
+        if policy_common::bank::bank_of(bank) != self.active {
+            self.flip()?;
         }
         Ok(())
+    }
+
+    /// The generation `ACTIVE` holds (as this datapath last wrote or found it): one
+    /// more at every flip, and `bank_of` it is the active bank.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The `CONFIG` entry this datapath wrote last.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 }
 

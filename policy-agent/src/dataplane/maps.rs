@@ -16,7 +16,7 @@ use policy_common::{
     counters::{
         TrafficCounter, DENY_COUNTERS_MAP, NO_COUNTER, RULE_COUNTERS_MAP, RULE_COUNTERS_MAX,
     },
-    ct::{CtKey, CtValue, CONNTRACK_MAP},
+    ct::{CtKey, CtValue, CONNTRACK_MAP, CT_RECLAIMED_MAP, CT_TRACKED_MAP},
     endpoint::{
         AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP,
         PENDING_ENDPOINT_ID,
@@ -230,9 +230,7 @@ impl Datapath {
             self.zero_counters(RULE_COUNTERS_MAP, &reused)?;
             let target = other(self.active);
             (report.written, report.removed) = self.write_bank(target, &want)?;
-            self.write_active_bank(target)?;
-            self.active = target;
-            self.quiesce.start();
+            self.flip()?;
             report.bank = target;
             // Only an assignment that became active is worth keeping across a
             // restart.
@@ -321,7 +319,9 @@ impl Datapath {
             })?;
         array
             .set(0, config, 0)
-            .map_err(map_error(CONFIG_MAP, "write"))
+            .map_err(map_error(CONFIG_MAP, "write"))?;
+        self.config = *config;
+        Ok(())
     }
 
     /// Reads the verdict counters, summed over CPUs.
@@ -401,7 +401,7 @@ pub(super) const BANKED_MAPS: [&str; 5] = [
 /// `(map, key size, value size)` this agent's layouts give the pinned maps (an
 /// LPM trie's key is its data plus the 4-byte prefix length; `EVENTS`, a ring
 /// buffer, has neither).
-pub(super) fn pinned_sizes() -> [(&'static str, u32, u32); 11] {
+pub(super) fn pinned_sizes() -> [(&'static str, u32, u32); 13] {
     fn size<T>() -> u32 {
         u32::try_from(size_of::<T>()).unwrap_or(u32::MAX)
     }
@@ -414,6 +414,8 @@ pub(super) fn pinned_sizes() -> [(&'static str, u32, u32); 11] {
         (PEERS_V6_MAP, lpm(size::<PeerKeyV6>()), size::<PeerClass>()),
         (POLICY_MAP, lpm(size::<PolicyKey>()), size::<PolicyValue>()),
         (CONNTRACK_MAP, size::<CtKey>(), size::<CtValue>()),
+        (CT_TRACKED_MAP, 4, 8),
+        (CT_RECLAIMED_MAP, 4, 8),
         (STATS_MAP, 4, 8),
         (CONFIG_MAP, 4, size::<Config>()),
         (RULE_COUNTERS_MAP, 4, size::<TrafficCounter>()),

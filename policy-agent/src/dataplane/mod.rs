@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 pub use banks::{ApplyReport, BankContent, PeerPrefix, PolicyPrefix};
 pub use counters::{DenyTraffic, PolicyCounters, RuleTraffic, Traffic};
-pub use ct::TrackedFlow;
+pub use ct::{ConntrackSweeper, SweepReport, TrackedFlow};
 pub use datapath::{Datapath, InterfaceIndex, LoadOptions};
 pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};

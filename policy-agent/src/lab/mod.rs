@@ -84,6 +84,15 @@ impl Lab {
     /// port and on `extra_ports`, the datapath loaded and attached, policies applied,
     /// Services turned into DNAT rules.
     pub fn up(state: ClusterState, extra_ports: &[(u16, Protocol)]) -> Result<Self, LabError> {
+        Self::up_with(state, extra_ports, &flowlog::lab_config())
+    }
+
+    /// `up` with the classifiers' settings `config` (`lab run`'s datapath flags).
+    pub fn up_with(
+        state: ClusterState,
+        extra_ports: &[(u16, Protocol)],
+        config: &policy_common::config::Config,
+    ) -> Result<Self, LabError> {
         let network = LabNetwork::up(&state, extra_ports, &[])?;
         let pod_addresses = network
             .topology
@@ -95,7 +104,7 @@ impl Lab {
         let state = with_lab_addresses(state, &network.topology, &cluster_ips);
         let object = dataplane::object::find()?;
         let options = LoadOptions {
-            config: flowlog::lab_config(),
+            config: *config,
             ..LoadOptions::default()
         };
         let mut datapath = Datapath::load_with(&object, &options)?;

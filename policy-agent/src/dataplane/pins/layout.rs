@@ -9,7 +9,7 @@ use policy_common::{
     bank::ACTIVE_MAP,
     config::CONFIG_MAP,
     counters::{DENY_COUNTERS_MAP, RULE_COUNTERS_MAP},
-    ct::CONNTRACK_MAP,
+    ct::{CONNTRACK_MAP, CT_RECLAIMED_MAP, CT_TRACKED_MAP},
     endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
     events::EVENTS_MAP,
     peer::{PEERS_V4_MAP, PEERS_V6_MAP},
@@ -24,7 +24,7 @@ use crate::dataplane::{
 };
 
 /// The maps a pinned datapath keeps across restarts.
-pub(in crate::dataplane) const PINNED_MAPS: [&str; 12] = [
+pub(in crate::dataplane) const PINNED_MAPS: [&str; 14] = [
     ACTIVE_MAP,
     ENDPOINTS_MAP,
     ENDPOINT_ADDRS_MAP,
@@ -32,6 +32,8 @@ pub(in crate::dataplane) const PINNED_MAPS: [&str; 12] = [
     PEERS_V6_MAP,
     POLICY_MAP,
     CONNTRACK_MAP,
+    CT_TRACKED_MAP,
+    CT_RECLAIMED_MAP,
     STATS_MAP,
     CONFIG_MAP,
     RULE_COUNTERS_MAP,

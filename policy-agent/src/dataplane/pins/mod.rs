@@ -119,7 +119,8 @@ impl Datapath {
         }
         let interfaces = datapath.adopt_links(&layout)?;
         datapath.shadows = datapath.read_banks()?;
-        datapath.active = datapath.read_active_bank()?;
+        datapath.generation = datapath.read_generation()?;
+        datapath.active = policy_common::bank::bank_of(datapath.generation);
         // The agent before may have flipped and died before its wait was over.
         datapath.quiesce.start();
         let in_use: BTreeSet<u32> = datapath

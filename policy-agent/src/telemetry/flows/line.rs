@@ -5,7 +5,8 @@
 use std::net::IpAddr;
 
 use policy_common::verdict::{
-    STAT_ALLOW_AUDIT, STAT_DROP_DEFERRED_EGRESS, STAT_DROP_POLICY, STAT_NAMES,
+    STAT_ALLOW_AUDIT, STAT_DROP_DEFERRED_EGRESS, STAT_DROP_POLICY, STAT_DROP_REVOKED,
+    STAT_DROP_SOURCE_EGRESS, STAT_NAMES,
 };
 use serde::{Serialize, Serializer};
 
@@ -118,11 +119,14 @@ pub fn protocol_name(number: u8) -> String {
 }
 
 /// Whether the counter `reason` means "isolated, and no rule allows it": the
-/// verdicts that name the isolating policies.
+/// verdicts that name the isolating policies (a revoked flow's event carries the
+/// direction whose policies revoked it).
 fn decided_by_isolation(reason: &str) -> bool {
     [
         STAT_DROP_POLICY,
         STAT_DROP_DEFERRED_EGRESS,
+        STAT_DROP_REVOKED,
+        STAT_DROP_SOURCE_EGRESS,
         STAT_ALLOW_AUDIT,
     ]
     .iter()

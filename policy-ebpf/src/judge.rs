@@ -1,0 +1,175 @@
+//! What policy says of a flow: steps 8 to 12 of `decide`'s lookup precedence, in
+//! one BPF subprogram (`judge`) that decides a new flow's first packet, re-decides
+//! a tracked flow another state decided (`recheck`, `ct.rs` transition 5), and
+//! decides a source pod's egress at a same-node destination (`service.rs`).
+//!
+//! One subprogram for all of them keeps the rules in one place, and keeps its keys
+//! (a peer prefix, a `POLICY` key) in a stack frame of its own rather than in the
+//! classifier's, which the rest of `decide` fills.
+
+use policy_common::{
+    counters::{deny_slot, NO_COUNTER},
+    ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
+    endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
+    peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
+    verdict::{DIRECTION_INGRESS, STAT_DROP_REVOKED},
+};
+
+use crate::{
+    audit,
+    ct::{self, Hit, Site},
+    facts::{Counter, Facts},
+    maps,
+    parse::Flow,
+};
+
+/// `Judgement::kind`: the direction is not isolated (step 8).
+pub(crate) const UNISOLATED: u32 = 1;
+/// `Judgement::kind`: ingress from the node (step 9).
+pub(crate) const NODE: u32 = 2;
+/// `Judgement::kind`: egress to a Service ClusterIP, decided after DNAT (step 10).
+pub(crate) const SERVICE: u32 = 3;
+/// `Judgement::kind`: a `POLICY` rule allows it; the slot is the rule's (step 11).
+pub(crate) const RULE: u32 = 4;
+/// `Judgement::kind`: an audit-mode direction lets it pass as a would-drop; the
+/// slot is the audit deny slot (step 12).
+pub(crate) const AUDIT: u32 = 5;
+/// `Judgement::kind`: denied; the slot is the direction's deny slot (step 12).
+pub(crate) const DENIED: u32 = 0;
+
+/// A verdict and the counter slot that goes with it, packed in one u64 so the
+/// subprogram returns it in a register: the kind (`UNISOLATED` .. `DENIED`) in the
+/// high half, the slot in the low half.
+#[derive(Clone, Copy)]
+pub(crate) struct Judgement(u64);
+
+impl Judgement {
+    #[inline(always)]
+    fn new(kind: u32, slot: u32) -> Self {
+        Judgement(u64::from(kind) << 32 | u64::from(slot))
+    }
+
+    /// `UNISOLATED`, `NODE`, `SERVICE`, `RULE`, `AUDIT` or `DENIED`.
+    #[inline(always)]
+    pub(crate) fn kind(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The counter slot (`NO_COUNTER` for `UNISOLATED`, `NODE` and `SERVICE`).
+    #[inline(always)]
+    pub(crate) fn slot(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// The `CtValue::flags` of a flow tracked by this verdict.
+    #[inline(always)]
+    pub(crate) fn ct_flags(self) -> u32 {
+        match self.kind() {
+            SERVICE => CT_FLAG_DEFERRED,
+            AUDIT => CT_FLAG_AUDIT,
+            _ => 0,
+        }
+    }
+}
+
+/// What bank `site.bank` says of the flow opened in `site.direction` at
+/// `site.ifindex`, whose endpoint there is `endpoint`: `flow` is its first packet
+/// or, with `reversed`, a reply (the first packet reversed). A `RULE` verdict also
+/// leaves the rule in `facts.rule`, for the allow event of a flow's first packet.
+///
+/// The rules, for the flow's first packet:
+/// 8. a pod not isolated in that direction: `UNISOLATED`;
+/// 9. ingress from an address with `PEER_FLAG_NODE`: `NODE`;
+/// 10. egress to an address with `PEER_FLAG_SERVICE`: `SERVICE`;
+/// 11. the peer's class (`maps::peer`) and the protocol and destination port in
+///     `POLICY`: `RULE` with the rule's counter slot;
+/// 12. else `AUDIT` when the endpoint audits that direction, `DENIED` when not.
+#[inline(never)]
+pub(crate) fn judge(
+    site: Site,
+    endpoint: &EndpointInfo,
+    flow: &Flow,
+    reversed: bool,
+    facts: &mut Facts,
+) -> Judgement {
+    let (direction, bank) = (site.direction, u32::from(site.bank));
+    let ingress = direction == DIRECTION_INGRESS;
+    let isolation_flag = if ingress {
+        ISOLATED_INGRESS
+    } else {
+        ISOLATED_EGRESS
+    };
+    if endpoint.flags & isolation_flag == 0 {
+        return Judgement::new(UNISOLATED, NO_COUNTER);
+    }
+    // The first packet's remote end (its source at ingress, its destination at
+    // egress) and destination port.
+    let (remote, port_be) = match (ingress, reversed) {
+        (true, false) => (&flow.saddr, flow.dport_be),
+        (true, true) => (&flow.daddr, flow.sport_be),
+        (false, false) => (&flow.daddr, flow.dport_be),
+        (false, true) => (&flow.saddr, flow.sport_be),
+    };
+    let peer = maps::peer(bank, flow.ipv6, remote);
+    if ingress && peer.flags & PEER_FLAG_NODE != 0 {
+        return Judgement::new(NODE, NO_COUNTER);
+    }
+    if !ingress && peer.flags & PEER_FLAG_SERVICE != 0 {
+        return Judgement::new(SERVICE, NO_COUNTER);
+    }
+    let id = endpoint.endpoint_id;
+    if let Some(allowed) = maps::policy(bank, id, peer.class_id, direction, flow.protocol, port_be)
+    {
+        facts.rule = Some(allowed);
+        return Judgement::new(RULE, allowed.rule_slot);
+    }
+    if audit::audits(endpoint, direction) {
+        Judgement::new(AUDIT, deny_slot(id, direction, true))
+    } else {
+        Judgement::new(DENIED, deny_slot(id, direction, false))
+    }
+}
+
+/// Re-decides the flow of `hit`, found at `at` for a packet decided with
+/// `generation`, when the entry does not let it pass as it is (`Hit::current`):
+/// its original direction is judged with the packet's bank. Allowed (a rule, no
+/// isolation, the node, audit, or a Service, which makes the entry deferred), the
+/// entry takes the verdict and the packet goes on. Denied, or revoked by this same
+/// state already, the entry is revoked (`Hit::revoke`), refreshed, and the packet
+/// dropped with `STAT_DROP_REVOKED`, counted in the original direction's deny slot
+/// of `endpoint` and reported with that direction.
+#[inline(always)]
+pub(crate) fn recheck(
+    hit: &Hit,
+    at: Site,
+    endpoint: &EndpointInfo,
+    flow: &Flow,
+    facts: &mut Facts,
+    generation: u32,
+) -> Result<(), u32> {
+    let original = if hit.reply {
+        ct::opposite(at.direction)
+    } else {
+        at.direction
+    };
+    let revoked_here = hit.generation() == generation;
+    if !revoked_here {
+        let site = Site {
+            direction: original,
+            ..at
+        };
+        let judged = judge(site, endpoint, flow, hit.reply, facts);
+        facts.rule = None;
+        if judged.kind() != DENIED {
+            hit.renew(generation, judged.ct_flags(), judged.slot());
+            return Ok(());
+        }
+        hit.revoke(generation);
+    }
+    hit.seen(flow);
+    // Counted and reported as a denial of the original direction: its policy
+    // revoked the flow, whichever way this packet goes.
+    facts.counter = Counter::Deny(deny_slot(endpoint.endpoint_id, original, false));
+    facts.direction = original;
+    Err(STAT_DROP_REVOKED)
+}
