@@ -11,8 +11,10 @@
 //! errors, a full table); `datapath/counters.rs`, `datapath/events.rs` and
 //! `datapath/audit.rs` the per-policy counters, verdict events and audit mode;
 //! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`;
-//! `datapath/banks.rs` the two banks and the flip of hole-free updates, and
-//! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed.
+//! `datapath/banks.rs` the two banks and the flip of hole-free updates,
+//! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed,
+//! and `datapath/bypass.rs` what a pod crafts to get past its policy (VLAN tags,
+//! spoofed ARP, tunnels), sent from its namespace.
 
 mod support;
 
@@ -22,6 +24,8 @@ mod audit;
 mod banks;
 #[path = "datapath/bench.rs"]
 mod bench;
+#[path = "datapath/bypass.rs"]
+mod bypass;
 #[path = "datapath/conntrack.rs"]
 mod conntrack;
 #[path = "datapath/conntrack_lifecycle.rs"]

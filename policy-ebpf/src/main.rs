@@ -15,6 +15,7 @@
 #![no_std]
 #![no_main]
 
+mod arp;
 mod audit;
 mod counters;
 mod ct;
@@ -23,6 +24,7 @@ mod facts;
 mod maps;
 mod parse;
 mod service;
+mod tunnel;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
@@ -32,7 +34,7 @@ use aya_ebpf::{
 use policy_common::{
     counters::{deny_slot, NO_COUNTER},
     ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
-    endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
+    endpoint::{EndpointInfo, ALLOW_TUNNELS, ISOLATED_EGRESS, ISOLATED_INGRESS},
     events::{EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
     peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
     verdict::*,
@@ -64,8 +66,9 @@ pub fn bench_floor(_ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext, direction: u8) -> i32 {
-    // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program. The
+    // VLAN state is read with the interface: read later, it cost 16 stack bytes.
+    let (ifindex, tagged) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).vlan_present) };
     // Once per packet: every lookup below uses this bank, so the packet is decided
     // wholly by the state before or wholly by the state after a flip.
     let bank = maps::active_bank();
@@ -85,7 +88,12 @@ fn classify(ctx: &TcContext, direction: u8) -> i32 {
         direction,
         bank: bank as u8,
     };
-    let verdict = decide(ctx, facts, at);
+    // Rule 1 of `decide`, for a tag the kernel took out of the frame into the skb.
+    let verdict = if tagged != 0 {
+        Err(STAT_DROP_VLAN)
+    } else {
+        decide(ctx, facts, at)
+    };
     to_tc_action(ctx, facts, verdict)
 }
 
@@ -122,10 +130,20 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 
 /// Lookup precedence, in order (both families alike; every lookup of `ENDPOINTS`,
 /// `ENDPOINT_ADDRS`, `PEERS_*` and `POLICY` is in `at.bank`, read once per packet):
-/// 1. Frames that are not IP pass (ARP must work for pods to work).
-/// 2. The interface must be a known endpoint, else drop (fail closed).
+/// 1. Only untagged IPv4, IPv6 and ARP frames go on: a VLAN tag in the skb
+///    (`vlan_present`, checked by `classify`) or in the frame (EtherType 0x8100,
+///    0x88a8, 0x9100; `parse::l3`) is dropped (`STAT_DROP_VLAN`), any other
+///    EtherType too (`STAT_DROP_ETHER_TYPE`).
+/// 2. The interface must be a known endpoint, else drop (fail closed). ARP then
+///    passes (`STAT_ALLOW_NON_IP`) only as an Ethernet/IPv4 request or reply whose
+///    sender hardware address is the frame's source and, from the pod, whose sender
+///    address is one of the pod's (0.0.0.0 in a probe); any other ARP is dropped
+///    (`STAT_DROP_ARP_SPOOFED`, `STAT_DROP_ARP_UNSUPPORTED`; `arp.rs` has the rules).
 /// 3. A packet that does not parse is dropped (`STAT_DROP_MALFORMED`), and so is an
-///    IPv6 packet with an IPv4-mapped (`::ffff:0:0/96`) source or destination.
+///    IPv6 packet with an IPv4-mapped (`::ffff:0:0/96`) source or destination, one
+///    whose extension headers go on past the walk's limit
+///    (`STAT_DROP_IPV6_EXTENSION_CHAIN`) and one with a routing header that has
+///    segments left (`STAT_DROP_IPV6_ROUTING_HEADER`).
 /// 4. Egress only (anti-spoofing): a source address that is not one of this
 ///    interface's pod addresses (`ENDPOINT_ADDRS[saddr] != ifindex`) is dropped
 ///    (`STAT_DROP_SPOOFED_SOURCE`), except IPv6 link-local and unspecified sources.
@@ -134,6 +152,10 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    link-local source) and multicast listener discovery (ICMPv6 130-132 and 143,
 ///    hop limit 1, link-local or unspecified source, multicast destination); other
 ///    ICMPv6 of those types goes on as ICMPv6 with ports 0.
+///    Egress only: encapsulated traffic (`tunnel.rs`: IP-in-IP, GRE and the other
+///    tunnel protocols, UDP to a tunnel port in `CONFIG`) is dropped
+///    (`STAT_DROP_TUNNEL`) to any destination, whatever conntrack and policy say,
+///    unless the endpoint has `ALLOW_TUNNELS`.
 /// 6. Ingress only: this program's mark bits are cleared, and a packet carrying
 ///    `MARK_DEFERRED_EGRESS` first has its source pod's egress decided on the
 ///    translated destination (`service::deferred_egress`); a deny drops it (an
@@ -169,13 +191,23 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 #[inline(always)]
 fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> {
     let (ifindex, bank) = (at.ifindex, u32::from(at.bank));
-    let Some(l3) = parse::l3(ctx)? else {
-        return Ok(STAT_ALLOW_NON_IP);
-    };
-    facts.ipv6 = matches!(l3, parse::L3::Ipv6);
+    let l3 = parse::l3(ctx)?;
     let endpoint = maps::endpoint(bank, ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
     facts.endpoint_id = endpoint.endpoint_id;
-    let packet = parse::packet(ctx, l3)?;
+    let ipv6 = match l3 {
+        parse::L3::Arp => {
+            let stat = arp::check(ctx, facts, at);
+            return if stat == STAT_ALLOW_NON_IP {
+                Ok(stat)
+            } else {
+                Err(stat)
+            };
+        }
+        parse::L3::Ipv4 => false,
+        parse::L3::Ipv6 => true,
+    };
+    facts.ipv6 = ipv6;
+    let packet = parse::packet(ctx, ipv6)?;
     facts.parsed(&packet);
     if at.direction == DIRECTION_EGRESS {
         let (saddr, ipv6) = packet.source();
@@ -187,6 +219,12 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
         Packet::OnLinkControl(_) => return Ok(STAT_ALLOW_NON_IP),
         Packet::Flow(flow) => flow,
     };
+    if at.direction == DIRECTION_EGRESS
+        && endpoint.flags & ALLOW_TUNNELS == 0
+        && tunnel::encapsulates(flow)
+    {
+        return Err(STAT_DROP_TUNNEL);
+    }
     if at.direction == DIRECTION_INGRESS {
         let mark = service::take_marks(ctx);
         if mark & MARK_DEFERRED_EGRESS != 0 {
