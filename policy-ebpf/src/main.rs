@@ -192,22 +192,20 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> {
     let (ifindex, bank) = (at.ifindex, u32::from(at.bank));
     let l3 = parse::l3(ctx)?;
+    facts.ipv6 = matches!(l3, parse::L3::Ipv6);
     let endpoint = maps::endpoint(bank, ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
     facts.endpoint_id = endpoint.endpoint_id;
-    let ipv6 = match l3 {
-        parse::L3::Arp => {
-            let stat = arp::check(ctx, facts, at);
-            return if stat == STAT_ALLOW_NON_IP {
-                Ok(stat)
-            } else {
-                Err(stat)
-            };
-        }
-        parse::L3::Ipv4 => false,
-        parse::L3::Ipv6 => true,
-    };
-    facts.ipv6 = ipv6;
-    let packet = parse::packet(ctx, ipv6)?;
+    if matches!(l3, parse::L3::Arp) {
+        let stat = arp::check(ctx, facts, at);
+        return if stat == STAT_ALLOW_NON_IP {
+            Ok(stat)
+        } else {
+            Err(stat)
+        };
+    }
+    // The family is read back from `facts`: kept in a register across the lookups
+    // above, it cost 16 stack bytes.
+    let packet = parse::packet(ctx, facts.ipv6)?;
     facts.parsed(&packet);
     if at.direction == DIRECTION_EGRESS {
         let (saddr, ipv6) = packet.source();
