@@ -12,8 +12,8 @@ use policy_common::ct::{
 
 use super::{
     conntrack::{
-        echo, just_after, just_before, port, tcp, udp, Case, Family, DENIED, OSPF, POLICY, TIMEOUTS,
-        TRACKED,
+        echo, just_after, just_before, port, tcp, udp, Case, Family, DENIED, OSPF, POLICY,
+        TIMEOUTS, TRACKED,
     },
     frames::{self, ACK, FIN, RST, SCTP, SYN, TCP, UDP},
     probe,

@@ -260,6 +260,11 @@ impl Lab {
         addresses::node_addresses()
     }
 
+    /// The node namespace: where the host-side veths and the node's addresses are.
+    pub fn node_netns(&self) -> &str {
+        self.network.node_netns()
+    }
+
     /// Writes the UDP ports of the node namespace's tunnel devices (vxlan, geneve)
     /// into the datapath, with the defaults, as the agent does on a node (`up` does
     /// it once; call it again after adding a tunnel device). Returns what it wrote.
