@@ -2,12 +2,13 @@
 //! from inside the pod's namespace, nothing arrives where it was aimed, and a drop
 //! counter with a named reason moves. Frames behind VLAN tags (the kernel strips
 //! VLAN id 0 tags after TC and routes what they carried), ARP that claims another
-//! pod's address, and VXLAN to a tunnel device on the node; and the ARP pods and
-//! the node need, which must keep working. `bypass_rows.rs` has the same rules as
+//! pod's address, VXLAN to a tunnel device on the node, an IPv6 extension chain
+//! longer than the walk; and the ARP pods and the node need, which must keep
+//! working. `bypass_rows.rs` has the same rules as
 //! single-frame rows, with the tunnels this kernel cannot carry.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     process::Command,
     time::Duration,
 };
@@ -16,10 +17,10 @@ use policy_agent::{lab::netns, policy::tables::Direction};
 
 use super::{
     addr,
-    frames::{self, UDP},
+    frames::{self, Ext, UDP},
     net::{Net, HOST_MAC_BYTES},
     probe, support,
-    support::packet::{ipv4_header_checksum, send_frames},
+    support::packet::{internet_checksum, send_frames},
     tables::Tables,
 };
 
@@ -50,7 +51,7 @@ fn udp_frame(
     let mut frame = frames::ipv4(from, to, UDP, 0, &l4);
     frame[..6].copy_from_slice(&dest);
     frame[6..12].copy_from_slice(&source);
-    let checksum = ipv4_header_checksum(&frame[14..34]);
+    let checksum = internet_checksum(&frame[14..34]);
     frame[24..26].copy_from_slice(&checksum.to_be_bytes());
     frame
 }
@@ -233,6 +234,86 @@ fn pods_and_the_node_still_resolve_each_other_with_arp() {
     ] {
         assert_eq!(grew(&mut net, &before, reason), 0, "{reason}");
     }
+}
+
+/// An Ethernet frame from MAC `source` to `dest` carrying IPv6 `from -> to`, the
+/// extension headers `exts`, then UDP from `sport` to `port` with `payload` and its
+/// checksum (which IPv6 requires; RFC 8200 section 8.1).
+fn udp6_frame(
+    (dest, source): ([u8; 6], [u8; 6]),
+    (from, to): (Ipv6Addr, Ipv6Addr),
+    exts: &[Ext],
+    (sport, port): (u16, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let length = u16::try_from(8 + payload.len()).unwrap_or(u16::MAX);
+    let mut udp = [
+        &sport.to_be_bytes()[..],
+        &port.to_be_bytes(),
+        &length.to_be_bytes(),
+        &[0, 0],
+        payload,
+    ]
+    .concat();
+    let pseudo = [
+        &from.octets()[..],
+        &to.octets(),
+        &u32::from(length).to_be_bytes(),
+        &[0, 0, 0, UDP],
+        &udp,
+    ]
+    .concat();
+    // A sum of zero is sent as all ones: zero means "no checksum" (RFC 768).
+    let checksum = match internet_checksum(&pseudo) {
+        0 => 0xffff,
+        sum => sum,
+    };
+    udp[6..8].copy_from_slice(&checksum.to_be_bytes());
+    let mut frame = frames::ipv6(from, to, exts, UDP, &udp);
+    frame[..6].copy_from_slice(&dest);
+    frame[6..12].copy_from_slice(&source);
+    frame
+}
+
+#[test]
+fn an_ipv6_packet_whose_extension_chain_outruns_the_walk_is_dropped_not_guessed() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("receiver", "10.1.0.10", "fd00:1::10"),
+        ("sender", "10.3.0.6", "fd00:3::6"),
+    ]);
+    net.apply(&Tables::new(&net).build());
+    let (sender, receiver) = (net.pod("sender"), net.pod("receiver"));
+    let (sender_ns, macs, ips) = (
+        sender.netns.clone(),
+        (HOST_MAC_BYTES, sender.mac),
+        (sender.v6, receiver.v6),
+    );
+    let listener = probe::udp_listener(&receiver.netns, IpAddr::V6(receiver.v6), 7000);
+    let options = Ext::DestOptions { units: 0 };
+    let one = [Ext::HopByHop];
+    let five = [Ext::HopByHop, options, Ext::Routing, options, options];
+    // Control: behind one header, the same datagram arrives; Linux walks five.
+    send_frames(
+        &sender_ns,
+        "eth0",
+        &[udp6_frame(macs, ips, &one, (44000, 7000), b"one header")],
+    );
+    assert!(
+        probe::receives(&listener, b"one header"),
+        "the control frame"
+    );
+    let before = net.stats();
+    send_frames(
+        &sender_ns,
+        "eth0",
+        &[udp6_frame(macs, ips, &five, (44001, 7000), b"five headers")],
+    );
+    assert!(
+        !probe::receives(&listener, b"five headers"),
+        "a chain longer than the walk was decided on a guess and delivered"
+    );
+    assert_eq!(grew(&mut net, &before, "drop_ipv6_extension_chain"), 1);
 }
 
 /// A VXLAN datagram (RFC 7348: flags with the VNI bit, then the VNI) carrying the

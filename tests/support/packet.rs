@@ -58,9 +58,10 @@ fn link_address(index: u32) -> Result<LinkAddr, String> {
         .ok_or_else(|| "not a link address".to_string())
 }
 
-/// The Internet checksum of an IPv4 header (RFC 1071), to write at its bytes 10-11.
-pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
+/// The Internet checksum (RFC 1071) of `bytes`: of an IPv4 header, to write at its
+/// bytes 10-11, or of a pseudo-header and UDP datagram.
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
         .chunks(2)
         .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
         .sum();
