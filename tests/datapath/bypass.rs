@@ -162,12 +162,31 @@ fn a_pod_claiming_another_pods_address_in_arp_is_dropped_and_the_node_learns_not
         frames::arp_from(BROADCAST, mac, ARP_REQUEST, victim, node),
     ];
     let table_before = neighbours(&net.node, victim);
+    let mut events = net.event_reader();
     let before = net.stats();
     send_frames(&spoofer_ns, "eth0", &claims);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         grew(&mut net, &before, "drop_arp_spoofed"),
         claims.len() as u64
+    );
+    // Each drop is reported with the addresses the ARP claims and targets.
+    let spoofer_if = net.ifindex("spoofer");
+    let reported: Vec<(&str, IpAddr, IpAddr)> = events
+        .drain()
+        .iter()
+        .filter(|e| e.ifindex == spoofer_if)
+        .map(|e| (e.reason, e.source.0, e.destination.0))
+        .collect();
+    let (victim_ip, node_ip) = (IpAddr::V4(victim), IpAddr::V4(node));
+    assert_eq!(
+        reported,
+        [
+            ("drop_arp_spoofed", victim_ip, node_ip),
+            ("drop_arp_spoofed", victim_ip, victim_ip),
+            ("drop_arp_spoofed", victim_ip, victim_ip),
+            ("drop_arp_spoofed", victim_ip, node_ip),
+        ]
     );
     assert_eq!(
         neighbours(&net.node, victim),
