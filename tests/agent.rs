@@ -2,8 +2,8 @@
 //! stand-in API server (inside the node namespace), pod veths found through their
 //! routes, the pinned datapath enforcing. Objects change and verdicts follow;
 //! interrupted watches converge; the agent is killed and restarted under traffic;
-//! new pods are isolated before they are known; the agent runs with only its
-//! documented capabilities.
+//! new pods are isolated before they are known; a tunnel device the node brings up
+//! closes its port to pods; the agent runs with only its documented capabilities.
 
 mod support;
 
@@ -15,7 +15,14 @@ mod restarts;
 use std::time::Duration;
 
 use harness::{namespace_json, policy_json, Node};
-use policy_agent::agent::REQUIRED_CAPABILITIES;
+use policy_agent::{
+    agent::REQUIRED_CAPABILITIES,
+    lab::{
+        netns,
+        probe::{Family, ProbeSpec},
+    },
+    model::{ObjectRef, Protocol},
+};
 use serde_json::json;
 
 /// `db` in `prod` admits TCP 5432 from `app=web` pods only.
@@ -255,4 +262,56 @@ fn capability_number(name: &str) -> u32 {
         "BPF" => 39,
         other => panic!("capability {other} is not in this test's table"),
     }
+}
+
+#[test]
+fn a_tunnel_device_the_node_brings_up_closes_its_port_to_pods_unless_their_namespace_allows_it() {
+    support::require_root_and_bpf();
+    let node = Node::up(&[("web", "web"), ("db", "db")], &[]);
+    node.api.create_value(namespace_json("prod", &[]));
+    for pod in ["web", "db"] {
+        node.create_pod(pod);
+    }
+    let mut agent = node.start_agent("tunnels");
+    agent.wait_ready(Duration::from_secs(60));
+    let udp_to_db = |reached: bool, what: &str| {
+        let spec = ProbeSpec {
+            from: ObjectRef::new(harness::NAMESPACE, "web"),
+            to: ObjectRef::new(harness::NAMESPACE, "db"),
+            port: harness::UDP_PORT,
+            protocol: Protocol::Udp,
+        };
+        harness::eventually(what, Duration::from_secs(20), || {
+            let results = node
+                .net
+                .probe(
+                    std::slice::from_ref(&spec),
+                    Family::Ipv4,
+                    Duration::from_millis(300),
+                )
+                .unwrap_or_else(|e| panic!("probe: {e}"));
+            results.first().is_some_and(|r| r.allowed == reached)
+        });
+    };
+    udp_to_db(true, "UDP between pods without any policy");
+    // The node brings up a vxlan device receiving on the port the pods echo on:
+    // the agent sees the link appear and closes that port to pods.
+    netns::ip_batch(
+        Some(node.net.node_netns()),
+        &[format!(
+            "link add vx0 type vxlan id 42 dstport {}",
+            harness::UDP_PORT
+        )],
+    )
+    .unwrap_or_else(|e| panic!("vxlan device: {e}"));
+    udp_to_db(false, "UDP to the port of the node's new tunnel device");
+    // The namespace allows tunnels: policy (here none) decides again.
+    let mut namespace = namespace_json("prod", &[]);
+    namespace["metadata"]["annotations"] = json!({"podwall.io/allow-tunnels": "true"});
+    node.api.update_value(namespace);
+    udp_to_db(
+        true,
+        "UDP from a namespace annotated podwall.io/allow-tunnels",
+    );
+    drop(agent);
 }

@@ -17,8 +17,10 @@
 //! `datapath/fragments.rs` the non-first fragments of a datagram after its first
 //! (frames) and `datapath/fragments_on_veths.rs` large datagrams and crafted
 //! fragments on real veths, with and without reassembly in the node;
-//! `datapath/banks.rs` the two banks and the flip of hole-free updates, and
-//! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed.
+//! `datapath/banks.rs` the two banks and the flip of hole-free updates,
+//! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed,
+//! and `datapath/bypass.rs` what a pod crafts to get past its policy (VLAN tags,
+//! spoofed ARP, tunnels), sent from its namespace.
 
 mod support;
 
@@ -28,6 +30,8 @@ mod audit;
 mod banks;
 #[path = "datapath/bench.rs"]
 mod bench;
+#[path = "datapath/bypass.rs"]
+mod bypass;
 #[path = "datapath/conntrack.rs"]
 mod conntrack;
 #[path = "datapath/conntrack_lifecycle.rs"]

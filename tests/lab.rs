@@ -13,7 +13,7 @@ use policy_agent::{
         Lab, LabError,
     },
     model::{
-        builders::{cluster, netpol, pod, rule, selector, service},
+        builders::{cluster, namespace, netpol, pod, rule, selector, service},
         ClusterState, ObjectRef, PortRef, Protocol,
     },
     policy::{
@@ -630,5 +630,57 @@ fn a_label_change_moves_a_service_to_its_new_backend() {
     assert!(
         result_of(&results, "x/client", "x/new", 80),
         "the DNAT rules follow the labels"
+    );
+}
+
+#[test]
+fn a_tunnel_port_of_the_labs_node_is_closed_to_pods_unless_their_namespace_allows_tunnels() {
+    support::require_root_and_bpf();
+    let state = cluster()
+        .namespace(namespace("tunnels").allow_tunnels().build())
+        .pod(pod("plain", "client").build())
+        .pod(pod("tunnels", "client").build())
+        .pod(pod("plain", "server").port(9999, Protocol::Udp).build())
+        .build();
+    let mut lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let server = ObjectRef::new("plain", "server");
+    let specs: Vec<_> = lab
+        .probe_specs(&[(9999, Protocol::Udp)])
+        .into_iter()
+        .filter(|spec| spec.to == server)
+        .collect();
+    assert_eq!(specs.len(), 2, "{specs:?}");
+    let probe = |lab: &Lab| {
+        let results = lab
+            .probe(&specs, TIMEOUT)
+            .unwrap_or_else(|e| panic!("probe: {e}"));
+        let reached = |from: &str| result_of(&results, from, "plain/server", 9999);
+        (reached("plain/client"), reached("tunnels/client"))
+    };
+    assert_eq!(probe(&lab), (true, true), "9999 is no tunnel port yet");
+
+    // A vxlan device on the lab's node receives on 9999: the lab reads it as the
+    // agent reads its node, and pods may no longer send there.
+    let node = lab.node_netns().to_string();
+    netns::ip_batch(
+        Some(&node),
+        &["link add vx0 type vxlan id 42 dstport 9999".to_string()],
+    )
+    .unwrap_or_else(|e| panic!("vxlan device: {e}"));
+    let written = lab
+        .refresh_tunnel_ports()
+        .unwrap_or_else(|e| panic!("tunnel ports: {e}"));
+    assert!(written.ports.contains(&9999), "{written:?}");
+    let before = lab.stats().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        probe(&lab),
+        (false, true),
+        "only the namespace annotated podwall.io/allow-tunnels may send to a tunnel port"
+    );
+    let after = lab.stats().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        after.get("drop_tunnel") > before.get("drop_tunnel"),
+        "{:?}",
+        after.growth_since(&before)
     );
 }

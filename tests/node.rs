@@ -272,3 +272,23 @@ fn link_watch_reports_existing_created_and_deleted_links() {
     );
     assert!(!watch.known().contains_key(&index));
 }
+
+#[test]
+fn tunnel_ports_are_the_destination_ports_of_the_vxlan_devices() {
+    let lab = Lab::new();
+    let ports = || {
+        lab.in_node(node::tunnel_ports)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(ports(), [] as [u16; 0], "veths and loopback are no tunnels");
+    lab.ip(&[
+        "link add vx0 type vxlan id 42 dstport 4789",
+        "link add vx1 type vxlan id 43 dstport 9999",
+        "link add vx2 type vxlan id 44 dstport 9999",
+    ]);
+    assert_eq!(
+        ports(),
+        [4789, 9999],
+        "each port once, sorted; up or down alike"
+    );
+}

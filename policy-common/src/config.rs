@@ -1,6 +1,6 @@
 //! `CONFIG`: one-entry array of settings the agent writes at load time and the
-//! classifiers read per packet: conntrack timeouts and limits, event settings, and
-//! the `skb->mark` bits podwall owns.
+//! classifiers read per packet: conntrack timeouts and limits, event settings, the
+//! `skb->mark` bits podwall owns and the UDP ports of tunnels a pod may not send to.
 
 use crate::ct::CT_ENDPOINT_FLOWS_DEFAULT;
 
@@ -71,6 +71,13 @@ const DEFAULT_MARKS: MarkBits = match mark_bits(DEFAULT_MARK_MASK) {
     None => panic!("DEFAULT_MARK_MASK has no valid shape"),
 };
 
+/// Slots of `Config::tunnel_ports_be`.
+pub const TUNNEL_PORTS_MAX: usize = 8;
+
+/// UDP ports every node is assumed to decapsulate, whatever its devices say: VXLAN
+/// (4789, IANA), Linux's and flannel's VXLAN default (8472) and Geneve (6081).
+pub const DEFAULT_TUNNEL_PORTS: [u16; 3] = [4789, 8472, 6081];
+
 /// Settings; every field is used as is (the agent always writes the entry).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,14 +115,19 @@ pub struct Config {
     pub ct_endpoint_flows: u32,
     /// Explicit padding; always zero.
     pub pad2: u32,
+    /// UDP destination ports of tunnels (VXLAN, Geneve) a pod's egress may not
+    /// reach (`verdict::STAT_DROP_TUNNEL`), network byte order; 0 = an unused slot.
+    /// `DEFAULT_TUNNEL_PORTS` and the ports of the node's own tunnel devices.
+    pub tunnel_ports_be: [u16; TUNNEL_PORTS_MAX],
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 88);
+const _: () = assert!(core::mem::size_of::<Config>() == 104);
 
 impl Config {
     /// Cilium's conntrack lifetimes (SYN 60 s, established 6 h, close 10 s,
     /// non-TCP 60 s), ICMP 30 s, 1,000 events per second per CPU, the marks of
-    /// `DEFAULT_MARK_MASK` and an eighth of the conntrack table per interface.
+    /// `DEFAULT_MARK_MASK`, an eighth of the conntrack table per interface and the
+    /// `DEFAULT_TUNNEL_PORTS`.
     pub const DEFAULT: Config = Config {
         ct_tcp_opening_ns: 60 * SECOND_NS,
         ct_tcp_established_ns: 6 * 3600 * SECOND_NS,
@@ -133,7 +145,20 @@ impl Config {
         mark_stamp_shift: DEFAULT_MARKS.stamp_shift,
         ct_endpoint_flows: CT_ENDPOINT_FLOWS_DEFAULT,
         pad2: 0,
+        tunnel_ports_be: Config::tunnel_ports(&DEFAULT_TUNNEL_PORTS),
     };
+
+    /// `tunnel_ports_be` holding `ports` (host byte order) in order, 0 after them;
+    /// ports past `TUNNEL_PORTS_MAX` are left out (the agent warns first).
+    pub const fn tunnel_ports(ports: &[u16]) -> [u16; TUNNEL_PORTS_MAX] {
+        let mut slots = [0u16; TUNNEL_PORTS_MAX];
+        let mut i = 0;
+        while i < ports.len() && i < TUNNEL_PORTS_MAX {
+            slots[i] = ports[i].to_be();
+            i += 1;
+        }
+        slots
+    }
 
     /// This config with its mark fields set from `bits`.
     pub const fn with_marks(self, bits: MarkBits) -> Config {

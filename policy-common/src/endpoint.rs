@@ -60,6 +60,12 @@ pub const AUDIT_INGRESS: u32 = 1 << 2;
 /// Flag: as `AUDIT_INGRESS`, for egress.
 pub const AUDIT_EGRESS: u32 = 1 << 3;
 
+/// Flag: the pod may send encapsulated traffic (IP-in-IP, GRE, UDP to a tunnel
+/// port, ...): its egress hook does not drop it as `STAT_DROP_TUNNEL`, and policy
+/// decides it like any packet. Set for the pods of a namespace annotated
+/// `podwall.io/allow-tunnels: "true"`.
+pub const ALLOW_TUNNELS: u32 = 1 << 4;
+
 /// What the classifier knows about a local pod.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,7 +73,7 @@ pub struct EndpointInfo {
     /// Policy identity: every local pod that all policies treat alike shares one,
     /// so `POLICY` grows with distinct label sets, not with pods.
     pub endpoint_id: u32,
-    /// `ISOLATED_*` | `AUDIT_*`.
+    /// `ISOLATED_*` | `AUDIT_*` | `ALLOW_TUNNELS`.
     pub flags: u32,
 }
 

@@ -19,8 +19,9 @@ pub const STAT_ALLOW_UNISOLATED: u32 = 0;
 pub const STAT_ALLOW_TRACKED: u32 = 1;
 /// Passed: a policy rule matched.
 pub const STAT_ALLOW_POLICY: u32 = 2;
-/// Passed: not IP, or on-link IPv6 neighbour or multicast listener discovery, which
-/// pods need to work.
+/// Passed: link control pods need to work: untagged ARP whose sender is the pod's
+/// own (or, towards the pod, any well-formed ARP), or on-link IPv6 neighbour or
+/// multicast listener discovery.
 pub const STAT_ALLOW_NON_IP: u32 = 3;
 /// Passed: ingress from an address of the local node (kubelet probes).
 pub const STAT_ALLOW_NODE: u32 = 4;
@@ -46,6 +47,31 @@ pub const STAT_DROP_DEFERRED_EGRESS: u32 = 12;
 /// Dropped: a packet from a pod whose source address is not one of that pod's
 /// addresses (anti-spoofing; IPv6 link-local and unspecified sources are exempt).
 pub const STAT_DROP_SPOOFED_SOURCE: u32 = 13;
+/// Dropped: the frame carries a VLAN tag, in the skb (`vlan_present`: a tag the
+/// kernel took out of the frame) or in the frame (EtherType 0x8100, 0x88a8 or
+/// 0x9100). A tagged frame is not parsed: the kernel may strip a priority tag
+/// after TC and route what was behind it.
+pub const STAT_DROP_VLAN: u32 = 14;
+/// Dropped: an EtherType other than IPv4, IPv6 and ARP (or an 802.3 length).
+pub const STAT_DROP_ETHER_TYPE: u32 = 15;
+/// Dropped: ARP that claims an address it may not: from a pod, a sender protocol
+/// address that is not one of the pod's IPv4 addresses (0.0.0.0 only in a request:
+/// an RFC 5227 probe); either way, a sender hardware address that is not the
+/// frame's Ethernet source.
+pub const STAT_DROP_ARP_SPOOFED: u32 = 16;
+/// Dropped: ARP that is not an Ethernet/IPv4 request or reply (another hardware or
+/// protocol type, address lengths, or operation).
+pub const STAT_DROP_ARP_UNSUPPORTED: u32 = 17;
+/// Dropped: an IPv6 packet whose extension headers do not end within the walk's
+/// limit, so its upper-layer protocol and ports are unknown.
+pub const STAT_DROP_IPV6_EXTENSION_CHAIN: u32 = 18;
+/// Dropped: an IPv6 routing header with segments left: the packet's destination is
+/// not its last one.
+pub const STAT_DROP_IPV6_ROUTING_HEADER: u32 = 19;
+/// Dropped: encapsulated traffic from a pod (IP-in-IP, IPv6-in-IP, GRE, EtherIP,
+/// L2TP, MPLS-in-IP, or UDP to a tunnel port of `Config::tunnel_ports_be`), whatever
+/// policy allows, unless its endpoint has `endpoint::ALLOW_TUNNELS`.
+pub const STAT_DROP_TUNNEL: u32 = 20;
 
 /// Dropped: a packet of a tracked flow whose original direction the current policy
 /// denies (re-decided after a policy change), and every later packet of that flow,
@@ -102,6 +128,13 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = {
     names[STAT_DROP_DEFERRED_UNKNOWN_SOURCE as usize] = "drop_deferred_unknown_source";
     names[STAT_DROP_DEFERRED_EGRESS as usize] = "drop_deferred_egress";
     names[STAT_DROP_SPOOFED_SOURCE as usize] = "drop_spoofed_source";
+    names[STAT_DROP_VLAN as usize] = "drop_vlan";
+    names[STAT_DROP_ETHER_TYPE as usize] = "drop_ether_type";
+    names[STAT_DROP_ARP_SPOOFED as usize] = "drop_arp_spoofed";
+    names[STAT_DROP_ARP_UNSUPPORTED as usize] = "drop_arp_unsupported";
+    names[STAT_DROP_IPV6_EXTENSION_CHAIN as usize] = "drop_ipv6_extension_chain";
+    names[STAT_DROP_IPV6_ROUTING_HEADER as usize] = "drop_ipv6_routing_header";
+    names[STAT_DROP_TUNNEL as usize] = "drop_tunnel";
     names[STAT_DROP_REVOKED as usize] = "drop_revoked";
     names[STAT_DROP_SOURCE_EGRESS as usize] = "drop_source_egress";
     names[STAT_DROP_CT_ENDPOINT_LIMIT as usize] = "drop_ct_endpoint_limit";

@@ -7,7 +7,7 @@ use policy_common::{
     bank::{bank_of, other, ACTIVE_MAP, BANKS},
     config::{
         mark_bits, Config, MarkBits, CONFIG_FLAG_ALLOW_EVENTS, CONFIG_FLAG_KEEP_ESTABLISHED,
-        DEFAULT_MARK_MASK,
+        DEFAULT_MARK_MASK, DEFAULT_TUNNEL_PORTS, TUNNEL_PORTS_MAX,
     },
     counters::{deny_slot, TrafficCounter, DENY_COUNTERS_MAX},
     ct::{
@@ -15,8 +15,8 @@ use policy_common::{
         CT_FLAG_REVOKED, CT_STATE_CLOSED, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
     },
     endpoint::{
-        AddressKey, EndpointInfo, EndpointKey, AUDIT_EGRESS, AUDIT_INGRESS, ENDPOINTS_MAX,
-        ENDPOINT_ADDRS_MAX, ISOLATED_EGRESS, ISOLATED_INGRESS, PENDING_ENDPOINT_ID,
+        AddressKey, EndpointInfo, EndpointKey, ALLOW_TUNNELS, AUDIT_EGRESS, AUDIT_INGRESS,
+        ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX, ISOLATED_EGRESS, ISOLATED_INGRESS, PENDING_ENDPOINT_ID,
     },
     events::{VerdictEvent, EVENTS_BYTES},
     frag::{FragKey, FragValue, FRAGMENTS_MAX},
@@ -28,12 +28,13 @@ use policy_common::{
     verdict::{
         MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STATS_LEN, STAT_ALLOW_AUDIT, STAT_ALLOW_NODE,
         STAT_ALLOW_NON_IP, STAT_ALLOW_POLICY, STAT_ALLOW_RELATED, STAT_ALLOW_TRACKED,
-        STAT_ALLOW_UNISOLATED, STAT_DROP_CT_ENDPOINT_LIMIT, STAT_DROP_CT_FULL,
-        STAT_DROP_DEFERRED_EGRESS, STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
-        STAT_DROP_FRAGMENT_OVERLAP, STAT_DROP_FRAGMENT_TINY, STAT_DROP_FRAGMENT_UNKNOWN,
-        STAT_DROP_MALFORMED, STAT_DROP_POLICY, STAT_DROP_REVOKED, STAT_DROP_SOURCE_EGRESS,
-        STAT_DROP_SPOOFED_SOURCE,
-        STAT_DROP_UNKNOWN_ENDPOINT, STAT_EGRESS_DEFERRED, STAT_EVENTS_RATE_LIMITED,
+        STAT_ALLOW_UNISOLATED, STAT_DROP_ARP_SPOOFED, STAT_DROP_ARP_UNSUPPORTED,
+        STAT_DROP_CT_ENDPOINT_LIMIT, STAT_DROP_CT_FULL, STAT_DROP_DEFERRED_EGRESS,
+        STAT_DROP_DEFERRED_UNKNOWN_SOURCE, STAT_DROP_ETHER_TYPE, STAT_DROP_FRAGMENT_OVERLAP,
+        STAT_DROP_FRAGMENT_TINY, STAT_DROP_FRAGMENT_UNKNOWN, STAT_DROP_IPV6_EXTENSION_CHAIN,
+        STAT_DROP_IPV6_ROUTING_HEADER, STAT_DROP_MALFORMED, STAT_DROP_POLICY, STAT_DROP_REVOKED,
+        STAT_DROP_SOURCE_EGRESS, STAT_DROP_SPOOFED_SOURCE, STAT_DROP_TUNNEL,
+        STAT_DROP_UNKNOWN_ENDPOINT, STAT_DROP_VLAN, STAT_EGRESS_DEFERRED, STAT_EVENTS_RATE_LIMITED,
         STAT_EVENTS_RING_FULL, STAT_NAMES, STAT_VERDICTS,
     },
     ABI_VERSION,
@@ -157,13 +158,17 @@ fn map_types_have_no_hidden_padding() {
     assert_eq!(offset_of!(CtValue, generation), 28);
     assert_eq!(size_of::<TrafficCounter>(), 8 + 8);
     assert_eq!(offset_of!(TrafficCounter, bytes), 8);
-    assert_eq!(size_of::<Config>(), 6 * 8 + 10 * 4);
+    assert_eq!(
+        size_of::<Config>(),
+        6 * 8 + 10 * 4 + 2 * TUNNEL_PORTS_MAX
+    );
     assert_eq!(offset_of!(Config, events_per_second), 48);
     assert_eq!(offset_of!(Config, flags), 56);
     assert_eq!(offset_of!(Config, mark_deferred_egress), 64);
     assert_eq!(offset_of!(Config, mark_stamp_shift), 76);
     assert_eq!(offset_of!(Config, ct_endpoint_flows), 80);
     assert_eq!(offset_of!(Config, pad2), 84);
+    assert_eq!(offset_of!(Config, tunnel_ports_be), 88);
 }
 
 #[test]
@@ -256,6 +261,10 @@ fn flags_and_marks_are_distinct_bits() {
         [CT_FLAG_DEFERRED, CT_FLAG_AUDIT],
         [CT_FLAG_DEFERRED | CT_FLAG_AUDIT, CT_FLAG_REVOKED],
         [CONFIG_FLAG_ALLOW_EVENTS, CONFIG_FLAG_KEEP_ESTABLISHED],
+        [
+            ISOLATED_INGRESS | ISOLATED_EGRESS | AUDIT_INGRESS | AUDIT_EGRESS,
+            ALLOW_TUNNELS,
+        ],
         [PEER_FLAG_NODE, PEER_FLAG_SERVICE],
         [MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED],
     ] {
@@ -381,6 +390,13 @@ fn every_counter_has_a_name_and_its_own_slot() {
         STAT_DROP_FRAGMENT_UNKNOWN,
         STAT_DROP_FRAGMENT_TINY,
         STAT_DROP_FRAGMENT_OVERLAP,
+        STAT_DROP_VLAN,
+        STAT_DROP_ETHER_TYPE,
+        STAT_DROP_ARP_SPOOFED,
+        STAT_DROP_ARP_UNSUPPORTED,
+        STAT_DROP_IPV6_EXTENSION_CHAIN,
+        STAT_DROP_IPV6_ROUTING_HEADER,
+        STAT_DROP_TUNNEL,
         STAT_EVENTS_RATE_LIMITED,
         STAT_EVENTS_RING_FULL,
     ];
@@ -398,5 +414,22 @@ fn every_counter_has_a_name_and_its_own_slot() {
     assert_eq!(
         STAT_NAMES[STAT_DROP_SPOOFED_SOURCE as usize],
         "drop_spoofed_source"
+    );
+}
+
+#[test]
+fn tunnel_ports_are_stored_big_endian_with_zero_in_unused_slots() {
+    let slots = Config::DEFAULT.tunnel_ports_be;
+    assert_eq!(slots.len(), TUNNEL_PORTS_MAX);
+    for (i, port) in DEFAULT_TUNNEL_PORTS.iter().enumerate() {
+        assert_eq!(slots[i].to_ne_bytes(), port.to_be_bytes(), "slot {i}");
+    }
+    assert!(slots[DEFAULT_TUNNEL_PORTS.len()..].iter().all(|p| *p == 0));
+    // Ports past the last slot are left out, not wrapped around.
+    let many: Vec<u16> = (1..=20).collect();
+    let stored = Config::tunnel_ports(&many);
+    assert_eq!(
+        u16::from_be(stored[TUNNEL_PORTS_MAX - 1]),
+        TUNNEL_PORTS_MAX as u16
     );
 }

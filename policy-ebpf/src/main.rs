@@ -20,6 +20,7 @@
 #![feature(core_intrinsics)]
 #![expect(internal_features, reason = "core::intrinsics::atomic_xadd, see above")]
 
+mod arp;
 mod audit;
 mod counters;
 mod ct;
@@ -30,6 +31,7 @@ mod judge;
 mod maps;
 mod parse;
 mod service;
+mod tunnel;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
@@ -38,7 +40,7 @@ use aya_ebpf::{
 };
 use policy_common::{
     ct::CT_FLAG_DEFERRED,
-    endpoint::EndpointInfo,
+    endpoint::{EndpointInfo, ALLOW_TUNNELS},
     events::{EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
     verdict::*,
 };
@@ -70,8 +72,9 @@ pub fn bench_floor(_ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext, direction: u8) -> i32 {
-    // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program. The
+    // VLAN state is read with the interface: read later, it cost 16 stack bytes.
+    let (ifindex, tagged) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).vlan_present) };
     // Once per packet: every lookup below uses this generation's bank, so the
     // packet is decided wholly by the state before or wholly by the state after a
     // flip.
@@ -92,7 +95,12 @@ fn classify(ctx: &TcContext, direction: u8) -> i32 {
         direction,
         bank: maps::bank(generation) as u8,
     };
-    let verdict = decide(ctx, facts, at);
+    // Rule 1 of `decide`, for a tag the kernel took out of the frame into the skb.
+    let verdict = if tagged != 0 {
+        Err(STAT_DROP_VLAN)
+    } else {
+        decide(ctx, facts, at)
+    };
     to_tc_action(ctx, facts, verdict)
 }
 
@@ -130,10 +138,20 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 /// Lookup precedence, in order (both families alike; every lookup of `ENDPOINTS`,
 /// `ENDPOINT_ADDRS`, `PEERS_*` and `POLICY` is in `at.bank`, the bank of the
 /// generation read once per packet, `facts.generation`):
-/// 1. Frames that are not IP pass (ARP must work for pods to work).
-/// 2. The interface must be a known endpoint, else drop (fail closed).
+/// 1. Only untagged IPv4, IPv6 and ARP frames go on: a VLAN tag in the skb
+///    (`vlan_present`, checked by `classify`) or in the frame (EtherType 0x8100,
+///    0x88a8, 0x9100; `parse::l3`) is dropped (`STAT_DROP_VLAN`), any other
+///    EtherType too (`STAT_DROP_ETHER_TYPE`).
+/// 2. The interface must be a known endpoint, else drop (fail closed). ARP then
+///    passes (`STAT_ALLOW_NON_IP`) only as an Ethernet/IPv4 request or reply whose
+///    sender hardware address is the frame's source and, from the pod, whose sender
+///    address is one of the pod's (0.0.0.0 in a probe); any other ARP is dropped
+///    (`STAT_DROP_ARP_SPOOFED`, `STAT_DROP_ARP_UNSUPPORTED`; `arp.rs` has the rules).
 /// 3. A packet that does not parse is dropped (`STAT_DROP_MALFORMED`), and so is an
-///    IPv6 packet with an IPv4-mapped (`::ffff:0:0/96`) source or destination.
+///    IPv6 packet with an IPv4-mapped (`::ffff:0:0/96`) source or destination, one
+///    whose extension headers go on past the walk's limit
+///    (`STAT_DROP_IPV6_EXTENSION_CHAIN`) and one with a routing header that has
+///    segments left (`STAT_DROP_IPV6_ROUTING_HEADER`).
 ///    A first fragment too short to hold its upper-layer header is dropped
 ///    (`STAT_DROP_FRAGMENT_TINY`; fragments: `frag.rs`).
 /// 4. Egress only (anti-spoofing): a source address that is not one of this
@@ -150,6 +168,11 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    end at or before where it starts (else `STAT_DROP_FRAGMENT_OVERLAP`); it goes
 ///    on through the steps below as a packet of its first fragment's flow
 ///    (`frag::resolve`).
+///    Egress only: encapsulated traffic (`tunnel.rs`: IP-in-IP, GRE and the other
+///    tunnel protocols, UDP to a tunnel port in `CONFIG`) is dropped
+///    (`STAT_DROP_TUNNEL`) to any destination, whatever conntrack and policy say (a non-first
+///    fragment by its first fragment's protocol and port),
+///    unless the endpoint has `ALLOW_TUNNELS`.
 /// 6. Ingress only: podwall's mark bits (`Config::mark_*`) are cleared, and the
 ///    source pod's egress is decided here, with this packet's bank, before its
 ///    ingress (`service::source_egress`) when the packet carries the deferred-egress
@@ -202,13 +225,21 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 #[inline(always)]
 fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> {
     let (ifindex, bank) = (at.ifindex, u32::from(at.bank));
-    let Some(l3) = parse::l3(ctx)? else {
-        return Ok(STAT_ALLOW_NON_IP);
-    };
+    let l3 = parse::l3(ctx)?;
     facts.ipv6 = matches!(l3, parse::L3::Ipv6);
     let endpoint = maps::endpoint(bank, ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
     facts.endpoint_id = endpoint.endpoint_id;
-    let mut packet = parse::packet(ctx, l3, &mut facts.fragment)?;
+    if matches!(l3, parse::L3::Arp) {
+        let stat = arp::check(ctx, facts, at);
+        return if stat == STAT_ALLOW_NON_IP {
+            Ok(stat)
+        } else {
+            Err(stat)
+        };
+    }
+    // The family is read back from `facts`: kept in a register across the lookups
+    // above, it cost 16 stack bytes.
+    let mut packet = parse::packet(ctx, facts.ipv6, &mut facts.fragment)?;
     facts.parsed(&packet);
     if at.direction == DIRECTION_EGRESS {
         let (saddr, ipv6) = packet.source();
@@ -224,6 +255,12 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
         frag::resolve(at, facts)?;
         (flow.protocol, flow.sport_be, flow.dport_be) =
             (facts.protocol, facts.sport_be, facts.dport_be);
+    }
+    if at.direction == DIRECTION_EGRESS
+        && endpoint.flags & ALLOW_TUNNELS == 0
+        && tunnel::encapsulates(flow)
+    {
+        return Err(STAT_DROP_TUNNEL);
     }
     let flow = maps::flow(flow).ok_or(STAT_DROP_MALFORMED)?;
     let stat = if at.direction == DIRECTION_INGRESS {

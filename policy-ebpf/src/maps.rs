@@ -7,12 +7,12 @@
 //!
 //! Stack budget (512 bytes for a classifier and the chain of subprograms it calls):
 //! the packet's `Facts`, its parsed `Flow` and conntrack lookup keys live in
-//! per-CPU maps (`FACTS`, `FLOW`, `CT_KEY`); `pod_ingress` uses 256 bytes,
+//! per-CPU maps (`FACTS`, `FLOW`, `CT_KEY`); `pod_ingress` uses 264 bytes,
 //! `pod_egress` 288; on top of them `ct::related` 128, `service::source_tracked`
 //! 192 (plus `judge::judge` 48), `service::decide_source` 80 (plus
-//! `ct::track_entry` 112), `frag::remember_first` 64, `frag::resolve_non_first` 44:
-//! the deepest chain is 496 bytes (`llvm-objdump -d`, deepest `r10 - N`).
-//! Whoever adds per-packet state measures this again.
+//! `ct::track_entry` 112), `frag::remember_first` 64, `frag::resolve_non_first` 44,
+//! `arp::check` 104 (ARP only): the deepest chain is 504 bytes (`llvm-objdump -d`,
+//! deepest `r10 - N`). Whoever adds per-packet state measures this again.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,

@@ -1,6 +1,10 @@
 //! Packet parsing with `bpf_skb_load_bytes`: every read is bounds-checked by the
 //! kernel and works on non-linear skbs; a read past the end is `STAT_DROP_MALFORMED`.
 //!
+//! Only what is parsed passes: `l3` admits IPv4, IPv6 and ARP frames and drops the
+//! rest with a reason of its own (a VLAN tag in the frame, another EtherType); the
+//! IPv6 walk drops a chain it cannot finish.
+//!
 //! Both families produce one `Flow` with 16-byte addresses (IPv4 as `::ffff:a.b.c.d`),
 //! so conntrack, `ENDPOINT_ADDRS` and the policy lookup never branch on the family
 //! except to pick the peer trie. An ICMP or ICMPv6 error also records where the
@@ -17,13 +21,24 @@
 //! built from bytes they would be split into one spilled register per byte.
 
 use aya_ebpf::{cty::c_void, helpers::bpf_skb_load_bytes, programs::TcContext};
-use policy_common::{ct::CtKey, verdict::STAT_DROP_MALFORMED};
+use policy_common::{
+    ct::CtKey,
+    verdict::{
+        STAT_DROP_ETHER_TYPE, STAT_DROP_IPV6_EXTENSION_CHAIN, STAT_DROP_IPV6_ROUTING_HEADER,
+        STAT_DROP_MALFORMED, STAT_DROP_VLAN,
+    },
+};
 
 use crate::frag::{self, Fragment};
 
-const ETH_HLEN: usize = 14;
+pub(crate) const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_ARP: u16 = 0x0806;
+/// VLAN tag protocol identifiers: 802.1Q, 802.1ad (QinQ) and the older QinQ 0x9100.
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const ETH_P_QINQ1: u16 = 0x9100;
 const IPV6_HLEN: usize = 40;
 const IPPROTO_ICMP: u8 = 1;
 pub(crate) const IPPROTO_TCP: u8 = 6;
@@ -64,15 +79,17 @@ const NEXTHDR_ROUTING: u8 = 43;
 const NEXTHDR_FRAGMENT: u8 = 44;
 const NEXTHDR_DEST_OPTIONS: u8 = 60;
 /// At most this many IPv6 extension headers are walked: the verifier needs a bound,
-/// and real traffic rarely carries more than two. A packet with more ends the walk
-/// with the fifth header's number as its protocol and ports 0, so only rules that
-/// allow every protocol match it.
+/// and real traffic rarely carries more than two. A packet whose chain goes on past
+/// them is dropped (`STAT_DROP_IPV6_EXTENSION_CHAIN`): its protocol and ports are
+/// unknown.
 const MAX_EXTENSION_HEADERS: usize = 4;
 
-/// The network layer of an IP frame.
+/// The network layer of a frame `l3` admits.
 pub(crate) enum L3 {
     Ipv4,
     Ipv6,
+    /// ARP, checked by `arp::check` rather than parsed into a `Flow`.
+    Arp,
 }
 
 /// What an IP packet is, as far as this program decides it.
@@ -172,7 +189,7 @@ fn load_into(ctx: &TcContext, offset: usize, dst: &mut [u8]) -> Result<(), u32> 
 
 /// Reads the IPv4 address at `offset` into `dst` as `::ffff:a.b.c.d`, in place.
 #[inline(always)]
-fn load_mapped(ctx: &TcContext, offset: usize, dst: &mut [u8; 16]) -> Result<(), u32> {
+pub(crate) fn load_mapped(ctx: &TcContext, offset: usize, dst: &mut [u8; 16]) -> Result<(), u32> {
     let (prefix, v4) = dst.split_at_mut(12);
     prefix.copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
     load_into(ctx, offset, v4)
@@ -237,24 +254,30 @@ fn on_link_control(icmp_type: u8, hop_limit: u8, saddr: &[u8; 16], daddr: &[u8; 
     }
 }
 
-/// Classifies the frame by EtherType; `None` for frames that are not IP.
+/// Classifies the frame by EtherType, admitting only IPv4, IPv6 and ARP. A VLAN
+/// tag in the frame is `STAT_DROP_VLAN` (as is one the kernel moved into the skb,
+/// which `classify` checks): after TC the kernel strips a priority (VLAN id 0) tag
+/// and routes what it carried, which this program never decided. Any other
+/// EtherType (or an 802.3 length) is `STAT_DROP_ETHER_TYPE`.
 #[inline(always)]
-pub(crate) fn l3(ctx: &TcContext) -> Result<Option<L3>, u32> {
-    let ether_type = u16::from_be(load::<u16>(ctx, 12)?);
-    Ok(match ether_type {
-        ETH_P_IP => Some(L3::Ipv4),
-        ETH_P_IPV6 => Some(L3::Ipv6),
-        _ => None,
-    })
+pub(crate) fn l3(ctx: &TcContext) -> Result<L3, u32> {
+    match u16::from_be(load::<u16>(ctx, 12)?) {
+        ETH_P_IP => Ok(L3::Ipv4),
+        ETH_P_IPV6 => Ok(L3::Ipv6),
+        ETH_P_ARP => Ok(L3::Arp),
+        ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ1 => Err(STAT_DROP_VLAN),
+        _ => Err(STAT_DROP_ETHER_TYPE),
+    }
 }
 
-/// Parses the IP packet of a frame `l3` classified; how it is fragmented goes into
-/// `fragment` (the caller keeps it off the stack).
+/// Parses the IP packet of a frame `l3` classified as IPv4 or IPv6 (`ipv6`); how it
+/// is fragmented goes into `fragment` (the caller keeps it off the stack).
 #[inline(always)]
-pub(crate) fn packet(ctx: &TcContext, l3: L3, fragment: &mut Fragment) -> Result<Packet, u32> {
-    match l3 {
-        L3::Ipv4 => ipv4(ctx, fragment).map(Packet::Flow),
-        L3::Ipv6 => ipv6(ctx, fragment),
+pub(crate) fn packet(ctx: &TcContext, ipv6: bool, fragment: &mut Fragment) -> Result<Packet, u32> {
+    if ipv6 {
+        self::ipv6(ctx, fragment)
+    } else {
+        ipv4(ctx, fragment).map(Packet::Flow)
     }
 }
 
@@ -418,6 +441,9 @@ fn ipv4(ctx: &TcContext, fragment: &mut Fragment) -> Result<Flow, u32> {
 /// non-first fragment ends the walk with the fragment header's next header as the
 /// protocol and ports 0 (`frag::resolve` gives it its datagram's); any other header
 /// ends it as the upper-layer protocol.
+/// A chain still going after the limit is `STAT_DROP_IPV6_EXTENSION_CHAIN`, and a
+/// routing header with segments left `STAT_DROP_IPV6_ROUTING_HEADER` (the packet
+/// is on its way to another destination than the one it carries).
 /// An IPv4-mapped source or destination is malformed: it would share conntrack
 /// and `ENDPOINT_ADDRS` keys with IPv4.
 #[inline(always)]
@@ -437,9 +463,14 @@ fn ipv6(ctx: &TcContext, fragment: &mut Fragment) -> Result<Packet, u32> {
     for _ in 0..MAX_EXTENSION_HEADERS {
         match flow.protocol {
             NEXTHDR_HOP_BY_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST_OPTIONS => {
-                flow.protocol = load::<u8>(ctx, l4)?;
+                // Next header, length and (routing header) segments left at once.
+                let head = load::<[u8; 4]>(ctx, l4)?;
+                if flow.protocol == NEXTHDR_ROUTING && head[3] != 0 {
+                    return Err(STAT_DROP_IPV6_ROUTING_HEADER);
+                }
+                flow.protocol = head[0];
                 // Hdr Ext Len: 8-octet units, not counting the first 8 octets.
-                l4 += (usize::from(load::<u8>(ctx, l4 + 1)?) + 1) * 8;
+                l4 += (usize::from(head[1]) + 1) * 8;
             }
             NEXTHDR_FRAGMENT => {
                 flow.protocol = load::<u8>(ctx, l4)?;
@@ -454,8 +485,11 @@ fn ipv6(ctx: &TcContext, fragment: &mut Fragment) -> Result<Packet, u32> {
         }
     }
     frag::ipv6_first(ctx, l4, fragment)?;
-    if !has_l4 || is_extension_header(flow.protocol) {
+    if !has_l4 {
         return Ok(Packet::Flow(flow));
+    }
+    if is_extension_header(flow.protocol) {
+        return Err(STAT_DROP_IPV6_EXTENSION_CHAIN);
     }
     if flow.protocol == IPPROTO_ICMPV6 {
         let icmp_type = load::<u8>(ctx, l4)?;
@@ -467,7 +501,8 @@ fn ipv6(ctx: &TcContext, fragment: &mut Fragment) -> Result<Packet, u32> {
     Ok(Packet::Flow(flow))
 }
 
-/// One of the extension headers the walk steps over (left over after the bound).
+/// One of the extension headers the walk steps over (one left after the bound ends
+/// the walk unfinished).
 #[inline(always)]
 fn is_extension_header(protocol: u8) -> bool {
     matches!(

@@ -42,8 +42,9 @@ use super::{
 
 /// One second in `bpf_ktime_get_ns` units.
 pub(super) const SECOND_NS: u64 = 1_000_000_000;
-/// GRE: a protocol with no ports, timed by `ct_other_ns`.
-pub(super) const GRE: u8 = 47;
+/// OSPF: a protocol with no ports, timed by `ct_other_ns` (not GRE: a pod's
+/// egress drops tunnels before conntrack).
+pub(super) const OSPF: u8 = 89;
 
 /// Idle timeouts of these tests, all different.
 pub(super) const TIMEOUTS: Config = Config {
@@ -67,7 +68,7 @@ pub(super) fn just_after(timeout_ns: u64) -> Duration {
 }
 
 /// The server isolated both ways. Ingress: the client (class 3) may reach TCP 80,
-/// UDP 53, SCTP 5000 and GRE; the other pod (class 4) may send ICMP and ICMPv6.
+/// UDP 53, SCTP 5000 and OSPF; the other pod (class 4) may send ICMP and ICMPv6.
 /// Egress: TCP to the client's port 80. The client is not isolated. Routers
 /// (`Family::router`) are in no class: nothing allows them.
 fn fixture(net: &Net) -> DatapathTables {
@@ -78,7 +79,7 @@ fn fixture(net: &Net) -> DatapathTables {
         .allow_port("server", Direction::Ingress, 3, TCP, 80)
         .allow_port("server", Direction::Ingress, 3, UDP, 53)
         .allow_port("server", Direction::Ingress, 3, SCTP, 5000)
-        .allow("server", Direction::Ingress, 3, Some(GRE), None)
+        .allow("server", Direction::Ingress, 3, Some(OSPF), None)
         .allow("server", Direction::Ingress, 4, Some(ICMP), None)
         .allow("server", Direction::Ingress, 4, Some(ICMPV6), None)
         .allow_port("server", Direction::Egress, 3, TCP, 80)

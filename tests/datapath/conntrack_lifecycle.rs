@@ -12,8 +12,8 @@ use policy_common::ct::{
 
 use super::{
     conntrack::{
-        echo, just_after, just_before, port, tcp, udp, Case, Family, DENIED, GRE, POLICY, TIMEOUTS,
-        TRACKED,
+        echo, just_after, just_before, port, tcp, udp, Case, Family, DENIED, OSPF, POLICY,
+        TIMEOUTS, TRACKED,
     },
     frames::{self, ACK, FIN, RST, SCTP, SYN, TCP, UDP},
     probe,
@@ -265,22 +265,22 @@ pub(super) fn timeout_cases(f: &Family) -> Vec<Case> {
             .age(just_after(TIMEOUTS.ct_icmp_ns))
             .send(Out, echo(f, s, o, false, id), DENIED),
     );
-    let gre = |from, to| frames::ip(from, to, GRE, &[0, 0, 0x08, 0, 0, 0, 0, 0]);
+    let ospf = |from, to| frames::ip(from, to, OSPF, &[2, 1, 0, 8, 0, 0, 0, 0]);
     cases.push(
         Case::new(
             format!(
-                "an {fam} GRE flow (no ports) is forgotten after the timeout of other protocols"
+                "an {fam} OSPF flow (no ports) is forgotten after the timeout of other protocols"
             ),
             f,
-            GRE,
+            OSPF,
             0,
         )
-        .send(In, gre(c, s), POLICY)
-        .send(Out, gre(s, c), TRACKED)
+        .send(In, ospf(c, s), POLICY)
+        .send(Out, ospf(s, c), TRACKED)
         .age(just_before(TIMEOUTS.ct_other_ns))
-        .send(Out, gre(s, c), TRACKED)
+        .send(Out, ospf(s, c), TRACKED)
         .age(just_after(TIMEOUTS.ct_other_ns))
-        .send(Out, gre(s, c), DENIED),
+        .send(Out, ospf(s, c), DENIED),
     );
     cases
 }

@@ -115,6 +115,18 @@ pub fn ipv4_options(mut frame: Vec<u8>, words: u8) -> Vec<u8> {
     frame
 }
 
+/// `frame` with a VLAN tag of each of `tpids` (outermost first; 0x8100, 0x88a8,
+/// 0x9100) and VLAN id 0 inserted after its MAC addresses, as a pod can send it on
+/// a packet socket. The frame's own EtherType follows the last tag.
+pub fn tagged(mut frame: Vec<u8>, tpids: &[u16]) -> Vec<u8> {
+    let tags: Vec<u8> = tpids
+        .iter()
+        .flat_map(|tpid| [tpid.to_be_bytes(), [0, 0]].concat())
+        .collect();
+    frame.splice(12..12, tags);
+    frame
+}
+
 /// An ARP request (`who-has target tell sender`) or, with `reply`, an ARP reply.
 pub fn arp(sender: Ipv4Addr, target: Ipv4Addr, reply: bool) -> Vec<u8> {
     let mut frame = ethernet(0x0806);
@@ -122,6 +134,25 @@ pub fn arp(sender: Ipv4Addr, target: Ipv4Addr, reply: bool) -> Vec<u8> {
     frame.extend_from_slice(&[0xee; 6]);
     frame.extend_from_slice(&sender.octets());
     frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame
+}
+
+/// An ARP frame from MAC `source` (also its sender hardware address) to `dest`:
+/// a request (`operation` 1) or reply (2) from `sender` about `target`, the target
+/// hardware address `dest` (zero in a request to broadcast).
+pub fn arp_from(
+    dest: [u8; 6],
+    source: [u8; 6],
+    operation: u8,
+    sender: Ipv4Addr,
+    target: Ipv4Addr,
+) -> Vec<u8> {
+    let mut frame = [dest, source].concat();
+    frame.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, operation]);
+    frame.extend_from_slice(&source);
+    frame.extend_from_slice(&sender.octets());
+    frame.extend_from_slice(if dest == [0xff; 6] { &[0; 6] } else { &dest });
     frame.extend_from_slice(&target.octets());
     frame
 }

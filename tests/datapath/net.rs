@@ -17,7 +17,7 @@ use std::{
 use policy_agent::{
     dataplane::{
         self, Adoption, ApplyReport, Datapath, EventReader, Hook, InterfaceIndex, LoadOptions,
-        PolicyCounters, Stats, TestRunOutcome, TrackedFlow,
+        PolicyCounters, Stats, TestRunOutcome, TrackedFlow, TunnelPorts,
     },
     lab::netns,
     model::ObjectRef,
@@ -28,6 +28,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// MAC of every host-side veth, as in the lab.
 const HOST_MAC: &str = "ee:ee:ee:ee:ee:ee";
+/// `HOST_MAC` as bytes: where a pod's frames go.
+pub const HOST_MAC_BYTES: [u8; 6] = [0xee; 6];
 /// The pods' IPv4 gateway (answered by a permanent neighbour entry).
 const GATEWAY_V4: &str = "169.254.1.1";
 /// The pods' IPv6 gateway: an address of every host-side veth, found through ND.
@@ -45,6 +47,8 @@ pub struct NetPod {
     pub v4: Ipv4Addr,
     /// Its IPv6 address.
     pub v6: Ipv6Addr,
+    /// The MAC address of its `eth0`.
+    pub mac: [u8; 6],
 }
 
 /// Deletes the run's namespaces when dropped (after the datapath, declared before it).
@@ -128,6 +132,7 @@ impl Net {
                     host: format!("pw{i}"),
                     v4: or_panic("IPv4 literal")(v4.parse()),
                     v6: or_panic("IPv6 literal")(v6.parse()),
+                    mac: [2, 0, 0, 0, 0, (i + 1) as u8],
                 }
             })
             .collect();
@@ -145,8 +150,9 @@ impl Net {
         or_panic("sysctl")(netns::sysctl(&node, "net/ipv6/conf/all/forwarding", "1"));
 
         let mut node_lines = vec!["link set lo up".to_string()];
-        for (i, pod) in pods.iter().enumerate() {
-            let (host, mac) = (&pod.host, format!("02:00:00:00:00:{:02x}", i + 1));
+        for pod in &pods {
+            let mac = pod.mac.map(|b| format!("{b:02x}")).join(":");
+            let host = &pod.host;
             node_lines.extend([
                 format!("link add {host} address {HOST_MAC} type veth peer name eth0 address {mac} netns {}", pod.netns),
                 format!("link set {host} up"),
@@ -256,6 +262,17 @@ impl Net {
     /// Runs `f` inside the network namespace `name`.
     pub fn in_ns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
         or_panic("enter namespace")(netns::in_netns(name, f))
+    }
+
+    /// Reads the UDP ports of the node namespace's tunnel devices and writes them
+    /// into the datapath with the defaults, as the agent does; returns what it wrote.
+    pub fn refresh_tunnel_ports(&mut self) -> TunnelPorts {
+        let node = self.node.clone();
+        let ports = or_panic("tunnel ports")(or_panic("enter node")(netns::in_netns(
+            &node,
+            policy_agent::node::tunnel_ports,
+        )));
+        or_panic("set tunnel ports")(self.datapath.set_tunnel_ports(&ports))
     }
 
     /// Adds `addresses` to the node namespace's loopback (node addresses that

@@ -157,6 +157,36 @@ pub fn udp(from: &str, source: Option<IpAddr>, at: &str, to: IpAddr, port: u16) 
     await_packet(&receiver, |bytes, _| bytes == nonce.as_bytes())
 }
 
+/// A UDP socket bound to `at:port` in namespace `netns`, for datagrams a test sends
+/// by other means (a packet socket, a tunnel); `receives` waits for one.
+pub fn udp_listener(netns: &str, at: IpAddr, port: u16) -> Socket {
+    Net::in_ns(netns, || {
+        let socket = Socket::new(domain(at), Type::DGRAM, None)
+            .unwrap_or_else(|e| panic!("udp socket: {e}"));
+        let bind = SocketAddr::new(at, port);
+        socket
+            .bind(&SockAddr::from(bind))
+            .unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+        socket
+    })
+}
+
+/// Whether `socket` receives a datagram of exactly `payload` within `TIMEOUT`.
+pub fn receives(socket: &Socket, payload: &[u8]) -> bool {
+    await_packet(socket, |bytes, _| bytes == payload)
+}
+
+/// Sends one UDP datagram of `payload` from namespace `from` to `to:port`.
+pub fn send_udp(from: &str, to: IpAddr, port: u16, payload: &[u8]) {
+    Net::in_ns(from, || {
+        let socket = Socket::new(domain(to), Type::DGRAM, None)
+            .unwrap_or_else(|e| panic!("udp socket: {e}"));
+        socket
+            .send_to(payload, &SockAddr::from(SocketAddr::new(to, port)))
+            .unwrap_or_else(|e| panic!("send UDP to {to}:{port}: {e}"));
+    });
+}
+
 /// Sends an ICMPv6 echo request from namespace `from` to `to` over a raw socket (the
 /// kernel fills in the checksum) and reports whether the echo reply came back.
 pub fn ping6(from: &str, to: IpAddr, identifier: u16) -> bool {

@@ -65,6 +65,12 @@ impl<'a> Tables<'a> {
         self
     }
 
+    /// Lets `pod` send encapsulated traffic (as a namespace that allows tunnels).
+    pub fn allow_tunnels(mut self, pod: &str) -> Self {
+        self.entry(pod).allow_tunnels = true;
+        self
+    }
+
     /// Makes `pod` default-deny in the given directions.
     pub fn isolate(mut self, pod: &str, ingress: bool, egress: bool) -> Self {
         let entry = self.entry(pod);

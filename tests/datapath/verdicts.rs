@@ -28,6 +28,9 @@ use policy_agent::{
     policy::tables::{DatapathTables, Direction},
 };
 
+#[path = "bypass_rows.rs"]
+mod bypass_rows;
+
 use super::{
     fragment_frames,
     frames::{self, Ext, ICMP, ICMPV6, SCTP, TCP, UDP},
@@ -49,8 +52,8 @@ const CLIENT_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 5);
 const SOLICITED: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0x10);
 /// All MLDv2-capable routers: where MLDv2 reports go.
 const MLDV2_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x16);
-/// The protocol number the IPv6 walk leaves after its limit of four extension
-/// headers when the fifth is destination options.
+/// Destination options: the fifth header of a chain past the walk's limit, which
+/// a rule of the `Rules` fixture names to show that such a chain never matches.
 const DEST_OPTIONS: u8 = 60;
 
 /// The tables a row runs under.
@@ -59,12 +62,14 @@ enum Fixture {
     /// Every pod registered, none isolated.
     Open,
     /// The server isolated both ways. Ingress: the client (class 3) may reach TCP 80,
-    /// UDP 53, SCTP 5000 and, only to name what an over-long IPv6 extension chain
-    /// leaves, protocol 60 port 0; the other pod (class 4) anything (a rule without
-    /// ports). Egress: to the client TCP 80, to the other pod anything.
+    /// UDP 53, SCTP 5000 and, only to show that an over-long IPv6 extension chain
+    /// matches no rule, protocol 60 port 0; the other pod (class 4) anything (a rule
+    /// without ports). Egress: to the client TCP 80, to the other pod anything.
     Rules,
     /// As `Rules`, but the server's interface is not a registered endpoint.
     Unregistered,
+    /// As `Rules`, and the server may tunnel (its namespace allows it).
+    Tunnels,
 }
 
 impl Fixture {
@@ -86,10 +91,10 @@ impl Fixture {
             .allow("server", Direction::Ingress, 4, None, None)
             .allow_port("server", Direction::Egress, 3, TCP, 80)
             .allow("server", Direction::Egress, 4, None, None);
-        if self == Fixture::Unregistered {
-            rules.unregistered("server").build()
-        } else {
-            rules.build()
+        match self {
+            Fixture::Unregistered => rules.unregistered("server").build(),
+            Fixture::Tunnels => rules.allow_tunnels("server").build(),
+            _ => rules.build(),
         }
     }
 }
@@ -457,10 +462,9 @@ fn rows() -> Vec<Row> {
         ("an IPv6 SCTP INIT behind a hop-by-hop header to the allowed port passes", ext(CLIENT_V6, &[Ext::HopByHop], SCTP, 5000), allowed),
         ("an IPv6 SCTP INIT behind a hop-by-hop header to another port is dropped", ext(CLIENT_V6, &[Ext::HopByHop], SCTP, 5001), denied),
         ("an IPv6 ICMPv6 echo request behind a destination options header from a peer allowed without ports passes", ext(OTHER_V6, &[Ext::DestOptions { units: 1 }], ICMPV6, 0), allowed),
-        // Past the limit the fifth header is the protocol (60) with ports 0: the
-        // client's "protocol 60 port 0" rule passes TCP 81 behind it, a TCP rule
-        // never sees it.
-        ("an IPv6 TCP SYN to a denied port behind five extension headers is decided as protocol 60 port 0 and passes that rule", ext(CLIENT_V6, &five, TCP, 81), allowed),
+        // Past the limit the protocol and ports are unknown: dropped, even where
+        // the client's "protocol 60 port 0" rule would match the fifth header.
+        ("an IPv6 TCP SYN behind five extension headers is dropped, whatever rule names the fifth header", ext(CLIENT_V6, &five, TCP, 81), dropped("drop_ipv6_extension_chain")),
     ] {
         row(name.into(), Rules, In, "server", frame, expect);
     }
@@ -683,34 +687,39 @@ fn rows() -> Vec<Row> {
         dropped("drop_spoofed_source"),
     );
 
-    // Non-IP frames pass, even at an interface podwall does not know.
-    for (name, fixture, hook, frame) in [
+    // ARP passes an isolated pod both ways; other frames that are not IP, and ARP
+    // at an interface podwall does not know, do not (more in `bypass_rows`).
+    for (name, fixture, hook, frame, expect) in [
         (
             "an ARP request to an isolated pod passes",
             Rules,
             In,
             frames::arp(CLIENT_V4, SERVER_V4, false),
+            non_ip,
         ),
         (
             "an ARP reply from an isolated pod passes",
             Rules,
             Out,
             frames::arp(SERVER_V4, CLIENT_V4, true),
+            non_ip,
         ),
         (
-            "an ARP request at an interface that is no registered endpoint passes",
+            "an ARP request at an interface that is no registered endpoint is dropped",
             Unregistered,
             In,
             frames::arp(CLIENT_V4, SERVER_V4, false),
+            dropped("drop_unknown_endpoint"),
         ),
         (
-            "an LLDP frame (EtherType 0x88cc) to an isolated pod passes",
+            "an LLDP frame (EtherType 0x88cc) to an isolated pod is dropped",
             Rules,
             In,
             [frames::ethernet(0x88cc), vec![0; 32]].concat(),
+            dropped("drop_ether_type"),
         ),
     ] {
-        row(name.into(), fixture, hook, "server", frame, non_ip);
+        row(name.into(), fixture, hook, "server", frame, expect);
     }
 
     // Truncated and malformed headers: dropped as malformed, even for an open pod.
@@ -847,6 +856,7 @@ fn rows() -> Vec<Row> {
         ),
         malformed,
     );
+    rows.extend(bypass_rows::rows());
     rows
 }
 

@@ -195,6 +195,8 @@ fn pending_entry(input: &PlanInput<'_>, interfaces: &BTreeMap<ObjectRef, u32>) -
         isolated_egress: egress.isolated,
         audit_ingress: ingress.isolated && !ingress.enforced,
         audit_egress: egress.isolated && !egress.enforced,
+        // Not its pod's yet: no namespace lets it tunnel.
+        allow_tunnels: false,
     }
 }
 

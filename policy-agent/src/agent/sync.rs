@@ -10,6 +10,9 @@
 //!   once (`attach_new`), also while passes fail. Before this agent's first pass
 //!   (adopted pins, source not synced) the first pass attaches it.
 //! - A failed pass leaves the previous state enforcing and is retried with backoff.
+//! - The UDP ports of the node's own tunnel devices (vxlan, geneve) reach `CONFIG`
+//!   at every pass and whenever a link that is no pod veth appears, so pods cannot
+//!   reach a tunnel the node brought up later.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -108,6 +111,8 @@ pub struct Syncer {
     failures: u32,
     /// When the counters were last read into the metrics.
     counters_read: Instant,
+    /// The node's tunnel ports last written to `CONFIG` (`None`: not yet).
+    tunnel_ports: Option<Vec<u16>>,
 }
 
 impl Syncer {
@@ -132,6 +137,7 @@ impl Syncer {
             retry_at: Some(Instant::now()),
             failures: 0,
             counters_read: Instant::now(),
+            tunnel_ports: None,
         }
     }
 
@@ -145,6 +151,9 @@ impl Syncer {
                 self.links.insert(link.index, link.name);
                 if candidate {
                     self.attach_new(link.index);
+                } else if let Err(error) = self.refresh_tunnel_ports() {
+                    tracing::warn!(%error, "reading the node's tunnel ports; the next pass retries");
+                    self.metrics.error(error.kind());
                 }
                 false
             }
@@ -188,6 +197,25 @@ impl Syncer {
                 self.metrics.error(error.kind());
             }
         }
+    }
+
+    /// Writes the ports of the node's tunnel devices into `CONFIG` when they
+    /// changed since the last write (`Datapath::set_tunnel_ports`).
+    fn refresh_tunnel_ports(&mut self) -> Result<(), SyncError> {
+        let node_ports = crate::node::tunnel_ports()?;
+        if self.tunnel_ports.as_ref() == Some(&node_ports) {
+            return Ok(());
+        }
+        let written = self.datapath.set_tunnel_ports(&node_ports)?;
+        if !written.left_out.is_empty() {
+            tracing::warn!(
+                left_out = ?written.left_out,
+                "more tunnel ports than the datapath has slots for; pods can send to these"
+            );
+        }
+        tracing::info!(ports = ?written.ports, "UDP tunnel ports pods may not send to");
+        self.tunnel_ports = Some(node_ports);
+        Ok(())
     }
 
     /// Whether a retry is due.
@@ -241,6 +269,7 @@ impl Syncer {
             &snapshot.state
         };
         let node_addresses = crate::node::node_addresses()?;
+        self.refresh_tunnel_ports()?;
         // A resolver per pass: it caches neighbours and the bridge FDB.
         let mut resolver = RouteResolver::open()?;
         let mut routes: BTreeMap<IpAddr, u32> = BTreeMap::new();

@@ -9,7 +9,9 @@ use std::{
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use policy_common::{
-    endpoint::{EndpointInfo, AUDIT_EGRESS, AUDIT_INGRESS, ISOLATED_EGRESS, ISOLATED_INGRESS},
+    endpoint::{
+        EndpointInfo, ALLOW_TUNNELS, AUDIT_EGRESS, AUDIT_INGRESS, ISOLATED_EGRESS, ISOLATED_INGRESS,
+    },
     peer::{PeerClass, PEER_FLAG_NODE, PEER_FLAG_SERVICE},
     policy::{PolicyKey, PolicyValue, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL},
 };
@@ -34,6 +36,7 @@ pub(super) fn endpoint_value(entry: &EndpointEntry) -> EndpointInfo {
             (entry.isolated_egress, ISOLATED_EGRESS),
             (entry.audit_ingress, AUDIT_INGRESS),
             (entry.audit_egress, AUDIT_EGRESS),
+            (entry.allow_tunnels, ALLOW_TUNNELS),
         ]),
     }
 }
@@ -159,6 +162,13 @@ mod tests {
         assert_eq!(value(true, false).flags, ISOLATED_INGRESS);
         assert_eq!(value(false, true).flags, ISOLATED_EGRESS);
         assert_eq!(value(true, true).flags, ISOLATED_INGRESS | ISOLATED_EGRESS);
+        let tunnels = endpoint_value(&EndpointEntry {
+            endpoint_id: 7,
+            isolated_egress: true,
+            allow_tunnels: true,
+            ..EndpointEntry::default()
+        });
+        assert_eq!(tunnels.flags, ISOLATED_EGRESS | ALLOW_TUNNELS);
     }
 
     #[test]

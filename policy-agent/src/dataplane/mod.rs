@@ -18,6 +18,7 @@ mod quiesce;
 mod slots;
 mod sys;
 mod test_run;
+mod tunnels;
 
 use std::path::PathBuf;
 
@@ -31,6 +32,7 @@ pub use keys::{address_key, key_address};
 pub use maps::{MapUsage, Stats};
 pub use pins::Adoption;
 pub use test_run::{BenchProgram, BenchRun, Hook, TestRunOutcome};
+pub use tunnels::TunnelPorts;
 
 /// Everything that can go wrong between the agent and the kernel.
 #[derive(Debug, thiserror::Error)]

@@ -99,4 +99,7 @@ pub enum LabError {
     /// The datapath failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// Reading the node namespace over rtnetlink failed.
+    #[error("lab node namespace: {0}")]
+    Node(#[from] crate::node::NodeError),
 }

@@ -38,7 +38,10 @@ use self::{
 };
 pub use self::{error::LabError, network::LabNetwork};
 use crate::{
-    dataplane::{self, Datapath, DataplaneError, EventReader, InterfaceIndex, LoadOptions, Stats},
+    dataplane::{
+        self, Datapath, DataplaneError, EventReader, InterfaceIndex, LoadOptions, Stats,
+        TunnelPorts,
+    },
     model::{ClusterState, ObjectRef, Protocol},
     policy::{compiler::compile, evaluator::Endpoint, probes, tables::DatapathTables},
     telemetry::flows::{clock, FlowNames, Publication},
@@ -123,6 +126,8 @@ impl Lab {
                 })
                 .collect::<Result<BTreeMap<_, _>, DataplaneError>>()
         })??;
+        let node_ports = netns::in_netns(&topology.node, crate::node::tunnel_ports)??;
+        datapath.set_tunnel_ports(&node_ports)?;
         let publication = flowlog::start(&mut datapath, &network.run);
         let mut lab = Self {
             network,
@@ -262,6 +267,20 @@ impl Lab {
     /// The node's own addresses (IPv4, IPv6): the source of `probe_from_node`.
     pub fn node_addresses(&self) -> [IpAddr; 2] {
         addresses::node_addresses()
+    }
+
+    /// The node namespace: where the host-side veths and the node's addresses are.
+    pub fn node_netns(&self) -> &str {
+        self.network.node_netns()
+    }
+
+    /// Writes the UDP ports of the node namespace's tunnel devices (vxlan, geneve)
+    /// into the datapath, with the defaults, as the agent does on a node (`up` does
+    /// it once; call it again after adding a tunnel device). Returns what it wrote.
+    pub fn refresh_tunnel_ports(&mut self) -> Result<TunnelPorts, LabError> {
+        let node = self.network.node_netns().to_string();
+        let node_ports = netns::in_netns(&node, crate::node::tunnel_ports)??;
+        Ok(self.datapath.set_tunnel_ports(&node_ports)?)
     }
 
     /// Every Service port with its backends, as the node's DNAT rules have them.

@@ -131,6 +131,12 @@ impl NamespaceBuilder {
         self
     }
 
+    /// Lets its pods send encapsulated traffic (`podwall.io/allow-tunnels: "true"`).
+    pub fn allow_tunnels(mut self) -> Self {
+        self.0.allow_tunnels = true;
+        self
+    }
+
     /// The namespace.
     pub fn build(self) -> Namespace {
         self.0

@@ -100,6 +100,11 @@ pub struct Namespace {
     pub name: String,
     /// Labels, with `kubernetes.io/metadata.name` set to `name`.
     pub labels: Labels,
+    /// Its pods may send encapsulated traffic (IP-in-IP, GRE, VXLAN, ...), which is
+    /// otherwise dropped at their egress whatever policy allows: the annotation
+    /// `podwall.io/allow-tunnels: "true"`. A namespace's, not a pod's: whoever may
+    /// create pods must not be able to grant it to them.
+    pub allow_tunnels: bool,
 }
 
 impl Namespace {
@@ -108,6 +113,7 @@ impl Namespace {
         Self {
             name: name.to_string(),
             labels: Labels::from([(NAMESPACE_NAME_LABEL.to_string(), name.to_string())]),
+            allow_tunnels: false,
         }
     }
 }
@@ -277,6 +283,14 @@ impl ClusterState {
             policy.mode = PolicyMode::Audit;
         }
         self
+    }
+
+    /// Whether the pods of `namespace` may send encapsulated traffic
+    /// (`Namespace::allow_tunnels`); not for a namespace nobody declared.
+    pub fn namespace_allows_tunnels(&self, namespace: &str) -> bool {
+        self.namespaces
+            .get(namespace)
+            .is_some_and(|ns| ns.allow_tunnels)
     }
 
     /// Labels of a namespace; a namespace nobody declared has only its name label.

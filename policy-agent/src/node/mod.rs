@@ -1,6 +1,7 @@
 //! The node's own network, read over rtnetlink (no `ip` commands): the pod
-//! interface a route to a pod address leaves through, the node's addresses,
-//! interface names and indexes, and a watch of links coming and going.
+//! interface a route to a pod address leaves through, the node's addresses, the
+//! UDP ports of its tunnel devices, interface names and indexes, and a watch of
+//! links coming and going.
 //!
 //! Everything here works on the network namespace of the thread that opens the
 //! socket: the agent runs in the node's namespace (`hostNetwork: true`); tests open
@@ -13,10 +14,12 @@ mod error;
 mod links;
 mod routes;
 mod socket;
+mod tunnels;
 mod watch;
 
 pub use addresses::node_addresses;
 pub use error::NodeError;
 pub use links::{interface_index, interface_name, links, Link};
 pub use routes::{route_interface, route_interfaces, RouteResolver};
+pub use tunnels::tunnel_ports;
 pub use watch::{LinkEvent, LinkWatch};

@@ -45,6 +45,9 @@ pub struct EndpointEntry {
     pub audit_ingress: bool,
     /// As `audit_ingress`, for egress.
     pub audit_egress: bool,
+    /// The pod may send encapsulated traffic (its namespace allows tunnels): its
+    /// egress hook lets policy decide it instead of dropping it.
+    pub allow_tunnels: bool,
 }
 
 impl EndpointEntry {
@@ -420,10 +423,11 @@ impl fmt::Display for DatapathTables {
         for (pod, e) in &self.endpoints {
             writeln!(
                 f,
-                "  {pod}: id={} ingress={} egress={}",
+                "  {pod}: id={} ingress={} egress={}{}",
                 e.endpoint_id,
                 isolation(e, Direction::Ingress),
                 isolation(e, Direction::Egress),
+                if e.allow_tunnels { " tunnels" } else { "" },
             )?;
         }
         writeln!(f, "peers:")?;

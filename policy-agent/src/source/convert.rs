@@ -16,6 +16,8 @@
 //!   policy and the field;
 //! - a `podwall.io/mode` annotation other than `audit` or `enforce` enforces the
 //!   policy (fail closed) and is logged as a warning naming the policy and value;
+//!   a Namespace's `podwall.io/allow-tunnels` other than `"true"` or `"false"`
+//!   allows nothing (fail closed) and is logged likewise;
 //! - a NetworkPolicy that is an error has a fail-closed stand-in
 //!   (`network_policy_fail_closed`) for sources that keep going (the API server's
 //!   watch); the manifest loader stops instead.
@@ -129,14 +131,49 @@ pub enum ConvertError {
 
 type Result<T> = std::result::Result<T, ConvertError>;
 
+/// The Namespace annotation that lets its pods send encapsulated traffic, which
+/// their egress hooks drop otherwise: `podwall.io/allow-tunnels: "true"`.
+pub const ALLOW_TUNNELS_ANNOTATION: &str = "podwall.io/allow-tunnels";
+
 /// Converts a Namespace. The API server always sets the label
 /// `kubernetes.io/metadata.name` to the namespace's name, so it is set here too
-/// (overriding any other value a manifest gives it).
+/// (overriding any other value a manifest gives it). `allow_tunnels` comes from
+/// `ALLOW_TUNNELS_ANNOTATION` (see `allow_tunnels`).
 pub fn namespace(ns: &core::Namespace) -> Result<Namespace> {
     let name = required_name(&ns.metadata)?;
     let mut labels = ns.metadata.labels.clone().unwrap_or_default();
     labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
-    Ok(Namespace { name, labels })
+    let (allow_tunnels, warning) = allow_tunnels(&name, ns.metadata.annotations.as_ref());
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+    Ok(Namespace {
+        name,
+        labels,
+        allow_tunnels,
+    })
+}
+
+/// Whether `annotations` of namespace `name` allow its pods to tunnel: only the
+/// value `true` does. Any other value but `false` (`True`, `yes`, a typo) allows
+/// nothing, since a mistyped annotation must never open a hole (fail closed), and
+/// comes back as a warning naming the namespace and the value.
+pub fn allow_tunnels(
+    name: &str,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) -> (bool, Option<String>) {
+    match annotations.and_then(|all| all.get(ALLOW_TUNNELS_ANNOTATION)) {
+        None => (false, None),
+        Some(value) if value == "true" => (true, None),
+        Some(value) if value == "false" => (false, None),
+        Some(value) => (
+            false,
+            Some(format!(
+                "Namespace {name}: metadata.annotations[{ALLOW_TUNNELS_ANNOTATION}]: {value:?} \
+                 is not \"true\" or \"false\"; its pods may not tunnel"
+            )),
+        ),
+    }
 }
 
 /// Converts a Pod: labels, IPs (`status.podIPs`, else `status.podIP`; none once the

@@ -90,6 +90,7 @@ fn pending_entry(ingress: (bool, bool), egress: (bool, bool)) -> EndpointEntry {
         audit_ingress: ingress.1,
         isolated_egress: egress.0,
         audit_egress: egress.1,
+        allow_tunnels: false,
     }
 }
 

@@ -120,6 +120,7 @@ pub fn mutate(
                     Namespace {
                         name: name.clone(),
                         labels,
+                        allow_tunnels: false,
                     },
                 );
             }

@@ -9,6 +9,8 @@
 //! Only the deciding policies of `isolation::isolating` count (`Deciding`): where
 //! an enforce-mode policy selects a pod, audit-mode ones leave no trace in its
 //! tables; where only audit-mode ones do, they isolate it with an `AUDIT_*` flag.
+//! A pod may tunnel when its namespace allows it (`Namespace::allow_tunnels`);
+//! ids are per namespace, so every pod of an id agrees.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -101,7 +103,7 @@ pub(super) fn assign(
             .push(pod);
     }
     let mut out = Endpoints::default();
-    for (endpoint_id, ((_, group), pods)) in (1..).zip(groups) {
+    for (endpoint_id, ((namespace, group), pods)) in (1..).zip(groups) {
         for direction in DIRECTIONS {
             for &policy in group.deciding.get(direction) {
                 out.applied.insert((policy, direction));
@@ -113,6 +115,7 @@ pub(super) fn assign(
             isolated_egress: !group.deciding.egress.is_empty(),
             audit_ingress: group.deciding.audit_ingress,
             audit_egress: group.deciding.audit_egress,
+            allow_tunnels: state.namespace_allows_tunnels(namespace),
         };
         for pod in pods {
             out.entries.insert(pod.key.clone(), entry);

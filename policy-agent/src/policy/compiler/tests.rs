@@ -355,3 +355,49 @@ fn compiling_is_deterministic() {
     let state = base().policy(web_from_clients()).build();
     assert_eq!(on_n1(&state), on_n1(&state.clone()));
 }
+
+#[test]
+fn only_the_pods_of_a_namespace_that_allows_tunnels_may_tunnel() {
+    use crate::model::builders::namespace;
+    let state = |prod_tunnels: bool| {
+        let prod = namespace("prod");
+        let prod = if prod_tunnels {
+            prod.allow_tunnels()
+        } else {
+            prod
+        };
+        base()
+            .namespace(prod.build())
+            .namespace(namespace("remote").build())
+            .pod(pod("remote", "local").ip("10.0.1.4").node("n1").build())
+            .pod(pod("other", "local").ip("10.0.2.4").node("n1").build())
+            .policy(web_from_clients())
+            .build()
+    };
+    let tables = on_n1(&state(true));
+    for (pod, tunnels) in [
+        ("prod/web-1", true),
+        ("prod/db", true),
+        ("remote/local", false),
+        ("other/local", false),
+    ] {
+        assert_eq!(tables.endpoints[&key(pod)].allow_tunnels, tunnels, "{pod}");
+    }
+    // The flag rides on the entries only: ids and isolation stay what policy makes.
+    let without = on_n1(&state(false));
+    for (pod, entry) in &without.endpoints {
+        assert!(!entry.allow_tunnels, "{pod}");
+        let with = tables.endpoints[pod];
+        assert_eq!(
+            (with.endpoint_id, with.isolated_ingress),
+            (entry.endpoint_id, entry.isolated_ingress),
+            "{pod}"
+        );
+    }
+    assert_eq!(tables.policy, without.policy);
+    let web = format!(
+        "prod/web-1: id={} ingress=isolated egress=open tunnels",
+        tables.endpoints[&key("prod/web-1")].endpoint_id
+    );
+    assert!(tables.to_string().contains(&web), "{tables}");
+}

@@ -16,6 +16,7 @@ use k8s_openapi::api::networking::v1 as net;
 use super::network_policy::entries_matching_nothing;
 
 mod mode;
+mod tunnels;
 
 /// A NetworkPolicy `prod/np` with `spec` written as YAML flow (`{...}`).
 fn netpol(spec: &str) -> Result<NetworkPolicy> {

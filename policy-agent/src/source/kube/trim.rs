@@ -13,7 +13,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
-use crate::source::convert::MODE_ANNOTATION;
+use crate::source::convert::{ALLOW_TUNNELS_ANNOTATION, MODE_ANNOTATION};
 
 /// Keeps a Pod's name, namespace and labels; `spec.nodeName`, `spec.hostNetwork`
 /// and each container's `ports` only (the container's name too: the API requires
@@ -42,9 +42,9 @@ pub fn pod(pod: &mut core::Pod) {
     });
 }
 
-/// Keeps a Namespace's name and labels.
+/// Keeps a Namespace's name, labels and the `podwall.io/allow-tunnels` annotation.
 pub fn namespace(ns: &mut core::Namespace) {
-    metadata(&mut ns.metadata, true, None);
+    metadata(&mut ns.metadata, true, Some(ALLOW_TUNNELS_ANNOTATION));
     ns.spec = None;
     ns.status = None;
 }

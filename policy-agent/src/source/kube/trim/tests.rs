@@ -9,7 +9,7 @@ use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
 use serde_json::json;
 
 use super::*;
-use crate::source::convert::{self, MODE_ANNOTATION};
+use crate::source::convert::{self, ALLOW_TUNNELS_ANNOTATION, MODE_ANNOTATION};
 
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("fixture has the shape of its kind")
@@ -104,17 +104,26 @@ fn pod_updates_that_policy_does_not_read_trim_to_equal_objects() {
 }
 
 #[test]
-fn a_trimmed_namespace_keeps_name_and_labels() {
+fn a_trimmed_namespace_keeps_name_labels_and_only_the_tunnel_annotation() {
     let full: core::Namespace = from_json(json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "prod", "resourceVersion": "7", "labels": {"team": "a"},
-                     "annotations": {"x": "y"}, "managedFields": [{"manager": "m"}]},
+                     "annotations": {"x": "y", ALLOW_TUNNELS_ANNOTATION: "true"},
+                     "managedFields": [{"manager": "m"}]},
         "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}
     }));
     let mut trimmed = full.clone();
     namespace(&mut trimmed);
     assert_eq!(convert::namespace(&trimmed), convert::namespace(&full));
-    assert_eq!(trimmed.metadata.annotations, None);
+    assert!(convert::namespace(&trimmed).is_ok_and(|ns| ns.allow_tunnels));
+    assert_eq!(
+        trimmed.metadata.annotations,
+        Some([(ALLOW_TUNNELS_ANNOTATION.to_string(), "true".to_string())].into())
+    );
+    let mut plain = full.clone();
+    plain.metadata.annotations = Some([("x".to_string(), "y".to_string())].into());
+    namespace(&mut plain);
+    assert_eq!(plain.metadata.annotations, None);
     assert_eq!(trimmed.metadata.managed_fields, None);
     assert_eq!(trimmed.spec, None);
     assert_eq!(trimmed.status, None);

@@ -1,0 +1,444 @@
+//! What a pod crafts to get past its policy, on real veths: each attack is sent
+//! from inside the pod's namespace, nothing arrives where it was aimed, and a drop
+//! counter with a named reason moves. Frames behind VLAN tags (the kernel strips
+//! VLAN id 0 tags after TC and routes what they carried), ARP that claims another
+//! pod's address, VXLAN to a tunnel device on the node, an IPv6 extension chain
+//! longer than the walk; and the ARP pods and the node need, which must keep
+//! working. `bypass_rows.rs` has the same rules as
+//! single-frame rows, with the tunnels this kernel cannot carry.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    process::Command,
+    time::Duration,
+};
+
+use policy_agent::{lab::netns, policy::tables::Direction};
+
+use super::{
+    addr,
+    frames::{self, Ext, UDP},
+    net::{Net, HOST_MAC_BYTES},
+    probe, support,
+    support::packet::{internet_checksum, send_frames},
+    tables::Tables,
+};
+
+/// The node address tunnel devices and ARP targets use.
+const NODE_V4: &str = "10.99.0.1";
+const BROADCAST: [u8; 6] = [0xff; 6];
+const ARP_REQUEST: u8 = 1;
+const ARP_REPLY: u8 = 2;
+
+/// An Ethernet frame from MAC `source` to `dest` carrying an IPv4/UDP datagram
+/// `from -> to:port` (from port `sport`) with `payload`: a valid header checksum,
+/// no UDP checksum (IPv4 allows none), as a packet socket or a tunnel carries it.
+fn udp_frame(
+    (dest, source): ([u8; 6], [u8; 6]),
+    (from, to): (Ipv4Addr, Ipv4Addr),
+    (sport, port): (u16, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let length = u16::try_from(8 + payload.len()).unwrap_or(u16::MAX);
+    let l4 = [
+        &sport.to_be_bytes()[..],
+        &port.to_be_bytes(),
+        &length.to_be_bytes(),
+        &[0, 0],
+        payload,
+    ]
+    .concat();
+    let mut frame = frames::ipv4(from, to, UDP, 0, &l4);
+    frame[..6].copy_from_slice(&dest);
+    frame[6..12].copy_from_slice(&source);
+    let checksum = internet_checksum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&checksum.to_be_bytes());
+    frame
+}
+
+/// `ip neigh show to <ip>` in namespace `netns`: every neighbour entry for `ip`.
+fn neighbours(netns: &str, ip: Ipv4Addr) -> String {
+    let output = Command::new("ip")
+        .args(["-n", netns, "neigh", "show", "to", &ip.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("ip neigh show: {e}"));
+    assert!(output.status.success(), "ip neigh show in {netns} failed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn sysctls(netns: &str, pairs: &[(&str, &str)]) {
+    for (key, value) in pairs {
+        netns::sysctl(netns, key, value).unwrap_or_else(|e| panic!("{netns}: {e}"));
+    }
+}
+
+fn node_lines(net: &Net, lines: &[String]) {
+    netns::ip_batch(Some(&net.node), lines).unwrap_or_else(|e| panic!("node: {e}"));
+}
+
+/// How much counter `name` grew between two reads.
+fn grew(net: &mut Net, before: &policy_agent::dataplane::Stats, name: &str) -> u64 {
+    net.stats().get(name) - before.get(name)
+}
+
+#[test]
+fn a_pod_cannot_send_past_its_egress_policy_behind_vlan_tags() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("receiver", "10.1.0.10", "fd00:1::10"),
+        ("sender", "10.3.0.6", "fd00:3::6"),
+    ]);
+    let (sender, receiver) = (net.pod("sender"), net.pod("receiver"));
+    let (sender_ns, macs, ips) = (
+        sender.netns.clone(),
+        (HOST_MAC_BYTES, sender.mac),
+        (sender.v4, receiver.v4),
+    );
+    let listener = probe::udp_listener(&receiver.netns, IpAddr::V4(receiver.v4), 7000);
+    // Control: this sender's frame arrives untagged while its egress is open.
+    net.apply(&Tables::new(&net).build());
+    let control = udp_frame(macs, ips, (42000, 7000), b"untagged");
+    send_frames(&sender_ns, "eth0", &[control]);
+    assert!(probe::receives(&listener, b"untagged"), "the control frame");
+
+    net.apply(&Tables::new(&net).isolate("sender", false, true).build());
+    for (i, (what, tpids)) in [
+        ("two 802.1Q tags with VLAN id 0", &[0x8100, 0x8100][..]),
+        ("an 802.1ad tag, then an 802.1Q tag", &[0x88a8, 0x8100]),
+        ("three tags", &[0x88a8, 0x8100, 0x8100]),
+        ("one 802.1Q tag", &[0x8100]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let payload = format!("behind {what}");
+        let sport = 42001 + i as u16;
+        let frame = udp_frame(macs, ips, (sport, 7000), payload.as_bytes());
+        let before = net.stats();
+        send_frames(&sender_ns, "eth0", &[frames::tagged(frame, tpids)]);
+        assert!(
+            !probe::receives(&listener, payload.as_bytes()),
+            "a frame behind {what} was delivered past a default-deny egress"
+        );
+        assert!(
+            grew(&mut net, &before, "drop_vlan") >= 1,
+            "{what}: {:?}",
+            net.stats()
+        );
+    }
+}
+
+#[test]
+fn a_pod_claiming_another_pods_address_in_arp_is_dropped_and_the_node_learns_nothing() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("victim", "10.2.0.5", "fd00:2::5"),
+        ("spoofer", "10.3.0.6", "fd00:3::6"),
+    ]);
+    net.add_node_addresses(&[addr(NODE_V4)]);
+    // The node learns from unsolicited ARP and filters no reverse path, so each
+    // frame below would put the victim's address on the spoofer's veth.
+    let spoofer_veth = format!("net/ipv4/conf/{}/rp_filter", net.pod("spoofer").host);
+    sysctls(
+        &net.node,
+        &[
+            ("net/ipv4/conf/all/arp_accept", "1"),
+            ("net/ipv4/conf/all/rp_filter", "0"),
+            (&spoofer_veth, "0"),
+        ],
+    );
+    // Neither pod is isolated: ARP is checked whatever policy says.
+    net.apply(&Tables::new(&net).build());
+    let (victim, node) = (
+        net.pod("victim").v4,
+        NODE_V4.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    );
+    let spoofer = net.pod("spoofer");
+    let (spoofer_ns, mac) = (spoofer.netns.clone(), spoofer.mac);
+    let claims = [
+        frames::arp_from(HOST_MAC_BYTES, mac, ARP_REPLY, victim, node),
+        frames::arp_from(BROADCAST, mac, ARP_REPLY, victim, victim),
+        frames::arp_from(BROADCAST, mac, ARP_REQUEST, victim, victim),
+        frames::arp_from(BROADCAST, mac, ARP_REQUEST, victim, node),
+    ];
+    let table_before = neighbours(&net.node, victim);
+    let mut events = net.event_reader();
+    let before = net.stats();
+    send_frames(&spoofer_ns, "eth0", &claims);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        grew(&mut net, &before, "drop_arp_spoofed"),
+        claims.len() as u64
+    );
+    // Each drop is reported with the addresses the ARP claims and targets.
+    let spoofer_if = net.ifindex("spoofer");
+    let reported: Vec<(&str, IpAddr, IpAddr)> = events
+        .drain()
+        .iter()
+        .filter(|e| e.ifindex == spoofer_if)
+        .map(|e| (e.reason, e.source.0, e.destination.0))
+        .collect();
+    let (victim_ip, node_ip) = (IpAddr::V4(victim), IpAddr::V4(node));
+    assert_eq!(
+        reported,
+        [
+            ("drop_arp_spoofed", victim_ip, node_ip),
+            ("drop_arp_spoofed", victim_ip, victim_ip),
+            ("drop_arp_spoofed", victim_ip, victim_ip),
+            ("drop_arp_spoofed", victim_ip, node_ip),
+        ]
+    );
+    assert_eq!(
+        neighbours(&net.node, victim),
+        table_before,
+        "the node's neighbour table for the victim's address changed"
+    );
+}
+
+#[test]
+fn pods_and_the_node_still_resolve_each_other_with_arp() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("a", "10.2.0.5", "fd00:2::5"),
+        ("b", "10.3.0.6", "fd00:3::6"),
+    ]);
+    let (a, a_host, a_mac, a_ns) = {
+        let a = net.pod("a");
+        (a.v4, a.host.clone(), a.mac, a.netns.clone())
+    };
+    // No permanent entries for a either way: a resolves its gateway, which the node
+    // answers as an address of its own, and the node resolves a.
+    node_lines(
+        &net,
+        &[
+            "addr add 169.254.1.1/32 dev lo".to_string(),
+            format!("neigh del {a} dev {a_host}"),
+        ],
+    );
+    netns::ip_batch(Some(&a_ns), &["neigh del 169.254.1.1 dev eth0".to_string()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    // a is isolated both ways; UDP 7000 with b is all its rules allow.
+    let tables = Tables::new(&net)
+        .isolate("a", true, true)
+        .pod_class("b", 4)
+        .allow_port("a", Direction::Ingress, 4, UDP, 7000)
+        .allow_port("a", Direction::Egress, 4, UDP, 7000)
+        .build();
+    net.apply(&tables);
+    let before = net.stats();
+    let b_ns = net.pod("b").netns.clone();
+    assert!(
+        probe::udp(&b_ns, None, &a_ns, IpAddr::V4(a), 7000),
+        "b to a: the node resolves a"
+    );
+    assert!(
+        probe::udp(&a_ns, None, &b_ns, addr("10.3.0.6"), 7000),
+        "a to b: a resolves its gateway"
+    );
+    let mac = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
+    let gateway = neighbours(&a_ns, Ipv4Addr::new(169, 254, 1, 1));
+    assert!(
+        gateway.contains(&mac(HOST_MAC_BYTES)),
+        "a's gateway: {gateway}"
+    );
+    let at_node = neighbours(&net.node, a);
+    assert!(
+        at_node.contains(&mac(a_mac)),
+        "the node's entry for a: {at_node}"
+    );
+    for reason in [
+        "drop_arp_spoofed",
+        "drop_arp_unsupported",
+        "drop_ether_type",
+    ] {
+        assert_eq!(grew(&mut net, &before, reason), 0, "{reason}");
+    }
+}
+
+/// An Ethernet frame from MAC `source` to `dest` carrying IPv6 `from -> to`, the
+/// extension headers `exts`, then UDP from `sport` to `port` with `payload` and its
+/// checksum (which IPv6 requires; RFC 8200 section 8.1).
+fn udp6_frame(
+    (dest, source): ([u8; 6], [u8; 6]),
+    (from, to): (Ipv6Addr, Ipv6Addr),
+    exts: &[Ext],
+    (sport, port): (u16, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let length = u16::try_from(8 + payload.len()).unwrap_or(u16::MAX);
+    let mut udp = [
+        &sport.to_be_bytes()[..],
+        &port.to_be_bytes(),
+        &length.to_be_bytes(),
+        &[0, 0],
+        payload,
+    ]
+    .concat();
+    let pseudo = [
+        &from.octets()[..],
+        &to.octets(),
+        &u32::from(length).to_be_bytes(),
+        &[0, 0, 0, UDP],
+        &udp,
+    ]
+    .concat();
+    // A sum of zero is sent as all ones: zero means "no checksum" (RFC 768).
+    let checksum = match internet_checksum(&pseudo) {
+        0 => 0xffff,
+        sum => sum,
+    };
+    udp[6..8].copy_from_slice(&checksum.to_be_bytes());
+    let mut frame = frames::ipv6(from, to, exts, UDP, &udp);
+    frame[..6].copy_from_slice(&dest);
+    frame[6..12].copy_from_slice(&source);
+    frame
+}
+
+#[test]
+fn an_ipv6_packet_whose_extension_chain_outruns_the_walk_is_dropped_not_guessed() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("receiver", "10.1.0.10", "fd00:1::10"),
+        ("sender", "10.3.0.6", "fd00:3::6"),
+    ]);
+    net.apply(&Tables::new(&net).build());
+    let (sender, receiver) = (net.pod("sender"), net.pod("receiver"));
+    let (sender_ns, macs, ips) = (
+        sender.netns.clone(),
+        (HOST_MAC_BYTES, sender.mac),
+        (sender.v6, receiver.v6),
+    );
+    let listener = probe::udp_listener(&receiver.netns, IpAddr::V6(receiver.v6), 7000);
+    let options = Ext::DestOptions { units: 0 };
+    let one = [Ext::HopByHop];
+    let five = [Ext::HopByHop, options, Ext::Routing, options, options];
+    // Control: behind one header, the same datagram arrives; Linux walks five.
+    send_frames(
+        &sender_ns,
+        "eth0",
+        &[udp6_frame(macs, ips, &one, (44000, 7000), b"one header")],
+    );
+    assert!(
+        probe::receives(&listener, b"one header"),
+        "the control frame"
+    );
+    let before = net.stats();
+    send_frames(
+        &sender_ns,
+        "eth0",
+        &[udp6_frame(macs, ips, &five, (44001, 7000), b"five headers")],
+    );
+    assert!(
+        !probe::receives(&listener, b"five headers"),
+        "a chain longer than the walk was decided on a guess and delivered"
+    );
+    assert_eq!(grew(&mut net, &before, "drop_ipv6_extension_chain"), 1);
+}
+
+/// A VXLAN datagram (RFC 7348: flags with the VNI bit, then the VNI) carrying the
+/// Ethernet frame `inner`.
+fn vxlan(vni: u32, inner: Vec<u8>) -> Vec<u8> {
+    let mut datagram = vec![0x08, 0, 0, 0];
+    datagram.extend_from_slice(&(vni << 8).to_be_bytes());
+    datagram.extend(inner);
+    datagram
+}
+
+#[test]
+fn a_pod_cannot_tunnel_through_a_vxlan_device_on_the_node_to_another_pod() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("target", "10.1.0.10", "fd00:1::10"),
+        ("victim", "10.2.0.5", "fd00:2::5"),
+        ("attacker", "10.3.0.6", "fd00:3::6"),
+    ]);
+    net.add_node_addresses(&[addr(NODE_V4)]);
+    // The inner packet claims the victim's address, which comes in on a tunnel.
+    sysctls(
+        &net.node,
+        &[
+            ("net/ipv4/conf/all/rp_filter", "0"),
+            ("net/ipv4/conf/default/rp_filter", "0"),
+        ],
+    );
+    // vx0 on the standard port; vx1 on one only the node's devices name.
+    let devices = [
+        ("vx0", 42u32, [0x0a, 0, 0, 0, 0, 0x2a], 4789u16),
+        ("vx1", 43, [0x0a, 0, 0, 0, 0, 0x2b], 9999),
+    ];
+    for (name, vni, mac, port) in devices {
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        node_lines(
+            &net,
+            &[
+                format!("link add {name} address {mac} type vxlan id {vni} dstport {port} local {NODE_V4}"),
+                format!("link set {name} up"),
+            ],
+        );
+    }
+    let written = net.refresh_tunnel_ports();
+    assert!(
+        written.ports.contains(&9999),
+        "the node's own port is read: {written:?}"
+    );
+    let (victim, target) = (net.pod("victim").v4, net.pod("target").v4);
+    let target_ns = net.pod("target").netns.clone();
+    let attacker_ns = net.pod("attacker").netns.clone();
+    let listener = probe::udp_listener(&target_ns, IpAddr::V4(target), 7000);
+    // The attacker's egress allows the node's address range, and nothing else.
+    let tables = |net: &Net, tunnels: bool| {
+        let tables = Tables::new(net)
+            .isolate("attacker", false, true)
+            .prefix("10.99.0.0/24", 9)
+            .allow("attacker", Direction::Egress, 9, None, None);
+        if tunnels {
+            tables.allow_tunnels("attacker")
+        } else {
+            tables
+        }
+        .build()
+    };
+    let datagram = |(_, vni, mac, _): (&str, u32, [u8; 6], u16), payload: &str| {
+        let inner = udp_frame(
+            (mac, [2, 0xaa, 0, 0, 0, 1]),
+            (victim, target),
+            (43000, 7000),
+            payload.as_bytes(),
+        );
+        vxlan(vni, inner)
+    };
+    net.apply(&tables(&net, false));
+    for device in devices {
+        let payload = format!("inner packet via {}", device.0);
+        let before = net.stats();
+        probe::send_udp(
+            &attacker_ns,
+            addr(NODE_V4),
+            device.3,
+            &datagram(device, &payload),
+        );
+        assert!(
+            !probe::receives(&listener, payload.as_bytes()),
+            "the node unwrapped a pod's VXLAN datagram on {} and delivered it",
+            device.0
+        );
+        assert_eq!(grew(&mut net, &before, "drop_tunnel"), 1, "{}", device.0);
+    }
+    // Allowed to tunnel, the same datagrams arrive: the node does unwrap them, so
+    // the drops above were podwall's.
+    net.apply(&tables(&net, true));
+    for device in devices {
+        let payload = format!("allowed via {}", device.0);
+        probe::send_udp(
+            &attacker_ns,
+            addr(NODE_V4),
+            device.3,
+            &datagram(device, &payload),
+        );
+        assert!(
+            probe::receives(&listener, payload.as_bytes()),
+            "via {}",
+            device.0
+        );
+    }
+}
