@@ -44,6 +44,8 @@ mod conntrack_related;
 mod counters;
 #[path = "datapath/events.rs"]
 mod events;
+#[path = "datapath/flood.rs"]
+mod flood;
 #[path = "datapath/fragment_frames.rs"]
 mod fragment_frames;
 #[path = "datapath/fragment_probes.rs"]
@@ -52,8 +54,6 @@ mod fragment_probes;
 mod fragments;
 #[path = "datapath/fragments_on_veths.rs"]
 mod fragments_on_veths;
-#[path = "datapath/flood.rs"]
-mod flood;
 #[path = "datapath/frames.rs"]
 mod frames;
 #[path = "datapath/net.rs"]

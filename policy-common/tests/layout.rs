@@ -158,10 +158,7 @@ fn map_types_have_no_hidden_padding() {
     assert_eq!(offset_of!(CtValue, generation), 28);
     assert_eq!(size_of::<TrafficCounter>(), 8 + 8);
     assert_eq!(offset_of!(TrafficCounter, bytes), 8);
-    assert_eq!(
-        size_of::<Config>(),
-        6 * 8 + 10 * 4 + 2 * TUNNEL_PORTS_MAX
-    );
+    assert_eq!(size_of::<Config>(), 6 * 8 + 10 * 4 + 2 * TUNNEL_PORTS_MAX);
     assert_eq!(offset_of!(Config, events_per_second), 48);
     assert_eq!(offset_of!(Config, flags), 56);
     assert_eq!(offset_of!(Config, mark_deferred_egress), 64);
