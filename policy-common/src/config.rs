@@ -33,13 +33,20 @@ pub struct Config {
     pub flags: u32,
     /// Explicit padding; always zero.
     pub pad: u32,
+    /// Events one pod interface may emit per second on average, on each CPU
+    /// (checked before the per-CPU limit, so one pod cannot use up the others').
+    pub events_per_endpoint_per_second: u32,
+    /// Events one pod interface may emit in one burst, on each CPU.
+    pub events_per_endpoint_burst: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 64);
+const _: () = assert!(core::mem::size_of::<Config>() == 72);
 
 impl Config {
     /// Cilium's conntrack lifetimes (SYN 60 s, established 6 h, close 10 s,
-    /// non-TCP 60 s), ICMP 30 s, and 1,000 events per second per CPU.
+    /// non-TCP 60 s), ICMP 30 s, 1,000 events per second per CPU, and 100 per
+    /// second per pod interface and CPU (a tenth: ten flooding pods together
+    /// reach the per-CPU limit).
     pub const DEFAULT: Config = Config {
         ct_tcp_opening_ns: 60 * SECOND_NS,
         ct_tcp_established_ns: 6 * 3600 * SECOND_NS,
@@ -51,6 +58,8 @@ impl Config {
         events_burst: 200,
         flags: 0,
         pad: 0,
+        events_per_endpoint_per_second: 100,
+        events_per_endpoint_burst: 20,
     };
 }
 

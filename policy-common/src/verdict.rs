@@ -46,11 +46,18 @@ pub const STAT_DROP_DEFERRED_EGRESS: u32 = 12;
 /// Dropped: a packet from a pod whose source address is not one of that pod's
 /// addresses (anti-spoofing; IPv6 link-local and unspecified sources are exempt).
 pub const STAT_DROP_SPOOFED_SOURCE: u32 = 13;
+/// Dropped: a packet about to be handed to a pod whose destination is another
+/// local pod's address (`ENDPOINT_ADDRS[daddr]` names another interface): a
+/// neighbour or bridge forwarding entry a pod forged sent it to the wrong port.
+pub const STAT_DROP_MISDELIVERED: u32 = 32;
 
 /// Side counter: a verdict event the rate limit held back.
 pub const STAT_EVENTS_RATE_LIMITED: u32 = 48;
 /// Side counter: a verdict event lost because the ring buffer was full.
 pub const STAT_EVENTS_RING_FULL: u32 = 49;
+/// Side counter: a verdict event held back by its interface's own rate limit
+/// (`Config::events_per_endpoint_*`), before the per-CPU limit.
+pub const STAT_EVENTS_ENDPOINT_LIMITED: u32 = 50;
 
 /// `skb->mark` bit set on a packet whose egress verdict is deferred past Service
 /// DNAT; the classifier at the destination decides it and clears the bit.
@@ -76,7 +83,9 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = {
     names[STAT_DROP_DEFERRED_UNKNOWN_SOURCE as usize] = "drop_deferred_unknown_source";
     names[STAT_DROP_DEFERRED_EGRESS as usize] = "drop_deferred_egress";
     names[STAT_DROP_SPOOFED_SOURCE as usize] = "drop_spoofed_source";
+    names[STAT_DROP_MISDELIVERED as usize] = "drop_misdelivered";
     names[STAT_EVENTS_RATE_LIMITED as usize] = "events_rate_limited";
     names[STAT_EVENTS_RING_FULL as usize] = "events_ring_full";
+    names[STAT_EVENTS_ENDPOINT_LIMITED as usize] = "events_endpoint_limited";
     names
 };

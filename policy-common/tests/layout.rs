@@ -22,9 +22,9 @@ use policy_common::{
         MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STATS_LEN, STAT_ALLOW_AUDIT, STAT_ALLOW_NODE,
         STAT_ALLOW_NON_IP, STAT_ALLOW_POLICY, STAT_ALLOW_RELATED, STAT_ALLOW_TRACKED,
         STAT_ALLOW_UNISOLATED, STAT_DROP_DEFERRED_EGRESS, STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
-        STAT_DROP_MALFORMED, STAT_DROP_POLICY, STAT_DROP_SPOOFED_SOURCE,
-        STAT_DROP_UNKNOWN_ENDPOINT, STAT_EGRESS_DEFERRED, STAT_EVENTS_RATE_LIMITED,
-        STAT_EVENTS_RING_FULL, STAT_NAMES, STAT_VERDICTS,
+        STAT_DROP_MALFORMED, STAT_DROP_MISDELIVERED, STAT_DROP_POLICY, STAT_DROP_SPOOFED_SOURCE,
+        STAT_DROP_UNKNOWN_ENDPOINT, STAT_EGRESS_DEFERRED, STAT_EVENTS_ENDPOINT_LIMITED,
+        STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL, STAT_NAMES, STAT_VERDICTS,
     },
     ABI_VERSION,
 };
@@ -146,9 +146,11 @@ fn map_types_have_no_hidden_padding() {
     assert_eq!(offset_of!(CtValue, pad), 25);
     assert_eq!(size_of::<TrafficCounter>(), 8 + 8);
     assert_eq!(offset_of!(TrafficCounter, bytes), 8);
-    assert_eq!(size_of::<Config>(), 6 * 8 + 4 * 4);
+    assert_eq!(size_of::<Config>(), 6 * 8 + 6 * 4);
     assert_eq!(offset_of!(Config, events_per_second), 48);
     assert_eq!(offset_of!(Config, flags), 56);
+    assert_eq!(offset_of!(Config, events_per_endpoint_per_second), 64);
+    assert_eq!(offset_of!(Config, events_per_endpoint_burst), 68);
 }
 
 #[test]
@@ -244,13 +246,18 @@ fn every_counter_has_a_name_and_its_own_slot() {
         STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
         STAT_DROP_DEFERRED_EGRESS,
         STAT_DROP_SPOOFED_SOURCE,
+        STAT_DROP_MISDELIVERED,
         STAT_EVENTS_RATE_LIMITED,
         STAT_EVENTS_RING_FULL,
+        STAT_EVENTS_ENDPOINT_LIMITED,
     ];
     for (i, stat) in counters.iter().enumerate() {
         assert!(*stat < STATS_LEN);
         // Verdicts first, side counters after: a packet bumps one verdict.
-        let side = matches!(*stat, STAT_EVENTS_RATE_LIMITED | STAT_EVENTS_RING_FULL);
+        let side = matches!(
+            *stat,
+            STAT_EVENTS_RATE_LIMITED | STAT_EVENTS_RING_FULL | STAT_EVENTS_ENDPOINT_LIMITED
+        );
         assert_eq!(*stat >= STAT_VERDICTS, side, "counter {stat}");
         assert!(!STAT_NAMES[*stat as usize].is_empty(), "counter {stat}");
         assert!(!counters[..i].contains(stat), "counter {stat} twice");

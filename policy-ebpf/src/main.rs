@@ -134,7 +134,11 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    link-local source) and multicast listener discovery (ICMPv6 130-132 and 143,
 ///    hop limit 1, link-local or unspecified source, multicast destination); other
 ///    ICMPv6 of those types goes on as ICMPv6 with ports 0.
-/// 6. Ingress only: this program's mark bits are cleared, and a packet carrying
+/// 6. Ingress only: a packet whose destination is another local pod's address
+///    (`ENDPOINT_ADDRS[daddr]` names another interface) is dropped
+///    (`STAT_DROP_MISDELIVERED`): on a bridge, a forged ARP/NDP reply or a spoofed
+///    source MAC can steer a pod's traffic to another port, and the pod there
+///    must not receive it. Then this program's mark bits are cleared, and a packet carrying
 ///    `MARK_DEFERRED_EGRESS` first has its source pod's egress decided on the
 ///    translated destination (`service::deferred_egress`); a deny drops it (an
 ///    audit-mode egress reports a would-drop and lets it go on).
@@ -188,6 +192,7 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
         Packet::Flow(flow) => flow,
     };
     if at.direction == DIRECTION_INGRESS {
+        check_destination(bank, ifindex, &flow.daddr)?;
         let mark = service::take_marks(ctx);
         if mark & MARK_DEFERRED_EGRESS != 0 {
             service::deferred_egress(ctx, facts, bank, flow)?;
@@ -217,6 +222,18 @@ fn check_source(bank: u32, ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result
         Ok(())
     } else {
         Err(STAT_DROP_SPOOFED_SOURCE)
+    }
+}
+
+/// Step 6 of `decide`, first half: a packet handed to a pod must not be addressed
+/// to another local pod. Whatever steered it here (a neighbour entry or a bridge
+/// forwarding entry a pod forged), the pod that owns the address is elsewhere.
+/// Addresses of no local pod (broadcast, multicast, a pending pod) go on.
+#[inline(always)]
+fn check_destination(bank: u32, ifindex: u32, daddr: &[u8; 16]) -> Result<(), u32> {
+    match maps::endpoint_ifindex(bank, daddr) {
+        Some(owner) if owner != ifindex => Err(STAT_DROP_MISDELIVERED),
+        _ => Ok(()),
     }
 }
 

@@ -11,8 +11,11 @@
 //! `r10 - N`).
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
+    },
 };
 use policy_common::{
     bank::{bank_of, BANKS},
@@ -77,6 +80,13 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 static EVENT_TOKENS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
 
+/// Kernel-only: each interface's token bucket on each CPU, checked before
+/// `EVENT_TOKENS` (`events.rs`). Key: the ifindex of the pod's host-side veth.
+/// LRU: an evicted interface starts again with a full bucket.
+#[map]
+static ENDPOINT_EVENT_TOKENS: LruPerCpuHashMap<u32, TokenBucket> =
+    LruPerCpuHashMap::with_max_entries(2 * ENDPOINTS_MAX, 0);
+
 /// Kernel-only: each CPU's `Facts` of the packet it is deciding, kept here rather
 /// than on the 512-byte BPF stack.
 #[map]
@@ -103,6 +113,22 @@ pub(crate) fn config<T>(field: impl Fn(&Config) -> T) -> T {
 #[inline(always)]
 pub(crate) fn event_tokens() -> Option<*mut TokenBucket> {
     EVENT_TOKENS.get_ptr_mut(0)
+}
+
+/// This CPU's event token bucket of interface `ifindex`, made (full) on first use.
+#[inline(always)]
+pub(crate) fn endpoint_event_tokens(ifindex: u32) -> Option<*mut TokenBucket> {
+    if let Some(bucket) = ENDPOINT_EVENT_TOKENS.get_ptr_mut(&ifindex) {
+        return Some(bucket);
+    }
+    // `last_ns == 0`: the first take fills it (`events::take_token`). Another CPU
+    // racing to make it is fine: BPF_NOEXIST keeps the first.
+    let fresh = TokenBucket {
+        nano_tokens: 0,
+        last_ns: 0,
+    };
+    let _ = ENDPOINT_EVENT_TOKENS.insert(&ifindex, &fresh, u64::from(BPF_NOEXIST));
+    ENDPOINT_EVENT_TOKENS.get_ptr_mut(&ifindex)
 }
 
 /// The bank this packet is decided with: `ACTIVE[0]` read once, at the start of
