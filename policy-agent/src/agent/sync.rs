@@ -24,12 +24,13 @@ use tokio::time::MissedTickBehavior;
 use super::{
     health::Health,
     metrics::Metrics,
-    plan::{self, PlanInput},
+    notices::Notices,
+    plan::{self, PlanInput, PlanLink},
 };
 use crate::{
-    dataplane::{Datapath, DataplaneError, InterfaceIndex},
+    dataplane::{Datapath, DataplaneError, EventsLost, InterfaceIndex},
     model::{ClusterState, ObjectRef},
-    node::{LinkEvent, LinkWatch, NodeError, RouteResolver},
+    node::{Link, LinkEvent, LinkKind, LinkWatch, NodeError, RouteResolver},
     policy::{
         compiler::compile,
         tables::{DatapathTables, EndpointEntry},
@@ -76,6 +77,9 @@ pub struct SyncConfig {
     pub audit: bool,
     /// Interface name prefixes attached on sight (`--interface-prefix`).
     pub interface_prefixes: Vec<String>,
+    /// Bridges whose veth ports are pods' even before a pod route goes through
+    /// them (`--pod-bridge`).
+    pub pod_bridges: Vec<String>,
 }
 
 /// What the last successful write put in the maps: what `attach_new` writes again
@@ -95,7 +99,11 @@ pub struct Syncer {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     /// Links of this namespace, by index (from the link watch).
-    links: BTreeMap<InterfaceIndex, String>,
+    links: BTreeMap<InterfaceIndex, Link>,
+    /// The last plan's pod bridges: whose veth ports `attach_new` takes.
+    pod_bridges: BTreeSet<u32>,
+    /// Identity conflicts and programs ahead, reported while they last.
+    notices: Notices,
     /// Conversion errors counted and logged, while they last.
     reported: BTreeSet<String>,
     /// The newest source change already counted in the latency histogram.
@@ -118,7 +126,7 @@ impl Syncer {
         datapath: Datapath,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
-        links: &BTreeMap<InterfaceIndex, String>,
+        links: &BTreeMap<InterfaceIndex, Link>,
     ) -> Self {
         Self {
             config,
@@ -126,6 +134,8 @@ impl Syncer {
             metrics,
             health,
             links: links.clone(),
+            pod_bridges: BTreeSet::new(),
+            notices: Notices::default(),
             reported: BTreeSet::new(),
             last_change: None,
             written: None,
@@ -136,17 +146,33 @@ impl Syncer {
     }
 
     /// Records a link event. Returns whether a pass is needed: a link with programs
-    /// went away. A new pod veth is attached here as pending; the pass that maps it
-    /// to its pod comes with the pod's address (or the retry of unmapped pods).
+    /// went away, or turned out to be no pod's (enslaved to a foreign bridge). A new
+    /// pod veth is attached here as pending; the pass that maps it to its pod comes
+    /// with the pod's address (or the retry of unmapped pods).
     pub fn link_event(&mut self, event: LinkEvent) -> bool {
         match event {
             LinkEvent::Added(link) => {
-                let candidate = plan::matches_prefix(&link.name, &self.config.interface_prefixes);
-                self.links.insert(link.index, link.name);
+                let index = link.index;
+                self.links.insert(index, link);
+                let links = self.plan_links();
+                let candidate = links.get(&index).is_some_and(|link| {
+                    plan::is_candidate(
+                        link,
+                        &links,
+                        &self.config.interface_prefixes,
+                        &self.pod_bridges,
+                    )
+                });
                 if candidate {
-                    self.attach_new(link.index);
+                    self.attach_new(index);
+                    return false;
                 }
-                false
+                // Attached as pending, then enslaved to a bridge that is no pod's.
+                let mapped = self
+                    .written
+                    .as_ref()
+                    .is_some_and(|w| w.interfaces.values().any(|i| *i == index));
+                !mapped && self.datapath.attached_interfaces().any(|i| i == index)
             }
             LinkEvent::Removed(link) => {
                 self.links.remove(&link.index);
@@ -241,29 +267,31 @@ impl Syncer {
             &snapshot.state
         };
         let node_addresses = crate::node::node_addresses()?;
-        // A resolver per pass: it caches neighbours and the bridge FDB.
-        let mut resolver = RouteResolver::open()?;
-        let mut routes: BTreeMap<IpAddr, u32> = BTreeMap::new();
-        for ip in plan::local_addresses(state, &self.config.node_name) {
-            if let Some(index) = resolver.resolve(ip)? {
-                routes.insert(ip, index);
-            }
-        }
+        let resolved = Resolved::of(plan::local_addresses(state, &self.config.node_name))?;
         let attached: BTreeSet<InterfaceIndex> = self.datapath.attached_interfaces().collect();
-        let candidates: BTreeMap<u32, String> = self
-            .links
-            .iter()
-            .filter(|(_, name)| plan::matches_prefix(name, &self.config.interface_prefixes))
-            .map(|(index, name)| (*index, name.clone()))
-            .collect();
+        let no_previous = BTreeMap::new();
         let plan = plan::plan(&PlanInput {
             state,
             node_name: &self.config.node_name,
-            routes: &routes,
+            routes: &resolved.routes,
+            neighbours: &resolved.neighbours,
+            route_bridges: &resolved.bridges,
+            previous: self
+                .written
+                .as_ref()
+                .map_or(&no_previous, |w| &w.interfaces),
             attached: &attached,
-            candidates: &candidates,
+            links: &self.plan_links(),
+            prefixes: &self.config.interface_prefixes,
+            pod_bridge_names: &self.config.pod_bridges,
             pending_endpoint_id: PENDING_ENDPOINT_ID,
         });
+        self.pod_bridges.clone_from(&plan.pod_bridges);
+        self.notices.conflicts(
+            plan.conflicts.iter().map(ToString::to_string),
+            &self.metrics,
+            &self.health,
+        );
         let tables = compile(state, &node_addresses, |pod| {
             plan.interfaces.contains_key(&pod.key)
         });
@@ -320,7 +348,7 @@ impl Syncer {
         let mut missing = 0;
         for index in indexes {
             let name = match self.links.get(index) {
-                Some(name) => Some(name.clone()),
+                Some(link) => Some(link.name.clone()),
                 None => crate::node::interface_name(*index).ok().flatten(),
             };
             let Some(name) = name else {
@@ -353,6 +381,24 @@ impl Syncer {
             .map(|u| (u.map, u.entries, u.capacity))
             .collect();
         self.metrics.set_map_usage(&samples);
+        self.metrics
+            .set_events_lost(EventsLost::of(&self.datapath.stats().unwrap_or_default()));
+        let names = self
+            .links
+            .iter()
+            .map(|(index, link)| (*index, link.name.clone()))
+            .collect();
+        match self.datapath.programs_ahead(&names) {
+            Ok(ahead) => self.notices.ahead(
+                ahead.iter().map(ToString::to_string),
+                &self.metrics,
+                &self.health,
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "reading the TCX chains of pod interfaces");
+                self.metrics.error(error.kind());
+            }
+        }
         let Some(written) = &self.written else {
             return;
         };
@@ -363,6 +409,21 @@ impl Syncer {
                 self.metrics.error(error.kind());
             }
         }
+    }
+
+    /// The links as the plan sees them.
+    fn plan_links(&self) -> BTreeMap<u32, PlanLink> {
+        self.links
+            .iter()
+            .map(|(index, link)| {
+                let view = PlanLink {
+                    name: link.name.clone(),
+                    master: link.master,
+                    bridge: link.kind == LinkKind::Bridge,
+                };
+                (*index, view)
+            })
+            .collect()
     }
 
     /// `podwall_ready` follows `/readyz`.
@@ -378,6 +439,37 @@ impl Syncer {
             self.metrics.error("conversion");
         }
         self.reported = current;
+    }
+}
+
+/// Where the local pods' addresses lead (`node::PodRoute`), as the plan takes it.
+struct Resolved {
+    routes: BTreeMap<IpAddr, BTreeSet<u32>>,
+    neighbours: BTreeMap<IpAddr, u32>,
+    bridges: BTreeSet<u32>,
+}
+
+impl Resolved {
+    /// Resolves `addresses` over one resolver (it caches links, bridge ports,
+    /// neighbours and the FDB for the pass).
+    fn of(addresses: BTreeSet<IpAddr>) -> Result<Self, NodeError> {
+        let mut resolver = RouteResolver::open()?;
+        let mut out = Self {
+            routes: BTreeMap::new(),
+            neighbours: BTreeMap::new(),
+            bridges: BTreeSet::new(),
+        };
+        for ip in addresses {
+            let route = resolver.resolve_pod(ip)?;
+            if !route.interfaces.is_empty() {
+                out.routes.insert(ip, route.interfaces);
+            }
+            if let Some(port) = route.neighbour_port {
+                out.neighbours.insert(ip, port);
+            }
+            out.bridges.extend(route.bridge);
+        }
+        Ok(out)
     }
 }
 

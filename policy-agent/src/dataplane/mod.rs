@@ -13,6 +13,7 @@ mod events;
 mod keys;
 mod maps;
 pub mod object;
+mod order;
 mod pins;
 mod quiesce;
 mod slots;
@@ -29,6 +30,7 @@ pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};
 pub use keys::{address_key, key_address};
 pub use maps::{MapUsage, Stats};
+pub use order::ProgramAhead;
 pub use pins::Adoption;
 pub use test_run::{BenchProgram, BenchRun, Hook, TestRunOutcome};
 

@@ -5,7 +5,9 @@ use std::{
     net::IpAddr,
 };
 
-use super::{local_addresses, matches_prefix, plan, Plan, PlanInput};
+use super::{
+    is_candidate, local_addresses, matches_prefix, plan, Conflict, Plan, PlanInput, PlanLink, Port,
+};
 use crate::{
     model::{
         builders::{cluster, netpol, pod, selector, PodBuilder},
@@ -33,9 +35,12 @@ fn here(name: &str) -> PodBuilder {
 /// The inputs of one plan, with defaults a test overrides.
 struct Case {
     state: ClusterState,
-    routes: BTreeMap<IpAddr, u32>,
+    routes: BTreeMap<IpAddr, BTreeSet<u32>>,
+    neighbours: BTreeMap<IpAddr, u32>,
+    route_bridges: BTreeSet<u32>,
+    previous: BTreeMap<ObjectRef, u32>,
     attached: BTreeSet<u32>,
-    candidates: BTreeMap<u32, String>,
+    links: BTreeMap<u32, PlanLink>,
 }
 
 impl Case {
@@ -43,13 +48,29 @@ impl Case {
         Self {
             state,
             routes: BTreeMap::new(),
+            neighbours: BTreeMap::new(),
+            route_bridges: BTreeSet::new(),
+            previous: BTreeMap::new(),
             attached: BTreeSet::new(),
-            candidates: BTreeMap::new(),
+            links: BTreeMap::new(),
         }
     }
 
+    /// `address` leads to `ifindex` (one more target if it led somewhere already).
     fn route(mut self, address: &str, ifindex: u32) -> Self {
-        self.routes.insert(ip(address), ifindex);
+        self.routes.entry(ip(address)).or_default().insert(ifindex);
+        self
+    }
+
+    /// `address`'s neighbour entry and the FDB lead to bridge port `ifindex`.
+    fn neighbour(mut self, address: &str, ifindex: u32) -> Self {
+        self.neighbours.insert(ip(address), ifindex);
+        self
+    }
+
+    /// The last plan mapped `pod` to `ifindex`.
+    fn held(mut self, pod: &str, ifindex: u32) -> Self {
+        self.previous.insert(key(pod), ifindex);
         self
     }
 
@@ -58,8 +79,32 @@ impl Case {
         self
     }
 
-    fn candidate(mut self, ifindex: u32, name: &str) -> Self {
-        self.candidates.insert(ifindex, name.to_string());
+    /// A link without a master.
+    fn candidate(self, ifindex: u32, name: &str) -> Self {
+        self.link(ifindex, name, None)
+    }
+
+    fn link(mut self, ifindex: u32, name: &str, master: Option<u32>) -> Self {
+        let link = PlanLink {
+            name: name.to_string(),
+            master,
+            bridge: false,
+        };
+        self.links.insert(ifindex, link);
+        self
+    }
+
+    /// A bridge; `routed`: a local pod address's route goes through it.
+    fn bridge(mut self, ifindex: u32, name: &str, routed: bool) -> Self {
+        let link = PlanLink {
+            name: name.to_string(),
+            master: None,
+            bridge: true,
+        };
+        self.links.insert(ifindex, link);
+        if routed {
+            self.route_bridges.insert(ifindex);
+        }
         self
     }
 
@@ -68,10 +113,22 @@ impl Case {
             state: &self.state,
             node_name: NODE,
             routes: &self.routes,
+            neighbours: &self.neighbours,
+            route_bridges: &self.route_bridges,
+            previous: &self.previous,
             attached: &self.attached,
-            candidates: &self.candidates,
+            links: &self.links,
+            prefixes: &["veth".to_string(), "pw".to_string()],
+            pod_bridge_names: &["cni0".to_string()],
             pending_endpoint_id: PENDING,
         })
+    }
+}
+
+fn port(index: u32, name: &str) -> Port {
+    Port {
+        index,
+        name: name.to_string(),
     }
 }
 
@@ -222,9 +279,11 @@ fn only_interfaces_not_attached_are_attached_and_only_unwanted_ones_detached() {
 #[test]
 fn a_recreated_veth_is_attached_under_its_new_index_and_the_old_one_detached() {
     let state = cluster().pod(here("web").ip("10.0.0.5").build()).build();
+    // The route moved whole: the pod follows it (nothing leads to 7 any more).
     let plan = Case::new(state)
         .route("10.0.0.5", 12)
         .candidate(12, "veth-web")
+        .held("web", 7)
         .attached([7])
         .plan();
     assert_eq!(plan.interfaces, BTreeMap::from([(key("web"), 12)]));
@@ -357,5 +416,200 @@ fn interface_prefixes_match_name_starts_only() {
     assert!(
         !matches_prefix("anything", &[""]),
         "an empty prefix matches nothing"
+    );
+}
+
+#[test]
+fn a_pod_keeps_the_interface_it_holds_when_its_address_also_leads_elsewhere() {
+    // A pod with CAP_NET_ADMIN put the victim's address on its own interface too.
+    let state = cluster()
+        .pod(here("victim").ip("10.0.0.5").ip("fd00::5").build())
+        .pod(here("attacker").ip("10.0.0.6").build())
+        .build();
+    let plan = Case::new(state)
+        .candidate(7, "veth-victim")
+        .candidate(8, "veth-attacker")
+        .route("10.0.0.5", 7)
+        .route("fd00::5", 7)
+        .route("10.0.0.5", 8)
+        .route("10.0.0.6", 8)
+        .held("victim", 7)
+        .held("attacker", 8)
+        .attached([7, 8])
+        .plan();
+    assert_eq!(
+        plan.interfaces,
+        BTreeMap::from([(key("victim"), 7), (key("attacker"), 8)])
+    );
+    assert!(plan.unmapped.is_empty() && plan.contested.is_empty());
+    assert_eq!(
+        plan.conflicts,
+        BTreeSet::from([Conflict::AlsoElsewhere {
+            pod: key("victim"),
+            address: ip("10.0.0.5"),
+            other: port(8, "veth-attacker"),
+            kept: port(7, "veth-victim"),
+        }])
+    );
+    assert!(plan.attach.is_empty() && plan.detach.is_empty());
+}
+
+#[test]
+fn a_pod_is_never_mapped_to_an_interface_another_pod_holds() {
+    let state = cluster()
+        .pod(here("victim").ip("10.0.0.5").build())
+        .pod(here("newcomer").ip("10.0.0.7").build())
+        .build();
+    let plan = Case::new(state)
+        .candidate(7, "veth-victim")
+        .route("10.0.0.5", 7)
+        .route("10.0.0.7", 7)
+        .held("victim", 7)
+        .plan();
+    assert_eq!(plan.interfaces, BTreeMap::from([(key("victim"), 7)]));
+    assert_eq!(plan.unmapped, keys(["newcomer"]));
+    assert_eq!(
+        plan.conflicts,
+        BTreeSet::from([Conflict::HeldByAnother {
+            pod: key("newcomer"),
+            address: ip("10.0.0.7"),
+            interface: port(7, "veth-victim"),
+            holder: key("victim"),
+        }])
+    );
+    // Without the holder (a first plan), the same routes contest the interface.
+    let first = Case::new(
+        cluster()
+            .pod(here("victim").ip("10.0.0.5").build())
+            .pod(here("newcomer").ip("10.0.0.7").build())
+            .build(),
+    )
+    .route("10.0.0.5", 7)
+    .route("10.0.0.7", 7)
+    .plan();
+    assert!(first.interfaces.is_empty());
+    assert_eq!(
+        first.contested,
+        BTreeMap::from([(7, keys(["newcomer", "victim"]))])
+    );
+}
+
+#[test]
+fn a_neighbour_entry_leading_to_another_port_is_a_conflict_and_moves_nobody() {
+    // The attacker answered ARP for the victim's address and for its own with the
+    // victim's MAC: the node's neighbour entries and the FDB are swapped.
+    let state = cluster()
+        .pod(here("victim").ip("10.0.0.5").build())
+        .pod(here("attacker").ip("10.0.0.6").build())
+        .build();
+    let case = Case::new(state)
+        .bridge(3, "cni0", true)
+        .link(7, "veth-victim", Some(3))
+        .link(8, "veth-attacker", Some(3))
+        .route("10.0.0.5", 7)
+        .route("10.0.0.6", 8)
+        .neighbour("10.0.0.5", 8)
+        .neighbour("10.0.0.6", 7)
+        .held("victim", 7)
+        .held("attacker", 8);
+    let plan = case.plan();
+    assert_eq!(
+        plan.interfaces,
+        BTreeMap::from([(key("victim"), 7), (key("attacker"), 8)])
+    );
+    let conflicts: Vec<String> = plan.conflicts.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        conflicts,
+        [
+            "pod prod/attacker: the node's neighbour entry for 10.0.0.6 leads to bridge port \
+             veth-victim (ifindex 7), not to its interface veth-attacker (ifindex 8) (a forged \
+             ARP/NDP reply or MAC?); its identity is kept",
+            "pod prod/victim: the node's neighbour entry for 10.0.0.5 leads to bridge port \
+             veth-attacker (ifindex 8), not to its interface veth-victim (ifindex 7) (a forged \
+             ARP/NDP reply or MAC?); its identity is kept",
+        ]
+    );
+    // A first plan maps the same way: neighbours never decide.
+    let first = Case {
+        previous: BTreeMap::new(),
+        ..case
+    };
+    assert_eq!(
+        first.plan().interfaces,
+        BTreeMap::from([(key("victim"), 7), (key("attacker"), 8)])
+    );
+}
+
+#[test]
+fn veths_on_a_bridge_that_is_no_pod_bridge_are_never_attached_on_sight() {
+    let state = cluster().pod(here("waiting").build()).build();
+    let plan = Case::new(state)
+        // A container runtime's own bridge and its container's veth.
+        .bridge(20, "podman0", false)
+        .link(21, "veth-podman", Some(20))
+        // The bridge CNI's bridge by name, before any pod's route goes there.
+        .bridge(30, "cni0", false)
+        .link(31, "veth-first-pod", Some(30))
+        // A bridge some local pod's route goes through.
+        .bridge(40, "pwbr0", true)
+        .link(41, "pw1", Some(40))
+        // A routed CNI's veth (no master).
+        .candidate(50, "veth-routed")
+        // The runtime's veth was attached before it was enslaved.
+        .attached([21])
+        .plan();
+    assert_eq!(plan.pod_bridges, set([30, 40]));
+    assert_eq!(
+        plan.pending.keys().copied().collect::<BTreeSet<_>>(),
+        set([31, 41, 50])
+    );
+    assert_eq!(plan.attach, set([31, 41, 50]));
+    assert_eq!(plan.detach, set([21]));
+}
+
+#[test]
+fn a_candidate_is_a_prefixed_link_not_enslaved_to_a_foreign_bridge() {
+    let links = BTreeMap::from([
+        (
+            1,
+            PlanLink {
+                name: "docker0".into(),
+                master: None,
+                bridge: true,
+            },
+        ),
+        (
+            2,
+            PlanLink {
+                name: "bond0".into(),
+                master: None,
+                bridge: false,
+            },
+        ),
+    ]);
+    let link = |master| PlanLink {
+        name: "veth9".into(),
+        master,
+        bridge: false,
+    };
+    let prefixes = ["veth"];
+    assert!(is_candidate(&link(None), &links, &prefixes, &set([])));
+    assert!(!is_candidate(&link(Some(1)), &links, &prefixes, &set([])));
+    assert!(is_candidate(&link(Some(1)), &links, &prefixes, &set([1])));
+    // A master that is no bridge (a bond, a VRF) says nothing about the pod.
+    assert!(is_candidate(&link(Some(2)), &links, &prefixes, &set([])));
+    let unprefixed = PlanLink {
+        name: "eth0".into(),
+        ..link(None)
+    };
+    assert!(!is_candidate(&unprefixed, &links, &prefixes, &set([])));
+    let bridge = PlanLink {
+        name: "veth-bridge".into(),
+        master: None,
+        bridge: true,
+    };
+    assert!(
+        !is_candidate(&bridge, &links, &prefixes, &set([])),
+        "a bridge is no pod's interface"
     );
 }
