@@ -131,9 +131,11 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    (`STAT_DROP_SPOOFED_SOURCE`), except IPv6 link-local and unspecified sources.
 /// 5. On-link IPv6 link control passes (`STAT_ALLOW_NON_IP`): neighbour discovery
 ///    (ICMPv6 133-137, hop limit 255, link-local or multicast destination or
-///    link-local source) and multicast listener discovery (ICMPv6 130-132 and 143,
-///    hop limit 1, link-local or unspecified source, multicast destination); other
-///    ICMPv6 of those types goes on as ICMPv6 with ports 0.
+///    link-local source; a neighbour solicitation or advertisement between global
+///    addresses only with a local pod or a node address at the other end: pods of
+///    one bridge resolve each other so) and multicast listener discovery (ICMPv6
+///    130-132 and 143, hop limit 1, link-local or unspecified source, multicast
+///    destination); other ICMPv6 of those types goes on as ICMPv6 with ports 0.
 /// 6. Ingress only: a packet whose destination is another local pod's address
 ///    (`ENDPOINT_ADDRS[daddr]` names another interface) is dropped
 ///    (`STAT_DROP_MISDELIVERED`): on a bridge, a forged ARP/NDP reply or a spoofed
@@ -188,7 +190,15 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
     // Borrowed, not moved out: a moved copy's padding let LLVM store part of a
     // spilled pointer, which the verifier rejects.
     let flow = match &packet {
-        Packet::OnLinkControl(_) => return Ok(STAT_ALLOW_NON_IP),
+        Packet::OnLinkControl(control) => {
+            if stays_on_node(bank, at.direction, control) {
+                return Ok(STAT_ALLOW_NON_IP);
+            }
+            // A neighbour message to or from somewhere else: ICMPv6 like any other
+            // (its ports are 0, as `parse` reads them for these types).
+            facts.flow(control);
+            control
+        }
         Packet::Flow(flow) => flow,
     };
     if at.direction == DIRECTION_INGRESS {
@@ -223,6 +233,28 @@ fn check_source(bank: u32, ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result
     } else {
         Err(STAT_DROP_SPOOFED_SOURCE)
     }
+}
+
+/// Step 5 of `decide`: whether on-link control stays on this node's link. Link-local
+/// and multicast messages cannot leave it; a neighbour solicitation or
+/// advertisement between global addresses (`parse::on_link_control`) stays only
+/// when the other end is a local pod or the node (else it goes on as ICMPv6, so an
+/// ND-typed packet never carries data past egress policy).
+#[inline(always)]
+fn stays_on_node(bank: u32, direction: u8, control: &Flow) -> bool {
+    if control.daddr[0] == 0xff
+        || parse::is_link_local(&control.daddr)
+        || parse::is_link_local(&control.saddr)
+    {
+        return true;
+    }
+    let other = if direction == DIRECTION_EGRESS {
+        &control.daddr
+    } else {
+        &control.saddr
+    };
+    maps::endpoint_ifindex(bank, other).is_some()
+        || maps::peer(bank, true, other).flags & PEER_FLAG_NODE != 0
 }
 
 /// Step 6 of `decide`, first half: a packet handed to a pod must not be addressed

@@ -11,7 +11,9 @@ use crate::{
     lab::{
         drops, flowlog, netns,
         probe::{Family, ProbeRoute},
-        report, Lab,
+        report,
+        topology::TopologyKind,
+        Lab,
     },
     model::{ClusterState, PolicyMode, Protocol},
     source::manifest::load_manifests,
@@ -38,6 +40,27 @@ pub struct ProbeArgs {
     /// leads to it alone (IPv4); fails listing the destinations without one.
     #[arg(long)]
     via_service: bool,
+}
+
+/// `--topology` of `lab run` and `lab tour`: how pods are wired to the node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(super) enum TopologyArg {
+    /// A /32 and /128 route per pod on its own veth, as Calico and kindnet do.
+    #[default]
+    Routed,
+    /// Every pod veth a port of one bridge holding the pod subnet, as the bridge
+    /// CNI and flannel do (pods reach each other over ARP and neighbour discovery).
+    Bridge,
+}
+
+impl TopologyArg {
+    /// The lab's kind.
+    pub(super) fn kind(self) -> TopologyKind {
+        match self {
+            TopologyArg::Routed => TopologyKind::Routed,
+            TopologyArg::Bridge => TopologyKind::Bridge,
+        }
+    }
 }
 
 /// `--family` of `lab run`, `lab tour` and `simulate`.
@@ -86,6 +109,9 @@ pub enum LabCommand {
         path: PathBuf,
         #[command(flatten)]
         probing: ProbeArgs,
+        /// How pods are wired to the node: routed (default) or ports of a bridge.
+        #[arg(long, value_enum, default_value_t = TopologyArg::Routed)]
+        topology: TopologyArg,
         /// After the matrix, list the drops (and would-drops) the datapath reported
         /// while probing, one per flow, each naming the policies isolating the pod
         /// (JSON: a "drops" list). Reads the lab's events, so a `policy-agent flows`
@@ -110,6 +136,9 @@ pub enum LabCommand {
         steps: Vec<PathBuf>,
         #[command(flatten)]
         probing: ProbeArgs,
+        /// How pods are wired to the node: routed (default) or ports of a bridge.
+        #[arg(long, value_enum, default_value_t = TopologyArg::Routed)]
+        topology: TopologyArg,
         /// After each step's matrix, list the drops the datapath reported while
         /// probing, each naming the policies isolating the pod (as `lab run
         /// --show-drops`; JSON: a "drops" list per step).
@@ -134,13 +163,15 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
         LabCommand::Run {
             path,
             probing,
+            topology,
             show_drops,
             audit,
-        } => run_lab(&path, &probing, show_drops, audit),
+        } => run_lab(&path, &probing, topology.kind(), show_drops, audit),
         LabCommand::Tour {
             base,
             steps,
             probing,
+            topology,
             show_drops,
         } => {
             let route = probing.route()?;
@@ -148,11 +179,14 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             super::lab_tour::run(
                 &base,
                 &steps,
-                &probing.probes,
-                route,
-                probing.output,
-                probing.timeout(),
-                show_drops,
+                &super::lab_tour::TourOptions {
+                    probes: &probing.probes,
+                    route,
+                    output: probing.output,
+                    timeout: probing.timeout(),
+                    show_drops,
+                    topology: topology.kind(),
+                },
             )
         }
         LabCommand::Conformance(args) => super::conformance::run(&args),
@@ -202,6 +236,7 @@ fn lab_down(all: bool) -> anyhow::Result<()> {
 fn run_lab(
     path: &std::path::Path,
     probing: &ProbeArgs,
+    topology: TopologyKind,
     show_drops: bool,
     audit: bool,
 ) -> anyhow::Result<()> {
@@ -220,7 +255,7 @@ fn run_lab(
         if audit { " (all in audit mode)" } else { "" },
         path.display()
     );
-    let mut lab = Lab::up(state, probes)?;
+    let mut lab = Lab::up_with(state, probes, topology)?;
     let specs = lab.probe_specs(probes);
     lab.targets(&specs, route)?;
     eprintln!(

@@ -34,7 +34,7 @@ use self::{
     probe::{Connect, Family, ProbeRoute, ProbeSpec},
     report::ProbeResult,
     services::ServiceRoute,
-    topology::Topology,
+    topology::{Topology, TopologyKind},
 };
 pub use self::{error::LabError, network::LabNetwork};
 use crate::{
@@ -84,7 +84,17 @@ impl Lab {
     /// port and on `extra_ports`, the datapath loaded and attached, policies applied,
     /// Services turned into DNAT rules.
     pub fn up(state: ClusterState, extra_ports: &[(u16, Protocol)]) -> Result<Self, LabError> {
-        let network = LabNetwork::up(&state, extra_ports, &[])?;
+        Self::up_with(state, extra_ports, TopologyKind::Routed)
+    }
+
+    /// `up`, with the pods wired the way `kind` says (routed, or ports of a
+    /// bridge).
+    pub fn up_with(
+        state: ClusterState,
+        extra_ports: &[(u16, Protocol)],
+        kind: TopologyKind,
+    ) -> Result<Self, LabError> {
+        let network = LabNetwork::up_with(&state, extra_ports, &[], kind)?;
         let pod_addresses = network
             .topology
             .pods
