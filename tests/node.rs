@@ -15,7 +15,7 @@ use policy_agent::{
         addresses::{PodAddresses, NODE_V4, NODE_V6},
         netns::{self, in_netns},
         network::RunGuard,
-        topology::{self, Topology},
+        topology::{self, Topology, TopologyKind},
     },
     model::ObjectRef,
     node::{self, LinkEvent, LinkWatch},
@@ -48,7 +48,7 @@ impl Lab {
         ]);
         // The guard exists before anything is created, so a failed create cleans up.
         let guard = RunGuard::new(&run);
-        let topology = topology::create(&run, &pods, |_| true)
+        let topology = topology::create(&run, &pods, |_| true, TopologyKind::Routed)
             .unwrap_or_else(|e| panic!("creating the lab: {e}"));
         Lab {
             topology,
