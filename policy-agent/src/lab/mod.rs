@@ -160,7 +160,8 @@ impl Lab {
 
     /// Compiles and writes the policy tables, then replaces the Service rules.
     fn program(&mut self) -> Result<(), LabError> {
-        self.tables = compile(&self.state, &addresses::node_addresses(), |pod| {
+        let node_addresses = self.network.topology.node_addresses();
+        self.tables = compile(&self.state, &node_addresses, |pod| {
             self.network.topology.pods.contains_key(&pod.key)
         });
         for diagnostic in &self.tables.diagnostics {

@@ -88,6 +88,16 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// Every address of the node namespace (ingress from them passes): the
+    /// node's own, and on a bridge the gateways it holds there.
+    pub fn node_addresses(&self) -> Vec<IpAddr> {
+        let mut out = vec![IpAddr::V4(NODE_V4), IpAddr::V6(NODE_V6)];
+        if self.kind == TopologyKind::Bridge {
+            out.extend([IpAddr::V4(BRIDGE_V4), IpAddr::V6(BRIDGE_V6)]);
+        }
+        out
+    }
+
     /// Every namespace of this run, node last.
     pub fn namespaces(&self) -> Vec<String> {
         let mut names: Vec<String> = self.pods.values().map(|p| p.netns.clone()).collect();
