@@ -9,6 +9,8 @@ mod support;
 
 #[path = "agent/harness.rs"]
 mod harness;
+#[path = "agent/identity.rs"]
+mod identity;
 #[path = "agent/restarts.rs"]
 mod restarts;
 

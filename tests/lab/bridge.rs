@@ -141,6 +141,9 @@ fn on_a_bridge_services_decide_egress_at_the_backend_and_the_node_reaches_pods()
         let reached = lab
             .probe_from_node(&backend, 80, Protocol::Tcp, family, Duration::from_secs(1))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(reached, "the node reaches the isolated backend over {family:?}");
+        assert!(
+            reached,
+            "the node reaches the isolated backend over {family:?}"
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! Shared helpers of the integration tests: privilege checks that fail loudly, and
-//! the stand-in API server (`apiserver`).
+//! Shared helpers of the integration tests: privilege checks that fail loudly, the
+//! stand-in API server (`apiserver`), the agent as a child process (`agent`) and
+//! frames a pod forges on a raw socket (`forge`).
 #![allow(
     dead_code,
     reason = "each test binary uses a different part of the support code"
@@ -7,6 +8,7 @@
 
 pub mod agent;
 pub mod apiserver;
+pub mod forge;
 
 /// Fails the test with a clear message when it cannot touch the kernel: the lab
 /// needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) and a built eBPF object.

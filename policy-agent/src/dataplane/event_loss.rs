@@ -100,24 +100,37 @@ impl PinnedStats {
         Ok(Self { array })
     }
 
+    /// One counter, summed over CPUs.
+    fn read(&self, index: u32) -> Result<u64, DataplaneError> {
+        let values = self
+            .array
+            .get(&index, 0)
+            .map_err(|source| DataplaneError::MapOp {
+                map: STATS_MAP,
+                operation: "read",
+                source: Box::new(source),
+            })?;
+        Ok(values.iter().sum())
+    }
+
     /// The lost-event counters now.
     pub fn events_lost(&self) -> Result<EventsLost, DataplaneError> {
-        let read = |index: u32| -> Result<u64, DataplaneError> {
-            let values = self
-                .array
-                .get(&index, 0)
-                .map_err(|source| DataplaneError::MapOp {
-                    map: STATS_MAP,
-                    operation: "read",
-                    source: Box::new(source),
-                })?;
-            Ok(values.iter().sum())
-        };
         Ok(EventsLost {
-            rate_limited: read(STAT_EVENTS_RATE_LIMITED)?,
-            endpoint_limited: read(STAT_EVENTS_ENDPOINT_LIMITED)?,
-            ring_full: read(STAT_EVENTS_RING_FULL)?,
+            rate_limited: self.read(STAT_EVENTS_RATE_LIMITED)?,
+            endpoint_limited: self.read(STAT_EVENTS_ENDPOINT_LIMITED)?,
+            ring_full: self.read(STAT_EVENTS_RING_FULL)?,
         })
+    }
+
+    /// Every named counter now (`Datapath::stats` of the process that owns it).
+    pub fn stats(&self) -> Result<Stats, DataplaneError> {
+        let mut counters = Vec::new();
+        for (index, name) in (0u32..).zip(STAT_NAMES) {
+            if !name.is_empty() {
+                counters.push((name, self.read(index)?));
+            }
+        }
+        Ok(Stats { counters })
     }
 }
 
