@@ -3,10 +3,14 @@
 //! routes, the pinned datapath enforcing. Objects change and verdicts follow;
 //! interrupted watches converge; the agent is killed and restarted under traffic;
 //! new pods are isolated before they are known; the agent runs with only its
-//! documented capabilities.
+//! documented capabilities; identity on a bridge holds against forged neighbour
+//! entries (`agent/identity.rs`); and the agent coexists with other programs, a
+//! runtime's bridge and `uninstall` (`agent/coexistence.rs`).
 
 mod support;
 
+#[path = "agent/coexistence.rs"]
+mod coexistence;
 #[path = "agent/harness.rs"]
 mod harness;
 #[path = "agent/identity.rs"]
