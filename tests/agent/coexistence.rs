@@ -35,7 +35,7 @@ fn db_from_web_tcp() -> serde_json::Value {
 
 /// Another agent's classifier (podwall's empty `bench_floor`, which lets every
 /// packet go on to the next program), loaded on its own.
-fn other_agent() -> Ebpf {
+pub(super) fn other_agent() -> Ebpf {
     let path = object::find().unwrap_or_else(|e| panic!("{e}"));
     let mut ebpf =
         Ebpf::load_file(&path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
@@ -50,7 +50,7 @@ fn other_agent() -> Ebpf {
 
 /// Attaches `ebpf`'s program at TC ingress of `interface` in namespace `netns`,
 /// first or last in the chain.
-fn attach_other(ebpf: &mut Ebpf, netns: &str, interface: &str, order: LinkOrder) {
+pub(super) fn attach_other(ebpf: &mut Ebpf, netns: &str, interface: &str, order: LinkOrder) {
     let program: &mut SchedClassifier = ebpf
         .program_mut("bench_floor")
         .unwrap_or_else(|| panic!("no bench_floor"))

@@ -6,16 +6,29 @@
 //! `TCX_PASS` (`TC_ACT_OK`) there ends the chain before podwall decides. Podwall
 //! does not fight for the slot (two agents re-attaching would take turns
 //! forever); it finds what runs ahead (`programs_ahead`, a `BPF_PROG_QUERY` of
-//! each hook) and the agent reports it.
+//! each hook) and the agent reports it. The query needs `CAP_NET_ADMIN`; naming
+//! another program needs `CAP_SYS_ADMIN`, which the agent lacks, so it is named
+//! by id (and by name when the caller may open it, as in tests).
 
 use std::{collections::BTreeMap, fmt};
 
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::programs::ProgramInfo;
 
 use super::{
     datapath::{classifier, POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM},
+    sys::{self, BPF_TCX_EGRESS, BPF_TCX_INGRESS},
     Datapath, DataplaneError, InterfaceIndex,
 };
+
+/// The name program `id` was loaded with, if this process may open it
+/// (`CAP_SYS_ADMIN`); else empty.
+fn program_name(id: u32) -> String {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|info: &ProgramInfo| info.id() == id)
+        .and_then(|info| info.name_as_str().map(str::to_string))
+        .unwrap_or_default()
+}
 
 /// A program that runs before one of podwall's on a pod interface.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,7 +42,8 @@ pub struct ProgramAhead {
     pub podwall: &'static str,
     /// The other program's id.
     pub id: u32,
-    /// Its name as loaded (at most 15 bytes; empty if it has none).
+    /// Its name as loaded (at most 15 bytes); empty if it has none or this
+    /// process may not read it.
     pub name: String,
 }
 
@@ -41,13 +55,13 @@ impl fmt::Display for ProgramAhead {
             "tc egress"
         };
         let name = if self.name.is_empty() {
-            "(unnamed)"
+            String::new()
         } else {
-            &self.name
+            format!("{} ", self.name)
         };
         write!(
             f,
-            "{} (ifindex {}) {hook}: program {name} (id {}) runs before podwall's {}",
+            "{} (ifindex {}) {hook}: program {name}(id {}) runs before podwall's {}",
             self.interface, self.ifindex, self.id, self.podwall
         )
     }
@@ -64,8 +78,8 @@ impl Datapath {
     ) -> Result<Vec<ProgramAhead>, DataplaneError> {
         let mut ours = Vec::new();
         for (program, hook) in [
-            (POD_INGRESS_PROGRAM, TcAttachType::Egress),
-            (POD_EGRESS_PROGRAM, TcAttachType::Ingress),
+            (POD_INGRESS_PROGRAM, BPF_TCX_EGRESS),
+            (POD_EGRESS_PROGRAM, BPF_TCX_INGRESS),
         ] {
             let info = classifier(&mut self.ebpf, program)?.info().map_err(|e| {
                 DataplaneError::Program {
@@ -81,21 +95,21 @@ impl Datapath {
                 continue;
             };
             for (podwall, hook, id) in &ours {
-                let Ok((_, programs)) = SchedClassifier::query_tcx(interface, *hook) else {
+                let Ok(ids) = sys::tcx_program_ids(*ifindex, *hook) else {
                     tracing::debug!(interface, "TCX query failed (interface gone?)");
                     continue;
                 };
                 // Not in the chain at all (detached behind our back): nothing
                 // is ahead of what does not run; `attached` is fixed elsewhere.
-                let Some(position) = programs.iter().position(|p| p.id() == *id) else {
+                let Some(position) = ids.iter().position(|other| other == id) else {
                     continue;
                 };
-                out.extend(programs[..position].iter().map(|program| ProgramAhead {
+                out.extend(ids[..position].iter().map(|other| ProgramAhead {
                     ifindex: *ifindex,
                     interface: interface.clone(),
                     podwall,
-                    id: program.id(),
-                    name: program.name_as_str().unwrap_or_default().to_string(),
+                    id: *other,
+                    name: program_name(*other),
                 }));
             }
         }
