@@ -118,7 +118,7 @@ pub(crate) fn event_tokens() -> Option<*mut TokenBucket> {
 /// This CPU's event token bucket of interface `ifindex`, made (full) on first use.
 #[inline(always)]
 pub(crate) fn endpoint_event_tokens(ifindex: u32) -> Option<*mut TokenBucket> {
-    if let Some(bucket) = ENDPOINT_EVENT_TOKENS.get_ptr_mut(&ifindex) {
+    if let Some(bucket) = ENDPOINT_EVENT_TOKENS.get_ptr_mut(ifindex) {
         return Some(bucket);
     }
     // `last_ns == 0`: the first take fills it (`events::take_token`). Another CPU
@@ -127,8 +127,8 @@ pub(crate) fn endpoint_event_tokens(ifindex: u32) -> Option<*mut TokenBucket> {
         nano_tokens: 0,
         last_ns: 0,
     };
-    let _ = ENDPOINT_EVENT_TOKENS.insert(&ifindex, &fresh, u64::from(BPF_NOEXIST));
-    ENDPOINT_EVENT_TOKENS.get_ptr_mut(&ifindex)
+    let _ = ENDPOINT_EVENT_TOKENS.insert(ifindex, fresh, u64::from(BPF_NOEXIST));
+    ENDPOINT_EVENT_TOKENS.get_ptr_mut(ifindex)
 }
 
 /// The bank this packet is decided with: `ACTIVE[0]` read once, at the start of

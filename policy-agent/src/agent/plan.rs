@@ -36,15 +36,15 @@
 //! 9. *pending* interfaces: the candidates and contested interfaces that map no
 //!    pod;
 //! 10. attach: mapped and pending interfaces not attached yet; detach: attached
-//!    interfaces neither mapped nor pending (the pod is gone, its veth was
-//!    recreated under a new index, or it turned out to be no pod's);
+//!     interfaces neither mapped nor pending (the pod is gone, its veth was
+//!     recreated under a new index, or it turned out to be no pod's);
 //! 11. a pending interface's entry: isolated for direction d iff some policy
-//!    applies for d to some pod scheduled here that is not mapped yet (no address
-//!    yet, no route yet, contested) and has not finished (Succeeded or Failed: it
-//!    will never own an interface again); audit-only for d iff every such pod isolated
-//!    for d is isolated only by audit-mode policies (`isolation::isolating`). Its
-//!    endpoint id has no `POLICY` entries, so what isolates it drops everything in
-//!    that direction except what never meets policy (node ingress, ND/MLD).
+//!     applies for d to some pod scheduled here that is not mapped yet (no address
+//!     yet, no route yet, contested) and has not finished (Succeeded or Failed: it
+//!     will never own an interface again); audit-only for d iff every such pod isolated
+//!     for d is isolated only by audit-mode policies (`isolation::isolating`). Its
+//!     endpoint id has no `POLICY` entries, so what isolates it drops everything in
+//!     that direction except what never meets policy (node ingress, ND/MLD).
 
 mod identity;
 
