@@ -6,6 +6,7 @@
 //! - `health`: liveness and readiness, with the reasons for not being ready;
 //! - `notices`: identity conflicts and programs ahead of podwall's, reported
 //!   while they last;
+//! - `observe`: route lookups and links as `plan` takes them;
 //! - `http`: `/metrics`, `/healthz`, `/readyz`;
 //! - `lock`: the instance lock one running agent holds (and `uninstall` respects);
 //! - `startup`: kernel features podwall cannot run without;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod lock;
 pub mod metrics;
 pub mod notices;
+mod observe;
 pub mod plan;
 pub mod run;
 pub mod startup;

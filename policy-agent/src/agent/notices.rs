@@ -4,9 +4,13 @@
 //! once while it lasts, counted in a gauge and listed in `/readyz` details; none
 //! makes the node unready.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{health::Health, metrics::Metrics};
+use crate::{
+    dataplane::{Datapath, EventsLost},
+    node::Link,
+};
 
 /// What was reported last, so a notice is logged once while it lasts.
 #[derive(Debug, Default)]
@@ -30,6 +34,33 @@ impl Notices {
         metrics.set_identity_conflicts(current.len());
         health.set_identity_conflicts(current.iter().cloned().collect());
         self.conflicts = current;
+    }
+
+    /// Reads what the datapath reports on its own (programs ahead of podwall's on
+    /// the attached interfaces of `links`, lost events) into the metrics and
+    /// `/readyz`; a failed read is logged and counted.
+    pub fn refresh(
+        &mut self,
+        datapath: &mut Datapath,
+        links: &BTreeMap<u32, Link>,
+        metrics: &Metrics,
+        health: &Health,
+    ) {
+        match datapath.stats() {
+            Ok(stats) => metrics.set_events_lost(EventsLost::of(&stats)),
+            Err(error) => metrics.error(error.kind()),
+        }
+        let names = links
+            .iter()
+            .map(|(index, link)| (*index, link.name.clone()))
+            .collect();
+        match datapath.programs_ahead(&names) {
+            Ok(ahead) => self.ahead(ahead.iter().map(ToString::to_string), metrics, health),
+            Err(error) => {
+                tracing::warn!(%error, "reading the TCX chains of pod interfaces");
+                metrics.error(error.kind());
+            }
+        }
     }
 
     /// Reports the programs found running ahead of podwall's (`Datapath::programs_ahead`).

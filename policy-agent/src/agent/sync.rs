@@ -13,7 +13,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -25,12 +24,13 @@ use super::{
     health::Health,
     metrics::Metrics,
     notices::Notices,
-    plan::{self, PlanInput, PlanLink},
+    observe,
+    plan::{self, PlanInput},
 };
 use crate::{
-    dataplane::{Datapath, DataplaneError, EventsLost, InterfaceIndex},
+    dataplane::{Datapath, DataplaneError, InterfaceIndex},
     model::{ClusterState, ObjectRef},
-    node::{Link, LinkEvent, LinkKind, LinkWatch, NodeError, RouteResolver},
+    node::{Link, LinkEvent, LinkWatch, NodeError},
     policy::{
         compiler::compile,
         tables::{DatapathTables, EndpointEntry},
@@ -154,7 +154,7 @@ impl Syncer {
             LinkEvent::Added(link) => {
                 let index = link.index;
                 self.links.insert(index, link);
-                let links = self.plan_links();
+                let links = observe::plan_links(&self.links);
                 let candidate = links.get(&index).is_some_and(|link| {
                     plan::is_candidate(
                         link,
@@ -267,7 +267,7 @@ impl Syncer {
             &snapshot.state
         };
         let node_addresses = crate::node::node_addresses()?;
-        let resolved = Resolved::of(plan::local_addresses(state, &self.config.node_name))?;
+        let resolved = observe::Resolved::of(plan::local_addresses(state, &self.config.node_name))?;
         let attached: BTreeSet<InterfaceIndex> = self.datapath.attached_interfaces().collect();
         let no_previous = BTreeMap::new();
         let plan = plan::plan(&PlanInput {
@@ -281,7 +281,7 @@ impl Syncer {
                 .as_ref()
                 .map_or(&no_previous, |w| &w.interfaces),
             attached: &attached,
-            links: &self.plan_links(),
+            links: &observe::plan_links(&self.links),
             prefixes: &self.config.interface_prefixes,
             pod_bridge_names: &self.config.pod_bridges,
             pending_endpoint_id: PENDING_ENDPOINT_ID,
@@ -381,24 +381,8 @@ impl Syncer {
             .map(|u| (u.map, u.entries, u.capacity))
             .collect();
         self.metrics.set_map_usage(&samples);
-        self.metrics
-            .set_events_lost(EventsLost::of(&self.datapath.stats().unwrap_or_default()));
-        let names = self
-            .links
-            .iter()
-            .map(|(index, link)| (*index, link.name.clone()))
-            .collect();
-        match self.datapath.programs_ahead(&names) {
-            Ok(ahead) => self.notices.ahead(
-                ahead.iter().map(ToString::to_string),
-                &self.metrics,
-                &self.health,
-            ),
-            Err(error) => {
-                tracing::warn!(%error, "reading the TCX chains of pod interfaces");
-                self.metrics.error(error.kind());
-            }
-        }
+        self.notices
+            .refresh(&mut self.datapath, &self.links, &self.metrics, &self.health);
         let Some(written) = &self.written else {
             return;
         };
@@ -409,21 +393,6 @@ impl Syncer {
                 self.metrics.error(error.kind());
             }
         }
-    }
-
-    /// The links as the plan sees them.
-    fn plan_links(&self) -> BTreeMap<u32, PlanLink> {
-        self.links
-            .iter()
-            .map(|(index, link)| {
-                let view = PlanLink {
-                    name: link.name.clone(),
-                    master: link.master,
-                    bridge: link.kind == LinkKind::Bridge,
-                };
-                (*index, view)
-            })
-            .collect()
     }
 
     /// `podwall_ready` follows `/readyz`.
@@ -439,37 +408,6 @@ impl Syncer {
             self.metrics.error("conversion");
         }
         self.reported = current;
-    }
-}
-
-/// Where the local pods' addresses lead (`node::PodRoute`), as the plan takes it.
-struct Resolved {
-    routes: BTreeMap<IpAddr, BTreeSet<u32>>,
-    neighbours: BTreeMap<IpAddr, u32>,
-    bridges: BTreeSet<u32>,
-}
-
-impl Resolved {
-    /// Resolves `addresses` over one resolver (it caches links, bridge ports,
-    /// neighbours and the FDB for the pass).
-    fn of(addresses: BTreeSet<IpAddr>) -> Result<Self, NodeError> {
-        let mut resolver = RouteResolver::open()?;
-        let mut out = Self {
-            routes: BTreeMap::new(),
-            neighbours: BTreeMap::new(),
-            bridges: BTreeSet::new(),
-        };
-        for ip in addresses {
-            let route = resolver.resolve_pod(ip)?;
-            if !route.interfaces.is_empty() {
-                out.routes.insert(ip, route.interfaces);
-            }
-            if let Some(port) = route.neighbour_port {
-                out.neighbours.insert(ip, port);
-            }
-            out.bridges.extend(route.bridge);
-        }
-        Ok(out)
     }
 }
 
