@@ -177,14 +177,20 @@ pub fn is_candidate(
     }
 }
 
+/// Rule 8: the bridges among `links` named in `names` (`--pod-bridge`).
+pub fn named_pod_bridges(links: &BTreeMap<u32, PlanLink>, names: &[String]) -> BTreeSet<u32> {
+    links
+        .iter()
+        .filter(|(_, link)| link.bridge && names.contains(&link.name))
+        .map(|(index, _)| *index)
+        .collect()
+}
+
 /// Rule 8: the pod bridges.
 fn pod_bridges(input: &PlanInput<'_>) -> BTreeSet<u32> {
-    let named = input
-        .links
-        .iter()
-        .filter(|(_, link)| link.bridge && input.pod_bridge_names.contains(&link.name))
-        .map(|(index, _)| *index);
-    input.route_bridges.iter().copied().chain(named).collect()
+    let mut out = named_pod_bridges(input.links, input.pod_bridge_names);
+    out.extend(input.route_bridges);
+    out
 }
 
 /// Computes the plan (see the module's rules).

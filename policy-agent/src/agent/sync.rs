@@ -155,13 +155,12 @@ impl Syncer {
                 let index = link.index;
                 self.links.insert(index, link);
                 let links = observe::plan_links(&self.links);
+                // The last plan's, and a named one made since (a fresh node's
+                // first pod brings its bridge along).
+                let mut pod_bridges = plan::named_pod_bridges(&links, &self.config.pod_bridges);
+                pod_bridges.extend(&self.pod_bridges);
                 let candidate = links.get(&index).is_some_and(|link| {
-                    plan::is_candidate(
-                        link,
-                        &links,
-                        &self.config.interface_prefixes,
-                        &self.pod_bridges,
-                    )
+                    plan::is_candidate(link, &links, &self.config.interface_prefixes, &pod_bridges)
                 });
                 if candidate {
                     self.attach_new(index);

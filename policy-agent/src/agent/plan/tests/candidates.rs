@@ -4,14 +4,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{here, set, Case};
 use crate::{
-    agent::plan::{is_candidate, PlanLink},
+    agent::plan::{is_candidate, named_pod_bridges, PlanLink},
     model::builders::cluster,
 };
 
 #[test]
 fn veths_on_a_bridge_that_is_no_pod_bridge_are_never_attached_on_sight() {
     let state = cluster().pod(here("waiting").build()).build();
-    let plan = Case::new(state)
+    let case = Case::new(state)
         // A container runtime's own bridge and its container's veth.
         .bridge(20, "podman0", false)
         .link(21, "veth-podman", Some(20))
@@ -24,9 +24,14 @@ fn veths_on_a_bridge_that_is_no_pod_bridge_are_never_attached_on_sight() {
         // A routed CNI's veth (no master).
         .candidate(50, "veth-routed")
         // The runtime's veth was attached before it was enslaved.
-        .attached([21])
-        .plan();
+        .attached([21]);
+    let plan = case.plan();
     assert_eq!(plan.pod_bridges, set([30, 40]));
+    // What the loop uses between plans: a named bridge made since the last one.
+    assert_eq!(
+        named_pod_bridges(&case.links, &["cni0".to_string(), "pw1".to_string()]),
+        set([30])
+    );
     assert_eq!(
         plan.pending.keys().copied().collect::<BTreeSet<_>>(),
         set([31, 41, 50])
