@@ -7,7 +7,7 @@
 //!
 //! Stack budget (512 bytes for a classifier and the subprogram it calls): the
 //! packet's `Facts` live in the per-CPU `FACTS` map; `pod_ingress` uses 336 bytes,
-//! `pod_egress` 288, `ct::related` 144 on top (`llvm-objdump -d`, deepest
+//! `pod_egress` 296, `ct::related` 144 on top (`llvm-objdump -d`, deepest
 //! `r10 - N`).
 
 use aya_ebpf::{
