@@ -16,12 +16,15 @@ use super::{
     harness::{eventually, namespace_json, policy_json, Node, NAMESPACE, UDP_PORT},
     support::{
         self,
+        agent::AgentProcess,
         forge::{self, Mac, RawLink, BROADCAST},
     },
 };
 
 /// Where the client listens for what the attacker sends as the victim.
 const SPOOF_PORT: u16 = 7100;
+/// The pods' IPv4 gateway, on the bridge.
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
 /// Marks the datagrams sent to the victim while the attacker listens.
 const MARKER: &[u8] = b"for the victim only";
 
@@ -72,63 +75,141 @@ fn send_from(netns: &str, targets: &[SocketAddr], payload: &[u8]) {
     std::thread::sleep(Duration::from_millis(200));
 }
 
-/// Every frame the attacker forges: for each family, its neighbour's address
-/// claimed at its own MAC and its own address at its neighbour's MAC (so that
-/// a node following neighbour entries would swap the two pods' ports).
-fn forged_frames(
-    node: &Node,
-    attacker: (Mac, Ipv6Addr),
-    victim_mac: Mac,
-    gateway: (Mac, Ipv4Addr),
-) -> Vec<Vec<u8>> {
-    let v4 = |pod| match node.pod_ip(pod, Family::Ipv4) {
-        IpAddr::V4(ip) => ip,
-        IpAddr::V6(_) => panic!("not IPv4"),
-    };
-    let v6 = |pod| match node.pod_ip(pod, Family::Ipv6) {
-        IpAddr::V6(ip) => ip,
-        IpAddr::V4(_) => panic!("not IPv6"),
-    };
+/// The frames that forge neighbour entries: for each family, the victim's address
+/// claimed at the attacker's MAC and the attacker's address at the victim's MAC
+/// (so that a node following neighbour entries would swap the two pods' ports).
+fn neighbour_frames(node: &Node, attacker: (Mac, Ipv6Addr), victim_mac: Mac) -> Vec<Vec<u8>> {
     let (mac, link_local) = attacker;
-    let (gateway_mac, gateway_ip) = (gateway.0, gateway.1);
+    let gateway_mac = in_netns(node.net.node_netns(), || forge::mac_of("pwbr0"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (victim, own) = (v4(node, "victim"), v4(node, "attacker"));
     vec![
         // Gratuitous ARP: the victim's address is at the attacker's MAC.
-        forge::arp(
-            (mac, BROADCAST),
-            false,
-            (mac, v4("victim")),
-            ([0; 6], v4("victim")),
-        ),
+        forge::arp((mac, BROADCAST), false, (mac, victim), ([0; 6], victim)),
         // A forged ARP reply to the node, and a request to the gateway that makes
         // the node learn the sender.
         forge::arp(
             (mac, gateway_mac),
             true,
-            (mac, v4("victim")),
-            (gateway_mac, gateway_ip),
+            (mac, victim),
+            (gateway_mac, GATEWAY),
         ),
-        forge::arp(
-            (mac, gateway_mac),
-            false,
-            (mac, v4("victim")),
-            ([0; 6], gateway_ip),
-        ),
+        forge::arp((mac, gateway_mac), false, (mac, victim), ([0; 6], GATEWAY)),
         // The swap's other half: the attacker's own address at the victim's MAC.
-        forge::arp(
-            (mac, BROADCAST),
-            false,
-            (victim_mac, v4("attacker")),
-            ([0; 6], v4("attacker")),
-        ),
+        forge::arp((mac, BROADCAST), false, (victim_mac, own), ([0; 6], own)),
         // Unsolicited neighbour advertisements (override) for both addresses.
-        forge::neighbour_advert(mac, link_local, v6("victim"), mac),
-        forge::neighbour_advert(mac, link_local, v6("attacker"), victim_mac),
+        forge::neighbour_advert(mac, link_local, v6(node, "victim"), mac),
+        forge::neighbour_advert(mac, link_local, v6(node, "attacker"), victim_mac),
     ]
 }
 
-#[test]
-fn a_pod_forging_arp_and_neighbour_adverts_for_its_neighbour_keeps_its_own_identity() {
-    support::require_root_and_bpf();
+/// A datagram from the attacker's own address but the victim's MAC: the bridge
+/// learns the victim's MAC on the attacker's port (no ARP needed for that).
+fn mac_frame(node: &Node, victim_mac: Mac) -> Vec<u8> {
+    forge::udp(
+        (victim_mac, BROADCAST),
+        (IpAddr::V4(v4(node, "attacker")), 7001),
+        (IpAddr::V4(Ipv4Addr::BROADCAST), 7001),
+        b"from the victim's MAC",
+    )
+}
+
+fn v4(node: &Node, pod: &str) -> Ipv4Addr {
+    match node.pod_ip(pod, Family::Ipv4) {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(_) => panic!("not IPv4"),
+    }
+}
+
+fn v6(node: &Node, pod: &str) -> Ipv6Addr {
+    match node.pod_ip(pod, Family::Ipv6) {
+        IpAddr::V6(ip) => ip,
+        IpAddr::V4(_) => panic!("not IPv6"),
+    }
+}
+
+/// The attacker pod's raw socket on its `eth0`, and the pods and agent around it.
+struct Attacker<'a> {
+    node: &'a Node,
+    agent: &'a AgentProcess,
+    link: RawLink,
+    mac: Mac,
+}
+
+impl Attacker<'_> {
+    /// Sends `frames` three times (a neighbour entry changes at most once a
+    /// second), then makes the agent resolve every pod address again (any change
+    /// does: a policy named `name` that selects nothing) and waits for that pass.
+    fn forge(&self, frames: &[Vec<u8>], name: &str) {
+        let passes = self.agent.passes();
+        for _ in 0..3 {
+            for frame in frames {
+                self.link
+                    .send(frame)
+                    .unwrap_or_else(|e| panic!("forging: {e}"));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        self.node.api.create_value(policy_json(
+            NAMESPACE,
+            name,
+            json!({"matchLabels": {"app": "nothing"}}),
+            json!({"policyTypes": ["Ingress"]}),
+        ));
+        eventually("a pass after the attack", Duration::from_secs(20), || {
+            self.agent.passes() > passes
+        });
+    }
+
+    /// Sends a datagram from the victim's address to the client in each family;
+    /// whether the client received any.
+    fn reaches_the_client_as_the_victim(&self) -> bool {
+        let client_ns = self.node.pod_netns("client");
+        // One dual-stack socket takes both families.
+        let listener = in_netns(&client_ns, || {
+            let socket = UdpSocket::bind(("::", SPOOF_PORT)).unwrap_or_else(|e| panic!("{e}"));
+            socket
+                .set_nonblocking(true)
+                .unwrap_or_else(|e| panic!("{e}"));
+            socket
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (client_mac, _) = eth0_of(self.node, "client");
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let frame = forge::udp(
+                (self.mac, client_mac),
+                (self.node.pod_ip("victim", family), 7000),
+                (self.node.pod_ip("client", family), SPOOF_PORT),
+                b"as the victim",
+            );
+            self.link.send(&frame).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        listener.recv_from(&mut [0u8; 64]).is_ok()
+    }
+
+    /// The client and the node send to the victim in both families; the
+    /// datagrams of it that reached the attacker's interface.
+    fn receives_the_victims_traffic(&self) -> Vec<IpAddr> {
+        drop(self.link.received(Duration::ZERO));
+        let to_victim = [Family::Ipv4, Family::Ipv6]
+            .map(|family| SocketAddr::new(self.node.pod_ip("victim", family), UDP_PORT));
+        send_from(&self.node.pod_netns("client"), &to_victim, MARKER);
+        send_from(self.node.net.node_netns(), &to_victim, MARKER);
+        self.link
+            .received(Duration::from_millis(300))
+            .iter()
+            .filter_map(|frame| forge::udp_destination(frame))
+            .filter(|(_, payload)| payload == MARKER)
+            .map(|(destination, _)| destination)
+            .collect()
+    }
+}
+
+/// Three pods on a bridge, `victim` admitting `client` only, and the agent, ready;
+/// the node and the client have neighbour entries for every pod, as traffic makes
+/// them (an agent that took identity from them would need them to start).
+fn bridged_pods() -> (Node, AgentProcess) {
     let node = Node::up_with(
         &[
             ("victim", "web"),
@@ -144,96 +225,55 @@ fn a_pod_forging_arp_and_neighbour_adverts_for_its_neighbour_keeps_its_own_ident
     }
     node.api.create_value(web_from_client());
     let mut agent = node.start_agent("identity");
-    let address = |pod, family, port| SocketAddr::new(node.pod_ip(pod, family), port);
-    let families = [Family::Ipv4, Family::Ipv6];
     let to_pods: Vec<SocketAddr> = ["victim", "attacker", "client"]
         .into_iter()
-        .flat_map(|pod| families.map(|family| address(pod, family, UDP_PORT)))
+        .flat_map(|pod| {
+            [Family::Ipv4, Family::Ipv6]
+                .map(|family| SocketAddr::new(node.pod_ip(pod, family), UDP_PORT))
+        })
         .collect();
-    // The node and the client have neighbour entries for both pods, as traffic
-    // makes them (an agent that took identity from them would need them to start).
     send_from(node.net.node_netns(), &to_pods, b"warm up");
     send_from(&node.pod_netns("client"), &to_pods, b"warm up");
     agent.wait_ready(Duration::from_secs(60));
-    node.expect(
-        "before the attack",
-        &[("client", "victim", true), ("attacker", "victim", false)],
-    );
+    (node, agent)
+}
 
-    let attacker = eth0_of(&node, "attacker");
+#[test]
+fn a_pod_forging_arp_and_neighbour_adverts_for_its_neighbour_keeps_its_own_identity() {
+    support::require_root_and_bpf();
+    let (node, agent) = bridged_pods();
+    let expected = [("client", "victim", true), ("attacker", "victim", false)];
+    node.expect("before the attack", &expected);
+    let (mac, link_local) = eth0_of(&node, "attacker");
     let (victim_mac, _) = eth0_of(&node, "victim");
-    let gateway = in_netns(node.net.node_netns(), || forge::mac_of("pwbr0"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let frames = forged_frames(
-        &node,
-        attacker,
-        victim_mac,
-        (gateway, Ipv4Addr::new(10, 244, 0, 1)),
-    );
-    let attacker_ns = node.pod_netns("attacker");
-    let link = in_netns(&attacker_ns, || RawLink::open("eth0"))
+    let link = in_netns(&node.pod_netns("attacker"), || RawLink::open("eth0"))
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("raw socket in the attacker: {e}"));
-    let passes = agent.passes();
-    for _ in 0..3 {
-        for frame in &frames {
-            link.send(frame).unwrap_or_else(|e| panic!("forging: {e}"));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    // Any change makes the agent resolve every pod address again.
-    node.api.create_value(policy_json(
-        NAMESPACE,
-        "selects-nothing",
-        json!({"matchLabels": {"app": "nothing"}}),
-        json!({"policyTypes": ["Ingress"]}),
-    ));
-    eventually("a pass after the attack", Duration::from_secs(20), || {
-        agent.passes() > passes
-    });
+    let attacker = Attacker {
+        node: &node,
+        agent: &agent,
+        link,
+        mac,
+    };
     let before = node.stats("identity");
 
-    // The attacker cannot send as the victim, in either family.
-    let client_ns = node.pod_netns("client");
-    // One dual-stack socket takes both families.
-    let listener = in_netns(&client_ns, || {
-        let socket = UdpSocket::bind(("::", SPOOF_PORT)).unwrap_or_else(|e| panic!("{e}"));
-        socket
-            .set_nonblocking(true)
-            .unwrap_or_else(|e| panic!("{e}"));
-        socket
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let (client_mac, _) = eth0_of(&node, "client");
-    for family in families {
-        let frame = forge::udp(
-            (attacker.0, client_mac),
-            (node.pod_ip("victim", family), 7000),
-            (node.pod_ip("client", family), SPOOF_PORT),
-            b"as the victim",
-        );
-        link.send(&frame).unwrap_or_else(|e| panic!("{e}"));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let mut buffer = [0u8; 64];
+    // Forged ARP replies, gratuitous ARP and neighbour advertisements.
+    attacker.forge(
+        &neighbour_frames(&node, (mac, link_local), victim_mac),
+        "after-neighbours",
+    );
     assert!(
-        listener.recv_from(&mut buffer).is_err(),
+        !attacker.reaches_the_client_as_the_victim(),
         "the client received a datagram the attacker sent as the victim"
     );
-
-    // Traffic for the victim, which the forged entries steer to the attacker's
-    // port, is never delivered there.
-    let drained = link.received(Duration::ZERO);
-    drop(drained);
-    let to_victim = families.map(|family| address("victim", family, UDP_PORT));
-    send_from(&client_ns, &to_victim, MARKER);
-    send_from(node.net.node_netns(), &to_victim, MARKER);
-    let seen: Vec<(IpAddr, Vec<u8>)> = link
-        .received(Duration::from_millis(300))
-        .iter()
-        .filter_map(|frame| forge::udp_destination(frame))
-        .filter(|(_, payload)| payload == MARKER)
-        .collect();
+    let seen = attacker.receives_the_victims_traffic();
+    assert!(
+        seen.is_empty(),
+        "the attacker received the victim's traffic: {seen:?}"
+    );
+    // The victim's MAC forged: the bridge moves it to the attacker's port.
+    attacker.forge(&[mac_frame(&node, victim_mac)], "after-mac");
+    let seen = attacker.receives_the_victims_traffic();
     assert!(
         seen.is_empty(),
         "the attacker received the victim's traffic: {seen:?}"
@@ -253,12 +293,9 @@ fn a_pod_forging_arp_and_neighbour_adverts_for_its_neighbour_keeps_its_own_ident
     );
 
     // Once the forged entries are gone, the victim is itself again.
-    for ns in [node.net.node_netns().to_string(), client_ns] {
+    for ns in [node.net.node_netns().to_string(), node.pod_netns("client")] {
         netns::ip_batch(Some(&ns), &["neigh flush all".to_string()])
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    node.expect(
-        "after the forged entries are flushed",
-        &[("client", "victim", true), ("attacker", "victim", false)],
-    );
+    node.expect("after the forged entries are flushed", &expected);
 }
