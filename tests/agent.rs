@@ -3,12 +3,19 @@
 //! routes, the pinned datapath enforcing. Objects change and verdicts follow;
 //! interrupted watches converge; the agent is killed and restarted under traffic;
 //! new pods are isolated before they are known; a tunnel device the node brings up
-//! closes its port to pods; the agent runs with only its documented capabilities.
+//! closes its port to pods; the agent runs with only its documented capabilities;
+//! identity on a bridge holds against forged neighbour entries
+//! (`agent/identity.rs`); and the agent coexists with other programs, a runtime's
+//! bridge and `uninstall` (`agent/coexistence.rs`).
 
 mod support;
 
+#[path = "agent/coexistence.rs"]
+mod coexistence;
 #[path = "agent/harness.rs"]
 mod harness;
+#[path = "agent/identity.rs"]
+mod identity;
 #[path = "agent/restarts.rs"]
 mod restarts;
 
@@ -250,6 +257,42 @@ fn the_agent_enforces_with_only_its_documented_capabilities() {
     node.expect(
         "enforcing with reduced capabilities",
         &[("web", "db", true), ("other", "db", false)],
+    );
+    // Finding a program ahead of podwall's needs no more than these either.
+    let db_if = node
+        .net
+        .host_interface(&policy_agent::model::ObjectRef::new(
+            harness::NAMESPACE,
+            "db",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    let mut other = coexistence::other_agent();
+    coexistence::attach_other(
+        &mut other,
+        node.net.node_netns(),
+        &db_if,
+        aya::programs::LinkOrder::first(),
+    );
+    harness::eventually(
+        "the program ahead is reported",
+        Duration::from_secs(20),
+        || {
+            agent
+                .get("/readyz")
+                .is_some_and(|(_, body)| body.contains(&format!("ahead: {db_if} (ifindex ")))
+        },
+    );
+    let (_, metrics) = agent
+        .get("/metrics")
+        .unwrap_or_else(|| panic!("no /metrics"));
+    let errors: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("podwall_errors_total") && !l.ends_with(" 0"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "errors with reduced capabilities: {errors:?}"
     );
 }
 

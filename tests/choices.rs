@@ -15,7 +15,7 @@ use policy_agent::{
     lab::{
         flowlog,
         probe::{Family, ProbeRoute},
-        Lab,
+        Lab, LabOptions,
     },
     model::{
         builders::{cluster, netpol, pod, rule, selector, service},
@@ -87,8 +87,12 @@ fn echoes(socket: &UdpSocket, payload: &[u8]) -> bool {
 /// new flow does.
 fn flow_across_a_denying_change(config: &Config) -> (bool, bool) {
     support::require_root_and_bpf();
+    let options = LabOptions {
+        config: *config,
+        ..LabOptions::default()
+    };
     let mut lab =
-        Lab::up_with(client_and_server(), &[], config).unwrap_or_else(|e| panic!("lab: {e}"));
+        Lab::up_with(client_and_server(), &[], &options).unwrap_or_else(|e| panic!("lab: {e}"));
     let server = SocketAddr::new(server_v4(&lab), 53);
     let client = ObjectRef::new("x", "client");
     let established = udp_socket_in(&lab, &client, server);

@@ -552,6 +552,51 @@ fn simulate_gives_the_same_json_and_matrix_as_lab_run_on_the_tutorial() {
 }
 
 #[test]
+fn lab_run_and_tour_in_the_bridge_topology_give_the_routed_verdicts() {
+    support::require_root_and_bpf();
+    let example = example_str();
+    let simulated = agent_ok(&["simulate", "-f", &example, "-o", "json"]);
+    let bridged = agent_ok(&[
+        "lab",
+        "run",
+        "--topology",
+        "bridge",
+        "-f",
+        &example,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(bridged, simulated);
+    let steps = example_steps();
+    let mut tour = vec![
+        "lab".to_string(),
+        "tour".into(),
+        "-f".into(),
+        format!("{example}/cluster.yaml"),
+        "-o".into(),
+        "json".into(),
+    ];
+    for step in &steps {
+        tour.extend(["--step".to_string(), step.clone()]);
+    }
+    let routed = agent_ok(&tour);
+    tour.extend(["--topology".to_string(), "bridge".into()]);
+    assert_eq!(agent_ok(&tour), routed);
+    assert_eq!(routed.lines().count(), steps.len() + 1, "{routed}");
+}
+
+/// The tutorial's step files, in order.
+fn example_steps() -> Vec<String> {
+    let mut steps: Vec<String> = std::fs::read_dir(example().join("steps"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.path().display().to_string())
+        .collect();
+    steps.sort();
+    steps
+}
+
+#[test]
 fn simulate_and_lab_run_agree_per_family_when_an_ip_block_holds_one_family() {
     support::require_root_and_bpf();
     // x/b admits only the lab's IPv6 pod range: x/a reaches it over IPv6, not IPv4.

@@ -259,6 +259,38 @@ fn skipped_cases_alone_do_not_fail_the_run_and_json_counts_them() {
 }
 
 #[test]
+fn cases_pass_in_the_bridge_topology_too() {
+    support::require_root_and_bpf();
+    let dir = temp_dir("bridge");
+    // Ingress and egress isolation, namespaces, named ports, an ipBlock of a pod's
+    // address, an update: pods of one bridge that resolve each other over ARP.
+    for file in [
+        "02-default-deny-all.yaml",
+        "10-ingress-podselector-and-namespaceselector.yaml",
+        "17-ingress-named-port.yaml",
+        "20-ingress-policy-update-allow-to-deny.yaml",
+        "28-egress-client-side-deny-despite-server-allow.yaml",
+        "34-egress-ipblock-host-cidr.yaml",
+    ] {
+        write(dir.path(), file, &read_case(file));
+    }
+    let out = run(dir.path(), &["--topology", "bridge", "--output", "json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(
+        (json["passed"].clone(), json["failed"].clone()),
+        (6.into(), 0.into()),
+        "{json}"
+    );
+    assert!(out.status.success());
+}
+
+#[test]
 fn a_pod_its_service_no_longer_selects_is_unreachable_and_the_case_still_runs() {
     support::require_root_and_bpf();
     // Case 01 plus a step that relabels y/b out of its Service `s-y-b`: upstream sees

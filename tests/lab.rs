@@ -1,8 +1,12 @@
 //! The lab on the real kernel: replies of allowed connections, agreement between
 //! the kernel and the reference evaluator, verdict counters, cleanup, IPv6, traffic
-//! from the node, and probes through Services (kube-proxy-style DNAT).
+//! from the node, and probes through Services (kube-proxy-style DNAT); the bridge
+//! topology in `lab/bridge.rs`.
 
 mod support;
+
+#[path = "lab/bridge.rs"]
+mod bridge;
 
 use std::{net::IpAddr, path::Path, time::Duration};
 

@@ -4,7 +4,7 @@
 //! interfaces or routes; the namespaces are deleted on drop, even on panic.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
@@ -15,7 +15,7 @@ use policy_agent::{
         addresses::{PodAddresses, NODE_V4, NODE_V6},
         netns::{self, in_netns},
         network::RunGuard,
-        topology::{self, Topology},
+        topology::{self, Topology, TopologyKind},
     },
     model::ObjectRef,
     node::{self, LinkEvent, LinkWatch},
@@ -48,7 +48,7 @@ impl Lab {
         ]);
         // The guard exists before anything is created, so a failed create cleans up.
         let guard = RunGuard::new(&run);
-        let topology = topology::create(&run, &pods, |_| true)
+        let topology = topology::create(&run, &pods, |_| true, TopologyKind::Routed)
             .unwrap_or_else(|e| panic!("creating the lab: {e}"));
         Lab {
             topology,
@@ -143,46 +143,97 @@ fn addresses_without_a_pod_route_have_no_interface() {
 }
 
 #[test]
-fn a_bridge_route_resolves_to_the_port_holding_the_pods_mac() {
+fn a_bridge_port_is_found_by_its_peers_address_never_by_a_forged_neighbour_entry() {
     let lab = Lab::new();
+    let pod_ns = |i: usize| {
+        lab.topology
+            .pods
+            .values()
+            .nth(i)
+            .map(|pod| pod.netns.clone())
+            .unwrap_or_else(|| panic!("no pod {i}"))
+    };
+    let (first, second) = (pod_ns(0), pod_ns(1));
+    // A bridge in the node namespace with one veth port into each pod namespace,
+    // the pod subnet on the bridge, as the bridge CNI makes it.
     lab.ip(&[
         "link add pwbr0 type bridge",
-        "link add pwb0 type veth peer name pwb0p",
+        &format!("link add pwb0 type veth peer name br0 address 02:aa:00:00:00:05 netns {first}"),
+        &format!("link add pwb1 type veth peer name br0 address 02:aa:00:00:00:06 netns {second}"),
         "link set pwb0 master pwbr0",
+        "link set pwb1 master pwbr0",
         "link set pwbr0 up",
         "link set pwb0 up",
-        "link set pwb0p up",
+        "link set pwb1 up",
         "route add 10.97.0.0/24 dev pwbr0",
-        "neigh add 10.97.0.5 lladdr 02:aa:00:00:00:05 dev pwbr0 nud permanent",
     ]);
-    let bridge_fdb = std::process::Command::new("bridge")
+    for (ns, address) in [(&first, "10.97.0.5/24"), (&second, "10.97.0.6/24")] {
+        netns::ip_batch(
+            Some(ns),
+            &[
+                format!("addr add {address} dev br0"),
+                "link set br0 up".to_string(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // What a pod can forge: the node's neighbour entry of the first pod's address
+    // points at the second pod's MAC, which the bridge learned on the second port.
+    lab.ip(&["neigh add 10.97.0.5 lladdr 02:aa:00:00:00:06 dev pwbr0 nud permanent"]);
+    bridge_fdb(&lab, "02:aa:00:00:00:06", "pwb1");
+    let (bridge, first_port, second_port) =
+        (lab.index("pwbr0"), lab.index("pwb0"), lab.index("pwb1"));
+    let resolve = |ip: &str| {
+        let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{e}"));
+        lab.in_node(|| node::RouteResolver::open()?.resolve_pod(ip))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(
+        resolve("10.97.0.5"),
+        node::PodRoute {
+            interfaces: BTreeSet::from([first_port]),
+            bridge: Some(bridge),
+            neighbour_port: Some(second_port),
+        },
+        "the port whose peer holds the address; the forged entry is only evidence"
+    );
+    let second_route = resolve("10.97.0.6");
+    assert_eq!(second_route.interfaces, BTreeSet::from([second_port]));
+    assert_eq!(
+        resolve("10.97.0.7").interfaces,
+        BTreeSet::new(),
+        "no peer holds it"
+    );
+    // A pod with CAP_NET_ADMIN puts the first pod's address on its own interface:
+    // the address leads to both ports (a conflict for the agent's plan).
+    netns::ip_batch(
+        Some(&second),
+        &["addr add 10.97.0.5/32 dev br0".to_string()],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        resolve("10.97.0.5").interfaces,
+        BTreeSet::from([first_port, second_port])
+    );
+}
+
+/// `bridge fdb replace MAC dev PORT master static` in the lab's node namespace.
+fn bridge_fdb(lab: &Lab, mac: &str, port: &str) {
+    let status = std::process::Command::new("bridge")
         .args([
             "-n",
             lab.node(),
             "fdb",
-            "add",
-            "02:aa:00:00:00:05",
+            "replace",
+            mac,
             "dev",
-            "pwb0",
+            port,
             "master",
             "static",
         ])
         .status()
         .unwrap_or_else(|e| panic!("running `bridge` (iproute2): {e}"));
-    assert!(bridge_fdb.success(), "bridge fdb add failed");
-    let port = lab.index("pwb0");
-    let found = lab
-        .in_node(|| node::route_interface("10.97.0.5".parse().unwrap_or_else(|e| panic!("{e}"))))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        found,
-        Some(port),
-        "the bridge port the pod's MAC sits behind"
-    );
-    let unknown = lab
-        .in_node(|| node::route_interface("10.97.0.6".parse().unwrap_or_else(|e| panic!("{e}"))))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(unknown, None, "no neighbour entry yet: not resolvable");
+    assert!(status.success(), "bridge fdb replace failed");
 }
 
 #[test]

@@ -119,15 +119,21 @@ pub struct Config {
     /// reach (`verdict::STAT_DROP_TUNNEL`), network byte order; 0 = an unused slot.
     /// `DEFAULT_TUNNEL_PORTS` and the ports of the node's own tunnel devices.
     pub tunnel_ports_be: [u16; TUNNEL_PORTS_MAX],
+    /// Events one pod interface may emit per second on average, on each CPU
+    /// (checked before the per-CPU limit, so one pod cannot use up the others').
+    pub events_per_endpoint_per_second: u32,
+    /// Events one pod interface may emit in one burst, on each CPU.
+    pub events_per_endpoint_burst: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 104);
+const _: () = assert!(core::mem::size_of::<Config>() == 112);
 
 impl Config {
     /// Cilium's conntrack lifetimes (SYN 60 s, established 6 h, close 10 s,
-    /// non-TCP 60 s), ICMP 30 s, 1,000 events per second per CPU, the marks of
-    /// `DEFAULT_MARK_MASK`, an eighth of the conntrack table per interface and the
-    /// `DEFAULT_TUNNEL_PORTS`.
+    /// non-TCP 60 s), ICMP 30 s, 1,000 events per second per CPU and 100 per second
+    /// per pod interface and CPU (a tenth: ten flooding pods together reach the
+    /// per-CPU limit), the marks of `DEFAULT_MARK_MASK`, an eighth of the conntrack
+    /// table per interface and the `DEFAULT_TUNNEL_PORTS`.
     pub const DEFAULT: Config = Config {
         ct_tcp_opening_ns: 60 * SECOND_NS,
         ct_tcp_established_ns: 6 * 3600 * SECOND_NS,
@@ -146,6 +152,8 @@ impl Config {
         ct_endpoint_flows: CT_ENDPOINT_FLOWS_DEFAULT,
         pad2: 0,
         tunnel_ports_be: Config::tunnel_ports(&DEFAULT_TUNNEL_PORTS),
+        events_per_endpoint_per_second: 100,
+        events_per_endpoint_burst: 20,
     };
 
     /// `tunnel_ports_be` holding `ports` (host byte order) in order, 0 after them;

@@ -96,11 +96,18 @@ pub const STAT_DROP_FRAGMENT_TINY: u32 = 29;
 /// Dropped: a non-first fragment that starts inside its datagram's first fragment,
 /// where it could rewrite the header the first fragment was decided on.
 pub const STAT_DROP_FRAGMENT_OVERLAP: u32 = 30;
+/// Dropped: a packet about to be handed to a pod whose destination is another
+/// local pod's address (`ENDPOINT_ADDRS[daddr]` names another interface): a
+/// neighbour or bridge forwarding entry a pod forged sent it to the wrong port.
+pub const STAT_DROP_MISDELIVERED: u32 = 32;
 
 /// Side counter: a verdict event the rate limit held back.
 pub const STAT_EVENTS_RATE_LIMITED: u32 = 48;
 /// Side counter: a verdict event lost because the ring buffer was full.
 pub const STAT_EVENTS_RING_FULL: u32 = 49;
+/// Side counter: a verdict event held back by its interface's own rate limit
+/// (`Config::events_per_endpoint_*`), before the per-CPU limit.
+pub const STAT_EVENTS_ENDPOINT_LIMITED: u32 = 50;
 
 /// `skb->mark` bit set on a packet whose egress verdict is deferred past Service
 /// DNAT; the classifier at the destination decides it and clears the bit. The
@@ -142,7 +149,9 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = {
     names[STAT_DROP_FRAGMENT_UNKNOWN as usize] = "drop_fragment_unknown";
     names[STAT_DROP_FRAGMENT_TINY as usize] = "drop_fragment_tiny";
     names[STAT_DROP_FRAGMENT_OVERLAP as usize] = "drop_fragment_overlap";
+    names[STAT_DROP_MISDELIVERED as usize] = "drop_misdelivered";
     names[STAT_EVENTS_RATE_LIMITED as usize] = "events_rate_limited";
     names[STAT_EVENTS_RING_FULL as usize] = "events_ring_full";
+    names[STAT_EVENTS_ENDPOINT_LIMITED as usize] = "events_endpoint_limited";
     names
 };

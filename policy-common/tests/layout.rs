@@ -32,10 +32,11 @@ use policy_common::{
         STAT_DROP_CT_ENDPOINT_LIMIT, STAT_DROP_CT_FULL, STAT_DROP_DEFERRED_EGRESS,
         STAT_DROP_DEFERRED_UNKNOWN_SOURCE, STAT_DROP_ETHER_TYPE, STAT_DROP_FRAGMENT_OVERLAP,
         STAT_DROP_FRAGMENT_TINY, STAT_DROP_FRAGMENT_UNKNOWN, STAT_DROP_IPV6_EXTENSION_CHAIN,
-        STAT_DROP_IPV6_ROUTING_HEADER, STAT_DROP_MALFORMED, STAT_DROP_POLICY, STAT_DROP_REVOKED,
-        STAT_DROP_SOURCE_EGRESS, STAT_DROP_SPOOFED_SOURCE, STAT_DROP_TUNNEL,
-        STAT_DROP_UNKNOWN_ENDPOINT, STAT_DROP_VLAN, STAT_EGRESS_DEFERRED, STAT_EVENTS_RATE_LIMITED,
-        STAT_EVENTS_RING_FULL, STAT_NAMES, STAT_VERDICTS,
+        STAT_DROP_IPV6_ROUTING_HEADER, STAT_DROP_MALFORMED, STAT_DROP_MISDELIVERED,
+        STAT_DROP_POLICY, STAT_DROP_REVOKED, STAT_DROP_SOURCE_EGRESS, STAT_DROP_SPOOFED_SOURCE,
+        STAT_DROP_TUNNEL, STAT_DROP_UNKNOWN_ENDPOINT, STAT_DROP_VLAN, STAT_EGRESS_DEFERRED,
+        STAT_EVENTS_ENDPOINT_LIMITED, STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL, STAT_NAMES,
+        STAT_VERDICTS,
     },
     ABI_VERSION,
 };
@@ -158,7 +159,7 @@ fn map_types_have_no_hidden_padding() {
     assert_eq!(offset_of!(CtValue, generation), 28);
     assert_eq!(size_of::<TrafficCounter>(), 8 + 8);
     assert_eq!(offset_of!(TrafficCounter, bytes), 8);
-    assert_eq!(size_of::<Config>(), 6 * 8 + 10 * 4 + 2 * TUNNEL_PORTS_MAX);
+    assert_eq!(size_of::<Config>(), 6 * 8 + 12 * 4 + 2 * TUNNEL_PORTS_MAX);
     assert_eq!(offset_of!(Config, events_per_second), 48);
     assert_eq!(offset_of!(Config, flags), 56);
     assert_eq!(offset_of!(Config, mark_deferred_egress), 64);
@@ -166,6 +167,8 @@ fn map_types_have_no_hidden_padding() {
     assert_eq!(offset_of!(Config, ct_endpoint_flows), 80);
     assert_eq!(offset_of!(Config, pad2), 84);
     assert_eq!(offset_of!(Config, tunnel_ports_be), 88);
+    assert_eq!(offset_of!(Config, events_per_endpoint_per_second), 104);
+    assert_eq!(offset_of!(Config, events_per_endpoint_burst), 108);
 }
 
 #[test]
@@ -394,13 +397,18 @@ fn every_counter_has_a_name_and_its_own_slot() {
         STAT_DROP_IPV6_EXTENSION_CHAIN,
         STAT_DROP_IPV6_ROUTING_HEADER,
         STAT_DROP_TUNNEL,
+        STAT_DROP_MISDELIVERED,
         STAT_EVENTS_RATE_LIMITED,
         STAT_EVENTS_RING_FULL,
+        STAT_EVENTS_ENDPOINT_LIMITED,
     ];
     for (i, stat) in counters.iter().enumerate() {
         assert!(*stat < STATS_LEN);
         // Verdicts first, side counters after: a packet bumps one verdict.
-        let side = matches!(*stat, STAT_EVENTS_RATE_LIMITED | STAT_EVENTS_RING_FULL);
+        let side = matches!(
+            *stat,
+            STAT_EVENTS_RATE_LIMITED | STAT_EVENTS_RING_FULL | STAT_EVENTS_ENDPOINT_LIMITED
+        );
         assert_eq!(*stat >= STAT_VERDICTS, side, "counter {stat}");
         assert!(!STAT_NAMES[*stat as usize].is_empty(), "counter {stat}");
         assert!(!counters[..i].contains(stat), "counter {stat} twice");

@@ -8,18 +8,26 @@
 //! 3. with `CONFIG_FLAG_ALLOW_EVENTS`, every allow (`EVENT_ALLOW`) of a packet that
 //!    decided a new flow; conntrack hits and frames that are not IP never report.
 //!
-//! The limit: each CPU has a bucket of at most `Config::events_burst` tokens that
-//! refills at `Config::events_per_second`; an event takes one token. An event
-//! without a token bumps `STAT_EVENTS_RATE_LIMITED`; one the ring buffer cannot
-//! take bumps `STAT_EVENTS_RING_FULL`. A bucket starts full the first time its CPU
-//! reports. With a rate of 0 nothing refills: each CPU reports at most one burst.
-//! Verdicts never depend on any of this.
+//! The limits, in order (an event takes one token from each bucket it passes):
+//! 1. the interface's own bucket on this CPU (`maps::ENDPOINT_EVENT_TOKENS`, an LRU
+//!    map keyed by ifindex): at most `Config::events_per_endpoint_burst` tokens,
+//!    refilled at `Config::events_per_endpoint_per_second`; an event without a
+//!    token bumps `STAT_EVENTS_ENDPOINT_LIMITED`. One pod that floods drops uses up
+//!    its own bucket, not the one below that every pod shares;
+//! 2. this CPU's bucket (`maps::EVENT_TOKENS`): at most `Config::events_burst`
+//!    tokens, refilled at `Config::events_per_second`; without a token,
+//!    `STAT_EVENTS_RATE_LIMITED`.
+//!
+//! One the ring buffer cannot take bumps `STAT_EVENTS_RING_FULL`. A bucket starts
+//! full the first time it is used (an interface's again after the LRU evicted it).
+//! With a rate of 0 nothing refills: each bucket gives at most one burst. Verdicts
+//! never depend on any of this.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use policy_common::{
     config::CONFIG_FLAG_ALLOW_EVENTS,
     events::{VerdictEvent, EVENT_ALLOW},
-    verdict::{STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL},
+    verdict::{STAT_EVENTS_ENDPOINT_LIMITED, STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL},
 };
 
 use crate::{facts::Facts, maps};
@@ -28,7 +36,8 @@ use crate::{facts::Facts, maps};
 /// nano-tokens needs no division.
 const TOKEN: u64 = 1_000_000_000;
 
-/// One CPU's token bucket (`maps::EVENT_TOKENS`; kernel-only, not ABI).
+/// One token bucket (`maps::EVENT_TOKENS`, `maps::ENDPOINT_EVENT_TOKENS`;
+/// kernel-only, not ABI).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct TokenBucket {
@@ -38,16 +47,17 @@ pub(crate) struct TokenBucket {
     pub last_ns: u64,
 }
 
-/// Refills this CPU's bucket and takes a token from it; false when the limit holds
-/// the event back. Integer math without overflow: the bucket holds at most
-/// `events_burst * TOKEN` (below 2^63), and a refill is computed as
+/// Refills `bucket` and takes a token from it; false when the limit holds the
+/// event back (or there is no bucket). Integer math without overflow: the bucket
+/// holds at most `events_burst * TOKEN` (below 2^63), and a refill is computed as
 /// `elapsed * rate` only when that stays below the cap.
 #[inline(always)]
-fn take_token(events_burst: u32, events_per_second: u32) -> bool {
-    let Some(bucket) = maps::event_tokens() else {
+fn take_token(bucket: Option<*mut TokenBucket>, events_burst: u32, events_per_second: u32) -> bool {
+    let Some(bucket) = bucket else {
         return false;
     };
-    // SAFETY: a per-CPU slot; only this CPU touches it while the program runs.
+    // SAFETY: a per-CPU slot (of a per-CPU array or per-CPU hash map entry); only
+    // this CPU touches it while the program runs.
     let bucket = unsafe { &mut *bucket };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -77,13 +87,26 @@ fn take_token(events_burst: u32, events_per_second: u32) -> bool {
 
 /// Reports the packet `facts` describes as `verdict` (`EVENT_*`), landed in `stat`,
 /// `packet_len` bytes long; an `EVENT_ALLOW` only when the agent asked for allows.
-#[inline(always)]
+/// A BPF subprogram of its own: its buckets' keys and values stay off the
+/// classifier's frame, which `decide`'s deepest call chain shares (`maps.rs`).
+#[inline(never)]
 pub(crate) fn report(facts: &Facts, verdict: u8, stat: u32, packet_len: u32) {
-    let (flags, burst, rate) = maps::config(|c| (c.flags, c.events_burst, c.events_per_second));
+    let flags = maps::config(|c| c.flags);
     if verdict == EVENT_ALLOW && flags & CONFIG_FLAG_ALLOW_EVENTS == 0 {
         return;
     }
-    if !take_token(burst, rate) {
+    let (burst, rate) = maps::config(|c| {
+        (
+            c.events_per_endpoint_burst,
+            c.events_per_endpoint_per_second,
+        )
+    });
+    if !take_token(maps::endpoint_event_tokens(facts.ifindex), burst, rate) {
+        maps::count(STAT_EVENTS_ENDPOINT_LIMITED);
+        return;
+    }
+    let (burst, rate) = maps::config(|c| (c.events_burst, c.events_per_second));
+    if !take_token(maps::event_tokens(), burst, rate) {
         maps::count(STAT_EVENTS_RATE_LIMITED);
         return;
     }

@@ -13,7 +13,6 @@ use crate::{
 };
 
 /// Neighbour discovery is ICMPv6.
-const IPPROTO_ICMPV6: u8 = 58;
 
 /// The per-policy traffic counter a packet counts in.
 #[derive(Clone, Copy)]
@@ -95,17 +94,13 @@ impl Facts {
         }
     }
 
-    /// Records what parsing found: the 5-tuple of a flow, or the source of a
-    /// neighbour or multicast listener discovery message.
+    /// Records what parsing found: the 5-tuple of a flow, or of a neighbour or
+    /// multicast listener discovery message (ICMPv6, ports 0), which `decide` may
+    /// go on to treat as a flow (`stays_on_node`).
     #[inline(always)]
     pub(crate) fn parsed(&mut self, packet: &Packet) {
         match packet {
-            Packet::Flow(flow) => self.flow(flow),
-            Packet::OnLinkControl(flow) => {
-                self.saddr = flow.saddr;
-                self.ipv6 = true;
-                self.protocol = IPPROTO_ICMPV6;
-            }
+            Packet::Flow(flow) | Packet::OnLinkControl(flow) => self.flow(flow),
         }
     }
 

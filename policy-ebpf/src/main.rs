@@ -42,6 +42,7 @@ use policy_common::{
     ct::CT_FLAG_DEFERRED,
     endpoint::{EndpointInfo, ALLOW_TUNNELS},
     events::{EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
+    peer::PEER_FLAG_NODE,
     verdict::*,
 };
 
@@ -159,9 +160,11 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    (`STAT_DROP_SPOOFED_SOURCE`), except IPv6 link-local and unspecified sources.
 /// 5. On-link IPv6 link control passes (`STAT_ALLOW_NON_IP`): neighbour discovery
 ///    (ICMPv6 133-137, hop limit 255, link-local or multicast destination or
-///    link-local source) and multicast listener discovery (ICMPv6 130-132 and 143,
-///    hop limit 1, link-local or unspecified source, multicast destination); other
-///    ICMPv6 of those types goes on as ICMPv6 with ports 0. Then a non-first
+///    link-local source; a neighbour solicitation or advertisement between global
+///    addresses only with a local pod or a node address at the other end: pods of
+///    one bridge resolve each other so) and multicast listener discovery (ICMPv6
+///    130-132 and 143, hop limit 1, link-local or unspecified source, multicast
+///    destination); other ICMPv6 of those types goes on as ICMPv6 with ports 0. Then a non-first
 ///    fragment takes the upper-layer protocol and ports of its datagram's first
 ///    fragment, which must have passed here (same interface and direction) less
 ///    than `FRAGMENT_LIFETIME_NS` ago (else `STAT_DROP_FRAGMENT_UNKNOWN`) and must
@@ -173,12 +176,17 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 ///    (`STAT_DROP_TUNNEL`) to any destination, whatever conntrack and policy say (a non-first
 ///    fragment by its first fragment's protocol and port),
 ///    unless the endpoint has `ALLOW_TUNNELS`.
-/// 6. Ingress only: podwall's mark bits (`Config::mark_*`) are cleared, and the
-///    source pod's egress is decided here, with this packet's bank, before its
-///    ingress (`service::source_egress`) when the packet carries the deferred-egress
-///    bit (decided on the translated destination) or the bank stamp of another
-///    generation (its egress was decided with another state at the source); a deny
-///    drops it (an audit-mode egress reports a would-drop and lets it go on).
+/// 6. Ingress only: a packet whose destination is another local pod's address
+///    (`ENDPOINT_ADDRS[daddr]` names another interface) is dropped
+///    (`STAT_DROP_MISDELIVERED`): on a bridge, a forged ARP/NDP reply or a spoofed
+///    source MAC can steer a pod's traffic to another port, and the pod there
+///    must not receive it. Then podwall's mark bits (`Config::mark_*`) are cleared,
+///    and the source pod's egress is decided here, with this packet's bank, before
+///    its ingress (`service::source_egress`) when the packet carries the
+///    deferred-egress bit (decided on the translated destination) or the bank stamp
+///    of another generation (its egress was decided with another state at the
+///    source); a deny drops it (an audit-mode egress reports a would-drop and lets
+///    it go on).
 /// 7. Conntrack (`decide_flow`; states and timeouts in `ct.rs`, where an entry idle
 ///    past its timeout counts as absent). An ICMP error (v4 types 3, 11, 12) or
 ///    ICMPv6 error (types 1-4) sent to the source of the packet it quotes, which
@@ -248,7 +256,15 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
     // Borrowed, not moved out: a moved copy's padding let LLVM store part of a
     // spilled pointer, which the verifier rejects.
     let flow = match &mut packet {
-        Packet::OnLinkControl(_) => return Ok(STAT_ALLOW_NON_IP),
+        Packet::OnLinkControl(control) => {
+            if stays_on_node(bank, at.direction, control) {
+                return Ok(STAT_ALLOW_NON_IP);
+            }
+            // A neighbour message to or from somewhere else: ICMPv6 like any other
+            // (its ports are 0, as `parse` reads them for these types; `facts`
+            // holds its 5-tuple already).
+            control
+        }
         Packet::Flow(flow) => flow,
     };
     if facts.fragment.kind == frag::NON_FIRST {
@@ -264,6 +280,7 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
     }
     let flow = maps::flow(flow).ok_or(STAT_DROP_MALFORMED)?;
     let stat = if at.direction == DIRECTION_INGRESS {
+        check_destination(bank, ifindex, &flow.daddr)?;
         let arrived = service::take_marks(ctx, facts.generation);
         // Only this bit is read past the source's egress: through `black_box`, so
         // both ways into `decide_flow` hold the same unknown value and the verifier
@@ -305,6 +322,42 @@ fn check_source(bank: u32, ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result
         Ok(())
     } else {
         Err(STAT_DROP_SPOOFED_SOURCE)
+    }
+}
+
+/// Step 5 of `decide`: whether on-link control stays on this node's link. Link-local
+/// and multicast messages cannot leave it; a neighbour solicitation or
+/// advertisement between global addresses (`parse::on_link_control`) stays only
+/// when the other end is a local pod or the node (else it goes on as ICMPv6, so an
+/// ND-typed packet never carries data past egress policy). A BPF subprogram, as
+/// `check_destination` is: inlined, both cost the classifiers' frames 8 bytes they
+/// do not have (`maps.rs`, stack budget).
+#[inline(never)]
+fn stays_on_node(bank: u32, direction: u8, control: &Flow) -> bool {
+    if control.daddr[0] == 0xff
+        || parse::is_link_local(&control.daddr)
+        || parse::is_link_local(&control.saddr)
+    {
+        return true;
+    }
+    let other = if direction == DIRECTION_EGRESS {
+        &control.daddr
+    } else {
+        &control.saddr
+    };
+    maps::endpoint_ifindex(bank, other).is_some()
+        || maps::peer(bank, true, other).flags & PEER_FLAG_NODE != 0
+}
+
+/// Step 6 of `decide`, first half: a packet handed to a pod must not be addressed
+/// to another local pod. Whatever steered it here (a neighbour entry or a bridge
+/// forwarding entry a pod forged), the pod that owns the address is elsewhere.
+/// Addresses of no local pod (broadcast, multicast, a pending pod) go on.
+#[inline(never)]
+fn check_destination(bank: u32, ifindex: u32, daddr: &[u8; 16]) -> Result<(), u32> {
+    match maps::endpoint_ifindex(bank, daddr) {
+        Some(owner) if owner != ifindex => Err(STAT_DROP_MISDELIVERED),
+        _ => Ok(()),
     }
 }
 

@@ -5,19 +5,24 @@
 //! them takes the bank the packet read from `ACTIVE` once (`active_bank`), and
 //! builds its key in place with that bank.
 //!
-//! Stack budget (512 bytes for a classifier and the chain of subprograms it calls):
-//! the packet's `Facts`, its parsed `Flow` and conntrack lookup keys live in
-//! per-CPU maps (`FACTS`, `FLOW`, `CT_KEY`); `pod_ingress` uses 264 bytes,
-//! `pod_egress` 288; on top of them `ct::related` 128, `service::source_tracked`
-//! 192 (plus `judge::judge` 48), `service::decide_source` 80 (plus
-//! `ct::track_entry` 112), `frag::remember_first` 64, `frag::resolve_non_first` 44,
-//! `arp::check` 104 (ARP only): the deepest chain is 504 bytes (`llvm-objdump -d`,
-//! deepest `r10 - N`). Whoever adds per-packet state measures this again.
+//! Stack budget (512 bytes for a classifier and the chain of subprograms it calls,
+//! each frame rounded up to 16 bytes): the packet's `Facts`, its parsed `Flow` and
+//! conntrack lookup keys live in per-CPU maps (`FACTS`, `FLOW`, `CT_KEY`);
+//! `pod_ingress` and `pod_egress` use 272 bytes each; on top of them
+//! `service::source_tracked` 192 (plus `judge::judge` 48) is the deepest chain,
+//! exactly 512 bytes, so **there is no headroom left**: new per-packet work goes
+//! into a subprogram called outside that chain (as `events::report`,
+//! `check_destination`, `stays_on_node`, `ct::related` 128, `arp::check` 104,
+//! `frag::remember_first` 64 and `frag::resolve_non_first` 44 are) or pays for
+//! itself. Measured with `llvm-objdump -d` (deepest `r10 - N` per function); the
+//! verifier's figure ("combined stack size") agrees.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
+    },
 };
 use policy_common::{
     bank::{bank_of, BANKS},
@@ -95,6 +100,13 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 static EVENT_TOKENS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
 
+/// Kernel-only: each interface's token bucket on each CPU, checked before
+/// `EVENT_TOKENS` (`events.rs`). Key: the ifindex of the pod's host-side veth.
+/// LRU: an evicted interface starts again with a full bucket.
+#[map]
+static ENDPOINT_EVENT_TOKENS: LruPerCpuHashMap<u32, TokenBucket> =
+    LruPerCpuHashMap::with_max_entries(2 * ENDPOINTS_MAX, 0);
+
 /// Kernel-only: each CPU's `Facts` of the packet it is deciding, kept here rather
 /// than on the 512-byte BPF stack.
 #[map]
@@ -153,6 +165,22 @@ pub(crate) fn config<T>(field: impl Fn(&Config) -> T) -> T {
 #[inline(always)]
 pub(crate) fn event_tokens() -> Option<*mut TokenBucket> {
     EVENT_TOKENS.get_ptr_mut(0)
+}
+
+/// This CPU's event token bucket of interface `ifindex`, made (full) on first use.
+#[inline(always)]
+pub(crate) fn endpoint_event_tokens(ifindex: u32) -> Option<*mut TokenBucket> {
+    if let Some(bucket) = ENDPOINT_EVENT_TOKENS.get_ptr_mut(ifindex) {
+        return Some(bucket);
+    }
+    // `last_ns == 0`: the first take fills it (`events::take_token`). Another CPU
+    // racing to make it is fine: BPF_NOEXIST keeps the first.
+    let fresh = TokenBucket {
+        nano_tokens: 0,
+        last_ns: 0,
+    };
+    let _ = ENDPOINT_EVENT_TOKENS.insert(ifindex, fresh, u64::from(BPF_NOEXIST));
+    ENDPOINT_EVENT_TOKENS.get_ptr_mut(ifindex)
 }
 
 /// The generation this packet is decided with: `ACTIVE[0]` read once, at the start

@@ -64,6 +64,10 @@ const ICMP_HLEN: usize = 8;
 /// IPv6 neighbour discovery: router solicitation .. redirect (RFC 4861).
 const ND_FIRST: u8 = 133;
 const ND_LAST: u8 = 137;
+/// Neighbour solicitation and advertisement: address resolution and
+/// unreachability detection.
+const ND_NEIGHBOUR_SOLICIT: u8 = 135;
+const ND_NEIGHBOUR_ADVERT: u8 = 136;
 /// The hop limit every ND message carries (RFC 4861 section 6.1).
 const ND_HOP_LIMIT: u8 = 255;
 /// Multicast listener discovery: query, MLDv1 report, done (RFC 2710) and the MLDv2
@@ -237,7 +241,10 @@ pub(crate) fn is_unspecified(a: &[u8; 16]) -> bool {
 
 /// Whether an ICMPv6 message of `icmp_type` is on-link link control:
 /// - ND (types 133-137) as RFC 4861 requires: hop limit 255 (no router forwarded
-///   it) and a link-local or multicast destination or a link-local source;
+///   it) and a link-local or multicast destination or a link-local source; a
+///   neighbour solicitation or advertisement also between global unicast
+///   addresses (pods on one bridge resolve each other so), which `decide` lets
+///   pass only with a local pod or the node at the other end;
 /// - MLD (types 130-132 and 143) as RFC 2710/3810 require: hop limit 1, a
 ///   link-local or unspecified source and a multicast destination.
 ///
@@ -246,7 +253,9 @@ pub(crate) fn is_unspecified(a: &[u8; 16]) -> bool {
 fn on_link_control(icmp_type: u8, hop_limit: u8, saddr: &[u8; 16], daddr: &[u8; 16]) -> bool {
     let multicast = daddr[0] == 0xff;
     if (ND_FIRST..=ND_LAST).contains(&icmp_type) {
-        hop_limit == ND_HOP_LIMIT && (is_link_local(daddr) || multicast || is_link_local(saddr))
+        let neighbour = icmp_type == ND_NEIGHBOUR_SOLICIT || icmp_type == ND_NEIGHBOUR_ADVERT;
+        hop_limit == ND_HOP_LIMIT
+            && (neighbour || is_link_local(daddr) || multicast || is_link_local(saddr))
     } else if (MLD_QUERY..=MLD_DONE).contains(&icmp_type) || icmp_type == MLDV2_REPORT {
         hop_limit == MLD_HOP_LIMIT && multicast && (is_link_local(saddr) || is_unspecified(saddr))
     } else {

@@ -13,10 +13,11 @@ use std::{
 
 use policy_agent::{
     agent::run::pin_dir,
-    dataplane::Datapath,
+    dataplane::{Datapath, PinnedStats, Stats},
     lab::{
         netns::in_netns,
         probe::{Family, ProbeSpec},
+        topology::TopologyKind,
         LabNetwork,
     },
     model::{builders, ClusterState, ObjectRef, Protocol},
@@ -112,6 +113,11 @@ impl Node {
     /// on `TCP_PORT` and echoing on `UDP_PORT`), with the pods in `later` not wired
     /// yet, and the API server; no objects yet.
     pub fn up(pods: &[(&str, &str)], later: &[&str]) -> Self {
+        Self::up_with(pods, later, TopologyKind::Routed)
+    }
+
+    /// `up`, with the pods wired the way `kind` says.
+    pub fn up_with(pods: &[(&str, &str)], later: &[&str], kind: TopologyKind) -> Self {
         static SERIAL: Mutex<()> = Mutex::new(());
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = ClusterState::default();
@@ -132,8 +138,8 @@ impl Node {
             .iter()
             .map(|n| ObjectRef::new(NAMESPACE, *n))
             .collect();
-        let net =
-            LabNetwork::up(&state, &[], &later).unwrap_or_else(|e| panic!("lab network: {e}"));
+        let net = LabNetwork::up_with(&state, &[], &later, kind)
+            .unwrap_or_else(|e| panic!("lab network: {e}"));
         let listener = in_netns(net.node_netns(), || TcpListener::bind("127.0.0.1:0"))
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|e| panic!("API server listener: {e}"));
@@ -281,6 +287,29 @@ impl Node {
             Duration::from_secs(10),
             || pin.exists(),
         );
+    }
+
+    /// The verdict counters of the agent instance tagged `tag` (from its pins).
+    pub fn stats(&self, tag: &str) -> Stats {
+        let path = pin_dir(&self.instance(tag)).join("maps").join("STATS");
+        PinnedStats::open(&path)
+            .and_then(|stats| stats.stats())
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    }
+
+    /// Pod `name`'s network namespace.
+    pub fn pod_netns(&self, name: &str) -> String {
+        self.net
+            .pod_netns(&Self::pod_ref(name))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_string()
+    }
+
+    /// Pod `name`'s lab address of `family`.
+    pub fn pod_ip(&self, name: &str, family: Family) -> IpAddr {
+        self.net
+            .pod_address(&Self::pod_ref(name), family)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `wait_attached_by` for the instance tagged `late`.

@@ -116,8 +116,10 @@ pub(super) fn unrelated_cases(f: &Family) -> Vec<Case> {
     );
     let p = port();
     cases.push(
+        // (To an address of no local pod: one of another local pod's is
+        // `drop_misdelivered` first, the verdict table's case.)
         tracked(format!("an {fam} error to another address, quoting the server's answer in a tracked flow, is not related at the server's ingress and is dropped"), p)
-            .send(In, error(f, r, c, kind, &answer(p)), DENIED),
+            .send(In, error(f, r, f.stranger, kind, &answer(p)), DENIED),
     );
     let p = port();
     cases.push(

@@ -1,7 +1,8 @@
 //! Verdict events (`EVENTS`) on `BPF_PROG_TEST_RUN` frames, read back through
 //! `EventReader` as `policy-agent flows` reads them: what a drop, a would-drop and
-//! (when asked for) an allow carry, which packets report nothing, the per-CPU rate
-//! limit and the ring-full counter, and a reader on a pinned ring buffer.
+//! (when asked for) an allow carry, which packets report nothing, the per-CPU and
+//! per-interface rate limits and the ring-full counter, and a reader on a pinned
+//! ring buffer.
 //!
 //! Every test silences the namespaces first (`Net::quiet`): only its own frames
 //! move counters and emit events.
@@ -33,6 +34,13 @@ use super::{
         FAMILIES, SERVER_ID, SERVER_V4, SERVER_V6,
     },
     tables::Tables,
+};
+
+/// The defaults without a per-interface limit, for tests of the per-CPU one.
+const UNLIMITED_PER_ENDPOINT: Config = Config {
+    events_per_endpoint_per_second: u32::MAX,
+    events_per_endpoint_burst: 1_000_000,
+    ..Config::DEFAULT
 };
 
 /// Writes `config` into the datapath's `CONFIG`.
@@ -321,7 +329,7 @@ fn the_rate_limit_lets_a_burst_through_then_counts_what_it_holds_back() {
         Config {
             events_per_second: 0,
             events_burst: 5,
-            ..Config::DEFAULT
+            ..UNLIMITED_PER_ENDPOINT
         },
     );
     let limited = side_counter(&mut net, "events_rate_limited");
@@ -351,7 +359,7 @@ fn the_rate_limit_lets_a_burst_through_then_counts_what_it_holds_back() {
         Config {
             events_per_second: 1000,
             events_burst: 5,
-            ..Config::DEFAULT
+            ..UNLIMITED_PER_ENDPOINT
         },
     );
     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -374,6 +382,61 @@ fn the_rate_limit_lets_a_burst_through_then_counts_what_it_holds_back() {
 }
 
 #[test]
+fn one_pod_flooding_drops_cannot_hide_another_pods_single_drop() {
+    let mut net = server_and_client();
+    net.apply(&server_admits_port_80(&net).build());
+    let mut reader = net.event_reader();
+    // No refill: each interface reports at most 5 per CPU, all together 10.
+    configure(
+        &mut net,
+        Config {
+            events_per_second: 0,
+            events_burst: 10,
+            events_per_endpoint_per_second: 0,
+            events_per_endpoint_burst: 5,
+            ..Config::DEFAULT
+        },
+    );
+    let (endpoint_limited, rate_limited) = (
+        side_counter(&mut net, "events_endpoint_limited"),
+        side_counter(&mut net, "events_rate_limited"),
+    );
+    // The client floods: 100 datagrams from the server's address, each dropped as
+    // spoofed at its egress hook.
+    let spoofed = udp(SERVER_V4, CLIENT_V4, 44000, 53);
+    assert!(!repeat_on_cpu0(
+        &mut net,
+        Hook::PodEgress,
+        "client",
+        &spoofed,
+        100
+    ));
+    // The server drops one SYN on the same CPU, after the flood.
+    let denied = syn(CLIENT_V4, SERVER_V4, 44001, 81);
+    assert!(!repeat_on_cpu0(
+        &mut net,
+        Hook::PodIngress,
+        "server",
+        &denied,
+        1
+    ));
+    let got = reader.drain();
+    let (server_if, client_if) = (net.ifindex("server"), net.ifindex("client"));
+    let of = |ifindex| got.iter().filter(|e| e.ifindex == ifindex).count();
+    assert_eq!(
+        of(server_if),
+        1,
+        "the other pod's drop is still reported: {got:#?}"
+    );
+    assert_eq!(of(client_if), 5, "the flooding pod's own burst: {got:#?}");
+    assert_eq!(
+        side_counter(&mut net, "events_endpoint_limited"),
+        endpoint_limited + 95
+    );
+    assert_eq!(side_counter(&mut net, "events_rate_limited"), rate_limited);
+}
+
+#[test]
 fn events_the_full_ring_cannot_take_are_counted_and_the_ring_recovers_once_read() {
     let mut net = server_and_client();
     net.apply(&server_admits_port_80(&net).build());
@@ -384,7 +447,7 @@ fn events_the_full_ring_cannot_take_are_counted_and_the_ring_recovers_once_read(
         Config {
             events_per_second: u32::MAX,
             events_burst: 1_000_000,
-            ..Config::DEFAULT
+            ..UNLIMITED_PER_ENDPOINT
         },
     );
     let denied = syn(CLIENT_V4, SERVER_V4, 43000, 81);

@@ -61,8 +61,9 @@ fn off_link_neighbour_discovery_admitted_by_an_icmpv6_rule_is_tracked_with_ports
     let mut net = server_and_client();
     let with_rule = isolated(&net).allow("server", Direction::Ingress, 3, Some(ICMPV6), None);
     net.apply(&with_rule.build());
-    let advert = frames::icmpv6(136, 0);
-    let frame = frames::hop_limit(to_server(&[], ICMPV6, &advert), 255);
+    // A redirect between global addresses: ND, but not on-link control.
+    let redirect = frames::icmpv6(137, 0);
+    let frame = frames::hop_limit(to_server(&[], ICMPV6, &redirect), 255);
     assert!(server_admits(&mut net, &frame));
     let server_if = net.ifindex("server");
     let tracked: Vec<_> = net

@@ -48,6 +48,8 @@ const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 5);
 const OTHER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 3, 0, 0, 0, 0, 0, 6);
 const SERVER_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x10);
 const CLIENT_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 5);
+/// An address of no local pod and not the node's.
+const WORLD_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 9);
 /// The server's solicited-node multicast address.
 const SOLICITED: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0x10);
 /// All MLDv2-capable routers: where MLDv2 reports go.
@@ -404,6 +406,16 @@ fn rows() -> Vec<Row> {
         );
         row(
             format!(
+                "an {family} TCP SYN handed to a pod but addressed to another local pod is dropped as misdelivered"
+            ),
+            Open,
+            In,
+            "client",
+            frames::ip(other, server, TCP, &l4(TCP, 80)),
+            dropped("drop_misdelivered"),
+        );
+        row(
+            format!(
                 "an {family} TCP SYN at an interface that is no registered endpoint is dropped"
             ),
             Unregistered,
@@ -532,7 +544,9 @@ fn rows() -> Vec<Row> {
     }
 
     // Neighbour discovery: on-link ND passes an isolated pod both ways, no rule
-    // needed; routed ND or ND between global addresses is plain ICMPv6.
+    // needed; routed ND, or ND between global addresses unless a solicitation or
+    // advertisement with a local pod at the other end, is plain ICMPv6.
+    let neighbour = |nd_type: u8| nd_type == 135 || nd_type == 136;
     for nd_type in 133..=137 {
         for (src, dst, hops, hook, expect, what) in [
             (
@@ -592,20 +606,39 @@ fn rows() -> Vec<Row> {
                 "with hop limit 254 (routed) is ICMPv6 and dropped in",
             ),
             (
-                CLIENT_V6,
+                WORLD_V6,
                 SERVER_V6,
                 255,
                 In,
                 denied,
-                "between global addresses is ICMPv6 and dropped in",
+                "from a global address of no local pod is ICMPv6 and dropped in",
+            ),
+            (
+                SERVER_V6,
+                WORLD_V6,
+                255,
+                Out,
+                denied,
+                "to a global address of no local pod is ICMPv6 and dropped out",
+            ),
+            // Pods of one bridge resolve each other's global addresses with
+            // unicast solicitations and advertisements; other ND types between
+            // them are ICMPv6.
+            (
+                CLIENT_V6,
+                SERVER_V6,
+                255,
+                In,
+                if neighbour(nd_type) { non_ip } else { denied },
+                "between two local pods' global addresses comes in",
             ),
             (
                 SERVER_V6,
                 CLIENT_V6,
                 255,
                 Out,
-                denied,
-                "between global addresses is ICMPv6 and dropped out",
+                if neighbour(nd_type) { non_ip } else { denied },
+                "between two local pods' global addresses goes out",
             ),
         ] {
             let name = format!("IPv6 neighbour discovery type {nd_type} {what} (isolated pod)");
@@ -671,11 +704,12 @@ fn rows() -> Vec<Row> {
         }
     }
     row(
-        "an off-link neighbour advertisement passes as ICMPv6 with ports 0 from a peer allowed without ports".into(),
+        "an off-link ND redirect passes as ICMPv6 with ports 0 from a peer allowed without ports"
+            .into(),
         Rules,
         In,
         "server",
-        nd(OTHER_V6, SERVER_V6, 136, 255),
+        nd(OTHER_V6, SERVER_V6, 137, 255),
         allowed,
     );
     row(

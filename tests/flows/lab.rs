@@ -97,6 +97,7 @@ fn lab_run_show_drops_lists_each_dropped_flow_with_its_isolating_policies() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(json["probes"].as_array().map(Vec::len), Some(12));
     assert_eq!(json["events_lost"]["rate_limited"], 0, "{json}");
+    assert_eq!(json["events_lost"]["endpoint_limited"], 0, "{json}");
     assert_eq!(json["events_lost"]["ring_full"], 0, "{json}");
     let drops = json["drops"].as_array().cloned().unwrap_or_default();
     let denied: Vec<&serde_json::Value> = json["probes"]

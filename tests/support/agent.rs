@@ -161,6 +161,16 @@ impl AgentProcess {
             .unwrap_or_else(|| panic!("no CapEff in the agent's status"))
     }
 
+    /// How many sync passes the agent has timed (`podwall_sync_duration_seconds`).
+    pub fn passes(&self) -> u64 {
+        let (_, metrics) = self.get("/metrics").unwrap_or_default();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("podwall_sync_duration_seconds_count"))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -1,6 +1,6 @@
 //! Shared helpers of the integration tests: privilege checks that fail loudly, the
-//! stand-in API server (`apiserver`) and raw frames sent from a namespace
-//! (`packet`).
+//! stand-in API server (`apiserver`), the agent as a child process (`agent`) and
+//! frames a pod sends on a raw socket (`forge`, `packet`).
 #![allow(
     dead_code,
     reason = "each test binary uses a different part of the support code"
@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod apiserver;
+pub mod forge;
 pub mod packet;
 
 /// Fails the test with a clear message when it cannot touch the kernel: the lab

@@ -6,11 +6,18 @@
 //! - ready (`/readyz`): the initial lists are done, the source is not stale, the
 //!   maps hold the current state and every local pod with an address has its
 //!   programs. Not ready says why, one reason per line.
+//! - details: what the agent reports without making the node unready
+//!   (`Health::details`): identity conflicts it does not follow (`identity: ...`)
+//!   and programs running ahead of podwall's on a pod interface (`ahead: ...`).
+//!   Each is one line, at most `DETAIL_LINES` per kind.
 
 use std::{
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
+
+/// Lines of one kind of detail `/readyz` shows before "... and N more".
+pub const DETAIL_LINES: usize = 20;
 
 /// What the loop last reported.
 #[derive(Debug)]
@@ -20,6 +27,8 @@ struct State {
     stale: Option<String>,
     programmed: bool,
     pods_without_programs: usize,
+    identity_conflicts: Vec<String>,
+    programs_ahead: Vec<String>,
 }
 
 /// The agent's health, set by the loop and read by `/healthz` and `/readyz`.
@@ -41,6 +50,8 @@ impl Health {
                 stale: None,
                 programmed: false,
                 pods_without_programs: 0,
+                identity_conflicts: Vec::new(),
+                programs_ahead: Vec::new(),
             }),
         }
     }
@@ -74,6 +85,42 @@ impl Health {
     /// How many local pods with an address have no attached interface yet.
     pub fn set_pods_without_programs(&self, pods: usize) {
         self.lock().pods_without_programs = pods;
+    }
+
+    /// The identity conflicts of the last plan (`plan::Conflict`'s text, one each).
+    pub fn set_identity_conflicts(&self, conflicts: Vec<String>) {
+        self.lock().identity_conflicts = conflicts;
+    }
+
+    /// The programs running ahead of podwall's, one line each.
+    pub fn set_programs_ahead(&self, ahead: Vec<String>) {
+        self.lock().programs_ahead = ahead;
+    }
+
+    /// What is reported without making the node unready, one line each, prefixed
+    /// by its kind (`identity: `, `ahead: `). At most `DETAIL_LINES` lines per
+    /// kind, then `kind: ... and N more`.
+    pub fn details(&self) -> Vec<String> {
+        let state = self.lock();
+        let mut out = Vec::new();
+        for (kind, lines) in [
+            ("identity", &state.identity_conflicts),
+            ("ahead", &state.programs_ahead),
+        ] {
+            out.extend(
+                lines
+                    .iter()
+                    .take(DETAIL_LINES)
+                    .map(|line| format!("{kind}: {line}")),
+            );
+            if lines.len() > DETAIL_LINES {
+                out.push(format!(
+                    "{kind}: ... and {} more",
+                    lines.len() - DETAIL_LINES
+                ));
+            }
+        }
+        out
     }
 
     /// Whether the loop ticked within the threshold.
@@ -155,6 +202,28 @@ mod tests {
             health.readiness(),
             Err(vec!["maps not programmed".to_string()])
         );
+    }
+
+    #[test]
+    fn conflicts_and_programs_ahead_are_details_that_leave_the_node_ready() {
+        let health = Health::new(Duration::from_secs(30));
+        health.set_synced(true);
+        health.set_programmed(true);
+        health.set_identity_conflicts(
+            (0..super::DETAIL_LINES + 1)
+                .map(|i| format!("pod x/p{i}: conflict"))
+                .collect(),
+        );
+        health.set_programs_ahead(vec!["pw0 ingress: other (id 7)".to_string()]);
+        assert_eq!(health.readiness(), Ok(()));
+        let details = health.details();
+        assert_eq!(details[0], "identity: pod x/p0: conflict");
+        assert_eq!(details[super::DETAIL_LINES], "identity: ... and 1 more");
+        assert_eq!(
+            details.last().map(String::as_str),
+            Some("ahead: pw0 ingress: other (id 7)")
+        );
+        assert_eq!(details.len(), super::DETAIL_LINES + 2);
     }
 
     #[test]

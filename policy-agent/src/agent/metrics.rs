@@ -27,7 +27,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    dataplane::{PolicyCounters, Traffic},
+    dataplane::{EventsLost, PolicyCounters, Traffic},
     model::ObjectRef,
     policy::tables::Direction,
 };
@@ -67,7 +67,45 @@ pub struct Metrics {
     errors: Family<KindLabel, Counter>,
     ready: Gauge,
     stale: Gauge,
+    identity: IdentityMetrics,
     snapshot: Arc<Mutex<Snapshot>>,
+}
+
+/// Label set of `podwall_events_lost`: why (`rate_limited`, `endpoint_limited`,
+/// `ring_full`).
+type ReasonLabel = [(&'static str, &'static str); 1];
+
+/// What the loop reports about identity, ordering and lost events.
+#[derive(Debug, Default)]
+struct IdentityMetrics {
+    conflicts: Gauge,
+    ahead: Gauge,
+    events_lost: Family<ReasonLabel, Gauge>,
+}
+
+impl IdentityMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let out = Self::default();
+        registry.register(
+            "podwall_identity_conflicts",
+            "Pod addresses something says belong to another interface than the pod's (not followed; listed in /readyz)",
+            out.conflicts.clone(),
+        );
+        registry.register(
+            "podwall_programs_ahead",
+            "Pod interface hooks where another TC program runs before podwall's (listed in /readyz)",
+            out.ahead.clone(),
+        );
+        for reason in ["rate_limited", "endpoint_limited", "ring_full"] {
+            drop(out.events_lost.get_or_create(&[("reason", reason)]));
+        }
+        registry.register(
+            "podwall_events_lost",
+            "Verdict events the datapath could not report since it was loaded, by reason",
+            out.events_lost.clone(),
+        );
+        out
+    }
 }
 
 /// What the loop copied in last: map usage and per-policy traffic.
@@ -131,6 +169,7 @@ impl Metrics {
             "1 while a watch of the API server is failing (enforcing the last state)",
             stale.clone(),
         );
+        let identity = IdentityMetrics::register(&mut registry);
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
         Self {
@@ -142,7 +181,36 @@ impl Metrics {
             errors,
             ready,
             stale,
+            identity,
             snapshot,
+        }
+    }
+
+    /// Sets `podwall_identity_conflicts`.
+    pub fn set_identity_conflicts(&self, conflicts: usize) {
+        self.identity
+            .conflicts
+            .set(i64::try_from(conflicts).unwrap_or(i64::MAX));
+    }
+
+    /// Sets `podwall_programs_ahead`.
+    pub fn set_programs_ahead(&self, hooks: usize) {
+        self.identity
+            .ahead
+            .set(i64::try_from(hooks).unwrap_or(i64::MAX));
+    }
+
+    /// Sets `podwall_events_lost` from the datapath's side counters.
+    pub fn set_events_lost(&self, lost: EventsLost) {
+        for (reason, value) in [
+            ("rate_limited", lost.rate_limited),
+            ("endpoint_limited", lost.endpoint_limited),
+            ("ring_full", lost.ring_full),
+        ] {
+            self.identity
+                .events_lost
+                .get_or_create(&[("reason", reason)])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
 

@@ -4,7 +4,11 @@
 //!   and what a pending interface (a pod's veth before its route is known) enforces;
 //! - `metrics`: the Prometheus families the loop updates;
 //! - `health`: liveness and readiness, with the reasons for not being ready;
+//! - `notices`: identity conflicts and programs ahead of podwall's, reported
+//!   while they last;
+//! - `observe`: route lookups and links as `plan` takes them;
 //! - `http`: `/metrics`, `/healthz`, `/readyz`;
+//! - `lock`: the instance lock one running agent holds (and `uninstall` respects);
 //! - `startup`: kernel features podwall cannot run without;
 //! - `sync`: the loop: snapshots and link events in, a programmed datapath out;
 //! - `conntrack`: the thread that removes tracked flows idle past their timeout;
@@ -16,7 +20,10 @@
 pub mod conntrack;
 pub mod health;
 pub mod http;
+pub mod lock;
 pub mod metrics;
+pub mod notices;
+mod observe;
 pub mod plan;
 pub mod run;
 pub mod startup;
@@ -30,6 +37,12 @@ pub mod sync;
 /// `setpriv --bounding-set -all,+bpf,+net_admin`). No `SYS_ADMIN`: bpffs is
 /// mounted by the host and reached through a hostPath volume.
 pub const REQUIRED_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
+
+/// Bridges whose veth ports are pods' from the start (`--pod-bridge`): the bridge
+/// CNI's and flannel's `cni0`, kubenet's `cbr0`. A bridge a local pod's route goes
+/// through is one too; the veths of any other bridge (`docker0`, `podman0`, a
+/// runtime's own) are never attached on sight.
+pub const DEFAULT_POD_BRIDGES: [&str; 2] = ["cni0", "cbr0"];
 
 /// Interface name prefixes the agent attaches to as soon as they appear
 /// (`--interface-prefix`): veth (kindnet, bridge), cali (Calico), lxc (Cilium-style

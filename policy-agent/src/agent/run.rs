@@ -2,12 +2,7 @@
 //! or loaded), the HTTP endpoints, the API server watch, the link watch and the
 //! sync loop, until a shutdown signal. A shutdown leaves the pins enforcing.
 
-use std::{fs::File, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
-
-use nix::{
-    errno::Errno,
-    fcntl::{Flock, FlockArg},
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use policy_common::config::Config;
 
@@ -15,6 +10,7 @@ use super::{
     conntrack,
     health::Health,
     http::{self, HttpError},
+    lock::{InstanceLock, LockError},
     metrics::Metrics,
     startup::{self, StartupError},
     sync::{self, SyncConfig, Syncer},
@@ -46,6 +42,8 @@ pub struct RunOptions {
     pub bpf_object: Option<PathBuf>,
     /// Interface name prefixes attached on sight.
     pub interface_prefixes: Vec<String>,
+    /// Bridges whose veth ports are pods' (`--pod-bridge`).
+    pub pod_bridges: Vec<String>,
     /// Retry delays of the API server watches.
     pub watch: WatchOptions,
     /// The classifiers' settings (`CONFIG`): conntrack timeouts and limits, mark
@@ -72,23 +70,10 @@ pub enum RunError {
     /// The HTTP endpoints could not be served.
     #[error(transparent)]
     Http(#[from] HttpError),
-    /// Another agent runs this instance: two would write each other's banks.
-    #[error("another policy-agent runs instance {instance} (it holds {}); stop it or pass another --instance", lock.display())]
-    Busy {
-        /// The instance.
-        instance: String,
-        /// Its lock file.
-        lock: PathBuf,
-    },
-    /// The instance lock file could not be made.
-    #[error("instance lock {}: {source}", path.display())]
-    Lock {
-        /// The lock file.
-        path: PathBuf,
-        /// What failed.
-        #[source]
-        source: std::io::Error,
-    },
+    /// Another agent runs this instance (two would write each other's banks), or
+    /// its lock file could not be made.
+    #[error(transparent)]
+    Lock(#[from] LockError),
     /// The conntrack sweep thread could not start.
     #[error("starting the conntrack sweep thread: {0}")]
     Sweep(#[source] std::io::Error),
@@ -100,35 +85,6 @@ pub enum RunError {
 /// The pin directory of `instance`: `/sys/fs/bpf/podwall/v{ABI}/<instance>`.
 pub fn pin_dir(instance: &str) -> PathBuf {
     FlowPaths::system().pins_root().join(instance)
-}
-
-/// Holds `/run/podwall/v{ABI}/<instance>/agent.lock` (an exclusive `flock`) for
-/// the agent's life, so a second agent on the same pins refuses to start. The
-/// kernel releases it when the process dies, `kill -9` included.
-fn lock_instance(instance: &str) -> Result<Flock<File>, RunError> {
-    let dir = FlowPaths::system().names_root().join(instance);
-    let path = dir.join("agent.lock");
-    let io = |source| RunError::Lock {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-        if errno == Errno::EWOULDBLOCK {
-            RunError::Busy {
-                instance: instance.to_string(),
-                lock: path.clone(),
-            }
-        } else {
-            io(std::io::Error::from(errno))
-        }
-    })
 }
 
 /// Runs the agent until `shutdown` completes.
@@ -145,7 +101,7 @@ pub async fn run(
     if !bpffs.is_mounted() {
         return Err(RunError::NoBpffs(bpffs.mount_point));
     }
-    let _lock = lock_instance(&options.instance)?;
+    let _lock = InstanceLock::acquire(&options.instance)?;
     let pins = pin_dir(&options.instance);
     let load = LoadOptions {
         config: options.datapath,
@@ -181,6 +137,7 @@ pub async fn run(
             node_name: options.node_name.clone(),
             audit: options.audit,
             interface_prefixes: options.interface_prefixes.clone(),
+            pod_bridges: options.pod_bridges.clone(),
         },
         datapath,
         metrics,

@@ -16,7 +16,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -27,12 +26,14 @@ use tokio::time::MissedTickBehavior;
 use super::{
     health::Health,
     metrics::Metrics,
+    notices::Notices,
+    observe,
     plan::{self, PlanInput},
 };
 use crate::{
     dataplane::{Datapath, DataplaneError, InterfaceIndex},
     model::{ClusterState, ObjectRef},
-    node::{LinkEvent, LinkWatch, NodeError, RouteResolver},
+    node::{Link, LinkEvent, LinkWatch, NodeError},
     policy::{
         compiler::compile,
         tables::{DatapathTables, EndpointEntry},
@@ -79,6 +80,9 @@ pub struct SyncConfig {
     pub audit: bool,
     /// Interface name prefixes attached on sight (`--interface-prefix`).
     pub interface_prefixes: Vec<String>,
+    /// Bridges whose veth ports are pods' even before a pod route goes through
+    /// them (`--pod-bridge`).
+    pub pod_bridges: Vec<String>,
 }
 
 /// What the last successful write put in the maps: what `attach_new` writes again
@@ -98,7 +102,11 @@ pub struct Syncer {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     /// Links of this namespace, by index (from the link watch).
-    links: BTreeMap<InterfaceIndex, String>,
+    links: BTreeMap<InterfaceIndex, Link>,
+    /// The last plan's pod bridges: whose veth ports `attach_new` takes.
+    pod_bridges: BTreeSet<u32>,
+    /// Identity conflicts and programs ahead, reported while they last.
+    notices: Notices,
     /// Conversion errors counted and logged, while they last.
     reported: BTreeSet<String>,
     /// The newest source change already counted in the latency histogram.
@@ -123,7 +131,7 @@ impl Syncer {
         datapath: Datapath,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
-        links: &BTreeMap<InterfaceIndex, String>,
+        links: &BTreeMap<InterfaceIndex, Link>,
     ) -> Self {
         Self {
             config,
@@ -131,6 +139,8 @@ impl Syncer {
             metrics,
             health,
             links: links.clone(),
+            pod_bridges: BTreeSet::new(),
+            notices: Notices::default(),
             reported: BTreeSet::new(),
             last_change: None,
             written: None,
@@ -142,20 +152,36 @@ impl Syncer {
     }
 
     /// Records a link event. Returns whether a pass is needed: a link with programs
-    /// went away. A new pod veth is attached here as pending; the pass that maps it
-    /// to its pod comes with the pod's address (or the retry of unmapped pods).
+    /// went away, or turned out to be no pod's (enslaved to a foreign bridge). A new
+    /// pod veth is attached here as pending; the pass that maps it to its pod comes
+    /// with the pod's address (or the retry of unmapped pods).
     pub fn link_event(&mut self, event: LinkEvent) -> bool {
         match event {
             LinkEvent::Added(link) => {
-                let candidate = plan::matches_prefix(&link.name, &self.config.interface_prefixes);
-                self.links.insert(link.index, link.name);
+                let index = link.index;
+                self.links.insert(index, link);
+                let links = observe::plan_links(&self.links);
+                // The last plan's, and a named one made since (a fresh node's
+                // first pod brings its bridge along).
+                let mut pod_bridges = plan::named_pod_bridges(&links, &self.config.pod_bridges);
+                pod_bridges.extend(&self.pod_bridges);
+                let candidate = links.get(&index).is_some_and(|link| {
+                    plan::is_candidate(link, &links, &self.config.interface_prefixes, &pod_bridges)
+                });
                 if candidate {
-                    self.attach_new(link.index);
-                } else if let Err(error) = self.refresh_tunnel_ports() {
+                    self.attach_new(index);
+                    return false;
+                }
+                if let Err(error) = self.refresh_tunnel_ports() {
                     tracing::warn!(%error, "reading the node's tunnel ports; the next pass retries");
                     self.metrics.error(error.kind());
                 }
-                false
+                // Attached as pending, then enslaved to a bridge that is no pod's.
+                let mapped = self
+                    .written
+                    .as_ref()
+                    .is_some_and(|w| w.interfaces.values().any(|i| *i == index));
+                !mapped && self.datapath.attached_interfaces().any(|i| i == index)
             }
             LinkEvent::Removed(link) => {
                 self.links.remove(&link.index);
@@ -270,29 +296,31 @@ impl Syncer {
         };
         let node_addresses = crate::node::node_addresses()?;
         self.refresh_tunnel_ports()?;
-        // A resolver per pass: it caches neighbours and the bridge FDB.
-        let mut resolver = RouteResolver::open()?;
-        let mut routes: BTreeMap<IpAddr, u32> = BTreeMap::new();
-        for ip in plan::local_addresses(state, &self.config.node_name) {
-            if let Some(index) = resolver.resolve(ip)? {
-                routes.insert(ip, index);
-            }
-        }
+        let resolved = observe::Resolved::of(plan::local_addresses(state, &self.config.node_name))?;
         let attached: BTreeSet<InterfaceIndex> = self.datapath.attached_interfaces().collect();
-        let candidates: BTreeMap<u32, String> = self
-            .links
-            .iter()
-            .filter(|(_, name)| plan::matches_prefix(name, &self.config.interface_prefixes))
-            .map(|(index, name)| (*index, name.clone()))
-            .collect();
+        let no_previous = BTreeMap::new();
         let plan = plan::plan(&PlanInput {
             state,
             node_name: &self.config.node_name,
-            routes: &routes,
+            routes: &resolved.routes,
+            neighbours: &resolved.neighbours,
+            route_bridges: &resolved.bridges,
+            previous: self
+                .written
+                .as_ref()
+                .map_or(&no_previous, |w| &w.interfaces),
             attached: &attached,
-            candidates: &candidates,
+            links: &observe::plan_links(&self.links),
+            prefixes: &self.config.interface_prefixes,
+            pod_bridge_names: &self.config.pod_bridges,
             pending_endpoint_id: PENDING_ENDPOINT_ID,
         });
+        self.pod_bridges.clone_from(&plan.pod_bridges);
+        self.notices.conflicts(
+            plan.conflicts.iter().map(ToString::to_string),
+            &self.metrics,
+            &self.health,
+        );
         let tables = compile(state, &node_addresses, |pod| {
             plan.interfaces.contains_key(&pod.key)
         });
@@ -349,7 +377,7 @@ impl Syncer {
         let mut missing = 0;
         for index in indexes {
             let name = match self.links.get(index) {
-                Some(name) => Some(name.clone()),
+                Some(link) => Some(link.name.clone()),
                 None => crate::node::interface_name(*index).ok().flatten(),
             };
             let Some(name) = name else {
@@ -382,6 +410,8 @@ impl Syncer {
             .map(|u| (u.map, u.entries, u.capacity))
             .collect();
         self.metrics.set_map_usage(&samples);
+        self.notices
+            .refresh(&mut self.datapath, &self.links, &self.metrics, &self.health);
         let Some(written) = &self.written else {
             return;
         };

@@ -11,7 +11,9 @@ use crate::{
     lab::{
         drops, flowlog, netns,
         probe::{Family, ProbeRoute},
-        report, Lab,
+        report,
+        topology::TopologyKind,
+        Lab, LabOptions,
     },
     model::{ClusterState, PolicyMode, Protocol},
     source::manifest::load_manifests,
@@ -38,6 +40,27 @@ pub struct ProbeArgs {
     /// leads to it alone (IPv4); fails listing the destinations without one.
     #[arg(long)]
     via_service: bool,
+}
+
+/// `--topology` of `lab run` and `lab tour`: how pods are wired to the node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(super) enum TopologyArg {
+    /// A /32 and /128 route per pod on its own veth, as Calico and kindnet do.
+    #[default]
+    Routed,
+    /// Every pod veth a port of one bridge holding the pod subnet, as the bridge
+    /// CNI and flannel do (pods reach each other over ARP and neighbour discovery).
+    Bridge,
+}
+
+impl TopologyArg {
+    /// The lab's kind.
+    pub(super) fn kind(self) -> TopologyKind {
+        match self {
+            TopologyArg::Routed => TopologyKind::Routed,
+            TopologyArg::Bridge => TopologyKind::Bridge,
+        }
+    }
 }
 
 /// `--family` of `lab run`, `lab tour` and `simulate`.
@@ -86,6 +109,9 @@ pub enum LabCommand {
         path: PathBuf,
         #[command(flatten)]
         probing: ProbeArgs,
+        /// How pods are wired to the node: routed (default) or ports of a bridge.
+        #[arg(long, value_enum, default_value_t = TopologyArg::Routed)]
+        topology: TopologyArg,
         /// After the matrix, list the drops (and would-drops) the datapath reported
         /// while probing, one per flow, each naming the policies isolating the pod
         /// (JSON: a "drops" list). Reads the lab's events, so a `policy-agent flows`
@@ -112,6 +138,9 @@ pub enum LabCommand {
         steps: Vec<PathBuf>,
         #[command(flatten)]
         probing: ProbeArgs,
+        /// How pods are wired to the node: routed (default) or ports of a bridge.
+        #[arg(long, value_enum, default_value_t = TopologyArg::Routed)]
+        topology: TopologyArg,
         /// After each step's matrix, list the drops the datapath reported while
         /// probing, each naming the policies isolating the pod (as `lab run
         /// --show-drops`; JSON: a "drops" list per step).
@@ -136,14 +165,23 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
         LabCommand::Run {
             path,
             probing,
+            topology,
             show_drops,
             audit,
             datapath,
-        } => run_lab(&path, &probing, show_drops, audit, &datapath),
+        } => run_lab(
+            &path,
+            &probing,
+            topology.kind(),
+            show_drops,
+            audit,
+            &datapath,
+        ),
         LabCommand::Tour {
             base,
             steps,
             probing,
+            topology,
             show_drops,
         } => {
             let route = probing.route()?;
@@ -151,11 +189,14 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             super::lab_tour::run(
                 &base,
                 &steps,
-                &probing.probes,
-                route,
-                probing.output,
-                probing.timeout(),
-                show_drops,
+                &super::lab_tour::TourOptions {
+                    probes: &probing.probes,
+                    route,
+                    output: probing.output,
+                    timeout: probing.timeout(),
+                    show_drops,
+                    topology: topology.kind(),
+                },
             )
         }
         LabCommand::Conformance(args) => super::conformance::run(&args),
@@ -205,6 +246,7 @@ fn lab_down(all: bool) -> anyhow::Result<()> {
 fn run_lab(
     path: &std::path::Path,
     probing: &ProbeArgs,
+    topology: TopologyKind,
     show_drops: bool,
     audit: bool,
     datapath: &super::datapath::DatapathArgs,
@@ -224,8 +266,11 @@ fn run_lab(
         if audit { " (all in audit mode)" } else { "" },
         path.display()
     );
-    let config = datapath.config(flowlog::lab_config());
-    let mut lab = Lab::up_with(state, probes, &config)?;
+    let options = LabOptions {
+        topology,
+        config: datapath.config(flowlog::lab_config()),
+    };
+    let mut lab = Lab::up_with(state, probes, &options)?;
     let specs = lab.probe_specs(probes);
     lab.targets(&specs, route)?;
     eprintln!(

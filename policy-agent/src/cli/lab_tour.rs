@@ -11,7 +11,10 @@ use serde::Serialize;
 
 use super::Output;
 use crate::{
-    lab::{drops, probe::ProbeRoute, report, report::ProbeResult, Lab},
+    lab::{
+        drops, probe::ProbeRoute, report, report::ProbeResult, topology::TopologyKind, Lab,
+        LabOptions,
+    },
     model::Protocol,
     source::manifest::load_manifests,
 };
@@ -65,24 +68,44 @@ struct StepJson<'a> {
     drops: Option<Vec<drops::SeenDrop>>,
 }
 
+/// How `lab tour` probes, prints and wires its lab.
+pub struct TourOptions<'a> {
+    /// `--probe` ports (none: declared ports).
+    pub probes: &'a [(u16, Protocol)],
+    /// How probes reach their destinations.
+    pub route: ProbeRoute,
+    /// Table or JSON.
+    pub output: Output,
+    /// How long a probe waits.
+    pub timeout: Duration,
+    /// List the drops after each step.
+    pub show_drops: bool,
+    /// How pods are wired.
+    pub topology: TopologyKind,
+}
+
 /// Builds the lab from `base`, then applies each of `steps` in order, probing the
-/// way `route` says after each; with `show_drops`, lists after each step the drops
-/// the datapath reported while probing.
-pub fn run(
-    base: &Path,
-    steps: &[PathBuf],
-    probes: &[(u16, Protocol)],
-    route: ProbeRoute,
-    output: Output,
-    timeout: Duration,
-    show_drops: bool,
-) -> anyhow::Result<()> {
+/// way `options.route` says after each; with `show_drops`, lists after each step
+/// the drops the datapath reported while probing.
+pub fn run(base: &Path, steps: &[PathBuf], options: &TourOptions<'_>) -> anyhow::Result<()> {
+    let TourOptions {
+        probes,
+        route,
+        output,
+        timeout,
+        show_drops,
+        topology,
+    } = *options;
     let mut state = load_manifests(base)?;
     let step_states = steps
         .iter()
         .map(|path| load_manifests(path))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut lab = Lab::up(state.clone(), probes)?;
+    let options = LabOptions {
+        topology,
+        ..LabOptions::default()
+    };
+    let mut lab = Lab::up_with(state.clone(), probes, &options)?;
     let specs = lab.probe_specs(probes);
     let mut previous: Vec<ProbeResult> = Vec::new();
     let files = std::iter::once(base).chain(steps.iter().map(PathBuf::as_path));

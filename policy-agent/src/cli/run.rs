@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
 
 use policy_common::config::Config;
@@ -11,8 +11,9 @@ use policy_common::config::Config;
 use super::datapath::DatapathArgs;
 use crate::{
     agent::{
+        lock::{InstanceLock, LockError},
         run::{pin_dir, run, RunOptions},
-        DEFAULT_INTERFACE_PREFIXES,
+        DEFAULT_INTERFACE_PREFIXES, DEFAULT_POD_BRIDGES,
     },
     dataplane::Datapath,
     source::kube::WatchOptions,
@@ -46,6 +47,11 @@ pub struct RunArgs {
     /// is known (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_INTERFACE_PREFIXES.map(String::from))]
     interface_prefix: Vec<String>,
+    /// Bridges whose veth ports are pods' from the start (comma-separated); a bridge
+    /// a local pod's route goes through is one too. Veths of any other bridge (a
+    /// container runtime's, e.g. docker0 or podman0) are never attached on sight.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_POD_BRIDGES.map(String::from))]
+    pod_bridge: Vec<String>,
     /// The longest delay between API server retries, in milliseconds (tests
     /// shorten it to see recovery quickly).
     #[arg(long, hide = true, default_value_t = 30_000)]
@@ -60,7 +66,15 @@ pub struct UninstallArgs {
     /// The agent instance whose pinned datapath to remove.
     #[arg(long, default_value = "agent")]
     instance: String,
+    /// If an agent runs this instance, stop it first (SIGTERM, then wait for it to
+    /// exit) instead of refusing. A DaemonSet restarts its agent, which installs
+    /// again: delete the DaemonSet first.
+    #[arg(long)]
+    stop_agent: bool,
 }
+
+/// How long `uninstall --stop-agent` waits for the agent to exit.
+const STOP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Runs the agent until SIGTERM or SIGINT; the pinned datapath keeps enforcing
 /// after it exits.
@@ -73,6 +87,7 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         audit: args.audit,
         bpf_object: args.bpf_object,
         interface_prefixes: args.interface_prefix,
+        pod_bridges: args.pod_bridge,
         watch: WatchOptions {
             backoff_min: Duration::from_millis(args.api_backoff_max_ms.min(800)),
             backoff_max: Duration::from_millis(args.api_backoff_max_ms),
@@ -101,10 +116,27 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Removes the pinned datapath of `instance`: programs come off every pod
-/// interface, and the maps go.
+/// interface, and the maps go. Refuses while an agent runs the instance (it would
+/// attach again at its next sync) unless `--stop-agent`; holds the instance lock
+/// while it removes, so no agent starts half way.
 pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
+    let lock = if args.stop_agent {
+        InstanceLock::acquire_stopping_holder(&args.instance, STOP_PATIENCE)
+    } else {
+        InstanceLock::acquire(&args.instance)
+    };
+    let lock = match lock {
+        Ok(lock) => lock,
+        Err(error @ LockError::Busy { .. }) => bail!(
+            "{error}: refusing to take enforcement off under a running agent (it would attach again); \
+             stop it first (a DaemonSet: delete it) or pass --stop-agent"
+        ),
+        Err(error) => return Err(error.into()),
+    };
     let dir = pin_dir(&args.instance);
-    if Datapath::uninstall(&dir)? {
+    let removed = Datapath::uninstall(&dir)?;
+    lock.remove_file();
+    if removed {
         println!(
             "removed podwall instance {}: programs detached, pins under {} deleted",
             args.instance,

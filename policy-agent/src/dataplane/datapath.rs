@@ -8,7 +8,11 @@ use std::{
 
 use aya::{
     maps::{Map, MapData},
-    programs::{links::FdLink, tc::SchedClassifierLinkId, SchedClassifier, TcAttachType},
+    programs::{
+        links::FdLink,
+        tc::{SchedClassifierLinkId, TcAttachOptions},
+        LinkOrder, SchedClassifier, TcAttachType,
+    },
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use policy_common::{
@@ -190,7 +194,7 @@ impl Datapath {
     }
 
     /// Attaches both classifiers to `interface` (a pod's host-side veth) as TCX
-    /// links, and returns its index. The calling thread must be in the network
+    /// links, each first in its hook's chain (`order.rs`), and returns its index. The calling thread must be in the network
     /// namespace of the interface.
     pub fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError> {
         let index = nix::net::if_::if_nametoindex(interface).map_err(|source| {
@@ -316,8 +320,11 @@ fn attach_one(
     interface: &str,
     hook: TcAttachType,
 ) -> Result<SchedClassifierLinkId, DataplaneError> {
+    // First in the hook's TCX chain: ahead of whatever is there now (see
+    // `order.rs` for programs attached ahead of it later).
+    let first = TcAttachOptions::TcxOrder(LinkOrder::first());
     classifier(ebpf, name)?
-        .attach(interface, hook)
+        .attach_with_options(interface, hook, first)
         .map_err(|source| DataplaneError::Attach {
             program: name,
             interface: interface.to_string(),

@@ -1,6 +1,7 @@
 //! Verdict events the datapath could not report: the `STATS` side counters
-//! `events_rate_limited` (held back by the token bucket) and `events_ring_full`
-//! (the `EVENTS` ring buffer had no room), read in the owner's process
+//! `events_endpoint_limited` (held back by the interface's own token bucket),
+//! `events_rate_limited` (by the per-CPU one) and `events_ring_full` (the `EVENTS`
+//! ring buffer had no room), read in the owner's process
 //! (`Datapath::stats`) or from a pin by another one (`PinnedStats`, what
 //! `policy-agent flows` watches).
 
@@ -8,7 +9,8 @@ use std::path::Path;
 
 use aya::maps::{MapData, PerCpuArray};
 use policy_common::verdict::{
-    STATS_MAP, STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL, STAT_NAMES,
+    STATS_MAP, STAT_EVENTS_ENDPOINT_LIMITED, STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL,
+    STAT_NAMES,
 };
 use serde::Serialize;
 
@@ -20,8 +22,11 @@ use super::{
 /// Events the datapath could not report (`STATS` side counters, summed over CPUs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct EventsLost {
-    /// Held back by the rate limit.
+    /// Held back by the per-CPU rate limit.
     pub rate_limited: u64,
+    /// Held back by the rate limit of the interface they were about (one pod's
+    /// flood, kept from using up the others' share).
+    pub endpoint_limited: u64,
     /// Lost because the ring buffer was full.
     pub ring_full: u64,
 }
@@ -31,6 +36,7 @@ impl EventsLost {
     pub fn of(stats: &Stats) -> Self {
         Self {
             rate_limited: stats.get(STAT_NAMES[STAT_EVENTS_RATE_LIMITED as usize]),
+            endpoint_limited: stats.get(STAT_NAMES[STAT_EVENTS_ENDPOINT_LIMITED as usize]),
             ring_full: stats.get(STAT_NAMES[STAT_EVENTS_RING_FULL as usize]),
         }
     }
@@ -45,13 +51,18 @@ impl EventsLost {
     pub fn since(self, earlier: EventsLost) -> Self {
         Self {
             rate_limited: self.rate_limited.saturating_sub(earlier.rate_limited),
+            endpoint_limited: self
+                .endpoint_limited
+                .saturating_sub(earlier.endpoint_limited),
             ring_full: self.ring_full.saturating_sub(earlier.ring_full),
         }
     }
 
-    /// Every event lost, both causes.
+    /// Every event lost, all causes.
     pub fn total(self) -> u64 {
-        self.rate_limited.saturating_add(self.ring_full)
+        self.rate_limited
+            .saturating_add(self.endpoint_limited)
+            .saturating_add(self.ring_full)
     }
 
     /// Whether anything was lost.
@@ -59,12 +70,14 @@ impl EventsLost {
         self.total() > 0
     }
 
-    /// `N events (A held back by the rate limit, B for a full ring buffer)`.
+    /// `N events (A held back by the rate limit, B by per-pod limits, C for a
+    /// full ring buffer)`.
     pub fn describe(self) -> String {
         format!(
-            "{} events ({} held back by the rate limit, {} for a full ring buffer)",
+            "{} events ({} held back by the rate limit, {} by per-pod limits, {} for a full ring buffer)",
             self.total(),
             self.rate_limited,
+            self.endpoint_limited,
             self.ring_full
         )
     }
@@ -87,23 +100,37 @@ impl PinnedStats {
         Ok(Self { array })
     }
 
+    /// One counter, summed over CPUs.
+    fn read(&self, index: u32) -> Result<u64, DataplaneError> {
+        let values = self
+            .array
+            .get(&index, 0)
+            .map_err(|source| DataplaneError::MapOp {
+                map: STATS_MAP,
+                operation: "read",
+                source: Box::new(source),
+            })?;
+        Ok(values.iter().sum())
+    }
+
     /// The lost-event counters now.
     pub fn events_lost(&self) -> Result<EventsLost, DataplaneError> {
-        let read = |index: u32| -> Result<u64, DataplaneError> {
-            let values = self
-                .array
-                .get(&index, 0)
-                .map_err(|source| DataplaneError::MapOp {
-                    map: STATS_MAP,
-                    operation: "read",
-                    source: Box::new(source),
-                })?;
-            Ok(values.iter().sum())
-        };
         Ok(EventsLost {
-            rate_limited: read(STAT_EVENTS_RATE_LIMITED)?,
-            ring_full: read(STAT_EVENTS_RING_FULL)?,
+            rate_limited: self.read(STAT_EVENTS_RATE_LIMITED)?,
+            endpoint_limited: self.read(STAT_EVENTS_ENDPOINT_LIMITED)?,
+            ring_full: self.read(STAT_EVENTS_RING_FULL)?,
         })
+    }
+
+    /// Every named counter now (`Datapath::stats` of the process that owns it).
+    pub fn stats(&self) -> Result<Stats, DataplaneError> {
+        let mut counters = Vec::new();
+        for (index, name) in (0u32..).zip(STAT_NAMES) {
+            if !name.is_empty() {
+                counters.push((name, self.read(index)?));
+            }
+        }
+        Ok(Stats { counters })
     }
 }
 
@@ -125,6 +152,7 @@ mod tests {
             counters: vec![
                 ("allow_policy", 9),
                 ("events_rate_limited", rate_limited),
+                ("events_endpoint_limited", 2 * rate_limited),
                 ("events_ring_full", ring_full),
             ],
         }
@@ -137,13 +165,14 @@ mod tests {
             lost,
             EventsLost {
                 rate_limited: 3,
+                endpoint_limited: 6,
                 ring_full: 0
             }
         );
         assert!(lost.any());
         assert_eq!(
             lost.describe(),
-            "3 events (3 held back by the rate limit, 0 for a full ring buffer)"
+            "9 events (3 held back by the rate limit, 6 by per-pod limits, 0 for a full ring buffer)"
         );
         assert!(!EventsLost::between(&stats(4, 2), &stats(4, 2)).any());
         // A counter that went down (another datapath) is no loss.

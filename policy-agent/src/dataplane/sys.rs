@@ -7,6 +7,10 @@
 //!   another process stays attached; an explicit detach ends enforcement on that
 //!   interface before the call returns, whoever holds the link.
 //!
+//! - `BPF_PROG_QUERY` of a TCX hook with only the ids: aya's `query_tcx` also
+//!   opens each program by id, which needs `CAP_SYS_ADMIN` the agent does not
+//!   have.
+//!
 //! Each call passes a `#[repr(C)]` prefix of `union bpf_attr` and its size; the
 //! kernel zero-fills the fields past that size.
 
@@ -24,6 +28,12 @@ use std::{
 const BPF_MAP_CREATE: nix::libc::c_long = 0;
 const BPF_OBJ_GET: nix::libc::c_long = 7;
 const BPF_LINK_DETACH: nix::libc::c_long = 34;
+const BPF_PROG_QUERY: nix::libc::c_long = 16;
+/// `enum bpf_attach_type` values of the TCX hooks.
+pub(super) const BPF_TCX_INGRESS: u32 = 46;
+pub(super) const BPF_TCX_EGRESS: u32 = 47;
+/// Program ids one query asks for (the kernel says how many there are).
+const QUERY_IDS: usize = 64;
 /// `BPF_MAP_TYPE_ARRAY_OF_MAPS` (`enum bpf_map_type`).
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 
@@ -54,6 +64,23 @@ struct LinkDetachAttr {
     link_fd: u32,
 }
 
+/// `bpf_attr` for `BPF_PROG_QUERY`, whole: the kernel writes `prog_cnt` and, for
+/// multi-program hooks, `revision` back.
+#[repr(C)]
+struct ProgQueryAttr {
+    target_ifindex: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    pad: u32,
+    prog_attach_flags: u64,
+    link_ids: u64,
+    link_attach_flags: u64,
+    revision: u64,
+}
+
 /// `bpf(cmd, attr, size_of::<A>())`: a new fd (or 0) on success.
 fn bpf<A>(cmd: nix::libc::c_long, attr: &A) -> io::Result<i32> {
     // SAFETY: `attr` is a live, initialized `bpf_attr` prefix of the size passed;
@@ -65,6 +92,41 @@ fn bpf<A>(cmd: nix::libc::c_long, attr: &A) -> io::Result<i32> {
         return Err(io::Error::last_os_error());
     }
     i32::try_from(result).map_err(|_| io::Error::other("bpf(2) result out of range"))
+}
+
+/// The ids of the programs at TCX hook `attach_type` (`BPF_TCX_*`) of interface
+/// `ifindex`, in the order they run.
+pub(super) fn tcx_program_ids(ifindex: u32, attach_type: u32) -> io::Result<Vec<u32>> {
+    let mut ids = vec![0u32; QUERY_IDS];
+    let mut attr = ProgQueryAttr {
+        target_ifindex: ifindex,
+        attach_type,
+        query_flags: 0,
+        attach_flags: 0,
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: QUERY_IDS as u32,
+        pad: 0,
+        prog_attach_flags: 0,
+        link_ids: 0,
+        link_attach_flags: 0,
+        revision: 0,
+    };
+    // SAFETY: `attr` is a whole, initialized `bpf_attr` query; `prog_ids` points at
+    // `ids`, which holds `prog_cnt` entries and outlives the call; the kernel
+    // writes at most that many ids, then `prog_cnt` and `revision` into `attr`.
+    let result = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_bpf,
+            BPF_PROG_QUERY,
+            std::ptr::from_mut(&mut attr),
+            size_of::<ProgQueryAttr>(),
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    ids.truncate((attr.prog_cnt as usize).min(QUERY_IDS));
+    Ok(ids)
 }
 
 /// Takes ownership of an fd the kernel just returned.
@@ -124,5 +186,9 @@ mod tests {
         assert_eq!(offset_of!(ObjGetAttr, bpf_fd), 8);
         assert_eq!(size_of::<ObjGetAttr>(), 16);
         assert_eq!(size_of::<LinkDetachAttr>(), 4);
+        assert_eq!(offset_of!(ProgQueryAttr, prog_ids), 16);
+        assert_eq!(offset_of!(ProgQueryAttr, prog_cnt), 24);
+        assert_eq!(offset_of!(ProgQueryAttr, revision), 56);
+        assert_eq!(size_of::<ProgQueryAttr>(), 64);
     }
 }

@@ -31,7 +31,7 @@ pub use self::{
     outcome::{to_json, Mismatch, Outcome, Summary, Verdict},
     placeholders::{expand, Addresses},
 };
-use super::{Lab, LabError};
+use super::{topology::TopologyKind, Lab, LabError, LabOptions};
 use crate::model::Protocol;
 
 /// Why a run could not happen at all (a single case's problems are its outcome).
@@ -62,6 +62,8 @@ pub enum ConformanceError {
 pub struct Options {
     /// How long a probe waits for an answer before it counts as dropped.
     pub timeout: Duration,
+    /// How the lab's pods are wired.
+    pub topology: TopologyKind,
 }
 
 /// Why an SCTP case is skipped on a kernel without SCTP.
@@ -157,7 +159,14 @@ pub fn run_dir(
             Ok(case) => {
                 let lab = match &mut lab {
                     Some(lab) => lab,
-                    None => lab.insert(Lab::up(fixture::cluster(&[]), &ports)?),
+                    None => lab.insert(Lab::up_with(
+                        fixture::cluster(&[]),
+                        &ports,
+                        &LabOptions {
+                            topology: options.topology,
+                            ..LabOptions::default()
+                        },
+                    )?),
                 };
                 tracing::info!(
                     case = %case.name,

@@ -244,7 +244,7 @@ pub fn lost_note(lost: EventsLost) -> String {
     )
 }
 
-/// `{"probes":[...],"drops":[...],"events_lost":{"rate_limited":N,"ring_full":N}}`.
+/// `{"probes":[...],"drops":[...],"events_lost":{"rate_limited":N,"endpoint_limited":N,"ring_full":N}}`.
 pub fn to_json(results: &[ProbeResult], drops: &[SeenDrop], lost: EventsLost) -> String {
     #[derive(Serialize)]
     struct WithDrops<'a> {

@@ -23,6 +23,8 @@ pub fn lab_config() -> Config {
     Config {
         events_per_second: 1_000_000,
         events_burst: 100_000,
+        events_per_endpoint_per_second: 1_000_000,
+        events_per_endpoint_burst: 100_000,
         flags: CONFIG_FLAG_ALLOW_EVENTS,
         ..Config::DEFAULT
     }

@@ -34,7 +34,7 @@ use self::{
     probe::{Connect, Family, ProbeRoute, ProbeSpec},
     report::ProbeResult,
     services::ServiceRoute,
-    topology::Topology,
+    topology::{Topology, TopologyKind},
 };
 pub use self::{error::LabError, network::LabNetwork};
 use crate::{
@@ -82,21 +82,42 @@ fn with_lab_addresses(
     state
 }
 
+/// How a lab is built beyond its manifests.
+#[derive(Clone, Copy, Debug)]
+pub struct LabOptions {
+    /// How pods are wired to the node namespace.
+    pub topology: TopologyKind,
+    /// The classifiers' settings (conntrack, events, marks).
+    pub config: policy_common::config::Config,
+}
+
+impl Default for LabOptions {
+    /// Routed pods, and the lab's event settings (`flowlog::lab_config`).
+    fn default() -> Self {
+        Self {
+            topology: TopologyKind::Routed,
+            config: flowlog::lab_config(),
+        }
+    }
+}
+
 impl Lab {
     /// Builds the lab for `state`: namespaces, listeners on every declared container
     /// port and on `extra_ports`, the datapath loaded and attached, policies applied,
     /// Services turned into DNAT rules.
     pub fn up(state: ClusterState, extra_ports: &[(u16, Protocol)]) -> Result<Self, LabError> {
-        Self::up_with(state, extra_ports, &flowlog::lab_config())
+        Self::up_with(state, extra_ports, &LabOptions::default())
     }
 
-    /// `up` with the classifiers' settings `config` (`lab run`'s datapath flags).
+    /// `up`, with the pods wired as `options.topology` says (routed, or ports of a
+    /// bridge) and the classifiers' settings `options.config` (`lab run`'s
+    /// datapath flags).
     pub fn up_with(
         state: ClusterState,
         extra_ports: &[(u16, Protocol)],
-        config: &policy_common::config::Config,
+        options: &LabOptions,
     ) -> Result<Self, LabError> {
-        let network = LabNetwork::up(&state, extra_ports, &[])?;
+        let network = LabNetwork::up_with(&state, extra_ports, &[], options.topology)?;
         let pod_addresses = network
             .topology
             .pods
@@ -107,7 +128,7 @@ impl Lab {
         let state = with_lab_addresses(state, &network.topology, &cluster_ips);
         let object = dataplane::object::find()?;
         let options = LoadOptions {
-            config: *config,
+            config: options.config,
             ..LoadOptions::default()
         };
         let mut datapath = Datapath::load_with(&object, &options)?;
@@ -164,7 +185,8 @@ impl Lab {
 
     /// Compiles and writes the policy tables, then replaces the Service rules.
     fn program(&mut self) -> Result<(), LabError> {
-        self.tables = compile(&self.state, &addresses::node_addresses(), |pod| {
+        let node_addresses = self.network.topology.node_addresses();
+        self.tables = compile(&self.state, &node_addresses, |pod| {
             self.network.topology.pods.contains_key(&pod.key)
         });
         for diagnostic in &self.tables.diagnostics {

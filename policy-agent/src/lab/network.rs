@@ -14,7 +14,7 @@ use super::{
     probe::{self, Family, ProbeSpec},
     report::ProbeResult,
     servers::{self, Servers},
-    topology::{self, LabPod, Topology},
+    topology::{self, LabPod, Topology, TopologyKind},
     LabError,
 };
 use crate::model::{ClusterState, ObjectRef, Protocol};
@@ -72,6 +72,16 @@ impl LabNetwork {
         extra_ports: &[(u16, Protocol)],
         later: &[ObjectRef],
     ) -> Result<Self, LabError> {
+        Self::up_with(state, extra_ports, later, TopologyKind::Routed)
+    }
+
+    /// `up`, wired the way `kind` says.
+    pub fn up_with(
+        state: &ClusterState,
+        extra_ports: &[(u16, Protocol)],
+        later: &[ObjectRef],
+        kind: TopologyKind,
+    ) -> Result<Self, LabError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(LabError::NotRoot);
         }
@@ -83,7 +93,7 @@ impl LabNetwork {
         );
         let guard = RunGuard::new(&run);
         let pod_addresses = addresses::assign_pods(state)?;
-        let topology = topology::create(&run, &pod_addresses, |pod| !later.contains(pod))?;
+        let topology = topology::create(&run, &pod_addresses, |pod| !later.contains(pod), kind)?;
         let ports = topology
             .pods
             .keys()

@@ -33,7 +33,7 @@ pub fn node_addresses() -> Result<Vec<IpAddr>, NodeError> {
 
 /// The interface's own address: `IFA_LOCAL` (on point-to-point links `IFA_ADDRESS`
 /// is the peer's), else `IFA_ADDRESS` (IPv6 sends only that).
-fn local_address(message: &AddressMessage) -> Option<IpAddr> {
+pub(super) fn local_address(message: &AddressMessage) -> Option<IpAddr> {
     let local = message.attributes.iter().find_map(|a| match a {
         AddressAttribute::Local(ip) => Some(*ip),
         _ => None,

@@ -1,4 +1,5 @@
-//! Links: names, indexes and kinds.
+//! Links: names, indexes, kinds, the bridge a link is a port of, and a veth's
+//! peer.
 
 use netlink_packet_route::{
     link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
@@ -17,11 +18,27 @@ pub struct Link {
     pub index: u32,
     /// Its name.
     pub name: String,
+    /// What it is.
+    pub kind: LinkKind,
+    /// The device it is enslaved to (`IFLA_MASTER`: a bridge for a bridge port).
+    pub master: Option<u32>,
+}
+
+impl Link {
+    /// A link known only by index and name (kind `Other`, no master).
+    pub fn named(index: u32, name: &str) -> Self {
+        Self {
+            index,
+            name: name.to_string(),
+            kind: LinkKind::Other,
+            master: None,
+        }
+    }
 }
 
 /// What a link is, as far as finding pod interfaces goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum LinkKind {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LinkKind {
     /// One end of a veth pair (most CNIs' pod interface) or a netkit device.
     PodLike,
     /// A Linux bridge (bridge CNIs: the pod's veth is one of its ports).
@@ -30,13 +47,35 @@ pub(super) enum LinkKind {
     Other,
 }
 
-/// A link's name and kind, from one `RTM_NEWLINK` message.
+/// The other end of a veth, as its host side's `RTM_NEWLINK` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Peer {
+    /// Its ifindex, in its own namespace (`IFLA_LINK`).
+    pub index: u32,
+    /// Its namespace's id as seen from here (`IFLA_LINK_NETNSID`); `None`: this
+    /// namespace.
+    pub netnsid: Option<i32>,
+}
+
+/// A link's name, kind and master, from one `RTM_NEWLINK` message.
 pub(super) fn describe(message: &LinkMessage) -> (Link, LinkKind) {
+    let (link, _) = describe_with_peer(message);
+    let kind = link.kind;
+    (link, kind)
+}
+
+/// `describe`, and the peer of a veth (or netkit device).
+pub(super) fn describe_with_peer(message: &LinkMessage) -> (Link, Option<Peer>) {
     let mut name = String::new();
     let mut kind = LinkKind::Other;
+    let mut master = None;
+    let (mut peer_index, mut netnsid) = (None, None);
     for attribute in &message.attributes {
         match attribute {
             LinkAttribute::IfName(n) => name.clone_from(n),
+            LinkAttribute::Controller(index) => master = Some(*index),
+            LinkAttribute::Link(index) => peer_index = Some(*index),
+            LinkAttribute::LinkNetNsId(id) => netnsid = Some(*id),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(k) = info {
@@ -54,11 +93,33 @@ pub(super) fn describe(message: &LinkMessage) -> (Link, LinkKind) {
     let link = Link {
         index: message.header.index,
         name,
+        kind,
+        master,
     };
-    (link, kind)
+    let peer = match (kind, peer_index) {
+        (LinkKind::PodLike, Some(index)) => Some(Peer { index, netnsid }),
+        _ => None,
+    };
+    (link, peer)
 }
 
 impl Netlink {
+    /// Every link of the namespace, with the peer of each veth.
+    pub(super) fn links_with_peers(&mut self) -> Result<Vec<(Link, Option<Peer>)>, NodeError> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            true,
+            &|| "link dump".to_string(),
+        )?;
+        Ok(replies
+            .iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(describe_with_peer(link)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Every link of the namespace.
     pub(super) fn links(&mut self) -> Result<Vec<(Link, LinkKind)>, NodeError> {
         let replies = self.request(
@@ -81,6 +142,18 @@ impl Netlink {
         index: u32,
         name: Option<&str>,
     ) -> Result<Option<(Link, LinkKind)>, NodeError> {
+        Ok(self.link_with_peer(index, name)?.map(|(link, _)| {
+            let kind = link.kind;
+            (link, kind)
+        }))
+    }
+
+    /// `link`, and its peer if it is a veth.
+    pub(super) fn link_with_peer(
+        &mut self,
+        index: u32,
+        name: Option<&str>,
+    ) -> Result<Option<(Link, Option<Peer>)>, NodeError> {
         let mut message = LinkMessage::default();
         message.header.index = index;
         if let Some(name) = name {
@@ -94,7 +167,7 @@ impl Netlink {
         };
         match self.request(RouteNetlinkMessage::GetLink(message), false, &request) {
             Ok(replies) => Ok(replies.iter().find_map(|reply| match reply {
-                RouteNetlinkMessage::NewLink(link) => Some(describe(link)),
+                RouteNetlinkMessage::NewLink(link) => Some(describe_with_peer(link)),
                 _ => None,
             })),
             Err(error) if error.errno() == Some(ENODEV) => Ok(None),

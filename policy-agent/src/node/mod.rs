@@ -1,6 +1,7 @@
 //! The node's own network, read over rtnetlink (no `ip` commands): the pod
-//! interface a route to a pod address leaves through, the node's addresses, the
-//! UDP ports of its tunnel devices, interface names and indexes, and a watch of
+//! interface a route to a pod address leaves through (behind a bridge, the port
+//! whose veth peer holds the address), the node's addresses, the UDP ports of its
+//! tunnel devices, interface names, indexes, kinds and bridges, and a watch of
 //! links coming and going.
 //!
 //! Everything here works on the network namespace of the thread that opens the
@@ -10,6 +11,7 @@
 //! addresses. Imports nothing from `policy`, `source` or `dataplane`.
 
 mod addresses;
+mod bridge;
 mod error;
 mod links;
 mod routes;
@@ -19,7 +21,7 @@ mod watch;
 
 pub use addresses::node_addresses;
 pub use error::NodeError;
-pub use links::{interface_index, interface_name, links, Link};
-pub use routes::{route_interface, route_interfaces, RouteResolver};
+pub use links::{interface_index, interface_name, links, Link, LinkKind};
+pub use routes::{route_interface, route_interfaces, PodRoute, RouteResolver};
 pub use tunnels::tunnel_ports;
 pub use watch::{LinkEvent, LinkWatch};

@@ -1,57 +1,70 @@
 //! From a pod address to the host-side interface of its pod, as `ip route get`
 //! would find it, then (for bridge CNIs) down to the bridge port.
 //!
-//! Rules, in order (`RouteResolver::resolve`):
+//! Rules, in order (`RouteResolver::resolve_pod`):
 //! 1. `RTM_GETROUTE` for the address (the kernel's own lookup, policy rules
 //!    included); no route (unreachable, blackhole, prohibit) -> none;
 //! 2. a route that is not unicast (`local`: the address is the node's own) or that
 //!    goes via a gateway (the pod is not directly attached: another node's) -> none;
 //! 3. the output device is a veth or netkit device (kindnet, Calico, most routed
 //!    CNIs put a /32 and /128 route per pod on the host-side veth) -> that device;
-//! 4. the output device is a bridge (bridge, flannel): the neighbour entry of the
-//!    address on the bridge gives the pod's MAC, and the bridge's forwarding
-//!    database the port that MAC was learned on (or statically added to); a veth
-//!    or netkit port -> that port. No neighbour entry or no FDB entry yet (nothing
-//!    resolved or sent since the pod started) -> none, until traffic fills them;
+//! 4. the output device is a bridge (bridge, flannel): every veth or netkit port of
+//!    that bridge whose other end, in the pod's own namespace, has the address
+//!    (`bridge.rs`); none -> none. Never the node's neighbour entry or the bridge's
+//!    forwarding database: a pod can forge both (ARP/NDP replies, source MACs).
+//!    Where those lead now is read beside, as evidence for conflict reports
+//!    (`PodRoute::neighbour_port`);
 //! 5. any other device (loopback, a physical NIC, a tunnel, macvlan/ipvlan's
 //!    parent) -> none: never attach to something that is not a pod's own link.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use netlink_packet_route::{
-    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
     AddressFamily, RouteNetlinkMessage,
 };
 
-use super::{links::LinkKind, socket::Netlink, NodeError};
+use super::{
+    bridge::{self, Learned},
+    links::{Link, LinkKind, Peer},
+    socket::Netlink,
+    NodeError,
+};
 
 /// Errors `RTM_GETROUTE` answers when there is no usable route: `EACCES`
 /// (prohibit), `EINVAL` (blackhole), `ENETUNREACH` (no route), `EHOSTUNREACH`
 /// (unreachable).
 const NO_ROUTE_ERRNOS: [i32; 4] = [13, 22, 101, 113];
 
-/// A neighbour entry: an address on a link and the MAC it resolved to.
-struct Neighbour {
-    ifindex: u32,
-    address: IpAddr,
-    mac: Vec<u8>,
+/// Where a pod address leads on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodRoute {
+    /// The pod interfaces it belongs to (rules 3 and 4): one, or several when more
+    /// than one bridge port's peer holds it (a conflict), or none.
+    pub interfaces: BTreeSet<u32>,
+    /// The bridge its route goes through (rule 4), if any: a pod bridge.
+    pub bridge: Option<u32>,
+    /// Rule 4's evidence: the port the node's neighbour entry of the address and
+    /// the bridge's forwarding database lead to now. Never an identity: reported
+    /// when it differs from the pod's interface (a forged ARP/NDP entry or MAC).
+    pub neighbour_port: Option<u32>,
 }
 
-/// A bridge forwarding database entry: a MAC behind a port of a bridge.
-struct FdbEntry {
-    port: u32,
-    bridge: u32,
-    mac: Vec<u8>,
-}
-
-/// Resolves pod addresses to pod interfaces over one socket. Link kinds,
-/// neighbours and the bridge FDB are read once per resolver: open one per batch.
+/// Resolves pod addresses to pod interfaces over one socket. Links, the
+/// addresses behind bridge ports, neighbours and the bridge FDB are read once per
+/// resolver: open one per batch.
 pub struct RouteResolver {
     netlink: Netlink,
+    /// For address dumps in pods' namespaces (`NETLINK_GET_STRICT_CHK` on).
+    strict: Option<Netlink>,
     kinds: BTreeMap<u32, LinkKind>,
-    neighbours: Option<Vec<Neighbour>>,
-    fdb: Option<Vec<FdbEntry>>,
+    links: Option<Vec<(Link, Option<Peer>)>>,
+    /// Per bridge: address -> ports whose peer holds it.
+    bridges: BTreeMap<u32, BTreeMap<IpAddr, BTreeSet<u32>>>,
+    learned: Learned,
 }
 
 impl RouteResolver {
@@ -59,24 +72,42 @@ impl RouteResolver {
     pub fn open() -> Result<Self, NodeError> {
         Ok(Self {
             netlink: Netlink::open()?,
+            strict: None,
             kinds: BTreeMap::new(),
-            neighbours: None,
-            fdb: None,
+            links: None,
+            bridges: BTreeMap::new(),
+            learned: Learned::default(),
         })
     }
 
-    /// The pod interface behind `ip` (see the module's rules), if any.
+    /// The one pod interface behind `ip` (see the module's rules), if exactly one.
     pub fn resolve(&mut self, ip: IpAddr) -> Result<Option<u32>, NodeError> {
+        let route = self.resolve_pod(ip)?;
+        Ok(match route.interfaces.iter().collect::<Vec<_>>()[..] {
+            [only] => Some(*only),
+            _ => None,
+        })
+    }
+
+    /// Where `ip` leads (see the module's rules).
+    pub fn resolve_pod(&mut self, ip: IpAddr) -> Result<PodRoute, NodeError> {
         let Some(oif) = self.direct_route(ip)? else {
-            return Ok(None);
+            return Ok(PodRoute::default());
         };
-        let found = match self.kind(oif)? {
-            LinkKind::PodLike => Some(oif),
-            LinkKind::Bridge => self.bridge_port(oif, ip)?,
-            LinkKind::Other => None,
+        let route = match self.kind(oif)? {
+            LinkKind::PodLike => PodRoute {
+                interfaces: BTreeSet::from([oif]),
+                ..PodRoute::default()
+            },
+            LinkKind::Bridge => PodRoute {
+                interfaces: self.bridge_ports(oif, ip)?,
+                bridge: Some(oif),
+                neighbour_port: self.learned.neighbour_port(&mut self.netlink, oif, ip)?,
+            },
+            LinkKind::Other => PodRoute::default(),
         };
-        tracing::debug!(%ip, oif, interface = ?found, "route to pod address");
-        Ok(found)
+        tracing::debug!(%ip, oif, ?route, "route to pod address");
+        Ok(route)
     }
 
     /// Rules 1 and 2: the output interface of a direct unicast route to `ip`.
@@ -135,109 +166,27 @@ impl RouteResolver {
         Ok(kind)
     }
 
-    /// Rule 4: the bridge port behind `ip`, through its neighbour entry and the FDB.
-    fn bridge_port(&mut self, bridge: u32, ip: IpAddr) -> Result<Option<u32>, NodeError> {
-        let neighbours = match self.neighbours.take() {
-            Some(neighbours) => neighbours,
-            None => self.dump_neighbours()?,
-        };
-        let mac = neighbours
-            .iter()
-            .find(|n| n.ifindex == bridge && n.address == ip)
-            .map(|n| n.mac.clone());
-        self.neighbours = Some(neighbours);
-        let Some(mac) = mac else {
-            return Ok(None);
-        };
-        let fdb = match self.fdb.take() {
-            Some(fdb) => fdb,
-            None => self.dump_fdb()?,
-        };
-        let port = fdb
-            .iter()
-            .find(|e| e.bridge == bridge && e.port != bridge && e.mac == mac)
-            .map(|e| e.port);
-        self.fdb = Some(fdb);
-        match port {
-            Some(port) if self.kind(port)? == LinkKind::PodLike => Ok(Some(port)),
-            _ => Ok(None),
-        }
-    }
-
-    fn dump_neighbours(&mut self) -> Result<Vec<Neighbour>, NodeError> {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            for message in self.neighbour_dump(family, "neighbour dump")? {
-                let mut address = None;
-                let mut mac = None;
-                for attribute in &message.attributes {
-                    match attribute {
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                            address = Some(IpAddr::V4(*v4));
-                        }
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                            address = Some(IpAddr::V6(*v6));
-                        }
-                        NeighbourAttribute::LinkLayerAddress(bytes) if !bytes.is_empty() => {
-                            mac = Some(bytes.clone());
-                        }
-                        _ => {}
-                    }
-                }
-                if let (Some(address), Some(mac)) = (address, mac) {
-                    out.push(Neighbour {
-                        ifindex: message.header.ifindex,
-                        address,
-                        mac,
-                    });
-                }
+    /// Rule 4: the ports of `bridge` whose peer holds `ip`.
+    fn bridge_ports(&mut self, bridge: u32, ip: IpAddr) -> Result<BTreeSet<u32>, NodeError> {
+        if !self.bridges.contains_key(&bridge) {
+            if self.links.is_none() {
+                self.links = Some(self.netlink.links_with_peers()?);
             }
-        }
-        Ok(out)
-    }
-
-    fn dump_fdb(&mut self) -> Result<Vec<FdbEntry>, NodeError> {
-        let mut out = Vec::new();
-        for message in self.neighbour_dump(AddressFamily::Bridge, "bridge fdb dump")? {
-            let mut bridge = None;
-            let mut mac = None;
-            for attribute in &message.attributes {
-                match attribute {
-                    NeighbourAttribute::Controller(index) => bridge = Some(*index),
-                    NeighbourAttribute::LinkLayerAddress(bytes) => mac = Some(bytes.clone()),
-                    _ => {}
-                }
+            if self.strict.is_none() {
+                self.strict = Some(Netlink::open_strict()?);
             }
-            if let (Some(bridge), Some(mac)) = (bridge, mac) {
-                out.push(FdbEntry {
-                    port: message.header.ifindex,
-                    bridge,
-                    mac,
-                });
-            }
+            let (Some(links), Some(strict)) = (&self.links, &mut self.strict) else {
+                return Ok(BTreeSet::new());
+            };
+            let ports = bridge::port_addresses(strict, links, bridge)?;
+            self.bridges.insert(bridge, ports);
         }
-        Ok(out)
-    }
-
-    fn neighbour_dump(
-        &mut self,
-        family: AddressFamily,
-        what: &'static str,
-    ) -> Result<Vec<NeighbourMessage>, NodeError> {
-        let mut message = NeighbourMessage::default();
-        message.header.family = family;
-        let replies =
-            self.netlink
-                .request(RouteNetlinkMessage::GetNeighbour(message), true, &|| {
-                    what.to_string()
-                })?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|reply| match reply {
-                RouteNetlinkMessage::NewNeighbour(n) => Some(n),
-                _ => None,
-            })
-            .collect())
+        Ok(self
+            .bridges
+            .get(&bridge)
+            .and_then(|ports| ports.get(&ip))
+            .cloned()
+            .unwrap_or_default())
     }
 }
 

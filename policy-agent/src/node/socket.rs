@@ -82,6 +82,20 @@ impl Netlink {
         })
     }
 
+    /// `open` with strict checking of requests (`NETLINK_GET_STRICT_CHK`), which
+    /// the kernel needs to honour `IFA_TARGET_NETNSID` in an address dump.
+    pub fn open_strict() -> Result<Self, NodeError> {
+        let netlink = Self::open()?;
+        netlink
+            .socket
+            .set_netlink_get_strict_chk(true)
+            .map_err(|source| NodeError::Socket {
+                what: "turn on strict checking",
+                source,
+            })?;
+        Ok(netlink)
+    }
+
     /// Sends `message` (a dump if `dump`) and returns the replies: every message
     /// of a dump, or the one reply of a get. `request` names it in errors.
     pub fn request(

@@ -22,8 +22,9 @@ const ENOBUFS: i32 = 105;
 /// A change in the set of links.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkEvent {
-    /// A link exists that was not announced before, or was renamed (then with its
-    /// new name; same index).
+    /// A link exists that was not announced before, or was renamed or enslaved to
+    /// another device (or released from one): then with its new name and master,
+    /// same index.
     Added(Link),
     /// A link is gone (deleted or moved to another namespace).
     Removed(Link),
@@ -40,7 +41,7 @@ pub struct LinkWatch {
     fd: Option<AsyncFd<Socket>>,
     /// For dumps after an overflow: opened with the watch, so in its namespace.
     dump: Netlink,
-    known: BTreeMap<u32, String>,
+    known: BTreeMap<u32, Link>,
     queue: VecDeque<LinkEvent>,
 }
 
@@ -73,7 +74,7 @@ impl LinkWatch {
     }
 
     /// The links known now (as announced so far), by index.
-    pub fn known(&self) -> &BTreeMap<u32, String> {
+    pub fn known(&self) -> &BTreeMap<u32, Link> {
         &self.known
     }
 
@@ -135,10 +136,8 @@ impl LinkWatch {
                     self.seen(describe(&link).0);
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
-                    let index = link.header.index;
-                    if let Some(name) = self.known.remove(&index) {
-                        self.queue
-                            .push_back(LinkEvent::Removed(Link { index, name }));
+                    if let Some(gone) = self.known.remove(&link.header.index) {
+                        self.queue.push_back(LinkEvent::Removed(gone));
                     }
                 }
                 _ => {}
@@ -147,36 +146,38 @@ impl LinkWatch {
         Ok(())
     }
 
-    /// Records a link the kernel reports present; queues `Added` if it is new or
-    /// renamed (`RTM_NEWLINK` also announces every flag or state change).
+    /// Records a link the kernel reports present; queues `Added` if it is new,
+    /// renamed or has another master (`RTM_NEWLINK` also announces every flag or
+    /// state change, which are no news here).
     fn seen(&mut self, link: Link) {
-        if self.known.get(&link.index) != Some(&link.name) {
-            self.known.insert(link.index, link.name.clone());
+        let known = self.known.get(&link.index);
+        if known.is_none_or(|k| k.name != link.name || k.master != link.master) {
+            self.known.insert(link.index, link.clone());
             self.queue.push_back(LinkEvent::Added(link));
         }
     }
 
     /// Dumps the links and queues the difference from what is known.
     fn resync(&mut self) -> Result<(), NodeError> {
-        let present: BTreeMap<u32, String> = self
+        let present: BTreeMap<u32, Link> = self
             .dump
             .links()?
             .into_iter()
-            .map(|(link, _)| (link.index, link.name))
+            .map(|(link, _)| (link.index, link))
             .collect();
-        let gone: Vec<(u32, String)> = self
+        let gone: Vec<u32> = self
             .known
-            .iter()
-            .filter(|(index, _)| !present.contains_key(index))
-            .map(|(index, name)| (*index, name.clone()))
+            .keys()
+            .filter(|index| !present.contains_key(index))
+            .copied()
             .collect();
-        for (index, name) in gone {
-            self.known.remove(&index);
-            self.queue
-                .push_back(LinkEvent::Removed(Link { index, name }));
+        for index in gone {
+            if let Some(link) = self.known.remove(&index) {
+                self.queue.push_back(LinkEvent::Removed(link));
+            }
         }
-        for (index, name) in present {
-            self.seen(Link { index, name });
+        for link in present.into_values() {
+            self.seen(link);
         }
         Ok(())
     }

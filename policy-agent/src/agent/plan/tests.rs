@@ -1,11 +1,15 @@
-//! One test per rule of `plan`.
+//! One test per rule of `plan`; rules 3-7 (identity) in `tests/identity.rs`, rule 8
+//! (candidates) in `tests/candidates.rs`.
+
+mod candidates;
+mod identity;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
-use super::{local_addresses, matches_prefix, plan, Plan, PlanInput};
+use super::{local_addresses, matches_prefix, plan, Plan, PlanInput, PlanLink, Port};
 use crate::{
     model::{
         builders::{cluster, netpol, pod, selector, PodBuilder},
@@ -33,9 +37,12 @@ fn here(name: &str) -> PodBuilder {
 /// The inputs of one plan, with defaults a test overrides.
 struct Case {
     state: ClusterState,
-    routes: BTreeMap<IpAddr, u32>,
+    routes: BTreeMap<IpAddr, BTreeSet<u32>>,
+    neighbours: BTreeMap<IpAddr, u32>,
+    route_bridges: BTreeSet<u32>,
+    previous: BTreeMap<ObjectRef, u32>,
     attached: BTreeSet<u32>,
-    candidates: BTreeMap<u32, String>,
+    links: BTreeMap<u32, PlanLink>,
 }
 
 impl Case {
@@ -43,13 +50,29 @@ impl Case {
         Self {
             state,
             routes: BTreeMap::new(),
+            neighbours: BTreeMap::new(),
+            route_bridges: BTreeSet::new(),
+            previous: BTreeMap::new(),
             attached: BTreeSet::new(),
-            candidates: BTreeMap::new(),
+            links: BTreeMap::new(),
         }
     }
 
+    /// `address` leads to `ifindex` (one more target if it led somewhere already).
     fn route(mut self, address: &str, ifindex: u32) -> Self {
-        self.routes.insert(ip(address), ifindex);
+        self.routes.entry(ip(address)).or_default().insert(ifindex);
+        self
+    }
+
+    /// `address`'s neighbour entry and the FDB lead to bridge port `ifindex`.
+    fn neighbour(mut self, address: &str, ifindex: u32) -> Self {
+        self.neighbours.insert(ip(address), ifindex);
+        self
+    }
+
+    /// The last plan mapped `pod` to `ifindex`.
+    fn held(mut self, pod: &str, ifindex: u32) -> Self {
+        self.previous.insert(key(pod), ifindex);
         self
     }
 
@@ -58,8 +81,32 @@ impl Case {
         self
     }
 
-    fn candidate(mut self, ifindex: u32, name: &str) -> Self {
-        self.candidates.insert(ifindex, name.to_string());
+    /// A link without a master.
+    fn candidate(self, ifindex: u32, name: &str) -> Self {
+        self.link(ifindex, name, None)
+    }
+
+    fn link(mut self, ifindex: u32, name: &str, master: Option<u32>) -> Self {
+        let link = PlanLink {
+            name: name.to_string(),
+            master,
+            bridge: false,
+        };
+        self.links.insert(ifindex, link);
+        self
+    }
+
+    /// A bridge; `routed`: a local pod address's route goes through it.
+    fn bridge(mut self, ifindex: u32, name: &str, routed: bool) -> Self {
+        let link = PlanLink {
+            name: name.to_string(),
+            master: None,
+            bridge: true,
+        };
+        self.links.insert(ifindex, link);
+        if routed {
+            self.route_bridges.insert(ifindex);
+        }
         self
     }
 
@@ -68,10 +115,22 @@ impl Case {
             state: &self.state,
             node_name: NODE,
             routes: &self.routes,
+            neighbours: &self.neighbours,
+            route_bridges: &self.route_bridges,
+            previous: &self.previous,
             attached: &self.attached,
-            candidates: &self.candidates,
+            links: &self.links,
+            prefixes: &["veth".to_string(), "pw".to_string()],
+            pod_bridge_names: &["cni0".to_string()],
             pending_endpoint_id: PENDING,
         })
+    }
+}
+
+fn port(index: u32, name: &str) -> Port {
+    Port {
+        index,
+        name: name.to_string(),
     }
 }
 
@@ -223,9 +282,11 @@ fn only_interfaces_not_attached_are_attached_and_only_unwanted_ones_detached() {
 #[test]
 fn a_recreated_veth_is_attached_under_its_new_index_and_the_old_one_detached() {
     let state = cluster().pod(here("web").ip("10.0.0.5").build()).build();
+    // The route moved whole: the pod follows it (nothing leads to 7 any more).
     let plan = Case::new(state)
         .route("10.0.0.5", 12)
         .candidate(12, "veth-web")
+        .held("web", 7)
         .attached([7])
         .plan();
     assert_eq!(plan.interfaces, BTreeMap::from([(key("web"), 12)]));

@@ -65,16 +65,25 @@ fn one_entry_per_flow_counts_its_packets_and_leaves_allows_out() {
 #[test]
 fn lost_events_are_reported() {
     let before = Stats {
-        counters: vec![("events_rate_limited", 1), ("events_ring_full", 0)],
+        counters: vec![
+            ("events_rate_limited", 1),
+            ("events_endpoint_limited", 0),
+            ("events_ring_full", 0),
+        ],
     };
     let after = Stats {
-        counters: vec![("events_rate_limited", 4), ("events_ring_full", 2)],
+        counters: vec![
+            ("events_rate_limited", 4),
+            ("events_endpoint_limited", 1),
+            ("events_ring_full", 2),
+        ],
     };
     let lost = EventsLost::between(&before, &after);
     assert_eq!(
         lost,
         EventsLost {
             rate_limited: 3,
+            endpoint_limited: 1,
             ring_full: 2
         }
     );
@@ -85,7 +94,7 @@ fn lost_events_are_reported() {
     );
     assert!(
         table.contains(
-            "could not report 5 events (3 held back by the rate limit, 2 for a full ring buffer)"
+            "could not report 6 events (3 held back by the rate limit, 1 by per-pod limits, 2 for a full ring buffer)"
         ),
         "{table}"
     );
@@ -106,7 +115,7 @@ fn json_adds_drops_and_lost_events_to_the_probes() {
             r#"{"probes":[{"from":"shop/client","to":"shop/web","port":80,"protocol":"TCP","allowed":false}],"#,
             r#""drops":[{"from":"shop/client","to":"shop/web","port":80,"protocol":"TCP","verdict":"drop","#,
             r#""pod":"shop/web","direction":"ingress","reason":"drop_policy","policies":["shop/deny-in","shop/web-in"],"packets":1}],"#,
-            r#""events_lost":{"rate_limited":0,"ring_full":0}}"#
+            r#""events_lost":{"rate_limited":0,"endpoint_limited":0,"ring_full":0}}"#
         )
     );
 }

@@ -326,12 +326,13 @@ mod tests {
     fn notices_say_what_happened_on_one_line() {
         let lost = Notice::EventsLost(EventsLost {
             rate_limited: 2,
+            endpoint_limited: 1,
             ring_full: 5,
         });
         assert_eq!(
             lost.to_string(),
-            "warning: the datapath could not report 7 events (2 held back by the rate \
-             limit, 5 for a full ring buffer); some flows are missing"
+            "warning: the datapath could not report 8 events (2 held back by the rate \
+             limit, 1 by per-pod limits, 5 for a full ring buffer); some flows are missing"
         );
         assert_eq!(
             Notice::SkippedOld { count: 3 }.to_string(),

@@ -1,0 +1,157 @@
+//! The lab's bridge topology (`--topology bridge`: pod veths are ports of one
+//! bridge holding the pod subnet, as the bridge CNI and flannel make them) gives
+//! the routed topology's verdicts: the tutorial's matrix in both families, and
+//! Services (whose answers between two pods of the bridge are bridged) with egress
+//! decided at the backend, and the node's probes.
+
+use std::{path::Path, time::Duration};
+
+use policy_agent::{
+    lab::{
+        probe::{Family, ProbeRoute},
+        report::ProbeResult,
+        topology::TopologyKind,
+        Lab, LabOptions,
+    },
+    model::{
+        builders::{cluster, netpol, pod, rule, selector},
+        ObjectRef, PortRef, Protocol,
+    },
+    source::load_manifests,
+};
+
+use super::{result_of, support, with_service, TIMEOUT};
+
+/// `(from, to, port, protocol, allowed)` of each result, for comparing runs.
+fn verdicts(results: &[ProbeResult]) -> Vec<(String, String, u16, Protocol, bool)> {
+    results
+        .iter()
+        .map(|r| (r.from.clone(), r.to.clone(), r.port, r.protocol, r.allowed))
+        .collect()
+}
+
+#[test]
+fn the_bridge_topology_gives_the_routed_matrix_of_the_tutorial_in_both_families() {
+    support::require_root_and_bpf();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/secure-app");
+    // The directory: the cluster with every step applied, as `lab run -f` reads it.
+    let state = load_manifests(&example).unwrap_or_else(|e| panic!("{e}"));
+    let mut matrices = Vec::new();
+    for kind in [TopologyKind::Routed, TopologyKind::Bridge] {
+        let options = LabOptions {
+            topology: kind,
+            ..LabOptions::default()
+        };
+        let lab = Lab::up_with(state.clone(), &[], &options).unwrap_or_else(|e| panic!("lab: {e}"));
+        let specs = lab.probe_specs(&[]);
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let results = lab
+                .probe_via(&specs, ProbeRoute::Pod(family), TIMEOUT)
+                .unwrap_or_else(|e| panic!("probe: {e}"));
+            matrices.push((kind, family, verdicts(&results)));
+        }
+    }
+    let routed_v4 = &matrices[0].2;
+    assert!(
+        routed_v4.iter().any(|v| v.4) && routed_v4.iter().any(|v| !v.4),
+        "the tutorial allows some and denies some: {routed_v4:?}"
+    );
+    for (kind, family, matrix) in &matrices[1..] {
+        assert_eq!(
+            matrix, routed_v4,
+            "{kind:?} over {family:?} differs from the routed IPv4 matrix"
+        );
+    }
+}
+
+#[test]
+fn on_a_bridge_services_decide_egress_at_the_backend_and_the_node_reaches_pods() {
+    support::require_root_and_bpf();
+    // Both clients are egress-isolated; only one may reach the backend pod, which
+    // is isolated for ingress (the node's probes still pass).
+    let state = cluster()
+        .pod(pod("x", "allowed").labels([("role", "allowed")]).build())
+        .pod(pod("x", "denied").labels([("role", "denied")]).build())
+        .pod(
+            pod("x", "backend")
+                .labels([("app", "backend")])
+                .port(80, Protocol::Tcp)
+                .port(53, Protocol::Udp)
+                .build(),
+        )
+        .policy(
+            netpol("x", "allowed-to-backend")
+                .select(selector().label("role", "allowed").build())
+                .egress(
+                    rule()
+                        .to_pods(selector().label("app", "backend").build())
+                        .build(),
+                )
+                .build(),
+        )
+        .policy(
+            netpol("x", "denied-to-nothing")
+                .select(selector().label("role", "denied").build())
+                .egress(
+                    rule()
+                        .to_pods(selector().label("app", "elsewhere").build())
+                        .build(),
+                )
+                .build(),
+        )
+        .policy(
+            netpol("x", "backend-from-allowed")
+                .select(selector().label("app", "backend").build())
+                .ingress(
+                    rule()
+                        .from_pods(selector().label("role", "allowed").build())
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let state = with_service(
+        state,
+        ("x", "backend"),
+        "backend",
+        (8080, PortRef::Number(80), Protocol::Tcp),
+    );
+    let state = with_service(
+        state,
+        ("x", "backend-dns"),
+        "backend",
+        (5353, PortRef::Number(53), Protocol::Udp),
+    );
+    let options = LabOptions {
+        topology: TopologyKind::Bridge,
+        ..LabOptions::default()
+    };
+    let lab = Lab::up_with(state, &[], &options).unwrap_or_else(|e| panic!("lab: {e}"));
+    let specs: Vec<_> = lab
+        .probe_specs(&[])
+        .into_iter()
+        .filter(|s| s.to == ObjectRef::new("x", "backend"))
+        .collect();
+    let results = lab
+        .probe_via(&specs, ProbeRoute::Service, TIMEOUT)
+        .unwrap_or_else(|e| panic!("probe: {e}"));
+    assert!(
+        result_of(&results, "x/allowed", "x/backend", 80),
+        "TCP through DNAT, its answer bridged back and un-DNATed"
+    );
+    assert!(
+        result_of(&results, "x/allowed", "x/backend", 53),
+        "a UDP echo through the Service"
+    );
+    assert!(!result_of(&results, "x/denied", "x/backend", 80));
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let backend = ObjectRef::new("x", "backend");
+        let reached = lab
+            .probe_from_node(&backend, 80, Protocol::Tcp, family, Duration::from_secs(1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            reached,
+            "the node reaches the isolated backend over {family:?}"
+        );
+    }
+}
