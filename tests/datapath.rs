@@ -11,6 +11,7 @@
 //! errors, a full table); `datapath/counters.rs`, `datapath/events.rs` and
 //! `datapath/audit.rs` the per-policy counters, verdict events and audit mode;
 //! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`;
+//! `datapath/rule_sets.rs` the two-step allow lookup against compiled tables,
 //! `datapath/banks.rs` the two banks and the flip of hole-free updates, and
 //! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed.
 
@@ -44,6 +45,8 @@ mod pods;
 mod probe;
 #[path = "datapath/prog_test_run.rs"]
 mod prog_test_run;
+#[path = "datapath/rule_sets.rs"]
+mod rule_sets;
 #[path = "datapath/service_conntrack.rs"]
 mod service_conntrack;
 #[path = "datapath/tables.rs"]

@@ -11,6 +11,7 @@
 //! `r10 - N`).
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -25,7 +26,10 @@ use policy_common::{
         PeerClass, PeerKeyV4, PeerKeyV6, CLASS_WORLD, PEERS_MAX, PEERS_V4_PREFIX_MAX,
         PEERS_V6_PREFIX_MAX,
     },
-    policy::{PolicyKey, PolicyValue, POLICY_MAX, PREFIX_FULL},
+    policy::{
+        PolicyKey, PolicyValue, RuleSetKey, POLICY_MAX, PREFIX_FULL, RULE_SETS_MAX,
+        RULE_SET_ANY_CLASS,
+    },
     verdict::STATS_LEN,
 };
 
@@ -48,6 +52,12 @@ static PEERS_V4: LpmTrie<PeerKeyV4, PeerClass> = LpmTrie::with_max_entries(BANKS
 
 #[map]
 static PEERS_V6: LpmTrie<PeerKeyV6, PeerClass> = LpmTrie::with_max_entries(BANKS * PEERS_MAX, 0);
+
+/// Allocated entry by entry (`BPF_F_NO_PREALLOC`): a preallocated hash of this
+/// size would charge the agent's memory for every possible rule set up front.
+#[map]
+static RULE_SETS: HashMap<RuleSetKey, u32> =
+    HashMap::with_max_entries(BANKS * RULE_SETS_MAX, BPF_F_NO_PREALLOC);
 
 #[map]
 static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(BANKS * POLICY_MAX, 0);
@@ -155,8 +165,10 @@ pub(crate) fn peer(bank: u32, ipv6: bool, addr: &[u8; 16]) -> PeerClass {
     })
 }
 
-/// The `POLICY` entry of `bank` allowing `flow` for `endpoint_id` towards a peer of
-/// `class_id` in `direction`: the longest match among exact port, port blocks, all
+/// The rule allowing `flow` for `endpoint_id` towards a peer of `class_id` in
+/// `direction`, in `bank`: the rule set of (endpoint, class, direction) from
+/// `RULE_SETS`, else the endpoint's any-class set (neither: nothing is allowed),
+/// then that set's longest match in `POLICY` among exact port, port blocks, all
 /// ports of the protocol and all protocols.
 #[inline(always)]
 pub(crate) fn policy(
@@ -166,11 +178,25 @@ pub(crate) fn policy(
     direction: u8,
     flow: &Flow,
 ) -> Option<PolicyValue> {
-    let key = PolicyKey {
+    let mut set = RuleSetKey {
         bank,
         endpoint_id,
         class_id,
         direction,
+        pad: [0; 3],
+    };
+    // SAFETY (both): the value is copied out before any other map operation.
+    let rule_set = match unsafe { RULE_SETS.get(&set).copied() } {
+        Some(rule_set) => rule_set,
+        None => {
+            set.class_id = RULE_SET_ANY_CLASS;
+            unsafe { RULE_SETS.get(&set).copied() }?
+        }
+    };
+    let key = PolicyKey {
+        bank,
+        rule_set,
+        pad: 0,
         protocol: flow.protocol,
         port_be: flow.dport_be,
     };

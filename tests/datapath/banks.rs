@@ -117,6 +117,7 @@ fn differing(a: &BankContent, b: &BankContent) -> usize {
         + count(&a.addresses, &b.addresses)
         + count(&a.peers_v4, &b.peers_v4)
         + count(&a.peers_v6, &b.peers_v6)
+        + count(&a.rule_sets, &b.rule_sets)
         + count(&a.policy, &b.policy)
 }
 

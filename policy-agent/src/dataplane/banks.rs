@@ -1,7 +1,8 @@
 //! The two banks of the desired-state maps (`policy_common::bank`): what each one
 //! holds, in host terms, and the writes that turn one bank into another content.
 //!
-//! `BankContent` is one bank with the bank left out of every key: the shadow the
+//! `BankContent` is one bank with the bank left out of every key (zero in the
+//! keys that carry it as a field): the shadow the
 //! datapath keeps per bank (so an update diffs against memory, not the kernel),
 //! what `Datapath::read_bank` reads back, and what `apply` wants a bank to hold.
 //! `write_bank` changes only the entries that differ, removals first (so a bank
@@ -15,7 +16,7 @@ use policy_common::{
     bank::{bank_of, ACTIVE_MAP},
     endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
     peer::{PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_MAP, PEERS_V6_MAP, PEER_PREFIX_BANK},
-    policy::{PolicyKey, PolicyValue, POLICY_MAP},
+    policy::{PolicyKey, PolicyValue, RuleSetKey, POLICY_MAP, RULE_SETS_MAP},
 };
 
 use super::{maps::map_error, Datapath, DataplaneError, InterfaceIndex};
@@ -38,18 +39,21 @@ pub struct BankContent {
     pub peers_v4: BTreeMap<PeerPrefix<[u8; 4]>, PeerClass>,
     /// `PEERS_V6`.
     pub peers_v6: BTreeMap<PeerPrefix<[u8; 16]>, PeerClass>,
+    /// `RULE_SETS`: key with bank 0 -> rule set id.
+    pub rule_sets: BTreeMap<RuleSetKey, u32>,
     /// `POLICY`.
     pub policy: BTreeMap<PolicyPrefix, PolicyValue>,
 }
 
 impl BankContent {
     /// Entries of each banked map, by map name.
-    pub fn entries(&self) -> [(&'static str, usize); 5] {
+    pub fn entries(&self) -> [(&'static str, usize); 6] {
         [
             (ENDPOINTS_MAP, self.endpoints.len()),
             (ENDPOINT_ADDRS_MAP, self.addresses.len()),
             (PEERS_V4_MAP, self.peers_v4.len()),
             (PEERS_V6_MAP, self.peers_v6.len()),
+            (RULE_SETS_MAP, self.rule_sets.len()),
             (POLICY_MAP, self.policy.len()),
         ]
     }
@@ -159,6 +163,21 @@ impl Datapath {
             shadow.addresses.insert(addr, ifindex);
             done.written += 1;
         }
+        // RULE_SETS
+        let (upserts, removals) = diff(&shadow.rule_sets, &want.rule_sets);
+        let mut map = self.hash_map::<RuleSetKey, u32>(RULE_SETS_MAP)?;
+        for key in removals {
+            removed_or_absent(map.remove(&RuleSetKey { bank, ..key }))
+                .map_err(map_error(RULE_SETS_MAP, "remove"))?;
+            shadow.rule_sets.remove(&key);
+            done.removed += 1;
+        }
+        for (key, rule_set) in upserts {
+            map.insert(RuleSetKey { bank, ..key }, rule_set, 0)
+                .map_err(map_error(RULE_SETS_MAP, "insert"))?;
+            shadow.rule_sets.insert(key, rule_set);
+            done.written += 1;
+        }
         // PEERS_V4, PEERS_V6, POLICY
         let v4 = |(len, addr): PeerPrefix<[u8; 4]>| {
             Key::new(PEER_PREFIX_BANK + len, PeerKeyV4 { bank, addr })
@@ -233,6 +252,15 @@ impl Datapath {
             let (key, ifindex) = entry.map_err(map_error(ENDPOINT_ADDRS_MAP, "read"))?;
             if let Some(i) = slot(key.bank) {
                 banks[i].addresses.insert(key.addr, ifindex);
+            }
+        }
+        let map = self.hash_map::<RuleSetKey, u32>(RULE_SETS_MAP)?;
+        for entry in map.iter() {
+            let (key, rule_set) = entry.map_err(map_error(RULE_SETS_MAP, "read"))?;
+            if let Some(i) = slot(key.bank) {
+                banks[i]
+                    .rule_sets
+                    .insert(RuleSetKey { bank: 0, ..key }, rule_set);
             }
         }
         let trie = self.lpm_trie::<PeerKeyV4, PeerClass>(PEERS_V4_MAP)?;

@@ -8,9 +8,9 @@
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use ipnet::IpNet;
-use policy_common::peer::CLASS_WORLD;
+use policy_common::{peer::CLASS_WORLD, policy::RULE_SET_ANY_CLASS};
 
-use crate::model::ObjectRef;
+use crate::{model::ObjectRef, policy::capacity::Refusal};
 
 /// Traffic direction relative to the local pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -98,11 +98,11 @@ pub struct CountedRule {
 }
 
 impl CountedRule {
-    /// The rule behind the `POLICY` entry `m` -> `rule`.
-    pub fn of(m: &PolicyMatch, rule: &RuleRef) -> Self {
+    /// The rule behind a `POLICY` entry -> `rule` of a rule set of `direction`.
+    pub fn of(direction: Direction, rule: &RuleRef) -> Self {
         Self {
             policy_id: rule.policy_id,
-            direction: m.direction,
+            direction,
             rule_index: rule.rule_index,
         }
     }
@@ -174,7 +174,10 @@ impl PortBlock {
     }
 }
 
-/// A `POLICY` key with its wildcards made explicit (host byte order).
+/// One allow entry with its wildcards made explicit (host byte order), as if
+/// `RULE_SETS` and `POLICY` were one map: what a lookup of (endpoint, class,
+/// direction, protocol, port) finds. `DatapathTables::allow_entries` lists them;
+/// the tables store them as rule sets (`RuleSetMatch`, `PortMatch`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyMatch {
     /// Local endpoint identity.
@@ -189,8 +192,59 @@ pub struct PolicyMatch {
     pub port: Option<PortBlock>,
 }
 
+impl PolicyMatch {
+    /// The rule set part of the entry (its `RULE_SETS` key).
+    pub fn rule_set(&self) -> RuleSetMatch {
+        RuleSetMatch {
+            endpoint_id: self.endpoint_id,
+            class_id: self.class_id,
+            direction: self.direction,
+        }
+    }
+
+    /// The port part of the entry (its `POLICY` key within the rule set).
+    pub fn port_match(&self) -> PortMatch {
+        PortMatch {
+            protocol: self.protocol,
+            port: self.port,
+        }
+    }
+}
+
+/// A `RULE_SETS` key (host byte order): what the local endpoint allows with a peer
+/// class in one direction is one rule set. `class_id` `RULE_SET_ANY_CLASS` is the
+/// endpoint's any-class set: the lookup's fallback for a class without its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleSetMatch {
+    /// Local endpoint identity.
+    pub endpoint_id: u32,
+    /// Peer class.
+    pub class_id: u32,
+    /// Direction relative to the local pod.
+    pub direction: Direction,
+}
+
+/// A `POLICY` key within one rule set, wildcards explicit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortMatch {
+    /// IP protocol number; `None` = every protocol (and then `port` is `None`).
+    pub protocol: Option<u8>,
+    /// Destination ports; `None` = every port of `protocol`.
+    pub port: Option<PortBlock>,
+}
+
+/// What one rule set allows: (protocol, port block) -> the rule. Every rule of a set
+/// is an ingress rule or every one an egress rule (`direction`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleSet {
+    /// The direction of its rules.
+    pub direction: Direction,
+    /// Its `POLICY` entries.
+    pub allows: BTreeMap<PortMatch, RuleRef>,
+}
+
 /// Which policy rule an entry comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct RuleRef {
     /// Index into `DatapathTables::policy_names`.
     pub policy_id: u32,
@@ -258,14 +312,20 @@ pub struct DatapathTables {
     /// Peer prefixes of both families (pod addresses as host prefixes, ipBlock
     /// boundaries, node and Service addresses); the rest is `CLASS_WORLD`.
     pub peers: BTreeMap<IpNet, PeerEntry>,
-    /// Allow entries.
-    pub policy: BTreeMap<PolicyMatch, RuleRef>,
+    /// `RULE_SETS`: (endpoint, class, direction) -> the id of its rule set, for
+    /// every triple with some allow. Triples the rules treat alike share a set.
+    pub rule_sets: BTreeMap<RuleSetMatch, u32>,
+    /// `POLICY`: rule set id -> what it allows.
+    pub policy: BTreeMap<u32, RuleSet>,
     /// Policy names by `RuleRef::policy_id`.
     pub policy_names: Vec<ObjectRef>,
     /// Endpoint id -> the policies isolating its pods, per direction.
     pub isolation: BTreeMap<u32, Isolation>,
     /// What could not be enforced exactly (fail closed).
     pub diagnostics: Vec<Diagnostic>,
+    /// Policies whose rules were left out because the tables could not hold them
+    /// (their pods fail closed), in the order they were refused.
+    pub refusals: Vec<Refusal>,
 }
 
 impl DatapathTables {
@@ -275,10 +335,71 @@ impl DatapathTables {
     pub fn counted_rules(&self) -> Vec<CountedRule> {
         let rules: std::collections::BTreeSet<CountedRule> = self
             .policy
-            .iter()
-            .map(|(m, rule)| CountedRule::of(m, rule))
+            .values()
+            .flat_map(|set| {
+                set.allows
+                    .values()
+                    .map(|rule| CountedRule::of(set.direction, rule))
+            })
             .collect();
         rules.into_iter().collect()
+    }
+
+    /// `POLICY` entries: the allows of every rule set.
+    pub fn policy_entries(&self) -> usize {
+        self.policy.values().map(|set| set.allows.len()).sum()
+    }
+
+    /// Every allow entry as one (endpoint, class, direction, protocol, port) key:
+    /// what the two lookups find together (any-class entries under
+    /// `RULE_SET_ANY_CLASS`). For tests and displays; the kernel holds them as rule
+    /// sets.
+    pub fn allow_entries(&self) -> BTreeMap<PolicyMatch, RuleRef> {
+        let mut out = BTreeMap::new();
+        for (set_match, id) in &self.rule_sets {
+            let Some(set) = self.policy.get(id) else {
+                continue;
+            };
+            for (port, rule) in &set.allows {
+                let m = PolicyMatch {
+                    endpoint_id: set_match.endpoint_id,
+                    class_id: set_match.class_id,
+                    direction: set_match.direction,
+                    protocol: port.protocol,
+                    port: port.port,
+                };
+                out.insert(m, *rule);
+            }
+        }
+        out
+    }
+
+    /// Replaces every allow entry with `entries`, one rule set per (endpoint, class,
+    /// direction) (for tables written by hand; `allow_entries` gives them back).
+    pub fn set_allow_entries(&mut self, entries: BTreeMap<PolicyMatch, RuleRef>) {
+        self.rule_sets.clear();
+        self.policy.clear();
+        for (m, rule) in entries {
+            self.allow(m, rule);
+        }
+    }
+
+    /// Adds the allow entry `m` -> `rule` (for tables written by hand): into the
+    /// rule set of `m`'s (endpoint, class, direction), a new one if it has none
+    /// (`m.class_id` may be `RULE_SET_ANY_CLASS`). An entry already there for `m`
+    /// is kept.
+    pub fn allow(&mut self, m: PolicyMatch, rule: RuleRef) {
+        let next = self.policy.keys().next_back().map_or(1, |id| id + 1);
+        let id = *self.rule_sets.entry(m.rule_set()).or_insert(next);
+        self.policy
+            .entry(id)
+            .or_insert_with(|| RuleSet {
+                direction: m.direction,
+                allows: BTreeMap::new(),
+            })
+            .allows
+            .entry(m.port_match())
+            .or_insert(rule);
     }
 
     /// The entry of the longest peer prefix holding `addr`, as the LPM lookup in
@@ -335,12 +456,27 @@ impl DatapathTables {
         if passes_unjudged {
             return TableVerdict::Unjudged;
         }
-        let base = PolicyMatch {
+        let set_match = RuleSetMatch {
             endpoint_id: endpoint.endpoint_id,
             class_id: peer.class_id,
             direction,
-            protocol: Some(protocol),
-            port: None,
+        };
+        let dropped = if endpoint.audit(direction) {
+            TableVerdict::WouldDrop
+        } else {
+            TableVerdict::Dropped
+        };
+        let any_class = RuleSetMatch {
+            class_id: RULE_SET_ANY_CLASS,
+            ..set_match
+        };
+        let Some(set) = self
+            .rule_sets
+            .get(&set_match)
+            .or_else(|| self.rule_sets.get(&any_class))
+            .and_then(|id| self.policy.get(id))
+        else {
+            return dropped;
         };
         // Longest prefix first: exact port, shorter port blocks, all ports, then all
         // protocols.
@@ -354,26 +490,22 @@ impl DatapathTables {
             bits,
         });
         port_blocks
-            .map(|block| PolicyMatch {
+            .map(|block| PortMatch {
+                protocol: Some(protocol),
                 port: Some(block),
-                ..base
             })
             .chain([
-                base,
-                PolicyMatch {
+                PortMatch {
+                    protocol: Some(protocol),
+                    port: None,
+                },
+                PortMatch {
                     protocol: None,
-                    ..base
+                    port: None,
                 },
             ])
-            .find_map(|key| self.policy.get(&key))
-            .map_or(
-                if endpoint.audit(direction) {
-                    TableVerdict::WouldDrop
-                } else {
-                    TableVerdict::Dropped
-                },
-                |rule| TableVerdict::Allowed(*rule),
-            )
+            .find_map(|key| set.allows.get(&key))
+            .map_or(dropped, |rule| TableVerdict::Allowed(*rule))
     }
 
     /// `verdict` as whether and by which rule the packet passes: `Some(None)` when
@@ -436,25 +568,35 @@ impl fmt::Display for DatapathTables {
             };
             writeln!(f, "  {net} -> class {}{flags}", peer.class_id)?;
         }
-        writeln!(f, "policy:")?;
-        for (m, rule) in &self.policy {
-            let proto = m.protocol.map_or("*".to_string(), |p| p.to_string());
-            let port = m.port.map_or("*".to_string(), |p| match p.bits {
-                16 => p.first.to_string(),
-                bits => {
-                    let last = u32::from(p.first) + (1u32 << (16 - bits)) - 1;
-                    format!("{}-{last}", p.first)
-                }
-            });
-            let name = self
-                .policy_names
-                .get(rule.policy_id as usize)
-                .map_or("?".to_string(), ToString::to_string);
+        writeln!(f, "rule sets:")?;
+        for (m, id) in &self.rule_sets {
             writeln!(
                 f,
-                "  ep={} class={} {:?} proto={proto} port={port} -> {name} rule {}",
-                m.endpoint_id, m.class_id, m.direction, rule.rule_index
+                "  ep={} class={} {:?} -> set {id}",
+                m.endpoint_id, m.class_id, m.direction
             )?;
+        }
+        writeln!(f, "policy:")?;
+        for (id, set) in &self.policy {
+            for (m, rule) in &set.allows {
+                let proto = m.protocol.map_or("*".to_string(), |p| p.to_string());
+                let port = m.port.map_or("*".to_string(), |p| match p.bits {
+                    16 => p.first.to_string(),
+                    bits => {
+                        let last = u32::from(p.first) + (1u32 << (16 - bits)) - 1;
+                        format!("{}-{last}", p.first)
+                    }
+                });
+                let name = self
+                    .policy_names
+                    .get(rule.policy_id as usize)
+                    .map_or("?".to_string(), ToString::to_string);
+                writeln!(
+                    f,
+                    "  set {id} {:?} proto={proto} port={port} -> {name} rule {}",
+                    set.direction, rule.rule_index
+                )?;
+            }
         }
         Ok(())
     }
