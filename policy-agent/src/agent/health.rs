@@ -6,11 +6,19 @@
 //! - ready (`/readyz`): the initial lists are done, the source is not stale, the
 //!   maps hold the current state and every local pod with an address has its
 //!   programs. Not ready says why, one reason per line.
+//! - details: what the agent enforces differently from what was asked, without
+//!   making the node unready (`Health::details`): policies the node's tables could
+//!   not hold (`refused: ...`), objects that could not be converted or were over a
+//!   cap (`not converted: ...`), and an HTTP listener that could not be bound
+//!   (`http: ...`). Each is one line, at most `DETAIL_LINES` per kind.
 
 use std::{
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
+
+/// Lines of one kind of detail `/readyz` shows before "... and N more".
+pub const DETAIL_LINES: usize = 20;
 
 /// What the loop last reported.
 #[derive(Debug)]
@@ -20,6 +28,9 @@ struct State {
     stale: Option<String>,
     programmed: bool,
     pods_without_programs: usize,
+    refused: Vec<String>,
+    not_converted: Vec<String>,
+    http: Option<String>,
 }
 
 /// The agent's health, set by the loop and read by `/healthz` and `/readyz`.
@@ -41,6 +52,9 @@ impl Health {
                 stale: None,
                 programmed: false,
                 pods_without_programs: 0,
+                refused: Vec::new(),
+                not_converted: Vec::new(),
+                http: None,
             }),
         }
     }
@@ -74,6 +88,52 @@ impl Health {
     /// How many local pods with an address have no attached interface yet.
     pub fn set_pods_without_programs(&self, pods: usize) {
         self.lock().pods_without_programs = pods;
+    }
+
+    /// The policies this node's tables left out (`Refusal`'s text, one each).
+    pub fn set_refused(&self, refused: Vec<String>) {
+        self.lock().refused = refused;
+    }
+
+    /// The objects of the source that could not be converted or were over a cap
+    /// (`SourceSnapshot::conversion_errors`).
+    pub fn set_not_converted(&self, errors: Vec<String>) {
+        self.lock().not_converted = errors;
+    }
+
+    /// The HTTP listener could not be bound (why), or is listening (`None`).
+    pub fn set_http(&self, problem: Option<String>) {
+        self.lock().http = problem;
+    }
+
+    /// What is enforced differently from what was asked, one line each, prefixed
+    /// by its kind (`refused: `, `not converted: `, `http: `); none of it makes the
+    /// node unready. At most `DETAIL_LINES` lines per kind, then `kind: ... and N
+    /// more`.
+    pub fn details(&self) -> Vec<String> {
+        let state = self.lock();
+        let mut out = Vec::new();
+        for (kind, lines) in [
+            ("refused", &state.refused),
+            ("not converted", &state.not_converted),
+        ] {
+            out.extend(
+                lines
+                    .iter()
+                    .take(DETAIL_LINES)
+                    .map(|line| format!("{kind}: {line}")),
+            );
+            if lines.len() > DETAIL_LINES {
+                out.push(format!(
+                    "{kind}: ... and {} more",
+                    lines.len() - DETAIL_LINES
+                ));
+            }
+        }
+        if let Some(problem) = &state.http {
+            out.push(format!("http: {problem}"));
+        }
+        out
     }
 
     /// Whether the loop ticked within the threshold.
@@ -154,6 +214,33 @@ mod tests {
         assert_eq!(
             health.readiness(),
             Err(vec!["maps not programmed".to_string()])
+        );
+    }
+
+    #[test]
+    fn refusals_and_conversion_errors_are_details_that_leave_the_node_ready() {
+        let health = Health::new(Duration::from_secs(30));
+        health.set_synced(true);
+        health.set_programmed(true);
+        health.set_refused(vec!["policy a/b: too big".to_string()]);
+        health.set_not_converted(
+            (0..super::DETAIL_LINES + 2)
+                .map(|i| format!("NetworkPolicy x/p{i}: bad"))
+                .collect(),
+        );
+        assert_eq!(health.readiness(), Ok(()));
+        let details = health.details();
+        assert_eq!(details[0], "refused: policy a/b: too big");
+        assert_eq!(details[1], "not converted: NetworkPolicy x/p0: bad");
+        assert_eq!(details.len(), 1 + super::DETAIL_LINES + 1);
+        assert_eq!(
+            details.last().map(String::as_str),
+            Some("not converted: ... and 2 more")
+        );
+        health.set_http(Some("cannot listen on 0.0.0.0:9977: in use".to_string()));
+        assert_eq!(
+            health.details().last().map(String::as_str),
+            Some("http: cannot listen on 0.0.0.0:9977: in use")
         );
     }
 

@@ -93,14 +93,17 @@ async fn healthz(State(shared): State<Shared>) -> Response {
     }
 }
 
+/// 200 `ready` or 503 with one reason per line; then one line per detail
+/// (`Health::details`: `refused: ...`, `not converted: ...`), which never make it 503.
 async fn readyz(State(shared): State<Shared>) -> Response {
-    match shared.health.readiness() {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(reasons) => {
-            let body = reasons.iter().map(|r| format!("{r}\n")).collect::<String>();
-            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
-        }
-    }
+    let details = shared.health.details();
+    let (status, mut lines) = match shared.health.readiness() {
+        Ok(()) => (StatusCode::OK, vec!["ready".to_string()]),
+        Err(reasons) => (StatusCode::SERVICE_UNAVAILABLE, reasons),
+    };
+    lines.extend(details);
+    let body = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    (status, body).into_response()
 }
 
 #[cfg(test)]

@@ -37,12 +37,12 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Error kinds `podwall_errors_total` shows from the start (at 0), so alerts can
 /// use `increase()` on them before the first one happens; other kinds appear when
-/// first counted. `policy_conversion`: a NetworkPolicy the converter rejected;
+/// first counted. `conversion`: an object the converter rejected (or over a cap);
 /// `apply`: the maps could not take the new state (it stays on the old one);
 /// `attach`/`detach`: TC programs on an interface; `route_lookup`: netlink; `source`:
 /// a watch of the API server failed.
 pub const KNOWN_ERROR_KINDS: [&str; 6] = [
-    "policy_conversion",
+    "conversion",
     "apply",
     "attach",
     "detach",
@@ -52,6 +52,19 @@ pub const KNOWN_ERROR_KINDS: [&str; 6] = [
 
 /// Label set of `podwall_errors_total`.
 type KindLabel = [(&'static str, String); 1];
+
+/// Label set of `podwall_policy_refusals_total`: the resource a policy was
+/// refused for (`policy::capacity::Resource::label`).
+type ResourceLabel = [(&'static str, &'static str); 1];
+
+/// Every `podwall_policy_refusals_total` resource, shown from the start at 0.
+pub const REFUSAL_RESOURCES: [&str; 5] = [
+    "rules",
+    "rule_sets",
+    "policy_entries",
+    "peers_v4",
+    "peers_v6",
+];
 
 /// One map's use: name, entries (the active bank's for banked maps), capacity.
 pub type MapUsageSample<'a> = (&'a str, usize, u32);
@@ -67,6 +80,8 @@ pub struct Metrics {
     errors: Family<KindLabel, Counter>,
     ready: Gauge,
     stale: Gauge,
+    refused: Gauge,
+    refusals: Family<ResourceLabel, Counter>,
     snapshot: Arc<Mutex<Snapshot>>,
 }
 
@@ -131,6 +146,21 @@ impl Metrics {
             "1 while a watch of the API server is failing (enforcing the last state)",
             stale.clone(),
         );
+        let refused = Gauge::default();
+        registry.register(
+            "podwall_policies_refused",
+            "Policies this node's tables leave out now because they do not fit (their pods fail closed)",
+            refused.clone(),
+        );
+        let refusals = Family::<ResourceLabel, Counter>::default();
+        for resource in REFUSAL_RESOURCES {
+            drop(refusals.get_or_create(&[("resource", resource)]));
+        }
+        registry.register(
+            "podwall_policy_refusals",
+            "Policies refused because the tables could not hold them, counted when each refusal starts, by the resource they were over",
+            refusals.clone(),
+        );
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
         Self {
@@ -142,8 +172,26 @@ impl Metrics {
             errors,
             ready,
             stale,
+            refused,
+            refusals,
             snapshot,
         }
+    }
+
+    /// Sets `podwall_policies_refused`.
+    pub fn set_refused(&self, policies: usize) {
+        self.refused
+            .set(i64::try_from(policies).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one new refusal for `resource` (`Resource::label`).
+    pub fn refusal(&self, resource: &'static str) {
+        self.refusals.get_or_create(&[("resource", resource)]).inc();
+    }
+
+    /// How many refusals for `resource` were counted (for tests and logs).
+    pub fn refusals(&self, resource: &'static str) -> u64 {
+        self.refusals.get_or_create(&[("resource", resource)]).get()
     }
 
     /// One compile + apply took `duration`.

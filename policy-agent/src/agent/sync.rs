@@ -31,6 +31,7 @@ use crate::{
     model::{ClusterState, ObjectRef},
     node::{LinkEvent, LinkWatch, NodeError, RouteResolver},
     policy::{
+        capacity::Refusal,
         compiler::compile,
         tables::{DatapathTables, EndpointEntry},
     },
@@ -98,6 +99,8 @@ pub struct Syncer {
     links: BTreeMap<InterfaceIndex, String>,
     /// Conversion errors counted and logged, while they last.
     reported: BTreeSet<String>,
+    /// Refused policies (and the resource) counted and logged, while they last.
+    refused: BTreeSet<(ObjectRef, &'static str)>,
     /// The newest source change already counted in the latency histogram.
     last_change: Option<Instant>,
     /// The last successful write.
@@ -127,6 +130,7 @@ impl Syncer {
             health,
             links: links.clone(),
             reported: BTreeSet::new(),
+            refused: BTreeSet::new(),
             last_change: None,
             written: None,
             retry_at: Some(Instant::now()),
@@ -270,6 +274,7 @@ impl Syncer {
         for diagnostic in &tables.diagnostics {
             tracing::warn!(%diagnostic, "not enforced exactly; the affected pods fail closed");
         }
+        self.report_refusals(&tables.refusals);
         let report = self
             .datapath
             .apply(&tables, &plan.interfaces, &plan.pending)?;
@@ -370,7 +375,8 @@ impl Syncer {
         self.metrics.set_ready(self.health.readiness().is_ok());
     }
 
-    /// Logs and counts each conversion error once while it lasts.
+    /// Logs and counts each conversion error once while it lasts; all of them are
+    /// `/readyz` details.
     fn report_conversion_errors(&mut self, snapshot: &SourceSnapshot) {
         let current: BTreeSet<String> = snapshot.conversion_errors.iter().cloned().collect();
         for error in current.difference(&self.reported) {
@@ -378,6 +384,27 @@ impl Syncer {
             self.metrics.error("conversion");
         }
         self.reported = current;
+        self.health
+            .set_not_converted(snapshot.conversion_errors.clone());
+    }
+
+    /// Logs and counts each refused policy once while its refusal (for one
+    /// resource) lasts; all of them are `/readyz` details and the
+    /// `podwall_policies_refused` gauge.
+    fn report_refusals(&mut self, refusals: &[Refusal]) {
+        let mut current = BTreeSet::new();
+        for refusal in refusals {
+            let key = (refusal.policy.clone(), refusal.reason.resource().label());
+            if !self.refused.contains(&key) {
+                tracing::error!(%refusal, "policy refused: this node's tables cannot hold it");
+                self.metrics.refusal(key.1);
+            }
+            current.insert(key);
+        }
+        self.refused = current;
+        self.metrics.set_refused(refusals.len());
+        self.health
+            .set_refused(refusals.iter().map(ToString::to_string).collect());
     }
 }
 
