@@ -3,10 +3,13 @@
 //! routes, the pinned datapath enforcing. Objects change and verdicts follow;
 //! interrupted watches converge; the agent is killed and restarted under traffic;
 //! new pods are isolated before they are known; the agent runs with only its
-//! documented capabilities.
+//! documented capabilities; a policy too big for the maps fails closed for its
+//! pods only (`agent/capacity.rs`).
 
 mod support;
 
+#[path = "agent/capacity.rs"]
+mod capacity;
 #[path = "agent/harness.rs"]
 mod harness;
 #[path = "agent/restarts.rs"]
