@@ -57,6 +57,14 @@ type KindLabel = [(&'static str, String); 1];
 /// refused for (`policy::capacity::Resource::label`).
 type ResourceLabel = [(&'static str, &'static str); 1];
 
+/// Label set of `podwall_http_connections_closed_total`.
+type ReasonLabel = [(&'static str, &'static str); 1];
+
+/// Why the HTTP server closes a connection itself (`agent::http`), shown from the
+/// start at 0: `evicted` (the oldest, for a new one past the cap),
+/// `header_timeout` (no request head in time: idle or slow), `max_age`.
+pub const HTTP_CLOSE_REASONS: [&str; 3] = ["evicted", "header_timeout", "max_age"];
+
 /// Every `podwall_policy_refusals_total` resource, shown from the start at 0.
 pub const REFUSAL_RESOURCES: [&str; 5] = [
     "rules",
@@ -82,6 +90,8 @@ pub struct Metrics {
     stale: Gauge,
     refused: Gauge,
     refusals: Family<ResourceLabel, Counter>,
+    http_connections: Gauge,
+    http_closed: Family<ReasonLabel, Counter>,
     snapshot: Arc<Mutex<Snapshot>>,
 }
 
@@ -161,6 +171,21 @@ impl Metrics {
             "Policies refused because the tables could not hold them, counted when each refusal starts, by the resource they were over",
             refusals.clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register(
+            "podwall_http_connections",
+            "Connections open to /metrics, /healthz and /readyz",
+            http_connections.clone(),
+        );
+        let http_closed = Family::<ReasonLabel, Counter>::default();
+        for reason in HTTP_CLOSE_REASONS {
+            drop(http_closed.get_or_create(&[("reason", reason)]));
+        }
+        registry.register(
+            "podwall_http_connections_closed",
+            "Connections the HTTP server closed itself, by reason",
+            http_closed.clone(),
+        );
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
         Self {
@@ -174,8 +199,27 @@ impl Metrics {
             stale,
             refused,
             refusals,
+            http_connections,
+            http_closed,
             snapshot,
         }
+    }
+
+    /// Sets `podwall_http_connections`.
+    pub fn set_http_connections(&self, open: usize) {
+        self.http_connections
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one connection the HTTP server closed for `reason`
+    /// (`HTTP_CLOSE_REASONS`).
+    pub fn http_closed(&self, reason: &'static str) {
+        self.http_closed.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// How many connections were closed for `reason` (for tests).
+    pub fn http_closed_count(&self, reason: &'static str) -> u64 {
+        self.http_closed.get_or_create(&[("reason", reason)]).get()
     }
 
     /// Sets `podwall_policies_refused`.

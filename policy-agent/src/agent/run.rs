@@ -13,7 +13,7 @@ use policy_common::config::Config;
 
 use super::{
     health::Health,
-    http::{self, HttpError},
+    http::{self, HttpLimits},
     metrics::Metrics,
     startup::{self, StartupError},
     sync::{self, SyncConfig, Syncer},
@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub kubeconfig: Option<PathBuf>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_addr: SocketAddr,
+    /// What one client may hold of that server.
+    pub http_limits: HttpLimits,
     /// The pin directory's name under `/sys/fs/bpf/podwall/v{ABI}/`.
     pub instance: String,
     /// Every policy in audit mode.
@@ -65,9 +67,6 @@ pub enum RunError {
     /// Netlink could not be opened.
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// The HTTP endpoints could not be served.
-    #[error(transparent)]
-    Http(#[from] HttpError),
     /// Another agent runs this instance: two would write each other's banks.
     #[error("another policy-agent runs instance {instance} (it holds {}); stop it or pass another --instance", lock.display())]
     Busy {
@@ -155,11 +154,15 @@ pub async fn run(
     }
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(LIVENESS_THRESHOLD));
-    let listener = http::bind(options.metrics_addr).await?;
+    // Served from a task of its own, bound (and re-bound after a failure) there:
+    // enforcement never waits for the port.
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(
-        listener,
+    let server = tokio::spawn(http::run(
+        options.metrics_addr,
         http::router(Arc::clone(&metrics), Arc::clone(&health)),
+        options.http_limits,
+        Arc::clone(&metrics),
+        Arc::clone(&health),
         async {
             let _ = http_stopped.await;
         },
@@ -181,9 +184,8 @@ pub async fn run(
     tracing::info!(node = %options.node_name, "watching the API server");
     sync::run(syncer, watch.receiver(), links, shutdown).await;
     let _ = stop_http.send(());
-    match server.await {
-        Ok(result) => result?,
-        Err(error) => tracing::warn!(%error, "the HTTP server task failed"),
+    if let Err(error) = server.await {
+        tracing::warn!(%error, "the HTTP server task failed");
     }
     Ok(())
 }
