@@ -4,7 +4,8 @@
 //! interrupted watches converge; the agent is killed and restarted under traffic;
 //! new pods are isolated before they are known; the agent runs with only its
 //! documented capabilities; a policy too big for the maps fails closed for its
-//! pods only (`agent/capacity.rs`).
+//! pods only (`agent/capacity.rs`); 10,000 idle connections to its HTTP endpoint
+//! stop nothing (`agent/hostile.rs`).
 
 mod support;
 
@@ -12,6 +13,8 @@ mod support;
 mod capacity;
 #[path = "agent/harness.rs"]
 mod harness;
+#[path = "agent/hostile.rs"]
+mod hostile;
 #[path = "agent/restarts.rs"]
 mod restarts;
 
