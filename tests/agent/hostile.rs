@@ -1,4 +1,6 @@
-//! The agent survives hostile load on its HTTP endpoint: 10,000 idle connections
+//! The agent survives hostile load. A NetworkPolicy over a cap (more rules than
+//! the agent handles) stands in fail-closed and is reported without making the
+//! node unready. And its HTTP endpoint holds: 10,000 idle connections
 //! from inside the node namespace, against an agent whose descriptor limit is
 //! 1,024 (what many container runtimes give), while a policy change still
 //! programs (its verdict checked on real packets). The server keeps at most its
@@ -13,7 +15,7 @@ use std::{
 };
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use policy_agent::lab::netns::in_netns;
+use policy_agent::{lab::netns::in_netns, source::convert::caps::MAX_POLICY_RULES};
 
 use super::harness::{db_from_web, eventually, namespace_json, Node, TCP_PORT};
 
@@ -68,7 +70,7 @@ fn metric(text: &str, name: &str) -> u64 {
 }
 
 #[test]
-fn ten_thousand_idle_connections_to_the_http_endpoint_do_not_stop_a_policy_change() {
+fn an_over_cap_policy_and_ten_thousand_idle_connections_do_not_stop_a_policy_change() {
     super::support::require_root_and_bpf();
     let connections = connections_within_the_limit();
     let node = Node::up(&[("web", "web"), ("db", "db"), ("other", "other")], &[]);
@@ -79,6 +81,12 @@ fn ten_thousand_idle_connections_to_the_http_endpoint_do_not_stop_a_policy_chang
     node.api.create_value(db_from_web(
         serde_json::json!([{"protocol": "TCP", "port": TCP_PORT}]),
     ));
+    let rules = vec![serde_json::json!({}); MAX_POLICY_RULES + 1];
+    node.api.create_value(serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "big", "namespace": "flood"},
+        "spec": {"podSelector": {}, "ingress": rules}
+    }));
     let mut agent = node.start_agent_with("hostile", |command| {
         command.args(["--http-header-timeout-s", &HEADER_TIMEOUT_S.to_string()]);
         // SAFETY: setrlimit is async-signal-safe and allocates nothing.

@@ -65,6 +65,12 @@ type ReasonLabel = [(&'static str, &'static str); 1];
 /// `header_timeout` (no request head in time: idle or slow), `max_age`.
 pub const HTTP_CLOSE_REASONS: [&str; 3] = ["evicted", "header_timeout", "max_age"];
 
+/// Label set of `podwall_objects_over_cap`.
+type ObjectKindLabel = [(&'static str, &'static str); 1];
+
+/// The kinds `podwall_objects_over_cap` shows from the start (at 0).
+pub const OVER_CAP_KINDS: [&str; 4] = ["Namespace", "Pod", "Service", "NetworkPolicy"];
+
 /// Every `podwall_policy_refusals_total` resource, shown from the start at 0.
 pub const REFUSAL_RESOURCES: [&str; 5] = [
     "rules",
@@ -92,6 +98,7 @@ pub struct Metrics {
     refusals: Family<ResourceLabel, Counter>,
     http_connections: Gauge,
     http_closed: Family<ReasonLabel, Counter>,
+    over_cap: Family<ObjectKindLabel, Gauge>,
     snapshot: Arc<Mutex<Snapshot>>,
 }
 
@@ -186,6 +193,15 @@ impl Metrics {
             "Connections the HTTP server closed itself, by reason",
             http_closed.clone(),
         );
+        let over_cap = Family::<ObjectKindLabel, Gauge>::default();
+        for kind in OVER_CAP_KINDS {
+            drop(over_cap.get_or_create(&[("kind", kind)]));
+        }
+        registry.register(
+            "podwall_objects_over_cap",
+            "Objects from the API server over a size or count cap, standing in fail-closed now, by kind",
+            over_cap.clone(),
+        );
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
         Self {
@@ -201,7 +217,18 @@ impl Metrics {
             refusals,
             http_connections,
             http_closed,
+            over_cap,
             snapshot,
+        }
+    }
+
+    /// Sets `podwall_objects_over_cap` from the source's counts by kind.
+    pub fn set_over_cap(&self, counts: &BTreeMap<&'static str, usize>) {
+        for kind in OVER_CAP_KINDS {
+            let count = counts.get(kind).copied().unwrap_or(0);
+            self.over_cap
+                .get_or_create(&[("kind", kind)])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
 

@@ -386,6 +386,7 @@ impl Syncer {
         self.reported = current;
         self.health
             .set_not_converted(snapshot.conversion_errors.clone());
+        self.metrics.set_over_cap(&snapshot.over_cap);
     }
 
     /// Logs and counts each refused policy once while its refusal (for one
