@@ -105,6 +105,9 @@ pub struct Syncer {
     last_change: Option<Instant>,
     /// The last successful write.
     written: Option<Written>,
+    /// The pending entry of the last plan, failed passes' included: what a new
+    /// veth gets before any pass has succeeded.
+    planned_pending: Option<EndpointEntry>,
     /// Something is left to do (unmapped pods, a failed pass): when to retry.
     retry_at: Option<Instant>,
     /// Passes failed in a row (for the retry backoff).
@@ -133,6 +136,7 @@ impl Syncer {
             refused: BTreeSet::new(),
             last_change: None,
             written: None,
+            planned_pending: None,
             retry_at: Some(Instant::now()),
             failures: 0,
             counters_read: Instant::now(),
@@ -165,13 +169,30 @@ impl Syncer {
         if self.datapath.attached_interfaces().any(|i| i == index) {
             return;
         }
-        // Before this agent's first pass (an adopted datapath, a source not synced
-        // yet) it knows no tables to write beside the entry: the first pass attaches.
+        // Before this agent's first successful pass it has no tables of its own:
+        // once a pass has planned (and failed), the entry goes on top of what the
+        // datapath enforces (adopted pins); before any plan (a source not synced
+        // yet) the first pass attaches it.
         let Some(written) = &self.written else {
-            tracing::debug!(
-                ifindex = index,
-                "new interface before the first pass; the first pass attaches it"
-            );
+            let Some(entry) = self.planned_pending else {
+                tracing::debug!(
+                    ifindex = index,
+                    "new interface before the first pass; the first pass attaches it"
+                );
+                return;
+            };
+            match self
+                .datapath
+                .add_endpoints(&BTreeMap::from([(index, entry)]))
+            {
+                Ok(_) => {
+                    self.attach_each(&BTreeSet::from([index]));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, ifindex = index, "cannot add a pending entry; the next pass attaches it");
+                    self.metrics.error(error.kind());
+                }
+            }
             return;
         };
         let mut pending = written.pending.clone();
@@ -268,6 +289,7 @@ impl Syncer {
             candidates: &candidates,
             pending_endpoint_id: PENDING_ENDPOINT_ID,
         });
+        self.planned_pending = Some(plan.pending_entry);
         let tables = compile(state, &node_addresses, |pod| {
             plan.interfaces.contains_key(&pod.key)
         });

@@ -13,13 +13,14 @@ use std::collections::BTreeMap;
 
 use aya::maps::{lpm_trie::Key, Array, MapData};
 use policy_common::{
-    bank::{bank_of, ACTIVE_MAP},
+    bank::{bank_of, other, ACTIVE_MAP},
     endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
     peer::{PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_MAP, PEERS_V6_MAP, PEER_PREFIX_BANK},
     policy::{PolicyKey, PolicyValue, RuleSetKey, POLICY_MAP, RULE_SETS_MAP},
 };
 
-use super::{maps::map_error, Datapath, DataplaneError, InterfaceIndex};
+use super::{keys, maps::map_error, Datapath, DataplaneError, InterfaceIndex};
+use crate::policy::tables::EndpointEntry;
 
 /// A peer prefix as `(address prefix length, address)`; the bank's 32 bits are
 /// added to the length only in the kernel key.
@@ -110,6 +111,38 @@ struct Written {
 }
 
 impl Datapath {
+    /// Makes the classifiers decide by what the active bank holds plus `extra`
+    /// `ENDPOINTS` entries (an entry the active bank has for the same interface is
+    /// kept): for a new pod veth that appears before this agent has tables of its
+    /// own to write (an adopted datapath whose first sync failed). Hole-free and
+    /// refused before any write like `apply`; nothing to add flips nothing.
+    pub fn add_endpoints(
+        &mut self,
+        extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let mut want = self.shadows[self.active as usize].clone();
+        for (ifindex, entry) in extra {
+            want.endpoints
+                .entry(*ifindex)
+                .or_insert_with(|| keys::endpoint_value(entry));
+        }
+        self.check_fits(&want)?;
+        let mut report = ApplyReport {
+            bank: self.active,
+            ..ApplyReport::default()
+        };
+        if want != self.shadows[self.active as usize] {
+            self.quiesce.finish()?;
+            let target = other(self.active);
+            (report.written, report.removed) = self.write_bank(target, &want)?;
+            self.write_active_bank(target)?;
+            self.active = target;
+            self.quiesce.start();
+            report.bank = target;
+        }
+        Ok(report)
+    }
+
     /// Makes bank `bank` of every banked map hold `want`, writing only what differs
     /// from `self.shadows[bank]` and updating that shadow as each write lands.
     pub(super) fn write_bank(

@@ -274,7 +274,7 @@ impl Datapath {
     /// Refuses `want` if some banked map would hold more entries in one bank than
     /// a bank holds: the map as a whole would take them while the other bank is
     /// small, and fail part way once it is not.
-    fn check_fits(&self, want: &BankContent) -> Result<(), DataplaneError> {
+    pub(super) fn check_fits(&self, want: &BankContent) -> Result<(), DataplaneError> {
         for (map, entries) in want.entries() {
             let capacity = self.bank_capacity.get(map).copied().unwrap_or(0);
             if entries > capacity as usize {
