@@ -12,7 +12,8 @@
 //! `datapath/audit.rs` the per-policy counters, verdict events and audit mode;
 //! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`;
 //! `datapath/rule_sets.rs` the two-step allow lookup against compiled tables,
-//! `datapath/banks.rs` the two banks and the flip of hole-free updates, and
+//! `datapath/banks.rs` the two banks and the flip of hole-free updates,
+//! `datapath/pending.rs` interfaces no pod of the tables owns, and
 //! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed.
 
 mod support;
@@ -37,6 +38,8 @@ mod events;
 mod frames;
 #[path = "datapath/net.rs"]
 mod net;
+#[path = "datapath/pending.rs"]
+mod pending;
 #[path = "datapath/pins.rs"]
 mod pins;
 #[path = "datapath/pods.rs"]
