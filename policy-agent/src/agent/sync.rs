@@ -7,8 +7,12 @@
 //!   interface has an entry.
 //! - A new interface whose name marks it as a pod veth does not wait for a pass: it
 //!   gets a pending entry on top of the last tables written and is attached at
-//!   once (`attach_new`), also while passes fail. Before this agent's first pass
-//!   (adopted pins, source not synced) the first pass attaches it.
+//!   once (`attach_new`), also while passes fail, and also before any pass has
+//!   succeeded once one has planned (on top of the adopted state). Before any
+//!   plan (the source not synced) the first pass attaches it.
+//! - A policy the maps cannot hold is refused by the compiler, not the pass: the
+//!   pass programs everything else, and the refusal is logged, counted and a
+//!   `/readyz` detail (`report_refusals`).
 //! - A failed pass leaves the previous state enforcing and is retried with backoff.
 
 use std::{
