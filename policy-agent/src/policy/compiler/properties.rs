@@ -18,6 +18,10 @@
 //! set holding the range edges. Each pod side is looked up in its own node's tables.
 //! Empty and absent from/to/ports are one value in the model (`Peers::All`, no
 //! ports), so generating none covers both.
+//!
+//! A second property compiles the same clusters within budgets they overflow
+//! (`TINY`): each node's tables stay within them and agree with the evaluator on
+//! the state without the rules of the policies that node refused.
 
 use std::net::IpAddr;
 
