@@ -5,15 +5,21 @@
 //! new pods are isolated before they are known; a tunnel device the node brings up
 //! closes its port to pods; the agent runs with only its documented capabilities;
 //! identity on a bridge holds against forged neighbour entries
-//! (`agent/identity.rs`); and the agent coexists with other programs, a runtime's
-//! bridge and `uninstall` (`agent/coexistence.rs`).
+//! (`agent/identity.rs`); the agent coexists with other programs, a runtime's
+//! bridge and `uninstall` (`agent/coexistence.rs`); a policy too big for the maps
+//! fails closed for its pods only (`agent/capacity.rs`); 10,000 idle connections
+//! to its HTTP endpoint stop nothing (`agent/hostile.rs`).
 
 mod support;
 
+#[path = "agent/capacity.rs"]
+mod capacity;
 #[path = "agent/coexistence.rs"]
 mod coexistence;
 #[path = "agent/harness.rs"]
 mod harness;
+#[path = "agent/hostile.rs"]
+mod hostile;
 #[path = "agent/identity.rs"]
 mod identity;
 #[path = "agent/restarts.rs"]

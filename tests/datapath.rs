@@ -17,7 +17,9 @@
 //! `datapath/fragments.rs` the non-first fragments of a datagram after its first
 //! (frames) and `datapath/fragments_on_veths.rs` large datagrams and crafted
 //! fragments on real veths, with and without reassembly in the node;
+//! `datapath/rule_sets.rs` the two-step allow lookup against compiled tables,
 //! `datapath/banks.rs` the two banks and the flip of hole-free updates,
+//! `datapath/pending.rs` interfaces no pod of the tables owns,
 //! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed,
 //! and `datapath/bypass.rs` what a pod crafts to get past its policy (VLAN tags,
 //! spoofed ARP, tunnels), sent from its namespace.
@@ -58,6 +60,8 @@ mod fragments_on_veths;
 mod frames;
 #[path = "datapath/net.rs"]
 mod net;
+#[path = "datapath/pending.rs"]
+mod pending;
 #[path = "datapath/pins.rs"]
 mod pins;
 #[path = "datapath/pods.rs"]
@@ -68,6 +72,8 @@ mod probe;
 mod prog_test_run;
 #[path = "datapath/recheck.rs"]
 mod recheck;
+#[path = "datapath/rule_sets.rs"]
+mod rule_sets;
 #[path = "datapath/service_conntrack.rs"]
 mod service_conntrack;
 #[path = "datapath/sockets.rs"]

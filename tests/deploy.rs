@@ -1,6 +1,7 @@
 //! The manifests in `deploy/base` keep their promises: no privileged container,
 //! exactly the documented capabilities (`agent::REQUIRED_CAPABILITIES`), read-only
-//! RBAC, and the wiring `policy-agent run` relies on (node name, probes, pins).
+//! RBAC, and the wiring `policy-agent run` relies on (node name, probes and the
+//! port they reach, pins).
 //! Pure: parses YAML, needs no cluster and no root.
 
 use std::{
@@ -13,7 +14,7 @@ use k8s_openapi::api::{
     core::v1::{Container, ServiceAccount},
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
-use policy_agent::agent::REQUIRED_CAPABILITIES;
+use policy_agent::agent::{DEFAULT_METRICS_ADDR, REQUIRED_CAPABILITIES};
 use serde::Deserialize;
 use serde_norway::Value;
 
@@ -240,4 +241,52 @@ fn the_agent_runs_on_the_host_network_with_its_node_name_probes_and_pins() {
         host_paths,
         BTreeSet::from(["/sys/fs/bpf".to_string(), "/run/podwall".to_string()])
     );
+}
+
+#[test]
+fn the_probes_reach_the_port_the_agent_listens_on_and_it_is_the_default() {
+    let ds = daemonset();
+    let agent = ds
+        .spec
+        .template
+        .spec
+        .and_then(|pod| pod.containers.into_iter().next())
+        .unwrap_or_else(|| panic!("no container"));
+    let args = agent.args.clone().unwrap_or_default();
+    let listen = args
+        .iter()
+        .position(|a| a == "--metrics-addr")
+        .and_then(|i| args.get(i + 1))
+        .unwrap_or_else(|| panic!("no --metrics-addr in {args:?}"));
+    assert_eq!(
+        listen, DEFAULT_METRICS_ADDR,
+        "the manifest says the default out loud"
+    );
+    let port: i32 = listen
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {listen}"));
+    assert_ne!(port, 9090, "Prometheus' own port");
+    let declared = agent
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .map(|p| p.container_port);
+    assert_eq!(declared, Some(port), "the metrics containerPort");
+    for probe in [&agent.liveness_probe, &agent.readiness_probe] {
+        let target = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .map(|get| get.port.clone());
+        assert_eq!(
+            target,
+            Some(
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                    "metrics".to_string()
+                )
+            ),
+            "probes go to the named metrics port"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! `source::kube::watch_cluster` driving the real kube client against the stand-in
 //! API server (`support/apiserver`) on 127.0.0.1: the initial sync, each kind's
-//! changes, trimming, and fail-closed conversion here; resumed watches, 410 Gone,
+//! changes, trimming, fail-closed conversion and objects over a cap here; resumed watches, 410 Gone,
 //! dropped connections, bookmarks and an unavailable server in
 //! `source/failures.rs`. No root needed: no lab, no BPF.
 
@@ -483,6 +483,82 @@ async fn a_network_policy_that_does_not_convert_isolates_its_namespace_until_fix
         let verdict = evaluate(&snapshot.state, &query(src, dst));
         assert!(verdict.allowed, "{src} -> {dst} dropped: {verdict:?}");
     }
+}
+
+#[tokio::test]
+async fn objects_over_a_cap_stand_in_fail_closed_through_the_watch_and_recover_when_fixed() {
+    let mut h = Harness::start().await;
+    h.server
+        .create(&pod("prod", "web", json!({"app": "web"}), "10.0.0.1"));
+    let too_many: serde_json::Map<String, Value> = (0..=convert::caps::MAX_LABELS)
+        .map(|i| (format!("k{i}"), json!("v")))
+        .collect();
+    h.server
+        .create(&pod("prod", "labels", Value::Object(too_many), "10.0.0.5"));
+    h.server.create(&pod(
+        "other",
+        "client",
+        json!({"role": "client"}),
+        "10.0.1.1",
+    ));
+    let rules = vec![json!({}); convert::caps::MAX_POLICY_RULES + 1];
+    h.server.create_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "big", "namespace": "other"},
+        "spec": {"podSelector": {}, "ingress": rules}
+    }));
+    let snapshot = h.synced().await;
+    let errors = &snapshot.conversion_errors;
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "NetworkPolicy other/big: spec: {} rules, over the cap of {}",
+            convert::caps::MAX_POLICY_RULES + 1,
+            convert::caps::MAX_POLICY_RULES
+        )),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with("Pod prod/labels: metadata.labels: 257 labels, over the cap of 256"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        snapshot.over_cap,
+        std::collections::BTreeMap::from([("NetworkPolicy", 1), ("Pod", 1)])
+    );
+    // The pod is an address-less stub, its namespace and the policy's isolated.
+    let stub = &snapshot.state.pods[&key("prod/labels")];
+    assert!(stub.ips.is_empty() && stub.labels.is_empty(), "{stub:?}");
+    assert!(snapshot
+        .state
+        .policies
+        .contains_key(&key("prod/podwall:over-cap")));
+    assert!(snapshot.state.policies[&key("other/big")]
+        .ingress
+        .is_empty());
+    for (src, dst) in [("other/client", "prod/web"), ("prod/web", "other/client")] {
+        let verdict = evaluate(&snapshot.state, &query(src, dst));
+        assert!(!verdict.allowed, "{src} -> {dst} passes: {verdict:?}");
+    }
+
+    // Fixed, both are themselves again.
+    h.server
+        .update(&pod("prod", "labels", json!({"app": "labels"}), "10.0.0.5"));
+    h.server.update_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "big", "namespace": "other"},
+        "spec": {"podSelector": {}, "ingress": [{}]}
+    }));
+    let snapshot = h
+        .wait_for("the fixed objects", |s| s.conversion_errors.is_empty())
+        .await;
+    assert!(snapshot.over_cap.is_empty());
+    assert_eq!(snapshot.state.pods[&key("prod/labels")].ips.len(), 1);
+    assert!(!snapshot
+        .state
+        .policies
+        .contains_key(&key("prod/podwall:over-cap")));
+    assert!(evaluate(&snapshot.state, &query("other/client", "prod/web")).allowed);
 }
 
 #[tokio::test]

@@ -47,4 +47,5 @@ impl_pod!(
     peer::PeerKeyV6,
     policy::PolicyKey,
     policy::PolicyValue,
+    policy::RuleSetKey,
 );

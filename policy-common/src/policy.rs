@@ -1,28 +1,68 @@
-//! `POLICY`: LPM trie of allow rules, (endpoint, peer class, direction, protocol,
-//! port) -> the policy and rule that allow it.
+//! The allow rules, in two steps so that a rule's peers and its ports are not
+//! multiplied into one entry per (peer, port):
+//! - `RULE_SETS` (hash): (bank, endpoint, peer class, direction) -> rule set id. A
+//!   rule set is everything one local endpoint allows with one peer class in one
+//!   direction: (protocol, port) -> rule. Endpoints and classes the rules treat
+//!   alike share one set, so 257 peers x 256 ports is 257 + 256 entries, not 65,792.
+//!   A peer class without an entry of its own takes the endpoint's entry for
+//!   `RULE_SET_ANY_CLASS` (what rules without peers allow), if there is one, so a
+//!   rule without peers costs one entry, not one per class.
+//! - `POLICY` (LPM trie): (bank, rule set, protocol, port) -> the policy and rule
+//!   that allow it.
 //!
-//! NetworkPolicy v1 only allows, so any match allows. Fields are ordered from the
-//! always-exact to the wildcardable, because an LPM trie can only leave a suffix
-//! unspecified:
-//! - `PREFIX_ALL_PROTOCOLS` (104 bits): bank, endpoint, class, direction; a rule
-//!   without ports.
-//! - `PREFIX_ALL_PORTS` (112 bits): + protocol; a port entry that names only a protocol.
-//! - `PREFIX_FULL` (128 bits): + port; a single port. The port is big-endian so
+//! NetworkPolicy v1 only allows, so any match allows. `POLICY`'s fields are ordered
+//! from the always-exact to the wildcardable, because an LPM trie can only leave a
+//! suffix unspecified:
+//! - `PREFIX_ALL_PROTOCOLS` (64 bits): bank, rule set; a rule without ports.
+//! - `PREFIX_ALL_PORTS` (80 bits): + pad (always zero) and protocol; a port entry
+//!   that names only a protocol.
+//! - `PREFIX_FULL` (96 bits): + port; a single port. The port is big-endian so
 //!   that an endPort range splits into aligned blocks, each `PREFIX_ALL_PORTS + n`
 //!   bits long (n = the block's fixed high port bits).
 
+/// Map name of the rule set index in the object file (key `RuleSetKey`, value the
+/// rule set id, u32 host byte order).
+pub const RULE_SETS_MAP: &str = "RULE_SETS";
+/// Capacity of one bank of `RULE_SETS`: (endpoint, class, direction) triples with
+/// some allow (the map holds `bank::BANKS` times as many).
+pub const RULE_SETS_MAX: u32 = 65536;
+
+/// `RuleSetKey::class_id` of an endpoint's any-class entry: the rule set of every
+/// peer class without an entry of its own. Class ids are dense from 1, so it is
+/// never a real class.
+pub const RULE_SET_ANY_CLASS: u32 = u32::MAX;
+
 /// Map name in the object file.
 pub const POLICY_MAP: &str = "POLICY";
-/// Capacity of one bank: allow entries for all local endpoints (the map holds
+/// Capacity of one bank: allow entries of every rule set (the map holds
 /// `bank::BANKS` times as many).
 pub const POLICY_MAX: u32 = 65536;
 
 /// Prefix length (bits) matching any protocol and port.
-pub const PREFIX_ALL_PROTOCOLS: u32 = 104;
+pub const PREFIX_ALL_PROTOCOLS: u32 = 64;
 /// Prefix length (bits) matching any port of one protocol.
-pub const PREFIX_ALL_PORTS: u32 = 112;
+pub const PREFIX_ALL_PORTS: u32 = 80;
 /// Prefix length (bits) matching one protocol and port.
-pub const PREFIX_FULL: u32 = 128;
+pub const PREFIX_FULL: u32 = 96;
+
+/// `RULE_SETS` key: every field matched exactly (a hash map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RuleSetKey {
+    /// The bank this entry belongs to (`bank.rs`), host byte order.
+    pub bank: u32,
+    /// `EndpointInfo::endpoint_id` of the local pod, host byte order.
+    pub endpoint_id: u32,
+    /// `PeerClass::class_id` of the remote address, or `RULE_SET_ANY_CLASS`; host
+    /// byte order.
+    pub class_id: u32,
+    /// `verdict::DIRECTION_INGRESS` or `verdict::DIRECTION_EGRESS`.
+    pub direction: u8,
+    /// Explicit padding; always zero.
+    pub pad: [u8; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<RuleSetKey>() == 16);
 
 /// The data part of a `POLICY` key (the prefix length precedes it in the map key).
 #[repr(C)]
@@ -31,19 +71,17 @@ pub struct PolicyKey {
     /// The bank this entry belongs to (`bank.rs`), host byte order; always
     /// matched whole.
     pub bank: u32,
-    /// `EndpointInfo::endpoint_id` of the local pod, host byte order.
-    pub endpoint_id: u32,
-    /// `PeerClass::class_id` of the remote address, host byte order.
-    pub class_id: u32,
-    /// `verdict::DIRECTION_INGRESS` or `verdict::DIRECTION_EGRESS`.
-    pub direction: u8,
+    /// The rule set (`RULE_SETS`' value), host byte order; always matched whole.
+    pub rule_set: u32,
+    /// Explicit padding; always zero (matched with the protocol).
+    pub pad: u8,
     /// IP protocol number (6 TCP, 17 UDP, 132 SCTP, 1 ICMP).
     pub protocol: u8,
     /// Destination port, network byte order; 0 for protocols without ports.
     pub port_be: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<PolicyKey>() == 16);
+const _: () = assert!(core::mem::size_of::<PolicyKey>() == 12);
 
 /// Which policy and rule allowed a packet, for counters, events and explanations.
 #[repr(C)]

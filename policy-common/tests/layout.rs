@@ -24,7 +24,10 @@ use policy_common::{
         PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX, PEER_FLAG_NODE,
         PEER_FLAG_SERVICE, PEER_PREFIX_BANK,
     },
-    policy::{PolicyKey, PolicyValue, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL},
+    policy::{
+        PolicyKey, PolicyValue, RuleSetKey, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL,
+        RULE_SET_ANY_CLASS,
+    },
     verdict::{
         MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STATS_LEN, STAT_ALLOW_AUDIT, STAT_ALLOW_NODE,
         STAT_ALLOW_NON_IP, STAT_ALLOW_POLICY, STAT_ALLOW_RELATED, STAT_ALLOW_TRACKED,
@@ -49,25 +52,38 @@ fn the_abi_version_is_five() {
 #[test]
 fn policy_key_prefixes_end_exactly_at_their_fields() {
     assert_eq!(offset_of!(PolicyKey, bank), 0);
-    assert_eq!(offset_of!(PolicyKey, endpoint_id), 4);
-    assert_eq!(offset_of!(PolicyKey, class_id), 8);
-    assert_eq!(offset_of!(PolicyKey, direction), 12);
-    assert_eq!(offset_of!(PolicyKey, protocol), 13);
-    assert_eq!(offset_of!(PolicyKey, port_be), 14);
-    // "All protocols" matches bank, endpoint, class and direction; "all ports" adds
-    // the protocol; a full key adds the port. Each prefix must end where the next
-    // field begins, or a wildcard would swallow part of a field; the shortest
-    // still covers the whole bank, so no entry matches a lookup in the other bank.
-    assert!(PREFIX_ALL_PROTOCOLS as usize >= offset_of!(PolicyKey, endpoint_id) * 8);
+    assert_eq!(offset_of!(PolicyKey, rule_set), 4);
+    assert_eq!(offset_of!(PolicyKey, pad), 8);
+    assert_eq!(offset_of!(PolicyKey, protocol), 9);
+    assert_eq!(offset_of!(PolicyKey, port_be), 10);
+    assert_eq!(size_of::<PolicyKey>(), 12);
+    // "All protocols" matches bank and rule set; "all ports" adds the (zero) pad
+    // and the protocol; a full key adds the port. Each prefix must end where the
+    // next field begins, or a wildcard would swallow part of a field; the
+    // shortest still covers the whole bank, so no entry matches a lookup in the
+    // other bank.
+    assert!(PREFIX_ALL_PROTOCOLS as usize >= offset_of!(PolicyKey, rule_set) * 8);
     assert_eq!(
         PREFIX_ALL_PROTOCOLS as usize,
-        offset_of!(PolicyKey, protocol) * 8
+        offset_of!(PolicyKey, pad) * 8
     );
     assert_eq!(
         PREFIX_ALL_PORTS as usize,
         offset_of!(PolicyKey, port_be) * 8
     );
     assert_eq!(PREFIX_FULL as usize, size_of::<PolicyKey>() * 8);
+}
+
+#[test]
+fn rule_set_keys_have_no_hidden_padding_and_the_any_class_is_no_class() {
+    assert_eq!(offset_of!(RuleSetKey, bank), 0);
+    assert_eq!(offset_of!(RuleSetKey, endpoint_id), 4);
+    assert_eq!(offset_of!(RuleSetKey, class_id), 8);
+    assert_eq!(offset_of!(RuleSetKey, direction), 12);
+    assert_eq!(offset_of!(RuleSetKey, pad), 13);
+    assert_eq!(size_of::<RuleSetKey>(), 16);
+    // Class ids are dense from 1 (0 is CLASS_WORLD): the any-class id is never one.
+    assert_eq!(RULE_SET_ANY_CLASS, u32::MAX);
 }
 
 #[test]
@@ -137,7 +153,8 @@ fn the_pending_endpoint_id_is_no_real_id_and_has_its_own_deny_slots() {
 
 #[test]
 fn map_types_have_no_hidden_padding() {
-    assert_eq!(size_of::<PolicyKey>(), 4 + 4 + 4 + 1 + 1 + 2);
+    assert_eq!(size_of::<PolicyKey>(), 4 + 4 + 1 + 1 + 2);
+    assert_eq!(size_of::<RuleSetKey>(), 4 + 4 + 4 + 1 + 3);
     assert_eq!(size_of::<PolicyValue>(), 4 + 4 + 4 + 4);
     assert_eq!(offset_of!(PolicyValue, policy_id), 0);
     assert_eq!(offset_of!(PolicyValue, rule_index), 4);

@@ -215,8 +215,10 @@ fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i3
 /// 10. Egress to an address with `PEER_FLAG_SERVICE` is deferred: tracked as
 ///     `CT_FLAG_DEFERRED`, marked with the deferred-egress bit, passed.
 /// 11. The peer's class (longest prefix in `PEERS_V4`/`PEERS_V6`, else `CLASS_WORLD`)
-///     and the packet's protocol and destination port are looked up in `POLICY`: a
-///     match passes and is tracked with the rule's counter slot.
+///     picks the endpoint's rule set for this direction in `RULE_SETS` (else its
+///     any-class set; neither: no match), and the packet's protocol and destination
+///     port are looked up in that set in `POLICY`: a match passes and is tracked
+///     with the rule's counter slot.
 /// 12. Anything else is dropped (`STAT_DROP_POLICY`), unless the endpoint audits
 ///     this direction (`AUDIT_*`): then it passes as a would-drop
 ///     (`STAT_ALLOW_AUDIT`), tracked with `CT_FLAG_AUDIT` and its audit deny slot.

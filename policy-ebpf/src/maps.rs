@@ -6,19 +6,20 @@
 //! builds its key in place with that bank.
 //!
 //! Stack budget (512 bytes for a classifier and the chain of subprograms it calls,
-//! each frame rounded up to 16 bytes): the packet's `Facts`, its parsed `Flow` and
-//! conntrack lookup keys live in per-CPU maps (`FACTS`, `FLOW`, `CT_KEY`);
-//! `pod_ingress` and `pod_egress` use 272 bytes each; on top of them
-//! `service::source_tracked` 192 (plus `judge::judge` 48) is the deepest chain,
-//! exactly 512 bytes, so **there is no headroom left**: new per-packet work goes
-//! into a subprogram called outside that chain (as `events::report`,
-//! `check_destination`, `stays_on_node`, `ct::related` 128, `arp::check` 104,
-//! `frag::remember_first` 64 and `frag::resolve_non_first` 44 are) or pays for
-//! itself. Measured with `llvm-objdump -d` (deepest `r10 - N` per function); the
-//! verifier's figure ("combined stack size") agrees.
+//! each frame rounded up to 16 bytes): the packet's `Facts`, its parsed `Flow`,
+//! conntrack lookup keys and the allow lookup's keys live in per-CPU maps
+//! (`FACTS`, `FLOW`, `CT_KEY`, `POLICY_KEYS`, and `ADDRESS_KEY` for
+//! `source_ifindex`); `pod_ingress` and `pod_egress` use 272 bytes each; on top of
+//! them `service::source_tracked` 168 (plus `judge::judge` 64) is the deepest
+//! chain, 504 bytes, so **8 bytes are left**: new per-packet work goes into a
+//! subprogram called outside that chain (as `events::report`, `check_destination`,
+//! `stays_on_node`, `ct::related` 128, `arp::check` 104, `frag::remember_first` 64
+//! and `frag::resolve_non_first` 44 are) or pays for itself. Measured with
+//! `llvm-objdump -d` (deepest `r10 - N` per function); the verifier's "combined
+//! stack size" agrees.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     macros::map,
     maps::{
         lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
@@ -36,7 +37,10 @@ use policy_common::{
         PeerClass, PeerKeyV4, PeerKeyV6, CLASS_WORLD, PEERS_MAX, PEERS_V4_PREFIX_MAX,
         PEERS_V6_PREFIX_MAX,
     },
-    policy::{PolicyKey, PolicyValue, POLICY_MAX, PREFIX_FULL},
+    policy::{
+        PolicyKey, PolicyValue, RuleSetKey, POLICY_MAX, PREFIX_FULL, RULE_SETS_MAX,
+        RULE_SET_ANY_CLASS,
+    },
     verdict::STATS_LEN,
 };
 
@@ -59,6 +63,12 @@ static PEERS_V4: LpmTrie<PeerKeyV4, PeerClass> = LpmTrie::with_max_entries(BANKS
 
 #[map]
 static PEERS_V6: LpmTrie<PeerKeyV6, PeerClass> = LpmTrie::with_max_entries(BANKS * PEERS_MAX, 0);
+
+/// Allocated entry by entry (`BPF_F_NO_PREALLOC`): a preallocated hash of this
+/// size would charge the agent's memory for every possible rule set up front.
+#[map]
+static RULE_SETS: HashMap<RuleSetKey, u32> =
+    HashMap::with_max_entries(BANKS * RULE_SETS_MAX, BPF_F_NO_PREALLOC);
 
 #[map]
 static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(BANKS * POLICY_MAX, 0);
@@ -223,6 +233,26 @@ pub(crate) fn endpoint(bank: u32, ifindex: u32) -> Option<EndpointInfo> {
     unsafe { ENDPOINTS.get(&EndpointKey { ifindex, bank }).copied() }
 }
 
+/// Kernel-only: each CPU's scratch `ENDPOINT_ADDRS` key for `source_ifindex`.
+#[map]
+static ADDRESS_KEY: PerCpuArray<AddressKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// `endpoint_ifindex` with its key built in a per-CPU scratch map rather than on
+/// the stack: for `service::source_tracked`, whose frame is on the deepest call
+/// chain (module comment). It costs the verifier more instructions to walk, so
+/// the other callers keep the key on the stack.
+#[inline(always)]
+pub(crate) fn source_ifindex(bank: u32, addr: &[u8; 16]) -> Option<u32> {
+    let key = ADDRESS_KEY.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot, written whole before the lookup; the value
+    // found is copied out before any other map operation.
+    unsafe {
+        (*key).addr = *addr;
+        (*key).bank = bank;
+        ENDPOINT_ADDRS.get(&*key).copied()
+    }
+}
+
 /// The host-side interface of the local pod that owns `addr` (IPv6 or IPv4-mapped)
 /// in `bank`.
 #[inline(always)]
@@ -259,9 +289,25 @@ pub(crate) fn peer(bank: u32, ipv6: bool, addr: &[u8; 16]) -> PeerClass {
     })
 }
 
-/// The `POLICY` entry of `bank` allowing `protocol` to destination port `port_be`
-/// for `endpoint_id` towards a peer of `class_id` in `direction`: the longest match
-/// among exact port, port blocks, all ports of the protocol and all protocols.
+/// The keys of one two-step allow lookup (`policy`), kernel-only.
+#[repr(C)]
+pub(crate) struct PolicyKeys {
+    set: RuleSetKey,
+    rule: Key<PolicyKey>,
+}
+
+/// Kernel-only: each CPU's scratch keys for `policy`, built here rather than on
+/// the 512-byte BPF stack: `judge`, which looks policy up, is on the deepest call
+/// chain (module comment). One lookup at a time uses them (TC classifiers run with
+/// bottom halves disabled), and each value found is copied out at once.
+#[map]
+static POLICY_KEYS: PerCpuArray<PolicyKeys> = PerCpuArray::with_max_entries(1, 0);
+
+/// The rule allowing `protocol` to destination port `port_be` for `endpoint_id`
+/// towards a peer of `class_id` in `direction`, in `bank`: the rule set of
+/// (endpoint, class, direction) from `RULE_SETS`, else the endpoint's any-class set
+/// (neither: nothing is allowed), then that set's longest match in `POLICY` among
+/// exact port, port blocks, all ports of the protocol and all protocols.
 #[inline(always)]
 pub(crate) fn policy(
     bank: u32,
@@ -271,15 +317,36 @@ pub(crate) fn policy(
     protocol: u8,
     port_be: u16,
 ) -> Option<PolicyValue> {
-    let key = PolicyKey {
-        bank,
-        endpoint_id,
-        class_id,
-        direction,
-        protocol,
-        port_be,
-    };
-    POLICY.get(Key::new(PREFIX_FULL, key)).copied()
+    let keys = POLICY_KEYS.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot (`POLICY_KEYS`); both keys are written whole
+    // before each lookup, and each value found is copied out at once.
+    unsafe {
+        (*keys).set = RuleSetKey {
+            bank,
+            endpoint_id,
+            class_id,
+            direction,
+            pad: [0; 3],
+        };
+        let rule_set = match RULE_SETS.get(&(*keys).set).copied() {
+            Some(rule_set) => rule_set,
+            None => {
+                (*keys).set.class_id = RULE_SET_ANY_CLASS;
+                RULE_SETS.get(&(*keys).set).copied()?
+            }
+        };
+        (*keys).rule = Key::new(
+            PREFIX_FULL,
+            PolicyKey {
+                bank,
+                rule_set,
+                pad: 0,
+                protocol,
+                port_be,
+            },
+        );
+        POLICY.get(&(*keys).rule).copied()
+    }
 }
 
 /// Adds one to a verdict counter.

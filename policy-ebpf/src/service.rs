@@ -231,7 +231,7 @@ fn source_tracked(ctx: &TcContext, facts: &mut Facts, flow: &Flow, why: u32) -> 
     } else {
         STAT_DROP_DEFERRED_UNKNOWN_SOURCE
     };
-    let Some(source_if) = maps::endpoint_ifindex(bank, &flow.saddr) else {
+    let Some(source_if) = maps::source_ifindex(bank, &flow.saddr) else {
         return u64::from(unknown);
     };
     let Some(source) = maps::endpoint(bank, source_if) else {

@@ -32,7 +32,7 @@ use super::support::{
 
 /// The lab node's name: pods name it in `spec.nodeName`.
 pub const NODE_NAME: &str = "lab-node";
-/// The namespace of every test pod.
+/// The namespace of every test pod whose name has none (`ns/name` names another).
 pub const NAMESPACE: &str = "prod";
 /// TCP port every pod listens on (new connections).
 pub const TCP_PORT: u16 = 5432;
@@ -109,9 +109,9 @@ pub fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 }
 
 impl Node {
-    /// The network for `pods` (`(name, app label)`, all in `NAMESPACE`, listening
-    /// on `TCP_PORT` and echoing on `UDP_PORT`), with the pods in `later` not wired
-    /// yet, and the API server; no objects yet.
+    /// The network for `pods` (`(name, app label)`, in `NAMESPACE` unless the name
+    /// is `namespace/name`, listening on `TCP_PORT` and echoing on `UDP_PORT`), with
+    /// the pods in `later` not wired yet, and the API server; no objects yet.
     pub fn up(pods: &[(&str, &str)], later: &[&str]) -> Self {
         Self::up_with(pods, later, TopologyKind::Routed)
     }
@@ -122,7 +122,8 @@ impl Node {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = ClusterState::default();
         for (name, app) in pods {
-            let pod = builders::pod(NAMESPACE, name)
+            let key = Self::pod_ref(name);
+            let pod = builders::pod(&key.namespace, &key.name)
                 .labels([("app", *app)])
                 .port(TCP_PORT, Protocol::Tcp)
                 .port(UDP_PORT, Protocol::Udp)
@@ -134,10 +135,7 @@ impl Node {
             .bpffs_mount()
             .ensure()
             .unwrap_or_else(|e| panic!("mounting bpffs: {e}"));
-        let later: Vec<ObjectRef> = later
-            .iter()
-            .map(|n| ObjectRef::new(NAMESPACE, *n))
-            .collect();
+        let later: Vec<ObjectRef> = later.iter().map(|n| Self::pod_ref(n)).collect();
         let net = LabNetwork::up_with(&state, &[], &later, kind)
             .unwrap_or_else(|e| panic!("lab network: {e}"));
         let listener = in_netns(net.node_netns(), || TcpListener::bind("127.0.0.1:0"))
@@ -162,8 +160,12 @@ impl Node {
         }
     }
 
-    fn pod_ref(name: &str) -> ObjectRef {
-        ObjectRef::new(NAMESPACE, name)
+    /// `namespace/name`, or `name` in `NAMESPACE`.
+    pub fn pod_ref(name: &str) -> ObjectRef {
+        match name.split_once('/') {
+            Some((namespace, name)) => ObjectRef::new(namespace, name),
+            None => ObjectRef::new(NAMESPACE, name),
+        }
     }
 
     /// The pod's lab addresses as `status` lists them.
@@ -370,12 +372,14 @@ impl Drop for Node {
     }
 }
 
-/// A pod object in `NAMESPACE` scheduled to `NODE_NAME`, without status.
+/// A pod object (`name` as `Node::pod_ref` reads it) scheduled to `NODE_NAME`,
+/// without status.
 fn pod_json(name: &str, app: &str) -> Value {
+    let key = Node::pod_ref(name);
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": app}},
+        "metadata": {"name": key.name, "namespace": key.namespace, "labels": {"app": app}},
         "spec": {
             "nodeName": NODE_NAME,
             "containers": [{

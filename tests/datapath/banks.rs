@@ -11,14 +11,13 @@ use std::{
 
 use policy_agent::{
     dataplane::{key_address, ApplyReport, BankContent, DataplaneError, Hook, LoadOptions},
-    model::ObjectRef,
     model::{
         builders::{cluster, netpol, pod, rule, selector},
         ClusterState, Protocol,
     },
     policy::{
         compiler::compile,
-        tables::{DatapathTables, Direction, EndpointEntry},
+        tables::{DatapathTables, Direction},
     },
 };
 use policy_common::{
@@ -117,6 +116,7 @@ fn differing(a: &BankContent, b: &BankContent) -> usize {
         + count(&a.addresses, &b.addresses)
         + count(&a.peers_v4, &b.peers_v4)
         + count(&a.peers_v6, &b.peers_v6)
+        + count(&a.rule_sets, &b.rule_sets)
         + count(&a.policy, &b.policy)
 }
 
@@ -324,76 +324,6 @@ fn each_packet_is_decided_by_the_bank_active_named_for_every_map_it_looks_up() {
     };
     assert_eq!(addresses(&banks[0]).len(), 2, "{:?}", addresses(&banks[0]));
     assert!(addresses(&banks[1]).contains(&addr(CLIENT_V4)));
-}
-
-#[test]
-fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry() {
-    let mut net = pods::server_and_client();
-    let tables = Tables::new(&net).unregistered("client").build();
-    let client = net.ifindex("client");
-    let interfaces: BTreeMap<ObjectRef, u32> = net
-        .interfaces
-        .iter()
-        .filter(|(_, ifindex)| **ifindex != client)
-        .map(|(pod, ifindex)| (pod.clone(), *ifindex))
-        .collect();
-    let pending = EndpointEntry {
-        endpoint_id: PENDING_ENDPOINT_ID,
-        isolated_ingress: true,
-        ..EndpointEntry::default()
-    };
-    let into_client = |net: &mut Net| {
-        let frame = syn(SERVER_V4, CLIENT_V4, sport(), 80);
-        net.run(Hook::PodIngress, "client", 0, &frame).passed
-    };
-    let out_of_client = |net: &mut Net| {
-        let frame = syn(CLIENT_V4, SERVER_V4, sport(), 80);
-        net.run(Hook::PodEgress, "client", 0, &frame).passed
-    };
-    let apply = |net: &mut Net, extra: &BTreeMap<u32, EndpointEntry>| {
-        net.datapath
-            .apply(&tables, &interfaces, extra)
-            .unwrap_or_else(|e| panic!("apply: {e}"))
-    };
-
-    // Without an entry the interface is unknown: everything drops.
-    apply(&mut net, &BTreeMap::new());
-    let before = net.stats();
-    assert!(!into_client(&mut net));
-    assert_eq!(
-        net.stats().verdict_growth_since(&before),
-        [("drop_unknown_endpoint", 1)]
-    );
-
-    // Pending and isolated for ingress: ingress drops by policy (no POLICY entry
-    // names the pending id). Its egress is not isolated, but no address of it is
-    // registered, so its source counts as spoofed.
-    let report = apply(&mut net, &BTreeMap::from([(client, pending)]));
-    let banks = read_banks(&mut net);
-    let entry = banks[report.bank as usize].endpoints.get(&client).copied();
-    assert_eq!(entry.map(|e| e.endpoint_id), Some(PENDING_ENDPOINT_ID));
-    let before = net.stats();
-    assert!(!into_client(&mut net));
-    assert_eq!(
-        net.stats().verdict_growth_since(&before),
-        [("drop_policy", 1)]
-    );
-    assert!(
-        !out_of_client(&mut net),
-        "an unregistered source is spoofed"
-    );
-
-    // A pod of the tables on the same interface wins over the extra entry.
-    let registered = Tables::new(&net).build();
-    net.datapath
-        .apply(
-            &registered,
-            &net.interfaces.clone(),
-            &BTreeMap::from([(client, pending)]),
-        )
-        .unwrap_or_else(|e| panic!("apply: {e}"));
-    assert!(into_client(&mut net));
-    assert!(out_of_client(&mut net));
 }
 
 /// `PEERS_V4` prefixes per bank in the test below: fewer than the large tables

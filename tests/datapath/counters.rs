@@ -278,7 +278,8 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
     second
         .policy_names
         .insert(0, ObjectRef::new("x", "a-first"));
-    for rule in second.policy.values_mut() {
+    let mut entries = second.allow_entries();
+    for rule in entries.values_mut() {
         rule.policy_id += 1;
     }
     if let Some(isolation) = second.isolation.get_mut(&SERVER_ID) {
@@ -288,8 +289,8 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
         .pod_class("client", 3)
         .allow_port("server", Direction::Ingress, 3, TCP, 8080)
         .build();
-    for (m, _) in rule_8080.policy {
-        second.policy.insert(
+    for m in rule_8080.allow_entries().into_keys() {
+        entries.insert(
             m,
             RuleRef {
                 policy_id: 0,
@@ -297,6 +298,7 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
             },
         );
     }
+    second.set_allow_entries(entries);
     net.apply(&second);
     let got = net.policy_counters(&second);
     let named = |got: &PolicyCounters, policy: &ObjectRef, rule_index: u32| {
@@ -327,9 +329,9 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
 
     // The web rule goes: the dns rule keeps its slot and its counts.
     let mut third = second.clone();
-    third
-        .policy
-        .retain(|_, rule| !(rule.policy_id == 1 && rule.rule_index == 0));
+    let mut entries = third.allow_entries();
+    entries.retain(|_, rule| !(rule.policy_id == 1 && rule.rule_index == 0));
+    third.set_allow_entries(entries);
     net.apply(&third);
     let got = net.policy_counters(&third);
     assert_eq!(
@@ -348,10 +350,12 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
     // (its isolating policies changed), then counts again.
     let mut fourth = third.clone();
     fourth.policy_names.remove(0);
-    fourth.policy.retain(|_, rule| rule.policy_id == 1);
-    for rule in fourth.policy.values_mut() {
+    let mut entries = fourth.allow_entries();
+    entries.retain(|_, rule| rule.policy_id == 1);
+    for rule in entries.values_mut() {
         rule.policy_id = 0;
     }
+    fourth.set_allow_entries(entries);
     if let Some(isolation) = fourth.isolation.get_mut(&SERVER_ID) {
         isolation.ingress = vec![0];
     }

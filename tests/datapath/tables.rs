@@ -142,8 +142,8 @@ impl<'a> Tables<'a> {
         port: Option<PortBlock>,
     ) -> Self {
         let endpoint_id = self.entry(pod).endpoint_id;
-        let rule_index = u32::try_from(self.tables.policy.len()).unwrap_or(u32::MAX);
-        self.tables.policy.insert(
+        let rule_index = u32::try_from(self.tables.policy_entries()).unwrap_or(u32::MAX);
+        self.tables.allow(
             PolicyMatch {
                 endpoint_id,
                 class_id,

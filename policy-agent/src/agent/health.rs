@@ -6,8 +6,11 @@
 //! - ready (`/readyz`): the initial lists are done, the source is not stale, the
 //!   maps hold the current state and every local pod with an address has its
 //!   programs. Not ready says why, one reason per line.
-//! - details: what the agent reports without making the node unready
-//!   (`Health::details`): identity conflicts it does not follow (`identity: ...`)
+//! - details: what the agent enforces differently from what was asked, or reports,
+//!   without making the node unready (`Health::details`): policies the node's
+//!   tables could not hold (`refused: ...`), objects that could not be converted or
+//!   were over a cap (`not converted: ...`), an HTTP listener that could not be
+//!   bound (`http: ...`), identity conflicts it does not follow (`identity: ...`)
 //!   and programs running ahead of podwall's on a pod interface (`ahead: ...`).
 //!   Each is one line, at most `DETAIL_LINES` per kind.
 
@@ -27,6 +30,9 @@ struct State {
     stale: Option<String>,
     programmed: bool,
     pods_without_programs: usize,
+    refused: Vec<String>,
+    not_converted: Vec<String>,
+    http: Option<String>,
     identity_conflicts: Vec<String>,
     programs_ahead: Vec<String>,
 }
@@ -50,6 +56,9 @@ impl Health {
                 stale: None,
                 programmed: false,
                 pods_without_programs: 0,
+                refused: Vec::new(),
+                not_converted: Vec::new(),
+                http: None,
                 identity_conflicts: Vec::new(),
                 programs_ahead: Vec::new(),
             }),
@@ -87,6 +96,22 @@ impl Health {
         self.lock().pods_without_programs = pods;
     }
 
+    /// The policies this node's tables left out (`Refusal`'s text, one each).
+    pub fn set_refused(&self, refused: Vec<String>) {
+        self.lock().refused = refused;
+    }
+
+    /// The objects of the source that could not be converted or were over a cap
+    /// (`SourceSnapshot::conversion_errors`).
+    pub fn set_not_converted(&self, errors: Vec<String>) {
+        self.lock().not_converted = errors;
+    }
+
+    /// The HTTP listener could not be bound (why), or is listening (`None`).
+    pub fn set_http(&self, problem: Option<String>) {
+        self.lock().http = problem;
+    }
+
     /// The identity conflicts of the last plan (`plan::Conflict`'s text, one each).
     pub fn set_identity_conflicts(&self, conflicts: Vec<String>) {
         self.lock().identity_conflicts = conflicts;
@@ -97,13 +122,16 @@ impl Health {
         self.lock().programs_ahead = ahead;
     }
 
-    /// What is reported without making the node unready, one line each, prefixed
-    /// by its kind (`identity: `, `ahead: `). At most `DETAIL_LINES` lines per
-    /// kind, then `kind: ... and N more`.
+    /// What is enforced differently from what was asked, or reported, one line
+    /// each, prefixed by its kind (`refused: `, `not converted: `, `identity: `,
+    /// `ahead: `, `http: `); none of it makes the node unready. At most
+    /// `DETAIL_LINES` lines per kind, then `kind: ... and N more`.
     pub fn details(&self) -> Vec<String> {
         let state = self.lock();
         let mut out = Vec::new();
         for (kind, lines) in [
+            ("refused", &state.refused),
+            ("not converted", &state.not_converted),
             ("identity", &state.identity_conflicts),
             ("ahead", &state.programs_ahead),
         ] {
@@ -119,6 +147,9 @@ impl Health {
                     lines.len() - DETAIL_LINES
                 ));
             }
+        }
+        if let Some(problem) = &state.http {
+            out.push(format!("http: {problem}"));
         }
         out
     }
@@ -224,6 +255,33 @@ mod tests {
             Some("ahead: pw0 ingress: other (id 7)")
         );
         assert_eq!(details.len(), super::DETAIL_LINES + 2);
+    }
+
+    #[test]
+    fn refusals_and_conversion_errors_are_details_that_leave_the_node_ready() {
+        let health = Health::new(Duration::from_secs(30));
+        health.set_synced(true);
+        health.set_programmed(true);
+        health.set_refused(vec!["policy a/b: too big".to_string()]);
+        health.set_not_converted(
+            (0..super::DETAIL_LINES + 2)
+                .map(|i| format!("NetworkPolicy x/p{i}: bad"))
+                .collect(),
+        );
+        assert_eq!(health.readiness(), Ok(()));
+        let details = health.details();
+        assert_eq!(details[0], "refused: policy a/b: too big");
+        assert_eq!(details[1], "not converted: NetworkPolicy x/p0: bad");
+        assert_eq!(details.len(), 1 + super::DETAIL_LINES + 1);
+        assert_eq!(
+            details.last().map(String::as_str),
+            Some("not converted: ... and 2 more")
+        );
+        health.set_http(Some("cannot listen on 0.0.0.0:9977: in use".to_string()));
+        assert_eq!(
+            health.details().last().map(String::as_str),
+            Some("http: cannot listen on 0.0.0.0:9977: in use")
+        );
     }
 
     #[test]

@@ -37,12 +37,12 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Error kinds `podwall_errors_total` shows from the start (at 0), so alerts can
 /// use `increase()` on them before the first one happens; other kinds appear when
-/// first counted. `policy_conversion`: a NetworkPolicy the converter rejected;
+/// first counted. `conversion`: an object the converter rejected (or over a cap);
 /// `apply`: the maps could not take the new state (it stays on the old one);
 /// `attach`/`detach`: TC programs on an interface; `route_lookup`: netlink; `source`:
 /// a watch of the API server failed.
 pub const KNOWN_ERROR_KINDS: [&str; 6] = [
-    "policy_conversion",
+    "conversion",
     "apply",
     "attach",
     "detach",
@@ -52,6 +52,34 @@ pub const KNOWN_ERROR_KINDS: [&str; 6] = [
 
 /// Label set of `podwall_errors_total`.
 type KindLabel = [(&'static str, String); 1];
+
+/// Label set of `podwall_policy_refusals_total`: the resource a policy was
+/// refused for (`policy::capacity::Resource::label`).
+type ResourceLabel = [(&'static str, &'static str); 1];
+
+/// Label set of `podwall_http_connections_closed_total` and of
+/// `podwall_events_lost` (`rate_limited`, `endpoint_limited`, `ring_full`): why.
+type ReasonLabel = [(&'static str, &'static str); 1];
+
+/// Why the HTTP server closes a connection itself (`agent::http`), shown from the
+/// start at 0: `evicted` (the oldest, for a new one past the cap),
+/// `header_timeout` (no request head in time: idle or slow), `max_age`.
+pub const HTTP_CLOSE_REASONS: [&str; 3] = ["evicted", "header_timeout", "max_age"];
+
+/// Label set of `podwall_objects_over_cap`.
+type ObjectKindLabel = [(&'static str, &'static str); 1];
+
+/// The kinds `podwall_objects_over_cap` shows from the start (at 0).
+pub const OVER_CAP_KINDS: [&str; 4] = ["Namespace", "Pod", "Service", "NetworkPolicy"];
+
+/// Every `podwall_policy_refusals_total` resource, shown from the start at 0.
+pub const REFUSAL_RESOURCES: [&str; 5] = [
+    "rules",
+    "rule_sets",
+    "policy_entries",
+    "peers_v4",
+    "peers_v6",
+];
 
 /// One map's use: name, entries (the active bank's for banked maps), capacity.
 pub type MapUsageSample<'a> = (&'a str, usize, u32);
@@ -68,12 +96,13 @@ pub struct Metrics {
     ready: Gauge,
     stale: Gauge,
     identity: IdentityMetrics,
+    refused: Gauge,
+    refusals: Family<ResourceLabel, Counter>,
+    http_connections: Gauge,
+    http_closed: Family<ReasonLabel, Counter>,
+    over_cap: Family<ObjectKindLabel, Gauge>,
     snapshot: Arc<Mutex<Snapshot>>,
 }
-
-/// Label set of `podwall_events_lost`: why (`rate_limited`, `endpoint_limited`,
-/// `ring_full`).
-type ReasonLabel = [(&'static str, &'static str); 1];
 
 /// What the loop reports about identity, ordering and lost events.
 #[derive(Debug, Default)]
@@ -170,6 +199,45 @@ impl Metrics {
             stale.clone(),
         );
         let identity = IdentityMetrics::register(&mut registry);
+        let refused = Gauge::default();
+        registry.register(
+            "podwall_policies_refused",
+            "Policies this node's tables leave out now because they do not fit (their pods fail closed)",
+            refused.clone(),
+        );
+        let refusals = Family::<ResourceLabel, Counter>::default();
+        for resource in REFUSAL_RESOURCES {
+            drop(refusals.get_or_create(&[("resource", resource)]));
+        }
+        registry.register(
+            "podwall_policy_refusals",
+            "Policies refused because the tables could not hold them, counted when each refusal starts, by the resource they were over",
+            refusals.clone(),
+        );
+        let http_connections = Gauge::default();
+        registry.register(
+            "podwall_http_connections",
+            "Connections open to /metrics, /healthz and /readyz",
+            http_connections.clone(),
+        );
+        let http_closed = Family::<ReasonLabel, Counter>::default();
+        for reason in HTTP_CLOSE_REASONS {
+            drop(http_closed.get_or_create(&[("reason", reason)]));
+        }
+        registry.register(
+            "podwall_http_connections_closed",
+            "Connections the HTTP server closed itself, by reason",
+            http_closed.clone(),
+        );
+        let over_cap = Family::<ObjectKindLabel, Gauge>::default();
+        for kind in OVER_CAP_KINDS {
+            drop(over_cap.get_or_create(&[("kind", kind)]));
+        }
+        registry.register(
+            "podwall_objects_over_cap",
+            "Objects from the API server over a size or count cap, standing in fail-closed now, by kind",
+            over_cap.clone(),
+        );
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
         Self {
@@ -182,6 +250,11 @@ impl Metrics {
             ready,
             stale,
             identity,
+            refused,
+            refusals,
+            http_connections,
+            http_closed,
+            over_cap,
             snapshot,
         }
     }
@@ -212,6 +285,49 @@ impl Metrics {
                 .get_or_create(&[("reason", reason)])
                 .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Sets `podwall_objects_over_cap` from the source's counts by kind.
+    pub fn set_over_cap(&self, counts: &BTreeMap<&'static str, usize>) {
+        for kind in OVER_CAP_KINDS {
+            let count = counts.get(kind).copied().unwrap_or(0);
+            self.over_cap
+                .get_or_create(&[("kind", kind)])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets `podwall_http_connections`.
+    pub fn set_http_connections(&self, open: usize) {
+        self.http_connections
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one connection the HTTP server closed for `reason`
+    /// (`HTTP_CLOSE_REASONS`).
+    pub fn http_closed(&self, reason: &'static str) {
+        self.http_closed.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// How many connections were closed for `reason` (for tests).
+    pub fn http_closed_count(&self, reason: &'static str) -> u64 {
+        self.http_closed.get_or_create(&[("reason", reason)]).get()
+    }
+
+    /// Sets `podwall_policies_refused`.
+    pub fn set_refused(&self, policies: usize) {
+        self.refused
+            .set(i64::try_from(policies).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one new refusal for `resource` (`Resource::label`).
+    pub fn refusal(&self, resource: &'static str) {
+        self.refusals.get_or_create(&[("resource", resource)]).inc();
+    }
+
+    /// How many refusals for `resource` were counted (for tests and logs).
+    pub fn refusals(&self, resource: &'static str) -> u64 {
+        self.refusals.get_or_create(&[("resource", resource)]).get()
     }
 
     /// One compile + apply took `duration`.

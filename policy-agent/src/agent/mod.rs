@@ -43,6 +43,13 @@ pub const REQUIRED_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
 /// through is one too; the veths of any other bridge (`docker0`, `podman0`, a
 /// runtime's own) are never attached on sight.
 pub const DEFAULT_POD_BRIDGES: [&str; 2] = ["cni0", "cbr0"];
+/// Where `/metrics`, `/healthz` and `/readyz` listen by default (`--metrics-addr`):
+/// every address of the node (the DaemonSet runs on the host network, where
+/// Prometheus and the kubelet reach it), port 9978, which is neither Prometheus'
+/// own 9090 nor one the usual node agents take (Calico Felix 9091 and 9099, Typha
+/// 9093 and 9098, cilium-agent 9962, its operator 9963, Envoy 9964, Hubble 9965,
+/// node-exporter 9100, kube-proxy 10249 and 10256, the kubelet 10248 and 10250).
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9978";
 
 /// Interface name prefixes the agent attaches to as soon as they appear
 /// (`--interface-prefix`): veth (kindnet, bridge), cali (Calico), lxc (Cilium-style

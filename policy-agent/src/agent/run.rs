@@ -9,7 +9,7 @@ use policy_common::config::Config;
 use super::{
     conntrack,
     health::Health,
-    http::{self, HttpError},
+    http::{self, HttpLimits},
     lock::{InstanceLock, LockError},
     metrics::Metrics,
     startup::{self, StartupError},
@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub kubeconfig: Option<PathBuf>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_addr: SocketAddr,
+    /// What one client may hold of that server.
+    pub http_limits: HttpLimits,
     /// The pin directory's name under `/sys/fs/bpf/podwall/v{ABI}/`.
     pub instance: String,
     /// Every policy in audit mode.
@@ -67,9 +69,6 @@ pub enum RunError {
     /// Netlink could not be opened.
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// The HTTP endpoints could not be served.
-    #[error(transparent)]
-    Http(#[from] HttpError),
     /// Another agent runs this instance (two would write each other's banks), or
     /// its lock file could not be made.
     #[error(transparent)]
@@ -120,11 +119,15 @@ pub async fn run(
     let _sweep = conntrack::start(datapath.conntrack_sweeper()?, Arc::clone(&metrics))
         .map_err(RunError::Sweep)?;
     let health = Arc::new(Health::new(LIVENESS_THRESHOLD));
-    let listener = http::bind(options.metrics_addr).await?;
+    // Served from a task of its own, bound (and re-bound after a failure) there:
+    // enforcement never waits for the port.
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(
-        listener,
+    let server = tokio::spawn(http::run(
+        options.metrics_addr,
         http::router(Arc::clone(&metrics), Arc::clone(&health)),
+        options.http_limits,
+        Arc::clone(&metrics),
+        Arc::clone(&health),
         async {
             let _ = http_stopped.await;
         },
@@ -147,9 +150,8 @@ pub async fn run(
     tracing::info!(node = %options.node_name, "watching the API server");
     sync::run(syncer, watch.receiver(), links, shutdown).await;
     let _ = stop_http.send(());
-    match server.await {
-        Ok(result) => result?,
-        Err(error) => tracing::warn!(%error, "the HTTP server task failed"),
+    if let Err(error) = server.await {
+        tracing::warn!(%error, "the HTTP server task failed");
     }
     Ok(())
 }

@@ -7,8 +7,12 @@
 //!   interface has an entry.
 //! - A new interface whose name marks it as a pod veth does not wait for a pass: it
 //!   gets a pending entry on top of the last tables written and is attached at
-//!   once (`attach_new`), also while passes fail. Before this agent's first pass
-//!   (adopted pins, source not synced) the first pass attaches it.
+//!   once (`attach_new`), also while passes fail, and also before any pass has
+//!   succeeded once one has planned (on top of the adopted state). Before any
+//!   plan (the source not synced) the first pass attaches it.
+//! - A policy the maps cannot hold is refused by the compiler, not the pass: the
+//!   pass programs everything else, and the refusal is logged, counted and a
+//!   `/readyz` detail (`report_refusals`).
 //! - A failed pass leaves the previous state enforcing and is retried with backoff.
 //! - The UDP ports of the node's own tunnel devices (vxlan, geneve) reach `CONFIG`
 //!   at every pass and whenever a link that is no pod veth appears, so pods cannot
@@ -35,6 +39,7 @@ use crate::{
     model::{ClusterState, ObjectRef},
     node::{Link, LinkEvent, LinkWatch, NodeError},
     policy::{
+        capacity::Refusal,
         compiler::compile,
         tables::{DatapathTables, EndpointEntry},
     },
@@ -109,10 +114,15 @@ pub struct Syncer {
     notices: Notices,
     /// Conversion errors counted and logged, while they last.
     reported: BTreeSet<String>,
+    /// Refused policies (and the resource) counted and logged, while they last.
+    refused: BTreeSet<(ObjectRef, &'static str)>,
     /// The newest source change already counted in the latency histogram.
     last_change: Option<Instant>,
     /// The last successful write.
     written: Option<Written>,
+    /// The pending entry of the last plan, failed passes' included: what a new
+    /// veth gets before any pass has succeeded.
+    planned_pending: Option<EndpointEntry>,
     /// Something is left to do (unmapped pods, a failed pass): when to retry.
     retry_at: Option<Instant>,
     /// Passes failed in a row (for the retry backoff).
@@ -142,8 +152,10 @@ impl Syncer {
             pod_bridges: BTreeSet::new(),
             notices: Notices::default(),
             reported: BTreeSet::new(),
+            refused: BTreeSet::new(),
             last_change: None,
             written: None,
+            planned_pending: None,
             retry_at: Some(Instant::now()),
             failures: 0,
             counters_read: Instant::now(),
@@ -196,13 +208,30 @@ impl Syncer {
         if self.datapath.attached_interfaces().any(|i| i == index) {
             return;
         }
-        // Before this agent's first pass (an adopted datapath, a source not synced
-        // yet) it knows no tables to write beside the entry: the first pass attaches.
+        // Before this agent's first successful pass it has no tables of its own:
+        // once a pass has planned (and failed), the entry goes on top of what the
+        // datapath enforces (adopted pins); before any plan (a source not synced
+        // yet) the first pass attaches it.
         let Some(written) = &self.written else {
-            tracing::debug!(
-                ifindex = index,
-                "new interface before the first pass; the first pass attaches it"
-            );
+            let Some(entry) = self.planned_pending else {
+                tracing::debug!(
+                    ifindex = index,
+                    "new interface before the first pass; the first pass attaches it"
+                );
+                return;
+            };
+            match self
+                .datapath
+                .add_endpoints(&BTreeMap::from([(index, entry)]))
+            {
+                Ok(_) => {
+                    self.attach_each(&BTreeSet::from([index]));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, ifindex = index, "cannot add a pending entry; the next pass attaches it");
+                    self.metrics.error(error.kind());
+                }
+            }
             return;
         };
         let mut pending = written.pending.clone();
@@ -321,12 +350,14 @@ impl Syncer {
             &self.metrics,
             &self.health,
         );
+        self.planned_pending = Some(plan.pending_entry);
         let tables = compile(state, &node_addresses, |pod| {
             plan.interfaces.contains_key(&pod.key)
         });
         for diagnostic in &tables.diagnostics {
             tracing::warn!(%diagnostic, "not enforced exactly; the affected pods fail closed");
         }
+        self.report_refusals(&tables.refusals);
         let report = self
             .datapath
             .apply(&tables, &plan.interfaces, &plan.pending)?;
@@ -429,7 +460,8 @@ impl Syncer {
         self.metrics.set_ready(self.health.readiness().is_ok());
     }
 
-    /// Logs and counts each conversion error once while it lasts.
+    /// Logs and counts each conversion error once while it lasts; all of them are
+    /// `/readyz` details.
     fn report_conversion_errors(&mut self, snapshot: &SourceSnapshot) {
         let current: BTreeSet<String> = snapshot.conversion_errors.iter().cloned().collect();
         for error in current.difference(&self.reported) {
@@ -437,6 +469,28 @@ impl Syncer {
             self.metrics.error("conversion");
         }
         self.reported = current;
+        self.health
+            .set_not_converted(snapshot.conversion_errors.clone());
+        self.metrics.set_over_cap(&snapshot.over_cap);
+    }
+
+    /// Logs and counts each refused policy once while its refusal (for one
+    /// resource) lasts; all of them are `/readyz` details and the
+    /// `podwall_policies_refused` gauge.
+    fn report_refusals(&mut self, refusals: &[Refusal]) {
+        let mut current = BTreeSet::new();
+        for refusal in refusals {
+            let key = (refusal.policy.clone(), refusal.reason.resource().label());
+            if !self.refused.contains(&key) {
+                tracing::error!(%refusal, "policy refused: this node's tables cannot hold it");
+                self.metrics.refusal(key.1);
+            }
+            current.insert(key);
+        }
+        self.refused = current;
+        self.metrics.set_refused(refusals.len());
+        self.health
+            .set_refused(refusals.iter().map(ToString::to_string).collect());
     }
 }
 

@@ -167,7 +167,7 @@ pub fn build(spec: &TableSpec) -> BenchTables {
         .policy_names
         .push(ObjectRef::new("bench", "allow-tcp-80"));
     for class_id in 1..=POD_CLASSES + CIDR_CLASSES {
-        tables.policy.insert(
+        tables.allow(
             PolicyMatch {
                 endpoint_id: SERVER_ENDPOINT_ID,
                 class_id,

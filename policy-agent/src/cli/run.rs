@@ -11,9 +11,10 @@ use policy_common::config::Config;
 use super::datapath::DatapathArgs;
 use crate::{
     agent::{
+        http::HttpLimits,
         lock::{InstanceLock, LockError},
         run::{pin_dir, run, RunOptions},
-        DEFAULT_INTERFACE_PREFIXES, DEFAULT_POD_BRIDGES,
+        DEFAULT_INTERFACE_PREFIXES, DEFAULT_METRICS_ADDR, DEFAULT_POD_BRIDGES,
     },
     dataplane::Datapath,
     source::kube::WatchOptions,
@@ -30,9 +31,22 @@ pub struct RunArgs {
     /// $KUBECONFIG or ~/.kube/config.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Where /metrics, /healthz and /readyz are served.
-    #[arg(long, default_value = "0.0.0.0:9090")]
+    /// Address and port of /metrics, /healthz and /readyz. Port 9978: not
+    /// Prometheus' own 9090, nor one the usual node agents take (Calico Felix
+    /// 9091/9099, Cilium 9962-9965, node-exporter 9100, kube-proxy 10249/10256).
+    #[arg(long, env = "PODWALL_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
     metrics_addr: SocketAddr,
+    /// Connections /metrics, /healthz and /readyz keep open at once; one more
+    /// closes the oldest.
+    #[arg(long, default_value_t = HttpLimits::default().max_connections)]
+    http_max_connections: usize,
+    /// Seconds a client of that endpoint has to send a request's head, after
+    /// connecting and after each response (read and idle timeout).
+    #[arg(long, default_value_t = HttpLimits::default().header_timeout.as_secs())]
+    http_header_timeout_s: u64,
+    /// Seconds a connection to that endpoint lives at most.
+    #[arg(long, default_value_t = HttpLimits::default().max_age.as_secs())]
+    http_max_age_s: u64,
     /// Name of this agent's pin directory, /sys/fs/bpf/podwall/v<ABI>/<instance>.
     #[arg(long, default_value = "agent")]
     instance: String,
@@ -83,6 +97,11 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         node_name: args.node_name,
         kubeconfig: args.kubeconfig,
         metrics_addr: args.metrics_addr,
+        http_limits: HttpLimits {
+            max_connections: args.http_max_connections,
+            header_timeout: Duration::from_secs(args.http_header_timeout_s),
+            max_age: Duration::from_secs(args.http_max_age_s),
+        },
         instance: args.instance,
         audit: args.audit,
         bpf_object: args.bpf_object,

@@ -1,7 +1,8 @@
 //! The two banks of the desired-state maps (`policy_common::bank`): what each one
 //! holds, in host terms, and the writes that turn one bank into another content.
 //!
-//! `BankContent` is one bank with the bank left out of every key: the shadow the
+//! `BankContent` is one bank with the bank left out of every key (zero in the
+//! keys that carry it as a field): the shadow the
 //! datapath keeps per bank (so an update diffs against memory, not the kernel),
 //! what `Datapath::read_bank` reads back, and what `apply` wants a bank to hold.
 //! `write_bank` changes only the entries that differ, removals first (so a bank
@@ -12,13 +13,14 @@ use std::collections::BTreeMap;
 
 use aya::maps::{lpm_trie::Key, Array, MapData};
 use policy_common::{
-    bank::{bank_of, ACTIVE_MAP},
+    bank::{bank_of, other, ACTIVE_MAP},
     endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
     peer::{PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_MAP, PEERS_V6_MAP, PEER_PREFIX_BANK},
-    policy::{PolicyKey, PolicyValue, POLICY_MAP},
+    policy::{PolicyKey, PolicyValue, RuleSetKey, POLICY_MAP, RULE_SETS_MAP},
 };
 
-use super::{maps::map_error, Datapath, DataplaneError, InterfaceIndex};
+use super::{keys, maps::map_error, Datapath, DataplaneError, InterfaceIndex};
+use crate::policy::tables::EndpointEntry;
 
 /// A peer prefix as `(address prefix length, address)`; the bank's 32 bits are
 /// added to the length only in the kernel key.
@@ -38,18 +40,21 @@ pub struct BankContent {
     pub peers_v4: BTreeMap<PeerPrefix<[u8; 4]>, PeerClass>,
     /// `PEERS_V6`.
     pub peers_v6: BTreeMap<PeerPrefix<[u8; 16]>, PeerClass>,
+    /// `RULE_SETS`: key with bank 0 -> rule set id.
+    pub rule_sets: BTreeMap<RuleSetKey, u32>,
     /// `POLICY`.
     pub policy: BTreeMap<PolicyPrefix, PolicyValue>,
 }
 
 impl BankContent {
     /// Entries of each banked map, by map name.
-    pub fn entries(&self) -> [(&'static str, usize); 5] {
+    pub fn entries(&self) -> [(&'static str, usize); 6] {
         [
             (ENDPOINTS_MAP, self.endpoints.len()),
             (ENDPOINT_ADDRS_MAP, self.addresses.len()),
             (PEERS_V4_MAP, self.peers_v4.len()),
             (PEERS_V6_MAP, self.peers_v6.len()),
+            (RULE_SETS_MAP, self.rule_sets.len()),
             (POLICY_MAP, self.policy.len()),
         ]
     }
@@ -106,6 +111,36 @@ struct Written {
 }
 
 impl Datapath {
+    /// Makes the classifiers decide by what the active bank holds plus `extra`
+    /// `ENDPOINTS` entries (an entry the active bank has for the same interface is
+    /// kept): for a new pod veth that appears before this agent has tables of its
+    /// own to write (an adopted datapath whose first sync failed). Hole-free and
+    /// refused before any write like `apply`; nothing to add flips nothing.
+    pub fn add_endpoints(
+        &mut self,
+        extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let mut want = self.shadows[self.active as usize].clone();
+        for (ifindex, entry) in extra {
+            want.endpoints
+                .entry(*ifindex)
+                .or_insert_with(|| keys::endpoint_value(entry));
+        }
+        self.check_fits(&want)?;
+        let mut report = ApplyReport {
+            bank: self.active,
+            ..ApplyReport::default()
+        };
+        if want != self.shadows[self.active as usize] {
+            self.quiesce.finish()?;
+            let target = other(self.active);
+            (report.written, report.removed) = self.write_bank(target, &want)?;
+            self.flip()?;
+            report.bank = target;
+        }
+        Ok(report)
+    }
+
     /// Makes bank `bank` of every banked map hold `want`, writing only what differs
     /// from `self.shadows[bank]` and updating that shadow as each write lands.
     pub(super) fn write_bank(
@@ -157,6 +192,21 @@ impl Datapath {
             map.insert(AddressKey { addr, bank }, ifindex, 0)
                 .map_err(map_error(ENDPOINT_ADDRS_MAP, "insert"))?;
             shadow.addresses.insert(addr, ifindex);
+            done.written += 1;
+        }
+        // RULE_SETS
+        let (upserts, removals) = diff(&shadow.rule_sets, &want.rule_sets);
+        let mut map = self.hash_map::<RuleSetKey, u32>(RULE_SETS_MAP)?;
+        for key in removals {
+            removed_or_absent(map.remove(&RuleSetKey { bank, ..key }))
+                .map_err(map_error(RULE_SETS_MAP, "remove"))?;
+            shadow.rule_sets.remove(&key);
+            done.removed += 1;
+        }
+        for (key, rule_set) in upserts {
+            map.insert(RuleSetKey { bank, ..key }, rule_set, 0)
+                .map_err(map_error(RULE_SETS_MAP, "insert"))?;
+            shadow.rule_sets.insert(key, rule_set);
             done.written += 1;
         }
         // PEERS_V4, PEERS_V6, POLICY
@@ -233,6 +283,15 @@ impl Datapath {
             let (key, ifindex) = entry.map_err(map_error(ENDPOINT_ADDRS_MAP, "read"))?;
             if let Some(i) = slot(key.bank) {
                 banks[i].addresses.insert(key.addr, ifindex);
+            }
+        }
+        let map = self.hash_map::<RuleSetKey, u32>(RULE_SETS_MAP)?;
+        for entry in map.iter() {
+            let (key, rule_set) = entry.map_err(map_error(RULE_SETS_MAP, "read"))?;
+            if let Some(i) = slot(key.bank) {
+                banks[i]
+                    .rule_sets
+                    .insert(RuleSetKey { bank: 0, ..key }, rule_set);
             }
         }
         let trie = self.lpm_trie::<PeerKeyV4, PeerClass>(PEERS_V4_MAP)?;

@@ -13,11 +13,13 @@ use policy_common::{
         EndpointInfo, ALLOW_TUNNELS, AUDIT_EGRESS, AUDIT_INGRESS, ISOLATED_EGRESS, ISOLATED_INGRESS,
     },
     peer::{PeerClass, PEER_FLAG_NODE, PEER_FLAG_SERVICE},
-    policy::{PolicyKey, PolicyValue, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL},
+    policy::{
+        PolicyKey, PolicyValue, RuleSetKey, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL,
+    },
 };
 
 use super::banks::PeerPrefix;
-use crate::policy::tables::{EndpointEntry, PeerEntry, PolicyMatch, RuleRef};
+use crate::policy::tables::{EndpointEntry, PeerEntry, PortMatch, RuleRef, RuleSetMatch};
 
 /// The flag word with the bit of every `(set, bit)` pair that is set.
 fn flags(pairs: &[(bool, u32)]) -> u32 {
@@ -41,10 +43,22 @@ pub(super) fn endpoint_value(entry: &EndpointEntry) -> EndpointInfo {
     }
 }
 
-/// The `POLICY` key for a match, in bank 0 (`banks.rs` sets the bank it writes):
-/// wildcards become a shorter prefix, a port block of n fixed high bits is
-/// `PREFIX_ALL_PORTS + n` bits long.
-pub(super) fn policy_key(m: &PolicyMatch) -> Key<PolicyKey> {
+/// The `RULE_SETS` key of a rule set's (endpoint, class, direction), in bank 0
+/// (`banks.rs` sets the bank it writes).
+pub(super) fn rule_set_key(m: &RuleSetMatch) -> RuleSetKey {
+    RuleSetKey {
+        bank: 0,
+        endpoint_id: m.endpoint_id,
+        class_id: m.class_id,
+        direction: m.direction.code(),
+        pad: [0; 3],
+    }
+}
+
+/// The `POLICY` key of entry `m` of rule set `rule_set`, in bank 0 (`banks.rs`
+/// sets the bank it writes): wildcards become a shorter prefix, a port block of
+/// n fixed high bits is `PREFIX_ALL_PORTS + n` bits long.
+pub(super) fn policy_key(rule_set: u32, m: &PortMatch) -> Key<PolicyKey> {
     let prefix = match (m.protocol, m.port) {
         (None, _) => PREFIX_ALL_PROTOCOLS,
         (Some(_), None) => PREFIX_ALL_PORTS,
@@ -54,9 +68,8 @@ pub(super) fn policy_key(m: &PolicyMatch) -> Key<PolicyKey> {
         prefix,
         PolicyKey {
             bank: 0,
-            endpoint_id: m.endpoint_id,
-            class_id: m.class_id,
-            direction: m.direction.code(),
+            rule_set,
+            pad: 0,
             protocol: m.protocol.unwrap_or(0),
             port_be: m.port.map_or(0, |block| block.first).to_be(),
         },
@@ -219,34 +232,56 @@ mod tests {
 
     #[test]
     fn a_port_block_is_a_prefix_of_its_fixed_bits_with_the_port_big_endian() {
-        let m = PolicyMatch {
-            endpoint_id: 1,
-            class_id: 2,
-            direction: Direction::Egress,
+        let m = PortMatch {
             protocol: Some(6),
             port: Some(PortBlock {
                 first: 8000,
                 bits: 13,
             }),
         };
-        let key = policy_key(&m);
+        let key = policy_key(9, &m);
         assert_eq!(key.prefix_len(), PREFIX_ALL_PORTS + 13);
         assert_eq!(key.data().port_be, 8000u16.to_be());
-        let all_ports = policy_key(&PolicyMatch { port: None, ..m });
+        assert_eq!(key.data().rule_set, 9);
+        let all_ports = policy_key(9, &PortMatch { port: None, ..m });
         assert_eq!(all_ports.prefix_len(), PREFIX_ALL_PORTS);
-        let all = policy_key(&PolicyMatch {
-            protocol: None,
-            port: None,
-            ..m
-        });
+        let all = policy_key(
+            9,
+            &PortMatch {
+                protocol: None,
+                port: None,
+            },
+        );
         assert_eq!(all.prefix_len(), PREFIX_ALL_PROTOCOLS);
         assert_eq!(
-            policy_key(&PolicyMatch {
-                port: Some(PortBlock::single(80)),
-                ..m
-            })
+            policy_key(
+                9,
+                &PortMatch {
+                    port: Some(PortBlock::single(80)),
+                    ..m
+                }
+            )
             .prefix_len(),
             PREFIX_FULL
+        );
+    }
+
+    #[test]
+    fn a_rule_set_key_carries_endpoint_class_and_direction_code() {
+        let key = rule_set_key(&RuleSetMatch {
+            endpoint_id: 3,
+            class_id: 4,
+            direction: Direction::Egress,
+        });
+        assert_eq!(
+            key,
+            RuleSetKey {
+                bank: 0,
+                endpoint_id: 3,
+                class_id: 4,
+                direction: policy_common::verdict::DIRECTION_EGRESS,
+                pad: [0; 3],
+            }
         );
     }
 }

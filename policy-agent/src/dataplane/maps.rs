@@ -22,7 +22,7 @@ use policy_common::{
         PENDING_ENDPOINT_ID,
     },
     peer::{PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_MAP, PEERS_V6_MAP},
-    policy::{PolicyKey, PolicyValue, POLICY_MAP},
+    policy::{PolicyKey, PolicyValue, RuleSetKey, POLICY_MAP, RULE_SETS_MAP},
     verdict::{STATS_LEN, STATS_MAP, STAT_NAMES, STAT_VERDICTS},
 };
 
@@ -201,13 +201,19 @@ impl Datapath {
             .iter()
             .filter_map(|(rule, name)| Some((*rule, slots.slot(name)?)))
             .collect();
+        want.rule_sets = tables
+            .rule_sets
+            .iter()
+            .map(|(m, id)| (keys::rule_set_key(m), *id))
+            .collect();
         want.policy = tables
             .policy
             .iter()
-            .map(|(m, rule)| {
-                let key = keys::policy_key(m);
+            .flat_map(|(id, set)| set.allows.iter().map(move |(m, rule)| (*id, set, m, rule)))
+            .map(|(id, set, m, rule)| {
+                let key = keys::policy_key(id, m);
                 let slot = slot_of
-                    .get(&CountedRule::of(m, rule))
+                    .get(&CountedRule::of(set.direction, rule))
                     .copied()
                     .unwrap_or(NO_COUNTER);
                 (
@@ -266,7 +272,7 @@ impl Datapath {
     /// Refuses `want` if some banked map would hold more entries in one bank than
     /// a bank holds: the map as a whole would take them while the other bank is
     /// small, and fail part way once it is not.
-    fn check_fits(&self, want: &BankContent) -> Result<(), DataplaneError> {
+    pub(super) fn check_fits(&self, want: &BankContent) -> Result<(), DataplaneError> {
         for (map, entries) in want.entries() {
             let capacity = self.bank_capacity.get(map).copied().unwrap_or(0);
             if entries > capacity as usize {
@@ -362,8 +368,8 @@ fn check_endpoint_ids(tables: &DatapathTables) -> Result<(), DataplaneError> {
     for (pod, entry) in &tables.endpoints {
         out_of_range(entry.endpoint_id, &|| format!("pod {pod}"))?;
     }
-    for m in tables.policy.keys() {
-        out_of_range(m.endpoint_id, &|| format!("a POLICY entry ({m:?})"))?;
+    for m in tables.rule_sets.keys() {
+        out_of_range(m.endpoint_id, &|| format!("a RULE_SETS entry ({m:?})"))?;
     }
     for id in tables.isolation.keys() {
         out_of_range(*id, &|| "an isolation entry".to_string())?;
@@ -390,18 +396,19 @@ pub(super) fn bank_capacities(ebpf: &Ebpf) -> Result<BTreeMap<&'static str, u32>
 }
 
 /// The banked maps.
-pub(super) const BANKED_MAPS: [&str; 5] = [
+pub(super) const BANKED_MAPS: [&str; 6] = [
     ENDPOINTS_MAP,
     ENDPOINT_ADDRS_MAP,
     PEERS_V4_MAP,
     PEERS_V6_MAP,
+    RULE_SETS_MAP,
     POLICY_MAP,
 ];
 
 /// `(map, key size, value size)` this agent's layouts give the pinned maps (an
 /// LPM trie's key is its data plus the 4-byte prefix length; `EVENTS`, a ring
 /// buffer, has neither).
-pub(super) fn pinned_sizes() -> [(&'static str, u32, u32); 13] {
+pub(super) fn pinned_sizes() -> [(&'static str, u32, u32); 14] {
     fn size<T>() -> u32 {
         u32::try_from(size_of::<T>()).unwrap_or(u32::MAX)
     }
@@ -412,6 +419,7 @@ pub(super) fn pinned_sizes() -> [(&'static str, u32, u32); 13] {
         (ENDPOINT_ADDRS_MAP, size::<AddressKey>(), 4),
         (PEERS_V4_MAP, lpm(size::<PeerKeyV4>()), size::<PeerClass>()),
         (PEERS_V6_MAP, lpm(size::<PeerKeyV6>()), size::<PeerClass>()),
+        (RULE_SETS_MAP, size::<RuleSetKey>(), 4),
         (POLICY_MAP, lpm(size::<PolicyKey>()), size::<PolicyValue>()),
         (CONNTRACK_MAP, size::<CtKey>(), size::<CtValue>()),
         (CT_TRACKED_MAP, 4, 8),

@@ -192,6 +192,9 @@ impl Lab {
         for diagnostic in &self.tables.diagnostics {
             tracing::warn!(%diagnostic, "not enforced exactly; affected pods fail closed");
         }
+        for refusal in &self.tables.refusals {
+            tracing::warn!(%refusal, "policy refused: the tables cannot hold it");
+        }
         self.tables_since_ns = clock::monotonic_now_ns();
         self.datapath
             .apply(&self.tables, &self.interfaces, &BTreeMap::new())?;

@@ -13,12 +13,15 @@
 //! 3. `classes`: pod addresses, ipBlock regions, node and Service addresses (both
 //!    families) -> peer classes (addresses every applied rule treats alike share
 //!    one; the rest is `CLASS_WORLD`);
-//! 4. `entries`: (endpoint, direction, class, protocol, port block) -> the first
-//!    rule that allows it (`ports` turns numbers, names and endPort ranges into
-//!    port blocks);
-//! 5. `diagnostics`: bad input in applied rules, naming policy and field.
+//! 4. `entries`: (endpoint, direction, class) -> rule set, (rule set, protocol,
+//!    port block) -> the first rule that allows it (`ports` turns numbers, names
+//!    and endPort ranges into port blocks), and what each policy costs alone;
+//! 5. `budget`: the policies to refuse so the tables fit (`policy::capacity`);
+//!    steps 2-4 run again without their rules until nothing more is refused;
+//! 6. `diagnostics`: bad input in applied rules, naming policy and field.
 
 mod applied;
+mod budget;
 mod classes;
 mod diagnostics;
 mod endpoints;
@@ -30,50 +33,168 @@ use std::{
     net::IpAddr,
 };
 
+use ipnet::IpNet;
+
 use crate::{
-    model::{ClusterState, NetworkPolicy, Pod},
-    policy::tables::{DatapathTables, Direction, Isolation},
+    model::{ClusterState, NetworkPolicy, ObjectRef, Pod},
+    policy::{
+        capacity::{Budgets, Refusal, RefusalReason, Resource},
+        isolation::applies_to,
+        tables::{DatapathTables, Direction, Isolation},
+    },
 };
 
 /// Compiles `state` into the tables for the pods `is_local` accepts (the pods of one
 /// node), whose own addresses are `node_addresses` (ingress from them always
-/// passes). Only rules of policies that apply to a local pod shape the tables and
-/// the diagnostics. Deterministic: equal inputs give equal tables, ids included.
+/// passes), within the kernel's capacities (`Budgets::kernel`). Only rules of
+/// policies that apply to a local pod shape the tables and the diagnostics.
+/// Deterministic: equal inputs give equal tables, ids included.
 pub fn compile(
     state: &ClusterState,
     node_addresses: &[IpAddr],
     is_local: impl Fn(&Pod) -> bool,
 ) -> DatapathTables {
+    compile_with(state, node_addresses, is_local, &Budgets::kernel())
+}
+
+/// `compile` within `budgets`: policies that do not fit are refused
+/// (`DatapathTables::refusals`, `policy::capacity`): their pods stay isolated by
+/// them and get none of their allows.
+pub fn compile_with(
+    state: &ClusterState,
+    node_addresses: &[IpAddr],
+    is_local: impl Fn(&Pod) -> bool,
+    budgets: &Budgets,
+) -> DatapathTables {
     let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
     let owners = address_owners(state);
     let endpoints = endpoints::assign(state, &policies, &owners, is_local);
-    let applied = applied::Applied::collect(&policies, &endpoints.applied);
-    let classes = classes::assign(state, &applied, &owners, node_addresses);
-    let policy = entries::allow_entries(&entries::Inputs {
-        policies: &policies,
-        endpoints: &endpoints,
-        applied: &applied,
-        classes: &classes,
-    });
-    let isolation = endpoints
-        .by_id
-        .iter()
-        .map(|(id, group)| {
-            let isolation = Isolation {
-                ingress: group.deciding.ingress.clone(),
-                egress: group.deciding.egress.clone(),
+    let mut refused: Vec<(u32, RefusalReason)> = Vec::new();
+    loop {
+        let stand_ins = without_rules(&policies, &refused);
+        let effective: Vec<&NetworkPolicy> = (0..)
+            .zip(&policies)
+            .map(|(id, policy)| stand_ins.get(&id).unwrap_or(policy))
+            .collect();
+        let applied = applied::Applied::collect(&effective, &endpoints.applied);
+        let classes = classes::assign(state, &applied, &owners, node_addresses);
+        let sets = entries::rule_sets(
+            &entries::Inputs {
+                policies: &effective,
+                endpoints: &endpoints,
+                applied: &applied,
+                classes: &classes,
+            },
+            budgets.node_ceiling(),
+            budgets.per_policy_ceiling(),
+        );
+        let costs = budget::standalone(&effective, &endpoints.applied, &sets);
+        let mut next = budget::over_policy_budgets(&costs, budgets);
+        if next.is_empty() {
+            let attributed = budget::attributed(&sets, &costs);
+            let usage = node_usage(&sets, &classes);
+            next = budget::over_bank(&usage, sets.truncated, &attributed, &costs, budgets);
+        }
+        if next.is_empty() {
+            let refusals = refused
+                .into_iter()
+                .map(|(id, reason)| refusal(state, &policies, &endpoints, id, reason))
+                .collect();
+            return DatapathTables {
+                isolation: endpoints
+                    .by_id
+                    .iter()
+                    .map(|(id, group)| {
+                        let isolation = Isolation {
+                            ingress: group.deciding.ingress.clone(),
+                            egress: group.deciding.egress.clone(),
+                        };
+                        (*id, isolation)
+                    })
+                    .collect(),
+                diagnostics: diagnostics::diagnostics(state, &policies, &endpoints.applied),
+                endpoints: endpoints.entries,
+                endpoint_addresses: endpoints.addresses,
+                peers: classes.peers,
+                rule_sets: sets.rule_sets,
+                policy: sets.policy,
+                policy_names: policies.iter().map(|policy| policy.key.clone()).collect(),
+                refusals,
             };
-            (*id, isolation)
+        }
+        refused.extend(next);
+    }
+}
+
+/// The refused policies (by id) without their rules.
+fn without_rules(
+    policies: &[&NetworkPolicy],
+    refused: &[(u32, RefusalReason)],
+) -> BTreeMap<u32, NetworkPolicy> {
+    refused
+        .iter()
+        .filter_map(|(id, _)| {
+            let policy = policies.get(*id as usize)?;
+            let stand_in = NetworkPolicy {
+                ingress: Vec::new(),
+                egress: Vec::new(),
+                ..(*policy).clone()
+            };
+            Some((*id, stand_in))
         })
+        .collect()
+}
+
+/// What the node's tables use of each resource.
+fn node_usage(sets: &entries::RuleSets, classes: &classes::Classes) -> budget::Usage {
+    let rules: BTreeSet<_> = sets
+        .policy
+        .values()
+        .flat_map(|set| set.allows.values().map(move |rule| (set.direction, *rule)))
         .collect();
-    DatapathTables {
-        isolation,
-        diagnostics: diagnostics::diagnostics(state, &policies, &endpoints.applied),
-        endpoints: endpoints.entries,
-        endpoint_addresses: endpoints.addresses,
-        peers: classes.peers,
-        policy,
-        policy_names: policies.iter().map(|policy| policy.key.clone()).collect(),
+    let v4 = classes
+        .peers
+        .keys()
+        .filter(|net| matches!(net, IpNet::V4(_)))
+        .count();
+    budget::Usage::from([
+        (Resource::Rules, rules.len()),
+        (Resource::RuleSets, sets.rule_sets.len()),
+        (
+            Resource::PolicyEntries,
+            sets.policy.values().map(|set| set.allows.len()).sum(),
+        ),
+        (Resource::PeersV4, v4),
+        (Resource::PeersV6, classes.peers.len() - v4),
+    ])
+}
+
+/// The refusal of policy `id`, naming the local pods it selects.
+fn refusal(
+    state: &ClusterState,
+    policies: &[&NetworkPolicy],
+    endpoints: &endpoints::Endpoints,
+    id: u32,
+    reason: RefusalReason,
+) -> Refusal {
+    let policy = policies.get(id as usize).copied();
+    let pods = endpoints
+        .entries
+        .keys()
+        .filter(|key| {
+            let (Some(policy), Some(pod)) = (policy, state.pods.get(*key)) else {
+                return false;
+            };
+            DIRECTIONS
+                .iter()
+                .any(|direction| applies_to(policy, pod, *direction))
+        })
+        .cloned()
+        .collect();
+    Refusal {
+        policy: policy.map_or_else(|| ObjectRef::new("", ""), |p| p.key.clone()),
+        reason,
+        pods,
     }
 }
 

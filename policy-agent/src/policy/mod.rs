@@ -7,9 +7,12 @@
 //! - `evaluator`: the reference verdict straight from the NetworkPolicy semantics,
 //!   and why (`explain`);
 //! - `probes`: which probes a reachability matrix holds (`simulate`, the lab);
+//! - `capacity`: what the kernel's tables hold, and the policies refused when a
+//!   node's tables would not (they fail closed for their pods only);
 //! - `compiler`: cluster state -> `DatapathTables` for one node;
 //! - `tables`: the compiler's output and the lookup the kernel performs on it.
 
+pub mod capacity;
 pub mod compiler;
 pub mod evaluator;
 pub(crate) mod isolation;

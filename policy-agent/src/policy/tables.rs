@@ -8,9 +8,13 @@
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use ipnet::IpNet;
-use policy_common::peer::CLASS_WORLD;
+use policy_common::{peer::CLASS_WORLD, policy::RULE_SET_ANY_CLASS};
 
-use crate::model::ObjectRef;
+pub use self::rule_sets::{PolicyMatch, PortMatch, RuleRef, RuleSet, RuleSetMatch};
+use crate::{model::ObjectRef, policy::capacity::Refusal};
+
+mod display;
+mod rule_sets;
 
 /// Traffic direction relative to the local pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -101,11 +105,11 @@ pub struct CountedRule {
 }
 
 impl CountedRule {
-    /// The rule behind the `POLICY` entry `m` -> `rule`.
-    pub fn of(m: &PolicyMatch, rule: &RuleRef) -> Self {
+    /// The rule behind a `POLICY` entry -> `rule` of a rule set of `direction`.
+    pub fn of(direction: Direction, rule: &RuleRef) -> Self {
         Self {
             policy_id: rule.policy_id,
-            direction: m.direction,
+            direction,
             rule_index: rule.rule_index,
         }
     }
@@ -177,30 +181,6 @@ impl PortBlock {
     }
 }
 
-/// A `POLICY` key with its wildcards made explicit (host byte order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PolicyMatch {
-    /// Local endpoint identity.
-    pub endpoint_id: u32,
-    /// Peer class.
-    pub class_id: u32,
-    /// Direction relative to the local pod.
-    pub direction: Direction,
-    /// IP protocol number; `None` = every protocol (and then `port` is `None`).
-    pub protocol: Option<u8>,
-    /// Destination ports; `None` = every port of `protocol`.
-    pub port: Option<PortBlock>,
-}
-
-/// Which policy rule an entry comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct RuleRef {
-    /// Index into `DatapathTables::policy_names`.
-    pub policy_id: u32,
-    /// Index of the rule in that policy's ingress or egress list.
-    pub rule_index: u32,
-}
-
 /// What the BPF program decides for a new flow at one pod's interface, in one
 /// direction (conntrack aside): `DatapathTables::verdict`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,14 +241,20 @@ pub struct DatapathTables {
     /// Peer prefixes of both families (pod addresses as host prefixes, ipBlock
     /// boundaries, node and Service addresses); the rest is `CLASS_WORLD`.
     pub peers: BTreeMap<IpNet, PeerEntry>,
-    /// Allow entries.
-    pub policy: BTreeMap<PolicyMatch, RuleRef>,
+    /// `RULE_SETS`: (endpoint, class, direction) -> the id of its rule set, for
+    /// every triple with some allow. Triples the rules treat alike share a set.
+    pub rule_sets: BTreeMap<RuleSetMatch, u32>,
+    /// `POLICY`: rule set id -> what it allows.
+    pub policy: BTreeMap<u32, RuleSet>,
     /// Policy names by `RuleRef::policy_id`.
     pub policy_names: Vec<ObjectRef>,
     /// Endpoint id -> the policies isolating its pods, per direction.
     pub isolation: BTreeMap<u32, Isolation>,
     /// What could not be enforced exactly (fail closed).
     pub diagnostics: Vec<Diagnostic>,
+    /// Policies whose rules were left out because the tables could not hold them
+    /// (their pods fail closed), in the order they were refused.
+    pub refusals: Vec<Refusal>,
 }
 
 impl DatapathTables {
@@ -278,8 +264,12 @@ impl DatapathTables {
     pub fn counted_rules(&self) -> Vec<CountedRule> {
         let rules: std::collections::BTreeSet<CountedRule> = self
             .policy
-            .iter()
-            .map(|(m, rule)| CountedRule::of(m, rule))
+            .values()
+            .flat_map(|set| {
+                set.allows
+                    .values()
+                    .map(|rule| CountedRule::of(set.direction, rule))
+            })
             .collect();
         rules.into_iter().collect()
     }
@@ -338,12 +328,27 @@ impl DatapathTables {
         if passes_unjudged {
             return TableVerdict::Unjudged;
         }
-        let base = PolicyMatch {
+        let set_match = RuleSetMatch {
             endpoint_id: endpoint.endpoint_id,
             class_id: peer.class_id,
             direction,
-            protocol: Some(protocol),
-            port: None,
+        };
+        let dropped = if endpoint.audit(direction) {
+            TableVerdict::WouldDrop
+        } else {
+            TableVerdict::Dropped
+        };
+        let any_class = RuleSetMatch {
+            class_id: RULE_SET_ANY_CLASS,
+            ..set_match
+        };
+        let Some(set) = self
+            .rule_sets
+            .get(&set_match)
+            .or_else(|| self.rule_sets.get(&any_class))
+            .and_then(|id| self.policy.get(id))
+        else {
+            return dropped;
         };
         // Longest prefix first: exact port, shorter port blocks, all ports, then all
         // protocols.
@@ -357,26 +362,22 @@ impl DatapathTables {
             bits,
         });
         port_blocks
-            .map(|block| PolicyMatch {
+            .map(|block| PortMatch {
+                protocol: Some(protocol),
                 port: Some(block),
-                ..base
             })
             .chain([
-                base,
-                PolicyMatch {
+                PortMatch {
+                    protocol: Some(protocol),
+                    port: None,
+                },
+                PortMatch {
                     protocol: None,
-                    ..base
+                    port: None,
                 },
             ])
-            .find_map(|key| self.policy.get(&key))
-            .map_or(
-                if endpoint.audit(direction) {
-                    TableVerdict::WouldDrop
-                } else {
-                    TableVerdict::Dropped
-                },
-                |rule| TableVerdict::Allowed(*rule),
-            )
+            .find_map(|key| set.allows.get(&key))
+            .map_or(dropped, |rule| TableVerdict::Allowed(*rule))
     }
 
     /// `verdict` as whether and by which rule the packet passes: `Some(None)` when
@@ -408,59 +409,6 @@ impl DatapathTables {
             TableVerdict::Unjudged | TableVerdict::WouldDrop => Some(None),
             TableVerdict::Dropped | TableVerdict::NotLocal => None,
         }
-    }
-}
-
-impl fmt::Display for DatapathTables {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "endpoints:")?;
-        let isolation =
-            |e: &EndpointEntry, direction| match (e.isolated(direction), e.audit(direction)) {
-                (true, true) => "isolated (audit)",
-                (true, false) => "isolated",
-                (false, _) => "open",
-            };
-        for (pod, e) in &self.endpoints {
-            writeln!(
-                f,
-                "  {pod}: id={} ingress={} egress={}{}",
-                e.endpoint_id,
-                isolation(e, Direction::Ingress),
-                isolation(e, Direction::Egress),
-                if e.allow_tunnels { " tunnels" } else { "" },
-            )?;
-        }
-        writeln!(f, "peers:")?;
-        for (net, peer) in &self.peers {
-            let flags = match (peer.node, peer.service) {
-                (true, true) => " (node, service)",
-                (true, false) => " (node)",
-                (false, true) => " (service)",
-                (false, false) => "",
-            };
-            writeln!(f, "  {net} -> class {}{flags}", peer.class_id)?;
-        }
-        writeln!(f, "policy:")?;
-        for (m, rule) in &self.policy {
-            let proto = m.protocol.map_or("*".to_string(), |p| p.to_string());
-            let port = m.port.map_or("*".to_string(), |p| match p.bits {
-                16 => p.first.to_string(),
-                bits => {
-                    let last = u32::from(p.first) + (1u32 << (16 - bits)) - 1;
-                    format!("{}-{last}", p.first)
-                }
-            });
-            let name = self
-                .policy_names
-                .get(rule.policy_id as usize)
-                .map_or("?".to_string(), ToString::to_string);
-            writeln!(
-                f,
-                "  ep={} class={} {:?} proto={proto} port={port} -> {name} rule {}",
-                m.endpoint_id, m.class_id, m.direction, rule.rule_index
-            )?;
-        }
-        Ok(())
     }
 }
 

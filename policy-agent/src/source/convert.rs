@@ -20,7 +20,9 @@
 //!   allows nothing (fail closed) and is logged likewise;
 //! - a NetworkPolicy that is an error has a fail-closed stand-in
 //!   (`network_policy_fail_closed`) for sources that keep going (the API server's
-//!   watch); the manifest loader stops instead.
+//!   watch); the manifest loader stops instead;
+//! - an object over a cap (`caps`: too many rules, peers, ports, labels...) is an
+//!   error too; its kind's fail-closed stand-in is in `kinds`.
 //!
 //! May import: `crate::model`, k8s-openapi, ipnet, tracing (those warnings).
 //! Nothing else of this crate.
@@ -127,6 +129,14 @@ pub enum ConvertError {
         /// What that operator requires of its values.
         expected: &'static str,
     },
+    /// The object holds more than podwall handles (`caps`).
+    #[error("{field}: {what}")]
+    OverCap {
+        /// Path of the field (or `spec` for totals over the whole object).
+        field: String,
+        /// What is over which cap (`40000 rules, over the cap of 32768`).
+        what: String,
+    },
 }
 
 type Result<T> = std::result::Result<T, ConvertError>;
@@ -140,6 +150,7 @@ pub const ALLOW_TUNNELS_ANNOTATION: &str = "podwall.io/allow-tunnels";
 /// (overriding any other value a manifest gives it). `allow_tunnels` comes from
 /// `ALLOW_TUNNELS_ANNOTATION` (see `allow_tunnels`).
 pub fn namespace(ns: &core::Namespace) -> Result<Namespace> {
+    caps::namespace(ns)?;
     let name = required_name(&ns.metadata)?;
     let mut labels = ns.metadata.labels.clone().unwrap_or_default();
     labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
@@ -180,6 +191,7 @@ pub fn allow_tunnels(
 /// pod has terminated), node, hostNetwork and the ports of all containers (what
 /// named policy ports resolve to). `source::kube::trim` keeps exactly these fields.
 pub fn pod(pod: &core::Pod) -> Result<Pod> {
+    caps::pod(pod)?;
     let key = object_ref(&pod.metadata)?;
     let spec = pod.spec.as_ref();
     let mut ports = Vec::new();
@@ -242,6 +254,7 @@ fn finished(status: Option<&core::PodStatus>) -> bool {
 
 /// Converts a Service: selector, cluster IP and ports with their target ports.
 pub fn service(svc: &core::Service) -> Result<Service> {
+    caps::service(svc)?;
     let key = object_ref(&svc.metadata)?;
     let Some(spec) = svc.spec.as_ref() else {
         return Ok(Service {
@@ -287,7 +300,7 @@ pub fn service(svc: &core::Service) -> Result<Service> {
     })
 }
 
-pub use kinds::{conversion_error, ApiKind};
+pub use kinds::{conversion_error, over_cap_policy, ApiKind};
 pub use network_policy::{
     label_selector, network_policy, network_policy_fail_closed, MODE_ANNOTATION,
 };
@@ -377,6 +390,7 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>().ok().map(|net| net.trunc())
 }
 
+pub mod caps;
 mod kinds;
 mod network_policy;
 #[cfg(test)]

@@ -1,17 +1,51 @@
 //! Assembling a `ClusterState` from converted objects: what every source does the
-//! same way, whatever it reads (manifest files, the API server's watch).
+//! same way, whatever it reads (manifest files, the API server's watch), caps on
+//! how many objects of each kind are handled included (`convert::caps`).
 //!
-//! May import: `crate::model`, `super::convert` (its `ApiKind` table). Nothing that
-//! reads Kubernetes objects itself.
+//! May import: `crate::model`, `super::convert` (its `ApiKind` table and caps).
+//! Nothing that reads Kubernetes objects itself.
 
-use super::convert::{conversion_error, ApiKind};
-use crate::model::{ClusterState, ObjectRef};
+use std::collections::BTreeMap;
+
+use super::convert::{
+    caps::{MAX_NAMESPACES, MAX_NETWORK_POLICIES, MAX_PODS, MAX_SERVICES},
+    conversion_error, over_cap_policy, ApiKind, ConvertError,
+};
+use crate::model::{ClusterState, Labels, Namespace, NetworkPolicy, ObjectRef, Pod, PolicyTypes};
+
+/// Objects over a cap, by kind (`Pod`, `NetworkPolicy`, ...).
+pub type OverCapCounts = BTreeMap<&'static str, usize>;
+
+/// How many objects of each kind are handled (`caps::MAX_*` unless a test says).
+#[derive(Clone, Copy, Debug)]
+struct CountCaps {
+    namespaces: usize,
+    pods: usize,
+    services: usize,
+    policies: usize,
+}
+
+impl Default for CountCaps {
+    fn default() -> Self {
+        Self {
+            namespaces: MAX_NAMESPACES,
+            pods: MAX_PODS,
+            services: MAX_SERVICES,
+            policies: MAX_NETWORK_POLICIES,
+        }
+    }
+}
 
 /// A `ClusterState` being filled, one converted object at a time.
 #[derive(Debug, Default)]
 pub struct StateBuilder {
     state: ClusterState,
     errors: Vec<String>,
+    /// Namespaces to isolate (`caps::OVER_CAP_POLICY`), and whether every pod of
+    /// it stands in as a stub too (a Namespace over a cap: its labels are unknown).
+    isolated: BTreeMap<String, bool>,
+    over_cap: OverCapCounts,
+    caps: CountCaps,
 }
 
 impl StateBuilder {
@@ -30,17 +64,23 @@ impl StateBuilder {
     /// Converts `object` and adds it, for sources that keep going past a bad object
     /// (the API server's watch): one that does not convert is recorded as an error
     /// naming it and the field, and replaced by its kind's fail-closed stand-in, if
-    /// it has one (a NetworkPolicy's, see `convert::network_policy_fail_closed`),
-    /// else left out.
+    /// it has one (`ApiKind::fail_closed`), else left out.
     pub fn add_or_record<K: ApiKind>(&mut self, object: &K) {
         let model = match object.convert() {
             Ok(model) => model,
             Err(error) => {
-                let stand_in = object.fail_closed();
-                self.errors
-                    .push(conversion_error(object, &error, stand_in.is_some()));
+                let stand_in = object.fail_closed(&error);
+                if matches!(error, ConvertError::OverCap { .. }) {
+                    *self.over_cap.entry(K::KIND).or_default() += 1;
+                }
+                if let Some(namespace) = object.isolates_namespace(&error) {
+                    let stub_pods = self.isolated.entry(namespace).or_default();
+                    *stub_pods |= K::KIND == "Namespace";
+                }
+                let outcome = stand_in.as_ref().map(|(_, outcome)| *outcome);
+                self.errors.push(conversion_error(object, &error, outcome));
                 match stand_in {
-                    Some(stand_in) => stand_in,
+                    Some((stand_in, _)) => stand_in,
                     None => return,
                 }
             }
@@ -55,13 +95,153 @@ impl StateBuilder {
     /// but no Namespace declares, and the conversion errors `add_or_record` met,
     /// sorted.
     pub fn finish(self) -> (ClusterState, Vec<String>) {
+        let (state, errors, _) = self.finish_counted();
+        (state, errors)
+    }
+
+    /// `finish`, after the count caps (the objects of a kind past its cap, in key
+    /// order, stand in as over-cap ones do), with how many objects of each kind
+    /// were over a cap.
+    pub fn finish_counted(mut self) -> (ClusterState, Vec<String>, OverCapCounts) {
+        self.cap_counts();
         let Self {
             mut state,
             mut errors,
+            isolated,
+            over_cap,
+            caps: _,
         } = self;
+        for (namespace, stub_pods) in isolated {
+            if stub_pods {
+                for pod in state.pods.values_mut() {
+                    if pod.key.namespace == namespace {
+                        *pod = stub(pod);
+                    }
+                }
+            }
+            let policy = over_cap_policy(&namespace);
+            state.policies.insert(policy.key.clone(), policy);
+        }
         state.add_implicit_namespaces();
         errors.sort();
-        (state, errors)
+        (state, errors, over_cap)
+    }
+
+    /// Applies `caps::MAX_*` counts: what is past a cap stands in as over-cap, with
+    /// one error line per kind.
+    fn cap_counts(&mut self) {
+        let caps = self.caps;
+        let state = &mut self.state;
+        let mut lines = Vec::new();
+        let namespaces = excess(state.namespaces.keys().cloned(), caps.namespaces);
+        for name in &namespaces {
+            state
+                .namespaces
+                .insert(name.clone(), Namespace::implicit(name));
+            self.isolated.insert(name.clone(), true);
+        }
+        lines.extend(count_line("Namespaces", state.namespaces.len(), caps.namespaces, "by name stand in with only their name label, their pods without addresses or labels, and are isolated both ways"));
+        let pods = excess(state.pods.keys().cloned(), caps.pods);
+        for key in &pods {
+            if let Some(pod) = state.pods.get_mut(key) {
+                *pod = stub(pod);
+            }
+            self.isolated.entry(key.namespace.clone()).or_default();
+        }
+        lines.extend(count_line("Pods", state.pods.len(), caps.pods, "by namespace/name stand in without addresses or labels, and their namespaces are isolated both ways"));
+        for key in excess(state.services.keys().cloned(), caps.services) {
+            if let Some(service) = state.services.get_mut(&key) {
+                service.selector = None;
+                service.ports.clear();
+            }
+        }
+        lines.extend(count_line(
+            "Services",
+            state.services.len(),
+            caps.services,
+            "by namespace/name stand in with their ClusterIP alone",
+        ));
+        let policies = excess(state.policies.keys().cloned(), caps.policies);
+        for key in &policies {
+            state.policies.insert(key.clone(), namespace_stand_in(key));
+        }
+        lines.extend(count_line(
+            "NetworkPolicies",
+            state.policies.len(),
+            caps.policies,
+            "by namespace/name isolate every pod of their namespace both ways and allow nothing",
+        ));
+        for (kind, count) in [
+            ("Namespace", namespaces.len()),
+            ("Pod", pods.len()),
+            (
+                "Service",
+                state.services.len().saturating_sub(caps.services),
+            ),
+            ("NetworkPolicy", policies.len()),
+        ] {
+            if count > 0 {
+                *self.over_cap.entry(kind).or_default() += count;
+            }
+        }
+        self.errors.extend(lines);
+    }
+}
+
+/// The keys past the first `cap` (in their order).
+fn excess<K>(keys: impl Iterator<Item = K>, cap: usize) -> Vec<K> {
+    keys.skip(cap).collect()
+}
+
+/// The error line of a kind over its count cap, if it is.
+fn count_line(kind: &str, count: usize, cap: usize, outcome: &str) -> Option<String> {
+    (count > cap).then(|| {
+        format!(
+            "{kind}: {count} in the cluster, over the cap of {cap} handled; the last {} \
+             {outcome} (fail closed)",
+            count - cap
+        )
+    })
+}
+
+/// `pod` without addresses, labels or ports: no selector matches it, no peer
+/// lookup finds it and it is never an endpoint.
+fn stub(pod: &Pod) -> Pod {
+    Pod {
+        labels: Labels::new(),
+        ips: Vec::new(),
+        ports: Vec::new(),
+        ..pod.clone()
+    }
+}
+
+/// A NetworkPolicy past the count cap: every pod of its namespace isolated both
+/// ways, no rules.
+fn namespace_stand_in(key: &ObjectRef) -> NetworkPolicy {
+    NetworkPolicy {
+        key: key.clone(),
+        policy_types: PolicyTypes {
+            ingress: true,
+            egress: true,
+        },
+        ..over_cap_policy(&key.namespace)
+    }
+}
+
+#[cfg(test)]
+impl StateBuilder {
+    /// A builder handling at most `namespaces`, `pods`, `services` and `policies`
+    /// objects of each kind.
+    fn with_count_caps(namespaces: usize, pods: usize, services: usize, policies: usize) -> Self {
+        Self {
+            caps: CountCaps {
+                namespaces,
+                pods,
+                services,
+                policies,
+            },
+            ..Self::default()
+        }
     }
 }
 

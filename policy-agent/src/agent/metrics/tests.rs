@@ -60,14 +60,14 @@ fn gauges_and_errors_show_what_the_loop_set() {
     metrics.set_stale(true);
     metrics.error("apply");
     metrics.error("apply");
-    metrics.error("policy_conversion");
+    metrics.error("conversion");
     let text = text(&metrics);
     has_line(&text, "podwall_endpoints 12");
     has_line(&text, "podwall_policies 3");
     has_line(&text, "podwall_ready 1");
     has_line(&text, "podwall_source_stale 1");
     has_line(&text, "podwall_errors_total{kind=\"apply\"} 2");
-    has_line(&text, "podwall_errors_total{kind=\"policy_conversion\"} 1");
+    has_line(&text, "podwall_errors_total{kind=\"conversion\"} 1");
     assert_eq!(metrics.errors("apply"), 2);
     metrics.set_ready(false);
     has_line(&self::text(&metrics), "podwall_ready 0");

@@ -27,8 +27,13 @@ pub struct TableSizes {
     pub peers: usize,
     /// Distinct peer classes among them.
     pub classes: usize,
+    /// `RULE_SETS` entries.
+    pub rule_sets: usize,
     /// `POLICY` entries.
     pub policy_entries: usize,
+    /// Allow entries one (endpoint, class, direction, protocol, port) map would
+    /// need: what `POLICY` held before rule sets.
+    pub flat_entries: usize,
 }
 
 impl TableSizes {
@@ -41,7 +46,9 @@ impl TableSizes {
             endpoint_ids: ids.len(),
             peers: tables.peers.len(),
             classes: classes.len(),
-            policy_entries: tables.policy.len(),
+            rule_sets: tables.rule_sets.len(),
+            policy_entries: tables.policy_entries(),
+            flat_entries: tables.allow_entries().len(),
         }
     }
 }

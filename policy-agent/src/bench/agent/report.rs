@@ -130,7 +130,7 @@ impl AgentReport {
     fn write_compile(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "| cluster | namespaces / nodes / pods on this node | endpoint ids / peer prefixes / classes / POLICY entries | full compile, median (min-max) | target | met | peak RSS (before compiling) | target | met |"
+            "| cluster | namespaces / nodes / pods on this node | endpoint ids / peer prefixes / classes / RULE_SETS + POLICY entries (one map: entries) | full compile, median (min-max) | target | met | peak RSS (before compiling) | target | met |"
         )?;
         writeln!(f, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")?;
         for c in &self.compile {
@@ -151,7 +151,7 @@ impl AgentReport {
             let s = &c.sizes;
             writeln!(
                 f,
-                "| {} | {} / {} / {} | {} / {} / {} / {} | {} ({}-{}) | {target} | {ok} | {} ({}) | <= 64 MiB | {} |",
+                "| {} | {} / {} / {} | {} / {} / {} / {} + {} ({}) | {} ({}-{}) | {target} | {ok} | {} ({}) | <= 64 MiB | {} |",
                 scale(&c.spec),
                 c.spec.namespaces,
                 c.spec.nodes(),
@@ -159,7 +159,9 @@ impl AgentReport {
                 s.endpoint_ids,
                 s.peers,
                 s.classes,
+                s.rule_sets,
                 s.policy_entries,
+                s.flat_entries,
                 ms(median),
                 ms(min),
                 ms(max),

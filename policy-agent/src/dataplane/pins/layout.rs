@@ -13,7 +13,7 @@ use policy_common::{
     endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
     events::EVENTS_MAP,
     peer::{PEERS_V4_MAP, PEERS_V6_MAP},
-    policy::POLICY_MAP,
+    policy::{POLICY_MAP, RULE_SETS_MAP},
     verdict::STATS_MAP,
     ABI_VERSION,
 };
@@ -24,12 +24,13 @@ use crate::dataplane::{
 };
 
 /// The maps a pinned datapath keeps across restarts.
-pub(in crate::dataplane) const PINNED_MAPS: [&str; 14] = [
+pub(in crate::dataplane) const PINNED_MAPS: [&str; 15] = [
     ACTIVE_MAP,
     ENDPOINTS_MAP,
     ENDPOINT_ADDRS_MAP,
     PEERS_V4_MAP,
     PEERS_V6_MAP,
+    RULE_SETS_MAP,
     POLICY_MAP,
     CONNTRACK_MAP,
     CT_TRACKED_MAP,

@@ -41,7 +41,7 @@ pub(super) struct Block {
 
 impl Block {
     /// The normalized block of an ipBlock peer.
-    fn new(cidr: &IpNet, except: &[IpNet]) -> Self {
+    pub fn new(cidr: &IpNet, except: &[IpNet]) -> Self {
         let mut except: Vec<IpNet> = except.iter().map(IpNet::trunc).collect();
         except.sort();
         except.dedup();

@@ -81,9 +81,12 @@ impl Classes {
         found.map_or(&[], Vec::as_slice)
     }
 
-    /// Every class, `CLASS_WORLD` first: what a rule without peers admits.
-    pub fn all(&self) -> impl Iterator<Item = u32> + '_ {
-        std::iter::once(CLASS_WORLD).chain(self.signatures.keys().copied())
+    /// The classes whose members give egress name `name_id` a number.
+    pub fn resolving(&self, name_id: u32) -> impl Iterator<Item = u32> + '_ {
+        self.signatures
+            .iter()
+            .filter(move |(_, signature)| signature.ports.iter().any(|(id, _)| *id == name_id))
+            .map(|(class_id, _)| *class_id)
     }
 
     /// The numbers the members of `class_id` map egress name `name_id` to.

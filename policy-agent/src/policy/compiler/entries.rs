@@ -1,12 +1,31 @@
-//! Step 3: allow entries.
+//! Step 4: rule sets, and what each policy would cost alone.
 //!
-//! For each endpoint id, each direction it is isolated in, each policy deciding for
-//! it and each rule: (admitted classes) x (port keys). Named ports resolve on the
-//! pod receiving the traffic: the endpoint's own pods for ingress, the members of
-//! each admitted class for egress (so a rule without peers and a named port admits
-//! only the classes that resolve the name).
+//! For each endpoint id and each direction it is isolated in, the rules of the
+//! policies deciding for it are grouped by the peer classes they admit. What the
+//! endpoint allows with one class is one rule set: (protocol, port block) -> the
+//! first rule (lowest policy id, then rule index) that allows it. Equal sets are
+//! stored once (`Interner`), so 257 classes one rule admits on 256 ports are 257
+//! `RULE_SETS` entries and 256 `POLICY` entries, not 65,792.
+//!
+//! Rules without peers (`Peers::All`) admit every class: rather than one entry
+//! per class, they make the endpoint's *any-class* set (`RULE_SET_ANY_CLASS`),
+//! which the lookup falls back to when the peer's class has no set of its own. A
+//! class some rule names (a pod peer or an ipBlock admits it, or an egress named
+//! port of a rule without peers resolves on its members) gets its own set, holding
+//! the rules without peers too; one equal to the any-class set is left out.
+//!
+//! Named ports resolve on the pod receiving the traffic: the endpoint's own pods
+//! for ingress, the members of each admitted class for egress (so a rule without
+//! peers and an egress named port admits only the classes that resolve the name).
+//!
+//! Alongside the node's tables, each policy's *standalone cost* (the entries its
+//! rules would make if no other policy existed) is counted, for the budgets
+//! (`capacity`). Both stop growing past a ceiling: what is over it is refused and
+//! recompiled, never materialised in full.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use policy_common::policy::RULE_SET_ANY_CLASS;
 
 use super::{
     applied::{Applied, PeerId},
@@ -16,16 +35,16 @@ use super::{
     DIRECTIONS,
 };
 use crate::{
-    model::{NetworkPolicy, Peers, Rule},
+    model::{NetworkPolicy, Peers, PortRef, Rule},
     policy::{
         rules,
-        tables::{Direction, PolicyMatch, RuleRef},
+        tables::{Direction, PortMatch, RuleRef, RuleSet, RuleSetMatch},
     },
 };
 
-/// What entries are made from.
+/// What rule sets are made from.
 pub(super) struct Inputs<'a, 'p> {
-    /// Policies, sorted; indices are policy ids.
+    /// Policies, sorted; indices are policy ids (refused ones without rules).
     pub policies: &'a [&'p NetworkPolicy],
     /// Endpoint ids and what their pods share.
     pub endpoints: &'a Endpoints,
@@ -35,96 +54,370 @@ pub(super) struct Inputs<'a, 'p> {
     pub classes: &'a Classes,
 }
 
-/// Every allow entry.
-///
-/// Lookup precedence (`DatapathTables::lookup`, the BPF program's `decide`) makes
-/// any entry an allow, so the order only picks the explanation: on a duplicate key
-/// the first one made, i.e. the lowest policy id then rule index, is kept.
-pub(super) fn allow_entries(inputs: &Inputs<'_, '_>) -> BTreeMap<PolicyMatch, RuleRef> {
-    let mut entries = BTreeMap::new();
+/// The entries one policy (or the node) makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cost {
+    /// Rules with entries (`RULE_COUNTERS` slots).
+    pub rules: usize,
+    /// `RULE_SETS` entries.
+    pub rule_sets: usize,
+    /// `POLICY` entries.
+    pub entries: usize,
+}
+
+/// The rule set step's result.
+#[derive(Debug, Default)]
+pub(super) struct RuleSets {
+    /// `DatapathTables::rule_sets`.
+    pub rule_sets: BTreeMap<RuleSetMatch, u32>,
+    /// `DatapathTables::policy`.
+    pub policy: BTreeMap<u32, RuleSet>,
+    /// Policy id -> what it would cost alone (only policies with entries).
+    pub costs: BTreeMap<u32, Cost>,
+    /// The node's sets passed `ceiling` entries and were not finished: the tables
+    /// are incomplete and must not be used.
+    pub truncated: bool,
+}
+
+/// One rule that admits a class: its reference and the rule.
+type Admitting<'r> = (RuleRef, &'r Rule);
+
+/// What a set's content depends on, beside its rules: the endpoint (ingress named
+/// ports resolve on its pods) or the class (egress named ports resolve on its
+/// members), when some rule uses a named port.
+type Resolution = Option<(u32, Option<u32>)>;
+
+/// Equal contents share one id.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<(Direction, Vec<(PortMatch, RuleRef)>), u32>,
+    sets: BTreeMap<u32, RuleSet>,
+    entries: usize,
+    rules: BTreeSet<(Direction, RuleRef)>,
+}
+
+impl Interner {
+    /// The id of a set with `allows` (ids dense from 1, in first-seen order).
+    fn intern(&mut self, direction: Direction, allows: BTreeMap<PortMatch, RuleRef>) -> u32 {
+        let content: Vec<(PortMatch, RuleRef)> = allows.iter().map(|(k, v)| (*k, *v)).collect();
+        let next = self.sets.len() as u32 + 1;
+        if let Some(id) = self.ids.get(&(direction, content.clone())) {
+            return *id;
+        }
+        self.entries += allows.len();
+        self.rules
+            .extend(allows.values().map(|rule| (direction, *rule)));
+        self.ids.insert((direction, content), next);
+        self.sets.insert(next, RuleSet { direction, allows });
+        next
+    }
+}
+
+/// One set of tables being built (the node's, or one policy's alone): interned
+/// sets, the triples pointing at them, and a cache of materialised contents.
+struct Builder {
+    interner: Interner,
+    rule_sets: BTreeMap<RuleSetMatch, u32>,
+    /// (direction, rules, resolution) -> interned id (`None`: empty content).
+    cache: HashMap<(Direction, Vec<RuleRef>, Resolution), Option<u32>>,
+    /// Stop once `POLICY` or `RULE_SETS` entries pass it.
+    ceiling: usize,
+    truncated: bool,
+}
+
+impl Builder {
+    fn new(ceiling: usize) -> Self {
+        Self {
+            interner: Interner::default(),
+            rule_sets: BTreeMap::new(),
+            cache: HashMap::new(),
+            ceiling,
+            truncated: false,
+        }
+    }
+
+    fn cost(&self) -> Cost {
+        Cost {
+            rules: self.interner.rules.len(),
+            rule_sets: self.rule_sets.len(),
+            entries: self.interner.entries,
+        }
+    }
+
+    /// Whether the ceiling was passed (and then sets no longer grow).
+    fn full(&mut self) -> bool {
+        if self.interner.entries > self.ceiling || self.rule_sets.len() > self.ceiling {
+            self.truncated = true;
+        }
+        self.truncated
+    }
+
+    /// The set of `admitting` (in order) for `target`, interned; `None` if empty.
+    fn set_of(
+        &mut self,
+        inputs: &Inputs<'_, '_>,
+        target: &Target<'_>,
+        admitting: &[Admitting<'_>],
+    ) -> Option<u32> {
+        let resolution = resolution(target, admitting);
+        let key = (
+            target.direction,
+            admitting.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+            resolution,
+        );
+        if let Some(found) = self.cache.get(&key) {
+            return *found;
+        }
+        let allows = materialise(inputs, target, admitting);
+        let id = (!allows.is_empty()).then(|| self.interner.intern(target.direction, allows));
+        self.cache.insert(key, id);
+        id
+    }
+
+    /// Adds the sets of one (endpoint, direction): `by_class` (class -> rules
+    /// admitting it, rules without peers included) and `any` (the rules without
+    /// peers alone). A class set equal to the any-class set is left out.
+    fn add(
+        &mut self,
+        inputs: &Inputs<'_, '_>,
+        target: &Target<'_>,
+        by_class: &BTreeMap<u32, Vec<Admitting<'_>>>,
+        any: &[Admitting<'_>],
+    ) {
+        let any_target = Target {
+            class_id: None,
+            ..*target
+        };
+        let any_id = self.set_of(inputs, &any_target, any);
+        let triple = |class_id| RuleSetMatch {
+            endpoint_id: target.endpoint_id,
+            class_id,
+            direction: target.direction,
+        };
+        if let Some(id) = any_id {
+            self.rule_sets.insert(triple(RULE_SET_ANY_CLASS), id);
+        }
+        for (&class_id, admitting) in by_class {
+            if self.full() {
+                return;
+            }
+            let class_target = Target {
+                class_id: Some(class_id),
+                ..*target
+            };
+            // A class's rules include those without peers, so its set holds the
+            // any-class set's entries: it is empty only when that one is too, and
+            // a class without a set of its own never falls back to more.
+            let id = self.set_of(inputs, &class_target, admitting);
+            if let Some(id) = id.filter(|id| Some(*id) != any_id) {
+                self.rule_sets.insert(triple(class_id), id);
+            }
+        }
+    }
+}
+
+/// Where a set applies.
+#[derive(Clone, Copy)]
+struct Target<'g> {
+    endpoint_id: u32,
+    direction: Direction,
+    group: &'g Group,
+    /// The peer class, `None` for the any-class set.
+    class_id: Option<u32>,
+}
+
+/// What the content of `admitting`'s set at `target` depends on beside its rules.
+fn resolution(target: &Target<'_>, admitting: &[Admitting<'_>]) -> Resolution {
+    let named = admitting.iter().any(|(_, rule)| {
+        rule.ports
+            .iter()
+            .any(|port| matches!(port.port, Some(PortRef::Name(_))))
+    });
+    named.then_some(match target.direction {
+        Direction::Ingress => (target.endpoint_id, None),
+        Direction::Egress => (0, target.class_id),
+    })
+}
+
+/// Every (port match -> rule) of `admitting` at `target`, the first rule kept on
+/// a duplicate key.
+fn materialise(
+    inputs: &Inputs<'_, '_>,
+    target: &Target<'_>,
+    admitting: &[Admitting<'_>],
+) -> BTreeMap<PortMatch, RuleRef> {
+    let mut allows = BTreeMap::new();
+    for (rule_ref, rule) in admitting {
+        let mut add = |(protocol, port): PortKey| {
+            allows
+                .entry(PortMatch { protocol, port })
+                .or_insert(*rule_ref);
+        };
+        for item in port_items(&rule.ports) {
+            match item {
+                PortItem::Keys(keys) => keys.into_iter().for_each(&mut add),
+                PortItem::Named(name, protocol) => match target.direction {
+                    Direction::Ingress => {
+                        let numbers = target
+                            .group
+                            .ingress_ports
+                            .get(&(name.to_string(), protocol));
+                        number_keys(protocol, numbers.into_iter().flatten())
+                            .into_iter()
+                            .for_each(&mut add);
+                    }
+                    Direction::Egress => {
+                        let (Some(class_id), Some(name_id)) = (
+                            target.class_id,
+                            inputs.applied.egress_name_id(name, protocol),
+                        ) else {
+                            continue;
+                        };
+                        let numbers: Vec<u16> =
+                            inputs.classes.egress_numbers(class_id, name_id).collect();
+                        number_keys(protocol, &numbers)
+                            .into_iter()
+                            .for_each(&mut add);
+                    }
+                },
+            }
+        }
+    }
+    allows
+}
+
+/// The node's rule sets (stopping past `ceiling` entries) and each policy's
+/// standalone cost (stopping past `policy_ceiling`: such a policy is over its
+/// budget whatever the rest costs).
+pub(super) fn rule_sets(
+    inputs: &Inputs<'_, '_>,
+    ceiling: usize,
+    policy_ceiling: usize,
+) -> RuleSets {
+    let mut node = Builder::new(ceiling);
+    let mut alone: BTreeMap<u32, Builder> = BTreeMap::new();
     for (&endpoint_id, group) in &inputs.endpoints.by_id {
         for direction in DIRECTIONS {
-            for &policy_id in group.deciding.get(direction) {
-                let Some(policy) = inputs.policies.get(policy_id as usize).copied() else {
-                    continue;
-                };
-                for (rule_index, rule) in (0..).zip(rules(policy, direction)) {
-                    let rule_ref = RuleRef {
-                        policy_id,
-                        rule_index,
-                    };
-                    let mut add = |class_id, (protocol, port): PortKey| {
-                        let key = PolicyMatch {
-                            endpoint_id,
-                            class_id,
-                            direction,
-                            protocol,
-                            port,
-                        };
-                        entries.entry(key).or_insert(rule_ref);
-                    };
-                    rule_entries(inputs, policy, rule, direction, group, &mut add);
+            let target = Target {
+                endpoint_id,
+                direction,
+                group,
+                class_id: None,
+            };
+            let admitting = admitting(inputs, group, direction);
+            if !node.full() {
+                node.add(inputs, &target, &admitting.by_class, &admitting.any);
+            }
+            for (&policy_id, (by_class, any)) in &admitting.by_policy {
+                let builder = alone
+                    .entry(policy_id)
+                    .or_insert_with(|| Builder::new(policy_ceiling));
+                if !builder.full() {
+                    builder.add(inputs, &target, by_class, any);
                 }
             }
         }
     }
-    entries
+    RuleSets {
+        truncated: node.truncated,
+        costs: alone
+            .into_iter()
+            .map(|(id, builder)| (id, builder.cost()))
+            .filter(|(_, cost)| *cost != Cost::default())
+            .collect(),
+        rule_sets: node.rule_sets,
+        policy: node.interner.sets,
+    }
 }
 
-/// Calls `add` with every (class, port key) one rule allows for `group`.
-fn rule_entries(
+/// Class -> the rules admitting it, in (policy, rule) order.
+type Named<'r> = BTreeMap<u32, Vec<Admitting<'r>>>;
+
+/// The rules deciding one (endpoint, direction), by the classes they admit.
+#[derive(Default)]
+struct ByClass<'r> {
+    /// Class -> every rule admitting it, rules without peers included.
+    by_class: Named<'r>,
+    /// The rules without peers, in order.
+    any: Vec<Admitting<'r>>,
+    /// Policy id -> the same for that policy's rules alone.
+    by_policy: BTreeMap<u32, (Named<'r>, Vec<Admitting<'r>>)>,
+}
+
+/// Groups the rules of the policies deciding `group` for `direction` by class.
+fn admitting<'r>(inputs: &Inputs<'_, 'r>, group: &Group, direction: Direction) -> ByClass<'r> {
+    let mut named_all: Named<'r> = BTreeMap::new();
+    let mut out = ByClass::default();
+    for &policy_id in group.deciding.get(direction) {
+        let Some(policy) = inputs.policies.get(policy_id as usize).copied() else {
+            continue;
+        };
+        let mut named: Named<'r> = BTreeMap::new();
+        let mut any = Vec::new();
+        for (rule_index, rule) in (0..).zip(rules(policy, direction)) {
+            let admitted = (
+                RuleRef {
+                    policy_id,
+                    rule_index,
+                },
+                rule,
+            );
+            for class_id in named_classes(inputs, policy, rule, direction) {
+                named.entry(class_id).or_default().push(admitted);
+            }
+            if matches!(rule.peers, Peers::All) {
+                any.push(admitted);
+            }
+        }
+        for (class_id, admitting) in &named {
+            named_all
+                .entry(*class_id)
+                .or_default()
+                .extend(admitting.iter().copied());
+        }
+        out.any.extend(any.iter().copied());
+        out.by_policy
+            .insert(policy_id, (with_any(named, &any), any));
+    }
+    out.by_class = with_any(named_all, &out.any);
+    out
+}
+
+/// `named` with the rules without peers added to every class (they admit every
+/// class), each list sorted by rule and without repeats.
+fn with_any<'r>(mut named: Named<'r>, any: &[Admitting<'r>]) -> Named<'r> {
+    for admitting in named.values_mut() {
+        admitting.extend(any.iter().copied());
+        admitting.sort_by_key(|(rule_ref, _)| *rule_ref);
+        admitting.dedup_by_key(|(rule_ref, _)| *rule_ref);
+    }
+    named
+}
+
+/// The classes `rule` names: those one of its peers admits (none for
+/// `Peer::Invalid`), and for a rule without peers on egress, the classes whose
+/// members resolve one of its named ports (the only classes where it allows more
+/// than the any-class set says).
+fn named_classes(
     inputs: &Inputs<'_, '_>,
     policy: &NetworkPolicy,
     rule: &Rule,
     direction: Direction,
-    group: &Group,
-    add: &mut impl FnMut(u32, PortKey),
-) {
-    let admitted = admitted_classes(inputs, policy, rule);
-    for item in port_items(&rule.ports) {
-        match item {
-            PortItem::Keys(keys) => {
-                for &class_id in &admitted {
-                    for key in &keys {
-                        add(class_id, *key);
-                    }
-                }
-            }
-            PortItem::Named(name, protocol) => match direction {
-                Direction::Ingress => {
-                    let numbers = group.ingress_ports.get(&(name.to_string(), protocol));
-                    for &class_id in &admitted {
-                        for key in number_keys(protocol, numbers.into_iter().flatten()) {
-                            add(class_id, key);
-                        }
-                    }
-                }
-                Direction::Egress => {
-                    let Some(name_id) = inputs.applied.egress_name_id(name, protocol) else {
-                        continue;
-                    };
-                    for &class_id in &admitted {
-                        let numbers: Vec<u16> =
-                            inputs.classes.egress_numbers(class_id, name_id).collect();
-                        for key in number_keys(protocol, &numbers) {
-                            add(class_id, key);
-                        }
-                    }
-                }
-            },
-        }
-    }
-}
-
-/// The classes a rule admits: every class (and `CLASS_WORLD`) for `Peers::All`,
-/// else those one of its peers admits (none for `Peer::Invalid`).
-fn admitted_classes(inputs: &Inputs<'_, '_>, policy: &NetworkPolicy, rule: &Rule) -> BTreeSet<u32> {
+) -> BTreeSet<u32> {
     match &rule.peers {
-        Peers::All => inputs.classes.all().collect(),
         Peers::Only(peers) => peers
             .iter()
             .filter_map(|peer| inputs.applied.peer_id(policy, peer))
             .flat_map(|id: PeerId| inputs.classes.admitted_by(id).iter().copied())
             .collect(),
+        Peers::All if direction == Direction::Egress => port_items(&rule.ports)
+            .into_iter()
+            .filter_map(|item| match item {
+                PortItem::Named(name, protocol) => inputs.applied.egress_name_id(name, protocol),
+                PortItem::Keys(_) => None,
+            })
+            .flat_map(|name_id| inputs.classes.resolving(name_id))
+            .collect(),
+        Peers::All => BTreeSet::new(),
     }
 }

@@ -18,12 +18,16 @@
 //! set holding the range edges. Each pod side is looked up in its own node's tables.
 //! Empty and absent from/to/ports are one value in the model (`Peers::All`, no
 //! ports), so generating none covers both.
+//!
+//! A second property compiles the same clusters within budgets they overflow
+//! (`TINY`): each node's tables stay within them and agree with the evaluator on
+//! the state without the rules of the policies that node refused.
 
 use std::net::IpAddr;
 
 use proptest::{collection::vec, prelude::*, sample::select};
 
-use super::compile;
+use super::compile_with;
 use crate::{
     model::{
         builders::{cluster, namespace, netpol, pod, rule, selector, service},
@@ -31,6 +35,7 @@ use crate::{
         SelectorOperator, NAMESPACE_NAME_LABEL,
     },
     policy::{
+        capacity::{without_refused_rules, Budgets},
         evaluator::{evaluate, Endpoint, Query, SideVerdict},
         tables::{DatapathTables, Direction, TableVerdict},
     },
@@ -308,16 +313,29 @@ fn sides(state: &ClusterState) -> Vec<Side> {
     out
 }
 
-/// The tables of both nodes.
-fn node_tables(state: &ClusterState) -> [DatapathTables; 2] {
+/// The tables of both nodes, within `budgets`.
+fn node_tables(state: &ClusterState, budgets: &Budgets) -> [DatapathTables; 2] {
     [0, 1].map(|node| {
         let name = format!("n{node}");
         let addresses: Vec<IpAddr> = NODES[node].iter().map(|text| parse(text)).collect();
-        compile(state, &addresses, |pod| {
-            pod.node_name.as_deref() == Some(name.as_str())
-        })
+        compile_with(
+            state,
+            &addresses,
+            |pod| pod.node_name.as_deref() == Some(name.as_str()),
+            budgets,
+        )
     })
 }
+
+/// Budgets so small that generated clusters overflow them: a policy may take half
+/// of each (two rules, six rule sets or entries), the node a dozen entries.
+const TINY: Budgets = Budgets {
+    rules: 4,
+    rule_sets: 12,
+    policy_entries: 12,
+    peers: 1 << 20,
+    per_policy_share: 2,
+};
 
 /// What one side (egress at the source's veth, ingress at the destination's) does
 /// with a new flow.
@@ -355,11 +373,13 @@ impl Passage {
 type Passages = (Passage, Passage);
 
 /// Every query between addresses of one family with a pod side: (query, the
-/// evaluator's passages, the tables' passages).
+/// evaluator's passages, the tables' passages). Each node's side is evaluated on
+/// `state` without the rules its tables refused.
 fn verdicts(
     state: &ClusterState,
     tables: &[DatapathTables; 2],
 ) -> Vec<(Query, Passages, Passages)> {
+    let effective = [0, 1].map(|node| without_refused_rules(state, &tables[node].refusals));
     let sides = sides(state);
     let mut out = Vec::new();
     for src in &sides {
@@ -397,13 +417,15 @@ fn verdicts(
                         protocol,
                         port,
                     };
-                    let verdict = evaluate(state, &query);
+                    let on = |side: &Side| &effective[side.pod.as_ref().map_or(0, |(_, n)| *n)];
+                    let egress_verdict = evaluate(on(src), &query).egress;
+                    let ingress_verdict = evaluate(on(dst), &query).ingress;
                     let expected = (
-                        Passage::of_evaluator(&verdict.egress),
+                        Passage::of_evaluator(&egress_verdict),
                         if from_own_node {
                             Passage::Passes
                         } else {
-                            Passage::of_evaluator(&verdict.ingress)
+                            Passage::of_evaluator(&ingress_verdict)
                         },
                     );
                     let decide = |side: Option<(&DatapathTables, &ObjectRef, _)>, direction| {
@@ -443,7 +465,29 @@ proptest! {
 
     #[test]
     fn compiled_tables_agree_with_the_evaluator_on_every_query(state in cluster_strategy()) {
-        let tables = node_tables(&state);
+        let tables = node_tables(&state, &Budgets::kernel());
+        prop_assert!(tables.iter().all(|t| t.refusals.is_empty()));
+        for (query, expected, compiled) in verdicts(&state, &tables) {
+            prop_assert_eq!(
+                compiled, expected,
+                "{:?}\nn0:\n{}\nn1:\n{}", query, tables[0], tables[1]
+            );
+        }
+    }
+
+    /// With budgets generated clusters overflow, each node's tables agree with the
+    /// evaluator on the state without the policies that node refused: a refused
+    /// policy only loses its allows (its pods fail closed), nothing else changes.
+    #[test]
+    fn tables_that_refused_policies_agree_with_the_evaluator_without_their_rules(
+        state in cluster_strategy()
+    ) {
+        let tables = node_tables(&state, &TINY);
+        for t in &tables {
+            prop_assert!(t.counted_rules().len() <= TINY.rules, "{}", t);
+            prop_assert!(t.rule_sets.len() <= TINY.rule_sets, "{}", t);
+            prop_assert!(t.policy_entries() <= TINY.policy_entries, "{}", t);
+        }
         for (query, expected, compiled) in verdicts(&state, &tables) {
             prop_assert_eq!(
                 compiled, expected,

@@ -3,6 +3,7 @@
 
 mod addresses;
 mod audit;
+mod capacity;
 mod ip_blocks;
 mod ports;
 mod size;
@@ -10,9 +11,9 @@ mod size;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use policy_common::peer::CLASS_WORLD;
+use policy_common::{peer::CLASS_WORLD, policy::RULE_SET_ANY_CLASS};
 
-use super::compile;
+use super::{compile, compile_with};
 use crate::{
     model::{
         builders::{cluster, netpol, pod, rule, selector, service, ClusterBuilder},
@@ -206,16 +207,19 @@ fn a_rule_entry_exists_per_admitted_class_and_port() {
             port: Some(crate::policy::tables::PortBlock::single(80)),
         })
         .collect();
-    assert_eq!(tables.policy.keys().copied().collect::<Vec<_>>(), expected);
+    assert_eq!(
+        tables.allow_entries().keys().copied().collect::<Vec<_>>(),
+        expected
+    );
     let rule = RuleRef {
         policy_id: 0,
         rule_index: 0,
     };
-    assert!(tables.policy.values().all(|r| *r == rule));
+    assert!(tables.allow_entries().values().all(|r| *r == rule));
 }
 
 #[test]
-fn peers_all_admits_world_and_every_class_and_empty_ports_admit_every_protocol() {
+fn peers_all_admits_every_class_through_the_any_class_set_and_empty_ports_admit_every_protocol() {
     let policy = netpol("prod", "web")
         .select(sel("app", "web"))
         .ingress(rule().from_pods(sel("app", "db")).build())
@@ -224,19 +228,36 @@ fn peers_all_admits_world_and_every_class_and_empty_ports_admit_every_protocol()
     let web = tables.endpoints[&key("prod/web-1")].endpoint_id;
     let db_class = class(&tables, "10.0.0.5");
     let keys: Vec<(u32, Option<u8>, Option<u16>)> = tables
-        .policy
+        .allow_entries()
         .keys()
         .inspect(|k| assert_eq!(k.endpoint_id, web))
         .map(|k| (k.class_id, k.protocol, k.port.map(|p| p.first)))
         .collect();
+    // The rule without peers is one any-class entry, not one per class; the db
+    // class, which the first rule names, holds it too.
     assert_eq!(
         keys,
         vec![
-            (CLASS_WORLD, Some(17), None),
             (db_class, None, None),
-            (db_class, Some(17), None)
+            (db_class, Some(17), None),
+            (RULE_SET_ANY_CLASS, Some(17), None),
         ]
     );
+    for (peer, protocol, allowed) in [
+        ("8.8.8.8", 17, true),
+        ("8.8.8.8", 6, false),
+        ("10.0.0.3", 17, true),
+        ("10.0.0.5", 6, true),
+    ] {
+        let verdict = tables.lookup(
+            &key("prod/web-1"),
+            Direction::Ingress,
+            ip(peer),
+            protocol,
+            80,
+        );
+        assert_eq!(verdict.is_some(), allowed, "{peer} protocol {protocol}");
+    }
 }
 
 #[test]
@@ -341,7 +362,7 @@ fn invalid_input_fails_closed_with_one_diagnostic_naming_policy_and_field() {
     // Only the client class on 443 is left.
     let client = class(&tables, "10.0.0.3");
     let keys: Vec<(u32, Direction, Option<u8>, Option<u16>)> =
-        tables.policy.keys().map(|k| (k.class_id, k.direction, k.protocol, k.port.map(|p| p.first))).collect();
+        tables.allow_entries().keys().map(|k| (k.class_id, k.direction, k.protocol, k.port.map(|p| p.first))).collect();
     assert_eq!(keys, vec![(client, Direction::Ingress, Some(6), Some(443))]);
     for port in [80, 85, 90, 8080, 9] {
         assert!(!allows(&tables, "prod/web-3", Direction::Ingress, "10.0.0.3", port), "port {port}");

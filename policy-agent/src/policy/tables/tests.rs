@@ -79,7 +79,7 @@ fn lookup_follows_isolation_node_and_the_longest_port_match() {
         policy_id: 0,
         rule_index,
     };
-    tables.policy = BTreeMap::from([
+    for (m, r) in [
         (key(1, Some(6), Some(PortBlock::single(80))), rule(0)),
         (
             key(
@@ -94,7 +94,9 @@ fn lookup_follows_isolation_node_and_the_longest_port_match() {
         ),
         (key(1, Some(17), None), rule(2)),
         (key(2, None, None), rule(3)),
-    ]);
+    ] {
+        tables.allow(m, r);
+    }
     let lookup =
         |peer, protocol, port| tables.lookup(&web(), Direction::Ingress, ip(peer), protocol, port);
     assert_eq!(lookup("10.9.9.9", 6, 80), Some(Some(rule(0))));

@@ -8,7 +8,7 @@ use k8s_openapi::{
     Metadata, Resource,
 };
 
-use super::{ConvertError, Result};
+use super::{caps::OVER_CAP_POLICY, ConvertError, Result};
 use crate::model::{self, ClusterState, ObjectRef};
 
 /// A Kubernetes kind the model holds (Namespace, Pod, Service, NetworkPolicy).
@@ -19,10 +19,18 @@ pub trait ApiKind: Resource + Metadata<Ty = ObjectMeta> {
     /// Converts the object (the functions of `convert`).
     fn convert(&self) -> Result<Self::Model>;
 
-    /// What stands in for this object when `convert` fails, if anything. Only a
-    /// NetworkPolicy has a stand-in (fail closed, see
-    /// `convert::network_policy_fail_closed`); other kinds are left out.
-    fn fail_closed(&self) -> Option<Self::Model> {
+    /// What stands in for this object when `convert` fails with `error`, if
+    /// anything, and what that means for a message (fail closed): a
+    /// NetworkPolicy's stand-in (`convert::network_policy_fail_closed`); for an
+    /// object over a cap (`caps`), a Pod's address-less stub, a Namespace with only
+    /// its name label, a Service's ClusterIP alone. Otherwise it is left out.
+    fn fail_closed(&self, _error: &ConvertError) -> Option<(Self::Model, &'static str)> {
+        None
+    }
+
+    /// The namespace whose every pod `error` isolates (`caps::OVER_CAP_POLICY`),
+    /// if any: a Pod's or a Namespace's over a cap.
+    fn isolates_namespace(&self, _error: &ConvertError) -> Option<String> {
         None
     }
 
@@ -55,19 +63,69 @@ fn name_or_placeholder(meta: &ObjectMeta) -> &str {
         .unwrap_or("(no name)")
 }
 
-/// Why an object was left out of (or stood in for in) a state: `describe` and the
-/// conversion error, plus what happened instead for a NetworkPolicy.
-pub fn conversion_error<K: ApiKind>(object: &K, error: &ConvertError, stand_in: bool) -> String {
-    let mut message = format!("{}: {error}", object.describe());
-    if stand_in {
-        message.push_str(
-            "; every pod of its namespace is isolated in the directions it names (both if \
-             unknown) and this policy allows nothing (fail closed)",
-        );
-    } else {
-        message.push_str("; the object is left out");
+/// Why an object was left out of (or stood in for in) a state: `describe`, the
+/// conversion error and what happened instead (`outcome`, from `fail_closed`).
+pub fn conversion_error<K: ApiKind>(
+    object: &K,
+    error: &ConvertError,
+    outcome: Option<&str>,
+) -> String {
+    format!(
+        "{}: {error}; {}",
+        object.describe(),
+        outcome.unwrap_or("the object is left out")
+    )
+}
+
+/// What a NetworkPolicy's stand-in means.
+const POLICY_STAND_IN: &str = "every pod of its namespace is isolated in the directions it \
+                               names (both if unknown) and this policy allows nothing (fail \
+                               closed)";
+/// What an address-less stub means.
+const STUB: &str = "the pod stands in without addresses or labels, and every pod of its \
+                    namespace is isolated both ways with no allow from podwall (fail closed)";
+/// What a Namespace over a cap means.
+const NAMESPACE_STUB: &str = "the namespace stands in with only its name label, its pods \
+                              without addresses or labels, and every pod of it is isolated \
+                              both ways with no allow from podwall (fail closed)";
+/// What a Service over a cap means.
+const SERVICE_STUB: &str = "the Service stands in with its ClusterIP alone";
+
+/// The policy `caps::OVER_CAP_POLICY` of `namespace`: every pod there isolated
+/// both ways, no rules.
+pub fn over_cap_policy(namespace: &str) -> model::NetworkPolicy {
+    model::NetworkPolicy {
+        key: ObjectRef::new(namespace, OVER_CAP_POLICY),
+        pod_selector: model::LabelSelector::default(),
+        policy_types: model::PolicyTypes {
+            ingress: true,
+            egress: true,
+        },
+        ingress: Vec::new(),
+        egress: Vec::new(),
+        mode: model::PolicyMode::Enforce,
     }
-    message
+}
+
+/// Whether `error` is an object over a cap.
+fn over_cap(error: &ConvertError) -> bool {
+    matches!(error, ConvertError::OverCap { .. })
+}
+
+/// A Pod over a cap as a stub: its name, node, hostNetwork and phase, nothing a
+/// selector or a peer lookup can match.
+pub fn pod_stub(pod: &core::Pod) -> Option<model::Pod> {
+    let key = super::object_ref(&pod.metadata).ok()?;
+    let spec = pod.spec.as_ref();
+    Some(model::Pod {
+        key,
+        labels: model::Labels::new(),
+        ips: Vec::new(),
+        node_name: spec.and_then(|spec| spec.node_name.clone()),
+        host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
+        ports: Vec::new(),
+        finished: super::finished(pod.status.as_ref()),
+    })
 }
 
 impl ApiKind for core::Namespace {
@@ -75,6 +133,16 @@ impl ApiKind for core::Namespace {
 
     fn convert(&self) -> Result<Self::Model> {
         super::namespace(self)
+    }
+
+    fn fail_closed(&self, error: &ConvertError) -> Option<(Self::Model, &'static str)> {
+        let name = self.metadata.name.as_deref().filter(|n| !n.is_empty())?;
+        over_cap(error).then(|| (model::Namespace::implicit(name), NAMESPACE_STUB))
+    }
+
+    fn isolates_namespace(&self, error: &ConvertError) -> Option<String> {
+        let name = self.metadata.name.as_deref().filter(|n| !n.is_empty())?;
+        over_cap(error).then(|| name.to_string())
     }
 
     fn key(model: &Self::Model) -> ObjectRef {
@@ -97,6 +165,18 @@ impl ApiKind for core::Pod {
         super::pod(self)
     }
 
+    fn fail_closed(&self, error: &ConvertError) -> Option<(Self::Model, &'static str)> {
+        if !over_cap(error) {
+            return None;
+        }
+        pod_stub(self).map(|stub| (stub, STUB))
+    }
+
+    fn isolates_namespace(&self, error: &ConvertError) -> Option<String> {
+        let key = super::object_ref(&self.metadata).ok()?;
+        over_cap(error).then_some(key.namespace)
+    }
+
     fn key(model: &Self::Model) -> ObjectRef {
         model.key.clone()
     }
@@ -111,6 +191,25 @@ impl ApiKind for core::Service {
 
     fn convert(&self) -> Result<Self::Model> {
         super::service(self)
+    }
+
+    fn fail_closed(&self, error: &ConvertError) -> Option<(Self::Model, &'static str)> {
+        if !over_cap(error) {
+            return None;
+        }
+        let key = super::object_ref(&self.metadata).ok()?;
+        let cluster_ip = self
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.cluster_ip.as_deref())
+            .and_then(|ip| ip.parse().ok());
+        let stub = model::Service {
+            key,
+            selector: None,
+            cluster_ip,
+            ports: Vec::new(),
+        };
+        Some((stub, SERVICE_STUB))
     }
 
     fn key(model: &Self::Model) -> ObjectRef {
@@ -129,8 +228,8 @@ impl ApiKind for net::NetworkPolicy {
         super::network_policy(self)
     }
 
-    fn fail_closed(&self) -> Option<Self::Model> {
-        super::network_policy_fail_closed(self)
+    fn fail_closed(&self, _error: &ConvertError) -> Option<(Self::Model, &'static str)> {
+        super::network_policy_fail_closed(self).map(|stand_in| (stand_in, POLICY_STAND_IN))
     }
 
     fn key(model: &Self::Model) -> ObjectRef {

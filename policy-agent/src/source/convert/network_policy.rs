@@ -23,6 +23,7 @@ pub const MODE_ANNOTATION: &str = "podwall.io/mode";
 /// an absent podSelector selecting every pod, empty and absent lists folded; the
 /// mode comes from the `podwall.io/mode` annotation (see `mode`).
 pub fn network_policy(np: &net::NetworkPolicy) -> Result<NetworkPolicy> {
+    super::caps::network_policy(np)?;
     let key = object_ref(&np.metadata)?;
     let (mode, mode_warning) = mode(&key, np.metadata.annotations.as_ref());
     if let Some(warning) = mode_warning {

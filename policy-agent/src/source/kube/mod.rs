@@ -49,6 +49,10 @@ pub struct SourceSnapshot {
     /// NetworkPolicy listed here is in `state` as its fail-closed stand-in
     /// (`convert::network_policy_fail_closed`); other kinds are left out.
     pub conversion_errors: Vec<String>,
+    /// Objects over a cap (`convert::caps`), by kind (`Pod`, `NetworkPolicy`, ...):
+    /// each stands in fail-closed and has its line in `conversion_errors` (or a
+    /// kind over its count cap one line for all).
+    pub over_cap: std::collections::BTreeMap<&'static str, usize>,
     /// When the newest event that changed `state` arrived (`None` before the first
     /// state): the start of the event-to-programmed latency.
     pub changed: Option<Instant>,

@@ -12,7 +12,10 @@ use tokio::sync::{mpsc::UnboundedReceiver, watch::Sender};
 use super::{watch::Notice, SourceSnapshot};
 use crate::{
     model::ClusterState,
-    source::{convert::ApiKind, state::StateBuilder},
+    source::{
+        convert::ApiKind,
+        state::{OverCapCounts, StateBuilder},
+    },
 };
 
 /// The reflector stores of the watched kinds.
@@ -35,14 +38,15 @@ fn kinds() -> [&'static str; 4] {
 
 impl Stores {
     /// Converts every stored object (the one conversion point, through
-    /// `StateBuilder`): the state and the conversion errors.
-    pub fn build(&self) -> (ClusterState, Vec<String>) {
+    /// `StateBuilder`): the state, the conversion errors and the objects over a
+    /// cap by kind.
+    pub fn build(&self) -> (ClusterState, Vec<String>, OverCapCounts) {
         let mut builder = StateBuilder::default();
         add_all(&mut builder, &self.namespaces);
         add_all(&mut builder, &self.pods);
         add_all(&mut builder, &self.policies);
         add_all(&mut builder, &self.services);
-        builder.finish()
+        builder.finish_counted()
     }
 }
 
@@ -142,7 +146,7 @@ fn next_snapshot(
     if next.synced {
         if let Some(changed) = batch.changed {
             let started = Instant::now();
-            let (state, errors) = stores.build();
+            let (state, errors, over_cap) = stores.build();
             tracing::debug!(
                 pods = state.pods.len(),
                 policies = state.policies.len(),
@@ -160,6 +164,7 @@ fn next_snapshot(
                 tracing::warn!(%error, "object could not be converted");
             }
             next.conversion_errors = errors;
+            next.over_cap = over_cap;
         }
     }
     next
@@ -173,5 +178,6 @@ fn same(a: &SourceSnapshot, b: &SourceSnapshot) -> bool {
         && a.stale == b.stale
         && a.last_error == b.last_error
         && a.conversion_errors == b.conversion_errors
+        && a.over_cap == b.over_cap
         && a.changed == b.changed
 }

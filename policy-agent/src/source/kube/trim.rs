@@ -6,19 +6,33 @@
 //!
 //! Every function keeps exactly the fields its `convert` counterpart reads; the unit
 //! tests check that converting a trimmed object gives what converting the original
-//! gives.
+//! gives. An object over a cap (`convert::caps`) keeps only what its fail-closed
+//! stand-in needs and the reason (`caps::mark`), so the store never holds it whole.
 
 use k8s_openapi::{
     api::{core::v1 as core, networking::v1 as net},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
-use crate::source::convert::{ALLOW_TUNNELS_ANNOTATION, MODE_ANNOTATION};
+use crate::source::convert::{caps, ALLOW_TUNNELS_ANNOTATION, MODE_ANNOTATION};
 
 /// Keeps a Pod's name, namespace and labels; `spec.nodeName`, `spec.hostNetwork`
 /// and each container's `ports` only (the container's name too: the API requires
 /// it); `status.phase`, `status.podIP` and `status.podIPs`.
 pub fn pod(pod: &mut core::Pod) {
+    if let Err(error) = caps::pod(pod) {
+        caps::mark(&mut pod.metadata, &error, None);
+        pod.spec = pod.spec.take().map(|spec| core::PodSpec {
+            node_name: spec.node_name,
+            host_network: spec.host_network,
+            ..core::PodSpec::default()
+        });
+        pod.status = pod.status.take().map(|status| core::PodStatus {
+            phase: status.phase,
+            ..core::PodStatus::default()
+        });
+        return;
+    }
     metadata(&mut pod.metadata, true, None);
     pod.spec = pod.spec.take().map(|spec| core::PodSpec {
         node_name: spec.node_name,
@@ -44,7 +58,10 @@ pub fn pod(pod: &mut core::Pod) {
 
 /// Keeps a Namespace's name, labels and the `podwall.io/allow-tunnels` annotation.
 pub fn namespace(ns: &mut core::Namespace) {
-    metadata(&mut ns.metadata, true, Some(ALLOW_TUNNELS_ANNOTATION));
+    match caps::namespace(ns) {
+        Err(error) => caps::mark(&mut ns.metadata, &error, None),
+        Ok(()) => metadata(&mut ns.metadata, true, Some(ALLOW_TUNNELS_ANNOTATION)),
+    }
     ns.spec = None;
     ns.status = None;
 }
@@ -52,6 +69,15 @@ pub fn namespace(ns: &mut core::Namespace) {
 /// Keeps a Service's name and namespace; `spec.selector`, `spec.clusterIP` and each
 /// port's name, port, targetPort and protocol.
 pub fn service(svc: &mut core::Service) {
+    if let Err(error) = caps::service(svc) {
+        caps::mark(&mut svc.metadata, &error, None);
+        svc.spec = svc.spec.take().map(|spec| core::ServiceSpec {
+            cluster_ip: spec.cluster_ip,
+            ..core::ServiceSpec::default()
+        });
+        svc.status = None;
+        return;
+    }
     metadata(&mut svc.metadata, false, None);
     svc.spec = svc.spec.take().map(|spec| core::ServiceSpec {
         selector: spec.selector,
@@ -76,7 +102,32 @@ pub fn service(svc: &mut core::Service) {
 /// Keeps a NetworkPolicy's name, namespace, the `podwall.io/mode` annotation and
 /// the whole spec.
 pub fn network_policy(np: &mut net::NetworkPolicy) {
+    if let Err(error) = caps::network_policy(np) {
+        caps::mark(&mut np.metadata, &error, Some(MODE_ANNOTATION));
+        // The stand-in isolates the directions the policy names: spelled out, as
+        // the defaulting that reads the rules cannot once they are gone.
+        np.spec = np.spec.take().map(|spec| net::NetworkPolicySpec {
+            policy_types: Some(explicit_policy_types(&spec)),
+            ..net::NetworkPolicySpec::default()
+        });
+        return;
+    }
     metadata(&mut np.metadata, false, Some(MODE_ANNOTATION));
+}
+
+/// `spec.policyTypes` as given, else as the API server defaults them (Ingress,
+/// and Egress when there are egress rules).
+fn explicit_policy_types(spec: &net::NetworkPolicySpec) -> Vec<String> {
+    match spec.policy_types.as_deref() {
+        Some(types) if !types.is_empty() => types.to_vec(),
+        _ => {
+            let mut types = vec!["Ingress".to_string()];
+            if spec.egress.as_ref().is_some_and(|rules| !rules.is_empty()) {
+                types.push("Egress".to_string());
+            }
+            types
+        }
+    }
 }
 
 /// Keeps name and namespace, the labels if `labels`, and the annotation

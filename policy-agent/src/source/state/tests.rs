@@ -12,6 +12,7 @@ use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
 use serde_json::json;
 
 use super::*;
+use crate::source::state::OverCapCounts;
 use crate::{
     model::{LabelSelector, ObjectRef, PolicyMode, PolicyTypes, Protocol},
     policy::{
@@ -210,4 +211,142 @@ fn the_compiled_tables_drop_what_the_stand_in_isolates() {
     assert!(tables
         .lookup(&key("other/client"), Direction::Ingress, web, 6, 80)
         .is_some());
+}
+
+/// `pod`, with `labels` labels more than `caps::MAX_LABELS` allows when `over`.
+fn labelled(namespace: &str, name: &str, ip: &str, over: bool) -> core::Pod {
+    let mut pod = pod(namespace, name, ip);
+    if over {
+        let labels = pod.metadata.labels.get_or_insert_with(Default::default);
+        for i in 0..crate::source::convert::caps::MAX_LABELS {
+            labels.insert(format!("extra-{i}"), "x".into());
+        }
+    }
+    pod
+}
+
+/// A policy in `other` admitting TCP 80 to every pod there from pods whose `app`
+/// is not `evil`, in namespaces whose `team` is not `evil`: a pod or namespace
+/// whose labels were dropped would match it.
+fn not_evil() -> net::NetworkPolicy {
+    from_json(json!({
+        "metadata": {"name": "not-evil", "namespace": "other"},
+        "spec": {"podSelector": {}, "ingress": [{"from": [{
+            "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["evil"]}]},
+            "podSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["evil"]}]}
+        }], "ports": [{"port": 80}]}]}
+    }))
+}
+
+#[test]
+fn a_pod_over_a_cap_is_an_address_less_stub_and_its_namespace_is_isolated() {
+    let mut builder = StateBuilder::default();
+    builder.add_or_record(&labelled("prod", "evil", "10.0.0.3", true));
+    builder.add_or_record(&pod("prod", "web", "10.0.0.1"));
+    builder.add_or_record(&pod("other", "client", "10.0.1.1"));
+    builder.add_or_record(&not_evil());
+    let (state, errors, over_cap) = builder.finish_counted();
+    assert_eq!(
+        errors,
+        [
+            "Pod prod/evil: metadata.labels: 257 labels, over the cap of 256; the pod stands in \
+          without addresses or labels, and every pod of its namespace is isolated both ways \
+          with no allow from podwall (fail closed)"
+        ]
+    );
+    assert_eq!(over_cap, OverCapCounts::from([("Pod", 1)]));
+    let stub = state.pods.get(&key("prod/evil")).expect("the stub");
+    assert!(stub.ips.is_empty() && stub.labels.is_empty());
+    assert_eq!(
+        stub.node_name.as_deref(),
+        Some("node-a"),
+        "still scheduled there"
+    );
+    let isolating = state
+        .policies
+        .get(&key("prod/podwall:over-cap"))
+        .expect("the namespace's isolation");
+    assert!(isolating.policy_types.ingress && isolating.policy_types.egress);
+    // Its old address is no pod: the NotIn selectors cannot admit it.
+    let from_old_address = Query {
+        src: Endpoint::Address("10.0.0.3".parse().expect("ip")),
+        ..query("prod/web", "other/client")
+    };
+    assert!(!evaluate(&state, &from_old_address).allowed);
+    // Its namespace is isolated both ways; other namespaces are not touched.
+    assert!(!evaluate(&state, &query("other/client", "prod/web")).allowed);
+    assert!(!evaluate(&state, &query("prod/web", "other/client")).allowed);
+    let tables = compile(&state, &[], |pod| {
+        pod.node_name.as_deref() == Some("node-a")
+    });
+    assert!(
+        !tables.endpoints.contains_key(&key("prod/evil")),
+        "never an endpoint"
+    );
+}
+
+#[test]
+fn a_namespace_over_a_cap_stubs_every_pod_of_it() {
+    let mut team: core::Namespace = from_json(json!({
+        "metadata": {"name": "prod", "labels": {"team": "evil"}}
+    }));
+    let labels = team.metadata.labels.get_or_insert_with(Default::default);
+    labels.insert("k".into(), "v".repeat(64));
+    let mut builder = StateBuilder::default();
+    builder.add_or_record(&team);
+    builder.add_or_record(&pod("prod", "web", "10.0.0.1"));
+    builder.add_or_record(&pod("other", "client", "10.0.1.1"));
+    builder.add_or_record(&not_evil());
+    let (state, errors, over_cap) = builder.finish_counted();
+    assert_eq!(over_cap, OverCapCounts::from([("Namespace", 1)]));
+    assert!(
+        errors[0].starts_with("Namespace prod: metadata.labels[\"k\"]: 64 bytes of value"),
+        "{errors:?}"
+    );
+    let web = state.pods.get(&key("prod/web")).expect("the stub");
+    assert!(web.ips.is_empty() && web.labels.is_empty());
+    // With the namespace's labels unknown, team NotIn [evil] must not admit it.
+    let from_web = Query {
+        src: Endpoint::Address("10.0.0.1".parse().expect("ip")),
+        ..query("prod/web", "other/client")
+    };
+    assert!(!evaluate(&state, &from_web).allowed);
+}
+
+#[test]
+fn objects_past_a_count_cap_stand_in_as_over_cap_ones_in_key_order() {
+    let mut builder = StateBuilder::with_count_caps(10, 2, 10, 1);
+    for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")] {
+        builder.add_or_record(&pod("prod", name, ip));
+    }
+    builder.add_or_record(&not_evil());
+    builder.add_or_record(&bad_policy(
+        json!({"metadata": {"name": "a-first"}, "spec": {"ingress": []}}),
+    ));
+    let (state, errors, over_cap) = builder.finish_counted();
+    assert_eq!(
+        over_cap,
+        OverCapCounts::from([("NetworkPolicy", 1), ("Pod", 1)])
+    );
+    assert!(
+        state.pods[&key("prod/c")].ips.is_empty(),
+        "the last pod by name"
+    );
+    assert!(!state.pods[&key("prod/b")].ips.is_empty());
+    // `prod/a-first` sorts after `other/not-evil`: it is past the cap of one.
+    let stand_in = &state.policies[&key("prod/a-first")];
+    assert!(stand_in.ingress.is_empty() && stand_in.policy_types.egress);
+    assert!(!state.policies[&key("other/not-evil")].ingress.is_empty());
+    assert!(state.policies.contains_key(&key("prod/podwall:over-cap")));
+    assert_eq!(
+        errors,
+        [
+            "NetworkPolicies: 2 in the cluster, over the cap of 1 handled; the last 1 by \
+             namespace/name isolate every pod of their namespace both ways and allow nothing \
+             (fail closed)",
+            "Pods: 3 in the cluster, over the cap of 2 handled; the last 1 by namespace/name \
+             stand in without addresses or labels, and their namespaces are isolated both \
+             ways (fail closed)",
+        ]
+    );
 }

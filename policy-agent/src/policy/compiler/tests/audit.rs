@@ -137,11 +137,11 @@ fn beside_an_enforce_mode_policy_audit_ones_leave_no_trace_in_that_direction() {
     // The entries are those of the enforced policy alone.
     let named = |tables: &DatapathTables| -> Vec<(PolicyMatch, String, u32)> {
         tables
-            .policy
-            .iter()
+            .allow_entries()
+            .into_iter()
             .map(|(m, rule)| {
                 let name = tables.policy_names[rule.policy_id as usize].to_string();
-                (*m, name, rule.rule_index)
+                (m, name, rule.rule_index)
             })
             .collect()
     };

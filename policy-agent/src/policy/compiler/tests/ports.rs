@@ -135,8 +135,11 @@ fn end_port_ranges_admit_exactly_their_ports_up_to_both_edges() {
 #[test]
 fn the_full_range_is_the_one_every_port_key_of_its_protocol() {
     let tables = web_ingress(rule().port_range(0, 65535, Sctp).build());
-    let ports: Vec<(Option<u8>, Option<PortBlock>)> =
-        tables.policy.keys().map(|k| (k.protocol, k.port)).collect();
+    let ports: Vec<(Option<u8>, Option<PortBlock>)> = tables
+        .allow_entries()
+        .keys()
+        .map(|k| (k.protocol, k.port))
+        .collect();
     assert_eq!(
         ports,
         vec![(Some(132), None)],

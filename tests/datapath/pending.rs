@@ -1,0 +1,190 @@
+//! Interfaces no pod of the tables owns (a new veth before its pod is known): the
+//! extra `ENDPOINTS` entry `apply` writes for them, and `add_endpoints`, which puts
+//! one on top of the active bank when there are no tables of the agent's own to
+//! write (an adopted datapath whose first sync failed).
+
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicU16, Ordering},
+};
+
+use policy_agent::{
+    dataplane::{BankContent, Hook},
+    model::ObjectRef,
+    policy::tables::EndpointEntry,
+};
+use policy_common::endpoint::PENDING_ENDPOINT_ID;
+
+use super::{
+    net::Net,
+    pods::{self, syn, CLIENT_V4, SERVER_V4},
+    tables::Tables,
+};
+
+/// Source ports, fresh for every frame (a SYN is decided afresh anyway).
+static SPORT: AtomicU16 = AtomicU16::new(44000);
+
+fn sport() -> u16 {
+    SPORT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn read_banks(net: &mut Net) -> [BankContent; 2] {
+    net.datapath
+        .read_banks()
+        .unwrap_or_else(|e| panic!("read banks: {e}"))
+}
+
+fn active_in_kernel(net: &mut Net) -> u32 {
+    net.datapath
+        .read_active_bank()
+        .unwrap_or_else(|e| panic!("read ACTIVE: {e}"))
+}
+
+#[test]
+fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry() {
+    let mut net = pods::server_and_client();
+    let tables = Tables::new(&net).unregistered("client").build();
+    let client = net.ifindex("client");
+    let interfaces: BTreeMap<ObjectRef, u32> = net
+        .interfaces
+        .iter()
+        .filter(|(_, ifindex)| **ifindex != client)
+        .map(|(pod, ifindex)| (pod.clone(), *ifindex))
+        .collect();
+    let pending = EndpointEntry {
+        endpoint_id: PENDING_ENDPOINT_ID,
+        isolated_ingress: true,
+        ..EndpointEntry::default()
+    };
+    let into_client = |net: &mut Net| {
+        let frame = syn(SERVER_V4, CLIENT_V4, sport(), 80);
+        net.run(Hook::PodIngress, "client", 0, &frame).passed
+    };
+    let out_of_client = |net: &mut Net| {
+        let frame = syn(CLIENT_V4, SERVER_V4, sport(), 80);
+        net.run(Hook::PodEgress, "client", 0, &frame).passed
+    };
+    let apply = |net: &mut Net, extra: &BTreeMap<u32, EndpointEntry>| {
+        net.datapath
+            .apply(&tables, &interfaces, extra)
+            .unwrap_or_else(|e| panic!("apply: {e}"))
+    };
+
+    // Without an entry the interface is unknown: everything drops.
+    apply(&mut net, &BTreeMap::new());
+    let before = net.stats();
+    assert!(!into_client(&mut net));
+    assert_eq!(
+        net.stats().verdict_growth_since(&before),
+        [("drop_unknown_endpoint", 1)]
+    );
+
+    // Pending and isolated for ingress: ingress drops by policy (no POLICY entry
+    // names the pending id). Its egress is not isolated, but no address of it is
+    // registered, so its source counts as spoofed.
+    let report = apply(&mut net, &BTreeMap::from([(client, pending)]));
+    let banks = read_banks(&mut net);
+    let entry = banks[report.bank as usize].endpoints.get(&client).copied();
+    assert_eq!(entry.map(|e| e.endpoint_id), Some(PENDING_ENDPOINT_ID));
+    let before = net.stats();
+    assert!(!into_client(&mut net));
+    assert_eq!(
+        net.stats().verdict_growth_since(&before),
+        [("drop_policy", 1)]
+    );
+    assert!(
+        !out_of_client(&mut net),
+        "an unregistered source is spoofed"
+    );
+
+    // A pod of the tables on the same interface wins over the extra entry.
+    let registered = Tables::new(&net).build();
+    net.datapath
+        .apply(
+            &registered,
+            &net.interfaces.clone(),
+            &BTreeMap::from([(client, pending)]),
+        )
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    assert!(into_client(&mut net));
+    assert!(out_of_client(&mut net));
+}
+
+#[test]
+fn endpoints_added_without_tables_go_on_top_of_the_active_bank_in_one_flip() {
+    // The state an adopted datapath enforces when its agent's first sync fails:
+    // the client unknown, the server admitting the client on TCP 80 only.
+    let mut net = pods::server_and_client();
+    let tables = pods::server_admits_port_80(&net)
+        .unregistered("client")
+        .build();
+    let (server, client) = (net.ifindex("server"), net.ifindex("client"));
+    let interfaces: BTreeMap<ObjectRef, u32> = net
+        .interfaces
+        .iter()
+        .filter(|(_, ifindex)| **ifindex != client)
+        .map(|(pod, ifindex)| (pod.clone(), *ifindex))
+        .collect();
+    let first = net
+        .datapath
+        .apply(&tables, &interfaces, &BTreeMap::new())
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    let into_client = |net: &mut Net| {
+        let frame = syn(SERVER_V4, CLIENT_V4, sport(), 80);
+        net.run(Hook::PodIngress, "client", 0, &frame).passed
+    };
+    let before = net.stats();
+    assert!(!into_client(&mut net));
+    assert_eq!(
+        net.stats().verdict_growth_since(&before),
+        [("drop_unknown_endpoint", 1)]
+    );
+
+    // The client's veth appears: a pending entry isolated for ingress goes on
+    // top, nothing else changes, and ACTIVE flips once.
+    let pending = EndpointEntry {
+        endpoint_id: PENDING_ENDPOINT_ID,
+        isolated_ingress: true,
+        ..EndpointEntry::default()
+    };
+    let extra = BTreeMap::from([(client, pending), (server, pending)]);
+    let report = net
+        .datapath
+        .add_endpoints(&extra)
+        .unwrap_or_else(|e| panic!("add_endpoints: {e}"));
+    assert_ne!(report.bank, first.bank, "one flip");
+    assert_eq!(active_in_kernel(&mut net), report.bank);
+    let banks = read_banks(&mut net);
+    let (old, new) = (&banks[first.bank as usize], &banks[report.bank as usize]);
+    assert_eq!(
+        new.endpoints.get(&client).map(|e| e.endpoint_id),
+        Some(PENDING_ENDPOINT_ID)
+    );
+    assert_eq!(
+        new.endpoints.len(),
+        old.endpoints.len() + 1,
+        "only the new entry"
+    );
+    assert_eq!(new.addresses, old.addresses);
+    assert_eq!(
+        new.endpoints.get(&server),
+        old.endpoints.get(&server),
+        "an entry it had is kept"
+    );
+    assert_eq!(
+        (&new.policy, &new.rule_sets, &new.peers_v4),
+        (&old.policy, &old.rule_sets, &old.peers_v4)
+    );
+    let before = net.stats();
+    assert!(!into_client(&mut net));
+    assert_eq!(
+        net.stats().verdict_growth_since(&before),
+        [("drop_policy", 1)]
+    );
+    // Nothing new: nothing written, no flip.
+    let again = net
+        .datapath
+        .add_endpoints(&extra)
+        .unwrap_or_else(|e| panic!("add_endpoints: {e}"));
+    assert_eq!((again.bank, again.written), (report.bank, 0));
+}
