@@ -126,19 +126,33 @@ impl Datapath {
                 .entry(*ifindex)
                 .or_insert_with(|| keys::endpoint_value(entry));
         }
-        self.check_fits(&want)?;
+        Ok(self.install(&want, |_| Ok(()))?.0)
+    }
+
+    /// Makes `want` what the classifiers read, hole-free: refused before any write
+    /// if it does not fit one bank; when it differs from the active bank, waits out
+    /// the last flip's grace period, runs `before_write`, writes the idle bank and
+    /// flips. Returns the report and whether it flipped.
+    pub(super) fn install(
+        &mut self,
+        want: &BankContent,
+        before_write: impl FnOnce(&mut Self) -> Result<(), DataplaneError>,
+    ) -> Result<(ApplyReport, bool), DataplaneError> {
+        self.check_fits(want)?;
         let mut report = ApplyReport {
             bank: self.active,
             ..ApplyReport::default()
         };
-        if want != self.shadows[self.active as usize] {
-            self.quiesce.finish()?;
-            let target = other(self.active);
-            (report.written, report.removed) = self.write_bank(target, &want)?;
-            self.flip()?;
-            report.bank = target;
+        if *want == self.shadows[self.active as usize] {
+            return Ok((report, false));
         }
-        Ok(report)
+        self.quiesce.finish()?;
+        before_write(self)?;
+        let target = other(self.active);
+        (report.written, report.removed) = self.write_bank(target, want)?;
+        self.flip()?;
+        report.bank = target;
+        Ok((report, true))
     }
 
     /// Makes bank `bank` of every banked map hold `want`, writing only what differs

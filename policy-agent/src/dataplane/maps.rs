@@ -11,7 +11,7 @@ use aya::{
     Ebpf,
 };
 use policy_common::{
-    bank::{bank_of, other, ACTIVE_MAP, BANKS},
+    bank::{bank_of, ACTIVE_MAP, BANKS},
     config::{Config, CONFIG_MAP},
     counters::{
         TrafficCounter, DENY_COUNTERS_MAP, NO_COUNTER, RULE_COUNTERS_MAP, RULE_COUNTERS_MAX,
@@ -223,21 +223,12 @@ impl Datapath {
             })
             .collect();
         (want.peers_v4, want.peers_v6) = keys::peer_keys(&tables.peers);
-        self.check_fits(&want)?;
-
-        let mut report = ApplyReport {
-            bank: self.active,
-            ..ApplyReport::default()
-        };
-        if want != self.shadows[self.active as usize] {
-            self.quiesce.finish()?;
-            // Reused slots start from zero before any entry of their new rule can
-            // count in them.
-            self.zero_counters(RULE_COUNTERS_MAP, &reused)?;
-            let target = other(self.active);
-            (report.written, report.removed) = self.write_bank(target, &want)?;
-            self.flip()?;
-            report.bank = target;
+        // Reused slots start from zero before any entry of their new rule can count
+        // in them.
+        let (report, flipped) = self.install(&want, |datapath| {
+            datapath.zero_counters(RULE_COUNTERS_MAP, &reused)
+        })?;
+        if flipped {
             // Only an assignment that became active is worth keeping across a
             // restart.
             self.save_slots(&slots);

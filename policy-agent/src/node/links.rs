@@ -106,34 +106,28 @@ pub(super) fn describe_with_peer(message: &LinkMessage) -> (Link, Option<Peer>) 
 impl Netlink {
     /// Every link of the namespace, with the peer of each veth.
     pub(super) fn links_with_peers(&mut self) -> Result<Vec<(Link, Option<Peer>)>, NodeError> {
-        let replies = self.request(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            true,
-            &|| "link dump".to_string(),
-        )?;
-        Ok(replies
-            .iter()
-            .filter_map(|reply| match reply {
-                RouteNetlinkMessage::NewLink(link) => Some(describe_with_peer(link)),
-                _ => None,
-            })
+        Ok(self
+            .link_dump()?
+            .map(|link| describe_with_peer(&link))
             .collect())
     }
 
     /// Every link of the namespace.
     pub(super) fn links(&mut self) -> Result<Vec<(Link, LinkKind)>, NodeError> {
+        Ok(self.link_dump()?.map(|link| describe(&link)).collect())
+    }
+
+    /// The link messages of one dump of the namespace's links.
+    fn link_dump(&mut self) -> Result<impl Iterator<Item = LinkMessage>, NodeError> {
         let replies = self.request(
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
             true,
             &|| "link dump".to_string(),
         )?;
-        Ok(replies
-            .iter()
-            .filter_map(|reply| match reply {
-                RouteNetlinkMessage::NewLink(link) => Some(describe(link)),
-                _ => None,
-            })
-            .collect())
+        Ok(replies.into_iter().filter_map(|reply| match reply {
+            RouteNetlinkMessage::NewLink(link) => Some(link),
+            _ => None,
+        }))
     }
 
     /// The link with index `index` or name `name` (one of them set), if it exists.
