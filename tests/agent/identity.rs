@@ -17,7 +17,8 @@ use super::{
     support::{
         self,
         agent::AgentProcess,
-        forge::{self, Mac, RawLink, BROADCAST},
+        forge,
+        packet::{self, Mac, RawLink, BROADCAST},
     },
 };
 
@@ -50,7 +51,7 @@ fn eth0_of(node: &Node, pod: &str) -> (Mac, Ipv6Addr) {
             .filter_map(|entry| entry.address?.as_sockaddr_in6().map(|a| a.ip()))
             .find(|ip| ip.segments()[0] == 0xfe80)
             .unwrap_or_else(|| panic!("no link-local address on {pod}'s eth0"));
-        (forge::mac_of("eth0"), link_local)
+        (packet::mac_of("eth0"), link_local)
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -80,7 +81,7 @@ fn send_from(netns: &str, targets: &[SocketAddr], payload: &[u8]) {
 /// (so that a node following neighbour entries would swap the two pods' ports).
 fn neighbour_frames(node: &Node, attacker: (Mac, Ipv6Addr), victim_mac: Mac) -> Vec<Vec<u8>> {
     let (mac, link_local) = attacker;
-    let gateway_mac = in_netns(node.net.node_netns(), || forge::mac_of("pwbr0"))
+    let gateway_mac = in_netns(node.net.node_netns(), || packet::mac_of("pwbr0"))
         .unwrap_or_else(|e| panic!("{e}"));
     let (victim, own) = (v4(node, "victim"), v4(node, "attacker"));
     vec![

@@ -16,9 +16,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use socket2::{Domain, SockAddr, SockAddrStorage, Socket, Type};
+use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::net::Net;
+use super::{net::Net, support::packet::internet_checksum};
 
 /// How long a probe waits for its datagram or echo.
 pub const TIMEOUT: Duration = Duration::from_millis(800);
@@ -165,54 +165,11 @@ impl Receiver {
     }
 }
 
-/// Sends each of `frames` (whole Ethernet frames) on eth0 of namespace `netns` over
-/// an AF_PACKET socket, as a pod with CAP_NET_RAW can.
-pub fn send_frames(netns: &str, frames: &[Vec<u8>]) {
-    Net::in_ns(netns, || {
-        let ifindex = nix::net::if_::if_nametoindex("eth0")
-            .unwrap_or_else(|e| panic!("eth0 in {netns}: {e}"));
-        // Protocol 0: the socket sends only, it receives nothing.
-        let socket = Socket::new(Domain::PACKET, Type::RAW, None)
-            .unwrap_or_else(|e| panic!("AF_PACKET socket: {e}"));
-        let mut storage = SockAddrStorage::zeroed();
-        // SAFETY: sockaddr_ll fits in the storage; every field not set stays zero.
-        let address = unsafe {
-            let link = storage.view_as::<nix::libc::sockaddr_ll>();
-            link.sll_family = nix::libc::AF_PACKET as u16;
-            link.sll_ifindex = ifindex as i32;
-            SockAddr::new(
-                storage,
-                std::mem::size_of::<nix::libc::sockaddr_ll>() as u32,
-            )
-        };
-        socket
-            .bind(&address)
-            .unwrap_or_else(|e| panic!("bind AF_PACKET to eth0: {e}"));
-        for frame in frames {
-            socket
-                .send(frame)
-                .unwrap_or_else(|e| panic!("send a frame on eth0: {e}"));
-        }
-    });
-}
-
-/// The Internet checksum of `bytes` (RFC 1071).
-pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// `frame` (IPv4, from `frames::ipv4`) with its header checksum filled in.
 pub fn ipv4_checksummed(mut frame: Vec<u8>) -> Vec<u8> {
     let header_len = usize::from(frame[14] & 0x0f) * 4;
     frame[14 + 10..14 + 12].fill(0);
-    let sum = checksum(&frame[14..14 + header_len]);
+    let sum = internet_checksum(&frame[14..14 + header_len]);
     frame[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
     frame
 }
@@ -240,7 +197,7 @@ pub fn udp_checksummed(src: IpAddr, dst: IpAddr, mut datagram: Vec<u8>) -> Vec<u
         _ => panic!("mixed families: {src} -> {dst}"),
     }
     pseudo.extend(&datagram);
-    let sum = match checksum(&pseudo) {
+    let sum = match internet_checksum(&pseudo) {
         0 => 0xffff,
         sum => sum,
     };

@@ -16,13 +16,14 @@ use super::{
     addr,
     fragment_frames::{fragment, fragments, next_id, ALLOWED_PORT, DENIED_PORT},
     fragment_probes::{
-        echoed, ipv4_checksummed, node_fragments_created, node_reassembles, send_frames,
-        udp_checksummed, EchoServer, Receiver,
+        echoed, ipv4_checksummed, node_fragments_created, node_reassembles, udp_checksummed,
+        EchoServer, Receiver,
     },
     frames::UDP,
     net::{moved, Net},
     pods::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6},
     support,
+    support::packet::send_frames,
     tables::Tables,
 };
 
@@ -297,7 +298,7 @@ fn crafted_fragments_from_a_pod_reach_neither_port_and_are_counted() {
                 .into_iter()
                 .map(from_client)
                 .collect();
-            send_frames(&client_ns, &whole);
+            send_frames(&client_ns, "eth0", &whole);
             assert!(
                 receivers[0].any(),
                 "reassembly {reassembly}: a well-formed crafted datagram to {server}"
@@ -310,7 +311,7 @@ fn crafted_fragments_from_a_pod_reach_neither_port_and_are_counted() {
             {
                 let before = net.stats();
                 let frames: Vec<Vec<u8>> = frames.into_iter().map(from_client).collect();
-                send_frames(&client_ns, &frames);
+                send_frames(&client_ns, "eth0", &frames);
                 let what = format!("{name} (reassembly {reassembly})");
                 assert!(
                     receivers.iter().all(|r| !r.any()),

@@ -1,61 +1,144 @@
-//! Raw frames sent from inside a namespace on an `AF_PACKET` socket, as a pod with
-//! `CAP_NET_RAW` can send them: whatever bytes the test builds go out on the
-//! interface as they are (VLAN tags, ARP, any EtherType), past the pod's own
-//! routing and neighbour tables.
+//! Raw frames on an `AF_PACKET` socket in a namespace, as a pod with `CAP_NET_RAW`
+//! (which container runtimes give pods by default) can send them: whatever bytes a
+//! test builds go out on the interface as they are (VLAN tags, ARP, any EtherType),
+//! past the pod's own routing and neighbour tables; and every frame that reaches
+//! the interface can be read back, which is how a test proves a frame never
+//! arrived. Also the Internet checksum, which the receiving kernels check.
 
-use std::os::fd::AsRawFd;
-
-use nix::{
-    libc,
-    sys::socket::{
-        bind, send, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike,
-    },
+use std::{
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::{Duration, Instant},
 };
+
+use nix::libc;
 use policy_agent::lab::netns;
+
+/// A MAC address.
+pub type Mac = [u8; 6];
+/// The Ethernet broadcast address.
+pub const BROADCAST: Mac = [0xff; 6];
 
 /// Sends each of `frames` (whole Ethernet frames) out of interface `interface` of
 /// namespace `netns`. Panics, naming the step, if the socket cannot be made or a
 /// frame cannot be sent.
 pub fn send_frames(netns: &str, interface: &str, frames: &[Vec<u8>]) {
-    let sent = netns::in_netns(netns, || -> Result<(), String> {
-        let index = nix::net::if_::if_nametoindex(interface)
-            .map_err(|e| format!("{interface}: no such interface: {e}"))?;
-        // Protocol 0: this socket only sends, it receives nothing.
-        let socket = socket(
-            AddressFamily::Packet,
-            SockType::Raw,
-            SockFlag::empty(),
-            None,
-        )
-        .map_err(|e| format!("packet socket (needs CAP_NET_RAW): {e}"))?;
-        let address = link_address(index)?;
-        bind(socket.as_raw_fd(), &address).map_err(|e| format!("bind to {interface}: {e}"))?;
-        for frame in frames {
-            let n = send(socket.as_raw_fd(), frame, MsgFlags::empty())
-                .map_err(|e| format!("send a {}-byte frame: {e}", frame.len()))?;
-            if n != frame.len() {
-                return Err(format!("sent {n} of {} bytes", frame.len()));
-            }
-        }
-        Ok(())
+    let sent = netns::in_netns(netns, || -> io::Result<()> {
+        let link = RawLink::open(interface)?;
+        frames.iter().try_for_each(|frame| link.send(frame))
     });
     match sent {
         Ok(Ok(())) => {}
-        Ok(Err(why)) => panic!("sending raw frames in {netns}: {why}"),
+        Ok(Err(error)) => {
+            panic!("sending raw frames on {interface} in {netns} (needs CAP_NET_RAW): {error}")
+        }
         Err(error) => panic!("entering {netns}: {error}"),
     }
 }
 
-/// The `sockaddr_ll` of interface `index` (any protocol).
-fn link_address(index: u32) -> Result<LinkAddr, String> {
-    // SAFETY: sockaddr_ll is plain old data; all zero is a valid value.
-    let mut raw: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    raw.sll_family = libc::AF_PACKET as u16;
-    raw.sll_ifindex = i32::try_from(index).map_err(|e| format!("ifindex {index}: {e}"))?;
-    let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-    // SAFETY: `raw` is a whole, initialized sockaddr_ll of `len` bytes.
-    unsafe { LinkAddr::from_raw((&raw as *const libc::sockaddr_ll).cast(), Some(len)) }
-        .ok_or_else(|| "not a link address".to_string())
+/// An `AF_PACKET` socket bound to one interface of the namespace it was opened in.
+pub struct RawLink {
+    fd: OwnedFd,
+}
+
+impl RawLink {
+    /// Opens a raw socket on interface `name` of the calling thread's network
+    /// namespace, receiving every protocol.
+    pub fn open(name: &str) -> io::Result<Self> {
+        let index = nix::net::if_::if_nametoindex(name).map_err(io::Error::from)?;
+        let protocol = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2); the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                i32::from(protocol),
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor this process owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_protocol = protocol;
+        address.sll_ifindex = i32::try_from(index).map_err(io::Error::other)?;
+        // SAFETY: `address` is a valid sockaddr_ll and its size is passed with it.
+        let bound = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::from_ref(&address).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if bound < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { fd })
+    }
+
+    /// Sends one whole Ethernet frame.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: `frame` is valid for its length.
+        let sent =
+            unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Every frame that reached the interface (not the ones sent from it) until
+    /// now and for `wait` more.
+    pub fn received(&self, wait: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        let mut frames = Vec::new();
+        let mut buffer = vec![0u8; 65536];
+        loop {
+            // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut length = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: the buffer and address are valid for the lengths passed.
+            let got = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    0,
+                    std::ptr::from_mut(&mut from).cast(),
+                    &mut length,
+                )
+            };
+            match usize::try_from(got) {
+                Ok(size) if from.sll_pkttype != libc::PACKET_OUTGOING => {
+                    frames.push(buffer[..size].to_vec());
+                }
+                Ok(_) => {}
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(_) => return frames,
+            }
+        }
+    }
+}
+
+/// The MAC of interface `name` of the calling thread's network namespace.
+pub fn mac_of(name: &str) -> Mac {
+    let addresses = nix::ifaddrs::getifaddrs().unwrap_or_else(|e| panic!("getifaddrs: {e}"));
+    for entry in addresses {
+        if entry.interface_name != name {
+            continue;
+        }
+        if let Some(link) = entry.address.as_ref().and_then(|a| a.as_link_addr()) {
+            if let Some(mac) = link.addr() {
+                return mac;
+            }
+        }
+    }
+    panic!("no MAC for {name}")
 }
 
 /// The Internet checksum (RFC 1071) of `bytes`: of an IPv4 header, to write at its
