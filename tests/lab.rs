@@ -14,6 +14,7 @@ use policy_agent::{
     lab::{
         netns,
         probe::{Family, ProbeRoute},
+        report::ProbeResult,
         Lab, LabError,
     },
     model::{
@@ -56,6 +57,80 @@ fn with_service(
         .build();
     state.services.insert(service.key.clone(), service);
     state
+}
+
+/// A backend (`app=backend`: TCP 80 behind Service `x/backend` port 8080, UDP 53
+/// behind `x/backend-dns` port 5353) and two egress-isolated clients: `x/allowed`
+/// may reach it on both ports, `x/denied` may reach nothing. With
+/// `isolate_backend`, the backend's ingress admits only `x/allowed`.
+fn clients_of_a_service_backend(isolate_backend: bool) -> ClusterState {
+    let mut state = cluster()
+        .pod(pod("x", "allowed").labels([("role", "allowed")]).build())
+        .pod(pod("x", "denied").labels([("role", "denied")]).build())
+        .pod(
+            pod("x", "backend")
+                .labels([("app", "backend")])
+                .port(80, Protocol::Tcp)
+                .port(53, Protocol::Udp)
+                .build(),
+        )
+        .policy(
+            netpol("x", "allowed-to-backend")
+                .select(selector().label("role", "allowed").build())
+                .egress(
+                    rule()
+                        .to_pods(selector().label("app", "backend").build())
+                        .port(80, Protocol::Tcp)
+                        .port(53, Protocol::Udp)
+                        .build(),
+                )
+                .build(),
+        )
+        .policy(
+            netpol("x", "denied-to-nothing")
+                .select(selector().label("role", "denied").build())
+                .egress(
+                    rule()
+                        .to_pods(selector().label("app", "elsewhere").build())
+                        .build(),
+                )
+                .build(),
+        );
+    if isolate_backend {
+        state = state.policy(
+            netpol("x", "backend-from-allowed")
+                .select(selector().label("app", "backend").build())
+                .ingress(
+                    rule()
+                        .from_pods(selector().label("role", "allowed").build())
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    let state = with_service(
+        state.build(),
+        ("x", "backend"),
+        "backend",
+        (8080, PortRef::Number(80), Protocol::Tcp),
+    );
+    with_service(
+        state,
+        ("x", "backend-dns"),
+        "backend",
+        (5353, PortRef::Number(53), Protocol::Udp),
+    )
+}
+
+/// Every pod's probes of `x/backend`'s ports, through its Services.
+fn probe_the_backend_through_its_services(lab: &Lab) -> Vec<ProbeResult> {
+    let specs: Vec<_> = lab
+        .probe_specs(&[])
+        .into_iter()
+        .filter(|s| s.to == ObjectRef::new("x", "backend"))
+        .collect();
+    lab.probe_via(&specs, ProbeRoute::Service, TIMEOUT)
+        .unwrap_or_else(|e| panic!("probe: {e}"))
 }
 
 #[test]
@@ -524,53 +599,9 @@ fn a_probe_through_a_service_reaches_its_backend_and_the_reply_passes() {
 #[test]
 fn through_a_service_egress_is_decided_on_the_backend_pod() {
     support::require_root_and_bpf();
-    // Both clients are egress-isolated; only one may reach the backend pod.
-    let state = cluster()
-        .pod(pod("x", "allowed").labels([("role", "allowed")]).build())
-        .pod(pod("x", "denied").labels([("role", "denied")]).build())
-        .pod(
-            pod("x", "backend")
-                .labels([("app", "backend")])
-                .port(80, Protocol::Tcp)
-                .build(),
-        )
-        .policy(
-            netpol("x", "allowed-to-backend")
-                .select(selector().label("role", "allowed").build())
-                .egress(
-                    rule()
-                        .to_pods(selector().label("app", "backend").build())
-                        .port(80, Protocol::Tcp)
-                        .build(),
-                )
-                .build(),
-        )
-        .policy(
-            netpol("x", "denied-to-nothing")
-                .select(selector().label("role", "denied").build())
-                .egress(
-                    rule()
-                        .to_pods(selector().label("app", "elsewhere").build())
-                        .build(),
-                )
-                .build(),
-        )
-        .build();
-    let state = with_service(
-        state,
-        ("x", "backend"),
-        "backend",
-        (8080, PortRef::Number(80), Protocol::Tcp),
-    );
-    let lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
-    let specs: Vec<_> = lab
-        .probe_specs(&[])
-        .into_iter()
-        .filter(|s| s.to == ObjectRef::new("x", "backend"))
-        .collect();
-    let results = lab
-        .probe_via(&specs, ProbeRoute::Service, TIMEOUT)
-        .unwrap_or_else(|e| panic!("probe: {e}"));
+    let lab =
+        Lab::up(clients_of_a_service_backend(false), &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let results = probe_the_backend_through_its_services(&lab);
     assert!(
         result_of(&results, "x/allowed", "x/backend", 80),
         "egress allows the backend pod, so the Service path passes (and its reply)"

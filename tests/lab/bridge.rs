@@ -13,14 +13,14 @@ use policy_agent::{
         topology::TopologyKind,
         Lab, LabOptions,
     },
-    model::{
-        builders::{cluster, netpol, pod, rule, selector},
-        ObjectRef, PortRef, Protocol,
-    },
+    model::{ObjectRef, Protocol},
     source::load_manifests,
 };
 
-use super::{result_of, support, with_service, TIMEOUT};
+use super::{
+    clients_of_a_service_backend, probe_the_backend_through_its_services, result_of, support,
+    TIMEOUT,
+};
 
 /// `(from, to, port, protocol, allowed)` of each result, for comparing runs.
 fn verdicts(results: &[ProbeResult]) -> Vec<(String, String, u16, Protocol, bool)> {
@@ -69,72 +69,13 @@ fn on_a_bridge_services_decide_egress_at_the_backend_and_the_node_reaches_pods()
     support::require_root_and_bpf();
     // Both clients are egress-isolated; only one may reach the backend pod, which
     // is isolated for ingress (the node's probes still pass).
-    let state = cluster()
-        .pod(pod("x", "allowed").labels([("role", "allowed")]).build())
-        .pod(pod("x", "denied").labels([("role", "denied")]).build())
-        .pod(
-            pod("x", "backend")
-                .labels([("app", "backend")])
-                .port(80, Protocol::Tcp)
-                .port(53, Protocol::Udp)
-                .build(),
-        )
-        .policy(
-            netpol("x", "allowed-to-backend")
-                .select(selector().label("role", "allowed").build())
-                .egress(
-                    rule()
-                        .to_pods(selector().label("app", "backend").build())
-                        .build(),
-                )
-                .build(),
-        )
-        .policy(
-            netpol("x", "denied-to-nothing")
-                .select(selector().label("role", "denied").build())
-                .egress(
-                    rule()
-                        .to_pods(selector().label("app", "elsewhere").build())
-                        .build(),
-                )
-                .build(),
-        )
-        .policy(
-            netpol("x", "backend-from-allowed")
-                .select(selector().label("app", "backend").build())
-                .ingress(
-                    rule()
-                        .from_pods(selector().label("role", "allowed").build())
-                        .build(),
-                )
-                .build(),
-        )
-        .build();
-    let state = with_service(
-        state,
-        ("x", "backend"),
-        "backend",
-        (8080, PortRef::Number(80), Protocol::Tcp),
-    );
-    let state = with_service(
-        state,
-        ("x", "backend-dns"),
-        "backend",
-        (5353, PortRef::Number(53), Protocol::Udp),
-    );
     let options = LabOptions {
         topology: TopologyKind::Bridge,
         ..LabOptions::default()
     };
-    let lab = Lab::up_with(state, &[], &options).unwrap_or_else(|e| panic!("lab: {e}"));
-    let specs: Vec<_> = lab
-        .probe_specs(&[])
-        .into_iter()
-        .filter(|s| s.to == ObjectRef::new("x", "backend"))
-        .collect();
-    let results = lab
-        .probe_via(&specs, ProbeRoute::Service, TIMEOUT)
-        .unwrap_or_else(|e| panic!("probe: {e}"));
+    let lab = Lab::up_with(clients_of_a_service_backend(true), &[], &options)
+        .unwrap_or_else(|e| panic!("lab: {e}"));
+    let results = probe_the_backend_through_its_services(&lab);
     assert!(
         result_of(&results, "x/allowed", "x/backend", 80),
         "TCP through DNAT, its answer bridged back and un-DNATed"
