@@ -20,7 +20,7 @@ use super::{
     frames::{self, Ext, UDP},
     net::{Net, HOST_MAC_BYTES},
     probe, support,
-    support::packet::{internet_checksum, send_frames},
+    support::packet::{internet_checksum, send_frames, transport_checksum},
     tables::Tables,
 };
 
@@ -274,19 +274,7 @@ fn udp6_frame(
         payload,
     ]
     .concat();
-    let pseudo = [
-        &from.octets()[..],
-        &to.octets(),
-        &u32::from(length).to_be_bytes(),
-        &[0, 0, 0, UDP],
-        &udp,
-    ]
-    .concat();
-    // A sum of zero is sent as all ones: zero means "no checksum" (RFC 768).
-    let checksum = match internet_checksum(&pseudo) {
-        0 => 0xffff,
-        sum => sum,
-    };
+    let checksum = transport_checksum(IpAddr::V6(from), IpAddr::V6(to), UDP, &udp);
     udp[6..8].copy_from_slice(&checksum.to_be_bytes());
     let mut frame = frames::ipv6(from, to, exts, UDP, &udp);
     frame[..6].copy_from_slice(&dest);

@@ -18,7 +18,10 @@ use std::{
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::{net::Net, support::packet::internet_checksum};
+use super::{
+    net::Net,
+    support::packet::{internet_checksum, transport_checksum},
+};
 
 /// How long a probe waits for its datagram or echo.
 pub const TIMEOUT: Duration = Duration::from_millis(800);
@@ -180,27 +183,7 @@ pub fn udp_checksummed(src: IpAddr, dst: IpAddr, mut datagram: Vec<u8>) -> Vec<u
     let len = u16::try_from(datagram.len()).unwrap_or(u16::MAX);
     datagram[4..6].copy_from_slice(&len.to_be_bytes());
     datagram[6..8].fill(0);
-    let mut pseudo = Vec::new();
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            pseudo.extend(s.octets());
-            pseudo.extend(d.octets());
-            pseudo.extend([0, 17]);
-            pseudo.extend(len.to_be_bytes());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            pseudo.extend(s.octets());
-            pseudo.extend(d.octets());
-            pseudo.extend(u32::from(len).to_be_bytes());
-            pseudo.extend([0, 0, 0, 17]);
-        }
-        _ => panic!("mixed families: {src} -> {dst}"),
-    }
-    pseudo.extend(&datagram);
-    let sum = match internet_checksum(&pseudo) {
-        0 => 0xffff,
-        sum => sum,
-    };
+    let sum = transport_checksum(src, dst, 17, &datagram);
     datagram[6..8].copy_from_slice(&sum.to_be_bytes());
     datagram
 }

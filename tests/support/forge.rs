@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::packet::{internet_checksum, Mac};
+use super::packet::{internet_checksum, transport_checksum, Mac};
 
 fn ethernet(source: Mac, destination: Mac, ether_type: u16) -> Vec<u8> {
     let mut frame = destination.to_vec();
@@ -97,15 +97,8 @@ fn ipv6_packet(
     hop_limit: u8,
     mut l4: Vec<u8>,
 ) -> Vec<u8> {
-    let length = u32::try_from(l4.len()).unwrap_or(u32::MAX);
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&source.octets());
-    pseudo.extend_from_slice(&destination.octets());
-    pseudo.extend_from_slice(&length.to_be_bytes());
-    pseudo.extend_from_slice(&[0, 0, 0, protocol]);
-    pseudo.extend_from_slice(&l4);
     let at = if protocol == 17 { 6 } else { 2 };
-    let checksum = internet_checksum(&pseudo);
+    let checksum = transport_checksum(source.into(), destination.into(), protocol, &l4);
     l4[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
     let mut packet = vec![0x60, 0, 0, 0];
     packet.extend_from_slice(&u16::try_from(l4.len()).unwrap_or(u16::MAX).to_be_bytes());

@@ -7,6 +7,7 @@
 
 use std::{
     io,
+    net::IpAddr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
@@ -152,4 +153,38 @@ pub fn internet_checksum(bytes: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// The checksum of a TCP, UDP or ICMPv6 `segment` (its checksum field zero) from
+/// `source` to `destination`, over the pseudo-header of their family (RFC 768,
+/// RFC 8200 section 8.1). A sum of zero is given as all ones: in UDP over IPv4 zero
+/// means "no checksum".
+pub fn transport_checksum(
+    source: IpAddr,
+    destination: IpAddr,
+    protocol: u8,
+    segment: &[u8],
+) -> u16 {
+    let length = u32::try_from(segment.len()).unwrap_or(u32::MAX);
+    let mut pseudo = Vec::with_capacity(40 + segment.len());
+    match (source, destination) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend(s.octets());
+            pseudo.extend(d.octets());
+            pseudo.extend([0, protocol]);
+            pseudo.extend(u16::try_from(length).unwrap_or(u16::MAX).to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo.extend(s.octets());
+            pseudo.extend(d.octets());
+            pseudo.extend(length.to_be_bytes());
+            pseudo.extend([0, 0, 0, protocol]);
+        }
+        _ => panic!("mixed families: {source} -> {destination}"),
+    }
+    pseudo.extend(segment);
+    match internet_checksum(&pseudo) {
+        0 => 0xffff,
+        sum => sum,
+    }
 }
