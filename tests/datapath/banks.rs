@@ -3,16 +3,12 @@
 //! keeps the old state, and every packet is decided by the bank `ACTIVE` named
 //! when it arrived, for every map it looks up.
 
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    sync::atomic::{AtomicU16, Ordering},
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use policy_agent::{
     dataplane::{key_address, ApplyReport, BankContent, DataplaneError, Hook, LoadOptions},
     model::{
-        builders::{cluster, netpol, pod, rule, selector},
+        builders::{netpol, pod, rule, selector},
         ClusterState, Protocol,
     },
     policy::{
@@ -30,16 +26,9 @@ use super::{
     addr,
     frames::TCP,
     net::Net,
-    pods::{self, syn, CLIENT_V4, CLIENT_V6, OTHER_V4, OTHER_V6, PODS, SERVER_V4, SERVER_V6},
+    pods::{self, syn, CLIENT_V4, CLIENT_V6, OTHER_V4, PODS, SERVER_V4, SERVER_V6},
     tables::Tables,
 };
-
-/// Source ports, fresh for every frame (a SYN is decided afresh anyway).
-static SPORT: AtomicU16 = AtomicU16::new(41000);
-
-fn sport() -> u16 {
-    SPORT.fetch_add(1, Ordering::Relaxed)
-}
 
 /// Pods elsewhere in the cluster: peers only, enough of them that a table holds
 /// far more entries than one label change touches.
@@ -54,39 +43,17 @@ fn cluster_state(other_role: &str, remote0_role: &str) -> ClusterState {
 
 /// `cluster_state` with `remote_pods` remote pods.
 fn cluster_state_with(other_role: &str, remote0_role: &str, remote_pods: u8) -> ClusterState {
-    let mut state = cluster()
-        .pod(
-            pod("x", "server")
-                .labels([("app", "web")])
-                .ip(SERVER_V4)
-                .ip(SERVER_V6)
-                .build(),
-        )
-        .pod(
-            pod("x", "client")
-                .labels([("role", "client")])
-                .ip(CLIENT_V4)
-                .ip(CLIENT_V6)
-                .build(),
-        )
-        .pod(
-            pod("x", "other")
-                .labels([("role", other_role)])
-                .ip(OTHER_V4)
-                .ip(OTHER_V6)
-                .build(),
-        )
-        .policy(
-            netpol("x", "web")
-                .select(selector().label("app", "web").build())
-                .ingress(
-                    rule()
-                        .from_pods(selector().label("role", "client").build())
-                        .port(80, Protocol::Tcp)
-                        .build(),
-                )
-                .build(),
-        );
+    let mut state = pods::labelled(other_role).policy(
+        netpol("x", "web")
+            .select(selector().label("app", "web").build())
+            .ingress(
+                rule()
+                    .from_pods(selector().label("role", "client").build())
+                    .port(80, Protocol::Tcp)
+                    .build(),
+            )
+            .build(),
+    );
     for i in 0..remote_pods {
         let role = if i == 0 { remote0_role } else { "client" };
         state = state.pod(
@@ -120,21 +87,9 @@ fn differing(a: &BankContent, b: &BankContent) -> usize {
         + count(&a.policy, &b.policy)
 }
 
-fn read_banks(net: &mut Net) -> [BankContent; 2] {
-    net.datapath
-        .read_banks()
-        .unwrap_or_else(|e| panic!("read banks: {e}"))
-}
-
-fn active_in_kernel(net: &mut Net) -> u32 {
-    net.datapath
-        .read_active_bank()
-        .unwrap_or_else(|e| panic!("read ACTIVE: {e}"))
-}
-
 /// Whether a SYN from `from` to the server's port 80 passes the server's ingress.
 fn admitted_to_web(net: &mut Net, from: &str) -> bool {
-    let frame = syn(from, SERVER_V4, sport(), 80);
+    let frame = syn(from, SERVER_V4, pods::fresh_sport(), 80);
     net.run(Hook::PodIngress, "server", 0, &frame).passed
 }
 
@@ -148,8 +103,8 @@ fn an_apply_writes_only_what_differs_into_the_idle_bank_and_the_bank_it_left_kee
 
     // A fresh datapath reads bank 0, empty: the first apply fills bank 1.
     let r0 = net.apply(&t0);
-    let after_t0 = read_banks(&mut net);
-    assert_eq!(active_in_kernel(&mut net), 1);
+    let after_t0 = net.read_banks();
+    assert_eq!(net.active_in_kernel(), 1);
     assert_eq!(after_t0[0], BankContent::default());
     assert!(total(&after_t0[1]) >= 40, "{:?}", after_t0[1].entries());
     assert_eq!(
@@ -166,8 +121,8 @@ fn an_apply_writes_only_what_differs_into_the_idle_bank_and_the_bank_it_left_kee
 
     // `other` becomes a client: bank 0 gets the new state, bank 1 keeps the old.
     let r1 = net.apply(&t1);
-    let after_t1 = read_banks(&mut net);
-    assert_eq!((r1.bank, active_in_kernel(&mut net)), (0, 0));
+    let after_t1 = net.read_banks();
+    assert_eq!((r1.bank, net.active_in_kernel()), (0, 0));
     assert_eq!(
         after_t1[1], after_t0[1],
         "the bank left must keep the old state"
@@ -176,8 +131,8 @@ fn an_apply_writes_only_what_differs_into_the_idle_bank_and_the_bank_it_left_kee
 
     // One more label change: bank 1 (t0) becomes t2 by a handful of writes.
     let r2 = net.apply(&t2);
-    let after_t2 = read_banks(&mut net);
-    assert_eq!((r2.bank, active_in_kernel(&mut net)), (1, 1));
+    let after_t2 = net.read_banks();
+    assert_eq!((r2.bank, net.active_in_kernel()), (1, 1));
     assert_eq!(after_t2[0], after_t1[0]);
     let changed = differing(&after_t0[1], &after_t2[1]);
     assert_eq!(r2.written + r2.removed, changed, "{r2:?}");
@@ -209,7 +164,7 @@ fn an_apply_writes_only_what_differs_into_the_idle_bank_and_the_bank_it_left_kee
             bank: 1
         }
     );
-    assert_eq!(active_in_kernel(&mut net), 1);
+    assert_eq!(net.active_in_kernel(), 1);
 }
 
 #[test]
@@ -304,9 +259,9 @@ fn each_packet_is_decided_by_the_bank_active_named_for_every_map_it_looks_up() {
         net.datapath
             .activate_bank(active)
             .unwrap_or_else(|e| panic!("activate bank {active}: {e}"));
-        assert_eq!(active_in_kernel(&mut net), active);
+        assert_eq!(net.active_in_kernel(), active);
         for (hook, at, from, to, port, with_a, with_b) in cases {
-            let frame = syn(from, to, sport(), port);
+            let frame = syn(from, to, pods::fresh_sport(), port);
             let passed = net.run(hook, at, 0, &frame).passed;
             let want = if bank_is_a { with_a } else { with_b };
             assert_eq!(
@@ -318,7 +273,7 @@ fn each_packet_is_decided_by_the_bank_active_named_for_every_map_it_looks_up() {
         }
     }
     // Nothing was written by the flips: each bank still holds its own tables.
-    let banks = read_banks(&mut net);
+    let banks = net.read_banks();
     let addresses = |bank: &BankContent| -> Vec<IpAddr> {
         bank.addresses.keys().map(|k| key_address(*k)).collect()
     };
@@ -359,9 +314,9 @@ fn tables_that_do_not_fit_one_bank_or_reuse_the_pending_id_are_refused_before_an
     };
     // Nothing written, nothing flipped, the shadows still what the kernel holds.
     let refused_without_a_trace = |net: &mut Net, active: u32| {
-        assert_eq!(active_in_kernel(net), active);
+        assert_eq!(net.active_in_kernel(), active);
         assert_eq!(net.datapath.active_bank(), active);
-        let banks = read_banks(net);
+        let banks = net.read_banks();
         assert_eq!(&banks[0], net.datapath.bank_shadow(0));
         assert_eq!(&banks[1], net.datapath.bank_shadow(1));
         banks
@@ -387,7 +342,7 @@ fn tables_that_do_not_fit_one_bank_or_reuse_the_pending_id_are_refused_before_an
 
     // Tables that fit are applied as ever.
     assert_eq!(apply(&mut net, &small).map(|r| r.bank).ok(), Some(1));
-    let applied = read_banks(&mut net);
+    let applied = net.read_banks();
     assert!(admitted_to_web(&mut net, CLIENT_V4));
     assert!(!admitted_to_web(&mut net, OTHER_V4));
 

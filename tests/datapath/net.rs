@@ -16,8 +16,8 @@ use std::{
 
 use policy_agent::{
     dataplane::{
-        self, Adoption, ApplyReport, Datapath, EventReader, Hook, InterfaceIndex, LoadOptions,
-        PolicyCounters, Stats, TestRunOutcome, TrackedFlow, TunnelPorts,
+        self, Adoption, ApplyReport, BankContent, Datapath, EventReader, Hook, InterfaceIndex,
+        LoadOptions, PolicyCounters, Stats, TestRunOutcome, TrackedFlow, TunnelPorts,
     },
     lab::netns,
     model::ObjectRef,
@@ -80,6 +80,20 @@ fn or_panic<T, E: std::fmt::Display>(what: &str) -> impl FnOnce(Result<T, E>) ->
 }
 
 impl Net {
+    /// Both banks as the kernel holds them.
+    pub fn read_banks(&mut self) -> [BankContent; 2] {
+        self.datapath
+            .read_banks()
+            .unwrap_or_else(|e| panic!("read banks: {e}"))
+    }
+
+    /// The bank `ACTIVE` names in the kernel.
+    pub fn active_in_kernel(&mut self) -> u32 {
+        self.datapath
+            .read_active_bank()
+            .unwrap_or_else(|e| panic!("read ACTIVE: {e}"))
+    }
+
     /// Builds the network for `pods` given as `(namespace/name, IPv4, IPv6)`.
     pub fn up(pods: &[(&str, &str, &str)]) -> Net {
         Net::up_with(pods, &LoadOptions::default())

@@ -3,16 +3,9 @@
 //! one on top of the active bank when there are no tables of the agent's own to
 //! write (an adopted datapath whose first sync failed).
 
-use std::{
-    collections::BTreeMap,
-    sync::atomic::{AtomicU16, Ordering},
-};
+use std::collections::BTreeMap;
 
-use policy_agent::{
-    dataplane::{BankContent, Hook},
-    model::ObjectRef,
-    policy::tables::EndpointEntry,
-};
+use policy_agent::{dataplane::Hook, model::ObjectRef, policy::tables::EndpointEntry};
 use policy_common::endpoint::PENDING_ENDPOINT_ID;
 
 use super::{
@@ -20,25 +13,6 @@ use super::{
     pods::{self, syn, CLIENT_V4, SERVER_V4},
     tables::Tables,
 };
-
-/// Source ports, fresh for every frame (a SYN is decided afresh anyway).
-static SPORT: AtomicU16 = AtomicU16::new(44000);
-
-fn sport() -> u16 {
-    SPORT.fetch_add(1, Ordering::Relaxed)
-}
-
-fn read_banks(net: &mut Net) -> [BankContent; 2] {
-    net.datapath
-        .read_banks()
-        .unwrap_or_else(|e| panic!("read banks: {e}"))
-}
-
-fn active_in_kernel(net: &mut Net) -> u32 {
-    net.datapath
-        .read_active_bank()
-        .unwrap_or_else(|e| panic!("read ACTIVE: {e}"))
-}
 
 #[test]
 fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry() {
@@ -57,11 +31,11 @@ fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry
         ..EndpointEntry::default()
     };
     let into_client = |net: &mut Net| {
-        let frame = syn(SERVER_V4, CLIENT_V4, sport(), 80);
+        let frame = syn(SERVER_V4, CLIENT_V4, pods::fresh_sport(), 80);
         net.run(Hook::PodIngress, "client", 0, &frame).passed
     };
     let out_of_client = |net: &mut Net| {
-        let frame = syn(CLIENT_V4, SERVER_V4, sport(), 80);
+        let frame = syn(CLIENT_V4, SERVER_V4, pods::fresh_sport(), 80);
         net.run(Hook::PodEgress, "client", 0, &frame).passed
     };
     let apply = |net: &mut Net, extra: &BTreeMap<u32, EndpointEntry>| {
@@ -83,7 +57,7 @@ fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry
     // names the pending id). Its egress is not isolated, but no address of it is
     // registered, so its source counts as spoofed.
     let report = apply(&mut net, &BTreeMap::from([(client, pending)]));
-    let banks = read_banks(&mut net);
+    let banks = net.read_banks();
     let entry = banks[report.bank as usize].endpoints.get(&client).copied();
     assert_eq!(entry.map(|e| e.endpoint_id), Some(PENDING_ENDPOINT_ID));
     let before = net.stats();
@@ -130,7 +104,7 @@ fn endpoints_added_without_tables_go_on_top_of_the_active_bank_in_one_flip() {
         .apply(&tables, &interfaces, &BTreeMap::new())
         .unwrap_or_else(|e| panic!("apply: {e}"));
     let into_client = |net: &mut Net| {
-        let frame = syn(SERVER_V4, CLIENT_V4, sport(), 80);
+        let frame = syn(SERVER_V4, CLIENT_V4, pods::fresh_sport(), 80);
         net.run(Hook::PodIngress, "client", 0, &frame).passed
     };
     let before = net.stats();
@@ -153,8 +127,8 @@ fn endpoints_added_without_tables_go_on_top_of_the_active_bank_in_one_flip() {
         .add_endpoints(&extra)
         .unwrap_or_else(|e| panic!("add_endpoints: {e}"));
     assert_ne!(report.bank, first.bank, "one flip");
-    assert_eq!(active_in_kernel(&mut net), report.bank);
-    let banks = read_banks(&mut net);
+    assert_eq!(net.active_in_kernel(), report.bank);
+    let banks = net.read_banks();
     let (old, new) = (&banks[first.bank as usize], &banks[report.bank as usize]);
     assert_eq!(
         new.endpoints.get(&client).map(|e| e.endpoint_id),

@@ -3,8 +3,11 @@
 //! addresses and endpoint ids, a quiet `Net` of them, the tables several tests
 //! start from, and frames between them by address text.
 
+use std::sync::atomic::{AtomicU16, Ordering};
+
 use policy_agent::{
     dataplane::{EventVerdict, Hook, InterfaceIndex, LoadOptions, Traffic, VerdictRecord},
+    model::builders::{cluster, pod, ClusterBuilder},
     policy::tables::{DatapathTables, Direction},
 };
 
@@ -15,6 +18,41 @@ use super::{
     support,
     tables::Tables,
 };
+
+/// Source ports for frames that must each be a new flow (a SYN is decided afresh
+/// anyway), fresh for every call.
+pub fn fresh_sport() -> u16 {
+    static SPORT: AtomicU16 = AtomicU16::new(41000);
+    SPORT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The three pods as a cluster for the compiler: `x/server` (`app=web`),
+/// `x/client` (`role=client`) and `x/other` (`role=<other_role>`), at their
+/// addresses.
+pub fn labelled(other_role: &str) -> ClusterBuilder {
+    cluster()
+        .pod(
+            pod("x", "server")
+                .labels([("app", "web")])
+                .ip(SERVER_V4)
+                .ip(SERVER_V6)
+                .build(),
+        )
+        .pod(
+            pod("x", "client")
+                .labels([("role", "client")])
+                .ip(CLIENT_V4)
+                .ip(CLIENT_V6)
+                .build(),
+        )
+        .pod(
+            pod("x", "other")
+                .labels([("role", other_role)])
+                .ip(OTHER_V4)
+                .ip(OTHER_V6)
+                .build(),
+        )
+}
 
 /// The server's addresses.
 pub const SERVER_V4: &str = "10.1.0.10";

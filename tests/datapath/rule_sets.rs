@@ -4,15 +4,12 @@
 //! rules without peers as the any-class set, a policy refused for its size) give
 //! the kernel the verdicts the reference lookup (`DatapathTables::verdict`) gives.
 
-use std::{
-    net::Ipv4Addr,
-    sync::atomic::{AtomicU16, Ordering},
-};
+use std::net::Ipv4Addr;
 
 use policy_agent::{
     dataplane::Hook,
     model::{
-        builders::{cluster, netpol, pod, rule, selector},
+        builders::{netpol, rule, selector},
         ClusterState, ObjectRef, Protocol,
     },
     policy::{
@@ -31,13 +28,6 @@ use super::{
     },
     tables::Tables,
 };
-
-/// Source ports, fresh for every frame: no row meets an earlier row's flow.
-static SPORT: AtomicU16 = AtomicU16::new(43000);
-
-fn sport() -> u16 {
-    SPORT.fetch_add(1, Ordering::Relaxed)
-}
 
 #[test]
 fn a_class_without_a_set_of_its_own_takes_the_any_class_set_and_one_with_its_own_does_not() {
@@ -78,19 +68,43 @@ fn a_class_without_a_set_of_its_own_takes_the_any_class_set_and_one_with_its_own
             );
         };
         // Class 3 has its own set: TCP 80, and nothing it lacks.
-        run(syn(client, server, sport(), 80), true, "allow_policy");
-        run(udp(client, server, sport(), 53), false, "drop_policy");
+        run(
+            syn(client, server, pods::fresh_sport(), 80),
+            true,
+            "allow_policy",
+        );
+        run(
+            udp(client, server, pods::fresh_sport(), 53),
+            false,
+            "drop_policy",
+        );
         // Class 4 has none: the any-class set (UDP, every port), and only that.
-        run(udp(other, server, sport(), 53), true, "allow_policy");
-        run(syn(other, server, sport(), 80), false, "drop_policy");
+        run(
+            udp(other, server, pods::fresh_sport(), 53),
+            true,
+            "allow_policy",
+        );
+        run(
+            syn(other, server, pods::fresh_sport(), 80),
+            false,
+            "drop_policy",
+        );
         // So does every address no prefix classifies (CLASS_WORLD).
         let world = if server.contains(':') {
             "2001:db8::9"
         } else {
             "192.0.2.9"
         };
-        run(udp(world, server, sport(), 9), true, "allow_policy");
-        run(syn(world, server, sport(), 9), false, "drop_policy");
+        run(
+            udp(world, server, pods::fresh_sport(), 9),
+            true,
+            "allow_policy",
+        );
+        run(
+            syn(world, server, pods::fresh_sport(), 9),
+            false,
+            "drop_policy",
+        );
     }
 }
 
@@ -117,28 +131,7 @@ fn wide_and_huge() -> ClusterState {
                 .build(),
         );
     }
-    cluster()
-        .pod(
-            pod("x", "server")
-                .labels([("app", "web")])
-                .ip(SERVER_V4)
-                .ip(SERVER_V6)
-                .build(),
-        )
-        .pod(
-            pod("x", "client")
-                .labels([("role", "client")])
-                .ip(CLIENT_V4)
-                .ip(CLIENT_V6)
-                .build(),
-        )
-        .pod(
-            pod("x", "other")
-                .labels([("role", "other")])
-                .ip(OTHER_V4)
-                .ip(OTHER_V6)
-                .build(),
-        )
+    pods::labelled("other")
         .policy(
             netpol("x", "wide")
                 .select(web)
@@ -222,7 +215,7 @@ fn compiled_rule_sets_give_the_kernel_the_reference_lookup_s_verdicts() {
                     Hook::PodIngress,
                     "server",
                     0,
-                    &frame_of(source, dst, sport(), port),
+                    &frame_of(source, dst, pods::fresh_sport(), port),
                 );
                 assert_eq!(
                     got.passed, want,
