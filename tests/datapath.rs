@@ -46,6 +46,8 @@ mod conntrack_related;
 mod counters;
 #[path = "datapath/events.rs"]
 mod events;
+#[path = "datapath/exits.rs"]
+mod exits;
 #[path = "datapath/flood.rs"]
 mod flood;
 #[path = "datapath/fragment_frames.rs"]

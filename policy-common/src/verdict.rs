@@ -33,6 +33,9 @@ pub const STAT_ALLOW_RELATED: u32 = 6;
 /// isolating policy of that direction is in audit mode (also every later packet of
 /// such a flow).
 pub const STAT_ALLOW_AUDIT: u32 = 7;
+/// Passed: a Service egress deferred at a local client, decided and allowed where
+/// it leaves the node for a backend elsewhere (`node_exit`).
+pub const STAT_ALLOW_SERVICE_EGRESS: u32 = 21;
 /// Dropped: isolated and no rule allows it.
 pub const STAT_DROP_POLICY: u32 = 8;
 /// Dropped: the interface runs the classifier but is not in `ENDPOINTS`.
@@ -129,6 +132,7 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = {
     names[STAT_EGRESS_DEFERRED as usize] = "egress_deferred";
     names[STAT_ALLOW_RELATED as usize] = "allow_related";
     names[STAT_ALLOW_AUDIT as usize] = "allow_audit";
+    names[STAT_ALLOW_SERVICE_EGRESS as usize] = "allow_service_egress";
     names[STAT_DROP_POLICY as usize] = "drop_policy";
     names[STAT_DROP_UNKNOWN_ENDPOINT as usize] = "drop_unknown_endpoint";
     names[STAT_DROP_MALFORMED as usize] = "drop_malformed";

@@ -394,6 +394,7 @@ fn every_counter_has_a_name_and_its_own_slot() {
         STAT_EGRESS_DEFERRED,
         STAT_ALLOW_RELATED,
         STAT_ALLOW_AUDIT,
+        STAT_ALLOW_SERVICE_EGRESS,
         STAT_DROP_POLICY,
         STAT_DROP_UNKNOWN_ENDPOINT,
         STAT_DROP_MALFORMED,

@@ -25,6 +25,7 @@ mod audit;
 mod counters;
 mod ct;
 mod events;
+mod exit;
 mod facts;
 mod frag;
 mod judge;
@@ -62,6 +63,21 @@ pub fn pod_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn pod_egress(ctx: TcContext) -> i32 {
     classify(&ctx, DIRECTION_EGRESS)
+}
+
+/// Decides a Service egress deferred at a local client when it leaves the node
+/// through an exit (uplink or tunnel device) instead of meeting a local backend
+/// (`exit.rs`).
+#[classifier]
+pub fn node_exit(ctx: TcContext) -> i32 {
+    exit::leave(&ctx)
+}
+
+/// Marks the verified replies of deferred flows coming back through an exit
+/// (`exit.rs`); passes every packet.
+#[classifier]
+pub fn node_entry(ctx: TcContext) -> i32 {
+    exit::enter(&ctx)
 }
 
 /// The benchmark's floor (`cargo xtask bench datapath`): returns TC_ACT_UNSPEC
@@ -111,7 +127,7 @@ fn classify(ctx: &TcContext, direction: u8) -> i32 {
 /// packet that decided its flow), and maps it to a TC action. Allowed packets return
 /// TC_ACT_UNSPEC (TCX_NEXT) so programs attached after ours still run.
 #[inline(always)]
-fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i32 {
+pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i32 {
     let (stat, action, event) = match verdict {
         Ok(stat) => {
             // A deferred Service egress is not decided yet: the backend's side

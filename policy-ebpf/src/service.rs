@@ -82,6 +82,19 @@ pub(crate) fn take_marks(ctx: &TcContext, generation: u32) -> u32 {
     said
 }
 
+/// At a node exit (`exit.rs`): clears podwall's bits from the packet's mark and
+/// returns whether the deferred-egress bit was among them.
+#[inline(always)]
+pub(crate) fn take_deferred(ctx: &TcContext) -> bool {
+    let arrived = mark(ctx);
+    let (own, deferred) = maps::config(|c| (c.own_marks(), c.mark_deferred_egress));
+    if arrived & own == 0 {
+        return false;
+    }
+    ctx.set_mark(arrived & !own);
+    arrived & deferred != 0
+}
+
 /// Stamps a packet leaving a pod's egress with `generation`, the one its egress was
 /// decided with (replacing any stamp bits it carried).
 #[inline(always)]

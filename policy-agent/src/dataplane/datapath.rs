@@ -36,6 +36,11 @@ use super::{
 pub(super) const POD_INGRESS_PROGRAM: &str = "pod_ingress";
 /// Program deciding a pod's egress; runs at TC ingress of its host-side veth.
 pub(super) const POD_EGRESS_PROGRAM: &str = "pod_egress";
+/// Program deciding deferred Service egress where it leaves the node; runs at TC
+/// egress of the node's exits (`exits.rs`).
+pub(super) const NODE_EXIT_PROGRAM: &str = "node_exit";
+/// Program marking verified replies coming back through an exit; TC ingress there.
+pub(super) const NODE_ENTRY_PROGRAM: &str = "node_entry";
 /// The empty classifier `cargo xtask bench datapath` measures as its floor.
 pub(super) const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
 
@@ -101,6 +106,8 @@ pub struct Datapath {
     /// Where this datapath is pinned (`open_pinned`), if it is.
     pub(super) pins: Option<PinLayout>,
     pub(super) attached: BTreeMap<InterfaceIndex, Attachment>,
+    /// The node's exits with `node_exit` and `node_entry` attached (`exits.rs`).
+    pub(super) exits: BTreeMap<InterfaceIndex, [SchedClassifierLinkId; 2]>,
 }
 
 /// The `MapData` of the map types this object defines.
@@ -158,9 +165,14 @@ impl Datapath {
                 source: Box::new(source),
             })?;
         let floor = options.bench_floor.then_some(BENCH_FLOOR_PROGRAM);
-        for name in [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM]
-            .into_iter()
-            .chain(floor)
+        for name in [
+            POD_INGRESS_PROGRAM,
+            POD_EGRESS_PROGRAM,
+            NODE_EXIT_PROGRAM,
+            NODE_ENTRY_PROGRAM,
+        ]
+        .into_iter()
+        .chain(floor)
         {
             classifier(&mut ebpf, name)?
                 .load()
@@ -188,6 +200,7 @@ impl Datapath {
             config: options.config,
             pins,
             attached: BTreeMap::new(),
+            exits: BTreeMap::new(),
         };
         datapath.set_config(&options.config)?;
         Ok(datapath)
@@ -314,7 +327,7 @@ pub(super) fn classifier<'a>(
     })
 }
 
-fn attach_one(
+pub(super) fn attach_one(
     ebpf: &mut Ebpf,
     name: &'static str,
     interface: &str,

@@ -10,6 +10,7 @@ mod ct;
 mod datapath;
 mod event_loss;
 mod events;
+mod exits;
 mod keys;
 mod maps;
 pub mod object;

@@ -10,7 +10,10 @@ use std::time::Duration;
 use aya::{TestRun, TestRunOptions};
 
 use super::{
-    datapath::{classifier, BENCH_FLOOR_PROGRAM, POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM},
+    datapath::{
+        classifier, BENCH_FLOOR_PROGRAM, NODE_ENTRY_PROGRAM, NODE_EXIT_PROGRAM, POD_EGRESS_PROGRAM,
+        POD_INGRESS_PROGRAM,
+    },
     Datapath, DataplaneError, InterfaceIndex,
 };
 
@@ -30,6 +33,10 @@ pub enum Hook {
     PodIngress,
     /// The pod's egress (TC ingress of its host-side veth).
     PodEgress,
+    /// A node exit's way out (`node_exit`, TC egress of an uplink or tunnel device).
+    NodeExit,
+    /// A node exit's way in (`node_entry`, TC ingress there).
+    NodeEntry,
 }
 
 impl Hook {
@@ -37,6 +44,8 @@ impl Hook {
         match self {
             Hook::PodIngress => POD_INGRESS_PROGRAM,
             Hook::PodEgress => POD_EGRESS_PROGRAM,
+            Hook::NodeExit => NODE_EXIT_PROGRAM,
+            Hook::NodeEntry => NODE_ENTRY_PROGRAM,
         }
     }
 }

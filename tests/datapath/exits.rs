@@ -1,0 +1,144 @@
+//! Service egress to a backend on another node, on real veths: the client's egress
+//! to a ClusterIP is deferred past DNAT, and when the backend runs elsewhere the
+//! translated packet meets no pod's classifier on this node. `node_exit` on the
+//! node's uplink decides it there, and `node_entry` marks its replies so the
+//! client's ingress lets them in. The other node is a namespace behind the uplink,
+//! holding the backend's addresses; a Service is an nftables DNAT rule in the node
+//! namespace, as kube-proxy makes it.
+
+use std::net::IpAddr;
+
+use policy_agent::policy::tables::{DatapathTables, Direction};
+
+use super::{
+    addr,
+    frames::{TCP, UDP},
+    net::{moved, Net},
+    pods::{CLIENT_V4, CLIENT_V6, CLUSTER_IPS},
+    probe, support,
+    tables::Tables,
+};
+
+/// The backend on the other node, per family (its class is `BACKEND_CLASS`).
+const BACKENDS: [&str; 2] = ["10.9.0.20", "fd00:9::20"];
+const BACKEND_CLASS: u32 = 7;
+/// The Service's port, and the backend's port it is translated to.
+const SERVICE_PORT: u16 = 80;
+const BACKEND_PORT: u16 = 8080;
+/// A port the client's egress allows instead, in the denying tables.
+const OTHER_PORT: u16 = 9090;
+
+/// The client alone on this node, the backend on another node behind `uplink0`,
+/// and a ClusterIP per family translated to it (TCP and UDP).
+fn client_and_remote_backend(exits: bool) -> (Net, String) {
+    support::require_root_and_bpf();
+    // Not quieted: IPv6 stays on (the uplink resolves its neighbour with ND).
+    let mut net = Net::up(&[("client", CLIENT_V4, CLIENT_V6)]);
+    let backends = BACKENDS.map(addr);
+    let (remote, uplink) = net.add_remote_node(&backends);
+    let [vip4, vip6] = CLUSTER_IPS;
+    let [b4, b6] = BACKENDS;
+    let mut rules = String::new();
+    for (family, vip, to) in [
+        ("ip", vip4, b4.to_string()),
+        ("ip6", vip6, format!("[{b6}]")),
+    ] {
+        rules.push_str(&format!(
+            "table {family} svc {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
+               {family} daddr {vip} tcp dport {SERVICE_PORT} dnat to {to}:{BACKEND_PORT}\n \
+               {family} daddr {vip} udp dport {SERVICE_PORT} dnat to {to}:{BACKEND_PORT}\n }}\n}}\n"
+        ));
+    }
+    net.nft(&rules);
+    if exits {
+        let node = net.node.clone();
+        let datapath = &mut net.datapath;
+        Net::in_ns(&node, || datapath.attach_exit(uplink))
+            .unwrap_or_else(|e| panic!("attach the exit classifiers to {uplink}: {e}"));
+    }
+    (net, remote)
+}
+
+/// The client isolated both ways, its egress allowed to the backend's class on
+/// `port` (TCP and UDP), its ingress allowing nothing: the backend's answers get
+/// in only as verified replies. The ClusterIPs are Service addresses.
+fn client_egress_to_backend(net: &Net, port: u16) -> DatapathTables {
+    let [vip4, vip6] = CLUSTER_IPS;
+    let [b4, b6] = BACKENDS;
+    Tables::new(net)
+        .isolate("client", true, true)
+        .isolated_by("client", &[0], &[0])
+        .prefix(&format!("{b4}/32"), BACKEND_CLASS)
+        .prefix(&format!("{b6}/128"), BACKEND_CLASS)
+        .service(&format!("{vip4}/32"))
+        .service(&format!("{vip6}/128"))
+        .allow_port("client", Direction::Egress, BACKEND_CLASS, TCP, port)
+        .allow_port("client", Direction::Egress, BACKEND_CLASS, UDP, port)
+        .build()
+}
+
+/// Whether the client reaches the backend through each ClusterIP: a TCP connect
+/// (nothing listens: the backend's refusal proves the SYN arrived and the answer
+/// came back) and a UDP datagram to a listener there.
+fn through_services(net: &Net, remote: &str) -> Vec<(IpAddr, &'static str, bool)> {
+    let client = net.pod("client").netns.clone();
+    let mut seen = Vec::new();
+    for (vip, backend) in CLUSTER_IPS.map(addr).into_iter().zip(BACKENDS.map(addr)) {
+        seen.push((vip, "tcp", probe::tcp(&client, None, vip, SERVICE_PORT)));
+        let receiver = probe::udp_listener(remote, backend, BACKEND_PORT);
+        let payload = format!("to {vip}");
+        probe::send_udp(&client, vip, SERVICE_PORT, payload.as_bytes());
+        seen.push((vip, "udp", probe::receives(&receiver, payload.as_bytes())));
+    }
+    seen
+}
+
+#[test]
+fn a_service_egress_to_a_backend_on_another_node_passes_when_the_clients_egress_allows_the_backend()
+{
+    let (mut net, remote) = client_and_remote_backend(true);
+    let tables = client_egress_to_backend(&net, BACKEND_PORT);
+    net.apply(&tables);
+    let before = net.stats();
+    for (vip, protocol, reached) in through_services(&net, &remote) {
+        assert!(reached, "{protocol} through {vip} to the remote backend");
+    }
+    let moved = moved(&before, &net.stats());
+    let get = |name: &str| {
+        moved
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
+    };
+    // Two families, TCP and UDP: each flow's first packet decided at the exit.
+    assert!(get("allow_service_egress") >= 4, "{moved:?}");
+    assert!(get("egress_deferred") >= 4, "{moved:?}");
+    assert_eq!(
+        moved.iter().filter(|(n, _)| n.starts_with("drop_")).count(),
+        0,
+        "{moved:?}"
+    );
+}
+
+#[test]
+fn a_service_egress_to_a_backend_on_another_node_is_dropped_where_it_leaves_when_denied() {
+    let (mut net, remote) = client_and_remote_backend(true);
+    let tables = client_egress_to_backend(&net, OTHER_PORT);
+    net.apply(&tables);
+    let before = net.stats();
+    for (vip, protocol, reached) in through_services(&net, &remote) {
+        assert!(
+            !reached,
+            "{protocol} through {vip} reached a backend the client's egress denies"
+        );
+    }
+    let moved = moved(&before, &net.stats());
+    let get = |name: &str| {
+        moved
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
+    };
+    assert!(get("drop_deferred_egress") >= 4, "{moved:?}");
+    assert_eq!(get("allow_service_egress"), 0, "{moved:?}");
+}
