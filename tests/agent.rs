@@ -8,7 +8,8 @@
 //! (`agent/identity.rs`); the agent coexists with other programs, a runtime's
 //! bridge and `uninstall` (`agent/coexistence.rs`); a policy too big for the maps
 //! fails closed for its pods only (`agent/capacity.rs`); 10,000 idle connections
-//! to its HTTP endpoint stop nothing (`agent/hostile.rs`).
+//! to its HTTP endpoint stop nothing (`agent/hostile.rs`); a Service egress to a
+//! backend on another node is decided at the node's uplink (`agent/exits.rs`).
 
 mod support;
 
@@ -16,6 +17,8 @@ mod support;
 mod capacity;
 #[path = "agent/coexistence.rs"]
 mod coexistence;
+#[path = "agent/exits.rs"]
+mod exits;
 #[path = "agent/harness.rs"]
 mod harness;
 #[path = "agent/hostile.rs"]

@@ -15,7 +15,11 @@ use super::{
     frames::{TCP, UDP},
     net::{moved, Net},
     pods::{CLIENT_V4, CLIENT_V6, CLUSTER_IPS},
-    probe, support,
+    probe,
+    support::{
+        self,
+        remote::{RemoteNode, UPLINK},
+    },
     tables::Tables,
 };
 
@@ -30,12 +34,13 @@ const OTHER_PORT: u16 = 9090;
 
 /// The client alone on this node, the backend on another node behind `uplink0`,
 /// and a ClusterIP per family translated to it (TCP and UDP).
-fn client_and_remote_backend(exits: bool) -> (Net, String) {
+fn client_and_remote_backend(exits: bool) -> (Net, RemoteNode) {
     support::require_root_and_bpf();
     // Not quieted: IPv6 stays on (the uplink resolves its neighbour with ND).
     let mut net = Net::up(&[("client", CLIENT_V4, CLIENT_V6)]);
     let backends = BACKENDS.map(addr);
-    let (remote, uplink) = net.add_remote_node(&backends);
+    let remote = net.add_remote_node(&backends);
+    let uplink = UPLINK;
     let [vip4, vip6] = CLUSTER_IPS;
     let [b4, b6] = BACKENDS;
     let mut rules = String::new();
@@ -80,12 +85,12 @@ fn client_egress_to_backend(net: &Net, port: u16) -> DatapathTables {
 /// Whether the client reaches the backend through each ClusterIP: a TCP connect
 /// (nothing listens: the backend's refusal proves the SYN arrived and the answer
 /// came back) and a UDP datagram to a listener there.
-fn through_services(net: &Net, remote: &str) -> Vec<(IpAddr, &'static str, bool)> {
+fn through_services(net: &Net, remote: &RemoteNode) -> Vec<(IpAddr, &'static str, bool)> {
     let client = net.pod("client").netns.clone();
     let mut seen = Vec::new();
     for (vip, backend) in CLUSTER_IPS.map(addr).into_iter().zip(BACKENDS.map(addr)) {
         seen.push((vip, "tcp", probe::tcp(&client, None, vip, SERVICE_PORT)));
-        let receiver = probe::udp_listener(remote, backend, BACKEND_PORT);
+        let receiver = probe::udp_listener(&remote.netns, backend, BACKEND_PORT);
         let payload = format!("to {vip}");
         probe::send_udp(&client, vip, SERVICE_PORT, payload.as_bytes());
         seen.push((vip, "udp", probe::receives(&receiver, payload.as_bytes())));

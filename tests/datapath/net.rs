@@ -10,10 +10,10 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
 };
 
+use crate::support::remote::RemoteNode;
 use policy_agent::{
     dataplane::{
         self, Adoption, ApplyReport, BankContent, Datapath, EventReader, Hook, InterfaceIndex,
@@ -72,7 +72,7 @@ pub struct Net {
     pub datapath: Datapath,
     /// Host-side interface of every pod, as `Datapath::apply` takes it.
     pub interfaces: BTreeMap<ObjectRef, InterfaceIndex>,
-    guard: Guard,
+    _guard: Guard,
 }
 
 fn or_panic<T, E: std::fmt::Display>(what: &str) -> impl FnOnce(Result<T, E>) -> T + '_ {
@@ -205,7 +205,7 @@ impl Net {
             pods,
             datapath,
             interfaces,
-            guard,
+            _guard: guard,
         }
     }
 
@@ -326,80 +326,21 @@ impl Net {
 
     /// Loads an nftables ruleset into the node namespace (`nft -f -`).
     pub fn nft(&self, ruleset: &str) {
-        use std::io::Write;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.node, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run `ip netns exec ... nft` (install nftables): {e}")
-            });
-        if let Some(mut stdin) = child.stdin.take() {
-            or_panic("nft stdin")(stdin.write_all(ruleset.as_bytes()));
-        }
-        let output = or_panic("nft")(child.wait_with_output());
-        assert!(
-            output.status.success(),
-            "nft -f failed (is nftables installed?): {}\n{ruleset}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        or_panic("nft")(policy_agent::lab::services::nft(&self.node, ruleset));
     }
 }
 
-/// Underlay addresses of the node's uplink in `Net::add_remote_node`.
-const UPLINK_V4: &str = "192.168.77.1";
-const UPLINK_V6: &str = "fd77::1";
-/// Underlay addresses of the other node there.
-const REMOTE_V4: &str = "192.168.77.2";
-const REMOTE_V6: &str = "fd77::2";
-
 impl Net {
-    /// Adds another node: a namespace joined to the node namespace by a veth (the
-    /// node's uplink, `uplink0`), holding `remote_pods` (host addresses on its
-    /// loopback, where the other node's pods would be) and routing the pods of
-    /// this network back through the uplink. Returns its namespace (deleted with
-    /// the network) and the uplink's interface name in the node namespace.
-    pub fn add_remote_node(&mut self, remote_pods: &[IpAddr]) -> (String, &'static str) {
-        let remote = format!("{}-remote", self.node.trim_end_matches("-node"));
-        or_panic("netns add")(netns::ip_batch(None, &[format!("netns add {remote}")]));
-        self.guard.0.insert(0, remote.clone());
-        for key in ["default", "all"] {
-            or_panic("sysctl")(netns::sysctl(
-                &remote,
-                &format!("net/ipv6/conf/{key}/accept_dad"),
-                "0",
-            ));
-        }
-        let uplink = "uplink0";
-        let mut node_lines = vec![
-            format!("link add {uplink} type veth peer name eth0 netns {remote}"),
-            format!("link set {uplink} up"),
-            format!("addr add {UPLINK_V4}/24 dev {uplink}"),
-            format!("addr add {UPLINK_V6}/64 dev {uplink} nodad"),
-        ];
-        let mut remote_lines = vec![
-            "link set lo up".to_string(),
-            "link set eth0 up".to_string(),
-            format!("addr add {REMOTE_V4}/24 dev eth0"),
-            format!("addr add {REMOTE_V6}/64 dev eth0 nodad"),
-        ];
-        for pod in remote_pods {
-            let (len, via) = if pod.is_ipv4() {
-                (32, REMOTE_V4)
-            } else {
-                (128, REMOTE_V6)
-            };
-            node_lines.push(format!("route add {pod}/{len} via {via} dev {uplink}"));
-            remote_lines.push(format!("addr add {pod}/{len} dev lo nodad"));
-        }
-        for pod in &self.pods {
-            remote_lines.push(format!("route add {}/32 via {UPLINK_V4} dev eth0", pod.v4));
-            remote_lines.push(format!("route add {}/128 via {UPLINK_V6} dev eth0", pod.v6));
-        }
-        or_panic("uplink")(netns::ip_batch(Some(&self.node), &node_lines));
-        or_panic("other node")(netns::ip_batch(Some(&remote), &remote_lines));
-        (remote, uplink)
+    /// Adds another node behind the node namespace's uplink
+    /// (`support::remote::UPLINK`) holding `remote_pods`, with routes back to this
+    /// network's pods; deleted with the network.
+    pub fn add_remote_node(&mut self, remote_pods: &[IpAddr]) -> RemoteNode {
+        let local: Vec<IpAddr> = self
+            .pods
+            .iter()
+            .flat_map(|pod| [IpAddr::V4(pod.v4), IpAddr::V6(pod.v6)])
+            .collect();
+        RemoteNode::up(&self.node, &local, remote_pods)
     }
 }
 

@@ -18,6 +18,7 @@
 //! where they meet); `plan` imports only `model` and `policy`.
 
 pub mod conntrack;
+mod exits;
 pub mod health;
 pub mod http;
 pub mod lock;

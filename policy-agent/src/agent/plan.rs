@@ -44,7 +44,13 @@
 //!     will never own an interface again); audit-only for d iff every such pod isolated
 //!     for d is isolated only by audit-mode policies (`isolation::isolating`). Its
 //!     endpoint id has no `POLICY` entries, so what isolates it drops everything in
-//!     that direction except what never meets policy (node ingress, ND/MLD).
+//!     that direction except what never meets policy (node ingress, ND/MLD);
+//! 12. *exits* (`node_exit`/`node_entry`: a Service egress deferred at a local client
+//!     leaving for a backend elsewhere) are every other link through which a packet
+//!     can leave the node: not the loopback, not enslaved to another device (its
+//!     master carries them: a bridge, a bond), not a pod bridge (its ports are pod
+//!     interfaces, which decide there), and neither mapped nor pending. A bridge
+//!     that is no pod bridge (a container runtime's) is an exit.
 
 mod identity;
 
@@ -128,6 +134,8 @@ pub struct Plan {
     /// The entry any pending interface gets now (rule 11), also for one that
     /// appears before the next plan.
     pub pending_entry: EndpointEntry,
+    /// The node's exits (rule 12), ascending.
+    pub exits: BTreeSet<u32>,
 }
 
 /// Rule 1: whether `pod` is scheduled to `node_name` on the pod network.
@@ -249,7 +257,28 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let wanted: BTreeSet<u32> = mapped.iter().chain(out.pending.keys()).copied().collect();
     out.attach = wanted.difference(input.attached).copied().collect();
     out.detach = input.attached.difference(&wanted).copied().collect();
+    // Rule 12.
+    out.exits = input
+        .links
+        .iter()
+        .filter(|(index, link)| is_exit(**index, link, &out.pod_bridges, &wanted))
+        .map(|(index, _)| *index)
+        .collect();
     out
+}
+
+/// Rule 12: whether link `index` is an exit of the node, given the pod bridges and
+/// the pod interfaces (mapped and pending).
+pub fn is_exit(
+    index: u32,
+    link: &PlanLink,
+    pod_bridges: &BTreeSet<u32>,
+    pod_interfaces: &BTreeSet<u32>,
+) -> bool {
+    link.name != "lo"
+        && link.master.is_none()
+        && !pod_bridges.contains(&index)
+        && !pod_interfaces.contains(&index)
 }
 
 /// Rule 11: the entry of every pending interface.

@@ -103,11 +103,11 @@ struct Written {
 /// The loop's state between passes.
 pub struct Syncer {
     config: SyncConfig,
-    datapath: Datapath,
-    metrics: Arc<Metrics>,
+    pub(super) datapath: Datapath,
+    pub(super) metrics: Arc<Metrics>,
     health: Arc<Health>,
     /// Links of this namespace, by index (from the link watch).
-    links: BTreeMap<InterfaceIndex, Link>,
+    pub(super) links: BTreeMap<InterfaceIndex, Link>,
     /// The last plan's pod bridges: whose veth ports `attach_new` takes.
     pod_bridges: BTreeSet<u32>,
     /// Identity conflicts and programs ahead, reported while they last.
@@ -193,7 +193,12 @@ impl Syncer {
                     .written
                     .as_ref()
                     .is_some_and(|w| w.interfaces.values().any(|i| *i == index));
-                !mapped && self.datapath.attached_interfaces().any(|i| i == index)
+                // A new link that may be an exit (an uplink, a tunnel device), or
+                // one enslaved since it was (plan rule 12): the pass places the
+                // exit classifiers.
+                let exit_changed = links.get(&index).is_some_and(|link| link.master.is_none())
+                    || self.datapath.exit_interfaces().any(|i| i == index);
+                exit_changed || (!mapped && self.datapath.attached_interfaces().any(|i| i == index))
             }
             LinkEvent::Removed(link) => {
                 self.links.remove(&link.index);
@@ -374,6 +379,7 @@ impl Syncer {
                 self.metrics.error(error.kind());
             }
         }
+        self.reconcile_exits(&plan.exits);
         let missing = self.attach_each(&plan.attach);
         self.health.set_programmed(true);
         self.health

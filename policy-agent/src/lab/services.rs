@@ -239,7 +239,7 @@ pub fn ruleset(routes: &[ServiceRoute]) -> String {
 }
 
 /// Runs `nft -f -` with `script` inside namespace `netns` (one transaction).
-fn nft(netns: &str, script: &str) -> Result<(), LabError> {
+pub fn nft(netns: &str, script: &str) -> Result<(), LabError> {
     let command = format!("ip netns exec {netns} nft -f -");
     let failed = |message: String| LabError::Command {
         command: command.clone(),

@@ -86,3 +86,27 @@ fn a_candidate_is_a_prefixed_link_not_enslaved_to_a_foreign_bridge() {
         "a bridge is no pod's interface"
     );
 }
+
+#[test]
+fn exits_are_the_links_a_packet_leaves_the_node_by_other_than_pod_interfaces() {
+    let state = cluster().pod(here("waiting").build()).build();
+    let case = Case::new(state)
+        .link(1, "lo", None)
+        // The uplink, a bond's slave, and the overlay's tunnel device.
+        .link(2, "eth0", None)
+        .link(3, "bond0", None)
+        .link(4, "eth1", Some(3))
+        .link(5, "flannel.1", None)
+        // A container runtime's bridge and its veth; a pod bridge and its port.
+        .bridge(20, "podman0", false)
+        .link(21, "veth-podman", Some(20))
+        .bridge(30, "cni0", false)
+        .link(31, "veth-first-pod", Some(30))
+        // A routed CNI's pod veth.
+        .candidate(50, "veth-routed");
+    let plan = case.plan();
+    assert_eq!(plan.exits, set([2, 3, 5, 20]));
+    assert!(plan
+        .exits
+        .is_disjoint(&plan.pending.keys().copied().collect()));
+}

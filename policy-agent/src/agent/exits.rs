@@ -1,0 +1,34 @@
+//! The node's exits in the sync loop: `node_exit`/`node_entry` go on every link the
+//! plan names an exit (`plan` rule 12) and come off links that stop being one (a
+//! link that turns out to be a pod's, or gets enslaved). One failure does not stop
+//! the others, and none fails the pass: the next pass retries.
+
+use std::collections::BTreeSet;
+
+use super::sync::Syncer;
+use crate::dataplane::InterfaceIndex;
+
+impl Syncer {
+    /// Makes the exit classifiers sit on `exits` and nowhere else.
+    pub(super) fn reconcile_exits(&mut self, exits: &BTreeSet<InterfaceIndex>) {
+        let current: BTreeSet<InterfaceIndex> = self.datapath.exit_interfaces().collect();
+        for index in current.difference(exits) {
+            if let Err(error) = self.datapath.detach_exit(*index) {
+                tracing::warn!(%error, ifindex = index, "detaching the exit classifiers failed; retried next pass");
+                self.metrics.error(error.kind());
+            }
+        }
+        for index in exits.difference(&current) {
+            let Some(name) = self.links.get(index).map(|link| link.name.clone()) else {
+                continue; // gone since the plan
+            };
+            match self.datapath.attach_exit(&name) {
+                Ok(_) => tracing::info!(interface = %name, "exit classifiers attached"),
+                Err(error) => {
+                    tracing::warn!(%error, interface = %name, "attaching the exit classifiers failed; Service egress leaving by it is not decided until a pass attaches them");
+                    self.metrics.error(error.kind());
+                }
+            }
+        }
+    }
+}

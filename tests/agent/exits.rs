@@ -1,0 +1,100 @@
+//! The agent places the exit classifiers: a pod's egress to a Service whose backend
+//! runs on another node (a namespace behind the node's uplink) is decided at the
+//! uplink, so a default-deny egress blocks it and an egress rule to the backend
+//! allows it.
+
+use std::{
+    net::{IpAddr, SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use policy_agent::lab::{netns, probe::Family, services};
+use serde_json::json;
+
+use super::{
+    harness::{self, namespace_json, policy_json, Node},
+    support::{self, remote::RemoteNode},
+};
+
+/// The ClusterIP, its port, and the backend on the other node it leads to.
+const CLUSTER_IP: &str = "10.96.0.10";
+const SERVICE_PORT: u16 = 80;
+const BACKEND: &str = "10.9.0.20";
+const BACKEND_PORT: u16 = 8080;
+
+/// Whether `web` reaches the Service's backend: the handshake completes or is
+/// refused (nothing listens there; a refusal is the backend's answer).
+fn web_reaches_the_service(node: &Node) -> bool {
+    let vip: IpAddr = CLUSTER_IP.parse().unwrap_or_else(|e| panic!("{e}"));
+    let to = SocketAddr::new(vip, SERVICE_PORT);
+    netns::in_netns(&node.pod_netns("web"), || match TcpStream::connect_timeout(
+        &to,
+        Duration::from_millis(400),
+    ) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+    })
+    .unwrap_or_else(|e| panic!("enter web's namespace: {e}"))
+}
+
+#[test]
+fn egress_to_a_service_whose_backend_is_on_another_node_is_decided_at_the_nodes_uplink() {
+    support::require_root_and_bpf();
+    let node = Node::up(&[("web", "web")], &[]);
+    let web = node.pod_ip("web", Family::Ipv4);
+    let backend: IpAddr = BACKEND.parse().unwrap_or_else(|e| panic!("{e}"));
+    let _far = RemoteNode::up(node.net.node_netns(), &[web], &[backend]);
+    services::nft(
+        node.net.node_netns(),
+        &format!(
+            "table ip svc {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
+               ip daddr {CLUSTER_IP} tcp dport {SERVICE_PORT} dnat to {BACKEND}:{BACKEND_PORT}\n }}\n}}\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("Service rule: {e}"));
+    node.api
+        .create_value(namespace_json(harness::NAMESPACE, &[]));
+    node.create_pod("web");
+    node.api.create_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": harness::NAMESPACE, "name": "far"},
+        "spec": {"clusterIP": CLUSTER_IP, "selector": {"app": "far"},
+                 "ports": [{"port": SERVICE_PORT, "targetPort": BACKEND_PORT}]},
+    }));
+    let web_egress = |rest| {
+        policy_json(
+            harness::NAMESPACE,
+            "web-egress",
+            json!({"matchLabels": {"app": "web"}}),
+            rest,
+        )
+    };
+    node.api
+        .create_value(web_egress(json!({"policyTypes": ["Egress"]})));
+    let mut agent = node.start_agent("exits");
+    agent.wait_ready(Duration::from_secs(60));
+    let before = node.stats("exits");
+    harness::eventually(
+        "default-deny egress blocks the remote backend",
+        Duration::from_secs(20),
+        || !web_reaches_the_service(&node),
+    );
+    let after = node.stats("exits");
+    assert!(
+        after.get("drop_deferred_egress") > before.get("drop_deferred_egress"),
+        "{:?}",
+        after.growth_since(&before)
+    );
+    node.api.update_value(web_egress(json!({
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": format!("{BACKEND}/32")}}],
+                    "ports": [{"protocol": "TCP", "port": BACKEND_PORT}]}],
+    })));
+    harness::eventually(
+        "an egress rule to the backend allows it",
+        Duration::from_secs(20),
+        || web_reaches_the_service(&node),
+    );
+    assert!(node.stats("exits").get("allow_service_egress") > 0);
+    drop(agent);
+}
