@@ -387,6 +387,7 @@ pub fn service(namespace: &str, name: &str) -> ServiceBuilder {
         key: ObjectRef::new(namespace, name),
         selector: None,
         cluster_ip: None,
+        extra_ips: Vec::new(),
         ports: Vec::new(),
     })
 }
@@ -405,6 +406,15 @@ impl ServiceBuilder {
     /// Sets `spec.clusterIP`. Panics if it does not parse.
     pub fn cluster_ip(mut self, ip: &str) -> Self {
         self.0.cluster_ip = Some(parse_ip(ip));
+        self
+    }
+
+    /// Adds an address kube-proxy also translates (`Service::extra_ips`). Panics if
+    /// it does not parse.
+    pub fn extra_ip(mut self, ip: &str) -> Self {
+        self.0.extra_ips.push(parse_ip(ip));
+        self.0.extra_ips.sort();
+        self.0.extra_ips.dedup();
         self
     }
 

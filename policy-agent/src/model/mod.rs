@@ -239,8 +239,24 @@ pub struct Service {
     pub selector: Option<Labels>,
     /// `spec.clusterIP`, if set and not `None`.
     pub cluster_ip: Option<IpAddr>,
+    /// Every other address kube-proxy translates for this Service: the rest of
+    /// `spec.clusterIPs` (a dual-stack Service's other family), `spec.externalIPs`,
+    /// and `status.loadBalancer.ingress[].ip` unless its `ipMode` is `Proxy`
+    /// (then the traffic really goes to the load balancer). Sorted, no repeats,
+    /// never `cluster_ip`.
+    pub extra_ips: Vec<IpAddr>,
     /// `spec.ports`.
     pub ports: Vec<ServicePort>,
+}
+
+impl Service {
+    /// Every address a pod's packet to this Service may be sent to and that the
+    /// node translates to a backend: `cluster_ip`, then `extra_ips`.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.cluster_ip
+            .into_iter()
+            .chain(self.extra_ips.iter().copied())
+    }
 }
 
 /// Everything policy is computed from, keyed for deterministic iteration.

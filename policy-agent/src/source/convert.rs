@@ -261,6 +261,7 @@ pub fn service(svc: &core::Service) -> Result<Service> {
             key,
             selector: None,
             cluster_ip: None,
+            extra_ips: Vec::new(),
             ports: Vec::new(),
         });
     };
@@ -272,6 +273,7 @@ pub fn service(svc: &core::Service) -> Result<Service> {
         None | Some("") | Some("None") => None,
         Some(ip) => Some(parse_ip(ip, "spec.clusterIP")?),
     };
+    let extra_ips = extra_ips(svc, cluster_ip)?;
     let mut ports = Vec::new();
     for (i, sp) in spec.ports.iter().flatten().enumerate() {
         let field = format!("spec.ports[{i}]");
@@ -296,8 +298,48 @@ pub fn service(svc: &core::Service) -> Result<Service> {
         key,
         selector,
         cluster_ip,
+        extra_ips,
         ports,
     })
+}
+
+/// `Service::extra_ips` of `svc`: its other cluster IPs, external IPs and load
+/// balancer ingress IPs (not those with `ipMode: Proxy`), without `cluster_ip`.
+/// An address that does not parse is an error: dropping it would let a pod's
+/// packets to it be decided as if it were no Service's.
+pub fn extra_ips(svc: &core::Service, cluster_ip: Option<IpAddr>) -> Result<Vec<IpAddr>> {
+    let spec = svc.spec.as_ref();
+    let cluster_ips = spec
+        .and_then(|s| s.cluster_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|ip| !matches!(ip.as_str(), "" | "None"))
+        .map(|ip| (ip, "spec.clusterIPs"));
+    let external = spec
+        .and_then(|s| s.external_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|ip| (ip, "spec.externalIPs"));
+    let balanced = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|ingress| ingress.ip_mode.as_deref() != Some("Proxy"))
+        .filter_map(|ingress| ingress.ip.as_ref())
+        .map(|ip| (ip, "status.loadBalancer.ingress[].ip"));
+    let mut out = Vec::new();
+    for (text, field) in cluster_ips.chain(external).chain(balanced) {
+        let ip = parse_ip(text, field)?;
+        if Some(ip) != cluster_ip {
+            out.push(ip);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 pub use kinds::{conversion_error, over_cap_policy, ApiKind};

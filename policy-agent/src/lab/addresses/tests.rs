@@ -13,6 +13,7 @@ fn service(name: &str, ip: Option<&str>) -> Service {
         key: ObjectRef::new("ns", name),
         selector: None,
         cluster_ip: ip.map(|ip| ip.parse().unwrap()),
+        extra_ips: Vec::new(),
         ports: vec![ServicePort {
             name: None,
             port: 80,

@@ -60,6 +60,7 @@ pub fn cluster(ports: &[(u16, Protocol)]) -> ClusterState {
             key: ObjectRef::new(&key.namespace, format!("s-{}-{}", key.namespace, key.name)),
             selector: Some(labels.clone()),
             cluster_ip: None,
+            extra_ips: Vec::new(),
             ports: container_ports
                 .iter()
                 .map(|c| ServicePort {

@@ -47,6 +47,7 @@ fn service(ns: &str, name: &str, selector: &[(&str, &str)], ports: Vec<ServicePo
         key: ObjectRef::new(ns, name),
         selector: (!selector.is_empty()).then_some(selector),
         cluster_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10))),
+        extra_ips: Vec::new(),
         ports,
     }
 }

@@ -123,7 +123,7 @@ pub(super) fn assign(
         candidate.node = true;
         candidate.fixed = true;
     }
-    for ip in state.services.values().filter_map(|svc| svc.cluster_ip) {
+    for ip in state.services.values().flat_map(|svc| svc.addresses()) {
         let net = IpNet::from(ip);
         let candidate = candidates.entry(net).or_insert_with(|| outside(net));
         candidate.service = true;

@@ -49,6 +49,9 @@ pub const MAX_LABEL_VALUE_BYTES: usize = 63;
 pub const MAX_CONTAINER_PORTS: usize = 1_024;
 /// Ports of one Service.
 pub const MAX_SERVICE_PORTS: usize = 1_024;
+/// Addresses of one Service besides `spec.clusterIP`: `spec.clusterIPs`,
+/// `spec.externalIPs` and load balancer ingress IPs together.
+pub const MAX_SERVICE_ADDRESSES: usize = 1_024;
 /// Namespaces handled; the ones past it (by name) are over the cap.
 pub const MAX_NAMESPACES: usize = 20_000;
 /// Pods handled; the ones past it (by namespace/name) are over the cap.
@@ -154,7 +157,21 @@ pub fn service(svc: &core::Service) -> Result<(), ConvertError> {
         .as_ref()
         .and_then(|s| s.ports.as_ref())
         .map_or(0, Vec::len);
-    check("spec.ports", ports, MAX_SERVICE_PORTS, "ports")
+    check("spec.ports", ports, MAX_SERVICE_PORTS, "ports")?;
+    let spec = svc.spec.as_ref();
+    let addresses = spec
+        .and_then(|s| s.cluster_ips.as_ref())
+        .map_or(0, Vec::len)
+        + spec
+            .and_then(|s| s.external_ips.as_ref())
+            .map_or(0, Vec::len)
+        + svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .map_or(0, Vec::len);
+    check("spec", addresses, MAX_SERVICE_ADDRESSES, "addresses")
 }
 
 /// Whether a NetworkPolicy is within its caps (rules, peers, ports, excepts,

@@ -203,10 +203,15 @@ impl ApiKind for core::Service {
             .as_ref()
             .and_then(|spec| spec.cluster_ip.as_deref())
             .and_then(|ip| ip.parse().ok());
+        // Its addresses stay Service addresses (deferred), as far as they parse
+        // and up to the cap.
+        let mut extra_ips = super::extra_ips(self, cluster_ip).unwrap_or_default();
+        extra_ips.truncate(super::caps::MAX_SERVICE_ADDRESSES);
         let stub = model::Service {
             key,
             selector: None,
             cluster_ip,
+            extra_ips,
             ports: Vec::new(),
         };
         Some((stub, SERVICE_STUB))

@@ -505,6 +505,34 @@ fn service_defaults_target_port_and_treats_headless_as_no_cluster_ip() {
 }
 
 #[test]
+fn a_services_extra_ips_are_its_other_cluster_ip_external_ips_and_balanced_ingress_ips() {
+    let yaml = "metadata: {name: s}\n\
+                spec: {clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10, 'fd96::10'], \
+                       externalIPs: [198.51.100.7, 198.51.100.7]}\n\
+                status: {loadBalancer: {ingress: [{ip: 203.0.113.9}, {hostname: lb.example}, \
+                         {ip: 203.0.113.10, ipMode: Proxy}, {ip: 203.0.113.11, ipMode: VIP}]}}";
+    let svc = service(&serde_norway::from_str(yaml).expect("fixture")).expect("valid");
+    assert_eq!(svc.cluster_ip, Some(ip("10.96.0.10")));
+    // Sorted, no repeats, not the cluster IP, not a Proxy-mode load balancer's.
+    assert_eq!(
+        svc.extra_ips,
+        [
+            ip("198.51.100.7"),
+            ip("203.0.113.9"),
+            ip("203.0.113.11"),
+            ip("fd96::10")
+        ]
+    );
+    assert_eq!(
+        svc.addresses().collect::<Vec<_>>()[..2],
+        [ip("10.96.0.10"), ip("198.51.100.7")]
+    );
+    let bad = "metadata: {name: s}\nspec: {externalIPs: [not-an-ip]}";
+    let error = service(&serde_norway::from_str(bad).expect("fixture")).expect_err("invalid IP");
+    assert!(error.to_string().contains("spec.externalIPs"), "{error}");
+}
+
+#[test]
 fn service_with_empty_selector_has_none_and_keeps_its_cluster_ip() {
     let yaml = "metadata: {name: s}\nspec: {selector: {}, clusterIP: 10.96.0.10}";
     let svc = service(&serde_norway::from_str(yaml).expect("fixture")).expect("valid");

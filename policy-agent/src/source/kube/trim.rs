@@ -66,22 +66,33 @@ pub fn namespace(ns: &mut core::Namespace) {
     ns.status = None;
 }
 
-/// Keeps a Service's name and namespace; `spec.selector`, `spec.clusterIP` and each
-/// port's name, port, targetPort and protocol.
+/// Keeps a Service's name and namespace; `spec.selector`, its addresses
+/// (`spec.clusterIP`, `spec.clusterIPs`, `spec.externalIPs`, and each load balancer
+/// ingress' `ip` and `ipMode`) and each port's name, port, targetPort and protocol.
+/// Over a cap, only the addresses are kept, up to the cap.
 pub fn service(svc: &mut core::Service) {
-    if let Err(error) = caps::service(svc) {
+    let capped = caps::service(svc);
+    let addresses = service_addresses(svc);
+    if let Err(error) = capped {
         caps::mark(&mut svc.metadata, &error, None);
         svc.spec = svc.spec.take().map(|spec| core::ServiceSpec {
             cluster_ip: spec.cluster_ip,
+            cluster_ips: spec.cluster_ips.map(|mut ips| {
+                ips.truncate(caps::MAX_SERVICE_ADDRESSES);
+                ips
+            }),
             ..core::ServiceSpec::default()
         });
         svc.status = None;
         return;
     }
     metadata(&mut svc.metadata, false, None);
+    svc.status = addresses;
     svc.spec = svc.spec.take().map(|spec| core::ServiceSpec {
         selector: spec.selector,
         cluster_ip: spec.cluster_ip,
+        cluster_ips: spec.cluster_ips,
+        external_ips: spec.external_ips,
         ports: spec.ports.map(|ports| {
             ports
                 .into_iter()
@@ -96,7 +107,29 @@ pub fn service(svc: &mut core::Service) {
         }),
         ..core::ServiceSpec::default()
     });
-    svc.status = None;
+}
+
+/// The part of a Service's status `convert` reads: each load balancer ingress'
+/// `ip` and `ipMode`.
+fn service_addresses(svc: &mut core::Service) -> Option<core::ServiceStatus> {
+    let ingress = svc
+        .status
+        .take()?
+        .load_balancer?
+        .ingress?
+        .into_iter()
+        .map(|ingress| core::LoadBalancerIngress {
+            ip: ingress.ip,
+            ip_mode: ingress.ip_mode,
+            ..core::LoadBalancerIngress::default()
+        })
+        .collect();
+    Some(core::ServiceStatus {
+        load_balancer: Some(core::LoadBalancerStatus {
+            ingress: Some(ingress),
+        }),
+        ..core::ServiceStatus::default()
+    })
 }
 
 /// Keeps a NetworkPolicy's name, namespace, the `podwall.io/mode` annotation and

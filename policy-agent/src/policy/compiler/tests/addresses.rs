@@ -171,6 +171,13 @@ fn service_cluster_ips_are_flagged_and_classed_by_their_ip_blocks() {
         .service(service("prod", "web6").cluster_ip("fd00:96::10").build())
         .service(service("prod", "both").cluster_ip("192.168.0.10").build())
         .service(service("prod", "headless").build())
+        .service(
+            service("prod", "exposed")
+                .cluster_ip("10.96.0.11")
+                .extra_ip("fd96::11")
+                .extra_ip("198.51.100.7")
+                .build(),
+        )
         .build();
     let tables = compile(&state, &[ip("192.168.0.10")], |p| {
         p.node_name.as_deref() == Some("n1")
@@ -202,9 +209,14 @@ fn service_cluster_ips_are_flagged_and_classed_by_their_ip_blocks() {
         },
         "flags merge on one prefix"
     );
+    // Every address kube-proxy translates is a Service address, not only the
+    // cluster IP.
+    for address in ["10.96.0.11", "fd96::11", "198.51.100.7"] {
+        assert!(tables.peers[&net(address)].service, "{address}");
+    }
     assert_eq!(
         tables.peers.len(),
-        6 + 4,
-        "pods, the block, three ClusterIPs"
+        6 + 4 + 3,
+        "pods, the block, three ClusterIPs, a Service's three addresses"
     );
 }

@@ -146,10 +146,32 @@ fn a_trimmed_service_keeps_selector_cluster_ip_and_ports() {
     assert_eq!(convert::service(&trimmed), convert::service(&full));
     let spec = trimmed.spec.as_ref().expect("spec kept");
     assert_eq!(spec.type_, None);
-    assert_eq!(spec.cluster_ips, None);
     assert_eq!(spec.ports.as_ref().expect("ports kept")[0].node_port, None);
     assert_eq!(trimmed.metadata.labels, None);
-    assert_eq!(trimmed.status, None);
+}
+
+#[test]
+fn a_trimmed_service_keeps_every_address_kube_proxy_translates() {
+    let full: core::Service = from_json(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "prod"},
+        "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd96::10"],
+                 "externalIPs": ["198.51.100.7"], "type": "LoadBalancer"},
+        "status": {"loadBalancer": {"ingress": [
+            {"ip": "203.0.113.9", "hostname": "lb.example", "ports": [{"port": 80, "protocol": "TCP"}]},
+            {"ip": "203.0.113.10", "ipMode": "Proxy"}]}}
+    }));
+    let mut trimmed = full.clone();
+    service(&mut trimmed);
+    assert_eq!(convert::service(&trimmed), convert::service(&full));
+    let ingress = trimmed
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|lb| lb.ingress)
+        .expect("ingress kept");
+    assert_eq!(ingress[0].hostname, None);
+    assert_eq!(ingress[0].ports, None);
+    assert_eq!(ingress[1].ip_mode.as_deref(), Some("Proxy"));
 }
 
 #[test]
