@@ -47,7 +47,10 @@ use crate::{
     service::{self, Why},
 };
 
-/// `node_exit`: rules 1-4 of the module comment.
+/// `node_exit`: rules 1-4 of the module comment. Its start repeats `classify`'s
+/// rather than sharing it: a shared closure-taking runner made `decide` a
+/// subprogram of its own and the pod classifiers' call chain 32 bytes deeper than
+/// the 512 the verifier allows.
 #[inline(always)]
 pub(crate) fn leave(ctx: &TcContext) -> i32 {
     if !service::take_deferred(ctx) {

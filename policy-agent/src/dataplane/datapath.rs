@@ -210,35 +210,15 @@ impl Datapath {
     /// links, each first in its hook's chain (`order.rs`), and returns its index. The calling thread must be in the network
     /// namespace of the interface.
     pub fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError> {
-        let index = nix::net::if_::if_nametoindex(interface).map_err(|source| {
-            DataplaneError::Interface {
-                interface: interface.to_string(),
-                source,
-            }
-        })?;
+        let index = interface_index(interface)?;
         if self.attached.contains_key(&index) {
             return Ok(index);
         }
-        let ingress = attach_one(
+        let [ingress, egress] = attach_pair(
             &mut self.ebpf,
-            POD_INGRESS_PROGRAM,
             interface,
-            TcAttachType::Egress,
+            [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM],
         )?;
-        let egress = match attach_one(
-            &mut self.ebpf,
-            POD_EGRESS_PROGRAM,
-            interface,
-            TcAttachType::Ingress,
-        ) {
-            Ok(egress) => egress,
-            Err(error) => {
-                // Not half attached: the ingress link goes with the error.
-                let _ = classifier(&mut self.ebpf, POD_INGRESS_PROGRAM)
-                    .map(|program| program.detach(ingress));
-                return Err(error);
-            }
-        };
         let attachment = if self.pins.is_some() {
             Attachment::Pinned(self.pin_links(index, [ingress, egress])?)
         } else {
@@ -327,7 +307,34 @@ pub(super) fn classifier<'a>(
     })
 }
 
-pub(super) fn attach_one(
+/// The index of `interface` in the calling thread's network namespace.
+pub(super) fn interface_index(interface: &str) -> Result<InterfaceIndex, DataplaneError> {
+    nix::net::if_::if_nametoindex(interface).map_err(|source| DataplaneError::Interface {
+        interface: interface.to_string(),
+        source,
+    })
+}
+
+/// Attaches `programs[0]` at TC egress and `programs[1]` at TC ingress of
+/// `interface`, each first in its chain; never half: if the second fails, the
+/// first link goes with the error.
+pub(super) fn attach_pair(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    programs: [&'static str; 2],
+) -> Result<[SchedClassifierLinkId; 2], DataplaneError> {
+    let [out, inward] = programs;
+    let first = attach_one(ebpf, out, interface, TcAttachType::Egress)?;
+    match attach_one(ebpf, inward, interface, TcAttachType::Ingress) {
+        Ok(second) => Ok([first, second]),
+        Err(error) => {
+            let _ = classifier(ebpf, out).map(|program| program.detach(first));
+            Err(error)
+        }
+    }
+}
+
+fn attach_one(
     ebpf: &mut Ebpf,
     name: &'static str,
     interface: &str,

@@ -5,10 +5,10 @@
 //! packet crossing an exit passes untouched, so attaching to a busy uplink costs a
 //! mark test per packet out and a parse and two lookups per packet in.
 
-use aya::programs::{tc::SchedClassifierLinkId, TcAttachType};
+use aya::programs::tc::SchedClassifierLinkId;
 
 use super::{
-    datapath::{attach_one, classifier, NODE_ENTRY_PROGRAM, NODE_EXIT_PROGRAM},
+    datapath::{attach_pair, classifier, interface_index, NODE_ENTRY_PROGRAM, NODE_EXIT_PROGRAM},
     Datapath, DataplaneError, InterfaceIndex,
 };
 
@@ -18,36 +18,17 @@ impl Datapath {
     /// be in the interface's network namespace. The links belong to this process:
     /// they go when the datapath is dropped, pinned or not.
     pub fn attach_exit(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError> {
-        let index = nix::net::if_::if_nametoindex(interface).map_err(|source| {
-            DataplaneError::Interface {
-                interface: interface.to_string(),
-                source,
-            }
-        })?;
+        let index = interface_index(interface)?;
         if self.exits.contains_key(&index) {
             return Ok(index);
         }
-        let exit = attach_one(
+        let links = attach_pair(
             &mut self.ebpf,
-            NODE_EXIT_PROGRAM,
             interface,
-            TcAttachType::Egress,
+            [NODE_EXIT_PROGRAM, NODE_ENTRY_PROGRAM],
         )?;
-        let entry = match attach_one(
-            &mut self.ebpf,
-            NODE_ENTRY_PROGRAM,
-            interface,
-            TcAttachType::Ingress,
-        ) {
-            Ok(entry) => entry,
-            Err(error) => {
-                let _ = classifier(&mut self.ebpf, NODE_EXIT_PROGRAM)
-                    .map(|program| program.detach(exit));
-                return Err(error);
-            }
-        };
         tracing::debug!(interface, ifindex = index, "exit classifiers attached");
-        self.exits.insert(index, [exit, entry]);
+        self.exits.insert(index, links);
         Ok(index)
     }
 
