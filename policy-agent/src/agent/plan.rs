@@ -50,7 +50,10 @@
 //!     can leave the node: not the loopback, not enslaved to another device (its
 //!     master carries them: a bridge, a bond), not a pod bridge (its ports are pod
 //!     interfaces, which decide there), and neither mapped nor pending. A bridge
-//!     that is no pod bridge (a container runtime's) is an exit.
+//!     that is no pod bridge (a container runtime's) is an exit. Only links with
+//!     Ethernet frames: the classifiers parse nothing else, so on an IP-in-IP or
+//!     WireGuard device they would drop every deferred packet; such a link is no
+//!     exit, and what leaves by it is not decided (a known limit).
 
 mod identity;
 
@@ -77,6 +80,8 @@ pub struct PlanLink {
     pub master: Option<u32>,
     /// Whether it is a bridge.
     pub bridge: bool,
+    /// Whether its frames carry an Ethernet header (`node::Link::ethernet`).
+    pub ethernet: bool,
 }
 
 /// What the loop knows when it plans.
@@ -276,6 +281,7 @@ pub fn is_exit(
     pod_interfaces: &BTreeSet<u32>,
 ) -> bool {
     link.name != "lo"
+        && link.ethernet
         && link.master.is_none()
         && !pod_bridges.contains(&index)
         && !pod_interfaces.contains(&index)

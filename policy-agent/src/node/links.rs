@@ -2,7 +2,7 @@
 //! peer.
 
 use netlink_packet_route::{
-    link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+    link::{InfoKind, LinkAttribute, LinkInfo, LinkLayerType, LinkMessage},
     RouteNetlinkMessage,
 };
 
@@ -22,6 +22,9 @@ pub struct Link {
     pub kind: LinkKind,
     /// The device it is enslaved to (`IFLA_MASTER`: a bridge for a bridge port).
     pub master: Option<u32>,
+    /// Its frames carry an Ethernet header (`ARPHRD_ETHER`), which is what
+    /// podwall's classifiers parse; an IP-in-IP, WireGuard or tun device's do not.
+    pub ethernet: bool,
 }
 
 impl Link {
@@ -32,6 +35,7 @@ impl Link {
             name: name.to_string(),
             kind: LinkKind::Other,
             master: None,
+            ethernet: true,
         }
     }
 }
@@ -95,6 +99,7 @@ pub(super) fn describe_with_peer(message: &LinkMessage) -> (Link, Option<Peer>) 
         name,
         kind,
         master,
+        ethernet: message.header.link_layer_type == LinkLayerType::Ether,
     };
     let peer = match (kind, peer_index) {
         (LinkKind::PodLike, Some(index)) => Some(Peer { index, netnsid }),

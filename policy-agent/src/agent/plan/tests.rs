@@ -91,6 +91,7 @@ impl Case {
             name: name.to_string(),
             master,
             bridge: false,
+            ethernet: true,
         };
         self.links.insert(ifindex, link);
         self
@@ -102,6 +103,7 @@ impl Case {
             name: name.to_string(),
             master: None,
             bridge: true,
+            ethernet: true,
         };
         self.links.insert(ifindex, link);
         if routed {

@@ -49,6 +49,7 @@ fn a_candidate_is_a_prefixed_link_not_enslaved_to_a_foreign_bridge() {
                 name: "docker0".into(),
                 master: None,
                 bridge: true,
+                ethernet: true,
             },
         ),
         (
@@ -57,6 +58,7 @@ fn a_candidate_is_a_prefixed_link_not_enslaved_to_a_foreign_bridge() {
                 name: "bond0".into(),
                 master: None,
                 bridge: false,
+                ethernet: true,
             },
         ),
     ]);
@@ -64,6 +66,7 @@ fn a_candidate_is_a_prefixed_link_not_enslaved_to_a_foreign_bridge() {
         name: "veth9".into(),
         master,
         bridge: false,
+        ethernet: true,
     };
     let prefixes = ["veth"];
     assert!(is_candidate(&link(None), &links, &prefixes, &set([])));
@@ -80,6 +83,7 @@ fn a_candidate_is_a_prefixed_link_not_enslaved_to_a_foreign_bridge() {
         name: "veth-bridge".into(),
         master: None,
         bridge: true,
+        ethernet: true,
     };
     assert!(
         !is_candidate(&bridge, &links, &prefixes, &set([])),
@@ -104,6 +108,17 @@ fn exits_are_the_links_a_packet_leaves_the_node_by_other_than_pod_interfaces() {
         .link(31, "veth-first-pod", Some(30))
         // A routed CNI's pod veth.
         .candidate(50, "veth-routed");
+    // Calico's IP-in-IP device and a WireGuard one: no Ethernet frames.
+    let mut case = case;
+    for (index, name) in [(6, "tunl0"), (7, "wg0")] {
+        let link = PlanLink {
+            name: name.into(),
+            master: None,
+            bridge: false,
+            ethernet: false,
+        };
+        case.links.insert(index, link);
+    }
     let plan = case.plan();
     assert_eq!(plan.exits, set([2, 3, 5, 20]));
     assert!(plan
