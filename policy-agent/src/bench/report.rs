@@ -18,17 +18,25 @@ pub enum Path {
     NewFlowCidrPeer,
     /// A SYN from a pod peer to a port no rule allows (dropped).
     Denied,
+    /// `node_exit` (on the node's uplink) and a packet no pod deferred: what every
+    /// packet leaving the node pays.
+    ExitNotDeferred,
+    /// `node_entry` (on the node's uplink) and a packet for a local pod that is no
+    /// reply of its egress: what every packet entering the node for a pod pays.
+    EntryToPod,
 }
 
 impl Path {
     /// Every path, in report order.
-    pub const ALL: [Path; 6] = [
+    pub const ALL: [Path; 8] = [
         Path::Floor,
         Path::Unisolated,
         Path::ConntrackHit,
         Path::NewFlowPodPeer,
         Path::NewFlowCidrPeer,
         Path::Denied,
+        Path::ExitNotDeferred,
+        Path::EntryToPod,
     ];
 
     /// How the report names it.
@@ -40,6 +48,8 @@ impl Path {
             Path::NewFlowPodPeer => "new flow allowed, pod peer (SYN)",
             Path::NewFlowCidrPeer => "new flow allowed, peer in a CIDR table (SYN)",
             Path::Denied => "denied (SYN)",
+            Path::ExitNotDeferred => "node exit, not deferred (SYN)",
+            Path::EntryToPod => "node entry, to a pod, no reply (SYN)",
         }
     }
 
@@ -49,7 +59,11 @@ impl Path {
             Path::ConntrackHit => Some(2.5),
             Path::NewFlowPodPeer => Some(4.0),
             Path::NewFlowCidrPeer => Some(8.0),
-            Path::Floor | Path::Unisolated | Path::Denied => None,
+            Path::Floor
+            | Path::Unisolated
+            | Path::Denied
+            | Path::ExitNotDeferred
+            | Path::EntryToPod => None,
         }
     }
 }
@@ -271,7 +285,8 @@ impl fmt::Display for Report {
 /// How the figures were made, printed under them.
 const METHOD: &str = "\
 Method: each figure is BPF_PROG_TEST_RUN of the real pod_ingress classifier (the pod's
-ingress hook) on one hand-made frame with the kernel's `repeat`: the kernel runs the
+ingress hook; the node rows: node_exit and node_entry, the programs on the node's
+uplink) on one hand-made frame with the kernel's `repeat`: the kernel runs the
 program that many times on one skb and returns the average time per run (whole ns).
 A figure is the median of its runs. Each table is loaded in its own copy of the object
 (its own maps), and the runs of every case of every table take turns, so a slow spell

@@ -54,7 +54,13 @@ fn plan(options: &Options) -> Vec<Phase> {
         },
         Phase {
             spec: spec(smallest, 0, true),
-            paths: &[Path::ConntrackHit, Path::NewFlowPodPeer, Path::Denied],
+            paths: &[
+                Path::ConntrackHit,
+                Path::NewFlowPodPeer,
+                Path::Denied,
+                Path::ExitNotDeferred,
+                Path::EntryToPod,
+            ],
         },
         Phase {
             spec: spec(smallest, options.cidr_prefixes, true),
@@ -98,7 +104,8 @@ fn cases(path: Path, built: &tables::BenchTables) -> Vec<Case> {
         _ => pods.to_vec(),
     };
     let (flags, port, counter, passes) = match path {
-        Path::Floor => (SYN, ALLOWED_PORT, None, true),
+        // The exit programs count nothing when they decide nothing.
+        Path::Floor | Path::ExitNotDeferred | Path::EntryToPod => (SYN, ALLOWED_PORT, None, true),
         Path::Unisolated => (SYN, ALLOWED_PORT, Some("allow_unisolated"), true),
         Path::ConntrackHit => (ACK, ALLOWED_PORT, Some("allow_tracked"), true),
         Path::NewFlowPodPeer | Path::NewFlowCidrPeer => {
@@ -108,6 +115,8 @@ fn cases(path: Path, built: &tables::BenchTables) -> Vec<Case> {
     };
     let program = match path {
         Path::Floor => BenchProgram::Floor,
+        Path::ExitNotDeferred => BenchProgram::Hook(Hook::NodeExit),
+        Path::EntryToPod => BenchProgram::Hook(Hook::NodeEntry),
         _ => BenchProgram::Hook(Hook::PodIngress),
     };
     peers
