@@ -4,7 +4,8 @@
 //! node's uplink decides it there, and `node_entry` marks its replies so the
 //! client's ingress lets them in. The other node is a namespace behind the uplink,
 //! holding the backend's addresses; a Service is an nftables DNAT rule in the node
-//! namespace, as kube-proxy makes it.
+//! namespace, as kube-proxy makes it. Large datagrams, which the node reassembles
+//! for DNAT and fragments again on the uplink, pass whole or not at all.
 
 use std::net::IpAddr;
 
@@ -151,4 +152,45 @@ fn a_service_egress_to_a_backend_on_another_node_is_dropped_where_it_leaves_when
     let (grew, moved) = growth(&before, &after);
     assert!(grew("drop_deferred_egress") >= 4, "{moved:?}");
     assert_eq!(grew("allow_service_egress"), 0, "{moved:?}");
+}
+
+/// Whether a UDP datagram of `size` bytes from the client through each ClusterIP
+/// reaches the backend whole.
+fn large_datagrams_through_services(net: &Net, remote: &RemoteNode, size: usize) -> Vec<bool> {
+    let client = net.pod("client").netns.clone();
+    CLUSTER_IPS
+        .map(addr)
+        .into_iter()
+        .zip(BACKENDS.map(addr))
+        .map(|(vip, backend)| {
+            let receiver = probe::udp_listener(&remote.netns, backend, BACKEND_PORT);
+            let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            probe::send_udp(&client, vip, SERVICE_PORT, &payload);
+            probe::receives(&receiver, &payload)
+        })
+        .collect()
+}
+
+#[test]
+fn large_datagrams_to_a_backend_on_another_node_pass_whole_when_allowed_and_not_at_all_when_denied()
+{
+    let (mut net, remote) = client_and_remote_backend(true);
+    // Allowed: the node refragments each reassembled datagram on the uplink, and
+    // `node_exit` gives the later fragments their first fragment's ports.
+    net.apply(&client_egress_to_backend(&net, BACKEND_PORT));
+    for size in [3000, 8000] {
+        assert_eq!(
+            large_datagrams_through_services(&net, &remote, size),
+            [true, true],
+            "{size} bytes through each ClusterIP to the remote backend"
+        );
+    }
+    net.apply(&client_egress_to_backend(&net, OTHER_PORT));
+    for size in [3000, 8000] {
+        assert_eq!(
+            large_datagrams_through_services(&net, &remote, size),
+            [false, false],
+            "{size} bytes reached a backend the client's egress denies"
+        );
+    }
 }

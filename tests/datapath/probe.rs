@@ -58,7 +58,8 @@ fn recv(socket: &Socket, buf: &mut [u8]) -> Option<(usize, Option<IpAddr>)> {
 /// sender), or `TIMEOUT` passes.
 fn await_packet(socket: &Socket, accept: impl Fn(&[u8], Option<IpAddr>) -> bool) -> bool {
     let deadline = Instant::now() + TIMEOUT;
-    let mut buf = [0u8; 1500];
+    // Room for a whole reassembled datagram, not only one frame's worth.
+    let mut buf = vec![0u8; 65_536];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
