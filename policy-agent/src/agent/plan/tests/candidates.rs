@@ -94,7 +94,7 @@ fn a_candidate_is_a_prefixed_link_not_enslaved_to_a_foreign_bridge() {
 #[test]
 fn exits_are_the_links_a_packet_leaves_the_node_by_other_than_pod_interfaces() {
     let state = cluster().pod(here("waiting").build()).build();
-    let case = Case::new(state)
+    let mut case = Case::new(state)
         .link(1, "lo", None)
         // The uplink, a bond's slave, and the overlay's tunnel device.
         .link(2, "eth0", None)
@@ -109,7 +109,6 @@ fn exits_are_the_links_a_packet_leaves_the_node_by_other_than_pod_interfaces() {
         // A routed CNI's pod veth.
         .candidate(50, "veth-routed");
     // Calico's IP-in-IP device and a WireGuard one: no Ethernet frames.
-    let mut case = case;
     for (index, name) in [(6, "tunl0"), (7, "wg0")] {
         let link = PlanLink {
             name: name.into(),
