@@ -68,6 +68,7 @@ fn lab_run_json_prints_exactly_the_documented_shape() {
     support::require_root_and_bpf();
     let cluster = example().join("cluster.yaml");
     let out = agent(&[
+        "-v",
         "lab",
         "run",
         "-f",
@@ -86,6 +87,10 @@ fn lab_run_json_prints_exactly_the_documented_shape() {
         .as_object()
         .unwrap_or_else(|| panic!("not an object: {json}"));
     assert_eq!(object.keys().collect::<Vec<_>>(), vec!["probes"]);
+    // Its logs went to a pipe: plain text, no colour codes.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("INFO"), "-v logs: {stderr}");
+    assert!(!stderr.contains('\x1b'), "colour codes in piped logs: {stderr:?}");
     let probes = json["probes"]
         .as_array()
         .unwrap_or_else(|| panic!("probes is not a list"));
