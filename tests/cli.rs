@@ -90,7 +90,10 @@ fn lab_run_json_prints_exactly_the_documented_shape() {
     // Its logs went to a pipe: plain text, no colour codes.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("INFO"), "-v logs: {stderr}");
-    assert!(!stderr.contains('\x1b'), "colour codes in piped logs: {stderr:?}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in piped logs: {stderr:?}"
+    );
     let probes = json["probes"]
         .as_array()
         .unwrap_or_else(|| panic!("probes is not a list"));
@@ -175,6 +178,11 @@ fn a_malformed_manifest_names_file_object_and_field_and_nothing_runs() {
         "{stderr}"
     );
     assert!(stderr.contains("spec.ingress[0].ports[0].port"), "{stderr}");
+    assert_eq!(
+        stderr.matches("is not a port number").count(),
+        1,
+        "the cause is said once: {stderr}"
+    );
     assert!(
         !stderr.contains("notes.txt"),
         "non-YAML files are ignored: {stderr}"

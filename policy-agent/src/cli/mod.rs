@@ -114,6 +114,23 @@ fn init_logging(format: LogFormat, verbose: u8) {
     }
 }
 
+/// An error and its causes on one line, each said once: many error types already
+/// put their cause into their own message, and `{:#}` would repeat it.
+fn render(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Runs the CLI and turns errors into a message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -130,7 +147,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", render(&error));
             ExitCode::FAILURE
         }
     }
@@ -138,8 +155,20 @@ pub fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_port_protocol;
+    use super::{parse_port_protocol, render};
     use crate::model::Protocol;
+
+    #[test]
+    fn an_error_prints_each_cause_once_and_keeps_contexts() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading x: {source}")]
+        struct Outer {
+            source: std::io::Error,
+        }
+        let inner = std::io::Error::other("disk on fire");
+        let error = anyhow::Error::from(Outer { source: inner }).context("loading the lab");
+        assert_eq!(render(&error), "loading the lab: reading x: disk on fire");
+    }
 
     #[test]
     fn port_protocol_accepts_case_insensitive_protocols_and_defaults_to_tcp() {
