@@ -1,12 +1,14 @@
 //! The lab on the real kernel: replies of allowed connections, agreement between
 //! the kernel and the reference evaluator, verdict counters, cleanup, IPv6, traffic
 //! from the node, and probes through Services (kube-proxy-style DNAT); the bridge
-//! topology in `lab/bridge.rs`.
+//! topology in `lab/bridge.rs`, labs of several nodes in `lab/nodes.rs`.
 
 mod support;
 
 #[path = "lab/bridge.rs"]
 mod bridge;
+#[path = "lab/nodes.rs"]
+mod nodes;
 
 use std::{net::IpAddr, path::Path, time::Duration};
 

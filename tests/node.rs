@@ -12,10 +12,10 @@ use std::{
 
 use policy_agent::{
     lab::{
-        addresses::{PodAddresses, NODE_V4, NODE_V6},
+        addresses::{PlacedPod, PodAddresses, NODE_V4, NODE_V6},
         netns::{self, in_netns},
         network::RunGuard,
-        topology::{self, Topology, TopologyKind},
+        topology::{self, Layout, Topology, TopologyKind},
     },
     model::ObjectRef,
     node::{self, LinkEvent, LinkWatch},
@@ -43,13 +43,14 @@ impl Lab {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let pods = BTreeMap::from([
-            (ObjectRef::new("prod", "a"), pod_addresses(2)),
-            (ObjectRef::new("prod", "b"), pod_addresses(3)),
+            (ObjectRef::new("prod", "a"), on_the_node(2)),
+            (ObjectRef::new("prod", "b"), on_the_node(3)),
         ]);
         // The guard exists before anything is created, so a failed create cleans up.
         let guard = RunGuard::new(&run);
-        let topology = topology::create(&run, &pods, |_| true, TopologyKind::Routed)
-            .unwrap_or_else(|e| panic!("creating the lab: {e}"));
+        let topology =
+            topology::create(&run, &pods, |_| true, Layout::single(TopologyKind::Routed))
+                .unwrap_or_else(|e| panic!("creating the lab: {e}"));
         Lab {
             topology,
             _guard: guard,
@@ -57,7 +58,7 @@ impl Lab {
     }
 
     fn node(&self) -> &str {
-        &self.topology.node
+        self.topology.first_node()
     }
 
     /// Runs `f` inside the node namespace.
@@ -82,6 +83,14 @@ fn pod_addresses(n: u8) -> PodAddresses {
     PodAddresses {
         v4: Ipv4Addr::new(10, 20, 0, n),
         v6: Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, u16::from(n)),
+    }
+}
+
+/// A pod of the lab's one node with `pod_addresses(n)`.
+fn on_the_node(n: u8) -> PlacedPod {
+    PlacedPod {
+        node: 0,
+        addresses: pod_addresses(n),
     }
 }
 

@@ -1,7 +1,8 @@
-//! `cargo xtask conformance [--cases DIR]`: the upstream NetworkPolicy conformance
-//! cases on real packets. Builds the eBPF object and the agent, then runs
-//! `policy-agent lab conformance --cases DIR` (default tests/data/conformance),
-//! which needs root: it builds a lab of network namespaces and loads BPF.
+//! `cargo xtask conformance [--cases DIR] [--nodes N]`: the upstream NetworkPolicy
+//! conformance cases on real packets. Builds the eBPF object and the agent, then
+//! runs `policy-agent lab conformance --cases DIR --nodes N` (default
+//! tests/data/conformance on one node), which needs root: it builds a lab of
+//! network namespaces and loads BPF.
 
 use std::{path::Path, process::Command};
 
@@ -11,15 +12,16 @@ use crate::{build_agent, ebpf, run_checked, setup, workspace_root};
 pub const DEFAULT_CASES: &str = "tests/data/conformance";
 
 /// `cargo xtask conformance`: installs and builds what is missing, then runs.
-pub fn run(cases: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(cases: Option<&Path>, nodes: u16) -> anyhow::Result<()> {
     setup::ensure_ready()?;
     ebpf::build()?;
-    run_cases(cases)
+    run_cases(cases, nodes)
 }
 
-/// Builds the agent and runs the cases in `cases` (default: the vendored ones);
-/// fails when a case fails. Expects the eBPF object to be built already.
-pub fn run_cases(cases: Option<&Path>) -> anyhow::Result<()> {
+/// Builds the agent and runs the cases in `cases` (default: the vendored ones)
+/// in a lab of `nodes` nodes; fails when a case fails. Expects the eBPF object
+/// to be built already.
+pub fn run_cases(cases: Option<&Path>, nodes: u16) -> anyhow::Result<()> {
     let root = workspace_root();
     anyhow::ensure!(
         nix::unistd::geteuid().is_root(),
@@ -32,11 +34,17 @@ pub fn run_cases(cases: Option<&Path>) -> anyhow::Result<()> {
         None => root.join(DEFAULT_CASES),
     };
     let agent = build_agent("conformance")?;
-    println!("conformance: running the cases in {}", cases.display());
+    println!(
+        "conformance: running the cases in {} on {nodes} node{}",
+        cases.display(),
+        if nodes == 1 { "" } else { "s" }
+    );
     run_checked(
         Command::new(agent)
             .current_dir(&root)
-            .args(["--verbose", "lab", "conformance", "--cases"])
+            .args(["--verbose", "lab", "conformance", "--nodes"])
+            .arg(nodes.to_string())
+            .arg("--cases")
             .arg(&cases),
     )
 }

@@ -33,6 +33,10 @@ enum Command {
         /// A directory of case files (*.yaml); default tests/data/conformance.
         #[arg(long)]
         cases: Option<PathBuf>,
+        /// How many lab nodes the pods are spread over (most probes then cross
+        /// nodes and go through Services with remote backends).
+        #[arg(long, default_value_t = 1)]
+        nodes: u16,
     },
     /// Walk through the secure-app tutorial on real packets in a local lab.
     Demo,
@@ -72,7 +76,7 @@ fn main() -> anyhow::Result<()> {
             ebpf::build().map(|_| ())
         }
         Command::Test => test::run(),
-        Command::Conformance { cases } => conformance::run(cases.as_deref()),
+        Command::Conformance { cases, nodes } => conformance::run(cases.as_deref(), nodes),
         Command::Demo => demo::run(),
         Command::Bench {
             bench: Bench::Datapath { args },

@@ -46,8 +46,9 @@ pub fn run() -> anyhow::Result<()> {
             .args(["test", "--workspace"]),
     )?;
     println!(
-        "test [4/4]: conformance cases ({})",
+        "test [4/4]: conformance cases ({}), on one node, then on three",
         conformance::DEFAULT_CASES
     );
-    conformance::run_cases(None)
+    conformance::run_cases(None, 1)?;
+    conformance::run_cases(None, 3)
 }

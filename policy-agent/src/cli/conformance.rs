@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::{lab::TopologyArg, Output};
+use super::{lab::LayoutArgs, Output};
 use crate::lab::conformance::{self, Options, Summary};
 
 /// Arguments of `lab conformance`.
@@ -21,9 +21,8 @@ pub struct ConformanceArgs {
     /// How long a probe waits for an answer before it counts as dropped.
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
-    /// How pods are wired to the node: routed (default) or ports of a bridge.
-    #[arg(long, value_enum, default_value_t = TopologyArg::Routed)]
-    topology: TopologyArg,
+    #[command(flatten)]
+    layout: LayoutArgs,
 }
 
 /// Runs the cases and prints their outcomes.
@@ -31,7 +30,7 @@ pub fn run(args: &ConformanceArgs) -> anyhow::Result<()> {
     super::lab::install_interrupt_cleanup()?;
     let options = Options {
         timeout: Duration::from_millis(args.timeout_ms),
-        topology: args.topology.kind(),
+        layout: args.layout.layout(),
     };
     let outcomes = conformance::run_dir(&args.cases, &options, |outcome| {
         if args.output == Output::Table {

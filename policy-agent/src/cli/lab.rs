@@ -12,7 +12,7 @@ use crate::{
         drops, flowlog, netns,
         probe::{Family, ProbeRoute},
         report,
-        topology::TopologyKind,
+        topology::{Layout, Overlay, TopologyKind},
         Lab, LabOptions,
     },
     model::{ClusterState, PolicyMode, Protocol},
@@ -63,6 +63,48 @@ impl TopologyArg {
     }
 }
 
+/// `--overlay` of the lab commands: how pod traffic crosses between nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(super) enum OverlayArg {
+    /// The underlay routes every pod's address to its node (Calico's BGP mode,
+    /// kindnet).
+    #[default]
+    None,
+    /// Pod traffic between nodes travels in VXLAN between the nodes' addresses
+    /// (flannel, Calico's VXLAN mode).
+    Vxlan,
+}
+
+/// The shape of a lab: `lab run`, `lab tour` and `lab conformance` share it.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct LayoutArgs {
+    /// How pods are wired to their node: routed (default) or ports of a bridge.
+    #[arg(long, value_enum, default_value_t = TopologyArg::Routed)]
+    topology: TopologyArg,
+    /// How many nodes: each a namespace with its own podwall datapath, pod range
+    /// and Service rules, joined by a routed fabric. Pods go to the node their
+    /// spec.nodeName names (node-1, node-2, ...), else in turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=200))]
+    nodes: u16,
+    /// How pod traffic crosses between nodes (needs --nodes 2 or more).
+    #[arg(long, value_enum, default_value_t = OverlayArg::None)]
+    overlay: OverlayArg,
+}
+
+impl LayoutArgs {
+    /// The lab's layout.
+    pub(super) fn layout(&self) -> Layout {
+        Layout {
+            kind: self.topology.kind(),
+            nodes: usize::from(self.nodes),
+            overlay: match self.overlay {
+                OverlayArg::None => Overlay::None,
+                OverlayArg::Vxlan => Overlay::Vxlan,
+            },
+        }
+    }
+}
+
 /// `--family` of `lab run`, `lab tour` and `simulate`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(super) enum FamilyArg {
@@ -109,9 +151,8 @@ pub enum LabCommand {
         path: PathBuf,
         #[command(flatten)]
         probing: ProbeArgs,
-        /// How pods are wired to the node: routed (default) or ports of a bridge.
-        #[arg(long, value_enum, default_value_t = TopologyArg::Routed)]
-        topology: TopologyArg,
+        #[command(flatten)]
+        layout: LayoutArgs,
         /// After the matrix, list the drops (and would-drops) the datapath reported
         /// while probing, one per flow, each naming the policies isolating the pod
         /// (JSON: a "drops" list). Reads the lab's events, so a `policy-agent flows`
@@ -138,9 +179,8 @@ pub enum LabCommand {
         steps: Vec<PathBuf>,
         #[command(flatten)]
         probing: ProbeArgs,
-        /// How pods are wired to the node: routed (default) or ports of a bridge.
-        #[arg(long, value_enum, default_value_t = TopologyArg::Routed)]
-        topology: TopologyArg,
+        #[command(flatten)]
+        layout: LayoutArgs,
         /// After each step's matrix, list the drops the datapath reported while
         /// probing, each naming the policies isolating the pod (as `lab run
         /// --show-drops`; JSON: a "drops" list per step).
@@ -165,14 +205,14 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
         LabCommand::Run {
             path,
             probing,
-            topology,
+            layout,
             show_drops,
             audit,
             datapath,
         } => run_lab(
             &path,
             &probing,
-            topology.kind(),
+            layout.layout(),
             show_drops,
             audit,
             &datapath,
@@ -181,7 +221,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             base,
             steps,
             probing,
-            topology,
+            layout,
             show_drops,
         } => {
             let route = probing.route()?;
@@ -195,7 +235,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
                     output: probing.output,
                     timeout: probing.timeout(),
                     show_drops,
-                    topology: topology.kind(),
+                    layout: layout.layout(),
                 },
             )
         }
@@ -246,7 +286,7 @@ fn lab_down(all: bool) -> anyhow::Result<()> {
 fn run_lab(
     path: &std::path::Path,
     probing: &ProbeArgs,
-    topology: TopologyKind,
+    layout: Layout,
     show_drops: bool,
     audit: bool,
     datapath: &super::datapath::DatapathArgs,
@@ -267,14 +307,15 @@ fn run_lab(
         path.display()
     );
     let options = LabOptions {
-        topology,
         config: datapath.config(flowlog::lab_config()),
+        ..LabOptions::of_layout(layout)
     };
     let mut lab = Lab::up_with(state, probes, &options)?;
     let specs = lab.probe_specs(probes);
     lab.targets(&specs, route)?;
     eprintln!(
-        "lab: datapath attached; probing {} connections ({})",
+        "lab: {}; probing {} connections ({})",
+        attached(&lab),
         specs.len(),
         describe(route)
     );
@@ -318,6 +359,32 @@ fn print_results(lab: &Lab, results: &[report::ProbeResult], output: Output) {
         Output::Table => print!("{}", report::to_matrix(&lab.pods(), results)),
         Output::Json => println!("{}", report::to_json(results)),
     }
+}
+
+/// What was attached, for the progress line: "datapath attached" on one node,
+/// else the nodes and where each pod runs.
+pub(super) fn attached(lab: &Lab) -> String {
+    let nodes = lab.nodes();
+    if nodes.len() < 2 {
+        return "datapath attached".to_string();
+    }
+    let placement: Vec<String> = nodes
+        .iter()
+        .map(|node| {
+            let pods: Vec<String> = lab
+                .pods()
+                .iter()
+                .filter(|pod| lab.node_of(pod).is_ok_and(|n| n.name == node.name))
+                .map(ToString::to_string)
+                .collect();
+            format!("{} ({})", node.name, pods.join(", "))
+        })
+        .collect();
+    format!(
+        "a datapath attached on each of {} nodes: {}",
+        nodes.len(),
+        placement.join("; ")
+    )
 }
 
 /// How probes travel, for the progress line.

@@ -12,8 +12,7 @@ use serde::Serialize;
 use super::Output;
 use crate::{
     lab::{
-        drops, probe::ProbeRoute, report, report::ProbeResult, topology::TopologyKind, Lab,
-        LabOptions,
+        drops, probe::ProbeRoute, report, report::ProbeResult, topology::Layout, Lab, LabOptions,
     },
     model::Protocol,
     source::manifest::load_manifests,
@@ -80,8 +79,8 @@ pub struct TourOptions<'a> {
     pub timeout: Duration,
     /// List the drops after each step.
     pub show_drops: bool,
-    /// How pods are wired.
-    pub topology: TopologyKind,
+    /// How many nodes, how pods are wired and how nodes are joined.
+    pub layout: Layout,
 }
 
 /// Builds the lab from `base`, then applies each of `steps` in order, probing the
@@ -94,17 +93,14 @@ pub fn run(base: &Path, steps: &[PathBuf], options: &TourOptions<'_>) -> anyhow:
         output,
         timeout,
         show_drops,
-        topology,
+        layout,
     } = *options;
     let mut state = load_manifests(base)?;
     let step_states = steps
         .iter()
         .map(|path| load_manifests(path))
         .collect::<Result<Vec<_>, _>>()?;
-    let options = LabOptions {
-        topology,
-        ..LabOptions::default()
-    };
+    let options = LabOptions::of_layout(layout);
     let mut lab = Lab::up_with(state.clone(), probes, &options)?;
     let specs = lab.probe_specs(probes);
     let mut previous: Vec<ProbeResult> = Vec::new();

@@ -138,9 +138,9 @@ fn results(verdicts: &[(&Probe, Verdict)], name: impl Fn(&Endpoint) -> String) -
 pub(super) fn with_lab_addresses(
     state: ClusterState,
 ) -> anyhow::Result<(ClusterState, Vec<ObjectRef>)> {
-    let addresses: BTreeMap<ObjectRef, Vec<IpAddr>> = addresses::assign_pods(&state)?
+    let addresses: BTreeMap<ObjectRef, Vec<IpAddr>> = addresses::assign_pods(&state, 1)?
         .into_iter()
-        .map(|(key, addrs)| (key, addrs.both().to_vec()))
+        .map(|(key, placed)| (key, placed.addresses.both().to_vec()))
         .collect();
     let pods = addresses.keys().cloned().collect();
     Ok((probes::with_addresses(state, &addresses), pods))

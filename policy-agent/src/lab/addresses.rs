@@ -1,7 +1,9 @@
-//! Who gets which address in the lab: every pod one IPv4 and one IPv6 address (its
-//! manifest's `status.podIPs` where given, else the next free one from the lab's
-//! ranges), the node one of each, and every Service without a `spec.clusterIP` one
-//! from the Service range. Pure: no namespaces are touched here.
+//! Who goes where in the lab: every pod a node (the one its `spec.nodeName` names,
+//! else the next in turn) and one IPv4 and one IPv6 address (its manifest's
+//! `status.podIPs` where given, else the next free one from its node's pod range),
+//! every node one address of each family, and every Service without a
+//! `spec.clusterIP` one from the Service range. Pure: no namespaces are touched
+//! here.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -14,7 +16,6 @@ use crate::model::{ClusterState, ObjectRef};
 /// Where IPv4 pod addresses come from when the manifest gives none.
 pub const POD_RANGE_V4: &str = "10.244.0.0/16";
 const POD_BASE_V4: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 0);
-const POD_SIZE_V4: u32 = 1 << 16;
 /// Where IPv6 pod addresses come from when the manifest gives none (a ULA range).
 pub const POD_RANGE_V6: &str = "fd00:10:244::/64";
 const POD_BASE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, 0);
@@ -23,15 +24,123 @@ pub const SERVICE_RANGE: &str = "10.96.0.0/16";
 const SERVICE_BASE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 0);
 const SERVICE_SIZE: u32 = 1 << 16;
 
-/// The node's own IPv4 address (on the node namespace's loopback): the source
-/// of node -> pod traffic, as kubelet probes would use.
+/// The first node's own IPv4 address (on the node namespace's loopback): the
+/// source of node -> pod traffic, as kubelet probes would use. Node `n` has the
+/// `n`-th address after it (`node_pair`).
 pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
-/// The node's own IPv6 address.
+/// The first node's own IPv6 address.
 pub const NODE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x10, 0, 0, 0, 0, 1);
 
-/// Both addresses of the node.
+/// The most nodes a lab has: each takes a /24 of `POD_RANGE_V4`.
+pub const MAX_NODES: usize = 200;
+
+/// Both addresses of the first node.
 pub fn node_addresses() -> [IpAddr; 2] {
-    [IpAddr::V4(NODE_V4), IpAddr::V6(NODE_V6)]
+    node_pair(0).both()
+}
+
+/// The own addresses of node `index` (0-based).
+pub fn node_pair(index: usize) -> PodAddresses {
+    PodAddresses {
+        v4: Ipv4Addr::from(u32::from(NODE_V4).saturating_add(index as u32)),
+        v6: Ipv6Addr::from(u128::from(NODE_V6).saturating_add(index as u128)),
+    }
+}
+
+/// The Kubernetes name of node `index` of a lab (`node-1`, `node-2`, ...): what a
+/// pod's `spec.nodeName` names to be placed there.
+pub fn node_name(index: usize) -> String {
+    format!("node-{}", index + 1)
+}
+
+/// Who has each node address, of a lab of `nodes` nodes (a one-node lab's node is
+/// "the lab's node").
+fn node_owners(nodes: usize) -> impl Iterator<Item = (IpAddr, String)> {
+    (0..nodes.max(1)).flat_map(move |index| {
+        let owner = if nodes <= 1 {
+            "the lab's node".to_string()
+        } else {
+            format!("node {}", node_name(index))
+        };
+        node_pair(index).both().map(move |ip| (ip, owner.clone()))
+    })
+}
+
+/// The pod addresses one node hands out, as a cluster's node `podCIDR`s: in a
+/// one-node lab all of `POD_RANGE_V4` and `POD_RANGE_V6`, else node `n` has
+/// `10.244.n.0/24` and `fd00:10:244:n::/64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodRange {
+    /// The IPv4 network address.
+    pub v4: Ipv4Addr,
+    /// Its prefix length.
+    pub v4_prefix: u8,
+    /// The IPv6 network address.
+    pub v6: Ipv6Addr,
+    /// Its prefix length.
+    pub v6_prefix: u8,
+}
+
+impl PodRange {
+    /// The range of node `node` of a lab of `nodes` nodes.
+    pub fn of(node: usize, nodes: usize) -> Self {
+        if nodes <= 1 {
+            return Self {
+                v4: POD_BASE_V4,
+                v4_prefix: 16,
+                v6: POD_BASE_V6,
+                v6_prefix: 64,
+            };
+        }
+        Self {
+            v4: Ipv4Addr::from(u32::from(POD_BASE_V4) | ((node as u32 & 0xff) << 8)),
+            v4_prefix: 24,
+            v6: Ipv6Addr::from(u128::from(POD_BASE_V6) | ((node as u128 & 0xffff) << 64)),
+            v6_prefix: 64,
+        }
+    }
+
+    /// Whether `ip` is in the range of its family.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mask = !(u32::MAX >> self.v4_prefix);
+                u32::from(v4) & mask == u32::from(self.v4) & mask
+            }
+            IpAddr::V6(v6) => {
+                let mask = !(u128::MAX >> self.v6_prefix);
+                u128::from(v6) & mask == u128::from(self.v6) & mask
+            }
+        }
+    }
+
+    /// The first address of each family after the network's: kept from pods for
+    /// a gateway (the bridge topology's bridge has them).
+    pub fn gateway(&self) -> PodAddresses {
+        PodAddresses {
+            v4: Ipv4Addr::from(u32::from(self.v4) + 1),
+            v6: Ipv6Addr::from(u128::from(self.v6) + 1),
+        }
+    }
+
+    /// The IPv4 range as text (`10.244.1.0/24`).
+    pub fn v4_text(&self) -> String {
+        format!("{}/{}", self.v4, self.v4_prefix)
+    }
+
+    /// The IPv6 range as text (`fd00:10:244:1::/64`).
+    pub fn v6_text(&self) -> String {
+        format!("{}/{}", self.v6, self.v6_prefix)
+    }
+}
+
+/// A pod's place in the lab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlacedPod {
+    /// The index of its node.
+    pub node: usize,
+    /// Its addresses.
+    pub addresses: PodAddresses,
 }
 
 /// The two addresses of one lab pod.
@@ -82,17 +191,22 @@ impl<A: Ord + Copy> Allocator<A> {
     }
 }
 
-/// Picks each pod's addresses: its first address of each family from the manifest,
-/// else the next free one from `POD_RANGE_V4` / `POD_RANGE_V6`. HostNetwork pods get
-/// none (they are the node). Two pods with one address, or a pod with the node's
-/// address, are an error.
-pub fn assign_pods(state: &ClusterState) -> Result<BTreeMap<ObjectRef, PodAddresses>, LabError> {
-    let mut used: BTreeMap<IpAddr, String> = node_addresses()
-        .into_iter()
-        .map(|ip| (ip, "the lab's node".to_string()))
-        .collect();
-    let mut given: BTreeMap<ObjectRef, (Option<Ipv4Addr>, Option<Ipv6Addr>)> = BTreeMap::new();
+/// Places each pod of `state` on one of `nodes` nodes (the one its `spec.nodeName`
+/// names, see `node_name`; else the next in turn, in pod order, counting only
+/// those pods) and picks its addresses: its first address of each family from
+/// the manifest, else the next free one of its node's `PodRange`. HostNetwork
+/// pods get none (they are the node). Two pods with one address, or a pod with a
+/// node's address, are an error.
+pub fn assign_pods(
+    state: &ClusterState,
+    nodes: usize,
+) -> Result<BTreeMap<ObjectRef, PlacedPod>, LabError> {
+    let nodes = nodes.clamp(1, MAX_NODES);
+    let mut used: BTreeMap<IpAddr, String> = node_owners(nodes).collect();
+    let mut given: BTreeMap<ObjectRef, (usize, Option<Ipv4Addr>, Option<Ipv6Addr>)> =
+        BTreeMap::new();
     let pods: Vec<_> = state.pods.values().filter(|p| !p.host_network).collect();
+    let mut next_node = 0;
     for pod in &pods {
         let v4 = pod.ipv4_addresses().next();
         let v6 = pod.ipv6_addresses().next();
@@ -105,52 +219,69 @@ pub fn assign_pods(state: &ClusterState) -> Result<BTreeMap<ObjectRef, PodAddres
                 });
             }
         }
-        given.insert(pod.key.clone(), (v4, v6));
+        let named = pod
+            .node_name
+            .as_deref()
+            .and_then(|name| (0..nodes).find(|&index| node_name(index) == name));
+        let node = named.unwrap_or_else(|| {
+            let node = next_node;
+            next_node = (next_node + 1) % nodes;
+            node
+        });
+        given.insert(pod.key.clone(), (node, v4, v6));
     }
-    let mut v4s = Allocator::new(used.keys().filter_map(|ip| match ip {
-        IpAddr::V4(v4) => Some(*v4),
-        IpAddr::V6(_) => None,
-    }));
-    let mut v6s = Allocator::new(used.keys().filter_map(|ip| match ip {
-        IpAddr::V6(v6) => Some(*v6),
-        IpAddr::V4(_) => None,
-    }));
+    let used_v4 = || {
+        used.keys().filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+    };
+    let used_v6 = || {
+        used.keys().filter_map(|ip| match ip {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        })
+    };
+    let mut v4s: Vec<Allocator<Ipv4Addr>> = (0..nodes).map(|_| Allocator::new(used_v4())).collect();
+    let mut v6s: Vec<Allocator<Ipv6Addr>> = (0..nodes).map(|_| Allocator::new(used_v6())).collect();
     let mut assigned = BTreeMap::new();
-    for (key, (v4, v6)) in given {
+    for (key, (node, v4, v6)) in given {
+        let range = PodRange::of(node, nodes);
         let v4 = match v4 {
             Some(v4) => v4,
-            None => v4s.take(
-                u128::from(POD_SIZE_V4),
-                |n| Ipv4Addr::from(u32::from(POD_BASE_V4) + n as u32),
-                POD_RANGE_V4,
+            None => v4s[node].take(
+                1 << (32 - range.v4_prefix),
+                |n| Ipv4Addr::from(u32::from(range.v4) + n as u32),
+                &range.v4_text(),
             )?,
         };
         let v6 = match v6 {
             Some(v6) => v6,
-            None => v6s.take(
-                1 << 64,
-                |n| Ipv6Addr::from(u128::from(POD_BASE_V6) + n),
-                POD_RANGE_V6,
+            None => v6s[node].take(
+                1 << (128 - range.v6_prefix),
+                |n| Ipv6Addr::from(u128::from(range.v6) + n),
+                &range.v6_text(),
             )?,
         };
-        assigned.insert(key, PodAddresses { v4, v6 });
+        let addresses = PodAddresses { v4, v6 };
+        assigned.insert(key, PlacedPod { node, addresses });
     }
     Ok(assigned)
 }
 
 /// The ClusterIP of every Service: its manifest's `spec.clusterIP`, else the one it
 /// had in `previous` (so a lab update never moves a Service), else the next free
-/// address of `SERVICE_RANGE` in Service order. Addresses of `pods` and the node are
-/// never used; a manifest ClusterIP that one of them (or another Service) has is an
-/// error, since its DNAT rule would take that address's traffic.
+/// address of `SERVICE_RANGE` in Service order. Addresses of `pods` and of the
+/// lab's `nodes` nodes are never used; a manifest ClusterIP that one of them (or
+/// another Service) has is an error, since its DNAT rule would take that
+/// address's traffic.
 pub fn assign_cluster_ips(
     state: &ClusterState,
     pods: &BTreeMap<ObjectRef, PodAddresses>,
+    nodes: usize,
     previous: &BTreeMap<ObjectRef, IpAddr>,
 ) -> Result<BTreeMap<ObjectRef, IpAddr>, LabError> {
-    let mut owners: BTreeMap<IpAddr, String> = node_addresses()
-        .into_iter()
-        .map(|ip| (ip, "the lab's node".to_string()))
+    let mut owners: BTreeMap<IpAddr, String> = node_owners(nodes)
         .chain(
             pods.iter()
                 .flat_map(|(key, addresses)| addresses.both().map(|ip| (ip, format!("pod {key}")))),
@@ -182,7 +313,7 @@ pub fn assign_cluster_ips(
         .values()
         .copied()
         .chain(pods.values().map(|p| IpAddr::V4(p.v4)))
-        .chain(node_addresses())
+        .chain(node_owners(nodes).map(|(ip, _)| ip))
         .filter_map(|ip| match ip {
             IpAddr::V4(v4) => Some(v4),
             IpAddr::V6(_) => None,

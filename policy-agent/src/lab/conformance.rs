@@ -31,7 +31,7 @@ pub use self::{
     outcome::{to_json, Mismatch, Outcome, Summary, Verdict},
     placeholders::{expand, Addresses},
 };
-use super::{topology::TopologyKind, Lab, LabError, LabOptions};
+use super::{topology::Layout, Lab, LabError, LabOptions};
 use crate::model::Protocol;
 
 /// Why a run could not happen at all (a single case's problems are its outcome).
@@ -62,8 +62,8 @@ pub enum ConformanceError {
 pub struct Options {
     /// How long a probe waits for an answer before it counts as dropped.
     pub timeout: Duration,
-    /// How the lab's pods are wired.
-    pub topology: TopologyKind,
+    /// How many nodes, how the lab's pods are wired and how nodes are joined.
+    pub layout: Layout,
 }
 
 /// Why an SCTP case is skipped on a kernel without SCTP.
@@ -162,10 +162,7 @@ pub fn run_dir(
                     None => lab.insert(Lab::up_with(
                         fixture::cluster(&[]),
                         &ports,
-                        &LabOptions {
-                            topology: options.topology,
-                            ..LabOptions::default()
-                        },
+                        &LabOptions::of_layout(options.layout),
                     )?),
                 };
                 tracing::info!(

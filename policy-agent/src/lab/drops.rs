@@ -1,6 +1,7 @@
 //! What the datapath reported while the lab probed (`lab run --show-drops`): its
-//! verdict events, read in this process while probes run, named, and folded into
-//! one entry per flow (source, destination, port, where and why) with a packet
+//! verdict events (every node's, in a lab of several), read in this process while
+//! probes run, named, and folded into one entry per flow (source, destination,
+//! port, where and why, and in a lab of several nodes which node) with a packet
 //! count. Would-drops (audit mode) mark the probes they belong to.
 
 use std::{
@@ -25,39 +26,64 @@ use crate::{
     telemetry::flows::{line::direction_name, table::verdict_name, FlowLine, WallClock},
 };
 
+/// One event, named, with the node whose datapath reported it.
+#[derive(Clone, Debug)]
+pub struct ReportedLine {
+    /// The node's name, in a lab of several nodes (`None` in a lab of one).
+    pub node: Option<String>,
+    /// The event.
+    pub line: FlowLine,
+}
+
 /// Probes and what the datapath reported while they ran.
 #[derive(Clone, Debug)]
 pub struct ReportedProbes {
     /// The probe results, would-drops marked.
     pub results: Vec<ProbeResult>,
-    /// Every event read while probing, named.
-    pub lines: Vec<FlowLine>,
+    /// Every event read while probing, named, oldest first.
+    pub lines: Vec<ReportedLine>,
     /// Events the datapath could not report meanwhile.
     pub lost: EventsLost,
 }
 
-/// Runs `specs` as `Lab::probe_via` does while reading the lab's events, names them
-/// with the lab's tables, and marks the probes reported as would-drops. Events
-/// already waiting are discarded (they are not the probes'), and the events go to
-/// this reader only: a `policy-agent flows` following the lab misses them.
+/// Runs `specs` as `Lab::probe_via` does while reading every node's events, names
+/// them with that node's tables, and marks the probes reported as would-drops.
+/// Events already waiting are discarded (they are not the probes'), and the
+/// events go to this reader only: a `policy-agent flows` following the lab misses
+/// them.
 pub fn probe_reporting(
     lab: &mut Lab,
     specs: &[ProbeSpec],
     route: ProbeRoute,
     timeout: Duration,
 ) -> Result<ReportedProbes, LabError> {
-    let collector = EventCollector::start(lab.event_reader()?);
+    let collectors: Vec<(usize, EventCollector)> = lab
+        .event_readers()?
+        .into_iter()
+        .map(|(node, reader)| (node, EventCollector::start(reader)))
+        .collect();
     let before = lab.stats()?;
     let probed = lab.probe_via(specs, route, timeout);
-    let records = collector.finish()?;
+    let mut read = Vec::new();
+    for (node, collector) in collectors {
+        read.push((node, collector.finish()?));
+    }
     let mut results = probed?;
     let lost = EventsLost::between(&before, &lab.stats()?);
-    let names = lab.flow_names();
     let clock = WallClock::now();
-    let lines: Vec<FlowLine> = records
-        .iter()
-        .map(|record| FlowLine::name(record, &names, clock))
-        .collect();
+    let several = lab.nodes().len() > 1;
+    let mut lines = Vec::new();
+    for (node, records) in read {
+        let names = lab.node_flow_names(node).unwrap_or_default();
+        let node = several
+            .then(|| lab.nodes().get(node).map(|n| n.name.clone()))
+            .flatten();
+        lines.extend(records.iter().map(|record| ReportedLine {
+            node: node.clone(),
+            line: FlowLine::name(record, &names, clock),
+        }));
+    }
+    lines.sort_by_key(|reported| reported.line.unix_ns);
     mark_would_drops(&mut results, &lines);
     Ok(ReportedProbes {
         results,
@@ -127,13 +153,20 @@ pub struct SeenDrop {
     pub policies: Vec<String>,
     /// Packets reported (retransmissions included).
     pub packets: u64,
+    /// The node that reported it, in a lab of several nodes (left out of JSON in
+    /// a lab of one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The drops and would-drops among `lines`, one entry per flow (source port
-/// aside), in flow order.
-pub fn summarize(lines: &[FlowLine]) -> Vec<SeenDrop> {
+/// aside) and node, in flow order.
+pub fn summarize(lines: &[ReportedLine]) -> Vec<SeenDrop> {
     let mut flows: BTreeMap<SeenDrop, u64> = BTreeMap::new();
-    for line in lines.iter().filter(|l| l.verdict != EventVerdict::Allow) {
+    for ReportedLine { node, line } in lines
+        .iter()
+        .filter(|l| l.line.verdict != EventVerdict::Allow)
+    {
         let key = SeenDrop {
             from: line.source.short(),
             to: line.destination.short(),
@@ -149,6 +182,7 @@ pub fn summarize(lines: &[FlowLine]) -> Vec<SeenDrop> {
             reason: line.reason.clone(),
             policies: line.policies.clone(),
             packets: 0,
+            node: node.clone(),
         };
         *flows.entry(key).or_default() += 1;
     }
@@ -159,9 +193,10 @@ pub fn summarize(lines: &[FlowLine]) -> Vec<SeenDrop> {
 }
 
 /// Marks the probes that passed as would-drops when an event says so.
-pub fn mark_would_drops(results: &mut [ProbeResult], lines: &[FlowLine]) {
+pub fn mark_would_drops(results: &mut [ProbeResult], lines: &[ReportedLine]) {
     let would_drop: BTreeSet<(String, String, u16, String)> = lines
         .iter()
+        .map(|reported| &reported.line)
         .filter(|l| l.verdict == EventVerdict::WouldDrop)
         .map(|l| {
             (
@@ -185,7 +220,8 @@ pub fn mark_would_drops(results: &mut [ProbeResult], lines: &[FlowLine]) {
     }
 }
 
-/// The drops as a table, with a title line; a note when events were lost.
+/// The drops as a table, with a title line (and a `node` column when a drop
+/// names its node); a note when events were lost.
 pub fn to_table(drops: &[SeenDrop], lost: EventsLost) -> String {
     let mut out = String::new();
     if drops.is_empty() {
@@ -196,10 +232,11 @@ pub fn to_table(drops: &[SeenDrop], lost: EventsLost) -> String {
             "drops reported while probing: {} flows, {packets} packets\n",
             drops.len()
         ));
-        let mut rows = vec![[
-            "from", "to", "port", "verdict", "at", "reason", "policies", "packets",
-        ]
-        .map(String::from)];
+        let with_node = drops.iter().any(|d| d.node.is_some());
+        let header = [
+            "from", "to", "port", "verdict", "node", "at", "reason", "policies", "packets",
+        ];
+        let mut rows: Vec<Vec<String>> = vec![header.map(String::from).to_vec()];
         rows.extend(drops.iter().map(|d| {
             let port = if d.port == 0 {
                 d.protocol.clone()
@@ -216,17 +253,23 @@ pub fn to_table(drops: &[SeenDrop], lost: EventsLost) -> String {
             } else {
                 d.policies.join(", ")
             };
-            [
+            vec![
                 d.from.clone(),
                 d.to.clone(),
                 port,
                 verdict_name(d.verdict).to_string(),
+                d.node.clone().unwrap_or_default(),
                 at,
                 d.reason.clone(),
                 policies,
                 d.packets.to_string(),
             ]
         }));
+        if !with_node {
+            for row in &mut rows {
+                row.remove(4);
+            }
+        }
         out.push_str(&aligned(&rows));
     }
     if lost.any() {

@@ -90,6 +90,12 @@ pub enum LabError {
         /// `ns/pod port/PROTO` of every destination without one.
         missing: String,
     },
+    /// The lab cannot be built in the shape asked for (`topology::Layout`).
+    #[error("cannot build this lab: {reason}")]
+    Layout {
+        /// Why.
+        reason: String,
+    },
     /// An update added or removed pods (the lab's pods are fixed when it starts).
     #[error("the lab's pods are fixed when it starts; this update changes them: {detail}")]
     PodsChanged {

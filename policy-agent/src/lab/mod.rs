@@ -1,19 +1,22 @@
-//! The local lab: a one-node mini-cluster built from manifests. Network namespaces
-//! stand in for pods, podwall's real datapath enforces the policies, and probes
-//! show who can reach whom.
+//! The local lab: a mini-cluster of one node or more built from manifests.
+//! Network namespaces stand in for pods and nodes, podwall's real datapath (one
+//! per node) enforces the policies, and probes show who can reach whom.
 //!
-//! Every pod has an IPv4 and an IPv6 address, the node has one of each (the source
-//! of node -> pod traffic), and ClusterIP Services are DNAT rules in the node
+//! Every pod has an IPv4 and an IPv6 address, every node one of each (the source
+//! of node -> pod traffic), and ClusterIP Services are DNAT rules in every node's
 //! namespace as kube-proxy's nftables mode makes them. Wires `model` ->
-//! `policy::compiler` -> `dataplane` (and `services` -> nft) for a single node; owns
+//! `policy::compiler` -> `dataplane` (and `services` -> nft) for each node; owns
 //! its namespaces through a guard that deletes them on drop (success, error or
-//! panic), and `netns::delete_own` for Ctrl-C. Publishes its verdict events for
-//! `policy-agent flows` under its run name (`flowlog`).
+//! panic), and `netns::delete_own` for Ctrl-C. Publishes each node's verdict
+//! events for `policy-agent flows` (`flowlog`): under the run name in a lab of
+//! one node, else under `<run>-<node name>`.
 
 pub mod addresses;
 pub mod conformance;
+mod datapaths;
 pub mod drops;
 mod error;
+pub mod fabric;
 pub mod flowlog;
 pub mod netns;
 pub mod network;
@@ -30,41 +33,36 @@ use std::{
 };
 
 use self::{
-    addresses::{PodAddresses, NODE_V4, NODE_V6},
+    addresses::PodAddresses,
+    datapaths::NodeDatapath,
     probe::{Connect, Family, ProbeRoute, ProbeSpec},
     report::ProbeResult,
     services::ServiceRoute,
-    topology::{Topology, TopologyKind},
+    topology::{LabNode, Layout, Overlay, Topology, TopologyKind},
 };
 pub use self::{error::LabError, network::LabNetwork};
 use crate::{
-    dataplane::{
-        self, Datapath, DataplaneError, EventReader, InterfaceIndex, LoadOptions, Stats,
-        TunnelPorts,
-    },
+    dataplane::{self, EventReader, LoadOptions, Stats, TunnelPorts},
     model::{ClusterState, ObjectRef, Protocol},
-    policy::{compiler::compile, evaluator::Endpoint, probes, tables::DatapathTables},
-    telemetry::flows::{clock, FlowNames, Publication},
+    policy::{evaluator::Endpoint, probes, tables::DatapathTables},
+    telemetry::flows::{FlowNames, Publication},
 };
 
-/// A running lab. Dropping it removes its published flow names and pin, stops the
-/// servers, unloads the datapath and deletes every namespace it made (the Service
-/// rules go with the node namespace).
+/// A running lab. Dropping it removes its published flow names and pins, stops
+/// the servers, unloads the datapaths and deletes every namespace it made (the
+/// Service rules go with the node namespaces).
 pub struct Lab {
     network: LabNetwork,
-    publication: Option<Publication>,
     state: ClusterState,
-    tables: DatapathTables,
-    /// When `tables` began to be written (`CLOCK_MONOTONIC` ns), for flow names.
-    tables_since_ns: u64,
-    datapath: Datapath,
-    interfaces: BTreeMap<ObjectRef, InterfaceIndex>,
+    /// One per node, in node order.
+    datapaths: Vec<NodeDatapath>,
     cluster_ips: BTreeMap<ObjectRef, IpAddr>,
     services: Vec<ServiceRoute>,
 }
 
 /// `state` with every pod's addresses replaced by the lab's (IPv4 then IPv6, as
-/// `status.podIPs` lists a dual-stack pod's) and every Service's ClusterIP set.
+/// `status.podIPs` lists a dual-stack pod's), its `spec.nodeName` set to the lab
+/// node it runs on, and every Service's ClusterIP set.
 fn with_lab_addresses(
     state: ClusterState,
     topology: &Topology,
@@ -76,6 +74,13 @@ fn with_lab_addresses(
         .map(|(key, lab_pod)| (key.clone(), lab_pod.addresses.both().to_vec()))
         .collect();
     let mut state = probes::with_addresses(state, &pod_ips);
+    if topology.nodes.len() > 1 {
+        for (key, pod) in &mut state.pods {
+            if let Some(node) = topology.pods.get(key).and_then(|p| topology.node_of(p)) {
+                pod.node_name = Some(node.name.clone());
+            }
+        }
+    }
     for (key, service) in &mut state.services {
         service.cluster_ip = cluster_ips.get(key).copied().or(service.cluster_ip);
     }
@@ -85,18 +90,46 @@ fn with_lab_addresses(
 /// How a lab is built beyond its manifests.
 #[derive(Clone, Copy, Debug)]
 pub struct LabOptions {
-    /// How pods are wired to the node namespace.
+    /// How pods are wired to their node namespace.
     pub topology: TopologyKind,
+    /// How many nodes (each with its own datapath and Service rules).
+    pub nodes: usize,
+    /// How pod traffic crosses between nodes.
+    pub overlay: Overlay,
     /// The classifiers' settings (conntrack, events, marks).
     pub config: policy_common::config::Config,
 }
 
 impl Default for LabOptions {
-    /// Routed pods, and the lab's event settings (`flowlog::lab_config`).
+    /// One node, routed pods, and the lab's event settings
+    /// (`flowlog::lab_config`).
     fn default() -> Self {
         Self {
             topology: TopologyKind::Routed,
+            nodes: 1,
+            overlay: Overlay::None,
             config: flowlog::lab_config(),
+        }
+    }
+}
+
+impl LabOptions {
+    /// The default options with the shape `layout`.
+    pub fn of_layout(layout: Layout) -> Self {
+        Self {
+            topology: layout.kind,
+            nodes: layout.nodes,
+            overlay: layout.overlay,
+            ..Self::default()
+        }
+    }
+
+    /// The shape of the lab.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            kind: self.topology,
+            nodes: self.nodes,
+            overlay: self.overlay,
         }
     }
 }
@@ -109,102 +142,57 @@ impl Lab {
         Self::up_with(state, extra_ports, &LabOptions::default())
     }
 
-    /// `up`, with the pods wired as `options.topology` says (routed, or ports of a
-    /// bridge) and the classifiers' settings `options.config` (`lab run`'s
+    /// `up`, on the nodes, with the pods wired and the nodes joined as `options`
+    /// says, and the classifiers' settings `options.config` (`lab run`'s
     /// datapath flags).
     pub fn up_with(
         state: ClusterState,
         extra_ports: &[(u16, Protocol)],
         options: &LabOptions,
     ) -> Result<Self, LabError> {
-        let network = LabNetwork::up_with(&state, extra_ports, &[], options.topology)?;
-        let pod_addresses = network
-            .topology
-            .pods
-            .iter()
-            .map(|(key, pod)| (key.clone(), pod.addresses))
-            .collect();
-        let cluster_ips = addresses::assign_cluster_ips(&state, &pod_addresses, &BTreeMap::new())?;
-        let state = with_lab_addresses(state, &network.topology, &cluster_ips);
+        let network = LabNetwork::up_layout(&state, extra_ports, &[], options.layout())?;
+        let topology = &network.topology;
+        let pod_addresses = pod_addresses(topology);
+        let cluster_ips = addresses::assign_cluster_ips(
+            &state,
+            &pod_addresses,
+            topology.nodes.len(),
+            &BTreeMap::new(),
+        )?;
+        let state = with_lab_addresses(state, topology, &cluster_ips);
         let object = dataplane::object::find()?;
-        let options = LoadOptions {
+        let load = LoadOptions {
             config: options.config,
             ..LoadOptions::default()
         };
-        let mut datapath = Datapath::load_with(&object, &options)?;
-        let topology = &network.topology;
-        let interfaces = netns::in_netns(&topology.node, || {
-            topology
-                .pods
-                .iter()
-                .map(|(key, pod)| {
-                    nix::net::if_::if_nametoindex(pod.host_interface.as_str())
-                        .map(|index| (key.clone(), index))
-                        .map_err(|source| DataplaneError::Interface {
-                            interface: pod.host_interface.clone(),
-                            source,
-                        })
-                })
-                .collect::<Result<BTreeMap<_, _>, DataplaneError>>()
-        })??;
-        let node_ports = netns::in_netns(&topology.node, crate::node::tunnel_ports)??;
-        datapath.set_tunnel_ports(&node_ports)?;
-        let publication = flowlog::start(&mut datapath, &network.run);
+        let datapaths = (0..topology.nodes.len())
+            .map(|node| NodeDatapath::load(&object, &load, topology, node, &network.run))
+            .collect::<Result<Vec<_>, LabError>>()?;
         let mut lab = Self {
             network,
-            publication,
             state,
-            tables: DatapathTables::default(),
-            tables_since_ns: 0,
-            datapath,
-            interfaces,
+            datapaths,
             cluster_ips,
             services: Vec::new(),
         };
         lab.program()?;
-        lab.attach()?;
+        for datapath in &mut lab.datapaths {
+            datapath.attach(&lab.network.topology)?;
+        }
         Ok(lab)
     }
 
-    /// Attaches the classifiers to every pod's host-side interface. `up` calls it
-    /// after the first `program`, so no packet meets a classifier before its pod is
-    /// in `ENDPOINTS` (which would drop it as an unknown endpoint).
-    fn attach(&mut self) -> Result<(), LabError> {
-        let Self {
-            network, datapath, ..
-        } = self;
-        let topology = &network.topology;
-        netns::in_netns(&topology.node, || {
-            topology
-                .pods
-                .values()
-                .try_for_each(|pod| datapath.attach(&pod.host_interface).map(drop))
-        })??;
-        Ok(())
-    }
-
-    /// Compiles and writes the policy tables, then replaces the Service rules.
+    /// Compiles and writes every node's policy tables, then replaces every
+    /// node's Service rules.
     fn program(&mut self) -> Result<(), LabError> {
-        let node_addresses = self.network.topology.node_addresses();
-        self.tables = compile(&self.state, &node_addresses, |pod| {
-            self.network.topology.pods.contains_key(&pod.key)
-        });
-        for diagnostic in &self.tables.diagnostics {
-            tracing::warn!(%diagnostic, "not enforced exactly; affected pods fail closed");
+        let topology = &self.network.topology;
+        for datapath in &mut self.datapaths {
+            datapath.program(&self.state, topology)?;
         }
-        for refusal in &self.tables.refusals {
-            tracing::warn!(%refusal, "policy refused: the tables cannot hold it");
+        self.services = services::routes(&self.state, &topology.pods);
+        for node in &topology.nodes {
+            services::apply(&node.netns, &self.services)?;
         }
-        self.tables_since_ns = clock::monotonic_now_ns();
-        self.datapath
-            .apply(&self.tables, &self.interfaces, &BTreeMap::new())?;
-        if let Some(publication) = &self.publication {
-            if let Err(error) = publication.publish(&self.flow_names()) {
-                tracing::warn!(%error, "`policy-agent flows` cannot name this lab's events: its names file is removed until a later update publishes one");
-            }
-        }
-        self.services = services::routes(&self.state, &self.network.topology.pods);
-        services::apply(&self.network.topology.node, &self.services)?;
         Ok(())
     }
 
@@ -214,32 +202,49 @@ impl Lab {
         &self.network.run
     }
 
-    /// What the lab published for `policy-agent flows` (`None` if it could not).
+    /// What the (first) node published for `policy-agent flows` (`None` if it
+    /// could not).
     pub fn publication(&self) -> Option<&Publication> {
-        self.publication.as_ref()
+        self.datapaths.first().and_then(NodeDatapath::publication)
     }
 
-    /// The names of the lab's datapath now: pod interfaces and addresses, and the
-    /// tables last applied (pin paths empty: `Publication::publish` adds them).
+    /// The instance name under which each node publishes its events for
+    /// `policy-agent flows --instance`, in node order: the run name in a lab of
+    /// one node, else `<run>-<node name>`.
+    pub fn instances(&self) -> Vec<&str> {
+        self.datapaths.iter().map(NodeDatapath::instance).collect()
+    }
+
+    /// The names of the (first) node's datapath now: its pods' interfaces, every
+    /// pod's addresses and the tables last applied (pin paths empty:
+    /// `Publication::publish` adds them).
     pub fn flow_names(&self) -> FlowNames {
-        let addresses = self
-            .state
-            .pods
-            .values()
-            .flat_map(|pod| pod.ips.iter().map(move |ip| (*ip, &pod.key)));
-        FlowNames::new(
-            &self.network.run,
-            self.tables_since_ns,
-            &self.tables,
-            &self.interfaces,
-            addresses,
-        )
+        self.node_flow_names(0).unwrap_or_default()
     }
 
-    /// A reader of the datapath's verdict events, in this process. Events go to
-    /// one reader: while it reads, `policy-agent flows` does not see them.
+    /// `flow_names` of node `node` (`None` when the lab has no such node).
+    pub fn node_flow_names(&self, node: usize) -> Option<FlowNames> {
+        Some(self.datapaths.get(node)?.flow_names(&self.state))
+    }
+
+    /// A reader of the (first) node's verdict events, in this process. Events go
+    /// to one reader: while it reads, `policy-agent flows` does not see them.
     pub fn event_reader(&mut self) -> Result<EventReader, LabError> {
-        Ok(self.datapath.event_reader()?)
+        self.event_readers()?
+            .into_iter()
+            .next()
+            .map(|(_, reader)| reader)
+            .ok_or_else(|| LabError::Layout {
+                reason: "the lab has no node".to_string(),
+            })
+    }
+
+    /// A reader of every node's verdict events, with the node's index.
+    pub fn event_readers(&mut self) -> Result<Vec<(usize, EventReader)>, LabError> {
+        self.datapaths
+            .iter_mut()
+            .map(|datapath| Ok((datapath.node(), datapath.event_reader()?)))
+            .collect()
     }
 
     /// Replaces the cluster state (policies, labels, namespaces, Services) and
@@ -256,14 +261,13 @@ impl Lab {
                 .join(", ");
             return Err(LabError::PodsChanged { detail });
         }
-        let pods: BTreeMap<ObjectRef, PodAddresses> = self
-            .network
-            .topology
-            .pods
-            .iter()
-            .map(|(key, pod)| (key.clone(), pod.addresses))
-            .collect();
-        self.cluster_ips = addresses::assign_cluster_ips(&state, &pods, &self.cluster_ips)?;
+        let topology = &self.network.topology;
+        self.cluster_ips = addresses::assign_cluster_ips(
+            &state,
+            &pod_addresses(topology),
+            topology.nodes.len(),
+            &self.cluster_ips,
+        )?;
         self.state = with_lab_addresses(state, &self.network.topology, &self.cluster_ips);
         self.program()
     }
@@ -284,28 +288,55 @@ impl Lab {
         &self.state
     }
 
-    /// The tables last written to the kernel.
+    /// The tables last written to the (first) node's kernel.
     pub fn tables(&self) -> &DatapathTables {
-        &self.tables
+        static EMPTY: std::sync::OnceLock<DatapathTables> = std::sync::OnceLock::new();
+        self.datapaths.first().map_or_else(
+            || EMPTY.get_or_init(DatapathTables::default),
+            NodeDatapath::tables,
+        )
     }
 
-    /// The node's own addresses (IPv4, IPv6): the source of `probe_from_node`.
+    /// The tables last written to node `node`'s kernel.
+    pub fn node_tables(&self, node: usize) -> Option<&DatapathTables> {
+        self.datapaths.get(node).map(NodeDatapath::tables)
+    }
+
+    /// The (first) node's own addresses (IPv4, IPv6).
     pub fn node_addresses(&self) -> [IpAddr; 2] {
         addresses::node_addresses()
     }
 
-    /// The node namespace: where the host-side veths and the node's addresses are.
+    /// The (first) node's namespace: where its host-side veths and its addresses
+    /// are.
     pub fn node_netns(&self) -> &str {
         self.network.node_netns()
     }
 
-    /// Writes the UDP ports of the node namespace's tunnel devices (vxlan, geneve)
-    /// into the datapath, with the defaults, as the agent does on a node (`up` does
-    /// it once; call it again after adding a tunnel device). Returns what it wrote.
+    /// The lab's nodes, first to last.
+    pub fn nodes(&self) -> &[LabNode] {
+        self.network.nodes()
+    }
+
+    /// The node `pod` runs on.
+    pub fn node_of(&self, pod: &ObjectRef) -> Result<&LabNode, LabError> {
+        self.network.node_of(pod)
+    }
+
+    /// Writes the UDP ports of each node namespace's tunnel devices (vxlan,
+    /// geneve) into its datapath, with the defaults, as the agent does on a node
+    /// (`up` does it once; call it again after adding a tunnel device). Returns
+    /// what it wrote on the first node.
     pub fn refresh_tunnel_ports(&mut self) -> Result<TunnelPorts, LabError> {
-        let node = self.network.node_netns().to_string();
-        let node_ports = netns::in_netns(&node, crate::node::tunnel_ports)??;
-        Ok(self.datapath.set_tunnel_ports(&node_ports)?)
+        let topology = &self.network.topology;
+        let mut first = None;
+        for datapath in &mut self.datapaths {
+            let written = datapath.refresh_tunnel_ports(topology)?;
+            first.get_or_insert(written);
+        }
+        first.ok_or_else(|| LabError::Layout {
+            reason: "the lab has no node".to_string(),
+        })
     }
 
     /// Every Service port with its backends, as the node's DNAT rules have them.
@@ -426,9 +457,9 @@ impl Lab {
         self.network.probe_to(specs, &targets, timeout)
     }
 
-    /// Connects from the node namespace, from the node's address of `family`, to
-    /// `pod` on `port`/`protocol`, as a kubelet probe would; true when it got through
-    /// within `timeout`.
+    /// Connects from the namespace of the node `pod` runs on, from that node's
+    /// address of `family`, to `pod` on `port`/`protocol`, as a kubelet probe
+    /// would; true when it got through within `timeout`.
     pub fn probe_from_node(
         &self,
         pod: &ObjectRef,
@@ -437,12 +468,14 @@ impl Lab {
         family: Family,
         timeout: Duration,
     ) -> Result<bool, LabError> {
+        let node = self.node_of(pod)?;
+        let PodAddresses { v4, v6 } = node.addresses;
         let source = match family {
-            Family::Ipv4 => IpAddr::V4(NODE_V4),
-            Family::Ipv6 => IpAddr::V6(NODE_V6),
+            Family::Ipv4 => IpAddr::V4(v4),
+            Family::Ipv6 => IpAddr::V6(v6),
         };
         let connect = Connect {
-            netns: &self.network.topology.node,
+            netns: &node.netns,
             who: "the node".to_string(),
             source: Some(source),
             target: SocketAddr::new(self.pod_address(pod, family)?, port),
@@ -463,8 +496,42 @@ impl Lab {
         probe::ping(&self.network.topology, from, to, timeout)
     }
 
-    /// The datapath's verdict counters.
+    /// The datapaths' verdict counters, summed over the nodes.
     pub fn stats(&mut self) -> Result<Stats, LabError> {
-        Ok(self.datapath.stats()?)
+        let mut total: Option<Stats> = None;
+        for datapath in &mut self.datapaths {
+            let stats = datapath.stats()?;
+            match &mut total {
+                None => total = Some(stats),
+                Some(total) => {
+                    for ((_, sum), (_, count)) in total.counters.iter_mut().zip(&stats.counters) {
+                        *sum += count;
+                    }
+                }
+            }
+        }
+        Ok(total.unwrap_or(Stats {
+            counters: Vec::new(),
+        }))
     }
+
+    /// The verdict counters of node `node`'s datapath.
+    pub fn node_stats(&mut self, node: usize) -> Result<Stats, LabError> {
+        let datapath = self
+            .datapaths
+            .get_mut(node)
+            .ok_or_else(|| LabError::Layout {
+                reason: format!("the lab has no node {}", node + 1),
+            })?;
+        datapath.stats()
+    }
+}
+
+/// Every pod's addresses.
+fn pod_addresses(topology: &Topology) -> BTreeMap<ObjectRef, PodAddresses> {
+    topology
+        .pods
+        .iter()
+        .map(|(key, pod)| (key.clone(), pod.addresses))
+        .collect()
 }

@@ -55,10 +55,21 @@ pub fn sysctl(name: &str, key: &str, value: &str) -> Result<(), LabError> {
 
 /// Runs `ip [-n netns] -batch -` with `lines` on stdin, failing on the first error.
 pub fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<(), LabError> {
+    batch("ip", netns, lines)
+}
+
+/// Runs `bridge [-n netns] -batch -` (forwarding database entries of VXLAN
+/// devices) with `lines`, failing on the first error.
+pub fn bridge_batch(netns: Option<&str>, lines: &[String]) -> Result<(), LabError> {
+    batch("bridge", netns, lines)
+}
+
+/// Runs iproute2's `tool [-n netns] -batch -` with `lines` on stdin.
+fn batch(tool: &str, netns: Option<&str>, lines: &[String]) -> Result<(), LabError> {
     if lines.is_empty() {
         return Ok(());
     }
-    let mut command = Command::new("ip");
+    let mut command = Command::new(tool);
     if let Some(ns) = netns {
         command.args(["-n", ns]);
     }
@@ -69,14 +80,14 @@ pub fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<(), LabError> {
         .stderr(Stdio::piped());
     let describe = || {
         format!(
-            "ip {}-batch: {}",
+            "{tool} {}-batch: {}",
             netns.map_or(String::new(), |n| format!("-n {n} ")),
             lines.join("; ")
         )
     };
     let mut child = command.spawn().map_err(|source| LabError::Command {
         command: describe(),
-        message: format!("cannot run `ip` (install iproute2): {source}"),
+        message: format!("cannot run `{tool}` (install iproute2): {source}"),
     })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin

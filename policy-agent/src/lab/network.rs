@@ -14,7 +14,7 @@ use super::{
     probe::{self, Family, ProbeSpec},
     report::ProbeResult,
     servers::{self, Servers},
-    topology::{self, LabPod, Topology, TopologyKind},
+    topology::{self, LabPod, Layout, Topology, TopologyKind},
     LabError,
 };
 use crate::model::{ClusterState, ObjectRef, Protocol};
@@ -82,6 +82,18 @@ impl LabNetwork {
         later: &[ObjectRef],
         kind: TopologyKind,
     ) -> Result<Self, LabError> {
+        Self::up_layout(state, extra_ports, later, Layout::single(kind))
+    }
+
+    /// `up`, on as many nodes, wired and joined the way `layout` says: each pod on
+    /// the node its `spec.nodeName` names, else the next in turn.
+    pub fn up_layout(
+        state: &ClusterState,
+        extra_ports: &[(u16, Protocol)],
+        later: &[ObjectRef],
+        layout: Layout,
+    ) -> Result<Self, LabError> {
+        layout.check()?;
         if !nix::unistd::geteuid().is_root() {
             return Err(LabError::NotRoot);
         }
@@ -92,8 +104,8 @@ impl LabNetwork {
             NEXT_RUN.fetch_add(1, Ordering::Relaxed)
         );
         let guard = RunGuard::new(&run);
-        let pod_addresses = addresses::assign_pods(state)?;
-        let topology = topology::create(&run, &pod_addresses, |pod| !later.contains(pod), kind)?;
+        let placed = addresses::assign_pods(state, layout.nodes)?;
+        let topology = topology::create(&run, &placed, |pod| !later.contains(pod), layout)?;
         let ports = topology
             .pods
             .keys()
@@ -105,7 +117,7 @@ impl LabNetwork {
                 (key.clone(), ports.into_iter().collect())
             })
             .collect();
-        tracing::info!(run = %run, pods = topology.pods.len(), "lab network created");
+        tracing::info!(run = %run, pods = topology.pods.len(), nodes = topology.nodes.len(), "lab network created");
         let mut network = Self {
             run,
             topology,
@@ -161,10 +173,25 @@ impl LabNetwork {
         &self.run
     }
 
-    /// The node namespace: where the host-side veths, the pod routes and the
-    /// node's addresses are.
+    /// The (first) node's namespace: where the host-side veths, the pod routes
+    /// and the node's addresses are.
     pub fn node_netns(&self) -> &str {
-        &self.topology.node
+        self.topology.first_node()
+    }
+
+    /// The network's nodes, first to last.
+    pub fn nodes(&self) -> &[topology::LabNode] {
+        &self.topology.nodes
+    }
+
+    /// The node `pod` runs on.
+    pub fn node_of(&self, pod: &ObjectRef) -> Result<&topology::LabNode, LabError> {
+        let lab_pod = self.lab_pod(pod)?;
+        self.topology
+            .node_of(lab_pod)
+            .ok_or_else(|| LabError::UnknownPod {
+                pod: pod.to_string(),
+            })
     }
 
     /// The network's pods (wired or not), sorted.
@@ -187,7 +214,7 @@ impl LabNetwork {
         Ok(&self.lab_pod(pod)?.netns)
     }
 
-    /// The host-side veth of `pod`, in the node namespace.
+    /// The host-side veth of `pod`, in its node's namespace.
     pub fn host_interface(&self, pod: &ObjectRef) -> Result<&str, LabError> {
         Ok(&self.lab_pod(pod)?.host_interface)
     }

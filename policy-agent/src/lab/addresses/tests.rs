@@ -4,8 +4,15 @@ use crate::model::{
     PortRef, Service, ServicePort,
 };
 
-fn at(map: &BTreeMap<ObjectRef, PodAddresses>, name: &str) -> PodAddresses {
-    map[&ObjectRef::new("ns", name)]
+fn at(map: &BTreeMap<ObjectRef, PlacedPod>, name: &str) -> PodAddresses {
+    map[&ObjectRef::new("ns", name)].addresses
+}
+
+fn addresses_of(placed: BTreeMap<ObjectRef, PlacedPod>) -> BTreeMap<ObjectRef, PodAddresses> {
+    placed
+        .into_iter()
+        .map(|(key, placed)| (key, placed.addresses))
+        .collect()
 }
 
 fn service(name: &str, ip: Option<&str>) -> Service {
@@ -31,7 +38,7 @@ fn manifest_addresses_of_both_families_are_kept_and_the_rest_allocated_around_th
         .pod(pod("ns", "c").ip("fd00::1").ip("10.1.0.9").build())
         .pod(pod("ns", "d").build())
         .build();
-    let got = assign_pods(&s).unwrap();
+    let got = assign_pods(&s, 1).unwrap();
     assert_eq!(at(&got, "a").v4, "10.244.0.2".parse::<Ipv4Addr>().unwrap());
     assert_eq!(
         at(&got, "a").v6,
@@ -56,7 +63,7 @@ fn host_network_pods_get_no_lab_address() {
     let s = cluster()
         .pod(pod("ns", "host").ip("192.168.0.10").host_network().build())
         .build();
-    assert!(assign_pods(&s).unwrap().is_empty());
+    assert!(assign_pods(&s, 1).unwrap().is_empty());
 }
 
 #[test]
@@ -67,7 +74,7 @@ fn two_pods_with_one_address_of_either_family_are_rejected() {
             .pod(pod("ns", "b").ip(ip).build())
             .build();
         assert!(matches!(
-            assign_pods(&s),
+            assign_pods(&s, 1),
             Err(LabError::DuplicateAddress { claimant, .. }) if claimant == "pod ns/b"
         ));
     }
@@ -79,7 +86,7 @@ fn a_pod_cannot_take_the_node_address() {
         .pod(pod("ns", "a").ip(&NODE_V4.to_string()).build())
         .build();
     assert!(matches!(
-        assign_pods(&s),
+        assign_pods(&s, 1),
         Err(LabError::DuplicateAddress { owner, .. }) if owner == "the lab's node"
     ));
 }
@@ -97,9 +104,9 @@ fn cluster_ips_are_kept_from_the_manifest_then_previous_runs_then_allocated_in_o
     ] {
         s.services.insert(svc.key.clone(), svc);
     }
-    let pods = assign_pods(&s).unwrap();
+    let pods = addresses_of(assign_pods(&s, 1).unwrap());
     let previous = BTreeMap::from([(ObjectRef::new("ns", "d"), "10.96.7.7".parse().unwrap())]);
-    let got = assign_cluster_ips(&s, &pods, &previous).unwrap();
+    let got = assign_cluster_ips(&s, &pods, 1, &previous).unwrap();
     let ip = |name: &str| got[&ObjectRef::new("ns", name)].to_string();
     assert_eq!(ip("b"), "10.96.0.2", "from the manifest");
     assert_eq!(ip("d"), "10.96.7.7", "kept from before");
@@ -121,8 +128,8 @@ fn a_manifest_cluster_ip_that_a_pod_the_node_or_another_service_has_is_rejected(
         for svc in [service("a", Some("10.96.0.2")), service("b", Some(taken))] {
             s.services.insert(svc.key.clone(), svc);
         }
-        let pods = assign_pods(&s).unwrap();
-        match assign_cluster_ips(&s, &pods, &BTreeMap::new()) {
+        let pods = addresses_of(assign_pods(&s, 1).unwrap());
+        match assign_cluster_ips(&s, &pods, 1, &BTreeMap::new()) {
             Err(LabError::DuplicateAddress {
                 claimant,
                 owner: got,
@@ -134,4 +141,54 @@ fn a_manifest_cluster_ip_that_a_pod_the_node_or_another_service_has_is_rejected(
             other => panic!("{taken}: expected a duplicate address, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn pods_go_to_the_node_their_node_name_names_else_round_robin_in_pod_order() {
+    let s = cluster()
+        .pod(pod("ns", "a").build())
+        .pod(pod("ns", "b").node("node-3").build())
+        .pod(pod("ns", "c").build())
+        .pod(pod("ns", "d").node("elsewhere").build())
+        .pod(pod("ns", "e").build())
+        .build();
+    let got = assign_pods(&s, 3).unwrap();
+    let node = |name: &str| got[&ObjectRef::new("ns", name)].node;
+    assert_eq!(node("b"), 2, "spec.nodeName node-3");
+    // a, c, d (a name that is no lab node), e take turns from the first node.
+    assert_eq!([node("a"), node("c"), node("d"), node("e")], [0, 1, 2, 0]);
+}
+
+#[test]
+fn each_node_hands_out_its_own_pod_range_and_a_one_node_lab_the_whole_range() {
+    let s = cluster()
+        .pod(pod("ns", "a").build())
+        .pod(pod("ns", "b").build())
+        .pod(pod("ns", "c").build())
+        .build();
+    let got = assign_pods(&s, 2).unwrap();
+    assert_eq!(at(&got, "a").v4.to_string(), "10.244.0.2");
+    assert_eq!(at(&got, "b").v4.to_string(), "10.244.1.2");
+    assert_eq!(at(&got, "b").v6.to_string(), "fd00:10:244:1::2");
+    assert_eq!(at(&got, "c").v4.to_string(), "10.244.0.3");
+    let range = PodRange::of(1, 2);
+    assert!(range.contains(IpAddr::V4(at(&got, "b").v4)));
+    assert!(!range.contains(IpAddr::V4(at(&got, "a").v4)));
+    assert_eq!(range.gateway().v4.to_string(), "10.244.1.1");
+    let one = PodRange::of(0, 1);
+    assert_eq!(
+        (one.v4_text(), one.v6_text()),
+        (POD_RANGE_V4.to_string(), POD_RANGE_V6.to_string())
+    );
+}
+
+#[test]
+fn a_pod_cannot_take_another_nodes_address() {
+    let s = cluster()
+        .pod(pod("ns", "a").ip(&node_pair(2).v4.to_string()).build())
+        .build();
+    assert!(matches!(
+        assign_pods(&s, 3),
+        Err(LabError::DuplicateAddress { owner, .. }) if owner == "node node-3"
+    ));
 }

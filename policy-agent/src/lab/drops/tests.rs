@@ -8,8 +8,11 @@ use crate::{
     },
 };
 
-fn line(record: &VerdictRecord) -> FlowLine {
-    FlowLine::name(record, &names(), WallClock::with_offset(0))
+fn line(record: &VerdictRecord) -> ReportedLine {
+    ReportedLine {
+        node: None,
+        line: FlowLine::name(record, &names(), WallClock::with_offset(0)),
+    }
 }
 
 fn probe(from: &str, to: &str, port: u16, allowed: bool) -> ProbeResult {
@@ -49,6 +52,7 @@ fn one_entry_per_flow_counts_its_packets_and_leaves_allows_out() {
             reason: "drop_policy".into(),
             policies: vec!["shop/deny-in".into(), "shop/web-in".into()],
             packets: 2,
+            node: None,
         }]
     );
     let table = to_table(&drops, EventsLost::default());
@@ -139,4 +143,30 @@ fn would_drop_events_mark_only_the_probes_they_belong_to() {
         summarize(&[line(&audit)]).first().map(|d| d.verdict),
         Some(EventVerdict::WouldDrop)
     );
+}
+
+#[test]
+fn in_a_lab_of_several_nodes_each_drop_names_its_node_in_the_table_and_the_json() {
+    let on = |node: &str| ReportedLine {
+        node: Some(node.to_string()),
+        ..line(&drop_into_web())
+    };
+    let drops = summarize(&[on("node-2"), on("node-2"), on("node-1")]);
+    assert_eq!(
+        drops
+            .iter()
+            .map(|d| (d.node.as_deref(), d.packets))
+            .collect::<Vec<_>>(),
+        [(Some("node-1"), 1), (Some("node-2"), 2)],
+        "one entry per flow and node"
+    );
+    let table = to_table(&drops, EventsLost::default());
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(rows[1].contains("verdict  node    at"), "{table}");
+    assert!(
+        rows[3].contains("drop     node-2  shop/web ingress"),
+        "{table}"
+    );
+    let json = to_json(&[], &drops, EventsLost::default());
+    assert!(json.contains(r#""packets":2,"node":"node-2""#), "{json}");
 }

@@ -23,6 +23,7 @@ fn lab_pods(state: &ClusterState) -> BTreeMap<ObjectRef, LabPod> {
                     v4: Ipv4Addr::new(10, 244, 0, 2 + n),
                     v6: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2 + u16::from(n)),
                 },
+                node: 0,
             };
             (key.clone(), pod)
         })
