@@ -25,6 +25,8 @@ mod harness;
 mod hostile;
 #[path = "agent/identity.rs"]
 mod identity;
+#[path = "agent/nodes.rs"]
+mod nodes;
 #[path = "agent/restarts.rs"]
 mod restarts;
 

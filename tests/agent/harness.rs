@@ -1,6 +1,8 @@
-//! One lab node for `policy-agent run`: the lab network (no datapath of its own),
-//! the stand-in API server listening inside the node namespace, pods and
-//! namespaces as API objects, and probes that wait for the expected verdicts.
+//! Lab nodes for `policy-agent run`: the lab network (no datapath of its own) of
+//! one node or several, the stand-in API server listening inside the (first) node
+//! namespace, pods and namespaces as API objects, and probes that wait for the
+//! expected verdicts. With several nodes, one agent runs per node, each with its
+//! `--node-name`, against the one API server.
 
 use std::{
     collections::BTreeMap,
@@ -17,7 +19,7 @@ use policy_agent::{
     lab::{
         netns::in_netns,
         probe::{Family, ProbeSpec},
-        topology::TopologyKind,
+        topology::{Layout, TopologyKind},
         LabNetwork,
     },
     model::{builders, ClusterState, ObjectRef, Protocol},
@@ -30,7 +32,8 @@ use super::support::{
     apiserver::{ApiServer, Options},
 };
 
-/// The lab node's name: pods name it in `spec.nodeName`.
+/// The name of a one-node lab's node: pods name it in `spec.nodeName`. (Nodes of
+/// a lab of several are `node-1`, `node-2`, ...)
 pub const NODE_NAME: &str = "lab-node";
 /// The namespace of every test pod whose name has none (`ns/name` names another).
 pub const NAMESPACE: &str = "prod";
@@ -43,7 +46,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// How long one probe waits for its handshake.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// A lab node with its API server.
+/// A lab of one node (or several) with its API server.
 pub struct Node {
     /// One node at a time: agents loading BPF next to probes with short timeouts
     /// would make each other's timings.
@@ -118,6 +121,13 @@ impl Node {
 
     /// `up`, with the pods wired the way `kind` says.
     pub fn up_with(pods: &[(&str, &str)], later: &[&str], kind: TopologyKind) -> Self {
+        Self::up_layout(pods, later, Layout::single(kind))
+    }
+
+    /// `up` on the nodes of `layout`: each pod on the node the lab places it on
+    /// (in turn), which its object's `spec.nodeName` names. The API server listens
+    /// on the first node's address, which every node reaches.
+    pub fn up_layout(pods: &[(&str, &str)], later: &[&str], layout: Layout) -> Self {
         static SERIAL: Mutex<()> = Mutex::new(());
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = ClusterState::default();
@@ -136,9 +146,14 @@ impl Node {
             .ensure()
             .unwrap_or_else(|e| panic!("mounting bpffs: {e}"));
         let later: Vec<ObjectRef> = later.iter().map(|n| Self::pod_ref(n)).collect();
-        let net = LabNetwork::up_with(&state, &[], &later, kind)
+        let net = LabNetwork::up_layout(&state, &[], &later, layout)
             .unwrap_or_else(|e| panic!("lab network: {e}"));
-        let listener = in_netns(net.node_netns(), || TcpListener::bind("127.0.0.1:0"))
+        let bind = match net.nodes() {
+            [_] => "127.0.0.1:0".to_string(),
+            [first, ..] => format!("{}:0", first.addresses.v4),
+            [] => panic!("a lab without nodes"),
+        };
+        let listener = in_netns(net.node_netns(), || TcpListener::bind(bind.as_str()))
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|e| panic!("API server listener: {e}"));
         let api = ApiServer::serve(listener, Options::default())
@@ -148,7 +163,10 @@ impl Node {
             .unwrap_or_else(|e| panic!("kubeconfig: {e}"));
         let objects = pods
             .iter()
-            .map(|(name, app)| (name.to_string(), pod_json(name, app)))
+            .map(|(name, app)| {
+                let node = node_name_of(&net, name);
+                (name.to_string(), pod_json(name, app, &node))
+            })
             .collect();
         Node {
             _serial: serial,
@@ -169,7 +187,7 @@ impl Node {
     }
 
     /// The pod's lab addresses as `status` lists them.
-    fn status_with_ips(&self, name: &str) -> Value {
+    pub fn status_with_ips(&self, name: &str) -> Value {
         let ips: Vec<IpAddr> = [Family::Ipv4, Family::Ipv6]
             .into_iter()
             .map(|family| {
@@ -238,12 +256,28 @@ impl Node {
 
     /// The pin directory of an agent instance this node started with `tag`.
     pub fn instance(&self, tag: &str) -> String {
-        format!("{}-{tag}", self.net.instance())
+        self.instance_on(0, tag)
+    }
+
+    /// The pin directory of the agent instance tagged `tag` on node `node`
+    /// (0-based; in a one-node lab, `instance`).
+    pub fn instance_on(&self, node: usize, tag: &str) -> String {
+        if self.net.nodes().len() == 1 {
+            format!("{}-{tag}", self.net.instance())
+        } else {
+            format!("{}-{tag}-n{}", self.net.instance(), node + 1)
+        }
     }
 
     /// Starts `policy-agent run` for this node, pin instance named after `tag`.
     pub fn start_agent(&self, tag: &str) -> AgentProcess {
         self.start_agent_with(tag, |_| {})
+    }
+
+    /// Starts `policy-agent run` on node `node` (0-based) with that node's
+    /// `--node-name`, pin instance named after `tag` and the node.
+    pub fn start_agent_on(&self, node: usize, tag: &str) -> AgentProcess {
+        self.start_agent_on_with(node, tag, |_| {})
     }
 
     /// `start_agent`, letting `adjust` change the command (privileges).
@@ -252,7 +286,27 @@ impl Node {
         tag: &str,
         adjust: impl FnOnce(&mut std::process::Command),
     ) -> AgentProcess {
-        let instance = self.instance(tag);
+        self.start_agent_on_with(0, tag, adjust)
+    }
+
+    /// `start_agent_on`, letting `adjust` change the command.
+    fn start_agent_on_with(
+        &self,
+        node: usize,
+        tag: &str,
+        adjust: impl FnOnce(&mut std::process::Command),
+    ) -> AgentProcess {
+        let lab_node = self
+            .net
+            .nodes()
+            .get(node)
+            .unwrap_or_else(|| panic!("the lab has no node {}", node + 1));
+        let node_name = if self.net.nodes().len() == 1 {
+            NODE_NAME.to_string()
+        } else {
+            lab_node.name.clone()
+        };
+        let instance = self.instance_on(node, tag);
         {
             let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
             if !instances.contains(&instance) {
@@ -260,13 +314,13 @@ impl Node {
             }
         }
         let args = AgentArgs {
-            node_name: NODE_NAME,
+            node_name: &node_name,
             kubeconfig: self.kubeconfig.path(),
             instance: &instance,
-            metrics_port: free_port(self.net.node_netns()),
+            metrics_port: free_port(&lab_node.netns),
             extra: vec!["--api-backoff-max-ms".into(), "500".into()],
         };
-        AgentProcess::start_with(self.net.node_netns(), &args, adjust)
+        AgentProcess::start_with(&lab_node.netns, &args, adjust)
     }
 
     /// Waits until the agent instance `tag` has pinned links on `pod`'s veth.
@@ -293,7 +347,14 @@ impl Node {
 
     /// The verdict counters of the agent instance tagged `tag` (from its pins).
     pub fn stats(&self, tag: &str) -> Stats {
-        let path = pin_dir(&self.instance(tag)).join("maps").join("STATS");
+        self.stats_on(0, tag)
+    }
+
+    /// The verdict counters of the agent instance tagged `tag` on node `node`.
+    pub fn stats_on(&self, node: usize, tag: &str) -> Stats {
+        let path = pin_dir(&self.instance_on(node, tag))
+            .join("maps")
+            .join("STATS");
         PinnedStats::open(&path)
             .and_then(|stats| stats.stats())
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
@@ -372,16 +433,27 @@ impl Drop for Node {
     }
 }
 
-/// A pod object (`name` as `Node::pod_ref` reads it) scheduled to `NODE_NAME`,
+/// The node pod `name` runs on, as its `spec.nodeName` says: `NODE_NAME` in a
+/// one-node lab, else the lab node's name.
+fn node_name_of(net: &LabNetwork, name: &str) -> String {
+    if net.nodes().len() == 1 {
+        return NODE_NAME.to_string();
+    }
+    net.node_of(&Node::pod_ref(name))
+        .map(|node| node.name.clone())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A pod object (`name` as `Node::pod_ref` reads it) scheduled to `node`,
 /// without status.
-fn pod_json(name: &str, app: &str) -> Value {
+pub fn pod_json(name: &str, app: &str, node: &str) -> Value {
     let key = Node::pod_ref(name);
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": key.name, "namespace": key.namespace, "labels": {"app": app}},
         "spec": {
-            "nodeName": NODE_NAME,
+            "nodeName": node,
             "containers": [{
                 "name": "app",
                 "image": "registry.invalid/app",

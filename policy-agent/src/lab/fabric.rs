@@ -8,7 +8,7 @@
 //! - **no overlay**: the fabric and every other node route each pod's /32 and
 //!   /128 to the pod's node, as Calico's BGP mode or kindnet's per-node routes
 //!   make them;
-//! - **VXLAN**: every node has a VXLAN device `pwvx0` (VNI 1, UDP 4789, from its
+//! - **VXLAN**: every node has a VXLAN device `vxlan0` (VNI 1, UDP 4789, from its
 //!   own IPv4 address) and routes every pod of another node through it, towards
 //!   that node's VTEP address (the network address of its pod range, as flannel
 //!   uses) with a permanent neighbour entry and a forwarding-database entry
@@ -27,8 +27,9 @@ use super::{
 
 /// Each node's veth to the fabric.
 pub const UPLINK: &str = "uplink0";
-/// Each node's VXLAN device (with `Overlay::Vxlan`).
-pub const VXLAN: &str = "pwvx0";
+/// Each node's VXLAN device (with `Overlay::Vxlan`). Not `pw...`: the agent's
+/// default `--interface-prefix` takes such links for the lab's pod veths.
+pub const VXLAN: &str = "vxlan0";
 /// The VXLAN network identifier and UDP port the nodes use.
 const VXLAN_ID: u32 = 1;
 const VXLAN_PORT: u16 = 4789;
@@ -120,7 +121,7 @@ fn fabric_lines(
 }
 
 /// `ip` commands, run in node `index`, that bring its uplink up and route the
-/// other nodes and their pods (through the fabric, or through `pwvx0`).
+/// other nodes and their pods (through the fabric, or through `vxlan0`).
 fn node_lines(topology: &Topology, index: usize) -> Vec<String> {
     let Some(node) = topology.nodes.get(index) else {
         return Vec::new();
