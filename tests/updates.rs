@@ -1,6 +1,10 @@
 //! Updates without holes (DESIGN.md invariant 3), on the real kernel: probes run
 //! all the time while policies, pod labels and namespace labels churn, and no probe
-//! may get a verdict that every state in effect while it ran disagrees with.
+//! may get a verdict that every state in effect while it ran disagrees with. On
+//! several nodes, which take each update at different moments, a connection
+//! between two nodes meets the source node's egress as that node knows it and the
+//! destination node's ingress as that node knows it: its verdict must be one that
+//! some pair of states in effect gives.
 
 mod support;
 
@@ -15,7 +19,7 @@ use std::{
 };
 
 use policy_agent::{
-    lab::{probe::Family, Lab},
+    lab::{probe::Family, Lab, LabOptions},
     model::{
         builders::{cluster, namespace, netpol, pod, rule, selector},
         ClusterState, NetworkPolicy, ObjectRef, Protocol,
@@ -226,11 +230,12 @@ fn probe_until(
 }
 
 /// What `state` says of a TCP connection from `from` to `to` on `PORT`, judged at
-/// the IPv4 addresses the probes use.
-fn verdict(state: &ClusterState, from: &ObjectRef, to: &ObjectRef) -> bool {
+/// the IPv4 addresses the probes use: (the source's egress, the destination's
+/// ingress) let it through.
+fn sides(state: &ClusterState, from: &ObjectRef, to: &ObjectRef) -> (bool, bool) {
     let at_v4 =
         |pod: &ObjectRef| probes::at_address(state, &Endpoint::Pod(pod.clone()), Family::Ipv4);
-    evaluate(
+    let verdict = evaluate(
         state,
         &Query {
             src: at_v4(from),
@@ -238,16 +243,41 @@ fn verdict(state: &ClusterState, from: &ObjectRef, to: &ObjectRef) -> bool {
             protocol: Protocol::Tcp,
             port: PORT,
         },
-    )
-    .allowed
+    );
+    (verdict.egress.allows(), verdict.ingress.allows())
 }
 
 #[test]
 fn probes_never_see_a_verdict_that_both_states_of_an_update_disagree_with() {
     support::require_root_and_bpf();
+    churn_on(1);
+}
+
+#[test]
+fn across_three_nodes_every_verdict_is_one_a_pair_of_states_in_effect_gives() {
+    support::require_root_and_bpf();
+    churn_on(3);
+}
+
+/// Churns a lab of `nodes` nodes while every pod probes every other, then checks
+/// each probe against the states in effect while it ran: on one node, each state
+/// alone; on several, every pair (the source node's, the destination node's).
+fn churn_on(nodes: usize) {
     let mut state = initial_state();
     let start = Instant::now();
-    let mut lab = Lab::up(state.clone(), &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let options = LabOptions {
+        nodes,
+        ..LabOptions::default()
+    };
+    let mut lab = Lab::up_with(state.clone(), &[], &options).unwrap_or_else(|e| panic!("lab: {e}"));
+    let node_of = |pod: &ObjectRef| lab.node_of(pod).map(|n| n.name.clone()).ok();
+    let crossing = lab
+        .pods()
+        .iter()
+        .flat_map(|a| lab.pods().into_iter().map(move |b| (a.clone(), b)))
+        .filter(|(a, b)| node_of(a) != node_of(b))
+        .count();
+    assert_eq!(crossing > 0, nodes > 1, "pods on other nodes");
     let mut applied = vec![Applied {
         state: lab.state().clone(),
         write_started: start,
@@ -319,10 +349,19 @@ fn probes_never_see_a_verdict_that_both_states_of_an_update_disagree_with() {
             })
             .map(|(_, a)| a)
             .collect();
-        let verdicts: Vec<bool> = candidates
+        let each: Vec<(bool, bool)> = candidates
             .iter()
-            .map(|a| verdict(&a.state, &probe.from, &probe.to))
+            .map(|a| sides(&a.state, &probe.from, &probe.to))
             .collect();
+        let verdicts: Vec<bool> = if nodes == 1 {
+            each.iter()
+                .map(|(egress, ingress)| *egress && *ingress)
+                .collect()
+        } else {
+            each.iter()
+                .flat_map(|(egress, _)| each.iter().map(move |(_, ingress)| *egress && *ingress))
+                .collect()
+        };
         assert!(
             verdicts.contains(&probe.allowed),
             "probe {} -> {} was {} but every state in effect while it ran ({} of them) says {}: {probe:?}",
@@ -342,7 +381,7 @@ fn probes_never_see_a_verdict_that_both_states_of_an_update_disagree_with() {
         }
     }
     eprintln!(
-        "{} probes over {UPDATES} updates: {allowed} allowed, {denied} denied, {sharp} with one possible verdict",
+        "{} probes over {UPDATES} updates on {nodes} node(s): {allowed} allowed, {denied} denied, {sharp} with one possible verdict",
         probes.len()
     );
     // The churn must have exercised both outcomes many times, or the test shows
