@@ -1,8 +1,9 @@
 //! One `policy-agent run` per lab node, each with its `--node-name`, against one
 //! API server: a connection between nodes meets the source node's egress and the
 //! destination node's ingress, and policy, pod-label and namespace-label changes
-//! reach both; a pod deleted on one node and recreated with the same name on
-//! another is enforced with its new address on both.
+//! reach both, and a node whose agent is killed keeps enforcing until its
+//! successor takes over; a pod deleted on one node and recreated with the same
+//! name on another is enforced with its new address on both.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use serde_json::json;
 
 use super::{
     harness::{self, db_from_web, namespace_json, pod_json, policy_json, Node, TCP_PORT},
-    support,
+    support::{self, agent::AgentProcess},
 };
 
 /// Two nodes, pod traffic between them as `overlay` says.
@@ -21,6 +22,37 @@ fn two_nodes(overlay: Overlay) -> Layout {
         nodes: 2,
         overlay,
     }
+}
+
+/// Two nodes running `pods`, checked to be placed as `placed` says (node names in
+/// pod order), with the pods' namespace, `created` of them and a policy admitting
+/// app=web to app=db as API objects.
+fn two_nodes_with(
+    pods: &[(&str, &str)],
+    placed: [&str; 4],
+    overlay: Overlay,
+    created: &[&str],
+) -> Node {
+    let node = Node::up_layout(pods, &[], two_nodes(overlay));
+    let names: Vec<String> = pods.iter().map(|(pod, _)| node_of(&node, pod)).collect();
+    assert_eq!(names, placed, "where the lab placed {pods:?}");
+    node.api
+        .create_value(namespace_json(harness::NAMESPACE, &[]));
+    for pod in created {
+        node.create_pod(pod);
+    }
+    node.api
+        .create_value(db_from_web(json!([{"port": TCP_PORT}])));
+    node
+}
+
+/// One agent per node, tagged `tag`, each ready.
+fn agents(node: &Node, tag: &str) -> [AgentProcess; 2] {
+    let mut agents = [node.start_agent_on(0, tag), node.start_agent_on(1, tag)];
+    for agent in &mut agents {
+        agent.wait_ready(Duration::from_secs(60));
+    }
+    agents
 }
 
 /// The name of the node `pod` runs on.
@@ -42,25 +74,13 @@ fn agents_on_each_node_decide_cross_node_connections_and_follow_policy_label_and
         ("other", "other"),
         ("web", "web"),
     ];
-    let node = Node::up_layout(&pods, &[], two_nodes(Overlay::Vxlan));
-    assert_eq!(
-        ["api", "db", "other", "web"].map(|pod| node_of(&node, pod)),
-        ["node-1", "node-2", "node-1", "node-2"]
+    let node = two_nodes_with(
+        &pods,
+        ["node-1", "node-2", "node-1", "node-2"],
+        Overlay::Vxlan,
+        &["api", "db", "other", "web"],
     );
-    node.api
-        .create_value(namespace_json(harness::NAMESPACE, &[]));
-    for (pod, _) in pods {
-        node.create_pod(pod);
-    }
-    node.api
-        .create_value(db_from_web(json!([{"port": TCP_PORT}])));
-    let mut agents = [
-        node.start_agent_on(0, "many"),
-        node.start_agent_on(1, "many"),
-    ];
-    for agent in &mut agents {
-        agent.wait_ready(Duration::from_secs(60));
-    }
+    let mut agents = agents(&node, "many");
     node.expect(
         "db (node-2) admits app=web from both nodes",
         &[
@@ -132,6 +152,21 @@ fn agents_on_each_node_decide_cross_node_connections_and_follow_policy_label_and
             ("api", "db", false),
         ],
     );
+
+    // Node-2's agent killed: its pinned datapath keeps enforcing; its successor
+    // adopts it and follows the next change.
+    agents[1].kill9();
+    node.expect(
+        "node-2 enforces without its agent",
+        &[("other", "db", true), ("api", "db", false)],
+    );
+    let mut successor = node.start_agent_on(1, "many");
+    successor.wait_ready(Duration::from_secs(60));
+    node.relabel("api", "web");
+    node.expect(
+        "node-2's new agent admits the relabelled pod from node-1",
+        &[("api", "db", true), ("other", "db", true)],
+    );
 }
 
 #[test]
@@ -145,19 +180,13 @@ fn a_pod_recreated_on_another_node_is_enforced_at_its_new_address_on_both_nodes(
         ("other", "other"),
         ("web", "web"),
     ];
-    let node = Node::up_layout(&pods, &[], two_nodes(Overlay::None));
-    assert_eq!(
-        ["db", "db-moved", "other", "web"].map(|pod| node_of(&node, pod)),
-        ["node-1", "node-2", "node-1", "node-2"]
+    let node = two_nodes_with(
+        &pods,
+        ["node-1", "node-2", "node-1", "node-2"],
+        Overlay::None,
+        &["db", "other", "web"],
     );
-    node.api
-        .create_value(namespace_json(harness::NAMESPACE, &[]));
-    for pod in ["db", "other", "web"] {
-        node.create_pod(pod);
-    }
-    // db admits app=web; web may reach app=db only.
-    node.api
-        .create_value(db_from_web(json!([{"port": TCP_PORT}])));
+    // web may reach app=db only.
     node.api.create_value(policy_json(
         harness::NAMESPACE,
         "web-to-db",
@@ -167,13 +196,7 @@ fn a_pod_recreated_on_another_node_is_enforced_at_its_new_address_on_both_nodes(
             "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}]}]
         }),
     ));
-    let mut agents = [
-        node.start_agent_on(0, "move"),
-        node.start_agent_on(1, "move"),
-    ];
-    for agent in &mut agents {
-        agent.wait_ready(Duration::from_secs(60));
-    }
+    let _agents = agents(&node, "move");
     node.expect(
         "before the move",
         &[("web", "db", true), ("other", "db", false)],

@@ -8,13 +8,14 @@
 
 use policy_agent::{
     lab::{
+        drops,
         probe::{Family, ProbeRoute, ProbeSpec},
         topology::Overlay,
         Lab, LabOptions,
     },
     model::{
         builders::{cluster, netpol, pod, rule, selector},
-        ClusterState, ObjectRef, Protocol,
+        ClusterState, ObjectRef, PolicyMode, Protocol,
     },
 };
 
@@ -197,4 +198,48 @@ fn service_egress_to_a_backend_on_another_node_is_decided_on_the_clients_node() 
             after.growth_since(&before)
         );
     }
+}
+
+#[test]
+fn audit_mode_and_drop_reports_hold_per_node_and_name_the_node() {
+    support::require_root_and_bpf();
+    // `shop/db` on node-2 admits nobody; in audit mode nothing is dropped and
+    // node-2 reports each would-drop, naming the policy.
+    let state = cluster()
+        .pod(pod("shop", "client").build())
+        .pod(pod("shop", "db").port(5432, Protocol::Tcp).build())
+        .policy(
+            netpol("shop", "db-deny-ingress")
+                .select(selector().build())
+                .types(true, false)
+                .mode(PolicyMode::Audit)
+                .build(),
+        )
+        .build();
+    let state = place(state, "shop/client", "node-1");
+    let state = place(state, "shop/db", "node-2");
+    let mut lab = lab_on_nodes(state, 2, Overlay::None);
+    let specs: Vec<ProbeSpec> = lab
+        .probe_specs(&[])
+        .into_iter()
+        .filter(|s| s.to == ObjectRef::new("shop", "db"))
+        .collect();
+    let reported = drops::probe_reporting(&mut lab, &specs, ProbeRoute::default(), TIMEOUT)
+        .unwrap_or_else(|e| panic!("probe: {e}"));
+    assert!(
+        reported.results.iter().all(|r| r.allowed && r.would_drop),
+        "audit drops nothing and marks the would-drop: {:?}",
+        reported.results
+    );
+    let seen = drops::summarize(&reported.lines);
+    assert!(
+        seen.iter().any(|d| d.node.as_deref() == Some("node-2")
+            && d.to == "shop/db"
+            && d.policies == ["shop/db-deny-ingress"]),
+        "node-2 reports the would-drop naming the policy: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|d| d.node.as_deref() == Some("node-2")),
+        "only the destination's node decides its ingress: {seen:?}"
+    );
 }
