@@ -598,6 +598,63 @@ fn lab_run_and_tour_in_the_bridge_topology_give_the_routed_verdicts() {
     assert_eq!(routed.lines().count(), steps.len() + 1, "{routed}");
 }
 
+#[test]
+fn lab_run_and_tour_on_three_nodes_give_the_one_node_verdicts_in_the_same_json() {
+    support::require_root_and_bpf();
+    let example = example_str();
+    let one = agent_ok(&["lab", "run", "-f", &example, "-o", "json"]);
+    for overlay in ["none", "vxlan"] {
+        let three = agent(&[
+            "lab",
+            "run",
+            "--nodes",
+            "3",
+            "--overlay",
+            overlay,
+            "-f",
+            &example,
+            "-o",
+            "json",
+        ]);
+        assert!(three.status.success(), "{overlay}: {three:?}");
+        assert_eq!(String::from_utf8_lossy(&three.stdout), one, "{overlay}");
+        let progress = String::from_utf8_lossy(&three.stderr);
+        assert!(
+            progress.contains("a datapath attached on each of 3 nodes: node-1 ("),
+            "{overlay}: the progress line says where pods run: {progress}"
+        );
+    }
+    let steps = example_steps();
+    let mut tour = vec![
+        "lab".to_string(),
+        "tour".into(),
+        "-f".into(),
+        format!("{example}/cluster.yaml"),
+        "-o".into(),
+        "json".into(),
+    ];
+    for step in &steps {
+        tour.extend(["--step".to_string(), step.clone()]);
+    }
+    let single = agent_ok(&tour);
+    tour.extend(["--nodes".to_string(), "3".into()]);
+    assert_eq!(agent_ok(&tour), single);
+}
+
+#[test]
+fn an_overlay_without_a_second_node_and_a_lab_of_no_nodes_are_refused() {
+    support::require_root_and_bpf();
+    let out = agent(&["lab", "run", "--overlay", "vxlan", "-f", &example_str()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("an overlay carries pod traffic between nodes: give 2 or more nodes"),
+        "{stderr}"
+    );
+    let zero = agent(&["lab", "run", "--nodes", "0", "-f", &example_str()]);
+    assert!(!zero.status.success(), "--nodes 0 is refused");
+}
+
 /// The tutorial's step files, in order.
 fn example_steps() -> Vec<String> {
     let mut steps: Vec<String> = std::fs::read_dir(example().join("steps"))
