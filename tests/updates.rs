@@ -19,7 +19,7 @@ use std::{
 };
 
 use policy_agent::{
-    lab::{probe::Family, Lab, LabOptions},
+    lab::{probe::Family, topology::Layout, Lab, LabOptions},
     model::{
         builders::{cluster, namespace, netpol, pod, rule, selector},
         ClusterState, NetworkPolicy, ObjectRef, Protocol,
@@ -265,10 +265,10 @@ fn across_three_nodes_every_verdict_is_one_a_pair_of_states_in_effect_gives() {
 fn churn_on(nodes: usize) {
     let mut state = initial_state();
     let start = Instant::now();
-    let options = LabOptions {
+    let options = LabOptions::of_layout(Layout {
         nodes,
-        ..LabOptions::default()
-    };
+        ..Layout::default()
+    });
     let mut lab = Lab::up_with(state.clone(), &[], &options).unwrap_or_else(|e| panic!("lab: {e}"));
     let node_of = |pod: &ObjectRef| lab.node_of(pod).map(|n| n.name.clone()).ok();
     let crossing = lab

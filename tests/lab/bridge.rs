@@ -10,7 +10,7 @@ use policy_agent::{
     lab::{
         probe::{Family, ProbeRoute},
         report::ProbeResult,
-        topology::TopologyKind,
+        topology::{Layout, TopologyKind},
         Lab, LabOptions,
     },
     model::{ObjectRef, Protocol},
@@ -38,10 +38,7 @@ fn the_bridge_topology_gives_the_routed_matrix_of_the_tutorial_in_both_families(
     let state = load_manifests(&example).unwrap_or_else(|e| panic!("{e}"));
     let mut matrices = Vec::new();
     for kind in [TopologyKind::Routed, TopologyKind::Bridge] {
-        let options = LabOptions {
-            topology: kind,
-            ..LabOptions::default()
-        };
+        let options = LabOptions::of_layout(Layout::single(kind));
         let lab = Lab::up_with(state.clone(), &[], &options).unwrap_or_else(|e| panic!("lab: {e}"));
         let specs = lab.probe_specs(&[]);
         for family in [Family::Ipv4, Family::Ipv6] {
@@ -69,10 +66,7 @@ fn on_a_bridge_services_decide_egress_at_the_backend_and_the_node_reaches_pods()
     support::require_root_and_bpf();
     // Both clients are egress-isolated; only one may reach the backend pod, which
     // is isolated for ingress (the node's probes still pass).
-    let options = LabOptions {
-        topology: TopologyKind::Bridge,
-        ..LabOptions::default()
-    };
+    let options = LabOptions::of_layout(Layout::single(TopologyKind::Bridge));
     let lab = Lab::up_with(clients_of_a_service_backend(true), &[], &options)
         .unwrap_or_else(|e| panic!("lab: {e}"));
     let results = probe_the_backend_through_its_services(&lab);

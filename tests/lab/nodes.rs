@@ -10,7 +10,7 @@ use policy_agent::{
     lab::{
         drops,
         probe::{Family, ProbeRoute, ProbeSpec},
-        topology::Overlay,
+        topology::{Layout, Overlay, TopologyKind},
         Lab, LabOptions,
     },
     model::{
@@ -26,11 +26,11 @@ const OVERLAYS: [Overlay; 2] = [Overlay::None, Overlay::Vxlan];
 
 /// A lab of `nodes` nodes joined as `overlay` says.
 fn lab_on_nodes(state: ClusterState, nodes: usize, overlay: Overlay) -> Lab {
-    let options = LabOptions {
+    let options = LabOptions::of_layout(Layout {
+        kind: TopologyKind::Routed,
         nodes,
         overlay,
-        ..LabOptions::default()
-    };
+    });
     Lab::up_with(state, &[], &options).unwrap_or_else(|e| panic!("lab ({overlay:?}): {e}"))
 }
 

@@ -38,7 +38,7 @@ use self::{
     probe::{Connect, Family, ProbeRoute, ProbeSpec},
     report::ProbeResult,
     services::ServiceRoute,
-    topology::{LabNode, Layout, Overlay, Topology, TopologyKind},
+    topology::{LabNode, Layout, Topology},
 };
 pub use self::{error::LabError, network::LabNetwork};
 use crate::{
@@ -90,12 +90,9 @@ fn with_lab_addresses(
 /// How a lab is built beyond its manifests.
 #[derive(Clone, Copy, Debug)]
 pub struct LabOptions {
-    /// How pods are wired to their node namespace.
-    pub topology: TopologyKind,
-    /// How many nodes (each with its own datapath and Service rules).
-    pub nodes: usize,
-    /// How pod traffic crosses between nodes.
-    pub overlay: Overlay,
+    /// How many nodes (each with its own datapath and Service rules), how pods
+    /// are wired to their node and how pod traffic crosses between nodes.
+    pub layout: Layout,
     /// The classifiers' settings (conntrack, events, marks).
     pub config: policy_common::config::Config,
 }
@@ -105,9 +102,7 @@ impl Default for LabOptions {
     /// (`flowlog::lab_config`).
     fn default() -> Self {
         Self {
-            topology: TopologyKind::Routed,
-            nodes: 1,
-            overlay: Overlay::None,
+            layout: Layout::default(),
             config: flowlog::lab_config(),
         }
     }
@@ -117,19 +112,8 @@ impl LabOptions {
     /// The default options with the shape `layout`.
     pub fn of_layout(layout: Layout) -> Self {
         Self {
-            topology: layout.kind,
-            nodes: layout.nodes,
-            overlay: layout.overlay,
+            layout,
             ..Self::default()
-        }
-    }
-
-    /// The shape of the lab.
-    pub fn layout(&self) -> Layout {
-        Layout {
-            kind: self.topology,
-            nodes: self.nodes,
-            overlay: self.overlay,
         }
     }
 }
@@ -150,7 +134,7 @@ impl Lab {
         extra_ports: &[(u16, Protocol)],
         options: &LabOptions,
     ) -> Result<Self, LabError> {
-        let network = LabNetwork::up_layout(&state, extra_ports, &[], options.layout())?;
+        let network = LabNetwork::up_layout(&state, extra_ports, &[], options.layout)?;
         let topology = &network.topology;
         let pod_addresses = pod_addresses(topology);
         let cluster_ips = addresses::assign_cluster_ips(
