@@ -581,17 +581,7 @@ fn lab_run_and_tour_in_the_bridge_topology_give_the_routed_verdicts() {
     ]);
     assert_eq!(bridged, simulated);
     let steps = example_steps();
-    let mut tour = vec![
-        "lab".to_string(),
-        "tour".into(),
-        "-f".into(),
-        format!("{example}/cluster.yaml"),
-        "-o".into(),
-        "json".into(),
-    ];
-    for step in &steps {
-        tour.extend(["--step".to_string(), step.clone()]);
-    }
+    let mut tour = tutorial_tour(&example, &steps);
     let routed = agent_ok(&tour);
     tour.extend(["--topology".to_string(), "bridge".into()]);
     assert_eq!(agent_ok(&tour), routed);
@@ -625,17 +615,7 @@ fn lab_run_and_tour_on_three_nodes_give_the_one_node_verdicts_in_the_same_json()
         );
     }
     let steps = example_steps();
-    let mut tour = vec![
-        "lab".to_string(),
-        "tour".into(),
-        "-f".into(),
-        format!("{example}/cluster.yaml"),
-        "-o".into(),
-        "json".into(),
-    ];
-    for step in &steps {
-        tour.extend(["--step".to_string(), step.clone()]);
-    }
+    let mut tour = tutorial_tour(&example, &steps);
     let single = agent_ok(&tour);
     tour.extend(["--nodes".to_string(), "3".into()]);
     assert_eq!(agent_ok(&tour), single);
@@ -653,6 +633,22 @@ fn an_overlay_without_a_second_node_and_a_lab_of_no_nodes_are_refused() {
     );
     let zero = agent(&["lab", "run", "--nodes", "0", "-f", &example_str()]);
     assert!(!zero.status.success(), "--nodes 0 is refused");
+}
+
+/// `lab tour -o json` of the tutorial in `example`: its cluster, then `steps`.
+fn tutorial_tour(example: &str, steps: &[String]) -> Vec<String> {
+    let mut tour = vec![
+        "lab".to_string(),
+        "tour".into(),
+        "-f".into(),
+        format!("{example}/cluster.yaml"),
+        "-o".into(),
+        "json".into(),
+    ];
+    for step in steps {
+        tour.extend(["--step".to_string(), step.clone()]);
+    }
+    tour
 }
 
 /// The tutorial's step files, in order.
