@@ -613,6 +613,10 @@ fn lab_run_and_tour_on_three_nodes_give_the_one_node_verdicts_in_the_same_json()
             progress.contains("a datapath attached on each of 3 nodes: node-1 ("),
             "{overlay}: the progress line says where pods run: {progress}"
         );
+        assert!(
+            (1..=3).all(|n| progress.contains(&format!("-node-{n})"))),
+            "{overlay}: the progress line names each node's events instance: {progress}"
+        );
     }
     let steps = example_steps();
     let mut tour = tutorial_tour(&example, &steps);

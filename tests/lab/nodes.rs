@@ -243,3 +243,44 @@ fn audit_mode_and_drop_reports_hold_per_node_and_name_the_node() {
         "only the destination's node decides its ingress: {seen:?}"
     );
 }
+
+#[test]
+fn on_a_bridge_a_pod_whose_address_lies_in_another_nodes_range_is_reached_from_that_nodes_pods() {
+    support::require_root_and_bpf();
+    // `x/far` runs on node-2 with manifest addresses inside node-1's pod range;
+    // node-1's bridged pods take that range for their link, so node-1 must answer
+    // their ARP and neighbour queries for it. No policy: every probe is allowed.
+    let state = cluster()
+        .pod(pod("x", "near").port(80, Protocol::Tcp).node("node-1").build())
+        .pod(
+            pod("x", "far")
+                .ip("10.244.0.77")
+                .ip("fd00:10:244::77")
+                .port(80, Protocol::Tcp)
+                .node("node-2")
+                .build(),
+        )
+        .build();
+    for overlay in OVERLAYS {
+        let options = LabOptions::of_layout(Layout {
+            kind: TopologyKind::Bridge,
+            nodes: 2,
+            overlay,
+        });
+        let lab = Lab::up_with(state.clone(), &[], &options)
+            .unwrap_or_else(|e| panic!("lab ({overlay:?}): {e}"));
+        assert_eq!(node_of(&lab, "x/far"), "node-2");
+        let specs = lab.probe_specs(&[]);
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let results = lab
+                .probe_via(&specs, ProbeRoute::Pod(family), TIMEOUT)
+                .unwrap_or_else(|e| panic!("probe: {e}"));
+            for (from, to) in [("x/near", "x/far"), ("x/far", "x/near")] {
+                assert!(
+                    result_of(&results, from, to, 80),
+                    "{overlay:?} {family:?}: {from} -> {to} across nodes on a bridge"
+                );
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::{parse_port_protocol, Output};
 use crate::{
     lab::{
+        addresses::MAX_NODES,
         drops, flowlog, netns,
         probe::{Family, ProbeRoute},
         report,
@@ -83,8 +84,8 @@ pub struct LayoutArgs {
     topology: TopologyArg,
     /// How many nodes: each a namespace with its own podwall datapath, pod range
     /// and Service rules, joined by a routed fabric. Pods go to the node their
-    /// spec.nodeName names (node-1, node-2, ...), else in turn.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=200))]
+    /// spec.nodeName names (node-1, node-2, ...), else in turn. At most 16.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_NODES as i64))]
     nodes: u16,
     /// How pod traffic crosses between nodes (needs --nodes 2 or more).
     #[arg(long, value_enum, default_value_t = OverlayArg::None)]
@@ -362,7 +363,8 @@ fn print_results(lab: &Lab, results: &[report::ProbeResult], output: Output) {
 }
 
 /// What was attached, for the progress line: "datapath attached" on one node,
-/// else the nodes and where each pod runs.
+/// else the nodes, where each pod runs and the instance name each node's events
+/// are published under for `policy-agent flows --instance`.
 pub(super) fn attached(lab: &Lab) -> String {
     let nodes = lab.nodes();
     if nodes.len() < 2 {
@@ -370,14 +372,15 @@ pub(super) fn attached(lab: &Lab) -> String {
     }
     let placement: Vec<String> = nodes
         .iter()
-        .map(|node| {
+        .zip(lab.instances())
+        .map(|(node, instance)| {
             let pods: Vec<String> = lab
                 .pods()
                 .iter()
                 .filter(|pod| lab.node_of(pod).is_ok_and(|n| n.name == node.name))
                 .map(ToString::to_string)
                 .collect();
-            format!("{} ({})", node.name, pods.join(", "))
+            format!("{} ({}; events: {instance})", node.name, pods.join(", "))
         })
         .collect();
     format!(

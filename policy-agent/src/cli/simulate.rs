@@ -132,9 +132,11 @@ fn results(verdicts: &[(&Probe, Verdict)], name: impl Fn(&Endpoint) -> String) -
         .collect()
 }
 
-/// `state` with the addresses `lab run` gives its pods, and those pods, sorted
-/// (hostNetwork pods are not among them: the lab leaves them out). The one place
-/// `simulate` and `explain` take the lab's addressing from.
+/// `state` with the addresses a one-node `lab run` gives its pods, and those
+/// pods, sorted (hostNetwork pods are not among them: the lab leaves them out).
+/// The one place `simulate` and `explain` take the lab's addressing from. A lab
+/// of several nodes hands each node's pods addresses from that node's range, so
+/// an ipBlock over pod addresses can judge its pods otherwise.
 pub(super) fn with_lab_addresses(
     state: ClusterState,
 ) -> anyhow::Result<(ClusterState, Vec<ObjectRef>)> {

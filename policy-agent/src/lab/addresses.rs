@@ -31,8 +31,10 @@ pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
 /// The first node's own IPv6 address.
 pub const NODE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x10, 0, 0, 0, 0, 1);
 
-/// The most nodes a lab has: each takes a /24 of `POD_RANGE_V4`.
-pub const MAX_NODES: usize = 200;
+/// The most nodes a lab has. Each loads a whole datapath (its conntrack table
+/// alone locks about 32 MiB of kernel memory) and takes a /24 of
+/// `POD_RANGE_V4`; a lab shows cross-node behaviour with a handful.
+pub const MAX_NODES: usize = 16;
 
 /// Both addresses of the first node.
 pub fn node_addresses() -> [IpAddr; 2] {
@@ -53,8 +55,10 @@ pub fn node_name(index: usize) -> String {
     format!("node-{}", index + 1)
 }
 
-/// Who has each node address, of a lab of `nodes` nodes (a one-node lab's node is
-/// "the lab's node").
+/// Who has each address a lab keeps from pods and Services, of a lab of `nodes`
+/// nodes: every node's own addresses, and the network and gateway addresses of
+/// every node's pod range (the bridge topology's gateway, the VXLAN VTEP), as a
+/// cluster's IPAM keeps them. A one-node lab's node is "the lab's node".
 fn node_owners(nodes: usize) -> impl Iterator<Item = (IpAddr, String)> {
     (0..nodes.max(1)).flat_map(move |index| {
         let owner = if nodes <= 1 {
@@ -62,13 +66,25 @@ fn node_owners(nodes: usize) -> impl Iterator<Item = (IpAddr, String)> {
         } else {
             format!("node {}", node_name(index))
         };
-        node_pair(index).both().map(move |ip| (ip, owner.clone()))
+        let range = PodRange::of(index, nodes);
+        let network = PodAddresses {
+            v4: range.v4,
+            v6: range.v6,
+        };
+        let kept = [
+            (node_pair(index), owner.clone()),
+            (network, format!("the network address of {owner}'s pod range")),
+            (range.gateway(), format!("the gateway of {owner}'s pod range")),
+        ];
+        kept.into_iter()
+            .flat_map(|(pair, owner)| pair.both().map(move |ip| (ip, owner.clone())))
     })
 }
 
 /// The pod addresses one node hands out, as a cluster's node `podCIDR`s: in a
-/// one-node lab all of `POD_RANGE_V4` and `POD_RANGE_V6`, else node `n` has
-/// `10.244.n.0/24` and `fd00:10:244:n::/64`.
+/// one-node lab all of `POD_RANGE_V4` and `POD_RANGE_V6`, else node `index`
+/// (0-based, so `node-1` is index 0) has `10.244.<index>.0/24` and
+/// `fd00:10:244:<index in hex>::/64`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PodRange {
     /// The IPv4 network address.

@@ -21,7 +21,7 @@
 use super::{
     addresses::PodAddresses,
     netns,
-    topology::{self, Overlay, Topology, GATEWAY_V4, GATEWAY_V6, HOST_MAC},
+    topology::{self, Overlay, Topology, TopologyKind, BRIDGE, GATEWAY_V4, GATEWAY_V6, HOST_MAC},
     LabError,
 };
 
@@ -180,6 +180,18 @@ fn node_lines(topology: &Topology, index: usize) -> Vec<String> {
             lines.push(format!(
                 "route add {pod_v6}/128 via {via6} dev {dev} onlink src {src6}"
             ));
+            if topology.kind == TopologyKind::Bridge {
+                // The bridge's pods take every address of this node's range for
+                // one on their link: the node answers for this pod, which has a
+                // manifest address in that range but runs elsewhere.
+                lines.extend(
+                    pod.addresses
+                        .both()
+                        .into_iter()
+                        .filter(|ip| node.pod_range.contains(*ip))
+                        .map(|ip| format!("neigh add proxy {ip} dev {BRIDGE}")),
+                );
+            }
         }
     }
     lines

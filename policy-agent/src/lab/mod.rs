@@ -261,7 +261,8 @@ impl Lab {
         self.network.topology.pods.keys().cloned().collect()
     }
 
-    /// Names of the network namespaces this lab made (pods, then the node).
+    /// Names of the network namespaces this lab made (pods, then the nodes,
+    /// then the fabric of a lab of several nodes).
     pub fn namespaces(&self) -> Vec<String> {
         self.network.topology.namespaces()
     }

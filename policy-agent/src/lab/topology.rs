@@ -419,6 +419,18 @@ pub fn create(
             netns::sysctl(&node.netns, "net/bridge/bridge-nf-call-ip6tables", "1")?;
         }
         netns::ip_batch(Some(&node.netns), &node_lines(node, layout.kind))?;
+        if layout.kind == TopologyKind::Bridge {
+            // The node answers neighbour queries from the bridge for the pods
+            // `fabric` lists there (proxy entries), at once, not after the
+            // kernel's default random delay of up to 0.8 s.
+            for (path, value) in [
+                (format!("net/ipv6/conf/{BRIDGE}/proxy_ndp"), "1"),
+                (format!("net/ipv4/neigh/{BRIDGE}/proxy_delay"), "0"),
+                (format!("net/ipv6/neigh/{BRIDGE}/proxy_delay"), "0"),
+            ] {
+                netns::sysctl(&node.netns, &path, value)?;
+            }
+        }
     }
     fabric::join(&topology)?;
     let now: Vec<ObjectRef> = topology
