@@ -251,7 +251,12 @@ fn on_a_bridge_a_pod_whose_address_lies_in_another_nodes_range_is_reached_from_t
     // node-1's bridged pods take that range for their link, so node-1 must answer
     // their ARP and neighbour queries for it. No policy: every probe is allowed.
     let state = cluster()
-        .pod(pod("x", "near").port(80, Protocol::Tcp).node("node-1").build())
+        .pod(
+            pod("x", "near")
+                .port(80, Protocol::Tcp)
+                .node("node-1")
+                .build(),
+        )
         .pod(
             pod("x", "far")
                 .ip("10.244.0.77")

@@ -73,8 +73,14 @@ fn node_owners(nodes: usize) -> impl Iterator<Item = (IpAddr, String)> {
         };
         let kept = [
             (node_pair(index), owner.clone()),
-            (network, format!("the network address of {owner}'s pod range")),
-            (range.gateway(), format!("the gateway of {owner}'s pod range")),
+            (
+                network,
+                format!("the network address of {owner}'s pod range"),
+            ),
+            (
+                range.gateway(),
+                format!("the gateway of {owner}'s pod range"),
+            ),
         ];
         kept.into_iter()
             .flat_map(|(pair, owner)| pair.both().map(move |ip| (ip, owner.clone())))

@@ -197,7 +197,11 @@ fn a_pod_cannot_take_another_nodes_address() {
 fn a_pod_or_service_cannot_take_a_pod_ranges_network_or_gateway_address() {
     for (ip, nodes, owner) in [
         ("10.244.1.1", 3, "the gateway of node node-2's pod range"),
-        ("fd00:10:244:2::", 3, "the network address of node node-3's pod range"),
+        (
+            "fd00:10:244:2::",
+            3,
+            "the network address of node node-3's pod range",
+        ),
         ("10.244.0.1", 1, "the gateway of the lab's node's pod range"),
     ] {
         let s = cluster().pod(pod("ns", "a").ip(ip).build()).build();
@@ -217,6 +221,8 @@ fn a_pod_or_service_cannot_take_a_pod_ranges_network_or_gateway_address() {
             "Service at {ip} on {nodes} nodes"
         );
     }
-    let s = cluster().pod(pod("ns", "a").ip("10.244.1.2").build()).build();
+    let s = cluster()
+        .pod(pod("ns", "a").ip("10.244.1.2").build())
+        .build();
     assert!(assign_pods(&s, 3).is_ok());
 }
