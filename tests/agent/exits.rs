@@ -1,7 +1,7 @@
 //! The agent places the exit classifiers: a pod's egress to a Service whose backend
 //! runs on another node (a namespace behind the node's uplink) is decided at the
 //! uplink, so a default-deny egress blocks it and an egress rule to the backend
-//! allows it.
+//! allows it; the uplink goes on deciding while the agent is down.
 
 use std::{
     net::{IpAddr, SocketAddr, TcpStream},
@@ -96,5 +96,34 @@ fn egress_to_a_service_whose_backend_is_on_another_node_is_decided_at_the_nodes_
         || web_reaches_the_service(&node),
     );
     assert!(node.stats("exits").get("allow_service_egress") > 0);
-    drop(agent);
+
+    // The exit's links are pinned like a pod's: killed, the agent leaves the
+    // uplink deciding, and its successor adopts them.
+    node.api
+        .update_value(web_egress(json!({"policyTypes": ["Egress"]})));
+    harness::eventually(
+        "default-deny egress blocks the remote backend again",
+        Duration::from_secs(20),
+        || !web_reaches_the_service(&node),
+    );
+    agent.kill9();
+    for attempt in 0..5 {
+        assert!(
+            !web_reaches_the_service(&node),
+            "attempt {attempt}: with no agent running, the uplink still decides web's egress"
+        );
+    }
+    let mut successor = node.start_agent("exits");
+    successor.wait_ready(Duration::from_secs(60));
+    node.api.update_value(web_egress(json!({
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": format!("{BACKEND}/32")}}],
+                    "ports": [{"protocol": "TCP", "port": BACKEND_PORT}]}],
+    })));
+    harness::eventually(
+        "the successor's exit classifiers follow the next change",
+        Duration::from_secs(20),
+        || web_reaches_the_service(&node),
+    );
+    drop(successor);
 }

@@ -65,12 +65,38 @@ pub struct LoadOptions {
     pub bench_floor: bool,
 }
 
-/// How a pod interface's two classifiers are attached.
+/// What an interface's pair of classifiers is attached for: which two programs,
+/// and under which names their links are pinned (`pins::PinLayout::link_pin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum LinkRole {
+    /// A pod's host-side veth: `pod_ingress` at TC egress, `pod_egress` at TC
+    /// ingress.
+    Pod,
+    /// A node exit (`exits.rs`): `node_exit` at TC egress, `node_entry` at TC
+    /// ingress.
+    Exit,
+}
+
+impl LinkRole {
+    /// Both roles.
+    pub(super) const ALL: [LinkRole; 2] = [LinkRole::Pod, LinkRole::Exit];
+
+    /// Its two programs, the one at TC egress first (`attach_pair`'s order).
+    pub(super) fn programs(self) -> [&'static str; 2] {
+        match self {
+            LinkRole::Pod => [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM],
+            LinkRole::Exit => [NODE_EXIT_PROGRAM, NODE_ENTRY_PROGRAM],
+        }
+    }
+}
+
+/// How an interface's two classifiers are attached (in `LinkRole::programs`
+/// order).
 pub(super) enum Attachment {
     /// TCX links the programs own: detached when the datapath is dropped.
     Owned([SchedClassifierLinkId; 2]),
-    /// TCX links pinned under `links/` (`pod_ingress`'s, then `pod_egress`'s):
-    /// attached until their pins are removed, whatever happens to this process.
+    /// TCX links pinned under `links/`: attached until their pins are removed,
+    /// whatever happens to this process.
     Pinned([FdLink; 2]),
 }
 
@@ -107,7 +133,7 @@ pub struct Datapath {
     pub(super) pins: Option<PinLayout>,
     pub(super) attached: BTreeMap<InterfaceIndex, Attachment>,
     /// The node's exits with `node_exit` and `node_entry` attached (`exits.rs`).
-    pub(super) exits: BTreeMap<InterfaceIndex, [SchedClassifierLinkId; 2]>,
+    pub(super) exits: BTreeMap<InterfaceIndex, Attachment>,
 }
 
 /// The `MapData` of the map types this object defines.
@@ -207,25 +233,11 @@ impl Datapath {
     }
 
     /// Attaches both classifiers to `interface` (a pod's host-side veth) as TCX
-    /// links, each first in its hook's chain (`order.rs`), and returns its index. The calling thread must be in the network
-    /// namespace of the interface.
+    /// links, each first in its hook's chain (`order.rs`), and returns its index.
+    /// The calling thread must be in the network namespace of the interface.
     pub fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError> {
-        let index = interface_index(interface)?;
-        if self.attached.contains_key(&index) {
-            return Ok(index);
-        }
-        let [ingress, egress] = attach_pair(
-            &mut self.ebpf,
-            interface,
-            [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM],
-        )?;
-        let attachment = if self.pins.is_some() {
-            Attachment::Pinned(self.pin_links(index, [ingress, egress])?)
-        } else {
-            Attachment::Owned([ingress, egress])
-        };
+        let index = self.attach_as(interface, LinkRole::Pod)?;
         tracing::debug!(interface, ifindex = index, "classifiers attached");
-        self.attached.insert(index, attachment);
         Ok(index)
     }
 
@@ -233,15 +245,57 @@ impl Datapath {
     /// pins). Nothing to do for an interface not attached; an interface that is
     /// gone already lost its links with it.
     pub fn detach(&mut self, ifindex: InterfaceIndex) -> Result<(), DataplaneError> {
-        let Some(attachment) = self.attached.remove(&ifindex) else {
-            return Ok(());
+        if self.detach_as(ifindex, LinkRole::Pod)? {
+            tracing::debug!(ifindex, "classifiers detached");
+        }
+        Ok(())
+    }
+
+    /// The interfaces attached for `role`.
+    pub(super) fn attachments(
+        &mut self,
+        role: LinkRole,
+    ) -> &mut BTreeMap<InterfaceIndex, Attachment> {
+        match role {
+            LinkRole::Pod => &mut self.attached,
+            LinkRole::Exit => &mut self.exits,
+        }
+    }
+
+    /// Attaches `role`'s two programs to `interface` (nothing to do if they are
+    /// there), pinning their links when the datapath is pinned.
+    pub(super) fn attach_as(
+        &mut self,
+        interface: &str,
+        role: LinkRole,
+    ) -> Result<InterfaceIndex, DataplaneError> {
+        let index = interface_index(interface)?;
+        if self.attachments(role).contains_key(&index) {
+            return Ok(index);
+        }
+        let links = attach_pair(&mut self.ebpf, interface, role.programs())?;
+        let attachment = if self.pins.is_some() {
+            Attachment::Pinned(self.pin_links(index, role, links)?)
+        } else {
+            Attachment::Owned(links)
+        };
+        self.attachments(role).insert(index, attachment);
+        Ok(index)
+    }
+
+    /// Detaches `role`'s programs from `ifindex` and removes their link pins; false
+    /// if they were not attached there.
+    pub(super) fn detach_as(
+        &mut self,
+        ifindex: InterfaceIndex,
+        role: LinkRole,
+    ) -> Result<bool, DataplaneError> {
+        let Some(attachment) = self.attachments(role).remove(&ifindex) else {
+            return Ok(false);
         };
         match attachment {
             Attachment::Owned(links) => {
-                for (name, link) in [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM]
-                    .into_iter()
-                    .zip(links)
-                {
+                for (name, link) in role.programs().into_iter().zip(links) {
                     classifier(&mut self.ebpf, name)?
                         .detach(link)
                         .map_err(|e| DataplaneError::Detach {
@@ -252,13 +306,12 @@ impl Datapath {
             }
             Attachment::Pinned(links) => {
                 if let Some(layout) = &self.pins {
-                    layout.remove_links(ifindex)?;
+                    layout.remove_links(ifindex, role)?;
                 }
                 drop(links);
             }
         }
-        tracing::debug!(ifindex, "classifiers detached");
-        Ok(())
+        Ok(true)
     }
 
     /// Interfaces with both classifiers attached.

@@ -19,6 +19,7 @@ use policy_common::{
 };
 
 use crate::dataplane::{
+    datapath::LinkRole,
     slots::{RuleSlots, SlotState},
     DataplaneError, InterfaceIndex,
 };
@@ -104,15 +105,25 @@ pub(super) fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
     }
 }
 
-/// `(ifindex, hook)` of a link pin named `<ifindex>-ingress|egress`.
-pub(super) fn parse_link_name(name: &str) -> Option<(InterfaceIndex, usize)> {
-    let (index, hook) = name.split_once('-')?;
-    let hook = match hook {
-        "ingress" => 0,
-        "egress" => 1,
-        _ => return None,
-    };
-    Some((index.parse().ok()?, hook))
+/// The names of `role`'s two link pins after `<ifindex>-`, in
+/// `LinkRole::programs` order: a pod's `ingress` and `egress` (its directions), an
+/// exit's `exit` and `entry`.
+fn link_suffixes(role: LinkRole) -> [&'static str; 2] {
+    match role {
+        LinkRole::Pod => ["ingress", "egress"],
+        LinkRole::Exit => ["exit", "entry"],
+    }
+}
+
+/// `(ifindex, role, hook)` of a link pin named `<ifindex>-<suffix>`
+/// (`link_suffixes`).
+pub(super) fn parse_link_name(name: &str) -> Option<(InterfaceIndex, LinkRole, usize)> {
+    let (index, suffix) = name.split_once('-')?;
+    let (role, hook) = LinkRole::ALL.into_iter().find_map(|role| {
+        let hook = link_suffixes(role).iter().position(|s| *s == suffix)?;
+        Some((role, hook))
+    })?;
+    Some((index.parse().ok()?, role, hook))
 }
 
 impl PinLayout {
@@ -148,10 +159,11 @@ impl PinLayout {
         self.dir.join("links")
     }
 
-    /// The pin of the link of hook 0 (`pod_ingress`) or 1 (`pod_egress`).
-    pub(super) fn link_pin(&self, ifindex: InterfaceIndex, hook: usize) -> PathBuf {
-        let hook = if hook == 0 { "ingress" } else { "egress" };
-        self.links_dir().join(format!("{ifindex}-{hook}"))
+    /// The pin of the link of `role`'s program `hook` (0 or 1, in
+    /// `LinkRole::programs` order) on `ifindex`.
+    pub(super) fn link_pin(&self, ifindex: InterfaceIndex, role: LinkRole, hook: usize) -> PathBuf {
+        let suffix = link_suffixes(role)[hook.min(1)];
+        self.links_dir().join(format!("{ifindex}-{suffix}"))
     }
 
     /// The maps of `PINNED_MAPS` without a pin (none: the set is complete).
@@ -181,13 +193,14 @@ impl PinLayout {
         Ok(())
     }
 
-    /// Detaches the links pinned for `ifindex` and removes their pins.
+    /// Detaches the links pinned for `role` on `ifindex` and removes their pins.
     pub(in crate::dataplane) fn remove_links(
         &self,
         ifindex: InterfaceIndex,
+        role: LinkRole,
     ) -> Result<(), DataplaneError> {
         for hook in [0, 1] {
-            remove_link(&self.link_pin(ifindex, hook))?;
+            remove_link(&self.link_pin(ifindex, role, hook))?;
         }
         Ok(())
     }
@@ -244,16 +257,25 @@ mod tests {
 
     #[test]
     fn link_pins_name_the_interface_and_the_pods_direction() {
-        assert_eq!(parse_link_name("12-ingress"), Some((12, 0)));
-        assert_eq!(parse_link_name("7-egress"), Some((7, 1)));
-        for bad in ["12", "x-ingress", "12-sideways", "-egress"] {
+        assert_eq!(parse_link_name("12-ingress"), Some((12, LinkRole::Pod, 0)));
+        assert_eq!(parse_link_name("7-egress"), Some((7, LinkRole::Pod, 1)));
+        assert_eq!(parse_link_name("3-exit"), Some((3, LinkRole::Exit, 0)));
+        assert_eq!(parse_link_name("3-entry"), Some((3, LinkRole::Exit, 1)));
+        for bad in ["12", "x-ingress", "12-sideways", "-egress", "4-"] {
             assert_eq!(parse_link_name(bad), None, "{bad}");
         }
         let layout = PinLayout::new(Path::new("/sys/fs/bpf/podwall/v4/agent"));
         assert_eq!(
-            layout.link_pin(12, 1),
+            layout.link_pin(12, LinkRole::Pod, 1),
             Path::new("/sys/fs/bpf/podwall/v4/agent/links/12-egress")
         );
+        for role in LinkRole::ALL {
+            for hook in [0, 1] {
+                let pin = layout.link_pin(5, role, hook);
+                let name = pin.file_name().and_then(|n| n.to_str());
+                assert_eq!(name.and_then(parse_link_name), Some((5, role, hook)));
+            }
+        }
         assert_eq!(
             layout.map_pin("ACTIVE"),
             Path::new("/sys/fs/bpf/podwall/v4/agent/maps/ACTIVE")

@@ -7,10 +7,13 @@
 //!   pinned, each load makes its own;
 //! - `programs/pod_ingress`, `programs/pod_egress`: the classifiers last loaded;
 //! - `links/<ifindex>-ingress`, `links/<ifindex>-egress`: the TCX links of
-//!   `pod_ingress` and `pod_egress` on that interface. A pinned bpf_link keeps its
-//!   program attached after every fd to it is closed, so a killed agent keeps
-//!   enforcing. Removing one detaches it first (`BPF_LINK_DETACH`, `sys.rs`), so
-//!   enforcement ends when `detach` or `uninstall` returns.
+//!   `pod_ingress` and `pod_egress` on that pod interface;
+//!   `links/<ifindex>-exit`, `links/<ifindex>-entry`: those of `node_exit` and
+//!   `node_entry` on that exit of the node (`exits.rs`). A pinned bpf_link keeps
+//!   its program attached after every fd to it is closed, so a killed agent keeps
+//!   enforcing, at its pods and at its exits. Removing one detaches it first
+//!   (`BPF_LINK_DETACH`, `sys.rs`), so enforcement ends when `detach` or
+//!   `uninstall` returns.
 //!
 //! Beside them, in `/run/podwall/v{ABI}/<instance>/state.json` (or under
 //! `$PODWALL_RUN_DIR`, the root `policy-agent flows` reads names from), the rule
@@ -51,7 +54,8 @@ use self::layout::{entries, parse_link_name, remove_file};
 pub(super) use self::layout::{PinLayout, PINNED_MAPS};
 use super::{
     datapath::{
-        classifier, map_data, Attachment, LoadOptions, POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM,
+        classifier, map_data, Attachment, LinkRole, LoadOptions, POD_EGRESS_PROGRAM,
+        POD_INGRESS_PROGRAM,
     },
     events::os_error,
     slots::RuleSlots,
@@ -191,10 +195,12 @@ impl Datapath {
         Ok(())
     }
 
-    /// Takes the two links `attach` just made from their programs and pins them.
+    /// Takes the two links `attach_as` just made for `role` from their programs
+    /// and pins them.
     pub(super) fn pin_links(
         &mut self,
         ifindex: InterfaceIndex,
+        role: LinkRole,
         ids: [SchedClassifierLinkId; 2],
     ) -> Result<[FdLink; 2], DataplaneError> {
         let Some(layout) = self.pins.clone() else {
@@ -203,14 +209,14 @@ impl Datapath {
                 message: "not a pinned datapath".into(),
             });
         };
-        let [ingress, egress] = ids;
-        let first = self.pin_link(&layout, ifindex, 0, ingress);
-        let second = self.pin_link(&layout, ifindex, 1, egress);
+        let [out, inward] = ids;
+        let first = self.pin_link(&layout, ifindex, role, 0, out);
+        let second = self.pin_link(&layout, ifindex, role, 1, inward);
         match (first, second) {
             (Ok(a), Ok(b)) => Ok([a, b]),
             (Err(e), _) | (_, Err(e)) => {
                 // Whatever got pinned goes; the dropped links detach.
-                layout.remove_links(ifindex)?;
+                layout.remove_links(ifindex, role)?;
                 Err(e)
             }
         }
@@ -220,11 +226,12 @@ impl Datapath {
         &mut self,
         layout: &PinLayout,
         ifindex: InterfaceIndex,
+        role: LinkRole,
         hook: usize,
         id: SchedClassifierLinkId,
     ) -> Result<FdLink, DataplaneError> {
-        let name = [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM][hook];
-        let path = layout.link_pin(ifindex, hook);
+        let name = role.programs()[hook.min(1)];
+        let path = layout.link_pin(ifindex, role, hook);
         let pinned_error = |message: String| DataplaneError::Pinned {
             path: path.clone(),
             message,
@@ -246,38 +253,43 @@ impl Datapath {
     }
 
     /// Moves every pinned link to this datapath's programs and records it as
-    /// attached; returns how many interfaces were adopted. A link whose interface
-    /// is gone, or whose pair is missing, has its pins removed.
+    /// attached (a pod's) or as an exit; returns how many pod interfaces were
+    /// adopted. A link whose interface is gone, or whose pair is missing, has its
+    /// pins removed.
     fn adopt_links(&mut self, layout: &PinLayout) -> Result<usize, DataplaneError> {
-        let mut found: BTreeMap<InterfaceIndex, [Option<PathBuf>; 2]> = BTreeMap::new();
+        let mut found: BTreeMap<(LinkRole, InterfaceIndex), [Option<PathBuf>; 2]> = BTreeMap::new();
         for path in entries(&layout.links_dir())? {
             let parsed = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(parse_link_name);
             match parsed {
-                Some((ifindex, hook)) => found.entry(ifindex).or_default()[hook] = Some(path),
+                Some((ifindex, role, hook)) => {
+                    found.entry((role, ifindex)).or_default()[hook.min(1)] = Some(path);
+                }
                 None => {
                     tracing::warn!(pin = %path.display(), "not a podwall link pin; removed");
                     remove_file(&path)?;
                 }
             }
         }
-        for (ifindex, [ingress, egress]) in found {
-            let (Some(ingress), Some(egress)) = (ingress, egress) else {
-                tracing::warn!(ifindex, "only one of the interface's two link pins was left; removed (the agent attaches it again)");
-                layout.remove_links(ifindex)?;
+        for ((role, ifindex), [first, second]) in found {
+            let (Some(first), Some(second)) = (first, second) else {
+                tracing::warn!(ifindex, ?role, "only one of the interface's two link pins was left; removed (the agent attaches it again)");
+                layout.remove_links(ifindex, role)?;
                 continue;
             };
-            let first = self.adopt_link(&ingress, POD_INGRESS_PROGRAM);
-            let second = self.adopt_link(&egress, POD_EGRESS_PROGRAM);
+            let [out, inward] = role.programs();
+            let first = self.adopt_link(&first, out);
+            let second = self.adopt_link(&second, inward);
             match (first, second) {
                 (Ok(Some(a)), Ok(Some(b))) => {
-                    self.attached.insert(ifindex, Attachment::Pinned([a, b]));
+                    self.attachments(role)
+                        .insert(ifindex, Attachment::Pinned([a, b]));
                 }
                 (Ok(_), Ok(_)) => {
-                    tracing::info!(ifindex, "interface gone: its link pins were removed");
-                    layout.remove_links(ifindex)?;
+                    tracing::info!(ifindex, ?role, "interface gone: its link pins were removed");
+                    layout.remove_links(ifindex, role)?;
                 }
                 (Err(e), _) | (_, Err(e)) => return Err(e),
             }
