@@ -62,6 +62,8 @@ mod fragments_on_veths;
 mod frames;
 #[path = "datapath/net.rs"]
 mod net;
+#[path = "datapath/node_backend.rs"]
+mod node_backend;
 #[path = "datapath/pending.rs"]
 mod pending;
 #[path = "datapath/pins.rs"]

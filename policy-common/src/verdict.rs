@@ -34,7 +34,8 @@ pub const STAT_ALLOW_RELATED: u32 = 6;
 /// such a flow).
 pub const STAT_ALLOW_AUDIT: u32 = 7;
 /// Passed: a Service egress deferred at a local client, decided and allowed where
-/// it leaves the node for a backend elsewhere (`node_exit`).
+/// it leaves the node for a backend elsewhere (`node_exit`) or where it meets a
+/// socket of the node itself (`node_sockets`).
 pub const STAT_ALLOW_SERVICE_EGRESS: u32 = 21;
 /// Dropped: isolated and no rule allows it.
 pub const STAT_DROP_POLICY: u32 = 8;

@@ -1,4 +1,4 @@
-//! podwall's TC classifiers: one program per hook on each local pod's host-side veth.
+//! podwall's kernel programs: a TC classifier per hook on each local pod's host-side veth, and those of the node's exits and sockets.
 //!
 //! `pod_ingress` runs at TC egress (packets the veth hands to the pod) and decides the
 //! pod's ingress policy; `pod_egress` runs at TC ingress (packets the pod sends) and
@@ -7,6 +7,11 @@
 //! `to_tc_action` is the one place that turns both into a TC verdict, per-policy
 //! counts (`counters.rs`) and verdict events (`events.rs`). Layouts come from
 //! `policy-common`; nothing here panics.
+//!
+//! `node_exit` and `node_entry` sit on the node's exits (`exit.rs`), and
+//! `node_sockets` (an `sk_lookup` program) on the node's network namespace
+//! (`sockets.rs`): where a Service egress deferred past DNAT leaves the node or
+//! meets the node itself.
 //!
 //! `bench_floor` exists only for `cargo xtask bench datapath`: an empty classifier
 //! that touches neither the packet nor a map, so the benchmark can measure what
@@ -19,6 +24,9 @@
 // intrinsic. The eBPF build runs rustc with RUSTC_BOOTSTRAP (`cargo xtask build-ebpf`).
 #![feature(core_intrinsics)]
 #![expect(internal_features, reason = "core::intrinsics::atomic_xadd, see above")]
+// `sockets.rs` reads the `sk_lookup` context with inline assembly: one load per
+// field straight from the context pointer, which the verifier requires.
+#![feature(asm_experimental_arch)]
 
 mod arp;
 mod audit;
@@ -32,12 +40,13 @@ mod judge;
 mod maps;
 mod parse;
 mod service;
+mod sockets;
 mod tunnel;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    macros::classifier,
-    programs::TcContext,
+    macros::{classifier, sk_lookup},
+    programs::{SkLookupContext, TcContext},
 };
 use policy_common::{
     ct::CT_FLAG_DEFERRED,
@@ -78,6 +87,14 @@ pub fn node_exit(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn node_entry(ctx: TcContext) -> i32 {
     exit::enter(&ctx)
+}
+
+/// Decides a local pod's connection to a socket of the node itself, after DNAT:
+/// a Service egress whose backend is the node (`sockets.rs`). Attached to the
+/// node's network namespace, not to an interface.
+#[sk_lookup]
+pub fn node_sockets(ctx: SkLookupContext) -> u32 {
+    sockets::lookup(&ctx)
 }
 
 /// The benchmark's floor (`cargo xtask bench datapath`): returns TC_ACT_UNSPEC

@@ -143,6 +143,12 @@ pub(crate) fn flow(flow: &Flow) -> Option<&'static Flow> {
     }
 }
 
+/// This CPU's `FLOW` slot, to build a flow in place (`sockets.rs`).
+#[inline(always)]
+pub(crate) fn flow_slot() -> Option<*mut Flow> {
+    FLOW.get_ptr_mut(0)
+}
+
 /// Kernel-only: each CPU's scratch `CtKey` for conntrack lookups (`ct::lookup`,
 /// `ct::find`), built here rather than on the 512-byte BPF stack.
 #[map]

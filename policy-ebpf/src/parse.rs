@@ -144,7 +144,7 @@ pub(crate) struct Flow {
 impl Flow {
     /// A flow of `protocol` with every other field zero, to be read into in place.
     #[inline(always)]
-    fn new(protocol: u8, ipv6: bool) -> Self {
+    pub(crate) fn new(protocol: u8, ipv6: bool) -> Self {
         Flow {
             saddr: [0; 16],
             daddr: [0; 16],

@@ -143,6 +143,11 @@ pub(crate) enum Why {
     /// The packet carries a stamp of another generation: the source decided its
     /// egress with another bank than this packet's.
     Stale,
+    /// A local pod's connection meets a socket of the node itself (`sockets.rs`):
+    /// deferred to a Service whose backend is the node, or sent to the node's
+    /// address directly (then tracked at the pod already). Decided like a
+    /// deferred packet; a tracked flow passes uncounted (its own hook counted it).
+    NodeSocket,
 }
 
 /// Decides the source pod's egress for a packet at a same-node destination, with
@@ -186,9 +191,23 @@ pub(crate) fn source_egress(
     flow: &Flow,
     why: Why,
 ) -> Result<(), u32> {
-    let step = SourceStep(source_tracked(ctx, facts, flow, why as u32));
+    source_decided(Some(ctx), ctx.len(), facts, flow, why).map(drop)
+}
+
+/// `source_egress` for a packet of `len` bytes, or for a flow without a packet
+/// (`ctx` `None`, `len` 0: `sockets.rs`); `Ok(true)` when the source's egress
+/// was judged afresh and allows the flow, `Ok(false)` when it passed otherwise.
+#[inline(always)]
+pub(crate) fn source_decided(
+    ctx: Option<&TcContext>,
+    len: u32,
+    facts: &mut Facts,
+    flow: &Flow,
+    why: Why,
+) -> Result<bool, u32> {
+    let step = SourceStep(source_tracked(len, facts, flow, why as u32));
     let Some(source_if) = step.undecided() else {
-        return step.outcome();
+        return step.outcome().map(|()| false);
     };
     let bank = maps::bank(facts.generation);
     let site = ct::Site {
@@ -196,14 +215,14 @@ pub(crate) fn source_egress(
         direction: DIRECTION_EGRESS,
         bank: bank as u8,
     };
-    if flow.quote_at != 0 {
+    if let (Some(ctx), true) = (ctx, flow.quote_at != 0) {
         let flags = maps::endpoint(bank, source_if).map_or(0, |source| source.flags);
         if ct::related(ctx, site, flow, flags, facts.generation) {
-            return Ok(());
+            return Ok(false);
         }
     }
-    match decide_source(ctx, facts, site, flow, why as u32) {
-        SOURCE_PASSED => Ok(()),
+    match decide_source(len, facts, site, flow, why as u32) {
+        SOURCE_PASSED => Ok(true),
         stat => Err(stat),
     }
 }
@@ -236,13 +255,15 @@ impl SourceStep {
 
 /// Steps 1-2 of `source_egress` (`why` is a `Why` as u32).
 #[inline(never)]
-fn source_tracked(ctx: &TcContext, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
+fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
     let (generation, bank) = (facts.generation, maps::bank(facts.generation));
     let stale = why == Why::Stale as u32;
-    let unknown = if stale {
-        SOURCE_PASSED
-    } else {
+    // Counted where it was decided: at the source (stale) or at its own hook.
+    let quiet = why != Why::Deferred as u32;
+    let unknown = if why == Why::Deferred as u32 {
         STAT_DROP_DEFERRED_UNKNOWN_SOURCE
+    } else {
+        SOURCE_PASSED
     };
     let Some(source_if) = maps::source_ifindex(bank, &flow.saddr) else {
         return u64::from(unknown);
@@ -270,9 +291,9 @@ fn source_tracked(ctx: &TcContext, facts: &mut Facts, flow: &Flow, why: u32) -> 
     let Some((_, counter)) = audit::tracked(&hit, &source, DIRECTION_EGRESS) else {
         return UNDECIDED | u64::from(source_if);
     };
-    if !stale {
+    if !quiet {
         hit.seen(flow);
-        counters::add(counter, ctx.len());
+        counters::add(counter, len);
     }
     u64::from(SOURCE_PASSED)
 }
@@ -280,7 +301,7 @@ fn source_tracked(ctx: &TcContext, facts: &mut Facts, flow: &Flow, why: u32) -> 
 /// Step 4 of `source_egress`: the source's egress at `site` decided afresh by
 /// `judge`; `SOURCE_PASSED` or the drop reason.
 #[inline(never)]
-fn decide_source(ctx: &TcContext, facts: &mut Facts, site: ct::Site, flow: &Flow, why: u32) -> u32 {
+fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: u32) -> u32 {
     let denied = if why == Why::Stale as u32 {
         STAT_DROP_SOURCE_EGRESS
     } else {
@@ -289,7 +310,6 @@ fn decide_source(ctx: &TcContext, facts: &mut Facts, site: ct::Site, flow: &Flow
     let Some(source) = maps::endpoint(u32::from(site.bank), site.ifindex) else {
         return denied;
     };
-    let len = ctx.len();
     // `facts` speaks for the source while its egress is decided (no copy: the
     // stack is tight), and for the packet at the destination again on a pass.
     let packet = (

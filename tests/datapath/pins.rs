@@ -19,7 +19,8 @@ use policy_agent::{
 use super::{
     frames::TCP,
     net::Net,
-    pods::{PODS, SERVER_V4},
+    node_backend,
+    pods::{CLIENT_V4, CLIENT_V6, PODS, SERVER_V4},
     support,
     tables::Tables,
     tcp,
@@ -289,4 +290,69 @@ fn an_incomplete_pin_set_with_links_is_refused_and_left_enforcing() {
     assert_eq!(adoption, Adoption::Fresh);
     assert_eq!(fresh.attached_interfaces().count(), 0);
     assert!(pins.0.join("maps/POLICY").exists());
+}
+
+#[test]
+fn a_pinned_node_sockets_link_decides_without_its_datapath_and_a_new_one_adopts_it() {
+    let pins = Pins::new();
+    let (mut net, _) = Net::up_pinned(&[("client", CLIENT_V4, CLIENT_V6)], &pins.0);
+    node_backend::serve_from_the_node(&mut net, true);
+    assert!(
+        link_pins(&pins.0).contains(&"node-sockets".to_string()),
+        "{:?}",
+        link_pins(&pins.0)
+    );
+    net.apply(&node_backend::client_egress_to_node(
+        &net,
+        node_backend::OTHER_PORT,
+    ));
+    let denied = |net: &Net| {
+        node_backend::to_node_sockets(net, false)
+            .iter()
+            .all(|r| !r.2)
+    };
+    assert!(
+        denied(&net),
+        "the client's egress denies the node as a backend"
+    );
+
+    // The agent is gone: the pinned link still decides.
+    drop_datapath(&mut net);
+    assert!(denied(&net), "without its datapath");
+
+    // A new datapath moves the link to its program, on the same state.
+    let (adopted, _) = Datapath::open_pinned(&object(), &LoadOptions::default(), &pins.0)
+        .unwrap_or_else(|e| panic!("adopt: {e}"));
+    net.datapath = adopted;
+    assert!(net.datapath.node_sockets_attached());
+    assert!(denied(&net), "adopted");
+    net.apply(&node_backend::client_egress_to_node(
+        &net,
+        node_backend::BACKEND_PORT,
+    ));
+    let reached: Vec<bool> = node_backend::to_node_sockets(&net, false)
+        .iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(reached, [true; 4], "the adopted link follows the new state");
+    let sockets_pins = link_pins(&pins.0)
+        .iter()
+        .filter(|name| *name == "node-sockets")
+        .count();
+    assert_eq!(sockets_pins, 1);
+
+    // Detached, it decides nothing and its pin is gone.
+    net.apply(&node_backend::client_egress_to_node(
+        &net,
+        node_backend::OTHER_PORT,
+    ));
+    net.datapath
+        .detach_node_sockets()
+        .unwrap_or_else(|e| panic!("detach: {e}"));
+    assert!(!link_pins(&pins.0).contains(&"node-sockets".to_string()));
+    let reached: Vec<bool> = node_backend::to_node_sockets(&net, false)
+        .iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(reached, [true; 4], "nothing decides at the node's sockets");
 }

@@ -1,7 +1,8 @@
 //! The node's exits in the sync loop: `node_exit`/`node_entry` go on every link the
 //! plan names an exit (`plan` rule 12) and come off links that stop being one (a
-//! link that turns out to be a pod's, or gets enslaved). One failure does not stop
-//! the others, and none fails the pass: the next pass retries.
+//! link that turns out to be a pod's, or gets enslaved); `node_sockets` goes on the
+//! agent's network namespace (the node's) once. One failure does not stop the
+//! others, and none fails the pass: the next pass retries.
 
 use std::collections::BTreeSet;
 
@@ -9,8 +10,18 @@ use super::sync::Syncer;
 use crate::dataplane::InterfaceIndex;
 
 impl Syncer {
-    /// Makes the exit classifiers sit on `exits` and nowhere else.
+    /// Makes the exit classifiers sit on `exits` and nowhere else, and
+    /// `node_sockets` on the node's network namespace.
     pub(super) fn reconcile_exits(&mut self, exits: &BTreeSet<InterfaceIndex>) {
+        if !self.datapath.node_sockets_attached() {
+            match self.datapath.attach_node_sockets() {
+                Ok(()) => tracing::info!("node_sockets attached to the node's network namespace"),
+                Err(error) => {
+                    tracing::warn!(%error, "attaching node_sockets failed; Service egress to the node itself is not decided until a pass attaches it");
+                    self.metrics.error(error.kind());
+                }
+            }
+        }
         let current: BTreeSet<InterfaceIndex> = self.datapath.exit_interfaces().collect();
         for index in current.difference(exits) {
             if let Err(error) = self.datapath.detach_exit(*index) {

@@ -29,6 +29,7 @@ use super::{
     pins::{PinLayout, PINNED_MAPS},
     quiesce::Quiesce,
     slots::RuleSlots,
+    sockets::{self, SocketsLink, NODE_SOCKETS_PROGRAM},
     DataplaneError,
 };
 
@@ -134,6 +135,9 @@ pub struct Datapath {
     pub(super) attached: BTreeMap<InterfaceIndex, Attachment>,
     /// The node's exits with `node_exit` and `node_entry` attached (`exits.rs`).
     pub(super) exits: BTreeMap<InterfaceIndex, Attachment>,
+    /// `node_sockets` on the node's network namespace, once attached
+    /// (`sockets.rs`).
+    pub(super) sockets: Option<SocketsLink>,
 }
 
 /// The `MapData` of the map types this object defines.
@@ -207,6 +211,12 @@ impl Datapath {
                     message: format!("{e:#}"),
                 })?;
         }
+        sockets::sockets_program_of(&mut ebpf)?
+            .load()
+            .map_err(|e| DataplaneError::Program {
+                program: NODE_SOCKETS_PROGRAM,
+                message: format!("{e:#}"),
+            })?;
         let possible_cpus = aya::util::nr_cpus().map_err(|(path, source)| DataplaneError::Map {
             map: RULE_COUNTERS_MAP,
             message: format!("counting possible CPUs for the per-CPU counters ({path}): {source}"),
@@ -227,6 +237,7 @@ impl Datapath {
             pins,
             attached: BTreeMap::new(),
             exits: BTreeMap::new(),
+            sockets: None,
         };
         datapath.set_config(&options.config)?;
         Ok(datapath)

@@ -18,6 +18,7 @@ mod order;
 mod pins;
 mod quiesce;
 mod slots;
+mod sockets;
 mod sys;
 mod test_run;
 mod tunnels;

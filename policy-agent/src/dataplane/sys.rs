@@ -7,6 +7,8 @@
 //!   another process stays attached; an explicit detach ends enforcement on that
 //!   interface before the call returns, whoever holds the link.
 //!
+//! - `BPF_LINK_UPDATE` of a pinned link aya cannot update (the `sk_lookup` link
+//!   of `sockets.rs`), so a restarted agent moves it to its program atomically;
 //! - `BPF_PROG_QUERY` of a TCX hook with only the ids: aya's `query_tcx` also
 //!   opens each program by id, which needs `CAP_SYS_ADMIN` the agent does not
 //!   have.
@@ -18,7 +20,7 @@ use std::{
     ffi::CString,
     io,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt,
     },
     path::Path,
@@ -27,6 +29,7 @@ use std::{
 /// `enum bpf_cmd` values (include/uapi/linux/bpf.h).
 const BPF_MAP_CREATE: nix::libc::c_long = 0;
 const BPF_OBJ_GET: nix::libc::c_long = 7;
+const BPF_LINK_UPDATE: nix::libc::c_long = 29;
 const BPF_LINK_DETACH: nix::libc::c_long = 34;
 const BPF_PROG_QUERY: nix::libc::c_long = 16;
 /// `enum bpf_attach_type` values of the TCX hooks.
@@ -56,6 +59,15 @@ struct ObjGetAttr {
     pathname: u64,
     bpf_fd: u32,
     file_flags: u32,
+}
+
+/// `bpf_attr` for `BPF_LINK_UPDATE`.
+#[repr(C)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
 }
 
 /// `bpf_attr` for `BPF_LINK_DETACH`.
@@ -160,6 +172,27 @@ pub(super) fn create_array_of_maps(name: &str, inner_fd: i32) -> io::Result<Owne
 /// Detaches the link pinned at `path` from its hook now (the pin stays; the
 /// caller removes it).
 pub(super) fn detach_pinned_link(path: &Path) -> io::Result<()> {
+    let link = open_pinned(path)?;
+    let link_fd = raw(&link)?;
+    bpf(BPF_LINK_DETACH, &LinkDetachAttr { link_fd }).map(drop)
+}
+
+/// Moves the link pinned at `path` to program `program` in one
+/// `BPF_LINK_UPDATE` (its hook never runs without a program), for links aya 0.14
+/// cannot update itself (an `sk_lookup` link).
+pub(super) fn update_pinned_link(path: &Path, program: BorrowedFd<'_>) -> io::Result<()> {
+    let link = open_pinned(path)?;
+    let attr = LinkUpdateAttr {
+        link_fd: raw(&link)?,
+        new_prog_fd: raw(&program)?,
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    bpf(BPF_LINK_UPDATE, &attr).map(drop)
+}
+
+/// The object pinned at `path`, opened (`BPF_OBJ_GET`).
+fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
     let pathname = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("a NUL byte in the pin path"))?;
     let get = ObjGetAttr {
@@ -167,9 +200,12 @@ pub(super) fn detach_pinned_link(path: &Path) -> io::Result<()> {
         bpf_fd: 0,
         file_flags: 0,
     };
-    let link = owned(bpf(BPF_OBJ_GET, &get)?);
-    let link_fd = u32::try_from(link.as_raw_fd()).map_err(|_| io::Error::other("negative fd"))?;
-    bpf(BPF_LINK_DETACH, &LinkDetachAttr { link_fd }).map(drop)
+    Ok(owned(bpf(BPF_OBJ_GET, &get)?))
+}
+
+/// A descriptor as `bpf_attr` holds it.
+fn raw(fd: &impl AsRawFd) -> io::Result<u32> {
+    u32::try_from(fd.as_raw_fd()).map_err(|_| io::Error::other("negative fd"))
 }
 
 #[cfg(test)]
@@ -185,6 +221,8 @@ mod tests {
         assert_eq!(size_of::<MapCreateAttr>(), 44);
         assert_eq!(offset_of!(ObjGetAttr, bpf_fd), 8);
         assert_eq!(size_of::<ObjGetAttr>(), 16);
+        assert_eq!(offset_of!(LinkUpdateAttr, old_prog_fd), 12);
+        assert_eq!(size_of::<LinkUpdateAttr>(), 16);
         assert_eq!(size_of::<LinkDetachAttr>(), 4);
         assert_eq!(offset_of!(ProgQueryAttr, prog_ids), 16);
         assert_eq!(offset_of!(ProgQueryAttr, prog_cnt), 24);

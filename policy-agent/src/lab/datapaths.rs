@@ -79,9 +79,10 @@ impl NodeDatapath {
         })
     }
 
-    /// Attaches the classifiers to this node's pods' veths and to its exits. The
-    /// lab calls it after the first `program`, so no packet meets a classifier
-    /// before its pod is in `ENDPOINTS` (which would drop it as unknown).
+    /// Attaches the classifiers to this node's pods' veths and to its exits, and
+    /// `node_sockets` to its namespace. The lab calls it after the first
+    /// `program`, so no packet meets a classifier before its pod is in
+    /// `ENDPOINTS` (which would drop it as unknown).
     pub(super) fn attach(&mut self, topology: &Topology) -> Result<(), LabError> {
         let node = self.node;
         let datapath = &mut self.datapath;
@@ -93,7 +94,8 @@ impl NodeDatapath {
                 .try_for_each(|pod| datapath.attach(&pod.host_interface).map(drop))?;
             fabric::exits(topology)
                 .into_iter()
-                .try_for_each(|exit| datapath.attach_exit(exit).map(drop))
+                .try_for_each(|exit| datapath.attach_exit(exit).map(drop))?;
+            datapath.attach_node_sockets()
         })??;
         Ok(())
     }

@@ -105,6 +105,9 @@ pub(super) fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
     }
 }
 
+/// The name of `node_sockets`' link pin under `links/`.
+pub(super) const SOCKETS_LINK: &str = "node-sockets";
+
 /// The names of `role`'s two link pins after `<ifindex>-`, in
 /// `LinkRole::programs` order: a pod's `ingress` and `egress` (its directions), an
 /// exit's `exit` and `entry`.
@@ -164,6 +167,17 @@ impl PinLayout {
     pub(super) fn link_pin(&self, ifindex: InterfaceIndex, role: LinkRole, hook: usize) -> PathBuf {
         let suffix = link_suffixes(role)[hook.min(1)];
         self.links_dir().join(format!("{ifindex}-{suffix}"))
+    }
+
+    /// The pin of `node_sockets`' link on the node's network namespace
+    /// (`sockets.rs`).
+    pub(in crate::dataplane) fn sockets_pin(&self) -> PathBuf {
+        self.links_dir().join(SOCKETS_LINK)
+    }
+
+    /// Detaches the `node_sockets` link and removes its pin; true if it was there.
+    pub(in crate::dataplane) fn remove_sockets_link(&self) -> Result<bool, DataplaneError> {
+        remove_link(&self.sockets_pin())
     }
 
     /// The maps of `PINNED_MAPS` without a pin (none: the set is complete).

@@ -11,7 +11,9 @@
 //!   `links/<ifindex>-exit`, `links/<ifindex>-entry`: those of `node_exit` and
 //!   `node_entry` on that exit of the node (`exits.rs`). A pinned bpf_link keeps
 //!   its program attached after every fd to it is closed, so a killed agent keeps
-//!   enforcing, at its pods and at its exits. Removing one detaches it first
+//!   enforcing, at its pods and at its exits;
+//! - `links/node-sockets`: the link of `node_sockets` on the node's network
+//!   namespace (`sockets.rs`). Removing a link's pin detaches it first
 //!   (`BPF_LINK_DETACH`, `sys.rs`), so enforcement ends when `detach` or
 //!   `uninstall` returns.
 //!
@@ -26,7 +28,7 @@
 //!
 //! Adoption (`open_pinned` finds every map pinned) loads the object again with its
 //! maps taken from the pins, then moves each pinned link to the new program in one
-//! `bpf_link_update` (atomic: the interface is never without a classifier), so the
+//! `bpf_link_update` (atomic: the hook is never without a program), so the
 //! agent always runs its own programs on the old state. It does not write `ACTIVE`
 //! or either bank: enforcement goes on unchanged until the first `apply` flips to
 //! the bank it wrote. It does write `CONFIG` (timeouts, event settings: this
@@ -50,7 +52,7 @@ use aya::programs::{
 };
 use policy_common::counters::RULE_COUNTERS_MAX;
 
-use self::layout::{entries, parse_link_name, remove_file};
+use self::layout::{entries, parse_link_name, remove_file, SOCKETS_LINK};
 pub(super) use self::layout::{PinLayout, PINNED_MAPS};
 use super::{
     datapath::{
@@ -122,6 +124,7 @@ impl Datapath {
             return Ok((datapath, Adoption::Fresh));
         }
         let interfaces = datapath.adopt_links(&layout)?;
+        datapath.adopt_sockets_link(&layout)?;
         datapath.shadows = datapath.read_banks()?;
         datapath.generation = datapath.read_generation()?;
         datapath.active = policy_common::bank::bank_of(datapath.generation);
@@ -259,6 +262,9 @@ impl Datapath {
     fn adopt_links(&mut self, layout: &PinLayout) -> Result<usize, DataplaneError> {
         let mut found: BTreeMap<(LinkRole, InterfaceIndex), [Option<PathBuf>; 2]> = BTreeMap::new();
         for path in entries(&layout.links_dir())? {
+            if path.file_name().is_some_and(|name| name == SOCKETS_LINK) {
+                continue; // `adopt_sockets_link`
+            }
             let parsed = path
                 .file_name()
                 .and_then(|n| n.to_str())

@@ -1,0 +1,219 @@
+//! Service egress to a backend that is the node itself (a hostNetwork pod), on
+//! real veths: kube-proxy translates the ClusterIP to one of the node's addresses,
+//! so the translated packet is delivered to a socket of the node and meets no
+//! pod's classifier and no exit. `node_sockets`, on the node's network namespace,
+//! decides the client's egress there, on the node's address, class and port. A
+//! Service is an nftables DNAT rule in the node namespace, as kube-proxy makes it;
+//! the backend is a TCP and a UDP socket of the node.
+
+use std::{
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use policy_agent::policy::tables::{DatapathTables, Direction};
+
+use super::{
+    addr,
+    frames::{TCP, UDP},
+    net::{moved, Net},
+    pods::{CLIENT_V4, CLIENT_V6, CLUSTER_IPS},
+    probe, support,
+    tables::Tables,
+};
+
+/// The node's own addresses, per family (class `NODE_CLASS`).
+const NODE_ADDRESSES: [&str; 2] = ["10.10.0.1", "fd00:10:10::1"];
+const NODE_CLASS: u32 = 9;
+/// The Service's port, and the node's port it is translated to.
+const SERVICE_PORT: u16 = 80;
+pub(super) const BACKEND_PORT: u16 = 8080;
+/// A port the client's egress allows instead, in the denying tables.
+pub(super) const OTHER_PORT: u16 = 9090;
+/// How long a connection attempt waits.
+const WAIT: Duration = Duration::from_millis(800);
+
+/// The client alone on this node, the node's addresses on its loopback, and a
+/// ClusterIP per family translated to the node's address of that family (TCP and
+/// UDP); `node_sockets` attached when `sockets` says so.
+fn client_and_node_backend(sockets: bool) -> Net {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[("client", CLIENT_V4, CLIENT_V6)]);
+    serve_from_the_node(&mut net, sockets);
+    net
+}
+
+/// Gives `net`'s node its addresses and a ClusterIP per family translated to
+/// them; attaches `node_sockets` when `sockets` says so.
+pub(super) fn serve_from_the_node(net: &mut Net, sockets: bool) {
+    net.add_node_addresses(&NODE_ADDRESSES.map(addr));
+    let mut rules = String::new();
+    let [vip4, vip6] = CLUSTER_IPS;
+    let [n4, n6] = NODE_ADDRESSES;
+    for (family, vip, to) in [
+        ("ip", vip4, n4.to_string()),
+        ("ip6", vip6, format!("[{n6}]")),
+    ] {
+        rules.push_str(&format!(
+            "table {family} svc {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
+               {family} daddr {vip} tcp dport {SERVICE_PORT} dnat to {to}:{BACKEND_PORT}\n \
+               {family} daddr {vip} udp dport {SERVICE_PORT} dnat to {to}:{BACKEND_PORT}\n }}\n}}\n"
+        ));
+    }
+    net.nft(&rules);
+    if sockets {
+        let node = net.node.clone();
+        let datapath = &mut net.datapath;
+        Net::in_ns(&node, || datapath.attach_node_sockets())
+            .unwrap_or_else(|e| panic!("attach node_sockets: {e}"));
+    }
+}
+
+/// The client isolated for egress only, allowed to the node's class on `port`
+/// (TCP and UDP); the ClusterIPs are Service addresses.
+pub(super) fn client_egress_to_node(net: &Net, port: u16) -> DatapathTables {
+    let [vip4, vip6] = CLUSTER_IPS;
+    let [n4, n6] = NODE_ADDRESSES;
+    Tables::new(net)
+        .isolate("client", false, true)
+        .isolated_by("client", &[], &[0])
+        .prefix(&format!("{n4}/32"), NODE_CLASS)
+        .prefix(&format!("{n6}/128"), NODE_CLASS)
+        .service(&format!("{vip4}/32"))
+        .service(&format!("{vip6}/128"))
+        .allow_port("client", Direction::Egress, NODE_CLASS, TCP, port)
+        .allow_port("client", Direction::Egress, NODE_CLASS, UDP, port)
+        .build()
+}
+
+/// Whether the client's TCP handshake to `to` completes (a refusal does not count:
+/// a dropped lookup is answered with a reset).
+fn connects(net: &Net, to: IpAddr, port: u16) -> bool {
+    let client = net.pod("client").netns.clone();
+    Net::in_ns(&client, || {
+        TcpStream::connect_timeout(&SocketAddr::new(to, port), WAIT).is_ok()
+    })
+}
+
+/// Whether the client reaches the node's sockets through each ClusterIP (or,
+/// with `direct`, at the node's addresses themselves): a TCP handshake with a
+/// listener and a UDP datagram to a receiver.
+pub(super) fn to_node_sockets(net: &Net, direct: bool) -> Vec<(IpAddr, &'static str, bool)> {
+    let client = net.pod("client").netns.clone();
+    let mut seen = Vec::new();
+    for (vip, node) in CLUSTER_IPS
+        .map(addr)
+        .into_iter()
+        .zip(NODE_ADDRESSES.map(addr))
+    {
+        let (to, port) = if direct {
+            (node, BACKEND_PORT)
+        } else {
+            (vip, SERVICE_PORT)
+        };
+        let listener = Net::in_ns(&net.node, || TcpListener::bind((node, BACKEND_PORT)))
+            .unwrap_or_else(|e| panic!("listen on {node}: {e}"));
+        seen.push((to, "tcp", connects(net, to, port)));
+        drop(listener);
+        let receiver = probe::udp_listener(&net.node, node, BACKEND_PORT);
+        let payload = format!("to {to}");
+        probe::send_udp(&client, to, port, payload.as_bytes());
+        seen.push((to, "udp", probe::receives(&receiver, payload.as_bytes())));
+    }
+    seen
+}
+
+#[test]
+fn a_service_egress_to_the_node_itself_is_dropped_at_its_socket_when_the_clients_egress_denies_it()
+{
+    let mut net = client_and_node_backend(true);
+    net.apply(&client_egress_to_node(&net, OTHER_PORT));
+    let before = net.stats();
+    for (vip, protocol, reached) in to_node_sockets(&net, false) {
+        assert!(
+            !reached,
+            "{protocol} through {vip} reached the node, which the client's egress denies"
+        );
+    }
+    let after = net.stats();
+    let grew = |name: &str| after.get(name) - before.get(name);
+    // Two families, TCP and UDP (a refused handshake may retry its SYN).
+    assert!(
+        grew("drop_deferred_egress") >= 4,
+        "{:?}",
+        moved(&before, &after)
+    );
+    assert_eq!(
+        grew("allow_service_egress"),
+        0,
+        "{:?}",
+        moved(&before, &after)
+    );
+}
+
+#[test]
+fn a_service_egress_to_the_node_itself_passes_when_the_clients_egress_allows_the_node() {
+    let mut net = client_and_node_backend(true);
+    net.apply(&client_egress_to_node(&net, BACKEND_PORT));
+    let before = net.stats();
+    for (vip, protocol, reached) in to_node_sockets(&net, false) {
+        assert!(reached, "{protocol} through {vip} to the node");
+    }
+    let after = net.stats();
+    let grew = |name: &str| after.get(name) - before.get(name);
+    assert!(
+        grew("allow_service_egress") >= 4,
+        "{:?}",
+        moved(&before, &after)
+    );
+    assert!(grew("egress_deferred") >= 4, "{:?}", moved(&before, &after));
+    assert_eq!(
+        grew("drop_deferred_egress"),
+        0,
+        "{:?}",
+        moved(&before, &after)
+    );
+}
+
+#[test]
+fn traffic_sent_to_the_node_address_itself_is_decided_once_at_the_pod() {
+    let mut net = client_and_node_backend(true);
+    net.apply(&client_egress_to_node(&net, BACKEND_PORT));
+    let before = net.stats();
+    for (node, protocol, reached) in to_node_sockets(&net, true) {
+        assert!(
+            reached,
+            "{protocol} to the node at {node}, which the client's egress allows"
+        );
+    }
+    let after = net.stats();
+    let grew = |name: &str| after.get(name) - before.get(name);
+    // Tracked at the pod's veth: the node's socket finds the flow and neither
+    // decides nor counts it again.
+    assert_eq!(
+        grew("allow_service_egress"),
+        0,
+        "{:?}",
+        moved(&before, &after)
+    );
+    assert!(grew("allow_policy") >= 4, "{:?}", moved(&before, &after));
+    net.apply(&client_egress_to_node(&net, OTHER_PORT));
+    for (node, protocol, reached) in to_node_sockets(&net, true) {
+        assert!(
+            !reached,
+            "{protocol} to the node at {node}, which the client's egress denies"
+        );
+    }
+}
+
+#[test]
+fn without_node_sockets_a_denied_service_egress_reaches_the_node() {
+    // What `node_sockets` closes: the translated packet crosses no classifier.
+    let mut net = client_and_node_backend(false);
+    net.apply(&client_egress_to_node(&net, OTHER_PORT));
+    let reached: Vec<bool> = to_node_sockets(&net, false).iter().map(|r| r.2).collect();
+    assert_eq!(
+        reached, [true; 4],
+        "the DNAT to the node's address is in place"
+    );
+}
