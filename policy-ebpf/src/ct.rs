@@ -377,6 +377,17 @@ pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> 
     live(key, now).map(|entry| Hit::of(entry, now, reversed))
 }
 
+/// The live entry under this CPU's scratch key as the caller wrote it
+/// (`maps::ct_key`), as `find` finds a forward entry.
+#[inline(always)]
+pub(crate) fn find_filled() -> Option<Hit> {
+    let now = now();
+    let key = maps::ct_key()?;
+    // SAFETY: as in `lookup`; the caller wrote the key whole.
+    let key = unsafe { &*key };
+    live(key, now).map(|entry| Hit::of(entry, now, false))
+}
+
 /// Whether `flow`, an ICMP or ICMPv6 error (`Flow::quote_at` set) crossing
 /// `site.ifindex` in `site.direction` at an endpoint with `endpoint_flags`, decided
 /// with `generation`, quotes a packet of a live flow there

@@ -232,7 +232,9 @@ pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, 
 ///    (`STAT_DROP_REVOKED`) and the flow revoked. A packet of a tracked flow then
 ///    passes and refreshes it, except that a forward packet of a deferred egress
 ///    flow is marked and passes as deferred, and a reply to a deferred flow passes
-///    only with the reply-verified bit, else goes on as new. A flow tracked only
+///    only with the reply-verified bit, or when a socket of the node sent it to
+///    the client from an address and port the client's egress allowed
+///    (`sockets::node_answered`: the backend is the node), else goes on as new. A flow tracked only
 ///    because its direction was in audit mode passes as `STAT_ALLOW_AUDIT` while the
 ///    endpoint still audits that direction, and goes on as new once it does not
 ///    (`audit::tracked`).
@@ -432,7 +434,9 @@ fn decide_flow(
                 service::defer(ctx, ifindex, flow, false, generation)?,
                 false,
             ));
-        } else if arrived & ARRIVED_VERIFIED != 0 {
+        } else if arrived & ARRIVED_VERIFIED != 0
+            || sockets::node_answered(ctx, ifindex, flow, generation)
+        {
             hit.seen(flow);
             return Ok((STAT_ALLOW_TRACKED, true));
         }

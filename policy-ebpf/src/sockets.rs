@@ -26,15 +26,17 @@
 //!
 //! The program selects no socket: a flow that passes goes on to the kernel's own
 //! lookup. The answers of an allowed flow reach the client un-DNATed, as replies
-//! of its deferred entry that no backend's classifier verified: they pass as new
-//! ingress from the Service address, so a client whose ingress is isolated needs
-//! its ingress to admit that (see the README's known limits).
+//! of its deferred entry that no backend's classifier marked: at the client's
+//! ingress, `node_answered` verifies such a reply by the node's socket that sent
+//! it (its address and port, tracked as the client's egress when allowed here).
+//! Only packets the node itself sends carry a socket there: the kernel drops the
+//! socket of every packet it receives (`ip_rcv`), so no pod can lend one.
 
 use core::{arch::asm, mem::offset_of};
 
 use aya_ebpf::{
-    bindings::{bpf_sk_lookup, sk_action},
-    programs::SkLookupContext,
+    bindings::{bpf_sk_lookup, bpf_sock, sk_action},
+    programs::{SkLookupContext, TcContext},
 };
 use policy_common::{
     events::EVENT_DROP,
@@ -131,63 +133,116 @@ fn finish(outcome: u32) -> u32 {
 /// for anything but TCP and UDP.
 #[inline(always)]
 fn read_flow(lookup: *mut bpf_sk_lookup, flow: &mut Flow) -> bool {
-    let protocol = context_word::<{ offset_of!(bpf_sk_lookup, protocol) }>(lookup);
+    let protocol = word_at::<{ offset_of!(bpf_sk_lookup, protocol) }, _>(lookup);
     if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
         return false;
     }
-    let ipv6 = context_word::<{ offset_of!(bpf_sk_lookup, family) }>(lookup) == AF_INET6;
+    let ipv6 = word_at::<{ offset_of!(bpf_sk_lookup, family) }, _>(lookup) == AF_INET6;
     *flow = Flow::new(protocol as u8, ipv6);
     if ipv6 {
         const REMOTE: usize = offset_of!(bpf_sk_lookup, remote_ip6);
         const LOCAL: usize = offset_of!(bpf_sk_lookup, local_ip6);
         flow.saddr = words([
-            context_word::<REMOTE>(lookup),
-            context_word::<{ REMOTE + 4 }>(lookup),
-            context_word::<{ REMOTE + 8 }>(lookup),
-            context_word::<{ REMOTE + 12 }>(lookup),
+            word_at::<REMOTE, _>(lookup),
+            word_at::<{ REMOTE + 4 }, _>(lookup),
+            word_at::<{ REMOTE + 8 }, _>(lookup),
+            word_at::<{ REMOTE + 12 }, _>(lookup),
         ]);
         flow.daddr = words([
-            context_word::<LOCAL>(lookup),
-            context_word::<{ LOCAL + 4 }>(lookup),
-            context_word::<{ LOCAL + 8 }>(lookup),
-            context_word::<{ LOCAL + 12 }>(lookup),
+            word_at::<LOCAL, _>(lookup),
+            word_at::<{ LOCAL + 4 }, _>(lookup),
+            word_at::<{ LOCAL + 8 }, _>(lookup),
+            word_at::<{ LOCAL + 12 }, _>(lookup),
         ]);
     } else {
-        flow.saddr = mapped(context_word::<{ offset_of!(bpf_sk_lookup, remote_ip4) }>(
+        flow.saddr = mapped(word_at::<{ offset_of!(bpf_sk_lookup, remote_ip4) }, _>(
             lookup,
         ));
-        flow.daddr = mapped(context_word::<{ offset_of!(bpf_sk_lookup, local_ip4) }>(
+        flow.daddr = mapped(word_at::<{ offset_of!(bpf_sk_lookup, local_ip4) }, _>(
             lookup,
         ));
     }
     // `remote_port` is a __be16 in the first half of its word, `local_port` a
     // host-order port in a whole word.
-    let remote_port = context_word::<{ offset_of!(bpf_sk_lookup, remote_port) }>(lookup);
+    let remote_port = word_at::<{ offset_of!(bpf_sk_lookup, remote_port) }, _>(lookup);
     flow.sport_be = u16::from_ne_bytes([remote_port as u8, (remote_port >> 8) as u8]);
     flow.dport_be =
-        (context_word::<{ offset_of!(bpf_sk_lookup, local_port) }>(lookup) as u16).to_be();
+        (word_at::<{ offset_of!(bpf_sk_lookup, local_port) }, _>(lookup) as u16).to_be();
     true
 }
 
-/// The 4-byte word at `OFFSET` of the lookup context, read with one load from the
-/// context pointer itself: the verifier refuses a load through a context pointer
-/// moved first, which is what the compiler makes of several loads near each other.
+/// The 4-byte word at `OFFSET` of the kernel object `object` points at (the
+/// lookup context, a socket), read with one load from that pointer itself: the
+/// verifier refuses a load through a context or socket pointer moved first, which
+/// is what the compiler makes of several loads near each other.
 #[inline(always)]
-fn context_word<const OFFSET: usize>(lookup: *mut bpf_sk_lookup) -> u32 {
+fn word_at<const OFFSET: usize, T>(object: *const T) -> u32 {
     let value: u64;
-    // SAFETY: `lookup` is the context the kernel handed this program, and every
-    // `OFFSET` used is a field of `bpf_sk_lookup` the verifier lets this program
-    // type read as a 4-byte word.
+    // SAFETY: `object` is a pointer the kernel handed this program (checked not
+    // null where it may be), and every `OFFSET` used is a field of its type the
+    // verifier lets this program read as a 4-byte word.
     unsafe {
         asm!(
-            "{value} = *(u32 *)({lookup} + {offset})",
+            "{value} = *(u32 *)({object} + {offset})",
             value = out(reg) value,
-            lookup = in(reg) lookup,
+            object = in(reg) object,
             offset = const OFFSET,
             options(readonly, nostack, preserves_flags),
         );
     }
     value as u32
+}
+
+/// Whether `flow`, a reply of a deferred Service flow arriving at the client's
+/// interface `ifindex` without the reply-verified bit, was sent by a socket of
+/// the node whose address and port the client's egress allowed: `node_sockets`
+/// (or, for traffic to the node's address itself, the client's own classifier)
+/// tracked that flow as the client's egress, decided by this state. A packet
+/// the node forwards carries no socket of the node, and a socket bound to every
+/// address (a UDP server's, usually) names no address to look up: such replies
+/// stay unverified.
+#[inline(never)]
+pub(crate) fn node_answered(ctx: &TcContext, ifindex: u32, flow: &Flow, generation: u32) -> bool {
+    // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return false;
+    }
+    let Some(key) = maps::ct_key() else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch key (`maps::ct_key`), used by this lookup alone;
+    // it is written whole here (the flow as the client sent it, to the socket's
+    // address and port) and read by `ct::find_filled`.
+    unsafe {
+        let key = &mut *key;
+        key.ifindex = ifindex;
+        key.saddr = flow.daddr;
+        key.sport_be = flow.dport_be;
+        key.protocol = flow.protocol;
+        key.direction = DIRECTION_EGRESS;
+        key.pad = [0; 2];
+        let daddr = key.daddr.as_mut_ptr().cast::<u32>();
+        if flow.ipv6 {
+            const SRC: usize = offset_of!(bpf_sock, src_ip6);
+            daddr.write_unaligned(word_at::<SRC, _>(sk));
+            daddr.add(1).write_unaligned(word_at::<{ SRC + 4 }, _>(sk));
+            daddr.add(2).write_unaligned(word_at::<{ SRC + 8 }, _>(sk));
+            daddr.add(3).write_unaligned(word_at::<{ SRC + 12 }, _>(sk));
+        } else {
+            daddr.write_unaligned(0);
+            daddr.add(1).write_unaligned(0);
+            daddr
+                .add(2)
+                .write_unaligned(u32::from_ne_bytes([0, 0, 0xff, 0xff]));
+            daddr
+                .add(3)
+                .write_unaligned(word_at::<{ offset_of!(bpf_sock, src_ip4) }, _>(sk));
+        }
+        // `src_port` is in host byte order.
+        key.dport_be = (word_at::<{ offset_of!(bpf_sock, src_port) }, _>(sk) as u16).to_be();
+    }
+    ct::find_filled().is_some_and(|hit| hit.current(generation))
 }
 
 /// An IPv6 address held as four words in network byte order, as bytes.

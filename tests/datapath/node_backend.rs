@@ -86,6 +86,14 @@ pub(super) fn client_egress_to_node(net: &Net, port: u16) -> DatapathTables {
         .build()
 }
 
+/// Each family's ClusterIP and the node address it is translated to.
+fn services_and_node() -> impl Iterator<Item = (IpAddr, IpAddr)> {
+    CLUSTER_IPS
+        .map(addr)
+        .into_iter()
+        .zip(NODE_ADDRESSES.map(addr))
+}
+
 /// Whether the client's TCP handshake to `to` completes (a refusal does not count:
 /// a dropped lookup is answered with a reset).
 fn connects(net: &Net, to: IpAddr, port: u16) -> bool {
@@ -173,6 +181,38 @@ fn a_service_egress_to_the_node_itself_passes_when_the_clients_egress_allows_the
         "{:?}",
         moved(&before, &after)
     );
+}
+
+#[test]
+fn a_client_isolated_both_ways_gets_the_nodes_answers_when_its_egress_allows_the_node() {
+    // Its ingress admits nothing: the node's SYN-ACK, un-DNATed to the ClusterIP,
+    // gets in only as the verified reply of the flow `node_sockets` allowed.
+    let mut net = client_and_node_backend(true);
+    let allowed = |net: &Net, port| {
+        let mut tables = client_egress_to_node(net, port);
+        for endpoint in tables.endpoints.values_mut() {
+            endpoint.isolated_ingress = true;
+        }
+        tables
+    };
+    net.apply(&allowed(&net, BACKEND_PORT));
+    for (vip, node) in services_and_node() {
+        let _listener = Net::in_ns(&net.node, || TcpListener::bind((node, BACKEND_PORT)))
+            .unwrap_or_else(|e| panic!("listen on {node}: {e}"));
+        assert!(
+            connects(&net, vip, SERVICE_PORT),
+            "TCP through {vip}: the node's answers reach the isolated client"
+        );
+    }
+    net.apply(&allowed(&net, OTHER_PORT));
+    for (vip, node) in services_and_node() {
+        let _listener = Net::in_ns(&net.node, || TcpListener::bind((node, BACKEND_PORT)))
+            .unwrap_or_else(|e| panic!("listen on {node}: {e}"));
+        assert!(
+            !connects(&net, vip, SERVICE_PORT),
+            "TCP through {vip}, denied"
+        );
+    }
 }
 
 #[test]
