@@ -60,6 +60,8 @@ mod fragments;
 mod fragments_on_veths;
 #[path = "datapath/frames.rs"]
 mod frames;
+#[path = "datapath/ip_exits.rs"]
+mod ip_exits;
 #[path = "datapath/net.rs"]
 mod net;
 #[path = "datapath/node_backend.rs"]

@@ -5,7 +5,10 @@
 //! and decided where the translated packet meets its backend. When the backend runs
 //! on another node, the packet leaves through an exit instead (the uplink, or the
 //! overlay's tunnel device), so `node_exit` runs at TC egress of every exit and
-//! decides it there, after routing and DNAT and before encapsulation:
+//! decides it there, after routing and DNAT and before encapsulation (on an exit
+//! without Ethernet frames, an IP-in-IP, WireGuard or tun device, its twin
+//! `node_exit_ip` does, and `node_entry_ip` stands for `node_entry`: the same rules
+//! for packets that start with their IP header):
 //! 1. a packet without podwall's mark bits goes on untouched (nothing podwall left
 //!    undecided; the node's own traffic, forwarded traffic of other nodes);
 //! 2. podwall's bits are cleared (they end their trip here);
@@ -52,7 +55,7 @@ use crate::{
 /// subprogram of its own and the pod classifiers' call chain 32 bytes deeper than
 /// the 512 the verifier allows.
 #[inline(always)]
-pub(crate) fn leave(ctx: &TcContext) -> i32 {
+pub(crate) fn leave<const L2: usize>(ctx: &TcContext) -> i32 {
     if !service::take_deferred(ctx) {
         return TC_ACT_UNSPEC;
     }
@@ -75,20 +78,24 @@ pub(crate) fn leave(ctx: &TcContext) -> i32 {
         // The node does not tag pod traffic it forwards: fail closed.
         Err(STAT_DROP_VLAN)
     } else {
-        decide_deferred(ctx, facts, at)
+        decide_deferred::<L2>(ctx, facts, at)
     };
     crate::to_tc_action(ctx, facts, verdict)
 }
 
 /// Rule 4 of the module comment, for a packet that carried the deferred bit.
 #[inline(always)]
-fn decide_deferred(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> {
-    let l3 = parse::l3(ctx)?;
+fn decide_deferred<const L2: usize>(
+    ctx: &TcContext,
+    facts: &mut Facts,
+    at: ct::Site,
+) -> Result<u32, u32> {
+    let l3 = link_layer::<L2>(ctx)?;
     if matches!(l3, L3::Arp) {
         return Err(STAT_DROP_MALFORMED);
     }
     facts.ipv6 = matches!(l3, L3::Ipv6);
-    let mut packet = parse::packet(ctx, facts.ipv6, &mut facts.fragment)?;
+    let mut packet = parse::packet_at::<L2>(ctx, facts.ipv6, &mut facts.fragment)?;
     facts.parsed(&packet);
     let flow = match &mut packet {
         Packet::Flow(flow) | Packet::OnLinkControl(flow) => flow,
@@ -106,7 +113,7 @@ fn decide_deferred(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u
 
 /// `node_entry`: marks a verified reply (module comment); every packet passes.
 #[inline(always)]
-pub(crate) fn enter(ctx: &TcContext) -> i32 {
+pub(crate) fn enter<const L2: usize>(ctx: &TcContext) -> i32 {
     // SAFETY: as in `leave`.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let Some(facts) = maps::facts() else {
@@ -115,14 +122,14 @@ pub(crate) fn enter(ctx: &TcContext) -> i32 {
     // SAFETY: as in `leave`.
     let facts = unsafe { &mut *facts };
     *facts = Facts::new(ifindex, DIRECTION_EGRESS, maps::active_generation());
-    let Ok(l3) = parse::l3(ctx) else {
+    let Ok(l3) = link_layer::<L2>(ctx) else {
         return TC_ACT_UNSPEC;
     };
     if matches!(l3, L3::Arp) {
         return TC_ACT_UNSPEC;
     }
     facts.ipv6 = matches!(l3, L3::Ipv6);
-    let Ok(packet) = parse::packet(ctx, facts.ipv6, &mut facts.fragment) else {
+    let Ok(packet) = parse::packet_at::<L2>(ctx, facts.ipv6, &mut facts.fragment) else {
         return TC_ACT_UNSPEC;
     };
     // Borrowed, not moved out (as in `decide`).
@@ -135,4 +142,16 @@ pub(crate) fn enter(ctx: &TcContext) -> i32 {
         }
     }
     TC_ACT_UNSPEC
+}
+
+/// What a packet of an exit carries: by the Ethernet header's EtherType behind
+/// one (`L2` = `parse::ETH_HLEN`), by the protocol the kernel recorded on a link
+/// without Ethernet frames (`L2` = 0).
+#[inline(always)]
+fn link_layer<const L2: usize>(ctx: &TcContext) -> Result<L3, u32> {
+    if L2 == 0 {
+        parse::l3_bare(ctx)
+    } else {
+        parse::l3(ctx)
+    }
 }

@@ -94,7 +94,6 @@ const IPV4_OFFSET_MASK: u16 = 0x1FFF;
 /// IPv6 fragment header: the offset (in bytes once masked) and the M flag.
 const IPV6_OFFSET_MASK: u16 = 0xFFF8;
 const IPV6_MORE_FRAGMENTS: u16 = 0x0001;
-const ETH_HLEN: usize = 14;
 const IPV6_HLEN: usize = 40;
 
 /// Classifies an IPv4 packet whose first ten header bytes are `head` and whose
@@ -151,19 +150,21 @@ pub(crate) fn ipv6_header(
     Ok(false)
 }
 
-/// Rule 2 for an IPv6 first fragment whose upper-layer header starts at `l4`: it
+/// Rule 2 for an IPv6 first fragment (its IP header `L2` bytes into the packet)
+/// whose upper-layer header starts at `l4`: it
 /// must hold `FRAGMENT_FIRST_MIN` bytes of it within the payload length; its end
 /// becomes relative to its fragmentable part. Nothing for other packets.
 #[inline(always)]
-pub(crate) fn ipv6_first(ctx: &TcContext, l4: usize, fragment: &mut Fragment) -> Result<(), u32> {
+pub(crate) fn ipv6_first<const L2: usize>(
+    ctx: &TcContext,
+    l4: usize,
+    fragment: &mut Fragment,
+) -> Result<(), u32> {
     if fragment.kind != FIRST {
         return Ok(());
     }
-    let payload = u16::from_be(
-        ctx.load::<u16>(ETH_HLEN + 4)
-            .map_err(|_| STAT_DROP_MALFORMED)?,
-    );
-    let end = ETH_HLEN + IPV6_HLEN + usize::from(payload);
+    let payload = u16::from_be(ctx.load::<u16>(L2 + 4).map_err(|_| STAT_DROP_MALFORMED)?);
+    let end = L2 + IPV6_HLEN + usize::from(payload);
     if end < l4 + usize::from(FRAGMENT_FIRST_MIN) {
         return Err(STAT_DROP_FRAGMENT_TINY);
     }

@@ -79,14 +79,27 @@ pub fn pod_egress(ctx: TcContext) -> i32 {
 /// (`exit.rs`).
 #[classifier]
 pub fn node_exit(ctx: TcContext) -> i32 {
-    exit::leave(&ctx)
+    exit::leave::<{ parse::ETH_HLEN }>(&ctx)
 }
 
 /// Marks the verified replies of deferred flows coming back through an exit
 /// (`exit.rs`); passes every packet.
 #[classifier]
 pub fn node_entry(ctx: TcContext) -> i32 {
-    exit::enter(&ctx)
+    exit::enter::<{ parse::ETH_HLEN }>(&ctx)
+}
+
+/// `node_exit` for an exit without Ethernet frames (an IP-in-IP, WireGuard or tun
+/// device), whose packets start with their IP header.
+#[classifier]
+pub fn node_exit_ip(ctx: TcContext) -> i32 {
+    exit::leave::<0>(&ctx)
+}
+
+/// `node_entry` for an exit without Ethernet frames.
+#[classifier]
+pub fn node_entry_ip(ctx: TcContext) -> i32 {
+    exit::enter::<0>(&ctx)
 }
 
 /// Decides a local pod's connection to a socket of the node itself, after DNAT:

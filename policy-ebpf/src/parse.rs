@@ -283,10 +283,35 @@ pub(crate) fn l3(ctx: &TcContext) -> Result<L3, u32> {
 /// is fragmented goes into `fragment` (the caller keeps it off the stack).
 #[inline(always)]
 pub(crate) fn packet(ctx: &TcContext, ipv6: bool, fragment: &mut Fragment) -> Result<Packet, u32> {
+    packet_at::<ETH_HLEN>(ctx, ipv6, fragment)
+}
+
+/// `packet` for an IP header `L2` bytes into the packet: `ETH_HLEN` behind an
+/// Ethernet header, 0 on a link without one (`exit.rs`).
+#[inline(always)]
+pub(crate) fn packet_at<const L2: usize>(
+    ctx: &TcContext,
+    ipv6: bool,
+    fragment: &mut Fragment,
+) -> Result<Packet, u32> {
     if ipv6 {
-        self::ipv6(ctx, fragment)
+        self::ipv6::<L2>(ctx, fragment)
     } else {
-        ipv4(ctx, fragment).map(Packet::Flow)
+        ipv4::<L2>(ctx, fragment).map(Packet::Flow)
+    }
+}
+
+/// Classifies a packet of a link without Ethernet frames (an IP-in-IP, WireGuard
+/// or tun device) by the protocol the kernel recorded for it: only IPv4 and IPv6
+/// (anything else is `STAT_DROP_ETHER_TYPE`).
+#[inline(always)]
+pub(crate) fn l3_bare(ctx: &TcContext) -> Result<L3, u32> {
+    // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
+    let protocol = unsafe { (*ctx.skb.skb).protocol };
+    match u16::from_be(protocol as u16) {
+        ETH_P_IP => Ok(L3::Ipv4),
+        ETH_P_IPV6 => Ok(L3::Ipv6),
+        _ => Err(STAT_DROP_ETHER_TYPE),
     }
 }
 
@@ -426,10 +451,10 @@ fn ports(ctx: &TcContext, protocol: u8, l4: usize) -> Result<(u16, u16), u32> {
 /// Reads the 5-tuple of an IPv4 packet. Non-first fragments carry no L4 header: they
 /// get ports 0 here, and their datagram's from `frag::resolve`.
 #[inline(always)]
-fn ipv4(ctx: &TcContext, fragment: &mut Fragment) -> Result<Flow, u32> {
+fn ipv4<const L2: usize>(ctx: &TcContext, fragment: &mut Fragment) -> Result<Flow, u32> {
     // Version/IHL, fragment offset and protocol in one helper call (each call costs
     // several ns on every packet).
-    let head = load::<[u8; 10]>(ctx, ETH_HLEN)?;
+    let head = load::<[u8; 10]>(ctx, L2)?;
     let version_ihl = head[0];
     let header_len = usize::from(version_ihl & 0x0F) * 4;
     if version_ihl >> 4 != 4 || header_len < 20 {
@@ -437,10 +462,10 @@ fn ipv4(ctx: &TcContext, fragment: &mut Fragment) -> Result<Flow, u32> {
     }
     let mut flow = Flow::new(head[9], false);
     frag::ipv4(&head, header_len, fragment)?;
-    load_mapped(ctx, ETH_HLEN + 12, &mut flow.saddr)?;
-    load_mapped(ctx, ETH_HLEN + 16, &mut flow.daddr)?;
+    load_mapped(ctx, L2 + 12, &mut flow.saddr)?;
+    load_mapped(ctx, L2 + 16, &mut flow.daddr)?;
     if fragment.kind != frag::NON_FIRST {
-        upper(ctx, ETH_HLEN + header_len, &mut flow)?;
+        upper(ctx, L2 + header_len, &mut flow)?;
     }
     Ok(flow)
 }
@@ -456,18 +481,18 @@ fn ipv4(ctx: &TcContext, fragment: &mut Fragment) -> Result<Flow, u32> {
 /// An IPv4-mapped source or destination is malformed: it would share conntrack
 /// and `ENDPOINT_ADDRS` keys with IPv4.
 #[inline(always)]
-fn ipv6(ctx: &TcContext, fragment: &mut Fragment) -> Result<Packet, u32> {
-    if load::<u8>(ctx, ETH_HLEN)? >> 4 != 6 {
+fn ipv6<const L2: usize>(ctx: &TcContext, fragment: &mut Fragment) -> Result<Packet, u32> {
+    if load::<u8>(ctx, L2)? >> 4 != 6 {
         return Err(STAT_DROP_MALFORMED);
     }
-    let mut flow = Flow::new(load::<u8>(ctx, ETH_HLEN + 6)?, true);
-    let hop_limit = load::<u8>(ctx, ETH_HLEN + 7)?;
-    load_into(ctx, ETH_HLEN + 8, &mut flow.saddr)?;
-    load_into(ctx, ETH_HLEN + 24, &mut flow.daddr)?;
+    let mut flow = Flow::new(load::<u8>(ctx, L2 + 6)?, true);
+    let hop_limit = load::<u8>(ctx, L2 + 7)?;
+    load_into(ctx, L2 + 8, &mut flow.saddr)?;
+    load_into(ctx, L2 + 24, &mut flow.daddr)?;
     if is_ipv4_mapped(&flow.saddr) || is_ipv4_mapped(&flow.daddr) {
         return Err(STAT_DROP_MALFORMED);
     }
-    let mut l4 = ETH_HLEN + IPV6_HLEN;
+    let mut l4 = L2 + IPV6_HLEN;
     let mut has_l4 = true;
     for _ in 0..MAX_EXTENSION_HEADERS {
         match flow.protocol {
@@ -493,7 +518,7 @@ fn ipv6(ctx: &TcContext, fragment: &mut Fragment) -> Result<Packet, u32> {
             _ => break,
         }
     }
-    frag::ipv6_first(ctx, l4, fragment)?;
+    frag::ipv6_first::<L2>(ctx, l4, fragment)?;
     if !has_l4 {
         return Ok(Packet::Flow(flow));
     }

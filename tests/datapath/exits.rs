@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use policy_agent::{
-    dataplane::Stats,
+    dataplane::{Frames, Stats},
     policy::tables::{DatapathTables, Direction},
 };
 
@@ -62,7 +62,7 @@ fn client_and_remote_backend(exits: bool) -> (Net, RemoteNode) {
     if exits {
         let node = net.node.clone();
         let datapath = &mut net.datapath;
-        Net::in_ns(&node, || datapath.attach_exit(uplink))
+        Net::in_ns(&node, || datapath.attach_exit(uplink, Frames::Ethernet))
             .unwrap_or_else(|e| panic!("attach the exit classifiers to {uplink}: {e}"));
     }
     (net, remote)

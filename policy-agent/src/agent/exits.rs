@@ -4,15 +4,15 @@
 //! agent's network namespace (the node's) once. One failure does not stop the
 //! others, and none fails the pass: the next pass retries.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::sync::Syncer;
-use crate::dataplane::InterfaceIndex;
+use crate::dataplane::{Frames, InterfaceIndex};
 
 impl Syncer {
     /// Makes the exit classifiers sit on `exits` and nowhere else, and
     /// `node_sockets` on the node's network namespace.
-    pub(super) fn reconcile_exits(&mut self, exits: &BTreeSet<InterfaceIndex>) {
+    pub(super) fn reconcile_exits(&mut self, exits: &BTreeMap<InterfaceIndex, Frames>) {
         if !self.datapath.node_sockets_attached() {
             match self.datapath.attach_node_sockets() {
                 Ok(()) => tracing::info!("node_sockets attached to the node's network namespace"),
@@ -23,17 +23,18 @@ impl Syncer {
             }
         }
         let current: BTreeSet<InterfaceIndex> = self.datapath.exit_interfaces().collect();
-        for index in current.difference(exits) {
+        let wanted: BTreeSet<InterfaceIndex> = exits.keys().copied().collect();
+        for index in current.difference(&wanted) {
             if let Err(error) = self.datapath.detach_exit(*index) {
                 tracing::warn!(%error, ifindex = index, "detaching the exit classifiers failed; retried next pass");
                 self.metrics.error(error.kind());
             }
         }
-        for index in exits.difference(&current) {
+        for (index, frames) in exits.iter().filter(|(index, _)| !current.contains(index)) {
             let Some(name) = self.links.get(index).map(|link| link.name.clone()) else {
                 continue; // gone since the plan
             };
-            match self.datapath.attach_exit(&name) {
+            match self.datapath.attach_exit(&name, *frames) {
                 Ok(_) => tracing::info!(interface = %name, "exit classifiers attached"),
                 Err(error) => {
                     tracing::warn!(%error, interface = %name, "attaching the exit classifiers failed; Service egress leaving by it is not decided until a pass attaches them");

@@ -53,7 +53,7 @@ pub(super) fn plan_links(links: &BTreeMap<u32, Link>) -> BTreeMap<u32, PlanLink>
                 name: link.name.clone(),
                 master: link.master,
                 bridge: link.kind == LinkKind::Bridge,
-                ethernet: link.ethernet,
+                frames: link.frames,
             };
             (*index, view)
         })

@@ -50,10 +50,10 @@
 //!     can leave the node: not the loopback, not enslaved to another device (its
 //!     master carries them: a bridge, a bond), not a pod bridge (its ports are pod
 //!     interfaces, which decide there), and neither mapped nor pending. A bridge
-//!     that is no pod bridge (a container runtime's) is an exit. Only links with
-//!     Ethernet frames: the classifiers parse nothing else, so on an IP-in-IP or
-//!     WireGuard device they would drop every deferred packet; such a link is no
-//!     exit, and what leaves by it is not decided (a known limit).
+//!     that is no pod bridge (a container runtime's) is an exit. Only links whose
+//!     packets start with an Ethernet header (`node_exit`) or with the IP header
+//!     itself (an IP-in-IP, WireGuard or tun device: `node_exit_ip`): the
+//!     classifiers parse nothing else.
 
 mod identity;
 
@@ -64,6 +64,7 @@ use std::{
 
 pub use self::identity::{Conflict, Port};
 use crate::{
+    dataplane::Frames,
     model::{ClusterState, ObjectRef, Pod, PolicyMode},
     policy::{
         isolation::isolating,
@@ -80,8 +81,9 @@ pub struct PlanLink {
     pub master: Option<u32>,
     /// Whether it is a bridge.
     pub bridge: bool,
-    /// Whether its frames carry an Ethernet header (`node::Link::ethernet`).
-    pub ethernet: bool,
+    /// What its packets start with, if exit classifiers parse it
+    /// (`node::Link::frames`).
+    pub frames: Option<Frames>,
 }
 
 /// What the loop knows when it plans.
@@ -139,8 +141,8 @@ pub struct Plan {
     /// The entry any pending interface gets now (rule 11), also for one that
     /// appears before the next plan.
     pub pending_entry: EndpointEntry,
-    /// The node's exits (rule 12), ascending.
-    pub exits: BTreeSet<u32>,
+    /// The node's exits (rule 12), ascending, and what their packets start with.
+    pub exits: BTreeMap<u32, Frames>,
 }
 
 /// Rule 1: whether `pod` is scheduled to `node_name` on the pod network.
@@ -267,7 +269,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .links
         .iter()
         .filter(|(index, link)| is_exit(**index, link, &out.pod_bridges, &wanted))
-        .map(|(index, _)| *index)
+        .filter_map(|(index, link)| Some((*index, link.frames?)))
         .collect();
     out
 }
@@ -281,7 +283,7 @@ pub fn is_exit(
     pod_interfaces: &BTreeSet<u32>,
 ) -> bool {
     link.name != "lo"
-        && link.ethernet
+        && link.frames.is_some()
         && link.master.is_none()
         && !pod_bridges.contains(&index)
         && !pod_interfaces.contains(&index)

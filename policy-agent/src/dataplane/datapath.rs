@@ -42,6 +42,10 @@ pub(super) const POD_EGRESS_PROGRAM: &str = "pod_egress";
 pub(super) const NODE_EXIT_PROGRAM: &str = "node_exit";
 /// Program marking verified replies coming back through an exit; TC ingress there.
 pub(super) const NODE_ENTRY_PROGRAM: &str = "node_entry";
+/// `node_exit` for an exit without Ethernet frames.
+pub(super) const NODE_EXIT_IP_PROGRAM: &str = "node_exit_ip";
+/// `node_entry` for an exit without Ethernet frames.
+pub(super) const NODE_ENTRY_IP_PROGRAM: &str = "node_entry_ip";
 /// The empty classifier `cargo xtask bench datapath` measures as its floor.
 pub(super) const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
 
@@ -73,20 +77,23 @@ pub(super) enum LinkRole {
     /// A pod's host-side veth: `pod_ingress` at TC egress, `pod_egress` at TC
     /// ingress.
     Pod,
-    /// A node exit (`exits.rs`): `node_exit` at TC egress, `node_entry` at TC
-    /// ingress.
+    /// A node exit with Ethernet frames (`exits.rs`): `node_exit` at TC egress,
+    /// `node_entry` at TC ingress.
     Exit,
+    /// A node exit without Ethernet frames: `node_exit_ip`, `node_entry_ip`.
+    IpExit,
 }
 
 impl LinkRole {
     /// Both roles.
-    pub(super) const ALL: [LinkRole; 2] = [LinkRole::Pod, LinkRole::Exit];
+    pub(super) const ALL: [LinkRole; 3] = [LinkRole::Pod, LinkRole::Exit, LinkRole::IpExit];
 
     /// Its two programs, the one at TC egress first (`attach_pair`'s order).
     pub(super) fn programs(self) -> [&'static str; 2] {
         match self {
             LinkRole::Pod => [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM],
             LinkRole::Exit => [NODE_EXIT_PROGRAM, NODE_ENTRY_PROGRAM],
+            LinkRole::IpExit => [NODE_EXIT_IP_PROGRAM, NODE_ENTRY_IP_PROGRAM],
         }
     }
 }
@@ -135,6 +142,9 @@ pub struct Datapath {
     pub(super) attached: BTreeMap<InterfaceIndex, Attachment>,
     /// The node's exits with `node_exit` and `node_entry` attached (`exits.rs`).
     pub(super) exits: BTreeMap<InterfaceIndex, Attachment>,
+    /// The node's exits without Ethernet frames, with `node_exit_ip` and
+    /// `node_entry_ip` attached.
+    pub(super) ip_exits: BTreeMap<InterfaceIndex, Attachment>,
     /// `node_sockets` on the node's network namespace, once attached
     /// (`sockets.rs`).
     pub(super) sockets: Option<SocketsLink>,
@@ -200,6 +210,8 @@ impl Datapath {
             POD_EGRESS_PROGRAM,
             NODE_EXIT_PROGRAM,
             NODE_ENTRY_PROGRAM,
+            NODE_EXIT_IP_PROGRAM,
+            NODE_ENTRY_IP_PROGRAM,
         ]
         .into_iter()
         .chain(floor)
@@ -237,6 +249,7 @@ impl Datapath {
             pins,
             attached: BTreeMap::new(),
             exits: BTreeMap::new(),
+            ip_exits: BTreeMap::new(),
             sockets: None,
         };
         datapath.set_config(&options.config)?;
@@ -270,6 +283,7 @@ impl Datapath {
         match role {
             LinkRole::Pod => &mut self.attached,
             LinkRole::Exit => &mut self.exits,
+            LinkRole::IpExit => &mut self.ip_exits,
         }
     }
 

@@ -31,6 +31,7 @@ pub use ct::{ConntrackSweeper, SweepReport, TrackedFlow};
 pub use datapath::{Datapath, InterfaceIndex, LoadOptions};
 pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};
+pub use exits::Frames;
 pub use keys::{address_key, key_address};
 pub use maps::{MapUsage, Stats};
 pub use order::ProgramAhead;

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use super::{fabric, flowlog, netns, topology::Topology, LabError};
 use crate::{
     dataplane::{
-        Datapath, DataplaneError, EventReader, InterfaceIndex, LoadOptions, Stats, TunnelPorts,
+        Datapath, DataplaneError, EventReader, Frames, InterfaceIndex, LoadOptions, Stats,
+        TunnelPorts,
     },
     model::{ClusterState, ObjectRef},
     policy::{compiler::compile, tables::DatapathTables},
@@ -94,7 +95,7 @@ impl NodeDatapath {
                 .try_for_each(|pod| datapath.attach(&pod.host_interface).map(drop))?;
             fabric::exits(topology)
                 .into_iter()
-                .try_for_each(|exit| datapath.attach_exit(exit).map(drop))?;
+                .try_for_each(|exit| datapath.attach_exit(exit, Frames::Ethernet).map(drop))?;
             datapath.attach_node_sockets()
         })??;
         Ok(())

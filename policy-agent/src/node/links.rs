@@ -7,6 +7,7 @@ use netlink_packet_route::{
 };
 
 use super::{socket::Netlink, NodeError};
+use crate::dataplane::Frames;
 
 /// `ENODEV`: the kernel's answer for a link that does not exist.
 const ENODEV: i32 = 19;
@@ -22,9 +23,10 @@ pub struct Link {
     pub kind: LinkKind,
     /// The device it is enslaved to (`IFLA_MASTER`: a bridge for a bridge port).
     pub master: Option<u32>,
-    /// Its frames carry an Ethernet header (`ARPHRD_ETHER`), which is what
-    /// podwall's classifiers parse; an IP-in-IP, WireGuard or tun device's do not.
-    pub ethernet: bool,
+    /// What its packets start with, when it is something podwall's exit
+    /// classifiers parse: an Ethernet header, or (an IP-in-IP, WireGuard or tun
+    /// device) the IP header itself.
+    pub frames: Option<Frames>,
 }
 
 impl Link {
@@ -35,7 +37,7 @@ impl Link {
             name: name.to_string(),
             kind: LinkKind::Other,
             master: None,
-            ethernet: true,
+            frames: Some(Frames::Ethernet),
         }
     }
 }
@@ -99,7 +101,7 @@ pub(super) fn describe_with_peer(message: &LinkMessage) -> (Link, Option<Peer>) 
         name,
         kind,
         master,
-        ethernet: message.header.link_layer_type == LinkLayerType::Ether,
+        frames: frames_of(message.header.link_layer_type),
     };
     let peer = match (kind, peer_index) {
         (LinkKind::PodLike, Some(index)) => Some(Peer { index, netnsid }),
@@ -198,4 +200,18 @@ pub fn interface_index(name: &str) -> Result<Option<u32>, NodeError> {
     Ok(Netlink::open()?
         .link(0, Some(name))?
         .map(|(link, _)| link.index))
+}
+
+/// What the packets of a link of `link_layer_type` start with, as far as the exit
+/// classifiers go.
+fn frames_of(link_layer_type: LinkLayerType) -> Option<Frames> {
+    match link_layer_type {
+        LinkLayerType::Ether => Some(Frames::Ethernet),
+        LinkLayerType::None
+        | LinkLayerType::Tunnel
+        | LinkLayerType::Tunnel6
+        | LinkLayerType::Sit
+        | LinkLayerType::Rawip => Some(Frames::Ip),
+        _ => None,
+    }
 }

@@ -10,6 +10,7 @@ use std::{
 };
 
 use super::{local_addresses, matches_prefix, plan, Plan, PlanInput, PlanLink, Port};
+use crate::dataplane::Frames;
 use crate::{
     model::{
         builders::{cluster, netpol, pod, selector, PodBuilder},
@@ -91,7 +92,7 @@ impl Case {
             name: name.to_string(),
             master,
             bridge: false,
-            ethernet: true,
+            frames: Some(Frames::Ethernet),
         };
         self.links.insert(ifindex, link);
         self
@@ -103,7 +104,7 @@ impl Case {
             name: name.to_string(),
             master: None,
             bridge: true,
-            ethernet: true,
+            frames: Some(Frames::Ethernet),
         };
         self.links.insert(ifindex, link);
         if routed {

@@ -115,6 +115,7 @@ fn link_suffixes(role: LinkRole) -> [&'static str; 2] {
     match role {
         LinkRole::Pod => ["ingress", "egress"],
         LinkRole::Exit => ["exit", "entry"],
+        LinkRole::IpExit => ["ip-exit", "ip-entry"],
     }
 }
 
@@ -275,6 +276,7 @@ mod tests {
         assert_eq!(parse_link_name("7-egress"), Some((7, LinkRole::Pod, 1)));
         assert_eq!(parse_link_name("3-exit"), Some((3, LinkRole::Exit, 0)));
         assert_eq!(parse_link_name("3-entry"), Some((3, LinkRole::Exit, 1)));
+        assert_eq!(parse_link_name("3-ip-exit"), Some((3, LinkRole::IpExit, 0)));
         for bad in ["12", "x-ingress", "12-sideways", "-egress", "4-"] {
             assert_eq!(parse_link_name(bad), None, "{bad}");
         }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{here, set, Case};
 use crate::{
     agent::plan::{is_candidate, named_pod_bridges, PlanLink},
+    dataplane::Frames,
     model::builders::cluster,
 };
 
@@ -49,7 +50,7 @@ fn a_candidate_is_a_prefixed_link_not_enslaved_to_a_foreign_bridge() {
                 name: "docker0".into(),
                 master: None,
                 bridge: true,
-                ethernet: true,
+                frames: Some(Frames::Ethernet),
             },
         ),
         (
@@ -58,7 +59,7 @@ fn a_candidate_is_a_prefixed_link_not_enslaved_to_a_foreign_bridge() {
                 name: "bond0".into(),
                 master: None,
                 bridge: false,
-                ethernet: true,
+                frames: Some(Frames::Ethernet),
             },
         ),
     ]);
@@ -66,7 +67,7 @@ fn a_candidate_is_a_prefixed_link_not_enslaved_to_a_foreign_bridge() {
         name: "veth9".into(),
         master,
         bridge: false,
-        ethernet: true,
+        frames: Some(Frames::Ethernet),
     };
     let prefixes = ["veth"];
     assert!(is_candidate(&link(None), &links, &prefixes, &set([])));
@@ -83,7 +84,7 @@ fn a_candidate_is_a_prefixed_link_not_enslaved_to_a_foreign_bridge() {
         name: "veth-bridge".into(),
         master: None,
         bridge: true,
-        ethernet: true,
+        frames: Some(Frames::Ethernet),
     };
     assert!(
         !is_candidate(&bridge, &links, &prefixes, &set([])),
@@ -108,19 +109,39 @@ fn exits_are_the_links_a_packet_leaves_the_node_by_other_than_pod_interfaces() {
         .link(31, "veth-first-pod", Some(30))
         // A routed CNI's pod veth.
         .candidate(50, "veth-routed");
-    // Calico's IP-in-IP device and a WireGuard one: no Ethernet frames.
-    for (index, name) in [(6, "tunl0"), (7, "wg0")] {
+    // Calico's IP-in-IP device and a WireGuard one: bare IP packets; and a link
+    // whose packets are neither Ethernet nor IP.
+    for (index, name, frames) in [
+        (6, "tunl0", Some(Frames::Ip)),
+        (7, "wg0", Some(Frames::Ip)),
+        (8, "ib0", None),
+    ] {
         let link = PlanLink {
             name: name.into(),
             master: None,
             bridge: false,
-            ethernet: false,
+            frames,
         };
         case.links.insert(index, link);
     }
     let plan = case.plan();
-    assert_eq!(plan.exits, set([2, 3, 5, 20]));
-    assert!(plan
+    let ethernet = Some(Frames::Ethernet);
+    let exits: Vec<(u32, Option<Frames>)> = plan
         .exits
-        .is_disjoint(&plan.pending.keys().copied().collect()));
+        .iter()
+        .map(|(index, frames)| (*index, Some(*frames)))
+        .collect();
+    assert_eq!(
+        exits,
+        [
+            (2, ethernet),
+            (3, ethernet),
+            (5, ethernet),
+            (6, Some(Frames::Ip)),
+            (7, Some(Frames::Ip)),
+            (20, ethernet)
+        ]
+    );
+    let exit_set: BTreeSet<u32> = plan.exits.keys().copied().collect();
+    assert!(exit_set.is_disjoint(&plan.pending.keys().copied().collect()));
 }
