@@ -5,12 +5,12 @@
 //! the backend allows them; both go on deciding while the agent is down.
 
 use std::{
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     time::Duration,
 };
 
 use policy_agent::lab::{addresses::NODE_V4, netns, probe::Family, services};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{
     harness::{self, namespace_json, policy_json, Node},
@@ -24,209 +24,143 @@ const HOST_CLUSTER_IP: &str = "10.96.0.11";
 const SERVICE_PORT: u16 = 80;
 const BACKEND: &str = "10.9.0.20";
 const BACKEND_PORT: u16 = 8080;
+const WAIT: Duration = Duration::from_secs(20);
 
-/// Whether `web` reaches the Service's backend: the handshake completes or is
-/// refused (nothing listens there; a refusal is the backend's answer).
-fn web_reaches_the_service(node: &Node) -> bool {
-    let vip: IpAddr = CLUSTER_IP.parse().unwrap_or_else(|e| panic!("{e}"));
+/// Whether `web`'s TCP connection through `vip` gets the backend's answer: the
+/// handshake completes, or (with `refusal_answers`, where nothing listens) is
+/// refused by the backend.
+fn web_reaches(node: &Node, vip: &str, refusal_answers: bool) -> bool {
+    let vip: IpAddr = vip.parse().unwrap_or_else(|e| panic!("{e}"));
     let to = SocketAddr::new(vip, SERVICE_PORT);
     netns::in_netns(&node.pod_netns("web"), || match TcpStream::connect_timeout(
         &to,
         Duration::from_millis(400),
     ) {
         Ok(_) => true,
-        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        Err(e) => refusal_answers && e.kind() == std::io::ErrorKind::ConnectionRefused,
     })
     .unwrap_or_else(|e| panic!("enter web's namespace: {e}"))
+}
+
+/// The node with `web`, a Service at `vip` translated to `backend` (an nftables
+/// rule, as kube-proxy makes it, and the API object), and web's egress denied.
+fn web_and_a_service(vip: &str, backend: IpAddr) -> Node {
+    let node = Node::up(&[("web", "web")], &[]);
+    services::nft(
+        node.net.node_netns(),
+        &format!(
+            "table ip svc {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
+               ip daddr {vip} tcp dport {SERVICE_PORT} dnat to {backend}:{BACKEND_PORT}\n }}\n}}\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("Service rule: {e}"));
+    node.api
+        .create_value(namespace_json(harness::NAMESPACE, &[]));
+    node.create_pod("web");
+    node.api.create_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": harness::NAMESPACE, "name": "backend"},
+        "spec": {"clusterIP": vip, "selector": {"app": "backend"},
+                 "ports": [{"port": SERVICE_PORT, "targetPort": BACKEND_PORT}]},
+    }));
+    node.api.create_value(web_egress(None));
+    node
+}
+
+/// web's egress policy: default-deny, or with a rule to `to`/32 on the backend port.
+fn web_egress(to: Option<IpAddr>) -> Value {
+    let rest = match to {
+        None => json!({"policyTypes": ["Egress"]}),
+        Some(to) => json!({
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": format!("{to}/32")}}],
+                        "ports": [{"protocol": "TCP", "port": BACKEND_PORT}]}],
+        }),
+    };
+    policy_json(
+        harness::NAMESPACE,
+        "web-egress",
+        json!({"matchLabels": {"app": "web"}}),
+        rest,
+    )
+}
+
+/// What both tests show with an agent tagged `tag`, where web reaches the
+/// backend at `backend` when `reaches` says so, `deciding` naming the hook: the
+/// default-deny blocks it (counted as `drop_deferred_egress`), a rule to the
+/// backend allows it (`allow_service_egress`); killed, the agent leaves the hook
+/// blocking it again, and a successor follows the next change.
+fn decided_and_kept_without_the_agent(
+    node: &Node,
+    tag: &str,
+    backend: IpAddr,
+    deciding: &str,
+    reaches: impl Fn(&Node) -> bool,
+) {
+    let mut agent = node.start_agent(tag);
+    agent.wait_ready(Duration::from_secs(60));
+    let before = node.stats(tag);
+    harness::eventually("default-deny egress blocks the backend", WAIT, || {
+        !reaches(node)
+    });
+    let after = node.stats(tag);
+    assert!(
+        after.get("drop_deferred_egress") > before.get("drop_deferred_egress"),
+        "{:?}",
+        after.growth_since(&before)
+    );
+    node.api.update_value(web_egress(Some(backend)));
+    harness::eventually("an egress rule to the backend allows it", WAIT, || {
+        reaches(node)
+    });
+    assert!(node.stats(tag).get("allow_service_egress") > 0);
+
+    node.api.update_value(web_egress(None));
+    harness::eventually("default-deny egress blocks it again", WAIT, || {
+        !reaches(node)
+    });
+    agent.kill9();
+    for attempt in 0..5 {
+        assert!(
+            !reaches(node),
+            "attempt {attempt}: with no agent running, {deciding} still decides web's egress"
+        );
+    }
+    let mut successor = node.start_agent(tag);
+    successor.wait_ready(Duration::from_secs(60));
+    node.api.update_value(web_egress(Some(backend)));
+    harness::eventually(
+        &format!("the successor's {deciding} follows the next change"),
+        WAIT,
+        || reaches(node),
+    );
 }
 
 #[test]
 fn egress_to_a_service_whose_backend_is_on_another_node_is_decided_at_the_nodes_uplink() {
     support::require_root_and_bpf();
-    let node = Node::up(&[("web", "web")], &[]);
-    let web = node.pod_ip("web", Family::Ipv4);
     let backend: IpAddr = BACKEND.parse().unwrap_or_else(|e| panic!("{e}"));
+    let node = web_and_a_service(CLUSTER_IP, backend);
+    let web = node.pod_ip("web", Family::Ipv4);
     let _far = RemoteNode::up(node.net.node_netns(), &[web], &[backend]);
-    services::nft(
-        node.net.node_netns(),
-        &format!(
-            "table ip svc {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
-               ip daddr {CLUSTER_IP} tcp dport {SERVICE_PORT} dnat to {BACKEND}:{BACKEND_PORT}\n }}\n}}\n"
-        ),
-    )
-    .unwrap_or_else(|e| panic!("Service rule: {e}"));
-    node.api
-        .create_value(namespace_json(harness::NAMESPACE, &[]));
-    node.create_pod("web");
-    node.api.create_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"namespace": harness::NAMESPACE, "name": "far"},
-        "spec": {"clusterIP": CLUSTER_IP, "selector": {"app": "far"},
-                 "ports": [{"port": SERVICE_PORT, "targetPort": BACKEND_PORT}]},
-    }));
-    let web_egress = |rest| {
-        policy_json(
-            harness::NAMESPACE,
-            "web-egress",
-            json!({"matchLabels": {"app": "web"}}),
-            rest,
-        )
-    };
-    node.api
-        .create_value(web_egress(json!({"policyTypes": ["Egress"]})));
-    let mut agent = node.start_agent("exits");
-    agent.wait_ready(Duration::from_secs(60));
-    let before = node.stats("exits");
-    harness::eventually(
-        "default-deny egress blocks the remote backend",
-        Duration::from_secs(20),
-        || !web_reaches_the_service(&node),
-    );
-    let after = node.stats("exits");
-    assert!(
-        after.get("drop_deferred_egress") > before.get("drop_deferred_egress"),
-        "{:?}",
-        after.growth_since(&before)
-    );
-    node.api.update_value(web_egress(json!({
-        "policyTypes": ["Egress"],
-        "egress": [{"to": [{"ipBlock": {"cidr": format!("{BACKEND}/32")}}],
-                    "ports": [{"protocol": "TCP", "port": BACKEND_PORT}]}],
-    })));
-    harness::eventually(
-        "an egress rule to the backend allows it",
-        Duration::from_secs(20),
-        || web_reaches_the_service(&node),
-    );
-    assert!(node.stats("exits").get("allow_service_egress") > 0);
-
-    // The exit's links are pinned like a pod's: killed, the agent leaves the
-    // uplink deciding, and its successor adopts them.
-    node.api
-        .update_value(web_egress(json!({"policyTypes": ["Egress"]})));
-    harness::eventually(
-        "default-deny egress blocks the remote backend again",
-        Duration::from_secs(20),
-        || !web_reaches_the_service(&node),
-    );
-    agent.kill9();
-    for attempt in 0..5 {
-        assert!(
-            !web_reaches_the_service(&node),
-            "attempt {attempt}: with no agent running, the uplink still decides web's egress"
-        );
-    }
-    let mut successor = node.start_agent("exits");
-    successor.wait_ready(Duration::from_secs(60));
-    node.api.update_value(web_egress(json!({
-        "policyTypes": ["Egress"],
-        "egress": [{"to": [{"ipBlock": {"cidr": format!("{BACKEND}/32")}}],
-                    "ports": [{"protocol": "TCP", "port": BACKEND_PORT}]}],
-    })));
-    harness::eventually(
-        "the successor's exit classifiers follow the next change",
-        Duration::from_secs(20),
-        || web_reaches_the_service(&node),
-    );
-    drop(successor);
-}
-
-/// Whether `web`'s TCP handshake through `HOST_CLUSTER_IP` to the node's listener
-/// completes (a refusal does not count: the node answers a denied one with a reset).
-fn web_connects_to_the_node(node: &Node) -> bool {
-    let vip: IpAddr = HOST_CLUSTER_IP.parse().unwrap_or_else(|e| panic!("{e}"));
-    let to = SocketAddr::new(vip, SERVICE_PORT);
-    netns::in_netns(&node.pod_netns("web"), || {
-        TcpStream::connect_timeout(&to, Duration::from_millis(400)).is_ok()
-    })
-    .unwrap_or_else(|e| panic!("enter web's namespace: {e}"))
+    // Nothing listens on the remote backend: its refusal is its answer.
+    decided_and_kept_without_the_agent(&node, "exits", backend, "the uplink", |node| {
+        web_reaches(node, CLUSTER_IP, true)
+    });
 }
 
 #[test]
 fn egress_to_a_service_whose_backend_is_the_node_itself_is_decided_at_the_nodes_sockets() {
     support::require_root_and_bpf();
-    let node = Node::up(&[("web", "web")], &[]);
-    services::nft(
-        node.net.node_netns(),
-        &format!(
-            "table ip svc {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
-               ip daddr {HOST_CLUSTER_IP} tcp dport {SERVICE_PORT} dnat to {NODE_V4}:{BACKEND_PORT}\n }}\n}}\n"
-        ),
-    )
-    .unwrap_or_else(|e| panic!("Service rule: {e}"));
+    let node_address = IpAddr::V4(NODE_V4);
+    let node = web_and_a_service(HOST_CLUSTER_IP, node_address);
     let _listener = netns::in_netns(node.net.node_netns(), || {
-        std::net::TcpListener::bind((NODE_V4, BACKEND_PORT))
+        TcpListener::bind((NODE_V4, BACKEND_PORT))
     })
     .unwrap_or_else(|e| panic!("enter the node: {e}"))
     .unwrap_or_else(|e| panic!("listen on the node: {e}"));
-    node.api
-        .create_value(namespace_json(harness::NAMESPACE, &[]));
-    node.create_pod("web");
-    node.api.create_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"namespace": harness::NAMESPACE, "name": "on-the-node"},
-        "spec": {"clusterIP": HOST_CLUSTER_IP, "selector": {"app": "host"},
-                 "ports": [{"port": SERVICE_PORT, "targetPort": BACKEND_PORT}]},
-    }));
-    let web_egress = |rest| {
-        policy_json(
-            harness::NAMESPACE,
-            "web-egress",
-            json!({"matchLabels": {"app": "web"}}),
-            rest,
-        )
-    };
-    let to_the_node = json!({
-        "policyTypes": ["Egress"],
-        "egress": [{"to": [{"ipBlock": {"cidr": format!("{NODE_V4}/32")}}],
-                    "ports": [{"protocol": "TCP", "port": BACKEND_PORT}]}],
+    // A denied connection is answered with a reset: only a handshake counts.
+    decided_and_kept_without_the_agent(&node, "sockets", node_address, "node_sockets", |node| {
+        web_reaches(node, HOST_CLUSTER_IP, false)
     });
-    node.api
-        .create_value(web_egress(json!({"policyTypes": ["Egress"]})));
-    let mut agent = node.start_agent("sockets");
-    agent.wait_ready(Duration::from_secs(60));
-    let before = node.stats("sockets");
-    harness::eventually(
-        "default-deny egress blocks the node as a Service's backend",
-        Duration::from_secs(20),
-        || !web_connects_to_the_node(&node),
-    );
-    let after = node.stats("sockets");
-    assert!(
-        after.get("drop_deferred_egress") > before.get("drop_deferred_egress"),
-        "{:?}",
-        after.growth_since(&before)
-    );
-    node.api.update_value(web_egress(to_the_node.clone()));
-    harness::eventually(
-        "an egress rule to the node's address allows it",
-        Duration::from_secs(20),
-        || web_connects_to_the_node(&node),
-    );
-    assert!(node.stats("sockets").get("allow_service_egress") > 0);
-
-    // Killed, the agent leaves `node_sockets` deciding; the successor adopts it.
-    node.api
-        .update_value(web_egress(json!({"policyTypes": ["Egress"]})));
-    harness::eventually(
-        "default-deny egress blocks the node again",
-        Duration::from_secs(20),
-        || !web_connects_to_the_node(&node),
-    );
-    agent.kill9();
-    for attempt in 0..5 {
-        assert!(
-            !web_connects_to_the_node(&node),
-            "attempt {attempt}: with no agent running, the node's sockets still decide web's egress"
-        );
-    }
-    let mut successor = node.start_agent("sockets");
-    successor.wait_ready(Duration::from_secs(60));
-    node.api.update_value(web_egress(to_the_node));
-    harness::eventually(
-        "the successor's node_sockets follows the next change",
-        Duration::from_secs(20),
-        || web_connects_to_the_node(&node),
-    );
-    drop(successor);
 }

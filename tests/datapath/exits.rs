@@ -28,13 +28,13 @@ use super::{
 };
 
 /// The backend on the other node, per family (its class is `BACKEND_CLASS`).
-const BACKENDS: [&str; 2] = ["10.9.0.20", "fd00:9::20"];
+pub(super) const BACKENDS: [&str; 2] = ["10.9.0.20", "fd00:9::20"];
 const BACKEND_CLASS: u32 = 7;
 /// The Service's port, and the backend's port it is translated to.
-const SERVICE_PORT: u16 = 80;
-const BACKEND_PORT: u16 = 8080;
+pub(super) const SERVICE_PORT: u16 = 80;
+pub(super) const BACKEND_PORT: u16 = 8080;
 /// A port the client's egress allows instead, in the denying tables.
-const OTHER_PORT: u16 = 9090;
+pub(super) const OTHER_PORT: u16 = 9090;
 
 /// The client alone on this node, the backend on another node behind `uplink0`,
 /// and a ClusterIP per family translated to it (TCP and UDP).
@@ -45,25 +45,11 @@ fn client_and_remote_backend(exits: bool) -> (Net, RemoteNode) {
     let backends = BACKENDS.map(addr);
     let remote = net.add_remote_node(&backends);
     let uplink = UPLINK;
-    let [vip4, vip6] = CLUSTER_IPS;
-    let [b4, b6] = BACKENDS;
-    let mut rules = String::new();
-    for (family, vip, to) in [
-        ("ip", vip4, b4.to_string()),
-        ("ip6", vip6, format!("[{b6}]")),
-    ] {
-        rules.push_str(&format!(
-            "table {family} svc {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
-               {family} daddr {vip} tcp dport {SERVICE_PORT} dnat to {to}:{BACKEND_PORT}\n \
-               {family} daddr {vip} udp dport {SERVICE_PORT} dnat to {to}:{BACKEND_PORT}\n }}\n}}\n"
-        ));
-    }
-    net.nft(&rules);
+    net.translate_cluster_ips(BACKENDS, &["tcp", "udp"], SERVICE_PORT, BACKEND_PORT);
     if exits {
-        let node = net.node.clone();
-        let datapath = &mut net.datapath;
-        Net::in_ns(&node, || datapath.attach_exit(uplink, Frames::Ethernet))
-            .unwrap_or_else(|e| panic!("attach the exit classifiers to {uplink}: {e}"));
+        net.on_node("attach the exit classifiers", |datapath| {
+            datapath.attach_exit(uplink, Frames::Ethernet)
+        });
     }
     (net, remote)
 }
@@ -71,7 +57,7 @@ fn client_and_remote_backend(exits: bool) -> (Net, RemoteNode) {
 /// The client isolated both ways, its egress allowed to the backend's class on
 /// `port` (TCP and UDP), its ingress allowing nothing: the backend's answers get
 /// in only as verified replies. The ClusterIPs are Service addresses.
-fn client_egress_to_backend(net: &Net, port: u16) -> DatapathTables {
+pub(super) fn client_egress_to_backend(net: &Net, port: u16) -> DatapathTables {
     let [vip4, vip6] = CLUSTER_IPS;
     let [b4, b6] = BACKENDS;
     Tables::new(net)

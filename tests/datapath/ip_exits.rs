@@ -14,13 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use policy_agent::{
-    dataplane::Frames,
-    policy::tables::{DatapathTables, Direction},
-};
+use policy_agent::dataplane::Frames;
 
 use super::{
     addr,
+    exits::{client_egress_to_backend, BACKENDS, BACKEND_PORT, OTHER_PORT, SERVICE_PORT},
     frames::{self, UDP},
     net::{moved, Net},
     pods::{CLIENT_V4, CLIENT_V6, CLUSTER_IPS},
@@ -28,17 +26,10 @@ use super::{
         self,
         packet::{internet_checksum, transport_checksum},
     },
-    tables::Tables,
 };
 
 /// The tun device standing in for the node's IP-in-IP or WireGuard device.
 const TUN: &str = "tun0";
-/// The backend behind it, per family (its class is `BACKEND_CLASS`).
-const BACKENDS: [&str; 2] = ["10.9.0.20", "fd00:9::20"];
-const BACKEND_CLASS: u32 = 7;
-const SERVICE_PORT: u16 = 80;
-const BACKEND_PORT: u16 = 8080;
-const OTHER_PORT: u16 = 9090;
 /// How long a read waits for a packet.
 const WAIT: Duration = Duration::from_millis(800);
 
@@ -123,41 +114,13 @@ fn client_and_backend_through_a_tunnel(exit: bool) -> (Net, Tun) {
     )
     .unwrap_or_else(|e| panic!("{TUN}: {e}"));
     let tun = Tun::open(&net.node);
-    let [vip4, vip6] = CLUSTER_IPS;
-    let mut rules = String::new();
-    for (family, vip, to) in [
-        ("ip", vip4, b4.to_string()),
-        ("ip6", vip6, format!("[{b6}]")),
-    ] {
-        rules.push_str(&format!(
-            "table {family} svc {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
-               {family} daddr {vip} udp dport {SERVICE_PORT} dnat to {to}:{BACKEND_PORT}\n }}\n}}\n"
-        ));
-    }
-    net.nft(&rules);
+    net.translate_cluster_ips(BACKENDS, &["udp"], SERVICE_PORT, BACKEND_PORT);
     if exit {
-        let node = net.node.clone();
-        let datapath = &mut net.datapath;
-        Net::in_ns(&node, || datapath.attach_exit(TUN, Frames::Ip))
-            .unwrap_or_else(|e| panic!("attach the IP exit classifiers to {TUN}: {e}"));
+        net.on_node("attach the IP exit classifiers", |datapath| {
+            datapath.attach_exit(TUN, Frames::Ip)
+        });
     }
     (net, tun)
-}
-
-/// The client isolated both ways, its egress allowed to the backend's class on
-/// `port` (UDP), its ingress allowing nothing.
-fn client_egress_to_backend(net: &Net, port: u16) -> DatapathTables {
-    let [vip4, vip6] = CLUSTER_IPS;
-    let [b4, b6] = BACKENDS;
-    Tables::new(net)
-        .isolate("client", true, true)
-        .isolated_by("client", &[0], &[0])
-        .prefix(&format!("{b4}/32"), BACKEND_CLASS)
-        .prefix(&format!("{b6}/128"), BACKEND_CLASS)
-        .service(&format!("{vip4}/32"))
-        .service(&format!("{vip6}/128"))
-        .allow_port("client", Direction::Egress, BACKEND_CLASS, UDP, port)
-        .build()
 }
 
 /// For each family: whether the client's datagram through the ClusterIP leaves by

@@ -324,9 +324,53 @@ impl Net {
         panic!("the counters never stopped moving: {:?}", last.counters);
     }
 
+    /// Runs `f` on the datapath from inside the node namespace (attaching what
+    /// sits on the node's own links or namespace); panics naming `what` on error.
+    pub fn on_node<T: Send, E: std::fmt::Display + Send>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Datapath) -> Result<T, E> + Send,
+    ) -> T {
+        let node = self.node.clone();
+        let datapath = &mut self.datapath;
+        Net::in_ns(&node, || f(datapath)).unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
     /// Loads an nftables ruleset into the node namespace (`nft -f -`).
     pub fn nft(&self, ruleset: &str) {
         or_panic("nft")(policy_agent::lab::services::nft(&self.node, ruleset));
+    }
+
+    /// Service rules as kube-proxy makes them, in the node namespace: each family's
+    /// ClusterIP of `CLUSTER_IPS` on `port` translated to that family's address of
+    /// `to` (IPv4, IPv6) on `to_port`, for each of `protocols` ("tcp", "udp").
+    pub fn translate_cluster_ips(
+        &self,
+        to: [&str; 2],
+        protocols: &[&str],
+        port: u16,
+        to_port: u16,
+    ) {
+        let [vip4, vip6] = super::pods::CLUSTER_IPS;
+        let [to4, to6] = to;
+        let mut rules = String::new();
+        for (family, vip, to) in [
+            ("ip", vip4, to4.to_string()),
+            ("ip6", vip6, format!("[{to6}]")),
+        ] {
+            let translations: String = protocols
+                .iter()
+                .map(|protocol| {
+                    format!(
+                        " {family} daddr {vip} {protocol} dport {port} dnat to {to}:{to_port}\n"
+                    )
+                })
+                .collect();
+            rules.push_str(&format!(
+                "table {family} svc {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n{translations} }}\n}}\n"
+            ));
+        }
+        self.nft(&rules);
     }
 }
 

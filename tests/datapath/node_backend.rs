@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use policy_agent::policy::tables::{DatapathTables, Direction};
+use policy_agent::{
+    dataplane::Datapath,
+    policy::tables::{DatapathTables, Direction},
+};
 
 use super::{
     addr,
@@ -47,25 +50,9 @@ fn client_and_node_backend(sockets: bool) -> Net {
 /// them; attaches `node_sockets` when `sockets` says so.
 pub(super) fn serve_from_the_node(net: &mut Net, sockets: bool) {
     net.add_node_addresses(&NODE_ADDRESSES.map(addr));
-    let mut rules = String::new();
-    let [vip4, vip6] = CLUSTER_IPS;
-    let [n4, n6] = NODE_ADDRESSES;
-    for (family, vip, to) in [
-        ("ip", vip4, n4.to_string()),
-        ("ip6", vip6, format!("[{n6}]")),
-    ] {
-        rules.push_str(&format!(
-            "table {family} svc {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
-               {family} daddr {vip} tcp dport {SERVICE_PORT} dnat to {to}:{BACKEND_PORT}\n \
-               {family} daddr {vip} udp dport {SERVICE_PORT} dnat to {to}:{BACKEND_PORT}\n }}\n}}\n"
-        ));
-    }
-    net.nft(&rules);
+    net.translate_cluster_ips(NODE_ADDRESSES, &["tcp", "udp"], SERVICE_PORT, BACKEND_PORT);
     if sockets {
-        let node = net.node.clone();
-        let datapath = &mut net.datapath;
-        Net::in_ns(&node, || datapath.attach_node_sockets())
-            .unwrap_or_else(|e| panic!("attach node_sockets: {e}"));
+        net.on_node("attach node_sockets", Datapath::attach_node_sockets);
     }
 }
 
