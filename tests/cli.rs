@@ -284,9 +284,23 @@ fn explain_args(from: &str, to: &str, port: &str, extra: &[&str]) -> Vec<String>
 }
 
 /// Runs `explain` on the tutorial for `from` -> `to` on `port` and returns its
-/// stdout, as `agent_ok` does.
-fn explain(from: &str, to: &str, port: &str) -> String {
-    agent_ok(&explain_args(from, to, port, &[]))
+/// exit code (its verdict: 0 allowed, 3 denied, 4 would-drop) and stdout.
+fn explain(from: &str, to: &str, port: &str) -> (Option<i32>, String) {
+    explained(&explain_args(from, to, port, &[]))
+}
+
+/// Runs `explain` with `args`: its exit code and stdout (stderr when it says
+/// nothing).
+fn explained<S: AsRef<OsStr> + Debug>(args: &[S]) -> (Option<i32>, String) {
+    let out = agent(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if stdout.is_empty() {
+        return (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+    }
+    (out.status.code(), stdout)
 }
 
 /// `(from, to, port, protocol) -> allowed` of a `{"probes":[...]}` document.
@@ -417,7 +431,8 @@ fn simulate_prints_the_lab_matrix_with_peers_as_rows_and_columns() {
 
 #[test]
 fn explain_names_the_deciding_rule_of_an_allow() {
-    let stdout = explain("secure-app/frontend", "kube-system/coredns", "53/UDP");
+    let (code, stdout) = explain("secure-app/frontend", "kube-system/coredns", "53/UDP");
+    assert_eq!(code, Some(0), "an allowed connection exits 0: {stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines[0].starts_with("secure-app/frontend (10.244."),
@@ -437,7 +452,8 @@ fn explain_names_the_deciding_rule_of_an_allow() {
 
 #[test]
 fn explain_says_which_policies_deny_and_whether_peer_or_port_failed() {
-    let stdout = explain("203.0.113.7", "secure-app/mysql", "3306");
+    let (code, stdout) = explain("203.0.113.7", "secure-app/mysql", "3306");
+    assert_eq!(code, Some(3), "a denied connection exits 3: {stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines[0].starts_with("203.0.113.7 -> secure-app/mysql (10.244."),
@@ -456,7 +472,7 @@ fn explain_says_which_policies_deny_and_whether_peer_or_port_failed() {
         ],
         "{stdout}"
     );
-    let stdout = explain("secure-app/frontend", "secure-app/backend", "80/TCP");
+    let (_, stdout) = explain("secure-app/frontend", "secure-app/backend", "80/TCP");
     assert!(stdout.contains("80/TCP: denied"), "{stdout}");
     assert!(
         stdout.contains("  secure-app/deny-all-egress-allow-dns\n    spec.egress[0]: peer matches, port does not\n"),
@@ -466,12 +482,13 @@ fn explain_says_which_policies_deny_and_whether_peer_or_port_failed() {
 
 #[test]
 fn explain_json_parses_and_carries_every_rule_of_every_isolating_policy() {
-    let stdout = agent_ok(&explain_args(
+    let (code, stdout) = explained(&explain_args(
         "secure-app/frontend",
         "secure-app/mysql",
         "3306/TCP",
         &["--output", "json"],
     ));
+    assert_eq!(code, Some(3), "{stdout}");
     let json: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON: {e}: {stdout}"));
     assert_eq!(json["from"], "secure-app/frontend");
@@ -512,7 +529,11 @@ fn explain_refuses_a_pod_the_manifests_do_not_have_naming_it() {
         &[],
     ));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an error is no verdict: {stderr}"
+    );
     assert!(stderr.contains("pod secure-app/nope is not in"), "{stderr}");
 }
 
@@ -800,7 +821,8 @@ fn explain_names_the_audit_mode_policies_of_a_would_drop() {
     let args = [
         "explain", "-f", &path, "--from", "x/a", "--to", "x/b", "--port", "80",
     ];
-    let stdout = agent_ok(&args);
+    let (code, stdout) = explained(&args);
+    assert_eq!(code, Some(4), "a would-drop exits 4: {stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].contains(": would-drop"), "{stdout}");
     assert!(
@@ -811,7 +833,7 @@ fn explain_names_the_audit_mode_policies_of_a_would_drop() {
     assert!(lines
         .iter()
         .any(|l| l.starts_with("ingress to x/b: would-drop")));
-    let json = agent_ok(&[&args[..], &["-o", "json"][..]].concat());
+    let (_, json) = explained(&[&args[..], &["-o", "json"][..]].concat());
     let json: serde_json::Value =
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
     assert_eq!(json["allowed"], true, "{json}");
@@ -820,4 +842,50 @@ fn explain_names_the_audit_mode_policies_of_a_would_drop() {
     assert_eq!(json["ingress"]["would_drop"], true, "{json}");
     assert_eq!(json["ingress"]["policies"][0]["policy"], "x/deny-all");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn manifests_given_with_several_f_are_read_as_one_set() {
+    let example = example();
+    let cluster = example.join("cluster.yaml");
+    let steps = example_steps();
+    let (Some(cluster), Some(first)) = (cluster.to_str(), steps.first()) else {
+        panic!("tutorial files");
+    };
+    // The cluster alone admits frontend -> mysql; with the first step's
+    // deny-all-ingress beside it, it does not.
+    let args = |extra: Option<&str>| {
+        let mut args = vec!["explain".to_string(), "-f".into(), cluster.to_string()];
+        if let Some(extra) = extra {
+            args.extend(["-f".to_string(), extra.to_string()]);
+        }
+        for arg in [
+            "--from",
+            "secure-app/frontend",
+            "--to",
+            "secure-app/mysql",
+            "--port",
+            "3306",
+        ] {
+            args.push(arg.to_string());
+        }
+        args
+    };
+    assert_eq!(explained(&args(None)).0, Some(0));
+    let (code, stdout) = explained(&args(Some(first.as_str())));
+    assert_eq!(code, Some(3), "{stdout}");
+    assert!(stdout.contains("secure-app/deny-all-ingress"), "{stdout}");
+    let simulated = agent_ok(&["simulate", "-f", cluster, "-f", first.as_str()]);
+    assert!(simulated.contains("secure-app/mysql"), "{simulated}");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell_from_the_flags_themselves() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = agent_ok(&["completions", shell]);
+        for word in ["policy-agent", "simulate", "explain", "filename"] {
+            assert!(script.contains(word), "{shell}: no {word} in the script");
+        }
+    }
+    assert_eq!(agent(&["completions", "tcsh"]).status.code(), Some(2));
 }

@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub node_name: String,
     /// A kubeconfig file; else in-cluster or inferred.
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use, instead of its current one.
+    pub context: Option<String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_addr: SocketAddr,
     /// What one client may hold of that server.
@@ -132,7 +134,8 @@ pub async fn run(
             let _ = http_stopped.await;
         },
     ));
-    let client = kube_source::client(options.kubeconfig.as_deref()).await?;
+    let client =
+        kube_source::client(options.kubeconfig.as_deref(), options.context.as_deref()).await?;
     let watch = kube_source::watch_cluster_with(client, options.watch.clone());
     let links = LinkWatch::open()?;
     let syncer = Syncer::new(

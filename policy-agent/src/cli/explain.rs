@@ -3,13 +3,13 @@
 //! connection passes only because the policies that would drop it are in audit
 //! mode) is its own verdict, naming those policies.
 
-use std::{fmt::Write as _, net::IpAddr, path::PathBuf};
+use std::{fmt::Write as _, net::IpAddr, process::ExitCode};
 
 use anyhow::bail;
 use clap::Args;
 use serde::Serialize;
 
-use super::{lab::FamilyArg, parse_port_protocol, simulate::with_lab_addresses, Output};
+use super::{lab::FamilyArg, parse_port_protocol, simulate::with_lab_addresses, Manifests, Output};
 use crate::{
     model::{ClusterState, ObjectRef, PolicyMode, Protocol},
     policy::{
@@ -19,15 +19,13 @@ use crate::{
         },
         probes,
     },
-    source::manifest::load_manifests,
 };
 
 /// Arguments of `explain`.
 #[derive(Args)]
 pub struct ExplainArgs {
-    /// A manifest file or a directory of them (Namespace, Pod, Service, NetworkPolicy).
-    #[arg(short = 'f', long = "filename")]
-    path: PathBuf,
+    #[command(flatten)]
+    manifests: Manifests,
     /// Who opens the connection: `namespace/pod`, or an IP address (the address of a
     /// pod is that pod; pods have the addresses `lab run` gives them).
     #[arg(long, value_name = "NS/POD|IP", value_parser = parse_endpoint)]
@@ -75,8 +73,16 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
 }
 
 /// Runs `explain`.
-pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
-    let mut state = load_manifests(&args.path)?;
+/// Exit code of `explain` for a denied connection.
+pub const EXIT_DENIED: u8 = 3;
+/// Exit code of `explain` for a connection that passes only because the policies
+/// that would drop it are in audit mode.
+pub const EXIT_WOULD_DROP: u8 = 4;
+
+/// Explains the connection; the exit code says the verdict (0 allowed,
+/// `EXIT_DENIED`, `EXIT_WOULD_DROP`), so scripts need not parse the output.
+pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let mut state = args.manifests.load()?;
     if args.audit {
         state = state.with_every_policy_in_audit();
     }
@@ -84,7 +90,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
     for endpoint in [&args.from, &args.to] {
         if let Endpoint::Pod(key) = endpoint {
             if !state.pods.contains_key(key) {
-                bail!("pod {key} is not in {}", args.path.display());
+                bail!("pod {key} is not in {}", args.manifests.describe());
             }
         }
     }
@@ -107,7 +113,12 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
         Output::Table => print!("{}", text(&state, &query, &judged, &explanation)),
         Output::Json => println!("{}", serde_json::to_string(&json(&query, &explanation))?),
     }
-    Ok(())
+    let verdict = explanation.verdict();
+    Ok(match (verdict.allowed, verdict.would_drop) {
+        (_, true) => ExitCode::from(EXIT_WOULD_DROP),
+        (true, false) => ExitCode::SUCCESS,
+        (false, false) => ExitCode::from(EXIT_DENIED),
+    })
 }
 
 /// `ns/pod (10.0.0.1)` for a pod judged at 10.0.0.1, `10.0.0.1 (pod ns/pod)` for a

@@ -17,7 +17,6 @@ use crate::{
         Lab, LabOptions,
     },
     model::{ClusterState, PolicyMode, Protocol},
-    source::manifest::load_manifests,
     telemetry::flows::{bpffs::Release, FlowPaths},
 };
 
@@ -147,9 +146,8 @@ impl ProbeArgs {
 pub enum LabCommand {
     /// Build the lab from manifests, enforce their policies, probe every pod pair.
     Run {
-        /// A manifest file or a directory of them (Namespace, Pod, Service, NetworkPolicy).
-        #[arg(short = 'f', long = "filename")]
-        path: PathBuf,
+        #[command(flatten)]
+        manifests: super::Manifests,
         #[command(flatten)]
         probing: ProbeArgs,
         #[command(flatten)]
@@ -204,14 +202,14 @@ pub enum LabCommand {
 pub fn run(command: LabCommand) -> anyhow::Result<()> {
     match command {
         LabCommand::Run {
-            path,
+            manifests,
             probing,
             layout,
             show_drops,
             audit,
             datapath,
         } => run_lab(
-            &path,
+            &manifests,
             &probing,
             layout.layout(),
             show_drops,
@@ -285,7 +283,7 @@ fn lab_down(all: bool) -> anyhow::Result<()> {
 }
 
 fn run_lab(
-    path: &std::path::Path,
+    manifests: &super::Manifests,
     probing: &ProbeArgs,
     layout: Layout,
     show_drops: bool,
@@ -294,7 +292,7 @@ fn run_lab(
 ) -> anyhow::Result<()> {
     let ProbeArgs { probes, output, .. } = probing;
     let route = probing.route()?;
-    let mut state = load_manifests(path)?;
+    let mut state = manifests.load()?;
     if audit {
         state = state.with_every_policy_in_audit();
     }
@@ -305,7 +303,7 @@ fn run_lab(
         state.pods.len(),
         state.policies.len(),
         if audit { " (all in audit mode)" } else { "" },
-        path.display()
+        manifests.describe()
     );
     let options = LabOptions {
         config: datapath.config(flowlog::lab_config()),

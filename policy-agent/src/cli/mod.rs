@@ -11,11 +11,14 @@ mod lab_tour;
 mod run;
 mod simulate;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::model::Protocol;
+use crate::{
+    model::{ClusterState, Protocol},
+    source::{load_all, ManifestError},
+};
 
 /// podwall: Kubernetes NetworkPolicy enforced by eBPF.
 #[derive(Parser)]
@@ -70,12 +73,40 @@ enum Command {
     /// Follow a running datapath's verdict events live (drops name the policies
     /// isolating the pod), as a table or JSON lines, until Ctrl-C.
     Flows(flows::FlowsArgs),
+    /// Print a completion script for a shell, e.g.
+    /// `policy-agent completions bash > /etc/bash_completion.d/policy-agent`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Benchmarks for developers (`cargo xtask bench datapath|agent` runs them).
     #[command(hide = true)]
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+}
+
+/// Where manifests come from: `-f` once or more, as kubectl takes it.
+#[derive(Args, Clone, Debug)]
+pub struct Manifests {
+    /// A manifest file or a directory of them (Namespace, Pod, Service,
+    /// NetworkPolicy); repeatable, all read as one set.
+    #[arg(short = 'f', long = "filename", required = true)]
+    paths: Vec<PathBuf>,
+}
+
+impl Manifests {
+    /// Every object of every path, as one cluster state.
+    pub fn load(&self) -> Result<ClusterState, ManifestError> {
+        load_all(&self.paths)
+    }
+
+    /// The paths, for messages (`a.yaml, dir/`).
+    pub fn describe(&self) -> String {
+        let shown: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+        shown.join(", ")
+    }
 }
 
 /// Parses `PORT/PROTO` (`80/TCP`, `53/udp`; a bare `80` means TCP).
@@ -102,16 +133,25 @@ fn init_logging(format: LogFormat, verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colour codes only for a person at a terminal: a log file, a pipe or a
-    // container runtime's log collector gets plain text.
+    let ansi = coloured(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Whether logs get colour codes: only for a person at a terminal (a log file, a
+/// pipe or a container runtime's log collector gets plain text), and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn coloured(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// An error and its causes on one line, each said once: many error types already
@@ -131,21 +171,27 @@ fn render(error: &anyhow::Error) -> String {
     out
 }
 
-/// Runs the CLI and turns errors into a message and exit code 1.
+/// Runs the CLI and turns errors into a message and exit code 1 (usage errors
+/// exit 2, as clap makes them; `explain` says its verdict with 0, 3 or 4).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
     let result = match cli.command {
-        Command::Run(args) => run::run_agent(args),
-        Command::Uninstall(args) => run::uninstall(&args),
-        Command::Lab { command } => lab::run(command),
-        Command::Simulate(args) => simulate::run(&args),
         Command::Explain(args) => explain::run(&args),
-        Command::Flows(args) => flows::run(&args),
-        Command::Bench { command } => bench::run(&command),
+        Command::Run(args) => run::run_agent(args).map(|()| ExitCode::SUCCESS),
+        Command::Uninstall(args) => run::uninstall(&args).map(|()| ExitCode::SUCCESS),
+        Command::Lab { command } => lab::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Simulate(args) => simulate::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Flows(args) => flows::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "policy-agent", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { command } => bench::run(&command).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {}", render(&error));
             ExitCode::FAILURE
@@ -155,7 +201,7 @@ pub fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_port_protocol, render};
+    use super::{coloured, parse_port_protocol, render};
     use crate::model::Protocol;
 
     #[test]
@@ -168,6 +214,14 @@ mod tests {
         let inner = std::io::Error::other("disk on fire");
         let error = anyhow::Error::from(Outer { source: inner }).context("loading the lab");
         assert_eq!(render(&error), "loading the lab: reading x: disk on fire");
+    }
+
+    #[test]
+    fn logs_are_coloured_only_at_a_terminal_without_no_color() {
+        assert!(coloured(true, None));
+        assert!(coloured(true, Some("".into())));
+        assert!(!coloured(true, Some("1".into())));
+        assert!(!coloured(false, None));
     }
 
     #[test]

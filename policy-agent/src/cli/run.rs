@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// $KUBECONFIG or ~/.kube/config.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use instead of its current one (with or without
+    /// --kubeconfig, as kubectl takes it).
+    #[arg(long)]
+    context: Option<String>,
     /// Address and port of /metrics, /healthz and /readyz. Port 9978: not
     /// Prometheus' own 9090, nor one the usual node agents take (Calico Felix
     /// 9091/9099, Cilium 9962-9965, node-exporter 9100, kube-proxy 10249/10256).
@@ -96,6 +100,7 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<()> {
     let options = RunOptions {
         node_name: args.node_name,
         kubeconfig: args.kubeconfig,
+        context: args.context,
         metrics_addr: args.metrics_addr,
         http_limits: HttpLimits {
             max_connections: args.http_max_connections,

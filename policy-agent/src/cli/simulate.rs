@@ -6,13 +6,12 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    path::PathBuf,
 };
 
 use anyhow::bail;
 use clap::Args;
 
-use super::{lab::FamilyArg, parse_port_protocol, Output};
+use super::{lab::FamilyArg, parse_port_protocol, Manifests, Output};
 use crate::{
     lab::{addresses, report, report::ProbeResult},
     model::{ClusterState, ObjectRef, Protocol},
@@ -20,15 +19,13 @@ use crate::{
         evaluator::{evaluate, Endpoint, Verdict},
         probes::{self, Probe},
     },
-    source::manifest::load_manifests,
 };
 
 /// Arguments of `simulate`.
 #[derive(Args)]
 pub struct SimulateArgs {
-    /// A manifest file or a directory of them (Namespace, Pod, Service, NetworkPolicy).
-    #[arg(short = 'f', long = "filename")]
-    path: PathBuf,
+    #[command(flatten)]
+    manifests: Manifests,
     /// Probe PORT/PROTO on every pod (repeatable); default: each destination's
     /// declared TCP and UDP containerPorts, as `lab run` probes them.
     #[arg(long = "probe", value_name = "PORT/PROTO", value_parser = parse_port_protocol)]
@@ -55,7 +52,7 @@ pub struct SimulateArgs {
 
 /// Runs `simulate`.
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
-    let mut state = load_manifests(&args.path)?;
+    let mut state = args.manifests.load()?;
     if args.audit {
         state = state.with_every_policy_in_audit();
     }
@@ -76,7 +73,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         pods.len(),
         args.peers.iter().collect::<BTreeSet<_>>().len(),
         state.policies.len(),
-        args.path.display(),
+        args.manifests.describe(),
         plan.len()
     );
     // A lab probe leaves from and arrives at one address of each pod: judge that

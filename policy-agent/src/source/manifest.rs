@@ -130,9 +130,18 @@ fn field_prefix(field: &str) -> String {
 /// otherwise be read twice). A file named directly is read whatever its extension.
 /// Other kinds are skipped with a warning. Any error fails the whole load.
 pub fn load_manifests(path: &Path) -> Result<ClusterState, ManifestError> {
+    load_all(std::slice::from_ref(&path))
+}
+
+/// `load_manifests` of several paths, read in order as one set of objects (as
+/// `kubectl -f A -f B` takes them): an object in two of them is an error as in
+/// one directory.
+pub fn load_all(paths: &[impl AsRef<Path>]) -> Result<ClusterState, ManifestError> {
     let mut loader = Loader::default();
-    for file in manifest_files(path)? {
-        loader.load_file(&file)?;
+    for path in paths {
+        for file in manifest_files(path.as_ref())? {
+            loader.load_file(&file)?;
+        }
     }
     // A load stops at the first error, so `finish` never has conversion errors.
     let (state, _) = loader.builder.finish();

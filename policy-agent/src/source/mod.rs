@@ -14,4 +14,4 @@ pub mod manifest;
 mod state;
 
 pub use convert::ConvertError;
-pub use manifest::{load_manifests, ManifestError};
+pub use manifest::{load_all, load_manifests, ManifestError};
