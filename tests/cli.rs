@@ -4,6 +4,7 @@
 mod support;
 
 use std::{
+    collections::BTreeSet,
     ffi::OsStr,
     fmt::Debug,
     path::{Path, PathBuf},
@@ -888,4 +889,99 @@ fn completions_are_printed_for_each_shell_from_the_flags_themselves() {
         }
     }
     assert_eq!(agent(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+/// One `# expect: FROM -> TO PORT/PROTO allowed|denied` line of an example file.
+struct Expectation {
+    from: String,
+    to: String,
+    port: String,
+    allowed: bool,
+}
+
+/// The expectations a manifest file states in its leading comments.
+fn expectations(path: &Path) -> Vec<Expectation> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map_while(|line| line.strip_prefix('#'))
+        .filter_map(|line| line.trim().strip_prefix("expect:"))
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let [from, "->", to, port, verdict] = words[..] else {
+                panic!(
+                    "{}: not `FROM -> TO PORT/PROTO allowed|denied`: {line}",
+                    path.display()
+                );
+            };
+            assert!(
+                matches!(verdict, "allowed" | "denied"),
+                "{}: {line}",
+                path.display()
+            );
+            Expectation {
+                from: from.to_string(),
+                to: to.to_string(),
+                port: port.to_string(),
+                allowed: verdict == "allowed",
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_example_gives_the_verdicts_its_files_expect_after_each_step() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&examples)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 3, "{dirs:?}");
+    for dir in dirs {
+        let mut files = vec![dir.join("cluster.yaml")];
+        let mut steps: Vec<PathBuf> = std::fs::read_dir(dir.join("steps"))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        steps.sort();
+        files.extend(steps);
+        for (index, file) in files.iter().enumerate() {
+            let expected = expectations(file);
+            assert!(
+                !expected.is_empty(),
+                "{}: no `# expect:` lines",
+                file.display()
+            );
+            let mut args = vec!["simulate".to_string()];
+            for applied in &files[..=index] {
+                args.extend(["-f".to_string(), applied.display().to_string()]);
+            }
+            for port in expected
+                .iter()
+                .map(|e| e.port.clone())
+                .collect::<BTreeSet<_>>()
+            {
+                args.extend(["--probe".to_string(), port]);
+            }
+            args.extend(["-o".to_string(), "json".to_string()]);
+            let json: serde_json::Value = serde_json::from_str(&agent_ok(&args))
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            for want in &expected {
+                let (port, protocol) = want.port.split_once('/').unwrap_or((&want.port, "TCP"));
+                let port: u64 = port.parse().unwrap_or_else(|e| panic!("{port}: {e}"));
+                assert_eq!(
+                    verdict_of(&json, &want.from, &want.to, port, protocol),
+                    want.allowed,
+                    "{}: {} -> {} {}",
+                    file.display(),
+                    want.from,
+                    want.to,
+                    want.port
+                );
+            }
+        }
+    }
 }

@@ -18,14 +18,15 @@ use crate::{
     source::manifest::load_manifests,
 };
 
-/// The comment lines a manifest file starts with, without the `#`.
+/// The comment lines a manifest file starts with, without the `#`, less the
+/// `expect:` lines (what the example's tests check, not prose).
 fn description(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .map_while(|line| line.strip_prefix('#'))
         .map(|line| line.trim().to_string())
-        .filter(|line| !line.is_empty())
+        .filter(|line| !line.is_empty() && !line.starts_with("expect:"))
         .collect()
 }
 
