@@ -1,8 +1,10 @@
 //! The manifests in `deploy/base` keep their promises: no privileged container,
 //! exactly the documented capabilities (`agent::REQUIRED_CAPABILITIES`), read-only
-//! RBAC, and the wiring `policy-agent run` relies on (node name, probes and the
-//! port they reach, pins).
-//! Pure: parses YAML, needs no cluster and no root.
+//! RBAC, the wiring `policy-agent run` relies on (node name, probes and the port
+//! they reach, pins), and what a cluster admin expects (Pod Security level, Linux
+//! nodes, JSON logs, scrape annotations and the PodMonitor overlay). Everything is
+//! read from what `kubectl kustomize` renders, as `kubectl apply -k` would apply
+//! it; no cluster and no root needed, but kubectl is.
 
 use std::{
     collections::BTreeSet,
@@ -22,31 +24,29 @@ fn base() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base")
 }
 
-/// Every document of every file the kustomization lists.
+/// Every document `kubectl kustomize` renders from `deploy/base`.
 fn documents() -> Vec<Value> {
-    let kustomization: Value = read_yaml(&base().join("kustomization.yaml"))
-        .pop()
-        .unwrap_or_else(|| panic!("empty kustomization.yaml"));
-    let resources = kustomization
-        .get("resources")
-        .and_then(Value::as_sequence)
-        .unwrap_or_else(|| panic!("kustomization.yaml lists no resources"));
-    resources
-        .iter()
-        .flat_map(|resource| {
-            let name = resource
-                .as_str()
-                .unwrap_or_else(|| panic!("resource {resource:?} is not a file name"));
-            read_yaml(&base().join(name))
-        })
-        .collect()
+    rendered(&base())
 }
 
-fn read_yaml(path: &Path) -> Vec<Value> {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+/// Every document `kubectl kustomize DIR` renders.
+fn rendered(dir: &Path) -> Vec<Value> {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("the deploy tests render the manifests with `kubectl kustomize` and need kubectl on PATH: {e}")
+        });
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
     serde_norway::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
         .collect()
 }
 
@@ -289,4 +289,110 @@ fn the_probes_reach_the_port_the_agent_listens_on_and_it_is_the_default() {
             "probes go to the named metrics port"
         );
     }
+}
+
+#[test]
+fn the_kustomization_renders_every_file_of_the_base_and_nothing_else() {
+    let kinds: BTreeSet<String> = documents()
+        .iter()
+        .filter_map(|doc| doc.get("kind").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let expected = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DaemonSet",
+        "Namespace",
+        "ServiceAccount",
+    ];
+    assert_eq!(kinds, expected.iter().map(|k| k.to_string()).collect());
+}
+
+#[test]
+fn the_namespace_admits_the_agent_at_the_privileged_pod_security_level() {
+    let namespace: k8s_openapi::api::core::v1::Namespace = one("Namespace");
+    let labels = namespace.metadata.labels.unwrap_or_default();
+    for mode in ["enforce", "audit", "warn"] {
+        assert_eq!(
+            labels
+                .get(&format!("pod-security.kubernetes.io/{mode}"))
+                .map(String::as_str),
+            Some("privileged"),
+            "{mode}: host capabilities, network and paths need the privileged level"
+        );
+    }
+}
+
+#[test]
+fn the_agent_runs_on_linux_nodes_logs_json_and_is_scraped_on_its_metrics_port() {
+    let ds = daemonset();
+    let template = ds.spec.template;
+    let pod = template.spec.unwrap_or_else(|| panic!("no pod spec"));
+    assert_eq!(
+        pod.node_selector
+            .unwrap_or_default()
+            .get("kubernetes.io/os")
+            .map(String::as_str),
+        Some("linux")
+    );
+    let agent = pod
+        .containers
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no container"));
+    let args = agent.args.unwrap_or_default();
+    let format = args
+        .iter()
+        .position(|a| a == "--log-format")
+        .and_then(|i| args.get(i + 1));
+    assert_eq!(format.map(String::as_str), Some("json"), "{args:?}");
+    let port = agent
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .unwrap_or_else(|| panic!("no port named metrics"));
+    let annotations = template
+        .metadata
+        .and_then(|m| m.annotations)
+        .unwrap_or_default();
+    let annotation = |key: &str| annotations.get(key).map(String::as_str);
+    assert_eq!(annotation("prometheus.io/scrape"), Some("true"));
+    assert_eq!(
+        annotation("prometheus.io/port"),
+        Some(port.container_port.to_string().as_str())
+    );
+    assert_eq!(annotation("prometheus.io/path"), Some("/metrics"));
+    let strategy = ds
+        .spec
+        .update_strategy
+        .and_then(|s| s.type_)
+        .unwrap_or_default();
+    assert_eq!(strategy, "RollingUpdate");
+}
+
+#[test]
+fn the_podmonitor_overlay_adds_a_podmonitor_scraping_the_agents_metrics_port() {
+    let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/overlays/podmonitor");
+    let documents = rendered(&overlay);
+    let monitors: Vec<&Value> = documents
+        .iter()
+        .filter(|doc| doc.get("kind").and_then(Value::as_str) == Some("PodMonitor"))
+        .collect();
+    assert_eq!(monitors.len(), 1, "one PodMonitor");
+    let spec = monitors[0].get("spec").unwrap_or_else(|| panic!("no spec"));
+    let selected = spec
+        .get("selector")
+        .and_then(|s| s.get("matchLabels"))
+        .and_then(|l| l.get("app.kubernetes.io/name"))
+        .and_then(Value::as_str);
+    assert_eq!(selected, Some("podwall"));
+    let port = spec
+        .get("podMetricsEndpoints")
+        .and_then(Value::as_sequence)
+        .and_then(|endpoints| endpoints.first())
+        .and_then(|endpoint| endpoint.get("port"))
+        .and_then(Value::as_str);
+    assert_eq!(port, Some("metrics"));
+    // The base is all there too.
+    assert_eq!(documents.len(), rendered(&base()).len() + 1);
 }
