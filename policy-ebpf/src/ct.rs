@@ -378,14 +378,14 @@ pub(crate) fn find(ifindex: u32, direction: u8, flow: &Flow, reversed: bool) -> 
 }
 
 /// The live entry under this CPU's scratch key as the caller wrote it
-/// (`maps::ct_key`), as `find` finds a forward entry.
+/// (`maps::ct_key`: a flow's first packet), for a packet that is its reply.
 #[inline(always)]
 pub(crate) fn find_filled() -> Option<Hit> {
     let now = now();
     let key = maps::ct_key()?;
     // SAFETY: as in `lookup`; the caller wrote the key whole.
     let key = unsafe { &*key };
-    live(key, now).map(|entry| Hit::of(entry, now, false))
+    live(key, now).map(|entry| Hit::of(entry, now, true))
 }
 
 /// Whether `flow`, an ICMP or ICMPv6 error (`Flow::quote_at` set) crossing

@@ -447,9 +447,7 @@ fn decide_flow(
                 service::defer(ctx, ifindex, flow, false, generation)?,
                 false,
             ));
-        } else if arrived & ARRIVED_VERIFIED != 0
-            || sockets::node_answered(ctx, ifindex, flow, generation)
-        {
+        } else if arrived & ARRIVED_VERIFIED != 0 || sockets::node_answered(ctx, ifindex, flow) {
             hit.seen(flow);
             return Ok((STAT_ALLOW_TRACKED, true));
         }

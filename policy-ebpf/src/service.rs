@@ -274,6 +274,11 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
     let Some(hit) = ct::lookup(source_if, DIRECTION_EGRESS, flow) else {
         return UNDECIDED | u64::from(source_if);
     };
+    // At the node's socket, a deferred entry is the flow itself, untranslated
+    // (a Service address the node holds): nothing decided it yet.
+    if why == Why::NodeSocket as u32 && hit.flags() & policy_common::ct::CT_FLAG_DEFERRED != 0 {
+        return UNDECIDED | u64::from(source_if);
+    }
     if !hit.current(generation) {
         let site = ct::Site {
             ifindex: source_if,

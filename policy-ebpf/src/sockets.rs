@@ -10,10 +10,16 @@
 //! once per datagram):
 //! 1. anything but TCP and UDP goes on, and so does a flow whose source is not a
 //!    local pod (`ENDPOINT_ADDRS`: the node's own traffic, other nodes' pods,
-//!    the world);
-//! 2. a flow tracked at the pod for exactly this destination and decided by this
-//!    state passes, uncounted: what the pod sent to the node's address itself,
-//!    which its own classifier decided and counted a moment ago;
+//!    the world), unless it arrived from a local pod's interface: a pod speaking
+//!    from an address that names no pod (IPv6 link-local) is refused
+//!    (`STAT_DROP_DEFERRED_UNKNOWN_SOURCE`), as at an exit;
+//! 2. a flow tracked at the pod for exactly this destination, decided by this
+//!    state and not deferred, passes, uncounted: what the pod sent to the node's
+//!    address itself, which its own classifier decided and counted a moment ago.
+//!    A deferred entry is the flow untranslated (a Service address the node holds
+//!    itself: NodeLocal DNSCache binding the DNS ClusterIP, IPVS's `kube-ipvs0`,
+//!    an externalIP that is the node's): decided by rule 3, where a Service
+//!    address, never translated, has nothing to be judged on and is refused;
 //! 3. anything else is the pod's egress decided on the translated destination
 //!    (the node's address, its class and the port) with the active bank, as at a
 //!    backend's veth (`service::source_decided`, `Why::NodeSocket`): an allow
@@ -28,9 +34,11 @@
 //! lookup. The answers of an allowed flow reach the client un-DNATed, as replies
 //! of its deferred entry that no backend's classifier marked: at the client's
 //! ingress, `node_answered` verifies such a reply by the node's socket that sent
-//! it (its address and port, tracked as the client's egress when allowed here).
-//! Only packets the node itself sends carry a socket there: the kernel drops the
-//! socket of every packet it receives (`ip_rcv`), so no pod can lend one.
+//! it (its address and port, tracked as the client's egress when allowed here),
+//! for a packet the node made (none arrived on an interface: a packet the node
+//! routes loses its sender's socket in `ip_rcv`, but a bridged one may keep it).
+//! An established connection to the node meets no hook of the node's again, so
+//! a change of state does not re-decide it.
 
 use core::{arch::asm, mem::offset_of};
 
@@ -39,8 +47,12 @@ use aya_ebpf::{
     programs::{SkLookupContext, TcContext},
 };
 use policy_common::{
+    ct::{CT_FLAG_DEFERRED, CT_FLAG_REVOKED},
     events::EVENT_DROP,
-    verdict::{DIRECTION_EGRESS, STAT_ALLOW_SERVICE_EGRESS, STAT_DROP_MALFORMED},
+    verdict::{
+        DIRECTION_EGRESS, STAT_ALLOW_SERVICE_EGRESS, STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
+        STAT_DROP_MALFORMED,
+    },
 };
 
 use crate::{
@@ -82,13 +94,23 @@ fn decide(lookup: *mut bpf_sk_lookup) -> u32 {
         return PASSED;
     }
     let generation = maps::active_generation();
-    let Some(source_if) = maps::source_ifindex(maps::bank(generation), &flow.saddr) else {
+    let bank = maps::bank(generation);
+    let Some(source_if) = maps::source_ifindex(bank, &flow.saddr) else {
+        // Not a local pod's address. Arriving from a local pod's interface, it is
+        // a pod speaking from an address that names no pod (an IPv6 link-local
+        // one, which its own classifier lets out for neighbour discovery): its
+        // egress policy cannot be found, so it is refused, as at an exit.
+        let arrived = word_at::<{ offset_of!(bpf_sk_lookup, ingress_ifindex) }, _>(lookup);
+        if maps::endpoint(bank, arrived).is_some() {
+            return STAT_DROP_DEFERRED_UNKNOWN_SOURCE;
+        }
         return PASSED;
     };
     // What the pod sent to the node's address itself, its own classifier decided
     // a moment ago: an entry of exactly this flow that this state decided passes
     // it, as the packet already did.
-    if ct::find(source_if, DIRECTION_EGRESS, flow, false).is_some_and(|hit| hit.current(generation))
+    if ct::find(source_if, DIRECTION_EGRESS, flow, false)
+        .is_some_and(|hit| hit.current(generation) && hit.flags() & CT_FLAG_DEFERRED == 0)
     {
         return PASSED;
     }
@@ -164,8 +186,8 @@ fn read_flow(lookup: *mut bpf_sk_lookup, flow: &mut Flow) -> bool {
     }
     // `remote_port` is a __be16 in the first half of its word, `local_port` a
     // host-order port in a whole word.
-    let remote_port = word_at::<{ offset_of!(bpf_sk_lookup, remote_port) }, _>(lookup);
-    flow.sport_be = u16::from_ne_bytes([remote_port as u8, (remote_port >> 8) as u8]);
+    // The kernel turns this word load into a 2-byte load of the field.
+    flow.sport_be = word_at::<{ offset_of!(bpf_sk_lookup, remote_port) }, _>(lookup) as u16;
     flow.dport_be =
         (word_at::<{ offset_of!(bpf_sk_lookup, local_port) }, _>(lookup) as u16).to_be();
     true
@@ -196,16 +218,23 @@ fn word_at<const OFFSET: usize, T>(object: *const T) -> u32 {
 /// Whether `flow`, a reply of a deferred Service flow arriving at the client's
 /// interface `ifindex` without the reply-verified bit, was sent by a socket of
 /// the node whose address and port the client's egress allowed: `node_sockets`
-/// (or, for traffic to the node's address itself, the client's own classifier)
-/// tracked that flow as the client's egress, decided by this state. A packet
-/// the node forwards carries no socket of the node, and a socket bound to every
-/// address (a UDP server's, usually) names no address to look up: such replies
-/// stay unverified.
+/// tracked that flow as the client's egress (a deferred or revoked entry proves
+/// nothing). The packet must have been made by the node (no interface it arrived
+/// on: a bridged packet may still carry its sender's socket), and the socket
+/// bound to an address (a UDP server's bound to every address names none: its
+/// replies stay unverified). The reply refreshes the entry.
 #[inline(never)]
-pub(crate) fn node_answered(ctx: &TcContext, ifindex: u32, flow: &Flow, generation: u32) -> bool {
+pub(crate) fn node_answered(ctx: &TcContext, ifindex: u32, flow: &Flow) -> bool {
     // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
-    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
-    if sk.is_null() {
+    let (sk, arrived) = unsafe {
+        (
+            (*ctx.skb.skb).__bindgen_anon_2.sk,
+            (*ctx.skb.skb).ingress_ifindex,
+        )
+    };
+    // Only a packet the node made has no interface it arrived on: a bridged one
+    // may still carry the sending pod's socket.
+    if sk.is_null() || arrived != 0 {
         return false;
     }
     let Some(key) = maps::ct_key() else {
@@ -242,7 +271,19 @@ pub(crate) fn node_answered(ctx: &TcContext, ifindex: u32, flow: &Flow, generati
         // `src_port` is in host byte order.
         key.dport_be = (word_at::<{ offset_of!(bpf_sock, src_port) }, _>(sk) as u16).to_be();
     }
-    ct::find_filled().is_some_and(|hit| hit.current(generation))
+    // The allowed flow's entry, as `node_sockets` tracked it (not a deferred one:
+    // that is the flow untranslated, never decided). Its answers keep it alive.
+    // An established connection to the node meets no hook of the node's again,
+    // so it is not re-decided when the state changes (a revoked entry verifies
+    // nothing).
+    let Some(hit) = ct::find_filled() else {
+        return false;
+    };
+    if hit.flags() & (CT_FLAG_DEFERRED | CT_FLAG_REVOKED) != 0 {
+        return false;
+    }
+    hit.seen(flow);
+    true
 }
 
 /// An IPv6 address held as four words in network byte order, as bytes.

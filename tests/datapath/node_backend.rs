@@ -244,3 +244,70 @@ fn without_node_sockets_a_denied_service_egress_reaches_the_node() {
         "the DNAT to the node's address is in place"
     );
 }
+
+#[test]
+fn a_service_address_the_node_holds_itself_is_refused_at_its_socket() {
+    // No DNAT: the node has the ClusterIP on its loopback and a socket on it (as
+    // NodeLocal DNSCache binds the DNS ClusterIP). The client's deferred egress
+    // is the flow itself, untranslated: nothing decided it, and a Service address
+    // has nothing to be judged on.
+    let mut net = Net::up(&[("client", CLIENT_V4, CLIENT_V6)]);
+    let vip = addr(CLUSTER_IPS[0]);
+    net.add_node_addresses(&[vip]);
+    net.on_node("attach node_sockets", Datapath::attach_node_sockets);
+    net.apply(&client_egress_to_node(&net, SERVICE_PORT));
+    let _listener = Net::in_ns(&net.node, || TcpListener::bind((vip, SERVICE_PORT)))
+        .unwrap_or_else(|e| panic!("listen on {vip}: {e}"));
+    let before = net.stats();
+    assert!(
+        !connects(&net, vip, SERVICE_PORT),
+        "reached {vip} held by the node"
+    );
+    let after = net.stats();
+    assert!(
+        after.get("drop_deferred_egress") > before.get("drop_deferred_egress"),
+        "{:?}",
+        moved(&before, &after)
+    );
+}
+
+#[test]
+fn a_pod_speaking_from_its_link_local_address_is_refused_at_the_nodes_socket() {
+    // Its own classifier lets a link-local source out (neighbour discovery); after
+    // DNAT to the node the flow names no pod, so its egress cannot be judged.
+    let mut net = client_and_node_backend(true);
+    net.apply(&client_egress_to_node(&net, OTHER_PORT));
+    let [_, vip6] = CLUSTER_IPS.map(addr);
+    let node6 = addr(NODE_ADDRESSES[1]);
+    let _listener = Net::in_ns(&net.node, || TcpListener::bind((node6, BACKEND_PORT)))
+        .unwrap_or_else(|e| panic!("listen on {node6}: {e}"));
+    let client = net.pod("client").netns.clone();
+    let reached = Net::in_ns(&client, || {
+        let link_local = std::fs::read_to_string("/proc/thread-self/net/if_inet6")
+            .unwrap_or_default()
+            .lines()
+            .find(|line| line.starts_with("fe80") && line.ends_with("eth0"))
+            .and_then(|line| {
+                let hex = line.split_whitespace().next()?;
+                let bytes: Vec<u8> = (0..16)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                    .collect::<Option<_>>()?;
+                let index: u32 = u32::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()?;
+                let octets: [u8; 16] = bytes.try_into().ok()?;
+                Some(std::net::SocketAddrV6::new(octets.into(), 0, 0, index))
+            })
+            .unwrap_or_else(|| panic!("the client has no link-local address on eth0"));
+        let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        socket
+            .bind(&std::net::SocketAddr::V6(link_local).into())
+            .unwrap_or_else(|e| panic!("bind {link_local}: {e}"));
+        socket
+            .connect_timeout(&SocketAddr::new(vip6, SERVICE_PORT).into(), WAIT)
+            .is_ok()
+    });
+    assert!(
+        !reached,
+        "a link-local source reached the node through {vip6}"
+    );
+}

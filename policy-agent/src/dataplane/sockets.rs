@@ -86,8 +86,11 @@ impl Datapath {
     }
 
     /// Moves the `node_sockets` link pinned in `layout` (if any) to this datapath's
-    /// program; true if one was adopted. A pin whose link cannot be moved (its
-    /// network namespace is gone) is removed: `attach_node_sockets` makes a new one.
+    /// program; true if one was adopted. A pin whose network namespace is gone
+    /// (`ENOLINK`) is removed: `attach_node_sockets` makes a new one. Any other
+    /// failure leaves the link as it is, deciding with the program it has on the
+    /// same maps, and counts as adopted: removing it would leave Service egress to
+    /// the node undecided until the first sync attaches a new one.
     pub(super) fn adopt_sockets_link(
         &mut self,
         layout: &PinLayout,
@@ -103,14 +106,19 @@ impl Datapath {
         })?;
         let moved = sys::update_pinned_link(&path, fd.as_fd());
         match moved {
-            Ok(()) => {
+            Err(error) if error.raw_os_error() == Some(nix::libc::ENOLINK) => {
+                tracing::info!(pin = %path.display(), "the pinned node_sockets link's namespace is gone; replaced");
+                layout.remove_sockets_link()?;
+                Ok(false)
+            }
+            Err(error) => {
+                tracing::warn!(pin = %path.display(), %error, "the pinned node_sockets link could not be moved to the new program; it keeps deciding with its own");
                 self.sockets = Some(SocketsLink::Pinned);
                 Ok(true)
             }
-            Err(error) => {
-                tracing::warn!(pin = %path.display(), %error, "the pinned node_sockets link could not be moved to the new program; replaced");
-                layout.remove_sockets_link()?;
-                Ok(false)
+            Ok(()) => {
+                self.sockets = Some(SocketsLink::Pinned);
+                Ok(true)
             }
         }
     }
