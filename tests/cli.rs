@@ -930,24 +930,7 @@ fn expectations(path: &Path) -> Vec<Expectation> {
 
 #[test]
 fn every_example_gives_the_verdicts_its_files_expect_after_each_step() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&examples)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 3, "{dirs:?}");
-    for dir in dirs {
-        let mut files = vec![dir.join("cluster.yaml")];
-        let mut steps: Vec<PathBuf> = std::fs::read_dir(dir.join("steps"))
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .collect();
-        steps.sort();
-        files.extend(steps);
+    for (_, files) in support::examples() {
         for (index, file) in files.iter().enumerate() {
             let expected = expectations(file);
             assert!(

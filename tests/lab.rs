@@ -184,32 +184,21 @@ fn default_deny_ingress_on_a_client_keeps_its_own_connections_working() {
 #[test]
 fn kernel_verdicts_equal_the_reference_evaluator_on_every_step_of_every_example() {
     support::require_root_and_bpf();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
-    let mut dirs: Vec<_> = std::fs::read_dir(&examples)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 3, "{dirs:?}");
-    for example in dirs {
-        kernel_verdicts_equal_the_evaluator_on_every_step(&example);
+    for (example, files) in support::examples() {
+        kernel_verdicts_equal_the_evaluator_on_every_step(&example, &files);
     }
 }
 
-/// Builds `example`'s cluster in a lab, applies each of its steps in turn, and
-/// checks every probe's kernel verdict against the reference evaluator's.
-fn kernel_verdicts_equal_the_evaluator_on_every_step(example: &Path) {
-    let mut state = load_manifests(&example.join("cluster.yaml")).unwrap_or_else(|e| panic!("{e}"));
+/// Builds `example`'s cluster (the first of `files`) in a lab, applies each of
+/// its steps (the rest) in turn, and checks every probe's kernel verdict against
+/// the reference evaluator's.
+fn kernel_verdicts_equal_the_evaluator_on_every_step(example: &Path, files: &[std::path::PathBuf]) {
+    let (cluster, steps) = files
+        .split_first()
+        .unwrap_or_else(|| panic!("{}: no files", example.display()));
+    let mut state = load_manifests(cluster).unwrap_or_else(|e| panic!("{e}"));
     let mut lab =
         Lab::up(state.clone(), &[(53, Protocol::Udp)]).unwrap_or_else(|e| panic!("lab: {e}"));
-    let mut steps: Vec<_> = std::fs::read_dir(example.join("steps"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    steps.sort();
     assert!(!steps.is_empty(), "{}: no steps", example.display());
     let mut denied_seen = 0;
     for step in std::iter::once(None).chain(steps.iter().map(Some)) {
