@@ -9,7 +9,8 @@
 //! bridge and `uninstall` (`agent/coexistence.rs`); a policy too big for the maps
 //! fails closed for its pods only (`agent/capacity.rs`); 10,000 idle connections
 //! to its HTTP endpoint stop nothing (`agent/hostile.rs`); a Service egress to a
-//! backend on another node is decided at the node's uplink (`agent/exits.rs`).
+//! backend on another node is decided at the node's uplink (`agent/exits.rs`);
+//! `policy-agent flows` follows the agent's verdicts (`agent/flows.rs`).
 
 mod support;
 
@@ -19,6 +20,8 @@ mod capacity;
 mod coexistence;
 #[path = "agent/exits.rs"]
 mod exits;
+#[path = "agent/flows.rs"]
+mod flows;
 #[path = "agent/harness.rs"]
 mod harness;
 #[path = "agent/hostile.rs"]

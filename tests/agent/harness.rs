@@ -429,6 +429,8 @@ impl Drop for Node {
             if let Err(error) = Datapath::uninstall(&pin_dir(instance)) {
                 eprintln!("could not remove the pins of {instance}: {error}");
             }
+            // The lock and the names of its events.
+            let _ = std::fs::remove_dir_all(FlowPaths::system().names_root().join(instance));
         }
     }
 }

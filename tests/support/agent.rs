@@ -137,6 +137,11 @@ impl AgentProcess {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the agent with SIGKILL (no chance to clean up) and reaps it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -12,6 +12,7 @@
 //! - `startup`: kernel features podwall cannot run without;
 //! - `sync`: the loop: snapshots and link events in, a programmed datapath out;
 //! - `conntrack`: the thread that removes tracked flows idle past their timeout;
+//! - `flows`: the names of the datapath's events, for `policy-agent flows`;
 //! - `run`: `policy-agent run` put together (datapath, endpoints, watches, loop).
 //!
 //! May import `model`, `policy`, `node`, `source` and `dataplane` (the agent is
@@ -19,6 +20,7 @@
 
 pub mod conntrack;
 mod exits;
+pub mod flows;
 pub mod health;
 pub mod http;
 pub mod lock;

@@ -8,6 +8,7 @@ use policy_common::config::Config;
 
 use super::{
     conntrack,
+    flows::FlowPublisher,
     health::Health,
     http::{self, HttpLimits},
     lock::{InstanceLock, LockError},
@@ -138,6 +139,7 @@ pub async fn run(
         kube_source::client(options.kubeconfig.as_deref(), options.context.as_deref()).await?;
     let watch = kube_source::watch_cluster_with(client, options.watch.clone());
     let links = LinkWatch::open()?;
+    let flows = FlowPublisher::new(&FlowPaths::system(), &options.instance, &datapath);
     let syncer = Syncer::new(
         SyncConfig {
             node_name: options.node_name.clone(),
@@ -149,6 +151,7 @@ pub async fn run(
         metrics,
         health,
         links.known(),
+        flows,
     );
     tracing::info!(node = %options.node_name, "watching the API server");
     sync::run(syncer, watch.receiver(), links, shutdown).await;

@@ -28,6 +28,7 @@ use policy_common::endpoint::PENDING_ENDPOINT_ID;
 use tokio::time::MissedTickBehavior;
 
 use super::{
+    flows::FlowPublisher,
     health::Health,
     metrics::Metrics,
     notices::Notices,
@@ -44,6 +45,7 @@ use crate::{
         tables::{DatapathTables, EndpointEntry},
     },
     source::kube::SourceSnapshot,
+    telemetry::flows::clock,
 };
 
 /// How often the loop wakes without news: refreshes counters, keeps `/healthz`
@@ -131,17 +133,22 @@ pub struct Syncer {
     counters_read: Instant,
     /// The node's tunnel ports last written to `CONFIG` (`None`: not yet).
     tunnel_ports: Option<Vec<u16>>,
+    /// Writes the names of the datapath's events after every pass, for
+    /// `policy-agent flows` (`None`: the datapath is not pinned).
+    flows: Option<FlowPublisher>,
 }
 
 impl Syncer {
     /// A loop over `datapath` (loaded or adopted), reporting to `metrics` and
-    /// `health`, knowing the links `links` (the link watch's initial view).
+    /// `health`, knowing the links `links` (the link watch's initial view),
+    /// publishing the names of its events with `flows`.
     pub fn new(
         config: SyncConfig,
         datapath: Datapath,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         links: &BTreeMap<InterfaceIndex, Link>,
+        flows: Option<FlowPublisher>,
     ) -> Self {
         Self {
             config,
@@ -160,6 +167,7 @@ impl Syncer {
             failures: 0,
             counters_read: Instant::now(),
             tunnel_ports: None,
+            flows,
         }
     }
 
@@ -363,9 +371,13 @@ impl Syncer {
             tracing::warn!(%diagnostic, "not enforced exactly; the affected pods fail closed");
         }
         self.report_refusals(&tables.refusals);
+        let tables_since_ns = clock::monotonic_now_ns();
         let report = self
             .datapath
             .apply(&tables, &plan.interfaces, &plan.pending)?;
+        if let Some(flows) = &self.flows {
+            flows.publish(tables_since_ns, &tables, &plan.interfaces, state);
+        }
         if let Some(changed) = snapshot.changed {
             if self.last_change != Some(changed) {
                 self.metrics.record_programmed(changed.elapsed());

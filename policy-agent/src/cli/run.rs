@@ -18,6 +18,7 @@ use crate::{
     },
     dataplane::Datapath,
     source::kube::WatchOptions,
+    telemetry::flows::FlowPaths,
 };
 
 /// Arguments of `run`.
@@ -159,6 +160,13 @@ pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
     };
     let dir = pin_dir(&args.instance);
     let removed = Datapath::uninstall(&dir)?;
+    // What `policy-agent flows` read to name the datapath's events.
+    let names = FlowPaths::system().names_file(&args.instance);
+    if let Err(error) = std::fs::remove_file(&names) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            bail!("removing {}: {error}", names.display());
+        }
+    }
     lock.remove_file();
     if removed {
         println!(

@@ -5,7 +5,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr},
     os::fd::{AsFd, AsRawFd},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -13,7 +13,7 @@ use aya::maps::{Map, MapData, RingBuf};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use policy_common::{
     events::{VerdictEvent, EVENTS_MAP, EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
-    verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STATS_LEN, STAT_NAMES},
+    verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STATS_LEN, STATS_MAP, STAT_NAMES},
 };
 use serde::Serialize;
 
@@ -234,6 +234,14 @@ impl Datapath {
             source: Box::new(source),
         })?;
         EventReader::new(data)
+    }
+
+    /// Where `EVENTS` and `STATS` are pinned, for a datapath opened on pins
+    /// (`open_pinned`): what `policy-agent flows` opens to follow it. `None` for
+    /// an unpinned datapath (pin them with `pin_events` and `pin_stats`).
+    pub fn pinned_event_maps(&self) -> Option<(PathBuf, PathBuf)> {
+        let layout = self.pins.as_ref()?;
+        Some((layout.map_pin(EVENTS_MAP), layout.map_pin(STATS_MAP)))
     }
 
     /// Pins `EVENTS` at `path` (on bpffs) so another process (`policy-agent flows`)

@@ -1,0 +1,149 @@
+//! `policy-agent flows` follows a running node agent, as `kubectl exec ds/podwall
+//! -- policy-agent flows` does on a node: the agent publishes the names of its
+//! events beside its instance lock, pointing at the maps its datapath keeps
+//! pinned; drops come out naming the pods, the port and the isolating policy;
+//! after a restart the successor publishes again; `uninstall` removes the names
+//! with the pins.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use policy_agent::telemetry::flows::{publish::read_names, FlowPaths};
+
+use super::{
+    db_from_web,
+    harness::{self, namespace_json, Node},
+    support,
+};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_policy-agent");
+
+/// `policy-agent flows ARGS` with its stderr lines sent to the receiver.
+fn spawn_flows(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(AGENT)
+        .arg("flows")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {AGENT} flows: {e}"));
+    let (send, receive) = mpsc::channel();
+    if let Some(stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+    }
+    (child, receive)
+}
+
+/// Follows `instance` for the first drop of a flow from `prod/other`, while
+/// `other` keeps trying `db`; returns that event as JSON.
+fn first_drop_from_other(node: &Node, instance: &str) -> serde_json::Value {
+    let (mut flows, stderr) = spawn_flows(&[
+        "--output",
+        "json",
+        "--verdict",
+        "drop",
+        "--pod",
+        "prod/other",
+        "--count",
+        "1",
+        "--instance",
+        instance,
+    ]);
+    let said = stderr
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("flows said nothing on stderr: {e}"));
+    assert!(
+        said.starts_with(&format!("flows: following {instance}")),
+        "{said}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while matches!(flows.try_wait(), Ok(None)) && Instant::now() < deadline {
+        node.expect("other is refused by db", &[("other", "db", false)]);
+    }
+    if matches!(flows.try_wait(), Ok(None)) {
+        let _ = flows.kill();
+        let _ = flows.wait();
+        panic!("no drop from prod/other came through flows within 20 s");
+    }
+    let mut stdout = String::new();
+    if let Some(mut out) = flows.stdout.take() {
+        let _ = out.read_to_string(&mut stdout);
+    }
+    let status = flows.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "flows: {status}: {stdout}");
+    let line = stdout
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("flows printed nothing"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+fn assert_names_other_to_db(event: &serde_json::Value) {
+    assert_eq!(event["pod"], "prod/db", "{event}");
+    assert_eq!(event["direction"], "ingress", "{event}");
+    assert_eq!(event["source"]["pod"], "prod/other", "{event}");
+    assert_eq!(event["destination"]["pod"], "prod/db", "{event}");
+    assert_eq!(event["destination"]["port"], harness::TCP_PORT, "{event}");
+    assert_eq!(event["verdict"], "drop", "{event}");
+    assert_eq!(event["reason"], "drop_policy", "{event}");
+    assert_eq!(
+        event["policies"],
+        serde_json::json!(["prod/db-from-web"]),
+        "{event}"
+    );
+}
+
+#[test]
+fn flows_follows_a_running_agent_across_a_restart_and_uninstall_removes_its_names() {
+    support::require_root_and_bpf();
+    let node = Node::up(&[("web", "web"), ("db", "db"), ("other", "other")], &[]);
+    node.api.create_value(namespace_json("prod", &[]));
+    for pod in ["web", "db", "other"] {
+        node.create_pod(pod);
+    }
+    node.api.create_value(db_from_web());
+    let mut agent = node.start_agent("flows");
+    agent.wait_ready(Duration::from_secs(60));
+    let instance = node.instance("flows");
+    let names_file = FlowPaths::system().names_file(&instance);
+    let names = read_names(&names_file)
+        .unwrap_or_else(|e| panic!("a ready agent has published its names: {e}"));
+    assert_eq!(names.pid, agent.pid(), "the names name their owner");
+    assert!(
+        names.events_pin.ends_with("maps/EVENTS") && names.events_pin.exists(),
+        "the names point at the datapath's pinned ring: {}",
+        names.events_pin.display()
+    );
+
+    assert_names_other_to_db(&first_drop_from_other(&node, &instance));
+
+    // A successor adopts the pins and publishes under its own pid.
+    agent.kill9();
+    let mut successor = node.start_agent("flows");
+    successor.wait_ready(Duration::from_secs(60));
+    harness::eventually(
+        "the successor publishes its names",
+        Duration::from_secs(20),
+        || read_names(&names_file).is_ok_and(|n| n.pid == successor.pid()),
+    );
+    assert_names_other_to_db(&first_drop_from_other(&node, &instance));
+
+    let uninstall = Command::new(AGENT)
+        .args(["uninstall", "--stop-agent", "--instance", &instance])
+        .output()
+        .unwrap_or_else(|e| panic!("uninstall: {e}"));
+    assert!(uninstall.status.success(), "{uninstall:?}");
+    assert!(
+        !names_file.exists(),
+        "uninstall leaves {} behind",
+        names_file.display()
+    );
+}
