@@ -6,6 +6,7 @@ mod bench;
 mod conformance;
 mod demo;
 mod ebpf;
+mod image;
 mod setup;
 mod test;
 
@@ -40,6 +41,9 @@ enum Command {
     },
     /// Walk through the secure-app tutorial on real packets in a local lab.
     Demo,
+    /// Build the DaemonSet's container image from scratch with buildah (no
+    /// daemon): an OCI archive and its tag under target/image/.
+    Image,
     /// Benchmarks (need root); not pass/fail.
     Bench {
         #[command(subcommand)]
@@ -72,12 +76,13 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::BuildEbpf => {
-            setup::ensure_ready()?;
+            setup::ensure(&[setup::Need::Build])?;
             ebpf::build().map(|_| ())
         }
         Command::Test => test::run(),
         Command::Conformance { cases, nodes } => conformance::run(cases.as_deref(), nodes),
         Command::Demo => demo::run(),
+        Command::Image => image::run(),
         Command::Bench {
             bench: Bench::Datapath { args },
         } => bench::datapath(&args),

@@ -1,4 +1,6 @@
-//! `cargo xtask setup`: installs the eBPF toolchain and lab tools with pinned versions.
+//! `cargo xtask setup`: installs the eBPF toolchain, the lab tools and the
+//! container tools with pinned versions; each chore makes sure of only what it
+//! needs (`Need`), so a machine without the lab's tools still builds.
 //!
 //! The userspace crates build with the machine's rustup toolchain. The eBPF crate
 //! needs a rustc whose LLVM matches bpf-linker's and whose library sources are on
@@ -11,17 +13,44 @@ use anyhow::{bail, Context};
 
 use crate::run_checked;
 
-/// Debian packages and the version glob each must match.
-const APT_PACKAGES: &[(&str, &str)] = &[
-    ("rustc-web", "1.96.0*"),
-    ("rust-web-src", "1.96.0*"),
-    ("llvm-22-dev", "1:22.1*"),
-    ("libpolly-22-dev", "1:22.1*"),
-    ("zlib1g-dev", "*"),
-    ("libzstd-dev", "*"),
-    ("iproute2", "*"),
-    ("nftables", "1.0.6*"),
-];
+/// What a chore needs installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The eBPF toolchain (rustc-web, LLVM 22, bpf-linker).
+    Build,
+    /// The lab's tools: iproute2 and nftables.
+    Lab,
+    /// Building and running images without a daemon: buildah, podman, runc.
+    Containers,
+}
+
+impl Need {
+    /// Every need: what `cargo xtask setup` and `cargo xtask test` install.
+    pub const ALL: [Need; 3] = [Need::Build, Need::Lab, Need::Containers];
+
+    /// Its Debian packages and the version glob each must match.
+    fn packages(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Need::Build => &[
+                ("rustc-web", "1.96.0*"),
+                ("rust-web-src", "1.96.0*"),
+                ("llvm-22-dev", "1:22.1*"),
+                ("libpolly-22-dev", "1:22.1*"),
+                ("zlib1g-dev", "*"),
+                ("libzstd-dev", "*"),
+            ],
+            Need::Lab => &[("iproute2", "*"), ("nftables", "1.0.6*")],
+            // runc, not crun: crun refuses hybrid cgroup layouts. binutils:
+            // `strip` for the image's binary.
+            Need::Containers => &[
+                ("buildah", "1.28*"),
+                ("podman", "4.3*"),
+                ("runc", "*"),
+                ("binutils", "*"),
+            ],
+        }
+    }
+}
 
 /// The bpf-linker release the eBPF build is known to work with.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -71,21 +100,23 @@ fn bpf_linker_ok() -> bool {
         .unwrap_or(false)
 }
 
-fn find_missing() -> Missing {
-    let apt = APT_PACKAGES
+fn find_missing(needs: &[Need]) -> Missing {
+    let apt = needs
         .iter()
+        .flat_map(|need| need.packages())
         .filter(|(pkg, glob)| !installed_version(pkg).is_some_and(|v| version_matches(&v, glob)))
         .map(|(pkg, glob)| format!("{pkg}={glob}"))
         .collect();
     Missing {
         apt,
-        bpf_linker: !bpf_linker_ok(),
+        bpf_linker: needs.contains(&Need::Build) && !bpf_linker_ok(),
     }
 }
 
-/// Runs setup only when something is missing; used by build-ebpf, test and demo.
-pub fn ensure_ready() -> anyhow::Result<()> {
-    let missing = find_missing();
+/// Installs what `needs` lack, only when something is missing: each chore calls
+/// it with what it uses.
+pub fn ensure(needs: &[Need]) -> anyhow::Result<()> {
+    let missing = find_missing(needs);
     if missing.apt.is_empty() && !missing.bpf_linker {
         return Ok(());
     }
@@ -95,10 +126,10 @@ pub fn ensure_ready() -> anyhow::Result<()> {
 /// `cargo xtask setup`: checks everything and installs what is missing.
 pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
-    let missing = find_missing();
+    let missing = find_missing(&Need::ALL);
     if missing.apt.is_empty() && !missing.bpf_linker {
         println!(
-            "setup: everything is already installed (rustc-web 1.96, LLVM 22, bpf-linker {BPF_LINKER_VERSION}, iproute2, nftables); checked in {:.1?}",
+            "setup: everything is already installed (rustc-web 1.96, LLVM 22, bpf-linker {BPF_LINKER_VERSION}, iproute2, nftables, buildah, podman, runc); checked in {:.1?}",
             started.elapsed()
         );
         return Ok(());

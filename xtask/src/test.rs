@@ -9,7 +9,7 @@ use crate::{conformance, ebpf, run_checked, setup, workspace_root};
 
 /// Runs every check in order; the first failure stops the run.
 pub fn run() -> anyhow::Result<()> {
-    setup::ensure_ready()?;
+    setup::ensure(&setup::Need::ALL)?;
     ebpf::build()?;
     let root = workspace_root();
     if !nix::unistd::geteuid().is_root() {
