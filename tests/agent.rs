@@ -10,7 +10,9 @@
 //! fails closed for its pods only (`agent/capacity.rs`); 10,000 idle connections
 //! to its HTTP endpoint stop nothing (`agent/hostile.rs`); a Service egress to a
 //! backend on another node is decided at the node's uplink (`agent/exits.rs`);
-//! `policy-agent flows` follows the agent's verdicts (`agent/flows.rs`).
+//! `policy-agent flows` follows the agent's verdicts (`agent/flows.rs`); the
+//! image `cargo xtask image` builds runs under podman as the DaemonSet says
+//! (`agent/image.rs`).
 
 mod support;
 
@@ -28,6 +30,8 @@ mod harness;
 mod hostile;
 #[path = "agent/identity.rs"]
 mod identity;
+#[path = "agent/image.rs"]
+mod image;
 #[path = "agent/nodes.rs"]
 mod nodes;
 #[path = "agent/restarts.rs"]

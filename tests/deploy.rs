@@ -292,6 +292,32 @@ fn the_probes_reach_the_port_the_agent_listens_on_and_it_is_the_default() {
 }
 
 #[test]
+fn the_agent_may_call_bpf_under_any_runtimes_seccomp_profile() {
+    for container in containers(&daemonset()) {
+        let profile = container
+            .security_context
+            .and_then(|s| s.seccomp_profile)
+            .map(|p| p.type_);
+        assert_eq!(
+            profile.as_deref(),
+            Some("Unconfined"),
+            "{}: runtime-default profiles refuse bpf() without CAP_SYS_ADMIN",
+            container.name
+        );
+    }
+}
+
+#[test]
+fn the_image_is_the_one_cargo_xtask_image_tags_with_this_version() {
+    let images: Vec<Option<String>> = containers(&daemonset())
+        .into_iter()
+        .map(|c| c.image)
+        .collect();
+    let expected = format!("podwall/policy-agent:{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(images, [Some(expected)]);
+}
+
+#[test]
 fn the_kustomization_renders_every_file_of_the_base_and_nothing_else() {
     let kinds: BTreeSet<String> = documents()
         .iter()

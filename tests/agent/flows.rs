@@ -22,15 +22,14 @@ use super::{
 
 const AGENT: &str = env!("CARGO_BIN_EXE_policy-agent");
 
-/// `policy-agent flows ARGS` with its stderr lines sent to the receiver.
-fn spawn_flows(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(AGENT)
-        .arg("flows")
-        .args(args)
+/// Starts `flows` (a `policy-agent flows` command line) with its stderr lines
+/// sent to the receiver.
+fn spawn_flows(mut flows: Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = flows
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("running {AGENT} flows: {e}"));
+        .unwrap_or_else(|e| panic!("running {flows:?}: {e}"));
     let (send, receive) = mpsc::channel();
     if let Some(stderr) = child.stderr.take() {
         std::thread::spawn(move || {
@@ -42,10 +41,11 @@ fn spawn_flows(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     (child, receive)
 }
 
-/// Follows `instance` for the first drop of a flow from `prod/other`, while
-/// `other` keeps trying `db`; returns that event as JSON.
-fn first_drop_from_other(node: &Node, instance: &str) -> serde_json::Value {
-    let (mut flows, stderr) = spawn_flows(&[
+/// The arguments after `policy-agent` that follow `instance` for the first drop
+/// of a flow from `prod/other`, as JSON.
+pub fn first_drop_args(instance: &str) -> Vec<String> {
+    let args = [
+        "flows",
         "--output",
         "json",
         "--verdict",
@@ -55,8 +55,17 @@ fn first_drop_from_other(node: &Node, instance: &str) -> serde_json::Value {
         "--count",
         "1",
         "--instance",
-        instance,
-    ]);
+    ];
+    args.into_iter()
+        .chain([instance])
+        .map(String::from)
+        .collect()
+}
+
+/// Runs `flows` (a `policy-agent` command line with `first_drop_args(instance)`)
+/// while `other` keeps trying `db`; returns the event it prints, as JSON.
+pub fn first_drop_from_other(node: &Node, instance: &str, flows: Command) -> serde_json::Value {
+    let (mut flows, stderr) = spawn_flows(flows);
     let said = stderr
         .recv_timeout(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("flows said nothing on stderr: {e}"));
@@ -86,7 +95,9 @@ fn first_drop_from_other(node: &Node, instance: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
-fn assert_names_other_to_db(event: &serde_json::Value) {
+/// Asserts `event` is `prod/other`'s connection to `prod/db` dropped at db's
+/// ingress by `prod/db-from-web`.
+pub fn assert_names_other_to_db(event: &serde_json::Value) {
     assert_eq!(event["pod"], "prod/db", "{event}");
     assert_eq!(event["direction"], "ingress", "{event}");
     assert_eq!(event["source"]["pod"], "prod/other", "{event}");
@@ -99,6 +110,13 @@ fn assert_names_other_to_db(event: &serde_json::Value) {
         serde_json::json!(["prod/db-from-web"]),
         "{event}"
     );
+}
+
+/// `policy-agent flows` run here, following `instance`.
+fn flows(instance: &str) -> Command {
+    let mut command = Command::new(AGENT);
+    command.args(first_drop_args(instance));
+    command
 }
 
 #[test]
@@ -123,7 +141,7 @@ fn flows_follows_a_running_agent_across_a_restart_and_uninstall_removes_its_name
         names.events_pin.display()
     );
 
-    assert_names_other_to_db(&first_drop_from_other(&node, &instance));
+    assert_names_other_to_db(&first_drop_from_other(&node, &instance, flows(&instance)));
 
     // A successor adopts the pins and publishes under its own pid.
     agent.kill9();
@@ -134,7 +152,7 @@ fn flows_follows_a_running_agent_across_a_restart_and_uninstall_removes_its_name
         Duration::from_secs(20),
         || read_names(&names_file).is_ok_and(|n| n.pid == successor.pid()),
     );
-    assert_names_other_to_db(&first_drop_from_other(&node, &instance));
+    assert_names_other_to_db(&first_drop_from_other(&node, &instance, flows(&instance)));
 
     let uninstall = Command::new(AGENT)
         .args(["uninstall", "--stop-agent", "--instance", &instance])

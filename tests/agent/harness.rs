@@ -128,6 +128,16 @@ impl Node {
     /// (in turn), which its object's `spec.nodeName` names. The API server listens
     /// on the first node's address, which every node reaches.
     pub fn up_layout(pods: &[(&str, &str)], later: &[&str], layout: Layout) -> Self {
+        Self::up_serving(pods, later, layout, false)
+    }
+
+    /// `up` with the API server on HTTPS, for an agent that reaches it the
+    /// in-cluster way (`ApiServer::write_service_account`).
+    pub fn up_https(pods: &[(&str, &str)]) -> Self {
+        Self::up_serving(pods, &[], Layout::single(TopologyKind::Routed), true)
+    }
+
+    fn up_serving(pods: &[(&str, &str)], later: &[&str], layout: Layout, https: bool) -> Self {
         static SERIAL: Mutex<()> = Mutex::new(());
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = ClusterState::default();
@@ -156,8 +166,12 @@ impl Node {
         let listener = in_netns(net.node_netns(), || TcpListener::bind(bind.as_str()))
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|e| panic!("API server listener: {e}"));
-        let api = ApiServer::serve(listener, Options::default())
-            .unwrap_or_else(|e| panic!("stand-in API server: {e}"));
+        let api = if https {
+            ApiServer::serve_https(listener, Options::default())
+        } else {
+            ApiServer::serve(listener, Options::default())
+        }
+        .unwrap_or_else(|e| panic!("stand-in API server: {e}"));
         let kubeconfig = api
             .write_kubeconfig()
             .unwrap_or_else(|e| panic!("kubeconfig: {e}"));
@@ -269,6 +283,17 @@ impl Node {
         }
     }
 
+    /// The instance tagged `tag` on node `node`, uninstalled when this lab is
+    /// dropped (however its agent was started).
+    pub fn claim_instance_on(&self, node: usize, tag: &str) -> String {
+        let instance = self.instance_on(node, tag);
+        let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        if !instances.contains(&instance) {
+            instances.push(instance.clone());
+        }
+        instance
+    }
+
     /// Starts `policy-agent run` for this node, pin instance named after `tag`.
     pub fn start_agent(&self, tag: &str) -> AgentProcess {
         self.start_agent_with(tag, |_| {})
@@ -306,13 +331,7 @@ impl Node {
         } else {
             lab_node.name.clone()
         };
-        let instance = self.instance_on(node, tag);
-        {
-            let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
-            if !instances.contains(&instance) {
-                instances.push(instance.clone());
-            }
-        }
+        let instance = self.claim_instance_on(node, tag);
         let args = AgentArgs {
             node_name: &node_name,
             kubeconfig: self.kubeconfig.path(),

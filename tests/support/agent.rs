@@ -98,13 +98,7 @@ impl AgentProcess {
     /// `GET path` on the agent's HTTP port: the status code and the body, or `None`
     /// when nothing answers.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let addr = self.metrics;
-        let stream = in_netns(&self.node_netns, move || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-        })
-        .ok()?
-        .ok()?;
-        http_get(stream, path)
+        get_in(&self.node_netns, self.metrics, path)
     }
 
     /// Waits until /readyz answers 200; panics with the last answer after `timeout`.
@@ -186,6 +180,17 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// `GET path` on `addr` from inside network namespace `netns`: the status code
+/// and the body, or `None` when nothing answers.
+pub fn get_in(netns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let stream = in_netns(netns, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+    })
+    .ok()?
+    .ok()?;
+    http_get(stream, path)
 }
 
 /// A minimal HTTP/1.0 GET over `stream`: status code and body.

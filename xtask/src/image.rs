@@ -1,17 +1,20 @@
 //! `cargo xtask image`: the DaemonSet's container image, built without a Docker
-//! daemon and without a base image (none can be pulled here): `buildah from
-//! scratch`, then exactly what the agent needs to run:
+//! daemon and without a base image (none can be pulled here). It lays out the
+//! image's whole file tree in `target/image/rootfs` (`stage`), exactly what the
+//! agent needs to run:
 //! - `/usr/bin/policy-agent`, the release build, stripped of symbols;
 //! - `/usr/lib/podwall/policy-ebpf.o`, where the agent looks for its object
 //!   (`dataplane::object`);
 //! - the shared libraries the binary links (as `ldd` lists them) and the loader,
-//!   each at the path the binary asks for.
+//!   each at the path the binary asks for;
 //!
-//! It is committed to the local containers storage as `podwall/policy-agent:<tag>`
-//! and `podwall/policy-agent:<version>` (the tag `deploy/base/kustomization.yaml`
-//! names), and written as an OCI archive beside its tag under `target/image/`.
-//! The tag is the version and the git commit (`0.1.0-3f2a9c1d0b7e`, with `-dirty`
-//! when the tree has uncommitted changes).
+//! then `buildah build`s `deploy/image/Containerfile` (`FROM scratch`, that tree)
+//! with `target/image` as the context, so the file others build with a daemon
+//! is the one tested here. The image goes to the local containers storage as
+//! `podwall/policy-agent:<tag>` and `podwall/policy-agent:<version>` (the tag
+//! `deploy/base/kustomization.yaml` names), and to an OCI archive beside its tag
+//! under `target/image/`. The tag is the version and the git commit
+//! (`0.1.0-3f2a9c1d0b7e`, with `-dirty` when the tree has uncommitted changes).
 
 use std::{
     path::{Path, PathBuf},
@@ -28,6 +31,9 @@ pub const IMAGE_NAME: &str = "podwall/policy-agent";
 const AGENT_PATH: &str = "/usr/bin/policy-agent";
 /// Where the eBPF object goes: the last place `dataplane::object` looks.
 const OBJECT_PATH: &str = "/usr/lib/podwall/policy-ebpf.o";
+/// The image's definition, relative to the workspace root; its build context
+/// is `target/image`.
+const CONTAINERFILE: &str = "deploy/image/Containerfile";
 
 /// What `cargo xtask image` made.
 pub struct Built {
@@ -47,6 +53,11 @@ pub fn output_dir() -> PathBuf {
 /// `target/image/policy-agent.tar`: the OCI archive of the last build.
 pub fn archive_path() -> PathBuf {
     output_dir().join("policy-agent.tar")
+}
+
+/// `target/image/rootfs`: the image's files, as the Containerfile copies them.
+pub fn rootfs_dir() -> PathBuf {
+    output_dir().join("rootfs")
 }
 
 /// `target/image/policy-agent.tag`: the archive's reference, one line.
@@ -75,31 +86,30 @@ pub fn run() -> anyhow::Result<()> {
 /// Builds the image, commits it to the local storage and writes the archive.
 pub fn build() -> anyhow::Result<Built> {
     setup::ensure(&[setup::Need::Build, setup::Need::Containers])?;
-    let object = ebpf::build()?;
-    let agent = build_agent_profile("image", true)?;
+    let files = stage()?;
     let tag = tag()?;
     let reference = format!("{IMAGE_NAME}:{tag}");
     let moving = format!("{IMAGE_NAME}:{}", env!("CARGO_PKG_VERSION"));
-    let libraries = runtime_files(&agent)?;
-    std::fs::create_dir_all(output_dir()).context("creating target/image")?;
-    let stripped = output_dir().join("policy-agent.stripped");
-    run_checked(
-        Command::new("strip")
-            .arg("--strip-all")
-            .arg(&agent)
-            .arg("-o")
-            .arg(&stripped),
-    )?;
-    println!(
-        "image: assembling {reference} from scratch: the agent, its object, {} runtime files",
-        libraries.len()
-    );
+    println!("image: building {reference} from scratch with buildah: {files} files");
     let previous = image_id(&moving);
-    let container = output(Command::new("buildah").args(["from", "scratch"]))?;
-    let result = assemble(&container, &stripped, &object, &libraries, &reference);
-    let _ = Command::new("buildah").args(["rm", &container]).output();
-    result?;
-    run_checked(Command::new("buildah").args(["tag", &reference, &moving]))?;
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_default();
+    output(
+        Command::new("buildah")
+            .args(["build", "--quiet", "--layers=false"])
+            .arg("--file")
+            .arg(workspace_root().join(CONTAINERFILE))
+            .args(["--tag", &reference, "--tag", &moving])
+            .args([
+                "--label",
+                &format!(
+                    "org.opencontainers.image.version={}",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                "--label",
+                &format!("org.opencontainers.image.revision={commit}"),
+            ])
+            .arg(output_dir()),
+    )?;
     // The previous build, unless another tag still names it (then rmi refuses).
     if let Some(previous) = previous.filter(|id| image_id(&moving).as_ref() != Some(id)) {
         let _ = Command::new("buildah").args(["rmi", &previous]).output();
@@ -132,6 +142,44 @@ pub fn build() -> anyhow::Result<Built> {
     })
 }
 
+/// Builds the agent (release) and the eBPF object and lays out the image's
+/// whole file tree in `target/image/rootfs`, which the Containerfile copies;
+/// returns how many files it holds.
+pub fn stage() -> anyhow::Result<usize> {
+    let object = ebpf::build()?;
+    let agent = build_agent_profile("image", true)?;
+    let rootfs = rootfs_dir();
+    if rootfs.exists() {
+        std::fs::remove_dir_all(&rootfs)
+            .with_context(|| format!("removing the old {}", rootfs.display()))?;
+    }
+    let place = |to: &str| -> anyhow::Result<PathBuf> {
+        let path = rootfs.join(to.trim_start_matches('/'));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(path)
+    };
+    run_checked(
+        Command::new("strip")
+            .arg("--strip-all")
+            .arg(&agent)
+            .arg("-o")
+            .arg(place(AGENT_PATH)?),
+    )?;
+    std::fs::copy(&object, place(OBJECT_PATH)?).context("copying the eBPF object")?;
+    let libraries = runtime_files(&agent)?;
+    for library in &libraries {
+        let to = library
+            .to_str()
+            .with_context(|| format!("library path {} is not UTF-8", library.display()))?;
+        // The file itself at the path the binary names (copy follows symlinks).
+        std::fs::copy(library, place(to)?)
+            .with_context(|| format!("copying {}", library.display()))?;
+    }
+    Ok(2 + libraries.len())
+}
+
 /// The id of the local image `reference`, if there is one.
 fn image_id(reference: &str) -> Option<String> {
     output(Command::new("buildah").args([
@@ -143,55 +191,6 @@ fn image_id(reference: &str) -> Option<String> {
         reference,
     ]))
     .ok()
-}
-
-/// Copies the files into `container` and commits it as `reference`.
-fn assemble(
-    container: &str,
-    agent: &Path,
-    object: &Path,
-    libraries: &[PathBuf],
-    reference: &str,
-) -> anyhow::Result<()> {
-    let copy = |from: &Path, to: &str, mode: &str| {
-        run_checked(
-            Command::new("buildah")
-                .args(["copy", "--quiet", "--chmod", mode, container])
-                .arg(from)
-                .arg(to),
-        )
-    };
-    copy(agent, AGENT_PATH, "0755")?;
-    copy(object, OBJECT_PATH, "0644")?;
-    for library in libraries {
-        // The file itself, at the path the binary names (ldd resolves symlinks
-        // only in what it prints on the right; copy follows them).
-        let to = library
-            .to_str()
-            .with_context(|| format!("library path {} is not UTF-8", library.display()))?;
-        copy(&std::fs::canonicalize(library)?, to, "0755")?;
-    }
-    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_default();
-    run_checked(
-        Command::new("buildah")
-            .args(["config", "--entrypoint", &format!("[\"{AGENT_PATH}\"]")])
-            .args(["--cmd", "[\"run\"]"])
-            .args(["--label", "org.opencontainers.image.title=podwall"])
-            .args([
-                "--label",
-                &format!(
-                    "org.opencontainers.image.version={}",
-                    env!("CARGO_PKG_VERSION")
-                ),
-            ])
-            .args([
-                "--label",
-                &format!("org.opencontainers.image.revision={commit}"),
-            ])
-            .args(["--label", "org.opencontainers.image.licenses=Apache-2.0"])
-            .arg(container),
-    )?;
-    output(Command::new("buildah").args(["commit", "--quiet", container, reference])).map(drop)
 }
 
 /// The files the dynamic loader needs to start `binary`: every library `ldd`

@@ -1,16 +1,19 @@
-//! `cargo xtask test`: the whole suite. Formatting and clippy (-D warnings), then
-//! every unit test and the lab integration tests on the real kernel, then the
-//! conformance cases (`cargo xtask conformance`). The kernel tests need root and
-//! BPF; without them they fail and say so.
+//! `cargo xtask test`: the whole suite. The eBPF object and the container image
+//! (`cargo xtask image`, which a test runs under podman), formatting and clippy
+//! (-D warnings), then every unit test and the lab integration tests on the real
+//! kernel, then the conformance cases (`cargo xtask conformance`). The kernel
+//! tests need root and BPF; without them they fail and say so.
 
 use std::process::Command;
 
-use crate::{conformance, ebpf, run_checked, setup, workspace_root};
+use crate::{conformance, ebpf, image, run_checked, setup, workspace_root};
 
 /// Runs every check in order; the first failure stops the run.
 pub fn run() -> anyhow::Result<()> {
     setup::ensure(&setup::Need::ALL)?;
     ebpf::build()?;
+    println!("test [0/4]: the container image (cargo xtask image)");
+    image::run()?;
     let root = workspace_root();
     if !nix::unistd::geteuid().is_root() {
         eprintln!(

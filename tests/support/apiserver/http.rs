@@ -22,9 +22,11 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::TcpListener,
     sync::{mpsc, watch},
 };
+use tokio_rustls::TlsAcceptor;
 
 use super::{
     store::{Event, Resource},
@@ -34,9 +36,9 @@ use super::{
 type Body = BoxBody<Bytes, io::Error>;
 type Chunk = Result<Frame<Bytes>, io::Error>;
 
-/// Accepts connections until the runtime stops. While the server is unavailable a
-/// connection is closed as soon as it is accepted.
-pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts connections (TLS ones with `tls`) until the runtime stops. While the
+/// server is unavailable a connection is closed as soon as it is accepted.
+pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -50,14 +52,31 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         }
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| handle(shared.clone(), request));
-            // A connection ends with an error when a watch is dropped on purpose.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => serve_connection(stream, shared).await,
+                Some(tls) => {
+                    // A client that gives up on the handshake is no failure here.
+                    if let Ok(stream) = tls.accept(stream).await {
+                        serve_connection(stream, shared).await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// Answers the requests of one connection until it ends.
+async fn serve_connection(
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    shared: Arc<Shared>,
+) {
+    let service = service_fn(move |request| handle(shared.clone(), request));
+    // A connection ends with an error when a watch is dropped on purpose.
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 /// Where a request path points: a resource, maybe one namespace of it.
@@ -109,6 +128,13 @@ async fn handle(
     if shared.unavailable.load(Ordering::SeqCst) {
         // Closes the connection without an answer.
         return Err(io::Error::other("the stand-in API server is unavailable"));
+    }
+    if let Some(value) = request.headers().get(hyper::header::AUTHORIZATION) {
+        *shared
+            .authorization
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
     if request.method() != Method::GET {
         let message = "the stand-in API server only lists and watches";

@@ -18,10 +18,15 @@
 //!
 //! The server runs on its own Tokio runtime, on a listener the test gives (so it
 //! can be bound inside a network namespace) or on 127.0.0.1; dropping the handle
-//! stops it. `write_kubeconfig` points a client at it.
+//! stops it. `write_kubeconfig` points a client at it. Served over HTTPS
+//! (`serve_https`, a CA made per server), it also writes what a pod's service
+//! account mount holds (`write_service_account`), so an agent in a container
+//! reaches it with in-cluster configuration; the bearer token it presents is
+//! kept (`authorization`).
 
 mod http;
 mod store;
+mod tls;
 
 use std::{
     collections::BTreeMap,
@@ -83,6 +88,8 @@ struct Shared {
     unavailable: AtomicBool,
     bookmark_interval: Duration,
     counts: Mutex<BTreeMap<Resource, Counts>>,
+    /// The `Authorization` header of the latest request that had one.
+    authorization: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -100,6 +107,8 @@ impl Shared {
 pub struct ApiServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// The CA whose certificate an HTTPS server's clients trust (PEM).
+    ca_pem: Option<String>,
     runtime: Option<Runtime>,
 }
 
@@ -109,10 +118,25 @@ impl ApiServer {
         ApiServer::serve(TcpListener::bind("127.0.0.1:0")?, Options::default())
     }
 
-    /// A stand-in answering on `listener`.
+    /// A stand-in answering HTTP on `listener`.
     pub fn serve(listener: TcpListener, options: Options) -> io::Result<ApiServer> {
+        Self::serve_with(listener, options, false)
+    }
+
+    /// A stand-in answering HTTPS on `listener`, with a certificate for its
+    /// address from a CA of its own (`write_service_account` hands it out).
+    pub fn serve_https(listener: TcpListener, options: Options) -> io::Result<ApiServer> {
+        Self::serve_with(listener, options, true)
+    }
+
+    fn serve_with(listener: TcpListener, options: Options, https: bool) -> io::Result<ApiServer> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let identity = if https {
+            Some(tls::identity(addr.ip())?)
+        } else {
+            None
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("stand-in-apiserver")
@@ -132,11 +156,17 @@ impl ApiServer {
             unavailable: AtomicBool::new(false),
             bookmark_interval: options.bookmark_interval,
             counts: Mutex::new(BTreeMap::new()),
+            authorization: Mutex::new(None),
         });
-        runtime.spawn(http::serve(listener, shared.clone()));
+        let (ca_pem, acceptor) = match identity {
+            Some(identity) => (Some(identity.ca_pem), Some(identity.acceptor)),
+            None => (None, None),
+        };
+        runtime.spawn(http::serve(listener, shared.clone(), acceptor));
         Ok(ApiServer {
             shared,
             addr,
+            ca_pem,
             runtime: Some(runtime),
         })
     }
@@ -146,9 +176,35 @@ impl ApiServer {
         self.addr
     }
 
-    /// `http://addr`.
+    /// `http://addr`, or `https://addr`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Writes what the kubelet mounts at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount` into `dir`: `token`,
+    /// `ca.crt` (this HTTPS server's CA) and `namespace`. Fails for an HTTP server.
+    pub fn write_service_account(&self, dir: &std::path::Path, token: &str) -> io::Result<()> {
+        let ca = self.ca_pem.as_deref().ok_or_else(|| {
+            io::Error::other("an HTTP stand-in has no CA; start it with serve_https")
+        })?;
+        std::fs::write(dir.join("token"), token)?;
+        std::fs::write(dir.join("ca.crt"), ca)?;
+        std::fs::write(dir.join("namespace"), "podwall-system")
+    }
+
+    /// The `Authorization` header of the latest request that had one.
+    pub fn authorization(&self) -> Option<String> {
+        self.shared
+            .authorization
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A kubeconfig file (removed when the returned value is dropped) whose
@@ -161,12 +217,18 @@ impl ApiServer {
         write!(
             file,
             "apiVersion: v1\nkind: Config\n\
-             clusters:\n- name: stand-in\n  cluster:\n    server: {url}\n\
+             clusters:\n- name: stand-in\n  cluster:\n    server: {url}\n{insecure}\
              users:\n- name: stand-in\n  user: {{}}\n\
              contexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    \
              user: stand-in\n    namespace: default\n\
              current-context: stand-in\n",
-            url = self.url()
+            url = self.url(),
+            // The CA is for in-cluster clients (`write_service_account`).
+            insecure = if self.ca_pem.is_some() {
+                "    insecure-skip-tls-verify: true\n"
+            } else {
+                ""
+            },
         )?;
         file.flush()?;
         Ok(file)
