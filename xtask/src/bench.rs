@@ -21,7 +21,7 @@ pub fn datapath(args: &[String]) -> anyhow::Result<()> {
          which needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN); run \
          `sudo cargo xtask bench datapath`"
     );
-    setup::ensure(&[setup::Need::Build, setup::Need::Lab])?;
+    setup::ensure(&[setup::Need::Lab])?;
     ebpf::build()?;
     let agent = build_agent("bench")?;
     println!("bench: running policy-agent bench datapath (about 15 s with the defaults)");
@@ -41,7 +41,7 @@ pub fn agent(args: &[String]) -> anyhow::Result<()> {
          BPF_PROG_TEST_RUN, which needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN); \
          run `sudo cargo xtask bench agent`"
     );
-    setup::ensure(&[setup::Need::Build, setup::Need::Lab])?;
+    setup::ensure(&[setup::Need::Lab])?;
     ebpf::build()?;
     let agent = build_agent_profile("bench", true)?;
     println!("bench: running policy-agent bench agent (about a minute with the defaults)");

@@ -13,7 +13,7 @@ pub const DEFAULT_CASES: &str = "tests/data/conformance";
 
 /// `cargo xtask conformance`: installs and builds what is missing, then runs.
 pub fn run(cases: Option<&Path>, nodes: u16) -> anyhow::Result<()> {
-    setup::ensure(&[setup::Need::Build, setup::Need::Lab])?;
+    setup::ensure(&[setup::Need::Lab])?;
     ebpf::build()?;
     run_cases(cases, nodes)
 }

@@ -10,7 +10,7 @@ use crate::{build_agent, ebpf, run_checked, setup, workspace_root};
 
 /// Runs the demo from start to end without input.
 pub fn run() -> anyhow::Result<()> {
-    setup::ensure(&[setup::Need::Build, setup::Need::Lab])?;
+    setup::ensure(&[setup::Need::Lab])?;
     ebpf::build()?;
     let root = workspace_root();
     let agent = build_agent("demo")?;

@@ -85,7 +85,7 @@ pub fn run() -> anyhow::Result<()> {
 
 /// Builds the image, commits it to the local storage and writes the archive.
 pub fn build() -> anyhow::Result<Built> {
-    setup::ensure(&[setup::Need::Build, setup::Need::Containers])?;
+    setup::ensure(&[setup::Need::Containers])?;
     let files = stage()?;
     let tag = tag()?;
     let reference = format!("{IMAGE_NAME}:{tag}");

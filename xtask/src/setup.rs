@@ -61,8 +61,18 @@ pub const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
 /// What is missing on this machine, in install order.
 struct Missing {
-    apt: Vec<String>,
+    /// Debian packages (`name=version-glob`) and the need each serves.
+    apt: Vec<(Need, String)>,
     bpf_linker: bool,
+}
+
+impl Missing {
+    fn packages(&self) -> Vec<&str> {
+        self.apt
+            .iter()
+            .map(|(_, package)| package.as_str())
+            .collect()
+    }
 }
 
 fn installed_version(package: &str) -> Option<String> {
@@ -103,9 +113,11 @@ fn bpf_linker_ok() -> bool {
 fn find_missing(needs: &[Need]) -> Missing {
     let apt = needs
         .iter()
-        .flat_map(|need| need.packages())
-        .filter(|(pkg, glob)| !installed_version(pkg).is_some_and(|v| version_matches(&v, glob)))
-        .map(|(pkg, glob)| format!("{pkg}={glob}"))
+        .flat_map(|need| need.packages().iter().map(move |package| (*need, package)))
+        .filter(|(_, (pkg, glob))| {
+            !installed_version(pkg).is_some_and(|v| version_matches(&v, glob))
+        })
+        .map(|(need, (pkg, glob))| (need, format!("{pkg}={glob}")))
         .collect();
     Missing {
         apt,
@@ -113,8 +125,15 @@ fn find_missing(needs: &[Need]) -> Missing {
     }
 }
 
+/// Whether nothing of `needs` is missing (no install needed).
+pub fn ready(needs: &[Need]) -> bool {
+    let missing = find_missing(needs);
+    missing.apt.is_empty() && !missing.bpf_linker
+}
+
 /// Installs what `needs` lack, only when something is missing: each chore calls
-/// it with what it uses.
+/// it with what it uses (the eBPF build through `ebpf::build`, which may use a
+/// rustup toolchain instead).
 pub fn ensure(needs: &[Need]) -> anyhow::Result<()> {
     let missing = find_missing(needs);
     if missing.apt.is_empty() && !missing.bpf_linker {
@@ -143,33 +162,24 @@ fn install(missing: Missing) -> anyhow::Result<()> {
     let is_root = nix::unistd::geteuid().is_root();
     let has_apt = Path::new("/usr/bin/apt-get").exists();
     if !missing.apt.is_empty() && (!is_root || !has_apt) {
-        bail!(
-            "setup needs these Debian packages and cannot install them ({}): {}\n\
-             install them by hand as root: apt-get install -y {}",
-            if has_apt {
-                "not running as root"
-            } else {
-                "no apt-get on this machine"
-            },
-            missing.apt.join(" "),
-            missing.apt.join(" ")
-        );
+        bail!("{}", cannot_install(&missing, has_apt));
     }
-    if !missing.apt.is_empty() {
+    let packages = missing.packages();
+    if !packages.is_empty() {
         let step = Instant::now();
-        println!("setup [1/2]: apt-get install {}", missing.apt.join(" "));
+        println!("setup [1/2]: apt-get install {}", packages.join(" "));
         run_checked(Command::new("apt-get").args(["update", "-q"]))
             .context("apt-get update failed")?;
         run_checked(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing.apt)
+                .args(&packages)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
         .context("apt-get install failed")?;
         println!("setup [1/2]: packages installed in {:.0?}", step.elapsed());
     }
-    if missing.bpf_linker || !bpf_linker_ok() {
+    if missing.bpf_linker {
         let step = Instant::now();
         println!(
             "setup [2/2]: cargo install bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes 1-2 minutes)"
@@ -197,9 +207,73 @@ fn install(missing: Missing) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What to tell a user setup cannot install for: on Debian without root, the
+/// `apt-get` line; elsewhere, per need, what to install from where (for the
+/// build, the usual aya toolchain, which `cargo xtask build-ebpf` uses).
+fn cannot_install(missing: &Missing, has_apt: bool) -> String {
+    let packages = missing.packages();
+    if has_apt {
+        return format!(
+            "setup needs these Debian packages and cannot install them (not running as root): {}\n\
+             install them by hand as root: apt-get install -y {}",
+            packages.join(" "),
+            packages.join(" ")
+        );
+    }
+    let mut needs: Vec<Need> = missing.apt.iter().map(|(need, _)| *need).collect();
+    needs.dedup();
+    let lines: Vec<String> = needs
+        .into_iter()
+        .map(|need| match need {
+            Need::Build => "- the eBPF build: a nightly Rust with rust-src \
+                 (`rustup toolchain install nightly --component rust-src`) and bpf-linker on PATH \
+                 (`cargo install bpf-linker`); `cargo xtask build-ebpf` uses them when it finds them"
+                .to_string(),
+            Need::Lab => "- the lab: iproute2 (`ip`) and nftables (`nft`), from your distribution".to_string(),
+            Need::Containers => "- the image: buildah, podman, runc and binutils (`strip`), from your distribution"
+                .to_string(),
+        })
+        .collect();
+    format!(
+        "setup installs with apt-get on Debian 12 and there is no apt-get here; install these yourself:\n{}",
+        lines.join("\n")
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::version_matches;
+    use super::*;
+
+    #[test]
+    fn without_apt_setup_names_what_to_install_for_each_need_it_lacks() {
+        let missing = Missing {
+            apt: vec![
+                (Need::Build, "rustc-web=1.96.0*".to_string()),
+                (Need::Build, "rust-web-src=1.96.0*".to_string()),
+                (Need::Containers, "buildah=1.28*".to_string()),
+            ],
+            bpf_linker: true,
+        };
+        let said = cannot_install(&missing, false);
+        assert!(
+            said.contains("rustup toolchain install nightly --component rust-src"),
+            "{said}"
+        );
+        assert!(said.contains("cargo install bpf-linker"), "{said}");
+        assert!(said.contains("buildah, podman, runc"), "{said}");
+        assert!(
+            !said.contains("nftables"),
+            "the lab was not asked for: {said}"
+        );
+        assert_eq!(said.lines().count(), 3, "{said}");
+        let on_debian = cannot_install(&missing, true);
+        assert!(
+            on_debian.contains(
+                "apt-get install -y rustc-web=1.96.0* rust-web-src=1.96.0* buildah=1.28*"
+            ),
+            "{on_debian}"
+        );
+    }
 
     #[test]
     fn version_glob_matches_prefix_only() {

@@ -10,7 +10,7 @@ use crate::{conformance, ebpf, image, run_checked, setup, workspace_root};
 
 /// Runs every check in order; the first failure stops the run.
 pub fn run() -> anyhow::Result<()> {
-    setup::ensure(&setup::Need::ALL)?;
+    setup::ensure(&[setup::Need::Lab, setup::Need::Containers])?;
     ebpf::build()?;
     println!("test [0/4]: the container image (cargo xtask image)");
     image::run()?;
