@@ -3,6 +3,7 @@
 
 mod support;
 
+use policy_agent::e2e::examples::Expectation;
 use std::{
     collections::BTreeSet,
     ffi::OsStr,
@@ -891,41 +892,11 @@ fn completions_are_printed_for_each_shell_from_the_flags_themselves() {
     assert_eq!(agent(&["completions", "tcsh"]).status.code(), Some(2));
 }
 
-/// One `# expect: FROM -> TO PORT/PROTO allowed|denied` line of an example file.
-struct Expectation {
-    from: String,
-    to: String,
-    port: String,
-    allowed: bool,
-}
-
 /// The expectations a manifest file states in its leading comments.
 fn expectations(path: &Path) -> Vec<Expectation> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .map_while(|line| line.strip_prefix('#'))
-        .filter_map(|line| line.trim().strip_prefix("expect:"))
-        .map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let [from, "->", to, port, verdict] = words[..] else {
-                panic!(
-                    "{}: not `FROM -> TO PORT/PROTO allowed|denied`: {line}",
-                    path.display()
-                );
-            };
-            assert!(
-                matches!(verdict, "allowed" | "denied"),
-                "{}: {line}",
-                path.display()
-            );
-            Expectation {
-                from: from.to_string(),
-                to: to.to_string(),
-                port: port.to_string(),
-                allowed: verdict == "allowed",
-            }
-        })
-        .collect()
+    policy_agent::e2e::examples::expectations(&text)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
@@ -944,7 +915,7 @@ fn every_example_gives_the_verdicts_its_files_expect_after_each_step() {
             }
             for port in expected
                 .iter()
-                .map(|e| e.port.clone())
+                .map(|e| format!("{}/{}", e.port, e.protocol))
                 .collect::<BTreeSet<_>>()
             {
                 args.extend(["--probe".to_string(), port]);
@@ -953,16 +924,18 @@ fn every_example_gives_the_verdicts_its_files_expect_after_each_step() {
             let json: serde_json::Value = serde_json::from_str(&agent_ok(&args))
                 .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             for want in &expected {
-                let (port, protocol) = want.port.split_once('/').unwrap_or((&want.port, "TCP"));
-                let port: u64 = port.parse().unwrap_or_else(|e| panic!("{port}: {e}"));
+                let protocol = want.protocol.to_string();
                 assert_eq!(
-                    verdict_of(&json, &want.from, &want.to, port, protocol),
+                    verdict_of(
+                        &json,
+                        &want.from.to_string(),
+                        &want.to.to_string(),
+                        u64::from(want.port),
+                        &protocol
+                    ),
                     want.allowed,
-                    "{}: {} -> {} {}",
+                    "{}: {want}",
                     file.display(),
-                    want.from,
-                    want.to,
-                    want.port
                 );
             }
         }

@@ -7,12 +7,14 @@
 //! datapath with `BPF_PROG_TEST_RUN` (`cargo xtask bench datapath`) and the agent's
 //! compile and event -> maps latency on a synthetic cluster (`cargo xtask bench
 //! agent`); `telemetry` names verdict events for flow logs (`policy-agent flows`,
-//! `lab run --show-drops`).
+//! `lab run --show-drops`); `e2e` runs the conformance cases and the examples on a
+//! real cluster with kubectl (`cargo xtask e2e`).
 
 pub mod agent;
 pub mod bench;
 pub mod cli;
 pub mod dataplane;
+pub mod e2e;
 pub mod lab;
 pub mod model;
 pub mod node;

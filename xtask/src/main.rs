@@ -5,6 +5,7 @@
 mod bench;
 mod conformance;
 mod demo;
+mod e2e;
 mod ebpf;
 mod image;
 mod setup;
@@ -46,6 +47,13 @@ enum Command {
     /// Build the DaemonSet's container image from scratch with buildah (no
     /// daemon): an OCI archive and its tag under target/image/.
     Image,
+    /// podwall on a kind cluster (needs docker and kind): the image, deploy/,
+    /// then the conformance cases and the examples on real nodes.
+    E2e {
+        /// Keep the cluster afterwards (its kubeconfig is target/e2e/kubeconfig).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Benchmarks (need root); not pass/fail.
     Bench {
         #[command(subcommand)]
@@ -82,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         Command::Conformance { cases, nodes } => conformance::run(cases.as_deref(), nodes),
         Command::Demo => demo::run(),
         Command::Image => image::run(),
+        Command::E2e { keep } => e2e::run(keep),
         Command::Bench {
             bench: Bench::Datapath { args },
         } => bench::datapath(&args),

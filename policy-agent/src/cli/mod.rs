@@ -4,6 +4,7 @@
 mod bench;
 mod conformance;
 mod datapath;
+mod e2e;
 mod explain;
 mod flows;
 mod lab;
@@ -78,6 +79,13 @@ enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+    /// The conformance cases or the examples on a real cluster, through kubectl
+    /// (`cargo xtask e2e` runs them on a kind cluster).
+    #[command(hide = true)]
+    E2e {
+        #[command(subcommand)]
+        command: e2e::E2eCommand,
     },
     /// Benchmarks for developers (`cargo xtask bench datapath|agent` runs them).
     #[command(hide = true)]
@@ -188,6 +196,7 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut command, "policy-agent", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        Command::E2e { command } => e2e::run(&command).map(|()| ExitCode::SUCCESS),
         Command::Bench { command } => bench::run(&command).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -13,7 +13,7 @@
 //! the way manifests are), the lab. Prints nothing: the CLI does.
 
 mod case;
-mod fixture;
+pub mod fixture;
 mod matrix;
 mod outcome;
 mod placeholders;
@@ -26,10 +26,10 @@ use std::{
 };
 
 pub use self::{
-    case::{Case, CaseError},
+    case::{Case, CaseError, Probe, Relabel, Step},
     matrix::Matrix,
     outcome::{to_json, Mismatch, Outcome, Summary, Verdict},
-    placeholders::{expand, Addresses},
+    placeholders::{expand, expand_value, Addresses},
 };
 use super::{topology::Layout, Lab, LabError, LabOptions};
 use crate::model::Protocol;

@@ -1,0 +1,138 @@
+//! `policy-agent e2e conformance|examples` (hidden; `cargo xtask e2e` runs it on
+//! the kind cluster it makes): the conformance cases, or the examples, on a real
+//! cluster through kubectl. One line per case or example, then `N passed, N
+//! failed, N skipped`; exits non-zero when one failed.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Subcommand};
+
+use crate::{
+    e2e::{
+        kubectl::Kubectl,
+        run::{self, Example, Options},
+    },
+    lab::conformance::{Outcome, Summary},
+};
+
+/// What to run on the cluster.
+#[derive(Subcommand)]
+pub enum E2eCommand {
+    /// The conformance case files of a directory.
+    Conformance {
+        /// A directory of case files (*.yaml), e.g. tests/data/conformance.
+        #[arg(long)]
+        cases: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Each example directory (cluster.yaml, then steps/*.yaml, checked against
+    /// their `# expect:` lines).
+    Examples {
+        /// The directory holding one folder per example, e.g. deploy/examples.
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+/// Which cluster, and how to probe it.
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// The kubeconfig; else kubectl's default.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context; else its current one.
+    #[arg(long)]
+    context: Option<String>,
+    /// How long one probe waits, in whole seconds.
+    #[arg(long, default_value_t = 1)]
+    timeout_secs: u64,
+    /// How often a step's probes are tried while some disagree.
+    #[arg(long, default_value_t = 3)]
+    attempts: u32,
+    /// Probes run at once.
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+}
+
+impl ClusterArgs {
+    fn kubectl(&self) -> Kubectl {
+        Kubectl::new(self.kubeconfig.as_deref(), self.context.as_deref())
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            timeout: Duration::from_secs(self.timeout_secs.max(1)),
+            attempts: self.attempts.max(1),
+            retry_after: Duration::from_secs(2),
+            parallel: self.parallel.max(1),
+            ready_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The examples of `dir`: each folder's `cluster.yaml`, then its sorted steps.
+fn examples_of(dir: &std::path::Path) -> anyhow::Result<Vec<Example>> {
+    let sorted = |dir: &std::path::Path| -> anyhow::Result<Vec<PathBuf>> {
+        let mut paths = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect::<Vec<_>>();
+        paths.sort();
+        Ok(paths)
+    };
+    let mut examples = Vec::new();
+    for folder in sorted(dir)?.into_iter().filter(|p| p.is_dir()) {
+        let mut files = vec![folder.join("cluster.yaml")];
+        let steps = folder.join("steps");
+        if steps.is_dir() {
+            files.extend(
+                sorted(&steps)?
+                    .into_iter()
+                    .filter(|p| p.extension().is_some_and(|e| e == "yaml")),
+            );
+        }
+        let name = folder
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        examples.push((name, files));
+    }
+    anyhow::ensure!(
+        !examples.is_empty(),
+        "{}: no example folders",
+        dir.display()
+    );
+    Ok(examples)
+}
+
+/// Runs the command and prints the outcomes and the summary.
+pub fn run(command: &E2eCommand) -> anyhow::Result<()> {
+    let print = |outcome: &Outcome| println!("{outcome}");
+    let (what, outcomes) = match command {
+        E2eCommand::Conformance { cases, cluster } => (
+            "conformance cases",
+            run::conformance(&cluster.kubectl(), cases, &cluster.options(), print)?,
+        ),
+        E2eCommand::Examples { dir, cluster } => (
+            "examples",
+            run::examples(
+                &cluster.kubectl(),
+                &examples_of(dir)?,
+                &cluster.options(),
+                print,
+            ),
+        ),
+    };
+    let summary = Summary::of(&outcomes);
+    println!("{summary}");
+    anyhow::ensure!(
+        summary.failed == 0,
+        "{} of {} {what} failed on the cluster",
+        summary.failed,
+        outcomes.len()
+    );
+    Ok(())
+}
