@@ -29,6 +29,8 @@ pub struct FlowPublisher {
     names_file: PathBuf,
     events_pin: PathBuf,
     stats_pin: PathBuf,
+    /// What the file holds now (`None`: unknown, written at the next pass).
+    written: Option<FlowNames>,
 }
 
 impl FlowPublisher {
@@ -41,6 +43,7 @@ impl FlowPublisher {
             names_file: paths.names_file(instance),
             events_pin,
             stats_pin,
+            written: None,
         })
     }
 
@@ -51,10 +54,12 @@ impl FlowPublisher {
 
     /// Replaces the names file with the names of `tables` (written to the kernel
     /// from `tables_since_ns`, monotonic) on `interfaces`, every pod of `state`
-    /// named by its addresses. A failure is logged and the stale file removed
-    /// (`replace_names`): enforcement never waits on it.
+    /// named by its addresses, unless it already holds the same names (then it
+    /// keeps its older `tables_since_ns`, which names the same events alike). A
+    /// failure is logged and the stale file removed (`replace_names`):
+    /// enforcement never waits on it.
     pub fn publish(
-        &self,
+        &mut self,
         tables_since_ns: u64,
         tables: &DatapathTables,
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
@@ -75,14 +80,76 @@ impl FlowPublisher {
                 addresses,
             )
         };
+        let unchanged = self.written.as_ref().is_some_and(|written| {
+            FlowNames {
+                tables_since_ns: written.tables_since_ns,
+                ..names.clone()
+            } == *written
+        });
+        if unchanged {
+            return;
+        }
+        self.written = None;
         if let Some(dir) = self.names_file.parent() {
             if let Err(error) = std::fs::create_dir_all(dir) {
                 tracing::warn!(%error, dir = %dir.display(), "`policy-agent flows` cannot name this node's events: no run directory");
                 return;
             }
         }
-        if let Err(error) = replace_names(&self.names_file, &names) {
-            tracing::warn!(%error, "`policy-agent flows` cannot name this node's events until a later pass publishes them");
+        match replace_names(&self.names_file, &names) {
+            Ok(()) => self.written = Some(names),
+            Err(error) => {
+                tracing::warn!(%error, "`policy-agent flows` cannot name this node's events until a later pass publishes them")
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{model::builders, telemetry::flows::publish::read_names};
+
+    fn publisher(dir: &std::path::Path) -> FlowPublisher {
+        FlowPublisher {
+            instance: "agent".into(),
+            names_file: dir.join("agent/names.json"),
+            events_pin: "/sys/fs/bpf/podwall/v5/agent/maps/EVENTS".into(),
+            stats_pin: "/sys/fs/bpf/podwall/v5/agent/maps/STATS".into(),
+            written: None,
+        }
+    }
+
+    #[test]
+    fn names_are_rewritten_when_they_change_and_only_then() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut flows = publisher(dir.path());
+        let tables = DatapathTables::default();
+        let web = builders::pod("shop", "web").ip("10.0.0.2").build();
+        let state = builders::cluster().pod(web.clone()).build();
+        let interfaces = BTreeMap::from([(web.key.clone(), 7)]);
+        flows.publish(100, &tables, &interfaces, &state);
+        let first = read_names(flows.names_file()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first.tables_since_ns, 100);
+        assert_eq!(
+            first.interfaces.get(&7).map(String::as_str),
+            Some("shop/web")
+        );
+        assert!(first.events_pin.ends_with("maps/EVENTS"));
+
+        // The same names: the file keeps the tables' first moment.
+        flows.publish(200, &tables, &interfaces, &state);
+        let same = read_names(flows.names_file()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(same.tables_since_ns, 100);
+
+        // A new pod address: rewritten.
+        let state = builders::cluster()
+            .pod(web)
+            .pod(builders::pod("shop", "db").ip("10.0.0.3").build())
+            .build();
+        flows.publish(300, &tables, &interfaces, &state);
+        let changed = read_names(flows.names_file()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(changed.tables_since_ns, 300);
+        assert_eq!(changed.pods.len(), 2);
     }
 }

@@ -9,7 +9,6 @@
 
 use std::{
     fs::File,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -21,7 +20,7 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::telemetry::flows::publish::FlowPaths;
+use crate::telemetry::flows::publish::{flock_holder, FlowPaths, AGENT_LOCK_FILE};
 
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +68,7 @@ pub fn lock_path(instance: &str) -> PathBuf {
     FlowPaths::system()
         .names_root()
         .join(instance)
-        .join("agent.lock")
+        .join(AGENT_LOCK_FILE)
 }
 
 impl InstanceLock {
@@ -146,24 +145,8 @@ impl InstanceLock {
     }
 }
 
-/// The pid (as this process sees it) holding an exclusive `flock` on `path`,
-/// from `/proc/locks`; `None` if none does or it is not visible from here.
+/// The pid (as this process sees it) holding an exclusive `flock` on `path`;
+/// `None` if none does or it is not visible from here.
 fn holder(path: &Path) -> Option<u32> {
-    let meta = std::fs::metadata(path).ok()?;
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let dev = meta.dev();
-    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
-    locks.lines().find_map(|line| {
-        // `1: FLOCK  ADVISORY  WRITE 1234 fe:00:5384395 0 EOF`
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (kind, pid, id) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
-        let mut parts = id.split(':');
-        let found_major = u64::from_str_radix(parts.next()?, 16).ok()?;
-        let found_minor = u64::from_str_radix(parts.next()?, 16).ok()?;
-        let inode: u64 = parts.next()?.parse().ok()?;
-        let ours =
-            *kind == "FLOCK" && inode == meta.ino() && found_major == major && found_minor == minor;
-        ours.then(|| pid.parse().ok().filter(|pid| *pid > 0))
-            .flatten()
-    })
+    flock_holder(path).filter(|pid| *pid > 0)
 }

@@ -375,7 +375,7 @@ impl Syncer {
         let report = self
             .datapath
             .apply(&tables, &plan.interfaces, &plan.pending)?;
-        if let Some(flows) = &self.flows {
+        if let Some(flows) = &mut self.flows {
             flows.publish(tables_since_ns, &tables, &plan.interfaces, state);
         }
         if let Some(changed) = snapshot.changed {

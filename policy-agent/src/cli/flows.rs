@@ -100,7 +100,8 @@ pub fn run(args: &FlowsArgs) -> anyhow::Result<()> {
         Ok(follower) => follower,
         Err(error) if error.permission_denied() => bail!(
             "{error}\nfollowing a datapath opens its pinned BPF maps, which needs root \
-             (CAP_BPF and CAP_SYS_ADMIN): run `policy-agent flows` as root"
+             (CAP_BPF, and read access to the pins): run `policy-agent flows` as root, \
+             or inside the agent's container"
         ),
         Err(error) => return Err(error.into()),
     };

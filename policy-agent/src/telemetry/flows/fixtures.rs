@@ -21,6 +21,7 @@ pub(crate) fn names() -> FlowNames {
         abi_version: policy_common::ABI_VERSION,
         instance: "test".into(),
         pid: std::process::id(),
+        pid_namespace: None,
         events_pin: PathBuf::from("/sys/fs/bpf/podwall/test/events"),
         stats_pin: PathBuf::from("/sys/fs/bpf/podwall/test/stats"),
         tables_since_ns: 0,

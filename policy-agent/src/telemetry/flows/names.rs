@@ -23,6 +23,11 @@ pub struct FlowNames {
     pub instance: String,
     /// The process that owns the datapath; the instance is gone when it is.
     pub pid: u32,
+    /// The inode of the owner's pid namespace (`/proc/self/ns/pid`): `pid` means
+    /// that process only to a reader in the same namespace. A node agent in a
+    /// container is pid 1 there; a reader on the host asks its instance lock.
+    #[serde(default)]
+    pub pid_namespace: Option<u64>,
     /// Where the `EVENTS` ring buffer is pinned (bpffs).
     pub events_pin: PathBuf,
     /// Where `STATS` is pinned (bpffs), for its lost-event counters; empty when
@@ -69,6 +74,7 @@ impl FlowNames {
             abi_version: policy_common::ABI_VERSION,
             instance: instance.to_string(),
             pid: std::process::id(),
+            pid_namespace: super::publish::own_pid_namespace(),
             events_pin: PathBuf::new(),
             stats_pin: PathBuf::new(),
             tables_since_ns,

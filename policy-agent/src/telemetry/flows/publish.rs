@@ -275,6 +275,38 @@ pub fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The file a running node agent holds an exclusive `flock` on, in its
+/// instance's names directory (`agent::lock`).
+pub const AGENT_LOCK_FILE: &str = "agent.lock";
+
+/// The inode of this process's pid namespace.
+pub fn own_pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+/// Whether some process holds an exclusive `flock` on `path`, and its pid as
+/// this process sees it (0 when it is not visible from here), from `/proc/locks`.
+pub fn flock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).ok()?;
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    locks.lines().find_map(|line| {
+        // `1: FLOCK  ADVISORY  WRITE 1234 fe:00:5384395 0 EOF`
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (kind, pid, id) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        let mut parts = id.split(':');
+        let found_major = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let found_minor = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let inode: u64 = parts.next()?.parse().ok()?;
+        let ours =
+            *kind == "FLOCK" && inode == meta.ino() && found_major == major && found_minor == minor;
+        ours.then(|| pid.parse().unwrap_or(0))
+    })
+}
+
 /// A published instance as a reader finds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
@@ -284,12 +316,35 @@ pub struct Instance {
     pub names_file: PathBuf,
     /// The owner's pid, from the names file (`None`: unreadable).
     pub pid: Option<u32>,
+    /// The owner's pid namespace, from the names file (`None`: not recorded).
+    pub pid_namespace: Option<u64>,
 }
 
 impl Instance {
-    /// Whether its owner runs.
+    /// What a reader knows of the instance from its names file.
+    fn read(name: String, names_file: PathBuf) -> Self {
+        let names = read_names(&names_file).ok();
+        Self {
+            name,
+            pid: names.as_ref().map(|n| n.pid),
+            pid_namespace: names.and_then(|n| n.pid_namespace),
+            names_file,
+        }
+    }
+
+    /// Whether its owner runs: its pid, in the owner's pid namespace; from
+    /// another one (a node agent in its container, read from the host), whether
+    /// the agent's instance lock is held.
     pub fn alive(&self) -> bool {
-        self.pid.is_some_and(process_alive)
+        let Some(pid) = self.pid else {
+            return false;
+        };
+        match self.pid_namespace {
+            Some(theirs) if Some(theirs) != own_pid_namespace() => {
+                flock_holder(&self.names_file.with_file_name(AGENT_LOCK_FILE)).is_some()
+            }
+            _ => process_alive(pid),
+        }
     }
 
     fn describe(&self) -> String {
@@ -311,11 +366,9 @@ pub fn instances(paths: &FlowPaths) -> Vec<Instance> {
         .filter_map(|entry| entry.file_name().into_string().ok())
         .filter_map(|name| {
             let names_file = root.join(&name).join(NAMES_FILE);
-            names_file.is_file().then(|| Instance {
-                pid: read_names(&names_file).ok().map(|n| n.pid),
-                name,
-                names_file,
-            })
+            names_file
+                .is_file()
+                .then(|| Instance::read(name, names_file))
         })
         .collect();
     found.sort_by(|a, b| a.name.cmp(&b.name));
@@ -357,6 +410,7 @@ pub fn choose(paths: &FlowPaths, wanted: Option<&str>) -> Result<Instance, FlowL
             name: names.instance,
             names_file,
             pid: Some(names.pid),
+            pid_namespace: names.pid_namespace,
         }
     } else {
         all.iter()

@@ -189,3 +189,40 @@ fn removing_an_instance_takes_its_names_and_pin_directories() {
     assert!(!paths.remove("b").unwrap_or_else(|e| panic!("{e}")));
     assert!(paths.instance_names().is_empty());
 }
+
+#[test]
+fn an_owner_in_another_pid_namespace_is_alive_while_its_instance_lock_is_held() {
+    let (_dir, paths) = temp_paths("pidns");
+    let file = paths.names_file("agent");
+    fs::create_dir_all(file.parent().unwrap_or(Path::new("/"))).unwrap_or_else(|e| panic!("{e}"));
+    // Pid 1 of another namespace (a node agent in its container): this reader's
+    // pid 1 runs, which says nothing about it.
+    let names = FlowNames {
+        instance: "agent".into(),
+        pid: 1,
+        pid_namespace: own_pid_namespace().map(|ns| ns + 1),
+        ..names()
+    };
+    write_names(&file, &names).unwrap_or_else(|e| panic!("{e}"));
+    let instance = || {
+        instances(&paths)
+            .into_iter()
+            .find(|i| i.name == "agent")
+            .unwrap_or_else(|| panic!("no instance"))
+    };
+    assert!(!instance().alive(), "no lock held: gone");
+    let lock = File::create(file.with_file_name(AGENT_LOCK_FILE)).unwrap_or_else(|e| panic!("{e}"));
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .unwrap_or_else(|(_, e)| panic!("{e}"));
+    assert!(instance().alive(), "its lock is held: alive");
+    drop(held);
+    assert!(!instance().alive(), "the lock let go: gone");
+    // In this reader's own namespace the pid decides.
+    let names = FlowNames {
+        pid: DEAD_PID,
+        pid_namespace: own_pid_namespace(),
+        ..names
+    };
+    write_names(&file, &names).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!instance().alive());
+}
