@@ -314,7 +314,14 @@ fn the_image_is_the_one_cargo_xtask_image_tags_with_this_version() {
         .map(|c| c.image)
         .collect();
     let expected = format!("podwall/policy-agent:{}", env!("CARGO_PKG_VERSION"));
-    assert_eq!(images, [Some(expected)]);
+    assert_eq!(images, [Some(expected.clone())]);
+    // The file alone (`kubectl apply -f`) names it too.
+    let raw = std::fs::read_to_string(base().join("daemonset.yaml"))
+        .unwrap_or_else(|e| panic!("daemonset.yaml: {e}"));
+    assert!(
+        raw.contains(&format!("image: {expected}\n")),
+        "daemonset.yaml names {expected}"
+    );
 }
 
 #[test]

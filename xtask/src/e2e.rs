@@ -91,7 +91,9 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
             .arg("--kubeconfig")
             .arg(&kubeconfig),
     )?;
-    let result = deploy_and_test(&root, &work, &kubeconfig, &built.reference, &built.archive);
+    let result = mount_bpffs_on_nodes().and_then(|()| {
+        deploy_and_test(&root, &work, &kubeconfig, &built.reference, &built.archive)
+    });
     if keep {
         println!("e2e: kept the cluster: KUBECONFIG={}", kubeconfig.display());
     } else {
@@ -100,6 +102,28 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
             .output();
     }
     result
+}
+
+/// Gives every node its own bpffs at /sys/fs/bpf where it has none (the agent
+/// pins there and never mounts it itself; on a real node the host's init
+/// system mounts it).
+fn mount_bpffs_on_nodes() -> anyhow::Result<()> {
+    let out = Command::new("kind")
+        .args(["get", "nodes", "--name", CLUSTER])
+        .output()
+        .context("kind get nodes")?;
+    let nodes = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(!nodes.trim().is_empty(), "kind lists no nodes of {CLUSTER}");
+    for node in nodes.split_whitespace() {
+        run_checked(Command::new("docker").args([
+            "exec",
+            node,
+            "sh",
+            "-c",
+            "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
+        ]))?;
+    }
+    Ok(())
 }
 
 fn deploy_and_test(

@@ -116,11 +116,13 @@ pub fn build() -> anyhow::Result<Built> {
     }
     let archive = archive_path();
     let _ = std::fs::remove_file(&archive);
+    // Named fully in the archive: containerd (`ctr import`, `kind load`) keeps an
+    // OCI archive's name as written, and a kubelet looks for `docker.io/...`.
     run_checked(Command::new("buildah").args([
         "push",
         "--quiet",
         &reference,
-        &format!("oci-archive:{}:{reference}", archive.display()),
+        &format!("oci-archive:{}:docker.io/{reference}", archive.display()),
     ]))?;
     std::fs::write(tag_path(), format!("{reference}\n")).context("writing the tag file")?;
     Ok(Built {
@@ -224,14 +226,14 @@ pub fn parse_ldd(listing: &str) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// `<version>-<12 hex digits of the commit>`, `-dirty` when the tree has
-/// uncommitted changes; `<version>-unknown` outside a git checkout.
+/// uncommitted changes or untracked files; `<version>-unknown` outside a git
+/// checkout.
 fn tag() -> anyhow::Result<String> {
     let version = env!("CARGO_PKG_VERSION");
     let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
         return Ok(format!("{version}-unknown"));
     };
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-        .is_some_and(|status| !status.is_empty());
+    let dirty = git(&["status", "--porcelain"]).is_some_and(|status| !status.is_empty());
     Ok(format_tag(version, &commit, dirty))
 }
 

@@ -135,10 +135,53 @@ pub fn build_agent_profile(task: &str, release: bool) -> anyhow::Result<PathBuf>
     let mut cargo = std::process::Command::new("cargo");
     cargo
         .current_dir(&root)
-        .args(["build", "--quiet", "--package", "policy-agent"]);
+        .args(["build", "--quiet", "--package", "policy-agent"])
+        // Where cargo put it, whatever CARGO_TARGET_DIR or build.target-dir say.
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(std::process::Stdio::inherit());
     if release {
         cargo.arg("--release");
     }
-    run_checked(&mut cargo)?;
-    Ok(root.join("target").join(profile).join("policy-agent"))
+    let out = cargo
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot start {cargo:?}: {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!("{cargo:?} failed with {}", out.status);
+    }
+    executable(&String::from_utf8_lossy(&out.stdout), "policy-agent")
+        .ok_or_else(|| anyhow::anyhow!("cargo built no policy-agent executable ({profile})"))
+}
+
+/// The path of the executable `name` in cargo's JSON build messages.
+fn executable(messages: &str, name: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter(|line| line.contains("\"reason\":\"compiler-artifact\""))
+        .filter_map(|line| {
+            let start = line.find("\"executable\":\"")? + "\"executable\":\"".len();
+            let path = &line[start..start + line[start..].find('"')?];
+            Some(PathBuf::from(path))
+        })
+        .find(|path| path.file_name().is_some_and(|file| file == name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_is_found_where_cargo_says_it_put_it() {
+        let messages = concat!(
+            r#"{"reason":"compiler-artifact","target":{"name":"policy_common"},"executable":null}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"name":"policy-agent"},"executable":"/build/t/release/policy-agent","fresh":true}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+        );
+        assert_eq!(
+            executable(messages, "policy-agent"),
+            Some(PathBuf::from("/build/t/release/policy-agent"))
+        );
+        assert_eq!(executable(messages, "xtask"), None);
+    }
 }

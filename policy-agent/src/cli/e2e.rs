@@ -55,11 +55,29 @@ pub struct ClusterArgs {
     /// Probes run at once.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
+    /// Run on a cluster whose context is not a kind one (`kind-*`). The run
+    /// makes namespaces x, y and z, deletes every NetworkPolicy in them, and the
+    /// examples put pods (a `coredns` in kube-system among them) on the cluster.
+    #[arg(long)]
+    any_cluster: bool,
 }
 
 impl ClusterArgs {
-    fn kubectl(&self) -> Kubectl {
-        Kubectl::new(self.kubeconfig.as_deref(), self.context.as_deref())
+    /// kubectl for the cluster, refusing one that is not kind's unless
+    /// `--any-cluster`.
+    fn kubectl(&self) -> anyhow::Result<Kubectl> {
+        let kubectl = Kubectl::new(self.kubeconfig.as_deref(), self.context.as_deref());
+        let context = match &self.context {
+            Some(context) => context.clone(),
+            None => kubectl.current_context()?,
+        };
+        anyhow::ensure!(
+            self.any_cluster || context.starts_with("kind-"),
+            "context {context:?} is not a kind cluster's: the e2e run changes the cluster \
+             (namespaces x, y, z and their policies, the examples' pods); pass --any-cluster \
+             if this one may be changed"
+        );
+        Ok(kubectl)
     }
 
     fn options(&self) -> Options {
@@ -114,12 +132,12 @@ pub fn run(command: &E2eCommand) -> anyhow::Result<()> {
     let (what, outcomes) = match command {
         E2eCommand::Conformance { cases, cluster } => (
             "conformance cases",
-            run::conformance(&cluster.kubectl(), cases, &cluster.options(), print)?,
+            run::conformance(&cluster.kubectl()?, cases, &cluster.options(), print)?,
         ),
         E2eCommand::Examples { dir, cluster } => (
             "examples",
             run::examples(
-                &cluster.kubectl(),
+                &cluster.kubectl()?,
                 &examples_of(dir)?,
                 &cluster.options(),
                 print,

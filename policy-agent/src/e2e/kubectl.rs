@@ -93,11 +93,26 @@ impl Kubectl {
             .map(drop)
     }
 
-    /// Deletes `objects` (one List), those already gone included.
+    /// Deletes `objects` (one List), those already gone included, and waits
+    /// until they are gone.
     pub fn delete(&self, objects: &[Value]) -> Result<(), E2eError> {
         let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-        let args = strings(&["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
+        let args = strings(&["delete", "--ignore-not-found", "--wait=true", "-f", "-"]);
         self.run(&args, Some(&list.to_string())).map(drop)
+    }
+
+    /// Whether namespace `name` exists.
+    pub fn namespace_exists(&self, name: &str) -> Result<bool, E2eError> {
+        let args = strings(&["get", "namespace", name, "--ignore-not-found", "-o", "name"]);
+        Ok(!self.run(&args, None)?.trim().is_empty())
+    }
+
+    /// The context kubectl uses.
+    pub fn current_context(&self) -> Result<String, E2eError> {
+        Ok(self
+            .run(&strings(&["config", "current-context"]), None)?
+            .trim()
+            .to_string())
     }
 
     /// Deletes every NetworkPolicy in `namespace`.

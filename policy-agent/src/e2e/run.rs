@@ -139,18 +139,10 @@ fn probe_until_agreed(
 
 fn finish(mut outcome: Outcome, started: Instant, result: Result<(), String>) -> Outcome {
     outcome.elapsed = started.elapsed();
-    outcome.verdict = match (result, outcome.mismatches.first()) {
-        (Err(error), _) => Verdict::Fail(format!("step {}: {error}", outcome.steps.max(1))),
-        (Ok(()), Some(first)) => {
-            let more = outcome.mismatches.len() - 1;
-            Verdict::Fail(if more == 0 {
-                first.to_string()
-            } else {
-                format!("{first} (+{more} more)")
-            })
-        }
-        (Ok(()), None) => Verdict::Pass,
-    };
+    let error = result
+        .err()
+        .map(|error| format!("step {}: {error}", outcome.steps.max(1)));
+    outcome.verdict = Verdict::of_run(error, &outcome.mismatches);
     outcome
 }
 
@@ -345,18 +337,26 @@ pub fn examples(
             files.first().cloned().unwrap_or_default(),
             Verdict::Pass,
         );
-        let mut applied = Vec::new();
+        let mut applied = Applied::default();
         let result = run_example(kubectl, files, options, &mut outcome, &mut applied);
+        // Always, and waiting until they are gone: the next example may make
+        // objects of the same names.
         let cleanup: Vec<Value> = applied
-            .into_iter()
+            .objects
+            .iter()
             .rev()
-            .filter(|o: &Value| {
+            .filter(|o| {
+                let name = o["metadata"]["name"].as_str().unwrap_or_default();
                 !(o["kind"] == "Namespace"
-                    && SYSTEM_NAMESPACES
-                        .contains(&o["metadata"]["name"].as_str().unwrap_or_default()))
+                    && (SYSTEM_NAMESPACES.contains(&name)
+                        || applied.existing_namespaces.contains(name)))
             })
+            .cloned()
             .collect();
-        let result = result.and_then(|()| kubectl.delete(&cleanup).map_err(|e| e.to_string()));
+        let cleaned = kubectl
+            .delete(&cleanup)
+            .map_err(|e| format!("cleaning up: {e}"));
+        let result = result.and(cleaned);
         let outcome = finish(outcome, started, result);
         report(&outcome);
         outcomes.push(outcome);
@@ -372,12 +372,21 @@ fn documents(text: &str) -> Result<Vec<Value>, String> {
         .collect()
 }
 
+/// What an example has applied, for its cleanup.
+#[derive(Default)]
+struct Applied {
+    /// Every object, in the order applied (those whose apply failed included).
+    objects: Vec<Value>,
+    /// Namespaces it names that existed before it: never deleted.
+    existing_namespaces: BTreeSet<String>,
+}
+
 fn run_example(
     kubectl: &Kubectl,
     files: &[PathBuf],
     options: &Options,
     outcome: &mut Outcome,
-    applied: &mut Vec<Value>,
+    applied: &mut Applied,
 ) -> Result<(), String> {
     let mut steps: Vec<(Vec<Value>, Vec<Expectation>)> = Vec::new();
     for file in files {
@@ -408,8 +417,18 @@ fn run_example(
                 manifests::example_object(object, serve.get(&key).unwrap_or(&BTreeSet::new()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        for namespace in objects.iter().filter(|o| o["kind"] == "Namespace") {
+            let name = namespace["metadata"]["name"].as_str().unwrap_or_default();
+            let ours = applied
+                .objects
+                .iter()
+                .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == name);
+            if !ours && kubectl.namespace_exists(name).map_err(|e| e.to_string())? {
+                applied.existing_namespaces.insert(name.to_string());
+            }
+        }
+        applied.objects.extend(objects.iter().cloned());
         kubectl.apply(&objects).map_err(|e| e.to_string())?;
-        applied.extend(objects.iter().cloned());
         let namespaces: BTreeSet<&str> = objects
             .iter()
             .filter(|o| o["kind"] == "Pod")
@@ -421,6 +440,7 @@ fn run_example(
                 .map_err(|e| e.to_string())?;
         }
         let all: Vec<&str> = applied
+            .objects
             .iter()
             .filter(|o| o["kind"] == "Pod")
             .filter_map(|o| o["metadata"]["namespace"].as_str())

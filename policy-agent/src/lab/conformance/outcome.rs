@@ -66,6 +66,22 @@ impl fmt::Display for Mismatch {
     }
 }
 
+impl Verdict {
+    /// A run's verdict: failed with `error` (already saying where), else failed
+    /// naming the first mismatch (and how many more), else passed.
+    pub fn of_run(error: Option<String>, mismatches: &[Mismatch]) -> Self {
+        match (error, mismatches) {
+            (Some(error), _) => Verdict::Fail(error),
+            (None, [first, rest @ ..]) => Verdict::Fail(if rest.is_empty() {
+                first.to_string()
+            } else {
+                format!("{first} (+{} more)", rest.len())
+            }),
+            (None, []) => Verdict::Pass,
+        }
+    }
+}
+
 /// The result of one case file.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {

@@ -83,21 +83,11 @@ pub fn run_case(lab: &mut Lab, case: &Case, timeout: Duration) -> Outcome {
     let mut outcome = Outcome::not_run(case.name.clone(), case.file.clone(), Verdict::Pass);
     let result = run_steps(lab, case, timeout, &mut outcome);
     outcome.elapsed = started.elapsed();
-    outcome.verdict = match (result, outcome.mismatches.first()) {
-        (Err((step, error)), _) => Verdict::Fail(match step {
-            0 => format!("resetting the lab: {error}"),
-            n => format!("step {n}: {error}"),
-        }),
-        (Ok(()), Some(first)) => {
-            let more = outcome.mismatches.len() - 1;
-            Verdict::Fail(if more == 0 {
-                first.to_string()
-            } else {
-                format!("{first} (+{more} more)")
-            })
-        }
-        (Ok(()), None) => Verdict::Pass,
-    };
+    let error = result.err().map(|(step, error)| match step {
+        0 => format!("resetting the lab: {error}"),
+        n => format!("step {n}: {error}"),
+    });
+    outcome.verdict = Verdict::of_run(error, &outcome.mismatches);
     outcome
 }
 
