@@ -55,6 +55,15 @@ fn db_from_web() -> serde_json::Value {
     harness::db_from_web(json!([{"protocol": "TCP", "port": harness::TCP_PORT}]))
 }
 
+/// `prod` with `web`, `db` and `other` in it, and `db_from_web`, as API objects.
+fn create_web_db_other(node: &Node) {
+    node.api.create_value(namespace_json("prod", &[]));
+    for pod in ["web", "db", "other"] {
+        node.create_pod(pod);
+    }
+    node.api.create_value(db_from_web());
+}
+
 #[test]
 fn api_server_changes_reach_the_kernel_and_interrupted_watches_converge() {
     support::require_root_and_bpf();
@@ -239,11 +248,7 @@ fn a_new_pod_is_isolated_from_its_first_packet_until_the_agent_knows_it() {
 fn the_agent_enforces_with_only_its_documented_capabilities() {
     support::require_root_and_bpf();
     let node = Node::up(&[("web", "web"), ("db", "db"), ("other", "other")], &[]);
-    node.api.create_value(namespace_json("prod", &[]));
-    for pod in ["web", "db", "other"] {
-        node.create_pod(pod);
-    }
-    node.api.create_value(db_from_web());
+    create_web_db_other(&node);
     // Root's capabilities are capped by the bounding set at exec: keep only the
     // documented ones (as the DaemonSet's `drop: [ALL]` + `add:` does).
     let keep: Vec<String> = REQUIRED_CAPABILITIES

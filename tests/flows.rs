@@ -15,7 +15,7 @@ mod lab;
 mod live;
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::Read,
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
@@ -77,22 +77,9 @@ fn lab_up(state: ClusterState) -> Lab {
 
 /// Starts `policy-agent flows` with `args`; stderr lines arrive on the channel.
 fn spawn_flows(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(AGENT)
-        .arg("flows")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {AGENT}: {e}"));
-    let (send, receive) = mpsc::channel();
-    if let Some(stderr) = child.stderr.take() {
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = send.send(line);
-            }
-        });
-    }
-    (child, receive)
+    let mut flows = Command::new(AGENT);
+    flows.arg("flows").args(args);
+    support::spawn_reading_stderr(flows)
 }
 
 /// Waits until `flows` says it follows the datapath (it has opened the ring).

@@ -6,40 +6,20 @@
 //! with the pins.
 
 use std::{
-    io::{BufRead, BufReader, Read},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    io::Read,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use policy_agent::telemetry::flows::{publish::read_names, FlowPaths};
 
 use super::{
-    db_from_web,
-    harness::{self, namespace_json, Node},
+    create_web_db_other,
+    harness::{self, Node},
     support,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_policy-agent");
-
-/// Starts `flows` (a `policy-agent flows` command line) with its stderr lines
-/// sent to the receiver.
-fn spawn_flows(mut flows: Command) -> (Child, mpsc::Receiver<String>) {
-    let mut child = flows
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {flows:?}: {e}"));
-    let (send, receive) = mpsc::channel();
-    if let Some(stderr) = child.stderr.take() {
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = send.send(line);
-            }
-        });
-    }
-    (child, receive)
-}
 
 /// The arguments after `policy-agent` that follow `instance` for the first drop
 /// of a flow from `prod/other`, as JSON.
@@ -65,7 +45,7 @@ pub fn first_drop_args(instance: &str) -> Vec<String> {
 /// Runs `flows` (a `policy-agent` command line with `first_drop_args(instance)`)
 /// while `other` keeps trying `db`; returns the event it prints, as JSON.
 pub fn first_drop_from_other(node: &Node, instance: &str, flows: Command) -> serde_json::Value {
-    let (mut flows, stderr) = spawn_flows(flows);
+    let (mut flows, stderr) = support::spawn_reading_stderr(flows);
     let said = stderr
         .recv_timeout(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("flows said nothing on stderr: {e}"));
@@ -123,11 +103,7 @@ fn flows(instance: &str) -> Command {
 fn flows_follows_a_running_agent_across_a_restart_and_uninstall_removes_its_names() {
     support::require_root_and_bpf();
     let node = Node::up(&[("web", "web"), ("db", "db"), ("other", "other")], &[]);
-    node.api.create_value(namespace_json("prod", &[]));
-    for pod in ["web", "db", "other"] {
-        node.create_pod(pod);
-    }
-    node.api.create_value(db_from_web());
+    create_web_db_other(&node);
     let mut agent = node.start_agent("flows");
     agent.wait_ready(Duration::from_secs(60));
     let instance = node.instance("flows");

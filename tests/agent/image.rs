@@ -19,10 +19,13 @@ use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Container};
 use policy_agent::agent::{run::pin_dir, REQUIRED_CAPABILITIES};
 
 use super::{
-    capability_number, db_from_web,
+    capability_number, create_web_db_other,
     flows::{assert_names_other_to_db, first_drop_args, first_drop_from_other},
-    harness::{self, namespace_json, Node},
-    support::{self, agent::get_in},
+    harness::{self, Node},
+    support::{
+        self,
+        agent::{effective_capabilities, get_in},
+    },
 };
 
 /// Where the kubelet mounts a pod's service account.
@@ -34,8 +37,34 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The reference `cargo xtask image` last built (its tag file).
+/// The reference `cargo xtask image` last built (its tag file), checked to be
+/// built from the checked-out commit (its revision label).
 fn built_image() -> String {
+    let reference = tagged_image();
+    let revision = podman(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Labels \"org.opencontainers.image.revision\"}}",
+        &reference,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let head = Command::new("git")
+        .current_dir(workspace())
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .unwrap_or_else(|e| panic!("git rev-parse HEAD: {e}"));
+    let head = String::from_utf8_lossy(&head.stdout);
+    assert_eq!(
+        revision.trim(),
+        head.trim(),
+        "{reference} was built from another commit: run `cargo xtask image` again"
+    );
+    reference
+}
+
+/// The reference in `cargo xtask image`'s tag file.
+fn tagged_image() -> String {
     let tag = workspace().join("target/image/policy-agent.tag");
     let reference = std::fs::read_to_string(&tag).unwrap_or_else(|e| {
         panic!(
@@ -79,9 +108,55 @@ struct Placement<'a> {
     api: SocketAddr,
 }
 
+/// The fields of the pod spec and of the container this test knows: each is
+/// mapped to podman below, or shapes nothing a container runtime does (where
+/// the pod is scheduled, its probes, its declared ports, its service account,
+/// which the test stands in for). A field not here fails the test, so a
+/// manifest change cannot slip past the mapping.
+const KNOWN_POD_FIELDS: [&str; 9] = [
+    "containers",
+    "dnsPolicy",
+    "hostNetwork",
+    "nodeSelector",
+    "priorityClassName",
+    "serviceAccountName",
+    "terminationGracePeriodSeconds",
+    "tolerations",
+    "volumes",
+];
+const KNOWN_CONTAINER_FIELDS: [&str; 10] = [
+    "args",
+    "env",
+    "image",
+    "livenessProbe",
+    "name",
+    "ports",
+    "readinessProbe",
+    "resources",
+    "securityContext",
+    "volumeMounts",
+];
+/// The label of every container this test starts.
+const TEST_LABEL: &str = "podwall.test=image";
+
+/// Fails naming the keys of `object` not in `known`.
+fn only_known_fields(what: &str, object: &impl serde::Serialize, known: &[&str]) {
+    let value = serde_json::to_value(object).unwrap_or_else(|e| panic!("{e}"));
+    let unknown: Vec<&String> = value
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys())
+        .filter(|key| !known.contains(&key.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "the {what} sets {unknown:?}, which this test does not map to podman"
+    );
+}
+
 /// `podman run` flags for the DaemonSet's one container, from the manifest:
-/// network, environment, security context, mounts; then the image. Panics on a
-/// field this mapping does not know, so a manifest change cannot slip past it.
+/// network, environment, security context, memory limit, mounts; then the
+/// image. Panics on a field this mapping does not know (`only_known_fields`).
 fn podman_flags(daemonset: &DaemonSet, placement: &Placement<'_>) -> (Vec<String>, Container) {
     let spec = daemonset
         .spec
@@ -89,6 +164,7 @@ fn podman_flags(daemonset: &DaemonSet, placement: &Placement<'_>) -> (Vec<String
         .spec
         .as_ref()
         .unwrap_or_else(|| panic!("the DaemonSet has no pod spec"));
+    only_known_fields("pod spec", spec, &KNOWN_POD_FIELDS);
     assert_eq!(
         spec.host_network,
         Some(true),
@@ -104,7 +180,11 @@ fn podman_flags(daemonset: &DaemonSet, placement: &Placement<'_>) -> (Vec<String
             spec.containers.len()
         );
     };
+    only_known_fields("container", container, &KNOWN_CONTAINER_FIELDS);
     let mut flags: Vec<String> = vec![
+        // Every test container carries it, so a run sweeps what a killed one left.
+        "--label".into(),
+        TEST_LABEL.into(),
         "--name".into(),
         placement.name.into(),
         "--network".into(),
@@ -174,6 +254,18 @@ fn podman_flags(daemonset: &DaemonSet, placement: &Placement<'_>) -> (Vec<String
     if let Some(user) = security.run_as_user {
         flags.extend(["--user".into(), user.to_string()]);
     }
+    if let Some(memory) = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|limits| limits.get("memory"))
+    {
+        let quantity = memory.0.as_str();
+        let megabytes = quantity
+            .strip_suffix("Mi")
+            .unwrap_or_else(|| panic!("memory limit {quantity}: only Mi is mapped"));
+        flags.extend(["--memory".into(), format!("{megabytes}m")]);
+    }
     for mount in container.volume_mounts.iter().flatten() {
         let volume = spec
             .volumes
@@ -236,19 +328,27 @@ impl Running {
     fn effective_capabilities(&self) -> u64 {
         let pid = podman(&["inspect", "--format", "{{.State.Pid}}", &self.name])
             .unwrap_or_else(|e| panic!("{e}"));
-        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
-            .unwrap_or_else(|e| panic!("the agent's status: {e}"));
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("CapEff:"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-            .unwrap_or_else(|| panic!("no CapEff in the agent's status"))
+        let pid = pid
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("the container's pid {pid:?}: {e}"));
+        effective_capabilities(pid)
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = podman(&["rm", "-f", "--time", "0", &self.name]);
+    }
+}
+
+/// Removes every container an earlier run of this test left (one killed
+/// before its guard could): they would hold a lab's namespace and pins.
+fn sweep_test_containers() {
+    let filter = format!("label={TEST_LABEL}");
+    let left = podman(&["ps", "--all", "--quiet", "--filter", &filter]).unwrap_or_default();
+    for id in left.split_whitespace() {
+        let _ = podman(&["rm", "-f", "--time", "0", id]);
     }
 }
 
@@ -305,11 +405,7 @@ fn the_image_runs_as_the_daemonset_says_enforces_survives_a_kill_and_uninstalls(
     require_podman_and_runc();
     let image = built_image();
     let node = Node::up_https(&[("web", "web"), ("db", "db"), ("other", "other")]);
-    node.api.create_value(namespace_json("prod", &[]));
-    for pod in ["web", "db", "other"] {
-        node.create_pod(pod);
-    }
-    node.api.create_value(db_from_web());
+    create_web_db_other(&node);
     let service_account = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     node.api
         .write_service_account(service_account.path(), TOKEN)
@@ -328,13 +424,14 @@ fn the_image_runs_as_the_daemonset_says_enforces_survives_a_kill_and_uninstalls(
     let mut args = container.args.clone().unwrap_or_default();
     args.extend(["--instance".to_string(), instance.clone()]);
     let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port(&args)));
-    let _ = podman(&["rm", "-f", &name]);
+    sweep_test_containers();
     let mut run: Vec<&str> = vec!["run", "--detach"];
     run.extend(flags.iter().map(String::as_str));
     run.push(&image);
     run.extend(args.iter().map(String::as_str));
-    podman(&run).unwrap_or_else(|e| panic!("{e}"));
+    // Removed on drop, a failed start included.
     let running = Running { name: name.clone() };
+    podman(&run).unwrap_or_else(|e| panic!("{e}"));
     let netns = node.net.node_netns().to_string();
     wait_ready(&running, &netns, metrics, Duration::from_secs(60));
 
@@ -420,10 +517,18 @@ fn the_image_holds_the_agent_its_object_and_the_agents_libraries_only() {
     support::require_root_and_bpf();
     require_podman_and_runc();
     let image = built_image();
+    /// Unmounts the image, even when the test fails.
+    struct Mounted<'a>(&'a str);
+    impl Drop for Mounted<'_> {
+        fn drop(&mut self) {
+            let _ = podman(&["image", "unmount", self.0]);
+        }
+    }
     let root = podman(&["image", "mount", &image]).unwrap_or_else(|e| panic!("{e}"));
+    let mounted = Mounted(&image);
     let mut files = Vec::new();
     files_under(Path::new(root.trim()), Path::new("/"), &mut files);
-    let _ = podman(&["image", "unmount", &image]);
+    drop(mounted);
     files.sort();
     let (ours, runtime): (Vec<&PathBuf>, Vec<&PathBuf>) = files.iter().partition(|f| {
         ["/usr/bin/policy-agent", "/usr/lib/podwall/policy-ebpf.o"]

@@ -151,13 +151,7 @@ impl AgentProcess {
 
     /// The process's effective capability mask (`CapEff` in /proc/PID/status).
     pub fn effective_capabilities(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_else(|e| panic!("reading the agent's status: {e}"));
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("CapEff:"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-            .unwrap_or_else(|| panic!("no CapEff in the agent's status"))
+        effective_capabilities(self.child.id())
     }
 
     /// How many sync passes the agent has timed (`podwall_sync_duration_seconds`).
@@ -180,6 +174,17 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Process `pid`'s effective capability mask (`CapEff` in /proc/PID/status).
+pub fn effective_capabilities(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading the agent's status: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no CapEff in the agent's status"))
 }
 
 /// `GET path` on `addr` from inside network namespace `netns`: the status code

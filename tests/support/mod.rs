@@ -26,6 +26,31 @@ pub fn require_root_and_bpf() {
     }
 }
 
+/// Starts `command` with stdout piped and each line of its stderr sent to the
+/// receiver as it comes (how the tests follow `policy-agent flows`).
+pub fn spawn_reading_stderr(
+    mut command: std::process::Command,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    let (send, receive) = std::sync::mpsc::channel();
+    if let Some(stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = send.send(line);
+            }
+        });
+    }
+    (child, receive)
+}
+
 /// Every example of `deploy/examples`, in name order: its directory, and its
 /// files in the order a tour applies them (`cluster.yaml`, then the sorted steps).
 pub fn examples() -> Vec<(std::path::PathBuf, Vec<std::path::PathBuf>)> {
