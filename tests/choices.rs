@@ -1,4 +1,4 @@
-//! The choices NetworkPolicy leaves open, pinned on real packets (README, "Choices
+//! The choices NetworkPolicy leaves open, pinned on real packets (docs/semantics.md, "Choices
 //! the spec leaves open"): established flows across a policy change (cut by
 //! default, kept with `--keep-established-flows`), a reused source port after one,
 //! and a Service ClusterIP named in an ipBlock.

@@ -64,7 +64,7 @@ enum Command {
 #[derive(Subcommand)]
 enum Bench {
     /// ns/packet of each datapath path against an empty classifier, with
-    /// BPF_PROG_TEST_RUN (see BENCHMARKS.md).
+    /// BPF_PROG_TEST_RUN (see docs/benchmarks.md).
     Datapath {
         /// Passed on to `policy-agent bench datapath`: --runs N, --repeat N,
         /// --peers N,N,N, --cidr-prefixes N, --cpu N.
@@ -73,7 +73,7 @@ enum Bench {
     },
     /// The agent's side: full compile time and peak RSS at 1k pods x 100 policies
     /// and 10k x 1k, and watch event -> maps programmed -> first packet latency at
-    /// 10k x 1k (see BENCHMARKS.md).
+    /// 10k x 1k (see docs/benchmarks.md).
     Agent {
         /// Passed on to `policy-agent bench agent`: --scales 1000x100,10000x1000,
         /// --compile-runs N, --latency-scale 10000x1000, --iterations N.

@@ -1,5 +1,5 @@
 //! The benchmark's figures and how they are printed: medians, ratios to the floor
-//! and the targets, as Markdown tables that paste into BENCHMARKS.md.
+//! and the project's targets, as Markdown tables that paste into docs/benchmarks.md.
 
 use std::fmt;
 
@@ -53,7 +53,7 @@ impl Path {
         }
     }
 
-    /// The target for this path, as a multiple of the floor.
+    /// The project's target for this path, as a multiple of the floor.
     pub fn target(self) -> Option<f64> {
         match self {
             Path::ConntrackHit => Some(2.5),

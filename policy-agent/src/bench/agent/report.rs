@@ -1,5 +1,5 @@
 //! The agent benchmark's figures and how they are printed: percentiles, the
-//! issue's targets, and Markdown tables that paste into BENCHMARKS.md.
+//! project's targets, and Markdown tables that paste into docs/benchmarks.md.
 
 use std::{fmt, time::Duration};
 
@@ -13,7 +13,7 @@ pub const FIRST_PACKET_TARGET: Duration = Duration::from_millis(20);
 /// Peak RSS target of a compile, KiB.
 pub const RSS_TARGET_KIB: u64 = 64 * 1024;
 
-/// The full-compile target of a scale the issue names, if it names it.
+/// The full-compile target of a scale the project sets one for.
 pub fn compile_target(spec: &ClusterSpec) -> Option<Duration> {
     match (spec.pods, spec.policies) {
         (1_000, 100) => Some(Duration::from_millis(50)),
@@ -56,7 +56,7 @@ impl EventRow {
         }
     }
 
-    /// Whether the issue sets a target for this event: adds and label changes.
+    /// Whether the project sets a target for this event: adds and label changes.
     pub fn has_target(&self) -> bool {
         !self.label.contains("delete")
     }
