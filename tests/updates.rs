@@ -1,4 +1,4 @@
-//! Updates without holes (DESIGN.md invariant 3), on the real kernel: probes run
+//! Updates without holes (docs/architecture.md, invariant 3), on the real kernel: probes run
 //! all the time while policies, pod labels and namespace labels churn, and no probe
 //! may get a verdict that every state in effect while it ran disagrees with. On
 //! several nodes, which take each update at different moments, a connection

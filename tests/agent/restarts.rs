@@ -1,4 +1,4 @@
-//! Restarts under traffic (DESIGN.md invariant 4): the agent is killed with
+//! Restarts under traffic (docs/architecture.md, invariant 4): the agent is killed with
 //! SIGKILL and started again, many times, while a denied pod keeps trying, an
 //! allowed pod keeps opening connections and an established flow keeps talking.
 //! Then a clean stop leaves enforcement in place, and `policy-agent uninstall`

@@ -1,4 +1,4 @@
-//! Hole-free updates (DESIGN invariant 3): `apply` writes only the entries that
+//! Hole-free updates (docs/architecture.md, invariant 3): `apply` writes only the entries that
 //! differ into the bank no packet reads, then flips `ACTIVE`; the bank it left
 //! keeps the old state, and every packet is decided by the bank `ACTIVE` named
 //! when it arrived, for every map it looks up.

@@ -1,4 +1,4 @@
-//! The key property (DESIGN.md, invariant 1): on random small clusters covering
+//! The key property (docs/architecture.md, invariant 1): on random small clusters covering
 //! every NetworkPolicy field, the compiled tables looked up as the BPF program looks
 //! them up agree with the reference evaluator on every (src, dst, protocol, port),
 //! side by side: each side drops, passes, or passes as a would-drop (audit mode)
