@@ -114,8 +114,8 @@ mod tests {
         FlowPublisher {
             instance: "agent".into(),
             names_file: dir.join("agent/names.json"),
-            events_pin: "/sys/fs/bpf/podwall/v5/agent/maps/EVENTS".into(),
-            stats_pin: "/sys/fs/bpf/podwall/v5/agent/maps/STATS".into(),
+            events_pin: "/sys/fs/bpf/podwall/test/agent/maps/EVENTS".into(),
+            stats_pin: "/sys/fs/bpf/podwall/test/agent/maps/STATS".into(),
             written: None,
         }
     }
