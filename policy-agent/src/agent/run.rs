@@ -19,7 +19,7 @@ use super::{
 use crate::{
     dataplane::{self, Adoption, Datapath, DataplaneError, LoadOptions},
     node::{LinkWatch, NodeError},
-    source::kube::{self as kube_source, ClientError, WatchOptions},
+    source::api_server::{self as api_server, ClientError, WatchOptions},
     telemetry::flows::publish::FlowPaths,
 };
 
@@ -136,8 +136,8 @@ pub async fn run(
         },
     ));
     let client =
-        kube_source::client(options.kubeconfig.as_deref(), options.context.as_deref()).await?;
-    let watch = kube_source::watch_cluster_with(client, options.watch.clone());
+        api_server::client(options.kubeconfig.as_deref(), options.context.as_deref()).await?;
+    let watch = api_server::watch_cluster_with(client, options.watch.clone());
     let links = LinkWatch::open()?;
     let flows = FlowPublisher::new(&FlowPaths::system(), &options.instance, &datapath);
     let syncer = Syncer::new(

@@ -44,7 +44,7 @@ use crate::{
         compiler::compile,
         tables::{DatapathTables, EndpointEntry},
     },
-    source::kube::SourceSnapshot,
+    source::api_server::SourceSnapshot,
     telemetry::flows::clock,
 };
 

@@ -17,7 +17,7 @@ use crate::{
         DEFAULT_INTERFACE_PREFIXES, DEFAULT_METRICS_ADDR, DEFAULT_POD_BRIDGES,
     },
     dataplane::Datapath,
-    source::kube::WatchOptions,
+    source::api_server::WatchOptions,
     telemetry::flows::FlowPaths,
 };
 

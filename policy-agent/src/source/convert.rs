@@ -189,7 +189,7 @@ pub fn allow_tunnels(
 
 /// Converts a Pod: labels, IPs (`status.podIPs`, else `status.podIP`; none once the
 /// pod has terminated), node, hostNetwork and the ports of all containers (what
-/// named policy ports resolve to). `source::kube::trim` keeps exactly these fields.
+/// named policy ports resolve to). `source::api_server::trim` keeps exactly these fields.
 pub fn pod(pod: &core::Pod) -> Result<Pod> {
     caps::pod(pod)?;
     let key = object_ref(&pod.metadata)?;

@@ -1,15 +1,16 @@
 //! Where a `ClusterState` comes from: a file or directory of YAML manifests
-//! (`manifest`), or the API server (`kube`: watches and reflector stores). Every
+//! (`manifest`), or the API server (`api_server`: watches and reflector stores,
+//! named so as not to shadow the `kube` crate). Every
 //! source converts Kubernetes objects in `convert`, the one place that reads
 //! k8s-openapi types, and assembles the state in `state`.
 //!
 //! May import: `crate::model`, k8s-openapi, kube, tokio, futures, backon,
 //! serde_norway, serde_json, serde_path_to_error. Never `policy`, `dataplane` or
 //! `lab`. Outside `convert`, k8s-openapi types are only named (deserialization
-//! targets, watched kinds) or trimmed (`kube::trim`), never read.
+//! targets, watched kinds) or trimmed (`api_server::trim`), never read.
 
+pub mod api_server;
 pub mod convert;
-pub mod kube;
 pub mod manifest;
 mod state;
 

@@ -1,6 +1,6 @@
 //! A stand-in Kubernetes API server for tests: a real HTTP/1.1 server speaking
 //! list and watch for Namespaces, Pods, Services and NetworkPolicies, so tests
-//! drive the real kube client (and `source::kube`) against it.
+//! drive the real kube client (and `source::api_server`) against it.
 //!
 //! What it does as the API server does: one revision counter for all resources;
 //! lists answer `{kind: XList, apiVersion, metadata: {resourceVersion}, items}`,

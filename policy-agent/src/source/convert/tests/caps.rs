@@ -6,11 +6,11 @@ use serde_json::json;
 
 use super::*;
 use crate::source::{
+    api_server::trim,
     convert::caps::{
         MAX_CONTAINER_PORTS, MAX_LABELS, MAX_LABEL_VALUE_BYTES, MAX_POLICY_PEERS, MAX_POLICY_RULES,
         OVER_CAP_ANNOTATION,
     },
-    kube::trim,
 };
 
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
