@@ -353,9 +353,7 @@ pub(crate) fn lookup(ifindex: u32, direction: u8, flow: &Flow) -> Option<Hit> {
 /// `key` of the other end: addresses and ports swapped, the opposite direction.
 #[inline(always)]
 fn reverse(key: &mut CtKey) {
-    let saddr = key.saddr;
-    key.saddr = key.daddr;
-    key.daddr = saddr;
+    core::mem::swap(&mut key.saddr, &mut key.daddr);
     (key.sport_be, key.dport_be) = (key.dport_be, key.sport_be);
     key.direction = opposite(key.direction);
 }

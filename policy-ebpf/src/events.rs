@@ -65,9 +65,9 @@ fn take_token(bucket: Option<*mut TokenBucket>, events_burst: u32, events_per_se
     let rate = u64::from(events_per_second);
     if bucket.last_ns == 0 {
         bucket.nano_tokens = cap;
-    } else if rate != 0 {
+    } else if let Some(refill_ns) = cap.checked_div(rate) {
         let elapsed = now.saturating_sub(bucket.last_ns);
-        if elapsed >= cap / rate {
+        if elapsed >= refill_ns {
             bucket.nano_tokens = cap;
         } else {
             bucket.nano_tokens = bucket.nano_tokens.saturating_add(elapsed * rate);

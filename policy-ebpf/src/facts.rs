@@ -12,8 +12,6 @@ use crate::{
     parse::{Flow, Packet},
 };
 
-/// Neighbour discovery is ICMPv6.
-
 /// The per-policy traffic counter a packet counts in.
 #[derive(Clone, Copy)]
 pub(crate) enum Counter {

@@ -32,7 +32,7 @@ pub(crate) fn encapsulates(flow: &Flow) -> bool {
         | IPPROTO_MPLS => true,
         IPPROTO_UDP if flow.dport_be != 0 => {
             let dport_be = flow.dport_be;
-            maps::config(|config| config.tunnel_ports_be.iter().any(|port| *port == dport_be))
+            maps::config(|config| config.tunnel_ports_be.contains(&dport_be))
         }
         _ => false,
     }

@@ -15,7 +15,7 @@ use anyhow::Context;
 
 use crate::{
     run_checked,
-    setup::{self, bpf_linker_path, Need, EBPF_RUSTC, LLVM_BIN},
+    setup::{self, bpf_linker_path, Need, CLIPPY_DRIVER, EBPF_RUSTC, LLVM_BIN},
     workspace_root,
 };
 
@@ -125,17 +125,70 @@ pub fn build() -> anyhow::Result<PathBuf> {
     let started = Instant::now();
     let compiler = compiler()?;
     let root = workspace_root();
-    let linker_dir = bpf_linker_path()
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let path = format!(
-        "{LLVM_BIN}:{}:{}",
-        linker_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
+    let with = match &compiler {
+        Compiler::Debian => "rustc-web".to_string(),
+        Compiler::Rustup(toolchain) => format!("rustup toolchain {toolchain}"),
+    };
+    println!("build-ebpf: compiling policy-ebpf for {EBPF_TARGET} with {with} (the first build also compiles core, about a minute)");
+    run_checked(
+        cargo(&compiler, "build")
+            .env("CARGO_TARGET_DIR", root.join("target/ebpf"))
+            .env_remove("RUSTFLAGS"),
+    )
+    .context("building policy-ebpf failed")?;
+    let object = object_path();
+    anyhow::ensure!(
+        object.exists(),
+        "build-ebpf finished but {} is missing",
+        object.display()
     );
-    let mut cargo = match &compiler {
+    println!(
+        "build-ebpf: {} ({:.1?})",
+        object.display(),
+        started.elapsed()
+    );
+    Ok(object)
+}
+
+/// Runs clippy over policy-ebpf for its target, warnings as errors: setup's
+/// `clippy-driver` (rust-web-clippy) wrapping rustc-web, or the rustup
+/// toolchain's `cargo clippy`. A target directory of its own, so the object's
+/// build is untouched.
+pub fn clippy() -> anyhow::Result<()> {
+    let compiler = compiler()?;
+    let root = workspace_root();
+    let mut command = match &compiler {
         Compiler::Debian => {
+            let mut command = cargo(&compiler, "check");
+            command.env("RUSTC_WORKSPACE_WRAPPER", CLIPPY_DRIVER);
+            command
+        }
+        Compiler::Rustup(_) => cargo(&compiler, "clippy"),
+    };
+    run_checked(
+        command
+            .env("CARGO_TARGET_DIR", root.join("target/ebpf-clippy"))
+            // Only policy-ebpf's own lints: cargo caps them for core.
+            .env("RUSTFLAGS", "-D warnings"),
+    )
+    .context("clippy on policy-ebpf found something")
+}
+
+/// `cargo <subcommand>` over policy-ebpf for its target with `compiler`,
+/// `-Z build-std=core`, locked and optimized.
+fn cargo(compiler: &Compiler, subcommand: &str) -> Command {
+    let root = workspace_root();
+    let mut cargo = match compiler {
+        Compiler::Debian => {
+            let linker_dir = bpf_linker_path()
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            let path = format!(
+                "{LLVM_BIN}:{}:{}",
+                linker_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
             let mut cargo = Command::new("cargo");
             cargo
                 .env("RUSTC", EBPF_RUSTC)
@@ -156,33 +209,12 @@ pub fn build() -> anyhow::Result<PathBuf> {
             cargo
         }
     };
-    let with = match &compiler {
-        Compiler::Debian => "rustc-web".to_string(),
-        Compiler::Rustup(toolchain) => format!("rustup toolchain {toolchain}"),
-    };
-    println!("build-ebpf: compiling policy-ebpf for {EBPF_TARGET} with {with} (the first build also compiles core, about a minute)");
-    run_checked(
-        cargo
-            .current_dir(root.join("policy-ebpf"))
-            .args(["build", "--locked", "--release", "--target", EBPF_TARGET])
-            .args(["-Z", "build-std=core"])
-            .env("CARGO_TARGET_DIR", root.join("target/ebpf"))
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS"),
-    )
-    .context("building policy-ebpf failed")?;
-    let object = object_path();
-    anyhow::ensure!(
-        object.exists(),
-        "build-ebpf finished but {} is missing",
-        object.display()
-    );
-    println!(
-        "build-ebpf: {} ({:.1?})",
-        object.display(),
-        started.elapsed()
-    );
-    Ok(object)
+    cargo
+        .current_dir(root.join("policy-ebpf"))
+        .args([subcommand, "--locked", "--release", "--target", EBPF_TARGET])
+        .args(["-Z", "build-std=core"])
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    cargo
 }
 
 #[cfg(test)]

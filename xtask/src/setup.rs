@@ -34,6 +34,7 @@ impl Need {
             Need::Build => &[
                 ("rustc-web", "1.96.0*"),
                 ("rust-web-src", "1.96.0*"),
+                ("rust-web-clippy", "1.96.0*"),
                 ("llvm-22-dev", "1:22.1*"),
                 ("libpolly-22-dev", "1:22.1*"),
                 ("zlib1g-dev", "*"),
@@ -56,6 +57,8 @@ impl Need {
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The rustc that compiles policy-ebpf (from rustc-web).
 pub const EBPF_RUSTC: &str = "/usr/bin/rustc";
+/// rustc-web's clippy (from rust-web-clippy), which lints policy-ebpf.
+pub const CLIPPY_DRIVER: &str = "/usr/bin/clippy-driver";
 /// LLVM 22's tool directory; bpf-linker needs it first on PATH to find libLLVM.
 pub const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 

@@ -42,6 +42,8 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    println!("test [2/4]: clippy on policy-ebpf, -D warnings");
+    ebpf::clippy()?;
     println!("test [3/4]: cargo test (unit, lab, CLI and conformance-runner tests)");
     run_checked(
         Command::new("cargo")
