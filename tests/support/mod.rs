@@ -52,27 +52,14 @@ pub fn spawn_reading_stderr(
 }
 
 /// Every example of `deploy/examples`, in name order: its directory, and its
-/// files in the order a tour applies them (`cluster.yaml`, then the sorted steps).
+/// files in the order a tour applies them (`cluster.yaml`, then the sorted
+/// steps), as `e2e::examples::list` finds them.
 pub fn examples() -> Vec<(std::path::PathBuf, Vec<std::path::PathBuf>)> {
-    let sorted = |dir: &std::path::Path| {
-        let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .collect();
-        paths.sort();
-        paths
-    };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
-    let examples: Vec<_> = sorted(&root)
+    let examples: Vec<_> = policy_agent::e2e::examples::list(&root)
+        .unwrap_or_else(|e| panic!("{e}"))
         .into_iter()
-        .filter(|dir| dir.is_dir())
-        .map(|dir| {
-            let files = std::iter::once(dir.join("cluster.yaml"))
-                .chain(sorted(&dir.join("steps")))
-                .collect();
-            (dir, files)
-        })
+        .map(|(name, files)| (root.join(name), files))
         .collect();
     assert!(examples.len() >= 3, "examples under {}", root.display());
     examples

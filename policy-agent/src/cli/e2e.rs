@@ -9,8 +9,9 @@ use clap::{Args, Subcommand};
 
 use crate::{
     e2e::{
+        examples,
         kubectl::Kubectl,
-        run::{self, Example, Options},
+        run::{self, Options},
     },
     lab::conformance::{Outcome, Summary},
 };
@@ -91,41 +92,6 @@ impl ClusterArgs {
     }
 }
 
-/// The examples of `dir`: each folder's `cluster.yaml`, then its sorted steps.
-fn examples_of(dir: &std::path::Path) -> anyhow::Result<Vec<Example>> {
-    let sorted = |dir: &std::path::Path| -> anyhow::Result<Vec<PathBuf>> {
-        let mut paths = std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .collect::<Vec<_>>();
-        paths.sort();
-        Ok(paths)
-    };
-    let mut examples = Vec::new();
-    for folder in sorted(dir)?.into_iter().filter(|p| p.is_dir()) {
-        let mut files = vec![folder.join("cluster.yaml")];
-        let steps = folder.join("steps");
-        if steps.is_dir() {
-            files.extend(
-                sorted(&steps)?
-                    .into_iter()
-                    .filter(|p| p.extension().is_some_and(|e| e == "yaml")),
-            );
-        }
-        let name = folder
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        examples.push((name, files));
-    }
-    anyhow::ensure!(
-        !examples.is_empty(),
-        "{}: no example folders",
-        dir.display()
-    );
-    Ok(examples)
-}
-
 /// Runs the command and prints the outcomes and the summary.
 pub fn run(command: &E2eCommand) -> anyhow::Result<()> {
     let print = |outcome: &Outcome| println!("{outcome}");
@@ -138,7 +104,7 @@ pub fn run(command: &E2eCommand) -> anyhow::Result<()> {
             "examples",
             run::examples(
                 &cluster.kubectl()?,
-                &examples_of(dir)?,
+                &examples::list(dir).map_err(anyhow::Error::msg)?,
                 &cluster.options(),
                 print,
             ),

@@ -4,7 +4,10 @@
 //! CLI tests check them with `simulate`, the lab tests on real packets, the e2e
 //! run on a cluster.
 
-use std::fmt;
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 use crate::model::{ObjectRef, Protocol};
 
@@ -32,6 +35,43 @@ impl fmt::Display for Expectation {
             self.from, self.to, self.port, self.protocol
         )
     }
+}
+
+/// An example: its name and its files in the order a tour applies them.
+pub type Example = (String, Vec<PathBuf>);
+
+/// The examples of `dir` (e.g. `deploy/examples`), by name: each folder's
+/// `cluster.yaml`, then its `steps/*.yaml` in name order.
+pub fn list(dir: &Path) -> Result<Vec<Example>, String> {
+    let sorted = |dir: &Path| -> Result<Vec<PathBuf>, String> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        paths.sort();
+        Ok(paths)
+    };
+    let mut examples = Vec::new();
+    for folder in sorted(dir)?.into_iter().filter(|p| p.is_dir()) {
+        let mut files = vec![folder.join("cluster.yaml")];
+        let steps = folder.join("steps");
+        if steps.is_dir() {
+            files.extend(
+                sorted(&steps)?
+                    .into_iter()
+                    .filter(|p| p.extension().is_some_and(|e| e == "yaml")),
+            );
+        }
+        let name = folder
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        examples.push((name, files));
+    }
+    if examples.is_empty() {
+        return Err(format!("{}: no example folders", dir.display()));
+    }
+    Ok(examples)
 }
 
 fn pod(text: &str) -> Option<ObjectRef> {

@@ -13,11 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    examples::{expectations, Expectation},
+    examples::{expectations, Example, Expectation},
     kubectl::{E2eError, Kubectl},
     manifests,
     probe::{self, Seen},
@@ -29,6 +28,7 @@ use crate::{
         Case, Mismatch, Outcome, Relabel, Step, Verdict,
     },
     model::{Labels, ObjectRef, Protocol},
+    source::manifest::parse_documents,
 };
 
 /// How a run probes.
@@ -317,9 +317,6 @@ impl Cluster<'_> {
 /// never deletes them.
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
-/// An example: its name and its files in the order a tour applies them.
-pub type Example = (String, Vec<PathBuf>);
-
 /// Runs each example on the cluster: its files applied in order (pods served
 /// by agnhost), each file's expectations probed pod to pod after it; then its
 /// objects deleted.
@@ -364,11 +361,14 @@ pub fn examples(
     outcomes
 }
 
-/// The objects of a multi-document manifest.
-fn documents(text: &str) -> Result<Vec<Value>, String> {
-    serde_norway::Deserializer::from_str(text)
-        .map(|doc| Value::deserialize(doc).map_err(|e| e.to_string()))
-        .filter(|doc| !matches!(doc, Ok(Value::Null)))
+/// The objects of manifest `file` (`text`), read as the manifest loader reads
+/// them, empty documents left out.
+fn documents(file: &Path, text: &str) -> Result<Vec<Value>, String> {
+    parse_documents(file, text)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|doc| !doc.is_null())
+        .map(|doc| serde_json::to_value(doc).map_err(|e| format!("{}: {e}", file.display())))
         .collect()
 }
 
@@ -391,7 +391,7 @@ fn run_example(
     let mut steps: Vec<(Vec<Value>, Vec<Expectation>)> = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let objects = documents(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        let objects = documents(file, &text)?;
         let expected = expectations(&text).map_err(|e| format!("{}: {e}", file.display()))?;
         steps.push((objects, expected));
     }
@@ -471,4 +471,24 @@ fn run_example(
         outcome.mismatches.extend(mismatches);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_examples_file_is_read_as_the_manifest_loader_reads_it() {
+        let file = Path::new("cluster.yaml");
+        let objects = documents(file, "---\nkind: Namespace\nmetadata: {name: web}\n---\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            objects,
+            [serde_json::json!({"kind": "Namespace", "metadata": {"name": "web"}})]
+        );
+        let error = documents(file, "kind: Pod\nmetadata: [\n")
+            .err()
+            .unwrap_or_default();
+        assert!(error.contains("cluster.yaml"), "{error}");
+    }
 }

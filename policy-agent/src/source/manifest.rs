@@ -212,7 +212,7 @@ fn has_extension(path: &Path, extensions: &[&str]) -> bool {
 
 /// The documents of a file: a JSON stream for `.json`, else a `---`-separated YAML
 /// stream (JSON read as YAML works too, for files named directly).
-fn parse_documents(file: &Path, text: &str) -> Result<Vec<Value>, ManifestError> {
+pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Value>, ManifestError> {
     if has_extension(file, &["json"]) {
         serde_json::Deserializer::from_str(text)
             .into_iter::<Value>()
