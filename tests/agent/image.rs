@@ -544,3 +544,36 @@ fn the_image_holds_the_agent_its_object_and_the_agents_libraries_only() {
         "besides them only shared libraries and the loader: {files:?}"
     );
 }
+
+#[test]
+fn the_images_agent_has_the_node_agents_commands_and_not_the_workstation_tools() {
+    support::require_root_and_bpf();
+    require_podman_and_runc();
+    let image = built_image();
+    // This machine's hard limits are below podman's defaults.
+    let run = [
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    let help = podman(&[&run[..], &[&image, "--help"]].concat()).unwrap_or_else(|e| panic!("{e}"));
+    for command in ["run", "uninstall", "flows"] {
+        assert!(
+            help.lines()
+                .any(|line| line.trim_start().starts_with(command)),
+            "the shipped agent lacks `{command}`:\n{help}"
+        );
+    }
+    for tool in ["lab", "simulate", "explain", "bench", "e2e"] {
+        let refused = podman(&[&run[..], &[&image, tool, "--help"]].concat());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("unrecognized subcommand")),
+            "the shipped agent should not carry `{tool}`: {refused:?}"
+        );
+    }
+}

@@ -11,7 +11,9 @@
 
 use std::process::Command;
 
-use crate::{build_agent, build_agent_profile, ebpf, run_checked, setup, workspace_root};
+use crate::{
+    build_agent, build_agent_profile, ebpf, run_checked, setup, workspace_root, AgentBuild,
+};
 
 /// Runs the datapath benchmark with `args` passed on to the agent.
 pub fn datapath(args: &[String]) -> anyhow::Result<()> {
@@ -43,7 +45,7 @@ pub fn agent(args: &[String]) -> anyhow::Result<()> {
     );
     setup::ensure(&[setup::Need::Lab])?;
     ebpf::build()?;
-    let agent = build_agent_profile("bench", true)?;
+    let agent = build_agent_profile("bench", AgentBuild::Release)?;
     println!("bench: running policy-agent bench agent (about a minute with the defaults)");
     run_checked(
         Command::new(agent)

@@ -2,7 +2,8 @@
 //! daemon and without a base image (none can be pulled here). It lays out the
 //! image's whole file tree in `target/image/rootfs` (`stage`), exactly what the
 //! agent needs to run:
-//! - `/usr/bin/policy-agent`, the release build, stripped of symbols;
+//! - `/usr/bin/policy-agent`, the release build without the default features
+//!   (no lab, no benchmarks, no test hooks), stripped of symbols;
 //! - `/usr/lib/podwall/policy-ebpf.o`, where the agent looks for its object
 //!   (`dataplane::object`);
 //! - the shared libraries the binary links (as `ldd` lists them) and the loader,
@@ -23,7 +24,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::{build_agent_profile, ebpf, run_checked, setup, workspace_root};
+use crate::{build_agent_profile, ebpf, run_checked, setup, workspace_root, AgentBuild};
 
 /// The image's name, as the DaemonSet names it.
 pub const IMAGE_NAME: &str = "podwall/policy-agent";
@@ -149,7 +150,7 @@ pub fn build() -> anyhow::Result<Built> {
 /// returns how many files it holds.
 pub fn stage() -> anyhow::Result<usize> {
     let object = ebpf::build()?;
-    let agent = build_agent_profile("image", true)?;
+    let agent = build_agent_profile("image", AgentBuild::Shipped)?;
     let rootfs = rootfs_dir();
     if rootfs.exists() {
         std::fs::remove_dir_all(&rootfs)

@@ -123,14 +123,31 @@ pub fn run_checked(cmd: &mut std::process::Command) -> anyhow::Result<()> {
 /// Builds `policy-agent` (debug) and returns the path of the binary; `task` names
 /// the chore in the progress line.
 pub fn build_agent(task: &str) -> anyhow::Result<PathBuf> {
-    build_agent_profile(task, false)
+    build_agent_profile(task, AgentBuild::Debug)
 }
 
-/// Builds `policy-agent`, optimized when `release`, and returns the path of the
-/// binary; `task` names the chore in the progress line.
-pub fn build_agent_profile(task: &str, release: bool) -> anyhow::Result<PathBuf> {
+/// Which `policy-agent` a chore needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AgentBuild {
+    /// Unoptimized, every feature: the tests and the lab.
+    Debug,
+    /// Optimized, every feature: the benchmarks.
+    Release,
+    /// Optimized, without the lab, the benchmarks and the test hooks: what the
+    /// image the DaemonSet runs carries.
+    Shipped,
+}
+
+/// Builds `policy-agent` as `build` says and returns the path of the binary;
+/// `task` names the chore in the progress line.
+pub fn build_agent_profile(task: &str, build: AgentBuild) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
-    let profile = if release { "release" } else { "debug" };
+    let release = build != AgentBuild::Debug;
+    let profile = match build {
+        AgentBuild::Debug => "debug",
+        AgentBuild::Release => "release",
+        AgentBuild::Shipped => "release, node agent only",
+    };
     println!("{task}: building policy-agent ({profile})");
     let mut cargo = std::process::Command::new("cargo");
     cargo
@@ -141,6 +158,9 @@ pub fn build_agent_profile(task: &str, release: bool) -> anyhow::Result<PathBuf>
         .stderr(std::process::Stdio::inherit());
     if release {
         cargo.arg("--release");
+    }
+    if build == AgentBuild::Shipped {
+        cargo.arg("--no-default-features");
     }
     let out = cargo
         .output()

@@ -1,15 +1,22 @@
 //! The one CLI: parse arguments, call the library, print. One module per
 //! subcommand; `anyhow` lives here and nowhere below.
 
+#[cfg(feature = "bench")]
 mod bench;
+#[cfg(feature = "lab")]
 mod conformance;
 mod datapath;
+#[cfg(feature = "lab")]
 mod e2e;
+#[cfg(feature = "lab")]
 mod explain;
 mod flows;
+#[cfg(feature = "lab")]
 mod lab;
+#[cfg(feature = "lab")]
 mod lab_tour;
 mod run;
+#[cfg(feature = "lab")]
 mod simulate;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -59,15 +66,18 @@ enum Command {
     /// Remove a node agent's pinned datapath: its programs come off every pod
     /// interface (pods are no longer isolated) and its maps are deleted.
     Uninstall(run::UninstallArgs),
+    #[cfg(feature = "lab")]
     /// A local mini-cluster: network namespaces as pods, the real datapath enforcing your
     /// policies, probes showing who reaches whom.
     Lab {
         #[command(subcommand)]
         command: lab::LabCommand,
     },
+    #[cfg(feature = "lab")]
     /// The `lab run` matrix (or its JSON) computed by the reference evaluator: no
     /// kernel, no root. Pods get the addresses `lab run` gives them.
     Simulate(simulate::SimulateArgs),
+    #[cfg(feature = "lab")]
     /// Why one connection is allowed or denied: the policies and rules that decided
     /// it, and for a deny, whether each rule's peer or port failed to match.
     Explain(explain::ExplainArgs),
@@ -80,6 +90,7 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    #[cfg(feature = "lab")]
     /// The conformance cases or the examples on a real cluster, through kubectl
     /// (`cargo xtask e2e` runs them on a kind cluster).
     #[command(hide = true)]
@@ -87,6 +98,7 @@ enum Command {
         #[command(subcommand)]
         command: e2e::E2eCommand,
     },
+    #[cfg(feature = "bench")]
     /// Benchmarks for developers (`cargo xtask bench datapath|agent` runs them).
     #[command(hide = true)]
     Bench {
@@ -185,10 +197,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
     let result = match cli.command {
+        #[cfg(feature = "lab")]
         Command::Explain(args) => explain::run(&args),
         Command::Run(args) => run::run_agent(args).map(|()| ExitCode::SUCCESS),
         Command::Uninstall(args) => run::uninstall(&args).map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "lab")]
         Command::Lab { command } => lab::run(command).map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "lab")]
         Command::Simulate(args) => simulate::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Flows(args) => flows::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
@@ -196,7 +211,9 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut command, "policy-agent", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "lab")]
         Command::E2e { command } => e2e::run(&command).map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "bench")]
         Command::Bench { command } => bench::run(&command).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -20,6 +20,7 @@ mod quiesce;
 mod slots;
 mod sockets;
 mod sys;
+#[cfg(feature = "testing")]
 mod test_run;
 mod tunnels;
 
@@ -36,6 +37,7 @@ pub use keys::{address_key, key_address};
 pub use maps::{MapUsage, Stats};
 pub use order::ProgramAhead;
 pub use pins::Adoption;
+#[cfg(feature = "testing")]
 pub use test_run::{BenchProgram, BenchRun, Hook, TestRunOutcome};
 pub use tunnels::TunnelPorts;
 

@@ -1,8 +1,9 @@
 //! Which policies isolate a pod in one direction, audit mode included: one
 //! definition for the evaluator and the compiler, so both pick the same set.
 //!
-//! Pure; imports only `crate::model`, `policy::selector` and `policy::tables`'s
-//! `Direction`.
+//! Public for the node agent too: its plan asks whether a pod still waiting for
+//! its interface is isolated. Pure; imports only `crate::model`,
+//! `policy::selector` and `policy::tables`'s `Direction`.
 
 use crate::{
     model::{NetworkPolicy, Pod, PolicyMode},
@@ -11,7 +12,7 @@ use crate::{
 
 /// The policies that apply to one pod for one direction, split by mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Isolating<T> {
+pub struct Isolating<T> {
     /// `Audit` when only audit-mode policies apply; `Enforce` otherwise (also when
     /// none applies).
     pub mode: PolicyMode,
@@ -34,7 +35,7 @@ pub(crate) struct Isolating<T> {
 /// 2. else the audit-mode policies that apply decide, in audit: what none of their
 ///    rules allows passes and is reported as a would-drop;
 /// 3. else nothing isolates the pod.
-pub(crate) fn isolating<'p, T>(
+pub fn isolating<'p, T>(
     policies: impl IntoIterator<Item = (T, &'p NetworkPolicy)>,
     pod: &Pod,
     direction: Direction,
@@ -66,7 +67,7 @@ pub(crate) fn isolating<'p, T>(
 
 /// Whether `policy` applies to `pod` for `direction`, i.e. would isolate it
 /// (whatever its mode).
-pub(crate) fn applies_to(policy: &NetworkPolicy, pod: &Pod, direction: Direction) -> bool {
+pub fn applies_to(policy: &NetworkPolicy, pod: &Pod, direction: Direction) -> bool {
     // "A pod is isolated for ingress if there is any NetworkPolicy that both selects
     // the pod and has "Ingress" in its policyTypes; we say that such a policy applies
     // to the pod for ingress." (Likewise for egress.)

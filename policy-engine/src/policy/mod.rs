@@ -15,7 +15,7 @@
 pub mod capacity;
 pub mod compiler;
 pub mod evaluator;
-pub(crate) mod isolation;
+pub mod isolation;
 pub mod probes;
 pub mod selector;
 pub mod tables;

@@ -5,6 +5,7 @@
 //! the `kubernetes.io/metadata.name` namespace label, protocol TCP) are already
 //! applied, so downstream code never re-derives them.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod builders;
 mod policy;
 
