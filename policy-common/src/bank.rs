@@ -14,9 +14,6 @@
 //! a tracked flow decided by an earlier state (`CtValue::generation`) from one
 //! decided by the current one.
 
-/// Map name of the bank selector: `Array<u32>` with one entry, the generation
-/// (`bank_of` it is the bank).
-pub const ACTIVE_MAP: &str = "ACTIVE";
 /// Number of banks.
 pub const BANKS: u32 = 2;
 

@@ -11,12 +11,8 @@
 
 use crate::endpoint::ENDPOINTS_MAX;
 
-/// Map name of the allowed counters.
-pub const RULE_COUNTERS_MAP: &str = "RULE_COUNTERS";
 /// Capacity: distinct (policy, direction, rule) triples with an entry in `POLICY`.
 pub const RULE_COUNTERS_MAX: u32 = 16384;
-/// Map name of the denied counters.
-pub const DENY_COUNTERS_MAP: &str = "DENY_COUNTERS";
 /// Capacity: every `deny_slot` of endpoint ids up to `ENDPOINTS_MAX` (ids start at 1).
 pub const DENY_COUNTERS_MAX: u32 = (ENDPOINTS_MAX + 1) * 4;
 /// A counter slot meaning "no counter" (no rule decided the flow).

@@ -14,8 +14,6 @@
 //! minus `CT_RECLAIMED[ifindex]` (entries the agent removed). Each map has one
 //! writer, so neither needs a lock.
 
-/// Map name in the object file.
-pub const CONNTRACK_MAP: &str = "CONNTRACK";
 /// Capacity: tracked flows per node. When full, a new flow is dropped
 /// (`STAT_DROP_CT_FULL`) and every tracked one keeps its entry.
 pub const CONNTRACK_MAX: u32 = 262144;
@@ -23,12 +21,6 @@ pub const CONNTRACK_MAX: u32 = 262144;
 /// eighth of the table, so a pod flooding new flows stops at its own limit.
 pub const CT_ENDPOINT_FLOWS_DEFAULT: u32 = CONNTRACK_MAX / 8;
 
-/// Map name of the entries the classifiers added per interface: `HashMap<u32, u64>`,
-/// key the ifindex (host byte order), value a count only ever raised (atomically).
-pub const CT_TRACKED_MAP: &str = "CT_TRACKED";
-/// Map name of the entries the agent removed per interface: `HashMap<u32, u64>`,
-/// same key, written by the agent alone.
-pub const CT_RECLAIMED_MAP: &str = "CT_RECLAIMED";
 /// Capacity of `CT_TRACKED` and `CT_RECLAIMED`: the interfaces of the local pods,
 /// twice over for interfaces gone whose entries the agent has yet to reclaim.
 pub const CT_COUNTERS_MAX: u32 = 2 * crate::endpoint::ENDPOINTS_MAX;

@@ -8,13 +8,9 @@
 //! whose egress was deferred past Service DNAT, and the reply path find the
 //! client's tracked flow.
 
-/// Map name in the object file.
-pub const ENDPOINTS_MAP: &str = "ENDPOINTS";
 /// Capacity of one bank: local pods per node (the map holds `bank::BANKS` times
 /// as many entries).
 pub const ENDPOINTS_MAX: u32 = 4096;
-/// Map name of the address index (key `AddressKey`).
-pub const ENDPOINT_ADDRS_MAP: &str = "ENDPOINT_ADDRS";
 /// Capacity of one bank: local pod addresses per node (two families per pod).
 pub const ENDPOINT_ADDRS_MAX: u32 = 2 * ENDPOINTS_MAX;
 

@@ -7,8 +7,6 @@
 //! limit holds back bumps `STAT_EVENTS_RATE_LIMITED`, one the full ring cannot take
 //! bumps `STAT_EVENTS_RING_FULL`. The packet's verdict never depends on either.
 
-/// Map name in the object file.
-pub const EVENTS_MAP: &str = "EVENTS";
 /// Ring buffer size in bytes (a power of two, page aligned): about 14,000 events.
 pub const EVENTS_BYTES: u32 = 1 << 20;
 

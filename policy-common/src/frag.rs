@@ -9,8 +9,6 @@
 //! Kernel-only state (the agent never reads or pins it): a fresh load starts empty,
 //! which costs at most the trailing fragments of datagrams in flight at that moment.
 
-/// Map name in the object file.
-pub const FRAGMENTS_MAP: &str = "FRAGMENTS";
 /// Capacity: datagrams in flight per node (Cilium's IPv4 fragment map holds as
 /// many). When full, a new first fragment evicts the least recently used entry.
 pub const FRAGMENTS_MAX: u32 = 8192;

@@ -13,6 +13,7 @@ pub mod ct;
 pub mod endpoint;
 pub mod events;
 pub mod frag;
+pub mod maps;
 pub mod peer;
 pub mod policy;
 pub mod verdict;

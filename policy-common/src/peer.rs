@@ -10,10 +10,6 @@
 //! (`PEER_PREFIX_BANK` bits) plus the address prefix, so a lookup only ever
 //! matches entries of its own bank, and the address part is an ordinary CIDR.
 
-/// Map name of the IPv4 trie (key data `PeerKeyV4`).
-pub const PEERS_V4_MAP: &str = "PEERS_V4";
-/// Map name of the IPv6 trie (key data `PeerKeyV6`).
-pub const PEERS_V6_MAP: &str = "PEERS_V6";
 /// Bits of the bank field, which every prefix spans before the address.
 pub const PEER_PREFIX_BANK: u32 = 32;
 /// Longest prefix of `PEERS_V4` (bits of its key data): bank and a host address.

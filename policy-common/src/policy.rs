@@ -20,9 +20,6 @@
 //!   that an endPort range splits into aligned blocks, each `PREFIX_ALL_PORTS + n`
 //!   bits long (n = the block's fixed high port bits).
 
-/// Map name of the rule set index in the object file (key `RuleSetKey`, value the
-/// rule set id, u32 host byte order).
-pub const RULE_SETS_MAP: &str = "RULE_SETS";
 /// Capacity of one bank of `RULE_SETS`: (endpoint, class, direction) triples with
 /// some allow (the map holds `bank::BANKS` times as many).
 pub const RULE_SETS_MAX: u32 = 65536;
@@ -32,8 +29,6 @@ pub const RULE_SETS_MAX: u32 = 65536;
 /// never a real class.
 pub const RULE_SET_ANY_CLASS: u32 = u32::MAX;
 
-/// Map name in the object file.
-pub const POLICY_MAP: &str = "POLICY";
 /// Capacity of one bank: allow entries of every rule set (the map holds
 /// `bank::BANKS` times as many).
 pub const POLICY_MAX: u32 = 65536;

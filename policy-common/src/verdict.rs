@@ -5,8 +5,6 @@ pub const DIRECTION_INGRESS: u8 = 0;
 /// Traffic out of the pod (TC ingress on its host-side veth).
 pub const DIRECTION_EGRESS: u8 = 1;
 
-/// Map name of the per-CPU verdict counters, indexed by `STAT_*`.
-pub const STATS_MAP: &str = "STATS";
 /// Number of counters in `STATS`.
 pub const STATS_LEN: u32 = 64;
 /// Counters below this index are verdicts: every packet bumps exactly one of them.
@@ -92,7 +90,7 @@ pub const STAT_DROP_CT_ENDPOINT_LIMIT: u32 = 24;
 pub const STAT_DROP_CT_FULL: u32 = 25;
 /// Dropped: a non-first fragment (offset above 0) of a datagram whose first fragment
 /// did not pass here lately (denied, never seen, out of order, or forgotten;
-/// `frag::FRAGMENTS_MAP`).
+/// `maps::FRAGMENTS`).
 pub const STAT_DROP_FRAGMENT_UNKNOWN: u32 = 28;
 /// Dropped: a first fragment whose IP length holds less than
 /// `frag::FRAGMENT_FIRST_MIN` bytes of its upper-layer header (RFC 1858, RFC 7112).

@@ -4,7 +4,7 @@
 use core::mem::{align_of, offset_of, size_of};
 
 use policy_common::{
-    bank::{bank_of, other, ACTIVE_MAP, BANKS},
+    bank::{bank_of, other, BANKS},
     config::{
         mark_bits, Config, MarkBits, CONFIG_FLAG_ALLOW_EVENTS, CONFIG_FLAG_KEEP_ESTABLISHED,
         DEFAULT_MARK_MASK, DEFAULT_TUNNEL_PORTS, TUNNEL_PORTS_MAX,
@@ -20,6 +20,7 @@ use policy_common::{
     },
     events::{VerdictEvent, EVENTS_BYTES},
     frag::{FragKey, FragValue, FRAGMENTS_MAX},
+    maps,
     peer::{
         PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_PREFIX_MAX, PEERS_V6_PREFIX_MAX, PEER_FLAG_NODE,
         PEER_FLAG_SERVICE, PEER_PREFIX_BANK,
@@ -143,7 +144,29 @@ fn banked_keys_have_no_hidden_padding_and_banks_differ_in_their_first_byte() {
     assert_eq!(BANKS, 2);
     assert_eq!((bank_of(0), bank_of(1), bank_of(7)), (0, 1, 1));
     assert_eq!((other(0), other(1)), (1, 0));
-    assert_eq!(ACTIVE_MAP, "ACTIVE");
+}
+
+#[test]
+fn every_shared_map_is_listed_once_with_the_sizes_its_kind_gives() {
+    let mut names: Vec<&str> = maps::SHARED.iter().map(|layout| layout.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), maps::SHARED.len(), "a map listed twice");
+    // An LPM trie's kernel key is the 4-byte prefix length, then the data.
+    let policy = maps::POLICY.layout();
+    assert_eq!(policy.key_size as usize, 4 + size_of::<PolicyKey>());
+    assert_eq!(policy.value_size as usize, size_of::<PolicyValue>());
+    let endpoints = maps::ENDPOINTS.layout();
+    assert_eq!(endpoints.key_size as usize, size_of::<EndpointKey>());
+    // A ring buffer has neither key nor value.
+    assert_eq!(
+        (
+            maps::EVENTS.layout().key_size,
+            maps::EVENTS.layout().value_size
+        ),
+        (0, 0)
+    );
+    assert!(maps::SHARED.contains(&maps::CONNTRACK.layout()));
 }
 
 #[test]

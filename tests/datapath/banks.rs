@@ -18,7 +18,7 @@ use policy_agent::{
 };
 use policy_common::{
     endpoint::{ENDPOINTS_MAX, PENDING_ENDPOINT_ID},
-    peer::PEERS_V4_MAP,
+    maps,
     policy::POLICY_MAX,
 };
 
@@ -329,10 +329,10 @@ fn tables_that_do_not_fit_one_bank_or_reuse_the_pending_id_are_refused_before_an
         }) => {
             assert_eq!(
                 (map, entries, capacity),
-                (PEERS_V4_MAP, v4(&large), PEERS_PER_BANK)
+                (maps::PEERS_V4.name, v4(&large), PEERS_PER_BANK)
             );
         }
-        other => panic!("want BankFull for {PEERS_V4_MAP}, got {other:?}"),
+        other => panic!("want BankFull for {}, got {other:?}", maps::PEERS_V4.name),
     };
 
     // On a fresh datapath, whose other bank is empty.

@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::sync::Syncer;
+use super::{dataplane::Dataplane, sync::Syncer};
 use crate::dataplane::{Frames, InterfaceIndex};
 
-impl Syncer {
+impl<D: Dataplane> Syncer<D> {
     /// Makes the exit classifiers sit on `exits` and nowhere else, and
     /// `node_sockets` on the node's network namespace.
     pub(super) fn reconcile_exits(&mut self, exits: &BTreeMap<InterfaceIndex, Frames>) {
@@ -22,7 +22,7 @@ impl Syncer {
                 }
             }
         }
-        let current: BTreeSet<InterfaceIndex> = self.datapath.exit_interfaces().collect();
+        let current = self.datapath.exits();
         let wanted: BTreeSet<InterfaceIndex> = exits.keys().copied().collect();
         for index in current.difference(&wanted) {
             if let Err(error) = self.datapath.detach_exit(*index) {

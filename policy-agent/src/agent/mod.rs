@@ -7,6 +7,7 @@
 //! - `notices`: identity conflicts and programs ahead of podwall's, reported
 //!   while they last;
 //! - `observe`: route lookups and links as `plan` takes them;
+//! - `dataplane`: what the loop needs of the datapath, as a trait (faked in tests);
 //! - `http`: `/metrics`, `/healthz`, `/readyz`;
 //! - `lock`: the instance lock one running agent holds (and `uninstall` respects);
 //! - `startup`: kernel features podwall cannot run without;
@@ -19,6 +20,7 @@
 //! where they meet); `plan` imports only `model` and `policy`.
 
 pub mod conntrack;
+pub mod dataplane;
 mod exits;
 pub mod flows;
 pub mod health;

@@ -6,11 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{health::Health, metrics::Metrics};
-use crate::{
-    dataplane::{Datapath, EventsLost},
-    node::Link,
-};
+use super::{dataplane::Dataplane, health::Health, metrics::Metrics};
+use crate::{dataplane::EventsLost, node::Link};
 
 /// What was reported last, so a notice is logged once while it lasts.
 #[derive(Debug, Default)]
@@ -41,7 +38,7 @@ impl Notices {
     /// `/readyz`; a failed read is logged and counted.
     pub fn refresh(
         &mut self,
-        datapath: &mut Datapath,
+        datapath: &mut impl Dataplane,
         links: &BTreeMap<u32, Link>,
         metrics: &Metrics,
         health: &Health,

@@ -28,6 +28,7 @@ use policy_common::endpoint::PENDING_ENDPOINT_ID;
 use tokio::time::MissedTickBehavior;
 
 use super::{
+    dataplane::Dataplane,
     flows::FlowPublisher,
     health::Health,
     metrics::Metrics,
@@ -102,10 +103,11 @@ struct Written {
     pending_entry: EndpointEntry,
 }
 
-/// The loop's state between passes.
-pub struct Syncer {
+/// The loop's state between passes, over the datapath `D` (`Datapath`; a fake in
+/// the unit tests).
+pub struct Syncer<D: Dataplane = Datapath> {
     config: SyncConfig,
-    pub(super) datapath: Datapath,
+    pub(super) datapath: D,
     pub(super) metrics: Arc<Metrics>,
     health: Arc<Health>,
     /// Links of this namespace, by index (from the link watch).
@@ -138,13 +140,13 @@ pub struct Syncer {
     flows: Option<FlowPublisher>,
 }
 
-impl Syncer {
+impl<D: Dataplane> Syncer<D> {
     /// A loop over `datapath` (loaded or adopted), reporting to `metrics` and
     /// `health`, knowing the links `links` (the link watch's initial view),
     /// publishing the names of its events with `flows`.
     pub fn new(
         config: SyncConfig,
-        datapath: Datapath,
+        datapath: D,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         links: &BTreeMap<InterfaceIndex, Link>,
@@ -205,12 +207,12 @@ impl Syncer {
                 // one enslaved since it was (plan rule 12): the pass places the
                 // exit classifiers.
                 let exit_changed = links.get(&index).is_some_and(|link| link.master.is_none())
-                    || self.datapath.exit_interfaces().any(|i| i == index);
-                exit_changed || (!mapped && self.datapath.attached_interfaces().any(|i| i == index))
+                    || self.datapath.exits().contains(&index);
+                exit_changed || (!mapped && self.datapath.attached().contains(&index))
             }
             LinkEvent::Removed(link) => {
                 self.links.remove(&link.index);
-                self.datapath.attached_interfaces().any(|i| i == link.index)
+                self.datapath.attached().contains(&link.index)
             }
         }
     }
@@ -218,7 +220,7 @@ impl Syncer {
     /// Attaches a new pod veth at once, before any pass: the last tables written
     /// plus a pending entry for it (the last plan's rule 7).
     fn attach_new(&mut self, index: InterfaceIndex) {
-        if self.datapath.attached_interfaces().any(|i| i == index) {
+        if self.datapath.attached().contains(&index) {
             return;
         }
         // Before this agent's first successful pass it has no tables of its own:
@@ -339,7 +341,7 @@ impl Syncer {
         let node_addresses = crate::node::node_addresses()?;
         self.refresh_tunnel_ports()?;
         let resolved = observe::Resolved::of(plan::local_addresses(state, &self.config.node_name))?;
-        let attached: BTreeSet<InterfaceIndex> = self.datapath.attached_interfaces().collect();
+        let attached = self.datapath.attached();
         let no_previous = BTreeMap::new();
         let plan = plan::plan(&PlanInput {
             state,
@@ -514,8 +516,8 @@ impl Syncer {
 
 /// Runs passes until `shutdown` completes: on every source change, on link events
 /// that concern pod interfaces, and on ticks when a retry is due.
-pub async fn run(
-    mut syncer: Syncer,
+pub async fn run<D: Dataplane>(
+    mut syncer: Syncer<D>,
     mut snapshots: tokio::sync::watch::Receiver<SourceSnapshot>,
     mut links: LinkWatch,
     shutdown: impl std::future::Future<Output = ()>,
@@ -562,3 +564,6 @@ pub async fn run(
     }
     tracing::info!("stopping; the pinned datapath keeps enforcing");
 }
+
+#[cfg(test)]
+mod tests;

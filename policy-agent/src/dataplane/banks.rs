@@ -1,33 +1,34 @@
-//! The two banks of the desired-state maps (`policy_common::bank`): what each one
-//! holds, in host terms, and the writes that turn one bank into another content.
+//! The two banks of the desired-state maps (`policy_common::bank`) and their owner,
+//! `Banks`: the six banked maps, `ACTIVE`, a shadow of each bank, and the wait for
+//! the grace period after a flip. Nothing else writes these maps.
 //!
 //! `BankContent` is one bank with the bank left out of every key (zero in the
-//! keys that carry it as a field): the shadow the
-//! datapath keeps per bank (so an update diffs against memory, not the kernel),
-//! what `Datapath::read_bank` reads back, and what `apply` wants a bank to hold.
-//! `write_bank` changes only the entries that differ, removals first (so a bank
-//! never holds more than its capacity), and keeps the shadow equal to the kernel
-//! entry by entry, even when a write fails part way.
+//! keys that carry it as a field): the shadow kept per bank (so an update diffs
+//! against memory, not the kernel), what `Banks::read` reads back, and what an
+//! update wants a bank to hold. `write_bank` changes only the entries that differ,
+//! removals first (so a bank never holds more than its capacity), and keeps the
+//! shadow equal to the kernel entry by entry, even when a write fails part way.
 
 use std::collections::BTreeMap;
 
-use aya::maps::{lpm_trie::Key, Array, MapData};
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
+    Ebpf,
+};
 use policy_common::{
-    bank::{bank_of, other, ACTIVE_MAP},
-    endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
-    peer::{PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_MAP, PEERS_V6_MAP, PEER_PREFIX_BANK},
-    policy::{PolicyKey, PolicyValue, RuleSetKey, POLICY_MAP, RULE_SETS_MAP},
+    bank::{bank_of, other, BANKS},
+    endpoint::{AddressKey, EndpointInfo, EndpointKey},
+    maps,
+    peer::{PeerClass, PeerKeyV4, PeerKeyV6, PEER_PREFIX_BANK},
+    policy::{PolicyKey, PolicyValue, RuleSetKey},
 };
 
-use super::{keys, maps::map_error, Datapath, DataplaneError, InterfaceIndex};
-use crate::policy::tables::EndpointEntry;
-
-/// A peer prefix as `(address prefix length, address)`; the bank's 32 bits are
-/// added to the length only in the kernel key.
-pub type PeerPrefix<A> = (u32, A);
-
-/// A `POLICY` entry's key as `(LPM prefix length, key with bank 0)`.
-pub type PolicyPrefix = (u32, PolicyKey);
+use super::{
+    keys::{PeerPrefix, PolicyPrefix},
+    maps::{map_error, MapUsage},
+    quiesce::Quiesce,
+    DataplaneError, InterfaceIndex,
+};
 
 /// What one bank holds, keys without their bank.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,12 +51,12 @@ impl BankContent {
     /// Entries of each banked map, by map name.
     pub fn entries(&self) -> [(&'static str, usize); 6] {
         [
-            (ENDPOINTS_MAP, self.endpoints.len()),
-            (ENDPOINT_ADDRS_MAP, self.addresses.len()),
-            (PEERS_V4_MAP, self.peers_v4.len()),
-            (PEERS_V6_MAP, self.peers_v6.len()),
-            (RULE_SETS_MAP, self.rule_sets.len()),
-            (POLICY_MAP, self.policy.len()),
+            (maps::ENDPOINTS.name, self.endpoints.len()),
+            (maps::ENDPOINT_ADDRS.name, self.addresses.len()),
+            (maps::PEERS_V4.name, self.peers_v4.len()),
+            (maps::PEERS_V6.name, self.peers_v6.len()),
+            (maps::RULE_SETS.name, self.rule_sets.len()),
+            (maps::POLICY.name, self.policy.len()),
         ]
     }
 }
@@ -110,23 +111,114 @@ struct Written {
     removed: usize,
 }
 
-impl Datapath {
-    /// Makes the classifiers decide by what the active bank holds plus `extra`
-    /// `ENDPOINTS` entries (an entry the active bank has for the same interface is
-    /// kept): for a new pod veth that appears before this agent has tables of its
-    /// own to write (an adopted datapath whose first sync failed). Hole-free and
-    /// refused before any write like `apply`; nothing to add flips nothing.
-    pub fn add_endpoints(
-        &mut self,
-        extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
-    ) -> Result<ApplyReport, DataplaneError> {
-        let mut want = self.shadows[self.active as usize].clone();
-        for (ifindex, entry) in extra {
-            want.endpoints
-                .entry(*ifindex)
-                .or_insert_with(|| keys::endpoint_value(entry));
+/// The banked maps and `ACTIVE`, with what each bank holds: the only writer of
+/// them. `install` is the hole-free update every change of policy state goes
+/// through.
+pub(super) struct Banks {
+    endpoints: HashMap<MapData, EndpointKey, EndpointInfo>,
+    addresses: HashMap<MapData, AddressKey, u32>,
+    rule_sets: HashMap<MapData, RuleSetKey, u32>,
+    peers_v4: LpmTrie<MapData, PeerKeyV4, PeerClass>,
+    peers_v6: LpmTrie<MapData, PeerKeyV6, PeerClass>,
+    policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    active_map: Array<MapData, u32>,
+    /// What each bank holds (index = bank), kept equal to the kernel entry by
+    /// entry.
+    shadows: [BankContent; 2],
+    /// The bank `ACTIVE` names (`bank_of(generation)`).
+    active: u32,
+    /// The generation `ACTIVE` holds: one more at every flip (`policy_common::bank`).
+    generation: u32,
+    /// Waits, in the background, for classifier runs that may still read the bank
+    /// `ACTIVE` left.
+    quiesce: Quiesce,
+    /// Per-bank capacity of each banked map, as the kernel created it.
+    capacity: BTreeMap<&'static str, u32>,
+}
+
+impl Banks {
+    /// Takes the banked maps and `ACTIVE` out of `ebpf`; both banks are taken to
+    /// be empty and bank 0 active (`adopt` reads a pinned datapath's instead).
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        let mut capacity = BTreeMap::new();
+        for name in BANKED_MAPS {
+            capacity.insert(name, super::maps::max_entries(ebpf, name)? / BANKS);
         }
-        Ok(self.install(&want, |_| Ok(()))?.0)
+        Ok(Self {
+            endpoints: super::maps::hash(ebpf, maps::ENDPOINTS)?,
+            addresses: super::maps::hash(ebpf, maps::ENDPOINT_ADDRS)?,
+            rule_sets: super::maps::hash(ebpf, maps::RULE_SETS)?,
+            peers_v4: super::maps::lpm_trie(ebpf, maps::PEERS_V4)?,
+            peers_v6: super::maps::lpm_trie(ebpf, maps::PEERS_V6)?,
+            policy: super::maps::lpm_trie(ebpf, maps::POLICY)?,
+            active_map: super::maps::array(ebpf, maps::ACTIVE)?,
+            shadows: Default::default(),
+            active: 0,
+            generation: 0,
+            quiesce: Quiesce::new()?,
+            capacity,
+        })
+    }
+
+    /// Takes on what a pinned datapath's maps hold: both banks as the kernel has
+    /// them and the generation `ACTIVE` holds; nothing is written. The agent before
+    /// may have flipped and died before its wait was over, so a wait starts.
+    pub(super) fn adopt(&mut self) -> Result<(), DataplaneError> {
+        self.shadows = self.read()?;
+        self.generation = self.read_generation()?;
+        self.active = bank_of(self.generation);
+        self.quiesce.start();
+        Ok(())
+    }
+
+    /// The bank the classifiers read now (as last written or found).
+    pub(super) fn active(&self) -> u32 {
+        self.active
+    }
+
+    /// The generation `ACTIVE` holds (as last written or found).
+    pub(super) fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// What bank `bank` holds, as last written or read.
+    pub(super) fn shadow(&self, bank: u32) -> &BankContent {
+        &self.shadows[bank_of(bank) as usize]
+    }
+
+    /// What the active bank holds.
+    pub(super) fn active_content(&self) -> &BankContent {
+        self.shadow(self.active)
+    }
+
+    /// Entries and per-bank capacity of each banked map (the active bank's).
+    pub(super) fn usage(&self) -> Vec<MapUsage> {
+        self.active_content()
+            .entries()
+            .into_iter()
+            .map(|(map, entries)| MapUsage {
+                map,
+                entries,
+                capacity: self.capacity.get(map).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Refuses `want` if some banked map would hold more entries in one bank than
+    /// a bank holds: the map as a whole would take them while the other bank is
+    /// small, and fail part way once it is not.
+    fn check_fits(&self, want: &BankContent) -> Result<(), DataplaneError> {
+        for (map, entries) in want.entries() {
+            let capacity = self.capacity.get(map).copied().unwrap_or(0);
+            if entries > capacity as usize {
+                return Err(DataplaneError::BankFull {
+                    map,
+                    entries,
+                    capacity,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Makes `want` what the classifiers read, hole-free: refused before any write
@@ -136,7 +228,7 @@ impl Datapath {
     pub(super) fn install(
         &mut self,
         want: &BankContent,
-        before_write: impl FnOnce(&mut Self) -> Result<(), DataplaneError>,
+        before_write: impl FnOnce() -> Result<(), DataplaneError>,
     ) -> Result<(ApplyReport, bool), DataplaneError> {
         self.check_fits(want)?;
         let mut report = ApplyReport {
@@ -147,7 +239,7 @@ impl Datapath {
             return Ok((report, false));
         }
         self.quiesce.finish()?;
-        before_write(self)?;
+        before_write()?;
         let target = other(self.active);
         (report.written, report.removed) = self.write_bank(target, want)?;
         self.flip()?;
@@ -157,7 +249,7 @@ impl Datapath {
 
     /// Makes bank `bank` of every banked map hold `want`, writing only what differs
     /// from `self.shadows[bank]` and updating that shadow as each write lands.
-    pub(super) fn write_bank(
+    fn write_bank(
         &mut self,
         bank: u32,
         want: &BankContent,
@@ -180,46 +272,49 @@ impl Datapath {
         let mut done = Written::default();
         // ENDPOINTS
         let (upserts, removals) = diff(&shadow.endpoints, &want.endpoints);
-        let mut map = self.hash_map::<EndpointKey, EndpointInfo>(ENDPOINTS_MAP)?;
+        let map = &mut self.endpoints;
+        let name = maps::ENDPOINTS.name;
         for ifindex in removals {
             removed_or_absent(map.remove(&EndpointKey { ifindex, bank }))
-                .map_err(map_error(ENDPOINTS_MAP, "remove"))?;
+                .map_err(map_error(name, "remove"))?;
             shadow.endpoints.remove(&ifindex);
             done.removed += 1;
         }
         for (ifindex, info) in upserts {
             map.insert(EndpointKey { ifindex, bank }, info, 0)
-                .map_err(map_error(ENDPOINTS_MAP, "insert"))?;
+                .map_err(map_error(name, "insert"))?;
             shadow.endpoints.insert(ifindex, info);
             done.written += 1;
         }
         // ENDPOINT_ADDRS
         let (upserts, removals) = diff(&shadow.addresses, &want.addresses);
-        let mut map = self.hash_map::<AddressKey, u32>(ENDPOINT_ADDRS_MAP)?;
+        let map = &mut self.addresses;
+        let name = maps::ENDPOINT_ADDRS.name;
         for addr in removals {
             removed_or_absent(map.remove(&AddressKey { addr, bank }))
-                .map_err(map_error(ENDPOINT_ADDRS_MAP, "remove"))?;
+                .map_err(map_error(name, "remove"))?;
             shadow.addresses.remove(&addr);
             done.removed += 1;
         }
         for (addr, ifindex) in upserts {
             map.insert(AddressKey { addr, bank }, ifindex, 0)
-                .map_err(map_error(ENDPOINT_ADDRS_MAP, "insert"))?;
+                .map_err(map_error(name, "insert"))?;
             shadow.addresses.insert(addr, ifindex);
             done.written += 1;
         }
         // RULE_SETS
         let (upserts, removals) = diff(&shadow.rule_sets, &want.rule_sets);
-        let mut map = self.hash_map::<RuleSetKey, u32>(RULE_SETS_MAP)?;
+        let map = &mut self.rule_sets;
+        let name = maps::RULE_SETS.name;
         for key in removals {
             removed_or_absent(map.remove(&RuleSetKey { bank, ..key }))
-                .map_err(map_error(RULE_SETS_MAP, "remove"))?;
+                .map_err(map_error(name, "remove"))?;
             shadow.rule_sets.remove(&key);
             done.removed += 1;
         }
         for (key, rule_set) in upserts {
             map.insert(RuleSetKey { bank, ..key }, rule_set, 0)
-                .map_err(map_error(RULE_SETS_MAP, "insert"))?;
+                .map_err(map_error(name, "insert"))?;
             shadow.rule_sets.insert(key, rule_set);
             done.written += 1;
         }
@@ -227,8 +322,9 @@ impl Datapath {
         let v4 = |(len, addr): PeerPrefix<[u8; 4]>| {
             Key::new(PEER_PREFIX_BANK + len, PeerKeyV4 { bank, addr })
         };
-        self.write_trie(
-            PEERS_V4_MAP,
+        write_trie(
+            &mut self.peers_v4,
+            maps::PEERS_V4.name,
             &mut shadow.peers_v4,
             &want.peers_v4,
             v4,
@@ -237,16 +333,18 @@ impl Datapath {
         let v6 = |(len, addr): PeerPrefix<[u8; 16]>| {
             Key::new(PEER_PREFIX_BANK + len, PeerKeyV6 { bank, addr })
         };
-        self.write_trie(
-            PEERS_V6_MAP,
+        write_trie(
+            &mut self.peers_v6,
+            maps::PEERS_V6.name,
             &mut shadow.peers_v6,
             &want.peers_v6,
             v6,
             &mut done,
         )?;
         let policy = |(len, key): PolicyPrefix| Key::new(len, PolicyKey { bank, ..key });
-        self.write_trie(
-            POLICY_MAP,
+        write_trie(
+            &mut self.policy,
+            maps::POLICY.name,
             &mut shadow.policy,
             &want.policy,
             policy,
@@ -255,78 +353,47 @@ impl Datapath {
         Ok(done)
     }
 
-    /// `write_maps` for one LPM trie whose kernel key of a shadow key is `key`.
-    fn write_trie<S: Ord + Clone, K: aya::Pod, V: aya::Pod + PartialEq>(
-        &mut self,
-        name: &'static str,
-        shadow: &mut BTreeMap<S, V>,
-        want: &BTreeMap<S, V>,
-        key: impl Fn(S) -> Key<K>,
-        done: &mut Written,
-    ) -> Result<(), DataplaneError> {
-        let (upserts, removals) = diff(shadow, want);
-        let mut trie = self.lpm_trie::<K, V>(name)?;
-        for k in removals {
-            removed_or_absent(trie.remove(&key(k.clone()))).map_err(map_error(name, "remove"))?;
-            shadow.remove(&k);
-            done.removed += 1;
-        }
-        for (k, v) in upserts {
-            trie.insert(&key(k.clone()), v, 0)
-                .map_err(map_error(name, "insert"))?;
-            shadow.insert(k, v);
-            done.written += 1;
-        }
-        Ok(())
-    }
-
     /// What the kernel's banked maps hold now, per bank (index = bank). Entries
     /// whose bank field is neither 0 nor 1 are left out (nothing writes them).
-    pub fn read_banks(&mut self) -> Result<[BankContent; 2], DataplaneError> {
+    pub(super) fn read(&self) -> Result<[BankContent; 2], DataplaneError> {
         let mut banks: [BankContent; 2] = Default::default();
         let slot = |bank: u32| (bank < 2).then_some(bank as usize);
-        let map = self.hash_map::<EndpointKey, EndpointInfo>(ENDPOINTS_MAP)?;
-        for entry in map.iter() {
-            let (key, info) = entry.map_err(map_error(ENDPOINTS_MAP, "read"))?;
+        for entry in self.endpoints.iter() {
+            let (key, info) = entry.map_err(map_error(maps::ENDPOINTS.name, "read"))?;
             if let Some(i) = slot(key.bank) {
                 banks[i].endpoints.insert(key.ifindex, info);
             }
         }
-        let map = self.hash_map::<AddressKey, u32>(ENDPOINT_ADDRS_MAP)?;
-        for entry in map.iter() {
-            let (key, ifindex) = entry.map_err(map_error(ENDPOINT_ADDRS_MAP, "read"))?;
+        for entry in self.addresses.iter() {
+            let (key, ifindex) = entry.map_err(map_error(maps::ENDPOINT_ADDRS.name, "read"))?;
             if let Some(i) = slot(key.bank) {
                 banks[i].addresses.insert(key.addr, ifindex);
             }
         }
-        let map = self.hash_map::<RuleSetKey, u32>(RULE_SETS_MAP)?;
-        for entry in map.iter() {
-            let (key, rule_set) = entry.map_err(map_error(RULE_SETS_MAP, "read"))?;
+        for entry in self.rule_sets.iter() {
+            let (key, rule_set) = entry.map_err(map_error(maps::RULE_SETS.name, "read"))?;
             if let Some(i) = slot(key.bank) {
                 banks[i]
                     .rule_sets
                     .insert(RuleSetKey { bank: 0, ..key }, rule_set);
             }
         }
-        let trie = self.lpm_trie::<PeerKeyV4, PeerClass>(PEERS_V4_MAP)?;
-        for entry in trie.iter() {
-            let (key, class) = entry.map_err(map_error(PEERS_V4_MAP, "read"))?;
+        for entry in self.peers_v4.iter() {
+            let (key, class) = entry.map_err(map_error(maps::PEERS_V4.name, "read"))?;
             let (len, data) = (key.prefix_len(), key.data());
             if let (Some(i), Some(len)) = (slot(data.bank), len.checked_sub(PEER_PREFIX_BANK)) {
                 banks[i].peers_v4.insert((len, data.addr), class);
             }
         }
-        let trie = self.lpm_trie::<PeerKeyV6, PeerClass>(PEERS_V6_MAP)?;
-        for entry in trie.iter() {
-            let (key, class) = entry.map_err(map_error(PEERS_V6_MAP, "read"))?;
+        for entry in self.peers_v6.iter() {
+            let (key, class) = entry.map_err(map_error(maps::PEERS_V6.name, "read"))?;
             let (len, data) = (key.prefix_len(), key.data());
             if let (Some(i), Some(len)) = (slot(data.bank), len.checked_sub(PEER_PREFIX_BANK)) {
                 banks[i].peers_v6.insert((len, data.addr), class);
             }
         }
-        let trie = self.lpm_trie::<PolicyKey, PolicyValue>(POLICY_MAP)?;
-        for entry in trie.iter() {
-            let (key, value) = entry.map_err(map_error(POLICY_MAP, "read"))?;
+        for entry in self.policy.iter() {
+            let (key, value) = entry.map_err(map_error(maps::POLICY.name, "read"))?;
             let (len, data) = (key.prefix_len(), key.data());
             if let Some(i) = slot(data.bank) {
                 banks[i]
@@ -337,23 +404,11 @@ impl Datapath {
         Ok(banks)
     }
 
-    fn active_array(&mut self) -> Result<Array<&mut MapData, u32>, DataplaneError> {
-        let map = self.map(ACTIVE_MAP)?;
-        Array::try_from(map).map_err(|e| DataplaneError::Map {
-            map: ACTIVE_MAP,
-            message: e.to_string(),
-        })
-    }
-
-    /// The bank `ACTIVE` names in the kernel now.
-    pub fn read_active_bank(&mut self) -> Result<u32, DataplaneError> {
-        Ok(bank_of(self.read_generation()?))
-    }
-
     /// The generation `ACTIVE` holds in the kernel now (`policy_common::bank`).
-    pub(super) fn read_generation(&mut self) -> Result<u32, DataplaneError> {
-        let array = self.active_array()?;
-        array.get(&0, 0).map_err(map_error(ACTIVE_MAP, "read"))
+    pub(super) fn read_generation(&self) -> Result<u32, DataplaneError> {
+        self.active_map
+            .get(&0, 0)
+            .map_err(map_error(maps::ACTIVE.name, "read"))
     }
 
     /// Flips `ACTIVE` to the next generation, whose bank is the other one: from
@@ -361,16 +416,49 @@ impl Datapath {
     /// by an earlier generation is re-decided at its next packet.
     pub(super) fn flip(&mut self) -> Result<(), DataplaneError> {
         let next = self.generation.wrapping_add(1);
-        let mut array = self.active_array()?;
-        array
+        self.active_map
             .set(0, next, 0)
-            .map_err(map_error(ACTIVE_MAP, "flip"))?;
+            .map_err(map_error(maps::ACTIVE.name, "flip"))?;
         self.generation = next;
         self.active = bank_of(next);
         self.quiesce.start();
         Ok(())
     }
 }
+
+/// `write_maps` for one LPM trie whose kernel key of a shadow key is `key`.
+fn write_trie<S: Ord + Clone, K: aya::Pod, V: aya::Pod + PartialEq>(
+    trie: &mut LpmTrie<MapData, K, V>,
+    name: &'static str,
+    shadow: &mut BTreeMap<S, V>,
+    want: &BTreeMap<S, V>,
+    key: impl Fn(S) -> Key<K>,
+    done: &mut Written,
+) -> Result<(), DataplaneError> {
+    let (upserts, removals) = diff(shadow, want);
+    for k in removals {
+        removed_or_absent(trie.remove(&key(k.clone()))).map_err(map_error(name, "remove"))?;
+        shadow.remove(&k);
+        done.removed += 1;
+    }
+    for (k, v) in upserts {
+        trie.insert(&key(k.clone()), v, 0)
+            .map_err(map_error(name, "insert"))?;
+        shadow.insert(k, v);
+        done.written += 1;
+    }
+    Ok(())
+}
+
+/// The banked maps.
+const BANKED_MAPS: [&str; 6] = [
+    maps::ENDPOINTS.name,
+    maps::ENDPOINT_ADDRS.name,
+    maps::PEERS_V4.name,
+    maps::PEERS_V6.name,
+    maps::RULE_SETS.name,
+    maps::POLICY.name,
+];
 
 #[cfg(test)]
 mod tests {

@@ -1,15 +1,27 @@
-//! Reads the per-policy traffic counters (`RULE_COUNTERS`, `DENY_COUNTERS`) while
-//! traffic flows, and names them with the tables that gave their slots meaning.
+//! The per-policy traffic counters (`RULE_COUNTERS`, `DENY_COUNTERS`) and their
+//! owner, `Counters`: which rule each slot counts for, the zeroing of a slot whose
+//! meaning changes, and readings named with the tables that gave the slots
+//! meaning.
 //! The kernel bumps packets, then bytes, without a lock: a reading taken while
 //! traffic flows may catch a CPU in between (bytes one packet behind).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aya::maps::{MapData, PerCpuArray, PerCpuValues};
-use policy_common::counters::{deny_slot, TrafficCounter, DENY_COUNTERS_MAP, RULE_COUNTERS_MAP};
+use aya::{
+    maps::{MapData, PerCpuArray, PerCpuValues},
+    Ebpf,
+};
+use policy_common::{
+    counters::{deny_slot, TrafficCounter, RULE_COUNTERS_MAX},
+    maps,
+};
 use serde::Serialize;
 
-use super::{maps::map_error, slots::rule_name, Datapath, DataplaneError};
+use super::{
+    maps::{map_error, MapUsage},
+    slots::{rule_name, RuleSlots},
+    DataplaneError,
+};
 use crate::{
     model::ObjectRef,
     policy::tables::{DatapathTables, Direction, Isolation},
@@ -153,73 +165,116 @@ impl DenyMeanings {
     }
 }
 
-impl Datapath {
-    fn counter_array(
-        &mut self,
-        name: &'static str,
-    ) -> Result<PerCpuArray<&mut MapData, TrafficCounter>, DataplaneError> {
-        PerCpuArray::try_from(self.map(name)?).map_err(|e| DataplaneError::Map {
-            map: name,
-            message: e.to_string(),
+/// `RULE_COUNTERS` and `DENY_COUNTERS`, and what their slots mean: the only writer
+/// of them.
+pub(super) struct Counters {
+    rule: PerCpuArray<MapData, TrafficCounter>,
+    deny: PerCpuArray<MapData, TrafficCounter>,
+    /// Which `RULE_COUNTERS` slot each allow rule counts in.
+    slots: RuleSlots,
+    /// What the `DENY_COUNTERS` slots mean since the last update.
+    deny_meanings: DenyMeanings,
+    /// `DENY_COUNTERS` slots whose meaning changed but whose zeroing failed: the
+    /// next update zeroes them.
+    deny_zero_owed: BTreeSet<u32>,
+    /// CPUs the kernel may run on: how many values a per-CPU map entry holds.
+    possible_cpus: usize,
+}
+
+impl Counters {
+    /// Takes both counter maps out of `ebpf`; no slot is assigned yet.
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        let possible_cpus = aya::util::nr_cpus().map_err(|(path, source)| DataplaneError::Map {
+            map: maps::RULE_COUNTERS.name,
+            message: format!("counting possible CPUs for the per-CPU counters ({path}): {source}"),
+        })?;
+        Ok(Self {
+            rule: super::maps::per_cpu_array(ebpf, maps::RULE_COUNTERS)?,
+            deny: super::maps::per_cpu_array(ebpf, maps::DENY_COUNTERS)?,
+            slots: RuleSlots::new(RULE_COUNTERS_MAX),
+            deny_meanings: DenyMeanings::default(),
+            deny_zero_owed: BTreeSet::new(),
+            possible_cpus,
         })
     }
 
-    /// One slot of `RULE_COUNTERS` or `DENY_COUNTERS`, summed over CPUs; an
-    /// out-of-range slot reads as zero.
-    fn counter(&mut self, name: &'static str, slot: u32) -> Result<Traffic, DataplaneError> {
-        let array = self.counter_array(name)?;
-        if slot >= array.len() {
-            return Ok(Traffic::default());
-        }
-        let values = array.get(&slot, 0).map_err(map_error(name, "read"))?;
-        Ok(Traffic::sum(&values))
+    /// Which slot each allow rule counts in.
+    pub(super) fn slots(&self) -> &RuleSlots {
+        &self.slots
     }
 
-    /// Zeroes `slots` of `RULE_COUNTERS` or `DENY_COUNTERS` on every CPU
-    /// (out-of-range slots are left alone).
-    pub(super) fn zero_counters(
-        &mut self,
-        name: &'static str,
-        slots: &[u32],
-    ) -> Result<(), DataplaneError> {
-        if slots.is_empty() {
-            return Ok(());
+    /// Takes `slots` as the assignment in force (once the tables it was made for
+    /// are active, or when adopting a pinned datapath).
+    pub(super) fn set_slots(&mut self, slots: RuleSlots) {
+        self.slots = slots;
+    }
+
+    /// The `RULE_COUNTERS` slots held by rules.
+    pub(super) fn usage(&self) -> MapUsage {
+        MapUsage {
+            map: maps::RULE_COUNTERS.name,
+            entries: self.slots.len(),
+            capacity: RULE_COUNTERS_MAX,
         }
-        let cpus = self.possible_cpus;
-        let mut array = self.counter_array(name)?;
-        let len = array.len();
-        for &slot in slots.iter().filter(|&&slot| slot < len) {
-            let zeros = PerCpuValues::try_from(vec![TrafficCounter::default(); cpus]).map_err(
-                |source| DataplaneError::Map {
-                    map: name,
-                    message: format!("building zeroed per-CPU values: {source}"),
-                },
-            )?;
-            array.set(slot, zeros, 0).map_err(map_error(name, "zero"))?;
+    }
+
+    /// Zeroes `slots` of `RULE_COUNTERS` on every CPU (before a reused slot's new
+    /// rule can count in it).
+    pub(super) fn zero_rule_slots(&mut self, slots: &[u32]) -> Result<(), DataplaneError> {
+        zero(
+            &mut self.rule,
+            maps::RULE_COUNTERS.name,
+            slots,
+            self.possible_cpus,
+        )
+    }
+
+    /// After `tables` became active: zeroes the `DENY_COUNTERS` slots whose
+    /// isolating policies changed. A failure is logged, never returned (the new
+    /// state is live); those slots are zeroed by the next call.
+    pub(super) fn tables_applied(&mut self, tables: &DatapathTables) {
+        let meanings = DenyMeanings::of(tables);
+        self.deny_zero_owed
+            .extend(self.deny_meanings.changed_slots(&meanings));
+        self.deny_meanings = meanings;
+        let owed: Vec<u32> = self.deny_zero_owed.iter().copied().collect();
+        match zero(
+            &mut self.deny,
+            maps::DENY_COUNTERS.name,
+            &owed,
+            self.possible_cpus,
+        ) {
+            Ok(()) => self.deny_zero_owed.clear(),
+            Err(error) => tracing::warn!(
+                %error,
+                slots = owed.len(),
+                "deny counters of changed isolating policies not zeroed (the new state is active); the next apply zeroes them"
+            ),
         }
-        Ok(())
     }
 
     /// Every per-policy counter, summed over CPUs and named with `tables` (the
     /// tables last applied; a rule without a slot is not reported).
-    pub fn policy_counters(
-        &mut self,
+    pub(super) fn policy_counters(
+        &self,
         tables: &DatapathTables,
     ) -> Result<PolicyCounters, DataplaneError> {
+        let rule = |slot| read(&self.rule, maps::RULE_COUNTERS.name, slot);
+        let deny = |slot| read(&self.deny, maps::DENY_COUNTERS.name, slot);
         let mut allowed = Vec::new();
-        for rule in tables.counted_rules() {
-            let Some(policy) = tables.policy_names.get(rule.policy_id as usize) else {
+        for counted in tables.counted_rules() {
+            let Some(policy) = tables.policy_names.get(counted.policy_id as usize) else {
                 continue;
             };
-            let Some(slot) = rule_name(tables, &rule).and_then(|name| self.rule_slots.slot(&name))
+            let Some(slot) = rule_name(tables, &counted).and_then(|name| self.slots.slot(&name))
             else {
                 continue;
             };
             allowed.push(RuleTraffic {
                 policy: policy.clone(),
-                direction: rule.direction,
-                rule_index: rule.rule_index,
-                allowed: self.counter(RULE_COUNTERS_MAP, slot)?,
+                direction: counted.direction,
+                rule_index: counted.rule_index,
+                allowed: rule(slot)?,
             });
         }
         let mut denied: BTreeMap<(Vec<ObjectRef>, Direction), (Traffic, Traffic)> = BTreeMap::new();
@@ -230,8 +285,8 @@ impl Datapath {
                     continue;
                 }
                 let code = direction.code();
-                let dropped = self.counter(DENY_COUNTERS_MAP, deny_slot(id, code, false))?;
-                let audited = self.counter(DENY_COUNTERS_MAP, deny_slot(id, code, true))?;
+                let dropped = deny(deny_slot(id, code, false))?;
+                let audited = deny(deny_slot(id, code, true))?;
                 let total = denied.entry((policies.to_vec(), direction)).or_default();
                 total.0 = add(total.0, dropped);
                 total.1 = add(total.1, audited);
@@ -252,6 +307,42 @@ impl Datapath {
                 .collect(),
         })
     }
+}
+
+/// One slot of a counter map, summed over CPUs; an out-of-range slot reads as
+/// zero.
+fn read(
+    array: &PerCpuArray<MapData, TrafficCounter>,
+    name: &'static str,
+    slot: u32,
+) -> Result<Traffic, DataplaneError> {
+    if slot >= array.len() {
+        return Ok(Traffic::default());
+    }
+    let values = array.get(&slot, 0).map_err(map_error(name, "read"))?;
+    Ok(Traffic::sum(&values))
+}
+
+/// Zeroes `slots` of a counter map on every CPU (out-of-range slots are left
+/// alone).
+fn zero(
+    array: &mut PerCpuArray<MapData, TrafficCounter>,
+    name: &'static str,
+    slots: &[u32],
+    cpus: usize,
+) -> Result<(), DataplaneError> {
+    let len = array.len();
+    for &slot in slots.iter().filter(|&&slot| slot < len) {
+        let zeros =
+            PerCpuValues::try_from(vec![TrafficCounter::default(); cpus]).map_err(|source| {
+                DataplaneError::Map {
+                    map: name,
+                    message: format!("building zeroed per-CPU values: {source}"),
+                }
+            })?;
+        array.set(slot, zeros, 0).map_err(map_error(name, "zero"))?;
+    }
+    Ok(())
 }
 
 fn add(a: Traffic, b: Traffic) -> Traffic {

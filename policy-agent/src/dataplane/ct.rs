@@ -4,27 +4,31 @@
 //! a plain hash, so no flow is ever evicted, and each removal is tallied in
 //! `CT_RECLAIMED`, so an interface's count of entries stays exact
 //! (`policy_common::ct`). Only tests age entries (`Datapath::age_conntrack`), to
-//! see expiry without waiting for it.
+//! see expiry without waiting for it. `Conntrack` owns the three maps.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    os::fd::AsFd,
     time::Duration,
 };
 
-use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::{
+    maps::{HashMap, IterableMap, Map, MapData, MapError},
+    Ebpf,
+};
 use policy_common::{
     config::Config,
     counters::NO_COUNTER,
-    ct::{
-        CtKey, CtValue, CONNTRACK_MAP, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_REVOKED,
-        CT_RECLAIMED_MAP, CT_TRACKED_MAP,
-    },
+    ct::{CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_REVOKED},
+    maps::{self, MapDef},
     verdict::DIRECTION_INGRESS,
 };
 
-use super::{keys::key_address, maps::map_error, Datapath, DataplaneError, InterfaceIndex};
+use super::{
+    keys::key_address,
+    maps::{duplicate, map_error},
+    DataplaneError, InterfaceIndex,
+};
 use crate::policy::tables::Direction;
 
 /// How much longer than its timeout an entry must be idle before the sweep removes
@@ -85,100 +89,77 @@ fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
     }
 }
 
-impl Datapath {
+/// `CONNTRACK`, `CT_TRACKED` and `CT_RECLAIMED`: the agent's handles on them.
+/// The classifiers add entries; the agent removes them only through a sweeper.
+pub(super) struct Conntrack {
+    flows: HashMap<MapData, CtKey, CtValue>,
+    tracked: HashMap<MapData, u32, u64>,
+    reclaimed: HashMap<MapData, u32, u64>,
+}
+
+impl Conntrack {
+    /// Takes the three maps out of `ebpf`.
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            flows: super::maps::hash(ebpf, maps::CONNTRACK)?,
+            tracked: super::maps::hash(ebpf, maps::CT_TRACKED)?,
+            reclaimed: super::maps::hash(ebpf, maps::CT_RECLAIMED)?,
+        })
+    }
+
     /// Every flow the kernel tracks now (entries that vanish while being read, as
     /// the sweep's removals do, are left out).
-    pub fn conntrack(&mut self) -> Result<Vec<TrackedFlow>, DataplaneError> {
-        let map = self.hash_map::<CtKey, CtValue>(CONNTRACK_MAP)?;
-        Ok(map
+    pub(super) fn flows(&self) -> Vec<TrackedFlow> {
+        self.flows
             .iter()
             .filter_map(Result::ok)
             .map(|(key, value)| tracked_flow(key, value))
-            .collect())
+            .collect()
     }
 
     /// Makes every tracked flow `select` picks look idle `by` longer: its
-    /// `last_seen_ns` moves back by `by` (stopping at 0, so a `by` longer than the
-    /// machine's uptime ages less). For tests of expiry, which cannot wait out the
-    /// timeouts. Returns how many flows it aged.
-    pub fn age_conntrack(
+    /// `last_seen_ns` moves back by `by` (stopping at 0). Returns how many flows
+    /// it aged.
+    pub(super) fn age(
         &mut self,
         by: Duration,
         select: impl Fn(&TrackedFlow) -> bool,
     ) -> Result<usize, DataplaneError> {
         let by_ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        let mut map = self.hash_map::<CtKey, CtValue>(CONNTRACK_MAP)?;
-        let picked: Vec<(CtKey, CtValue)> = map
+        let picked: Vec<(CtKey, CtValue)> = self
+            .flows
             .iter()
             .filter_map(Result::ok)
             .filter(|&(key, value)| select(&tracked_flow(key, value)))
             .collect();
         for &(key, mut value) in &picked {
             value.last_seen_ns = value.last_seen_ns.saturating_sub(by_ns);
-            map.insert(key, value, 0)
-                .map_err(|source| DataplaneError::MapOp {
-                    map: CONNTRACK_MAP,
-                    operation: "age an entry",
-                    source: Box::new(source),
-                })?;
+            self.flows
+                .insert(key, value, 0)
+                .map_err(map_error(maps::CONNTRACK.name, "age an entry"))?;
         }
         Ok(picked.len())
     }
 
-    /// Removes every entry idle past its timeout now (`ConntrackSweeper::sweep`),
-    /// counting an interface gone once it is no longer attached here.
-    pub fn sweep_conntrack(&mut self) -> Result<SweepReport, DataplaneError> {
-        let attached: BTreeSet<InterfaceIndex> = self.attached.keys().copied().collect();
-        self.conntrack_sweeper()?
-            .sweep(|ifindex| !attached.contains(&ifindex))
-    }
-
-    /// A sweeper of this datapath's `CONNTRACK` with handles of its own (it can
-    /// run on a thread of its own), judging expiry by the `CONFIG` this datapath
-    /// wrote last.
-    pub fn conntrack_sweeper(&self) -> Result<ConntrackSweeper, DataplaneError> {
-        let open = |name: &'static str| -> Result<HashMap<MapData, u32, u64>, DataplaneError> {
-            HashMap::try_from(self.own_map(name)?).map_err(map_error(name, "open"))
-        };
+    /// A sweeper with handles of its own on the three maps (it can run on a
+    /// thread of its own), judging expiry by `config`.
+    pub(super) fn sweeper(&self, config: Config) -> Result<ConntrackSweeper, DataplaneError> {
         Ok(ConntrackSweeper {
-            conntrack: HashMap::try_from(self.own_map(CONNTRACK_MAP)?)
-                .map_err(map_error(CONNTRACK_MAP, "open"))?,
-            tracked: open(CT_TRACKED_MAP)?,
-            reclaimed: open(CT_RECLAIMED_MAP)?,
-            config: self.config,
+            conntrack: own(self.flows.map(), maps::CONNTRACK)?,
+            tracked: own(self.tracked.map(), maps::CT_TRACKED)?,
+            reclaimed: own(self.reclaimed.map(), maps::CT_RECLAIMED)?,
+            config,
         })
     }
+}
 
-    /// Flows each interface holds now by the counts the classifiers check
-    /// (`CT_TRACKED - CT_RECLAIMED`), for tests and diagnostics.
-    pub fn conntrack_held(&mut self) -> Result<BTreeMap<InterfaceIndex, i64>, DataplaneError> {
-        self.conntrack_sweeper()?.held()
-    }
-
-    /// A handle of its own on map `name` (a duplicate of this datapath's fd).
-    fn own_map(&self, name: &'static str) -> Result<Map, DataplaneError> {
-        let data = self
-            .ebpf
-            .map(name)
-            .and_then(super::datapath::map_data)
-            .ok_or(DataplaneError::Map {
-                map: name,
-                message: "not found in the object".into(),
-            })?;
-        let fd = data
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| DataplaneError::Map {
-                map: name,
-                message: format!("duplicating its fd: {e}"),
-            })?;
-        let data = MapData::from_fd(fd).map_err(map_error(name, "open"))?;
-        Ok(match name {
-            CONNTRACK_MAP | CT_TRACKED_MAP | CT_RECLAIMED_MAP => Map::HashMap(data),
-            _ => Map::Unsupported(data),
-        })
-    }
+/// A typed handle of its own on `data`, the map `def` defines.
+fn own<K: aya::Pod, V: aya::Pod>(
+    data: &MapData,
+    def: MapDef<K, V>,
+) -> Result<HashMap<MapData, K, V>, DataplaneError> {
+    let data = duplicate(data, def.name)?;
+    HashMap::try_from(Map::HashMap(data)).map_err(map_error(def.name, "open"))
 }
 
 /// What one sweep did.
@@ -244,7 +225,7 @@ impl ConntrackSweeper {
             let (key, value) = match entry {
                 Ok(entry) => entry,
                 Err(error) if not_found(&error) => continue,
-                Err(error) => return Err(map_error(CONNTRACK_MAP, "read")(error)),
+                Err(error) => return Err(map_error(maps::CONNTRACK.name, "read")(error)),
             };
             report.entries += 1;
             if self.expired(&key, &value, now) {
@@ -262,23 +243,23 @@ impl ConntrackSweeper {
                     continue;
                 }
                 Err(error) if not_found(&error) => continue,
-                Err(error) => return Err(map_error(CONNTRACK_MAP, "read")(error)),
+                Err(error) => return Err(map_error(maps::CONNTRACK.name, "read")(error)),
             }
             match self.conntrack.remove(&key) {
                 Ok(()) => *reclaimed.entry(key.ifindex).or_default() += 1,
                 Err(error) if not_found(&error) => {}
-                Err(error) => return Err(map_error(CONNTRACK_MAP, "remove")(error)),
+                Err(error) => return Err(map_error(maps::CONNTRACK.name, "remove")(error)),
             }
         }
         for (ifindex, removed) in reclaimed {
             let before = match self.reclaimed.get(&ifindex, 0) {
                 Ok(count) => count,
                 Err(error) if not_found(&error) => 0,
-                Err(error) => return Err(map_error(CT_RECLAIMED_MAP, "read")(error)),
+                Err(error) => return Err(map_error(maps::CT_RECLAIMED.name, "read")(error)),
             };
             self.reclaimed
                 .insert(ifindex, before.wrapping_add(removed), 0)
-                .map_err(map_error(CT_RECLAIMED_MAP, "write"))?;
+                .map_err(map_error(maps::CT_RECLAIMED.name, "write"))?;
             report.reclaimed += usize::try_from(removed).unwrap_or(usize::MAX);
         }
         report.counters_removed = self.remove_counters(&holding, gone)?;
@@ -300,8 +281,8 @@ impl ConntrackSweeper {
             .collect();
         for ifindex in &idle {
             for (name, map) in [
-                (CT_TRACKED_MAP, &mut self.tracked),
-                (CT_RECLAIMED_MAP, &mut self.reclaimed),
+                (maps::CT_TRACKED.name, &mut self.tracked),
+                (maps::CT_RECLAIMED.name, &mut self.reclaimed),
             ] {
                 match map.remove(ifindex) {
                     Ok(()) => {}
@@ -320,12 +301,12 @@ impl ConntrackSweeper {
             let (ifindex, tracked) = match entry {
                 Ok(entry) => entry,
                 Err(error) if not_found(&error) => continue,
-                Err(error) => return Err(map_error(CT_TRACKED_MAP, "read")(error)),
+                Err(error) => return Err(map_error(maps::CT_TRACKED.name, "read")(error)),
             };
             let reclaimed = match self.reclaimed.get(&ifindex, 0) {
                 Ok(count) => count,
                 Err(error) if not_found(&error) => 0,
-                Err(error) => return Err(map_error(CT_RECLAIMED_MAP, "read")(error)),
+                Err(error) => return Err(map_error(maps::CT_RECLAIMED.name, "read")(error)),
             };
             held.insert(ifindex, tracked.wrapping_sub(reclaimed) as i64);
         }

@@ -8,15 +8,16 @@
 use std::path::Path;
 
 use aya::maps::{MapData, PerCpuArray};
+use policy_common::maps;
 use policy_common::verdict::{
-    STATS_MAP, STAT_EVENTS_ENDPOINT_LIMITED, STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL,
-    STAT_NAMES,
+    STAT_EVENTS_ENDPOINT_LIMITED, STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL, STAT_NAMES,
 };
 use serde::Serialize;
 
 use super::{
-    events::{map_of, pinned_map_data},
-    Datapath, DataplaneError, Stats,
+    events::read_stats,
+    maps::{map_of, pinned_map_data},
+    DataplaneError, Stats,
 };
 
 /// Events the datapath could not report (`STATS` side counters, summed over CPUs).
@@ -92,9 +93,9 @@ pub struct PinnedStats {
 impl PinnedStats {
     /// Opens the `STATS` map pinned at `path`.
     pub fn open(path: &Path) -> Result<Self, DataplaneError> {
-        let map = map_of(pinned_map_data(path)?, STATS_MAP)?;
+        let map = map_of(pinned_map_data(path)?, maps::STATS.name)?;
         let array = PerCpuArray::try_from(map).map_err(|e| DataplaneError::Map {
-            map: STATS_MAP,
+            map: maps::STATS.name,
             message: e.to_string(),
         })?;
         Ok(Self { array })
@@ -106,7 +107,7 @@ impl PinnedStats {
             .array
             .get(&index, 0)
             .map_err(|source| DataplaneError::MapOp {
-                map: STATS_MAP,
+                map: maps::STATS.name,
                 operation: "read",
                 source: Box::new(source),
             })?;
@@ -124,22 +125,7 @@ impl PinnedStats {
 
     /// Every named counter now (`Datapath::stats` of the process that owns it).
     pub fn stats(&self) -> Result<Stats, DataplaneError> {
-        let mut counters = Vec::new();
-        for (index, name) in (0u32..).zip(STAT_NAMES) {
-            if !name.is_empty() {
-                counters.push((name, self.read(index)?));
-            }
-        }
-        Ok(Stats { counters })
-    }
-}
-
-impl Datapath {
-    /// Pins `STATS` at `path` (on bpffs), beside the pinned `EVENTS`, so a reader
-    /// in another process can tell when events were lost; the pin outlives this
-    /// process until removed.
-    pub fn pin_stats(&mut self, path: &Path) -> Result<(), DataplaneError> {
-        self.pin_map(STATS_MAP, path)
+        read_stats(&self.array)
     }
 }
 

@@ -1,23 +1,33 @@
-//! Reads the `EVENTS` ring buffer: verdict events as the classifiers emitted them,
-//! in host types. A ring buffer has one consumer position, so one reader at a time
-//! sees each event: `lab run --show-drops` and `policy-agent flows` do not share.
+//! What the classifiers report of their verdicts, and its owner `VerdictReports`:
+//! `STATS` (a count per verdict and reason) and the `EVENTS` ring buffer (verdict
+//! events as the classifiers emitted them, read here in host types). A ring buffer
+//! has one consumer position, so one reader at a time sees each event: `lab run
+//! --show-drops` and `policy-agent flows` do not share.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
     os::fd::{AsFd, AsRawFd},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
-use aya::maps::{Map, MapData, RingBuf};
+use aya::{
+    maps::{IterableMap, MapData, PerCpuArray, RingBuf},
+    Ebpf,
+};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use policy_common::{
-    events::{VerdictEvent, EVENTS_MAP, EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
-    verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STATS_LEN, STATS_MAP, STAT_NAMES},
+    events::{VerdictEvent, EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
+    maps,
+    verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STATS_LEN, STAT_NAMES},
 };
 use serde::Serialize;
 
-use super::{keys::key_address, Datapath, DataplaneError, InterfaceIndex};
+use super::{
+    keys::key_address,
+    maps::{map_error, map_of, pinned_map_data, Stats},
+    DataplaneError, InterfaceIndex,
+};
 use crate::policy::tables::{Direction, RuleRef};
 
 /// What the classifier did with the packet.
@@ -124,36 +134,6 @@ fn event_address(bytes: [u8; 16], ipv6: u8) -> IpAddr {
     }
 }
 
-/// The errno behind `error`: the first `std::io::Error` in its source chain.
-pub(super) fn os_error(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            return io.raw_os_error();
-        }
-        current = error.source();
-    }
-    None
-}
-
-/// The map pinned at `path` on bpffs, opened for this process.
-pub(super) fn pinned_map_data(path: &Path) -> Result<MapData, DataplaneError> {
-    MapData::from_pin(path).map_err(|source| DataplaneError::Pinned {
-        path: path.to_path_buf(),
-        message: source.to_string(),
-        os_error: os_error(&source),
-    })
-}
-
-/// `data` as aya's typed map enum; `name` names the map in errors.
-pub(super) fn map_of(data: MapData, name: &'static str) -> Result<Map, DataplaneError> {
-    Map::from_map_data(data).map_err(|source| DataplaneError::MapOp {
-        map: name,
-        operation: "open",
-        source: Box::new(source),
-    })
-}
-
 /// A consumer of the `EVENTS` ring buffer.
 pub struct EventReader {
     ring: RingBuf<MapData>,
@@ -161,9 +141,9 @@ pub struct EventReader {
 
 impl EventReader {
     fn new(data: MapData) -> Result<Self, DataplaneError> {
-        let map = map_of(data, EVENTS_MAP)?;
+        let map = map_of(data, maps::EVENTS.name)?;
         let ring = RingBuf::try_from(map).map_err(|e| DataplaneError::Map {
-            map: EVENTS_MAP,
+            map: maps::EVENTS.name,
             message: e.to_string(),
         })?;
         Ok(Self { ring })
@@ -193,7 +173,7 @@ impl EventReader {
         match poll(&mut fds, PollTimeout::from(millis)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
             Err(errno) => Err(DataplaneError::MapOp {
-                map: EVENTS_MAP,
+                map: maps::EVENTS.name,
                 operation: "poll",
                 source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
                     call: "poll",
@@ -210,59 +190,63 @@ impl AsRawFd for EventReader {
     }
 }
 
-impl Datapath {
-    /// A reader of this datapath's `EVENTS` (a second handle on the same ring
-    /// buffer; the datapath keeps its own).
-    pub fn event_reader(&mut self) -> Result<EventReader, DataplaneError> {
-        let Map::RingBuf(data) = self.map(EVENTS_MAP)? else {
-            return Err(DataplaneError::Map {
-                map: EVENTS_MAP,
-                message: "not a ring buffer".into(),
-            });
-        };
-        let id = data
+/// `STATS` and `EVENTS`: the agent's handles on them (the classifiers write both;
+/// the agent reads, and pins them for readers in other processes).
+pub(super) struct VerdictReports {
+    stats: PerCpuArray<MapData, u64>,
+    events: MapData,
+}
+
+impl VerdictReports {
+    /// Takes both maps out of `ebpf`.
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            stats: super::maps::per_cpu_array(ebpf, maps::STATS)?,
+            events: super::maps::ring_buf(ebpf, maps::EVENTS)?,
+        })
+    }
+
+    /// The verdict counters, summed over CPUs.
+    pub(super) fn stats(&self) -> Result<Stats, DataplaneError> {
+        read_stats(&self.stats)
+    }
+
+    /// A reader of `EVENTS` with a handle of its own on the ring buffer.
+    pub(super) fn reader(&self) -> Result<EventReader, DataplaneError> {
+        let id = self
+            .events
             .info()
-            .map_err(|source| DataplaneError::MapOp {
-                map: EVENTS_MAP,
-                operation: "read info",
-                source: Box::new(source),
-            })?
+            .map_err(map_error(maps::EVENTS.name, "read info"))?
             .id();
-        let data = MapData::from_id(id).map_err(|source| DataplaneError::MapOp {
-            map: EVENTS_MAP,
-            operation: "open by id",
-            source: Box::new(source),
-        })?;
+        let data = MapData::from_id(id).map_err(map_error(maps::EVENTS.name, "open by id"))?;
         EventReader::new(data)
     }
 
-    /// Where `EVENTS` and `STATS` are pinned, for a datapath opened on pins
-    /// (`open_pinned`): what `policy-agent flows` opens to follow it. `None` for
-    /// an unpinned datapath (pin them with `pin_events` and `pin_stats`).
-    pub fn pinned_event_maps(&self) -> Option<(PathBuf, PathBuf)> {
-        let layout = self.pins.as_ref()?;
-        Some((layout.map_pin(EVENTS_MAP), layout.map_pin(STATS_MAP)))
+    /// Pins `EVENTS` at `path` (on bpffs).
+    pub(super) fn pin_events(&self, path: &Path) -> Result<(), DataplaneError> {
+        super::maps::pin(&self.events, path)
     }
 
-    /// Pins `EVENTS` at `path` (on bpffs) so another process (`policy-agent flows`)
-    /// can follow it; the pin outlives this process until removed.
-    pub fn pin_events(&mut self, path: &Path) -> Result<(), DataplaneError> {
-        self.pin_map(EVENTS_MAP, path)
+    /// Pins `STATS` at `path` (on bpffs).
+    pub(super) fn pin_stats(&self, path: &Path) -> Result<(), DataplaneError> {
+        super::maps::pin(self.stats.map(), path)
     }
+}
 
-    /// Pins map `name` at `path` (on bpffs).
-    pub(super) fn pin_map(
-        &mut self,
-        name: &'static str,
-        path: &Path,
-    ) -> Result<(), DataplaneError> {
-        let map = self.map(name)?;
-        map.pin(path).map_err(|source| DataplaneError::Pinned {
-            path: path.to_path_buf(),
-            message: source.to_string(),
-            os_error: os_error(&source),
-        })
+/// Every named counter of a `STATS` map, summed over CPUs.
+pub(super) fn read_stats(array: &PerCpuArray<MapData, u64>) -> Result<Stats, DataplaneError> {
+    let mut counters = Vec::new();
+    for index in 0..STATS_LEN {
+        let name = STAT_NAMES[index as usize];
+        if name.is_empty() {
+            continue;
+        }
+        let values = array
+            .get(&index, 0)
+            .map_err(map_error(maps::STATS.name, "read"))?;
+        counters.push((name, values.iter().sum()));
     }
+    Ok(Stats { counters })
 }
 
 #[cfg(test)]
@@ -396,16 +380,5 @@ mod tests {
                 "direction {direction}"
             );
         }
-    }
-
-    #[test]
-    fn the_errno_of_a_failed_pin_syscall_is_kept() {
-        let denied = aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-            call: "BPF_OBJ_GET",
-            io_error: std::io::Error::from_raw_os_error(nix::libc::EACCES),
-        });
-        assert_eq!(os_error(&denied), Some(nix::libc::EACCES));
-        let not_a_syscall = aya::maps::MapError::InvalidName { name: "x".into() };
-        assert_eq!(os_error(&not_a_syscall), None);
     }
 }

@@ -18,7 +18,12 @@ use policy_common::{
     },
 };
 
-use super::banks::PeerPrefix;
+/// A peer prefix as `(address prefix length, address)`; the bank's 32 bits are
+/// added to the length only in the kernel key.
+pub type PeerPrefix<A> = (u32, A);
+
+/// A `POLICY` entry's key as `(LPM prefix length, key with bank 0)`.
+pub type PolicyPrefix = (u32, PolicyKey);
 use crate::policy::tables::{EndpointEntry, PeerEntry, PortMatch, RuleRef, RuleSetMatch};
 
 /// The flag word with the bit of every `(set, bit)` pair that is set.

@@ -1,43 +1,200 @@
-//! Writes `DatapathTables` into the kernel maps (through the banks, `banks.rs`)
-//! and reads the verdict counters and how full the maps are.
+//! Typed handles on the object's maps, opened only through their definitions in
+//! `policy_common::maps`, so a map cannot be read with another map's types. Each
+//! owner (`Banks`, `Counters`, `Conntrack`, `EventMaps`, `Datapath` for `CONFIG`)
+//! takes its maps out of the loaded object once; nothing else opens them.
 //!
-//! With `keys.rs`, the only place that converts the compiler's host-order tables
-//! into `policy_common` layouts and wire byte order.
+//! Also what the maps' readings are in host terms: `Stats` and `MapUsage`.
 
-use std::collections::BTreeMap;
+use std::{os::fd::AsFd, path::Path};
 
 use aya::{
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray},
-    Ebpf,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
+    Ebpf, Pod,
 };
 use policy_common::{
-    bank::{bank_of, ACTIVE_MAP, BANKS},
-    config::{Config, CONFIG_MAP},
-    counters::{
-        TrafficCounter, DENY_COUNTERS_MAP, NO_COUNTER, RULE_COUNTERS_MAP, RULE_COUNTERS_MAX,
-    },
-    ct::{CtKey, CtValue, CONNTRACK_MAP, CT_RECLAIMED_MAP, CT_TRACKED_MAP},
-    endpoint::{
-        AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP,
-        PENDING_ENDPOINT_ID,
-    },
-    peer::{PeerClass, PeerKeyV4, PeerKeyV6, PEERS_V4_MAP, PEERS_V6_MAP},
-    policy::{PolicyKey, PolicyValue, RuleSetKey, POLICY_MAP, RULE_SETS_MAP},
-    verdict::{STATS_LEN, STATS_MAP, STAT_NAMES, STAT_VERDICTS},
+    maps::{MapDef, SHARED},
+    verdict::{STAT_NAMES, STAT_VERDICTS},
 };
 
-use super::{
-    banks::{ApplyReport, BankContent},
-    counters::DenyMeanings,
-    datapath::{map_data, Datapath},
-    keys,
-    slots::{rule_name, RuleName},
-    DataplaneError, InterfaceIndex,
-};
-use crate::{
-    model::ObjectRef,
-    policy::tables::{CountedRule, DatapathTables, EndpointEntry},
-};
+use super::DataplaneError;
+
+/// Turns an aya map error into a `DataplaneError::MapOp` naming map and operation.
+pub(super) fn map_error(
+    map: &'static str,
+    operation: &'static str,
+) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::MapOp {
+        map,
+        operation,
+        source: Box::new(source),
+    }
+}
+
+/// Takes map `name` out of `ebpf` as `M`; aya checks its kind and, for typed
+/// maps, its key and value sizes.
+fn take<M: TryFrom<Map, Error = MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<M, DataplaneError> {
+    let map = ebpf.take_map(name).ok_or(DataplaneError::Map {
+        map: name,
+        message: "not found in the object".into(),
+    })?;
+    M::try_from(map).map_err(map_error(name, "open"))
+}
+
+/// The hash map `def` defines.
+pub(super) fn hash<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    def: MapDef<K, V>,
+) -> Result<HashMap<MapData, K, V>, DataplaneError> {
+    take(ebpf, def.name)
+}
+
+/// The LPM trie `def` defines.
+pub(super) fn lpm_trie<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    def: MapDef<K, V>,
+) -> Result<LpmTrie<MapData, K, V>, DataplaneError> {
+    take(ebpf, def.name)
+}
+
+/// The array `def` defines.
+pub(super) fn array<V: Pod>(
+    ebpf: &mut Ebpf,
+    def: MapDef<u32, V>,
+) -> Result<Array<MapData, V>, DataplaneError> {
+    take(ebpf, def.name)
+}
+
+/// The per-CPU array `def` defines.
+pub(super) fn per_cpu_array<V: Pod>(
+    ebpf: &mut Ebpf,
+    def: MapDef<u32, V>,
+) -> Result<PerCpuArray<MapData, V>, DataplaneError> {
+    take(ebpf, def.name)
+}
+
+/// The ring buffer `def` defines, as its map data (a reader opens its own handle).
+pub(super) fn ring_buf(ebpf: &mut Ebpf, def: MapDef<(), ()>) -> Result<MapData, DataplaneError> {
+    match ebpf.take_map(def.name) {
+        Some(Map::RingBuf(data)) => Ok(data),
+        Some(_) => Err(DataplaneError::Map {
+            map: def.name,
+            message: "not a ring buffer".into(),
+        }),
+        None => Err(DataplaneError::Map {
+            map: def.name,
+            message: "not found in the object".into(),
+        }),
+    }
+}
+
+/// A second handle on `data` (a duplicate of its fd), for a reader that lives
+/// apart from the owner (another thread, the conntrack sweeper).
+pub(super) fn duplicate(data: &MapData, name: &'static str) -> Result<MapData, DataplaneError> {
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| DataplaneError::Map {
+            map: name,
+            message: format!("duplicating its fd: {e}"),
+        })?;
+    MapData::from_fd(fd).map_err(map_error(name, "open"))
+}
+
+/// Pins `data` at `path` on bpffs.
+pub(super) fn pin(data: &MapData, path: &Path) -> Result<(), DataplaneError> {
+    data.pin(path).map_err(|source| DataplaneError::Pinned {
+        path: path.to_path_buf(),
+        message: source.to_string(),
+        os_error: os_error(&source),
+    })
+}
+
+/// `max_entries` of map `name` in `ebpf`, as the kernel made it.
+pub(super) fn max_entries(ebpf: &Ebpf, name: &'static str) -> Result<u32, DataplaneError> {
+    let data = ebpf
+        .map(name)
+        .and_then(map_data)
+        .ok_or(DataplaneError::Map {
+            map: name,
+            message: "not found in the object".into(),
+        })?;
+    let info = data.info().map_err(map_error(name, "read info"))?;
+    Ok(info.max_entries())
+}
+
+/// Refuses an object (or pinned maps) whose shared maps do not have the key and
+/// value sizes their definitions give: a layout change without an ABI bump would
+/// otherwise be read as garbage.
+pub(super) fn check_layouts(ebpf: &Ebpf) -> Result<(), DataplaneError> {
+    for layout in SHARED {
+        let Some(data) = ebpf.map(layout.name).and_then(map_data) else {
+            return Err(DataplaneError::Map {
+                map: layout.name,
+                message: "not found in the object".into(),
+            });
+        };
+        let info = data.info().map_err(map_error(layout.name, "read info"))?;
+        let (key, value) = (layout.key_size, layout.value_size);
+        if (info.key_size(), info.value_size()) != (key, value) {
+            return Err(DataplaneError::Map {
+                map: layout.name,
+                message: format!(
+                    "key/value sizes {}/{}, this agent's are {key}/{value}: a pinned map of another build is removed with `policy-agent uninstall`",
+                    info.key_size(),
+                    info.value_size()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The errno behind `error`: the first `std::io::Error` in its source chain.
+pub(super) fn os_error(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// The map pinned at `path` on bpffs, opened for this process.
+pub(super) fn pinned_map_data(path: &Path) -> Result<MapData, DataplaneError> {
+    MapData::from_pin(path).map_err(|source| DataplaneError::Pinned {
+        path: path.to_path_buf(),
+        message: source.to_string(),
+        os_error: os_error(&source),
+    })
+}
+
+/// `data` as aya's typed map enum; `name` names the map in errors.
+pub(super) fn map_of(data: MapData, name: &'static str) -> Result<Map, DataplaneError> {
+    Map::from_map_data(data).map_err(|source| DataplaneError::MapOp {
+        map: name,
+        operation: "open",
+        source: Box::new(source),
+    })
+}
+
+/// The `MapData` of the map types this object defines.
+fn map_data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::Array(data)
+        | Map::HashMap(data)
+        | Map::LpmTrie(data)
+        | Map::LruHashMap(data)
+        | Map::PerCpuArray(data)
+        | Map::RingBuf(data) => Some(data),
+        _ => None,
+    }
+}
 
 /// How full one map is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,338 +243,18 @@ impl Stats {
     }
 }
 
-/// Turns an aya map error into a `DataplaneError::MapOp` naming map and operation.
-pub(super) fn map_error(
-    map: &'static str,
-    operation: &'static str,
-) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
-    move |source| DataplaneError::MapOp {
-        map,
-        operation,
-        source: Box::new(source),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Datapath {
-    /// The map `name` of the loaded object.
-    pub(super) fn map(
-        &mut self,
-        name: &'static str,
-    ) -> Result<&mut aya::maps::Map, DataplaneError> {
-        self.ebpf.map_mut(name).ok_or(DataplaneError::Map {
-            map: name,
-            message: "not found in the object".into(),
-        })
-    }
-
-    pub(super) fn hash_map<K: aya::Pod, V: aya::Pod>(
-        &mut self,
-        name: &'static str,
-    ) -> Result<HashMap<&mut MapData, K, V>, DataplaneError> {
-        let map = self.map(name)?;
-        HashMap::try_from(map).map_err(|e| DataplaneError::Map {
-            map: name,
-            message: e.to_string(),
-        })
-    }
-
-    pub(super) fn lpm_trie<K: aya::Pod, V: aya::Pod>(
-        &mut self,
-        name: &'static str,
-    ) -> Result<LpmTrie<&mut MapData, K, V>, DataplaneError> {
-        let map = self.map(name)?;
-        LpmTrie::try_from(map).map_err(|e| DataplaneError::Map {
-            map: name,
-            message: e.to_string(),
-        })
-    }
-
-    /// Makes the classifiers decide by `tables`, for the pods `interfaces` names,
-    /// plus `extra_endpoints`: `ENDPOINTS` entries for interfaces that are no pod of
-    /// `tables` (an interface attached before its pod is known, with
-    /// `PENDING_ENDPOINT_ID`); a pod of `tables` on the same interface wins.
-    ///
-    /// Hole-free (`policy_common::bank`): every banked entry of the new state is
-    /// written into the bank no packet reads (only the entries that differ from
-    /// what that bank holds, per its shadow), then `ACTIVE` flips to it in one
-    /// store; each packet is decided wholly by the old or wholly by the new state.
-    /// Before writing, the call makes sure no packet still uses that bank: the RCU
-    /// grace period each flip starts waiting for in the background (`quiesce.rs`)
-    /// is joined here, so neither flip is delayed by the other's wait unless two
-    /// come within one grace period. Tables equal to the active bank's content
-    /// write and flip nothing.
-    ///
-    /// Refused before anything is written (`BankFull`, `EndpointId`) when some
-    /// banked map would hold more entries in one bank than a bank holds, or an
-    /// endpoint id of `tables` is not below `PENDING_ENDPOINT_ID`.
-    ///
-    /// New allow rules get `RULE_COUNTERS` slots (a reused slot is zeroed before
-    /// the flip; a rule keeps its slot across updates, see `slots.rs`; the
-    /// assignment is saved for a restart once it is active), and after the flip
-    /// the deny slots whose isolating policies changed are zeroed. On error
-    /// nothing flips: the previous state stays active, and the inactive bank's
-    /// shadow still matches what was written of it. Once the flip is done the
-    /// call succeeds: a deny slot that could not be zeroed is logged and zeroed
-    /// by the next call.
-    pub fn apply(
-        &mut self,
-        tables: &DatapathTables,
-        interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
-        extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
-    ) -> Result<ApplyReport, DataplaneError> {
-        let interface = |pod: &ObjectRef| {
-            interfaces
-                .get(pod)
-                .copied()
-                .ok_or_else(|| DataplaneError::NoInterface {
-                    pod: pod.to_string(),
-                })
-        };
-        check_endpoint_ids(tables)?;
-        let mut want = BankContent::default();
-        for (pod, entry) in &tables.endpoints {
-            want.endpoints
-                .insert(interface(pod)?, keys::endpoint_value(entry));
-        }
-        for (ifindex, entry) in extra_endpoints {
-            want.endpoints
-                .entry(*ifindex)
-                .or_insert_with(|| keys::endpoint_value(entry));
-        }
-        for (addr, pod) in &tables.endpoint_addresses {
-            want.addresses
-                .insert(keys::address_key(*addr), interface(pod)?);
-        }
-        let mut slots = self.rule_slots.clone();
-        let named: Vec<(CountedRule, RuleName)> = tables
-            .counted_rules()
-            .into_iter()
-            .filter_map(|rule| Some((rule, rule_name(tables, &rule)?)))
-            .collect();
-        let names: Vec<RuleName> = named.iter().map(|(_, name)| name.clone()).collect();
-        let reused = slots.assign(&names)?;
-        // Each rule's slot once, not per POLICY entry (a rule has many).
-        let slot_of: BTreeMap<CountedRule, u32> = named
-            .iter()
-            .filter_map(|(rule, name)| Some((*rule, slots.slot(name)?)))
-            .collect();
-        want.rule_sets = tables
-            .rule_sets
-            .iter()
-            .map(|(m, id)| (keys::rule_set_key(m), *id))
-            .collect();
-        want.policy = tables
-            .policy
-            .iter()
-            .flat_map(|(id, set)| set.allows.iter().map(move |(m, rule)| (*id, set, m, rule)))
-            .map(|(id, set, m, rule)| {
-                let key = keys::policy_key(id, m);
-                let slot = slot_of
-                    .get(&CountedRule::of(set.direction, rule))
-                    .copied()
-                    .unwrap_or(NO_COUNTER);
-                (
-                    (key.prefix_len(), key.data()),
-                    keys::policy_value(rule, slot),
-                )
-            })
-            .collect();
-        (want.peers_v4, want.peers_v6) = keys::peer_keys(&tables.peers);
-        // Reused slots start from zero before any entry of their new rule can count
-        // in them.
-        let (report, flipped) = self.install(&want, |datapath| {
-            datapath.zero_counters(RULE_COUNTERS_MAP, &reused)
-        })?;
-        if flipped {
-            // Only an assignment that became active is worth keeping across a
-            // restart.
-            self.save_slots(&slots);
-        }
-        self.rule_slots = slots;
-        // The new state is live (or was already): from here on a failure is
-        // logged, never returned, or the caller would take the previous state
-        // for the one enforcing. Deny slots whose zeroing fails are zeroed again
-        // by the next `apply`.
-        let meanings = DenyMeanings::of(tables);
-        self.deny_zero_owed
-            .extend(self.deny_meanings.changed_slots(&meanings));
-        self.deny_meanings = meanings;
-        let owed: Vec<u32> = self.deny_zero_owed.iter().copied().collect();
-        match self.zero_counters(DENY_COUNTERS_MAP, &owed) {
-            Ok(()) => self.deny_zero_owed.clear(),
-            Err(error) => tracing::warn!(
-                %error,
-                slots = owed.len(),
-                "deny counters of changed isolating policies not zeroed (the new state is active); the next apply zeroes them"
-            ),
-        }
-        tracing::debug!(
-            written = report.written,
-            removed = report.removed,
-            bank = report.bank,
-            "tables applied"
-        );
-        Ok(report)
-    }
-
-    /// Refuses `want` if some banked map would hold more entries in one bank than
-    /// a bank holds: the map as a whole would take them while the other bank is
-    /// small, and fail part way once it is not.
-    pub(super) fn check_fits(&self, want: &BankContent) -> Result<(), DataplaneError> {
-        for (map, entries) in want.entries() {
-            let capacity = self.bank_capacity.get(map).copied().unwrap_or(0);
-            if entries > capacity as usize {
-                return Err(DataplaneError::BankFull {
-                    map,
-                    entries,
-                    capacity,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Entries and per-bank capacity of each banked map (the active bank's
-    /// entries), and the `RULE_COUNTERS` slots held by rules. Read from this
-    /// datapath's memory, no syscall: cheap enough for every metrics scrape.
-    pub fn map_usage(&self) -> Vec<MapUsage> {
-        let active = &self.shadows[self.active as usize];
-        let mut usage: Vec<MapUsage> = active
-            .entries()
-            .into_iter()
-            .map(|(map, entries)| MapUsage {
-                map,
-                entries,
-                capacity: self.bank_capacity.get(map).copied().unwrap_or(0),
-            })
-            .collect();
-        usage.push(MapUsage {
-            map: RULE_COUNTERS_MAP,
-            entries: self.rule_slots.len(),
-            capacity: RULE_COUNTERS_MAX,
+    #[test]
+    fn the_errno_of_a_failed_pin_syscall_is_kept() {
+        let denied = aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "BPF_OBJ_GET",
+            io_error: std::io::Error::from_raw_os_error(nix::libc::EACCES),
         });
-        usage
+        assert_eq!(os_error(&denied), Some(nix::libc::EACCES));
+        let not_a_syscall = aya::maps::MapError::InvalidName { name: "x".into() };
+        assert_eq!(os_error(&not_a_syscall), None);
     }
-
-    /// What bank `bank` holds, as this datapath last wrote or read it (for tests
-    /// and diagnostics; `read_banks` reads the kernel).
-    pub fn bank_shadow(&self, bank: u32) -> &BankContent {
-        &self.shadows[bank_of(bank) as usize]
-    }
-
-    /// Writes the `CONFIG` entry the classifiers read per packet; takes effect
-    /// from the next packet.
-    pub fn set_config(&mut self, config: &Config) -> Result<(), DataplaneError> {
-        let map = self.map(CONFIG_MAP)?;
-        let mut array: Array<&mut MapData, Config> =
-            Array::try_from(map).map_err(|e| DataplaneError::Map {
-                map: CONFIG_MAP,
-                message: e.to_string(),
-            })?;
-        array
-            .set(0, config, 0)
-            .map_err(map_error(CONFIG_MAP, "write"))?;
-        self.config = *config;
-        Ok(())
-    }
-
-    /// Reads the verdict counters, summed over CPUs.
-    pub fn stats(&mut self) -> Result<Stats, DataplaneError> {
-        let map = self.map(STATS_MAP)?;
-        let array: PerCpuArray<&mut MapData, u64> =
-            PerCpuArray::try_from(map).map_err(|e| DataplaneError::Map {
-                map: STATS_MAP,
-                message: e.to_string(),
-            })?;
-        let mut counters = Vec::new();
-        for index in 0..STATS_LEN {
-            let name = STAT_NAMES[index as usize];
-            if name.is_empty() {
-                continue;
-            }
-            let values = array.get(&index, 0).map_err(map_error(STATS_MAP, "read"))?;
-            counters.push((name, values.iter().sum()));
-        }
-        Ok(Stats { counters })
-    }
-}
-
-/// Refuses tables with an endpoint id at or above `PENDING_ENDPOINT_ID`: a pending
-/// interface (that id) would get the allows of its group.
-fn check_endpoint_ids(tables: &DatapathTables) -> Result<(), DataplaneError> {
-    let out_of_range = |endpoint_id: u32, owner: &dyn Fn() -> String| {
-        if endpoint_id >= PENDING_ENDPOINT_ID {
-            Err(DataplaneError::EndpointId {
-                endpoint_id,
-                owner: owner(),
-                limit: PENDING_ENDPOINT_ID,
-            })
-        } else {
-            Ok(())
-        }
-    };
-    for (pod, entry) in &tables.endpoints {
-        out_of_range(entry.endpoint_id, &|| format!("pod {pod}"))?;
-    }
-    for m in tables.rule_sets.keys() {
-        out_of_range(m.endpoint_id, &|| format!("a RULE_SETS entry ({m:?})"))?;
-    }
-    for id in tables.isolation.keys() {
-        out_of_range(*id, &|| "an isolation entry".to_string())?;
-    }
-    Ok(())
-}
-
-/// Per-bank capacity of each banked map in `ebpf`: its `max_entries` in the
-/// kernel over `BANKS`.
-pub(super) fn bank_capacities(ebpf: &Ebpf) -> Result<BTreeMap<&'static str, u32>, DataplaneError> {
-    let mut capacities = BTreeMap::new();
-    for name in BANKED_MAPS {
-        let data = ebpf
-            .map(name)
-            .and_then(map_data)
-            .ok_or(DataplaneError::Map {
-                map: name,
-                message: "not found in the object".into(),
-            })?;
-        let info = data.info().map_err(map_error(name, "read info"))?;
-        capacities.insert(name, info.max_entries() / BANKS);
-    }
-    Ok(capacities)
-}
-
-/// The banked maps.
-pub(super) const BANKED_MAPS: [&str; 6] = [
-    ENDPOINTS_MAP,
-    ENDPOINT_ADDRS_MAP,
-    PEERS_V4_MAP,
-    PEERS_V6_MAP,
-    RULE_SETS_MAP,
-    POLICY_MAP,
-];
-
-/// `(map, key size, value size)` this agent's layouts give the pinned maps (an
-/// LPM trie's key is its data plus the 4-byte prefix length; `EVENTS`, a ring
-/// buffer, has neither).
-pub(super) fn pinned_sizes() -> [(&'static str, u32, u32); 14] {
-    fn size<T>() -> u32 {
-        u32::try_from(size_of::<T>()).unwrap_or(u32::MAX)
-    }
-    let lpm = |data: u32| data + 4;
-    [
-        (ACTIVE_MAP, 4, 4),
-        (ENDPOINTS_MAP, size::<EndpointKey>(), size::<EndpointInfo>()),
-        (ENDPOINT_ADDRS_MAP, size::<AddressKey>(), 4),
-        (PEERS_V4_MAP, lpm(size::<PeerKeyV4>()), size::<PeerClass>()),
-        (PEERS_V6_MAP, lpm(size::<PeerKeyV6>()), size::<PeerClass>()),
-        (RULE_SETS_MAP, size::<RuleSetKey>(), 4),
-        (POLICY_MAP, lpm(size::<PolicyKey>()), size::<PolicyValue>()),
-        (CONNTRACK_MAP, size::<CtKey>(), size::<CtValue>()),
-        (CT_TRACKED_MAP, 4, 8),
-        (CT_RECLAIMED_MAP, 4, 8),
-        (STATS_MAP, 4, 8),
-        (CONFIG_MAP, 4, size::<Config>()),
-        (RULE_COUNTERS_MAP, 4, size::<TrafficCounter>()),
-        (DENY_COUNTERS_MAP, 4, size::<TrafficCounter>()),
-    ]
 }

@@ -10,36 +10,32 @@ mod ct;
 mod datapath;
 mod event_loss;
 mod events;
-mod exits;
 mod keys;
 mod maps;
 pub mod object;
-mod order;
 mod pins;
+mod programs;
 mod quiesce;
 mod slots;
-mod sockets;
 mod sys;
-#[cfg(feature = "testing")]
-mod test_run;
 mod tunnels;
 
 use std::path::PathBuf;
 
-pub use banks::{ApplyReport, BankContent, PeerPrefix, PolicyPrefix};
+pub use banks::{ApplyReport, BankContent};
 pub use counters::{DenyTraffic, PolicyCounters, RuleTraffic, Traffic};
 pub use ct::{ConntrackSweeper, SweepReport, TrackedFlow};
-pub use datapath::{Datapath, InterfaceIndex, LoadOptions};
+pub use datapath::{Adoption, Datapath, Frames, LoadOptions, ProgramAhead};
+#[cfg(feature = "testing")]
+pub use datapath::{BenchProgram, BenchRun, Hook, TestRunOutcome};
 pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};
-pub use exits::Frames;
-pub use keys::{address_key, key_address};
+pub use keys::{address_key, key_address, PeerPrefix, PolicyPrefix};
 pub use maps::{MapUsage, Stats};
-pub use order::ProgramAhead;
-pub use pins::Adoption;
-#[cfg(feature = "testing")]
-pub use test_run::{BenchProgram, BenchRun, Hook, TestRunOutcome};
 pub use tunnels::TunnelPorts;
+
+/// Kernel interface index of a pod's host-side veth (or of a node exit).
+pub type InterfaceIndex = u32;
 
 /// Everything that can go wrong between the agent and the kernel.
 #[derive(Debug, thiserror::Error)]

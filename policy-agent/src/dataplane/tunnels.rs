@@ -3,10 +3,7 @@
 //! `DEFAULT_TUNNEL_PORTS`, plus the ports of the node's own vxlan and geneve
 //! devices (`node::tunnel_ports`), which the agent and the lab read and write here.
 
-use aya::maps::{Array, MapData};
-use policy_common::config::{Config, CONFIG_MAP, DEFAULT_TUNNEL_PORTS, TUNNEL_PORTS_MAX};
-
-use super::{maps::map_error, Datapath, DataplaneError};
+use policy_common::config::{DEFAULT_TUNNEL_PORTS, TUNNEL_PORTS_MAX};
 
 /// The tunnel ports of `CONFIG` for a node whose devices receive on `node_ports`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,41 +29,6 @@ impl TunnelPorts {
             ports: all,
             left_out,
         }
-    }
-}
-
-impl Datapath {
-    /// Writes `TunnelPorts::for_node(node_ports)` into `CONFIG`, keeping its other
-    /// settings; takes effect from the next packet. Returns what it wrote.
-    pub fn set_tunnel_ports(&mut self, node_ports: &[u16]) -> Result<TunnelPorts, DataplaneError> {
-        let ports = TunnelPorts::for_node(node_ports);
-        let mut config = self.config_in_kernel()?;
-        config.tunnel_ports_be = Config::tunnel_ports(&ports.ports);
-        self.set_config(&config)?;
-        Ok(ports)
-    }
-
-    /// The tunnel ports `CONFIG` holds, host byte order, unused slots left out.
-    pub fn tunnel_ports(&mut self) -> Result<Vec<u16>, DataplaneError> {
-        Ok(self
-            .config_in_kernel()?
-            .tunnel_ports_be
-            .iter()
-            .map(|port| u16::from_be(*port))
-            .filter(|port| *port != 0)
-            .collect())
-    }
-
-    /// The `CONFIG` entry as the classifiers read it (`Datapath::config` is what
-    /// this datapath last wrote).
-    fn config_in_kernel(&mut self) -> Result<Config, DataplaneError> {
-        let map = self.map(CONFIG_MAP)?;
-        let array: Array<&mut MapData, Config> =
-            Array::try_from(map).map_err(|e| DataplaneError::Map {
-                map: CONFIG_MAP,
-                message: e.to_string(),
-            })?;
-        array.get(&0, 0).map_err(map_error(CONFIG_MAP, "read"))
     }
 }
 

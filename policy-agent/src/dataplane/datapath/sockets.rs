@@ -12,10 +12,11 @@ use std::{fs::File, os::fd::AsFd};
 
 use aya::programs::{links::FdLink, sk_lookup::SkLookupLinkId, SkLookup};
 
-use super::{events::os_error, pins::PinLayout, sys, Datapath, DataplaneError};
+use super::Datapath;
+use crate::dataplane::{
+    maps::os_error, pins::PinLayout, programs::NODE_SOCKETS_PROGRAM, sys, DataplaneError,
+};
 
-/// The `sk_lookup` program deciding a local pod's connection to the node itself.
-pub(super) const NODE_SOCKETS_PROGRAM: &str = "node_sockets";
 /// The network namespace of the calling thread.
 const OWN_NETNS: &str = "/proc/thread-self/ns/net";
 

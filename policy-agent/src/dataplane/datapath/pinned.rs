@@ -2,9 +2,9 @@
 //! agent adopts it, `uninstall` removes it.
 //!
 //! Layout under the pin directory (`/sys/fs/bpf/podwall/v{ABI}/<instance>/`):
-//! - `maps/<MAP>`: every map of `PINNED_MAPS` (the ABI maps: banks, `ACTIVE`,
-//!   conntrack, counters, `CONFIG`, `EVENTS`); kernel-only scratch maps are not
-//!   pinned, each load makes its own;
+//! - `maps/<MAP>`: every shared map (`policy_common::maps::SHARED`: banks,
+//!   `ACTIVE`, conntrack, counters, `CONFIG`, `STATS`, `EVENTS`); kernel-only
+//!   scratch maps are not pinned, each load makes its own;
 //! - `programs/pod_ingress`, `programs/pod_egress`: the classifiers last loaded;
 //! - `links/<ifindex>-ingress`, `links/<ifindex>-egress`: the TCX links of
 //!   `pod_ingress` and `pod_egress` on that pod interface;
@@ -39,8 +39,6 @@
 //! removes it. Without link pins nothing enforces, and leftovers are removed
 //! and loaded fresh.
 
-mod layout;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
@@ -52,16 +50,16 @@ use aya::programs::{
 };
 use policy_common::counters::RULE_COUNTERS_MAX;
 
-use self::layout::{entries, parse_link_name, remove_file, SOCKETS_LINK};
-pub(super) use self::layout::{PinLayout, PINNED_MAPS};
 use super::{
-    datapath::{
-        classifier, map_data, Attachment, LinkRole, LoadOptions, POD_EGRESS_PROGRAM,
-        POD_INGRESS_PROGRAM,
-    },
-    events::os_error,
+    links::{classifier, Attachment},
+    Datapath, LoadOptions,
+};
+use crate::dataplane::{
+    maps::os_error,
+    pins::{entries, parse_link_name, remove_file, PinLayout, SOCKETS_LINK},
+    programs::{LinkRole, POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM},
     slots::RuleSlots,
-    Datapath, DataplaneError, InterfaceIndex,
+    DataplaneError, InterfaceIndex,
 };
 
 /// `bpf_link_update` on a TCX link whose interface is gone.
@@ -117,7 +115,6 @@ impl Datapath {
         }
         layout.create_dirs()?;
         let mut datapath = Self::load_inner(object, options, Some(layout.clone()))?;
-        datapath.check_pinned_maps()?;
         datapath.pin_programs(&layout)?;
         if !adopt {
             tracing::info!(pin_dir = %pin_dir.display(), "datapath loaded and pinned");
@@ -125,18 +122,14 @@ impl Datapath {
         }
         let interfaces = datapath.adopt_links(&layout)?;
         datapath.adopt_sockets_link(&layout)?;
-        datapath.shadows = datapath.read_banks()?;
-        datapath.generation = datapath.read_generation()?;
-        datapath.active = policy_common::bank::bank_of(datapath.generation);
-        // The agent before may have flipped and died before its wait was over.
-        datapath.quiesce.start();
-        let in_use: BTreeSet<u32> = datapath
-            .shadows
+        datapath.banks.adopt()?;
+        let in_use: BTreeSet<u32> = [0, 1]
             .iter()
-            .flat_map(|bank| bank.policy.values().map(|value| value.rule_slot))
+            .flat_map(|&bank| datapath.banks.shadow(bank).policy.values())
+            .map(|value| value.rule_slot)
             .filter(|slot| *slot < RULE_COUNTERS_MAX)
             .collect();
-        datapath.rule_slots = match layout.load_slots() {
+        let slots = match layout.load_slots() {
             Some(state) => RuleSlots::from_state(&state, RULE_COUNTERS_MAX, &in_use),
             None => None,
         }
@@ -144,7 +137,8 @@ impl Datapath {
             tracing::warn!(state = %layout.state_file.display(), "no usable rule slot state: every rule counter starts from zero");
             RuleSlots::unknown(RULE_COUNTERS_MAX)
         });
-        tracing::info!(pin_dir = %pin_dir.display(), interfaces, bank = datapath.active, "pinned datapath adopted");
+        datapath.counters.set_slots(slots);
+        tracing::info!(pin_dir = %pin_dir.display(), interfaces, bank = datapath.banks.active(), "pinned datapath adopted");
         Ok((datapath, Adoption::Adopted { interfaces }))
     }
 
@@ -157,29 +151,6 @@ impl Datapath {
             tracing::info!(pin_dir = %pin_dir.display(), "pinned datapath removed");
         }
         Ok(removed)
-    }
-
-    /// Refuses pinned maps whose key or value size is not this agent's (a layout
-    /// change without an ABI bump would otherwise be read as garbage).
-    fn check_pinned_maps(&mut self) -> Result<(), DataplaneError> {
-        for (name, key, value) in super::maps::pinned_sizes() {
-            let map = self.map(name)?;
-            let Some(data) = map_data(map) else { continue };
-            let info = data
-                .info()
-                .map_err(super::maps::map_error(name, "read info"))?;
-            if (info.key_size(), info.value_size()) != (key, value) {
-                return Err(DataplaneError::Map {
-                    map: name,
-                    message: format!(
-                        "pinned with key/value sizes {}/{}, this agent's are {key}/{value}: remove it with `policy-agent uninstall`",
-                        info.key_size(),
-                        info.value_size()
-                    ),
-                });
-            }
-        }
-        Ok(())
     }
 
     /// Pins both classifiers under `programs/`, replacing earlier pins.

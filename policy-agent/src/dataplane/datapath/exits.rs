@@ -5,7 +5,8 @@
 //! packet crossing an exit passes untouched, so attaching to a busy uplink costs a
 //! mark test per packet out and a parse and two lookups per packet in.
 
-use super::{datapath::LinkRole, Datapath, DataplaneError, InterfaceIndex};
+use super::Datapath;
+use crate::dataplane::{programs::LinkRole, DataplaneError, InterfaceIndex};
 
 /// What the packets of an exit start with, which decides its pair of classifiers.
 /// A link whose packets start with neither is never an exit.

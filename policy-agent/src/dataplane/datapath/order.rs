@@ -14,10 +14,11 @@ use std::{collections::BTreeMap, fmt};
 
 use aya::programs::ProgramInfo;
 
-use super::{
-    datapath::{classifier, POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM},
+use super::{links::classifier, Datapath};
+use crate::dataplane::{
+    programs::{POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM},
     sys::{self, BPF_TCX_EGRESS, BPF_TCX_INGRESS},
-    Datapath, DataplaneError, InterfaceIndex,
+    DataplaneError, InterfaceIndex,
 };
 
 /// The name program `id` was loaded with, if this process may open it

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use aya::{TestRun, TestRunOptions};
 
-use super::{
-    datapath::{
-        classifier, BENCH_FLOOR_PROGRAM, NODE_ENTRY_PROGRAM, NODE_EXIT_PROGRAM, POD_EGRESS_PROGRAM,
+use super::{links::classifier, Datapath};
+use crate::dataplane::{
+    programs::{
+        BENCH_FLOOR_PROGRAM, NODE_ENTRY_PROGRAM, NODE_EXIT_PROGRAM, POD_EGRESS_PROGRAM,
         POD_INGRESS_PROGRAM,
     },
-    Datapath, DataplaneError, InterfaceIndex,
+    DataplaneError, InterfaceIndex,
 };
 
 /// Size of the kernel's `struct __sk_buff` (the test run's context).

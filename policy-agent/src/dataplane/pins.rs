@@ -5,43 +5,19 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use policy_common::{
-    bank::ACTIVE_MAP,
-    config::CONFIG_MAP,
-    counters::{DENY_COUNTERS_MAP, RULE_COUNTERS_MAP},
-    ct::{CONNTRACK_MAP, CT_RECLAIMED_MAP, CT_TRACKED_MAP},
-    endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
-    events::EVENTS_MAP,
-    peer::{PEERS_V4_MAP, PEERS_V6_MAP},
-    policy::{POLICY_MAP, RULE_SETS_MAP},
-    verdict::STATS_MAP,
-    ABI_VERSION,
-};
+use policy_common::ABI_VERSION;
 
-use crate::dataplane::{
-    datapath::LinkRole,
+use super::{
+    programs::LinkRole,
     slots::{RuleSlots, SlotState},
     DataplaneError, InterfaceIndex,
 };
 
-/// The maps a pinned datapath keeps across restarts.
-pub(in crate::dataplane) const PINNED_MAPS: [&str; 15] = [
-    ACTIVE_MAP,
-    ENDPOINTS_MAP,
-    ENDPOINT_ADDRS_MAP,
-    PEERS_V4_MAP,
-    PEERS_V6_MAP,
-    RULE_SETS_MAP,
-    POLICY_MAP,
-    CONNTRACK_MAP,
-    CT_TRACKED_MAP,
-    CT_RECLAIMED_MAP,
-    STATS_MAP,
-    CONFIG_MAP,
-    RULE_COUNTERS_MAP,
-    DENY_COUNTERS_MAP,
-    EVENTS_MAP,
-];
+/// The maps a pinned datapath keeps across restarts: every shared map
+/// (`policy_common::maps::SHARED`); kernel-only scratch maps are made per load.
+pub(super) fn pinned_maps() -> impl Iterator<Item = &'static str> {
+    policy_common::maps::SHARED.iter().map(|layout| layout.name)
+}
 
 /// Where the state file's directory lives unless `RUN_ROOT_ENV` says otherwise
 /// (the same root and variable as `telemetry::flows::publish`).
@@ -52,7 +28,7 @@ const RUN_ROOT_ENV: &str = "PODWALL_RUN_DIR";
 const STATE_FILE: &str = "state.json";
 /// The paths of one pinned datapath.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(in crate::dataplane) struct PinLayout {
+pub(super) struct PinLayout {
     dir: PathBuf,
     /// `state.json` of this instance.
     pub(super) state_file: PathBuf,
@@ -133,7 +109,7 @@ pub(super) fn parse_link_name(name: &str) -> Option<(InterfaceIndex, LinkRole, u
 impl PinLayout {
     /// The layout of pin directory `dir`; its state file is named after the
     /// directory's last component (the instance).
-    pub(in crate::dataplane) fn new(dir: &Path) -> Self {
+    pub(super) fn new(dir: &Path) -> Self {
         let run_root = std::env::var_os(RUN_ROOT_ENV)
             .filter(|v| !v.is_empty())
             .map_or_else(|| PathBuf::from(RUN_ROOT), PathBuf::from);
@@ -151,7 +127,7 @@ impl PinLayout {
     }
 
     /// The pin of map `name`.
-    pub(in crate::dataplane) fn map_pin(&self, name: &str) -> PathBuf {
+    pub(super) fn map_pin(&self, name: &str) -> PathBuf {
         self.dir.join("maps").join(name)
     }
 
@@ -172,19 +148,18 @@ impl PinLayout {
 
     /// The pin of `node_sockets`' link on the node's network namespace
     /// (`sockets.rs`).
-    pub(in crate::dataplane) fn sockets_pin(&self) -> PathBuf {
+    pub(super) fn sockets_pin(&self) -> PathBuf {
         self.links_dir().join(SOCKETS_LINK)
     }
 
     /// Detaches the `node_sockets` link and removes its pin; true if it was there.
-    pub(in crate::dataplane) fn remove_sockets_link(&self) -> Result<bool, DataplaneError> {
+    pub(super) fn remove_sockets_link(&self) -> Result<bool, DataplaneError> {
         remove_link(&self.sockets_pin())
     }
 
-    /// The maps of `PINNED_MAPS` without a pin (none: the set is complete).
+    /// The maps of `pinned_maps` without a pin (none: the set is complete).
     pub(super) fn missing_maps(&self) -> Vec<&'static str> {
-        PINNED_MAPS
-            .into_iter()
+        pinned_maps()
             .filter(|name| !self.map_pin(name).exists())
             .collect()
     }
@@ -209,7 +184,7 @@ impl PinLayout {
     }
 
     /// Detaches the links pinned for `role` on `ifindex` and removes their pins.
-    pub(in crate::dataplane) fn remove_links(
+    pub(super) fn remove_links(
         &self,
         ifindex: InterfaceIndex,
         role: LinkRole,

@@ -1,0 +1,265 @@
+//! The sync loop against a fake datapath: what it asks of the datapath, in which
+//! order, and what it does when the datapath fails. Links are made up (prefix
+//! `pwt`, no such interfaces on the machine); the node's own addresses and tunnel
+//! ports are read from the test's network namespace, read-only.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use super::{SyncConfig, SyncError, Syncer};
+use crate::{
+    agent::{dataplane::Dataplane, health::Health, metrics::Metrics},
+    dataplane::{
+        ApplyReport, DataplaneError, Frames, InterfaceIndex, MapUsage, PolicyCounters,
+        ProgramAhead, Stats, TunnelPorts,
+    },
+    model::{builders, ClusterState, ObjectRef},
+    node::{Link, LinkEvent},
+    policy::tables::{DatapathTables, EndpointEntry},
+    source::api_server::SourceSnapshot,
+};
+
+/// A datapath that records each call and fails the next `fail_applies` writes.
+#[derive(Default)]
+struct Fake {
+    calls: Vec<String>,
+    attached: BTreeSet<InterfaceIndex>,
+    exits: BTreeSet<InterfaceIndex>,
+    /// Index of each interface name `attach` may be asked for.
+    indexes: BTreeMap<String, InterfaceIndex>,
+    fail_applies: usize,
+    /// The pending entries of the last successful write.
+    pending: BTreeMap<InterfaceIndex, EndpointEntry>,
+}
+
+fn refused() -> DataplaneError {
+    DataplaneError::TooManyRules {
+        rules: 1,
+        capacity: 0,
+    }
+}
+
+impl Dataplane for Fake {
+    fn apply(
+        &mut self,
+        _tables: &DatapathTables,
+        interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
+        extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let pending: Vec<InterfaceIndex> = extra_endpoints.keys().copied().collect();
+        self.calls.push(format!(
+            "apply {} pods, pending {pending:?}",
+            interfaces.len()
+        ));
+        if self.fail_applies > 0 {
+            self.fail_applies -= 1;
+            return Err(refused());
+        }
+        self.pending = extra_endpoints.clone();
+        Ok(ApplyReport::default())
+    }
+    fn add_endpoints(
+        &mut self,
+        extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let added: Vec<InterfaceIndex> = extra.keys().copied().collect();
+        self.calls.push(format!("add_endpoints {added:?}"));
+        Ok(ApplyReport::default())
+    }
+    fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError> {
+        self.calls.push(format!("attach {interface}"));
+        let index = self.indexes.get(interface).copied().ok_or_else(refused)?;
+        self.attached.insert(index);
+        Ok(index)
+    }
+    fn detach(&mut self, ifindex: InterfaceIndex) -> Result<(), DataplaneError> {
+        self.calls.push(format!("detach {ifindex}"));
+        self.attached.remove(&ifindex);
+        Ok(())
+    }
+    fn attached(&self) -> BTreeSet<InterfaceIndex> {
+        self.attached.clone()
+    }
+    fn attach_exit(
+        &mut self,
+        interface: &str,
+        _frames: Frames,
+    ) -> Result<InterfaceIndex, DataplaneError> {
+        let index = self.indexes.get(interface).copied().ok_or_else(refused)?;
+        self.exits.insert(index);
+        Ok(index)
+    }
+    fn detach_exit(&mut self, ifindex: InterfaceIndex) -> Result<(), DataplaneError> {
+        self.exits.remove(&ifindex);
+        Ok(())
+    }
+    fn exits(&self) -> BTreeSet<InterfaceIndex> {
+        self.exits.clone()
+    }
+    fn node_sockets_attached(&self) -> bool {
+        true
+    }
+    fn attach_node_sockets(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    fn set_tunnel_ports(&mut self, node_ports: &[u16]) -> Result<TunnelPorts, DataplaneError> {
+        Ok(TunnelPorts::for_node(node_ports))
+    }
+    fn map_usage(&self) -> Vec<MapUsage> {
+        Vec::new()
+    }
+    fn policy_counters(&self, _: &DatapathTables) -> Result<PolicyCounters, DataplaneError> {
+        Ok(PolicyCounters::default())
+    }
+    fn stats(&self) -> Result<Stats, DataplaneError> {
+        Ok(Stats::default())
+    }
+    fn programs_ahead(
+        &mut self,
+        _: &BTreeMap<InterfaceIndex, String>,
+    ) -> Result<Vec<ProgramAhead>, DataplaneError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A pod veth the test names (`pwt` prefix): a pod interface by its name alone.
+fn veth(index: InterfaceIndex) -> Link {
+    Link {
+        master: None,
+        frames: None,
+        ..Link::named(index, &format!("pwt{index}"))
+    }
+}
+
+fn syncer(fake: Fake, links: &[Link]) -> Syncer<Fake> {
+    let links: BTreeMap<InterfaceIndex, Link> = links
+        .iter()
+        .map(|link| (link.index, link.clone()))
+        .collect();
+    let config = SyncConfig {
+        node_name: "node-a".into(),
+        audit: false,
+        interface_prefixes: vec!["pwt".into()],
+        pod_bridges: Vec::new(),
+    };
+    let health = Arc::new(Health::new(Duration::from_secs(60)));
+    Syncer::new(config, fake, Arc::new(Metrics::new()), health, &links, None)
+}
+
+fn synced(state: ClusterState) -> SourceSnapshot {
+    SourceSnapshot {
+        state: Arc::new(state),
+        synced: true,
+        ..SourceSnapshot::default()
+    }
+}
+
+fn with_indexes(names: &[Link]) -> Fake {
+    Fake {
+        indexes: names
+            .iter()
+            .map(|link| (link.name.clone(), link.index))
+            .collect(),
+        ..Fake::default()
+    }
+}
+
+#[test]
+fn a_pass_writes_the_tables_before_it_attaches_a_new_interface() {
+    let links = [veth(41)];
+    let mut syncer = syncer(with_indexes(&links), &links);
+    let state = builders::cluster()
+        .pod(builders::pod("shop", "web").ip("10.0.0.2").build())
+        .build();
+    syncer
+        .sync(&synced(state))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        syncer.datapath.calls,
+        ["apply 0 pods, pending [41]", "attach pwt41"],
+        "no classifier may meet a packet before its interface has an entry"
+    );
+    assert_eq!(
+        syncer.health.readiness(),
+        Ok(()),
+        "programmed once a pass wrote"
+    );
+}
+
+#[test]
+fn before_the_source_is_synced_nothing_is_written_and_a_new_veth_waits() {
+    let links = [veth(41)];
+    let mut syncer = syncer(with_indexes(&links), &links);
+    let snapshot = SourceSnapshot::default();
+    syncer.sync(&snapshot).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!syncer.link_event(LinkEvent::Added(veth(42))));
+    assert!(
+        syncer.datapath.calls.is_empty(),
+        "{:?}",
+        syncer.datapath.calls
+    );
+    assert!(syncer.health.readiness().is_err());
+}
+
+#[test]
+fn a_failed_write_keeps_the_old_state_attaches_nothing_and_is_retried() {
+    let links = [veth(41)];
+    let mut fake = Fake {
+        fail_applies: 1,
+        ..with_indexes(&links)
+    };
+    fake.indexes.insert("pwt42".into(), 42);
+    let mut syncer = syncer(fake, &links);
+    let state = ClusterState::default();
+    let failed = syncer.sync(&synced(state.clone()));
+    assert!(matches!(failed, Err(SyncError::Dataplane(_))), "{failed:?}");
+    assert_eq!(syncer.datapath.calls, ["apply 0 pods, pending [41]"]);
+    assert!(syncer.retry_at.is_some(), "a failed pass schedules a retry");
+    assert!(
+        syncer.health.readiness().is_err(),
+        "not ready while unprogrammed"
+    );
+    // Before any pass succeeded, a new veth goes on top of what the datapath
+    // enforces (the last plan's pending entry), without waiting for a pass.
+    assert!(!syncer.link_event(LinkEvent::Added(veth(42))));
+    assert_eq!(
+        syncer.datapath.calls[1..],
+        ["add_endpoints [42]", "attach pwt42"]
+    );
+    syncer
+        .sync(&synced(state))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(syncer.health.readiness(), Ok(()));
+    assert!(syncer.datapath.attached.contains(&41));
+}
+
+#[test]
+fn a_new_veth_after_a_pass_is_written_as_pending_on_the_last_tables_then_attached() {
+    let links = [veth(41)];
+    let mut fake = with_indexes(&links);
+    fake.indexes.insert("pwt42".into(), 42);
+    let mut syncer = syncer(fake, &links);
+    syncer
+        .sync(&synced(ClusterState::default()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let needs_pass = syncer.link_event(LinkEvent::Added(veth(42)));
+    assert!(!needs_pass, "a pending entry needs no pass");
+    assert_eq!(
+        syncer.datapath.calls[2..],
+        ["apply 0 pods, pending [41, 42]", "attach pwt42"]
+    );
+    assert_eq!(
+        syncer.datapath.pending.keys().copied().collect::<Vec<_>>(),
+        [41, 42]
+    );
+    // Its removal asks for a pass, which detaches it once its entry is gone.
+    assert!(syncer.link_event(LinkEvent::Removed(veth(42))));
+    syncer
+        .sync(&synced(ClusterState::default()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let last = &syncer.datapath.calls[syncer.datapath.calls.len() - 2..];
+    assert_eq!(last, ["apply 0 pods, pending [41]", "detach 42"]);
+}

@@ -1,0 +1,508 @@
+//! A loaded `policy-ebpf` object, composed of the owners of its maps: `Banks`
+//! (the policy state, hole-free updates), `Counters` (per-policy traffic),
+//! `Conntrack`, `VerdictReports` (`STATS`, `EVENTS`) and `CONFIG`, which it writes
+//! itself. Its programs stay in the object; the child modules attach them to pod
+//! interfaces (`links`), the node's exits (`exits`) and its network namespace
+//! (`sockets`), pin and adopt them (`pinned`), find what runs ahead of them
+//! (`order`) and run them on test frames (`test_run`).
+
+mod exits;
+mod links;
+mod order;
+mod pinned;
+mod sockets;
+#[cfg(feature = "testing")]
+mod test_run;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    maps::{Array, MapData},
+    Ebpf, EbpfLoader, VerifierLogLevel,
+};
+use policy_common::{
+    bank::BANKS, config::Config, counters::NO_COUNTER, endpoint::PENDING_ENDPOINT_ID, maps,
+};
+
+#[cfg(feature = "testing")]
+pub use self::test_run::{BenchProgram, BenchRun, Hook, TestRunOutcome};
+pub use self::{exits::Frames, order::ProgramAhead, pinned::Adoption};
+use self::{
+    links::{classifier, Attachment},
+    sockets::{sockets_program_of, SocketsLink},
+};
+use super::{
+    banks::{ApplyReport, BankContent, Banks},
+    counters::{Counters, PolicyCounters},
+    ct::{Conntrack, ConntrackSweeper, SweepReport, TrackedFlow},
+    events::{EventReader, VerdictReports},
+    keys,
+    maps::{map_error, MapUsage, Stats},
+    pins::{pinned_maps, PinLayout},
+    programs::{BENCH_FLOOR_PROGRAM, CLASSIFIERS, NODE_SOCKETS_PROGRAM},
+    slots::{rule_name, RuleName},
+    tunnels::TunnelPorts,
+    DataplaneError, InterfaceIndex,
+};
+use crate::{
+    model::ObjectRef,
+    policy::tables::{CountedRule, DatapathTables, EndpointEntry},
+};
+
+/// How `Datapath::load_with` departs from what the agent loads. The defaults are
+/// the agent's; the benchmark and tests set the rest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The `CONFIG` entry written right after loading (conntrack timeouts, event
+    /// rate and whether allows are reported).
+    pub config: Config,
+    /// `max_entries` of `CONNTRACK` instead of `CONNTRACK_MAX`, to show what a full
+    /// table does without opening a quarter of a million flows.
+    pub conntrack_capacity: Option<u32>,
+    /// Prefixes each bank of `PEERS_V4` and `PEERS_V6` holds instead of
+    /// `PEERS_MAX`, for peer tables larger than the agent's default capacity.
+    pub peers_capacity: Option<u32>,
+    /// Also load `bench_floor`, the empty classifier `Datapath::bench_run` times as
+    /// the floor. It is never attached.
+    pub bench_floor: bool,
+}
+
+/// The loaded object and the interfaces its programs are attached to. Dropped, an
+/// unpinned datapath detaches every link it holds and frees its maps; a pinned one
+/// (`open_pinned`) leaves programs, links and maps enforcing (`pinned`).
+pub struct Datapath {
+    /// The object: its programs (every map is taken out by its owner below).
+    ebpf: Ebpf,
+    banks: Banks,
+    counters: Counters,
+    conntrack: Conntrack,
+    reports: VerdictReports,
+    config_map: Array<MapData, Config>,
+    /// The `CONFIG` entry last written (`set_config`): conntrack timeouts for the
+    /// sweep, and the mark bits.
+    config: Config,
+    /// Where this datapath is pinned (`open_pinned`), if it is.
+    pins: Option<PinLayout>,
+    /// Pod interfaces with `pod_ingress` and `pod_egress` attached.
+    attached: BTreeMap<InterfaceIndex, Attachment>,
+    /// The node's exits with `node_exit` and `node_entry` attached (`exits`).
+    exits: BTreeMap<InterfaceIndex, Attachment>,
+    /// The node's exits without Ethernet frames, with `node_exit_ip` and
+    /// `node_entry_ip` attached.
+    ip_exits: BTreeMap<InterfaceIndex, Attachment>,
+    /// `node_sockets` on the node's network namespace, once attached (`sockets`).
+    sockets: Option<SocketsLink>,
+}
+
+impl Datapath {
+    /// Loads the object and both classifiers into the kernel (not attached yet).
+    pub fn load(object: &Path) -> Result<Self, DataplaneError> {
+        Self::load_with(object, &LoadOptions::default())
+    }
+
+    /// `load` with the departures `options` names (map capacities, the benchmark's
+    /// floor program).
+    pub fn load_with(object: &Path, options: &LoadOptions) -> Result<Self, DataplaneError> {
+        Self::load_inner(object, options, None)
+    }
+
+    /// `load_with`; with `pins`, every shared map is the one pinned there (created
+    /// and pinned if missing).
+    fn load_inner(
+        object: &Path,
+        options: &LoadOptions,
+        pins: Option<PinLayout>,
+    ) -> Result<Self, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        loader.verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS);
+        if let Some(capacity) = options.conntrack_capacity {
+            loader.map_max_entries(maps::CONNTRACK.name, capacity);
+        }
+        if let Some(capacity) = options.peers_capacity {
+            let entries = capacity.saturating_mul(BANKS);
+            loader
+                .map_max_entries(maps::PEERS_V4.name, entries)
+                .map_max_entries(maps::PEERS_V6.name, entries);
+        }
+        if let Some(layout) = &pins {
+            for name in pinned_maps() {
+                loader.map_pin_path(name, layout.map_pin(name));
+            }
+        }
+        let mut ebpf = loader
+            .load_file(object)
+            .map_err(|source| DataplaneError::Load {
+                path: object.to_path_buf(),
+                source: Box::new(source),
+            })?;
+        let floor = options.bench_floor.then_some(BENCH_FLOOR_PROGRAM);
+        for name in CLASSIFIERS.into_iter().chain(floor) {
+            classifier(&mut ebpf, name)?
+                .load()
+                .map_err(|e| DataplaneError::Program {
+                    program: name,
+                    message: format!("{e:#}"),
+                })?;
+        }
+        sockets_program_of(&mut ebpf)?
+            .load()
+            .map_err(|e| DataplaneError::Program {
+                program: NODE_SOCKETS_PROGRAM,
+                message: format!("{e:#}"),
+            })?;
+        super::maps::check_layouts(&ebpf)?;
+        let mut datapath = Self {
+            banks: Banks::take(&mut ebpf)?,
+            counters: Counters::take(&mut ebpf)?,
+            conntrack: Conntrack::take(&mut ebpf)?,
+            reports: VerdictReports::take(&mut ebpf)?,
+            config_map: super::maps::array(&mut ebpf, maps::CONFIG)?,
+            ebpf,
+            config: options.config,
+            pins,
+            attached: BTreeMap::new(),
+            exits: BTreeMap::new(),
+            ip_exits: BTreeMap::new(),
+            sockets: None,
+        };
+        datapath.set_config(&options.config)?;
+        Ok(datapath)
+    }
+
+    /// Makes the classifiers decide by `tables`, for the pods `interfaces` names,
+    /// plus `extra_endpoints`: `ENDPOINTS` entries for interfaces that are no pod of
+    /// `tables` (an interface attached before its pod is known, with
+    /// `PENDING_ENDPOINT_ID`); a pod of `tables` on the same interface wins.
+    ///
+    /// Hole-free (`policy_common::bank`): every banked entry of the new state is
+    /// written into the bank no packet reads (only the entries that differ from
+    /// what that bank holds, per its shadow), then `ACTIVE` flips to it in one
+    /// store; each packet is decided wholly by the old or wholly by the new state.
+    /// Before writing, the call makes sure no packet still uses that bank: the RCU
+    /// grace period each flip starts waiting for in the background (`quiesce.rs`)
+    /// is joined here, so neither flip is delayed by the other's wait unless two
+    /// come within one grace period. Tables equal to the active bank's content
+    /// write and flip nothing.
+    ///
+    /// Refused before anything is written (`BankFull`, `EndpointId`) when some
+    /// banked map would hold more entries in one bank than a bank holds, or an
+    /// endpoint id of `tables` is not below `PENDING_ENDPOINT_ID`.
+    ///
+    /// New allow rules get `RULE_COUNTERS` slots (a reused slot is zeroed before
+    /// the flip; a rule keeps its slot across updates, see `slots.rs`; the
+    /// assignment is saved for a restart once it is active), and after the flip
+    /// the deny slots whose isolating policies changed are zeroed. On error
+    /// nothing flips: the previous state stays active, and the inactive bank's
+    /// shadow still matches what was written of it. Once the flip is done the
+    /// call succeeds: a deny slot that could not be zeroed is logged and zeroed
+    /// by the next call.
+    pub fn apply(
+        &mut self,
+        tables: &DatapathTables,
+        interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
+        extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let interface = |pod: &ObjectRef| {
+            interfaces
+                .get(pod)
+                .copied()
+                .ok_or_else(|| DataplaneError::NoInterface {
+                    pod: pod.to_string(),
+                })
+        };
+        check_endpoint_ids(tables)?;
+        let mut want = BankContent::default();
+        for (pod, entry) in &tables.endpoints {
+            want.endpoints
+                .insert(interface(pod)?, keys::endpoint_value(entry));
+        }
+        for (ifindex, entry) in extra_endpoints {
+            want.endpoints
+                .entry(*ifindex)
+                .or_insert_with(|| keys::endpoint_value(entry));
+        }
+        for (addr, pod) in &tables.endpoint_addresses {
+            want.addresses
+                .insert(keys::address_key(*addr), interface(pod)?);
+        }
+        let mut slots = self.counters.slots().clone();
+        let named: Vec<(CountedRule, RuleName)> = tables
+            .counted_rules()
+            .into_iter()
+            .filter_map(|rule| Some((rule, rule_name(tables, &rule)?)))
+            .collect();
+        let names: Vec<RuleName> = named.iter().map(|(_, name)| name.clone()).collect();
+        let reused = slots.assign(&names)?;
+        // Each rule's slot once, not per POLICY entry (a rule has many).
+        let slot_of: BTreeMap<CountedRule, u32> = named
+            .iter()
+            .filter_map(|(rule, name)| Some((*rule, slots.slot(name)?)))
+            .collect();
+        want.rule_sets = tables
+            .rule_sets
+            .iter()
+            .map(|(m, id)| (keys::rule_set_key(m), *id))
+            .collect();
+        want.policy = tables
+            .policy
+            .iter()
+            .flat_map(|(id, set)| set.allows.iter().map(move |(m, rule)| (*id, set, m, rule)))
+            .map(|(id, set, m, rule)| {
+                let key = keys::policy_key(id, m);
+                let slot = slot_of
+                    .get(&CountedRule::of(set.direction, rule))
+                    .copied()
+                    .unwrap_or(NO_COUNTER);
+                (
+                    (key.prefix_len(), key.data()),
+                    keys::policy_value(rule, slot),
+                )
+            })
+            .collect();
+        (want.peers_v4, want.peers_v6) = keys::peer_keys(&tables.peers);
+        // Reused slots start from zero before any entry of their new rule can count
+        // in them.
+        let counters = &mut self.counters;
+        let (report, flipped) = self
+            .banks
+            .install(&want, || counters.zero_rule_slots(&reused))?;
+        if flipped {
+            // Only an assignment that became active is worth keeping across a
+            // restart.
+            self.save_slots(&slots);
+        }
+        self.counters.set_slots(slots);
+        // The new state is live (or was already): from here on a failure is
+        // logged, never returned, or the caller would take the previous state
+        // for the one enforcing.
+        self.counters.tables_applied(tables);
+        tracing::debug!(
+            written = report.written,
+            removed = report.removed,
+            bank = report.bank,
+            "tables applied"
+        );
+        Ok(report)
+    }
+
+    /// Makes the classifiers decide by what the active bank holds plus `extra`
+    /// `ENDPOINTS` entries (an entry the active bank has for the same interface is
+    /// kept): for a new pod veth that appears before this agent has tables of its
+    /// own to write (an adopted datapath whose first sync failed). Hole-free and
+    /// refused before any write like `apply`; nothing to add flips nothing.
+    pub fn add_endpoints(
+        &mut self,
+        extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let mut want = self.banks.active_content().clone();
+        for (ifindex, entry) in extra {
+            want.endpoints
+                .entry(*ifindex)
+                .or_insert_with(|| keys::endpoint_value(entry));
+        }
+        Ok(self.banks.install(&want, || Ok(()))?.0)
+    }
+
+    /// Entries and per-bank capacity of each banked map (the active bank's
+    /// entries), and the `RULE_COUNTERS` slots held by rules. Read from this
+    /// datapath's memory, no syscall: cheap enough for every metrics scrape.
+    pub fn map_usage(&self) -> Vec<MapUsage> {
+        let mut usage = self.banks.usage();
+        usage.push(self.counters.usage());
+        usage
+    }
+
+    /// What bank `bank` holds, as this datapath last wrote or read it (for tests
+    /// and diagnostics; `read_banks` reads the kernel).
+    pub fn bank_shadow(&self, bank: u32) -> &BankContent {
+        self.banks.shadow(bank)
+    }
+
+    /// What the kernel's banked maps hold now, per bank (index = bank). Entries
+    /// whose bank field is neither 0 nor 1 are left out (nothing writes them).
+    pub fn read_banks(&self) -> Result<[BankContent; 2], DataplaneError> {
+        self.banks.read()
+    }
+
+    /// The bank the classifiers read now (as this datapath last wrote or found it).
+    pub fn active_bank(&self) -> u32 {
+        self.banks.active()
+    }
+
+    /// The bank `ACTIVE` names in the kernel now.
+    pub fn read_active_bank(&self) -> Result<u32, DataplaneError> {
+        Ok(policy_common::bank::bank_of(self.banks.read_generation()?))
+    }
+
+    /// Makes the classifiers read bank `bank` as it stands, without writing it: for
+    /// tests that show a packet is decided by the bank `ACTIVE` names, and for
+    /// diagnostics. The next `apply` writes the other bank, as after any flip.
+    pub fn activate_bank(&mut self, bank: u32) -> Result<(), DataplaneError> {
+        if policy_common::bank::bank_of(bank) != self.banks.active() {
+            self.banks.flip()?;
+        }
+        Ok(())
+    }
+
+    /// The generation `ACTIVE` holds (as this datapath last wrote or found it): one
+    /// more at every flip, and `bank_of` it is the active bank.
+    pub fn generation(&self) -> u32 {
+        self.banks.generation()
+    }
+
+    /// Writes the `CONFIG` entry the classifiers read per packet; takes effect
+    /// from the next packet.
+    pub fn set_config(&mut self, config: &Config) -> Result<(), DataplaneError> {
+        self.config_map
+            .set(0, config, 0)
+            .map_err(map_error(maps::CONFIG.name, "write"))?;
+        self.config = *config;
+        Ok(())
+    }
+
+    /// The `CONFIG` entry this datapath wrote last.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The `CONFIG` entry as the classifiers read it (`config` is what this
+    /// datapath last wrote).
+    fn config_in_kernel(&self) -> Result<Config, DataplaneError> {
+        self.config_map
+            .get(&0, 0)
+            .map_err(map_error(maps::CONFIG.name, "read"))
+    }
+
+    /// Writes `TunnelPorts::for_node(node_ports)` into `CONFIG`, keeping its other
+    /// settings; takes effect from the next packet. Returns what it wrote.
+    pub fn set_tunnel_ports(&mut self, node_ports: &[u16]) -> Result<TunnelPorts, DataplaneError> {
+        let ports = TunnelPorts::for_node(node_ports);
+        let mut config = self.config_in_kernel()?;
+        config.tunnel_ports_be = Config::tunnel_ports(&ports.ports);
+        self.set_config(&config)?;
+        Ok(ports)
+    }
+
+    /// The tunnel ports `CONFIG` holds, host byte order, unused slots left out.
+    pub fn tunnel_ports(&self) -> Result<Vec<u16>, DataplaneError> {
+        Ok(self
+            .config_in_kernel()?
+            .tunnel_ports_be
+            .iter()
+            .map(|port| u16::from_be(*port))
+            .filter(|port| *port != 0)
+            .collect())
+    }
+
+    /// Every per-policy counter, summed over CPUs and named with `tables` (the
+    /// tables last applied; a rule without a slot is not reported).
+    pub fn policy_counters(
+        &self,
+        tables: &DatapathTables,
+    ) -> Result<PolicyCounters, DataplaneError> {
+        self.counters.policy_counters(tables)
+    }
+
+    /// Every flow the kernel tracks now (entries that vanish while being read, as
+    /// the sweep's removals do, are left out).
+    pub fn conntrack(&self) -> Result<Vec<TrackedFlow>, DataplaneError> {
+        Ok(self.conntrack.flows())
+    }
+
+    /// Makes every tracked flow `select` picks look idle `by` longer: its
+    /// `last_seen_ns` moves back by `by` (stopping at 0, so a `by` longer than the
+    /// machine's uptime ages less). For tests of expiry, which cannot wait out the
+    /// timeouts. Returns how many flows it aged.
+    pub fn age_conntrack(
+        &mut self,
+        by: Duration,
+        select: impl Fn(&TrackedFlow) -> bool,
+    ) -> Result<usize, DataplaneError> {
+        self.conntrack.age(by, select)
+    }
+
+    /// Removes every entry idle past its timeout now (`ConntrackSweeper::sweep`),
+    /// counting an interface gone once it is no longer attached here.
+    pub fn sweep_conntrack(&self) -> Result<SweepReport, DataplaneError> {
+        self.conntrack_sweeper()?
+            .sweep(|ifindex| !self.attached.contains_key(&ifindex))
+    }
+
+    /// A sweeper of this datapath's `CONNTRACK` with handles of its own (it can
+    /// run on a thread of its own), judging expiry by the `CONFIG` this datapath
+    /// wrote last.
+    pub fn conntrack_sweeper(&self) -> Result<ConntrackSweeper, DataplaneError> {
+        self.conntrack.sweeper(self.config)
+    }
+
+    /// Flows each interface holds now by the counts the classifiers check
+    /// (`CT_TRACKED - CT_RECLAIMED`), for tests and diagnostics.
+    pub fn conntrack_held(&self) -> Result<BTreeMap<InterfaceIndex, i64>, DataplaneError> {
+        self.conntrack_sweeper()?.held()
+    }
+
+    /// Reads the verdict counters, summed over CPUs.
+    pub fn stats(&self) -> Result<Stats, DataplaneError> {
+        self.reports.stats()
+    }
+
+    /// A reader of this datapath's `EVENTS` (a second handle on the same ring
+    /// buffer; the datapath keeps its own).
+    pub fn event_reader(&self) -> Result<EventReader, DataplaneError> {
+        self.reports.reader()
+    }
+
+    /// Where `EVENTS` and `STATS` are pinned, for a datapath opened on pins
+    /// (`open_pinned`): what `policy-agent flows` opens to follow it. `None` for
+    /// an unpinned datapath (pin them with `pin_events` and `pin_stats`).
+    pub fn pinned_event_maps(&self) -> Option<(PathBuf, PathBuf)> {
+        let layout = self.pins.as_ref()?;
+        Some((
+            layout.map_pin(maps::EVENTS.name),
+            layout.map_pin(maps::STATS.name),
+        ))
+    }
+
+    /// Pins `EVENTS` at `path` (on bpffs) so another process (`policy-agent flows`)
+    /// can follow it; the pin outlives this process until removed.
+    pub fn pin_events(&self, path: &Path) -> Result<(), DataplaneError> {
+        self.reports.pin_events(path)
+    }
+
+    /// Pins `STATS` at `path` (on bpffs), beside the pinned `EVENTS`, so a reader
+    /// in another process can tell when events were lost; the pin outlives this
+    /// process until removed.
+    pub fn pin_stats(&self, path: &Path) -> Result<(), DataplaneError> {
+        self.reports.pin_stats(path)
+    }
+}
+
+/// Refuses tables with an endpoint id at or above `PENDING_ENDPOINT_ID`: a pending
+/// interface (that id) would get the allows of its group.
+fn check_endpoint_ids(tables: &DatapathTables) -> Result<(), DataplaneError> {
+    let out_of_range = |endpoint_id: u32, owner: &dyn Fn() -> String| {
+        if endpoint_id >= PENDING_ENDPOINT_ID {
+            Err(DataplaneError::EndpointId {
+                endpoint_id,
+                owner: owner(),
+                limit: PENDING_ENDPOINT_ID,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    for (pod, entry) in &tables.endpoints {
+        out_of_range(entry.endpoint_id, &|| format!("pod {pod}"))?;
+    }
+    for m in tables.rule_sets.keys() {
+        out_of_range(m.endpoint_id, &|| format!("a RULE_SETS entry ({m:?})"))?;
+    }
+    for id in tables.isolation.keys() {
+        out_of_range(*id, &|| "an isolation entry".to_string())?;
+    }
+    Ok(())
+}
