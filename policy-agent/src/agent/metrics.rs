@@ -310,6 +310,7 @@ impl Metrics {
     }
 
     /// How many connections were closed for `reason` (for tests).
+    #[cfg(test)]
     pub fn http_closed_count(&self, reason: &'static str) -> u64 {
         self.http_closed.get_or_create(&[("reason", reason)]).get()
     }

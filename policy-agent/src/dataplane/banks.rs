@@ -177,6 +177,7 @@ impl Banks {
     }
 
     /// The generation `ACTIVE` holds (as last written or found).
+    #[cfg(feature = "testing")]
     pub(super) fn generation(&self) -> u32 {
         self.generation
     }

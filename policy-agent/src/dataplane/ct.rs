@@ -117,6 +117,7 @@ impl Conntrack {
             .collect()
     }
 
+    #[cfg(feature = "testing")]
     /// Makes every tracked flow `select` picks look idle `by` longer: its
     /// `last_seen_ns` moves back by `by` (stopping at 0). Returns how many flows
     /// it aged.

@@ -4,7 +4,8 @@
 //! itself. Its programs stay in the object; the child modules attach them to pod
 //! interfaces (`links`), the node's exits (`exits`) and its network namespace
 //! (`sockets`), pin and adopt them (`pinned`), find what runs ahead of them
-//! (`order`) and run them on test frames (`test_run`).
+//! (`order`) and run them on test frames (`test_run`). Methods that only tests
+//! and benchmarks call are behind the `testing` feature.
 
 mod exits;
 mod links;
@@ -14,10 +15,11 @@ mod sockets;
 #[cfg(feature = "testing")]
 mod test_run;
 
+#[cfg(feature = "testing")]
+use std::time::Duration;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use aya::{
@@ -38,7 +40,7 @@ use self::{
 use super::{
     banks::{ApplyReport, BankContent, Banks},
     counters::{Counters, PolicyCounters},
-    ct::{Conntrack, ConntrackSweeper, SweepReport, TrackedFlow},
+    ct::{Conntrack, ConntrackSweeper, TrackedFlow},
     events::{EventReader, VerdictReports},
     keys,
     maps::{map_error, MapUsage, Stats},
@@ -316,28 +318,33 @@ impl Datapath {
         usage
     }
 
+    #[cfg(feature = "testing")]
     /// What bank `bank` holds, as this datapath last wrote or read it (for tests
     /// and diagnostics; `read_banks` reads the kernel).
     pub fn bank_shadow(&self, bank: u32) -> &BankContent {
         self.banks.shadow(bank)
     }
 
+    #[cfg(feature = "testing")]
     /// What the kernel's banked maps hold now, per bank (index = bank). Entries
     /// whose bank field is neither 0 nor 1 are left out (nothing writes them).
     pub fn read_banks(&self) -> Result<[BankContent; 2], DataplaneError> {
         self.banks.read()
     }
 
+    #[cfg(feature = "testing")]
     /// The bank the classifiers read now (as this datapath last wrote or found it).
     pub fn active_bank(&self) -> u32 {
         self.banks.active()
     }
 
+    #[cfg(feature = "testing")]
     /// The bank `ACTIVE` names in the kernel now.
     pub fn read_active_bank(&self) -> Result<u32, DataplaneError> {
         Ok(policy_common::bank::bank_of(self.banks.read_generation()?))
     }
 
+    #[cfg(feature = "testing")]
     /// Makes the classifiers read bank `bank` as it stands, without writing it: for
     /// tests that show a packet is decided by the bank `ACTIVE` names, and for
     /// diagnostics. The next `apply` writes the other bank, as after any flip.
@@ -348,6 +355,7 @@ impl Datapath {
         Ok(())
     }
 
+    #[cfg(feature = "testing")]
     /// The generation `ACTIVE` holds (as this datapath last wrote or found it): one
     /// more at every flip, and `bank_of` it is the active bank.
     pub fn generation(&self) -> u32 {
@@ -413,6 +421,7 @@ impl Datapath {
         Ok(self.conntrack.flows())
     }
 
+    #[cfg(feature = "testing")]
     /// Makes every tracked flow `select` picks look idle `by` longer: its
     /// `last_seen_ns` moves back by `by` (stopping at 0, so a `by` longer than the
     /// machine's uptime ages less). For tests of expiry, which cannot wait out the
@@ -425,9 +434,10 @@ impl Datapath {
         self.conntrack.age(by, select)
     }
 
+    #[cfg(feature = "testing")]
     /// Removes every entry idle past its timeout now (`ConntrackSweeper::sweep`),
     /// counting an interface gone once it is no longer attached here.
-    pub fn sweep_conntrack(&self) -> Result<SweepReport, DataplaneError> {
+    pub fn sweep_conntrack(&self) -> Result<super::ct::SweepReport, DataplaneError> {
         self.conntrack_sweeper()?
             .sweep(|ifindex| !self.attached.contains_key(&ifindex))
     }
@@ -439,6 +449,7 @@ impl Datapath {
         self.conntrack.sweeper(self.config)
     }
 
+    #[cfg(feature = "testing")]
     /// Flows each interface holds now by the counts the classifiers check
     /// (`CT_TRACKED - CT_RECLAIMED`), for tests and diagnostics.
     pub fn conntrack_held(&self) -> Result<BTreeMap<InterfaceIndex, i64>, DataplaneError> {

@@ -115,6 +115,7 @@ impl DatapathTables {
         out
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Replaces every allow entry with `entries`, one rule set per (endpoint, class,
     /// direction) (for tables written by hand; `allow_entries` gives them back).
     pub fn set_allow_entries(&mut self, entries: BTreeMap<PolicyMatch, RuleRef>) {
