@@ -7,7 +7,7 @@
 //! limit holds back bumps `STAT_EVENTS_RATE_LIMITED`, one the full ring cannot take
 //! bumps `STAT_EVENTS_RING_FULL`. The packet's verdict never depends on either.
 
-/// Ring buffer size in bytes (a power of two, page aligned): about 14,000 events.
+/// Ring buffer size in bytes (a power of two, page aligned): about 13,000 events.
 pub const EVENTS_BYTES: u32 = 1 << 20;
 
 /// `VerdictEvent::verdict`: the packet passed.

@@ -182,7 +182,7 @@ fn nd(src: Ipv6Addr, dst: Ipv6Addr, nd_type: u8, hops: u8) -> Vec<u8> {
     frames::hop_limit(v6(src, dst, ICMPV6, &frames::icmpv6(nd_type, 0)), hops)
 }
 
-/// Builds the rows. `row!(fixture, hook, pod, frame, verdict, name...)`.
+/// Builds the rows, each with `row(name, fixture, hook, pod, frame, expected)`.
 fn rows() -> Vec<Row> {
     use Fixture::{Open, Rules, Unregistered};
     use Hook::{PodEgress as Out, PodIngress as In};

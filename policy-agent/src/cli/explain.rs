@@ -44,7 +44,7 @@ pub struct ExplainArgs {
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
     /// Put every policy in audit mode (per-agent audit, as `lab run --audit` and
-    /// `simulate --audit` do; the node agent will take the same flag).
+    /// `simulate --audit` do, and as `run --audit` does on a node).
     #[arg(long)]
     audit: bool,
 }
@@ -72,7 +72,6 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     }
 }
 
-/// Runs `explain`.
 /// Exit code of `explain` for a denied connection.
 pub const EXIT_DENIED: u8 = 3;
 /// Exit code of `explain` for a connection that passes only because the policies

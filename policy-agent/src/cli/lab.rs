@@ -159,7 +159,7 @@ pub enum LabCommand {
         #[arg(long)]
         show_drops: bool,
         /// Put every policy in audit mode (per-agent audit, as `simulate --audit`
-        /// and `explain --audit` do; the node agent will take the same flag):
+        /// and `explain --audit` do, and as `run --audit` does on a node):
         /// nothing is dropped, and what enforcing would drop is marked ⚠
         /// (would-drop).
         #[arg(long)]

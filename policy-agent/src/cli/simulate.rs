@@ -44,7 +44,7 @@ pub struct SimulateArgs {
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
     /// Put every policy in audit mode (per-agent audit, as `lab run --audit` and
-    /// `explain --audit` do; the node agent will take the same flag): nothing is
+    /// `explain --audit` do, and as `run --audit` does on a node): nothing is
     /// dropped, and what enforcing would drop shows as would-drop.
     #[arg(long)]
     audit: bool,

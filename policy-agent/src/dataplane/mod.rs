@@ -32,6 +32,7 @@ pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};
 pub use keys::{address_key, key_address, PeerPrefix, PolicyPrefix};
 pub use maps::{MapUsage, Stats};
+pub use pins::{RUN_ROOT, RUN_ROOT_ENV};
 pub use tunnels::TunnelPorts;
 
 /// Kernel interface index of a pod's host-side veth (or of a node exit).

@@ -19,11 +19,11 @@ pub(super) fn pinned_maps() -> impl Iterator<Item = &'static str> {
     policy_common::maps::SHARED.iter().map(|layout| layout.name)
 }
 
-/// Where the state file's directory lives unless `RUN_ROOT_ENV` says otherwise
-/// (the same root and variable as `telemetry::flows::publish`).
-const RUN_ROOT: &str = "/run/podwall";
-/// Environment variable overriding `RUN_ROOT`.
-const RUN_ROOT_ENV: &str = "PODWALL_RUN_DIR";
+/// Where a datapath's run files live (its state file here, its published flow
+/// names in `telemetry::flows::publish`) unless `RUN_ROOT_ENV` says otherwise.
+pub const RUN_ROOT: &str = "/run/podwall";
+/// Environment variable overriding `RUN_ROOT` (for writers and readers alike).
+pub const RUN_ROOT_ENV: &str = "PODWALL_RUN_DIR";
 /// The state file's name.
 const STATE_FILE: &str = "state.json";
 /// The paths of one pinned datapath.
@@ -275,8 +275,6 @@ mod tests {
 
     #[test]
     fn the_state_file_lives_where_flows_names_do() {
-        assert_eq!(RUN_ROOT, crate::telemetry::flows::publish::RUN_ROOT);
-        assert_eq!(RUN_ROOT_ENV, crate::telemetry::flows::publish::RUN_ROOT_ENV);
         let layout = PinLayout::new(Path::new("/sys/fs/bpf/podwall/v4/agent"));
         assert!(layout
             .state_file

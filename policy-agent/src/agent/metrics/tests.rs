@@ -21,7 +21,7 @@ fn has_line(text: &str, line: &str) {
 }
 
 #[test]
-fn every_family_of_the_brief_is_exposed_from_the_start() {
+fn every_documented_family_is_exposed_from_the_start() {
     let text = text(&Metrics::new());
     for family in [
         "podwall_endpoints",

@@ -104,14 +104,6 @@ impl Drop for ClusterWatch {
     }
 }
 
-/// Watches the cluster `client` talks to with the default `WatchOptions`.
-///
-/// # Panics
-/// Outside a Tokio runtime (it spawns the watch tasks).
-pub fn watch_cluster(client: ::kube::Client) -> ClusterWatch {
-    watch_cluster_with(client, WatchOptions::default())
-}
-
 /// Watches Namespaces, Pods, NetworkPolicies and Services of every namespace
 /// through `client`, each with kube-runtime's watcher (list, then watch from the
 /// list's resourceVersion with bookmarks; relist after 410 Gone) into a reflector

@@ -31,10 +31,7 @@ use super::{
 };
 use crate::dataplane::Datapath;
 
-/// Where published names live unless `PODWALL_RUN_DIR` says otherwise.
-pub const RUN_ROOT: &str = "/run/podwall";
-/// Environment variable overriding `RUN_ROOT` (for the publisher and readers alike).
-pub const RUN_ROOT_ENV: &str = "PODWALL_RUN_DIR";
+pub use crate::dataplane::{RUN_ROOT, RUN_ROOT_ENV};
 /// Where bpffs is (or gets) mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// The names file of an instance.

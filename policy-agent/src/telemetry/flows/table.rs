@@ -146,7 +146,6 @@ mod tests {
 
     #[test]
     fn verdicts_and_missing_pods_have_readable_text() {
-        assert_eq!(verdict_name(EventVerdict::WouldDrop), "would-drop");
         let unknown = crate::dataplane::VerdictRecord {
             ifindex: 99,
             reason: "drop_malformed",
