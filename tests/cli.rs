@@ -286,7 +286,7 @@ fn explain_args(from: &str, to: &str, port: &str, extra: &[&str]) -> Vec<String>
 }
 
 /// Runs `explain` on the tutorial for `from` -> `to` on `port` and returns its
-/// exit code (its verdict: 0 allowed, 3 denied, 4 would-drop) and stdout.
+/// exit code (its verdict: 0 allowed, 3 dropped, 4 would-drop) and stdout.
 fn explain(from: &str, to: &str, port: &str) -> (Option<i32>, String) {
     explained(&explain_args(from, to, port, &[]))
 }
@@ -426,7 +426,7 @@ fn simulate_prints_the_lab_matrix_with_peers_as_rows_and_columns() {
     // 5 x 4 ordered pairs but never peer to peer.
     assert_eq!(
         lines.last().copied(),
-        Some("20 probes: 2 allowed, 18 denied"),
+        Some("20 probes: 2 allowed, 18 dropped"),
         "{stdout}"
     );
 }
@@ -455,18 +455,18 @@ fn explain_names_the_deciding_rule_of_an_allow() {
 #[test]
 fn explain_says_which_policies_deny_and_whether_peer_or_port_failed() {
     let (code, stdout) = explain("203.0.113.7", "secure-app/mysql", "3306");
-    assert_eq!(code, Some(3), "a denied connection exits 3: {stdout}");
+    assert_eq!(code, Some(3), "a dropped connection exits 3: {stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines[0].starts_with("203.0.113.7 -> secure-app/mysql (10.244."),
         "{stdout}"
     );
-    assert!(lines[0].ends_with(" 3306/TCP: denied"), "{stdout}");
+    assert!(lines[0].ends_with(" 3306/TCP: dropped"), "{stdout}");
     assert_eq!(
         lines[1..],
         [
             "egress from 203.0.113.7: allowed: not a pod of the cluster, no policy applies",
-            "ingress to secure-app/mysql: denied: isolated by these policies, no rule matches",
+            "ingress to secure-app/mysql: dropped: isolated by these policies, no rule matches",
             "  secure-app/deny-all-ingress",
             "    no ingress rules: it allows nothing",
             "  secure-app/mysql-lockdown",
@@ -475,7 +475,7 @@ fn explain_says_which_policies_deny_and_whether_peer_or_port_failed() {
         "{stdout}"
     );
     let (_, stdout) = explain("secure-app/frontend", "secure-app/backend", "80/TCP");
-    assert!(stdout.contains("80/TCP: denied"), "{stdout}");
+    assert!(stdout.contains("80/TCP: dropped"), "{stdout}");
     assert!(
         stdout.contains("  secure-app/deny-all-egress-allow-dns\n    spec.egress[0]: peer matches, port does not\n"),
         "{stdout}"
@@ -801,7 +801,7 @@ fn simulate_marks_would_drops_in_the_matrix_and_warns_of_an_unknown_mode() {
     assert!(!stdout.contains('✗') && !stdout.contains('✓'), "{stdout}");
     assert_eq!(
         lines.last().copied(),
-        Some("6 probes: 6 allowed (6 of them ⚠ would-drop: audit mode), 0 denied"),
+        Some("6 probes: 6 allowed (6 of them ⚠ would-drop: audit mode), 0 dropped"),
         "{stdout}"
     );
     let typo = default_deny_manifest("{podwall.io/mode: dry-run}");

@@ -122,7 +122,7 @@ fn flows_follows_a_lab_as_json_lines_naming_the_pods_port_and_isolating_policy()
         "--output",
         "json",
         "--verdict",
-        "drop",
+        "dropped",
         "--namespace",
         "shop",
         // Only flows with the client at an end: the pods' IPv6 multicast reports
@@ -156,7 +156,7 @@ fn flows_follows_a_lab_as_json_lines_naming_the_pods_port_and_isolating_policy()
         assert_eq!(line["destination"]["pod"], "shop/web", "{line}");
         assert_eq!(line["destination"]["port"], 80, "{line}");
         assert_eq!(line["protocol"], "TCP", "{line}");
-        assert_eq!(line["verdict"], "drop", "{line}");
+        assert_eq!(line["verdict"], "dropped", "{line}");
         assert_eq!(line["reason"], "drop_policy", "{line}");
         assert_eq!(
             line["policies"],

@@ -140,8 +140,8 @@ pub const CONFIG: MapDef<u32, Config> = MapDef::new("CONFIG", MapKind::Array);
 pub const RULE_COUNTERS: MapDef<u32, TrafficCounter> =
     MapDef::new("RULE_COUNTERS", MapKind::PerCpuArray);
 /// Per-CPU traffic denied, by (endpoint, direction, audit) slot.
-pub const DENY_COUNTERS: MapDef<u32, TrafficCounter> =
-    MapDef::new("DENY_COUNTERS", MapKind::PerCpuArray);
+pub const DROP_COUNTERS: MapDef<u32, TrafficCounter> =
+    MapDef::new("DROP_COUNTERS", MapKind::PerCpuArray);
 /// Verdict events for flow logs.
 pub const EVENTS: MapDef<(), ()> = MapDef::new("EVENTS", MapKind::RingBuf);
 
@@ -160,6 +160,6 @@ pub const SHARED: [MapLayout; 15] = [
     STATS.layout(),
     CONFIG.layout(),
     RULE_COUNTERS.layout(),
-    DENY_COUNTERS.layout(),
+    DROP_COUNTERS.layout(),
     EVENTS.layout(),
 ];

@@ -29,7 +29,7 @@ pub fn first_drop_args(instance: &str) -> Vec<String> {
         "--output",
         "json",
         "--verdict",
-        "drop",
+        "dropped",
         "--pod",
         "prod/other",
         "--count",
@@ -83,7 +83,7 @@ pub fn assert_names_other_to_db(event: &serde_json::Value) {
     assert_eq!(event["source"]["pod"], "prod/other", "{event}");
     assert_eq!(event["destination"]["pod"], "prod/db", "{event}");
     assert_eq!(event["destination"]["port"], harness::TCP_PORT, "{event}");
-    assert_eq!(event["verdict"], "drop", "{event}");
+    assert_eq!(event["verdict"], "dropped", "{event}");
     assert_eq!(event["reason"], "drop_policy", "{event}");
     assert_eq!(
         event["policies"],

@@ -44,7 +44,7 @@ fn lab_run_show_drops_lists_each_dropped_flow_with_its_isolating_policies() {
         .split_once("\n\n")
         .unwrap_or_else(|| panic!("no drops after the matrix:\n{text}"));
     assert!(
-        matrix.ends_with("12 probes: 0 allowed, 12 denied"),
+        matrix.ends_with("12 probes: 0 allowed, 12 dropped"),
         "{text}"
     );
     let mut lines = drops.lines();
@@ -80,7 +80,7 @@ fn lab_run_show_drops_lists_each_dropped_flow_with_its_isolating_policies() {
         "secure-app/frontend",
         "secure-app/backend",
         "80/TCP",
-        "drop",
+        "dropped",
     ];
     let line = lines
         .clone()
@@ -114,7 +114,7 @@ fn lab_run_show_drops_lists_each_dropped_flow_with_its_isolating_policies() {
                 d["from"] == probe["from"] && d["to"] == probe["to"] && d["port"] == probe["port"]
             })
             .unwrap_or_else(|| panic!("denied probe {probe} has no drop: {json}"));
-        assert_eq!(drop["verdict"], "drop", "{drop}");
+        assert_eq!(drop["verdict"], "dropped", "{drop}");
         assert_eq!(drop["reason"], "drop_policy", "{drop}");
         assert!(
             drop["policies"].as_array().is_some_and(|p| !p.is_empty()),
@@ -139,7 +139,7 @@ fn lab_run_show_drops_lists_each_dropped_flow_with_its_isolating_policies() {
             .iter()
             .find(|d| d["from"] == "kube-system/coredns" && d["to"] == to && d["port"] == 80);
         let drop = found.unwrap_or_else(|| panic!("no drop coredns -> {to}: {json}"));
-        assert_eq!(drop["verdict"], "drop");
+        assert_eq!(drop["verdict"], "dropped");
         assert_eq!(drop["pod"], to);
         assert_eq!(drop["direction"], "ingress");
         assert_eq!(drop["policies"], policies, "{drop}");
@@ -276,7 +276,7 @@ fn an_audited_default_deny_keeps_traffic_flowing_and_reports_exactly_the_flows_e
             vec!["shop/default-deny-ingress"]
         };
         assert_eq!(seen.policies, expected, "{seen:?}");
-        assert_eq!(seen.reason, "allow_audit", "{seen:?}");
+        assert_eq!(seen.reason, "would_drop_policy", "{seen:?}");
     }
 
     lab.update(default_deny(PolicyMode::Enforce))
@@ -318,24 +318,24 @@ fn lab_tour_show_drops_lists_each_steps_drops_naming_the_policy_that_isolates() 
     );
     // Default-deny ingress in secure-app: every probe into it is dropped at its
     // destination, and each drop names the policy (kube-system stays open).
-    let denied = after
+    let dropped = after
         .lines()
         .find_map(|l| {
-            l.strip_suffix(" denied")?
+            l.strip_suffix(" dropped")?
                 .rsplit_once(", ")?
                 .1
                 .parse::<usize>()
                 .ok()
         })
         .unwrap_or_else(|| panic!("no summary line:\n{text}"));
-    assert_eq!(denied, 9, "{text}");
+    assert_eq!(dropped, 9, "{text}");
     assert!(
-        after.contains(&format!("drops reported while probing: {denied} flows")),
+        after.contains(&format!("drops reported while probing: {dropped} flows")),
         "{text}"
     );
     let named = after
         .lines()
         .filter(|l| l.contains("drop_policy") && l.contains("secure-app/deny-all-ingress"))
         .count();
-    assert_eq!(named, denied, "{text}");
+    assert_eq!(named, dropped, "{text}");
 }

@@ -85,7 +85,7 @@ fn events_waiting_across_an_update_that_renumbers_policies_keep_the_policies_tha
         "--output",
         "json",
         "--verdict",
-        "allow",
+        "allowed",
         "--pod",
         "web",
         "--instance",
@@ -141,7 +141,7 @@ fn flows_skips_and_counts_the_events_waiting_from_before_it_started() {
         "--output",
         "json",
         "--verdict",
-        "drop",
+        "dropped",
         "--pod",
         "client",
         "--count",
@@ -201,7 +201,7 @@ fn flows_verdict_would_drop_shows_what_an_audit_mode_lab_lets_through() {
     assert_eq!(lines.len(), 1, "{stdout}");
     let line = &lines[0];
     assert_eq!(line["verdict"], "would-drop", "{line}");
-    assert_eq!(line["reason"], "allow_audit", "{line}");
+    assert_eq!(line["reason"], "would_drop_policy", "{line}");
     assert_eq!(line["pod"], "shop/web", "{line}");
     assert_eq!(line["direction"], "ingress", "{line}");
     assert_eq!(line["source"]["pod"], "shop/client", "{line}");
@@ -267,7 +267,7 @@ fn with_its_names_file_gone_flows_says_so_and_names_nothing_rather_than_guess() 
         "--output",
         "json",
         "--verdict",
-        "drop",
+        "dropped",
         "--count",
         "1",
         "--instance",

@@ -78,7 +78,7 @@ enum Command {
     /// kernel, no root. Pods get the addresses `lab run` gives them.
     Simulate(simulate::SimulateArgs),
     #[cfg(feature = "lab")]
-    /// Why one connection is allowed or denied: the policies and rules that decided
+    /// Why one connection is allowed or dropped: the policies and rules that decided
     /// it, and for a deny, whether each rule's peer or port failed to match.
     Explain(explain::ExplainArgs),
     /// Follow a running datapath's verdict events live (drops name the policies

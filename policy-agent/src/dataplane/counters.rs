@@ -1,4 +1,4 @@
-//! The per-policy traffic counters (`RULE_COUNTERS`, `DENY_COUNTERS`) and their
+//! The per-policy traffic counters (`RULE_COUNTERS`, `DROP_COUNTERS`) and their
 //! owner, `Counters`: which rule each slot counts for, the zeroing of a slot whose
 //! meaning changes, and readings named with the tables that gave the slots
 //! meaning.
@@ -12,7 +12,7 @@ use aya::{
     Ebpf,
 };
 use policy_common::{
-    counters::{deny_slot, TrafficCounter, RULE_COUNTERS_MAX},
+    counters::{drop_slot, TrafficCounter, RULE_COUNTERS_MAX},
     maps,
 };
 use serde::Serialize;
@@ -61,7 +61,7 @@ pub struct RuleTraffic {
 /// What was denied (or, in audit mode, would have been) at pods isolated by one
 /// set of policies in one direction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DenyTraffic {
+pub struct DropTraffic {
     /// The policies isolating those pods in `direction`.
     pub policies: Vec<ObjectRef>,
     /// Direction relative to the pods.
@@ -69,7 +69,7 @@ pub struct DenyTraffic {
     /// Dropped.
     pub denied: Traffic,
     /// Passed only because every isolating policy is in audit mode.
-    pub would_deny: Traffic,
+    pub would_drop: Traffic,
 }
 
 /// Every per-policy counter, named.
@@ -79,7 +79,7 @@ pub struct PolicyCounters {
     pub allowed: Vec<RuleTraffic>,
     /// Denied traffic per (isolating policies, direction); endpoints isolated by
     /// the same policies are summed.
-    pub denied: Vec<DenyTraffic>,
+    pub denied: Vec<DropTraffic>,
 }
 
 /// The names of the policies isolating one endpoint id, per direction.
@@ -116,16 +116,16 @@ fn policy_names(tables: &DatapathTables, ids: &[u32]) -> Vec<ObjectRef> {
         .collect()
 }
 
-/// What the `DENY_COUNTERS` slots meant at the last `apply` (endpoint id -> its
+/// What the `DROP_COUNTERS` slots meant at the last `apply` (endpoint id -> its
 /// isolating policies, by name so renumbered ids compare), so a slot whose meaning
 /// changes is zeroed instead of carrying other policies' counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct DenyMeanings {
+pub(super) struct DropMeanings {
     /// Endpoint id -> the policies isolating it.
     isolation: BTreeMap<u32, IsolatingNames>,
 }
 
-impl DenyMeanings {
+impl DropMeanings {
     /// The meanings `tables` gives the deny slots.
     pub fn of(tables: &DatapathTables) -> Self {
         Self {
@@ -146,7 +146,7 @@ impl DenyMeanings {
     /// The deny slots (drops and would-drops) of every endpoint id and direction
     /// whose isolating policies differ between these meanings and `new` (an id
     /// only one of them has differs too).
-    pub fn changed_slots(&self, new: &DenyMeanings) -> Vec<u32> {
+    pub fn changed_slots(&self, new: &DropMeanings) -> Vec<u32> {
         let ids: BTreeSet<u32> = self
             .isolation
             .keys()
@@ -157,7 +157,7 @@ impl DenyMeanings {
         for id in ids {
             for direction in [Direction::Ingress, Direction::Egress] {
                 if self.policies(id, direction) != new.policies(id, direction) {
-                    slots.extend([false, true].map(|audit| deny_slot(id, direction.code(), audit)));
+                    slots.extend([false, true].map(|audit| drop_slot(id, direction.code(), audit)));
                 }
             }
         }
@@ -165,18 +165,18 @@ impl DenyMeanings {
     }
 }
 
-/// `RULE_COUNTERS` and `DENY_COUNTERS`, and what their slots mean: the only writer
+/// `RULE_COUNTERS` and `DROP_COUNTERS`, and what their slots mean: the only writer
 /// of them.
 pub(super) struct Counters {
     rule: PerCpuArray<MapData, TrafficCounter>,
     deny: PerCpuArray<MapData, TrafficCounter>,
     /// Which `RULE_COUNTERS` slot each allow rule counts in.
     slots: RuleSlots,
-    /// What the `DENY_COUNTERS` slots mean since the last update.
-    deny_meanings: DenyMeanings,
-    /// `DENY_COUNTERS` slots whose meaning changed but whose zeroing failed: the
+    /// What the `DROP_COUNTERS` slots mean since the last update.
+    drop_meanings: DropMeanings,
+    /// `DROP_COUNTERS` slots whose meaning changed but whose zeroing failed: the
     /// next update zeroes them.
-    deny_zero_owed: BTreeSet<u32>,
+    drop_zero_owed: BTreeSet<u32>,
     /// CPUs the kernel may run on: how many values a per-CPU map entry holds.
     possible_cpus: usize,
 }
@@ -190,10 +190,10 @@ impl Counters {
         })?;
         Ok(Self {
             rule: super::maps::per_cpu_array(ebpf, maps::RULE_COUNTERS)?,
-            deny: super::maps::per_cpu_array(ebpf, maps::DENY_COUNTERS)?,
+            deny: super::maps::per_cpu_array(ebpf, maps::DROP_COUNTERS)?,
             slots: RuleSlots::new(RULE_COUNTERS_MAX),
-            deny_meanings: DenyMeanings::default(),
-            deny_zero_owed: BTreeSet::new(),
+            drop_meanings: DropMeanings::default(),
+            drop_zero_owed: BTreeSet::new(),
             possible_cpus,
         })
     }
@@ -229,22 +229,22 @@ impl Counters {
         )
     }
 
-    /// After `tables` became active: zeroes the `DENY_COUNTERS` slots whose
+    /// After `tables` became active: zeroes the `DROP_COUNTERS` slots whose
     /// isolating policies changed. A failure is logged, never returned (the new
     /// state is live); those slots are zeroed by the next call.
     pub(super) fn tables_applied(&mut self, tables: &DatapathTables) {
-        let meanings = DenyMeanings::of(tables);
-        self.deny_zero_owed
-            .extend(self.deny_meanings.changed_slots(&meanings));
-        self.deny_meanings = meanings;
-        let owed: Vec<u32> = self.deny_zero_owed.iter().copied().collect();
+        let meanings = DropMeanings::of(tables);
+        self.drop_zero_owed
+            .extend(self.drop_meanings.changed_slots(&meanings));
+        self.drop_meanings = meanings;
+        let owed: Vec<u32> = self.drop_zero_owed.iter().copied().collect();
         match zero(
             &mut self.deny,
-            maps::DENY_COUNTERS.name,
+            maps::DROP_COUNTERS.name,
             &owed,
             self.possible_cpus,
         ) {
-            Ok(()) => self.deny_zero_owed.clear(),
+            Ok(()) => self.drop_zero_owed.clear(),
             Err(error) => tracing::warn!(
                 %error,
                 slots = owed.len(),
@@ -260,7 +260,7 @@ impl Counters {
         tables: &DatapathTables,
     ) -> Result<PolicyCounters, DataplaneError> {
         let rule = |slot| read(&self.rule, maps::RULE_COUNTERS.name, slot);
-        let deny = |slot| read(&self.deny, maps::DENY_COUNTERS.name, slot);
+        let deny = |slot| read(&self.deny, maps::DROP_COUNTERS.name, slot);
         let mut allowed = Vec::new();
         for counted in tables.counted_rules() {
             let Some(policy) = tables.policy_names.get(counted.policy_id as usize) else {
@@ -278,15 +278,15 @@ impl Counters {
             });
         }
         let mut denied: BTreeMap<(Vec<ObjectRef>, Direction), (Traffic, Traffic)> = BTreeMap::new();
-        for (id, isolating) in DenyMeanings::of(tables).isolation {
+        for (id, isolating) in DropMeanings::of(tables).isolation {
             for direction in [Direction::Ingress, Direction::Egress] {
                 let policies = isolating.get(direction);
                 if policies.is_empty() {
                     continue;
                 }
                 let code = direction.code();
-                let dropped = deny(deny_slot(id, code, false))?;
-                let audited = deny(deny_slot(id, code, true))?;
+                let dropped = deny(drop_slot(id, code, false))?;
+                let audited = deny(drop_slot(id, code, true))?;
                 let total = denied.entry((policies.to_vec(), direction)).or_default();
                 total.0 = add(total.0, dropped);
                 total.1 = add(total.1, audited);
@@ -297,11 +297,11 @@ impl Counters {
             denied: denied
                 .into_iter()
                 .map(
-                    |((policies, direction), (denied, would_deny))| DenyTraffic {
+                    |((policies, direction), (denied, would_drop))| DropTraffic {
                         policies,
                         direction,
                         denied,
-                        would_deny,
+                        would_drop,
                     },
                 )
                 .collect(),
@@ -382,30 +382,30 @@ mod tests {
 
     fn slots(id: u32, direction: u8) -> [u32; 2] {
         [
-            deny_slot(id, direction, false),
-            deny_slot(id, direction, true),
+            drop_slot(id, direction, false),
+            drop_slot(id, direction, true),
         ]
     }
 
     #[test]
     fn renumbered_policy_ids_with_the_same_names_change_no_deny_slot() {
-        let before = DenyMeanings::of(&tables(&["a", "b"], &[(1, &[1], &[0, 1])]));
-        let after = DenyMeanings::of(&tables(&["0", "a", "b"], &[(1, &[2], &[1, 2])]));
+        let before = DropMeanings::of(&tables(&["a", "b"], &[(1, &[1], &[0, 1])]));
+        let after = DropMeanings::of(&tables(&["0", "a", "b"], &[(1, &[2], &[1, 2])]));
         assert_eq!(before.changed_slots(&after), Vec::<u32>::new());
         assert_eq!(before.changed_slots(&before), Vec::<u32>::new());
     }
 
     #[test]
     fn only_the_direction_whose_isolating_policies_changed_has_its_slots_zeroed() {
-        let before = DenyMeanings::of(&tables(&["a", "b"], &[(1, &[0], &[1]), (2, &[0], &[])]));
-        let after = DenyMeanings::of(&tables(&["a", "b"], &[(1, &[0, 1], &[1]), (2, &[0], &[])]));
+        let before = DropMeanings::of(&tables(&["a", "b"], &[(1, &[0], &[1]), (2, &[0], &[])]));
+        let after = DropMeanings::of(&tables(&["a", "b"], &[(1, &[0, 1], &[1]), (2, &[0], &[])]));
         assert_eq!(before.changed_slots(&after), slots(1, DIRECTION_INGRESS));
     }
 
     #[test]
     fn an_endpoint_id_only_one_side_has_changes_both_its_directions() {
-        let before = DenyMeanings::of(&tables(&["a"], &[(1, &[0], &[])]));
-        let after = DenyMeanings::of(&tables(&["a"], &[(2, &[], &[])]));
+        let before = DropMeanings::of(&tables(&["a"], &[(1, &[0], &[])]));
+        let after = DropMeanings::of(&tables(&["a"], &[(2, &[], &[])]));
         let mut want = [
             slots(1, DIRECTION_INGRESS),
             slots(1, DIRECTION_EGRESS),
@@ -419,7 +419,7 @@ mod tests {
         assert_eq!(got, want);
         // Nothing before (a fresh datapath): every slot the tables give a meaning.
         assert_eq!(
-            DenyMeanings::default().changed_slots(&before).len(),
+            DropMeanings::default().changed_slots(&before).len(),
             4,
             "{before:?}"
         );

@@ -17,7 +17,7 @@ use aya::{
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use policy_common::{
-    events::{VerdictEvent, EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
+    events::{VerdictEvent, EVENT_ALLOWED, EVENT_DROPPED, EVENT_WOULD_DROP},
     maps,
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STATS_LEN, STAT_NAMES},
 };
@@ -35,9 +35,9 @@ use crate::policy::tables::{Direction, RuleRef};
 #[serde(rename_all = "kebab-case")]
 pub enum EventVerdict {
     /// Passed.
-    Allow,
+    Allowed,
     /// Dropped.
-    Drop,
+    Dropped,
     /// Passed because every isolating policy is in audit mode; enforcing them would
     /// have dropped it.
     WouldDrop,
@@ -84,8 +84,8 @@ impl VerdictRecord {
         // `bytes` holds at least its size; read_unaligned copes with any alignment.
         let event: VerdictEvent = unsafe { bytes.as_ptr().cast::<VerdictEvent>().read_unaligned() };
         let verdict = match event.verdict {
-            EVENT_ALLOW => EventVerdict::Allow,
-            EVENT_DROP => EventVerdict::Drop,
+            EVENT_ALLOWED => EventVerdict::Allowed,
+            EVENT_DROPPED => EventVerdict::Dropped,
             EVENT_WOULD_DROP => EventVerdict::WouldDrop,
             _ => return None,
         };
@@ -286,7 +286,7 @@ mod tests {
             dport_be: 80u16.to_be(),
             protocol: 6,
             direction: DIRECTION_EGRESS,
-            verdict: EVENT_ALLOW,
+            verdict: EVENT_ALLOWED,
             ipv6: 0,
             stat: STAT_ALLOW_POLICY,
             policy_id: 4,
@@ -301,7 +301,7 @@ mod tests {
                 ifindex: 12,
                 endpoint_id: 3,
                 direction: Direction::Egress,
-                verdict: EventVerdict::Allow,
+                verdict: EventVerdict::Allowed,
                 reason: "allow_policy",
                 source: (IpAddr::from([10, 2, 0, 5]), 40000),
                 destination: (IpAddr::from([10, 1, 0, 10]), 80),
@@ -319,7 +319,7 @@ mod tests {
     fn an_unparsed_drop_has_unspecified_addresses_of_its_family_and_no_rule() {
         for (ipv6, unspecified) in [(0, IpAddr::from([0u8; 4])), (1, IpAddr::from([0u16; 8]))] {
             let event = VerdictEvent {
-                verdict: EVENT_DROP,
+                verdict: EVENT_DROPPED,
                 ipv6,
                 stat: STAT_DROP_MALFORMED,
                 policy_id: u32::MAX,
@@ -337,7 +337,7 @@ mod tests {
                 ),
                 ((unspecified, 0), (unspecified, 0), None, "drop_malformed")
             );
-            assert_eq!(record.verdict, EventVerdict::Drop);
+            assert_eq!(record.verdict, EventVerdict::Dropped);
         }
     }
 
@@ -358,7 +358,7 @@ mod tests {
     #[test]
     fn an_unknown_verdict_or_direction_byte_is_no_event() {
         let known = VerdictEvent {
-            verdict: EVENT_DROP,
+            verdict: EVENT_DROPPED,
             direction: DIRECTION_EGRESS,
             policy_id: u32::MAX,
             ..VerdictEvent::default()

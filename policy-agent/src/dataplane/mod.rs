@@ -23,7 +23,7 @@ mod tunnels;
 use std::path::PathBuf;
 
 pub use banks::{ApplyReport, BankContent};
-pub use counters::{DenyTraffic, PolicyCounters, RuleTraffic, Traffic};
+pub use counters::{DropTraffic, PolicyCounters, RuleTraffic, Traffic};
 pub use ct::{ConntrackSweeper, SweepReport, TrackedFlow};
 pub use datapath::{Adoption, Datapath, Frames, LoadOptions, ProgramAhead};
 #[cfg(feature = "testing")]

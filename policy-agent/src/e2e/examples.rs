@@ -1,5 +1,5 @@
 //! The expectations an example's file states: leading comment lines
-//! `# expect: FROM -> TO PORT/PROTO allowed|denied` (pods as `namespace/name`),
+//! `# expect: FROM -> TO PORT/PROTO allowed|dropped` (pods as `namespace/name`),
 //! what must hold once the file is applied on top of the ones before it. The
 //! CLI tests check them with `simulate`, the lab tests on real packets, the e2e
 //! run on a cluster.
@@ -28,7 +28,7 @@ pub struct Expectation {
 
 impl fmt::Display for Expectation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = if self.allowed { "allowed" } else { "denied" };
+        let verdict = if self.allowed { "allowed" } else { "dropped" };
         write!(
             f,
             "{} -> {} {}/{} {verdict}",
@@ -88,7 +88,7 @@ pub fn expectations(text: &str) -> Result<Vec<Expectation>, String> {
         .map(|line| {
             let shape = || {
                 format!(
-                    "not `FROM -> TO PORT/PROTO allowed|denied`: {}",
+                    "not `FROM -> TO PORT/PROTO allowed|dropped`: {}",
                     line.trim()
                 )
             };
@@ -110,7 +110,7 @@ pub fn expectations(text: &str) -> Result<Vec<Expectation>, String> {
                 protocol,
                 allowed: match verdict {
                     "allowed" => true,
-                    "denied" => false,
+                    "dropped" => false,
                     _ => return Err(shape()),
                 },
             })
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn leading_expect_lines_are_read_and_others_ignored() {
         let text = "# The cluster.\n# expect: web/a -> web/b 80/TCP allowed\n\
-                    # expect: web/a -> db/c 53/UDP denied\n# expect: web/a -> web/b 81 denied\n\
+                    # expect: web/a -> db/c 53/UDP dropped\n# expect: web/a -> web/b 81 dropped\n\
                     apiVersion: v1\n# expect: web/z -> web/z 1/TCP allowed\n";
         let found = expectations(text).unwrap_or_else(|e| panic!("{e}"));
         let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
@@ -133,8 +133,8 @@ mod tests {
             lines,
             [
                 "web/a -> web/b 80/TCP allowed",
-                "web/a -> db/c 53/UDP denied",
-                "web/a -> web/b 81/TCP denied"
+                "web/a -> db/c 53/UDP dropped",
+                "web/a -> web/b 81/TCP dropped"
             ]
         );
     }
