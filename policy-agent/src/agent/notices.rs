@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{health::Health, metrics::Metrics};
 use crate::{
+    causes::causes,
     dataplane::{Datapath, EventsLost},
     node::Link,
 };
@@ -57,7 +58,7 @@ impl Notices {
         match datapath.programs_ahead(&names) {
             Ok(ahead) => self.ahead(ahead.iter().map(ToString::to_string), metrics, health),
             Err(error) => {
-                tracing::warn!(%error, "reading the TCX chains of pod interfaces");
+                tracing::warn!(error = %causes(&error), "reading the TCX chains of pod interfaces");
                 metrics.error(error.kind());
             }
         }

@@ -36,6 +36,7 @@ use super::{
     plan::{self, PlanInput},
 };
 use crate::{
+    causes::causes,
     dataplane::{Datapath, DataplaneError, InterfaceIndex},
     model::{ClusterState, ObjectRef},
     node::{Link, LinkEvent, LinkWatch, NodeError},
@@ -193,7 +194,7 @@ impl Syncer {
                     return false;
                 }
                 if let Err(error) = self.refresh_tunnel_ports() {
-                    tracing::warn!(%error, "reading the node's tunnel ports; the next pass retries");
+                    tracing::warn!(error = %causes(&error), "reading the node's tunnel ports; the next pass retries");
                     self.metrics.error(error.kind());
                 }
                 // Attached as pending, then enslaved to a bridge that is no pod's.
@@ -241,7 +242,7 @@ impl Syncer {
                     self.attach_each(&BTreeSet::from([index]));
                 }
                 Err(error) => {
-                    tracing::warn!(%error, ifindex = index, "cannot add a pending entry; the next pass attaches it");
+                    tracing::warn!(error = %causes(&error), ifindex = index, "cannot add a pending entry; the next pass attaches it");
                     self.metrics.error(error.kind());
                 }
             }
@@ -261,7 +262,7 @@ impl Syncer {
                 self.attach_each(&BTreeSet::from([index]));
             }
             Err(error) => {
-                tracing::warn!(%error, ifindex = index, "cannot add a pending entry; the next pass attaches it");
+                tracing::warn!(error = %causes(&error), ifindex = index, "cannot add a pending entry; the next pass attaches it");
                 self.metrics.error(error.kind());
             }
         }
@@ -387,7 +388,7 @@ impl Syncer {
         // Detach only once the entries of what is gone are gone too.
         for index in &plan.detach {
             if let Err(error) = self.datapath.detach(*index) {
-                tracing::warn!(%error, ifindex = index, "detach failed; retried next pass");
+                tracing::warn!(error = %causes(&error), ifindex = index, "detach failed; retried next pass");
                 self.metrics.error(error.kind());
             }
         }
@@ -440,7 +441,7 @@ impl Syncer {
                     missing += 1;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, interface = %name, "attach failed; retried next pass");
+                    tracing::warn!(error = %causes(&error), interface = %name, "attach failed; retried next pass");
                     self.metrics.error(error.kind());
                     missing += 1;
                 }
@@ -467,7 +468,7 @@ impl Syncer {
         match self.datapath.policy_counters(&written.tables) {
             Ok(counters) => self.metrics.set_policy_traffic(&counters),
             Err(error) => {
-                tracing::warn!(%error, "reading the policy counters");
+                tracing::warn!(error = %causes(&error), "reading the policy counters");
                 self.metrics.error(error.kind());
             }
         }
@@ -537,7 +538,7 @@ pub async fn run(
             event = links.next() => match event {
                 Ok(event) => syncer.link_event(event),
                 Err(error) => {
-                    tracing::warn!(%error, "link watch");
+                    tracing::warn!(error = %causes(&error), "link watch");
                     syncer.metrics.error(error.kind());
                     tokio::time::sleep(TICK).await;
                     false
@@ -556,7 +557,7 @@ pub async fn run(
         }
         let snapshot = snapshots.borrow_and_update().clone();
         if let Err(error) = syncer.sync(&snapshot) {
-            tracing::error!(%error, kind = error.kind(), "sync failed; the previous state keeps enforcing");
+            tracing::error!(error = %causes(&error), kind = error.kind(), "sync failed; the previous state keeps enforcing");
             syncer.metrics.error(error.kind());
         }
     }
