@@ -539,6 +539,127 @@ fn explain_refuses_a_pod_the_manifests_do_not_have_naming_it() {
     assert!(stderr.contains("pod secure-app/nope is not in"), "{stderr}");
 }
 
+/// Runs the agent where it must fail: exit code 1, nothing on stdout. Returns its
+/// whole stderr, for tests that compare complete lines (no logs: `RUST_LOG` is
+/// removed, so only warnings would print, and these failures have none).
+fn agent_error(args: &[&str]) -> String {
+    let out = Command::new(AGENT)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("PODWALL_RUN_DIR")
+        .output()
+        .unwrap_or_else(|e| panic!("running {AGENT}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    stderr
+}
+
+/// A fresh temporary directory holding `file` with `text`; the file's path.
+fn manifest_file(name: &str, file: &str, text: &str) -> (PathBuf, String) {
+    let dir = temp_dir(name);
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    (dir, path.to_string_lossy().into_owned())
+}
+
+#[test]
+fn a_missing_manifest_path_is_one_line_naming_it_and_the_os_error() {
+    let dir = temp_dir("missing-path");
+    let missing = dir.join("missing.yaml");
+    let missing = missing.to_str().unwrap_or_default();
+    assert_eq!(
+        agent_error(&["simulate", "-f", missing]),
+        format!("error: {missing}: No such file or directory (os error 2)\n")
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_mistyped_manifest_field_is_one_line_naming_file_object_field_and_the_decoder_error() {
+    let (dir, file) = manifest_file(
+        "mistyped-field",
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: db, namespace: prod}\n\
+         spec: {containers: [{name: c, ports: [{containerPort: eighty}]}]}\n",
+    );
+    assert_eq!(
+        agent_error(&["simulate", "-f", &file]),
+        format!(
+            "error: {file}: Pod prod/db: spec.containers[0].ports[0].containerPort: \
+             invalid type: string \"eighty\", expected i32\n"
+        )
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_invalid_policy_port_is_one_line_naming_file_policy_field_and_the_rule() {
+    let (dir, file) = manifest_file(
+        "invalid-port",
+        "policy.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: db-lockdown, namespace: prod}\n\
+         spec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - {protocol: TCP, port: 0}\n",
+    );
+    assert_eq!(
+        agent_error(&[
+            "explain", "-f", &file, "--from", "prod/a", "--to", "prod/b", "--port", "80"
+        ]),
+        format!(
+            "error: {file}: NetworkPolicy prod/db-lockdown: spec.ingress[0].ports[0].port: \
+             0 is not a port number (1-65535)\n"
+        )
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_manifest_syntax_error_is_one_line_naming_the_file_and_the_parser_error() {
+    let (dir, file) = manifest_file("syntax", "pod.json", "{\"kind\": \"Pod\",\n}");
+    assert_eq!(
+        agent_error(&["simulate", "-f", &file]),
+        format!("error: {file}: syntax error: trailing comma at line 2 column 1\n")
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn explain_of_a_pod_the_manifests_do_not_have_is_one_line() {
+    let example = example_str();
+    let args = explain_args("secure-app/nope", "secure-app/mysql", "3306", &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(
+        agent_error(&args),
+        format!("error: pod secure-app/nope is not in {example}\n")
+    );
+}
+
+#[test]
+fn flows_without_a_running_datapath_is_one_line_saying_what_was_looked_at() {
+    let dir = temp_dir("flows-none");
+    let run_dir = dir.to_str().unwrap_or_default();
+    assert_eq!(
+        agent_error(&["flows", "--run-dir", run_dir]),
+        format!(
+            "error: no podwall datapath is running (nothing published under {run_dir}/v{}); \
+             a lab publishes its datapath while it runs (`policy-agent lab run`, `lab tour`)\n",
+            policy_common::ABI_VERSION
+        )
+    );
+    assert_eq!(
+        agent_error(&["flows", "--run-dir", run_dir, "--instance", "gone"]),
+        "error: no podwall datapath instance 'gone' (running: none)\n"
+    );
+    let names = dir.join("gone/names.json");
+    let names = names.to_str().unwrap_or_default();
+    assert_eq!(
+        agent_error(&["flows", "--instance", names]),
+        format!("error: reading {names}: No such file or directory (os error 2)\n")
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn a_bad_ip_block_is_reported_and_fails_closed_instead_of_stopping_the_load() {
     let dir = temp_dir("bad-ipblock");

@@ -9,7 +9,8 @@
 //! compile and event -> maps latency on a synthetic cluster (`cargo xtask bench
 //! agent`); `telemetry` names verdict events for flow logs (`policy-agent flows`,
 //! `lab run --show-drops`); `e2e` runs the conformance cases and the examples on a
-//! real cluster with kubectl (`cargo xtask e2e`).
+//! real cluster with kubectl (`cargo xtask e2e`). Errors say their own context and
+//! keep their cause as `source()`; `causes` prints one with its causes.
 //!
 //! Features: `lab` (the lab, conformance, e2e, `simulate`, `explain`) and `bench`
 //! are on by default; the image the DaemonSet runs is built without them. `testing`
@@ -19,6 +20,7 @@
 pub mod agent;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod causes;
 pub mod cli;
 pub mod dataplane;
 #[cfg(feature = "lab")]

@@ -13,6 +13,7 @@ mod test;
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -113,7 +114,7 @@ pub fn workspace_root() -> PathBuf {
 pub fn run_checked(cmd: &mut std::process::Command) -> anyhow::Result<()> {
     let status = cmd
         .status()
-        .map_err(|e| anyhow::anyhow!("cannot start {cmd:?}: {e}"))?;
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         anyhow::bail!("{cmd:?} failed with {status}");
     }
@@ -164,7 +165,7 @@ pub fn build_agent_profile(task: &str, build: AgentBuild) -> anyhow::Result<Path
     }
     let out = cargo
         .output()
-        .map_err(|e| anyhow::anyhow!("cannot start {cargo:?}: {e}"))?;
+        .with_context(|| format!("cannot start {cargo:?}"))?;
     if !out.status.success() {
         anyhow::bail!("{cargo:?} failed with {}", out.status);
     }

@@ -10,6 +10,7 @@ use std::{
 };
 
 use super::metrics::Metrics;
+use crate::causes::causes;
 use crate::dataplane::{ConntrackSweeper, InterfaceIndex};
 
 /// How often the sweep runs: an expired entry holds its place (and its pod's
@@ -43,7 +44,7 @@ pub fn start(mut sweeper: ConntrackSweeper, metrics: Arc<Metrics>) -> std::io::R
                         "conntrack swept"
                     ),
                     Err(error) => {
-                        tracing::warn!(%error, "conntrack sweep failed; tried again in {SWEEP_EVERY:?}");
+                        tracing::warn!(error = %causes(&error), "conntrack sweep failed; tried again in {SWEEP_EVERY:?}");
                         metrics.error("conntrack_sweep");
                     }
                 }

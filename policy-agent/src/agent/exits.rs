@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{dataplane::Dataplane, sync::Syncer};
+use crate::causes::causes;
 use crate::dataplane::{Frames, InterfaceIndex};
 
 impl<D: Dataplane> Syncer<D> {
@@ -17,7 +18,7 @@ impl<D: Dataplane> Syncer<D> {
             match self.datapath.attach_node_sockets() {
                 Ok(()) => tracing::info!("node_sockets attached to the node's network namespace"),
                 Err(error) => {
-                    tracing::warn!(%error, "attaching node_sockets failed; Service egress to the node itself is not decided until a pass attaches it");
+                    tracing::warn!(error = %causes(&error), "attaching node_sockets failed; Service egress to the node itself is not decided until a pass attaches it");
                     self.metrics.error(error.kind());
                 }
             }
@@ -26,7 +27,7 @@ impl<D: Dataplane> Syncer<D> {
         let wanted: BTreeSet<InterfaceIndex> = exits.keys().copied().collect();
         for index in current.difference(&wanted) {
             if let Err(error) = self.datapath.detach_exit(*index) {
-                tracing::warn!(%error, ifindex = index, "detaching the exit classifiers failed; retried next pass");
+                tracing::warn!(error = %causes(&error), ifindex = index, "detaching the exit classifiers failed; retried next pass");
                 self.metrics.error(error.kind());
             }
         }
@@ -37,7 +38,7 @@ impl<D: Dataplane> Syncer<D> {
             match self.datapath.attach_exit(&name, *frames) {
                 Ok(_) => tracing::info!(interface = %name, "exit classifiers attached"),
                 Err(error) => {
-                    tracing::warn!(%error, interface = %name, "attaching the exit classifiers failed; Service egress leaving by it is not decided until a pass attaches them");
+                    tracing::warn!(error = %causes(&error), interface = %name, "attaching the exit classifiers failed; Service egress leaving by it is not decided until a pass attaches them");
                     self.metrics.error(error.kind());
                 }
             }

@@ -13,6 +13,7 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use crate::{
+    causes::causes,
     dataplane::{Datapath, InterfaceIndex},
     model::{ClusterState, ObjectRef},
     policy::tables::DatapathTables,
@@ -92,14 +93,14 @@ impl FlowPublisher {
         self.written = None;
         if let Some(dir) = self.names_file.parent() {
             if let Err(error) = std::fs::create_dir_all(dir) {
-                tracing::warn!(%error, dir = %dir.display(), "`policy-agent flows` cannot name this node's events: no run directory");
+                tracing::warn!(error = %causes(&error), dir = %dir.display(), "`policy-agent flows` cannot name this node's events: no run directory");
                 return;
             }
         }
         match replace_names(&self.names_file, &names) {
             Ok(()) => self.written = Some(names),
             Err(error) => {
-                tracing::warn!(%error, "`policy-agent flows` cannot name this node's events until a later pass publishes them")
+                tracing::warn!(error = %causes(&error), "`policy-agent flows` cannot name this node's events until a later pass publishes them")
             }
         }
     }

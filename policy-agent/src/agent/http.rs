@@ -32,12 +32,13 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::oneshot};
 
 use super::{health::Health, metrics::Metrics, metrics::CONTENT_TYPE};
+use crate::causes::causes;
 
 /// What can stop the HTTP server.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr} (--metrics-addr): {source}")]
+    #[error("cannot listen on {addr} (--metrics-addr)")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -117,9 +118,9 @@ pub async fn run(
         match bind(addr).await {
             Ok(listener) => break listener,
             Err(error) => {
-                tracing::warn!(%error, retry_in_s = delay.as_secs(), "metrics/health endpoint not listening; enforcement goes on");
+                tracing::warn!(error = %causes(&error), retry_in_s = delay.as_secs(), "metrics/health endpoint not listening; enforcement goes on");
                 metrics.error("http_bind");
-                health.set_http(Some(format!("{error}; retrying")));
+                health.set_http(Some(format!("{}; retrying", causes(&error))));
                 tokio::select! {
                     () = &mut shutdown => return,
                     () = tokio::time::sleep(delay) => {}
@@ -159,7 +160,7 @@ pub async fn serve(
             Ok((stream, _)) => stream,
             Err(error) => {
                 // Out of descriptors or memory: wait rather than spin.
-                tracing::warn!(%error, "accepting a metrics/health connection");
+                tracing::warn!(error = %causes(&error), "accepting a metrics/health connection");
                 metrics.error("http_accept");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -195,7 +196,7 @@ pub async fn serve(
                         if error.is_timeout() {
                             metrics.http_closed("header_timeout");
                         } else {
-                            tracing::debug!(%error, "metrics/health connection");
+                            tracing::debug!(error = %causes(&error), "metrics/health connection");
                         }
                     }
                 }
@@ -213,7 +214,7 @@ async fn metrics_handler(State(shared): State<Shared>) -> Response {
     match shared.metrics.encode() {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(error) => {
-            tracing::error!(%error, "encoding metrics");
+            tracing::error!(error = %causes(&error), "encoding metrics");
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response()
         }
     }

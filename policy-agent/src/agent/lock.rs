@@ -36,7 +36,7 @@ pub enum LockError {
         holder: Option<u32>,
     },
     /// The lock file could not be made or locked.
-    #[error("instance lock {}: {source}", path.display())]
+    #[error("instance lock {}", path.display())]
     Io {
         /// The lock file.
         path: PathBuf,

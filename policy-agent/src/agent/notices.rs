@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{dataplane::Dataplane, health::Health, metrics::Metrics};
-use crate::{dataplane::EventsLost, node::Link};
+use crate::{causes::causes, dataplane::EventsLost, node::Link};
 
 /// What was reported last, so a notice is logged once while it lasts.
 #[derive(Debug, Default)]
@@ -54,7 +54,7 @@ impl Notices {
         match datapath.programs_ahead(&names) {
             Ok(ahead) => self.ahead(ahead.iter().map(ToString::to_string), metrics, health),
             Err(error) => {
-                tracing::warn!(%error, "reading the TCX chains of pod interfaces");
+                tracing::warn!(error = %causes(&error), "reading the TCX chains of pod interfaces");
                 metrics.error(error.kind());
             }
         }

@@ -17,6 +17,7 @@ use super::{
     sync::{self, SyncConfig, Syncer},
 };
 use crate::{
+    causes::causes,
     dataplane::{self, Adoption, Datapath, DataplaneError, LoadOptions},
     node::{LinkWatch, NodeError},
     source::api_server::{self as api_server, ClientError, WatchOptions},
@@ -77,7 +78,7 @@ pub enum RunError {
     #[error(transparent)]
     Lock(#[from] LockError),
     /// The conntrack sweep thread could not start.
-    #[error("starting the conntrack sweep thread: {0}")]
+    #[error("starting the conntrack sweep thread")]
     Sweep(#[source] std::io::Error),
     /// No bpffs where the pins go.
     #[error("bpffs is not mounted at {0}: the pins that keep pods enforced across restarts live there; mount it on the host (`mount -t bpf bpf /sys/fs/bpf`) and give the agent a hostPath volume of it")]
@@ -157,7 +158,7 @@ pub async fn run(
     sync::run(syncer, watch.receiver(), links, shutdown).await;
     let _ = stop_http.send(());
     if let Err(error) = server.await {
-        tracing::warn!(%error, "the HTTP server task failed");
+        tracing::warn!(error = %causes(&error), "the HTTP server task failed");
     }
     Ok(())
 }

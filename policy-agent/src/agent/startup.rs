@@ -30,7 +30,7 @@ pub enum StartupError {
         path: PathBuf,
     },
     /// The BTF file exists but cannot be read.
-    #[error("kernel BTF at {} cannot be read: {source}; podwall needs it to load its programs", path.display())]
+    #[error("kernel BTF at {} cannot be read (podwall needs it to load its programs)", path.display())]
     UnreadableBtf {
         /// The path checked.
         path: PathBuf,
@@ -45,10 +45,17 @@ pub enum StartupError {
         found: String,
     },
     /// The kernel version could not be read.
-    #[error("cannot read the kernel version to check for TCX (Linux 6.6 or later): {message}")]
+    #[error("cannot read the kernel version to check for TCX (Linux 6.6 or later)")]
     KernelVersion {
-        /// What went wrong.
-        message: String,
+        /// What aya said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The test hook's stand-in version does not parse.
+    #[error("cannot read the kernel version to check for TCX (Linux 6.6 or later): {KERNEL_VERSION_ENV}={text:?} is not a version like 6.6.0")]
+    KernelVersionOverride {
+        /// What `PODWALL_KERNEL_VERSION` holds.
+        text: String,
     },
 }
 
@@ -57,7 +64,9 @@ impl StartupError {
     pub fn kind(&self) -> &'static str {
         match self {
             StartupError::NoBtf { .. } | StartupError::UnreadableBtf { .. } => "no_btf",
-            StartupError::NoTcx { .. } | StartupError::KernelVersion { .. } => "no_tcx",
+            StartupError::NoTcx { .. }
+            | StartupError::KernelVersion { .. }
+            | StartupError::KernelVersionOverride { .. } => "no_tcx",
         }
     }
 }
@@ -72,11 +81,10 @@ pub fn check_with(env: impl Fn(&str) -> Option<String>) -> Result<(), StartupErr
     let btf = env(BTF_PATH_ENV).map_or_else(|| PathBuf::from(BTF_PATH), PathBuf::from);
     check_btf(&btf)?;
     let version = match env(KERNEL_VERSION_ENV) {
-        Some(text) => parse_version(&text).ok_or_else(|| StartupError::KernelVersion {
-            message: format!("{KERNEL_VERSION_ENV}={text:?} is not a version like 6.6.0"),
-        })?,
+        Some(text) => parse_version(&text)
+            .ok_or_else(|| StartupError::KernelVersionOverride { text: text.clone() })?,
         None => KernelVersion::current().map_err(|error| StartupError::KernelVersion {
-            message: error.to_string(),
+            source: Box::new(error),
         })?,
     };
     check_tcx(version)

@@ -37,6 +37,7 @@ use super::{
     plan::{self, PlanInput},
 };
 use crate::{
+    causes::causes,
     dataplane::{Datapath, DataplaneError, InterfaceIndex},
     model::{ClusterState, ObjectRef},
     node::{Link, LinkEvent, LinkWatch, NodeError},
@@ -195,7 +196,7 @@ impl<D: Dataplane> Syncer<D> {
                     return false;
                 }
                 if let Err(error) = self.refresh_tunnel_ports() {
-                    tracing::warn!(%error, "reading the node's tunnel ports; the next pass retries");
+                    tracing::warn!(error = %causes(&error), "reading the node's tunnel ports; the next pass retries");
                     self.metrics.error(error.kind());
                 }
                 // Attached as pending, then enslaved to a bridge that is no pod's.
@@ -243,7 +244,7 @@ impl<D: Dataplane> Syncer<D> {
                     self.attach_each(&BTreeSet::from([index]));
                 }
                 Err(error) => {
-                    tracing::warn!(%error, ifindex = index, "cannot add a pending entry; the next pass attaches it");
+                    tracing::warn!(error = %causes(&error), ifindex = index, "cannot add a pending entry; the next pass attaches it");
                     self.metrics.error(error.kind());
                 }
             }
@@ -263,7 +264,7 @@ impl<D: Dataplane> Syncer<D> {
                 self.attach_each(&BTreeSet::from([index]));
             }
             Err(error) => {
-                tracing::warn!(%error, ifindex = index, "cannot add a pending entry; the next pass attaches it");
+                tracing::warn!(error = %causes(&error), ifindex = index, "cannot add a pending entry; the next pass attaches it");
                 self.metrics.error(error.kind());
             }
         }
@@ -389,7 +390,7 @@ impl<D: Dataplane> Syncer<D> {
         // Detach only once the entries of what is gone are gone too.
         for index in &plan.detach {
             if let Err(error) = self.datapath.detach(*index) {
-                tracing::warn!(%error, ifindex = index, "detach failed; retried next pass");
+                tracing::warn!(error = %causes(&error), ifindex = index, "detach failed; retried next pass");
                 self.metrics.error(error.kind());
             }
         }
@@ -442,7 +443,7 @@ impl<D: Dataplane> Syncer<D> {
                     missing += 1;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, interface = %name, "attach failed; retried next pass");
+                    tracing::warn!(error = %causes(&error), interface = %name, "attach failed; retried next pass");
                     self.metrics.error(error.kind());
                     missing += 1;
                 }
@@ -469,7 +470,7 @@ impl<D: Dataplane> Syncer<D> {
         match self.datapath.policy_counters(&written.tables) {
             Ok(counters) => self.metrics.set_policy_traffic(&counters),
             Err(error) => {
-                tracing::warn!(%error, "reading the policy counters");
+                tracing::warn!(error = %causes(&error), "reading the policy counters");
                 self.metrics.error(error.kind());
             }
         }
@@ -539,7 +540,7 @@ pub async fn run<D: Dataplane>(
             event = links.next() => match event {
                 Ok(event) => syncer.link_event(event),
                 Err(error) => {
-                    tracing::warn!(%error, "link watch");
+                    tracing::warn!(error = %causes(&error), "link watch");
                     syncer.metrics.error(error.kind());
                     tokio::time::sleep(TICK).await;
                     false
@@ -558,7 +559,7 @@ pub async fn run<D: Dataplane>(
         }
         let snapshot = snapshots.borrow_and_update().clone();
         if let Err(error) = syncer.sync(&snapshot) {
-            tracing::error!(%error, kind = error.kind(), "sync failed; the previous state keeps enforcing");
+            tracing::error!(error = %causes(&error), kind = error.kind(), "sync failed; the previous state keeps enforcing");
             syncer.metrics.error(error.kind());
         }
     }

@@ -78,7 +78,7 @@ pub enum BenchError {
         message: String,
     },
     /// Pinning the thread failed.
-    #[error("pinning the benchmark to CPU {cpu}: {source}")]
+    #[error("pinning the benchmark to CPU {cpu}")]
     Pin {
         /// The CPU asked for.
         cpu: usize,
@@ -106,6 +106,15 @@ pub enum BenchError {
         command: String,
         /// What went wrong.
         message: String,
+    },
+    /// A child process could not be run, or a file not read.
+    #[error("{what}")]
+    Io {
+        /// What was being done (`running CMD`, `reading /proc/self/status`).
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
     },
     /// A replayed event did not do what the benchmark needs from it.
     #[error("event {event}: {message}")]

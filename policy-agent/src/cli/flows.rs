@@ -17,6 +17,7 @@ use clap::{Args, ValueEnum};
 
 use super::Output;
 use crate::{
+    causes::causes,
     dataplane::EventVerdict,
     telemetry::flows::{
         publish::{self, RUN_ROOT},
@@ -99,9 +100,10 @@ pub fn run(args: &FlowsArgs) -> anyhow::Result<()> {
     let mut follower = match Follower::open(&instance) {
         Ok(follower) => follower,
         Err(error) if error.permission_denied() => bail!(
-            "{error}\nfollowing a datapath opens its pinned BPF maps, which needs root \
+            "{}\nfollowing a datapath opens its pinned BPF maps, which needs root \
              (CAP_BPF, and read access to the pins): run `policy-agent flows` as root, \
-             or inside the agent's container"
+             or inside the agent's container",
+            causes(&error)
         ),
         Err(error) => return Err(error.into()),
     };

@@ -24,6 +24,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
+    causes::causes,
     model::{ClusterState, Protocol},
     source::{load_all, ManifestError},
 };
@@ -174,21 +175,11 @@ fn coloured(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
     terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
-/// An error and its causes on one line, each said once: many error types already
-/// put their cause into their own message, and `{:#}` would repeat it.
+/// An error and its causes on one line (`context: cause: root cause`): each
+/// error's message says only its own context, so the chain says each cause once.
 fn render(error: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    let error: &(dyn std::error::Error + 'static) = error.as_ref();
+    causes(error).to_string()
 }
 
 /// Runs the CLI and turns errors into a message and exit code 1 (usage errors
@@ -231,15 +222,18 @@ mod tests {
     use crate::model::Protocol;
 
     #[test]
-    fn an_error_prints_each_cause_once_and_keeps_contexts() {
+    fn an_error_prints_its_contexts_and_causes_in_order_joined() {
         #[derive(Debug, thiserror::Error)]
-        #[error("reading x: {source}")]
+        #[error("reading x")]
         struct Outer {
             source: std::io::Error,
         }
         let inner = std::io::Error::other("disk on fire");
         let error = anyhow::Error::from(Outer { source: inner }).context("loading the lab");
         assert_eq!(render(&error), "loading the lab: reading x: disk on fire");
+        // Nothing is dropped for looking like what came before.
+        let error = anyhow::anyhow!("x").context("reading x");
+        assert_eq!(render(&error), "reading x: x");
     }
 
     #[test]

@@ -164,7 +164,7 @@ pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
     let names = FlowPaths::system().names_file(&args.instance);
     if let Err(error) = std::fs::remove_file(&names) {
         if error.kind() != std::io::ErrorKind::NotFound {
-            bail!("removing {}: {error}", names.display());
+            return Err(error).with_context(|| format!("removing {}", names.display()));
         }
     }
     lock.remove_file();

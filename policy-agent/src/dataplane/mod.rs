@@ -48,7 +48,7 @@ pub enum DataplaneError {
         searched: Vec<PathBuf>,
     },
     /// The object could not be parsed or loaded.
-    #[error("loading eBPF object {path}: {source}")]
+    #[error("loading eBPF object {path}")]
     Load {
         /// The object file.
         path: PathBuf,
@@ -65,7 +65,7 @@ pub enum DataplaneError {
         message: String,
     },
     /// Attaching a classifier to an interface failed.
-    #[error("attaching {program} to interface {interface}: {source}")]
+    #[error("attaching {program} to interface {interface}")]
     Attach {
         /// Program name.
         program: &'static str,
@@ -76,7 +76,7 @@ pub enum DataplaneError {
         source: Box<aya::programs::ProgramError>,
     },
     /// The interface does not exist in the current network namespace.
-    #[error("interface {interface} not found: {source}")]
+    #[error("interface {interface} not found")]
     Interface {
         /// Interface name.
         interface: String,
@@ -146,7 +146,7 @@ pub enum DataplaneError {
         missing: Vec<&'static str>,
     },
     /// Reading or writing a map entry failed (for example: the map is full).
-    #[error("eBPF map {map}: {operation}: {source}")]
+    #[error("eBPF map {map}: {operation}")]
     MapOp {
         /// Map name.
         map: &'static str,

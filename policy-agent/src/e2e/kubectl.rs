@@ -19,7 +19,7 @@ use crate::model::ObjectRef;
 #[derive(Debug, thiserror::Error)]
 pub enum E2eError {
     /// kubectl could not be started.
-    #[error("cannot run kubectl: {0}")]
+    #[error("cannot run kubectl")]
     Spawn(#[source] std::io::Error),
     /// kubectl failed.
     #[error("kubectl {args}: {message}")]
@@ -29,6 +29,18 @@ pub enum E2eError {
         /// What it said on stderr (or its status).
         message: String,
     },
+    /// kubectl printed something that is not the JSON asked for.
+    #[error("kubectl {args}: its output is not the JSON asked for")]
+    Json {
+        /// Its arguments.
+        args: String,
+        /// What the parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The case directory could not be read.
+    #[error(transparent)]
+    Cases(#[from] crate::lab::conformance::ConformanceError),
     /// A case or example file could not be used.
     #[error("{0}")]
     Input(String),
@@ -171,8 +183,10 @@ impl Kubectl {
                 &strings(&["get", resource, "--namespace", namespace, "-o", "json"]),
                 None,
             )?;
-            let list: Value = serde_json::from_str(&text)
-                .map_err(|e| E2eError::Input(format!("kubectl get {resource}: {e}")))?;
+            let list: Value = serde_json::from_str(&text).map_err(|source| E2eError::Json {
+                args: format!("get {resource} --namespace {namespace} -o json"),
+                source,
+            })?;
             found.extend(
                 list["items"]
                     .as_array()

@@ -22,6 +22,7 @@ use super::{
     probe::{self, Seen},
 };
 use crate::{
+    causes::causes,
     lab::conformance::{
         case_files, expand_value,
         fixture::{self, NAMESPACES},
@@ -154,11 +155,11 @@ pub fn conformance(
     options: &Options,
     mut report: impl FnMut(&Outcome),
 ) -> Result<Vec<Outcome>, E2eError> {
-    let files = case_files(dir).map_err(|e| E2eError::Input(e.to_string()))?;
+    let files = case_files(dir)?;
     let cases: Vec<(PathBuf, Result<Case, String>)> = files
         .into_iter()
         .map(|file| {
-            let case = Case::load(&file).map_err(|e| format!("{}: {e}", file.display()));
+            let case = Case::load(&file).map_err(|e| format!("{}: {}", file.display(), causes(&e)));
             (file, case)
         })
         .collect();
@@ -227,11 +228,11 @@ impl Cluster<'_> {
         for namespace in NAMESPACES {
             self.kubectl
                 .delete_policies(namespace)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| causes(&e).to_string())?;
         }
         self.kubectl
             .apply(&manifests::fixture(self.ports)?)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| causes(&e).to_string())?;
         let mut labels: BTreeMap<ObjectRef, Labels> = fixture::pods()
             .into_iter()
             .map(|key| {
@@ -256,13 +257,17 @@ impl Cluster<'_> {
         for object in &step.apply {
             let mut object = object.clone();
             expand_value(&mut object, self.pods)?;
-            policies.push(serde_json::to_value(&object).map_err(|e| e.to_string())?);
+            policies.push(serde_json::to_value(&object).map_err(|e| causes(&e).to_string())?);
         }
         if !policies.is_empty() {
-            self.kubectl.apply(&policies).map_err(|e| e.to_string())?;
+            self.kubectl
+                .apply(&policies)
+                .map_err(|e| causes(&e).to_string())?;
         }
         for key in &step.delete {
-            self.kubectl.delete_policy(key).map_err(|e| e.to_string())?;
+            self.kubectl
+                .delete_policy(key)
+                .map_err(|e| causes(&e).to_string())?;
         }
         for change in &step.relabel {
             let object = match change {
@@ -272,7 +277,9 @@ impl Cluster<'_> {
                     manifests::fixture_pod(key, new, self.ports)?
                 }
             };
-            self.kubectl.apply(&[object]).map_err(|e| e.to_string())?;
+            self.kubectl
+                .apply(&[object])
+                .map_err(|e| causes(&e).to_string())?;
         }
         Ok(())
     }
@@ -352,7 +359,7 @@ pub fn examples(
             .collect();
         let cleaned = kubectl
             .delete(&cleanup)
-            .map_err(|e| format!("cleaning up: {e}"));
+            .map_err(|e| format!("cleaning up: {}", causes(&e)));
         let result = result.and(cleaned);
         let outcome = finish(outcome, started, result);
         report(&outcome);
@@ -365,7 +372,7 @@ pub fn examples(
 /// them, empty documents left out.
 fn documents(file: &Path, text: &str) -> Result<Vec<Value>, String> {
     parse_documents(file, text)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| causes(&e).to_string())?
         .into_iter()
         .filter(|doc| !doc.is_null())
         .map(|doc| serde_json::to_value(doc).map_err(|e| format!("{}: {e}", file.display())))
@@ -423,12 +430,18 @@ fn run_example(
                 .objects
                 .iter()
                 .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == name);
-            if !ours && kubectl.namespace_exists(name).map_err(|e| e.to_string())? {
+            if !ours
+                && kubectl
+                    .namespace_exists(name)
+                    .map_err(|e| causes(&e).to_string())?
+            {
                 applied.existing_namespaces.insert(name.to_string());
             }
         }
         applied.objects.extend(objects.iter().cloned());
-        kubectl.apply(&objects).map_err(|e| e.to_string())?;
+        kubectl
+            .apply(&objects)
+            .map_err(|e| causes(&e).to_string())?;
         let namespaces: BTreeSet<&str> = objects
             .iter()
             .filter(|o| o["kind"] == "Pod")
@@ -437,7 +450,7 @@ fn run_example(
         for namespace in &namespaces {
             kubectl
                 .wait_ready(namespace, options.ready_timeout)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| causes(&e).to_string())?;
         }
         let all: Vec<&str> = applied
             .objects
@@ -447,7 +460,9 @@ fn run_example(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let addresses = kubectl.addresses("pods", &all).map_err(|e| e.to_string())?;
+        let addresses = kubectl
+            .addresses("pods", &all)
+            .map_err(|e| causes(&e).to_string())?;
         let planned: Vec<Planned> = expected
             .iter()
             .map(|e| Planned {

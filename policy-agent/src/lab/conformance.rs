@@ -32,13 +32,13 @@ pub use self::{
     placeholders::{expand, expand_value, Addresses},
 };
 use super::{topology::Layout, Lab, LabError, LabOptions};
-use crate::model::Protocol;
+use crate::{causes::causes, model::Protocol};
 
 /// Why a run could not happen at all (a single case's problems are its outcome).
 #[derive(Debug, thiserror::Error)]
 pub enum ConformanceError {
     /// The case directory could not be listed.
-    #[error("{}: {source}", dir.display())]
+    #[error("{}", dir.display())]
     ReadDir {
         /// The directory.
         dir: PathBuf,
@@ -53,7 +53,7 @@ pub enum ConformanceError {
         dir: PathBuf,
     },
     /// The lab could not be built.
-    #[error("the conformance lab could not start: {0}")]
+    #[error("the conformance lab could not start")]
     Lab(#[from] LabError),
 }
 
@@ -80,7 +80,7 @@ pub fn sctp_supported() -> bool {
     match socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, Some(protocol)) {
         Ok(_) => true,
         Err(error) => {
-            tracing::debug!(%error, "cannot open an SCTP socket");
+            tracing::debug!(error = %causes(&error), "cannot open an SCTP socket");
             false
         }
     }
@@ -150,7 +150,7 @@ pub fn run_dir(
                 let name = file
                     .file_stem()
                     .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-                let reason = format!("{}: {error}", file.display());
+                let reason = format!("{}: {}", file.display(), causes(&error));
                 Outcome::not_run(name, file, CaseResult::Fail(reason))
             }
             Ok(case) if !runnable(&case) => {

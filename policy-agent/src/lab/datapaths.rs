@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use super::{fabric, flowlog, netns, topology::Topology, LabError};
 use crate::{
+    causes::causes,
     dataplane::{
         Datapath, DataplaneError, EventReader, Frames, InterfaceIndex, LoadOptions, Stats,
         TunnelPorts,
@@ -123,7 +124,7 @@ impl NodeDatapath {
             .apply(&self.tables, &self.interfaces, &BTreeMap::new())?;
         if let Some(publication) = &self.publication {
             if let Err(error) = publication.publish(&self.flow_names(state)) {
-                tracing::warn!(%error, instance = %self.instance, "`policy-agent flows` cannot name this lab node's events: its names file is removed until a later update publishes one");
+                tracing::warn!(error = %causes(&error), instance = %self.instance, "`policy-agent flows` cannot name this lab node's events: its names file is removed until a later update publishes one");
             }
         }
         Ok(())

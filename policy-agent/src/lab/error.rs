@@ -11,7 +11,7 @@ pub enum LabError {
     #[error("the lab needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF): run it as root")]
     NotRoot,
     /// Entering or opening a network namespace failed.
-    #[error("network namespace {name}: {source}")]
+    #[error("network namespace {name}")]
     Netns {
         /// Namespace name.
         name: String,
@@ -20,7 +20,7 @@ pub enum LabError {
         source: std::io::Error,
     },
     /// Setting a sysctl inside a lab namespace failed.
-    #[error("sysctl {key} in {netns}: {source}")]
+    #[error("sysctl {key} in {netns}")]
     Sysctl {
         /// Namespace name.
         netns: String,
@@ -38,6 +38,17 @@ pub enum LabError {
         /// What it said.
         message: String,
     },
+    /// An `ip` or `nft` command could not be started or fed its input.
+    #[error("{command}: cannot {what}")]
+    CommandIo {
+        /// What was run.
+        command: String,
+        /// What was attempted (`run \`ip\` (install iproute2)`, `write its input`).
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A helper thread panicked.
     #[error("a lab thread panicked during: {what}")]
     Thread {
@@ -45,7 +56,7 @@ pub enum LabError {
         what: String,
     },
     /// A listener or probe socket could not be made.
-    #[error("pod {pod}: cannot {what}: {source}")]
+    #[error("pod {pod}: cannot {what}")]
     Socket {
         /// The pod.
         pod: String,
@@ -106,6 +117,6 @@ pub enum LabError {
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
     /// Reading the node namespace over rtnetlink failed.
-    #[error("lab node namespace: {0}")]
+    #[error("lab node namespace")]
     Node(#[from] crate::node::NodeError),
 }

@@ -10,6 +10,7 @@ use policy_common::config::{Config, CONFIG_FLAG_ALLOW_EVENTS};
 
 use super::netns::{self, LAB_PREFIX};
 use crate::{
+    causes::causes,
     dataplane::Datapath,
     telemetry::flows::{
         bpffs::Release, publish::process_alive, FlowLogError, FlowPaths, Publication,
@@ -36,7 +37,7 @@ pub(super) fn start(datapath: &mut Datapath, run: &str) -> Option<Publication> {
     match Publication::start(datapath, &FlowPaths::system(), run) {
         Ok(publication) => Some(publication),
         Err(error) => {
-            tracing::warn!(%error, "`policy-agent flows` cannot follow this lab");
+            tracing::warn!(error = %causes(&error), "`policy-agent flows` cannot follow this lab");
             None
         }
     }

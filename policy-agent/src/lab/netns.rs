@@ -85,24 +85,24 @@ fn batch(tool: &str, netns: Option<&str>, lines: &[String]) -> Result<(), LabErr
             lines.join("; ")
         )
     };
-    let mut child = command.spawn().map_err(|source| LabError::Command {
-        command: describe(),
-        message: format!("cannot run `{tool}` (install iproute2): {source}"),
-    })?;
+    let io_error = |what: String| {
+        move |source| LabError::CommandIo {
+            command: describe(),
+            what,
+            source,
+        }
+    };
+    let mut child = command
+        .spawn()
+        .map_err(io_error(format!("run `{tool}` (install iproute2)")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(lines.join("\n").as_bytes())
-            .map_err(|source| LabError::Command {
-                command: describe(),
-                message: source.to_string(),
-            })?;
+            .map_err(io_error("write its input".to_string()))?;
     }
     let output = child
         .wait_with_output()
-        .map_err(|source| LabError::Command {
-            command: describe(),
-            message: source.to_string(),
-        })?;
+        .map_err(io_error("wait for it".to_string()))?;
     if !output.status.success() {
         return Err(LabError::Command {
             command: describe(),

@@ -17,6 +17,7 @@ use super::{
     topology::{self, LabPod, Layout, Topology, TopologyKind},
     LabError,
 };
+use crate::causes::causes;
 use crate::model::{ClusterState, ObjectRef, Protocol};
 
 static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
@@ -44,7 +45,7 @@ impl Drop for RunGuard {
             .filter(|n| n.starts_with(&prefix))
             .collect();
         if let Err(error) = netns::delete(&names) {
-            tracing::error!(%error, run = %self.run, "could not delete the lab's namespaces; run `policy-agent lab down`");
+            tracing::error!(error = %causes(&error), run = %self.run, "could not delete the lab's namespaces; run `policy-agent lab down`");
         }
     }
 }

@@ -39,6 +39,7 @@ use std::{
 };
 
 use super::{topology::LabPod, LabError};
+use crate::causes::causes;
 use crate::model::{ClusterState, ObjectRef, PortRef, Protocol};
 
 /// The nftables table the lab owns in its node namespace.
@@ -245,21 +246,27 @@ pub fn nft(netns: &str, script: &str) -> Result<(), LabError> {
         command: command.clone(),
         message,
     };
+    let io_error = |what: &str| {
+        let what = what.to_string();
+        |source| LabError::CommandIo {
+            command: command.clone(),
+            what,
+            source,
+        }
+    };
     let mut child = Command::new("ip")
         .args(["netns", "exec", netns, "nft", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| failed(format!("cannot run `ip netns exec ... nft`: {e}")))?;
+        .map_err(io_error("run it"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(script.as_bytes())
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(io_error("write its input"))?;
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| failed(e.to_string()))?;
+    let output = child.wait_with_output().map_err(io_error("wait for it"))?;
     if output.status.success() {
         return Ok(());
     }
@@ -287,7 +294,7 @@ pub fn apply(node: &str, routes: &[ServiceRoute]) -> Result<(), LabError> {
         return Err(error);
     }
     for route in &sctp {
-        tracing::warn!(service = %route.service, port = route.port, %error, "SCTP Service port skipped: nft rejected it");
+        tracing::warn!(service = %route.service, port = route.port, error = %causes(&error), "SCTP Service port skipped: nft rejected it");
     }
     nft(node, &ruleset(&rest))
 }

@@ -31,6 +31,7 @@ use super::{
     socket::Netlink,
     NodeError,
 };
+use crate::causes::causes;
 
 /// Kernel answers to an address dump of a namespace that went away meanwhile
 /// (the pod is being deleted): `EINVAL` (no such namespace id), `ENOENT`,
@@ -89,7 +90,7 @@ fn peer_addresses(strict: &mut Netlink, peer: &Peer) -> Result<Vec<IpAddr>, Node
     let replies = match strict.request(RouteNetlinkMessage::GetAddress(message), true, &request) {
         Ok(replies) => replies,
         Err(error) if error.errno().is_some_and(|e| GONE_ERRNOS.contains(&e)) => {
-            tracing::debug!(%error, "a bridge port's peer is gone");
+            tracing::debug!(error = %causes(&error), "a bridge port's peer is gone");
             return Ok(Vec::new());
         }
         Err(error) => return Err(error),

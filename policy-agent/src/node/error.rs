@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The netlink socket could not be opened, bound or read.
-    #[error("rtnetlink socket: cannot {what}: {source}")]
+    #[error("rtnetlink socket: cannot {what}")]
     Socket {
         /// What was attempted (open, bind, send, receive, subscribe).
         what: &'static str,
@@ -13,7 +13,7 @@ pub enum NodeError {
         source: std::io::Error,
     },
     /// The kernel answered a request with an error.
-    #[error("rtnetlink {request}: the kernel answered: {source}")]
+    #[error("rtnetlink {request}: the kernel answered")]
     Kernel {
         /// The request, with its argument (e.g. `route get 10.0.0.1`).
         request: String,
@@ -22,12 +22,13 @@ pub enum NodeError {
         source: std::io::Error,
     },
     /// A reply could not be decoded.
-    #[error("rtnetlink {request}: undecodable reply: {message}")]
+    #[error("rtnetlink {request}: undecodable reply")]
     Decode {
         /// The request.
         request: String,
         /// What the decoder said.
-        message: String,
+        #[source]
+        source: netlink_packet_core::DecodeError,
     },
 }
 

@@ -43,12 +43,13 @@ pub(super) fn decode_all(
     let mut offset = 0;
     while offset < data.len() {
         let bytes = data.get(offset..).unwrap_or_default();
-        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).map_err(|e| {
-            NodeError::Decode {
-                request: request(),
-                message: e.to_string(),
-            }
-        })?;
+        let message =
+            NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).map_err(|source| {
+                NodeError::Decode {
+                    request: request(),
+                    source,
+                }
+            })?;
         let length = message.header.length as usize;
         if length == 0 {
             break;

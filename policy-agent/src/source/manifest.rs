@@ -33,7 +33,7 @@ use crate::model::{ClusterState, ObjectRef};
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// A file or directory could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The path that failed.
         path: PathBuf,
@@ -42,14 +42,15 @@ pub enum ManifestError {
         source: io::Error,
     },
     /// A file is not valid YAML (or JSON, for `.json` files).
-    #[error("{}: syntax error: {message}", file.display())]
+    #[error("{}: syntax error", file.display())]
     Syntax {
         /// The file.
         file: PathBuf,
         /// 1-based line of the error, when the parser knows it.
         line: Option<usize>,
-        /// The parser's message (it includes the line and column when known).
-        message: String,
+        /// What the parser said (with the line and column when known).
+        #[source]
+        source: SyntaxError,
     },
     /// A document is not a Kubernetes object we can dispatch on: not a mapping,
     /// no `kind`, a kind we read under an unsupported `apiVersion`, a bad List.
@@ -64,8 +65,19 @@ pub enum ManifestError {
         /// What is wrong.
         message: String,
     },
+    /// A document's merge keys (`<<`) cannot be resolved.
+    #[error("{}: {object}: resolving merge keys (<<)", file.display())]
+    Merge {
+        /// The file.
+        file: PathBuf,
+        /// The object, e.g. `document 2`.
+        object: String,
+        /// What the YAML library said.
+        #[source]
+        source: serde_norway::Error,
+    },
     /// An object does not have the shape of its kind (a type error).
-    #[error("{}: {object}: {}{message}", file.display(), field_prefix(field))]
+    #[error("{}: {object}{}", file.display(), field_suffix(field))]
     Decode {
         /// The file.
         file: PathBuf,
@@ -73,11 +85,12 @@ pub enum ManifestError {
         object: String,
         /// Path of the offending field, e.g. `spec.ingress[0].ports[0].port`.
         field: String,
-        /// The deserializer's message.
-        message: String,
+        /// What the deserializer said.
+        #[source]
+        source: serde_norway::Error,
     },
     /// An object is well-formed but invalid (the API server would reject it).
-    #[error("{}: {object}: {source}", file.display())]
+    #[error("{}: {object}", file.display())]
     Convert {
         /// The file.
         file: PathBuf,
@@ -105,7 +118,7 @@ impl ManifestError {
         match self {
             ManifestError::Io { .. } => "io",
             ManifestError::Syntax { .. } => "syntax",
-            ManifestError::Document { .. } => "document",
+            ManifestError::Document { .. } | ManifestError::Merge { .. } => "document",
             ManifestError::Decode { .. } => "decode",
             ManifestError::Convert { .. } => "convert",
             ManifestError::Duplicate { .. } => "duplicate",
@@ -113,11 +126,31 @@ impl ManifestError {
     }
 }
 
+/// What the YAML or JSON parser said about a file that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum SyntaxError {
+    /// A `.json` file.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A YAML file (or any file named directly that is not `.json`).
+    #[error(transparent)]
+    Yaml(#[from] serde_norway::Error),
+}
+
 fn field_prefix(field: &str) -> String {
     if field.is_empty() {
         String::new()
     } else {
         format!("{field}: ")
+    }
+}
+
+/// `: field` after an object, or nothing for the object as a whole.
+fn field_suffix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!(": {field}")
     }
 }
 
@@ -220,7 +253,7 @@ pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Value>, ManifestEr
                 doc.map_err(|err| ManifestError::Syntax {
                     file: file.to_path_buf(),
                     line: Some(err.line()),
-                    message: err.to_string(),
+                    source: err.into(),
                 })
             })
             .collect()
@@ -230,7 +263,7 @@ pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Value>, ManifestEr
                 Value::deserialize(doc).map_err(|err| ManifestError::Syntax {
                     file: file.to_path_buf(),
                     line: err.location().map(|at| at.line()),
-                    message: err.to_string(),
+                    source: err.into(),
                 })
             })
             .collect()
@@ -273,8 +306,11 @@ impl Loader {
             if doc.is_null() {
                 continue;
             }
-            doc.apply_merge()
-                .map_err(|err| origin.error("", err.to_string()))?;
+            doc.apply_merge().map_err(|source| ManifestError::Merge {
+                file: file.to_path_buf(),
+                object: origin.position.clone(),
+                source,
+            })?;
             self.load_object(&origin, &doc)?;
         }
         Ok(())
@@ -407,7 +443,7 @@ impl Context<'_> {
                 file: self.origin.file.to_path_buf(),
                 object: self.object.to_string(),
                 field: if path == "." { String::new() } else { path },
-                message: err.into_inner().to_string(),
+                source: err.into_inner(),
             }
         })?;
         object.convert().map_err(|source| ManifestError::Convert {

@@ -15,4 +15,4 @@ pub mod manifest;
 mod state;
 
 pub use convert::ConvertError;
-pub use manifest::{load_all, load_manifests, ManifestError};
+pub use manifest::{load_all, load_manifests, ManifestError, SyntaxError};

@@ -106,9 +106,9 @@ pub fn measure(spec: &ClusterSpec, runs: usize) -> Result<CompileFigures, BenchE
 /// The field `field` (a `kB` figure such as `VmHWM` or `VmRSS`) of
 /// `/proc/self/status`.
 pub fn own_status_kib(field: &'static str) -> Result<u64, BenchError> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| BenchError::Child {
-        command: "read /proc/self/status".into(),
-        message: e.to_string(),
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|source| BenchError::Io {
+        what: "reading /proc/self/status".into(),
+        source,
     })?;
     status_kib(&status, field).ok_or_else(|| BenchError::Child {
         command: "read /proc/self/status".into(),
@@ -176,7 +176,10 @@ pub fn in_child(
         .args(&args)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|source| BenchError::Io {
+            what: format!("running {command}"),
+            source,
+        })?;
     if !output.status.success() {
         return Err(failed(format!("exited with {}", output.status)));
     }

@@ -23,19 +23,20 @@ use crate::model::{Labels, ObjectRef, Protocol};
 #[derive(Debug, thiserror::Error)]
 pub enum CaseError {
     /// The file could not be read.
-    #[error("cannot read: {source}")]
+    #[error("cannot read")]
     Read {
         /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// The file is not YAML of the case shape.
-    #[error("{}{message}", field_prefix(field))]
+    #[error("{}", field_or_case(field))]
     Decode {
-        /// Path of the offending field; empty for the file as a whole.
+        /// Path of the offending field; empty (or `.`) for the file as a whole.
         field: String,
-        /// The deserializer's message.
-        message: String,
+        /// What the deserializer said.
+        #[source]
+        source: serde_norway::Error,
     },
     /// A field has the right shape but a value the runner cannot use.
     #[error("{field}: {message}")]
@@ -47,11 +48,12 @@ pub enum CaseError {
     },
 }
 
-fn field_prefix(field: &str) -> String {
+/// The field a decode error is about, or the file as a whole.
+fn field_or_case(field: &str) -> &str {
     if field.is_empty() || field == "." {
-        String::new()
+        "not a conformance case"
     } else {
-        format!("{field}: ")
+        field
     }
 }
 
@@ -92,7 +94,7 @@ impl Case {
         let raw: RawCase =
             serde_path_to_error::deserialize(deserializer).map_err(|e| CaseError::Decode {
                 field: e.path().to_string(),
-                message: e.into_inner().to_string(),
+                source: e.into_inner(),
             })?;
         check_fixture(&raw.model)?;
         let mut ports = Vec::new();

@@ -14,6 +14,7 @@ use super::{
     placeholders::Addresses,
 };
 use crate::{
+    causes::causes,
     dataplane::Stats,
     lab::{
         probe::{ProbeRoute, ProbeSpec},
@@ -84,8 +85,8 @@ pub fn run_case(lab: &mut Lab, case: &Case, timeout: Duration) -> Outcome {
     let result = run_steps(lab, case, timeout, &mut outcome);
     outcome.elapsed = started.elapsed();
     let error = result.err().map(|(step, error)| match step {
-        0 => format!("resetting the lab: {error}"),
-        n => format!("step {n}: {error}"),
+        0 => format!("resetting the lab: {}", causes(&error)),
+        n => format!("step {n}: {}", causes(&error)),
     });
     outcome.verdict = CaseResult::of_run(error, &outcome.mismatches);
     outcome

@@ -9,7 +9,7 @@ use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The kubeconfig file could not be read or parsed.
-    #[error("kubeconfig {path}: {source}")]
+    #[error("kubeconfig {path}")]
     Kubeconfig {
         /// The file.
         path: PathBuf,
@@ -18,13 +18,13 @@ pub enum ClientError {
         source: kube::config::KubeconfigError,
     },
     /// The default kubeconfig could not be read, or has no such context.
-    #[error("kubeconfig ($KUBECONFIG or ~/.kube/config): {0}")]
+    #[error("kubeconfig ($KUBECONFIG or ~/.kube/config)")]
     Context(#[source] kube::config::KubeconfigError),
     /// Neither in-cluster configuration nor a kubeconfig was found.
-    #[error("no API server configuration (not in a pod with a service account, and no kubeconfig): {0}; pass --kubeconfig")]
+    #[error("no API server configuration (not in a pod with a service account, and no kubeconfig; pass --kubeconfig)")]
     Infer(#[source] kube::config::InferConfigError),
     /// The client could not be built from the configuration (TLS, proxy).
-    #[error("building the API server client: {0}")]
+    #[error("building the API server client")]
     Build(#[source] kube::Error),
 }
 

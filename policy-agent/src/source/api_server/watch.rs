@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
 
 use super::WatchOptions;
+use crate::causes::causes;
 
 /// What one kind's watch tells the snapshot task.
 #[derive(Debug)]
@@ -130,8 +131,8 @@ impl<K: Watched> KindWatch<K> {
                     }
                     Err(error) => {
                         let relists = relists_by_itself(&error);
-                        tracing::warn!(kind = K::KIND, %error, relists, "watch failed; retrying");
-                        let error = error.to_string();
+                        tracing::warn!(kind = K::KIND, error = %causes(&error), relists, "watch failed; retrying");
+                        let error = causes(&error).to_string();
                         let notice = Notice::Failed {
                             kind: K::KIND,
                             error,

@@ -28,7 +28,10 @@ use super::{
     publish::{process_alive, read_names, Instance},
     FlowLogError,
 };
-use crate::dataplane::{EventReader, EventsLost, PinnedStats, VerdictRecord};
+use crate::{
+    causes::causes,
+    dataplane::{EventReader, EventsLost, PinnedStats, VerdictRecord},
+};
 
 /// How many versions of the names a follower keeps for events that waited
 /// across updates.
@@ -172,7 +175,7 @@ impl Follower {
             }),
             Err(error) => {
                 notices.push(Notice::LossUnwatched {
-                    reason: error.to_string(),
+                    reason: causes(&error).to_string(),
                 });
                 None
             }

@@ -36,7 +36,7 @@ use crate::dataplane::DataplaneError;
 #[derive(Debug, thiserror::Error)]
 pub enum FlowLogError {
     /// A file or directory operation failed.
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}", path.display())]
     Io {
         /// What was being done.
         what: &'static str,
@@ -47,7 +47,7 @@ pub enum FlowLogError {
         source: std::io::Error,
     },
     /// A names file could not be written or parsed.
-    #[error("names file {}: {source}", path.display())]
+    #[error("names file {}", path.display())]
     Json {
         /// The file.
         path: PathBuf,
@@ -64,7 +64,7 @@ pub enum FlowLogError {
         found: u32,
     },
     /// bpffs was not mounted and mounting it failed.
-    #[error("mounting bpffs at {}: {source} (pinning the event ring buffer needs bpffs there: `mount -t bpf bpf {}`)", path.display(), path.display())]
+    #[error("mounting bpffs at {} (pinning the event ring buffer needs bpffs there: `mount -t bpf bpf {}`)", path.display(), path.display())]
     Mount {
         /// The mount point.
         path: PathBuf,
@@ -73,7 +73,7 @@ pub enum FlowLogError {
         source: nix::Error,
     },
     /// Unmounting the bpffs podwall mounted failed.
-    #[error("unmounting bpffs at {}: {source} (podwall mounted it; `umount {}` once nothing uses it)", path.display(), path.display())]
+    #[error("unmounting bpffs at {} (podwall mounted it; `umount {}` once nothing uses it)", path.display(), path.display())]
     Unmount {
         /// The mount point.
         path: PathBuf,

@@ -29,7 +29,7 @@ use super::{
     names::FlowNames,
     FlowLogError,
 };
-use crate::dataplane::Datapath;
+use crate::{causes::causes, dataplane::Datapath};
 
 pub use crate::dataplane::{RUN_ROOT, RUN_ROOT_ENV};
 /// Where bpffs is (or gets) mounted.
@@ -164,7 +164,7 @@ pub fn replace_names(path: &Path, names: &FlowNames) -> Result<(), FlowLogError>
     write_names(path, names).inspect_err(|_| {
         if let Err(error) = fs::remove_file(path) {
             if error.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(%error, path = %path.display(), "could not remove the stale names file");
+                tracing::warn!(error = %causes(&error), path = %path.display(), "could not remove the stale names file");
             }
         }
     })
@@ -261,7 +261,7 @@ impl Publication {
 impl Drop for Publication {
     fn drop(&mut self) {
         if let Err(error) = self.paths.remove(&self.instance) {
-            tracing::warn!(%error, instance = %self.instance, "could not remove the published flow names and pin");
+            tracing::warn!(error = %causes(&error), instance = %self.instance, "could not remove the published flow names and pin");
         }
     }
 }
