@@ -5,6 +5,7 @@
 //! The kernel bumps packets, then bytes, without a lock: a reading taken while
 //! traffic flows may catch a CPU in between (bytes one packet behind).
 
+use crate::causes::causes;
 use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{
@@ -186,7 +187,8 @@ impl Counters {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
         let possible_cpus = aya::util::nr_cpus().map_err(|(path, source)| DataplaneError::Map {
             map: maps::RULE_COUNTERS.name,
-            message: format!("counting possible CPUs for the per-CPU counters ({path}): {source}"),
+            what: format!("counting possible CPUs for the per-CPU counters ({path})"),
+            source: Some(Box::new(source)),
         })?;
         Ok(Self {
             rule: super::maps::per_cpu_array(ebpf, maps::RULE_COUNTERS)?,
@@ -246,7 +248,7 @@ impl Counters {
         ) {
             Ok(()) => self.drop_zero_owed.clear(),
             Err(error) => tracing::warn!(
-                %error,
+                error = %causes(&error),
                 slots = owed.len(),
                 "deny counters of changed isolating policies not zeroed (the new state is active); the next apply zeroes them"
             ),
@@ -337,7 +339,8 @@ fn zero(
             PerCpuValues::try_from(vec![TrafficCounter::default(); cpus]).map_err(|source| {
                 DataplaneError::Map {
                     map: name,
-                    message: format!("building zeroed per-CPU values: {source}"),
+                    what: "building zeroed per-CPU values".into(),
+                    source: Some(Box::new(source)),
                 }
             })?;
         array.set(slot, zeros, 0).map_err(map_error(name, "zero"))?;

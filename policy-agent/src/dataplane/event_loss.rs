@@ -96,7 +96,8 @@ impl PinnedStats {
         let map = map_of(pinned_map_data(path)?, maps::STATS.name)?;
         let array = PerCpuArray::try_from(map).map_err(|e| DataplaneError::Map {
             map: maps::STATS.name,
-            message: e.to_string(),
+            what: "open".into(),
+            source: Some(Box::new(e)),
         })?;
         Ok(Self { array })
     }

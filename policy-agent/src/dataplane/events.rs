@@ -144,7 +144,8 @@ impl EventReader {
         let map = map_of(data, maps::EVENTS.name)?;
         let ring = RingBuf::try_from(map).map_err(|e| DataplaneError::Map {
             map: maps::EVENTS.name,
-            message: e.to_string(),
+            what: "open".into(),
+            source: Some(Box::new(e)),
         })?;
         Ok(Self { ring })
     }

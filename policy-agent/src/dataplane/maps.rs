@@ -38,7 +38,8 @@ fn take<M: TryFrom<Map, Error = MapError>>(
 ) -> Result<M, DataplaneError> {
     let map = ebpf.take_map(name).ok_or(DataplaneError::Map {
         map: name,
-        message: "not found in the object".into(),
+        what: "not found in the object".into(),
+        source: None,
     })?;
     M::try_from(map).map_err(map_error(name, "open"))
 }
@@ -81,11 +82,13 @@ pub(super) fn ring_buf(ebpf: &mut Ebpf, def: MapDef<(), ()>) -> Result<MapData, 
         Some(Map::RingBuf(data)) => Ok(data),
         Some(_) => Err(DataplaneError::Map {
             map: def.name,
-            message: "not a ring buffer".into(),
+            what: "not a ring buffer".into(),
+            source: None,
         }),
         None => Err(DataplaneError::Map {
             map: def.name,
-            message: "not found in the object".into(),
+            what: "not found in the object".into(),
+            source: None,
         }),
     }
 }
@@ -99,7 +102,8 @@ pub(super) fn duplicate(data: &MapData, name: &'static str) -> Result<MapData, D
         .try_clone_to_owned()
         .map_err(|e| DataplaneError::Map {
             map: name,
-            message: format!("duplicating its fd: {e}"),
+            what: "duplicating its fd".into(),
+            source: Some(Box::new(e)),
         })?;
     MapData::from_fd(fd).map_err(map_error(name, "open"))
 }
@@ -108,8 +112,9 @@ pub(super) fn duplicate(data: &MapData, name: &'static str) -> Result<MapData, D
 pub(super) fn pin(data: &MapData, path: &Path) -> Result<(), DataplaneError> {
     data.pin(path).map_err(|source| DataplaneError::Pinned {
         path: path.to_path_buf(),
-        message: source.to_string(),
+        what: "pinning".into(),
         os_error: os_error(&source),
+        source: Some(Box::new(source)),
     })
 }
 
@@ -120,7 +125,8 @@ pub(super) fn max_entries(ebpf: &Ebpf, name: &'static str) -> Result<u32, Datapl
         .and_then(map_data)
         .ok_or(DataplaneError::Map {
             map: name,
-            message: "not found in the object".into(),
+            what: "not found in the object".into(),
+            source: None,
         })?;
     let info = data.info().map_err(map_error(name, "read info"))?;
     Ok(info.max_entries())
@@ -134,19 +140,17 @@ pub(super) fn check_layouts(ebpf: &Ebpf) -> Result<(), DataplaneError> {
         let Some(data) = ebpf.map(layout.name).and_then(map_data) else {
             return Err(DataplaneError::Map {
                 map: layout.name,
-                message: "not found in the object".into(),
+                what: "not found in the object".into(),
+                source: None,
             });
         };
         let info = data.info().map_err(map_error(layout.name, "read info"))?;
         let (key, value) = (layout.key_size, layout.value_size);
         if (info.key_size(), info.value_size()) != (key, value) {
-            return Err(DataplaneError::Map {
+            return Err(DataplaneError::MapLayout {
                 map: layout.name,
-                message: format!(
-                    "key/value sizes {}/{}, this agent's are {key}/{value}: a pinned map of another build is removed with `policy-agent uninstall`",
-                    info.key_size(),
-                    info.value_size()
-                ),
+                found: (info.key_size(), info.value_size()),
+                want: (key, value),
             });
         }
     }
@@ -169,8 +173,9 @@ pub(super) fn os_error(error: &(dyn std::error::Error + 'static)) -> Option<i32>
 pub(super) fn pinned_map_data(path: &Path) -> Result<MapData, DataplaneError> {
     MapData::from_pin(path).map_err(|source| DataplaneError::Pinned {
         path: path.to_path_buf(),
-        message: source.to_string(),
+        what: "pinning".into(),
         os_error: os_error(&source),
+        source: Some(Box::new(source)),
     })
 }
 

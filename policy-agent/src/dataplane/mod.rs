@@ -38,6 +38,9 @@ pub use tunnels::TunnelPorts;
 /// Kernel interface index of a pod's host-side veth (or of a node exit).
 pub type InterfaceIndex = u32;
 
+/// A cause beneath a `DataplaneError`: what aya, the kernel or serde reported.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong between the agent and the kernel.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -57,12 +60,16 @@ pub enum DataplaneError {
         source: Box<aya::EbpfError>,
     },
     /// A program is missing from the object, or the kernel rejected it.
-    #[error("eBPF program {program}: {message}")]
+    #[error("eBPF program {program}: {what}")]
     Program {
         /// Program name in the object.
         program: &'static str,
-        /// What went wrong (for a verifier rejection, the verifier's log).
-        message: String,
+        /// What was being done, or what is wrong.
+        what: String,
+        /// What aya or the kernel reported (for a verifier rejection, with the
+        /// verifier's log).
+        #[source]
+        source: Option<Cause>,
     },
     /// Attaching a classifier to an interface failed.
     #[error("attaching {program} to interface {interface}")]
@@ -85,23 +92,41 @@ pub enum DataplaneError {
         source: nix::Error,
     },
     /// A map is missing from the object or has the wrong type.
-    #[error("eBPF map {map}: {message}")]
+    #[error("eBPF map {map}: {what}")]
     Map {
         /// Map name.
         map: &'static str,
-        /// What is wrong.
-        message: String,
+        /// What was being done, or what is wrong.
+        what: String,
+        /// What aya or the kernel reported, if anything.
+        #[source]
+        source: Option<Cause>,
     },
     /// A pinned map could not be pinned or opened.
-    #[error("pinned eBPF map {}: {message} (is a podwall datapath running, and is bpffs mounted at /sys/fs/bpf?)", path.display())]
+    #[error("pinned eBPF object {}: {what} (is a podwall datapath running, and is bpffs mounted at /sys/fs/bpf?)", path.display())]
     Pinned {
-        /// The pin path on bpffs.
+        /// The pin path on bpffs (or the state file beside the pins).
         path: PathBuf,
-        /// What went wrong.
-        message: String,
+        /// What was being done.
+        what: String,
+        /// What aya or the kernel reported.
+        #[source]
+        source: Option<Cause>,
         /// The errno of the failed syscall, when one failed (`EACCES`/`EPERM`: the
         /// caller lacks the privilege, as opposed to a missing pin or wrong map).
         os_error: Option<i32>,
+    },
+    /// A map of the object, or a pinned one, has other key or value sizes than
+    /// its definition in `policy_common::maps` (a layout change without an ABI
+    /// bump would otherwise be read as garbage).
+    #[error("eBPF map {map}: key/value sizes {}/{}, this agent's are {}/{}: a pinned map of another build is removed with `policy-agent uninstall`", found.0, found.1, want.0, want.1)]
+    MapLayout {
+        /// Map name.
+        map: &'static str,
+        /// Key and value size the kernel reports.
+        found: (u32, u32),
+        /// Key and value size of the definition.
+        want: (u32, u32),
     },
     /// The tables name more allow rules than `RULE_COUNTERS` has slots.
     #[error("{rules} policy rules have entries, but the rule counters hold {capacity}; the tables were not written")]
@@ -157,12 +182,15 @@ pub enum DataplaneError {
         source: Box<aya::maps::MapError>,
     },
     /// Detaching the classifiers from an interface failed.
-    #[error("detaching from interface {ifindex}: {message}")]
+    #[error("detaching from interface {ifindex}: {what}")]
     Detach {
         /// The interface.
         ifindex: u32,
-        /// What went wrong.
-        message: String,
+        /// What was being done, or what is wrong.
+        what: String,
+        /// What aya or the kernel reported, if anything.
+        #[source]
+        source: Option<Cause>,
     },
     /// A local pod in the tables has no interface to attach to.
     #[error("pod {pod} has no interface on this node")]
@@ -183,6 +211,7 @@ impl DataplaneError {
             DataplaneError::Detach { .. } => "detach",
             DataplaneError::Interface { .. } => "interface",
             DataplaneError::Map { .. } => "map",
+            DataplaneError::MapLayout { .. } => "map_layout",
             DataplaneError::TooManyRules { .. } => "too_many_rules",
             DataplaneError::BankFull { .. } => "bank_full",
             DataplaneError::EndpointId { .. } => "endpoint_id",

@@ -1,5 +1,6 @@
 //! Where the parts of a pinned datapath live (`PinLayout`), and removing them.
 
+use crate::causes::causes;
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -34,11 +35,13 @@ pub(super) struct PinLayout {
     pub(super) state_file: PathBuf,
 }
 
-pub(super) fn io_error(path: &Path, what: &str, source: &std::io::Error) -> DataplaneError {
+/// A failed file operation `what` on `path` under the pins or the run directory.
+pub(super) fn io_error(path: &Path, what: &str, source: std::io::Error) -> DataplaneError {
     DataplaneError::Pinned {
         path: path.to_path_buf(),
-        message: format!("{what}: {source}"),
+        what: what.to_string(),
         os_error: source.raw_os_error(),
+        source: Some(Box::new(source)),
     }
 }
 
@@ -47,7 +50,7 @@ pub(super) fn remove_file(path: &Path) -> Result<bool, DataplaneError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io_error(path, "removing", &e)),
+        Err(e) => Err(io_error(path, "removing", e)),
     }
 }
 
@@ -60,7 +63,7 @@ fn remove_link(path: &Path) -> Result<bool, DataplaneError> {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(error) => {
-            tracing::warn!(pin = %path.display(), %error, "could not detach the pinned link; removing its pin");
+            tracing::warn!(pin = %path.display(), error = %causes(&error), "could not detach the pinned link; removing its pin");
         }
     }
     remove_file(path)
@@ -73,11 +76,11 @@ pub(super) fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
             .map(|entry| {
                 entry
                     .map(|e| e.path())
-                    .map_err(|e| io_error(dir, "listing", &e))
+                    .map_err(|e| io_error(dir, "listing", e))
             })
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io_error(dir, "listing", &e)),
+        Err(e) => Err(io_error(dir, "listing", e)),
     }
 }
 
@@ -178,7 +181,7 @@ impl PinLayout {
 
     pub(super) fn create_dirs(&self) -> Result<(), DataplaneError> {
         for dir in ["maps", "programs", "links"].map(|d| self.dir.join(d)) {
-            fs::create_dir_all(&dir).map_err(|e| io_error(&dir, "creating", &e))?;
+            fs::create_dir_all(&dir).map_err(|e| io_error(&dir, "creating", e))?;
         }
         Ok(())
     }
@@ -207,7 +210,7 @@ impl PinLayout {
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => removed = true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&self.dir, "removing", &e)),
+            Err(e) => return Err(io_error(&self.dir, "removing", e)),
         }
         removed |= remove_file(&self.state_file)?;
         if let Some(parent) = self.state_file.parent() {
@@ -222,16 +225,17 @@ impl PinLayout {
     pub(super) fn save_slots(&self, slots: &RuleSlots) -> Result<(), DataplaneError> {
         let path = &self.state_file;
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| io_error(parent, "creating", &e))?;
+            fs::create_dir_all(parent).map_err(|e| io_error(parent, "creating", e))?;
         }
         let json = serde_json::to_vec(&slots.to_state()).map_err(|e| DataplaneError::Pinned {
             path: path.clone(),
-            message: format!("serializing rule slots: {e}"),
+            what: "serializing rule slots".into(),
+            source: Some(Box::new(e)),
             os_error: None,
         })?;
         let temporary = path.with_extension("json.tmp");
-        fs::write(&temporary, json).map_err(|e| io_error(&temporary, "writing", &e))?;
-        fs::rename(&temporary, path).map_err(|e| io_error(path, "renaming into place", &e))
+        fs::write(&temporary, json).map_err(|e| io_error(&temporary, "writing", e))?;
+        fs::rename(&temporary, path).map_err(|e| io_error(path, "renaming into place", e))
     }
 
     /// The rule slots saved last, if there is a readable file.

@@ -18,6 +18,7 @@
 //! raw `bpf(BPF_MAP_CREATE)` call (`sys.rs`). Both maps belong to this process
 //! alone; no program uses them.
 
+use crate::causes::causes;
 use std::{
     os::fd::{AsFd, AsRawFd},
     thread::JoinHandle,
@@ -116,7 +117,7 @@ impl Quiesce {
         match spawned {
             Ok(running) => self.running = Some(running),
             Err(error) => {
-                tracing::debug!(%error, "no thread for the grace-period wait: it runs in line");
+                tracing::debug!(error = %causes(&error), "no thread for the grace-period wait: it runs in line");
                 self.pending = true;
             }
         }
@@ -160,7 +161,8 @@ mod tests {
     fn no_waiter() -> Result<Waiter, DataplaneError> {
         Err(DataplaneError::Map {
             map: QUIESCE_MAP,
-            message: "no waiter in this test".into(),
+            what: "no waiter in this test".into(),
+            source: None,
         })
     }
 

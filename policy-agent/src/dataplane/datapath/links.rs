@@ -95,7 +95,8 @@ impl Datapath {
                         .detach(link)
                         .map_err(|e| DataplaneError::Detach {
                             ifindex,
-                            message: format!("{name}: {e}"),
+                            what: format!("detaching {name}"),
+                            source: Some(Box::new(e)),
                         })?;
                 }
             }
@@ -121,11 +122,13 @@ pub(super) fn classifier<'a>(
 ) -> Result<&'a mut SchedClassifier, DataplaneError> {
     let program = ebpf.program_mut(name).ok_or(DataplaneError::Program {
         program: name,
-        message: "not found in the object".to_string(),
+        what: "not found in the object".into(),
+        source: None,
     })?;
     program.try_into().map_err(|e| DataplaneError::Program {
         program: name,
-        message: format!("not a TC classifier: {e}"),
+        what: "not a TC classifier".into(),
+        source: Some(Box::new(e)),
     })
 }
 

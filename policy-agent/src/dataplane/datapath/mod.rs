@@ -147,14 +147,16 @@ impl Datapath {
                 .load()
                 .map_err(|e| DataplaneError::Program {
                     program: name,
-                    message: format!("{e:#}"),
+                    what: "loading".into(),
+                    source: Some(Box::new(e)),
                 })?;
         }
         sockets_program_of(&mut ebpf)?
             .load()
             .map_err(|e| DataplaneError::Program {
                 program: NODE_SOCKETS_PROGRAM,
-                message: format!("{e:#}"),
+                what: "loading".into(),
+                source: Some(Box::new(e)),
             })?;
         super::maps::check_layouts(&ebpf)?;
         let mut datapath = Self {

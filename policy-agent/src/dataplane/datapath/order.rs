@@ -85,7 +85,8 @@ impl Datapath {
             let info = classifier(&mut self.ebpf, program)?.info().map_err(|e| {
                 DataplaneError::Program {
                     program,
-                    message: format!("reading its id: {e}"),
+                    what: "reading its id".into(),
+                    source: Some(Box::new(e)),
                 }
             })?;
             ours.push((program, hook, info.id()));

@@ -39,6 +39,7 @@
 //! removes it. Without link pins nothing enforces, and leftovers are removed
 //! and loaded fresh.
 
+use crate::causes::causes;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
@@ -59,7 +60,7 @@ use crate::dataplane::{
     pins::{entries, parse_link_name, remove_file, PinLayout, SOCKETS_LINK},
     programs::{LinkRole, POD_EGRESS_PROGRAM, POD_INGRESS_PROGRAM},
     slots::RuleSlots,
-    DataplaneError, InterfaceIndex,
+    Cause, DataplaneError, InterfaceIndex,
 };
 
 /// `bpf_link_update` on a TCX link whose interface is gone.
@@ -162,8 +163,9 @@ impl Datapath {
                 .pin(&path)
                 .map_err(|source| DataplaneError::Pinned {
                     path: path.clone(),
-                    message: source.to_string(),
+                    what: "pinning".into(),
                     os_error: os_error(&source),
+                    source: Some(Box::new(source)),
                 })?;
         }
         Ok(())
@@ -180,7 +182,8 @@ impl Datapath {
         let Some(layout) = self.pins.clone() else {
             return Err(DataplaneError::Detach {
                 ifindex,
-                message: "not a pinned datapath".into(),
+                what: "not a pinned datapath".into(),
+                source: None,
             });
         };
         let [out, inward] = ids;
@@ -206,22 +209,25 @@ impl Datapath {
     ) -> Result<FdLink, DataplaneError> {
         let name = role.programs()[hook.min(1)];
         let path = layout.link_pin(ifindex, role, hook);
-        let pinned_error = |message: String| DataplaneError::Pinned {
+        let pinned_error = |what: String, source: Cause| DataplaneError::Pinned {
             path: path.clone(),
-            message,
+            what,
+            source: Some(source),
             os_error: None,
         };
         let link = classifier(&mut self.ebpf, name)?
             .take_link(id)
-            .map_err(|e| pinned_error(format!("taking the {name} link: {e}")))?;
-        let link = FdLink::try_from(link).map_err(|e| pinned_error(format!("{name} link: {e}")))?;
+            .map_err(|e| pinned_error(format!("taking the {name} link"), Box::new(e)))?;
+        let link = FdLink::try_from(link)
+            .map_err(|e| pinned_error(format!("the {name} link"), Box::new(e)))?;
         // A pin left by a link this datapath does not hold (a detach that failed
         // half way) names a link that is gone or about to be replaced.
         remove_file(&path)?;
         let pinned = link.pin(&path).map_err(|source| DataplaneError::Pinned {
             path: path.clone(),
-            message: source.to_string(),
+            what: "pinning".into(),
             os_error: os_error(&source),
+            source: Some(Box::new(source)),
         })?;
         Ok(FdLink::from(pinned))
     }
@@ -281,32 +287,35 @@ impl Datapath {
         path: &Path,
         name: &'static str,
     ) -> Result<Option<FdLink>, DataplaneError> {
-        let pinned_error = |message: String, os_error: Option<i32>| DataplaneError::Pinned {
-            path: path.to_path_buf(),
-            message,
-            os_error,
-        };
+        let pinned_error =
+            |what: String, os_error: Option<i32>, source: Cause| DataplaneError::Pinned {
+                path: path.to_path_buf(),
+                what,
+                source: Some(source),
+                os_error,
+            };
         let pinned = PinnedLink::from_pin(path)
-            .map_err(|e| pinned_error(format!("opening: {e}"), os_error(&e)))?;
+            .map_err(|e| pinned_error("opening".into(), os_error(&e), Box::new(e)))?;
         let link = SchedClassifierLink::try_from(FdLink::from(pinned))
-            .map_err(|e| pinned_error(format!("not a TCX link: {e}"), None))?;
+            .map_err(|e| pinned_error("not a TCX link".into(), None, Box::new(e)))?;
         let program = classifier(&mut self.ebpf, name)?;
         let id = match program.attach_to_link(link) {
             Ok(id) => id,
             Err(e) if os_error(&e) == Some(ENOLINK) => return Ok(None),
             Err(e) => {
                 return Err(pinned_error(
-                    format!("moving the link to the new {name}: {e}"),
+                    format!("moving the link to the new {name}"),
                     os_error(&e),
+                    Box::new(e),
                 ))
             }
         };
         let link = program
             .take_link(id)
-            .map_err(|e| pinned_error(format!("taking the {name} link: {e}"), None))?;
+            .map_err(|e| pinned_error(format!("taking the {name} link"), None, Box::new(e)))?;
         FdLink::try_from(link)
             .map(Some)
-            .map_err(|e| pinned_error(format!("{name} link: {e}"), None))
+            .map_err(|e| pinned_error(format!("the {name} link"), None, Box::new(e)))
     }
 
     /// Saves the rule slots next to the pins (a pinned datapath only). A failure
@@ -315,7 +324,7 @@ impl Datapath {
     pub(super) fn save_slots(&self, slots: &RuleSlots) {
         if let Some(layout) = &self.pins {
             if let Err(error) = layout.save_slots(slots) {
-                tracing::warn!(%error, "rule slots not saved: a restarted agent zeroes every rule counter");
+                tracing::warn!(error = %causes(&error), "rule slots not saved: a restarted agent zeroes every rule counter");
             }
         }
     }

@@ -8,13 +8,14 @@
 //! it deciding, and the next agent moves it to its own program in one
 //! `bpf_link_update` (`sys::update_pinned_link`), as it moves the classifiers'.
 
+use crate::causes::causes;
 use std::{fs::File, os::fd::AsFd};
 
 use aya::programs::{links::FdLink, sk_lookup::SkLookupLinkId, SkLookup};
 
 use super::Datapath;
 use crate::dataplane::{
-    maps::os_error, pins::PinLayout, programs::NODE_SOCKETS_PROGRAM, sys, DataplaneError,
+    maps::os_error, pins::PinLayout, programs::NODE_SOCKETS_PROGRAM, sys, Cause, DataplaneError,
 };
 
 /// The network namespace of the calling thread.
@@ -39,8 +40,9 @@ impl Datapath {
         }
         let netns = File::open(OWN_NETNS).map_err(|e| DataplaneError::Pinned {
             path: OWN_NETNS.into(),
-            message: format!("opening the network namespace: {e}"),
+            what: "opening the network namespace".into(),
             os_error: e.raw_os_error(),
+            source: Some(Box::new(e)),
         })?;
         let id = sockets_program(self)?
             .attach(netns.as_fd())
@@ -71,7 +73,8 @@ impl Datapath {
                     .detach(id)
                     .map_err(|e| DataplaneError::Detach {
                         ifindex: 0,
-                        message: format!("{NODE_SOCKETS_PROGRAM}: {e}"),
+                        what: format!("detaching {NODE_SOCKETS_PROGRAM}"),
+                        source: Some(Box::new(e)),
                     })
             }
             Some(SocketsLink::Pinned) => match &self.pins {
@@ -103,7 +106,8 @@ impl Datapath {
         let program = sockets_program(self)?;
         let fd = program.fd().map_err(|e| DataplaneError::Program {
             program: NODE_SOCKETS_PROGRAM,
-            message: format!("{e:#}"),
+            what: "loading".into(),
+            source: Some(Box::new(e)),
         })?;
         let moved = sys::update_pinned_link(&path, fd.as_fd());
         match moved {
@@ -113,7 +117,7 @@ impl Datapath {
                 Ok(false)
             }
             Err(error) => {
-                tracing::warn!(pin = %path.display(), %error, "the pinned node_sockets link could not be moved to the new program; it keeps deciding with its own");
+                tracing::warn!(pin = %path.display(), error = %causes(&error), "the pinned node_sockets link could not be moved to the new program; it keeps deciding with its own");
                 self.sockets = Some(SocketsLink::Pinned);
                 Ok(true)
             }
@@ -136,11 +140,13 @@ pub(super) fn sockets_program_of(ebpf: &mut aya::Ebpf) -> Result<&mut SkLookup, 
         .program_mut(NODE_SOCKETS_PROGRAM)
         .ok_or(DataplaneError::Program {
             program: NODE_SOCKETS_PROGRAM,
-            message: "not in the object".into(),
+            what: "not in the object".into(),
+            source: None,
         })?;
     program.try_into().map_err(|e| DataplaneError::Program {
         program: NODE_SOCKETS_PROGRAM,
-        message: format!("{e:#}"),
+        what: "loading".into(),
+        source: Some(Box::new(e)),
     })
 }
 
@@ -152,17 +158,23 @@ fn pin_link(
     id: SkLookupLinkId,
 ) -> Result<(), DataplaneError> {
     let path = layout.sockets_pin();
-    let pinned_error = |message: String, os_error: Option<i32>| DataplaneError::Pinned {
-        path: path.clone(),
-        message,
-        os_error,
-    };
-    let link = sockets_program(datapath)?
-        .take_link(id)
-        .map_err(|e| pinned_error(format!("taking the {NODE_SOCKETS_PROGRAM} link: {e}"), None))?;
+    let pinned_error =
+        |what: String, os_error: Option<i32>, source: Cause| DataplaneError::Pinned {
+            path: path.clone(),
+            what,
+            source: Some(source),
+            os_error,
+        };
+    let link = sockets_program(datapath)?.take_link(id).map_err(|e| {
+        pinned_error(
+            format!("taking the {NODE_SOCKETS_PROGRAM} link"),
+            None,
+            Box::new(e),
+        )
+    })?;
     let link = FdLink::from(link);
     layout.remove_sockets_link()?;
     link.pin(&path)
         .map(drop)
-        .map_err(|source| pinned_error(source.to_string(), os_error(&source)))
+        .map_err(|e| pinned_error("pinning".into(), os_error(&e), Box::new(e)))
 }

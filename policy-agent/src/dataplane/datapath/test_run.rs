@@ -153,10 +153,8 @@ impl Datapath {
             })
             .map_err(|e| DataplaneError::Program {
                 program: name,
-                message: match std::error::Error::source(&e) {
-                    Some(cause) => format!("test run: {e}: {cause}"),
-                    None => format!("test run: {e}"),
-                },
+                what: "test run".into(),
+                source: Some(Box::new(e)),
             })?;
         let mut mark_out = [0u8; 4];
         mark_out.copy_from_slice(&ctx_out[SKB_MARK..SKB_MARK + 4]);

@@ -164,7 +164,8 @@ mod tests {
     fn pinned(os_error: Option<i32>) -> FlowLogError {
         FlowLogError::Dataplane(DataplaneError::Pinned {
             path: "/sys/fs/bpf/podwall/x/events".into(),
-            message: "failed".into(),
+            what: "opening".into(),
+            source: None,
             os_error,
         })
     }
