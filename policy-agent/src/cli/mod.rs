@@ -35,7 +35,8 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// More log output (-v info, -vv debug); RUST_LOG overrides it.
+    /// More log output (-v info, -vv debug, with the classifiers' kernel debug
+    /// records for `run` and `lab run`); RUST_LOG overrides the levels.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
@@ -145,6 +146,12 @@ pub fn parse_port_protocol(text: &str) -> Result<(u16, Protocol), String> {
     Ok((port, protocol))
 }
 
+/// Whether `-v` given `verbose` times turns the kernel debug channel on: from
+/// `-vv`, the level that shows debug records.
+fn kernel_debug(verbose: u8) -> bool {
+    verbose >= 2
+}
+
 fn init_logging(format: LogFormat, verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -199,10 +206,14 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         #[cfg(feature = "lab")]
         Command::Explain(args) => explain::run(&args),
-        Command::Run(args) => run::run_agent(args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => {
+            run::run_agent(args, kernel_debug(cli.verbose)).map(|()| ExitCode::SUCCESS)
+        }
         Command::Uninstall(args) => run::uninstall(&args).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "lab")]
-        Command::Lab { command } => lab::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Lab { command } => {
+            lab::run(command, kernel_debug(cli.verbose)).map(|()| ExitCode::SUCCESS)
+        }
         #[cfg(feature = "lab")]
         Command::Simulate(args) => simulate::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Flows(args) => flows::run(&args).map(|()| ExitCode::SUCCESS),
@@ -227,7 +238,7 @@ pub fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{coloured, parse_port_protocol, render};
+    use super::{coloured, kernel_debug, parse_port_protocol, render};
     use crate::model::Protocol;
 
     #[test]
@@ -240,6 +251,14 @@ mod tests {
         let inner = std::io::Error::other("disk on fire");
         let error = anyhow::Error::from(Outer { source: inner }).context("loading the lab");
         assert_eq!(render(&error), "loading the lab: reading x: disk on fire");
+    }
+
+    #[test]
+    fn the_kernel_debug_channel_is_on_from_vv() {
+        assert!(!kernel_debug(0));
+        assert!(!kernel_debug(1));
+        assert!(kernel_debug(2));
+        assert!(kernel_debug(3));
     }
 
     #[test]

@@ -20,12 +20,14 @@ use policy_common::{
     config::Config,
     counters::{RULE_COUNTERS_MAP, RULE_COUNTERS_MAX},
     ct::CONNTRACK_MAP,
+    debug::KERNEL_DEBUG_GLOBAL,
     peer::{PEERS_V4_MAP, PEERS_V6_MAP},
 };
 
 use super::{
     banks::BankContent,
     counters::DenyMeanings,
+    kernel_log::KernelLog,
     pins::{PinLayout, PINNED_MAPS},
     quiesce::Quiesce,
     slots::RuleSlots,
@@ -68,6 +70,11 @@ pub struct LoadOptions {
     /// Also load `bench_floor`, the empty classifier `Datapath::bench_run` times as
     /// the floor. It is never attached.
     pub bench_floor: bool,
+    /// Turn the kernel debug channel on (the agent's `-vv`): the classifiers'
+    /// debug records are drained into `tracing` at debug level under
+    /// `KERNEL_LOG_TARGET`. Set once, at load: off, the verifier removes the
+    /// logging code and it costs nothing.
+    pub kernel_debug: bool,
 }
 
 /// What an interface's pair of classifiers is attached for: which two programs,
@@ -148,6 +155,9 @@ pub struct Datapath {
     /// `node_sockets` on the node's network namespace, once attached
     /// (`sockets.rs`).
     pub(super) sockets: Option<SocketsLink>,
+    /// The drain of the classifiers' debug records, when loaded with
+    /// `LoadOptions::kernel_debug`.
+    pub(super) kernel_log: Option<KernelLog>,
 }
 
 /// The `MapData` of the map types this object defines.
@@ -182,8 +192,12 @@ impl Datapath {
         options: &LoadOptions,
         pins: Option<PinLayout>,
     ) -> Result<Self, DataplaneError> {
+        let kernel_debug = u8::from(options.kernel_debug);
         let mut loader = EbpfLoader::new();
         loader.verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS);
+        // Read-only data, frozen before the programs are verified: the verifier
+        // takes the flag as a constant and prunes the logging branches when it is 0.
+        loader.override_global(KERNEL_DEBUG_GLOBAL, &kernel_debug, true);
         if let Some(capacity) = options.conntrack_capacity {
             loader.map_max_entries(CONNTRACK_MAP, capacity);
         }
@@ -204,6 +218,12 @@ impl Datapath {
                 path: object.to_path_buf(),
                 source: Box::new(source),
             })?;
+        // Before the programs load: they refer to the ring buffer this keeps open.
+        let kernel_log = if options.kernel_debug {
+            Some(KernelLog::start(&mut ebpf)?)
+        } else {
+            None
+        };
         let floor = options.bench_floor.then_some(BENCH_FLOOR_PROGRAM);
         for name in [
             POD_INGRESS_PROGRAM,
@@ -251,6 +271,7 @@ impl Datapath {
             exits: BTreeMap::new(),
             ip_exits: BTreeMap::new(),
             sockets: None,
+            kernel_log,
         };
         datapath.set_config(&options.config)?;
         Ok(datapath)
@@ -368,6 +389,11 @@ impl Datapath {
     /// The `CONFIG` entry this datapath wrote last.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Whether it was loaded with the kernel debug channel on (and drains it).
+    pub fn kernel_debug(&self) -> bool {
+        self.kernel_log.is_some()
     }
 }
 

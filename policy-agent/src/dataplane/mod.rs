@@ -11,6 +11,7 @@ mod datapath;
 mod event_loss;
 mod events;
 mod exits;
+mod kernel_log;
 mod keys;
 mod maps;
 pub mod object;
@@ -33,6 +34,7 @@ pub use datapath::{Datapath, InterfaceIndex, LoadOptions};
 pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};
 pub use exits::Frames;
+pub use kernel_log::KERNEL_LOG_TARGET;
 pub use keys::{address_key, key_address};
 pub use maps::{MapUsage, Stats};
 pub use order::ProgramAhead;
@@ -173,6 +175,12 @@ pub enum DataplaneError {
         /// The pod.
         pod: String,
     },
+    /// The kernel debug channel (`LoadOptions::kernel_debug`) could not be opened.
+    #[error("kernel debug channel: {message}")]
+    KernelLog {
+        /// What went wrong, and what to do about it.
+        message: String,
+    },
 }
 
 impl DataplaneError {
@@ -193,6 +201,7 @@ impl DataplaneError {
             DataplaneError::Pinned { .. } => "pinned",
             DataplaneError::MapOp { .. } => "map_op",
             DataplaneError::NoInterface { .. } => "no_interface",
+            DataplaneError::KernelLog { .. } => "kernel_log",
         }
     }
 }

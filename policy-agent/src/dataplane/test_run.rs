@@ -95,6 +95,24 @@ struct RunResult {
 }
 
 impl Datapath {
+    /// The size in bytes of the `hook` classifier as the kernel runs it: its
+    /// instructions after the verifier removed the dead ones (those behind a
+    /// read-only flag that is off, such as the kernel debug channel's).
+    pub fn translated_len(&mut self, hook: Hook) -> Result<u32, DataplaneError> {
+        let program = hook.program();
+        let info =
+            classifier(&mut self.ebpf, program)?
+                .info()
+                .map_err(|e| DataplaneError::Program {
+                    program,
+                    message: format!("reading its info: {e}"),
+                })?;
+        info.size_translated().ok_or(DataplaneError::Program {
+            program,
+            message: "the kernel reports no translated size".to_string(),
+        })
+    }
+
     /// Runs the `hook` classifier on `frame` (Ethernet header first) as if it crossed
     /// interface `ifindex` carrying `mark`. The interface must exist in the calling
     /// thread's network namespace (the kernel attaches the test skb to it).
