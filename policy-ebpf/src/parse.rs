@@ -22,10 +22,11 @@
 //!
 //! Header layouts are network-types' (`EthHdr`, `Ipv4Hdr`, `Ipv6Hdr`, `TcpHdr`,
 //! `UdpHdr`, `SctpHdr`, `Icmpv4Hdr`, `Icmpv6Hdr`): a field is read at its
-//! `offset_of!`, never at a number. Headers are not loaded whole: each read takes
-//! only the fields it needs (a whole `Ipv6Hdr` would be 40 bytes of a frame that has
-//! none to spare). The IPv6 extension headers network-types lacks have small
-//! `#[repr(C)]` layouts of their own here (`Ipv6ExtHead`, `Ipv6FragHdr`).
+//! `offset_of!`, never at a number (ARP's `ArpHdr` in `arp.rs`). Headers are not
+//! loaded whole: each read takes only the fields it needs (a whole `Ipv6Hdr` would
+//! be 40 bytes of a stack frame that has none to spare). The IPv6 extension headers
+//! network-types lacks have small `#[repr(C)]` layouts of their own here
+//! (`Ipv6ExtHead`, `Ipv6FragHdr`).
 
 use core::mem::{offset_of, size_of};
 
