@@ -427,7 +427,7 @@ fn service_egress_is_decided_on_the_backend_after_dnat_and_replies_are_verified(
         assert!(!tcp(&net, "bad", vip, 80), "bad via the Service {vip}");
     }
     let after = net.stats();
-    for counter in ["egress_deferred", "drop_deferred_egress"] {
+    for counter in ["allow_deferred_egress", "drop_deferred_egress"] {
         assert!(
             after.get(counter) > before.get(counter),
             "{counter}: {after:?}"

@@ -7,7 +7,7 @@ use crate::ct::CT_ENDPOINT_FLOWS_DEFAULT;
 /// Map name in the object file.
 pub const CONFIG_MAP: &str = "CONFIG";
 
-/// Flag: emit `EVENT_ALLOW` events too (drops and would-drops always are).
+/// Flag: emit `EVENT_ALLOWED` events too (drops and would-drops always are).
 pub const CONFIG_FLAG_ALLOW_EVENTS: u32 = 1 << 0;
 /// Flag: tracked flows keep passing after a policy change (no re-decision of a
 /// flow whose entry another state decided); only a new connection meets the new

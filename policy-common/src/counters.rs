@@ -3,8 +3,8 @@
 //! - `RULE_COUNTERS` (per-CPU array): packets and bytes each allow rule let through,
 //!   indexed by `PolicyValue::rule_slot`. Every packet of a flow counts in the slot
 //!   of the rule that allowed the flow's first packet, replies included.
-//! - `DENY_COUNTERS` (per-CPU array): packets and bytes dropped (or, in audit mode,
-//!   that would have been) per (endpoint, direction), indexed by `deny_slot`. The
+//! - `DROP_COUNTERS` (per-CPU array): packets and bytes dropped (or, in audit mode,
+//!   that would have been) per (endpoint, direction), indexed by `drop_slot`. The
 //!   agent maps an endpoint id to the policies isolating it in that direction.
 //!
 //! Bytes are `skb->len`: the frame as the classifier saw it, Ethernet header included.
@@ -16,9 +16,9 @@ pub const RULE_COUNTERS_MAP: &str = "RULE_COUNTERS";
 /// Capacity: distinct (policy, direction, rule) triples with an entry in `POLICY`.
 pub const RULE_COUNTERS_MAX: u32 = 16384;
 /// Map name of the denied counters.
-pub const DENY_COUNTERS_MAP: &str = "DENY_COUNTERS";
-/// Capacity: every `deny_slot` of endpoint ids up to `ENDPOINTS_MAX` (ids start at 1).
-pub const DENY_COUNTERS_MAX: u32 = (ENDPOINTS_MAX + 1) * 4;
+pub const DROP_COUNTERS_MAP: &str = "DROP_COUNTERS";
+/// Capacity: every `drop_slot` of endpoint ids up to `ENDPOINTS_MAX` (ids start at 1).
+pub const DROP_COUNTERS_MAX: u32 = (ENDPOINTS_MAX + 1) * 4;
 /// A counter slot meaning "no counter" (no rule decided the flow).
 pub const NO_COUNTER: u32 = u32::MAX;
 
@@ -34,12 +34,12 @@ pub struct TrafficCounter {
 
 const _: () = assert!(core::mem::size_of::<TrafficCounter>() == 16);
 
-/// The `DENY_COUNTERS` slot of an endpoint's denials in `direction`
+/// The `DROP_COUNTERS` slot of an endpoint's denials in `direction`
 /// (`verdict::DIRECTION_*`); `audit` for would-drops of an audit-mode direction.
 /// Out of range (an endpoint id above `ENDPOINTS_MAX`) the lookup fails and
 /// nothing is counted.
 #[inline(always)]
-pub const fn deny_slot(endpoint_id: u32, direction: u8, audit: bool) -> u32 {
+pub const fn drop_slot(endpoint_id: u32, direction: u8, audit: bool) -> u32 {
     endpoint_id
         .wrapping_mul(4)
         .wrapping_add((direction as u32) * 2)

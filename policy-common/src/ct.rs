@@ -62,7 +62,7 @@ pub struct CtKey {
 const _: () = assert!(core::mem::size_of::<CtKey>() == 44);
 
 /// Flag: a flow that passed only because its endpoint's direction is in audit mode
-/// (`endpoint::AUDIT_*`); `CtValue::counter_slot` is then a `DENY_COUNTERS` slot and
+/// (`endpoint::AUDIT_*`); `CtValue::counter_slot` is then a `DROP_COUNTERS` slot and
 /// its packets count as would-drop. Once the direction enforces, the flow is decided
 /// afresh: audit never keeps a connection open past the switch to enforce.
 pub const CT_FLAG_AUDIT: u32 = 1 << 1;
@@ -99,7 +99,7 @@ pub struct CtValue {
     /// protocol it decides when the entry expires (`config::Config` timeouts).
     pub last_seen_ns: u64,
     /// `RULE_COUNTERS` slot of the rule that allowed the flow, or (with
-    /// `CT_FLAG_AUDIT`) the `DENY_COUNTERS` slot its packets count in as
+    /// `CT_FLAG_AUDIT`) the `DROP_COUNTERS` slot its packets count in as
     /// would-drop; `counters::NO_COUNTER` when no rule decided (an unisolated
     /// direction, ingress from the node, a deferred Service flow).
     pub counter_slot: u32,

@@ -20,7 +20,7 @@ pub const ENDPOINT_ADDRS_MAX: u32 = 2 * ENDPOINTS_MAX;
 
 /// Endpoint id of an interface the agent attached before it knows which pod is
 /// behind it (a new veth): no `POLICY` entry names it, so whatever its isolation
-/// flags isolate is denied. Its deny slots exist (`counters::DENY_COUNTERS_MAX`
+/// flags isolate is denied. Its deny slots exist (`counters::DROP_COUNTERS_MAX`
 /// covers it); real endpoint ids stay below it.
 pub const PENDING_ENDPOINT_ID: u32 = ENDPOINTS_MAX;
 

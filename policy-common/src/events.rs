@@ -13,9 +13,9 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const EVENTS_BYTES: u32 = 1 << 20;
 
 /// `VerdictEvent::verdict`: the packet passed.
-pub const EVENT_ALLOW: u8 = 0;
+pub const EVENT_ALLOWED: u8 = 0;
 /// `VerdictEvent::verdict`: the packet was dropped.
-pub const EVENT_DROP: u8 = 1;
+pub const EVENT_DROPPED: u8 = 1;
 /// `VerdictEvent::verdict`: the packet passed because every isolating policy is in
 /// audit mode; enforcing them would have dropped it.
 pub const EVENT_WOULD_DROP: u8 = 2;
@@ -42,7 +42,7 @@ pub struct VerdictEvent {
     pub protocol: u8,
     /// `verdict::DIRECTION_*`.
     pub direction: u8,
-    /// `EVENT_ALLOW`, `EVENT_DROP` or `EVENT_WOULD_DROP`.
+    /// `EVENT_ALLOWED`, `EVENT_DROPPED` or `EVENT_WOULD_DROP`.
     pub verdict: u8,
     /// 1 for IPv6, 0 for IPv4.
     pub ipv6: u8,

@@ -26,13 +26,13 @@ pub const STAT_ALLOW_NON_IP: u32 = 3;
 /// Passed: ingress from an address of the local node (kubelet probes).
 pub const STAT_ALLOW_NODE: u32 = 4;
 /// Passed on: egress to a Service ClusterIP, decided after DNAT at the backend.
-pub const STAT_EGRESS_DEFERRED: u32 = 5;
+pub const STAT_ALLOW_DEFERRED_EGRESS: u32 = 5;
 /// Passed: an ICMP or ICMPv6 error whose quoted packet belongs to a tracked flow.
 pub const STAT_ALLOW_RELATED: u32 = 6;
 /// Passed, would have been dropped: isolated, no rule allows it, and every
 /// isolating policy of that direction is in audit mode (also every later packet of
 /// such a flow).
-pub const STAT_ALLOW_AUDIT: u32 = 7;
+pub const STAT_WOULD_DROP_POLICY: u32 = 7;
 /// Passed: a Service egress deferred at a local client, decided and allowed where
 /// it leaves the node for a backend elsewhere (`node_exit`) or where it meets a
 /// socket of the node itself (`node_sockets`).
@@ -130,9 +130,9 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = {
     names[STAT_ALLOW_POLICY as usize] = "allow_policy";
     names[STAT_ALLOW_NON_IP as usize] = "allow_non_ip";
     names[STAT_ALLOW_NODE as usize] = "allow_node";
-    names[STAT_EGRESS_DEFERRED as usize] = "egress_deferred";
+    names[STAT_ALLOW_DEFERRED_EGRESS as usize] = "allow_deferred_egress";
     names[STAT_ALLOW_RELATED as usize] = "allow_related";
-    names[STAT_ALLOW_AUDIT as usize] = "allow_audit";
+    names[STAT_WOULD_DROP_POLICY as usize] = "would_drop_policy";
     names[STAT_ALLOW_SERVICE_EGRESS as usize] = "allow_service_egress";
     names[STAT_DROP_POLICY as usize] = "drop_policy";
     names[STAT_DROP_UNKNOWN_ENDPOINT as usize] = "drop_unknown_endpoint";

@@ -9,7 +9,7 @@ use policy_common::{
         mark_bits, Config, MarkBits, CONFIG_FLAG_ALLOW_EVENTS, CONFIG_FLAG_KEEP_ESTABLISHED,
         DEFAULT_MARK_MASK, DEFAULT_TUNNEL_PORTS, TUNNEL_PORTS_MAX,
     },
-    counters::{deny_slot, TrafficCounter, DENY_COUNTERS_MAX},
+    counters::{drop_slot, TrafficCounter, DROP_COUNTERS_MAX},
     ct::{
         CtKey, CtValue, CONNTRACK_MAX, CT_ENDPOINT_FLOWS_DEFAULT, CT_FLAG_AUDIT, CT_FLAG_DEFERRED,
         CT_FLAG_REVOKED, CT_STATE_CLOSED, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
@@ -29,7 +29,7 @@ use policy_common::{
         RULE_SET_ANY_CLASS,
     },
     verdict::{
-        MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STATS_LEN, STAT_ALLOW_AUDIT, STAT_ALLOW_NODE,
+        MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED, STATS_LEN, STAT_WOULD_DROP_POLICY, STAT_ALLOW_NODE,
         STAT_ALLOW_NON_IP, STAT_ALLOW_POLICY, STAT_ALLOW_RELATED, STAT_ALLOW_SERVICE_EGRESS,
         STAT_ALLOW_TRACKED, STAT_ALLOW_UNISOLATED, STAT_DROP_ARP_SPOOFED,
         STAT_DROP_ARP_UNSUPPORTED, STAT_DROP_CT_ENDPOINT_LIMIT, STAT_DROP_CT_FULL,
@@ -38,7 +38,7 @@ use policy_common::{
         STAT_DROP_IPV6_EXTENSION_CHAIN, STAT_DROP_IPV6_ROUTING_HEADER, STAT_DROP_MALFORMED,
         STAT_DROP_MISDELIVERED, STAT_DROP_POLICY, STAT_DROP_REVOKED, STAT_DROP_SOURCE_EGRESS,
         STAT_DROP_SPOOFED_SOURCE, STAT_DROP_TUNNEL, STAT_DROP_UNKNOWN_ENDPOINT, STAT_DROP_VLAN,
-        STAT_EGRESS_DEFERRED, STAT_EVENTS_ENDPOINT_LIMITED, STAT_EVENTS_RATE_LIMITED,
+        STAT_ALLOW_DEFERRED_EGRESS, STAT_EVENTS_ENDPOINT_LIMITED, STAT_EVENTS_RATE_LIMITED,
         STAT_EVENTS_RING_FULL, STAT_NAMES, STAT_VERDICTS,
     },
     ABI_VERSION,
@@ -151,7 +151,7 @@ fn the_pending_endpoint_id_is_no_real_id_and_has_its_own_deny_slots() {
     assert_eq!(PENDING_ENDPOINT_ID, ENDPOINTS_MAX);
     for direction in [0u8, 1] {
         for audit in [false, true] {
-            assert!(deny_slot(PENDING_ENDPOINT_ID, direction, audit) < DENY_COUNTERS_MAX);
+            assert!(drop_slot(PENDING_ENDPOINT_ID, direction, audit) < DROP_COUNTERS_MAX);
         }
     }
 }
@@ -221,8 +221,8 @@ fn deny_slots_of_distinct_endpoints_and_directions_never_collide() {
     for endpoint_id in 1..=ENDPOINTS_MAX {
         for direction in [0u8, 1] {
             for audit in [false, true] {
-                let slot = deny_slot(endpoint_id, direction, audit);
-                assert!(slot < DENY_COUNTERS_MAX, "slot {slot}");
+                let slot = drop_slot(endpoint_id, direction, audit);
+                assert!(slot < DROP_COUNTERS_MAX, "slot {slot}");
                 assert!(seen.insert(slot), "slot {slot} twice");
             }
         }
@@ -396,9 +396,9 @@ fn every_counter_has_a_name_and_its_own_slot() {
         STAT_ALLOW_POLICY,
         STAT_ALLOW_NON_IP,
         STAT_ALLOW_NODE,
-        STAT_EGRESS_DEFERRED,
+        STAT_ALLOW_DEFERRED_EGRESS,
         STAT_ALLOW_RELATED,
-        STAT_ALLOW_AUDIT,
+        STAT_WOULD_DROP_POLICY,
         STAT_ALLOW_SERVICE_EGRESS,
         STAT_DROP_POLICY,
         STAT_DROP_UNKNOWN_ENDPOINT,

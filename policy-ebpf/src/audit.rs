@@ -1,11 +1,11 @@
 //! Audit mode: an endpoint direction flagged `AUDIT_INGRESS`/`AUDIT_EGRESS` is
 //! isolated only by audit-mode policies, so what they would drop passes, counted
-//! (`STAT_ALLOW_AUDIT`, the `DENY_COUNTERS` audit slot) and reported
+//! (`STAT_WOULD_DROP_POLICY`, the `DROP_COUNTERS` audit slot) and reported
 //! (`EVENT_WOULD_DROP`), and its flow is tracked with `CT_FLAG_AUDIT`.
 //!
 //! Rules for a packet of a tracked flow (`tracked`):
 //! 1. an ordinary entry passes as `STAT_ALLOW_TRACKED`, counting in its rule's slot;
-//! 2. a `CT_FLAG_AUDIT` entry passes as `STAT_ALLOW_AUDIT` (every packet of an audit
+//! 2. a `CT_FLAG_AUDIT` entry passes as `STAT_WOULD_DROP_POLICY` (every packet of an audit
 //!    flow, replies included, is a would-drop: that keeps them apart from ordinary
 //!    tracked packets in `STATS`), counting in its audit deny slot, while the
 //!    endpoint still has the audit flag of the flow's original direction;
@@ -19,7 +19,7 @@
 use policy_common::{
     ct::CT_FLAG_AUDIT,
     endpoint::{EndpointInfo, AUDIT_EGRESS, AUDIT_INGRESS},
-    verdict::{DIRECTION_INGRESS, STAT_ALLOW_AUDIT, STAT_ALLOW_TRACKED},
+    verdict::{DIRECTION_INGRESS, STAT_ALLOW_TRACKED, STAT_WOULD_DROP_POLICY},
 };
 
 use crate::{
@@ -57,7 +57,7 @@ pub(crate) fn tracked(hit: &Hit, endpoint: &EndpointInfo, direction: u8) -> Opti
         direction
     };
     if audits(endpoint, original) {
-        Some((STAT_ALLOW_AUDIT, Counter::Deny(hit.counter_slot())))
+        Some((STAT_WOULD_DROP_POLICY, Counter::Deny(hit.counter_slot())))
     } else {
         None
     }

@@ -1,4 +1,4 @@
-//! Per-policy traffic counters (`RULE_COUNTERS`, `DENY_COUNTERS`, layout in
+//! Per-policy traffic counters (`RULE_COUNTERS`, `DROP_COUNTERS`, layout in
 //! `policy_common::counters`): packets and `skb->len` bytes per allow rule and per
 //! (endpoint, direction) of drops and would-drops.
 //!
@@ -9,10 +9,10 @@
 //!    backend's side decides them (`service::deferred_egress`), its replies where
 //!    that side verifies them (`service::verify_reply`; the client's side then
 //!    counts the verified reply no more);
-//! 2. a `STAT_DROP_POLICY` drop: `DENY_COUNTERS[deny_slot(endpoint, direction, false)]`,
+//! 2. a `STAT_DROP_POLICY` drop: `DROP_COUNTERS[drop_slot(endpoint, direction, false)]`,
 //!    a deferred Service egress denial in the source pod's egress slot;
 //! 3. a would-drop (audit) and every later packet and reply of its flow:
-//!    `DENY_COUNTERS[deny_slot(endpoint, direction, true)]`.
+//!    `DROP_COUNTERS[drop_slot(endpoint, direction, true)]`.
 //!
 //! Allows without a rule (unisolated, node, the client's side of a deferred
 //! Service flow) count nowhere here.
@@ -27,7 +27,7 @@ pub(crate) fn add(counter: Counter, bytes: u32) {
     let slot = match counter {
         Counter::None => return,
         Counter::Rule(slot) => maps::RULE_COUNTERS.get_ptr_mut(slot),
-        Counter::Deny(slot) => maps::DENY_COUNTERS.get_ptr_mut(slot),
+        Counter::Deny(slot) => maps::DROP_COUNTERS.get_ptr_mut(slot),
     };
     if let Some(slot) = slot {
         bump(slot, bytes);

@@ -2,10 +2,10 @@
 //! token bucket that limits them.
 //!
 //! What is reported (`to_tc_action` decides, `report` sends):
-//! 1. every drop (`EVENT_DROP`), with whatever `decide` knew when it dropped;
+//! 1. every drop (`EVENT_DROPPED`), with whatever `decide` knew when it dropped;
 //! 2. every would-drop (`EVENT_WOULD_DROP`): the packet that decided an audit flow
 //!    (its later packets and replies are counted, not reported);
-//! 3. with `CONFIG_FLAG_ALLOW_EVENTS`, every allow (`EVENT_ALLOW`) of a packet that
+//! 3. with `CONFIG_FLAG_ALLOW_EVENTS`, every allow (`EVENT_ALLOWED`) of a packet that
 //!    decided a new flow; conntrack hits and frames that are not IP never report.
 //!
 //! The limits, in order (an event takes one token from each bucket it passes):
@@ -26,7 +26,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use policy_common::{
     config::CONFIG_FLAG_ALLOW_EVENTS,
-    events::{VerdictEvent, EVENT_ALLOW},
+    events::{VerdictEvent, EVENT_ALLOWED},
     verdict::{STAT_EVENTS_ENDPOINT_LIMITED, STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL},
 };
 
@@ -86,13 +86,13 @@ fn take_token(bucket: Option<*mut TokenBucket>, events_burst: u32, events_per_se
 }
 
 /// Reports the packet `facts` describes as `verdict` (`EVENT_*`), landed in `stat`,
-/// `packet_len` bytes long; an `EVENT_ALLOW` only when the agent asked for allows.
+/// `packet_len` bytes long; an `EVENT_ALLOWED` only when the agent asked for allows.
 /// A BPF subprogram of its own: its buckets' keys and values stay off the
 /// classifier's frame, which `decide`'s deepest call chain shares (`maps.rs`).
 #[inline(never)]
 pub(crate) fn report(facts: &Facts, verdict: u8, stat: u32, packet_len: u32) {
     let flags = maps::config(|c| c.flags);
-    if verdict == EVENT_ALLOW && flags & CONFIG_FLAG_ALLOW_EVENTS == 0 {
+    if verdict == EVENT_ALLOWED && flags & CONFIG_FLAG_ALLOW_EVENTS == 0 {
         return;
     }
     let (burst, rate) = maps::config(|c| {

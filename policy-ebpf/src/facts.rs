@@ -19,7 +19,7 @@ pub(crate) enum Counter {
     None,
     /// `RULE_COUNTERS[slot]`: a rule allowed the packet's flow.
     Rule(u32),
-    /// `DENY_COUNTERS[slot]`: dropped by policy, or a would-drop in audit mode.
+    /// `DROP_COUNTERS[slot]`: dropped by policy, or a would-drop in audit mode.
     Deny(u32),
 }
 

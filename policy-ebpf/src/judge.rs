@@ -8,7 +8,7 @@
 //! classifier's, which the rest of `decide` fills.
 
 use policy_common::{
-    counters::{deny_slot, NO_COUNTER},
+    counters::{drop_slot, NO_COUNTER},
     ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
     endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
     peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
@@ -124,9 +124,9 @@ pub(crate) fn judge(
         return Judgement::new(RULE, allowed.rule_slot);
     }
     if audit::audits(endpoint, direction) {
-        Judgement::new(AUDIT, deny_slot(id, direction, true))
+        Judgement::new(AUDIT, drop_slot(id, direction, true))
     } else {
-        Judgement::new(DENIED, deny_slot(id, direction, false))
+        Judgement::new(DENIED, drop_slot(id, direction, false))
     }
 }
 
@@ -169,7 +169,7 @@ pub(crate) fn recheck(
     hit.seen(flow);
     // Counted and reported as a denial of the original direction: its policy
     // revoked the flow, whichever way this packet goes.
-    facts.counter = Counter::Deny(deny_slot(endpoint.endpoint_id, original, false));
+    facts.counter = Counter::Deny(drop_slot(endpoint.endpoint_id, original, false));
     facts.direction = original;
     Err(STAT_DROP_REVOKED)
 }

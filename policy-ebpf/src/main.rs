@@ -62,7 +62,7 @@ use aya_ebpf::{
 use policy_common::{
     ct::CT_FLAG_DEFERRED,
     endpoint::{EndpointInfo, ALLOW_TUNNELS},
-    events::{EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
+    events::{EVENT_ALLOWED, EVENT_DROPPED, EVENT_WOULD_DROP},
     peer::PEER_FLAG_NODE,
     verdict::*,
 };
@@ -174,18 +174,18 @@ pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, 
         Ok(stat) => {
             // A deferred Service egress is not decided yet: the backend's side
             // reports the decision (`service::deferred_egress`).
-            let event = if !facts.decided || stat == STAT_EGRESS_DEFERRED {
+            let event = if !facts.decided || stat == STAT_ALLOW_DEFERRED_EGRESS {
                 None
-            } else if stat == STAT_ALLOW_AUDIT {
+            } else if stat == STAT_WOULD_DROP_POLICY {
                 Some(EVENT_WOULD_DROP)
             } else {
-                Some(EVENT_ALLOW)
+                Some(EVENT_ALLOWED)
             };
             (stat, TC_ACT_UNSPEC, event)
         }
         Err(stat) => {
             debug::dropped(ctx, facts, stat);
-            (stat, TC_ACT_SHOT, Some(EVENT_DROP))
+            (stat, TC_ACT_SHOT, Some(EVENT_DROPPED))
         }
     };
     maps::count(stat);
@@ -263,7 +263,7 @@ pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, 
 ///    only with the reply-verified bit, or when a socket of the node sent it to
 ///    the client from an address and port the client's egress allowed
 ///    (`sockets::node_answered`: the backend is the node), else goes on as new. A flow tracked only
-///    because its direction was in audit mode passes as `STAT_ALLOW_AUDIT` while the
+///    because its direction was in audit mode passes as `STAT_WOULD_DROP_POLICY` while the
 ///    endpoint still audits that direction, and goes on as new once it does not
 ///    (`audit::tracked`).
 ///    Egress only: a reply to a tracked flow addressed to a local pod gets the
@@ -284,7 +284,7 @@ pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, 
 ///     with the rule's counter slot.
 /// 12. Anything else is dropped (`STAT_DROP_POLICY`), unless the endpoint audits
 ///     this direction (`AUDIT_*`): then it passes as a would-drop
-///     (`STAT_ALLOW_AUDIT`), tracked with `CT_FLAG_AUDIT` and its audit deny slot.
+///     (`STAT_WOULD_DROP_POLICY`), tracked with `CT_FLAG_AUDIT` and its audit deny slot.
 /// 13. A first fragment that passed (steps 6 to 12) is remembered, with its
 ///     protocol, ports and end, for its datagram's non-first fragments
 ///     (`frag::remember`).
@@ -363,7 +363,7 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
     } else {
         let (stat, reply) = decide_flow(ctx, facts, at, &endpoint, flow, 0)?;
         let verified = reply && service::verify_reply(ctx, facts, flow);
-        if stat != STAT_EGRESS_DEFERRED && !verified {
+        if stat != STAT_ALLOW_DEFERRED_EGRESS && !verified {
             service::stamp(ctx, facts.generation);
         }
         stat
@@ -482,7 +482,7 @@ fn decide_flow(
         }
         judge::AUDIT => {
             facts.counter = Counter::Deny(slot);
-            STAT_ALLOW_AUDIT
+            STAT_WOULD_DROP_POLICY
         }
         _ => {
             facts.counter = Counter::Deny(slot);

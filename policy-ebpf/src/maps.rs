@@ -28,7 +28,7 @@ use aya_ebpf::{
 use policy_common::{
     bank::{bank_of, BANKS},
     config::Config,
-    counters::{TrafficCounter, DENY_COUNTERS_MAX, RULE_COUNTERS_MAX},
+    counters::{TrafficCounter, DROP_COUNTERS_MAX, RULE_COUNTERS_MAX},
     ct::{CtKey, CtValue, CONNTRACK_MAX, CT_COUNTERS_MAX},
     endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX},
     events::EVENTS_BYTES,
@@ -100,8 +100,8 @@ pub(crate) static RULE_COUNTERS: PerCpuArray<TrafficCounter> =
     PerCpuArray::with_max_entries(RULE_COUNTERS_MAX, 0);
 
 #[map]
-pub(crate) static DENY_COUNTERS: PerCpuArray<TrafficCounter> =
-    PerCpuArray::with_max_entries(DENY_COUNTERS_MAX, 0);
+pub(crate) static DROP_COUNTERS: PerCpuArray<TrafficCounter> =
+    PerCpuArray::with_max_entries(DROP_COUNTERS_MAX, 0);
 
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

@@ -20,11 +20,11 @@
 
 use aya_ebpf::programs::TcContext;
 use policy_common::{
-    events::{EVENT_ALLOW, EVENT_WOULD_DROP},
+    events::{EVENT_ALLOWED, EVENT_WOULD_DROP},
     verdict::{
-        DIRECTION_EGRESS, STAT_ALLOW_AUDIT, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED,
+        DIRECTION_EGRESS, STAT_ALLOW_DEFERRED_EGRESS, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED,
         STAT_DROP_DEFERRED_EGRESS, STAT_DROP_DEFERRED_UNKNOWN_SOURCE, STAT_DROP_SOURCE_EGRESS,
-        STAT_EGRESS_DEFERRED,
+        STAT_WOULD_DROP_POLICY,
     },
 };
 
@@ -130,7 +130,7 @@ pub(crate) fn defer(
         )?;
     }
     ctx.set_mark(mark(ctx) | maps::config(|c| c.mark_deferred_egress));
-    Ok(STAT_EGRESS_DEFERRED)
+    Ok(STAT_ALLOW_DEFERRED_EGRESS)
 }
 
 /// Why `source_egress` runs.
@@ -351,13 +351,17 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
     // A stale packet was counted and reported at the source already.
     if why != Why::Stale as u32 {
         let (verdict, stat, counter) = match kind {
-            RULE => (EVENT_ALLOW, STAT_ALLOW_POLICY, Counter::rule(judged.slot())),
+            RULE => (
+                EVENT_ALLOWED,
+                STAT_ALLOW_POLICY,
+                Counter::rule(judged.slot()),
+            ),
             AUDIT => (
                 EVENT_WOULD_DROP,
-                STAT_ALLOW_AUDIT,
+                STAT_WOULD_DROP_POLICY,
                 Counter::Deny(judged.slot()),
             ),
-            _ => (EVENT_ALLOW, STAT_ALLOW_UNISOLATED, Counter::None),
+            _ => (EVENT_ALLOWED, STAT_ALLOW_UNISOLATED, Counter::None),
         };
         counters::add(counter, len);
         events::report(facts, verdict, stat, len);

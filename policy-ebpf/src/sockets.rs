@@ -49,7 +49,7 @@ use aya_ebpf::{
 use network_types::ip::IpProto;
 use policy_common::{
     ct::{CT_FLAG_DEFERRED, CT_FLAG_REVOKED},
-    events::EVENT_DROP,
+    events::EVENT_DROPPED,
     verdict::{
         DIRECTION_EGRESS, STAT_ALLOW_SERVICE_EGRESS, STAT_DROP_DEFERRED_UNKNOWN_SOURCE,
         STAT_DROP_MALFORMED,
@@ -144,7 +144,7 @@ fn finish(outcome: u32) -> u32 {
                 // SAFETY: this CPU's slot, which `decide` filled for this lookup.
                 let facts = unsafe { &*facts };
                 counters::add(facts.counter, 0);
-                events::report(facts, EVENT_DROP, stat, 0);
+                events::report(facts, EVENT_DROPPED, stat, 0);
             }
             sk_action::SK_DROP
         }

@@ -1,6 +1,6 @@
 //! Audit mode in the classifiers (`AUDIT_INGRESS`/`AUDIT_EGRESS`), on
 //! `BPF_PROG_TEST_RUN` frames: a packet the isolating policies would drop passes as
-//! `allow_audit`, is reported as a would-drop and counted in the audit deny slot;
+//! `would_drop_policy`, is reported as a would-drop and counted in the audit deny slot;
 //! its flow is tracked as an audit flow whose later packets and replies pass and
 //! count as would-drops, until the direction enforces: then the flow's next packet
 //! re-decides it, and a flow the enforcing policy denies is revoked, both ways. The
@@ -15,7 +15,7 @@ use policy_agent::{
     policy::tables::{DatapathTables, Direction},
 };
 use policy_common::{
-    counters::deny_slot,
+    counters::drop_slot,
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED},
 };
 
@@ -82,9 +82,9 @@ fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_dire
         let first = syn(client, server, 50000, 81);
         let later = ack(client, server, 50000, 81);
         let answer = ack(server, client, 81, 50000);
-        expect(&mut net, In, "server", 0, &first, true, "allow_audit");
-        expect(&mut net, In, "server", 0, &later, true, "allow_audit");
-        expect(&mut net, Out, "server", 0, &answer, true, "allow_audit");
+        expect(&mut net, In, "server", 0, &first, true, "would_drop_policy");
+        expect(&mut net, In, "server", 0, &later, true, "would_drop_policy");
+        expect(&mut net, Out, "server", 0, &answer, true, "would_drop_policy");
         would_drop.extend([first.clone(), later, answer]);
         // Reported once, for the packet that decided the flow.
         let events = reader.drain();
@@ -97,7 +97,7 @@ fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_dire
                         SERVER_ID,
                         Direction::Ingress,
                         EventVerdict::WouldDrop,
-                        "allow_audit"
+                        "would_drop_policy"
                     )
                 );
                 assert_eq!(
@@ -112,13 +112,13 @@ fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_dire
         assert!(tracked.audit, "{tracked:?}");
         assert_eq!(
             tracked.counter_slot,
-            Some(deny_slot(SERVER_ID, DIRECTION_INGRESS, true))
+            Some(drop_slot(SERVER_ID, DIRECTION_INGRESS, true))
         );
     }
     let counted = net.policy_counters(&auditing);
     assert_eq!(counted.denied.len(), 1, "{counted:#?}");
     assert_eq!(
-        (counted.denied[0].denied, counted.denied[0].would_deny),
+        (counted.denied[0].denied, counted.denied[0].would_drop),
         (Traffic::default(), traffic(&would_drop))
     );
 
@@ -138,13 +138,13 @@ fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_dire
     }
     let counted = net.policy_counters(&enforcing);
     assert_eq!(
-        (counted.denied[0].denied, counted.denied[0].would_deny),
+        (counted.denied[0].denied, counted.denied[0].would_drop),
         (traffic(&dropped), traffic(&would_drop))
     );
     let events = reader.drain();
     assert_eq!(events.len(), 6, "{events:#?}");
     assert!(
-        events.iter().all(|e| e.verdict == EventVerdict::Drop),
+        events.iter().all(|e| e.verdict == EventVerdict::Dropped),
         "{events:#?}"
     );
 }
@@ -162,7 +162,7 @@ fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_dro
     let mut would_drop = Vec::new();
     for ((client, backend), vip) in FAMILIES.into_iter().zip(CLUSTER_IPS) {
         let to_vip = syn(client, vip, 51000, 80);
-        expect(&mut net, Out, "client", 0, &to_vip, true, "egress_deferred");
+        expect(&mut net, Out, "client", 0, &to_vip, true, "allow_deferred_egress");
         // At the backend, after DNAT to a port the client's rules do not allow: the
         // packets go on to the backend's own (unisolated, then tracked) ingress.
         let dnat = syn(client, backend, 51000, 9090);
@@ -191,7 +191,7 @@ fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_dro
                         CLIENT_ID,
                         Direction::Egress,
                         EventVerdict::WouldDrop,
-                        "allow_audit"
+                        "would_drop_policy"
                     )
                 );
                 assert_eq!(event.destination, (addr(backend), 9090));
@@ -203,12 +203,12 @@ fn a_service_egress_in_audit_mode_passes_at_the_backend_as_the_clients_would_dro
         assert!(tracked.audit, "{tracked:?}");
         assert_eq!(
             tracked.counter_slot,
-            Some(deny_slot(CLIENT_ID, DIRECTION_EGRESS, true))
+            Some(drop_slot(CLIENT_ID, DIRECTION_EGRESS, true))
         );
     }
     let counted = net.policy_counters(&auditing);
     assert_eq!(
-        counted.denied[0].would_deny,
+        counted.denied[0].would_drop,
         traffic(&would_drop),
         "{counted:#?}"
     );

@@ -1,4 +1,4 @@
-//! Per-policy traffic counters (`RULE_COUNTERS`, `DENY_COUNTERS`) as
+//! Per-policy traffic counters (`RULE_COUNTERS`, `DROP_COUNTERS`) as
 //! `Datapath::policy_counters` names them: every packet of a flow a rule allowed
 //! counts in that rule, replies included; drops count per endpoint and direction
 //! and are named with the policies isolating it; a Service egress decided at the
@@ -10,7 +10,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use policy_agent::{
-    dataplane::{DenyTraffic, EventVerdict, Hook, PolicyCounters, RuleTraffic, Traffic},
+    dataplane::{DropTraffic, EventVerdict, Hook, PolicyCounters, RuleTraffic, Traffic},
     model::ObjectRef,
     policy::tables::{DatapathTables, Direction, RuleRef},
 };
@@ -115,11 +115,11 @@ fn every_packet_of_an_allowed_flow_counts_in_its_rule_replies_included_and_rules
     );
     assert_eq!(
         got.denied,
-        vec![DenyTraffic {
+        vec![DropTraffic {
             policies: vec![first_policy()],
             direction: Direction::Ingress,
             denied: Traffic::default(),
-            would_deny: Traffic::default(),
+            would_drop: Traffic::default(),
         }],
         "nothing denied"
     );
@@ -164,17 +164,17 @@ fn drops_count_per_endpoint_and_direction_named_with_the_policies_isolating_it()
     assert_eq!(
         net.policy_counters(&tables).denied,
         vec![
-            DenyTraffic {
+            DropTraffic {
                 policies: vec![first_policy(), second_policy()],
                 direction: Direction::Ingress,
                 denied: traffic(&into_pods),
-                would_deny: Traffic::default(),
+                would_drop: Traffic::default(),
             },
-            DenyTraffic {
+            DropTraffic {
                 policies: vec![second_policy()],
                 direction: Direction::Egress,
                 denied: traffic(&out_of_client),
-                would_deny: Traffic::default(),
+                would_drop: Traffic::default(),
             },
         ]
     );
@@ -411,11 +411,11 @@ fn a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress() {
     assert_eq!(rule(&got, Direction::Egress, 0), traffic(&allowed));
     assert_eq!(
         got.denied,
-        vec![DenyTraffic {
+        vec![DropTraffic {
             policies: vec![first_policy()],
             direction: Direction::Egress,
             denied: traffic(&denied),
-            would_deny: Traffic::default(),
+            would_drop: Traffic::default(),
         }]
     );
     // The drop is reported as the client's egress, where its policy is.
@@ -428,7 +428,7 @@ fn a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress() {
                 client_if,
                 CLIENT_ID,
                 Direction::Egress,
-                EventVerdict::Drop,
+                EventVerdict::Dropped,
                 "drop_deferred_egress"
             )
         );

@@ -114,7 +114,7 @@ fn a_service_egress_to_a_backend_on_another_node_passes_when_the_clients_egress_
     let (grew, moved) = growth(&before, &after);
     // Two families, TCP and UDP: each flow's first packet decided at the exit.
     assert!(grew("allow_service_egress") >= 4, "{moved:?}");
-    assert!(grew("egress_deferred") >= 4, "{moved:?}");
+    assert!(grew("allow_deferred_egress") >= 4, "{moved:?}");
     assert_eq!(
         moved.iter().filter(|(n, _)| n.starts_with("drop_")).count(),
         0,

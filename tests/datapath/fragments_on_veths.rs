@@ -371,7 +371,7 @@ fn large_datagrams_through_a_service_are_decided_on_the_backend_and_echoed() {
     }
     let after = net.stats();
     assert!(
-        after.get("egress_deferred") > before.get("egress_deferred"),
+        after.get("allow_deferred_egress") > before.get("allow_deferred_egress"),
         "{after:?}"
     );
     assert_eq!(drops(&before, &after), [], "nothing dropped");

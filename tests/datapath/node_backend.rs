@@ -161,7 +161,7 @@ fn a_service_egress_to_the_node_itself_passes_when_the_clients_egress_allows_the
         "{:?}",
         moved(&before, &after)
     );
-    assert!(grew("egress_deferred") >= 4, "{:?}", moved(&before, &after));
+    assert!(grew("allow_deferred_egress") >= 4, "{:?}", moved(&before, &after));
     assert_eq!(
         grew("drop_deferred_egress"),
         0,

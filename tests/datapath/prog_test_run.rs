@@ -208,7 +208,7 @@ fn service_egress_deferral_step_by_step_in_both_families() {
         assert_eq!((out.passed, out.mark), (true, 0), "verified, mark cleared");
         let after = net.stats();
         for (counter, n) in [
-            ("egress_deferred", 3),
+            ("allow_deferred_egress", 3),
             ("drop_deferred_egress", 1),
             ("drop_deferred_unknown_source", 1),
         ] {
@@ -352,7 +352,7 @@ fn a_pod_may_send_only_from_its_own_addresses_or_ipv6_link_local() {
     spoofed += 1;
     // (Other counters also count the pods' own MLD and router solicitations.)
     let after = net.stats();
-    for (counter, n) in [("drop_spoofed_source", spoofed), ("egress_deferred", 0)] {
+    for (counter, n) in [("drop_spoofed_source", spoofed), ("allow_deferred_egress", 0)] {
         assert_eq!(after.get(counter), before.get(counter) + n, "{counter}");
     }
 }

@@ -276,7 +276,7 @@ fn an_audited_default_deny_keeps_traffic_flowing_and_reports_exactly_the_flows_e
             vec!["shop/default-deny-ingress"]
         };
         assert_eq!(seen.policies, expected, "{seen:?}");
-        assert_eq!(seen.reason, "allow_audit", "{seen:?}");
+        assert_eq!(seen.reason, "would_drop_policy", "{seen:?}");
     }
 
     lab.update(default_deny(PolicyMode::Enforce))

@@ -201,7 +201,7 @@ fn flows_verdict_would_drop_shows_what_an_audit_mode_lab_lets_through() {
     assert_eq!(lines.len(), 1, "{stdout}");
     let line = &lines[0];
     assert_eq!(line["verdict"], "would-drop", "{line}");
-    assert_eq!(line["reason"], "allow_audit", "{line}");
+    assert_eq!(line["reason"], "would_drop_policy", "{line}");
     assert_eq!(line["pod"], "shop/web", "{line}");
     assert_eq!(line["direction"], "ingress", "{line}");
     assert_eq!(line["source"]["pod"], "shop/client", "{line}");

@@ -147,7 +147,7 @@ struct Snapshot {
     /// (policy, direction) -> traffic dropped at endpoints it isolates.
     denied: BTreeMap<(ObjectRef, Direction), Traffic>,
     /// (policy, direction) -> traffic audit mode let pass that it would drop.
-    would_deny: BTreeMap<(ObjectRef, Direction), Traffic>,
+    would_drop: BTreeMap<(ObjectRef, Direction), Traffic>,
 }
 
 impl Default for Metrics {
@@ -370,17 +370,17 @@ impl Metrics {
         for rule in &counters.allowed {
             add(&mut allowed, &rule.policy, rule.direction, rule.allowed);
         }
-        let (mut denied, mut would_deny) = (BTreeMap::new(), BTreeMap::new());
+        let (mut denied, mut would_drop) = (BTreeMap::new(), BTreeMap::new());
         for deny in &counters.denied {
             for policy in &deny.policies {
                 add(&mut denied, policy, deny.direction, deny.denied);
-                add(&mut would_deny, policy, deny.direction, deny.would_deny);
+                add(&mut would_drop, policy, deny.direction, deny.would_drop);
             }
         }
         let mut snapshot = self.lock();
         snapshot.allowed = allowed;
         snapshot.denied = denied;
-        snapshot.would_deny = would_deny;
+        snapshot.would_drop = would_drop;
     }
 
     /// Sets `podwall_ready`.
@@ -474,14 +474,14 @@ impl Collector for SnapshotCollector {
                 &snapshot.allowed,
             ),
             (
-                "podwall_policy_denied",
+                "podwall_policy_dropped",
                 "dropped at pods the policy isolates",
                 &snapshot.denied,
             ),
             (
-                "podwall_policy_would_deny",
+                "podwall_policy_would_drop",
                 "passed only because the policy is in audit mode",
-                &snapshot.would_deny,
+                &snapshot.would_drop,
             ),
         ];
         for (prefix, what, totals) in families {

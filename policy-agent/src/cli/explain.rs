@@ -73,14 +73,14 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
 }
 
 /// Runs `explain`.
-/// Exit code of `explain` for a denied connection.
-pub const EXIT_DENIED: u8 = 3;
+/// Exit code of `explain` for a dropped connection.
+pub const EXIT_DROPPED: u8 = 3;
 /// Exit code of `explain` for a connection that passes only because the policies
 /// that would drop it are in audit mode.
 pub const EXIT_WOULD_DROP: u8 = 4;
 
 /// Explains the connection; the exit code says the verdict (0 allowed,
-/// `EXIT_DENIED`, `EXIT_WOULD_DROP`), so scripts need not parse the output.
+/// `EXIT_DROPPED`, `EXIT_WOULD_DROP`), so scripts need not parse the output.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let mut state = args.manifests.load()?;
     if args.audit {
@@ -117,7 +117,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     Ok(match (verdict.allowed, verdict.would_drop) {
         (_, true) => ExitCode::from(EXIT_WOULD_DROP),
         (true, false) => ExitCode::SUCCESS,
-        (false, false) => ExitCode::from(EXIT_DENIED),
+        (false, false) => ExitCode::from(EXIT_DROPPED),
     })
 }
 
@@ -146,12 +146,12 @@ fn failed_halves(rule: &RuleMatch) -> &'static str {
     }
 }
 
-/// The verdict in one phrase: `allowed`, `denied`, or a would-drop.
+/// The verdict in one phrase: `allowed`, `dropped`, or a would-drop.
 fn verdict_phrase(allowed: bool, would_drop: bool) -> &'static str {
     match (allowed, would_drop) {
         (_, true) => "would-drop (allowed: the policies that would drop it are in audit mode)",
         (true, false) => "allowed",
-        (false, false) => "denied",
+        (false, false) => "dropped",
     }
 }
 
@@ -182,7 +182,7 @@ fn text(state: &ClusterState, query: &Query, judged: &Query, explanation: &Expla
             SideExplanation::HostNetwork => {
                 out.push_str("allowed: a hostNetwork pod, policies never isolate it\n");
             }
-            SideExplanation::NotIsolated => {
+            SideExplanation::Unisolated => {
                 let _ = writeln!(out, "allowed: no policy selects it for {list}");
             }
             SideExplanation::Isolated {
@@ -212,7 +212,7 @@ fn text(state: &ClusterState, query: &Query, judged: &Query, explanation: &Expla
                         }
                     }
                     _ => {
-                        out.push_str("denied: isolated by these policies, no rule matches\n");
+                        out.push_str("dropped: isolated by these policies, no rule matches\n");
                         for explained in policies {
                             denied_policy(&mut out, list, explained);
                         }
@@ -306,7 +306,7 @@ fn json(query: &Query, explanation: &Explanation) -> QueryJson {
         let (status, mode, policies, ignored_audit) = match side {
             SideExplanation::NotAPod => ("not_a_pod", None, &[][..], &[][..]),
             SideExplanation::HostNetwork => ("host_network", None, &[][..], &[][..]),
-            SideExplanation::NotIsolated => ("not_isolated", None, &[][..], &[][..]),
+            SideExplanation::Unisolated => ("not_isolated", None, &[][..], &[][..]),
             SideExplanation::Isolated {
                 mode,
                 policies,

@@ -57,9 +57,9 @@ pub struct FlowsArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum VerdictArg {
     /// Passed (reported only for the packet that decided a flow).
-    Allow,
+    Allowed,
     /// Dropped.
-    Drop,
+    Dropped,
     /// Passed because the isolating policies are in audit mode; enforcing them
     /// would drop it.
     WouldDrop,
@@ -68,8 +68,8 @@ enum VerdictArg {
 impl VerdictArg {
     fn verdict(self) -> EventVerdict {
         match self {
-            VerdictArg::Allow => EventVerdict::Allow,
-            VerdictArg::Drop => EventVerdict::Drop,
+            VerdictArg::Allowed => EventVerdict::Allowed,
+            VerdictArg::Dropped => EventVerdict::Dropped,
             VerdictArg::WouldDrop => EventVerdict::WouldDrop,
         }
     }

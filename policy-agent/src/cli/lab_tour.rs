@@ -37,7 +37,7 @@ fn key(r: &ProbeResult) -> (String, String, u16, Protocol) {
 /// Lines naming every probe whose verdict differs between `before` and `after`.
 fn changes(before: &[ProbeResult], after: &[ProbeResult]) -> Vec<String> {
     let old: BTreeMap<_, bool> = before.iter().map(|r| (key(r), r.allowed)).collect();
-    let verdict = |allowed: bool| if allowed { "allowed" } else { "denied" };
+    let verdict = |allowed: bool| if allowed { "allowed" } else { "dropped" };
     after
         .iter()
         .filter_map(|r| {
@@ -186,7 +186,7 @@ mod tests {
         let after = [result("x/b", false), result("x/c", true)];
         assert_eq!(
             changes(&before, &after),
-            vec!["x/a -> x/b 80/TCP: allowed -> denied".to_string()]
+            vec!["x/a -> x/b 80/TCP: allowed -> dropped".to_string()]
         );
     }
 }

@@ -1,4 +1,4 @@
-//! Reads the per-policy traffic counters (`RULE_COUNTERS`, `DENY_COUNTERS`) while
+//! Reads the per-policy traffic counters (`RULE_COUNTERS`, `DROP_COUNTERS`) while
 //! traffic flows, and names them with the tables that gave their slots meaning.
 //! The kernel bumps packets, then bytes, without a lock: a reading taken while
 //! traffic flows may catch a CPU in between (bytes one packet behind).
@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aya::maps::{MapData, PerCpuArray, PerCpuValues};
-use policy_common::counters::{deny_slot, TrafficCounter, DENY_COUNTERS_MAP, RULE_COUNTERS_MAP};
+use policy_common::counters::{drop_slot, TrafficCounter, DROP_COUNTERS_MAP, RULE_COUNTERS_MAP};
 use serde::Serialize;
 
 use super::{maps::map_error, slots::rule_name, Datapath, DataplaneError};
@@ -49,7 +49,7 @@ pub struct RuleTraffic {
 /// What was denied (or, in audit mode, would have been) at pods isolated by one
 /// set of policies in one direction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DenyTraffic {
+pub struct DropTraffic {
     /// The policies isolating those pods in `direction`.
     pub policies: Vec<ObjectRef>,
     /// Direction relative to the pods.
@@ -57,7 +57,7 @@ pub struct DenyTraffic {
     /// Dropped.
     pub denied: Traffic,
     /// Passed only because every isolating policy is in audit mode.
-    pub would_deny: Traffic,
+    pub would_drop: Traffic,
 }
 
 /// Every per-policy counter, named.
@@ -67,7 +67,7 @@ pub struct PolicyCounters {
     pub allowed: Vec<RuleTraffic>,
     /// Denied traffic per (isolating policies, direction); endpoints isolated by
     /// the same policies are summed.
-    pub denied: Vec<DenyTraffic>,
+    pub denied: Vec<DropTraffic>,
 }
 
 /// The names of the policies isolating one endpoint id, per direction.
@@ -104,16 +104,16 @@ fn policy_names(tables: &DatapathTables, ids: &[u32]) -> Vec<ObjectRef> {
         .collect()
 }
 
-/// What the `DENY_COUNTERS` slots meant at the last `apply` (endpoint id -> its
+/// What the `DROP_COUNTERS` slots meant at the last `apply` (endpoint id -> its
 /// isolating policies, by name so renumbered ids compare), so a slot whose meaning
 /// changes is zeroed instead of carrying other policies' counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct DenyMeanings {
+pub(super) struct DropMeanings {
     /// Endpoint id -> the policies isolating it.
     isolation: BTreeMap<u32, IsolatingNames>,
 }
 
-impl DenyMeanings {
+impl DropMeanings {
     /// The meanings `tables` gives the deny slots.
     pub fn of(tables: &DatapathTables) -> Self {
         Self {
@@ -134,7 +134,7 @@ impl DenyMeanings {
     /// The deny slots (drops and would-drops) of every endpoint id and direction
     /// whose isolating policies differ between these meanings and `new` (an id
     /// only one of them has differs too).
-    pub fn changed_slots(&self, new: &DenyMeanings) -> Vec<u32> {
+    pub fn changed_slots(&self, new: &DropMeanings) -> Vec<u32> {
         let ids: BTreeSet<u32> = self
             .isolation
             .keys()
@@ -145,7 +145,7 @@ impl DenyMeanings {
         for id in ids {
             for direction in [Direction::Ingress, Direction::Egress] {
                 if self.policies(id, direction) != new.policies(id, direction) {
-                    slots.extend([false, true].map(|audit| deny_slot(id, direction.code(), audit)));
+                    slots.extend([false, true].map(|audit| drop_slot(id, direction.code(), audit)));
                 }
             }
         }
@@ -164,7 +164,7 @@ impl Datapath {
         })
     }
 
-    /// One slot of `RULE_COUNTERS` or `DENY_COUNTERS`, summed over CPUs; an
+    /// One slot of `RULE_COUNTERS` or `DROP_COUNTERS`, summed over CPUs; an
     /// out-of-range slot reads as zero.
     fn counter(&mut self, name: &'static str, slot: u32) -> Result<Traffic, DataplaneError> {
         let array = self.counter_array(name)?;
@@ -175,7 +175,7 @@ impl Datapath {
         Ok(Traffic::sum(&values))
     }
 
-    /// Zeroes `slots` of `RULE_COUNTERS` or `DENY_COUNTERS` on every CPU
+    /// Zeroes `slots` of `RULE_COUNTERS` or `DROP_COUNTERS` on every CPU
     /// (out-of-range slots are left alone).
     pub(super) fn zero_counters(
         &mut self,
@@ -223,15 +223,15 @@ impl Datapath {
             });
         }
         let mut denied: BTreeMap<(Vec<ObjectRef>, Direction), (Traffic, Traffic)> = BTreeMap::new();
-        for (id, isolating) in DenyMeanings::of(tables).isolation {
+        for (id, isolating) in DropMeanings::of(tables).isolation {
             for direction in [Direction::Ingress, Direction::Egress] {
                 let policies = isolating.get(direction);
                 if policies.is_empty() {
                     continue;
                 }
                 let code = direction.code();
-                let dropped = self.counter(DENY_COUNTERS_MAP, deny_slot(id, code, false))?;
-                let audited = self.counter(DENY_COUNTERS_MAP, deny_slot(id, code, true))?;
+                let dropped = self.counter(DROP_COUNTERS_MAP, drop_slot(id, code, false))?;
+                let audited = self.counter(DROP_COUNTERS_MAP, drop_slot(id, code, true))?;
                 let total = denied.entry((policies.to_vec(), direction)).or_default();
                 total.0 = add(total.0, dropped);
                 total.1 = add(total.1, audited);
@@ -242,11 +242,11 @@ impl Datapath {
             denied: denied
                 .into_iter()
                 .map(
-                    |((policies, direction), (denied, would_deny))| DenyTraffic {
+                    |((policies, direction), (denied, would_drop))| DropTraffic {
                         policies,
                         direction,
                         denied,
-                        would_deny,
+                        would_drop,
                     },
                 )
                 .collect(),
@@ -291,30 +291,30 @@ mod tests {
 
     fn slots(id: u32, direction: u8) -> [u32; 2] {
         [
-            deny_slot(id, direction, false),
-            deny_slot(id, direction, true),
+            drop_slot(id, direction, false),
+            drop_slot(id, direction, true),
         ]
     }
 
     #[test]
     fn renumbered_policy_ids_with_the_same_names_change_no_deny_slot() {
-        let before = DenyMeanings::of(&tables(&["a", "b"], &[(1, &[1], &[0, 1])]));
-        let after = DenyMeanings::of(&tables(&["0", "a", "b"], &[(1, &[2], &[1, 2])]));
+        let before = DropMeanings::of(&tables(&["a", "b"], &[(1, &[1], &[0, 1])]));
+        let after = DropMeanings::of(&tables(&["0", "a", "b"], &[(1, &[2], &[1, 2])]));
         assert_eq!(before.changed_slots(&after), Vec::<u32>::new());
         assert_eq!(before.changed_slots(&before), Vec::<u32>::new());
     }
 
     #[test]
     fn only_the_direction_whose_isolating_policies_changed_has_its_slots_zeroed() {
-        let before = DenyMeanings::of(&tables(&["a", "b"], &[(1, &[0], &[1]), (2, &[0], &[])]));
-        let after = DenyMeanings::of(&tables(&["a", "b"], &[(1, &[0, 1], &[1]), (2, &[0], &[])]));
+        let before = DropMeanings::of(&tables(&["a", "b"], &[(1, &[0], &[1]), (2, &[0], &[])]));
+        let after = DropMeanings::of(&tables(&["a", "b"], &[(1, &[0, 1], &[1]), (2, &[0], &[])]));
         assert_eq!(before.changed_slots(&after), slots(1, DIRECTION_INGRESS));
     }
 
     #[test]
     fn an_endpoint_id_only_one_side_has_changes_both_its_directions() {
-        let before = DenyMeanings::of(&tables(&["a"], &[(1, &[0], &[])]));
-        let after = DenyMeanings::of(&tables(&["a"], &[(2, &[], &[])]));
+        let before = DropMeanings::of(&tables(&["a"], &[(1, &[0], &[])]));
+        let after = DropMeanings::of(&tables(&["a"], &[(2, &[], &[])]));
         let mut want = [
             slots(1, DIRECTION_INGRESS),
             slots(1, DIRECTION_EGRESS),
@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(got, want);
         // Nothing before (a fresh datapath): every slot the tables give a meaning.
         assert_eq!(
-            DenyMeanings::default().changed_slots(&before).len(),
+            DropMeanings::default().changed_slots(&before).len(),
             4,
             "{before:?}"
         );

@@ -46,7 +46,7 @@ pub struct TrackedFlow {
     /// IP protocol number.
     pub protocol: u8,
     /// The `RULE_COUNTERS` slot of the rule that allowed it (with `audit`, the
-    /// `DENY_COUNTERS` slot); `None` when no rule decided (unisolated, node, deferred).
+    /// `DROP_COUNTERS` slot); `None` when no rule decided (unisolated, node, deferred).
     pub counter_slot: Option<u32>,
     /// A flow that passes only because its direction is in audit mode.
     pub audit: bool,

@@ -26,7 +26,7 @@ use policy_common::{
 
 use super::{
     banks::BankContent,
-    counters::DenyMeanings,
+    counters::DropMeanings,
     kernel_log::KernelLog,
     pins::{PinLayout, PINNED_MAPS},
     quiesce::Quiesce,
@@ -122,11 +122,11 @@ pub struct Datapath {
     pub(super) ebpf: Ebpf,
     /// Which `RULE_COUNTERS` slot each allow rule counts in.
     pub(super) rule_slots: RuleSlots,
-    /// What the `DENY_COUNTERS` slots mean since the last `apply`.
-    pub(super) deny_meanings: DenyMeanings,
-    /// `DENY_COUNTERS` slots whose meaning changed but whose zeroing failed: the
+    /// What the `DROP_COUNTERS` slots mean since the last `apply`.
+    pub(super) drop_meanings: DropMeanings,
+    /// `DROP_COUNTERS` slots whose meaning changed but whose zeroing failed: the
     /// next `apply` zeroes them.
-    pub(super) deny_zero_owed: BTreeSet<u32>,
+    pub(super) drop_zero_owed: BTreeSet<u32>,
     /// CPUs the kernel may run on: how many values a per-CPU map entry holds.
     pub(super) possible_cpus: usize,
     /// What each bank of the banked maps holds (index = bank), kept equal to the
@@ -257,8 +257,8 @@ impl Datapath {
         let mut datapath = Self {
             ebpf,
             rule_slots: RuleSlots::new(RULE_COUNTERS_MAX),
-            deny_meanings: DenyMeanings::default(),
-            deny_zero_owed: BTreeSet::new(),
+            drop_meanings: DropMeanings::default(),
+            drop_zero_owed: BTreeSet::new(),
             possible_cpus,
             shadows: Default::default(),
             active: 0,

@@ -12,7 +12,7 @@ use std::{
 use aya::maps::{Map, MapData, RingBuf};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use policy_common::{
-    events::{VerdictEvent, EVENTS_MAP, EVENT_ALLOW, EVENT_DROP, EVENT_WOULD_DROP},
+    events::{VerdictEvent, EVENTS_MAP, EVENT_ALLOWED, EVENT_DROPPED, EVENT_WOULD_DROP},
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STATS_LEN, STATS_MAP, STAT_NAMES},
 };
 use serde::Serialize;
@@ -25,9 +25,9 @@ use crate::policy::tables::{Direction, RuleRef};
 #[serde(rename_all = "kebab-case")]
 pub enum EventVerdict {
     /// Passed.
-    Allow,
+    Allowed,
     /// Dropped.
-    Drop,
+    Dropped,
     /// Passed because every isolating policy is in audit mode; enforcing them would
     /// have dropped it.
     WouldDrop,
@@ -74,8 +74,8 @@ impl VerdictRecord {
         // `bytes` holds at least its size; read_unaligned copes with any alignment.
         let event: VerdictEvent = unsafe { bytes.as_ptr().cast::<VerdictEvent>().read_unaligned() };
         let verdict = match event.verdict {
-            EVENT_ALLOW => EventVerdict::Allow,
-            EVENT_DROP => EventVerdict::Drop,
+            EVENT_ALLOWED => EventVerdict::Allowed,
+            EVENT_DROPPED => EventVerdict::Dropped,
             EVENT_WOULD_DROP => EventVerdict::WouldDrop,
             _ => return None,
         };
@@ -302,7 +302,7 @@ mod tests {
             dport_be: 80u16.to_be(),
             protocol: 6,
             direction: DIRECTION_EGRESS,
-            verdict: EVENT_ALLOW,
+            verdict: EVENT_ALLOWED,
             ipv6: 0,
             stat: STAT_ALLOW_POLICY,
             policy_id: 4,
@@ -317,7 +317,7 @@ mod tests {
                 ifindex: 12,
                 endpoint_id: 3,
                 direction: Direction::Egress,
-                verdict: EventVerdict::Allow,
+                verdict: EventVerdict::Allowed,
                 reason: "allow_policy",
                 source: (IpAddr::from([10, 2, 0, 5]), 40000),
                 destination: (IpAddr::from([10, 1, 0, 10]), 80),
@@ -335,7 +335,7 @@ mod tests {
     fn an_unparsed_drop_has_unspecified_addresses_of_its_family_and_no_rule() {
         for (ipv6, unspecified) in [(0, IpAddr::from([0u8; 4])), (1, IpAddr::from([0u16; 8]))] {
             let event = VerdictEvent {
-                verdict: EVENT_DROP,
+                verdict: EVENT_DROPPED,
                 ipv6,
                 stat: STAT_DROP_MALFORMED,
                 policy_id: u32::MAX,
@@ -353,7 +353,7 @@ mod tests {
                 ),
                 ((unspecified, 0), (unspecified, 0), None, "drop_malformed")
             );
-            assert_eq!(record.verdict, EventVerdict::Drop);
+            assert_eq!(record.verdict, EventVerdict::Dropped);
         }
     }
 
@@ -374,7 +374,7 @@ mod tests {
     #[test]
     fn an_unknown_verdict_or_direction_byte_is_no_event() {
         let known = VerdictEvent {
-            verdict: EVENT_DROP,
+            verdict: EVENT_DROPPED,
             direction: DIRECTION_EGRESS,
             policy_id: u32::MAX,
             ..VerdictEvent::default()

@@ -14,7 +14,7 @@ use policy_common::{
     bank::{bank_of, ACTIVE_MAP, BANKS},
     config::{Config, CONFIG_MAP},
     counters::{
-        TrafficCounter, DENY_COUNTERS_MAP, NO_COUNTER, RULE_COUNTERS_MAP, RULE_COUNTERS_MAX,
+        TrafficCounter, DROP_COUNTERS_MAP, NO_COUNTER, RULE_COUNTERS_MAP, RULE_COUNTERS_MAX,
     },
     ct::{CtKey, CtValue, CONNTRACK_MAP, CT_RECLAIMED_MAP, CT_TRACKED_MAP},
     endpoint::{
@@ -28,7 +28,7 @@ use policy_common::{
 
 use super::{
     banks::{ApplyReport, BankContent},
-    counters::DenyMeanings,
+    counters::DropMeanings,
     datapath::{map_data, Datapath},
     keys,
     slots::{rule_name, RuleName},
@@ -238,13 +238,13 @@ impl Datapath {
         // logged, never returned, or the caller would take the previous state
         // for the one enforcing. Deny slots whose zeroing fails are zeroed again
         // by the next `apply`.
-        let meanings = DenyMeanings::of(tables);
-        self.deny_zero_owed
-            .extend(self.deny_meanings.changed_slots(&meanings));
-        self.deny_meanings = meanings;
-        let owed: Vec<u32> = self.deny_zero_owed.iter().copied().collect();
-        match self.zero_counters(DENY_COUNTERS_MAP, &owed) {
-            Ok(()) => self.deny_zero_owed.clear(),
+        let meanings = DropMeanings::of(tables);
+        self.drop_zero_owed
+            .extend(self.drop_meanings.changed_slots(&meanings));
+        self.drop_meanings = meanings;
+        let owed: Vec<u32> = self.drop_zero_owed.iter().copied().collect();
+        match self.zero_counters(DROP_COUNTERS_MAP, &owed) {
+            Ok(()) => self.drop_zero_owed.clear(),
             Err(error) => tracing::warn!(
                 %error,
                 slots = owed.len(),
@@ -418,6 +418,6 @@ pub(super) fn pinned_sizes() -> [(&'static str, u32, u32); 14] {
         (STATS_MAP, 4, 8),
         (CONFIG_MAP, 4, size::<Config>()),
         (RULE_COUNTERS_MAP, 4, size::<TrafficCounter>()),
-        (DENY_COUNTERS_MAP, 4, size::<TrafficCounter>()),
+        (DROP_COUNTERS_MAP, 4, size::<TrafficCounter>()),
     ]
 }

@@ -28,7 +28,7 @@ mod tunnels;
 use std::path::PathBuf;
 
 pub use banks::{ApplyReport, BankContent, PeerPrefix, PolicyPrefix};
-pub use counters::{DenyTraffic, PolicyCounters, RuleTraffic, Traffic};
+pub use counters::{DropTraffic, PolicyCounters, RuleTraffic, Traffic};
 pub use ct::{ConntrackSweeper, SweepReport, TrackedFlow};
 pub use datapath::{Datapath, InterfaceIndex, LoadOptions};
 pub use event_loss::{EventsLost, PinnedStats};

@@ -25,7 +25,7 @@ use crate::{
     lab::conformance::{
         case_files, expand_value,
         fixture::{self, NAMESPACES},
-        Case, Mismatch, Outcome, Relabel, Step, Verdict,
+        Case, Mismatch, Outcome, Relabel, Step, CaseResult,
     },
     model::{Labels, ObjectRef, Protocol},
     source::manifest::parse_documents,
@@ -142,7 +142,7 @@ fn finish(mut outcome: Outcome, started: Instant, result: Result<(), String>) ->
     let error = result
         .err()
         .map(|error| format!("step {}: {error}", outcome.steps.max(1)));
-    outcome.verdict = Verdict::of_run(error, &outcome.mismatches);
+    outcome.verdict = CaseResult::of_run(error, &outcome.mismatches);
     outcome
 }
 
@@ -183,15 +183,15 @@ pub fn conformance(
                 let name = file
                     .file_stem()
                     .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-                Outcome::not_run(name, file, Verdict::Fail(reason))
+                Outcome::not_run(name, file, CaseResult::Fail(reason))
             }
             Ok(case) if case.probes_sctp() => {
-                Outcome::not_run(case.name, case.file, Verdict::Skip(NO_SCTP.into()))
+                Outcome::not_run(case.name, case.file, CaseResult::Skip(NO_SCTP.into()))
             }
             Ok(case) => {
                 let started = Instant::now();
                 let mut outcome =
-                    Outcome::not_run(case.name.clone(), case.file.clone(), Verdict::Pass);
+                    Outcome::not_run(case.name.clone(), case.file.clone(), CaseResult::Pass);
                 let cluster = Cluster {
                     kubectl,
                     ports: &ports,
@@ -332,7 +332,7 @@ pub fn examples(
         let mut outcome = Outcome::not_run(
             name.clone(),
             files.first().cloned().unwrap_or_default(),
-            Verdict::Pass,
+            CaseResult::Pass,
         );
         let mut applied = Applied::default();
         let result = run_example(kubectl, files, options, &mut outcome, &mut applied);

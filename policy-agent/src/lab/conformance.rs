@@ -28,7 +28,7 @@ use std::{
 pub use self::{
     case::{Case, CaseError, Probe, Relabel, Step},
     matrix::Matrix,
-    outcome::{to_json, Mismatch, Outcome, Summary, Verdict},
+    outcome::{to_json, Mismatch, Outcome, Summary, CaseResult},
     placeholders::{expand, expand_value, Addresses},
 };
 use super::{topology::Layout, Lab, LabError, LabOptions};
@@ -151,10 +151,10 @@ pub fn run_dir(
                     .file_stem()
                     .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
                 let reason = format!("{}: {error}", file.display());
-                Outcome::not_run(name, file, Verdict::Fail(reason))
+                Outcome::not_run(name, file, CaseResult::Fail(reason))
             }
             Ok(case) if !runnable(&case) => {
-                Outcome::not_run(case.name, case.file, Verdict::Skip(skip_sctp.into()))
+                Outcome::not_run(case.name, case.file, CaseResult::Skip(skip_sctp.into()))
             }
             Ok(case) => {
                 let lab = match &mut lab {

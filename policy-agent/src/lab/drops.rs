@@ -165,7 +165,7 @@ pub fn summarize(lines: &[ReportedLine]) -> Vec<SeenDrop> {
     let mut flows: BTreeMap<SeenDrop, u64> = BTreeMap::new();
     for ReportedLine { node, line } in lines
         .iter()
-        .filter(|l| l.line.verdict != EventVerdict::Allow)
+        .filter(|l| l.line.verdict != EventVerdict::Allowed)
     {
         let key = SeenDrop {
             from: line.source.short(),

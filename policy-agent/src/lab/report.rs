@@ -143,7 +143,7 @@ pub fn to_matrix(pods: &[ObjectRef], results: &[ProbeResult]) -> String {
         format!(" ({would_drop} of them {WOULD_DROP_MARK} would-drop: audit mode)")
     };
     out.push_str(&format!(
-        "{} probes: {allowed} allowed{audit}, {} denied\n",
+        "{} probes: {allowed} allowed{audit}, {} dropped\n",
         results.len(),
         results.len() - allowed
     ));
@@ -189,7 +189,7 @@ mod tests {
         assert!(lines[0].starts_with("from \\ to"));
         assert!(lines[1].starts_with("x/a") && lines[1].contains("80 ✓, 53/UDP ✗"));
         assert!(lines[2].starts_with("x/b") && lines[2].contains("80 ✗"));
-        assert_eq!(lines[3], "3 probes: 1 allowed, 2 denied");
+        assert_eq!(lines[3], "3 probes: 1 allowed, 2 dropped");
     }
 
     #[test]
@@ -218,7 +218,7 @@ mod tests {
         );
         assert_eq!(
             lines[3],
-            "2 probes: 2 allowed (1 of them ⚠ would-drop: audit mode), 0 denied"
+            "2 probes: 2 allowed (1 of them ⚠ would-drop: audit mode), 0 dropped"
         );
     }
 

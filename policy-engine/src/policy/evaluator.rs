@@ -83,7 +83,7 @@ pub enum SideVerdict {
     /// A hostNetwork pod: it uses the node's network and policies never isolate it.
     HostNetwork,
     /// No policy selects the pod for this direction: everything is allowed.
-    NotIsolated,
+    Unisolated,
     /// Allowed by this rule (the first allowing one in sorted policy order).
     Allowed {
         /// The policy.
@@ -92,7 +92,7 @@ pub enum SideVerdict {
         rule_index: usize,
     },
     /// The pod is isolated and no rule of these policies (all that decide) allows it.
-    Denied {
+    Dropped {
         /// Every enforce-mode policy that applies to the pod for this direction.
         isolated_by: Vec<ObjectRef>,
     },
@@ -107,7 +107,7 @@ pub enum SideVerdict {
 impl SideVerdict {
     /// Whether this side lets the connection through (a would-drop does).
     pub fn allows(&self) -> bool {
-        !matches!(self, SideVerdict::Denied { .. })
+        !matches!(self, SideVerdict::Dropped { .. })
     }
 
     /// Whether it passes only because the policies deciding it are in audit mode.
@@ -179,7 +179,7 @@ pub enum SideExplanation {
     /// A hostNetwork pod: policies never isolate it.
     HostNetwork,
     /// No policy selects the pod for this direction.
-    NotIsolated,
+    Unisolated,
     /// These policies isolate the pod: every one that decides, in sorted order.
     Isolated {
         /// `Audit` when only audit-mode policies apply (they decide, in audit);
@@ -201,7 +201,7 @@ impl SideExplanation {
         match self {
             SideExplanation::NotAPod => SideVerdict::NotAPod,
             SideExplanation::HostNetwork => SideVerdict::HostNetwork,
-            SideExplanation::NotIsolated => SideVerdict::NotIsolated,
+            SideExplanation::Unisolated => SideVerdict::Unisolated,
             SideExplanation::Isolated { mode, policies, .. } => {
                 let allowed = policies.iter().find_map(|explained| {
                     explained
@@ -213,7 +213,7 @@ impl SideExplanation {
                 });
                 let deciding = || policies.iter().map(|p| p.policy.clone()).collect();
                 allowed.unwrap_or_else(|| match mode {
-                    PolicyMode::Enforce => SideVerdict::Denied {
+                    PolicyMode::Enforce => SideVerdict::Dropped {
                         isolated_by: deciding(),
                     },
                     PolicyMode::Audit => SideVerdict::WouldDrop {
@@ -352,7 +352,7 @@ fn explain_side(
     if deciding.is_empty() {
         // "By default, a pod is non-isolated for ingress; all inbound connections
         // are allowed." (Likewise for egress.)
-        return SideExplanation::NotIsolated;
+        return SideExplanation::Unisolated;
     }
     // "When a pod is isolated for ingress, the only allowed connections into the pod
     // are those [...] allowed by the ingress list of some NetworkPolicy that applies

@@ -188,7 +188,7 @@ pub enum TableVerdict {
     /// Passes without a policy lookup: the pod is not isolated in this direction,
     /// the packet is ingress from the node, or egress to a Service ClusterIP (decided
     /// after DNAT, by a lookup on the backend's address).
-    Unjudged,
+    Unisolated,
     /// Passes: this rule allows it (its `RULE_COUNTERS` slot counts it).
     Allowed(RuleRef),
     /// Dropped: the pod is isolated and no rule allows it.
@@ -206,7 +206,7 @@ impl TableVerdict {
     pub fn passes(self) -> bool {
         matches!(
             self,
-            TableVerdict::Unjudged | TableVerdict::Allowed(_) | TableVerdict::WouldDrop
+            TableVerdict::Unisolated | TableVerdict::Allowed(_) | TableVerdict::WouldDrop
         )
     }
 
@@ -319,14 +319,14 @@ impl DatapathTables {
             return TableVerdict::NotLocal;
         };
         if !endpoint.isolated(direction) {
-            return TableVerdict::Unjudged;
+            return TableVerdict::Unisolated;
         }
         let passes_unjudged = match direction {
             Direction::Ingress => peer.node,
             Direction::Egress => peer.service,
         };
         if passes_unjudged {
-            return TableVerdict::Unjudged;
+            return TableVerdict::Unisolated;
         }
         let set_match = RuleSetMatch {
             endpoint_id: endpoint.endpoint_id,
@@ -381,7 +381,7 @@ impl DatapathTables {
     }
 
     /// `verdict` as whether and by which rule the packet passes: `Some(None)` when
-    /// it passes without a rule (`TableVerdict::Unjudged`, or a would-drop),
+    /// it passes without a rule (`TableVerdict::Unisolated`, or a would-drop),
     /// `Some(Some(rule))` when a rule allows it, `None` when it is dropped (or `pod`
     /// is not local). For callers that need no audit distinction.
     pub fn lookup(
@@ -406,7 +406,7 @@ impl DatapathTables {
     ) -> Option<Option<RuleRef>> {
         match self.verdict_for_peer(pod, direction, peer, protocol, port) {
             TableVerdict::Allowed(rule) => Some(Some(rule)),
-            TableVerdict::Unjudged | TableVerdict::WouldDrop => Some(None),
+            TableVerdict::Unisolated | TableVerdict::WouldDrop => Some(None),
             TableVerdict::Dropped | TableVerdict::NotLocal => None,
         }
     }

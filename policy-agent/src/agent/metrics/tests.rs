@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::Metrics;
 use crate::{
-    dataplane::{DenyTraffic, PolicyCounters, RuleTraffic, Traffic},
+    dataplane::{DropTraffic, PolicyCounters, RuleTraffic, Traffic},
     model::ObjectRef,
     policy::tables::Direction,
 };
@@ -30,9 +30,9 @@ fn every_family_of_the_brief_is_exposed_from_the_start() {
         "podwall_map_capacity",
         "podwall_policy_allowed_packets",
         "podwall_policy_allowed_bytes",
-        "podwall_policy_denied_packets",
-        "podwall_policy_denied_bytes",
-        "podwall_policy_would_deny_packets",
+        "podwall_policy_dropped_packets",
+        "podwall_policy_dropped_bytes",
+        "podwall_policy_would_drop_packets",
         "podwall_sync_duration_seconds",
         "podwall_programming_latency_seconds",
         "podwall_errors",
@@ -119,11 +119,11 @@ fn policy_traffic_is_summed_per_policy_and_drops_count_under_each_isolating_poli
                 allowed: traffic(2, 200),
             },
         ],
-        denied: vec![DenyTraffic {
+        denied: vec![DropTraffic {
             policies: vec![web.clone(), db.clone()],
             direction: Direction::Egress,
             denied: traffic(4, 400),
-            would_deny: traffic(1, 60),
+            would_drop: traffic(1, 60),
         }],
     };
     let metrics = Metrics::new();
@@ -150,14 +150,14 @@ fn policy_traffic_is_summed_per_policy_and_drops_count_under_each_isolating_poli
         has_line(
             &text,
             &format!(
-                "podwall_policy_denied_packets_total{} 4",
+                "podwall_policy_dropped_packets_total{} 4",
                 labels(policy, "egress")
             ),
         );
         has_line(
             &text,
             &format!(
-                "podwall_policy_would_deny_bytes_total{} 60",
+                "podwall_policy_would_drop_bytes_total{} 60",
                 labels(policy, "egress")
             ),
         );

@@ -8,7 +8,7 @@ use std::{
 use policy_common::{
     bank::ACTIVE_MAP,
     config::CONFIG_MAP,
-    counters::{DENY_COUNTERS_MAP, RULE_COUNTERS_MAP},
+    counters::{DROP_COUNTERS_MAP, RULE_COUNTERS_MAP},
     ct::{CONNTRACK_MAP, CT_RECLAIMED_MAP, CT_TRACKED_MAP},
     endpoint::{ENDPOINTS_MAP, ENDPOINT_ADDRS_MAP},
     events::EVENTS_MAP,
@@ -39,7 +39,7 @@ pub(in crate::dataplane) const PINNED_MAPS: [&str; 15] = [
     STATS_MAP,
     CONFIG_MAP,
     RULE_COUNTERS_MAP,
-    DENY_COUNTERS_MAP,
+    DROP_COUNTERS_MAP,
     EVENTS_MAP,
 ];
 

@@ -14,7 +14,7 @@ use crate::model::Protocol;
 /// Pass, fail or skip, with the reason for the last two.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", content = "reason", rename_all = "lowercase")]
-pub enum Verdict {
+pub enum CaseResult {
     /// Every probe of every step agreed with its matrix.
     Pass,
     /// Some probe disagreed (see the mismatches), or the case could not run.
@@ -66,18 +66,18 @@ impl fmt::Display for Mismatch {
     }
 }
 
-impl Verdict {
+impl CaseResult {
     /// A run's verdict: failed with `error` (already saying where), else failed
     /// naming the first mismatch (and how many more), else passed.
     pub fn of_run(error: Option<String>, mismatches: &[Mismatch]) -> Self {
         match (error, mismatches) {
-            (Some(error), _) => Verdict::Fail(error),
-            (None, [first, rest @ ..]) => Verdict::Fail(if rest.is_empty() {
+            (Some(error), _) => CaseResult::Fail(error),
+            (None, [first, rest @ ..]) => CaseResult::Fail(if rest.is_empty() {
                 first.to_string()
             } else {
                 format!("{first} (+{} more)", rest.len())
             }),
-            (None, []) => Verdict::Pass,
+            (None, []) => CaseResult::Pass,
         }
     }
 }
@@ -91,7 +91,7 @@ pub struct Outcome {
     pub file: PathBuf,
     /// Pass, fail or skip.
     #[serde(flatten)]
-    pub verdict: Verdict,
+    pub verdict: CaseResult,
     /// Steps run.
     pub steps: usize,
     /// Probes sent.
@@ -109,7 +109,7 @@ fn seconds<S: serde::Serializer>(elapsed: &Duration, serializer: S) -> Result<S:
 
 impl Outcome {
     /// A case that did not get to run, for `verdict`'s reason.
-    pub fn not_run(case: String, file: PathBuf, verdict: Verdict) -> Self {
+    pub fn not_run(case: String, file: PathBuf, verdict: CaseResult) -> Self {
         Self {
             case,
             file,
@@ -125,7 +125,7 @@ impl Outcome {
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.verdict {
-            Verdict::Pass => write!(
+            CaseResult::Pass => write!(
                 f,
                 "PASS {} ({} step{}, {} probes, {:.1}s)",
                 self.case,
@@ -134,8 +134,8 @@ impl fmt::Display for Outcome {
                 self.probes,
                 self.elapsed.as_secs_f64()
             ),
-            Verdict::Fail(reason) => write!(f, "FAIL {}: {reason}", self.case),
-            Verdict::Skip(reason) => write!(f, "SKIP {}: {reason}", self.case),
+            CaseResult::Fail(reason) => write!(f, "FAIL {}: {reason}", self.case),
+            CaseResult::Skip(reason) => write!(f, "SKIP {}: {reason}", self.case),
         }
     }
 }
@@ -157,9 +157,9 @@ impl Summary {
         let mut summary = Self::default();
         for outcome in outcomes {
             match outcome.verdict {
-                Verdict::Pass => summary.passed += 1,
-                Verdict::Fail(_) => summary.failed += 1,
-                Verdict::Skip(_) => summary.skipped += 1,
+                CaseResult::Pass => summary.passed += 1,
+                CaseResult::Fail(_) => summary.failed += 1,
+                CaseResult::Skip(_) => summary.skipped += 1,
             }
         }
         summary

@@ -10,7 +10,7 @@ use std::{
 use super::{
     case::{Case, CaseError, Step},
     fixture,
-    outcome::{Mismatch, Outcome, Verdict},
+    outcome::{Mismatch, Outcome, CaseResult},
     placeholders::Addresses,
 };
 use crate::{
@@ -80,14 +80,14 @@ fn specs(pods: &[ObjectRef], step: &Step) -> Vec<ProbeSpec> {
 /// Runs one case on `lab`, which must have been built from the fixture.
 pub fn run_case(lab: &mut Lab, case: &Case, timeout: Duration) -> Outcome {
     let started = Instant::now();
-    let mut outcome = Outcome::not_run(case.name.clone(), case.file.clone(), Verdict::Pass);
+    let mut outcome = Outcome::not_run(case.name.clone(), case.file.clone(), CaseResult::Pass);
     let result = run_steps(lab, case, timeout, &mut outcome);
     outcome.elapsed = started.elapsed();
     let error = result.err().map(|(step, error)| match step {
         0 => format!("resetting the lab: {error}"),
         n => format!("step {n}: {error}"),
     });
-    outcome.verdict = Verdict::of_run(error, &outcome.mismatches);
+    outcome.verdict = CaseResult::of_run(error, &outcome.mismatches);
     outcome
 }
 

@@ -46,7 +46,7 @@ fn one_entry_per_flow_counts_its_packets_and_leaves_allows_out() {
             to: "shop/web".into(),
             port: 80,
             protocol: "TCP".into(),
-            verdict: EventVerdict::Drop,
+            verdict: EventVerdict::Dropped,
             pod: Some("shop/web".into()),
             direction: "ingress",
             reason: "drop_policy".into(),
@@ -117,7 +117,7 @@ fn json_adds_drops_and_lost_events_to_the_probes() {
         json,
         concat!(
             r#"{"probes":[{"from":"shop/client","to":"shop/web","port":80,"protocol":"TCP","allowed":false}],"#,
-            r#""drops":[{"from":"shop/client","to":"shop/web","port":80,"protocol":"TCP","verdict":"drop","#,
+            r#""drops":[{"from":"shop/client","to":"shop/web","port":80,"protocol":"TCP","verdict":"dropped","#,
             r#""pod":"shop/web","direction":"ingress","reason":"drop_policy","policies":["shop/deny-in","shop/web-in"],"packets":1}],"#,
             r#""events_lost":{"rate_limited":0,"endpoint_limited":0,"ring_full":0}}"#
         )
@@ -128,7 +128,7 @@ fn json_adds_drops_and_lost_events_to_the_probes() {
 fn would_drop_events_mark_only_the_probes_they_belong_to() {
     let audit = VerdictRecord {
         verdict: EventVerdict::WouldDrop,
-        reason: "allow_audit",
+        reason: "would_drop_policy",
         ..drop_into_web()
     };
     let mut results = [

@@ -174,7 +174,7 @@ fn the_evaluator_denies_what_the_stand_in_isolates_and_nothing_else() {
         assert!(!verdict.allowed, "other/client -> {dst}");
         assert_eq!(
             verdict.ingress,
-            SideVerdict::Denied {
+            SideVerdict::Dropped {
                 isolated_by: prod_db.clone()
             }
         );
@@ -183,7 +183,7 @@ fn the_evaluator_denies_what_the_stand_in_isolates_and_nothing_else() {
     assert!(!verdict.allowed, "egress from prod/web");
     assert_eq!(
         verdict.egress,
-        SideVerdict::Denied {
+        SideVerdict::Dropped {
             isolated_by: prod_db
         }
     );

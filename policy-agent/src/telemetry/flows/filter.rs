@@ -135,7 +135,7 @@ mod tests {
     fn verdicts_are_alternatives_and_filters_must_all_match() {
         let allow = FlowLine::name(&allow_into_web(), &names(), WallClock::with_offset(0));
         let drops = FlowFilter {
-            verdicts: vec![EventVerdict::Drop, EventVerdict::WouldDrop],
+            verdicts: vec![EventVerdict::Dropped, EventVerdict::WouldDrop],
             ..FlowFilter::default()
         };
         assert!(drops.matches(&drop_line()));

@@ -49,7 +49,7 @@ pub(crate) fn drop_into_web() -> VerdictRecord {
         ifindex: 12,
         endpoint_id: 3,
         direction: Direction::Ingress,
-        verdict: EventVerdict::Drop,
+        verdict: EventVerdict::Dropped,
         reason: "drop_policy",
         source: (IpAddr::from(CLIENT), 40000),
         destination: (IpAddr::from(WEB), 80),
@@ -62,7 +62,7 @@ pub(crate) fn drop_into_web() -> VerdictRecord {
 /// The same flow allowed by `shop/web-in` rule 0.
 pub(crate) fn allow_into_web() -> VerdictRecord {
     VerdictRecord {
-        verdict: EventVerdict::Allow,
+        verdict: EventVerdict::Allowed,
         reason: "allow_policy",
         rule: Some(RuleRef {
             policy_id: 1,

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use policy_common::verdict::{
-    STAT_ALLOW_AUDIT, STAT_DROP_DEFERRED_EGRESS, STAT_DROP_POLICY, STAT_DROP_REVOKED,
+    STAT_WOULD_DROP_POLICY, STAT_DROP_DEFERRED_EGRESS, STAT_DROP_POLICY, STAT_DROP_REVOKED,
     STAT_DROP_SOURCE_EGRESS, STAT_NAMES,
 };
 use serde::{Serialize, Serializer};
@@ -127,7 +127,7 @@ fn decided_by_isolation(reason: &str) -> bool {
         STAT_DROP_DEFERRED_EGRESS,
         STAT_DROP_REVOKED,
         STAT_DROP_SOURCE_EGRESS,
-        STAT_ALLOW_AUDIT,
+        STAT_WOULD_DROP_POLICY,
     ]
     .iter()
     .any(|stat| STAT_NAMES[*stat as usize] == reason)
@@ -147,14 +147,14 @@ impl FlowLine {
         let destination = end(record.destination);
         let pod = names.pod_on_interface(record.ifindex).map(str::to_string);
         let policies =
-            if record.verdict != EventVerdict::Allow && decided_by_isolation(record.reason) {
+            if record.verdict != EventVerdict::Allowed && decided_by_isolation(record.reason) {
                 names.isolating(record.endpoint_id, record.direction)
             } else {
                 Vec::new()
             };
         let allowed_by = record
             .rule
-            .filter(|_| record.verdict == EventVerdict::Allow)
+            .filter(|_| record.verdict == EventVerdict::Allowed)
             .map(|rule| AllowedBy {
                 policy: names.policy(rule.policy_id),
                 rule: rule_path(record.direction, rule.rule_index),

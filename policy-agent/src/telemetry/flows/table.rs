@@ -45,8 +45,8 @@ pub fn header() -> String {
 /// The text of a verdict.
 pub fn verdict_name(verdict: EventVerdict) -> &'static str {
     match verdict {
-        EventVerdict::Allow => "allow",
-        EventVerdict::Drop => "drop",
+        EventVerdict::Allowed => "allowed",
+        EventVerdict::Dropped => "dropped",
         EventVerdict::WouldDrop => "would-drop",
     }
 }

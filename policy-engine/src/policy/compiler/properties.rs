@@ -353,7 +353,7 @@ impl Passage {
     /// The evaluator's side verdict as a passage.
     fn of_evaluator(side: &SideVerdict) -> Self {
         match side {
-            SideVerdict::Denied { .. } => Passage::Drops,
+            SideVerdict::Dropped { .. } => Passage::Drops,
             SideVerdict::WouldDrop { .. } => Passage::WouldDrop,
             _ => Passage::Passes,
         }
@@ -364,7 +364,7 @@ impl Passage {
         match verdict {
             TableVerdict::Dropped | TableVerdict::NotLocal => Passage::Drops,
             TableVerdict::WouldDrop => Passage::WouldDrop,
-            TableVerdict::Unjudged | TableVerdict::Allowed(_) => Passage::Passes,
+            TableVerdict::Unisolated | TableVerdict::Allowed(_) => Passage::Passes,
         }
     }
 }

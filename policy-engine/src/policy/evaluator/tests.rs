@@ -168,7 +168,7 @@ fn the_first_allowing_rule_in_sorted_policy_order_explains_the_verdict() {
         Verdict {
             allowed: true,
             would_drop: false,
-            egress: SideVerdict::NotIsolated,
+            egress: SideVerdict::Unisolated,
             ingress: expected
         }
     );
@@ -186,7 +186,7 @@ fn a_denied_side_names_every_policy_that_isolates_it() {
             allowed: false,
             would_drop: false,
             egress: SideVerdict::NotAPod,
-            ingress: SideVerdict::Denied { isolated_by }
+            ingress: SideVerdict::Dropped { isolated_by }
         }
     );
 }
@@ -229,7 +229,7 @@ fn a_deny_says_the_peer_failed_when_only_the_peer_failed() {
     assert_eq!(
         explained,
         Explanation {
-            egress: SideExplanation::NotIsolated,
+            egress: SideExplanation::Unisolated,
             ingress: enforced(vec![expected]),
         }
     );
@@ -249,7 +249,7 @@ fn a_deny_says_the_port_failed_when_only_the_port_failed() {
     );
     assert_eq!(
         explained.verdict().ingress,
-        SideVerdict::Denied {
+        SideVerdict::Dropped {
             isolated_by: vec![ObjectRef::new("prod", "web")]
         }
     );
@@ -309,8 +309,8 @@ fn sides_no_policy_isolates_are_explained_as_such() {
     assert_eq!(
         explained,
         Explanation {
-            egress: SideExplanation::NotIsolated,
-            ingress: SideExplanation::NotIsolated,
+            egress: SideExplanation::Unisolated,
+            ingress: SideExplanation::Unisolated,
         }
     );
     let explained = explain(&state, &query("prod/host", "8.8.8.8", Tcp, 80));

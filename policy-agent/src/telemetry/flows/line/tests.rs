@@ -19,7 +19,7 @@ fn a_drop_by_policy_names_both_pods_the_port_and_every_isolating_policy() {
     assert_eq!(line.peer().address, IpAddr::from(CLIENT));
     assert_eq!(line.destination.pod.as_deref(), Some("shop/web"));
     assert_eq!(line.port(), "80/TCP");
-    assert_eq!(line.verdict, EventVerdict::Drop);
+    assert_eq!(line.verdict, EventVerdict::Dropped);
     assert_eq!(line.reason, "drop_policy");
     assert_eq!(line.policies, vec!["shop/deny-in", "shop/web-in"]);
     assert_eq!(line.allowed_by, None);
@@ -42,7 +42,7 @@ fn an_allow_by_a_rule_names_the_policy_and_rule_and_no_isolating_policies() {
 fn a_would_drop_names_the_isolating_policies_like_a_drop() {
     let record = VerdictRecord {
         verdict: EventVerdict::WouldDrop,
-        reason: "allow_audit",
+        reason: "would_drop_policy",
         ..drop_into_web()
     };
     assert_eq!(name(&record).policies, vec!["shop/deny-in", "shop/web-in"]);
@@ -129,7 +129,7 @@ fn json_is_one_line_with_the_documented_fields() {
                 r#""direction":"ingress","#,
                 r#""source":{{"address":"10.244.0.3","port":40000,"pod":"shop/client"}},"#,
                 r#""destination":{{"address":"{}","port":80,"pod":"shop/web"}},"#,
-                r#""protocol":"TCP","verdict":"drop","reason":"drop_policy","#,
+                r#""protocol":"TCP","verdict":"dropped","reason":"drop_policy","#,
                 r#""policies":["shop/deny-in","shop/web-in"],"allowed_by":null,"bytes":74}}"#
             ),
             web

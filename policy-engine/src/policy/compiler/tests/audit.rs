@@ -50,7 +50,7 @@ fn an_audit_only_direction_is_isolated_with_its_audit_flag_and_would_drop() {
     // Audit changes nothing for pods it does not select.
     assert_eq!(
         verdict(&tables, "prod/db", "10.0.0.3", 80),
-        TableVerdict::Unjudged
+        TableVerdict::Unisolated
     );
     assert_eq!(
         isolating_ingress(&tables, "prod/web-1"),

@@ -19,7 +19,7 @@ fn an_audit_only_side_lets_through_what_it_would_drop_as_a_would_drop() {
         Verdict {
             allowed: true,
             would_drop: true,
-            egress: SideVerdict::NotIsolated,
+            egress: SideVerdict::Unisolated,
             ingress: SideVerdict::WouldDrop {
                 audited_by: vec![ObjectRef::new("prod", "deny")]
             },
@@ -73,7 +73,7 @@ fn beside_an_enforce_mode_policy_audit_mode_ones_cannot_widen_access() {
     assert!(!verdict.allowed && !verdict.would_drop, "{verdict:?}");
     assert_eq!(
         verdict.ingress,
-        SideVerdict::Denied {
+        SideVerdict::Dropped {
             isolated_by: vec![ObjectRef::new("prod", "web")]
         }
     );
@@ -136,7 +136,7 @@ fn audit_mode_is_per_direction() {
     assert!(dropped.egress.would_drop());
     assert_eq!(
         dropped.ingress,
-        SideVerdict::Denied {
+        SideVerdict::Dropped {
             isolated_by: vec![ObjectRef::new("prod", "web")]
         }
     );
