@@ -21,8 +21,9 @@
 //! `datapath/banks.rs` the two banks and the flip of hole-free updates,
 //! `datapath/pending.rs` interfaces no pod of the tables owns,
 //! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed,
-//! and `datapath/bypass.rs` what a pod crafts to get past its policy (VLAN tags,
-//! spoofed ARP, tunnels), sent from its namespace.
+//! `datapath/bypass.rs` what a pod crafts to get past its policy (VLAN tags,
+//! spoofed ARP, tunnels), sent from its namespace, and `datapath/kernel_log.rs`
+//! the kernel debug channel, on and off.
 
 mod support;
 
@@ -62,6 +63,8 @@ mod fragments_on_veths;
 mod frames;
 #[path = "datapath/ip_exits.rs"]
 mod ip_exits;
+#[path = "datapath/kernel_log.rs"]
+mod kernel_log;
 #[path = "datapath/net.rs"]
 mod net;
 #[path = "datapath/node_backend.rs"]

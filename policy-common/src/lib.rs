@@ -33,6 +33,7 @@ pub mod bank;
 pub mod config;
 pub mod counters;
 pub mod ct;
+pub mod debug;
 pub mod endpoint;
 pub mod events;
 pub mod frag;

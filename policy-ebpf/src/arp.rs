@@ -20,7 +20,10 @@
 //! drop is reported with them. `check` is a BPF subprogram: ARP is rare, and its
 //! stack then adds to the classifier's only on this path.
 
+use core::mem::offset_of;
+
 use aya_ebpf::programs::TcContext;
+use network_types::{arp::ArpHdr, eth::EthHdr};
 use policy_common::verdict::{
     DIRECTION_EGRESS, STAT_ALLOW_NON_IP, STAT_DROP_ARP_SPOOFED, STAT_DROP_ARP_UNSUPPORTED,
     STAT_DROP_MALFORMED,
@@ -33,19 +36,29 @@ use crate::{
     parse::{self, ETH_HLEN},
 };
 
-/// The fixed part of an Ethernet/IPv4 ARP header (RFC 826): hardware type 1 and
-/// protocol type 0x0800 (as one big-endian word), then address lengths 6 and 4.
-const ETHERNET_IPV4: u32 = 0x0001_0800;
+/// The fixed part of an Ethernet/IPv4 ARP header (RFC 826): hardware type 1
+/// (Ethernet) and protocol type 0x0800 (IPv4), then address lengths 6 and 4.
+const HTYPE_ETHERNET: u16 = 1;
+const PTYPE_IPV4: u16 = 0x0800;
 const HW_LEN: u8 = 6;
 const IP_LEN: u8 = 4;
 /// Operations: request and reply.
 const ARPOP_REQUEST: u16 = 1;
 const ARPOP_REPLY: u16 = 2;
+/// The ARP header through the sender hardware address (types, lengths, operation,
+/// `sha`): what one read takes.
+const ARP_HEAD: usize = offset_of!(ArpHdr, spa);
 /// Offsets in the frame: the Ethernet source address, and the ARP header's sender
-/// and target protocol addresses (the sender hardware address is at `ETH_HLEN + 8`).
-const ETH_SOURCE: usize = 6;
-const SENDER_IP: usize = ETH_HLEN + 14;
-const TARGET_IP: usize = ETH_HLEN + 24;
+/// and target protocol addresses.
+const ETH_SOURCE: usize = offset_of!(EthHdr, src_addr);
+const SENDER_IP: usize = ETH_HLEN + offset_of!(ArpHdr, spa);
+const TARGET_IP: usize = ETH_HLEN + offset_of!(ArpHdr, tpa);
+
+/// The big-endian two-byte field at `at` of `head`.
+#[inline(always)]
+fn be16(head: &[u8; ARP_HEAD], at: usize) -> u16 {
+    u16::from_be_bytes([head[at], head[at + 1]])
+}
 
 /// The verdict on an ARP frame at `site` (its counter: `STAT_ALLOW_NON_IP` or a
 /// drop reason), by the rules of the module comment. `facts` gets the sender and
@@ -62,12 +75,13 @@ pub(crate) fn check(ctx: &TcContext, facts: &mut Facts, site: Site) -> u32 {
 fn verdict(ctx: &TcContext, facts: &mut Facts, site: Site) -> Result<(), u32> {
     // Fixed header, operation and sender hardware address in one read.
     let head = ctx
-        .load::<[u8; 14]>(ETH_HLEN)
+        .load::<[u8; ARP_HEAD]>(ETH_HLEN)
         .map_err(|_| STAT_DROP_MALFORMED)?;
-    let operation = u16::from_be_bytes([head[6], head[7]]);
-    if u32::from_be_bytes([head[0], head[1], head[2], head[3]]) != ETHERNET_IPV4
-        || head[4] != HW_LEN
-        || head[5] != IP_LEN
+    let operation = be16(&head, offset_of!(ArpHdr, oper));
+    if be16(&head, offset_of!(ArpHdr, htype)) != HTYPE_ETHERNET
+        || be16(&head, offset_of!(ArpHdr, ptype)) != PTYPE_IPV4
+        || head[offset_of!(ArpHdr, hlen)] != HW_LEN
+        || head[offset_of!(ArpHdr, plen)] != IP_LEN
         || (operation != ARPOP_REQUEST && operation != ARPOP_REPLY)
     {
         return Err(STAT_DROP_ARP_UNSUPPORTED);
@@ -78,9 +92,10 @@ fn verdict(ctx: &TcContext, facts: &mut Facts, site: Site) -> Result<(), u32> {
     parse::load_mapped(ctx, SENDER_IP, &mut facts.saddr)?;
     parse::load_mapped(ctx, TARGET_IP, &mut facts.daddr)?;
     // Compared as words: a slice comparison would be a `bcmp` call.
+    let sha = offset_of!(ArpHdr, sha);
     let sender_hw = (
-        u32::from_ne_bytes([head[8], head[9], head[10], head[11]]),
-        u16::from_ne_bytes([head[12], head[13]]),
+        u32::from_ne_bytes([head[sha], head[sha + 1], head[sha + 2], head[sha + 3]]),
+        u16::from_ne_bytes([head[sha + 4], head[sha + 5]]),
     );
     let source = (
         u32::from_ne_bytes([source[0], source[1], source[2], source[3]]),

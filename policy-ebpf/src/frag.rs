@@ -45,7 +45,10 @@
 //! `ct::related`'s, which is never called with them, so the deepest call chain
 //! does not grow.
 
+use core::mem::{offset_of, size_of};
+
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
+use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use policy_common::{
     frag::{FragKey, FragValue, FRAGMENT_FIRST_MIN, FRAGMENT_LIFETIME_NS},
     verdict::{
@@ -54,7 +57,12 @@ use policy_common::{
     },
 };
 
-use crate::{ct::Site, facts::Facts, maps::FRAGMENTS};
+use crate::{
+    ct::Site,
+    facts::Facts,
+    maps::FRAGMENTS,
+    parse::{Ipv6FragHdr, IPV4_HEAD},
+};
 
 /// `Fragment::kind`: a whole packet (rule 1).
 pub(crate) const WHOLE: u8 = 0;
@@ -88,30 +96,42 @@ impl Fragment {
 /// ports: no `STAT_*` code is this.
 const RESOLVED: u32 = u32::MAX;
 
-/// IPv4 flags and fragment offset: more fragments, and the offset in 8-byte units.
+/// IPv4 flags and fragment offset (`Ipv4Hdr::frags`): more fragments, and the
+/// offset in 8-byte units.
 const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
-const IPV4_OFFSET_MASK: u16 = 0x1FFF;
-/// IPv6 fragment header: the offset (in bytes once masked) and the M flag.
+pub(crate) const IPV4_OFFSET_MASK: u16 = 0x1FFF;
+/// IPv6 fragment header (`Ipv6FragHdr::frag_off`): the offset (in bytes once
+/// masked) and the M flag.
 const IPV6_OFFSET_MASK: u16 = 0xFFF8;
 const IPV6_MORE_FRAGMENTS: u16 = 0x0001;
-const IPV6_HLEN: usize = 40;
 
-/// Classifies an IPv4 packet whose first ten header bytes are `head` and whose
-/// header is `header_len` bytes long (rules 1 and 2).
+/// The big-endian two-byte field at `at` of `head`.
 #[inline(always)]
-pub(crate) fn ipv4(head: &[u8; 10], header_len: usize, fragment: &mut Fragment) -> Result<(), u32> {
-    let field = u16::from_be_bytes([head[6], head[7]]);
+fn be16(head: &[u8; IPV4_HEAD], at: usize) -> u16 {
+    u16::from_be_bytes([head[at], head[at + 1]])
+}
+
+/// Classifies an IPv4 packet whose header up to its checksum is `head`
+/// (`parse::IPV4_HEAD`) and whose header is `header_len` bytes long (rules 1 and 2).
+#[inline(always)]
+pub(crate) fn ipv4(
+    head: &[u8; IPV4_HEAD],
+    header_len: usize,
+    fragment: &mut Fragment,
+) -> Result<(), u32> {
+    let field = be16(head, offset_of!(Ipv4Hdr, frags));
     let offset = (field & IPV4_OFFSET_MASK) * 8;
     if offset == 0 && field & IPV4_MORE_FRAGMENTS == 0 {
         return Ok(());
     }
-    fragment.id = [head[4], head[5], 0, 0];
+    let id = offset_of!(Ipv4Hdr, id);
+    fragment.id = [head[id], head[id + 1], 0, 0];
     if offset != 0 {
         fragment.kind = NON_FIRST;
         fragment.edge = offset;
         return Ok(());
     }
-    let total = u16::from_be_bytes([head[2], head[3]]);
+    let total = be16(head, offset_of!(Ipv4Hdr, tot_len));
     let data = total.saturating_sub(header_len as u16);
     if data < FRAGMENT_FIRST_MIN {
         return Err(STAT_DROP_FRAGMENT_TINY);
@@ -121,33 +141,34 @@ pub(crate) fn ipv4(head: &[u8; 10], header_len: usize, fragment: &mut Fragment) 
     Ok(())
 }
 
-/// Classifies the IPv6 fragment header at `at`; true for a non-first fragment (the
-/// walk ends there). A first fragment's end is set by `ipv6_first` once the walk
-/// has found its upper-layer header; until then `edge` holds where its fragmentable
-/// part starts. An atomic fragment changes nothing (rule 1).
+/// Classifies the IPv6 fragment header at `at`: its next header, and true for a
+/// non-first fragment (the walk ends there). A first fragment's end is set by
+/// `ipv6_first` once the walk has found its upper-layer header; until then `edge`
+/// holds where its fragmentable part starts. An atomic fragment changes nothing
+/// (rule 1).
 #[inline(always)]
 pub(crate) fn ipv6_header(
     ctx: &TcContext,
     at: usize,
     fragment: &mut Fragment,
-) -> Result<bool, u32> {
-    let field = ctx
-        .load::<[u8; 6]>(at + 2)
+) -> Result<(u8, bool), u32> {
+    let header = ctx
+        .load::<Ipv6FragHdr>(at)
         .map_err(|_| STAT_DROP_MALFORMED)?;
-    let bits = u16::from_be_bytes([field[0], field[1]]);
+    let bits = u16::from_be_bytes(header.frag_off);
     let offset = bits & IPV6_OFFSET_MASK;
     if offset == 0 && bits & IPV6_MORE_FRAGMENTS == 0 {
-        return Ok(false);
+        return Ok((header.next_hdr, false));
     }
-    fragment.id = [field[2], field[3], field[4], field[5]];
+    fragment.id = header.identification;
     if offset != 0 {
         fragment.kind = NON_FIRST;
         fragment.edge = offset;
-        return Ok(true);
+        return Ok((header.next_hdr, true));
     }
     fragment.kind = FIRST;
-    fragment.edge = (at + 8) as u16;
-    Ok(false)
+    fragment.edge = (at + size_of::<Ipv6FragHdr>()) as u16;
+    Ok((header.next_hdr, false))
 }
 
 /// Rule 2 for an IPv6 first fragment (its IP header `L2` bytes into the packet)
@@ -163,8 +184,11 @@ pub(crate) fn ipv6_first<const L2: usize>(
     if fragment.kind != FIRST {
         return Ok(());
     }
-    let payload = u16::from_be(ctx.load::<u16>(L2 + 4).map_err(|_| STAT_DROP_MALFORMED)?);
-    let end = L2 + IPV6_HLEN + usize::from(payload);
+    let payload = u16::from_be(
+        ctx.load::<u16>(L2 + offset_of!(Ipv6Hdr, payload_len))
+            .map_err(|_| STAT_DROP_MALFORMED)?,
+    );
+    let end = L2 + Ipv6Hdr::LEN + usize::from(payload);
     if end < l4 + usize::from(FRAGMENT_FIRST_MIN) {
         return Err(STAT_DROP_FRAGMENT_TINY);
     }

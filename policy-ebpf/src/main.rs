@@ -13,6 +13,9 @@
 //! (`sockets.rs`): where a Service egress deferred past DNAT leaves the node or
 //! meets the node itself.
 //!
+//! `debug.rs` is the kernel debug channel: aya-log records of a few drops, off
+//! (and removed by the verifier) unless the agent loads the programs with `-vv`.
+//!
 //! `bench_floor` exists only for `cargo xtask bench datapath`: an empty classifier
 //! that touches neither the packet nor a map, so the benchmark can measure what
 //! running any TC program costs and report podwall's paths against it. The agent
@@ -39,6 +42,7 @@ mod arp;
 mod audit;
 mod counters;
 mod ct;
+mod debug;
 mod events;
 mod exit;
 mod facts;
@@ -161,7 +165,8 @@ fn classify(ctx: &TcContext, direction: u8) -> i32 {
 /// The one place a verdict becomes a TC action: bumps its `STATS` counter, adds the
 /// packet to the per-policy counter `facts` names (`counters.rs`), reports it
 /// (`events.rs`: every drop; a would-drop or, if asked for, an allow only for the
-/// packet that decided its flow), and maps it to a TC action. Allowed packets return
+/// packet that decided its flow), records a drop on the kernel debug channel when
+/// the agent turned it on (`debug.rs`), and maps it to a TC action. Allowed packets return
 /// TC_ACT_UNSPEC (TCX_NEXT) so programs attached after ours still run.
 #[inline(always)]
 pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, u32>) -> i32 {
@@ -178,7 +183,10 @@ pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, 
             };
             (stat, TC_ACT_UNSPEC, event)
         }
-        Err(stat) => (stat, TC_ACT_SHOT, Some(EVENT_DROPPED)),
+        Err(stat) => {
+            debug::dropped(ctx, facts, stat);
+            (stat, TC_ACT_SHOT, Some(EVENT_DROPPED))
+        }
     };
     maps::count(stat);
     let len = ctx.len();

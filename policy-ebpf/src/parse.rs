@@ -19,8 +19,26 @@
 //! The stack is 512 bytes for the whole program: addresses are read straight into
 //! the `Flow` (or quoted `CtKey`) they belong to (`load_into`), which then stays in memory;
 //! built from bytes they would be split into one spilled register per byte.
+//!
+//! Header layouts are network-types' (`EthHdr`, `Ipv4Hdr`, `Ipv6Hdr`, `TcpHdr`,
+//! `UdpHdr`, `SctpHdr`, `Icmpv4Hdr`, `Icmpv6Hdr`): a field is read at its
+//! `offset_of!`, never at a number (ARP's `ArpHdr` in `arp.rs`). Headers are not
+//! loaded whole: each read takes only the fields it needs (a whole `Ipv6Hdr` would
+//! be 40 bytes of a stack frame that has none to spare). The IPv6 extension headers
+//! network-types lacks have small `#[repr(C)]` layouts of their own here
+//! (`Ipv6ExtHead`, `Ipv6FragHdr`).
+
+use core::mem::{offset_of, size_of};
 
 use aya_ebpf::{cty::c_void, helpers::bpf_skb_load_bytes, programs::TcContext};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    icmp::{IcmpIdSequence, Icmpv4Hdr, Icmpv6Hdr},
+    ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
+    sctp::SctpHdr,
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
 use policy_common::{
     ct::CtKey,
     verdict::{
@@ -31,20 +49,22 @@ use policy_common::{
 
 use crate::frag::{self, Fragment};
 
-pub(crate) const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_ARP: u16 = 0x0806;
+/// The Ethernet header's length: where the network layer starts in a frame.
+pub(crate) const ETH_HLEN: usize = EthHdr::LEN;
+/// EtherTypes as the frame carries them (network byte order, as `EthHdr::ether_type`
+/// holds them and a plain load reads them).
+const ETH_P_IP: u16 = EtherType::Ipv4 as u16;
+const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
+const ETH_P_ARP: u16 = EtherType::Arp as u16;
 /// VLAN tag protocol identifiers: 802.1Q, 802.1ad (QinQ) and the older QinQ 0x9100.
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
-const ETH_P_QINQ1: u16 = 0x9100;
-const IPV6_HLEN: usize = 40;
-const IPPROTO_ICMP: u8 = 1;
-pub(crate) const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_SCTP: u8 = 132;
+const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
+const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
+const ETH_P_QINQ1: u16 = EtherType::Ieee8021QinQ1 as u16;
+const IPPROTO_ICMP: u8 = IpProto::Icmp as u8;
+pub(crate) const IPPROTO_TCP: u8 = IpProto::Tcp as u8;
+const IPPROTO_UDP: u8 = IpProto::Udp as u8;
+const IPPROTO_ICMPV6: u8 = IpProto::Ipv6Icmp as u8;
+const IPPROTO_SCTP: u8 = IpProto::Sctp as u8;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
@@ -60,7 +80,9 @@ const ICMPV6_ERROR_FIRST: u8 = 1;
 const ICMPV6_ERROR_LAST: u8 = 4;
 /// The ICMP and ICMPv6 header before the quoted packet: type, code, checksum and
 /// four bytes (unused, MTU or pointer).
-const ICMP_HLEN: usize = 8;
+const ICMP_HLEN: usize = Icmpv4Hdr::LEN;
+/// Where an echo request or reply carries its identifier: in the header's data.
+const ICMP_ECHO_ID: usize = offset_of!(Icmpv4Hdr, data) + offset_of!(IcmpIdSequence, id);
 /// IPv6 neighbour discovery: router solicitation .. redirect (RFC 4861).
 const ND_FIRST: u8 = 133;
 const ND_LAST: u8 = 137;
@@ -78,15 +100,64 @@ const MLDV2_REPORT: u8 = 143;
 /// The hop limit every MLD message carries (RFC 2710 section 3).
 const MLD_HOP_LIMIT: u8 = 1;
 /// IPv6 extension headers the walk steps over (RFC 8200 section 4).
-const NEXTHDR_HOP_BY_HOP: u8 = 0;
-const NEXTHDR_ROUTING: u8 = 43;
-const NEXTHDR_FRAGMENT: u8 = 44;
-const NEXTHDR_DEST_OPTIONS: u8 = 60;
+const NEXTHDR_HOP_BY_HOP: u8 = IpProto::HopOpt as u8;
+const NEXTHDR_ROUTING: u8 = IpProto::Ipv6Route as u8;
+const NEXTHDR_FRAGMENT: u8 = IpProto::Ipv6Frag as u8;
+const NEXTHDR_DEST_OPTIONS: u8 = IpProto::Ipv6Opts as u8;
 /// At most this many IPv6 extension headers are walked: the verifier needs a bound,
 /// and real traffic rarely carries more than two. A packet whose chain goes on past
 /// them is dropped (`STAT_DROP_IPV6_EXTENSION_CHAIN`): its protocol and ports are
 /// unknown.
 const MAX_EXTENSION_HEADERS: usize = 4;
+
+/// The IPv4 header up to its checksum (version/IHL, length, identification,
+/// fragment field, TTL, protocol): what one read takes before the addresses.
+pub(crate) const IPV4_HEAD: usize = offset_of!(Ipv4Hdr, check);
+/// A TCP header up to its window: ports, sequence and acknowledgement numbers,
+/// and the data offset/flags word.
+const TCP_HEAD: usize = offset_of!(TcpHdr, window);
+/// The flags byte: the second of the data offset/flags word (the first holds the
+/// data offset and reserved bits).
+const TCP_FLAGS: usize = offset_of!(TcpHdr, _bitfield_1) + 1;
+/// TCP, UDP and SCTP headers all start with the source and destination ports.
+const PORTS_LEN: usize = offset_of!(TcpHdr, seq);
+
+// What `ports` and `ICMP_ECHO_ID` rely on: the three port-carrying headers agree
+// on where their ports are, and so do ICMP and ICMPv6 on their echo identifier.
+const _: () = assert!(
+    offset_of!(TcpHdr, dest) == offset_of!(UdpHdr, dst)
+        && offset_of!(TcpHdr, dest) == offset_of!(SctpHdr, dst)
+        && offset_of!(TcpHdr, source) == offset_of!(UdpHdr, src)
+        && offset_of!(TcpHdr, source) == offset_of!(SctpHdr, src)
+        && PORTS_LEN == offset_of!(UdpHdr, len)
+        && PORTS_LEN == offset_of!(SctpHdr, verification_tag)
+        && offset_of!(Icmpv4Hdr, data) == offset_of!(Icmpv6Hdr, data)
+        && Icmpv4Hdr::LEN == Icmpv6Hdr::LEN
+);
+
+/// The first bytes of a hop-by-hop options, routing or destination options header
+/// (RFC 8200 sections 4.3, 4.4, 4.6), which network-types has no type for. Only a
+/// routing header has the last two fields; the walk reads them only there.
+#[repr(C)]
+struct Ipv6ExtHead {
+    next_hdr: u8,
+    /// The header's length in 8-octet units, not counting the first 8 octets.
+    hdr_ext_len: u8,
+    _routing_type: u8,
+    segments_left: u8,
+}
+
+/// The IPv6 fragment header (RFC 8200 section 4.5), which network-types has no
+/// type for.
+#[repr(C)]
+pub(crate) struct Ipv6FragHdr {
+    pub next_hdr: u8,
+    pub _reserved: u8,
+    /// Fragment offset (8-octet units, upper 13 bits), two reserved bits and the M
+    /// (more fragments) flag.
+    pub frag_off: [u8; 2],
+    pub identification: [u8; 4],
+}
 
 /// The network layer of a frame `l3` admits.
 pub(crate) enum L3 {
@@ -270,7 +341,7 @@ fn on_link_control(icmp_type: u8, hop_limit: u8, saddr: &[u8; 16], daddr: &[u8; 
 /// EtherType (or an 802.3 length) is `STAT_DROP_ETHER_TYPE`.
 #[inline(always)]
 pub(crate) fn l3(ctx: &TcContext) -> Result<L3, u32> {
-    match u16::from_be(load::<u16>(ctx, 12)?) {
+    match load::<u16>(ctx, offset_of!(EthHdr, ether_type))? {
         ETH_P_IP => Ok(L3::Ipv4),
         ETH_P_IPV6 => Ok(L3::Ipv6),
         ETH_P_ARP => Ok(L3::Arp),
@@ -308,14 +379,15 @@ pub(crate) fn packet_at<const L2: usize>(
 pub(crate) fn l3_bare(ctx: &TcContext) -> Result<L3, u32> {
     // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
     let protocol = unsafe { (*ctx.skb.skb).protocol };
-    match u16::from_be(protocol as u16) {
+    // A __be16 in a u32: its low half, in network byte order like `ETH_P_*`.
+    match protocol as u16 {
         ETH_P_IP => Ok(L3::Ipv4),
         ETH_P_IPV6 => Ok(L3::Ipv6),
         _ => Err(STAT_DROP_ETHER_TYPE),
     }
 }
 
-/// TCP flag bits in the 14th byte of the TCP header.
+/// TCP flag bits in the TCP header's flags byte (`TCP_FLAGS`).
 pub(crate) const TCP_FLAG_FIN: u8 = 0x01;
 pub(crate) const TCP_FLAG_SYN: u8 = 0x02;
 pub(crate) const TCP_FLAG_RST: u8 = 0x04;
@@ -330,20 +402,20 @@ fn upper(ctx: &TcContext, l4: usize, flow: &mut Flow) -> Result<(), u32> {
     if protocol == IPPROTO_TCP {
         // Ports and flags in one helper call; a header too short for the flags
         // byte is malformed, as it always was.
-        let head = load::<[u8; 14]>(ctx, l4)?;
-        flow.sport_be = u16::from_ne_bytes([head[0], head[1]]);
-        flow.dport_be = u16::from_ne_bytes([head[2], head[3]]);
-        flow.tcp_flags = head[13];
+        let head = load::<[u8; TCP_HEAD]>(ctx, l4)?;
+        flow.sport_be = be_field(&head, offset_of!(TcpHdr, source));
+        flow.dport_be = be_field(&head, offset_of!(TcpHdr, dest));
+        flow.tcp_flags = head[TCP_FLAGS];
         return Ok(());
     }
     (flow.sport_be, flow.dport_be) = ports(ctx, protocol, l4)?;
     let error = if protocol == IPPROTO_ICMP && !flow.ipv6 {
-        let icmp_type = load::<u8>(ctx, l4)?;
+        let icmp_type = load::<u8>(ctx, l4 + offset_of!(Icmpv4Hdr, type_))?;
         icmp_type == ICMP_DEST_UNREACH
             || icmp_type == ICMP_TIME_EXCEEDED
             || icmp_type == ICMP_PARAMETER_PROBLEM
     } else if protocol == IPPROTO_ICMPV6 && flow.ipv6 {
-        let icmp_type = load::<u8>(ctx, l4)?;
+        let icmp_type = load::<u8>(ctx, l4 + offset_of!(Icmpv6Hdr, type_))?;
         (ICMPV6_ERROR_FIRST..=ICMPV6_ERROR_LAST).contains(&icmp_type)
     } else {
         false
@@ -378,15 +450,12 @@ pub(crate) fn quoted(ctx: &TcContext, flow: &Flow, quoted: &mut CtKey) -> bool {
 /// when it is cut short or is not IPv4.
 #[inline(always)]
 fn quoted_ipv4(ctx: &TcContext, at: usize, quoted: &mut CtKey) -> Result<(), u32> {
-    let version_ihl = load::<u8>(ctx, at)?;
-    let header_len = usize::from(version_ihl & 0x0F) * 4;
-    if version_ihl >> 4 != 4 || header_len < 20 {
-        return Err(STAT_DROP_MALFORMED);
-    }
-    let fragment_offset = u16::from_be(load::<u16>(ctx, at + 6)?) & 0x1FFF;
-    quoted.protocol = load::<u8>(ctx, at + 9)?;
-    load_mapped(ctx, at + 12, &mut quoted.saddr)?;
-    load_mapped(ctx, at + 16, &mut quoted.daddr)?;
+    let header_len = ipv4_header_len(load::<u8>(ctx, at + offset_of!(Ipv4Hdr, vihl))?)?;
+    let fragment_offset =
+        u16::from_be(load::<u16>(ctx, at + offset_of!(Ipv4Hdr, frags))?) & frag::IPV4_OFFSET_MASK;
+    quoted.protocol = load::<u8>(ctx, at + offset_of!(Ipv4Hdr, proto))?;
+    load_mapped(ctx, at + offset_of!(Ipv4Hdr, src_addr), &mut quoted.saddr)?;
+    load_mapped(ctx, at + offset_of!(Ipv4Hdr, dst_addr), &mut quoted.daddr)?;
     (quoted.sport_be, quoted.dport_be) = if fragment_offset != 0 {
         (0, 0)
     } else {
@@ -401,19 +470,19 @@ fn quoted_ipv4(ctx: &TcContext, at: usize, quoted: &mut CtKey) -> Result<(), u32
 /// addresses (they would name an IPv4 flow's key) and a quote cut short.
 #[inline(always)]
 fn quoted_ipv6(ctx: &TcContext, at: usize, quoted: &mut CtKey) -> Result<(), u32> {
-    if load::<u8>(ctx, at)? >> 4 != 6 {
+    if load::<u8>(ctx, at + offset_of!(Ipv6Hdr, vcf))? >> 4 != 6 {
         return Err(STAT_DROP_MALFORMED);
     }
-    quoted.protocol = load::<u8>(ctx, at + 6)?;
-    load_into(ctx, at + 8, &mut quoted.saddr)?;
-    load_into(ctx, at + 24, &mut quoted.daddr)?;
+    quoted.protocol = load::<u8>(ctx, at + offset_of!(Ipv6Hdr, next_hdr))?;
+    load_into(ctx, at + offset_of!(Ipv6Hdr, src_addr), &mut quoted.saddr)?;
+    load_into(ctx, at + offset_of!(Ipv6Hdr, dst_addr), &mut quoted.daddr)?;
     if is_extension_header(quoted.protocol)
         || is_ipv4_mapped(&quoted.saddr)
         || is_ipv4_mapped(&quoted.daddr)
     {
         return Err(STAT_DROP_MALFORMED);
     }
-    (quoted.sport_be, quoted.dport_be) = ports(ctx, quoted.protocol, at + IPV6_HLEN)?;
+    (quoted.sport_be, quoted.dport_be) = ports(ctx, quoted.protocol, at + Ipv6Hdr::LEN)?;
     Ok(())
 }
 
@@ -424,21 +493,21 @@ fn quoted_ipv6(ctx: &TcContext, at: usize, quoted: &mut CtKey) -> Result<(), u32
 fn ports(ctx: &TcContext, protocol: u8, l4: usize) -> Result<(u16, u16), u32> {
     match protocol {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
-            let both = load::<[u8; 4]>(ctx, l4)?;
+            let both = load::<[u8; PORTS_LEN]>(ctx, l4)?;
             Ok((
-                u16::from_ne_bytes([both[0], both[1]]),
-                u16::from_ne_bytes([both[2], both[3]]),
+                be_field(&both, offset_of!(TcpHdr, source)),
+                be_field(&both, offset_of!(TcpHdr, dest)),
             ))
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            let icmp_type = load::<u8>(ctx, l4)?;
+            let icmp_type = load::<u8>(ctx, l4 + offset_of!(Icmpv4Hdr, type_))?;
             let echo = if protocol == IPPROTO_ICMP {
                 icmp_type == ICMP_ECHO_REQUEST || icmp_type == ICMP_ECHO_REPLY
             } else {
                 icmp_type == ICMPV6_ECHO_REQUEST || icmp_type == ICMPV6_ECHO_REPLY
             };
             if echo {
-                let id = load::<u16>(ctx, l4 + 4)?;
+                let id = load::<u16>(ctx, l4 + ICMP_ECHO_ID)?;
                 Ok((id, id))
             } else {
                 Ok((0, 0))
@@ -454,16 +523,12 @@ fn ports(ctx: &TcContext, protocol: u8, l4: usize) -> Result<(u16, u16), u32> {
 fn ipv4<const L2: usize>(ctx: &TcContext, fragment: &mut Fragment) -> Result<Flow, u32> {
     // Version/IHL, fragment offset and protocol in one helper call (each call costs
     // several ns on every packet).
-    let head = load::<[u8; 10]>(ctx, L2)?;
-    let version_ihl = head[0];
-    let header_len = usize::from(version_ihl & 0x0F) * 4;
-    if version_ihl >> 4 != 4 || header_len < 20 {
-        return Err(STAT_DROP_MALFORMED);
-    }
-    let mut flow = Flow::new(head[9], false);
+    let head = load::<[u8; IPV4_HEAD]>(ctx, L2)?;
+    let header_len = ipv4_header_len(head[offset_of!(Ipv4Hdr, vihl)])?;
+    let mut flow = Flow::new(head[offset_of!(Ipv4Hdr, proto)], false);
     frag::ipv4(&head, header_len, fragment)?;
-    load_mapped(ctx, L2 + 12, &mut flow.saddr)?;
-    load_mapped(ctx, L2 + 16, &mut flow.daddr)?;
+    load_mapped(ctx, L2 + offset_of!(Ipv4Hdr, src_addr), &mut flow.saddr)?;
+    load_mapped(ctx, L2 + offset_of!(Ipv4Hdr, dst_addr), &mut flow.daddr)?;
     if fragment.kind != frag::NON_FIRST {
         upper(ctx, L2 + header_len, &mut flow)?;
     }
@@ -482,34 +547,33 @@ fn ipv4<const L2: usize>(ctx: &TcContext, fragment: &mut Fragment) -> Result<Flo
 /// and `ENDPOINT_ADDRS` keys with IPv4.
 #[inline(always)]
 fn ipv6<const L2: usize>(ctx: &TcContext, fragment: &mut Fragment) -> Result<Packet, u32> {
-    if load::<u8>(ctx, L2)? >> 4 != 6 {
+    if load::<u8>(ctx, L2 + offset_of!(Ipv6Hdr, vcf))? >> 4 != 6 {
         return Err(STAT_DROP_MALFORMED);
     }
-    let mut flow = Flow::new(load::<u8>(ctx, L2 + 6)?, true);
-    let hop_limit = load::<u8>(ctx, L2 + 7)?;
-    load_into(ctx, L2 + 8, &mut flow.saddr)?;
-    load_into(ctx, L2 + 24, &mut flow.daddr)?;
+    let mut flow = Flow::new(load::<u8>(ctx, L2 + offset_of!(Ipv6Hdr, next_hdr))?, true);
+    let hop_limit = load::<u8>(ctx, L2 + offset_of!(Ipv6Hdr, hop_limit))?;
+    load_into(ctx, L2 + offset_of!(Ipv6Hdr, src_addr), &mut flow.saddr)?;
+    load_into(ctx, L2 + offset_of!(Ipv6Hdr, dst_addr), &mut flow.daddr)?;
     if is_ipv4_mapped(&flow.saddr) || is_ipv4_mapped(&flow.daddr) {
         return Err(STAT_DROP_MALFORMED);
     }
-    let mut l4 = L2 + IPV6_HLEN;
+    let mut l4 = L2 + Ipv6Hdr::LEN;
     let mut has_l4 = true;
     for _ in 0..MAX_EXTENSION_HEADERS {
         match flow.protocol {
             NEXTHDR_HOP_BY_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST_OPTIONS => {
                 // Next header, length and (routing header) segments left at once.
-                let head = load::<[u8; 4]>(ctx, l4)?;
-                if flow.protocol == NEXTHDR_ROUTING && head[3] != 0 {
+                let head = load::<Ipv6ExtHead>(ctx, l4)?;
+                if flow.protocol == NEXTHDR_ROUTING && head.segments_left != 0 {
                     return Err(STAT_DROP_IPV6_ROUTING_HEADER);
                 }
-                flow.protocol = head[0];
-                // Hdr Ext Len: 8-octet units, not counting the first 8 octets.
-                l4 += (usize::from(head[1]) + 1) * 8;
+                flow.protocol = head.next_hdr;
+                l4 += (usize::from(head.hdr_ext_len) + 1) * 8;
             }
             NEXTHDR_FRAGMENT => {
-                flow.protocol = load::<u8>(ctx, l4)?;
-                let non_first = frag::ipv6_header(ctx, l4, fragment)?;
-                l4 += 8;
+                let non_first;
+                (flow.protocol, non_first) = frag::ipv6_header(ctx, l4, fragment)?;
+                l4 += size_of::<Ipv6FragHdr>();
                 if non_first {
                     has_l4 = false;
                     break;
@@ -533,6 +597,24 @@ fn ipv6<const L2: usize>(ctx: &TcContext, fragment: &mut Fragment) -> Result<Pac
     }
     upper(ctx, l4, &mut flow)?;
     Ok(Packet::Flow(flow))
+}
+
+/// The length in bytes of an IPv4 header whose first byte (version and IHL) is
+/// `vihl`; malformed unless it is IPv4 and at least the fixed 20 bytes.
+#[inline(always)]
+fn ipv4_header_len(vihl: u8) -> Result<usize, u32> {
+    let header_len = usize::from(vihl & 0x0F) * 4;
+    if vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
+        return Err(STAT_DROP_MALFORMED);
+    }
+    Ok(header_len)
+}
+
+/// The two bytes at `at` of a header read into `bytes`, as they are (network byte
+/// order, like the `_be` fields they go into).
+#[inline(always)]
+fn be_field<const N: usize>(bytes: &[u8; N], at: usize) -> u16 {
+    u16::from_ne_bytes([bytes[at], bytes[at + 1]])
 }
 
 /// One of the extension headers the walk steps over (one left after the bound ends

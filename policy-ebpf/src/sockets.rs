@@ -46,6 +46,7 @@ use aya_ebpf::{
     bindings::{bpf_sk_lookup, bpf_sock, sk_action},
     programs::{SkLookupContext, TcContext},
 };
+use network_types::ip::IpProto;
 use policy_common::{
     ct::{CT_FLAG_DEFERRED, CT_FLAG_REVOKED},
     events::EVENT_DROPPED,
@@ -63,8 +64,8 @@ use crate::{
     service::{self, Why},
 };
 
-const IPPROTO_TCP: u32 = 6;
-const IPPROTO_UDP: u32 = 17;
+const IPPROTO_TCP: u32 = IpProto::Tcp as u32;
+const IPPROTO_UDP: u32 = IpProto::Udp as u32;
 /// `AF_INET6` (`bpf_sk_lookup::family`).
 const AF_INET6: u32 = 10;
 

@@ -14,15 +14,17 @@
 //! A non-first fragment has no UDP header (ports 0): the first fragment of a UDP
 //! tunnel packet is dropped, so the node never reassembles the packet.
 
+use network_types::ip::IpProto;
+
 use crate::{maps, parse::Flow};
 
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
-const IPPROTO_GRE: u8 = 47;
-const IPPROTO_ETHERIP: u8 = 97;
-const IPPROTO_L2TP: u8 = 115;
-const IPPROTO_MPLS: u8 = 137;
-const IPPROTO_UDP: u8 = 17;
+const IPPROTO_IPIP: u8 = IpProto::Ipv4 as u8;
+const IPPROTO_IPV6: u8 = IpProto::Ipv6 as u8;
+const IPPROTO_GRE: u8 = IpProto::Gre as u8;
+const IPPROTO_ETHERIP: u8 = IpProto::Etherip as u8;
+const IPPROTO_L2TP: u8 = IpProto::L2tp as u8;
+const IPPROTO_MPLS: u8 = IpProto::Mpls as u8;
+const IPPROTO_UDP: u8 = IpProto::Udp as u8;
 
 /// Whether `flow` is encapsulated traffic by the rules of the module comment.
 #[inline(always)]

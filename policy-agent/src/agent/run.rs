@@ -55,6 +55,9 @@ pub struct RunOptions {
     /// The classifiers' settings (`CONFIG`): conntrack timeouts and limits, mark
     /// bits, whether tracked flows outlive a policy change that denies them.
     pub datapath: Config,
+    /// Load the classifiers with the kernel debug channel on (`-vv`): their debug
+    /// records are logged at debug level (`LoadOptions::kernel_debug`).
+    pub kernel_debug: bool,
 }
 
 /// Why the agent could not start (once running, failures are logged, counted and
@@ -108,6 +111,7 @@ pub async fn run(
     let pins = pin_dir(&options.instance);
     let load = LoadOptions {
         config: options.datapath,
+        kernel_debug: options.kernel_debug,
         ..LoadOptions::default()
     };
     let (datapath, adoption) = Datapath::open_pinned(&object, &load, &pins)?;

@@ -198,8 +198,9 @@ pub enum LabCommand {
     },
 }
 
-/// Runs a lab subcommand.
-pub fn run(command: LabCommand) -> anyhow::Result<()> {
+/// Runs a lab subcommand; `kernel_debug` (`-vv`) loads `lab run`'s datapaths with
+/// the kernel debug channel on.
+pub fn run(command: LabCommand, kernel_debug: bool) -> anyhow::Result<()> {
     match command {
         LabCommand::Run {
             manifests,
@@ -215,6 +216,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             show_drops,
             audit,
             &datapath,
+            kernel_debug,
         ),
         LabCommand::Tour {
             base,
@@ -289,6 +291,7 @@ fn run_lab(
     show_drops: bool,
     audit: bool,
     datapath: &super::datapath::DatapathArgs,
+    kernel_debug: bool,
 ) -> anyhow::Result<()> {
     let ProbeArgs { probes, output, .. } = probing;
     let route = probing.route()?;
@@ -307,6 +310,7 @@ fn run_lab(
     );
     let options = LabOptions {
         config: datapath.config(flowlog::lab_config()),
+        kernel_debug,
         ..LabOptions::of_layout(layout)
     };
     let mut lab = Lab::up_with(state, probes, &options)?;

@@ -36,7 +36,8 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// More log output (-v info, -vv debug); RUST_LOG overrides it.
+    /// More log output (-v info, -vv debug, with the classifiers' kernel debug
+    /// records for `run` and `lab run`); RUST_LOG overrides the levels.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
@@ -146,6 +147,12 @@ pub fn parse_port_protocol(text: &str) -> Result<(u16, Protocol), String> {
     Ok((port, protocol))
 }
 
+/// Whether `-v` given `verbose` times turns the kernel debug channel on: from
+/// `-vv`, the level that shows debug records.
+fn kernel_debug(verbose: u8) -> bool {
+    verbose >= 2
+}
+
 fn init_logging(format: LogFormat, verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -190,10 +197,14 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         #[cfg(feature = "lab")]
         Command::Explain(args) => explain::run(&args),
-        Command::Run(args) => run::run_agent(args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => {
+            run::run_agent(args, kernel_debug(cli.verbose)).map(|()| ExitCode::SUCCESS)
+        }
         Command::Uninstall(args) => run::uninstall(&args).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "lab")]
-        Command::Lab { command } => lab::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Lab { command } => {
+            lab::run(command, kernel_debug(cli.verbose)).map(|()| ExitCode::SUCCESS)
+        }
         #[cfg(feature = "lab")]
         Command::Simulate(args) => simulate::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Flows(args) => flows::run(&args).map(|()| ExitCode::SUCCESS),
@@ -218,7 +229,7 @@ pub fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{coloured, parse_port_protocol, render};
+    use super::{coloured, kernel_debug, parse_port_protocol, render};
     use crate::model::Protocol;
 
     #[test]
@@ -234,6 +245,14 @@ mod tests {
         // Nothing is dropped for looking like what came before.
         let error = anyhow::anyhow!("x").context("reading x");
         assert_eq!(render(&error), "reading x: x");
+    }
+
+    #[test]
+    fn the_kernel_debug_channel_is_on_from_vv() {
+        assert!(!kernel_debug(0));
+        assert!(!kernel_debug(1));
+        assert!(kernel_debug(2));
+        assert!(kernel_debug(3));
     }
 
     #[test]

@@ -96,8 +96,9 @@ pub struct UninstallArgs {
 const STOP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Runs the agent until SIGTERM or SIGINT; the pinned datapath keeps enforcing
-/// after it exits.
-pub fn run_agent(args: RunArgs) -> anyhow::Result<()> {
+/// after it exits. `kernel_debug` (`-vv`) loads the classifiers with their debug
+/// channel on.
+pub fn run_agent(args: RunArgs, kernel_debug: bool) -> anyhow::Result<()> {
     let options = RunOptions {
         node_name: args.node_name,
         kubeconfig: args.kubeconfig,
@@ -118,6 +119,7 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<()> {
             backoff_max: Duration::from_millis(args.api_backoff_max_ms),
         },
         datapath: args.datapath.config(Config::DEFAULT),
+        kernel_debug,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

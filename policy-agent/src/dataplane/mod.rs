@@ -10,6 +10,7 @@ mod ct;
 mod datapath;
 mod event_loss;
 mod events;
+mod kernel_log;
 mod keys;
 mod maps;
 pub mod object;
@@ -30,6 +31,7 @@ pub use datapath::{Adoption, Datapath, Frames, LoadOptions, ProgramAhead};
 pub use datapath::{BenchProgram, BenchRun, Hook, TestRunOutcome};
 pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};
+pub use kernel_log::KERNEL_LOG_TARGET;
 pub use keys::{address_key, key_address, PeerPrefix, PolicyPrefix};
 pub use maps::{MapUsage, Stats};
 pub use pins::{RUN_ROOT, RUN_ROOT_ENV};
@@ -198,6 +200,15 @@ pub enum DataplaneError {
         /// The pod.
         pod: String,
     },
+    /// The kernel debug channel (`LoadOptions::kernel_debug`) could not be opened.
+    #[error("kernel debug channel: {what}")]
+    KernelLog {
+        /// What was being done, and what to do about it.
+        what: &'static str,
+        /// What aya-log or the system reported.
+        #[source]
+        source: Option<Cause>,
+    },
 }
 
 impl DataplaneError {
@@ -219,6 +230,7 @@ impl DataplaneError {
             DataplaneError::Pinned { .. } => "pinned",
             DataplaneError::MapOp { .. } => "map_op",
             DataplaneError::NoInterface { .. } => "no_interface",
+            DataplaneError::KernelLog { .. } => "kernel_log",
         }
     }
 }

@@ -95,6 +95,9 @@ pub struct LabOptions {
     pub layout: Layout,
     /// The classifiers' settings (conntrack, events, marks).
     pub config: policy_common::config::Config,
+    /// Load every node's datapath with the kernel debug channel on
+    /// (`LoadOptions::kernel_debug`; `lab run -vv`).
+    pub kernel_debug: bool,
 }
 
 impl Default for LabOptions {
@@ -104,6 +107,7 @@ impl Default for LabOptions {
         Self {
             layout: Layout::default(),
             config: flowlog::lab_config(),
+            kernel_debug: false,
         }
     }
 }
@@ -147,6 +151,7 @@ impl Lab {
         let object = dataplane::object::find()?;
         let load = LoadOptions {
             config: options.config,
+            kernel_debug: options.kernel_debug,
             ..LoadOptions::default()
         };
         let datapaths = (0..topology.nodes.len())

@@ -27,7 +27,8 @@ use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use policy_common::{
-    bank::BANKS, config::Config, counters::NO_COUNTER, endpoint::PENDING_ENDPOINT_ID, maps,
+    bank::BANKS, config::Config, counters::NO_COUNTER, debug::KERNEL_DEBUG_GLOBAL,
+    endpoint::PENDING_ENDPOINT_ID, maps,
 };
 
 #[cfg(feature = "testing")]
@@ -42,6 +43,7 @@ use super::{
     counters::{Counters, PolicyCounters},
     ct::{Conntrack, ConntrackSweeper, TrackedFlow},
     events::{EventReader, VerdictReports},
+    kernel_log::KernelLog,
     keys,
     maps::{map_error, MapUsage, Stats},
     pins::{pinned_maps, PinLayout},
@@ -71,6 +73,11 @@ pub struct LoadOptions {
     /// Also load `bench_floor`, the empty classifier `Datapath::bench_run` times as
     /// the floor. It is never attached.
     pub bench_floor: bool,
+    /// Turn the kernel debug channel on (the agent's `-vv`): the classifiers'
+    /// debug records are drained into `tracing` at debug level under
+    /// `KERNEL_LOG_TARGET`. Set once, at load: off, the verifier removes the
+    /// logging code and it costs nothing.
+    pub kernel_debug: bool,
 }
 
 /// The loaded object and the interfaces its programs are attached to. Dropped, an
@@ -98,6 +105,9 @@ pub struct Datapath {
     ip_exits: BTreeMap<InterfaceIndex, Attachment>,
     /// `node_sockets` on the node's network namespace, once attached (`sockets`).
     sockets: Option<SocketsLink>,
+    /// The drain of the classifiers' debug records, when loaded with
+    /// `LoadOptions::kernel_debug`.
+    kernel_log: Option<KernelLog>,
 }
 
 impl Datapath {
@@ -119,8 +129,12 @@ impl Datapath {
         options: &LoadOptions,
         pins: Option<PinLayout>,
     ) -> Result<Self, DataplaneError> {
+        let kernel_debug = u8::from(options.kernel_debug);
         let mut loader = EbpfLoader::new();
         loader.verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS);
+        // Read-only data, frozen before the programs are verified: the verifier
+        // takes the flag as a constant and prunes the logging branches when it is 0.
+        loader.override_global(KERNEL_DEBUG_GLOBAL, &kernel_debug, true);
         if let Some(capacity) = options.conntrack_capacity {
             loader.map_max_entries(maps::CONNTRACK.name, capacity);
         }
@@ -141,6 +155,12 @@ impl Datapath {
                 path: object.to_path_buf(),
                 source: Box::new(source),
             })?;
+        // Before the programs load: they refer to the ring buffer this keeps open.
+        let kernel_log = if options.kernel_debug {
+            Some(KernelLog::start(&mut ebpf)?)
+        } else {
+            None
+        };
         let floor = options.bench_floor.then_some(BENCH_FLOOR_PROGRAM);
         for name in CLASSIFIERS.into_iter().chain(floor) {
             classifier(&mut ebpf, name)?
@@ -172,6 +192,7 @@ impl Datapath {
             exits: BTreeMap::new(),
             ip_exits: BTreeMap::new(),
             sockets: None,
+            kernel_log,
         };
         datapath.set_config(&options.config)?;
         Ok(datapath)
@@ -377,6 +398,11 @@ impl Datapath {
     /// The `CONFIG` entry this datapath wrote last.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Whether it was loaded with the kernel debug channel on (and drains it).
+    pub fn kernel_debug(&self) -> bool {
+        self.kernel_log.is_some()
     }
 
     /// The `CONFIG` entry as the classifiers read it (`config` is what this

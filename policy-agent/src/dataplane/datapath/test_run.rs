@@ -96,6 +96,40 @@ struct RunResult {
 }
 
 impl Datapath {
+    /// The debug records waiting in the object's ring buffer, for a datapath loaded
+    /// without the kernel debug channel, which nothing drains: what the classifiers
+    /// wrote although the channel was off (nothing, unless the switch failed).
+    /// Takes the ring buffer, so it can be read once.
+    pub fn kernel_log_backlog(&mut self) -> Result<Vec<String>, DataplaneError> {
+        if self.kernel_log.is_some() {
+            return Err(DataplaneError::KernelLog {
+                what: "loaded with the channel on: its records are drained into tracing",
+                source: None,
+            });
+        }
+        crate::dataplane::kernel_log::backlog(&mut self.ebpf)
+    }
+
+    /// The size in bytes of the `hook` classifier as the kernel runs it: its
+    /// instructions after the verifier removed the dead ones (those behind a
+    /// read-only flag that is off, such as the kernel debug channel's).
+    pub fn translated_len(&mut self, hook: Hook) -> Result<u32, DataplaneError> {
+        let program = hook.program();
+        let info =
+            classifier(&mut self.ebpf, program)?
+                .info()
+                .map_err(|e| DataplaneError::Program {
+                    program,
+                    what: "reading its info".into(),
+                    source: Some(Box::new(e)),
+                })?;
+        info.size_translated().ok_or(DataplaneError::Program {
+            program,
+            what: "the kernel reports no translated size".into(),
+            source: None,
+        })
+    }
+
     /// Runs the `hook` classifier on `frame` (Ethernet header first) as if it crossed
     /// interface `ifindex` carrying `mark`. The interface must exist in the calling
     /// thread's network namespace (the kernel attaches the test skb to it).
