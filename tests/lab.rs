@@ -24,7 +24,7 @@ use policy_agent::{
         ClusterState, ObjectRef, PortRef, Protocol,
     },
     policy::{
-        evaluator::{evaluate, Endpoint, Query},
+        evaluator::{evaluate, End, Query},
         probes,
     },
     source::load_manifests,
@@ -214,7 +214,7 @@ fn kernel_verdicts_equal_the_evaluator_on_every_step(example: &Path, files: &[st
         for (spec, got) in specs.iter().zip(&results) {
             // Judged at the IPv4 addresses the probes carry, as ipBlocks see them.
             let at_v4 = |pod: &ObjectRef| {
-                probes::at_address(lab.state(), &Endpoint::Pod(pod.clone()), Family::Ipv4)
+                probes::at_address(lab.state(), &End::Pod(pod.clone()), Family::Ipv4)
             };
             let want = evaluate(
                 lab.state(),

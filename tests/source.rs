@@ -15,7 +15,7 @@ use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use policy_agent::{
     model::{ClusterState, ObjectRef, PolicyTypes, Protocol},
-    policy::evaluator::{evaluate, Endpoint, Query},
+    policy::evaluator::{evaluate, End, Query},
     source::{
         api_server::{watch_cluster_with, ClusterWatch, SourceSnapshot, WatchOptions},
         convert,
@@ -413,8 +413,8 @@ fn bad_policy() -> Value {
 
 fn query(src: &str, dst: &str) -> Query {
     Query {
-        src: Endpoint::Pod(key(src)),
-        dst: Endpoint::Pod(key(dst)),
+        src: End::Pod(key(src)),
+        dst: End::Pod(key(dst)),
         protocol: Protocol::Tcp,
         port: 8080,
     }

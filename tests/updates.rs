@@ -25,7 +25,7 @@ use policy_agent::{
         ClusterState, NetworkPolicy, ObjectRef, Protocol,
     },
     policy::{
-        evaluator::{evaluate, Endpoint, Query},
+        evaluator::{evaluate, End, Query},
         probes,
     },
 };
@@ -233,8 +233,7 @@ fn probe_until(
 /// the IPv4 addresses the probes use: (the source's egress, the destination's
 /// ingress) let it through.
 fn sides(state: &ClusterState, from: &ObjectRef, to: &ObjectRef) -> (bool, bool) {
-    let at_v4 =
-        |pod: &ObjectRef| probes::at_address(state, &Endpoint::Pod(pod.clone()), Family::Ipv4);
+    let at_v4 = |pod: &ObjectRef| probes::at_address(state, &End::Pod(pod.clone()), Family::Ipv4);
     let verdict = evaluate(
         state,
         &Query {

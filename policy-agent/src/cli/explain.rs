@@ -14,7 +14,7 @@ use crate::{
     model::{ClusterState, ObjectRef, PolicyMode, Protocol},
     policy::{
         evaluator::{
-            explain, Endpoint, Explanation, PolicyExplanation, Query, RuleMatch, SideExplanation,
+            explain, End, Explanation, PolicyExplanation, Query, RuleMatch, SideExplanation,
             SideVerdict,
         },
         probes,
@@ -29,10 +29,10 @@ pub struct ExplainArgs {
     /// Who opens the connection: `namespace/pod`, or an IP address (the address of a
     /// pod is that pod; pods have the addresses `lab run` gives them).
     #[arg(long, value_name = "NS/POD|IP", value_parser = parse_endpoint)]
-    from: Endpoint,
+    from: End,
     /// Who it goes to: `namespace/pod` or an IP address.
     #[arg(long, value_name = "NS/POD|IP", value_parser = parse_endpoint)]
-    to: Endpoint,
+    to: End,
     /// Destination PORT/PROTO (`80/TCP`, `53/udp`; a bare number means TCP).
     #[arg(long, value_name = "PORT/PROTO", value_parser = parse_port_protocol)]
     port: (u16, Protocol),
@@ -50,9 +50,9 @@ pub struct ExplainArgs {
 }
 
 /// Parses `namespace/pod` or an IP address.
-fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+fn parse_endpoint(text: &str) -> Result<End, String> {
     if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(Endpoint::Address(ip));
+        return Ok(End::Address(ip));
     }
     match text.split_once('/') {
         // A namespace name is a DNS label: no dots, so `10.0.0.0/8` is not a pod.
@@ -64,7 +64,7 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
                 && !name.is_empty()
                 && !name.contains('/') =>
         {
-            Ok(Endpoint::Pod(ObjectRef::new(namespace, name)))
+            Ok(End::Pod(ObjectRef::new(namespace, name)))
         }
         _ => Err(format!(
             "'{text}' is neither namespace/pod nor an IP address"
@@ -87,7 +87,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     }
     let (state, _) = with_lab_addresses(state)?;
     for endpoint in [&args.from, &args.to] {
-        if let Endpoint::Pod(key) = endpoint {
+        if let End::Pod(key) = endpoint {
             if !state.pods.contains_key(key) {
                 bail!("pod {key} is not in {}", args.manifests.describe());
             }
@@ -122,10 +122,10 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
 
 /// `ns/pod (10.0.0.1)` for a pod judged at 10.0.0.1, `10.0.0.1 (pod ns/pod)` for a
 /// pod's address given as such, else the endpoint as given.
-fn describe(state: &ClusterState, given: &Endpoint, judged: &Endpoint) -> String {
+fn describe(state: &ClusterState, given: &End, judged: &End) -> String {
     match (given, judged, given.pod(state)) {
-        (_, Endpoint::PodAt(key, ip), _) => format!("{key} ({ip})"),
-        (Endpoint::Address(ip), _, Some(pod)) => format!("{ip} (pod {})", pod.key),
+        (_, End::PodAt(key, ip), _) => format!("{key} ({ip})"),
+        (End::Address(ip), _, Some(pod)) => format!("{ip} (pod {})", pod.key),
         _ => given.to_string(),
     }
 }
@@ -367,16 +367,10 @@ mod tests {
     fn endpoints_are_pods_or_addresses_and_anything_else_is_refused() {
         assert_eq!(
             parse_endpoint("prod/web"),
-            Ok(Endpoint::Pod(ObjectRef::new("prod", "web")))
+            Ok(End::Pod(ObjectRef::new("prod", "web")))
         );
-        assert!(matches!(
-            parse_endpoint("fd00::1"),
-            Ok(Endpoint::Address(_))
-        ));
-        assert!(matches!(
-            parse_endpoint("10.0.0.1"),
-            Ok(Endpoint::Address(_))
-        ));
+        assert!(matches!(parse_endpoint("fd00::1"), Ok(End::Address(_))));
+        assert!(matches!(parse_endpoint("10.0.0.1"), Ok(End::Address(_))));
         for bad in ["web", "prod/", "/web", "a/b/c", "10.0.0.0/8"] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
         }

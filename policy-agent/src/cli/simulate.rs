@@ -16,7 +16,7 @@ use crate::{
     lab::{addresses, report, report::ProbeResult},
     model::{ClusterState, ObjectRef, Protocol},
     policy::{
-        evaluator::{evaluate, Endpoint, Verdict},
+        evaluator::{evaluate, End, Verdict},
         probes::{self, Probe},
     },
 };
@@ -58,7 +58,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     }
     let (state, pods) = with_lab_addresses(state)?;
     for peer in &args.peers {
-        if let Some(pod) = Endpoint::Address(*peer).pod(&state) {
+        if let Some(pod) = End::Address(*peer).pod(&state) {
             bail!(
                 "--peer {peer} is the address of pod {}, which the matrix already has; \
                  a peer is an address outside the cluster",
@@ -90,21 +90,21 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         .collect();
     match args.output {
         Output::Json => {
-            let results = results(&verdicts, Endpoint::to_string);
+            let results = results(&verdicts, End::to_string);
             println!("{}", report::to_json(&results));
         }
         Output::Table => {
             // The matrix labels rows and columns `namespace/name`; a peer gets the
             // pseudo-namespace `peer` there (JSON keys it by the bare address).
-            let row = |endpoint: &Endpoint| match endpoint {
-                Endpoint::Pod(key) | Endpoint::PodAt(key, _) => key.clone(),
-                Endpoint::Address(ip) => ObjectRef::new("peer", ip.to_string()),
+            let row = |endpoint: &End| match endpoint {
+                End::Pod(key) | End::PodAt(key, _) => key.clone(),
+                End::Address(ip) => ObjectRef::new("peer", ip.to_string()),
             };
             let peers: BTreeSet<IpAddr> = args.peers.iter().copied().collect();
             let rows: Vec<ObjectRef> = pods
                 .iter()
-                .map(|key| Endpoint::Pod(key.clone()))
-                .chain(peers.into_iter().map(Endpoint::Address))
+                .map(|key| End::Pod(key.clone()))
+                .chain(peers.into_iter().map(End::Address))
                 .map(|endpoint| row(&endpoint))
                 .collect();
             let results = results(&verdicts, |endpoint| row(endpoint).to_string());
@@ -115,7 +115,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
 }
 
 /// Probe results in the lab's shape, each end named by `name`.
-fn results(verdicts: &[(&Probe, Verdict)], name: impl Fn(&Endpoint) -> String) -> Vec<ProbeResult> {
+fn results(verdicts: &[(&Probe, Verdict)], name: impl Fn(&End) -> String) -> Vec<ProbeResult> {
     verdicts
         .iter()
         .map(|(probe, verdict)| ProbeResult {

@@ -44,7 +44,7 @@ pub use self::{error::LabError, network::LabNetwork};
 use crate::{
     dataplane::{self, EventReader, LoadOptions, Stats, TunnelPorts},
     model::{ClusterState, ObjectRef, Protocol},
-    policy::{evaluator::Endpoint, probes, tables::DatapathTables},
+    policy::{evaluator::End, probes, tables::DatapathTables},
     telemetry::flows::{FlowNames, Publication},
 };
 
@@ -342,7 +342,7 @@ impl Lab {
         probes::plan(&self.state, &self.pods(), ports, &[])
             .into_iter()
             .filter_map(|probe| match (probe.from, probe.to) {
-                (Endpoint::Pod(from), Endpoint::Pod(to)) => Some(ProbeSpec {
+                (End::Pod(from), End::Pod(to)) => Some(ProbeSpec {
                     from,
                     to,
                     port: probe.port,

@@ -28,11 +28,12 @@ use crate::{
     policy::{isolation::isolating, rules, selector::matches, tables::Direction},
 };
 
-/// One side of a connection.
+/// One end of a connection, as a query names it (not an "endpoint": that word
+/// means a local pod's interface entry in the datapath).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum End {
     /// A pod of the cluster. A reference to a pod the state does not hold is treated
-    /// as an address-less endpoint outside the cluster. ipBlocks match it when any of
+    /// as an address-less end outside the cluster. ipBlocks match it when any of
     /// its addresses is in them.
     Pod(ObjectRef),
     /// A pod judged at one of its addresses, the one a packet carries: ipBlocks see
@@ -43,19 +44,19 @@ pub enum Endpoint {
     Address(IpAddr),
 }
 
-impl fmt::Display for Endpoint {
+impl fmt::Display for End {
     /// `namespace/name` for a pod, the address itself for an address: the keys
     /// `simulate` prints in `from`/`to`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Endpoint::Pod(key) | Endpoint::PodAt(key, _) => key.fmt(f),
-            Endpoint::Address(ip) => ip.fmt(f),
+            End::Pod(key) | End::PodAt(key, _) => key.fmt(f),
+            End::Address(ip) => ip.fmt(f),
         }
     }
 }
 
-impl Endpoint {
-    /// The pod this endpoint stands for in `state`, resolved as `evaluate` resolves
+impl End {
+    /// The pod this end stands for in `state`, resolved as `evaluate` resolves
     /// it: a reference to that pod, an address to the one pod-network pod that has it.
     pub fn pod<'a>(&self, state: &'a ClusterState) -> Option<&'a Pod> {
         resolve(state, self).pod
@@ -66,9 +67,9 @@ impl Endpoint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Query {
     /// Who opens the connection.
-    pub src: Endpoint,
+    pub src: End,
     /// Who it is opened to.
-    pub dst: Endpoint,
+    pub dst: End,
     /// Transport protocol.
     pub protocol: Protocol,
     /// Destination port.
@@ -78,7 +79,7 @@ pub struct Query {
 /// What one side's policies (egress of the source, ingress of the destination) say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SideVerdict {
-    /// The endpoint is not a pod of the cluster: no policy applies to it.
+    /// The end is not a pod of the cluster: no policy applies to it.
     NotAPod,
     /// A hostNetwork pod: it uses the node's network and policies never isolate it.
     HostNetwork,
@@ -174,7 +175,7 @@ impl PolicyExplanation {
 /// about a query.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SideExplanation {
-    /// The endpoint is not a pod of the cluster: no policy applies to it.
+    /// The end is not a pod of the cluster: no policy applies to it.
     NotAPod,
     /// A hostNetwork pod: policies never isolate it.
     HostNetwork,
@@ -253,17 +254,17 @@ impl Explanation {
     }
 }
 
-/// An endpoint resolved against the state.
+/// An end resolved against the state.
 #[derive(Clone, Copy, Debug)]
 struct Resolved<'a> {
-    /// The pod, if the endpoint is one.
+    /// The pod, if the end is one.
     pod: Option<&'a Pod>,
     /// The address the query named, if it named one.
     address: Option<IpAddr>,
 }
 
 impl Resolved<'_> {
-    /// The endpoint's IPs: the queried address, else all of the pod's IPs.
+    /// The end's IPs: the queried address, else all of the pod's IPs.
     fn ips(&self) -> Vec<IpAddr> {
         match (self.address, self.pod) {
             (Some(ip), _) => vec![ip],
@@ -273,19 +274,19 @@ impl Resolved<'_> {
     }
 }
 
-/// Resolves an endpoint: a pod reference to the pod, an address to the pod-network
+/// Resolves an end: a pod reference to the pod, an address to the pod-network
 /// pod that has it (first in sorted order), if any.
-fn resolve<'a>(state: &'a ClusterState, endpoint: &Endpoint) -> Resolved<'a> {
-    match endpoint {
-        Endpoint::Pod(key) => Resolved {
+fn resolve<'a>(state: &'a ClusterState, end: &End) -> Resolved<'a> {
+    match end {
+        End::Pod(key) => Resolved {
             pod: state.pods.get(key),
             address: None,
         },
-        Endpoint::PodAt(key, ip) => Resolved {
+        End::PodAt(key, ip) => Resolved {
             pod: state.pods.get(key),
             address: Some(*ip),
         },
-        Endpoint::Address(ip) => {
+        End::Address(ip) => {
             let mut owners = state
                 .pods
                 .values()

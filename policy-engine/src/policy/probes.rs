@@ -13,16 +13,16 @@ use std::{
 
 use crate::{
     model::{ClusterState, IpFamily, ObjectRef, Pod, Protocol},
-    policy::evaluator::{Endpoint, Query},
+    policy::evaluator::{End, Query},
 };
 
 /// One connection to try.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
     /// Who opens it: a pod, or a peer address.
-    pub from: Endpoint,
+    pub from: End,
     /// Who it goes to.
-    pub to: Endpoint,
+    pub to: End,
     /// Destination port.
     pub port: u16,
     /// Protocol.
@@ -78,16 +78,16 @@ pub fn plan(
     } else {
         given.clone()
     };
-    let endpoints: Vec<(Endpoint, BTreeSet<(u16, Protocol)>)> = pods
+    let endpoints: Vec<(End, BTreeSet<(u16, Protocol)>)> = pods
         .iter()
-        .map(|key| (Endpoint::Pod(key.clone()), for_pod(key)))
+        .map(|key| (End::Pod(key.clone()), for_pod(key)))
         .chain(
             peers
                 .iter()
-                .map(|ip| (Endpoint::Address(*ip), for_peers.clone())),
+                .map(|ip| (End::Address(*ip), for_peers.clone())),
         )
         .collect();
-    let is_peer = |endpoint: &Endpoint| matches!(endpoint, Endpoint::Address(_));
+    let is_peer = |endpoint: &End| matches!(endpoint, End::Address(_));
     let mut probes = Vec::new();
     for (from, _) in &endpoints {
         for (to, ports) in &endpoints {
@@ -108,14 +108,14 @@ pub fn plan(
 /// `endpoint` as a connection of `family` sees it: a pod is judged at its address of
 /// that family (what ipBlocks are matched against, as in the kernel); a pod without
 /// one, or an address, stays as it is.
-pub fn at_address(state: &ClusterState, endpoint: &Endpoint, family: IpFamily) -> Endpoint {
+pub fn at_address(state: &ClusterState, endpoint: &End, family: IpFamily) -> End {
     match endpoint {
-        Endpoint::Pod(key) => state
+        End::Pod(key) => state
             .pods
             .get(key)
             .and_then(|pod| pod.address(family))
-            .map_or_else(|| endpoint.clone(), |ip| Endpoint::PodAt(key.clone(), ip)),
-        Endpoint::PodAt(..) | Endpoint::Address(_) => endpoint.clone(),
+            .map_or_else(|| endpoint.clone(), |ip| End::PodAt(key.clone(), ip)),
+        End::PodAt(..) | End::Address(_) => endpoint.clone(),
     }
 }
 

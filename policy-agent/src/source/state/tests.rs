@@ -17,7 +17,7 @@ use crate::{
     model::{LabelSelector, ObjectRef, PolicyMode, PolicyTypes, Protocol},
     policy::{
         compiler::compile,
-        evaluator::{evaluate, Endpoint, Query, SideVerdict},
+        evaluator::{evaluate, End, Query, SideVerdict},
         tables::Direction,
     },
     source::convert::MODE_ANNOTATION,
@@ -154,8 +154,8 @@ fn the_same_key_twice_keeps_the_first_and_names_the_key() {
 
 fn query(src: &str, dst: &str) -> Query {
     Query {
-        src: Endpoint::Pod(key(src)),
-        dst: Endpoint::Pod(key(dst)),
+        src: End::Pod(key(src)),
+        dst: End::Pod(key(dst)),
         protocol: Protocol::Tcp,
         port: 80,
     }
@@ -269,7 +269,7 @@ fn a_pod_over_a_cap_is_an_address_less_stub_and_its_namespace_is_isolated() {
     assert!(isolating.policy_types.ingress && isolating.policy_types.egress);
     // Its old address is no pod: the NotIn selectors cannot admit it.
     let from_old_address = Query {
-        src: Endpoint::Address("10.0.0.3".parse().expect("ip")),
+        src: End::Address("10.0.0.3".parse().expect("ip")),
         ..query("prod/web", "other/client")
     };
     assert!(!evaluate(&state, &from_old_address).allowed);
@@ -307,7 +307,7 @@ fn a_namespace_over_a_cap_stubs_every_pod_of_it() {
     assert!(web.ips.is_empty() && web.labels.is_empty());
     // With the namespace's labels unknown, team NotIn [evil] must not admit it.
     let from_web = Query {
-        src: Endpoint::Address("10.0.0.1".parse().expect("ip")),
+        src: End::Address("10.0.0.1".parse().expect("ip")),
         ..query("prod/web", "other/client")
     };
     assert!(!evaluate(&state, &from_web).allowed);

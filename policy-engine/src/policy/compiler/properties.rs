@@ -36,7 +36,7 @@ use crate::{
     },
     policy::{
         capacity::{without_refused_rules, Budgets},
-        evaluator::{evaluate, Endpoint, Query, SideVerdict},
+        evaluator::{evaluate, End, Query, SideVerdict},
         tables::{DatapathTables, Direction, TableVerdict},
     },
 };
@@ -412,8 +412,8 @@ fn verdicts(
             for &protocol in PROTOCOLS {
                 for &port in QUERY_PORTS {
                     let query = Query {
-                        src: Endpoint::Address(src.ip),
-                        dst: Endpoint::Address(dst.ip),
+                        src: End::Address(src.ip),
+                        dst: End::Address(dst.ip),
                         protocol,
                         port,
                     };

@@ -25,10 +25,10 @@ fn base() -> crate::model::builders::ClusterBuilder {
 }
 
 /// `ns/name` is a pod, anything else an address.
-fn endpoint(text: &str) -> Endpoint {
+fn endpoint(text: &str) -> End {
     match text.split_once('/') {
-        Some((ns, name)) => Endpoint::Pod(ObjectRef::new(ns, name)),
-        None => Endpoint::Address(text.parse().unwrap()),
+        Some((ns, name)) => End::Pod(ObjectRef::new(ns, name)),
+        None => End::Address(text.parse().unwrap()),
     }
 }
 
@@ -337,14 +337,14 @@ fn a_dual_stack_pod_is_judged_at_the_address_its_packet_carries() {
                 .build(),
         )
         .build();
-    let from = |src: Endpoint| Query {
+    let from = |src: End| Query {
         src,
         dst: endpoint("prod/web"),
         protocol: Tcp,
         port: 80,
     };
     let dual = ObjectRef::new("prod", "dual");
-    let at = |ip: &str| Endpoint::PodAt(dual.clone(), ip.parse().unwrap());
+    let at = |ip: &str| End::PodAt(dual.clone(), ip.parse().unwrap());
     assert!(
         !evaluate(&state, &from(at("10.0.0.9"))).allowed,
         "IPv4 packet"
@@ -354,7 +354,7 @@ fn a_dual_stack_pod_is_judged_at_the_address_its_packet_carries() {
         "IPv6 packet"
     );
     assert!(
-        evaluate(&state, &from(Endpoint::Pod(dual))).allowed,
+        evaluate(&state, &from(End::Pod(dual))).allowed,
         "the pod as a whole has an address in the block"
     );
 }
