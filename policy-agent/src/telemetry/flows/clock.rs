@@ -1,5 +1,5 @@
 //! Event timestamps (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) as wall-clock time, and
-//! the UTC text `flows` prints.
+//! the UTC text `flows` prints (formatted by jiff).
 
 use nix::time::{clock_gettime, ClockId};
 
@@ -44,57 +44,22 @@ impl WallClock {
     }
 }
 
-/// (year, month, day) of a day counted from 1970-01-01 (proleptic Gregorian;
-/// Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// Splits Unix nanoseconds into (days since the epoch, seconds of the day,
-/// microseconds of the second).
-fn split(unix_ns: i128) -> (i64, u32, u32) {
-    let seconds = unix_ns.div_euclid(NANOS_PER_SECOND);
-    let micros = (unix_ns.rem_euclid(NANOS_PER_SECOND) / 1000) as u32;
-    let days = i64::try_from(seconds.div_euclid(86_400)).unwrap_or(0);
-    (days, seconds.rem_euclid(86_400) as u32, micros)
+/// `unix_ns` as a jiff timestamp; outside jiff's range (years -9999 to 9999, never
+/// from a real clock) the epoch.
+fn timestamp(unix_ns: i128) -> jiff::Timestamp {
+    jiff::Timestamp::from_nanosecond(unix_ns).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 /// RFC 3339 in UTC with microseconds: `2026-11-22T17:32:06.123456Z`.
 pub fn rfc3339(unix_ns: i128) -> String {
-    let (days, second_of_day, micros) = split(unix_ns);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    )
+    timestamp(unix_ns)
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
 
 /// The UTC time of day with milliseconds: `17:32:06.123`.
 pub fn time_of_day(unix_ns: i128) -> String {
-    let (_, second_of_day, micros) = split(unix_ns);
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60,
-        micros / 1000
-    )
+    timestamp(unix_ns).strftime("%H:%M:%S%.3f").to_string()
 }
 
 #[cfg(test)]
