@@ -42,6 +42,17 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    println!("test [2/4]: clippy on the agent the image ships (no default features), -D warnings");
+    run_checked(Command::new("cargo").current_dir(&root).args([
+        "clippy",
+        "--package",
+        "policy-agent",
+        "--no-default-features",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     println!("test [2/4]: clippy on policy-ebpf, -D warnings");
     ebpf::clippy()?;
     println!("test [3/4]: cargo test (unit, lab, CLI and conformance-runner tests)");
