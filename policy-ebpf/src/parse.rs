@@ -135,6 +135,23 @@ const _: () = assert!(
         && Icmpv4Hdr::LEN == Icmpv6Hdr::LEN
 );
 
+// The wire offsets every read relies on, pinned: a network-types release that moved
+// a field fails the build instead of reading another one (RFC 791, 793, 8200).
+const _: () = assert!(
+    IPV4_HEAD == 10
+        && offset_of!(Ipv4Hdr, src_addr) == 12
+        && offset_of!(Ipv4Hdr, dst_addr) == 16
+        && TCP_HEAD == 14
+        && TCP_FLAGS == 13
+        && PORTS_LEN == 4
+        && offset_of!(Ipv6Hdr, next_hdr) == 6
+        && offset_of!(Ipv6Hdr, src_addr) == 8
+        && offset_of!(Ipv6Hdr, dst_addr) == 24
+        && Ipv6Hdr::LEN == 40
+        && core::mem::size_of::<Ipv6ExtHead>() == 4
+        && core::mem::size_of::<Ipv6FragHdr>() == 8
+);
+
 /// The first bytes of a hop-by-hop options, routing or destination options header
 /// (RFC 8200 sections 4.3, 4.4, 4.6), which network-types has no type for. Only a
 /// routing header has the last two fields; the walk reads them only there.

@@ -214,13 +214,9 @@ impl VerdictReports {
 
     /// A reader of `EVENTS` with a handle of its own on the ring buffer.
     pub(super) fn reader(&self) -> Result<EventReader, DataplaneError> {
-        let id = self
-            .events
-            .info()
-            .map_err(map_error(maps::EVENTS.name, "read info"))?
-            .id();
-        let data = MapData::from_id(id).map_err(map_error(maps::EVENTS.name, "open by id"))?;
-        EventReader::new(data)
+        // A duplicate of the fd, not `MapData::from_id`: opening a map by id needs
+        // CAP_SYS_ADMIN, which the agent does not have.
+        EventReader::new(super::maps::duplicate(&self.events, maps::EVENTS.name)?)
     }
 
     /// Pins `EVENTS` at `path` (on bpffs).

@@ -132,8 +132,8 @@ pub(super) fn max_entries(ebpf: &Ebpf, name: &'static str) -> Result<u32, Datapl
     Ok(info.max_entries())
 }
 
-/// Refuses an object (or pinned maps) whose shared maps do not have the key and
-/// value sizes their definitions give: a layout change without an ABI bump would
+/// Refuses an object (or pinned maps) whose shared maps do not have the kind and the
+/// key and value sizes their definitions give: a layout change without an ABI bump would
 /// otherwise be read as garbage.
 pub(super) fn check_layouts(ebpf: &Ebpf) -> Result<(), DataplaneError> {
     for layout in SHARED {
@@ -145,6 +145,16 @@ pub(super) fn check_layouts(ebpf: &Ebpf) -> Result<(), DataplaneError> {
             });
         };
         let info = data.info().map_err(map_error(layout.name, "read info"))?;
+        let kind = info
+            .map_type()
+            .map_err(map_error(layout.name, "read its type"))? as u32;
+        if kind != layout.map_type {
+            return Err(DataplaneError::MapKind {
+                map: layout.name,
+                found: kind,
+                want: layout.map_type,
+            });
+        }
         let (key, value) = (layout.key_size, layout.value_size);
         if (info.key_size(), info.value_size()) != (key, value) {
             return Err(DataplaneError::MapLayout {

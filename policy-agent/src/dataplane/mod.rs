@@ -130,6 +130,17 @@ pub enum DataplaneError {
         /// Key and value size of the definition.
         want: (u32, u32),
     },
+    /// A map of the object, or a pinned one, is of another kind than its definition
+    /// (an LRU `CONNTRACK` would evict flows the per-interface counts rely on).
+    #[error("eBPF map {map}: of kind {found} (BPF_MAP_TYPE_*), this agent's is {want}: a pinned map of another build is removed with `policy-agent uninstall`")]
+    MapKind {
+        /// Map name.
+        map: &'static str,
+        /// The kind the kernel reports.
+        found: u32,
+        /// The kind of the definition.
+        want: u32,
+    },
     /// The tables name more allow rules than `RULE_COUNTERS` has slots.
     #[error("{rules} policy rules have entries, but the rule counters hold {capacity}; the tables were not written")]
     TooManyRules {
@@ -222,7 +233,7 @@ impl DataplaneError {
             DataplaneError::Detach { .. } => "detach",
             DataplaneError::Interface { .. } => "interface",
             DataplaneError::Map { .. } => "map",
-            DataplaneError::MapLayout { .. } => "map_layout",
+            DataplaneError::MapLayout { .. } | DataplaneError::MapKind { .. } => "map_layout",
             DataplaneError::TooManyRules { .. } => "too_many_rules",
             DataplaneError::BankFull { .. } => "bank_full",
             DataplaneError::EndpointId { .. } => "endpoint_id",

@@ -155,6 +155,9 @@ impl Datapath {
                 path: object.to_path_buf(),
                 source: Box::new(source),
             })?;
+        // The maps exist (made, or opened from their pins) once the object is
+        // loaded: refuse one of another layout before any program uses it.
+        super::maps::check_layouts(&ebpf)?;
         // Before the programs load: they refer to the ring buffer this keeps open.
         let kernel_log = if options.kernel_debug {
             Some(KernelLog::start(&mut ebpf)?)
@@ -178,7 +181,6 @@ impl Datapath {
                 what: "loading".into(),
                 source: Some(Box::new(e)),
             })?;
-        super::maps::check_layouts(&ebpf)?;
         let mut datapath = Self {
             banks: Banks::take(&mut ebpf)?,
             counters: Counters::take(&mut ebpf)?,
