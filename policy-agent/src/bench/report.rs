@@ -17,7 +17,7 @@ pub enum Path {
     /// A SYN from an address in an ipBlock prefix that a rule allows.
     NewFlowCidrPeer,
     /// A SYN from a pod peer to a port no rule allows (dropped).
-    Denied,
+    Dropped,
     /// `node_exit` (on the node's uplink) and a packet no pod deferred: what every
     /// packet leaving the node pays.
     ExitNotDeferred,
@@ -34,7 +34,7 @@ impl Path {
         Path::ConntrackHit,
         Path::NewFlowPodPeer,
         Path::NewFlowCidrPeer,
-        Path::Denied,
+        Path::Dropped,
         Path::ExitNotDeferred,
         Path::EntryToPod,
     ];
@@ -47,7 +47,7 @@ impl Path {
             Path::ConntrackHit => "conntrack hit (ACK)",
             Path::NewFlowPodPeer => "new flow allowed, pod peer (SYN)",
             Path::NewFlowCidrPeer => "new flow allowed, peer in a CIDR table (SYN)",
-            Path::Denied => "denied (SYN)",
+            Path::Dropped => "dropped (SYN)",
             Path::ExitNotDeferred => "node exit, not deferred (SYN)",
             Path::EntryToPod => "node entry, to a pod, no reply (SYN)",
         }
@@ -61,7 +61,7 @@ impl Path {
             Path::NewFlowCidrPeer => Some(8.0),
             Path::Floor
             | Path::Unisolated
-            | Path::Denied
+            | Path::Dropped
             | Path::ExitNotDeferred
             | Path::EntryToPod => None,
         }

@@ -57,7 +57,7 @@ fn plan(options: &Options) -> Vec<Phase> {
             paths: &[
                 Path::ConntrackHit,
                 Path::NewFlowPodPeer,
-                Path::Denied,
+                Path::Dropped,
                 Path::ExitNotDeferred,
                 Path::EntryToPod,
             ],
@@ -111,7 +111,7 @@ fn cases(path: Path, built: &tables::BenchTables) -> Vec<Case> {
         Path::NewFlowPodPeer | Path::NewFlowCidrPeer => {
             (SYN, ALLOWED_PORT, Some("allow_policy"), true)
         }
-        Path::Denied => (SYN, DENIED_PORT, Some("drop_policy"), false),
+        Path::Dropped => (SYN, DENIED_PORT, Some("drop_policy"), false),
     };
     let program = match path {
         Path::Floor => BenchProgram::Floor,

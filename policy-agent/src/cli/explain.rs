@@ -264,7 +264,7 @@ struct QueryJson {
     ingress: SideJson,
 }
 
-/// One side in JSON: `status` is `not_a_pod`, `host_network`, `not_isolated` or
+/// One side in JSON: `status` is `not_a_pod`, `host_network`, `unisolated` or
 /// `isolated`; `allowed_by` the deciding rule of an isolated side that allows;
 /// `mode` (`enforce` or `audit`) the mode of `policies`, the deciding ones, for
 /// an isolated side; `ignored_audit` the audit-mode policies ignored beside
@@ -305,7 +305,7 @@ fn json(query: &Query, explanation: &Explanation) -> QueryJson {
         let (status, mode, policies, ignored_audit) = match side {
             SideExplanation::NotAPod => ("not_a_pod", None, &[][..], &[][..]),
             SideExplanation::HostNetwork => ("host_network", None, &[][..], &[][..]),
-            SideExplanation::Unisolated => ("not_isolated", None, &[][..], &[][..]),
+            SideExplanation::Unisolated => ("unisolated", None, &[][..], &[][..]),
             SideExplanation::Isolated {
                 mode,
                 policies,
