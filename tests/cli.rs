@@ -622,6 +622,13 @@ fn a_manifest_syntax_error_is_one_line_naming_the_file_and_the_parser_error() {
         format!("error: {file}: syntax error: trailing comma at line 2 column 1\n")
     );
     let _ = std::fs::remove_dir_all(dir);
+    // YAML: one line too, no code snippet.
+    let (dir, file) = manifest_file("syntax-yaml", "pod.yaml", "kind: Pod\nmetadata: [a\n");
+    assert_eq!(
+        agent_error(&["simulate", "-f", &file]),
+        format!("error: {file}: syntax error: unclosed bracket '[' at line 2, column 11\n")
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

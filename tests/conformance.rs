@@ -123,6 +123,16 @@ fn a_case_that_is_not_the_documented_shape_names_the_field() {
         error.as_deref(),
         Some(r#"steps[0].expect."80/TCP": probed but no matrix is expected"#)
     );
+    // A type error names the field, then the YAML reader's cause with its line.
+    let text = read_case("01-default-deny-ingress.yaml")
+        .replace("{port: 80, protocol: TCP}", "{port: eighty, protocol: TCP}");
+    let error = Case::parse("bad", Path::new("bad.yaml"), &text)
+        .err()
+        .map(|e| policy_agent::causes::causes(&e).to_string());
+    assert_eq!(
+        error.as_deref(),
+        Some("steps[0].probes[0].port: invalid u16 at line 30, column 12")
+    );
 }
 
 #[test]

@@ -17,8 +17,7 @@ use k8s_openapi::api::{
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use policy_agent::agent::{DEFAULT_METRICS_ADDR, REQUIRED_CAPABILITIES};
-use serde::Deserialize;
-use serde_norway::Value;
+use serde_json::Value;
 
 fn base() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base")
@@ -45,9 +44,7 @@ fn rendered(dir: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    serde_norway::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
-        .collect()
+    serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 /// The documents of `kind`, deserialized as `T` (which checks their shape).
@@ -56,7 +53,7 @@ fn objects<T: serde::de::DeserializeOwned>(kind: &str) -> Vec<T> {
         .into_iter()
         .filter(|doc| doc.get("kind").and_then(Value::as_str) == Some(kind))
         .map(|doc| {
-            serde_norway::from_value(doc)
+            serde_json::from_value(doc)
                 .unwrap_or_else(|e| panic!("a {kind} that does not parse: {e}"))
         })
         .collect()
@@ -421,7 +418,7 @@ fn the_podmonitor_overlay_adds_a_podmonitor_scraping_the_agents_metrics_port() {
     assert_eq!(selected, Some("podwall"));
     let port = spec
         .get("podMetricsEndpoints")
-        .and_then(Value::as_sequence)
+        .and_then(Value::as_array)
         .and_then(|endpoints| endpoints.first())
         .and_then(|endpoint| endpoint.get("port"))
         .and_then(Value::as_str);

@@ -91,7 +91,7 @@ fn require_podman_and_runc() {
 fn daemonset() -> DaemonSet {
     let path = workspace().join("deploy/base/daemonset.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// What the kubelet would fill in for this pod on this node.

@@ -257,7 +257,7 @@ impl Cluster<'_> {
         for object in &step.apply {
             let mut object = object.clone();
             expand_value(&mut object, self.pods)?;
-            policies.push(serde_json::to_value(&object).map_err(|e| causes(&e).to_string())?);
+            policies.push(object);
         }
         if !policies.is_empty() {
             self.kubectl
@@ -371,12 +371,8 @@ pub fn examples(
 /// The objects of manifest `file` (`text`), read as the manifest loader reads
 /// them, empty documents left out.
 fn documents(file: &Path, text: &str) -> Result<Vec<Value>, String> {
-    parse_documents(file, text)
-        .map_err(|e| causes(&e).to_string())?
-        .into_iter()
-        .filter(|doc| !doc.is_null())
-        .map(|doc| serde_json::to_value(doc).map_err(|e| format!("{}: {e}", file.display())))
-        .collect()
+    let documents = parse_documents(file, text).map_err(|e| causes(&e).to_string())?;
+    Ok(documents.into_iter().filter(|doc| !doc.is_null()).collect())
 }
 
 /// What an example has applied, for its cleanup.

@@ -9,8 +9,9 @@
 //! run goes on; a case that probes SCTP on a kernel without SCTP is skipped,
 //! never passed.
 //!
-//! May import: `crate::model`, `crate::source::convert` (case policies are read
-//! the way manifests are), the lab. Prints nothing: the CLI does.
+//! May import: `crate::model`, `crate::source::convert` and `crate::source::yaml`
+//! (case files are YAML, and case policies are read the way manifests are), the
+//! lab. Prints nothing: the CLI does.
 
 mod case;
 pub mod fixture;

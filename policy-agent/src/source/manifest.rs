@@ -4,12 +4,12 @@
 //!
 //! Loading is all or nothing: a malformed object gets an error naming the file,
 //! the object and the field, and nothing is applied. Objects are parsed to a
-//! `serde_norway::Value` first (to name the object in errors), then deserialized
-//! into k8s-openapi types with `serde_path_to_error` (to name the field), then
-//! converted by `convert`.
+//! `serde_json::Value` first (by `super::yaml`, which also resolves merge keys `<<`;
+//! to name the object in errors), then deserialized into k8s-openapi types with
+//! `serde_path_to_error` (to name the field), then converted by `convert`.
 //!
-//! May import: `crate::model`, `super::convert`, `super::state`, serde_norway, serde_json,
-//! serde_path_to_error, k8s-openapi (as deserialization targets only).
+//! May import: `crate::model`, `super::convert`, `super::state`, `super::yaml`,
+//! serde_json, serde_path_to_error, k8s-openapi (as deserialization targets only).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,12 +18,13 @@ use std::{
 };
 
 use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
-use serde::{de::DeserializeOwned, Deserialize};
-use serde_norway::{Mapping, Value};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use super::{
     convert::{ApiKind, ConvertError},
     state::StateBuilder,
+    yaml::{self, YamlError},
 };
 use crate::model::{ClusterState, ObjectRef};
 
@@ -65,17 +66,6 @@ pub enum ManifestError {
         /// What is wrong.
         message: String,
     },
-    /// A document's merge keys (`<<`) cannot be resolved.
-    #[error("{}: {object}: resolving merge keys (<<)", file.display())]
-    Merge {
-        /// The file.
-        file: PathBuf,
-        /// The object, e.g. `document 2`.
-        object: String,
-        /// What the YAML library said.
-        #[source]
-        source: serde_norway::Error,
-    },
     /// An object does not have the shape of its kind (a type error).
     #[error("{}: {object}{}", file.display(), field_suffix(field))]
     Decode {
@@ -87,7 +77,7 @@ pub enum ManifestError {
         field: String,
         /// What the deserializer said.
         #[source]
-        source: serde_norway::Error,
+        source: serde_json::Error,
     },
     /// An object is well-formed but invalid (the API server would reject it).
     #[error("{}: {object}", file.display())]
@@ -118,7 +108,7 @@ impl ManifestError {
         match self {
             ManifestError::Io { .. } => "io",
             ManifestError::Syntax { .. } => "syntax",
-            ManifestError::Document { .. } | ManifestError::Merge { .. } => "document",
+            ManifestError::Document { .. } => "document",
             ManifestError::Decode { .. } => "decode",
             ManifestError::Convert { .. } => "convert",
             ManifestError::Duplicate { .. } => "duplicate",
@@ -132,9 +122,10 @@ pub enum SyntaxError {
     /// A `.json` file.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
-    /// A YAML file (or any file named directly that is not `.json`).
+    /// A YAML file (or any file named directly that is not `.json`), including a
+    /// merge key (`<<`) that cannot be resolved and input over the reader's limits.
     #[error(transparent)]
-    Yaml(#[from] serde_norway::Error),
+    Yaml(#[from] YamlError),
 }
 
 fn field_prefix(field: &str) -> String {
@@ -244,7 +235,8 @@ fn has_extension(path: &Path, extensions: &[&str]) -> bool {
 }
 
 /// The documents of a file: a JSON stream for `.json`, else a `---`-separated YAML
-/// stream (JSON read as YAML works too, for files named directly).
+/// stream (JSON read as YAML works too, for files named directly). A YAML stream's
+/// empty and null documents are left out; a JSON stream's `null`s are kept.
 pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Value>, ManifestError> {
     if has_extension(file, &["json"]) {
         serde_json::Deserializer::from_str(text)
@@ -258,15 +250,13 @@ pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Value>, ManifestEr
             })
             .collect()
     } else {
-        serde_norway::Deserializer::from_str(text)
-            .map(|doc| {
-                Value::deserialize(doc).map_err(|err| ManifestError::Syntax {
-                    file: file.to_path_buf(),
-                    line: err.location().map(|at| at.line()),
-                    source: err.into(),
-                })
-            })
-            .collect()
+        yaml::documents(text).map_err(|err| ManifestError::Syntax {
+            file: file.to_path_buf(),
+            line: err
+                .location()
+                .and_then(|at| usize::try_from(at.line()).ok()),
+            source: err.into(),
+        })
     }
 }
 
@@ -278,6 +268,8 @@ struct Loader {
 }
 
 /// Where an object sits: its file and position (`document 3`, `document 3, items[1]`).
+/// Documents count from 1; empty YAML documents (`---` with nothing after) are not
+/// counted, as the YAML reader leaves them out.
 struct Origin<'a> {
     file: &'a Path,
     position: String,
@@ -298,27 +290,21 @@ impl Origin<'_> {
 impl Loader {
     fn load_file(&mut self, file: &Path) -> Result<(), ManifestError> {
         let text = fs::read_to_string(file).map_err(io_error(file))?;
-        for (i, mut doc) in parse_documents(file, &text)?.into_iter().enumerate() {
+        for (i, doc) in parse_documents(file, &text)?.iter().enumerate() {
             let origin = Origin {
                 file,
                 position: format!("document {}", i + 1),
             };
-            if doc.is_null() {
-                continue;
+            if !doc.is_null() {
+                self.load_object(&origin, doc)?;
             }
-            doc.apply_merge().map_err(|source| ManifestError::Merge {
-                file: file.to_path_buf(),
-                object: origin.position.clone(),
-                source,
-            })?;
-            self.load_object(&origin, &doc)?;
         }
         Ok(())
     }
 
     /// Dispatches one object on its `kind`, checking the `apiVersion` we read it as.
     fn load_object(&mut self, origin: &Origin<'_>, value: &Value) -> Result<(), ManifestError> {
-        let Value::Mapping(map) = &value else {
+        let Value::Object(map) = value else {
             let message = "expected a Kubernetes object (a mapping with apiVersion and kind)";
             return Err(origin.error("", message));
         };
@@ -351,10 +337,14 @@ impl Loader {
     }
 
     /// `kind: List` (what `kubectl get -o yaml` prints): each of `items` is an object.
-    fn load_list(&mut self, origin: &Origin<'_>, map: &Mapping) -> Result<(), ManifestError> {
+    fn load_list(
+        &mut self,
+        origin: &Origin<'_>,
+        map: &Map<String, Value>,
+    ) -> Result<(), ManifestError> {
         let items = match map.get("items") {
             None | Some(Value::Null) => return Ok(()),
-            Some(Value::Sequence(items)) => items,
+            Some(Value::Array(items)) => items,
             Some(_) => return Err(origin.error("items", "must be a list")),
         };
         for (i, item) in items.iter().enumerate() {
@@ -391,7 +381,7 @@ impl Loader {
 
 /// How errors name an object: `Namespace prod`, `Pod prod/web` (a missing namespace
 /// is `default`), or its position and kind when it has no name.
-fn describe(origin: &Origin<'_>, kind: &str, map: &Mapping) -> String {
+fn describe(origin: &Origin<'_>, kind: &str, map: &Map<String, Value>) -> String {
     let metadata = map.get("metadata");
     let field = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
     match (field("name"), kind) {
@@ -410,7 +400,7 @@ fn describe(origin: &Origin<'_>, kind: &str, map: &Mapping) -> String {
 struct Context<'a> {
     origin: &'a Origin<'a>,
     object: &'a str,
-    map: &'a Mapping,
+    map: &'a Map<String, Value>,
 }
 
 impl Context<'_> {

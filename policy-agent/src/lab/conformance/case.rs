@@ -10,13 +10,16 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde_norway::Value;
+use serde_json::Value;
 
 use super::{
     fixture::{self, NAMESPACES, PODS},
     matrix::Matrix,
 };
-use crate::model::{Labels, ObjectRef, Protocol};
+use crate::{
+    model::{Labels, ObjectRef, Protocol},
+    source::yaml::{self, YamlError},
+};
 
 /// Why a case file cannot be run. Field paths are relative to the file
 /// (`steps[1].expect."80/TCP"`).
@@ -34,9 +37,9 @@ pub enum CaseError {
     Decode {
         /// Path of the offending field; empty (or `.`) for the file as a whole.
         field: String,
-        /// What the deserializer said.
+        /// What the YAML reader said (with the line and column when known).
         #[source]
-        source: serde_norway::Error,
+        source: YamlError,
     },
     /// A field has the right shape but a value the runner cannot use.
     #[error("{field}: {message}")]
@@ -90,12 +93,8 @@ impl Case {
 
     /// Checks the text of a case file named `name`.
     pub fn parse(name: &str, file: &Path, text: &str) -> Result<Self, CaseError> {
-        let deserializer = serde_norway::Deserializer::from_str(text);
         let raw: RawCase =
-            serde_path_to_error::deserialize(deserializer).map_err(|e| CaseError::Decode {
-                field: e.path().to_string(),
-                source: e.into_inner(),
-            })?;
+            yaml::from_str(text).map_err(|(field, source)| CaseError::Decode { field, source })?;
         check_fixture(&raw.model)?;
         let mut ports = Vec::new();
         for (i, port) in raw.model.ports.iter().enumerate() {

@@ -7,7 +7,7 @@
 //! named `service-port-<proto>-<port>` whose targetPort is that port.
 
 use k8s_openapi::api::networking::v1::NetworkPolicy as ApiNetworkPolicy;
-use serde_norway::Value;
+use serde_json::Value;
 
 use super::{
     case::{CaseError, Relabel, Step},

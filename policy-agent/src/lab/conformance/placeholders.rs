@@ -12,7 +12,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use ipnet::IpNet;
-use serde_norway::Value;
+use serde_json::Value;
 
 use crate::model::ObjectRef;
 
@@ -23,17 +23,16 @@ pub type Addresses = BTreeMap<ObjectRef, IpAddr>;
 pub fn expand_value(value: &mut Value, addresses: &Addresses) -> Result<(), String> {
     match value {
         Value::String(text) => *text = expand(text, addresses)?,
-        Value::Sequence(items) => {
+        Value::Array(items) => {
             for item in items {
                 expand_value(item, addresses)?;
             }
         }
-        Value::Mapping(map) => {
-            for (_, item) in map.iter_mut() {
+        Value::Object(map) => {
+            for item in map.values_mut() {
                 expand_value(item, addresses)?;
             }
         }
-        Value::Tagged(tagged) => expand_value(&mut tagged.value, addresses)?,
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
     Ok(())

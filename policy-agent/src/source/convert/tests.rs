@@ -25,7 +25,7 @@ fn netpol(spec: &str) -> Result<NetworkPolicy> {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
          metadata: {{name: np, namespace: prod}}\nspec: {spec}\n"
     );
-    network_policy(&serde_norway::from_str(&text).expect("fixture is a NetworkPolicy"))
+    network_policy(&serde_saphyr::from_str(&text).expect("fixture is a NetworkPolicy"))
 }
 
 fn ok(spec: &str) -> NetworkPolicy {
@@ -386,7 +386,7 @@ fn bad_policy_types_and_selector_operators_are_rejected_naming_the_field() {
 #[test]
 fn object_without_name_is_rejected_and_without_namespace_is_in_default() {
     let unnamed: net::NetworkPolicy =
-        serde_norway::from_str("metadata: {namespace: x}").expect("fixture");
+        serde_saphyr::from_str("metadata: {namespace: x}").expect("fixture");
     let err = network_policy(&unnamed).expect_err("no name");
     assert_eq!(err.to_string(), "metadata.name: required field is missing");
     let pod = pod_from("metadata: {name: p}").expect("valid pod");
@@ -395,7 +395,7 @@ fn object_without_name_is_rejected_and_without_namespace_is_in_default() {
 
 #[test]
 fn namespace_always_carries_its_name_label() {
-    let ns: core::Namespace = serde_norway::from_str(
+    let ns: core::Namespace = serde_saphyr::from_str(
         "metadata: {name: prod, labels: {team: a, kubernetes.io/metadata.name: other}}",
     )
     .expect("fixture");
@@ -408,7 +408,7 @@ fn namespace_always_carries_its_name_label() {
 }
 
 fn pod_from(yaml: &str) -> Result<Pod> {
-    pod(&serde_norway::from_str(yaml).expect("fixture is a Pod"))
+    pod(&serde_saphyr::from_str(yaml).expect("fixture is a Pod"))
 }
 
 fn ip(text: &str) -> IpAddr {
@@ -481,7 +481,7 @@ fn pod_ip_is_used_when_pod_ips_is_absent_and_bad_ips_are_rejected() {
 
 #[test]
 fn service_defaults_target_port_and_treats_headless_as_no_cluster_ip() {
-    let svc: core::Service = serde_norway::from_str(
+    let svc: core::Service = serde_saphyr::from_str(
         "metadata: {name: db, namespace: prod}\n\
          spec: {selector: {app: db}, clusterIP: None, ports: [{port: 5432}, \
                 {name: m, port: 9000, targetPort: metrics, protocol: UDP}, \
@@ -511,7 +511,7 @@ fn a_services_extra_ips_are_its_other_cluster_ip_external_ips_and_balanced_ingre
                        externalIPs: [198.51.100.7, 198.51.100.7]}\n\
                 status: {loadBalancer: {ingress: [{ip: 203.0.113.9}, {hostname: lb.example}, \
                          {ip: 203.0.113.10, ipMode: Proxy}, {ip: 203.0.113.11, ipMode: VIP}]}}";
-    let svc = service(&serde_norway::from_str(yaml).expect("fixture")).expect("valid");
+    let svc = service(&serde_saphyr::from_str(yaml).expect("fixture")).expect("valid");
     assert_eq!(svc.cluster_ip, Some(ip("10.96.0.10")));
     // Sorted, no repeats, not the cluster IP, not a Proxy-mode load balancer's.
     assert_eq!(
@@ -528,14 +528,14 @@ fn a_services_extra_ips_are_its_other_cluster_ip_external_ips_and_balanced_ingre
         [ip("10.96.0.10"), ip("198.51.100.7")]
     );
     let bad = "metadata: {name: s}\nspec: {externalIPs: [not-an-ip]}";
-    let error = service(&serde_norway::from_str(bad).expect("fixture")).expect_err("invalid IP");
+    let error = service(&serde_saphyr::from_str(bad).expect("fixture")).expect_err("invalid IP");
     assert!(error.to_string().contains("spec.externalIPs"), "{error}");
 }
 
 #[test]
 fn service_with_empty_selector_has_none_and_keeps_its_cluster_ip() {
     let yaml = "metadata: {name: s}\nspec: {selector: {}, clusterIP: 10.96.0.10}";
-    let svc = service(&serde_norway::from_str(yaml).expect("fixture")).expect("valid");
+    let svc = service(&serde_saphyr::from_str(yaml).expect("fixture")).expect("valid");
     assert_eq!(svc.selector, None);
     assert_eq!(svc.cluster_ip, Some(ip("10.96.0.10")));
 }

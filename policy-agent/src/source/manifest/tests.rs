@@ -196,9 +196,152 @@ fn syntax_errors_name_the_file_and_line() {
     );
     let dir = dir_with(&[("bad.yaml", &yaml)]);
     match load_manifests(&dir.path().join("bad.yaml")) {
-        Err(ManifestError::Syntax { line, .. }) => assert_eq!(line, Some(7)),
+        // The line of the bracket that is never closed.
+        Err(ManifestError::Syntax { line, .. }) => assert_eq!(line, Some(6)),
         other => panic!("expected a syntax error, got {other:?}"),
     }
+    assert_load_fails(
+        &[("bad.yaml", &yaml)],
+        "bad.yaml: syntax error: unclosed bracket '[' at line 6, column 7",
+    );
+}
+
+/// The labels of Namespace `prod` written as `labels` (YAML flow) in `file`.
+fn namespace_labels(labels: &str) -> Result<crate::model::Labels, String> {
+    let yaml =
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: prod, labels: {labels}}}\n");
+    let mut state = load(&[("ns.yaml", &yaml)])?;
+    let mut labels = state.namespaces.remove("prod").expect("loaded").labels;
+    labels.remove(NAMESPACE_NAME_LABEL);
+    Ok(labels)
+}
+
+#[test]
+fn scalars_are_read_as_yaml_1_2_so_yes_on_and_leading_zeros_stay_strings() {
+    let labels = namespace_labels("{a: yes, b: on, c: off, d: 0755, e: 1_000, f: y}")
+        .expect("every value is a string");
+    let values: Vec<&str> = labels.values().map(String::as_str).collect();
+    assert_eq!(values, ["yes", "on", "off", "0755", "1_000", "y"]);
+    // Only true and false are booleans, and a boolean is no label value.
+    assert_load_fails(
+        &[(
+            "ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: prod, labels: {a: true}}\n",
+        )],
+        "ns.yaml: Namespace prod: metadata.labels.a: invalid type: boolean `true`, expected a string",
+    );
+}
+
+#[test]
+fn a_scalar_key_is_read_as_its_text_and_a_null_or_collection_key_is_refused() {
+    // As kubectl reads it: YAML to JSON turns a number or boolean key into its text.
+    let labels = namespace_labels("{1: a, true: b}").expect("scalar keys");
+    assert_eq!(
+        labels.into_iter().collect::<Vec<_>>(),
+        [("1".into(), "a".into()), ("true".into(), "b".into())]
+    );
+    assert_load_fails(
+        &[("n.yaml", "kind: Pod\nmetadata: {~: a}\n")],
+        "n.yaml: syntax error: null is not allowed here at line 2, column 12",
+    );
+    assert_load_fails(
+        &[("c.yaml", "kind: Pod\nmetadata: {[a]: b}\n")],
+        "c.yaml: syntax error: expected string scalar at line 2, column 12",
+    );
+}
+
+#[test]
+fn merge_keys_are_resolved_and_a_merge_of_no_mapping_is_a_syntax_error() {
+    let yaml = "apiVersion: v1\nkind: Namespace\n\
+                metadata:\n  <<: {name: base, labels: {team: a}}\n  name: prod\n";
+    let state = load(&[("ns.yaml", yaml)]).expect("merged");
+    assert_eq!(
+        state.namespaces["prod"]
+            .labels
+            .get("team")
+            .map(String::as_str),
+        Some("a")
+    );
+    let anchors = "apiVersion: v1\nkind: List\nitems:\n\
+                   - &pod {apiVersion: v1, kind: Pod, metadata: {name: a, namespace: x}}\n\
+                   - {<<: *pod, metadata: {name: b, namespace: x}}\n";
+    let state = load(&[("list.yaml", anchors)]).expect("merged");
+    assert_eq!(state.pods.len(), 2);
+    assert_load_fails(
+        &[("m.yaml", "kind: Pod\nmetadata: {<<: 1, name: a}\n")],
+        "m.yaml: syntax error: YAML merge value must be mapping or sequence of mappings \
+         at line 2, column 16",
+    );
+}
+
+#[test]
+fn a_duplicate_key_is_a_syntax_error_naming_the_key_and_line() {
+    let yaml = format!("{POLICY}metadata: {{name: other}}\n");
+    assert_load_fails(
+        &[("d.yaml", &yaml)],
+        "d.yaml: syntax error: duplicate mapping key `metadata` is not allowed here \
+         at line 5, column 1",
+    );
+}
+
+#[test]
+fn empty_documents_are_skipped_and_not_counted() {
+    let yaml = "---\n# nothing\n---\n---\napiVersion: v1\nmetadata: {name: x}\n";
+    assert_load_fails(
+        &[("e.yaml", yaml)],
+        "e.yaml: document 1: kind: required field is missing",
+    );
+}
+
+#[test]
+fn a_large_honest_file_loads_past_the_yaml_libraries_default_limits() {
+    // 2,000 documents and 300,000 nodes: more than serde-saphyr's defaults
+    // (1,024 documents, 250,000 nodes), as `kubectl get -o yaml` of a big cluster is.
+    let labels: String = (0..50).map(|i| format!("l{i}: v, ")).collect();
+    let pods: String = (0..2_000)
+        .map(|i| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\n\
+                 metadata: {{name: p{i}, namespace: x, labels: {{{labels}}}}}\n\
+                 spec: {{containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}\n"
+            )
+        })
+        .collect();
+    let state = load(&[("big.yaml", &pods)]).expect("a large file loads");
+    assert_eq!(state.pods.len(), 2_000);
+}
+
+#[test]
+fn hostile_yaml_is_an_error_not_a_crash() {
+    // A billion laughs: each level's alias expands ten of the one below.
+    let mut bomb =
+        String::from("kind: Pod\nlol0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let below = i - 1;
+        let aliases = vec![format!("*l{below}"); 10].join(", ");
+        bomb.push_str(&format!("lol{i}: &l{i} [{aliases}]\n"));
+    }
+    assert_load_fails(
+        &[("bomb.yaml", &bomb)],
+        "bomb.yaml: syntax error: YAML document too large or too complex",
+    );
+    // Nesting deep enough to exhaust the stack of a recursive reader.
+    let deep = format!(
+        "kind: Pod\nx: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert_load_fails(&[("deep.yaml", &deep)], "deep.yaml: syntax error: ");
+    // 60 levels are read (in a test's thread, with its smaller stack).
+    let nested = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nx: {}1{}\n",
+        "{a: ".repeat(60),
+        "}".repeat(60)
+    );
+    assert_eq!(
+        load(&[("nested.yaml", &nested)]).map(|s| s.pods.len()),
+        Ok(1)
+    );
 }
 
 #[test]

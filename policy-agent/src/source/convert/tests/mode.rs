@@ -10,7 +10,7 @@ fn annotated(annotations: &str) -> NetworkPolicy {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
          metadata: {{name: np, namespace: prod, annotations: {annotations}}}\nspec: {{}}\n"
     );
-    match serde_norway::from_str(&text) {
+    match serde_saphyr::from_str(&text) {
         Ok(np) => super::network_policy(&np).unwrap_or_else(|err| panic!("{text}: {err}")),
         Err(err) => panic!("{text}: not a NetworkPolicy: {err}"),
     }

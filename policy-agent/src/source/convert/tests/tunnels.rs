@@ -9,7 +9,7 @@ fn converted(annotations: &str) -> crate::model::Namespace {
     let text = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: prod, annotations: {annotations}}}\n"
     );
-    match serde_norway::from_str(&text) {
+    match serde_saphyr::from_str(&text) {
         Ok(ns) => namespace(&ns).unwrap_or_else(|err| panic!("{text}: {err}")),
         Err(err) => panic!("{text}: not a Namespace: {err}"),
     }
