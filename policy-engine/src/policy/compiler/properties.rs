@@ -453,6 +453,10 @@ fn verdicts(
 
 /// Cases per run: `PROPTEST_CASES` when set, else 256 (about 6 s in debug; 6,000
 /// cases took 134 s and passed).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test's knob, read by the test harness, not by the engine"
+)]
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
