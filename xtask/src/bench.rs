@@ -2,8 +2,10 @@
 //! against an empty classifier, timed by the kernel with BPF_PROG_TEST_RUN. Needs
 //! root (it loads BPF). Installs what is missing, builds the eBPF object and the
 //! agent, then runs the hidden `policy-agent bench datapath [ARGS]` (ARGS: `--runs`,
-//! `--repeat`, `--peers`, `--cidr-prefixes`, `--cpu`), which prints progress on
-//! stderr and the figures as Markdown on stdout. Not a pass/fail test.
+//! `--repeat`, `--peers`, `--cidr-prefixes`, `--cpu`, `--output json`), which prints
+//! progress on stderr and the figures on stdout: Markdown tables, or with
+//! `--output json` one JSON document of every figure, its target and whether it is
+//! met. Every chore's own progress goes to stderr too. Not a pass/fail test.
 //!
 //! `cargo xtask bench agent [ARGS]`: the same for the hidden `policy-agent bench
 //! agent [ARGS]` (compile time, peak RSS, event latency), with the agent built
@@ -26,7 +28,7 @@ pub fn datapath(args: &[String]) -> anyhow::Result<()> {
     setup::ensure(&[setup::Need::Lab])?;
     ebpf::build()?;
     let agent = build_agent("bench")?;
-    println!("bench: running policy-agent bench datapath (about 15 s with the defaults)");
+    eprintln!("bench: running policy-agent bench datapath (about 15 s with the defaults)");
     run_checked(
         Command::new(agent)
             .current_dir(workspace_root())
@@ -46,7 +48,7 @@ pub fn agent(args: &[String]) -> anyhow::Result<()> {
     setup::ensure(&[setup::Need::Lab])?;
     ebpf::build()?;
     let agent = build_agent_profile("bench", AgentBuild::Release)?;
-    println!("bench: running policy-agent bench agent (about a minute with the defaults)");
+    eprintln!("bench: running policy-agent bench agent (about a minute with the defaults)");
     run_checked(
         Command::new(agent)
             .current_dir(workspace_root())

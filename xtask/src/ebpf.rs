@@ -129,7 +129,7 @@ pub fn build() -> anyhow::Result<PathBuf> {
         Compiler::Debian => "rustc-web".to_string(),
         Compiler::Rustup(toolchain) => format!("rustup toolchain {toolchain}"),
     };
-    println!("build-ebpf: compiling policy-ebpf for {EBPF_TARGET} with {with} (the first build also compiles core, about a minute)");
+    eprintln!("build-ebpf: compiling policy-ebpf for {EBPF_TARGET} with {with} (the first build also compiles core, about a minute)");
     run_checked(
         cargo(&compiler, "build")
             .env("CARGO_TARGET_DIR", root.join("target/ebpf"))
@@ -142,7 +142,7 @@ pub fn build() -> anyhow::Result<PathBuf> {
         "build-ebpf finished but {} is missing",
         object.display()
     );
-    println!(
+    eprintln!(
         "build-ebpf: {} ({:.1?})",
         object.display(),
         started.elapsed()

@@ -149,7 +149,7 @@ pub fn build_agent_profile(task: &str, build: AgentBuild) -> anyhow::Result<Path
         AgentBuild::Release => "release",
         AgentBuild::Shipped => "release, node agent only",
     };
-    println!("{task}: building policy-agent ({profile})");
+    eprintln!("{task}: building policy-agent ({profile})");
     let mut cargo = std::process::Command::new("cargo");
     cargo
         .current_dir(&root)

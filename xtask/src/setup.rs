@@ -150,14 +150,14 @@ pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let missing = find_missing(&Need::ALL);
     if missing.apt.is_empty() && !missing.bpf_linker {
-        println!(
+        eprintln!(
             "setup: everything is already installed (rustc-web 1.96, LLVM 22, bpf-linker {BPF_LINKER_VERSION}, iproute2, nftables, buildah, podman, runc); checked in {:.1?}",
             started.elapsed()
         );
         return Ok(());
     }
     install(missing)?;
-    println!("setup: done in {:.0?}", started.elapsed());
+    eprintln!("setup: done in {:.0?}", started.elapsed());
     Ok(())
 }
 
@@ -170,7 +170,7 @@ fn install(missing: Missing) -> anyhow::Result<()> {
     let packages = missing.packages();
     if !packages.is_empty() {
         let step = Instant::now();
-        println!("setup [1/2]: apt-get install {}", packages.join(" "));
+        eprintln!("setup [1/2]: apt-get install {}", packages.join(" "));
         run_checked(Command::new("apt-get").args(["update", "-q"]))
             .context("apt-get update failed")?;
         run_checked(
@@ -180,11 +180,11 @@ fn install(missing: Missing) -> anyhow::Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
         .context("apt-get install failed")?;
-        println!("setup [1/2]: packages installed in {:.0?}", step.elapsed());
+        eprintln!("setup [1/2]: packages installed in {:.0?}", step.elapsed());
     }
     if missing.bpf_linker {
         let step = Instant::now();
-        println!(
+        eprintln!(
             "setup [2/2]: cargo install bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes 1-2 minutes)"
         );
         let path = format!("{LLVM_BIN}:{}", std::env::var("PATH").unwrap_or_default());
@@ -202,7 +202,7 @@ fn install(missing: Missing) -> anyhow::Result<()> {
                 .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"),
         )
         .context("installing bpf-linker failed")?;
-        println!(
+        eprintln!(
             "setup [2/2]: bpf-linker installed in {:.0?}",
             step.elapsed()
         );

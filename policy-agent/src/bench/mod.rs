@@ -15,6 +15,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod figures;
 pub mod frames;
 pub mod report;
 mod runner;

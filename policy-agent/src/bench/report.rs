@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::figures::{Figure, Figures};
+
 /// A datapath path the benchmark times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Path {
@@ -56,8 +58,8 @@ impl Path {
     /// The project's target for this path, as a multiple of the floor.
     pub fn target(self) -> Option<f64> {
         match self {
-            Path::ConntrackHit => Some(2.5),
-            Path::NewFlowPodPeer => Some(4.0),
+            Path::ConntrackHit => Some(3.0),
+            Path::NewFlowPodPeer => Some(6.0),
             Path::NewFlowCidrPeer => Some(8.0),
             Path::Floor
             | Path::Unisolated
@@ -238,11 +240,63 @@ impl Report {
         let (r4, r6) = (self.flatness(Family::Ipv4), self.flatness(Family::Ipv6));
         writeln!(
             f,
-            "\nflat from {base} to {last} pod peers (target <= 1.3x): {}",
-            met(&[r4, r6], 1.3)
+            "\nflat from {base} to {last} pod peers (target <= {FLATNESS_TARGET}x): {}",
+            met(&[r4, r6], FLATNESS_TARGET)
         )
     }
+
+    /// Every figure of the run, for `--output json`: each path's ns/packet and
+    /// ratio to the floor per family (with the path's target), and the new-flow
+    /// cost across the pod-peer series per family.
+    pub fn figures(&self) -> Figures {
+        let mut figures = Vec::new();
+        for path in Path::ALL {
+            for family in [Family::Ipv4, Family::Ipv6] {
+                if path == Path::Floor && family == Family::Ipv6 {
+                    continue; // one floor serves both families
+                }
+                let Some(m) = self.main(path, family) else {
+                    continue;
+                };
+                let name = format!("{}, {family}", path.label());
+                figures.push(Figure::plain(format!("{name} ns/packet"), m.median(), "ns"));
+                if path == Path::Floor {
+                    continue;
+                }
+                let Some(ratio) = self.ratio(Some(m)) else {
+                    continue;
+                };
+                let name = format!("{name} / floor");
+                figures.push(match path.target() {
+                    Some(limit) => Figure::at_most(name, ratio, "ratio", limit),
+                    None => Figure::plain(name, ratio, "ratio"),
+                });
+            }
+        }
+        let (base, last) = (
+            self.flat_series.first().copied().unwrap_or(0),
+            self.flat_series.last().copied().unwrap_or(0),
+        );
+        for family in [Family::Ipv4, Family::Ipv6] {
+            if let Some(flatness) = self.flatness(family) {
+                figures.push(Figure::at_most(
+                    format!("new flow, pod peer, {family}: {last} over {base} pod peers"),
+                    flatness,
+                    "ratio",
+                    FLATNESS_TARGET,
+                ));
+            }
+        }
+        Figures {
+            bench: "datapath",
+            figures,
+        }
+    }
 }
+
+/// How much dearer a new flow to a pod peer may get from the smallest pod table
+/// to the largest.
+const FLATNESS_TARGET: f64 = 1.1;
 
 /// "yes" when every ratio is known and within `target`.
 fn met(ratios: &[Option<f64>], target: f64) -> &'static str {
@@ -355,7 +409,7 @@ mod tests {
         let text = report.to_string();
         assert!(
             text.contains(
-                "| conntrack hit (ACK) | 21 (20-22) | 2.1x | 30 (30-30) | 3.0x | <= 2.5x | no |"
+                "| conntrack hit (ACK) | 21 (20-22) | 2.1x | 30 (30-30) | 3.0x | <= 3x | yes |"
             ),
             "{text}"
         );
@@ -364,6 +418,59 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("| 1000 | 50 (50-50) | 1.25x | 44 (44-44) | 1.10x |"));
-        assert!(text.contains("(target <= 1.3x): yes"), "{text}");
+        assert!(text.contains("(target <= 1.1x): no"), "{text}");
+    }
+
+    #[test]
+    fn the_json_figures_hold_every_ratio_with_its_target_and_whether_it_is_met() {
+        let report = Report {
+            runs: 3,
+            repeat: 10,
+            cpu: None,
+            kernel: "test".into(),
+            steal_percent: None,
+            flat_series: vec![100, 1000],
+            measurements: vec![
+                m(Path::Floor, Family::Ipv4, 100, &[10, 10, 10]),
+                m(Path::ConntrackHit, Family::Ipv4, 100, &[25, 25, 25]),
+                m(Path::ConntrackHit, Family::Ipv6, 100, &[35, 35, 35]),
+                m(Path::Unisolated, Family::Ipv4, 100, &[15, 15, 15]),
+                m(Path::NewFlowPodPeer, Family::Ipv4, 100, &[40, 40, 40]),
+                m(Path::NewFlowPodPeer, Family::Ipv4, 1000, &[42, 42, 42]),
+            ],
+        };
+        let figures = report.figures();
+        assert_eq!(figures.bench, "datapath");
+        let find = |name: &str| {
+            figures
+                .figures
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap_or_else(|| panic!("no figure {name:?} in {figures:#?}"))
+        };
+        let hit_v4 = find("conntrack hit (ACK), IPv4 / floor");
+        assert_eq!((hit_v4.value, hit_v4.unit), (2.5, "ratio"));
+        assert_eq!(
+            (hit_v4.target.as_deref(), hit_v4.met),
+            (Some("<= 3"), Some(true))
+        );
+        assert_eq!(find("conntrack hit (ACK), IPv6 / floor").met, Some(false));
+        let unisolated = find("unisolated endpoint (SYN), IPv4 / floor");
+        assert_eq!((unisolated.value, unisolated.met), (1.5, None));
+        assert_eq!(find("conntrack hit (ACK), IPv4 ns/packet").value, 25.0);
+        let flat = find("new flow, pod peer, IPv4: 1000 over 100 pod peers");
+        assert_eq!((flat.value, flat.met), (1.05, Some(true)));
+        assert!(
+            !figures
+                .figures
+                .iter()
+                .any(|f| f.name.contains("floor), IPv6")),
+            "one floor serves both families"
+        );
+        let json = serde_json::to_value(&figures).unwrap_or_default();
+        assert_eq!(json["figures"][0]["unit"], "ns", "{json}");
+        assert!(json["figures"]
+            .as_array()
+            .is_some_and(|a| a.len() == figures.figures.len()));
     }
 }

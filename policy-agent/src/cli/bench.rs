@@ -90,6 +90,10 @@ pub struct DatapathArgs {
     /// Pin the benchmark to this CPU (default: the last CPU this process may use).
     #[arg(long)]
     cpu: Option<usize>,
+    /// The report as Markdown tables for people, or one JSON document of every
+    /// figure with its target and whether it is met (`{"bench","figures"}`).
+    #[arg(short, long, value_enum, default_value_t = super::Output::Table)]
+    output: super::Output,
 }
 
 /// The highest CPU the process may run on.
@@ -139,6 +143,9 @@ fn datapath(args: &DatapathArgs) -> anyhow::Result<()> {
         cpu: args.cpu.or_else(last_cpu),
     };
     let report = bench::datapath(&options, &mut |line| eprintln!("bench: {line}"))?;
-    print!("{report}");
+    match args.output {
+        super::Output::Table => print!("{report}"),
+        super::Output::Json => println!("{}", serde_json::to_string(&report.figures())?),
+    }
     Ok(())
 }
