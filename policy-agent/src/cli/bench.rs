@@ -40,6 +40,10 @@ pub struct AgentArgs {
     /// Events per kind (change and undo in turns).
     #[arg(long, default_value_t = AgentOptions::default().iterations)]
     iterations: usize,
+    /// The report as Markdown tables for people, or one JSON document of every
+    /// figure with its target and whether it is met (`{"bench","figures"}`).
+    #[arg(short, long, value_enum, default_value_t = super::Output::Table)]
+    output: super::Output,
 }
 
 /// Arguments of `bench compile-scale`.
@@ -117,7 +121,10 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
             };
             let exe = std::env::current_exe()?;
             let report = agent::run(&options, &exe, &mut |line| eprintln!("bench: {line}"))?;
-            print!("{report}");
+            match args.output {
+                super::Output::Table => print!("{report}"),
+                super::Output::Json => println!("{}", serde_json::to_string(&report.figures())?),
+            }
             Ok(())
         }
         BenchCommand::CompileScale(args) => {

@@ -4,7 +4,10 @@
 use std::{fmt, time::Duration};
 
 use super::compile::CompileFigures;
-use crate::bench::cluster::ClusterSpec;
+use crate::bench::{
+    cluster::ClusterSpec,
+    figures::{Figure, Figures},
+};
 
 /// Event -> maps programmed target (p99, agent side).
 pub const PROGRAMMED_TARGET: Duration = Duration::from_millis(5);
@@ -98,6 +101,9 @@ fn met(ok: bool) -> &'static str {
         "**no**"
     }
 }
+
+/// Which duration of a sample a figure is about.
+type Pick = fn(&EventSample) -> Duration;
 
 /// Everything one `bench agent` run measured.
 #[derive(Clone, Debug, PartialEq)]
@@ -225,6 +231,75 @@ impl AgentReport {
     }
 }
 
+impl AgentReport {
+    /// Every figure of the run, for `--output json`: per compile scale the median
+    /// full compile and the peak RSS; per event the p50 and p99 of event -> maps
+    /// programmed and of event -> first packet, with the targets where the report
+    /// has them; the latency process's peak RSS.
+    pub fn figures(&self) -> Figures {
+        let mut figures = Vec::new();
+        let millis = |d: Duration| d.as_secs_f64() * 1e3;
+        let mebibytes = |kib: u64| kib as f64 / 1024.0;
+        for c in &self.compile {
+            let times: Vec<Duration> = c
+                .compile_ns
+                .iter()
+                .map(|&n| Duration::from_nanos(n))
+                .collect();
+            let median = millis(percentile(&times, 50.0).unwrap_or_default());
+            let name = format!("full compile median, {}", scale(&c.spec));
+            figures.push(match compile_target(&c.spec) {
+                Some(t) => Figure::at_most(name, median, "ms", millis(t)),
+                None => Figure::plain(name, median, "ms"),
+            });
+            figures.push(Figure::at_most(
+                format!("peak RSS of a compile, {}", scale(&c.spec)),
+                mebibytes(c.peak_rss_kib),
+                "MiB",
+                mebibytes(RSS_TARGET_KIB),
+            ));
+        }
+        for row in &self.rows {
+            let measures: [(&str, Pick, Duration); 2] = [
+                ("event -> programmed", |s| s.programmed, PROGRAMMED_TARGET),
+                (
+                    "event -> first packet",
+                    |s| s.first_packet,
+                    FIRST_PACKET_TARGET,
+                ),
+            ];
+            for (what, pick, target) in measures {
+                let values = row.column(pick);
+                let (Some(p50), Some(p99)) = (percentile(&values, 50.0), percentile(&values, 99.0))
+                else {
+                    continue;
+                };
+                let name = |p: &str| format!("{what} {p}, {}", row.label);
+                figures.push(Figure::plain(name("p50"), millis(p50), "ms"));
+                figures.push(if row.has_target() {
+                    Figure::at_most(name("p99"), millis(p99), "ms", millis(target))
+                } else {
+                    Figure::plain(name("p99"), millis(p99), "ms")
+                });
+            }
+        }
+        if let Some(kib) = self.latency_peak_rss_kib {
+            figures.push(Figure::plain(
+                format!(
+                    "peak RSS of the event process, {}",
+                    scale(&self.latency_spec)
+                ),
+                mebibytes(kib),
+                "MiB",
+            ));
+        }
+        Figures {
+            bench: "agent",
+            figures,
+        }
+    }
+}
+
 impl fmt::Display for AgentReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -341,6 +416,29 @@ mod tests {
         assert!(
             text.contains("| - | - | 30.0 ms / 30.0 ms | - | - |"),
             "{text}"
+        );
+        let figures = report.figures();
+        assert_eq!(figures.bench, "agent");
+        let find = |name: &str| {
+            figures
+                .figures
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap_or_else(|| panic!("no figure {name:?} in {figures:#?}"))
+        };
+        let programmed = find("event -> programmed p99, pod add, this node");
+        assert_eq!((programmed.value, programmed.unit), (6.0, "ms"));
+        assert_eq!(
+            (programmed.target.as_deref(), programmed.met),
+            (Some("<= 5"), Some(false))
+        );
+        let first = find("event -> first packet p99, pod add, this node");
+        assert_eq!((first.value, first.met), (7.0, Some(true)));
+        let deleted = find("event -> first packet p99, pod delete, this node");
+        assert_eq!((deleted.value, deleted.target.as_deref()), (30.0, None));
+        assert_eq!(
+            find("event -> programmed p50, pod add, this node").value,
+            3.0
         );
     }
 
