@@ -51,3 +51,14 @@ pub struct Figures {
     /// Every figure of the run.
     pub figures: Vec<Figure>,
 }
+
+#[cfg(test)]
+impl Figures {
+    /// The figure called `name`; panics naming every figure when there is none.
+    pub fn named(&self, name: &str) -> &Figure {
+        self.figures
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("no figure {name:?} in {self:#?}"))
+    }
+}

@@ -441,13 +441,7 @@ mod tests {
         };
         let figures = report.figures();
         assert_eq!(figures.bench, "datapath");
-        let find = |name: &str| {
-            figures
-                .figures
-                .iter()
-                .find(|f| f.name == name)
-                .unwrap_or_else(|| panic!("no figure {name:?} in {figures:#?}"))
-        };
+        let find = |name: &str| figures.named(name);
         let hit_v4 = find("conntrack hit (ACK), IPv4 / floor");
         assert_eq!((hit_v4.value, hit_v4.unit), (2.5, "ratio"));
         assert_eq!(

@@ -128,6 +128,14 @@ pub struct AgentReport {
     pub latency_peak_rss_kib: Option<u64>,
 }
 
+/// The durations of a scale's full compiles, in run order.
+fn compile_times(c: &CompileFigures) -> Vec<Duration> {
+    c.compile_ns
+        .iter()
+        .map(|&n| Duration::from_nanos(n))
+        .collect()
+}
+
 fn scale(spec: &ClusterSpec) -> String {
     format!("{} pods x {} policies", spec.pods, spec.policies)
 }
@@ -140,11 +148,7 @@ impl AgentReport {
         )?;
         writeln!(f, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")?;
         for c in &self.compile {
-            let times: Vec<Duration> = c
-                .compile_ns
-                .iter()
-                .map(|&n| Duration::from_nanos(n))
-                .collect();
+            let times = compile_times(c);
             let median = percentile(&times, 50.0).unwrap_or_default();
             let (min, max) = (
                 times.iter().min().copied().unwrap_or_default(),
@@ -241,11 +245,7 @@ impl AgentReport {
         let millis = |d: Duration| d.as_secs_f64() * 1e3;
         let mebibytes = |kib: u64| kib as f64 / 1024.0;
         for c in &self.compile {
-            let times: Vec<Duration> = c
-                .compile_ns
-                .iter()
-                .map(|&n| Duration::from_nanos(n))
-                .collect();
+            let times = compile_times(c);
             let median = millis(percentile(&times, 50.0).unwrap_or_default());
             let name = format!("full compile median, {}", scale(&c.spec));
             figures.push(match compile_target(&c.spec) {
@@ -419,13 +419,7 @@ mod tests {
         );
         let figures = report.figures();
         assert_eq!(figures.bench, "agent");
-        let find = |name: &str| {
-            figures
-                .figures
-                .iter()
-                .find(|f| f.name == name)
-                .unwrap_or_else(|| panic!("no figure {name:?} in {figures:#?}"))
-        };
+        let find = |name: &str| figures.named(name);
         let programmed = find("event -> programmed p99, pod add, this node");
         assert_eq!((programmed.value, programmed.unit), (6.0, "ms"));
         assert_eq!(
