@@ -19,6 +19,10 @@
 //! 5. `budget`: the policies to refuse so the tables fit (`policy::capacity`);
 //!    steps 2-4 run again without their rules until nothing more is refused;
 //! 6. `diagnostics`: bad input in applied rules, naming policy and field.
+//!
+//! `Incremental` keeps one node's tables across changes: a pod of another node is
+//! re-classified on its own (`remote`) when only its peer entries change; anything
+//! else compiles in full.
 
 mod applied;
 mod budget;
@@ -26,7 +30,11 @@ mod classes;
 mod diagnostics;
 mod endpoints;
 mod entries;
+mod incremental;
 mod ports;
+mod remote;
+
+pub use incremental::{Incremental, Recompiled};
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -66,6 +74,17 @@ pub fn compile_with(
     is_local: impl Fn(&Pod) -> bool,
     budgets: &Budgets,
 ) -> DatapathTables {
+    compile_indexed(state, node_addresses, is_local, budgets).0
+}
+
+/// `compile_with`, and what re-classifying a pod of another node on its own needs
+/// (`remote::Index`; `None` when the tables hold refusals).
+fn compile_indexed(
+    state: &ClusterState,
+    node_addresses: &[IpAddr],
+    is_local: impl Fn(&Pod) -> bool,
+    budgets: &Budgets,
+) -> (DatapathTables, Option<remote::Index>) {
     let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
     let owners = address_owners(state);
     let endpoints = endpoints::assign(state, &policies, &owners, is_local);
@@ -96,11 +115,14 @@ pub fn compile_with(
             next = budget::over_bank(&usage, sets.truncated, &attributed, &costs, budgets);
         }
         if next.is_empty() {
+            let index = refused
+                .is_empty()
+                .then(|| remote::Index::new(state, applied, &classes, owners, node_addresses));
             let refusals = refused
                 .into_iter()
                 .map(|(id, reason)| refusal(state, &policies, &endpoints, id, reason))
                 .collect();
-            return DatapathTables {
+            let tables = DatapathTables {
                 isolation: endpoints
                     .by_id
                     .iter()
@@ -121,6 +143,7 @@ pub fn compile_with(
                 policy_names: policies.iter().map(|policy| policy.key.clone()).collect(),
                 refusals,
             };
+            return (tables, index);
         }
         refused.extend(next);
     }
@@ -215,7 +238,7 @@ fn address_owners(state: &ClusterState) -> BTreeMap<IpAddr, usize> {
 const DIRECTIONS: [Direction; 2] = [Direction::Ingress, Direction::Egress];
 
 #[cfg(test)]
-mod properties;
+pub(super) mod properties;
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests parse address literals")]
 mod tests;

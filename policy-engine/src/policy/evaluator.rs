@@ -452,18 +452,41 @@ fn peer_matches(
     }
 }
 
-/// Whether a `Peer::Pods` of `policy` matches `pod`: a pod-network pod whose
-/// namespace is in scope and whose labels match; shared with the compiler.
-pub(crate) fn pod_peer_matches(
+/// Whether a `Peer::Pods` of `policy` matches `pod` (`pod_matches`).
+fn pod_peer_matches(
     state: &ClusterState,
     policy: &NetworkPolicy,
     namespaces: &NamespaceScope,
     pods: &LabelSelector,
     pod: &Pod,
 ) -> bool {
+    let namespaces = match namespaces {
+        NamespaceScope::PolicyNamespace => NamespaceMatch::Named(&policy.key.namespace),
+        NamespaceScope::Matching(selector) => NamespaceMatch::Matching(selector),
+    };
+    pod_matches(state, namespaces, pods, pod)
+}
+
+/// The namespaces a pod peer ranges over, once its policy is known.
+pub(crate) enum NamespaceMatch<'a> {
+    /// The namespace of this name.
+    Named(&'a str),
+    /// Namespaces whose labels match.
+    Matching(&'a LabelSelector),
+}
+
+/// Whether a pod peer ranging over `namespaces` and selecting `pods` matches `pod`:
+/// a pod-network pod whose namespace is in scope and whose labels match; shared
+/// with the compiler.
+pub(crate) fn pod_matches(
+    state: &ClusterState,
+    namespaces: NamespaceMatch<'_>,
+    pods: &LabelSelector,
+    pod: &Pod,
+) -> bool {
     let namespace_matches = match namespaces {
-        NamespaceScope::PolicyNamespace => pod.key.namespace == policy.key.namespace,
-        NamespaceScope::Matching(selector) => {
+        NamespaceMatch::Named(name) => pod.key.namespace == name,
+        NamespaceMatch::Matching(selector) => {
             matches(selector, &state.namespace_labels(&pod.key.namespace))
         }
     };

@@ -12,9 +12,14 @@ use ipnet::IpNet;
 
 use crate::{
     model::{
-        LabelSelector, NamespaceScope, NetworkPolicy, Peer, Peers, PolicyPort, PortRef, Protocol,
+        ClusterState, LabelSelector, NamespaceScope, NetworkPolicy, Peer, Peers, Pod, PolicyPort,
+        PortRef, Protocol,
     },
-    policy::{rules, tables::Direction},
+    policy::{
+        evaluator::{pod_matches, NamespaceMatch},
+        rules,
+        tables::Direction,
+    },
 };
 
 /// The namespaces a pod peer ranges over, independent of the policy it is in.
@@ -26,8 +31,36 @@ enum Scope {
     Matching(LabelSelector),
 }
 
-/// A `Peer::Pods`, made independent of its policy.
-type PodPeerKey = (Scope, LabelSelector);
+/// A `Peer::Pods`, made independent of its policy: equal peers of different
+/// policies are one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct PodPeer {
+    scope: Scope,
+    pods: LabelSelector,
+}
+
+impl PodPeer {
+    /// The peer `namespaces` and `pods` of `policy` admit.
+    fn of(policy: &NetworkPolicy, namespaces: &NamespaceScope, pods: &LabelSelector) -> Self {
+        let scope = match namespaces {
+            NamespaceScope::PolicyNamespace => Scope::Named(policy.key.namespace.clone()),
+            NamespaceScope::Matching(selector) => Scope::Matching(selector.clone()),
+        };
+        Self {
+            scope,
+            pods: pods.clone(),
+        }
+    }
+
+    /// Whether the peer admits `pod` (`evaluator::pod_matches`).
+    pub fn matches(&self, state: &ClusterState, pod: &Pod) -> bool {
+        let namespaces = match &self.scope {
+            Scope::Named(name) => NamespaceMatch::Named(name),
+            Scope::Matching(selector) => NamespaceMatch::Matching(selector),
+        };
+        pod_matches(state, namespaces, &self.pods, pod)
+    }
+}
 
 /// An ipBlock with its prefixes truncated to their network and its excepts sorted:
 /// membership depends on nothing else.
@@ -79,26 +112,27 @@ pub(super) enum PeerId {
 /// A port name with the protocol it is used with.
 pub(super) type PortName = (String, Protocol);
 
-/// The interned content of the applied rules.
-#[derive(Debug, Default)]
-pub(super) struct Applied<'a> {
-    /// Distinct pod peers, each with one policy and peer that stand for it.
-    pub pod_peers: Vec<(&'a NetworkPolicy, &'a NamespaceScope, &'a LabelSelector)>,
+/// The interned content of the applied rules. Owned, so a node's compile can keep
+/// it to classify a pod of another node on its own (`remote`).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Applied {
+    /// Distinct pod peers.
+    pub pod_peers: Vec<PodPeer>,
     /// Distinct ipBlocks.
     pub blocks: Vec<Block>,
     /// Port names (with protocol) that applied egress rules use, sorted; they
     /// resolve on the destination, so classes carry their resolution.
     pub egress_names: Vec<PortName>,
     /// Pod peer -> its index in `pod_peers`.
-    pod_peer_ids: BTreeMap<PodPeerKey, u32>,
+    pod_peer_ids: BTreeMap<PodPeer, u32>,
     /// Block -> its index in `blocks`.
     block_ids: BTreeMap<Block, u32>,
 }
 
-impl<'a> Applied<'a> {
+impl Applied {
     /// Interns the peers and egress port names of the rules of every `applied`
     /// (policy index, direction) pair.
-    pub fn collect(policies: &[&'a NetworkPolicy], applied: &BTreeSet<(u32, Direction)>) -> Self {
+    pub fn collect(policies: &[&NetworkPolicy], applied: &BTreeSet<(u32, Direction)>) -> Self {
         let mut out = Applied::default();
         let mut egress_names = BTreeSet::new();
         for &(policy_id, direction) in applied {
@@ -122,14 +156,14 @@ impl<'a> Applied<'a> {
     }
 
     /// Adds `peer` of `policy` if it is new.
-    fn intern(&mut self, policy: &'a NetworkPolicy, peer: &'a Peer) {
+    fn intern(&mut self, policy: &NetworkPolicy, peer: &Peer) {
         match peer {
             Peer::Pods { namespaces, pods } => {
                 let next = self.pod_peers.len() as u32;
-                let key = pod_peer_key(policy, namespaces, pods);
-                if let Entry::Vacant(slot) = self.pod_peer_ids.entry(key) {
+                let key = PodPeer::of(policy, namespaces, pods);
+                if let Entry::Vacant(slot) = self.pod_peer_ids.entry(key.clone()) {
                     slot.insert(next);
-                    self.pod_peers.push((policy, namespaces, pods));
+                    self.pod_peers.push(key);
                 }
             }
             Peer::IpBlock { cidr, except } => {
@@ -149,7 +183,7 @@ impl<'a> Applied<'a> {
         match peer {
             Peer::Pods { namespaces, pods } => self
                 .pod_peer_ids
-                .get(&pod_peer_key(policy, namespaces, pods))
+                .get(&PodPeer::of(policy, namespaces, pods))
                 .map(|id| PeerId::Pods(*id)),
             Peer::IpBlock { cidr, except } => self
                 .block_ids
@@ -166,19 +200,6 @@ impl<'a> Applied<'a> {
             .ok()
             .map(|index| index as u32)
     }
-}
-
-/// The policy-independent form of a pod peer.
-fn pod_peer_key(
-    policy: &NetworkPolicy,
-    namespaces: &NamespaceScope,
-    pods: &LabelSelector,
-) -> PodPeerKey {
-    let scope = match namespaces {
-        NamespaceScope::PolicyNamespace => Scope::Named(policy.key.namespace.clone()),
-        NamespaceScope::Matching(selector) => Scope::Matching(selector.clone()),
-    };
-    (scope, pods.clone())
 }
 
 /// The names (with protocol) `ports` refers to. A name with an endPort matches

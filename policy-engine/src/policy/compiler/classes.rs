@@ -30,7 +30,7 @@ use policy_common::peer::CLASS_WORLD;
 use super::applied::{Applied, PeerId};
 use crate::{
     model::{ClusterState, Labels, Pod},
-    policy::{evaluator::pod_peer_matches, tables::PeerEntry},
+    policy::tables::PeerEntry,
 };
 
 /// What every applied rule can tell about an address, by interned id.
@@ -64,6 +64,9 @@ pub(super) struct Classes {
     pub peers: BTreeMap<IpNet, PeerEntry>,
     /// Class id -> its signature, for every class but `CLASS_WORLD`.
     pub signatures: BTreeMap<u32, Signature>,
+    /// Class id -> how many prefixes of `peers` have it, for every class but
+    /// `CLASS_WORLD`.
+    pub members: BTreeMap<u32, usize>,
     /// Pod peer id -> the classes it admits.
     by_pod_peer: BTreeMap<u32, Vec<u32>>,
     /// Block id -> the classes it admits.
@@ -105,7 +108,7 @@ impl Classes {
 /// ids are dense from 1 in sorted signature order.
 pub(super) fn assign(
     state: &ClusterState,
-    applied: &Applied<'_>,
+    applied: &Applied,
     owners: &BTreeMap<IpAddr, usize>,
     node_addresses: &[IpAddr],
 ) -> Classes {
@@ -139,7 +142,7 @@ pub(super) fn assign(
 /// A host-prefix candidate for every address one pod-network pod claims.
 fn pod_candidates(
     state: &ClusterState,
-    applied: &Applied<'_>,
+    applied: &Applied,
     owners: &BTreeMap<IpAddr, usize>,
 ) -> BTreeMap<IpNet, Candidate> {
     // Pod peers depend only on a pod's namespace and labels: match once per pair.
@@ -157,13 +160,8 @@ fn pod_candidates(
             .clone();
         let ports = egress_ports(applied, pod);
         for net in nets {
-            let signature = Signature {
-                pods: pods.clone(),
-                blocks: blocks_holding(applied, &net),
-                ports: ports.clone(),
-            };
             let candidate = Candidate {
-                signature,
+                signature: pod_signature(applied, pods.clone(), ports.clone(), &net),
                 fixed: true,
                 ..Candidate::default()
             };
@@ -173,19 +171,32 @@ fn pod_candidates(
     out
 }
 
+/// The signature of `net`, an address of a pod matching the pod peers `pods` whose
+/// egress port pairs are `ports`.
+pub(super) fn pod_signature(
+    applied: &Applied,
+    pods: Vec<u32>,
+    ports: Vec<(u32, u16)>,
+    net: &IpNet,
+) -> Signature {
+    Signature {
+        pods,
+        blocks: blocks_holding(applied, net),
+        ports,
+    }
+}
+
 /// The pod peers matching `pod`.
-fn matching_pod_peers(state: &ClusterState, applied: &Applied<'_>, pod: &Pod) -> Vec<u32> {
+pub(super) fn matching_pod_peers(state: &ClusterState, applied: &Applied, pod: &Pod) -> Vec<u32> {
     (0..)
         .zip(&applied.pod_peers)
-        .filter(|(_, (policy, namespaces, pods))| {
-            pod_peer_matches(state, policy, namespaces, pods, pod)
-        })
+        .filter(|(_, peer)| peer.matches(state, pod))
         .map(|(id, _)| id)
         .collect()
 }
 
 /// `pod`'s (egress name id, number) pairs.
-fn egress_ports(applied: &Applied<'_>, pod: &Pod) -> Vec<(u32, u16)> {
+pub(super) fn egress_ports(applied: &Applied, pod: &Pod) -> Vec<(u32, u16)> {
     let mut out: Vec<(u32, u16)> = pod
         .ports
         .iter()
@@ -201,7 +212,7 @@ fn egress_ports(applied: &Applied<'_>, pod: &Pod) -> Vec<(u32, u16)> {
 }
 
 /// The blocks holding every address of `prefix`.
-fn blocks_holding(applied: &Applied<'_>, prefix: &IpNet) -> Vec<u32> {
+fn blocks_holding(applied: &Applied, prefix: &IpNet) -> Vec<u32> {
     (0..)
         .zip(&applied.blocks)
         .filter(|(_, block)| block.holds(prefix))
@@ -261,11 +272,15 @@ fn number(candidates: BTreeMap<IpNet, Candidate>) -> Classes {
         classes.signatures.insert(class_id, (*signature).clone());
     }
     for (net, candidate) in &candidates {
+        let class_id = ids
+            .get(&candidate.signature)
+            .copied()
+            .unwrap_or(CLASS_WORLD);
+        if class_id != CLASS_WORLD {
+            *classes.members.entry(class_id).or_default() += 1;
+        }
         let entry = PeerEntry {
-            class_id: ids
-                .get(&candidate.signature)
-                .copied()
-                .unwrap_or(CLASS_WORLD),
+            class_id,
             node: candidate.node,
             service: candidate.service,
         };

@@ -49,7 +49,7 @@ pub(super) struct Inputs<'a, 'p> {
     /// Endpoint ids and what their pods share.
     pub endpoints: &'a Endpoints,
     /// Interned peers and port names of the applied rules.
-    pub applied: &'a Applied<'p>,
+    pub applied: &'a Applied,
     /// Peer classes.
     pub classes: &'a Classes,
 }

@@ -31,8 +31,8 @@ use super::compile_with;
 use crate::{
     model::{
         builders::{cluster, namespace, netpol, pod, rule, selector, service},
-        ClusterState, LabelSelector, NetworkPolicy, ObjectRef, PolicyPort, PortRef, Protocol, Rule,
-        SelectorOperator, NAMESPACE_NAME_LABEL,
+        ClusterState, LabelSelector, NetworkPolicy, ObjectRef, Pod, PolicyPort, PortRef, Protocol,
+        Rule, SelectorOperator, NAMESPACE_NAME_LABEL,
     },
     policy::{
         capacity::{without_refused_rules, Budgets},
@@ -82,7 +82,7 @@ const OUTSIDE: &[&str] = &[
     "fd00::c8",
 ];
 /// Node `n0`'s and `n1`'s addresses, one per family each.
-const NODES: [[&str; 2]; 2] = [["172.16.0.1", "fd00:1::1"], ["10.0.0.250", "fd00::fa"]];
+pub(super) const NODES: [[&str; 2]; 2] = [["172.16.0.1", "fd00:1::1"], ["10.0.0.250", "fd00::fa"]];
 const CLUSTER_IPS: &[&str] = &["10.96.0.10", "fd00:96::a"];
 
 /// A namespace index, mostly the first, so that policies often select pods.
@@ -185,7 +185,7 @@ fn rule_strategy() -> impl Strategy<Value = Rule> {
     })
 }
 
-fn policy_strategy(index: usize) -> impl Strategy<Value = NetworkPolicy> {
+pub(super) fn policy_strategy(index: usize) -> impl Strategy<Value = NetworkPolicy> {
     let types = select(
         &[
             None,
@@ -217,15 +217,26 @@ fn policy_strategy(index: usize) -> impl Strategy<Value = NetworkPolicy> {
 
 /// Which addresses a pod has.
 #[derive(Clone, Copy, Debug)]
-enum Family {
+pub(super) enum Family {
     V4,
     V6,
     Dual,
     None,
 }
 
-fn cluster_strategy() -> impl Strategy<Value = ClusterState> {
-    let namespaces = vec(vec(pair(&["team"]), 0..=1), NAMESPACES.len());
+/// What one generated pod is made of: namespace index, labels, addresses, named
+/// ports, hostNetwork, on node `n1` (else `n0`).
+pub(super) type PodParams = (
+    usize,
+    Vec<(&'static str, &'static str)>,
+    Family,
+    Vec<(&'static str, Protocol, u16)>,
+    bool,
+    bool,
+);
+
+/// A pod's parameters.
+pub(super) fn pod_strategy() -> impl Strategy<Value = PodParams> {
     let family = prop_oneof![
         2 => Just(Family::Dual),
         2 => Just(Family::V4),
@@ -234,15 +245,46 @@ fn cluster_strategy() -> impl Strategy<Value = ClusterState> {
     ];
     // Often one name on one protocol twice (two containers), on different numbers.
     let named = vec((name(), protocol(), select(NAMED_NUMBERS)), 0..=3);
-    let one_pod = (
+    (
         namespace_index(),
         vec(pair(POD_KEYS), 0..=2),
         family,
         named,
         prop::bool::weighted(0.1),
         any::<bool>(),
-    );
-    let pods = vec(one_pod, 3..=8);
+    )
+}
+
+/// Pod `pod{index}` of `params`, with 10.0.0.(index+1) and fd00::(index+1) as its
+/// addresses of the families it has.
+pub(super) fn build_pod(index: usize, params: PodParams) -> Pod {
+    pod_with_addresses(index, index, params)
+}
+
+/// Pod `pod{name}` of `params` with the addresses of index `address`.
+pub(super) fn pod_with_addresses(name: usize, address: usize, params: PodParams) -> Pod {
+    let (ns, pairs, family, named, host, node) = params;
+    let mut built = pod(NAMESPACES[ns], &format!("pod{name}"))
+        .labels(pairs)
+        .node(if node { "n1" } else { "n0" });
+    if matches!(family, Family::V4 | Family::Dual) {
+        built = built.ip(&format!("10.0.0.{}", address + 1));
+    }
+    if matches!(family, Family::V6 | Family::Dual) {
+        built = built.ip(&format!("fd00::{:x}", address + 1));
+    }
+    if host {
+        built = built.host_network();
+    }
+    for (name, protocol, number) in named {
+        built = built.named_port(name, number, protocol);
+    }
+    built.build()
+}
+
+pub(super) fn cluster_strategy() -> impl Strategy<Value = ClusterState> {
+    let namespaces = vec(vec(pair(&["team"]), 0..=1), NAMESPACES.len());
+    let pods = vec(pod_strategy(), 3..=8);
     let policies =
         (1..=4usize).prop_flat_map(|count| (0..count).map(policy_strategy).collect::<Vec<_>>());
     (namespaces, pods, policies).prop_map(|(ns_labels, pods, policies)| {
@@ -250,23 +292,8 @@ fn cluster_strategy() -> impl Strategy<Value = ClusterState> {
         for (name, pairs) in NAMESPACES.iter().zip(ns_labels) {
             builder = builder.namespace(namespace(name).labels(pairs).build());
         }
-        for (index, (ns, pairs, family, named, host, node)) in pods.into_iter().enumerate() {
-            let mut built = pod(NAMESPACES[ns], &format!("pod{index}"))
-                .labels(pairs)
-                .node(if node { "n1" } else { "n0" });
-            if matches!(family, Family::V4 | Family::Dual) {
-                built = built.ip(&format!("10.0.0.{}", index + 1));
-            }
-            if matches!(family, Family::V6 | Family::Dual) {
-                built = built.ip(&format!("fd00::{:x}", index + 1));
-            }
-            if host {
-                built = built.host_network();
-            }
-            for (name, protocol, number) in named {
-                built = built.named_port(name, number, protocol);
-            }
-            builder = builder.pod(built.build());
+        for (index, params) in pods.into_iter().enumerate() {
+            builder = builder.pod(build_pod(index, params));
         }
         for (index, ip) in CLUSTER_IPS.iter().enumerate() {
             builder = builder.service(service("a", &format!("svc{index}")).cluster_ip(ip).build());
@@ -278,7 +305,7 @@ fn cluster_strategy() -> impl Strategy<Value = ClusterState> {
     })
 }
 
-fn parse(text: &str) -> IpAddr {
+pub(super) fn parse(text: &str) -> IpAddr {
     text.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
@@ -314,7 +341,7 @@ fn sides(state: &ClusterState) -> Vec<Side> {
 }
 
 /// The tables of both nodes, within `budgets`.
-fn node_tables(state: &ClusterState, budgets: &Budgets) -> [DatapathTables; 2] {
+pub(super) fn node_tables(state: &ClusterState, budgets: &Budgets) -> [DatapathTables; 2] {
     [0, 1].map(|node| {
         let name = format!("n{node}");
         let addresses: Vec<IpAddr> = NODES[node].iter().map(|text| parse(text)).collect();
@@ -457,7 +484,7 @@ fn verdicts(
     clippy::disallowed_methods,
     reason = "a test's knob, read by the test harness, not by the engine"
 )]
-fn cases() -> u32 {
+pub(super) fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|text| text.parse().ok())

@@ -1,0 +1,100 @@
+//! `Incremental`: one node's tables kept across changes, compiled in full only when
+//! a change needs it.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::{compile_indexed, remote};
+use crate::{
+    model::{ClusterState, ObjectRef, Pod},
+    policy::{capacity::Budgets, tables::DatapathTables},
+};
+
+/// What a change did to the tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recompiled {
+    /// Only the peer entries of these prefixes changed (present: inserted or
+    /// changed; absent: removed); every other table is as it was.
+    Peers(Vec<IpNet>),
+    /// Compiled in full: anything may have changed.
+    Full,
+}
+
+/// One node's tables, kept equal to what `compile_with` makes of the current state
+/// (property-tested, ids included), with less work per change: a pod of another
+/// node is re-classified on its own (its peer entries only) when nothing else
+/// depends on it, which is what most changes of a large cluster are. Any other
+/// change, and whatever the re-classification cannot rule out, compiles in full.
+#[derive(Clone, Debug)]
+pub struct Incremental {
+    node_addresses: Vec<IpAddr>,
+    budgets: Budgets,
+    tables: DatapathTables,
+    /// `None` after a full compile with refusals: every change compiles in full.
+    index: Option<remote::Index>,
+}
+
+impl Incremental {
+    /// Compiles `state` in full for the pods `is_local` accepts, whose node has
+    /// `node_addresses`, within `budgets` (`compile_with`).
+    pub fn new(
+        state: &ClusterState,
+        node_addresses: &[IpAddr],
+        is_local: impl Fn(&Pod) -> bool,
+        budgets: &Budgets,
+    ) -> Self {
+        let (tables, index) = compile_indexed(state, node_addresses, is_local, budgets);
+        Self {
+            node_addresses: node_addresses.to_vec(),
+            budgets: *budgets,
+            tables,
+            index,
+        }
+    }
+
+    /// The tables of the last state given.
+    pub fn tables(&self) -> &DatapathTables {
+        &self.tables
+    }
+
+    /// The tables, kept no longer.
+    pub fn into_tables(self) -> DatapathTables {
+        self.tables
+    }
+
+    /// Compiles `state` in full (any change, or several at once).
+    pub fn recompile(&mut self, state: &ClusterState, is_local: impl Fn(&Pod) -> bool) {
+        (self.tables, self.index) =
+            compile_indexed(state, &self.node_addresses, is_local, &self.budgets);
+    }
+
+    /// Brings the tables to `state`, which differs from the last state given only
+    /// in pod `key`, which was `before` (`None`: it did not exist). A pod of
+    /// another node, before and after, changes only its peer entries when it can;
+    /// anything else compiles in full.
+    pub fn pod_changed(
+        &mut self,
+        state: &ClusterState,
+        key: &ObjectRef,
+        before: Option<&Pod>,
+        is_local: impl Fn(&Pod) -> bool,
+    ) -> Recompiled {
+        let after = state.pods.get(key);
+        let remote = before.into_iter().chain(after).all(|pod| !is_local(pod));
+        let changed = self.index.as_mut().filter(|_| remote).and_then(|index| {
+            index.pod_changed(state, before, after, &mut self.tables.peers, &self.budgets)
+        });
+        match changed {
+            Some(prefixes) => Recompiled::Peers(prefixes),
+            None => {
+                self.recompile(state, is_local);
+                Recompiled::Full
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests parse prefix literals")]
+mod tests;

@@ -1,0 +1,230 @@
+//! A pod of another node, re-classified on its own.
+//!
+//! Such a pod shapes a node's tables only through the peer entries of its own
+//! addresses: it is no endpoint, it decides which rules apply to no local pod,
+//! and its addresses get the class of their signature (`classes`). When that
+//! class already exists and nothing else moves, the change is exactly those entries.
+//! `Index` keeps what the last full compile knew (the interned rules, the class of
+//! each signature, how many prefixes each class has, who claims each address)
+//! and says whether that holds; anything it cannot rule out is left to a full
+//! compile:
+//! - an address two pods claim, before or after (its entry is not the pod's);
+//! - an address that is also a node or Service address or an ipBlock boundary
+//!   (its entry carries more than the pod);
+//! - a signature no class has, or the last prefix of a class leaving (class ids
+//!   are dense, in signature order: others would be renumbered);
+//! - a port name that appears in or disappears from the cluster (diagnostics);
+//! - a peer map over its budget, or refusals already in the tables (the budget
+//!   step decides those).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use ipnet::IpNet;
+use policy_common::peer::CLASS_WORLD;
+
+use super::{
+    applied::{Applied, PortName},
+    classes::{egress_ports, matching_pod_peers, pod_signature, Classes, Signature},
+};
+use crate::{
+    model::{ClusterState, Pod},
+    policy::{
+        capacity::{Budgets, Resource},
+        tables::PeerEntry,
+    },
+};
+
+/// What re-classifying one pod of another node needs from the last full compile.
+#[derive(Clone, Debug)]
+pub(super) struct Index {
+    /// The applied rules' interned peers and egress port names.
+    applied: Applied,
+    /// Signature -> class id, for every class but `CLASS_WORLD`.
+    class_of: BTreeMap<Signature, u32>,
+    /// Class id -> prefixes having it (`Classes::members`).
+    members: BTreeMap<u32, usize>,
+    /// Pod-network pods claiming each address.
+    owners: BTreeMap<IpAddr, usize>,
+    /// Prefixes whose entry is more than one pod's: node and Service addresses,
+    /// the cidrs and excepts of applied ipBlocks.
+    reserved: BTreeSet<IpNet>,
+    /// (name, protocol) -> container ports declaring it, over every pod.
+    declared: BTreeMap<PortName, usize>,
+    /// Prefixes in the peer maps, IPv4 and IPv6.
+    peers: [usize; 2],
+}
+
+/// The addresses of `pod` that classes see: every distinct address of a
+/// pod-network pod.
+fn addresses(pod: Option<&Pod>) -> BTreeSet<IpAddr> {
+    pod.filter(|pod| !pod.host_network)
+        .map(|pod| pod.ips.iter().copied().collect())
+        .unwrap_or_default()
+}
+
+/// The port names `pod` declares, one per container port.
+fn names(pod: Option<&Pod>) -> impl Iterator<Item = PortName> + '_ {
+    pod.into_iter()
+        .flat_map(|pod| &pod.ports)
+        .filter_map(|port| Some((port.name.clone()?, port.protocol)))
+}
+
+/// 0 for IPv4, 1 for IPv6.
+fn family(net: &IpNet) -> usize {
+    usize::from(matches!(net, IpNet::V6(_)))
+}
+
+impl Index {
+    /// The index of a full compile of `state` whose tables have `classes`.
+    pub fn new(
+        state: &ClusterState,
+        applied: Applied,
+        classes: &Classes,
+        owners: BTreeMap<IpAddr, usize>,
+        node_addresses: &[IpAddr],
+    ) -> Self {
+        let mut reserved: BTreeSet<IpNet> =
+            node_addresses.iter().map(|ip| IpNet::from(*ip)).collect();
+        reserved.extend(
+            state
+                .services
+                .values()
+                .flat_map(|service| service.addresses())
+                .map(IpNet::from),
+        );
+        reserved.extend(applied.blocks.iter().flat_map(|block| block.prefixes()));
+        let mut declared: BTreeMap<PortName, usize> = BTreeMap::new();
+        for name in state.pods.values().flat_map(|pod| names(Some(pod))) {
+            *declared.entry(name).or_default() += 1;
+        }
+        let mut peers = [0, 0];
+        for net in classes.peers.keys() {
+            peers[family(net)] += 1;
+        }
+        Self {
+            applied,
+            class_of: classes
+                .signatures
+                .iter()
+                .map(|(id, signature)| (signature.clone(), *id))
+                .collect(),
+            members: classes.members.clone(),
+            owners,
+            reserved,
+            declared,
+            peers,
+        }
+    }
+
+    /// Re-classifies the addresses of one pod of another node that was `before`
+    /// and is `after` in `state` (`None`: absent), changing only its entries in
+    /// `peers`. Returns the prefixes whose entry changed, or `None`, with nothing
+    /// changed, when a full compile is needed (see the module comment).
+    pub fn pod_changed(
+        &mut self,
+        state: &ClusterState,
+        before: Option<&Pod>,
+        after: Option<&Pod>,
+        peers: &mut BTreeMap<IpNet, PeerEntry>,
+        budgets: &Budgets,
+    ) -> Option<Vec<IpNet>> {
+        let declared = self.declared_after(before, after)?;
+        let (gone, came) = (addresses(before), addresses(after));
+        let mut owners = Vec::new();
+        for ip in gone.union(&came) {
+            let old = self.owners.get(ip).copied().unwrap_or(0);
+            let new =
+                old.checked_sub(usize::from(gone.contains(ip)))? + usize::from(came.contains(ip));
+            if old > 1 || new > 1 || self.reserved.contains(&IpNet::from(*ip)) {
+                return None;
+            }
+            owners.push((*ip, new));
+        }
+        let mut members = self.members.clone();
+        let mut counts = self.peers;
+        for ip in &gone {
+            let net = IpNet::from(*ip);
+            let class_id = peers.get(&net)?.class_id;
+            if class_id != CLASS_WORLD {
+                let left = members.get_mut(&class_id)?;
+                *left = left.checked_sub(1)?;
+            }
+            counts[family(&net)] = counts[family(&net)].checked_sub(1)?;
+        }
+        let mut entries = Vec::new();
+        if let Some(pod) = after.filter(|_| !came.is_empty()) {
+            let pods = matching_pod_peers(state, &self.applied, pod);
+            let ports = egress_ports(&self.applied, pod);
+            for ip in &came {
+                let net = IpNet::from(*ip);
+                let signature = pod_signature(&self.applied, pods.clone(), ports.clone(), &net);
+                let class_id = if signature == Signature::default() {
+                    CLASS_WORLD
+                } else {
+                    *self.class_of.get(&signature)?
+                };
+                if class_id != CLASS_WORLD {
+                    *members.get_mut(&class_id)? += 1;
+                }
+                counts[family(&net)] += 1;
+                entries.push((net, class_id));
+            }
+        }
+        let budget = [Resource::PeersV4, Resource::PeersV6].map(|r| budgets.node(r));
+        if members.values().any(|n| *n == 0) || counts[0] > budget[0] || counts[1] > budget[1] {
+            return None;
+        }
+        // Everything checked: from here on the change is made.
+        let mut changed: BTreeSet<IpNet> = BTreeSet::new();
+        for ip in &gone {
+            let net = IpNet::from(*ip);
+            peers.remove(&net);
+            changed.insert(net);
+        }
+        for (net, class_id) in entries {
+            let entry = PeerEntry {
+                class_id,
+                node: false,
+                service: false,
+            };
+            if peers.insert(net, entry) == Some(entry) {
+                changed.remove(&net);
+            } else {
+                changed.insert(net);
+            }
+        }
+        for (ip, count) in owners {
+            if count == 0 {
+                self.owners.remove(&ip);
+            } else {
+                self.owners.insert(ip, count);
+            }
+        }
+        self.members = members;
+        self.peers = counts;
+        self.declared = declared;
+        Some(changed.into_iter().collect())
+    }
+
+    /// The declared port names once `before` became `after`; `None` when a name
+    /// appears or disappears (the diagnostics would change).
+    fn declared_after(
+        &self,
+        before: Option<&Pod>,
+        after: Option<&Pod>,
+    ) -> Option<BTreeMap<PortName, usize>> {
+        let mut declared = self.declared.clone();
+        // Additions first: a name the pod keeps never drops to zero on the way.
+        for name in names(after) {
+            *declared.get_mut(&name)? += 1;
+        }
+        for name in names(before) {
+            let count = declared.get_mut(&name)?;
+            *count = count.checked_sub(1).filter(|left| *left > 0)?;
+        }
+        Some(declared)
+    }
+}
