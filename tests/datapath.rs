@@ -19,6 +19,7 @@
 //! fragments on real veths, with and without reassembly in the node;
 //! `datapath/rule_sets.rs` the two-step allow lookup against compiled tables,
 //! `datapath/banks.rs` the two banks and the flip of hole-free updates,
+//! `datapath/in_place.rs` peer entries changed in the active bank itself,
 //! `datapath/pending.rs` interfaces no pod of the tables owns,
 //! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed,
 //! `datapath/bypass.rs` what a pod crafts to get past its policy (VLAN tags,
@@ -61,6 +62,8 @@ mod fragments;
 mod fragments_on_veths;
 #[path = "datapath/frames.rs"]
 mod frames;
+#[path = "datapath/in_place.rs"]
+mod in_place;
 #[path = "datapath/ip_exits.rs"]
 mod ip_exits;
 #[path = "datapath/kernel_log.rs"]

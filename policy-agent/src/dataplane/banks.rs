@@ -248,6 +248,80 @@ impl Banks {
         Ok((report, true))
     }
 
+    /// Brings the peer entries of the prefixes in `v4` and `v6` (`Some`: insert or
+    /// change, `None`: remove) to those values in the active bank itself, then moves
+    /// `ACTIVE` on by two generations: the same bank, and every tracked flow is
+    /// re-decided at its next packet, as after a flip. No bank is left, so nothing
+    /// waits for a grace period.
+    ///
+    /// Hole-free only for the caller that knows the active bank differs from what it
+    /// wants in these entries alone, and that no decision reads two of them (the
+    /// addresses of one pod of another node: `policy::compiler::Recompiled::Peers`):
+    /// each entry changes in one update (a changed prefix is overwritten, never
+    /// removed and added), so a packet decides with its peer's old entry or its new
+    /// one, each a whole state. The other bank catches up at the next `install`,
+    /// which writes what its shadow lacks. Refused before any write if a map would
+    /// outgrow its bank.
+    pub(super) fn update_peers(
+        &mut self,
+        v4: &[(PeerPrefix<[u8; 4]>, Option<PeerClass>)],
+        v6: &[(PeerPrefix<[u8; 16]>, Option<PeerClass>)],
+    ) -> Result<ApplyReport, DataplaneError> {
+        let bank = self.active;
+        let shadow = &self.shadows[bank as usize];
+        for (map, entries) in [
+            (maps::PEERS_V4.name, grown(shadow.peers_v4.len(), v4)),
+            (maps::PEERS_V6.name, grown(shadow.peers_v6.len(), v6)),
+        ] {
+            let capacity = self.capacity.get(map).copied().unwrap_or(0);
+            if entries > capacity as usize {
+                return Err(DataplaneError::BankFull {
+                    map,
+                    entries,
+                    capacity,
+                });
+            }
+        }
+        let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
+        let mut done = Written::default();
+        let v4_key = |(len, addr): PeerPrefix<[u8; 4]>| {
+            Key::new(PEER_PREFIX_BANK + len, PeerKeyV4 { bank, addr })
+        };
+        let v6_key = |(len, addr): PeerPrefix<[u8; 16]>| {
+            Key::new(PEER_PREFIX_BANK + len, PeerKeyV6 { bank, addr })
+        };
+        let result = set_trie_entries(
+            &mut self.peers_v4,
+            maps::PEERS_V4.name,
+            &mut shadow.peers_v4,
+            v4,
+            v4_key,
+            &mut done,
+        )
+        .and_then(|()| {
+            set_trie_entries(
+                &mut self.peers_v6,
+                maps::PEERS_V6.name,
+                &mut shadow.peers_v6,
+                v6,
+                v6_key,
+                &mut done,
+            )
+        });
+        self.shadows[bank as usize] = shadow;
+        result?;
+        let next = self.generation.wrapping_add(BANKS);
+        self.active_map
+            .set(0, next, 0)
+            .map_err(map_error(maps::ACTIVE.name, "renew"))?;
+        self.generation = next;
+        Ok(ApplyReport {
+            written: done.written,
+            removed: done.removed,
+            bank,
+        })
+    }
+
     /// Makes bank `bank` of every banked map hold `want`, writing only what differs
     /// from `self.shadows[bank]` and updating that shadow as each write lands.
     fn write_bank(
@@ -427,7 +501,8 @@ impl Banks {
     }
 }
 
-/// `write_maps` for one LPM trie whose kernel key of a shadow key is `key`.
+/// `write_maps` for one LPM trie whose kernel key of a shadow key is `key`:
+/// removals first, so the bank never holds more than its capacity.
 fn write_trie<S: Ord + Clone, K: aya::Pod, V: aya::Pod + PartialEq>(
     trie: &mut LpmTrie<MapData, K, V>,
     name: &'static str,
@@ -437,16 +512,58 @@ fn write_trie<S: Ord + Clone, K: aya::Pod, V: aya::Pod + PartialEq>(
     done: &mut Written,
 ) -> Result<(), DataplaneError> {
     let (upserts, removals) = diff(shadow, want);
-    for k in removals {
-        removed_or_absent(trie.remove(&key(k.clone()))).map_err(map_error(name, "remove"))?;
-        shadow.remove(&k);
-        done.removed += 1;
-    }
-    for (k, v) in upserts {
-        trie.insert(&key(k.clone()), v, 0)
-            .map_err(map_error(name, "insert"))?;
-        shadow.insert(k, v);
-        done.written += 1;
+    set_trie_entries(
+        trie,
+        name,
+        shadow,
+        &trie_changes(upserts, removals),
+        key,
+        done,
+    )
+}
+
+/// What `set_trie_entries` takes: the keys `gone` removed first, then `set`
+/// inserted or changed.
+pub(super) fn trie_changes<S, V>(
+    set: impl IntoIterator<Item = (S, V)>,
+    gone: impl IntoIterator<Item = S>,
+) -> Vec<(S, Option<V>)> {
+    gone.into_iter()
+        .map(|k| (k, None))
+        .chain(set.into_iter().map(|(k, v)| (k, Some(v))))
+        .collect()
+}
+
+/// How many entries a map of `len` holds at most once `changes` are made.
+fn grown<S, V>(len: usize, changes: &[(S, Option<V>)]) -> usize {
+    len + changes.iter().filter(|(_, v)| v.is_some()).count()
+}
+
+/// Sets the entries `changes` names in `trie` (`None`: removed), keeping `shadow`
+/// equal to the kernel entry by entry.
+fn set_trie_entries<S: Ord + Clone, K: aya::Pod, V: aya::Pod + PartialEq>(
+    trie: &mut LpmTrie<MapData, K, V>,
+    name: &'static str,
+    shadow: &mut BTreeMap<S, V>,
+    changes: &[(S, Option<V>)],
+    key: impl Fn(S) -> Key<K>,
+    done: &mut Written,
+) -> Result<(), DataplaneError> {
+    for (k, v) in changes {
+        match v {
+            Some(v) => {
+                trie.insert(&key(k.clone()), *v, 0)
+                    .map_err(map_error(name, "insert"))?;
+                shadow.insert(k.clone(), *v);
+                done.written += 1;
+            }
+            None => {
+                removed_or_absent(trie.remove(&key(k.clone())))
+                    .map_err(map_error(name, "remove"))?;
+                shadow.remove(k);
+                done.removed += 1;
+            }
+        }
     }
     Ok(())
 }

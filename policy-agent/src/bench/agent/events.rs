@@ -9,6 +9,7 @@ use super::super::cluster::{self, labelled_pod, ClusterSpec, LOCAL_NODE};
 use crate::{
     model::{builders::rule, ClusterState, Labels, NetworkPolicy, ObjectRef, Pod, Protocol},
     policy::{
+        capacity::Budgets,
         compiler,
         tables::{DatapathTables, Direction, TableVerdict},
     },
@@ -37,6 +38,15 @@ pub enum Change {
 }
 
 impl Change {
+    /// The pod the change is to, if it is to one pod.
+    pub fn pod(&self) -> Option<&ObjectRef> {
+        match self {
+            Change::AddPod(pod) => Some(&pod.key),
+            Change::RemovePod(key) | Change::SetLabels(key, _) => Some(key),
+            Change::AddPolicy(_) | Change::RemovePolicy(_) => None,
+        }
+    }
+
     /// Applies the change to `state`, as the agent does when the event arrives.
     pub fn apply(&self, state: &mut ClusterState) {
         match self {
@@ -182,9 +192,22 @@ pub struct Probe {
 
 /// The local node's tables for `state`, as the benchmark compiles them.
 pub fn compile(state: &ClusterState) -> DatapathTables {
-    compiler::compile(state, &[cluster::node_address(0)], |pod| {
-        pod.node_name.as_deref() == Some(LOCAL_NODE)
-    })
+    compiler::compile(state, &[cluster::node_address(0)], is_local)
+}
+
+/// The benchmarked node's tables of `state`, kept across changes.
+pub fn incremental(state: &ClusterState) -> compiler::Incremental {
+    compiler::Incremental::new(
+        state,
+        &[cluster::node_address(0)],
+        is_local,
+        &Budgets::kernel(),
+    )
+}
+
+/// Whether `pod` runs on the benchmarked node.
+pub fn is_local(pod: &Pod) -> bool {
+    pod.node_name.as_deref() == Some(LOCAL_NODE)
 }
 
 /// Whether a packet with this verdict passes the classifier. A pod without an

@@ -25,7 +25,10 @@ use crate::{
     bench::{cluster, frames, BenchError},
     dataplane::{Datapath, Hook, InterfaceIndex, LoadOptions},
     model::{ClusterState, ObjectRef},
-    policy::tables::{DatapathTables, Direction},
+    policy::{
+        compiler::{Incremental, Recompiled},
+        tables::{DatapathTables, Direction},
+    },
 };
 
 /// The loopback device: the probe pod's interface index (see the module comment).
@@ -70,6 +73,8 @@ impl FakeInterfaces {
 pub struct Bench {
     datapath: Datapath,
     state: ClusterState,
+    /// The node's tables of `state`, kept across events.
+    compiler: Incremental,
     tables: DatapathTables,
     interfaces: FakeInterfaces,
     /// How long the first apply (every entry into empty maps) took.
@@ -90,7 +95,8 @@ fn program(
 impl Bench {
     /// Loads a datapath for `state` and programs its tables.
     pub fn load(object: &Path, state: ClusterState) -> Result<Self, BenchError> {
-        let tables = events::compile(&state);
+        let compiler = events::incremental(&state);
+        let tables = compiler.tables().clone();
         let needed = u32::try_from(tables.peers.len()).unwrap_or(u32::MAX);
         let options = LoadOptions {
             peers_capacity: Some(needed.saturating_mul(2).max(PEERS_MAX)),
@@ -105,6 +111,7 @@ impl Bench {
         Ok(Self {
             datapath,
             state,
+            compiler,
             tables,
             interfaces,
             first_apply,
@@ -165,8 +172,10 @@ impl Bench {
         Ok(vec![forward, backward])
     }
 
-    /// One event, timed: the change, compile, apply, then the probe until it
-    /// `passes_after`.
+    /// One event, timed: the change, compile (incremental: a pod of another node
+    /// whose class exists changes its peer entries alone), the maps programmed
+    /// (`Datapath::update_peers` for such a change, else `apply`), then the probe
+    /// until it `passes_after`.
     fn event(
         &mut self,
         change: &Change,
@@ -176,11 +185,31 @@ impl Bench {
         label: &str,
     ) -> Result<EventSample, BenchError> {
         let started = Instant::now();
+        let before = change
+            .pod()
+            .and_then(|key| self.state.pods.get(key).cloned());
         change.apply(&mut self.state);
-        let tables = events::compile(&self.state);
+        let recompiled = match change.pod() {
+            Some(key) => {
+                self.compiler
+                    .pod_changed(&self.state, key, before.as_ref(), events::is_local)
+            }
+            None => {
+                self.compiler.recompile(&self.state, events::is_local);
+                Recompiled::Full
+            }
+        };
+        let tables = self.compiler.tables();
         let compiled = started.elapsed();
-        let indexes = self.interfaces.for_tables(&tables);
-        program(&mut self.datapath, &tables, &indexes)?;
+        match recompiled {
+            Recompiled::Peers(prefixes) => {
+                self.datapath.update_peers(tables, &prefixes)?;
+            }
+            Recompiled::Full => {
+                let indexes = self.interfaces.for_tables(tables);
+                program(&mut self.datapath, tables, &indexes)?;
+            }
+        }
         let programmed = started.elapsed();
         let mut runs = 0;
         while self.probe_passes(probe, frame)? != passes_after {
@@ -193,7 +222,7 @@ impl Bench {
             }
         }
         let first_packet = started.elapsed();
-        self.tables = tables;
+        self.tables = self.compiler.tables().clone();
         Ok(EventSample {
             compile: compiled,
             apply: programmed - compiled,

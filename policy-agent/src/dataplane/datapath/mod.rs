@@ -26,6 +26,7 @@ use aya::{
     maps::{Array, MapData},
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
+use ipnet::IpNet;
 use policy_common::{
     bank::BANKS, config::Config, counters::NO_COUNTER, debug::KERNEL_DEBUG_GLOBAL,
     endpoint::PENDING_ENDPOINT_ID, maps,
@@ -39,7 +40,7 @@ use self::{
     sockets::{sockets_program_of, SocketsLink},
 };
 use super::{
-    banks::{ApplyReport, BankContent, Banks},
+    banks::{trie_changes, ApplyReport, BankContent, Banks},
     counters::{Counters, PolicyCounters},
     ct::{Conntrack, ConntrackSweeper, TrackedFlow},
     events::{EventReader, VerdictReports},
@@ -54,7 +55,7 @@ use super::{
 };
 use crate::{
     model::ObjectRef,
-    policy::tables::{CountedRule, DatapathTables, EndpointEntry},
+    policy::tables::{CountedRule, DatapathTables, EndpointEntry, PeerEntry},
 };
 
 /// How `Datapath::load_with` departs from what the agent loads. The defaults are
@@ -312,6 +313,42 @@ impl Datapath {
             removed = report.removed,
             bank = report.bank,
             "tables applied"
+        );
+        Ok(report)
+    }
+
+    /// Brings the peer entries of `changed` to what `tables` holds (absent: no
+    /// entry), in the active bank, without a flip or a grace period to wait: for
+    /// tables that differ from those last applied in these entries alone, the
+    /// addresses of one pod of another node (`policy::compiler::Recompiled::Peers`).
+    /// Tracked flows are re-decided at their next packet, as after `apply`. See
+    /// `Banks::update_peers` for why this is hole-free; anything else goes through
+    /// `apply`.
+    pub fn update_peers(
+        &mut self,
+        tables: &DatapathTables,
+        changed: &[IpNet],
+    ) -> Result<ApplyReport, DataplaneError> {
+        let present: BTreeMap<IpNet, PeerEntry> = changed
+            .iter()
+            .filter_map(|net| Some((*net, *tables.peers.get(net)?)))
+            .collect();
+        let absent: BTreeMap<IpNet, PeerEntry> = changed
+            .iter()
+            .filter(|net| !present.contains_key(net))
+            .map(|net| (*net, PeerEntry::default()))
+            .collect();
+        let (set_v4, set_v6) = keys::peer_keys(&present);
+        let (gone_v4, gone_v6) = keys::peer_keys(&absent);
+        let report = self.banks.update_peers(
+            &trie_changes(set_v4, gone_v4.into_keys()),
+            &trie_changes(set_v6, gone_v6.into_keys()),
+        )?;
+        tracing::debug!(
+            written = report.written,
+            removed = report.removed,
+            bank = report.bank,
+            "peer entries updated in place"
         );
         Ok(report)
     }

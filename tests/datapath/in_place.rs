@@ -1,0 +1,109 @@
+//! Peer entries changed in place (`Datapath::update_peers`): for tables that
+//! differ from the active bank in the entries of one peer's addresses alone, the
+//! active bank itself takes them and `ACTIVE` moves on by two generations (the same
+//! bank). On real sockets: new flows see the new entry at once, tracked flows are
+//! re-decided at their next packet as after a flip, the bank not read is untouched
+//! (the next flip into it writes what it lacks), and the shadows stay equal to the
+//! kernel.
+
+use ipnet::IpNet;
+use policy_agent::{
+    dataplane::Hook,
+    policy::tables::{DatapathTables, Direction},
+};
+
+use super::{
+    frames::TCP,
+    net::Net,
+    pods::{self, syn, CLIENT_V4, PODS, SERVER_V4},
+    sockets::Tcp,
+    support,
+    tables::Tables,
+};
+
+/// Ports the client is admitted to.
+const PORT: u16 = 7100;
+
+/// The server isolated for ingress, admitting class 3 on `PORT`; the client's
+/// addresses are in class 3 when `admitted`, else in no class.
+fn tables(net: &Net, admitted: bool) -> DatapathTables {
+    let mut tables = Tables::new(net).isolate("server", true, false);
+    if admitted {
+        tables = tables.pod_class("client", 3);
+    }
+    tables
+        .allow_port("server", Direction::Ingress, 3, TCP, PORT)
+        .build()
+}
+
+/// The client's host prefixes.
+fn client_prefixes(net: &Net) -> Vec<IpNet> {
+    let client = net.pod("client");
+    vec![
+        IpNet::from(std::net::IpAddr::from(client.v4)),
+        IpNet::from(std::net::IpAddr::from(client.v6)),
+    ]
+}
+
+/// Whether a SYN from the client to the server's `PORT` passes the server's ingress.
+fn admitted(net: &mut Net) -> bool {
+    let frame = syn(CLIENT_V4, SERVER_V4, pods::fresh_sport(), PORT);
+    net.run(Hook::PodIngress, "server", 0, &frame).passed
+}
+
+#[test]
+fn peer_entries_change_in_place_and_tracked_flows_are_re_decided() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&PODS[..2]);
+    let (allowed, dropped) = (tables(&net, true), tables(&net, false));
+    net.apply(&allowed);
+    let bank = net.active_in_kernel();
+    let generation = net.datapath.generation();
+    let banks_before = net.read_banks();
+    let server = super::addr(SERVER_V4);
+    let mut tcp = Tcp::open(&net, "client", "server", server, PORT);
+    assert!(tcp.server_gets(b"hello") && tcp.client_gets(b"hello"));
+
+    // The client's entries go, in place.
+    let report = net
+        .datapath
+        .update_peers(&dropped, &client_prefixes(&net))
+        .unwrap_or_else(|e| panic!("update_peers: {e}"));
+    assert_eq!((report.written, report.removed, report.bank), (0, 2, bank));
+    assert_eq!(net.active_in_kernel(), bank, "no flip");
+    assert_eq!(net.datapath.generation(), generation + 2);
+    let banks = net.read_banks();
+    assert_eq!(&banks[bank as usize], net.datapath.bank_shadow(bank));
+    let idle = (bank ^ 1) as usize;
+    assert_eq!(
+        banks[idle], banks_before[idle],
+        "the bank not read is untouched"
+    );
+    assert!(!admitted(&mut net), "a new flow sees the new entry");
+    // The tracked connection is re-decided at its next packet, and cut.
+    assert!(!tcp.server_gets(b"after"), "the tracked flow must be cut");
+
+    // The active bank already holds these tables: nothing to write, no flip.
+    let report = net.apply(&dropped);
+    assert_eq!((report.written, report.removed, report.bank), (0, 0, bank));
+    // A change flips to the bank not read (written from its own shadow); flipping
+    // back finds the in-place entries there: nothing to write.
+    let report = net.apply(&allowed);
+    assert_eq!(report.bank, bank ^ 1);
+    assert_eq!(net.active_in_kernel(), bank ^ 1);
+    assert!(admitted(&mut net));
+    let report = net.apply(&dropped);
+    assert_eq!((report.written, report.removed), (0, 0), "{report:?}");
+    assert_eq!(net.active_in_kernel(), bank);
+    assert!(!admitted(&mut net));
+
+    // And back, in place: the entries return, a new flow passes.
+    let report = net
+        .datapath
+        .update_peers(&allowed, &client_prefixes(&net))
+        .unwrap_or_else(|e| panic!("update_peers: {e}"));
+    assert_eq!((report.written, report.removed), (2, 0));
+    assert!(admitted(&mut net));
+    let banks = net.read_banks();
+    assert_eq!(&banks[bank as usize], net.datapath.bank_shadow(bank));
+}
