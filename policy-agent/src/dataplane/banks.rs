@@ -209,7 +209,15 @@ impl Banks {
     /// a bank holds: the map as a whole would take them while the other bank is
     /// small, and fail part way once it is not.
     fn check_fits(&self, want: &BankContent) -> Result<(), DataplaneError> {
-        for (map, entries) in want.entries() {
+        self.check_counts(want.entries())
+    }
+
+    /// `check_fits` for the entries each named map would hold.
+    fn check_counts(
+        &self,
+        counts: impl IntoIterator<Item = (&'static str, usize)>,
+    ) -> Result<(), DataplaneError> {
+        for (map, entries) in counts {
             let capacity = self.capacity.get(map).copied().unwrap_or(0);
             if entries > capacity as usize {
                 return Err(DataplaneError::BankFull {
@@ -269,19 +277,10 @@ impl Banks {
     ) -> Result<ApplyReport, DataplaneError> {
         let bank = self.active;
         let shadow = &self.shadows[bank as usize];
-        for (map, entries) in [
+        self.check_counts([
             (maps::PEERS_V4.name, grown(shadow.peers_v4.len(), v4)),
             (maps::PEERS_V6.name, grown(shadow.peers_v6.len(), v6)),
-        ] {
-            let capacity = self.capacity.get(map).copied().unwrap_or(0);
-            if entries > capacity as usize {
-                return Err(DataplaneError::BankFull {
-                    map,
-                    entries,
-                    capacity,
-                });
-            }
-        }
+        ])?;
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
         let mut done = Written::default();
         let v4_key = |(len, addr): PeerPrefix<[u8; 4]>| {
