@@ -20,9 +20,9 @@
 //!    steps 2-4 run again without their rules until nothing more is refused;
 //! 6. `diagnostics`: bad input in applied rules, naming policy and field.
 //!
-//! `Incremental` keeps one node's tables across changes: a pod of another node is
-//! re-classified on its own (`remote`) when only its peer entries change; anything
-//! else compiles in full.
+//! `Incremental` keeps one node's tables across changes: a pod's change is made
+//! on its own (`one_pod`) when only its own entries change; anything else
+//! compiles in full.
 
 mod applied;
 mod budget;
@@ -31,8 +31,8 @@ mod diagnostics;
 mod endpoints;
 mod entries;
 mod incremental;
+mod one_pod;
 mod ports;
-mod remote;
 
 pub use incremental::{Incremental, Recompiled};
 
@@ -77,14 +77,14 @@ pub fn compile_with(
     compile_indexed(state, node_addresses, is_local, budgets).0
 }
 
-/// `compile_with`, and what re-classifying a pod of another node on its own needs
-/// (`remote::Index`; `None` when the tables hold refusals).
+/// `compile_with`, and what making one pod's change on its own needs
+/// (`one_pod::Index`; `None` when the tables hold refusals).
 fn compile_indexed(
     state: &ClusterState,
     node_addresses: &[IpAddr],
     is_local: impl Fn(&Pod) -> bool,
     budgets: &Budgets,
-) -> (DatapathTables, Option<remote::Index>) {
+) -> (DatapathTables, Option<one_pod::Index>) {
     let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
     let owners = address_owners(state);
     let endpoints = endpoints::assign(state, &policies, &owners, is_local);
@@ -115,9 +115,9 @@ fn compile_indexed(
             next = budget::over_bank(&usage, sets.truncated, &attributed, &costs, budgets);
         }
         if next.is_empty() {
-            let index = refused
-                .is_empty()
-                .then(|| remote::Index::new(state, applied, &classes, owners, node_addresses));
+            let index = refused.is_empty().then(|| {
+                one_pod::Index::new(state, &endpoints, applied, &classes, owners, node_addresses)
+            });
             let refusals = refused
                 .into_iter()
                 .map(|(id, reason)| refusal(state, &policies, &endpoints, id, reason))

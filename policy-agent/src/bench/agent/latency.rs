@@ -172,10 +172,10 @@ impl Bench {
         Ok(vec![forward, backward])
     }
 
-    /// One event, timed: the change, compile (incremental: a pod of another node
-    /// whose class exists changes its peer entries alone), the maps programmed
-    /// (`Datapath::update_peers` for such a change, else `apply`), then the probe
-    /// until it `passes_after`.
+    /// One event, timed: the change, compile (incremental: a pod whose peer class
+    /// and endpoint group exist changes its own entries alone), the maps
+    /// programmed (`Datapath::update_peers` for a pod of another node, else
+    /// `apply`), then the probe until it `passes_after`.
     fn event(
         &mut self,
         change: &Change,
@@ -205,7 +205,7 @@ impl Bench {
             Recompiled::Peers(prefixes) => {
                 self.datapath.update_peers(tables, &prefixes)?;
             }
-            Recompiled::Full => {
+            Recompiled::Endpoint | Recompiled::Full => {
                 let indexes = self.interfaces.for_tables(tables);
                 program(&mut self.datapath, tables, &indexes)?;
             }

@@ -66,6 +66,21 @@ pub(super) struct Group {
     pub ingress_ports: Resolution,
 }
 
+impl Group {
+    /// The `ENDPOINTS` entry of the pods of this group in `namespace`, as id
+    /// `endpoint_id`.
+    pub fn entry(&self, state: &ClusterState, namespace: &str, endpoint_id: u32) -> EndpointEntry {
+        EndpointEntry {
+            endpoint_id,
+            isolated_ingress: !self.deciding.ingress.is_empty(),
+            isolated_egress: !self.deciding.egress.is_empty(),
+            audit_ingress: self.deciding.audit_ingress,
+            audit_egress: self.deciding.audit_egress,
+            allow_tunnels: state.namespace_allows_tunnels(namespace),
+        }
+    }
+}
+
 /// The endpoint step's result.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Endpoints {
@@ -75,6 +90,10 @@ pub(super) struct Endpoints {
     pub addresses: BTreeMap<IpAddr, ObjectRef>,
     /// Endpoint id -> what its pods share.
     pub by_id: BTreeMap<u32, Group>,
+    /// Endpoint id -> how many local pods have it.
+    pub members: BTreeMap<u32, usize>,
+    /// (namespace, group) -> its endpoint id.
+    pub ids: BTreeMap<(String, Group), u32>,
     /// (policy index, direction) pairs that decide for at least one local
     /// endpoint: only their rules shape peer classes and entries.
     pub applied: BTreeSet<(u32, Direction)>,
@@ -94,7 +113,7 @@ pub(super) fn assign(
     for pod in state
         .pods
         .values()
-        .filter(|pod| !pod.host_network && !pod.ips.is_empty() && is_local(pod))
+        .filter(|pod| is_endpoint(pod, &is_local))
     {
         let group = group(policies, pod);
         groups
@@ -109,14 +128,10 @@ pub(super) fn assign(
                 out.applied.insert((policy, direction));
             }
         }
-        let entry = EndpointEntry {
-            endpoint_id,
-            isolated_ingress: !group.deciding.ingress.is_empty(),
-            isolated_egress: !group.deciding.egress.is_empty(),
-            audit_ingress: group.deciding.audit_ingress,
-            audit_egress: group.deciding.audit_egress,
-            allow_tunnels: state.namespace_allows_tunnels(namespace),
-        };
+        let entry = group.entry(state, namespace, endpoint_id);
+        out.members.insert(endpoint_id, pods.len());
+        out.ids
+            .insert((namespace.to_string(), group.clone()), endpoint_id);
         for pod in pods {
             out.entries.insert(pod.key.clone(), entry);
             // An address two pods claim cannot name a source pod: leaving it out
@@ -130,8 +145,14 @@ pub(super) fn assign(
     out
 }
 
+/// Whether `pod` is a local endpoint: a pod-network pod `is_local` accepts, with
+/// an address.
+pub(super) fn is_endpoint(pod: &Pod, is_local: impl Fn(&Pod) -> bool) -> bool {
+    !pod.host_network && !pod.ips.is_empty() && is_local(pod)
+}
+
 /// The policies deciding for `pod` and its numbers for their ingress port names.
-fn group(policies: &[&NetworkPolicy], pod: &Pod) -> Group {
+pub(super) fn group(policies: &[&NetworkPolicy], pod: &Pod) -> Group {
     let decide = |direction| {
         let found = isolating((0..).zip(policies.iter().copied()), pod, direction);
         (found.deciding, found.mode == PolicyMode::Audit)

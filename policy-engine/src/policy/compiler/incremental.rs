@@ -5,7 +5,10 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{compile_indexed, remote};
+use super::{
+    compile_indexed,
+    one_pod::{self, Done},
+};
 use crate::{
     model::{ClusterState, ObjectRef, Pod},
     policy::{capacity::Budgets, tables::DatapathTables},
@@ -15,24 +18,28 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Recompiled {
     /// Only the peer entries of these prefixes changed (present: inserted or
-    /// changed; absent: removed); every other table is as it was.
+    /// changed; absent: removed); every other table is as it was. The addresses of
+    /// one pod of another node: `Datapath::update_peers` can write them in place.
     Peers(Vec<IpNet>),
+    /// One local pod's entries changed (its `ENDPOINTS` entry, its addresses, its
+    /// peer entries) without a full compile; the tables go through a flip.
+    Endpoint,
     /// Compiled in full: anything may have changed.
     Full,
 }
 
 /// One node's tables, kept equal to what `compile_with` makes of the current state
-/// (property-tested, ids included), with less work per change: a pod of another
-/// node is re-classified on its own (its peer entries only) when nothing else
-/// depends on it, which is what most changes of a large cluster are. Any other
-/// change, and whatever the re-classification cannot rule out, compiles in full.
+/// (property-tested, ids included), with less work per change: a pod's change is
+/// made on its own entries when its peer class and endpoint group exist and
+/// nothing else depends on it, which is what most changes of a large cluster are.
+/// Any other change, and whatever that cannot rule out, compiles in full.
 #[derive(Clone, Debug)]
 pub struct Incremental {
     node_addresses: Vec<IpAddr>,
     budgets: Budgets,
     tables: DatapathTables,
     /// `None` after a full compile with refusals: every change compiles in full.
-    index: Option<remote::Index>,
+    index: Option<one_pod::Index>,
 }
 
 impl Incremental {
@@ -70,9 +77,8 @@ impl Incremental {
     }
 
     /// Brings the tables to `state`, which differs from the last state given only
-    /// in pod `key`, which was `before` (`None`: it did not exist). A pod of
-    /// another node, before and after, changes only its peer entries when it can;
-    /// anything else compiles in full.
+    /// in pod `key`, which was `before` (`None`: it did not exist). Only the pod's
+    /// own entries change when they can; anything else compiles in full.
     pub fn pod_changed(
         &mut self,
         state: &ClusterState,
@@ -81,12 +87,19 @@ impl Incremental {
         is_local: impl Fn(&Pod) -> bool,
     ) -> Recompiled {
         let after = state.pods.get(key);
-        let remote = before.into_iter().chain(after).all(|pod| !is_local(pod));
-        let changed = self.index.as_mut().filter(|_| remote).and_then(|index| {
-            index.pod_changed(state, before, after, &mut self.tables.peers, &self.budgets)
+        let done = self.index.as_mut().and_then(|index| {
+            index.pod_changed(
+                state,
+                before,
+                after,
+                &is_local,
+                &mut self.tables,
+                &self.budgets,
+            )
         });
-        match changed {
-            Some(prefixes) => Recompiled::Peers(prefixes),
+        match done {
+            Some(Done::Peers(prefixes)) => Recompiled::Peers(prefixes),
+            Some(Done::Endpoint) => Recompiled::Endpoint,
             None => {
                 self.recompile(state, is_local);
                 Recompiled::Full

@@ -134,10 +134,12 @@ proptest! {
 }
 
 /// A pod on node n1 joining a class n0's tables already have changes n0's tables
-/// by its peer entry alone; its leaving does too; the last member of a class, an
-/// address that is also an ipBlock boundary, and a pod of n0 compile in full.
+/// by its peer entry alone, and its leaving does too; a pod of n0 joining or
+/// leaving an endpoint id that stays changes its own entries; the last member of a
+/// class, an address that is also an ipBlock boundary, and a pod of n0 in a new
+/// group compile in full.
 #[test]
-fn a_pod_of_another_node_with_a_known_class_changes_only_its_peer_entry() {
+fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
     use crate::model::builders::{cluster, netpol, rule, selector};
     let policy = netpol("a", "db")
         .select(selector().label("app", "db").build())
@@ -220,7 +222,30 @@ fn a_pod_of_another_node_with_a_known_class_changes_only_its_peer_entry() {
     );
     assert_eq!(n0.tables(), &full(&state));
 
-    // A pod of this node: in full.
+    // A pod of this node in a group that has an endpoint id: its own entries.
+    let db = pod("a", "db1")
+        .labels([("app", "db")])
+        .ip("10.0.0.5")
+        .node("n0")
+        .build();
+    state.pods.insert(db.key.clone(), db.clone());
+    assert_eq!(
+        n0.pod_changed(&state, &db.key, None, &is_local),
+        Recompiled::Endpoint
+    );
+    assert_eq!(n0.tables(), &full(&state));
+    assert_eq!(
+        n0.tables().endpoints[&db.key],
+        n0.tables().endpoints[&ObjectRef::new("a", "db")]
+    );
+    let before = state.pods.remove(&db.key);
+    assert_eq!(
+        n0.pod_changed(&state, &db.key, before.as_ref(), &is_local),
+        Recompiled::Endpoint
+    );
+    assert_eq!(n0.tables(), &full(&state));
+
+    // A pod of this node in a group no endpoint id has: in full.
     let local = web("web2", "10.0.0.4", "n0");
     state.pods.insert(local.key.clone(), local.clone());
     assert_eq!(

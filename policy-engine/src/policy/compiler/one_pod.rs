@@ -1,18 +1,19 @@
-//! A pod of another node, re-classified on its own.
+//! One pod's change, made on its own.
 //!
-//! Such a pod shapes a node's tables only through the peer entries of its own
-//! addresses: it is no endpoint, it decides which rules apply to no local pod,
-//! and its addresses get the class of their signature (`classes`). When that
-//! class already exists and nothing else moves, the change is exactly those entries.
-//! `Index` keeps what the last full compile knew (the interned rules, the class of
-//! each signature, how many prefixes each class has, who claims each address)
-//! and says whether that holds; anything it cannot rule out is left to a full
-//! compile:
-//! - an address two pods claim, before or after (its entry is not the pod's);
+//! A pod shapes a node's tables through its own entries only, when nothing else
+//! moves: the peer entries of its addresses (the class of their signature,
+//! `classes`) and, for a local endpoint, its `ENDPOINTS` entry and addresses (the id
+//! of its namespace and group, `endpoints`). When the class and the group already
+//! exist and keep other members, the change is exactly those entries. `Index` keeps
+//! what the last full compile knew (the interned rules, the class of each
+//! signature and the endpoint id of each group, how many prefixes each class and
+//! pods each id has, who claims each address) and says whether that holds;
+//! anything it cannot rule out is left to a full compile:
+//! - an address two pods claim, before or after (its entries are not the pod's);
 //! - an address that is also a node or Service address or an ipBlock boundary
 //!   (its entry carries more than the pod);
-//! - a signature no class has, or the last prefix of a class leaving (class ids
-//!   are dense, in signature order: others would be renumbered);
+//! - a signature no class has or a group no endpoint id has, or the last member of
+//!   one leaving (ids are dense, in sorted order: others would be renumbered);
 //! - a port name that appears in or disappears from the cluster (diagnostics);
 //! - a peer map over its budget, or refusals already in the tables (the budget
 //!   step decides those).
@@ -28,14 +29,24 @@ use policy_common::peer::CLASS_WORLD;
 use super::{
     applied::{Applied, PortName},
     classes::{egress_ports, matching_pod_peers, pod_signature, Classes, Signature},
+    endpoints::{group, is_endpoint, Endpoints, Group},
 };
 use crate::{
-    model::{ClusterState, Pod},
+    model::{ClusterState, NetworkPolicy, Pod},
     policy::{
         capacity::{Budgets, Resource},
-        tables::PeerEntry,
+        tables::{DatapathTables, EndpointEntry, PeerEntry},
     },
 };
+
+/// What a pod's change did to the tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Done {
+    /// Only the peer entries of these prefixes changed.
+    Peers(Vec<IpNet>),
+    /// A local endpoint's entries changed too (`ENDPOINTS`, `ENDPOINT_ADDRS`).
+    Endpoint,
+}
 
 /// What re-classifying one pod of another node needs from the last full compile.
 #[derive(Clone, Debug)]
@@ -46,6 +57,10 @@ pub(super) struct Index {
     class_of: BTreeMap<Signature, u32>,
     /// Class id -> prefixes having it (`Classes::members`).
     members: BTreeMap<u32, usize>,
+    /// (namespace, group) -> endpoint id.
+    endpoint_ids: BTreeMap<(String, Group), u32>,
+    /// Endpoint id -> local pods having it.
+    endpoint_members: BTreeMap<u32, usize>,
     /// Pod-network pods claiming each address.
     owners: BTreeMap<IpAddr, usize>,
     /// Prefixes whose entry is more than one pod's: node and Service addresses,
@@ -78,9 +93,11 @@ fn family(net: &IpNet) -> usize {
 }
 
 impl Index {
-    /// The index of a full compile of `state` whose tables have `classes`.
+    /// The index of a full compile of `state` whose tables have `endpoints` and
+    /// `classes`.
     pub fn new(
         state: &ClusterState,
+        endpoints: &Endpoints,
         applied: Applied,
         classes: &Classes,
         owners: BTreeMap<IpAddr, usize>,
@@ -112,6 +129,8 @@ impl Index {
                 .map(|(id, signature)| (signature.clone(), *id))
                 .collect(),
             members: classes.members.clone(),
+            endpoint_ids: endpoints.ids.clone(),
+            endpoint_members: endpoints.members.clone(),
             owners,
             reserved,
             declared,
@@ -119,18 +138,19 @@ impl Index {
         }
     }
 
-    /// Re-classifies the addresses of one pod of another node that was `before`
-    /// and is `after` in `state` (`None`: absent), changing only its entries in
-    /// `peers`. Returns the prefixes whose entry changed, or `None`, with nothing
-    /// changed, when a full compile is needed (see the module comment).
+    /// Makes the change of one pod that was `before` and is `after` in `state`
+    /// (`None`: absent) in `tables`, changing only that pod's entries; the pods
+    /// `is_local` accepts are the node's. Returns what changed, or `None`, with
+    /// nothing changed, when a full compile is needed (see the module comment).
     pub fn pod_changed(
         &mut self,
         state: &ClusterState,
         before: Option<&Pod>,
         after: Option<&Pod>,
-        peers: &mut BTreeMap<IpNet, PeerEntry>,
+        is_local: impl Fn(&Pod) -> bool,
+        tables: &mut DatapathTables,
         budgets: &Budgets,
-    ) -> Option<Vec<IpNet>> {
+    ) -> Option<Done> {
         let declared = self.declared_after(before, after)?;
         let (gone, came) = (addresses(before), addresses(after));
         let mut owners = Vec::new();
@@ -143,11 +163,14 @@ impl Index {
             }
             owners.push((*ip, new));
         }
+        let was = before.filter(|pod| is_endpoint(pod, &is_local));
+        let now = after.filter(|pod| is_endpoint(pod, &is_local));
+        let (endpoint_members, entry) = self.endpoint_after(state, tables, was, now)?;
         let mut members = self.members.clone();
         let mut counts = self.peers;
         for ip in &gone {
             let net = IpNet::from(*ip);
-            let class_id = peers.get(&net)?.class_id;
+            let class_id = tables.peers.get(&net)?.class_id;
             if class_id != CLASS_WORLD {
                 let left = members.get_mut(&class_id)?;
                 *left = left.checked_sub(1)?;
@@ -178,10 +201,22 @@ impl Index {
             return None;
         }
         // Everything checked: from here on the change is made.
+        if let Some(pod) = was {
+            tables.endpoints.remove(&pod.key);
+            for ip in &gone {
+                tables.endpoint_addresses.remove(ip);
+            }
+        }
+        if let (Some(pod), Some(entry)) = (now, entry) {
+            tables.endpoints.insert(pod.key.clone(), entry);
+            for ip in &came {
+                tables.endpoint_addresses.insert(*ip, pod.key.clone());
+            }
+        }
         let mut changed: BTreeSet<IpNet> = BTreeSet::new();
         for ip in &gone {
             let net = IpNet::from(*ip);
-            peers.remove(&net);
+            tables.peers.remove(&net);
             changed.insert(net);
         }
         for (net, class_id) in entries {
@@ -190,7 +225,7 @@ impl Index {
                 node: false,
                 service: false,
             };
-            if peers.insert(net, entry) == Some(entry) {
+            if tables.peers.insert(net, entry) == Some(entry) {
                 changed.remove(&net);
             } else {
                 changed.insert(net);
@@ -204,9 +239,46 @@ impl Index {
             }
         }
         self.members = members;
+        self.endpoint_members = endpoint_members;
         self.peers = counts;
         self.declared = declared;
-        Some(changed.into_iter().collect())
+        if was.is_some() || now.is_some() {
+            Some(Done::Endpoint)
+        } else {
+            Some(Done::Peers(changed.into_iter().collect()))
+        }
+    }
+
+    /// The pods per endpoint id once local endpoint `was` became `now`, and the
+    /// entry of `now`; `None` when its group has no id or the last pod of an id
+    /// leaves (ids would be renumbered).
+    fn endpoint_after(
+        &self,
+        state: &ClusterState,
+        tables: &DatapathTables,
+        was: Option<&Pod>,
+        now: Option<&Pod>,
+    ) -> Option<(BTreeMap<u32, usize>, Option<EndpointEntry>)> {
+        if was.is_none() && now.is_none() {
+            return Some((self.endpoint_members.clone(), None));
+        }
+        let mut members = self.endpoint_members.clone();
+        let mut entry = None;
+        // Additions first: a pod that keeps its id never empties it on the way.
+        if let Some(pod) = now {
+            let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
+            let group = group(&policies, pod);
+            let namespace = pod.key.namespace.clone();
+            let id = *self.endpoint_ids.get(&(namespace, group.clone()))?;
+            *members.get_mut(&id)? += 1;
+            entry = Some(group.entry(state, &pod.key.namespace, id));
+        }
+        if let Some(pod) = was {
+            let id = tables.endpoints.get(&pod.key)?.endpoint_id;
+            let count = members.get_mut(&id)?;
+            *count = count.checked_sub(1).filter(|left| *left > 0)?;
+        }
+        Some((members, entry))
     }
 
     /// The declared port names once `before` became `after`; `None` when a name
