@@ -273,7 +273,34 @@ pub struct ClusterState {
     pub services: BTreeMap<ObjectRef, Service>,
 }
 
+/// One pod's change between two states: its key and what it was (`None`: it did
+/// not exist); what it is now is in the newer state.
+pub type PodChange = (ObjectRef, Option<Pod>);
+
 impl ClusterState {
+    /// The pods that differ between this state and `next`, when nothing but pods
+    /// does (`None` otherwise): what `policy::compiler::Incremental` takes.
+    pub fn pod_changes(&self, next: &ClusterState) -> Option<Vec<PodChange>> {
+        if self.namespaces != next.namespaces
+            || self.policies != next.policies
+            || self.services != next.services
+        {
+            return None;
+        }
+        let mut changes = Vec::new();
+        for (key, pod) in &self.pods {
+            if next.pods.get(key) != Some(pod) {
+                changes.push((key.clone(), Some(pod.clone())));
+            }
+        }
+        for key in next.pods.keys() {
+            if !self.pods.contains_key(key) {
+                changes.push((key.clone(), None));
+            }
+        }
+        Some(changes)
+    }
+
     /// Adds an implicit `Namespace` for every namespace a pod, policy or Service
     /// lives in but no Namespace object declares, as a cluster would have one.
     pub fn add_implicit_namespaces(&mut self) {
@@ -351,5 +378,35 @@ impl ClusterState {
             .chain(policies)
             .chain(services)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::builders::{cluster, netpol, pod, selector};
+
+    #[test]
+    fn pod_changes_name_each_changed_pod_with_what_it_was_and_nothing_else() {
+        let a = pod("ns", "a").ip("10.0.0.1").build();
+        let b = pod("ns", "b").ip("10.0.0.2").build();
+        let before = cluster().pod(a.clone()).pod(b.clone()).build();
+        let mut after = before.clone();
+        assert_eq!(before.pod_changes(&after), Some(Vec::new()));
+        after.pods.remove(&a.key);
+        let relabelled = pod("ns", "b").ip("10.0.0.2").labels([("x", "y")]).build();
+        after.pods.insert(b.key.clone(), relabelled);
+        let c = pod("ns", "c").ip("10.0.0.3").build();
+        after.pods.insert(c.key.clone(), c.clone());
+        assert_eq!(
+            before.pod_changes(&after),
+            Some(vec![
+                (a.key.clone(), Some(a)),
+                (b.key.clone(), Some(b)),
+                (c.key.clone(), None),
+            ])
+        );
+        let policy = netpol("ns", "p").select(selector().build()).build();
+        after.policies.insert(policy.key.clone(), policy);
+        assert_eq!(before.pod_changes(&after), None, "a policy changed too");
     }
 }

@@ -205,7 +205,7 @@ impl Bench {
             Recompiled::Peers(prefixes) => {
                 self.datapath.update_peers(tables, &prefixes)?;
             }
-            Recompiled::Endpoint | Recompiled::Full => {
+            Recompiled::Entries | Recompiled::Full => {
                 let indexes = self.interfaces.for_tables(tables);
                 program(&mut self.datapath, tables, &indexes)?;
             }

@@ -10,7 +10,7 @@ use super::{
     one_pod::{self, Done},
 };
 use crate::{
-    model::{ClusterState, ObjectRef, Pod},
+    model::{ClusterState, ObjectRef, Pod, PodChange},
     policy::{capacity::Budgets, tables::DatapathTables},
 };
 
@@ -21,9 +21,10 @@ pub enum Recompiled {
     /// changed; absent: removed); every other table is as it was. The addresses of
     /// one pod of another node: `Datapath::update_peers` can write them in place.
     Peers(Vec<IpNet>),
-    /// One local pod's entries changed (its `ENDPOINTS` entry, its addresses, its
-    /// peer entries) without a full compile; the tables go through a flip.
-    Endpoint,
+    /// Some pods' own entries changed (`ENDPOINTS` entries, addresses, peer
+    /// entries) without a full compile: a local pod's, or more than one pod's; the
+    /// tables go through a flip.
+    Entries,
     /// Compiled in full: anything may have changed.
     Full,
 }
@@ -77,6 +78,31 @@ impl Incremental {
     }
 
     /// Brings the tables to `state`, which differs from the last state given only
+    /// in the pods of `changes` (`ClusterState::pod_changes`), one after the other;
+    /// `Peers` only for one pod's change.
+    pub fn pods_changed(
+        &mut self,
+        state: &ClusterState,
+        changes: &[PodChange],
+        is_local: impl Fn(&Pod) -> bool,
+    ) -> Recompiled {
+        if changes.is_empty() {
+            return Recompiled::Peers(Vec::new());
+        }
+        if let [(key, before)] = changes {
+            return self.pod_changed(state, key, before.as_ref(), is_local);
+        }
+        for (key, before) in changes {
+            // Each change reads only its own pod and what no change touches.
+            if self.pod_changed(state, key, before.as_ref(), &is_local) == Recompiled::Full {
+                // The full compile took in every change at once.
+                return Recompiled::Full;
+            }
+        }
+        Recompiled::Entries
+    }
+
+    /// Brings the tables to `state`, which differs from the last state given only
     /// in pod `key`, which was `before` (`None`: it did not exist). Only the pod's
     /// own entries change when they can; anything else compiles in full.
     pub fn pod_changed(
@@ -99,7 +125,7 @@ impl Incremental {
         });
         match done {
             Some(Done::Peers(prefixes)) => Recompiled::Peers(prefixes),
-            Some(Done::Endpoint) => Recompiled::Endpoint,
+            Some(Done::Endpoint) => Recompiled::Entries,
             None => {
                 self.recompile(state, is_local);
                 Recompiled::Full

@@ -133,6 +133,51 @@ proptest! {
     }
 }
 
+/// Applies `change` to `state` alone.
+fn change_state(state: &mut ClusterState, change: Change) {
+    let mut ignored = incrementals(&ClusterState::default());
+    apply(state, &mut ignored, change);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    /// Batches of changes between two states, as the agent sees them between two
+    /// snapshots (`ClusterState::pod_changes`, else a full compile): each node's
+    /// incremental tables equal its full compile after every batch.
+    #[test]
+    fn batched_pod_changes_equal_a_full_compile(
+        start in cluster_strategy(),
+        batches in vec(vec(change_strategy(), 1..=4), 1..=4),
+    ) {
+        let mut state = start;
+        let mut nodes = incrementals(&state);
+        for (step, batch) in batches.into_iter().enumerate() {
+            let shown = format!("{batch:?}");
+            let previous = state.clone();
+            for change in batch {
+                change_state(&mut state, change);
+            }
+            for (index, incremental) in nodes.iter_mut().enumerate() {
+                let (_, is_local) = node(index);
+                match previous.pod_changes(&state) {
+                    Some(changes) => {
+                        incremental.pods_changed(&state, &changes, &is_local);
+                    }
+                    None => incremental.recompile(&state, &is_local),
+                }
+            }
+            let full = node_tables(&state, &Budgets::kernel());
+            for (index, incremental) in nodes.iter().enumerate() {
+                prop_assert_eq!(
+                    incremental.tables(), &full[index],
+                    "node n{} after batch {} ({})", index, step, shown
+                );
+            }
+        }
+    }
+}
+
 /// A pod on node n1 joining a class n0's tables already have changes n0's tables
 /// by its peer entry alone, and its leaving does too; a pod of n0 joining or
 /// leaving an endpoint id that stays changes its own entries; the last member of a
@@ -231,7 +276,7 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
     state.pods.insert(db.key.clone(), db.clone());
     assert_eq!(
         n0.pod_changed(&state, &db.key, None, &is_local),
-        Recompiled::Endpoint
+        Recompiled::Entries
     );
     assert_eq!(n0.tables(), &full(&state));
     assert_eq!(
@@ -241,7 +286,7 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
     let before = state.pods.remove(&db.key);
     assert_eq!(
         n0.pod_changed(&state, &db.key, before.as_ref(), &is_local),
-        Recompiled::Endpoint
+        Recompiled::Entries
     );
     assert_eq!(n0.tables(), &full(&state));
 
