@@ -8,11 +8,7 @@
 use std::time::Duration;
 
 use policy_agent::{
-    bench::e2e::{
-        self,
-        stats::Case,
-        Config, E2eOptions, Pair, Placement, Scale, Test,
-    },
+    bench::e2e::{self, stats::Case, Config, E2eOptions, Pair, Placement, Scale, Test},
     lab::netns,
 };
 
@@ -57,7 +53,9 @@ fn a_short_e2e_run_measures_traffic_under_every_enforcer_and_cleans_up() {
     let rr = figures
         .figures
         .iter()
-        .find(|f| f.name == "TCP_RR, across nodes, isolated pods, podwall 1k x 100 / nothing attached")
+        .find(|f| {
+            f.name == "TCP_RR, across nodes, isolated pods, podwall 1k x 100 / nothing attached"
+        })
         .unwrap_or_else(|| panic!("no podwall TCP_RR figure in {figures:#?}"));
     assert_eq!(rr.target.as_deref(), Some(">= 0.97"));
     let own = format!("{}{}x", netns::LAB_PREFIX, std::process::id());

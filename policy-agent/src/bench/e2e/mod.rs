@@ -238,7 +238,7 @@ impl Config {
 
 /// `1000` -> `1k`, `10000` -> `10k`, `100` -> `100`.
 fn thousands(n: usize) -> String {
-    if n >= 1_000 && n % 1_000 == 0 {
+    if n >= 1_000 && n.is_multiple_of(1_000) {
         format!("{}k", n / 1_000)
     } else {
         n.to_string()
