@@ -144,21 +144,27 @@ pub fn tables(netns: &str) -> Result<Vec<String>, LabError> {
         .collect())
 }
 
+/// A rule input for tests: `policies` policies over `addresses` synthetic pods
+/// (`10.128.0.x`), one client and servers on two nodes.
+#[cfg(test)]
+pub(super) fn test_input(policies: usize, addresses: u8) -> RuleInput {
+    RuleInput {
+        policies,
+        addresses: (0..addresses)
+            .map(|i| Ipv4Addr::new(10, 128, 0, i))
+            .collect(),
+        clients: vec![Ipv4Addr::new(10, 244, 0, 2)],
+        servers: vec![Ipv4Addr::new(10, 244, 0, 3), Ipv4Addr::new(10, 244, 1, 2)],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_input_names_the_synthetic_pods_and_the_bench_pods() {
-        let mut bench = scenario::lab_state(2);
-        for (i, pod) in bench.pods.values_mut().enumerate() {
-            pod.ips = vec![std::net::IpAddr::V4(Ipv4Addr::new(
-                10,
-                244,
-                0,
-                10 + i as u8,
-            ))];
-        }
+        let bench = scenario::addressed(2);
         let input = RuleInput::of(Scale::Small, &bench, 2);
         assert_eq!(input.policies, 100);
         assert_eq!(input.addresses.len(), 1_000);

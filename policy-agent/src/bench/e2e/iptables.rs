@@ -76,17 +76,11 @@ pub fn rule_count(ruleset: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use super::*;
+    use crate::bench::e2e::firewall::test_input;
 
     fn input(policies: usize) -> RuleInput {
-        RuleInput {
-            policies,
-            addresses: (0..50).map(|i| Ipv4Addr::new(10, 128, 0, i)).collect(),
-            clients: vec![Ipv4Addr::new(10, 244, 0, 2)],
-            servers: vec![Ipv4Addr::new(10, 244, 0, 3), Ipv4Addr::new(10, 244, 1, 2)],
-        }
+        test_input(policies, 50)
     }
 
     #[test]

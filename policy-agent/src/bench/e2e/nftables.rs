@@ -80,18 +80,11 @@ pub fn ruleset(input: &RuleInput) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use super::*;
-    use crate::bench::e2e::firewall::{PEERS_PER_POLICY, SELECTED_PER_POLICY};
+    use crate::bench::e2e::firewall::{test_input, PEERS_PER_POLICY, SELECTED_PER_POLICY};
 
     fn input(policies: usize) -> RuleInput {
-        RuleInput {
-            policies,
-            addresses: (0..250).map(|i| Ipv4Addr::new(10, 128, 0, i)).collect(),
-            clients: vec![Ipv4Addr::new(10, 244, 0, 2)],
-            servers: vec![Ipv4Addr::new(10, 244, 0, 3), Ipv4Addr::new(10, 244, 1, 2)],
-        }
+        test_input(policies, 250)
     }
 
     #[test]

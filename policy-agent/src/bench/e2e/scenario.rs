@@ -159,6 +159,21 @@ pub fn ipv4_of(state: &ClusterState, pod: &ObjectRef) -> Option<Ipv4Addr> {
     })
 }
 
+/// `lab_state(nodes)` with made-up lab addresses, for tests.
+#[cfg(test)]
+pub(super) fn addressed(nodes: usize) -> ClusterState {
+    let mut state = lab_state(nodes);
+    for (i, pod) in state.pods.values_mut().enumerate() {
+        pod.ips = vec![std::net::IpAddr::V4(Ipv4Addr::new(
+            10,
+            244,
+            0,
+            10 + i as u8,
+        ))];
+    }
+    state
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
