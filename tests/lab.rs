@@ -1,10 +1,13 @@
 //! The lab on the real kernel: replies of allowed connections, agreement between
 //! the kernel and the reference evaluator, verdict counters, cleanup, IPv6, traffic
 //! from the node, and probes through Services (kube-proxy-style DNAT); the bridge
-//! topology in `lab/bridge.rs`, labs of several nodes in `lab/nodes.rs`.
+//! topology in `lab/bridge.rs`, labs of several nodes in `lab/nodes.rs`, the
+//! end-to-end benchmark's machinery in `lab/bench_e2e.rs`.
 
 mod support;
 
+#[path = "lab/bench_e2e.rs"]
+mod bench_e2e;
 #[path = "lab/bridge.rs"]
 mod bridge;
 #[path = "lab/nodes.rs"]

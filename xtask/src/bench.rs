@@ -1,58 +1,95 @@
-//! `cargo xtask bench datapath [ARGS]`: ns/packet of podwall's datapath paths
-//! against an empty classifier, timed by the kernel with BPF_PROG_TEST_RUN. Needs
-//! root (it loads BPF). Installs what is missing, builds the eBPF object and the
-//! agent, then runs the hidden `policy-agent bench datapath [ARGS]` (ARGS: `--runs`,
-//! `--repeat`, `--peers`, `--cidr-prefixes`, `--cpu`, `--output json`), which prints
-//! progress on stderr and the figures on stdout: Markdown tables, or with
-//! `--output json` one JSON document of every figure, its target and whether it is
-//! met. Every chore's own progress goes to stderr too. Not a pass/fail test.
+//! `cargo xtask bench datapath|agent|e2e [ARGS]`: the developer benchmarks. Each
+//! needs root, installs what is missing, builds the eBPF object and the agent,
+//! then runs the hidden `policy-agent bench NAME [ARGS]`, which prints progress on
+//! stderr and the figures on stdout: Markdown tables, or with `--output json` one
+//! JSON document of every figure, its target and whether it is met. Every chore's
+//! own progress goes to stderr too. Not pass/fail tests.
 //!
-//! `cargo xtask bench agent [ARGS]`: the same for the hidden `policy-agent bench
-//! agent [ARGS]` (compile time, peak RSS, event latency), with the agent built
-//! optimized: its figures are userspace time, which a debug build inflates.
+//! - `datapath` (`--runs`, `--repeat`, `--peers`, `--cidr-prefixes`, `--cpu`):
+//!   ns/packet of podwall's datapath paths against an empty classifier, timed by
+//!   the kernel with BPF_PROG_TEST_RUN.
+//! - `agent`: compile time, peak RSS, event latency, with the agent built
+//!   optimized: its figures are userspace time, which a debug build inflates.
+//! - `e2e`: real traffic between lab pods under podwall, iptables-nft and
+//!   nftables, as ratios to nothing attached; optimized too (the load generator
+//!   runs in the agent), and with iptables installed.
 
 use std::process::Command;
 
-use crate::{
-    build_agent, build_agent_profile, ebpf, run_checked, setup, workspace_root, AgentBuild,
-};
+use crate::{build_agent_profile, ebpf, run_checked, setup, workspace_root, AgentBuild};
 
-/// Runs the datapath benchmark with `args` passed on to the agent.
-pub fn datapath(args: &[String]) -> anyhow::Result<()> {
+/// One benchmark as `cargo xtask bench` runs it.
+struct Bench {
+    /// `policy-agent bench NAME`.
+    name: &'static str,
+    /// What it does that needs root, for the refusal.
+    needs_root_for: &'static str,
+    /// What it must have installed.
+    needs: &'static [setup::Need],
+    /// How the agent is built.
+    build: AgentBuild,
+    /// How long it takes with the defaults, for the progress line.
+    takes: &'static str,
+}
+
+/// Runs `bench` with `args` passed on to the agent.
+fn run(bench: &Bench, args: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(
         nix::unistd::geteuid().is_root(),
-        "the datapath benchmark loads BPF programs and runs them with BPF_PROG_TEST_RUN, \
-         which needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN); run \
-         `sudo cargo xtask bench datapath`"
+        "the {name} benchmark {what}, which needs root (CAP_BPF, CAP_NET_ADMIN, \
+         CAP_SYS_ADMIN); run `sudo cargo xtask bench {name}`",
+        name = bench.name,
+        what = bench.needs_root_for,
     );
-    setup::ensure(&[setup::Need::Lab])?;
+    setup::ensure(bench.needs)?;
     ebpf::build()?;
-    let agent = build_agent("bench")?;
-    eprintln!("bench: running policy-agent bench datapath (about 15 s with the defaults)");
+    let agent = build_agent_profile("bench", bench.build)?;
+    eprintln!(
+        "bench: running policy-agent bench {} ({} with the defaults)",
+        bench.name, bench.takes
+    );
     run_checked(
         Command::new(agent)
             .current_dir(workspace_root())
-            .args(["bench", "datapath"])
+            .args(["bench", bench.name])
             .args(args),
     )
 }
 
+/// Runs the datapath benchmark with `args` passed on to the agent.
+pub fn datapath(args: &[String]) -> anyhow::Result<()> {
+    let bench = Bench {
+        name: "datapath",
+        needs_root_for: "loads BPF programs and runs them with BPF_PROG_TEST_RUN",
+        needs: &[setup::Need::Lab],
+        build: AgentBuild::Debug,
+        takes: "about 15 s",
+    };
+    run(&bench, args)
+}
+
 /// Runs the agent benchmark (release build) with `args` passed on to the agent.
 pub fn agent(args: &[String]) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        nix::unistd::geteuid().is_root(),
-        "the agent benchmark loads BPF programs, writes their maps and runs them with \
-         BPF_PROG_TEST_RUN, which needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN); \
-         run `sudo cargo xtask bench agent`"
-    );
-    setup::ensure(&[setup::Need::Lab])?;
-    ebpf::build()?;
-    let agent = build_agent_profile("bench", AgentBuild::Release)?;
-    eprintln!("bench: running policy-agent bench agent (about a minute with the defaults)");
-    run_checked(
-        Command::new(agent)
-            .current_dir(workspace_root())
-            .args(["bench", "agent"])
-            .args(args),
-    )
+    let bench = Bench {
+        name: "agent",
+        needs_root_for: "loads BPF programs, writes their maps and runs them with \
+                         BPF_PROG_TEST_RUN",
+        needs: &[setup::Need::Lab],
+        build: AgentBuild::Release,
+        takes: "about a minute",
+    };
+    run(&bench, args)
+}
+
+/// Runs the end-to-end benchmark (release build) with `args` passed on.
+pub fn e2e(args: &[String]) -> anyhow::Result<()> {
+    let bench = Bench {
+        name: "e2e",
+        needs_root_for: "builds a lab of network namespaces and loads BPF programs and \
+                         netfilter rules in it",
+        needs: &[setup::Need::Lab, setup::Need::Bench],
+        build: AgentBuild::Release,
+        takes: "about 7 minutes",
+    };
+    run(&bench, args)
 }

@@ -81,6 +81,17 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// TCP_RR, TCP_CRR, TCP_STREAM and UDP_RR between lab pods, same node and
+    /// across nodes, under podwall, iptables-nft and nftables at 1k and 10k
+    /// scale, as ratios to nothing attached (see docs/benchmarks.md).
+    E2e {
+        /// Passed on to `policy-agent bench e2e`: --duration-ms N,
+        /// --repetitions N, --configs nothing,podwall-1k,..., --tests
+        /// tcp_rr,..., --placements same-node,across-nodes, --pairs
+        /// isolated,unselected, --vxlan, --client-cpu N, --server-cpu N.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,6 +109,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             bench: Bench::Agent { args },
         } => bench::agent(&args),
+        Command::Bench {
+            bench: Bench::E2e { args },
+        } => bench::e2e(&args),
     }
 }
 

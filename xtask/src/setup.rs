@@ -22,11 +22,14 @@ pub enum Need {
     Lab,
     /// Building and running images without a daemon: buildah, podman, runc.
     Containers,
+    /// The end-to-end benchmark's comparison: iptables (its nf_tables backend,
+    /// `iptables-nft-restore`).
+    Bench,
 }
 
 impl Need {
     /// Every need: what `cargo xtask setup` and `cargo xtask test` install.
-    pub const ALL: [Need; 3] = [Need::Build, Need::Lab, Need::Containers];
+    pub const ALL: [Need; 4] = [Need::Build, Need::Lab, Need::Containers, Need::Bench];
 
     /// Its Debian packages and the version glob each must match.
     fn packages(self) -> &'static [(&'static str, &'static str)] {
@@ -49,6 +52,7 @@ impl Need {
                 ("runc", "*"),
                 ("binutils", "*"),
             ],
+            Need::Bench => &[("iptables", "1.8.9*")],
         }
     }
 }
@@ -151,7 +155,7 @@ pub fn run() -> anyhow::Result<()> {
     let missing = find_missing(&Need::ALL);
     if missing.apt.is_empty() && !missing.bpf_linker {
         eprintln!(
-            "setup: everything is already installed (rustc-web 1.96, LLVM 22, bpf-linker {BPF_LINKER_VERSION}, iproute2, nftables, buildah, podman, runc); checked in {:.1?}",
+            "setup: everything is already installed (rustc-web 1.96, LLVM 22, bpf-linker {BPF_LINKER_VERSION}, iproute2, nftables, buildah, podman, runc, iptables); checked in {:.1?}",
             started.elapsed()
         );
         return Ok(());
@@ -234,6 +238,8 @@ fn cannot_install(missing: &Missing, has_apt: bool) -> String {
                 .to_string(),
             Need::Lab => "- the lab: iproute2 (`ip`) and nftables (`nft`), from your distribution".to_string(),
             Need::Containers => "- the image: buildah, podman, runc and binutils (`strip`), from your distribution"
+                .to_string(),
+            Need::Bench => "- the end-to-end benchmark: iptables with its nf_tables backend (`iptables-nft-restore`), from your distribution"
                 .to_string(),
         })
         .collect();

@@ -41,6 +41,17 @@ impl Figure {
             met: Some(value <= limit),
         }
     }
+
+    /// A figure that must be at least `limit`.
+    pub fn at_least(name: impl Into<String>, value: f64, unit: &'static str, limit: f64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            unit,
+            target: Some(format!(">= {limit}")),
+            met: Some(value >= limit),
+        }
+    }
 }
 
 /// One run's document.

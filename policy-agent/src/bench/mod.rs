@@ -8,13 +8,19 @@
 //! - `policy-agent bench agent` (run by `cargo xtask bench agent`): full compile time
 //!   and peak RSS per cluster scale, and watch event -> maps programmed -> first
 //!   packet latency (`agent`), on a synthetic cluster (`cluster`, pure).
+//! - `policy-agent bench e2e` (run by `cargo xtask bench e2e`): TCP_RR, TCP_CRR,
+//!   TCP_STREAM and UDP_RR between lab pods, same node and across nodes, under
+//!   podwall, iptables and nftables at two scales, as ratios to nothing attached
+//!   (`e2e`).
 //!
-//! Imports `model`, `policy` and `dataplane`; nothing imports it but the CLI. Needs
-//! root; touches no interface, route or firewall: test runs put their skb on the
-//! loopback device and send nothing.
+//! Imports `model`, `policy`, `dataplane` and `lab`; nothing imports it but the
+//! CLI. Needs root; touches no interface, route or firewall of the machine: test
+//! runs put their skb on the loopback device and send nothing, and the e2e
+//! bench's traffic and rules stay inside the lab's own namespaces.
 
 pub mod agent;
 pub mod cluster;
+pub mod e2e;
 pub mod figures;
 pub mod frames;
 pub mod report;
@@ -116,6 +122,27 @@ pub enum BenchError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// Building or using the lab failed (e2e).
+    #[error(transparent)]
+    Lab(#[from] crate::lab::LabError),
+    /// The e2e load generator failed: no traffic, so no figure.
+    #[error("{config}: no figure")]
+    Load {
+        /// The configuration in place (`podwall 1k x 100`).
+        config: String,
+        /// What failed.
+        #[source]
+        source: e2e::load::LoadError,
+    },
+    /// An enforcer in place did not enforce, or the lab let nothing through with
+    /// nothing attached: the figures would be meaningless (e2e).
+    #[error("{config}: {message}")]
+    Enforcement {
+        /// The configuration (`podwall 1k x 100`).
+        config: String,
+        /// What the check found.
+        message: String,
     },
     /// A replayed event did not do what the benchmark needs from it.
     #[error("event {event}: {message}")]

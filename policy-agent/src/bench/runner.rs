@@ -261,10 +261,7 @@ pub(super) fn run(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<R
         }
         progress(&format!("round {}/{} done", round + 1, options.runs));
     }
-    let steal_percent = cpu_before.zip(cpu_times()).and_then(|(before, after)| {
-        let total = after.0.saturating_sub(before.0);
-        (total > 0).then(|| 100.0 * after.1.saturating_sub(before.1) as f64 / total as f64)
-    });
+    let steal_percent = steal_since(cpu_before);
     let mut measurements = Vec::new();
     for (table, samples) in loaded.iter().zip(samples) {
         for (case, samples) in table.cases.iter().zip(samples) {
@@ -290,12 +287,26 @@ pub(super) fn run(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<R
         runs: options.runs,
         repeat: options.repeat,
         cpu: options.cpu,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string()),
+        kernel: kernel_release(),
         steal_percent,
         flat_series: options.flat_series.clone(),
         measurements,
     })
+}
+
+/// The share of CPU time the hypervisor took (steal) since `before` (a
+/// `cpu_times` reading), in percent.
+pub(super) fn steal_since(before: Option<(u64, u64)>) -> Option<f64> {
+    before.zip(cpu_times()).and_then(|(before, after)| {
+        let total = after.0.saturating_sub(before.0);
+        (total > 0).then(|| 100.0 * after.1.saturating_sub(before.1) as f64 / total as f64)
+    })
+}
+
+/// The running kernel's release (`uname -r`), or `unknown`.
+pub(super) fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string())
 }
 
 /// `(total, steal)` CPU time of all CPUs so far, in clock ticks (`/proc/stat`).

@@ -1,5 +1,5 @@
-//! `policy-agent bench datapath|agent` (hidden; `cargo xtask bench datapath|agent`
-//! runs them): progress on stderr, the report (Markdown tables and the method) on
+//! `policy-agent bench datapath|agent|e2e` (hidden; `cargo xtask bench
+//! datapath|agent|e2e` runs them): progress on stderr, the report (Markdown tables and the method) on
 //! stdout. `bench compile-scale` is the child process `bench agent` starts per
 //! compile scale; it prints one JSON line.
 
@@ -9,6 +9,7 @@ use crate::bench::{
     self,
     agent::{self, AgentOptions},
     cluster::ClusterSpec,
+    e2e::{self, Config, E2eOptions, Pair, Placement, Test},
     Options,
 };
 
@@ -23,6 +24,75 @@ pub enum BenchCommand {
     /// One compile scale in this process, printed as JSON (what `bench agent` runs
     /// in a child per scale).
     CompileScale(CompileScaleArgs),
+    /// TCP_RR, TCP_CRR, TCP_STREAM and UDP_RR between lab pods under podwall,
+    /// iptables and nftables, as ratios to nothing attached (needs root).
+    E2e(E2eArgs),
+}
+
+/// Arguments of `bench e2e`.
+#[derive(Args)]
+pub struct E2eArgs {
+    /// How long each test runs, in milliseconds.
+    #[arg(long, default_value_t = E2eOptions::default().duration.as_millis() as u64)]
+    duration_ms: u64,
+    /// Repetitions; every configuration is measured once in each, in turns.
+    #[arg(long, default_value_t = E2eOptions::default().repetitions)]
+    repetitions: usize,
+    /// Configurations: nothing, podwall-1k, podwall-10k, iptables-1k,
+    /// iptables-10k, nftables-1k, nftables-10k (`nothing` is required).
+    #[arg(long, value_delimiter = ',', value_parser = parse_config, default_values = ["nothing", "podwall-1k", "podwall-10k", "iptables-1k", "iptables-10k", "nftables-1k", "nftables-10k"])]
+    configs: Vec<Config>,
+    /// Tests: tcp_rr, tcp_crr, tcp_stream, udp_rr.
+    #[arg(long, value_delimiter = ',', value_parser = parse_test, default_values = ["tcp_rr", "tcp_crr", "tcp_stream", "udp_rr"])]
+    tests: Vec<Test>,
+    /// Placements: same-node, across-nodes (a lab of two nodes).
+    #[arg(long, value_delimiter = ',', value_parser = parse_placement, default_values = ["same-node", "across-nodes"])]
+    placements: Vec<Placement>,
+    /// Pairs: isolated (pods policies isolate), unselected (pods no policy selects).
+    #[arg(long, value_delimiter = ',', value_parser = parse_pair, default_values = ["isolated", "unselected"])]
+    pairs: Vec<Pair>,
+    /// Carry pod traffic between nodes in VXLAN (default: routed).
+    #[arg(long)]
+    vxlan: bool,
+    /// The CPU the client is pinned to.
+    #[arg(long, default_value_t = E2eOptions::default().client_cpu)]
+    client_cpu: usize,
+    /// The CPU the servers are pinned to.
+    #[arg(long, default_value_t = E2eOptions::default().server_cpu)]
+    server_cpu: usize,
+    /// The report as Markdown tables for people, or one JSON document of every
+    /// figure with its target and whether it is met (`{"bench","figures"}`).
+    #[arg(short, long, value_enum, default_value_t = super::Output::Table)]
+    output: super::Output,
+}
+
+fn parse_config(text: &str) -> Result<Config, String> {
+    Config::parse(text).ok_or_else(|| {
+        let keys: Vec<String> = Config::all().iter().map(|c| c.key()).collect();
+        format!("'{text}' is none of {}", keys.join(", "))
+    })
+}
+
+fn parse_test(text: &str) -> Result<Test, String> {
+    Test::ALL
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(text))
+        .ok_or_else(|| format!("'{text}' is none of tcp_rr, tcp_crr, tcp_stream, udp_rr"))
+}
+
+fn parse_placement(text: &str) -> Result<Placement, String> {
+    Placement::ALL
+        .into_iter()
+        .find(|p| p.label().replace(' ', "-") == text)
+        .ok_or_else(|| format!("'{text}' is neither same-node nor across-nodes"))
+}
+
+fn parse_pair(text: &str) -> Result<Pair, String> {
+    match text {
+        "isolated" => Ok(Pair::Isolated),
+        "unselected" => Ok(Pair::Unisolated),
+        _ => Err(format!("'{text}' is neither isolated nor unselected")),
+    }
 }
 
 /// Arguments of `bench agent`.
@@ -121,6 +191,26 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
             };
             let exe = std::env::current_exe()?;
             let report = agent::run(&options, &exe, &mut |line| eprintln!("bench: {line}"))?;
+            match args.output {
+                super::Output::Table => print!("{report}"),
+                super::Output::Json => println!("{}", serde_json::to_string(&report.figures())?),
+            }
+            Ok(())
+        }
+        BenchCommand::E2e(args) => {
+            let options = E2eOptions {
+                duration: std::time::Duration::from_millis(args.duration_ms),
+                repetitions: args.repetitions,
+                configs: args.configs.clone(),
+                tests: args.tests.clone(),
+                placements: args.placements.clone(),
+                pairs: args.pairs.clone(),
+                vxlan: args.vxlan,
+                client_cpu: args.client_cpu,
+                server_cpu: args.server_cpu,
+            };
+            super::lab::install_interrupt_cleanup()?;
+            let report = e2e::run(&options, &mut |line| eprintln!("bench: {line}"))?;
             match args.output {
                 super::Output::Table => print!("{report}"),
                 super::Output::Json => println!("{}", serde_json::to_string(&report.figures())?),

@@ -195,6 +195,12 @@ impl LabNetwork {
             })
     }
 
+    /// The interfaces of every node that lead to other nodes, where podwall's
+    /// exit classifiers go (`fabric::exits`; none in a lab of one node).
+    pub fn exits(&self) -> Vec<&'static str> {
+        super::fabric::exits(&self.topology)
+    }
+
     /// The network's pods (wired or not), sorted.
     pub fn pods(&self) -> Vec<ObjectRef> {
         self.topology.pods.keys().cloned().collect()

@@ -13,7 +13,11 @@ use std::path::Path;
 
 pub use report::AgentReport;
 
-use super::{cluster::ClusterSpec, runner::cpu_times, BenchError};
+use super::{
+    cluster::ClusterSpec,
+    runner::{cpu_times, kernel_release, steal_since},
+    BenchError,
+};
 
 /// What to measure.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,13 +82,9 @@ pub fn run(
         options.iterations,
         progress,
     )?;
-    let steal_percent = cpu_before.zip(cpu_times()).and_then(|(before, after)| {
-        let total = after.0.saturating_sub(before.0);
-        (total > 0).then(|| 100.0 * after.1.saturating_sub(before.1) as f64 / total as f64)
-    });
+    let steal_percent = steal_since(cpu_before);
     Ok(AgentReport {
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string()),
+        kernel: kernel_release(),
         release: !cfg!(debug_assertions),
         steal_percent,
         compile: compiled,
