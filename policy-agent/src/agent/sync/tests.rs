@@ -3,11 +3,15 @@
 //! `pwt`, no such interfaces on the machine); the node's own addresses and tunnel
 //! ports are read from the test's network namespace, read-only.
 
+mod in_flight;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::Duration,
 };
+
+use tokio::sync::mpsc;
 
 use super::{SyncConfig, SyncError, Syncer};
 use crate::{
@@ -33,6 +37,17 @@ struct Fake {
     fail_applies: usize,
     /// The pending entries of the last successful write.
     pending: BTreeMap<InterfaceIndex, EndpointEntry>,
+    /// Where each call is also sent as it happens (for tests of the running loop).
+    live: Option<mpsc::UnboundedSender<String>>,
+}
+
+impl Fake {
+    fn record(&mut self, call: String) {
+        if let Some(live) = &self.live {
+            let _ = live.send(call.clone());
+        }
+        self.calls.push(call);
+    }
 }
 
 fn refused() -> DataplaneError {
@@ -50,7 +65,7 @@ impl Dataplane for Fake {
         extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError> {
         let pending: Vec<InterfaceIndex> = extra_endpoints.keys().copied().collect();
-        self.calls.push(format!(
+        self.record(format!(
             "apply {} pods, pending {pending:?}",
             interfaces.len()
         ));
@@ -66,17 +81,17 @@ impl Dataplane for Fake {
         extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError> {
         let added: Vec<InterfaceIndex> = extra.keys().copied().collect();
-        self.calls.push(format!("add_endpoints {added:?}"));
+        self.record(format!("add_endpoints {added:?}"));
         Ok(ApplyReport::default())
     }
     fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError> {
-        self.calls.push(format!("attach {interface}"));
+        self.record(format!("attach {interface}"));
         let index = self.indexes.get(interface).copied().ok_or_else(refused)?;
         self.attached.insert(index);
         Ok(index)
     }
     fn detach(&mut self, ifindex: InterfaceIndex) -> Result<(), DataplaneError> {
-        self.calls.push(format!("detach {ifindex}"));
+        self.record(format!("detach {ifindex}"));
         self.attached.remove(&ifindex);
         Ok(())
     }
