@@ -188,6 +188,13 @@ impl<D: Dataplane> Syncer<D> {
         }
     }
 
+    /// The same loop compiling with `compiler` instead of `CompileJob::compile`:
+    /// for benchmarks that time the compiles, and tests that hold them.
+    pub fn with_compiler(mut self, compiler: Compiler) -> Self {
+        self.compiler = compiler;
+        self
+    }
+
     /// Records a link event. Returns whether a pass is needed: a link with programs
     /// went away, or turned out to be no pod's (enslaved to a foreign bridge). A new
     /// pod veth is attached here as pending; the pass that maps it to its pod comes

@@ -117,6 +117,9 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    /// A netlink request or query of the benchmark's scratch namespace failed.
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
     /// A replayed event did not do what the benchmark needs from it.
     #[error("event {event}: {message}")]
     Event {
