@@ -536,7 +536,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| all | 3 | 3.00 ms / 9.00 ms | - | - |"),
+            text.contains("| all | 3 | 4.00 ms / 9.00 ms | - | - |"),
             "{text}"
         );
     }
