@@ -88,6 +88,32 @@ async fn calls_until(calls: &mut mpsc::UnboundedReceiver<String>, last: &str) ->
     seen
 }
 
+/// The loop's inputs, held by a test.
+struct Inputs {
+    snapshots: watch::Sender<SourceSnapshot>,
+    links: mpsc::UnboundedSender<LinkEvent>,
+}
+
+/// Runs the loop over `syncer` alongside `test`, which gets its inputs; the loop
+/// stops when the test is done. Returns the syncer and what the test returned.
+async fn with_loop<T, F: Future<Output = T>>(
+    syncer: Syncer<Fake>,
+    test: impl FnOnce(Inputs) -> F,
+) -> (Syncer<Fake>, T) {
+    let (snapshots, receiver) = watch::channel(SourceSnapshot::default());
+    let (links, events) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let test = async {
+        let out = test(Inputs { snapshots, links }).await;
+        let _ = stop.send(());
+        out
+    };
+    tokio::join!(run(syncer, receiver, Links(events), shutdown), test)
+}
+
 /// `pods` pods, all on another node: nothing left for a retry.
 fn cluster_of(pods: usize) -> ClusterState {
     let mut cluster = builders::cluster();
@@ -119,13 +145,11 @@ fn gated_syncer(links: &[Link]) -> (Syncer<Fake>, mpsc::UnboundedReceiver<String
 async fn a_veth_appearing_during_a_compile_is_attached_before_it_ends_and_keeps_its_entry() {
     let links = [veth(41)];
     let (syncer, mut calls, mut gate) = gated_syncer(&links);
-    let (snapshots, receiver) = watch::channel(SourceSnapshot::default());
-    let (new_links, link_events) = mpsc::unbounded_channel();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let test = async move {
+    let (syncer, mut gate) = with_loop(syncer, |inputs| async move {
+        let snapshots = &inputs.snapshots;
         snapshots.send_replace(synced(cluster_of(1)));
         assert_eq!(gate.next_start().await, 1);
-        let _ = new_links.send(LinkEvent::Added(veth(42)));
+        let _ = inputs.links.send(LinkEvent::Added(veth(42)));
         assert_eq!(
             calls_until(&mut calls, "attach pwt42").await,
             ["add_endpoints [42]", "attach pwt42"],
@@ -150,14 +174,9 @@ async fn a_veth_appearing_during_a_compile_is_attached_before_it_ends_and_keeps_
             calls_until(&mut calls, "apply 0 pods, pending [41, 42]").await,
             ["attach pwt41", "apply 0 pods, pending [41, 42]"]
         );
-        let _ = stop.send(());
         gate
-    };
-    let shutdown = async {
-        let _ = stopped.await;
-    };
-    let (syncer, mut gate) =
-        tokio::join!(run(syncer, receiver, Links(link_events), shutdown), test);
+    })
+    .await;
     assert!(
         gate.started.try_recv().is_err(),
         "three snapshots, two compiles"
@@ -173,19 +192,12 @@ async fn a_veth_appearing_during_a_compile_is_attached_before_it_ends_and_keeps_
 async fn a_shutdown_during_a_compile_writes_nothing_more() {
     let links = [veth(41)];
     let (syncer, _calls, mut gate) = gated_syncer(&links);
-    let (snapshots, receiver) = watch::channel(SourceSnapshot::default());
-    let (_new_links, link_events) = mpsc::unbounded_channel();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let test = async move {
-        snapshots.send_replace(synced(cluster_of(1)));
+    let (syncer, gate) = with_loop(syncer, |inputs| async move {
+        inputs.snapshots.send_replace(synced(cluster_of(1)));
         assert_eq!(gate.next_start().await, 1);
-        let _ = stop.send(());
         gate
-    };
-    let shutdown = async {
-        let _ = stopped.await;
-    };
-    let (syncer, gate) = tokio::join!(run(syncer, receiver, Links(link_events), shutdown), test);
+    })
+    .await;
     drop(gate); // lets the held compile finish, into nowhere
     assert!(
         syncer.datapath.calls.is_empty(),
@@ -207,20 +219,13 @@ async fn a_compile_that_panics_fails_the_pass_which_is_retried() {
         }
         held(job)
     });
-    let (snapshots, receiver) = watch::channel(SourceSnapshot::default());
-    let (_new_links, link_events) = mpsc::unbounded_channel();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let test = async move {
-        snapshots.send_replace(synced(cluster_of(1)));
+    let (syncer, gate) = with_loop(syncer, |inputs| async move {
+        inputs.snapshots.send_replace(synced(cluster_of(1)));
         // The retry's compile (after the backoff): the failure was handled.
         assert_eq!(gate.next_start().await, 1);
-        let _ = stop.send(());
         gate
-    };
-    let shutdown = async {
-        let _ = stopped.await;
-    };
-    let (syncer, gate) = tokio::join!(run(syncer, receiver, Links(link_events), shutdown), test);
+    })
+    .await;
     drop(gate);
     assert!(syncer.datapath.calls.is_empty(), "nothing written");
     assert_eq!(syncer.failures, 1, "counted for the backoff");
