@@ -6,10 +6,12 @@
 //!   only then attaches new interfaces, so no packet meets a classifier before its
 //!   interface has an entry.
 //! - A new interface whose name marks it as a pod veth does not wait for a pass: it
-//!   gets a pending entry on top of the last tables written and is attached at
-//!   once (`attach_new`), also while passes fail, and also before any pass has
-//!   succeeded once one has planned (on top of the adopted state). Before any
-//!   plan (the source not synced) the first pass attaches it.
+//!   gets a pending entry, written in place in both banks (no classifier reads it
+//!   before the attach, so no flip is needed) under the tables the datapath
+//!   enforces, and is attached at once (`attach_new`), also while passes fail or
+//!   compile, and also before any pass has succeeded once one has planned (under
+//!   the adopted state). Before any plan (the source not synced) the first pass
+//!   attaches it.
 //! - A policy the maps cannot hold is refused by the compiler, not the pass: the
 //!   pass programs everything else, and the refusal is logged, counted and a
 //!   `/readyz` detail (`report_refusals`).
@@ -239,52 +241,48 @@ impl<D: Dataplane> Syncer<D> {
         }
     }
 
-    /// Attaches a new pod veth at once, before any pass: the last tables written
-    /// plus a pending entry for it (the last plan's rule 7). Remembered until the
-    /// next plan, so a pass planned before it keeps its entry.
+    /// Attaches a new pod veth at once, before any pass: first its pending entry
+    /// (the last plan's rule 11), written in place under the tables the datapath
+    /// enforces (`add_unattached_endpoints`: no flip to wait for), then its
+    /// classifiers. Remembered until the next plan, so a pass planned before it
+    /// keeps its entry.
     fn attach_new(&mut self, index: InterfaceIndex) {
         if self.datapath.attached().contains(&index) {
             return;
         }
+        let started = Instant::now();
         // Before this agent's first successful pass it has no tables of its own:
-        // once a pass has planned (and failed, or is compiling), the entry goes on
-        // top of what the datapath enforces (adopted pins); before any plan (a
+        // once a pass has planned (and failed, or is compiling), the entry goes
+        // under what the datapath enforces (adopted pins); before any plan (a
         // source not synced yet) the first pass attaches it.
-        let written = match &self.written {
-            Some(written) => {
-                let mut pending = written.pending.clone();
-                pending.insert(index, written.pending_entry);
-                pending.retain(|i, _| self.links.contains_key(i));
-                self.datapath
-                    .apply(&written.tables, &written.interfaces, &pending)
-                    .map(|_| Some(pending))
-            }
-            None => {
-                let Some(entry) = self.planned_pending else {
-                    tracing::debug!(
-                        ifindex = index,
-                        "new interface before the first pass; the first pass attaches it"
-                    );
-                    return;
-                };
-                self.datapath
-                    .add_endpoints(&BTreeMap::from([(index, entry)]))
-                    .map(|_| None)
+        let entry = match (&self.written, self.planned_pending) {
+            (Some(written), _) => written.pending_entry,
+            (None, Some(entry)) => entry,
+            (None, None) => {
+                tracing::debug!(
+                    ifindex = index,
+                    "new interface before the first pass; the first pass attaches it"
+                );
+                return;
             }
         };
-        match written {
-            Ok(pending) => {
-                if let (Some(written), Some(pending)) = (&mut self.written, pending) {
-                    written.pending = pending;
-                }
-                if self.attach_each(&BTreeSet::from([index])) == 0 {
-                    self.attached_since_plan.insert(index);
-                }
-            }
-            Err(error) => {
-                tracing::warn!(error = %causes(&error), ifindex = index, "cannot add a pending entry; the next pass attaches it");
-                self.metrics.error(error.kind());
-            }
+        let extra = BTreeMap::from([(index, entry)]);
+        if let Err(error) = self.datapath.add_unattached_endpoints(&extra) {
+            tracing::warn!(error = %causes(&error), ifindex = index, "cannot add a pending entry; the next pass attaches it");
+            self.metrics.error(error.kind());
+            return;
+        }
+        if let Some(written) = &mut self.written {
+            written.pending.insert(index, entry);
+            written.pending.retain(|i, _| self.links.contains_key(i));
+        }
+        if self.attach_each(&BTreeSet::from([index])) == 0 {
+            self.attached_since_plan.insert(index);
+            tracing::debug!(
+                ifindex = index,
+                took_ms = started.elapsed().as_secs_f64() * 1e3,
+                "new pod interface attached with a pending entry"
+            );
         }
     }
 

@@ -84,6 +84,21 @@ impl Dataplane for Fake {
         self.record(format!("add_endpoints {added:?}"));
         Ok(ApplyReport::default())
     }
+    fn add_unattached_endpoints(
+        &mut self,
+        extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let added: Vec<InterfaceIndex> = extra.keys().copied().collect();
+        self.record(format!("add_unattached {added:?}"));
+        if self.fail_applies > 0 {
+            self.fail_applies -= 1;
+            return Err(refused());
+        }
+        for (index, entry) in extra {
+            self.pending.entry(*index).or_insert(*entry);
+        }
+        Ok(ApplyReport::default())
+    }
     fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError> {
         self.record(format!("attach {interface}"));
         let index = self.indexes.get(interface).copied().ok_or_else(refused)?;
@@ -242,7 +257,7 @@ fn a_failed_write_keeps_the_old_state_attaches_nothing_and_is_retried() {
     assert!(!syncer.link_event(LinkEvent::Added(veth(42))));
     assert_eq!(
         syncer.datapath.calls[1..],
-        ["add_endpoints [42]", "attach pwt42"]
+        ["add_unattached [42]", "attach pwt42"]
     );
     syncer
         .sync(&synced(state))
@@ -252,7 +267,7 @@ fn a_failed_write_keeps_the_old_state_attaches_nothing_and_is_retried() {
 }
 
 #[test]
-fn a_new_veth_after_a_pass_is_written_as_pending_on_the_last_tables_then_attached() {
+fn a_new_veth_after_a_pass_gets_a_pending_entry_in_place_then_is_attached() {
     let links = [veth(41)];
     let mut fake = with_indexes(&links);
     fake.indexes.insert("pwt42".into(), 42);
@@ -264,7 +279,7 @@ fn a_new_veth_after_a_pass_is_written_as_pending_on_the_last_tables_then_attache
     assert!(!needs_pass, "a pending entry needs no pass");
     assert_eq!(
         syncer.datapath.calls[2..],
-        ["apply 0 pods, pending [41, 42]", "attach pwt42"]
+        ["add_unattached [42]", "attach pwt42"]
     );
     assert_eq!(
         syncer.datapath.pending.keys().copied().collect::<Vec<_>>(),

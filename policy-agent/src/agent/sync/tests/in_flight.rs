@@ -152,7 +152,7 @@ async fn a_veth_appearing_during_a_compile_is_attached_before_it_ends_and_keeps_
         let _ = inputs.links.send(LinkEvent::Added(veth(42)));
         assert_eq!(
             calls_until(&mut calls, "attach pwt42").await,
-            ["add_endpoints [42]", "attach pwt42"],
+            ["add_unattached [42]", "attach pwt42"],
             "attached as pending on what the datapath enforces, while the compile is held"
         );
         // Two snapshots while the compile is held: one more pass, on the newest.
@@ -254,9 +254,9 @@ fn a_veth_attached_between_plan_and_write_keeps_its_entry_unless_it_is_gone() {
     assert_eq!(
         syncer.datapath.calls[2..],
         [
-            "apply 0 pods, pending [41, 42]",
+            "add_unattached [42]",
             "attach pwt42",
-            "apply 0 pods, pending [41, 42, 43]",
+            "add_unattached [43]",
             "attach pwt43",
             "apply 0 pods, pending [41, 42]",
         ],
