@@ -7,7 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use policy_agent::{dataplane::Hook, model::ObjectRef, policy::tables::EndpointEntry};
+use policy_agent::{
+    dataplane::{ApplyReport, Hook},
+    model::ObjectRef,
+    policy::tables::EndpointEntry,
+};
 use policy_common::endpoint::PENDING_ENDPOINT_ID;
 
 use super::{
@@ -86,25 +90,31 @@ fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry
     assert!(out_of_client(&mut net));
 }
 
-#[test]
-fn endpoints_added_without_tables_go_on_top_of_the_active_bank_in_one_flip() {
-    // The state an adopted datapath enforces when its agent's first sync fails:
-    // the client unknown, the server admitting the client on TCP 80 only.
-    let mut net = pods::server_and_client();
-    let tables = pods::server_admits_port_80(&net)
+/// Programs the server admitting the client on TCP 80 only, the client unknown
+/// (no entry for its interface).
+fn client_unknown(net: &mut Net) -> ApplyReport {
+    let tables = pods::server_admits_port_80(net)
         .unregistered("client")
         .build();
-    let (server, client) = (net.ifindex("server"), net.ifindex("client"));
+    let client = net.ifindex("client");
     let interfaces: BTreeMap<ObjectRef, u32> = net
         .interfaces
         .iter()
         .filter(|(_, ifindex)| **ifindex != client)
         .map(|(pod, ifindex)| (pod.clone(), *ifindex))
         .collect();
-    let first = net
-        .datapath
+    net.datapath
         .apply(&tables, &interfaces, &BTreeMap::new())
-        .unwrap_or_else(|e| panic!("apply: {e}"));
+        .unwrap_or_else(|e| panic!("apply: {e}"))
+}
+
+#[test]
+fn endpoints_added_without_tables_go_on_top_of_the_active_bank_in_one_flip() {
+    // The state an adopted datapath enforces when its agent's first sync fails:
+    // the client unknown, the server admitting the client on TCP 80 only.
+    let mut net = pods::server_and_client();
+    let (server, client) = (net.ifindex("server"), net.ifindex("client"));
+    let first = client_unknown(&mut net);
     let into_client = |net: &mut Net| {
         let frame = syn(SERVER_V4, CLIENT_V4, pods::fresh_sport(), 80);
         net.run(Hook::PodIngress, "client", 0, &frame).passed
@@ -170,23 +180,11 @@ fn an_unattached_interface_gets_its_pending_entry_in_both_banks_without_a_flip()
     // The server admits the client on TCP 80 only; the client's veth is new: no
     // classifier runs on it (a pod veth the agent is about to attach).
     let mut net = pods::server_and_client();
-    let tables = pods::server_admits_port_80(&net)
-        .unregistered("client")
-        .build();
     let (server, client) = (net.ifindex("server"), net.ifindex("client"));
     net.datapath
         .detach(client)
         .unwrap_or_else(|e| panic!("detach: {e}"));
-    let interfaces: BTreeMap<ObjectRef, u32> = net
-        .interfaces
-        .iter()
-        .filter(|(_, ifindex)| **ifindex != client)
-        .map(|(pod, ifindex)| (pod.clone(), *ifindex))
-        .collect();
-    let first = net
-        .datapath
-        .apply(&tables, &interfaces, &BTreeMap::new())
-        .unwrap_or_else(|e| panic!("apply: {e}"));
+    let first = client_unknown(&mut net);
     let before_banks = net.read_banks();
     let pending = EndpointEntry {
         endpoint_id: PENDING_ENDPOINT_ID,
