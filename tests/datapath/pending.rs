@@ -31,11 +31,7 @@ fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry
         .filter(|(_, ifindex)| **ifindex != client)
         .map(|(pod, ifindex)| (pod.clone(), *ifindex))
         .collect();
-    let pending = EndpointEntry {
-        endpoint_id: PENDING_ENDPOINT_ID,
-        isolated_ingress: true,
-        ..EndpointEntry::default()
-    };
+    let pending = isolated_ingress_pending();
     let into_client = |net: &mut Net| {
         let frame = syn(SERVER_V4, CLIENT_V4, pods::fresh_sport(), 80);
         net.run(Hook::PodIngress, "client", 0, &frame).passed
@@ -90,6 +86,16 @@ fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry
     assert!(out_of_client(&mut net));
 }
 
+/// The pending entry of an interface whose unknown pod a policy isolates for
+/// ingress.
+fn isolated_ingress_pending() -> EndpointEntry {
+    EndpointEntry {
+        endpoint_id: PENDING_ENDPOINT_ID,
+        isolated_ingress: true,
+        ..EndpointEntry::default()
+    }
+}
+
 /// Programs the server admitting the client on TCP 80 only, the client unknown
 /// (no entry for its interface).
 fn client_unknown(net: &mut Net) -> ApplyReport {
@@ -128,11 +134,7 @@ fn endpoints_added_without_tables_go_on_top_of_the_active_bank_in_one_flip() {
 
     // The client's veth appears: a pending entry isolated for ingress goes on
     // top, nothing else changes, and ACTIVE flips once.
-    let pending = EndpointEntry {
-        endpoint_id: PENDING_ENDPOINT_ID,
-        isolated_ingress: true,
-        ..EndpointEntry::default()
-    };
+    let pending = isolated_ingress_pending();
     let extra = BTreeMap::from([(client, pending), (server, pending)]);
     let report = net
         .datapath
@@ -186,11 +188,7 @@ fn an_unattached_interface_gets_its_pending_entry_in_both_banks_without_a_flip()
         .unwrap_or_else(|e| panic!("detach: {e}"));
     let first = client_unknown(&mut net);
     let before_banks = net.read_banks();
-    let pending = EndpointEntry {
-        endpoint_id: PENDING_ENDPOINT_ID,
-        isolated_ingress: true,
-        ..EndpointEntry::default()
-    };
+    let pending = isolated_ingress_pending();
     let extra = BTreeMap::from([(client, pending), (server, pending)]);
     let report = net
         .datapath
