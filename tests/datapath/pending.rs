@@ -1,11 +1,17 @@
 //! Interfaces no pod of the tables owns (a new veth before its pod is known): the
 //! extra `ENDPOINTS` entry `apply` writes for them, and `add_endpoints`, which puts
 //! one on top of the active bank when there are no tables of the agent's own to
-//! write (an adopted datapath whose first sync failed).
+//! write (an adopted datapath whose first sync failed), and
+//! `add_unattached_endpoints`, which writes one in place in both banks for an
+//! interface no classifier runs on yet (the sync loop's new pod veths).
 
 use std::collections::BTreeMap;
 
-use policy_agent::{dataplane::Hook, model::ObjectRef, policy::tables::EndpointEntry};
+use policy_agent::{
+    dataplane::{ApplyReport, Hook},
+    model::ObjectRef,
+    policy::tables::EndpointEntry,
+};
 use policy_common::endpoint::PENDING_ENDPOINT_ID;
 
 use super::{
@@ -25,11 +31,7 @@ fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry
         .filter(|(_, ifindex)| **ifindex != client)
         .map(|(pod, ifindex)| (pod.clone(), *ifindex))
         .collect();
-    let pending = EndpointEntry {
-        endpoint_id: PENDING_ENDPOINT_ID,
-        isolated_ingress: true,
-        ..EndpointEntry::default()
-    };
+    let pending = isolated_ingress_pending();
     let into_client = |net: &mut Net| {
         let frame = syn(SERVER_V4, CLIENT_V4, pods::fresh_sport(), 80);
         net.run(Hook::PodIngress, "client", 0, &frame).passed
@@ -84,25 +86,41 @@ fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry
     assert!(out_of_client(&mut net));
 }
 
-#[test]
-fn endpoints_added_without_tables_go_on_top_of_the_active_bank_in_one_flip() {
-    // The state an adopted datapath enforces when its agent's first sync fails:
-    // the client unknown, the server admitting the client on TCP 80 only.
-    let mut net = pods::server_and_client();
-    let tables = pods::server_admits_port_80(&net)
+/// The pending entry of an interface whose unknown pod a policy isolates for
+/// ingress.
+fn isolated_ingress_pending() -> EndpointEntry {
+    EndpointEntry {
+        endpoint_id: PENDING_ENDPOINT_ID,
+        isolated_ingress: true,
+        ..EndpointEntry::default()
+    }
+}
+
+/// Programs the server admitting the client on TCP 80 only, the client unknown
+/// (no entry for its interface).
+fn client_unknown(net: &mut Net) -> ApplyReport {
+    let tables = pods::server_admits_port_80(net)
         .unregistered("client")
         .build();
-    let (server, client) = (net.ifindex("server"), net.ifindex("client"));
+    let client = net.ifindex("client");
     let interfaces: BTreeMap<ObjectRef, u32> = net
         .interfaces
         .iter()
         .filter(|(_, ifindex)| **ifindex != client)
         .map(|(pod, ifindex)| (pod.clone(), *ifindex))
         .collect();
-    let first = net
-        .datapath
+    net.datapath
         .apply(&tables, &interfaces, &BTreeMap::new())
-        .unwrap_or_else(|e| panic!("apply: {e}"));
+        .unwrap_or_else(|e| panic!("apply: {e}"))
+}
+
+#[test]
+fn endpoints_added_without_tables_go_on_top_of_the_active_bank_in_one_flip() {
+    // The state an adopted datapath enforces when its agent's first sync fails:
+    // the client unknown, the server admitting the client on TCP 80 only.
+    let mut net = pods::server_and_client();
+    let (server, client) = (net.ifindex("server"), net.ifindex("client"));
+    let first = client_unknown(&mut net);
     let into_client = |net: &mut Net| {
         let frame = syn(SERVER_V4, CLIENT_V4, pods::fresh_sport(), 80);
         net.run(Hook::PodIngress, "client", 0, &frame).passed
@@ -116,11 +134,7 @@ fn endpoints_added_without_tables_go_on_top_of_the_active_bank_in_one_flip() {
 
     // The client's veth appears: a pending entry isolated for ingress goes on
     // top, nothing else changes, and ACTIVE flips once.
-    let pending = EndpointEntry {
-        endpoint_id: PENDING_ENDPOINT_ID,
-        isolated_ingress: true,
-        ..EndpointEntry::default()
-    };
+    let pending = isolated_ingress_pending();
     let extra = BTreeMap::from([(client, pending), (server, pending)]);
     let report = net
         .datapath
@@ -161,4 +175,57 @@ fn endpoints_added_without_tables_go_on_top_of_the_active_bank_in_one_flip() {
         .add_endpoints(&extra)
         .unwrap_or_else(|e| panic!("add_endpoints: {e}"));
     assert_eq!((again.bank, again.written), (report.bank, 0));
+}
+
+#[test]
+fn an_unattached_interface_gets_its_pending_entry_in_both_banks_without_a_flip() {
+    // The server admits the client on TCP 80 only; the client's veth is new: no
+    // classifier runs on it (a pod veth the agent is about to attach).
+    let mut net = pods::server_and_client();
+    let (server, client) = (net.ifindex("server"), net.ifindex("client"));
+    net.datapath
+        .detach(client)
+        .unwrap_or_else(|e| panic!("detach: {e}"));
+    let first = client_unknown(&mut net);
+    let before_banks = net.read_banks();
+    let pending = isolated_ingress_pending();
+    let extra = BTreeMap::from([(client, pending), (server, pending)]);
+    let report = net
+        .datapath
+        .add_unattached_endpoints(&BTreeMap::from([(client, pending)]))
+        .unwrap_or_else(|e| panic!("add_unattached_endpoints: {e}"));
+    assert_eq!((report.bank, report.written), (first.bank, 1), "no flip");
+    assert_eq!(net.active_in_kernel(), first.bank);
+    let banks = net.read_banks();
+    for (bank, before) in banks.iter().zip(&before_banks) {
+        assert_eq!(
+            bank.endpoints.get(&client).map(|e| e.endpoint_id),
+            Some(PENDING_ENDPOINT_ID),
+            "in both banks: the next flip keeps it"
+        );
+        assert_eq!(bank.endpoints.len(), before.endpoints.len() + 1);
+        assert_eq!(
+            (&bank.policy, &bank.addresses),
+            (&before.policy, &before.addresses)
+        );
+    }
+    let before = net.stats();
+    let frame = syn(SERVER_V4, CLIENT_V4, pods::fresh_sport(), 80);
+    assert!(!net.run(Hook::PodIngress, "client", 0, &frame).passed);
+    assert_eq!(
+        net.stats().verdict_growth_since(&before),
+        [("drop_policy", 1)],
+        "decided by its pending entry"
+    );
+    // An interface with classifiers goes through a flip instead, and keeps the
+    // entry it has.
+    let classified = net
+        .datapath
+        .add_unattached_endpoints(&extra)
+        .unwrap_or_else(|e| panic!("add_unattached_endpoints: {e}"));
+    assert_eq!(classified.bank, first.bank, "nothing new to write: no flip");
+    assert_eq!(
+        net.read_banks()[first.bank as usize].endpoints.get(&server),
+        before_banks[first.bank as usize].endpoints.get(&server)
+    );
 }

@@ -28,6 +28,11 @@ pub trait Dataplane {
         &mut self,
         extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError>;
+    /// `Datapath::add_unattached_endpoints`.
+    fn add_unattached_endpoints(
+        &mut self,
+        extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError>;
     /// `Datapath::attach`.
     fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError>;
     /// `Datapath::detach`.
@@ -77,6 +82,12 @@ impl Dataplane for Datapath {
         extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError> {
         Datapath::add_endpoints(self, extra)
+    }
+    fn add_unattached_endpoints(
+        &mut self,
+        extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        Datapath::add_unattached_endpoints(self, extra)
     }
     fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError> {
         Datapath::attach(self, interface)

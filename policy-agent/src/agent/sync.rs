@@ -6,17 +6,26 @@
 //!   only then attaches new interfaces, so no packet meets a classifier before its
 //!   interface has an entry.
 //! - A new interface whose name marks it as a pod veth does not wait for a pass: it
-//!   gets a pending entry on top of the last tables written and is attached at
-//!   once (`attach_new`), also while passes fail, and also before any pass has
-//!   succeeded once one has planned (on top of the adopted state). Before any
-//!   plan (the source not synced) the first pass attaches it.
+//!   gets a pending entry, written in place in both banks (no classifier reads it
+//!   before the attach, so no flip is needed) under the tables the datapath
+//!   enforces, and is attached at once (`attach_new`), also while passes fail or
+//!   compile, and also before any pass has succeeded once one has planned (under
+//!   the adopted state). Before any plan (the source not synced) the first pass
+//!   attaches it.
 //! - A policy the maps cannot hold is refused by the compiler, not the pass: the
 //!   pass programs everything else, and the refusal is logged, counted and a
 //!   `/readyz` detail (`report_refusals`).
 //! - A failed pass leaves the previous state enforcing and is retried with backoff.
+//! - A pass compiles off the loop's task (`driver`: at most one compile in flight,
+//!   the newest snapshot next), so link events are handled while it runs; a veth
+//!   attached as pending meanwhile keeps its entry when the pass writes its tables
+//!   (`pass`: the plan did not know it).
 //! - The UDP ports of the node's own tunnel devices (vxlan, geneve) reach `CONFIG`
 //!   at every pass and whenever a link that is no pod veth appears, so pods cannot
 //!   reach a tunnel the node brought up later.
+
+mod driver;
+mod pass;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -24,30 +33,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use policy_common::endpoint::PENDING_ENDPOINT_ID;
-use tokio::time::MissedTickBehavior;
-
+pub use self::{
+    driver::{run, LinkEvents},
+    pass::{default_compiler, CompileJob, Compiler, Planned},
+};
 use super::{
-    dataplane::Dataplane,
-    flows::FlowPublisher,
-    health::Health,
-    metrics::Metrics,
-    notices::Notices,
-    observe,
-    plan::{self, PlanInput},
+    dataplane::Dataplane, flows::FlowPublisher, health::Health, metrics::Metrics, notices::Notices,
+    observe, plan,
 };
 use crate::{
     causes::causes,
     dataplane::{Datapath, DataplaneError, InterfaceIndex},
-    model::{ClusterState, ObjectRef},
-    node::{Link, LinkEvent, LinkWatch, NodeError},
+    model::ObjectRef,
+    node::{Link, LinkEvent, NodeError},
     policy::{
         capacity::Refusal,
-        compiler::compile,
         tables::{DatapathTables, EndpointEntry},
     },
     source::api_server::SourceSnapshot,
-    telemetry::flows::clock,
 };
 
 /// How often the loop wakes without news: refreshes counters, keeps `/healthz`
@@ -68,6 +71,11 @@ pub enum SyncError {
     /// Writing the maps failed; the previous state stays active.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// The compile did not finish (it panicked: a bug in the compiler, whose
+    /// message is in the log); the previous state stays active and the pass is
+    /// retried.
+    #[error("compiling the node's tables did not finish")]
+    Compile(#[source] tokio::task::JoinError),
 }
 
 impl SyncError {
@@ -76,6 +84,7 @@ impl SyncError {
         match self {
             SyncError::Node(error) => error.kind(),
             SyncError::Dataplane(error) => error.kind(),
+            SyncError::Compile(_) => "compile",
         }
     }
 }
@@ -139,6 +148,11 @@ pub struct Syncer<D: Dataplane = Datapath> {
     /// Writes the names of the datapath's events after every pass, for
     /// `policy-agent flows` (`None`: the datapath is not pinned).
     flows: Option<FlowPublisher>,
+    /// Veths `attach_new` attached since the last plan: the pass of that plan
+    /// keeps their pending entries.
+    attached_since_plan: BTreeSet<InterfaceIndex>,
+    /// How passes compile (`CompileJob::compile`; the unit tests gate it).
+    pub(super) compiler: Compiler,
 }
 
 impl<D: Dataplane> Syncer<D> {
@@ -171,7 +185,16 @@ impl<D: Dataplane> Syncer<D> {
             counters_read: Instant::now(),
             tunnel_ports: None,
             flows,
+            attached_since_plan: BTreeSet::new(),
+            compiler: default_compiler(),
         }
+    }
+
+    /// The same loop compiling with `compiler` instead of `CompileJob::compile`:
+    /// for benchmarks that time the compiles, and tests that hold them.
+    pub fn with_compiler(mut self, compiler: Compiler) -> Self {
+        self.compiler = compiler;
+        self
     }
 
     /// Records a link event. Returns whether a pass is needed: a link with programs
@@ -218,55 +241,48 @@ impl<D: Dataplane> Syncer<D> {
         }
     }
 
-    /// Attaches a new pod veth at once, before any pass: the last tables written
-    /// plus a pending entry for it (the last plan's rule 7).
+    /// Attaches a new pod veth at once, before any pass: first its pending entry
+    /// (the last plan's rule 11), written in place under the tables the datapath
+    /// enforces (`add_unattached_endpoints`: no flip to wait for), then its
+    /// classifiers. Remembered until the next plan, so a pass planned before it
+    /// keeps its entry.
     fn attach_new(&mut self, index: InterfaceIndex) {
         if self.datapath.attached().contains(&index) {
             return;
         }
+        let started = Instant::now();
         // Before this agent's first successful pass it has no tables of its own:
-        // once a pass has planned (and failed), the entry goes on top of what the
-        // datapath enforces (adopted pins); before any plan (a source not synced
-        // yet) the first pass attaches it.
-        let Some(written) = &self.written else {
-            let Some(entry) = self.planned_pending else {
+        // once a pass has planned (and failed, or is compiling), the entry goes
+        // under what the datapath enforces (adopted pins); before any plan (a
+        // source not synced yet) the first pass attaches it.
+        let entry = match (&self.written, self.planned_pending) {
+            (Some(written), _) => written.pending_entry,
+            (None, Some(entry)) => entry,
+            (None, None) => {
                 tracing::debug!(
                     ifindex = index,
                     "new interface before the first pass; the first pass attaches it"
                 );
                 return;
-            };
-            match self
-                .datapath
-                .add_endpoints(&BTreeMap::from([(index, entry)]))
-            {
-                Ok(_) => {
-                    self.attach_each(&BTreeSet::from([index]));
-                }
-                Err(error) => {
-                    tracing::warn!(error = %causes(&error), ifindex = index, "cannot add a pending entry; the next pass attaches it");
-                    self.metrics.error(error.kind());
-                }
             }
-            return;
         };
-        let mut pending = written.pending.clone();
-        pending.insert(index, written.pending_entry);
-        pending.retain(|i, _| self.links.contains_key(i));
-        match self
-            .datapath
-            .apply(&written.tables, &written.interfaces, &pending)
-        {
-            Ok(_) => {
-                if let Some(written) = &mut self.written {
-                    written.pending = pending;
-                }
-                self.attach_each(&BTreeSet::from([index]));
-            }
-            Err(error) => {
-                tracing::warn!(error = %causes(&error), ifindex = index, "cannot add a pending entry; the next pass attaches it");
-                self.metrics.error(error.kind());
-            }
+        let extra = BTreeMap::from([(index, entry)]);
+        if let Err(error) = self.datapath.add_unattached_endpoints(&extra) {
+            tracing::warn!(error = %causes(&error), ifindex = index, "cannot add a pending entry; the next pass attaches it");
+            self.metrics.error(error.kind());
+            return;
+        }
+        if let Some(written) = &mut self.written {
+            written.pending.insert(index, entry);
+            written.pending.retain(|i, _| self.links.contains_key(i));
+        }
+        if self.attach_each(&BTreeSet::from([index])) == 0 {
+            self.attached_since_plan.insert(index);
+            tracing::debug!(
+                ifindex = index,
+                took_ms = started.elapsed().as_secs_f64() * 1e3,
+                "new pod interface attached with a pending entry"
+            );
         }
     }
 
@@ -292,135 +308,6 @@ impl<D: Dataplane> Syncer<D> {
     /// Whether a retry is due.
     pub fn wants_retry(&self) -> bool {
         self.retry_at.is_some_and(|at| Instant::now() >= at)
-    }
-
-    /// One pass: make the datapath enforce `snapshot`. Before the initial lists
-    /// are done it changes nothing (the pinned state keeps enforcing).
-    pub fn sync(&mut self, snapshot: &SourceSnapshot) -> Result<(), SyncError> {
-        self.health.tick();
-        self.health.set_synced(snapshot.synced);
-        self.health.set_stale(
-            snapshot
-                .stale
-                .then(|| snapshot.last_error.clone().unwrap_or_default()),
-        );
-        self.metrics.set_stale(snapshot.stale);
-        self.report_conversion_errors(snapshot);
-        if !snapshot.synced {
-            self.retry_at = None;
-            self.publish_readiness();
-            return Ok(());
-        }
-        match self.pass(snapshot) {
-            Ok(left) => {
-                self.failures = 0;
-                self.retry_at = left.then(|| Instant::now() + TICK);
-                self.publish_readiness();
-                Ok(())
-            }
-            Err(error) => {
-                self.failures = self.failures.saturating_add(1);
-                let delay = TICK.saturating_mul(1 << self.failures.min(5));
-                self.retry_at = Some(Instant::now() + delay.min(MAX_RETRY_DELAY));
-                self.health.set_programmed(false);
-                self.publish_readiness();
-                Err(error)
-            }
-        }
-    }
-
-    /// The work of one pass; true when something is left for a retry.
-    fn pass(&mut self, snapshot: &SourceSnapshot) -> Result<bool, SyncError> {
-        let started = Instant::now();
-        let audited;
-        let state: &ClusterState = if self.config.audit {
-            audited = (*snapshot.state).clone().with_every_policy_in_audit();
-            &audited
-        } else {
-            &snapshot.state
-        };
-        let node_addresses = crate::node::node_addresses()?;
-        self.refresh_tunnel_ports()?;
-        let resolved = observe::Resolved::of(plan::local_addresses(state, &self.config.node_name))?;
-        let attached = self.datapath.attached();
-        let no_previous = BTreeMap::new();
-        let plan = plan::plan(&PlanInput {
-            state,
-            node_name: &self.config.node_name,
-            routes: &resolved.routes,
-            neighbours: &resolved.neighbours,
-            route_bridges: &resolved.bridges,
-            previous: self
-                .written
-                .as_ref()
-                .map_or(&no_previous, |w| &w.interfaces),
-            attached: &attached,
-            links: &observe::plan_links(&self.links),
-            prefixes: &self.config.interface_prefixes,
-            pod_bridge_names: &self.config.pod_bridges,
-            pending_endpoint_id: PENDING_ENDPOINT_ID,
-        });
-        self.pod_bridges.clone_from(&plan.pod_bridges);
-        self.notices.conflicts(
-            plan.conflicts.iter().map(ToString::to_string),
-            &self.metrics,
-            &self.health,
-        );
-        self.planned_pending = Some(plan.pending_entry);
-        let tables = compile(state, &node_addresses, |pod| {
-            plan.interfaces.contains_key(&pod.key)
-        });
-        for diagnostic in &tables.diagnostics {
-            tracing::warn!(%diagnostic, "not enforced exactly; the affected pods fail closed");
-        }
-        self.report_refusals(&tables.refusals);
-        let tables_since_ns = clock::monotonic_now_ns();
-        let report = self
-            .datapath
-            .apply(&tables, &plan.interfaces, &plan.pending)?;
-        if let Some(flows) = &mut self.flows {
-            flows.publish(tables_since_ns, &tables, &plan.interfaces, state);
-        }
-        if let Some(changed) = snapshot.changed {
-            if self.last_change != Some(changed) {
-                self.metrics.record_programmed(changed.elapsed());
-                self.last_change = Some(changed);
-            }
-        }
-        // Detach only once the entries of what is gone are gone too.
-        for index in &plan.detach {
-            if let Err(error) = self.datapath.detach(*index) {
-                tracing::warn!(error = %causes(&error), ifindex = index, "detach failed; retried next pass");
-                self.metrics.error(error.kind());
-            }
-        }
-        self.reconcile_exits(&plan.exits);
-        let missing = self.attach_each(&plan.attach);
-        self.health.set_programmed(true);
-        self.health
-            .set_pods_without_programs(plan.unmapped.len() + missing);
-        self.metrics.set_endpoints(plan.interfaces.len());
-        self.metrics.set_policies(state.policies.len());
-        self.metrics.record_sync(started.elapsed());
-        tracing::info!(
-            endpoints = plan.interfaces.len(),
-            pending = plan.pending.len(),
-            unmapped = plan.unmapped.len(),
-            written = report.written,
-            removed = report.removed,
-            bank = report.bank,
-            took_ms = started.elapsed().as_secs_f64() * 1e3,
-            "programmed"
-        );
-        let left = !plan.unmapped.is_empty() || !plan.contested.is_empty() || missing > 0;
-        self.written = Some(Written {
-            tables,
-            interfaces: plan.interfaces,
-            pending: plan.pending,
-            pending_entry: plan.pending_entry,
-        });
-        self.refresh_counters();
-        Ok(left)
     }
 
     /// Attaches each of `indexes`, one failure not stopping the others; how many
@@ -513,57 +400,6 @@ impl<D: Dataplane> Syncer<D> {
         self.health
             .set_refused(refusals.iter().map(ToString::to_string).collect());
     }
-}
-
-/// Runs passes until `shutdown` completes: on every source change, on link events
-/// that concern pod interfaces, and on ticks when a retry is due.
-pub async fn run<D: Dataplane>(
-    mut syncer: Syncer<D>,
-    mut snapshots: tokio::sync::watch::Receiver<SourceSnapshot>,
-    mut links: LinkWatch,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut source_open = true;
-    loop {
-        let run_pass = tokio::select! {
-            () = &mut shutdown => break,
-            changed = snapshots.changed(), if source_open => {
-                if changed.is_err() {
-                    tracing::error!("the API server source stopped; enforcing the last state");
-                    source_open = false;
-                }
-                true
-            }
-            event = links.next() => match event {
-                Ok(event) => syncer.link_event(event),
-                Err(error) => {
-                    tracing::warn!(error = %causes(&error), "link watch");
-                    syncer.metrics.error(error.kind());
-                    tokio::time::sleep(TICK).await;
-                    false
-                }
-            },
-            _ = ticker.tick() => {
-                syncer.health.tick();
-                if syncer.counters_read.elapsed() >= COUNTERS_EVERY {
-                    syncer.refresh_counters();
-                }
-                syncer.wants_retry()
-            }
-        };
-        if !run_pass {
-            continue;
-        }
-        let snapshot = snapshots.borrow_and_update().clone();
-        if let Err(error) = syncer.sync(&snapshot) {
-            tracing::error!(error = %causes(&error), kind = error.kind(), "sync failed; the previous state keeps enforcing");
-            syncer.metrics.error(error.kind());
-        }
-    }
-    tracing::info!("stopping; the pinned datapath keeps enforcing");
 }
 
 #[cfg(test)]

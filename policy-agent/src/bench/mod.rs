@@ -144,6 +144,9 @@ pub enum BenchError {
         /// What the check found.
         message: String,
     },
+    /// A netlink request or query of the benchmark's scratch namespace failed.
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
     /// A replayed event did not do what the benchmark needs from it.
     #[error("event {event}: {message}")]
     Event {

@@ -230,6 +230,50 @@ impl Banks {
         Ok(())
     }
 
+    /// Writes `extra` `ENDPOINTS` entries into both banks in place, with no flip,
+    /// for interfaces no classifier reads yet: the caller's guarantee that nothing
+    /// is attached to them, so no packet of either bank's generation looks these
+    /// keys up and each write is invisible until the attach. An interface the
+    /// active bank has an entry for keeps it. Refused before any write when a bank
+    /// would hold more entries than it can. Returns the entries written per bank.
+    pub(super) fn add_unread_endpoints(
+        &mut self,
+        extra: &BTreeMap<InterfaceIndex, EndpointInfo>,
+    ) -> Result<usize, DataplaneError> {
+        let active = &self.shadows[self.active as usize].endpoints;
+        let new: Vec<(InterfaceIndex, EndpointInfo)> = extra
+            .iter()
+            .filter(|(ifindex, _)| !active.contains_key(ifindex))
+            .map(|(ifindex, info)| (*ifindex, *info))
+            .collect();
+        let name = maps::ENDPOINTS.name;
+        let capacity = self.capacity.get(name).copied().unwrap_or(0);
+        for shadow in &self.shadows {
+            let entries = shadow.endpoints.len()
+                + new
+                    .iter()
+                    .filter(|(ifindex, _)| !shadow.endpoints.contains_key(ifindex))
+                    .count();
+            if entries > capacity as usize {
+                return Err(DataplaneError::BankFull {
+                    map: name,
+                    entries,
+                    capacity,
+                });
+            }
+        }
+        for bank in 0..BANKS {
+            for (ifindex, info) in &new {
+                let ifindex = *ifindex;
+                self.endpoints
+                    .insert(EndpointKey { ifindex, bank }, *info, 0)
+                    .map_err(map_error(name, "insert"))?;
+                self.shadows[bank as usize].endpoints.insert(ifindex, *info);
+            }
+        }
+        Ok(new.len())
+    }
+
     /// Makes `want` what the classifiers read, hole-free: refused before any write
     /// if it does not fit one bank; when it differs from the active bank, waits out
     /// the last flip's grace period, runs `before_write`, writes the idle bank and

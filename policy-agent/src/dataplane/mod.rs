@@ -245,3 +245,14 @@ impl DataplaneError {
         }
     }
 }
+
+/// Whether both TCX hooks of interface `ifindex` (in the calling thread's network
+/// namespace) run some program: how a benchmark outside the agent sees that a
+/// new interface got its classifiers. False when a query fails (the interface is
+/// gone).
+#[cfg(feature = "testing")]
+pub fn tcx_hooks_occupied(ifindex: InterfaceIndex) -> bool {
+    [sys::BPF_TCX_INGRESS, sys::BPF_TCX_EGRESS]
+        .into_iter()
+        .all(|hook| sys::tcx_program_ids(ifindex, hook).is_ok_and(|ids| !ids.is_empty()))
+}

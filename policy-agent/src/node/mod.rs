@@ -15,6 +15,8 @@ mod bridge;
 mod error;
 mod links;
 mod routes;
+#[cfg(feature = "testing")]
+pub mod scratch;
 mod socket;
 mod tunnels;
 mod watch;

@@ -105,9 +105,34 @@ impl Netlink {
         dump: bool,
         request: &dyn Fn() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>, NodeError> {
+        let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
+        self.exchange(message, flags, dump, request)
+    }
+
+    /// Sends `message` as a change the kernel acknowledges (`NLM_F_ACK` plus
+    /// `flags`, e.g. `NLM_F_CREATE | NLM_F_EXCL`) and waits for the
+    /// acknowledgement. `request` names it in errors.
+    #[cfg(feature = "testing")]
+    pub fn change(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        request: &dyn Fn() -> String,
+    ) -> Result<(), NodeError> {
+        let flags = NLM_F_REQUEST | netlink_packet_core::NLM_F_ACK | flags;
+        self.exchange(message, flags, false, request).map(drop)
+    }
+
+    fn exchange(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        dump: bool,
+        request: &dyn Fn() -> String,
+    ) -> Result<Vec<RouteNetlinkMessage>, NodeError> {
         self.sequence = self.sequence.wrapping_add(1);
         let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
+        header.flags = flags;
         header.sequence_number = self.sequence;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
         packet.finalize();

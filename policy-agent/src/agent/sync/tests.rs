@@ -3,11 +3,15 @@
 //! `pwt`, no such interfaces on the machine); the node's own addresses and tunnel
 //! ports are read from the test's network namespace, read-only.
 
+mod in_flight;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::Duration,
 };
+
+use tokio::sync::mpsc;
 
 use super::{SyncConfig, SyncError, Syncer};
 use crate::{
@@ -33,6 +37,17 @@ struct Fake {
     fail_applies: usize,
     /// The pending entries of the last successful write.
     pending: BTreeMap<InterfaceIndex, EndpointEntry>,
+    /// Where each call is also sent as it happens (for tests of the running loop).
+    live: Option<mpsc::UnboundedSender<String>>,
+}
+
+impl Fake {
+    fn record(&mut self, call: String) {
+        if let Some(live) = &self.live {
+            let _ = live.send(call.clone());
+        }
+        self.calls.push(call);
+    }
 }
 
 fn refused() -> DataplaneError {
@@ -50,7 +65,7 @@ impl Dataplane for Fake {
         extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError> {
         let pending: Vec<InterfaceIndex> = extra_endpoints.keys().copied().collect();
-        self.calls.push(format!(
+        self.record(format!(
             "apply {} pods, pending {pending:?}",
             interfaces.len()
         ));
@@ -66,17 +81,32 @@ impl Dataplane for Fake {
         extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError> {
         let added: Vec<InterfaceIndex> = extra.keys().copied().collect();
-        self.calls.push(format!("add_endpoints {added:?}"));
+        self.record(format!("add_endpoints {added:?}"));
+        Ok(ApplyReport::default())
+    }
+    fn add_unattached_endpoints(
+        &mut self,
+        extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let added: Vec<InterfaceIndex> = extra.keys().copied().collect();
+        self.record(format!("add_unattached {added:?}"));
+        if self.fail_applies > 0 {
+            self.fail_applies -= 1;
+            return Err(refused());
+        }
+        for (index, entry) in extra {
+            self.pending.entry(*index).or_insert(*entry);
+        }
         Ok(ApplyReport::default())
     }
     fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError> {
-        self.calls.push(format!("attach {interface}"));
+        self.record(format!("attach {interface}"));
         let index = self.indexes.get(interface).copied().ok_or_else(refused)?;
         self.attached.insert(index);
         Ok(index)
     }
     fn detach(&mut self, ifindex: InterfaceIndex) -> Result<(), DataplaneError> {
-        self.calls.push(format!("detach {ifindex}"));
+        self.record(format!("detach {ifindex}"));
         self.attached.remove(&ifindex);
         Ok(())
     }
@@ -227,7 +257,7 @@ fn a_failed_write_keeps_the_old_state_attaches_nothing_and_is_retried() {
     assert!(!syncer.link_event(LinkEvent::Added(veth(42))));
     assert_eq!(
         syncer.datapath.calls[1..],
-        ["add_endpoints [42]", "attach pwt42"]
+        ["add_unattached [42]", "attach pwt42"]
     );
     syncer
         .sync(&synced(state))
@@ -237,7 +267,7 @@ fn a_failed_write_keeps_the_old_state_attaches_nothing_and_is_retried() {
 }
 
 #[test]
-fn a_new_veth_after_a_pass_is_written_as_pending_on_the_last_tables_then_attached() {
+fn a_new_veth_after_a_pass_gets_a_pending_entry_in_place_then_is_attached() {
     let links = [veth(41)];
     let mut fake = with_indexes(&links);
     fake.indexes.insert("pwt42".into(), 42);
@@ -249,7 +279,7 @@ fn a_new_veth_after_a_pass_is_written_as_pending_on_the_last_tables_then_attache
     assert!(!needs_pass, "a pending entry needs no pass");
     assert_eq!(
         syncer.datapath.calls[2..],
-        ["apply 0 pods, pending [41, 42]", "attach pwt42"]
+        ["add_unattached [42]", "attach pwt42"]
     );
     assert_eq!(
         syncer.datapath.pending.keys().copied().collect::<Vec<_>>(),

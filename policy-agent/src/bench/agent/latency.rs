@@ -92,17 +92,23 @@ fn program(
     Ok(())
 }
 
+/// A datapath loaded with room for `tables` (and as many peers again, for the
+/// events' changes).
+pub fn load_for(object: &Path, tables: &DatapathTables) -> Result<Datapath, BenchError> {
+    let needed = u32::try_from(tables.peers.len()).unwrap_or(u32::MAX);
+    let options = LoadOptions {
+        peers_capacity: Some(needed.saturating_mul(2).max(PEERS_MAX)),
+        ..LoadOptions::default()
+    };
+    Ok(Datapath::load_with(object, &options)?)
+}
+
 impl Bench {
     /// Loads a datapath for `state` and programs its tables.
     pub fn load(object: &Path, state: ClusterState) -> Result<Self, BenchError> {
         let compiler = events::incremental(&state);
         let tables = compiler.tables().clone();
-        let needed = u32::try_from(tables.peers.len()).unwrap_or(u32::MAX);
-        let options = LoadOptions {
-            peers_capacity: Some(needed.saturating_mul(2).max(PEERS_MAX)),
-            ..LoadOptions::default()
-        };
-        let mut datapath = Datapath::load_with(object, &options)?;
+        let mut datapath = load_for(object, &tables)?;
         let mut interfaces = FakeInterfaces::default();
         let started = Instant::now();
         let indexes = interfaces.for_tables(&tables);

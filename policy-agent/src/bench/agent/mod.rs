@@ -1,9 +1,12 @@
 //! `policy-agent bench agent` (run by `cargo xtask bench agent`): the agent's side
 //! of programming policy. Full compile time and peak RSS per cluster scale, each in
 //! a fresh child process (`compile`); and, on a real loaded datapath, how long a
-//! watch event takes to reach the maps and the first packet (`events`, `latency`).
+//! watch event takes to reach the maps and the first packet (`events`, `latency`);
+//! and, with the real sync loop in a scratch network namespace, how long a new pod
+//! veth waits for its classifiers while the loop compiles the cluster (`attach`).
 //! The synthetic cluster is `bench::cluster`. Not a pass/fail test.
 
+pub mod attach;
 pub mod compile;
 pub mod events;
 pub mod latency;
@@ -28,7 +31,7 @@ pub struct AgentOptions {
     pub compile_runs: usize,
     /// The cluster the events run on.
     pub latency_scale: ClusterSpec,
-    /// Events per kind: change and undo in turns.
+    /// Events per kind: change and undo in turns; also the new pod veths timed.
     pub iterations: usize,
 }
 
@@ -82,6 +85,13 @@ pub fn run(
         options.iterations,
         progress,
     )?;
+    // The events' peak, before the attach measurement loads a second cluster.
+    let latency_peak_rss_kib = compile::own_status_kib("VmHWM").ok();
+    progress(&format!(
+        "{} new pod veths while the sync loop compiles {} pods x {} policies, in a scratch network namespace",
+        options.iterations, options.latency_scale.pods, options.latency_scale.policies
+    ));
+    let attach = attach::run(&object, &options.latency_scale, options.iterations)?;
     let steal_percent = steal_since(cpu_before);
     Ok(AgentReport {
         kernel: kernel_release(),
@@ -92,6 +102,7 @@ pub fn run(
         iterations: options.iterations,
         first_apply,
         rows,
-        latency_peak_rss_kib: compile::own_status_kib("VmHWM").ok(),
+        attach,
+        latency_peak_rss_kib,
     })
 }

@@ -371,6 +371,40 @@ impl Datapath {
         Ok(self.banks.install(&want, || Ok(()))?.0)
     }
 
+    /// Adds `ENDPOINTS` entries for interfaces none of this datapath's
+    /// classifiers run on yet (a new pod veth, before `attach`), in place in both
+    /// banks with no flip: no packet looks an entry up before its interface's
+    /// classifiers are attached, so the write is invisible until then. Cheaper
+    /// than `add_endpoints`' flip, which catches the idle bank up with the last
+    /// update, waits out the last flip's grace period and has every tracked flow
+    /// re-decided; that is what the sync loop's new pod veths must not wait for.
+    /// An entry the active bank has for the same interface is kept; when some of
+    /// `extra`'s interfaces have classifiers (pod or exit) the call is
+    /// `add_endpoints`.
+    pub fn add_unattached_endpoints(
+        &mut self,
+        extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let classified = |ifindex: &InterfaceIndex| {
+            self.attached.contains_key(ifindex)
+                || self.exits.contains_key(ifindex)
+                || self.ip_exits.contains_key(ifindex)
+        };
+        if extra.keys().any(classified) {
+            return self.add_endpoints(extra);
+        }
+        let values = extra
+            .iter()
+            .map(|(ifindex, entry)| (*ifindex, keys::endpoint_value(entry)))
+            .collect();
+        let written = self.banks.add_unread_endpoints(&values)?;
+        Ok(ApplyReport {
+            written,
+            removed: 0,
+            bank: self.banks.active(),
+        })
+    }
+
     /// Entries and per-bank capacity of each banked map (the active bank's
     /// entries), and the `RULE_COUNTERS` slots held by rules. Read from this
     /// datapath's memory, no syscall: cheap enough for every metrics scrape.

@@ -1,0 +1,163 @@
+//! The loop that drives a `Syncer`: source snapshots, link events and a ticker
+//! in, passes out, with the compile of a pass off the loop's task so a new pod
+//! veth is attached within milliseconds even while a large compile runs.
+//!
+//! - At most one compile is in flight (`spawn_blocking`). Snapshots, link events
+//!   and retries that want a pass meanwhile only mark one as wanted: when the
+//!   compile is done its tables are written (they are newer than what the maps
+//!   hold), then one pass starts on the newest snapshot. Intermediate snapshots
+//!   are never compiled.
+//! - The loop's task is the maps' one writer: the compiling thread gets only
+//!   pure data (`CompileJob`), and `Syncer::finish` and the link events' pending
+//!   entries (`Syncer::link_event`) take turns on the loop.
+//! - A shutdown while a compile runs writes nothing more; the compile's result is
+//!   dropped and the pinned state keeps enforcing.
+
+use std::future::Future;
+
+use tokio::{
+    sync::watch,
+    task::{JoinError, JoinHandle},
+    time::MissedTickBehavior,
+};
+
+use super::{pass::Planned, SyncError, Syncer, COUNTERS_EVERY, TICK};
+use crate::{
+    agent::dataplane::Dataplane,
+    causes::causes,
+    node::{LinkEvent, LinkWatch, NodeError},
+    policy::tables::DatapathTables,
+    source::api_server::SourceSnapshot,
+};
+
+/// Where the loop's link events come from: `LinkWatch`, or a channel in the
+/// loop's unit tests.
+pub trait LinkEvents {
+    /// The next link event (`LinkWatch::next`).
+    fn next(&mut self) -> impl Future<Output = Result<LinkEvent, NodeError>>;
+}
+
+impl LinkEvents for LinkWatch {
+    fn next(&mut self) -> impl Future<Output = Result<LinkEvent, NodeError>> {
+        LinkWatch::next(self)
+    }
+}
+
+/// A pass whose compile runs on the blocking pool.
+struct InFlight {
+    planned: Planned,
+    compile: JoinHandle<DatapathTables>,
+}
+
+/// What woke the loop.
+enum Wake {
+    Shutdown,
+    Snapshot { closed: bool },
+    Link(Result<LinkEvent, NodeError>),
+    Tick,
+    Compiled(Result<DatapathTables, JoinError>),
+}
+
+/// The result of the compile in flight; never completes without one.
+async fn compiled(in_flight: &mut Option<InFlight>) -> Result<DatapathTables, JoinError> {
+    match in_flight {
+        Some(in_flight) => (&mut in_flight.compile).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs passes until `shutdown` completes: on every source change, on link events
+/// that concern pod interfaces, and on ticks when a retry is due. Returns the
+/// syncer (the pinned datapath keeps enforcing what it last wrote).
+pub async fn run<D: Dataplane, L: LinkEvents>(
+    mut syncer: Syncer<D>,
+    mut snapshots: watch::Receiver<SourceSnapshot>,
+    mut links: L,
+    shutdown: impl Future<Output = ()>,
+) -> Syncer<D> {
+    tokio::pin!(shutdown);
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut source_open = true;
+    let mut in_flight: Option<InFlight> = None;
+    let mut wanted = false;
+    loop {
+        let wake = tokio::select! {
+            () = &mut shutdown => Wake::Shutdown,
+            result = compiled(&mut in_flight) => Wake::Compiled(result),
+            changed = snapshots.changed(), if source_open => Wake::Snapshot { closed: changed.is_err() },
+            event = links.next() => Wake::Link(event),
+            _ = ticker.tick() => Wake::Tick,
+        };
+        match wake {
+            Wake::Shutdown => break,
+            Wake::Compiled(result) => {
+                if let Some(done) = in_flight.take() {
+                    let result = finish(&mut syncer, done.planned, result);
+                    log_failure(&syncer, result);
+                }
+            }
+            Wake::Snapshot { closed } => {
+                if closed {
+                    // Nothing new behind a closed source: its last snapshot was seen.
+                    tracing::error!("the API server source stopped; enforcing the last state");
+                    source_open = false;
+                } else {
+                    wanted = true;
+                }
+            }
+            Wake::Link(Ok(event)) => wanted |= syncer.link_event(event),
+            Wake::Link(Err(error)) => {
+                tracing::warn!(error = %causes(&error), "link watch");
+                syncer.metrics.error(error.kind());
+                tokio::time::sleep(TICK).await;
+            }
+            Wake::Tick => {
+                syncer.health.tick();
+                if syncer.counters_read.elapsed() >= COUNTERS_EVERY {
+                    syncer.refresh_counters();
+                }
+                wanted |= syncer.wants_retry();
+            }
+        }
+        if wanted && in_flight.is_none() {
+            wanted = false;
+            let snapshot = snapshots.borrow_and_update().clone();
+            match syncer.begin(&snapshot) {
+                Ok(Some(planned)) => {
+                    let (job, compiler) = (planned.job(), syncer.compiler.clone());
+                    let compile = tokio::task::spawn_blocking(move || compiler(&job));
+                    in_flight = Some(InFlight { planned, compile });
+                }
+                Ok(None) => {}
+                Err(error) => log_failure(&syncer, Err(error)),
+            }
+        }
+    }
+    if in_flight.is_some() {
+        tracing::info!("stopping with a compile in flight; its tables are not written");
+    }
+    tracing::info!("stopping; the pinned datapath keeps enforcing");
+    syncer
+}
+
+/// Writes a compile's tables, or fails the pass if the compile did not finish
+/// (it panicked).
+fn finish<D: Dataplane>(
+    syncer: &mut Syncer<D>,
+    planned: Planned,
+    compiled: Result<DatapathTables, JoinError>,
+) -> Result<(), SyncError> {
+    match compiled {
+        Ok(tables) => syncer.finish(planned, tables),
+        Err(source) => Err(syncer.failed(SyncError::Compile(source))),
+    }
+}
+
+/// Logs and counts a failed pass.
+fn log_failure<D: Dataplane>(syncer: &Syncer<D>, result: Result<(), SyncError>) {
+    if let Err(error) = result {
+        tracing::error!(error = %causes(&error), kind = error.kind(), "sync failed; the previous state keeps enforcing");
+        syncer.metrics.error(error.kind());
+    }
+}

@@ -1,0 +1,287 @@
+//! One pass in three steps, so the loop can compile off its own task while it
+//! keeps attaching new pod veths:
+//!
+//! 1. `Syncer::begin` (on the loop): plans from data and netlink reads, and
+//!    returns a `Planned` pass holding a `CompileJob`;
+//! 2. the compile (`CompileJob::compile`, pure and CPU-bound: anywhere, the loop
+//!    runs it with `spawn_blocking`);
+//! 3. `Syncer::finish` (on the loop, the maps' one writer): writes the tables,
+//!    keeping the pending entries of veths attached since the plan, then detaches
+//!    and attaches what the plan says.
+//!
+//! `Syncer::sync` runs the three in line (the unit tests' and a merge's anchor).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use policy_common::endpoint::PENDING_ENDPOINT_ID;
+
+use super::{SyncError, Syncer, Written, MAX_RETRY_DELAY, TICK};
+use crate::{
+    agent::{
+        dataplane::Dataplane,
+        observe,
+        plan::{self, Plan, PlanInput},
+    },
+    causes::causes,
+    dataplane::InterfaceIndex,
+    model::{ClusterState, ObjectRef},
+    policy::{
+        compiler::compile,
+        tables::{DatapathTables, EndpointEntry},
+    },
+    source::api_server::SourceSnapshot,
+    telemetry::flows::clock,
+};
+
+/// What one pass compiles: pure data, shared with the thread that compiles it.
+#[derive(Debug)]
+pub struct CompileJob {
+    /// The cluster as the pass plans it (every policy in audit mode with `--audit`).
+    pub state: Arc<ClusterState>,
+    /// The node's own addresses (ingress from them always passes).
+    pub node_addresses: Vec<IpAddr>,
+    /// The pods the plan mapped to an interface: the ones compiled as endpoints.
+    pub local: BTreeSet<ObjectRef>,
+}
+
+impl CompileJob {
+    /// The node's tables for this job (`policy::compiler::compile`).
+    pub fn compile(&self) -> DatapathTables {
+        compile(&self.state, &self.node_addresses, |pod| {
+            self.local.contains(&pod.key)
+        })
+    }
+}
+
+/// How passes compile: `CompileJob::compile` unless a test gates it. Shared with
+/// the compiling thread, hence `Send + Sync`.
+pub type Compiler = Arc<dyn Fn(&CompileJob) -> DatapathTables + Send + Sync>;
+
+/// The compiler passes use unless told otherwise.
+pub fn default_compiler() -> Compiler {
+    Arc::new(CompileJob::compile)
+}
+
+/// A pass planned and not yet written: what the plan decided, and what its
+/// compile needs.
+#[derive(Debug)]
+pub struct Planned {
+    plan: Plan,
+    job: Arc<CompileJob>,
+    /// The source change the pass carries (for the programmed-latency histogram).
+    changed: Option<Instant>,
+    started: Instant,
+}
+
+impl Planned {
+    /// What to compile.
+    pub fn job(&self) -> Arc<CompileJob> {
+        Arc::clone(&self.job)
+    }
+}
+
+impl<D: Dataplane> Syncer<D> {
+    /// One pass in line: make the datapath enforce `snapshot`. Before the initial
+    /// lists are done it changes nothing (the pinned state keeps enforcing).
+    pub fn sync(&mut self, snapshot: &SourceSnapshot) -> Result<(), SyncError> {
+        let Some(planned) = self.begin(snapshot)? else {
+            return Ok(());
+        };
+        let tables = (self.compiler)(&planned.job);
+        self.finish(planned, tables)
+    }
+
+    /// The first step of a pass: health and reports from `snapshot`, then the
+    /// plan. `None` before the source is synced (nothing to do, no retry) and when
+    /// planning failed (the error is returned, a retry scheduled).
+    pub fn begin(&mut self, snapshot: &SourceSnapshot) -> Result<Option<Planned>, SyncError> {
+        self.health.tick();
+        self.health.set_synced(snapshot.synced);
+        self.health.set_stale(
+            snapshot
+                .stale
+                .then(|| snapshot.last_error.clone().unwrap_or_default()),
+        );
+        self.metrics.set_stale(snapshot.stale);
+        self.report_conversion_errors(snapshot);
+        if !snapshot.synced {
+            self.retry_at = None;
+            self.publish_readiness();
+            return Ok(None);
+        }
+        // This pass is the retry, if one was due: the outcome schedules the next.
+        self.retry_at = None;
+        match self.plan_pass(snapshot) {
+            Ok(planned) => Ok(Some(planned)),
+            Err(error) => Err(self.failed(error)),
+        }
+    }
+
+    /// The last step of a pass: writes `tables` (the compile of `planned`'s job)
+    /// and carries the plan out; retry, backoff and readiness follow the outcome.
+    pub fn finish(&mut self, planned: Planned, tables: DatapathTables) -> Result<(), SyncError> {
+        match self.write_pass(planned, tables) {
+            Ok(left) => {
+                self.failures = 0;
+                self.retry_at = left.then(|| Instant::now() + TICK);
+                self.publish_readiness();
+                Ok(())
+            }
+            Err(error) => Err(self.failed(error)),
+        }
+    }
+
+    /// A pass that failed (planning, compiling or writing): the previous state
+    /// keeps enforcing, a retry is due after a backoff, and the node is not ready.
+    pub(super) fn failed(&mut self, error: SyncError) -> SyncError {
+        self.failures = self.failures.saturating_add(1);
+        let delay = retry_delay(self.failures);
+        self.retry_at = Some(Instant::now() + delay);
+        self.health.set_programmed(false);
+        self.publish_readiness();
+        error
+    }
+
+    /// Plans a pass from data: which pods are local on which interface, what to
+    /// attach and detach, the pending entry.
+    fn plan_pass(&mut self, snapshot: &SourceSnapshot) -> Result<Planned, SyncError> {
+        let started = Instant::now();
+        let state = if self.config.audit {
+            Arc::new((*snapshot.state).clone().with_every_policy_in_audit())
+        } else {
+            Arc::clone(&snapshot.state)
+        };
+        let node_addresses = crate::node::node_addresses()?;
+        self.refresh_tunnel_ports()?;
+        let resolved =
+            observe::Resolved::of(plan::local_addresses(&state, &self.config.node_name))?;
+        let attached = self.datapath.attached();
+        let no_previous = Default::default();
+        let plan = plan::plan(&PlanInput {
+            state: &state,
+            node_name: &self.config.node_name,
+            routes: &resolved.routes,
+            neighbours: &resolved.neighbours,
+            route_bridges: &resolved.bridges,
+            previous: self
+                .written
+                .as_ref()
+                .map_or(&no_previous, |w| &w.interfaces),
+            attached: &attached,
+            links: &observe::plan_links(&self.links),
+            prefixes: &self.config.interface_prefixes,
+            pod_bridge_names: &self.config.pod_bridges,
+            pending_endpoint_id: PENDING_ENDPOINT_ID,
+        });
+        self.pod_bridges.clone_from(&plan.pod_bridges);
+        self.notices.conflicts(
+            plan.conflicts.iter().map(ToString::to_string),
+            &self.metrics,
+            &self.health,
+        );
+        self.planned_pending = Some(plan.pending_entry);
+        // The plan saw what is attached now; what `attach_new` attaches from here
+        // on is news to it.
+        self.attached_since_plan.clear();
+        let job = CompileJob {
+            state,
+            node_addresses,
+            local: plan.interfaces.keys().cloned().collect(),
+        };
+        Ok(Planned {
+            plan,
+            job: Arc::new(job),
+            changed: snapshot.changed,
+            started,
+        })
+    }
+
+    /// Writes the tables of `planned` and carries its plan out; true when
+    /// something is left for a retry.
+    fn write_pass(&mut self, planned: Planned, tables: DatapathTables) -> Result<bool, SyncError> {
+        let Planned {
+            plan,
+            job,
+            changed,
+            started,
+        } = planned;
+        for diagnostic in &tables.diagnostics {
+            tracing::warn!(%diagnostic, "not enforced exactly; the affected pods fail closed");
+        }
+        self.report_refusals(&tables.refusals);
+        let pending = self.pending_with_news(&plan);
+        let tables_since_ns = clock::monotonic_now_ns();
+        let report = self.datapath.apply(&tables, &plan.interfaces, &pending)?;
+        if let Some(flows) = &mut self.flows {
+            flows.publish(tables_since_ns, &tables, &plan.interfaces, &job.state);
+        }
+        if let Some(changed) = changed {
+            if self.last_change != Some(changed) {
+                self.metrics.record_programmed(changed.elapsed());
+                self.last_change = Some(changed);
+            }
+        }
+        // Detach only once the entries of what is gone are gone too.
+        for index in &plan.detach {
+            if let Err(error) = self.datapath.detach(*index) {
+                tracing::warn!(error = %causes(&error), ifindex = index, "detach failed; retried next pass");
+                self.metrics.error(error.kind());
+            }
+        }
+        self.reconcile_exits(&plan.exits);
+        let missing = self.attach_each(&plan.attach);
+        self.health.set_programmed(true);
+        self.health
+            .set_pods_without_programs(plan.unmapped.len() + missing);
+        self.metrics.set_endpoints(plan.interfaces.len());
+        self.metrics.set_policies(job.state.policies.len());
+        self.metrics.record_sync(started.elapsed());
+        tracing::info!(
+            endpoints = plan.interfaces.len(),
+            pending = pending.len(),
+            unmapped = plan.unmapped.len(),
+            written = report.written,
+            removed = report.removed,
+            bank = report.bank,
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "programmed"
+        );
+        let left = !plan.unmapped.is_empty() || !plan.contested.is_empty() || missing > 0;
+        self.written = Some(Written {
+            tables,
+            interfaces: plan.interfaces,
+            pending,
+            pending_entry: plan.pending_entry,
+        });
+        self.refresh_counters();
+        Ok(left)
+    }
+
+    /// The plan's pending entries, plus one (the plan's pending entry) for each
+    /// veth `attach_new` attached since the plan that is still there and the plan
+    /// does not map: written without it, that veth would meet packets with no
+    /// entry.
+    fn pending_with_news(&self, plan: &Plan) -> BTreeMap<InterfaceIndex, EndpointEntry> {
+        let mut pending = plan.pending.clone();
+        let attached = self.datapath.attached();
+        for index in &self.attached_since_plan {
+            let mapped = plan.interfaces.values().any(|i| i == index);
+            if !mapped && self.links.contains_key(index) && attached.contains(index) {
+                pending.entry(*index).or_insert(plan.pending_entry);
+            }
+        }
+        pending
+    }
+}
+
+/// How long after the `failures`th failure in a row the pass is retried: doubling
+/// from two ticks, at most `MAX_RETRY_DELAY`.
+fn retry_delay(failures: u32) -> Duration {
+    TICK.saturating_mul(1 << failures.min(5))
+        .min(MAX_RETRY_DELAY)
+}
