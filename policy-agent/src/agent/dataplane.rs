@@ -2,6 +2,7 @@
 //! one, and the loop's unit tests drive a fake (`sync::tests`) that records what
 //! was asked of it and fails on demand.
 
+use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
@@ -22,6 +23,12 @@ pub trait Dataplane {
         tables: &DatapathTables,
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
         extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError>;
+    /// `Datapath::update_peers`.
+    fn update_peers(
+        &mut self,
+        tables: &DatapathTables,
+        changed: &[IpNet],
     ) -> Result<ApplyReport, DataplaneError>;
     /// `Datapath::add_endpoints`.
     fn add_endpoints(
@@ -76,6 +83,13 @@ impl Dataplane for Datapath {
         extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError> {
         Datapath::apply(self, tables, interfaces, extra_endpoints)
+    }
+    fn update_peers(
+        &mut self,
+        tables: &DatapathTables,
+        changed: &[IpNet],
+    ) -> Result<ApplyReport, DataplaneError> {
+        Datapath::update_peers(self, tables, changed)
     }
     fn add_endpoints(
         &mut self,

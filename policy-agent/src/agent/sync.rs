@@ -24,6 +24,7 @@
 //!   at every pass and whenever a link that is no pod veth appears, so pods cannot
 //!   reach a tunnel the node brought up later.
 
+mod compile;
 mod driver;
 mod pass;
 
@@ -34,8 +35,9 @@ use std::{
 };
 
 pub use self::{
+    compile::{default_compiler, CompileJob, Compiled, Compiler},
     driver::{run, LinkEvents},
-    pass::{default_compiler, CompileJob, Compiler, Planned},
+    pass::Planned,
 };
 use super::{
     dataplane::Dataplane, flows::FlowPublisher, health::Health, metrics::Metrics, notices::Notices,
@@ -151,8 +153,11 @@ pub struct Syncer<D: Dataplane = Datapath> {
     /// Veths `attach_new` attached since the last plan: the pass of that plan
     /// keeps their pending entries.
     attached_since_plan: BTreeSet<InterfaceIndex>,
-    /// How passes compile (`CompileJob::compile`; the unit tests gate it).
+    /// How passes compile (`default_compiler`; the unit tests gate it).
     pub(super) compiler: Compiler,
+    /// The compile whose tables the maps hold (`Compiled::id`), if the last
+    /// write succeeded: a compile made from it may write only what it changed.
+    written_compile: Option<u64>,
 }
 
 impl<D: Dataplane> Syncer<D> {
@@ -187,10 +192,11 @@ impl<D: Dataplane> Syncer<D> {
             flows,
             attached_since_plan: BTreeSet::new(),
             compiler: default_compiler(),
+            written_compile: None,
         }
     }
 
-    /// The same loop compiling with `compiler` instead of `CompileJob::compile`:
+    /// The same loop compiling with `compiler` instead of `default_compiler`:
     /// for benchmarks that time the compiles, and tests that hold them.
     pub fn with_compiler(mut self, compiler: Compiler) -> Self {
         self.compiler = compiler;

@@ -116,7 +116,15 @@ fn compile_indexed(
         }
         if next.is_empty() {
             let index = refused.is_empty().then(|| {
-                one_pod::Index::new(state, &endpoints, applied, &classes, owners, node_addresses)
+                one_pod::Index::new(
+                    state,
+                    &endpoints,
+                    applied,
+                    &classes,
+                    owners,
+                    node_addresses,
+                    budgets,
+                )
             });
             let refusals = refused
                 .into_iter()

@@ -21,12 +21,11 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
-use super::{pass::Planned, SyncError, Syncer, COUNTERS_EVERY, TICK};
+use super::{compile::Compiled, pass::Planned, SyncError, Syncer, COUNTERS_EVERY, TICK};
 use crate::{
     agent::dataplane::Dataplane,
     causes::causes,
     node::{LinkEvent, LinkWatch, NodeError},
-    policy::tables::DatapathTables,
     source::api_server::SourceSnapshot,
 };
 
@@ -46,7 +45,7 @@ impl LinkEvents for LinkWatch {
 /// A pass whose compile runs on the blocking pool.
 struct InFlight {
     planned: Planned,
-    compile: JoinHandle<DatapathTables>,
+    compile: JoinHandle<Compiled>,
 }
 
 /// What woke the loop.
@@ -55,11 +54,11 @@ enum Wake {
     Snapshot { closed: bool },
     Link(Result<LinkEvent, NodeError>),
     Tick,
-    Compiled(Result<DatapathTables, JoinError>),
+    Compiled(Box<Result<Compiled, JoinError>>),
 }
 
 /// The result of the compile in flight; never completes without one.
-async fn compiled(in_flight: &mut Option<InFlight>) -> Result<DatapathTables, JoinError> {
+async fn compiled(in_flight: &mut Option<InFlight>) -> Result<Compiled, JoinError> {
     match in_flight {
         Some(in_flight) => (&mut in_flight.compile).await,
         None => std::future::pending().await,
@@ -84,7 +83,7 @@ pub async fn run<D: Dataplane, L: LinkEvents>(
     loop {
         let wake = tokio::select! {
             () = &mut shutdown => Wake::Shutdown,
-            result = compiled(&mut in_flight) => Wake::Compiled(result),
+            result = compiled(&mut in_flight) => Wake::Compiled(Box::new(result)),
             changed = snapshots.changed(), if source_open => Wake::Snapshot { closed: changed.is_err() },
             event = links.next() => Wake::Link(event),
             _ = ticker.tick() => Wake::Tick,
@@ -93,7 +92,7 @@ pub async fn run<D: Dataplane, L: LinkEvents>(
             Wake::Shutdown => break,
             Wake::Compiled(result) => {
                 if let Some(done) = in_flight.take() {
-                    let result = finish(&mut syncer, done.planned, result);
+                    let result = finish(&mut syncer, done.planned, *result);
                     log_failure(&syncer, result);
                 }
             }
@@ -146,10 +145,10 @@ pub async fn run<D: Dataplane, L: LinkEvents>(
 fn finish<D: Dataplane>(
     syncer: &mut Syncer<D>,
     planned: Planned,
-    compiled: Result<DatapathTables, JoinError>,
+    compiled: Result<Compiled, JoinError>,
 ) -> Result<(), SyncError> {
     match compiled {
-        Ok(tables) => syncer.finish(planned, tables),
+        Ok(compiled) => syncer.finish(planned, compiled),
         Err(source) => Err(syncer.failed(SyncError::Compile(source))),
     }
 }

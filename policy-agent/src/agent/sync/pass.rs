@@ -3,7 +3,7 @@
 //!
 //! 1. `Syncer::begin` (on the loop): plans from data and netlink reads, and
 //!    returns a `Planned` pass holding a `CompileJob`;
-//! 2. the compile (`CompileJob::compile`, pure and CPU-bound: anywhere, the loop
+//! 2. the compile (`compile::default_compiler`, pure and CPU-bound: anywhere, the loop
 //!    runs it with `spawn_blocking`);
 //! 3. `Syncer::finish` (on the loop, the maps' one writer): writes the tables,
 //!    keeping the pending entries of veths attached since the plan, then detaches
@@ -12,15 +12,17 @@
 //! `Syncer::sync` runs the three in line (the unit tests' and a merge's anchor).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use policy_common::endpoint::PENDING_ENDPOINT_ID;
 
-use super::{SyncError, Syncer, Written, MAX_RETRY_DELAY, TICK};
+use super::{
+    compile::{CompileJob, Compiled},
+    SyncError, Syncer, Written, MAX_RETRY_DELAY, TICK,
+};
 use crate::{
     agent::{
         dataplane::Dataplane,
@@ -29,43 +31,10 @@ use crate::{
     },
     causes::causes,
     dataplane::InterfaceIndex,
-    model::{ClusterState, ObjectRef},
-    policy::{
-        compiler::compile,
-        tables::{DatapathTables, EndpointEntry},
-    },
+    policy::{compiler::Recompiled, tables::EndpointEntry},
     source::api_server::SourceSnapshot,
     telemetry::flows::clock,
 };
-
-/// What one pass compiles: pure data, shared with the thread that compiles it.
-#[derive(Debug)]
-pub struct CompileJob {
-    /// The cluster as the pass plans it (every policy in audit mode with `--audit`).
-    pub state: Arc<ClusterState>,
-    /// The node's own addresses (ingress from them always passes).
-    pub node_addresses: Vec<IpAddr>,
-    /// The pods the plan mapped to an interface: the ones compiled as endpoints.
-    pub local: BTreeSet<ObjectRef>,
-}
-
-impl CompileJob {
-    /// The node's tables for this job (`policy::compiler::compile`).
-    pub fn compile(&self) -> DatapathTables {
-        compile(&self.state, &self.node_addresses, |pod| {
-            self.local.contains(&pod.key)
-        })
-    }
-}
-
-/// How passes compile: `CompileJob::compile` unless a test gates it. Shared with
-/// the compiling thread, hence `Send + Sync`.
-pub type Compiler = Arc<dyn Fn(&CompileJob) -> DatapathTables + Send + Sync>;
-
-/// The compiler passes use unless told otherwise.
-pub fn default_compiler() -> Compiler {
-    Arc::new(CompileJob::compile)
-}
 
 /// A pass planned and not yet written: what the plan decided, and what its
 /// compile needs.
@@ -92,8 +61,8 @@ impl<D: Dataplane> Syncer<D> {
         let Some(planned) = self.begin(snapshot)? else {
             return Ok(());
         };
-        let tables = (self.compiler)(&planned.job);
-        self.finish(planned, tables)
+        let compiled = (self.compiler)(&planned.job);
+        self.finish(planned, compiled)
     }
 
     /// The first step of a pass: health and reports from `snapshot`, then the
@@ -122,10 +91,11 @@ impl<D: Dataplane> Syncer<D> {
         }
     }
 
-    /// The last step of a pass: writes `tables` (the compile of `planned`'s job)
-    /// and carries the plan out; retry, backoff and readiness follow the outcome.
-    pub fn finish(&mut self, planned: Planned, tables: DatapathTables) -> Result<(), SyncError> {
-        match self.write_pass(planned, tables) {
+    /// The last step of a pass: writes `compiled` (the compile of `planned`'s
+    /// job) and carries the plan out; retry, backoff and readiness follow the
+    /// outcome.
+    pub fn finish(&mut self, planned: Planned, compiled: Compiled) -> Result<(), SyncError> {
+        match self.write_pass(planned, compiled) {
             Ok(left) => {
                 self.failures = 0;
                 self.retry_at = left.then(|| Instant::now() + TICK);
@@ -203,20 +173,45 @@ impl<D: Dataplane> Syncer<D> {
 
     /// Writes the tables of `planned` and carries its plan out; true when
     /// something is left for a retry.
-    fn write_pass(&mut self, planned: Planned, tables: DatapathTables) -> Result<bool, SyncError> {
+    fn write_pass(&mut self, planned: Planned, compiled: Compiled) -> Result<bool, SyncError> {
         let Planned {
             plan,
             job,
             changed,
             started,
         } = planned;
+        let Compiled {
+            tables,
+            recompiled,
+            base,
+            id,
+        } = compiled;
         for diagnostic in &tables.diagnostics {
             tracing::warn!(%diagnostic, "not enforced exactly; the affected pods fail closed");
         }
         self.report_refusals(&tables.refusals);
         let pending = self.pending_with_news(&plan);
         let tables_since_ns = clock::monotonic_now_ns();
-        let report = self.datapath.apply(&tables, &plan.interfaces, &pending)?;
+        // One pod of another node changed, and the maps hold the tables it was
+        // made from with the same interfaces: its peer entries alone, in place.
+        let in_place = match &recompiled {
+            Recompiled::Peers(prefixes)
+                if base.is_some()
+                    && base == self.written_compile
+                    && self.written.as_ref().is_some_and(|written| {
+                        written.interfaces == plan.interfaces && written.pending == pending
+                    }) =>
+            {
+                Some(prefixes)
+            }
+            _ => None,
+        };
+        self.written_compile = None;
+        let report = match in_place {
+            Some(prefixes) => self.datapath.update_peers(&tables, prefixes)?,
+            None => self.datapath.apply(&tables, &plan.interfaces, &pending)?,
+        };
+        self.written_compile = Some(id);
         if let Some(flows) = &mut self.flows {
             flows.publish(tables_since_ns, &tables, &plan.interfaces, &job.state);
         }

@@ -5,6 +5,7 @@
 
 mod in_flight;
 
+use ipnet::IpNet;
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -74,6 +75,15 @@ impl Dataplane for Fake {
             return Err(refused());
         }
         self.pending = extra_endpoints.clone();
+        Ok(ApplyReport::default())
+    }
+    fn update_peers(
+        &mut self,
+        _tables: &DatapathTables,
+        changed: &[IpNet],
+    ) -> Result<ApplyReport, DataplaneError> {
+        let changed: Vec<String> = changed.iter().map(ToString::to_string).collect();
+        self.record(format!("update_peers {changed:?}"));
         Ok(ApplyReport::default())
     }
     fn add_endpoints(
@@ -292,4 +302,44 @@ fn a_new_veth_after_a_pass_gets_a_pending_entry_in_place_then_is_attached() {
         .unwrap_or_else(|e| panic!("{e}"));
     let last = &syncer.datapath.calls[syncer.datapath.calls.len() - 2..];
     assert_eq!(last, ["apply 0 pods, pending [41]", "detach 42"]);
+}
+
+#[test]
+fn a_pod_of_another_node_is_written_in_place_unless_the_maps_missed_a_write() {
+    let remote =
+        |name: &str, ip: &str| builders::pod("shop", name).ip(ip).node("elsewhere").build();
+    let mut syncer = syncer(Fake::default(), &[]);
+    let mut state = builders::cluster().pod(remote("a", "10.0.0.2")).build();
+    let pass = |syncer: &mut Syncer<Fake>, state: &ClusterState| {
+        syncer.datapath.calls.clear();
+        let result = syncer.sync(&synced(state.clone()));
+        (result.is_ok(), syncer.datapath.calls.clone())
+    };
+    assert_eq!(
+        pass(&mut syncer, &state),
+        (true, vec!["apply 0 pods, pending []".to_string()])
+    );
+
+    // Only a pod of another node changed: its peer entry alone, in place.
+    let b = remote("b", "10.0.0.3");
+    state.pods.insert(b.key.clone(), b);
+    assert_eq!(
+        pass(&mut syncer, &state),
+        (true, vec![r#"update_peers ["10.0.0.3/32"]"#.to_string()])
+    );
+
+    // A write that fails: the maps miss it, so the next change, a pod of another
+    // node again, goes through a whole write.
+    let policy = builders::netpol("shop", "deny")
+        .select(builders::selector().build())
+        .build();
+    state.policies.insert(policy.key.clone(), policy);
+    syncer.datapath.fail_applies = 1;
+    assert!(!pass(&mut syncer, &state).0);
+    let c = remote("c", "10.0.0.4");
+    state.pods.insert(c.key.clone(), c);
+    assert_eq!(
+        pass(&mut syncer, &state),
+        (true, vec!["apply 0 pods, pending []".to_string()])
+    );
 }

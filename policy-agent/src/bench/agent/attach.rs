@@ -113,7 +113,7 @@ impl Timed {
                 durations.push(started.elapsed());
             }
             timed.running.store(false, Ordering::SeqCst);
-            tables
+            tables.into()
         })
     }
 

@@ -196,10 +196,13 @@ impl Bench {
             .and_then(|key| self.state.pods.get(key).cloned());
         change.apply(&mut self.state);
         let recompiled = match change.pod() {
-            Some(key) => {
-                self.compiler
-                    .pod_changed(&self.state, key, before.as_ref(), events::is_local)
-            }
+            Some(key) => self.compiler.pod_changed(
+                &self.state,
+                key,
+                before.as_ref(),
+                events::is_local,
+                events::is_local,
+            ),
             None => {
                 self.compiler.recompile(&self.state, events::is_local);
                 Recompiled::Full

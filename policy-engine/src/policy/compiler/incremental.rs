@@ -78,23 +78,26 @@ impl Incremental {
     }
 
     /// Brings the tables to `state`, which differs from the last state given only
-    /// in the pods of `changes` (`ClusterState::pod_changes`), one after the other;
-    /// `Peers` only for one pod's change.
+    /// in the pods of `changes` (`ClusterState::pod_changes`, plus any pod whose
+    /// locality changed), one after the other. `was_local` says which pods were
+    /// the node's, `is_local` which are; `Peers` only for one pod's change.
     pub fn pods_changed(
         &mut self,
         state: &ClusterState,
         changes: &[PodChange],
+        was_local: impl Fn(&Pod) -> bool,
         is_local: impl Fn(&Pod) -> bool,
     ) -> Recompiled {
         if changes.is_empty() {
             return Recompiled::Peers(Vec::new());
         }
         if let [(key, before)] = changes {
-            return self.pod_changed(state, key, before.as_ref(), is_local);
+            return self.pod_changed(state, key, before.as_ref(), was_local, is_local);
         }
         for (key, before) in changes {
             // Each change reads only its own pod and what no change touches.
-            if self.pod_changed(state, key, before.as_ref(), &is_local) == Recompiled::Full {
+            let done = self.pod_changed(state, key, before.as_ref(), &was_local, &is_local);
+            if done == Recompiled::Full {
                 // The full compile took in every change at once.
                 return Recompiled::Full;
             }
@@ -103,13 +106,15 @@ impl Incremental {
     }
 
     /// Brings the tables to `state`, which differs from the last state given only
-    /// in pod `key`, which was `before` (`None`: it did not exist). Only the pod's
-    /// own entries change when they can; anything else compiles in full.
+    /// in pod `key`, which was `before` (`None`: it did not exist) and was local
+    /// if `was_local` accepted it. Only the pod's own entries change when they
+    /// can; anything else compiles in full.
     pub fn pod_changed(
         &mut self,
         state: &ClusterState,
         key: &ObjectRef,
         before: Option<&Pod>,
+        was_local: impl Fn(&Pod) -> bool,
         is_local: impl Fn(&Pod) -> bool,
     ) -> Recompiled {
         let after = state.pods.get(key);
@@ -118,9 +123,9 @@ impl Incremental {
                 state,
                 before,
                 after,
+                &was_local,
                 &is_local,
                 &mut self.tables,
-                &self.budgets,
             )
         });
         match done {

@@ -70,6 +70,8 @@ pub(super) struct Index {
     declared: BTreeMap<PortName, usize>,
     /// Prefixes in the peer maps, IPv4 and IPv6.
     peers: [usize; 2],
+    /// The most prefixes each peer map may hold (`Budgets`).
+    peer_budget: [usize; 2],
 }
 
 /// The addresses of `pod` that classes see: every distinct address of a
@@ -102,6 +104,7 @@ impl Index {
         classes: &Classes,
         owners: BTreeMap<IpAddr, usize>,
         node_addresses: &[IpAddr],
+        budgets: &Budgets,
     ) -> Self {
         let mut reserved: BTreeSet<IpNet> =
             node_addresses.iter().map(|ip| IpNet::from(*ip)).collect();
@@ -135,21 +138,23 @@ impl Index {
             reserved,
             declared,
             peers,
+            peer_budget: [Resource::PeersV4, Resource::PeersV6].map(|r| budgets.node(r)),
         }
     }
 
     /// Makes the change of one pod that was `before` and is `after` in `state`
     /// (`None`: absent) in `tables`, changing only that pod's entries; the pods
-    /// `is_local` accepts are the node's. Returns what changed, or `None`, with
+    /// `was_local` accepted were the node's and those `is_local` accepts are
+    /// (the same for every pod but the changed one's). Returns what changed, or `None`, with
     /// nothing changed, when a full compile is needed (see the module comment).
     pub fn pod_changed(
         &mut self,
         state: &ClusterState,
         before: Option<&Pod>,
         after: Option<&Pod>,
+        was_local: impl Fn(&Pod) -> bool,
         is_local: impl Fn(&Pod) -> bool,
         tables: &mut DatapathTables,
-        budgets: &Budgets,
     ) -> Option<Done> {
         let declared = self.declared_after(before, after)?;
         let (gone, came) = (addresses(before), addresses(after));
@@ -163,7 +168,7 @@ impl Index {
             }
             owners.push((*ip, new));
         }
-        let was = before.filter(|pod| is_endpoint(pod, &is_local));
+        let was = before.filter(|pod| is_endpoint(pod, &was_local));
         let now = after.filter(|pod| is_endpoint(pod, &is_local));
         let (endpoint_members, entry) = self.endpoint_after(state, tables, was, now)?;
         let mut members = self.members.clone();
@@ -196,7 +201,7 @@ impl Index {
                 entries.push((net, class_id));
             }
         }
-        let budget = [Resource::PeersV4, Resource::PeersV6].map(|r| budgets.node(r));
+        let budget = self.peer_budget;
         if members.values().any(|n| *n == 0) || counts[0] > budget[0] || counts[1] > budget[1] {
             return None;
         }

@@ -67,7 +67,7 @@ fn gated() -> (Compiler, Gate) {
                 panic!("the test never opened the compile gate");
             }
         }
-        job.compile()
+        job.compile().into()
     });
     (compiler, Gate { started, release })
 }
@@ -249,7 +249,7 @@ fn a_veth_attached_between_plan_and_write_keeps_its_entry_unless_it_is_gone() {
     syncer.link_event(LinkEvent::Removed(veth(43)));
     let tables = planned.job().compile();
     syncer
-        .finish(planned, tables)
+        .finish(planned, tables.into())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         syncer.datapath.calls[2..],

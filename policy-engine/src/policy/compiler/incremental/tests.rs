@@ -93,7 +93,7 @@ fn apply(state: &mut ClusterState, nodes: &mut [Incremental; 2], change: Change)
         let (_, is_local) = node(index);
         match &pod_change {
             Some((key, before)) => {
-                incremental.pod_changed(state, key, before.as_ref(), is_local);
+                incremental.pod_changed(state, key, before.as_ref(), &is_local, &is_local);
             }
             None => incremental.recompile(state, is_local),
         }
@@ -162,7 +162,7 @@ proptest! {
                 let (_, is_local) = node(index);
                 match previous.pod_changes(&state) {
                     Some(changes) => {
-                        incremental.pods_changed(&state, &changes, &is_local);
+                        incremental.pods_changed(&state, &changes, &is_local, &is_local);
                     }
                     None => incremental.recompile(&state, &is_local),
                 }
@@ -220,7 +220,7 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
 
     let added = web("web1", "10.0.0.3", "n1");
     state.pods.insert(added.key.clone(), added.clone());
-    let done = n0.pod_changed(&state, &added.key, None, &is_local);
+    let done = n0.pod_changed(&state, &added.key, None, &is_local, &is_local);
     assert_eq!(
         done,
         Recompiled::Peers(vec!["10.0.0.3/32".parse().unwrap()])
@@ -233,7 +233,7 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
     );
 
     let before = state.pods.remove(&added.key);
-    let done = n0.pod_changed(&state, &added.key, before.as_ref(), &is_local);
+    let done = n0.pod_changed(&state, &added.key, before.as_ref(), &is_local, &is_local);
     assert_eq!(
         done,
         Recompiled::Peers(vec!["10.0.0.3/32".parse().unwrap()])
@@ -245,12 +245,12 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
     let boundary = web("web3", "10.0.0.9", "n1");
     state.pods.insert(boundary.key.clone(), boundary.clone());
     assert_eq!(
-        n0.pod_changed(&state, &boundary.key, None, &is_local),
+        n0.pod_changed(&state, &boundary.key, None, &is_local, &is_local),
         Recompiled::Full
     );
     assert_eq!(n0.tables(), &full(&state));
     let before = state.pods.remove(&boundary.key);
-    let done = n0.pod_changed(&state, &boundary.key, before.as_ref(), &is_local);
+    let done = n0.pod_changed(&state, &boundary.key, before.as_ref(), &is_local, &is_local);
     assert_eq!(done, Recompiled::Full);
     assert_eq!(n0.tables(), &full(&state));
     assert!(n0
@@ -262,7 +262,7 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
     let key = ObjectRef::new("a", "web0");
     let before = state.pods.remove(&key);
     assert_eq!(
-        n0.pod_changed(&state, &key, before.as_ref(), &is_local),
+        n0.pod_changed(&state, &key, before.as_ref(), &is_local, &is_local),
         Recompiled::Full
     );
     assert_eq!(n0.tables(), &full(&state));
@@ -275,7 +275,7 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
         .build();
     state.pods.insert(db.key.clone(), db.clone());
     assert_eq!(
-        n0.pod_changed(&state, &db.key, None, &is_local),
+        n0.pod_changed(&state, &db.key, None, &is_local, &is_local),
         Recompiled::Entries
     );
     assert_eq!(n0.tables(), &full(&state));
@@ -285,7 +285,7 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
     );
     let before = state.pods.remove(&db.key);
     assert_eq!(
-        n0.pod_changed(&state, &db.key, before.as_ref(), &is_local),
+        n0.pod_changed(&state, &db.key, before.as_ref(), &is_local, &is_local),
         Recompiled::Entries
     );
     assert_eq!(n0.tables(), &full(&state));
@@ -294,7 +294,7 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
     let local = web("web2", "10.0.0.4", "n0");
     state.pods.insert(local.key.clone(), local.clone());
     assert_eq!(
-        n0.pod_changed(&state, &local.key, None, &is_local),
+        n0.pod_changed(&state, &local.key, None, &is_local, &is_local),
         Recompiled::Full
     );
     assert_eq!(n0.tables(), &full(&state));

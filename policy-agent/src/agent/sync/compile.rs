@@ -1,0 +1,148 @@
+//! What a pass compiles and how: the job (pure data the loop hands to a blocking
+//! thread), and the default compiler, which keeps the last compile so the next one
+//! makes only the changed pods' entries when nothing else changed
+//! (`policy::compiler::Incremental`).
+
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
+use crate::{
+    model::{ClusterState, ObjectRef, Pod},
+    policy::{
+        capacity::Budgets,
+        compiler::{compile, Incremental, Recompiled},
+        tables::DatapathTables,
+    },
+};
+
+/// What one pass compiles: pure data, shared with the thread that compiles it.
+#[derive(Debug)]
+pub struct CompileJob {
+    /// The cluster as the pass plans it (every policy in audit mode with `--audit`).
+    pub state: Arc<ClusterState>,
+    /// The node's own addresses (ingress from them always passes).
+    pub node_addresses: Vec<IpAddr>,
+    /// The pods the plan mapped to an interface: the ones compiled as endpoints.
+    pub local: BTreeSet<ObjectRef>,
+}
+
+/// A compile's result: the tables, and how they differ from the compile they were
+/// made from.
+#[derive(Debug)]
+pub struct Compiled {
+    /// The node's tables for the job.
+    pub tables: DatapathTables,
+    /// What changed since compile `base`.
+    pub recompiled: Recompiled,
+    /// The compile these tables were made from (`None`: made in full).
+    pub base: Option<u64>,
+    /// This compile's number.
+    pub id: u64,
+}
+
+impl From<DatapathTables> for Compiled {
+    /// Tables made in full, by a compiler that keeps nothing.
+    fn from(tables: DatapathTables) -> Self {
+        Self {
+            tables,
+            recompiled: Recompiled::Full,
+            base: None,
+            id: 0,
+        }
+    }
+}
+
+/// The last compile of the default compiler: its inputs and its tables.
+struct Last {
+    id: u64,
+    state: Arc<ClusterState>,
+    node_addresses: Vec<IpAddr>,
+    local: BTreeSet<ObjectRef>,
+    incremental: Incremental,
+}
+
+impl CompileJob {
+    /// The node's tables for this job, in full (`policy::compiler::compile`).
+    pub fn compile(&self) -> DatapathTables {
+        compile(&self.state, &self.node_addresses, |pod| {
+            self.local.contains(&pod.key)
+        })
+    }
+
+    /// The node's tables for this job, made from `last` when the two differ in
+    /// pods alone (their content, or whether the plan maps them), else in full;
+    /// kept in `last` for the next.
+    fn compile_after(&self, last: &mut Option<Last>) -> Compiled {
+        let is_local = |pod: &Pod| self.local.contains(&pod.key);
+        if let Some(kept) = last
+            .as_mut()
+            .filter(|kept| kept.node_addresses == self.node_addresses)
+        {
+            if let Some(mut changes) = kept.state.pod_changes(&self.state) {
+                for key in kept.local.symmetric_difference(&self.local) {
+                    if !changes.iter().any(|(changed, _)| changed == key) {
+                        changes.push((key.clone(), kept.state.pods.get(key).cloned()));
+                    }
+                }
+                let was_local = |pod: &Pod| kept.local.contains(&pod.key);
+                let recompiled =
+                    kept.incremental
+                        .pods_changed(&self.state, &changes, was_local, is_local);
+                let base = kept.id;
+                kept.id += 1;
+                kept.state = Arc::clone(&self.state);
+                kept.local.clone_from(&self.local);
+                return Compiled {
+                    tables: kept.incremental.tables().clone(),
+                    recompiled,
+                    base: Some(base),
+                    id: kept.id,
+                };
+            }
+        }
+        let incremental = Incremental::new(
+            &self.state,
+            &self.node_addresses,
+            is_local,
+            &Budgets::kernel(),
+        );
+        let id = last.as_ref().map_or(1, |kept| kept.id + 1);
+        let tables = incremental.tables().clone();
+        *last = Some(Last {
+            id,
+            state: Arc::clone(&self.state),
+            node_addresses: self.node_addresses.clone(),
+            local: self.local.clone(),
+            incremental,
+        });
+        Compiled {
+            tables,
+            recompiled: Recompiled::Full,
+            base: None,
+            id,
+        }
+    }
+}
+
+/// How passes compile: the default compiler unless a test gates it or a benchmark
+/// times it. Shared with the compiling thread, hence `Send + Sync`.
+pub type Compiler = Arc<dyn Fn(&CompileJob) -> Compiled + Send + Sync>;
+
+/// The compiler passes use unless told otherwise: it keeps the last compile and
+/// makes the next from it when only pods changed (one compile runs at a time, so
+/// its lock is never contended). A compile that panicked leaves nothing kept.
+pub fn default_compiler() -> Compiler {
+    let last: Mutex<Option<Last>> = Mutex::new(None);
+    Arc::new(move |job: &CompileJob| {
+        let mut kept = last.lock().unwrap_or_else(|poisoned| {
+            let mut kept = poisoned.into_inner();
+            *kept = None;
+            kept
+        });
+        last.clear_poison();
+        job.compile_after(&mut kept)
+    })
+}
