@@ -65,7 +65,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 use policy_common::{
-    config::CONFIG_FLAG_KEEP_ESTABLISHED,
+    config::{Config, CONFIG_FLAG_KEEP_ESTABLISHED},
     ct::{
         CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_REVOKED, CT_STATE_ANSWERED,
         CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
@@ -117,41 +117,35 @@ impl Hit {
     /// `CtValue::flags` of the entry.
     #[inline(always)]
     pub(crate) fn flags(&self) -> u32 {
-        // SAFETY: as in `seen`.
+        // SAFETY: as in `refresh`.
         unsafe { (*self.entry).flags }
     }
 
     /// `CtValue::counter_slot` of the entry.
     #[inline(always)]
     pub(crate) fn counter_slot(&self) -> u32 {
-        // SAFETY: as in `seen`.
+        // SAFETY: as in `refresh`.
         unsafe { (*self.entry).counter_slot }
     }
 
     /// `CtValue::generation` of the entry.
     #[inline(always)]
     pub(crate) fn generation(&self) -> u32 {
-        // SAFETY: as in `seen`.
+        // SAFETY: as in `refresh`.
         unsafe { (*self.entry).generation }
     }
 
     /// Records that the packet passed as part of this flow (or, for a revoked
-    /// flow, was dropped by it): `last_seen_ns` becomes now and the state moves as
-    /// `next_state` says (written only when it changes).
+    /// flow, was dropped by it): `refresh`.
     #[inline(always)]
     pub(crate) fn seen(&self, flow: &Flow) {
-        // SAFETY: `entry` came from `get_ptr_mut` during this run, so it points at a
-        // CtValue the kernel keeps valid until the program returns (even if the
-        // agent removes it meanwhile). Every field is a plain integer: a racing
-        // writer can at worst make one update lost, never invalid.
-        unsafe {
-            let state = (*self.entry).state;
-            let next = next_state(state, flow, self.reply);
-            if next != state {
-                (*self.entry).state = next;
-            }
-            (*self.entry).last_seen_ns = self.now;
-        }
+        refresh(
+            self.entry,
+            self.now,
+            flow.protocol,
+            flow.tcp_flags,
+            self.reply,
+        );
     }
 
     /// Whether the packet, decided with `generation`, may pass by this entry
@@ -167,7 +161,7 @@ impl Hit {
     /// decision's `flags` and `counter_slot` (a revoked flow passes again).
     #[inline(always)]
     pub(crate) fn renew(&self, generation: u32, flags: u32, counter_slot: u32) {
-        // SAFETY: as in `seen`.
+        // SAFETY: as in `refresh`.
         unsafe {
             (*self.entry).flags = flags;
             (*self.entry).counter_slot = counter_slot;
@@ -179,12 +173,32 @@ impl Hit {
     /// so it expires after the closing timeout once the flow stops trying.
     #[inline(always)]
     pub(crate) fn revoke(&self, generation: u32) {
-        // SAFETY: as in `seen`.
+        // SAFETY: as in `refresh`.
         unsafe {
             (*self.entry).flags |= CT_FLAG_REVOKED;
             (*self.entry).generation = generation;
             (*self.entry).state = CT_STATE_CLOSED;
         }
+    }
+}
+
+/// Records that a packet of `protocol` with `tcp_flags` passed at `now` as part
+/// of the flow of `entry` (or, for a revoked flow, was dropped by it), a reply if
+/// `reply`: `last_seen_ns` becomes `now` and the state moves as `next_state` says
+/// (written only when it changes).
+#[inline(always)]
+pub(crate) fn refresh(entry: *mut CtValue, now: u64, protocol: u8, tcp_flags: u8, reply: bool) {
+    // SAFETY: `entry` came from `get_ptr_mut` during this run, so it points at a
+    // CtValue the kernel keeps valid until the program returns (even if the agent
+    // removes it meanwhile). Every field is a plain integer: a racing writer can
+    // at worst make one update lost, never invalid.
+    unsafe {
+        let state = (*entry).state;
+        let next = next_state(state, protocol, tcp_flags, reply);
+        if next != state {
+            (*entry).state = next;
+        }
+        (*entry).last_seen_ns = now;
     }
 }
 
@@ -259,10 +273,16 @@ fn now() -> u64 {
 /// after `now` (another CPU refreshed it meanwhile) counts as idle 0.
 #[inline(always)]
 fn live(key: &CtKey, now: u64) -> Option<*mut CtValue> {
+    live_in(maps::config_ref(), key, now)
+}
+
+/// `live` with the timeouts of `config` (`CONFIG[0]`, read by the caller).
+#[inline(always)]
+pub(crate) fn live_in(config: &Config, key: &CtKey, now: u64) -> Option<*mut CtValue> {
     let entry = CONNTRACK.get_ptr_mut(key)?;
-    // SAFETY: a value pointer from this run, read field by field (see `Hit::seen`).
+    // SAFETY: a value pointer from this run, read field by field (see `refresh`).
     let (last_seen_ns, state) = unsafe { ((*entry).last_seen_ns, (*entry).state) };
-    let timeout = maps::config(|config| config.ct_timeout_ns(key.protocol, state));
+    let timeout = config.ct_timeout_ns(key.protocol, state);
     if now.saturating_sub(last_seen_ns) > timeout {
         None
     } else {
@@ -286,18 +306,18 @@ fn initial_state(flow: &Flow) -> u8 {
     }
 }
 
-/// The state after `flow`'s packet passed as part of an entry in `state`
-/// (transition 4); `reply` when it went the entry's opposite way.
+/// The state after a packet of `protocol` with `flags` (its TCP flags) passed as
+/// part of an entry in `state` (transition 4); `reply` when it went the entry's
+/// opposite way.
 #[inline(always)]
-fn next_state(state: u8, flow: &Flow, reply: bool) -> u8 {
-    if flow.protocol != IPPROTO_TCP {
+fn next_state(state: u8, protocol: u8, flags: u8, reply: bool) -> u8 {
+    if protocol != IPPROTO_TCP {
         return if reply && state == CT_STATE_OPENING {
             CT_STATE_ESTABLISHED
         } else {
             state
         };
     }
-    let flags = flow.tcp_flags;
     if flags & TCP_FLAG_RST != 0 || state == CT_STATE_CLOSED {
         CT_STATE_CLOSED
     } else if flags & TCP_FLAG_FIN != 0 || state == CT_STATE_CLOSING {
@@ -519,7 +539,7 @@ fn track_entry(site: Site, flow: &Flow, counter_slot: u32, flags: u32, generatio
     };
     // A key in the table is counted already: overwritten in place.
     if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {
-        // SAFETY: as in `Hit::seen`.
+        // SAFETY: as in `refresh`.
         unsafe { *entry = value };
         return TRACKED;
     }
@@ -540,7 +560,7 @@ fn track_entry(site: Site, flow: &Flow, counter_slot: u32, flags: u32, generatio
         // Another CPU may have added the same key meanwhile: that one counts.
         return match CONNTRACK.get_ptr_mut(&key) {
             Some(entry) => {
-                // SAFETY: as in `Hit::seen`.
+                // SAFETY: as in `refresh`.
                 unsafe { *entry = value };
                 TRACKED
             }

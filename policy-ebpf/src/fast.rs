@@ -1,0 +1,296 @@
+//! The conntrack fast path: a packet of a tracked flow whose entry alone decides
+//! it, passed before `decide` runs, with direct packet access, one or two
+//! `CONNTRACK` lookups and the counters. Anything else goes the long way
+//! (`decide`), which decides it exactly as it would have without this path: the
+//! fast path changes nothing (no map, mark or counter) unless it passes the packet.
+//!
+//! It takes only what it can prove `decide` would pass as `STAT_ALLOW_TRACKED`,
+//! with the same side effects (the entry refreshed and moved as `Hit::seen` does,
+//! the rule counter, the mark):
+//! 1. an untagged Ethernet frame (no `vlan_present`, checked by `classify`) with
+//!    EtherType IPv4 or IPv6, whose headers are in the skb's linear data: IPv4
+//!    with a 20-byte header (version 4, IHL 5), neither fragment field set (more
+//!    fragments, offset); IPv6 with TCP or UDP as its next header (no extension
+//!    headers) and neither address IPv4-mapped (`::ffff:0:0/96`, which `parse`
+//!    drops: it would name an IPv4 flow's key);
+//! 2. TCP (with its header up to the flags) or UDP (up to its ports); not a TCP
+//!    SYN without ACK, which opens a connection and is always decided afresh;
+//! 3. at egress, not UDP to a tunnel port (`tunnel.rs`: the long way drops it
+//!    unless the endpoint allows tunnels);
+//! 4. a live entry, forward key first, then the reply's, as `ct::lookup` finds it
+//!    (a forward entry of a non-TCP flow still OPENING is decided afresh there, and
+//!    here goes the long way);
+//! 5. the entry is of this packet's generation (not another state's: that one
+//!    re-decides it), neither revoked, deferred nor audit-only, and carries
+//!    `CT_FLAG_LOCAL_OWNED`: in this generation, whose banks no one writes, the
+//!    interface is a known endpoint (`ENDPOINTS`) and the flow's local address is
+//!    its own (`ENDPOINT_ADDRS`), so the packet passes the endpoint, anti-spoofing
+//!    (egress) and misdelivery (ingress) checks as the flow's last decision did;
+//! 6. at ingress, a mark without the deferred-egress or reply-verified bit and
+//!    without the stamp of another generation (those packets decide their source's
+//!    egress or count elsewhere, `service.rs`); podwall's bits are then cleared as
+//!    `service::take_marks` clears them;
+//! 7. at egress, a reply whose destination is no local pod (a local one may need
+//!    its deferred flow's reply verified, `service::verify_reply`); the packet
+//!    leaves with its generation's stamp (`service::stamp`).
+//!
+//! A BPF subprogram of its own: its key stays off the classifiers' frames, which
+//! the long way fills (`maps.rs`, stack budget).
+
+use core::{
+    arch::asm,
+    mem::{offset_of, MaybeUninit},
+};
+
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+};
+use policy_common::{
+    ct::{
+        CtKey, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_LOCAL_OWNED, CT_FLAG_REVOKED,
+        CT_STATE_OPENING,
+    },
+    verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STAT_ALLOW_TRACKED},
+};
+
+use crate::{
+    counters, ct,
+    facts::Counter,
+    maps,
+    parse::{ETH_HLEN, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_SYN},
+    service,
+};
+
+const ETH_P_IP: u16 = EtherType::Ipv4 as u16;
+const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
+const IPPROTO_UDP: u8 = IpProto::Udp as u8;
+/// Version 4, a 20-byte header: the only IPv4 first byte taken here.
+const IPV4_PLAIN: u8 = 0x45;
+/// The flags and fragment offset field, less Don't Fragment: more fragments and
+/// the offset.
+const IPV4_FRAGMENTED: u8 = 0x3f;
+/// The TCP header up to and with its flags byte; UDP needs its ports only.
+const TCP_NEEDED: usize = offset_of!(TcpHdr, _bitfield_1) + 2;
+const UDP_NEEDED: usize = 4;
+/// The entry flags that make a hit go the long way.
+const SLOW_FLAGS: u32 = CT_FLAG_AUDIT | CT_FLAG_DEFERRED | CT_FLAG_REVOKED;
+
+/// The packet's tuple, as the key of its flow's forward entry at `ifindex` in
+/// `direction`, and its TCP flags; `None` when it is not a packet the fast path
+/// takes (rules 1 and 2). Every field of `key` is written when it returns `Some`.
+#[inline(always)]
+fn parse(ctx: &TcContext, ifindex: u32, direction: u8, key: &mut CtKey) -> Option<u8> {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + ETH_HLEN + Ipv4Hdr::LEN > end {
+        return None;
+    }
+    // SAFETY: every read below is of bytes the check before it proved to lie
+    // within [data, data_end), which the verifier checks again; network-types'
+    // headers are byte arrays, read at any alignment, and `word` reads with one
+    // BPF load, which packet data allows at any alignment.
+    let ether_type = unsafe { (*(data as *const EthHdr)).ether_type };
+    let ip = data + ETH_HLEN;
+    let l4 = if ether_type == ETH_P_IP {
+        let head = unsafe { &*(ip as *const Ipv4Hdr) };
+        if head.vihl != IPV4_PLAIN || head.frags[0] & IPV4_FRAGMENTED != 0 || head.frags[1] != 0 {
+            return None;
+        }
+        key.protocol = head.proto;
+        let (saddr, daddr) = unsafe {
+            (
+                word(ip + offset_of!(Ipv4Hdr, src_addr)),
+                word(ip + offset_of!(Ipv4Hdr, dst_addr)),
+            )
+        };
+        set_address(&mut key.saddr, [0, 0, IPV4_MAPPED, saddr]);
+        set_address(&mut key.daddr, [0, 0, IPV4_MAPPED, daddr]);
+        ip + Ipv4Hdr::LEN
+    } else if ether_type == ETH_P_IPV6 {
+        if ip + Ipv6Hdr::LEN > end {
+            return None;
+        }
+        let head = unsafe { &*(ip as *const Ipv6Hdr) };
+        if head.vcf[0] >> 4 != 6 {
+            return None;
+        }
+        key.protocol = head.next_hdr;
+        let (saddr, daddr) = unsafe {
+            (
+                words(ip + offset_of!(Ipv6Hdr, src_addr)),
+                words(ip + offset_of!(Ipv6Hdr, dst_addr)),
+            )
+        };
+        if ipv4_mapped(&saddr) || ipv4_mapped(&daddr) {
+            return None;
+        }
+        set_address(&mut key.saddr, saddr);
+        set_address(&mut key.daddr, daddr);
+        ip + Ipv6Hdr::LEN
+    } else {
+        return None;
+    };
+    let needed = if key.protocol == IPPROTO_TCP {
+        TCP_NEEDED
+    } else if key.protocol == IPPROTO_UDP {
+        UDP_NEEDED
+    } else {
+        return None;
+    };
+    if l4 + needed > end {
+        return None;
+    }
+    // SAFETY: as above; TCP's flags byte is read only for TCP, whose whole
+    // `TCP_NEEDED` was checked.
+    let tcp = unsafe { &*(l4 as *const TcpHdr) };
+    key.ifindex = ifindex;
+    key.sport_be = u16::from_ne_bytes(tcp.source);
+    key.dport_be = u16::from_ne_bytes(tcp.dest);
+    key.direction = direction;
+    key.pad = [0; 2];
+    if key.protocol != IPPROTO_TCP {
+        return Some(0);
+    }
+    let flags = unsafe { *((l4 + TCP_NEEDED - 1) as *const u8) };
+    if flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
+        return None;
+    }
+    Some(flags)
+}
+
+/// `::ffff:0:0/96`'s third word as it sits in memory: the IPv4-mapped prefix.
+const IPV4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// Whether an IPv6 address (as four words in memory order) is IPv4-mapped.
+#[inline(always)]
+fn ipv4_mapped(words: &[u32; 4]) -> bool {
+    words[0] == 0 && words[1] == 0 && words[2] == IPV4_MAPPED
+}
+
+// What `set_address` relies on: both address fields of a key start at a 4-byte
+// boundary of a 4-byte aligned key.
+const _: () = assert!(
+    offset_of!(CtKey, saddr) % 4 == 0
+        && offset_of!(CtKey, daddr) % 4 == 0
+        && core::mem::align_of::<CtKey>() == 4
+);
+
+/// Writes an address given as four words into a key's address field, one word
+/// at a time (a byte array written whole becomes a byte-by-byte `memset` or
+/// `memcpy` loop in BPF).
+#[inline(always)]
+fn set_address(field: &mut [u8; 16], words: [u32; 4]) {
+    let at = field.as_mut_ptr() as *mut u32;
+    // SAFETY: the field is 16 bytes, 4-byte aligned (asserted above).
+    unsafe {
+        at.write(words[0]);
+        at.add(1).write(words[1]);
+        at.add(2).write(words[2]);
+        at.add(3).write(words[3]);
+    }
+}
+
+/// The 4-byte word of packet data at `at`, in memory order.
+///
+/// # Safety
+/// `at..at + 4` must lie within packet data the caller checked against
+/// `data_end` (the verifier rejects the program otherwise).
+#[inline(always)]
+unsafe fn word(at: usize) -> u32 {
+    let value: u64;
+    // One BPF load: packet data may be read at any alignment, which Rust's
+    // `read_unaligned` would split into four byte loads.
+    asm!(
+        "{value} = *(u32 *)({at} + 0)",
+        value = out(reg) value,
+        at = in(reg) at,
+        options(readonly, nostack, preserves_flags),
+    );
+    value as u32
+}
+
+/// The 16 bytes of packet data at `at` as four words (`word`).
+///
+/// # Safety
+/// As `word`, for `at..at + 16`.
+#[inline(always)]
+unsafe fn words(at: usize) -> [u32; 4] {
+    [word(at), word(at + 4), word(at + 8), word(at + 12)]
+}
+
+/// Passes the packet at `ifindex` going `direction`, decided with `generation`,
+/// when its conntrack entry alone decides it (the module comment's rules): counts
+/// it, refreshes the entry, sets the mark, and returns true. False when the
+/// packet must go the long way; nothing was changed then.
+#[inline(always)]
+pub(crate) fn tracked(ctx: &TcContext, ifindex: u32, direction: u8, generation: u32) -> bool {
+    let mut key = MaybeUninit::<CtKey>::uninit();
+    // SAFETY: `parse` writes every field when it returns `Some`; the key is read
+    // only then.
+    let Some(tcp_flags) = parse(ctx, ifindex, direction, unsafe { &mut *key.as_mut_ptr() }) else {
+        return false;
+    };
+    let mut key = unsafe { key.assume_init() };
+    let protocol = key.protocol;
+    // Every setting this path reads, with one lookup.
+    let config = maps::config_ref();
+    if direction == DIRECTION_EGRESS
+        && protocol == IPPROTO_UDP
+        && config.tunnel_ports_be.contains(&key.dport_be)
+    {
+        return false;
+    }
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let (entry, reply) = match ct::live_in(config, &key, now) {
+        Some(entry) => {
+            // SAFETY: as in `ct::live_in`.
+            let (state, flags) = unsafe { ((*entry).state, (*entry).flags) };
+            if protocol != IPPROTO_TCP && state == CT_STATE_OPENING && flags & CT_FLAG_DEFERRED == 0
+            {
+                return false;
+            }
+            (entry, false)
+        }
+        None => {
+            core::mem::swap(&mut key.saddr, &mut key.daddr);
+            (key.sport_be, key.dport_be) = (key.dport_be, key.sport_be);
+            key.direction = ct::opposite(direction);
+            match ct::live_in(config, &key, now) {
+                Some(entry) => (entry, true),
+                None => return false,
+            }
+        }
+    };
+    // SAFETY: as in `ct::live_in`.
+    let (flags, stamp, slot) =
+        unsafe { ((*entry).flags, (*entry).generation, (*entry).counter_slot) };
+    if flags & (SLOW_FLAGS | CT_FLAG_LOCAL_OWNED) != CT_FLAG_LOCAL_OWNED || stamp != generation {
+        return false;
+    }
+    let clear = if direction == DIRECTION_INGRESS {
+        match service::plain_marks(ctx, config, generation) {
+            Some(clear) => clear,
+            None => return false,
+        }
+    } else {
+        // The reply's destination, the key's source once reversed.
+        if reply && maps::endpoint_ifindex(maps::bank(generation), &key.saddr).is_some() {
+            return false;
+        }
+        0
+    };
+    // Decided: from here on the packet passes.
+    ct::refresh(entry, now, protocol, tcp_flags, reply);
+    maps::count(STAT_ALLOW_TRACKED);
+    counters::add(Counter::rule(slot), ctx.len());
+    if direction == DIRECTION_INGRESS {
+        service::clear_marks(ctx, clear);
+    } else {
+        service::stamp_with(ctx, config, generation);
+    }
+    true
+}
