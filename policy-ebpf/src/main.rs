@@ -203,6 +203,12 @@ pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, 
     action
 }
 
+/// Before `decide`, `classify` lets `fast::tracked` pass a packet of a tracked
+/// flow that its entry alone decides (rule 7's plain hit, when the entry is of
+/// this generation and `CT_FLAG_LOCAL_OWNED` vouches for rules 2, 4 and 6; the
+/// rules of `fast.rs`); it changes nothing unless it passes the packet, and
+/// everything else comes here.
+///
 /// Lookup precedence, in order (both families alike; every lookup of `ENDPOINTS`,
 /// `ENDPOINT_ADDRS`, `PEERS_*` and `POLICY` is in `at.bank`, the bank of the
 /// generation read once per packet, `facts.generation`):
