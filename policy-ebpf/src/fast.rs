@@ -40,6 +40,7 @@
 use core::{
     arch::asm,
     mem::{offset_of, MaybeUninit},
+    ptr::addr_of_mut,
 };
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
@@ -80,9 +81,16 @@ const SLOW_FLAGS: u32 = CT_FLAG_AUDIT | CT_FLAG_DEFERRED | CT_FLAG_REVOKED;
 
 /// The packet's tuple, as the key of its flow's forward entry at `ifindex` in
 /// `direction`, and its TCP flags; `None` when it is not a packet the fast path
-/// takes (rules 1 and 2). Every field of `key` is written when it returns `Some`.
+/// takes (rules 1 and 2). Every field of `*key` is written when it returns `Some`.
+///
+/// `key` is a raw pointer to possibly uninitialised memory: it is written field
+/// by field through `addr_of_mut!` and never read or referenced here, so no
+/// reference to an uninitialised `CtKey` is ever made.
+///
+/// # Safety
+/// `key` must be valid for writes of a `CtKey` and aligned for it.
 #[inline(always)]
-fn parse(ctx: &TcContext, ifindex: u32, direction: u8, key: &mut CtKey) -> Option<u8> {
+unsafe fn parse(ctx: &TcContext, ifindex: u32, direction: u8, key: *mut CtKey) -> Option<u8> {
     let data = ctx.data();
     let end = ctx.data_end();
     if data + ETH_HLEN + Ipv4Hdr::LEN > end {
@@ -91,24 +99,27 @@ fn parse(ctx: &TcContext, ifindex: u32, direction: u8, key: &mut CtKey) -> Optio
     // SAFETY: every read below is of bytes the check before it proved to lie
     // within [data, data_end), which the verifier checks again; network-types'
     // headers are byte arrays, read at any alignment, and `word` reads with one
-    // BPF load, which packet data allows at any alignment.
+    // BPF load, which packet data allows at any alignment. Every write is to a
+    // field of `*key` (the caller's promise).
     let ether_type = unsafe { (*(data as *const EthHdr)).ether_type };
     let ip = data + ETH_HLEN;
-    let l4 = if ether_type == ETH_P_IP {
+    let (l4, protocol) = if ether_type == ETH_P_IP {
         let head = unsafe { &*(ip as *const Ipv4Hdr) };
         if head.vihl != IPV4_PLAIN || head.frags[0] & IPV4_FRAGMENTED != 0 || head.frags[1] != 0 {
             return None;
         }
-        key.protocol = head.proto;
         let (saddr, daddr) = unsafe {
             (
                 word(ip + offset_of!(Ipv4Hdr, src_addr)),
                 word(ip + offset_of!(Ipv4Hdr, dst_addr)),
             )
         };
-        set_address(&mut key.saddr, [0, 0, IPV4_MAPPED, saddr]);
-        set_address(&mut key.daddr, [0, 0, IPV4_MAPPED, daddr]);
-        ip + Ipv4Hdr::LEN
+        unsafe {
+            addr_of_mut!((*key).protocol).write(head.proto);
+            set_address(addr_of_mut!((*key).saddr), [0, 0, IPV4_MAPPED, saddr]);
+            set_address(addr_of_mut!((*key).daddr), [0, 0, IPV4_MAPPED, daddr]);
+        }
+        (ip + Ipv4Hdr::LEN, head.proto)
     } else if ether_type == ETH_P_IPV6 {
         if ip + Ipv6Hdr::LEN > end {
             return None;
@@ -117,7 +128,6 @@ fn parse(ctx: &TcContext, ifindex: u32, direction: u8, key: &mut CtKey) -> Optio
         if head.vcf[0] >> 4 != 6 {
             return None;
         }
-        key.protocol = head.next_hdr;
         let (saddr, daddr) = unsafe {
             (
                 words(ip + offset_of!(Ipv6Hdr, src_addr)),
@@ -127,15 +137,18 @@ fn parse(ctx: &TcContext, ifindex: u32, direction: u8, key: &mut CtKey) -> Optio
         if ipv4_mapped(&saddr) || ipv4_mapped(&daddr) {
             return None;
         }
-        set_address(&mut key.saddr, saddr);
-        set_address(&mut key.daddr, daddr);
-        ip + Ipv6Hdr::LEN
+        unsafe {
+            addr_of_mut!((*key).protocol).write(head.next_hdr);
+            set_address(addr_of_mut!((*key).saddr), saddr);
+            set_address(addr_of_mut!((*key).daddr), daddr);
+        }
+        (ip + Ipv6Hdr::LEN, head.next_hdr)
     } else {
         return None;
     };
-    let needed = if key.protocol == IPPROTO_TCP {
+    let needed = if protocol == IPPROTO_TCP {
         TCP_NEEDED
-    } else if key.protocol == IPPROTO_UDP {
+    } else if protocol == IPPROTO_UDP {
         UDP_NEEDED
     } else {
         return None;
@@ -143,17 +156,21 @@ fn parse(ctx: &TcContext, ifindex: u32, direction: u8, key: &mut CtKey) -> Optio
     if l4 + needed > end {
         return None;
     }
-    // SAFETY: as above; TCP's flags byte is read only for TCP, whose whole
-    // `TCP_NEEDED` was checked.
-    let tcp = unsafe { &*(l4 as *const TcpHdr) };
-    key.ifindex = ifindex;
-    key.sport_be = u16::from_ne_bytes(tcp.source);
-    key.dport_be = u16::from_ne_bytes(tcp.dest);
-    key.direction = direction;
-    key.pad = [0; 2];
-    if key.protocol != IPPROTO_TCP {
+    // SAFETY: as above. Both ports are the first 4 bytes of TCP's and UDP's
+    // headers, which `needed` covers for either, read as one word: no header
+    // type (TCP's is 20 bytes) is laid over bytes that were not checked.
+    let ports = unsafe { word(l4) }.to_ne_bytes();
+    unsafe {
+        addr_of_mut!((*key).ifindex).write(ifindex);
+        addr_of_mut!((*key).sport_be).write(u16::from_ne_bytes([ports[0], ports[1]]));
+        addr_of_mut!((*key).dport_be).write(u16::from_ne_bytes([ports[2], ports[3]]));
+        addr_of_mut!((*key).direction).write(direction);
+        addr_of_mut!((*key).pad).write([0; 2]);
+    }
+    if protocol != IPPROTO_TCP {
         return Some(0);
     }
+    // SAFETY: as above: TCP's flags byte, the last of `TCP_NEEDED`, checked.
     let flags = unsafe { *((l4 + TCP_NEEDED - 1) as *const u8) };
     if flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
         return None;
@@ -181,9 +198,13 @@ const _: () = assert!(
 /// Writes an address given as four words into a key's address field, one word
 /// at a time (a byte array written whole becomes a byte-by-byte `memset` or
 /// `memcpy` loop in BPF).
+///
+/// # Safety
+/// `field` must be an address field of a `CtKey` valid for writes (it may be
+/// uninitialised).
 #[inline(always)]
-fn set_address(field: &mut [u8; 16], words: [u32; 4]) {
-    let at = field.as_mut_ptr() as *mut u32;
+unsafe fn set_address(field: *mut [u8; 16], words: [u32; 4]) {
+    let at = field as *mut u32;
     // SAFETY: the field is 16 bytes, 4-byte aligned (asserted above).
     unsafe {
         at.write(words[0]);
@@ -228,9 +249,10 @@ unsafe fn words(at: usize) -> [u32; 4] {
 #[inline(always)]
 pub(crate) fn tracked(ctx: &TcContext, ifindex: u32, direction: u8, generation: u32) -> bool {
     let mut key = MaybeUninit::<CtKey>::uninit();
-    // SAFETY: `parse` writes every field when it returns `Some`; the key is read
-    // only then.
-    let Some(tcp_flags) = parse(ctx, ifindex, direction, unsafe { &mut *key.as_mut_ptr() }) else {
+    // SAFETY: the pointer is to this frame's `CtKey`-sized, aligned slot; `parse`
+    // writes every field when it returns `Some` (no reference to the slot is made
+    // before), and the key is read only then.
+    let Some(tcp_flags) = (unsafe { parse(ctx, ifindex, direction, key.as_mut_ptr()) }) else {
         return false;
     };
     let mut key = unsafe { key.assume_init() };
