@@ -34,8 +34,10 @@
 //!    its deferred flow's reply verified, `service::verify_reply`); the packet
 //!    leaves with its generation's stamp (`service::stamp`).
 //!
-//! A BPF subprogram of its own: its key stays off the classifiers' frames, which
-//! the long way fills (`maps.rs`, stack budget).
+//! Not a BPF subprogram: `tracked` is `inline(always)`, inlined into `classify`, so
+//! its key and locals take slots in the classifier's own frame next to what the
+//! long way fills (`maps.rs` on the stack budget); the verifier checks the sum
+//! when the program loads.
 
 use core::{
     arch::asm,
@@ -259,8 +261,11 @@ pub(crate) fn tracked(ctx: &TcContext, ifindex: u32, direction: u8, generation: 
     let protocol = key.protocol;
     // Every setting this path reads, with one lookup.
     let config = maps::config_ref();
+    // As `tunnel::encapsulates`: port 0 is no tunnel port (it fills the unused
+    // slots of `tunnel_ports_be`).
     if direction == DIRECTION_EGRESS
         && protocol == IPPROTO_UDP
+        && key.dport_be != 0
         && config.tunnel_ports_be.contains(&key.dport_be)
     {
         return false;
