@@ -21,6 +21,7 @@
 use aya_ebpf::programs::TcContext;
 use policy_common::{
     config::Config,
+    ct::CT_FLAG_LOCAL_OWNED,
     events::{EVENT_ALLOWED, EVENT_WOULD_DROP},
     verdict::{
         DIRECTION_EGRESS, STAT_ALLOW_DEFERRED_EGRESS, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED,
@@ -313,7 +314,11 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
             direction: DIRECTION_EGRESS,
             bank: bank as u8,
         };
-        if let Err(stat) = judge::recheck(&hit, site, &source, flow, facts, generation, 0) {
+        // `ENDPOINT_ADDRS[saddr] == source_if` in this bank (above), and the
+        // entry's local address is `saddr` either way (the source of an egress
+        // entry, the destination of an ingress one the packet replies to).
+        let owned = CT_FLAG_LOCAL_OWNED;
+        if let Err(stat) = judge::recheck(&hit, site, &source, flow, facts, generation, owned) {
             // The drop is the source's: reported with its interface (and, from
             // `recheck`, the direction whose policy revoked the flow).
             facts.ifindex = source_if;
@@ -366,11 +371,13 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
         };
         return denied;
     }
+    // `site.ifindex` is `ENDPOINT_ADDRS[saddr]` in this bank (`source_tracked`),
+    // and `saddr` is the egress entry's local address.
     if let Err(stat) = ct::track(
         site,
         flow,
         judged.slot(),
-        judged.ct_flags(),
+        judged.ct_flags() | CT_FLAG_LOCAL_OWNED,
         facts.generation,
     ) {
         facts.rule = None;
@@ -433,8 +440,11 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
         };
         // The reply's own verdict stays the backend's: only the client's entry
         // learns the new state, and a denied one verifies nothing.
+        // `ENDPOINT_ADDRS[daddr] == client_if` in this bank (above), and `daddr`
+        // is the source of the client's egress entry: its local address.
         let (counter, direction) = (facts.counter, facts.direction);
-        let rechecked = judge::recheck(&hit, site, &client, flow, facts, generation, 0);
+        let owned = CT_FLAG_LOCAL_OWNED;
+        let rechecked = judge::recheck(&hit, site, &client, flow, facts, generation, owned);
         (facts.counter, facts.direction) = (counter, direction);
         if rechecked.is_err() {
             return false;
