@@ -61,7 +61,10 @@
 //!    and an entry of another generation only with `CONFIG_FLAG_KEEP_ESTABLISHED`);
 //!    it neither refreshes nor moves the flow.
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::{
+    intrinsics::{atomic_xadd, AtomicOrdering},
+    ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
+};
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 use policy_common::{
@@ -150,11 +153,12 @@ impl Hit {
 
     /// Whether the packet, decided with `generation`, may pass by this entry
     /// without re-deciding it (transition 5): not revoked, and decided by the same
-    /// state (or the agent keeps established flows).
+    /// state (or the agent keeps established flows). Generation and flags are read
+    /// in `verdict`'s order.
     #[inline(always)]
     pub(crate) fn current(&self, generation: u32) -> bool {
-        self.flags() & CT_FLAG_REVOKED == 0
-            && (self.generation() == generation || keep_established())
+        let (stamp, flags) = verdict(self.entry);
+        flags & CT_FLAG_REVOKED == 0 && (stamp == generation || keep_established())
     }
 
     /// The entry was re-decided with `generation` and allowed: it takes the
@@ -162,11 +166,8 @@ impl Hit {
     #[inline(always)]
     pub(crate) fn renew(&self, generation: u32, flags: u32, counter_slot: u32) {
         // SAFETY: as in `refresh`.
-        unsafe {
-            (*self.entry).flags = flags;
-            (*self.entry).counter_slot = counter_slot;
-            (*self.entry).generation = generation;
-        }
+        unsafe { (*self.entry).counter_slot = counter_slot };
+        set_verdict(self.entry, flags, generation);
     }
 
     /// The entry was re-decided with `generation` and denied: revoked and CLOSED,
@@ -174,12 +175,58 @@ impl Hit {
     #[inline(always)]
     pub(crate) fn revoke(&self, generation: u32) {
         // SAFETY: as in `refresh`.
-        unsafe {
-            (*self.entry).flags |= CT_FLAG_REVOKED;
-            (*self.entry).generation = generation;
-            (*self.entry).state = CT_STATE_CLOSED;
-        }
+        unsafe { (*self.entry).state = CT_STATE_CLOSED };
+        let (_, flags) = verdict(self.entry);
+        set_verdict(self.entry, flags | CT_FLAG_REVOKED, generation);
     }
+}
+
+/// `CtValue::generation`, then `CtValue::flags`, of `entry`, in that order, as
+/// volatile reads the compiler may neither merge nor reorder. Another CPU may
+/// re-decide the entry meanwhile (`set_verdict`), which writes flags first and
+/// generation last: a reader that sees the new generation then sees the flags
+/// written with it (or later ones), never flags of an older decision under a
+/// newer generation, so an entry's flags (`CT_FLAG_LOCAL_OWNED` above all) never
+/// vouch for a generation that did not set them. The reverse mix (new flags, old
+/// generation) is still possible: the flags of a decision that raced this packet
+/// under the generation just before or after its own.
+///
+/// The compiler keeps the order; the CPU does too on x86-64 (TSO: loads are not
+/// reordered with loads, stores not with stores). A weakly ordered CPU (arm64)
+/// would need the two in one 64-bit word to be exact.
+#[inline(always)]
+pub(crate) fn verdict(entry: *const CtValue) -> (u32, u32) {
+    // SAFETY: as in `refresh`; both fields are aligned u32s of the value.
+    unsafe {
+        let generation = read_volatile(addr_of!((*entry).generation));
+        let flags = read_volatile(addr_of!((*entry).flags));
+        (generation, flags)
+    }
+}
+
+/// Writes a decision into `entry`: `flags`, then `generation`, in that order, as
+/// volatile writes (`verdict` says why).
+#[inline(always)]
+fn set_verdict(entry: *mut CtValue, flags: u32, generation: u32) {
+    // SAFETY: as in `refresh`.
+    unsafe {
+        write_volatile(addr_of_mut!((*entry).flags), flags);
+        write_volatile(addr_of_mut!((*entry).generation), generation);
+    }
+}
+
+/// Overwrites the live `entry` with `value`, its decision (`set_verdict`) last.
+#[inline(always)]
+fn overwrite(entry: *mut CtValue, value: &CtValue) {
+    // SAFETY: as in `refresh`.
+    unsafe {
+        (*entry).created_ns = value.created_ns;
+        (*entry).last_seen_ns = value.last_seen_ns;
+        (*entry).counter_slot = value.counter_slot;
+        (*entry).state = value.state;
+        (*entry).pad = value.pad;
+    }
+    set_verdict(entry, value.flags, value.generation);
 }
 
 /// Records that a packet of `protocol` with `tcp_flags` passed at `now` as part
@@ -490,8 +537,7 @@ fn relates(
     let Some(entry) = live(key, now) else {
         return false;
     };
-    // SAFETY: as in `live`.
-    let (flags, stamp) = unsafe { ((*entry).flags, (*entry).generation) };
+    let (stamp, flags) = verdict(entry);
     (deferred_ok || flags & CT_FLAG_DEFERRED == 0)
         && (flags & CT_FLAG_AUDIT == 0 || endpoint_flags & audit::flag(original) != 0)
         && flags & CT_FLAG_REVOKED == 0
@@ -539,8 +585,7 @@ fn track_entry(site: Site, flow: &Flow, counter_slot: u32, flags: u32, generatio
     };
     // A key in the table is counted already: overwritten in place.
     if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {
-        // SAFETY: as in `refresh`.
-        unsafe { *entry = value };
+        overwrite(entry, &value);
         return TRACKED;
     }
     let Some(tracked) = maps::ct_tracked(ifindex) else {
@@ -560,8 +605,7 @@ fn track_entry(site: Site, flow: &Flow, counter_slot: u32, flags: u32, generatio
         // Another CPU may have added the same key meanwhile: that one counts.
         return match CONNTRACK.get_ptr_mut(&key) {
             Some(entry) => {
-                // SAFETY: as in `refresh`.
-                unsafe { *entry = value };
+                overwrite(entry, &value);
                 TRACKED
             }
             None => STAT_DROP_CT_FULL,

@@ -292,9 +292,10 @@ pub(crate) fn tracked(ctx: &TcContext, ifindex: u32, direction: u8, generation: 
             }
         }
     };
+    // Generation first, then flags (`ct::verdict` says why).
+    let (stamp, flags) = ct::verdict(entry);
     // SAFETY: as in `ct::live_in`.
-    let (flags, stamp, slot) =
-        unsafe { ((*entry).flags, (*entry).generation, (*entry).counter_slot) };
+    let slot = unsafe { (*entry).counter_slot };
     if flags & (SLOW_FLAGS | CT_FLAG_LOCAL_OWNED) != CT_FLAG_LOCAL_OWNED || stamp != generation {
         return false;
     }
