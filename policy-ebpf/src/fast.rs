@@ -22,10 +22,11 @@
 //!    here goes the long way);
 //! 5. the entry is of this packet's generation (not another state's: that one
 //!    re-decides it), neither revoked, deferred nor audit-only, and carries
-//!    `CT_FLAG_LOCAL_OWNED`: in this generation, whose banks no one writes, the
-//!    interface is a known endpoint (`ENDPOINTS`) and the flow's local address is
-//!    its own (`ENDPOINT_ADDRS`), so the packet passes the endpoint, anti-spoofing
-//!    (egress) and misdelivery (ingress) checks as the flow's last decision did;
+//!    `CT_FLAG_LOCAL_OWNED`: when this generation last decided the flow, the
+//!    interface was a known endpoint (`ENDPOINTS`) and the flow's local address
+//!    its own (`ENDPOINT_ADDRS`). That still holds, so the packet passes the
+//!    endpoint, anti-spoofing (egress) and misdelivery (ingress) checks as that
+//!    decision did, by the invariant below;
 //! 6. at ingress, a mark without the deferred-egress or reply-verified bit and
 //!    without the stamp of another generation (those packets decide their source's
 //!    egress or count elsewhere, `service.rs`); podwall's bits are then cleared as
@@ -33,6 +34,18 @@
 //! 7. at egress, a reply whose destination is no local pod (a local one may need
 //!    its deferred flow's reply verified, `service::verify_reply`); the packet
 //!    leaves with its generation's stamp (`service::stamp`).
+//!
+//! The invariant this path needs of the agent: **no `ENDPOINTS` or
+//! `ENDPOINT_ADDRS` entry of the active bank is removed or changed unless
+//! `ACTIVE`'s generation is bumped afterwards.** A flip writes only the other bank;
+//! a write into the active bank itself (`Banks::update_peers` writes `PEERS_*` in
+//! place and then bumps the generation by two) must bump it after its last write,
+//! so every entry stamped before is re-decided the long way. Adding a new key in
+//! place (a new interface's pending `ENDPOINTS` entry) needs no bump: it changes
+//! no answer an entry's flag recorded (that interface or address had none), and
+//! rule 7 reads `ENDPOINT_ADDRS` afresh. Between such a write and its bump, and
+//! for packets that read `ACTIVE` before the bump, the old generation's entries
+//! still vouch, as a flip lets packets in flight finish with the old bank.
 //!
 //! Not a BPF subprogram: `tracked` is `inline(always)`, inlined into `classify`, so
 //! its key and locals take slots in the classifier's own frame next to what the
