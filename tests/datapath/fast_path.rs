@@ -17,18 +17,15 @@ use std::collections::BTreeMap;
 
 use policy_agent::{
     dataplane::{Hook, LoadOptions, PolicyCounters, TrackedFlow},
-    model::ObjectRef,
-    policy::tables::{DatapathTables, Direction, EndpointEntry},
+    policy::tables::{DatapathTables, Direction},
 };
-use policy_common::{
-    endpoint::PENDING_ENDPOINT_ID,
-    verdict::{MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED},
-};
+use policy_common::verdict::{MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED};
 
 use super::{
     addr,
     frames::{self, ACK, SYN, TCP, UDP},
     net::Net,
+    pending,
     pods::{self, ack, quiet_net, syn, udp, CLIENT_V4, CLIENT_V6, PODS, SERVER_V4, SERVER_V6},
     tables::Tables,
 };
@@ -181,22 +178,10 @@ fn a_flow_to_an_address_the_pod_does_not_own_is_tracked_unowned_and_its_answer_i
 
 #[test]
 fn a_pending_interfaces_answer_is_spoofed_though_its_flow_is_tracked() {
-    let mut net = pods::server_and_client();
-    let tables = Tables::new(&net).unregistered("client").build();
-    let client = net.ifindex("client");
-    let interfaces: BTreeMap<ObjectRef, u32> = net
-        .interfaces
-        .iter()
-        .filter(|(_, ifindex)| **ifindex != client)
-        .map(|(pod, ifindex)| (pod.clone(), *ifindex))
-        .collect();
     // Not isolated: its ingress passes and is tracked, but no address is its own.
-    let pending = EndpointEntry {
-        endpoint_id: PENDING_ENDPOINT_ID,
-        ..EndpointEntry::default()
-    };
+    let (mut net, tables, interfaces, pending) = pending::pending_client(false);
     net.datapath
-        .apply(&tables, &interfaces, &BTreeMap::from([(client, pending)]))
+        .apply(&tables, &interfaces, &BTreeMap::from([pending]))
         .unwrap_or_else(|e| panic!("apply: {e}"));
     let spoofed = uncounted(false, "drop_spoofed_source");
     let addresses = [CLIENT_V4, CLIENT_V6];

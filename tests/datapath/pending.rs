@@ -5,7 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use policy_agent::{dataplane::Hook, model::ObjectRef, policy::tables::EndpointEntry};
+use policy_agent::{
+    dataplane::{Hook, InterfaceIndex},
+    model::ObjectRef,
+    policy::tables::{DatapathTables, EndpointEntry},
+};
 use policy_common::endpoint::PENDING_ENDPOINT_ID;
 
 use super::{
@@ -14,22 +18,33 @@ use super::{
     tables::Tables,
 };
 
-#[test]
-fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry() {
-    let mut net = pods::server_and_client();
+/// A quiet server and client whose client veth no pod of the tables owns: the
+/// tables without the client, the interfaces as `apply` takes them then, and the
+/// client's interface with a pending entry for it, isolated for ingress if
+/// `isolated_ingress`.
+pub fn pending_client(
+    isolated_ingress: bool,
+) -> (
+    Net,
+    DatapathTables,
+    BTreeMap<ObjectRef, InterfaceIndex>,
+    (InterfaceIndex, EndpointEntry),
+) {
+    let net = pods::server_and_client();
     let tables = Tables::new(&net).unregistered("client").build();
-    let client = net.ifindex("client");
-    let interfaces: BTreeMap<ObjectRef, u32> = net
-        .interfaces
-        .iter()
-        .filter(|(_, ifindex)| **ifindex != client)
-        .map(|(pod, ifindex)| (pod.clone(), *ifindex))
-        .collect();
+    let interfaces = net.interfaces_without("client");
     let pending = EndpointEntry {
         endpoint_id: PENDING_ENDPOINT_ID,
-        isolated_ingress: true,
+        isolated_ingress,
         ..EndpointEntry::default()
     };
+    let client = net.ifindex("client");
+    (net, tables, interfaces, (client, pending))
+}
+
+#[test]
+fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry() {
+    let (mut net, tables, interfaces, (client, pending)) = pending_client(true);
     let into_client = |net: &mut Net| {
         let frame = syn(SERVER_V4, CLIENT_V4, pods::fresh_sport(), 80);
         net.run(Hook::PodIngress, "client", 0, &frame).passed
@@ -93,12 +108,7 @@ fn endpoints_added_without_tables_go_on_top_of_the_active_bank_in_one_flip() {
         .unregistered("client")
         .build();
     let (server, client) = (net.ifindex("server"), net.ifindex("client"));
-    let interfaces: BTreeMap<ObjectRef, u32> = net
-        .interfaces
-        .iter()
-        .filter(|(_, ifindex)| **ifindex != client)
-        .map(|(pod, ifindex)| (pod.clone(), *ifindex))
-        .collect();
+    let interfaces = net.interfaces_without("client");
     let first = net
         .datapath
         .apply(&tables, &interfaces, &BTreeMap::new())
