@@ -11,7 +11,8 @@
 //! errors), `datapath/conntrack_limits.rs` and `datapath/flood.rs` what bounds the
 //! table (a full table, a pod's limit, the sweep, a flooding pod), and
 //! `datapath/recheck.rs` tracked flows re-decided after a policy change and the
-//! bank stamp of same-node packets; `datapath/counters.rs`, `datapath/events.rs` and
+//! bank stamp of same-node packets; `datapath/fast_path.rs` what the conntrack
+//! fast path may pass on an entry alone and what it must leave to `decide`; `datapath/counters.rs`, `datapath/events.rs` and
 //! `datapath/audit.rs` the per-policy counters, verdict events and audit mode;
 //! `datapath/bench.rs` checks the pieces of `cargo xtask bench datapath`;
 //! `datapath/fragments.rs` the non-first fragments of a datagram after its first
@@ -50,6 +51,8 @@ mod counters;
 mod events;
 #[path = "datapath/exits.rs"]
 mod exits;
+#[path = "datapath/fast_path.rs"]
+mod fast_path;
 #[path = "datapath/flood.rs"]
 mod flood;
 #[path = "datapath/fragment_frames.rs"]

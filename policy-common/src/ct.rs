@@ -65,6 +65,16 @@ pub const CT_FLAG_AUDIT: u32 = 1 << 1;
 /// timeout, or a later change allows it again, or a TCP SYN opens the tuple anew.
 pub const CT_FLAG_REVOKED: u32 = 1 << 2;
 
+/// Flag: when the entry's generation (`CtValue::generation`) decided it, the
+/// flow's local address (the first packet's source at egress, its destination at
+/// ingress) was one of the interface's own pod addresses (`ENDPOINT_ADDRS[addr] ==
+/// ifindex`), so every packet of the flow, either way, passes the address checks
+/// of that generation (anti-spoofing at egress, misdelivery at ingress). Set only
+/// by a decision that looked the address up; an entry without it is decided the
+/// long way, never the worse for it. The classifiers' conntrack fast path
+/// (`policy-ebpf` `fast.rs`) passes only entries with it.
+pub const CT_FLAG_LOCAL_OWNED: u32 = 1 << 3;
+
 /// `CtValue::state`: first packet seen, no reply yet (TCP: a SYN sent, or a flow
 /// picked up mid-stream that the other side has not answered yet).
 pub const CT_STATE_OPENING: u8 = 0;

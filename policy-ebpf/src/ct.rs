@@ -61,11 +61,14 @@
 //!    and an entry of another generation only with `CONFIG_FLAG_KEEP_ESTABLISHED`);
 //!    it neither refreshes nor moves the flow.
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::{
+    intrinsics::{atomic_xadd, AtomicOrdering},
+    ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
+};
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 use policy_common::{
-    config::CONFIG_FLAG_KEEP_ESTABLISHED,
+    config::{Config, CONFIG_FLAG_KEEP_ESTABLISHED},
     ct::{
         CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_REVOKED, CT_STATE_ANSWERED,
         CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
@@ -117,74 +120,132 @@ impl Hit {
     /// `CtValue::flags` of the entry.
     #[inline(always)]
     pub(crate) fn flags(&self) -> u32 {
-        // SAFETY: as in `seen`.
+        // SAFETY: as in `refresh`.
         unsafe { (*self.entry).flags }
     }
 
     /// `CtValue::counter_slot` of the entry.
     #[inline(always)]
     pub(crate) fn counter_slot(&self) -> u32 {
-        // SAFETY: as in `seen`.
+        // SAFETY: as in `refresh`.
         unsafe { (*self.entry).counter_slot }
     }
 
     /// `CtValue::generation` of the entry.
     #[inline(always)]
     pub(crate) fn generation(&self) -> u32 {
-        // SAFETY: as in `seen`.
+        // SAFETY: as in `refresh`.
         unsafe { (*self.entry).generation }
     }
 
     /// Records that the packet passed as part of this flow (or, for a revoked
-    /// flow, was dropped by it): `last_seen_ns` becomes now and the state moves as
-    /// `next_state` says (written only when it changes).
+    /// flow, was dropped by it): `refresh`.
     #[inline(always)]
     pub(crate) fn seen(&self, flow: &Flow) {
-        // SAFETY: `entry` came from `get_ptr_mut` during this run, so it points at a
-        // CtValue the kernel keeps valid until the program returns (even if the
-        // agent removes it meanwhile). Every field is a plain integer: a racing
-        // writer can at worst make one update lost, never invalid.
-        unsafe {
-            let state = (*self.entry).state;
-            let next = next_state(state, flow, self.reply);
-            if next != state {
-                (*self.entry).state = next;
-            }
-            (*self.entry).last_seen_ns = self.now;
-        }
+        refresh(
+            self.entry,
+            self.now,
+            flow.protocol,
+            flow.tcp_flags,
+            self.reply,
+        );
     }
 
     /// Whether the packet, decided with `generation`, may pass by this entry
     /// without re-deciding it (transition 5): not revoked, and decided by the same
-    /// state (or the agent keeps established flows).
+    /// state (or the agent keeps established flows). Generation and flags are read
+    /// in `verdict`'s order.
     #[inline(always)]
     pub(crate) fn current(&self, generation: u32) -> bool {
-        self.flags() & CT_FLAG_REVOKED == 0
-            && (self.generation() == generation || keep_established())
+        let (stamp, flags) = verdict(self.entry);
+        flags & CT_FLAG_REVOKED == 0 && (stamp == generation || keep_established())
     }
 
     /// The entry was re-decided with `generation` and allowed: it takes the
     /// decision's `flags` and `counter_slot` (a revoked flow passes again).
     #[inline(always)]
     pub(crate) fn renew(&self, generation: u32, flags: u32, counter_slot: u32) {
-        // SAFETY: as in `seen`.
-        unsafe {
-            (*self.entry).flags = flags;
-            (*self.entry).counter_slot = counter_slot;
-            (*self.entry).generation = generation;
-        }
+        // SAFETY: as in `refresh`.
+        unsafe { (*self.entry).counter_slot = counter_slot };
+        set_verdict(self.entry, flags, generation);
     }
 
     /// The entry was re-decided with `generation` and denied: revoked and CLOSED,
     /// so it expires after the closing timeout once the flow stops trying.
     #[inline(always)]
     pub(crate) fn revoke(&self, generation: u32) {
-        // SAFETY: as in `seen`.
-        unsafe {
-            (*self.entry).flags |= CT_FLAG_REVOKED;
-            (*self.entry).generation = generation;
-            (*self.entry).state = CT_STATE_CLOSED;
+        // SAFETY: as in `refresh`.
+        unsafe { (*self.entry).state = CT_STATE_CLOSED };
+        let (_, flags) = verdict(self.entry);
+        set_verdict(self.entry, flags | CT_FLAG_REVOKED, generation);
+    }
+}
+
+/// `CtValue::generation`, then `CtValue::flags`, of `entry`, in that order, as
+/// volatile reads the compiler may neither merge nor reorder. Another CPU may
+/// re-decide the entry meanwhile (`set_verdict`), which writes flags first and
+/// generation last: a reader that sees the new generation then sees the flags
+/// written with it (or later ones), never flags of an older decision under a
+/// newer generation, so an entry's flags (`CT_FLAG_LOCAL_OWNED` above all) never
+/// vouch for a generation that did not set them. The reverse mix (new flags, old
+/// generation) is still possible: the flags of a decision that raced this packet
+/// under the generation just before or after its own.
+///
+/// The compiler keeps the order; the CPU does too on x86-64 (TSO: loads are not
+/// reordered with loads, stores not with stores). A weakly ordered CPU (arm64)
+/// would need the two in one 64-bit word to be exact.
+#[inline(always)]
+pub(crate) fn verdict(entry: *const CtValue) -> (u32, u32) {
+    // SAFETY: as in `refresh`; both fields are aligned u32s of the value.
+    unsafe {
+        let generation = read_volatile(addr_of!((*entry).generation));
+        let flags = read_volatile(addr_of!((*entry).flags));
+        (generation, flags)
+    }
+}
+
+/// Writes a decision into `entry`: `flags`, then `generation`, in that order, as
+/// volatile writes (`verdict` says why).
+#[inline(always)]
+fn set_verdict(entry: *mut CtValue, flags: u32, generation: u32) {
+    // SAFETY: as in `refresh`.
+    unsafe {
+        write_volatile(addr_of_mut!((*entry).flags), flags);
+        write_volatile(addr_of_mut!((*entry).generation), generation);
+    }
+}
+
+/// Overwrites the live `entry` with `value`, its decision (`set_verdict`) last.
+#[inline(always)]
+fn overwrite(entry: *mut CtValue, value: &CtValue) {
+    // SAFETY: as in `refresh`.
+    unsafe {
+        (*entry).created_ns = value.created_ns;
+        (*entry).last_seen_ns = value.last_seen_ns;
+        (*entry).counter_slot = value.counter_slot;
+        (*entry).state = value.state;
+        (*entry).pad = value.pad;
+    }
+    set_verdict(entry, value.flags, value.generation);
+}
+
+/// Records that a packet of `protocol` with `tcp_flags` passed at `now` as part
+/// of the flow of `entry` (or, for a revoked flow, was dropped by it), a reply if
+/// `reply`: `last_seen_ns` becomes `now` and the state moves as `next_state` says
+/// (written only when it changes).
+#[inline(always)]
+pub(crate) fn refresh(entry: *mut CtValue, now: u64, protocol: u8, tcp_flags: u8, reply: bool) {
+    // SAFETY: `entry` came from `get_ptr_mut` during this run, so it points at a
+    // CtValue the kernel keeps valid until the program returns (even if the agent
+    // removes it meanwhile). Every field is a plain integer: a racing writer can
+    // at worst make one update lost, never invalid.
+    unsafe {
+        let state = (*entry).state;
+        let next = next_state(state, protocol, tcp_flags, reply);
+        if next != state {
+            (*entry).state = next;
         }
+        (*entry).last_seen_ns = now;
     }
 }
 
@@ -259,10 +320,16 @@ fn now() -> u64 {
 /// after `now` (another CPU refreshed it meanwhile) counts as idle 0.
 #[inline(always)]
 fn live(key: &CtKey, now: u64) -> Option<*mut CtValue> {
+    live_in(maps::config_ref(), key, now)
+}
+
+/// `live` with the timeouts of `config` (`CONFIG[0]`, read by the caller).
+#[inline(always)]
+pub(crate) fn live_in(config: &Config, key: &CtKey, now: u64) -> Option<*mut CtValue> {
     let entry = CONNTRACK.get_ptr_mut(key)?;
-    // SAFETY: a value pointer from this run, read field by field (see `Hit::seen`).
+    // SAFETY: a value pointer from this run, read field by field (see `refresh`).
     let (last_seen_ns, state) = unsafe { ((*entry).last_seen_ns, (*entry).state) };
-    let timeout = maps::config(|config| config.ct_timeout_ns(key.protocol, state));
+    let timeout = config.ct_timeout_ns(key.protocol, state);
     if now.saturating_sub(last_seen_ns) > timeout {
         None
     } else {
@@ -286,18 +353,18 @@ fn initial_state(flow: &Flow) -> u8 {
     }
 }
 
-/// The state after `flow`'s packet passed as part of an entry in `state`
-/// (transition 4); `reply` when it went the entry's opposite way.
+/// The state after a packet of `protocol` with `flags` (its TCP flags) passed as
+/// part of an entry in `state` (transition 4); `reply` when it went the entry's
+/// opposite way.
 #[inline(always)]
-fn next_state(state: u8, flow: &Flow, reply: bool) -> u8 {
-    if flow.protocol != IPPROTO_TCP {
+fn next_state(state: u8, protocol: u8, flags: u8, reply: bool) -> u8 {
+    if protocol != IPPROTO_TCP {
         return if reply && state == CT_STATE_OPENING {
             CT_STATE_ESTABLISHED
         } else {
             state
         };
     }
-    let flags = flow.tcp_flags;
     if flags & TCP_FLAG_RST != 0 || state == CT_STATE_CLOSED {
         CT_STATE_CLOSED
     } else if flags & TCP_FLAG_FIN != 0 || state == CT_STATE_CLOSING {
@@ -470,8 +537,7 @@ fn relates(
     let Some(entry) = live(key, now) else {
         return false;
     };
-    // SAFETY: as in `live`.
-    let (flags, stamp) = unsafe { ((*entry).flags, (*entry).generation) };
+    let (stamp, flags) = verdict(entry);
     (deferred_ok || flags & CT_FLAG_DEFERRED == 0)
         && (flags & CT_FLAG_AUDIT == 0 || endpoint_flags & audit::flag(original) != 0)
         && flags & CT_FLAG_REVOKED == 0
@@ -519,8 +585,7 @@ fn track_entry(site: Site, flow: &Flow, counter_slot: u32, flags: u32, generatio
     };
     // A key in the table is counted already: overwritten in place.
     if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {
-        // SAFETY: as in `Hit::seen`.
-        unsafe { *entry = value };
+        overwrite(entry, &value);
         return TRACKED;
     }
     let Some(tracked) = maps::ct_tracked(ifindex) else {
@@ -540,8 +605,7 @@ fn track_entry(site: Site, flow: &Flow, counter_slot: u32, flags: u32, generatio
         // Another CPU may have added the same key meanwhile: that one counts.
         return match CONNTRACK.get_ptr_mut(&key) {
             Some(entry) => {
-                // SAFETY: as in `Hit::seen`.
-                unsafe { *entry = value };
+                overwrite(entry, &value);
                 TRACKED
             }
             None => STAT_DROP_CT_FULL,

@@ -67,6 +67,11 @@ pub(crate) struct Facts {
     pub counter: Counter,
     /// How the packet is fragmented (written by `parse`, read by `frag`).
     pub fragment: Fragment,
+    /// `CT_FLAG_LOCAL_OWNED` when the packet's local address (its source at
+    /// egress, its destination at ingress) is one of the interface's own in the
+    /// packet's bank, as the address checks of `decide` found; else 0. A flow this
+    /// packet tracks or re-decides carries it.
+    pub owned: u32,
 }
 
 impl Facts {
@@ -89,6 +94,7 @@ impl Facts {
             rule: None,
             counter: Counter::None,
             fragment: Fragment::WHOLE,
+            owned: 0,
         }
     }
 

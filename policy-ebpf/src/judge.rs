@@ -134,7 +134,9 @@ pub(crate) fn judge(
 /// `generation`, when the entry does not let it pass as it is (`Hit::current`):
 /// its original direction is judged with the packet's bank. Allowed (a rule, no
 /// isolation, the node, audit, or a Service, which makes the entry deferred), the
-/// entry takes the verdict and the packet goes on. Denied, or revoked by this same
+/// entry takes the verdict, with `owned` (`CT_FLAG_LOCAL_OWNED` when the caller
+/// found the flow's local address to be the interface's own in this bank, else 0),
+/// and the packet goes on. Denied, or revoked by this same
 /// state already, the entry is revoked (`Hit::revoke`), refreshed, and the packet
 /// dropped with `STAT_DROP_REVOKED`, counted in the original direction's deny slot
 /// of `endpoint` and reported with that direction.
@@ -146,6 +148,7 @@ pub(crate) fn recheck(
     flow: &Flow,
     facts: &mut Facts,
     generation: u32,
+    owned: u32,
 ) -> Result<(), u32> {
     let original = if hit.reply {
         ct::opposite(at.direction)
@@ -161,7 +164,7 @@ pub(crate) fn recheck(
         let judged = judge(site, endpoint, flow, hit.reply, facts);
         facts.rule = None;
         if judged.kind() != DENIED {
-            hit.renew(generation, judged.ct_flags(), judged.slot());
+            hit.renew(generation, judged.ct_flags() | owned, judged.slot());
             return Ok(());
         }
         hit.revoke(generation);

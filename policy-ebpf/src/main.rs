@@ -46,6 +46,7 @@ mod debug;
 mod events;
 mod exit;
 mod facts;
+mod fast;
 mod frag;
 mod judge;
 mod maps;
@@ -60,7 +61,7 @@ use aya_ebpf::{
     programs::{SkLookupContext, TcContext},
 };
 use policy_common::{
-    ct::CT_FLAG_DEFERRED,
+    ct::{CT_FLAG_DEFERRED, CT_FLAG_LOCAL_OWNED},
     endpoint::{EndpointInfo, ALLOW_TUNNELS},
     events::{EVENT_ALLOWED, EVENT_DROPPED, EVENT_WOULD_DROP},
     peer::PEER_FLAG_NODE,
@@ -137,6 +138,11 @@ fn classify(ctx: &TcContext, direction: u8) -> i32 {
     // packet is decided wholly by the state before or wholly by the state after a
     // flip.
     let generation = maps::active_generation();
+    // A packet its conntrack entry alone decides passes here (`fast.rs`); the rest,
+    // and every tagged frame (rule 1 of `decide`), go the long way.
+    if tagged == 0 && fast::tracked(ctx, ifindex, direction, generation) {
+        return TC_ACT_UNSPEC;
+    }
     let Some(facts) = maps::facts() else {
         // Cannot happen (entry 0 of a one-entry array); fail closed if it did.
         maps::count(STAT_DROP_MALFORMED);
@@ -197,6 +203,12 @@ pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, 
     action
 }
 
+/// Before `decide`, `classify` lets `fast::tracked` pass a packet of a tracked
+/// flow that its entry alone decides (rule 7's plain hit, when the entry is of
+/// this generation and `CT_FLAG_LOCAL_OWNED` vouches for rules 2, 4 and 6; the
+/// rules of `fast.rs`); it changes nothing unless it passes the packet, and
+/// everything else comes here.
+///
 /// Lookup precedence, in order (both families alike; every lookup of `ENDPOINTS`,
 /// `ENDPOINT_ADDRS`, `PEERS_*` and `POLICY` is in `at.bank`, the bank of the
 /// generation read once per packet, `facts.generation`):
@@ -316,7 +328,7 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
     facts.parsed(&packet);
     if at.direction == DIRECTION_EGRESS {
         let (saddr, ipv6) = packet.source();
-        check_source(bank, ifindex, saddr, ipv6)?;
+        facts.owned = check_source(bank, ifindex, saddr, ipv6)?;
     }
     // Borrowed, not moved out: a moved copy's padding let LLVM store part of a
     // spilled pointer, which the verifier rejects.
@@ -345,7 +357,7 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
     }
     let flow = maps::flow(flow).ok_or(STAT_DROP_MALFORMED)?;
     let stat = if at.direction == DIRECTION_INGRESS {
-        check_destination(bank, ifindex, &flow.daddr)?;
+        facts.owned = check_destination(bank, ifindex, &flow.daddr)?;
         let arrived = service::take_marks(ctx, facts.generation);
         // Only this bit is read past the source's egress: through `black_box`, so
         // both ways into `decide_flow` hold the same unknown value and the verifier
@@ -377,14 +389,16 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
 /// pod could borrow another pod's identity: its ingress rules at the destination,
 /// and at a Service backend its egress policy (deferral trusts `ENDPOINT_ADDRS`).
 /// IPv6 link-local and unspecified sources (ND, DAD, MLD) are exempt: the node
-/// never forwards a link-local source, and they name no pod.
+/// never forwards a link-local source, and they name no pod. Returns
+/// `CT_FLAG_LOCAL_OWNED` when the source is the pod's own (`Facts::owned`), 0 for
+/// an exempt one.
 #[inline(always)]
-fn check_source(bank: u32, ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result<(), u32> {
+fn check_source(bank: u32, ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result<u32, u32> {
     if ipv6 && (parse::is_link_local(saddr) || parse::is_unspecified(saddr)) {
-        return Ok(());
+        return Ok(0);
     }
     if maps::endpoint_ifindex(bank, saddr) == Some(ifindex) {
-        Ok(())
+        Ok(CT_FLAG_LOCAL_OWNED)
     } else {
         Err(STAT_DROP_SPOOFED_SOURCE)
     }
@@ -417,12 +431,15 @@ fn stays_on_node(bank: u32, direction: u8, control: &Flow) -> bool {
 /// Step 6 of `decide`, first half: a packet handed to a pod must not be addressed
 /// to another local pod. Whatever steered it here (a neighbour entry or a bridge
 /// forwarding entry a pod forged), the pod that owns the address is elsewhere.
-/// Addresses of no local pod (broadcast, multicast, a pending pod) go on.
+/// Addresses of no local pod (broadcast, multicast, a pending pod) go on. Returns
+/// `CT_FLAG_LOCAL_OWNED` when the destination is the pod's own (`Facts::owned`),
+/// 0 for an address of no local pod.
 #[inline(never)]
-fn check_destination(bank: u32, ifindex: u32, daddr: &[u8; 16]) -> Result<(), u32> {
+fn check_destination(bank: u32, ifindex: u32, daddr: &[u8; 16]) -> Result<u32, u32> {
     match maps::endpoint_ifindex(bank, daddr) {
         Some(owner) if owner != ifindex => Err(STAT_DROP_MISDELIVERED),
-        _ => Ok(()),
+        Some(_) => Ok(CT_FLAG_LOCAL_OWNED),
+        None => Ok(0),
     }
 }
 
@@ -444,7 +461,7 @@ fn decide_flow(
     }
     if let Some(hit) = ct::lookup(ifindex, direction, flow) {
         if !hit.current(generation) {
-            judge::recheck(&hit, at, endpoint, flow, facts, generation)?;
+            judge::recheck(&hit, at, endpoint, flow, facts, generation, facts.owned)?;
         }
         if hit.flags() & CT_FLAG_DEFERRED == 0 {
             if let Some((stat, counter)) = audit::tracked(&hit, endpoint, direction) {
@@ -489,7 +506,7 @@ fn decide_flow(
             return Err(STAT_DROP_POLICY);
         }
     };
-    if let Err(full) = ct::track(at, flow, slot, judged.ct_flags(), generation) {
+    if let Err(full) = ct::track(at, flow, slot, judged.ct_flags() | facts.owned, generation) {
         facts.counter = Counter::None;
         facts.rule = None;
         return Err(full);

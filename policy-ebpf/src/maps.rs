@@ -177,6 +177,13 @@ pub(crate) fn config<T>(field: impl Fn(&Config) -> T) -> T {
     }
 }
 
+/// `CONFIG[0]` in place, or `Config::DEFAULT` when the entry cannot be read: for a
+/// path that reads several settings with one lookup (`fast.rs`).
+#[inline(always)]
+pub(crate) fn config_ref() -> &'static Config {
+    CONFIG.get(0).unwrap_or(&Config::DEFAULT)
+}
+
 /// This CPU's event token bucket.
 #[inline(always)]
 pub(crate) fn event_tokens() -> Option<*mut TokenBucket> {

@@ -20,6 +20,8 @@
 
 use aya_ebpf::programs::TcContext;
 use policy_common::{
+    config::Config,
+    ct::CT_FLAG_LOCAL_OWNED,
     events::{EVENT_ALLOWED, EVENT_WOULD_DROP},
     verdict::{
         DIRECTION_EGRESS, STAT_ALLOW_DEFERRED_EGRESS, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED,
@@ -50,36 +52,57 @@ fn mark(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).mark }
 }
 
+/// What the packet's mark says (`ARRIVED_*`, a stamp compared with `generation`)
+/// and which of podwall's bits it carries, read without changing it.
+#[inline(always)]
+fn read_marks(ctx: &TcContext, config: &Config, generation: u32) -> (u32, u32) {
+    let arrived = mark(ctx);
+    let present = arrived & config.own_marks();
+    if present == 0 {
+        return (0, 0);
+    }
+    let mut said = 0;
+    if arrived & config.mark_deferred_egress != 0 {
+        said |= ARRIVED_DEFERRED;
+    }
+    if arrived & config.mark_reply_verified != 0 {
+        said |= ARRIVED_VERIFIED;
+    }
+    // The stamp's division only for a packet that carries one.
+    let stamps = config.mark_stamp_mask;
+    if arrived & stamps != 0 && arrived & stamps != config.mark_stamp(generation) {
+        said |= ARRIVED_STALE;
+    }
+    (said, present)
+}
+
 /// Reads the packet's mark and clears podwall's bits from it; returns what they
 /// said (`ARRIVED_*`), a stamp compared with `generation`, the one this packet is
 /// decided with. Runs at the destination pod's veth, where those bits end their trip.
 #[inline(always)]
 pub(crate) fn take_marks(ctx: &TcContext, generation: u32) -> u32 {
-    let arrived = mark(ctx);
-    let (own, deferred, verified, stamps, current) = maps::config(|c| {
-        (
-            c.own_marks(),
-            c.mark_deferred_egress,
-            c.mark_reply_verified,
-            c.mark_stamp_mask,
-            c.mark_stamp(generation),
-        )
-    });
-    if arrived & own == 0 {
-        return 0;
-    }
-    ctx.set_mark(arrived & !own);
-    let mut said = 0;
-    if arrived & deferred != 0 {
-        said |= ARRIVED_DEFERRED;
-    }
-    if arrived & verified != 0 {
-        said |= ARRIVED_VERIFIED;
-    }
-    if arrived & stamps != 0 && arrived & stamps != current {
-        said |= ARRIVED_STALE;
-    }
+    let (said, present) = read_marks(ctx, maps::config_ref(), generation);
+    clear_marks(ctx, present);
     said
+}
+
+/// For the conntrack fast path (`fast.rs`): podwall's bits the packet's mark
+/// carries when they say nothing (`take_marks` would return 0: at most the stamp
+/// of `generation`), else `None`; `config` is `CONFIG[0]`. Nothing is changed.
+#[inline(always)]
+pub(crate) fn plain_marks(ctx: &TcContext, config: &Config, generation: u32) -> Option<u32> {
+    match read_marks(ctx, config, generation) {
+        (0, present) => Some(present),
+        _ => None,
+    }
+}
+
+/// Clears `present`, podwall's bits the mark carries (`read_marks`), from it.
+#[inline(always)]
+pub(crate) fn clear_marks(ctx: &TcContext, present: u32) {
+    if present != 0 {
+        ctx.set_mark(mark(ctx) & !present);
+    }
 }
 
 /// At a node exit (`exit.rs`): clears podwall's bits from the packet's mark and
@@ -99,9 +122,15 @@ pub(crate) fn take_deferred(ctx: &TcContext) -> bool {
 /// decided with (replacing any stamp bits it carried).
 #[inline(always)]
 pub(crate) fn stamp(ctx: &TcContext, generation: u32) {
-    let (stamps, current) = maps::config(|c| (c.mark_stamp_mask, c.mark_stamp(generation)));
+    stamp_with(ctx, maps::config_ref(), generation);
+}
+
+/// `stamp` with the mark bits of `config` (`CONFIG[0]`, read by the caller).
+#[inline(always)]
+pub(crate) fn stamp_with(ctx: &TcContext, config: &Config, generation: u32) {
+    let stamps = config.mark_stamp_mask;
     if stamps != 0 {
-        ctx.set_mark((mark(ctx) & !stamps) | current);
+        ctx.set_mark((mark(ctx) & !stamps) | config.mark_stamp(generation));
     }
 }
 
@@ -285,7 +314,11 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
             direction: DIRECTION_EGRESS,
             bank: bank as u8,
         };
-        if let Err(stat) = judge::recheck(&hit, site, &source, flow, facts, generation) {
+        // `ENDPOINT_ADDRS[saddr] == source_if` in this bank (above), and the
+        // entry's local address is `saddr` either way (the source of an egress
+        // entry, the destination of an ingress one the packet replies to).
+        let owned = CT_FLAG_LOCAL_OWNED;
+        if let Err(stat) = judge::recheck(&hit, site, &source, flow, facts, generation, owned) {
             // The drop is the source's: reported with its interface (and, from
             // `recheck`, the direction whose policy revoked the flow).
             facts.ifindex = source_if;
@@ -338,11 +371,13 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
         };
         return denied;
     }
+    // `site.ifindex` is `ENDPOINT_ADDRS[saddr]` in this bank (`source_tracked`),
+    // and `saddr` is the egress entry's local address.
     if let Err(stat) = ct::track(
         site,
         flow,
         judged.slot(),
-        judged.ct_flags(),
+        judged.ct_flags() | CT_FLAG_LOCAL_OWNED,
         facts.generation,
     ) {
         facts.rule = None;
@@ -405,8 +440,11 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
         };
         // The reply's own verdict stays the backend's: only the client's entry
         // learns the new state, and a denied one verifies nothing.
+        // `ENDPOINT_ADDRS[daddr] == client_if` in this bank (above), and `daddr`
+        // is the source of the client's egress entry: its local address.
         let (counter, direction) = (facts.counter, facts.direction);
-        let rechecked = judge::recheck(&hit, site, &client, flow, facts, generation);
+        let owned = CT_FLAG_LOCAL_OWNED;
+        let rechecked = judge::recheck(&hit, site, &client, flow, facts, generation, owned);
         (facts.counter, facts.direction) = (counter, direction);
         if rechecked.is_err() {
             return false;

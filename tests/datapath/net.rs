@@ -224,6 +224,17 @@ impl Net {
         self.interfaces[&self.pod(name).key]
     }
 
+    /// `interfaces` without pod `name`'s: as `Datapath::apply` takes them when no
+    /// pod of the tables owns that veth (its extra entry decides it).
+    pub fn interfaces_without(&self, name: &str) -> BTreeMap<ObjectRef, InterfaceIndex> {
+        let key = &self.pod(name).key;
+        self.interfaces
+            .iter()
+            .filter(|(pod, _)| *pod != key)
+            .map(|(pod, ifindex)| (pod.clone(), *ifindex))
+            .collect()
+    }
+
     /// Writes `tables` into the maps.
     pub fn apply(&mut self, tables: &DatapathTables) -> ApplyReport {
         or_panic("apply")(

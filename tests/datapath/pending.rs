@@ -1,16 +1,14 @@
 //! Interfaces no pod of the tables owns (a new veth before its pod is known): the
 //! extra `ENDPOINTS` entry `apply` writes for them, and `add_endpoints`, which puts
 //! one on top of the active bank when there are no tables of the agent's own to
-//! write (an adopted datapath whose first sync failed), and
-//! `add_unattached_endpoints`, which writes one in place in both banks for an
-//! interface no classifier runs on yet (the sync loop's new pod veths).
+//! write (an adopted datapath whose first sync failed).
 
 use std::collections::BTreeMap;
 
 use policy_agent::{
-    dataplane::{ApplyReport, Hook},
+    dataplane::{ApplyReport, Hook, InterfaceIndex},
     model::ObjectRef,
-    policy::tables::EndpointEntry,
+    policy::tables::{DatapathTables, EndpointEntry},
 };
 use policy_common::endpoint::PENDING_ENDPOINT_ID;
 
@@ -20,18 +18,33 @@ use super::{
     tables::Tables,
 };
 
+/// A quiet server and client whose client veth no pod of the tables owns: the
+/// tables without the client, the interfaces as `apply` takes them then, and the
+/// client's interface with a pending entry for it, isolated for ingress if
+/// `isolated_ingress`.
+pub fn pending_client(
+    isolated_ingress: bool,
+) -> (
+    Net,
+    DatapathTables,
+    BTreeMap<ObjectRef, InterfaceIndex>,
+    (InterfaceIndex, EndpointEntry),
+) {
+    let net = pods::server_and_client();
+    let tables = Tables::new(&net).unregistered("client").build();
+    let interfaces = net.interfaces_without("client");
+    let pending = EndpointEntry {
+        endpoint_id: PENDING_ENDPOINT_ID,
+        isolated_ingress,
+        ..EndpointEntry::default()
+    };
+    let client = net.ifindex("client");
+    (net, tables, interfaces, (client, pending))
+}
+
 #[test]
 fn an_interface_no_pod_of_the_tables_owns_is_decided_by_its_extra_endpoint_entry() {
-    let mut net = pods::server_and_client();
-    let tables = Tables::new(&net).unregistered("client").build();
-    let client = net.ifindex("client");
-    let interfaces: BTreeMap<ObjectRef, u32> = net
-        .interfaces
-        .iter()
-        .filter(|(_, ifindex)| **ifindex != client)
-        .map(|(pod, ifindex)| (pod.clone(), *ifindex))
-        .collect();
-    let pending = isolated_ingress_pending();
+    let (mut net, tables, interfaces, (client, pending)) = pending_client(true);
     let into_client = |net: &mut Net| {
         let frame = syn(SERVER_V4, CLIENT_V4, pods::fresh_sport(), 80);
         net.run(Hook::PodIngress, "client", 0, &frame).passed
@@ -102,13 +115,7 @@ fn client_unknown(net: &mut Net) -> ApplyReport {
     let tables = pods::server_admits_port_80(net)
         .unregistered("client")
         .build();
-    let client = net.ifindex("client");
-    let interfaces: BTreeMap<ObjectRef, u32> = net
-        .interfaces
-        .iter()
-        .filter(|(_, ifindex)| **ifindex != client)
-        .map(|(pod, ifindex)| (pod.clone(), *ifindex))
-        .collect();
+    let interfaces = net.interfaces_without("client");
     net.datapath
         .apply(&tables, &interfaces, &BTreeMap::new())
         .unwrap_or_else(|e| panic!("apply: {e}"))

@@ -19,7 +19,7 @@ use aya::{
 use policy_common::{
     config::Config,
     counters::NO_COUNTER,
-    ct::{CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_REVOKED},
+    ct::{CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_LOCAL_OWNED, CT_FLAG_REVOKED},
     maps::{self, MapDef},
     verdict::DIRECTION_INGRESS,
 };
@@ -66,6 +66,11 @@ pub struct TrackedFlow {
     pub revoked: bool,
     /// The `ACTIVE` generation of the state that last decided the flow.
     pub generation: u32,
+    /// `CT_FLAG_LOCAL_OWNED`: that decision found the flow's local address (the
+    /// first packet's source at egress, its destination at ingress) to be one of
+    /// the interface's own pod addresses in its bank, so the classifiers' fast
+    /// path may pass the flow's packets of that generation on the entry alone.
+    pub local_owned: bool,
 }
 
 fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
@@ -86,6 +91,7 @@ fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
         deferred: value.flags & CT_FLAG_DEFERRED != 0,
         revoked: value.flags & CT_FLAG_REVOKED != 0,
         generation: value.generation,
+        local_owned: value.flags & CT_FLAG_LOCAL_OWNED != 0,
     }
 }
 
