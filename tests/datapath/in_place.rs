@@ -80,6 +80,17 @@ fn peer_entries_change_in_place_and_tracked_flows_are_re_decided() {
         "the bank not read is untouched"
     );
     assert!(!admitted(&mut net), "a new flow sees the new entry");
+    // The same entries again: nothing written, no generation moved.
+    let again = net
+        .datapath
+        .update_peers(&dropped, &client_prefixes(&net))
+        .unwrap_or_else(|e| panic!("update_peers: {e}"));
+    assert_eq!((again.written, again.removed), (0, 0));
+    assert_eq!(
+        net.datapath.generation(),
+        generation + 2,
+        "nothing to re-decide"
+    );
     // The tracked connection is re-decided at its next packet, and cut.
     assert!(!tcp.server_gets(b"after"), "the tracked flow must be cut");
 

@@ -279,8 +279,8 @@ impl<D: Dataplane> Syncer<D> {
             return;
         }
         if let Some(written) = &mut self.written {
+            // What the maps hold: an entry goes only when a write removes it.
             written.pending.insert(index, entry);
-            written.pending.retain(|i, _| self.links.contains_key(i));
         }
         if self.attach_each(&BTreeSet::from([index])) == 0 {
             self.attached_since_plan.insert(index);

@@ -313,7 +313,10 @@ impl Banks {
     /// removed and added), so a packet decides with its peer's old entry or its new
     /// one, each a whole state. The other bank catches up at the next `install`,
     /// which writes what its shadow lacks. Refused before any write if a map would
-    /// outgrow its bank.
+    /// outgrow its bank. Entries the bank already holds are not written, and with
+    /// nothing to write the generation stays; whatever landed is followed by the
+    /// move, even when a later write failed. (An agent killed between its last
+    /// write and the move leaves that move undone: adoption does not make it.)
     pub(super) fn update_peers(
         &mut self,
         v4: &[(PeerPrefix<[u8; 4]>, Option<PeerClass>)],
@@ -321,12 +324,23 @@ impl Banks {
     ) -> Result<ApplyReport, DataplaneError> {
         let bank = self.active;
         let shadow = &self.shadows[bank as usize];
+        // What the bank already holds is not written, and nothing to write moves
+        // nothing: a pass that changed nothing re-decides no flow.
+        let v4 = news(&shadow.peers_v4, v4);
+        let v6 = news(&shadow.peers_v6, v6);
+        let mut done = Written::default();
+        if v4.is_empty() && v6.is_empty() {
+            return Ok(ApplyReport {
+                written: 0,
+                removed: 0,
+                bank,
+            });
+        }
         self.check_counts([
-            (maps::PEERS_V4.name, grown(shadow.peers_v4.len(), v4)),
-            (maps::PEERS_V6.name, grown(shadow.peers_v6.len(), v6)),
+            (maps::PEERS_V4.name, grown(&shadow.peers_v4, &v4)),
+            (maps::PEERS_V6.name, grown(&shadow.peers_v6, &v6)),
         ])?;
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
-        let mut done = Written::default();
         let v4_key = |(len, addr): PeerPrefix<[u8; 4]>| {
             Key::new(PEER_PREFIX_BANK + len, PeerKeyV4 { bank, addr })
         };
@@ -337,7 +351,7 @@ impl Banks {
             &mut self.peers_v4,
             maps::PEERS_V4.name,
             &mut shadow.peers_v4,
-            v4,
+            &v4,
             v4_key,
             &mut done,
         )
@@ -346,18 +360,22 @@ impl Banks {
                 &mut self.peers_v6,
                 maps::PEERS_V6.name,
                 &mut shadow.peers_v6,
-                v6,
+                &v6,
                 v6_key,
                 &mut done,
             )
         });
         self.shadows[bank as usize] = shadow;
+        // Whatever landed is followed by the bump, even when a later write failed:
+        // no flow keeps a decision made with the entries it replaced.
+        if done.written + done.removed > 0 {
+            let next = self.generation.wrapping_add(BANKS);
+            self.active_map
+                .set(0, next, 0)
+                .map_err(map_error(maps::ACTIVE.name, "renew"))?;
+            self.generation = next;
+        }
         result?;
-        let next = self.generation.wrapping_add(BANKS);
-        self.active_map
-            .set(0, next, 0)
-            .map_err(map_error(maps::ACTIVE.name, "renew"))?;
-        self.generation = next;
         Ok(ApplyReport {
             written: done.written,
             removed: done.removed,
@@ -577,9 +595,26 @@ pub(super) fn trie_changes<S, V>(
         .collect()
 }
 
-/// How many entries a map of `len` holds at most once `changes` are made.
-fn grown<S, V>(len: usize, changes: &[(S, Option<V>)]) -> usize {
-    len + changes.iter().filter(|(_, v)| v.is_some()).count()
+/// How many entries a map holding `shadow` holds at most once `changes` are
+/// made: an overwrite is no growth.
+fn grown<S: Ord, V>(shadow: &BTreeMap<S, V>, changes: &[(S, Option<V>)]) -> usize {
+    let added = changes
+        .iter()
+        .filter(|(k, v)| v.is_some() && !shadow.contains_key(k))
+        .count();
+    shadow.len() + added
+}
+
+/// The `changes` that `shadow` does not already hold.
+fn news<S: Ord + Clone, V: PartialEq + Copy>(
+    shadow: &BTreeMap<S, V>,
+    changes: &[(S, Option<V>)],
+) -> Vec<(S, Option<V>)> {
+    changes
+        .iter()
+        .filter(|(k, v)| shadow.get(k).copied() != *v)
+        .cloned()
+        .collect()
 }
 
 /// Sets the entries `changes` names in `trie` (`None`: removed), keeping `shadow`

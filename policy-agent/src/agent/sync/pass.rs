@@ -193,11 +193,13 @@ impl<D: Dataplane> Syncer<D> {
         let pending = self.pending_with_news(&plan);
         let tables_since_ns = clock::monotonic_now_ns();
         // One pod of another node changed, and the maps hold the tables it was
-        // made from with the same interfaces: its peer entries alone, in place.
+        // made from with the same interfaces and pending entries, and nothing is
+        // to be detached: its peer entries alone, in place.
         let in_place = match &recompiled {
             Recompiled::Peers(prefixes)
                 if base.is_some()
                     && base == self.written_compile
+                    && plan.detach.is_empty()
                     && self.written.as_ref().is_some_and(|written| {
                         written.interfaces == plan.interfaces && written.pending == pending
                     }) =>
