@@ -146,3 +146,57 @@ pub fn default_compiler() -> Compiler {
         job.compile_after(&mut kept)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::builders::{cluster, netpol, pod, selector};
+
+    fn job(state: &Arc<ClusterState>, local: &[&str]) -> CompileJob {
+        CompileJob {
+            state: Arc::clone(state),
+            node_addresses: Vec::new(),
+            local: local
+                .iter()
+                .map(|name| ObjectRef::new("ns", *name))
+                .collect(),
+        }
+    }
+
+    /// The plan mapping or unmapping a pod whose object is unchanged is a change of
+    /// that pod: each compile equals a full compile of its own job.
+    #[test]
+    fn a_pod_the_plan_maps_or_unmaps_counts_as_changed() {
+        let web = |name: &str, ip: &str| pod("ns", name).labels([("app", "web")]).ip(ip).build();
+        let state = Arc::new(
+            cluster()
+                .pod(web("a", "10.0.0.1"))
+                .pod(web("b", "10.0.0.2"))
+                .pod(web("c", "10.0.0.3"))
+                .policy(
+                    netpol("ns", "web")
+                        .select(selector().label("app", "web").build())
+                        .build(),
+                )
+                .build(),
+        );
+        let mut last = None;
+        for local in [
+            &["a", "b"][..],
+            &[],
+            &["a"],
+            &["a", "b"],
+            &["b"],
+            &["a", "b"],
+        ] {
+            let job = job(&state, local);
+            let compiled = job.compile_after(&mut last);
+            assert_eq!(compiled.tables, job.compile(), "local {local:?}");
+        }
+        // Made from the last compile each time, not in full.
+        let again = job(&state, &["a", "b", "c"]).compile_after(&mut last);
+        assert_eq!(again.tables, job(&state, &["a", "b", "c"]).compile());
+        assert_ne!(again.recompiled, Recompiled::Full);
+        assert!(again.base.is_some());
+    }
+}
