@@ -7,13 +7,16 @@
 //!   (`runner`) and report (`report`).
 //! - `policy-agent bench agent` (run by `cargo xtask bench agent`): full compile time
 //!   and peak RSS per cluster scale, and watch event -> maps programmed -> first
-//!   packet latency (`agent`), on a synthetic cluster (`cluster`, pure).
+//!   packet latency (`agent`), on a synthetic cluster (`cluster`, pure); and the
+//!   memory of a real `policy-agent run` watching that cluster, served as API
+//!   objects (`api_objects`, pure) by the stand-in API server (`agent::memory`).
 //!
 //! Imports `model`, `policy` and `dataplane`; nothing imports it but the CLI. Needs
 //! root; touches no interface, route or firewall: test runs put their skb on the
 //! loopback device and send nothing.
 
 pub mod agent;
+pub mod api_objects;
 pub mod cluster;
 pub mod figures;
 pub mod frames;
@@ -117,6 +120,9 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    /// The synthetic cluster holds something no API object can.
+    #[error(transparent)]
+    Objects(#[from] api_objects::Unrepresentable),
     /// A replayed event did not do what the benchmark needs from it.
     #[error("event {event}: {message}")]
     Event {
