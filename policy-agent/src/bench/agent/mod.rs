@@ -1,12 +1,14 @@
 //! `policy-agent bench agent` (run by `cargo xtask bench agent`): the agent's side
 //! of programming policy. Full compile time and peak RSS per cluster scale, each in
 //! a fresh child process (`compile`); and, on a real loaded datapath, how long a
-//! watch event takes to reach the maps and the first packet (`events`, `latency`).
+//! watch event takes to reach the maps and the first packet (`events`, `latency`);
+//! and the memory of a real `policy-agent run` serving that cluster (`memory`).
 //! The synthetic cluster is `bench::cluster`. Not a pass/fail test.
 
 pub mod compile;
 pub mod events;
 pub mod latency;
+pub mod memory;
 pub mod report;
 
 use std::path::Path;
@@ -26,6 +28,8 @@ pub struct AgentOptions {
     pub latency_scale: ClusterSpec,
     /// Events per kind: change and undo in turns.
     pub iterations: usize,
+    /// The memory step's cluster; `None` skips it.
+    pub memory: Option<memory::MemoryOptions>,
 }
 
 impl Default for AgentOptions {
@@ -38,6 +42,7 @@ impl Default for AgentOptions {
             compile_runs: 5,
             latency_scale: ClusterSpec::new(10_000, 1_000),
             iterations: 100,
+            memory: Some(memory::MemoryOptions::default()),
         }
     }
 }
@@ -78,6 +83,10 @@ pub fn run(
         options.iterations,
         progress,
     )?;
+    let memory = match &options.memory {
+        Some(memory) => Some(memory::run(memory, agent, &object, progress)?),
+        None => None,
+    };
     let steal_percent = cpu_before.zip(cpu_times()).and_then(|(before, after)| {
         let total = after.0.saturating_sub(before.0);
         (total > 0).then(|| 100.0 * after.1.saturating_sub(before.1) as f64 / total as f64)
@@ -93,5 +102,22 @@ pub fn run(
         first_apply,
         rows,
         latency_peak_rss_kib: compile::own_status_kib("VmHWM").ok(),
+        memory,
     })
+}
+
+/// Runs the memory step alone (`bench agent --memory-only`). Needs root.
+pub fn run_memory(
+    options: &memory::MemoryOptions,
+    agent: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<memory::MemoryReport, BenchError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(BenchError::NotRoot {
+            bench: "agent",
+            what: "runs the node agent, which loads and pins BPF programs",
+        });
+    }
+    let object = crate::dataplane::object::find()?;
+    memory::run(options, agent, &object, progress)
 }

@@ -121,6 +121,8 @@ pub struct AgentReport {
     pub rows: Vec<EventRow>,
     /// Peak RSS of the latency process (cluster, tables, loaded datapath), KiB.
     pub latency_peak_rss_kib: Option<u64>,
+    /// The memory of a running agent, if that step ran.
+    pub memory: Option<super::memory::MemoryReport>,
 }
 
 /// The durations of a scale's full compiles, in run order.
@@ -286,6 +288,7 @@ impl AgentReport {
                 "MiB",
             ));
         }
+        figures.extend(self.memory.iter().flat_map(|m| m.figures()));
         Figures {
             bench: "agent",
             figures,
@@ -327,7 +330,11 @@ impl fmt::Display for AgentReport {
         )?;
         self.write_events(f)?;
         writeln!(f)?;
-        f.write_str(METHOD)
+        f.write_str(METHOD)?;
+        match &self.memory {
+            Some(memory) => write!(f, "\n{memory}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -399,6 +406,7 @@ mod tests {
             first_apply: Duration::from_millis(10),
             rows: vec![add, delete],
             latency_peak_rss_kib: None,
+            memory: None,
         };
         let text = report.to_string();
         assert!(
