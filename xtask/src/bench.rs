@@ -8,8 +8,10 @@
 //! met. Every chore's own progress goes to stderr too. Not a pass/fail test.
 //!
 //! `cargo xtask bench agent [ARGS]`: the same for the hidden `policy-agent bench
-//! agent [ARGS]` (compile time, peak RSS, event latency), with the agent built
-//! optimized: its figures are userspace time, which a debug build inflates.
+//! agent [ARGS]` (compile time, peak RSS, event latency, and the memory of a real
+//! `policy-agent run` against the stand-in API server; `--memory-only` for that
+//! step alone), with the agent built optimized: its figures are userspace time and
+//! memory, which a debug build inflates.
 
 use std::process::Command;
 
