@@ -4,8 +4,8 @@
 //! namespaces and 2k Services by default), a real `policy-agent run` for the
 //! benchmarked node watches it from a scratch network namespace (`scratch`), and
 //! once it is ready and has settled, its resident set and the BPF map memory it
-//! holds are read from `/proc` (`proc`). No pod interfaces are created: the node's
-//! 100 pods are in its tables, with nothing to attach to.
+//! holds are read from `/proc` (`proc`). Each of the node's 100 pods has a veth
+//! with a route to its address, which the agent attaches to.
 
 mod proc;
 pub mod report;
@@ -80,6 +80,12 @@ pub fn run(
     let state = cluster::generate_with_services(&options.spec, options.services_per_namespace()?);
     let objects = ApiObjects::of(&state)?;
     let mut node = ScratchNode::create(agent)?;
+    let local: Vec<_> = cluster::local_pods(&state)
+        .iter()
+        .filter_map(|key| state.pods.get(key))
+        .flat_map(|pod| pod.ips.iter().copied())
+        .collect();
+    node.add_pod_interfaces(&local)?;
     let api = stand_in_apiserver::ApiServer::serve(node.listen()?, Default::default()).map_err(
         |source| BenchError::Io {
             what: "starting the stand-in API server".into(),

@@ -1,13 +1,15 @@
 //! The memory benchmark's scratch node: a network namespace of its own (named as
 //! the lab names its namespaces, so `policy-agent lab clean` sweeps it should the
-//! benchmark die), and `policy-agent run` as a child process inside it with a pin
-//! directory of its own (`--instance`). Dropping it stops the agent, removes what
+//! benchmark die), a veth per local pod with a route to the pod's address as a
+//! CNI sets it up (the peer end stays in the namespace: no pod behind it, but the
+//! agent maps, attaches and becomes ready as on a node), and `policy-agent run`
+//! as a child process inside it with a pin directory of its own (`--instance`). Dropping it stops the agent, removes what
 //! the agent pinned (`policy-agent uninstall`) and the namespace, on every path.
 
 use std::{
     fs::File,
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -61,6 +63,26 @@ impl ScratchNode {
         };
         netns::ip_batch(Some(&node.netns), &["link set lo up".to_string()]).map_err(lab)?;
         Ok(node)
+    }
+
+    /// A veth pair per address: `pwm<i>`, which the agent attaches (its name has
+    /// a default `--interface-prefix`), with a host route to the address, and its
+    /// peer `mpod<i>`, which matches no prefix.
+    pub fn add_pod_interfaces(&self, addresses: &[IpAddr]) -> Result<(), BenchError> {
+        let lines: Vec<String> = addresses
+            .iter()
+            .enumerate()
+            .flat_map(|(i, address)| {
+                let prefix = if address.is_ipv4() { 32 } else { 128 };
+                [
+                    format!("link add pwm{i} type veth peer name mpod{i}"),
+                    format!("link set mpod{i} up"),
+                    format!("link set pwm{i} up"),
+                    format!("route add {address}/{prefix} dev pwm{i}"),
+                ]
+            })
+            .collect();
+        netns::ip_batch(Some(&self.netns), &lines).map_err(lab)
     }
 
     /// A listener on 127.0.0.1 inside the namespace, for the stand-in API server.
