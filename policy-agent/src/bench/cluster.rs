@@ -179,7 +179,7 @@ pub fn service_at(n: usize, s: usize) -> Service {
             .build();
     }
     let ip = offset(MORE_SERVICES_BASE, n * 256 + s);
-    let version = if s % 2 == 0 { "v1" } else { "v2" };
+    let version = if s.is_multiple_of(2) { "v1" } else { "v2" };
     service(&ns, &format!("{app}-{s:03}"))
         .selector([("app", app), ("version", version)])
         .cluster_ip(&ip.to_string())

@@ -30,7 +30,7 @@ pub struct MemoryReport {
 
 /// `10k` for 10000, `2k` for 2000, `500` for 500.
 fn count(n: usize) -> String {
-    if n >= 1_000 && n % 1_000 == 0 {
+    if n >= 1_000 && n.is_multiple_of(1_000) {
         format!("{}k", n / 1_000)
     } else {
         n.to_string()
