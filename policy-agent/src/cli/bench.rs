@@ -56,6 +56,10 @@ pub struct AgentArgs {
     /// Seconds the agent runs after it is ready before it is measured.
     #[arg(long, default_value_t = MemoryOptions::default().settle.as_secs())]
     memory_settle_s: u64,
+    /// The `policy-agent` binary the memory step runs (e.g. one built with
+    /// `--no-default-features`, as the image has it); default: this one.
+    #[arg(long)]
+    memory_agent: Option<std::path::PathBuf>,
     /// The report as Markdown tables for people, or one JSON document of every
     /// figure with its target and whether it is met (`{"bench","figures"}`).
     #[arg(short, long, value_enum, default_value_t = super::Output::Table)]
@@ -133,6 +137,7 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
                 spec: args.memory_scale,
                 services: args.memory_services,
                 settle: std::time::Duration::from_secs(args.memory_settle_s),
+                agent: args.memory_agent.clone(),
                 ..MemoryOptions::default()
             };
             let exe = std::env::current_exe()?;

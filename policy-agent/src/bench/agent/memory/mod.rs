@@ -12,7 +12,7 @@ pub mod report;
 mod scratch;
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -35,6 +35,9 @@ pub struct MemoryOptions {
     pub settle: Duration,
     /// How long it may take to become ready.
     pub ready_timeout: Duration,
+    /// The `policy-agent` binary to run as the agent (for one built as the
+    /// DaemonSet's image has it, without lab and bench); else the benchmark's own.
+    pub agent: Option<PathBuf>,
 }
 
 impl Default for MemoryOptions {
@@ -44,6 +47,7 @@ impl Default for MemoryOptions {
             services: 2_000,
             settle: Duration::from_secs(5),
             ready_timeout: Duration::from_secs(180),
+            agent: None,
         }
     }
 }
@@ -69,8 +73,9 @@ impl MemoryOptions {
     }
 }
 
-/// Serves the cluster `options` describes, runs `agent` (`policy-agent`, with the
-/// eBPF object `bpf_object`) against it and measures it. Needs root.
+/// Serves the cluster `options` describes, runs `options.agent` or else `agent`
+/// (`policy-agent`, with the eBPF object `bpf_object`) against it and measures
+/// it. Needs root.
 pub fn run(
     options: &MemoryOptions,
     agent: &Path,
@@ -79,7 +84,7 @@ pub fn run(
 ) -> Result<MemoryReport, BenchError> {
     let state = cluster::generate_with_services(&options.spec, options.services_per_namespace()?);
     let objects = ApiObjects::of(&state)?;
-    let mut node = ScratchNode::create(agent)?;
+    let mut node = ScratchNode::create(options.agent.as_deref().unwrap_or(agent))?;
     let local: Vec<_> = cluster::local_pods(&state)
         .iter()
         .filter_map(|key| state.pods.get(key))
