@@ -83,6 +83,8 @@ pub fn run(
         options.iterations,
         progress,
     )?;
+    // Before the memory step, whose stand-in API server lives in this process.
+    let latency_peak_rss_kib = compile::own_status_kib("VmHWM").ok();
     let memory = match &options.memory {
         Some(memory) => Some(memory::run(memory, agent, &object, progress)?),
         None => None,
@@ -101,7 +103,7 @@ pub fn run(
         iterations: options.iterations,
         first_apply,
         rows,
-        latency_peak_rss_kib: compile::own_status_kib("VmHWM").ok(),
+        latency_peak_rss_kib,
         memory,
     })
 }
