@@ -1,5 +1,5 @@
 //! `source::api_server::watch_cluster_with` driving the real kube client against the stand-in
-//! API server (`support/apiserver`) on 127.0.0.1: the initial sync, each kind's
+//! API server (`support::apiserver`, crate `stand-in-apiserver`) on 127.0.0.1: the initial sync, each kind's
 //! changes, trimming, fail-closed conversion and objects over a cap here; resumed watches, 410 Gone,
 //! dropped connections, bookmarks and an unavailable server in
 //! `source/failures.rs`. No root needed: no lab, no BPF.

@@ -9,7 +9,9 @@
 //! Every namespace runs the same five apps, each in two versions (ten label sets
 //! per namespace); the first namespace is the infrastructure one (DNS, monitoring)
 //! that the other namespaces' policies name. Pods are single-stack IPv4, one /24
-//! per node as common CNIs allocate; every app has a Service. Which app, version
+//! per node as common CNIs allocate; every app has a Service (`generate`), and
+//! `generate_with_services` adds more per namespace, one app version each, for a
+//! cluster with as many Services as the memory benchmark names. Which app, version
 //! and node a pod gets is spread by a fixed hash of its index, so the local node's
 //! pods come from every namespace and app.
 
@@ -18,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::model::{
     builders::{cluster, namespace, netpol, pod, rule, selector, service},
     ClusterState, LabelSelector, NetworkPolicy, ObjectRef, Pod, PortRef, Protocol,
-    SelectorOperator,
+    SelectorOperator, Service,
 };
 
 /// The node the benchmark compiles for.
@@ -45,6 +47,14 @@ pub const POLICY_KINDS: usize = 10;
 const POD_BASE: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 2);
 /// The first Service ClusterIP.
 const SERVICE_BASE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// The first ClusterIP of the Services beyond one per app: namespace `n`'s
+/// Service `s` is this plus `n * 256 + s`.
+const MORE_SERVICES_BASE: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 0);
+/// Services per namespace of `generate`: one per app.
+pub const APP_SERVICES: usize = 5;
+/// Most Services per namespace `generate_with_services` makes (their addresses
+/// are a /24 per namespace).
+pub const MAX_SERVICES_PER_NAMESPACE: usize = 250;
 /// The first node address: node `k` is this plus `k`.
 const NODE_BASE: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
 
@@ -117,9 +127,18 @@ pub fn apps_of(n: usize) -> &'static [(&'static str, &'static str); 5] {
     }
 }
 
-/// Builds the cluster `spec` describes. Equal specs give equal states.
+/// Builds the cluster `spec` describes, with a Service per app. Equal specs give
+/// equal states.
 pub fn generate(spec: &ClusterSpec) -> ClusterState {
+    generate_with_services(spec, APP_SERVICES)
+}
+
+/// `generate` with `services_per_namespace` Services in every namespace (at least
+/// one per app, at most `MAX_SERVICES_PER_NAMESPACE`): the first are the apps',
+/// the rest `service_at` adds.
+pub fn generate_with_services(spec: &ClusterSpec, services_per_namespace: usize) -> ClusterState {
     let namespaces = spec.namespaces.max(1);
+    let services = services_per_namespace.clamp(APP_SERVICES, MAX_SERVICES_PER_NAMESPACE);
     let mut builder = cluster();
     for n in 0..namespaces {
         let role = if n == 0 { "infra" } else { "apps" };
@@ -130,15 +149,8 @@ pub fn generate(spec: &ClusterSpec) -> ClusterState {
                 .labels([("role", role), ("team", team.as_str()), ("env", env)])
                 .build(),
         );
-        for (a, (app, _)) in apps_of(n).iter().enumerate() {
-            let ip = offset(SERVICE_BASE, n * apps_of(n).len() + a);
-            builder = builder.service(
-                service(&namespace_name(n), app)
-                    .selector([("app", *app)])
-                    .cluster_ip(&ip.to_string())
-                    .port(80, PortRef::Name("http".into()), Protocol::Tcp)
-                    .build(),
-            );
+        for s in 0..services {
+            builder = builder.service(service_at(n, s));
         }
     }
     for i in 0..spec.pods {
@@ -148,6 +160,31 @@ pub fn generate(spec: &ClusterSpec) -> ClusterState {
         builder = builder.policy(policy(spec, j));
     }
     builder.build()
+}
+
+/// Service `s` of namespace `n`: below `APP_SERVICES`, app `s`'s Service (named
+/// after it, port 80 to its `http` port); above, `{app}-{s}` for app `s % 5`, one
+/// version of it, on port `8000 + s` to its `http` port.
+pub fn service_at(n: usize, s: usize) -> Service {
+    let apps = apps_of(n);
+    let (app, _) = apps[s % apps.len()];
+    let ns = namespace_name(n);
+    let http = PortRef::Name("http".into());
+    if s < APP_SERVICES {
+        let ip = offset(SERVICE_BASE, n * apps.len() + s);
+        return service(&ns, app)
+            .selector([("app", app)])
+            .cluster_ip(&ip.to_string())
+            .port(80, http, Protocol::Tcp)
+            .build();
+    }
+    let ip = offset(MORE_SERVICES_BASE, n * 256 + s);
+    let version = if s.is_multiple_of(2) { "v1" } else { "v2" };
+    service(&ns, &format!("{app}-{s:03}"))
+        .selector([("app", app), ("version", version)])
+        .cluster_ip(&ip.to_string())
+        .port(8000 + s as u16, http, Protocol::Tcp)
+        .build()
 }
 
 /// Pod `i` of the cluster: its namespace is `i`'s block of `pods / namespaces`
@@ -343,6 +380,20 @@ mod tests {
             let addresses: BTreeSet<_> = state.pods.values().flat_map(|p| p.ips.clone()).collect();
             assert_eq!(addresses.len(), pods, "one distinct address per pod");
         }
+    }
+
+    #[test]
+    fn more_services_keep_the_app_services_and_add_distinct_addresses() {
+        let spec = ClusterSpec::new(10_000, 1_000);
+        let plain = generate(&spec);
+        let more = generate_with_services(&spec, 20);
+        assert_eq!(more.services.len(), 2_000, "20 per namespace x 100");
+        for (key, service) in &plain.services {
+            assert_eq!(more.services.get(key), Some(service), "{key:?} unchanged");
+        }
+        let addresses: BTreeSet<_> = more.services.values().flat_map(|s| s.addresses()).collect();
+        assert_eq!(addresses.len(), 2_000, "one distinct ClusterIP per Service");
+        assert_eq!((more.pods, more.policies), (plain.pods, plain.policies));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   (`runner`) and report (`report`).
 //! - `policy-agent bench agent` (run by `cargo xtask bench agent`): full compile time
 //!   and peak RSS per cluster scale, and watch event -> maps programmed -> first
-//!   packet latency (`agent`), on a synthetic cluster (`cluster`, pure).
+//!   packet latency (`agent`), on a synthetic cluster (`cluster`, pure); and the
+//!   memory of a real `policy-agent run` watching that cluster, served as API
+//!   objects (`api_objects`, pure) by the stand-in API server (`agent::memory`).
 //! - `policy-agent bench e2e` (run by `cargo xtask bench e2e`): TCP_RR, TCP_CRR,
 //!   TCP_STREAM and UDP_RR between lab pods, same node and across nodes, under
 //!   podwall, iptables and nftables at two scales, as ratios to nothing attached
@@ -19,6 +21,7 @@
 //! bench's traffic and rules stay inside the lab's own namespaces.
 
 pub mod agent;
+pub mod api_objects;
 pub mod cluster;
 pub mod e2e;
 pub mod figures;
@@ -147,6 +150,9 @@ pub enum BenchError {
     /// A netlink request or query of the benchmark's scratch namespace failed.
     #[error(transparent)]
     Node(#[from] crate::node::NodeError),
+    /// The synthetic cluster holds something no API object can.
+    #[error(transparent)]
+    Objects(#[from] api_objects::Unrepresentable),
     /// A replayed event did not do what the benchmark needs from it.
     #[error("event {event}: {message}")]
     Event {

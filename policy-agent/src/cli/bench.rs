@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use crate::bench::{
     self,
-    agent::{self, AgentOptions},
+    agent::{self, memory::MemoryOptions, AgentOptions},
     cluster::ClusterSpec,
     e2e::{self, Config, E2eOptions, Pair, Placement, Test},
     Options,
@@ -110,6 +110,26 @@ pub struct AgentArgs {
     /// Events per kind (change and undo in turns).
     #[arg(long, default_value_t = AgentOptions::default().iterations)]
     iterations: usize,
+    /// Only the memory step: a real `policy-agent run` against the stand-in API
+    /// server serving the memory cluster.
+    #[arg(long, conflicts_with = "skip_memory")]
+    memory_only: bool,
+    /// Everything but the memory step.
+    #[arg(long)]
+    skip_memory: bool,
+    /// The memory step's cluster, PODSxPOLICIES (one namespace per 100 pods).
+    #[arg(long, value_parser = parse_scale, default_value = "10000x1000")]
+    memory_scale: ClusterSpec,
+    /// Services in the memory step's cluster, spread over its namespaces.
+    #[arg(long, default_value_t = MemoryOptions::default().services)]
+    memory_services: usize,
+    /// Seconds the agent runs after it is ready before it is measured.
+    #[arg(long, default_value_t = MemoryOptions::default().settle.as_secs())]
+    memory_settle_s: u64,
+    /// The `policy-agent` binary the memory step runs (e.g. one built with
+    /// `--no-default-features`, as the image has it); default: this one.
+    #[arg(long)]
+    memory_agent: Option<std::path::PathBuf>,
     /// The report as Markdown tables for people, or one JSON document of every
     /// figure with its target and whether it is met (`{"bench","figures"}`).
     #[arg(short, long, value_enum, default_value_t = super::Output::Table)]
@@ -183,13 +203,34 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Datapath(args) => datapath(args),
         BenchCommand::Agent(args) => {
+            let memory = MemoryOptions {
+                spec: args.memory_scale,
+                services: args.memory_services,
+                settle: std::time::Duration::from_secs(args.memory_settle_s),
+                agent: args.memory_agent.clone(),
+                ..MemoryOptions::default()
+            };
+            let exe = std::env::current_exe()?;
+            if args.memory_only {
+                let report =
+                    agent::run_memory(&memory, &exe, &mut |line| eprintln!("bench: {line}"))?;
+                let figures = bench::figures::Figures {
+                    bench: "agent",
+                    figures: report.figures(),
+                };
+                match args.output {
+                    super::Output::Table => print!("{report}"),
+                    super::Output::Json => println!("{}", serde_json::to_string(&figures)?),
+                }
+                return Ok(());
+            }
             let options = AgentOptions {
                 compile_scales: args.scales.clone(),
                 compile_runs: args.compile_runs,
                 latency_scale: args.latency_scale,
                 iterations: args.iterations,
+                memory: (!args.skip_memory).then_some(memory),
             };
-            let exe = std::env::current_exe()?;
             let report = agent::run(&options, &exe, &mut |line| eprintln!("bench: {line}"))?;
             match args.output {
                 super::Output::Table => print!("{report}"),

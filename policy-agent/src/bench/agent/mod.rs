@@ -2,14 +2,16 @@
 //! of programming policy. Full compile time and peak RSS per cluster scale, each in
 //! a fresh child process (`compile`); and, on a real loaded datapath, how long a
 //! watch event takes to reach the maps and the first packet (`events`, `latency`);
-//! and, with the real sync loop in a scratch network namespace, how long a new pod
-//! veth waits for its classifiers while the loop compiles the cluster (`attach`).
+//! with the real sync loop in a scratch network namespace, how long a new pod veth
+//! waits for its classifiers while the loop compiles the cluster (`attach`); and
+//! the memory of a real `policy-agent run` serving that cluster (`memory`).
 //! The synthetic cluster is `bench::cluster`. Not a pass/fail test.
 
 pub mod attach;
 pub mod compile;
 pub mod events;
 pub mod latency;
+pub mod memory;
 pub mod report;
 
 use std::path::Path;
@@ -33,6 +35,8 @@ pub struct AgentOptions {
     pub latency_scale: ClusterSpec,
     /// Events per kind: change and undo in turns; also the new pod veths timed.
     pub iterations: usize,
+    /// The memory step's cluster; `None` skips it.
+    pub memory: Option<memory::MemoryOptions>,
 }
 
 impl Default for AgentOptions {
@@ -45,6 +49,7 @@ impl Default for AgentOptions {
             compile_runs: 5,
             latency_scale: ClusterSpec::new(10_000, 1_000),
             iterations: 100,
+            memory: Some(memory::MemoryOptions::default()),
         }
     }
 }
@@ -85,13 +90,18 @@ pub fn run(
         options.iterations,
         progress,
     )?;
-    // The events' peak, before the attach measurement loads a second cluster.
+    // The events' peak, before the attach measurement loads a second cluster and
+    // the memory step's stand-in API server runs in this process.
     let latency_peak_rss_kib = compile::own_status_kib("VmHWM").ok();
     progress(&format!(
         "{} new pod veths while the sync loop compiles {} pods x {} policies, in a scratch network namespace",
         options.iterations, options.latency_scale.pods, options.latency_scale.policies
     ));
     let attach = attach::run(&object, &options.latency_scale, options.iterations)?;
+    let memory = match &options.memory {
+        Some(memory) => Some(memory::run(memory, agent, &object, progress)?),
+        None => None,
+    };
     let steal_percent = steal_since(cpu_before);
     Ok(AgentReport {
         kernel: kernel_release(),
@@ -104,5 +114,22 @@ pub fn run(
         rows,
         attach,
         latency_peak_rss_kib,
+        memory,
     })
+}
+
+/// Runs the memory step alone (`bench agent --memory-only`). Needs root.
+pub fn run_memory(
+    options: &memory::MemoryOptions,
+    agent: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<memory::MemoryReport, BenchError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(BenchError::NotRoot {
+            bench: "agent",
+            what: "runs the node agent, which loads and pins BPF programs",
+        });
+    }
+    let object = crate::dataplane::object::find()?;
+    memory::run(options, agent, &object, progress)
 }

@@ -126,6 +126,8 @@ pub struct AgentReport {
     pub attach: AttachFigures,
     /// Peak RSS of the latency process (cluster, tables, loaded datapath), KiB.
     pub latency_peak_rss_kib: Option<u64>,
+    /// The memory of a running agent, if that step ran.
+    pub memory: Option<super::memory::MemoryReport>,
 }
 
 /// The durations of a scale's full compiles, in run order.
@@ -349,6 +351,7 @@ impl AgentReport {
                 "MiB",
             ));
         }
+        figures.extend(self.memory.iter().flat_map(|m| m.figures()));
         Figures {
             bench: "agent",
             figures,
@@ -398,7 +401,11 @@ impl fmt::Display for AgentReport {
         )?;
         self.write_attach(f)?;
         writeln!(f)?;
-        f.write_str(METHOD)
+        f.write_str(METHOD)?;
+        match &self.memory {
+            Some(memory) => write!(f, "\n{memory}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -488,6 +495,7 @@ mod tests {
                 compile_median: Duration::from_millis(40),
             },
             latency_peak_rss_kib: None,
+            memory: None,
         };
         let text = report.to_string();
         assert!(

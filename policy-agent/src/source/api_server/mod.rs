@@ -3,6 +3,7 @@
 //! `SourceSnapshot`s (a converted `ClusterState` plus how current it is).
 //!
 //! - `trim`: what the stores keep of each object (what `convert` reads);
+//! - `slim`: the Pod store's own type, that much and no room for more;
 //! - `watch`: one task per kind: watcher (list, then watch from the list's
 //!   resourceVersion; relist on 410 Gone), trimming, the reflector store, backoff;
 //! - `snapshot`: one task folding the kinds' notices into snapshots, converting the
@@ -13,6 +14,7 @@
 //! backon, tracing.
 
 mod client;
+mod slim;
 mod snapshot;
 pub mod trim;
 mod watch;
@@ -120,7 +122,7 @@ pub fn watch_cluster_with(client: ::kube::Client, options: WatchOptions) -> Clus
     let mut tasks = Vec::new();
     let stores = snapshot::Stores {
         namespaces: watch::spawn(&client, &options, trim::namespace, &notices, &mut tasks),
-        pods: watch::spawn(&client, &options, trim::pod, &notices, &mut tasks),
+        pods: watch::spawn(&client, &options, slim::trim, &notices, &mut tasks),
         policies: watch::spawn(
             &client,
             &options,

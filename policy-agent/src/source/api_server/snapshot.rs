@@ -9,7 +9,7 @@ use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
 use kube::runtime::reflector::Store;
 use tokio::sync::{mpsc::UnboundedReceiver, watch::Sender};
 
-use super::{watch::Notice, SourceSnapshot};
+use super::{slim::SlimPod, watch::Notice, SourceSnapshot};
 use crate::{
     model::ClusterState,
     source::{
@@ -21,7 +21,7 @@ use crate::{
 /// The reflector stores of the watched kinds.
 pub(super) struct Stores {
     pub namespaces: Store<core::Namespace>,
-    pub pods: Store<core::Pod>,
+    pub pods: Store<SlimPod>,
     pub policies: Store<net::NetworkPolicy>,
     pub services: Store<core::Service>,
 }
@@ -43,7 +43,9 @@ impl Stores {
     pub fn build(&self) -> (ClusterState, Vec<String>, OverCapCounts) {
         let mut builder = StateBuilder::default();
         add_all(&mut builder, &self.namespaces);
-        add_all(&mut builder, &self.pods);
+        for pod in self.pods.state() {
+            builder.add_or_record(&core::Pod::from(SlimPod::clone(&pod)));
+        }
         add_all(&mut builder, &self.policies);
         add_all(&mut builder, &self.services);
         builder.finish_counted()

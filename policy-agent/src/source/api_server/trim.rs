@@ -14,6 +14,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
+use super::slim::SlimPod;
 use crate::source::convert::{caps, ALLOW_TUNNELS_ANNOTATION, MODE_ANNOTATION};
 
 /// Keeps a Pod's name, namespace and labels; `spec.nodeName`, `spec.hostNetwork`
@@ -34,26 +35,8 @@ pub fn pod(pod: &mut core::Pod) {
         return;
     }
     metadata(&mut pod.metadata, true, None);
-    pod.spec = pod.spec.take().map(|spec| core::PodSpec {
-        node_name: spec.node_name,
-        host_network: spec.host_network,
-        containers: spec
-            .containers
-            .into_iter()
-            .map(|container| core::Container {
-                name: container.name,
-                ports: container.ports,
-                ..core::Container::default()
-            })
-            .collect(),
-        ..core::PodSpec::default()
-    });
-    pod.status = pod.status.take().map(|status| core::PodStatus {
-        phase: status.phase,
-        pod_ip: status.pod_ip,
-        pod_ips: status.pod_ips,
-        ..core::PodStatus::default()
-    });
+    // Exactly the fields the Pod store's own type has room for.
+    *pod = core::Pod::from(SlimPod::from(std::mem::take(pod)));
 }
 
 /// Keeps a Namespace's name, labels and the `podwall.io/allow-tunnels` annotation.

@@ -1,6 +1,10 @@
-//! A stand-in Kubernetes API server for tests: a real HTTP/1.1 server speaking
-//! list and watch for Namespaces, Pods, Services and NetworkPolicies, so tests
-//! drive the real kube client (and `source::api_server`) against it.
+//! A stand-in Kubernetes API server: a real HTTP/1.1 server speaking list and
+//! watch for Namespaces, Pods, Services and NetworkPolicies, so podwall's
+//! integration tests drive the real kube client (and the agent's
+//! `source::api_server`) against it, and `cargo xtask bench agent` serves its
+//! synthetic cluster to a real `policy-agent run` to measure the agent's memory.
+//! Not a Kubernetes: no writes over HTTP, no admission, no defaulting, no auth
+//! (a bearer token is only recorded).
 //!
 //! What it does as the API server does: one revision counter for all resources;
 //! lists answer `{kind: XList, apiVersion, metadata: {resourceVersion}, items}`,
@@ -10,8 +14,8 @@
 //! cleanly after `timeoutSeconds`; a watch from before the last `compact()` gets an
 //! ERROR event with a 410 (Expired) Status, so the client relists.
 //!
-//! Test controls: create, update and delete objects (k8s-openapi types or JSON);
-//! `compact()`; `drop_watches()` (every open watch connection closed mid-stream);
+//! Controls, for the test or benchmark that owns it: create, update and delete
+//! objects (k8s-openapi types or JSON); `compact()`; `drop_watches()` (every open watch connection closed mid-stream);
 //! `hold_watches(true)` (watch requests wait unanswered until released);
 //! `set_unavailable(true)` (open watches dropped, new connections closed at once,
 //! requests on kept-alive ones closed unanswered); request counts per resource.
