@@ -269,7 +269,7 @@ impl Lab {
     /// Names of the network namespaces this lab made (pods, then the nodes,
     /// then the fabric of a lab of several nodes).
     pub fn namespaces(&self) -> Vec<String> {
-        self.network.topology.namespaces()
+        self.network.namespaces()
     }
 
     /// The state being enforced: pods carry the lab's IPv4 and IPv6 addresses,

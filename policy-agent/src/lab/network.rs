@@ -64,6 +64,12 @@ pub struct LabNetwork {
 }
 
 impl LabNetwork {
+    /// Names of the network namespaces this network made (pods, then the nodes,
+    /// then the fabric of a lab of several nodes).
+    pub fn namespaces(&self) -> Vec<String> {
+        self.topology.namespaces()
+    }
+
     /// Builds the network for `state`'s pods: an address pair each (see
     /// `addresses::assign_pods`), listeners on every declared container port and on
     /// `extra_ports`. Pods in `later` get their addresses now but their namespace and

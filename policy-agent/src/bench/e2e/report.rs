@@ -35,6 +35,8 @@ pub struct E2eReport {
     pub steal_percent: Option<f64>,
     /// Every measurement.
     pub samples: Samples,
+    /// The network namespaces the run made; all are gone when it returns.
+    pub namespaces: Vec<String>,
 }
 
 /// `0.98 (0.95-1.00)`.
@@ -259,6 +261,7 @@ mod tests {
             cpus: (0, 1),
             steal_percent: None,
             samples,
+            namespaces: Vec::new(),
         }
     }
 

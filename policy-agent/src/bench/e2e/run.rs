@@ -62,6 +62,7 @@ pub fn run(options: &E2eOptions, progress: &mut dyn FnMut(&str)) -> Result<E2eRe
     let lab_state = scenario::lab_state(nodes);
     progress(&format!("building a lab of {nodes} node(s)"));
     let network = LabNetwork::up_layout(&lab_state, &[], &[], layout)?;
+    let namespaces = network.namespaces();
     let bench = probes::with_addresses(lab_state, &network.pod_ips());
     for client in scenario::clients() {
         let ns = network.pod_netns(&client)?;
@@ -154,6 +155,7 @@ pub fn run(options: &E2eOptions, progress: &mut dyn FnMut(&str)) -> Result<E2eRe
         cpus: (options.client_cpu, options.server_cpu),
         steal_percent: steal_since(cpu_before),
         samples,
+        namespaces,
     })
 }
 
