@@ -20,7 +20,7 @@ use policy_agent::{
         netns,
         probe::{Family, ProbeRoute},
         report::ProbeResult,
-        Lab, LabError,
+        Lab, LabError, LabOptions,
     },
     model::{
         builders::{cluster, namespace, netpol, pod, rule, selector, service},
@@ -738,5 +738,57 @@ fn a_tunnel_port_of_the_labs_node_is_closed_to_pods_unless_their_namespace_allow
         after.get("drop_tunnel") > before.get("drop_tunnel"),
         "{:?}",
         after.growth_since(&before)
+    );
+}
+
+/// A lab sweeps its conntrack as the agent does: a closed flow, once past its
+/// timeout, gives its place in the pod's share of the table back, so a lab that
+/// runs long keeps taking new connections (without the sweep, the second batch
+/// meets `drop_ct_endpoint_limit`).
+#[test]
+fn a_lab_sweeps_closed_flows_so_new_ones_keep_their_room() {
+    support::require_root_and_bpf();
+    const SHARE: u32 = 12;
+    const BATCH: u16 = 8;
+    let state = cluster()
+        .namespace(namespace("a").build())
+        .pod(pod("a", "client").build())
+        .pod(pod("a", "server").port(80, Protocol::Tcp).build())
+        .build();
+    let mut options = LabOptions::default();
+    options.config.ct_endpoint_flows = SHARE;
+    options.config.ct_tcp_closing_ns = 1_000_000_000;
+    let mut lab = Lab::up_with(state, &[], &options).unwrap_or_else(|e| panic!("lab: {e}"));
+    let (client, server) = (ObjectRef::new("a", "client"), ObjectRef::new("a", "server"));
+    let target = std::net::SocketAddr::new(
+        lab.pod_address(&server, Family::Ipv4)
+            .unwrap_or_else(|e| panic!("{e}")),
+        80,
+    );
+    // Each connection is a new flow at both pods, closed at once.
+    let batch = |lab: &Lab| {
+        lab.in_pod(&client, || {
+            (0..BATCH)
+                .filter(|_| std::net::TcpStream::connect_timeout(&target, TIMEOUT).is_ok())
+                .count()
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(
+        batch(&lab),
+        usize::from(BATCH),
+        "the first batch fits the share"
+    );
+    // Past the closing timeout (1 s) and its margin, and one sweep (every 10 s,
+    // the first 10 s after the lab loaded).
+    std::thread::sleep(policy_agent::agent::conntrack::SWEEP_EVERY + Duration::from_secs(2));
+    let before = lab.stats().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        batch(&lab),
+        usize::from(BATCH),
+        "the second batch needs the first one's room back: {:?}",
+        lab.stats()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .growth_since(&before)
     );
 }

@@ -24,19 +24,30 @@ pub struct Sweep {
 }
 
 /// Whether interface `ifindex` is gone from this network namespace.
-fn gone(ifindex: InterfaceIndex) -> bool {
+fn gone_here(ifindex: InterfaceIndex) -> bool {
     nix::net::if_::if_indextoname(ifindex).is_err()
 }
 
-/// Starts sweeping with `sweeper` every `SWEEP_EVERY`; a failed sweep is logged and
-/// counted (`conntrack_sweep`) and tried again at the next one.
-pub fn start(mut sweeper: ConntrackSweeper, metrics: Arc<Metrics>) -> std::io::Result<Sweep> {
+/// Starts sweeping with `sweeper` every `SWEEP_EVERY`; an interface is gone when
+/// this network namespace no longer has it. A failed sweep is logged and counted
+/// (`conntrack_sweep`) and tried again at the next one.
+pub fn start(sweeper: ConntrackSweeper, metrics: Arc<Metrics>) -> std::io::Result<Sweep> {
+    start_with(sweeper, gone_here, metrics)
+}
+
+/// Starts sweeping as `start` does, with `gone` telling which interfaces are gone
+/// (a lab's pod veths live in its node namespaces, not in the caller's).
+pub fn start_with(
+    mut sweeper: ConntrackSweeper,
+    gone: impl Fn(InterfaceIndex) -> bool + Send + 'static,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<Sweep> {
     let (stop, stopped) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("podwall-ct-sweep".into())
         .spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(SWEEP_EVERY) {
-                match sweeper.sweep(gone) {
+                match sweeper.sweep(&gone) {
                     Ok(report) => tracing::debug!(
                         entries = report.entries,
                         reclaimed = report.reclaimed,

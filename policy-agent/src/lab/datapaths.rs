@@ -3,12 +3,15 @@
 //! other pod is a peer by its addresses and labels), its classifiers on its own
 //! pods' veths and, in a lab of more than one node, on the interfaces that lead
 //! to the other nodes (`fabric::exits`), where a Service connection whose
-//! backend is on another node is decided before it leaves.
+//! backend is on another node is decided before it leaves; and, as the agent
+//! does, a thread that sweeps its conntrack of expired flows, without which a
+//! long lab run would fill each pod's share of the table and drop new flows.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use super::{fabric, flowlog, netns, topology::Topology, LabError};
 use crate::{
+    agent::{conntrack, metrics::Metrics},
     causes::causes,
     dataplane::{
         Datapath, DataplaneError, EventReader, Frames, InterfaceIndex, LoadOptions, Stats,
@@ -33,6 +36,8 @@ pub(super) struct NodeDatapath {
     tables: DatapathTables,
     /// When `tables` began to be written (`CLOCK_MONOTONIC` ns), for flow names.
     tables_since_ns: u64,
+    /// The conntrack sweep (`policy-agent run`'s), stopped when this is dropped.
+    _sweep: conntrack::Sweep,
 }
 
 impl NodeDatapath {
@@ -70,6 +75,16 @@ impl NodeDatapath {
         let node_ports = netns::in_netns(netns, crate::node::tunnel_ports)??;
         datapath.set_tunnel_ports(&node_ports)?;
         let publication = flowlog::start(&mut datapath, &instance);
+        // The lab's pods are fixed while it runs, so no interface is ever gone.
+        let sweep = conntrack::start_with(
+            datapath.conntrack_sweeper()?,
+            |_| false,
+            Arc::new(Metrics::new()),
+        )
+        .map_err(|source| LabError::Sweep {
+            node: topology.nodes[node].name.clone(),
+            source,
+        })?;
         Ok(Self {
             node,
             instance,
@@ -78,6 +93,7 @@ impl NodeDatapath {
             interfaces,
             tables: DatapathTables::default(),
             tables_since_ns: 0,
+            _sweep: sweep,
         })
     }
 

@@ -55,6 +55,15 @@ pub enum LabError {
         /// What it was doing.
         what: String,
     },
+    /// A node's conntrack sweep thread could not be started.
+    #[error("node {node}: cannot start the conntrack sweep thread")]
+    Sweep {
+        /// The node's name.
+        node: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A listener or probe socket could not be made.
     #[error("pod {pod}: cannot {what}")]
     Socket {
