@@ -277,28 +277,73 @@ pub struct ClusterState {
 /// not exist); what it is now is in the newer state.
 pub type PodChange = (ObjectRef, Option<Pod>);
 
+/// What differs between two states, kind by kind: each changed object's key and
+/// what it was (`None`: it did not exist); what it is now is in the newer state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StateChanges {
+    /// Namespaces by name.
+    pub namespaces: Vec<(String, Option<Namespace>)>,
+    /// Pods.
+    pub pods: Vec<PodChange>,
+    /// NetworkPolicies.
+    pub policies: Vec<(ObjectRef, Option<NetworkPolicy>)>,
+    /// Services.
+    pub services: Vec<(ObjectRef, Option<Service>)>,
+}
+
+impl StateChanges {
+    /// How many kinds of object changed.
+    pub fn kinds(&self) -> usize {
+        [
+            self.namespaces.is_empty(),
+            self.pods.is_empty(),
+            self.policies.is_empty(),
+            self.services.is_empty(),
+        ]
+        .iter()
+        .filter(|empty| !**empty)
+        .count()
+    }
+}
+
+/// The entries that differ between `old` and `new`, each with what it was.
+fn differing<K: Ord + Clone, V: PartialEq + Clone>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+) -> Vec<(K, Option<V>)> {
+    let mut changes: Vec<(K, Option<V>)> = old
+        .iter()
+        .filter(|(key, value)| new.get(key) != Some(value))
+        .map(|(key, value)| (key.clone(), Some(value.clone())))
+        .collect();
+    changes.extend(
+        new.keys()
+            .filter(|key| !old.contains_key(key))
+            .map(|key| (key.clone(), None)),
+    );
+    changes
+}
+
 impl ClusterState {
+    /// Every object that differs between this state and `next`: what
+    /// `policy::compiler::Incremental::changed` takes.
+    pub fn changes(&self, next: &ClusterState) -> StateChanges {
+        StateChanges {
+            namespaces: differing(&self.namespaces, &next.namespaces),
+            pods: differing(&self.pods, &next.pods),
+            policies: differing(&self.policies, &next.policies),
+            services: differing(&self.services, &next.services),
+        }
+    }
+
     /// The pods that differ between this state and `next`, when nothing but pods
-    /// does (`None` otherwise): what `policy::compiler::Incremental` takes.
+    /// does (`None` otherwise).
     pub fn pod_changes(&self, next: &ClusterState) -> Option<Vec<PodChange>> {
-        if self.namespaces != next.namespaces
-            || self.policies != next.policies
-            || self.services != next.services
-        {
-            return None;
-        }
-        let mut changes = Vec::new();
-        for (key, pod) in &self.pods {
-            if next.pods.get(key) != Some(pod) {
-                changes.push((key.clone(), Some(pod.clone())));
-            }
-        }
-        for key in next.pods.keys() {
-            if !self.pods.contains_key(key) {
-                changes.push((key.clone(), None));
-            }
-        }
-        Some(changes)
+        let changes = self.changes(next);
+        let only_pods = changes.namespaces.is_empty()
+            && changes.policies.is_empty()
+            && changes.services.is_empty();
+        only_pods.then_some(changes.pods)
     }
 
     /// Adds an implicit `Namespace` for every namespace a pod, policy or Service

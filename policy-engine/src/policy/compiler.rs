@@ -21,8 +21,9 @@
 //! 6. `diagnostics`: bad input in applied rules, naming policy and field.
 //!
 //! `Incremental` keeps one node's tables across changes: a pod's change is made
-//! on its own (`one_pod`) when only its own entries change; anything else
-//! compiles in full.
+//! on its own (`one_pod`) when only its own entries change, and a Service's,
+//! namespace's or policy's (`one_object`) when it changes a Service address's
+//! entry, nothing, or only the policy ids; anything else compiles in full.
 
 mod applied;
 mod budget;
@@ -31,6 +32,7 @@ mod diagnostics;
 mod endpoints;
 mod entries;
 mod incremental;
+mod one_object;
 mod one_pod;
 mod ports;
 
@@ -74,16 +76,18 @@ pub fn compile_with(
     is_local: impl Fn(&Pod) -> bool,
     budgets: &Budgets,
 ) -> DatapathTables {
-    compile_indexed(state, node_addresses, is_local, budgets).0
+    compile_indexed(state, node_addresses, is_local, budgets, false).0
 }
 
-/// `compile_with`, and what making one pod's change on its own needs
-/// (`one_pod::Index`; `None` when the tables hold refusals).
+/// `compile_with`, and with `indexed` what making one object's change on its own
+/// needs (`one_pod::Index`; `None` when the tables hold refusals or not
+/// `indexed`).
 fn compile_indexed(
     state: &ClusterState,
     node_addresses: &[IpAddr],
     is_local: impl Fn(&Pod) -> bool,
     budgets: &Budgets,
+    indexed: bool,
 ) -> (DatapathTables, Option<one_pod::Index>) {
     let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
     let owners = address_owners(state);
@@ -115,7 +119,7 @@ fn compile_indexed(
             next = budget::over_bank(&usage, sets.truncated, &attributed, &costs, budgets);
         }
         if next.is_empty() {
-            let index = refused.is_empty().then(|| {
+            let index = (indexed && refused.is_empty()).then(|| {
                 one_pod::Index::new(
                     state,
                     &endpoints,

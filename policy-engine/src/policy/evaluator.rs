@@ -22,8 +22,8 @@ use std::{fmt, net::IpAddr};
 
 use crate::{
     model::{
-        ClusterState, LabelSelector, NamespaceScope, NetworkPolicy, ObjectRef, Peer, Peers, Pod,
-        PolicyMode, PolicyPort, PortRef, Protocol, Rule,
+        ClusterState, LabelSelector, Labels, NamespaceScope, NetworkPolicy, ObjectRef, Peer, Peers,
+        Pod, PolicyMode, PolicyPort, PortRef, Protocol, Rule,
     },
     policy::{isolation::isolating, rules, selector::matches, tables::Direction},
 };
@@ -484,13 +484,37 @@ pub(crate) fn pod_matches(
     pods: &LabelSelector,
     pod: &Pod,
 ) -> bool {
-    let namespace_matches = match namespaces {
-        NamespaceMatch::Named(name) => pod.key.namespace == name,
-        NamespaceMatch::Matching(selector) => {
-            matches(selector, &state.namespace_labels(&pod.key.namespace))
+    !pod.host_network
+        && namespace_matches(state, namespaces, &pod.key.namespace)
+        && matches(pods, &pod.labels)
+}
+
+/// Whether a pod peer ranging over `namespaces` admits pods of `namespace` (the
+/// namespace half of `pod_matches`; a namespace nobody declared has only its name
+/// label).
+pub(crate) fn namespace_matches(
+    state: &ClusterState,
+    namespaces: NamespaceMatch<'_>,
+    namespace: &str,
+) -> bool {
+    match state.namespaces.get(namespace) {
+        Some(declared) => namespace_labelled_matches(namespaces, namespace, &declared.labels),
+        None => {
+            namespace_labelled_matches(namespaces, namespace, &state.namespace_labels(namespace))
         }
-    };
-    !pod.host_network && namespace_matches && matches(pods, &pod.labels)
+    }
+}
+
+/// `namespace_matches` for the namespace `name` whose labels are `labels`.
+pub(crate) fn namespace_labelled_matches(
+    namespaces: NamespaceMatch<'_>,
+    name: &str,
+    labels: &Labels,
+) -> bool {
+    match namespaces {
+        NamespaceMatch::Named(named) => name == named,
+        NamespaceMatch::Matching(selector) => matches(selector, labels),
+    }
 }
 
 /// Whether one `ports` entry matches the query; named ports resolve on `receiver`.

@@ -1,6 +1,6 @@
 //! What a pass compiles and how: the job (pure data the loop hands to a blocking
 //! thread), and the default compiler, which keeps the last compile so the next one
-//! makes only the changed pods' entries when nothing else changed
+//! changes only what the changed objects touch when it can
 //! (`policy::compiler::Incremental`).
 
 use std::{
@@ -72,36 +72,38 @@ impl CompileJob {
         })
     }
 
-    /// The node's tables for this job, made from `last` when the two differ in
-    /// pods alone (their content, or whether the plan maps them), else in full;
-    /// kept in `last` for the next.
+    /// The node's tables for this job, made from `last` (`Incremental::changed`:
+    /// the objects that differ, a pod the plan maps or unmaps counting as changed)
+    /// when the node's addresses are the same, else in full; kept in `last` for
+    /// the next.
     fn compile_after(&self, last: &mut Option<Last>) -> Compiled {
         let is_local = |pod: &Pod| self.local.contains(&pod.key);
         if let Some(kept) = last
             .as_mut()
             .filter(|kept| kept.node_addresses == self.node_addresses)
         {
-            if let Some(mut changes) = kept.state.pod_changes(&self.state) {
-                for key in kept.local.symmetric_difference(&self.local) {
-                    if !changes.iter().any(|(changed, _)| changed == key) {
-                        changes.push((key.clone(), kept.state.pods.get(key).cloned()));
-                    }
+            let mut changes = kept.state.changes(&self.state);
+            for key in kept.local.symmetric_difference(&self.local) {
+                if !changes.pods.iter().any(|(changed, _)| changed == key) {
+                    changes
+                        .pods
+                        .push((key.clone(), kept.state.pods.get(key).cloned()));
                 }
-                let was_local = |pod: &Pod| kept.local.contains(&pod.key);
-                let recompiled =
-                    kept.incremental
-                        .pods_changed(&self.state, &changes, was_local, is_local);
-                let base = kept.id;
-                kept.id += 1;
-                kept.state = Arc::clone(&self.state);
-                kept.local.clone_from(&self.local);
-                return Compiled {
-                    tables: kept.incremental.tables().clone(),
-                    recompiled,
-                    base: Some(base),
-                    id: kept.id,
-                };
             }
+            let was_local = |pod: &Pod| kept.local.contains(&pod.key);
+            let recompiled = kept
+                .incremental
+                .changed(&self.state, &changes, was_local, is_local);
+            let base = kept.id;
+            kept.id += 1;
+            kept.state = Arc::clone(&self.state);
+            kept.local.clone_from(&self.local);
+            return Compiled {
+                tables: kept.incremental.tables().clone(),
+                recompiled,
+                base: Some(base),
+                id: kept.id,
+            };
         }
         let incremental = Incremental::new(
             &self.state,
@@ -132,7 +134,7 @@ impl CompileJob {
 pub type Compiler = Arc<dyn Fn(&CompileJob) -> Compiled + Send + Sync>;
 
 /// The compiler passes use unless told otherwise: it keeps the last compile and
-/// makes the next from it when only pods changed (one compile runs at a time, so
+/// makes the next from it (one compile runs at a time, so
 /// its lock is never contended). A compile that panicked leaves nothing kept.
 pub fn default_compiler() -> Compiler {
     let last: Mutex<Option<Last>> = Mutex::new(None);
@@ -150,7 +152,7 @@ pub fn default_compiler() -> Compiler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::builders::{cluster, netpol, pod, selector};
+    use crate::model::builders::{cluster, netpol, pod, selector, service};
 
     fn job(state: &Arc<ClusterState>, local: &[&str]) -> CompileJob {
         CompileJob {
@@ -198,5 +200,27 @@ mod tests {
         assert_eq!(again.tables, job(&state, &["a", "b", "c"]).compile());
         assert_ne!(again.recompiled, Recompiled::Full);
         assert!(again.base.is_some());
+    }
+
+    /// A Service added after a compile is made from it, as its address's peer
+    /// entry alone, equal to a full compile.
+    #[test]
+    fn a_service_added_is_made_from_the_last_compile() {
+        let web = pod("ns", "a")
+            .labels([("app", "web")])
+            .ip("10.0.0.1")
+            .build();
+        let first = Arc::new(cluster().pod(web).build());
+        let mut last = None;
+        let base = job(&first, &["a"]).compile_after(&mut last).id;
+        let mut next = (*first).clone();
+        let service = service("ns", "web").cluster_ip("10.96.0.10").build();
+        next.services.insert(service.key.clone(), service);
+        let next = Arc::new(next);
+        let compiled = job(&next, &["a"]).compile_after(&mut last);
+        assert_eq!(compiled.tables, job(&next, &["a"]).compile());
+        let address = "10.96.0.10/32".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(compiled.recompiled, Recompiled::Peers(vec![address]));
+        assert_eq!(compiled.base, Some(base));
     }
 }

@@ -192,9 +192,10 @@ impl<D: Dataplane> Syncer<D> {
         self.report_refusals(&tables.refusals);
         let pending = self.pending_with_news(&plan);
         let tables_since_ns = clock::monotonic_now_ns();
-        // One pod of another node changed, and the maps hold the tables it was
-        // made from with the same interfaces and pending entries, and nothing is
-        // to be detached: its peer entries alone, in place.
+        // Only peer entries changed (a pod of another node's, Service
+        // addresses'), and the maps hold the tables they were made from with the
+        // same interfaces and pending entries, and nothing is to be detached:
+        // those entries alone, in place.
         let in_place = match &recompiled {
             Recompiled::Peers(prefixes)
                 if base.is_some()

@@ -343,3 +343,25 @@ fn a_pod_of_another_node_is_written_in_place_unless_the_maps_missed_a_write() {
         (true, vec!["apply 0 pods, pending []".to_string()])
     );
 }
+
+#[test]
+fn a_service_address_is_written_in_place() {
+    let mut syncer = syncer(Fake::default(), &[]);
+    let remote = builders::pod("shop", "a")
+        .ip("10.0.0.2")
+        .node("elsewhere")
+        .build();
+    let mut state = builders::cluster().pod(remote).build();
+    syncer
+        .sync(&synced(state.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    syncer.datapath.calls.clear();
+    let service = builders::service("shop", "web")
+        .cluster_ip("10.96.0.10")
+        .build();
+    state.services.insert(service.key.clone(), service);
+    syncer
+        .sync(&synced(state.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(syncer.datapath.calls, [r#"update_peers ["10.96.0.10/32"]"#]);
+}

@@ -7,7 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::super::cluster::{self, labelled_pod, ClusterSpec, LOCAL_NODE};
 use crate::{
-    model::{builders::rule, ClusterState, Labels, NetworkPolicy, ObjectRef, Pod, Protocol},
+    model::{
+        builders::rule, ClusterState, Labels, NetworkPolicy, ObjectRef, Pod, Protocol, Service,
+        StateChanges,
+    },
     policy::{
         capacity::Budgets,
         compiler,
@@ -31,20 +34,49 @@ pub enum Change {
     RemovePod(ObjectRef),
     /// A pod's labels are replaced (MODIFIED).
     SetLabels(ObjectRef, Labels),
-    /// A NetworkPolicy appears.
+    /// A NetworkPolicy appears, or replaces the one of its name (an edit).
     AddPolicy(NetworkPolicy),
     /// A NetworkPolicy is gone.
     RemovePolicy(ObjectRef),
+    /// A namespace's labels are replaced.
+    SetNamespaceLabels(String, Labels),
+    /// A Service appears.
+    AddService(Service),
+    /// A Service is gone.
+    RemoveService(ObjectRef),
 }
 
 impl Change {
-    /// The pod the change is to, if it is to one pod.
-    pub fn pod(&self) -> Option<&ObjectRef> {
+    /// Applies the change to `state` and returns it as `ClusterState::changes`
+    /// would find it (without comparing the whole state).
+    pub fn apply_recorded(&self, state: &mut ClusterState) -> StateChanges {
+        let mut changes = StateChanges::default();
         match self {
-            Change::AddPod(pod) => Some(&pod.key),
-            Change::RemovePod(key) | Change::SetLabels(key, _) => Some(key),
-            Change::AddPolicy(_) | Change::RemovePolicy(_) => None,
+            Change::AddPod(pod) => changes
+                .pods
+                .push((pod.key.clone(), state.pods.get(&pod.key).cloned())),
+            Change::RemovePod(key) | Change::SetLabels(key, _) => changes
+                .pods
+                .push((key.clone(), state.pods.get(key).cloned())),
+            Change::AddPolicy(policy) => changes
+                .policies
+                .push((policy.key.clone(), state.policies.get(&policy.key).cloned())),
+            Change::RemovePolicy(key) => changes
+                .policies
+                .push((key.clone(), state.policies.get(key).cloned())),
+            Change::SetNamespaceLabels(name, _) => changes
+                .namespaces
+                .push((name.clone(), state.namespaces.get(name).cloned())),
+            Change::AddService(service) => changes.services.push((
+                service.key.clone(),
+                state.services.get(&service.key).cloned(),
+            )),
+            Change::RemoveService(key) => changes
+                .services
+                .push((key.clone(), state.services.get(key).cloned())),
         }
+        self.apply(state);
+        changes
     }
 
     /// Applies the change to `state`, as the agent does when the event arrives.
@@ -67,6 +99,17 @@ impl Change {
             Change::RemovePolicy(key) => {
                 state.policies.remove(key);
             }
+            Change::SetNamespaceLabels(name, labels) => {
+                if let Some(namespace) = state.namespaces.get_mut(name) {
+                    namespace.labels.clone_from(labels);
+                }
+            }
+            Change::AddService(service) => {
+                state.services.insert(service.key.clone(), service.clone());
+            }
+            Change::RemoveService(key) => {
+                state.services.remove(key);
+            }
         }
     }
 }
@@ -85,9 +128,11 @@ pub struct EventKind {
     pub backward: Change,
 }
 
-/// The four kinds the benchmark replays on the cluster `spec` describes (`state`
-/// is that cluster): a pod added on this node, a pod added on another node, a
-/// label change of a pod on this node, a policy added.
+/// The kinds the benchmark replays on the cluster `spec` describes (`state` is
+/// that cluster): a pod added on this node, a pod added on another node, a label
+/// change of a pod on this node, a policy added, a policy edited (a port added to
+/// a rule), a namespace's labels changed (it leaves the namespaceSelector of a
+/// local pod's policy), a Service added.
 pub fn kinds(spec: &ClusterSpec, state: &ClusterState) -> Result<Vec<EventKind>, String> {
     let local: Vec<&Pod> = cluster::local_pods(state)
         .iter()
@@ -140,6 +185,41 @@ pub fn kinds(spec: &ClusterSpec, state: &ClusterState) -> Result<Vec<EventKind>,
                 .build(),
         )
         .build();
+    let edited = state
+        .policies
+        .values()
+        .find(|policy| {
+            policy.key.namespace == web.key.namespace && policy.key.name.ends_with("-k1")
+        })
+        .ok_or_else(|| format!("no policy of kind 1 in {}", web.key.namespace))?;
+    let mut opened = edited.clone();
+    opened.ingress.push(
+        rule()
+            .from_namespaces(crate::model::builders::selector().build())
+            .port(ADDED_POLICY_PORT, Protocol::Tcp)
+            .build(),
+    );
+    // The policy of kind 8 in `api`'s namespace admits namespaces of the next
+    // team: the first other one of that team leaves it.
+    let namespaces = spec.namespaces.max(1);
+    let api_index = (0..namespaces)
+        .find(|n| cluster::namespace_name(*n) == api.key.namespace)
+        .ok_or_else(|| format!("no namespace {}", api.key.namespace))?;
+    let teammate = (1..namespaces)
+        .find(|m| m % 8 == (api_index + 1) % 8)
+        .map(cluster::namespace_name)
+        .ok_or("no namespace of the next team")?;
+    let team_labels = state
+        .namespaces
+        .get(&teammate)
+        .map(|namespace| namespace.labels.clone())
+        .ok_or_else(|| format!("no namespace {teammate}"))?;
+    let mut teamless = team_labels.clone();
+    teamless.insert("team".into(), "team-none".into());
+    let web_index = (0..namespaces)
+        .find(|n| cluster::namespace_name(*n) == web.key.namespace)
+        .ok_or_else(|| format!("no namespace {}", web.key.namespace))?;
+    let service = cluster::service_at(web_index, cluster::APP_SERVICES);
     Ok(vec![
         EventKind {
             forward_label: "pod add, this node",
@@ -164,6 +244,24 @@ pub fn kinds(spec: &ClusterSpec, state: &ClusterState) -> Result<Vec<EventKind>,
             backward_label: "policy delete",
             forward: Change::AddPolicy(added.clone()),
             backward: Change::RemovePolicy(added.key),
+        },
+        EventKind {
+            forward_label: "policy edit",
+            backward_label: "policy edit",
+            forward: Change::AddPolicy(opened),
+            backward: Change::AddPolicy(edited.clone()),
+        },
+        EventKind {
+            forward_label: "namespace label change",
+            backward_label: "namespace label change",
+            forward: Change::SetNamespaceLabels(teammate.clone(), teamless),
+            backward: Change::SetNamespaceLabels(teammate, team_labels),
+        },
+        EventKind {
+            forward_label: "Service add",
+            backward_label: "Service delete",
+            forward: Change::AddService(service.clone()),
+            backward: Change::RemoveService(service.key),
         },
     ])
 }
@@ -220,7 +318,8 @@ fn passes(verdict: TableVerdict) -> bool {
 /// The first probe, in a fixed order (local pods, then peers, directions, ports),
 /// whose verdict differs between `before` and `after`. Peers are one pod per
 /// namespace and app, the pods `kind` adds, and some addresses outside the cluster;
-/// Service ClusterIPs are left out (egress to them is decided after DNAT).
+/// Service ClusterIPs are left out (egress to them is decided after DNAT) but for
+/// those of the Services `kind` adds (egress to them stops being judged).
 pub fn find_probe(
     state: &ClusterState,
     kind: &EventKind,
@@ -235,6 +334,11 @@ pub fn find_probe(
         })
         .collect();
     let mut peers: Vec<IpAddr> = added.iter().flat_map(|pod| pod.ips.clone()).collect();
+    for change in [&kind.forward, &kind.backward] {
+        if let Change::AddService(service) = change {
+            peers.extend(service.addresses());
+        }
+    }
     let mut seen = std::collections::BTreeSet::new();
     for pod in state.pods.values() {
         if seen.insert((&pod.key.namespace, pod.labels.get("app"))) {

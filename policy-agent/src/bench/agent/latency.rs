@@ -178,9 +178,9 @@ impl Bench {
         Ok(vec![forward, backward])
     }
 
-    /// One event, timed: the change, compile (incremental: a pod whose peer class
-    /// and endpoint group exist changes its own entries alone), the maps
-    /// programmed (`Datapath::update_peers` for a pod of another node, else
+    /// One event, timed: the change, compile (`Incremental::changed`: what the
+    /// changed object touches when the guards allow, else in full), the maps
+    /// programmed (`Datapath::update_peers` when only peer entries changed, else
     /// `apply`), then the probe until it `passes_after`.
     fn event(
         &mut self,
@@ -191,23 +191,10 @@ impl Bench {
         label: &str,
     ) -> Result<EventSample, BenchError> {
         let started = Instant::now();
-        let before = change
-            .pod()
-            .and_then(|key| self.state.pods.get(key).cloned());
-        change.apply(&mut self.state);
-        let recompiled = match change.pod() {
-            Some(key) => self.compiler.pod_changed(
-                &self.state,
-                key,
-                before.as_ref(),
-                events::is_local,
-                events::is_local,
-            ),
-            None => {
-                self.compiler.recompile(&self.state, events::is_local);
-                Recompiled::Full
-            }
-        };
+        let changes = change.apply_recorded(&mut self.state);
+        let recompiled =
+            self.compiler
+                .changed(&self.state, &changes, events::is_local, events::is_local);
         let tables = self.compiler.tables();
         let compiled = started.elapsed();
         match recompiled {

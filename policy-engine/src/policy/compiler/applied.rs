@@ -12,12 +12,13 @@ use ipnet::IpNet;
 
 use crate::{
     model::{
-        ClusterState, LabelSelector, NamespaceScope, NetworkPolicy, Peer, Peers, Pod, PolicyPort,
-        PortRef, Protocol,
+        ClusterState, LabelSelector, Labels, NamespaceScope, NetworkPolicy, Peer, Peers, Pod,
+        PolicyPort, PortRef, Protocol,
     },
     policy::{
-        evaluator::{pod_matches, NamespaceMatch},
+        evaluator::{namespace_labelled_matches, namespace_matches, pod_matches, NamespaceMatch},
         rules,
+        selector::matches,
         tables::Direction,
     },
 };
@@ -52,13 +53,34 @@ impl PodPeer {
         }
     }
 
-    /// Whether the peer admits `pod` (`evaluator::pod_matches`).
-    pub fn matches(&self, state: &ClusterState, pod: &Pod) -> bool {
-        let namespaces = match &self.scope {
+    /// The namespaces the peer ranges over, as the evaluator takes them.
+    fn namespaces(&self) -> NamespaceMatch<'_> {
+        match &self.scope {
             Scope::Named(name) => NamespaceMatch::Named(name),
             Scope::Matching(selector) => NamespaceMatch::Matching(selector),
-        };
-        pod_matches(state, namespaces, &self.pods, pod)
+        }
+    }
+
+    /// Whether the peer admits `pod` (`evaluator::pod_matches`).
+    pub fn matches(&self, state: &ClusterState, pod: &Pod) -> bool {
+        pod_matches(state, self.namespaces(), &self.pods, pod)
+    }
+
+    /// Whether the peer ranges over `namespace` (`evaluator::namespace_matches`):
+    /// it then admits the pod-network pods there whose labels `selects`.
+    pub fn admits_namespace(&self, state: &ClusterState, namespace: &str) -> bool {
+        namespace_matches(state, self.namespaces(), namespace)
+    }
+
+    /// Whether the peer ranges over the namespace `name` when its labels are
+    /// `labels` (`admits_namespace` with the labels given).
+    pub fn admits_labelled(&self, name: &str, labels: &Labels) -> bool {
+        namespace_labelled_matches(self.namespaces(), name, labels)
+    }
+
+    /// Whether the peer's pod selector selects `labels`.
+    pub fn selects(&self, labels: &Labels) -> bool {
+        matches(&self.pods, labels)
     }
 }
 
@@ -127,6 +149,11 @@ pub(super) struct Applied {
     pod_peer_ids: BTreeMap<PodPeer, u32>,
     /// Block -> its index in `blocks`.
     block_ids: BTreeMap<Block, u32>,
+    /// Cidr -> the blocks with it, ascending: the blocks that can hold a prefix
+    /// are those whose cidr is the prefix cut to one of `cidr_lengths`.
+    by_cidr: BTreeMap<IpNet, Vec<u32>>,
+    /// (IPv6, length) of every cidr of `blocks`.
+    cidr_lengths: BTreeSet<(bool, u8)>,
 }
 
 impl Applied {
@@ -152,6 +179,34 @@ impl Applied {
             }
         }
         out.egress_names = egress_names.into_iter().collect();
+        for (id, block) in (0..).zip(&out.blocks) {
+            out.by_cidr.entry(block.cidr).or_default().push(id);
+            let v6 = matches!(block.cidr, IpNet::V6(_));
+            out.cidr_lengths.insert((v6, block.cidr.prefix_len()));
+        }
+        out
+    }
+
+    /// The blocks holding every address of `prefix` (`Block::holds`), ascending.
+    /// Only blocks whose cidr holds the prefix are asked: the prefix cut to
+    /// their length is their cidr.
+    pub fn blocks_holding(&self, prefix: &IpNet) -> Vec<u32> {
+        let v6 = matches!(prefix, IpNet::V6(_));
+        let mut out: Vec<u32> = self
+            .cidr_lengths
+            .iter()
+            .filter(|(family, len)| *family == v6 && *len <= prefix.prefix_len())
+            .filter_map(|(_, len)| IpNet::new(prefix.addr(), *len).ok())
+            .filter_map(|cut| self.by_cidr.get(&cut.trunc()))
+            .flatten()
+            .copied()
+            .filter(|id| {
+                self.blocks
+                    .get(*id as usize)
+                    .is_some_and(|block| block.holds(prefix))
+            })
+            .collect();
+        out.sort_unstable();
         out
     }
 

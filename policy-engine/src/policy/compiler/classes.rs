@@ -20,14 +20,14 @@
 //!   prefixes classed like any address outside pods; flags merge on equal prefixes.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
 };
 
 use ipnet::IpNet;
 use policy_common::peer::CLASS_WORLD;
 
-use super::applied::{Applied, PeerId};
+use super::applied::{Applied, PeerId, PodPeer};
 use crate::{
     model::{ClusterState, Labels, Pod},
     policy::tables::PeerEntry,
@@ -145,8 +145,9 @@ fn pod_candidates(
     applied: &Applied,
     owners: &BTreeMap<IpAddr, usize>,
 ) -> BTreeMap<IpNet, Candidate> {
-    // Pod peers depend only on a pod's namespace and labels: match once per pair.
-    let mut pod_peers: BTreeMap<(&str, &Labels), Vec<u32>> = BTreeMap::new();
+    // Pod peers depend only on a pod's namespace and labels: match once per pair,
+    // and only the peers ranging over that namespace.
+    let mut namespaces: BTreeMap<&str, InScope<'_>> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for pod in state.pods.values().filter(|pod| !pod.host_network) {
         let unique = pod.ips.iter().filter(|ip| owners.get(ip) == Some(&1));
@@ -154,9 +155,25 @@ fn pod_candidates(
         if nets.is_empty() {
             continue;
         }
-        let pods = pod_peers
-            .entry((pod.key.namespace.as_str(), &pod.labels))
-            .or_insert_with(|| matching_pod_peers(state, applied, pod))
+        let namespace = pod.key.namespace.as_str();
+        let scope = namespaces.entry(namespace).or_insert_with(|| InScope {
+            peers: (0..)
+                .zip(&applied.pod_peers)
+                .filter(|(_, peer)| peer.admits_namespace(state, namespace))
+                .collect(),
+            by_labels: HashMap::new(),
+        });
+        let peers = &scope.peers;
+        let pods = scope
+            .by_labels
+            .entry(&pod.labels)
+            .or_insert_with(|| {
+                peers
+                    .iter()
+                    .filter(|(_, peer)| peer.selects(&pod.labels))
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
             .clone();
         let ports = egress_ports(applied, pod);
         for net in nets {
@@ -169,6 +186,15 @@ fn pod_candidates(
         }
     }
     out
+}
+
+/// The pod peers ranging over one namespace, and which of them match each label
+/// set seen there.
+struct InScope<'a> {
+    /// (id, peer), ascending.
+    peers: Vec<(u32, &'a PodPeer)>,
+    /// Labels -> the ids of `peers` selecting them, ascending.
+    by_labels: HashMap<&'a Labels, Vec<u32>>,
 }
 
 /// The signature of `net`, an address of a pod matching the pod peers `pods` whose
@@ -211,13 +237,9 @@ pub(super) fn egress_ports(applied: &Applied, pod: &Pod) -> Vec<(u32, u16)> {
     out
 }
 
-/// The blocks holding every address of `prefix`.
-fn blocks_holding(applied: &Applied, prefix: &IpNet) -> Vec<u32> {
-    (0..)
-        .zip(&applied.blocks)
-        .filter(|(_, block)| block.holds(prefix))
-        .map(|(id, _)| id)
-        .collect()
+/// The blocks holding every address of `prefix`, ascending.
+pub(super) fn blocks_holding(applied: &Applied, prefix: &IpNet) -> Vec<u32> {
+    applied.blocks_holding(prefix)
 }
 
 /// Removes ipBlock regions whose entry equals the entry the lookup would find
@@ -251,12 +273,15 @@ fn prune_redundant_regions(candidates: &mut BTreeMap<IpNet, Candidate>) {
 
 /// Numbers the signatures in use and builds the peer entries and indices.
 fn number(candidates: BTreeMap<IpNet, Candidate>) -> Classes {
-    let used: BTreeSet<&Signature> = candidates
+    // Distinct first (many prefixes, few signatures), then sorted.
+    let distinct: HashSet<&Signature> = candidates
         .values()
         .map(|candidate| &candidate.signature)
         .filter(|signature| **signature != Signature::default())
         .collect();
+    let used: BTreeSet<&Signature> = distinct.into_iter().collect();
     let ids: BTreeMap<&Signature, u32> = used.into_iter().zip(1..).collect();
+    let lookup: HashMap<&Signature, u32> = ids.iter().map(|(s, id)| (*s, *id)).collect();
     let mut classes = Classes::default();
     for (signature, &class_id) in &ids {
         for &pod_peer in &signature.pods {
@@ -272,7 +297,7 @@ fn number(candidates: BTreeMap<IpNet, Candidate>) -> Classes {
         classes.signatures.insert(class_id, (*signature).clone());
     }
     for (net, candidate) in &candidates {
-        let class_id = ids
+        let class_id = lookup
             .get(&candidate.signature)
             .copied()
             .unwrap_or(CLASS_WORLD);

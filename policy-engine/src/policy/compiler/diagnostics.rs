@@ -9,9 +9,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{applied::PortName, DIRECTIONS};
+use super::DIRECTIONS;
 use crate::{
-    model::{ClusterState, NetworkPolicy, Peer, Peers, PolicyPort, PortRef, Rule},
+    model::{ClusterState, NetworkPolicy, Peer, Peers, PolicyPort, PortRef, Protocol, Rule},
     policy::{
         rules,
         tables::{Diagnostic, Direction},
@@ -28,12 +28,7 @@ pub(super) fn diagnostics(
     policies: &[&NetworkPolicy],
     applied: &BTreeSet<(u32, Direction)>,
 ) -> Vec<Diagnostic> {
-    let declared: BTreeSet<PortName> = state
-        .pods
-        .values()
-        .flat_map(|pod| &pod.ports)
-        .filter_map(|port| Some((port.name.clone()?, port.protocol)))
-        .collect();
+    let declared = declared(state, policies, applied);
     let mut out = Vec::new();
     for (policy_id, policy) in (0..).zip(policies) {
         for direction in DIRECTIONS {
@@ -57,8 +52,42 @@ pub(super) fn diagnostics(
     out
 }
 
+/// The port names (with protocol) the rules of the `applied` pairs use that some
+/// pod of the cluster declares. Pods are read until every name is found.
+fn declared<'s>(
+    state: &'s ClusterState,
+    policies: &[&'s NetworkPolicy],
+    applied: &BTreeSet<(u32, Direction)>,
+) -> BTreeSet<(&'s str, Protocol)> {
+    let mut wanted: BTreeSet<(&str, Protocol)> = BTreeSet::new();
+    for &(policy_id, direction) in applied {
+        let Some(policy) = policies.get(policy_id as usize) else {
+            continue;
+        };
+        for rule in rules(policy, direction) {
+            for port in &rule.ports {
+                if let Some(PortRef::Name(name)) = &port.port {
+                    wanted.insert((name.as_str(), port.protocol));
+                }
+            }
+        }
+    }
+    let mut found = BTreeSet::new();
+    for port in state.pods.values().flat_map(|pod| &pod.ports) {
+        if found.len() == wanted.len() {
+            break;
+        }
+        if let Some(name) = &port.name {
+            if let Some(name) = wanted.get(&(name.as_str(), port.protocol)) {
+                found.insert(*name);
+            }
+        }
+    }
+    found
+}
+
 /// What is wrong with one rule at `path`.
-fn rule_problems(rule: &Rule, path: &str, declared: &BTreeSet<PortName>) -> Vec<String> {
+fn rule_problems(rule: &Rule, path: &str, declared: &BTreeSet<(&str, Protocol)>) -> Vec<String> {
     let mut problems = Vec::new();
     if let Peers::Only(peers) = &rule.peers {
         for peer in peers {
@@ -78,12 +107,12 @@ fn rule_problems(rule: &Rule, path: &str, declared: &BTreeSet<PortName>) -> Vec<
 }
 
 /// What is wrong with one `ports` entry, if anything.
-fn port_problem(port: &PolicyPort, declared: &BTreeSet<PortName>) -> Option<String> {
+fn port_problem(port: &PolicyPort, declared: &BTreeSet<(&str, Protocol)>) -> Option<String> {
     if let Some(problem) = port.rejected_end_port() {
         return Some(problem);
     }
     match &port.port {
-        Some(PortRef::Name(name)) if !declared.contains(&(name.clone(), port.protocol)) => {
+        Some(PortRef::Name(name)) if !declared.contains(&(name.as_str(), port.protocol)) => {
             Some(format!(
                 "no pod in the cluster declares a {} port named {name:?}",
                 port.protocol

@@ -109,13 +109,24 @@ pub(super) fn assign(
     owners: &BTreeMap<IpAddr, usize>,
     is_local: impl Fn(&Pod) -> bool,
 ) -> Endpoints {
+    // Only a policy of a pod's own namespace can apply to it.
+    let mut by_namespace: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (id, policy) in (0..).zip(policies) {
+        by_namespace
+            .entry(policy.key.namespace.as_str())
+            .or_default()
+            .push(id);
+    }
     let mut groups: BTreeMap<(&str, Group), Vec<&Pod>> = BTreeMap::new();
     for pod in state
         .pods
         .values()
         .filter(|pod| is_endpoint(pod, &is_local))
     {
-        let group = group(policies, pod);
+        let candidates = by_namespace
+            .get(pod.key.namespace.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        let group = group_among(policies, candidates, pod);
         groups
             .entry((pod.key.namespace.as_str(), group))
             .or_default()
@@ -153,8 +164,18 @@ pub(super) fn is_endpoint(pod: &Pod, is_local: impl Fn(&Pod) -> bool) -> bool {
 
 /// The policies deciding for `pod` and its numbers for their ingress port names.
 pub(super) fn group(policies: &[&NetworkPolicy], pod: &Pod) -> Group {
+    let every: Vec<u32> = (0..).zip(policies).map(|(id, _)| id).collect();
+    group_among(policies, &every, pod)
+}
+
+/// `group` when only the policies `candidates` (ids, ascending) can apply to
+/// `pod`: every policy of its namespace among them.
+fn group_among(policies: &[&NetworkPolicy], candidates: &[u32], pod: &Pod) -> Group {
     let decide = |direction| {
-        let found = isolating((0..).zip(policies.iter().copied()), pod, direction);
+        let among = candidates
+            .iter()
+            .filter_map(|id| Some((*id, *policies.get(*id as usize)?)));
+        let found = isolating(among, pod, direction);
         (found.deciding, found.mode == PolicyMode::Audit)
     };
     let (ingress, audit_ingress) = decide(Direction::Ingress);

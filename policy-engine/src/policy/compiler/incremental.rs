@@ -10,7 +10,7 @@ use super::{
     one_pod::{self, Done},
 };
 use crate::{
-    model::{ClusterState, ObjectRef, Pod, PodChange},
+    model::{ClusterState, ObjectRef, Pod, PodChange, StateChanges},
     policy::{capacity::Budgets, tables::DatapathTables},
 };
 
@@ -18,12 +18,13 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Recompiled {
     /// Only the peer entries of these prefixes changed (present: inserted or
-    /// changed; absent: removed); every other table is as it was. The addresses of
-    /// one pod of another node: `Datapath::update_peers` can write them in place.
+    /// changed; absent: removed; none: nothing changed); every other table is as
+    /// it was. The addresses of one pod of another node, or Service addresses:
+    /// `Datapath::update_peers` can write them in place.
     Peers(Vec<IpNet>),
-    /// Some pods' own entries changed (`ENDPOINTS` entries, addresses, peer
-    /// entries) without a full compile: a local pod's, or more than one pod's; the
-    /// tables go through a flip.
+    /// Some entries changed without a full compile: a local pod's own (`ENDPOINTS`
+    /// entries, addresses, peer entries), more than one pod's, or the policy ids
+    /// of `POLICY` entries and names; the tables go through a flip.
     Entries,
     /// Compiled in full: anything may have changed.
     Full,
@@ -52,7 +53,7 @@ impl Incremental {
         is_local: impl Fn(&Pod) -> bool,
         budgets: &Budgets,
     ) -> Self {
-        let (tables, index) = compile_indexed(state, node_addresses, is_local, budgets);
+        let (tables, index) = compile_indexed(state, node_addresses, is_local, budgets, true);
         Self {
             node_addresses: node_addresses.to_vec(),
             budgets: *budgets,
@@ -74,7 +75,51 @@ impl Incremental {
     /// Compiles `state` in full (any change, or several at once).
     pub fn recompile(&mut self, state: &ClusterState, is_local: impl Fn(&Pod) -> bool) {
         (self.tables, self.index) =
-            compile_indexed(state, &self.node_addresses, is_local, &self.budgets);
+            compile_indexed(state, &self.node_addresses, is_local, &self.budgets, true);
+    }
+
+    /// Brings the tables to `state`, which differs from the last state given in
+    /// `changes` (`ClusterState::changes`, plus any pod whose locality changed
+    /// among the pods); `was_local` says which pods were the node's, `is_local`
+    /// which are. A change of one kind of object is made on its own where the
+    /// guards allow (pods: `pods_changed`; Services, namespaces, policies:
+    /// `one_object`); changes of several kinds, and whatever the guards cannot
+    /// rule out, compile in full.
+    pub fn changed(
+        &mut self,
+        state: &ClusterState,
+        changes: &StateChanges,
+        was_local: impl Fn(&Pod) -> bool,
+        is_local: impl Fn(&Pod) -> bool,
+    ) -> Recompiled {
+        if changes.kinds() == 0 {
+            return Recompiled::Peers(Vec::new());
+        }
+        if changes.kinds() == 1 && !changes.pods.is_empty() {
+            return self.pods_changed(state, &changes.pods, was_local, is_local);
+        }
+        let done = match &mut self.index {
+            Some(index) if changes.kinds() == 1 => {
+                if !changes.services.is_empty() {
+                    index.services_changed(state, &changes.services, &mut self.tables)
+                } else if !changes.policies.is_empty() {
+                    index.policies_changed(state, &changes.policies, &mut self.tables)
+                } else {
+                    index
+                        .namespaces_unchanging(state, &changes.namespaces, &self.tables)
+                        .then(|| Done::Peers(Vec::new()))
+                }
+            }
+            _ => None,
+        };
+        match done {
+            Some(Done::Peers(prefixes)) => Recompiled::Peers(prefixes),
+            Some(Done::Endpoint) => Recompiled::Entries,
+            None => {
+                self.recompile(state, is_local);
+                Recompiled::Full
+            }
+        }
     }
 
     /// Brings the tables to `state`, which differs from the last state given only

@@ -19,7 +19,7 @@
 //!   step decides those).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
 
@@ -32,7 +32,7 @@ use super::{
     endpoints::{group, is_endpoint, Endpoints, Group},
 };
 use crate::{
-    model::{ClusterState, NetworkPolicy, Pod},
+    model::{ClusterState, NetworkPolicy, Pod, Protocol},
     policy::{
         capacity::{Budgets, Resource},
         tables::{DatapathTables, EndpointEntry, PeerEntry},
@@ -48,30 +48,33 @@ pub(super) enum Done {
     Endpoint,
 }
 
-/// What re-classifying one pod of another node needs from the last full compile.
+/// What making one object's change on its own needs from the last full compile
+/// (this module for pods, `one_object` for Services, namespaces and policies).
 #[derive(Clone, Debug)]
 pub(super) struct Index {
     /// The applied rules' interned peers and egress port names.
-    applied: Applied,
+    pub(super) applied: Applied,
     /// Signature -> class id, for every class but `CLASS_WORLD`.
-    class_of: BTreeMap<Signature, u32>,
+    pub(super) class_of: BTreeMap<Signature, u32>,
     /// Class id -> prefixes having it (`Classes::members`).
-    members: BTreeMap<u32, usize>,
+    pub(super) members: BTreeMap<u32, usize>,
     /// (namespace, group) -> endpoint id.
-    endpoint_ids: BTreeMap<(String, Group), u32>,
+    pub(super) endpoint_ids: BTreeMap<(String, Group), u32>,
     /// Endpoint id -> local pods having it.
     endpoint_members: BTreeMap<u32, usize>,
     /// Pod-network pods claiming each address.
-    owners: BTreeMap<IpAddr, usize>,
-    /// Prefixes whose entry is more than one pod's: node and Service addresses,
+    pub(super) owners: BTreeMap<IpAddr, usize>,
+    /// Prefixes whose entry is more than a pod's or a Service's: node addresses,
     /// the cidrs and excepts of applied ipBlocks.
-    reserved: BTreeSet<IpNet>,
+    pub(super) fixed: BTreeSet<IpNet>,
+    /// Services claiming each Service address (`Service::addresses`).
+    pub(super) services: BTreeMap<IpAddr, usize>,
     /// (name, protocol) -> container ports declaring it, over every pod.
     declared: BTreeMap<PortName, usize>,
     /// Prefixes in the peer maps, IPv4 and IPv6.
-    peers: [usize; 2],
+    pub(super) peers: [usize; 2],
     /// The most prefixes each peer map may hold (`Budgets`).
-    peer_budget: [usize; 2],
+    pub(super) peer_budget: [usize; 2],
 }
 
 /// The addresses of `pod` that classes see: every distinct address of a
@@ -90,7 +93,7 @@ fn names(pod: Option<&Pod>) -> impl Iterator<Item = PortName> + '_ {
 }
 
 /// 0 for IPv4, 1 for IPv6.
-fn family(net: &IpNet) -> usize {
+pub(super) fn family(net: &IpNet) -> usize {
     usize::from(matches!(net, IpNet::V6(_)))
 }
 
@@ -106,20 +109,25 @@ impl Index {
         node_addresses: &[IpAddr],
         budgets: &Budgets,
     ) -> Self {
-        let mut reserved: BTreeSet<IpNet> =
-            node_addresses.iter().map(|ip| IpNet::from(*ip)).collect();
-        reserved.extend(
-            state
-                .services
-                .values()
-                .flat_map(|service| service.addresses())
-                .map(IpNet::from),
-        );
-        reserved.extend(applied.blocks.iter().flat_map(|block| block.prefixes()));
-        let mut declared: BTreeMap<PortName, usize> = BTreeMap::new();
-        for name in state.pods.values().flat_map(|pod| names(Some(pod))) {
-            *declared.entry(name).or_default() += 1;
+        let mut fixed: BTreeSet<IpNet> = node_addresses.iter().map(|ip| IpNet::from(*ip)).collect();
+        fixed.extend(applied.blocks.iter().flat_map(|block| block.prefixes()));
+        let mut services: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for service in state.services.values() {
+            for ip in service.addresses().collect::<BTreeSet<_>>() {
+                *services.entry(ip).or_default() += 1;
+            }
         }
+        // Counted by reference: a name is copied once, not once per pod.
+        let mut counts: HashMap<(&str, Protocol), usize> = HashMap::new();
+        for port in state.pods.values().flat_map(|pod| &pod.ports) {
+            if let Some(name) = &port.name {
+                *counts.entry((name.as_str(), port.protocol)).or_default() += 1;
+            }
+        }
+        let declared: BTreeMap<PortName, usize> = counts
+            .into_iter()
+            .map(|((name, protocol), count)| ((name.to_string(), protocol), count))
+            .collect();
         let mut peers = [0, 0];
         for net in classes.peers.keys() {
             peers[family(net)] += 1;
@@ -135,7 +143,8 @@ impl Index {
             endpoint_ids: endpoints.ids.clone(),
             endpoint_members: endpoints.members.clone(),
             owners,
-            reserved,
+            fixed,
+            services,
             declared,
             peers,
             peer_budget: [Resource::PeersV4, Resource::PeersV6].map(|r| budgets.node(r)),
@@ -163,7 +172,7 @@ impl Index {
             let old = self.owners.get(ip).copied().unwrap_or(0);
             let new =
                 old.checked_sub(usize::from(gone.contains(ip)))? + usize::from(came.contains(ip));
-            if old > 1 || new > 1 || self.reserved.contains(&IpNet::from(*ip)) {
+            if old > 1 || new > 1 || self.is_reserved(ip) {
                 return None;
             }
             owners.push((*ip, new));
@@ -252,6 +261,12 @@ impl Index {
         } else {
             Some(Done::Peers(changed.into_iter().collect()))
         }
+    }
+
+    /// Whether the entry of `ip`'s host prefix is more than a pod's: a node or
+    /// Service address, or an applied ipBlock's cidr or except.
+    pub(super) fn is_reserved(&self, ip: &IpAddr) -> bool {
+        self.services.contains_key(ip) || self.fixed.contains(&IpNet::from(*ip))
     }
 
     /// The pods per endpoint id once local endpoint `was` became `now`, and the

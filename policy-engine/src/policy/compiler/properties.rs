@@ -41,7 +41,7 @@ use crate::{
     },
 };
 
-const NAMESPACES: &[&str] = &["a", "b", "c"];
+pub(super) const NAMESPACES: &[&str] = &["a", "b", "c"];
 const VALUES: &[&str] = &["x", "y"];
 const POD_KEYS: &[&str] = &["app", "tier"];
 const NS_KEYS: &[&str] = &["team", NAMESPACE_NAME_LABEL];

@@ -4,18 +4,21 @@
 
 use std::net::IpAddr;
 
-use proptest::{collection::vec, prelude::*};
+use proptest::{collection::vec, prelude::*, sample::select};
 
 use super::{Incremental, Recompiled};
 use crate::{
-    model::{builders::pod, ClusterState, NetworkPolicy, ObjectRef, Pod},
+    model::{
+        builders::{namespace, pod, service},
+        ClusterState, NetworkPolicy, ObjectRef, Pod, PortRef, Protocol,
+    },
     policy::{
         capacity::Budgets,
         compiler::{
             compile_with,
             properties::{
                 cases, cluster_strategy, node_tables, parse, pod_strategy, pod_with_addresses,
-                policy_strategy, PodParams, NODES,
+                policy_strategy, PodParams, NAMESPACES, NODES,
             },
         },
     },
@@ -31,19 +34,56 @@ enum Change {
     RemovePod(usize),
     /// The pod at this position gets the labels of these parameters.
     Relabel(usize, PodParams),
-    /// A policy appears.
+    /// A policy appears (or replaces the one of its name).
     AddPolicy(NetworkPolicy),
+    /// The policy at this position gets the content of this one (an edit).
+    EditPolicy(usize, NetworkPolicy),
     /// The policy at this position goes.
     RemovePolicy(usize),
+    /// Namespace `NAMESPACES[i]` gets these labels and tunnel permission, or with
+    /// `None` is no longer declared.
+    SetNamespace(usize, Option<(Vec<(&'static str, &'static str)>, bool)>),
+    /// Service `svc{n}` appears or changes, with the addresses of these indices
+    /// into `SERVICE_ADDRESSES` (ClusterIP first), and a port or none.
+    UpsertService(usize, Vec<usize>, bool),
+    /// The Service at this position goes.
+    RemoveService(usize),
 }
 
+/// Addresses Services get: ClusterIPs of the generated clusters, fresh ones, pod
+/// addresses, node addresses and ipBlock boundaries (which must compile in full).
+const SERVICE_ADDRESSES: &[&str] = &[
+    "10.96.0.10",
+    "fd00:96::a",
+    "10.96.0.20",
+    "10.96.0.21",
+    "fd00:96::b",
+    "192.168.1.1",
+    "10.0.0.1",
+    "10.0.0.2",
+    "fd00::3",
+    "172.16.0.1",
+    "10.0.0.250",
+    "10.0.0.5",
+    "10.0.0.4",
+];
+
 fn change_strategy() -> impl Strategy<Value = Change> {
+    let namespace = prop_oneof![
+        3 => (vec(select(&[("team", "x"), ("team", "y"), ("tier", "x")][..]), 0..=2), any::<bool>()).prop_map(Some),
+        1 => Just(None),
+    ];
     prop_oneof![
         4 => (0..12usize, 0..12usize, pod_strategy()).prop_map(|(n, a, p)| Change::UpsertPod(n, a, p)),
         3 => any::<usize>().prop_map(Change::RemovePod),
         3 => (any::<usize>(), pod_strategy()).prop_map(|(i, p)| Change::Relabel(i, p)),
         1 => (4..6usize).prop_flat_map(policy_strategy).prop_map(Change::AddPolicy),
+        1 => (any::<usize>(), policy_strategy(9)).prop_map(|(i, p)| Change::EditPolicy(i, p)),
         1 => any::<usize>().prop_map(Change::RemovePolicy),
+        2 => (0..3usize, namespace).prop_map(|(i, n)| Change::SetNamespace(i, n)),
+        2 => (0..4usize, vec(0..SERVICE_ADDRESSES.len(), 0..=2), any::<bool>())
+            .prop_map(|(n, a, p)| Change::UpsertService(n, a, p)),
+        1 => any::<usize>().prop_map(Change::RemoveService),
     ]
 }
 
@@ -56,47 +96,89 @@ fn node(node: usize) -> (Vec<IpAddr>, impl Fn(&Pod) -> bool) {
     })
 }
 
-/// Applies `change` to `state` and to both nodes' `Incremental`s as the agent would.
-fn apply(state: &mut ClusterState, nodes: &mut [Incremental; 2], change: Change) {
+/// Applies `change` to `state`, as the watch event would.
+fn change_state(state: &mut ClusterState, change: Change) {
     let nth =
         |keys: Vec<ObjectRef>, i: usize| (!keys.is_empty()).then(|| keys[i % keys.len()].clone());
-    let pod_change = match change {
+    match change {
         Change::UpsertPod(name, address, params) => {
             let new = pod_with_addresses(name, address, params);
-            let key = new.key.clone();
-            let before = state.pods.insert(key.clone(), new);
-            Some((key, before))
+            state.pods.insert(new.key.clone(), new);
         }
-        Change::RemovePod(i) => nth(state.pods.keys().cloned().collect(), i)
-            .map(|key| (key.clone(), state.pods.remove(&key))),
+        Change::RemovePod(i) => {
+            if let Some(key) = nth(state.pods.keys().cloned().collect(), i) {
+                state.pods.remove(&key);
+            }
+        }
         Change::Relabel(i, (_, pairs, ..)) => {
-            nth(state.pods.keys().cloned().collect(), i).map(|key| {
-                let before = state.pods.get(&key).cloned();
+            if let Some(key) = nth(state.pods.keys().cloned().collect(), i) {
                 if let Some(found) = state.pods.get_mut(&key) {
                     found.labels = pod("x", "x").labels(pairs).build().labels;
                 }
-                (key, before)
-            })
+            }
         }
         Change::AddPolicy(policy) => {
             state.policies.insert(policy.key.clone(), policy);
-            None
+        }
+        Change::EditPolicy(i, mut policy) => {
+            if let Some(key) = nth(state.policies.keys().cloned().collect(), i) {
+                policy.key = key.clone();
+                state.policies.insert(key, policy);
+            }
         }
         Change::RemovePolicy(i) => {
             if let Some(key) = nth(state.policies.keys().cloned().collect(), i) {
                 state.policies.remove(&key);
             }
-            None
         }
-    };
+        Change::SetNamespace(i, labels) => {
+            let name = NAMESPACES[i];
+            match labels {
+                Some((pairs, tunnels)) => {
+                    let mut built = namespace(name).labels(pairs);
+                    if tunnels {
+                        built = built.allow_tunnels();
+                    }
+                    state.namespaces.insert(name.to_string(), built.build());
+                }
+                None => {
+                    state.namespaces.remove(name);
+                }
+            }
+        }
+        Change::UpsertService(n, addresses, port) => {
+            let mut built = service("a", &format!("svc{n}"));
+            for (i, index) in addresses.into_iter().enumerate() {
+                let ip = SERVICE_ADDRESSES[index];
+                built = if i == 0 {
+                    built.cluster_ip(ip)
+                } else {
+                    built.extra_ip(ip)
+                };
+            }
+            if port {
+                built = built.port(80, PortRef::Number(8080), Protocol::Tcp);
+            }
+            let new = built.build();
+            state.services.insert(new.key.clone(), new);
+        }
+        Change::RemoveService(i) => {
+            if let Some(key) = nth(state.services.keys().cloned().collect(), i) {
+                state.services.remove(&key);
+            }
+        }
+    }
+}
+
+/// Applies `change` to `state` and brings both nodes' `Incremental`s to it as the
+/// agent would (`ClusterState::changes`).
+fn apply(state: &mut ClusterState, nodes: &mut [Incremental; 2], change: Change) {
+    let before = state.clone();
+    change_state(state, change);
+    let changes = before.changes(state);
     for (index, incremental) in nodes.iter_mut().enumerate() {
         let (_, is_local) = node(index);
-        match &pod_change {
-            Some((key, before)) => {
-                incremental.pod_changed(state, key, before.as_ref(), &is_local, &is_local);
-            }
-            None => incremental.recompile(state, is_local),
-        }
+        incremental.changed(state, &changes, &is_local, &is_local);
     }
 }
 
@@ -133,18 +215,12 @@ proptest! {
     }
 }
 
-/// Applies `change` to `state` alone.
-fn change_state(state: &mut ClusterState, change: Change) {
-    let mut ignored = incrementals(&ClusterState::default());
-    apply(state, &mut ignored, change);
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     /// Batches of changes between two states, as the agent sees them between two
-    /// snapshots (`ClusterState::pod_changes`, else a full compile): each node's
-    /// incremental tables equal its full compile after every batch.
+    /// snapshots (`ClusterState::changes`): each node's incremental tables equal
+    /// its full compile after every batch.
     #[test]
     fn batched_pod_changes_equal_a_full_compile(
         start in cluster_strategy(),
@@ -158,14 +234,10 @@ proptest! {
             for change in batch {
                 change_state(&mut state, change);
             }
+            let changes = previous.changes(&state);
             for (index, incremental) in nodes.iter_mut().enumerate() {
                 let (_, is_local) = node(index);
-                match previous.pod_changes(&state) {
-                    Some(changes) => {
-                        incremental.pods_changed(&state, &changes, &is_local, &is_local);
-                    }
-                    None => incremental.recompile(&state, &is_local),
-                }
+                incremental.changed(&state, &changes, &is_local, &is_local);
             }
             let full = node_tables(&state, &Budgets::kernel());
             for (index, incremental) in nodes.iter().enumerate() {
@@ -298,4 +370,117 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
         Recompiled::Full
     );
     assert_eq!(n0.tables(), &full(&state));
+}
+
+/// A Service address no pod, node or ipBlock boundary has changes its peer entry
+/// alone, added and removed; one that is a pod's compiles in full. A namespace
+/// label no applied peer looks at changes nothing, one it looks at compiles in
+/// full. A policy that selects no pod of this node moves the ids after it when
+/// added or removed and changes nothing when edited; one that selects a local pod
+/// compiles in full. Each result equals a full compile.
+#[test]
+fn services_namespaces_and_policies_take_the_short_way_where_they_can() {
+    use crate::model::builders::{cluster, netpol, rule, selector};
+    let web = |name: &str, ip: &str, node: &str| {
+        pod("a", name)
+            .labels([("app", "web")])
+            .ip(ip)
+            .node(node)
+            .build()
+    };
+    let db = netpol("a", "m-db")
+        .select(selector().label("app", "db").build())
+        .ingress(
+            rule()
+                .from_pods_in_namespaces(selector().build(), selector().label("team", "x").build())
+                .build(),
+        )
+        .egress(rule().to_ip_block("10.0.0.0/8", ["10.0.0.0/24"]).build())
+        .egress(rule().to_ip_block("10.0.0.0/16", ["10.0.0.4/32"]).build())
+        .build();
+    let mut state = cluster()
+        .namespace(namespace("a").labels([("team", "x")]).build())
+        .namespace(
+            namespace("b")
+                .labels([("team", "x"), ("tier", "y")])
+                .build(),
+        )
+        .pod(
+            pod("a", "db")
+                .labels([("app", "db")])
+                .ip("10.0.0.1")
+                .node("n0")
+                .build(),
+        )
+        .pod(web("web0", "10.0.0.2", "n1"))
+        .pod(web("web1", "10.0.0.3", "n0"))
+        .service(service("a", "s0").cluster_ip("10.96.0.10").build())
+        .policy(db)
+        .build();
+    let (addresses, is_local) = node(0);
+    let mut n0 = Incremental::new(&state, &addresses, &is_local, &Budgets::kernel());
+    let full =
+        |state: &ClusterState| compile_with(state, &addresses, &is_local, &Budgets::kernel());
+    let mut step = |state: &mut ClusterState, change: Change| {
+        let before = state.clone();
+        change_state(state, change);
+        let done = n0.changed(state, &before.changes(state), &is_local, &is_local);
+        assert_eq!(n0.tables(), &full(state));
+        done
+    };
+    let net = |text: &str| text.parse::<ipnet::IpNet>().unwrap();
+
+    // 10.96.0.20 (index 2) in the ipBlock's class: its entry alone.
+    let added = step(&mut state, Change::UpsertService(1, vec![2], false));
+    assert_eq!(added, Recompiled::Peers(vec![net("10.96.0.20/32")]));
+    // A port added: the same addresses, nothing changes.
+    let ported = step(&mut state, Change::UpsertService(1, vec![2], true));
+    assert_eq!(ported, Recompiled::Peers(Vec::new()));
+    let removed = step(&mut state, Change::RemoveService(1));
+    assert_eq!(removed, Recompiled::Peers(vec![net("10.96.0.20/32")]));
+    // A pod's address (10.0.0.2, index 7): in full.
+    let shared = step(&mut state, Change::UpsertService(1, vec![7], false));
+    assert_eq!(shared, Recompiled::Full);
+    // An ipBlock's except (10.0.0.4, index 12): its entry stays when the Service
+    // goes, in full both ways.
+    let boundary = step(&mut state, Change::UpsertService(2, vec![12], false));
+    assert_eq!(boundary, Recompiled::Full);
+    assert_eq!(step(&mut state, Change::RemoveService(2)), Recompiled::Full);
+
+    // Namespace b's `tier` label: no peer looks at it.
+    let relabel = |pairs| Change::SetNamespace(1, Some((pairs, false)));
+    assert_eq!(
+        step(&mut state, relabel(vec![("team", "x")])),
+        Recompiled::Peers(Vec::new())
+    );
+    // Its `team` label: the peer's namespaceSelector does.
+    assert_eq!(
+        step(&mut state, relabel(vec![("team", "y")])),
+        Recompiled::Full
+    );
+
+    // A policy selecting no pod of n0: ids move (it sorts first).
+    let elsewhere = netpol("a", "a-elsewhere")
+        .select(selector().label("app", "cache").build())
+        .ingress(rule().from_pods(selector().build()).build())
+        .build();
+    assert_eq!(
+        step(&mut state, Change::AddPolicy(elsewhere.clone())),
+        Recompiled::Entries
+    );
+    let mut edited = elsewhere.clone();
+    edited.ingress.clear();
+    assert_eq!(
+        step(&mut state, Change::EditPolicy(0, edited)),
+        Recompiled::Peers(Vec::new())
+    );
+    assert_eq!(
+        step(&mut state, Change::RemovePolicy(0)),
+        Recompiled::Entries
+    );
+    // One selecting web1 on n0: in full.
+    let here = netpol("a", "a-web")
+        .select(selector().label("app", "web").build())
+        .build();
+    assert_eq!(step(&mut state, Change::AddPolicy(here)), Recompiled::Full);
 }
