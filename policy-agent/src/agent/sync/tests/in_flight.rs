@@ -238,6 +238,40 @@ async fn a_veth_appearing_while_a_pass_writes_goes_before_the_counters_and_the_n
     );
 }
 
+/// A link watch that fails at every call.
+struct Broken;
+
+impl LinkEvents for Broken {
+    async fn next(&mut self) -> Result<LinkEvent, NodeError> {
+        Err(NodeError::Socket {
+            what: "receive link notifications",
+            source: std::io::Error::other("this test's broken watch"),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_link_watch_that_keeps_failing_does_not_starve_the_passes() {
+    let (syncer, _calls, mut gate) = gated_syncer(&[veth(41)]);
+    let (snapshots, receiver) = watch::channel(SourceSnapshot::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let test = async {
+        snapshots.send_replace(synced(cluster_of(1)));
+        assert_eq!(gate.next_start().await, 1, "a pass began");
+        let _ = stop.send(());
+    };
+    let (syncer, ()) = tokio::join!(run(syncer, receiver, Broken, shutdown), test);
+    drop(gate);
+    let metrics = syncer.metrics.encode().unwrap_or_default();
+    assert!(
+        metrics.contains("podwall_errors_total{kind=\"netlink_socket\"}"),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn a_shutdown_during_a_compile_writes_nothing_more() {
     let links = [veth(41)];
