@@ -8,10 +8,11 @@
 //! - `datapath` (`--runs`, `--repeat`, `--peers`, `--cidr-prefixes`, `--cpu`):
 //!   ns/packet of podwall's datapath paths against an empty classifier, timed by
 //!   the kernel with BPF_PROG_TEST_RUN.
-//! - `agent`: compile time, peak RSS, event latency, and the memory of a real
-//!   `policy-agent run` against the stand-in API server (`--memory-only` for that
-//!   step alone), with the agent built optimized: its figures are userspace time
-//!   and memory, which a debug build inflates.
+//! - `agent`: compile time, peak RSS, event latency, new pod veths attached, and
+//!   the memory of a real `policy-agent run` against the stand-in API server
+//!   (`--memory-only`, `--attach-only`: one step alone), with the agent built
+//!   optimized: its figures are userspace time and memory, which a debug build
+//!   inflates.
 //! - `e2e`: real traffic between lab pods under podwall, iptables-nft and
 //!   nftables, as ratios to nothing attached; optimized too (the load generator
 //!   runs in the agent), and with iptables installed.

@@ -158,6 +158,8 @@ pub struct Syncer<D: Dataplane = Datapath> {
     /// The compile whose tables the maps hold (`Compiled::id`), if the last
     /// write succeeded: a compile made from it may write only what it changed.
     written_compile: Option<u64>,
+    /// A write happened since the counters were last read (`counters_due`).
+    counters_due: bool,
 }
 
 impl<D: Dataplane> Syncer<D> {
@@ -193,6 +195,7 @@ impl<D: Dataplane> Syncer<D> {
             attached_since_plan: BTreeSet::new(),
             compiler: default_compiler(),
             written_compile: None,
+            counters_due: false,
         }
     }
 
@@ -311,6 +314,12 @@ impl<D: Dataplane> Syncer<D> {
         Ok(())
     }
 
+    /// Whether a pass was written since the counters were last read: the loop
+    /// reads them when no link event waits.
+    pub fn counters_due(&self) -> bool {
+        self.counters_due
+    }
+
     /// Whether a retry is due.
     pub fn wants_retry(&self) -> bool {
         self.retry_at.is_some_and(|at| Instant::now() >= at)
@@ -349,6 +358,7 @@ impl<D: Dataplane> Syncer<D> {
     /// every `COUNTERS_EVERY`, so the counters move while the cluster is quiet).
     pub fn refresh_counters(&mut self) {
         self.counters_read = Instant::now();
+        self.counters_due = false;
         let usage = self.datapath.map_usage();
         let samples: Vec<(&str, usize, u32)> = usage
             .iter()

@@ -114,6 +114,11 @@ pub struct AgentArgs {
     /// server serving the memory cluster.
     #[arg(long, conflicts_with = "skip_memory")]
     memory_only: bool,
+    /// Only the attach step: the attach floor (each kernel call alone), then new
+    /// pod veths while the sync loop compiles the latency cluster
+    /// (`--iterations` of each).
+    #[arg(long, conflicts_with_all = ["memory_only", "skip_memory"])]
+    attach_only: bool,
     /// Everything but the memory step.
     #[arg(long)]
     skip_memory: bool,
@@ -221,6 +226,19 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
                 match args.output {
                     super::Output::Table => print!("{report}"),
                     super::Output::Json => println!("{}", serde_json::to_string(&figures)?),
+                }
+                return Ok(());
+            }
+            if args.attach_only {
+                let report =
+                    agent::run_attach(&args.latency_scale, args.iterations, &mut |line| {
+                        eprintln!("bench: {line}")
+                    })?;
+                match args.output {
+                    super::Output::Table => print!("{report}"),
+                    super::Output::Json => {
+                        println!("{}", serde_json::to_string(&report.figures())?)
+                    }
                 }
                 return Ok(());
             }

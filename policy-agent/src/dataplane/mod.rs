@@ -28,13 +28,15 @@ pub use counters::{DropTraffic, PolicyCounters, RuleTraffic, Traffic};
 pub use ct::{ConntrackSweeper, SweepReport, TrackedFlow};
 pub use datapath::{Adoption, Datapath, Frames, LoadOptions, ProgramAhead};
 #[cfg(feature = "testing")]
-pub use datapath::{BenchProgram, BenchRun, Hook, TestRunOutcome};
+pub use datapath::{AttachTimes, AttachWay, BenchProgram, BenchRun, Hook, TestRunOutcome};
 pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};
 pub use kernel_log::KERNEL_LOG_TARGET;
 pub use keys::{address_key, key_address, PeerPrefix, PolicyPrefix};
 pub use maps::{MapUsage, Stats};
 pub use pins::{RUN_ROOT, RUN_ROOT_ENV};
+#[cfg(feature = "testing")]
+pub use quiesce::GracePeriod;
 pub use tunnels::TunnelPorts;
 
 /// Kernel interface index of a pod's host-side veth (or of a node exit).

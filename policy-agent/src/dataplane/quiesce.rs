@@ -89,6 +89,26 @@ impl Waiter {
     }
 }
 
+/// One grace period waited in line and timed: the `synchronize_rcu()` a TCX
+/// attach also waits, without its `rtnl_lock` (benchmarks only).
+#[cfg(feature = "testing")]
+pub struct GracePeriod(Waiter);
+
+#[cfg(feature = "testing")]
+impl GracePeriod {
+    /// Creates the maps.
+    pub fn new() -> Result<Self, DataplaneError> {
+        Ok(Self(Waiter::new()?))
+    }
+
+    /// Waits one grace period; how long it took.
+    pub fn wait(&mut self) -> Result<std::time::Duration, DataplaneError> {
+        let started = std::time::Instant::now();
+        self.0.wait()?;
+        Ok(started.elapsed())
+    }
+}
+
 impl Quiesce {
     /// Creates the maps; no wait is owed yet.
     pub fn new() -> Result<Self, DataplaneError> {

@@ -11,7 +11,9 @@
 //!   of `sockets.rs`), so a restarted agent moves it to its program atomically;
 //! - `BPF_PROG_QUERY` of a TCX hook with only the ids: aya's `query_tcx` also
 //!   opens each program by id, which needs `CAP_SYS_ADMIN` the agent does not
-//!   have.
+//!   have;
+//! - (benchmarks only) `BPF_LINK_CREATE` of a TCX link from any thread, which
+//!   aya's `&mut` program cannot do from two threads at once.
 //!
 //! Each call passes a `#[repr(C)]` prefix of `union bpf_attr` and its size; the
 //! kernel zero-fills the fields past that size.
@@ -32,6 +34,8 @@ const BPF_OBJ_GET: nix::libc::c_long = 7;
 const BPF_LINK_UPDATE: nix::libc::c_long = 29;
 const BPF_LINK_DETACH: nix::libc::c_long = 34;
 const BPF_PROG_QUERY: nix::libc::c_long = 16;
+#[cfg(feature = "testing")]
+const BPF_LINK_CREATE: nix::libc::c_long = 28;
 /// `enum bpf_attach_type` values of the TCX hooks.
 pub(super) const BPF_TCX_INGRESS: u32 = 46;
 pub(super) const BPF_TCX_EGRESS: u32 = 47;
@@ -68,6 +72,17 @@ struct LinkUpdateAttr {
     new_prog_fd: u32,
     flags: u32,
     old_prog_fd: u32,
+}
+
+/// `bpf_attr` for `BPF_LINK_CREATE` of a TCX link, up to `flags` (the TCX
+/// fields after it are zero: appended last, any revision).
+#[cfg(feature = "testing")]
+#[repr(C)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
 }
 
 /// `bpf_attr` for `BPF_LINK_DETACH`.
@@ -139,6 +154,23 @@ pub(super) fn tcx_program_ids(ifindex: u32, attach_type: u32) -> io::Result<Vec<
     }
     ids.truncate((attr.prog_cnt as usize).min(QUERY_IDS));
     Ok(ids)
+}
+
+/// A TCX link of `program` at hook `attach_type` (`BPF_TCX_*`) of interface
+/// `ifindex`, last in its chain; dropping the fd detaches it.
+#[cfg(feature = "testing")]
+pub(super) fn tcx_link_create(
+    program: BorrowedFd<'_>,
+    ifindex: u32,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    let attr = LinkCreateAttr {
+        prog_fd: raw(&program)?,
+        target_ifindex: ifindex,
+        attach_type,
+        flags: 0,
+    };
+    bpf(BPF_LINK_CREATE, &attr).map(owned)
 }
 
 /// Takes ownership of an fd the kernel just returned.
@@ -224,6 +256,8 @@ mod tests {
         assert_eq!(offset_of!(LinkUpdateAttr, old_prog_fd), 12);
         assert_eq!(size_of::<LinkUpdateAttr>(), 16);
         assert_eq!(size_of::<LinkDetachAttr>(), 4);
+        #[cfg(feature = "testing")]
+        assert_eq!(offset_of!(LinkCreateAttr, flags), 12);
         assert_eq!(offset_of!(ProgQueryAttr, prog_ids), 16);
         assert_eq!(offset_of!(ProgQueryAttr, prog_cnt), 24);
         assert_eq!(offset_of!(ProgQueryAttr, revision), 56);

@@ -12,6 +12,11 @@
 //!   entries (`Syncer::link_event`) take turns on the loop.
 //! - A shutdown while a compile runs writes nothing more; the compile's result is
 //!   dropped and the pinned state keeps enforcing.
+//! - Link events go first: the loop waits on its inputs in a fixed order
+//!   (`biased`), link events before a compile's result, and a pass begins (plan:
+//!   netlink reads) and the counters are read only when no link event is ready.
+//!   So a new pod veth that appears while a pass is written waits for the rest of
+//!   that write, never for the next plan or the counters.
 
 use std::future::Future;
 
@@ -51,10 +56,16 @@ struct InFlight {
 /// What woke the loop.
 enum Wake {
     Shutdown,
-    Snapshot { closed: bool },
+    Snapshot {
+        closed: bool,
+    },
     Link(Result<LinkEvent, NodeError>),
     Tick,
     Compiled(Box<Result<Compiled, JoinError>>),
+    /// A pass is wanted and none is in flight: plan it and start its compile.
+    Begin,
+    /// The counters are owed since the last write (`Syncer::counters_due`).
+    Counters,
 }
 
 /// The result of the compile in flight; never completes without one.
@@ -80,13 +91,21 @@ pub async fn run<D: Dataplane, L: LinkEvents>(
     let mut source_open = true;
     let mut in_flight: Option<InFlight> = None;
     let mut wanted = false;
+    let mut links_paused = false;
     loop {
+        let begin = wanted && in_flight.is_none();
+        let counters = syncer.counters_due();
         let wake = tokio::select! {
+            // In this order: a new pod veth never waits for a plan, a write or
+            // the counters that could wait for it.
+            biased;
             () = &mut shutdown => Wake::Shutdown,
+            event = links.next(), if !links_paused => Wake::Link(event),
             result = compiled(&mut in_flight) => Wake::Compiled(Box::new(result)),
             changed = snapshots.changed(), if source_open => Wake::Snapshot { closed: changed.is_err() },
-            event = links.next() => Wake::Link(event),
             _ = ticker.tick() => Wake::Tick,
+            () = std::future::ready(()), if begin => Wake::Begin,
+            () = std::future::ready(()), if counters => Wake::Counters,
         };
         match wake {
             Wake::Shutdown => break,
@@ -109,28 +128,32 @@ pub async fn run<D: Dataplane, L: LinkEvents>(
             Wake::Link(Err(error)) => {
                 tracing::warn!(error = %causes(&error), "link watch");
                 syncer.metrics.error(error.kind());
-                tokio::time::sleep(TICK).await;
+                // Asked again at the next tick: a watch that keeps failing
+                // must not starve the passes it goes before.
+                links_paused = true;
             }
             Wake::Tick => {
+                links_paused = false;
                 syncer.health.tick();
                 if syncer.counters_read.elapsed() >= COUNTERS_EVERY {
                     syncer.refresh_counters();
                 }
                 wanted |= syncer.wants_retry();
             }
-        }
-        if wanted && in_flight.is_none() {
-            wanted = false;
-            let snapshot = snapshots.borrow_and_update().clone();
-            match syncer.begin(&snapshot) {
-                Ok(Some(planned)) => {
-                    let (job, compiler) = (planned.job(), syncer.compiler.clone());
-                    let compile = tokio::task::spawn_blocking(move || compiler(&job));
-                    in_flight = Some(InFlight { planned, compile });
+            Wake::Begin => {
+                wanted = false;
+                let snapshot = snapshots.borrow_and_update().clone();
+                match syncer.begin(&snapshot) {
+                    Ok(Some(planned)) => {
+                        let (job, compiler) = (planned.job(), syncer.compiler.clone());
+                        let compile = tokio::task::spawn_blocking(move || compiler(&job));
+                        in_flight = Some(InFlight { planned, compile });
+                    }
+                    Ok(None) => {}
+                    Err(error) => log_failure(&syncer, Err(error)),
                 }
-                Ok(None) => {}
-                Err(error) => log_failure(&syncer, Err(error)),
             }
+            Wake::Counters => syncer.refresh_counters(),
         }
     }
     if in_flight.is_some() {

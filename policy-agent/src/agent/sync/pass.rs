@@ -62,7 +62,11 @@ impl<D: Dataplane> Syncer<D> {
             return Ok(());
         };
         let compiled = (self.compiler)(&planned.job);
-        self.finish(planned, compiled)
+        let result = self.finish(planned, compiled);
+        if self.counters_due() {
+            self.refresh_counters();
+        }
+        result
     }
 
     /// The first step of a pass: health and reports from `snapshot`, then the
@@ -210,10 +214,12 @@ impl<D: Dataplane> Syncer<D> {
             _ => None,
         };
         self.written_compile = None;
+        let write_started = Instant::now();
         let report = match in_place {
             Some(prefixes) => self.datapath.update_peers(&tables, prefixes)?,
             None => self.datapath.apply(&tables, &plan.interfaces, &pending)?,
         };
+        let write_ms = write_started.elapsed().as_secs_f64() * 1e3;
         self.written_compile = Some(id);
         if let Some(flows) = &mut self.flows {
             flows.publish(tables_since_ns, &tables, &plan.interfaces, &job.state);
@@ -246,6 +252,7 @@ impl<D: Dataplane> Syncer<D> {
             written = report.written,
             removed = report.removed,
             bank = report.bank,
+            write_ms,
             took_ms = started.elapsed().as_secs_f64() * 1e3,
             "programmed"
         );
@@ -256,7 +263,9 @@ impl<D: Dataplane> Syncer<D> {
             pending,
             pending_entry: plan.pending_entry,
         });
-        self.refresh_counters();
+        // Read by the loop once no link event waits (`driver`), or at the end
+        // of `sync`.
+        self.counters_due = true;
         Ok(left)
     }
 

@@ -40,6 +40,10 @@ struct Fake {
     pending: BTreeMap<InterfaceIndex, EndpointEntry>,
     /// Where each call is also sent as it happens (for tests of the running loop).
     live: Option<mpsc::UnboundedSender<String>>,
+    /// Run inside the next `apply`: what happens while a pass writes.
+    during_apply: Option<Box<dyn FnOnce() + Send>>,
+    /// Also record the counters' read of the TCX chains (`programs_ahead`).
+    record_counters: bool,
 }
 
 impl Fake {
@@ -70,6 +74,9 @@ impl Dataplane for Fake {
             "apply {} pods, pending {pending:?}",
             interfaces.len()
         ));
+        if let Some(during) = self.during_apply.take() {
+            during();
+        }
         if self.fail_applies > 0 {
             self.fail_applies -= 1;
             return Err(refused());
@@ -161,6 +168,9 @@ impl Dataplane for Fake {
         &mut self,
         _: &BTreeMap<InterfaceIndex, String>,
     ) -> Result<Vec<ProgramAhead>, DataplaneError> {
+        if self.record_counters {
+            self.record("programs_ahead".into());
+        }
         Ok(Vec::new())
     }
 }

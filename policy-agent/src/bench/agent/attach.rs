@@ -25,6 +25,7 @@ use std::{
 use nix::sched::{unshare, CloneFlags};
 
 use super::{
+    attach_floor::{self, AttachFloor},
     events::{self, Change},
     latency::load_for,
 };
@@ -65,6 +66,9 @@ pub struct AttachSample {
 /// What the attach measurement found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttachFigures {
+    /// The same attach with nothing else running, step by step, measured first
+    /// (`attach_floor`).
+    pub floor: AttachFloor,
     /// Every new veth, in run order.
     pub samples: Vec<AttachSample>,
     /// Compiles the loop ran while the veths were made.
@@ -73,12 +77,14 @@ pub struct AttachFigures {
     pub compile_median: Duration,
 }
 
-/// Times `count` new veths on the cluster `spec` describes (see the module
-/// comment), in a thread of its own network namespace.
+/// Measures the floor (`attach_floor`, `count` rounds), then times `count` new
+/// veths on the cluster `spec` describes (see the module comment), each in a
+/// thread of its own network namespace.
 pub fn run(object: &Path, spec: &ClusterSpec, count: usize) -> Result<AttachFigures, BenchError> {
+    let floor = attach_floor::run(object, count)?;
     let object = object.to_path_buf();
     let spec = *spec;
-    thread::spawn(move || {
+    let mut figures = thread::spawn(move || {
         unshare(CloneFlags::CLONE_NEWNET).map_err(|errno| BenchError::Io {
             what: "unsharing a scratch network namespace".into(),
             source: errno.into(),
@@ -86,7 +92,9 @@ pub fn run(object: &Path, spec: &ClusterSpec, count: usize) -> Result<AttachFigu
         in_scratch(&object, &spec, count)
     })
     .join()
-    .unwrap_or_else(|_| Err(failed("the measuring thread panicked".into())))
+    .unwrap_or_else(|_| Err(failed("the measuring thread panicked".into())))?;
+    figures.floor = floor;
+    Ok(figures)
 }
 
 fn failed(message: String) -> BenchError {
@@ -179,6 +187,7 @@ fn in_scratch(
     let mut compiles = timed.compiles();
     compiles.sort_unstable();
     Ok(AttachFigures {
+        floor: AttachFloor::default(),
         samples,
         compiles: compiles.len(),
         compile_median: compiles

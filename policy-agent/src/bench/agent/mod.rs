@@ -8,6 +8,7 @@
 //! The synthetic cluster is `bench::cluster`. Not a pass/fail test.
 
 pub mod attach;
+pub mod attach_floor;
 pub mod compile;
 pub mod events;
 pub mod latency;
@@ -16,7 +17,7 @@ pub mod report;
 
 use std::path::Path;
 
-pub use report::AgentReport;
+pub use report::{AgentReport, AttachReport};
 
 use super::{
     cluster::ClusterSpec,
@@ -132,4 +133,31 @@ pub fn run_memory(
     }
     let object = crate::dataplane::object::find()?;
     memory::run(options, agent, &object, progress)
+}
+
+/// Runs the attach step alone (`bench agent --attach-only`): the attach floor,
+/// then new pod veths while the sync loop compiles `spec`, `count` of each.
+/// Needs root.
+pub fn run_attach(
+    spec: &ClusterSpec,
+    count: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<AttachReport, BenchError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(BenchError::NotRoot {
+            bench: "agent",
+            what: "loads BPF programs and attaches them to veths it makes",
+        });
+    }
+    let object = crate::dataplane::object::find()?;
+    progress(&format!(
+        "attach floor ({count} rounds), then {count} new pod veths while the sync loop compiles {} pods x {} policies, each in a scratch network namespace",
+        spec.pods, spec.policies
+    ));
+    let attach = attach::run(&object, spec, count)?;
+    Ok(AttachReport {
+        kernel: kernel_release(),
+        spec: *spec,
+        attach,
+    })
 }

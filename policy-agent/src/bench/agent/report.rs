@@ -250,33 +250,131 @@ fn attach_columns(attach: &AttachFigures) -> [(&'static str, Vec<Duration>); 2] 
     ]
 }
 
-impl AgentReport {
-    fn write_attach(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// The attach floor's table (`attach_floor`): each step's p50 and p99.
+fn write_attach_floor(f: &mut fmt::Formatter<'_>, attach: &AttachFigures) -> fmt::Result {
+    writeln!(
+        f,
+        "| step, fresh veth, nothing else running ({} rounds) | p50 | p99 |",
+        attach.floor.samples.len()
+    )?;
+    writeln!(f, "| --- | --- | --- |")?;
+    let show = |d: Option<Duration>| d.map_or("-".into(), ms);
+    for (label, p50, p99) in attach.floor.rows() {
+        writeln!(f, "| {label} | {} | {} |", show(p50), show(p99))?;
+    }
+    Ok(())
+}
+
+/// The loop's table: RTM_NEWLINK -> attached, against the target.
+fn write_attach(f: &mut fmt::Formatter<'_>, attach: &AttachFigures) -> fmt::Result {
+    writeln!(
+        f,
+        "| new pod veths | count | RTM_NEWLINK -> attached p50 / p99 | target p99 | met |"
+    )?;
+    writeln!(f, "| --- | --- | --- | --- | --- |")?;
+    for (i, (label, values)) in attach_columns(attach).iter().enumerate() {
+        let p = |q| percentile(values, q);
+        let (target, ok) = match (i, p(99.0)) {
+            (0, Some(p99)) => (
+                format!("<= {}", ms(ATTACH_TARGET)),
+                met(p99 <= ATTACH_TARGET),
+            ),
+            _ => ("-".into(), "-"),
+        };
+        let show = |q| p(q).map_or("-".into(), ms);
         writeln!(
             f,
-            "| new pod veths | count | RTM_NEWLINK -> attached p50 / p99 | target p99 | met |"
+            "| {label} | {} | {} / {} | {target} | {ok} |",
+            values.len(),
+            show(50.0),
+            show(99.0)
         )?;
-        writeln!(f, "| --- | --- | --- | --- | --- |")?;
-        for (i, (label, values)) in attach_columns(&self.attach).iter().enumerate() {
-            let p = |q| percentile(values, q);
-            let (target, ok) = match (i, p(99.0)) {
-                (0, Some(p99)) => (
-                    format!("<= {}", ms(ATTACH_TARGET)),
-                    met(p99 <= ATTACH_TARGET),
-                ),
-                _ => ("-".into(), "-"),
-            };
-            let show = |q| p(q).map_or("-".into(), ms);
-            writeln!(
-                f,
-                "| {label} | {} | {} / {} | {target} | {ok} |",
-                values.len(),
-                show(50.0),
-                show(99.0)
-            )?;
-        }
-        Ok(())
     }
+    Ok(())
+}
+
+/// The attach figures for `--output json`: the loop's p50 and p99 (the p99 of
+/// veths made while a compile ran against the target), and each floor step's.
+fn attach_figures(attach: &AttachFigures) -> Vec<Figure> {
+    let millis = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut figures = Vec::new();
+    for (i, (label, values)) in attach_columns(attach).iter().enumerate() {
+        let (Some(p50), Some(p99)) = (percentile(values, 50.0), percentile(values, 99.0)) else {
+            continue;
+        };
+        let name = |p: &str| format!("new pod veth -> attached {p}, {label}");
+        figures.push(Figure::plain(name("p50"), millis(p50), "ms"));
+        figures.push(if i == 0 {
+            Figure::at_most(name("p99"), millis(p99), "ms", millis(ATTACH_TARGET))
+        } else {
+            Figure::plain(name("p99"), millis(p99), "ms")
+        });
+    }
+    for (label, p50, p99) in attach.floor.rows() {
+        for (p, value) in [("p50", p50), ("p99", p99)] {
+            if let Some(value) = value {
+                figures.push(Figure::plain(
+                    format!("attach floor {p}, {label}"),
+                    millis(value),
+                    "ms",
+                ));
+            }
+        }
+    }
+    figures
+}
+
+/// `bench agent --attach-only`: the attach floor and the loop's new pod veths.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttachReport {
+    /// The running kernel.
+    pub kernel: String,
+    /// The cluster the loop compiled.
+    pub spec: ClusterSpec,
+    /// The figures.
+    pub attach: AttachFigures,
+}
+
+impl AttachReport {
+    /// Every figure, for `--output json`.
+    pub fn figures(&self) -> Figures {
+        Figures {
+            bench: "agent",
+            figures: attach_figures(&self.attach),
+        }
+    }
+}
+
+impl fmt::Display for AttachReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "podwall agent benchmark, attach only: kernel {}
+",
+            self.kernel
+        )?;
+        write_attach_sections(f, &self.spec, &self.attach)?;
+        writeln!(f)?;
+        f.write_str(ATTACH_METHOD)
+    }
+}
+
+/// The floor's table, then the loop's.
+fn write_attach_sections(
+    f: &mut fmt::Formatter<'_>,
+    spec: &ClusterSpec,
+    attach: &AttachFigures,
+) -> fmt::Result {
+    writeln!(f, "Attaching a new pod veth, step by step, in a scratch network namespace with nothing else running:\n")?;
+    write_attach_floor(f, attach)?;
+    writeln!(
+        f,
+        "\nNew pod veths while the sync loop compiles {} in a scratch network namespace ({} compiles, median {}):\n",
+        scale(spec),
+        attach.compiles,
+        ms(attach.compile_median),
+    )?;
+    write_attach(f, attach)
 }
 
 impl AgentReport {
@@ -328,19 +426,7 @@ impl AgentReport {
                 ));
             }
         }
-        for (i, (label, values)) in attach_columns(&self.attach).iter().enumerate() {
-            let (Some(p50), Some(p99)) = (percentile(values, 50.0), percentile(values, 99.0))
-            else {
-                continue;
-            };
-            let name = |p: &str| format!("new pod veth -> attached {p}, {label}");
-            figures.push(Figure::plain(name("p50"), millis(p50), "ms"));
-            figures.push(if i == 0 {
-                Figure::at_most(name("p99"), millis(p99), "ms", millis(ATTACH_TARGET))
-            } else {
-                Figure::plain(name("p99"), millis(p99), "ms")
-            });
-        }
+        figures.extend(attach_figures(&self.attach));
         if let Some(kib) = self.latency_peak_rss_kib {
             figures.push(Figure::plain(
                 format!(
@@ -392,16 +478,11 @@ impl fmt::Display for AgentReport {
                 .map_or(String::new(), |kib| format!("; peak RSS of this process: {}", mib(kib))),
         )?;
         self.write_events(f)?;
-        writeln!(
-            f,
-            "\nNew pod veths while the sync loop compiles {} in a scratch network namespace ({} compiles, median {}):\n",
-            scale(&self.latency_spec),
-            self.attach.compiles,
-            ms(self.attach.compile_median),
-        )?;
-        self.write_attach(f)?;
+        writeln!(f)?;
+        write_attach_sections(f, &self.latency_spec, &self.attach)?;
         writeln!(f)?;
         f.write_str(METHOD)?;
+        f.write_str(ATTACH_METHOD)?;
         match &self.memory {
             Some(memory) => write!(f, "\n{memory}"),
             None => Ok(()),
@@ -423,6 +504,10 @@ ClusterState in place (the reflector-to-model conversion is not included), compi
 the node's tables and calls `Datapath::apply`; a change and its undo alternate. Then a
 TCP SYN whose verdict the event flips (found with the reference lookup) runs through
 its classifier with BPF_PROG_TEST_RUN until it shows the new verdict.
+";
+
+/// How the attach figures were made.
+const ATTACH_METHOD: &str = "\
 New pod veths: the real sync loop (`agent::sync::run`) on a real loaded datapath in a
 scratch network namespace, the node's pods on veths with routes there (so every pass
 compiles the whole node); a snapshot every 10 ms (a policy added and removed in turns)
@@ -431,6 +516,14 @@ request each, 5-25 ms apart) and timed until both TCX hooks run a program (queri
 every 0.1 ms), then deleted; 'made while a compile ran' are those whose request was
 sent while the loop's compiler was running. Percentiles are nearest-rank: with fewer
 than 100 samples, p99 is the slowest.
+
+Attach floor: on an empty loaded datapath, each round makes a fresh veth per way
+(one RTM_NEWLINK each) and times the kernel calls alone: two TCX links in turn (the
+agent's way), the same from two threads released together, legacy TC (a clsact
+qdisc, then a cls_bpf direct-action filter per hook over rtnetlink); the agent's
+pending entry and `Datapath::attach` on one more veth; and one RCU grace period
+(a map-in-map update, which calls synchronize_rcu()). The ways take turns in
+every round.
 ";
 
 #[cfg(test)]
@@ -485,6 +578,7 @@ mod tests {
             first_apply: Duration::from_millis(10),
             rows: vec![add, delete],
             attach: AttachFigures {
+                floor: crate::bench::agent::attach_floor::AttachFloor::default(),
                 samples: [(3, true), (4, true), (9, false)]
                     .map(|(ms, during_compile)| AttachSample {
                         attached: Duration::from_millis(ms),
@@ -541,6 +635,63 @@ mod tests {
         assert!(
             text.contains("| all | 3 | 4.00 ms / 9.00 ms | - | - |"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_attach_report_shows_each_floor_step_and_the_loop_against_its_target() {
+        use crate::{
+            bench::agent::attach_floor::{AttachFloor, FloorSample},
+            dataplane::AttachTimes,
+        };
+        let round = |ms: u64| FloorSample {
+            grace_period: Duration::from_millis(ms),
+            tcx_in_turn: AttachTimes {
+                egress: Duration::from_millis(ms),
+                ingress: Duration::from_millis(2 * ms),
+                both: Duration::from_millis(3 * ms),
+                qdisc: None,
+            },
+            ..FloorSample::default()
+        };
+        let report = AttachReport {
+            kernel: "test".into(),
+            spec: ClusterSpec::new(10_000, 1_000),
+            attach: AttachFigures {
+                floor: AttachFloor {
+                    samples: vec![round(8), round(10)],
+                },
+                samples: vec![AttachSample {
+                    attached: Duration::from_millis(30),
+                    during_compile: true,
+                }],
+                compiles: 3,
+                compile_median: Duration::from_millis(25),
+            },
+        };
+        let text = report.to_string();
+        assert!(
+            text.contains("| TCX both hooks in turn (the agent's way) | 24.0 ms | 30.0 ms |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| made while a compile ran | 1 | 30.0 ms / 30.0 ms | <= 5.00 ms | **no** |"
+            ),
+            "{text}"
+        );
+        let figures = report.figures();
+        assert_eq!(
+            figures
+                .named("attach floor p99, TCX link at TC ingress")
+                .value,
+            20.0
+        );
+        assert_eq!(
+            figures
+                .named("new pod veth -> attached p99, made while a compile ran")
+                .met,
+            Some(false)
         );
     }
 

@@ -7,6 +7,8 @@
 //! (`order`) and run them on test frames (`test_run`). Methods that only tests
 //! and benchmarks call are behind the `testing` feature.
 
+#[cfg(feature = "testing")]
+mod attach_probe;
 mod exits;
 mod links;
 mod order;
@@ -32,6 +34,8 @@ use policy_common::{
     endpoint::PENDING_ENDPOINT_ID, maps,
 };
 
+#[cfg(feature = "testing")]
+pub use self::attach_probe::{AttachTimes, AttachWay};
 #[cfg(feature = "testing")]
 pub use self::test_run::{BenchProgram, BenchRun, Hook, TestRunOutcome};
 pub use self::{exits::Frames, order::ProgramAhead, pinned::Adoption};

@@ -100,8 +100,19 @@ async fn with_loop<T, F: Future<Output = T>>(
     syncer: Syncer<Fake>,
     test: impl FnOnce(Inputs) -> F,
 ) -> (Syncer<Fake>, T) {
+    with_loop_on(syncer, mpsc::unbounded_channel(), test).await
+}
+
+/// `with_loop` with the link events of `links` (the test may keep more senders).
+async fn with_loop_on<T, F: Future<Output = T>>(
+    syncer: Syncer<Fake>,
+    (links, events): (
+        mpsc::UnboundedSender<LinkEvent>,
+        mpsc::UnboundedReceiver<LinkEvent>,
+    ),
+    test: impl FnOnce(Inputs) -> F,
+) -> (Syncer<Fake>, T) {
     let (snapshots, receiver) = watch::channel(SourceSnapshot::default());
-    let (links, events) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let shutdown = async {
         let _ = stopped.await;
@@ -185,6 +196,79 @@ async fn a_veth_appearing_during_a_compile_is_attached_before_it_ends_and_keeps_
     assert_eq!(
         syncer.datapath.pending.keys().copied().collect::<Vec<_>>(),
         [41, 42]
+    );
+}
+
+#[tokio::test]
+async fn a_veth_appearing_while_a_pass_writes_goes_before_the_counters_and_the_next_plan() {
+    let links = [veth(41)];
+    let (mut syncer, mut calls, mut gate) = gated_syncer(&links);
+    syncer.datapath.record_counters = true;
+    let (link_events, events) = mpsc::unbounded_channel();
+    let during_write = link_events.clone();
+    syncer.datapath.during_apply = Some(Box::new(move || {
+        let _ = during_write.send(LinkEvent::Added(veth(42)));
+    }));
+    let (syncer, gate) = with_loop_on(syncer, (link_events, events), |inputs| async move {
+        inputs.snapshots.send_replace(synced(cluster_of(1)));
+        assert_eq!(gate.next_start().await, 1);
+        // A pass is wanted once this one is written.
+        inputs.snapshots.send_replace(synced(cluster_of(2)));
+        gate.release_one();
+        assert_eq!(
+            calls_until(&mut calls, "programs_ahead").await,
+            [
+                "apply 0 pods, pending [41]",
+                "attach pwt41",
+                "add_unattached [42]",
+                "attach pwt42",
+                "programs_ahead",
+            ],
+            "pwt42 (its RTM_NEWLINK came during the write) is attached before the counters are read"
+        );
+        assert_eq!(gate.next_start().await, 2);
+        gate
+    })
+    .await;
+    drop(gate);
+    assert!(
+        syncer.attached_since_plan.is_empty(),
+        "the next pass was planned after pwt42 was attached: {:?}",
+        syncer.attached_since_plan
+    );
+}
+
+/// A link watch that fails at every call.
+struct Broken;
+
+impl LinkEvents for Broken {
+    async fn next(&mut self) -> Result<LinkEvent, NodeError> {
+        Err(NodeError::Socket {
+            what: "receive link notifications",
+            source: std::io::Error::other("this test's broken watch"),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_link_watch_that_keeps_failing_does_not_starve_the_passes() {
+    let (syncer, _calls, mut gate) = gated_syncer(&[veth(41)]);
+    let (snapshots, receiver) = watch::channel(SourceSnapshot::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let test = async {
+        snapshots.send_replace(synced(cluster_of(1)));
+        assert_eq!(gate.next_start().await, 1, "a pass began");
+        let _ = stop.send(());
+    };
+    let (syncer, ()) = tokio::join!(run(syncer, receiver, Broken, shutdown), test);
+    drop(gate);
+    let metrics = syncer.metrics.encode().unwrap_or_default();
+    assert!(
+        metrics.contains("podwall_errors_total{kind=\"netlink_socket\"}"),
+        "{metrics}"
     );
 }
 
