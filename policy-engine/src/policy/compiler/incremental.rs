@@ -1,7 +1,7 @@
 //! `Incremental`: one node's tables kept across changes, compiled in full only when
 //! a change needs it.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use ipnet::IpNet;
 
@@ -34,11 +34,15 @@ pub enum Recompiled {
 /// made on its own entries when its peer class and endpoint group exist and
 /// nothing else depends on it, which is what most changes of a large cluster are.
 /// Any other change, and whatever that cannot rule out, compiles in full.
+///
+/// The tables are shared (`shared_tables`): whoever holds them (the agent's last
+/// write) sees them as they were, and a change copies them first only while
+/// someone does.
 #[derive(Clone, Debug)]
 pub struct Incremental {
     node_addresses: Vec<IpAddr>,
     budgets: Budgets,
-    tables: DatapathTables,
+    tables: Arc<DatapathTables>,
     /// `None` after a full compile with refusals: every change compiles in full.
     index: Option<one_pod::Index>,
 }
@@ -56,7 +60,7 @@ impl Incremental {
         Self {
             node_addresses: node_addresses.to_vec(),
             budgets: *budgets,
-            tables,
+            tables: Arc::new(tables),
             index,
         }
     }
@@ -66,15 +70,22 @@ impl Incremental {
         &self.tables
     }
 
-    /// The tables, kept no longer.
+    /// The tables of the last state given, shared rather than copied: they stay
+    /// as they are when later changes are made.
+    pub fn shared_tables(&self) -> Arc<DatapathTables> {
+        Arc::clone(&self.tables)
+    }
+
+    /// The tables, kept no longer (copied only if they are shared).
     pub fn into_tables(self) -> DatapathTables {
-        self.tables
+        Arc::unwrap_or_clone(self.tables)
     }
 
     /// Compiles `state` in full (any change, or several at once).
     pub fn recompile(&mut self, state: &ClusterState, is_local: impl Fn(&Pod) -> bool) {
-        (self.tables, self.index) =
-            compile_indexed(state, &self.node_addresses, is_local, &self.budgets);
+        let (tables, index) = compile_indexed(state, &self.node_addresses, is_local, &self.budgets);
+        self.tables = Arc::new(tables);
+        self.index = index;
     }
 
     /// Brings the tables to `state`, which differs from the last state given only
@@ -125,7 +136,8 @@ impl Incremental {
                 after,
                 &was_local,
                 &is_local,
-                &mut self.tables,
+                // Copied first if shared (with tables already written).
+                Arc::make_mut(&mut self.tables),
             )
         });
         match done {
