@@ -108,7 +108,8 @@ pub struct SyncConfig {
 /// What the last successful write put in the maps: what `attach_new` writes again
 /// with one more pending interface.
 struct Written {
-    tables: DatapathTables,
+    /// The tables written, shared with the compiler that made them.
+    tables: Arc<DatapathTables>,
     interfaces: BTreeMap<ObjectRef, InterfaceIndex>,
     pending: BTreeMap<InterfaceIndex, EndpointEntry>,
     /// The entry a new pending interface gets (the last pass's rule 7).

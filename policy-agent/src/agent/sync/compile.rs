@@ -33,8 +33,10 @@ pub struct CompileJob {
 /// made from.
 #[derive(Debug)]
 pub struct Compiled {
-    /// The node's tables for the job.
-    pub tables: DatapathTables,
+    /// The node's tables for the job, shared with the compiler that keeps them
+    /// (the default compiler's next compile copies them before changing them
+    /// only while the pass that wrote them still holds them).
+    pub tables: Arc<DatapathTables>,
     /// What changed since compile `base`.
     pub recompiled: Recompiled,
     /// The compile these tables were made from (`None`: made in full).
@@ -47,7 +49,7 @@ impl From<DatapathTables> for Compiled {
     /// Tables made in full, by a compiler that keeps nothing.
     fn from(tables: DatapathTables) -> Self {
         Self {
-            tables,
+            tables: Arc::new(tables),
             recompiled: Recompiled::Full,
             base: None,
             id: 0,
@@ -55,7 +57,8 @@ impl From<DatapathTables> for Compiled {
     }
 }
 
-/// The last compile of the default compiler: its inputs and its tables.
+/// The last compile of the default compiler: its inputs and its tables (shared
+/// with the `Compiled` it returned).
 struct Last {
     id: u64,
     state: Arc<ClusterState>,
@@ -99,7 +102,7 @@ impl CompileJob {
             kept.state = Arc::clone(&self.state);
             kept.local.clone_from(&self.local);
             return Compiled {
-                tables: kept.incremental.tables().clone(),
+                tables: kept.incremental.shared_tables(),
                 recompiled,
                 base: Some(base),
                 id: kept.id,
@@ -112,7 +115,7 @@ impl CompileJob {
             &Budgets::kernel(),
         );
         let id = last.as_ref().map_or(1, |kept| kept.id + 1);
-        let tables = incremental.tables().clone();
+        let tables = incremental.shared_tables();
         *last = Some(Last {
             id,
             state: Arc::clone(&self.state),
@@ -193,11 +196,11 @@ mod tests {
         ] {
             let job = job(&state, local);
             let compiled = job.compile_after(&mut last);
-            assert_eq!(compiled.tables, job.compile(), "local {local:?}");
+            assert_eq!(*compiled.tables, job.compile(), "local {local:?}");
         }
         // Made from the last compile each time, not in full.
         let again = job(&state, &["a", "b", "c"]).compile_after(&mut last);
-        assert_eq!(again.tables, job(&state, &["a", "b", "c"]).compile());
+        assert_eq!(*again.tables, job(&state, &["a", "b", "c"]).compile());
         assert_ne!(again.recompiled, Recompiled::Full);
         assert!(again.base.is_some());
     }
@@ -218,7 +221,7 @@ mod tests {
         next.services.insert(service.key.clone(), service);
         let next = Arc::new(next);
         let compiled = job(&next, &["a"]).compile_after(&mut last);
-        assert_eq!(compiled.tables, job(&next, &["a"]).compile());
+        assert_eq!(*compiled.tables, job(&next, &["a"]).compile());
         let address = "10.96.0.10/32".parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(compiled.recompiled, Recompiled::Peers(vec![address]));
         assert_eq!(compiled.base, Some(base));

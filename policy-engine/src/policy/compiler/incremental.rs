@@ -1,7 +1,7 @@
 //! `Incremental`: one node's tables kept across changes, compiled in full only when
 //! a change needs it.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use ipnet::IpNet;
 
@@ -35,11 +35,15 @@ pub enum Recompiled {
 /// made on its own entries when its peer class and endpoint group exist and
 /// nothing else depends on it, which is what most changes of a large cluster are.
 /// Any other change, and whatever that cannot rule out, compiles in full.
+///
+/// The tables are shared (`shared_tables`): whoever holds them (the agent's last
+/// write) sees them as they were, and a change copies them first only while
+/// someone does.
 #[derive(Clone, Debug)]
 pub struct Incremental {
     node_addresses: Vec<IpAddr>,
     budgets: Budgets,
-    tables: DatapathTables,
+    tables: Arc<DatapathTables>,
     /// `None` after a full compile with refusals: every change compiles in full.
     index: Option<one_pod::Index>,
 }
@@ -57,7 +61,7 @@ impl Incremental {
         Self {
             node_addresses: node_addresses.to_vec(),
             budgets: *budgets,
-            tables,
+            tables: Arc::new(tables),
             index,
         }
     }
@@ -67,15 +71,23 @@ impl Incremental {
         &self.tables
     }
 
-    /// The tables, kept no longer.
+    /// The tables of the last state given, shared rather than copied: they stay
+    /// as they are when later changes are made.
+    pub fn shared_tables(&self) -> Arc<DatapathTables> {
+        Arc::clone(&self.tables)
+    }
+
+    /// The tables, kept no longer (copied only if they are shared).
     pub fn into_tables(self) -> DatapathTables {
-        self.tables
+        Arc::unwrap_or_clone(self.tables)
     }
 
     /// Compiles `state` in full (any change, or several at once).
     pub fn recompile(&mut self, state: &ClusterState, is_local: impl Fn(&Pod) -> bool) {
-        (self.tables, self.index) =
+        let (tables, index) =
             compile_indexed(state, &self.node_addresses, is_local, &self.budgets, true);
+        self.tables = Arc::new(tables);
+        self.index = index;
     }
 
     /// Brings the tables to `state`, which differs from the last state given in
@@ -101,9 +113,9 @@ impl Incremental {
         let done = match &mut self.index {
             Some(index) if changes.kinds() == 1 => {
                 if !changes.services.is_empty() {
-                    index.services_changed(state, &changes.services, &mut self.tables)
+                    index.services_changed(state, &changes.services, Arc::make_mut(&mut self.tables))
                 } else if !changes.policies.is_empty() {
-                    index.policies_changed(state, &changes.policies, &mut self.tables)
+                    index.policies_changed(state, &changes.policies, Arc::make_mut(&mut self.tables))
                 } else {
                     index
                         .namespaces_unchanging(state, &changes.namespaces, &self.tables)
@@ -170,7 +182,8 @@ impl Incremental {
                 after,
                 &was_local,
                 &is_local,
-                &mut self.tables,
+                // Copied first if shared (with tables already written).
+                Arc::make_mut(&mut self.tables),
             )
         });
         match done {
