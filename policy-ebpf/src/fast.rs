@@ -58,7 +58,7 @@ use core::{
     ptr::addr_of_mut,
 };
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
@@ -73,7 +73,7 @@ use policy_common::{
 };
 
 use crate::{
-    counters, ct,
+    clock, counters, ct,
     facts::Counter,
     maps,
     parse::{ETH_HLEN, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_SYN},
@@ -283,8 +283,7 @@ pub(crate) fn tracked(ctx: &TcContext, ifindex: u32, direction: u8, generation: 
     {
         return false;
     }
-    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::now();
     let (entry, reply) = match ct::live_in(config, &key, now) {
         Some(entry) => {
             // SAFETY: as in `ct::live_in`.

@@ -40,6 +40,7 @@
 
 mod arp;
 mod audit;
+mod clock;
 mod counters;
 mod ct;
 mod debug;

@@ -44,7 +44,7 @@ use policy_common::{
     verdict::STATS_LEN,
 };
 
-use crate::{events::TokenBucket, facts::Facts, parse::Flow};
+use crate::{clock::Reading, events::TokenBucket, facts::Facts, parse::Flow};
 
 /// Which bank the classifiers read (`policy_common::bank`).
 #[map]
@@ -158,6 +158,16 @@ static CT_KEY: PerCpuArray<CtKey> = PerCpuArray::with_max_entries(1, 0);
 #[inline(always)]
 pub(crate) fn ct_key() -> Option<*mut CtKey> {
     CT_KEY.get_ptr_mut(0)
+}
+
+/// Kernel-only: each CPU's last reading of the coarse clock (`clock.rs`).
+#[map]
+static CLOCK: PerCpuArray<Reading> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's clock reading (`clock::now`); one program run at a time uses it.
+#[inline(always)]
+pub(crate) fn clock() -> Option<*mut Reading> {
+    CLOCK.get_ptr_mut(0)
 }
 
 /// This CPU's `Facts` slot. TC classifiers run with bottom halves disabled, so one
