@@ -149,9 +149,12 @@ fn classify(ctx: &TcContext, direction: u8) -> i32 {
         maps::count(STAT_DROP_MALFORMED);
         return TC_ACT_SHOT;
     };
-    // SAFETY: this CPU's slot, used by this program run only (`maps::facts`).
-    let facts = unsafe { &mut *facts };
-    *facts = Facts::new(ifindex, direction, generation);
+    // SAFETY: this CPU's slot, used by this program run only (`maps::facts`), a
+    // map value (8-byte aligned), written whole by `reset` before it is read.
+    let facts = unsafe {
+        Facts::reset(facts, ifindex, direction, generation);
+        &mut *facts
+    };
     // Decisions branch on `at`, not on what `facts` holds: the verifier knows
     // `direction` is this program's constant only in a register, so it never
     // walks the other direction's paths (a value read back from the map is any).
