@@ -595,6 +595,9 @@ struct PeerMaps<K> {
     host_len: u32,
 }
 
+/// One prefix `PeerMaps::read` found: (address prefix length, key data), class.
+type PeerRead<K> = ((u32, K), PeerClass);
+
 impl<K: aya::Pod> PeerMaps<K> {
     /// Sets the prefixes `changes` names (`None`: removed), in order, each in
     /// the map its length picks, keeping `shadow` equal to the kernel entry by
@@ -661,7 +664,7 @@ impl<K: aya::Pod> PeerMaps<K> {
     /// Every prefix both maps hold, as (address prefix length, key data).
     /// Trie entries shorter than the bank field are left out (nothing writes
     /// them).
-    fn read(&self) -> Result<Vec<((u32, K), PeerClass)>, DataplaneError> {
+    fn read(&self) -> Result<Vec<PeerRead<K>>, DataplaneError> {
         let (trie_name, hosts_name) = self.names;
         let mut all = Vec::new();
         for entry in self.trie.iter() {
