@@ -21,6 +21,7 @@
 //! `datapath/rule_sets.rs` the two-step allow lookup against compiled tables,
 //! `datapath/banks.rs` the two banks and the flip of hole-free updates,
 //! `datapath/in_place.rs` peer entries changed in the active bank itself,
+//! `datapath/peer_hosts.rs` pod peers' host prefixes in their hash before the trie,
 //! `datapath/pending.rs` interfaces no pod of the tables owns,
 //! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed,
 //! `datapath/bypass.rs` what a pod crafts to get past its policy (VLAN tags,
@@ -75,6 +76,8 @@ mod kernel_log;
 mod net;
 #[path = "datapath/node_backend.rs"]
 mod node_backend;
+#[path = "datapath/peer_hosts.rs"]
+mod peer_hosts;
 #[path = "datapath/pending.rs"]
 mod pending;
 #[path = "datapath/pins.rs"]

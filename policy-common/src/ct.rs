@@ -97,7 +97,8 @@ pub struct CtValue {
     /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC, tick resolution) when the flow
     /// was first allowed.
     pub created_ns: u64,
-    /// `bpf_ktime_get_coarse_ns()` of the flow's latest packet; with `state` and the
+    /// `bpf_ktime_get_coarse_ns()` of the flow's latest packet (read once per tick
+    /// per CPU, so up to two ticks behind CLOCK_MONOTONIC); with `state` and the
     /// protocol it decides when the entry expires (`config::Config` timeouts).
     pub last_seen_ns: u64,
     /// `RULE_COUNTERS` slot of the rule that allowed the flow, or (with

@@ -120,6 +120,11 @@ pub const ENDPOINT_ADDRS: MapDef<AddressKey, u32> = MapDef::new("ENDPOINT_ADDRS"
 pub const PEERS_V4: MapDef<PeerKeyV4, PeerClass> = MapDef::new("PEERS_V4", MapKind::LpmTrie);
 /// Banked: IPv6 peer prefixes -> their class.
 pub const PEERS_V6: MapDef<PeerKeyV6, PeerClass> = MapDef::new("PEERS_V6", MapKind::LpmTrie);
+/// Banked: IPv4 host prefixes (/32) -> their class, looked up before `PEERS_V4`,
+/// which holds only the shorter prefixes (`peer`).
+pub const PEER_HOSTS_V4: MapDef<PeerKeyV4, PeerClass> = MapDef::new("PEER_HOSTS_V4", MapKind::Hash);
+/// Banked: IPv6 host prefixes (/128) -> their class, looked up before `PEERS_V6`.
+pub const PEER_HOSTS_V6: MapDef<PeerKeyV6, PeerClass> = MapDef::new("PEER_HOSTS_V6", MapKind::Hash);
 /// Banked: (endpoint, direction, peer class) -> rule set id.
 pub const RULE_SETS: MapDef<RuleSetKey, u32> = MapDef::new("RULE_SETS", MapKind::Hash);
 /// Banked: (rule set, protocol, port prefix) -> the allowing rule.
@@ -146,12 +151,14 @@ pub const DROP_COUNTERS: MapDef<u32, TrafficCounter> =
 pub const EVENTS: MapDef<(), ()> = MapDef::new("EVENTS", MapKind::RingBuf);
 
 /// The layouts of every map the agent opens or pins, for the load-time check.
-pub const SHARED: [MapLayout; 15] = [
+pub const SHARED: [MapLayout; 17] = [
     ACTIVE.layout(),
     ENDPOINTS.layout(),
     ENDPOINT_ADDRS.layout(),
     PEERS_V4.layout(),
     PEERS_V6.layout(),
+    PEER_HOSTS_V4.layout(),
+    PEER_HOSTS_V6.layout(),
     RULE_SETS.layout(),
     POLICY.layout(),
     CONNTRACK.layout(),

@@ -1,9 +1,19 @@
-//! `PEERS_V4` / `PEERS_V6`: LPM tries, remote address prefix -> peer class.
+//! `PEERS_V4` / `PEERS_V6`: LPM tries, remote address prefix -> peer class; and
+//! `PEER_HOSTS_V4` / `PEER_HOSTS_V6`: hashes of the host prefixes (/32, /128).
 //!
 //! Pod addresses are host prefixes (/32, /128); ipBlock `cidr` and `except` ranges
 //! are shorter prefixes, so the longest match gives each address the class of the
 //! most specific range that contains it. An address no prefix covers belongs to
 //! `CLASS_WORLD`.
+//!
+//! A bank's peer prefixes are split by length: its host prefixes are in the
+//! family's `PEER_HOSTS_*` hash (key: the same key data as the trie's), every
+//! shorter one in the family's trie; no prefix is in both. A host prefix is the
+//! longest there can be, so the longest match of an address is its hash entry if
+//! it has one, else the trie's longest match: the classifiers look the hash up
+//! first (one exact lookup for a pod peer, however many peers there are) and the
+//! trie only when it has no entry. Each bank of a family holds at most
+//! `PEERS_MAX` prefixes in the hash and trie together.
 //!
 //! Key data: the bank (`bank.rs`, host byte order) first, then the address bytes
 //! in packet (network) order. Every key's prefix covers the whole bank field
@@ -16,8 +26,10 @@ pub const PEER_PREFIX_BANK: u32 = 32;
 pub const PEERS_V4_PREFIX_MAX: u32 = PEER_PREFIX_BANK + 32;
 /// Longest prefix of `PEERS_V6` (bits of its key data): bank and a host address.
 pub const PEERS_V6_PREFIX_MAX: u32 = PEER_PREFIX_BANK + 128;
-/// Capacity of each trie per bank: pod addresses plus ipBlock boundaries in the
-/// cluster (the map holds `bank::BANKS` times as many).
+/// Capacity of each family's peer prefixes per bank, the hash's host prefixes and
+/// the trie's shorter ones together: pod addresses plus ipBlock boundaries in the
+/// cluster. The hash and the trie each hold `bank::BANKS` times as many, so
+/// either can take them all.
 pub const PEERS_MAX: u32 = 65536;
 
 /// `PEERS_V4` key data. Bank first: an LPM trie can only wildcard a suffix.

@@ -169,6 +169,29 @@ fn every_shared_map_is_listed_once_with_the_sizes_its_kind_gives() {
 }
 
 #[test]
+fn a_peer_host_hash_key_is_its_trie_key_data() {
+    // The agent writes a host prefix into the hash under the key data it would
+    // have had in the trie (bank, address), and the classifiers look both up
+    // with that data: the hash key is the trie key less its prefix length.
+    for (hosts, trie) in [
+        (maps::PEER_HOSTS_V4.layout(), maps::PEERS_V4.layout()),
+        (maps::PEER_HOSTS_V6.layout(), maps::PEERS_V6.layout()),
+    ] {
+        assert_eq!(hosts.key_size + 4, trie.key_size, "{}", hosts.name);
+        assert_eq!(hosts.value_size, trie.value_size, "{}", hosts.name);
+        assert_eq!(hosts.map_type, maps::MapKind::Hash.map_type());
+    }
+    assert_eq!(
+        maps::PEER_HOSTS_V4.layout().key_size as usize,
+        size_of::<PeerKeyV4>()
+    );
+    assert_eq!(
+        maps::PEER_HOSTS_V6.layout().key_size as usize,
+        size_of::<PeerKeyV6>()
+    );
+}
+
+#[test]
 fn the_pending_endpoint_id_is_no_real_id_and_has_its_own_deny_slots() {
     for direction in [0u8, 1] {
         for audit in [false, true] {

@@ -66,7 +66,7 @@ use core::{
     ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
 };
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
+use aya_ebpf::{bindings::BPF_NOEXIST, programs::TcContext};
 use policy_common::{
     config::{Config, CONFIG_FLAG_KEEP_ESTABLISHED},
     ct::{
@@ -79,7 +79,7 @@ use policy_common::{
 };
 
 use crate::{
-    audit,
+    audit, clock,
     maps::{self, CONNTRACK},
     parse::{self, Flow, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
 };
@@ -309,11 +309,11 @@ pub(crate) fn opposite(direction: u8) -> u8 {
 
 /// CLOCK_MONOTONIC in ns at the resolution of the scheduler tick (a few ms): ample
 /// for timeouts of seconds, and far cheaper than `bpf_ktime_get_ns`, which reads the
-/// clocksource (on the benchmark VM it cost a conntrack hit about 40 ns more).
+/// clocksource (on the benchmark VM it cost a conntrack hit about 40 ns more); read
+/// once per tick per CPU (`clock.rs`).
 #[inline(always)]
 fn now() -> u64 {
-    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    clock::now()
 }
 
 /// The entry under `key` unless it is absent or expired at `now`. A `last_seen_ns`

@@ -5,6 +5,8 @@
 //! packet dropped before parsing is reported with a zero tuple. A packet's `Facts`
 //! live in this CPU's entry of the `FACTS` map (`maps::facts`), not on the stack.
 
+use core::ptr::addr_of_mut;
+
 use policy_common::{counters::NO_COUNTER, policy::PolicyValue};
 
 use crate::{
@@ -74,6 +76,11 @@ pub(crate) struct Facts {
     pub owned: u32,
 }
 
+// What `reset` relies on: both addresses start at an 8-byte boundary.
+const _: () = assert!(
+    core::mem::offset_of!(Facts, saddr) % 8 == 0 && core::mem::offset_of!(Facts, daddr) % 8 == 0
+);
+
 impl Facts {
     /// Nothing known yet but where and which way the packet goes, and with which
     /// generation it is decided.
@@ -95,6 +102,49 @@ impl Facts {
             counter: Counter::None,
             fragment: Fragment::WHOLE,
             owned: 0,
+        }
+    }
+
+    /// Makes `*slot` equal to `Facts::new(ifindex, direction, generation)`, one
+    /// volatile store per field (the addresses as two u64 each). Assigned whole,
+    /// or zeroed by plain stores that LLVM merges, the zeroed part became a call to
+    /// the byte-by-byte `memset` loop BPF gets for want of a real one: about 56
+    /// bytes, one loop pass each, on every packet that goes the long way.
+    ///
+    /// # Safety
+    /// `slot` must be valid for writes of a `Facts` and 8-byte aligned (a map
+    /// value: `maps::facts`).
+    #[inline(always)]
+    pub(crate) unsafe fn reset(slot: *mut Self, ifindex: u32, direction: u8, generation: u32) {
+        // SAFETY: every pointer is to a field of `*slot` (the caller's promise);
+        // the addresses are 8-byte aligned within it (asserted above) and the
+        // slot is a map value (8-byte aligned), so each
+        // is two aligned u64 stores; a zero is a valid value of every field
+        // written as one, and the enums are written as themselves.
+        unsafe {
+            addr_of_mut!((*slot).ifindex).write_volatile(ifindex);
+            addr_of_mut!((*slot).direction).write_volatile(direction);
+            addr_of_mut!((*slot).generation).write_volatile(generation);
+            addr_of_mut!((*slot).endpoint_id).write_volatile(0);
+            for address in [addr_of_mut!((*slot).saddr), addr_of_mut!((*slot).daddr)] {
+                let words = address as *mut u64;
+                words.write_volatile(0);
+                words.add(1).write_volatile(0);
+            }
+            addr_of_mut!((*slot).sport_be).write_volatile(0);
+            addr_of_mut!((*slot).dport_be).write_volatile(0);
+            addr_of_mut!((*slot).protocol).write_volatile(0);
+            addr_of_mut!((*slot).ipv6).write_volatile(false);
+            addr_of_mut!((*slot).decided).write_volatile(false);
+            addr_of_mut!((*slot).rule).write_volatile(None);
+            addr_of_mut!((*slot).counter).write_volatile(Counter::None);
+            addr_of_mut!((*slot).fragment.kind).write_volatile(Fragment::WHOLE.kind);
+            let id = addr_of_mut!((*slot).fragment.id) as *mut u8;
+            for i in 0..4 {
+                id.add(i).write_volatile(0);
+            }
+            addr_of_mut!((*slot).fragment.edge).write_volatile(Fragment::WHOLE.edge);
+            addr_of_mut!((*slot).owned).write_volatile(0);
         }
     }
 

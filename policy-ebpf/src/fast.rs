@@ -38,8 +38,9 @@
 //! The invariant this path needs of the agent: **no `ENDPOINTS` or
 //! `ENDPOINT_ADDRS` entry of the active bank is removed or changed unless
 //! `ACTIVE`'s generation is bumped afterwards.** A flip writes only the other bank;
-//! a write into the active bank itself (`Banks::update_peers` writes `PEERS_*` in
-//! place and then bumps the generation by two) must bump it after its last write,
+//! a write into the active bank itself (`Banks::update_peers` writes `PEERS_*`
+//! and `PEER_HOSTS_*` in place and then bumps the generation by two) must bump it
+//! after its last write,
 //! so every entry stamped before is re-decided the long way. Adding a new key in
 //! place (a new interface's pending `ENDPOINTS` entry) needs no bump: it changes
 //! no answer an entry's flag recorded (that interface or address had none), and
@@ -58,7 +59,7 @@ use core::{
     ptr::addr_of_mut,
 };
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
@@ -73,7 +74,7 @@ use policy_common::{
 };
 
 use crate::{
-    counters, ct,
+    clock, counters, ct,
     facts::Counter,
     maps,
     parse::{ETH_HLEN, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_SYN},
@@ -283,8 +284,7 @@ pub(crate) fn tracked(ctx: &TcContext, ifindex: u32, direction: u8, generation: 
     {
         return false;
     }
-    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::now();
     let (entry, reply) = match ct::live_in(config, &key, now) {
         Some(entry) => {
             // SAFETY: as in `ct::live_in`.

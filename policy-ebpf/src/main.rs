@@ -40,6 +40,7 @@
 
 mod arp;
 mod audit;
+mod clock;
 mod counters;
 mod ct;
 mod debug;
@@ -148,9 +149,12 @@ fn classify(ctx: &TcContext, direction: u8) -> i32 {
         maps::count(STAT_DROP_MALFORMED);
         return TC_ACT_SHOT;
     };
-    // SAFETY: this CPU's slot, used by this program run only (`maps::facts`).
-    let facts = unsafe { &mut *facts };
-    *facts = Facts::new(ifindex, direction, generation);
+    // SAFETY: this CPU's slot, used by this program run only (`maps::facts`), a
+    // map value (8-byte aligned), written whole by `reset` before it is read.
+    let facts = unsafe {
+        Facts::reset(facts, ifindex, direction, generation);
+        &mut *facts
+    };
     // Decisions branch on `at`, not on what `facts` holds: the verifier knows
     // `direction` is this program's constant only in a register, so it never
     // walks the other direction's paths (a value read back from the map is any).
@@ -210,7 +214,7 @@ pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, 
 /// everything else comes here.
 ///
 /// Lookup precedence, in order (both families alike; every lookup of `ENDPOINTS`,
-/// `ENDPOINT_ADDRS`, `PEERS_*` and `POLICY` is in `at.bank`, the bank of the
+/// `ENDPOINT_ADDRS`, `PEER_HOSTS_*`, `PEERS_*` and `POLICY` is in `at.bank`, the bank of the
 /// generation read once per packet, `facts.generation`):
 /// 1. Only untagged IPv4, IPv6 and ARP frames go on: a VLAN tag in the skb
 ///    (`vlan_present`, checked by `classify`) or in the frame (EtherType 0x8100,
@@ -289,7 +293,8 @@ pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, 
 /// 9. Ingress from an address with `PEER_FLAG_NODE` passes.
 /// 10. Egress to an address with `PEER_FLAG_SERVICE` is deferred: tracked as
 ///     `CT_FLAG_DEFERRED`, marked with the deferred-egress bit, passed.
-/// 11. The peer's class (longest prefix in `PEERS_V4`/`PEERS_V6`, else `CLASS_WORLD`)
+/// 11. The peer's class (its host entry in `PEER_HOSTS_V4`/`PEER_HOSTS_V6`, else the
+///     longest prefix in `PEERS_V4`/`PEERS_V6`, else `CLASS_WORLD`: `maps::peer`)
 ///     picks the endpoint's rule set for this direction in `RULE_SETS` (else its
 ///     any-class set; neither: no match), and the packet's protocol and destination
 ///     port are looked up in that set in `POLICY`: a match passes and is tracked

@@ -44,7 +44,7 @@ use policy_common::{
     verdict::STATS_LEN,
 };
 
-use crate::{events::TokenBucket, facts::Facts, parse::Flow};
+use crate::{clock::Reading, events::TokenBucket, facts::Facts, parse::Flow};
 
 /// Which bank the classifiers read (`policy_common::bank`).
 #[map]
@@ -63,6 +63,18 @@ static PEERS_V4: LpmTrie<PeerKeyV4, PeerClass> = LpmTrie::with_max_entries(BANKS
 
 #[map]
 static PEERS_V6: LpmTrie<PeerKeyV6, PeerClass> = LpmTrie::with_max_entries(BANKS * PEERS_MAX, 0);
+
+/// The host prefixes of `PEERS_V4`'s family, which the trie does not hold
+/// (`policy_common::peer`). Allocated entry by entry (`BPF_F_NO_PREALLOC`), as
+/// the trie is: preallocated, its capacity would cost memory up front.
+#[map]
+static PEER_HOSTS_V4: HashMap<PeerKeyV4, PeerClass> =
+    HashMap::with_max_entries(BANKS * PEERS_MAX, BPF_F_NO_PREALLOC);
+
+/// The host prefixes of `PEERS_V6`'s family, as `PEER_HOSTS_V4`.
+#[map]
+static PEER_HOSTS_V6: HashMap<PeerKeyV6, PeerClass> =
+    HashMap::with_max_entries(BANKS * PEERS_MAX, BPF_F_NO_PREALLOC);
 
 /// Allocated entry by entry (`BPF_F_NO_PREALLOC`): a preallocated hash of this
 /// size would charge the agent's memory for every possible rule set up front.
@@ -158,6 +170,16 @@ static CT_KEY: PerCpuArray<CtKey> = PerCpuArray::with_max_entries(1, 0);
 #[inline(always)]
 pub(crate) fn ct_key() -> Option<*mut CtKey> {
     CT_KEY.get_ptr_mut(0)
+}
+
+/// Kernel-only: each CPU's last reading of the coarse clock (`clock.rs`).
+#[map]
+static CLOCK: PerCpuArray<Reading> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's clock reading (`clock::now`); one program run at a time uses it.
+#[inline(always)]
+pub(crate) fn clock() -> Option<*mut Reading> {
+    CLOCK.get_ptr_mut(0)
 }
 
 /// This CPU's `Facts` slot. TC classifiers run with bottom halves disabled, so one
@@ -283,18 +305,60 @@ pub(crate) fn endpoint_ifindex(bank: u32, addr: &[u8; 16]) -> Option<u32> {
     unsafe { ENDPOINT_ADDRS.get(&key).copied() }
 }
 
-/// The class and flags of the longest peer prefix of `bank` holding `addr` (from
-/// `PEERS_V6` for IPv6, else `PEERS_V4` with the mapped address's last four
-/// bytes); `CLASS_WORLD` without flags when no prefix does.
+/// A peer trie's lookup key, 4-byte aligned so that its key data (bank and
+/// address), which is also the key of the family's host hash, can be borrowed
+/// in place: one key on the stack serves both lookups (`peer`).
+#[repr(C, align(4))]
+struct PeerLookup<K>(Key<K>);
+
+// What `PeerLookup::data` relies on: the data, 4 bytes into the key (after the
+// u32 prefix length of the packed `Key`), needs no more than 4-byte alignment.
+const _: () = assert!(
+    core::mem::align_of::<PeerKeyV4>() <= 4
+        && core::mem::align_of::<PeerKeyV6>() <= 4
+        && core::mem::offset_of!(Key<PeerKeyV6>, data) == 4
+        && core::mem::offset_of!(Key<PeerKeyV4>, data) == 4
+);
+
+impl<K> PeerLookup<K> {
+    /// The key data, in place.
+    #[inline(always)]
+    fn data(&self) -> &K {
+        // SAFETY: `Key` is `repr(C, packed)`, its data 4 bytes in; `self` is
+        // 4-byte aligned, so the data is too, which is all `K` needs (asserted
+        // above), and it is initialised as part of `self`.
+        unsafe { &*core::ptr::addr_of!(self.0.data) }
+    }
+}
+
+/// The class and flags of the longest peer prefix of `bank` holding `addr` (for
+/// IPv6 from `PEER_HOSTS_V6`, else `PEERS_V6`; for IPv4 the same in the `_V4`
+/// maps with the mapped address's last four bytes); `CLASS_WORLD` without flags
+/// when no prefix does. A host prefix is the longest there is and the agent
+/// writes each only to the hash (`policy_common::peer`), so an address the hash
+/// holds is matched there and the trie, which holds the shorter prefixes, is
+/// looked up only for an address it does not: a pod peer costs one exact lookup,
+/// however many peers the bank holds.
 #[inline(always)]
 pub(crate) fn peer(bank: u32, ipv6: bool, addr: &[u8; 16]) -> PeerClass {
+    // SAFETY (both `get`s of a hash): the value is copied out before any other
+    // map operation.
     let found = if ipv6 {
-        let key = PeerKeyV6 { bank, addr: *addr };
-        PEERS_V6.get(Key::new(PEERS_V6_PREFIX_MAX, key)).copied()
+        let key = PeerLookup(Key::new(
+            PEERS_V6_PREFIX_MAX,
+            PeerKeyV6 { bank, addr: *addr },
+        ));
+        match unsafe { PEER_HOSTS_V6.get(key.data()) } {
+            Some(host) => Some(*host),
+            None => PEERS_V6.get(&key.0).copied(),
+        }
     } else {
         let addr = [addr[12], addr[13], addr[14], addr[15]];
-        let key = PeerKeyV4 { bank, addr };
-        PEERS_V4.get(Key::new(PEERS_V4_PREFIX_MAX, key)).copied()
+        let key = PeerLookup(Key::new(PEERS_V4_PREFIX_MAX, PeerKeyV4 { bank, addr }));
+        match unsafe { PEER_HOSTS_V4.get(key.data()) } {
+            Some(host) => Some(*host),
+            None => PEERS_V4.get(&key.0).copied(),
+        }
     };
     found.unwrap_or(PeerClass {
         class_id: CLASS_WORLD,

@@ -11,7 +11,8 @@
 //! entry whose address moved to another pod in a later `apply` no longer vouches
 //! for it; a tracked ACK with another generation's stamp or the deferred-egress
 //! bit decides its source's egress, and a reply with the reply-verified bit is
-//! not counted twice.
+//! not counted twice. And a hit refreshes its entry with the time of the hit,
+//! though each CPU reads the coarse clock once per tick only.
 
 use std::collections::BTreeMap;
 
@@ -232,6 +233,54 @@ fn an_entry_stops_vouching_for_an_address_that_moved_to_another_pod() {
             (tracked.generation, tracked.local_owned),
             (generation, true),
             "dropped before conntrack: the entry is untouched"
+        );
+    }
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock conntrack entries are stamped with.
+fn monotonic_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or_else(|e| panic!("clock_gettime: {e}"));
+    let (secs, nanos) = (now.tv_sec(), now.tv_nsec());
+    u64::try_from(secs * 1_000_000_000 + nanos).unwrap_or_else(|e| panic!("{secs}: {e}"))
+}
+
+/// How far behind CLOCK_MONOTONIC an entry's `last_seen_ns` may be when written:
+/// the coarse clock lags by up to a tick, and each CPU keeps its reading until
+/// `jiffies` moves, up to one more (`policy-ebpf/src/clock.rs`). Two ticks at
+/// the lowest HZ (100), and 10 ms to spare.
+const CLOCK_LAG_NS: u64 = 30_000_000;
+
+#[test]
+fn a_hit_refreshes_its_entry_with_the_time_of_the_hit_not_an_older_reading() {
+    let mut net = quiet_net(&PODS[..1], &LoadOptions::default());
+    let tables = Tables::new(&net).build();
+    net.apply(&tables);
+    let server = net.ifindex("server");
+    for (remote, local) in REMOTE.into_iter().zip([SERVER_V4, SERVER_V6]) {
+        let sport = pods::fresh_sport();
+        let (opening, answer) = opening_and_answer(TCP, remote, local, sport);
+        assert_eq!(
+            run(&mut net, &tables, (Hook::PodIngress, "server"), 0, &opening),
+            uncounted(true, "allow_unisolated")
+        );
+        let opened = entry(&mut net, server, remote, sport).last_seen_ns;
+        // Many ticks later: each CPU's clock reading must have been renewed.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let before = monotonic_ns();
+        assert_eq!(
+            run(&mut net, &tables, (Hook::PodEgress, "server"), 0, &answer),
+            uncounted(true, "allow_tracked")
+        );
+        let after = monotonic_ns();
+        let seen = entry(&mut net, server, remote, sport).last_seen_ns;
+        assert!(
+            seen >= opened + 150_000_000,
+            "{local}: refreshed at {seen}, opened at {opened}: the reading of the opening kept"
+        );
+        assert!(
+            seen + CLOCK_LAG_NS >= before && seen <= after,
+            "{local}: refreshed at {seen}, the hit between {before} and {after}"
         );
     }
 }

@@ -351,7 +351,7 @@ repeated SYN takes the new-flow path every time, and rewrites its own conntrack 
 as a new flow's insert would. The conntrack hit is an ACK of a flow one allowed SYN
 tracked before the runs. After every run the verdict counters are checked: the path's
 counter grew by exactly `repeat` and no other did, else the benchmark stops.
-Pod peers are host prefixes in PEERS_V4/PEERS_V6 (as the compiler writes pods) in 64
+Pod peers are host prefixes in PEER_HOSTS_V4/PEER_HOSTS_V6 (as the compiler writes pods) in 64
 classes; ipBlock prefixes are 12-30 (IPv4) or 16-124 (IPv6) bits long, outside the pod
 ranges; POLICY holds the same 128 TCP/80 rules (one per class) in every table.
 Ratios are to the floor: the median of all its runs, taken in turns with every table.

@@ -5,7 +5,9 @@
 //! `BankContent` is one bank with the bank left out of every key (zero in the
 //! keys that carry it as a field): the shadow kept per bank (so an update diffs
 //! against memory, not the kernel), what `Banks::read` reads back, and what an
-//! update wants a bank to hold. `write_bank` changes only the entries that differ,
+//! update wants a bank to hold. A family's peer prefixes are one table there;
+//! in the kernel its host prefixes go to `PEER_HOSTS_*` and the rest to the
+//! `PEERS_*` trie (`PeerMaps`, `policy_common::peer`). `write_bank` changes only the entries that differ,
 //! removals first (so a bank never holds more than its capacity), and keeps the
 //! shadow equal to the kernel entry by entry, even when a write fails part way.
 
@@ -37,9 +39,9 @@ pub struct BankContent {
     pub endpoints: BTreeMap<InterfaceIndex, EndpointInfo>,
     /// `ENDPOINT_ADDRS`: address key (`address_key`) -> interface.
     pub addresses: BTreeMap<[u8; 16], InterfaceIndex>,
-    /// `PEERS_V4`.
+    /// IPv4 peer prefixes: /32s in `PEER_HOSTS_V4`, the rest in `PEERS_V4`.
     pub peers_v4: BTreeMap<PeerPrefix<[u8; 4]>, PeerClass>,
-    /// `PEERS_V6`.
+    /// IPv6 peer prefixes: /128s in `PEER_HOSTS_V6`, the rest in `PEERS_V6`.
     pub peers_v6: BTreeMap<PeerPrefix<[u8; 16]>, PeerClass>,
     /// `RULE_SETS`: key with bank 0 -> rule set id.
     pub rule_sets: BTreeMap<RuleSetKey, u32>,
@@ -48,7 +50,9 @@ pub struct BankContent {
 }
 
 impl BankContent {
-    /// Entries of each banked map, by map name.
+    /// Entries of each banked map, by map name; a family's peer prefixes (host
+    /// prefixes in the hash included) count under its trie's name, whose per-bank
+    /// capacity bounds them together.
     pub fn entries(&self) -> [(&'static str, usize); 6] {
         [
             (maps::ENDPOINTS.name, self.endpoints.len()),
@@ -118,8 +122,8 @@ pub(super) struct Banks {
     endpoints: HashMap<MapData, EndpointKey, EndpointInfo>,
     addresses: HashMap<MapData, AddressKey, u32>,
     rule_sets: HashMap<MapData, RuleSetKey, u32>,
-    peers_v4: LpmTrie<MapData, PeerKeyV4, PeerClass>,
-    peers_v6: LpmTrie<MapData, PeerKeyV6, PeerClass>,
+    peers_v4: PeerMaps<PeerKeyV4>,
+    peers_v6: PeerMaps<PeerKeyV6>,
     policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
     active_map: Array<MapData, u32>,
     /// What each bank holds (index = bank), kept equal to the kernel entry by
@@ -144,12 +148,33 @@ impl Banks {
         for name in BANKED_MAPS {
             capacity.insert(name, super::maps::max_entries(ebpf, name)? / BANKS);
         }
+        // A family's prefixes count against its trie's capacity (`entries`); its
+        // host hash must be able to take them all, or a write could fail part way
+        // after the count said it fits.
+        for (trie, hosts) in [
+            (maps::PEERS_V4.name, maps::PEER_HOSTS_V4.name),
+            (maps::PEERS_V6.name, maps::PEER_HOSTS_V6.name),
+        ] {
+            let per_bank = super::maps::max_entries(ebpf, hosts)? / BANKS;
+            let wanted = capacity.get(trie).copied().unwrap_or(0);
+            capacity.insert(trie, wanted.min(per_bank));
+        }
         Ok(Self {
             endpoints: super::maps::hash(ebpf, maps::ENDPOINTS)?,
             addresses: super::maps::hash(ebpf, maps::ENDPOINT_ADDRS)?,
             rule_sets: super::maps::hash(ebpf, maps::RULE_SETS)?,
-            peers_v4: super::maps::lpm_trie(ebpf, maps::PEERS_V4)?,
-            peers_v6: super::maps::lpm_trie(ebpf, maps::PEERS_V6)?,
+            peers_v4: PeerMaps {
+                trie: super::maps::lpm_trie(ebpf, maps::PEERS_V4)?,
+                hosts: super::maps::hash(ebpf, maps::PEER_HOSTS_V4)?,
+                names: (maps::PEERS_V4.name, maps::PEER_HOSTS_V4.name),
+                host_len: 32,
+            },
+            peers_v6: PeerMaps {
+                trie: super::maps::lpm_trie(ebpf, maps::PEERS_V6)?,
+                hosts: super::maps::hash(ebpf, maps::PEER_HOSTS_V6)?,
+                names: (maps::PEERS_V6.name, maps::PEER_HOSTS_V6.name),
+                host_len: 128,
+            },
             policy: super::maps::lpm_trie(ebpf, maps::POLICY)?,
             active_map: super::maps::array(ebpf, maps::ACTIVE)?,
             shadows: Default::default(),
@@ -301,7 +326,8 @@ impl Banks {
     }
 
     /// Brings the peer entries of the prefixes in `v4` and `v6` (`Some`: insert or
-    /// change, `None`: remove) to those values in the active bank itself, then moves
+    /// change, `None`: remove) to those values in the active bank itself (a host
+    /// prefix in its family's hash, any other in its trie: `PeerMaps`), then moves
     /// `ACTIVE` on by two generations: the same bank, and every tracked flow is
     /// re-decided at its next packet, as after a flip. No bank is left, so nothing
     /// waits for a grace period.
@@ -341,30 +367,22 @@ impl Banks {
             (maps::PEERS_V6.name, grown(&shadow.peers_v6, &v6)),
         ])?;
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
-        let v4_key = |(len, addr): PeerPrefix<[u8; 4]>| {
-            Key::new(PEER_PREFIX_BANK + len, PeerKeyV4 { bank, addr })
-        };
-        let v6_key = |(len, addr): PeerPrefix<[u8; 16]>| {
-            Key::new(PEER_PREFIX_BANK + len, PeerKeyV6 { bank, addr })
-        };
-        let result = set_trie_entries(
-            &mut self.peers_v4,
-            maps::PEERS_V4.name,
-            &mut shadow.peers_v4,
-            &v4,
-            v4_key,
-            &mut done,
-        )
-        .and_then(|()| {
-            set_trie_entries(
-                &mut self.peers_v6,
-                maps::PEERS_V6.name,
-                &mut shadow.peers_v6,
-                &v6,
-                v6_key,
+        let result = self
+            .peers_v4
+            .set(
+                &mut shadow.peers_v4,
+                &v4,
+                |addr| PeerKeyV4 { bank, addr },
                 &mut done,
             )
-        });
+            .and_then(|()| {
+                self.peers_v6.set(
+                    &mut shadow.peers_v6,
+                    &v6,
+                    |addr| PeerKeyV6 { bank, addr },
+                    &mut done,
+                )
+            });
         self.shadows[bank as usize] = shadow;
         // Whatever landed is followed by the bump, even when a later write failed:
         // no flow keeps a decision made with the entries it replaced.
@@ -454,27 +472,19 @@ impl Banks {
             shadow.rule_sets.insert(key, rule_set);
             done.written += 1;
         }
-        // PEERS_V4, PEERS_V6, POLICY
-        let v4 = |(len, addr): PeerPrefix<[u8; 4]>| {
-            Key::new(PEER_PREFIX_BANK + len, PeerKeyV4 { bank, addr })
-        };
-        write_trie(
-            &mut self.peers_v4,
-            maps::PEERS_V4.name,
+        // PEERS_V4 and PEER_HOSTS_V4, PEERS_V6 and PEER_HOSTS_V6, POLICY
+        let (upserts, removals) = diff(&shadow.peers_v4, &want.peers_v4);
+        self.peers_v4.set(
             &mut shadow.peers_v4,
-            &want.peers_v4,
-            v4,
+            &trie_changes(upserts, removals),
+            |addr| PeerKeyV4 { bank, addr },
             &mut done,
         )?;
-        let v6 = |(len, addr): PeerPrefix<[u8; 16]>| {
-            Key::new(PEER_PREFIX_BANK + len, PeerKeyV6 { bank, addr })
-        };
-        write_trie(
-            &mut self.peers_v6,
-            maps::PEERS_V6.name,
+        let (upserts, removals) = diff(&shadow.peers_v6, &want.peers_v6);
+        self.peers_v6.set(
             &mut shadow.peers_v6,
-            &want.peers_v6,
-            v6,
+            &trie_changes(upserts, removals),
+            |addr| PeerKeyV6 { bank, addr },
             &mut done,
         )?;
         let policy = |(len, key): PolicyPrefix| Key::new(len, PolicyKey { bank, ..key });
@@ -514,17 +524,13 @@ impl Banks {
                     .insert(RuleSetKey { bank: 0, ..key }, rule_set);
             }
         }
-        for entry in self.peers_v4.iter() {
-            let (key, class) = entry.map_err(map_error(maps::PEERS_V4.name, "read"))?;
-            let (len, data) = (key.prefix_len(), key.data());
-            if let (Some(i), Some(len)) = (slot(data.bank), len.checked_sub(PEER_PREFIX_BANK)) {
+        for ((len, data), class) in self.peers_v4.read()? {
+            if let Some(i) = slot(data.bank) {
                 banks[i].peers_v4.insert((len, data.addr), class);
             }
         }
-        for entry in self.peers_v6.iter() {
-            let (key, class) = entry.map_err(map_error(maps::PEERS_V6.name, "read"))?;
-            let (len, data) = (key.prefix_len(), key.data());
-            if let (Some(i), Some(len)) = (slot(data.bank), len.checked_sub(PEER_PREFIX_BANK)) {
+        for ((len, data), class) in self.peers_v6.read()? {
+            if let Some(i) = slot(data.bank) {
                 banks[i].peers_v6.insert((len, data.addr), class);
             }
         }
@@ -538,6 +544,18 @@ impl Banks {
             }
         }
         Ok(banks)
+    }
+
+    /// Entries of each family's trie and host hash in the kernel, both banks.
+    #[cfg(feature = "testing")]
+    pub(super) fn peer_map_entries(&self) -> Result<[(&'static str, usize); 4], DataplaneError> {
+        let (v4, v6) = (self.peers_v4.counts()?, self.peers_v6.counts()?);
+        Ok([
+            (self.peers_v4.names.0, v4.0),
+            (self.peers_v4.names.1, v4.1),
+            (self.peers_v6.names.0, v6.0),
+            (self.peers_v6.names.1, v6.1),
+        ])
     }
 
     /// The generation `ACTIVE` holds in the kernel now (`policy_common::bank`).
@@ -559,6 +577,107 @@ impl Banks {
         self.active = bank_of(next);
         self.quiesce.start();
         Ok(())
+    }
+}
+
+/// One family's peer prefixes in the kernel: host prefixes (`host_len` bits) in
+/// the hash `hosts`, every shorter one in the LPM trie `trie`, under the same key
+/// data `K` (bank, address). A prefix always lives in the one map its length
+/// picks, so changing its class is one overwrite there, as it was in the trie
+/// alone (what `Banks::update_peers` needs), and the classifiers' hash-then-trie
+/// lookup finds what one trie holding every prefix would (`policy_common::peer`).
+struct PeerMaps<K> {
+    trie: LpmTrie<MapData, K, PeerClass>,
+    hosts: HashMap<MapData, K, PeerClass>,
+    /// The trie's and the hash's map names, for errors.
+    names: (&'static str, &'static str),
+    /// The family's address length in bits: a prefix this long is a host.
+    host_len: u32,
+}
+
+/// One prefix `PeerMaps::read` found: (address prefix length, key data), class.
+type PeerRead<K> = ((u32, K), PeerClass);
+
+impl<K: aya::Pod> PeerMaps<K> {
+    /// Sets the prefixes `changes` names (`None`: removed), in order, each in
+    /// the map its length picks, keeping `shadow` equal to the kernel entry by
+    /// entry. `data` is the key data of an address in the bank being written.
+    fn set<A: Ord + Clone>(
+        &mut self,
+        shadow: &mut BTreeMap<PeerPrefix<A>, PeerClass>,
+        changes: &[(PeerPrefix<A>, Option<PeerClass>)],
+        data: impl Fn(A) -> K,
+        done: &mut Written,
+    ) -> Result<(), DataplaneError> {
+        let (trie_name, hosts_name) = self.names;
+        for (prefix, class) in changes {
+            let (len, addr) = prefix.clone();
+            let key = data(addr);
+            let result = match (len == self.host_len, class) {
+                (true, Some(class)) => self
+                    .hosts
+                    .insert(key, *class, 0)
+                    .map_err(map_error(hosts_name, "insert")),
+                (true, None) => removed_or_absent(self.hosts.remove(&key))
+                    .map_err(map_error(hosts_name, "remove")),
+                (false, Some(class)) => self
+                    .trie
+                    .insert(&Key::new(PEER_PREFIX_BANK + len, key), *class, 0)
+                    .map_err(map_error(trie_name, "insert")),
+                (false, None) => {
+                    removed_or_absent(self.trie.remove(&Key::new(PEER_PREFIX_BANK + len, key)))
+                        .map_err(map_error(trie_name, "remove"))
+                }
+            };
+            result?;
+            match class {
+                Some(class) => {
+                    shadow.insert(prefix.clone(), *class);
+                    done.written += 1;
+                }
+                None => {
+                    shadow.remove(prefix);
+                    done.removed += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries the trie and the hash hold, both banks.
+    #[cfg(feature = "testing")]
+    fn counts(&self) -> Result<(usize, usize), DataplaneError> {
+        let (trie_name, hosts_name) = self.names;
+        let mut trie = 0;
+        for entry in self.trie.iter() {
+            entry.map_err(map_error(trie_name, "read"))?;
+            trie += 1;
+        }
+        let mut hosts = 0;
+        for entry in self.hosts.iter() {
+            entry.map_err(map_error(hosts_name, "read"))?;
+            hosts += 1;
+        }
+        Ok((trie, hosts))
+    }
+
+    /// Every prefix both maps hold, as (address prefix length, key data).
+    /// Trie entries shorter than the bank field are left out (nothing writes
+    /// them).
+    fn read(&self) -> Result<Vec<PeerRead<K>>, DataplaneError> {
+        let (trie_name, hosts_name) = self.names;
+        let mut all = Vec::new();
+        for entry in self.trie.iter() {
+            let (key, class) = entry.map_err(map_error(trie_name, "read"))?;
+            if let Some(len) = key.prefix_len().checked_sub(PEER_PREFIX_BANK) {
+                all.push(((len, key.data()), class));
+            }
+        }
+        for entry in self.hosts.iter() {
+            let (key, class) = entry.map_err(map_error(hosts_name, "read"))?;
+            all.push(((self.host_len, key), class));
+        }
+        Ok(all)
     }
 }
 

@@ -33,7 +33,8 @@ use crate::policy::tables::Direction;
 
 /// How much longer than its timeout an entry must be idle before the sweep removes
 /// it: the classifiers stamp entries with a clock that lags CLOCK_MONOTONIC by up
-/// to a scheduler tick, and a flow at the edge of its timeout is theirs to decide.
+/// to two scheduler ticks (the coarse clock, read once per tick per CPU), and a
+/// flow at the edge of its timeout is theirs to decide.
 const SWEEP_MARGIN: Duration = Duration::from_secs(1);
 
 /// One tracked flow as its first packet saw it at a pod interface.

@@ -72,7 +72,8 @@ pub struct LoadOptions {
     /// `max_entries` of `CONNTRACK` instead of `CONNTRACK_MAX`, to show what a full
     /// table does without opening a quarter of a million flows.
     pub conntrack_capacity: Option<u32>,
-    /// Prefixes each bank of `PEERS_V4` and `PEERS_V6` holds instead of
+    /// Prefixes each bank of a family's peer maps (`PEERS_V4` and
+    /// `PEER_HOSTS_V4`, `PEERS_V6` and `PEER_HOSTS_V6`) holds instead of
     /// `PEERS_MAX`, for peer tables larger than the agent's default capacity.
     pub peers_capacity: Option<u32>,
     /// Also load `bench_floor`, the empty classifier `Datapath::bench_run` times as
@@ -147,7 +148,9 @@ impl Datapath {
             let entries = capacity.saturating_mul(BANKS);
             loader
                 .map_max_entries(maps::PEERS_V4.name, entries)
-                .map_max_entries(maps::PEERS_V6.name, entries);
+                .map_max_entries(maps::PEERS_V6.name, entries)
+                .map_max_entries(maps::PEER_HOSTS_V4.name, entries)
+                .map_max_entries(maps::PEER_HOSTS_V6.name, entries);
         }
         if let Some(layout) = &pins {
             for name in pinned_maps() {
@@ -430,6 +433,14 @@ impl Datapath {
     /// whose bank field is neither 0 nor 1 are left out (nothing writes them).
     pub fn read_banks(&self) -> Result<[BankContent; 2], DataplaneError> {
         self.banks.read()
+    }
+
+    #[cfg(feature = "testing")]
+    /// How many prefixes each family's peer maps hold in the kernel now, both
+    /// banks together, by map name: `PEERS_V4`, `PEER_HOSTS_V4`, `PEERS_V6`,
+    /// `PEER_HOSTS_V6` (`read_banks` merges each family's two into one table).
+    pub fn peer_map_entries(&self) -> Result<[(&'static str, usize); 4], DataplaneError> {
+        self.banks.peer_map_entries()
     }
 
     #[cfg(feature = "testing")]
