@@ -12,15 +12,22 @@
 //!
 //! The time base stays the one the agent's sweep compares entries with
 //! (CLOCK_MONOTONIC nanoseconds; `policy-agent` `dataplane/ct.rs`): a cached value
-//! is a value the coarse clock had. It can lag the coarse clock by at most one
-//! tick more than the coarse clock lags CLOCK_MONOTONIC (read between another
-//! CPU's `jiffies` update and its `update_wall_time`, and kept until the next
-//! tick), so an entry's `last_seen_ns` is at most two ticks old when written. The
-//! sweep's margin (one second) covers that; in the classifiers a lagging `now`
-//! only makes an entry look idle for less time, so it never expires early. A CPU's
-//! readings never go back (`jiffies` only grows, and a new reading replaces the
-//! cache); readings of two CPUs may cross, as they could before (`ct::live_in`
-//! counts a `last_seen_ns` after `now` as idle 0).
+//! is a value the coarse clock had. But a reading taken between another CPU's
+//! `jiffies` update and its `update_wall_time` pairs the new `jiffies` with the
+//! time of the last update, which after an idle spell (NO_HZ) can be seconds old;
+//! cached as is, that old time would serve a whole tick and keep expired flows
+//! alive. So a reading is served from the cache only when it is vouched for
+//! (`Reading::servable`): it was read exactly one tick after the reading before
+//! it and is later than that one. Such a time is at least the wall time set at
+//! the previous tick (the pre-update time of this tick is that one), so a served
+//! time lags the coarse clock by at most two ticks; any other reading (the first
+//! after an idle spell, one that did not move) is used for its packet only, and
+//! the helper is called again until a tick vouches for one. The sweep's margin
+//! (one second) covers the lag; in the classifiers a lagging `now` only makes an
+//! entry look idle for less time, so it never expires early. A CPU's readings
+//! never go back (`jiffies` only grows, and a new reading replaces the cache);
+//! readings of two CPUs may cross, as they could before (`ct::live_in` counts a
+//! `last_seen_ns` after `now` as idle 0).
 
 use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 
@@ -36,10 +43,14 @@ pub(crate) struct Reading {
     pub jiffies: u64,
     /// `bpf_ktime_get_coarse_ns()` read then.
     pub coarse_ns: u64,
+    /// Non-zero when `coarse_ns` may serve every packet while `jiffies` stays:
+    /// read one tick after the reading before it, and later than that one.
+    pub servable: u64,
 }
 
 /// CLOCK_MONOTONIC in ns at tick resolution: `bpf_ktime_get_coarse_ns`, called
-/// only when `jiffies` moved since this CPU last called it (module comment).
+/// again only when `jiffies` moved since this CPU's servable reading, or it has
+/// none for this tick (module comment).
 #[inline(always)]
 pub(crate) fn now() -> u64 {
     // SAFETY: bpf_jiffies64 has no preconditions.
@@ -50,16 +61,21 @@ pub(crate) fn now() -> u64 {
         return unsafe { bpf_ktime_get_coarse_ns() };
     };
     // SAFETY: this CPU's slot (`maps::clock`); plain integers, read and written
-    // field by field. The time is written before its `jiffies`: were a run ever
-    // to interleave (TC runs with bottom halves disabled), a pair it could see
-    // holds a time no older than its `jiffies`.
+    // field by field. `servable` is cleared first and set last: were a run ever
+    // to interleave (TC runs with bottom halves disabled), a pair it could serve
+    // is a whole one.
     unsafe {
-        if (*reading).jiffies == jiffies {
+        let cached_jiffies = (*reading).jiffies;
+        if cached_jiffies == jiffies && (*reading).servable != 0 {
             return (*reading).coarse_ns;
         }
         let coarse_ns = bpf_ktime_get_coarse_ns();
+        let servable =
+            jiffies == cached_jiffies.wrapping_add(1) && coarse_ns > (*reading).coarse_ns;
+        (*reading).servable = 0;
         (*reading).coarse_ns = coarse_ns;
         (*reading).jiffies = jiffies;
+        (*reading).servable = u64::from(servable);
         coarse_ns
     }
 }

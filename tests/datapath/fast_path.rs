@@ -246,10 +246,11 @@ fn monotonic_ns() -> u64 {
 }
 
 /// How far behind CLOCK_MONOTONIC an entry's `last_seen_ns` may be when written:
-/// the coarse clock lags by up to a tick, and each CPU keeps its reading until
-/// `jiffies` moves, up to one more (`policy-ebpf/src/clock.rs`). Two ticks at
-/// the lowest HZ (100), and 10 ms to spare.
-const CLOCK_LAG_NS: u64 = 30_000_000;
+/// the coarse clock lags by up to a tick, and a CPU serves a cached reading at
+/// most two ticks behind it (`policy-ebpf/src/clock.rs`). Three ticks at the
+/// lowest HZ (100), and 20 ms to spare: far below the 200 ms sleep a reading
+/// that is never renewed would show.
+const CLOCK_LAG_NS: u64 = 50_000_000;
 
 #[test]
 fn a_hit_refreshes_its_entry_with_the_time_of_the_hit_not_an_older_reading() {

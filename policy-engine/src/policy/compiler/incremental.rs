@@ -113,9 +113,17 @@ impl Incremental {
         let done = match &mut self.index {
             Some(index) if changes.kinds() == 1 => {
                 if !changes.services.is_empty() {
-                    index.services_changed(state, &changes.services, Arc::make_mut(&mut self.tables))
+                    index.services_changed(
+                        state,
+                        &changes.services,
+                        Arc::make_mut(&mut self.tables),
+                    )
                 } else if !changes.policies.is_empty() {
-                    index.policies_changed(state, &changes.policies, Arc::make_mut(&mut self.tables))
+                    index.policies_changed(
+                        state,
+                        &changes.policies,
+                        Arc::make_mut(&mut self.tables),
+                    )
                 } else {
                     index
                         .namespaces_unchanging(state, &changes.namespaces, &self.tables)
