@@ -21,6 +21,7 @@ use crate::{
                 policy_strategy, PodParams, NAMESPACES, NODES,
             },
         },
+        tables::DatapathTables,
     },
 };
 
@@ -178,8 +179,34 @@ fn apply(state: &mut ClusterState, nodes: &mut [Incremental; 2], change: Change)
     let changes = before.changes(state);
     for (index, incremental) in nodes.iter_mut().enumerate() {
         let (_, is_local) = node(index);
-        incremental.changed(state, &changes, &is_local, &is_local);
+        let old = incremental.tables().clone();
+        let recompiled = incremental.changed(state, &changes, &is_local, &is_local);
+        if let Recompiled::Peers(prefixes) = recompiled {
+            only_peers_moved(&old, incremental.tables(), &prefixes, index);
+        }
     }
+}
+
+/// What the agent relies on when it writes a `Recompiled::Peers` in place (the
+/// listed peer entries only): `new` is `old` with the entries at `prefixes`
+/// changed, added or removed, and nothing else.
+fn only_peers_moved(
+    old: &DatapathTables,
+    new: &DatapathTables,
+    prefixes: &[ipnet::IpNet],
+    index: usize,
+) {
+    let mut expected = old.clone();
+    for prefix in prefixes {
+        match new.peers.get(prefix) {
+            Some(entry) => expected.peers.insert(*prefix, entry.clone()),
+            None => expected.peers.remove(prefix),
+        };
+    }
+    assert_eq!(
+        &expected, new,
+        "node n{index}: Peers({prefixes:?}) but more than those peer entries changed"
+    );
 }
 
 fn incrementals(state: &ClusterState) -> [Incremental; 2] {
@@ -237,7 +264,12 @@ proptest! {
             let changes = previous.changes(&state);
             for (index, incremental) in nodes.iter_mut().enumerate() {
                 let (_, is_local) = node(index);
-                incremental.changed(&state, &changes, &is_local, &is_local);
+                let old = incremental.tables().clone();
+                if let Recompiled::Peers(prefixes) =
+                    incremental.changed(&state, &changes, &is_local, &is_local)
+                {
+                    only_peers_moved(&old, incremental.tables(), &prefixes, index);
+                }
             }
             let full = node_tables(&state, &Budgets::kernel());
             for (index, incremental) in nodes.iter().enumerate() {
