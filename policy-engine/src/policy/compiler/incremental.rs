@@ -90,6 +90,24 @@ impl Incremental {
         self.index = index;
     }
 
+    /// What a change made on its own did (`done`), or, when it could not be made on
+    /// its own (`None`), a full compile of `state`.
+    fn settle(
+        &mut self,
+        done: Option<Done>,
+        state: &ClusterState,
+        is_local: impl Fn(&Pod) -> bool,
+    ) -> Recompiled {
+        match done {
+            Some(Done::Peers(prefixes)) => Recompiled::Peers(prefixes),
+            Some(Done::Endpoint) => Recompiled::Entries,
+            None => {
+                self.recompile(state, is_local);
+                Recompiled::Full
+            }
+        }
+    }
+
     /// Brings the tables to `state`, which differs from the last state given in
     /// `changes` (`ClusterState::changes`, plus any pod whose locality changed
     /// among the pods); `was_local` says which pods were the node's, `is_local`
@@ -132,14 +150,7 @@ impl Incremental {
             }
             _ => None,
         };
-        match done {
-            Some(Done::Peers(prefixes)) => Recompiled::Peers(prefixes),
-            Some(Done::Endpoint) => Recompiled::Entries,
-            None => {
-                self.recompile(state, is_local);
-                Recompiled::Full
-            }
-        }
+        self.settle(done, state, is_local)
     }
 
     /// Brings the tables to `state`, which differs from the last state given only
@@ -194,14 +205,7 @@ impl Incremental {
                 Arc::make_mut(&mut self.tables),
             )
         });
-        match done {
-            Some(Done::Peers(prefixes)) => Recompiled::Peers(prefixes),
-            Some(Done::Endpoint) => Recompiled::Entries,
-            None => {
-                self.recompile(state, is_local);
-                Recompiled::Full
-            }
-        }
+        self.settle(done, state, is_local)
     }
 }
 
