@@ -356,3 +356,44 @@ fn a_pinned_node_sockets_link_decides_without_its_datapath_and_a_new_one_adopts_
         .collect();
     assert_eq!(reached, [true; 4], "nothing decides at the node's sockets");
 }
+
+/// A host prefix (/32) in the pinned `PEERS_V4` trie, which this build keeps in
+/// the `PEER_HOSTS_V4` hash and would never remove from the trie, is refused at
+/// adoption rather than left classifying its address for good.
+#[test]
+fn a_host_prefix_in_the_pinned_peer_trie_is_refused() {
+    use aya::maps::{lpm_trie::Key, LpmTrie, MapData};
+    use policy_common::peer::{PeerClass, PeerKeyV4, PEER_PREFIX_BANK};
+
+    let pins = Pins::new();
+    let (mut net, _) = Net::up_pinned(&PODS[..2], &pins.0);
+    net.apply(&server_admits(&net, 80));
+    drop_datapath(&mut net);
+
+    let map = MapData::from_pin(pins.0.join("maps/PEERS_V4"))
+        .unwrap_or_else(|e| panic!("open PEERS_V4: {e}"));
+    let mut trie: LpmTrie<MapData, PeerKeyV4, PeerClass> =
+        LpmTrie::try_from(aya::maps::Map::LpmTrie(map)).unwrap_or_else(|e| panic!("{e}"));
+    let key = PeerKeyV4 {
+        bank: 0,
+        addr: [10, 9, 9, 9],
+    };
+    trie.insert(
+        &Key::new(PEER_PREFIX_BANK + 32, key),
+        PeerClass::default(),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("insert: {e}"));
+    drop(trie);
+
+    match Datapath::open_pinned(&object(), &LoadOptions::default(), &pins.0) {
+        Err(error) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("PEERS_V4") && message.contains("host prefix"),
+                "{message}"
+            );
+        }
+        Ok((_, adoption)) => panic!("a host prefix in the trie was adopted: {adoption:?}"),
+    }
+}

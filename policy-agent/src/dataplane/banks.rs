@@ -663,13 +663,24 @@ impl<K: aya::Pod> PeerMaps<K> {
 
     /// Every prefix both maps hold, as (address prefix length, key data).
     /// Trie entries shorter than the bank field are left out (nothing writes
-    /// them).
+    /// them). A host prefix in the trie is refused: this build never writes one
+    /// there, and `set` would never remove it (it removes hosts from the hash),
+    /// so it would classify its address for good.
     fn read(&self) -> Result<Vec<PeerRead<K>>, DataplaneError> {
         let (trie_name, hosts_name) = self.names;
         let mut all = Vec::new();
         for entry in self.trie.iter() {
             let (key, class) = entry.map_err(map_error(trie_name, "read"))?;
             if let Some(len) = key.prefix_len().checked_sub(PEER_PREFIX_BANK) {
+                if len == self.host_len {
+                    return Err(DataplaneError::Map {
+                        map: trie_name,
+                        what: "holds a host prefix, which this agent keeps in a hash map: \
+                               written by another build; `policy-agent uninstall` removes it"
+                            .to_string(),
+                        source: None,
+                    });
+                }
                 all.push(((len, key.data()), class));
             }
         }
