@@ -199,7 +199,7 @@ fn only_peers_moved(
     let mut expected = old.clone();
     for prefix in prefixes {
         match new.peers.get(prefix) {
-            Some(entry) => expected.peers.insert(*prefix, entry.clone()),
+            Some(entry) => expected.peers.insert(*prefix, *entry),
             None => expected.peers.remove(prefix),
         };
     }
