@@ -352,3 +352,45 @@ fn tunnel_ports_are_the_destination_ports_of_the_vxlan_devices() {
         "each port once, sorted; up or down alike"
     );
 }
+
+/// A datagram of link notifications that cannot be read is an error once; the
+/// call after it dumps the links again, so a link announced only in that
+/// datagram is still reported (else its pod's veth would never be attached).
+#[test]
+fn link_watch_dumps_again_after_a_datagram_it_could_not_read() {
+    let lab = Lab::new();
+    let mut watch = lab
+        .in_node(LinkWatch::open)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let next = |watch: &mut LinkWatch, what: &str| {
+        runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), watch.next()).await })
+            .unwrap_or_else(|_| panic!("no link event within 5 s while waiting for {what}"))
+    };
+    for _ in 0..3 {
+        next(&mut watch, "the existing links").unwrap_or_else(|e| panic!("{e}"));
+    }
+    // A veth pair: its first datagram of notifications is lost.
+    watch.fail_next_datagram();
+    lab.ip(&["link add pwlost type veth peer name pwlostp"]);
+    assert!(
+        next(&mut watch, "the datagram that fails").is_err(),
+        "the datagram was made to fail"
+    );
+    let mut added: Vec<String> = Vec::new();
+    while added.len() < 2 {
+        match next(
+            &mut watch,
+            "both links of the pair, the lost one from a dump",
+        ) {
+            Ok(LinkEvent::Added(link)) => added.push(link.name),
+            other => panic!("expected the pair to be reported, got {other:?}"),
+        }
+    }
+    added.sort();
+    assert_eq!(added, ["pwlost", "pwlostp"]);
+}

@@ -43,6 +43,13 @@ pub struct LinkWatch {
     dump: Netlink,
     known: BTreeMap<u32, Link>,
     queue: VecDeque<LinkEvent>,
+    /// Notifications may have been lost (a datagram that did not decode, a dump
+    /// after an overflow that failed, a receive error): the next `next` dumps the
+    /// links again before it waits, or a link announced in them would never be.
+    stale: bool,
+    /// Tests: treat the next datagram as one that does not decode.
+    #[cfg(feature = "testing")]
+    fail_next: bool,
 }
 
 impl LinkWatch {
@@ -68,6 +75,9 @@ impl LinkWatch {
             dump: Netlink::open()?,
             known: BTreeMap::new(),
             queue: VecDeque::new(),
+            stale: false,
+            #[cfg(feature = "testing")]
+            fail_next: false,
         };
         watch.resync()?;
         Ok(watch)
@@ -79,7 +89,13 @@ impl LinkWatch {
     }
 
     /// The next event. Cancel-safe: an event read but not returned stays queued.
+    /// After an error that may have lost notifications, the next call dumps the
+    /// links first and queues what changed.
     pub async fn next(&mut self) -> Result<LinkEvent, NodeError> {
+        if self.stale {
+            self.resync()?;
+            self.stale = false;
+        }
         loop {
             if let Some(event) = self.queue.pop_front() {
                 return Ok(event);
@@ -95,18 +111,20 @@ impl LinkWatch {
                     Err(_would_block) => continue,
                 }
             };
-            match received {
-                Ok((data, _)) => self.handle(&data)?,
+            let handled = match received {
+                Ok((data, _)) => self.handle(&data),
                 Err(error) if error.raw_os_error() == Some(ENOBUFS) => {
                     tracing::warn!("link notifications were lost (receive buffer full); dumping the links again");
-                    self.resync()?;
+                    self.resync()
                 }
-                Err(source) => {
-                    return Err(NodeError::Socket {
-                        what: "receive link notifications",
-                        source,
-                    })
-                }
+                Err(source) => Err(NodeError::Socket {
+                    what: "receive link notifications",
+                    source,
+                }),
+            };
+            if let Err(error) = handled {
+                self.stale = true;
+                return Err(error);
             }
         }
     }
@@ -128,8 +146,22 @@ impl LinkWatch {
         })
     }
 
+    /// Tests: the next datagram received is dropped as one that does not decode
+    /// would be, and `next` returns an error for it.
+    #[cfg(feature = "testing")]
+    pub fn fail_next_datagram(&mut self) {
+        self.fail_next = true;
+    }
+
     /// Queues the events one datagram of notifications carries.
     fn handle(&mut self, data: &[u8]) -> Result<(), NodeError> {
+        #[cfg(feature = "testing")]
+        if std::mem::take(&mut self.fail_next) {
+            return Err(NodeError::Socket {
+                what: "decode link notifications (made to fail by a test)",
+                source: std::io::Error::other("test"),
+            });
+        }
         for message in decode_all(data, &|| "link notification".to_string())? {
             match message.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
