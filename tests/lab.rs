@@ -779,9 +779,10 @@ fn a_lab_sweeps_closed_flows_so_new_ones_keep_their_room() {
         usize::from(BATCH),
         "the first batch fits the share"
     );
-    // Past the closing timeout (1 s) and its margin, and one sweep (every 10 s,
-    // the first 10 s after the lab loaded).
-    std::thread::sleep(policy_agent::agent::conntrack::SWEEP_EVERY + Duration::from_secs(2));
+    // Past the closing timeout (1 s) and its margin, and a sweep after that: the
+    // sweeps run every 10 s from the lab's load, so one may fall just before the
+    // entries expire; the one after it does not.
+    std::thread::sleep(2 * policy_agent::agent::conntrack::SWEEP_EVERY + Duration::from_secs(2));
     let before = lab.stats().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         batch(&lab),

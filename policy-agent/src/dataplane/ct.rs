@@ -33,8 +33,9 @@ use crate::policy::tables::Direction;
 
 /// How much longer than its timeout an entry must be idle before the sweep removes
 /// it: the classifiers stamp entries with a clock that lags CLOCK_MONOTONIC by up
-/// to two scheduler ticks (the coarse clock, read once per tick per CPU), and a
-/// flow at the edge of its timeout is theirs to decide.
+/// to three scheduler ticks (the coarse clock, and a per-CPU cached reading of it
+/// at most two ticks behind that), and a flow at the edge of its timeout is
+/// theirs to decide.
 const SWEEP_MARGIN: Duration = Duration::from_secs(1);
 
 /// One tracked flow as its first packet saw it at a pod interface.
