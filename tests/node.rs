@@ -279,22 +279,39 @@ fn interface_names_and_indexes_round_trip() {
     assert_eq!(names, ["lo", "pw0", "pw1"], "{links:?}");
 }
 
+/// A `LinkWatch` of the lab's node namespace and a runtime to wait on it.
+struct Watching {
+    watch: LinkWatch,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Watching {
+    fn open(lab: &Lab) -> Self {
+        Self {
+            watch: lab
+                .in_node(LinkWatch::open)
+                .unwrap_or_else(|e| panic!("{e}")),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    /// The next event or error, within 5 s.
+    fn next(&mut self, what: &str) -> Result<LinkEvent, node::NodeError> {
+        let watch = &mut self.watch;
+        self.runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), watch.next()).await })
+            .unwrap_or_else(|_| panic!("no link event within 5 s while waiting for {what}"))
+    }
+}
+
 #[test]
 fn link_watch_reports_existing_created_and_deleted_links() {
     let lab = Lab::new();
-    let mut watch = lab
-        .in_node(LinkWatch::open)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut next = |what: &str| {
-        runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(5), watch.next()).await })
-            .unwrap_or_else(|_| panic!("no link event within 5 s while waiting for {what}"))
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let mut watching = Watching::open(&lab);
+    let mut next = |what: &str| watching.next(what).unwrap_or_else(|e| panic!("{e}"));
     let mut existing: Vec<String> = (0..3)
         .map(|_| match next("the existing links") {
             LinkEvent::Added(link) => link.name,
@@ -330,7 +347,7 @@ fn link_watch_reports_existing_created_and_deleted_links() {
         removed.contains(&(index, "pwnew".to_string())),
         "{removed:?}"
     );
-    assert!(!watch.known().contains_key(&index));
+    assert!(!watching.watch.known().contains_key(&index));
 }
 
 #[test]
@@ -359,34 +376,22 @@ fn tunnel_ports_are_the_destination_ports_of_the_vxlan_devices() {
 #[test]
 fn link_watch_dumps_again_after_a_datagram_it_could_not_read() {
     let lab = Lab::new();
-    let mut watch = lab
-        .in_node(LinkWatch::open)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let next = |watch: &mut LinkWatch, what: &str| {
-        runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(5), watch.next()).await })
-            .unwrap_or_else(|_| panic!("no link event within 5 s while waiting for {what}"))
-    };
+    let mut watching = Watching::open(&lab);
     for _ in 0..3 {
-        next(&mut watch, "the existing links").unwrap_or_else(|e| panic!("{e}"));
+        watching
+            .next("the existing links")
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     // A veth pair: its first datagram of notifications is lost.
-    watch.fail_next_datagram();
+    watching.watch.fail_next_datagram();
     lab.ip(&["link add pwlost type veth peer name pwlostp"]);
     assert!(
-        next(&mut watch, "the datagram that fails").is_err(),
+        watching.next("the datagram that fails").is_err(),
         "the datagram was made to fail"
     );
     let mut added: Vec<String> = Vec::new();
     while added.len() < 2 {
-        match next(
-            &mut watch,
-            "both links of the pair, the lost one from a dump",
-        ) {
+        match watching.next("both links of the pair, the lost one from a dump") {
             Ok(LinkEvent::Added(link)) => added.push(link.name),
             other => panic!("expected the pair to be reported, got {other:?}"),
         }
