@@ -10,7 +10,8 @@
 //! fails closed for its pods only (`agent/capacity.rs`); 10,000 idle connections
 //! to its HTTP endpoint stop nothing (`agent/hostile.rs`); a Service egress to a
 //! backend on another node is decided at the node's uplink (`agent/exits.rs`);
-//! `policy-agent flows` follows the agent's verdicts (`agent/flows.rs`); the
+//! the programs another datapath version left are removed once it is ready
+//! (`agent/versions.rs`); `policy-agent flows` follows the agent's verdicts (`agent/flows.rs`); the
 //! image `cargo xtask image` builds runs under podman as the DaemonSet says
 //! (`agent/image.rs`).
 
@@ -36,6 +37,8 @@ mod image;
 mod nodes;
 #[path = "agent/restarts.rs"]
 mod restarts;
+#[path = "agent/versions.rs"]
+mod versions;
 
 use std::time::Duration;
 

@@ -14,6 +14,7 @@
 //! - `sync`: the loop: snapshots and link events in, a programmed datapath out;
 //! - `conntrack`: the thread that removes tracked flows idle past their timeout;
 //! - `flows`: the names of the datapath's events, for `policy-agent flows`;
+//! - `versions`: removing the datapath another podwall version left, once ready;
 //! - `run`: `policy-agent run` put together (datapath, endpoints, watches, loop).
 //!
 //! May import `model`, `policy`, `node`, `source` and `dataplane` (the agent is
@@ -33,6 +34,7 @@ pub mod plan;
 pub mod run;
 pub mod startup;
 pub mod sync;
+pub mod versions;
 
 /// The Linux capabilities the agent needs, and the only ones the DaemonSet in
 /// `deploy/` adds (after dropping all): `BPF` to load programs and create maps,

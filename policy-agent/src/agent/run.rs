@@ -15,6 +15,7 @@ use super::{
     metrics::Metrics,
     startup::{self, StartupError},
     sync::{self, SyncConfig, Syncer},
+    versions,
 };
 use crate::{
     causes::causes,
@@ -145,6 +146,12 @@ pub async fn run(
     let watch = api_server::watch_cluster_with(client, options.watch.clone());
     let links = LinkWatch::open()?;
     let flows = FlowPublisher::new(&FlowPaths::system(), &options.instance, &datapath);
+    // Once ready, another version's programs left on the pod interfaces go.
+    let others = tokio::spawn(versions::remove_when_ready(
+        FlowPaths::system(),
+        options.instance.clone(),
+        Arc::clone(&health),
+    ));
     let syncer = Syncer::new(
         SyncConfig {
             node_name: options.node_name.clone(),
@@ -160,6 +167,7 @@ pub async fn run(
     );
     tracing::info!(node = %options.node_name, "watching the API server");
     sync::run(syncer, watch.receiver(), links, shutdown).await;
+    others.abort();
     let _ = stop_http.send(());
     if let Err(error) = server.await {
         tracing::warn!(error = %causes(&error), "the HTTP server task failed");

@@ -34,7 +34,7 @@ pub use events::{EventReader, EventVerdict, VerdictRecord};
 pub use kernel_log::KERNEL_LOG_TARGET;
 pub use keys::{address_key, key_address, PeerPrefix, PolicyPrefix};
 pub use maps::{MapUsage, Stats};
-pub use pins::{RUN_ROOT, RUN_ROOT_ENV};
+pub use pins::{version_of, RUN_ROOT, RUN_ROOT_ENV};
 #[cfg(feature = "testing")]
 pub use quiesce::GracePeriod;
 pub use tunnels::TunnelPorts;

@@ -98,6 +98,15 @@ fn link_suffixes(role: LinkRole) -> [&'static str; 2] {
     }
 }
 
+/// The datapath version a directory named `v<N>` holds (`v7` -> 7).
+pub fn version_of(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix('v')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// `(ifindex, role, hook)` of a link pin named `<ifindex>-<suffix>`
 /// (`link_suffixes`).
 pub(super) fn parse_link_name(name: &str) -> Option<(InterfaceIndex, LinkRole, usize)> {
@@ -111,7 +120,9 @@ pub(super) fn parse_link_name(name: &str) -> Option<(InterfaceIndex, LinkRole, u
 
 impl PinLayout {
     /// The layout of pin directory `dir`; its state file is named after the
-    /// directory's last component (the instance).
+    /// directory's last component (the instance), under the datapath version its
+    /// parent names (`.../v<N>/<instance>`; this build's version when the parent
+    /// names none), so another version's pins find that version's state file.
     pub(super) fn new(dir: &Path) -> Self {
         let run_root = std::env::var_os(RUN_ROOT_ENV)
             .filter(|v| !v.is_empty())
@@ -120,10 +131,15 @@ impl PinLayout {
             || std::ffi::OsString::from("default"),
             std::ffi::OsStr::to_os_string,
         );
+        let version = dir
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|name| version_of(&name.to_string_lossy()))
+            .unwrap_or(ABI_VERSION);
         Self {
             dir: dir.to_path_buf(),
             state_file: run_root
-                .join(format!("v{ABI_VERSION}"))
+                .join(format!("v{version}"))
                 .join(instance)
                 .join(STATE_FILE),
         }
@@ -278,10 +294,28 @@ mod tests {
     }
 
     #[test]
-    fn the_state_file_lives_where_flows_names_do() {
-        let layout = PinLayout::new(Path::new("/sys/fs/bpf/podwall/v4/agent"));
+    fn the_state_file_lives_where_flows_names_do_under_the_pins_version() {
+        let current = format!("/sys/fs/bpf/podwall/v{ABI_VERSION}/agent");
+        let layout = PinLayout::new(Path::new(&current));
         assert!(layout
             .state_file
             .ends_with(format!("v{ABI_VERSION}/agent/state.json")));
+        // Another version's pins: that version's state file.
+        let layout = PinLayout::new(Path::new("/sys/fs/bpf/podwall/v4/agent"));
+        assert!(layout.state_file.ends_with("v4/agent/state.json"));
+        // A directory outside the versioned tree: this build's version.
+        let layout = PinLayout::new(Path::new("/sys/fs/bpf/scratch/agent"));
+        assert!(layout
+            .state_file
+            .ends_with(format!("v{ABI_VERSION}/agent/state.json")));
+    }
+
+    #[test]
+    fn version_directories_are_v_and_digits() {
+        assert_eq!(version_of("v7"), Some(7));
+        assert_eq!(version_of("v12"), Some(12));
+        for other in ["v", "7", "vx", "v7a", "v-1", "agent", "V7"] {
+            assert_eq!(version_of(other), None, "{other}");
+        }
     }
 }
