@@ -16,7 +16,10 @@
 //!   (`biased`), link events before a compile's result, and a pass begins (plan:
 //!   netlink reads) and the counters are read only when no link event is ready.
 //!   So a new pod veth that appears while a pass is written waits for the rest of
-//!   that write, never for the next plan or the counters.
+//!   that write, never for the next plan or the counters. A burst does not starve
+//!   the rest: after `LINK_STREAK` link events in a row, whatever else is ready
+//!   goes once (a finished compile's write, a tick, a plan, the counters) before
+//!   the next link event; when nothing else is, the link events go on at once.
 
 use std::future::Future;
 
@@ -33,6 +36,12 @@ use crate::{
     node::{LinkEvent, LinkWatch, NodeError},
     source::api_server::SourceSnapshot,
 };
+
+/// Link events the loop takes in a row before it lets anything else that is
+/// ready go once: each attach waits out a kernel grace period (about 24 ms), so a
+/// burst of hundreds of new veths would otherwise hold a finished compile's write
+/// and the ticks for seconds.
+pub(super) const LINK_STREAK: usize = 8;
 
 /// Where the loop's link events come from: `LinkWatch`, or a channel in the
 /// loop's unit tests.
@@ -66,6 +75,8 @@ enum Wake {
     Begin,
     /// The counters are owed since the last write (`Syncer::counters_due`).
     Counters,
+    /// `LINK_STREAK` link events in a row and nothing else was ready.
+    StreakEnd,
 }
 
 /// The result of the compile in flight; never completes without one.
@@ -92,20 +103,28 @@ pub async fn run<D: Dataplane, L: LinkEvents>(
     let mut in_flight: Option<InFlight> = None;
     let mut wanted = false;
     let mut links_paused = false;
+    let mut link_streak = 0;
     loop {
         let begin = wanted && in_flight.is_none();
         let counters = syncer.counters_due();
+        let streak_full = link_streak >= LINK_STREAK;
         let wake = tokio::select! {
             // In this order: a new pod veth never waits for a plan, a write or
             // the counters that could wait for it.
             biased;
             () = &mut shutdown => Wake::Shutdown,
-            event = links.next(), if !links_paused => Wake::Link(event),
+            event = links.next(), if !links_paused && !streak_full => Wake::Link(event),
             result = compiled(&mut in_flight) => Wake::Compiled(Box::new(result)),
             changed = snapshots.changed(), if source_open => Wake::Snapshot { closed: changed.is_err() },
             _ = ticker.tick() => Wake::Tick,
             () = std::future::ready(()), if begin => Wake::Begin,
             () = std::future::ready(()), if counters => Wake::Counters,
+            // Last: a full streak with nothing else ready goes on at once.
+            () = std::future::ready(()), if streak_full => Wake::StreakEnd,
+        };
+        link_streak = match wake {
+            Wake::Link(_) => link_streak + 1,
+            _ => 0,
         };
         match wake {
             Wake::Shutdown => break,
@@ -154,6 +173,7 @@ pub async fn run<D: Dataplane, L: LinkEvents>(
                 }
             }
             Wake::Counters => syncer.refresh_counters(),
+            Wake::StreakEnd => {}
         }
     }
     if in_flight.is_some() {

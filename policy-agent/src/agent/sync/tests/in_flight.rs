@@ -13,7 +13,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::*;
 use crate::{
-    agent::sync::{run, CompileJob, Compiler, LinkEvents},
+    agent::sync::{driver::LINK_STREAK, run, CompileJob, Compiler, LinkEvents},
     node::NodeError,
 };
 
@@ -241,6 +241,45 @@ async fn a_veth_appearing_while_a_pass_writes_goes_before_the_counters_and_the_n
         "the next pass was planned after pwt42 was attached: {:?}",
         syncer.attached_since_plan
     );
+}
+
+#[tokio::test]
+async fn a_burst_of_veths_lets_the_counters_through_after_a_streak() {
+    let links = [veth(41)];
+    let (mut syncer, mut calls, mut gate) = gated_syncer(&links);
+    syncer.datapath.record_counters = true;
+    // Only the read that follows a write may show here (see above).
+    syncer.counters_read = Instant::now() + Duration::from_secs(3600);
+    let (link_events, events) = mpsc::unbounded_channel();
+    let during_write = link_events.clone();
+    let burst: Vec<InterfaceIndex> = (100..).take(2 * LINK_STREAK + 1).collect();
+    let sent = burst.clone();
+    syncer.datapath.during_apply = Some(Box::new(move || {
+        for index in sent {
+            let _ = during_write.send(LinkEvent::Added(veth(index)));
+        }
+    }));
+    let (_, gate) = with_loop_on(syncer, (link_events, events), |inputs| async move {
+        inputs.snapshots.send_replace(synced(cluster_of(1)));
+        assert_eq!(gate.next_start().await, 1);
+        gate.release_one();
+        let seen = calls_until(&mut calls, "programs_ahead").await;
+        let attached_first = seen.iter().filter(|c| c.starts_with("attach pwt1")).count();
+        assert_eq!(
+            attached_first, LINK_STREAK,
+            "the counters owed since the write go after one streak of the burst: {seen:?}"
+        );
+        let last = format!("attach pwt{}", burst[burst.len() - 1]);
+        let rest = calls_until(&mut calls, &last).await;
+        assert_eq!(
+            rest.iter().filter(|c| c.starts_with("attach pwt1")).count(),
+            burst.len() - LINK_STREAK,
+            "then the rest of the burst: {rest:?}"
+        );
+        gate
+    })
+    .await;
+    drop(gate);
 }
 
 /// A link watch that fails at every call.
