@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use policy_agent::{
+    agent::run::pin_dir,
     dataplane::{object, Datapath, LoadOptions},
     lab::netns::in_netns,
     model::ObjectRef,
@@ -21,9 +22,9 @@ use super::{
 #[test]
 fn another_versions_datapath_is_removed_once_the_agent_is_ready() {
     support::require_root_and_bpf();
-    let node = Node::up(&[("web", "web"), ("db", "db")], &[]);
+    let node = Node::up(&[("web", "web"), ("db", "db"), ("other", "other")], &[]);
     node.api.create_value(namespace_json(NAMESPACE, &[]));
-    for pod in ["web", "db"] {
+    for pod in ["web", "db", "other"] {
         node.create_pod(pod);
     }
     node.api
@@ -43,6 +44,7 @@ fn another_versions_datapath_is_removed_once_the_agent_is_ready() {
         .join("podwall")
         .join(format!("v{}", ABI_VERSION - 1))
         .join(&instance);
+    let _cleanup = Uninstall(older.clone());
     let object = object::find().unwrap_or_else(|e| panic!("{e}"));
     in_netns(node.net.node_netns(), || {
         let (mut datapath, _) = Datapath::open_pinned(&object, &LoadOptions::default(), &older)
@@ -63,8 +65,30 @@ fn another_versions_datapath_is_removed_once_the_agent_is_ready() {
         || !older.exists(),
     );
     node.expect(
-        "allowed once the older programs are gone",
-        &[("web", "db", true)],
+        "allowed once the older programs are gone, and this version still enforces",
+        &[("web", "db", true), ("other", "db", false)],
+    );
+    let own_links = pin_dir(&instance).join("links");
+    let pinned = std::fs::read_dir(&own_links)
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert!(
+        pinned >= 4,
+        "this version's links stay pinned ({pinned} under {})",
+        own_links.display()
     );
     assert!(agent.terminate(), "policy-agent run exits 0 on SIGTERM");
+}
+
+/// Removes the older datapath's pins (and its empty version directory) however
+/// the test ends.
+struct Uninstall(std::path::PathBuf);
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = Datapath::uninstall(&self.0);
+        if let Some(version) = self.0.parent() {
+            let _ = std::fs::remove_dir(version);
+        }
+    }
 }

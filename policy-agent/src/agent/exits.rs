@@ -43,5 +43,12 @@ impl<D: Dataplane> Syncer<D> {
                 }
             }
         }
+        let attached = self.datapath.exits();
+        self.health.set_exits_attached(
+            self.datapath.node_sockets_attached()
+                && wanted
+                    .iter()
+                    .all(|index| attached.contains(index) || !self.links.contains_key(index)),
+        );
     }
 }

@@ -35,6 +35,7 @@ struct State {
     http: Option<String>,
     identity_conflicts: Vec<String>,
     programs_ahead: Vec<String>,
+    exits_attached: bool,
 }
 
 /// The agent's health, set by the loop and read by `/healthz` and `/readyz`.
@@ -55,6 +56,7 @@ impl Health {
                 synced: false,
                 stale: None,
                 programmed: false,
+                exits_attached: false,
                 pods_without_programs: 0,
                 refused: Vec::new(),
                 not_converted: Vec::new(),
@@ -115,6 +117,18 @@ impl Health {
     /// The identity conflicts of the last plan (`plan::Conflict`'s text, one each).
     pub fn set_identity_conflicts(&self, conflicts: Vec<String>) {
         self.lock().identity_conflicts = conflicts;
+    }
+
+    /// Whether the last pass left `node_sockets` and every exit's classifiers
+    /// attached (not part of readiness: a failed exit attach is retried and
+    /// logged; `agent::versions` waits for it before removing another version's).
+    pub fn set_exits_attached(&self, attached: bool) {
+        self.lock().exits_attached = attached;
+    }
+
+    /// What the last pass said of the exits (`set_exits_attached`).
+    pub fn exits_attached(&self) -> bool {
+        self.lock().exits_attached
     }
 
     /// The programs running ahead of podwall's, one line each.

@@ -74,7 +74,14 @@ pub fn lock_path(instance: &str) -> PathBuf {
 impl InstanceLock {
     /// Takes the lock of `instance` without waiting.
     pub fn acquire(instance: &str) -> Result<Self, LockError> {
-        let path = lock_path(instance);
+        Self::acquire_at(lock_path(instance), instance)
+    }
+
+    /// Takes the lock file `path` of `instance` without waiting (another
+    /// datapath version's lock: `agent::versions`). The lock is the file's: it
+    /// holds across PID namespaces (agents in other pods) where `/proc/locks`
+    /// cannot name the holder.
+    pub fn acquire_at(path: PathBuf, instance: &str) -> Result<Self, LockError> {
         let io = |source| LockError::Io {
             path: path.clone(),
             source,

@@ -89,6 +89,19 @@ pub enum RunError {
     NoBpffs(PathBuf),
 }
 
+/// Checks an instance name (`--instance`): one path component of letters,
+/// digits, `.`, `_` and `-`, not `.` or `..`, since it names directories under
+/// `/sys/fs/bpf/podwall/v{ABI}` and `/run/podwall/v{ABI}` that are removed whole.
+pub fn check_instance(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name == "." || name == ".." || !name.chars().all(allowed) {
+        return Err(format!(
+            "instance {name:?}: use letters, digits, '.', '_' and '-' (not '.' or '..')"
+        ));
+    }
+    Ok(())
+}
+
 /// The pin directory of `instance`: `/sys/fs/bpf/podwall/v{ABI}/<instance>`.
 pub fn pin_dir(instance: &str) -> PathBuf {
     FlowPaths::system().pins_root().join(instance)
@@ -173,4 +186,19 @@ pub async fn run(
         tracing::warn!(error = %causes(&error), "the HTTP server task failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_instance;
+
+    #[test]
+    fn an_instance_is_one_plain_path_component() {
+        for good in ["agent", "bench-memory-12", "pwlab.a_b"] {
+            assert_eq!(check_instance(good), Ok(()), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "x\0"] {
+            assert!(check_instance(bad).is_err(), "{bad:?}");
+        }
+    }
 }

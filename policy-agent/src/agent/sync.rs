@@ -122,7 +122,7 @@ pub struct Syncer<D: Dataplane = Datapath> {
     config: SyncConfig,
     pub(super) datapath: D,
     pub(super) metrics: Arc<Metrics>,
-    health: Arc<Health>,
+    pub(super) health: Arc<Health>,
     /// Links of this namespace, by index (from the link watch).
     pub(super) links: BTreeMap<InterfaceIndex, Link>,
     /// The last plan's pod bridges: whose veth ports `attach_new` takes.

@@ -4,14 +4,15 @@
 //! (`/sys/fs/bpf/podwall/v<N>/<instance>`), and an agent adopts only its own
 //! version's. After an upgrade (or a rollback) the previous agent's programs stay
 //! attached next to this agent's: podwall's own go first and pass what they allow
-//! on to the next program, so the older programs still judge every packet podwall
+//! on to the next program, so the other programs still judge every packet podwall
 //! allows, against their last, frozen tables, and a policy that allows more since
 //! then would stay cut short there. So once this agent is ready (every local pod
-//! attached, the first sync written: no moment without enforcement), it removes
-//! every other version's datapath of its instance: links detached, pins, state
-//! and names gone. An agent of that version that still runs the instance (it
-//! holds that version's instance lock, as during a rolling update with a surge)
-//! keeps its datapath until it stops; this agent looks again later.
+//! attached, the first sync written) and its exits and `node_sockets` are
+//! attached, it removes every other version's datapath of its instance: links
+//! detached, pins, state and names gone. It takes that version's instance lock
+//! for the removal (the file's `flock`, which holds across the PID namespaces of
+//! agents in other pods): an agent of that version that still runs the instance
+//! holds it and keeps its datapath until it stops; this agent looks again later.
 
 use std::{
     fs,
@@ -22,11 +23,15 @@ use std::{
 
 use policy_common::ABI_VERSION;
 
-use super::health::Health;
+use super::{
+    health::Health,
+    lock::{InstanceLock, LockError},
+    run::check_instance,
+};
 use crate::{
     causes::causes,
     dataplane::{version_of, Datapath, DataplaneError},
-    telemetry::flows::publish::{flock_holder, FlowPaths, AGENT_LOCK_FILE},
+    telemetry::flows::publish::{FlowPaths, AGENT_LOCK_FILE},
 };
 
 /// How often a ready agent looks again while another version's agent still runs.
@@ -51,66 +56,101 @@ pub struct OtherVersion {
 pub enum Outcome {
     /// Its links are detached and its files removed.
     Removed,
-    /// An agent of that version holds its instance lock (pid as this process sees
-    /// it, 0 if not visible): left alone.
-    StillRunning(u32),
+    /// An agent of that version holds its instance lock: left alone.
+    StillRunning,
+}
+
+/// Why another version's datapath could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    /// Its instance lock could not be made or taken.
+    #[error(transparent)]
+    Lock(LockError),
+    /// Detaching its links or removing its pins failed.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// A file of its run directory could not be removed.
+    #[error("removing {}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The datapaths of `instance` of every version but this build's, under `paths`
-/// (a version counts if it has pins or a run directory for the instance).
+/// (a version counts if it has pins or a run directory for the instance; links
+/// and anything but real directories named `v<N>` are passed over).
 pub fn other_versions(paths: &FlowPaths, instance: &str) -> Vec<OtherVersion> {
+    if check_instance(instance).is_err() {
+        return Vec::new();
+    }
     let pins_parent = paths.bpffs.join("podwall");
-    let mut versions: Vec<u32> = [pins_parent.as_path(), paths.run_root.as_path()]
+    let mut found: Vec<(u32, String)> = [pins_parent.as_path(), paths.run_root.as_path()]
         .into_iter()
         .flat_map(|root| versions_with(root, instance))
-        .filter(|version| *version != ABI_VERSION)
+        .filter(|(version, _)| *version != ABI_VERSION)
         .collect();
-    versions.sort_unstable();
-    versions.dedup();
-    versions
+    found.sort_unstable();
+    found.dedup();
+    found
         .into_iter()
-        .map(|version| OtherVersion {
+        .map(|(version, name)| OtherVersion {
             version,
-            pin_dir: pins_parent.join(format!("v{version}")).join(instance),
-            run_dir: paths.run_root.join(format!("v{version}")).join(instance),
+            pin_dir: pins_parent.join(&name).join(instance),
+            run_dir: paths.run_root.join(&name).join(instance),
         })
         .collect()
 }
 
-/// The versions `v<N>` under `root` that have an `instance` directory.
-fn versions_with(root: &Path, instance: &str) -> Vec<u32> {
+/// The version directories (`v<N>`, as named) under `root` that have an
+/// `instance` directory; neither may be a symbolic link.
+fn versions_with(root: &Path, instance: &str) -> Vec<(u32, String)> {
     let Ok(entries) = fs::read_dir(root) else {
         return Vec::new();
     };
     entries
         .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
         .filter_map(|entry| {
-            let version = version_of(&entry.file_name().to_string_lossy())?;
-            entry.path().join(instance).is_dir().then_some(version)
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let version = version_of(&name)?;
+            let own = fs::symlink_metadata(entry.path().join(instance)).ok()?;
+            own.is_dir().then_some((version, name))
         })
         .collect()
 }
 
-/// Removes `other` unless an agent of its version still holds its lock.
-pub fn remove(other: &OtherVersion) -> Result<Outcome, DataplaneError> {
-    if let Some(pid) = flock_holder(&other.run_dir.join(AGENT_LOCK_FILE)) {
-        return Ok(Outcome::StillRunning(pid));
-    }
-    if other.pin_dir.exists() {
+/// Removes `other` (of `instance`) holding its instance lock, unless an agent of
+/// its version holds that lock.
+pub fn remove(other: &OtherVersion, instance: &str) -> Result<Outcome, RemoveError> {
+    let lock = match InstanceLock::acquire_at(other.run_dir.join(AGENT_LOCK_FILE), instance) {
+        Ok(lock) => lock,
+        Err(LockError::Busy { .. }) => return Ok(Outcome::StillRunning),
+        Err(error) => return Err(RemoveError::Lock(error)),
+    };
+    if fs::symlink_metadata(&other.pin_dir).is_ok_and(|meta| meta.is_dir()) {
         Datapath::uninstall(&other.pin_dir)?;
     }
-    match fs::remove_dir_all(&other.run_dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(DataplaneError::Pinned {
-                path: other.run_dir.clone(),
-                what: "removing another version's run directory".into(),
-                os_error: e.raw_os_error(),
-                source: Some(Box::new(e)),
-            })
+    // The rest of its run directory (its names file), then the lock file.
+    for entry in fs::read_dir(&other.run_dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_name() == AGENT_LOCK_FILE {
+            continue;
         }
+        let removed = if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(|source| RemoveError::Io {
+            path: path.clone(),
+            source,
+        })?;
     }
+    lock.remove_file();
     // The version directories go once no instance is left in them.
     for dir in [other.pin_dir.parent(), other.run_dir.parent()]
         .into_iter()
@@ -121,47 +161,64 @@ pub fn remove(other: &OtherVersion) -> Result<Outcome, DataplaneError> {
     Ok(Outcome::Removed)
 }
 
+/// What `remove_all` saw last of each version, so a repeated look logs only
+/// what changed.
+type Seen = Vec<(u32, String)>;
+
 /// Removes every other version's datapath of `instance`; true if one is left
-/// (its agent still runs).
-fn remove_all(paths: &FlowPaths, instance: &str) -> bool {
-    let mut left = false;
+/// (its agent still runs, or removing it failed). Logs what differs from `seen`.
+fn remove_all(paths: &FlowPaths, instance: &str, seen: &mut Seen) -> bool {
+    let mut now = Seen::new();
     for other in other_versions(paths, instance) {
-        match remove(&other) {
-            Ok(Outcome::Removed) => tracing::info!(
-                version = other.version,
-                pins = %other.pin_dir.display(),
-                "removed the datapath another podwall version left for this instance"
-            ),
-            Ok(Outcome::StillRunning(pid)) => {
-                left = true;
+        let said = match remove(&other, instance) {
+            Ok(Outcome::Removed) => {
                 tracing::info!(
                     version = other.version,
-                    pid,
-                    "an agent of another podwall version still runs this instance; its datapath stays until it stops"
+                    pins = %other.pin_dir.display(),
+                    "removed the datapath another podwall version left for this instance"
                 );
+                continue;
             }
-            Err(error) => {
-                left = true;
-                tracing::warn!(version = other.version, error = %causes(&error), "cannot remove another version's datapath");
-            }
+            Ok(Outcome::StillRunning) => "still running".to_string(),
+            Err(error) => causes(&error).to_string(),
+        };
+        if !seen.contains(&(other.version, said.clone())) {
+            tracing::warn!(
+                version = other.version,
+                pins = %other.pin_dir.display(),
+                what = %said,
+                "another podwall version's datapath of this instance stays for now (an agent of that version holds its lock, or removing it failed); looking again every minute"
+            );
         }
+        now.push((other.version, said));
     }
+    let left = !now.is_empty();
+    *seen = now;
     left
 }
 
-/// Waits until the agent is ready, then removes other versions' datapaths of
-/// `instance`, looking again every `LOOK_AGAIN` while one is left.
+/// Waits until the agent is ready and its exits are attached, then removes
+/// other versions' datapaths of `instance`, looking again every `LOOK_AGAIN`
+/// while one is left.
 pub async fn remove_when_ready(paths: FlowPaths, instance: String, health: Arc<Health>) {
-    while health.readiness().is_err() {
+    while health.readiness().is_err() || !health.exits_attached() {
         tokio::time::sleep(READY_POLL).await;
     }
+    let mut seen = Seen::new();
     loop {
-        let (paths, instance) = (paths.clone(), instance.clone());
-        let left = tokio::task::spawn_blocking(move || remove_all(&paths, &instance))
-            .await
-            .unwrap_or(true);
-        if !left {
-            return;
+        let (paths, instance, mut looked) = (paths.clone(), instance.clone(), seen);
+        let result = tokio::task::spawn_blocking(move || {
+            let left = remove_all(&paths, &instance, &mut looked);
+            (left, looked)
+        })
+        .await;
+        match result {
+            Ok((false, _)) => return,
+            Ok((true, looked)) => seen = looked,
+            Err(error) => {
+                tracing::warn!(error = %causes(&error), "removing other versions' datapaths stopped");
+                seen = Seen::new();
+            }
         }
         tokio::time::sleep(LOOK_AGAIN).await;
     }
@@ -194,10 +251,27 @@ mod tests {
         ] {
             fs::create_dir_all(root.path().join(dir)).unwrap_or_else(|e| panic!("{e}"));
         }
+        // Links are passed over: a version directory that is one (to this
+        // version's pins), and an instance directory that is one.
+        std::os::unix::fs::symlink(
+            root.path().join(format!("bpffs/podwall/{current}")),
+            root.path().join("bpffs/podwall/v6"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        fs::create_dir_all(root.path().join("bpffs/podwall/v2")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(
+            root.path().join(format!("bpffs/podwall/{current}/agent")),
+            root.path().join("bpffs/podwall/v2/agent"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let found = other_versions(&paths, "agent");
         assert_eq!(found.iter().map(|o| o.version).collect::<Vec<_>>(), [3, 5]);
         assert_eq!(found[0].pin_dir, root.path().join("bpffs/podwall/v3/agent"));
         assert_eq!(found[1].run_dir, root.path().join("run/v5/agent"));
+        // Names that are not one plain path component find nothing.
+        for bad in ["", ".", "..", "a/b", "../agent"] {
+            assert!(other_versions(&paths, bad).is_empty(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -214,15 +288,18 @@ mod tests {
         fs::write(root.path().join("run/v4/agent/names.json"), "{}")
             .unwrap_or_else(|e| panic!("{e}"));
         let found = other_versions(&paths, "agent");
-        assert!(matches!(remove(&found[0]), Ok(Outcome::StillRunning(_))));
+        assert!(matches!(
+            remove(&found[0], "agent"),
+            Ok(Outcome::StillRunning)
+        ));
         assert!(root.path().join("run/v3/agent").exists());
-        assert_eq!(remove(&found[1]).ok(), Some(Outcome::Removed));
+        assert!(matches!(remove(&found[1], "agent"), Ok(Outcome::Removed)));
         assert!(
             !root.path().join("run/v4").exists(),
             "the empty version directory goes too"
         );
         drop(held);
-        assert_eq!(remove(&found[0]).ok(), Some(Outcome::Removed));
+        assert!(matches!(remove(&found[0], "agent"), Ok(Outcome::Removed)));
         assert!(other_versions(&paths, "agent").is_empty());
     }
 }

@@ -53,7 +53,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = HttpLimits::default().max_age.as_secs())]
     http_max_age_s: u64,
     /// Name of this agent's pin directory, /sys/fs/bpf/podwall/v<ABI>/<instance>.
-    #[arg(long, default_value = "agent")]
+    #[arg(long, default_value = "agent", value_parser = parse_instance)]
     instance: String,
     /// Put every policy in audit mode: nothing is dropped; would-be drops are
     /// counted and reported.
@@ -83,7 +83,7 @@ pub struct RunArgs {
 #[derive(Args)]
 pub struct UninstallArgs {
     /// The agent instance whose pinned datapath to remove.
-    #[arg(long, default_value = "agent")]
+    #[arg(long, default_value = "agent", value_parser = parse_instance)]
     instance: String,
     /// If an agent runs this instance, stop it first (SIGTERM, then wait for it to
     /// exit) instead of refusing. A DaemonSet restarts its agent, which installs
@@ -180,4 +180,9 @@ pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
         println!("nothing pinned under {}", dir.display());
     }
     Ok(())
+}
+
+/// `--instance`: a name `agent::run::check_instance` accepts.
+fn parse_instance(name: &str) -> Result<String, String> {
+    crate::agent::run::check_instance(name).map(|()| name.to_string())
 }

@@ -17,7 +17,8 @@
 //!   (`BPF_LINK_DETACH`, `sys.rs`), so enforcement ends when `detach` or
 //!   `uninstall` returns.
 //!
-//! Beside them, in `/run/podwall/v{ABI}/<instance>/state.json` (or under
+//! Beside them, in `/run/podwall/v<N>/<instance>/state.json` (`v<N>` as the pin
+//! directory's parent names it, `v{ABI}` for this build's; or under
 //! `$PODWALL_RUN_DIR`, the root `policy-agent flows` reads names from), the rule
 //! counter slots (`slots::SlotState`): the maps hold each entry's slot, but not
 //! which rule by name it belongs to, and a slot must keep its rule across a
