@@ -133,11 +133,16 @@ fn an_over_cap_policy_and_ten_thousand_idle_connections_do_not_stop_a_policy_cha
         .get("/metrics")
         .unwrap_or_else(|| panic!("no /metrics"));
     assert!(metric(&text, "podwall_http_connections") <= 64, "{text}");
-    assert!(
+    // Each beyond the cap was closed: evicted by a newer one, or, when opening
+    // 10,000 takes longer than the header timeout on a busy machine, timed out.
+    let closed = |reason: &str| {
         metric(
             &text,
-            "podwall_http_connections_closed_total{reason=\"evicted\"}"
-        ) >= connections - 64,
+            &format!("podwall_http_connections_closed_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert!(
+        closed("evicted") + closed("header_timeout") >= connections - 64,
         "{text}"
     );
 
