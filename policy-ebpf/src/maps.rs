@@ -398,13 +398,10 @@ pub(crate) fn policy(
     // SAFETY: this CPU's scratch slot (`POLICY_KEYS`); both keys are written whole
     // before each lookup, and each value found is copied out at once.
     unsafe {
-        (*keys).set = RuleSetKey {
-            bank,
-            endpoint_id,
-            class_id,
-            direction,
-            pad: [0; 3],
-        };
+        (*keys).set.bank = bank;
+        (*keys).set.endpoint_id = endpoint_id;
+        (*keys).set.class_id = class_id;
+        write_padded(core::ptr::addr_of_mut!((*keys).set.direction), direction);
         let rule_set = match RULE_SETS.get(&(*keys).set).copied() {
             Some(rule_set) => rule_set,
             None => {
@@ -425,6 +422,31 @@ pub(crate) fn policy(
         POLICY.get(&(*keys).rule).copied()
     }
 }
+
+/// Writes `value` into a byte field followed by three bytes of explicit padding,
+/// zeroing them, with one 4-byte store: a struct literal's `pad: [0; 3]` becomes a
+/// call to a byte-by-byte `memset` in BPF.
+///
+/// # Safety
+/// `field` must be valid for writes of 4 bytes, 4-byte aligned, and followed by
+/// the 3 padding bytes of its struct (the layouts below are asserted).
+#[inline(always)]
+pub(crate) unsafe fn write_padded(field: *mut u8, value: u8) {
+    // SAFETY: the caller's promise. `from_ne_bytes` puts `value` first in memory
+    // whatever the byte order.
+    unsafe { (field as *mut u32).write(u32::from_ne_bytes([value, 0, 0, 0])) }
+}
+
+// What `write_padded` relies on at its callers: each field is 4-byte aligned in a
+// 4-byte aligned struct and its `[u8; 3]` padding follows it.
+const _: () = assert!(
+    core::mem::offset_of!(RuleSetKey, direction) % 4 == 0
+        && core::mem::offset_of!(RuleSetKey, pad) == core::mem::offset_of!(RuleSetKey, direction) + 1
+        && core::mem::align_of::<RuleSetKey>() >= 4
+        && core::mem::offset_of!(CtValue, state) % 4 == 0
+        && core::mem::offset_of!(CtValue, pad) == core::mem::offset_of!(CtValue, state) + 1
+        && core::mem::align_of::<CtValue>() >= 4
+);
 
 /// Adds one to a verdict counter.
 #[inline(always)]
