@@ -12,7 +12,7 @@
 //! `source_ifindex`); `pod_ingress` and `pod_egress` use 272 bytes each; on top of
 //! them `service::source_tracked` 168 (plus `judge::judge` 64) is the deepest
 //! chain, 504 bytes, so **8 bytes are left**: new per-packet work goes into a
-//! subprogram called outside that chain (as `events::report`, `check_destination`,
+//! subprogram called outside that chain (as `events::emit`, `check_destination`,
 //! `stays_on_node`, `ct::related` 128, `arp::check` 104, `frag::remember_first` 64
 //! and `frag::resolve_non_first` 44 are) or pays for itself. Measured with
 //! `llvm-objdump -d` (deepest `r10 - N` per function); the verifier's "combined
@@ -441,7 +441,8 @@ pub(crate) unsafe fn write_padded(field: *mut u8, value: u8) {
 // 4-byte aligned struct and its `[u8; 3]` padding follows it.
 const _: () = assert!(
     core::mem::offset_of!(RuleSetKey, direction) % 4 == 0
-        && core::mem::offset_of!(RuleSetKey, pad) == core::mem::offset_of!(RuleSetKey, direction) + 1
+        && core::mem::offset_of!(RuleSetKey, pad)
+            == core::mem::offset_of!(RuleSetKey, direction) + 1
         && core::mem::align_of::<RuleSetKey>() >= 4
         && core::mem::offset_of!(CtValue, state) % 4 == 0
         && core::mem::offset_of!(CtValue, pad) == core::mem::offset_of!(CtValue, state) + 1
