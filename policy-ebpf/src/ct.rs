@@ -63,6 +63,7 @@
 
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
+    mem::MaybeUninit,
     ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
 };
 
@@ -223,8 +224,7 @@ fn overwrite(entry: *mut CtValue, value: &CtValue) {
         (*entry).created_ns = value.created_ns;
         (*entry).last_seen_ns = value.last_seen_ns;
         (*entry).counter_slot = value.counter_slot;
-        (*entry).state = value.state;
-        (*entry).pad = value.pad;
+        maps::write_padded(addr_of_mut!((*entry).state), value.state);
     }
     set_verdict(entry, value.flags, value.generation);
 }
@@ -574,14 +574,19 @@ fn track_entry(site: Site, flow: &Flow, counter_slot: u32, flags: u32, generatio
     let ifindex = site.ifindex;
     let now = now();
     let key = key(ifindex, site.direction, flow, false);
-    let value = CtValue {
-        created_ns: now,
-        last_seen_ns: now,
-        counter_slot,
-        flags,
-        state: initial_state(flow),
-        pad: [0; 3],
-        generation,
+    // Field by field, the state and its padding in one store (`maps::write_padded`).
+    let mut value = MaybeUninit::<CtValue>::uninit();
+    let at = value.as_mut_ptr();
+    // SAFETY: writes to the fields of this frame's `CtValue` slot, every one of
+    // its 32 bytes (`pad` with `state`), before it is read.
+    let value = unsafe {
+        addr_of_mut!((*at).created_ns).write(now);
+        addr_of_mut!((*at).last_seen_ns).write(now);
+        addr_of_mut!((*at).counter_slot).write(counter_slot);
+        addr_of_mut!((*at).flags).write(flags);
+        maps::write_padded(addr_of_mut!((*at).state), initial_state(flow));
+        addr_of_mut!((*at).generation).write(generation);
+        value.assume_init()
     };
     // A key in the table is counted already: overwritten in place.
     if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {

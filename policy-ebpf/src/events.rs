@@ -87,14 +87,21 @@ fn take_token(bucket: Option<*mut TokenBucket>, events_burst: u32, events_per_se
 
 /// Reports the packet `facts` describes as `verdict` (`EVENT_*`), landed in `stat`,
 /// `packet_len` bytes long; an `EVENT_ALLOWED` only when the agent asked for allows.
-/// A BPF subprogram of its own: its buckets' keys and values stay off the
-/// classifier's frame, which `decide`'s deepest call chain shares (`maps.rs`).
-#[inline(never)]
+/// That check is inlined at the caller, so the packet that decides an allowed flow
+/// makes no call when allows are not reported (the default).
+#[inline(always)]
 pub(crate) fn report(facts: &Facts, verdict: u8, stat: u32, packet_len: u32) {
-    let flags = maps::config(|c| c.flags);
-    if verdict == EVENT_ALLOWED && flags & CONFIG_FLAG_ALLOW_EVENTS == 0 {
+    if verdict == EVENT_ALLOWED && maps::config(|c| c.flags) & CONFIG_FLAG_ALLOW_EVENTS == 0 {
         return;
     }
+    emit(facts, verdict, stat, packet_len);
+}
+
+/// `report` past its check. A BPF subprogram of its own: its buckets' keys and
+/// values stay off the classifier's frame, which `decide`'s deepest call chain
+/// shares (`maps.rs`).
+#[inline(never)]
+fn emit(facts: &Facts, verdict: u8, stat: u32, packet_len: u32) {
     let (burst, rate) = maps::config(|c| {
         (
             c.events_per_endpoint_burst,

@@ -77,18 +77,15 @@ use crate::{
     clock, counters, ct,
     facts::Counter,
     maps,
-    parse::{ETH_HLEN, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_SYN},
+    parse::{
+        ETH_HLEN, IPPROTO_TCP, IPV4_FRAGMENTED, IPV4_MAPPED, IPV4_PLAIN, TCP_FLAG_ACK, TCP_FLAG_SYN,
+    },
     service,
 };
 
 const ETH_P_IP: u16 = EtherType::Ipv4 as u16;
 const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
 const IPPROTO_UDP: u8 = IpProto::Udp as u8;
-/// Version 4, a 20-byte header: the only IPv4 first byte taken here.
-const IPV4_PLAIN: u8 = 0x45;
-/// The flags and fragment offset field, less Don't Fragment: more fragments and
-/// the offset.
-const IPV4_FRAGMENTED: u8 = 0x3f;
 /// The TCP header up to and with its flags byte; UDP needs its ports only.
 const TCP_NEEDED: usize = offset_of!(TcpHdr, _bitfield_1) + 2;
 const UDP_NEEDED: usize = 4;
@@ -194,12 +191,9 @@ unsafe fn parse(ctx: &TcContext, ifindex: u32, direction: u8, key: *mut CtKey) -
     Some(flags)
 }
 
-/// `::ffff:0:0/96`'s third word as it sits in memory: the IPv4-mapped prefix.
-const IPV4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
-
 /// Whether an IPv6 address (as four words in memory order) is IPv4-mapped.
 #[inline(always)]
-fn ipv4_mapped(words: &[u32; 4]) -> bool {
+pub(crate) fn ipv4_mapped(words: &[u32; 4]) -> bool {
     words[0] == 0 && words[1] == 0 && words[2] == IPV4_MAPPED
 }
 
@@ -236,7 +230,7 @@ unsafe fn set_address(field: *mut [u8; 16], words: [u32; 4]) {
 /// `at..at + 4` must lie within packet data the caller checked against
 /// `data_end` (the verifier rejects the program otherwise).
 #[inline(always)]
-unsafe fn word(at: usize) -> u32 {
+pub(crate) unsafe fn word(at: usize) -> u32 {
     let value: u64;
     // One BPF load: packet data may be read at any alignment, which Rust's
     // `read_unaligned` would split into four byte loads.
@@ -254,7 +248,7 @@ unsafe fn word(at: usize) -> u32 {
 /// # Safety
 /// As `word`, for `at..at + 16`.
 #[inline(always)]
-unsafe fn words(at: usize) -> [u32; 4] {
+pub(crate) unsafe fn words(at: usize) -> [u32; 4] {
     [word(at), word(at + 4), word(at + 8), word(at + 12)]
 }
 

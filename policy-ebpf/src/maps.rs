@@ -12,11 +12,19 @@
 //! `source_ifindex`); `pod_ingress` and `pod_egress` use 272 bytes each; on top of
 //! them `service::source_tracked` 168 (plus `judge::judge` 64) is the deepest
 //! chain, 504 bytes, so **8 bytes are left**: new per-packet work goes into a
-//! subprogram called outside that chain (as `events::report`, `check_destination`,
+//! subprogram called outside that chain (as `events::emit`, `check_destination`,
 //! `stays_on_node`, `ct::related` 128, `arp::check` 104, `frag::remember_first` 64
 //! and `frag::resolve_non_first` 44 are) or pays for itself. Measured with
 //! `llvm-objdump -d` (deepest `r10 - N` per function); the verifier's "combined
-//! stack size" agrees.
+//! stack size" agrees. Those figures predate the direct-access parse
+//! (`parse::plain`), the inlined event check and the padded stores
+//! (`write_padded`), after which the deepest `r10 - N` grew from 256 to 272
+//! (`pod_ingress`), 256 to 288 (`pod_egress`) and 64 to 72 (`judge::judge`);
+//! by the verifier's count (frames rounded up), `pod_ingress`'s chain through
+//! `service::source_tracked` and `judge::judge` is now exactly 512 bytes,
+//! **none left**: 8 bytes more in `judge` still fit its rounding, 16 make it
+//! "combined stack size of 3 calls is 528. Too large". Nothing more goes on that
+//! chain's frames.
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
@@ -398,13 +406,10 @@ pub(crate) fn policy(
     // SAFETY: this CPU's scratch slot (`POLICY_KEYS`); both keys are written whole
     // before each lookup, and each value found is copied out at once.
     unsafe {
-        (*keys).set = RuleSetKey {
-            bank,
-            endpoint_id,
-            class_id,
-            direction,
-            pad: [0; 3],
-        };
+        (*keys).set.bank = bank;
+        (*keys).set.endpoint_id = endpoint_id;
+        (*keys).set.class_id = class_id;
+        write_padded(core::ptr::addr_of_mut!((*keys).set.direction), direction);
         let rule_set = match RULE_SETS.get(&(*keys).set).copied() {
             Some(rule_set) => rule_set,
             None => {
@@ -425,6 +430,32 @@ pub(crate) fn policy(
         POLICY.get(&(*keys).rule).copied()
     }
 }
+
+/// Writes `value` into a byte field followed by three bytes of explicit padding,
+/// zeroing them, with one 4-byte store: a struct literal's `pad: [0; 3]` becomes a
+/// call to a byte-by-byte `memset` in BPF.
+///
+/// # Safety
+/// `field` must be valid for writes of 4 bytes, 4-byte aligned, and followed by
+/// the 3 padding bytes of its struct (the layouts below are asserted).
+#[inline(always)]
+pub(crate) unsafe fn write_padded(field: *mut u8, value: u8) {
+    // SAFETY: the caller's promise. `from_ne_bytes` puts `value` first in memory
+    // whatever the byte order.
+    unsafe { (field as *mut u32).write(u32::from_ne_bytes([value, 0, 0, 0])) }
+}
+
+// What `write_padded` relies on at its callers: each field is 4-byte aligned in a
+// 4-byte aligned struct and its `[u8; 3]` padding follows it.
+const _: () = assert!(
+    core::mem::offset_of!(RuleSetKey, direction) % 4 == 0
+        && core::mem::offset_of!(RuleSetKey, pad)
+            == core::mem::offset_of!(RuleSetKey, direction) + 1
+        && core::mem::align_of::<RuleSetKey>() >= 4
+        && core::mem::offset_of!(CtValue, state) % 4 == 0
+        && core::mem::offset_of!(CtValue, pad) == core::mem::offset_of!(CtValue, state) + 1
+        && core::mem::align_of::<CtValue>() >= 4
+);
 
 /// Adds one to a verdict counter.
 #[inline(always)]

@@ -1,5 +1,9 @@
-//! Packet parsing with `bpf_skb_load_bytes`: every read is bounds-checked by the
-//! kernel and works on non-linear skbs; a read past the end is `STAT_DROP_MALFORMED`.
+//! Packet parsing. The common packet (IPv4 with a 20-byte header and IPv6 without
+//! extension headers, not fragmented, carrying TCP or UDP, its headers in the
+//! skb's linear data) is read with direct packet access (`plain`); every other
+//! one with `bpf_skb_load_bytes`, whose reads are bounds-checked by the kernel and
+//! work on non-linear skbs; a read past the end is `STAT_DROP_MALFORMED`. Both
+//! read the same `Flow` from a packet both can read.
 //!
 //! Only what is parsed passes: `l3` admits IPv4, IPv6 and ARP frames and drops the
 //! rest with a reason of its own (a VLAN tag in the frame, another EtherType); the
@@ -209,6 +213,12 @@ impl Packet {
 }
 
 /// The fields of an IP packet policy and conntrack look at, in network byte order.
+///
+/// `repr(C)`, 4-byte aligned, no implicit padding: the addresses sit at 4-byte
+/// boundaries, so they are written and copied a word at a time (an address of
+/// unknown alignment becomes byte-by-byte stores), and a copy of the whole never
+/// moves an undefined byte.
+#[repr(C, align(4))]
 pub(crate) struct Flow {
     /// Source address; IPv4 as `::ffff:a.b.c.d`.
     pub saddr: [u8; 16],
@@ -216,6 +226,10 @@ pub(crate) struct Flow {
     pub daddr: [u8; 16],
     pub sport_be: u16,
     pub dport_be: u16,
+    /// An ICMP error (v4 types 3, 11, 12) or ICMPv6 error (types 1-4) of the
+    /// packet's own family: the offset of the IP header it quotes (`quoted` reads
+    /// it); 0 for any other packet (offset 0 is the Ethernet header, never a quote).
+    pub quote_at: u16,
     /// The upper-layer protocol (after IPv6 extension headers).
     pub protocol: u8,
     /// The packet is IPv6 (addresses are then not IPv4-mapped).
@@ -223,11 +237,19 @@ pub(crate) struct Flow {
     /// The TCP header's flags byte (`TCP_FLAG_*`); 0 for other protocols and for a
     /// TCP packet without its header (a non-first fragment).
     pub tcp_flags: u8,
-    /// An ICMP error (v4 types 3, 11, 12) or ICMPv6 error (types 1-4) of the
-    /// packet's own family: the offset of the IP header it quotes (`quoted` reads
-    /// it); 0 for any other packet (offset 0 is the Ethernet header, never a quote).
-    pub quote_at: u16,
+    /// Explicit padding, zero. Two fields, not `[u8; 3]`: zeroing three bytes
+    /// becomes a call to a byte-by-byte `memset` in BPF.
+    pub pad: u8,
+    pub pad_word: u16,
 }
+
+const _: () = assert!(
+    size_of::<Flow>() == 44
+        && offset_of!(Flow, saddr) == 0
+        && offset_of!(Flow, daddr) == 16
+        && offset_of!(Flow, pad) == 41
+        && offset_of!(Flow, pad_word) == 42
+);
 
 impl Flow {
     /// A flow of `protocol` with every other field zero, to be read into in place.
@@ -242,6 +264,8 @@ impl Flow {
             ipv6,
             tcp_flags: 0,
             quote_at: 0,
+            pad: 0,
+            pad_word: 0,
         }
     }
 
@@ -358,7 +382,15 @@ fn on_link_control(icmp_type: u8, hop_limit: u8, saddr: &[u8; 16], daddr: &[u8; 
 /// EtherType (or an 802.3 length) is `STAT_DROP_ETHER_TYPE`.
 #[inline(always)]
 pub(crate) fn l3(ctx: &TcContext) -> Result<L3, u32> {
-    match load::<u16>(ctx, offset_of!(EthHdr, ether_type))? {
+    let at = ctx.data();
+    let ether_type = if at + ETH_HLEN <= ctx.data_end() {
+        // SAFETY: the Ethernet header lies within [data, data_end), checked just
+        // above (the verifier checks it again); `EthHdr` is byte arrays.
+        unsafe { (*(at as *const EthHdr)).ether_type }
+    } else {
+        load::<u16>(ctx, offset_of!(EthHdr, ether_type))?
+    };
+    match ether_type {
         ETH_P_IP => Ok(L3::Ipv4),
         ETH_P_IPV6 => Ok(L3::Ipv6),
         ETH_P_ARP => Ok(L3::Arp),
@@ -382,11 +414,116 @@ pub(crate) fn packet_at<const L2: usize>(
     ipv6: bool,
     fragment: &mut Fragment,
 ) -> Result<Packet, u32> {
+    if let Some(flow) = plain::<L2>(ctx, ipv6) {
+        return Ok(Packet::Flow(flow));
+    }
     if ipv6 {
         self::ipv6::<L2>(ctx, fragment)
     } else {
         ipv4::<L2>(ctx, fragment).map(Packet::Flow)
     }
+}
+
+/// Version 4 with a 20-byte header: the only IPv4 first byte `plain` (and the
+/// conntrack fast path, `fast.rs`) takes.
+pub(crate) const IPV4_PLAIN: u8 = 0x45;
+/// The high byte of the IPv4 flags and fragment offset field, less the reserved
+/// and Don't Fragment bits: more fragments and the offset's top bits.
+pub(crate) const IPV4_FRAGMENTED: u8 = 0x3f;
+/// `::ffff:0:0/96`'s third word as it sits in memory: the IPv4-mapped prefix.
+pub(crate) const IPV4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// The common packet read with direct packet access instead of helper calls:
+/// IPv4 with a 20-byte header, not a fragment (neither more fragments nor an
+/// offset), or IPv6 without extension headers, either carrying TCP (its header
+/// up to the flags) or UDP (its ports), with every byte read in the skb's linear
+/// data and, for IPv6, neither address IPv4-mapped. The `Flow` is exactly the one
+/// `ipv4` or `ipv6` reads from such a packet (a whole packet, no quote, TCP's
+/// flags, ports of both). `None` for every other packet, which the helper-based
+/// parse then reads (and drops, when it must) as it always did.
+#[inline(always)]
+fn plain<const L2: usize>(ctx: &TcContext, ipv6: bool) -> Option<Flow> {
+    let end = ctx.data_end();
+    let ip = ctx.data() + L2;
+    // SAFETY (every unsafe read below): the bytes read lie within [data, data_end),
+    // as the bounds check before each read proves (the verifier checks it again);
+    // network-types' headers are byte arrays, read at any alignment, and
+    // `fast::word` reads with one BPF load, which packet data allows at any
+    // alignment.
+    let (l4, protocol, saddr, daddr) = if ipv6 {
+        if ip + Ipv6Hdr::LEN > end {
+            return None;
+        }
+        let head = unsafe { &*(ip as *const Ipv6Hdr) };
+        if head.vcf[0] >> 4 != 6 {
+            return None;
+        }
+        let (saddr, daddr) = unsafe {
+            (
+                crate::fast::words(ip + offset_of!(Ipv6Hdr, src_addr)),
+                crate::fast::words(ip + offset_of!(Ipv6Hdr, dst_addr)),
+            )
+        };
+        if crate::fast::ipv4_mapped(&saddr) || crate::fast::ipv4_mapped(&daddr) {
+            return None;
+        }
+        (ip + Ipv6Hdr::LEN, head.next_hdr, saddr, daddr)
+    } else {
+        if ip + Ipv4Hdr::LEN > end {
+            return None;
+        }
+        let head = unsafe { &*(ip as *const Ipv4Hdr) };
+        if head.vihl != IPV4_PLAIN || head.frags[0] & IPV4_FRAGMENTED != 0 || head.frags[1] != 0 {
+            return None;
+        }
+        let (saddr, daddr) = unsafe {
+            (
+                crate::fast::word(ip + offset_of!(Ipv4Hdr, src_addr)),
+                crate::fast::word(ip + offset_of!(Ipv4Hdr, dst_addr)),
+            )
+        };
+        (
+            ip + Ipv4Hdr::LEN,
+            head.proto,
+            [0, 0, IPV4_MAPPED, saddr],
+            [0, 0, IPV4_MAPPED, daddr],
+        )
+    };
+    let needed = if protocol == IPPROTO_TCP {
+        TCP_HEAD
+    } else if protocol == IPPROTO_UDP {
+        PORTS_LEN
+    } else {
+        return None;
+    };
+    if l4 + needed > end {
+        return None;
+    }
+    let ports = unsafe { crate::fast::word(l4) }.to_ne_bytes();
+    let tcp_flags = if protocol == IPPROTO_TCP {
+        unsafe { *((l4 + TCP_FLAGS) as *const u8) }
+    } else {
+        0
+    };
+    Some(Flow {
+        saddr: words_to_bytes(saddr),
+        daddr: words_to_bytes(daddr),
+        sport_be: u16::from_ne_bytes([ports[0], ports[1]]),
+        dport_be: u16::from_ne_bytes([ports[2], ports[3]]),
+        quote_at: 0,
+        protocol,
+        ipv6,
+        tcp_flags,
+        pad: 0,
+        pad_word: 0,
+    })
+}
+
+/// An address given as four words in memory order, as its 16 bytes.
+#[inline(always)]
+fn words_to_bytes(words: [u32; 4]) -> [u8; 16] {
+    // SAFETY: both are 16 bytes of plain data, every bit pattern valid.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) }
 }
 
 /// Classifies a packet of a link without Ethernet frames (an IP-in-IP, WireGuard

@@ -787,8 +787,16 @@ fn rows() -> Vec<Row> {
             truncated(syn_v4.clone(), 14 + 20 + 8),
         ),
         (
+            "an IPv4 TCP segment cut right before its flags byte",
+            truncated(syn_v4.clone(), 14 + 20 + 13),
+        ),
+        (
             "an IPv4 UDP datagram cut before its ports",
             truncated(v4(CLIENT_V4, SERVER_V4, UDP, &l4(UDP, 53)), 14 + 20 + 1),
+        ),
+        (
+            "an IPv4 UDP datagram cut one byte into its destination port",
+            truncated(v4(CLIENT_V4, SERVER_V4, UDP, &l4(UDP, 53)), 14 + 20 + 3),
         ),
         (
             "an IPv4 ICMP echo request cut before its identifier",
@@ -805,6 +813,14 @@ fn rows() -> Vec<Row> {
         (
             "an IPv6 TCP segment cut before its ports",
             truncated(syn_v6.clone(), 14 + 40 + 2),
+        ),
+        (
+            "an IPv6 TCP segment cut right before its flags byte",
+            truncated(syn_v6.clone(), 14 + 40 + 13),
+        ),
+        (
+            "an IPv6 UDP datagram cut one byte into its destination port",
+            truncated(v6(CLIENT_V6, SERVER_V6, UDP, &l4(UDP, 53)), 14 + 40 + 3),
         ),
         (
             "an IPv6 hop-by-hop header announced with nothing after the fixed header",
