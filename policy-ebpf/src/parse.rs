@@ -672,7 +672,9 @@ fn ports(ctx: &TcContext, protocol: u8, l4: usize) -> Result<(u16, u16), u32> {
 }
 
 /// Reads the 5-tuple of an IPv4 packet. Non-first fragments carry no L4 header: they
-/// get ports 0 here, and their datagram's from `frag::resolve`.
+/// get ports 0 here, and their datagram's from `frag::resolve`. A packet whose
+/// reading here could differ must never pass `plain`'s (and `fast::parse`'s)
+/// preconditions: a check added here is added there too.
 #[inline(always)]
 fn ipv4<const L2: usize>(ctx: &TcContext, fragment: &mut Fragment) -> Result<Flow, u32> {
     // Version/IHL, fragment offset and protocol in one helper call (each call costs
@@ -698,7 +700,8 @@ fn ipv4<const L2: usize>(ctx: &TcContext, fragment: &mut Fragment) -> Result<Flo
 /// routing header with segments left `STAT_DROP_IPV6_ROUTING_HEADER` (the packet
 /// is on its way to another destination than the one it carries).
 /// An IPv4-mapped source or destination is malformed: it would share conntrack
-/// and `ENDPOINT_ADDRS` keys with IPv4.
+/// and `ENDPOINT_ADDRS` keys with IPv4. As for `ipv4`: a check added here is
+/// added to `plain`'s and `fast::parse`'s preconditions too.
 #[inline(always)]
 fn ipv6<const L2: usize>(ctx: &TcContext, fragment: &mut Fragment) -> Result<Packet, u32> {
     if load::<u8>(ctx, L2 + offset_of!(Ipv6Hdr, vcf))? >> 4 != 6 {

@@ -497,6 +497,14 @@ fn rows() -> Vec<Row> {
         let id = fragment_frames::next_id();
         fragment_frames::fragment((from, server_of(from)), UDP, id, (0, true), data)
     };
+    // A TCP SYN's bytes as a fragment of a datagram of its own (a fresh id: the
+    // first fragment of no other row), the flags and offset field `field`.
+    let high_offset = |field: u16| {
+        let mut frame = v4_fragment(CLIENT_V4, field, 80);
+        let id = fragment_frames::next_id() as u16;
+        frame[14 + 4..14 + 6].copy_from_slice(&id.to_be_bytes());
+        frame
+    };
     let udp8 = |dport| fragment_frames::udp_datagram(port(), dport, 0);
     let udp16 = |dport| fragment_frames::udp_datagram(port(), dport, 8);
     let (client4, other4) = (IpAddr::V4(CLIENT_V4), IpAddr::V4(OTHER_V4));
@@ -531,6 +539,13 @@ fn rows() -> Vec<Row> {
         ("an IPv6 non-first fragment whose first never passed is dropped from a peer allowed without ports", Rules, orphan(other6, false), unknown),
         ("an IPv6 non-first fragment whose first never passed is dropped at a pod that is not isolated", Open, orphan(client6, true), unknown),
         ("an IPv6 non-first fragment behind a hop-by-hop header whose first never passed is dropped", Rules, v6_fragment(OTHER_V6, &[Ext::HopByHop, Ext::Fragment { offset: 185 }], 80), unknown),
+        // The offset's high bits alone (2048 bytes: flags byte 0x01), with more
+        // fragments, and with don't-fragment: a check that read only the low
+        // byte of the offset would take these for whole packets.
+        ("an IPv4 non-first fragment whose offset lies in the high byte alone is dropped at a pod that is not isolated", Open, high_offset(0x0100), unknown),
+        ("an IPv4 non-first fragment (more fragments) whose offset lies in the high byte alone is dropped at a pod that is not isolated", Open, high_offset(0x2100), unknown),
+        ("an IPv4 non-first fragment with don't-fragment set and its offset in the high byte alone is dropped at a pod that is not isolated", Open, high_offset(0x4100), unknown),
+        ("an IPv4 non-first fragment whose offset lies in the high byte alone is dropped where its ports are allowed", Rules, high_offset(0x0100), unknown),
         ("an IPv4 first fragment holding 16 bytes of UDP to the allowed port passes", Rules, first_of(client4, &udp16(53)), allowed),
         ("an IPv4 first fragment holding only 8 bytes of UDP is dropped as tiny", Rules, first_of(client4, &udp8(53)), tiny),
         ("an IPv4 first fragment holding only 8 bytes is dropped as tiny at a pod that is not isolated", Open, first_of(client4, &udp8(53)), tiny),
