@@ -12,7 +12,9 @@
 //!   the memory of a real `policy-agent run` against the stand-in API server
 //!   (`--memory-only`, `--attach-only`: one step alone), with the agent built
 //!   optimized: its figures are userspace time and memory, which a debug build
-//!   inflates.
+//!   inflates. The memory step runs the agent the image ships (`AgentBuild::
+//!   Shipped`, built too and passed as `--memory-agent`) unless the arguments
+//!   name one (`--memory-agent target/release/policy-agent`: the benchmark's own).
 //! - `e2e`: real traffic between lab pods under podwall, iptables-nft and
 //!   nftables, as ratios to nothing attached; optimized too (the load generator
 //!   runs in the agent), and with iptables installed.
@@ -33,6 +35,8 @@ struct Bench {
     build: AgentBuild,
     /// How long it takes with the defaults, for the progress line.
     takes: &'static str,
+    /// Its memory step measures the agent the image ships, built for it.
+    measures_shipped_agent: bool,
 }
 
 /// Runs `bench` with `args` passed on to the agent.
@@ -47,6 +51,12 @@ fn run(bench: &Bench, args: &[String]) -> anyhow::Result<()> {
     setup::ensure(bench.needs)?;
     ebpf::build()?;
     let agent = build_agent_profile("bench", bench.build)?;
+    let mut args = args.to_vec();
+    if bench.measures_shipped_agent && measures_memory_of_its_own_agent(&args) {
+        let shipped = build_agent_profile("bench", AgentBuild::Shipped)?;
+        args.push("--memory-agent".into());
+        args.push(shipped.display().to_string());
+    }
     eprintln!(
         "bench: running policy-agent bench {} ({} with the defaults)",
         bench.name, bench.takes
@@ -59,6 +69,16 @@ fn run(bench: &Bench, args: &[String]) -> anyhow::Result<()> {
     )
 }
 
+/// Whether `policy-agent bench agent ARGS` runs its memory step with no
+/// `--memory-agent` given.
+fn measures_memory_of_its_own_agent(args: &[String]) -> bool {
+    !args.iter().any(|arg| {
+        matches!(arg.as_str(), "--skip-memory" | "--attach-only")
+            || arg == "--memory-agent"
+            || arg.starts_with("--memory-agent=")
+    })
+}
+
 /// Runs the datapath benchmark with `args` passed on to the agent.
 pub fn datapath(args: &[String]) -> anyhow::Result<()> {
     let bench = Bench {
@@ -67,6 +87,7 @@ pub fn datapath(args: &[String]) -> anyhow::Result<()> {
         needs: &[setup::Need::Lab],
         build: AgentBuild::Debug,
         takes: "about 15 s",
+        measures_shipped_agent: false,
     };
     run(&bench, args)
 }
@@ -80,6 +101,7 @@ pub fn agent(args: &[String]) -> anyhow::Result<()> {
         needs: &[setup::Need::Lab],
         build: AgentBuild::Release,
         takes: "about a minute",
+        measures_shipped_agent: true,
     };
     run(&bench, args)
 }
@@ -93,6 +115,32 @@ pub fn e2e(args: &[String]) -> anyhow::Result<()> {
         needs: &[setup::Need::Lab, setup::Need::Bench],
         build: AgentBuild::Release,
         takes: "about 7 minutes",
+        measures_shipped_agent: false,
     };
     run(&bench, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn the_memory_step_measures_the_shipped_agent_unless_told_another_or_skipped() {
+        assert!(measures_memory_of_its_own_agent(&args("")));
+        assert!(measures_memory_of_its_own_agent(&args(
+            "--memory-only --memory-settle-s 5"
+        )));
+        for given in [
+            "--memory-only --memory-agent target/release/policy-agent",
+            "--memory-agent=/tmp/agent",
+            "--skip-memory",
+            "--attach-only",
+        ] {
+            assert!(!measures_memory_of_its_own_agent(&args(given)), "{given}");
+        }
+    }
 }

@@ -2,8 +2,9 @@
 //! daemon and without a base image (none can be pulled here). It lays out the
 //! image's whole file tree in `target/image/rootfs` (`stage`), exactly what the
 //! agent needs to run:
-//! - `/usr/bin/policy-agent`, the release build without the default features
-//!   (no lab, no benchmarks, no test hooks), stripped of symbols;
+//! - `/usr/bin/policy-agent`, built with the `shipped` profile (release with
+//!   LTO) without the default features (no lab, no benchmarks, no test hooks),
+//!   stripped of symbols;
 //! - `/usr/lib/podwall/policy-ebpf.o`, where the agent looks for its object
 //!   (`dataplane::object`);
 //! - the shared libraries the binary links (as `ldd` lists them) and the loader,
@@ -145,9 +146,9 @@ pub fn build() -> anyhow::Result<Built> {
     })
 }
 
-/// Builds the agent (release) and the eBPF object and lays out the image's
-/// whole file tree in `target/image/rootfs`, which the Containerfile copies;
-/// returns how many files it holds.
+/// Builds the agent (the `shipped` profile) and the eBPF object and lays out the
+/// image's whole file tree in `target/image/rootfs`, which the Containerfile
+/// copies; returns how many files it holds.
 pub fn stage() -> anyhow::Result<usize> {
     let object = ebpf::build()?;
     let agent = build_agent_profile("image", AgentBuild::Shipped)?;

@@ -148,8 +148,10 @@ pub enum AgentBuild {
     Debug,
     /// Optimized, every feature: the benchmarks.
     Release,
-    /// Optimized, without the lab, the benchmarks and the test hooks: what the
-    /// image the DaemonSet runs carries.
+    /// Optimized as one program (the `shipped` profile: LTO, one codegen unit),
+    /// without the lab, the benchmarks and the test hooks: what the image the
+    /// DaemonSet runs carries. It lands in `target/shipped/`, apart from the
+    /// release build.
     Shipped,
 }
 
@@ -157,11 +159,10 @@ pub enum AgentBuild {
 /// `task` names the chore in the progress line.
 pub fn build_agent_profile(task: &str, build: AgentBuild) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
-    let release = build != AgentBuild::Debug;
     let profile = match build {
         AgentBuild::Debug => "debug",
         AgentBuild::Release => "release",
-        AgentBuild::Shipped => "release, node agent only",
+        AgentBuild::Shipped => "shipped: release with LTO, node agent only",
     };
     eprintln!("{task}: building policy-agent ({profile})");
     let mut cargo = std::process::Command::new("cargo");
@@ -171,11 +172,14 @@ pub fn build_agent_profile(task: &str, build: AgentBuild) -> anyhow::Result<Path
         // Where cargo put it, whatever CARGO_TARGET_DIR or build.target-dir say.
         .args(["--message-format", "json-render-diagnostics"])
         .stderr(std::process::Stdio::inherit());
-    if release {
-        cargo.arg("--release");
-    }
-    if build == AgentBuild::Shipped {
-        cargo.arg("--no-default-features");
+    match build {
+        AgentBuild::Debug => {}
+        AgentBuild::Release => {
+            cargo.arg("--release");
+        }
+        AgentBuild::Shipped => {
+            cargo.args(["--profile", "shipped", "--no-default-features"]);
+        }
     }
     let out = cargo
         .output()

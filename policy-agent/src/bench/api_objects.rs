@@ -110,7 +110,7 @@ fn hash(text: &str) -> u64 {
 }
 
 fn namespace(ns: &crate::model::Namespace) -> core::Namespace {
-    let mut metadata = metadata(None, &ns.name, Some(ns.labels.clone()));
+    let mut metadata = metadata(None, &ns.name, Some(ns.labels.clone().into()));
     if ns.allow_tunnels {
         metadata.annotations = Some([(ALLOW_TUNNELS_ANNOTATION.into(), "true".into())].into());
     }
@@ -149,7 +149,7 @@ fn pod(pod: &crate::model::Pod) -> core::Pod {
         metadata: metadata(
             Some(&pod.key.namespace),
             &pod.key.name,
-            Some(pod.labels.clone()),
+            Some(pod.labels.clone().into()),
         ),
         spec: Some(core::PodSpec {
             node_name: pod.node_name.clone(),
@@ -190,7 +190,7 @@ fn service(svc: &crate::model::Service) -> core::Service {
         metadata: metadata(Some(&svc.key.namespace), &svc.key.name, None),
         spec: Some(core::ServiceSpec {
             type_: Some("ClusterIP".into()),
-            selector: svc.selector.clone(),
+            selector: svc.selector.clone().map(Into::into),
             cluster_ip: addresses.first().cloned(),
             cluster_ips: Some(addresses),
             ports: Some(
@@ -228,7 +228,8 @@ fn label_selector(selector: &LabelSelector) -> meta::LabelSelector {
         })
         .collect::<Vec<_>>();
     meta::LabelSelector {
-        match_labels: (!selector.match_labels.is_empty()).then(|| selector.match_labels.clone()),
+        match_labels: (!selector.match_labels.is_empty())
+            .then(|| selector.match_labels.clone().into()),
         match_expressions: (!expressions.is_empty()).then_some(expressions),
     }
 }

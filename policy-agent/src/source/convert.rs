@@ -36,7 +36,7 @@ use k8s_openapi::{
 };
 
 use crate::model::{
-    ContainerPort, Namespace, ObjectRef, Pod, PortRef, Protocol, SelectorOperator, Service,
+    ContainerPort, Labels, Namespace, ObjectRef, Pod, PortRef, Protocol, SelectorOperator, Service,
     ServicePort, NAMESPACE_NAME_LABEL,
 };
 
@@ -152,7 +152,7 @@ pub const ALLOW_TUNNELS_ANNOTATION: &str = "podwall.io/allow-tunnels";
 pub fn namespace(ns: &core::Namespace) -> Result<Namespace> {
     caps::namespace(ns)?;
     let name = required_name(&ns.metadata)?;
-    let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+    let mut labels = Labels::from(ns.metadata.labels.clone().unwrap_or_default());
     labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
     let (allow_tunnels, warning) = allow_tunnels(&name, ns.metadata.annotations.as_ref());
     if let Some(warning) = warning {
@@ -213,7 +213,7 @@ pub fn pod(pod: &core::Pod) -> Result<Pod> {
     }
     Ok(Pod {
         key,
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        labels: Labels::from(pod.metadata.labels.clone().unwrap_or_default()),
         ips: pod_ips(pod.status.as_ref())?,
         node_name: spec.and_then(|spec| spec.node_name.clone()),
         host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
@@ -267,7 +267,11 @@ pub fn service(svc: &core::Service) -> Result<Service> {
     };
     // An empty selector is dropped by the API server's serialization (omitempty),
     // so `selector: {}` is a Service without a selector, not one selecting all pods.
-    let selector = spec.selector.clone().filter(|sel| !sel.is_empty());
+    let selector = spec
+        .selector
+        .clone()
+        .filter(|sel| !sel.is_empty())
+        .map(Labels::from);
     // "None" marks a headless Service; "" means not allocated.
     let cluster_ip = match spec.cluster_ip.as_deref() {
         None | Some("") | Some("None") => None,

@@ -7,6 +7,7 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod builders;
+mod labels;
 mod policy;
 
 use std::{
@@ -15,6 +16,7 @@ use std::{
     net::IpAddr,
 };
 
+pub use labels::Labels;
 pub use policy::{
     LabelSelector, NamespaceScope, NetworkPolicy, Peer, Peers, PolicyMode, PolicyPort, PolicyTypes,
     PortRef, Rule, SelectorOperator, SelectorRequirement,
@@ -22,9 +24,6 @@ pub use policy::{
 
 /// Label key the API server sets on every namespace to its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
-
-/// Kubernetes labels, sorted so that equal sets compare and hash equal.
-pub type Labels = BTreeMap<String, String>;
 
 /// `namespace/name` of a namespaced object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]

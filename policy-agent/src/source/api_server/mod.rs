@@ -3,7 +3,9 @@
 //! `SourceSnapshot`s (a converted `ClusterState` plus how current it is).
 //!
 //! - `trim`: what the stores keep of each object (what `convert` reads);
-//! - `slim`: the Pod store's own type, that much and no room for more;
+//! - `slim`: the Pod and Service stores' own types, that much and no room for
+//!   more, sharing their labels and selectors with the converted model;
+//! - `label_sets`: one map per distinct label set among the stored pods;
 //! - `watch`: one task per kind: watcher (list, then watch from the list's
 //!   resourceVersion; relist on 410 Gone), trimming, the reflector store, backoff;
 //! - `snapshot`: one task folding the kinds' notices into snapshots, converting the
@@ -14,6 +16,7 @@
 //! backon, tracing.
 
 mod client;
+mod label_sets;
 mod slim;
 mod snapshot;
 pub mod trim;
@@ -120,9 +123,16 @@ pub fn watch_cluster_with(client: ::kube::Client, options: WatchOptions) -> Clus
     let (notices, notices_rx) = tokio::sync::mpsc::unbounded_channel();
     let (sender, snapshots) = channel::channel(SourceSnapshot::default());
     let mut tasks = Vec::new();
+    let label_sets = Arc::new(label_sets::LabelSets::default());
     let stores = snapshot::Stores {
         namespaces: watch::spawn(&client, &options, trim::namespace, &notices, &mut tasks),
-        pods: watch::spawn(&client, &options, slim::trim, &notices, &mut tasks),
+        pods: watch::spawn(
+            &client,
+            &options,
+            move |pod: &mut slim::SlimPod| slim::trim(pod, &label_sets),
+            &notices,
+            &mut tasks,
+        ),
         policies: watch::spawn(
             &client,
             &options,
@@ -130,7 +140,7 @@ pub fn watch_cluster_with(client: ::kube::Client, options: WatchOptions) -> Clus
             &notices,
             &mut tasks,
         ),
-        services: watch::spawn(&client, &options, trim::service, &notices, &mut tasks),
+        services: watch::spawn(&client, &options, slim::service::trim, &notices, &mut tasks),
     };
     tasks.push(tokio::spawn(snapshot::run(stores, notices_rx, sender)));
     ClusterWatch { snapshots, tasks }

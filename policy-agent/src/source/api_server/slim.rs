@@ -5,24 +5,60 @@
 //! watcher deserializes Pods straight into this type (serde skips every other
 //! field, so a whole Pod is never built either), trimming and conversion go
 //! through `core::Pod` one object at a time, and the store keeps about 0.6 KiB
-//! per pod.
-
+//! per pod. Its labels are the model's `Labels`, which the model pod converted
+//! from it shares (`ApiKind for SlimPod`): one copy of each pod's labels, not two.
 use k8s_openapi::{
     api::core::v1 as core, apimachinery::pkg::apis::meta::v1::ObjectMeta, Metadata,
     NamespaceResourceScope, Resource,
 };
 use serde::Deserialize;
 
+use super::label_sets::LabelSets;
+use crate::{
+    model::{self, ClusterState, Labels, ObjectRef},
+    source::convert::{ApiKind, ConvertError},
+};
+
+pub mod service;
+
 /// A Pod as the store keeps it: what `trim::pod` keeps of `core::Pod`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(from = "WatchedPod")]
 pub struct SlimPod {
-    /// Name, namespace, labels (and, until trimmed, the rest of the metadata).
-    #[serde(default)]
+    /// Name and namespace (and, until trimmed, the rest of the metadata but the
+    /// labels).
     pub metadata: ObjectMeta,
+    /// `metadata.labels`, shared with the model pod converted from this one.
+    pub labels: Option<Labels>,
     /// `spec`, the fields `convert::pod` reads.
     pub spec: Option<SlimPodSpec>,
     /// `status`, the fields `convert::pod` reads.
     pub status: Option<SlimPodStatus>,
+}
+
+/// A `SlimPod` as the API server sends it: the labels still in the metadata.
+#[derive(Deserialize)]
+struct WatchedPod {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: Option<SlimPodSpec>,
+    status: Option<SlimPodStatus>,
+}
+
+impl From<WatchedPod> for SlimPod {
+    fn from(pod: WatchedPod) -> Self {
+        let WatchedPod {
+            mut metadata,
+            spec,
+            status,
+        } = pod;
+        SlimPod {
+            labels: metadata.labels.take().map(Labels::from),
+            metadata,
+            spec,
+            status,
+        }
+    }
 }
 
 /// `spec.nodeName`, `spec.hostNetwork` and each container's name and ports.
@@ -85,7 +121,10 @@ impl Metadata for SlimPod {
 impl From<SlimPod> for core::Pod {
     fn from(pod: SlimPod) -> Self {
         core::Pod {
-            metadata: pod.metadata,
+            metadata: ObjectMeta {
+                labels: pod.labels.map(Into::into),
+                ..pod.metadata
+            },
             spec: pod.spec.map(|spec| core::PodSpec {
                 node_name: spec.node_name,
                 host_network: spec.host_network,
@@ -112,8 +151,9 @@ impl From<SlimPod> for core::Pod {
 
 impl From<core::Pod> for SlimPod {
     /// Keeps what `SlimPod` has room for; the rest goes.
-    fn from(pod: core::Pod) -> Self {
+    fn from(mut pod: core::Pod) -> Self {
         SlimPod {
+            labels: pod.metadata.labels.take().map(Labels::from),
             metadata: pod.metadata,
             spec: pod.spec.map(|spec| SlimPodSpec {
                 node_name: spec.node_name,
@@ -137,11 +177,45 @@ impl From<core::Pod> for SlimPod {
 }
 
 /// Trims a stored Pod as `trim::pod` trims a `core::Pod` (the same code: caps,
-/// metadata, the over-cap stub).
-pub fn trim(pod: &mut SlimPod) {
+/// metadata, the over-cap stub), and shares its labels with every stored pod
+/// that has the same (`sets`).
+pub fn trim(pod: &mut SlimPod, sets: &LabelSets) {
     let mut full = core::Pod::from(std::mem::take(pod));
     super::trim::pod(&mut full);
     *pod = SlimPod::from(full);
+    pod.labels = pod.labels.take().map(|labels| sets.intern(labels));
+}
+
+/// A stored Pod converts as the `core::Pod` it holds (`convert::pod`), and the
+/// model pod shares the stored labels instead of holding a copy.
+impl ApiKind for SlimPod {
+    type Model = model::Pod;
+
+    fn convert(&self) -> Result<model::Pod, ConvertError> {
+        let mut pod = core::Pod::from(self.clone()).convert()?;
+        // `convert::pod` copies the labels as they are; the check keeps the
+        // model right should it ever change them.
+        if let Some(labels) = self.labels.as_ref().filter(|labels| pod.labels == **labels) {
+            pod.labels = labels.clone();
+        }
+        Ok(pod)
+    }
+
+    fn fail_closed(&self, error: &ConvertError) -> Option<(model::Pod, &'static str)> {
+        core::Pod::from(self.clone()).fail_closed(error)
+    }
+
+    fn isolates_namespace(&self, error: &ConvertError) -> Option<String> {
+        core::Pod::from(self.clone()).isolates_namespace(error)
+    }
+
+    fn key(model: &model::Pod) -> ObjectRef {
+        core::Pod::key(model)
+    }
+
+    fn insert(state: &mut ClusterState, model: model::Pod) -> Option<model::Pod> {
+        core::Pod::insert(state, model)
+    }
 }
 
 #[cfg(test)]
@@ -174,9 +248,40 @@ mod tests {
         assert!(crate::source::convert::pod(&full).is_ok());
         let mut trimmed = full;
         super::super::trim::pod(&mut trimmed);
-        trim(&mut slim);
+        let sets = LabelSets::default();
+        trim(&mut slim, &sets);
         assert_eq!(core::Pod::from(slim.clone()), trimmed);
+        let mut twin: SlimPod = serde_json::from_str(POD).unwrap_or_default();
+        trim(&mut twin, &sets);
+        assert!(
+            twin.labels
+                .as_ref()
+                .zip(slim.labels.as_ref())
+                .is_some_and(|(a, b)| a.shares(b)),
+            "two pods with the same labels share one map"
+        );
         assert_eq!(slim.metadata.uid, None, "metadata trimmed");
-        assert_eq!(slim.spec.map(|s| s.containers.len()), Some(2));
+        assert_eq!(slim.spec.as_ref().map(|s| s.containers.len()), Some(2));
+        let model = ApiKind::convert(&slim).unwrap_or_else(|e| panic!("{e}"));
+        let stored = slim.labels.unwrap_or_default();
+        assert_eq!(model.labels.get("app").map(String::as_str), Some("web"));
+        assert!(model.labels.shares(&stored), "one copy of the labels");
+    }
+
+    #[test]
+    fn a_pod_without_labels_or_with_empty_ones_round_trips_as_it_came() {
+        for labels in [None, Some(Labels::new())] {
+            let slim = SlimPod {
+                metadata: ObjectMeta {
+                    name: Some("a".into()),
+                    ..ObjectMeta::default()
+                },
+                labels: labels.clone(),
+                ..SlimPod::default()
+            };
+            let full = core::Pod::from(slim.clone());
+            assert_eq!(full.metadata.labels.is_some(), labels.is_some());
+            assert_eq!(SlimPod::from(full), slim);
+        }
     }
 }

@@ -9,7 +9,11 @@ use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
 use kube::runtime::reflector::Store;
 use tokio::sync::{mpsc::UnboundedReceiver, watch::Sender};
 
-use super::{slim::SlimPod, watch::Notice, SourceSnapshot};
+use super::{
+    slim::{service::SlimService, SlimPod},
+    watch::Notice,
+    SourceSnapshot,
+};
 use crate::{
     model::ClusterState,
     source::{
@@ -23,7 +27,7 @@ pub(super) struct Stores {
     pub namespaces: Store<core::Namespace>,
     pub pods: Store<SlimPod>,
     pub policies: Store<net::NetworkPolicy>,
-    pub services: Store<core::Service>,
+    pub services: Store<SlimService>,
 }
 
 /// The kinds a snapshot waits for, by `Resource::KIND`.
@@ -43,9 +47,7 @@ impl Stores {
     pub fn build(&self) -> (ClusterState, Vec<String>, OverCapCounts) {
         let mut builder = StateBuilder::default();
         add_all(&mut builder, &self.namespaces);
-        for pod in self.pods.state() {
-            builder.add_or_record(&core::Pod::from(SlimPod::clone(&pod)));
-        }
+        add_all(&mut builder, &self.pods);
         add_all(&mut builder, &self.policies);
         add_all(&mut builder, &self.services);
         builder.finish_counted()

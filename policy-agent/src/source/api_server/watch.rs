@@ -68,10 +68,10 @@ impl<K> Watched for K where
 
 /// Starts watching every `K` of the cluster into a new store, trimming each object
 /// with `trim`; the task goes into `tasks`, its store is returned.
-pub(super) fn spawn<K: Watched>(
+pub(super) fn spawn<K: Watched, F: Trim<K>>(
     client: &kube::Client,
     options: &WatchOptions,
-    trim: fn(&mut K),
+    trim: F,
     notices: &UnboundedSender<Notice>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Store<K> {
@@ -104,21 +104,26 @@ fn backoff(options: &WatchOptions) -> ResetTimerBackoff<ExponentialBackoff> {
     )
 }
 
-struct KindWatch<K: Watched> {
+/// What trims a watched `K` before it is stored: a fresh watcher gets a clone.
+pub(super) trait Trim<K>: FnMut(&mut K) + Clone + Send + 'static {}
+
+impl<K, F> Trim<K> for F where F: FnMut(&mut K) + Clone + Send + 'static {}
+
+struct KindWatch<K: Watched, F: Trim<K>> {
     api: Api<K>,
-    trim: fn(&mut K),
+    trim: F,
     writer: Writer<K>,
     store: Store<K>,
     notices: UnboundedSender<Notice>,
     backoff: ResetTimerBackoff<ExponentialBackoff>,
 }
 
-impl<K: Watched> KindWatch<K> {
+impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
     /// Watches until the snapshot task is gone.
     async fn run(mut self) {
         loop {
             let mut events = watcher(self.api.clone(), watcher::Config::default())
-                .modify(self.trim)
+                .modify(self.trim.clone())
                 .boxed();
             while let Some(result) = events.next().await {
                 match result {

@@ -11,8 +11,8 @@ use k8s_openapi::{
 
 use super::{object_ref, parse_cidr, port_name, port_number, protocol, ConvertError, Result};
 use crate::model::{
-    LabelSelector, NamespaceScope, NetworkPolicy, ObjectRef, Peer, Peers, PolicyMode, PolicyPort,
-    PolicyTypes, PortRef, Rule, SelectorOperator, SelectorRequirement,
+    LabelSelector, Labels, NamespaceScope, NetworkPolicy, ObjectRef, Peer, Peers, PolicyMode,
+    PolicyPort, PolicyTypes, PortRef, Rule, SelectorOperator, SelectorRequirement,
 };
 
 /// The annotation that sets a NetworkPolicy's mode: `podwall.io/mode: audit` puts it
@@ -353,7 +353,11 @@ pub fn label_selector(sel: &K8sSelector, field: &str) -> Result<LabelSelector> {
         });
     }
     Ok(LabelSelector {
-        match_labels: sel.match_labels.clone().unwrap_or_default(),
+        match_labels: sel
+            .match_labels
+            .clone()
+            .map(Labels::from)
+            .unwrap_or_default(),
         match_expressions,
     })
 }

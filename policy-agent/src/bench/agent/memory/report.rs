@@ -116,8 +116,10 @@ const METHOD: &str = "
 Method: the synthetic cluster of `bench/cluster.rs` (Services beyond one per app
 added per namespace), written out as API objects by `bench/api_objects.rs` and
 served by the stand-in API server (crate `stand-in-apiserver`) from a scratch
-network namespace; the release `policy-agent run` for node-0000 runs in that
-namespace with its own pin directory and a veth per local pod, lists and watches
+network namespace; `policy-agent run` for node-0000 (the binary `--memory-agent`
+names: `cargo xtask bench agent` passes the image's, built with the `shipped`
+profile; else this benchmark's own) runs in that namespace with its own pin
+directory and a veth per local pod, lists and watches
 everything, compiles and programs its datapath. Once /readyz answers 200 and the
 settle time has passed, VmRSS, VmHWM, RssAnon, RssFile and Threads come from
 /proc/<pid>/status; BPF map memory is the sum of `memlock` over the distinct maps
