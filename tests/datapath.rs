@@ -21,6 +21,7 @@
 //! `datapath/rule_sets.rs` the two-step allow lookup against compiled tables,
 //! `datapath/banks.rs` the two banks and the flip of hole-free updates,
 //! `datapath/in_place.rs` peer entries changed in the active bank itself,
+//! `datapath/in_place_endpoints.rs` a local pod's own entries written there,
 //! `datapath/peer_hosts.rs` pod peers' host prefixes in their hash before the trie,
 //! `datapath/pending.rs` interfaces no pod of the tables owns,
 //! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed,
@@ -68,6 +69,8 @@ mod fragments_on_veths;
 mod frames;
 #[path = "datapath/in_place.rs"]
 mod in_place;
+#[path = "datapath/in_place_endpoints.rs"]
+mod in_place_endpoints;
 #[path = "datapath/ip_exits.rs"]
 mod ip_exits;
 #[path = "datapath/kernel_log.rs"]

@@ -11,7 +11,10 @@ use crate::{
         ProgramAhead, Stats, TunnelPorts,
     },
     model::ObjectRef,
-    policy::tables::{DatapathTables, EndpointEntry},
+    policy::{
+        compiler::EndpointChange,
+        tables::{DatapathTables, EndpointEntry},
+    },
 };
 
 /// The datapath as the sync loop drives it; each method is `Datapath`'s of the
@@ -29,6 +32,15 @@ pub trait Dataplane {
         &mut self,
         tables: &DatapathTables,
         changed: &[IpNet],
+    ) -> Result<ApplyReport, DataplaneError>;
+    /// `Datapath::update_endpoint`.
+    fn update_endpoint(
+        &mut self,
+        tables: &DatapathTables,
+        interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
+        extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
+        change: &EndpointChange,
+        ifindex: InterfaceIndex,
     ) -> Result<ApplyReport, DataplaneError>;
     /// `Datapath::add_endpoints`.
     fn add_endpoints(
@@ -90,6 +102,16 @@ impl Dataplane for Datapath {
         changed: &[IpNet],
     ) -> Result<ApplyReport, DataplaneError> {
         Datapath::update_peers(self, tables, changed)
+    }
+    fn update_endpoint(
+        &mut self,
+        tables: &DatapathTables,
+        interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
+        extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
+        change: &EndpointChange,
+        ifindex: InterfaceIndex,
+    ) -> Result<ApplyReport, DataplaneError> {
+        Datapath::update_endpoint(self, tables, interfaces, extra_endpoints, change, ifindex)
     }
     fn add_endpoints(
         &mut self,

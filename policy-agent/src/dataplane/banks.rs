@@ -11,6 +11,8 @@
 //! removals first (so a bank never holds more than its capacity), and keeps the
 //! shadow equal to the kernel entry by entry, even when a write fails part way.
 
+mod in_place;
+
 use std::collections::BTreeMap;
 
 use aya::{
@@ -31,6 +33,8 @@ use super::{
     quiesce::Quiesce,
     DataplaneError, InterfaceIndex,
 };
+
+pub(super) use self::in_place::EndpointEntries;
 
 /// What one bank holds, keys without their bank.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -36,7 +36,7 @@ mod one_object;
 mod one_pod;
 mod ports;
 
-pub use incremental::{Incremental, Recompiled};
+pub use incremental::{EndpointChange, Incremental, Recompiled};
 
 use std::{
     collections::{BTreeMap, BTreeSet},

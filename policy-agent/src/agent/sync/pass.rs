@@ -31,7 +31,10 @@ use crate::{
     },
     causes::causes,
     dataplane::InterfaceIndex,
-    policy::{compiler::Recompiled, tables::EndpointEntry},
+    policy::{
+        compiler::{EndpointChange, Recompiled},
+        tables::EndpointEntry,
+    },
     source::api_server::SourceSnapshot,
     telemetry::flows::clock,
 };
@@ -196,27 +199,18 @@ impl<D: Dataplane> Syncer<D> {
         self.report_refusals(&tables.refusals);
         let pending = self.pending_with_news(&plan);
         let tables_since_ns = clock::monotonic_now_ns();
-        // Only peer entries changed (a pod of another node's, Service
-        // addresses'), and the maps hold the tables they were made from with the
-        // same interfaces and pending entries, and nothing is to be detached:
-        // those entries alone, in place.
-        let in_place = match &recompiled {
-            Recompiled::Peers(prefixes)
-                if base.is_some()
-                    && base == self.written_compile
-                    && plan.detach.is_empty()
-                    && self.written.as_ref().is_some_and(|written| {
-                        written.interfaces == plan.interfaces && written.pending == pending
-                    }) =>
-            {
-                Some(prefixes)
-            }
-            _ => None,
-        };
+        let in_place = self.in_place(&plan, &pending, &recompiled, base);
         self.written_compile = None;
         let write_started = Instant::now();
         let report = match in_place {
-            Some(prefixes) => self.datapath.update_peers(&tables, prefixes)?,
+            Some(InPlace::Peers(prefixes)) => self.datapath.update_peers(&tables, prefixes)?,
+            Some(InPlace::Endpoint(change, ifindex)) => self.datapath.update_endpoint(
+                &tables,
+                &plan.interfaces,
+                &pending,
+                change,
+                ifindex,
+            )?,
             None => self.datapath.apply(&tables, &plan.interfaces, &pending)?,
         };
         let write_ms = write_started.elapsed().as_secs_f64() * 1e3;
@@ -269,6 +263,55 @@ impl<D: Dataplane> Syncer<D> {
         Ok(left)
     }
 
+    /// What of `recompiled` can be written in place, when the maps hold the tables
+    /// it was made from (`base`):
+    /// - only peer entries changed (a pod of another node's, Service addresses'),
+    ///   with the same interfaces and pending entries, and nothing to detach:
+    ///   those entries alone (`update_peers`);
+    /// - a local pod came or went in an endpoint id that stays, and the
+    ///   interfaces and pending entries differ from those written in that pod's
+    ///   and its interface's alone, nothing but its interface to detach (after
+    ///   the write): its entries alone (`update_endpoint`).
+    ///
+    /// Anything else is `None`: a full `apply`.
+    pub(super) fn in_place<'a>(
+        &self,
+        plan: &Plan,
+        pending: &BTreeMap<InterfaceIndex, EndpointEntry>,
+        recompiled: &'a Recompiled,
+        base: Option<u64>,
+    ) -> Option<InPlace<'a>> {
+        let written = self.written.as_ref()?;
+        if base.is_none() || base != self.written_compile {
+            return None;
+        }
+        match recompiled {
+            Recompiled::Peers(prefixes)
+                if plan.detach.is_empty()
+                    && written.interfaces == plan.interfaces
+                    && written.pending == *pending =>
+            {
+                Some(InPlace::Peers(prefixes))
+            }
+            Recompiled::Endpoint(change) => {
+                let pod = &change.pod;
+                let ifindex = match (written.interfaces.get(pod), plan.interfaces.get(pod)) {
+                    (None, Some(ifindex)) | (Some(ifindex), None) => *ifindex,
+                    _ => return None,
+                };
+                let same = plan.detach.iter().all(|index| *index == ifindex)
+                    && equal_but(&written.interfaces, &plan.interfaces, pod)
+                    && equal_but(&written.pending, pending, &ifindex)
+                    && !plan
+                        .interfaces
+                        .iter()
+                        .any(|(other, index)| *index == ifindex && other != pod);
+                same.then_some(InPlace::Endpoint(change, ifindex))
+            }
+            _ => None,
+        }
+    }
+
     /// The plan's pending entries, plus one (the plan's pending entry) for each
     /// veth `attach_new` attached since the plan that is still there and the plan
     /// does not map: written without it, that veth would meet packets with no
@@ -284,6 +327,21 @@ impl<D: Dataplane> Syncer<D> {
         }
         pending
     }
+}
+
+/// A write `Syncer::in_place` found possible.
+pub(super) enum InPlace<'a> {
+    /// `Datapath::update_peers` of these prefixes.
+    Peers(&'a [ipnet::IpNet]),
+    /// `Datapath::update_endpoint` of this change, on this interface.
+    Endpoint(&'a EndpointChange, InterfaceIndex),
+}
+
+/// Whether `a` and `b` hold the same entries but for key `except`'s.
+fn equal_but<K: Ord, V: PartialEq>(a: &BTreeMap<K, V>, b: &BTreeMap<K, V>, except: &K) -> bool {
+    a.iter()
+        .filter(|(k, _)| *k != except)
+        .eq(b.iter().filter(|(k, _)| *k != except))
 }
 
 /// How long after the `failures`th failure in a row the pass is retried: doubling

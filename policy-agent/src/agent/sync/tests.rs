@@ -23,7 +23,10 @@ use crate::{
     },
     model::{builders, ClusterState, ObjectRef},
     node::{Link, LinkEvent},
-    policy::tables::{DatapathTables, EndpointEntry},
+    policy::{
+        compiler::EndpointChange,
+        tables::{DatapathTables, EndpointEntry},
+    },
     source::api_server::SourceSnapshot,
 };
 
@@ -91,6 +94,18 @@ impl Dataplane for Fake {
     ) -> Result<ApplyReport, DataplaneError> {
         let changed: Vec<String> = changed.iter().map(ToString::to_string).collect();
         self.record(format!("update_peers {changed:?}"));
+        Ok(ApplyReport::default())
+    }
+    fn update_endpoint(
+        &mut self,
+        _tables: &DatapathTables,
+        _interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
+        extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
+        change: &EndpointChange,
+        ifindex: InterfaceIndex,
+    ) -> Result<ApplyReport, DataplaneError> {
+        self.record(format!("update_endpoint {} on {ifindex}", change.pod));
+        self.pending = extra_endpoints.clone();
         Ok(ApplyReport::default())
     }
     fn add_endpoints(
@@ -374,4 +389,78 @@ fn a_service_address_is_written_in_place() {
         .sync(&synced(state.clone()))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(syncer.datapath.calls, [r#"update_peers ["10.96.0.10/32"]"#]);
+}
+
+/// A local pod that came or went alone (`Recompiled::Endpoint`) is written in
+/// place when the maps hold the compile it was made from and the interfaces and
+/// pending entries differ in that pod's and its interface's alone; any other
+/// difference (another pod moved, another pending entry, another interface to
+/// detach, a stale base) is a whole write.
+#[test]
+fn a_local_pod_that_comes_or_goes_alone_is_written_in_place_and_nothing_else_is() {
+    use super::{pass::InPlace, Written};
+    use crate::{agent::plan::Plan, policy::compiler::Recompiled};
+    let web = ObjectRef::new("shop", "web");
+    let new = ObjectRef::new("shop", "new");
+    let pending_entry = EndpointEntry {
+        endpoint_id: policy_common::endpoint::PENDING_ENDPOINT_ID,
+        ..EndpointEntry::default()
+    };
+    let change = Recompiled::Endpoint(EndpointChange {
+        pod: new.clone(),
+        addresses: Vec::new(),
+        peers: Vec::new(),
+    });
+    let mut syncer = syncer(Fake::default(), &[]);
+    let written = |interfaces: &[(&ObjectRef, InterfaceIndex)], pending: &[InterfaceIndex]| {
+        Some(Written {
+            tables: Arc::default(),
+            interfaces: interfaces.iter().map(|(p, i)| ((*p).clone(), *i)).collect(),
+            pending: pending.iter().map(|i| (*i, pending_entry)).collect(),
+            pending_entry,
+        })
+    };
+    let plan = |interfaces: &[(&ObjectRef, InterfaceIndex)], detach: &[InterfaceIndex]| Plan {
+        interfaces: interfaces.iter().map(|(p, i)| ((*p).clone(), *i)).collect(),
+        detach: detach.iter().copied().collect(),
+        ..Plan::default()
+    };
+    let none = BTreeMap::new();
+    let pending_44: BTreeMap<InterfaceIndex, EndpointEntry> = [(44, pending_entry)].into();
+    let on = |found: Option<InPlace<'_>>| match found {
+        Some(InPlace::Endpoint(change, ifindex)) => Some((change.pod.clone(), ifindex)),
+        _ => None,
+    };
+
+    // It came on 42, pending until now.
+    syncer.written = written(&[(&web, 41)], &[42]);
+    syncer.written_compile = Some(7);
+    let came = plan(&[(&web, 41), (&new, 42)], &[]);
+    assert_eq!(
+        on(syncer.in_place(&came, &none, &change, Some(7))),
+        Some((new.clone(), 42))
+    );
+    assert_eq!(on(syncer.in_place(&came, &none, &change, Some(6))), None);
+    assert_eq!(
+        on(syncer.in_place(&came, &pending_44, &change, Some(7))),
+        None
+    );
+    let moved = plan(&[(&web, 43), (&new, 42)], &[]);
+    assert_eq!(on(syncer.in_place(&moved, &none, &change, Some(7))), None);
+    let detached = plan(&[(&web, 41), (&new, 42)], &[41]);
+    assert_eq!(
+        on(syncer.in_place(&detached, &none, &change, Some(7))),
+        None
+    );
+
+    // It went from 42, whose veth goes too (detached after the write).
+    syncer.written = written(&[(&web, 41), (&new, 42)], &[]);
+    let went = plan(&[(&web, 41)], &[42]);
+    assert_eq!(
+        on(syncer.in_place(&went, &none, &change, Some(7))),
+        Some((new.clone(), 42))
+    );
+    // Nothing written yet: a whole write.
+    syncer.written = None;
+    assert_eq!(on(syncer.in_place(&went, &none, &change, Some(7))), None);
 }

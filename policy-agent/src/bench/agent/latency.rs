@@ -53,6 +53,14 @@ impl FakeInterfaces {
         self.probe = Some(pod.clone());
     }
 
+    /// The index `pod` has (or had): the loopback for the probe's pod.
+    fn index_of(&self, pod: &ObjectRef) -> Option<InterfaceIndex> {
+        if self.probe.as_ref() == Some(pod) {
+            return Some(LOOPBACK);
+        }
+        self.known.get(pod).copied()
+    }
+
     /// An index for every local pod of `tables`, as the agent resolves them.
     pub fn for_tables(&mut self, tables: &DatapathTables) -> BTreeMap<ObjectRef, InterfaceIndex> {
         tables
@@ -180,8 +188,9 @@ impl Bench {
 
     /// One event, timed: the change, compile (`Incremental::changed`: what the
     /// changed object touches when the guards allow, else in full), the maps
-    /// programmed (`Datapath::update_peers` when only peer entries changed, else
-    /// `apply`), then the probe until it `passes_after`.
+    /// programmed (`Datapath::update_peers` when only peer entries changed,
+    /// `update_endpoint` when a local pod came or went in an endpoint id that
+    /// stays, else `apply`), then the probe until it `passes_after`.
     fn event(
         &mut self,
         change: &Change,
@@ -200,6 +209,25 @@ impl Bench {
         match recompiled {
             Recompiled::Peers(prefixes) => {
                 self.datapath.update_peers(tables, &prefixes)?;
+            }
+            Recompiled::Endpoint(change) => {
+                // As the sync loop: the pod's entries alone, on the interface it
+                // has (came) or had (went).
+                let indexes = self.interfaces.for_tables(tables);
+                let ifindex =
+                    self.interfaces
+                        .index_of(&change.pod)
+                        .ok_or_else(|| BenchError::Event {
+                            event: label.to_string(),
+                            message: format!("no interface for {}", change.pod),
+                        })?;
+                self.datapath.update_endpoint(
+                    tables,
+                    &indexes,
+                    &BTreeMap::new(),
+                    &change,
+                    ifindex,
+                )?;
             }
             Recompiled::Entries | Recompiled::Full => {
                 let indexes = self.interfaces.for_tables(tables);

@@ -4,12 +4,14 @@
 //! itself. Its programs stay in the object; the child modules attach them to pod
 //! interfaces (`links`), the node's exits (`exits`) and its network namespace
 //! (`sockets`), pin and adopt them (`pinned`), find what runs ahead of them
-//! (`order`) and run them on test frames (`test_run`). Methods that only tests
+//! (`order`) and run them on test frames (`test_run`); `in_place` writes one
+//! local pod's entries without a flip. Methods that only tests
 //! and benchmarks call are behind the `testing` feature.
 
 #[cfg(feature = "testing")]
 mod attach_probe;
 mod exits;
+mod in_place;
 mod links;
 mod order;
 mod pinned;

@@ -22,12 +22,32 @@ pub enum Recompiled {
     /// it was. The addresses of one pod of another node, or Service addresses:
     /// `Datapath::update_peers` can write them in place.
     Peers(Vec<IpNet>),
-    /// Some entries changed without a full compile: a local pod's own (`ENDPOINTS`
-    /// entries, addresses, peer entries), more than one pod's, or the policy ids
-    /// of `POLICY` entries and names; the tables go through a flip.
+    /// Only the entries of one pod that became or stopped being a local endpoint
+    /// of an endpoint id that has other pods before and after (`EndpointChange`);
+    /// no rule set, class or id moved. `Datapath::update_endpoint` can write them
+    /// in place.
+    Endpoint(EndpointChange),
+    /// Some entries changed without a full compile: a local pod's own when it
+    /// stays an endpoint (`ENDPOINTS` entries, addresses, peer entries), more than
+    /// one pod's, or the policy ids of `POLICY` entries and names; the tables go
+    /// through a flip.
     Entries,
     /// Compiled in full: anything may have changed.
     Full,
+}
+
+/// The entries a local pod's arrival or departure changed, and nothing else
+/// (`Recompiled::Endpoint`): its `ENDPOINTS` entry (present in the tables: it
+/// came; absent: it went), the `ENDPOINT_ADDRS` entries of `addresses` and the
+/// peer entries of `peers` (present: inserted or changed; absent: removed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointChange {
+    /// The pod.
+    pub pod: ObjectRef,
+    /// Its addresses whose `endpoint_addresses` entry came or went.
+    pub addresses: Vec<IpAddr>,
+    /// The prefixes whose peer entry changed (its addresses', when they did).
+    pub peers: Vec<IpNet>,
 }
 
 /// One node's tables, kept equal to what `compile_with` makes of the current state
@@ -101,6 +121,7 @@ impl Incremental {
         match done {
             Some(Done::Peers(prefixes)) => Recompiled::Peers(prefixes),
             Some(Done::Endpoint) => Recompiled::Entries,
+            Some(Done::Pod(change)) => Recompiled::Endpoint(change),
             None => {
                 self.recompile(state, is_local);
                 Recompiled::Full
@@ -173,7 +194,7 @@ impl Incremental {
         for (key, before) in changes {
             // Each change reads only its own pod and what no change touches.
             let done = self.pod_changed(state, key, before.as_ref(), &was_local, &is_local);
-            if done == Recompiled::Full {
+            if matches!(done, Recompiled::Full) {
                 // The full compile took in every change at once.
                 return Recompiled::Full;
             }
@@ -184,7 +205,9 @@ impl Incremental {
     /// Brings the tables to `state`, which differs from the last state given only
     /// in pod `key`, which was `before` (`None`: it did not exist) and was local
     /// if `was_local` accepted it. Only the pod's own entries change when they
-    /// can; anything else compiles in full.
+    /// can (`Endpoint` when it became or stopped being a local endpoint, `Peers`
+    /// when it is no local endpoint before or after, else `Entries`); anything
+    /// else compiles in full.
     pub fn pod_changed(
         &mut self,
         state: &ClusterState,

@@ -30,6 +30,7 @@ use super::{
     applied::{Applied, PortName},
     classes::{egress_ports, matching_pod_peers, pod_signature, Classes, Signature},
     endpoints::{group, is_endpoint, Endpoints, Group},
+    incremental::EndpointChange,
 };
 use crate::{
     model::{ClusterState, NetworkPolicy, Pod, Protocol},
@@ -46,6 +47,9 @@ pub(super) enum Done {
     Peers(Vec<IpNet>),
     /// A local endpoint's entries changed too (`ENDPOINTS`, `ENDPOINT_ADDRS`).
     Endpoint,
+    /// A pod became or stopped being a local endpoint: these entries alone
+    /// changed.
+    Pod(EndpointChange),
 }
 
 /// What making one object's change on its own needs from the last full compile
@@ -256,10 +260,19 @@ impl Index {
         self.endpoint_members = endpoint_members;
         self.peers = counts;
         self.declared = declared;
-        if was.is_some() || now.is_some() {
-            Some(Done::Endpoint)
-        } else {
-            Some(Done::Peers(changed.into_iter().collect()))
+        match (was, now) {
+            // The pod came or went alone: its endpoint entry, the address entries
+            // of the addresses it has (had), the peer entries that moved.
+            (None, Some(pod)) | (Some(pod), None) => Some(Done::Pod(EndpointChange {
+                pod: pod.key.clone(),
+                addresses: if now.is_some() { &came } else { &gone }
+                    .iter()
+                    .copied()
+                    .collect(),
+                peers: changed.into_iter().collect(),
+            })),
+            (Some(_), Some(_)) => Some(Done::Endpoint),
+            (None, None) => Some(Done::Peers(changed.into_iter().collect())),
         }
     }
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use proptest::{collection::vec, prelude::*, sample::select};
 
-use super::{Incremental, Recompiled};
+use super::{EndpointChange, Incremental, Recompiled};
 use crate::{
     model::{
         builders::{namespace, pod, service},
@@ -181,10 +181,83 @@ fn apply(state: &mut ClusterState, nodes: &mut [Incremental; 2], change: Change)
         let (_, is_local) = node(index);
         let old = incremental.tables().clone();
         let recompiled = incremental.changed(state, &changes, &is_local, &is_local);
-        if let Recompiled::Peers(prefixes) = recompiled {
-            only_peers_moved(&old, incremental.tables(), &prefixes, index);
-        }
+        only_what_it_names_moved(&old, incremental.tables(), &recompiled, index);
     }
+}
+
+/// `only_peers_moved` for `Peers`, `only_endpoint_moved` for `Endpoint`; other
+/// results name nothing.
+fn only_what_it_names_moved(
+    old: &DatapathTables,
+    new: &DatapathTables,
+    recompiled: &Recompiled,
+    index: usize,
+) {
+    match recompiled {
+        Recompiled::Peers(prefixes) => only_peers_moved(old, new, prefixes, index),
+        Recompiled::Endpoint(change) => only_endpoint_moved(old, new, change, index),
+        Recompiled::Entries | Recompiled::Full => {}
+    }
+}
+
+/// What the agent relies on when it writes a `Recompiled::Endpoint` in place:
+/// `new` is `old` with the pod's endpoint entry, the address entries of its
+/// listed addresses and the listed peer entries changed, added or removed, and
+/// nothing else; its entry and addresses come or go together, and the id its
+/// entry names has another pod before and after (no rule set, class or id moved).
+fn only_endpoint_moved(
+    old: &DatapathTables,
+    new: &DatapathTables,
+    change: &EndpointChange,
+    index: usize,
+) {
+    let mut expected = old.clone();
+    match new.endpoints.get(&change.pod) {
+        Some(entry) => expected.endpoints.insert(change.pod.clone(), *entry),
+        None => expected.endpoints.remove(&change.pod),
+    };
+    for address in &change.addresses {
+        match new.endpoint_addresses.get(address) {
+            Some(owner) => expected.endpoint_addresses.insert(*address, owner.clone()),
+            None => expected.endpoint_addresses.remove(address),
+        };
+    }
+    for prefix in &change.peers {
+        match new.peers.get(prefix) {
+            Some(entry) => expected.peers.insert(*prefix, *entry),
+            None => expected.peers.remove(prefix),
+        };
+    }
+    assert_eq!(
+        &expected, new,
+        "node n{index}: Endpoint({change:?}) but more than its entries changed"
+    );
+    let (gone, came) = (
+        old.endpoints.get(&change.pod),
+        new.endpoints.get(&change.pod),
+    );
+    let entry = match (gone, came) {
+        (Some(entry), None) | (None, Some(entry)) => entry,
+        _ => panic!("node n{index}: Endpoint({change:?}) but the pod neither came nor went"),
+    };
+    let present = came.is_some();
+    for address in &change.addresses {
+        assert_eq!(
+            new.endpoint_addresses.get(address) == Some(&change.pod),
+            present,
+            "node n{index}: {address} must come and go with {}",
+            change.pod
+        );
+    }
+    let others = new
+        .endpoints
+        .iter()
+        .filter(|(pod, other)| **pod != change.pod && other.endpoint_id == entry.endpoint_id)
+        .count();
+    assert!(
+        others > 0,
+        "node n{index}: Endpoint({change:?}) but its id has no other pod"
+    );
 }
 
 /// What the agent relies on when it writes a `Recompiled::Peers` in place (the
@@ -265,11 +338,8 @@ proptest! {
             for (index, incremental) in nodes.iter_mut().enumerate() {
                 let (_, is_local) = node(index);
                 let old = incremental.tables().clone();
-                if let Recompiled::Peers(prefixes) =
-                    incremental.changed(&state, &changes, &is_local, &is_local)
-                {
-                    only_peers_moved(&old, incremental.tables(), &prefixes, index);
-                }
+                let recompiled = incremental.changed(&state, &changes, &is_local, &is_local);
+                only_what_it_names_moved(&old, incremental.tables(), &recompiled, index);
             }
             let full = node_tables(&state, &Budgets::kernel());
             for (index, incremental) in nodes.iter().enumerate() {
@@ -378,9 +448,16 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
         .node("n0")
         .build();
     state.pods.insert(db.key.clone(), db.clone());
+    let own = |addresses: Vec<IpAddr>, peers: Vec<&str>| {
+        Recompiled::Endpoint(EndpointChange {
+            pod: db.key.clone(),
+            addresses,
+            peers: peers.into_iter().map(|p| p.parse().unwrap()).collect(),
+        })
+    };
     assert_eq!(
         n0.pod_changed(&state, &db.key, None, &is_local, &is_local),
-        Recompiled::Entries
+        own(vec![parse("10.0.0.5")], vec!["10.0.0.5/32"])
     );
     assert_eq!(n0.tables(), &full(&state));
     assert_eq!(
@@ -390,7 +467,7 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
     let before = state.pods.remove(&db.key);
     assert_eq!(
         n0.pod_changed(&state, &db.key, before.as_ref(), &is_local, &is_local),
-        Recompiled::Entries
+        own(vec![parse("10.0.0.5")], vec!["10.0.0.5/32"])
     );
     assert_eq!(n0.tables(), &full(&state));
 
