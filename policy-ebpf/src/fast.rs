@@ -39,8 +39,10 @@
 //! `ENDPOINT_ADDRS` entry of the active bank is removed or changed unless
 //! `ACTIVE`'s generation is bumped afterwards.** A flip writes only the other bank;
 //! a write into the active bank itself (`Banks::update_peers` writes `PEERS_*`
-//! and `PEER_HOSTS_*` in place and then bumps the generation by two) must bump it
-//! after its last write,
+//! and `PEER_HOSTS_*` in place, `Banks::update_endpoint` one local pod's
+//! `ENDPOINTS`, `ENDPOINT_ADDRS` and peer entries, and each then bumps the
+//! generation by two, `Banks::renew`, owed until it succeeds and made again at
+//! adoption) must bump it after its last write,
 //! so every entry stamped before is re-decided the long way. Adding a new key in
 //! place (a new interface's pending `ENDPOINTS` entry) needs no bump: it changes
 //! no answer an entry's flag recorded (that interface or address had none), and

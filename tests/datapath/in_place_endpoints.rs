@@ -5,7 +5,8 @@
 //! the new state's; the active bank holds exactly what `apply` would write (it
 //! then finds nothing to write), the kernel equals the shadows, and the next flips
 //! (into the bank not written, then back) write what each bank lacks. After a
-//! delete its entries are gone from both banks, and its old address, taken by a
+//! delete its entries are gone from the active bank, and from the other at the
+//! next flip; its old address, taken by a
 //! pod of another node, is that pod and no longer the one that went.
 
 use std::{collections::BTreeMap, net::IpAddr};
@@ -324,7 +325,9 @@ fn a_local_pod_added_and_deleted_in_place_gets_and_loses_its_verdicts_in_both_ba
         );
     }
 
-    // It goes: its entries leave both banks.
+    // It goes: its entries leave the active bank at once; the bank not read
+    // keeps them (packets of the last flip's grace period may still read it)
+    // until the next flip writes it from its shadow, and then neither holds them.
     let before = state.pods.remove(&added.key);
     let change = endpoint_change(compiler.pod_changed(
         &state,
@@ -333,7 +336,18 @@ fn a_local_pod_added_and_deleted_in_place_gets_and_loses_its_verdicts_in_both_ba
         is_local,
         is_local,
     ));
+    let active = net.active_in_kernel() as usize;
     in_place(&mut net, compiler.tables(), &without, &change);
+    let banks = net.read_banks();
+    assert_eq!(other_entries(&banks[active], ifindex), (false, 0, 0));
+    assert_eq!(other_entries(&banks[active ^ 1], ifindex), (true, 2, 2));
+    let mut widened = compiler.tables().clone();
+    widened.peers.insert(extra, PeerEntry::default());
+    for tables in [&widened, compiler.tables()] {
+        net.datapath
+            .apply(tables, &without, &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("apply: {e}"));
+    }
     let banks = net.read_banks();
     for b in [0, 1] {
         assert_eq!(

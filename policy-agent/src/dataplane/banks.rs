@@ -137,6 +137,10 @@ pub(super) struct Banks {
     active: u32,
     /// The generation `ACTIVE` holds: one more at every flip (`policy_common::bank`).
     generation: u32,
+    /// Entries of the active bank changed in place and `ACTIVE` has not moved on
+    /// since (`renew`): tracked flows may still pass on decisions made with the
+    /// entries replaced, until it does.
+    renew_owed: bool,
     /// Waits, in the background, for classifier runs that may still read the bank
     /// `ACTIVE` left.
     quiesce: Quiesce,
@@ -184,19 +188,43 @@ impl Banks {
             shadows: Default::default(),
             active: 0,
             generation: 0,
+            renew_owed: false,
             quiesce: Quiesce::new()?,
             capacity,
         })
     }
 
     /// Takes on what a pinned datapath's maps hold: both banks as the kernel has
-    /// them and the generation `ACTIVE` holds; nothing is written. The agent before
-    /// may have flipped and died before its wait was over, so a wait starts.
+    /// them and the generation `ACTIVE` holds; no bank is written. The agent before
+    /// may have flipped and died before its wait was over, so a wait starts; and it
+    /// may have died between an in-place write and the move of `ACTIVE` that
+    /// follows one, so that move is made (`renew`: the same bank, every tracked
+    /// flow re-decided once at its next packet, with the tables that enforce now).
     pub(super) fn adopt(&mut self) -> Result<(), DataplaneError> {
         self.shadows = self.read()?;
         self.generation = self.read_generation()?;
         self.active = bank_of(self.generation);
         self.quiesce.start();
+        self.renew_owed = true;
+        self.renew(false)
+    }
+
+    /// Moves `ACTIVE` on by two generations (the same bank: every tracked flow is
+    /// re-decided at its next packet, as after a flip) when entries of the active
+    /// bank were written in place (`landed`), or a move is owed from before (an
+    /// earlier renew failed, or adoption). Until one succeeds it stays owed, and
+    /// the next `install` or in-place write makes it even with nothing to write.
+    pub(super) fn renew(&mut self, landed: bool) -> Result<(), DataplaneError> {
+        if !landed && !self.renew_owed {
+            return Ok(());
+        }
+        self.renew_owed = true;
+        let next = self.generation.wrapping_add(BANKS);
+        self.active_map
+            .set(0, next, 0)
+            .map_err(map_error(maps::ACTIVE.name, "renew"))?;
+        self.generation = next;
+        self.renew_owed = false;
         Ok(())
     }
 
@@ -318,6 +346,7 @@ impl Banks {
             ..ApplyReport::default()
         };
         if *want == self.shadows[self.active as usize] {
+            self.renew(false)?;
             return Ok((report, false));
         }
         self.quiesce.finish()?;
@@ -345,8 +374,9 @@ impl Banks {
     /// which writes what its shadow lacks. Refused before any write if a map would
     /// outgrow its bank. Entries the bank already holds are not written, and with
     /// nothing to write the generation stays; whatever landed is followed by the
-    /// move, even when a later write failed. (An agent killed between its last
-    /// write and the move leaves that move undone: adoption does not make it.)
+    /// move, even when a later write failed; a move that fails stays owed
+    /// (`renew`), and one an agent killed in between left undone is made at
+    /// adoption.
     pub(super) fn update_peers(
         &mut self,
         v4: &[(PeerPrefix<[u8; 4]>, Option<PeerClass>)],
@@ -360,6 +390,7 @@ impl Banks {
         let v6 = news(&shadow.peers_v6, v6);
         let mut done = Written::default();
         if v4.is_empty() && v6.is_empty() {
+            self.renew(false)?;
             return Ok(ApplyReport {
                 written: 0,
                 removed: 0,
@@ -390,13 +421,7 @@ impl Banks {
         self.shadows[bank as usize] = shadow;
         // Whatever landed is followed by the bump, even when a later write failed:
         // no flow keeps a decision made with the entries it replaced.
-        if done.written + done.removed > 0 {
-            let next = self.generation.wrapping_add(BANKS);
-            self.active_map
-                .set(0, next, 0)
-                .map_err(map_error(maps::ACTIVE.name, "renew"))?;
-            self.generation = next;
-        }
+        self.renew(done.written + done.removed > 0)?;
         result?;
         Ok(ApplyReport {
             written: done.written,
@@ -579,6 +604,8 @@ impl Banks {
             .map_err(map_error(maps::ACTIVE.name, "flip"))?;
         self.generation = next;
         self.active = bank_of(next);
+        // A new generation re-decides every tracked flow: no move is owed.
+        self.renew_owed = false;
         self.quiesce.start();
         Ok(())
     }

@@ -5,7 +5,6 @@
 
 use aya::maps::MapError;
 use policy_common::{
-    bank::{other, BANKS},
     endpoint::{AddressKey, EndpointInfo, EndpointKey},
     maps,
     peer::{PeerClass, PeerKeyV4, PeerKeyV6},
@@ -54,14 +53,15 @@ impl Banks {
     ///    as the pod it is, and a leaving pod's class goes only once it cannot;
     /// 4. address entries that come: last, once its entry and class are in place.
     ///
-    /// Entries it removes go from the bank not read too (`remove_from_idle`), so
-    /// a pod that went is in neither bank; nothing else is written there.
+    /// The bank not read is left alone: packets that read `ACTIVE` before the
+    /// last flip may read it until that flip's grace period is over, and a
+    /// removal there (of an address's entry, say) could widen what they see. The
+    /// next `install` writes it from its shadow before it is read again.
     ///
     /// Refused before any write if a map would outgrow its bank. Entries the bank
     /// already holds are not written, and with nothing to write the generation
     /// stays; whatever landed is followed by the move, even when a later write
-    /// failed (an agent killed in between leaves the move undone: adoption does not
-    /// make it, as for `update_peers`).
+    /// failed (`renew`: a failed move stays owed; adoption makes one).
     pub(in crate::dataplane) fn update_endpoint(
         &mut self,
         entries: &EndpointEntries,
@@ -73,6 +73,7 @@ impl Banks {
         let v4 = news(&shadow.peers_v4, &entries.peers_v4);
         let v6 = news(&shadow.peers_v6, &entries.peers_v6);
         if endpoints.is_empty() && addresses.is_empty() && v4.is_empty() && v6.is_empty() {
+            self.renew(false)?;
             return Ok(ApplyReport {
                 written: 0,
                 removed: 0,
@@ -116,80 +117,13 @@ impl Banks {
         self.shadows[bank as usize] = shadow;
         // Whatever landed is followed by the move, even when a later write failed:
         // no flow keeps a decision made with the entries it replaced.
-        if done.written + done.removed > 0 {
-            let next = self.generation.wrapping_add(BANKS);
-            self.active_map
-                .set(0, next, 0)
-                .map_err(map_error(maps::ACTIVE.name, "renew"))?;
-            self.generation = next;
-        }
+        self.renew(done.written + done.removed > 0)?;
         result?;
-        self.remove_from_idle(entries)?;
         Ok(ApplyReport {
             written: done.written,
             removed: done.removed,
             bank,
         })
-    }
-
-    /// Removes from the bank not read the entries `entries` removes that it
-    /// holds, in the same order (addresses, the endpoint, peers): a pod that
-    /// went is then in neither bank. Only removals, nothing else: the idle bank
-    /// holds an older state (its ids may name other groups), which packets that
-    /// read `ACTIVE` before the last flip may still read until its grace period
-    /// is over, and a removal only narrows what they see to the state without the
-    /// pod. The next `install` writes the rest from its shadow, as ever.
-    fn remove_from_idle(&mut self, entries: &EndpointEntries) -> Result<(), DataplaneError> {
-        let bank = other(self.active);
-        let shadow = &self.shadows[bank as usize];
-        let gone = |held: bool, wanted: bool| held && !wanted;
-        let addresses: Vec<_> = entries
-            .addresses
-            .iter()
-            .filter(|(k, v)| gone(shadow.addresses.contains_key(k), v.is_some()))
-            .copied()
-            .collect();
-        let endpoints: Vec<_> = entries
-            .endpoints
-            .iter()
-            .filter(|(k, v)| gone(shadow.endpoints.contains_key(k), v.is_some()))
-            .copied()
-            .collect();
-        let v4: Vec<_> = entries
-            .peers_v4
-            .iter()
-            .filter(|(k, v)| gone(shadow.peers_v4.contains_key(k), v.is_some()))
-            .cloned()
-            .collect();
-        let v6: Vec<_> = entries
-            .peers_v6
-            .iter()
-            .filter(|(k, v)| gone(shadow.peers_v6.contains_key(k), v.is_some()))
-            .cloned()
-            .collect();
-        let mut done = Written::default();
-        let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
-        let result = self
-            .set_addresses(bank, &mut shadow.addresses, &addresses, &mut done)
-            .and_then(|()| self.set_endpoints(bank, &mut shadow.endpoints, &endpoints, &mut done))
-            .and_then(|()| {
-                self.peers_v4.set(
-                    &mut shadow.peers_v4,
-                    &v4,
-                    |addr| PeerKeyV4 { bank, addr },
-                    &mut done,
-                )
-            })
-            .and_then(|()| {
-                self.peers_v6.set(
-                    &mut shadow.peers_v6,
-                    &v6,
-                    |addr| PeerKeyV6 { bank, addr },
-                    &mut done,
-                )
-            });
-        self.shadows[bank as usize] = shadow;
-        result
     }
 
     /// Sets `ENDPOINTS` entries of bank `bank` (`None`: removed), in order,
