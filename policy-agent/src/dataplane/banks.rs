@@ -402,22 +402,7 @@ impl Banks {
             (maps::PEERS_V6.name, grown(&shadow.peers_v6, &v6)),
         ])?;
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
-        let result = self
-            .peers_v4
-            .set(
-                &mut shadow.peers_v4,
-                &v4,
-                |addr| PeerKeyV4 { bank, addr },
-                &mut done,
-            )
-            .and_then(|()| {
-                self.peers_v6.set(
-                    &mut shadow.peers_v6,
-                    &v6,
-                    |addr| PeerKeyV6 { bank, addr },
-                    &mut done,
-                )
-            });
+        let result = self.set_peers(bank, &mut shadow, &v4, &v6, &mut done);
         self.shadows[bank as usize] = shadow;
         // Whatever landed is followed by the bump, even when a later write failed:
         // no flow keeps a decision made with the entries it replaced.
@@ -428,6 +413,30 @@ impl Banks {
             removed: done.removed,
             bank,
         })
+    }
+
+    /// Sets the peer entries `v4` and `v6` of bank `bank` (`PeerMaps::set`), in
+    /// order, keeping `shadow` (that bank's, taken out) equal to the kernel.
+    fn set_peers(
+        &mut self,
+        bank: u32,
+        shadow: &mut BankContent,
+        v4: &[(PeerPrefix<[u8; 4]>, Option<PeerClass>)],
+        v6: &[(PeerPrefix<[u8; 16]>, Option<PeerClass>)],
+        done: &mut Written,
+    ) -> Result<(), DataplaneError> {
+        self.peers_v4.set(
+            &mut shadow.peers_v4,
+            v4,
+            |addr| PeerKeyV4 { bank, addr },
+            done,
+        )?;
+        self.peers_v6.set(
+            &mut shadow.peers_v6,
+            v6,
+            |addr| PeerKeyV6 { bank, addr },
+            done,
+        )
     }
 
     /// Makes bank `bank` of every banked map hold `want`, writing only what differs

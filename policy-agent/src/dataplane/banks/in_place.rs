@@ -7,7 +7,7 @@ use aya::maps::MapError;
 use policy_common::{
     endpoint::{AddressKey, EndpointInfo, EndpointKey},
     maps,
-    peer::{PeerClass, PeerKeyV4, PeerKeyV6},
+    peer::PeerClass,
 };
 
 use super::{grown, news, removed_or_absent, ApplyReport, Banks, Written};
@@ -97,22 +97,7 @@ impl Banks {
         let result = self
             .set_addresses(bank, &mut shadow.addresses, &going, &mut done)
             .and_then(|()| self.set_endpoints(bank, &mut shadow.endpoints, &endpoints, &mut done))
-            .and_then(|()| {
-                self.peers_v4.set(
-                    &mut shadow.peers_v4,
-                    &v4,
-                    |addr| PeerKeyV4 { bank, addr },
-                    &mut done,
-                )
-            })
-            .and_then(|()| {
-                self.peers_v6.set(
-                    &mut shadow.peers_v6,
-                    &v6,
-                    |addr| PeerKeyV6 { bank, addr },
-                    &mut done,
-                )
-            })
+            .and_then(|()| self.set_peers(bank, &mut shadow, &v4, &v6, &mut done))
             .and_then(|()| self.set_addresses(bank, &mut shadow.addresses, &coming, &mut done));
         self.shadows[bank as usize] = shadow;
         // Whatever landed is followed by the move, even when a later write failed:

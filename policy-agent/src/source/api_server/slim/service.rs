@@ -136,26 +136,20 @@ impl From<SlimService> for core::Service {
 }
 
 impl From<core::Service> for SlimService {
-    /// Keeps what `SlimService` has room for; the rest goes.
+    /// Keeps what `SlimService` has room for; the rest goes (as a watched one).
     fn from(svc: core::Service) -> Self {
-        let (selector, spec) = match svc.spec {
-            None => (None, None),
-            Some(spec) => (
-                spec.selector.map(Labels::from),
-                Some(SlimServiceSpec {
-                    cluster_ip: spec.cluster_ip,
-                    cluster_ips: spec.cluster_ips,
-                    external_ips: spec.external_ips,
-                    ports: spec.ports,
-                }),
-            ),
-        };
-        SlimService {
+        WatchedService {
             metadata: svc.metadata,
-            selector,
-            spec,
+            spec: svc.spec.map(|spec| WatchedSpec {
+                selector: spec.selector,
+                cluster_ip: spec.cluster_ip,
+                cluster_ips: spec.cluster_ips,
+                external_ips: spec.external_ips,
+                ports: spec.ports,
+            }),
             status: svc.status,
         }
+        .into()
     }
 }
 
