@@ -200,20 +200,41 @@ async fn a_veth_appearing_during_a_compile_is_attached_before_it_ends_and_keeps_
     );
 }
 
-#[tokio::test]
-async fn a_veth_appearing_while_a_pass_writes_goes_before_the_counters_and_the_next_plan() {
-    let links = [veth(41)];
-    let (mut syncer, mut calls, mut gate) = gated_syncer(&links);
+/// The loop's link events: the test's sender and the loop's receiver.
+type LinkChannel = (
+    mpsc::UnboundedSender<LinkEvent>,
+    mpsc::UnboundedReceiver<LinkEvent>,
+);
+
+/// A gated syncer over `veth(41)` whose fake records the counters' read, and
+/// whose first write sends the link events `during_write` names (new veths).
+fn counted_syncer(
+    during_write: Vec<InterfaceIndex>,
+) -> (
+    Syncer<Fake>,
+    mpsc::UnboundedReceiver<String>,
+    Gate,
+    LinkChannel,
+) {
+    let (mut syncer, calls, gate) = gated_syncer(&[veth(41)]);
     syncer.datapath.record_counters = true;
-    // Only the read that follows a write may show here: a periodic read
-    // (`COUNTERS_EVERY` after the last) would land wherever a slow machine
+    // Only the read that follows a write may show in these tests: a periodic
+    // read (`COUNTERS_EVERY` after the last) would land wherever a slow machine
     // happens to be when it falls due.
     syncer.counters_read = Instant::now() + Duration::from_secs(3600);
     let (link_events, events) = mpsc::unbounded_channel();
-    let during_write = link_events.clone();
+    let sender = link_events.clone();
     syncer.datapath.during_apply = Some(Box::new(move || {
-        let _ = during_write.send(LinkEvent::Added(veth(42)));
+        for index in during_write {
+            let _ = sender.send(LinkEvent::Added(veth(index)));
+        }
     }));
+    (syncer, calls, gate, (link_events, events))
+}
+
+#[tokio::test]
+async fn a_veth_appearing_while_a_pass_writes_goes_before_the_counters_and_the_next_plan() {
+    let (syncer, mut calls, mut gate, (link_events, events)) = counted_syncer(vec![42]);
     let (syncer, gate) = with_loop_on(syncer, (link_events, events), |inputs| async move {
         inputs.snapshots.send_replace(synced(cluster_of(1)));
         assert_eq!(gate.next_start().await, 1);
@@ -245,20 +266,8 @@ async fn a_veth_appearing_while_a_pass_writes_goes_before_the_counters_and_the_n
 
 #[tokio::test]
 async fn a_burst_of_veths_lets_the_counters_through_after_a_streak() {
-    let links = [veth(41)];
-    let (mut syncer, mut calls, mut gate) = gated_syncer(&links);
-    syncer.datapath.record_counters = true;
-    // Only the read that follows a write may show here (see above).
-    syncer.counters_read = Instant::now() + Duration::from_secs(3600);
-    let (link_events, events) = mpsc::unbounded_channel();
-    let during_write = link_events.clone();
     let burst: Vec<InterfaceIndex> = (100..).take(2 * LINK_STREAK + 1).collect();
-    let sent = burst.clone();
-    syncer.datapath.during_apply = Some(Box::new(move || {
-        for index in sent {
-            let _ = during_write.send(LinkEvent::Added(veth(index)));
-        }
-    }));
+    let (syncer, mut calls, mut gate, (link_events, events)) = counted_syncer(burst.clone());
     let (_, gate) = with_loop_on(syncer, (link_events, events), |inputs| async move {
         inputs.snapshots.send_replace(synced(cluster_of(1)));
         assert_eq!(gate.next_start().await, 1);
