@@ -326,8 +326,10 @@ fn a_local_pod_added_and_deleted_in_place_gets_and_loses_its_verdicts_in_both_ba
     }
 
     // It goes: its entries leave the active bank at once; the bank not read
-    // keeps them (packets of the last flip's grace period may still read it)
-    // until the next flip writes it from its shadow, and then neither holds them.
+    // loses its interface's entry (a removal there only narrows) and keeps its
+    // addresses and peer entries (packets of the last flip's grace period may
+    // still read it) until the next flip writes it from its shadow, and then
+    // neither holds them.
     let before = state.pods.remove(&added.key);
     let change = endpoint_change(compiler.pod_changed(
         &state,
@@ -340,7 +342,7 @@ fn a_local_pod_added_and_deleted_in_place_gets_and_loses_its_verdicts_in_both_ba
     in_place(&mut net, compiler.tables(), &without, &change);
     let banks = net.read_banks();
     assert_eq!(other_entries(&banks[active], ifindex), (false, 0, 0));
-    assert_eq!(other_entries(&banks[active ^ 1], ifindex), (true, 2, 2));
+    assert_eq!(other_entries(&banks[active ^ 1], ifindex), (false, 2, 2));
     let mut widened = compiler.tables().clone();
     widened.peers.insert(extra, PeerEntry::default());
     for tables in [&widened, compiler.tables()] {

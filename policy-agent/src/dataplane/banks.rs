@@ -206,7 +206,13 @@ impl Banks {
         self.active = bank_of(self.generation);
         self.quiesce.start();
         self.renew_owed = true;
-        self.renew(false)
+        if let Err(error) = self.renew(false) {
+            // The links have moved already: failing here would stop the agent
+            // with nothing wrong in what enforces. The move stays owed, and the
+            // first write makes it.
+            tracing::warn!(error = %crate::causes::causes(&error), "moving ACTIVE on at adoption failed; the first write makes the move");
+        }
+        Ok(())
     }
 
     /// Moves `ACTIVE` on by two generations (the same bank: every tracked flow is
@@ -340,13 +346,14 @@ impl Banks {
         want: &BankContent,
         before_write: impl FnOnce() -> Result<(), DataplaneError>,
     ) -> Result<(ApplyReport, bool), DataplaneError> {
+        // An owed move first, whatever happens next (a refusal, a failed write).
+        self.renew(false)?;
         self.check_fits(want)?;
         let mut report = ApplyReport {
             bank: self.active,
             ..ApplyReport::default()
         };
         if *want == self.shadows[self.active as usize] {
-            self.renew(false)?;
             return Ok((report, false));
         }
         self.quiesce.finish()?;
@@ -382,6 +389,8 @@ impl Banks {
         v4: &[(PeerPrefix<[u8; 4]>, Option<PeerClass>)],
         v6: &[(PeerPrefix<[u8; 16]>, Option<PeerClass>)],
     ) -> Result<ApplyReport, DataplaneError> {
+        // An owed move first, whatever happens next (a refusal, a failed write).
+        self.renew(false)?;
         let bank = self.active;
         let shadow = &self.shadows[bank as usize];
         // What the bank already holds is not written, and nothing to write moves
@@ -390,7 +399,6 @@ impl Banks {
         let v6 = news(&shadow.peers_v6, v6);
         let mut done = Written::default();
         if v4.is_empty() && v6.is_empty() {
-            self.renew(false)?;
             return Ok(ApplyReport {
                 written: 0,
                 removed: 0,
@@ -406,8 +414,10 @@ impl Banks {
         self.shadows[bank as usize] = shadow;
         // Whatever landed is followed by the bump, even when a later write failed:
         // no flow keeps a decision made with the entries it replaced.
-        self.renew(done.written + done.removed > 0)?;
+        // The write's own error first: the renew's says less.
+        let renewed = self.renew(done.written + done.removed > 0);
         result?;
+        renewed?;
         Ok(ApplyReport {
             written: done.written,
             removed: done.removed,

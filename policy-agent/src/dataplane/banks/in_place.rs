@@ -53,10 +53,11 @@ impl Banks {
     ///    as the pod it is, and a leaving pod's class goes only once it cannot;
     /// 4. address entries that come: last, once its entry and class are in place.
     ///
-    /// The bank not read is left alone: packets that read `ACTIVE` before the
-    /// last flip may read it until that flip's grace period is over, and a
-    /// removal there (of an address's entry, say) could widen what they see. The
-    /// next `install` writes it from its shadow before it is read again.
+    /// The bank not read gets only the removals of `ENDPOINTS` entries
+    /// (`remove_gone_interfaces_from_idle`): packets that read `ACTIVE` before
+    /// the last flip may read it until that flip's grace period is over, and a
+    /// removal of an address's entry there could widen what they see. The next
+    /// `install` writes the rest from its shadow before it is read again.
     ///
     /// Refused before any write if a map would outgrow its bank. Entries the bank
     /// already holds are not written, and with nothing to write the generation
@@ -66,6 +67,8 @@ impl Banks {
         &mut self,
         entries: &EndpointEntries,
     ) -> Result<ApplyReport, DataplaneError> {
+        // An owed move first, whatever happens next (a refusal, a failed write).
+        self.renew(false)?;
         let bank = self.active;
         let shadow = &self.shadows[bank as usize];
         let endpoints = news(&shadow.endpoints, &entries.endpoints);
@@ -73,7 +76,6 @@ impl Banks {
         let v4 = news(&shadow.peers_v4, &entries.peers_v4);
         let v6 = news(&shadow.peers_v6, &entries.peers_v6);
         if endpoints.is_empty() && addresses.is_empty() && v4.is_empty() && v6.is_empty() {
-            self.renew(false)?;
             return Ok(ApplyReport {
                 written: 0,
                 removed: 0,
@@ -102,13 +104,44 @@ impl Banks {
         self.shadows[bank as usize] = shadow;
         // Whatever landed is followed by the move, even when a later write failed:
         // no flow keeps a decision made with the entries it replaced.
-        self.renew(done.written + done.removed > 0)?;
+        // The write's own error first: the renew's says less.
+        let renewed = self.renew(done.written + done.removed > 0);
         result?;
+        renewed?;
+        self.remove_gone_interfaces_from_idle(&endpoints)?;
         Ok(ApplyReport {
             written: done.written,
             removed: done.removed,
             bank,
         })
+    }
+
+    /// Removes from the bank not read the `ENDPOINTS` entries `endpoints`
+    /// removed from the active one, so churn written in place does not fill that
+    /// bank's share of `ENDPOINTS` with interfaces gone (which would refuse a new
+    /// veth's pending entry until a flip). Only these: a packet that meets no
+    /// `ENDPOINTS` entry is dropped as from an unknown endpoint, so this narrows
+    /// what a packet of the last flip's grace period sees, where removing an
+    /// address's entry could widen it.
+    fn remove_gone_interfaces_from_idle(
+        &mut self,
+        endpoints: &[(InterfaceIndex, Option<EndpointInfo>)],
+    ) -> Result<(), DataplaneError> {
+        let bank = policy_common::bank::other(self.active);
+        let gone: Vec<_> = endpoints
+            .iter()
+            .filter(|(ifindex, entry)| {
+                entry.is_none() && self.shadows[bank as usize].endpoints.contains_key(ifindex)
+            })
+            .copied()
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut shadow = std::mem::take(&mut self.shadows[bank as usize].endpoints);
+        let result = self.set_endpoints(bank, &mut shadow, &gone, &mut Written::default());
+        self.shadows[bank as usize].endpoints = shadow;
+        result
     }
 
     /// Sets `ENDPOINTS` entries of bank `bank` (`None`: removed), in order,

@@ -88,8 +88,8 @@ impl Datapath {
     /// (moved to freshly loaded programs in one atomic update each), the attached
     /// set, both banks' shadows and `ACTIVE` as the kernel holds them, and the rule
     /// slots (from `state.json`, or, without a usable one, all counted as used so
-    /// each one handed out is zeroed). Neither `ACTIVE` nor any bank entry is
-    /// written until the first `apply`. If some map is missing while links are
+    /// each one handed out is zeroed). No bank entry is written until the first
+    /// `apply`; `ACTIVE` moves on two generations in the same bank (`Banks::adopt`). If some map is missing while links are
     /// pinned, fails with `IncompletePins` and removes nothing (the links keep
     /// enforcing; `policy-agent uninstall` starts over). Otherwise removes
     /// whatever is left under `pin_dir` (no link, so nothing that enforces) and
