@@ -273,16 +273,18 @@ async fn a_burst_of_veths_lets_the_counters_through_after_a_streak() {
         assert_eq!(gate.next_start().await, 1);
         gate.release_one();
         let seen = calls_until(&mut calls, "programs_ahead").await;
+        // After a streak (two, if a tick fell due in the first: it goes once
+        // too), never after the whole burst.
         let attached_first = seen.iter().filter(|c| c.starts_with("attach pwt1")).count();
-        assert_eq!(
-            attached_first, LINK_STREAK,
-            "the counters owed since the write go after one streak of the burst: {seen:?}"
+        assert!(
+            attached_first >= LINK_STREAK && attached_first < burst.len(),
+            "the counters owed since the write go after a streak of the burst, not its end: {seen:?}"
         );
         let last = format!("attach pwt{}", burst[burst.len() - 1]);
         let rest = calls_until(&mut calls, &last).await;
         assert_eq!(
             rest.iter().filter(|c| c.starts_with("attach pwt1")).count(),
-            burst.len() - LINK_STREAK,
+            burst.len() - attached_first,
             "then the rest of the burst: {rest:?}"
         );
         gate
