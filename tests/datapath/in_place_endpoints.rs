@@ -88,8 +88,11 @@ fn other(labels: [(&'static str, &'static str); 1], node: Option<&str>) -> Pod {
     built.build()
 }
 
-/// Whether a SYN from `from` to `to`:`port` passes `pod`'s classifier at `hook`.
-fn passes(net: &mut Net, hook: Hook, pod: &str, from: &str, to: &str, port: u16) -> bool {
+/// A probe: a SYN from `from` to `to`:`port` through `pod`'s classifier at `hook`.
+type Probe<'a> = (Hook, &'a str, &'a str, &'a str, u16);
+
+/// Whether the probe's SYN passes.
+fn passes(net: &mut Net, (hook, pod, from, to, port): Probe<'_>) -> bool {
     let frame = syn(from, to, pods::fresh_sport(), port);
     net.run(hook, pod, 0, &frame).passed
 }
@@ -175,27 +178,15 @@ fn a_local_pod_added_and_deleted_in_place_gets_and_loses_its_verdicts_in_both_ba
     // Before: the other veth is no endpoint, its address nobody's.
     assert!(!passes(
         &mut net,
-        Hook::PodIngress,
-        "other",
-        CLIENT_V4,
-        OTHER_V4,
-        80
+        (Hook::PodIngress, "other", CLIENT_V4, OTHER_V4, 80)
     ));
     assert!(!passes(
         &mut net,
-        Hook::PodEgress,
-        "client",
-        CLIENT_V4,
-        OTHER_V4,
-        80
+        (Hook::PodEgress, "client", CLIENT_V4, OTHER_V4, 80)
     ));
     assert!(!passes(
         &mut net,
-        Hook::PodEgress,
-        "other",
-        OTHER_V4,
-        SERVER_V4,
-        80
+        (Hook::PodEgress, "other", OTHER_V4, SERVER_V4, 80)
     ));
 
     // A second web pod comes: its own entries, in place.
@@ -216,64 +207,36 @@ fn a_local_pod_added_and_deleted_in_place_gets_and_loses_its_verdicts_in_both_ba
         // Its ingress is the web pods': the client on 80, nothing else.
         assert!(passes(
             &mut net,
-            Hook::PodIngress,
-            "other",
-            client,
-            other,
-            80
+            (Hook::PodIngress, "other", client, other, 80)
         ));
         assert!(!passes(
             &mut net,
-            Hook::PodIngress,
-            "other",
-            client,
-            other,
-            81
+            (Hook::PodIngress, "other", client, other, 81)
         ));
         // The client's egress sees it as a web pod.
         assert!(passes(
             &mut net,
-            Hook::PodEgress,
-            "client",
-            client,
-            other,
-            80
+            (Hook::PodEgress, "client", client, other, 80)
         ));
         assert!(!passes(
             &mut net,
-            Hook::PodEgress,
-            "client",
-            client,
-            other,
-            81
+            (Hook::PodEgress, "client", client, other, 81)
         ));
         // Its own egress is not isolated, and its addresses are its own.
         assert!(passes(
             &mut net,
-            Hook::PodEgress,
-            "other",
-            other,
-            client,
-            80
+            (Hook::PodEgress, "other", other, client, 80)
         ));
         // Not the client's: a spoofed source is dropped.
         assert!(!passes(
             &mut net,
-            Hook::PodEgress,
-            "other",
-            client,
-            other,
-            80
+            (Hook::PodEgress, "other", client, other, 80)
         ));
     }
     // A web pod is not a client: the server does not admit it.
     assert!(!passes(
         &mut net,
-        Hook::PodIngress,
-        "server",
-        OTHER_V4,
-        SERVER_V4,
-        80
+        (Hook::PodIngress, "server", OTHER_V4, SERVER_V4, 80)
     ));
 
     // Flips after the in-place write: into the bank not written (from its own
@@ -286,11 +249,7 @@ fn a_local_pod_added_and_deleted_in_place_gets_and_loses_its_verdicts_in_both_ba
     assert!(back.written + back.removed > 0);
     assert!(!passes(
         &mut net,
-        Hook::PodIngress,
-        "other",
-        CLIENT_V4,
-        OTHER_V4,
-        80
+        (Hook::PodIngress, "other", CLIENT_V4, OTHER_V4, 80)
     ));
     let forth = net
         .datapath
@@ -299,11 +258,7 @@ fn a_local_pod_added_and_deleted_in_place_gets_and_loses_its_verdicts_in_both_ba
     assert_eq!((forth.written, forth.removed), (0, 0), "{forth:?}");
     assert!(passes(
         &mut net,
-        Hook::PodIngress,
-        "other",
-        CLIENT_V4,
-        OTHER_V4,
-        80
+        (Hook::PodIngress, "other", CLIENT_V4, OTHER_V4, 80)
     ));
     // Once more through the other bank (a peer entry more, then back), so
     // that both hold the pod before it goes.
@@ -361,27 +316,15 @@ fn a_local_pod_added_and_deleted_in_place_gets_and_loses_its_verdicts_in_both_ba
     for (client, other) in [(CLIENT_V4, OTHER_V4), (CLIENT_V6, OTHER_V6)] {
         assert!(!passes(
             &mut net,
-            Hook::PodIngress,
-            "other",
-            client,
-            other,
-            80
+            (Hook::PodIngress, "other", client, other, 80)
         ));
         assert!(!passes(
             &mut net,
-            Hook::PodEgress,
-            "other",
-            other,
-            client,
-            80
+            (Hook::PodEgress, "other", other, client, 80)
         ));
         assert!(!passes(
             &mut net,
-            Hook::PodEgress,
-            "client",
-            client,
-            other,
-            80
+            (Hook::PodEgress, "client", client, other, 80)
         ));
     }
 
@@ -403,26 +346,14 @@ fn a_local_pod_added_and_deleted_in_place_gets_and_loses_its_verdicts_in_both_ba
         .unwrap_or_else(|e| panic!("update_peers: {e}"));
     assert!(passes(
         &mut net,
-        Hook::PodIngress,
-        "server",
-        OTHER_V4,
-        SERVER_V4,
-        80
+        (Hook::PodIngress, "server", OTHER_V4, SERVER_V4, 80)
     ));
     assert!(!passes(
         &mut net,
-        Hook::PodEgress,
-        "client",
-        CLIENT_V4,
-        OTHER_V4,
-        80
+        (Hook::PodEgress, "client", CLIENT_V4, OTHER_V4, 80)
     ));
     assert!(!passes(
         &mut net,
-        Hook::PodIngress,
-        "other",
-        CLIENT_V4,
-        OTHER_V4,
-        80
+        (Hook::PodIngress, "other", CLIENT_V4, OTHER_V4, 80)
     ));
 }
