@@ -5,8 +5,8 @@
 //! datagram again on its way out, which `node_fragments_created` shows). Allowed
 //! flows get every size echoed, in both families and through every hook; a denied
 //! datagram's fragments stay dropped; crafted fragments (overlapping the first
-//! fragment, a first fragment too short for its header) are dropped with their
-//! reason; and a Service (nftables DNAT, so reassembly) carries large datagrams.
+//! fragment, a first fragment too short for its header, a lone one whose offset
+//! lies in the high byte alone) are dropped with their reason; and a Service (nftables DNAT, so reassembly) carries large datagrams.
 
 use std::net::IpAddr;
 
@@ -253,6 +253,14 @@ fn attacks(client: IpAddr, server: IpAddr) -> Vec<Attack> {
                 fragment(ends, UDP, id, (8, false), &datagram[8..]),
             ],
             counter: "drop_fragment_overlap",
+        });
+        // A lone fragment at offset 2048: the offset lies in the high byte of
+        // the field alone, and its payload is a UDP header to the allowed port.
+        // Read as a whole packet, it would be allowed on those ports.
+        attacks.push(Attack {
+            name: "a lone IPv4 non-first fragment whose offset lies in the high byte alone, carrying a UDP header to the allowed port",
+            frames: vec![fragment(ends, UDP, next_id(), (2048, false), &udp(ALLOWED_PORT, 8))],
+            counter: "drop_fragment_unknown",
         });
         let id = next_id();
         let datagram = udp(ALLOWED_PORT, 24);
