@@ -184,8 +184,9 @@ impl Config {
 
     /// The bank stamp of `generation` (an `ACTIVE` value), already in place in the
     /// mark: `1 + generation mod (2^k - 1)` in the k stamp bits, so a stamped
-    /// packet's field is never 0, and two generations fewer than 2^k - 1 flips
-    /// apart never share a stamp. 0 when no stamp bits are configured.
+    /// packet's field is never 0, and two generations fewer than 2^k - 1 apart
+    /// (a flip is one step, a write in place two) never share a stamp. 0 when no
+    /// stamp bits are configured.
     #[inline(always)]
     pub const fn mark_stamp(&self, generation: u32) -> u32 {
         let modulus = self.mark_stamp_mask.wrapping_shr(self.mark_stamp_shift);
