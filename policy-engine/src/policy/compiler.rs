@@ -91,7 +91,12 @@ fn compile_indexed(
 ) -> (DatapathTables, Option<one_pod::Index>) {
     let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
     let owners = address_owners(state);
-    let endpoints = endpoints::assign(state, &policies, &owners, is_local);
+    let shared: BTreeSet<IpAddr> = owners
+        .iter()
+        .filter(|(_, count)| **count > 1)
+        .map(|(ip, _)| *ip)
+        .collect();
+    let endpoints = endpoints::assign(state, &policies, &shared, is_local);
     let mut refused: Vec<(u32, RefusalReason)> = Vec::new();
     loop {
         let stand_ins = without_rules(&policies, &refused);
@@ -100,7 +105,7 @@ fn compile_indexed(
             .map(|(id, policy)| stand_ins.get(&id).unwrap_or(policy))
             .collect();
         let applied = applied::Applied::collect(&effective, &endpoints.applied);
-        let classes = classes::assign(state, &applied, &owners, node_addresses);
+        let classes = classes::assign(state, &applied, &shared, node_addresses);
         let sets = entries::rule_sets(
             &entries::Inputs {
                 policies: &effective,
@@ -236,14 +241,25 @@ fn refusal(
 /// How many pod-network pods claim each address (an address of a pod is the
 /// pod's only if the count is 1).
 fn address_owners(state: &ClusterState) -> BTreeMap<IpAddr, usize> {
-    let mut owners = BTreeMap::new();
+    // Sorted and counted in a list, then built in bulk: cheaper than a map
+    // insert per address.
+    let mut all: Vec<IpAddr> = Vec::with_capacity(state.pods.len());
     for pod in state.pods.values().filter(|pod| !pod.host_network) {
-        let unique: BTreeSet<&IpAddr> = pod.ips.iter().collect();
-        for ip in unique {
-            *owners.entry(*ip).or_default() += 1;
+        for (index, ip) in pod.ips.iter().enumerate() {
+            if !pod.ips[..index].contains(ip) {
+                all.push(*ip);
+            }
         }
     }
-    owners
+    all.sort_unstable();
+    let mut counted: Vec<(IpAddr, usize)> = Vec::with_capacity(all.len());
+    for ip in all {
+        match counted.last_mut() {
+            Some((last, count)) if *last == ip => *count += 1,
+            _ => counted.push((ip, 1)),
+        }
+    }
+    counted.into_iter().collect()
 }
 
 /// Both directions, ingress first: the order entries and diagnostics are made in.

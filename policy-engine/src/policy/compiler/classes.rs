@@ -20,7 +20,8 @@
 //!   prefixes classed like any address outside pods; flags merge on equal prefixes.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::{BuildHasherDefault, Hasher},
     net::IpAddr,
 };
 
@@ -45,16 +46,90 @@ pub(super) struct Signature {
 }
 
 /// A prefix before class ids are known.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Candidate {
-    /// What the rules can tell about the prefix's addresses.
-    signature: Signature,
+    /// What the rules can tell about the prefix's addresses: an index into
+    /// `Interned::signatures` (0: the empty signature).
+    signature: u32,
     /// A node address.
     node: bool,
     /// A Service ClusterIP.
     service: bool,
     /// Always kept (a pod, node or Service address), even when redundant.
     fixed: bool,
+}
+
+/// Signatures seen so far, each stored once: candidates carry an index, so equal
+/// signatures are compared and numbered once, not once per address.
+struct Interned {
+    /// Index -> signature; index 0 is the empty one.
+    signatures: Vec<Signature>,
+    /// Signature -> index.
+    ids: FastMap<Signature, u32>,
+    /// (pod peers, egress ports) index, blocks -> index: what a pod address adds.
+    by_parts: FastMap<(u32, Vec<u32>), u32>,
+    /// (pod peers, egress ports) -> its index in `parts`.
+    part_ids: FastMap<PodPart, u32>,
+    /// Index -> (pod peers, egress ports).
+    parts: Vec<PodPart>,
+}
+
+/// What a pod's addresses share in their signatures: the pod peers matching it,
+/// its (egress name id, number) pairs.
+type PodPart = (Vec<u32>, Vec<(u32, u16)>);
+
+impl Interned {
+    fn new() -> Self {
+        let mut ids = FastMap::default();
+        ids.insert(Signature::default(), 0);
+        Self {
+            signatures: vec![Signature::default()],
+            ids,
+            by_parts: FastMap::default(),
+            part_ids: FastMap::default(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// The index of `signature`.
+    fn intern(&mut self, signature: Signature) -> u32 {
+        if let Some(id) = self.ids.get(&signature) {
+            return *id;
+        }
+        let id = self.signatures.len() as u32;
+        self.signatures.push(signature.clone());
+        self.ids.insert(signature, id);
+        id
+    }
+
+    /// The index of the (pod peers, egress ports) pair of a pod.
+    fn part(&mut self, pods: Vec<u32>, ports: Vec<(u32, u16)>) -> u32 {
+        let key = (pods, ports);
+        if let Some(id) = self.part_ids.get(&key) {
+            return *id;
+        }
+        let id = self.parts.len() as u32;
+        self.parts.push(key.clone());
+        self.part_ids.insert(key, id);
+        id
+    }
+
+    /// The index of the signature of an address held by `blocks` of a pod whose
+    /// (pod peers, egress ports) pair is `part`.
+    fn of_pod_address(&mut self, part: u32, blocks: Vec<u32>) -> u32 {
+        let key = (part, blocks);
+        if let Some(id) = self.by_parts.get(&key) {
+            return *id;
+        }
+        let (pods, ports) = self.parts.get(part as usize).cloned().unwrap_or_default();
+        let id = self.intern(Signature {
+            pods,
+            blocks: key.1.clone(),
+            ports,
+        });
+        self.by_parts.insert(key, id);
+        id
+    }
 }
 
 /// The class step's result.
@@ -104,20 +179,21 @@ impl Classes {
 }
 
 /// Classifies pod addresses, ipBlock regions, node addresses and Service
-/// ClusterIPs. `owners` counts the pod-network pods claiming each address. Class
-/// ids are dense from 1 in sorted signature order.
+/// ClusterIPs. `shared` holds the addresses more than one pod-network pod claims.
+/// Class ids are dense from 1 in sorted signature order.
 pub(super) fn assign(
     state: &ClusterState,
     applied: &Applied,
-    owners: &BTreeMap<IpAddr, usize>,
+    shared: &BTreeSet<IpAddr>,
     node_addresses: &[IpAddr],
 ) -> Classes {
-    let mut candidates = pod_candidates(state, applied, owners);
-    let outside = |prefix: IpNet| Candidate {
-        signature: Signature {
+    let mut interned = Interned::new();
+    let mut candidates = pod_candidates(state, applied, shared, &mut interned);
+    let mut outside = |prefix: IpNet| Candidate {
+        signature: interned.intern(Signature {
             blocks: blocks_holding(applied, &prefix),
             ..Signature::default()
-        },
+        }),
         ..Candidate::default()
     };
     for ip in node_addresses {
@@ -136,56 +212,82 @@ pub(super) fn assign(
         candidates.entry(prefix).or_insert_with(|| outside(prefix));
     }
     prune_redundant_regions(&mut candidates);
-    number(candidates)
+    number(&candidates, &interned.signatures)
 }
 
-/// A host-prefix candidate for every address one pod-network pod claims.
+/// A host-prefix candidate for every address one pod-network pod claims (none of
+/// `shared`).
 fn pod_candidates(
     state: &ClusterState,
     applied: &Applied,
-    owners: &BTreeMap<IpAddr, usize>,
+    shared: &BTreeSet<IpAddr>,
+    interned: &mut Interned,
 ) -> BTreeMap<IpNet, Candidate> {
     // Pod peers depend only on a pod's namespace and labels: match once per pair,
-    // and only the peers ranging over that namespace.
-    let mut namespaces: BTreeMap<&str, InScope<'_>> = BTreeMap::new();
-    let mut out = BTreeMap::new();
+    // and only the peers ranging over that namespace. Pods come sorted by
+    // namespace, so one namespace's scope is made once and then dropped.
+    let mut scope: Option<(&str, InScope<'_>)> = None;
+    // The last pod's (pod peers, egress ports) pair: pods of one workload come
+    // one after the other and mostly share it, which saves hashing their labels.
+    let mut last: Option<(&Pod, u32)> = None;
+    let mut out: Vec<(IpNet, Candidate)> = Vec::with_capacity(state.pods.len());
     for pod in state.pods.values().filter(|pod| !pod.host_network) {
-        let unique = pod.ips.iter().filter(|ip| owners.get(ip) == Some(&1));
-        let nets: Vec<IpNet> = unique.map(|ip| IpNet::from(*ip)).collect();
-        if nets.is_empty() {
-            continue;
-        }
         let namespace = pod.key.namespace.as_str();
-        let scope = namespaces.entry(namespace).or_insert_with(|| InScope {
-            peers: (0..)
+        let mut part = last
+            .filter(|(previous, _)| {
+                previous.key.namespace == pod.key.namespace
+                    && previous.labels == pod.labels
+                    && previous.ports == pod.ports
+            })
+            .map(|(_, part)| part);
+        if part.is_none() && scope.as_ref().is_none_or(|(name, _)| *name != namespace) {
+            let peers = (0..)
                 .zip(&applied.pod_peers)
                 .filter(|(_, peer)| peer.admits_namespace(state, namespace))
-                .collect(),
-            by_labels: HashMap::new(),
-        });
-        let peers = &scope.peers;
-        let pods = scope
-            .by_labels
-            .entry(&pod.labels)
-            .or_insert_with(|| {
-                peers
-                    .iter()
-                    .filter(|(_, peer)| peer.selects(&pod.labels))
-                    .map(|(id, _)| *id)
-                    .collect()
-            })
-            .clone();
-        let ports = egress_ports(applied, pod);
-        for net in nets {
+                .collect();
+            scope = Some((
+                namespace,
+                InScope {
+                    peers,
+                    by_labels: FastMap::default(),
+                },
+            ));
+        }
+        let Some((_, in_scope)) = scope.as_mut() else {
+            continue;
+        };
+        for (index, ip) in pod.ips.iter().enumerate() {
+            // Repeats of an address within the pod are one candidate.
+            if shared.contains(ip) || pod.ips[..index].contains(ip) {
+                continue;
+            }
+            let part = *part.get_or_insert_with(|| {
+                let peers = &in_scope.peers;
+                let pods = in_scope
+                    .by_labels
+                    .entry(&pod.labels)
+                    .or_insert_with(|| {
+                        peers
+                            .iter()
+                            .filter(|(_, peer)| peer.selects(&pod.labels))
+                            .map(|(id, _)| *id)
+                            .collect()
+                    })
+                    .clone();
+                interned.part(pods, egress_ports(applied, pod))
+            });
+            last = Some((pod, part));
+            let net = IpNet::from(*ip);
             let candidate = Candidate {
-                signature: pod_signature(applied, pods.clone(), ports.clone(), &net),
+                signature: interned.of_pod_address(part, blocks_holding(applied, &net)),
                 fixed: true,
                 ..Candidate::default()
             };
-            out.insert(net, candidate);
+            out.push((net, candidate));
         }
     }
-    out
+    // Sorted once and built in bulk: cheaper than inserting address by address.
+    out.into_iter().collect()
 }
 
 /// The pod peers ranging over one namespace, and which of them match each label
@@ -194,7 +296,7 @@ struct InScope<'a> {
     /// (id, peer), ascending.
     peers: Vec<(u32, &'a PodPeer)>,
     /// Labels -> the ids of `peers` selecting them, ascending.
-    by_labels: HashMap<&'a Labels, Vec<u32>>,
+    by_labels: FastMap<&'a Labels, Vec<u32>>,
 }
 
 /// The signature of `net`, an address of a pod matching the pod peers `pods` whose
@@ -271,19 +373,28 @@ fn prune_redundant_regions(candidates: &mut BTreeMap<IpNet, Candidate>) {
     }
 }
 
-/// Numbers the signatures in use and builds the peer entries and indices.
-fn number(candidates: BTreeMap<IpNet, Candidate>) -> Classes {
+/// Numbers the signatures in use (`signatures`: the candidates' interned ones)
+/// and builds the peer entries and indices.
+fn number(candidates: &BTreeMap<IpNet, Candidate>, signatures: &[Signature]) -> Classes {
     // Distinct first (many prefixes, few signatures), then sorted.
-    let distinct: HashSet<&Signature> = candidates
+    let mut used: Vec<u32> = candidates
         .values()
-        .map(|candidate| &candidate.signature)
-        .filter(|signature| **signature != Signature::default())
+        .map(|candidate| candidate.signature)
+        .filter(|id| *id != 0)
+        .collect::<BTreeSet<u32>>()
+        .into_iter()
         .collect();
-    let used: BTreeSet<&Signature> = distinct.into_iter().collect();
-    let ids: BTreeMap<&Signature, u32> = used.into_iter().zip(1..).collect();
-    let lookup: HashMap<&Signature, u32> = ids.iter().map(|(s, id)| (*s, *id)).collect();
+    let empty = Signature::default();
+    let signature = |id: u32| signatures.get(id as usize).unwrap_or(&empty);
+    used.sort_by(|a, b| signature(*a).cmp(signature(*b)));
+    // Interned index -> class id (`CLASS_WORLD` for the empty signature).
+    let mut class_of = vec![CLASS_WORLD; signatures.len()];
     let mut classes = Classes::default();
-    for (signature, &class_id) in &ids {
+    for (&id, class_id) in used.iter().zip(1..) {
+        if let Some(slot) = class_of.get_mut(id as usize) {
+            *slot = class_id;
+        }
+        let signature = signature(id);
         for &pod_peer in &signature.pods {
             classes
                 .by_pod_peer
@@ -294,22 +405,80 @@ fn number(candidates: BTreeMap<IpNet, Candidate>) -> Classes {
         for &block in &signature.blocks {
             classes.by_block.entry(block).or_default().push(class_id);
         }
-        classes.signatures.insert(class_id, (*signature).clone());
+        classes.signatures.insert(class_id, signature.clone());
     }
-    for (net, candidate) in &candidates {
-        let class_id = lookup
-            .get(&candidate.signature)
-            .copied()
-            .unwrap_or(CLASS_WORLD);
-        if class_id != CLASS_WORLD {
-            *classes.members.entry(class_id).or_default() += 1;
-        }
-        let entry = PeerEntry {
-            class_id,
-            node: candidate.node,
-            service: candidate.service,
-        };
-        classes.peers.insert(*net, entry);
-    }
+    classes.peers = candidates
+        .iter()
+        .map(|(net, candidate)| {
+            let class_id = class_of
+                .get(candidate.signature as usize)
+                .copied()
+                .unwrap_or(CLASS_WORLD);
+            if class_id != CLASS_WORLD {
+                *classes.members.entry(class_id).or_default() += 1;
+            }
+            let entry = PeerEntry {
+                class_id,
+                node: candidate.node,
+                service: candidate.service,
+            };
+            (*net, entry)
+        })
+        .collect();
     classes
+}
+
+/// A `HashMap` with a fast, non-cryptographic hash: its keys come from the
+/// cluster, but the map lives for one compile and only its speed is at stake.
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// The Fx hash (rustc's): a rotate, an xor and a multiply per word.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }

@@ -100,13 +100,14 @@ pub(super) struct Endpoints {
 }
 
 /// Assigns endpoint ids to the local pods: pod-network pods with an address of
-/// either family. `owners` counts the pod-network pods claiming each address.
+/// either family. `shared` holds the addresses more than one pod-network pod
+/// claims.
 ///
 /// Ids are dense from 1 in sorted (namespace, group) order.
 pub(super) fn assign(
     state: &ClusterState,
     policies: &[&NetworkPolicy],
-    owners: &BTreeMap<IpAddr, usize>,
+    shared: &BTreeSet<IpAddr>,
     is_local: impl Fn(&Pod) -> bool,
 ) -> Endpoints {
     // Only a policy of a pod's own namespace can apply to it.
@@ -147,7 +148,7 @@ pub(super) fn assign(
             out.entries.insert(pod.key.clone(), entry);
             // An address two pods claim cannot name a source pod: leaving it out
             // makes the deferred egress check drop (fail closed).
-            for ip in pod.ips.iter().filter(|ip| owners.get(ip) == Some(&1)) {
+            for ip in pod.ips.iter().filter(|ip| !shared.contains(ip)) {
                 out.addresses.insert(*ip, pod.key.clone());
             }
         }
