@@ -50,7 +50,7 @@ use crate::{
     policy::{
         capacity::{Budgets, Refusal, RefusalReason, Resource},
         isolation::applies_to,
-        tables::{DatapathTables, Direction, Isolation},
+        tables::{DatapathTables, Diagnostic, Direction, Isolation},
     },
 };
 
@@ -139,31 +139,116 @@ fn compile_indexed(
                 .into_iter()
                 .map(|(id, reason)| refusal(state, &policies, &endpoints, id, reason))
                 .collect();
-            let tables = DatapathTables {
-                isolation: endpoints
-                    .by_id
-                    .iter()
-                    .map(|(id, group)| {
-                        let isolation = Isolation {
-                            ingress: group.deciding.ingress.clone(),
-                            egress: group.deciding.egress.clone(),
-                        };
-                        (*id, isolation)
-                    })
-                    .collect(),
-                diagnostics: diagnostics::diagnostics(state, &policies, &endpoints.applied),
-                endpoints: endpoints.entries,
-                endpoint_addresses: endpoints.addresses,
-                peers: classes.peers,
-                rule_sets: sets.rule_sets,
-                policy: sets.policy,
-                policy_names: policies.iter().map(|policy| policy.key.clone()).collect(),
-                refusals,
-            };
+            let diagnostics = diagnostics::diagnostics(state, &policies, &endpoints.applied);
+            let tables = assemble(&policies, endpoints, classes, sets, diagnostics, refusals);
             return (tables, index);
         }
         refused.extend(next);
     }
+}
+
+/// The tables made of the steps' results.
+fn assemble(
+    policies: &[&NetworkPolicy],
+    endpoints: endpoints::Endpoints,
+    classes: classes::Classes,
+    sets: entries::RuleSets,
+    diagnostics: Vec<Diagnostic>,
+    refusals: Vec<Refusal>,
+) -> DatapathTables {
+    DatapathTables {
+        isolation: endpoints
+            .by_id
+            .iter()
+            .map(|(id, group)| {
+                let isolation = Isolation {
+                    ingress: group.deciding.ingress.clone(),
+                    egress: group.deciding.egress.clone(),
+                };
+                (*id, isolation)
+            })
+            .collect(),
+        diagnostics,
+        endpoints: endpoints.entries,
+        endpoint_addresses: endpoints.addresses,
+        peers: classes.peers,
+        rule_sets: sets.rule_sets,
+        policy: sets.policy,
+        policy_names: policies.iter().map(|policy| policy.key.clone()).collect(),
+        refusals,
+    }
+}
+
+/// The tables of `state` when it differs from the state `tables` (with `index`,
+/// both of a compile without refusals) were compiled from only in the labels of
+/// `namespaces`, made without a full compile: endpoints and applied rules must
+/// come out as they were (namespace labels shape neither, but a namespace's
+/// tunnel permission shapes its endpoints' entries), then only the classes of
+/// those namespaces' pod addresses are made again (`classes::reclass_namespaces`)
+/// and the rule sets after them. Equal to `compile_indexed`'s tables, ids
+/// included; `None`, with `index` unchanged, when anything else would differ or a
+/// budget would refuse a policy (a full compile decides those).
+fn relabel_namespaces(
+    state: &ClusterState,
+    is_local: impl Fn(&Pod) -> bool,
+    budgets: &Budgets,
+    index: &mut one_pod::Index,
+    tables: &DatapathTables,
+    namespaces: &[&str],
+) -> Option<DatapathTables> {
+    let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
+    let shared = index.shared();
+    let endpoints = endpoints::assign(state, &policies, &shared, is_local);
+    if endpoints.ids != index.endpoint_ids
+        || endpoints.entries != tables.endpoints
+        || endpoints.addresses != tables.endpoint_addresses
+    {
+        return None;
+    }
+    let applied = applied::Applied::collect(&policies, &endpoints.applied);
+    if applied != index.applied {
+        return None;
+    }
+    let signatures = index.signatures();
+    let classes = classes::reclass_namespaces(
+        state,
+        &applied,
+        &shared,
+        (&signatures, &index.members),
+        &tables.peers,
+        namespaces,
+    )?;
+    let sets = entries::rule_sets(
+        &entries::Inputs {
+            policies: &policies,
+            endpoints: &endpoints,
+            applied: &applied,
+            classes: &classes,
+        },
+        budgets.node_ceiling(),
+        budgets.per_policy_ceiling(),
+    );
+    let costs = budget::standalone(&policies, &endpoints.applied, &sets);
+    if !budget::over_policy_budgets(&costs, budgets).is_empty() {
+        return None;
+    }
+    let attributed = budget::attributed(&sets, &costs);
+    let usage = node_usage(&sets, &classes);
+    if !budget::over_bank(&usage, sets.truncated, &attributed, &costs, budgets).is_empty() {
+        return None;
+    }
+    // Everything checked: from here on the change is made.
+    index.reclassed(&classes);
+    // Diagnostics read the applied rules and the pods' port names: unchanged.
+    let diagnostics = tables.diagnostics.clone();
+    Some(assemble(
+        &policies,
+        endpoints,
+        classes,
+        sets,
+        diagnostics,
+        Vec::new(),
+    ))
 }
 
 /// The refused policies (by id) without their rules.

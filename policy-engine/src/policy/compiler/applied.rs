@@ -136,7 +136,7 @@ pub(super) type PortName = (String, Protocol);
 
 /// The interned content of the applied rules. Owned, so a node's compile can keep
 /// it to classify a pod of another node on its own (`remote`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Applied {
     /// Distinct pod peers.
     pub pod_peers: Vec<PodPeer>,

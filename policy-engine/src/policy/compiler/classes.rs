@@ -30,7 +30,7 @@ use policy_common::peer::CLASS_WORLD;
 
 use super::applied::{Applied, PeerId, PodPeer};
 use crate::{
-    model::{ClusterState, Labels, Pod},
+    model::{ClusterState, Labels, ObjectRef, Pod},
     policy::tables::PeerEntry,
 };
 
@@ -176,6 +176,128 @@ impl Classes {
             .filter(move |(id, _)| *id == name_id)
             .map(|(_, number)| *number)
     }
+}
+
+impl Classes {
+    /// Classes numbered from 1 in the order of `sorted` (ascending signatures, the
+    /// empty one left out), with no peers yet.
+    fn numbered<'s>(sorted: impl Iterator<Item = &'s Signature>) -> Self {
+        let mut classes = Classes::default();
+        for (signature, class_id) in sorted.zip(1..) {
+            for &pod_peer in &signature.pods {
+                classes
+                    .by_pod_peer
+                    .entry(pod_peer)
+                    .or_default()
+                    .push(class_id);
+            }
+            for &block in &signature.blocks {
+                classes.by_block.entry(block).or_default().push(class_id);
+            }
+            classes.signatures.insert(class_id, signature.clone());
+        }
+        classes
+    }
+}
+
+/// The classes once the labels of `namespaces` changed and nothing else did,
+/// from those of the last compile (`signatures`, `members`, `peers`) made with the
+/// same `applied` rules: what `assign` makes of `state`, ids included. Only the
+/// signatures of the addresses of those namespaces' pods can change (a pod peer
+/// reads a pod's own namespace's labels; no region, node or Service address
+/// depends on them), so those are made again and the classes renumbered when the
+/// set of signatures in use changes. `shared` holds the addresses more than one
+/// pod-network pod claims. `None` when an address is not where the last compile
+/// put it.
+pub(super) fn reclass_namespaces(
+    state: &ClusterState,
+    applied: &Applied,
+    shared: &BTreeSet<IpAddr>,
+    last: (&BTreeMap<u32, Signature>, &BTreeMap<u32, usize>),
+    peers: &BTreeMap<IpNet, PeerEntry>,
+    namespaces: &[&str],
+) -> Option<Classes> {
+    let (signatures, members) = last;
+    // Signature -> prefixes having it, for every class but `CLASS_WORLD`.
+    let mut counts: BTreeMap<Signature, usize> = signatures
+        .iter()
+        .map(|(id, signature)| (signature.clone(), members.get(id).copied().unwrap_or(0)))
+        .collect();
+    let mut moved: Vec<(IpNet, Signature)> = Vec::new();
+    for namespace in namespaces {
+        let first = ObjectRef::new(*namespace, "");
+        let pods = state
+            .pods
+            .range(first..)
+            .take_while(|(key, _)| key.namespace == *namespace)
+            .map(|(_, pod)| pod)
+            .filter(|pod| !pod.host_network);
+        for pod in pods {
+            let nets: BTreeSet<IpNet> = pod
+                .ips
+                .iter()
+                .filter(|ip| !shared.contains(ip))
+                .map(|ip| IpNet::from(*ip))
+                .collect();
+            if nets.is_empty() {
+                continue;
+            }
+            let pod_peers = matching_pod_peers(state, applied, pod);
+            let ports = egress_ports(applied, pod);
+            for net in nets {
+                let old = peers.get(&net)?.class_id;
+                if old != CLASS_WORLD {
+                    let count = counts.get_mut(signatures.get(&old)?)?;
+                    *count = count.checked_sub(1)?;
+                }
+                let signature = pod_signature(applied, pod_peers.clone(), ports.clone(), &net);
+                if signature != Signature::default() {
+                    *counts.entry(signature.clone()).or_default() += 1;
+                }
+                moved.push((net, signature));
+            }
+        }
+    }
+    counts.retain(|_, count| *count > 0);
+    let mut classes = Classes::numbered(counts.keys());
+    let ids: BTreeMap<&Signature, u32> = counts.keys().zip(1..).collect();
+    let renumbered = counts.len() != signatures.len()
+        || signatures.values().zip(counts.keys()).any(|(a, b)| a != b);
+    let mut out = if renumbered {
+        // Old class id -> new one; every old class with a member left keeps one.
+        let new_id = |old: u32| -> u32 {
+            signatures
+                .get(&old)
+                .and_then(|signature| ids.get(signature))
+                .copied()
+                .unwrap_or(CLASS_WORLD)
+        };
+        peers
+            .iter()
+            .map(|(net, entry)| {
+                let class_id = if entry.class_id == CLASS_WORLD {
+                    CLASS_WORLD
+                } else {
+                    new_id(entry.class_id)
+                };
+                (*net, PeerEntry { class_id, ..*entry })
+            })
+            .collect()
+    } else {
+        peers.clone()
+    };
+    for (net, signature) in moved {
+        let class_id = ids.get(&signature).copied().unwrap_or(CLASS_WORLD);
+        let entry = out.get_mut(&net)?;
+        entry.class_id = class_id;
+    }
+    classes.members = counts
+        .values()
+        .zip(1..)
+        .map(|(count, class_id)| (class_id, *count))
+        .collect();
+    classes.peers = out;
+    Some(classes)
 }
 
 /// Classifies pod addresses, ipBlock regions, node addresses and Service
@@ -389,24 +511,12 @@ fn number(candidates: &BTreeMap<IpNet, Candidate>, signatures: &[Signature]) -> 
     used.sort_by(|a, b| signature(*a).cmp(signature(*b)));
     // Interned index -> class id (`CLASS_WORLD` for the empty signature).
     let mut class_of = vec![CLASS_WORLD; signatures.len()];
-    let mut classes = Classes::default();
     for (&id, class_id) in used.iter().zip(1..) {
         if let Some(slot) = class_of.get_mut(id as usize) {
             *slot = class_id;
         }
-        let signature = signature(id);
-        for &pod_peer in &signature.pods {
-            classes
-                .by_pod_peer
-                .entry(pod_peer)
-                .or_default()
-                .push(class_id);
-        }
-        for &block in &signature.blocks {
-            classes.by_block.entry(block).or_default().push(class_id);
-        }
-        classes.signatures.insert(class_id, signature.clone());
     }
+    let mut classes = Classes::numbered(used.iter().map(|id| signature(*id)));
     classes.peers = candidates
         .iter()
         .map(|(net, candidate)| {

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use super::{
     compile_indexed,
     one_pod::{self, Done},
+    relabel_namespaces,
 };
 use crate::{
     model::{ClusterState, ObjectRef, Pod, PodChange, StateChanges},
@@ -134,8 +135,9 @@ impl Incremental {
     /// among the pods); `was_local` says which pods were the node's, `is_local`
     /// which are. A change of one kind of object is made on its own where the
     /// guards allow (pods: `pods_changed`; Services, namespaces, policies:
-    /// `one_object`); changes of several kinds, and whatever the guards cannot
-    /// rule out, compile in full.
+    /// `one_object`; namespace labels that move classes: only their pods' classes
+    /// and the rule sets are made again, `relabel_namespaces`); changes of several
+    /// kinds, and whatever the guards cannot rule out, compile in full.
     pub fn changed(
         &mut self,
         state: &ClusterState,
@@ -163,10 +165,19 @@ impl Incremental {
                         &changes.policies,
                         Arc::make_mut(&mut self.tables),
                     )
+                } else if index.namespaces_unchanging(state, &changes.namespaces, &self.tables) {
+                    Some(Done::Peers(Vec::new()))
                 } else {
-                    index
-                        .namespaces_unchanging(state, &changes.namespaces, &self.tables)
-                        .then(|| Done::Peers(Vec::new()))
+                    let names: Vec<&str> = changes
+                        .namespaces
+                        .iter()
+                        .map(|(name, _)| name.as_str())
+                        .collect();
+                    relabel_namespaces(state, &is_local, &self.budgets, index, &self.tables, &names)
+                        .map(|tables| {
+                            self.tables = Arc::new(tables);
+                            Done::Endpoint
+                        })
                 }
             }
             _ => None,

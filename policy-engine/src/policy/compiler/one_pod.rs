@@ -276,6 +276,34 @@ impl Index {
         }
     }
 
+    /// The addresses more than one pod-network pod claims.
+    pub(super) fn shared(&self) -> BTreeSet<IpAddr> {
+        self.owners
+            .iter()
+            .filter(|(_, count)| **count > 1)
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+
+    /// Class id -> signature, for every class but `CLASS_WORLD`.
+    pub(super) fn signatures(&self) -> BTreeMap<u32, Signature> {
+        self.class_of
+            .iter()
+            .map(|(signature, id)| (*id, signature.clone()))
+            .collect()
+    }
+
+    /// Takes in `classes`, made again for the same applied rules and the same
+    /// prefixes (`classes::reclass_namespaces`).
+    pub(super) fn reclassed(&mut self, classes: &Classes) {
+        self.class_of = classes
+            .signatures
+            .iter()
+            .map(|(id, signature)| (signature.clone(), *id))
+            .collect();
+        self.members = classes.members.clone();
+    }
+
     /// Whether the entry of `ip`'s host prefix is more than a pod's: a node or
     /// Service address, or an applied ipBlock's cidr or except.
     pub(super) fn is_reserved(&self, ip: &IpAddr) -> bool {

@@ -384,6 +384,16 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
                 .node("n0")
                 .build(),
         )
+        .namespace(namespace("c").labels([("team", "z")]).build())
+        // Its class sorts after those of a's pods: it is renumbered when they
+        // leave theirs.
+        .pod(
+            pod("c", "api")
+                .labels([("app", "api")])
+                .ip("10.0.0.6")
+                .node("n1")
+                .build(),
+        )
         .pod(web("web0", "10.0.0.2", "n1"))
         .policy(policy)
         .build();
@@ -504,6 +514,11 @@ fn services_namespaces_and_policies_take_the_short_way_where_they_can() {
                 .from_pods_in_namespaces(selector().build(), selector().label("team", "x").build())
                 .build(),
         )
+        .ingress(
+            rule()
+                .from_pods_in_namespaces(selector().build(), selector().label("team", "z").build())
+                .build(),
+        )
         .egress(rule().to_ip_block("10.0.0.0/8", ["10.0.0.0/24"]).build())
         .egress(rule().to_ip_block("10.0.0.0/16", ["10.0.0.4/32"]).build())
         .build();
@@ -519,6 +534,16 @@ fn services_namespaces_and_policies_take_the_short_way_where_they_can() {
                 .labels([("app", "db")])
                 .ip("10.0.0.1")
                 .node("n0")
+                .build(),
+        )
+        .namespace(namespace("c").labels([("team", "z")]).build())
+        // Its class sorts after those of a's pods: it is renumbered when they
+        // leave theirs.
+        .pod(
+            pod("c", "api")
+                .labels([("app", "api")])
+                .ip("10.0.0.6")
+                .node("n1")
                 .build(),
         )
         .pod(web("web0", "10.0.0.2", "n1"))
@@ -562,9 +587,34 @@ fn services_namespaces_and_policies_take_the_short_way_where_they_can() {
         step(&mut state, relabel(vec![("team", "x")])),
         Recompiled::Peers(Vec::new())
     );
-    // Its `team` label: the peer's namespaceSelector does.
+    // Its `team` label: the peer's namespaceSelector does; b has no pods, so
+    // the classes are made again and come out as they were.
     assert_eq!(
         step(&mut state, relabel(vec![("team", "y")])),
+        Recompiled::Entries
+    );
+    // Namespace a's `team` label: its pods leave the peer, their classes move
+    // (renumbered), the rule sets follow; endpoints and applied rules stay, so
+    // no full compile, either way.
+    let relabel_a = |pairs, tunnels| Change::SetNamespace(0, Some((pairs, tunnels)));
+    let before = full(&state).peers;
+    assert_eq!(
+        step(&mut state, relabel_a(vec![("team", "y")], false)),
+        Recompiled::Entries
+    );
+    assert_ne!(full(&state).peers, before, "the pods of a change class");
+    assert_eq!(
+        step(&mut state, relabel_a(vec![("team", "x")], false)),
+        Recompiled::Entries
+    );
+    assert_eq!(full(&state).peers, before);
+    // Tunnels allowed in a, where n0 has endpoints: their entries change, in full.
+    assert_eq!(
+        step(&mut state, relabel_a(vec![("team", "x")], true)),
+        Recompiled::Full
+    );
+    assert_eq!(
+        step(&mut state, relabel_a(vec![("team", "x")], false)),
         Recompiled::Full
     );
 
