@@ -540,11 +540,11 @@ fn number(candidates: &BTreeMap<IpNet, Candidate>, signatures: &[Signature]) -> 
 
 /// A `HashMap` with a fast, non-cryptographic hash: its keys come from the
 /// cluster, but the map lives for one compile and only its speed is at stake.
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+pub(super) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// The Fx hash (rustc's): a rotate, an xor and a multiply per word.
 #[derive(Default)]
-struct FastHasher(u64);
+pub(super) struct FastHasher(u64);
 
 impl FastHasher {
     fn add(&mut self, word: u64) {

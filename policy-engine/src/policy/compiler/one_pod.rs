@@ -19,7 +19,7 @@
 //!   step decides those).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
@@ -28,7 +28,7 @@ use policy_common::peer::CLASS_WORLD;
 
 use super::{
     applied::{Applied, PortName},
-    classes::{egress_ports, matching_pod_peers, pod_signature, Classes, Signature},
+    classes::{egress_ports, matching_pod_peers, pod_signature, Classes, FastMap, Signature},
     endpoints::{group, is_endpoint, Endpoints, Group},
     incremental::EndpointChange,
 };
@@ -122,7 +122,7 @@ impl Index {
             }
         }
         // Counted by reference: a name is copied once, not once per pod.
-        let mut counts: HashMap<(&str, Protocol), usize> = HashMap::new();
+        let mut counts: FastMap<(&str, Protocol), usize> = FastMap::default();
         for port in state.pods.values().flat_map(|pod| &pod.ports) {
             if let Some(name) = &port.name {
                 *counts.entry((name.as_str(), port.protocol)).or_default() += 1;
