@@ -23,7 +23,9 @@
 //! `Incremental` keeps one node's tables across changes: a pod's change is made
 //! on its own (`one_pod`) when only its own entries change, and a Service's,
 //! namespace's or policy's (`one_object`) when it changes a Service address's
-//! entry, nothing, or only the policy ids; anything else compiles in full.
+//! entry, nothing, or only the policy ids; a namespace label change that moves
+//! classes remakes its pods' classes and steps 4-5 (`relabel_namespaces`);
+//! anything else compiles in full.
 
 mod applied;
 mod budget;
