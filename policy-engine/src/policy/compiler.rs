@@ -186,7 +186,7 @@ fn assemble(
 /// `namespaces`, made without a full compile: endpoints and applied rules must
 /// come out as they were (namespace labels shape neither, but a namespace's
 /// tunnel permission shapes its endpoints' entries), then only the classes of
-/// those namespaces' pod addresses are made again (`classes::reclass_namespaces`)
+/// those namespaces' pod addresses are made again (`classes::reclass`)
 /// and the rule sets after them. Equal to `compile_indexed`'s tables, ids
 /// included; `None`, with `index` unchanged, when anything else would differ or a
 /// budget would refuse a policy (a full compile decides those).
@@ -212,33 +212,15 @@ fn relabel_namespaces(
         return None;
     }
     let signatures = index.signatures();
-    let classes = classes::reclass_namespaces(
+    let classes = classes::reclass(
         state,
         &applied,
         &shared,
         (&signatures, &index.members),
         &tables.peers,
-        namespaces,
+        &classes::pods_of(state, namespaces),
     )?;
-    let sets = entries::rule_sets(
-        &entries::Inputs {
-            policies: &policies,
-            endpoints: &endpoints,
-            applied: &applied,
-            classes: &classes,
-        },
-        budgets.node_ceiling(),
-        budgets.per_policy_ceiling(),
-    );
-    let costs = budget::standalone(&policies, &endpoints.applied, &sets);
-    if !budget::over_policy_budgets(&costs, budgets).is_empty() {
-        return None;
-    }
-    let attributed = budget::attributed(&sets, &costs);
-    let usage = node_usage(&sets, &classes);
-    if !budget::over_bank(&usage, sets.truncated, &attributed, &costs, budgets).is_empty() {
-        return None;
-    }
+    let sets = checked_rule_sets(&policies, &endpoints, &applied, &classes, budgets)?;
     // Everything checked: from here on the change is made.
     index.reclassed(&classes);
     // Diagnostics read the applied rules and the pods' port names: unchanged.
@@ -251,6 +233,99 @@ fn relabel_namespaces(
         diagnostics,
         Vec::new(),
     ))
+}
+
+/// The tables of `state` when it differs from the state `tables` (with `index`,
+/// both of a compile without refusals) were compiled from only in the labels of
+/// one pod, which was `before` and is `after` (its addresses, ports, node and
+/// locality as they were; `was_local` and `is_local` agree on it), made without
+/// a full compile: the endpoints are made again (its endpoint group may be new or
+/// emptied, which renumbers ids), the applied rules must come out as they were,
+/// then only the pod's own addresses are classed again (`classes::reclass`) and
+/// the rule sets made after them. Equal to `compile_indexed`'s tables, ids
+/// included; `None`, with `index` unchanged, when anything else would differ or a
+/// budget would refuse a policy.
+fn relabel_pod(
+    state: &ClusterState,
+    (before, after): (&Pod, &Pod),
+    was_local: impl Fn(&Pod) -> bool,
+    is_local: impl Fn(&Pod) -> bool,
+    budgets: &Budgets,
+    index: &mut one_pod::Index,
+    tables: &DatapathTables,
+) -> Option<DatapathTables> {
+    let same_place = before.key == after.key
+        && before.ips == after.ips
+        && before.ports == after.ports
+        && before.node_name == after.node_name
+        && before.host_network == after.host_network
+        && before.finished == after.finished
+        && was_local(before) == is_local(after);
+    if !same_place {
+        return None;
+    }
+    let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
+    let shared = index.shared();
+    let endpoints = endpoints::assign(state, &policies, &shared, &is_local);
+    let applied = applied::Applied::collect(&policies, &endpoints.applied);
+    if applied != index.applied {
+        return None;
+    }
+    let signatures = index.signatures();
+    let classes = classes::reclass(
+        state,
+        &applied,
+        &shared,
+        (&signatures, &index.members),
+        &tables.peers,
+        &[after],
+    )?;
+    let sets = checked_rule_sets(&policies, &endpoints, &applied, &classes, budgets)?;
+    // Everything checked: from here on the change is made.
+    index.reclassed(&classes);
+    index.endpoints_made(&endpoints);
+    // Which (policy, direction) pairs apply may have changed with equal interned
+    // peers (a rule without peers): diagnostics are made again.
+    let diagnostics = diagnostics::diagnostics(state, &policies, &endpoints.applied);
+    Some(assemble(
+        &policies,
+        endpoints,
+        classes,
+        sets,
+        diagnostics,
+        Vec::new(),
+    ))
+}
+
+/// The rule sets of a compile without refusals (`None` when the budgets would
+/// refuse a policy).
+fn checked_rule_sets(
+    policies: &[&NetworkPolicy],
+    endpoints: &endpoints::Endpoints,
+    applied: &applied::Applied,
+    classes: &classes::Classes,
+    budgets: &Budgets,
+) -> Option<entries::RuleSets> {
+    let sets = entries::rule_sets(
+        &entries::Inputs {
+            policies,
+            endpoints,
+            applied,
+            classes,
+        },
+        budgets.node_ceiling(),
+        budgets.per_policy_ceiling(),
+    );
+    let costs = budget::standalone(policies, &endpoints.applied, &sets);
+    if !budget::over_policy_budgets(&costs, budgets).is_empty() {
+        return None;
+    }
+    let attributed = budget::attributed(&sets, &costs);
+    let usage = node_usage(&sets, classes);
+    if !budget::over_bank(&usage, sets.truncated, &attributed, &costs, budgets).is_empty() {
+        return None;
+    }
+    Some(sets)
 }
 
 /// The refused policies (by id) without their rules.

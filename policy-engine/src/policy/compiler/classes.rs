@@ -200,22 +200,39 @@ impl Classes {
     }
 }
 
-/// The classes once the labels of `namespaces` changed and nothing else did,
-/// from those of the last compile (`signatures`, `members`, `peers`) made with the
-/// same `applied` rules: what `assign` makes of `state`, ids included. Only the
-/// signatures of the addresses of those namespaces' pods can change (a pod peer
-/// reads a pod's own namespace's labels; no region, node or Service address
-/// depends on them), so those are made again and the classes renumbered when the
-/// set of signatures in use changes. `shared` holds the addresses more than one
-/// pod-network pod claims. `None` when an address is not where the last compile
-/// put it.
-pub(super) fn reclass_namespaces(
+/// The pod-network pods of `namespaces`.
+pub(super) fn pods_of<'s>(state: &'s ClusterState, namespaces: &[&str]) -> Vec<&'s Pod> {
+    let mut out = Vec::new();
+    for namespace in namespaces {
+        let first = ObjectRef::new(*namespace, "");
+        out.extend(
+            state
+                .pods
+                .range(first..)
+                .take_while(|(key, _)| key.namespace == *namespace)
+                .map(|(_, pod)| pod)
+                .filter(|pod| !pod.host_network),
+        );
+    }
+    out
+}
+
+/// The classes once only the signatures of the addresses of `pods` may have
+/// changed, from those of the last compile (`signatures`, `members`, `peers`)
+/// made with the same `applied` rules: what `assign` makes of `state`, ids
+/// included. That holds when nothing changed but the labels of these pods or of
+/// their namespaces (a pod peer reads a pod's own labels and its namespace's; no
+/// region, node or Service address depends on them): their addresses are
+/// classed again and the classes renumbered when the set of signatures in use
+/// changes. `shared` holds the addresses more than one pod-network pod claims.
+/// `None` when an address is not where the last compile put it.
+pub(super) fn reclass(
     state: &ClusterState,
     applied: &Applied,
     shared: &BTreeSet<IpAddr>,
     last: (&BTreeMap<u32, Signature>, &BTreeMap<u32, usize>),
     peers: &BTreeMap<IpNet, PeerEntry>,
-    namespaces: &[&str],
+    pods: &[&Pod],
 ) -> Option<Classes> {
     let (signatures, members) = last;
     // Signature -> prefixes having it, for every class but `CLASS_WORLD`.
@@ -224,15 +241,8 @@ pub(super) fn reclass_namespaces(
         .map(|(id, signature)| (signature.clone(), members.get(id).copied().unwrap_or(0)))
         .collect();
     let mut moved: Vec<(IpNet, Signature)> = Vec::new();
-    for namespace in namespaces {
-        let first = ObjectRef::new(*namespace, "");
-        let pods = state
-            .pods
-            .range(first..)
-            .take_while(|(key, _)| key.namespace == *namespace)
-            .map(|(_, pod)| pod)
-            .filter(|pod| !pod.host_network);
-        for pod in pods {
+    {
+        for pod in pods.iter().filter(|pod| !pod.host_network) {
             let nets: BTreeSet<IpNet> = pod
                 .ips
                 .iter()

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::{
     compile_indexed,
     one_pod::{self, Done},
-    relabel_namespaces,
+    relabel_namespaces, relabel_pod,
 };
 use crate::{
     model::{ClusterState, ObjectRef, Pod, PodChange, StateChanges},
@@ -204,7 +204,7 @@ impl Incremental {
         }
         for (key, before) in changes {
             // Each change reads only its own pod and what no change touches.
-            let done = self.pod_changed(state, key, before.as_ref(), &was_local, &is_local);
+            let done = self.one_of(state, key, before.as_ref(), &was_local, &is_local, false);
             if matches!(done, Recompiled::Full) {
                 // The full compile took in every change at once.
                 return Recompiled::Full;
@@ -227,6 +227,21 @@ impl Incremental {
         was_local: impl Fn(&Pod) -> bool,
         is_local: impl Fn(&Pod) -> bool,
     ) -> Recompiled {
+        self.one_of(state, key, before, was_local, is_local, true)
+    }
+
+    /// `pod_changed`, for a change that may be one of several (`alone`: it is
+    /// not): only a change alone may read the rest of the state, as a relabel
+    /// made without a full compile does (`relabel_pod`).
+    fn one_of(
+        &mut self,
+        state: &ClusterState,
+        key: &ObjectRef,
+        before: Option<&Pod>,
+        was_local: impl Fn(&Pod) -> bool,
+        is_local: impl Fn(&Pod) -> bool,
+        alone: bool,
+    ) -> Recompiled {
         let after = state.pods.get(key);
         let done = self.index.as_mut().and_then(|index| {
             index.pod_changed(
@@ -239,6 +254,25 @@ impl Incremental {
                 Arc::make_mut(&mut self.tables),
             )
         });
+        if done.is_none() && alone {
+            // Only its labels changed: its endpoint group and classes are made
+            // again without a full compile where the applied rules stay.
+            if let (Some(index), Some(before), Some(after)) = (self.index.as_mut(), before, after) {
+                let relabelled = relabel_pod(
+                    state,
+                    (before, after),
+                    &was_local,
+                    &is_local,
+                    &self.budgets,
+                    index,
+                    &self.tables,
+                );
+                if let Some(tables) = relabelled {
+                    self.tables = Arc::new(tables);
+                    return Recompiled::Entries;
+                }
+            }
+        }
         self.settle(done, state, is_local)
     }
 }

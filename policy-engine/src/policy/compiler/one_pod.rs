@@ -294,7 +294,7 @@ impl Index {
     }
 
     /// Takes in `classes`, made again for the same applied rules and the same
-    /// prefixes (`classes::reclass_namespaces`).
+    /// prefixes (`classes::reclass`).
     pub(super) fn reclassed(&mut self, classes: &Classes) {
         self.class_of = classes
             .signatures
@@ -302,6 +302,12 @@ impl Index {
             .map(|(id, signature)| (signature.clone(), *id))
             .collect();
         self.members = classes.members.clone();
+    }
+
+    /// Takes in `endpoints`, made again for the same pods (`relabel_pod`).
+    pub(super) fn endpoints_made(&mut self, endpoints: &Endpoints) {
+        self.endpoint_ids = endpoints.ids.clone();
+        self.endpoint_members = endpoints.members.clone();
     }
 
     /// Whether the entry of `ip`'s host prefix is more than a pod's: a node or

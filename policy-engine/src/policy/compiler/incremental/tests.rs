@@ -10,7 +10,7 @@ use super::{EndpointChange, Incremental, Recompiled};
 use crate::{
     model::{
         builders::{namespace, pod, service},
-        ClusterState, NetworkPolicy, ObjectRef, Pod, PortRef, Protocol,
+        ClusterState, Labels, NetworkPolicy, ObjectRef, Pod, PortRef, Protocol,
     },
     policy::{
         capacity::Budgets,
@@ -384,16 +384,6 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
                 .node("n0")
                 .build(),
         )
-        .namespace(namespace("c").labels([("team", "z")]).build())
-        // Its class sorts after those of a's pods: it is renumbered when they
-        // leave theirs.
-        .pod(
-            pod("c", "api")
-                .labels([("app", "api")])
-                .ip("10.0.0.6")
-                .node("n1")
-                .build(),
-        )
         .pod(web("web0", "10.0.0.2", "n1"))
         .policy(policy)
         .build();
@@ -489,6 +479,22 @@ fn a_pod_whose_class_and_group_exist_changes_only_its_own_entries() {
         Recompiled::Full
     );
     assert_eq!(n0.tables(), &full(&state));
+
+    // Its labels changed, so that it joins db's group and its own empties (ids
+    // and classes renumber), and back: the applied rules stay, so its endpoints
+    // and its classes are made again without a full compile.
+    let mut relabelled = local.clone();
+    relabelled.labels = Labels::from([("app".to_string(), "db".to_string())]);
+    for (before, after) in [(&local, &relabelled), (&relabelled, &local)] {
+        let ids_before = n0.tables().endpoints.clone();
+        state.pods.insert(after.key.clone(), after.clone());
+        assert_eq!(
+            n0.pod_changed(&state, &after.key, Some(before), &is_local, &is_local),
+            Recompiled::Entries
+        );
+        assert_eq!(n0.tables(), &full(&state));
+        assert_ne!(n0.tables().endpoints, ids_before, "the pod's group moves");
+    }
 }
 
 /// A Service address no pod, node or ipBlock boundary has changes its peer entry
