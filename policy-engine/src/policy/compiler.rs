@@ -23,9 +23,11 @@
 //! `Incremental` keeps one node's tables across changes: a pod's change is made
 //! on its own (`one_pod`) when only its own entries change, and a Service's,
 //! namespace's or policy's (`one_object`) when it changes a Service address's
-//! entry, nothing, or only the policy ids; a namespace label change that moves
-//! classes remakes its pods' classes and steps 4-5 (`relabel_namespaces`);
-//! anything else compiles in full.
+//! entry, nothing, or only the policy ids. Where the applied rules intern as
+//! before, a namespace's labels (`relabel_namespaces`) or a pod's
+//! (`relabel_pod`) class only their pods' addresses again, and a policy change
+//! keeps every class (`repolicy`); the steps after the classes run as in a full
+//! compile. Anything else compiles in full.
 
 mod applied;
 mod budget;
@@ -286,6 +288,43 @@ fn relabel_pod(
     index.endpoints_made(&endpoints);
     // Which (policy, direction) pairs apply may have changed with equal interned
     // peers (a rule without peers): diagnostics are made again.
+    let diagnostics = diagnostics::diagnostics(state, &policies, &endpoints.applied);
+    Some(assemble(
+        &policies,
+        endpoints,
+        classes,
+        sets,
+        diagnostics,
+        Vec::new(),
+    ))
+}
+
+/// The tables of `state` when it differs from the state `tables` (with `index`,
+/// both of a compile without refusals) were compiled from only in policies whose
+/// rules, applied to the endpoints they select now, intern as before (a port
+/// edited, a policy added whose peers some applied rule already names, one
+/// removed whose peers another still names): the classes are the last compile's,
+/// so only the endpoints, the rule sets and the diagnostics are made again. Equal
+/// to `compile_indexed`'s tables, ids included; `None`, with `index` unchanged,
+/// when the applied rules differ or a budget would refuse a policy.
+fn repolicy(
+    state: &ClusterState,
+    is_local: impl Fn(&Pod) -> bool,
+    budgets: &Budgets,
+    index: &mut one_pod::Index,
+    tables: &DatapathTables,
+) -> Option<DatapathTables> {
+    let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
+    let shared = index.shared();
+    let endpoints = endpoints::assign(state, &policies, &shared, &is_local);
+    let applied = applied::Applied::collect(&policies, &endpoints.applied);
+    if applied != index.applied {
+        return None;
+    }
+    let classes = index.classes(tables.peers.clone());
+    let sets = checked_rule_sets(&policies, &endpoints, &applied, &classes, budgets)?;
+    // Everything checked: from here on the change is made.
+    index.endpoints_made(&endpoints);
     let diagnostics = diagnostics::diagnostics(state, &policies, &endpoints.applied);
     Some(assemble(
         &policies,

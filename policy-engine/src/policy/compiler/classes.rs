@@ -179,6 +179,20 @@ impl Classes {
 }
 
 impl Classes {
+    /// The classes of `signatures` (class id -> signature, ids dense from 1 in
+    /// ascending signature order, as `assign` numbers them) with `members` and
+    /// `peers`.
+    pub(super) fn of(
+        signatures: &BTreeMap<u32, Signature>,
+        members: BTreeMap<u32, usize>,
+        peers: BTreeMap<IpNet, PeerEntry>,
+    ) -> Self {
+        let mut classes = Self::numbered(signatures.values());
+        classes.members = members;
+        classes.peers = peers;
+        classes
+    }
+
     /// Classes numbered from 1 in the order of `sorted` (ascending signatures, the
     /// empty one left out), with no peers yet.
     fn numbered<'s>(sorted: impl Iterator<Item = &'s Signature>) -> Self {

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::{
     compile_indexed,
     one_pod::{self, Done},
-    relabel_namespaces, relabel_pod,
+    relabel_namespaces, relabel_pod, repolicy,
 };
 use crate::{
     model::{ClusterState, ObjectRef, Pod, PodChange, StateChanges},
@@ -160,11 +160,14 @@ impl Incremental {
                         Arc::make_mut(&mut self.tables),
                     )
                 } else if !changes.policies.is_empty() {
-                    index.policies_changed(
-                        state,
-                        &changes.policies,
-                        Arc::make_mut(&mut self.tables),
-                    )
+                    index
+                        .policies_changed(state, &changes.policies, Arc::make_mut(&mut self.tables))
+                        .or_else(|| {
+                            let tables =
+                                repolicy(state, &is_local, &self.budgets, index, &self.tables)?;
+                            self.tables = Arc::new(tables);
+                            Some(Done::Endpoint)
+                        })
                 } else if index.namespaces_unchanging(state, &changes.namespaces, &self.tables) {
                     Some(Done::Peers(Vec::new()))
                 } else {

@@ -293,6 +293,11 @@ impl Index {
             .collect()
     }
 
+    /// The classes of the last compile, whose peer entries are `peers`.
+    pub(super) fn classes(&self, peers: BTreeMap<IpNet, PeerEntry>) -> Classes {
+        Classes::of(&self.signatures(), self.members.clone(), peers)
+    }
+
     /// Takes in `classes`, made again for the same applied rules and the same
     /// prefixes (`classes::reclass`).
     pub(super) fn reclassed(&mut self, classes: &Classes) {

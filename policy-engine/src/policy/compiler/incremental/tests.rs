@@ -643,9 +643,23 @@ fn services_namespaces_and_policies_take_the_short_way_where_they_can() {
         step(&mut state, Change::RemovePolicy(0)),
         Recompiled::Entries
     );
-    // One selecting web1 on n0: in full.
+    // One selecting web1 on n0 without rules: no applied peer comes or goes, so
+    // the classes stay and the endpoints and rule sets are made again.
     let here = netpol("a", "a-web")
         .select(selector().label("app", "web").build())
         .build();
+    assert_eq!(
+        step(&mut state, Change::AddPolicy(here.clone())),
+        Recompiled::Entries
+    );
+    // Its rule naming a peer no applied rule names: in full, and back.
+    let mut peered = here.clone();
+    peered.ingress = vec![rule()
+        .from_pods(selector().label("app", "cache").build())
+        .build()];
+    assert_eq!(
+        step(&mut state, Change::AddPolicy(peered)),
+        Recompiled::Full
+    );
     assert_eq!(step(&mut state, Change::AddPolicy(here)), Recompiled::Full);
 }
