@@ -135,9 +135,10 @@ impl Incremental {
     /// among the pods); `was_local` says which pods were the node's, `is_local`
     /// which are. A change of one kind of object is made on its own where the
     /// guards allow (pods: `pods_changed`; Services, namespaces, policies:
-    /// `one_object`; namespace labels that move classes: only their pods' classes
-    /// and the rule sets are made again, `relabel_namespaces`); changes of several
-    /// kinds, and whatever the guards cannot rule out, compile in full.
+    /// `one_object`); where the applied rules intern as before, a namespace label
+    /// change classes only its pods again (`relabel_namespaces`) and a policy
+    /// change keeps every class (`repolicy`). Changes of several kinds, and
+    /// whatever the guards cannot rule out, compile in full.
     pub fn changed(
         &mut self,
         state: &ClusterState,
