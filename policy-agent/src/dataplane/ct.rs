@@ -19,7 +19,10 @@ use aya::{
 use policy_common::{
     config::Config,
     counters::NO_COUNTER,
-    ct::{CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_LOCAL_OWNED, CT_FLAG_REVOKED},
+    ct::{
+        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED,
+        CT_FLAG_REVOKED,
+    },
     maps::{self, MapDef},
     verdict::DIRECTION_INGRESS,
 };
@@ -73,6 +76,10 @@ pub struct TrackedFlow {
     /// the interface's own pod addresses in its bank, so the classifiers' fast
     /// path may pass the flow's packets of that generation on the entry alone.
     pub local_owned: bool,
+    /// `CT_FLAG_DIRECT`: decided at this interface's own hook, not for a Service
+    /// flow's translated tuple at the backend's side, so its replies need no
+    /// verification for the client.
+    pub direct: bool,
 }
 
 fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
@@ -94,6 +101,7 @@ fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
         revoked: value.flags & CT_FLAG_REVOKED != 0,
         generation: value.generation,
         local_owned: value.flags & CT_FLAG_LOCAL_OWNED != 0,
+        direct: value.flags & CT_FLAG_DIRECT != 0,
     }
 }
 
