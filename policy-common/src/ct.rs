@@ -75,6 +75,16 @@ pub const CT_FLAG_REVOKED: u32 = 1 << 2;
 /// (`policy-ebpf` `fast.rs`) passes only entries with it.
 pub const CT_FLAG_LOCAL_OWNED: u32 = 1 << 3;
 
+/// Flag: the flow was decided at this interface's own hook, on its first packet as
+/// the pod sent or received it (`decide`), not at a Service backend's side for
+/// the translated tuple of a deferred flow (`service::decide_source`). A reply to
+/// such an egress flow needs no verification for the client (its own ingress
+/// passes it on this entry, and no deferred entry waits for it there), so the
+/// backend's side does not mark it and the conntrack fast path may pass it. An
+/// entry without it (a deferred flow's translated tuple, a stale source's
+/// re-decision, or one written by an older build) has its replies verified.
+pub const CT_FLAG_DIRECT: u32 = 1 << 4;
+
 /// `CtValue::state`: first packet seen, no reply yet (TCP: a SYN sent, or a flow
 /// picked up mid-stream that the other side has not answered yet).
 pub const CT_STATE_OPENING: u8 = 0;

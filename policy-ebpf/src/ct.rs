@@ -71,7 +71,8 @@ use aya_ebpf::{bindings::BPF_NOEXIST, programs::TcContext};
 use policy_common::{
     config::{Config, CONFIG_FLAG_KEEP_ESTABLISHED},
     ct::{
-        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_REVOKED, CT_STATE_ANSWERED,
+        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_REVOKED,
+        CT_STATE_ANSWERED,
         CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
     },
     verdict::{
@@ -163,12 +164,14 @@ impl Hit {
     }
 
     /// The entry was re-decided with `generation` and allowed: it takes the
-    /// decision's `flags` and `counter_slot` (a revoked flow passes again).
+    /// decision's `flags` and `counter_slot` (a revoked flow passes again), and
+    /// keeps `CT_FLAG_DIRECT`, which says where the flow was first decided.
     #[inline(always)]
     pub(crate) fn renew(&self, generation: u32, flags: u32, counter_slot: u32) {
         // SAFETY: as in `refresh`.
         unsafe { (*self.entry).counter_slot = counter_slot };
-        set_verdict(self.entry, flags, generation);
+        let kept = self.flags() & CT_FLAG_DIRECT;
+        set_verdict(self.entry, flags | kept, generation);
     }
 
     /// The entry was re-decided with `generation` and denied: revoked and CLOSED,

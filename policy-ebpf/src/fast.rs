@@ -31,9 +31,11 @@
 //!    without the stamp of another generation (those packets decide their source's
 //!    egress or count elsewhere, `service.rs`); podwall's bits are then cleared as
 //!    `service::take_marks` clears them;
-//! 7. at egress, a reply whose destination is no local pod (a local one may need
-//!    its deferred flow's reply verified, `service::verify_reply`); the packet
-//!    leaves with its generation's stamp (`service::stamp`).
+//! 7. at egress, a reply whose destination is no local pod, or a local pod whose
+//!    egress entry of the reversed tuple is absent or carries `CT_FLAG_DIRECT`
+//!    (any other may be a deferred flow's translated tuple, whose reply
+//!    `service::verify_reply` marks); the packet leaves with its generation's
+//!    stamp (`service::stamp`).
 //!
 //! The invariant this path needs of the agent: **no `ENDPOINTS` or
 //! `ENDPOINT_ADDRS` entry of the active bank is removed or changed unless
@@ -69,7 +71,7 @@ use network_types::{
 };
 use policy_common::{
     ct::{
-        CtKey, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_LOCAL_OWNED, CT_FLAG_REVOKED,
+        CtKey, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED, CT_FLAG_REVOKED,
         CT_STATE_OPENING,
     },
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STAT_ALLOW_TRACKED},
@@ -314,9 +316,20 @@ pub(crate) fn tracked(ctx: &TcContext, ifindex: u32, direction: u8, generation: 
             None => return false,
         }
     } else {
-        // The reply's destination, the key's source once reversed.
-        if reply && maps::endpoint_ifindex(maps::bank(generation), &key.saddr).is_some() {
-            return false;
+        // The reply's destination, the key's source once reversed: a local pod's
+        // egress entry of this tuple (the key at its interface, for egress) is
+        // what `service::verify_reply` would mark the reply for.
+        if reply {
+            if let Some(client_if) = maps::endpoint_ifindex(maps::bank(generation), &key.saddr) {
+                key.ifindex = client_if;
+                key.direction = DIRECTION_EGRESS;
+                if let Some(client) = maps::CONNTRACK.get_ptr(&key) {
+                    // SAFETY: as in `ct::live_in`.
+                    if unsafe { (*client).flags } & CT_FLAG_DIRECT == 0 {
+                        return false;
+                    }
+                }
+            }
         }
         0
     };

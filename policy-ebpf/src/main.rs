@@ -62,7 +62,7 @@ use aya_ebpf::{
     programs::{SkLookupContext, TcContext},
 };
 use policy_common::{
-    ct::{CT_FLAG_DEFERRED, CT_FLAG_LOCAL_OWNED},
+    ct::{CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED},
     endpoint::{EndpointInfo, ALLOW_TUNNELS},
     events::{EVENT_ALLOWED, EVENT_DROPPED, EVENT_WOULD_DROP},
     peer::PEER_FLAG_NODE,
@@ -511,7 +511,8 @@ fn decide_flow(
             return Err(STAT_DROP_POLICY);
         }
     };
-    if let Err(full) = ct::track(at, flow, slot, judged.ct_flags() | facts.owned, generation) {
+    let flags = judged.ct_flags() | facts.owned | CT_FLAG_DIRECT;
+    if let Err(full) = ct::track(at, flow, slot, flags, generation) {
         facts.counter = Counter::None;
         facts.rule = None;
         return Err(full);

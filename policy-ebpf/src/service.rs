@@ -21,7 +21,7 @@
 use aya_ebpf::programs::TcContext;
 use policy_common::{
     config::Config,
-    ct::CT_FLAG_LOCAL_OWNED,
+    ct::{CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED},
     events::{EVENT_ALLOWED, EVENT_WOULD_DROP},
     verdict::{
         DIRECTION_EGRESS, STAT_ALLOW_DEFERRED_EGRESS, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED,
@@ -414,7 +414,9 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
 /// At the backend's veth (its egress, before un-DNAT): marks a reply whose
 /// destination is a local pod that has the reversed flow tracked for egress, i.e.
 /// whose egress policy allowed this backend (or whose audit-mode egress still lets
-/// it pass: an audit flow whose audit ended is no longer verified). The reply
+/// it pass: an audit flow whose audit ended is no longer verified), unless the
+/// client decided that flow at its own hook (`CT_FLAG_DIRECT`: no Service
+/// translated it, so the client's ingress passes the reply on its entry). The reply
 /// refreshes that entry and counts in the client's rule (or audit) slot, like the
 /// replies of any flow the rule allowed. An entry another state decided is
 /// re-decided first, with this reply's bank (`judge::recheck`); a revoked one
@@ -426,10 +428,15 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
     let Some(client_if) = maps::endpoint_ifindex(bank, &flow.daddr) else {
         return false;
     };
-    let Some(client) = maps::endpoint(bank, client_if) else {
+    let Some(hit) = ct::find(client_if, DIRECTION_EGRESS, flow, true) else {
         return false;
     };
-    let Some(hit) = ct::find(client_if, DIRECTION_EGRESS, flow, true) else {
+    // The client decided this flow at its own hook: its ingress passes the reply
+    // on that entry, and no deferred entry there waits for a mark.
+    if hit.flags() & CT_FLAG_DIRECT != 0 {
+        return false;
+    }
+    let Some(client) = maps::endpoint(bank, client_if) else {
         return false;
     };
     if !hit.current(generation) {

@@ -116,6 +116,34 @@ fn a_full_table_drops_new_flows_keeps_every_tracked_one_and_the_sweep_makes_room
     }
 }
 
+/// Whether the agent's sweeper finds the table short of room
+/// (`ConntrackSweeper::pressed`).
+fn pressed(net: &Net) -> bool {
+    net.datapath
+        .conntrack_sweeper()
+        .and_then(|sweeper| sweeper.pressed())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_sweeper_finds_the_table_pressed_from_half_a_pods_limit_of_flows() {
+    const LIMIT: usize = 8;
+    let mut net = loaded(LoadOptions {
+        config: Config {
+            ct_endpoint_flows: LIMIT as u32,
+            ..TIMEOUTS
+        },
+        ..LoadOptions::default()
+    });
+    let [f, _] = families();
+    let (s, c) = (f.server, f.client);
+    for n in 1..=LIMIT / 2 {
+        assert!(!pressed(&net), "{} flows", n - 1);
+        assert!(passes(&mut net, Out, "client", &tcp(c, s, port(), 80, SYN)));
+    }
+    assert!(pressed(&net), "half the limit");
+}
+
 #[test]
 fn a_pod_at_its_limit_drops_its_own_new_flows_and_other_pods_open_theirs() {
     const LIMIT: usize = 8;
@@ -144,6 +172,7 @@ fn a_pod_at_its_limit_drops_its_own_new_flows_and_other_pods_open_theirs() {
         .conntrack_held()
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(held.get(&client_if), Some(&(LIMIT as i64)), "{held:?}");
+    assert!(pressed(&net), "a pod at its limit: the agent sweeps sooner");
     // Its tracked flows go on; another pod opens flows as ever.
     for &p in &opened[..LIMIT] {
         assert!(

@@ -438,10 +438,12 @@ fn a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress() {
 }
 
 #[test]
-fn a_reply_verified_at_the_backend_counts_once_in_the_clients_rule() {
+fn a_direct_reply_counts_once_in_the_clients_rule() {
     let mut net = three_pods();
     // The client's egress rule admits the server on TCP 8080, directly (no
-    // Service): the server's side verifies the replies and counts them there.
+    // Service): the client decided the flow itself, so the server's side does not
+    // verify the replies (a Service flow's, verified and counted there, are in
+    // `a_service_egress_decided_at_the_backend_counts_as_the_client_pods_egress`).
     let tables = client_egress_through_services(&net);
     net.apply(&tables);
     let mut counted = Vec::new();
@@ -451,11 +453,11 @@ fn a_reply_verified_at_the_backend_counts_once_in_the_clients_rule() {
         assert!(net.run(Hook::PodEgress, "client", 0, &open).passed);
         assert!(net.run(Hook::PodIngress, "server", 0, &open).passed);
         let answer = ack(server, client, 8080, sport);
-        let verified = net.run(Hook::PodEgress, "server", 0, &answer);
-        assert!(verified.passed && verified.mark & MARK_REPLY_VERIFIED != 0);
-        // The verified reply reaches the client carrying the mark: it passes as
-        // the client's tracked reply but is not counted a second time.
-        let out = net.run(Hook::PodIngress, "client", verified.mark, &answer);
+        let stamped = net.run(Hook::PodEgress, "server", 0, &answer);
+        assert!(stamped.passed && stamped.mark & MARK_REPLY_VERIFIED == 0);
+        // The reply reaches the client with the stamp alone: it passes as the
+        // client's tracked reply and is counted there, once.
+        let out = net.run(Hook::PodIngress, "client", stamped.mark, &answer);
         assert!(out.passed);
         counted.extend([open, answer]);
     }

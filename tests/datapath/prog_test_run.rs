@@ -245,14 +245,80 @@ fn only_a_reply_the_backend_tracked_is_verified_for_the_client() {
             (true, net.stamp()),
             "not a reply at the backend: only stamped"
         );
-        // Once the backend's ingress tracked the flow, its answer is a reply and
-        // verified.
+        // Once the backend's ingress tracked the flow, its answer is a reply. The
+        // client decided this flow at its own hook (no Service translated it), so
+        // the answer is not verified, only stamped, and the client's ingress
+        // passes it on its own entry. (A deferred flow's answer is verified:
+        // `service_egress_deferral_step_by_step_in_both_families`.)
         let syn = frames::ip(client, backend, TCP, &frames::tcp(40001, 8080));
         assert!(passes(&mut net, Hook::PodEgress, "client", &syn));
         assert!(passes(&mut net, Hook::PodIngress, "backend", &syn));
         let answer = frames::ip(backend, client, TCP, &frames::tcp_ack(8080, 40001));
         let out = net.run(Hook::PodEgress, "backend", 0, &answer);
-        assert!(out.passed && out.mark & MARK_REPLY_VERIFIED != 0, "{out:?}");
+        assert_eq!(
+            (out.passed, out.mark),
+            (true, net.stamp()),
+            "the client's own flow: only stamped"
+        );
+        assert!(passes(&mut net, Hook::PodIngress, "client", &answer));
+    }
+}
+
+/// Whether the client's egress entry of the flow from `client`:`sport` carries
+/// `CT_FLAG_DIRECT`; `None` without one.
+fn direct_entry(net: &mut Net, client: IpAddr, sport: u16) -> Option<bool> {
+    let client_if = net.ifindex("client");
+    net.conntrack()
+        .into_iter()
+        .find(|e| {
+            e.ifindex == client_if
+                && e.direction == Direction::Egress
+                && e.source == (client, sport)
+        })
+        .map(|e| e.direct)
+}
+
+#[test]
+fn a_flow_the_client_decided_itself_stays_direct_when_a_policy_change_re_decides_it() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("backend", "10.1.0.10", "fd00:1::10"),
+        ("client", "10.2.0.5", "fd00:2::5"),
+    ]);
+    let tables = |extra_port| {
+        Tables::new(&net)
+            .isolate("client", true, true)
+            .pod_class("backend", 5)
+            .allow_port("client", Direction::Egress, 5, TCP, 8080)
+            .allow_port("client", Direction::Egress, 5, TCP, extra_port)
+            .build()
+    };
+    let (first, second) = (tables(8081), tables(8082));
+    net.apply(&first);
+    for (i, (client, backend)) in [
+        (addr("10.2.0.5"), addr("10.1.0.10")),
+        (addr("fd00:2::5"), addr("fd00:1::10")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sport = 41000 + i as u16;
+        let syn = frames::ip(client, backend, TCP, &frames::tcp(sport, 8080));
+        assert!(passes(&mut net, Hook::PodEgress, "client", &syn));
+        assert!(passes(&mut net, Hook::PodIngress, "backend", &syn));
+        assert_eq!(direct_entry(&mut net, client, sport), Some(true));
+        // Another state: the client's next packet re-decides its flow (still
+        // allowed), which keeps the flag, so the answer is still only stamped.
+        net.apply(if i == 0 { &second } else { &first });
+        let ack = frames::ip(client, backend, TCP, &frames::tcp_ack(sport, 8080));
+        assert!(passes(&mut net, Hook::PodEgress, "client", &ack));
+        let generation = net.datapath.generation();
+        let entry = direct_entry(&mut net, client, sport);
+        assert_eq!(entry, Some(true), "re-decided at generation {generation}");
+        assert!(passes(&mut net, Hook::PodIngress, "backend", &ack));
+        let answer = frames::ip(backend, client, TCP, &frames::tcp_ack(8080, sport));
+        let out = net.run(Hook::PodEgress, "backend", 0, &answer);
+        assert_eq!((out.passed, out.mark), (true, net.stamp()), "{client}");
     }
 }
 

@@ -19,7 +19,10 @@ use aya::{
 use policy_common::{
     config::Config,
     counters::NO_COUNTER,
-    ct::{CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_LOCAL_OWNED, CT_FLAG_REVOKED},
+    ct::{
+        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED,
+        CT_FLAG_REVOKED,
+    },
     maps::{self, MapDef},
     verdict::DIRECTION_INGRESS,
 };
@@ -73,6 +76,10 @@ pub struct TrackedFlow {
     /// the interface's own pod addresses in its bank, so the classifiers' fast
     /// path may pass the flow's packets of that generation on the entry alone.
     pub local_owned: bool,
+    /// `CT_FLAG_DIRECT`: decided at this interface's own hook, not for a Service
+    /// flow's translated tuple at the backend's side, so its replies need no
+    /// verification for the client.
+    pub direct: bool,
 }
 
 fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
@@ -94,6 +101,7 @@ fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
         revoked: value.flags & CT_FLAG_REVOKED != 0,
         generation: value.generation,
         local_owned: value.flags & CT_FLAG_LOCAL_OWNED != 0,
+        direct: value.flags & CT_FLAG_DIRECT != 0,
     }
 }
 
@@ -153,11 +161,18 @@ impl Conntrack {
     /// A sweeper with handles of its own on the three maps (it can run on a
     /// thread of its own), judging expiry by `config`.
     pub(super) fn sweeper(&self, config: Config) -> Result<ConntrackSweeper, DataplaneError> {
+        let capacity = self
+            .flows
+            .map()
+            .info()
+            .map_err(map_error(maps::CONNTRACK.name, "read info"))?
+            .max_entries();
         Ok(ConntrackSweeper {
             conntrack: own(self.flows.map(), maps::CONNTRACK)?,
             tracked: own(self.tracked.map(), maps::CT_TRACKED)?,
             reclaimed: own(self.reclaimed.map(), maps::CT_RECLAIMED)?,
             config,
+            capacity,
         })
     }
 }
@@ -190,6 +205,17 @@ pub struct ConntrackSweeper {
     tracked: HashMap<MapData, u32, u64>,
     reclaimed: HashMap<MapData, u32, u64>,
     config: Config,
+    /// `CONNTRACK`'s `max_entries`.
+    capacity: u32,
+}
+
+/// Whether the table is short of room (`ConntrackSweeper::pressed`): some
+/// interface holds at least half its limit of flows (`per_interface`), or all of
+/// them together hold at least half the table (`capacity`).
+pub fn pressed(held: &BTreeMap<InterfaceIndex, i64>, per_interface: u32, capacity: u32) -> bool {
+    let half = |room: u32| i64::from(room.div_ceil(2));
+    held.values().any(|&flows| flows >= half(per_interface))
+        || held.values().sum::<i64>() >= half(capacity)
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds (the classifiers' clock, at full resolution).
@@ -303,6 +329,19 @@ impl ConntrackSweeper {
         Ok(idle.len())
     }
 
+    /// Whether the table is short of room by the counts the classifiers check
+    /// (`pressed`): the agent then sweeps sooner than every `SWEEP_EVERY`, as
+    /// Cilium collects its conntrack garbage early when its table fills up, so
+    /// the closed flows of a pod opening connections fast give their room back
+    /// about when they expire.
+    pub fn pressed(&self) -> Result<bool, DataplaneError> {
+        Ok(pressed(
+            &self.held()?,
+            self.config.ct_endpoint_flows,
+            self.capacity,
+        ))
+    }
+
     /// `CT_TRACKED - CT_RECLAIMED` per interface with a counter.
     pub fn held(&self) -> Result<BTreeMap<InterfaceIndex, i64>, DataplaneError> {
         let mut held = BTreeMap::new();
@@ -320,5 +359,24 @@ impl ConntrackSweeper {
             held.insert(ifindex, tracked.wrapping_sub(reclaimed) as i64);
         }
         Ok(held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_pressed_from_half_a_pods_limit_or_half_its_capacity() {
+        let held = |counts: &[(InterfaceIndex, i64)]| counts.iter().copied().collect();
+        // Half of 8 per pod, half of 100 in all.
+        assert!(!pressed(&held(&[(3, 3), (4, 3)]), 8, 100));
+        assert!(pressed(&held(&[(3, 4), (4, 0)]), 8, 100));
+        assert!(!pressed(&held(&[(3, 3), (4, 3), (5, 3)]), 8, 20));
+        assert!(pressed(&held(&[(3, 3), (4, 3), (5, 3), (6, 1)]), 8, 20));
+        // An odd limit rounds its half up; nothing held is no pressure.
+        assert!(!pressed(&held(&[(3, 4)]), 9, 100));
+        assert!(pressed(&held(&[(3, 5)]), 9, 100));
+        assert!(!pressed(&BTreeMap::new(), 8, 100));
     }
 }
