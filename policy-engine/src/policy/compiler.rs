@@ -213,16 +213,15 @@ fn relabel_namespaces(
     if applied != index.applied {
         return None;
     }
-    let signatures = index.signatures();
-    let classes = classes::reclass(
+    let (classes, sets) = reclassed(
         state,
-        &applied,
+        &policies,
         &shared,
-        (&signatures, &index.members),
-        &tables.peers,
+        (index, tables),
+        (&endpoints, &applied),
         &classes::pods_of(state, namespaces),
+        budgets,
     )?;
-    let sets = checked_rule_sets(&policies, &endpoints, &applied, &classes, budgets)?;
     // Everything checked: from here on the change is made.
     index.reclassed(&classes);
     // Diagnostics read the applied rules and the pods' port names: unchanged.
@@ -273,16 +272,15 @@ fn relabel_pod(
     if applied != index.applied {
         return None;
     }
-    let signatures = index.signatures();
-    let classes = classes::reclass(
+    let (classes, sets) = reclassed(
         state,
-        &applied,
+        &policies,
         &shared,
-        (&signatures, &index.members),
-        &tables.peers,
+        (index, tables),
+        (&endpoints, &applied),
         &[after],
+        budgets,
     )?;
-    let sets = checked_rule_sets(&policies, &endpoints, &applied, &classes, budgets)?;
     // Everything checked: from here on the change is made.
     index.reclassed(&classes);
     index.endpoints_made(&endpoints);
@@ -334,6 +332,33 @@ fn repolicy(
         diagnostics,
         Vec::new(),
     ))
+}
+
+/// What a relabel made without a full compile makes once its endpoints and
+/// applied rules are known (`relabel_namespaces`, `relabel_pod`): `pods`'
+/// addresses classed again against the last compile's classes
+/// (`classes::reclass`), then the rule sets after them; `None` when either would
+/// not be the full compile's or a budget would refuse a policy.
+fn reclassed(
+    state: &ClusterState,
+    policies: &[&NetworkPolicy],
+    shared: &BTreeSet<IpAddr>,
+    (index, tables): (&one_pod::Index, &DatapathTables),
+    (endpoints, applied): (&endpoints::Endpoints, &applied::Applied),
+    pods: &[&Pod],
+    budgets: &Budgets,
+) -> Option<(classes::Classes, entries::RuleSets)> {
+    let signatures = index.signatures();
+    let classes = classes::reclass(
+        state,
+        applied,
+        shared,
+        (&signatures, &index.members),
+        &tables.peers,
+        pods,
+    )?;
+    let sets = checked_rule_sets(policies, endpoints, applied, &classes, budgets)?;
+    Some((classes, sets))
 }
 
 /// The rule sets of a compile without refusals (`None` when the budgets would
