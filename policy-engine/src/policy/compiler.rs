@@ -265,36 +265,7 @@ fn relabel_pod(
     if !same_place {
         return None;
     }
-    let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
-    let shared = index.shared();
-    let endpoints = endpoints::assign(state, &policies, &shared, &is_local);
-    let applied = applied::Applied::collect(&policies, &endpoints.applied);
-    if applied != index.applied {
-        return None;
-    }
-    let (classes, sets) = reclassed(
-        state,
-        &policies,
-        &shared,
-        (index, tables),
-        (&endpoints, &applied),
-        &[after],
-        budgets,
-    )?;
-    // Everything checked: from here on the change is made.
-    index.reclassed(&classes);
-    index.endpoints_made(&endpoints);
-    // Which (policy, direction) pairs apply may have changed with equal interned
-    // peers (a rule without peers): diagnostics are made again.
-    let diagnostics = diagnostics::diagnostics(state, &policies, &endpoints.applied);
-    Some(assemble(
-        &policies,
-        endpoints,
-        classes,
-        sets,
-        diagnostics,
-        Vec::new(),
-    ))
+    remade(state, is_local, budgets, index, tables, Some(&[after]))
 }
 
 /// The tables of `state` when it differs from the state `tables` (with `index`,
@@ -312,6 +283,21 @@ fn repolicy(
     index: &mut one_pod::Index,
     tables: &DatapathTables,
 ) -> Option<DatapathTables> {
+    remade(state, is_local, budgets, index, tables, None)
+}
+
+/// `relabel_pod` and `repolicy` past their own checks: the endpoints made again,
+/// the applied rules checked to come out as before, the classes the last
+/// compile's or, with `reclass`, those pods' addresses classed again
+/// (`reclassed`), then the rule sets and the diagnostics.
+fn remade(
+    state: &ClusterState,
+    is_local: impl Fn(&Pod) -> bool,
+    budgets: &Budgets,
+    index: &mut one_pod::Index,
+    tables: &DatapathTables,
+    reclass: Option<&[&Pod]>,
+) -> Option<DatapathTables> {
     let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
     let shared = index.shared();
     let endpoints = endpoints::assign(state, &policies, &shared, &is_local);
@@ -319,10 +305,29 @@ fn repolicy(
     if applied != index.applied {
         return None;
     }
-    let classes = index.classes(tables.peers.clone());
-    let sets = checked_rule_sets(&policies, &endpoints, &applied, &classes, budgets)?;
+    let (classes, sets) = match reclass {
+        Some(pods) => reclassed(
+            state,
+            &policies,
+            &shared,
+            (index, tables),
+            (&endpoints, &applied),
+            pods,
+            budgets,
+        )?,
+        None => {
+            let classes = index.classes(tables.peers.clone());
+            let sets = checked_rule_sets(&policies, &endpoints, &applied, &classes, budgets)?;
+            (classes, sets)
+        }
+    };
     // Everything checked: from here on the change is made.
+    if reclass.is_some() {
+        index.reclassed(&classes);
+    }
     index.endpoints_made(&endpoints);
+    // Which (policy, direction) pairs apply may have changed with equal interned
+    // peers (a rule without peers): diagnostics are made again.
     let diagnostics = diagnostics::diagnostics(state, &policies, &endpoints.applied);
     Some(assemble(
         &policies,
