@@ -125,16 +125,21 @@ fn pressed(net: &Net) -> bool {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[test]
-fn the_sweeper_finds_the_table_pressed_from_half_a_pods_limit_of_flows() {
-    const LIMIT: usize = 8;
-    let mut net = loaded(LoadOptions {
+/// A loaded datapath whose pods may each track `limit` flows.
+fn limited(limit: usize) -> Net {
+    loaded(LoadOptions {
         config: Config {
-            ct_endpoint_flows: LIMIT as u32,
+            ct_endpoint_flows: limit as u32,
             ..TIMEOUTS
         },
         ..LoadOptions::default()
-    });
+    })
+}
+
+#[test]
+fn the_sweeper_finds_the_table_pressed_from_half_a_pods_limit_of_flows() {
+    const LIMIT: usize = 8;
+    let mut net = limited(LIMIT);
     let [f, _] = families();
     let (s, c) = (f.server, f.client);
     for n in 1..=LIMIT / 2 {
@@ -147,13 +152,7 @@ fn the_sweeper_finds_the_table_pressed_from_half_a_pods_limit_of_flows() {
 #[test]
 fn a_pod_at_its_limit_drops_its_own_new_flows_and_other_pods_open_theirs() {
     const LIMIT: usize = 8;
-    let mut net = loaded(LoadOptions {
-        config: Config {
-            ct_endpoint_flows: LIMIT as u32,
-            ..TIMEOUTS
-        },
-        ..LoadOptions::default()
-    });
+    let mut net = limited(LIMIT);
     let [f, _] = families();
     let (s, c, o) = (f.server, f.client, f.other);
     let (client_if, other_if) = (net.ifindex("client"), net.ifindex("other"));
