@@ -11,7 +11,7 @@ use std::{
 
 use super::metrics::Metrics;
 use crate::causes::causes;
-use crate::dataplane::{ConntrackSweeper, InterfaceIndex, SweepReport};
+use crate::dataplane::{ConntrackSweeper, InterfaceIndex};
 
 /// How often the sweep runs: an expired entry holds its place (and its pod's
 /// count) at most this much past its timeout, unless the table is short of room.
@@ -28,25 +28,29 @@ pub const SWEEP_PRESSED_EVERY: Duration = Duration::from_secs(2);
 /// per-interface counts (`CT_TRACKED`, `CT_RECLAIMED`), not of the table.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// A sooner sweep is made only while the sweep before it reclaimed at least one
-/// in this many of the entries it read: each reads the whole table from user
-/// space (about 2 us an entry on the project's VM: 64 ms for 32,768 live
-/// entries, 126 ms when all expired), so a table that is short of room because
-/// it holds that many live flows is swept every `SWEEP_EVERY` only. Cilium
-/// likewise shortens its conntrack GC interval only while runs delete much.
-const PAYS_ONE_IN: usize = 8;
+/// A sooner sweep waits at least this many times as long as the last sweep took,
+/// counted from its end: each reads the whole table from user space (about 2 us
+/// an entry on the project's VM: 64 ms for 32,768 live entries, 126 ms when all
+/// expired, so about 0.5-1 s for a full table), so sweeping under pressure takes
+/// at most about an eighth of one core, however full the table and however
+/// many of its entries are live.
+const DUTY_ONE_IN: u32 = 8;
 
-/// Whether a sweep that did `report` reclaimed enough to make the next one
-/// sooner when the table is short of room (`PAYS_ONE_IN`).
-fn paid(report: &SweepReport) -> bool {
-    report.reclaimed.saturating_mul(PAYS_ONE_IN) >= report.entries
+/// How long after the end of a sweep that took `took` (`None`: it failed) a
+/// sooner sweep may follow: `SWEEP_PRESSED_EVERY`, or `DUTY_ONE_IN` times what
+/// it took when that is longer; after a failure, not before `SWEEP_EVERY`.
+fn sooner_after(took: Option<Duration>) -> Duration {
+    match took {
+        Some(took) => SWEEP_PRESSED_EVERY.max(took.saturating_mul(DUTY_ONE_IN)),
+        None => SWEEP_EVERY,
+    }
 }
 
-/// Whether a sweep is due `since` the last one: every `SWEEP_EVERY`, and every
-/// `SWEEP_PRESSED_EVERY` while the last one `paid` and `pressed` says the table
-/// is short of room (asked only then).
-fn due(since: Duration, paid: bool, pressed: impl FnOnce() -> bool) -> bool {
-    since >= SWEEP_EVERY || (since >= SWEEP_PRESSED_EVERY && paid && pressed())
+/// Whether a sweep is due `since` the end of the last one: every `SWEEP_EVERY`,
+/// and from `sooner` on (`sooner_after`) while `pressed` says the table is short
+/// of room (asked only then).
+fn due(since: Duration, sooner: Duration, pressed: impl FnOnce() -> bool) -> bool {
+    since >= SWEEP_EVERY || (since >= sooner && pressed())
 }
 
 /// The running sweep; dropping it stops the thread and waits for it.
@@ -79,17 +83,18 @@ pub fn start_with(
     let thread = std::thread::Builder::new()
         .name("podwall-ct-sweep".into())
         .spawn(move || {
-            let (mut last, mut last_paid) = (Instant::now(), true);
+            let (mut ended, mut sooner) = (Instant::now(), SWEEP_PRESSED_EVERY);
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECK_EVERY) {
                 // A failed read of the counts is no pressure: the regular sweep
                 // reports what fails.
                 let pressed = || sweeper.pressed().unwrap_or(false);
-                if !due(last.elapsed(), last_paid, pressed) {
+                if !due(ended.elapsed(), sooner, pressed) {
                     continue;
                 }
-                last = Instant::now();
+                let began = Instant::now();
                 let swept = sweeper.sweep(&gone);
-                last_paid = swept.as_ref().is_ok_and(paid);
+                ended = Instant::now();
+                sooner = sooner_after(swept.is_ok().then(|| ended - began));
                 match swept {
                     Ok(report) => tracing::debug!(
                         entries = report.entries,
@@ -124,33 +129,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sweep_is_due_every_sweep_every_and_sooner_only_under_pressure_while_it_pays() {
+    fn a_sweep_is_due_every_sweep_every_and_sooner_only_under_pressure() {
         let second = Duration::from_secs(1);
-        assert!(!due(SWEEP_EVERY - second, true, || false));
-        assert!(due(SWEEP_EVERY, true, || false));
-        assert!(due(SWEEP_EVERY, false, || false));
-        assert!(due(SWEEP_PRESSED_EVERY, true, || true));
-        assert!(
-            !due(SWEEP_PRESSED_EVERY, false, || true),
-            "the last one paid nothing"
-        );
-        assert!(!due(SWEEP_PRESSED_EVERY - second, true, || true));
-        // Pressure is asked only once a pressed sweep could be due.
-        assert!(!due(SWEEP_PRESSED_EVERY - second, true, || panic!("asked")));
-        assert!(!due(SWEEP_PRESSED_EVERY, false, || panic!("asked")));
+        let sooner = SWEEP_PRESSED_EVERY;
+        assert!(!due(SWEEP_EVERY - second, sooner, || false));
+        assert!(due(SWEEP_EVERY, sooner, || false));
+        assert!(due(SWEEP_EVERY, SWEEP_EVERY * 2, || false));
+        assert!(due(sooner, sooner, || true));
+        assert!(!due(sooner - second, sooner, || true));
+        // Pressure is asked only once a sooner sweep could be due.
+        assert!(!due(sooner - second, sooner, || panic!("asked")));
         assert!(SWEEP_PRESSED_EVERY < SWEEP_EVERY && CHECK_EVERY <= SWEEP_PRESSED_EVERY);
     }
 
     #[test]
-    fn a_sweep_pays_when_it_reclaims_an_eighth_of_what_it_read() {
-        let report = |entries, reclaimed| SweepReport {
-            entries,
-            reclaimed,
-            counters_removed: 0,
-        };
-        assert!(paid(&report(800, 100)));
-        assert!(!paid(&report(800, 99)));
-        assert!(paid(&report(0, 0)), "an empty table");
-        assert!(!paid(&report(262_144, 0)), "a table of live flows");
+    fn a_sooner_sweep_waits_eight_times_what_the_last_took_and_a_failed_one_the_full_interval() {
+        let ms = Duration::from_millis;
+        assert_eq!(sooner_after(Some(ms(10))), SWEEP_PRESSED_EVERY);
+        assert_eq!(sooner_after(Some(ms(250))), SWEEP_PRESSED_EVERY);
+        assert_eq!(sooner_after(Some(ms(600))), ms(4800), "a full table");
+        assert_eq!(sooner_after(None), SWEEP_EVERY);
     }
 }
