@@ -261,6 +261,27 @@ fn only_a_reply_the_backend_tracked_is_verified_for_the_client() {
             "the client's own flow: only stamped"
         );
         assert!(passes(&mut net, Hook::PodIngress, "client", &answer));
+        // The same answer on the classifier's long way (IPv4 options, an IPv6
+        // destination options header: no fast path), where `verify_reply` runs:
+        // it too leaves the client's own flow unverified.
+        let long_way = match (backend, client) {
+            (IpAddr::V4(_), _) => frames::ipv4_options(answer.clone(), 1),
+            (IpAddr::V6(b), IpAddr::V6(c)) => frames::ipv6(
+                b,
+                c,
+                &[Ext::DestOptions { units: 0 }],
+                TCP,
+                &frames::tcp_ack(8080, 40001),
+            ),
+            _ => unreachable!("one family per pair"),
+        };
+        let out = net.run(Hook::PodEgress, "backend", 0, &long_way);
+        assert_eq!(
+            (out.passed, out.mark),
+            (true, net.stamp()),
+            "the client's own flow on the long way: only stamped"
+        );
+        assert!(passes(&mut net, Hook::PodIngress, "client", &long_way));
     }
 }
 
