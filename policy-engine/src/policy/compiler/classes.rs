@@ -21,7 +21,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    hash::{BuildHasherDefault, Hasher},
     net::IpAddr,
 };
 
@@ -30,7 +29,7 @@ use policy_common::peer::CLASS_WORLD;
 
 use super::applied::{Applied, PeerId, PodPeer};
 use crate::{
-    model::{ClusterState, Labels, ObjectRef, Pod},
+    model::{ClusterState, ContainerPort, Labels, ObjectRef, Pod},
     policy::tables::PeerEntry,
 };
 
@@ -256,6 +255,12 @@ pub(super) fn reclass(
         .collect();
     let mut moved: Vec<(IpNet, Signature)> = Vec::new();
     {
+        // (pod peers, egress ports) per (namespace, labels, ports): they depend
+        // on nothing else, and a namespace's pods mostly share a few label sets,
+        // so a namespace of many pods is not matched pod by pod against every
+        // applied pod peer. An ordered map: the keys are the cluster's labels.
+        type Part = (Vec<u32>, Vec<(u32, u16)>);
+        let mut parts: BTreeMap<(&str, &Labels, &[ContainerPort]), Part> = BTreeMap::new();
         for pod in pods.iter().filter(|pod| !pod.host_network) {
             let nets: BTreeSet<IpNet> = pod
                 .ips
@@ -266,8 +271,14 @@ pub(super) fn reclass(
             if nets.is_empty() {
                 continue;
             }
-            let pod_peers = matching_pod_peers(state, applied, pod);
-            let ports = egress_ports(applied, pod);
+            let (pod_peers, ports) = parts
+                .entry((pod.key.namespace.as_str(), &pod.labels, &pod.ports))
+                .or_insert_with(|| {
+                    (
+                        matching_pod_peers(state, applied, pod),
+                        egress_ports(applied, pod),
+                    )
+                });
             for net in nets {
                 let old = peers.get(&net)?.class_id;
                 if old != CLASS_WORLD {
@@ -562,57 +573,8 @@ fn number(candidates: &BTreeMap<IpNet, Candidate>, signatures: &[Signature]) -> 
     classes
 }
 
-/// A `HashMap` with a fast, non-cryptographic hash: its keys come from the
-/// cluster, but the map lives for one compile and only its speed is at stake.
-pub(super) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
-
-/// The Fx hash (rustc's): a rotate, an xor and a multiply per word.
-#[derive(Default)]
-pub(super) struct FastHasher(u64);
-
-impl FastHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// A `HashMap` with a fast, non-cryptographic hash (foldhash), seeded at
+/// random per map: its keys include the cluster's labels, which tenants choose,
+/// so a fixed hash would let crafted label sets collide on purpose and slow
+/// every compile of the node; the map lives for one compile.
+pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
