@@ -30,8 +30,9 @@ pub enum Recompiled {
     Endpoint(EndpointChange),
     /// Some entries changed without a full compile: a local pod's own when it
     /// stays an endpoint (`ENDPOINTS` entries, addresses, peer entries), more than
-    /// one pod's, or the policy ids of `POLICY` entries and names; the tables go
-    /// through a flip.
+    /// one pod's, the policy ids of `POLICY` entries and names, or what a label or
+    /// policy change made again without one (classes, endpoint groups, rule sets;
+    /// their ids may be renumbered); the tables go through a flip.
     Entries,
     /// Compiled in full: anything may have changed.
     Full,
@@ -166,8 +167,7 @@ impl Incremental {
                         .or_else(|| {
                             let tables =
                                 repolicy(state, &is_local, &self.budgets, index, &self.tables)?;
-                            self.tables = Arc::new(tables);
-                            Some(Done::Endpoint)
+                            Some(replace(&mut self.tables, tables))
                         })
                 } else if index.namespaces_unchanging(state, &changes.namespaces, &self.tables) {
                     Some(Done::Peers(Vec::new()))
@@ -178,10 +178,7 @@ impl Incremental {
                         .map(|(name, _)| name.as_str())
                         .collect();
                     relabel_namespaces(state, &is_local, &self.budgets, index, &self.tables, &names)
-                        .map(|tables| {
-                            self.tables = Arc::new(tables);
-                            Done::Endpoint
-                        })
+                        .map(|tables| replace(&mut self.tables, tables))
                 }
             }
             _ => None,
@@ -222,7 +219,9 @@ impl Incremental {
     /// if `was_local` accepted it. Only the pod's own entries change when they
     /// can (`Endpoint` when it became or stopped being a local endpoint, `Peers`
     /// when it is no local endpoint before or after, else `Entries`); anything
-    /// else compiles in full.
+    /// else compiles in full. A label change may read the rest of `state`
+    /// (`relabel_pod`), so this is for one change on its own: several at once go
+    /// to `pods_changed`.
     pub fn pod_changed(
         &mut self,
         state: &ClusterState,
@@ -272,13 +271,24 @@ impl Incremental {
                     &self.tables,
                 );
                 if let Some(tables) = relabelled {
-                    self.tables = Arc::new(tables);
-                    return Recompiled::Entries;
+                    let done = replace(&mut self.tables, tables);
+                    return self.settle(Some(done), state, is_local);
                 }
             }
         }
         self.settle(done, state, is_local)
     }
+}
+
+/// Makes `tables`, made again without a full compile, the current ones: `Peers`
+/// with no prefix when they equal what they replace (nothing to write, no flip),
+/// else `Endpoint` (written through a flip).
+fn replace(current: &mut Arc<DatapathTables>, tables: DatapathTables) -> Done {
+    if **current == tables {
+        return Done::Peers(Vec::new());
+    }
+    *current = Arc::new(tables);
+    Done::Endpoint
 }
 
 #[cfg(test)]
