@@ -356,7 +356,7 @@ pub(super) fn node_tables(state: &ClusterState, budgets: &Budgets) -> [DatapathT
 
 /// Budgets so small that generated clusters overflow them: a policy may take half
 /// of each (two rules, six rule sets or entries), the node a dozen entries.
-const TINY: Budgets = Budgets {
+pub(super) const TINY: Budgets = Budgets {
     rules: 4,
     rule_sets: 12,
     policy_entries: 12,

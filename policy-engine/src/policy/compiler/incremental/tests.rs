@@ -18,7 +18,7 @@ use crate::{
             compile_with,
             properties::{
                 cases, cluster_strategy, node_tables, parse, pod_strategy, pod_with_addresses,
-                policy_strategy, PodParams, NAMESPACES, NODES,
+                policy_strategy, PodParams, NAMESPACES, NODES, TINY,
             },
         },
         tables::DatapathTables,
@@ -282,10 +282,10 @@ fn only_peers_moved(
     );
 }
 
-fn incrementals(state: &ClusterState) -> [Incremental; 2] {
+fn incrementals(state: &ClusterState, budgets: &Budgets) -> [Incremental; 2] {
     [0, 1].map(|index| {
         let (addresses, is_local) = node(index);
-        Incremental::new(state, &addresses, is_local, &Budgets::kernel())
+        Incremental::new(state, &addresses, is_local, budgets)
     })
 }
 
@@ -293,18 +293,22 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     /// After every change, each node's incremental tables equal its full compile
-    /// of the state, ids included.
+    /// of the state, ids included; with the kernel's budgets, and with budgets so
+    /// small that changes overflow them (a short way must then decline: a full
+    /// compile decides which rules are refused).
     #[test]
     fn incremental_tables_equal_a_full_compile_after_every_change(
         start in cluster_strategy(),
         changes in vec(change_strategy(), 1..=12),
+        tight in any::<bool>(),
     ) {
+        let budgets = if tight { TINY } else { Budgets::kernel() };
         let mut state = start;
-        let mut nodes = incrementals(&state);
+        let mut nodes = incrementals(&state, &budgets);
         for (step, change) in changes.into_iter().enumerate() {
             let shown = format!("{change:?}");
             apply(&mut state, &mut nodes, change);
-            let full = node_tables(&state, &Budgets::kernel());
+            let full = node_tables(&state, &budgets);
             for (index, incremental) in nodes.iter().enumerate() {
                 prop_assert_eq!(
                     incremental.tables(), &full[index],
@@ -327,7 +331,7 @@ proptest! {
         batches in vec(vec(change_strategy(), 1..=4), 1..=4),
     ) {
         let mut state = start;
-        let mut nodes = incrementals(&state);
+        let mut nodes = incrementals(&state, &Budgets::kernel());
         for (step, batch) in batches.into_iter().enumerate() {
             let shown = format!("{batch:?}");
             let previous = state.clone();
