@@ -12,6 +12,11 @@
 
 use std::{net::IpAddr, time::Duration};
 
+use nix::{
+    sched::{sched_setaffinity, CpuSet},
+    unistd::Pid,
+};
+
 use policy_agent::{
     dataplane::Hook::{self, PodEgress as Out, PodIngress as In},
     policy::tables::{DatapathTables, Direction},
@@ -405,7 +410,13 @@ fn a_flood_of_first_fragments_costs_only_datagrams_in_flight_meanwhile() {
     // The other pod (open) floods the table with twice its capacity of first
     // fragments, each of its own datagram: every one passes (a full LRU evicts, it
     // never fails). The client's datagrams in flight meanwhile lose the rest of
-    // their fragments; its datagrams afterwards pass whole.
+    // their fragments; its datagrams afterwards pass whole. Every run on CPU 0 (the
+    // threads that enter the node namespace inherit this one's CPUs): the LRU
+    // keeps a few entries per CPU aside, and a client's entry left on another CPU
+    // could outlive a flood made on this one.
+    let mut cpus = CpuSet::new();
+    cpus.set(0).unwrap_or_else(|e| panic!("cpu set: {e}"));
+    sched_setaffinity(Pid::from_raw(0), &cpus).unwrap_or_else(|e| panic!("pin to CPU 0: {e}"));
     let mut net = three_pods();
     let tables = fixture(&net);
     net.apply(&tables);
