@@ -26,7 +26,7 @@
 //! `datapath/pending.rs` interfaces no pod of the tables owns,
 //! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed,
 //! `datapath/bypass.rs` what a pod crafts to get past its policy (VLAN tags,
-//! spoofed ARP, tunnels), sent from its namespace, and `datapath/kernel_log.rs`
+//! spoofed ARP, tunnels, a Service naming a pod's address), sent from its namespace, and `datapath/kernel_log.rs`
 //! the kernel debug channel, on and off.
 
 mod support;

@@ -63,6 +63,11 @@ pub(crate) struct Facts {
     /// The packet decided a flow afresh (not a conntrack hit): only such packets
     /// report allows and would-drops.
     pub decided: bool,
+    /// Set while `service::decide_source` judges a source's egress at a pod's
+    /// hook: the packet is past any Service translation, so its destination is
+    /// final and an address a Service also names (a pod's, listed as an external
+    /// IP, say) is judged by its class, not deferred again (`judge`).
+    pub translated: bool,
     /// The `POLICY` entry that allowed the packet, if a rule did.
     pub rule: Option<PolicyValue>,
     /// Where the packet's bytes count.
@@ -98,6 +103,7 @@ impl Facts {
             protocol: 0,
             ipv6: false,
             decided: false,
+            translated: false,
             rule: None,
             counter: Counter::None,
             fragment: Fragment::WHOLE,
@@ -136,6 +142,7 @@ impl Facts {
             addr_of_mut!((*slot).protocol).write_volatile(0);
             addr_of_mut!((*slot).ipv6).write_volatile(false);
             addr_of_mut!((*slot).decided).write_volatile(false);
+            addr_of_mut!((*slot).translated).write_volatile(false);
             addr_of_mut!((*slot).rule).write_volatile(None);
             addr_of_mut!((*slot).counter).write_volatile(Counter::None);
             addr_of_mut!((*slot).fragment.kind).write_volatile(Fragment::WHOLE.kind);

@@ -80,7 +80,8 @@ impl Judgement {
 /// The rules, for the flow's first packet:
 /// 8. a pod not isolated in that direction: `UNISOLATED`;
 /// 9. ingress from an address with `PEER_FLAG_NODE`: `NODE`;
-/// 10. egress to an address with `PEER_FLAG_SERVICE`: `SERVICE`;
+/// 10. egress to an address with `PEER_FLAG_SERVICE`: `SERVICE`, unless
+///     `facts.translated` (the packet is past Service translation);
 /// 11. the peer's class (`maps::peer`) and the protocol and destination port in
 ///     `POLICY`: `RULE` with the rule's counter slot;
 /// 12. else `AUDIT` when the endpoint audits that direction, `DENIED` when not.
@@ -114,7 +115,9 @@ pub(crate) fn judge(
     if ingress && peer.flags & PEER_FLAG_NODE != 0 {
         return Judgement::new(NODE, NO_COUNTER);
     }
-    if !ingress && peer.flags & PEER_FLAG_SERVICE != 0 {
+    // Past translation (`Facts::translated`) the destination is where the
+    // packet goes: a Service address that is also a pod's is judged by its class.
+    if !ingress && peer.flags & PEER_FLAG_SERVICE != 0 && !facts.translated {
         return Judgement::new(SERVICE, NO_COUNTER);
     }
     let id = endpoint.endpoint_id;

@@ -191,6 +191,9 @@ pub(crate) enum Why {
 ///    (`audit::tracked`: then it is decided afresh); an entry another state
 ///    decided is re-decided first (`judge::recheck`): revoked, the packet is
 ///    dropped (`STAT_DROP_REVOKED`, for a stale packet `STAT_DROP_SOURCE_EGRESS`);
+///    a deferred entry is no decision: on the tuple the packet has here it is the
+///    flow untranslated (a pod address a Service also names), decided at step 4
+///    by the pod's class (`Facts::translated`);
 /// 3. an ICMP error related to such a flow passes (`ct::related`: e.g. the client's
 ///    "port unreachable" for a late answer of the backend, which the client's
 ///    egress allowed);
@@ -303,9 +306,12 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
     let Some(hit) = ct::lookup(source_if, DIRECTION_EGRESS, flow) else {
         return UNDECIDED | u64::from(source_if);
     };
-    // At the node's socket, a deferred entry is the flow itself, untranslated
-    // (a Service address the node holds): nothing decided it yet.
-    if why == Why::NodeSocket as u32 && hit.flags() & policy_common::ct::CT_FLAG_DEFERRED != 0 {
+    // A deferred entry on the tuple the packet has here is the flow itself,
+    // untranslated: at the node's socket, a Service address the node holds; at a
+    // pod, a pod address that a Service also names (an external IP, say), on a
+    // port nothing translated. Nothing decided its egress yet: it is decided here,
+    // never passed on the deferral (which would skip the source's egress policy).
+    if hit.flags() & policy_common::ct::CT_FLAG_DEFERRED != 0 {
         return UNDECIDED | u64::from(source_if);
     }
     if !hit.current(generation) {
@@ -360,7 +366,11 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
     facts.endpoint_id = source.endpoint_id;
     facts.direction = DIRECTION_EGRESS;
     facts.decided = true;
+    // At a pod's hook the destination is final; at the node's socket a Service
+    // address stays one (`Facts::translated`).
+    facts.translated = why != Why::NodeSocket as u32;
     let judged = judge::judge(site, &source, flow, false, facts);
+    facts.translated = false;
     let kind = judged.kind();
     if kind == DENIED || kind == SERVICE {
         // A ClusterIP this late was never translated: nothing to decide it on.

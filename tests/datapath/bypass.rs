@@ -3,8 +3,8 @@
 //! counter with a named reason moves. Frames behind VLAN tags (the kernel strips
 //! VLAN id 0 tags after TC and routes what they carried), ARP that claims another
 //! pod's address, VXLAN to a tunnel device on the node, an IPv6 extension chain
-//! longer than the walk; and the ARP pods and the node need, which must keep
-//! working. `bypass_rows.rs` has the same rules as
+//! longer than the walk, a Service that names another pod's address; and the ARP
+//! pods and the node need, which must keep working. `bypass_rows.rs` has the same rules as
 //! single-frame rows, with the tunnels this kernel cannot carry.
 
 use std::{
@@ -13,11 +13,14 @@ use std::{
     time::Duration,
 };
 
-use policy_agent::{lab::netns, policy::tables::Direction};
+use policy_agent::{
+    lab::netns,
+    policy::tables::{Direction, PeerEntry},
+};
 
 use super::{
     addr,
-    frames::{self, Ext, UDP},
+    frames::{self, Ext, TCP, UDP},
     net::{Net, HOST_MAC_BYTES},
     probe, support,
     support::packet::{internet_checksum, send_frames, transport_checksum},
@@ -427,6 +430,79 @@ fn a_pod_cannot_tunnel_through_a_vxlan_device_on_the_node_to_another_pod() {
             probe::receives(&listener, payload.as_bytes()),
             "via {}",
             device.0
+        );
+    }
+}
+
+/// A Service that names a pod's own address (an external IP, which anyone who
+/// may create a Service can set; nothing translates the ports the Service does
+/// not list) does not open that pod to a pod whose egress policy denies it. The
+/// client's egress to a Service address is deferred to the backend's side, and
+/// there the client's entry on the untranslated tuple is the deferral itself,
+/// not a decision: the egress is judged there, by the pod's class, both ways.
+#[test]
+fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_egress_policy() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("target", "10.1.0.10", "fd00:1::10"),
+        ("client", "10.3.0.6", "fd00:3::6"),
+    ]);
+    let (client_ns, target_ns) = (
+        net.pod("client").netns.clone(),
+        net.pod("target").netns.clone(),
+    );
+    let addresses = [
+        IpAddr::V4(net.pod("target").v4),
+        IpAddr::V6(net.pod("target").v6),
+    ];
+    // The target's addresses in class 5, and flagged as Service addresses.
+    let tables = |allowed: bool| {
+        let named = PeerEntry {
+            class_id: 5,
+            node: false,
+            service: true,
+        };
+        let tables = addresses
+            .iter()
+            .fold(Tables::new(&net), |tables, address| {
+                tables.peer(&format!("{}", ipnet::IpNet::from(*address)), named)
+            })
+            .isolate("client", false, true);
+        let tables = if allowed {
+            tables
+                .allow_port("client", Direction::Egress, 5, TCP, 80)
+                .allow_port("client", Direction::Egress, 5, UDP, 7000)
+        } else {
+            tables
+        };
+        tables.build()
+    };
+    let (denied, allowed) = (tables(false), tables(true));
+    net.apply(&denied);
+    for to in addresses {
+        let before = net.stats();
+        assert!(
+            !probe::tcp(&client_ns, None, to, 80),
+            "TCP to {to} passed an egress policy that denies it"
+        );
+        assert!(
+            !probe::udp(&client_ns, None, &target_ns, to, 7000),
+            "UDP to {to} passed an egress policy that denies it"
+        );
+        assert!(
+            grew(&mut net, &before, "drop_deferred_egress") >= 2,
+            "{to}: {:?}",
+            net.stats()
+        );
+    }
+    // Allowed by the target's class, the same traffic passes: judged by class,
+    // not dropped as a Service address nothing translated.
+    net.apply(&allowed);
+    for to in addresses {
+        assert!(probe::tcp(&client_ns, None, to, 80), "TCP to {to}");
+        assert!(
+            probe::udp(&client_ns, None, &target_ns, to, 7000),
+            "UDP to {to}"
         );
     }
 }
