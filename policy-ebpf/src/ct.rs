@@ -43,7 +43,8 @@
 //!    change since the flow was last decided) re-decides the flow's original
 //!    direction with its own bank before it passes (`judge::recheck`, unless
 //!    `CONFIG_FLAG_KEEP_ESTABLISHED`): still allowed, the entry takes the new
-//!    generation, flags and counter slot, and the packet goes on; denied, the entry
+//!    generation, flags and counter slot (keeping `CT_FLAG_DIRECT`, which says
+//!    where the flow was first decided), and the packet goes on; denied, the entry
 //!    is marked `CT_FLAG_REVOKED` and CLOSED, and this and every later packet of the
 //!    flow, either way, is dropped (`STAT_DROP_REVOKED`, refreshing the entry) until
 //!    the entry expires, a later change allows the flow again, or a SYN reopens the
