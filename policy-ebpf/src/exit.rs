@@ -17,8 +17,12 @@
 //! 4. a deferred packet is decided as its client's egress on the translated
 //!    destination, with this packet's bank (`service::source_egress`): its source
 //!    must be a local pod (else `STAT_DROP_DEFERRED_UNKNOWN_SOURCE`, e.g. the node
-//!    masqueraded it), a flow tracked at the client for that destination passes, and
-//!    anything else is decided by the client's egress policy; a deny is dropped
+//!    masqueraded it), a flow tracked at the client for that destination passes
+//!    (not the client's deferred entry: on this tuple it is the flow untranslated),
+//!    and anything else is decided by the client's egress policy, by the
+//!    destination's class even where it is a Service address (an external IP
+//!    naming a pod of another node, a ClusterIP on a port nothing translated:
+//!    classed like any outside address); a deny is dropped
 //!    (`STAT_DROP_DEFERRED_EGRESS`, counted in the client's egress deny slot and
 //!    reported with the client's interface). A deferred packet that does not parse
 //!    is dropped like any other (`STAT_DROP_MALFORMED` and the parser's reasons):

@@ -21,7 +21,7 @@
 use aya_ebpf::programs::TcContext;
 use policy_common::{
     config::Config,
-    ct::{CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED},
+    ct::{CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED},
     events::{EVENT_ALLOWED, EVENT_WOULD_DROP},
     verdict::{
         DIRECTION_EGRESS, STAT_ALLOW_DEFERRED_EGRESS, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED,
@@ -154,7 +154,7 @@ pub(crate) fn defer(
             site,
             flow,
             policy_common::counters::NO_COUNTER,
-            policy_common::ct::CT_FLAG_DEFERRED,
+            CT_FLAG_DEFERRED,
             generation,
         )?;
     }
@@ -311,7 +311,7 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
     // pod, a pod address that a Service also names (an external IP, say), on a
     // port nothing translated. Nothing decided its egress yet: it is decided here,
     // never passed on the deferral (which would skip the source's egress policy).
-    if hit.flags() & policy_common::ct::CT_FLAG_DEFERRED != 0 {
+    if hit.flags() & CT_FLAG_DEFERRED != 0 {
         return UNDECIDED | u64::from(source_if);
     }
     if !hit.current(generation) {
@@ -324,12 +324,21 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
         // entry's local address is `saddr` either way (the source of an egress
         // entry, the destination of an ingress one the packet replies to).
         let owned = CT_FLAG_LOCAL_OWNED;
-        if let Err(stat) = judge::recheck(&hit, site, &source, flow, facts, generation, owned) {
+        // Past translation, as for `decide_source` (`Facts::translated`).
+        facts.translated = why != Why::NodeSocket as u32;
+        let rechecked = judge::recheck(&hit, site, &source, flow, facts, generation, owned);
+        facts.translated = false;
+        if let Err(stat) = rechecked {
             // The drop is the source's: reported with its interface (and, from
             // `recheck`, the direction whose policy revoked the flow).
             facts.ifindex = source_if;
             facts.endpoint_id = source.endpoint_id;
             return u64::from(if stale { STAT_DROP_SOURCE_EGRESS } else { stat });
+        }
+        // Re-decided into a deferral (a Service address at the node's socket):
+        // no decision either.
+        if hit.flags() & CT_FLAG_DEFERRED != 0 {
+            return UNDECIDED | u64::from(source_if);
         }
     }
     let Some((_, counter)) = audit::tracked(&hit, &source, DIRECTION_EGRESS) else {
@@ -373,7 +382,8 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
     facts.translated = false;
     let kind = judged.kind();
     if kind == DENIED || kind == SERVICE {
-        // A ClusterIP this late was never translated: nothing to decide it on.
+        // SERVICE only at the node's socket: a Service address the node holds,
+        // never translated, has no backend to decide it on.
         facts.counter = if kind == DENIED {
             Counter::Deny(judged.slot())
         } else {
@@ -442,8 +452,10 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
         return false;
     };
     // The client decided this flow at its own hook: its ingress passes the reply
-    // on that entry, and no deferred entry there waits for a mark.
-    if hit.flags() & CT_FLAG_DIRECT != 0 {
+    // on that entry, and no deferred entry there waits for a mark. A deferred
+    // entry on this tuple is the flow untranslated (a Service address nothing
+    // translated): no decision stands behind it, so it verifies nothing.
+    if hit.flags() & (CT_FLAG_DIRECT | CT_FLAG_DEFERRED) != 0 {
         return false;
     }
     let Some(client) = maps::endpoint(bank, client_if) else {
@@ -461,9 +473,13 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
         // is the source of the client's egress entry: its local address.
         let (counter, direction) = (facts.counter, facts.direction);
         let owned = CT_FLAG_LOCAL_OWNED;
+        // This tuple is past translation: a Service address on it is judged by
+        // its class, never deferred again (`Facts::translated`).
+        facts.translated = true;
         let rechecked = judge::recheck(&hit, site, &client, flow, facts, generation, owned);
+        facts.translated = false;
         (facts.counter, facts.direction) = (counter, direction);
-        if rechecked.is_err() {
+        if rechecked.is_err() || hit.flags() & CT_FLAG_DEFERRED != 0 {
             return false;
         }
     }

@@ -434,14 +434,26 @@ fn a_pod_cannot_tunnel_through_a_vxlan_device_on_the_node_to_another_pod() {
     }
 }
 
+/// Sends `payload` from `from` (a socket bound in its pod's namespace) to `to`.
+fn send_from(from: &socket2::Socket, to: (IpAddr, u16), payload: &[u8]) {
+    from.send_to(
+        payload,
+        &socket2::SockAddr::from(std::net::SocketAddr::from(to)),
+    )
+    .unwrap_or_else(|e| panic!("send to {to:?}: {e}"));
+}
+
 /// A Service that names a pod's own address (an external IP, which anyone who
 /// may create a Service can set; nothing translates the ports the Service does
-/// not list) does not open that pod to a pod whose egress policy denies it. The
-/// client's egress to a Service address is deferred to the backend's side, and
-/// there the client's entry on the untranslated tuple is the deferral itself,
-/// not a decision: the egress is judged there, by the pod's class, both ways.
+/// not list) does not open that pod to a client whose egress policy denies it,
+/// nor the client to that pod's answers. The client's egress to a Service
+/// address is deferred to the backend's side, and there the client's entry on the
+/// untranslated tuple is the deferral itself, not a decision: the egress is judged
+/// there, by the pod's class (so an allowed flow passes both ways), and a deferred
+/// entry verifies no answer. A policy change that denies the flow later stops it
+/// both ways, re-decided by class, not deferred again.
 #[test]
-fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_egress_policy() {
+fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_policy() {
     support::require_root_and_bpf();
     let mut net = Net::up(&[
         ("target", "10.1.0.10", "fd00:1::10"),
@@ -451,23 +463,30 @@ fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_egress_poli
         net.pod("client").netns.clone(),
         net.pod("target").netns.clone(),
     );
-    let addresses = [
-        IpAddr::V4(net.pod("target").v4),
-        IpAddr::V6(net.pod("target").v6),
+    let pairs = [
+        (
+            IpAddr::V4(net.pod("client").v4),
+            IpAddr::V4(net.pod("target").v4),
+        ),
+        (
+            IpAddr::V6(net.pod("client").v6),
+            IpAddr::V6(net.pod("target").v6),
+        ),
     ];
-    // The target's addresses in class 5, and flagged as Service addresses.
+    // The client isolated both ways; the target's addresses in class 5, and
+    // flagged as Service addresses.
     let tables = |allowed: bool| {
         let named = PeerEntry {
             class_id: 5,
             node: false,
             service: true,
         };
-        let tables = addresses
+        let tables = pairs
             .iter()
-            .fold(Tables::new(&net), |tables, address| {
-                tables.peer(&format!("{}", ipnet::IpNet::from(*address)), named)
+            .fold(Tables::new(&net), |tables, (_, target)| {
+                tables.peer(&format!("{}", ipnet::IpNet::from(*target)), named)
             })
-            .isolate("client", false, true);
+            .isolate("client", true, true);
         let tables = if allowed {
             tables
                 .allow_port("client", Direction::Egress, 5, TCP, 80)
@@ -479,30 +498,72 @@ fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_egress_poli
     };
     let (denied, allowed) = (tables(false), tables(true));
     net.apply(&denied);
-    for to in addresses {
+    for (i, (client, target)) in pairs.into_iter().enumerate() {
         let before = net.stats();
         assert!(
-            !probe::tcp(&client_ns, None, to, 80),
-            "TCP to {to} passed an egress policy that denies it"
+            !probe::tcp(&client_ns, None, target, 80),
+            "TCP to {target} passed an egress policy that denies it"
         );
         assert!(
-            !probe::udp(&client_ns, None, &target_ns, to, 7000),
-            "UDP to {to} passed an egress policy that denies it"
+            !probe::udp(&client_ns, None, &target_ns, target, 7000),
+            "UDP to {target} passed an egress policy that denies it"
         );
         assert!(
-            grew(&mut net, &before, "drop_deferred_egress") >= 2,
-            "{to}: {:?}",
+            grew(&mut net, &before, "drop_deferred_egress") >= 1,
+            "{target}: {:?}",
             net.stats()
+        );
+        // The target answers the denied datagram's tuple: the client's deferred
+        // entry of it verifies nothing, and the client's ingress denies it.
+        let port = 45000 + i as u16;
+        let at_client = probe::udp_listener(&client_ns, client, port);
+        let at_target = probe::udp_listener(&target_ns, target, 7000);
+        send_from(&at_client, (target, 7000), b"out");
+        assert!(!probe::receives(&at_target, b"out"), "{target}: out");
+        send_from(&at_target, (client, port), b"answer");
+        assert!(
+            !probe::receives(&at_client, b"answer"),
+            "an answer to a denied datagram reached {client} past its ingress policy"
         );
     }
     // Allowed by the target's class, the same traffic passes: judged by class,
-    // not dropped as a Service address nothing translated.
+    // not dropped as a Service address nothing translated; answers are verified.
     net.apply(&allowed);
-    for to in addresses {
-        assert!(probe::tcp(&client_ns, None, to, 80), "TCP to {to}");
-        assert!(
-            probe::udp(&client_ns, None, &target_ns, to, 7000),
-            "UDP to {to}"
-        );
+    let mut flows = Vec::new();
+    for (i, (client, target)) in pairs.into_iter().enumerate() {
+        assert!(probe::tcp(&client_ns, None, target, 80), "TCP to {target}");
+        let port = 46000 + i as u16;
+        let at_client = probe::udp_listener(&client_ns, client, port);
+        let at_target = probe::udp_listener(&target_ns, target, 7000);
+        send_from(&at_client, (target, 7000), b"out");
+        assert!(probe::receives(&at_target, b"out"), "{target}: out");
+        send_from(&at_target, (client, port), b"answer");
+        assert!(probe::receives(&at_client, b"answer"), "{client}: answer");
+        flows.push((client, target, at_client, at_target));
     }
+    // Denied again: the tracked flows are re-decided by class and stop, the
+    // target's answers too.
+    net.apply(&denied);
+    for (client, target, at_client, at_target) in &flows {
+        send_from(
+            at_target,
+            (*client, at_client_port(at_client)),
+            b"late answer",
+        );
+        assert!(
+            !probe::receives(at_client, b"late answer"),
+            "{target}'s answer reached {client} after the policy denied the flow"
+        );
+        send_from(at_client, (*target, 7000), b"late");
+        assert!(!probe::receives(at_target, b"late"), "{client}: late");
+    }
+}
+
+/// The local port `socket` is bound to.
+fn at_client_port(socket: &socket2::Socket) -> u16 {
+    socket
+        .local_addr()
+        .ok()
+        .and_then(|address| address.as_socket())
+        .map_or(0, |address| address.port())
 }

@@ -9,9 +9,10 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use policy_agent::{
     dataplane::{Frames, Stats},
-    policy::tables::{DatapathTables, Direction},
+    policy::tables::{DatapathTables, Direction, PeerEntry},
 };
 
 use super::{
@@ -178,5 +179,64 @@ fn large_datagrams_to_a_backend_on_another_node_pass_whole_when_allowed_and_not_
             [false, false],
             "{size} bytes reached a backend the client's egress denies"
         );
+    }
+}
+
+/// A Service that names the remote backend's own address (an external IP),
+/// reached on a port nothing translates: the client's packet leaves deferred,
+/// `node_exit` judges the client's egress by the backend's class, and `node_entry`
+/// verifies no answer on the strength of the client's deferred entry: a denied
+/// datagram's tuple does not let the other node's answers in past the client's
+/// ingress. Allowed by class, both ways pass.
+#[test]
+fn a_service_naming_a_remote_pods_address_opens_nothing_past_the_clients_policy() {
+    let (mut net, remote) = client_and_remote_backend(true);
+    let client = net.pod("client").netns.clone();
+    let named = |port| {
+        let mut tables = client_egress_to_backend(&net, port);
+        for backend in BACKENDS.map(addr) {
+            tables.peers.insert(
+                IpNet::from(backend),
+                PeerEntry {
+                    class_id: BACKEND_CLASS,
+                    node: false,
+                    service: true,
+                },
+            );
+        }
+        tables
+    };
+    let (denied, allowed) = (named(OTHER_PORT), named(BACKEND_PORT));
+    for (tables, allows) in [(&denied, false), (&allowed, true)] {
+        net.apply(tables);
+        for (i, (client_address, backend)) in [CLIENT_V4, CLIENT_V6]
+            .map(addr)
+            .into_iter()
+            .zip(BACKENDS.map(addr))
+            .enumerate()
+        {
+            let port = 47000 + 10 * u16::from(allows) + i as u16;
+            let at_client = probe::udp_listener(&client, client_address, port);
+            let at_backend = probe::udp_listener(&remote.netns, backend, BACKEND_PORT);
+            let send = |from: &socket2::Socket, to: (IpAddr, u16), payload: &[u8]| {
+                from.send_to(
+                    payload,
+                    &socket2::SockAddr::from(std::net::SocketAddr::from(to)),
+                )
+                .unwrap_or_else(|e| panic!("send to {to:?}: {e}"));
+            };
+            send(&at_client, (backend, BACKEND_PORT), b"out");
+            assert_eq!(
+                probe::receives(&at_backend, b"out"),
+                allows,
+                "{backend}: the client's datagram (allowed: {allows})"
+            );
+            send(&at_backend, (client_address, port), b"answer");
+            assert_eq!(
+                probe::receives(&at_client, b"answer"),
+                allows,
+                "{client_address}: the backend's answer (allowed: {allows})"
+            );
+        }
     }
 }
