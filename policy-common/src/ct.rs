@@ -85,6 +85,16 @@ pub const CT_FLAG_LOCAL_OWNED: u32 = 1 << 3;
 /// re-decision, or one written by an older build) has its replies verified.
 pub const CT_FLAG_DIRECT: u32 = 1 << 4;
 
+/// Flag, with `CT_FLAG_DEFERRED`: the destination's side decided this deferred
+/// flow on this very tuple (nothing translated it: a Service address that is
+/// also a pod's, on a port nothing translates), by the destination's class, and
+/// allowed it with the entry's generation. The source's own hook still defers
+/// every packet of the flow (so a later translation of the tuple is decided at
+/// its backend); the destination's side and reply verification take the entry
+/// as a decision while its generation is current. A re-decision at the source's
+/// hook drops it.
+pub const CT_FLAG_DECIDED_THERE: u32 = 1 << 5;
+
 /// `CtValue::state`: first packet seen, no reply yet (TCP: a SYN sent, or a flow
 /// picked up mid-stream that the other side has not answered yet).
 pub const CT_STATE_OPENING: u8 = 0;

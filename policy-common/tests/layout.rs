@@ -11,8 +11,9 @@ use policy_common::{
     },
     counters::{drop_slot, TrafficCounter, DROP_COUNTERS_MAX},
     ct::{
-        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED,
-        CT_FLAG_REVOKED, CT_STATE_CLOSED, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
+        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DECIDED_THERE, CT_FLAG_DEFERRED, CT_FLAG_DIRECT,
+        CT_FLAG_LOCAL_OWNED, CT_FLAG_REVOKED, CT_STATE_CLOSED, CT_STATE_ESTABLISHED,
+        CT_STATE_OPENING,
     },
     endpoint::{
         AddressKey, EndpointInfo, EndpointKey, ALLOW_TUNNELS, AUDIT_EGRESS, AUDIT_INGRESS,
@@ -328,6 +329,14 @@ fn flags_and_marks_are_distinct_bits() {
         [
             CT_FLAG_DEFERRED | CT_FLAG_AUDIT | CT_FLAG_REVOKED | CT_FLAG_LOCAL_OWNED,
             CT_FLAG_DIRECT,
+        ],
+        [
+            CT_FLAG_DEFERRED
+                | CT_FLAG_AUDIT
+                | CT_FLAG_REVOKED
+                | CT_FLAG_LOCAL_OWNED
+                | CT_FLAG_DIRECT,
+            CT_FLAG_DECIDED_THERE,
         ],
         [CONFIG_FLAG_ALLOW_EVENTS, CONFIG_FLAG_KEEP_ESTABLISHED],
         [

@@ -21,7 +21,7 @@
 use aya_ebpf::programs::TcContext;
 use policy_common::{
     config::Config,
-    ct::{CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED},
+    ct::{CT_FLAG_DECIDED_THERE, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED},
     events::{EVENT_ALLOWED, EVENT_WOULD_DROP},
     verdict::{
         DIRECTION_EGRESS, STAT_ALLOW_DEFERRED_EGRESS, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED,
@@ -253,7 +253,13 @@ pub(crate) fn source_decided(
             return Ok(false);
         }
     }
-    match decide_source(len, facts, site, flow, why as u32) {
+    let why = why as u32
+        | if step.untranslated() {
+            WHY_UNTRANSLATED
+        } else {
+            0
+        };
+    match decide_source(len, facts, site, flow, why) {
         SOURCE_PASSED => Ok(true),
         stat => Err(stat),
     }
@@ -267,12 +273,23 @@ struct SourceStep(u64);
 const SOURCE_PASSED: u32 = 0;
 /// `SourceStep`: high half of an undecided step.
 const UNDECIDED: u64 = 1 << 32;
+/// `SourceStep`: with `UNDECIDED`, the source's own deferred entry is on the
+/// packet's tuple: nothing translated the flow (`decide_source`).
+const UNTRANSLATED: u64 = 1 << 33;
+/// `decide_source`'s `why`, or'd with a `Why`: `UNTRANSLATED` was found.
+const WHY_UNTRANSLATED: u32 = 1 << 8;
 
 impl SourceStep {
     /// The source's interface, when its egress is still to decide.
     #[inline(always)]
     fn undecided(&self) -> Option<u32> {
         (self.0 & UNDECIDED != 0).then_some(self.0 as u32)
+    }
+
+    /// The flow is untranslated (`UNTRANSLATED`), for an undecided step.
+    #[inline(always)]
+    fn untranslated(&self) -> bool {
+        self.0 & UNTRANSLATED != 0
     }
 
     /// Passed or dropped (for a decided step).
@@ -311,8 +328,12 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
     // pod, a pod address that a Service also names (an external IP, say), on a
     // port nothing translated. Nothing decided its egress yet: it is decided here,
     // never passed on the deferral (which would skip the source's egress policy).
-    if hit.flags() & CT_FLAG_DEFERRED != 0 {
-        return UNDECIDED | u64::from(source_if);
+    // Once this side allowed such a flow with the current generation
+    // (`CT_FLAG_DECIDED_THERE`), that decision stands.
+    if hit.flags() & CT_FLAG_DEFERRED != 0
+        && !(hit.flags() & CT_FLAG_DECIDED_THERE != 0 && hit.current(generation))
+    {
+        return UNDECIDED | UNTRANSLATED | u64::from(source_if);
     }
     if !hit.current(generation) {
         let site = ct::Site {
@@ -324,8 +345,9 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
         // entry's local address is `saddr` either way (the source of an egress
         // entry, the destination of an ingress one the packet replies to).
         let owned = CT_FLAG_LOCAL_OWNED;
-        // Past translation, as for `decide_source` (`Facts::translated`).
-        facts.translated = why != Why::NodeSocket as u32;
+        // Not a deferral (above): decided on this tuple, past translation, as
+        // `decide_source` decides one (`Facts::translated`).
+        facts.translated = true;
         let rechecked = judge::recheck(&hit, site, &source, flow, facts, generation, owned);
         facts.translated = false;
         if let Err(stat) = rechecked {
@@ -335,10 +357,10 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
             facts.endpoint_id = source.endpoint_id;
             return u64::from(if stale { STAT_DROP_SOURCE_EGRESS } else { stat });
         }
-        // Re-decided into a deferral (a Service address at the node's socket):
-        // no decision either.
+        // Never re-decided into a deferral past translation; were it, no
+        // decision either.
         if hit.flags() & CT_FLAG_DEFERRED != 0 {
-            return UNDECIDED | u64::from(source_if);
+            return UNDECIDED | UNTRANSLATED | u64::from(source_if);
         }
     }
     let Some((_, counter)) = audit::tracked(&hit, &source, DIRECTION_EGRESS) else {
@@ -352,9 +374,15 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
 }
 
 /// Step 4 of `source_egress`: the source's egress at `site` decided afresh by
-/// `judge`; `SOURCE_PASSED` or the drop reason.
+/// `judge`; `SOURCE_PASSED` or the drop reason. `why` is a `Why`, with
+/// `WHY_UNTRANSLATED` when the source's own deferred entry is on this tuple:
+/// then the entry stays a deferral, marked decided here
+/// (`CT_FLAG_DECIDED_THERE`), so that a later translation of the same tuple (a
+/// port a Service gains) is still decided at its backend.
 #[inline(never)]
 fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: u32) -> u32 {
+    let untranslated = why & WHY_UNTRANSLATED != 0;
+    let why = why & !WHY_UNTRANSLATED;
     let denied = if why == Why::Stale as u32 {
         STAT_DROP_SOURCE_EGRESS
     } else {
@@ -375,15 +403,15 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
     facts.endpoint_id = source.endpoint_id;
     facts.direction = DIRECTION_EGRESS;
     facts.decided = true;
-    // At a pod's hook the destination is final; at the node's socket a Service
-    // address stays one (`Facts::translated`).
-    facts.translated = why != Why::NodeSocket as u32;
+    // The destination is final, unless nothing translated a flow to the node's
+    // own socket: a Service address the node holds (`Facts::translated`).
+    facts.translated = !(untranslated && why == Why::NodeSocket as u32);
     let judged = judge::judge(site, &source, flow, false, facts);
     facts.translated = false;
     let kind = judged.kind();
     if kind == DENIED || kind == SERVICE {
-        // SERVICE only at the node's socket: a Service address the node holds,
-        // never translated, has no backend to decide it on.
+        // SERVICE only for a flow nothing translated to the node's own socket:
+        // a Service address the node holds has no backend to decide it on.
         facts.counter = if kind == DENIED {
             Counter::Deny(judged.slot())
         } else {
@@ -392,12 +420,18 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
         return denied;
     }
     // `site.ifindex` is `ENDPOINT_ADDRS[saddr]` in this bank (`source_tracked`),
-    // and `saddr` is the egress entry's local address.
+    // and `saddr` is the egress entry's local address. An untranslated flow stays
+    // a deferral, decided here (`CT_FLAG_DECIDED_THERE`).
+    let there = if untranslated {
+        CT_FLAG_DEFERRED | CT_FLAG_DECIDED_THERE
+    } else {
+        0
+    };
     if let Err(stat) = ct::track(
         site,
         flow,
         judged.slot(),
-        judged.ct_flags() | CT_FLAG_LOCAL_OWNED,
+        judged.ct_flags() | CT_FLAG_LOCAL_OWNED | there,
         facts.generation,
     ) {
         facts.rule = None;
@@ -452,10 +486,16 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
         return false;
     };
     // The client decided this flow at its own hook: its ingress passes the reply
-    // on that entry, and no deferred entry there waits for a mark. A deferred
-    // entry on this tuple is the flow untranslated (a Service address nothing
-    // translated): no decision stands behind it, so it verifies nothing.
-    if hit.flags() & (CT_FLAG_DIRECT | CT_FLAG_DEFERRED) != 0 {
+    // on that entry, and no deferred entry there waits for a mark.
+    if hit.flags() & CT_FLAG_DIRECT != 0 {
+        return false;
+    }
+    // A deferred entry on this tuple is the flow untranslated (a Service address
+    // nothing translated): it verifies only as a deferral this side decided
+    // (`CT_FLAG_DECIDED_THERE`) with the current generation; any other was
+    // decided nowhere.
+    let deferred = hit.flags() & CT_FLAG_DEFERRED != 0;
+    if deferred && !(hit.flags() & CT_FLAG_DECIDED_THERE != 0 && hit.current(generation)) {
         return false;
     }
     let Some(client) = maps::endpoint(bank, client_if) else {

@@ -451,13 +451,16 @@ fn send_from(from: &socket2::Socket, to: (IpAddr, u16), payload: &[u8]) {
 /// untranslated tuple is the deferral itself, not a decision: the egress is judged
 /// there, by the pod's class (so an allowed flow passes both ways), and a deferred
 /// entry verifies no answer. A policy change that denies the flow later stops it
-/// both ways, re-decided by class, not deferred again.
+/// both ways, re-decided by class, not deferred again. And the client's entry of
+/// an allowed flow stays a deferral: when the Service later translates that very
+/// tuple to another pod (a port it gains), the flow is decided at that pod.
 #[test]
 fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_policy() {
     support::require_root_and_bpf();
     let mut net = Net::up(&[
         ("target", "10.1.0.10", "fd00:1::10"),
         ("client", "10.3.0.6", "fd00:3::6"),
+        ("other", "10.4.0.7", "fd00:4::7"),
     ]);
     let (client_ns, target_ns) = (
         net.pod("client").netns.clone(),
@@ -541,6 +544,54 @@ fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_policy() {
         assert!(probe::receives(&at_client, b"answer"), "{client}: answer");
         flows.push((client, target, at_client, at_target));
     }
+    // The node now translates the target's address on that port to the other
+    // pod, which the client's egress does not allow: the same tuple again is
+    // decided there, and dropped (before the node tracked nothing, so the next
+    // packet of the tuple is translated).
+    let other = [
+        IpAddr::V4(net.pod("other").v4),
+        IpAddr::V6(net.pod("other").v6),
+    ];
+    let dnat: String = [("ip", 0), ("ip6", 1)]
+        .into_iter()
+        .map(|(family, i)| {
+            let (from, to) = (pairs[i].1, other[i]);
+            let to = if to.is_ipv6() {
+                format!("[{to}]")
+            } else {
+                to.to_string()
+            };
+            format!(
+                "table {family} later {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
+                 {family} daddr {from} udp dport 7000 dnat to {to}:7000\n }}\n}}\n"
+            )
+        })
+        .collect();
+    net.nft(&dnat);
+    let other_ns = net.pod("other").netns.clone();
+    for ((client, _, at_client, _), to) in flows.iter().zip(other) {
+        let at_other = probe::udp_listener(&other_ns, to, 7000);
+        let before = net.stats();
+        send_from(
+            at_client,
+            (pairs_target(&pairs, *client), 7000),
+            b"translated",
+        );
+        assert!(
+            !probe::receives(&at_other, b"translated"),
+            "{client}'s tracked tuple, translated to {to}, passed the egress policy that denies it"
+        );
+        assert!(
+            grew(&mut net, &before, "drop_deferred_egress") >= 1,
+            "{to}: {:?}",
+            net.stats()
+        );
+    }
+    net.nft(
+        &[("ip", 0), ("ip6", 1)]
+            .map(|(family, _)| format!("delete table {family} later\n"))
+            .concat(),
+    );
     // Denied again: the tracked flows are re-decided by class and stop, the
     // target's answers too.
     net.apply(&denied);
@@ -557,6 +608,14 @@ fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_policy() {
         send_from(at_client, (*target, 7000), b"late");
         assert!(!probe::receives(at_target, b"late"), "{client}: late");
     }
+}
+
+/// The target address paired with `client` in `pairs`.
+fn pairs_target(pairs: &[(IpAddr, IpAddr); 2], client: IpAddr) -> IpAddr {
+    pairs
+        .iter()
+        .find(|(c, _)| *c == client)
+        .map_or(client, |(_, target)| *target)
 }
 
 /// The local port `socket` is bound to.
