@@ -13,7 +13,7 @@ use std::{
 
 use policy_agent::{
     dataplane::Datapath,
-    policy::tables::{DatapathTables, Direction},
+    policy::tables::{DatapathTables, Direction, PeerEntry},
 };
 
 use super::{
@@ -314,4 +314,29 @@ fn a_pod_speaking_from_its_link_local_address_is_refused_at_the_nodes_socket() {
         !reached,
         "a link-local source reached the node through {vip6}"
     );
+}
+
+/// The node's addresses are Service addresses too (a LoadBalancer whose ingress
+/// IPs are the nodes', as k3s's ServiceLB makes them): a flow that kube-proxy
+/// translated from a ClusterIP to the node is judged at the node's socket by the
+/// node's class, as without that Service; only a flow nothing translated, to a
+/// Service address the node holds, has no backend to judge.
+#[test]
+fn a_service_egress_to_the_node_passes_when_the_nodes_address_is_also_a_service_address() {
+    let mut net = client_and_node_backend(true);
+    let mut tables = client_egress_to_node(&net, BACKEND_PORT);
+    for node in NODE_ADDRESSES.map(addr) {
+        tables.peers.insert(
+            ipnet::IpNet::from(node),
+            PeerEntry {
+                class_id: NODE_CLASS,
+                node: false,
+                service: true,
+            },
+        );
+    }
+    net.apply(&tables);
+    for (vip, protocol, reached) in to_node_sockets(&net, false) {
+        assert!(reached, "{protocol} through {vip} to the node");
+    }
 }
