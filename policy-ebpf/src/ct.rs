@@ -72,9 +72,9 @@ use aya_ebpf::{bindings::BPF_NOEXIST, programs::TcContext};
 use policy_common::{
     config::{Config, CONFIG_FLAG_KEEP_ESTABLISHED},
     ct::{
-        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_REVOKED,
-        CT_STATE_ANSWERED, CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED,
-        CT_STATE_OPENING,
+        CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DECIDED_THERE, CT_FLAG_DEFERRED, CT_FLAG_DIRECT,
+        CT_FLAG_REVOKED, CT_STATE_ANSWERED, CT_STATE_CLOSED, CT_STATE_CLOSING,
+        CT_STATE_ESTABLISHED, CT_STATE_OPENING,
     },
     verdict::{
         DIRECTION_EGRESS, DIRECTION_INGRESS, STAT_DROP_CT_ENDPOINT_LIMIT, STAT_DROP_CT_FULL,
@@ -162,6 +162,17 @@ impl Hit {
     pub(crate) fn current(&self, generation: u32) -> bool {
         let (stamp, flags) = verdict(self.entry);
         flags & CT_FLAG_REVOKED == 0 && (stamp == generation || keep_established())
+    }
+
+    /// A deferral that a destination's side decided on this very tuple
+    /// (`CT_FLAG_DECIDED_THERE`) with exactly `generation`: the decision stands
+    /// only for the state that made it, whether or not established flows are kept.
+    #[inline(always)]
+    pub(crate) fn decided_there(&self, generation: u32) -> bool {
+        let (stamp, flags) = verdict(self.entry);
+        flags & (CT_FLAG_DEFERRED | CT_FLAG_DECIDED_THERE | CT_FLAG_REVOKED)
+            == CT_FLAG_DEFERRED | CT_FLAG_DECIDED_THERE
+            && stamp == generation
     }
 
     /// The entry was re-decided with `generation` and allowed: it takes the
@@ -429,6 +440,22 @@ fn reverse(key: &mut CtKey) {
     key.direction = opposite(key.direction);
 }
 
+/// Whether the live forward entry of `flow` at `ifindex` for egress is a
+/// deferral (`CT_FLAG_DEFERRED`), whatever the packet is (a SYN included: the
+/// deferral its source's hook just wrote for it).
+#[inline(always)]
+pub(crate) fn deferred_egress(ifindex: u32, flow: &Flow) -> bool {
+    let now = now();
+    let Some(key) = maps::ct_key() else {
+        return false;
+    };
+    // SAFETY: as in `lookup`.
+    let key = unsafe { &mut *key };
+    fill_key(key, ifindex, DIRECTION_EGRESS, flow, false);
+    // SAFETY: as in `live`.
+    live(key, now).is_some_and(|entry| unsafe { (*entry).flags } & CT_FLAG_DEFERRED != 0)
+}
+
 /// The live entry of exactly this key: `flow` (or, with `reversed`, its reverse,
 /// and the hit is then a reply) as the first packet in `direction` at `ifindex`.
 /// Replies do not match, nor does a packet that opens a TCP connection (decided
@@ -542,7 +569,10 @@ fn relates(
         return false;
     };
     let (stamp, flags) = verdict(entry);
-    (deferred_ok || flags & CT_FLAG_DEFERRED == 0)
+    let decided_there = flags & (CT_FLAG_DEFERRED | CT_FLAG_DECIDED_THERE)
+        == CT_FLAG_DEFERRED | CT_FLAG_DECIDED_THERE
+        && stamp == generation;
+    (deferred_ok || flags & CT_FLAG_DEFERRED == 0 || decided_there)
         && (flags & CT_FLAG_AUDIT == 0 || endpoint_flags & audit::flag(original) != 0)
         && flags & CT_FLAG_REVOKED == 0
         && (stamp == generation || keep_established())

@@ -320,19 +320,23 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
     let Some(source) = maps::endpoint(bank, source_if) else {
         return u64::from(unknown);
     };
+    // Undecided; `UNTRANSLATED` when the source's own deferral is on this tuple
+    // (for a SYN too, which `ct::lookup` passes by).
+    let undecided = || {
+        let deferred = ct::deferred_egress(source_if, flow);
+        UNDECIDED | if deferred { UNTRANSLATED } else { 0 } | u64::from(source_if)
+    };
     let Some(hit) = ct::lookup(source_if, DIRECTION_EGRESS, flow) else {
-        return UNDECIDED | u64::from(source_if);
+        return undecided();
     };
     // A deferred entry on the tuple the packet has here is the flow itself,
     // untranslated: at the node's socket, a Service address the node holds; at a
     // pod, a pod address that a Service also names (an external IP, say), on a
     // port nothing translated. Nothing decided its egress yet: it is decided here,
     // never passed on the deferral (which would skip the source's egress policy).
-    // Once this side allowed such a flow with the current generation
-    // (`CT_FLAG_DECIDED_THERE`), that decision stands.
-    if hit.flags() & CT_FLAG_DEFERRED != 0
-        && !(hit.flags() & CT_FLAG_DECIDED_THERE != 0 && hit.current(generation))
-    {
+    // Once this side allowed such a flow with this very generation
+    // (`Hit::decided_there`), that decision stands.
+    if hit.flags() & CT_FLAG_DEFERRED != 0 && !hit.decided_there(generation) {
         return UNDECIDED | UNTRANSLATED | u64::from(source_if);
     }
     if !hit.current(generation) {
@@ -360,11 +364,11 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
         // Never re-decided into a deferral past translation; were it, no
         // decision either.
         if hit.flags() & CT_FLAG_DEFERRED != 0 {
-            return UNDECIDED | UNTRANSLATED | u64::from(source_if);
+            return undecided();
         }
     }
     let Some((_, counter)) = audit::tracked(&hit, &source, DIRECTION_EGRESS) else {
-        return UNDECIDED | u64::from(source_if);
+        return undecided();
     };
     if !quiet {
         hit.seen(flow);
@@ -492,10 +496,9 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
     }
     // A deferred entry on this tuple is the flow untranslated (a Service address
     // nothing translated): it verifies only as a deferral this side decided
-    // (`CT_FLAG_DECIDED_THERE`) with the current generation; any other was
-    // decided nowhere.
-    let deferred = hit.flags() & CT_FLAG_DEFERRED != 0;
-    if deferred && !(hit.flags() & CT_FLAG_DECIDED_THERE != 0 && hit.current(generation)) {
+    // with this very generation (`Hit::decided_there`); any other was decided
+    // nowhere.
+    if hit.flags() & CT_FLAG_DEFERRED != 0 && !hit.decided_there(generation) {
         return false;
     }
     let Some(client) = maps::endpoint(bank, client_if) else {

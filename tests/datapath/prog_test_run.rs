@@ -446,3 +446,64 @@ fn a_pod_may_send_only_from_its_own_addresses_or_ipv6_link_local() {
         assert_eq!(after.get(counter), before.get(counter) + n, "{counter}");
     }
 }
+
+/// A SYN to a pod address that a Service also names, on a port nothing
+/// translates: the pod's side judges the client's egress by class and allows
+/// it, and the client's entry of the tuple stays a deferral, decided there (the
+/// client's hook defers every packet, so a later translation of the tuple is
+/// decided at its backend). A SYN finds no entry to pass on, so this is about
+/// the deferral the client's hook wrote for it, not a tracked flow.
+#[test]
+fn a_syn_to_a_service_named_pod_keeps_the_clients_entry_a_deferral() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("target", "10.1.0.10", "fd00:1::10"),
+        ("client", "10.2.0.5", "fd00:2::5"),
+    ]);
+    let named = policy_agent::policy::tables::PeerEntry {
+        class_id: 5,
+        node: false,
+        service: true,
+    };
+    let tables = Tables::new(&net)
+        .isolate("client", true, true)
+        .peer("10.1.0.10/32", named)
+        .peer("fd00:1::10/128", named)
+        .allow_port("client", Direction::Egress, 5, TCP, 80)
+        .build();
+    net.apply(&tables);
+    let client_if = net.ifindex("client");
+    for (i, (client, target)) in [
+        (addr("10.2.0.5"), addr("10.1.0.10")),
+        (addr("fd00:2::5"), addr("fd00:1::10")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sport = 43000 + i as u16;
+        let syn = frames::ip(client, target, TCP, &frames::tcp(sport, 80));
+        let out = net.run(Hook::PodEgress, "client", 0, &syn);
+        assert!(
+            out.passed && out.mark & MARK_DEFERRED_EGRESS != 0,
+            "{out:?}"
+        );
+        let at_target = net.run(Hook::PodIngress, "target", MARK_DEFERRED_EGRESS, &syn);
+        assert!(
+            at_target.passed,
+            "{target}: allowed by class: {at_target:?}"
+        );
+        let entry = net
+            .conntrack()
+            .into_iter()
+            .find(|e| {
+                e.ifindex == client_if
+                    && e.direction == Direction::Egress
+                    && e.source == (client, sport)
+            })
+            .unwrap_or_else(|| panic!("{client}: no entry"));
+        assert!(
+            entry.deferred,
+            "{client}: the target's side made the client's entry a plain one: {entry:?}"
+        );
+    }
+}
