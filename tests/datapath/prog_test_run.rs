@@ -11,7 +11,7 @@ use policy_common::verdict::{MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED};
 
 use super::{
     addr,
-    frames::{self, Ext, ICMPV6, TCP},
+    frames::{self, Ext, ICMPV6, TCP, UDP},
     net::Net,
     pods::{CLIENT_V6, SERVER_V6},
     support,
@@ -504,6 +504,79 @@ fn a_syn_to_a_service_named_pod_keeps_the_clients_entry_a_deferral() {
         assert!(
             entry.deferred,
             "{client}: the target's side made the client's entry a plain one: {entry:?}"
+        );
+    }
+}
+
+/// With `--keep-established-flows`, a datagram to a Service-named pod that the
+/// pod's side allowed under one policy (its entry a deferral decided there), but
+/// that got no answer, is decided again under the next: a decision there holds
+/// for the generation that made it alone. Here the old policy allowed the
+/// client's egress but not the pod's ingress, the new one the other way round:
+/// neither lets the datagram through, so it must not pass.
+#[test]
+fn a_deferral_decided_there_holds_for_its_own_generation_even_when_flows_are_kept() {
+    support::require_root_and_bpf();
+    let options = policy_agent::dataplane::LoadOptions {
+        config: policy_common::config::Config {
+            flags: policy_common::config::CONFIG_FLAG_KEEP_ESTABLISHED,
+            ..policy_common::config::Config::DEFAULT
+        },
+        ..policy_agent::dataplane::LoadOptions::default()
+    };
+    let mut net = Net::up_with(
+        &[
+            ("target", "10.1.0.10", "fd00:1::10"),
+            ("client", "10.2.0.5", "fd00:2::5"),
+        ],
+        &options,
+    );
+    let named = policy_agent::policy::tables::PeerEntry {
+        class_id: 5,
+        node: false,
+        service: true,
+    };
+    let tables = |client_out: bool| {
+        let tables = Tables::new(&net)
+            .isolate("client", false, true)
+            .isolate("target", true, false)
+            .peer("10.1.0.10/32", named)
+            .peer("fd00:1::10/128", named)
+            .pod_class("client", 3);
+        if client_out {
+            tables.allow_port("client", Direction::Egress, 5, UDP, 7000)
+        } else {
+            tables.allow_port("target", Direction::Ingress, 3, UDP, 7000)
+        }
+        .build()
+    };
+    let (old, new) = (tables(true), tables(false));
+    for (i, (client, target)) in [
+        (addr("10.2.0.5"), addr("10.1.0.10")),
+        (addr("fd00:2::5"), addr("fd00:1::10")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        net.apply(&old);
+        let datagram = frames::ip(client, target, UDP, &frames::udp(44000 + i as u16, 7000));
+        let out = net.run(Hook::PodEgress, "client", 0, &datagram);
+        assert!(
+            out.passed && out.mark & MARK_DEFERRED_EGRESS != 0,
+            "{out:?}"
+        );
+        let at_target = net.run(Hook::PodIngress, "target", MARK_DEFERRED_EGRESS, &datagram);
+        assert!(!at_target.passed, "{target}: the old ingress denies it");
+        net.apply(&new);
+        let out = net.run(Hook::PodEgress, "client", 0, &datagram);
+        assert!(
+            out.passed && out.mark & MARK_DEFERRED_EGRESS != 0,
+            "{out:?}"
+        );
+        let at_target = net.run(Hook::PodIngress, "target", MARK_DEFERRED_EGRESS, &datagram);
+        assert!(
+            !at_target.passed,
+            "{target}: passed on the old policy's egress decision and the new ingress"
         );
     }
 }
