@@ -21,7 +21,9 @@
 //!    (a forward entry of a non-TCP flow still OPENING is decided afresh there, and
 //!    here goes the long way);
 //! 5. the entry is of this packet's generation (not another state's: that one
-//!    re-decides it), neither revoked, deferred nor audit-only, and carries
+//!    re-decides it), neither revoked, deferred nor audit-only, a forward egress
+//!    entry only with `CT_FLAG_DIRECT` (one the destination's side wrote goes on
+//!    as a deferral, the long way), and carries
 //!    `CT_FLAG_LOCAL_OWNED`: when this generation last decided the flow, the
 //!    interface was a known endpoint (`ENDPOINTS`) and the flow's local address
 //!    its own (`ENDPOINT_ADDRS`). That still holds, so the packet passes the
@@ -308,6 +310,11 @@ pub(crate) fn tracked(ctx: &TcContext, ifindex: u32, direction: u8, generation: 
     // SAFETY: as in `ct::live_in`.
     let slot = unsafe { (*entry).counter_slot };
     if flags & (SLOW_FLAGS | CT_FLAG_LOCAL_OWNED) != CT_FLAG_LOCAL_OWNED || stamp != generation {
+        return false;
+    }
+    // A forward egress entry the pod's own hook did not decide goes on as a
+    // deferral (`decide_flow`): the long way.
+    if direction == DIRECTION_EGRESS && !reply && flags & CT_FLAG_DIRECT == 0 {
         return false;
     }
     let clear = if direction == DIRECTION_INGRESS {

@@ -626,3 +626,96 @@ fn at_client_port(socket: &socket2::Socket) -> u16 {
         .and_then(|address| address.as_socket())
         .map_or(0, |address| address.port())
 }
+
+/// A client's Service flow leaves an entry of its translated tuple at the client
+/// (written where it was decided). Sending to that backend address directly on
+/// the same tuple must not skip the egress policy when the node translates that
+/// address anew: here a second Service names the backend's own address and sends
+/// it to a pod the client's egress denies. The client's hook passes such a packet
+/// as a deferral, decided where it arrives.
+#[test]
+fn a_services_translated_tuple_sent_directly_is_decided_where_it_arrives() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("backend", "10.1.0.10", "fd00:1::10"),
+        ("client", "10.3.0.6", "fd00:3::6"),
+        ("denied", "10.4.0.7", "fd00:4::7"),
+    ]);
+    let vips = ["10.96.0.50", "fd00:96::50"].map(addr);
+    let ns = |pod: &str| net.pod(pod).netns.clone();
+    let (client_ns, backend_ns, denied_ns) = (ns("client"), ns("backend"), ns("denied"));
+    let pair = |pod: &str| [IpAddr::V4(net.pod(pod).v4), IpAddr::V6(net.pod(pod).v6)];
+    let (clients, backends, denied) = (pair("client"), pair("backend"), pair("denied"));
+    // The backend (class 5, also a Service address) is allowed on UDP 7000; the
+    // other pod (class 9) is not; the ClusterIPs are Service addresses.
+    let service_class = |class_id| PeerEntry {
+        class_id,
+        node: false,
+        service: true,
+    };
+    let tables = backends
+        .iter()
+        .fold(Tables::new(&net), |tables, backend| {
+            tables.peer(
+                &format!("{}", ipnet::IpNet::from(*backend)),
+                service_class(5),
+            )
+        })
+        .service("10.96.0.50/32")
+        .service("fd00:96::50/128")
+        .pod_class("denied", 9)
+        .isolate("client", false, true)
+        .allow_port("client", Direction::Egress, 5, UDP, 7000)
+        .build();
+    net.apply(&tables);
+    // ClusterIP:80 -> backend:7000; backend:7000 -> the denied pod:7001.
+    let rules: String = [("ip", 0), ("ip6", 1)]
+        .into_iter()
+        .map(|(family, i)| {
+            let bracket = |address: IpAddr| match address {
+                IpAddr::V6(_) => format!("[{address}]"),
+                IpAddr::V4(_) => address.to_string(),
+            };
+            format!(
+                "table {family} twice {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
+                 {family} daddr {vip} udp dport 80 dnat to {backend}:7000\n \
+                 {family} daddr {direct} udp dport 7000 dnat to {other}:7001\n }}\n}}\n",
+                vip = vips[i],
+                backend = bracket(backends[i]),
+                direct = backends[i],
+                other = bracket(denied[i]),
+            )
+        })
+        .collect();
+    net.nft(&rules);
+    for i in 0..2 {
+        let at_client = probe::udp_listener(&client_ns, clients[i], 45500 + i as u16);
+        let at_backend = probe::udp_listener(&backend_ns, backends[i], 7000);
+        let at_denied = probe::udp_listener(&denied_ns, denied[i], 7001);
+        send_from(&at_client, (vips[i], 80), b"through the service");
+        assert!(
+            probe::receives(&at_backend, b"through the service"),
+            "{}: the allowed Service flow",
+            backends[i]
+        );
+        send_from(&at_backend, (clients[i], 45500 + i as u16), b"answer");
+        assert!(
+            probe::receives(&at_client, b"answer"),
+            "{}: answer",
+            clients[i]
+        );
+        let before = net.stats();
+        send_from(&at_client, (backends[i], 7000), b"direct");
+        assert!(
+            !probe::receives(&at_denied, b"direct"),
+            "{}: the translated tuple, sent directly and translated anew, reached a pod the \
+             client's egress denies",
+            denied[i]
+        );
+        assert!(
+            grew(&mut net, &before, "drop_deferred_egress") >= 1,
+            "{:?}",
+            net.stats()
+        );
+    }
+}
