@@ -76,6 +76,7 @@ use policy_common::{
         CT_FLAG_REVOKED, CT_STATE_ANSWERED, CT_STATE_CLOSED, CT_STATE_CLOSING,
         CT_STATE_ESTABLISHED, CT_STATE_OPENING,
     },
+    peer::PEER_FLAG_SERVICE,
     verdict::{
         DIRECTION_EGRESS, DIRECTION_INGRESS, STAT_DROP_CT_ENDPOINT_LIMIT, STAT_DROP_CT_FULL,
     },
@@ -162,6 +163,20 @@ impl Hit {
     pub(crate) fn current(&self, generation: u32) -> bool {
         let (stamp, flags) = verdict(self.entry);
         flags & CT_FLAG_REVOKED == 0 && (stamp == generation || keep_established())
+    }
+
+    /// Whether this forward entry was decided by another generation than
+    /// `generation` and its destination is now a Service address (in `bank`):
+    /// kept flows (`CONFIG_FLAG_KEEP_ESTABLISHED`) are decided again all the same,
+    /// since the node may now translate the tuple to a pod the egress never
+    /// judged (`decide_flow`).
+    #[inline(never)]
+    pub(crate) fn now_to_a_service(&self, generation: u32, flow: &Flow) -> bool {
+        let (stamp, _) = verdict(self.entry);
+        !self.reply
+            && stamp != generation
+            && maps::peer(maps::bank(generation), flow.ipv6, &flow.daddr).flags & PEER_FLAG_SERVICE
+                != 0
     }
 
     /// A deferral that a destination's side decided on this very tuple

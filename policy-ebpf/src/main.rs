@@ -465,7 +465,9 @@ fn decide_flow(
         return Ok((STAT_ALLOW_RELATED, false));
     }
     if let Some(hit) = ct::lookup(ifindex, direction, flow) {
-        if !hit.current(generation) {
+        if !hit.current(generation)
+            || (direction == DIRECTION_EGRESS && hit.now_to_a_service(generation, flow))
+        {
             judge::recheck(&hit, at, endpoint, flow, facts, generation, facts.owned)?;
         }
         // A forward egress entry this hook did not decide (the destination's

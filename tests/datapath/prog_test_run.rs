@@ -580,3 +580,67 @@ fn a_deferral_decided_there_holds_for_its_own_generation_even_when_flows_are_kep
         );
     }
 }
+
+/// With `--keep-established-flows`, a flow the client's hook decided itself
+/// keeps passing a policy change, unless its destination has become a Service
+/// address: then the node may translate the same tuple to a pod the egress
+/// never judged, so its next packet goes on as a deferral.
+#[test]
+fn a_kept_flow_to_an_address_that_became_a_service_address_is_deferred_again() {
+    support::require_root_and_bpf();
+    let options = policy_agent::dataplane::LoadOptions {
+        config: policy_common::config::Config {
+            flags: policy_common::config::CONFIG_FLAG_KEEP_ESTABLISHED,
+            ..policy_common::config::Config::DEFAULT
+        },
+        ..policy_agent::dataplane::LoadOptions::default()
+    };
+    let mut net = Net::up_with(
+        &[
+            ("target", "10.1.0.10", "fd00:1::10"),
+            ("client", "10.2.0.5", "fd00:2::5"),
+        ],
+        &options,
+    );
+    let entry = |service| policy_agent::policy::tables::PeerEntry {
+        class_id: 5,
+        node: false,
+        service,
+    };
+    let tables = |service| {
+        Tables::new(&net)
+            .isolate("client", false, true)
+            .peer("10.1.0.10/32", entry(service))
+            .peer("fd00:1::10/128", entry(service))
+            .allow_port("client", Direction::Egress, 5, UDP, 7000)
+            .build()
+    };
+    let (plain, named) = (tables(false), tables(true));
+    for (i, (client, target)) in [
+        (addr("10.2.0.5"), addr("10.1.0.10")),
+        (addr("fd00:2::5"), addr("fd00:1::10")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        net.apply(&plain);
+        let sport = 44500 + i as u16;
+        let datagram = frames::ip(client, target, UDP, &frames::udp(sport, 7000));
+        let answer = frames::ip(target, client, UDP, &frames::udp(7000, sport));
+        assert!(passes(&mut net, Hook::PodEgress, "client", &datagram));
+        assert!(passes(&mut net, Hook::PodIngress, "target", &datagram));
+        assert!(passes(&mut net, Hook::PodEgress, "target", &answer));
+        assert!(passes(&mut net, Hook::PodIngress, "client", &answer));
+        let kept = net.run(Hook::PodEgress, "client", 0, &datagram);
+        assert!(
+            kept.passed && kept.mark & MARK_DEFERRED_EGRESS == 0,
+            "{kept:?}"
+        );
+        net.apply(&named);
+        let out = net.run(Hook::PodEgress, "client", 0, &datagram);
+        assert!(
+            out.passed && out.mark & MARK_DEFERRED_EGRESS != 0,
+            "{target} became a Service address: the kept flow's packet must be deferred: {out:?}"
+        );
+    }
+}
