@@ -470,23 +470,22 @@ fn decide_flow(
         {
             judge::recheck(&hit, at, endpoint, flow, facts, generation, facts.owned)?;
         }
-        // A forward egress entry this hook did not decide (the destination's
-        // side wrote it, for a Service flow's translated tuple) proves nothing
-        // about where this packet goes now (the node may translate the same
-        // tuple anew, to another pod): the packet goes on as a deferral, decided
-        // where it arrives (on this very entry if the tuple stays untranslated).
-        if hit.flags() & (CT_FLAG_DEFERRED | CT_FLAG_DIRECT) == 0
-            && !hit.reply
-            && direction == DIRECTION_EGRESS
-        {
-            hit.seen(flow);
-            return Ok((
-                service::defer(ctx, ifindex, flow, false, generation)?,
-                false,
-            ));
-        }
         if hit.flags() & CT_FLAG_DEFERRED == 0 {
             if let Some((stat, counter)) = audit::tracked(&hit, endpoint, direction) {
+                // A forward egress entry this hook did not decide (the
+                // destination's side wrote it, for a Service flow's translated
+                // tuple) proves nothing about where this packet goes now (the
+                // node may translate the same tuple anew, to another pod): the
+                // packet goes on as a deferral, decided where it arrives (on
+                // this very entry if the tuple stays untranslated).
+                if hit.flags() & CT_FLAG_DIRECT == 0 && !hit.reply && direction == DIRECTION_EGRESS
+                {
+                    hit.seen(flow);
+                    return Ok((
+                        service::defer(ctx, ifindex, flow, false, generation)?,
+                        false,
+                    ));
+                }
                 hit.seen(flow);
                 // A verified reply was counted where it was verified, at the
                 // backend's side (`service::verify_reply`), in this same slot.
