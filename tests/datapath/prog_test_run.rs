@@ -644,3 +644,78 @@ fn a_kept_flow_to_an_address_that_became_a_service_address_is_deferred_again() {
         );
     }
 }
+
+/// With `--keep-established-flows`, an entry the client's hook did not decide
+/// (the backend's side tracked a Service flow's translated tuple as a would-drop
+/// of the client's egress in audit mode) stops passing once the egress enforces:
+/// a packet on that tuple, sent by the client directly, is judged afresh at the
+/// client's hook (and dropped), not deferred on the strength of the ended audit.
+#[test]
+fn an_ended_audit_on_an_entry_the_client_did_not_decide_is_judged_afresh() {
+    support::require_root_and_bpf();
+    let options = policy_agent::dataplane::LoadOptions {
+        config: policy_common::config::Config {
+            flags: policy_common::config::CONFIG_FLAG_KEEP_ESTABLISHED,
+            ..policy_common::config::Config::DEFAULT
+        },
+        ..policy_agent::dataplane::LoadOptions::default()
+    };
+    let mut net = Net::up_with(
+        &[
+            ("target", "10.1.0.10", "fd00:1::10"),
+            ("client", "10.2.0.5", "fd00:2::5"),
+        ],
+        &options,
+    );
+    let tables = |audit: bool| {
+        let mut tables = Tables::new(&net)
+            .isolate("client", false, true)
+            .pod_class("target", 5)
+            .service("10.96.0.60/32")
+            .service("fd00:96::60/128")
+            .build();
+        let key = net.pod("client").key.clone();
+        if let Some(entry) = tables.endpoints.get_mut(&key) {
+            entry.audit_egress = audit;
+        }
+        tables
+    };
+    let (auditing, enforcing) = (tables(true), tables(false));
+    for (i, (client, target, vip)) in [
+        (addr("10.2.0.5"), addr("10.1.0.10"), addr("10.96.0.60")),
+        (addr("fd00:2::5"), addr("fd00:1::10"), addr("fd00:96::60")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        net.apply(&auditing);
+        let sport = 44700 + i as u16;
+        let to_vip = frames::ip(client, vip, UDP, &frames::udp(sport, 53));
+        let out = net.run(Hook::PodEgress, "client", 0, &to_vip);
+        assert!(
+            out.passed && out.mark & MARK_DEFERRED_EGRESS != 0,
+            "{out:?}"
+        );
+        // Translated by the node to the target, a would-drop there.
+        let translated = frames::ip(client, target, UDP, &frames::udp(sport, 5353));
+        let at_target = net.run(
+            Hook::PodIngress,
+            "target",
+            MARK_DEFERRED_EGRESS,
+            &translated,
+        );
+        assert!(
+            at_target.passed,
+            "{target}: a would-drop passes: {at_target:?}"
+        );
+        // Answered (so the entry is no longer only opening).
+        let answer = frames::ip(target, client, UDP, &frames::udp(5353, sport));
+        assert!(net.run(Hook::PodEgress, "target", 0, &answer).passed);
+        net.apply(&enforcing);
+        let direct = net.run(Hook::PodEgress, "client", 0, &translated);
+        assert!(
+            !direct.passed,
+            "{target}: the ended audit's entry let the client's direct packet on: {direct:?}"
+        );
+    }
+}
