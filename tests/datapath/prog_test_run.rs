@@ -447,6 +447,39 @@ fn a_pod_may_send_only_from_its_own_addresses_or_ipv6_link_local() {
     }
 }
 
+/// A target pod and a client pod, with tracked flows kept across policy changes
+/// (`CONFIG_FLAG_KEEP_ESTABLISHED`) or not.
+fn target_and_client(kept: bool) -> Net {
+    support::require_root_and_bpf();
+    let options = if kept {
+        policy_agent::dataplane::LoadOptions {
+            config: policy_common::config::Config {
+                flags: policy_common::config::CONFIG_FLAG_KEEP_ESTABLISHED,
+                ..policy_common::config::Config::DEFAULT
+            },
+            ..policy_agent::dataplane::LoadOptions::default()
+        }
+    } else {
+        policy_agent::dataplane::LoadOptions::default()
+    };
+    Net::up_with(
+        &[
+            ("target", "10.1.0.10", "fd00:1::10"),
+            ("client", "10.2.0.5", "fd00:2::5"),
+        ],
+        &options,
+    )
+}
+
+/// The peer entry of a pod address in `class_id` that a Service also names.
+fn service_named(class_id: u32) -> policy_agent::policy::tables::PeerEntry {
+    policy_agent::policy::tables::PeerEntry {
+        class_id,
+        node: false,
+        service: true,
+    }
+}
+
 /// A SYN to a pod address that a Service also names, on a port nothing
 /// translates: the pod's side judges the client's egress by class and allows
 /// it, and the client's entry of the tuple stays a deferral, decided there (the
@@ -455,16 +488,8 @@ fn a_pod_may_send_only_from_its_own_addresses_or_ipv6_link_local() {
 /// the deferral the client's hook wrote for it, not a tracked flow.
 #[test]
 fn a_syn_to_a_service_named_pod_keeps_the_clients_entry_a_deferral() {
-    support::require_root_and_bpf();
-    let mut net = Net::up(&[
-        ("target", "10.1.0.10", "fd00:1::10"),
-        ("client", "10.2.0.5", "fd00:2::5"),
-    ]);
-    let named = policy_agent::policy::tables::PeerEntry {
-        class_id: 5,
-        node: false,
-        service: true,
-    };
+    let mut net = target_and_client(false);
+    let named = service_named(5);
     let tables = Tables::new(&net)
         .isolate("client", true, true)
         .peer("10.1.0.10/32", named)
@@ -516,26 +541,8 @@ fn a_syn_to_a_service_named_pod_keeps_the_clients_entry_a_deferral() {
 /// neither lets the datagram through, so it must not pass.
 #[test]
 fn a_deferral_decided_there_holds_for_its_own_generation_even_when_flows_are_kept() {
-    support::require_root_and_bpf();
-    let options = policy_agent::dataplane::LoadOptions {
-        config: policy_common::config::Config {
-            flags: policy_common::config::CONFIG_FLAG_KEEP_ESTABLISHED,
-            ..policy_common::config::Config::DEFAULT
-        },
-        ..policy_agent::dataplane::LoadOptions::default()
-    };
-    let mut net = Net::up_with(
-        &[
-            ("target", "10.1.0.10", "fd00:1::10"),
-            ("client", "10.2.0.5", "fd00:2::5"),
-        ],
-        &options,
-    );
-    let named = policy_agent::policy::tables::PeerEntry {
-        class_id: 5,
-        node: false,
-        service: true,
-    };
+    let mut net = target_and_client(true);
+    let named = service_named(5);
     let tables = |client_out: bool| {
         let tables = Tables::new(&net)
             .isolate("client", false, true)
@@ -587,21 +594,7 @@ fn a_deferral_decided_there_holds_for_its_own_generation_even_when_flows_are_kep
 /// never judged, so its next packet goes on as a deferral.
 #[test]
 fn a_kept_flow_to_an_address_that_became_a_service_address_is_deferred_again() {
-    support::require_root_and_bpf();
-    let options = policy_agent::dataplane::LoadOptions {
-        config: policy_common::config::Config {
-            flags: policy_common::config::CONFIG_FLAG_KEEP_ESTABLISHED,
-            ..policy_common::config::Config::DEFAULT
-        },
-        ..policy_agent::dataplane::LoadOptions::default()
-    };
-    let mut net = Net::up_with(
-        &[
-            ("target", "10.1.0.10", "fd00:1::10"),
-            ("client", "10.2.0.5", "fd00:2::5"),
-        ],
-        &options,
-    );
+    let mut net = target_and_client(true);
     let entry = |service| policy_agent::policy::tables::PeerEntry {
         class_id: 5,
         node: false,
@@ -652,21 +645,7 @@ fn a_kept_flow_to_an_address_that_became_a_service_address_is_deferred_again() {
 /// client's hook (and dropped), not deferred on the strength of the ended audit.
 #[test]
 fn an_ended_audit_on_an_entry_the_client_did_not_decide_is_judged_afresh() {
-    support::require_root_and_bpf();
-    let options = policy_agent::dataplane::LoadOptions {
-        config: policy_common::config::Config {
-            flags: policy_common::config::CONFIG_FLAG_KEEP_ESTABLISHED,
-            ..policy_common::config::Config::DEFAULT
-        },
-        ..policy_agent::dataplane::LoadOptions::default()
-    };
-    let mut net = Net::up_with(
-        &[
-            ("target", "10.1.0.10", "fd00:1::10"),
-            ("client", "10.2.0.5", "fd00:2::5"),
-        ],
-        &options,
-    );
+    let mut net = target_and_client(true);
     let tables = |audit: bool| {
         let mut tables = Tables::new(&net)
             .isolate("client", false, true)
