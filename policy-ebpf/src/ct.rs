@@ -190,6 +190,32 @@ impl Hit {
             && stamp == generation
     }
 
+    /// Whether this entry of a local pod's forward egress is what that pod's own
+    /// hook passed a packet of the flow on, for `node_sockets` (`sockets.rs` rule
+    /// 2) to let it through undecided: not deferred, not revoked, and decided with
+    /// `generation`; or, where established flows are kept, decided by the pod's
+    /// own hook (`CT_FLAG_DIRECT`) for a non-TCP flow already answered, which that
+    /// hook passes as kept. A TCP packet that meets the socket lookup opens its
+    /// connection (the hook decided it afresh with its own generation), and an
+    /// entry the socket lookup itself wrote, a decision there, stands only for the
+    /// state that made it, as `decided_there` does for a backend's.
+    #[inline(always)]
+    pub(crate) fn passed_at_the_pod(&self, generation: u32, protocol: u8) -> bool {
+        let (stamp, flags) = verdict(self.entry);
+        if flags & (CT_FLAG_DEFERRED | CT_FLAG_REVOKED) != 0 {
+            return false;
+        }
+        if stamp == generation {
+            return true;
+        }
+        // SAFETY: as in `refresh`.
+        let state = unsafe { (*self.entry).state };
+        keep_established()
+            && flags & CT_FLAG_DIRECT != 0
+            && protocol != IPPROTO_TCP
+            && state != CT_STATE_OPENING
+    }
+
     /// The entry was re-decided with `generation` and allowed: it takes the
     /// decision's `flags` and `counter_slot` (a revoked flow passes again), and
     /// keeps `CT_FLAG_DIRECT`, which says where the flow was first decided.

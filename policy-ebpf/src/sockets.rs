@@ -16,13 +16,22 @@
 //! 2. a flow tracked at the pod for exactly this destination, decided by this
 //!    state and not deferred, passes, uncounted: what the pod sent to the node's
 //!    address itself, which its own classifier decided and counted a moment ago.
+//!    Where established flows are kept, so does an answered non-TCP flow its own
+//!    classifier decided under an earlier state (`CT_FLAG_DIRECT`), which that
+//!    classifier passes as kept; not one this program decided (an entry of rule
+//!    3 stands only for the state that made it: a later state judges the next
+//!    datagram, or a SYN on a reused port, afresh), and an audit-only entry only
+//!    while the pod's egress still audits (`Hit::passed_at_the_pod`).
 //!    A deferred entry is the flow untranslated (a Service address the node holds
 //!    itself: NodeLocal DNSCache binding the DNS ClusterIP, IPVS's `kube-ipvs0`,
 //!    an externalIP that is the node's): decided by rule 3, where a Service
 //!    address, never translated, has nothing to be judged on and is refused;
 //! 3. anything else is the pod's egress decided on the translated destination
 //!    (the node's address, its class and the port) with the active bank, as at a
-//!    backend's veth (`service::source_decided`, `Why::NodeSocket`): an allow
+//!    backend's veth (`service::source_decided`, `Why::NodeSocket`; a TCP lookup
+//!    as a SYN, a connection opening, which no entry an earlier connection on the
+//!    tuple left lets through, and a datagram passing on a tracked flow as there,
+//!    kept flows included): an allow
 //!    passes (`STAT_ALLOW_SERVICE_EGRESS`, reported and counted in the rule's slot
 //!    as a deferred packet would be, with 0 bytes: there is no packet here) and is
 //!    tracked at the pod; a deny ends the lookup with `SK_DROP`
@@ -57,10 +66,10 @@ use policy_common::{
 };
 
 use crate::{
-    counters, ct, events,
+    audit, counters, ct, events,
     facts::Facts,
     maps,
-    parse::Flow,
+    parse::{Flow, TCP_FLAG_SYN},
     service::{self, Why},
 };
 
@@ -108,12 +117,21 @@ fn decide(lookup: *mut bpf_sk_lookup) -> u32 {
         return PASSED;
     };
     // What the pod sent to the node's address itself, its own classifier decided
-    // a moment ago: an entry of exactly this flow that this state decided passes
-    // it, as the packet already did.
-    if ct::find(source_if, DIRECTION_EGRESS, flow, false)
-        .is_some_and(|hit| hit.current(generation) && hit.flags() & CT_FLAG_DEFERRED == 0)
-    {
-        return PASSED;
+    // a moment ago: an entry of exactly this flow that passed it there passes it
+    // here, as long as an audit-only one still audits.
+    if let Some(hit) = ct::find(source_if, DIRECTION_EGRESS, flow, false) {
+        if hit.passed_at_the_pod(generation, flow.protocol)
+            && maps::endpoint(bank, source_if)
+                .is_some_and(|endpoint| audit::tracked(&hit, &endpoint, DIRECTION_EGRESS).is_some())
+        {
+            return PASSED;
+        }
+    }
+    // Past rule 2, a TCP lookup opens a connection (the kernel looks for a
+    // listener): like a SYN at a pod's hook (`ct.rs` transition 3), it never
+    // passes on an entry an earlier connection on the tuple left.
+    if flow.protocol == IPPROTO_TCP as u8 {
+        flow.tcp_flags = TCP_FLAG_SYN;
     }
     let Some(facts) = maps::facts() else {
         return STAT_DROP_MALFORMED;

@@ -7,14 +7,15 @@
 //! the backend is a TCP and a UDP socket of the node.
 
 use std::{
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     time::Duration,
 };
 
 use policy_agent::{
-    dataplane::Datapath,
+    dataplane::{Datapath, LoadOptions},
     policy::tables::{DatapathTables, Direction, PeerEntry},
 };
+use policy_common::config::{Config, CONFIG_FLAG_KEEP_ESTABLISHED};
 
 use super::{
     addr,
@@ -40,8 +41,13 @@ const WAIT: Duration = Duration::from_millis(800);
 /// ClusterIP per family translated to the node's address of that family (TCP and
 /// UDP); `node_sockets` attached when `sockets` says so.
 fn client_and_node_backend(sockets: bool) -> Net {
+    client_and_node_backend_with(sockets, &LoadOptions::default())
+}
+
+/// `client_and_node_backend` with the datapath loaded with `options`.
+fn client_and_node_backend_with(sockets: bool, options: &LoadOptions) -> Net {
     support::require_root_and_bpf();
-    let mut net = Net::up(&[("client", CLIENT_V4, CLIENT_V6)]);
+    let mut net = Net::up_with(&[("client", CLIENT_V4, CLIENT_V6)], options);
     serve_from_the_node(&mut net, sockets);
     net
 }
@@ -339,4 +345,122 @@ fn a_service_egress_to_the_node_passes_when_the_nodes_address_is_also_a_service_
     for (vip, protocol, reached) in to_node_sockets(&net, false) {
         assert!(reached, "{protocol} through {vip} to the node");
     }
+}
+
+/// Where the agent keeps established flows, a decision the node's socket made
+/// stands only for the state that made it. The client's datagrams through the
+/// ClusterIP keep one tuple (one socket) and get no answer, so after a change
+/// that no longer allows the node's port, the next one finds the entry the
+/// earlier state wrote for it there: it is judged again and refused, not passed
+/// as kept; so is a new TCP connection from the port of one the earlier state
+/// allowed. A flow the client's own hook decided and the node answered (sent to
+/// the node's address itself) is kept across the same change, as its hook keeps
+/// it.
+#[test]
+fn with_kept_flows_a_decision_at_the_nodes_socket_lasts_only_for_its_state() {
+    let options = LoadOptions {
+        config: Config {
+            flags: CONFIG_FLAG_KEEP_ESTABLISHED,
+            ..Config::DEFAULT
+        },
+        ..LoadOptions::default()
+    };
+    let mut net = client_and_node_backend_with(true, &options);
+    let client = net.pod("client").netns.clone();
+    for (vip, node) in services_and_node() {
+        let own = addr(if vip.is_ipv4() { CLIENT_V4 } else { CLIENT_V6 });
+        let receiver = probe::udp_listener(&net.node, node, BACKEND_PORT);
+        let through_service = Net::in_ns(&client, || UdpSocket::bind((own, 0)))
+            .unwrap_or_else(|e| panic!("bind in the client: {e}"));
+        let direct = Net::in_ns(&client, || UdpSocket::bind((own, 0)))
+            .unwrap_or_else(|e| panic!("bind in the client: {e}"));
+        direct
+            .set_read_timeout(Some(WAIT))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let send = |socket: &UdpSocket, to: (IpAddr, u16), payload: &[u8]| {
+            socket
+                .send_to(payload, to)
+                .unwrap_or_else(|e| panic!("send to {to:?}: {e}"));
+        };
+        net.apply(&client_egress_to_node(&net, BACKEND_PORT));
+        let listener = Net::in_ns(&net.node, || TcpListener::bind((node, BACKEND_PORT)))
+            .unwrap_or_else(|e| panic!("listen on {node}: {e}"));
+        let port = connect_from(&client, (own, 0), vip)
+            .unwrap_or_else(|| panic!("TCP through {vip} while the client's egress allows it"));
+        send(&through_service, (vip, SERVICE_PORT), b"service, allowed");
+        assert!(
+            probe::receives(&receiver, b"service, allowed"),
+            "through {vip} while the client's egress allows the node"
+        );
+        send(&direct, (node, BACKEND_PORT), b"direct, allowed");
+        assert!(
+            probe::receives(&receiver, b"direct, allowed"),
+            "to {node} while the client's egress allows it"
+        );
+        let direct_from = direct
+            .local_addr()
+            .unwrap_or_else(|e| panic!("the client's address: {e}"));
+        receiver
+            .send_to(b"answer", &socket2::SockAddr::from(direct_from))
+            .unwrap_or_else(|e| panic!("answer {direct_from}: {e}"));
+        let mut buf = [0u8; 64];
+        assert!(
+            matches!(direct.recv_from(&mut buf), Ok((6, _))) && &buf[..6] == b"answer",
+            "the node's answer to {direct_from}"
+        );
+
+        net.apply(&client_egress_to_node(&net, OTHER_PORT));
+        let before = net.stats();
+        send(&through_service, (vip, SERVICE_PORT), b"service, denied");
+        assert!(
+            !probe::receives(&receiver, b"service, denied"),
+            "through {vip} on the tuple an earlier state allowed at the node's socket"
+        );
+        let after = net.stats();
+        assert_eq!(
+            after.get("drop_deferred_egress") - before.get("drop_deferred_egress"),
+            1,
+            "{:?}",
+            moved(&before, &after)
+        );
+        assert!(
+            connect_from(&client, (own, port), vip).is_none(),
+            "a new TCP connection through {vip} from port {port}, which an earlier state allowed"
+        );
+        drop(listener);
+        send(&direct, (node, BACKEND_PORT), b"direct, kept");
+        assert!(
+            probe::receives(&receiver, b"direct, kept"),
+            "the answered flow to {node}, kept across the change"
+        );
+    }
+}
+
+/// Connects from `from` (port 0: any) in namespace `netns` to `to`'s Service port
+/// and resets the connection at once (no TIME_WAIT keeps the port), returning
+/// the local port when the handshake completed.
+fn connect_from(netns: &str, from: (IpAddr, u16), to: IpAddr) -> Option<u16> {
+    let from = SocketAddr::from(from);
+    Net::in_ns(netns, || {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(from),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("TCP socket: {e}"));
+        socket
+            .set_reuse_address(true)
+            .unwrap_or_else(|e| panic!("SO_REUSEADDR: {e}"));
+        socket
+            .bind(&from.into())
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        let port = socket.local_addr().ok()?.as_socket()?.port();
+        socket
+            .connect_timeout(&SocketAddr::new(to, SERVICE_PORT).into(), WAIT)
+            .ok()?;
+        socket
+            .set_linger(Some(Duration::ZERO))
+            .unwrap_or_else(|e| panic!("SO_LINGER: {e}"));
+        Some(port)
+    })
 }
