@@ -591,7 +591,9 @@ fn a_deferral_decided_there_holds_for_its_own_generation_even_when_flows_are_kep
 /// With `--keep-established-flows`, a flow the client's hook decided itself
 /// keeps passing a policy change, unless its destination has become a Service
 /// address: then the node may translate the same tuple to a pod the egress
-/// never judged, so its next packet goes on as a deferral.
+/// never judged, so its next packet goes on as a deferral. As any deferral, it
+/// is decided where it arrives, and the answer of the pod it reached, verified
+/// there, gets into the client past its isolated ingress.
 #[test]
 fn a_kept_flow_to_an_address_that_became_a_service_address_is_deferred_again() {
     let mut net = target_and_client(true);
@@ -602,7 +604,7 @@ fn a_kept_flow_to_an_address_that_became_a_service_address_is_deferred_again() {
     };
     let tables = |service| {
         Tables::new(&net)
-            .isolate("client", false, true)
+            .isolate("client", true, true)
             .peer("10.1.0.10/32", entry(service))
             .peer("fd00:1::10/128", entry(service))
             .allow_port("client", Direction::Egress, 5, UDP, 7000)
@@ -634,6 +636,18 @@ fn a_kept_flow_to_an_address_that_became_a_service_address_is_deferred_again() {
         assert!(
             out.passed && out.mark & MARK_DEFERRED_EGRESS != 0,
             "{target} became a Service address: the kept flow's packet must be deferred: {out:?}"
+        );
+        let there = net.run(Hook::PodIngress, "target", out.mark, &datagram);
+        assert!(there.passed, "decided at {target}: {there:?}");
+        let verified = net.run(Hook::PodEgress, "target", 0, &answer);
+        assert!(
+            verified.passed && verified.mark & MARK_REPLY_VERIFIED != 0,
+            "the answer to the deferral must be verified at {target}: {verified:?}"
+        );
+        assert!(
+            net.run(Hook::PodIngress, "client", verified.mark, &answer)
+                .passed,
+            "the verified answer from {target} into the client"
         );
     }
 }
