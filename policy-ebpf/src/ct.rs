@@ -58,7 +58,8 @@
 //! 7. an ICMP or ICMPv6 error that quotes a packet of a live flow at this interface
 //!    is related to it (`related`: sent to the quoted packet's source, not sent by
 //!    a local pod on another's behalf, a deferred entry only as the origin of the
-//!    quote, an audit entry only while its direction audits, a revoked entry never,
+//!    quote and, for a local pod's error, only once that pod's side decided it,
+//!    an audit entry only while its direction audits, a revoked entry never,
 //!    and an entry of another generation only with `CONFIG_FLAG_KEEP_ESTABLISHED`);
 //!    it neither refreshes nor moves the flow.
 
@@ -543,7 +544,9 @@ pub(crate) fn find_filled() -> Option<Hit> {
 ///   entry never, nor one another state decided (unless the agent keeps
 ///   established flows): the error is then decided by policy;
 /// - an error from a local pod must quote a packet sent to that pod (its source is
-///   the quoted destination): a pod cannot speak for a router or another peer.
+///   the quoted destination): a pod cannot speak for a router or another peer,
+///   and its error relates to a deferred entry only once its own side decided
+///   the flow (`CT_FLAG_DECIDED_THERE`, this generation).
 ///
 /// A quote that does not parse (`parse::quoted`) is unrelated.
 ///
@@ -579,13 +582,15 @@ pub(crate) fn related(
     // could push a payload past another pod's ingress policy by quoting one of that
     // pod's flows. Routers, the node (kube-proxy REJECT) and un-DNATed backends (the
     // ClusterIP, which is the quoted destination) are not held to this.
-    if !parse::same_address(&key.daddr, &flow.saddr)
-        && maps::endpoint_ifindex(u32::from(bank), &flow.saddr).is_some()
-    {
+    let from_pod = maps::endpoint_ifindex(u32::from(bank), &flow.saddr).is_some();
+    if from_pod && !parse::same_address(&key.daddr, &flow.saddr) {
         return false;
     }
     let now = now();
-    if relates(&key, now, generation, endpoint_flags, sent, true) {
+    // Nor may a local pod relate an error to a deferral its own side did not
+    // decide (a Service address that names the pod): nothing judged the flow
+    // reaching it, and the client's egress may deny it.
+    if relates(&key, now, generation, endpoint_flags, sent, !from_pod) {
         return true;
     }
     reverse(&mut key);

@@ -450,8 +450,9 @@ fn send_from(from: &socket2::Socket, to: (IpAddr, u16), payload: &[u8]) {
 /// address is deferred to the backend's side, and there the client's entry on the
 /// untranslated tuple is the deferral itself, not a decision: the egress is judged
 /// there, by the pod's class (so an allowed flow passes both ways), and a deferred
-/// entry verifies no answer. A policy change that denies the flow later stops it
-/// both ways, re-decided by class, not deferred again. And the client's entry of
+/// entry verifies no answer and relates no ICMP error of the pod's until its side
+/// decided the flow. A policy change that denies the flow later stops it both
+/// ways, re-decided by class, not deferred again. And the client's entry of
 /// an allowed flow stays a deferral: when the Service later translates that very
 /// tuple to another pod (a port it gains), the flow is decided at that pod.
 #[test]
@@ -528,6 +529,12 @@ fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_policy() {
             !probe::receives(&at_client, b"answer"),
             "an answer to a denied datagram reached {client} past its ingress policy"
         );
+        // Nor does an ICMP error the target makes up about that datagram: the
+        // client's deferral of it relates no error from the pod it named.
+        assert!(
+            !icmp_error_reaches(&target_ns, &client_ns, (client, port), target),
+            "{target}'s ICMP error about a denied datagram reached {client} past its ingress policy"
+        );
     }
     // Allowed by the target's class, the same traffic passes: judged by class,
     // not dropped as a Service address nothing translated; answers are verified.
@@ -542,6 +549,10 @@ fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_policy() {
         assert!(probe::receives(&at_target, b"out"), "{target}: out");
         send_from(&at_target, (client, port), b"answer");
         assert!(probe::receives(&at_client, b"answer"), "{client}: answer");
+        assert!(
+            icmp_error_reaches(&target_ns, &client_ns, (client, port), target),
+            "{target}'s ICMP error about an allowed datagram, into {client}"
+        );
         flows.push((client, target, at_client, at_target));
     }
     // The node now translates the target's address on that port to the other
@@ -608,6 +619,49 @@ fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_policy() {
         send_from(at_client, (*target, 7000), b"late");
         assert!(!probe::receives(at_target, b"late"), "{client}: late");
     }
+}
+
+/// Whether an ICMP (ICMPv6) port unreachable that namespace `from_ns` sends from
+/// `target` to `client`, quoting a datagram `client` sent to `target`'s port
+/// 7000, reaches a raw socket in namespace `to_ns`.
+fn icmp_error_reaches(from_ns: &str, to_ns: &str, client: (IpAddr, u16), target: IpAddr) -> bool {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let marker = format!("quoted {}:{}", client.0, client.1);
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&client.1.to_be_bytes());
+    udp.extend_from_slice(&7000u16.to_be_bytes());
+    let length = u16::try_from(8 + marker.len()).unwrap_or(u16::MAX);
+    udp.extend_from_slice(&length.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(marker.as_bytes());
+    let quoted = frames::ip(client.0, target, UDP, &udp);
+    let (domain, protocol, unreachable) = if target.is_ipv4() {
+        (Domain::IPV4, Protocol::ICMPV4, (3, 3))
+    } else {
+        // The kernel fills in an ICMPv6 raw socket's checksum.
+        (Domain::IPV6, Protocol::ICMPV6, (1, 4))
+    };
+    let mut error = frames::icmp_error(unreachable.0, unreachable.1, &quoted);
+    if target.is_ipv4() {
+        let checksum = internet_checksum(&error);
+        error[2..4].copy_from_slice(&checksum.to_be_bytes());
+    }
+    let raw = |ns: &str| {
+        Net::in_ns(ns, || Socket::new(domain, Type::RAW, Some(protocol)))
+            .unwrap_or_else(|e| panic!("raw ICMP socket in {ns}: {e}"))
+    };
+    let (receiver, sender) = (raw(to_ns), raw(from_ns));
+    sender
+        .send_to(
+            &error,
+            &SockAddr::from(std::net::SocketAddr::new(client.0, 0)),
+        )
+        .unwrap_or_else(|e| panic!("send the ICMP error to {}: {e}", client.0));
+    probe::await_packet(&receiver, |bytes, _| {
+        bytes
+            .windows(marker.len())
+            .any(|window| window == marker.as_bytes())
+    })
 }
 
 /// The target address paired with `client` in `pairs`.

@@ -56,7 +56,7 @@ fn recv(socket: &Socket, buf: &mut [u8]) -> Option<(usize, Option<IpAddr>)> {
 
 /// Waits until `socket` receives a packet `accept` takes (it gets the bytes and the
 /// sender), or `TIMEOUT` passes.
-fn await_packet(socket: &Socket, accept: impl Fn(&[u8], Option<IpAddr>) -> bool) -> bool {
+pub fn await_packet(socket: &Socket, accept: impl Fn(&[u8], Option<IpAddr>) -> bool) -> bool {
     let deadline = Instant::now() + TIMEOUT;
     // Room for a whole reassembled datagram, not only one frame's worth.
     let mut buf = vec![0u8; 65_536];
