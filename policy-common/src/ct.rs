@@ -95,6 +95,15 @@ pub const CT_FLAG_DIRECT: u32 = 1 << 4;
 /// hook drops it.
 pub const CT_FLAG_DECIDED_THERE: u32 = 1 << 5;
 
+/// Flag, on an ingress entry: when the entry's generation decided it, its remote
+/// address (the first packet's source) was no Service address, or the pod's
+/// egress was not isolated, or the address is the node's. The pod's replies to it
+/// then need no deferral and may pass the conntrack fast path; without it, a
+/// reply at the pod's egress to a Service address is deferred like any packet to
+/// one, since the node may translate it to a pod the pod's egress denies (once
+/// the node has forgotten the flow, its "reply" is a new connection to it).
+pub const CT_FLAG_REMOTE_PLAIN: u32 = 1 << 6;
+
 /// `CtValue::state`: first packet seen, no reply yet (TCP: a SYN sent, or a flow
 /// picked up mid-stream that the other side has not answered yet).
 pub const CT_STATE_OPENING: u8 = 0;

@@ -74,10 +74,10 @@ use policy_common::{
     config::{Config, CONFIG_FLAG_KEEP_ESTABLISHED},
     ct::{
         CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DECIDED_THERE, CT_FLAG_DEFERRED, CT_FLAG_DIRECT,
-        CT_FLAG_REVOKED, CT_STATE_ANSWERED, CT_STATE_CLOSED, CT_STATE_CLOSING,
-        CT_STATE_ESTABLISHED, CT_STATE_OPENING,
+        CT_FLAG_REMOTE_PLAIN, CT_FLAG_REVOKED, CT_STATE_ANSWERED, CT_STATE_CLOSED,
+        CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
     },
-    peer::PEER_FLAG_SERVICE,
+    peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
     verdict::{
         DIRECTION_EGRESS, DIRECTION_INGRESS, STAT_DROP_CT_ENDPOINT_LIMIT, STAT_DROP_CT_FULL,
     },
@@ -219,13 +219,30 @@ impl Hit {
 
     /// The entry was re-decided with `generation` and allowed: it takes the
     /// decision's `flags` and `counter_slot` (a revoked flow passes again), and
-    /// keeps `CT_FLAG_DIRECT`, which says where the flow was first decided.
+    /// keeps of its own flags those in `kept` (`CT_FLAG_DIRECT`, which says the
+    /// flow was decided at the interface's own hook, when re-decided there too).
     #[inline(always)]
-    pub(crate) fn renew(&self, generation: u32, flags: u32, counter_slot: u32) {
+    pub(crate) fn renew(&self, generation: u32, flags: u32, counter_slot: u32, kept: u32) {
         // SAFETY: as in `refresh`.
         unsafe { (*self.entry).counter_slot = counter_slot };
-        let kept = self.flags() & CT_FLAG_DIRECT;
+        let kept = self.flags() & kept;
         set_verdict(self.entry, flags | kept, generation);
+    }
+
+    /// Whether this packet, a reply at the pod's egress to the remote of an
+    /// ingress entry, decided with `generation`, goes to an address the node may
+    /// translate: the entry does not vouch for the remote with this generation
+    /// (`CT_FLAG_REMOTE_PLAIN`), and the active bank flags its destination a
+    /// Service address, not the node's. The caller defers it then, for a pod
+    /// whose egress is isolated.
+    #[inline(never)]
+    pub(crate) fn reply_to_a_service(&self, generation: u32, flow: &Flow) -> bool {
+        let (stamp, flags) = verdict(self.entry);
+        if flags & CT_FLAG_REMOTE_PLAIN != 0 && stamp == generation {
+            return false;
+        }
+        let peer = maps::peer(maps::bank(generation), flow.ipv6, &flow.daddr).flags;
+        peer & PEER_FLAG_SERVICE != 0 && peer & PEER_FLAG_NODE == 0
     }
 
     /// The entry was re-decided with `generation` and denied: revoked and CLOSED,

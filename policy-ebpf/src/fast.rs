@@ -74,7 +74,7 @@ use network_types::{
 use policy_common::{
     ct::{
         CtKey, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED,
-        CT_FLAG_REVOKED, CT_STATE_OPENING,
+        CT_FLAG_REMOTE_PLAIN, CT_FLAG_REVOKED, CT_STATE_OPENING,
     },
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STAT_ALLOW_TRACKED},
 };
@@ -313,9 +313,17 @@ pub(crate) fn tracked(ctx: &TcContext, ifindex: u32, direction: u8, generation: 
         return false;
     }
     // A forward egress entry the pod's own hook did not decide goes on as a
-    // deferral (`decide_flow`): the long way.
-    if direction == DIRECTION_EGRESS && !reply && flags & CT_FLAG_DIRECT == 0 {
-        return false;
+    // deferral (`decide_flow`), and so may a reply at egress whose entry does not
+    // vouch for its destination (`CT_FLAG_REMOTE_PLAIN`): the long way.
+    if direction == DIRECTION_EGRESS {
+        let vouched = if reply {
+            CT_FLAG_REMOTE_PLAIN
+        } else {
+            CT_FLAG_DIRECT
+        };
+        if flags & vouched == 0 {
+            return false;
+        }
     }
     let clear = if direction == DIRECTION_INGRESS {
         match service::plain_marks(ctx, config, generation) {

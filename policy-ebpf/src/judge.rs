@@ -9,7 +9,7 @@
 
 use policy_common::{
     counters::{drop_slot, NO_COUNTER},
-    ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED},
+    ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_REMOTE_PLAIN},
     endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
     peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
     verdict::{DIRECTION_INGRESS, STAT_DROP_REVOKED},
@@ -37,9 +37,13 @@ pub(crate) const AUDIT: u32 = 5;
 /// `Judgement::kind`: denied; the slot is the direction's deny slot (step 12).
 pub(crate) const DENIED: u32 = 0;
 
+/// `Judgement`'s high half, with an ingress verdict's kind: replies to the remote
+/// need no deferral (`CT_FLAG_REMOTE_PLAIN`).
+const REMOTE_PLAIN: u32 = 1 << 16;
+
 /// A verdict and the counter slot that goes with it, packed in one u64 so the
-/// subprogram returns it in a register: the kind (`UNISOLATED` .. `DENIED`) in the
-/// high half, the slot in the low half.
+/// subprogram returns it in a register: the kind (`UNISOLATED` .. `DENIED`, with
+/// `REMOTE_PLAIN`) in the high half, the slot in the low half.
 #[derive(Clone, Copy)]
 pub(crate) struct Judgement(u64);
 
@@ -52,7 +56,7 @@ impl Judgement {
     /// `UNISOLATED`, `NODE`, `SERVICE`, `RULE`, `AUDIT` or `DENIED`.
     #[inline(always)]
     pub(crate) fn kind(self) -> u32 {
-        (self.0 >> 32) as u32
+        (self.0 >> 32) as u32 & !REMOTE_PLAIN
     }
 
     /// The counter slot (`NO_COUNTER` for `UNISOLATED`, `NODE` and `SERVICE`).
@@ -64,11 +68,34 @@ impl Judgement {
     /// The `CtValue::flags` of a flow tracked by this verdict.
     #[inline(always)]
     pub(crate) fn ct_flags(self) -> u32 {
-        match self.kind() {
-            SERVICE => CT_FLAG_DEFERRED,
-            AUDIT => CT_FLAG_AUDIT,
-            _ => 0,
-        }
+        let plain = if (self.0 >> 32) as u32 & REMOTE_PLAIN != 0 {
+            CT_FLAG_REMOTE_PLAIN
+        } else {
+            0
+        };
+        plain
+            | match self.kind() {
+                SERVICE => CT_FLAG_DEFERRED,
+                AUDIT => CT_FLAG_AUDIT,
+                _ => 0,
+            }
+    }
+}
+
+/// For a verdict on the ingress of `endpoint`: `REMOTE_PLAIN` when the pod's
+/// replies to the remote need no deferral, its egress not being isolated or the
+/// remote's peer flags (`flags`, looked up only when needed) naming no Service
+/// address, or the node's; else 0.
+#[inline(always)]
+fn remote_plain(endpoint: &EndpointInfo, flags: impl FnOnce() -> u32) -> u32 {
+    if endpoint.flags & ISOLATED_EGRESS == 0 {
+        return REMOTE_PLAIN;
+    }
+    let flags = flags();
+    if flags & PEER_FLAG_SERVICE == 0 || flags & PEER_FLAG_NODE != 0 {
+        REMOTE_PLAIN
+    } else {
+        0
     }
 }
 
@@ -100,9 +127,6 @@ pub(crate) fn judge(
     } else {
         ISOLATED_EGRESS
     };
-    if endpoint.flags & isolation_flag == 0 {
-        return Judgement::new(UNISOLATED, NO_COUNTER);
-    }
     // The first packet's remote end (its source at ingress, its destination at
     // egress) and destination port.
     let (remote, port_be) = match (ingress, reversed) {
@@ -111,9 +135,22 @@ pub(crate) fn judge(
         (false, false) => (&flow.daddr, flow.dport_be),
         (false, true) => (&flow.saddr, flow.sport_be),
     };
+    if endpoint.flags & isolation_flag == 0 {
+        let plain = if ingress {
+            remote_plain(endpoint, || maps::peer(bank, flow.ipv6, remote).flags)
+        } else {
+            0
+        };
+        return Judgement::new(UNISOLATED | plain, NO_COUNTER);
+    }
     let peer = maps::peer(bank, flow.ipv6, remote);
+    let plain = if ingress {
+        remote_plain(endpoint, || peer.flags)
+    } else {
+        0
+    };
     if ingress && peer.flags & PEER_FLAG_NODE != 0 {
-        return Judgement::new(NODE, NO_COUNTER);
+        return Judgement::new(NODE | plain, NO_COUNTER);
     }
     // Past translation (`Facts::translated`) the destination is where the
     // packet goes: a Service address that is also a pod's is judged by its class.
@@ -124,10 +161,10 @@ pub(crate) fn judge(
     if let Some(allowed) = maps::policy(bank, id, peer.class_id, direction, flow.protocol, port_be)
     {
         facts.rule = Some(allowed);
-        return Judgement::new(RULE, allowed.rule_slot);
+        return Judgement::new(RULE | plain, allowed.rule_slot);
     }
     if audit::audits(endpoint, direction) {
-        Judgement::new(AUDIT, drop_slot(id, direction, true))
+        Judgement::new(AUDIT | plain, drop_slot(id, direction, true))
     } else {
         Judgement::new(DENIED, drop_slot(id, direction, false))
     }
@@ -137,9 +174,13 @@ pub(crate) fn judge(
 /// `generation`, when the entry does not let it pass as it is (`Hit::current`):
 /// its original direction is judged with the packet's bank. Allowed (a rule, no
 /// isolation, the node, audit, or a Service, which makes the entry deferred), the
-/// entry takes the verdict, with `owned` (`CT_FLAG_LOCAL_OWNED` when the caller
-/// found the flow's local address to be the interface's own in this bank, else 0),
-/// and the packet goes on. Denied, or revoked by this same
+/// entry takes the verdict, with `CT_FLAG_LOCAL_OWNED` when `owned` has it (the
+/// caller found the flow's local address to be the interface's own in this
+/// bank), and the packet goes on. The entry keeps its `CT_FLAG_DIRECT` only when
+/// `owned` has that flag too: a re-decision at the interface's own hook. A
+/// destination's side that re-decides a source's entry judges the tuple as it
+/// arrived there, which says nothing of where the source's next packet on it
+/// goes. Denied, or revoked by this same
 /// state already, the entry is revoked (`Hit::revoke`), refreshed, and the packet
 /// dropped with `STAT_DROP_REVOKED`, counted in the original direction's deny slot
 /// of `endpoint` and reported with that direction.
@@ -167,7 +208,8 @@ pub(crate) fn recheck(
         let judged = judge(site, endpoint, flow, hit.reply, facts);
         facts.rule = None;
         if judged.kind() != DENIED {
-            hit.renew(generation, judged.ct_flags() | owned, judged.slot());
+            let flags = judged.ct_flags() | owned & !CT_FLAG_DIRECT;
+            hit.renew(generation, flags, judged.slot(), owned & CT_FLAG_DIRECT);
             return Ok(());
         }
         hit.revoke(generation);

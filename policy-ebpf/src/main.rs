@@ -63,7 +63,7 @@ use aya_ebpf::{
 };
 use policy_common::{
     ct::{CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED},
-    endpoint::{EndpointInfo, ALLOW_TUNNELS},
+    endpoint::{EndpointInfo, ALLOW_TUNNELS, ISOLATED_EGRESS},
     events::{EVENT_ALLOWED, EVENT_DROPPED, EVENT_WOULD_DROP},
     peer::PEER_FLAG_NODE,
     verdict::*,
@@ -468,7 +468,9 @@ fn decide_flow(
         if !hit.current(generation)
             || (direction == DIRECTION_EGRESS && hit.now_to_a_service(generation, flow))
         {
-            judge::recheck(&hit, at, endpoint, flow, facts, generation, facts.owned)?;
+            // At its own hook: the entry keeps `CT_FLAG_DIRECT`.
+            let owned = facts.owned | CT_FLAG_DIRECT;
+            judge::recheck(&hit, at, endpoint, flow, facts, generation, owned)?;
         }
         if hit.flags() & CT_FLAG_DEFERRED == 0 {
             if let Some((stat, counter)) = audit::tracked(&hit, endpoint, direction) {
@@ -478,8 +480,17 @@ fn decide_flow(
                 // node may translate the same tuple anew, to another pod): the
                 // packet goes on as a deferral, decided where it arrives (on
                 // this very entry if the tuple stays untranslated).
-                if hit.flags() & CT_FLAG_DIRECT == 0 && !hit.reply && direction == DIRECTION_EGRESS
-                {
+                // Likewise a reply to a Service address, where the pod's egress is
+                // isolated: once the node has forgotten the flow, the "reply" is a
+                // new connection to that address, which the node may translate.
+                let deferred = if hit.reply {
+                    direction == DIRECTION_EGRESS
+                        && endpoint.flags & ISOLATED_EGRESS != 0
+                        && hit.reply_to_a_service(generation, flow)
+                } else {
+                    hit.flags() & CT_FLAG_DIRECT == 0 && direction == DIRECTION_EGRESS
+                };
+                if deferred {
                     hit.seen(flow);
                     return Ok((
                         service::defer(ctx, ifindex, flow, false, generation)?,

@@ -664,6 +664,90 @@ fn icmp_error_reaches(from_ns: &str, to_ns: &str, client: (IpAddr, u16), target:
     })
 }
 
+/// A client isolated for egress only answers a datagram from a pod whose
+/// address a Service names (an external IP). While the node still tracks that
+/// flow the answer reaches the pod; once the node has forgotten it (here after
+/// one second, the node's UDP timeout shortened; 30 s by default, while podwall
+/// keeps the flow 60 s), the client's "answer" is a new connection to the
+/// Service address, and the node translates it to a pod the client's egress
+/// denies. It is deferred at the client and judged there: dropped.
+#[test]
+fn a_reply_the_node_translates_anew_is_judged_as_the_clients_egress() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("target", "10.1.0.10", "fd00:1::10"),
+        ("client", "10.3.0.6", "fd00:3::6"),
+        ("other", "10.4.0.7", "fd00:4::7"),
+    ]);
+    let ns = |pod: &str| net.pod(pod).netns.clone();
+    let (client_ns, target_ns, other_ns) = (ns("client"), ns("target"), ns("other"));
+    let family = |pod: &str| [IpAddr::V4(net.pod(pod).v4), IpAddr::V6(net.pod(pod).v6)];
+    let (clients, targets, others) = (family("client"), family("target"), family("other"));
+    let named = PeerEntry {
+        class_id: 5,
+        node: false,
+        service: true,
+    };
+    let tables = targets
+        .iter()
+        .fold(Tables::new(&net), |tables, target| {
+            tables.peer(&format!("{}", ipnet::IpNet::from(*target)), named)
+        })
+        .pod_class("other", 9)
+        .isolate("client", false, true)
+        .build();
+    net.apply(&tables);
+    Net::in_ns(&net.node, || {
+        std::fs::write("/proc/sys/net/netfilter/nf_conntrack_udp_timeout", "1")
+    })
+    .unwrap_or_else(|e| panic!("the node's UDP conntrack timeout: {e}"));
+    for i in 0..2 {
+        let (client, target, other) = (clients[i], targets[i], others[i]);
+        let at_target = probe::udp_listener(&target_ns, target, 7000);
+        let at_other = probe::udp_listener(&other_ns, other, 7001);
+        // The answer while the node tracks the flow: to the target.
+        let answering = probe::udp_listener(&client_ns, client, 45100 + i as u16);
+        send_from(&at_target, (client, 45100 + i as u16), b"hello");
+        assert!(probe::receives(&answering, b"hello"), "{client}: hello");
+        send_from(&answering, (target, 7000), b"answer");
+        assert!(
+            probe::receives(&at_target, b"answer"),
+            "{client}'s answer to {target}"
+        );
+        // The node translates the target's address on that port to the other pod.
+        let (table, other_at) = if other.is_ipv6() {
+            ("ip6", format!("[{other}]"))
+        } else {
+            ("ip", other.to_string())
+        };
+        net.nft(&format!(
+            "table {table} anew {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n \
+             {table} daddr {target} udp dport 7000 dnat to {other_at}:7001\n }}\n}}\n"
+        ));
+        send_from(&answering, (other, 7001), b"direct");
+        assert!(
+            !probe::receives(&at_other, b"direct"),
+            "{client}'s egress denies {other}"
+        );
+        let late = probe::udp_listener(&client_ns, client, 45200 + i as u16);
+        send_from(&at_target, (client, 45200 + i as u16), b"hello");
+        assert!(probe::receives(&late, b"hello"), "{client}: hello");
+        std::thread::sleep(Duration::from_millis(2500));
+        let before = net.stats();
+        send_from(&late, (target, 7000), b"late answer");
+        assert!(
+            !probe::receives(&at_other, b"late answer"),
+            "{client}'s late answer to {target}, translated to {other}, passed its egress policy"
+        );
+        assert!(
+            grew(&mut net, &before, "drop_deferred_egress") >= 1,
+            "{:?}",
+            net.stats()
+        );
+        net.nft(&format!("delete table {table} anew\n"));
+    }
+}
+
 /// The target address paired with `client` in `pairs`.
 fn pairs_target(pairs: &[(IpAddr, IpAddr); 2], client: IpAddr) -> IpAddr {
     pairs

@@ -447,8 +447,8 @@ fn a_pod_may_send_only_from_its_own_addresses_or_ipv6_link_local() {
     }
 }
 
-/// A target pod and a client pod, with tracked flows kept across policy changes
-/// (`CONFIG_FLAG_KEEP_ESTABLISHED`) or not.
+/// A target pod, a client pod and another pod, with tracked flows kept across
+/// policy changes (`CONFIG_FLAG_KEEP_ESTABLISHED`) or not.
 fn target_and_client(kept: bool) -> Net {
     support::require_root_and_bpf();
     let options = if kept {
@@ -466,9 +466,18 @@ fn target_and_client(kept: bool) -> Net {
         &[
             ("target", "10.1.0.10", "fd00:1::10"),
             ("client", "10.2.0.5", "fd00:2::5"),
+            ("other", "10.4.0.7", "fd00:4::7"),
         ],
         &options,
     )
+}
+
+/// Each family's client, target and other pod addresses (`target_and_client`).
+fn client_target_other() -> [(IpAddr, IpAddr, IpAddr); 2] {
+    [
+        (addr("10.2.0.5"), addr("10.1.0.10"), addr("10.4.0.7")),
+        (addr("fd00:2::5"), addr("fd00:1::10"), addr("fd00:4::7")),
+    ]
 }
 
 /// The peer entry of a pod address in `class_id` that a Service also names.
@@ -709,6 +718,106 @@ fn an_ended_audit_on_an_entry_the_client_did_not_decide_is_judged_afresh() {
         assert!(
             !direct.passed,
             "{target}: the ended audit's entry let the client's direct packet on: {direct:?}"
+        );
+    }
+}
+
+/// A client isolated for egress only answers a datagram from a pod whose
+/// address a Service names. Once the node has forgotten that flow, the client's
+/// "answer" is a new connection to a Service address, which the node may
+/// translate to a pod the client's egress denies: so it is deferred, passes at
+/// the pod it answers (on the client's own entry of the flow) and is dropped
+/// where the node translated it to, flows kept or not.
+#[test]
+fn a_reply_to_a_service_address_is_deferred_and_judged_where_it_arrives() {
+    for kept in [false, true] {
+        let mut net = target_and_client(kept);
+        let tables = Tables::new(&net)
+            .isolate("client", false, true)
+            .peer("10.1.0.10/32", service_named(5))
+            .peer("fd00:1::10/128", service_named(5))
+            .pod_class("other", 9)
+            .build();
+        net.apply(&tables);
+        for (i, (client, target, other)) in client_target_other().into_iter().enumerate() {
+            let port = 45000 + i as u16;
+            let direct = frames::ip(client, other, UDP, &frames::udp(port, 7001));
+            assert!(
+                !passes(&mut net, Hook::PodEgress, "client", &direct),
+                "the client's egress denies {other}"
+            );
+            let inbound = frames::ip(target, client, UDP, &frames::udp(7000, port));
+            assert!(passes(&mut net, Hook::PodIngress, "client", &inbound));
+            let reply = frames::ip(client, target, UDP, &frames::udp(port, 7000));
+            let out = net.run(Hook::PodEgress, "client", 0, &reply);
+            assert!(
+                out.passed && out.mark & MARK_DEFERRED_EGRESS != 0,
+                "kept {kept}: a reply to the Service address {target} must be deferred: {out:?}"
+            );
+            assert!(
+                net.run(Hook::PodIngress, "target", out.mark, &reply).passed,
+                "kept {kept}: the reply, untranslated, at {target}"
+            );
+            let translated = frames::ip(client, other, UDP, &frames::udp(port, 7001));
+            let there = net.run(Hook::PodIngress, "other", out.mark, &translated);
+            assert!(
+                !there.passed,
+                "kept {kept}: the reply translated to {other} passed the client's egress: {there:?}"
+            );
+        }
+    }
+}
+
+/// A packet stamped before a flip that made its destination a Service address
+/// arrives with the old stamp. The destination's side re-decides the client's
+/// entry for it, but that entry does not come out as decided by the client's own
+/// hook (`CT_FLAG_DIRECT`): the client's next packet on the tuple is deferred,
+/// and so judged where the node translates it to.
+#[test]
+fn a_stale_packet_does_not_make_the_clients_entry_direct_for_the_new_state() {
+    let mut net = target_and_client(false);
+    let entry = |service| policy_agent::policy::tables::PeerEntry {
+        class_id: 5,
+        node: false,
+        service,
+    };
+    let tables = |service| {
+        Tables::new(&net)
+            .isolate("client", false, true)
+            .peer("10.1.0.10/32", entry(service))
+            .peer("fd00:1::10/128", entry(service))
+            .pod_class("other", 9)
+            .allow_port("client", Direction::Egress, 5, UDP, 7000)
+            .build()
+    };
+    let (plain, named) = (tables(false), tables(true));
+    for (i, (client, target, other)) in client_target_other().into_iter().enumerate() {
+        net.apply(&plain);
+        let port = 47000 + i as u16;
+        let datagram = frames::ip(client, target, UDP, &frames::udp(port, 7000));
+        let answer = frames::ip(target, client, UDP, &frames::udp(7000, port));
+        assert!(passes(&mut net, Hook::PodEgress, "client", &datagram));
+        assert!(passes(&mut net, Hook::PodIngress, "target", &datagram));
+        assert!(passes(&mut net, Hook::PodEgress, "target", &answer));
+        assert!(passes(&mut net, Hook::PodIngress, "client", &answer));
+        let in_flight = net.run(Hook::PodEgress, "client", 0, &datagram);
+        assert!(in_flight.passed && in_flight.mark & MARK_DEFERRED_EGRESS == 0);
+        net.apply(&named);
+        let stale = net.run(Hook::PodIngress, "target", in_flight.mark, &datagram);
+        assert!(
+            stale.passed,
+            "the stale packet, allowed by {target}'s class"
+        );
+        let next = net.run(Hook::PodEgress, "client", 0, &datagram);
+        assert!(
+            next.passed && next.mark & MARK_DEFERRED_EGRESS != 0,
+            "{target} is a Service address now: the next packet must be deferred: {next:?}"
+        );
+        let translated = frames::ip(client, other, UDP, &frames::udp(port, 7001));
+        assert!(
+            !net.run(Hook::PodIngress, "other", next.mark, &translated)
+                .passed,
+            "{client} reached {other} past its egress policy"
         );
     }
 }
