@@ -2,7 +2,7 @@
 //! one-entry array saying which copy the classifiers read.
 //!
 //! `ENDPOINTS`, `ENDPOINT_ADDRS`, `PEERS_V4`, `PEERS_V6`, `PEER_HOSTS_V4`,
-//! `PEER_HOSTS_V6`, `RULE_SETS` and `POLICY` carry a `bank` field in their keys. A classifier reads `ACTIVE[0]` once at the start of
+//! `PEER_HOSTS_V6`, `RULE_SETS`, `POLICY` and `POLICY_PORTS` carry a `bank` field in their keys. A classifier reads `ACTIVE[0]` once at the start of
 //! a packet and uses that bank for every lookup the packet makes, so each packet is
 //! decided wholly by one complete state. The agent writes the bank nothing reads,
 //! then flips `ACTIVE` (one u32 store), then waits for an RCU grace period before

@@ -2,7 +2,10 @@
 //! `ENDPOINT_ADDRS`: a local pod's address -> that interface index.
 //!
 //! `ENDPOINTS` key: the ifindex (u32, host byte order) of the pod's host-side veth,
-//! as the classifier reads it from `skb->ifindex`, and the bank (`bank.rs`).
+//! as the classifier reads it from `skb->ifindex`, and the bank (`bank.rs`). Its
+//! value (`EndpointValue`) also carries the pod's own addresses when it has one of
+//! a family (`OwnAddresses`), so the address checks of a packet to or from its own
+//! address compare in registers instead of looking `ENDPOINT_ADDRS` up.
 //! `ENDPOINT_ADDRS` lets the egress classifier drop a packet whose source is not
 //! its pod's own address, the destination side find the source pod of a packet
 //! whose egress was deferred past Service DNAT, and the reply path find the
@@ -74,3 +77,49 @@ pub struct EndpointInfo {
 }
 
 const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 8);
+
+/// `OwnAddresses::flags`: `v4` is the pod's IPv4 address.
+pub const OWN_V4: u32 = 1 << 0;
+/// `OwnAddresses::flags`: `v6` is the pod's IPv6 address.
+pub const OWN_V6: u32 = 1 << 1;
+
+/// A local pod's own addresses, inside its `ENDPOINTS` value: of each family the
+/// one address `ENDPOINT_ADDRS` maps to this interface in the same bank, when it
+/// maps exactly one of that family there (a pod with more, or none, has the
+/// family's flag clear). Only what it claims counts: an address it claims is the
+/// pod's own, exactly as `ENDPOINT_ADDRS` says (the agent writes an address here
+/// only once its `ENDPOINT_ADDRS` entry names this interface, and takes it out
+/// before that entry goes or moves); an address it does not claim is looked up
+/// in `ENDPOINT_ADDRS`, as before.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OwnAddresses {
+    /// `OWN_V4` | `OWN_V6`: which of the addresses below is set.
+    pub flags: u32,
+    /// The IPv4 address, packet byte order (the last four bytes of its
+    /// IPv4-mapped form).
+    pub v4: [u8; 4],
+    /// The IPv6 address, packet byte order.
+    pub v6: [u8; 16],
+}
+
+const _: () = assert!(
+    core::mem::size_of::<OwnAddresses>() == 24
+        && core::mem::offset_of!(OwnAddresses, v4) == 4
+        && core::mem::offset_of!(OwnAddresses, v6) == 8
+        && core::mem::align_of::<OwnAddresses>() == 4
+);
+
+/// `ENDPOINTS` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointValue {
+    /// The endpoint's policy identity and flags.
+    pub info: EndpointInfo,
+    /// The pod's own addresses, as far as they are one per family.
+    pub own: OwnAddresses,
+}
+
+const _: () = assert!(
+    core::mem::size_of::<EndpointValue>() == 32 && core::mem::offset_of!(EndpointValue, own) == 8
+);

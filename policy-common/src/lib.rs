@@ -43,7 +43,7 @@ pub mod policy;
 pub mod verdict;
 
 /// Bumped on any incompatible change to a layout below; part of pin paths.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// Marks a type as plain old data for aya's map accessors (userspace only).
 #[cfg(feature = "user")]
@@ -65,6 +65,8 @@ impl_pod!(
     ct::CtKey,
     ct::CtValue,
     endpoint::EndpointInfo,
+    endpoint::EndpointValue,
+    endpoint::OwnAddresses,
     endpoint::EndpointKey,
     endpoint::AddressKey,
     peer::PeerClass,

@@ -17,7 +17,7 @@ use crate::{
     config::Config,
     counters::TrafficCounter,
     ct::{CtKey, CtValue},
-    endpoint::{AddressKey, EndpointInfo, EndpointKey},
+    endpoint::{AddressKey, EndpointKey, EndpointValue},
     frag::{FragKey, FragValue},
     peer::{PeerClass, PeerKeyV4, PeerKeyV6},
     policy::{PolicyKey, PolicyValue, RuleSetKey},
@@ -112,8 +112,9 @@ pub struct MapLayout {
 
 /// The bank selector (`bank`): one entry, the generation.
 pub const ACTIVE: MapDef<u32, u32> = MapDef::new("ACTIVE", MapKind::Array);
-/// Banked: host-side interface index -> the endpoint behind it.
-pub const ENDPOINTS: MapDef<EndpointKey, EndpointInfo> = MapDef::new("ENDPOINTS", MapKind::Hash);
+/// Banked: host-side interface index -> the endpoint behind it and its own
+/// addresses.
+pub const ENDPOINTS: MapDef<EndpointKey, EndpointValue> = MapDef::new("ENDPOINTS", MapKind::Hash);
 /// Banked: a local endpoint's address -> its interface index.
 pub const ENDPOINT_ADDRS: MapDef<AddressKey, u32> = MapDef::new("ENDPOINT_ADDRS", MapKind::Hash);
 /// Banked: IPv4 peer prefixes -> their class.
@@ -127,8 +128,12 @@ pub const PEER_HOSTS_V4: MapDef<PeerKeyV4, PeerClass> = MapDef::new("PEER_HOSTS_
 pub const PEER_HOSTS_V6: MapDef<PeerKeyV6, PeerClass> = MapDef::new("PEER_HOSTS_V6", MapKind::Hash);
 /// Banked: (endpoint, direction, peer class) -> rule set id.
 pub const RULE_SETS: MapDef<RuleSetKey, u32> = MapDef::new("RULE_SETS", MapKind::Hash);
-/// Banked: (rule set, protocol, port prefix) -> the allowing rule.
+/// Banked: (rule set, protocol, port prefix) -> the allowing rule, for every
+/// prefix shorter than `policy::PREFIX_FULL`.
 pub const POLICY: MapDef<PolicyKey, PolicyValue> = MapDef::new("POLICY", MapKind::LpmTrie);
+/// Banked: (rule set, protocol, single port) -> the allowing rule: `POLICY`'s
+/// full-length entries, looked up before the trie (`policy`).
+pub const POLICY_PORTS: MapDef<PolicyKey, PolicyValue> = MapDef::new("POLICY_PORTS", MapKind::Hash);
 /// Tracked flows.
 pub const CONNTRACK: MapDef<CtKey, CtValue> = MapDef::new("CONNTRACK", MapKind::Hash);
 /// Tracked flows the classifiers added, per interface (a count only raised).
@@ -151,7 +156,7 @@ pub const DROP_COUNTERS: MapDef<u32, TrafficCounter> =
 pub const EVENTS: MapDef<(), ()> = MapDef::new("EVENTS", MapKind::RingBuf);
 
 /// The layouts of every map the agent opens or pins, for the load-time check.
-pub const SHARED: [MapLayout; 17] = [
+pub const SHARED: [MapLayout; 18] = [
     ACTIVE.layout(),
     ENDPOINTS.layout(),
     ENDPOINT_ADDRS.layout(),
@@ -161,6 +166,7 @@ pub const SHARED: [MapLayout; 17] = [
     PEER_HOSTS_V6.layout(),
     RULE_SETS.layout(),
     POLICY.layout(),
+    POLICY_PORTS.layout(),
     CONNTRACK.layout(),
     CT_TRACKED.layout(),
     CT_RECLAIMED.layout(),

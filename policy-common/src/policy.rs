@@ -8,7 +8,12 @@
 //!   `RULE_SET_ANY_CLASS` (what rules without peers allow), if there is one, so a
 //!   rule without peers costs one entry, not one per class.
 //! - `POLICY` (LPM trie): (bank, rule set, protocol, port) -> the policy and rule
-//!   that allow it.
+//!   that allow it, for every prefix shorter than `PREFIX_FULL`; the full-length
+//!   entries (a single port) are in the hash `POLICY_PORTS` under the same key
+//!   data. A full-length entry is the longest match there can be, so a lookup
+//!   that finds the packet's key there has the answer one trie of every entry
+//!   would give, and the trie is walked only on a miss: an exact port costs one
+//!   hash lookup. The agent writes each entry to the one map its length picks.
 //!
 //! NetworkPolicy v1 only allows, so any match allows. `POLICY`'s fields are ordered
 //! from the always-exact to the wildcardable, because an LPM trie can only leave a
@@ -29,8 +34,8 @@ pub const RULE_SETS_MAX: u32 = 65536;
 /// never a real class.
 pub const RULE_SET_ANY_CLASS: u32 = u32::MAX;
 
-/// Capacity of one bank: allow entries of every rule set (the map holds
-/// `bank::BANKS` times as many).
+/// Capacity of one bank: allow entries of every rule set, `POLICY` and
+/// `POLICY_PORTS` together (each map holds `bank::BANKS` times as many).
 pub const POLICY_MAX: u32 = 65536;
 
 /// Prefix length (bits) matching any protocol and port.

@@ -16,8 +16,9 @@ use policy_common::{
         CT_STATE_OPENING,
     },
     endpoint::{
-        AddressKey, EndpointInfo, EndpointKey, ALLOW_TUNNELS, AUDIT_EGRESS, AUDIT_INGRESS,
-        ENDPOINTS_MAX, ISOLATED_EGRESS, ISOLATED_INGRESS, PENDING_ENDPOINT_ID,
+        AddressKey, EndpointInfo, EndpointKey, EndpointValue, OwnAddresses, ALLOW_TUNNELS,
+        AUDIT_EGRESS, AUDIT_INGRESS, ENDPOINTS_MAX, ISOLATED_EGRESS, ISOLATED_INGRESS, OWN_V4,
+        OWN_V6, PENDING_ENDPOINT_ID,
     },
     events::{VerdictEvent, EVENTS_BYTES},
     frag::{FragKey, FragValue, FRAGMENTS_MAX},
@@ -158,6 +159,7 @@ fn every_shared_map_is_listed_once_with_the_sizes_its_kind_gives() {
     assert_eq!(policy.value_size as usize, size_of::<PolicyValue>());
     let endpoints = maps::ENDPOINTS.layout();
     assert_eq!(endpoints.key_size as usize, size_of::<EndpointKey>());
+    assert_eq!(endpoints.value_size as usize, size_of::<EndpointValue>());
     // A ring buffer has neither key nor value.
     assert_eq!(
         (
@@ -167,6 +169,37 @@ fn every_shared_map_is_listed_once_with_the_sizes_its_kind_gives() {
         (0, 0)
     );
     assert!(maps::SHARED.contains(&maps::CONNTRACK.layout()));
+}
+
+#[test]
+fn an_endpoint_value_is_its_info_then_its_own_addresses() {
+    // The classifiers copy the first 8 bytes (the info) on their stack and the
+    // addresses beside it; they compare the addresses a 4-byte word at a time.
+    assert_eq!(offset_of!(EndpointValue, info), 0);
+    assert_eq!(size_of::<EndpointInfo>(), 8);
+    assert_eq!(offset_of!(EndpointValue, own), 8);
+    assert_eq!(offset_of!(OwnAddresses, flags), 0);
+    assert_eq!(offset_of!(OwnAddresses, v4), 4);
+    assert_eq!(offset_of!(OwnAddresses, v6), 8);
+    assert_eq!(size_of::<OwnAddresses>(), 24);
+    assert_eq!(size_of::<EndpointValue>(), 32);
+    assert_eq!(align_of::<EndpointValue>(), 4);
+    assert_eq!(OWN_V4 & OWN_V6, 0);
+    // No padding: every byte of a value is a field's.
+    assert_eq!(size_of::<OwnAddresses>(), 4 + 4 + 16);
+}
+
+#[test]
+fn a_policy_port_hash_key_is_its_trie_key_data() {
+    // The agent writes a single-port allow entry into `POLICY_PORTS` under the
+    // key data it would have had in `POLICY` (a full-length prefix), and the
+    // classifiers look both up with that data.
+    let (hash, trie) = (maps::POLICY_PORTS.layout(), maps::POLICY.layout());
+    assert_eq!(hash.key_size + 4, trie.key_size);
+    assert_eq!(hash.key_size as usize, size_of::<PolicyKey>());
+    assert_eq!(hash.value_size, trie.value_size);
+    assert_eq!(hash.map_type, maps::MapKind::Hash.map_type());
+    assert_eq!(PREFIX_FULL as usize, size_of::<PolicyKey>() * 8);
 }
 
 #[test]

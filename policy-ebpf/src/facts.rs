@@ -7,7 +7,7 @@
 
 use core::ptr::addr_of_mut;
 
-use policy_common::{counters::NO_COUNTER, policy::PolicyValue};
+use policy_common::{counters::NO_COUNTER, endpoint::OwnAddresses, policy::PolicyValue};
 
 use crate::{
     frag::Fragment,
@@ -79,6 +79,10 @@ pub(crate) struct Facts {
     /// packet's bank, as the address checks of `decide` found; else 0. A flow this
     /// packet tracks or re-decides carries it.
     pub owned: u32,
+    /// The interface's own addresses, from its `ENDPOINTS` entry in the packet's
+    /// bank (`maps::endpoint_and_own`): written by `decide` when it looks the
+    /// endpoint up, before anything reads it; not reset per packet.
+    pub own: OwnAddresses,
 }
 
 // What `reset` relies on: both addresses start at an 8-byte boundary.
@@ -108,10 +112,16 @@ impl Facts {
             counter: Counter::None,
             fragment: Fragment::WHOLE,
             owned: 0,
+            own: OwnAddresses {
+                flags: 0,
+                v4: [0; 4],
+                v6: [0; 16],
+            },
         }
     }
 
-    /// Makes `*slot` equal to `Facts::new(ifindex, direction, generation)`, one
+    /// Makes `*slot` equal to `Facts::new(ifindex, direction, generation)` but for
+    /// `own` (which `decide` writes before it reads it), one
     /// volatile store per field (the addresses as two u64 each). Assigned whole,
     /// or zeroed by plain stores that LLVM merges, the zeroed part became a call to
     /// the byte-by-byte `memset` loop BPF gets for want of a real one: about 56

@@ -63,7 +63,7 @@ use aya_ebpf::{
 };
 use policy_common::{
     ct::{CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED},
-    endpoint::{EndpointInfo, ALLOW_TUNNELS, ISOLATED_EGRESS},
+    endpoint::{EndpointInfo, OwnAddresses, ALLOW_TUNNELS, ISOLATED_EGRESS, OWN_V4, OWN_V6},
     events::{EVENT_ALLOWED, EVENT_DROPPED, EVENT_WOULD_DROP},
     peer::PEER_FLAG_NODE,
     verdict::*,
@@ -317,7 +317,8 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
     let (ifindex, bank) = (at.ifindex, u32::from(at.bank));
     let l3 = parse::l3(ctx)?;
     facts.ipv6 = matches!(l3, parse::L3::Ipv6);
-    let endpoint = maps::endpoint(bank, ifindex).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
+    let endpoint =
+        maps::endpoint_and_own(bank, ifindex, &mut facts.own).ok_or(STAT_DROP_UNKNOWN_ENDPOINT)?;
     facts.endpoint_id = endpoint.endpoint_id;
     if matches!(l3, parse::L3::Arp) {
         let stat = arp::check(ctx, facts, at);
@@ -332,8 +333,8 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
     let mut packet = parse::packet(ctx, facts.ipv6, &mut facts.fragment)?;
     facts.parsed(&packet);
     if at.direction == DIRECTION_EGRESS {
-        let (saddr, ipv6) = packet.source();
-        facts.owned = check_source(bank, ifindex, saddr, ipv6)?;
+        let (_, ipv6) = packet.source();
+        facts.owned = check_source(bank, ifindex, facts, ipv6)?;
     }
     // Borrowed, not moved out: a moved copy's padding let LLVM store part of a
     // spilled pointer, which the verifier rejects.
@@ -362,7 +363,7 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
     }
     let flow = maps::flow(flow).ok_or(STAT_DROP_MALFORMED)?;
     let stat = if at.direction == DIRECTION_INGRESS {
-        facts.owned = check_destination(bank, ifindex, &flow.daddr)?;
+        facts.owned = check_destination(bank, ifindex, facts)?;
         let arrived = service::take_marks(ctx, facts.generation);
         // Only this bit is read past the source's egress: through `black_box`, so
         // both ways into `decide_flow` hold the same unknown value and the verifier
@@ -396,18 +397,60 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
 /// IPv6 link-local and unspecified sources (ND, DAD, MLD) are exempt: the node
 /// never forwards a link-local source, and they name no pod. Returns
 /// `CT_FLAG_LOCAL_OWNED` when the source is the pod's own (`Facts::owned`), 0 for
-/// an exempt one.
-#[inline(always)]
-fn check_source(bank: u32, ifindex: u32, saddr: &[u8; 16], ipv6: bool) -> Result<u32, u32> {
+/// an exempt one. An address the interface's `ENDPOINTS` entry claims
+/// (`Facts::own`) is the pod's own without a lookup (`OwnAddresses`: the agent
+/// keeps every claim true of `ENDPOINT_ADDRS`); any other is looked up there.
+/// The source is `facts.saddr` (`Facts::parsed`). A BPF subprogram: inlined, its
+/// work cost the classifiers' frames 8 bytes they do not have (`maps.rs`, stack
+/// budget).
+#[inline(never)]
+fn check_source(bank: u32, ifindex: u32, facts: &Facts, ipv6: bool) -> Result<u32, u32> {
+    let (saddr, own) = (&facts.saddr, &facts.own);
     if ipv6 && (parse::is_link_local(saddr) || parse::is_unspecified(saddr)) {
         return Ok(0);
     }
-    if maps::endpoint_ifindex(bank, saddr) == Some(ifindex) {
+    if claims(own, saddr, ipv6) || maps::endpoint_ifindex(bank, saddr) == Some(ifindex) {
         Ok(CT_FLAG_LOCAL_OWNED)
     } else {
         Err(STAT_DROP_SPOOFED_SOURCE)
     }
 }
+
+/// Whether `own` (the interface's `ENDPOINTS` entry) claims `addr` (IPv6, or
+/// IPv4-mapped when not `ipv6`) as the pod's own: the family's flag is set and the
+/// address is equal, compared a 4-byte word at a time.
+#[inline(always)]
+fn claims(own: &OwnAddresses, addr: &[u8; 16], ipv6: bool) -> bool {
+    let words = |bytes: *const u8, i: usize| -> u32 {
+        // SAFETY: `bytes` is a 4-byte aligned address field (of `Facts` or
+        // `OwnAddresses`, both 4-byte aligned with their addresses at multiples
+        // of 4: asserted below), and `i` stays within it.
+        unsafe { (bytes as *const u32).add(i).read() }
+    };
+    let addr = addr.as_ptr();
+    if ipv6 {
+        own.flags & OWN_V6 != 0
+            && words(addr, 0) == words(own.v6.as_ptr(), 0)
+            && words(addr, 1) == words(own.v6.as_ptr(), 1)
+            && words(addr, 2) == words(own.v6.as_ptr(), 2)
+            && words(addr, 3) == words(own.v6.as_ptr(), 3)
+    } else {
+        // An IPv4 packet's addresses are always mapped (`parse`): the last word is
+        // the address.
+        own.flags & OWN_V4 != 0 && words(addr, 3) == words(own.v4.as_ptr(), 0)
+    }
+}
+
+// What `claims` relies on.
+const _: () = assert!(
+    core::mem::align_of::<OwnAddresses>() >= 4
+        && core::mem::offset_of!(OwnAddresses, v4) % 4 == 0
+        && core::mem::offset_of!(OwnAddresses, v6) % 4 == 0
+        && core::mem::align_of::<Facts>() >= 4
+        && core::mem::offset_of!(Facts, saddr) % 4 == 0
+        && core::mem::offset_of!(Facts, daddr) % 4 == 0
+        && core::mem::offset_of!(Facts, own) % 4 == 0
+);
 
 /// Step 5 of `decide`: whether on-link control stays on this node's link. Link-local
 /// and multicast messages cannot leave it; a neighbour solicitation or
@@ -438,9 +481,15 @@ fn stays_on_node(bank: u32, direction: u8, control: &Flow) -> bool {
 /// forwarding entry a pod forged), the pod that owns the address is elsewhere.
 /// Addresses of no local pod (broadcast, multicast, a pending pod) go on. Returns
 /// `CT_FLAG_LOCAL_OWNED` when the destination is the pod's own (`Facts::owned`),
-/// 0 for an address of no local pod.
+/// 0 for an address of no local pod. An address `own` claims is the pod's own
+/// without a lookup, as in `check_source`. The destination is `facts.daddr`
+/// (`Facts::parsed`).
 #[inline(never)]
-fn check_destination(bank: u32, ifindex: u32, daddr: &[u8; 16]) -> Result<u32, u32> {
+fn check_destination(bank: u32, ifindex: u32, facts: &Facts) -> Result<u32, u32> {
+    let daddr = &facts.daddr;
+    if claims(&facts.own, daddr, facts.ipv6) {
+        return Ok(CT_FLAG_LOCAL_OWNED);
+    }
     match maps::endpoint_ifindex(bank, daddr) {
         Some(owner) if owner != ifindex => Err(STAT_DROP_MISDELIVERED),
         Some(_) => Ok(CT_FLAG_LOCAL_OWNED),

@@ -24,7 +24,9 @@
 //! `service::source_tracked` and `judge::judge` is now exactly 512 bytes,
 //! **none left**: 8 bytes more in `judge` still fit its rounding, 16 make it
 //! "combined stack size of 3 calls is 528. Too large". Nothing more goes on that
-//! chain's frames.
+//! chain's frames: the own-address checks (`endpoint_and_own`, `check_source`,
+//! `check_destination`) are subprograms called outside it, and the single-port
+//! lookup (`policy`) borrows its key in place in `POLICY_KEYS`.
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
@@ -38,7 +40,10 @@ use policy_common::{
     config::Config,
     counters::{TrafficCounter, DROP_COUNTERS_MAX, RULE_COUNTERS_MAX},
     ct::{CtKey, CtValue, CONNTRACK_MAX, CT_COUNTERS_MAX},
-    endpoint::{AddressKey, EndpointInfo, EndpointKey, ENDPOINTS_MAX, ENDPOINT_ADDRS_MAX},
+    endpoint::{
+        AddressKey, EndpointInfo, EndpointKey, EndpointValue, OwnAddresses, ENDPOINTS_MAX,
+        ENDPOINT_ADDRS_MAX,
+    },
     events::EVENTS_BYTES,
     frag::{FragKey, FragValue, FRAGMENTS_MAX},
     peer::{
@@ -59,7 +64,7 @@ use crate::{clock::Reading, events::TokenBucket, facts::Facts, parse::Flow};
 static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
-static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> =
+static ENDPOINTS: HashMap<EndpointKey, EndpointValue> =
     HashMap::with_max_entries(BANKS * ENDPOINTS_MAX, 0);
 
 #[map]
@@ -90,8 +95,15 @@ static PEER_HOSTS_V6: HashMap<PeerKeyV6, PeerClass> =
 static RULE_SETS: HashMap<RuleSetKey, u32> =
     HashMap::with_max_entries(BANKS * RULE_SETS_MAX, BPF_F_NO_PREALLOC);
 
+/// Every allow entry shorter than a single port (`policy_common::policy`).
 #[map]
 static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(BANKS * POLICY_MAX, 0);
+
+/// The single-port allow entries, which `POLICY` does not hold, looked up first.
+/// Allocated entry by entry (`BPF_F_NO_PREALLOC`), as the trie is.
+#[map]
+static POLICY_PORTS: HashMap<PolicyKey, PolicyValue> =
+    HashMap::with_max_entries(BANKS * POLICY_MAX, BPF_F_NO_PREALLOC);
 
 #[map]
 pub(crate) static CONNTRACK: HashMap<CtKey, CtValue> = HashMap::with_max_entries(CONNTRACK_MAX, 0);
@@ -270,10 +282,42 @@ pub(crate) fn ct_reclaimed(ifindex: u32) -> u64 {
 }
 
 /// The local pod behind this interface in `bank`, if the agent registered it.
+/// Only its 8-byte `EndpointInfo` is copied: every caller's frame is tight.
 #[inline(always)]
 pub(crate) fn endpoint(bank: u32, ifindex: u32) -> Option<EndpointInfo> {
     // SAFETY: the value is copied out before any other map operation.
-    unsafe { ENDPOINTS.get(&EndpointKey { ifindex, bank }).copied() }
+    unsafe {
+        ENDPOINTS
+            .get(&EndpointKey { ifindex, bank })
+            .map(|value| value.info)
+    }
+}
+
+/// `endpoint`, with the pod's own addresses of the same entry copied into
+/// `own` (this CPU's `Facts`, not the stack), for `decide`'s address checks.
+/// Left as it was when there is no entry. A BPF subprogram: inlined into
+/// `decide`, LLVM spilled an undefined register on one of its paths, which the
+/// verifier refuses ("R3 !read_ok").
+#[inline(never)]
+pub(crate) fn endpoint_and_own(
+    bank: u32,
+    ifindex: u32,
+    own: &mut OwnAddresses,
+) -> Option<EndpointInfo> {
+    // SAFETY: the value is copied out before any other map operation; `own`
+    // and the map value are 4-byte aligned `OwnAddresses`, copied a word at a
+    // time with volatile loads and stores (a plain struct copy here let LLVM
+    // spill an undefined register elsewhere in `decide`, which the verifier
+    // refuses to read).
+    unsafe {
+        let value = ENDPOINTS.get(&EndpointKey { ifindex, bank })?;
+        let from = core::ptr::addr_of!(value.own) as *const u32;
+        let to = own as *mut OwnAddresses as *mut u32;
+        for i in 0..core::mem::size_of::<OwnAddresses>() / 4 {
+            to.add(i).write_volatile(from.add(i).read_volatile());
+        }
+        Some(value.info)
+    }
 }
 
 /// Kernel-only: each CPU's scratch `ENDPOINT_ADDRS` key for `source_ifindex`.
@@ -374,8 +418,10 @@ pub(crate) fn peer(bank: u32, ipv6: bool, addr: &[u8; 16]) -> PeerClass {
     })
 }
 
-/// The keys of one two-step allow lookup (`policy`), kernel-only.
-#[repr(C)]
+/// The keys of one two-step allow lookup (`policy`), kernel-only. 4-byte
+/// aligned, so that the rule key's data (4 bytes into the packed `Key`, itself
+/// 16 bytes in), which is also `POLICY_PORTS`' key, can be borrowed in place.
+#[repr(C, align(4))]
 pub(crate) struct PolicyKeys {
     set: RuleSetKey,
     rule: Key<PolicyKey>,
@@ -392,7 +438,9 @@ static POLICY_KEYS: PerCpuArray<PolicyKeys> = PerCpuArray::with_max_entries(1, 0
 /// towards a peer of `class_id` in `direction`, in `bank`: the rule set of
 /// (endpoint, class, direction) from `RULE_SETS`, else the endpoint's any-class set
 /// (neither: nothing is allowed), then that set's longest match in `POLICY` among
-/// exact port, port blocks, all ports of the protocol and all protocols.
+/// exact port, port blocks, all ports of the protocol and all protocols: the
+/// exact port in `POLICY_PORTS`, which holds the full-length entries, and only
+/// when it has none the trie, which holds the rest (`policy_common::policy`).
 #[inline(always)]
 pub(crate) fn policy(
     bank: u32,
@@ -427,9 +475,23 @@ pub(crate) fn policy(
                 port_be,
             },
         );
+        // The key data in place: `PolicyKeys` is 4-byte aligned and the data
+        // sits at a multiple of 4 in it (asserted below), all `PolicyKey` needs.
+        let exact = &*core::ptr::addr_of!((*keys).rule.data);
+        if let Some(allowed) = POLICY_PORTS.get(exact) {
+            return Some(*allowed);
+        }
         POLICY.get(&(*keys).rule).copied()
     }
 }
+
+// What borrowing the rule key's data in place (`policy`) relies on.
+const _: () = assert!(
+    core::mem::align_of::<PolicyKey>() <= 4
+        && core::mem::offset_of!(Key<PolicyKey>, data) == 4
+        && core::mem::offset_of!(PolicyKeys, rule) % 4 == 0
+        && core::mem::align_of::<PolicyKeys>() >= 4
+);
 
 /// Writes `value` into a byte field followed by three bytes of explicit padding,
 /// zeroing them, with one 4-byte store: a struct literal's `pad: [0; 3]` becomes a

@@ -7,8 +7,11 @@
 //! against memory, not the kernel), what `Banks::read` reads back, and what an
 //! update wants a bank to hold. A family's peer prefixes are one table there;
 //! in the kernel its host prefixes go to `PEER_HOSTS_*` and the rest to the
-//! `PEERS_*` trie (`PeerMaps`, `policy_common::peer`). `write_bank` changes only the entries that differ,
-//! removals first (so a bank never holds more than its capacity), and keeps the
+//! `PEERS_*` trie (`SplitMaps`, `policy_common::peer`), and `POLICY`'s
+//! single-port entries go to `POLICY_PORTS`, the rest to the `POLICY` trie
+//! (`policy_common::policy`). The own addresses in each `ENDPOINTS` value are
+//! derived from `ENDPOINT_ADDRS` (`own_addresses`), shadowed beside the bank.
+//! `write_bank` changes only the entries that differ, removals first (so a bank never holds more than its capacity), and keeps the
 //! shadow equal to the kernel entry by entry, even when a write fails part way.
 
 mod in_place;
@@ -21,10 +24,12 @@ use aya::{
 };
 use policy_common::{
     bank::{bank_of, other, BANKS},
-    endpoint::{AddressKey, EndpointInfo, EndpointKey},
+    endpoint::{
+        AddressKey, EndpointInfo, EndpointKey, EndpointValue, OwnAddresses, OWN_V4, OWN_V6,
+    },
     maps,
     peer::{PeerClass, PeerKeyV4, PeerKeyV6, PEER_PREFIX_BANK},
-    policy::{PolicyKey, PolicyValue, RuleSetKey},
+    policy::{PolicyKey, PolicyValue, RuleSetKey, PREFIX_FULL},
 };
 
 use super::{
@@ -35,6 +40,72 @@ use super::{
 };
 
 pub(super) use self::in_place::EndpointEntries;
+
+/// The own addresses each `ENDPOINTS` value of a bank carries
+/// (`policy_common::endpoint::OwnAddresses`), by interface: one entry per
+/// `ENDPOINTS` entry, kept beside the bank's shadow.
+pub(super) type OwnShadow = BTreeMap<InterfaceIndex, OwnAddresses>;
+
+/// The own addresses of every endpoint of `endpoints` as `addresses` (address key
+/// -> interface) gives them: of each family the address that names its
+/// interface, when exactly one does (none claimed otherwise: the classifiers
+/// then look the address up, as for any address not claimed).
+pub(super) fn own_addresses(
+    endpoints: &BTreeMap<InterfaceIndex, EndpointInfo>,
+    addresses: &BTreeMap<[u8; 16], InterfaceIndex>,
+) -> OwnShadow {
+    // Per interface: the address of each family and how many it has.
+    let mut found: BTreeMap<InterfaceIndex, ([u8; 16], u32, [u8; 16], u32)> = BTreeMap::new();
+    for (addr, ifindex) in addresses {
+        if !endpoints.contains_key(ifindex) {
+            continue;
+        }
+        let entry = found.entry(*ifindex).or_default();
+        if is_ipv4_mapped(addr) {
+            (entry.0, entry.1) = (*addr, entry.1 + 1);
+        } else {
+            (entry.2, entry.3) = (*addr, entry.3 + 1);
+        }
+    }
+    endpoints
+        .keys()
+        .map(|ifindex| {
+            let mut own = OwnAddresses::default();
+            if let Some((v4, v4_count, v6, v6_count)) = found.get(ifindex) {
+                if *v4_count == 1 {
+                    own.flags |= OWN_V4;
+                    own.v4 = [v4[12], v4[13], v4[14], v4[15]];
+                }
+                if *v6_count == 1 {
+                    own.flags |= OWN_V6;
+                    own.v6 = *v6;
+                }
+            }
+            (*ifindex, own)
+        })
+        .collect()
+}
+
+/// What both `a` and `b` claim: a family's address only where both claim the
+/// same one. Written before `b` replaces `a`, it takes out every claim `b` drops
+/// and adds none.
+pub(super) fn own_common(a: &OwnAddresses, b: &OwnAddresses) -> OwnAddresses {
+    let mut own = OwnAddresses::default();
+    if a.flags & b.flags & OWN_V4 != 0 && a.v4 == b.v4 {
+        own.flags |= OWN_V4;
+        own.v4 = a.v4;
+    }
+    if a.flags & b.flags & OWN_V6 != 0 && a.v6 == b.v6 {
+        own.flags |= OWN_V6;
+        own.v6 = a.v6;
+    }
+    own
+}
+
+/// Whether an address key (`keys::address_key`) is IPv4-mapped (`::ffff:a.b.c.d`).
+fn is_ipv4_mapped(addr: &[u8; 16]) -> bool {
+    addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff
+}
 
 /// What one bank holds, keys without their bank.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,14 +120,15 @@ pub struct BankContent {
     pub peers_v6: BTreeMap<PeerPrefix<[u8; 16]>, PeerClass>,
     /// `RULE_SETS`: key with bank 0 -> rule set id.
     pub rule_sets: BTreeMap<RuleSetKey, u32>,
-    /// `POLICY`.
+    /// Allow entries: single ports in `POLICY_PORTS`, the rest in `POLICY`.
     pub policy: BTreeMap<PolicyPrefix, PolicyValue>,
 }
 
 impl BankContent {
     /// Entries of each banked map, by map name; a family's peer prefixes (host
     /// prefixes in the hash included) count under its trie's name, whose per-bank
-    /// capacity bounds them together.
+    /// capacity bounds them together, and so do allow entries under `POLICY`'s
+    /// (`POLICY_PORTS`' included).
     pub fn entries(&self) -> [(&'static str, usize); 6] {
         [
             (maps::ENDPOINTS.name, self.endpoints.len()),
@@ -123,16 +195,19 @@ struct Written {
 /// them. `install` is the hole-free update every change of policy state goes
 /// through.
 pub(super) struct Banks {
-    endpoints: HashMap<MapData, EndpointKey, EndpointInfo>,
+    endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
     addresses: HashMap<MapData, AddressKey, u32>,
     rule_sets: HashMap<MapData, RuleSetKey, u32>,
-    peers_v4: PeerMaps<PeerKeyV4>,
-    peers_v6: PeerMaps<PeerKeyV6>,
-    policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    peers_v4: SplitMaps<PeerKeyV4, PeerClass>,
+    peers_v6: SplitMaps<PeerKeyV6, PeerClass>,
+    policy: SplitMaps<PolicyKey, PolicyValue>,
     active_map: Array<MapData, u32>,
     /// What each bank holds (index = bank), kept equal to the kernel entry by
     /// entry.
     shadows: [BankContent; 2],
+    /// The own addresses in each bank's `ENDPOINTS` values (index = bank), kept
+    /// equal to the kernel entry by entry like `shadows`.
+    owns: [OwnShadow; 2],
     /// The bank `ACTIVE` names (`bank_of(generation)`).
     active: u32,
     /// The generation `ACTIVE` holds: one more at every flip (`policy_common::bank`).
@@ -159,9 +234,11 @@ impl Banks {
         // A family's prefixes count against its trie's capacity (`entries`); its
         // host hash must be able to take them all, or a write could fail part way
         // after the count said it fits.
+        // The same for allow entries and `POLICY_PORTS`.
         for (trie, hosts) in [
             (maps::PEERS_V4.name, maps::PEER_HOSTS_V4.name),
             (maps::PEERS_V6.name, maps::PEER_HOSTS_V6.name),
+            (maps::POLICY.name, maps::POLICY_PORTS.name),
         ] {
             let per_bank = super::maps::max_entries(ebpf, hosts)? / BANKS;
             let wanted = capacity.get(trie).copied().unwrap_or(0);
@@ -171,21 +248,30 @@ impl Banks {
             endpoints: super::maps::hash(ebpf, maps::ENDPOINTS)?,
             addresses: super::maps::hash(ebpf, maps::ENDPOINT_ADDRS)?,
             rule_sets: super::maps::hash(ebpf, maps::RULE_SETS)?,
-            peers_v4: PeerMaps {
+            peers_v4: SplitMaps {
                 trie: super::maps::lpm_trie(ebpf, maps::PEERS_V4)?,
                 hosts: super::maps::hash(ebpf, maps::PEER_HOSTS_V4)?,
                 names: (maps::PEERS_V4.name, maps::PEER_HOSTS_V4.name),
                 host_len: 32,
+                bias: PEER_PREFIX_BANK,
             },
-            peers_v6: PeerMaps {
+            peers_v6: SplitMaps {
                 trie: super::maps::lpm_trie(ebpf, maps::PEERS_V6)?,
                 hosts: super::maps::hash(ebpf, maps::PEER_HOSTS_V6)?,
                 names: (maps::PEERS_V6.name, maps::PEER_HOSTS_V6.name),
                 host_len: 128,
+                bias: PEER_PREFIX_BANK,
             },
-            policy: super::maps::lpm_trie(ebpf, maps::POLICY)?,
+            policy: SplitMaps {
+                trie: super::maps::lpm_trie(ebpf, maps::POLICY)?,
+                hosts: super::maps::hash(ebpf, maps::POLICY_PORTS)?,
+                names: (maps::POLICY.name, maps::POLICY_PORTS.name),
+                host_len: PREFIX_FULL,
+                bias: 0,
+            },
             active_map: super::maps::array(ebpf, maps::ACTIVE)?,
             shadows: Default::default(),
+            owns: Default::default(),
             active: 0,
             generation: 0,
             renew_owed: false,
@@ -201,7 +287,7 @@ impl Banks {
     /// follows one, so that move is made (`renew`: the same bank, every tracked
     /// flow re-decided once at its next packet, with the tables that enforce now).
     pub(super) fn adopt(&mut self) -> Result<(), DataplaneError> {
-        self.shadows = self.read()?;
+        (self.shadows, self.owns) = self.read_all()?;
         self.generation = self.read_generation()?;
         self.active = bank_of(self.generation);
         self.quiesce.start();
@@ -328,10 +414,17 @@ impl Banks {
         for bank in 0..BANKS {
             for (ifindex, info) in &new {
                 let ifindex = *ifindex;
+                // No own address: a new interface claims none until a write
+                // that gives it its addresses (`update_endpoint`, `install`).
+                let value = EndpointValue {
+                    info: *info,
+                    own: OwnAddresses::default(),
+                };
                 self.endpoints
-                    .insert(EndpointKey { ifindex, bank }, *info, 0)
+                    .insert(EndpointKey { ifindex, bank }, value, 0)
                     .map_err(map_error(name, "insert"))?;
                 self.shadows[bank as usize].endpoints.insert(ifindex, *info);
+                self.owns[bank as usize].insert(ifindex, value.own);
             }
         }
         Ok(new.len())
@@ -353,13 +446,15 @@ impl Banks {
             bank: self.active,
             ..ApplyReport::default()
         };
-        if *want == self.shadows[self.active as usize] {
+        let want_own = own_addresses(&want.endpoints, &want.addresses);
+        let active = self.active as usize;
+        if *want == self.shadows[active] && want_own == self.owns[active] {
             return Ok((report, false));
         }
         self.quiesce.finish()?;
         before_write()?;
         let target = other(self.active);
-        (report.written, report.removed) = self.write_bank(target, want)?;
+        (report.written, report.removed) = self.write_bank(target, want, &want_own)?;
         self.flip()?;
         report.bank = target;
         Ok((report, true))
@@ -367,7 +462,7 @@ impl Banks {
 
     /// Brings the peer entries of the prefixes in `v4` and `v6` (`Some`: insert or
     /// change, `None`: remove) to those values in the active bank itself (a host
-    /// prefix in its family's hash, any other in its trie: `PeerMaps`), then moves
+    /// prefix in its family's hash, any other in its trie: `SplitMaps`), then moves
     /// `ACTIVE` on by two generations: the same bank, and every tracked flow is
     /// re-decided at its next packet, as after a flip. No bank is left, so nothing
     /// waits for a grace period.
@@ -425,7 +520,7 @@ impl Banks {
         })
     }
 
-    /// Sets the peer entries `v4` and `v6` of bank `bank` (`PeerMaps::set`), in
+    /// Sets the peer entries `v4` and `v6` of bank `bank` (`SplitMaps::set`), in
     /// order, keeping `shadow` (that bank's, taken out) equal to the kernel.
     fn set_peers(
         &mut self,
@@ -455,37 +550,60 @@ impl Banks {
         &mut self,
         bank: u32,
         want: &BankContent,
+        want_own: &OwnShadow,
     ) -> Result<(usize, usize), DataplaneError> {
         let bank = bank_of(bank);
         let index = bank as usize;
         let mut shadow = std::mem::take(&mut self.shadows[index]);
-        let result = self.write_maps(bank, &mut shadow, want);
+        let mut own = std::mem::take(&mut self.owns[index]);
+        let result = self.write_maps(bank, &mut shadow, &mut own, want, want_own);
         self.shadows[index] = shadow;
+        self.owns[index] = own;
         let done = result?;
         Ok((done.written, done.removed))
     }
 
+    /// The bank is not read while it is written (`install`), so the order of
+    /// the maps does not matter; each map's removals go first.
     fn write_maps(
         &mut self,
         bank: u32,
         shadow: &mut BankContent,
+        own: &mut OwnShadow,
         want: &BankContent,
+        want_own: &OwnShadow,
     ) -> Result<Written, DataplaneError> {
         let mut done = Written::default();
-        // ENDPOINTS
-        let (upserts, removals) = diff(&shadow.endpoints, &want.endpoints);
+        // ENDPOINTS: an entry whose endpoint or own addresses differ
+        let (_, removals) = diff(&shadow.endpoints, &want.endpoints);
         let map = &mut self.endpoints;
         let name = maps::ENDPOINTS.name;
         for ifindex in removals {
             removed_or_absent(map.remove(&EndpointKey { ifindex, bank }))
                 .map_err(map_error(name, "remove"))?;
             shadow.endpoints.remove(&ifindex);
+            own.remove(&ifindex);
             done.removed += 1;
         }
-        for (ifindex, info) in upserts {
-            map.insert(EndpointKey { ifindex, bank }, info, 0)
-                .map_err(map_error(name, "insert"))?;
-            shadow.endpoints.insert(ifindex, info);
+        for (ifindex, info) in &want.endpoints {
+            let value = EndpointValue {
+                info: *info,
+                own: want_own.get(ifindex).copied().unwrap_or_default(),
+            };
+            if shadow.endpoints.get(ifindex) == Some(info) && own.get(ifindex) == Some(&value.own) {
+                continue;
+            }
+            map.insert(
+                EndpointKey {
+                    ifindex: *ifindex,
+                    bank,
+                },
+                value,
+                0,
+            )
+            .map_err(map_error(name, "insert"))?;
+            shadow.endpoints.insert(*ifindex, *info);
+            own.insert(*ifindex, value.own);
             done.written += 1;
         }
         // ENDPOINT_ADDRS
@@ -520,7 +638,8 @@ impl Banks {
             shadow.rule_sets.insert(key, rule_set);
             done.written += 1;
         }
-        // PEERS_V4 and PEER_HOSTS_V4, PEERS_V6 and PEER_HOSTS_V6, POLICY
+        // PEERS_V4 and PEER_HOSTS_V4, PEERS_V6 and PEER_HOSTS_V6, POLICY and
+        // POLICY_PORTS
         let (upserts, removals) = diff(&shadow.peers_v4, &want.peers_v4);
         self.peers_v4.set(
             &mut shadow.peers_v4,
@@ -535,13 +654,13 @@ impl Banks {
             |addr| PeerKeyV6 { bank, addr },
             &mut done,
         )?;
-        let policy = |(len, key): PolicyPrefix| Key::new(len, PolicyKey { bank, ..key });
-        write_trie(
-            &mut self.policy,
-            maps::POLICY.name,
+        // Removals first, as for every map: a bank never holds more than its
+        // capacity. (The bank is not read while it is written: `install`.)
+        let (upserts, removals) = diff(&shadow.policy, &want.policy);
+        self.policy.set(
             &mut shadow.policy,
-            &want.policy,
-            policy,
+            &trie_changes(upserts, removals),
+            |key| PolicyKey { bank, ..key },
             &mut done,
         )?;
         Ok(done)
@@ -549,13 +668,27 @@ impl Banks {
 
     /// What the kernel's banked maps hold now, per bank (index = bank). Entries
     /// whose bank field is neither 0 nor 1 are left out (nothing writes them).
+    #[cfg(feature = "testing")]
     pub(super) fn read(&self) -> Result<[BankContent; 2], DataplaneError> {
+        Ok(self.read_all()?.0)
+    }
+
+    /// The own addresses in the kernel's `ENDPOINTS` values now, per bank.
+    #[cfg(feature = "testing")]
+    pub(super) fn read_own(&self) -> Result<[OwnShadow; 2], DataplaneError> {
+        Ok(self.read_all()?.1)
+    }
+
+    /// `read`, with the own addresses of the `ENDPOINTS` values.
+    fn read_all(&self) -> Result<([BankContent; 2], [OwnShadow; 2]), DataplaneError> {
         let mut banks: [BankContent; 2] = Default::default();
+        let mut owns: [OwnShadow; 2] = Default::default();
         let slot = |bank: u32| (bank < 2).then_some(bank as usize);
         for entry in self.endpoints.iter() {
-            let (key, info) = entry.map_err(map_error(maps::ENDPOINTS.name, "read"))?;
+            let (key, value) = entry.map_err(map_error(maps::ENDPOINTS.name, "read"))?;
             if let Some(i) = slot(key.bank) {
-                banks[i].endpoints.insert(key.ifindex, info);
+                banks[i].endpoints.insert(key.ifindex, value.info);
+                owns[i].insert(key.ifindex, value.own);
             }
         }
         for entry in self.addresses.iter() {
@@ -582,16 +715,14 @@ impl Banks {
                 banks[i].peers_v6.insert((len, data.addr), class);
             }
         }
-        for entry in self.policy.iter() {
-            let (key, value) = entry.map_err(map_error(maps::POLICY.name, "read"))?;
-            let (len, data) = (key.prefix_len(), key.data());
+        for ((len, data), value) in self.policy.read()? {
             if let Some(i) = slot(data.bank) {
                 banks[i]
                     .policy
                     .insert((len, PolicyKey { bank: 0, ..data }), value);
             }
         }
-        Ok(banks)
+        Ok((banks, owns))
     }
 
     /// Entries of each family's trie and host hash in the kernel, both banks.
@@ -630,32 +761,39 @@ impl Banks {
     }
 }
 
-/// One family's peer prefixes in the kernel: host prefixes (`host_len` bits) in
-/// the hash `hosts`, every shorter one in the LPM trie `trie`, under the same key
-/// data `K` (bank, address). A prefix always lives in the one map its length
-/// picks, so changing its class is one overwrite there, as it was in the trie
-/// alone (what `Banks::update_peers` needs), and the classifiers' hash-then-trie
-/// lookup finds what one trie holding every prefix would (`policy_common::peer`).
-struct PeerMaps<K> {
-    trie: LpmTrie<MapData, K, PeerClass>,
-    hosts: HashMap<MapData, K, PeerClass>,
+/// One set of prefixes in the kernel split by length: full-length prefixes
+/// (`host_len` bits) in the hash `hosts`, every shorter one in the LPM trie
+/// `trie`, under the same key data `K` (bank and the rest). A family's peer
+/// prefixes (`policy_common::peer`: hosts in `PEER_HOSTS_*`) and allow entries
+/// (`policy_common::policy`: single ports in `POLICY_PORTS`) are kept so. A prefix
+/// always lives in the one map its length picks, so changing its value is one
+/// overwrite there, as it was in the trie alone (what `Banks::update_peers`
+/// needs), and the classifiers' hash-then-trie lookup finds what one trie
+/// holding every prefix would: a full-length prefix is the longest there is.
+struct SplitMaps<K, V> {
+    trie: LpmTrie<MapData, K, V>,
+    hosts: HashMap<MapData, K, V>,
     /// The trie's and the hash's map names, for errors.
     names: (&'static str, &'static str),
-    /// The family's address length in bits: a prefix this long is a host.
+    /// A prefix this long (as the shadow counts it) is a full-length one.
     host_len: u32,
+    /// What the trie's prefix length adds to the shadow's: the bank's bits for
+    /// peers (`PEER_PREFIX_BANK`), 0 for allow entries, whose shadow length is the
+    /// trie's.
+    bias: u32,
 }
 
-/// One prefix `PeerMaps::read` found: (address prefix length, key data), class.
-type PeerRead<K> = ((u32, K), PeerClass);
+/// One prefix `SplitMaps::read` found: (shadow prefix length, key data), value.
+type SplitRead<K, V> = ((u32, K), V);
 
-impl<K: aya::Pod> PeerMaps<K> {
+impl<K: aya::Pod, V: aya::Pod> SplitMaps<K, V> {
     /// Sets the prefixes `changes` names (`None`: removed), in order, each in
     /// the map its length picks, keeping `shadow` equal to the kernel entry by
-    /// entry. `data` is the key data of an address in the bank being written.
+    /// entry. `data` is the key data of a prefix in the bank being written.
     fn set<A: Ord + Clone>(
         &mut self,
-        shadow: &mut BTreeMap<PeerPrefix<A>, PeerClass>,
-        changes: &[(PeerPrefix<A>, Option<PeerClass>)],
+        shadow: &mut BTreeMap<(u32, A), V>,
+        changes: &[((u32, A), Option<V>)],
         data: impl Fn(A) -> K,
         done: &mut Written,
     ) -> Result<(), DataplaneError> {
@@ -672,10 +810,10 @@ impl<K: aya::Pod> PeerMaps<K> {
                     .map_err(map_error(hosts_name, "remove")),
                 (false, Some(class)) => self
                     .trie
-                    .insert(&Key::new(PEER_PREFIX_BANK + len, key), *class, 0)
+                    .insert(&Key::new(self.bias + len, key), *class, 0)
                     .map_err(map_error(trie_name, "insert")),
                 (false, None) => {
-                    removed_or_absent(self.trie.remove(&Key::new(PEER_PREFIX_BANK + len, key)))
+                    removed_or_absent(self.trie.remove(&Key::new(self.bias + len, key)))
                         .map_err(map_error(trie_name, "remove"))
                 }
             };
@@ -711,22 +849,23 @@ impl<K: aya::Pod> PeerMaps<K> {
         Ok((trie, hosts))
     }
 
-    /// Every prefix both maps hold, as (address prefix length, key data).
+    /// Every prefix both maps hold, as (shadow prefix length, key data).
     /// Trie entries shorter than the bank field are left out (nothing writes
-    /// them). A host prefix in the trie is refused: this build never writes one
-    /// there, and `set` would never remove it (it removes hosts from the hash),
-    /// so it would classify its address for good.
-    fn read(&self) -> Result<Vec<PeerRead<K>>, DataplaneError> {
+    /// them). A full-length prefix in the trie is refused: this build never
+    /// writes one there, and `set` would never remove it (it removes those from
+    /// the hash), so it would answer for its key for good.
+    fn read(&self) -> Result<Vec<SplitRead<K, V>>, DataplaneError> {
         let (trie_name, hosts_name) = self.names;
         let mut all = Vec::new();
         for entry in self.trie.iter() {
             let (key, class) = entry.map_err(map_error(trie_name, "read"))?;
-            if let Some(len) = key.prefix_len().checked_sub(PEER_PREFIX_BANK) {
+            if let Some(len) = key.prefix_len().checked_sub(self.bias) {
                 if len == self.host_len {
                     return Err(DataplaneError::Map {
                         map: trie_name,
-                        what: "holds a host prefix, which this agent keeps in a hash map: \
-                               written by another build; `policy-agent uninstall` removes it"
+                        what: "holds a full-length prefix (a host prefix, a single port), \
+                               which this agent keeps in a hash map: written by another \
+                               build; `policy-agent uninstall` removes it"
                             .to_string(),
                         source: None,
                     });
@@ -742,28 +881,7 @@ impl<K: aya::Pod> PeerMaps<K> {
     }
 }
 
-/// `write_maps` for one LPM trie whose kernel key of a shadow key is `key`:
-/// removals first, so the bank never holds more than its capacity.
-fn write_trie<S: Ord + Clone, K: aya::Pod, V: aya::Pod + PartialEq>(
-    trie: &mut LpmTrie<MapData, K, V>,
-    name: &'static str,
-    shadow: &mut BTreeMap<S, V>,
-    want: &BTreeMap<S, V>,
-    key: impl Fn(S) -> Key<K>,
-    done: &mut Written,
-) -> Result<(), DataplaneError> {
-    let (upserts, removals) = diff(shadow, want);
-    set_trie_entries(
-        trie,
-        name,
-        shadow,
-        &trie_changes(upserts, removals),
-        key,
-        done,
-    )
-}
-
-/// What `set_trie_entries` takes: the keys `gone` removed first, then `set`
+/// What `SplitMaps::set` takes: the keys `gone` removed first, then `set`
 /// inserted or changed.
 pub(super) fn trie_changes<S, V>(
     set: impl IntoIterator<Item = (S, V)>,
@@ -797,36 +915,8 @@ fn news<S: Ord + Clone, V: PartialEq + Copy>(
         .collect()
 }
 
-/// Sets the entries `changes` names in `trie` (`None`: removed), keeping `shadow`
-/// equal to the kernel entry by entry.
-fn set_trie_entries<S: Ord + Clone, K: aya::Pod, V: aya::Pod + PartialEq>(
-    trie: &mut LpmTrie<MapData, K, V>,
-    name: &'static str,
-    shadow: &mut BTreeMap<S, V>,
-    changes: &[(S, Option<V>)],
-    key: impl Fn(S) -> Key<K>,
-    done: &mut Written,
-) -> Result<(), DataplaneError> {
-    for (k, v) in changes {
-        match v {
-            Some(v) => {
-                trie.insert(&key(k.clone()), *v, 0)
-                    .map_err(map_error(name, "insert"))?;
-                shadow.insert(k.clone(), *v);
-                done.written += 1;
-            }
-            None => {
-                removed_or_absent(trie.remove(&key(k.clone())))
-                    .map_err(map_error(name, "remove"))?;
-                shadow.remove(k);
-                done.removed += 1;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The banked maps.
+/// The banked maps whose per-bank capacity `entries` is checked against (a
+/// split map's hash bounds its trie's count: `Banks::take`).
 const BANKED_MAPS: [&str; 6] = [
     maps::ENDPOINTS.name,
     maps::ENDPOINT_ADDRS.name,

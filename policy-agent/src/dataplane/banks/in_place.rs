@@ -3,14 +3,19 @@
 //! stays (`policy::compiler::Recompiled::Endpoint`), with no flip and no grace
 //! period to wait.
 
+use std::collections::BTreeMap;
+
 use aya::maps::MapError;
 use policy_common::{
-    endpoint::{AddressKey, EndpointInfo, EndpointKey},
+    endpoint::{AddressKey, EndpointInfo, EndpointKey, EndpointValue, OwnAddresses},
     maps,
     peer::PeerClass,
 };
 
-use super::{grown, news, removed_or_absent, ApplyReport, Banks, Written};
+use super::{
+    grown, news, own_addresses, own_common, removed_or_absent, ApplyReport, Banks, OwnShadow,
+    Written,
+};
 use crate::dataplane::{keys::PeerPrefix, maps::map_error, DataplaneError, InterfaceIndex};
 
 /// The entries of one endpoint to bring to these values in the active bank
@@ -40,18 +45,28 @@ impl Banks {
     /// that keeps other pods (no rule set, class or id moves). Each entry changes
     /// in one update (overwritten, never removed and added), and the order keeps
     /// every packet's verdict to what the state before or the state after would
-    /// give it, or a drop:
+    /// give it, or a drop. An `ENDPOINTS` value's own addresses
+    /// (`OwnAddresses`) vouch for a local address as `ENDPOINT_ADDRS` does, so
+    /// each claim is taken out before the address entry it rests on goes or
+    /// moves, and made only after that entry names the interface (the claims
+    /// each interface keeps throughout are `own_common` of before and after):
+    /// 0. the `ENDPOINTS` values of interfaces that lose a claim (the pod's own,
+    ///    or another's whose address this write gives away): the same endpoint,
+    ///    with only the claims kept;
     /// 1. address entries that go (a pod that leaves can no longer send from its
     ///    addresses, pass anti-spoofing or be a Service client: `ENDPOINT_ADDRS`
-    ///    is what vouches for a local source);
+    ///    and the claims are what vouch for a local source);
     /// 2. its `ENDPOINTS` entry (a new pod's interface, pending until now, gets
-    ///    its id; a leaving one's goes, or back to pending): while no address of
-    ///    its is its own, its egress is dropped as spoofed whatever the entry says,
-    ///    and its ingress is decided by this entry, the state after's;
+    ///    its id; a leaving one's goes, or back to pending), with the claims
+    ///    kept: while no address of its is its own, its egress is dropped as
+    ///    spoofed whatever the entry says, and its ingress is decided by this
+    ///    entry, the state after's;
     /// 3. peer entries (how other endpoints classify its addresses): set while it
     ///    cannot send from them, so the first packet from a new pod is classified
     ///    as the pod it is, and a leaving pod's class goes only once it cannot;
-    /// 4. address entries that come: last, once its entry and class are in place.
+    /// 4. address entries that come: once its entry and class are in place;
+    /// 5. the `ENDPOINTS` values that gain a claim: last, once the address
+    ///    entries they rest on are in place.
     ///
     /// The bank not read gets only the removals of `ENDPOINTS` entries
     /// (`remove_gone_interfaces_from_idle`): packets that read `ACTIVE` before
@@ -91,17 +106,50 @@ impl Banks {
             (maps::PEERS_V4.name, grown(&shadow.peers_v4, &v4)),
             (maps::PEERS_V6.name, grown(&shadow.peers_v6, &v6)),
         ])?;
+        let steps = own_steps(
+            &shadow.endpoints,
+            &shadow.addresses,
+            &self.owns[bank as usize],
+            &endpoints,
+            &addresses,
+        );
         let (going, coming): (Vec<_>, Vec<_>) = addresses
             .into_iter()
             .partition(|(_, ifindex)| ifindex.is_none());
         let mut done = Written::default();
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
+        let mut own = std::mem::take(&mut self.owns[bank as usize]);
         let result = self
-            .set_addresses(bank, &mut shadow.addresses, &going, &mut done)
-            .and_then(|()| self.set_endpoints(bank, &mut shadow.endpoints, &endpoints, &mut done))
+            .set_endpoints(
+                bank,
+                &mut shadow.endpoints,
+                &mut own,
+                &steps.narrow,
+                &mut done,
+            )
+            .and_then(|()| self.set_addresses(bank, &mut shadow.addresses, &going, &mut done))
+            .and_then(|()| {
+                self.set_endpoints(
+                    bank,
+                    &mut shadow.endpoints,
+                    &mut own,
+                    &steps.entry,
+                    &mut done,
+                )
+            })
             .and_then(|()| self.set_peers(bank, &mut shadow, &v4, &v6, &mut done))
-            .and_then(|()| self.set_addresses(bank, &mut shadow.addresses, &coming, &mut done));
+            .and_then(|()| self.set_addresses(bank, &mut shadow.addresses, &coming, &mut done))
+            .and_then(|()| {
+                self.set_endpoints(
+                    bank,
+                    &mut shadow.endpoints,
+                    &mut own,
+                    &steps.widen,
+                    &mut done,
+                )
+            });
         self.shadows[bank as usize] = shadow;
+        self.owns[bank as usize] = own;
         // Whatever landed is followed by the move, even when a later write failed:
         // no flow keeps a decision made with the entries it replaced.
         // The write's own error first: the renew's says less.
@@ -138,33 +186,45 @@ impl Banks {
         if gone.is_empty() {
             return Ok(());
         }
+        let gone: Vec<_> = gone
+            .into_iter()
+            .map(|(ifindex, _)| (ifindex, None))
+            .collect();
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize].endpoints);
-        let result = self.set_endpoints(bank, &mut shadow, &gone, &mut Written::default());
+        let mut own = std::mem::take(&mut self.owns[bank as usize]);
+        let result =
+            self.set_endpoints(bank, &mut shadow, &mut own, &gone, &mut Written::default());
         self.shadows[bank as usize].endpoints = shadow;
+        self.owns[bank as usize] = own;
         result
     }
 
     /// Sets `ENDPOINTS` entries of bank `bank` (`None`: removed), in order,
-    /// keeping `shadow` equal to the kernel entry by entry.
+    /// keeping `shadow` and `own` equal to the kernel entry by entry.
     fn set_endpoints(
         &mut self,
         bank: u32,
-        shadow: &mut std::collections::BTreeMap<InterfaceIndex, EndpointInfo>,
-        changes: &[(InterfaceIndex, Option<EndpointInfo>)],
+        shadow: &mut BTreeMap<InterfaceIndex, EndpointInfo>,
+        own: &mut OwnShadow,
+        changes: &[(InterfaceIndex, Option<EndpointValue>)],
         done: &mut Written,
     ) -> Result<(), DataplaneError> {
         let name = maps::ENDPOINTS.name;
-        for (ifindex, info) in changes {
+        for (ifindex, value) in changes {
             let key = EndpointKey {
                 ifindex: *ifindex,
                 bank,
             };
-            let result = match info {
-                Some(info) => self.endpoints.insert(key, *info, 0),
+            let result = match value {
+                Some(value) => self.endpoints.insert(key, *value, 0),
                 None => removed_or_absent(self.endpoints.remove(&key)),
             };
-            set_one(result, name, info.is_some())?;
-            count(shadow, *ifindex, *info, done);
+            set_one(result, name, value.is_some())?;
+            match value {
+                Some(value) => own.insert(*ifindex, value.own),
+                None => own.remove(ifindex),
+            };
+            count(shadow, *ifindex, value.map(|value| value.info), done);
         }
         Ok(())
     }
@@ -174,7 +234,7 @@ impl Banks {
     fn set_addresses(
         &mut self,
         bank: u32,
-        shadow: &mut std::collections::BTreeMap<[u8; 16], InterfaceIndex>,
+        shadow: &mut BTreeMap<[u8; 16], InterfaceIndex>,
         changes: &[([u8; 16], Option<InterfaceIndex>)],
         done: &mut Written,
     ) -> Result<(), DataplaneError> {
@@ -202,12 +262,7 @@ fn set_one(
 }
 
 /// Records a landed write in `shadow` and `done`.
-fn count<K: Ord, V>(
-    shadow: &mut std::collections::BTreeMap<K, V>,
-    key: K,
-    value: Option<V>,
-    done: &mut Written,
-) {
+fn count<K: Ord, V>(shadow: &mut BTreeMap<K, V>, key: K, value: Option<V>, done: &mut Written) {
     match value {
         Some(value) => {
             shadow.insert(key, value);
@@ -217,5 +272,243 @@ fn count<K: Ord, V>(
             shadow.remove(&key);
             done.removed += 1;
         }
+    }
+}
+
+/// The `ENDPOINTS` writes of one `update_endpoint`, in the order it makes them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct OwnSteps {
+    /// Step 0: interfaces that lose a claim, with their current endpoint and
+    /// only the claims kept.
+    narrow: Vec<(InterfaceIndex, Option<EndpointValue>)>,
+    /// Step 2: the endpoint entries the write changes, with the claims kept.
+    entry: Vec<(InterfaceIndex, Option<EndpointValue>)>,
+    /// Step 5: interfaces that gain a claim, with their final value.
+    widen: Vec<(InterfaceIndex, Option<EndpointValue>)>,
+}
+
+/// The `ENDPOINTS` writes that take a bank holding `endpoints`, `addresses` and
+/// claims `own` to one where `endpoint_changes` and `address_changes` are made
+/// (`None`: removed) and every endpoint claims what `own_addresses` gives it, in
+/// `update_endpoint`'s order: no claim is made before the address entry it rests
+/// on names its interface, and none stays past the write that removes or moves
+/// that entry.
+fn own_steps(
+    endpoints: &BTreeMap<InterfaceIndex, EndpointInfo>,
+    addresses: &BTreeMap<[u8; 16], InterfaceIndex>,
+    own: &OwnShadow,
+    endpoint_changes: &[(InterfaceIndex, Option<EndpointInfo>)],
+    address_changes: &[([u8; 16], Option<InterfaceIndex>)],
+) -> OwnSteps {
+    let mut after_endpoints = endpoints.clone();
+    for (ifindex, info) in endpoint_changes {
+        match info {
+            Some(info) => after_endpoints.insert(*ifindex, *info),
+            None => after_endpoints.remove(ifindex),
+        };
+    }
+    let mut after_addresses = addresses.clone();
+    for (addr, ifindex) in address_changes {
+        match ifindex {
+            Some(ifindex) => after_addresses.insert(*addr, *ifindex),
+            None => after_addresses.remove(addr),
+        };
+    }
+    let after_own = own_addresses(&after_endpoints, &after_addresses);
+    let none = OwnAddresses::default();
+    let before = |ifindex: &InterfaceIndex| own.get(ifindex).copied().unwrap_or(none);
+    let after = |ifindex: &InterfaceIndex| after_own.get(ifindex).copied().unwrap_or(none);
+    let kept = |ifindex: &InterfaceIndex| own_common(&before(ifindex), &after(ifindex));
+    let mut steps = OwnSteps::default();
+    for (ifindex, info) in endpoints {
+        if kept(ifindex) != before(ifindex) {
+            let own = kept(ifindex);
+            steps
+                .narrow
+                .push((*ifindex, Some(EndpointValue { info: *info, own })));
+        }
+    }
+    for (ifindex, info) in endpoint_changes {
+        let value = info.map(|info| EndpointValue {
+            info,
+            own: kept(ifindex),
+        });
+        steps.entry.push((*ifindex, value));
+    }
+    for (ifindex, info) in &after_endpoints {
+        if after(ifindex) != kept(ifindex) {
+            let own = after(ifindex);
+            steps
+                .widen
+                .push((*ifindex, Some(EndpointValue { info: *info, own })));
+        }
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use policy_common::endpoint::{OWN_V4, OWN_V6};
+
+    use super::*;
+
+    fn v4(last: u8) -> [u8; 16] {
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, last]
+    }
+
+    fn v6(last: u8) -> [u8; 16] {
+        let mut addr = [0; 16];
+        (addr[0], addr[1], addr[15]) = (0xfd, 0, last);
+        addr
+    }
+
+    fn info(endpoint_id: u32) -> EndpointInfo {
+        EndpointInfo {
+            endpoint_id,
+            flags: 0,
+        }
+    }
+
+    /// Plays `steps` with the address changes between them, as `update_endpoint`
+    /// does, and checks after every single write that each claim rests on an
+    /// address entry naming its interface; returns the claims at the end.
+    fn play(
+        endpoints: &BTreeMap<InterfaceIndex, EndpointInfo>,
+        addresses: &BTreeMap<[u8; 16], InterfaceIndex>,
+        address_changes: &[([u8; 16], Option<InterfaceIndex>)],
+        steps: &OwnSteps,
+    ) -> OwnShadow {
+        let mut own = own_addresses(endpoints, addresses);
+        let mut addrs = addresses.clone();
+        let check = |own: &OwnShadow, addrs: &BTreeMap<[u8; 16], InterfaceIndex>| {
+            for (ifindex, claims) in own {
+                if claims.flags & OWN_V4 != 0 {
+                    let mut key = v4(0);
+                    key[12..].copy_from_slice(&claims.v4);
+                    assert_eq!(addrs.get(&key), Some(ifindex), "an IPv4 claim of {ifindex}");
+                }
+                if claims.flags & OWN_V6 != 0 {
+                    assert_eq!(
+                        addrs.get(&claims.v6),
+                        Some(ifindex),
+                        "an IPv6 claim of {ifindex}"
+                    );
+                }
+            }
+        };
+        let write = |own: &mut OwnShadow, writes: &[(InterfaceIndex, Option<EndpointValue>)]| {
+            for (ifindex, value) in writes {
+                match value {
+                    Some(value) => own.insert(*ifindex, value.own),
+                    None => own.remove(ifindex),
+                };
+            }
+        };
+        write(&mut own, &steps.narrow);
+        check(&own, &addrs);
+        for (addr, ifindex) in address_changes.iter().filter(|(_, i)| i.is_none()) {
+            addrs.remove(addr);
+            let _ = ifindex;
+            check(&own, &addrs);
+        }
+        write(&mut own, &steps.entry);
+        check(&own, &addrs);
+        for (addr, ifindex) in address_changes {
+            if let Some(ifindex) = ifindex {
+                addrs.insert(*addr, *ifindex);
+                check(&own, &addrs);
+            }
+        }
+        write(&mut own, &steps.widen);
+        check(&own, &addrs);
+        own
+    }
+
+    #[test]
+    fn a_pod_that_leaves_stops_claiming_its_addresses_before_they_go() {
+        let endpoints = BTreeMap::from([(7, info(1)), (8, info(1))]);
+        let addresses = BTreeMap::from([(v4(7), 7), (v6(7), 7), (v4(8), 8)]);
+        let own = own_addresses(&endpoints, &addresses);
+        assert_eq!(own[&7].flags, OWN_V4 | OWN_V6);
+        let changes = [(v4(7), None), (v6(7), None)];
+        let steps = own_steps(&endpoints, &addresses, &own, &[(7, None)], &changes);
+        // Its claims go first, in its own entry, before its address entries.
+        assert_eq!(
+            steps.narrow,
+            vec![(
+                7,
+                Some(EndpointValue {
+                    info: info(1),
+                    own: OwnAddresses::default()
+                })
+            )]
+        );
+        assert_eq!(steps.entry, vec![(7, None)]);
+        assert!(steps.widen.is_empty());
+        let end = play(&endpoints, &addresses, &changes, &steps);
+        assert!(!end.contains_key(&7));
+        assert_eq!(end[&8].flags, OWN_V4);
+    }
+
+    #[test]
+    fn a_pod_that_comes_claims_its_addresses_only_after_they_name_it() {
+        let endpoints = BTreeMap::from([(8, info(1))]);
+        let addresses = BTreeMap::from([(v4(8), 8)]);
+        let own = own_addresses(&endpoints, &addresses);
+        let changes = [(v4(7), Some(7)), (v6(7), Some(7))];
+        let steps = own_steps(
+            &endpoints,
+            &addresses,
+            &own,
+            &[(7, Some(info(2)))],
+            &changes,
+        );
+        assert!(steps.narrow.is_empty());
+        // Its entry first without claims, then the claims once the addresses
+        // are in place.
+        assert_eq!(
+            steps.entry[0].1.map(|v| v.own),
+            Some(OwnAddresses::default())
+        );
+        assert_eq!(steps.widen.len(), 1);
+        let end = play(&endpoints, &addresses, &changes, &steps);
+        assert_eq!(end[&7].flags, OWN_V4 | OWN_V6);
+        assert_eq!(end[&7].v4, [10, 0, 0, 7]);
+        assert_eq!(end[&7].v6, v6(7));
+    }
+
+    #[test]
+    fn an_address_that_moves_to_another_pod_is_unclaimed_before_it_moves() {
+        // Interface 8 holds 10.0.0.7 (a stale owner); the pod on 7 takes it.
+        let endpoints = BTreeMap::from([(7, info(2)), (8, info(1))]);
+        let addresses = BTreeMap::from([(v4(7), 8)]);
+        let own = own_addresses(&endpoints, &addresses);
+        assert_eq!(own[&8].flags, OWN_V4);
+        let changes = [(v4(7), Some(7))];
+        let steps = own_steps(
+            &endpoints,
+            &addresses,
+            &own,
+            &[(7, Some(info(2)))],
+            &changes,
+        );
+        assert_eq!(steps.narrow.len(), 1);
+        assert_eq!(steps.narrow[0].0, 8);
+        let end = play(&endpoints, &addresses, &changes, &steps);
+        assert_eq!(end[&8].flags, 0);
+        assert_eq!(end[&7].flags, OWN_V4);
+    }
+
+    #[test]
+    fn a_pod_with_two_addresses_of_a_family_claims_none_of_it() {
+        let endpoints = BTreeMap::from([(7, info(1))]);
+        let addresses = BTreeMap::from([(v4(7), 7), (v4(9), 7), (v6(7), 7)]);
+        let own = own_addresses(&endpoints, &addresses);
+        assert_eq!(own[&7].flags, OWN_V6);
+        // Down to one: claimed then, after the removal.
+        let changes = [(v4(9), None)];
+        let steps = own_steps(&endpoints, &addresses, &own, &[], &changes);
+        let end = play(&endpoints, &addresses, &changes, &steps);
+        assert_eq!(end[&7].flags, OWN_V4 | OWN_V6);
     }
 }

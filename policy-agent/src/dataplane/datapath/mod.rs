@@ -431,6 +431,16 @@ impl Datapath {
     }
 
     #[cfg(feature = "testing")]
+    /// The own addresses the kernel's `ENDPOINTS` values claim now, per bank
+    /// (index = bank), by interface.
+    pub fn read_own_addresses(
+        &self,
+    ) -> Result<[BTreeMap<InterfaceIndex, policy_common::endpoint::OwnAddresses>; 2], DataplaneError>
+    {
+        self.banks.read_own()
+    }
+
+    #[cfg(feature = "testing")]
     /// What the kernel's banked maps hold now, per bank (index = bank). Entries
     /// whose bank field is neither 0 nor 1 are left out (nothing writes them).
     pub fn read_banks(&self) -> Result<[BankContent; 2], DataplaneError> {
