@@ -77,6 +77,8 @@ mod ip_exits;
 mod kernel_log;
 #[path = "datapath/net.rs"]
 mod net;
+#[path = "datapath/new_flow_lookups.rs"]
+mod new_flow_lookups;
 #[path = "datapath/node_backend.rs"]
 mod node_backend;
 #[path = "datapath/peer_hosts.rs"]
