@@ -109,6 +109,32 @@ fn single_ports_and_a_block_over_them_decide_as_one_trie_of_every_entry_would() 
     }
 }
 
+#[test]
+fn a_single_port_inside_a_block_counts_in_its_own_rule_as_the_longest_match() {
+    let mut net = pods::quiet_net(&PODS[..2], &Default::default());
+    // Rule 0 the block, rules 1 and 2 the single ports (`port_tables`).
+    let tables = port_tables(&net, true, true);
+    net.apply(&tables);
+    for port in [INSIDE, INSIDE, BLOCK.first + 1] {
+        assert!(admitted(&mut net, port), "port {port}");
+    }
+    let counters = net.policy_counters(&tables);
+    let packets = |rule_index: u32| {
+        counters
+            .allowed
+            .iter()
+            .find(|r| r.direction == Direction::Ingress && r.rule_index == rule_index)
+            .map_or(0, |r| r.allowed.packets)
+    };
+    // The single port is the longest match: its rule, not the block's, allowed
+    // it, as one trie of every entry answers.
+    assert_eq!(
+        [packets(0), packets(1), packets(2)],
+        [1, 2, 0],
+        "{counters:#?}"
+    );
+}
+
 /// The server (`app=web`) and the client, neither isolated, and pod `x/other`
 /// on this node when `other`.
 fn state(other: bool) -> ClusterState {
