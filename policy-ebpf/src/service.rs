@@ -190,7 +190,9 @@ pub(crate) enum Why {
 ///    rule's or audit slot), unless it passed only by an audit that ended
 ///    (`audit::tracked`: then it is decided afresh); an entry another state
 ///    decided is re-decided first (`judge::recheck`): revoked, the packet is
-///    dropped (`STAT_DROP_REVOKED`, for a stale packet `STAT_DROP_SOURCE_EGRESS`);
+///    dropped (`STAT_DROP_REVOKED`, for a stale packet `STAT_DROP_SOURCE_EGRESS`),
+///    except one the source's own hook decided (`CT_FLAG_DIRECT`): step 4 judges
+///    this packet alone, and the source's hook re-decides the entry (`JUDGE_ONLY`);
 ///    a deferred entry is no decision: on the tuple the packet has here it is the
 ///    flow untranslated (a pod address a Service also names), decided at step 4
 ///    by the pod's class (`Facts::translated`);
@@ -258,7 +260,8 @@ pub(crate) fn source_decided(
             WHY_UNTRANSLATED
         } else {
             0
-        };
+        }
+        | if step.judge_only() { WHY_JUDGE_ONLY } else { 0 };
     match decide_source(len, facts, site, flow, why) {
         SOURCE_PASSED => Ok(true),
         stat => Err(stat),
@@ -278,6 +281,16 @@ const UNDECIDED: u64 = 1 << 32;
 const UNTRANSLATED: u64 = 1 << 33;
 /// `decide_source`'s `why`, or'd with a `Why`: `UNTRANSLATED` was found.
 const WHY_UNTRANSLATED: u32 = 1 << 8;
+/// `SourceStep`: with `UNDECIDED`, the source's entry of the tuple is its own
+/// hook's decision (`CT_FLAG_DIRECT`) under another state: the source's egress
+/// is judged for this packet only, and the entry is left for the source's hook
+/// to re-decide. Renewed here, it would read as that hook's decision for a state
+/// the hook never judged it with (so its next packet to an address that has just
+/// become a Service address would not be deferred); dropping the flag instead
+/// would defer the flow for good.
+const JUDGE_ONLY: u64 = 1 << 34;
+/// `decide_source`'s `why`, or'd with a `Why`: `JUDGE_ONLY` was found.
+const WHY_JUDGE_ONLY: u32 = 1 << 9;
 
 impl SourceStep {
     /// The source's interface, when its egress is still to decide.
@@ -290,6 +303,12 @@ impl SourceStep {
     #[inline(always)]
     fn untranslated(&self) -> bool {
         self.0 & UNTRANSLATED != 0
+    }
+
+    /// The decision is for this packet only (`JUDGE_ONLY`), for an undecided step.
+    #[inline(always)]
+    fn judge_only(&self) -> bool {
+        self.0 & JUDGE_ONLY != 0
     }
 
     /// Passed or dropped (for a decided step).
@@ -340,6 +359,9 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
         return UNDECIDED | UNTRANSLATED | u64::from(source_if);
     }
     if !hit.current(generation) {
+        if hit.flags() & CT_FLAG_DIRECT != 0 {
+            return UNDECIDED | JUDGE_ONLY | u64::from(source_if);
+        }
         let site = ct::Site {
             ifindex: source_if,
             direction: DIRECTION_EGRESS,
@@ -382,11 +404,13 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
 /// `WHY_UNTRANSLATED` when the source's own deferred entry is on this tuple:
 /// then the entry stays a deferral, marked decided here
 /// (`CT_FLAG_DECIDED_THERE`), so that a later translation of the same tuple (a
-/// port a Service gains) is still decided at its backend.
+/// port a Service gains) is still decided at its backend; with `WHY_JUDGE_ONLY`
+/// nothing is tracked (`JUDGE_ONLY`).
 #[inline(never)]
 fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: u32) -> u32 {
     let untranslated = why & WHY_UNTRANSLATED != 0;
-    let why = why & !WHY_UNTRANSLATED;
+    let judge_only = why & WHY_JUDGE_ONLY != 0;
+    let why = why & !(WHY_UNTRANSLATED | WHY_JUDGE_ONLY);
     let denied = if why == Why::Stale as u32 {
         STAT_DROP_SOURCE_EGRESS
     } else {
@@ -431,15 +455,17 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
     } else {
         0
     };
-    if let Err(stat) = ct::track(
-        site,
-        flow,
-        judged.slot(),
-        judged.ct_flags() | CT_FLAG_LOCAL_OWNED | there,
-        facts.generation,
-    ) {
-        facts.rule = None;
-        return stat;
+    if !judge_only {
+        if let Err(stat) = ct::track(
+            site,
+            flow,
+            judged.slot(),
+            judged.ct_flags() | CT_FLAG_LOCAL_OWNED | there,
+            facts.generation,
+        ) {
+            facts.rule = None;
+            return stat;
+        }
     }
     // A stale packet was counted and reported at the source already.
     if why != Why::Stale as u32 {

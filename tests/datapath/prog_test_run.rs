@@ -821,3 +821,39 @@ fn a_stale_packet_does_not_make_the_clients_entry_direct_for_the_new_state() {
         );
     }
 }
+
+/// The same stale packet between two pods no Service names: the destination's
+/// re-decision leaves the client's entry its own hook's decision, so the flow's
+/// next packets pass undeferred, as before the change.
+#[test]
+fn a_stale_packet_leaves_a_plain_flow_decided_by_the_clients_hook() {
+    let mut net = target_and_client(false);
+    let tables = |port: u16| {
+        Tables::new(&net)
+            .isolate("client", false, true)
+            .pod_class("target", 5)
+            .allow_port("client", Direction::Egress, 5, UDP, 7000)
+            .allow_port("client", Direction::Egress, 5, UDP, port)
+            .build()
+    };
+    let (before, after) = (tables(7001), tables(7002));
+    for (i, (client, target, _)) in client_target_other().into_iter().enumerate() {
+        net.apply(&before);
+        let port = 47100 + i as u16;
+        let datagram = frames::ip(client, target, UDP, &frames::udp(port, 7000));
+        let answer = frames::ip(target, client, UDP, &frames::udp(7000, port));
+        assert!(passes(&mut net, Hook::PodEgress, "client", &datagram));
+        assert!(passes(&mut net, Hook::PodIngress, "target", &datagram));
+        assert!(passes(&mut net, Hook::PodEgress, "target", &answer));
+        assert!(passes(&mut net, Hook::PodIngress, "client", &answer));
+        let in_flight = net.run(Hook::PodEgress, "client", 0, &datagram);
+        net.apply(&after);
+        let stale = net.run(Hook::PodIngress, "target", in_flight.mark, &datagram);
+        assert!(stale.passed, "the stale packet, still allowed at {target}");
+        let next = net.run(Hook::PodEgress, "client", 0, &datagram);
+        assert!(
+            next.passed && next.mark & MARK_DEFERRED_EGRESS == 0,
+            "the next packet to {target}, which no Service names, must not be deferred: {next:?}"
+        );
+    }
+}
