@@ -23,10 +23,12 @@
 //! 5. the entry is of this packet's generation (not another state's: that one
 //!    re-decides it), neither revoked, deferred nor audit-only, a forward egress
 //!    entry only with `CT_FLAG_DIRECT` (one the destination's side wrote goes on
-//!    as a deferral, the long way), and carries
-//!    `CT_FLAG_LOCAL_OWNED`: when this generation last decided the flow, the
-//!    interface was a known endpoint (`ENDPOINTS`) and the flow's local address
-//!    its own (`ENDPOINT_ADDRS`). That still holds, so the packet passes the
+//!    as a deferral, the long way), a reply at egress only with
+//!    `CT_FLAG_REMOTE_PLAIN` (a reply to a Service address may be deferred), and
+//!    carries `CT_FLAG_LOCAL_OWNED`: when this generation last decided the flow,
+//!    the interface was a known endpoint (`ENDPOINTS`) and the flow's local
+//!    address its own (claimed in its `ENDPOINTS` value, or in `ENDPOINT_ADDRS`).
+//!    That still holds, so the packet passes the
 //!    endpoint, anti-spoofing (egress) and misdelivery (ingress) checks as that
 //!    decision did, by the invariant below;
 //! 6. at ingress, a mark without the deferred-egress or reply-verified bit and
