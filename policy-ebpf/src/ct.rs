@@ -58,8 +58,8 @@
 //! 7. an ICMP or ICMPv6 error that quotes a packet of a live flow at this interface
 //!    is related to it (`related`: sent to the quoted packet's source, not sent by
 //!    a local pod on another's behalf, a deferred entry only as the origin of the
-//!    quote and, for a local pod's error, only once that pod's side decided it,
-//!    an audit entry only while its direction audits, a revoked entry never,
+//!    quote and only once the destination's side decided it there, or for an
+//!    error that side vouched for or the node made, an audit entry only while its direction audits, a revoked entry never,
 //!    and an entry of another generation only with `CONFIG_FLAG_KEEP_ESTABLISHED`);
 //!    it neither refreshes nor moves the flow.
 
@@ -127,6 +127,13 @@ impl Hit {
     pub(crate) fn flags(&self) -> u32 {
         // SAFETY: as in `refresh`.
         unsafe { (*self.entry).flags }
+    }
+
+    /// `CtValue::generation` and `CtValue::flags` of the entry, read in
+    /// `verdict`'s order.
+    #[inline(always)]
+    pub(crate) fn verdict(&self) -> (u32, u32) {
+        verdict(self.entry)
     }
 
     /// `CtValue::counter_slot` of the entry.
@@ -543,6 +550,11 @@ pub(crate) fn find_filled() -> Option<Hit> {
     live(key, now).map(|entry| Hit::of(entry, now, true))
 }
 
+/// With an endpoint's flags, in `related`'s `endpoint_flags`: the error arrived
+/// with the reply-verified bit (`service::verify_error`). No endpoint flag uses
+/// this bit.
+pub(crate) const ERROR_VERIFIED: u32 = 1 << 31;
+
 /// Whether `flow`, an ICMP or ICMPv6 error (`Flow::quote_at` set) crossing
 /// `site.ifindex` in `site.direction` at an endpoint with `endpoint_flags`, decided
 /// with `generation`, quotes a packet of a live flow there
@@ -561,9 +573,12 @@ pub(crate) fn find_filled() -> Option<Hit> {
 ///   entry never, nor one another state decided (unless the agent keeps
 ///   established flows): the error is then decided by policy;
 /// - an error from a local pod must quote a packet sent to that pod (its source is
-///   the quoted destination): a pod cannot speak for a router or another peer,
-///   and its error relates to a deferred entry only once its own side decided
-///   the flow (`CT_FLAG_DECIDED_THERE`, this generation).
+///   the quoted destination): a pod cannot speak for a router or another peer;
+/// - a deferred entry relates an error only once the destination's side decided
+///   the flow on this tuple (`CT_FLAG_DECIDED_THERE`, this generation), or, for
+///   an error from no local pod, when it carries the reply-verified bit
+///   (`ERROR_VERIFIED` in `endpoint_flags`: a backend's side that allowed the
+///   flow vouched for it) or the node made it.
 ///
 /// A quote that does not parse (`parse::quoted`) is unrelated.
 ///
@@ -604,10 +619,25 @@ pub(crate) fn related(
         return false;
     }
     let now = now();
-    // Nor may a local pod relate an error to a deferral its own side did not
-    // decide (a Service address that names the pod): nothing judged the flow
-    // reaching it, and the client's egress may deny it.
-    if relates(&key, now, generation, endpoint_flags, sent, !from_pod) {
+    // A deferral is no decision: an error relates to one only when the side
+    // that decided the flow vouched for it (the reply-verified bit, from a
+    // backend that allowed the flow or `node_entry`), when the node made it (a
+    // REJECT, an error about forwarding: it arrived on no interface), or once
+    // the destination's side decided the flow on this very tuple
+    // (`CT_FLAG_DECIDED_THERE`, in `relates`). Else a backend the client's egress
+    // denies could push errors past the client's ingress, the node
+    // un-translating them to come from the Service address.
+    // SAFETY: ctx.skb.skb is the __sk_buff the kernel handed this program.
+    let arrived_on = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    let vouched = endpoint_flags & ERROR_VERIFIED != 0 || arrived_on == 0;
+    if relates(
+        &key,
+        now,
+        generation,
+        endpoint_flags,
+        sent,
+        !from_pod && vouched,
+    ) {
         return true;
     }
     reverse(&mut key);

@@ -34,7 +34,9 @@
 //! `node_entry` at TC ingress of every exit gives a reply addressed to a local pod
 //! the reply-verified bit when the pod tracks the reversed flow as an egress flow
 //! (`service::verify_reply`), so the client's ingress lets the un-DNATed reply of an
-//! allowed deferred flow pass, as a same-node backend's veth does. `node_entry`
+//! allowed deferred flow pass, as a same-node backend's veth does; an ICMP error
+//! about such a flow's translated packet (from the backend, or a router on the
+//! way) gets the same bit (`service::verify_error`). `node_entry`
 //! passes every packet: it decides nothing, and a packet it does not parse simply
 //! gets no bit.
 
@@ -142,7 +144,11 @@ pub(crate) fn enter<const L2: usize>(ctx: &TcContext) -> i32 {
     };
     if facts.fragment.kind != frag::NON_FIRST {
         if let Some(flow) = maps::flow(flow) {
-            service::verify_reply(ctx, facts, flow);
+            if flow.quote_at != 0 {
+                service::verify_error(ctx, facts.generation, flow);
+            } else {
+                service::verify_reply(ctx, facts, flow);
+            }
         }
     }
     TC_ACT_UNSPEC

@@ -380,7 +380,11 @@ fn decide(ctx: &TcContext, facts: &mut Facts, at: ct::Site) -> Result<u32, u32> 
         decide_flow(ctx, facts, at, &endpoint, flow, verified)?.0
     } else {
         let (stat, reply) = decide_flow(ctx, facts, at, &endpoint, flow, 0)?;
-        let verified = reply && service::verify_reply(ctx, facts, flow);
+        let verified = if reply {
+            service::verify_reply(ctx, facts, flow)
+        } else {
+            stat == STAT_ALLOW_RELATED && service::verify_error(ctx, facts.generation, flow)
+        };
         if stat != STAT_ALLOW_DEFERRED_EGRESS && !verified {
             service::stamp(ctx, facts.generation);
         }
@@ -510,7 +514,13 @@ fn decide_flow(
     arrived: u32,
 ) -> Result<(u32, bool), u32> {
     let (ifindex, direction, generation) = (at.ifindex, at.direction, facts.generation);
-    if flow.quote_at != 0 && ct::related(ctx, at, flow, endpoint.flags, generation) {
+    let flags = endpoint.flags
+        | if arrived & ARRIVED_VERIFIED != 0 {
+            ct::ERROR_VERIFIED
+        } else {
+            0
+        };
+    if flow.quote_at != 0 && ct::related(ctx, at, flow, flags, generation) {
         return Ok((STAT_ALLOW_RELATED, false));
     }
     if let Some(hit) = ct::lookup(ifindex, direction, flow) {

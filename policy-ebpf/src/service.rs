@@ -21,7 +21,11 @@
 use aya_ebpf::programs::TcContext;
 use policy_common::{
     config::Config,
-    ct::{CT_FLAG_DECIDED_THERE, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED},
+    ct::{
+        CT_FLAG_AUDIT, CT_FLAG_DECIDED_THERE, CT_FLAG_DEFERRED, CT_FLAG_DIRECT,
+        CT_FLAG_LOCAL_OWNED, CT_FLAG_REVOKED,
+    },
+    endpoint::AUDIT_EGRESS,
     events::{EVENT_ALLOWED, EVENT_WOULD_DROP},
     verdict::{
         DIRECTION_EGRESS, STAT_ALLOW_DEFERRED_EGRESS, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED,
@@ -35,7 +39,7 @@ use crate::{
     facts::{Counter, Facts},
     judge::{self, AUDIT, DENIED, RULE, SERVICE},
     maps,
-    parse::Flow,
+    parse::{self, Flow},
 };
 
 /// `take_marks`: the packet arrived with `Config::mark_deferred_egress`.
@@ -559,4 +563,54 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
         return true;
     }
     false
+}
+
+/// Whether `flow`, an ICMP or ICMPv6 error passing the backend's egress (or
+/// arriving at `node_entry`) with `generation`, is about a packet of a local
+/// client's Service flow whose egress the destination's side allowed: the quote
+/// is the packet as it arrived here, after translation, sent by the error's
+/// destination, and that client tracks it as an egress flow this side decided
+/// (not deferred, not revoked, of this generation or kept, an audit one only
+/// while the client's egress audits). Then the error gets the reply-verified bit,
+/// which lets it relate to the client's deferred entry once the node has
+/// un-translated it (`ct::related`); returns whether it marked.
+#[inline(never)]
+pub(crate) fn verify_error(ctx: &TcContext, generation: u32, flow: &Flow) -> bool {
+    let bank = maps::bank(generation);
+    let Some(client_if) = maps::endpoint_ifindex(bank, &flow.daddr) else {
+        return false;
+    };
+    let Some(key) = maps::ct_key() else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch key (`maps::ct_key`), written whole here (the
+    // quote fills addresses, ports and protocol) and read by `ct::find_filled`.
+    let quoted = unsafe {
+        let key = &mut *key;
+        *key = policy_common::ct::CtKey {
+            ifindex: client_if,
+            direction: DIRECTION_EGRESS,
+            ..policy_common::ct::CtKey::default()
+        };
+        parse::quoted(ctx, flow, key) && parse::same_address(&key.saddr, &flow.daddr)
+    };
+    if !quoted {
+        return false;
+    }
+    let Some(hit) = ct::find_filled() else {
+        return false;
+    };
+    let (stamp, flags) = hit.verdict();
+    if flags & (CT_FLAG_DEFERRED | CT_FLAG_REVOKED) != 0
+        || (stamp != generation && !ct::keep_established())
+    {
+        return false;
+    }
+    if flags & CT_FLAG_AUDIT != 0
+        && maps::endpoint(bank, client_if).is_none_or(|client| client.flags & AUDIT_EGRESS == 0)
+    {
+        return false;
+    }
+    ctx.set_mark(mark(ctx) | maps::config(|c| c.mark_reply_verified));
+    true
 }

@@ -625,7 +625,7 @@ fn a_service_naming_a_pods_address_does_not_open_it_past_the_clients_policy() {
 /// `target` to `client`, quoting a datagram `client` sent to `target`'s port
 /// 7000, reaches a raw socket in namespace `to_ns`.
 fn icmp_error_reaches(from_ns: &str, to_ns: &str, client: (IpAddr, u16), target: IpAddr) -> bool {
-    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    use socket2::{Domain, Protocol, Socket, Type};
     let marker = format!("quoted {}:{}", client.0, client.1);
     let mut udp = Vec::new();
     udp.extend_from_slice(&client.1.to_be_bytes());
@@ -635,28 +635,14 @@ fn icmp_error_reaches(from_ns: &str, to_ns: &str, client: (IpAddr, u16), target:
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(marker.as_bytes());
     let quoted = frames::ip(client.0, target, UDP, &udp);
-    let (domain, protocol, unreachable) = if target.is_ipv4() {
-        (Domain::IPV4, Protocol::ICMPV4, (3, 3))
+    let (domain, protocol) = if target.is_ipv4() {
+        (Domain::IPV4, Protocol::ICMPV4)
     } else {
-        // The kernel fills in an ICMPv6 raw socket's checksum.
-        (Domain::IPV6, Protocol::ICMPV6, (1, 4))
+        (Domain::IPV6, Protocol::ICMPV6)
     };
-    let mut error = frames::icmp_error(unreachable.0, unreachable.1, &quoted);
-    if target.is_ipv4() {
-        let checksum = internet_checksum(&error);
-        error[2..4].copy_from_slice(&checksum.to_be_bytes());
-    }
-    let raw = |ns: &str| {
-        Net::in_ns(ns, || Socket::new(domain, Type::RAW, Some(protocol)))
-            .unwrap_or_else(|e| panic!("raw ICMP socket in {ns}: {e}"))
-    };
-    let (receiver, sender) = (raw(to_ns), raw(from_ns));
-    sender
-        .send_to(
-            &error,
-            &SockAddr::from(std::net::SocketAddr::new(client.0, 0)),
-        )
-        .unwrap_or_else(|e| panic!("send the ICMP error to {}: {e}", client.0));
+    let receiver = Net::in_ns(to_ns, || Socket::new(domain, Type::RAW, Some(protocol)))
+        .unwrap_or_else(|e| panic!("raw ICMP socket in {to_ns}: {e}"));
+    probe::send_port_unreachable(from_ns, client.0, &quoted);
     probe::await_packet(&receiver, |bytes, _| {
         bytes
             .windows(marker.len())
@@ -854,6 +840,77 @@ fn a_services_translated_tuple_sent_directly_is_decided_where_it_arrives() {
             grew(&mut net, &before, "drop_deferred_egress") >= 1,
             "{:?}",
             net.stats()
+        );
+    }
+}
+
+/// ICMP errors about a client's Service flows, through a ClusterIP the node
+/// translates to a backend on the node (both families). The node un-translates
+/// an error so that it comes from the ClusterIP, and a deferral is no decision:
+/// the error gets into the client past its ingress only when the backend's side
+/// allowed the flow (the backend's own port unreachable, marked verified there)
+/// or the node made it (a REJECT for a Service without endpoints); a backend the
+/// client's egress denies cannot push one in.
+#[test]
+fn an_error_through_a_clusterip_gets_in_only_as_the_backends_side_or_the_node_vouches() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&[
+        ("server", "10.1.0.10", "fd00:1::10"),
+        ("client", "10.2.0.5", "fd00:2::5"),
+    ]);
+    let (client_ns, server_ns) = (
+        net.pod("client").netns.clone(),
+        net.pod("server").netns.clone(),
+    );
+    net.translate_cluster_ips(["10.1.0.10", "fd00:1::10"], &["udp"], 53, 53);
+    let [vip4, vip6] = super::pods::CLUSTER_IPS;
+    net.nft(&format!(
+        "table ip rej {{\n chain pre {{\n type filter hook prerouting priority 0;\n \
+         ip daddr {vip4} udp dport 54 reject\n }}\n}}\n\
+         table ip6 rej {{\n chain pre {{\n type filter hook prerouting priority 0;\n \
+         ip6 daddr {vip6} udp dport 54 reject\n }}\n}}\n"
+    ));
+    let tables = |net: &Net, port: u16| {
+        Tables::new(net)
+            .isolate("client", true, true)
+            .pod_class("server", 5)
+            .service(&format!("{vip4}/32"))
+            .service(&format!("{vip6}/128"))
+            .allow_port("client", Direction::Egress, 5, UDP, port)
+            .build()
+    };
+    let families = [
+        (addr("10.2.0.5"), addr("10.1.0.10"), addr(vip4)),
+        (addr("fd00:2::5"), addr("fd00:1::10"), addr(vip6)),
+    ];
+    // Allowed: the server's kernel answers port unreachable (nothing listens on
+    // 53 there); the node's own REJECT likewise.
+    let allowing = tables(&net, 53);
+    net.apply(&allowing);
+    for (client, _, vip) in families {
+        assert!(
+            probe::udp_refused(&client_ns, client, vip, 53).1,
+            "the backend's error through {vip}"
+        );
+        assert!(
+            probe::udp_refused(&client_ns, client, vip, 54).1,
+            "the node's REJECT for {vip}:54"
+        );
+    }
+    // Denied: the server's side drops the datagram; an error the server makes
+    // up about it must not get in.
+    let denying = tables(&net, 5353);
+    net.apply(&denying);
+    for (client, server, vip) in families {
+        let (socket, _) = probe::udp_refused(&client_ns, client, vip, 53);
+        let port = socket.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+        let before = net.stats();
+        let quoted = frames::ip(client, server, UDP, &frames::udp(port, 53));
+        probe::send_port_unreachable(&server_ns, client, &quoted);
+        assert!(
+            !probe::socket_refused(&socket),
+            "the server's made-up error through {vip} reached {client} past its ingress policy: {:?}",
+            net.stats().growth_since(&before)
         );
     }
 }

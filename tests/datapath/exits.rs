@@ -240,3 +240,45 @@ fn a_service_naming_a_remote_pods_address_opens_nothing_past_the_clients_policy(
         }
     }
 }
+
+/// ICMP errors about a client's Service flow to a backend on another node: the
+/// backend's own port unreachable, verified at `node_entry` (the client tracks
+/// the translated flow `node_exit` allowed) and un-translated by the node, gets
+/// into the client past its ingress, which allows nothing; once the egress
+/// denies the backend, an error the other node makes up about the dropped
+/// datagram does not.
+#[test]
+fn a_remote_backends_error_gets_in_only_for_a_flow_its_exit_allowed() {
+    let (mut net, remote) = client_and_remote_backend(true);
+    let client_ns = net.pod("client").netns.clone();
+    let clients = [CLIENT_V4, CLIENT_V6].map(addr);
+    let allowing = client_egress_to_backend(&net, BACKEND_PORT);
+    net.apply(&allowing);
+    for ((client, vip), _) in clients.into_iter().zip(CLUSTER_IPS.map(addr)).zip(BACKENDS) {
+        assert!(
+            probe::udp_refused(&client_ns, client, vip, SERVICE_PORT).1,
+            "the remote backend's port unreachable through {vip}"
+        );
+    }
+    let denying = client_egress_to_backend(&net, OTHER_PORT);
+    net.apply(&denying);
+    for ((client, vip), backend) in clients
+        .into_iter()
+        .zip(CLUSTER_IPS.map(addr))
+        .zip(BACKENDS.map(addr))
+    {
+        let (socket, _) = probe::udp_refused(&client_ns, client, vip, SERVICE_PORT);
+        let port = socket.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+        let quoted = super::frames::ip(
+            client,
+            backend,
+            UDP,
+            &super::frames::udp(port, BACKEND_PORT),
+        );
+        probe::send_port_unreachable(&remote.netns, client, &quoted);
+        assert!(
+            !probe::socket_refused(&socket),
+            "the other node's made-up error through {vip} reached {client} past its ingress"
+        );
+    }
+}

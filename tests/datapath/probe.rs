@@ -209,3 +209,57 @@ pub fn ping6(from: &str, to: IpAddr, identifier: u16) -> bool {
             && sender == Some(to)
     })
 }
+
+/// Sends a datagram from `from` in namespace `netns` on a socket connected to
+/// `to:port`, and reports whether an ICMP error about it came back within 800 ms
+/// (the socket's port unreachable); the socket is returned for more.
+pub fn udp_refused(
+    netns: &str,
+    from: IpAddr,
+    to: IpAddr,
+    port: u16,
+) -> (std::net::UdpSocket, bool) {
+    let socket = Net::in_ns(netns, || std::net::UdpSocket::bind((from, 0)))
+        .unwrap_or_else(|e| panic!("bind {from} in {netns}: {e}"));
+    socket
+        .connect((to, port))
+        .unwrap_or_else(|e| panic!("connect to {to}:{port}: {e}"));
+    socket
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .send(b"query")
+        .unwrap_or_else(|e| panic!("send to {to}:{port}: {e}"));
+    let refused = socket_refused(&socket);
+    (socket, refused)
+}
+
+/// Whether `socket` (a connected UDP socket with a read timeout) reports an ICMP
+/// error (its port unreachable) before the timeout.
+pub fn socket_refused(socket: &std::net::UdpSocket) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        socket.recv(&mut buf),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Sends from namespace `netns`, on a raw socket, an ICMP (ICMPv6) port
+/// unreachable to `to` quoting `quoted` (an IP packet of `frames::ip`); the
+/// kernel fills in an ICMPv6 checksum, this one an ICMP one.
+pub fn send_port_unreachable(netns: &str, to: IpAddr, quoted: &[u8]) {
+    let (domain, protocol, kind) = if to.is_ipv4() {
+        (Domain::IPV4, Protocol::ICMPV4, (3, 3))
+    } else {
+        (Domain::IPV6, Protocol::ICMPV6, (1, 4))
+    };
+    let mut error = super::frames::icmp_error(kind.0, kind.1, quoted);
+    if to.is_ipv4() {
+        let checksum = super::support::packet::internet_checksum(&error);
+        error[2..4].copy_from_slice(&checksum.to_be_bytes());
+    }
+    let raw = Net::in_ns(netns, || Socket::new(domain, Type::RAW, Some(protocol)))
+        .unwrap_or_else(|e| panic!("raw ICMP socket in {netns}: {e}"));
+    raw.send_to(&error, &SockAddr::from(SocketAddr::new(to, 0)))
+        .unwrap_or_else(|e| panic!("send the error to {to}: {e}"));
+}
