@@ -1,0 +1,314 @@
+//! `plan` against a model of the classifiers' lookups: every packet, with its
+//! reads at any times t1 <= t2 <= t3 <= t3' <= t4 over the writes of a plan (one
+//! state after each write), must get a verdict the state before or the state
+//! after gives it, or be dropped.
+
+use std::collections::BTreeMap;
+
+use policy_common::{
+    endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
+    peer::{PeerClass, CLASS_WORLD},
+    policy::{PolicyKey, PolicyValue, PREFIX_FULL, RULE_SET_ANY_CLASS},
+    verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS},
+};
+
+use super::{plan, Plan, Write, STAGING_CLASS};
+use crate::dataplane::banks::BankContent;
+
+const TCP: u8 = 6;
+const PORTS: [u16; 5] = [22, 80, 443, 8080, 9000];
+const ISOLATED: u32 = ISOLATED_INGRESS | ISOLATED_EGRESS;
+
+/// A state built by hand: interfaces -> endpoint ids, pod addresses -> classes,
+/// (endpoint, class) -> the TCP ports allowed both ways (rule set ids by order).
+struct State {
+    endpoints: Vec<(u32, u32)>,
+    peers: Vec<(u8, u32)>,
+    rows: Vec<((u32, u32), Vec<u16>)>,
+}
+
+fn addr(last: u8) -> [u8; 4] {
+    [10, 0, 0, last]
+}
+
+fn content(state: &State) -> BankContent {
+    let mut bank = BankContent::default();
+    for (ifindex, endpoint_id) in &state.endpoints {
+        bank.endpoints.insert(
+            *ifindex,
+            EndpointInfo {
+                endpoint_id: *endpoint_id,
+                flags: ISOLATED,
+            },
+        );
+    }
+    for (last, class_id) in &state.peers {
+        bank.peers_v4.insert(
+            (32, addr(*last)),
+            PeerClass {
+                class_id: *class_id,
+                flags: 0,
+            },
+        );
+    }
+    // Equal port lists share a rule set, numbered in order of appearance.
+    let mut sets: Vec<&Vec<u16>> = Vec::new();
+    for ((endpoint_id, class_id), ports) in &state.rows {
+        let id = match sets.iter().position(|set| *set == ports) {
+            Some(id) => id,
+            None => {
+                sets.push(ports);
+                sets.len() - 1
+            }
+        } as u32;
+        for direction in [DIRECTION_INGRESS, DIRECTION_EGRESS] {
+            bank.rule_sets
+                .insert(super::row_key(*endpoint_id, *class_id, direction), id);
+        }
+    }
+    for (id, ports) in sets.iter().enumerate() {
+        for port in *ports {
+            let key = PolicyKey {
+                bank: 0,
+                rule_set: id as u32,
+                pad: 0,
+                protocol: TCP,
+                port_be: port.to_be(),
+            };
+            let value = PolicyValue {
+                policy_id: 0,
+                rule_index: u32::from(*port),
+                rule_slot: 0,
+                pad: 0,
+            };
+            bank.policy.insert((PREFIX_FULL, key), value);
+        }
+    }
+    bank
+}
+
+fn apply(bank: &mut BankContent, write: &Write) {
+    fn set<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, value: Option<V>) {
+        match value {
+            Some(value) => map.insert(key, value),
+            None => map.remove(&key),
+        };
+    }
+    match write.clone() {
+        Write::Policy(key, value) => set(&mut bank.policy, key, value),
+        Write::RuleSet(key, value) => set(&mut bank.rule_sets, key, value),
+        Write::Endpoint(ifindex, info) => set(&mut bank.endpoints, ifindex, Some(info)),
+        Write::PeerV4(prefix, class) => set(&mut bank.peers_v4, prefix, class),
+        Write::PeerV6(prefix, class) => set(&mut bank.peers_v6, prefix, class),
+    }
+}
+
+/// One packet: interface, peer, direction, port.
+type Packet = (u32, u8, u8, u16);
+
+/// The verdict of `packet` with each lookup in its own state (the classifiers'
+/// order: endpoint, peer, rule set, any-class rule set, policy).
+fn passes(states: [&BankContent; 5], packet: Packet) -> bool {
+    let (ifindex, peer, direction, port) = packet;
+    let Some(info) = states[0].endpoints.get(&ifindex) else {
+        return false;
+    };
+    let class = states[1]
+        .peers_v4
+        .get(&(32, addr(peer)))
+        .map_or(CLASS_WORLD, |class| class.class_id);
+    let key = super::row_key(info.endpoint_id, class, direction);
+    let any = super::row_key(info.endpoint_id, RULE_SET_ANY_CLASS, direction);
+    let Some(rule_set) = states[2]
+        .rule_sets
+        .get(&key)
+        .or_else(|| states[3].rule_sets.get(&any))
+    else {
+        return false;
+    };
+    let key = PolicyKey {
+        bank: 0,
+        rule_set: *rule_set,
+        pad: 0,
+        protocol: TCP,
+        port_be: port.to_be(),
+    };
+    states[4].policy.contains_key(&(PREFIX_FULL, key))
+}
+
+/// Every packet a spanning read lets through that both `before` and `after`
+/// drop, when `plan` writes in place; empty when it flips.
+fn holes(before: &State, after: &State) -> (Plan, Vec<(Packet, [usize; 5])>) {
+    let (old, new) = (content(before), content(after));
+    let planned = plan(&old, &new);
+    let Plan::InPlace(writes) = &planned else {
+        return (planned, Vec::new());
+    };
+    let mut states = vec![old.clone()];
+    for write in writes {
+        let mut next = states[states.len() - 1].clone();
+        apply(&mut next, write);
+        states.push(next);
+    }
+    let last = states.len() - 1;
+    let mut packets = Vec::new();
+    for ifindex in old.endpoints.keys() {
+        for (peer, _) in before.peers.iter().chain(&after.peers) {
+            for direction in [DIRECTION_INGRESS, DIRECTION_EGRESS] {
+                for port in PORTS {
+                    packets.push((*ifindex, *peer, direction, port));
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for packet in packets {
+        let was = passes([&old; 5], packet);
+        let will = passes([&new; 5], packet);
+        assert_eq!(
+            passes([&states[last]; 5], packet),
+            will,
+            "the written bank decides {packet:?} as the new state"
+        );
+        if was || will {
+            continue;
+        }
+        for t1 in 0..=last {
+            for t2 in t1..=last {
+                for t3 in t2..=last {
+                    for t3a in t3..=last {
+                        for t4 in t3a..=last {
+                            let at = [t1, t2, t3, t3a, t4];
+                            if passes(at.map(|t| &states[t]), packet) {
+                                found.push((packet, at));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (planned, found)
+}
+
+#[test]
+fn a_peer_moving_class_while_its_new_class_changes_rules_is_staged() {
+    // Peer 1 moves from class 1 to class 2, and class 2's rules change from 22
+    // to 443: read as class 2 before the rules change, it would pass 22, which
+    // neither state lets it.
+    let before = State {
+        endpoints: vec![(10, 1)],
+        peers: vec![(1, 1), (2, 2)],
+        rows: vec![((1, 1), vec![80]), ((1, 2), vec![22])],
+    };
+    let after = State {
+        endpoints: vec![(10, 1)],
+        peers: vec![(1, 2), (2, 2)],
+        rows: vec![((1, 1), vec![80]), ((1, 2), vec![443])],
+    };
+    let (planned, holes) = holes(&before, &after);
+    assert!(matches!(planned, Plan::InPlace(_)), "{planned:?}");
+    assert!(holes.is_empty(), "{holes:?}");
+}
+
+#[test]
+fn an_interface_moving_to_a_new_id_while_peers_move_is_written_in_place() {
+    // Interface 10 moves from id 1 (gone after) to id 3, interface 11 stays
+    // on 2, peer 1 moves from class 1 to class 2, and the rules change.
+    let before = State {
+        endpoints: vec![(10, 1), (11, 2)],
+        peers: vec![(1, 1), (2, 2)],
+        rows: vec![
+            ((1, 1), vec![80]),
+            ((1, 2), vec![22]),
+            ((2, 1), vec![9000]),
+            ((2, 2), vec![443]),
+        ],
+    };
+    let after = State {
+        endpoints: vec![(10, 3), (11, 2)],
+        peers: vec![(1, 2), (2, 2)],
+        rows: vec![
+            ((3, 2), vec![8080]),
+            ((2, 2), vec![443]),
+            ((3, 1), vec![22]),
+        ],
+    };
+    let (planned, holes) = holes(&before, &after);
+    assert!(matches!(planned, Plan::InPlace(_)), "{planned:?}");
+    assert!(holes.is_empty(), "{holes:?}");
+}
+
+#[test]
+fn an_interface_leaving_an_id_that_stays_while_a_peer_moves_flips() {
+    // Interface 10 moves from id 1 to id 2 while 11 stays on 1, and peer 1
+    // moves from class 1 to class 2: a packet of 10 that read id 1 before its
+    // move and class 2 after the peer's could pass 22 (id 1 with class 2),
+    // which neither state gives it.
+    let before = State {
+        endpoints: vec![(10, 1), (11, 1)],
+        peers: vec![(1, 1), (2, 2)],
+        rows: vec![((1, 1), vec![80]), ((1, 2), vec![22]), ((2, 2), vec![443])],
+    };
+    let after = State {
+        endpoints: vec![(10, 2), (11, 1)],
+        peers: vec![(1, 2), (2, 2)],
+        rows: vec![((1, 1), vec![80]), ((1, 2), vec![22]), ((2, 2), vec![443])],
+    };
+    let (planned, holes) = holes(&before, &after);
+    assert!(holes.is_empty(), "{holes:?}");
+    assert!(matches!(planned, Plan::Flip(_)), "{planned:?}");
+}
+
+#[test]
+fn the_writes_come_in_the_documented_order() {
+    let before = State {
+        endpoints: vec![(10, 1), (11, 2)],
+        peers: vec![(1, 1), (2, 2)],
+        rows: vec![((1, 1), vec![80]), ((1, 2), vec![22]), ((2, 2), vec![443])],
+    };
+    let after = State {
+        endpoints: vec![(10, 3), (11, 2)],
+        peers: vec![(1, 2), (2, 2)],
+        rows: vec![((3, 2), vec![8080]), ((2, 2), vec![443])],
+    };
+    let Plan::InPlace(writes) = plan(&content(&before), &content(&after)) else {
+        panic!("expected writes in place");
+    };
+    let step = |write: &Write| match write {
+        Write::Policy(_, Some(_)) => 1,
+        Write::PeerV4(_, Some(class)) if class.class_id == STAGING_CLASS => 2,
+        Write::RuleSet(key, _) if key.endpoint_id != 1 => 3,
+        Write::Endpoint(..) => 4,
+        Write::RuleSet(..) => 5,
+        Write::PeerV4(..) | Write::PeerV6(..) => 6,
+        Write::Policy(_, None) => 7,
+    };
+    let steps: Vec<u8> = writes.iter().map(step).collect();
+    let mut sorted = steps.clone();
+    sorted.sort();
+    assert_eq!(steps, sorted, "{writes:#?}");
+    for expected in 1..=7 {
+        assert!(
+            steps.contains(&expected),
+            "step {expected} missing: {writes:#?}"
+        );
+    }
+    // The any-class entries of a dropped id go before its class entries.
+    assert_eq!(plan(&content(&after), &content(&after)), Plan::Same);
+}
+
+#[test]
+fn rule_set_ids_follow_content_so_renumbered_tables_write_nothing() {
+    let before = State {
+        endpoints: vec![(10, 1)],
+        peers: vec![(1, 1)],
+        rows: vec![((1, 1), vec![80]), ((1, 2), vec![22])],
+    };
+    let after = State {
+        endpoints: vec![(10, 1)],
+        peers: vec![(1, 1)],
+        rows: vec![((1, 2), vec![22]), ((1, 1), vec![80])],
+    };
+    assert_eq!(plan(&content(&before), &content(&after)), Plan::Same);
+}
