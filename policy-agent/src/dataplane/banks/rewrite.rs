@@ -496,10 +496,12 @@ impl super::Banks {
     /// generations (the same bank; tracked flows are re-decided at their next
     /// packet), also when a later write failed; nothing waits for a grace period.
     /// Returns the report and whether the state changed (flipped or written).
+    /// `between` runs after each write in place (tests).
     pub(in crate::dataplane) fn install_in_place(
         &mut self,
         want: &BankContent,
         before_write: impl FnOnce() -> Result<(), crate::dataplane::DataplaneError>,
+        between: &mut dyn FnMut(),
     ) -> Result<(super::ApplyReport, bool), crate::dataplane::DataplaneError> {
         // An owed move first, whatever happens next (a refusal, a failed write).
         self.renew(false)?;
@@ -525,9 +527,11 @@ impl super::Banks {
         before_write()?;
         let mut done = super::Written::default();
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
-        let result = writes
-            .iter()
-            .try_for_each(|write| self.write_one(bank, &mut shadow, write, &mut done));
+        let result = writes.iter().try_for_each(|write| {
+            self.write_one(bank, &mut shadow, write, &mut done)?;
+            between();
+            Ok(())
+        });
         self.shadows[bank as usize] = shadow;
         // Whatever landed is followed by the move; the write's own error first.
         let renewed = self.renew(done.written + done.removed > 0);

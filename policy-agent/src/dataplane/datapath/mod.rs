@@ -243,7 +243,7 @@ impl Datapath {
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
         extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError> {
-        self.apply_with(tables, interfaces, extra_endpoints, false)
+        self.apply_with(tables, interfaces, extra_endpoints, None)
     }
 
     /// `apply`, but written into the active bank itself, with no flip and no
@@ -260,15 +260,30 @@ impl Datapath {
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
         extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError> {
-        self.apply_with(tables, interfaces, extra_endpoints, true)
+        self.apply_with(tables, interfaces, extra_endpoints, Some(&mut || {}))
     }
 
+    /// `apply_in_place`, calling `between` after each write into the active bank
+    /// (tests send packets there, to meet every state on the way).
+    #[cfg(feature = "testing")]
+    pub fn apply_in_place_observed(
+        &mut self,
+        tables: &DatapathTables,
+        interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
+        extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
+        between: &mut dyn FnMut(),
+    ) -> Result<ApplyReport, DataplaneError> {
+        self.apply_with(tables, interfaces, extra_endpoints, Some(between))
+    }
+
+    /// `apply` (`in_place` `None`), or `apply_in_place` calling `in_place` after
+    /// each write.
     fn apply_with(
         &mut self,
         tables: &DatapathTables,
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
         extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
-        in_place: bool,
+        in_place: Option<&mut dyn FnMut()>,
     ) -> Result<ApplyReport, DataplaneError> {
         let interface = |pod: &ObjectRef| {
             interfaces
@@ -332,10 +347,9 @@ impl Datapath {
         // in them.
         let counters = &mut self.counters;
         let zero = || counters.zero_rule_slots(&reused);
-        let (report, flipped) = if in_place {
-            self.banks.install_in_place(&want, zero)?
-        } else {
-            self.banks.install(&want, zero)?
+        let (report, flipped) = match in_place {
+            Some(between) => self.banks.install_in_place(&want, zero, between)?,
+            None => self.banks.install(&want, zero)?,
         };
         if flipped {
             // Only an assignment that became active is worth keeping across a
