@@ -407,20 +407,26 @@ fn plan_writes(active: &BankContent, want: &BankContent) -> Result<Vec<Write>, &
             .map(|(id, set)| (kernel_id[&id], set))
             .collect(),
     };
+    // Ids with rules in either state: one without any allows nothing, either way.
+    let ruled: BTreeSet<u32> = active
+        .rule_sets
+        .keys()
+        .chain(rows.keys())
+        .map(|key| key.endpoint_id)
+        .collect();
     let safe = |e1: u32, e2: u32, c1: u32, c2: u32| {
+        if !ruled.contains(&e1) && !ruled.contains(&e2) {
+            return true;
+        }
         [DIRECTION_INGRESS, DIRECTION_EGRESS].into_iter().all(|d| {
             let (before, after) = (old.effective(e1, c1, d), new.effective(e2, c2, d));
-            let mut readable = vec![before, old.any(e1, d), after, new.any(e2, d)];
-            if alive.contains(&e1) {
-                readable.extend([
-                    new.effective(e1, c1, d),
-                    new.effective(e1, c2, d),
-                    new.any(e1, d),
-                ]);
-            }
-            readable
-                .into_iter()
-                .all(|read| covered(read, before, after))
+            let ok = |read| covered(read, before, after);
+            ok(old.any(e1, d))
+                && ok(new.any(e2, d))
+                && (!alive.contains(&e1)
+                    || (ok(new.effective(e1, c1, d))
+                        && ok(new.effective(e1, c2, d))
+                        && ok(new.any(e1, d))))
         })
     };
     if !moves.is_empty() {
