@@ -605,23 +605,17 @@ impl super::Banks {
     ) -> Result<(), crate::dataplane::DataplaneError> {
         use crate::dataplane::maps::map_error;
         use policy_common::{
-            endpoint::EndpointKey,
+            endpoint::{EndpointKey, EndpointValue},
             maps,
             peer::{PeerKeyV4, PeerKeyV6},
         };
         match write {
-            Write::Policy((len, key), value) => {
-                let kernel = aya::maps::lpm_trie::Key::new(*len, PolicyKey { bank, ..*key });
-                match value {
-                    Some(value) => self
-                        .policy
-                        .insert(&kernel, *value, 0)
-                        .map_err(map_error(maps::POLICY.name, "insert"))?,
-                    None => super::removed_or_absent(self.policy.remove(&kernel))
-                        .map_err(map_error(maps::POLICY.name, "remove"))?,
-                }
-                count(&mut shadow.policy, (*len, *key), *value, done);
-            }
+            Write::Policy(prefix, value) => self.policy.set(
+                &mut shadow.policy,
+                &[(*prefix, *value)],
+                |key| PolicyKey { bank, ..key },
+                done,
+            )?,
             Write::RuleSet(key, id) => {
                 let kernel = RuleSetKey { bank, ..*key };
                 match id {
@@ -639,9 +633,16 @@ impl super::Banks {
                     ifindex: *ifindex,
                     bank,
                 };
+                // The interface's addresses stay (`plan`), and so do its own
+                // addresses in the value.
+                let own = self.owns[bank as usize]
+                    .get(ifindex)
+                    .copied()
+                    .unwrap_or_default();
                 self.endpoints
-                    .insert(key, *info, 0)
+                    .insert(key, EndpointValue { info: *info, own }, 0)
                     .map_err(map_error(maps::ENDPOINTS.name, "insert"))?;
+                self.owns[bank as usize].insert(*ifindex, own);
                 count(&mut shadow.endpoints, *ifindex, Some(*info), done);
             }
             Write::PeerV4(prefix, class) => self.peers_v4.set(
