@@ -472,6 +472,40 @@ fn target_and_client(kept: bool) -> Net {
     )
 }
 
+/// A UDP flow from `client:port` to `target:7000`, sent and answered with every
+/// hook passing it: its datagram and its answer.
+fn answered_flow(net: &mut Net, client: IpAddr, target: IpAddr, port: u16) -> (Vec<u8>, Vec<u8>) {
+    let datagram = frames::ip(client, target, UDP, &frames::udp(port, 7000));
+    let answer = frames::ip(target, client, UDP, &frames::udp(7000, port));
+    assert!(passes(net, Hook::PodEgress, "client", &datagram));
+    assert!(passes(net, Hook::PodIngress, "target", &datagram));
+    assert!(passes(net, Hook::PodEgress, "target", &answer));
+    assert!(passes(net, Hook::PodIngress, "client", &answer));
+    (datagram, answer)
+}
+
+/// The client isolated for egress (and ingress with `both`), allowed to class 5
+/// on UDP 7000; the target's addresses in class 5, Service addresses with
+/// `service`; the other pod in class 9.
+fn client_to_target(
+    net: &Net,
+    both: bool,
+    service: bool,
+) -> policy_agent::policy::tables::DatapathTables {
+    let entry = policy_agent::policy::tables::PeerEntry {
+        class_id: 5,
+        node: false,
+        service,
+    };
+    Tables::new(net)
+        .isolate("client", both, true)
+        .peer("10.1.0.10/32", entry)
+        .peer("fd00:1::10/128", entry)
+        .pod_class("other", 9)
+        .allow_port("client", Direction::Egress, 5, UDP, 7000)
+        .build()
+}
+
 /// Each family's client, target and other pod addresses (`target_and_client`).
 fn client_target_other() -> [(IpAddr, IpAddr, IpAddr); 2] {
     [
@@ -606,20 +640,10 @@ fn a_deferral_decided_there_holds_for_its_own_generation_even_when_flows_are_kep
 #[test]
 fn a_kept_flow_to_an_address_that_became_a_service_address_is_deferred_again() {
     let mut net = target_and_client(true);
-    let entry = |service| policy_agent::policy::tables::PeerEntry {
-        class_id: 5,
-        node: false,
-        service,
-    };
-    let tables = |service| {
-        Tables::new(&net)
-            .isolate("client", true, true)
-            .peer("10.1.0.10/32", entry(service))
-            .peer("fd00:1::10/128", entry(service))
-            .allow_port("client", Direction::Egress, 5, UDP, 7000)
-            .build()
-    };
-    let (plain, named) = (tables(false), tables(true));
+    let (plain, named) = (
+        client_to_target(&net, true, false),
+        client_to_target(&net, true, true),
+    );
     for (i, (client, target)) in [
         (addr("10.2.0.5"), addr("10.1.0.10")),
         (addr("fd00:2::5"), addr("fd00:1::10")),
@@ -629,12 +653,7 @@ fn a_kept_flow_to_an_address_that_became_a_service_address_is_deferred_again() {
     {
         net.apply(&plain);
         let sport = 44500 + i as u16;
-        let datagram = frames::ip(client, target, UDP, &frames::udp(sport, 7000));
-        let answer = frames::ip(target, client, UDP, &frames::udp(7000, sport));
-        assert!(passes(&mut net, Hook::PodEgress, "client", &datagram));
-        assert!(passes(&mut net, Hook::PodIngress, "target", &datagram));
-        assert!(passes(&mut net, Hook::PodEgress, "target", &answer));
-        assert!(passes(&mut net, Hook::PodIngress, "client", &answer));
+        let (datagram, answer) = answered_flow(&mut net, client, target, sport);
         let kept = net.run(Hook::PodEgress, "client", 0, &datagram);
         assert!(
             kept.passed && kept.mark & MARK_DEFERRED_EGRESS == 0,
@@ -776,30 +795,14 @@ fn a_reply_to_a_service_address_is_deferred_and_judged_where_it_arrives() {
 #[test]
 fn a_stale_packet_does_not_make_the_clients_entry_direct_for_the_new_state() {
     let mut net = target_and_client(false);
-    let entry = |service| policy_agent::policy::tables::PeerEntry {
-        class_id: 5,
-        node: false,
-        service,
-    };
-    let tables = |service| {
-        Tables::new(&net)
-            .isolate("client", false, true)
-            .peer("10.1.0.10/32", entry(service))
-            .peer("fd00:1::10/128", entry(service))
-            .pod_class("other", 9)
-            .allow_port("client", Direction::Egress, 5, UDP, 7000)
-            .build()
-    };
-    let (plain, named) = (tables(false), tables(true));
+    let (plain, named) = (
+        client_to_target(&net, false, false),
+        client_to_target(&net, false, true),
+    );
     for (i, (client, target, other)) in client_target_other().into_iter().enumerate() {
         net.apply(&plain);
         let port = 47000 + i as u16;
-        let datagram = frames::ip(client, target, UDP, &frames::udp(port, 7000));
-        let answer = frames::ip(target, client, UDP, &frames::udp(7000, port));
-        assert!(passes(&mut net, Hook::PodEgress, "client", &datagram));
-        assert!(passes(&mut net, Hook::PodIngress, "target", &datagram));
-        assert!(passes(&mut net, Hook::PodEgress, "target", &answer));
-        assert!(passes(&mut net, Hook::PodIngress, "client", &answer));
+        let (datagram, _) = answered_flow(&mut net, client, target, port);
         let in_flight = net.run(Hook::PodEgress, "client", 0, &datagram);
         assert!(in_flight.passed && in_flight.mark & MARK_DEFERRED_EGRESS == 0);
         net.apply(&named);
@@ -840,12 +843,7 @@ fn a_stale_packet_leaves_a_plain_flow_decided_by_the_clients_hook() {
     for (i, (client, target, _)) in client_target_other().into_iter().enumerate() {
         net.apply(&before);
         let port = 47100 + i as u16;
-        let datagram = frames::ip(client, target, UDP, &frames::udp(port, 7000));
-        let answer = frames::ip(target, client, UDP, &frames::udp(7000, port));
-        assert!(passes(&mut net, Hook::PodEgress, "client", &datagram));
-        assert!(passes(&mut net, Hook::PodIngress, "target", &datagram));
-        assert!(passes(&mut net, Hook::PodEgress, "target", &answer));
-        assert!(passes(&mut net, Hook::PodIngress, "client", &answer));
+        let (datagram, _) = answered_flow(&mut net, client, target, port);
         let in_flight = net.run(Hook::PodEgress, "client", 0, &datagram);
         net.apply(&after);
         let stale = net.run(Hook::PodIngress, "target", in_flight.mark, &datagram);
