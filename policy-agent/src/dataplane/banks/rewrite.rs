@@ -44,7 +44,7 @@ use policy_common::{
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS},
 };
 
-use super::BankContent;
+use super::{in_place::count, BankContent};
 use crate::dataplane::{
     keys::{PeerPrefix, PolicyPrefix},
     InterfaceIndex,
@@ -659,25 +659,6 @@ impl super::Banks {
             )?,
         }
         Ok(())
-    }
-}
-
-/// Records a landed write in `shadow` and `done`.
-fn count<K: Ord, V>(
-    shadow: &mut BTreeMap<K, V>,
-    key: K,
-    value: Option<V>,
-    done: &mut super::Written,
-) {
-    match value {
-        Some(value) => {
-            shadow.insert(key, value);
-            done.written += 1;
-        }
-        None => {
-            shadow.remove(&key);
-            done.removed += 1;
-        }
     }
 }
 
