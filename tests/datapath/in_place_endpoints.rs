@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use policy_agent::{
     dataplane::{address_key, BankContent, Hook, InterfaceIndex},
     model::{
-        builders::{cluster, netpol, pod, rule, selector},
+        builders::{netpol, pod, rule, selector},
         ClusterState, ObjectRef, Pod, Protocol,
     },
     policy::{
@@ -38,21 +38,7 @@ fn is_local(pod: &Pod) -> bool {
 /// The server (`app=web`) and client (`role=client`); web pods admit the client
 /// on TCP 80, and the client may send only to web pods on TCP 80.
 fn state() -> ClusterState {
-    cluster()
-        .pod(
-            pod("x", "server")
-                .labels([("app", "web")])
-                .ip(SERVER_V4)
-                .ip(pods::SERVER_V6)
-                .build(),
-        )
-        .pod(
-            pod("x", "client")
-                .labels([("role", "client")])
-                .ip(CLIENT_V4)
-                .ip(CLIENT_V6)
-                .build(),
-        )
+    pods::server_and_client_cluster()
         .policy(
             netpol("x", "web")
                 .select(selector().label("app", "web").build())

@@ -9,10 +9,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use policy_agent::{
     dataplane::{address_key, Hook, InterfaceIndex},
-    model::{
-        builders::{cluster, pod},
-        ClusterState, ObjectRef, Pod,
-    },
+    model::{builders::pod, ClusterState, ObjectRef, Pod},
     policy::{
         capacity::Budgets,
         compiler::{Incremental, Recompiled},
@@ -138,21 +135,7 @@ fn a_single_port_inside_a_block_counts_in_its_own_rule_as_the_longest_match() {
 /// The server (`app=web`) and the client, neither isolated, and pod `x/other`
 /// on this node when `other`.
 fn state(other: bool) -> ClusterState {
-    let mut built = cluster()
-        .pod(
-            pod("x", "server")
-                .labels([("app", "web")])
-                .ip(SERVER_V4)
-                .ip(pods::SERVER_V6)
-                .build(),
-        )
-        .pod(
-            pod("x", "client")
-                .labels([("role", "client")])
-                .ip(CLIENT_V4)
-                .ip(CLIENT_V6)
-                .build(),
-        );
+    let mut built = pods::server_and_client_cluster();
     if other {
         built = built.pod(other_pod());
     }

@@ -26,10 +26,9 @@ pub fn fresh_sport() -> u16 {
     SPORT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The three pods as a cluster for the compiler: `x/server` (`app=web`),
-/// `x/client` (`role=client`) and `x/other` (`role=<other_role>`), at their
-/// addresses.
-pub fn labelled(other_role: &str) -> ClusterBuilder {
+/// The server and client as a cluster for the compiler: `x/server` (`app=web`)
+/// and `x/client` (`role=client`), at their addresses.
+pub fn server_and_client_cluster() -> ClusterBuilder {
     cluster()
         .pod(
             pod("x", "server")
@@ -45,13 +44,18 @@ pub fn labelled(other_role: &str) -> ClusterBuilder {
                 .ip(CLIENT_V6)
                 .build(),
         )
-        .pod(
-            pod("x", "other")
-                .labels([("role", other_role)])
-                .ip(OTHER_V4)
-                .ip(OTHER_V6)
-                .build(),
-        )
+}
+
+/// The three pods as a cluster for the compiler: `server_and_client_cluster`
+/// and `x/other` (`role=<other_role>`), at its addresses.
+pub fn labelled(other_role: &str) -> ClusterBuilder {
+    server_and_client_cluster().pod(
+        pod("x", "other")
+            .labels([("role", other_role)])
+            .ip(OTHER_V4)
+            .ip(OTHER_V6)
+            .build(),
+    )
 }
 
 /// The server's addresses.
