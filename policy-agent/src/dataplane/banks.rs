@@ -15,7 +15,6 @@
 //! shadow equal to the kernel entry by entry, even when a write fails part way.
 
 mod in_place;
-mod rewrite;
 
 use std::collections::BTreeMap;
 

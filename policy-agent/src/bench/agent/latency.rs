@@ -230,10 +230,8 @@ impl Bench {
                 )?;
             }
             Recompiled::Entries | Recompiled::Full => {
-                // As the sync loop: in place when hole-free, else a flip.
                 let indexes = self.interfaces.for_tables(tables);
-                self.datapath
-                    .apply_in_place(tables, &indexes, &BTreeMap::new())?;
+                program(&mut self.datapath, tables, &indexes)?;
             }
         }
         let programmed = started.elapsed();

@@ -261,14 +261,8 @@ fn set_one(
     result.map_err(map_error(name, if insert { "insert" } else { "remove" }))
 }
 
-/// Records a landed write in `shadow` and `done` (the in-place writers' one
-/// bookkeeping).
-pub(super) fn count<K: Ord, V>(
-    shadow: &mut BTreeMap<K, V>,
-    key: K,
-    value: Option<V>,
-    done: &mut Written,
-) {
+/// Records a landed write in `shadow` and `done`.
+fn count<K: Ord, V>(shadow: &mut BTreeMap<K, V>, key: K, value: Option<V>, done: &mut Written) {
     match value {
         Some(value) => {
             shadow.insert(key, value);
