@@ -195,8 +195,10 @@ pub(crate) enum Why {
 ///    (`audit::tracked`: then it is decided afresh); an entry another state
 ///    decided is re-decided first (`judge::recheck`): revoked, the packet is
 ///    dropped (`STAT_DROP_REVOKED`, for a stale packet `STAT_DROP_SOURCE_EGRESS`),
-///    except one the source's own hook decided (`CT_FLAG_DIRECT`): step 4 judges
-///    this packet alone, and the source's hook re-decides the entry (`JUDGE_ONLY`);
+///    except, for a stale packet, a forward entry the source's own hook decided
+///    (`CT_FLAG_DIRECT`): step 4 judges this packet alone (as it does a stale
+///    packet that finds no entry), and the source's hook re-decides the entry
+///    (`JUDGE_ONLY`);
 ///    a deferred entry is no decision: on the tuple the packet has here it is the
 ///    flow untranslated (a pod address a Service also names), decided at step 4
 ///    by the pod's class (`Facts::translated`);
@@ -285,13 +287,15 @@ const UNDECIDED: u64 = 1 << 32;
 const UNTRANSLATED: u64 = 1 << 33;
 /// `decide_source`'s `why`, or'd with a `Why`: `UNTRANSLATED` was found.
 const WHY_UNTRANSLATED: u32 = 1 << 8;
-/// `SourceStep`: with `UNDECIDED`, the source's entry of the tuple is its own
-/// hook's decision (`CT_FLAG_DIRECT`) under another state: the source's egress
-/// is judged for this packet only, and the entry is left for the source's hook
-/// to re-decide. Renewed here, it would read as that hook's decision for a state
-/// the hook never judged it with (so its next packet to an address that has just
-/// become a Service address would not be deferred); dropping the flag instead
-/// would defer the flow for good.
+/// `SourceStep`: with `UNDECIDED`, a stale packet (the source's hook decided it
+/// with another generation) whose source's own forward entry of the tuple is
+/// that hook's decision (`CT_FLAG_DIRECT`), or which finds no entry to pass on (a
+/// SYN, an unanswered datagram): the source's egress is judged for this packet
+/// only, and the entry is left for the source's hook to re-decide. Renewed or
+/// written here, it would read as that hook's decision for a state the hook
+/// never judged it with (so its next packet to an address that has just become
+/// a Service address would not be deferred); without the flag, the flow would
+/// be deferred for good.
 const JUDGE_ONLY: u64 = 1 << 34;
 /// `decide_source`'s `why`, or'd with a `Why`: `JUDGE_ONLY` was found.
 const WHY_JUDGE_ONLY: u32 = 1 << 9;
@@ -347,7 +351,14 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
     // (for a SYN too, which `ct::lookup` passes by).
     let undecided = || {
         let deferred = ct::deferred_egress(source_if, flow);
-        UNDECIDED | if deferred { UNTRANSLATED } else { 0 } | u64::from(source_if)
+        let how = if deferred {
+            UNTRANSLATED
+        } else if stale {
+            JUDGE_ONLY
+        } else {
+            0
+        };
+        UNDECIDED | how | u64::from(source_if)
     };
     let Some(hit) = ct::lookup(source_if, DIRECTION_EGRESS, flow) else {
         return undecided();
@@ -363,7 +374,7 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
         return UNDECIDED | UNTRANSLATED | u64::from(source_if);
     }
     if !hit.current(generation) {
-        if hit.flags() & CT_FLAG_DIRECT != 0 {
+        if stale && !hit.reply && hit.flags() & CT_FLAG_DIRECT != 0 {
             return UNDECIDED | JUDGE_ONLY | u64::from(source_if);
         }
         let site = ct::Site {

@@ -855,3 +855,113 @@ fn a_stale_packet_leaves_a_plain_flow_decided_by_the_clients_hook() {
         );
     }
 }
+
+/// A stale SYN, or a stale first datagram nobody answered yet, finds no entry at
+/// the destination's side to pass on: its egress is judged there for that packet
+/// alone, and the client's own entry of the flow stays its hook's decision, so
+/// the flow's next packets are not deferred.
+#[test]
+fn a_stale_opening_packet_leaves_the_flow_decided_by_the_clients_hook() {
+    let mut net = target_and_client(false);
+    let tables = |net: &Net, port: u16| {
+        Tables::new(net)
+            .isolate("client", false, true)
+            .pod_class("target", 5)
+            .allow_port("client", Direction::Egress, 5, TCP, 7000)
+            .allow_port("client", Direction::Egress, 5, UDP, 7000)
+            .allow_port("client", Direction::Egress, 5, UDP, port)
+            .build()
+    };
+    let (before, after) = (tables(&net, 7001), tables(&net, 7002));
+    for (i, (client, target, _)) in client_target_other().into_iter().enumerate() {
+        let port = 47300 + i as u16;
+        let syn = frames::ip(
+            client,
+            target,
+            TCP,
+            &frames::tcp_flags(port, 7000, frames::SYN),
+        );
+        let synack = frames::ip(
+            target,
+            client,
+            TCP,
+            &frames::tcp_flags(7000, port, frames::SYN | frames::ACK),
+        );
+        let ack = frames::ip(
+            client,
+            target,
+            TCP,
+            &frames::tcp_flags(port, 7000, frames::ACK),
+        );
+        let datagram = frames::ip(client, target, UDP, &frames::udp(port, 7000));
+        let answer = frames::ip(target, client, UDP, &frames::udp(7000, port));
+        for (opening, answer, next) in [(&syn, &synack, &ack), (&datagram, &answer, &datagram)] {
+            net.apply(&before);
+            let in_flight = net.run(Hook::PodEgress, "client", 0, opening);
+            assert!(in_flight.passed);
+            net.apply(&after);
+            let stale = net.run(Hook::PodIngress, "target", in_flight.mark, opening);
+            assert!(stale.passed, "the stale packet, still allowed at {target}");
+            assert!(passes(&mut net, Hook::PodEgress, "target", answer));
+            assert!(passes(&mut net, Hook::PodIngress, "client", answer));
+            let then = net.run(Hook::PodEgress, "client", 0, next);
+            assert!(
+                then.passed && then.mark & MARK_DEFERRED_EGRESS == 0,
+                "the flow's next packet to {target} must not be deferred: {then:?}"
+            );
+        }
+    }
+}
+
+/// A stale reply is judged by the direction that opened its flow: the server's
+/// ingress. It passes where that ingress allowed the flow, even though the
+/// server's egress is isolated; and where the new state's ingress denies the
+/// flow, it is dropped, as the server's next reply would be.
+#[test]
+fn a_stale_reply_is_judged_by_the_direction_that_opened_its_flow() {
+    let mut net = target_and_client(false);
+    let server_egress = |net: &Net, port: u16| {
+        Tables::new(net)
+            .isolate("target", false, true)
+            .pod_class("client", 6)
+            .allow_port("target", Direction::Egress, 6, UDP, port)
+            .build()
+    };
+    let server_ingress = |net: &Net, allow: bool| {
+        let tables = Tables::new(net)
+            .isolate("target", true, false)
+            .pod_class("client", 6);
+        if allow {
+            tables.allow_port("target", Direction::Ingress, 6, UDP, 7000)
+        } else {
+            tables
+        }
+        .build()
+    };
+    let cases = [
+        (server_egress(&net, 1), server_egress(&net, 2), true),
+        (
+            server_ingress(&net, true),
+            server_ingress(&net, false),
+            false,
+        ),
+    ];
+    for (i, (client, target, _)) in client_target_other().into_iter().enumerate() {
+        for (j, (before, after, passes_then)) in cases.iter().enumerate() {
+            net.apply(before);
+            let port = 47500 + (2 * i + j) as u16;
+            let datagram = frames::ip(client, target, UDP, &frames::udp(port, 7000));
+            let answer = frames::ip(target, client, UDP, &frames::udp(7000, port));
+            assert!(passes(&mut net, Hook::PodEgress, "client", &datagram));
+            assert!(passes(&mut net, Hook::PodIngress, "target", &datagram));
+            let in_flight = net.run(Hook::PodEgress, "target", 0, &answer);
+            assert!(in_flight.passed, "the reply at {target}'s egress");
+            net.apply(after);
+            let stale = net.run(Hook::PodIngress, "client", in_flight.mark, &answer);
+            assert_eq!(
+                stale.passed, *passes_then,
+                "case {j}: the stale reply from {target}: {stale:?}"
+            );
+        }
+    }
+}
