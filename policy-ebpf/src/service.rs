@@ -581,8 +581,8 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
 /// client's Service flow whose egress the destination's side allowed: the quote
 /// is the packet as it arrived here, after translation, sent by the error's
 /// destination, and that client tracks it as an egress flow this side decided
-/// (not deferred, not revoked, of this generation or kept, an audit one only
-/// while the client's egress audits). Then the error gets the reply-verified bit,
+/// (not deferred, not revoked, not its own hook's, of this generation or kept,
+/// an audit one only while the client's egress audits). Then the error gets the reply-verified bit,
 /// which lets it relate to the client's deferred entry once the node has
 /// un-translated it (`ct::related`); returns whether it marked.
 #[inline(never)]
@@ -611,8 +611,11 @@ pub(crate) fn verify_error(ctx: &TcContext, generation: u32, flow: &Flow) -> boo
     let Some(hit) = ct::find_filled() else {
         return false;
     };
+    // An entry the client's own hook decided (`CT_FLAG_DIRECT`) needs no mark:
+    // the client's ingress relates the error on it, as `verify_reply` leaves its
+    // replies (and an unmarked error keeps its stamp for the stale check).
     let (stamp, flags) = hit.verdict();
-    if flags & (CT_FLAG_DEFERRED | CT_FLAG_REVOKED) != 0
+    if flags & (CT_FLAG_DEFERRED | CT_FLAG_REVOKED | CT_FLAG_DIRECT) != 0
         || (stamp != generation && !ct::keep_established())
     {
         return false;
