@@ -71,6 +71,8 @@ mod frames;
 mod in_place;
 #[path = "datapath/in_place_endpoints.rs"]
 mod in_place_endpoints;
+#[path = "datapath/in_place_tables.rs"]
+mod in_place_tables;
 #[path = "datapath/ip_exits.rs"]
 mod ip_exits;
 #[path = "datapath/kernel_log.rs"]

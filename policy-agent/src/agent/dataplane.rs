@@ -20,7 +20,7 @@ use crate::{
 /// The datapath as the sync loop drives it; each method is `Datapath`'s of the
 /// same name.
 pub trait Dataplane {
-    /// `Datapath::apply`.
+    /// `Datapath::apply_in_place` (`Datapath::apply` when it cannot be).
     fn apply(
         &mut self,
         tables: &DatapathTables,
@@ -94,7 +94,7 @@ impl Dataplane for Datapath {
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
         extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError> {
-        Datapath::apply(self, tables, interfaces, extra_endpoints)
+        Datapath::apply_in_place(self, tables, interfaces, extra_endpoints)
     }
     fn update_peers(
         &mut self,

@@ -15,6 +15,7 @@
 //! shadow equal to the kernel entry by entry, even when a write fails part way.
 
 mod in_place;
+mod rewrite;
 
 use std::collections::BTreeMap;
 
@@ -35,7 +36,7 @@ use policy_common::{
 use super::{
     keys::{PeerPrefix, PolicyPrefix},
     maps::{map_error, MapUsage},
-    quiesce::Quiesce,
+    quiesce::{Quiesce, Separation},
     DataplaneError, InterfaceIndex,
 };
 
@@ -217,8 +218,10 @@ pub(super) struct Banks {
     /// entries replaced, until it does.
     renew_owed: bool,
     /// Waits, in the background, for classifier runs that may still read the bank
-    /// `ACTIVE` left.
+    /// `ACTIVE` left, or entries written in place before a whole-table write.
     quiesce: Quiesce,
+    /// The waits writes in place owe one another.
+    separation: Separation,
     /// Per-bank capacity of each banked map, as the kernel created it.
     capacity: BTreeMap<&'static str, u32>,
 }
@@ -276,6 +279,7 @@ impl Banks {
             generation: 0,
             renew_owed: false,
             quiesce: Quiesce::new()?,
+            separation: Separation::default(),
             capacity,
         })
     }
@@ -291,6 +295,7 @@ impl Banks {
         self.generation = self.read_generation()?;
         self.active = bank_of(self.generation);
         self.quiesce.start();
+        self.separation.started();
         self.renew_owed = true;
         if let Err(error) = self.renew(false) {
             // The links have moved already: failing here would stop the agent
@@ -451,7 +456,7 @@ impl Banks {
         if *want == self.shadows[active] && want_own == self.owns[active] {
             return Ok((report, false));
         }
-        self.quiesce.finish()?;
+        self.separation.finish(&mut self.quiesce)?;
         before_write()?;
         let target = other(self.active);
         (report.written, report.removed) = self.write_bank(target, want, &want_own)?;
@@ -504,9 +509,13 @@ impl Banks {
             (maps::PEERS_V4.name, grown(&shadow.peers_v4, &v4)),
             (maps::PEERS_V6.name, grown(&shadow.peers_v6, &v6)),
         ])?;
+        self.separation.before(&mut self.quiesce, false)?;
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
         let result = self.set_peers(bank, &mut shadow, &v4, &v6, &mut done);
         self.shadows[bank as usize] = shadow;
+        if done.written + done.removed > 0 {
+            self.separation.written(&mut self.quiesce, false);
+        }
         // Whatever landed is followed by the bump, even when a later write failed:
         // no flow keeps a decision made with the entries it replaced.
         // The write's own error first: the renew's says less.
@@ -757,6 +766,7 @@ impl Banks {
         // A new generation re-decides every tracked flow: no move is owed.
         self.renew_owed = false;
         self.quiesce.start();
+        self.separation.started();
         Ok(())
     }
 }

@@ -230,8 +230,10 @@ impl Bench {
                 )?;
             }
             Recompiled::Entries | Recompiled::Full => {
+                // As the sync loop: in place when hole-free, else a flip.
                 let indexes = self.interfaces.for_tables(tables);
-                program(&mut self.datapath, tables, &indexes)?;
+                self.datapath
+                    .apply_in_place(tables, &indexes, &BTreeMap::new())?;
             }
         }
         let programmed = started.elapsed();

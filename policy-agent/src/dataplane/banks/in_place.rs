@@ -117,6 +117,7 @@ impl Banks {
             .into_iter()
             .partition(|(_, ifindex)| ifindex.is_none());
         let mut done = Written::default();
+        self.separation.before(&mut self.quiesce, false)?;
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
         let mut own = std::mem::take(&mut self.owns[bank as usize]);
         let result = self
@@ -150,6 +151,9 @@ impl Banks {
             });
         self.shadows[bank as usize] = shadow;
         self.owns[bank as usize] = own;
+        if done.written + done.removed > 0 {
+            self.separation.written(&mut self.quiesce, false);
+        }
         // Whatever landed is followed by the move, even when a later write failed:
         // no flow keeps a decision made with the entries it replaced.
         // The write's own error first: the renew's says less.
@@ -261,8 +265,14 @@ fn set_one(
     result.map_err(map_error(name, if insert { "insert" } else { "remove" }))
 }
 
-/// Records a landed write in `shadow` and `done`.
-fn count<K: Ord, V>(shadow: &mut BTreeMap<K, V>, key: K, value: Option<V>, done: &mut Written) {
+/// Records a landed write in `shadow` and `done` (the in-place writers' one
+/// bookkeeping).
+pub(super) fn count<K: Ord, V>(
+    shadow: &mut BTreeMap<K, V>,
+    key: K,
+    value: Option<V>,
+    done: &mut Written,
+) {
     match value {
         Some(value) => {
             shadow.insert(key, value);

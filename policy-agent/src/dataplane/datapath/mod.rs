@@ -243,6 +243,48 @@ impl Datapath {
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
         extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError> {
+        self.apply_with(tables, interfaces, extra_endpoints, None)
+    }
+
+    /// `apply`, but written into the active bank itself, with no flip and no
+    /// grace period to wait, when that is hole-free: the interfaces and their
+    /// addresses stay, only pod addresses change class, and no packet spanning
+    /// the writes can combine old and new entries into an allow that both the
+    /// state before and the state after deny (`banks/rewrite.rs` has the order
+    /// and the checks). Otherwise it is `apply`. Tracked flows are re-decided at
+    /// their next packet either way. The active bank's rule set ids may then
+    /// differ from the tables' (a rule set keeps the id of its content).
+    pub fn apply_in_place(
+        &mut self,
+        tables: &DatapathTables,
+        interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
+        extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        self.apply_with(tables, interfaces, extra_endpoints, Some(&mut || {}))
+    }
+
+    /// `apply_in_place`, calling `between` after each write into the active bank
+    /// (tests send packets there, to meet every state on the way).
+    #[cfg(feature = "testing")]
+    pub fn apply_in_place_observed(
+        &mut self,
+        tables: &DatapathTables,
+        interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
+        extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
+        between: &mut dyn FnMut(),
+    ) -> Result<ApplyReport, DataplaneError> {
+        self.apply_with(tables, interfaces, extra_endpoints, Some(between))
+    }
+
+    /// `apply` (`in_place` `None`), or `apply_in_place` calling `in_place` after
+    /// each write.
+    fn apply_with(
+        &mut self,
+        tables: &DatapathTables,
+        interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
+        extra_endpoints: &BTreeMap<InterfaceIndex, EndpointEntry>,
+        in_place: Option<&mut dyn FnMut()>,
+    ) -> Result<ApplyReport, DataplaneError> {
         let interface = |pod: &ObjectRef| {
             interfaces
                 .get(pod)
@@ -304,9 +346,11 @@ impl Datapath {
         // Reused slots start from zero before any entry of their new rule can count
         // in them.
         let counters = &mut self.counters;
-        let (report, flipped) = self
-            .banks
-            .install(&want, || counters.zero_rule_slots(&reused))?;
+        let zero = || counters.zero_rule_slots(&reused);
+        let (report, flipped) = match in_place {
+            Some(between) => self.banks.install_in_place(&want, zero, between)?,
+            None => self.banks.install(&want, zero)?,
+        };
         if flipped {
             // Only an assignment that became active is worth keeping across a
             // restart.
