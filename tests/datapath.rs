@@ -105,6 +105,8 @@ mod service_conntrack;
 mod sockets;
 #[path = "datapath/stamps.rs"]
 mod stamps;
+#[path = "datapath/state_changed.rs"]
+mod state_changed;
 #[path = "datapath/tables.rs"]
 mod tables;
 #[path = "datapath/unanswered.rs"]

@@ -102,6 +102,10 @@ pub const STAT_DROP_FRAGMENT_OVERLAP: u32 = 30;
 /// local pod's address (`ENDPOINT_ADDRS[daddr]` names another interface): a
 /// neighbour or bridge forwarding entry a pod forged sent it to the wrong port.
 pub const STAT_DROP_MISDELIVERED: u32 = 32;
+/// Dropped: a new flow (or a re-decision) that a rule allowed while `ACTIVE`
+/// moved under the decision: the agent wrote tables in place meanwhile, so its
+/// lookups may have read entries of two writes. The next packet is decided anew.
+pub const STAT_DROP_STATE_CHANGED: u32 = 33;
 
 /// Side counter: a verdict event the rate limit held back.
 pub const STAT_EVENTS_RATE_LIMITED: u32 = 48;
@@ -153,6 +157,7 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = {
     names[STAT_DROP_FRAGMENT_TINY as usize] = "drop_fragment_tiny";
     names[STAT_DROP_FRAGMENT_OVERLAP as usize] = "drop_fragment_overlap";
     names[STAT_DROP_MISDELIVERED as usize] = "drop_misdelivered";
+    names[STAT_DROP_STATE_CHANGED as usize] = "drop_state_changed";
     names[STAT_EVENTS_RATE_LIMITED as usize] = "events_rate_limited";
     names[STAT_EVENTS_RING_FULL as usize] = "events_ring_full";
     names[STAT_EVENTS_ENDPOINT_LIMITED as usize] = "events_endpoint_limited";

@@ -12,7 +12,7 @@ use policy_common::{
     ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_REMOTE_PLAIN},
     endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
     peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
-    verdict::{DIRECTION_INGRESS, STAT_DROP_REVOKED},
+    verdict::{DIRECTION_INGRESS, STAT_DROP_REVOKED, STAT_DROP_STATE_CHANGED},
 };
 
 use crate::{
@@ -36,6 +36,10 @@ pub(crate) const RULE: u32 = 4;
 pub(crate) const AUDIT: u32 = 5;
 /// `Judgement::kind`: denied; the slot is the direction's deny slot (step 12).
 pub(crate) const DENIED: u32 = 0;
+/// `Judgement::kind`: a rule allowed it, but `ACTIVE` moved during the lookups
+/// (`maps::generation_moved`): not trusted, the packet is dropped as
+/// `STAT_DROP_STATE_CHANGED` and nothing is tracked or revoked.
+pub(crate) const CHANGED: u32 = 6;
 
 /// `Judgement`'s high half, with an ingress verdict's kind: replies to the remote
 /// need no deferral (`CT_FLAG_REMOTE_PLAIN`).
@@ -110,7 +114,8 @@ fn remote_plain(endpoint: &EndpointInfo, flags: impl FnOnce() -> u32) -> u32 {
 /// 10. egress to an address with `PEER_FLAG_SERVICE`: `SERVICE`, unless
 ///     `facts.translated` (the packet is past Service translation);
 /// 11. the peer's class (`maps::peer`) and the protocol and destination port in
-///     `POLICY`: `RULE` with the rule's counter slot;
+///     `POLICY`: `RULE` with the rule's counter slot, or `CHANGED` when `ACTIVE`
+///     moved since the packet read it (the lookups may span two writes in place);
 /// 12. else `AUDIT` when the endpoint audits that direction, `DENIED` when not.
 #[inline(never)]
 pub(crate) fn judge(
@@ -160,6 +165,9 @@ pub(crate) fn judge(
     let id = endpoint.endpoint_id;
     if let Some(allowed) = maps::policy(bank, id, peer.class_id, direction, flow.protocol, port_be)
     {
+        if maps::generation_moved(facts.generation) {
+            return Judgement::new(CHANGED, NO_COUNTER);
+        }
         facts.rule = Some(allowed);
         return Judgement::new(RULE | plain, allowed.rule_slot);
     }
@@ -207,6 +215,10 @@ pub(crate) fn recheck(
         };
         let judged = judge(site, endpoint, flow, hit.reply, facts);
         facts.rule = None;
+        if judged.kind() == CHANGED {
+            // Neither renewed nor revoked: the next packet is decided anew.
+            return Err(STAT_DROP_STATE_CHANGED);
+        }
         if judged.kind() != DENIED {
             let flags = judged.ct_flags() | owned & !CT_FLAG_DIRECT;
             hit.renew(generation, flags, judged.slot(), owned & CT_FLAG_DIRECT);

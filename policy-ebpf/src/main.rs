@@ -298,7 +298,9 @@ pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, 
 ///     picks the endpoint's rule set for this direction in `RULE_SETS` (else its
 ///     any-class set; neither: no match), and the packet's protocol and destination
 ///     port are looked up in that set in `POLICY`: a match passes and is tracked
-///     with the rule's counter slot.
+///     with the rule's counter slot, unless `ACTIVE` moved since the packet read it
+///     (the lookups may span two writes in place): then it is dropped as
+///     `STAT_DROP_STATE_CHANGED`, nothing tracked.
 /// 12. Anything else is dropped (`STAT_DROP_POLICY`), unless the endpoint audits
 ///     this direction (`AUDIT_*`): then it passes as a would-drop
 ///     (`STAT_WOULD_DROP_POLICY`), tracked with `CT_FLAG_AUDIT` and its audit deny slot.
@@ -592,6 +594,7 @@ fn decide_flow(
             facts.counter = Counter::Deny(slot);
             STAT_WOULD_DROP_POLICY
         }
+        judge::CHANGED => return Err(STAT_DROP_STATE_CHANGED),
         _ => {
             facts.counter = Counter::Deny(slot);
             return Err(STAT_DROP_POLICY);

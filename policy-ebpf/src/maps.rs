@@ -256,6 +256,18 @@ pub(crate) fn active_generation() -> u32 {
     ACTIVE.get(0).copied().unwrap_or(0)
 }
 
+/// Whether `ACTIVE` has moved on from `generation`, the value this packet read
+/// at its start: read again after a decision's last table lookup, so that a
+/// decision whose lookups may span an in-place write and the move that ends it
+/// is not trusted (`judge`). Without the move every lookup fell within one
+/// write, which the agent orders hole-free; the agent writes whole tables in
+/// place only where loads are not reordered with older loads (x86), so no
+/// barrier is needed before this read.
+#[inline(always)]
+pub(crate) fn generation_moved(generation: u32) -> bool {
+    active_generation() != generation
+}
+
 /// The bank of a generation.
 #[inline(always)]
 pub(crate) fn bank(generation: u32) -> u32 {

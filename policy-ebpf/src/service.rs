@@ -30,14 +30,14 @@ use policy_common::{
     verdict::{
         DIRECTION_EGRESS, STAT_ALLOW_DEFERRED_EGRESS, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED,
         STAT_DROP_DEFERRED_EGRESS, STAT_DROP_DEFERRED_UNKNOWN_SOURCE, STAT_DROP_SOURCE_EGRESS,
-        STAT_WOULD_DROP_POLICY,
+        STAT_DROP_STATE_CHANGED, STAT_WOULD_DROP_POLICY,
     },
 };
 
 use crate::{
     audit, counters, ct, events,
     facts::{Counter, Facts},
-    judge::{self, AUDIT, DENIED, RULE, SERVICE},
+    judge::{self, AUDIT, CHANGED, DENIED, RULE, SERVICE},
     maps,
     parse::{self, Flow},
 };
@@ -452,6 +452,9 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
     let judged = judge::judge(site, &source, flow, false, facts);
     facts.translated = false;
     let kind = judged.kind();
+    if kind == CHANGED {
+        return STAT_DROP_STATE_CHANGED;
+    }
     if kind == DENIED || kind == SERVICE {
         // SERVICE only for a flow nothing translated to the node's own socket:
         // a Service address the node holds has no backend to decide it on.

@@ -36,7 +36,7 @@ use policy_common::{
 use super::{
     keys::{PeerPrefix, PolicyPrefix},
     maps::{map_error, MapUsage},
-    quiesce::{Quiesce, Separation},
+    quiesce::Quiesce,
     DataplaneError, InterfaceIndex,
 };
 
@@ -220,8 +220,11 @@ pub(super) struct Banks {
     /// Waits, in the background, for classifier runs that may still read the bank
     /// `ACTIVE` left, or entries written in place before a whole-table write.
     quiesce: Quiesce,
-    /// The waits writes in place owe one another.
-    separation: Separation,
+    /// Adopted, and the wait started then not yet over: programs of the agent
+    /// before may still run, which do not drop a decision whose lookups span a
+    /// write in place (`STAT_DROP_STATE_CHANGED`), so no whole table is written
+    /// in place until it is.
+    adoption_wait_owed: bool,
     /// Per-bank capacity of each banked map, as the kernel created it.
     capacity: BTreeMap<&'static str, u32>,
 }
@@ -279,7 +282,7 @@ impl Banks {
             generation: 0,
             renew_owed: false,
             quiesce: Quiesce::new()?,
-            separation: Separation::default(),
+            adoption_wait_owed: false,
             capacity,
         })
     }
@@ -295,7 +298,7 @@ impl Banks {
         self.generation = self.read_generation()?;
         self.active = bank_of(self.generation);
         self.quiesce.start();
-        self.separation.started();
+        self.adoption_wait_owed = true;
         self.renew_owed = true;
         if let Err(error) = self.renew(false) {
             // The links have moved already: failing here would stop the agent
@@ -456,7 +459,8 @@ impl Banks {
         if *want == self.shadows[active] && want_own == self.owns[active] {
             return Ok((report, false));
         }
-        self.separation.finish(&mut self.quiesce)?;
+        self.quiesce.finish()?;
+        self.adoption_wait_owed = false;
         before_write()?;
         let target = other(self.active);
         (report.written, report.removed) = self.write_bank(target, want, &want_own)?;
@@ -509,13 +513,9 @@ impl Banks {
             (maps::PEERS_V4.name, grown(&shadow.peers_v4, &v4)),
             (maps::PEERS_V6.name, grown(&shadow.peers_v6, &v6)),
         ])?;
-        self.separation.before(&mut self.quiesce, false)?;
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
         let result = self.set_peers(bank, &mut shadow, &v4, &v6, &mut done);
         self.shadows[bank as usize] = shadow;
-        if done.written + done.removed > 0 {
-            self.separation.written(&mut self.quiesce, false);
-        }
         // Whatever landed is followed by the bump, even when a later write failed:
         // no flow keeps a decision made with the entries it replaced.
         // The write's own error first: the renew's says less.
@@ -753,6 +753,33 @@ impl Banks {
             .map_err(map_error(maps::ACTIVE.name, "read"))
     }
 
+    /// An own handle on `ACTIVE`, for another thread (`ActiveMover`).
+    #[cfg(feature = "testing")]
+    pub(super) fn active_mover(&self) -> Result<ActiveMover, DataplaneError> {
+        use aya::maps::IterableMap;
+        use std::os::fd::AsFd;
+        let what = |e: std::io::Error| DataplaneError::Map {
+            map: maps::ACTIVE.name,
+            what: format!("duplicating its fd: {e}"),
+            source: None,
+        };
+        let fd = self
+            .active_map
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(what)?;
+        let open = |source| DataplaneError::MapOp {
+            map: maps::ACTIVE.name,
+            operation: "open again",
+            source: Box::new(source),
+        };
+        let data = MapData::from_fd(fd).map_err(open)?;
+        let map = aya::maps::Map::from_map_data(data).map_err(open)?;
+        Ok(ActiveMover(Array::try_from(map).map_err(open)?))
+    }
+
     /// Flips `ACTIVE` to the next generation, whose bank is the other one: from
     /// the next packet on the classifiers read it, and every tracked flow decided
     /// by an earlier generation is re-decided at its next packet.
@@ -766,8 +793,29 @@ impl Banks {
         // A new generation re-decides every tracked flow: no move is owed.
         self.renew_owed = false;
         self.quiesce.start();
-        self.separation.started();
         Ok(())
+    }
+}
+
+/// A handle on `ACTIVE` of its own that moves it on by two generations (the same
+/// bank), as every write in place ends, from any thread: for tests of decisions
+/// during which it moves. The datapath it came from does not learn of the moves.
+#[cfg(feature = "testing")]
+pub struct ActiveMover(Array<MapData, u32>);
+
+#[cfg(feature = "testing")]
+impl ActiveMover {
+    /// Moves `ACTIVE` on by two generations; returns the new one.
+    pub fn move_on(&mut self) -> Result<u32, DataplaneError> {
+        let now = self
+            .0
+            .get(&0, 0)
+            .map_err(map_error(maps::ACTIVE.name, "read"))?;
+        let next = now.wrapping_add(BANKS);
+        self.0
+            .set(0, next, 0)
+            .map_err(map_error(maps::ACTIVE.name, "move on"))?;
+        Ok(next)
     }
 }
 

@@ -23,6 +23,8 @@ mod tunnels;
 
 use std::path::PathBuf;
 
+#[cfg(feature = "testing")]
+pub use banks::ActiveMover;
 pub use banks::{ApplyReport, BankContent};
 pub use counters::{DropTraffic, PolicyCounters, RuleTraffic, Traffic};
 pub use ct::{ConntrackSweeper, SweepReport, TrackedFlow};

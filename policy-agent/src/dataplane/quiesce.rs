@@ -1,5 +1,4 @@
-//! Waiting until no classifier run still uses the bank `ACTIVE` just left, or
-//! still reads entries an earlier write in place left (`Separation`).
+//! Waiting until no classifier run still uses the bank `ACTIVE` just left.
 //!
 //! The kernel offers no "wait for BPF programs" call, but updating an element of a
 //! map-in-map from userspace makes it call `synchronize_rcu()` before the syscall
@@ -12,8 +11,9 @@
 //! to 100 ms), far longer than writing a few entries, so it is not waited for in
 //! line: `start`, right after a flip, runs the update on a thread of its own, and
 //! `finish`, before the next write into the bank left, joins it, which by then has
-//! usually returned. Neither flip is delayed by the other's wait. Writes into the
-//! active bank itself use the same wait (`Separation`).
+//! usually returned. Neither flip is delayed by the other's wait. After adoption
+//! the same wait tells when the programs the agent before ran are done
+//! (`Banks::adopt`).
 //!
 //! aya 0.14 cannot create a map-of-maps on its own (its constructor with an inner
 //! map is crate-private), so the outer `BPF_MAP_TYPE_ARRAY_OF_MAPS` comes from one
@@ -176,142 +176,9 @@ impl Quiesce {
     }
 }
 
-/// The two calls of a grace-period wait (`Quiesce`; tests record them).
-pub(super) trait Wait {
-    /// Starts waiting for the classifier runs running now.
-    fn start(&mut self);
-    /// Returns once the runs the last `start` waits for have ended.
-    fn finish(&mut self) -> Result<(), DataplaneError>;
-}
-
-impl Wait for Quiesce {
-    fn start(&mut self) {
-        Quiesce::start(self);
-    }
-
-    fn finish(&mut self) -> Result<(), DataplaneError> {
-        Quiesce::finish(self)
-    }
-}
-
-/// Which waits the writes into the active bank in place owe one another. A
-/// whole-table write is hole-free for a classifier run whose reads fall within
-/// it (`banks/rewrite.rs`), not for one that also reads entries of an earlier or
-/// later write in place: so a whole-table write starts after a grace period
-/// since every earlier one, and any write in place after it waits one out too.
-/// Smaller writes (a pod's entries) after one another owe nothing.
-#[derive(Debug, Default)]
-pub(super) struct Separation {
-    /// Smaller writes in place landed since the last wait started.
-    small_written: bool,
-    /// A whole-table write in place started the last wait, not yet waited out.
-    table_written: bool,
-}
-
-impl Separation {
-    /// Waits what a write in place owes before it (`table`: a whole table's).
-    pub(super) fn before(
-        &mut self,
-        wait: &mut impl Wait,
-        table: bool,
-    ) -> Result<(), DataplaneError> {
-        if table && self.small_written {
-            wait.start();
-            self.small_written = false;
-        }
-        if table || self.table_written {
-            self.finish(wait)?;
-        }
-        Ok(())
-    }
-
-    /// After a write in place that changed entries.
-    pub(super) fn written(&mut self, wait: &mut impl Wait, table: bool) {
-        if table {
-            wait.start();
-            self.table_written = true;
-            self.small_written = false;
-        } else {
-            self.small_written = true;
-        }
-    }
-
-    /// Waits out the last wait started.
-    pub(super) fn finish(&mut self, wait: &mut impl Wait) -> Result<(), DataplaneError> {
-        wait.finish()?;
-        self.table_written = false;
-        Ok(())
-    }
-
-    /// A wait started after every write so far (a flip's, adoption's).
-    pub(super) fn started(&mut self) {
-        self.small_written = false;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Records the calls: 's' for start, 'f' for finish.
-    #[derive(Default)]
-    struct Calls(String);
-
-    impl Wait for Calls {
-        fn start(&mut self) {
-            self.0.push('s');
-        }
-
-        fn finish(&mut self) -> Result<(), DataplaneError> {
-            self.0.push('f');
-            Ok(())
-        }
-    }
-
-    /// The calls a sequence of writes in place makes (`true`: a whole table).
-    fn calls(writes: &[bool]) -> String {
-        let (mut separation, mut wait) = (Separation::default(), Calls::default());
-        for table in writes {
-            separation
-                .before(&mut wait, *table)
-                .unwrap_or_else(|e| panic!("{e}"));
-            wait.0.push('|');
-            separation.written(&mut wait, *table);
-            wait.0.push(' ');
-        }
-        wait.0
-    }
-
-    #[test]
-    fn whole_table_writes_in_place_are_a_grace_period_apart_from_every_other() {
-        // Table after table: the second waits out the wait the first started.
-        assert_eq!(calls(&[true, true]), "f|s f|s ");
-        // A pod's entries after a table: they wait it out too, once.
-        assert_eq!(calls(&[true, false, false]), "f|s f| | ");
-        // A table after a pod's entries: a wait starts after them, and is waited.
-        assert_eq!(calls(&[false, true]), "| sf|s ");
-        // A pod's entries after one another owe nothing.
-        assert_eq!(calls(&[false, false]), "| | ");
-    }
-
-    #[test]
-    fn a_flip_s_wait_covers_the_writes_before_it() {
-        let (mut separation, mut wait) = (Separation::default(), Calls::default());
-        separation.written(&mut wait, false);
-        separation.started();
-        separation
-            .before(&mut wait, true)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(wait.0, "f", "no new wait before the table write");
-        separation.written(&mut wait, true);
-        separation
-            .finish(&mut wait)
-            .unwrap_or_else(|e| panic!("{e}"));
-        separation
-            .before(&mut wait, false)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(wait.0, "fsf", "the table's wait is waited once");
-    }
 
     fn no_waiter() -> Result<Waiter, DataplaneError> {
         Err(DataplaneError::Map {

@@ -117,7 +117,6 @@ impl Banks {
             .into_iter()
             .partition(|(_, ifindex)| ifindex.is_none());
         let mut done = Written::default();
-        self.separation.before(&mut self.quiesce, false)?;
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
         let mut own = std::mem::take(&mut self.owns[bank as usize]);
         let result = self
@@ -151,9 +150,6 @@ impl Banks {
             });
         self.shadows[bank as usize] = shadow;
         self.owns[bank as usize] = own;
-        if done.written + done.removed > 0 {
-            self.separation.written(&mut self.quiesce, false);
-        }
         // Whatever landed is followed by the move, even when a later write failed:
         // no flow keeps a decision made with the entries it replaced.
         // The write's own error first: the renew's says less.

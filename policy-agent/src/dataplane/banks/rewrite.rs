@@ -41,9 +41,13 @@
 //! every verdict read is within the state after, or within the state before);
 //! an interface's isolation or audit flags do not change in place.
 //!
-//! Nor may a packet span two writes in place: a whole-table write waits out a
-//! grace period after any earlier write into the active bank, and an in-place
-//! write after it waits out one too (`quiesce::Separation`).
+//! Nor may a decision trust lookups that span two writes in place: every write
+//! in place ends with a move of `ACTIVE`, and the classifiers read `ACTIVE` again
+//! after a rule allowed a flow, dropping it (`STAT_DROP_STATE_CHANGED`) when it
+//! moved meanwhile. That second read must not be done before the lookups, which
+//! holds where loads are not reordered with older loads (x86): elsewhere whole
+//! tables are not written in place. After adoption, the first write waits until
+//! the programs of the agent before, which lack that read, have run out.
 //!
 //! Only host peer prefixes (pod addresses) may change this way: a changed
 //! shorter prefix would change the class of every address under it, so it
@@ -323,6 +327,9 @@ pub(in crate::dataplane) fn plan(active: &BankContent, want: &BankContent) -> Pl
 }
 
 fn plan_writes(active: &BankContent, want: &BankContent) -> Result<Vec<Write>, &'static str> {
+    if !cfg!(target_arch = "x86_64") {
+        return Err("whole tables are written in place only on x86 (module comment)");
+    }
     if active.addresses != want.addresses {
         return Err("ENDPOINT_ADDRS changes");
     }
@@ -587,11 +594,10 @@ fn plan_writes(active: &BankContent, want: &BankContent) -> Result<Vec<Write>, &
 impl super::Banks {
     /// Makes `want` what the classifiers read by writing the active bank itself
     /// when `plan` finds that hole-free, else as `install` does (through the idle
-    /// bank and a flip). Writes in place come after a grace period since any
-    /// earlier write into the active bank (`quiesce::Separation`; usually over by
-    /// then), and are followed by a move of `ACTIVE` by two generations (the same
-    /// bank; tracked flows are re-decided at their next packet), also when a later
-    /// write failed, and by the start of the wait the next write in place waits out.
+    /// bank and a flip). Writes in place are followed by a move of `ACTIVE` by two
+    /// generations (the same bank; tracked flows are re-decided at their next
+    /// packet), also when a later write failed; nothing waits for a grace period,
+    /// but the one after adoption.
     /// Returns the report and whether the state changed (flipped or written).
     /// `between` runs after each write in place (tests).
     pub(in crate::dataplane) fn install_in_place(
@@ -621,7 +627,10 @@ impl super::Banks {
                 return self.install(want, before_write);
             }
         };
-        self.separation.before(&mut self.quiesce, true)?;
+        if self.adoption_wait_owed {
+            self.quiesce.finish()?;
+            self.adoption_wait_owed = false;
+        }
         before_write()?;
         let mut done = super::Written::default();
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
@@ -631,9 +640,6 @@ impl super::Banks {
             Ok(())
         });
         self.shadows[bank as usize] = shadow;
-        if done.written + done.removed > 0 {
-            self.separation.written(&mut self.quiesce, true);
-        }
         // Whatever landed is followed by the move; the write's own error first.
         let renewed = self.renew(done.written + done.removed > 0);
         result?;
@@ -757,5 +763,6 @@ impl super::Banks {
     }
 }
 
-#[cfg(test)]
+// `plan` writes nothing in place elsewhere (module comment).
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests;

@@ -523,6 +523,13 @@ impl Datapath {
     }
 
     #[cfg(feature = "testing")]
+    /// A handle that moves `ACTIVE` on from another thread, as writes in place
+    /// do, behind this datapath's back (tests).
+    pub fn active_mover(&self) -> Result<crate::dataplane::ActiveMover, DataplaneError> {
+        self.banks.active_mover()
+    }
+
+    #[cfg(feature = "testing")]
     /// The generation `ACTIVE` holds (as this datapath last wrote or found it): one
     /// more at every flip, and `bank_of` it is the active bank.
     pub fn generation(&self) -> u32 {
