@@ -170,3 +170,69 @@ fn with_keep_established_flows_a_tracked_flow_outlives_a_change_that_denies_it()
         );
     }
 }
+
+/// UDP port the client's egress and the server's ingress trade in
+/// `half_open`.
+const HALF: u16 = 7004;
+
+/// The client isolated for egress (class 3) and the server for ingress (class
+/// 5): with `egress_open` the client's egress admits the server on UDP `HALF`
+/// and the server's ingress admits nobody, else the other way round. Neither
+/// state lets a datagram through end to end.
+fn half_open(net: &Net, egress_open: bool) -> DatapathTables {
+    let tables = Tables::new(net)
+        .isolate("client", false, true)
+        .isolate("server", true, false)
+        .pod_class("client", 3)
+        .pod_class("server", 5);
+    if egress_open {
+        tables.allow_port("client", Direction::Egress, 5, UDP, HALF)
+    } else {
+        tables.allow_port("server", Direction::Ingress, 3, UDP, HALF)
+    }
+    .build()
+}
+
+#[test]
+fn with_keep_established_flows_an_unanswered_flow_meets_the_new_policy() {
+    // Kept flows are answered ones (`ct::lookup` finds no entry for a non-TCP
+    // flow that never got an answer): a flow the client's egress tracked but the
+    // server's ingress dropped is no connection, and were it kept at the client
+    // it would pass the egress the new state denies and meet only the new state's
+    // ingress at the server, which admits it.
+    let mut net = up(Config {
+        flags: CONFIG_FLAG_KEEP_ESTABLISHED,
+        ..Config::DEFAULT
+    });
+    for (_, server) in FAMILIES {
+        let at = std::net::SocketAddr::new(addr(server), HALF);
+        net.apply(&half_open(&net, true));
+        let server_socket = Net::in_ns(&net.pod("server").netns, || {
+            std::net::UdpSocket::bind(at)
+        })
+        .unwrap_or_else(|e| panic!("bind {at}: {e}"));
+        server_socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap_or_else(|e| panic!("read timeout: {e}"));
+        let client = Net::in_ns(&net.pod("client").netns, || {
+            let any = if at.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let socket = std::net::UdpSocket::bind(any)?;
+            socket.connect(at)?;
+            Ok::<_, std::io::Error>(socket)
+        })
+        .unwrap_or_else(|e| panic!("udp socket to {at}: {e}"));
+        let arrives = |message: &[u8]| {
+            client
+                .send(message)
+                .unwrap_or_else(|e| panic!("udp send: {e}"));
+            let mut buffer = [0u8; 64];
+            server_socket.recv(&mut buffer).is_ok()
+        };
+        assert!(!arrives(b"before"), "the server's ingress drops UDP {at}");
+        net.apply(&half_open(&net, false));
+        assert!(
+            !arrives(b"after"),
+            "UDP {at} passed end to end, which neither state allows"
+        );
+    }
+}
