@@ -21,7 +21,7 @@ use policy_agent::policy::tables::{DatapathTables, Direction};
 use super::{
     frames::UDP,
     net::Net,
-    pods::{PODS, SERVER_V4},
+    pods::{one_side_open, PODS, SERVER_V4},
     support,
     tables::Tables,
 };
@@ -133,23 +133,13 @@ const TRADED: u16 = 7204;
 /// Admitted both ways in both states.
 const SHARED: u16 = 7205;
 
-/// The client isolated for egress, the server for ingress, the client in class
-/// 3 and the server in class 5: `SHARED` allowed both ways; `TRADED` by the
-/// client's egress (`traded`: by the server's ingress instead).
+/// `one_side_open` on UDP `TRADED` (the client's egress admits it, or with
+/// `traded` the server's ingress), with `SHARED` allowed both ways.
 fn traded_tables(net: &Net, traded: bool) -> DatapathTables {
-    let tables = Tables::new(net)
-        .isolate("server", true, false)
-        .isolate("client", false, true)
-        .pod_class("client", 3)
-        .pod_class("server", 5)
+    one_side_open(net, !traded, UDP, TRADED)
         .allow_port("client", Direction::Egress, 5, UDP, SHARED)
-        .allow_port("server", Direction::Ingress, 3, UDP, SHARED);
-    let tables = if traded {
-        tables.allow_port("server", Direction::Ingress, 3, UDP, TRADED)
-    } else {
-        tables.allow_port("client", Direction::Egress, 5, UDP, TRADED)
-    };
-    tables.build()
+        .allow_port("server", Direction::Ingress, 3, UDP, SHARED)
+        .build()
 }
 
 #[test]

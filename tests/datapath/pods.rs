@@ -115,6 +115,24 @@ pub fn server_admits_port_80(net: &Net) -> Tables<'_> {
         .allow_port("server", Direction::Ingress, 3, TCP, 80)
 }
 
+/// The client isolated for egress (class 3) and the server for ingress (class
+/// 5): with `egress_open` the client's egress admits the server on `protocol`
+/// `port` and the server's ingress admits nobody there, else the other way
+/// round. Either state alone drops the client's packets to that port, so a
+/// packet must not pass by mixing them.
+pub fn one_side_open(net: &Net, egress_open: bool, protocol: u8, port: u16) -> Tables<'_> {
+    let tables = Tables::new(net)
+        .isolate("client", false, true)
+        .isolate("server", true, false)
+        .pod_class("server", 5)
+        .pod_class("client", 3);
+    if egress_open {
+        tables.allow_port("client", Direction::Egress, 5, protocol, port)
+    } else {
+        tables.allow_port("server", Direction::Ingress, 3, protocol, port)
+    }
+}
+
 /// The client isolated for egress by policy 0, whose rule 0 admits the server
 /// (class 5) on TCP 8080 only; a ClusterIP per family (`CLUSTER_IPS`) defers the
 /// client's egress to the server's side, as with a Service whose backend it is.

@@ -16,7 +16,7 @@ use super::{
     addr,
     frames::{TCP, UDP},
     net::Net,
-    pods::{FAMILIES, PODS},
+    pods::{one_side_open, FAMILIES, PODS},
     sockets::{Tcp, Udp},
     support,
     tables::Tables,
@@ -171,27 +171,9 @@ fn with_keep_established_flows_a_tracked_flow_outlives_a_change_that_denies_it()
     }
 }
 
-/// UDP port the client's egress and the server's ingress trade in
-/// `half_open`.
+/// UDP port the client's egress and the server's ingress trade
+/// (`one_side_open`).
 const HALF: u16 = 7004;
-
-/// The client isolated for egress (class 3) and the server for ingress (class
-/// 5): with `egress_open` the client's egress admits the server on UDP `HALF`
-/// and the server's ingress admits nobody, else the other way round. Neither
-/// state lets a datagram through end to end.
-fn half_open(net: &Net, egress_open: bool) -> DatapathTables {
-    let tables = Tables::new(net)
-        .isolate("client", false, true)
-        .isolate("server", true, false)
-        .pod_class("client", 3)
-        .pod_class("server", 5);
-    if egress_open {
-        tables.allow_port("client", Direction::Egress, 5, UDP, HALF)
-    } else {
-        tables.allow_port("server", Direction::Ingress, 3, UDP, HALF)
-    }
-    .build()
-}
 
 #[test]
 fn with_keep_established_flows_an_unanswered_flow_meets_the_new_policy() {
@@ -206,11 +188,9 @@ fn with_keep_established_flows_an_unanswered_flow_meets_the_new_policy() {
     });
     for (_, server) in FAMILIES {
         let at = std::net::SocketAddr::new(addr(server), HALF);
-        net.apply(&half_open(&net, true));
-        let server_socket = Net::in_ns(&net.pod("server").netns, || {
-            std::net::UdpSocket::bind(at)
-        })
-        .unwrap_or_else(|e| panic!("bind {at}: {e}"));
+        net.apply(&one_side_open(&net, true, UDP, HALF).build());
+        let server_socket = Net::in_ns(&net.pod("server").netns, || std::net::UdpSocket::bind(at))
+            .unwrap_or_else(|e| panic!("bind {at}: {e}"));
         server_socket
             .set_read_timeout(Some(std::time::Duration::from_millis(200)))
             .unwrap_or_else(|e| panic!("read timeout: {e}"));
@@ -229,7 +209,7 @@ fn with_keep_established_flows_an_unanswered_flow_meets_the_new_policy() {
             server_socket.recv(&mut buffer).is_ok()
         };
         assert!(!arrives(b"before"), "the server's ingress drops UDP {at}");
-        net.apply(&half_open(&net, false));
+        net.apply(&one_side_open(&net, false, UDP, HALF).build());
         assert!(
             !arrives(b"after"),
             "UDP {at} passed end to end, which neither state allows"

@@ -21,29 +21,11 @@ use super::{
     frames::TCP,
     net::Net,
     pods::{
-        client_egress_through_services, expect, quiet_net, server_and_client, syn, CLUSTER_IPS,
-        FAMILIES, PODS,
+        client_egress_through_services, expect, one_side_open, quiet_net, server_and_client, syn,
+        CLUSTER_IPS, FAMILIES, PODS,
     },
     tables::Tables,
 };
-
-/// The client isolated for egress, the server for ingress; with `egress_open` the
-/// client's egress admits the server (class 5) on TCP 80 and the server's ingress
-/// admits nobody, else the other way round. Either state alone drops a SYN from
-/// the client to the server's port 80: a packet must not pass by mixing them.
-fn one_side_open(net: &Net, egress_open: bool) -> DatapathTables {
-    let tables = Tables::new(net)
-        .isolate("client", false, true)
-        .isolate("server", true, false)
-        .pod_class("server", 5)
-        .pod_class("client", 3);
-    if egress_open {
-        tables.allow_port("client", Direction::Egress, 5, TCP, 80)
-    } else {
-        tables.allow_port("server", Direction::Ingress, 3, TCP, 80)
-    }
-    .build()
-}
 
 /// Both sides open on TCP 80 (`one_side_open` with both rules), plus an unrelated
 /// rule on port `extra`: a change of `extra` alone flips banks.
@@ -67,13 +49,13 @@ fn a_packet_whose_egress_an_older_bank_decided_has_it_decided_again_at_a_same_no
         let first = syn(client, server, sport, 80);
         // The client's egress hook decides with the state that opens egress, and
         // stamps the packet with that generation.
-        net.apply(&one_side_open(&net, true));
+        net.apply(&one_side_open(&net, true, TCP, 80).build());
         let out = net.run(Out, "client", 0, &first);
         assert_eq!((out.passed, out.mark), (true, net.stamp()), "{client}");
         // The policy changes before the packet reaches the server's hook, whose
         // state opens ingress (and closes the client's egress): the server's hook
         // decides the client's egress again with that state and drops the packet.
-        net.apply(&one_side_open(&net, false));
+        net.apply(&one_side_open(&net, false, TCP, 80).build());
         assert_ne!(out.mark, net.stamp());
         expect(
             &mut net,
