@@ -73,6 +73,27 @@ fn arrives(server: &UdpSocket, client: &UdpSocket) -> bool {
     server.recv(&mut buffer).is_ok()
 }
 
+/// Applies `tables` through `apply_in_place`, sending a datagram from `client`
+/// to `server` after each write into the active bank: how many writes there
+/// were and after how many it arrived.
+fn send_between_writes(
+    net: &mut Net,
+    tables: &DatapathTables,
+    (server, client): (&UdpSocket, &UdpSocket),
+) -> (u32, u32) {
+    let (mut writes, mut passed) = (0, 0);
+    let interfaces = net.interfaces.clone();
+    net.datapath
+        .apply_in_place_observed(tables, &interfaces, &Default::default(), &mut || {
+            writes += 1;
+            if arrives(server, client) {
+                passed += 1;
+            }
+        })
+        .unwrap_or_else(|e| panic!("apply_in_place: {e}"));
+    (writes, passed)
+}
+
 #[test]
 fn no_datagram_both_states_drop_passes_between_the_writes_of_an_in_place_change() {
     support::require_root_and_bpf();
@@ -88,18 +109,11 @@ fn no_datagram_both_states_drop_passes_between_the_writes_of_an_in_place_change(
 
     // Forward, in place, a datagram to `BOTH_DENY` after every write.
     let observe = |net: &mut Net, bank: u32| {
-        let (mut writes, mut passed) = (0, 0);
-        let interfaces = net.interfaces.clone();
-        let report = net
-            .datapath
-            .apply_in_place_observed(&after, &interfaces, &Default::default(), &mut || {
-                writes += 1;
-                if arrives(&both_deny, &both_deny_client) {
-                    passed += 1;
-                }
-            })
-            .unwrap_or_else(|e| panic!("apply_in_place: {e}"));
-        assert!(writes > 3, "written in place, step by step: {report:?}");
+        let (writes, passed) = send_between_writes(net, &after, (&both_deny, &both_deny_client));
+        assert!(
+            writes > 3,
+            "written in place, step by step: {writes} writes"
+        );
         assert_eq!(
             passed, 0,
             "datagrams both states drop passed in {writes} states"
@@ -159,16 +173,7 @@ fn a_change_that_trades_an_egress_allow_for_an_ingress_allow_is_not_written_in_p
 
     // Written in place, the server's row would change before the client's (its
     // endpoint id sorts first): in between, both hooks would admit `TRADED`.
-    let (mut writes, mut passed) = (0, 0);
-    let interfaces = net.interfaces.clone();
-    net.datapath
-        .apply_in_place_observed(&after, &interfaces, &Default::default(), &mut || {
-            writes += 1;
-            if arrives(&traded, &traded_client) {
-                passed += 1;
-            }
-        })
-        .unwrap_or_else(|e| panic!("apply_in_place: {e}"));
+    let (writes, passed) = send_between_writes(&mut net, &after, (&traded, &traded_client));
     assert_eq!(
         passed, 0,
         "a datagram both states drop passed after {passed} of {writes} writes in place"
