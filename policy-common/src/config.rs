@@ -10,6 +10,12 @@ pub const CONFIG_FLAG_ALLOW_EVENTS: u32 = 1 << 0;
 /// flow whose entry another state decided); only a new connection meets the new
 /// policy. Off by default: a change cuts what it denies.
 pub const CONFIG_FLAG_KEEP_ESTABLISHED: u32 = 1 << 1;
+/// Flag, set by the agent only while it writes whole tables into the active bank
+/// (and until the move of `ACTIVE` that ends the write): a denial the classifiers
+/// reach meanwhile may come from entries of both states, so it is not trusted. The
+/// packet is dropped as `STAT_DROP_STATE_CHANGED`, and a tracked flow is not
+/// revoked for it; its next packet is decided again.
+pub const CONFIG_FLAG_TABLES_WRITING: u32 = 1 << 2;
 
 /// The `skb->mark` bits podwall owns unless told otherwise: the low byte, clear of
 /// Calico's `IptablesMarkMask` (0xffff0000), kube-proxy's masquerade and drop bits
@@ -182,6 +188,12 @@ impl Config {
         self.mark_deferred_egress | self.mark_reply_verified | self.mark_stamp_mask
     }
 
+    /// How many generations apart two stamps can be told apart: `2^k - 1` for k
+    /// stamp bits (0 without stamp bits).
+    pub const fn mark_stamps(&self) -> u32 {
+        self.mark_stamp_mask.wrapping_shr(self.mark_stamp_shift)
+    }
+
     /// The bank stamp of `generation` (an `ACTIVE` value), already in place in the
     /// mark: `1 + generation mod (2^k - 1)` in the k stamp bits, so a stamped
     /// packet's field is never 0, and two generations fewer than 2^k - 1 apart
@@ -189,7 +201,7 @@ impl Config {
     /// stamp bits are configured.
     #[inline(always)]
     pub const fn mark_stamp(&self, generation: u32) -> u32 {
-        let modulus = self.mark_stamp_mask.wrapping_shr(self.mark_stamp_shift);
+        let modulus = self.mark_stamps();
         if modulus == 0 {
             return 0;
         }

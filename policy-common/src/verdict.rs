@@ -103,8 +103,9 @@ pub const STAT_DROP_FRAGMENT_OVERLAP: u32 = 30;
 /// neighbour or bridge forwarding entry a pod forged sent it to the wrong port.
 pub const STAT_DROP_MISDELIVERED: u32 = 32;
 /// Dropped: a new flow (or a re-decision) that a rule allowed while `ACTIVE`
-/// moved under the decision: the agent wrote tables in place meanwhile, so its
-/// lookups may have read entries of two writes. The next packet is decided anew.
+/// moved under the decision, or that was denied while the agent wrote tables in
+/// place (`CONFIG_FLAG_TABLES_WRITING`): its lookups may have read entries of two
+/// states. Nothing is tracked or revoked; the next packet is decided anew.
 pub const STAT_DROP_STATE_CHANGED: u32 = 33;
 
 /// Side counter: a verdict event the rate limit held back.

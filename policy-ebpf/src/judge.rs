@@ -36,8 +36,10 @@ pub(crate) const RULE: u32 = 4;
 pub(crate) const AUDIT: u32 = 5;
 /// `Judgement::kind`: denied; the slot is the direction's deny slot (step 12).
 pub(crate) const DENIED: u32 = 0;
-/// `Judgement::kind`: a rule allowed it, but `ACTIVE` moved during the lookups
-/// (`maps::generation_moved`): not trusted, the packet is dropped as
+/// `Judgement::kind`: a rule allowed it while `ACTIVE` moved, or it was denied
+/// while `ACTIVE` moved or the agent wrote whole tables in place
+/// (`maps::decided_mid_write`): the lookups may have read entries of two states,
+/// so the verdict is not trusted; the packet is dropped as
 /// `STAT_DROP_STATE_CHANGED` and nothing is tracked or revoked.
 pub(crate) const CHANGED: u32 = 6;
 
@@ -116,7 +118,9 @@ fn remote_plain(endpoint: &EndpointInfo, flags: impl FnOnce() -> u32) -> u32 {
 /// 11. the peer's class (`maps::peer`) and the protocol and destination port in
 ///     `POLICY`: `RULE` with the rule's counter slot, or `CHANGED` when `ACTIVE`
 ///     moved since the packet read it (the lookups may span two writes in place);
-/// 12. else `AUDIT` when the endpoint audits that direction, `DENIED` when not.
+/// 12. else `AUDIT` when the endpoint audits that direction (also for step 11's
+///     `CHANGED`: an audited direction passes either way), `CHANGED` while the
+///     lookups may have read two states (`maps::decided_mid_write`), `DENIED`.
 #[inline(never)]
 pub(crate) fn judge(
     site: Site,
@@ -165,14 +169,21 @@ pub(crate) fn judge(
     let id = endpoint.endpoint_id;
     if let Some(allowed) = maps::policy(bank, id, peer.class_id, direction, flow.protocol, port_be)
     {
-        if maps::generation_moved(facts.generation) {
+        // A rule's allow is trusted unless `ACTIVE` moved.
+        if !maps::generation_moved(facts.generation) {
+            facts.rule = Some(allowed);
+            return Judgement::new(RULE | plain, allowed.rule_slot);
+        }
+        if !audit::audits(endpoint, direction) {
             return Judgement::new(CHANGED, NO_COUNTER);
         }
-        facts.rule = Some(allowed);
-        return Judgement::new(RULE | plain, allowed.rule_slot);
     }
+    // An audited direction passes either way; a denial is trusted unless the
+    // agent is writing tables in place or `ACTIVE` moved.
     if audit::audits(endpoint, direction) {
         Judgement::new(AUDIT | plain, drop_slot(id, direction, true))
+    } else if maps::decided_mid_write(facts.generation) {
+        Judgement::new(CHANGED, NO_COUNTER)
     } else {
         Judgement::new(DENIED, drop_slot(id, direction, false))
     }

@@ -301,6 +301,8 @@ pub(crate) fn to_tc_action(ctx: &TcContext, facts: &Facts, verdict: Result<u32, 
 ///     with the rule's counter slot, unless `ACTIVE` moved since the packet read it
 ///     (the lookups may span two writes in place): then it is dropped as
 ///     `STAT_DROP_STATE_CHANGED`, nothing tracked.
+///     A denial reached while the agent writes tables in place
+///     (`CONFIG_FLAG_TABLES_WRITING`) or across a move is dropped so too.
 /// 12. Anything else is dropped (`STAT_DROP_POLICY`), unless the endpoint audits
 ///     this direction (`AUDIT_*`): then it passes as a would-drop
 ///     (`STAT_WOULD_DROP_POLICY`), tracked with `CT_FLAG_AUDIT` and its audit deny slot.

@@ -37,7 +37,7 @@ use aya_ebpf::{
 };
 use policy_common::{
     bank::{bank_of, BANKS},
-    config::Config,
+    config::{Config, CONFIG_FLAG_TABLES_WRITING},
     counters::{TrafficCounter, DROP_COUNTERS_MAX, RULE_COUNTERS_MAX},
     ct::{CtKey, CtValue, CONNTRACK_MAX, CT_COUNTERS_MAX},
     endpoint::{
@@ -266,6 +266,15 @@ pub(crate) fn active_generation() -> u32 {
 #[inline(always)]
 pub(crate) fn generation_moved(generation: u32) -> bool {
     active_generation() != generation
+}
+
+/// Whether this packet's decision may have read entries of two states: `ACTIVE`
+/// moved since its start (`generation_moved`), or the agent is writing whole
+/// tables into the active bank (`CONFIG_FLAG_TABLES_WRITING`). Read after the
+/// decision's last lookup.
+#[inline(always)]
+pub(crate) fn decided_mid_write(generation: u32) -> bool {
+    config(|config| config.flags & CONFIG_FLAG_TABLES_WRITING != 0) || generation_moved(generation)
 }
 
 /// The bank of a generation.

@@ -17,6 +17,7 @@ use std::{
 };
 
 use policy_agent::policy::tables::{DatapathTables, Direction};
+use policy_common::config::{Config, CONFIG_FLAG_TABLES_WRITING};
 
 use super::{
     frames::UDP,
@@ -83,14 +84,27 @@ fn send_between_writes(
 ) -> (u32, u32) {
     let (mut writes, mut passed) = (0, 0);
     let interfaces = net.interfaces.clone();
+    let mut config = net
+        .datapath
+        .config_reader()
+        .unwrap_or_else(|e| panic!("a reader of CONFIG: {e}"));
+    let writing = |config: Option<Config>| {
+        config.is_some_and(|config| config.flags & CONFIG_FLAG_TABLES_WRITING != 0)
+    };
     net.datapath
         .apply_in_place_observed(tables, &interfaces, &Default::default(), &mut || {
             writes += 1;
+            // The classifiers do not trust a denial meanwhile.
+            assert!(writing(config()), "CONFIG says no tables are being written");
             if arrives(server, client) {
                 passed += 1;
             }
         })
         .unwrap_or_else(|e| panic!("apply_in_place: {e}"));
+    assert!(
+        !writing(config()),
+        "CONFIG still says tables are being written"
+    );
     (writes, passed)
 }
 

@@ -1,9 +1,12 @@
-//! A decision whose lookups span a move of `ACTIVE` is not trusted: writes in
-//! place end with such a move, so lookups on both sides of one may combine
-//! entries of two writes. `BPF_PROG_TEST_RUN` frames at the server's ingress
-//! while another thread moves `ACTIVE` on as fast as it can: some decisions see
-//! it move and are dropped as `drop_state_changed`, nothing tracked for them, and
-//! none is dropped as a policy denial (the rule admits the flow throughout).
+//! A decision whose lookups may combine entries of two states is not trusted.
+//! Writes in place end with a move of `ACTIVE`, so lookups on both sides of one
+//! may combine entries of two writes: `BPF_PROG_TEST_RUN` frames at the server's
+//! ingress while another thread moves `ACTIVE` on as fast as it can; some
+//! decisions see it move and are dropped as `drop_state_changed`, nothing tracked
+//! for them, and none is dropped as a policy denial (the rule admits the flow
+//! throughout). And while the agent writes whole tables in place
+//! (`CONFIG_FLAG_TABLES_WRITING`), a denial is not trusted either: a tracked flow
+//! is not revoked for it.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -11,10 +14,13 @@ use std::{
 };
 
 use policy_agent::dataplane::Hook::PodIngress as In;
+use policy_common::config::{Config, CONFIG_FLAG_TABLES_WRITING};
 
 use super::{
-    pods::{server_admits_port_80, server_and_client, syn, CLIENT_V4, SERVER_V4},
+    net::Net,
+    pods::{ack, server_admits_port_80, server_and_client, syn, CLIENT_V4, SERVER_V4},
     support,
+    tables::Tables,
 };
 
 /// Frames run while `ACTIVE` moves: enough for thousands of moves to fall inside
@@ -80,5 +86,61 @@ fn a_rule_that_allows_a_flow_while_active_moves_is_not_trusted() {
         passed as u64 + changed,
         u64::from(RUNS),
         "every run passed or was distrusted"
+    );
+}
+
+#[test]
+fn a_denial_reached_while_tables_are_written_in_place_revokes_nothing() {
+    support::require_root_and_bpf();
+    let mut net = server_and_client();
+    let admits = server_admits_port_80(&net).build();
+    let admits_nobody = Tables::new(&net).isolate("server", true, false).build();
+    net.apply(&admits);
+    let (syn_80, ack_80) = (
+        syn(CLIENT_V4, SERVER_V4, 40001, 80),
+        ack(CLIENT_V4, SERVER_V4, 40001, 80),
+    );
+    assert!(net.run(In, "server", 0, &syn_80).passed, "tracked");
+    // The new state denies the flow: its next packet would revoke it, were the
+    // denial trusted.
+    net.apply(&admits_nobody);
+    let config = *net.datapath.config();
+    let writing = Config {
+        flags: config.flags | CONFIG_FLAG_TABLES_WRITING,
+        ..config
+    };
+    let set = |net: &mut Net, config: &Config| {
+        net.datapath
+            .set_config(config)
+            .unwrap_or_else(|e| panic!("write CONFIG: {e}"));
+    };
+    set(&mut net, &writing);
+    let before = net.stats();
+    assert!(!net.run(In, "server", 0, &ack_80).passed);
+    let new_flow = syn(CLIENT_V4, SERVER_V4, 40002, 80);
+    assert!(!net.run(In, "server", 0, &new_flow).passed);
+    let after = net.stats();
+    let moved = |name: &str| after.get(name) - before.get(name);
+    assert_eq!(
+        moved("drop_state_changed"),
+        2,
+        "both dropped, neither trusted"
+    );
+    assert_eq!(moved("drop_revoked") + moved("drop_policy"), 0);
+    let server_if = net.ifindex("server");
+    let entry = net
+        .conntrack()
+        .into_iter()
+        .find(|flow| flow.ifindex == server_if && flow.source.1 == 40001)
+        .unwrap_or_else(|| panic!("the flow's entry is gone"));
+    assert!(!entry.revoked, "revoked on an untrusted denial: {entry:?}");
+
+    // Once written, the denial stands and revokes the flow.
+    set(&mut net, &config);
+    let before = net.stats();
+    assert!(!net.run(In, "server", 0, &ack_80).passed);
+    assert_eq!(
+        net.stats().get("drop_revoked") - before.get("drop_revoked"),
+        1
     );
 }

@@ -756,28 +756,7 @@ impl Banks {
     /// An own handle on `ACTIVE`, for another thread (`ActiveMover`).
     #[cfg(feature = "testing")]
     pub(super) fn active_mover(&self) -> Result<ActiveMover, DataplaneError> {
-        use aya::maps::IterableMap;
-        use std::os::fd::AsFd;
-        let what = |e: std::io::Error| DataplaneError::Map {
-            map: maps::ACTIVE.name,
-            what: format!("duplicating its fd: {e}"),
-            source: None,
-        };
-        let fd = self
-            .active_map
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(what)?;
-        let open = |source| DataplaneError::MapOp {
-            map: maps::ACTIVE.name,
-            operation: "open again",
-            source: Box::new(source),
-        };
-        let data = MapData::from_fd(fd).map_err(open)?;
-        let map = aya::maps::Map::from_map_data(data).map_err(open)?;
-        Ok(ActiveMover(Array::try_from(map).map_err(open)?))
+        Ok(ActiveMover(reopen(&self.active_map, maps::ACTIVE.name)?))
     }
 
     /// Flips `ACTIVE` to the next generation, whose bank is the other one: from
@@ -795,6 +774,35 @@ impl Banks {
         self.quiesce.start();
         Ok(())
     }
+}
+
+/// A handle of its own on the array `array` (named `name`), for another thread or
+/// a closure that runs while the datapath is borrowed (tests).
+#[cfg(feature = "testing")]
+pub(super) fn reopen<V: aya::Pod>(
+    array: &Array<MapData, V>,
+    name: &'static str,
+) -> Result<Array<MapData, V>, DataplaneError> {
+    use aya::maps::IterableMap;
+    use std::os::fd::AsFd;
+    let fd = array
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| DataplaneError::Map {
+            map: name,
+            what: format!("duplicating its fd: {e}"),
+            source: None,
+        })?;
+    let open = |source| DataplaneError::MapOp {
+        map: name,
+        operation: "open again",
+        source: Box::new(source),
+    };
+    let data = MapData::from_fd(fd).map_err(open)?;
+    let map = aya::maps::Map::from_map_data(data).map_err(open)?;
+    Array::try_from(map).map_err(open)
 }
 
 /// A handle on `ACTIVE` of its own that moves it on by two generations (the same

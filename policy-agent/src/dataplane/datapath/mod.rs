@@ -32,9 +32,19 @@ use aya::{
 };
 use ipnet::IpNet;
 use policy_common::{
-    bank::BANKS, config::Config, counters::NO_COUNTER, debug::KERNEL_DEBUG_GLOBAL,
-    endpoint::PENDING_ENDPOINT_ID, maps,
+    bank::BANKS,
+    config::{Config, CONFIG_FLAG_TABLES_WRITING},
+    counters::NO_COUNTER,
+    debug::KERNEL_DEBUG_GLOBAL,
+    endpoint::PENDING_ENDPOINT_ID,
+    maps,
 };
+
+/// The fewest stamps (`Config::mark_stamps`) with which whole tables are written
+/// in place: each such write moves the generation by two without a grace period,
+/// so a packet held between a client's and a server's hook across this many of
+/// them could be taken for current.
+const IN_PLACE_MIN_STAMPS: u32 = 15;
 
 #[cfg(feature = "testing")]
 pub use self::attach_probe::{AttachTimes, AttachWay};
@@ -348,8 +358,27 @@ impl Datapath {
         let counters = &mut self.counters;
         let zero = || counters.zero_rule_slots(&reused);
         let (report, flipped) = match in_place {
-            Some(between) => self.banks.install_in_place(&want, zero, between)?,
-            None => self.banks.install(&want, zero)?,
+            Some(between) if self.config.mark_stamps() >= IN_PLACE_MIN_STAMPS => {
+                // While the active bank is written, denials are not trusted
+                // (`CONFIG_FLAG_TABLES_WRITING`); cleared after the move that ends
+                // the write, or at the next write's end if clearing fails.
+                let writing = Config {
+                    flags: self.config.flags | CONFIG_FLAG_TABLES_WRITING,
+                    ..self.config
+                };
+                self.config_map
+                    .set(0, writing, 0)
+                    .map_err(map_error(maps::CONFIG.name, "write"))?;
+                let installed = self.banks.install_in_place(&want, zero, between);
+                let cleared = self
+                    .config_map
+                    .set(0, self.config, 0)
+                    .map_err(map_error(maps::CONFIG.name, "write"));
+                let installed = installed?;
+                cleared?;
+                installed
+            }
+            Some(_) | None => self.banks.install(&want, zero)?,
         };
         if flipped {
             // Only an assignment that became active is worth keeping across a
@@ -527,6 +556,14 @@ impl Datapath {
     /// do, behind this datapath's back (tests).
     pub fn active_mover(&self) -> Result<crate::dataplane::ActiveMover, DataplaneError> {
         self.banks.active_mover()
+    }
+
+    #[cfg(feature = "testing")]
+    /// A reader of `CONFIG` as the classifiers see it, usable while this datapath
+    /// is borrowed (tests look at it between writes in place).
+    pub fn config_reader(&self) -> Result<impl FnMut() -> Option<Config>, DataplaneError> {
+        let config = super::banks::reopen(&self.config_map, maps::CONFIG.name)?;
+        Ok(move || config.get(&0, 0).ok())
     }
 
     #[cfg(feature = "testing")]
