@@ -6,7 +6,8 @@
 //! for them, and none is dropped as a policy denial (the rule admits the flow
 //! throughout). And while the agent writes whole tables in place
 //! (`CONFIG_FLAG_TABLES_WRITING`), a denial is not trusted either: a tracked flow
-//! is not revoked for it.
+//! is not revoked for it. The flag is the datapath's own: `set_config` cannot set
+//! or clear it.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -14,7 +15,6 @@ use std::{
 };
 
 use policy_agent::dataplane::Hook::PodIngress as In;
-use policy_common::config::{Config, CONFIG_FLAG_TABLES_WRITING};
 
 use super::{
     net::Net,
@@ -104,17 +104,12 @@ fn a_denial_reached_while_tables_are_written_in_place_revokes_nothing() {
     // The new state denies the flow: its next packet would revoke it, were the
     // denial trusted.
     net.apply(&admits_nobody);
-    let config = *net.datapath.config();
-    let writing = Config {
-        flags: config.flags | CONFIG_FLAG_TABLES_WRITING,
-        ..config
-    };
-    let set = |net: &mut Net, config: &Config| {
+    let set = |net: &mut Net, on: bool| {
         net.datapath
-            .set_config(config)
+            .set_tables_writing(on)
             .unwrap_or_else(|e| panic!("write CONFIG: {e}"));
     };
-    set(&mut net, &writing);
+    set(&mut net, true);
     let before = net.stats();
     assert!(!net.run(In, "server", 0, &ack_80).passed);
     let new_flow = syn(CLIENT_V4, SERVER_V4, 40002, 80);
@@ -136,11 +131,44 @@ fn a_denial_reached_while_tables_are_written_in_place_revokes_nothing() {
     assert!(!entry.revoked, "revoked on an untrusted denial: {entry:?}");
 
     // Once written, the denial stands and revokes the flow.
-    set(&mut net, &config);
+    set(&mut net, false);
     let before = net.stats();
     assert!(!net.run(In, "server", 0, &ack_80).passed);
     assert_eq!(
         net.stats().get("drop_revoked") - before.get("drop_revoked"),
         1
     );
+}
+
+#[test]
+fn set_config_neither_sets_nor_clears_the_tables_writing_flag() {
+    support::require_root_and_bpf();
+    let mut net = server_and_client();
+    let mut kernel = net
+        .datapath
+        .config_reader()
+        .unwrap_or_else(|e| panic!("a reader of CONFIG: {e}"));
+    let writing = |config: Option<policy_common::config::Config>| {
+        config.is_some_and(|c| c.flags & policy_common::config::CONFIG_FLAG_TABLES_WRITING != 0)
+    };
+    let mut config = *net.datapath.config();
+    config.flags |= policy_common::config::CONFIG_FLAG_TABLES_WRITING;
+    net.datapath
+        .set_config(&config)
+        .unwrap_or_else(|e| panic!("write CONFIG: {e}"));
+    assert!(!writing(kernel()), "set_config set the flag");
+    net.datapath
+        .set_tables_writing(true)
+        .unwrap_or_else(|e| panic!("write CONFIG: {e}"));
+    net.datapath
+        .set_tunnel_ports(&[4789])
+        .unwrap_or_else(|e| panic!("tunnel ports: {e}"));
+    assert!(writing(kernel()), "a settings write cleared the flag");
+    net.datapath
+        .set_tables_writing(false)
+        .unwrap_or_else(|e| panic!("write CONFIG: {e}"));
+    net.datapath
+        .set_tunnel_ports(&[8472])
+        .unwrap_or_else(|e| panic!("tunnel ports: {e}"));
+    assert!(!writing(kernel()), "the flag came back from CONFIG as read");
 }

@@ -597,13 +597,17 @@ impl super::Banks {
     /// bank and a flip). Writes in place are followed by a move of `ACTIVE` by two
     /// generations (the same bank; tracked flows are re-decided at their next
     /// packet), also when a later write failed; nothing waits for a grace period,
-    /// but the one after adoption.
+    /// but the one after adoption. `mark_writing` runs right before the first
+    /// write in place (the classifiers stop trusting denials:
+    /// `CONFIG_FLAG_TABLES_WRITING`); the caller clears that once this returns
+    /// `Ok`.
     /// Returns the report and whether the state changed (flipped or written).
     /// `between` runs after each write in place (tests).
     pub(in crate::dataplane) fn install_in_place(
         &mut self,
         want: &BankContent,
         before_write: impl FnOnce() -> Result<(), crate::dataplane::DataplaneError>,
+        mark_writing: impl FnOnce() -> Result<(), crate::dataplane::DataplaneError>,
         between: &mut dyn FnMut(),
     ) -> Result<(super::ApplyReport, bool), crate::dataplane::DataplaneError> {
         // An owed move first, whatever happens next (a refusal, a failed write).
@@ -632,6 +636,7 @@ impl super::Banks {
             self.adoption_wait_owed = false;
         }
         before_write()?;
+        mark_writing()?;
         let mut done = super::Written::default();
         let mut shadow = std::mem::take(&mut self.shadows[bank as usize]);
         let result = writes.iter().try_for_each(|write| {

@@ -40,6 +40,22 @@ use policy_common::{
     maps,
 };
 
+/// Writes `config` into `CONFIG`, with `CONFIG_FLAG_TABLES_WRITING` when
+/// `writing` and without it when not.
+fn write_config(
+    map: &mut Array<MapData, Config>,
+    config: &Config,
+    writing: bool,
+) -> Result<(), DataplaneError> {
+    let flags = if writing {
+        config.flags | CONFIG_FLAG_TABLES_WRITING
+    } else {
+        config.flags & !CONFIG_FLAG_TABLES_WRITING
+    };
+    map.set(0, Config { flags, ..*config }, 0)
+        .map_err(map_error(maps::CONFIG.name, "write"))
+}
+
 /// The fewest stamps (`Config::mark_stamps`) with which whole tables are written
 /// in place: each such write moves the generation by two without a grace period,
 /// so a packet held between a client's and a server's hook across this many of
@@ -112,6 +128,10 @@ pub struct Datapath {
     /// The `CONFIG` entry last written (`set_config`): conntrack timeouts for the
     /// sweep, and the mark bits.
     config: Config,
+    /// `CONFIG` carries `CONFIG_FLAG_TABLES_WRITING`: whole tables are being
+    /// written into the active bank, or a write left it part-written (set before
+    /// the first write, cleared once an apply leaves one whole state).
+    tables_writing: bool,
     /// Where this datapath is pinned (`open_pinned`), if it is.
     pins: Option<PinLayout>,
     /// Pod interfaces with `pod_ingress` and `pod_egress` attached.
@@ -209,6 +229,7 @@ impl Datapath {
             config_map: super::maps::array(&mut ebpf, maps::CONFIG)?,
             ebpf,
             config: options.config,
+            tables_writing: false,
             pins,
             attached: BTreeMap::new(),
             exits: BTreeMap::new(),
@@ -216,6 +237,12 @@ impl Datapath {
             sockets: None,
             kernel_log,
         };
+        // A pinned CONFIG may say an agent before was writing tables in place when
+        // it stopped: the bank may be part-written, so denials stay untrusted
+        // until this agent's first apply.
+        datapath.tables_writing = datapath
+            .config_in_kernel()
+            .is_ok_and(|config| config.flags & CONFIG_FLAG_TABLES_WRITING != 0);
         datapath.set_config(&options.config)?;
         Ok(datapath)
     }
@@ -359,27 +386,30 @@ impl Datapath {
         let zero = || counters.zero_rule_slots(&reused);
         let (report, flipped) = match in_place {
             Some(between) if self.config.mark_stamps() >= IN_PLACE_MIN_STAMPS => {
-                // While the active bank is written, denials are not trusted
-                // (`CONFIG_FLAG_TABLES_WRITING`); cleared after the move that ends
-                // the write, or at the next write's end if clearing fails.
-                let writing = Config {
-                    flags: self.config.flags | CONFIG_FLAG_TABLES_WRITING,
-                    ..self.config
+                // Right before the first write in place, denials stop being
+                // trusted (`CONFIG_FLAG_TABLES_WRITING`).
+                let (map, config, writing) =
+                    (&mut self.config_map, &self.config, &mut self.tables_writing);
+                let mark = || {
+                    write_config(map, config, true)?;
+                    *writing = true;
+                    Ok(())
                 };
-                self.config_map
-                    .set(0, writing, 0)
-                    .map_err(map_error(maps::CONFIG.name, "write"))?;
-                let installed = self.banks.install_in_place(&want, zero, between);
-                let cleared = self
-                    .config_map
-                    .set(0, self.config, 0)
-                    .map_err(map_error(maps::CONFIG.name, "write"));
-                let installed = installed?;
-                cleared?;
-                installed
+                self.banks.install_in_place(&want, zero, mark, between)?
             }
             Some(_) | None => self.banks.install(&want, zero)?,
         };
+        // The active bank holds one whole state again (an error above leaves the
+        // flag set): denials are trusted from here on.
+        if self.tables_writing {
+            match write_config(&mut self.config_map, &self.config, false) {
+                Ok(()) => self.tables_writing = false,
+                Err(error) => tracing::warn!(
+                    error = %crate::causes::causes(&error),
+                    "clearing the tables-writing flag in CONFIG failed; the next apply clears it"
+                ),
+            }
+        }
         if flipped {
             // Only an assignment that became active is worth keeping across a
             // restart.
@@ -574,12 +604,24 @@ impl Datapath {
     }
 
     /// Writes the `CONFIG` entry the classifiers read per packet; takes effect
-    /// from the next packet.
+    /// from the next packet. `CONFIG_FLAG_TABLES_WRITING` is this datapath's own
+    /// to set (`apply_in_place`): taken out of `config`, kept as it stands.
     pub fn set_config(&mut self, config: &Config) -> Result<(), DataplaneError> {
-        self.config_map
-            .set(0, config, 0)
-            .map_err(map_error(maps::CONFIG.name, "write"))?;
-        self.config = *config;
+        let config = Config {
+            flags: config.flags & !CONFIG_FLAG_TABLES_WRITING,
+            ..*config
+        };
+        write_config(&mut self.config_map, &config, self.tables_writing)?;
+        self.config = config;
+        Ok(())
+    }
+
+    #[cfg(feature = "testing")]
+    /// Sets or clears `CONFIG_FLAG_TABLES_WRITING` as a write in place does
+    /// (tests of what the classifiers do meanwhile).
+    pub fn set_tables_writing(&mut self, on: bool) -> Result<(), DataplaneError> {
+        write_config(&mut self.config_map, &self.config, on)?;
+        self.tables_writing = on;
         Ok(())
     }
 
