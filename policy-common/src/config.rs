@@ -10,11 +10,12 @@ pub const CONFIG_FLAG_ALLOW_EVENTS: u32 = 1 << 0;
 /// flow whose entry another state decided); only a new connection meets the new
 /// policy. Off by default: a change cuts what it denies.
 pub const CONFIG_FLAG_KEEP_ESTABLISHED: u32 = 1 << 1;
-/// Flag, set by the agent only while it writes whole tables into the active bank
-/// (and until the move of `ACTIVE` that ends the write): a denial the classifiers
-/// reach meanwhile may come from entries of both states, so it is not trusted. The
-/// packet is dropped as `STAT_DROP_STATE_CHANGED`, and a tracked flow is not
-/// revoked for it; its next packet is decided again.
+/// Flag, set by the agent right before it writes whole tables into the active
+/// bank and cleared once an apply leaves one whole state there (after the move of
+/// `ACTIVE` that ends the write; a write that fails part way leaves it set): a
+/// denial the classifiers reach meanwhile may come from entries of both states, so
+/// it is not trusted. The packet is dropped as `STAT_DROP_STATE_CHANGED`, and a
+/// tracked flow is not revoked for it; its next packet is decided again.
 pub const CONFIG_FLAG_TABLES_WRITING: u32 = 1 << 2;
 
 /// The `skb->mark` bits podwall owns unless told otherwise: the low byte, clear of

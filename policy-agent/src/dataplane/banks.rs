@@ -218,7 +218,7 @@ pub(super) struct Banks {
     /// entries replaced, until it does.
     renew_owed: bool,
     /// Waits, in the background, for classifier runs that may still read the bank
-    /// `ACTIVE` left, or entries written in place before a whole-table write.
+    /// `ACTIVE` left (and, after adoption, for the programs of the agent before).
     quiesce: Quiesce,
     /// Adopted, and the wait started then not yet over: programs of the agent
     /// before may still run, which do not drop a decision whose lookups span a

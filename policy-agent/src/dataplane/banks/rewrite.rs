@@ -1,6 +1,6 @@
 //! A whole new state written into the active bank itself, when that can be done
 //! hole-free (`plan`), so that a policy or label change does not flip the banks
-//! and wait out the last flip's grace period (`Banks::rewrite_active`).
+//! and wait out the last flip's grace period (`Banks::install_in_place`).
 //!
 //! A packet reads its interface's `ENDPOINTS` entry (t1), its peer's class (t2),
 //! the `RULE_SETS` entry of (endpoint, class, direction) and maybe the endpoint's
@@ -16,7 +16,7 @@
 //! 2. every peer entry that changes is set to `STAGING_CLASS`, a class no
 //!    `RULE_SETS` entry names: its peer gets only the endpoint's any-class rules;
 //! 3. `RULE_SETS` entries of every endpoint id N keeps;
-//! 4. `ENDPOINTS` entries that change (an interface's id or flags);
+//! 4. `ENDPOINTS` entries that change (an interface's endpoint id);
 //! 5. `RULE_SETS` entries of endpoint ids N drops (any-class first);
 //! 6. the changed peer entries get their N values (or go);
 //! 7. `POLICY` entries of rule sets N no longer names go.
@@ -44,7 +44,9 @@
 //! Nor may a decision trust lookups that span two writes in place: every write
 //! in place ends with a move of `ACTIVE`, and the classifiers read `ACTIVE` again
 //! after a rule allowed a flow, dropping it (`STAT_DROP_STATE_CHANGED`) when it
-//! moved meanwhile. That second read must not be done before the lookups, which
+//! moved meanwhile; a denial reached while the agent writes (its
+//! `CONFIG_FLAG_TABLES_WRITING`) is not trusted either, so no tracked flow is
+//! revoked on a mix of states. That second read must not be done before the lookups, which
 //! holds where loads are not reordered with older loads (x86): elsewhere whole
 //! tables are not written in place. After adoption, the first write waits until
 //! the programs of the agent before, which lack that read, have run out.
