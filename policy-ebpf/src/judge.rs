@@ -169,17 +169,16 @@ pub(crate) fn judge(
     let id = endpoint.endpoint_id;
     if let Some(allowed) = maps::policy(bank, id, peer.class_id, direction, flow.protocol, port_be)
     {
-        // A rule's allow is trusted unless `ACTIVE` moved.
+        // A rule's allow is trusted unless `ACTIVE` moved; if it did, what
+        // follows finds it moved too.
         if !maps::generation_moved(facts.generation) {
             facts.rule = Some(allowed);
             return Judgement::new(RULE | plain, allowed.rule_slot);
         }
-        if !audit::audits(endpoint, direction) {
-            return Judgement::new(CHANGED, NO_COUNTER);
-        }
     }
-    // An audited direction passes either way; a denial is trusted unless the
-    // agent is writing tables in place or `ACTIVE` moved.
+    // An audited direction passes either way; a denial (or an allow across a
+    // move) is trusted unless the agent is writing tables in place or `ACTIVE`
+    // moved.
     if audit::audits(endpoint, direction) {
         Judgement::new(AUDIT | plain, drop_slot(id, direction, true))
     } else if maps::decided_mid_write(facts.generation) {

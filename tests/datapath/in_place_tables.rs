@@ -17,12 +17,12 @@ use std::{
 };
 
 use policy_agent::policy::tables::{DatapathTables, Direction};
-use policy_common::config::{Config, CONFIG_FLAG_TABLES_WRITING};
 
 use super::{
     frames::UDP,
     net::Net,
     pods::{one_side_open, PODS, SERVER_V4},
+    state_changed::tables_writing,
     support,
     tables::Tables,
 };
@@ -88,21 +88,21 @@ fn send_between_writes(
         .datapath
         .config_reader()
         .unwrap_or_else(|e| panic!("a reader of CONFIG: {e}"));
-    let writing = |config: Option<Config>| {
-        config.is_some_and(|config| config.flags & CONFIG_FLAG_TABLES_WRITING != 0)
-    };
     net.datapath
         .apply_in_place_observed(tables, &interfaces, &Default::default(), &mut || {
             writes += 1;
             // The classifiers do not trust a denial meanwhile.
-            assert!(writing(config()), "CONFIG says no tables are being written");
+            assert!(
+                tables_writing(config()),
+                "CONFIG says no tables are being written"
+            );
             if arrives(server, client) {
                 passed += 1;
             }
         })
         .unwrap_or_else(|e| panic!("apply_in_place: {e}"));
     assert!(
-        !writing(config()),
+        !tables_writing(config()),
         "CONFIG still says tables are being written"
     );
     (writes, passed)

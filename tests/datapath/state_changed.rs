@@ -15,6 +15,7 @@ use std::{
 };
 
 use policy_agent::dataplane::Hook::PodIngress as In;
+use policy_common::config::{Config, CONFIG_FLAG_TABLES_WRITING};
 
 use super::{
     net::Net,
@@ -140,6 +141,12 @@ fn a_denial_reached_while_tables_are_written_in_place_revokes_nothing() {
     );
 }
 
+/// Whether `config` (as a `Datapath::config_reader` read it) carries
+/// `CONFIG_FLAG_TABLES_WRITING`.
+pub(super) fn tables_writing(config: Option<Config>) -> bool {
+    config.is_some_and(|config| config.flags & CONFIG_FLAG_TABLES_WRITING != 0)
+}
+
 #[test]
 fn set_config_neither_sets_nor_clears_the_tables_writing_flag() {
     support::require_root_and_bpf();
@@ -148,27 +155,20 @@ fn set_config_neither_sets_nor_clears_the_tables_writing_flag() {
         .datapath
         .config_reader()
         .unwrap_or_else(|e| panic!("a reader of CONFIG: {e}"));
-    let writing = |config: Option<policy_common::config::Config>| {
-        config.is_some_and(|c| c.flags & policy_common::config::CONFIG_FLAG_TABLES_WRITING != 0)
-    };
     let mut config = *net.datapath.config();
-    config.flags |= policy_common::config::CONFIG_FLAG_TABLES_WRITING;
+    config.flags |= CONFIG_FLAG_TABLES_WRITING;
     net.datapath
         .set_config(&config)
         .unwrap_or_else(|e| panic!("write CONFIG: {e}"));
-    assert!(!writing(kernel()), "set_config set the flag");
-    net.datapath
-        .set_tables_writing(true)
-        .unwrap_or_else(|e| panic!("write CONFIG: {e}"));
-    net.datapath
-        .set_tunnel_ports(&[4789])
-        .unwrap_or_else(|e| panic!("tunnel ports: {e}"));
-    assert!(writing(kernel()), "a settings write cleared the flag");
-    net.datapath
-        .set_tables_writing(false)
-        .unwrap_or_else(|e| panic!("write CONFIG: {e}"));
-    net.datapath
-        .set_tunnel_ports(&[8472])
-        .unwrap_or_else(|e| panic!("tunnel ports: {e}"));
-    assert!(!writing(kernel()), "the flag came back from CONFIG as read");
+    assert!(!tables_writing(kernel()), "set_config set the flag");
+    // A settings write (it reads CONFIG back) keeps the flag as it stands.
+    for (on, port) in [(true, 4789), (false, 8472)] {
+        net.datapath
+            .set_tables_writing(on)
+            .unwrap_or_else(|e| panic!("write CONFIG: {e}"));
+        net.datapath
+            .set_tunnel_ports(&[port])
+            .unwrap_or_else(|e| panic!("tunnel ports: {e}"));
+        assert_eq!(tables_writing(kernel()), on, "after a settings write");
+    }
 }
