@@ -23,7 +23,7 @@
 //! - Handovers from filters to links (`Datapath::handover`) run one at a time on
 //!   a thread of their own, after everything else that is ready: each holds
 //!   `rtnl_lock` through grace periods, so none starts until no pod veth was
-//!   attached for `HANDOVER_QUIET`.
+//!   attached for `HANDOVER_QUIET`, and they come `HANDOVER_PACE` apart.
 
 use std::future::Future;
 
