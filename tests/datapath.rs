@@ -24,7 +24,6 @@
 //! `datapath/in_place_endpoints.rs` a local pod's own entries written there,
 //! `datapath/peer_hosts.rs` pod peers' host prefixes in their hash before the trie,
 //! `datapath/pending.rs` interfaces no pod of the tables owns,
-//! `datapath/handover.rs` interfaces attached as filters and handed over to links,
 //! `datapath/pins.rs` a pinned datapath outliving its owner, adopted and removed,
 //! `datapath/bypass.rs` what a pod crafts to get past its policy (VLAN tags,
 //! spoofed ARP, tunnels, a Service naming a pod's address), sent from its namespace, and `datapath/kernel_log.rs`
@@ -68,8 +67,6 @@ mod fragments;
 mod fragments_on_veths;
 #[path = "datapath/frames.rs"]
 mod frames;
-#[path = "datapath/handover.rs"]
-mod handover;
 #[path = "datapath/in_place.rs"]
 mod in_place;
 #[path = "datapath/in_place_endpoints.rs"]

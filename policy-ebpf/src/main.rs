@@ -87,16 +87,6 @@ pub fn pod_egress(ctx: TcContext) -> i32 {
     classify(&ctx, DIRECTION_EGRESS)
 }
 
-/// Stands in for `pod_ingress` and `pod_egress` on a pod interface's TCX hooks
-/// while their `cls_bpf` filters still decide (the agent's handover from filters
-/// to links): returns TC_ACT_UNSPEC (TCX_NEXT) without reading anything, so the
-/// filter behind it decides every packet, until its link is moved to the real
-/// program in one `bpf_link_update`.
-#[classifier]
-pub fn pod_yield(_ctx: TcContext) -> i32 {
-    TC_ACT_UNSPEC
-}
-
 /// Decides a Service egress deferred at a local client when it leaves the node
 /// through an exit (uplink or tunnel device) instead of meeting a local backend
 /// (`exit.rs`).

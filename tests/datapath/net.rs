@@ -106,28 +106,11 @@ impl Net {
         })
     }
 
-    /// `up` with every pod attached as `cls_bpf` filters (`Datapath::attach_now`),
-    /// not yet handed over to TCX links.
-    pub fn up_on_filters(pods: &[(&str, &str, &str)]) -> Net {
-        Net::build_with(pods, true, |object| {
-            or_panic("load")(Datapath::load(object))
-        })
-    }
-
     /// `up` with a pinned datapath (`Datapath::open_pinned` at `pin_dir`), and how
     /// it was opened.
     pub fn up_pinned(pods: &[(&str, &str, &str)], pin_dir: &std::path::Path) -> (Net, Adoption) {
-        Net::up_pinned_with(pods, pin_dir, false)
-    }
-
-    /// `up_pinned`, attaching as `cls_bpf` filters if `on_filters`.
-    pub fn up_pinned_with(
-        pods: &[(&str, &str, &str)],
-        pin_dir: &std::path::Path,
-        on_filters: bool,
-    ) -> (Net, Adoption) {
         let mut adoption = None;
-        let net = Net::build_with(pods, on_filters, |object| {
+        let net = Net::build(pods, |object| {
             let (datapath, adopted) = or_panic("open pinned")(Datapath::open_pinned(
                 object,
                 &LoadOptions::default(),
@@ -145,15 +128,6 @@ impl Net {
     /// The network for `pods`, with the datapath `load` makes from the object
     /// attached to every pod.
     fn build(pods: &[(&str, &str, &str)], load: impl FnOnce(&std::path::Path) -> Datapath) -> Net {
-        Net::build_with(pods, false, load)
-    }
-
-    /// `build`, attaching as `cls_bpf` filters (`attach_now`) if `on_filters`.
-    fn build_with(
-        pods: &[(&str, &str, &str)],
-        on_filters: bool,
-        load: impl FnOnce(&std::path::Path) -> Datapath,
-    ) -> Net {
         let run = format!(
             "{}{}xd{}",
             netns::LAB_PREFIX,
@@ -223,14 +197,7 @@ impl Net {
         let mut datapath = load(&object);
         let interfaces = or_panic("attach")(or_panic("enter node")(netns::in_netns(&node, || {
             pods.iter()
-                .map(|p| {
-                    let index = if on_filters {
-                        datapath.attach_now(&p.host)?
-                    } else {
-                        datapath.attach(&p.host)?
-                    };
-                    Ok((p.key.clone(), index))
-                })
+                .map(|p| Ok((p.key.clone(), datapath.attach(&p.host)?)))
                 .collect::<Result<BTreeMap<_, _>, dataplane::DataplaneError>>()
         })));
         Net {

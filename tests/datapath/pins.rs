@@ -31,11 +31,11 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// Removes the pinned datapath when dropped, even on panic (declared before the
 /// `Net`, so the datapath and the namespaces go first). Named like a lab run, so
 /// `policy-agent lab down` sweeps what a killed test leaves.
-pub(super) struct Pins(pub(super) PathBuf);
+struct Pins(PathBuf);
 
 impl Pins {
     /// A fresh pin directory under `/sys/fs/bpf/podwall/v4/`, bpffs mounted.
-    pub(super) fn new() -> Pins {
+    fn new() -> Pins {
         support::require_root_and_bpf();
         let paths = FlowPaths::system();
         if let Err(error) = paths.bpffs_mount().ensure() {
@@ -59,13 +59,13 @@ impl Drop for Pins {
     }
 }
 
-pub(super) fn object() -> PathBuf {
+fn object() -> PathBuf {
     dataplane::object::find().unwrap_or_else(|e| panic!("object: {e}"))
 }
 
 /// Takes the net's datapath out (a loaded, unattached one takes its place) and
 /// drops it, as the agent's exit would.
-pub(super) fn drop_datapath(net: &mut Net) {
+fn drop_datapath(net: &mut Net) {
     let placeholder = Datapath::load(&object()).unwrap_or_else(|e| panic!("load: {e}"));
     drop(std::mem::replace(&mut net.datapath, placeholder));
 }

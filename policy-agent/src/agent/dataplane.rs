@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     dataplane::{
-        ApplyReport, Datapath, DataplaneError, Frames, HandedOver, Handover, InterfaceIndex,
-        MapUsage, PolicyCounters, ProgramAhead, Stats, TunnelPorts,
+        ApplyReport, Datapath, DataplaneError, Frames, InterfaceIndex, MapUsage, PolicyCounters,
+        ProgramAhead, Stats, TunnelPorts,
     },
     model::ObjectRef,
     policy::{
@@ -52,12 +52,8 @@ pub trait Dataplane {
         &mut self,
         extra: &BTreeMap<InterfaceIndex, EndpointEntry>,
     ) -> Result<ApplyReport, DataplaneError>;
-    /// `Datapath::attach_now`: filters at once, links later (`handover`).
+    /// `Datapath::attach`.
     fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError>;
-    /// `Datapath::handover`.
-    fn handover(&mut self) -> Result<Option<Handover>, DataplaneError>;
-    /// `Datapath::handed_over`.
-    fn handed_over(&mut self, outcome: HandedOver);
     /// `Datapath::detach`.
     fn detach(&mut self, ifindex: InterfaceIndex) -> Result<(), DataplaneError>;
     /// `Datapath::attached_interfaces`.
@@ -130,13 +126,7 @@ impl Dataplane for Datapath {
         Datapath::add_unattached_endpoints(self, extra)
     }
     fn attach(&mut self, interface: &str) -> Result<InterfaceIndex, DataplaneError> {
-        Datapath::attach_now(self, interface)
-    }
-    fn handover(&mut self) -> Result<Option<Handover>, DataplaneError> {
-        Datapath::handover(self)
-    }
-    fn handed_over(&mut self, outcome: HandedOver) {
-        Datapath::handed_over(self, outcome);
+        Datapath::attach(self, interface)
     }
     fn detach(&mut self, ifindex: InterfaceIndex) -> Result<(), DataplaneError> {
         Datapath::detach(self, ifindex)

@@ -20,9 +20,6 @@
 //!   the newest snapshot next), so link events are handled while it runs; a veth
 //!   attached as pending meanwhile keeps its entry when the pass writes its tables
 //!   (`pass`: the plan did not know it).
-//! - A pod veth is attached as `cls_bpf` filters (at once), then handed over to
-//!   TCX links on a thread of its own (`Datapath::handover`), once no veth was
-//!   attached for `HANDOVER_QUIET`, one interface every `HANDOVER_PACE`.
 //! - The UDP ports of the node's own tunnel devices (vxlan, geneve) reach `CONFIG`
 //!   at every pass and whenever a link that is no pod veth appears, so pods cannot
 //!   reach a tunnel the node brought up later.
@@ -48,7 +45,7 @@ use super::{
 };
 use crate::{
     causes::causes,
-    dataplane::{Datapath, DataplaneError, HandedOver, Handover, InterfaceIndex},
+    dataplane::{Datapath, DataplaneError, InterfaceIndex},
     model::ObjectRef,
     node::{Link, LinkEvent, NodeError},
     policy::{
@@ -65,15 +62,6 @@ const TICK: Duration = Duration::from_secs(1);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// How often the per-policy counters are read without a pass.
 const COUNTERS_EVERY: Duration = Duration::from_secs(5);
-/// How long after the last new attach the loop waits before it hands an
-/// interface over from filters to links: a handover holds `rtnl_lock` through
-/// two RCU grace periods (about 24 ms), which a new veth's attach (and the veth's
-/// creation) waits for, so a burst of new pods is attached first.
-const HANDOVER_QUIET: Duration = Duration::from_millis(500);
-/// The pause between two handovers (and after a failed one): at about 24 ms
-/// each, a node handing over holds `rtnl_lock` about 5% of the time, so a new
-/// veth seldom meets one.
-const HANDOVER_PACE: Duration = Duration::from_millis(500);
 
 /// What can stop one sync pass. The loop logs it, counts it and keeps enforcing
 /// what the maps hold.
@@ -173,9 +161,6 @@ pub struct Syncer<D: Dataplane = Datapath> {
     written_compile: Option<u64>,
     /// A write happened since the counters were last read (`counters_due`).
     counters_due: bool,
-    /// When to hand the next interface over from filters to links
-    /// (`handover_at`); `None` when none is owed.
-    handover_at: Option<Instant>,
 }
 
 impl<D: Dataplane> Syncer<D> {
@@ -212,8 +197,6 @@ impl<D: Dataplane> Syncer<D> {
             compiler: default_compiler(),
             written_compile: None,
             counters_due: false,
-            // At once: filters an agent before left beside its links go.
-            handover_at: Some(Instant::now()),
         }
     }
 
@@ -356,13 +339,8 @@ impl<D: Dataplane> Syncer<D> {
                 missing += 1; // gone since the plan: the next pass forgets it
                 continue;
             };
-            let new = !self.datapath.attached().contains(index);
             match self.datapath.attach(&name) {
-                Ok(found) if found == *index => {
-                    if new {
-                        self.handover_at = Some(Instant::now() + HANDOVER_QUIET);
-                    }
-                }
+                Ok(found) if found == *index => {}
                 Ok(found) => {
                     tracing::warn!(interface = %name, planned = index, found, "interface recreated while attaching; the next pass fixes it");
                     missing += 1;
@@ -375,59 +353,6 @@ impl<D: Dataplane> Syncer<D> {
             }
         }
         missing
-    }
-
-    /// When the next handover from filters to links is due: `HANDOVER_QUIET`
-    /// after the last new attach and `HANDOVER_PACE` after the last handover;
-    /// `None` when none is owed.
-    pub fn handover_at(&self) -> Option<Instant> {
-        self.handover_at
-    }
-
-    /// The next handover, to run on a thread of its own in this namespace;
-    /// `None` when every interface is on links (then none is owed until the
-    /// next attach).
-    fn next_handover(&mut self) -> Option<Handover> {
-        match self.datapath.handover() {
-            Ok(Some(handover)) => Some(handover),
-            Ok(None) => {
-                self.handover_at = None;
-                None
-            }
-            Err(error) => {
-                tracing::warn!(error = %causes(&error), "preparing a handover from filters to links; tried again later");
-                self.metrics.error(error.kind());
-                self.handover_at = Some(Instant::now() + HANDOVER_PACE);
-                None
-            }
-        }
-    }
-
-    /// A handover that ended without an outcome (`what`): tried again after
-    /// `HANDOVER_PACE`.
-    fn handover_failed(&mut self, what: &str) {
-        tracing::warn!(what, "handover from filters to links did not finish; the filters keep deciding, tried again later");
-        self.metrics.error("handover");
-        self.handover_at = Some(Instant::now() + HANDOVER_PACE);
-    }
-
-    /// Records a handover's outcome (after a failure the filters keep deciding);
-    /// the next one waits `HANDOVER_PACE`.
-    fn handed_over(&mut self, outcome: HandedOver) {
-        match &outcome.links {
-            Ok(_) => tracing::debug!(
-                ifindex = outcome.ifindex,
-                "handed over from filters to links"
-            ),
-            Err(error) => {
-                tracing::warn!(error = %causes(error), ifindex = outcome.ifindex, "handover from filters to links failed; the filters keep deciding, tried again later");
-                self.metrics.error(error.kind());
-            }
-        }
-        // A new attach meanwhile may have set a later time.
-        let paced = Instant::now() + HANDOVER_PACE;
-        self.handover_at = Some(self.handover_at.map_or(paced, |at| at.max(paced)));
-        self.datapath.handed_over(outcome);
     }
 
     /// Per-map use and per-policy traffic into the metrics (after each pass and

@@ -28,10 +28,7 @@ pub use banks::ActiveMover;
 pub use banks::{ApplyReport, BankContent};
 pub use counters::{DropTraffic, PolicyCounters, RuleTraffic, Traffic};
 pub use ct::{ConntrackSweeper, SweepReport, TrackedFlow};
-pub use datapath::{
-    Adoption, Datapath, Frames, HandedOver, Handover, LoadOptions, ProgramAhead, FILTER_HANDLE,
-    FILTER_PRIORITY,
-};
+pub use datapath::{Adoption, Datapath, Frames, LoadOptions, ProgramAhead};
 #[cfg(feature = "testing")]
 pub use datapath::{AttachTimes, AttachWay, BenchProgram, BenchRun, Hook, TestRunOutcome};
 pub use event_loss::{EventsLost, PinnedStats};
@@ -212,18 +209,6 @@ pub enum DataplaneError {
         #[source]
         source: Option<Cause>,
     },
-    /// Moving a pod interface from its `cls_bpf` filters to TCX links failed part
-    /// way; the filters keep deciding its packets until the next try.
-    #[error("handing interface {interface} over from its filters to TCX links: {what}")]
-    Handover {
-        /// The interface.
-        interface: String,
-        /// What was being done.
-        what: String,
-        /// What the kernel said.
-        #[source]
-        source: Option<Cause>,
-    },
     /// A local pod in the tables has no interface to attach to.
     #[error("pod {pod} has no interface on this node")]
     NoInterface {
@@ -250,7 +235,6 @@ impl DataplaneError {
             DataplaneError::Program { .. } => "program",
             DataplaneError::Attach { .. } => "attach",
             DataplaneError::Detach { .. } => "detach",
-            DataplaneError::Handover { .. } => "handover",
             DataplaneError::Interface { .. } => "interface",
             DataplaneError::Map { .. } => "map",
             DataplaneError::MapLayout { .. } | DataplaneError::MapKind { .. } => "map_layout",

@@ -5,9 +5,6 @@
 pub(super) const POD_INGRESS_PROGRAM: &str = "pod_ingress";
 /// Program deciding a pod's egress; runs at TC ingress of its host-side veth.
 pub(super) const POD_EGRESS_PROGRAM: &str = "pod_egress";
-/// Program standing in at a pod interface's TCX hooks while its `cls_bpf`
-/// filters decide (`datapath/handover.rs`): passes every packet on to them.
-pub(super) const POD_YIELD_PROGRAM: &str = "pod_yield";
 /// Program deciding deferred Service egress where it leaves the node; runs at TC
 /// egress of the node's exits (`datapath/exits.rs`).
 pub(super) const NODE_EXIT_PROGRAM: &str = "node_exit";
@@ -23,10 +20,9 @@ pub(super) const NODE_SOCKETS_PROGRAM: &str = "node_sockets";
 pub(super) const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
 
 /// Every TC classifier the agent loads (`bench_floor` only on request).
-pub(super) const CLASSIFIERS: [&str; 7] = [
+pub(super) const CLASSIFIERS: [&str; 6] = [
     POD_INGRESS_PROGRAM,
     POD_EGRESS_PROGRAM,
-    POD_YIELD_PROGRAM,
     NODE_EXIT_PROGRAM,
     NODE_ENTRY_PROGRAM,
     NODE_EXIT_IP_PROGRAM,

@@ -12,9 +12,8 @@
 //! - `BPF_PROG_QUERY` of a TCX hook with only the ids: aya's `query_tcx` also
 //!   opens each program by id, which needs `CAP_SYS_ADMIN` the agent does not
 //!   have;
-//! - `BPF_LINK_CREATE`, `BPF_OBJ_PIN` and `BPF_LINK_UPDATE` of a TCX link from
-//!   a thread that holds no `&mut` program (the handover from filters to links,
-//!   `datapath/handover.rs`, and the benchmarks' attach probes).
+//! - (benchmarks only) `BPF_LINK_CREATE` of a TCX link from any thread, which
+//!   aya's `&mut` program cannot do from two threads at once.
 //!
 //! Each call passes a `#[repr(C)]` prefix of `union bpf_attr` and its size; the
 //! kernel zero-fills the fields past that size.
@@ -23,7 +22,7 @@ use std::{
     ffi::CString,
     io,
     os::{
-        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt,
     },
     path::Path,
@@ -31,11 +30,11 @@ use std::{
 
 /// `enum bpf_cmd` values (include/uapi/linux/bpf.h).
 const BPF_MAP_CREATE: nix::libc::c_long = 0;
-const BPF_OBJ_PIN: nix::libc::c_long = 6;
 const BPF_OBJ_GET: nix::libc::c_long = 7;
 const BPF_LINK_UPDATE: nix::libc::c_long = 29;
 const BPF_LINK_DETACH: nix::libc::c_long = 34;
 const BPF_PROG_QUERY: nix::libc::c_long = 16;
+#[cfg(feature = "testing")]
 const BPF_LINK_CREATE: nix::libc::c_long = 28;
 /// `enum bpf_attach_type` values of the TCX hooks.
 pub(super) const BPF_TCX_INGRESS: u32 = 46;
@@ -58,7 +57,7 @@ struct MapCreateAttr {
     map_name: [u8; 16],
 }
 
-/// `bpf_attr` for `BPF_OBJ_GET` and `BPF_OBJ_PIN`.
+/// `bpf_attr` for `BPF_OBJ_GET`.
 #[repr(C)]
 struct ObjGetAttr {
     pathname: u64,
@@ -76,7 +75,8 @@ struct LinkUpdateAttr {
 }
 
 /// `bpf_attr` for `BPF_LINK_CREATE` of a TCX link, up to `flags` (the TCX
-/// fields after it are zero: no anchor, any revision).
+/// fields after it are zero: appended last, any revision).
+#[cfg(feature = "testing")]
 #[repr(C)]
 struct LinkCreateAttr {
     prog_fd: u32,
@@ -156,38 +156,21 @@ pub(super) fn tcx_program_ids(ifindex: u32, attach_type: u32) -> io::Result<Vec<
     Ok(ids)
 }
 
-/// `BPF_F_BEFORE`: with no anchor, a TCX link goes first in its chain.
-pub(super) const BPF_F_BEFORE: u32 = 1 << 3;
-
 /// A TCX link of `program` at hook `attach_type` (`BPF_TCX_*`) of interface
-/// `ifindex` (in the calling thread's network namespace): last in its chain, or
-/// first with `BPF_F_BEFORE` in `flags`; dropping the fd detaches it unless it
-/// is pinned.
+/// `ifindex`, last in its chain; dropping the fd detaches it.
+#[cfg(feature = "testing")]
 pub(super) fn tcx_link_create(
     program: BorrowedFd<'_>,
     ifindex: u32,
     attach_type: u32,
-    flags: u32,
 ) -> io::Result<OwnedFd> {
     let attr = LinkCreateAttr {
         prog_fd: raw(&program)?,
         target_ifindex: ifindex,
         attach_type,
-        flags,
+        flags: 0,
     };
     bpf(BPF_LINK_CREATE, &attr).map(owned)
-}
-
-/// Moves `link` to program `program` in one `BPF_LINK_UPDATE`: its hook never
-/// runs without a program.
-pub(super) fn update_link(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
-    let attr = LinkUpdateAttr {
-        link_fd: raw(&link)?,
-        new_prog_fd: raw(&program)?,
-        flags: 0,
-        old_prog_fd: 0,
-    };
-    bpf(BPF_LINK_UPDATE, &attr).map(drop)
 }
 
 /// Takes ownership of an fd the kernel just returned.
@@ -231,19 +214,13 @@ pub(super) fn detach_pinned_link(path: &Path) -> io::Result<()> {
 /// cannot update itself (an `sk_lookup` link).
 pub(super) fn update_pinned_link(path: &Path, program: BorrowedFd<'_>) -> io::Result<()> {
     let link = open_pinned(path)?;
-    update_link(link.as_fd(), program)
-}
-
-/// Pins the object `fd` (a link) at `path` on bpffs (`BPF_OBJ_PIN`).
-pub(super) fn pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
-    let pathname = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::other("a NUL byte in the pin path"))?;
-    let attr = ObjGetAttr {
-        pathname: pathname.as_ptr() as u64,
-        bpf_fd: raw(&fd)?,
-        file_flags: 0,
+    let attr = LinkUpdateAttr {
+        link_fd: raw(&link)?,
+        new_prog_fd: raw(&program)?,
+        flags: 0,
+        old_prog_fd: 0,
     };
-    bpf(BPF_OBJ_PIN, &attr).map(drop)
+    bpf(BPF_LINK_UPDATE, &attr).map(drop)
 }
 
 /// The object pinned at `path`, opened (`BPF_OBJ_GET`).
@@ -279,6 +256,7 @@ mod tests {
         assert_eq!(offset_of!(LinkUpdateAttr, old_prog_fd), 12);
         assert_eq!(size_of::<LinkUpdateAttr>(), 16);
         assert_eq!(size_of::<LinkDetachAttr>(), 4);
+        #[cfg(feature = "testing")]
         assert_eq!(offset_of!(LinkCreateAttr, flags), 12);
         assert_eq!(offset_of!(ProgQueryAttr, prog_ids), 16);
         assert_eq!(offset_of!(ProgQueryAttr, prog_cnt), 24);

@@ -1,8 +1,8 @@
 //! The node's own network, read over rtnetlink (no `ip` commands): the pod
 //! interface a route to a pod address leaves through (behind a bridge, the port
 //! whose veth peer holds the address), the node's addresses, the UDP ports of its
-//! tunnel devices, interface names, indexes, kinds and bridges, the TC filters
-//! on an interface, and a watch of links coming and going.
+//! tunnel devices, interface names, indexes, kinds and bridges, and a watch of
+//! links coming and going.
 //!
 //! Everything here works on the network namespace of the thread that opens the
 //! socket: the agent runs in the node's namespace (`hostNetwork: true`); tests open
@@ -13,7 +13,6 @@
 mod addresses;
 mod bridge;
 mod error;
-mod filters;
 mod links;
 mod routes;
 #[cfg(feature = "testing")]
@@ -24,7 +23,6 @@ mod watch;
 
 pub use addresses::node_addresses;
 pub use error::NodeError;
-pub use filters::{tc_filters, TcFilter};
 pub use links::{interface_index, interface_name, links, Link, LinkKind};
 pub use routes::{route_interface, route_interfaces, PodRoute, RouteResolver};
 pub use tunnels::tunnel_ports;

@@ -20,23 +20,16 @@
 //!   the rest: after `LINK_STREAK` link events in a row, whatever else is ready
 //!   goes once (a finished compile's write, a tick, a plan, the counters) before
 //!   the next link event; when nothing else is, the link events go on at once.
-//! - Handovers from filters to links (`Datapath::handover`) run one at a time on
-//!   a thread of their own, after everything else that is ready: each holds
-//!   `rtnl_lock` through grace periods, so none starts until no pod veth was
-//!   attached for `HANDOVER_QUIET`, and they come `HANDOVER_PACE` apart.
 
 use std::future::Future;
 
-use std::time::Instant;
-
 use tokio::{
-    sync::{oneshot, watch},
+    sync::watch,
     task::{JoinError, JoinHandle},
     time::MissedTickBehavior,
 };
 
 use super::{compile::Compiled, pass::Planned, SyncError, Syncer, COUNTERS_EVERY, TICK};
-use crate::dataplane::{HandedOver, Handover};
 use crate::{
     agent::dataplane::Dataplane,
     causes::causes,
@@ -69,25 +62,6 @@ struct InFlight {
     compile: JoinHandle<Compiled>,
 }
 
-/// The outcome of the handover in flight; never completes without one. A
-/// handover thread that panicked yields `None`.
-async fn handed_over(
-    in_handover: &mut Option<oneshot::Receiver<HandedOver>>,
-) -> Option<HandedOver> {
-    match in_handover {
-        Some(receiver) => receiver.await.ok(),
-        None => std::future::pending().await,
-    }
-}
-
-/// Sleeps until `at`; never completes without one.
-async fn until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// What woke the loop.
 enum Wake {
     Shutdown,
@@ -103,10 +77,6 @@ enum Wake {
     Counters,
     /// `LINK_STREAK` link events in a row and nothing else was ready.
     StreakEnd,
-    /// A handover from filters to links is due and none is in flight.
-    Handover,
-    /// The handover in flight ended (`None`: its thread panicked).
-    HandedOver(Option<HandedOver>),
 }
 
 /// The result of the compile in flight; never completes without one.
@@ -134,9 +104,7 @@ pub async fn run<D: Dataplane, L: LinkEvents>(
     let mut wanted = false;
     let mut links_paused = false;
     let mut link_streak = 0;
-    let mut in_handover: Option<oneshot::Receiver<HandedOver>> = None;
     loop {
-        let handover_at = syncer.handover_at().filter(|_| in_handover.is_none());
         let begin = wanted && in_flight.is_none();
         let counters = syncer.counters_due();
         let streak_full = link_streak >= LINK_STREAK;
@@ -147,12 +115,10 @@ pub async fn run<D: Dataplane, L: LinkEvents>(
             () = &mut shutdown => Wake::Shutdown,
             event = links.next(), if !links_paused && !streak_full => Wake::Link(event),
             result = compiled(&mut in_flight) => Wake::Compiled(Box::new(result)),
-            outcome = handed_over(&mut in_handover) => Wake::HandedOver(outcome),
             changed = snapshots.changed(), if source_open => Wake::Snapshot { closed: changed.is_err() },
             _ = ticker.tick() => Wake::Tick,
             () = std::future::ready(()), if begin => Wake::Begin,
             () = std::future::ready(()), if counters => Wake::Counters,
-            () = until(handover_at), if handover_at.is_some() => Wake::Handover,
             // Last: a full streak with nothing else ready goes on at once.
             () = std::future::ready(()), if streak_full => Wake::StreakEnd,
         };
@@ -207,18 +173,6 @@ pub async fn run<D: Dataplane, L: LinkEvents>(
                 }
             }
             Wake::Counters => syncer.refresh_counters(),
-            Wake::Handover => {
-                if let Some(handover) = syncer.next_handover() {
-                    in_handover = spawn_handover(&mut syncer, handover);
-                }
-            }
-            Wake::HandedOver(outcome) => {
-                in_handover = None;
-                match outcome {
-                    Some(outcome) => syncer.handed_over(outcome),
-                    None => syncer.handover_failed("its thread panicked"),
-                }
-            }
             Wake::StreakEnd => {}
         }
     }
@@ -227,28 +181,6 @@ pub async fn run<D: Dataplane, L: LinkEvents>(
     }
     tracing::info!("stopping; the pinned datapath keeps enforcing");
     syncer
-}
-
-/// Runs `handover` on a thread of its own, started from the loop's, so in the
-/// loop's network namespace (a new thread's is its creator's); the receiver
-/// of its outcome, or `None` if no thread could be started.
-fn spawn_handover<D: Dataplane>(
-    syncer: &mut Syncer<D>,
-    handover: Handover,
-) -> Option<oneshot::Receiver<HandedOver>> {
-    let (sender, receiver) = oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("handover".into())
-        .spawn(move || {
-            let _ = sender.send(handover.run());
-        });
-    match spawned {
-        Ok(_) => Some(receiver),
-        Err(_) => {
-            syncer.handover_failed("no thread could be started");
-            None
-        }
-    }
 }
 
 /// Writes a compile's tables, or fails the pass if the compile did not finish

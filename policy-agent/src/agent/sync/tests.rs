@@ -18,8 +18,8 @@ use super::{SyncConfig, SyncError, Syncer};
 use crate::{
     agent::{dataplane::Dataplane, health::Health, metrics::Metrics},
     dataplane::{
-        ApplyReport, DataplaneError, Frames, HandedOver, Handover, InterfaceIndex, MapUsage,
-        PolicyCounters, ProgramAhead, Stats, TunnelPorts,
+        ApplyReport, DataplaneError, Frames, InterfaceIndex, MapUsage, PolicyCounters,
+        ProgramAhead, Stats, TunnelPorts,
     },
     model::{builders, ClusterState, ObjectRef},
     node::{Link, LinkEvent},
@@ -137,10 +137,6 @@ impl Dataplane for Fake {
         self.attached.insert(index);
         Ok(index)
     }
-    fn handover(&mut self) -> Result<Option<Handover>, DataplaneError> {
-        Ok(None)
-    }
-    fn handed_over(&mut self, _outcome: HandedOver) {}
     fn detach(&mut self, ifindex: InterfaceIndex) -> Result<(), DataplaneError> {
         self.record(format!("detach {ifindex}"));
         self.attached.remove(&ifindex);

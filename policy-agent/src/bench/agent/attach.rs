@@ -5,17 +5,10 @@
 //! them and compiles the whole node; a thread sends a new snapshot every
 //! `CHURN_EVERY` (a policy added and removed in turns), so compiles run back to
 //! back. Meanwhile another thread makes pod veths one at a time, each with one
-//! `RTM_NEWLINK` request, and times from that request until both hooks of the
-//! new interface decide its packets: podwall's `cls_bpf` filter on each (a filter
-//! dump), or a program on both TCX hooks (`BPF_PROG_QUERY`), polled every
-//! `POLL_EVERY`. Whether a compile was running when the request was sent is
+//! `RTM_NEWLINK` request, and times from that request until both TCX hooks of the
+//! new interface run a program (`BPF_PROG_QUERY`, polled every `POLL_EVERY`),
+//! then deletes it. Whether a compile was running when the request was sent is
 //! recorded with each sample (the compiler is wrapped to say so).
-//!
-//! Two phases: a burst (veths 5-25 ms apart, each deleted once timed, so no
-//! handover to TCX links runs: the loop waits for a quiet spell), then veths
-//! spaced 400-900 ms apart and kept, so handovers run between them (the loop's
-//! pace: one per 500 ms after 500 ms without a new veth), and a veth whose
-//! request comes while one holds `rtnl_lock` waits for it.
 
 use std::{
     io::Write,
@@ -46,9 +39,9 @@ use crate::{
         cluster::{self, ClusterSpec, LOCAL_NODE},
         BenchError,
     },
-    dataplane::{tcx_hooks_occupied, FILTER_HANDLE, FILTER_PRIORITY},
+    dataplane::tcx_hooks_occupied,
     model::ClusterState,
-    node::{interface_index, scratch::Scratch, tc_filters, LinkWatch},
+    node::{interface_index, scratch::Scratch, LinkWatch},
     source::api_server::SourceSnapshot,
 };
 
@@ -64,12 +57,10 @@ const ATTACH_DEADLINE: Duration = Duration::from_secs(120);
 /// One new veth, timed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttachSample {
-    /// From the `RTM_NEWLINK` request to both hooks deciding (filters or links).
+    /// From the `RTM_NEWLINK` request to both hooks running a program.
     pub attached: Duration,
     /// Whether a compile was running when the request was sent.
     pub during_compile: bool,
-    /// Made in the spaced phase (handovers run between veths).
-    pub spaced: bool,
 }
 
 /// What the attach measurement found.
@@ -271,23 +262,10 @@ fn pod_veths(state: &ClusterState) -> Result<Vec<String>, BenchError> {
     Ok(names)
 }
 
-/// Whether both hooks of interface `index` decide its packets: podwall's filter
-/// on each, or a program on both TCX hooks.
-fn decided(index: u32) -> bool {
-    let filtered = |ingress| {
-        tc_filters(index, ingress).is_ok_and(|filters| {
-            filters
-                .iter()
-                .any(|f| f.priority == FILTER_PRIORITY && f.handle == FILTER_HANDLE)
-        })
-    };
-    tcx_hooks_occupied(index) || (filtered(false) && filtered(true))
-}
-
 /// Waits until interface `index` has its classifiers; false after `deadline`.
 fn wait_attached(index: u32, deadline: Duration) -> bool {
     let started = Instant::now();
-    while !decided(index) {
+    while !tcx_hooks_occupied(index) {
         if started.elapsed() > deadline {
             return false;
         }
@@ -322,10 +300,7 @@ fn measure(
                 thread::sleep(CHURN_EVERY);
             }
         });
-        let samples = new_veths(count, timed).and_then(|mut samples| {
-            samples.extend(spaced_veths(count / 2, timed)?);
-            Ok(samples)
-        });
+        let samples = new_veths(count, timed);
         churning.store(false, Ordering::SeqCst);
         samples
     })
@@ -353,42 +328,7 @@ fn new_veths(count: usize, timed: &Timed) -> Result<Vec<AttachSample>, BenchErro
         samples.push(AttachSample {
             attached: elapsed,
             during_compile,
-            spaced: false,
         });
     }
     Ok(samples)
-}
-
-/// Makes and times `count` veths 400-900 ms apart, kept until all are made, so
-/// the loop hands interfaces over to links between them; then deletes them.
-fn spaced_veths(count: usize, timed: &Timed) -> Result<Vec<AttachSample>, BenchError> {
-    let mut scratch = Scratch::open()?;
-    let mut samples = Vec::with_capacity(count);
-    let mut made = Vec::with_capacity(count);
-    let result = (|| {
-        for k in 0..count {
-            let gap = Duration::from_millis(400 + cluster::mix(k as u64 + 7) % 500);
-            let (name, peer) = (format!("{PREFIX}sp{k}"), format!("pws{k}"));
-            let during_compile = timed.running.load(Ordering::SeqCst);
-            let started = Instant::now();
-            scratch.create_veth(&name, &peer)?;
-            let index = interface_index(&name)?
-                .ok_or_else(|| failed(format!("{name} is gone right after it was made")))?;
-            made.push(index);
-            if !wait_attached(index, ATTACH_DEADLINE) {
-                return Err(failed(format!("{name} was never attached")));
-            }
-            samples.push(AttachSample {
-                attached: started.elapsed(),
-                during_compile,
-                spaced: true,
-            });
-            thread::sleep(gap.saturating_sub(started.elapsed()));
-        }
-        Ok(())
-    })();
-    for index in made {
-        scratch.delete_link(index)?;
-    }
-    result.map(|()| samples)
 }

@@ -4,10 +4,8 @@
 //! veth per way of attaching and times the kernel calls (`Datapath::probe_attach`):
 //! two TCX links in turn (what the agent does), the same two from two threads at
 //! once, and legacy TC (a `clsact` qdisc and a `cls_bpf` filter per hook over
-//! rtnetlink); then the agent's own steps on one more veth each, the pending entry
-//! (`add_unattached_endpoints`) and `Datapath::attach` (TCX links), and
-//! `Datapath::attach_now` (filters, what a new veth gets) with the handover to
-//! links after it (`Handover::run`); and one RCU grace period
+//! rtnetlink); then the agent's own steps on one more veth, the pending entry
+//! (`add_unattached_endpoints`) and `Datapath::attach`; and one RCU grace period
 //! waited alone (`GracePeriod`), which every TCX attach waits under `rtnl_lock`.
 //! The ways take turns in every round, so drift hits all alike.
 
@@ -38,10 +36,6 @@ pub struct FloorSample {
     pub pending_entry: Duration,
     /// The agent's `Datapath::attach` (name lookup and both TCX links).
     pub agent_attach: Duration,
-    /// The agent's `Datapath::attach_now` (qdisc and both filters).
-    pub agent_attach_now: Duration,
-    /// The handover of that interface from filters to links, whole.
-    pub handover: Duration,
 }
 
 /// Every round, in run order.
@@ -55,7 +49,7 @@ pub struct AttachFloor {
 type Pick = fn(&FloorSample) -> Duration;
 
 /// The rows of the floor's table: label and what it picks.
-pub const ROWS: [(&str, Pick); 13] = [
+pub const ROWS: [(&str, Pick); 11] = [
     ("one RCU grace period (synchronize_rcu, alone)", |s| {
         s.grace_period
     }),
@@ -79,14 +73,6 @@ pub const ROWS: [(&str, Pick); 13] = [
     ("agent: Datapath::attach (both TCX links)", |s| {
         s.agent_attach
     }),
-    (
-        "agent: Datapath::attach_now (qdisc and both filters)",
-        |s| s.agent_attach_now,
-    ),
-    (
-        "agent: handover from filters to links (off the loop)",
-        |s| s.handover,
-    ),
 ];
 
 impl AttachFloor {
@@ -163,34 +149,6 @@ fn in_scratch(object: &std::path::Path, rounds: usize) -> Result<AttachFloor, Be
         scratch.delete_link(index)?;
         written?;
         attached?;
-        detached?;
-        let (name, index) = fresh_veth(&mut scratch, round, 4)?;
-        let started = std::time::Instant::now();
-        let attached = datapath.attach_now(&name);
-        sample.agent_attach_now = started.elapsed();
-        let handed = attached.and_then(|_| {
-            let started = std::time::Instant::now();
-            let handover = datapath
-                .handover()?
-                .ok_or_else(|| failed(format!("{name} is not on filters after attach_now")))
-                .map_err(|e| crate::dataplane::DataplaneError::Handover {
-                    interface: name.clone(),
-                    what: e.to_string(),
-                    source: None,
-                })?;
-            let outcome = handover.run();
-            sample.handover = started.elapsed();
-            let done = outcome.links.as_ref().map(drop).map_err(|e| e.to_string());
-            datapath.handed_over(outcome);
-            done.map_err(|what| crate::dataplane::DataplaneError::Handover {
-                interface: name.clone(),
-                what,
-                source: None,
-            })
-        });
-        let detached = datapath.detach(index);
-        scratch.delete_link(index)?;
-        handed?;
         detached?;
         samples.push(sample);
     }

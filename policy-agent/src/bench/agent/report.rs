@@ -234,29 +234,19 @@ impl AgentReport {
     }
 }
 
-/// The burst's attach samples made while a compile ran, all of the burst's, and
-/// the spaced phase's.
-fn attach_columns(attach: &AttachFigures) -> [(&'static str, Vec<Duration>); 3] {
+/// The attach samples made while a compile ran, and all of them.
+fn attach_columns(attach: &AttachFigures) -> [(&'static str, Vec<Duration>); 2] {
     let pick = |during_only: bool| {
         attach
             .samples
             .iter()
-            .filter(|s| !s.spaced && (s.during_compile || !during_only))
+            .filter(|s| s.during_compile || !during_only)
             .map(|s| s.attached)
             .collect()
     };
     [
         ("made while a compile ran", pick(true)),
-        ("all of the burst", pick(false)),
-        (
-            "spaced, handovers between",
-            attach
-                .samples
-                .iter()
-                .filter(|s| s.spaced)
-                .map(|s| s.attached)
-                .collect(),
-        ),
+        ("all", pick(false)),
     ]
 }
 
@@ -522,22 +512,16 @@ New pod veths: the real sync loop (`agent::sync::run`) on a real loaded datapath
 scratch network namespace, the node's pods on veths with routes there (so every pass
 compiles the whole node); a snapshot every 10 ms (a policy added and removed in turns)
 keeps compiles running back to back. Veths are made one at a time (one RTM_NEWLINK
-request each) and timed until both hooks decide (podwall's cls_bpf filter on each,
-or a program on both TCX hooks; queried every 0.1 ms). The burst: 5-25 ms apart,
-each deleted once timed (the loop hands interfaces over to TCX links only after
-500 ms without a new veth, one per 500 ms, so none is handed over); 'made while a
-compile ran' are those whose request was sent while the loop's compiler was
-running. Spaced: half as many, 400-900 ms apart and kept, so handovers run between
-them (a veth whose request comes while one waits out its grace periods under
-rtnl_lock waits too).
-Percentiles are nearest-rank: with fewer than 100 samples, p99 is the slowest.
+request each, 5-25 ms apart) and timed until both TCX hooks run a program (queried
+every 0.1 ms), then deleted; 'made while a compile ran' are those whose request was
+sent while the loop's compiler was running. Percentiles are nearest-rank: with fewer
+than 100 samples, p99 is the slowest.
 
 Attach floor: on an empty loaded datapath, each round makes a fresh veth per way
 (one RTM_NEWLINK each) and times the kernel calls alone: two TCX links in turn (the
 agent's way), the same from two threads released together, legacy TC (a clsact
 qdisc, then a cls_bpf direct-action filter per hook over rtnetlink); the agent's
-pending entry and `Datapath::attach` on one more veth, `Datapath::attach_now` and the
-handover to links (`Handover::run`) on another; and one RCU grace period
+pending entry and `Datapath::attach` on one more veth; and one RCU grace period
 (a map-in-map update, which calls synchronize_rcu()). The ways take turns in
 every round.
 ";
@@ -599,7 +583,6 @@ mod tests {
                     .map(|(ms, during_compile)| AttachSample {
                         attached: Duration::from_millis(ms),
                         during_compile,
-                        spaced: false,
                     })
                     .to_vec(),
                 compiles: 7,
@@ -640,9 +623,7 @@ mod tests {
         let attach = find("new pod veth -> attached p99, made while a compile ran");
         assert_eq!((attach.value, attach.met), (4.0, Some(true)));
         assert_eq!(
-            find("new pod veth -> attached p99, all of the burst")
-                .target
-                .as_deref(),
+            find("new pod veth -> attached p99, all").target.as_deref(),
             None
         );
         assert!(
@@ -652,7 +633,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| all of the burst | 3 | 4.00 ms / 9.00 ms | - | - |"),
+            text.contains("| all | 3 | 4.00 ms / 9.00 ms | - | - |"),
             "{text}"
         );
     }
@@ -683,7 +664,6 @@ mod tests {
                 samples: vec![AttachSample {
                     attached: Duration::from_millis(30),
                     during_compile: true,
-                    spaced: false,
                 }],
                 compiles: 3,
                 compile_median: Duration::from_millis(25),

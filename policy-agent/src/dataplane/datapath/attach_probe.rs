@@ -14,7 +14,7 @@ use std::{
 
 use aya::programs::{
     tc::{qdisc_add_clsact, NlOptions, TcAttachOptions},
-    TcAttachType,
+    ProgramFd, TcAttachType,
 };
 
 use super::{links::classifier, Datapath};
@@ -58,6 +58,20 @@ fn raw_error(program: &'static str, what: &str) -> impl FnOnce(std::io::Error) -
 }
 
 impl Datapath {
+    /// A descriptor of program `name` of its own, for a thread.
+    fn program_fd(&mut self, name: &'static str) -> Result<ProgramFd, DataplaneError> {
+        let fd =
+            classifier(&mut self.ebpf, name)?
+                .fd()
+                .map_err(|source| DataplaneError::Program {
+                    program: name,
+                    what: "reading its descriptor".into(),
+                    source: Some(Box::new(source)),
+                })?;
+        fd.try_clone()
+            .map_err(raw_error(name, "duplicating its descriptor"))
+    }
+
     /// Attaches `pod_ingress` at TC egress and `pod_egress` at TC ingress of
     /// `interface` (index `ifindex`, none of this datapath's) the `way` says,
     /// times the kernel calls, and detaches both again.
@@ -81,11 +95,11 @@ impl Datapath {
         let out = self.program_fd(POD_INGRESS_PROGRAM)?;
         let inward = self.program_fd(POD_EGRESS_PROGRAM)?;
         let started = Instant::now();
-        let egress_link = sys::tcx_link_create(out.as_fd(), ifindex, sys::BPF_TCX_EGRESS, 0)
+        let egress_link = sys::tcx_link_create(out.as_fd(), ifindex, sys::BPF_TCX_EGRESS)
             .map_err(raw_error(POD_INGRESS_PROGRAM, "TCX link at egress"))?;
         let egress = started.elapsed();
         let ingress_started = Instant::now();
-        let ingress_link = sys::tcx_link_create(inward.as_fd(), ifindex, sys::BPF_TCX_INGRESS, 0)
+        let ingress_link = sys::tcx_link_create(inward.as_fd(), ifindex, sys::BPF_TCX_INGRESS)
             .map_err(raw_error(POD_EGRESS_PROGRAM, "TCX link at ingress"))?;
         let times = AttachTimes {
             qdisc: None,
@@ -119,7 +133,7 @@ impl Datapath {
                     scope.spawn(move || {
                         barrier.wait();
                         let started = Instant::now();
-                        let link = sys::tcx_link_create(fd.as_fd(), ifindex, hook, 0)
+                        let link = sys::tcx_link_create(fd.as_fd(), ifindex, hook)
                             .map_err(raw_error(name, "TCX link from a thread"));
                         (started, Instant::now(), link)
                     })

@@ -1,7 +1,7 @@
 //! Attaching the classifiers: to pod interfaces (`attach`, `detach`), and the
 //! helpers the exits, the sockets program and the pins share.
 
-use std::{collections::BTreeMap, os::fd::OwnedFd};
+use std::collections::BTreeMap;
 
 use aya::{
     programs::{
@@ -23,12 +23,6 @@ pub(super) enum Attachment {
     /// TCX links pinned under `links/`: attached until their pins are removed,
     /// whatever happens to this process.
     Pinned([FdLink; 2]),
-    /// `cls_bpf` filters on the interface, named (`handover.rs`: `attach_now`):
-    /// a pod interface's, until its handover to links.
-    Filters(String),
-    /// TCX links a handover made (`handover.rs`): pinned as `Pinned` when the
-    /// datapath is, else detached when dropped.
-    Handed([OwnedFd; 2]),
 }
 
 impl Datapath {
@@ -112,19 +106,7 @@ impl Datapath {
                 }
                 drop(links);
             }
-            Attachment::Handed(links) => {
-                if let Some(layout) = &self.pins {
-                    layout.remove_links(ifindex, role)?;
-                }
-                drop(links);
-            }
-            Attachment::Filters(interface) => {
-                for hook in [TcAttachType::Egress, TcAttachType::Ingress] {
-                    super::handover::remove_filter(&interface, ifindex, hook)?;
-                }
-            }
         }
-        self.filters_unchecked.remove(&ifindex);
         Ok(true)
     }
 

@@ -11,7 +11,6 @@
 #[cfg(feature = "testing")]
 mod attach_probe;
 mod exits;
-mod handover;
 mod in_place;
 mod links;
 mod order;
@@ -23,7 +22,7 @@ mod test_run;
 #[cfg(feature = "testing")]
 use std::time::Duration;
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::{Path, PathBuf},
 };
 
@@ -67,12 +66,7 @@ const IN_PLACE_MIN_STAMPS: u32 = 15;
 pub use self::attach_probe::{AttachTimes, AttachWay};
 #[cfg(feature = "testing")]
 pub use self::test_run::{BenchProgram, BenchRun, Hook, TestRunOutcome};
-pub use self::{
-    exits::Frames,
-    handover::{HandedOver, Handover, FILTER_HANDLE, FILTER_PRIORITY},
-    order::ProgramAhead,
-    pinned::Adoption,
-};
+pub use self::{exits::Frames, order::ProgramAhead, pinned::Adoption};
 use self::{
     links::{classifier, Attachment},
     sockets::{sockets_program_of, SocketsLink},
@@ -142,10 +136,6 @@ pub struct Datapath {
     pins: Option<PinLayout>,
     /// Pod interfaces with `pod_ingress` and `pod_egress` attached.
     attached: BTreeMap<InterfaceIndex, Attachment>,
-    /// Attached pod interfaces on links that may also carry podwall's filters
-    /// (adopted links, or a handover that could not remove them): the next
-    /// `handover` removes them.
-    filters_unchecked: BTreeSet<InterfaceIndex>,
     /// The node's exits with `node_exit` and `node_entry` attached (`exits`).
     exits: BTreeMap<InterfaceIndex, Attachment>,
     /// The node's exits without Ethernet frames, with `node_exit_ip` and
@@ -242,7 +232,6 @@ impl Datapath {
             tables_writing: false,
             pins,
             attached: BTreeMap::new(),
-            filters_unchecked: BTreeSet::new(),
             exits: BTreeMap::new(),
             ip_exits: BTreeMap::new(),
             sockets: None,

@@ -49,7 +49,6 @@ use std::{
 use aya::programs::{
     links::{FdLink, PinnedLink},
     tc::{SchedClassifierLink, SchedClassifierLinkId},
-    SchedClassifier,
 };
 use policy_common::counters::RULE_COUNTERS_MAX;
 
@@ -145,22 +144,11 @@ impl Datapath {
         Ok((datapath, Adoption::Adopted { interfaces }))
     }
 
-    /// Removes the datapath pinned at `pin_dir`: deletes the filters running its
-    /// pinned programs from the interfaces of the calling thread's network
-    /// namespace (veths not yet handed over to links), detaches every pinned link (even one a running
-    /// agent holds) and removes its pin, then the programs, maps, the directory
-    /// and the state file. True if anything was there.
+    /// Removes the datapath pinned at `pin_dir`: detaches every pinned link (even
+    /// one a running agent holds) and removes its pin, then the programs, maps,
+    /// the directory and the state file. True if anything was there.
     pub fn uninstall(pin_dir: &Path) -> Result<bool, DataplaneError> {
-        let layout = PinLayout::new(pin_dir);
-        let programs: Vec<u32> = [POD_INGRESS_PROGRAM, POD_EGRESS_PROGRAM]
-            .into_iter()
-            .filter_map(|name| {
-                let program = SchedClassifier::from_pin(layout.program_pin(name)).ok()?;
-                program.info().ok().map(|info| info.id())
-            })
-            .collect();
-        let filters = super::handover::remove_filters_of(&programs);
-        let removed = layout.remove_all()? || filters > 0;
+        let removed = PinLayout::new(pin_dir).remove_all()?;
         if removed {
             tracing::info!(pin_dir = %pin_dir.display(), "pinned datapath removed");
         }
@@ -282,11 +270,6 @@ impl Datapath {
                 (Ok(Some(a)), Ok(Some(b))) => {
                     self.attachments(role)
                         .insert(ifindex, Attachment::Pinned([a, b]));
-                    if role == LinkRole::Pod {
-                        // An agent stopped mid-handover may have left filters
-                        // beside them (`handover.rs`).
-                        self.filters_unchecked.insert(ifindex);
-                    }
                 }
                 (Ok(_), Ok(_)) => {
                     tracing::info!(ifindex, ?role, "interface gone: its link pins were removed");
