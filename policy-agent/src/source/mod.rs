@@ -14,7 +14,7 @@
 pub mod api_server;
 pub mod convert;
 pub mod manifest;
-mod state;
+pub(crate) mod state;
 pub mod yaml;
 
 pub use convert::ConvertError;

@@ -14,6 +14,7 @@ pub mod events;
 pub mod latency;
 pub mod memory;
 pub mod report;
+pub mod source_side;
 
 use std::path::Path;
 
@@ -95,6 +96,14 @@ pub fn run(
     // the memory step's stand-in API server runs in this process.
     let latency_peak_rss_kib = compile::own_status_kib("VmHWM").ok();
     progress(&format!(
+        "what the agent does per event before the compile, {} rounds",
+        options.iterations
+    ));
+    let source_side = {
+        let state = super::cluster::generate(&options.latency_scale);
+        source_side::run(&state, &events::compile(&state), options.iterations)?
+    };
+    progress(&format!(
         "{} new pod veths while the sync loop compiles {} pods x {} policies, in a scratch network namespace",
         options.iterations, options.latency_scale.pods, options.latency_scale.policies
     ));
@@ -115,6 +124,7 @@ pub fn run(
         rows,
         attach,
         latency_peak_rss_kib,
+        source_side,
         memory,
     })
 }
