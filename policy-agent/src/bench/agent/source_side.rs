@@ -68,10 +68,10 @@ pub fn run(
         let changes = state.changes(&rebuilt);
         figures.diff.push(started.elapsed());
         let started = Instant::now();
-        let copy = tables.clone();
+        std::hint::black_box(tables.clone());
         figures.copy.push(started.elapsed());
-        // What was timed must be kept, and the rebuild must be the same cluster.
-        if !changes.pods.is_empty() || copy.endpoints.len() != tables.endpoints.len() {
+        // The rebuild must be the same cluster, or the diff timed another case.
+        if !changes.pods.is_empty() {
             return Err(BenchError::Event {
                 event: "source side".into(),
                 message: format!(
