@@ -11,6 +11,7 @@ mod labels;
 mod policy;
 
 use std::{
+    cmp::Ordering,
     collections::{BTreeMap, BTreeSet},
     fmt,
     net::IpAddr,
@@ -305,21 +306,50 @@ impl StateChanges {
     }
 }
 
-/// The entries that differ between `old` and `new`, each with what it was.
+/// The entries that differ between `old` and `new`, each with what it was: the
+/// changed and removed ones in key order, then the added ones in key order. One
+/// walk over both maps side by side (both are sorted by key), so each key is
+/// compared once rather than looked up in the other map: at 10k pods the
+/// lookups cost as much as the comparisons of the values.
 fn differing<K: Ord + Clone, V: PartialEq + Clone>(
     old: &BTreeMap<K, V>,
     new: &BTreeMap<K, V>,
 ) -> Vec<(K, Option<V>)> {
-    let mut changes: Vec<(K, Option<V>)> = old
-        .iter()
-        .filter(|(key, value)| new.get(key) != Some(value))
-        .map(|(key, value)| (key.clone(), Some(value.clone())))
-        .collect();
-    changes.extend(
-        new.keys()
-            .filter(|key| !old.contains_key(key))
-            .map(|key| (key.clone(), None)),
-    );
+    let mut changes: Vec<(K, Option<V>)> = Vec::new();
+    let mut added = Vec::new();
+    let (mut old_entries, mut new_entries) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let order = match (old_entries.peek(), new_entries.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((old_key, _)), Some((new_key, _))) => old_key.cmp(new_key),
+        };
+        match order {
+            // Only in `old`: removed.
+            Ordering::Less => {
+                if let Some((key, value)) = old_entries.next() {
+                    changes.push((key.clone(), Some(value.clone())));
+                }
+            }
+            // Only in `new`: added.
+            Ordering::Greater => {
+                if let Some((key, _)) = new_entries.next() {
+                    added.push((key.clone(), None));
+                }
+            }
+            Ordering::Equal => {
+                if let (Some((key, value)), Some((_, next))) =
+                    (old_entries.next(), new_entries.next())
+                {
+                    if value != next {
+                        changes.push((key.clone(), Some(value.clone())));
+                    }
+                }
+            }
+        }
+    }
+    changes.extend(added);
     changes
 }
 
@@ -428,6 +458,37 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::builders::{cluster, netpol, pod, selector};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        /// `differing` walks both maps side by side; it must say what looking
+        /// each key up in the other map says, in the same order.
+        #[test]
+        fn differing_names_what_lookups_name_in_the_same_order(
+            old in proptest::collection::btree_map(0u8..40, 0u8..4, 0..30),
+            new in proptest::collection::btree_map(0u8..40, 0u8..4, 0..30),
+        ) {
+            let mut expected: Vec<(u8, Option<u8>)> = old
+                .iter()
+                .filter(|(key, value)| new.get(key) != Some(value))
+                .map(|(key, value)| (*key, Some(*value)))
+                .collect();
+            expected.extend(new.keys().filter(|key| !old.contains_key(key)).map(|key| (*key, None)));
+            prop_assert_eq!(super::differing(&old, &new), expected);
+        }
+    }
+
+    #[test]
+    fn differing_of_equal_maps_is_empty_and_of_disjoint_ones_is_everything() {
+        let a: BTreeMap<u8, u8> = [(1, 1), (3, 3)].into();
+        let b: BTreeMap<u8, u8> = [(2, 2)].into();
+        assert!(super::differing(&a, &a).is_empty());
+        assert_eq!(
+            super::differing(&a, &b),
+            [(1, Some(1)), (3, Some(3)), (2, None)]
+        );
+    }
 
     #[test]
     fn pod_changes_name_each_changed_pod_with_what_it_was_and_nothing_else() {
