@@ -416,6 +416,7 @@ impl AgentReport {
     /// has them; the latency process's peak RSS.
     pub fn figures(&self) -> Figures {
         let mut figures = Vec::new();
+        let added = self.source_side_added();
         let millis = |d: Duration| d.as_secs_f64() * 1e3;
         let mebibytes = |kib: u64| kib as f64 / 1024.0;
         for c in &self.compile {
@@ -453,7 +454,7 @@ impl AgentReport {
                 figures.push(Figure::plain(name("p99"), millis(p99), "ms"));
                 figures.push(Figure::at_most(
                     name("p99 in the agent"),
-                    millis(p99 + self.source_side_added()),
+                    millis(p99 + added),
                     "ms",
                     millis(target),
                 ));
