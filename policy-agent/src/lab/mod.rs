@@ -43,7 +43,7 @@ use self::{
 pub use self::{error::LabError, network::LabNetwork};
 use crate::{
     dataplane::{self, EventReader, LoadOptions, Stats, TunnelPorts},
-    model::{ClusterState, ObjectRef, Protocol},
+    model::{change_each, ClusterState, ObjectRef, Protocol},
     policy::{evaluator::End, probes, tables::DatapathTables},
     telemetry::flows::{FlowNames, Publication},
 };
@@ -75,15 +75,15 @@ fn with_lab_addresses(
         .collect();
     let mut state = probes::with_addresses(state, &pod_ips);
     if topology.nodes.len() > 1 {
-        for (key, pod) in &mut state.pods {
+        change_each(&mut state.pods, |key, pod| {
             if let Some(node) = topology.pods.get(key).and_then(|p| topology.node_of(p)) {
                 pod.node_name = Some(node.name.clone());
             }
-        }
+        });
     }
-    for (key, service) in &mut state.services {
+    change_each(&mut state.services, |key, service| {
         service.cluster_ip = cluster_ips.get(key).copied().or(service.cluster_ip);
-    }
+    });
     state
 }
 

@@ -11,7 +11,9 @@ use super::convert::{
     caps::{MAX_NAMESPACES, MAX_NETWORK_POLICIES, MAX_PODS, MAX_SERVICES},
     conversion_error, over_cap_policy, ApiKind, ConvertError,
 };
-use crate::model::{ClusterState, Labels, Namespace, NetworkPolicy, ObjectRef, Pod, PolicyTypes};
+use crate::model::{
+    change_each, ClusterState, Labels, Namespace, NetworkPolicy, ObjectRef, Pod, PolicyTypes,
+};
 
 /// Objects over a cap, by kind (`Pod`, `NetworkPolicy`, ...).
 pub type OverCapCounts = BTreeMap<&'static str, usize>;
@@ -113,11 +115,11 @@ impl StateBuilder {
         } = self;
         for (namespace, stub_pods) in isolated {
             if stub_pods {
-                for pod in state.pods.values_mut() {
-                    if pod.key.namespace == namespace {
+                change_each(&mut state.pods, |key, pod| {
+                    if key.namespace == namespace {
                         *pod = stub(pod);
                     }
-                }
+                });
             }
             let policy = over_cap_policy(&namespace);
             state.policies.insert(policy.key.clone(), policy);

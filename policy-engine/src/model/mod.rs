@@ -10,12 +10,9 @@ pub mod builders;
 mod labels;
 mod policy;
 
-use std::{
-    cmp::Ordering,
-    collections::{BTreeMap, BTreeSet},
-    fmt,
-    net::IpAddr,
-};
+use std::{collections::BTreeSet, fmt, net::IpAddr};
+
+use imbl::ordmap::DiffItem;
 
 pub use labels::Labels;
 pub use policy::{
@@ -260,17 +257,41 @@ impl Service {
     }
 }
 
+/// The map a `ClusterState` keeps each kind of object in: sorted by key, as a
+/// `BTreeMap` is, and persistent: a clone shares every node with its original
+/// and a change copies only the path to it, so the source hands each new state
+/// on in O(1) and `ClusterState::changes` between two states that share most
+/// objects visits only what differs.
+pub type ObjectMap<K, V> = imbl::OrdMap<K, V>;
+
+/// Calls `change` on every value of `map`, in key order: what
+/// `BTreeMap::values_mut` is for, which a persistent map has not (each value
+/// may be shared with another map's copy). Rebuilds the map whole: for
+/// changes to most values, not to a few (`ObjectMap::get_mut`).
+pub fn change_each<K: Ord + Clone, V: Clone>(
+    map: &mut ObjectMap<K, V>,
+    mut change: impl FnMut(&K, &mut V),
+) {
+    *map = std::mem::take(map)
+        .into_iter()
+        .map(|(key, mut value)| {
+            change(&key, &mut value);
+            (key, value)
+        })
+        .collect();
+}
+
 /// Everything policy is computed from, keyed for deterministic iteration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterState {
     /// Namespaces by name.
-    pub namespaces: BTreeMap<String, Namespace>,
+    pub namespaces: ObjectMap<String, Namespace>,
     /// Pods by namespace/name.
-    pub pods: BTreeMap<ObjectRef, Pod>,
+    pub pods: ObjectMap<ObjectRef, Pod>,
     /// NetworkPolicies by namespace/name.
-    pub policies: BTreeMap<ObjectRef, NetworkPolicy>,
+    pub policies: ObjectMap<ObjectRef, NetworkPolicy>,
     /// Services by namespace/name.
-    pub services: BTreeMap<ObjectRef, Service>,
+    pub services: ObjectMap<ObjectRef, Service>,
 }
 
 /// One pod's change between two states: its key and what it was (`None`: it did
@@ -307,46 +328,25 @@ impl StateChanges {
 }
 
 /// The entries that differ between `old` and `new`, each with what it was: the
-/// changed and removed ones in key order, then the added ones in key order. One
-/// walk over both maps side by side (both are sorted by key), so each key is
-/// compared once rather than looked up in the other map: at 10k pods the
-/// lookups cost as much as the comparisons of the values.
+/// changed and removed ones in key order, then the added ones in key order.
+/// `ObjectMap::diff` walks both maps side by side and skips the nodes they
+/// share, so two states one made from the other by a few changes cost about
+/// those changes.
 fn differing<K: Ord + Clone, V: PartialEq + Clone>(
-    old: &BTreeMap<K, V>,
-    new: &BTreeMap<K, V>,
+    old: &ObjectMap<K, V>,
+    new: &ObjectMap<K, V>,
 ) -> Vec<(K, Option<V>)> {
     let mut changes: Vec<(K, Option<V>)> = Vec::new();
     let mut added = Vec::new();
-    let (mut old_entries, mut new_entries) = (old.iter().peekable(), new.iter().peekable());
-    loop {
-        let order = match (old_entries.peek(), new_entries.peek()) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some((old_key, _)), Some((new_key, _))) => old_key.cmp(new_key),
-        };
-        match order {
-            // Only in `old`: removed.
-            Ordering::Less => {
-                if let Some((key, value)) = old_entries.next() {
-                    changes.push((key.clone(), Some(value.clone())));
-                }
+    for item in old.diff(new) {
+        match item {
+            DiffItem::Remove(key, value)
+            | DiffItem::Update {
+                old: (key, value), ..
+            } => {
+                changes.push((key.clone(), Some(value.clone())));
             }
-            // Only in `new`: added.
-            Ordering::Greater => {
-                if let Some((key, _)) = new_entries.next() {
-                    added.push((key.clone(), None));
-                }
-            }
-            Ordering::Equal => {
-                if let (Some((key, value)), Some((_, next))) =
-                    (old_entries.next(), new_entries.next())
-                {
-                    if value != next {
-                        changes.push((key.clone(), Some(value.clone())));
-                    }
-                }
-            }
+            DiffItem::Add(key, _) => added.push((key.clone(), None)),
         }
     }
     changes.extend(added);
@@ -397,9 +397,9 @@ impl ClusterState {
     /// the evaluator, the compiler and every report see the same policies; the CLI
     /// edge applies it once, right after loading the state.
     pub fn with_every_policy_in_audit(mut self) -> Self {
-        for policy in self.policies.values_mut() {
+        change_each(&mut self.policies, |_, policy| {
             policy.mode = PolicyMode::Audit;
-        }
+        });
         self
     }
 
@@ -458,32 +458,63 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::builders::{cluster, netpol, pod, selector};
+    use super::ObjectMap;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
+
+    /// What `differing` must say: each key of `old` whose value `new` does not
+    /// hold, with its old value, then each key only `new` has, both in key order.
+    fn by_lookups(old: &ObjectMap<u16, u8>, new: &ObjectMap<u16, u8>) -> Vec<(u16, Option<u8>)> {
+        let mut expected: Vec<(u16, Option<u8>)> = old
+            .iter()
+            .filter(|(key, value)| new.get(*key) != Some(*value))
+            .map(|(key, value)| (*key, Some(*value)))
+            .collect();
+        expected.extend(
+            new.keys()
+                .filter(|key| !old.contains_key(*key))
+                .map(|key| (*key, None)),
+        );
+        expected
+    }
 
     proptest! {
-        /// `differing` walks both maps side by side; it must say what looking
-        /// each key up in the other map says, in the same order.
+        /// Two unrelated maps: `differing` says what looking each key up in
+        /// the other map says, in the same order.
         #[test]
         fn differing_names_what_lookups_name_in_the_same_order(
-            old in proptest::collection::btree_map(0u8..40, 0u8..4, 0..30),
-            new in proptest::collection::btree_map(0u8..40, 0u8..4, 0..30),
+            old in proptest::collection::btree_map(0u16..40, 0u8..4, 0..30),
+            new in proptest::collection::btree_map(0u16..40, 0u8..4, 0..30),
         ) {
-            let mut expected: Vec<(u8, Option<u8>)> = old
-                .iter()
-                .filter(|(key, value)| new.get(key) != Some(value))
-                .map(|(key, value)| (*key, Some(*value)))
-                .collect();
-            expected.extend(new.keys().filter(|key| !old.contains_key(key)).map(|key| (*key, None)));
-            prop_assert_eq!(super::differing(&old, &new), expected);
+            let old: ObjectMap<u16, u8> = old.into_iter().collect();
+            let new: ObjectMap<u16, u8> = new.into_iter().collect();
+            prop_assert_eq!(super::differing(&old, &new), by_lookups(&old, &new));
+        }
+
+        /// A map and its copy after a few edits share most of their nodes,
+        /// which the walk skips: it must still name every edit, and only them.
+        #[test]
+        fn differing_of_a_copy_after_edits_names_each_edit(
+            base in proptest::collection::btree_map(0u16..2000, 0u8..4, 0..1500),
+            edits in proptest::collection::vec((0u16..2000, proptest::option::of(0u8..4)), 0..12),
+        ) {
+            let old: ObjectMap<u16, u8> = base.into_iter().collect();
+            let mut new = old.clone();
+            for (key, value) in edits {
+                match value {
+                    Some(value) => new.insert(key, value),
+                    None => new.remove(&key),
+                };
+            }
+            prop_assert_eq!(super::differing(&old, &new), by_lookups(&old, &new));
         }
     }
 
     #[test]
     fn differing_of_equal_maps_is_empty_and_of_disjoint_ones_is_everything() {
-        let a: BTreeMap<u8, u8> = [(1, 1), (3, 3)].into();
-        let b: BTreeMap<u8, u8> = [(2, 2)].into();
+        let a: ObjectMap<u8, u8> = [(1, 1), (3, 3)].into_iter().collect();
+        let b: ObjectMap<u8, u8> = [(2, 2)].into_iter().collect();
         assert!(super::differing(&a, &a).is_empty());
+        assert!(super::differing(&a, &a.clone()).is_empty());
         assert_eq!(
             super::differing(&a, &b),
             [(1, Some(1)), (3, Some(3)), (2, None)]

@@ -125,8 +125,8 @@ pub fn with_addresses(
     mut state: ClusterState,
     addresses: &BTreeMap<ObjectRef, Vec<IpAddr>>,
 ) -> ClusterState {
-    for (key, pod) in &mut state.pods {
-        if let Some(ips) = addresses.get(key) {
+    for (key, ips) in addresses {
+        if let Some(pod) = state.pods.get_mut(key) {
             pod.ips.clone_from(ips);
         }
     }

@@ -163,14 +163,11 @@ pub fn ipv4_of(state: &ClusterState, pod: &ObjectRef) -> Option<Ipv4Addr> {
 #[cfg(test)]
 pub(super) fn addressed(nodes: usize) -> ClusterState {
     let mut state = lab_state(nodes);
-    for (i, pod) in state.pods.values_mut().enumerate() {
-        pod.ips = vec![std::net::IpAddr::V4(Ipv4Addr::new(
-            10,
-            244,
-            0,
-            10 + i as u8,
-        ))];
-    }
+    let mut next = 10u8;
+    crate::model::change_each(&mut state.pods, |_, pod| {
+        pod.ips = vec![std::net::IpAddr::V4(Ipv4Addr::new(10, 244, 0, next))];
+        next += 1;
+    });
     state
 }
 
@@ -192,15 +189,7 @@ mod tests {
 
     #[test]
     fn the_reference_evaluator_allows_both_pairs_and_drops_the_intruder() {
-        let mut state = lab_state(2);
-        for (i, pod) in state.pods.values_mut().enumerate() {
-            pod.ips = vec![std::net::IpAddr::V4(Ipv4Addr::new(
-                10,
-                244,
-                0,
-                10 + i as u8,
-            ))];
-        }
+        let state = addressed(2);
         let merged = merged(&state, &ClusterSpec::new(200, 20));
         let allowed = |from: &ObjectRef, to: &ObjectRef, port, protocol| {
             let query = evaluator::Query {
