@@ -1,11 +1,13 @@
 //! Assembling a `ClusterState` from converted objects: what every source does the
 //! same way, whatever it reads (manifest files, the API server's watch), caps on
-//! how many objects of each kind are handled included (`convert::caps`).
+//! how many objects of each kind are handled included (`convert::caps`); and
+//! keeping one up to date object by object (`KeptState`), which must come to
+//! what assembling it whole would.
 //!
 //! May import: `crate::model`, `super::convert` (its `ApiKind` table and caps).
 //! Nothing that reads Kubernetes objects itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::convert::{
     caps::{MAX_NAMESPACES, MAX_NETWORK_POLICIES, MAX_PODS, MAX_SERVICES},
@@ -38,11 +40,36 @@ impl Default for CountCaps {
     }
 }
 
+/// Which object of a source a conversion error names: its kind and its
+/// metadata's namespace and name, as the source keys it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SourceKey {
+    /// `Resource::KIND`.
+    pub kind: &'static str,
+    /// `metadata.namespace`.
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: Option<String>,
+}
+
+impl SourceKey {
+    /// The key of `object`.
+    pub fn of<K: ApiKind>(object: &K) -> Self {
+        let meta = object.metadata();
+        Self {
+            kind: K::KIND,
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+        }
+    }
+}
+
 /// A `ClusterState` being filled, one converted object at a time.
 #[derive(Debug, Default)]
 pub struct StateBuilder {
     state: ClusterState,
-    errors: Vec<String>,
+    /// Conversion errors by the object they name (`add_or_record`).
+    errors: Vec<(SourceKey, String)>,
     /// Namespaces to isolate (`caps::OVER_CAP_POLICY`), and whether every pod of
     /// it stands in as a stub too (a Namespace over a cap: its labels are unknown).
     isolated: BTreeMap<String, bool>,
@@ -80,7 +107,8 @@ impl StateBuilder {
                     *stub_pods |= K::KIND == "Namespace";
                 }
                 let outcome = stand_in.as_ref().map(|(_, outcome)| *outcome);
-                self.errors.push(conversion_error(object, &error, outcome));
+                let line = conversion_error(object, &error, outcome);
+                self.errors.push((SourceKey::of(object), line));
                 match stand_in {
                     Some((stand_in, _)) => stand_in,
                     None => return,
@@ -104,14 +132,21 @@ impl StateBuilder {
     /// `finish`, after the count caps (the objects of a kind past its cap, in key
     /// order, stand in as over-cap ones do), with how many objects of each kind
     /// were over a cap.
-    pub fn finish_counted(mut self) -> (ClusterState, Vec<String>, OverCapCounts) {
-        self.cap_counts();
+    pub fn finish_counted(self) -> (ClusterState, Vec<String>, OverCapCounts) {
+        let kept = self.finish_kept();
+        let errors = kept.errors();
+        (kept.state, errors, kept.over_cap)
+    }
+
+    /// `finish_counted`, as a state to keep up to date object by object.
+    pub fn finish_kept(mut self) -> KeptState {
+        let count_lines = self.cap_counts();
         let Self {
             mut state,
-            mut errors,
+            errors,
             isolated,
             over_cap,
-            caps: _,
+            caps,
         } = self;
         for (namespace, stub_pods) in isolated {
             if stub_pods {
@@ -125,13 +160,19 @@ impl StateBuilder {
             state.policies.insert(policy.key.clone(), policy);
         }
         state.add_implicit_namespaces();
-        errors.sort();
-        (state, errors, over_cap)
+        KeptState {
+            state,
+            errors: errors.into_iter().collect(),
+            count_lines,
+            over_cap,
+            caps,
+            touched: BTreeSet::new(),
+        }
     }
 
-    /// Applies `caps::MAX_*` counts: what is past a cap stands in as over-cap, with
-    /// one error line per kind.
-    fn cap_counts(&mut self) {
+    /// Applies `caps::MAX_*` counts: what is past a cap stands in as over-cap;
+    /// returns one error line per kind over its cap.
+    fn cap_counts(&mut self) -> Vec<String> {
         let caps = self.caps;
         let state = &mut self.state;
         let mut lines = Vec::new();
@@ -186,7 +227,158 @@ impl StateBuilder {
                 *self.over_cap.entry(kind).or_default() += count;
             }
         }
-        self.errors.extend(lines);
+        lines
+    }
+}
+
+/// A source's state kept between batches of changes: the state and its
+/// conversion errors, as `StateBuilder` made them, brought up to date one
+/// changed object at a time. Each change converts only that object, and the
+/// state it gives shares every other object with the state before
+/// (`model::ObjectMap`), so a change costs what it touches, not the cluster.
+///
+/// What is not one object's business is left to a whole rebuild
+/// (`NeedsRebuild`): anything over a cap (a count cap, or an object whose
+/// conversion is over one, which isolates its namespace), since which objects
+/// stand in depends on all of them.
+#[derive(Clone, Debug, Default)]
+pub struct KeptState {
+    state: ClusterState,
+    errors: BTreeMap<SourceKey, String>,
+    /// The lines of kinds over their count caps (`cap_counts`).
+    count_lines: Vec<String>,
+    over_cap: OverCapCounts,
+    caps: CountCaps,
+    /// Namespaces of the objects changed since the last `settle`.
+    touched: BTreeSet<String>,
+}
+
+/// A change a `KeptState` cannot take object by object: rebuild it whole
+/// (`StateBuilder`) from the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeedsRebuild;
+
+impl KeptState {
+    /// The state.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// The conversion error lines, sorted, as `StateBuilder::finish` gives them.
+    pub fn errors(&self) -> Vec<String> {
+        let mut errors: Vec<String> = self
+            .errors
+            .values()
+            .chain(&self.count_lines)
+            .cloned()
+            .collect();
+        errors.sort();
+        errors
+    }
+
+    /// The objects over a cap, by kind.
+    pub fn over_cap(&self) -> &OverCapCounts {
+        &self.over_cap
+    }
+
+    /// Takes the change of the object the source keys as `key` (of kind `K`):
+    /// `object` is what the source holds under it now, `None` once deleted.
+    /// Call `settle` after the last change of a batch. On `NeedsRebuild` the
+    /// kept state is part-way: rebuild it.
+    pub fn apply<K: ApiKind>(
+        &mut self,
+        key: &SourceKey,
+        object: Option<&K>,
+    ) -> Result<(), NeedsRebuild> {
+        if !self.over_cap.is_empty() {
+            return Err(NeedsRebuild);
+        }
+        self.errors.remove(key);
+        if let Some(name) = &key.name {
+            let stored = K::model_key(key.namespace.as_deref(), name);
+            K::remove(&mut self.state, &stored);
+            self.touched.insert(if K::KIND == "Namespace" {
+                stored.name
+            } else {
+                stored.namespace
+            });
+        }
+        let Some(object) = object else {
+            return Ok(());
+        };
+        let model = match object.convert() {
+            Ok(model) => model,
+            Err(error) => {
+                let over_cap = matches!(error, ConvertError::OverCap { .. });
+                if over_cap || object.isolates_namespace(&error).is_some() {
+                    return Err(NeedsRebuild);
+                }
+                let stand_in = object.fail_closed(&error);
+                let outcome = stand_in.as_ref().map(|(_, outcome)| *outcome);
+                let line = conversion_error(object, &error, outcome);
+                self.errors.insert(key.clone(), line);
+                match stand_in {
+                    Some((stand_in, _)) => stand_in,
+                    None => return Ok(()),
+                }
+            }
+        };
+        K::insert(&mut self.state, model);
+        Ok(())
+    }
+
+    /// Ends a batch of `apply`: each namespace a changed object lives in (or
+    /// is) is the Namespace the source declares (`declared`: it holds one by
+    /// that name), if it converted; else an implicit one while some object
+    /// lives in it, else none. `NeedsRebuild` when a kind is over its count
+    /// cap (implicit namespaces counted too, to be safe).
+    pub fn settle(&mut self, declared: impl Fn(&str) -> bool) -> Result<(), NeedsRebuild> {
+        for name in std::mem::take(&mut self.touched) {
+            let key = SourceKey {
+                kind: "Namespace",
+                namespace: None,
+                name: Some(name.clone()),
+            };
+            if declared(&name) && !self.errors.contains_key(&key) {
+                continue;
+            }
+            if self.lives_in(&name) {
+                let implicit = Namespace::implicit(&name);
+                if self.state.namespaces.get(&name) != Some(&implicit) {
+                    self.state.namespaces.insert(name, implicit);
+                }
+            } else {
+                self.state.namespaces.remove(&name);
+            }
+        }
+        let caps = self.caps;
+        let over = self.state.namespaces.len() > caps.namespaces
+            || self.state.pods.len() > caps.pods
+            || self.state.services.len() > caps.services
+            || self.state.policies.len() > caps.policies;
+        if over {
+            return Err(NeedsRebuild);
+        }
+        Ok(())
+    }
+
+    /// Whether a pod, policy or Service lives in `namespace`.
+    fn lives_in(&self, namespace: &str) -> bool {
+        let first = ObjectRef::new(namespace, "");
+        let in_namespace = |key: Option<&ObjectRef>| key.is_some_and(|k| k.namespace == namespace);
+        in_namespace(
+            self.state
+                .pods
+                .range(first.clone()..)
+                .next()
+                .map(|(k, _)| k),
+        ) || in_namespace(
+            self.state
+                .policies
+                .range(first.clone()..)
+                .next()
+                .map(|(k, _)| k),
+        ) || in_namespace(self.state.services.range(first..).next().map(|(k, _)| k))
     }
 }
 

@@ -1,40 +1,51 @@
 //! What the running agent does for a watch event before the compile `latency`
-//! times, on the events' cluster (pure, no kernel): the source rebuilds the whole
-//! `ClusterState` from its stores once per batch of notices (the one conversion
-//! point, `source::state::StateBuilder`, here over the cluster's objects as an
-//! API server serves them, `bench::api_objects`); the compile job diffs that
-//! state against the last one to find what changed (`ClusterState::changes`);
-//! and a change of the tables the sync loop still holds copies them first
+//! times, on the events' cluster (pure, no kernel): the source converts the
+//! changed object into the state it keeps (`source::state::KeptState`, here
+//! over the cluster's objects as an API server serves them,
+//! `bench::api_objects`) and hands on a copy; the compile job diffs that state
+//! against the last one to find what changed (`ClusterState::changes`); and a
+//! change of the tables the sync loop still holds copies them first
 //! (`Incremental` changes its tables through `Arc::make_mut`). The event rows
-//! start after all three. Each step is timed alone, the three in turns.
+//! start after all three. Each step is timed alone, the three in turns, with
+//! one pod's labels changed per round. Also timed, not per event: the whole
+//! state converted from every object, as after a relist.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::{
     bench::{api_objects::ApiObjects, BenchError},
     model::ClusterState,
     policy::tables::DatapathTables,
-    source::state::StateBuilder,
+    source::state::{KeptState, SourceKey, StateBuilder},
 };
 
-/// The three steps' durations, one per round each.
+/// The steps' durations, one per round each.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceSideFigures {
-    /// The whole state converted from the objects (`StateBuilder`).
+    /// The whole state converted from the objects (`StateBuilder`), as after a
+    /// relist: not per event.
     pub rebuild: Vec<Duration>,
-    /// The rebuilt state diffed against the last (`ClusterState::changes`).
+    /// One changed object converted into the kept state, and the state copied
+    /// for the snapshot (`KeptState::apply`, `settle`, `ClusterState::clone`).
+    pub update: Vec<Duration>,
+    /// The new state diffed against the last (`ClusterState::changes`).
     pub diff: Vec<Duration>,
     /// The node's tables copied (`DatapathTables::clone`).
     pub copy: Vec<Duration>,
 }
 
 impl SourceSideFigures {
-    /// Each step's label and durations, in the order a watch event meets them.
+    /// Each per-event step's label and durations, in the order a watch event
+    /// meets them.
     pub fn steps(&self) -> [(&'static str, &[Duration]); 3] {
         [
             (
-                "source: the whole state rebuilt from the stores, per batch",
-                &self.rebuild,
+                "source: the changed object converted into the kept state",
+                &self.update,
             ),
             (
                 "compile job: the new state diffed against the last",
@@ -46,49 +57,92 @@ impl SourceSideFigures {
             ),
         ]
     }
+
+    /// The label and durations of the whole rebuild (not per event).
+    pub fn relist(&self) -> (&'static str, &[Duration]) {
+        (
+            "source: the whole state converted from every object, after a relist (not per event)",
+            &self.rebuild,
+        )
+    }
 }
 
-/// Times the three steps `rounds` times on `state`, whose node tables are
-/// `tables`.
+fn failed(message: String) -> BenchError {
+    BenchError::Event {
+        event: "source side".into(),
+        message,
+    }
+}
+
+/// Times the steps `rounds` times on `state`, whose node tables are `tables`.
 pub fn run(
     state: &ClusterState,
     tables: &DatapathTables,
     rounds: usize,
 ) -> Result<SourceSideFigures, BenchError> {
-    let objects = ApiObjects::of(state).map_err(|error| BenchError::Event {
-        event: "source side".into(),
-        message: error.to_string(),
-    })?;
+    let objects = ApiObjects::of(state).map_err(|error| failed(error.to_string()))?;
+    let declared: BTreeSet<String> = objects
+        .namespaces
+        .iter()
+        .filter_map(|namespace| namespace.metadata.name.clone())
+        .collect();
+    let mut kept = rebuild(&objects);
+    // The rebuild must be the same cluster, or the rounds time another case.
+    let changes = state.changes(kept.state());
+    if changes.kinds() != 0 {
+        return Err(failed(format!(
+            "the rebuilt state differs from the one it was made from: {} namespaces, {} pods, {} policies, {} Services",
+            changes.namespaces.len(),
+            changes.pods.len(),
+            changes.policies.len(),
+            changes.services.len()
+        )));
+    }
     let mut figures = SourceSideFigures::default();
-    for _ in 0..rounds {
+    for round in 0..rounds {
         let started = Instant::now();
-        let rebuilt = rebuild(&objects);
+        std::hint::black_box(rebuild(&objects));
         figures.rebuild.push(started.elapsed());
+
+        let Some(pod) = objects.pods.get(round % objects.pods.len().max(1)) else {
+            return Err(failed("the cluster has no pods".into()));
+        };
+        let mut pod = pod.clone();
+        pod.metadata
+            .labels
+            .get_or_insert_default()
+            .insert("bench-round".into(), round.to_string());
+        let last = Arc::new(kept.state().clone());
         let started = Instant::now();
-        let changes = state.changes(&rebuilt);
+        kept.apply(&SourceKey::of(&pod), Some(&pod))
+            .and_then(|()| kept.settle(|name| declared.contains(name)))
+            .map_err(|_| failed("a pod's label change needed a whole rebuild".into()))?;
+        let next = Arc::new(kept.state().clone());
+        figures.update.push(started.elapsed());
+
+        let started = Instant::now();
+        let changes = last.changes(&next);
         figures.diff.push(started.elapsed());
+
         let started = Instant::now();
         std::hint::black_box(tables.clone());
         figures.copy.push(started.elapsed());
-        // The rebuild must be the same cluster, or the diff timed another case.
-        if changes.kinds() != 0 {
-            return Err(BenchError::Event {
-                event: "source side".into(),
-                message: format!(
-                    "the rebuilt state differs from the one it was made from: {} namespaces, {} pods, {} policies, {} Services",
-                    changes.namespaces.len(),
-                    changes.pods.len(),
-                    changes.policies.len(),
-                    changes.services.len()
-                ),
-            });
+        // One pod changed, or the diff timed another case.
+        if changes.kinds() != 1 || changes.pods.len() != 1 {
+            return Err(failed(format!(
+                "one pod's label change made {} namespace, {} pod, {} policy and {} Service changes",
+                changes.namespaces.len(),
+                changes.pods.len(),
+                changes.policies.len(),
+                changes.services.len()
+            )));
         }
     }
     Ok(figures)
 }
 
 /// The state as the source builds it from its stores.
-fn rebuild(objects: &ApiObjects) -> ClusterState {
+fn rebuild(objects: &ApiObjects) -> KeptState {
     let mut builder = StateBuilder::default();
     for namespace in &objects.namespaces {
         builder.add_or_record(namespace);
@@ -102,7 +156,7 @@ fn rebuild(objects: &ApiObjects) -> ClusterState {
     for service in &objects.services {
         builder.add_or_record(service);
     }
-    builder.finish().0
+    builder.finish_kept()
 }
 
 #[cfg(test)]
@@ -119,8 +173,11 @@ mod tests {
         let tables = events::compile(&state);
         let figures = run(&state, &tables, 2).unwrap_or_else(|e| panic!("{e}"));
         let objects = ApiObjects::of(&state).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(rebuild(&objects).changes(&state), StateChanges::default());
-        for (label, durations) in figures.steps() {
+        assert_eq!(
+            rebuild(&objects).state().changes(&state),
+            StateChanges::default()
+        );
+        for (label, durations) in figures.steps().into_iter().chain([figures.relist()]) {
             assert_eq!(durations.len(), 2, "{label}");
         }
     }

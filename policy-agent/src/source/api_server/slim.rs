@@ -216,6 +216,10 @@ impl ApiKind for SlimPod {
     fn insert(state: &mut ClusterState, model: model::Pod) -> Option<model::Pod> {
         core::Pod::insert(state, model)
     }
+
+    fn remove(state: &mut ClusterState, key: &ObjectRef) {
+        core::Pod::remove(state, key)
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,14 @@
 //! Folding the kinds' notices into `SourceSnapshot`s. Notices that queue up while a
-//! snapshot is being built form the next batch, and a batch rebuilds the state at
-//! most once, so a burst of events (a relist of 10k pods, a rollout) costs a few
-//! rebuilds, not one per event.
+//! snapshot is being built form the next batch. A batch of changed objects
+//! converts only those, into the state kept from the last batch
+//! (`state::KeptState`); a relist, or a change that touches something over a
+//! cap, converts every stored object once instead.
 
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Instant,
+};
 
 use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
 use kube::runtime::reflector::Store;
@@ -11,15 +16,12 @@ use tokio::sync::{mpsc::UnboundedReceiver, watch::Sender};
 
 use super::{
     slim::{service::SlimService, SlimPod},
-    watch::Notice,
+    watch::{ChangedObject, Notice, Watched},
     SourceSnapshot,
 };
-use crate::{
-    model::ClusterState,
-    source::{
-        convert::ApiKind,
-        state::{OverCapCounts, StateBuilder},
-    },
+use crate::source::{
+    convert::ApiKind,
+    state::{KeptState, NeedsRebuild, SourceKey, StateBuilder},
 };
 
 /// The reflector stores of the watched kinds.
@@ -42,16 +44,60 @@ fn kinds() -> [&'static str; 4] {
 
 impl Stores {
     /// Converts every stored object (the one conversion point, through
-    /// `StateBuilder`): the state, the conversion errors and the objects over a
+    /// `StateBuilder`): the state, its conversion errors and the objects over a
     /// cap by kind.
-    pub fn build(&self) -> (ClusterState, Vec<String>, OverCapCounts) {
+    pub fn build(&self) -> KeptState {
         let mut builder = StateBuilder::default();
         add_all(&mut builder, &self.namespaces);
         add_all(&mut builder, &self.pods);
         add_all(&mut builder, &self.policies);
         add_all(&mut builder, &self.services);
-        builder.finish_counted()
+        builder.finish_kept()
     }
+
+    /// Brings `kept` up to date with the stores after `changed` changed in them.
+    fn update(
+        &self,
+        kept: &mut KeptState,
+        changed: &BTreeSet<ChangedObject>,
+    ) -> Result<(), NeedsRebuild> {
+        for object in changed {
+            apply_one(kept, &self.namespaces, object)?;
+            apply_one(kept, &self.pods, object)?;
+            apply_one(kept, &self.policies, object)?;
+            apply_one(kept, &self.services, object)?;
+        }
+        kept.settle(|name| {
+            let key = kube::runtime::reflector::ObjectRef::new(name);
+            self.namespaces.get(&key).is_some()
+        })
+    }
+}
+
+/// `KeptState::apply` of `object` as `store` holds it now (nothing once
+/// deleted), if it is a `K`.
+fn apply_one<K>(
+    kept: &mut KeptState,
+    store: &Store<K>,
+    object: &ChangedObject,
+) -> Result<(), NeedsRebuild>
+where
+    K: ApiKind + Watched,
+{
+    let Some(key) = object.store_key::<K>() else {
+        return Ok(());
+    };
+    let source_key = SourceKey {
+        kind: object.kind,
+        namespace: object.namespace.clone(),
+        name: Some(object.name.clone()),
+    };
+    // `Store::get` falls back to a cluster-scoped object of the name when the
+    // namespaced one is gone: that is another object.
+    let stored = store
+        .get(&key)
+        .filter(|stored| stored.meta().namespace == object.namespace);
+    kept.apply(&source_key, stored.as_deref())
 }
 
 fn add_all<K>(builder: &mut StateBuilder, store: &Store<K>)
@@ -77,6 +123,10 @@ struct KindStatus {
 struct Batch {
     /// Arrival of the newest event that may have changed a store.
     changed: Option<Instant>,
+    /// The objects that changed.
+    objects: BTreeSet<ChangedObject>,
+    /// A list completed: a kind's store was replaced whole.
+    listed: bool,
     /// The newest error, as `Kind watch: error`.
     error: Option<String>,
 }
@@ -91,6 +141,7 @@ pub(super) async fn run(
         .into_iter()
         .map(|kind| (kind, KindStatus::default()))
         .collect();
+    let mut kept = None;
     while let Some(first) = notices.recv().await {
         let mut batch = Batch::default();
         fold(&mut batch, &mut status, first);
@@ -98,7 +149,7 @@ pub(super) async fn run(
             fold(&mut batch, &mut status, next);
         }
         let current = snapshots.borrow().clone();
-        let next = next_snapshot(&stores, &status, batch, current);
+        let next = next_snapshot(&stores, &mut kept, &status, batch, current);
         snapshots.send_if_modified(|snapshot| {
             let modified = !same(snapshot, &next);
             if modified {
@@ -114,8 +165,12 @@ pub(super) async fn run(
 
 fn fold(batch: &mut Batch, status: &mut BTreeMap<&'static str, KindStatus>, notice: Notice) {
     match notice {
-        Notice::Changed { at } => batch.changed = Some(at),
+        Notice::Changed { at, object } => {
+            batch.changed = Some(at);
+            batch.objects.insert(object);
+        }
         Notice::Listed { kind, at } => {
+            batch.listed = true;
             let entry = status.entry(kind).or_default();
             if entry.failing {
                 tracing::info!(kind, "watch recovered: listed again");
@@ -133,10 +188,12 @@ fn fold(batch: &mut Batch, status: &mut BTreeMap<&'static str, KindStatus>, noti
     }
 }
 
-/// The snapshot after `batch`: flags from `status`; the state rebuilt when every
-/// kind has listed and the batch may have changed a store.
+/// The snapshot after `batch`: flags from `status`; once every kind has listed,
+/// the state brought up to date with the batch's changes, in `kept` (rebuilt
+/// whole after a list, before the first state, or when it cannot take them).
 fn next_snapshot(
     stores: &Stores,
+    kept: &mut Option<KeptState>,
     status: &BTreeMap<&'static str, KindStatus>,
     batch: Batch,
     current: SourceSnapshot,
@@ -147,30 +204,40 @@ fn next_snapshot(
     if batch.error.is_some() {
         next.last_error = batch.error;
     }
-    if next.synced {
-        if let Some(changed) = batch.changed {
-            let started = Instant::now();
-            let (state, errors, over_cap) = stores.build();
-            tracing::debug!(
-                pods = state.pods.len(),
-                policies = state.policies.len(),
-                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-                "converted the stores"
-            );
-            if state != *next.state {
-                next.state = Arc::new(state);
-                next.changed = Some(changed);
-            }
-            for error in errors
-                .iter()
-                .filter(|e| !next.conversion_errors.contains(e))
-            {
-                tracing::warn!(%error, "object could not be converted");
-            }
-            next.conversion_errors = errors;
-            next.over_cap = over_cap;
-        }
+    let Some(changed) = batch.changed.filter(|_| next.synced) else {
+        return next;
+    };
+    let started = Instant::now();
+    let updated = match kept.as_mut().filter(|_| !batch.listed) {
+        Some(state) => stores.update(state, &batch.objects).is_ok(),
+        None => false,
+    };
+    let kept = match kept {
+        Some(state) if updated => state,
+        _ => kept.insert(stores.build()),
+    };
+    let state = kept.state();
+    tracing::debug!(
+        pods = state.pods.len(),
+        policies = state.policies.len(),
+        objects = batch.objects.len(),
+        whole = !updated,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "converted the stores"
+    );
+    if *state != *next.state {
+        next.state = Arc::new(state.clone());
+        next.changed = Some(changed);
     }
+    let errors = kept.errors();
+    for error in errors
+        .iter()
+        .filter(|e| !next.conversion_errors.contains(e))
+    {
+        tracing::warn!(%error, "object could not be converted");
+    }
+    next.conversion_errors = errors;
+    next.over_cap = kept.over_cap().clone();
     next
 }
 
@@ -185,3 +252,6 @@ fn same(a: &SourceSnapshot, b: &SourceSnapshot) -> bool {
         && a.over_cap == b.over_cap
         && a.changed == b.changed
 }
+
+#[cfg(test)]
+mod tests;

@@ -28,11 +28,45 @@ use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
 use super::WatchOptions;
 use crate::causes::causes;
 
+/// Which stored object a `Notice::Changed` is about: its kind and its
+/// metadata's namespace and name, as its store keys it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct ChangedObject {
+    /// `Resource::KIND`.
+    pub kind: &'static str,
+    /// `metadata.namespace`; `None` for a Namespace.
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ChangedObject {
+    fn of<K: Watched>(object: &ObjectRef<K>) -> Self {
+        Self {
+            kind: K::KIND,
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+        }
+    }
+
+    /// The store key of this object, if it is a `K`.
+    pub fn store_key<K: Watched>(&self) -> Option<ObjectRef<K>> {
+        (self.kind == K::KIND).then(|| {
+            let key = ObjectRef::new(&self.name);
+            match &self.namespace {
+                Some(namespace) => key.within(namespace),
+                None => key,
+            }
+        })
+    }
+}
+
 /// What one kind's watch tells the snapshot task.
 #[derive(Debug)]
 pub(super) enum Notice {
-    /// A stored object was added, changed (in a field the stores keep) or deleted.
-    Changed { at: Instant },
+    /// A stored object was added, changed (in a field the stores keep) or
+    /// deleted: the store now holds its latest content, or nothing.
+    Changed { at: Instant, object: ChangedObject },
     /// A list completed and replaced the kind's store.
     Listed { kind: &'static str, at: Instant },
     /// A list or watch failed; the watch retries after a backoff.
@@ -162,19 +196,24 @@ impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
         let at = Instant::now();
         let notice = match &event {
             Event::Apply(object) => {
+                let key = ObjectRef::from_obj(object);
                 let same = self
                     .store
-                    .get(&ObjectRef::from_obj(object))
+                    .get(&key)
                     .is_some_and(|stored| *stored == *object);
                 if same {
                     return None;
                 }
-                Some(Notice::Changed { at })
+                let object = ChangedObject::of(&key);
+                Some(Notice::Changed { at, object })
             }
-            Event::Delete(object) => self
-                .store
-                .get(&ObjectRef::from_obj(object))
-                .map(|_| Notice::Changed { at }),
+            Event::Delete(object) => {
+                let key = ObjectRef::from_obj(object);
+                self.store.get(&key).map(|_| Notice::Changed {
+                    at,
+                    object: ChangedObject::of(&key),
+                })
+            }
             Event::InitDone => Some(Notice::Listed { kind: K::KIND, at }),
             Event::Init | Event::InitApply(_) => None,
         };

@@ -40,6 +40,17 @@ pub trait ApiKind: Resource + Metadata<Ty = ObjectMeta> {
     /// Stores `model` in `state`, returning the object it replaced, if any.
     fn insert(state: &mut ClusterState, model: Self::Model) -> Option<Self::Model>;
 
+    /// Removes the object stored under `key` (as `key` gives it) from `state`.
+    fn remove(state: &mut ClusterState, key: &ObjectRef);
+
+    /// The key a converted object with this metadata namespace and name is
+    /// stored under (`key`): a namespaced object without a namespace lives in
+    /// `default`, as `convert` puts it.
+    fn model_key(namespace: Option<&str>, name: &str) -> ObjectRef {
+        let namespace = namespace.filter(|ns| !ns.is_empty()).unwrap_or("default");
+        ObjectRef::new(namespace, name)
+    }
+
     /// How messages name the object: `Pod prod/web`, `Namespace prod`; a missing
     /// namespace is `default`, a missing name `(no name)`.
     fn describe(&self) -> String {
@@ -153,6 +164,14 @@ impl ApiKind for core::Namespace {
         state.namespaces.insert(model.name.clone(), model)
     }
 
+    fn remove(state: &mut ClusterState, key: &ObjectRef) {
+        state.namespaces.remove(&key.name);
+    }
+
+    fn model_key(_namespace: Option<&str>, name: &str) -> ObjectRef {
+        ObjectRef::new("", name)
+    }
+
     fn describe(&self) -> String {
         format!("Namespace {}", name_or_placeholder(&self.metadata))
     }
@@ -183,6 +202,10 @@ impl ApiKind for core::Pod {
 
     fn insert(state: &mut ClusterState, model: Self::Model) -> Option<Self::Model> {
         state.pods.insert(model.key.clone(), model)
+    }
+
+    fn remove(state: &mut ClusterState, key: &ObjectRef) {
+        state.pods.remove(key);
     }
 }
 
@@ -224,6 +247,10 @@ impl ApiKind for core::Service {
     fn insert(state: &mut ClusterState, model: Self::Model) -> Option<Self::Model> {
         state.services.insert(model.key.clone(), model)
     }
+
+    fn remove(state: &mut ClusterState, key: &ObjectRef) {
+        state.services.remove(key);
+    }
 }
 
 impl ApiKind for net::NetworkPolicy {
@@ -243,5 +270,9 @@ impl ApiKind for net::NetworkPolicy {
 
     fn insert(state: &mut ClusterState, model: Self::Model) -> Option<Self::Model> {
         state.policies.insert(model.key.clone(), model)
+    }
+
+    fn remove(state: &mut ClusterState, key: &ObjectRef) {
+        state.policies.remove(key);
     }
 }

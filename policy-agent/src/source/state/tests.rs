@@ -350,3 +350,28 @@ fn objects_past_a_count_cap_stand_in_as_over_cap_ones_in_key_order() {
         ]
     );
 }
+
+#[test]
+fn a_kept_state_leaves_a_kind_over_its_count_cap_to_a_whole_rebuild() {
+    let mut builder = StateBuilder::with_count_caps(10, 2, 10, 10);
+    builder.add_or_record(&pod("prod", "a", "10.0.0.1"));
+    builder.add_or_record(&pod("prod", "b", "10.0.0.2"));
+    let mut kept = builder.finish_kept();
+    let third = pod("prod", "c", "10.0.0.3");
+    assert_eq!(kept.apply(&SourceKey::of(&third), Some(&third)), Ok(()));
+    assert_eq!(kept.settle(|_| false), Err(NeedsRebuild));
+}
+
+#[test]
+fn a_kept_state_built_over_a_cap_takes_no_change_object_by_object() {
+    let mut builder = StateBuilder::with_count_caps(10, 1, 10, 10);
+    builder.add_or_record(&pod("prod", "a", "10.0.0.1"));
+    builder.add_or_record(&pod("prod", "b", "10.0.0.2"));
+    let mut kept = builder.finish_kept();
+    assert_eq!(kept.over_cap().get("Pod"), Some(&1));
+    let gone = pod("prod", "b", "10.0.0.2");
+    assert_eq!(
+        kept.apply::<core::Pod>(&SourceKey::of(&gone), None),
+        Err(NeedsRebuild)
+    );
+}

@@ -193,6 +193,10 @@ impl ApiKind for SlimService {
     fn insert(state: &mut ClusterState, model: model::Service) -> Option<model::Service> {
         core::Service::insert(state, model)
     }
+
+    fn remove(state: &mut ClusterState, key: &ObjectRef) {
+        core::Service::remove(state, key)
+    }
 }
 
 #[cfg(test)]
