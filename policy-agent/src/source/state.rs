@@ -53,6 +53,16 @@ pub struct SourceKey {
 }
 
 impl SourceKey {
+    /// Whether the key is not the one-to-one image of a model key: a Namespace
+    /// with a namespace, a namespaced object without one (`convert` puts it in
+    /// `default`, where another object may have its name), or no name. The API
+    /// server sends none of these; a state holding one is only rebuilt whole.
+    pub(crate) fn odd(&self) -> bool {
+        let no_name = self.name.as_deref().is_none_or(str::is_empty);
+        let namespaced = self.namespace.as_deref().is_some_and(|ns| !ns.is_empty());
+        no_name || namespaced != (self.kind != "Namespace")
+    }
+
     /// The key of `object`.
     pub fn of<K: ApiKind>(object: &K) -> Self {
         let meta = object.metadata();
@@ -70,6 +80,9 @@ pub struct StateBuilder {
     state: ClusterState,
     /// Conversion errors by the object they name (`add_or_record`).
     errors: Vec<(SourceKey, String)>,
+    /// Whether `add_or_record` met an object whose key is odd
+    /// (`SourceKey::odd`).
+    odd: bool,
     /// Namespaces to isolate (`caps::OVER_CAP_POLICY`), and whether every pod of
     /// it stands in as a stub too (a Namespace over a cap: its labels are unknown).
     isolated: BTreeMap<String, bool>,
@@ -95,6 +108,7 @@ impl StateBuilder {
     /// naming it and the field, and replaced by its kind's fail-closed stand-in, if
     /// it has one (`ApiKind::fail_closed`), else left out.
     pub fn add_or_record<K: ApiKind>(&mut self, object: &K) {
+        self.odd |= SourceKey::of(object).odd();
         let model = match object.convert() {
             Ok(model) => model,
             Err(error) => {
@@ -144,28 +158,37 @@ impl StateBuilder {
         let Self {
             mut state,
             errors,
+            odd,
             isolated,
             over_cap,
             caps,
         } = self;
-        for (namespace, stub_pods) in isolated {
-            if stub_pods {
-                change_each(&mut state.pods, |key, pod| {
-                    if key.namespace == namespace {
-                        *pod = stub(pod);
-                    }
-                });
-            }
-            let policy = over_cap_policy(&namespace);
+        let stub_namespaces: BTreeSet<&String> = isolated
+            .iter()
+            .filter(|(_, stub_pods)| **stub_pods)
+            .map(|(namespace, _)| namespace)
+            .collect();
+        if !stub_namespaces.is_empty() {
+            change_each(&mut state.pods, |key, pod| {
+                if stub_namespaces.contains(&key.namespace) {
+                    *pod = stub(pod);
+                }
+            });
+        }
+        for namespace in isolated.keys() {
+            let policy = over_cap_policy(namespace);
             state.policies.insert(policy.key.clone(), policy);
         }
+        let declared = state.namespaces.keys().cloned().collect();
         state.add_implicit_namespaces();
         KeptState {
             state,
             errors: errors.into_iter().collect(),
             count_lines,
             over_cap,
+            odd,
             caps,
+            declared,
             touched: BTreeSet::new(),
         }
     }
@@ -240,7 +263,8 @@ impl StateBuilder {
 /// What is not one object's business is left to a whole rebuild
 /// (`NeedsRebuild`): anything over a cap (a count cap, or an object whose
 /// conversion is over one, which isolates its namespace), since which objects
-/// stand in depends on all of them.
+/// stand in depends on all of them; and any object whose source key is odd
+/// (`SourceKey::odd`), since two such objects may stand for one model object.
 #[derive(Clone, Debug, Default)]
 pub struct KeptState {
     state: ClusterState,
@@ -248,7 +272,11 @@ pub struct KeptState {
     /// The lines of kinds over their count caps (`cap_counts`).
     count_lines: Vec<String>,
     over_cap: OverCapCounts,
+    /// The source holds an object whose key is odd (`SourceKey::odd`).
+    odd: bool,
     caps: CountCaps,
+    /// The namespaces a converted Namespace declares (the others are implicit).
+    declared: BTreeSet<String>,
     /// Namespaces of the objects changed since the last `settle`.
     touched: BTreeSet<String>,
 }
@@ -281,6 +309,20 @@ impl KeptState {
         &self.over_cap
     }
 
+    /// Whether it takes changes object by object at all: nothing is over a
+    /// cap and no key is odd.
+    pub fn takes_changes(&self) -> bool {
+        self.over_cap.is_empty() && !self.odd
+    }
+
+    /// Takes `equal`, a state equal to its own, in its place: after a rebuild
+    /// that changed nothing, the state handed on before stays the one that
+    /// later states share their objects with.
+    pub fn share(&mut self, equal: &ClusterState) {
+        debug_assert!(*equal == self.state, "shares only an equal state");
+        self.state = equal.clone();
+    }
+
     /// Takes the change of the object the source keys as `key` (of kind `K`):
     /// `object` is what the source holds under it now, `None` once deleted.
     /// Call `settle` after the last change of a batch. On `NeedsRebuild` the
@@ -290,14 +332,18 @@ impl KeptState {
         key: &SourceKey,
         object: Option<&K>,
     ) -> Result<(), NeedsRebuild> {
-        if !self.over_cap.is_empty() {
+        if !self.takes_changes() || key.odd() {
             return Err(NeedsRebuild);
         }
+        let is_namespace = K::KIND == "Namespace";
         self.errors.remove(key);
         if let Some(name) = &key.name {
             let stored = K::model_key(key.namespace.as_deref(), name);
             K::remove(&mut self.state, &stored);
-            self.touched.insert(if K::KIND == "Namespace" {
+            if is_namespace {
+                self.declared.remove(&stored.name);
+            }
+            self.touched.insert(if is_namespace {
                 stored.name
             } else {
                 stored.namespace
@@ -323,23 +369,21 @@ impl KeptState {
                 }
             }
         };
+        let stored = K::key(&model);
         K::insert(&mut self.state, model);
+        if is_namespace {
+            self.declared.insert(stored.name);
+        }
         Ok(())
     }
 
     /// Ends a batch of `apply`: each namespace a changed object lives in (or
-    /// is) is the Namespace the source declares (`declared`: it holds one by
-    /// that name), if it converted; else an implicit one while some object
-    /// lives in it, else none. `NeedsRebuild` when a kind is over its count
-    /// cap (implicit namespaces counted too, to be safe).
-    pub fn settle(&mut self, declared: impl Fn(&str) -> bool) -> Result<(), NeedsRebuild> {
+    /// is) is the converted Namespace that declares it, if there is one; else
+    /// an implicit one while some object lives in it, else none.
+    /// `NeedsRebuild` when a kind is over its count cap.
+    pub fn settle(&mut self) -> Result<(), NeedsRebuild> {
         for name in std::mem::take(&mut self.touched) {
-            let key = SourceKey {
-                kind: "Namespace",
-                namespace: None,
-                name: Some(name.clone()),
-            };
-            if declared(&name) && !self.errors.contains_key(&key) {
+            if self.declared.contains(&name) {
                 continue;
             }
             if self.lives_in(&name) {
@@ -352,7 +396,7 @@ impl KeptState {
             }
         }
         let caps = self.caps;
-        let over = self.state.namespaces.len() > caps.namespaces
+        let over = self.declared.len() > caps.namespaces
             || self.state.pods.len() > caps.pods
             || self.state.services.len() > caps.services
             || self.state.policies.len() > caps.policies;
@@ -426,7 +470,12 @@ fn namespace_stand_in(key: &ObjectRef) -> NetworkPolicy {
 impl StateBuilder {
     /// A builder handling at most `namespaces`, `pods`, `services` and `policies`
     /// objects of each kind.
-    fn with_count_caps(namespaces: usize, pods: usize, services: usize, policies: usize) -> Self {
+    pub(crate) fn with_count_caps(
+        namespaces: usize,
+        pods: usize,
+        services: usize,
+        policies: usize,
+    ) -> Self {
         Self {
             caps: CountCaps {
                 namespaces,

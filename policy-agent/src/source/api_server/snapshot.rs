@@ -47,7 +47,11 @@ impl Stores {
     /// `StateBuilder`): the state, its conversion errors and the objects over a
     /// cap by kind.
     pub fn build(&self) -> KeptState {
-        let mut builder = StateBuilder::default();
+        self.build_with(StateBuilder::default())
+    }
+
+    /// `build`, into `builder`.
+    fn build_with(&self, mut builder: StateBuilder) -> KeptState {
         add_all(&mut builder, &self.namespaces);
         add_all(&mut builder, &self.pods);
         add_all(&mut builder, &self.policies);
@@ -67,10 +71,17 @@ impl Stores {
             apply_one(kept, &self.policies, object)?;
             apply_one(kept, &self.services, object)?;
         }
-        kept.settle(|name| {
-            let key = kube::runtime::reflector::ObjectRef::new(name);
-            self.namespaces.get(&key).is_some()
-        })
+        kept.settle()
+    }
+}
+
+impl From<&ChangedObject> for SourceKey {
+    fn from(object: &ChangedObject) -> Self {
+        SourceKey {
+            kind: object.kind,
+            namespace: object.namespace.clone(),
+            name: Some(object.name.clone()),
+        }
     }
 }
 
@@ -87,11 +98,7 @@ where
     let Some(key) = object.store_key::<K>() else {
         return Ok(());
     };
-    let source_key = SourceKey {
-        kind: object.kind,
-        namespace: object.namespace.clone(),
-        name: Some(object.name.clone()),
-    };
+    let source_key = SourceKey::from(object);
     // `Store::get` falls back to a cluster-scoped object of the name when the
     // namespaced one is gone: that is another object.
     let stored = store
@@ -100,11 +107,18 @@ where
     kept.apply(&source_key, stored.as_deref())
 }
 
+/// Adds every object of `store`, in key order: which of two objects that
+/// convert to one key is kept must not depend on the store's hash order.
 fn add_all<K>(builder: &mut StateBuilder, store: &Store<K>)
 where
     K: ApiKind + kube::Resource<DynamicType = ()> + Clone + 'static,
 {
-    for object in store.state() {
+    let mut objects = store.state();
+    objects.sort_by(|a, b| {
+        let key = |object: &K| (object.meta().namespace.clone(), object.meta().name.clone());
+        key(a).cmp(&key(b))
+    });
+    for object in objects {
         builder.add_or_record(&*object);
     }
 }
@@ -228,12 +242,12 @@ fn next_snapshot(
     if *state != *next.state {
         next.state = Arc::new(state.clone());
         next.changed = Some(changed);
+    } else {
+        kept.share(&next.state);
     }
     let errors = kept.errors();
-    for error in errors
-        .iter()
-        .filter(|e| !next.conversion_errors.contains(e))
-    {
+    let known: BTreeSet<&String> = next.conversion_errors.iter().collect();
+    for error in errors.iter().filter(|e| !known.contains(e)) {
         tracing::warn!(%error, "object could not be converted");
     }
     next.conversion_errors = errors;

@@ -359,7 +359,7 @@ fn a_kept_state_leaves_a_kind_over_its_count_cap_to_a_whole_rebuild() {
     let mut kept = builder.finish_kept();
     let third = pod("prod", "c", "10.0.0.3");
     assert_eq!(kept.apply(&SourceKey::of(&third), Some(&third)), Ok(()));
-    assert_eq!(kept.settle(|_| false), Err(NeedsRebuild));
+    assert_eq!(kept.settle(), Err(NeedsRebuild));
 }
 
 #[test]

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::source::convert::caps::OVER_CAP_ANNOTATION;
+use proptest::test_runner::TestCaseError;
 
 /// The four stores and the writers that fill them, as the watches would.
 struct TestStores {
@@ -47,14 +48,14 @@ impl TestStores {
 
     /// Applies `op` to its store; the object it changed.
     fn apply(&mut self, op: &Op) -> ChangedObject {
-        let namespace = (op.kind != 0).then(|| NAMESPACES[op.namespace].to_string());
-        let name = format!("{}{}", ["ns", "pod", "np", "svc"][op.kind], op.index);
-        let name = if op.kind == 0 {
-            NAMESPACES[op.index % 2].to_string()
+        let (name, namespace) = if op.kind == 0 {
+            // A Namespace; an odd one (`SourceKey::odd`) has a namespace.
+            let odd = (op.namespace == 5).then(|| "x".to_string());
+            (NAMESPACE_NAMES[op.index % 4].to_string(), odd)
         } else {
-            name
+            let name = format!("{}{}", ["ns", "pod", "np", "svc"][op.kind], op.index);
+            (name, NAMESPACES[op.namespace].map(str::to_string))
         };
-        let namespace = namespace.filter(|ns| !ns.is_empty());
         let mut meta = json!({"name": name});
         if let Some(namespace) = &namespace {
             meta["namespace"] = json!(namespace);
@@ -119,9 +120,19 @@ impl TestStores {
     }
 }
 
-/// The namespaces objects live in: two that a Namespace may declare, one that
-/// none does, and none (the `default` namespace).
-const NAMESPACES: [&str; 4] = ["a", "b", "c", ""];
+/// The names Namespaces have.
+const NAMESPACE_NAMES: [&str; 4] = ["a", "b", "c", "default"];
+
+/// The namespaces objects live in, as their metadata says: the first four
+/// normal, the last two odd (`SourceKey::odd`: no namespace, an empty one).
+const NAMESPACES: [Option<&str>; 6] = [
+    Some("a"),
+    Some("b"),
+    Some("c"),
+    Some("default"),
+    None,
+    Some(""),
+];
 
 fn with(mut meta: Value, field: &str, value: Value) -> Value {
     meta[field] = value;
@@ -139,9 +150,10 @@ fn event<K: Watched>(writer: &mut Writer<K>, object: Value, apply: bool) {
 }
 
 /// One object changed: its kind (Namespace, Pod, NetworkPolicy, Service), which
-/// of a few of its kind, its namespace, and what it becomes: `None` deleted; 0
-/// and 2 two good versions; 1 one that does not convert (a NetworkPolicy's
-/// stands in fail-closed); 3 one over a cap.
+/// of a few of its kind, its namespace (`NAMESPACES`; for a Namespace, 5 is an
+/// odd one), and what it becomes: `None` deleted; 0 and 2 two good versions; 1
+/// one that does not convert (a NetworkPolicy's stands in fail-closed); 3 one
+/// over a cap.
 #[derive(Clone, Debug)]
 struct Op {
     kind: usize,
@@ -150,54 +162,83 @@ struct Op {
     variant: Option<u8>,
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    (
-        0usize..4,
-        0usize..3,
-        0usize..4,
-        prop_oneof![3 => (0u8..3).prop_map(Some), 1 => Just(Some(3)), 2 => Just(None)],
-    )
-        .prop_map(|(kind, index, namespace, variant)| Op {
+/// Ops in the first `namespaces` of `NAMESPACES`, over a cap one time in
+/// `over_cap` (never with 0).
+fn op(namespaces: usize, over_cap: u32) -> impl Strategy<Value = Op> {
+    let variant = prop_oneof![
+        8 => (0u8..3).prop_map(Some),
+        over_cap => Just(Some(3)),
+        4 => Just(None),
+    ];
+    (0usize..4, 0usize..4, 0usize..namespaces, variant).prop_map(
+        |(kind, index, namespace, variant)| Op {
             kind,
             index,
             namespace,
             variant,
-        })
+        },
+    )
+}
+
+fn batches(namespaces: usize, over_cap: u32) -> impl Strategy<Value = Vec<Vec<Op>>> {
+    proptest::collection::vec(
+        proptest::collection::vec(op(namespaces, over_cap), 1..4),
+        1..30,
+    )
+}
+
+/// Runs `batches` through a kept state made by `builder()` and a whole
+/// rebuild by another after each: equal whenever the kept state took the
+/// batch, and it took every batch it can (`KeptState::takes_changes`, no odd
+/// key changed, no count cap crossed).
+fn check(batches: Vec<Vec<Op>>, builder: impl Fn() -> StateBuilder) -> Result<(), TestCaseError> {
+    let mut stores = TestStores::new();
+    let mut kept = stores.stores.build_with(builder());
+    for batch in batches {
+        let changed: BTreeSet<ChangedObject> = batch.iter().map(|op| stores.apply(op)).collect();
+        let took_before = kept.takes_changes();
+        let odd = changed.iter().any(|object| SourceKey::from(object).odd());
+        let updated = stores.stores.update(&mut kept, &changed);
+        let whole = stores.stores.build_with(builder());
+        match updated {
+            Ok(()) => {
+                prop_assert_eq!(kept.state(), whole.state());
+                prop_assert_eq!(kept.errors(), whole.errors());
+                prop_assert_eq!(kept.over_cap(), whole.over_cap());
+                prop_assert!(kept.takes_changes() == whole.takes_changes());
+            }
+            Err(NeedsRebuild) => {
+                prop_assert!(
+                    !(took_before && !odd && whole.takes_changes()),
+                    "rebuilt though it could take the batch: {:?}",
+                    batch
+                );
+                kept = whole;
+            }
+        }
+    }
+    Ok(())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// After every batch the kept state, its errors and its over-cap counts
-    /// are the whole rebuild's, and only something over a cap made it rebuild.
+    /// Normal keys and conversions, no caps: every batch is taken.
     #[test]
-    fn a_kept_state_updated_by_batches_is_the_whole_rebuild(
-        batches in proptest::collection::vec(proptest::collection::vec(op(), 1..4), 1..25),
-    ) {
-        let mut stores = TestStores::new();
-        let mut kept = stores.stores.build();
-        for batch in batches {
-            let changed: BTreeSet<ChangedObject> =
-                batch.iter().map(|op| stores.apply(op)).collect();
-            let clear_before = kept.over_cap().is_empty();
-            let updated = stores.stores.update(&mut kept, &changed);
-            let whole = stores.stores.build();
-            match updated {
-                Ok(()) => {
-                    prop_assert_eq!(kept.state(), whole.state());
-                    prop_assert_eq!(kept.errors(), whole.errors());
-                    prop_assert_eq!(kept.over_cap(), whole.over_cap());
-                }
-                Err(NeedsRebuild) => {
-                    prop_assert!(
-                        !(clear_before && whole.over_cap().is_empty()),
-                        "rebuilt though nothing was over a cap: {:?}",
-                        batch
-                    );
-                    kept = whole;
-                }
-            }
-        }
+    fn a_kept_state_takes_every_batch_as_a_whole_rebuild_would(batches in batches(4, 0)) {
+        check(batches, StateBuilder::default)?;
+    }
+
+    /// Objects over a cap and odd keys come and go.
+    #[test]
+    fn a_kept_state_over_a_cap_or_with_odd_keys_is_rebuilt_until_they_go(batches in batches(6, 1)) {
+        check(batches, StateBuilder::default)?;
+    }
+
+    /// Count caps of two or three objects per kind, crossed both ways.
+    #[test]
+    fn a_kept_state_at_its_count_caps_is_the_whole_rebuild(batches in batches(4, 0)) {
+        check(batches, || StateBuilder::with_count_caps(2, 3, 2, 2))?;
     }
 }
 
@@ -269,4 +310,91 @@ fn a_namespace_deleted_under_its_pods_becomes_implicit_and_goes_with_the_last() 
     assert_eq!(stores.stores.update(&mut kept, &changed), Ok(()));
     assert!(kept.state().namespaces.get("a").is_none());
     assert_eq!(*kept.state(), stores.stores.build().state().clone());
+}
+
+/// Every kind listed, nothing failing.
+fn listed() -> BTreeMap<&'static str, KindStatus> {
+    kinds()
+        .into_iter()
+        .map(|kind| {
+            let status = KindStatus {
+                listed: true,
+                failing: false,
+            };
+            (kind, status)
+        })
+        .collect()
+}
+
+#[test]
+fn snapshots_take_changes_into_the_kept_state_and_rebuild_after_a_list() {
+    let mut stores = TestStores::new();
+    let pod = |index, variant| Op {
+        kind: 1,
+        index,
+        namespace: 0,
+        variant: Some(variant),
+    };
+    stores.apply(&pod(0, 0));
+    let mut kept = None;
+    let first = Batch {
+        changed: Some(Instant::now()),
+        listed: true,
+        ..Batch::default()
+    };
+    let snapshot = next_snapshot(
+        &stores.stores,
+        &mut kept,
+        &listed(),
+        first,
+        SourceSnapshot::default(),
+    );
+    assert!(snapshot.synced);
+    assert_eq!(snapshot.state.pods.len(), 1);
+
+    // A changed pod goes into the kept state; the state handed on is equal to
+    // a whole rebuild.
+    let changed = stores.apply(&pod(1, 0));
+    let batch = Batch {
+        changed: Some(Instant::now()),
+        objects: BTreeSet::from([changed]),
+        ..Batch::default()
+    };
+    let next = next_snapshot(
+        &stores.stores,
+        &mut kept,
+        &listed(),
+        batch,
+        snapshot.clone(),
+    );
+    assert_eq!(*next.state, *stores.stores.build().state());
+    assert_eq!(next.state.pods.len(), 2);
+    assert_ne!(next.changed, snapshot.changed);
+
+    // A store changed behind the kept state's back (no notice) shows only
+    // after a list, which rebuilds whole.
+    stores.apply(&pod(2, 0));
+    let unnoticed = Batch {
+        changed: Some(Instant::now()),
+        ..Batch::default()
+    };
+    let same = next_snapshot(
+        &stores.stores,
+        &mut kept,
+        &listed(),
+        unnoticed,
+        next.clone(),
+    );
+    assert!(
+        Arc::ptr_eq(&same.state, &next.state),
+        "nothing it was told of changed"
+    );
+    let relist = Batch {
+        changed: Some(Instant::now()),
+        listed: true,
+        ..Batch::default()
+    };
+    let rebuilt = next_snapshot(&stores.stores, &mut kept, &listed(), relist, same);
+    assert_eq!(rebuilt.state.pods.len(), 3);
+    assert_eq!(*rebuilt.state, *stores.stores.build().state());
 }
