@@ -17,7 +17,7 @@ use std::{
 
 use crate::{
     bench::{api_objects::ApiObjects, BenchError},
-    model::ClusterState,
+    model::{ClusterState, StateChanges},
     policy::tables::DatapathTables,
     source::state::{KeptState, SourceKey, StateBuilder},
 };
@@ -85,11 +85,8 @@ pub fn run(
     let changes = state.changes(kept.state());
     if changes.kinds() != 0 {
         return Err(failed(format!(
-            "the rebuilt state differs from the one it was made from: {} namespaces, {} pods, {} policies, {} Services",
-            changes.namespaces.len(),
-            changes.pods.len(),
-            changes.policies.len(),
-            changes.services.len()
+            "the rebuilt state differs from the one it was made from: {}",
+            counted(&changes)
         )));
     }
     let mut figures = SourceSideFigures::default();
@@ -124,15 +121,23 @@ pub fn run(
         // One pod changed, or the diff timed another case.
         if changes.kinds() != 1 || changes.pods.len() != 1 {
             return Err(failed(format!(
-                "one pod's label change made {} namespace, {} pod, {} policy and {} Service changes",
-                changes.namespaces.len(),
-                changes.pods.len(),
-                changes.policies.len(),
-                changes.services.len()
+                "one pod's label change changed {}",
+                counted(&changes)
             )));
         }
     }
     Ok(figures)
+}
+
+/// How many objects of each kind `changes` names, for a message.
+fn counted(changes: &StateChanges) -> String {
+    format!(
+        "{} namespaces, {} pods, {} policies, {} Services",
+        changes.namespaces.len(),
+        changes.pods.len(),
+        changes.policies.len(),
+        changes.services.len()
+    )
 }
 
 /// The state as the source builds it from its stores.
@@ -156,10 +161,7 @@ fn rebuild(objects: &ApiObjects) -> KeptState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        bench::{agent::events, cluster},
-        model::StateChanges,
-    };
+    use crate::bench::{agent::events, cluster};
 
     #[test]
     fn the_rebuilt_state_is_the_cluster_and_every_step_is_timed() {

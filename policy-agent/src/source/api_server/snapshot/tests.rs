@@ -312,6 +312,17 @@ fn a_namespace_deleted_under_its_pods_becomes_implicit_and_goes_with_the_last() 
     assert_eq!(*kept.state(), stores.stores.build().state().clone());
 }
 
+/// A batch arriving now: `listed` whether a list completed, `objects` what
+/// changed.
+fn batch(listed: bool, objects: impl IntoIterator<Item = ChangedObject>) -> Batch {
+    Batch {
+        changed: Some(Instant::now()),
+        objects: objects.into_iter().collect(),
+        listed,
+        error: None,
+    }
+}
+
 /// Every kind listed, nothing failing.
 fn listed() -> BTreeMap<&'static str, KindStatus> {
     kinds()
@@ -337,11 +348,7 @@ fn snapshots_take_changes_into_the_kept_state_and_rebuild_after_a_list() {
     };
     stores.apply(&pod(0, 0));
     let mut kept = None;
-    let first = Batch {
-        changed: Some(Instant::now()),
-        listed: true,
-        ..Batch::default()
-    };
+    let first = batch(true, []);
     let snapshot = next_snapshot(
         &stores.stores,
         &mut kept,
@@ -355,16 +362,12 @@ fn snapshots_take_changes_into_the_kept_state_and_rebuild_after_a_list() {
     // A changed pod goes into the kept state; the state handed on is equal to
     // a whole rebuild.
     let changed = stores.apply(&pod(1, 0));
-    let batch = Batch {
-        changed: Some(Instant::now()),
-        objects: BTreeSet::from([changed]),
-        ..Batch::default()
-    };
+    let changed = batch(false, [changed]);
     let next = next_snapshot(
         &stores.stores,
         &mut kept,
         &listed(),
-        batch,
+        changed,
         snapshot.clone(),
     );
     assert_eq!(*next.state, *stores.stores.build().state());
@@ -374,10 +377,7 @@ fn snapshots_take_changes_into_the_kept_state_and_rebuild_after_a_list() {
     // A store changed behind the kept state's back (no notice) shows only
     // after a list, which rebuilds whole.
     stores.apply(&pod(2, 0));
-    let unnoticed = Batch {
-        changed: Some(Instant::now()),
-        ..Batch::default()
-    };
+    let unnoticed = batch(false, []);
     let same = next_snapshot(
         &stores.stores,
         &mut kept,
@@ -389,11 +389,7 @@ fn snapshots_take_changes_into_the_kept_state_and_rebuild_after_a_list() {
         Arc::ptr_eq(&same.state, &next.state),
         "nothing it was told of changed"
     );
-    let relist = Batch {
-        changed: Some(Instant::now()),
-        listed: true,
-        ..Batch::default()
-    };
+    let relist = batch(true, []);
     let rebuilt = next_snapshot(&stores.stores, &mut kept, &listed(), relist, same);
     assert_eq!(rebuilt.state.pods.len(), 3);
     assert_eq!(*rebuilt.state, *stores.stores.build().state());
