@@ -54,13 +54,17 @@ pub struct SourceKey {
 
 impl SourceKey {
     /// Whether the key is not the one-to-one image of a model key: a Namespace
-    /// with a namespace, a namespaced object without one (`convert` puts it in
+    /// with a namespace (even an empty one), a namespaced object without one (`convert` puts it in
     /// `default`, where another object may have its name), or no name. The API
     /// server sends none of these; a state holding one is only rebuilt whole.
     pub(crate) fn odd(&self) -> bool {
         let no_name = self.name.as_deref().is_none_or(str::is_empty);
-        let namespaced = self.namespace.as_deref().is_some_and(|ns| !ns.is_empty());
-        no_name || namespaced != (self.kind != "Namespace")
+        let odd_namespace = if self.kind == "Namespace" {
+            self.namespace.is_some()
+        } else {
+            self.namespace.as_deref().is_none_or(str::is_empty)
+        };
+        no_name || odd_namespace
     }
 
     /// The key of `object`.

@@ -107,16 +107,18 @@ where
     kept.apply(&source_key, stored.as_deref())
 }
 
-/// Adds every object of `store`, in key order: which of two objects that
-/// convert to one key is kept must not depend on the store's hash order.
+/// Adds every object of `store`, in key order with odd keys last
+/// (`SourceKey::odd`): of two objects that convert to one key the builder keeps
+/// the first, which must not depend on the store's hash order, and is the one
+/// the API server would send.
 fn add_all<K>(builder: &mut StateBuilder, store: &Store<K>)
 where
     K: ApiKind + kube::Resource<DynamicType = ()> + Clone + 'static,
 {
     let mut objects = store.state();
-    objects.sort_by(|a, b| {
-        let key = |object: &K| (object.meta().namespace.clone(), object.meta().name.clone());
-        key(a).cmp(&key(b))
+    objects.sort_by_cached_key(|object| {
+        let key = SourceKey::of(&**object);
+        (key.odd(), key)
     });
     for object in objects {
         builder.add_or_record(&*object);

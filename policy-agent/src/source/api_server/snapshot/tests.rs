@@ -49,8 +49,13 @@ impl TestStores {
     /// Applies `op` to its store; the object it changed.
     fn apply(&mut self, op: &Op) -> ChangedObject {
         let (name, namespace) = if op.kind == 0 {
-            // A Namespace; an odd one (`SourceKey::odd`) has a namespace.
-            let odd = (op.namespace == 5).then(|| "x".to_string());
+            // A Namespace; an odd one (`SourceKey::odd`) has a namespace,
+            // even an empty one.
+            let odd = match op.namespace {
+                4 => Some(String::new()),
+                5 => Some("x".to_string()),
+                _ => None,
+            };
             (NAMESPACE_NAMES[op.index % 4].to_string(), odd)
         } else {
             let name = format!("{}{}", ["ns", "pod", "np", "svc"][op.kind], op.index);
@@ -150,8 +155,8 @@ fn event<K: Watched>(writer: &mut Writer<K>, object: Value, apply: bool) {
 }
 
 /// One object changed: its kind (Namespace, Pod, NetworkPolicy, Service), which
-/// of a few of its kind, its namespace (`NAMESPACES`; for a Namespace, 5 is an
-/// odd one), and what it becomes: `None` deleted; 0 and 2 two good versions; 1
+/// of a few of its kind, its namespace (`NAMESPACES`; for a Namespace, 4 and 5
+/// are odd ones), and what it becomes: `None` deleted; 0 and 2 two good versions; 1
 /// one that does not convert (a NetworkPolicy's stands in fail-closed); 3 one
 /// over a cap.
 #[derive(Clone, Debug)]
@@ -393,4 +398,23 @@ fn snapshots_take_changes_into_the_kept_state_and_rebuild_after_a_list() {
     let rebuilt = next_snapshot(&stores.stores, &mut kept, &listed(), relist, same);
     assert_eq!(rebuilt.state.pods.len(), 3);
     assert_eq!(*rebuilt.state, *stores.stores.build().state());
+
+    // A relist that changes nothing keeps the state handed on, and the kept
+    // state goes on sharing its maps with it.
+    let again = next_snapshot(
+        &stores.stores,
+        &mut kept,
+        &listed(),
+        batch(true, []),
+        rebuilt.clone(),
+    );
+    assert!(Arc::ptr_eq(&again.state, &rebuilt.state));
+    let kept_pods = &kept
+        .as_ref()
+        .map(|kept| kept.state().pods.clone())
+        .unwrap_or_default();
+    assert!(
+        kept_pods.ptr_eq(&rebuilt.state.pods),
+        "shares the maps handed on"
+    );
 }
