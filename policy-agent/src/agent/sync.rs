@@ -46,7 +46,7 @@ use super::{
 use crate::{
     causes::causes,
     dataplane::{Datapath, DataplaneError, InterfaceIndex},
-    model::ObjectRef,
+    model::{ClusterState, ObjectRef},
     node::{Link, LinkEvent, NodeError},
     policy::{
         capacity::Refusal,
@@ -161,6 +161,9 @@ pub struct Syncer<D: Dataplane = Datapath> {
     written_compile: Option<u64>,
     /// A write happened since the counters were last read (`counters_due`).
     counters_due: bool,
+    /// With `--audit`: the last source state and its audit-mode copy, which
+    /// the next copy is made from (`ClusterState::in_audit_after`).
+    audited: Option<(Arc<ClusterState>, Arc<ClusterState>)>,
 }
 
 impl<D: Dataplane> Syncer<D> {
@@ -197,6 +200,7 @@ impl<D: Dataplane> Syncer<D> {
             compiler: default_compiler(),
             written_compile: None,
             counters_due: false,
+            audited: None,
         }
     }
 

@@ -403,6 +403,38 @@ impl ClusterState {
         self
     }
 
+    /// `self.clone().with_every_policy_in_audit()`, made from `audited`, which
+    /// is that of `last`: only the policies that differ between `last` and
+    /// this state are put in audit mode again, so the result shares every other
+    /// object with this state and `audited`, and the agent's diff of two such
+    /// results costs what changed.
+    pub fn in_audit_after(&self, last: &ClusterState, audited: &ClusterState) -> ClusterState {
+        let mut policies = audited.policies.clone();
+        for item in last.policies.diff(&self.policies) {
+            match item {
+                DiffItem::Add(key, policy)
+                | DiffItem::Update {
+                    new: (key, policy), ..
+                } => {
+                    let policy = NetworkPolicy {
+                        mode: PolicyMode::Audit,
+                        ..policy.clone()
+                    };
+                    policies.insert(key.clone(), policy);
+                }
+                DiffItem::Remove(key, _) => {
+                    policies.remove(key);
+                }
+            }
+        }
+        ClusterState {
+            namespaces: self.namespaces.clone(),
+            pods: self.pods.clone(),
+            policies,
+            services: self.services.clone(),
+        }
+    }
+
     /// Whether the pods of `namespace` may send encapsulated traffic
     /// (`Namespace::allow_tunnels`); not for a namespace nobody declared.
     pub fn namespace_allows_tunnels(&self, namespace: &str) -> bool {
@@ -457,7 +489,7 @@ impl ClusterState {
 
 #[cfg(test)]
 mod tests {
-    use super::builders::{cluster, netpol, pod, selector};
+    use super::builders::{cluster, netpol, pod, rule, selector};
     use super::ObjectMap;
     use proptest::prelude::*;
 
@@ -519,6 +551,41 @@ mod tests {
             super::differing(&a, &b),
             [(1, Some(1)), (3, Some(3)), (2, None)]
         );
+    }
+
+    proptest! {
+        /// Audit mode made from the last state's is audit mode made afresh,
+        /// whatever the policies did in between.
+        #[test]
+        fn audit_mode_after_a_change_is_audit_mode_made_afresh(
+            last in proptest::collection::btree_map(0u8..12, (0u16..3, any::<bool>()), 0..10),
+            edits in proptest::collection::vec((0u8..12, proptest::option::of((0u16..3, any::<bool>()))), 0..8),
+        ) {
+            let policy = |name: u8, (port, audit): (u16, bool)| {
+                let built = netpol("ns", &format!("p{name}"))
+                    .select(selector().build())
+                    .ingress(rule().port(8000 + port, super::Protocol::Tcp).build());
+                if audit { built.audit().build() } else { built.build() }
+            };
+            let mut last_state = cluster().pod(pod("ns", "a").ip("10.0.0.1").build()).build();
+            for (name, shape) in &last {
+                let made = policy(*name, *shape);
+                last_state.policies.insert(made.key.clone(), made);
+            }
+            let mut next = last_state.clone();
+            for (name, shape) in edits {
+                let made = policy(name, shape.unwrap_or((0, false)));
+                match shape {
+                    Some(_) => next.policies.insert(made.key.clone(), made),
+                    None => next.policies.remove(&made.key),
+                };
+            }
+            let audited = last_state.clone().with_every_policy_in_audit();
+            prop_assert_eq!(
+                next.in_audit_after(&last_state, &audited),
+                next.clone().with_every_policy_in_audit()
+            );
+        }
     }
 
     #[test]

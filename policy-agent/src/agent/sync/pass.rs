@@ -129,7 +129,12 @@ impl<D: Dataplane> Syncer<D> {
     fn plan_pass(&mut self, snapshot: &SourceSnapshot) -> Result<Planned, SyncError> {
         let started = Instant::now();
         let state = if self.config.audit {
-            Arc::new((*snapshot.state).clone().with_every_policy_in_audit())
+            let audited = Arc::new(match &self.audited {
+                Some((last, audited)) => snapshot.state.in_audit_after(last, audited),
+                None => (*snapshot.state).clone().with_every_policy_in_audit(),
+            });
+            self.audited = Some((Arc::clone(&snapshot.state), Arc::clone(&audited)));
+            audited
         } else {
             Arc::clone(&snapshot.state)
         };

@@ -464,3 +464,58 @@ fn a_local_pod_that_comes_or_goes_alone_is_written_in_place_and_nothing_else_is(
     syncer.written = None;
     assert_eq!(on(syncer.in_place(&went, &none, &change, Some(7))), None);
 }
+
+#[test]
+fn with_audit_each_pass_compiles_the_snapshot_with_every_policy_in_audit() {
+    let links = [veth(41)];
+    let mut syncer = syncer(with_indexes(&links), &links);
+    syncer.config.audit = true;
+    let compiled: Arc<std::sync::Mutex<Vec<Arc<ClusterState>>>> = Arc::default();
+    let held = syncer.compiler.clone();
+    let seen = Arc::clone(&compiled);
+    syncer.compiler = Arc::new(move |job: &super::CompileJob| {
+        seen.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Arc::clone(&job.state));
+        held(job)
+    });
+    let policy = |name: &str, port| {
+        builders::netpol("shop", name)
+            .select(builders::selector().build())
+            .ingress(
+                builders::rule()
+                    .port(port, crate::model::Protocol::Tcp)
+                    .build(),
+            )
+            .build()
+    };
+    let mut state = builders::cluster()
+        .pod(builders::pod("shop", "web").ip("10.0.0.2").build())
+        .policy(policy("a", 80))
+        .policy(policy("b", 81))
+        .build();
+    let mut snapshots = vec![state.clone()];
+    // One policy edited, one added, one removed; then nothing changed.
+    state
+        .policies
+        .insert(policy("a", 82).key.clone(), policy("a", 82));
+    state
+        .policies
+        .insert(policy("c", 83).key.clone(), policy("c", 83));
+    state.policies.remove(&ObjectRef::new("shop", "b"));
+    snapshots.push(state.clone());
+    snapshots.push(state);
+    for snapshot in &snapshots {
+        syncer
+            .sync(&synced(snapshot.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let compiled = compiled
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    assert_eq!(compiled.len(), snapshots.len());
+    for (job, snapshot) in compiled.iter().zip(snapshots) {
+        assert_eq!(**job, snapshot.with_every_policy_in_audit());
+    }
+}
