@@ -123,9 +123,8 @@ fn compile_indexed(
         let costs = budget::standalone(&effective, &endpoints.applied, &sets);
         let mut next = budget::over_policy_budgets(&costs, budgets);
         if next.is_empty() {
-            let attributed = budget::attributed(&sets, &costs);
             let usage = node_usage(&sets, &classes);
-            next = budget::over_bank(&usage, sets.truncated, &attributed, &costs, budgets);
+            next = budget::over_bank(&usage, &sets, &costs, budgets);
         }
         if next.is_empty() {
             let index = (indexed && refused.is_empty()).then(|| {
@@ -202,7 +201,8 @@ fn relabel_namespaces(
 ) -> Option<DatapathTables> {
     let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
     let shared = index.shared();
-    let endpoints = endpoints::assign(state, &policies, &shared, is_local);
+    let pods = last_endpoints(state, tables, is_local)?;
+    let endpoints = endpoints::assign_among(state, &policies, &shared, pods.into_iter());
     if endpoints.ids != index.endpoint_ids
         || endpoints.entries != tables.endpoints
         || endpoints.addresses != tables.endpoint_addresses
@@ -300,7 +300,8 @@ fn remade(
 ) -> Option<DatapathTables> {
     let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
     let shared = index.shared();
-    let endpoints = endpoints::assign(state, &policies, &shared, &is_local);
+    let pods = last_endpoints(state, tables, &is_local)?;
+    let endpoints = endpoints::assign_among(state, &policies, &shared, pods.into_iter());
     let applied = applied::Applied::collect(&policies, &endpoints.applied);
     if applied != index.applied {
         return None;
@@ -337,6 +338,28 @@ fn remade(
         diagnostics,
         Vec::new(),
     ))
+}
+
+/// The pods of the last compile's endpoints (`tables`) as `state` has them, in
+/// key order: the pods a compile of `state` makes endpoints of when no pod came,
+/// went or changed its locality since (the callers' contract: a pod that did is
+/// among the changes, and those compile otherwise). Saves a scan of every pod of
+/// the cluster. `None` when one of them is gone or no longer an endpoint.
+fn last_endpoints<'s>(
+    state: &'s ClusterState,
+    tables: &DatapathTables,
+    is_local: impl Fn(&Pod) -> bool,
+) -> Option<Vec<&'s Pod>> {
+    tables
+        .endpoints
+        .keys()
+        .map(|key| {
+            state
+                .pods
+                .get(key)
+                .filter(|pod| endpoints::is_endpoint(pod, &is_local))
+        })
+        .collect()
 }
 
 /// What a relabel made without a full compile makes once its endpoints and
@@ -389,9 +412,8 @@ fn checked_rule_sets(
     if !budget::over_policy_budgets(&costs, budgets).is_empty() {
         return None;
     }
-    let attributed = budget::attributed(&sets, &costs);
     let usage = node_usage(&sets, classes);
-    if !budget::over_bank(&usage, sets.truncated, &attributed, &costs, budgets).is_empty() {
+    if !budget::over_bank(&usage, &sets, &costs, budgets).is_empty() {
         return None;
     }
     Some(sets)

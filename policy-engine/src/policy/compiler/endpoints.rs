@@ -110,6 +110,22 @@ pub(super) fn assign(
     shared: &BTreeSet<IpAddr>,
     is_local: impl Fn(&Pod) -> bool,
 ) -> Endpoints {
+    let pods = state
+        .pods
+        .values()
+        .filter(|pod| is_endpoint(pod, &is_local));
+    assign_among(state, policies, shared, pods)
+}
+
+/// `assign` when the local endpoints are known to be `pods`, in key order: the
+/// endpoints of the last compile when no pod changed, or none but in its labels
+/// (no scan of every pod of the cluster).
+pub(super) fn assign_among<'s>(
+    state: &ClusterState,
+    policies: &[&NetworkPolicy],
+    shared: &BTreeSet<IpAddr>,
+    pods: impl Iterator<Item = &'s Pod>,
+) -> Endpoints {
     // Only a policy of a pod's own namespace can apply to it.
     let mut by_namespace: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
     for (id, policy) in (0..).zip(policies) {
@@ -119,11 +135,7 @@ pub(super) fn assign(
             .push(id);
     }
     let mut groups: BTreeMap<(&str, Group), Vec<&Pod>> = BTreeMap::new();
-    for pod in state
-        .pods
-        .values()
-        .filter(|pod| is_endpoint(pod, &is_local))
-    {
+    for pod in pods {
         let candidates = by_namespace
             .get(pod.key.namespace.as_str())
             .map_or(&[][..], Vec::as_slice);
