@@ -73,10 +73,7 @@ pub(super) fn standalone(
 /// counts for the rule that made it), the `RULE_SETS` entries whose set holds its
 /// entries only (those go with it), its rules with entries, and its ipBlock
 /// prefixes (from `standalone`, as they are shared only with equal blocks).
-pub(super) fn attributed(
-    sets: &RuleSets,
-    standalone: &BTreeMap<u32, Usage>,
-) -> BTreeMap<u32, Usage> {
+fn attributed(sets: &RuleSets, standalone: &BTreeMap<u32, Usage>) -> BTreeMap<u32, Usage> {
     let mut out: BTreeMap<u32, Usage> = BTreeMap::new();
     let mut owners: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
     let mut rules: BTreeSet<(u32, Direction, u32)> = BTreeSet::new();
@@ -145,19 +142,22 @@ pub(super) fn over_policy_budgets(
 }
 
 /// For the first resource whose node usage passes its bank's budget: the largest
-/// users of it in the node's tables (`attributed`; ties by the later
-/// `namespace/name`, i.e. the higher id), as many as cover the overflow, or else
-/// the largest standalone user alone (a resource no single policy holds alone, as
-/// `RULE_SETS` entries shared by several policies' rules). Empty when the node
-/// fits, or when no policy's refusal would free that resource (pod addresses alone
-/// overflowing the peers; the write then fails node-wide).
+/// users of it in the node's tables (`attributed` of `sets`, made only then;
+/// ties by the later `namespace/name`, i.e. the higher id), as many as cover the
+/// overflow, or else the largest standalone user alone (a resource no single
+/// policy holds alone, as `RULE_SETS` entries shared by several policies'
+/// rules). Empty when the node fits, or when no policy's refusal would free that
+/// resource (pod addresses alone overflowing the peers; the write then fails
+/// node-wide).
 pub(super) fn over_bank(
     node: &Usage,
-    truncated: bool,
-    attributed: &BTreeMap<u32, Usage>,
+    sets: &RuleSets,
     standalone: &BTreeMap<u32, Usage>,
     budgets: &Budgets,
 ) -> Vec<(u32, RefusalReason)> {
+    let truncated = sets.truncated;
+    // Made once, and only for a node over some budget (rare, and not cheap).
+    let mut attributed_once: Option<BTreeMap<u32, Usage>> = None;
     for resource in Resource::ALL {
         let capacity = budgets.node(resource);
         let mut wanted = node.get(&resource).copied().unwrap_or(0);
@@ -180,6 +180,7 @@ pub(super) fn over_bank(
         };
         let mut chosen = Vec::new();
         let mut freed = 0;
+        let attributed = attributed_once.get_or_insert_with(|| attributed(sets, standalone));
         for (id, cost) in largest(attributed) {
             if freed >= overflow {
                 break;

@@ -23,13 +23,13 @@
 //! (`capacity`). Both stop growing past a ceiling: what is over it is refused and
 //! recompiled, never materialised in full.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{hash_map::Entry, BTreeMap, BTreeSet};
 
 use policy_common::policy::RULE_SET_ANY_CLASS;
 
 use super::{
     applied::{Applied, PeerId},
-    classes::Classes,
+    classes::{Classes, FastMap},
     endpoints::{Endpoints, Group},
     ports::{number_keys, port_items, PortItem, PortKey},
     DIRECTIONS,
@@ -90,7 +90,7 @@ type Resolution = Option<(u32, Option<u32>)>;
 /// Equal contents share one id.
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<(Direction, Vec<(PortMatch, RuleRef)>), u32>,
+    ids: FastMap<(Direction, Vec<(PortMatch, RuleRef)>), u32>,
     sets: BTreeMap<u32, RuleSet>,
     entries: usize,
     rules: BTreeSet<(Direction, RuleRef)>,
@@ -101,15 +101,17 @@ impl Interner {
     fn intern(&mut self, direction: Direction, allows: BTreeMap<PortMatch, RuleRef>) -> u32 {
         let content: Vec<(PortMatch, RuleRef)> = allows.iter().map(|(k, v)| (*k, *v)).collect();
         let next = self.sets.len() as u32 + 1;
-        if let Some(id) = self.ids.get(&(direction, content.clone())) {
-            return *id;
+        match self.ids.entry((direction, content)) {
+            Entry::Occupied(found) => *found.get(),
+            Entry::Vacant(slot) => {
+                slot.insert(next);
+                self.entries += allows.len();
+                self.rules
+                    .extend(allows.values().map(|rule| (direction, *rule)));
+                self.sets.insert(next, RuleSet { direction, allows });
+                next
+            }
         }
-        self.entries += allows.len();
-        self.rules
-            .extend(allows.values().map(|rule| (direction, *rule)));
-        self.ids.insert((direction, content), next);
-        self.sets.insert(next, RuleSet { direction, allows });
-        next
     }
 }
 
@@ -119,7 +121,7 @@ struct Builder {
     interner: Interner,
     rule_sets: BTreeMap<RuleSetMatch, u32>,
     /// (direction, rules, resolution) -> interned id (`None`: empty content).
-    cache: HashMap<(Direction, Vec<RuleRef>, Resolution), Option<u32>>,
+    cache: FastMap<(Direction, Vec<RuleRef>, Resolution), Option<u32>>,
     /// Stop once `POLICY` or `RULE_SETS` entries pass it.
     ceiling: usize,
     truncated: bool,
@@ -130,7 +132,7 @@ impl Builder {
         Self {
             interner: Interner::default(),
             rule_sets: BTreeMap::new(),
-            cache: HashMap::new(),
+            cache: FastMap::default(),
             ceiling,
             truncated: false,
         }
