@@ -111,19 +111,33 @@ pub(super) type PeerTrie<A> = BTreeMap<PeerPrefix<A>, PeerClass>;
 pub(super) fn peer_keys(
     peers: &BTreeMap<IpNet, PeerEntry>,
 ) -> (PeerTrie<[u8; 4]>, PeerTrie<[u8; 16]>) {
-    let (mut v4, mut v6) = (BTreeMap::new(), BTreeMap::new());
+    // Gathered in lists and built in bulk (sorted once): cheaper than an insert
+    // per prefix. Of two prefixes equal once truncated, the later one wins, as
+    // with inserts in turn.
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (net, entry) in peers {
         let value = peer_value(entry);
         match net.trunc() {
-            IpNet::V4(net) => {
-                v4.insert((u32::from(net.prefix_len()), net.addr().octets()), value);
-            }
-            IpNet::V6(net) => {
-                v6.insert((u32::from(net.prefix_len()), net.addr().octets()), value);
-            }
+            IpNet::V4(net) => v4.push(((u32::from(net.prefix_len()), net.addr().octets()), value)),
+            IpNet::V6(net) => v6.push(((u32::from(net.prefix_len()), net.addr().octets()), value)),
         }
     }
-    (v4, v6)
+    (trie(v4), trie(v6))
+}
+
+/// A trie of `entries`, the last of equal keys kept.
+fn trie<A: Ord>(mut entries: Vec<(PeerPrefix<A>, PeerClass)>) -> PeerTrie<A> {
+    // Stable: equal keys stay in their order, and `dedup_by` keeps the first of
+    // a run, so the later value moves into it.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.dedup_by(|later, kept| {
+        let equal = later.0 == kept.0;
+        if equal {
+            std::mem::swap(later, kept);
+        }
+        equal
+    });
+    entries.into_iter().collect()
 }
 
 /// An address as the 16-byte key of `ENDPOINT_ADDRS` and conntrack: IPv6 as is,
@@ -232,6 +246,33 @@ mod tests {
                     flags: PEER_FLAG_SERVICE
                 }
             )]
+        );
+    }
+
+    #[test]
+    fn of_prefixes_equal_once_truncated_the_later_one_wins_and_order_is_by_key() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap_or_else(|e| panic!("{s}: {e}"));
+        let entry = |class_id| PeerEntry {
+            class_id,
+            node: false,
+            service: false,
+        };
+        // 10.0.0.0/8 sorts before 10.1.0.0/8 (IpNet order); both are (8, 10.0.0.0).
+        let peers = BTreeMap::from([
+            (net("10.0.0.0/8"), entry(1)),
+            (net("10.1.0.0/8"), entry(2)),
+            (net("9.0.0.0/24"), entry(3)),
+            (net("10.0.0.0/16"), entry(4)),
+        ]);
+        let (v4, _) = peer_keys(&peers);
+        let class = |class_id| PeerClass { class_id, flags: 0 };
+        assert_eq!(
+            v4.into_iter().collect::<Vec<_>>(),
+            vec![
+                ((8, [10, 0, 0, 0]), class(2)),
+                ((16, [10, 0, 0, 0]), class(4)),
+                ((24, [9, 0, 0, 0]), class(3)),
+            ]
         );
     }
 
