@@ -24,9 +24,12 @@
 //! on its own (`one_pod`) when only its own entries change, and a Service's,
 //! namespace's or policy's (`one_object`) when it changes a Service address's
 //! entry, nothing, or only the policy ids. Where the applied rules intern as
-//! before, a namespace's labels (`relabel_namespaces`) or a pod's
-//! (`relabel_pod`) class only their pods' addresses again, and a policy change
-//! keeps every class (`repolicy`); the steps after the classes run as in a full
+//! before, a namespace's labels (`relabel_namespaces`) class only their pods'
+//! addresses again. Where they differ at most in pod peers, a pod's labels
+//! (`relabel_pod`) and policy changes (`repolicy`) take the last compile's
+//! classes into the new peer ids, class again only the pod's addresses and
+//! those a new peer matches (`classes::reclass`), or keep every class when the
+//! applied rules are the same. The steps after the classes run as in a full
 //! compile. Anything else compiles in full.
 
 mod applied;
@@ -241,11 +244,12 @@ fn relabel_namespaces(
 /// one pod, which was `before` and is `after` (its addresses, ports, node and
 /// locality as they were; `was_local` and `is_local` agree on it), made without
 /// a full compile: the endpoints are made again (its endpoint group may be new or
-/// emptied, which renumbers ids), the applied rules must come out as they were,
-/// then only the pod's own addresses are classed again (`classes::reclass`) and
-/// the rule sets made after them. Equal to `compile_indexed`'s tables, ids
-/// included; `None`, with `index` unchanged, when anything else would differ or a
-/// budget would refuse a policy.
+/// emptied, which renumbers ids), the applied rules may differ at most in pod
+/// peers (rules its labels make apply or stop applying), then the pod's own
+/// addresses and those a new pod peer matches are classed again
+/// (`classes::reclass`) and the rule sets made after them. Equal to
+/// `compile_indexed`'s tables, ids included; `None`, with `index` unchanged, when
+/// anything else would differ or a budget would refuse a policy.
 fn relabel_pod(
     state: &ClusterState,
     (before, after): (&Pod, &Pod),
@@ -270,12 +274,14 @@ fn relabel_pod(
 
 /// The tables of `state` when it differs from the state `tables` (with `index`,
 /// both of a compile without refusals) were compiled from only in policies whose
-/// rules, applied to the endpoints they select now, intern as before (a port
-/// edited, a policy added whose peers some applied rule already names, one
-/// removed whose peers another still names): the classes are the last compile's,
-/// so only the endpoints, the rule sets and the diagnostics are made again. Equal
-/// to `compile_indexed`'s tables, ids included; `None`, with `index` unchanged,
-/// when the applied rules differ or a budget would refuse a policy.
+/// rules, applied to the endpoints they select now, differ at most in the pod
+/// peers they name (a port edited, a policy added or removed whose rules name
+/// pods and namespaces): the endpoints are made again, the classes the last
+/// compile's or, where pod peers came or went, those taken into the new peer
+/// ids (`classes::reclass`), then the rule sets and the diagnostics. Equal to
+/// `compile_indexed`'s tables, ids included; `None`, with `index` unchanged,
+/// when the ipBlocks or egress port names of the applied rules differ or a
+/// budget would refuse a policy.
 fn repolicy(
     state: &ClusterState,
     is_local: impl Fn(&Pod) -> bool,
@@ -287,9 +293,10 @@ fn repolicy(
 }
 
 /// `relabel_pod` and `repolicy` past their own checks: the endpoints made again,
-/// the applied rules checked to come out as before, the classes the last
-/// compile's or, with `reclass`, those pods' addresses classed again
-/// (`reclassed`), then the rule sets and the diagnostics.
+/// the classes the last compile's when the applied rules come out as before,
+/// else (or with `reclass`, those pods' addresses to class again) made again
+/// from the last compile's (`reclassed`), then the rule sets and the
+/// diagnostics.
 fn remade(
     state: &ClusterState,
     is_local: impl Fn(&Pod) -> bool,
@@ -303,28 +310,29 @@ fn remade(
     let pods = last_endpoints(state, tables, &is_local)?;
     let endpoints = endpoints::assign_among(state, &policies, &shared, pods.into_iter());
     let applied = applied::Applied::collect(&policies, &endpoints.applied);
-    if applied != index.applied {
-        return None;
-    }
+    let same_peers = applied == index.applied;
     let (classes, sets) = match reclass {
-        Some(pods) => reclassed(
+        None if same_peers => {
+            let classes = index.classes(tables.peers.clone());
+            let sets = checked_rule_sets(&policies, &endpoints, &applied, &classes, budgets)?;
+            (classes, sets)
+        }
+        _ => reclassed(
             state,
             &policies,
             &shared,
             (index, tables),
             (&endpoints, &applied),
-            pods,
+            reclass.unwrap_or_default(),
             budgets,
         )?,
-        None => {
-            let classes = index.classes(tables.peers.clone());
-            let sets = checked_rule_sets(&policies, &endpoints, &applied, &classes, budgets)?;
-            (classes, sets)
-        }
     };
     // Everything checked: from here on the change is made.
-    if reclass.is_some() {
+    if reclass.is_some() || !same_peers {
         index.reclassed(&classes);
+    }
+    if !same_peers {
+        index.applied = applied;
     }
     index.endpoints_made(&endpoints);
     // Which (policy, direction) pairs apply may have changed with equal interned
@@ -362,9 +370,9 @@ fn last_endpoints<'s>(
         .collect()
 }
 
-/// What a relabel made without a full compile makes once its endpoints and
-/// applied rules are known (`relabel_namespaces`, `relabel_pod`): `pods`'
-/// addresses classed again against the last compile's classes
+/// What a change made without a full compile makes once its endpoints and
+/// applied rules are known (`relabel_namespaces`, `remade`): the last compile's
+/// classes taken to `applied`, `pods`' addresses classed again
 /// (`classes::reclass`), then the rule sets after them; `None` when either would
 /// not be the full compile's or a budget would refuse a policy.
 fn reclassed(
@@ -377,14 +385,12 @@ fn reclassed(
     budgets: &Budgets,
 ) -> Option<(classes::Classes, entries::RuleSets)> {
     let signatures = index.signatures();
-    let classes = classes::reclass(
-        state,
-        applied,
-        shared,
-        (&signatures, &index.members),
-        &tables.peers,
-        pods,
-    )?;
+    let last = classes::LastClasses {
+        applied: &index.applied,
+        signatures: &signatures,
+        peers: &tables.peers,
+    };
+    let classes = classes::reclass(state, applied, shared, &last, pods)?;
     let sets = checked_rule_sets(policies, endpoints, applied, &classes, budgets)?;
     Some((classes, sets))
 }

@@ -233,6 +233,11 @@ impl Applied {
         }
     }
 
+    /// The id of `peer`, when some applied rule names it.
+    pub fn pod_peer_id(&self, peer: &PodPeer) -> Option<u32> {
+        self.pod_peer_ids.get(peer).copied()
+    }
+
     /// The id of `peer` of `policy`; `None` for a peer of a rule that is not applied.
     pub fn peer_id(&self, policy: &NetworkPolicy, peer: &Peer) -> Option<PeerId> {
         match peer {

@@ -230,109 +230,246 @@ pub(super) fn pods_of<'s>(state: &'s ClusterState, namespaces: &[&str]) -> Vec<&
     out
 }
 
-/// The classes once only the signatures of the addresses of `pods` may have
-/// changed, from those of the last compile (`signatures`, `members`, `peers`)
-/// made with the same `applied` rules: what `assign` makes of `state`, ids
-/// included. That holds when nothing changed but the labels of these pods or of
-/// their namespaces (a pod peer reads a pod's own labels and its namespace's; no
-/// region, node or Service address depends on them): their addresses are
-/// classed again and the classes renumbered when the set of signatures in use
-/// changes. `shared` holds the addresses more than one pod-network pod claims.
-/// `None` when an address is not where the last compile put it.
+/// The last compile's classes, which `reclass` starts from.
+pub(super) struct LastClasses<'a> {
+    /// The applied rules they were made with.
+    pub applied: &'a Applied,
+    /// Class id -> signature, for every class but `CLASS_WORLD`.
+    pub signatures: &'a BTreeMap<u32, Signature>,
+    /// The peer entries.
+    pub peers: &'a BTreeMap<IpNet, PeerEntry>,
+}
+
+/// The classes once the addresses of `pods` may have new signatures and the
+/// applied rules may have gained or lost pod peers (their ipBlocks and egress
+/// port names as before), from the last compile's (`last`): what `assign` makes
+/// of `state`, ids included. That holds when nothing changed but the labels of
+/// these pods or of their namespaces (a pod peer reads a pod's own labels and
+/// its namespace's; no region, node or Service address depends on them) and the
+/// policies: the prefixes are the same, every last signature is put in the new
+/// peer ids (a lost peer leaves it), the addresses of pods a gained peer matches
+/// take it in, `pods`' addresses are signed afresh, and the classes are numbered
+/// again. `shared` holds the addresses more than one pod-network pod claims.
+/// `None` when the ipBlocks or egress names differ, more than 64 pod peers are
+/// gained, or an address is not where the last compile put it.
 pub(super) fn reclass(
     state: &ClusterState,
     applied: &Applied,
     shared: &BTreeSet<IpAddr>,
-    last: (&BTreeMap<u32, Signature>, &BTreeMap<u32, usize>),
-    peers: &BTreeMap<IpNet, PeerEntry>,
+    last: &LastClasses<'_>,
     pods: &[&Pod],
 ) -> Option<Classes> {
-    let (signatures, members) = last;
-    // Signature -> prefixes having it, for every class but `CLASS_WORLD`.
-    let mut counts: BTreeMap<Signature, usize> = signatures
-        .iter()
-        .map(|(id, signature)| (signature.clone(), members.get(id).copied().unwrap_or(0)))
+    if applied.blocks != last.applied.blocks || applied.egress_names != last.applied.egress_names {
+        return None;
+    }
+    let gained: Vec<u32> = (0..)
+        .zip(&applied.pod_peers)
+        .filter(|(_, peer)| last.applied.pod_peer_id(peer).is_none())
+        .map(|(id, _)| id)
         .collect();
-    let mut moved: Vec<(IpNet, Signature)> = Vec::new();
-    {
-        // (pod peers, egress ports) per (namespace, labels, ports): they depend
-        // on nothing else, and a namespace's pods mostly share a few label sets,
-        // so a namespace of many pods is not matched pod by pod against every
-        // applied pod peer. An ordered map: the keys are the cluster's labels.
-        type Part = (Vec<u32>, Vec<(u32, u16)>);
-        let mut parts: BTreeMap<(&str, &Labels, &[ContainerPort]), Part> = BTreeMap::new();
-        for pod in pods.iter().filter(|pod| !pod.host_network) {
-            let nets: BTreeSet<IpNet> = pod
-                .ips
+    if gained.len() > 64 {
+        return None;
+    }
+    // Class id -> its signature in the new peer ids.
+    let renamed: Vec<Option<u32>> = last
+        .applied
+        .pod_peers
+        .iter()
+        .map(|peer| applied.pod_peer_id(peer))
+        .collect();
+    let translated: BTreeMap<u32, Signature> = last
+        .signatures
+        .iter()
+        .map(|(id, signature)| {
+            let mut pods: Vec<u32> = signature
+                .pods
                 .iter()
-                .filter(|ip| !shared.contains(ip))
-                .map(|ip| IpNet::from(*ip))
+                .filter_map(|old| renamed.get(*old as usize).copied().flatten())
                 .collect();
-            if nets.is_empty() {
-                continue;
-            }
-            let (pod_peers, ports) = parts
-                .entry((pod.key.namespace.as_str(), &pod.labels, &pod.ports))
-                .or_insert_with(|| {
-                    (
-                        matching_pod_peers(state, applied, pod),
-                        egress_ports(applied, pod),
-                    )
-                });
-            for net in nets {
-                let old = peers.get(&net)?.class_id;
-                if old != CLASS_WORLD {
-                    let count = counts.get_mut(signatures.get(&old)?)?;
-                    *count = count.checked_sub(1)?;
+            pods.sort_unstable();
+            let signature = Signature {
+                pods,
+                blocks: signature.blocks.clone(),
+                ports: signature.ports.clone(),
+            };
+            (*id, signature)
+        })
+        .collect();
+    let taken = gained_by_address(state, applied, shared, &gained);
+    let fresh = signed(state, applied, shared, pods);
+    // Each prefix's new signature, by index into `interned`: the last class and
+    // the gained peers taken decide it, except for `fresh` addresses.
+    let mut interned: Vec<Signature> = Vec::new();
+    let mut ids: FastMap<Signature, u32> = FastMap::default();
+    let mut intern = |signature: Signature| -> u32 {
+        *ids.entry(signature).or_insert_with_key(|signature| {
+            interned.push(signature.clone());
+            interned.len() as u32 - 1
+        })
+    };
+    let mut by_last: FastMap<(u32, u64), u32> = FastMap::default();
+    let (mut found_taken, mut found_fresh) = (0, 0);
+    let mut signed_peers: Vec<(IpNet, PeerEntry, u32)> = Vec::with_capacity(last.peers.len());
+    // Both in prefix order: one walk.
+    let mut taken_left = taken.iter().peekable();
+    for (net, entry) in last.peers {
+        let mut mask = 0;
+        if let Some((_, bits)) = taken_left.next_if(|(at, _)| at == net) {
+            mask = *bits;
+            found_taken += 1;
+        }
+        let index = if let Some(signature) = fresh.get(net) {
+            found_fresh += 1;
+            intern(signature.clone())
+        } else {
+            match by_last.get(&(entry.class_id, mask)) {
+                Some(index) => *index,
+                None => {
+                    let mut signature = if entry.class_id == CLASS_WORLD {
+                        Signature::default()
+                    } else {
+                        translated.get(&entry.class_id)?.clone()
+                    };
+                    let bits = (0..gained.len()).filter(|bit| mask & (1 << bit) != 0);
+                    signature
+                        .pods
+                        .extend(bits.filter_map(|bit| gained.get(bit)));
+                    signature.pods.sort_unstable();
+                    let index = intern(signature);
+                    by_last.insert((entry.class_id, mask), index);
+                    index
                 }
-                let signature = pod_signature(applied, pod_peers.clone(), ports.clone(), &net);
-                if signature != Signature::default() {
-                    *counts.entry(signature.clone()).or_default() += 1;
-                }
-                moved.push((net, signature));
             }
+        };
+        signed_peers.push((*net, *entry, index));
+    }
+    if found_taken != taken.len() || found_fresh != fresh.len() {
+        return None;
+    }
+    // Numbered as `assign` numbers them: dense from 1 in signature order, the
+    // empty signature `CLASS_WORLD`.
+    let mut counts = vec![0usize; interned.len()];
+    for (_, _, index) in &signed_peers {
+        if let Some(count) = counts.get_mut(*index as usize) {
+            *count += 1;
         }
     }
-    counts.retain(|_, count| *count > 0);
-    let mut classes = Classes::numbered(counts.keys());
-    let ids: BTreeMap<&Signature, u32> = counts.keys().zip(1..).collect();
-    let renumbered = counts.len() != signatures.len()
-        || signatures.values().zip(counts.keys()).any(|(a, b)| a != b);
-    let mut out = if renumbered {
-        // Old class id -> new one; every old class with a member left keeps one.
-        let new_id = |old: u32| -> u32 {
-            signatures
-                .get(&old)
-                .and_then(|signature| ids.get(signature))
-                .copied()
-                .unwrap_or(CLASS_WORLD)
-        };
-        peers
-            .iter()
-            .map(|(net, entry)| {
-                let class_id = if entry.class_id == CLASS_WORLD {
-                    CLASS_WORLD
-                } else {
-                    new_id(entry.class_id)
-                };
-                (*net, PeerEntry { class_id, ..*entry })
-            })
-            .collect()
-    } else {
-        peers.clone()
-    };
-    for (net, signature) in moved {
-        let class_id = ids.get(&signature).copied().unwrap_or(CLASS_WORLD);
-        let entry = out.get_mut(&net)?;
-        entry.class_id = class_id;
-    }
-    classes.members = counts
-        .values()
-        .zip(1..)
-        .map(|(count, class_id)| (class_id, *count))
+    let mut used: Vec<u32> = (0..)
+        .zip(&interned)
+        .filter(|(index, signature)| {
+            **signature != Signature::default() && counts.get(*index as usize) > Some(&0)
+        })
+        .map(|(index, _)| index)
         .collect();
-    classes.peers = out;
+    let signature_of = |index: &u32| interned.get(*index as usize);
+    used.sort_by(|a, b| signature_of(a).cmp(&signature_of(b)));
+    let mut class_of = vec![CLASS_WORLD; interned.len()];
+    for (index, class_id) in used.iter().zip(1..) {
+        if let Some(slot) = class_of.get_mut(*index as usize) {
+            *slot = class_id;
+        }
+    }
+    let mut classes = Classes::numbered(used.iter().filter_map(signature_of));
+    classes.members = used
+        .iter()
+        .zip(1..)
+        .map(|(index, class_id)| (class_id, counts.get(*index as usize).copied().unwrap_or(0)))
+        .collect();
+    classes.peers = signed_peers
+        .into_iter()
+        .map(|(net, entry, index)| {
+            let class_id = class_of.get(index as usize).copied().unwrap_or(CLASS_WORLD);
+            (net, PeerEntry { class_id, ..entry })
+        })
+        .collect();
     Some(classes)
+}
+
+/// Which of the `gained` pod peers (as bits) match the pod holding each address
+/// some of them match (pod-network pods, none of `shared`, as `pod_candidates`
+/// takes them), in prefix order, each address once.
+fn gained_by_address(
+    state: &ClusterState,
+    applied: &Applied,
+    shared: &BTreeSet<IpAddr>,
+    gained: &[u32],
+) -> Vec<(IpNet, u64)> {
+    let mut out = Vec::new();
+    if gained.is_empty() {
+        return out;
+    }
+    let peers: Vec<(u64, &PodPeer)> = gained
+        .iter()
+        .zip(0..)
+        .filter_map(|(id, bit)| Some((1u64 << bit, applied.pod_peers.get(*id as usize)?)))
+        .collect();
+    // Pods come sorted by namespace: which peers range over it, once per namespace.
+    let mut scope: Option<(&str, Vec<(u64, &PodPeer)>)> = None;
+    for pod in state.pods.values().filter(|pod| !pod.host_network) {
+        let namespace = pod.key.namespace.as_str();
+        if scope.as_ref().is_none_or(|(name, _)| *name != namespace) {
+            let admitting = peers
+                .iter()
+                .filter(|(_, peer)| peer.admits_namespace(state, namespace))
+                .copied()
+                .collect();
+            scope = Some((namespace, admitting));
+        }
+        let Some((_, admitting)) = scope.as_ref() else {
+            continue;
+        };
+        let mask = admitting
+            .iter()
+            .filter(|(_, peer)| peer.selects(&pod.labels))
+            .fold(0, |mask, (bit, _)| mask | bit);
+        if mask == 0 {
+            continue;
+        }
+        out.extend(
+            pod.ips
+                .iter()
+                .filter(|ip| !shared.contains(ip))
+                .map(|ip| (IpNet::from(*ip), mask)),
+        );
+    }
+    // An address repeated within a pod is one; one that two pods claim is in
+    // `shared`.
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The signature of every address of `pods` (pod-network pods, none of
+/// `shared`), made afresh.
+fn signed(
+    state: &ClusterState,
+    applied: &Applied,
+    shared: &BTreeSet<IpAddr>,
+    pods: &[&Pod],
+) -> BTreeMap<IpNet, Signature> {
+    // (pod peers, egress ports) per (namespace, labels, ports): they depend on
+    // nothing else, and a namespace's pods mostly share a few label sets, so a
+    // namespace of many pods is not matched pod by pod against every applied pod
+    // peer. An ordered map: the keys are the cluster's labels.
+    type Part = (Vec<u32>, Vec<(u32, u16)>);
+    let mut parts: BTreeMap<(&str, &Labels, &[ContainerPort]), Part> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for pod in pods.iter().filter(|pod| !pod.host_network) {
+        let (pod_peers, ports) = parts
+            .entry((pod.key.namespace.as_str(), &pod.labels, &pod.ports))
+            .or_insert_with(|| {
+                (
+                    matching_pod_peers(state, applied, pod),
+                    egress_ports(applied, pod),
+                )
+            });
+        for ip in pod.ips.iter().filter(|ip| !shared.contains(ip)) {
+            let net = IpNet::from(*ip);
+            let signature = pod_signature(applied, pod_peers.clone(), ports.clone(), &net);
+            out.insert(net, signature);
+        }
+    }
+    out
 }
 
 /// Classifies pod addresses, ipBlock regions, node addresses and Service

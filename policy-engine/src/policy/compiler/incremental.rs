@@ -137,8 +137,9 @@ impl Incremental {
     /// which are. A change of one kind of object is made on its own where the
     /// guards allow (pods: `pods_changed`; Services, namespaces, policies:
     /// `one_object`); where the applied rules intern as before, a namespace label
-    /// change classes only its pods again (`relabel_namespaces`) and a policy
-    /// change keeps every class (`repolicy`). Changes of several kinds, and
+    /// change classes only its pods again (`relabel_namespaces`), and where they
+    /// differ at most in pod peers, a policy change classes again only the
+    /// addresses whose peers changed (`repolicy`). Changes of several kinds, and
     /// whatever the guards cannot rule out, compile in full.
     pub fn changed(
         &mut self,

@@ -298,8 +298,8 @@ impl Index {
         Classes::of(&self.signatures(), self.members.clone(), peers)
     }
 
-    /// Takes in `classes`, made again for the same applied rules and the same
-    /// prefixes (`classes::reclass`).
+    /// Takes in `classes`, made again for the same prefixes (`classes::reclass`);
+    /// the caller takes in the applied rules they were made with.
     pub(super) fn reclassed(&mut self, classes: &Classes) {
         self.class_of = classes
             .signatures

@@ -656,14 +656,44 @@ fn services_namespaces_and_policies_take_the_short_way_where_they_can() {
         step(&mut state, Change::AddPolicy(here.clone())),
         Recompiled::Entries
     );
-    // Its rule naming a peer no applied rule names: in full, and back.
+    // Its rule naming a peer no applied rule names, which no pod matches: the
+    // classes are made again with it and come out as they were, and back.
     let mut peered = here.clone();
     peered.ingress = vec![rule()
         .from_pods(selector().label("app", "cache").build())
         .build()];
     assert_eq!(
         step(&mut state, Change::AddPolicy(peered)),
+        Recompiled::Peers(Vec::new())
+    );
+    assert_eq!(
+        step(&mut state, Change::AddPolicy(here.clone())),
+        Recompiled::Peers(Vec::new())
+    );
+    // A new peer matching a's web pods: their addresses take it in and move to
+    // a class of their own, without a full compile, and back.
+    let before = full(&state).peers;
+    let mut matching = here.clone();
+    matching.ingress = vec![rule()
+        .from_pods(selector().label("app", "web").build())
+        .build()];
+    assert_eq!(
+        step(&mut state, Change::AddPolicy(matching)),
+        Recompiled::Entries
+    );
+    assert_ne!(full(&state).peers, before, "web0 and web1 change class");
+    assert_eq!(
+        step(&mut state, Change::AddPolicy(here)),
+        Recompiled::Entries
+    );
+    assert_eq!(full(&state).peers, before);
+    // A new ipBlock: in full.
+    let mut blocked = netpol("a", "a-web")
+        .select(selector().label("app", "web").build())
+        .build();
+    blocked.ingress = vec![rule().from_ip_block("10.1.0.0/16", []).build()];
+    assert_eq!(
+        step(&mut state, Change::AddPolicy(blocked)),
         Recompiled::Full
     );
-    assert_eq!(step(&mut state, Change::AddPolicy(here)), Recompiled::Full);
 }
