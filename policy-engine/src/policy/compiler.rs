@@ -25,12 +25,13 @@
 //! namespace's or policy's (`one_object`) when it changes a Service address's
 //! entry, nothing, or only the policy ids. Where the applied rules intern as
 //! before, a namespace's labels (`relabel_namespaces`) class only their pods'
-//! addresses again. Where they differ at most in pod peers, a pod's labels
-//! (`relabel_pod`) and policy changes (`repolicy`) take the last compile's
-//! classes into the new peer ids, class again only the pod's addresses and
-//! those a new peer matches (`classes::reclass`), or keep every class when the
-//! applied rules are the same. The steps after the classes run as in a full
-//! compile. Anything else compiles in full.
+//! addresses again. Where they differ at most in pod peers and ipBlocks, a
+//! pod's labels (`relabel_pod`) and policy changes (`repolicy`) take the last
+//! compile's classes into the new ids, class again only the pod's addresses
+//! and those a new peer or block takes in, and make the ipBlock regions again
+//! (`classes::reclass`), or keep every class when the applied rules are the
+//! same. The steps after the classes run as in a full compile. Anything else
+//! compiles in full.
 
 mod applied;
 mod budget;
@@ -244,9 +245,9 @@ fn relabel_namespaces(
 /// one pod, which was `before` and is `after` (its addresses, ports, node and
 /// locality as they were; `was_local` and `is_local` agree on it), made without
 /// a full compile: the endpoints are made again (its endpoint group may be new or
-/// emptied, which renumbers ids), the applied rules may differ at most in pod
-/// peers (rules its labels make apply or stop applying), then the pod's own
-/// addresses and those a new pod peer matches are classed again
+/// emptied, which renumbers ids), the applied rules may differ in their pod
+/// peers and ipBlocks (rules its labels make apply or stop applying), then the
+/// pod's own addresses and those a new peer or block takes in are classed again
 /// (`classes::reclass`) and the rule sets made after them. Equal to
 /// `compile_indexed`'s tables, ids included; `None`, with `index` unchanged, when
 /// anything else would differ or a budget would refuse a policy.
@@ -275,13 +276,12 @@ fn relabel_pod(
 /// The tables of `state` when it differs from the state `tables` (with `index`,
 /// both of a compile without refusals) were compiled from only in policies whose
 /// rules, applied to the endpoints they select now, differ at most in the pod
-/// peers they name (a port edited, a policy added or removed whose rules name
-/// pods and namespaces): the endpoints are made again, the classes the last
-/// compile's or, where pod peers came or went, those taken into the new peer
-/// ids (`classes::reclass`), then the rule sets and the diagnostics. Equal to
-/// `compile_indexed`'s tables, ids included; `None`, with `index` unchanged,
-/// when the ipBlocks or egress port names of the applied rules differ or a
-/// budget would refuse a policy.
+/// peers and ipBlocks they name (a port edited, a policy added or removed): the
+/// endpoints are made again, the classes the last compile's or, where peers or
+/// blocks came or went, those taken into the new ids (`classes::reclass`), then
+/// the rule sets and the diagnostics. Equal to `compile_indexed`'s tables, ids
+/// included; `None`, with `index` unchanged, when the egress port names of the
+/// applied rules differ or a budget would refuse a policy.
 fn repolicy(
     state: &ClusterState,
     is_local: impl Fn(&Pod) -> bool,
@@ -332,7 +332,7 @@ fn remade(
         index.reclassed(&classes);
     }
     if !same_peers {
-        index.applied = applied;
+        index.applied_changed(applied);
     }
     index.endpoints_made(&endpoints);
     // Which (policy, direction) pairs apply may have changed with equal interned
@@ -389,6 +389,7 @@ fn reclassed(
         applied: &index.applied,
         signatures: &signatures,
         peers: &tables.peers,
+        owners: &index.owners,
     };
     let classes = classes::reclass(state, applied, shared, &last, pods)?;
     let sets = checked_rule_sets(policies, endpoints, applied, &classes, budgets)?;

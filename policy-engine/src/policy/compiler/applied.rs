@@ -238,6 +238,11 @@ impl Applied {
         self.pod_peer_ids.get(peer).copied()
     }
 
+    /// The id of `block`, when some applied rule names it.
+    pub fn block_id(&self, block: &Block) -> Option<u32> {
+        self.block_ids.get(block).copied()
+    }
+
     /// The id of `peer` of `policy`; `None` for a peer of a rule that is not applied.
     pub fn peer_id(&self, policy: &NetworkPolicy, peer: &Peer) -> Option<PeerId> {
         match peer {

@@ -27,7 +27,7 @@ use std::{
 use ipnet::IpNet;
 use policy_common::peer::CLASS_WORLD;
 
-use super::applied::{Applied, PeerId, PodPeer};
+use super::applied::{Applied, Block, PeerId, PodPeer};
 use crate::{
     model::{ClusterState, ContainerPort, Labels, ObjectRef, Pod},
     policy::tables::PeerEntry,
@@ -238,20 +238,34 @@ pub(super) struct LastClasses<'a> {
     pub signatures: &'a BTreeMap<u32, Signature>,
     /// The peer entries.
     pub peers: &'a BTreeMap<IpNet, PeerEntry>,
+    /// Pod-network pods claiming each address (an address one pod claims has a
+    /// pod's entry).
+    pub owners: &'a BTreeMap<IpAddr, usize>,
+}
+
+impl LastClasses<'_> {
+    /// Whether the entry of `net` is a pod's, a node's or a Service's (`fixed`
+    /// in `assign`), not an ipBlock region's.
+    fn is_fixed(&self, net: &IpNet, entry: &PeerEntry) -> bool {
+        let host = net.prefix_len() == net.max_prefix_len();
+        entry.node || entry.service || (host && self.owners.get(&net.addr()) == Some(&1))
+    }
 }
 
 /// The classes once the addresses of `pods` may have new signatures and the
-/// applied rules may have gained or lost pod peers (their ipBlocks and egress
+/// applied rules may have gained or lost pod peers and ipBlocks (their egress
 /// port names as before), from the last compile's (`last`): what `assign` makes
 /// of `state`, ids included. That holds when nothing changed but the labels of
 /// these pods or of their namespaces (a pod peer reads a pod's own labels and
 /// its namespace's; no region, node or Service address depends on them) and the
-/// policies: the prefixes are the same, every last signature is put in the new
-/// peer ids (a lost peer leaves it), the addresses of pods a gained peer matches
-/// take it in, `pods`' addresses are signed afresh, and the classes are numbered
-/// again. `shared` holds the addresses more than one pod-network pod claims.
-/// `None` when the ipBlocks or egress names differ, more than 64 pod peers are
-/// gained, or an address is not where the last compile put it.
+/// policies: the pod, node and Service prefixes are the same, every last
+/// signature is put in the new peer and block ids (a lost one leaves it), the
+/// addresses of pods a gained peer matches and those a gained block holds take
+/// it in, `pods`' addresses are signed afresh, the ipBlock regions are made
+/// again when the blocks differ, and the classes are numbered again. `shared`
+/// holds the addresses more than one pod-network pod claims. `None` when the
+/// egress names differ, more than 64 pod peers or blocks are gained, or an
+/// address is not where the last compile put it.
 pub(super) fn reclass(
     state: &ClusterState,
     applied: &Applied,
@@ -259,7 +273,7 @@ pub(super) fn reclass(
     last: &LastClasses<'_>,
     pods: &[&Pod],
 ) -> Option<Classes> {
-    if applied.blocks != last.applied.blocks || applied.egress_names != last.applied.egress_names {
+    if applied.egress_names != last.applied.egress_names {
         return None;
     }
     let gained: Vec<u32> = (0..)
@@ -267,47 +281,30 @@ pub(super) fn reclass(
         .filter(|(_, peer)| last.applied.pod_peer_id(peer).is_none())
         .map(|(id, _)| id)
         .collect();
-    if gained.len() > 64 {
+    let blocks_changed = applied.blocks != last.applied.blocks;
+    let gained_blocks: Vec<(u32, &Block)> = (0..)
+        .zip(&applied.blocks)
+        .filter(|(_, block)| last.applied.block_id(block).is_none())
+        .collect();
+    if gained.len() > 64 || gained_blocks.len() > 64 {
         return None;
     }
-    // Class id -> its signature in the new peer ids.
-    let renamed: Vec<Option<u32>> = last
-        .applied
-        .pod_peers
-        .iter()
-        .map(|peer| applied.pod_peer_id(peer))
-        .collect();
-    let translated: BTreeMap<u32, Signature> = last
-        .signatures
-        .iter()
-        .map(|(id, signature)| {
-            let mut pods: Vec<u32> = signature
-                .pods
-                .iter()
-                .filter_map(|old| renamed.get(*old as usize).copied().flatten())
-                .collect();
-            pods.sort_unstable();
-            let signature = Signature {
-                pods,
-                blocks: signature.blocks.clone(),
-                ports: signature.ports.clone(),
-            };
-            (*id, signature)
-        })
-        .collect();
+    let translated = translated(last, applied);
     let taken = gained_by_address(state, applied, shared, &gained);
     let fresh = signed(state, applied, shared, pods);
-    // Each prefix's new signature, by index into `interned`: the last class and
-    // the gained peers taken decide it, except for `fresh` addresses.
-    let mut interned: Vec<Signature> = Vec::new();
+    // Each prefix's new signature, by index into `interned` (0: the empty one,
+    // as `prune_redundant_regions` takes it): the last class and the gained
+    // peers and blocks decide it, except for `fresh` addresses.
+    let mut interned: Vec<Signature> = vec![Signature::default()];
     let mut ids: FastMap<Signature, u32> = FastMap::default();
+    ids.insert(Signature::default(), 0);
     let mut intern = |signature: Signature| -> u32 {
         *ids.entry(signature).or_insert_with_key(|signature| {
             interned.push(signature.clone());
             interned.len() as u32 - 1
         })
     };
-    let mut by_last: FastMap<(u32, u64), u32> = FastMap::default();
+    let mut by_last: FastMap<(u32, u64, u64), u32> = FastMap::default();
     let (mut found_taken, mut found_fresh) = (0, 0);
     let mut signed_peers: Vec<(IpNet, PeerEntry, u32)> = Vec::with_capacity(last.peers.len());
     // Both in prefix order: one walk.
@@ -318,11 +315,19 @@ pub(super) fn reclass(
             mask = *bits;
             found_taken += 1;
         }
+        // The regions are made again below when the blocks changed.
+        if blocks_changed && !last.is_fixed(net, entry) {
+            continue;
+        }
+        let held = (0..)
+            .zip(&gained_blocks)
+            .filter(|(_, (_, block))| block.holds(net))
+            .fold(0u64, |held, (bit, _)| held | 1 << bit);
         let index = if let Some(signature) = fresh.get(net) {
             found_fresh += 1;
             intern(signature.clone())
         } else {
-            match by_last.get(&(entry.class_id, mask)) {
+            match by_last.get(&(entry.class_id, mask, held)) {
                 Some(index) => *index,
                 None => {
                     let mut signature = if entry.class_id == CLASS_WORLD {
@@ -330,13 +335,17 @@ pub(super) fn reclass(
                     } else {
                         translated.get(&entry.class_id)?.clone()
                     };
-                    let bits = (0..gained.len()).filter(|bit| mask & (1 << bit) != 0);
-                    signature
-                        .pods
-                        .extend(bits.filter_map(|bit| gained.get(bit)));
+                    let bits =
+                        |mask: u64, len: usize| (0..len).filter(move |bit| mask & (1 << bit) != 0);
+                    let pod_ids = bits(mask, gained.len()).filter_map(|bit| gained.get(bit));
+                    signature.pods.extend(pod_ids);
                     signature.pods.sort_unstable();
+                    let block_ids = bits(held, gained_blocks.len())
+                        .filter_map(|bit| gained_blocks.get(bit).map(|(id, _)| id));
+                    signature.blocks.extend(block_ids);
+                    signature.blocks.sort_unstable();
                     let index = intern(signature);
-                    by_last.insert((entry.class_id, mask), index);
+                    by_last.insert((entry.class_id, mask, held), index);
                     index
                 }
             }
@@ -346,6 +355,36 @@ pub(super) fn reclass(
     if found_taken != taken.len() || found_fresh != fresh.len() {
         return None;
     }
+    if blocks_changed {
+        // As `assign` makes them: a region's entry only where no pod, node or
+        // Service has that prefix; a region's parent is always a region (those
+        // are full-length prefixes).
+        let mut regions: BTreeMap<IpNet, Candidate> = BTreeMap::new();
+        for prefix in applied.blocks.iter().flat_map(Block::prefixes) {
+            if last
+                .peers
+                .get(&prefix)
+                .is_some_and(|e| last.is_fixed(&prefix, e))
+            {
+                continue;
+            }
+            regions.entry(prefix).or_insert_with(|| Candidate {
+                signature: intern(Signature {
+                    blocks: blocks_holding(applied, &prefix),
+                    ..Signature::default()
+                }),
+                ..Candidate::default()
+            });
+        }
+        prune_redundant_regions(&mut regions);
+        let entry = PeerEntry::default();
+        signed_peers.extend(
+            regions
+                .into_iter()
+                .map(|(net, c)| (net, entry, c.signature)),
+        );
+        signed_peers.sort_unstable_by_key(|(net, _, _)| *net);
+    }
     // Numbered as `assign` numbers them: dense from 1 in signature order, the
     // empty signature `CLASS_WORLD`.
     let mut counts = vec![0usize; interned.len()];
@@ -354,11 +393,9 @@ pub(super) fn reclass(
             *count += 1;
         }
     }
-    let mut used: Vec<u32> = (0..)
-        .zip(&interned)
-        .filter(|(index, signature)| {
-            **signature != Signature::default() && counts.get(*index as usize) > Some(&0)
-        })
+    let mut used: Vec<u32> = (1..)
+        .zip(interned.iter().skip(1))
+        .filter(|(index, _)| counts.get(*index as usize) > Some(&0))
         .map(|(index, _)| index)
         .collect();
     let signature_of = |index: &u32| interned.get(*index as usize);
@@ -383,6 +420,42 @@ pub(super) fn reclass(
         })
         .collect();
     Some(classes)
+}
+
+/// Class id -> its signature in the peer and block ids of `applied` (a peer or
+/// block it lacks leaves the signature).
+fn translated(last: &LastClasses<'_>, applied: &Applied) -> BTreeMap<u32, Signature> {
+    let peer_ids: Vec<Option<u32>> = last
+        .applied
+        .pod_peers
+        .iter()
+        .map(|peer| applied.pod_peer_id(peer))
+        .collect();
+    let block_ids: Vec<Option<u32>> = last
+        .applied
+        .blocks
+        .iter()
+        .map(|block| applied.block_id(block))
+        .collect();
+    let rename = |ids: &[u32], to: &[Option<u32>]| {
+        let mut out: Vec<u32> = ids
+            .iter()
+            .filter_map(|old| to.get(*old as usize).copied().flatten())
+            .collect();
+        out.sort_unstable();
+        out
+    };
+    last.signatures
+        .iter()
+        .map(|(id, signature)| {
+            let signature = Signature {
+                pods: rename(&signature.pods, &peer_ids),
+                blocks: rename(&signature.blocks, &block_ids),
+                ports: signature.ports.clone(),
+            };
+            (*id, signature)
+        })
+        .collect()
 }
 
 /// Which of the `gained` pod peers (as bits) match the pod holding each address

@@ -138,9 +138,9 @@ impl Incremental {
     /// guards allow (pods: `pods_changed`; Services, namespaces, policies:
     /// `one_object`); where the applied rules intern as before, a namespace label
     /// change classes only its pods again (`relabel_namespaces`), and where they
-    /// differ at most in pod peers, a policy change classes again only the
-    /// addresses whose peers changed (`repolicy`). Changes of several kinds, and
-    /// whatever the guards cannot rule out, compile in full.
+    /// differ at most in pod peers and ipBlocks, a policy change classes again
+    /// only the addresses whose peers or blocks changed (`repolicy`). Changes of
+    /// several kinds, and whatever the guards cannot rule out, compile in full.
     pub fn changed(
         &mut self,
         state: &ClusterState,

@@ -71,6 +71,8 @@ pub(super) struct Index {
     /// Prefixes whose entry is more than a pod's or a Service's: node addresses,
     /// the cidrs and excepts of applied ipBlocks.
     pub(super) fixed: BTreeSet<IpNet>,
+    /// The node's addresses, as prefixes.
+    nodes: BTreeSet<IpNet>,
     /// Services claiming each Service address (`Service::addresses`).
     pub(super) services: BTreeMap<IpAddr, usize>,
     /// (name, protocol) -> container ports declaring it, over every pod.
@@ -96,6 +98,23 @@ fn names(pod: Option<&Pod>) -> impl Iterator<Item = PortName> + '_ {
         .filter_map(|port| Some((port.name.clone()?, port.protocol)))
 }
 
+/// `Index::fixed`: the node's addresses and the cidrs and excepts of the applied
+/// ipBlocks.
+fn fixed_prefixes(nodes: &BTreeSet<IpNet>, applied: &Applied) -> BTreeSet<IpNet> {
+    let mut fixed = nodes.clone();
+    fixed.extend(applied.blocks.iter().flat_map(|block| block.prefixes()));
+    fixed
+}
+
+/// `Index::peers`: the prefixes of `classes` per family.
+fn peer_counts(classes: &Classes) -> [usize; 2] {
+    let mut peers = [0, 0];
+    for net in classes.peers.keys() {
+        peers[family(net)] += 1;
+    }
+    peers
+}
+
 /// 0 for IPv4, 1 for IPv6.
 pub(super) fn family(net: &IpNet) -> usize {
     usize::from(matches!(net, IpNet::V6(_)))
@@ -113,8 +132,8 @@ impl Index {
         node_addresses: &[IpAddr],
         budgets: &Budgets,
     ) -> Self {
-        let mut fixed: BTreeSet<IpNet> = node_addresses.iter().map(|ip| IpNet::from(*ip)).collect();
-        fixed.extend(applied.blocks.iter().flat_map(|block| block.prefixes()));
+        let nodes: BTreeSet<IpNet> = node_addresses.iter().map(|ip| IpNet::from(*ip)).collect();
+        let fixed = fixed_prefixes(&nodes, &applied);
         let mut services: BTreeMap<IpAddr, usize> = BTreeMap::new();
         for service in state.services.values() {
             for ip in service.addresses().collect::<BTreeSet<_>>() {
@@ -132,10 +151,7 @@ impl Index {
             .into_iter()
             .map(|((name, protocol), count)| ((name.to_string(), protocol), count))
             .collect();
-        let mut peers = [0, 0];
-        for net in classes.peers.keys() {
-            peers[family(net)] += 1;
-        }
+        let peers = peer_counts(classes);
         Self {
             applied,
             class_of: classes
@@ -148,6 +164,7 @@ impl Index {
             endpoint_members: endpoints.members.clone(),
             owners,
             fixed,
+            nodes,
             services,
             declared,
             peers,
@@ -298,9 +315,17 @@ impl Index {
         Classes::of(&self.signatures(), self.members.clone(), peers)
     }
 
-    /// Takes in `classes`, made again for the same prefixes (`classes::reclass`);
-    /// the caller takes in the applied rules they were made with.
+    /// Takes in `applied`, the rules the classes were made again with
+    /// (`reclassed`), and the prefixes its ipBlocks reserve.
+    pub(super) fn applied_changed(&mut self, applied: Applied) {
+        self.fixed = fixed_prefixes(&self.nodes, &applied);
+        self.applied = applied;
+    }
+
+    /// Takes in `classes`, made again (`classes::reclass`); the caller takes in
+    /// the applied rules they were made with (`applied_changed`).
     pub(super) fn reclassed(&mut self, classes: &Classes) {
+        self.peers = peer_counts(classes);
         self.class_of = classes
             .signatures
             .iter()

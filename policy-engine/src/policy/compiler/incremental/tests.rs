@@ -570,6 +570,15 @@ fn services_namespaces_and_policies_take_the_short_way_where_they_can() {
         change_state(state, change);
         let done = n0.changed(state, &before.changes(state), &is_local, &is_local);
         assert_eq!(n0.tables(), &full(state));
+        // The index counts the peer prefixes a short way made, for the budgets.
+        let peers = &n0.tables().peers;
+        let v4 = peers
+            .keys()
+            .filter(|net| matches!(net, ipnet::IpNet::V4(_)))
+            .count();
+        if let Some(index) = &n0.index {
+            assert_eq!(index.peers, [v4, peers.len() - v4]);
+        }
         done
     };
     let net = |text: &str| text.parse::<ipnet::IpNet>().unwrap();
@@ -683,17 +692,35 @@ fn services_namespaces_and_policies_take_the_short_way_where_they_can() {
     );
     assert_ne!(full(&state).peers, before, "web0 and web1 change class");
     assert_eq!(
+        step(&mut state, Change::AddPolicy(here.clone())),
+        Recompiled::Entries
+    );
+    assert_eq!(full(&state).peers, before);
+    // A new ipBlock: its cidr and excepts come in as regions (but one inside
+    // another except, which changes nothing), the addresses it holds take it
+    // in, without a full compile; and they go again.
+    let before = full(&state).peers;
+    let mut blocked = here.clone();
+    blocked.ingress = vec![rule()
+        .from_ip_block(
+            "10.0.0.0/28",
+            ["10.0.0.2/31", "10.0.0.8/29", "10.0.0.12/30"],
+        )
+        .build()];
+    assert_eq!(
+        step(&mut state, Change::AddPolicy(blocked)),
+        Recompiled::Entries
+    );
+    let after = full(&state).peers;
+    assert!(after.contains_key(&net("10.0.0.8/29")), "{after:?}");
+    assert!(!after.contains_key(&net("10.0.0.12/30")), "{after:?}");
+    assert_ne!(
+        after.get(&net("10.0.0.1/32")),
+        before.get(&net("10.0.0.1/32"))
+    );
+    assert_eq!(
         step(&mut state, Change::AddPolicy(here)),
         Recompiled::Entries
     );
     assert_eq!(full(&state).peers, before);
-    // A new ipBlock: in full.
-    let mut blocked = netpol("a", "a-web")
-        .select(selector().label("app", "web").build())
-        .build();
-    blocked.ingress = vec![rule().from_ip_block("10.1.0.0/16", []).build()];
-    assert_eq!(
-        step(&mut state, Change::AddPolicy(blocked)),
-        Recompiled::Full
-    );
 }
