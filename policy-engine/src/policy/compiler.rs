@@ -213,6 +213,8 @@ fn relabel_namespaces(
     {
         return None;
     }
+    // Namespace labels shape no applied rule: equal rules, so `index.applied`
+    // stays as it is (no `applied_changed`).
     let applied = applied::Applied::collect(&policies, &endpoints.applied);
     if applied != index.applied {
         return None;
@@ -358,7 +360,7 @@ fn last_endpoints<'s>(
     tables: &DatapathTables,
     is_local: impl Fn(&Pod) -> bool,
 ) -> Option<Vec<&'s Pod>> {
-    tables
+    let pods: Vec<&Pod> = tables
         .endpoints
         .keys()
         .map(|key| {
@@ -367,7 +369,20 @@ fn last_endpoints<'s>(
                 .get(key)
                 .filter(|pod| endpoints::is_endpoint(pod, &is_local))
         })
-        .collect()
+        .collect::<Option<_>>()?;
+    // A caller that broke the contract would leave a pod that became local
+    // without an entry (unisolated) until a full compile: the tests' builds
+    // check it with the scan this saves.
+    debug_assert_eq!(
+        pods.len(),
+        state
+            .pods
+            .values()
+            .filter(|pod| endpoints::is_endpoint(pod, &is_local))
+            .count(),
+        "a pod became a local endpoint without being among the changes"
+    );
+    Some(pods)
 }
 
 /// What a change made without a full compile makes once its endpoints and

@@ -358,7 +358,8 @@ pub(super) fn reclass(
     if blocks_changed {
         // As `assign` makes them: a region's entry only where no pod, node or
         // Service has that prefix; a region's parent is always a region (those
-        // are full-length prefixes).
+        // are full-length prefixes). Pod, node and Service addresses do not
+        // change on the callers' paths, so every one of them is in `last.peers`.
         let mut regions: BTreeMap<IpNet, Candidate> = BTreeMap::new();
         for prefix in applied.blocks.iter().flat_map(Block::prefixes) {
             if last
