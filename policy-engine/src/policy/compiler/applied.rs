@@ -78,6 +78,15 @@ impl PodPeer {
         namespace_labelled_matches(self.namespaces(), name, labels)
     }
 
+    /// The one namespace the peer ranges over, when it names it (no
+    /// namespaceSelector).
+    pub fn named(&self) -> Option<&str> {
+        match &self.scope {
+            Scope::Named(name) => Some(name),
+            Scope::Matching(_) => None,
+        }
+    }
+
     /// Whether the peer's pod selector selects `labels`.
     pub fn selects(&self, labels: &Labels) -> bool {
         matches(&self.pods, labels)

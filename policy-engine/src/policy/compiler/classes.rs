@@ -477,9 +477,20 @@ fn gained_by_address(
         .zip(0..)
         .filter_map(|(id, bit)| Some((1u64 << bit, applied.pod_peers.get(*id as usize)?)))
         .collect();
+    // Peers that name their namespace look at its pods alone; one that matches
+    // namespaces by label, at every pod.
+    let named: Option<BTreeSet<&str>> = peers.iter().map(|(_, peer)| peer.named()).collect();
+    let pods: Vec<&Pod> = match named {
+        Some(names) => pods_of(state, &names.into_iter().collect::<Vec<_>>()),
+        None => state
+            .pods
+            .values()
+            .filter(|pod| !pod.host_network)
+            .collect(),
+    };
     // Pods come sorted by namespace: which peers range over it, once per namespace.
     let mut scope: Option<(&str, Vec<(u64, &PodPeer)>)> = None;
-    for pod in state.pods.values().filter(|pod| !pod.host_network) {
+    for pod in pods {
         let namespace = pod.key.namespace.as_str();
         if scope.as_ref().is_none_or(|(name, _)| *name != namespace) {
             let admitting = peers
