@@ -292,21 +292,13 @@ pub(super) fn reclass(
     let translated = translated(last, applied);
     let taken = gained_by_address(state, applied, shared, &gained);
     let fresh = signed(state, applied, shared, pods);
-    // Each prefix's new signature, by index into `interned` (0: the empty one,
-    // as `prune_redundant_regions` takes it): the last class and the gained
-    // peers and blocks decide it, except for `fresh` addresses.
-    let mut interned: Vec<Signature> = vec![Signature::default()];
-    let mut ids: FastMap<Signature, u32> = FastMap::default();
-    ids.insert(Signature::default(), 0);
-    let mut intern = |signature: Signature| -> u32 {
-        *ids.entry(signature).or_insert_with_key(|signature| {
-            interned.push(signature.clone());
-            interned.len() as u32 - 1
-        })
-    };
+    // Each prefix's candidate, its new signature interned as `assign` interns
+    // them: the last class and the gained peers and blocks decide it, except for
+    // `fresh` addresses.
+    let mut interned = Interned::new();
     let mut by_last: FastMap<(u32, u64, u64), u32> = FastMap::default();
     let (mut found_taken, mut found_fresh) = (0, 0);
-    let mut signed_peers: Vec<(IpNet, PeerEntry, u32)> = Vec::with_capacity(last.peers.len());
+    let mut candidates: Vec<(IpNet, Candidate)> = Vec::with_capacity(last.peers.len());
     // Both in prefix order: one walk.
     let mut taken_left = taken.iter().peekable();
     for (net, entry) in last.peers {
@@ -325,7 +317,7 @@ pub(super) fn reclass(
             .fold(0u64, |held, (bit, _)| held | 1 << bit);
         let index = if let Some(signature) = fresh.get(net) {
             found_fresh += 1;
-            intern(signature.clone())
+            interned.intern(signature.clone())
         } else {
             match by_last.get(&(entry.class_id, mask, held)) {
                 Some(index) => *index,
@@ -344,13 +336,19 @@ pub(super) fn reclass(
                         .filter_map(|bit| gained_blocks.get(bit).map(|(id, _)| id));
                     signature.blocks.extend(block_ids);
                     signature.blocks.sort_unstable();
-                    let index = intern(signature);
+                    let index = interned.intern(signature);
                     by_last.insert((entry.class_id, mask, held), index);
                     index
                 }
             }
         };
-        signed_peers.push((*net, *entry, index));
+        let candidate = Candidate {
+            signature: index,
+            node: entry.node,
+            service: entry.service,
+            fixed: true,
+        };
+        candidates.push((*net, candidate));
     }
     if found_taken != taken.len() || found_fresh != fresh.len() {
         return None;
@@ -370,7 +368,7 @@ pub(super) fn reclass(
                 continue;
             }
             regions.entry(prefix).or_insert_with(|| Candidate {
-                signature: intern(Signature {
+                signature: interned.intern(Signature {
                     blocks: blocks_holding(applied, &prefix),
                     ..Signature::default()
                 }),
@@ -378,49 +376,11 @@ pub(super) fn reclass(
             });
         }
         prune_redundant_regions(&mut regions);
-        let entry = PeerEntry::default();
-        signed_peers.extend(
-            regions
-                .into_iter()
-                .map(|(net, c)| (net, entry, c.signature)),
-        );
-        signed_peers.sort_unstable_by_key(|(net, _, _)| *net);
+        candidates.extend(regions);
+        candidates.sort_unstable_by_key(|(net, _)| *net);
     }
-    // Numbered as `assign` numbers them: dense from 1 in signature order, the
-    // empty signature `CLASS_WORLD`.
-    let mut counts = vec![0usize; interned.len()];
-    for (_, _, index) in &signed_peers {
-        if let Some(count) = counts.get_mut(*index as usize) {
-            *count += 1;
-        }
-    }
-    let mut used: Vec<u32> = (1..)
-        .zip(interned.iter().skip(1))
-        .filter(|(index, _)| counts.get(*index as usize) > Some(&0))
-        .map(|(index, _)| index)
-        .collect();
-    let signature_of = |index: &u32| interned.get(*index as usize);
-    used.sort_by(|a, b| signature_of(a).cmp(&signature_of(b)));
-    let mut class_of = vec![CLASS_WORLD; interned.len()];
-    for (index, class_id) in used.iter().zip(1..) {
-        if let Some(slot) = class_of.get_mut(*index as usize) {
-            *slot = class_id;
-        }
-    }
-    let mut classes = Classes::numbered(used.iter().filter_map(signature_of));
-    classes.members = used
-        .iter()
-        .zip(1..)
-        .map(|(index, class_id)| (class_id, counts.get(*index as usize).copied().unwrap_or(0)))
-        .collect();
-    classes.peers = signed_peers
-        .into_iter()
-        .map(|(net, entry, index)| {
-            let class_id = class_of.get(index as usize).copied().unwrap_or(CLASS_WORLD);
-            (net, PeerEntry { class_id, ..entry })
-        })
-        .collect();
-    Some(classes)
+    let candidates = candidates.iter().map(|(net, candidate)| (net, candidate));
+    Some(number(candidates, &interned.signatures))
 }
 
 /// Class id -> its signature in the peer and block ids of `applied` (a peer or
@@ -591,7 +551,7 @@ pub(super) fn assign(
         candidates.entry(prefix).or_insert_with(|| outside(prefix));
     }
     prune_redundant_regions(&mut candidates);
-    number(&candidates, &interned.signatures)
+    number(candidates.iter(), &interned.signatures)
 }
 
 /// A host-prefix candidate for every address one pod-network pod claims (none of
@@ -753,15 +713,23 @@ fn prune_redundant_regions(candidates: &mut BTreeMap<IpNet, Candidate>) {
 }
 
 /// Numbers the signatures in use (`signatures`: the candidates' interned ones)
-/// and builds the peer entries and indices.
-fn number(candidates: &BTreeMap<IpNet, Candidate>, signatures: &[Signature]) -> Classes {
+/// and builds the peer entries and indices. `candidates` come in prefix order,
+/// each prefix once (`assign`'s map, or `reclass`'s list).
+fn number<'c>(
+    candidates: impl Iterator<Item = (&'c IpNet, &'c Candidate)> + Clone,
+    signatures: &[Signature],
+) -> Classes {
     // Distinct first (many prefixes, few signatures), then sorted.
-    let mut used: Vec<u32> = candidates
-        .values()
-        .map(|candidate| candidate.signature)
-        .filter(|id| *id != 0)
-        .collect::<BTreeSet<u32>>()
-        .into_iter()
+    let mut in_use = vec![false; signatures.len()];
+    for (_, candidate) in candidates.clone() {
+        if let Some(slot) = in_use.get_mut(candidate.signature as usize) {
+            *slot = true;
+        }
+    }
+    let mut used: Vec<u32> = (1..)
+        .zip(in_use.iter().skip(1))
+        .filter(|(_, used)| **used)
+        .map(|(id, _)| id)
         .collect();
     let empty = Signature::default();
     let signature = |id: u32| signatures.get(id as usize).unwrap_or(&empty);
@@ -775,7 +743,6 @@ fn number(candidates: &BTreeMap<IpNet, Candidate>, signatures: &[Signature]) -> 
     }
     let mut classes = Classes::numbered(used.iter().map(|id| signature(*id)));
     classes.peers = candidates
-        .iter()
         .map(|(net, candidate)| {
             let class_id = class_of
                 .get(candidate.signature as usize)
