@@ -118,3 +118,105 @@ fn peer_entries_change_in_place_and_tracked_flows_are_re_decided() {
     let banks = net.read_banks();
     assert_eq!(&banks[bank as usize], net.datapath.bank_shadow(bank));
 }
+
+/// The server isolated for ingress, admitting class 3 on `PORT` (and class 4
+/// on another port); the client's addresses in `class`.
+fn classed(net: &Net, class: u32) -> DatapathTables {
+    Tables::new(net)
+        .isolate("server", true, false)
+        .pod_class("client", class)
+        .allow_port("server", Direction::Ingress, 3, TCP, PORT)
+        .allow_port("server", Direction::Ingress, 4, TCP, PORT + 1)
+        .build()
+}
+
+/// Addresses that only move class (`Datapath::update_classes`, for a
+/// namespace's labels): written in place like `update_peers` (no flip, `ACTIVE`
+/// two generations on, tracked flows re-decided) when no packet judged at two
+/// hooks can combine a class before with one after; refused, with nothing
+/// written, when one could.
+#[test]
+fn addresses_move_class_in_place_unless_two_hooks_could_combine_them() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&PODS[..2]);
+    let (inside, outside) = (classed(&net, 3), classed(&net, 4));
+    net.apply(&inside);
+    let bank = net.active_in_kernel();
+    let generation = net.datapath.generation();
+    let banks_before = net.read_banks();
+    let server = super::addr(SERVER_V4);
+    let mut tcp = Tcp::open(&net, "client", "server", server, PORT);
+    assert!(tcp.server_gets(b"hello") && tcp.client_gets(b"hello"));
+
+    // The client's addresses move to class 4, in place.
+    let moved = |net: &mut Net, tables: &DatapathTables| {
+        net.datapath
+            .update_classes(tables, &client_prefixes(net))
+            .unwrap_or_else(|e| panic!("update_classes: {e}"))
+    };
+    let report = moved(&mut net, &outside).unwrap_or_else(|| panic!("refused"));
+    assert_eq!((report.written, report.removed, report.bank), (2, 0, bank));
+    assert_eq!(net.active_in_kernel(), bank, "no flip");
+    assert_eq!(net.datapath.generation(), generation + 2);
+    let banks = net.read_banks();
+    assert_eq!(&banks[bank as usize], net.datapath.bank_shadow(bank));
+    let idle = (bank ^ 1) as usize;
+    assert_eq!(
+        banks[idle], banks_before[idle],
+        "the bank not read is untouched"
+    );
+    assert!(!admitted(&mut net), "a new flow sees the new class");
+    assert!(!tcp.server_gets(b"after"), "the tracked flow must be cut");
+    // The active bank holds these tables: a whole write writes nothing.
+    let report = net.apply(&outside);
+    assert_eq!((report.written, report.removed, report.bank), (0, 0, bank));
+    // And back.
+    let report = moved(&mut net, &inside).unwrap_or_else(|| panic!("refused"));
+    assert_eq!((report.written, report.removed), (2, 0));
+    assert!(admitted(&mut net));
+
+    // Now the client is isolated for egress too, admitting the server's class
+    // 5 on `PORT` and its class 6 on another port. Moving the server from 5 to 6
+    // narrows the client's egress while moving the client from 4 to 3 widens
+    // the server's ingress: a packet judged at the egress before and the
+    // ingress after would pass what neither state passes, so nothing moves.
+    let traded = |net: &Net, client: u32, server: u32| {
+        Tables::new(net)
+            .isolate("server", true, false)
+            .isolate("client", false, true)
+            .pod_class("client", client)
+            .pod_class("server", server)
+            .allow_port("server", Direction::Ingress, 3, TCP, PORT)
+            .allow_port("server", Direction::Ingress, 4, TCP, PORT + 1)
+            .allow_port("client", Direction::Egress, 5, TCP, PORT)
+            .allow_port("client", Direction::Egress, 6, TCP, PORT + 1)
+            .build()
+    };
+    let (before, after) = (traded(&net, 4, 5), traded(&net, 3, 6));
+    let server_alone = traded(&net, 4, 6);
+    net.apply(&before);
+    let bank = net.active_in_kernel();
+    let generation = net.datapath.generation();
+    let banks_before = net.read_banks();
+    let mut both = client_prefixes(&net);
+    let server_net = net.pod("server");
+    both.extend([
+        IpNet::from(std::net::IpAddr::from(server_net.v4)),
+        IpNet::from(std::net::IpAddr::from(server_net.v6)),
+    ]);
+    let refused = net
+        .datapath
+        .update_classes(&after, &both)
+        .unwrap_or_else(|e| panic!("update_classes: {e}"));
+    assert!(refused.is_none(), "{refused:?}");
+    assert_eq!(net.datapath.generation(), generation, "nothing moved");
+    assert_eq!(net.read_banks(), banks_before, "nothing written");
+    assert_eq!(net.active_in_kernel(), bank);
+    // The server's move alone is one direction only: it moves in place.
+    let report = net
+        .datapath
+        .update_classes(&server_alone, &both)
+        .unwrap_or_else(|e| panic!("update_classes: {e}"))
+        .unwrap_or_else(|| panic!("refused"));
+    assert_eq!((report.written, report.removed), (2, 0));
+}

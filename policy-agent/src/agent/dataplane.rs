@@ -33,6 +33,12 @@ pub trait Dataplane {
         tables: &DatapathTables,
         changed: &[IpNet],
     ) -> Result<ApplyReport, DataplaneError>;
+    /// `Datapath::update_classes`.
+    fn update_classes(
+        &mut self,
+        tables: &DatapathTables,
+        moved: &[IpNet],
+    ) -> Result<Option<ApplyReport>, DataplaneError>;
     /// `Datapath::update_endpoint`.
     fn update_endpoint(
         &mut self,
@@ -102,6 +108,13 @@ impl Dataplane for Datapath {
         changed: &[IpNet],
     ) -> Result<ApplyReport, DataplaneError> {
         Datapath::update_peers(self, tables, changed)
+    }
+    fn update_classes(
+        &mut self,
+        tables: &DatapathTables,
+        moved: &[IpNet],
+    ) -> Result<Option<ApplyReport>, DataplaneError> {
+        Datapath::update_classes(self, tables, moved)
     }
     fn update_endpoint(
         &mut self,

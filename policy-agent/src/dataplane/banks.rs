@@ -17,7 +17,7 @@
 mod in_place;
 mod rewrite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
@@ -527,6 +527,31 @@ impl Banks {
             removed: done.removed,
             bank,
         })
+    }
+
+    /// Moves the peer entries of the addresses in `v4` and `v6` to their new
+    /// classes in the active bank itself, as `update_peers` writes, when that is
+    /// hole-free with the rules the bank holds (`rewrite::classes_move_safely`):
+    /// for a caller that knows the active bank differs from what it wants in
+    /// these entries alone, each an address's entry before and after, neither
+    /// a node's nor a Service's, that only moves class
+    /// (`policy::compiler::Recompiled::Reclassed`). `None`, with nothing
+    /// written, when it is not: the caller writes the tables whole.
+    pub(super) fn update_classes(
+        &mut self,
+        v4: &[(PeerPrefix<[u8; 4]>, Option<PeerClass>)],
+        v6: &[(PeerPrefix<[u8; 16]>, Option<PeerClass>)],
+    ) -> Result<Option<ApplyReport>, DataplaneError> {
+        // An owed move first, whatever happens next.
+        self.renew(false)?;
+        let shadow = &self.shadows[self.active as usize];
+        let mut moves = BTreeSet::new();
+        let moving = rewrite::class_moves(&shadow.peers_v4, v4, 32, &mut moves)
+            && rewrite::class_moves(&shadow.peers_v6, v6, 128, &mut moves);
+        if !moving || !rewrite::classes_move_safely(shadow, &moves) {
+            return Ok(None);
+        }
+        self.update_peers(v4, v6).map(Some)
     }
 
     /// Sets the peer entries `v4` and `v6` of bank `bank` (`SplitMaps::set`), in

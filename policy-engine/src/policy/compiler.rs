@@ -58,7 +58,7 @@ use crate::{
     policy::{
         capacity::{Budgets, Refusal, RefusalReason, Resource},
         isolation::applies_to,
-        tables::{DatapathTables, Diagnostic, Direction, Isolation},
+        tables::{DatapathTables, Diagnostic, Direction, Isolation, PeerEntry},
     },
 };
 
@@ -192,7 +192,9 @@ fn assemble(
 /// come out as they were (namespace labels shape neither, but a namespace's
 /// tunnel permission shapes its endpoints' entries), then only the classes of
 /// those namespaces' pod addresses are made again (`classes::reclass`)
-/// and the rule sets after them. Equal to `compile_indexed`'s tables, ids
+/// and the rule sets after them, or, when the classes come out as the last ones
+/// and only addresses moved between them, the last rule sets kept
+/// (`Relabelled::Classes`). Equal to `compile_indexed`'s tables, ids
 /// included; `None`, with `index` unchanged, when anything else would differ or a
 /// budget would refuse a policy (a full compile decides those).
 fn relabel_namespaces(
@@ -202,11 +204,11 @@ fn relabel_namespaces(
     index: &mut one_pod::Index,
     tables: &DatapathTables,
     namespaces: &[&str],
-) -> Option<DatapathTables> {
+) -> Option<Relabelled> {
     let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
     let shared = index.shared();
-    let pods = last_endpoints(state, tables, is_local)?;
-    let endpoints = endpoints::assign_among(state, &policies, &shared, pods.into_iter());
+    let local = last_endpoints(state, tables, is_local)?;
+    let endpoints = endpoints::assign_among(state, &policies, &shared, local.into_iter());
     if endpoints.ids != index.endpoint_ids
         || endpoints.entries != tables.endpoints
         || endpoints.addresses != tables.endpoint_addresses
@@ -219,27 +221,38 @@ fn relabel_namespaces(
     if applied != index.applied {
         return None;
     }
-    let (classes, sets) = reclassed(
+    let pods = classes::pods_of(state, namespaces);
+    let Reclassed {
+        classes,
+        sets,
+        moved,
+    } = reclassed(
         state,
         &policies,
         &shared,
         (index, tables),
         (&endpoints, &applied),
-        &classes::pods_of(state, namespaces),
-        budgets,
+        &pods,
+        (budgets, true),
     )?;
     // Everything checked: from here on the change is made.
     index.reclassed(&classes);
     // Diagnostics read the applied rules and the pods' port names: unchanged.
     let diagnostics = tables.diagnostics.clone();
-    Some(assemble(
-        &policies,
-        endpoints,
-        classes,
-        sets,
-        diagnostics,
-        Vec::new(),
-    ))
+    let made = assemble(&policies, endpoints, classes, sets, diagnostics, Vec::new());
+    Some(match moved {
+        Some(prefixes) => Relabelled::Classes(made, prefixes),
+        None => Relabelled::Tables(made),
+    })
+}
+
+/// What `relabel_namespaces` made.
+enum Relabelled {
+    /// Tables whose classes and rule sets are the last ones: only the peer
+    /// entries of these addresses changed class (`Recompiled::Reclassed`).
+    Classes(DatapathTables, Vec<IpNet>),
+    /// Tables made again (classes renumbered, rule sets made after them).
+    Tables(DatapathTables),
 }
 
 /// The tables of `state` when it differs from the state `tables` (with `index`,
@@ -319,15 +332,18 @@ fn remade(
             let sets = checked_rule_sets(&policies, &endpoints, &applied, &classes, budgets)?;
             (classes, sets)
         }
-        _ => reclassed(
-            state,
-            &policies,
-            &shared,
-            (index, tables),
-            (&endpoints, &applied),
-            reclass.unwrap_or_default(),
-            budgets,
-        )?,
+        _ => {
+            let done = reclassed(
+                state,
+                &policies,
+                &shared,
+                (index, tables),
+                (&endpoints, &applied),
+                reclass.unwrap_or_default(),
+                (budgets, false),
+            )?;
+            (done.classes, done.sets)
+        }
     };
     // Everything checked: from here on the change is made.
     if reclass.is_some() || !same_peers {
@@ -385,11 +401,44 @@ fn last_endpoints<'s>(
     Some(pods)
 }
 
+/// The prefixes whose peer entry moved from `before` to `after`, in order, when
+/// the two hold the same prefixes and every entry that differs is a host
+/// prefix (an address) that moved only its class, neither a node's nor a
+/// Service's address before or after; `None` otherwise. One walk over both.
+fn moved_classes(
+    before: &BTreeMap<IpNet, PeerEntry>,
+    after: &BTreeMap<IpNet, PeerEntry>,
+) -> Option<Vec<IpNet>> {
+    if before.len() != after.len() {
+        return None;
+    }
+    let mut moved = Vec::new();
+    for ((net, old), (net_after, new)) in before.iter().zip(after) {
+        if net != net_after {
+            return None;
+        }
+        if old == new {
+            continue;
+        }
+        let flagged = old.node || old.service || new.node || new.service;
+        if flagged || net.prefix_len() != net.max_prefix_len() {
+            return None;
+        }
+        moved.push(*net);
+    }
+    Some(moved)
+}
+
 /// What a change made without a full compile makes once its endpoints and
 /// applied rules are known (`relabel_namespaces`, `remade`): the last compile's
 /// classes taken to `applied`, `pods`' addresses classed again
 /// (`classes::reclass`), then the rule sets after them; `None` when either would
-/// not be the full compile's or a budget would refuse a policy.
+/// not be the full compile's or a budget would refuse a policy. With
+/// `rules_as_before` (endpoints, applied rules and policies as the last
+/// compile's), classes that come out as the last ones keep the last rule sets:
+/// the rule sets read the classes only through their signatures (which peers
+/// admit each class, which ports its members name); and when only addresses'
+/// classes moved (`moved_classes`), the budget use is the last one too.
 fn reclassed(
     state: &ClusterState,
     policies: &[&NetworkPolicy],
@@ -397,8 +446,8 @@ fn reclassed(
     (index, tables): (&one_pod::Index, &DatapathTables),
     (endpoints, applied): (&endpoints::Endpoints, &applied::Applied),
     pods: &[&Pod],
-    budgets: &Budgets,
-) -> Option<(classes::Classes, entries::RuleSets)> {
+    (budgets, rules_as_before): (&Budgets, bool),
+) -> Option<Reclassed> {
     let signatures = index.signatures();
     let last = classes::LastClasses {
         applied: &index.applied,
@@ -407,8 +456,31 @@ fn reclassed(
         owners: &index.owners,
     };
     let classes = classes::reclass(state, applied, shared, &last, pods)?;
-    let sets = checked_rule_sets(policies, endpoints, applied, &classes, budgets)?;
-    Some((classes, sets))
+    let moved = (rules_as_before && classes.signatures == signatures)
+        .then(|| moved_classes(&tables.peers, &classes.peers))
+        .flatten();
+    let sets = match moved {
+        Some(_) => entries::RuleSets {
+            rule_sets: tables.rule_sets.clone(),
+            policy: tables.policy.clone(),
+            ..entries::RuleSets::default()
+        },
+        None => checked_rule_sets(policies, endpoints, applied, &classes, budgets)?,
+    };
+    Some(Reclassed {
+        classes,
+        sets,
+        moved,
+    })
+}
+
+/// `reclassed`'s result.
+struct Reclassed {
+    classes: classes::Classes,
+    sets: entries::RuleSets,
+    /// With the last classes and rule sets kept: the addresses whose peer entry
+    /// moved class, the only entries that changed (`moved_classes`).
+    moved: Option<Vec<IpNet>>,
 }
 
 /// The rule sets of a compile without refusals (`None` when the budgets would

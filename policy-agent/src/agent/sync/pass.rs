@@ -209,6 +209,12 @@ impl<D: Dataplane> Syncer<D> {
         let write_started = Instant::now();
         let report = match in_place {
             Some(InPlace::Peers(prefixes)) => self.datapath.update_peers(&tables, prefixes)?,
+            Some(InPlace::Classes(prefixes)) => {
+                match self.datapath.update_classes(&tables, prefixes)? {
+                    Some(report) => report,
+                    None => self.datapath.apply(&tables, &plan.interfaces, &pending)?,
+                }
+            }
             Some(InPlace::Endpoint(change, ifindex)) => self.datapath.update_endpoint(
                 &tables,
                 &plan.interfaces,
@@ -273,6 +279,9 @@ impl<D: Dataplane> Syncer<D> {
     /// - only peer entries changed (a pod of another node's, Service addresses'),
     ///   with the same interfaces and pending entries, and nothing to detach:
     ///   those entries alone (`update_peers`);
+    /// - only addresses moved class (a namespace's labels), on the same terms:
+    ///   those entries alone when that is hole-free (`update_classes`), else a
+    ///   full `apply`;
     /// - a local pod came or went in an endpoint id that stays, and the
     ///   interfaces and pending entries differ from those written in that pod's
     ///   and its interface's alone, nothing but its interface to detach (after
@@ -297,6 +306,13 @@ impl<D: Dataplane> Syncer<D> {
                     && written.pending == *pending =>
             {
                 Some(InPlace::Peers(prefixes))
+            }
+            Recompiled::Reclassed(prefixes)
+                if plan.detach.is_empty()
+                    && written.interfaces == plan.interfaces
+                    && written.pending == *pending =>
+            {
+                Some(InPlace::Classes(prefixes))
             }
             Recompiled::Endpoint(change) => {
                 let pod = &change.pod;
@@ -338,6 +354,8 @@ impl<D: Dataplane> Syncer<D> {
 pub(super) enum InPlace<'a> {
     /// `Datapath::update_peers` of these prefixes.
     Peers(&'a [ipnet::IpNet]),
+    /// `Datapath::update_classes` of these addresses (else `apply`).
+    Classes(&'a [ipnet::IpNet]),
     /// `Datapath::update_endpoint` of this change, on this interface.
     Endpoint(&'a EndpointChange, InterfaceIndex),
 }

@@ -47,6 +47,8 @@ struct Fake {
     during_apply: Option<Box<dyn FnOnce() + Send>>,
     /// Also record the counters' read of the TCX chains (`programs_ahead`).
     record_counters: bool,
+    /// `update_classes` finds its moves unsafe (writes nothing).
+    refuse_classes: bool,
 }
 
 impl Fake {
@@ -95,6 +97,15 @@ impl Dataplane for Fake {
         let changed: Vec<String> = changed.iter().map(ToString::to_string).collect();
         self.record(format!("update_peers {changed:?}"));
         Ok(ApplyReport::default())
+    }
+    fn update_classes(
+        &mut self,
+        _tables: &DatapathTables,
+        moved: &[IpNet],
+    ) -> Result<Option<ApplyReport>, DataplaneError> {
+        let moved: Vec<String> = moved.iter().map(ToString::to_string).collect();
+        self.record(format!("update_classes {moved:?}"));
+        Ok((!self.refuse_classes).then(ApplyReport::default))
     }
     fn update_endpoint(
         &mut self,
@@ -366,6 +377,71 @@ fn a_pod_of_another_node_is_written_in_place_unless_the_maps_missed_a_write() {
     assert_eq!(
         pass(&mut syncer, &state),
         (true, vec!["apply 0 pods, pending []".to_string()])
+    );
+}
+
+/// A namespace's labels that move its pods between classes that stay
+/// (`Recompiled::Reclassed`) are written as those entries alone when the
+/// datapath finds that hole-free, else the tables whole.
+#[test]
+fn addresses_that_only_move_class_are_written_alone_unless_the_datapath_refuses() {
+    let namespace =
+        |name: &str, team: &str| builders::namespace(name).labels([("team", team)]).build();
+    let pod = |ns: &str, ip: &str, node: &str| builders::pod(ns, "api").ip(ip).node(node).build();
+    let from_team = |team: &str| {
+        builders::rule()
+            .from_pods_in_namespaces(
+                builders::selector().build(),
+                builders::selector().label("team", team).build(),
+            )
+            .build()
+    };
+    let mut state = builders::cluster()
+        .namespace(namespace("a", "x"))
+        .namespace(namespace("b", "z"))
+        .namespace(namespace("c", "z"))
+        .pod(pod("a", "10.0.0.1", "node-a"))
+        .pod(pod("b", "10.0.0.6", "elsewhere"))
+        .pod(pod("c", "10.0.0.7", "elsewhere"))
+        .policy(
+            builders::netpol("a", "api")
+                .select(builders::selector().build())
+                .ingress(from_team("x"))
+                .ingress(from_team("z"))
+                .build(),
+        )
+        .build();
+    // The plan maps no pod here (no routes): a/api is compiled as local anyway.
+    let compile = super::compile::default_compiler();
+    let local = ObjectRef::new("a", "api");
+    let compiler: super::compile::Compiler = Arc::new(move |job: &super::CompileJob| {
+        compile(&super::CompileJob {
+            state: Arc::clone(&job.state),
+            node_addresses: job.node_addresses.clone(),
+            local: [local.clone()].into(),
+        })
+    });
+    let mut syncer = syncer(Fake::default(), &[]).with_compiler(compiler);
+    let mut pass = |syncer: &mut Syncer<Fake>, team: &str| {
+        state.namespaces.insert("c".into(), namespace("c", team));
+        syncer.datapath.calls.clear();
+        syncer
+            .sync(&synced(state.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        syncer.datapath.calls.clone()
+    };
+    assert_eq!(pass(&mut syncer, "z"), ["apply 0 pods, pending []"]);
+    assert_eq!(
+        pass(&mut syncer, "x"),
+        [r#"update_classes ["10.0.0.7/32"]"#]
+    );
+    syncer.datapath.refuse_classes = true;
+    assert_eq!(
+        pass(&mut syncer, "z"),
+        [
+            r#"update_classes ["10.0.0.7/32"]"#,
+            "apply 0 pods, pending []"
+        ]
     );
 }
 

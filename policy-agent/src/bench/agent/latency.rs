@@ -229,6 +229,15 @@ impl Bench {
                     ifindex,
                 )?;
             }
+            Recompiled::Reclassed(prefixes) => {
+                // As the sync loop: the moved entries alone when hole-free, else
+                // the tables whole.
+                if self.datapath.update_classes(tables, &prefixes)?.is_none() {
+                    let indexes = self.interfaces.for_tables(tables);
+                    self.datapath
+                        .apply_in_place(tables, &indexes, &BTreeMap::new())?;
+                }
+            }
             Recompiled::Entries | Recompiled::Full => {
                 // As the sync loop: in place when hole-free, else a flip.
                 let indexes = self.interfaces.for_tables(tables);

@@ -593,6 +593,65 @@ fn plan_writes(active: &BankContent, want: &BankContent) -> Result<Vec<Write>, &
     Ok(writes)
 }
 
+/// Whether addresses may move between classes as `moves` says ((class before,
+/// class after) pairs) by writing their peer entries one by one, every rule as
+/// `active` holds it (`Banks::update_classes`). A packet reads one class per
+/// address, each a whole state's, with the same rules either way; but a packet
+/// judged at two hooks (the client's egress with the server's class, the
+/// server's ingress with the client's) can combine a class before with one
+/// after, so, as `plan` checks, one direction must not change, or both only
+/// widen, or both only narrow, over every endpoint id and every move.
+pub(in crate::dataplane) fn classes_move_safely(
+    active: &BankContent,
+    moves: &BTreeSet<(u32, u32)>,
+) -> bool {
+    let rules = Rules {
+        rows: &active.rule_sets,
+        sets: allows(&contents(&active.policy)),
+    };
+    // An id without rows allows nothing in an isolated direction and everything
+    // in another, whatever the class.
+    let ruled: BTreeSet<u32> = active.rule_sets.keys().map(|key| key.endpoint_id).collect();
+    let mut moved = [Moves::NONE; 2];
+    for endpoint in &ruled {
+        for (before, after) in moves {
+            for d in [DIRECTION_INGRESS, DIRECTION_EGRESS] {
+                moved[usize::from(d)].see(
+                    rules.effective(*endpoint, *before, d),
+                    rules.effective(*endpoint, *after, d),
+                    &[],
+                );
+            }
+        }
+    }
+    let direction = |d: u8| moved[usize::from(d)];
+    Moves::combine(direction(DIRECTION_EGRESS), direction(DIRECTION_INGRESS))
+}
+
+/// Adds to `moves` the (class before, class after) of each change of
+/// `changes` (a family's peer entries) that `active` (its peer entries) does
+/// not already hold; false unless each is a host prefix (`host_len`) with an
+/// entry before and after, neither flagged (a node's or a Service's), and not
+/// the staging class.
+pub(in crate::dataplane) fn class_moves<A: Ord>(
+    active: &BTreeMap<PeerPrefix<A>, PeerClass>,
+    changes: &[(PeerPrefix<A>, Option<PeerClass>)],
+    host_len: u32,
+    moves: &mut BTreeSet<(u32, u32)>,
+) -> bool {
+    changes.iter().all(|(prefix, after)| {
+        let (Some(before), Some(after)) = (active.get(prefix), after) else {
+            return false;
+        };
+        if before == after {
+            return true;
+        }
+        let plain = before.flags == 0 && after.flags == 0 && after.class_id != STAGING_CLASS;
+        moves.insert((before.class_id, after.class_id));
+        prefix.0 == host_len && plain
+    })
+}
+
 impl super::Banks {
     /// Makes `want` what the classifiers read by writing the active bank itself
     /// when `plan` finds that hole-free, else as `install` does (through the idle

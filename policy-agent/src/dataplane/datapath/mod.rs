@@ -465,6 +465,39 @@ impl Datapath {
         Ok(report)
     }
 
+    /// Brings the peer entries of `moved` (addresses) to the classes `tables`
+    /// gives them, in the active bank, without a flip, when no packet judged at
+    /// two hooks can combine a class before with one after into a pass neither
+    /// gives: for tables that differ from those last applied in these entries
+    /// alone, each only moving class (`policy::compiler::Recompiled::Reclassed`).
+    /// See `Banks::update_classes`. `None`, with nothing written, when that does
+    /// not hold: the caller goes through `apply`.
+    pub fn update_classes(
+        &mut self,
+        tables: &DatapathTables,
+        moved: &[IpNet],
+    ) -> Result<Option<ApplyReport>, DataplaneError> {
+        let present: BTreeMap<IpNet, PeerEntry> = moved
+            .iter()
+            .filter_map(|net| Some((*net, *tables.peers.get(net)?)))
+            .collect();
+        if present.len() != moved.len() {
+            return Ok(None);
+        }
+        let (v4, v6) = keys::peer_keys(&present);
+        let report = self
+            .banks
+            .update_classes(&trie_changes(v4, None), &trie_changes(v6, None))?;
+        if let Some(report) = &report {
+            tracing::debug!(
+                written = report.written,
+                bank = report.bank,
+                "peer classes moved in place"
+            );
+        }
+        Ok(report)
+    }
+
     /// Makes the classifiers decide by what the active bank holds plus `extra`
     /// `ENDPOINTS` entries (an entry the active bank has for the same interface is
     /// kept): for a new pod veth that appears before this agent has tables of its

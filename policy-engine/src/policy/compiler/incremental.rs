@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::{
     compile_indexed,
     one_pod::{self, Done},
-    relabel_namespaces, relabel_pod, repolicy,
+    relabel_namespaces, relabel_pod, repolicy, Relabelled,
 };
 use crate::{
     model::{ClusterState, ObjectRef, Pod, PodChange, StateChanges},
@@ -28,6 +28,15 @@ pub enum Recompiled {
     /// no rule set, class or id moved. `Datapath::update_endpoint` can write them
     /// in place.
     Endpoint(EndpointChange),
+    /// Only the peer entries of these host prefixes (addresses) changed, each
+    /// from one class to another that the tables had before (present before and
+    /// after, neither a node's nor a Service's address); every other table,
+    /// rule sets included, is as it was. A namespace's labels moving its pods
+    /// between classes that stay. Unlike `Peers`, one decision may read two of
+    /// them (the client's and the server's address, at two hooks):
+    /// `Datapath::update_classes` writes them in place only when no such pair
+    /// can pass what neither the tables before nor after pass.
+    Reclassed(Vec<IpNet>),
     /// Some entries changed without a full compile: a local pod's own when it
     /// stays an endpoint (`ENDPOINTS` entries, addresses, peer entries), more than
     /// one pod's, the policy ids of `POLICY` entries and names, or what a label or
@@ -124,6 +133,7 @@ impl Incremental {
             Some(Done::Peers(prefixes)) => Recompiled::Peers(prefixes),
             Some(Done::Endpoint) => Recompiled::Entries,
             Some(Done::Pod(change)) => Recompiled::Endpoint(change),
+            Some(Done::Classes(prefixes)) => Recompiled::Reclassed(prefixes),
             None => {
                 self.recompile(state, is_local);
                 Recompiled::Full
@@ -178,8 +188,24 @@ impl Incremental {
                         .iter()
                         .map(|(name, _)| name.as_str())
                         .collect();
-                    relabel_namespaces(state, &is_local, &self.budgets, index, &self.tables, &names)
-                        .map(|tables| replace(&mut self.tables, tables))
+                    let relabelled = relabel_namespaces(
+                        state,
+                        &is_local,
+                        &self.budgets,
+                        index,
+                        &self.tables,
+                        &names,
+                    );
+                    relabelled.map(|relabelled| match relabelled {
+                        Relabelled::Classes(_, prefixes) if prefixes.is_empty() => {
+                            Done::Peers(Vec::new())
+                        }
+                        Relabelled::Classes(tables, prefixes) => {
+                            self.tables = Arc::new(tables);
+                            Done::Classes(prefixes)
+                        }
+                        Relabelled::Tables(tables) => replace(&mut self.tables, tables),
+                    })
                 }
             }
             _ => None,

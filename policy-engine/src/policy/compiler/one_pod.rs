@@ -50,6 +50,9 @@ pub(super) enum Done {
     /// A pod became or stopped being a local endpoint: these entries alone
     /// changed.
     Pod(EndpointChange),
+    /// Only the peer entries of these addresses changed, each its class alone
+    /// (`Recompiled::Reclassed`).
+    Classes(Vec<IpNet>),
 }
 
 /// What making one object's change on its own needs from the last full compile

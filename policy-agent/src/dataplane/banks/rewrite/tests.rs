@@ -3,7 +3,7 @@
 //! state after each write), must get a verdict the state before or the state
 //! after gives it, or be dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use policy_common::{
     endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
@@ -12,7 +12,7 @@ use policy_common::{
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS},
 };
 
-use super::{plan, Plan, Write, STAGING_CLASS};
+use super::{class_moves, classes_move_safely, plan, Plan, Write, STAGING_CLASS};
 use crate::dataplane::banks::BankContent;
 
 const TCP: u8 = 6;
@@ -243,6 +243,11 @@ fn crossed(before: &State, after: &State) -> (Plan, Vec<(u32, u32, u16)>) {
     if !matches!(planned, Plan::InPlace(_)) {
         return (planned, Vec::new());
     }
+    (planned, crossed_between(&old, &new))
+}
+
+/// `crossed`'s packets for any writes between `old` and `new`.
+fn crossed_between(old: &BankContent, new: &BankContent) -> Vec<(u32, u32, u16)> {
     let mut found = Vec::new();
     let interfaces: Vec<u32> = old.endpoints.keys().copied().collect();
     for client in &interfaces {
@@ -255,7 +260,7 @@ fn crossed(before: &State, after: &State) -> (Plan, Vec<(u32, u32, u16)>) {
                 let ingress = (*server, pod_of(*client), DIRECTION_INGRESS, port);
                 let verdicts =
                     |state: &BankContent| (passes([state; 5], egress), passes([state; 5], ingress));
-                let (was, will) = (verdicts(&old), verdicts(&new));
+                let (was, will) = (verdicts(old), verdicts(new));
                 let egress_may = was.0 || will.0;
                 let ingress_may = was.1 || will.1;
                 if egress_may && ingress_may && !(was.0 && was.1) && !(will.0 && will.1) {
@@ -264,7 +269,102 @@ fn crossed(before: &State, after: &State) -> (Plan, Vec<(u32, u32, u16)>) {
             }
         }
     }
-    (planned, found)
+    found
+}
+
+/// What `classes_move_safely` finds of `before` and `after`, which differ in
+/// their peers' classes alone (the same peers).
+fn classes_may_move(before: &State, after: &State) -> bool {
+    let (old, new) = (content(before), content(after));
+    assert_eq!(old.rule_sets, new.rule_sets);
+    let mut moves = BTreeSet::new();
+    let changes: Vec<_> = new
+        .peers_v4
+        .iter()
+        .map(|(prefix, class)| (*prefix, Some(*class)))
+        .collect();
+    assert!(class_moves(&old.peers_v4, &changes, 32, &mut moves));
+    classes_move_safely(&old, &moves)
+}
+
+#[test]
+fn addresses_trading_an_egress_allow_for_an_ingress_allow_do_not_move_in_place() {
+    // Client interface 10 (id 1, address 1) to server interface 11 (id 2,
+    // address 2) on port 80, the rules kept: the client's egress allows class 3
+    // and not 4, the server's ingress class 2 and not 1. The server's address
+    // moves from 3 to 4 and the client's from 1 to 2: before, the egress passes
+    // it and the ingress does not; after, the other way round. Written one by
+    // one, a packet judged at the egress before and the ingress after passes.
+    let rules = || {
+        vec![
+            ((1, 3, DIRECTION_EGRESS), vec![80]),
+            ((1, 4, DIRECTION_EGRESS), vec![22]),
+            ((2, 2, DIRECTION_INGRESS), vec![80]),
+            ((2, 1, DIRECTION_INGRESS), vec![22]),
+        ]
+    };
+    let state = |client: u32, server: u32| State {
+        endpoints: vec![(10, 1), (11, 2)],
+        peers: vec![(1, client), (2, server)],
+        rows: vec![],
+        one_way: rules(),
+    };
+    let (before, after) = (state(1, 3), state(2, 4));
+    assert!(!crossed_between(&content(&before), &content(&after)).is_empty());
+    assert!(!classes_may_move(&before, &after));
+    // Either address alone moves in place: one direction does not change.
+    assert!(classes_may_move(&before, &state(2, 3)));
+    assert!(classes_may_move(&before, &state(1, 4)));
+    // Both narrowing (each allow lost), or both widening, move in place too.
+    let narrowed = State {
+        one_way: vec![
+            ((1, 3, DIRECTION_EGRESS), vec![80]),
+            ((2, 1, DIRECTION_INGRESS), vec![80]),
+        ],
+        ..state(1, 3)
+    };
+    let moved = State {
+        peers: vec![(1, 2), (2, 4)],
+        ..State {
+            one_way: narrowed.one_way.clone(),
+            ..state(1, 3)
+        }
+    };
+    assert!(classes_may_move(&narrowed, &moved));
+    assert!(classes_may_move(&moved, &narrowed));
+}
+
+#[test]
+fn random_class_moves_found_safe_cross_no_hooks() {
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let (mut safe, mut refused) = (0, 0);
+    for case in 0..200 {
+        let before = random_state(&mut rng);
+        let after = State {
+            endpoints: before.endpoints.clone(),
+            peers: before
+                .peers
+                .iter()
+                .map(|(peer, class)| match rng.below(2) {
+                    0 => (*peer, *class),
+                    _ => (*peer, 1 + rng.below(3)),
+                })
+                .collect(),
+            rows: before.rows.clone(),
+            one_way: before.one_way.clone(),
+        };
+        if classes_may_move(&before, &after) {
+            safe += 1;
+            let crossed = crossed_between(&content(&before), &content(&after));
+            assert!(crossed.is_empty(), "case {case}: {crossed:?}");
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        safe >= 40 && refused >= 10,
+        "{safe} of 200 cases moved in place, {refused} refused"
+    );
 }
 
 #[test]

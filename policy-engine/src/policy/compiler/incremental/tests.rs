@@ -185,8 +185,8 @@ fn apply(state: &mut ClusterState, nodes: &mut [Incremental; 2], change: Change)
     }
 }
 
-/// `only_peers_moved` for `Peers`, `only_endpoint_moved` for `Endpoint`; other
-/// results name nothing.
+/// `only_peers_moved` for `Peers`, `only_classes_moved` for `Reclassed`,
+/// `only_endpoint_moved` for `Endpoint`; other results name nothing.
 fn only_what_it_names_moved(
     old: &DatapathTables,
     new: &DatapathTables,
@@ -195,6 +195,7 @@ fn only_what_it_names_moved(
 ) {
     match recompiled {
         Recompiled::Peers(prefixes) => only_peers_moved(old, new, prefixes, index),
+        Recompiled::Reclassed(prefixes) => only_classes_moved(old, new, prefixes, index),
         Recompiled::Endpoint(change) => only_endpoint_moved(old, new, change, index),
         Recompiled::Entries | Recompiled::Full => {}
     }
@@ -280,6 +281,41 @@ fn only_peers_moved(
         &expected, new,
         "node n{index}: Peers({prefixes:?}) but more than those peer entries changed"
     );
+}
+
+/// What the agent relies on when it writes a `Recompiled::Reclassed` in place:
+/// `new` is `old` with the entries at `prefixes` changed and nothing else, each
+/// a host prefix present in both, neither a node's nor a Service's, whose class
+/// moved to one `old` has.
+fn only_classes_moved(
+    old: &DatapathTables,
+    new: &DatapathTables,
+    prefixes: &[ipnet::IpNet],
+    index: usize,
+) {
+    only_peers_moved(old, new, prefixes, index);
+    assert!(!prefixes.is_empty(), "node n{index}: Reclassed of nothing");
+    let old_classes: std::collections::BTreeSet<u32> =
+        old.peers.values().map(|entry| entry.class_id).collect();
+    for prefix in prefixes {
+        let (Some(before), Some(after)) = (old.peers.get(prefix), new.peers.get(prefix)) else {
+            panic!("node n{index}: Reclassed names {prefix}, which is not in both");
+        };
+        assert_eq!(
+            prefix.prefix_len(),
+            prefix.max_prefix_len(),
+            "node n{index}"
+        );
+        assert!(
+            !(before.node || before.service || after.node || after.service),
+            "node n{index}: Reclassed names {prefix}, a node or Service address"
+        );
+        assert_ne!(before.class_id, after.class_id, "node n{index}: {prefix}");
+        assert!(
+            old_classes.contains(&after.class_id),
+            "node n{index}: {prefix} moved to a class the tables did not have"
+        );
+    }
 }
 
 fn incrementals(state: &ClusterState, budgets: &Budgets) -> [Incremental; 2] {
@@ -723,4 +759,73 @@ fn services_namespaces_and_policies_take_the_short_way_where_they_can() {
         Recompiled::Entries
     );
     assert_eq!(full(&state).peers, before);
+}
+
+/// A namespace label change that moves its pods between classes other pods
+/// keep leaves the classes and rule sets as they were: only those pods' peer
+/// entries change (`Reclassed`), either way. One that moves the last pod out of
+/// a class (the classes renumber) makes them again (`Entries`). Each result
+/// equals a full compile.
+#[test]
+fn a_namespace_relabel_between_kept_classes_moves_only_its_pods_entries() {
+    use crate::model::builders::{cluster, netpol, rule, selector};
+    let from_team = |team: &'static str| {
+        rule()
+            .from_pods_in_namespaces(selector().build(), selector().label("team", team).build())
+            .build()
+    };
+    let pod_at = |ns: &str, name: &str, ip: &str, node: &str| {
+        pod(ns, name)
+            .labels([("app", "api")])
+            .ip(ip)
+            .node(node)
+            .build()
+    };
+    let mut state = cluster()
+        .namespace(namespace("a").labels([("team", "x")]).build())
+        .namespace(namespace("b").labels([("team", "z")]).build())
+        .namespace(namespace("c").labels([("team", "z")]).build())
+        .pod(pod_at("a", "db", "10.0.0.1", "n0"))
+        .pod(pod_at("a", "web", "10.0.0.2", "n1"))
+        .pod(pod_at("b", "api", "10.0.0.6", "n1"))
+        .pod(pod_at("c", "api", "10.0.0.7", "n1"))
+        .policy(
+            netpol("a", "db")
+                .select(selector().build())
+                .ingress(from_team("x"))
+                .ingress(from_team("z"))
+                .build(),
+        )
+        .build();
+    let (addresses, is_local) = node(0);
+    let mut n0 = Incremental::new(&state, &addresses, &is_local, &Budgets::kernel());
+    let mut step = |state: &mut ClusterState, change: Change| {
+        let before = state.clone();
+        let old = n0.tables().clone();
+        change_state(state, change);
+        let done = n0.changed(state, &before.changes(state), &is_local, &is_local);
+        assert_eq!(
+            n0.tables(),
+            &compile_with(state, &addresses, &is_local, &Budgets::kernel())
+        );
+        only_what_it_names_moved(&old, n0.tables(), &done, 0);
+        done
+    };
+    let c_pod = vec!["10.0.0.7/32".parse::<ipnet::IpNet>().unwrap()];
+    // c's pod joins a's pods' class; b's pod keeps team z's.
+    let team = |team| Change::SetNamespace(2, Some((vec![("team", team)], false)));
+    assert_eq!(
+        step(&mut state, team("x")),
+        Recompiled::Reclassed(c_pod.clone())
+    );
+    assert_eq!(step(&mut state, team("z")), Recompiled::Reclassed(c_pod));
+    // b's pod alone leaves team z's class: c's still holds it, so it stays.
+    let b_team = |team| Change::SetNamespace(1, Some((vec![("team", team)], false)));
+    assert!(matches!(
+        step(&mut state, b_team("x")),
+        Recompiled::Reclassed(_)
+    ));
+    // And c's pod leaves it too: the class is gone, the classes are made again.
+    assert_eq!(step(&mut state, team("x")), Recompiled::Entries);
+    assert_eq!(step(&mut state, team("z")), Recompiled::Entries);
 }
