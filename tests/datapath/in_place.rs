@@ -8,7 +8,7 @@
 
 use ipnet::IpNet;
 use policy_agent::{
-    dataplane::Hook,
+    dataplane::{BankContent, Hook},
     policy::tables::{DatapathTables, Direction},
 };
 
@@ -51,25 +51,23 @@ fn admitted(net: &mut Net) -> bool {
     net.run(Hook::PodIngress, "server", 0, &frame).passed
 }
 
-#[test]
-fn peer_entries_change_in_place_and_tracked_flows_are_re_decided() {
-    support::require_root_and_bpf();
-    let mut net = Net::up(&PODS[..2]);
-    let (allowed, dropped) = (tables(&net, true), tables(&net, false));
-    net.apply(&allowed);
+/// `tables` applied and a connection from the client to the server's `PORT`
+/// open: the active bank, its generation, both banks, the connection.
+fn connected(net: &mut Net, tables: &DatapathTables) -> (u32, u32, [BankContent; 2], Tcp) {
+    net.apply(tables);
     let bank = net.active_in_kernel();
     let generation = net.datapath.generation();
     let banks_before = net.read_banks();
     let server = super::addr(SERVER_V4);
-    let mut tcp = Tcp::open(&net, "client", "server", server, PORT);
+    let mut tcp = Tcp::open(net, "client", "server", server, PORT);
     assert!(tcp.server_gets(b"hello") && tcp.client_gets(b"hello"));
+    (bank, generation, banks_before, tcp)
+}
 
-    // The client's entries go, in place.
-    let report = net
-        .datapath
-        .update_peers(&dropped, &client_prefixes(&net))
-        .unwrap_or_else(|e| panic!("update_peers: {e}"));
-    assert_eq!((report.written, report.removed, report.bank), (0, 2, bank));
+/// What a write in place leaves: no flip, `ACTIVE` two generations on from
+/// `generation`, the written bank equal to its shadow, the other as it was
+/// (`banks_before`).
+fn written_in_place(net: &mut Net, bank: u32, generation: u32, banks_before: &[BankContent; 2]) {
     assert_eq!(net.active_in_kernel(), bank, "no flip");
     assert_eq!(net.datapath.generation(), generation + 2);
     let banks = net.read_banks();
@@ -79,6 +77,22 @@ fn peer_entries_change_in_place_and_tracked_flows_are_re_decided() {
         banks[idle], banks_before[idle],
         "the bank not read is untouched"
     );
+}
+
+#[test]
+fn peer_entries_change_in_place_and_tracked_flows_are_re_decided() {
+    support::require_root_and_bpf();
+    let mut net = Net::up(&PODS[..2]);
+    let (allowed, dropped) = (tables(&net, true), tables(&net, false));
+    let (bank, generation, banks_before, mut tcp) = connected(&mut net, &allowed);
+
+    // The client's entries go, in place.
+    let report = net
+        .datapath
+        .update_peers(&dropped, &client_prefixes(&net))
+        .unwrap_or_else(|e| panic!("update_peers: {e}"));
+    assert_eq!((report.written, report.removed, report.bank), (0, 2, bank));
+    written_in_place(&mut net, bank, generation, &banks_before);
     assert!(!admitted(&mut net), "a new flow sees the new entry");
     // The same entries again: nothing written, no generation moved.
     let again = net
@@ -140,13 +154,7 @@ fn addresses_move_class_in_place_unless_two_hooks_could_combine_them() {
     support::require_root_and_bpf();
     let mut net = Net::up(&PODS[..2]);
     let (inside, outside) = (classed(&net, 3), classed(&net, 4));
-    net.apply(&inside);
-    let bank = net.active_in_kernel();
-    let generation = net.datapath.generation();
-    let banks_before = net.read_banks();
-    let server = super::addr(SERVER_V4);
-    let mut tcp = Tcp::open(&net, "client", "server", server, PORT);
-    assert!(tcp.server_gets(b"hello") && tcp.client_gets(b"hello"));
+    let (bank, generation, banks_before, mut tcp) = connected(&mut net, &inside);
 
     // The client's addresses move to class 4, in place.
     let moved = |net: &mut Net, tables: &DatapathTables| {
@@ -156,15 +164,7 @@ fn addresses_move_class_in_place_unless_two_hooks_could_combine_them() {
     };
     let report = moved(&mut net, &outside).unwrap_or_else(|| panic!("refused"));
     assert_eq!((report.written, report.removed, report.bank), (2, 0, bank));
-    assert_eq!(net.active_in_kernel(), bank, "no flip");
-    assert_eq!(net.datapath.generation(), generation + 2);
-    let banks = net.read_banks();
-    assert_eq!(&banks[bank as usize], net.datapath.bank_shadow(bank));
-    let idle = (bank ^ 1) as usize;
-    assert_eq!(
-        banks[idle], banks_before[idle],
-        "the bank not read is untouched"
-    );
+    written_in_place(&mut net, bank, generation, &banks_before);
     assert!(!admitted(&mut net), "a new flow sees the new class");
     assert!(!tcp.server_gets(b"after"), "the tracked flow must be cut");
     // The active bank holds these tables: a whole write writes nothing.
