@@ -8,9 +8,10 @@
 
 use ipnet::IpNet;
 use policy_agent::{
-    dataplane::{BankContent, Hook},
+    dataplane::{BankContent, Hook, LoadOptions},
     policy::tables::{DatapathTables, Direction},
 };
+use policy_common::config::{mark_bits, Config};
 
 use super::{
     frames::TCP,
@@ -133,14 +134,15 @@ fn peer_entries_change_in_place_and_tracked_flows_are_re_decided() {
     assert_eq!(&banks[bank as usize], net.datapath.bank_shadow(bank));
 }
 
-/// The server isolated for ingress, admitting class 3 on `PORT` (and class 4
-/// on another port); the client's addresses in `class`.
+/// The server isolated for ingress, admitting classes 3 and 5 on `PORT` (and
+/// class 4 on another port); the client's addresses in `class`.
 fn classed(net: &Net, class: u32) -> DatapathTables {
     Tables::new(net)
         .isolate("server", true, false)
         .pod_class("client", class)
         .allow_port("server", Direction::Ingress, 3, TCP, PORT)
         .allow_port("server", Direction::Ingress, 4, TCP, PORT + 1)
+        .allow_port("server", Direction::Ingress, 5, TCP, PORT)
         .build()
 }
 
@@ -174,6 +176,24 @@ fn addresses_move_class_in_place_unless_two_hooks_could_combine_them() {
     let report = moved(&mut net, &inside).unwrap_or_else(|| panic!("refused"));
     assert_eq!((report.written, report.removed), (2, 0));
     assert!(admitted(&mut net));
+    // A move between two classes the server admits keeps a tracked flow: it is
+    // re-decided at its next packet and passes.
+    let server = super::addr(SERVER_V4);
+    let mut kept = Tcp::open(&net, "client", "server", server, PORT);
+    assert!(kept.server_gets(b"hello") && kept.client_gets(b"hello"));
+    let also_admitted = classed(&net, 5);
+    moved(&mut net, &also_admitted).unwrap_or_else(|| panic!("refused"));
+    assert!(kept.server_gets(b"after") && kept.client_gets(b"after"));
+    assert!(admitted(&mut net));
+    // Addresses the tables have no entry for: nothing moves.
+    let none = net
+        .datapath
+        .update_classes(
+            &classed(&net, 5),
+            &["10.99.0.1/32".parse().unwrap_or_else(|e| panic!("{e}"))],
+        )
+        .unwrap_or_else(|e| panic!("update_classes: {e}"));
+    assert!(none.is_none(), "{none:?}");
 
     // Now the client is isolated for egress too, admitting the server's class
     // 5 on `PORT` and its class 6 on another port. Moving the server from 5 to 6
@@ -219,4 +239,32 @@ fn addresses_move_class_in_place_unless_two_hooks_could_combine_them() {
         .unwrap_or_else(|e| panic!("update_classes: {e}"))
         .unwrap_or_else(|| panic!("refused"));
     assert_eq!((report.written, report.removed), (2, 0));
+}
+
+/// With fewer stamps than whole tables need to be written in place, classes do
+/// not move in place either (a packet held between two hooks across a few such
+/// writes could be taken for current): nothing is written, and `apply` decides.
+#[test]
+fn with_few_stamps_addresses_do_not_move_class_in_place() {
+    support::require_root_and_bpf();
+    let Some(bits) = mark_bits(0x0f00_0000) else {
+        panic!("0x0f000000 is a valid mark mask");
+    };
+    let options = LoadOptions {
+        config: Config::DEFAULT.with_marks(bits),
+        ..LoadOptions::default()
+    };
+    let mut net = Net::up_with(&PODS[..2], &options);
+    net.apply(&classed(&net, 3));
+    let generation = net.datapath.generation();
+    let banks_before = net.read_banks();
+    let outside = classed(&net, 4);
+    let refused = net
+        .datapath
+        .update_classes(&outside, &client_prefixes(&net))
+        .unwrap_or_else(|e| panic!("update_classes: {e}"));
+    assert!(refused.is_none(), "{refused:?}");
+    assert_eq!(net.datapath.generation(), generation);
+    assert_eq!(net.read_banks(), banks_before);
+    assert!(admitted(&mut net));
 }

@@ -600,7 +600,13 @@ fn plan_writes(active: &BankContent, want: &BankContent) -> Result<Vec<Write>, &
 /// judged at two hooks (the client's egress with the server's class, the
 /// server's ingress with the client's) can combine a class before with one
 /// after, so, as `plan` checks, one direction must not change, or both only
-/// widen, or both only narrow, over every endpoint id and every move.
+/// widen, or both only narrow, over every endpoint id and every move. And
+/// since the kernel may hand a replaced hash element to the next update (the
+/// security model's known limits), a reader stalled on one address may copy
+/// another's new class: every class after of the batch counts as a read of
+/// each move, which must allow nothing both its classes deny and fit the way
+/// its direction moves. A batch of one namespace's pods (one move) reads
+/// nothing more.
 pub(in crate::dataplane) fn classes_move_safely(
     active: &BankContent,
     moves: &BTreeSet<(u32, u32)>,
@@ -609,6 +615,7 @@ pub(in crate::dataplane) fn classes_move_safely(
         rows: &active.rule_sets,
         sets: allows(&contents(&active.policy)),
     };
+    let afters: BTreeSet<u32> = moves.iter().map(|(_, after)| *after).collect();
     // An id without rows allows nothing in an isolated direction and everything
     // in another, whatever the class.
     let ruled: BTreeSet<u32> = active.rule_sets.keys().map(|key| key.endpoint_id).collect();
@@ -616,11 +623,18 @@ pub(in crate::dataplane) fn classes_move_safely(
     for endpoint in &ruled {
         for (before, after) in moves {
             for d in [DIRECTION_INGRESS, DIRECTION_EGRESS] {
-                moved[usize::from(d)].see(
+                let (was, will) = (
                     rules.effective(*endpoint, *before, d),
                     rules.effective(*endpoint, *after, d),
-                    &[],
                 );
+                let reads: Vec<Option<&Allows>> = afters
+                    .iter()
+                    .map(|class| rules.effective(*endpoint, *class, d))
+                    .collect();
+                if !reads.iter().all(|read| covered(*read, was, will)) {
+                    return false;
+                }
+                moved[usize::from(d)].see(was, will, &reads);
             }
         }
     }

@@ -56,10 +56,11 @@ fn write_config(
         .map_err(map_error(maps::CONFIG.name, "write"))
 }
 
-/// The fewest stamps (`Config::mark_stamps`) with which whole tables are written
-/// in place: each such write moves the generation by two without a grace period,
-/// so a packet held between a client's and a server's hook across this many of
-/// them could be taken for current.
+/// The fewest stamps (`Config::mark_stamps`) with which whole tables, or classes
+/// of same-node pods (`update_classes`), are written in place: each such write
+/// moves the generation by two without a grace period, so a packet held between
+/// a client's and a server's hook across this many of them could be taken for
+/// current, its verdicts from states no single write's check compared.
 const IN_PLACE_MIN_STAMPS: u32 = 15;
 
 #[cfg(feature = "testing")]
@@ -471,12 +472,19 @@ impl Datapath {
     /// gives: for tables that differ from those last applied in these entries
     /// alone, each only moving class (`policy::compiler::Recompiled::Reclassed`).
     /// See `Banks::update_classes`. `None`, with nothing written, when that does
-    /// not hold: the caller goes through `apply`.
+    /// not hold, or with fewer stamps than whole tables need to be written in
+    /// place (`IN_PLACE_MIN_STAMPS`): the caller goes through `apply`.
     pub fn update_classes(
         &mut self,
         tables: &DatapathTables,
         moved: &[IpNet],
     ) -> Result<Option<ApplyReport>, DataplaneError> {
+        // Each such write moves the generation by two without a grace period,
+        // as a whole-table write in place does, and it changes what same-node
+        // pods' hooks read: the same floor of stamps.
+        if self.config.mark_stamps() < IN_PLACE_MIN_STAMPS {
+            return Ok(None);
+        }
         let present: BTreeMap<IpNet, PeerEntry> = moved
             .iter()
             .filter_map(|net| Some((*net, *tables.peers.get(net)?)))

@@ -315,7 +315,7 @@ fn addresses_trading_an_egress_allow_for_an_ingress_allow_do_not_move_in_place()
     // Either address alone moves in place: one direction does not change.
     assert!(classes_may_move(&before, &state(2, 3)));
     assert!(classes_may_move(&before, &state(1, 4)));
-    // Both narrowing (each allow lost), or both widening, move in place too.
+    // Both narrowing (each allow lost) moves in place too.
     let narrowed = State {
         one_way: vec![
             ((1, 3, DIRECTION_EGRESS), vec![80]),
@@ -331,7 +331,70 @@ fn addresses_trading_an_egress_allow_for_an_ingress_allow_do_not_move_in_place()
         }
     };
     assert!(classes_may_move(&narrowed, &moved));
-    assert!(classes_may_move(&moved, &narrowed));
+    // Back, both widen; but the check does not know which addresses each
+    // endpoint's packets go to, and a reader stalled on address 1 whose hash
+    // element the kernel hands to address 2's update could copy class 3,
+    // which endpoint 1's egress admits and address 1's classes (2, then 1) do
+    // not: refused.
+    assert!(!classes_may_move(&moved, &narrowed));
+}
+
+#[test]
+fn a_batch_of_moves_is_refused_where_a_reused_element_could_give_another_address_class() {
+    // Endpoint 1 admits port 22 from classes 1 and 2, port 80 from 3 and 4.
+    // Address 1 moves from 1 to 2 and address 2 from 3 to 4: neither move
+    // changes a verdict, but a reader stalled on address 1 whose hash element
+    // the kernel hands to address 2's update could copy class 4 and pass port
+    // 80, which address 1 gets in neither state.
+    let state = |first: u32, second: u32| State {
+        endpoints: vec![(10, 1)],
+        peers: vec![(1, first), (2, second)],
+        rows: vec![],
+        one_way: vec![
+            ((1, 1, DIRECTION_INGRESS), vec![22]),
+            ((1, 2, DIRECTION_INGRESS), vec![22]),
+            ((1, 3, DIRECTION_INGRESS), vec![80]),
+            ((1, 4, DIRECTION_INGRESS), vec![80]),
+        ],
+    };
+    let before = state(1, 3);
+    assert!(!classes_may_move(&before, &state(2, 4)));
+    assert!(classes_may_move(&before, &state(2, 3)));
+    assert!(classes_may_move(&before, &state(1, 4)));
+}
+
+#[test]
+fn only_flagless_host_entries_that_exist_move_class() {
+    let class = |class_id, flags| PeerClass { class_id, flags };
+    let active: BTreeMap<(u32, [u8; 4]), PeerClass> = [
+        ((32, addr(1)), class(1, 0)),
+        ((32, addr(2)), class(1, 1)),
+        ((24, addr(0)), class(3, 0)),
+    ]
+    .into();
+    type Change = ((u32, [u8; 4]), Option<PeerClass>);
+    let moves = |changes: &[Change]| {
+        let mut moves = BTreeSet::new();
+        class_moves(&active, changes, 32, &mut moves).then_some(moves)
+    };
+    assert_eq!(
+        moves(&[((32, addr(1)), Some(class(2, 0)))]),
+        Some([(1, 2)].into())
+    );
+    assert_eq!(
+        moves(&[((32, addr(1)), Some(class(1, 0)))]),
+        Some(BTreeSet::new())
+    );
+    for refused in [
+        ((32, addr(1)), None),                          // removed
+        ((32, addr(5)), Some(class(2, 0))),             // not in the bank
+        ((32, addr(2)), Some(class(2, 1))),             // flagged before and after
+        ((32, addr(1)), Some(class(2, 1))),             // flagged after
+        ((24, addr(0)), Some(class(2, 0))),             // shorter than a host
+        ((32, addr(1)), Some(class(STAGING_CLASS, 0))), // the staging class
+    ] {
+        assert_eq!(moves(&[refused]), None, "{refused:?}");
+    }
 }
 
 #[test]
