@@ -105,6 +105,10 @@ impl Dataplane for Fake {
     ) -> Result<Option<ApplyReport>, DataplaneError> {
         let moved: Vec<String> = moved.iter().map(ToString::to_string).collect();
         self.record(format!("update_classes {moved:?}"));
+        if self.fail_applies > 0 {
+            self.fail_applies -= 1;
+            return Err(refused());
+        }
         Ok((!self.refuse_classes).then(ApplyReport::default))
     }
     fn update_endpoint(
@@ -382,7 +386,8 @@ fn a_pod_of_another_node_is_written_in_place_unless_the_maps_missed_a_write() {
 
 /// A namespace's labels that move its pods between classes that stay
 /// (`Recompiled::Reclassed`) are written as those entries alone when the
-/// datapath finds that hole-free, else the tables whole.
+/// datapath finds that hole-free, else the tables whole; after a failed move
+/// the next change is written whole.
 #[test]
 fn addresses_that_only_move_class_are_written_alone_unless_the_datapath_refuses() {
     let namespace =
@@ -425,24 +430,24 @@ fn addresses_that_only_move_class_are_written_alone_unless_the_datapath_refuses(
     let mut pass = |syncer: &mut Syncer<Fake>, team: &str| {
         state.namespaces.insert("c".into(), namespace("c", team));
         syncer.datapath.calls.clear();
-        syncer
-            .sync(&synced(state.clone()))
-            .unwrap_or_else(|e| panic!("{e}"));
-        syncer.datapath.calls.clone()
+        let written = syncer.sync(&synced(state.clone())).is_ok();
+        (written, syncer.datapath.calls.clone())
     };
-    assert_eq!(pass(&mut syncer, "z"), ["apply 0 pods, pending []"]);
-    assert_eq!(
-        pass(&mut syncer, "x"),
-        [r#"update_classes ["10.0.0.7/32"]"#]
-    );
+    let whole = "apply 0 pods, pending []".to_string();
+    let moved = r#"update_classes ["10.0.0.7/32"]"#.to_string();
+    assert_eq!(pass(&mut syncer, "z"), (true, vec![whole.clone()]));
+    assert_eq!(pass(&mut syncer, "x"), (true, vec![moved.clone()]));
     syncer.datapath.refuse_classes = true;
     assert_eq!(
         pass(&mut syncer, "z"),
-        [
-            r#"update_classes ["10.0.0.7/32"]"#,
-            "apply 0 pods, pending []"
-        ]
+        (true, vec![moved.clone(), whole.clone()])
     );
+    // A move that fails part way leaves the maps unknown: the next change goes
+    // through a whole write.
+    syncer.datapath.refuse_classes = false;
+    syncer.datapath.fail_applies = 1;
+    assert_eq!(pass(&mut syncer, "x"), (false, vec![moved]));
+    assert_eq!(pass(&mut syncer, "z"), (true, vec![whole]));
 }
 
 #[test]
