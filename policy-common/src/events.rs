@@ -46,13 +46,14 @@ pub struct VerdictEvent {
     pub ipv6: u8,
     /// The `verdict::STAT_*` counter the packet landed in (the reason).
     pub stat: u32,
-    /// Allow by a rule: its policy id; otherwise `u32::MAX` (for a drop, the agent
-    /// names the policies isolating `endpoint_id` in `direction`).
-    pub policy_id: u32,
-    /// Allow by a rule: its index in the policy's ingress or egress list.
-    pub rule_index: u32,
+    /// Allow by a rule: its `PolicyValue::rule_slot`, which the agent's names
+    /// file maps to the policy and rule; otherwise `counters::NO_COUNTER` (for a
+    /// drop, the agent names the policies isolating `endpoint_id` in `direction`).
+    pub rule_slot: u32,
     /// `skb->len`.
     pub packet_len: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<VerdictEvent>() == 72);

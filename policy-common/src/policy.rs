@@ -83,18 +83,16 @@ pub struct PolicyKey {
 
 const _: () = assert!(core::mem::size_of::<PolicyKey>() == 12);
 
-/// Which policy and rule allowed a packet, for counters, events and explanations.
+/// Which rule allowed a packet: its `counters::RULE_COUNTERS` slot, which also
+/// names it in verdict events (the agent keeps which rule holds which slot). A
+/// rule keeps its slot for as long as it has entries, so a change of other
+/// policies (which renumbers the agent's policy ids) leaves every value as it is.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PolicyValue {
-    /// Index of the NetworkPolicy in the agent's policy table.
-    pub policy_id: u32,
-    /// Index of the rule within that policy's ingress or egress list.
-    pub rule_index: u32,
-    /// `counters::RULE_COUNTERS` slot of (policy, direction, rule).
+    /// `counters::RULE_COUNTERS` slot of (policy, direction, rule), host byte
+    /// order; `counters::NO_COUNTER` for a rule without one.
     pub rule_slot: u32,
-    /// Explicit padding; always zero.
-    pub pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PolicyValue>() == 16);
+const _: () = assert!(core::mem::size_of::<PolicyValue>() == 4);

@@ -238,11 +238,8 @@ fn the_pending_endpoint_id_is_no_real_id_and_has_its_own_deny_slots() {
 fn map_types_have_no_hidden_padding() {
     assert_eq!(size_of::<PolicyKey>(), 4 + 4 + 1 + 1 + 2);
     assert_eq!(size_of::<RuleSetKey>(), 4 + 4 + 4 + 1 + 3);
-    assert_eq!(size_of::<PolicyValue>(), 4 + 4 + 4 + 4);
-    assert_eq!(offset_of!(PolicyValue, policy_id), 0);
-    assert_eq!(offset_of!(PolicyValue, rule_index), 4);
-    assert_eq!(offset_of!(PolicyValue, rule_slot), 8);
-    assert_eq!(offset_of!(PolicyValue, pad), 12);
+    assert_eq!(size_of::<PolicyValue>(), 4);
+    assert_eq!(offset_of!(PolicyValue, rule_slot), 0);
     assert_eq!(size_of::<EndpointInfo>(), 4 + 4);
     assert_eq!(offset_of!(EndpointInfo, endpoint_id), 0);
     assert_eq!(offset_of!(EndpointInfo, flags), 4);
@@ -288,7 +285,9 @@ fn verdict_events_are_packed_for_the_ring_buffer() {
     assert_eq!(offset_of!(VerdictEvent, verdict), 54);
     assert_eq!(offset_of!(VerdictEvent, ipv6), 55);
     assert_eq!(offset_of!(VerdictEvent, stat), 56);
-    assert_eq!(offset_of!(VerdictEvent, packet_len), 68);
+    assert_eq!(offset_of!(VerdictEvent, rule_slot), 60);
+    assert_eq!(offset_of!(VerdictEvent, packet_len), 64);
+    assert_eq!(offset_of!(VerdictEvent, pad), 68);
     // A BPF ring buffer is a power of two of pages.
     assert!(EVENTS_BYTES.is_power_of_two() && EVENTS_BYTES >= 4096);
 }

@@ -26,6 +26,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use policy_common::{
     config::CONFIG_FLAG_ALLOW_EVENTS,
+    counters::NO_COUNTER,
     events::{VerdictEvent, EVENT_ALLOWED},
     verdict::{STAT_EVENTS_ENDPOINT_LIMITED, STAT_EVENTS_RATE_LIMITED, STAT_EVENTS_RING_FULL},
 };
@@ -121,10 +122,7 @@ fn emit(facts: &Facts, verdict: u8, stat: u32, packet_len: u32) {
         maps::count(STAT_EVENTS_RING_FULL);
         return;
     };
-    let (policy_id, rule_index) = match facts.rule {
-        Some(rule) => (rule.policy_id, rule.rule_index),
-        None => (u32::MAX, u32::MAX),
-    };
+    let rule_slot = facts.rule.map_or(NO_COUNTER, |rule| rule.rule_slot);
     // Field by field into the reserved entry: a whole VerdictEvent built first
     // would cost 72 bytes of the program's 512-byte stack.
     let event = entry.as_mut_ptr();
@@ -143,9 +141,9 @@ fn emit(facts: &Facts, verdict: u8, stat: u32, packet_len: u32) {
         (*event).verdict = verdict;
         (*event).ipv6 = u8::from(facts.ipv6);
         (*event).stat = stat;
-        (*event).policy_id = policy_id;
-        (*event).rule_index = rule_index;
+        (*event).rule_slot = rule_slot;
         (*event).packet_len = packet_len;
+        (*event).pad = 0;
     }
     entry.submit(0);
 }

@@ -37,7 +37,10 @@ impl Counter {
     }
 }
 
-/// Everything the final step needs about one packet.
+/// Everything the final step needs about one packet. In declaration order
+/// (`repr(C)`), so that the addresses' 8-byte alignment, which `reset` relies
+/// on, does not hang on how the compiler orders the fields.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct Facts {
     /// The interface the verdict is about (the pod's host-side veth).

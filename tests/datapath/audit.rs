@@ -112,7 +112,10 @@ fn a_would_drop_passes_reported_and_its_flow_counts_as_would_drop_until_the_dire
                     (event.source, event.destination),
                     ((addr(client), 50000), (addr(server), 81))
                 );
-                assert_eq!((event.rule, event.packet_len as usize), (None, first.len()));
+                assert_eq!(
+                    (event.rule_slot, event.packet_len as usize),
+                    (None, first.len())
+                );
             }
             other => panic!("one would-drop event for {client}: {other:#?}"),
         }

@@ -4,7 +4,7 @@
 //! and are named with the policies isolating it; a Service egress decided at the
 //! backend counts as the client pod's egress; a rule keeps its counts across
 //! updates, a new rule and a deny slot whose meaning an `apply` changes start from
-//! zero. Frames go through `BPF_PROG_TEST_RUN`, except
+//! zero; policy ids that shift change no kernel entry. Frames go through `BPF_PROG_TEST_RUN`, except
 //! one test that reads the counters while real datagrams flow.
 
 use std::{net::SocketAddr, time::Duration};
@@ -365,6 +365,45 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
     assert_eq!(got.denied[0].policies, vec![first_policy()]);
     assert_eq!(got.denied[0].denied, Traffic::default());
     assert_eq!(named(&got, &first_policy(), 1), traffic(&[&dns, &new_dns]));
+}
+
+#[test]
+fn a_policy_that_renumbers_the_others_changes_no_kernel_entry() {
+    let mut net = three_pods();
+    let first = server_rules(&net);
+    net.apply(&first);
+    let slots = net.datapath.rule_slots();
+    assert_eq!(slots.len(), 2, "{slots:?}");
+
+    // A policy whose name sorts first, with no rules of its own: every policy id
+    // of the tables moves by one, and nothing the kernel holds names a policy id.
+    let mut second = first.clone();
+    second
+        .policy_names
+        .insert(0, ObjectRef::new("x", "a-first"));
+    let mut entries = second.allow_entries();
+    for rule in entries.values_mut() {
+        rule.policy_id += 1;
+    }
+    second.set_allow_entries(entries);
+    for isolation in second.isolation.values_mut() {
+        for id in isolation.ingress.iter_mut().chain(&mut isolation.egress) {
+            *id += 1;
+        }
+    }
+    let report = net.apply(&second);
+    assert_eq!(
+        (report.written, report.removed),
+        (0, 0),
+        "renumbered policy ids are written nowhere"
+    );
+    assert_eq!(net.datapath.rule_slots(), slots, "each rule keeps its slot");
+    let web = syn(CLIENT_V4, SERVER_V4, 48100, 80);
+    assert!(net.run(Hook::PodIngress, "server", 0, &web).passed);
+    assert_eq!(
+        rule(&net.policy_counters(&second), Direction::Ingress, 0),
+        traffic(&[&web])
+    );
 }
 
 #[test]

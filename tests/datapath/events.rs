@@ -21,7 +21,7 @@ use nix::{
 };
 use policy_agent::{
     dataplane::{BenchProgram, EventReader, EventVerdict, Hook, VerdictRecord},
-    policy::tables::{Direction, RuleRef},
+    policy::tables::Direction,
 };
 use policy_common::config::{Config, CONFIG_FLAG_ALLOW_EVENTS};
 
@@ -83,7 +83,7 @@ fn expected(
     reason: &'static str,
     source: (IpAddr, u16),
     destination: (IpAddr, u16),
-    rule: Option<RuleRef>,
+    rule_slot: Option<u32>,
     frame: &[u8],
 ) -> VerdictRecord {
     // The IPv4 protocol or IPv6 next header byte (the frames carry no extensions).
@@ -98,7 +98,7 @@ fn expected(
         source,
         destination,
         protocol,
-        rule,
+        rule_slot,
         packet_len: u32::try_from(frame.len()).unwrap_or(u32::MAX),
     }
 }
@@ -216,8 +216,10 @@ fn a_drop_before_parsing_is_reported_with_what_was_known() {
 #[test]
 fn allows_are_reported_only_when_asked_for_and_only_for_the_packet_deciding_a_flow() {
     let mut net = server_and_client();
-    let tables = server_admits_port_80(&net).allow_port("server", Direction::Ingress, 3, UDP, 53);
-    net.apply(&tables.build());
+    let tables = server_admits_port_80(&net)
+        .allow_port("server", Direction::Ingress, 3, UDP, 53)
+        .build();
+    net.apply(&tables);
     let mut reader = net.event_reader();
     let (server_if, client_if) = (net.ifindex("server"), net.ifindex("client"));
     // Without the flag: an allow by a rule and an unisolated allow report nothing.
@@ -259,11 +261,17 @@ fn allows_are_reported_only_when_asked_for_and_only_for_the_packet_deciding_a_fl
 
         let got = reader.drain();
         assert_eq!(got.len(), 3, "three deciding packets: {got:#?}");
+        // The slot the agent gave the rule: what the event names it by.
+        let slots = net.datapath.rule_slots();
+        let policy = tables.policy_names[0].clone();
         let rule = |rule_index| {
-            Some(RuleRef {
-                policy_id: 0,
-                rule_index,
-            })
+            let name = (policy.clone(), Direction::Ingress, rule_index);
+            let slot = slots.iter().find(|(_, rule)| **rule == name);
+            Some(
+                *slot
+                    .unwrap_or_else(|| panic!("no slot for {name:?}: {slots:?}"))
+                    .0,
+            )
         };
         let want = [
             (

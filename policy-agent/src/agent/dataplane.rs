@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::{
     dataplane::{
         ApplyReport, Datapath, DataplaneError, Frames, InterfaceIndex, MapUsage, PolicyCounters,
-        ProgramAhead, Stats, TunnelPorts,
+        ProgramAhead, RuleName, Stats, TunnelPorts,
     },
     model::ObjectRef,
     policy::{
@@ -84,6 +84,8 @@ pub trait Dataplane {
     fn map_usage(&self) -> Vec<MapUsage>;
     /// `Datapath::policy_counters`.
     fn policy_counters(&self, tables: &DatapathTables) -> Result<PolicyCounters, DataplaneError>;
+    /// `Datapath::rule_slots`.
+    fn rule_slots(&self) -> BTreeMap<u32, RuleName>;
     /// `Datapath::stats`.
     fn stats(&self) -> Result<Stats, DataplaneError>;
     /// `Datapath::programs_ahead`.
@@ -174,6 +176,9 @@ impl Dataplane for Datapath {
     }
     fn policy_counters(&self, tables: &DatapathTables) -> Result<PolicyCounters, DataplaneError> {
         Datapath::policy_counters(self, tables)
+    }
+    fn rule_slots(&self) -> BTreeMap<u32, RuleName> {
+        Datapath::rule_slots(self)
     }
     fn stats(&self) -> Result<Stats, DataplaneError> {
         Datapath::stats(self)

@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use crate::{
     causes::causes,
-    dataplane::{Datapath, InterfaceIndex},
+    dataplane::{Datapath, InterfaceIndex, RuleName},
     model::{ClusterState, ObjectRef},
     policy::tables::DatapathTables,
     telemetry::flows::{
@@ -54,7 +54,8 @@ impl FlowPublisher {
     }
 
     /// Replaces the names file with the names of `tables` (written to the kernel
-    /// from `tables_since_ns`, monotonic) on `interfaces`, every pod of `state`
+    /// from `tables_since_ns`, monotonic) and their rules' counter slots
+    /// (`Datapath::rule_slots`) on `interfaces`, every pod of `state`
     /// named by its addresses, unless it already holds the same names (then it
     /// keeps its older `tables_since_ns`, which names the same events alike). A
     /// failure is logged and the stale file removed (`replace_names`):
@@ -62,7 +63,7 @@ impl FlowPublisher {
     pub fn publish(
         &mut self,
         tables_since_ns: u64,
-        tables: &DatapathTables,
+        tables: (&DatapathTables, &BTreeMap<u32, RuleName>),
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
         state: &ClusterState,
     ) {
@@ -126,10 +127,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let mut flows = publisher(dir.path());
         let tables = DatapathTables::default();
+        let slots = BTreeMap::new();
         let web = builders::pod("shop", "web").ip("10.0.0.2").build();
         let state = builders::cluster().pod(web.clone()).build();
         let interfaces = BTreeMap::from([(web.key.clone(), 7)]);
-        flows.publish(100, &tables, &interfaces, &state);
+        flows.publish(100, (&tables, &slots), &interfaces, &state);
         let first = read_names(flows.names_file()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(first.tables_since_ns, 100);
         assert_eq!(
@@ -139,7 +141,7 @@ mod tests {
         assert!(first.events_pin.ends_with("maps/EVENTS"));
 
         // The same names: the file keeps the tables' first moment.
-        flows.publish(200, &tables, &interfaces, &state);
+        flows.publish(200, (&tables, &slots), &interfaces, &state);
         let same = read_names(flows.names_file()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(same.tables_since_ns, 100);
 
@@ -148,7 +150,7 @@ mod tests {
             .pod(web)
             .pod(builders::pod("shop", "db").ip("10.0.0.3").build())
             .build();
-        flows.publish(300, &tables, &interfaces, &state);
+        flows.publish(300, (&tables, &slots), &interfaces, &state);
         let changed = read_names(flows.names_file()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(changed.tables_since_ns, 300);
         assert_eq!(changed.pods.len(), 2);

@@ -17,6 +17,7 @@ use aya::{
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use policy_common::{
+    counters::NO_COUNTER,
     events::{VerdictEvent, EVENT_ALLOWED, EVENT_DROPPED, EVENT_WOULD_DROP},
     maps,
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STATS_LEN, STAT_NAMES},
@@ -28,7 +29,7 @@ use super::{
     maps::{map_error, map_of, pinned_map_data, Stats},
     DataplaneError, InterfaceIndex,
 };
-use crate::policy::tables::{Direction, RuleRef};
+use crate::policy::tables::Direction;
 
 /// What the classifier did with the packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -66,8 +67,9 @@ pub struct VerdictRecord {
     pub destination: (IpAddr, u16),
     /// IP protocol number.
     pub protocol: u8,
-    /// The rule that allowed the packet, for an allow by a rule.
-    pub rule: Option<RuleRef>,
+    /// The `RULE_COUNTERS` slot of the rule that allowed the packet, for an allow
+    /// by a rule: `Datapath::rule_slots` (or a flow log's names file) names it.
+    pub rule_slot: Option<u32>,
     /// `skb->len`.
     pub packet_len: u32,
 }
@@ -115,10 +117,7 @@ impl VerdictRecord {
                 u16::from_be(event.dport_be),
             ),
             protocol: event.protocol,
-            rule: (event.policy_id != u32::MAX).then_some(RuleRef {
-                policy_id: event.policy_id,
-                rule_index: event.rule_index,
-            }),
+            rule_slot: (event.rule_slot != NO_COUNTER).then_some(event.rule_slot),
             packet_len: event.packet_len,
         })
     }
@@ -286,9 +285,9 @@ mod tests {
             verdict: EVENT_ALLOWED,
             ipv6: 0,
             stat: STAT_ALLOW_POLICY,
-            policy_id: 4,
-            rule_index: 1,
+            rule_slot: 4,
             packet_len: 74,
+            pad: 0,
         };
         let record = VerdictRecord::parse(&bytes(&event));
         assert_eq!(
@@ -303,10 +302,7 @@ mod tests {
                 source: (IpAddr::from([10, 2, 0, 5]), 40000),
                 destination: (IpAddr::from([10, 1, 0, 10]), 80),
                 protocol: 6,
-                rule: Some(RuleRef {
-                    policy_id: 4,
-                    rule_index: 1,
-                }),
+                rule_slot: Some(4),
                 packet_len: 74,
             })
         );
@@ -319,8 +315,7 @@ mod tests {
                 verdict: EVENT_DROPPED,
                 ipv6,
                 stat: STAT_DROP_MALFORMED,
-                policy_id: u32::MAX,
-                rule_index: u32::MAX,
+                rule_slot: NO_COUNTER,
                 ..VerdictEvent::default()
             };
             let record = VerdictRecord::parse(&bytes(&event));
@@ -329,7 +324,7 @@ mod tests {
                 (
                     record.source,
                     record.destination,
-                    record.rule,
+                    record.rule_slot,
                     record.reason
                 ),
                 ((unspecified, 0), (unspecified, 0), None, "drop_malformed")
@@ -343,7 +338,7 @@ mod tests {
         let event = VerdictEvent {
             verdict: EVENT_WOULD_DROP,
             stat: u32::MAX,
-            policy_id: u32::MAX,
+            rule_slot: NO_COUNTER,
             ..VerdictEvent::default()
         };
         let raw = bytes(&event);
@@ -357,7 +352,7 @@ mod tests {
         let known = VerdictEvent {
             verdict: EVENT_DROPPED,
             direction: DIRECTION_EGRESS,
-            policy_id: u32::MAX,
+            rule_slot: NO_COUNTER,
             ..VerdictEvent::default()
         };
         assert!(VerdictRecord::parse(&bytes(&known)).is_some());

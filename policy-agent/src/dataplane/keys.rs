@@ -24,7 +24,7 @@ pub type PeerPrefix<A> = (u32, A);
 
 /// A `POLICY` entry's key as `(LPM prefix length, key with bank 0)`.
 pub type PolicyPrefix = (u32, PolicyKey);
-use crate::policy::tables::{EndpointEntry, PeerEntry, PortMatch, RuleRef, RuleSetMatch};
+use crate::policy::tables::{EndpointEntry, PeerEntry, PortMatch, RuleSetMatch};
 
 /// The flag word with the bit of every `(set, bit)` pair that is set.
 fn flags(pairs: &[(bool, u32)]) -> u32 {
@@ -81,14 +81,10 @@ pub(super) fn policy_key(rule_set: u32, m: &PortMatch) -> Key<PolicyKey> {
     )
 }
 
-/// `POLICY` value of a rule whose `RULE_COUNTERS` slot is `rule_slot`.
-pub(super) fn policy_value(rule: &RuleRef, rule_slot: u32) -> PolicyValue {
-    PolicyValue {
-        policy_id: rule.policy_id,
-        rule_index: rule.rule_index,
-        rule_slot,
-        pad: 0,
-    }
+/// `POLICY` value of a rule whose `RULE_COUNTERS` slot is `rule_slot`: the slot
+/// alone names the rule in the kernel, so it stays when policy ids shift.
+pub(super) fn policy_value(rule_slot: u32) -> PolicyValue {
+    PolicyValue { rule_slot }
 }
 
 /// `PEERS_V4`/`PEERS_V6` value of a prefix.

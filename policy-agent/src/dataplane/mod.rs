@@ -39,6 +39,7 @@ pub use maps::{MapUsage, Stats};
 pub use pins::{version_of, RUN_ROOT, RUN_ROOT_ENV};
 #[cfg(feature = "testing")]
 pub use quiesce::GracePeriod;
+pub use slots::RuleName;
 pub use tunnels::TunnelPorts;
 
 /// Kernel interface index of a pod's host-side veth (or of a node exit).

@@ -1,7 +1,10 @@
 //! Stable `RULE_COUNTERS` slots. A rule, named by its policy's namespace/name, its
 //! direction and its index in that policy's list, keeps its slot for as long as it
 //! has `POLICY` entries, so its counts survive updates that add or remove other
-//! rules or policies (which renumber the tables' policy ids).
+//! rules or policies (which renumber the tables' policy ids). The slot is also
+//! all the kernel holds of the rule (`POLICY` values, allow events): such an
+//! update changes no `POLICY` value, and an event names its rule through
+//! `RuleSlots::by_slot`.
 //! A tracked flow keeps counting in the slot of the rule that allowed it even after
 //! that rule is gone, so a new rule takes a slot never used before, and only when
 //! none is left the one released longest ago: another rule's late packets reach a
@@ -23,7 +26,7 @@ use crate::{
 };
 
 /// A rule as it is known across updates: policy name, direction, index.
-pub(super) type RuleName = (ObjectRef, Direction, u32);
+pub type RuleName = (ObjectRef, Direction, u32);
 
 /// The name of `rule` in `tables`; `None` for a policy id without a name.
 pub(super) fn rule_name(tables: &DatapathTables, rule: &CountedRule) -> Option<RuleName> {
@@ -61,6 +64,15 @@ impl RuleSlots {
     /// The slot of `rule`, if it has one.
     pub fn slot(&self, rule: &RuleName) -> Option<u32> {
         self.assigned.get(rule).copied()
+    }
+
+    /// Every assigned slot and its rule: what a slot in a `POLICY` value or a
+    /// verdict event names.
+    pub fn by_slot(&self) -> BTreeMap<u32, RuleName> {
+        self.assigned
+            .iter()
+            .map(|(rule, slot)| (*slot, rule.clone()))
+            .collect()
     }
 
     /// Gives exactly `rules` slots: rules that had one keep it, the slots of rules

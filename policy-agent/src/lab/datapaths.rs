@@ -157,7 +157,7 @@ impl NodeDatapath {
         FlowNames::new(
             &self.instance,
             self.tables_since_ns,
-            &self.tables,
+            (&self.tables, &self.datapath.rule_slots()),
             &self.interfaces,
             addresses,
         )

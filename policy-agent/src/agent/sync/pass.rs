@@ -227,7 +227,13 @@ impl<D: Dataplane> Syncer<D> {
         let write_ms = write_started.elapsed().as_secs_f64() * 1e3;
         self.written_compile = Some(id);
         if let Some(flows) = &mut self.flows {
-            flows.publish(tables_since_ns, &tables, &plan.interfaces, &job.state);
+            let slots = self.datapath.rule_slots();
+            flows.publish(
+                tables_since_ns,
+                (&tables, &slots),
+                &plan.interfaces,
+                &job.state,
+            );
         }
         if let Some(changed) = changed {
             if self.last_change != Some(changed) {

@@ -19,7 +19,7 @@ use crate::{
     agent::{dataplane::Dataplane, health::Health, metrics::Metrics},
     dataplane::{
         ApplyReport, DataplaneError, Frames, InterfaceIndex, MapUsage, PolicyCounters,
-        ProgramAhead, Stats, TunnelPorts,
+        ProgramAhead, RuleName, Stats, TunnelPorts,
     },
     model::{builders, ClusterState, ObjectRef},
     node::{Link, LinkEvent},
@@ -190,6 +190,9 @@ impl Dataplane for Fake {
     }
     fn policy_counters(&self, _: &DatapathTables) -> Result<PolicyCounters, DataplaneError> {
         Ok(PolicyCounters::default())
+    }
+    fn rule_slots(&self) -> BTreeMap<u32, RuleName> {
+        BTreeMap::new()
     }
     fn stats(&self) -> Result<Stats, DataplaneError> {
         Ok(Stats::default())

@@ -103,18 +103,17 @@ pub(in crate::dataplane) enum Plan {
     Flip(&'static str),
 }
 
-/// A rule set's entries: (prefix length, protocol, port) -> (policy, rule, slot).
-type Content = Vec<((u32, u8, u16), [u32; 3])>;
+/// A rule set's entries: (prefix length, protocol, port) -> the rule's slot.
+type Content = Vec<((u32, u8, u16), u32)>;
 /// What a rule set allows, as `POLICY` keys (prefix length, protocol, port).
 type Allows = BTreeSet<(u32, u8, u16)>;
 
 fn contents(policy: &BTreeMap<PolicyPrefix, PolicyValue>) -> BTreeMap<u32, Content> {
     let mut sets: BTreeMap<u32, Content> = BTreeMap::new();
     for ((len, key), value) in policy {
-        sets.entry(key.rule_set).or_default().push((
-            (*len, key.protocol, key.port_be),
-            [value.policy_id, value.rule_index, value.rule_slot],
-        ));
+        sets.entry(key.rule_set)
+            .or_default()
+            .push(((*len, key.protocol, key.port_be), value.rule_slot));
     }
     sets
 }

@@ -374,10 +374,7 @@ impl Datapath {
                     .get(&CountedRule::of(set.direction, rule))
                     .copied()
                     .unwrap_or(NO_COUNTER);
-                (
-                    (key.prefix_len(), key.data()),
-                    keys::policy_value(rule, slot),
-                )
+                ((key.prefix_len(), key.data()), keys::policy_value(slot))
             })
             .collect();
         (want.peers_v4, want.peers_v6) = keys::peer_keys(&tables.peers);
@@ -712,6 +709,12 @@ impl Datapath {
         tables: &DatapathTables,
     ) -> Result<PolicyCounters, DataplaneError> {
         self.counters.policy_counters(tables)
+    }
+
+    /// The rule each `RULE_COUNTERS` slot belongs to in the tables last applied:
+    /// how a slot in a verdict event (`VerdictRecord::rule_slot`) is named.
+    pub fn rule_slots(&self) -> BTreeMap<u32, RuleName> {
+        self.counters.slots().by_slot()
     }
 
     /// Every flow the kernel tracks now (entries that vanish while being read, as

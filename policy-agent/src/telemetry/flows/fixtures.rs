@@ -1,13 +1,14 @@
 //! Names and records for the flow-log tests: pods `shop/web` (interface 12,
 //! endpoint 3, isolated for ingress by `shop/deny-in` and `shop/web-in`) and
-//! `shop/client` (interface 13), policy `shop/web-in` allowing with its rule 0.
+//! `shop/client` (interface 13), policy `shop/web-in` allowing with its rule 0,
+//! which counts in slot 5.
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
-use super::FlowNames;
+use super::{AllowedBy, FlowNames};
 use crate::{
     dataplane::{EventVerdict, VerdictRecord},
-    policy::tables::{Direction, Isolation, RuleRef},
+    policy::tables::{Direction, Isolation},
 };
 
 /// `shop/web`'s address.
@@ -38,6 +39,13 @@ pub(crate) fn names() -> FlowNames {
                 egress: vec![],
             },
         )]),
+        rules: BTreeMap::from([(
+            5,
+            AllowedBy {
+                policy: "shop/web-in".into(),
+                rule: "spec.ingress[0]".into(),
+            },
+        )]),
     }
 }
 
@@ -54,7 +62,7 @@ pub(crate) fn drop_into_web() -> VerdictRecord {
         source: (IpAddr::from(CLIENT), 40000),
         destination: (IpAddr::from(WEB), 80),
         protocol: 6,
-        rule: None,
+        rule_slot: None,
         packet_len: 74,
     }
 }
@@ -64,10 +72,7 @@ pub(crate) fn allow_into_web() -> VerdictRecord {
     VerdictRecord {
         verdict: EventVerdict::Allowed,
         reason: "allow_policy",
-        rule: Some(RuleRef {
-            policy_id: 1,
-            rule_index: 0,
-        }),
+        rule_slot: Some(5),
         ..drop_into_web()
     }
 }

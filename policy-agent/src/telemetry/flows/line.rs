@@ -8,11 +8,11 @@ use policy_common::verdict::{
     STAT_DROP_DEFERRED_EGRESS, STAT_DROP_POLICY, STAT_DROP_REVOKED, STAT_DROP_SOURCE_EGRESS,
     STAT_NAMES, STAT_WOULD_DROP_POLICY,
 };
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::{
     clock::{rfc3339, WallClock},
-    names::{rule_path, FlowNames},
+    names::FlowNames,
 };
 use crate::{
     dataplane::{EventVerdict, InterfaceIndex, VerdictRecord},
@@ -46,7 +46,7 @@ impl FlowEnd {
 }
 
 /// The rule that allowed a flow.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllowedBy {
     /// `namespace/name` of the policy.
     pub policy: String,
@@ -153,12 +153,9 @@ impl FlowLine {
                 Vec::new()
             };
         let allowed_by = record
-            .rule
+            .rule_slot
             .filter(|_| record.verdict == EventVerdict::Allowed)
-            .map(|rule| AllowedBy {
-                policy: names.policy(rule.policy_id),
-                rule: rule_path(record.direction, rule.rule_index),
-            });
+            .map(|slot| names.rule(slot));
         let unix_ns = clock.unix_ns(record.timestamp_ns);
         Self {
             time: rfc3339(unix_ns),

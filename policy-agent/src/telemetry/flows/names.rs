@@ -1,14 +1,15 @@
 //! `FlowNames`: what an event's numbers mean at one moment of one datapath:
 //! interfaces and addresses of pods, policy names, the policies isolating each
-//! endpoint id. The owner of a datapath
+//! endpoint id, the rule behind each counter slot. The owner of a datapath
 //! writes it as `names.json` after every table apply; readers name events with it.
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::line::AllowedBy;
 use crate::{
-    dataplane::InterfaceIndex,
+    dataplane::{InterfaceIndex, RuleName},
     model::ObjectRef,
     policy::tables::{DatapathTables, Direction, Isolation},
 };
@@ -47,6 +48,10 @@ pub struct FlowNames {
     pub policies: Vec<String>,
     /// Endpoint id -> the policies isolating its pods (`DatapathTables::isolation`).
     pub isolation: BTreeMap<u32, Isolation>,
+    /// Counter slot -> the rule counting in it (`Datapath::rule_slots`): what an
+    /// allow event's `rule_slot` names.
+    #[serde(default)]
+    pub rules: BTreeMap<u32, AllowedBy>,
 }
 
 /// `spec.ingress[N]` or `spec.egress[N]`: where a rule sits in its policy.
@@ -61,12 +66,13 @@ pub fn rule_path(direction: Direction, rule_index: u32) -> String {
 impl FlowNames {
     /// The names for a datapath of this process that holds `tables` (the tables
     /// it began writing at `tables_since_ns`, monotonic) on `interfaces`, with
-    /// `pod_addresses` the addresses of every pod known (local or not). The pin
-    /// paths are left empty: `Publication::publish` fills them in.
+    /// `pod_addresses` the addresses of every pod known (local or not) and
+    /// `rule_slots` the counter slot of each rule of `tables`. The pin paths are
+    /// left empty: `Publication::publish` fills them in.
     pub fn new<'a>(
         instance: &str,
         tables_since_ns: u64,
-        tables: &DatapathTables,
+        (tables, rule_slots): (&DatapathTables, &BTreeMap<u32, RuleName>),
         interfaces: &BTreeMap<ObjectRef, InterfaceIndex>,
         pod_addresses: impl IntoIterator<Item = (IpAddr, &'a ObjectRef)>,
     ) -> Self {
@@ -92,6 +98,16 @@ impl FlowNames {
                 .map(ToString::to_string)
                 .collect(),
             isolation: tables.isolation.clone(),
+            rules: rule_slots
+                .iter()
+                .map(|(slot, (policy, direction, rule_index))| {
+                    let rule = AllowedBy {
+                        policy: policy.to_string(),
+                        rule: rule_path(*direction, *rule_index),
+                    };
+                    (*slot, rule)
+                })
+                .collect(),
         }
     }
 
@@ -112,6 +128,15 @@ impl FlowNames {
             .get(id as usize)
             .cloned()
             .unwrap_or_else(|| format!("#{id}"))
+    }
+
+    /// The rule counting in slot `slot`; `#slot` for both names when these names
+    /// do not have it (the tables changed after the event).
+    pub fn rule(&self, slot: u32) -> AllowedBy {
+        self.rules.get(&slot).cloned().unwrap_or_else(|| AllowedBy {
+            policy: format!("#{slot}"),
+            rule: format!("#{slot}"),
+        })
     }
 
     /// The names of the policies isolating endpoint `endpoint_id` in `direction`.
@@ -151,7 +176,14 @@ mod tests {
         let web = ObjectRef::new("shop", "web");
         let interfaces = BTreeMap::from([(web.clone(), 12)]);
         let address: IpAddr = [10, 244, 0, 2].into();
-        FlowNames::new("lab-1", 42, &tables(), &interfaces, [(address, &web)])
+        let slots = BTreeMap::from([(9, (ObjectRef::new("shop", "web"), Direction::Ingress, 1))]);
+        FlowNames::new(
+            "lab-1",
+            42,
+            (&tables(), &slots),
+            &interfaces,
+            [(address, &web)],
+        )
     }
 
     #[test]
@@ -171,6 +203,12 @@ mod tests {
         assert!(names.isolating(3, Direction::Egress).is_empty());
         assert!(names.isolating(4, Direction::Ingress).is_empty());
         assert_eq!(names.policy(7), "#7");
+        let rule = |policy: &str, rule: &str| AllowedBy {
+            policy: policy.into(),
+            rule: rule.into(),
+        };
+        assert_eq!(names.rule(9), rule("shop/web", "spec.ingress[1]"));
+        assert_eq!(names.rule(1), rule("#1", "#1"));
     }
 
     #[test]
@@ -184,6 +222,10 @@ mod tests {
         );
         assert!(
             json.contains(r#""isolation":{"3":{"ingress":[0,1],"egress":[]}}"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""rules":{"9":{"policy":"shop/web","rule":"spec.ingress[1]"}}"#),
             "{json}"
         );
         let back: FlowNames = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));

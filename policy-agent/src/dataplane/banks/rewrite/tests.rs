@@ -108,10 +108,7 @@ fn content(state: &State) -> BankContent {
                 port_be: port.to_be(),
             };
             let value = PolicyValue {
-                policy_id: 0,
-                rule_index: u32::from(*port),
-                rule_slot: 0,
-                pad: 0,
+                rule_slot: u32::from(*port),
             };
             bank.policy.insert((PREFIX_FULL, key), value);
         }
