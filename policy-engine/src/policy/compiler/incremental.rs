@@ -68,8 +68,9 @@ pub struct EndpointChange {
 /// Any other change, and whatever that cannot rule out, compiles in full.
 ///
 /// The tables are shared (`shared_tables`): whoever holds them (the agent's last
-/// write) sees them as they were, and a change copies them first only while
-/// someone does.
+/// write) sees them as they were. A change made in them (a pod's, a Service's,
+/// policy ids renumbered) copies them first while someone does, and only once
+/// its checks passed; one that makes new tables copies nothing.
 #[derive(Clone, Debug)]
 pub struct Incremental {
     node_addresses: Vec<IpAddr>,
@@ -167,14 +168,10 @@ impl Incremental {
         let done = match &mut self.index {
             Some(index) if changes.kinds() == 1 => {
                 if !changes.services.is_empty() {
-                    index.services_changed(
-                        state,
-                        &changes.services,
-                        Arc::make_mut(&mut self.tables),
-                    )
+                    index.services_changed(state, &changes.services, &mut self.tables)
                 } else if !changes.policies.is_empty() {
                     index
-                        .policies_changed(state, &changes.policies, Arc::make_mut(&mut self.tables))
+                        .policies_changed(state, &changes.policies, &mut self.tables)
                         .or_else(|| {
                             let tables =
                                 repolicy(state, &is_local, &self.budgets, index, &self.tables)?;
@@ -280,8 +277,9 @@ impl Incremental {
                 after,
                 &was_local,
                 &is_local,
-                // Copied first if shared (with tables already written).
-                Arc::make_mut(&mut self.tables),
+                // Copied, if shared (with tables already written), only once
+                // the change is made.
+                &mut self.tables,
             )
         });
         if done.is_none() && alone {

@@ -22,6 +22,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use ipnet::IpNet;
@@ -64,7 +65,7 @@ impl Index {
         &mut self,
         state: &ClusterState,
         changes: &[ServiceChange],
-        tables: &mut DatapathTables,
+        tables: &mut Arc<DatapathTables>,
     ) -> Option<Done> {
         let mut services = self.services.clone();
         for (key, before) in changes {
@@ -136,6 +137,7 @@ impl Index {
             return None;
         }
         // Everything checked: from here on the change is made.
+        let tables = Arc::make_mut(tables);
         let mut changed = Vec::new();
         for (net, entry) in entries {
             match entry {
@@ -180,12 +182,12 @@ impl Index {
     /// Makes `changes` of policies (`state` differs from the last state in those
     /// alone) in `tables` when none of them, before or after, applies to a local
     /// endpoint: the policy ids move, nothing else. `None`, with nothing changed,
-    /// otherwise.
+    /// otherwise. `tables` are copied (if shared) only once the change is made.
     pub fn policies_changed(
         &mut self,
         state: &ClusterState,
         changes: &[PolicyChange],
-        tables: &mut DatapathTables,
+        tables: &mut Arc<DatapathTables>,
     ) -> Option<Done> {
         let local: Vec<_> = tables
             .endpoints
@@ -248,6 +250,7 @@ impl Index {
                 .iter()
                 .enumerate()
                 .any(|(old, new)| *new != Some(old as u32));
+        let tables = Arc::make_mut(tables);
         tables.policy = policy;
         tables.isolation = isolation;
         tables.policy_names = state.policies.keys().cloned().collect();

@@ -21,6 +21,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use ipnet::IpNet;
@@ -180,6 +181,7 @@ impl Index {
     /// `was_local` accepted were the node's and those `is_local` accepts are
     /// (the same for every pod but the changed one's). Returns what changed, or `None`, with
     /// nothing changed, when a full compile is needed (see the module comment).
+    /// `tables` are copied (if shared) only once the change is made.
     pub fn pod_changed(
         &mut self,
         state: &ClusterState,
@@ -187,7 +189,7 @@ impl Index {
         after: Option<&Pod>,
         was_local: impl Fn(&Pod) -> bool,
         is_local: impl Fn(&Pod) -> bool,
-        tables: &mut DatapathTables,
+        tables: &mut Arc<DatapathTables>,
     ) -> Option<Done> {
         let declared = self.declared_after(before, after)?;
         let (gone, came) = (addresses(before), addresses(after));
@@ -239,6 +241,7 @@ impl Index {
             return None;
         }
         // Everything checked: from here on the change is made.
+        let tables = Arc::make_mut(tables);
         if let Some(pod) = was {
             tables.endpoints.remove(&pod.key);
             for ip in &gone {

@@ -869,3 +869,79 @@ fn a_namespace_relabel_between_kept_classes_moves_only_its_pods_entries() {
     assert_eq!(step(&mut state, team("x")), Recompiled::Entries);
     assert_eq!(step(&mut state, team("z")), Recompiled::Entries);
 }
+
+#[test]
+fn the_tables_the_agent_holds_are_copied_only_by_a_change_made_in_them() {
+    use std::sync::Arc;
+
+    use crate::model::builders::{cluster, netpol, rule, selector};
+    let web = pod("a", "web")
+        .labels([("app", "web")])
+        .ip("10.0.0.2")
+        .node("n0")
+        .build();
+    let allow = |port| {
+        netpol("a", "web-in")
+            .select(selector().label("app", "web").build())
+            .ingress(rule().port(port, Protocol::Tcp).build())
+            .build()
+    };
+    let mut state = cluster()
+        .namespace(namespace("a").build())
+        .pod(web.clone())
+        .pod(pod("a", "db").ip("10.0.0.3").node("n1").build())
+        .policy(allow(80))
+        .build();
+    let (addresses, is_local) = node(0);
+    let mut n0 = Incremental::new(&state, &addresses, &is_local, &Budgets::kernel());
+    // As the agent: the sync loop holds the tables it last wrote.
+    let held = n0.shared_tables();
+    let unshared = |tables: &Arc<DatapathTables>| Arc::ptr_eq(tables, &held);
+
+    // A policy of a local pod edited: its renumbering way refuses it, and the
+    // tables are made anew, so the held ones are never copied.
+    let before = state.clone();
+    state.policies.insert(allow(81).key.clone(), allow(81));
+    let changes = before.changes(&state);
+    let Some(index) = n0.index.as_mut() else {
+        panic!("no index");
+    };
+    assert_eq!(
+        index.policies_changed(&state, &changes.policies, &mut n0.tables),
+        None
+    );
+    assert!(
+        unshared(&n0.tables),
+        "a refused policy change copied the tables"
+    );
+    // A Service at a pod's address: refused, nothing copied either.
+    let mut with_service = state.clone();
+    let at_pod = service("a", "s").cluster_ip("10.0.0.3").build();
+    with_service.services.insert(at_pod.key.clone(), at_pod);
+    let services = state.changes(&with_service).services;
+    assert_eq!(
+        index.services_changed(&with_service, &services, &mut n0.tables),
+        None
+    );
+    assert!(
+        unshared(&n0.tables),
+        "a refused Service change copied the tables"
+    );
+    // The pod of another node goes: made in place, on a copy.
+    let mut without_db = state.clone();
+    let db = ObjectRef::new("a", "db");
+    let gone = without_db.pods.remove(&db);
+    let done = index.pod_changed(
+        &without_db,
+        gone.as_ref(),
+        None,
+        &is_local,
+        &is_local,
+        &mut n0.tables,
+    );
+    assert!(done.is_some());
+    assert!(!unshared(&n0.tables), "a change in place is made on a copy");
+    assert!(held
+        .peers
+        .contains_key(&"10.0.0.3/32".parse().unwrap_or_else(|e| panic!("{e}"))));
+}
