@@ -12,6 +12,7 @@ use std::{
     collections::BTreeMap,
     net::IpAddr,
     path::Path,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -83,7 +84,11 @@ pub struct Bench {
     state: ClusterState,
     /// The node's tables of `state`, kept across events.
     compiler: Incremental,
-    tables: DatapathTables,
+    /// The tables last programmed, held while the next event compiles as the
+    /// sync loop holds what it last wrote: a change made in the compiler's
+    /// tables copies them first (`Incremental::shared_tables`), within the
+    /// compile's time, as in the agent.
+    tables: Arc<DatapathTables>,
     interfaces: FakeInterfaces,
     /// How long the first apply (every entry into empty maps) took.
     pub first_apply: Duration,
@@ -115,7 +120,7 @@ impl Bench {
     /// Loads a datapath for `state` and programs its tables.
     pub fn load(object: &Path, state: ClusterState) -> Result<Self, BenchError> {
         let compiler = events::incremental(&state);
-        let tables = compiler.tables().clone();
+        let tables = compiler.shared_tables();
         let mut datapath = load_for(object, &tables)?;
         let mut interfaces = FakeInterfaces::default();
         let started = Instant::now();
@@ -257,7 +262,7 @@ impl Bench {
             }
         }
         let first_packet = started.elapsed();
-        self.tables = self.compiler.tables().clone();
+        self.tables = self.compiler.shared_tables();
         Ok(EventSample {
             compile: compiled,
             apply: programmed - compiled,

@@ -101,7 +101,7 @@ pub fn run(
     ));
     let source_side = {
         let state = super::cluster::generate(&options.latency_scale);
-        source_side::run(&state, &events::compile(&state), options.iterations)?
+        source_side::run(&state, options.iterations)?
     };
     progress(&format!(
         "{} new pod veths while the sync loop compiles {} pods x {} policies, in a scratch network namespace",

@@ -552,12 +552,13 @@ Events: on a real loaded datapath (nothing attached), each event changes the
 ClusterState in place (the source side, timed on its own below, is not included), compiles
 the node's tables and calls `Datapath::apply`; a change and its undo alternate. Then a
 TCP SYN whose verdict the event flips (found with the reference lookup) runs through
-its classifier with BPF_PROG_TEST_RUN until it shows the new verdict. 'In the agent'
-adds the medians of what the running agent does first for every event: the source
-rebuilds the whole ClusterState from its stores per batch of watch notices (here
-from the cluster's objects as an API server serves them, through the source's one
-conversion point), the compile job diffs it against the last state, and copies the
-tables the sync loop still holds before it changes them; each timed alone, in turns.
+its classifier with BPF_PROG_TEST_RUN until it shows the new verdict. As in the agent,
+the tables last written are held while the next event compiles, so a change made in
+them copies them first, within the compile. 'In the agent' adds the medians of what
+the running agent does first for every event: the source rebuilds the whole
+ClusterState from its stores per batch of watch notices (here from the cluster's
+objects as an API server serves them, through the source's one conversion point),
+and the compile job diffs it against the last state; each timed alone, in turns.
 ";
 
 /// How the attach figures were made.
@@ -649,7 +650,6 @@ mod tests {
                 rebuild: vec![Duration::from_millis(50)],
                 update: vec![Duration::from_millis(2)],
                 diff: vec![Duration::from_millis(1)],
-                copy: vec![Duration::ZERO],
             },
             memory: None,
         };

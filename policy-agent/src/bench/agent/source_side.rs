@@ -2,13 +2,13 @@
 //! times, on the events' cluster (pure, no kernel): the source converts the
 //! changed object into the state it keeps (`source::state::KeptState`, here
 //! over the cluster's objects as an API server serves them,
-//! `bench::api_objects`) and hands on a copy; the compile job diffs that state
-//! against the last one to find what changed (`ClusterState::changes`); and a
-//! change of the tables the sync loop still holds copies them first
-//! (`Incremental` changes its tables through `Arc::make_mut`). The event rows
-//! start after all three. Each step is timed alone, the three in turns, with
-//! one pod's labels changed per round. Also timed, not per event: the whole
-//! state converted from every object, as after a relist.
+//! `bench::api_objects`) and hands on a copy; and the compile job diffs that
+//! state against the last one to find what changed (`ClusterState::changes`).
+//! The event rows start after both (a change made in the tables the sync loop
+//! still holds copies them first, within the rows' compile: `latency`). Each
+//! step is timed alone, the two in turns, with one pod's labels changed per
+//! round. Also timed, not per event: the whole state converted from every
+//! object, as after a relist.
 
 use std::{
     sync::Arc,
@@ -18,7 +18,6 @@ use std::{
 use crate::{
     bench::{api_objects::ApiObjects, BenchError},
     model::{ClusterState, StateChanges},
-    policy::tables::DatapathTables,
     source::state::{KeptState, SourceKey, StateBuilder},
 };
 
@@ -33,14 +32,12 @@ pub struct SourceSideFigures {
     pub update: Vec<Duration>,
     /// The new state diffed against the last (`ClusterState::changes`).
     pub diff: Vec<Duration>,
-    /// The node's tables copied (`DatapathTables::clone`).
-    pub copy: Vec<Duration>,
 }
 
 impl SourceSideFigures {
     /// Each per-event step's label and durations, in the order a watch event
     /// meets them.
-    pub fn steps(&self) -> [(&'static str, &[Duration]); 3] {
+    pub fn steps(&self) -> [(&'static str, &[Duration]); 2] {
         [
             (
                 "source: the changed object converted into the kept state",
@@ -49,10 +46,6 @@ impl SourceSideFigures {
             (
                 "compile job: the new state diffed against the last",
                 &self.diff,
-            ),
-            (
-                "compile job: the tables the sync loop holds copied before a change",
-                &self.copy,
             ),
         ]
     }
@@ -73,12 +66,8 @@ fn failed(message: String) -> BenchError {
     }
 }
 
-/// Times the steps `rounds` times on `state`, whose node tables are `tables`.
-pub fn run(
-    state: &ClusterState,
-    tables: &DatapathTables,
-    rounds: usize,
-) -> Result<SourceSideFigures, BenchError> {
+/// Times the steps `rounds` times on `state`.
+pub fn run(state: &ClusterState, rounds: usize) -> Result<SourceSideFigures, BenchError> {
     let objects = ApiObjects::of(state).map_err(|error| failed(error.to_string()))?;
     let mut kept = rebuild(&objects);
     // The rebuild must be the same cluster, or the rounds time another case.
@@ -114,10 +103,6 @@ pub fn run(
         let started = Instant::now();
         let changes = last.changes(&next);
         figures.diff.push(started.elapsed());
-
-        let started = Instant::now();
-        std::hint::black_box(tables.clone());
-        figures.copy.push(started.elapsed());
         // One pod changed, or the diff timed another case.
         if changes.kinds() != 1 || changes.pods.len() != 1 {
             return Err(failed(format!(
@@ -161,13 +146,12 @@ fn rebuild(objects: &ApiObjects) -> KeptState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{agent::events, cluster};
+    use crate::bench::cluster;
 
     #[test]
     fn the_rebuilt_state_is_the_cluster_and_every_step_is_timed() {
         let state = cluster::generate(&cluster::ClusterSpec::new(300, 20));
-        let tables = events::compile(&state);
-        let figures = run(&state, &tables, 2).unwrap_or_else(|e| panic!("{e}"));
+        let figures = run(&state, 2).unwrap_or_else(|e| panic!("{e}"));
         let objects = ApiObjects::of(&state).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             rebuild(&objects).state().changes(&state),
