@@ -456,12 +456,7 @@ fn plan_writes(active: &BankContent, want: &BankContent) -> Result<Vec<Write>, &
     let mut row_removals = Vec::new();
     let mut changed_rows = Vec::new();
     let mut retargeted: BTreeSet<(u32, u32)> = BTreeSet::new();
-    let row_keys: BTreeSet<&RuleSetKey> = active.rule_sets.keys().chain(rows.keys()).collect();
-    for key in row_keys {
-        let (before, after) = (active.rule_sets.get(key), rows.get(key));
-        if before == after {
-            continue;
-        }
+    for (key, before, after) in differences(&active.rule_sets, &rows) {
         if !alive.contains(&key.endpoint_id) {
             row_removals.push(*key);
             continue;

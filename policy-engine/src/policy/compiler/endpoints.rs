@@ -126,19 +126,25 @@ pub(super) fn assign_among<'s>(
     shared: &BTreeSet<IpAddr>,
     pods: impl Iterator<Item = &'s Pod>,
 ) -> Endpoints {
-    // Only a policy of a pod's own namespace can apply to it.
-    let mut by_namespace: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-    for (id, policy) in (0..).zip(policies) {
-        by_namespace
-            .entry(policy.key.namespace.as_str())
-            .or_default()
-            .push(id);
-    }
+    // Only a policy of a pod's own namespace can apply to it. Policies come
+    // sorted by key, so a namespace's are one run of ids, found by bisection
+    // rather than by sorting every policy into a map (checked: out of order,
+    // every id is a candidate).
+    let sorted = policies
+        .windows(2)
+        .all(|pair| pair[0].key.namespace <= pair[1].key.namespace);
+    let every: Vec<u32> = (0..).zip(policies).map(|(id, _)| id).collect();
+    let of_namespace = |namespace: &str| -> &[u32] {
+        if !sorted {
+            return &every;
+        }
+        let first = policies.partition_point(|policy| policy.key.namespace.as_str() < namespace);
+        let end = policies.partition_point(|policy| policy.key.namespace.as_str() <= namespace);
+        every.get(first..end).unwrap_or(&every)
+    };
     let mut groups: BTreeMap<(&str, Group), Vec<&Pod>> = BTreeMap::new();
     for pod in pods {
-        let candidates = by_namespace
-            .get(pod.key.namespace.as_str())
-            .map_or(&[][..], Vec::as_slice);
+        let candidates = of_namespace(pod.key.namespace.as_str());
         let group = group_among(policies, candidates, pod);
         groups
             .entry((pod.key.namespace.as_str(), group))
@@ -209,5 +215,41 @@ fn group_among(policies: &[&NetworkPolicy], candidates: &[u32], pod: &Pod) -> Gr
     Group {
         ingress_ports: resolve(pod, &names),
         deciding,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::builders::{cluster, netpol, pod, rule, selector};
+
+    #[test]
+    fn a_pod_is_decided_by_every_policy_of_its_namespace_in_any_order() {
+        let policy = |namespace: &str, name: &str| {
+            netpol(namespace, name)
+                .select(selector().build())
+                .ingress(rule().build())
+                .build()
+        };
+        let (a1, a2, b1) = (policy("a", "p1"), policy("a", "p2"), policy("b", "p1"));
+        let web = pod("a", "web").ip("10.0.0.2").build();
+        let state = cluster().pod(web.clone()).build();
+        let deciding = |policies: &[&NetworkPolicy]| {
+            let endpoints = assign_among(&state, policies, &BTreeSet::new(), [&web].into_iter());
+            let group = endpoints.by_id.get(&1).map(|group| &group.deciding.ingress);
+            group
+                .into_iter()
+                .flatten()
+                .filter_map(|id| policies.get(*id as usize))
+                .map(|policy| policy.key.to_string())
+                .collect::<Vec<_>>()
+        };
+        let both = vec!["a/p1".to_string(), "a/p2".to_string()];
+        // Sorted by key, as the compiler passes them: one run per namespace.
+        assert_eq!(deciding(&[&a1, &a2, &b1]), both);
+        // Out of order, every policy is a candidate: still both of a's.
+        let mut names = deciding(&[&a1, &b1, &a2]);
+        names.sort();
+        assert_eq!(names, both);
     }
 }
