@@ -10,7 +10,7 @@ use std::{
 };
 
 use policy_agent::{
-    dataplane::{self, Adoption, Datapath, LoadOptions},
+    dataplane::{self, Adoption, Datapath, LoadOptions, Traffic, RUN_ROOT, RUN_ROOT_ENV},
     lab::netns,
     policy::tables::{DatapathTables, Direction},
     telemetry::flows::FlowPaths,
@@ -203,6 +203,46 @@ fn pinned_links_enforce_without_their_datapath_and_a_new_one_adopts_them_without
     assert!(!pins.0.exists());
     assert_eq!(reachable(&net), (true, true));
     assert_eq!(Datapath::uninstall(&pins.0).ok(), Some(false));
+}
+
+/// The rule slot state file of the datapath pinned at `pin_dir`
+/// (`<run root>/v<ABI>/<instance>/state.json`).
+fn state_file(pin_dir: &Path) -> PathBuf {
+    let root = std::env::var_os(RUN_ROOT_ENV)
+        .filter(|root| !root.is_empty())
+        .map_or_else(|| PathBuf::from(RUN_ROOT), PathBuf::from);
+    let instance = pin_dir.file_name().unwrap_or_default();
+    root.join(format!("v{}", policy_common::ABI_VERSION))
+        .join(instance)
+        .join("state.json")
+}
+
+#[test]
+fn adopted_without_its_slot_state_every_rule_counts_from_zero_even_with_nothing_to_write() {
+    let pins = Pins::new();
+    let (mut net, _) = Net::up_pinned(&PODS[..2], &pins.0);
+    let port_80 = server_admits(&net, 80);
+    net.apply(&port_80);
+    assert_eq!(reachable(&net), (true, false));
+    let counted = net.policy_counters(&port_80).allowed;
+    assert!(counted[0].allowed.packets > 0, "{counted:?}");
+    drop_datapath(&mut net);
+    let state = state_file(&pins.0);
+    std::fs::remove_file(&state).unwrap_or_else(|e| panic!("{}: {e}", state.display()));
+
+    // Which rule had which slot is lost: every slot counts as released. The
+    // rule gets its old slot back, so the maps already hold what the apply
+    // wants and nothing is written; the slot must still start from zero.
+    let (adopted, adoption) = Datapath::open_pinned(&object(), &LoadOptions::default(), &pins.0)
+        .unwrap_or_else(|e| panic!("adopt: {e}"));
+    net.datapath = adopted;
+    assert_eq!(adoption, Adoption::Adopted { interfaces: 2 });
+    let report = net.apply(&port_80);
+    assert_eq!((report.written, report.removed), (0, 0));
+    let after = net.policy_counters(&port_80).allowed;
+    assert_eq!(after[0].allowed, Traffic::default(), "{after:?}");
+    // And the assignment is saved for the next restart.
+    assert!(state.exists(), "{} not written", state.display());
 }
 
 #[test]

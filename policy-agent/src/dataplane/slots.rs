@@ -35,7 +35,7 @@ pub(super) fn rule_name(tables: &DatapathTables, rule: &CountedRule) -> Option<R
 }
 
 /// Which rule counts in which slot, and which slots are free.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct RuleSlots {
     capacity: u32,
     assigned: BTreeMap<RuleName, u32>,

@@ -380,8 +380,12 @@ impl Datapath {
         (want.peers_v4, want.peers_v6) = keys::peer_keys(&tables.peers);
         // Reused slots start from zero before any entry of their new rule can count
         // in them.
+        let zeroed = std::cell::Cell::new(false);
         let counters = &mut self.counters;
-        let zero = || counters.zero_rule_slots(&reused);
+        let zero = || {
+            zeroed.set(true);
+            counters.zero_rule_slots(&reused)
+        };
         let (report, flipped) = match in_place {
             Some(between) if self.config.mark_stamps() >= IN_PLACE_MIN_STAMPS => {
                 // Right before the first write in place, denials stop being
@@ -408,9 +412,21 @@ impl Datapath {
                 ),
             }
         }
-        if flipped {
-            // Only an assignment that became active is worth keeping across a
-            // restart.
+        if !zeroed.get() && !reused.is_empty() {
+            // Nothing was written: the maps already held the new state, a new
+            // rule's entries equal to a gone rule's, slot included (the slot is
+            // all a `POLICY` value holds). Its counts so far are the gone rule's.
+            if let Err(error) = self.counters.zero_rule_slots(&reused) {
+                tracing::warn!(
+                    error = %crate::causes::causes(&error),
+                    slots = reused.len(),
+                    "reused rule counter slots not zeroed; they keep the counts of the rules they had"
+                );
+            }
+        }
+        if flipped || slots != *self.counters.slots() {
+            // Only an assignment that became active (written, or already what
+            // the maps hold) is worth keeping across a restart.
             self.save_slots(&slots);
         }
         self.counters.set_slots(slots);
