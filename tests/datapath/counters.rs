@@ -7,12 +7,12 @@
 //! zero; policy ids that shift change no kernel entry. Frames go through `BPF_PROG_TEST_RUN`, except
 //! one test that reads the counters while real datagrams flow.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use policy_agent::{
     dataplane::{DropTraffic, EventVerdict, Hook, PolicyCounters, RuleTraffic, Traffic},
     model::ObjectRef,
-    policy::tables::{DatapathTables, Direction, RuleRef},
+    policy::tables::{DatapathTables, Direction, PolicyMatch, RuleRef},
 };
 use policy_common::verdict::{MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED};
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -44,6 +44,26 @@ fn server_rules(net: &Net) -> DatapathTables {
     server_admits_port_80(net)
         .allow_port("server", Direction::Ingress, 3, UDP, 53)
         .build()
+}
+
+/// `tables` with policy `x/a-first` named first, so every policy id moves up by
+/// one (in the names, the isolation and the allow entries, which are returned
+/// for the caller to add to and set).
+fn with_a_first_policy(
+    tables: &DatapathTables,
+) -> (DatapathTables, BTreeMap<PolicyMatch, RuleRef>) {
+    let mut moved = tables.clone();
+    moved.policy_names.insert(0, ObjectRef::new("x", "a-first"));
+    for isolation in moved.isolation.values_mut() {
+        for id in isolation.ingress.iter_mut().chain(&mut isolation.egress) {
+            *id += 1;
+        }
+    }
+    let mut entries = moved.allow_entries();
+    for rule in entries.values_mut() {
+        rule.policy_id += 1;
+    }
+    (moved, entries)
 }
 
 /// What policy 0's ingress rule `rule_index` let through.
@@ -274,14 +294,7 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
     // A policy whose name sorts first comes with a rule: every policy id of the
     // tables moves, but rules are counted by policy name, so the old rules keep
     // their counts and the new one starts from zero.
-    let mut second = first.clone();
-    second
-        .policy_names
-        .insert(0, ObjectRef::new("x", "a-first"));
-    let mut entries = second.allow_entries();
-    for rule in entries.values_mut() {
-        rule.policy_id += 1;
-    }
+    let (mut second, mut entries) = with_a_first_policy(&first);
     if let Some(isolation) = second.isolation.get_mut(&SERVER_ID) {
         isolation.ingress = vec![0, 1];
     }
@@ -377,20 +390,8 @@ fn a_policy_that_renumbers_the_others_changes_no_kernel_entry() {
 
     // A policy whose name sorts first, with no rules of its own: every policy id
     // of the tables moves by one, and nothing the kernel holds names a policy id.
-    let mut second = first.clone();
-    second
-        .policy_names
-        .insert(0, ObjectRef::new("x", "a-first"));
-    let mut entries = second.allow_entries();
-    for rule in entries.values_mut() {
-        rule.policy_id += 1;
-    }
+    let (mut second, entries) = with_a_first_policy(&first);
     second.set_allow_entries(entries);
-    for isolation in second.isolation.values_mut() {
-        for id in isolation.ingress.iter_mut().chain(&mut isolation.egress) {
-            *id += 1;
-        }
-    }
     let report = net.apply(&second);
     assert_eq!(
         (report.written, report.removed),

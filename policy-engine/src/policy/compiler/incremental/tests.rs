@@ -896,7 +896,7 @@ fn the_tables_the_agent_holds_are_copied_only_by_a_change_made_in_them() {
     let mut n0 = Incremental::new(&state, &addresses, &is_local, &Budgets::kernel());
     // As the agent: the sync loop holds the tables it last wrote.
     let held = n0.shared_tables();
-    let unshared = |tables: &Arc<DatapathTables>| Arc::ptr_eq(tables, &held);
+    let still_held = |tables: &Arc<DatapathTables>| Arc::ptr_eq(tables, &held);
 
     // A policy of a local pod edited: its renumbering way refuses it, and the
     // tables are made anew, so the held ones are never copied.
@@ -911,7 +911,7 @@ fn the_tables_the_agent_holds_are_copied_only_by_a_change_made_in_them() {
         None
     );
     assert!(
-        unshared(&n0.tables),
+        still_held(&n0.tables),
         "a refused policy change copied the tables"
     );
     // A Service at a pod's address: refused, nothing copied either.
@@ -924,7 +924,7 @@ fn the_tables_the_agent_holds_are_copied_only_by_a_change_made_in_them() {
         None
     );
     assert!(
-        unshared(&n0.tables),
+        still_held(&n0.tables),
         "a refused Service change copied the tables"
     );
     // The pod of another node goes: made in place, on a copy.
@@ -940,7 +940,10 @@ fn the_tables_the_agent_holds_are_copied_only_by_a_change_made_in_them() {
         &mut n0.tables,
     );
     assert!(done.is_some());
-    assert!(!unshared(&n0.tables), "a change in place is made on a copy");
+    assert!(
+        !still_held(&n0.tables),
+        "a change in place is made on a copy"
+    );
     assert!(held
         .peers
         .contains_key(&"10.0.0.3/32".parse().unwrap_or_else(|e| panic!("{e}"))));
