@@ -39,28 +39,40 @@ impl Counter {
 
 /// Everything the final step needs about one packet. In declaration order
 /// (`repr(C)`), so that the addresses' 8-byte alignment, which `reset` relies
-/// on, does not hang on how the compiler orders the fields.
+/// on, does not hang on how the compiler orders the fields: the widest first,
+/// the bytes last, as the compiler ordered them before.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct Facts {
+    /// The `POLICY` entry that allowed the packet, if a rule did.
+    pub rule: Option<PolicyValue>,
+    /// Where the packet's bytes count.
+    pub counter: Counter,
     /// The interface the verdict is about (the pod's host-side veth).
     pub ifindex: u32,
-    /// `verdict::DIRECTION_*` relative to that pod.
-    pub direction: u8,
     /// The `ACTIVE` value the packet is decided with (its bank is `bank_of` it).
     pub generation: u32,
     /// `EndpointInfo::endpoint_id`; 0 until the interface is known as an endpoint.
     pub endpoint_id: u32,
+    /// `CT_FLAG_LOCAL_OWNED` when the packet's local address (its source at
+    /// egress, its destination at ingress) is one of the interface's own in the
+    /// packet's bank, as the address checks of `decide` found; else 0. A flow this
+    /// packet tracks or re-decides carries it.
+    pub owned: u32,
     /// Source address, packet byte order (IPv4 mapped); zero until parsed.
     pub saddr: [u8; 16],
     /// Destination address, packet byte order (IPv4 mapped); zero until parsed.
     pub daddr: [u8; 16],
+    /// How the packet is fragmented (written by `parse`, read by `frag`).
+    pub fragment: Fragment,
+    /// The interface's own addresses, from its `ENDPOINTS` entry in the packet's
+    /// bank (`maps::endpoint_and_own`): written by `decide` when it looks the
+    /// endpoint up, before anything reads it; not reset per packet.
+    pub own: OwnAddresses,
     /// Source port (ICMP echo: identifier), network byte order.
     pub sport_be: u16,
     /// Destination port (ICMP echo: identifier), network byte order.
     pub dport_be: u16,
-    /// IP protocol number; 0 until parsed.
-    pub protocol: u8,
     /// The frame is IPv6.
     pub ipv6: bool,
     /// The packet decided a flow afresh (not a conntrack hit): only such packets
@@ -71,21 +83,10 @@ pub(crate) struct Facts {
     /// final and an address a Service also names (a pod's, listed as an external
     /// IP, say) is judged by its class, not deferred again (`judge`).
     pub translated: bool,
-    /// The `POLICY` entry that allowed the packet, if a rule did.
-    pub rule: Option<PolicyValue>,
-    /// Where the packet's bytes count.
-    pub counter: Counter,
-    /// How the packet is fragmented (written by `parse`, read by `frag`).
-    pub fragment: Fragment,
-    /// `CT_FLAG_LOCAL_OWNED` when the packet's local address (its source at
-    /// egress, its destination at ingress) is one of the interface's own in the
-    /// packet's bank, as the address checks of `decide` found; else 0. A flow this
-    /// packet tracks or re-decides carries it.
-    pub owned: u32,
-    /// The interface's own addresses, from its `ENDPOINTS` entry in the packet's
-    /// bank (`maps::endpoint_and_own`): written by `decide` when it looks the
-    /// endpoint up, before anything reads it; not reset per packet.
-    pub own: OwnAddresses,
+    /// `verdict::DIRECTION_*` relative to that pod.
+    pub direction: u8,
+    /// IP protocol number; 0 until parsed.
+    pub protocol: u8,
 }
 
 // What `reset` relies on: both addresses start at an 8-byte boundary.
