@@ -136,15 +136,18 @@ impl Index {
         if members.values().any(|n| *n == 0) || counts[0] > budget[0] || counts[1] > budget[1] {
             return None;
         }
-        // Everything checked: from here on the change is made.
-        let tables = Arc::make_mut(tables);
+        // Everything checked: from here on the change is made, in a copy of
+        // the tables only when an entry changes (not for a port edited, say).
         let mut changed = Vec::new();
-        for (net, entry) in entries {
-            match entry {
-                Some(entry) => tables.peers.insert(net, entry),
-                None => tables.peers.remove(&net),
-            };
-            changed.push(net);
+        if !entries.is_empty() {
+            let tables = Arc::make_mut(tables);
+            for (net, entry) in entries {
+                match entry {
+                    Some(entry) => tables.peers.insert(net, entry),
+                    None => tables.peers.remove(&net),
+                };
+                changed.push(net);
+            }
         }
         services.retain(|_, count| *count > 0);
         self.services = services;
@@ -217,6 +220,16 @@ impl Index {
             .iter()
             .map(|key| new_ids.get(key).copied())
             .collect();
+        // No id moved (a policy edited in place): nothing changes, nothing is
+        // copied.
+        let renumbered = tables.policy_names.len() != state.policies.len()
+            || renumber
+                .iter()
+                .enumerate()
+                .any(|(old, new)| *new != Some(old as u32));
+        if !renumbered {
+            return Some(Done::Peers(Vec::new()));
+        }
         let moved = |id: u32| renumber.get(id as usize).copied().flatten();
         // Every id the tables hold must have a new one (a removed policy's never
         // appears: it applied to no local endpoint).
@@ -245,20 +258,11 @@ impl Index {
             }
             endpoint_ids.insert((namespace.clone(), group), *endpoint_id);
         }
-        let changed = tables.policy_names.len() != state.policies.len()
-            || renumber
-                .iter()
-                .enumerate()
-                .any(|(old, new)| *new != Some(old as u32));
         let tables = Arc::make_mut(tables);
         tables.policy = policy;
         tables.isolation = isolation;
         tables.policy_names = state.policies.keys().cloned().collect();
         self.endpoint_ids = endpoint_ids;
-        Some(if changed {
-            Done::Endpoint
-        } else {
-            Done::Peers(Vec::new())
-        })
+        Some(Done::Endpoint)
     }
 }

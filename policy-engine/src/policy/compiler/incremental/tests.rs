@@ -874,6 +874,8 @@ fn a_namespace_relabel_between_kept_classes_moves_only_its_pods_entries() {
 fn the_tables_the_agent_holds_are_copied_only_by_a_change_made_in_them() {
     use std::sync::Arc;
 
+    use crate::policy::compiler::one_pod::Done;
+
     use crate::model::builders::{cluster, netpol, rule, selector};
     let web = pod("a", "web")
         .labels([("app", "web")])
@@ -886,11 +888,25 @@ fn the_tables_the_agent_holds_are_copied_only_by_a_change_made_in_them() {
             .ingress(rule().port(port, Protocol::Tcp).build())
             .build()
     };
+    let elsewhere = |port| {
+        netpol("b", "other")
+            .select(selector().build())
+            .ingress(rule().port(port, Protocol::Tcp).build())
+            .build()
+    };
+    let s0 = |port| {
+        service("a", "s0")
+            .cluster_ip("10.96.0.10")
+            .port(port, PortRef::Number(port), Protocol::Tcp)
+            .build()
+    };
     let mut state = cluster()
         .namespace(namespace("a").build())
         .pod(web.clone())
         .pod(pod("a", "db").ip("10.0.0.3").node("n1").build())
         .policy(allow(80))
+        .policy(elsewhere(80))
+        .service(s0(80))
         .build();
     let (addresses, is_local) = node(0);
     let mut n0 = Incremental::new(&state, &addresses, &is_local, &Budgets::kernel());
@@ -926,6 +942,28 @@ fn the_tables_the_agent_holds_are_copied_only_by_a_change_made_in_them() {
     assert!(
         still_held(&n0.tables),
         "a refused Service change copied the tables"
+    );
+    // Made, but with nothing to change: a policy of no local pod edited (no id
+    // moves) and a Service's port edited (its address stays).
+    let mut edited = state.clone();
+    edited
+        .policies
+        .insert(elsewhere(81).key.clone(), elsewhere(81));
+    let policies = state.changes(&edited).policies;
+    assert_eq!(
+        index.policies_changed(&edited, &policies, &mut n0.tables),
+        Some(Done::Peers(Vec::new()))
+    );
+    let mut ported = state.clone();
+    ported.services.insert(s0(81).key.clone(), s0(81));
+    let services = state.changes(&ported).services;
+    assert_eq!(
+        index.services_changed(&ported, &services, &mut n0.tables),
+        Some(Done::Peers(Vec::new()))
+    );
+    assert!(
+        still_held(&n0.tables),
+        "a change with nothing to write copied the tables"
     );
     // The pod of another node goes: made in place, on a copy.
     let mut without_db = state.clone();
