@@ -5,6 +5,8 @@
 //! The builders panic on malformed literals (an IP or CIDR that does not parse),
 //! since they are meant for hand-written test data only.
 
+mod cluster_policy;
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -14,6 +16,8 @@ use super::{
     ObjectRef, Peer, Peers, Pod, PolicyMode, PolicyPort, PolicyTypes, PortRef, Protocol, Rule,
     SelectorOperator, SelectorRequirement, Service, ServicePort, NAMESPACE_NAME_LABEL,
 };
+use crate::model::{ClusterNetworkPolicy, Node};
+pub use cluster_policy::{cluster_rule, cnp, node, ClusterRuleBuilder, CnpBuilder};
 
 /// Labels from `(key, value)` pairs.
 pub fn labels<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Labels {
@@ -466,6 +470,18 @@ impl ClusterBuilder {
     /// Adds (or replaces) a Service.
     pub fn service(mut self, service: Service) -> Self {
         self.0.services.insert(service.key.clone(), service);
+        self
+    }
+
+    /// Adds (or replaces) a ClusterNetworkPolicy.
+    pub fn cluster_policy(mut self, policy: ClusterNetworkPolicy) -> Self {
+        self.0.cluster_policies.insert(policy.name.clone(), policy);
+        self
+    }
+
+    /// Adds (or replaces) a node.
+    pub fn node(mut self, node: Node) -> Self {
+        self.0.nodes.insert(node.name.clone(), node);
         self
     }
 

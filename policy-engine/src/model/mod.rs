@@ -7,6 +7,7 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod builders;
+mod cluster_policy;
 mod labels;
 mod policy;
 
@@ -14,6 +15,11 @@ use std::{collections::BTreeSet, fmt, net::IpAddr};
 
 use imbl::ordmap::DiffItem;
 
+pub use cluster_policy::{
+    ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, ClusterSubject, NamespacedPods,
+    RuleAction, Tier, MAX_CLUSTER_PRIORITY, MAX_CLUSTER_RULES, MAX_CLUSTER_RULE_ITEMS,
+    MAX_CLUSTER_RULE_NAME,
+};
 pub use labels::Labels;
 pub use policy::{
     LabelSelector, NamespaceScope, NetworkPolicy, Peer, Peers, PolicyMode, PolicyPort, PolicyTypes,
@@ -114,6 +120,19 @@ impl Namespace {
             allow_tunnels: false,
         }
     }
+}
+
+/// A node of the cluster, trimmed to what ClusterNetworkPolicy's `nodes` peer
+/// reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// The node's name.
+    pub name: String,
+    /// The node's labels.
+    pub labels: Labels,
+    /// `status.addresses` that are IP addresses (InternalIP, ExternalIP), sorted,
+    /// no repeats.
+    pub ips: Vec<IpAddr>,
 }
 
 /// A port a container declares; named ones are what NetworkPolicy names refer to.
@@ -281,6 +300,34 @@ pub fn change_each<K: Ord + Clone, V: Clone>(
         .collect();
 }
 
+/// `audited` (`last`'s policies put in audit mode by `audit`) brought to `now`:
+/// the policies that differ between `last` and `now` are taken from `now` and put
+/// in audit mode again, the rest is shared with `audited`.
+fn audited_after<K: Ord + Clone, V: PartialEq + Clone>(
+    audited: &ObjectMap<K, V>,
+    last: &ObjectMap<K, V>,
+    now: &ObjectMap<K, V>,
+    audit: impl Fn(&mut V),
+) -> ObjectMap<K, V> {
+    let mut policies = audited.clone();
+    for item in last.diff(now) {
+        match item {
+            DiffItem::Add(key, policy)
+            | DiffItem::Update {
+                new: (key, policy), ..
+            } => {
+                let mut policy = policy.clone();
+                audit(&mut policy);
+                policies.insert(key.clone(), policy);
+            }
+            DiffItem::Remove(key, _) => {
+                policies.remove(key);
+            }
+        }
+    }
+    policies
+}
+
 /// Everything policy is computed from, keyed for deterministic iteration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterState {
@@ -292,6 +339,10 @@ pub struct ClusterState {
     pub policies: ObjectMap<ObjectRef, NetworkPolicy>,
     /// Services by namespace/name.
     pub services: ObjectMap<ObjectRef, Service>,
+    /// ClusterNetworkPolicies by name.
+    pub cluster_policies: ObjectMap<String, ClusterNetworkPolicy>,
+    /// Nodes by name (what `nodes` peers select).
+    pub nodes: ObjectMap<String, Node>,
 }
 
 /// One pod's change between two states: its key and what it was (`None`: it did
@@ -310,6 +361,10 @@ pub struct StateChanges {
     pub policies: Vec<(ObjectRef, Option<NetworkPolicy>)>,
     /// Services.
     pub services: Vec<(ObjectRef, Option<Service>)>,
+    /// ClusterNetworkPolicies by name.
+    pub cluster_policies: Vec<(String, Option<ClusterNetworkPolicy>)>,
+    /// Nodes by name.
+    pub nodes: Vec<(String, Option<Node>)>,
 }
 
 impl StateChanges {
@@ -320,6 +375,8 @@ impl StateChanges {
             self.pods.is_empty(),
             self.policies.is_empty(),
             self.services.is_empty(),
+            self.cluster_policies.is_empty(),
+            self.nodes.is_empty(),
         ]
         .iter()
         .filter(|empty| !**empty)
@@ -362,6 +419,8 @@ impl ClusterState {
             pods: differing(&self.pods, &next.pods),
             policies: differing(&self.policies, &next.policies),
             services: differing(&self.services, &next.services),
+            cluster_policies: differing(&self.cluster_policies, &next.cluster_policies),
+            nodes: differing(&self.nodes, &next.nodes),
         }
     }
 
@@ -369,9 +428,7 @@ impl ClusterState {
     /// does (`None` otherwise).
     pub fn pod_changes(&self, next: &ClusterState) -> Option<Vec<PodChange>> {
         let changes = self.changes(next);
-        let only_pods = changes.namespaces.is_empty()
-            && changes.policies.is_empty()
-            && changes.services.is_empty();
+        let only_pods = changes.kinds() == usize::from(!changes.pods.is_empty());
         only_pods.then_some(changes.pods)
     }
 
@@ -392,12 +449,16 @@ impl ClusterState {
         }
     }
 
-    /// This state with every NetworkPolicy in audit mode: the agent-wide audit mode
+    /// This state with every NetworkPolicy and ClusterNetworkPolicy in audit mode:
+    /// the agent-wide audit mode
     /// (`--audit`). A transformation of the model rather than a compiler option, so
     /// the evaluator, the compiler and every report see the same policies; the CLI
     /// edge applies it once, right after loading the state.
     pub fn with_every_policy_in_audit(mut self) -> Self {
         change_each(&mut self.policies, |_, policy| {
+            policy.mode = PolicyMode::Audit;
+        });
+        change_each(&mut self.cluster_policies, |_, policy| {
             policy.mode = PolicyMode::Audit;
         });
         self
@@ -409,29 +470,20 @@ impl ClusterState {
     /// object with this state and `audited`, and the agent's diff of two such
     /// results costs what changed.
     pub fn in_audit_after(&self, last: &ClusterState, audited: &ClusterState) -> ClusterState {
-        let mut policies = audited.policies.clone();
-        for item in last.policies.diff(&self.policies) {
-            match item {
-                DiffItem::Add(key, policy)
-                | DiffItem::Update {
-                    new: (key, policy), ..
-                } => {
-                    let policy = NetworkPolicy {
-                        mode: PolicyMode::Audit,
-                        ..policy.clone()
-                    };
-                    policies.insert(key.clone(), policy);
-                }
-                DiffItem::Remove(key, _) => {
-                    policies.remove(key);
-                }
-            }
-        }
         ClusterState {
             namespaces: self.namespaces.clone(),
             pods: self.pods.clone(),
-            policies,
+            policies: audited_after(&audited.policies, &last.policies, &self.policies, |p| {
+                p.mode = PolicyMode::Audit
+            }),
             services: self.services.clone(),
+            cluster_policies: audited_after(
+                &audited.cluster_policies,
+                &last.cluster_policies,
+                &self.cluster_policies,
+                |p| p.mode = PolicyMode::Audit,
+            ),
+            nodes: self.nodes.clone(),
         }
     }
 
@@ -466,6 +518,8 @@ impl ClusterState {
         self.pods.extend(other.pods);
         self.policies.extend(other.policies);
         self.services.extend(other.services);
+        self.cluster_policies.extend(other.cluster_policies);
+        self.nodes.extend(other.nodes);
     }
 
     /// `Kind namespace/name` of every object, for messages; namespaces that carry
@@ -479,10 +533,17 @@ impl ClusterState {
         let pods = self.pods.keys().map(|k| format!("Pod {k}"));
         let policies = self.policies.keys().map(|k| format!("NetworkPolicy {k}"));
         let services = self.services.keys().map(|k| format!("Service {k}"));
+        let cluster_policies = self
+            .cluster_policies
+            .keys()
+            .map(|k| format!("ClusterNetworkPolicy {k}"));
+        let nodes = self.nodes.keys().map(|k| format!("Node {k}"));
         namespaces
             .chain(pods)
             .chain(policies)
             .chain(services)
+            .chain(cluster_policies)
+            .chain(nodes)
             .collect()
     }
 }
