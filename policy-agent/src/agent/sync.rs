@@ -131,6 +131,8 @@ pub struct Syncer<D: Dataplane = Datapath> {
     notices: Notices,
     /// Conversion errors counted and logged, while they last.
     reported: BTreeSet<String>,
+    /// ClusterNetworkPolicy warnings logged, while they last.
+    cluster_warnings: BTreeSet<String>,
     /// Refused policies (and the resource) counted and logged, while they last.
     refused: BTreeSet<(ObjectRef, &'static str)>,
     /// The newest source change already counted in the latency histogram.
@@ -187,6 +189,7 @@ impl<D: Dataplane> Syncer<D> {
             pod_bridges: BTreeSet::new(),
             notices: Notices::default(),
             reported: BTreeSet::new(),
+            cluster_warnings: BTreeSet::new(),
             refused: BTreeSet::new(),
             last_change: None,
             written: None,
@@ -390,7 +393,8 @@ impl<D: Dataplane> Syncer<D> {
     }
 
     /// Logs and counts each conversion error once while it lasts; all of them are
-    /// `/readyz` details.
+    /// `/readyz` details. Logs each ClusterNetworkPolicy warning
+    /// (`policy::cluster::warnings`) once while it lasts.
     fn report_conversion_errors(&mut self, snapshot: &SourceSnapshot) {
         let current: BTreeSet<String> = snapshot.conversion_errors.iter().cloned().collect();
         for error in current.difference(&self.reported) {
@@ -401,6 +405,13 @@ impl<D: Dataplane> Syncer<D> {
         self.health
             .set_not_converted(snapshot.conversion_errors.clone());
         self.metrics.set_over_cap(&snapshot.over_cap);
+        let warnings: BTreeSet<String> = crate::policy::cluster::warnings(&snapshot.state)
+            .into_iter()
+            .collect();
+        for warning in warnings.difference(&self.cluster_warnings) {
+            tracing::warn!(%warning, "ClusterNetworkPolicy");
+        }
+        self.cluster_warnings = warnings;
     }
 
     /// Logs and counts each refused policy once while its refusal (for one

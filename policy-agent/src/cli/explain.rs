@@ -14,8 +14,8 @@ use crate::{
     model::{ClusterState, ObjectRef, PolicyMode, Protocol},
     policy::{
         evaluator::{
-            explain, End, Explanation, PolicyExplanation, Query, RuleMatch, SideExplanation,
-            SideVerdict,
+            explain, ClusterPolicyExplanation, ClusterRuleRef, End, Explanation, PolicyExplanation,
+            Query, RuleMatch, Side, SideExplanation, SideVerdict,
         },
         probes,
     },
@@ -174,54 +174,151 @@ fn text(state: &ClusterState, query: &Query, judged: &Query, explanation: &Expla
             .pod(state)
             .map_or_else(|| endpoint.to_string(), |pod| pod.key.to_string());
         let _ = write!(out, "{heading} {name}: ");
-        match side {
-            SideExplanation::NotAPod => {
-                out.push_str("allowed: not a pod of the cluster, no policy applies\n");
+        let verdict = side.verdict();
+        match &verdict {
+            SideVerdict::Accepted(rule) => {
+                let _ = writeln!(out, "allowed by {}: Accept", cluster_rule(list, rule));
             }
-            SideExplanation::HostNetwork => {
-                out.push_str("allowed: a hostNetwork pod, policies never isolate it\n");
+            SideVerdict::Denied(rule) => {
+                let _ = writeln!(out, "dropped by {}: Deny", cluster_rule(list, rule));
             }
-            SideExplanation::Unisolated => {
-                let _ = writeln!(out, "allowed: no policy selects it for {list}");
+            SideVerdict::WouldDeny(rule) => {
+                let _ = writeln!(
+                    out,
+                    "would-drop: {} denies it, and the policy is in audit mode",
+                    cluster_rule(list, rule)
+                );
             }
-            SideExplanation::Isolated {
-                mode,
-                policies,
-                ignored_audit,
-            } => {
-                match side.verdict() {
-                    SideVerdict::Allowed { policy, rule_index } => {
-                        let rule = rule_path(list, rule_index);
-                        let audit = match mode {
-                            PolicyMode::Audit => "; the policy is in audit mode",
-                            PolicyMode::Enforce => "",
-                        };
-                        let _ = writeln!(
-                            out,
-                            "allowed by {policy} {rule} (peer and port match{audit})"
-                        );
-                    }
-                    SideVerdict::WouldDrop { .. } => {
-                        out.push_str(
-                            "would-drop: isolated only by these policies, which are in audit \
-                             mode; no rule matches, so it passes and is reported\n",
-                        );
-                        for explained in policies {
-                            denied_policy(&mut out, list, explained);
-                        }
-                    }
-                    _ => {
-                        out.push_str("dropped: isolated by these policies, no rule matches\n");
-                        for explained in policies {
-                            denied_policy(&mut out, list, explained);
-                        }
-                    }
-                }
-                ignored(&mut out, list, ignored_audit);
-            }
+            _ => network_side(&mut out, list, &side.network),
+        }
+        if !side.admin.is_empty() || !side.baseline.is_empty() {
+            let _ = writeln!(out, "  tiers: {}", walk(list, side));
         }
     }
     out
+}
+
+/// `Admin guardrails/deny-rest` (a rule without a name: `Admin guardrails/ingress[2]`).
+fn cluster_rule(list: &str, rule: &ClusterRuleRef) -> String {
+    let label = rule_label(list, &rule.rule_name, rule.rule_index);
+    format!("{} {}/{label}", rule.tier, rule.policy)
+}
+
+/// A cluster rule's name, or its place in its list (`ingress[2]`) when it has none.
+fn rule_label(list: &str, name: &str, index: usize) -> String {
+    if name.is_empty() {
+        format!("{list}[{index}]")
+    } else {
+        name.to_string()
+    }
+}
+
+/// The walk through the tiers for one side, as far as it went:
+/// `Admin tenants/from-dev: Pass -> NetworkPolicy: no policy selects it ->
+/// Baseline defaults/deny-rest: Deny`. Audit-mode policies are not walked; their
+/// would-denials are the side's verdict.
+fn walk(list: &str, side: &Side) -> String {
+    let mut steps = Vec::new();
+    let first_match = |policies: &[ClusterPolicyExplanation]| {
+        policies
+            .iter()
+            .filter(|policy| policy.mode == PolicyMode::Enforce)
+            .find_map(|policy| {
+                policy
+                    .rules
+                    .iter()
+                    .find(|(_, rule)| rule.matched())
+                    .map(|(name, rule)| {
+                        let label = rule_label(list, name, rule.index);
+                        (format!("{}/{label}", policy.name), rule.action)
+                    })
+            })
+    };
+    match first_match(&side.admin) {
+        Some((rule, action)) => {
+            steps.push(format!("Admin {rule}: {action}"));
+            if action != crate::model::RuleAction::Pass {
+                return steps.join(" -> ");
+            }
+        }
+        None => steps.push("Admin: no rule matches".to_string()),
+    }
+    match &side.network {
+        SideExplanation::Isolated {
+            mode: PolicyMode::Enforce,
+            ..
+        } => {
+            let decided = if side.network.verdict().allows() {
+                "allowed"
+            } else {
+                "dropped"
+            };
+            steps.push(format!("NetworkPolicy: {decided}"));
+            return steps.join(" -> ");
+        }
+        _ => steps.push("NetworkPolicy: no policy selects it".to_string()),
+    }
+    match first_match(&side.baseline) {
+        Some((rule, action)) if action != crate::model::RuleAction::Pass => {
+            steps.push(format!("Baseline {rule}: {action}"));
+            return steps.join(" -> ");
+        }
+        Some((rule, action)) => steps.push(format!("Baseline {rule}: {action}")),
+        None => steps.push("Baseline: no rule matches".to_string()),
+    }
+    steps.push("default: allowed".to_string());
+    steps.join(" -> ")
+}
+
+/// The paragraph of a side NetworkPolicy decides (or that no policy of any tier
+/// decides).
+fn network_side(out: &mut String, list: &str, side: &SideExplanation) {
+    match side {
+        SideExplanation::NotAPod => {
+            out.push_str("allowed: not a pod of the cluster, no policy applies\n");
+        }
+        SideExplanation::HostNetwork => {
+            out.push_str("allowed: a hostNetwork pod, policies never isolate it\n");
+        }
+        SideExplanation::Unisolated => {
+            let _ = writeln!(out, "allowed: no policy selects it for {list}");
+        }
+        SideExplanation::Isolated {
+            mode,
+            policies,
+            ignored_audit,
+        } => {
+            match side.verdict() {
+                SideVerdict::Allowed { policy, rule_index } => {
+                    let rule = rule_path(list, rule_index);
+                    let audit = match mode {
+                        PolicyMode::Audit => "; the policy is in audit mode",
+                        PolicyMode::Enforce => "",
+                    };
+                    let _ = writeln!(
+                        out,
+                        "allowed by {policy} {rule} (peer and port match{audit})"
+                    );
+                }
+                SideVerdict::WouldDrop { .. } => {
+                    out.push_str(
+                        "would-drop: isolated only by these policies, which are in audit \
+                             mode; no rule matches, so it passes and is reported\n",
+                    );
+                    for explained in policies {
+                        denied_policy(out, list, explained);
+                    }
+                }
+                _ => {
+                    out.push_str("dropped: isolated by these policies, no rule matches\n");
+                    for explained in policies {
+                        denied_policy(out, list, explained);
+                    }
+                }
+            }
+            ignored(out, list, ignored_audit);
+        }
+    }
 }
 
 /// The line naming the audit-mode policies a side ignores, if there are any.
@@ -265,10 +362,13 @@ struct QueryJson {
 }
 
 /// One side in JSON: `status` is `not_a_pod`, `host_network`, `unisolated` or
-/// `isolated`; `allowed_by` the deciding rule of an isolated side that allows;
-/// `mode` (`enforce` or `audit`) the mode of `policies`, the deciding ones, for
-/// an isolated side; `ignored_audit` the audit-mode policies ignored beside
-/// enforce-mode ones.
+/// `isolated` (by NetworkPolicies); `allowed_by` the deciding NetworkPolicy rule
+/// of an isolated side that allows; `mode` (`enforce` or `audit`) the mode of
+/// `policies`, the deciding NetworkPolicies, for an isolated side;
+/// `ignored_audit` the audit-mode ones ignored beside enforce-mode ones;
+/// `decided_by` the ClusterNetworkPolicy rule that accepts or denies the side
+/// (or, with `would_drop`, would deny it), and `admin`/`baseline` those tiers'
+/// policies that apply, in the order they are read.
 #[derive(Serialize)]
 struct SideJson {
     allowed: bool,
@@ -278,6 +378,62 @@ struct SideJson {
     allowed_by: Option<RuleRefJson>,
     policies: Vec<PolicyJson>,
     ignored_audit: Vec<String>,
+    decided_by: Option<ClusterDecisionJson>,
+    admin: Vec<ClusterPolicyJson>,
+    baseline: Vec<ClusterPolicyJson>,
+}
+
+#[derive(Serialize)]
+struct ClusterDecisionJson {
+    tier: crate::model::Tier,
+    policy: String,
+    rule: String,
+    action: crate::model::RuleAction,
+}
+
+#[derive(Serialize)]
+struct ClusterPolicyJson {
+    policy: String,
+    priority: u16,
+    mode: PolicyMode,
+    rules: Vec<ClusterRuleJson>,
+}
+
+#[derive(Serialize)]
+struct ClusterRuleJson {
+    rule: String,
+    action: crate::model::RuleAction,
+    peer_matched: bool,
+    port_matched: bool,
+    failed_closed: bool,
+    matched: bool,
+}
+
+/// The JSON of one tier's policies for a side.
+fn cluster_policies_json(
+    list: &str,
+    policies: &[ClusterPolicyExplanation],
+) -> Vec<ClusterPolicyJson> {
+    policies
+        .iter()
+        .map(|policy| ClusterPolicyJson {
+            policy: policy.name.clone(),
+            priority: policy.priority,
+            mode: policy.mode,
+            rules: policy
+                .rules
+                .iter()
+                .map(|(name, rule)| ClusterRuleJson {
+                    rule: rule_label(list, name, rule.index),
+                    action: rule.action,
+                    peer_matched: rule.peer_matched,
+                    port_matched: rule.port_matched,
+                    failed_closed: rule.failed_closed,
+                    matched: rule.matched(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -300,8 +456,23 @@ struct RuleJson {
 }
 
 fn json(query: &Query, explanation: &Explanation) -> QueryJson {
-    let side = |list: &str, side: &SideExplanation| {
-        let verdict = side.verdict();
+    let side = |list: &str, whole: &Side| {
+        let verdict = whole.verdict();
+        let decided_by = match &verdict {
+            SideVerdict::Accepted(rule)
+            | SideVerdict::Denied(rule)
+            | SideVerdict::WouldDeny(rule) => Some(ClusterDecisionJson {
+                tier: rule.tier,
+                policy: rule.policy.clone(),
+                rule: rule_label(list, &rule.rule_name, rule.rule_index),
+                action: match verdict {
+                    SideVerdict::Accepted(_) => crate::model::RuleAction::Accept,
+                    _ => crate::model::RuleAction::Deny,
+                },
+            }),
+            _ => None,
+        };
+        let side = &whole.network;
         let (status, mode, policies, ignored_audit) = match side {
             SideExplanation::NotAPod => ("not_a_pod", None, &[][..], &[][..]),
             SideExplanation::HostNetwork => ("host_network", None, &[][..], &[][..]),
@@ -330,6 +501,9 @@ fn json(query: &Query, explanation: &Explanation) -> QueryJson {
                 }),
                 _ => None,
             },
+            decided_by,
+            admin: cluster_policies_json(list, &whole.admin),
+            baseline: cluster_policies_json(list, &whole.baseline),
             policies: policies
                 .iter()
                 .map(|explained| PolicyJson {

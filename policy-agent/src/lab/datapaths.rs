@@ -135,6 +135,9 @@ impl NodeDatapath {
         for refusal in &self.tables.refusals {
             tracing::warn!(%refusal, "policy refused: the tables cannot hold it");
         }
+        for warning in crate::policy::cluster::warnings(state) {
+            tracing::warn!(%warning, "ClusterNetworkPolicy");
+        }
         self.tables_since_ns = clock::monotonic_now_ns();
         self.datapath
             .apply(&self.tables, &self.interfaces, &BTreeMap::new())?;

@@ -164,16 +164,6 @@ impl ClusterRule {
                 .iter()
                 .any(|port| matches!(port, ClusterPort::Invalid { .. }))
     }
-
-    /// How counters, events and `explain` name the rule: its name, else
-    /// `ingress[i]`/`egress[i]` by its position.
-    pub fn label(&self, direction_word: &str, index: usize) -> String {
-        if self.name.is_empty() {
-            format!("{direction_word}[{index}]")
-        } else {
-            self.name.clone()
-        }
-    }
 }
 
 /// A ClusterNetworkPolicy, normalized.

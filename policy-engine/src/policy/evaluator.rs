@@ -15,17 +15,30 @@
 //! policies decide a side is `isolation::isolating`'s rule, and a side only
 //! audit-mode policies isolate lets through what they would drop, as a would-drop.
 //!
+//! ClusterNetworkPolicies (`tiers`): each side is read Admin tier, then
+//! NetworkPolicy, then Baseline tier, then the default; `policy::cluster` says
+//! what their subjects, peers and ports match.
+//!
 //! Out of scope here: traffic from the pod's own node (allowed by the dataplane by
 //! default) and reply traffic (conntrack).
 
 use std::{fmt, net::IpAddr};
 
+mod tiers;
+
+pub use self::tiers::{ClusterPolicyExplanation, ClusterRuleRef, Side};
 use crate::{
     model::{
         ClusterState, LabelSelector, Labels, NamespaceScope, NetworkPolicy, ObjectRef, Peer, Peers,
-        Pod, PolicyMode, PolicyPort, PortRef, Protocol, Rule,
+        Pod, PolicyMode, PolicyPort, PortRef, Protocol, Rule, Tier,
     },
-    policy::{isolation::isolating, rules, selector::matches, tables::Direction},
+    policy::{
+        cluster::{self, Remote},
+        isolation::isolating,
+        rules,
+        selector::matches,
+        tables::Direction,
+    },
 };
 
 /// One end of a connection, as a query names it (not an "endpoint": that word
@@ -103,17 +116,27 @@ pub enum SideVerdict {
         /// Every audit-mode policy that applies to the pod for this direction.
         audited_by: Vec<ObjectRef>,
     },
+    /// A ClusterNetworkPolicy rule accepts it.
+    Accepted(ClusterRuleRef),
+    /// A ClusterNetworkPolicy rule denies it.
+    Denied(ClusterRuleRef),
+    /// It passes, but this rule of an audit-mode ClusterNetworkPolicy would deny
+    /// it were the policy enforced.
+    WouldDeny(ClusterRuleRef),
 }
 
 impl SideVerdict {
     /// Whether this side lets the connection through (a would-drop does).
     pub fn allows(&self) -> bool {
-        !matches!(self, SideVerdict::Dropped { .. })
+        !matches!(self, SideVerdict::Dropped { .. } | SideVerdict::Denied(_))
     }
 
     /// Whether it passes only because the policies deciding it are in audit mode.
     pub fn would_drop(&self) -> bool {
-        matches!(self, SideVerdict::WouldDrop { .. })
+        matches!(
+            self,
+            SideVerdict::WouldDrop { .. } | SideVerdict::WouldDeny(_)
+        )
     }
 }
 
@@ -230,9 +253,9 @@ impl SideExplanation {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Explanation {
     /// The source's egress side.
-    pub egress: SideExplanation,
+    pub egress: Side,
     /// The destination's ingress side.
-    pub ingress: SideExplanation,
+    pub ingress: Side,
 }
 
 impl Explanation {
@@ -265,11 +288,11 @@ struct Resolved<'a> {
 
 impl Resolved<'_> {
     /// The end's IPs: the queried address, else all of the pod's IPs.
-    fn ips(&self) -> Vec<IpAddr> {
-        match (self.address, self.pod) {
-            (Some(ip), _) => vec![ip],
-            (None, Some(pod)) => pod.ips.clone(),
-            (None, None) => Vec::new(),
+    fn ips(&self) -> &[IpAddr] {
+        match (&self.address, self.pod) {
+            (Some(ip), _) => std::slice::from_ref(ip),
+            (None, Some(pod)) => &pod.ips,
+            (None, None) => &[],
         }
     }
 }
@@ -322,8 +345,64 @@ pub fn explain(state: &ClusterState, query: &Query) -> Explanation {
     }
 }
 
-/// What `local`'s policies for `direction` say about traffic with `remote`.
+/// What `local`'s policies of every tier for `direction` say about traffic with
+/// `remote`.
 fn explain_side(
+    state: &ClusterState,
+    query: &Query,
+    direction: Direction,
+    local: Resolved<'_>,
+    remote: Resolved<'_>,
+) -> Side {
+    let network = explain_network(state, query, direction, local, remote);
+    let Some(pod) = local.pod.filter(|pod| !pod.host_network) else {
+        return Side::network_only(network);
+    };
+    let receiver = match direction {
+        Direction::Ingress => local,
+        Direction::Egress => remote,
+    };
+    let tier = |tier: Tier| {
+        cluster::applying(state, tier, pod, direction)
+            .into_iter()
+            .map(|policy| ClusterPolicyExplanation {
+                name: policy.name.clone(),
+                tier: policy.tier,
+                priority: policy.priority,
+                mode: policy.mode,
+                rules: cluster::cluster_rules(policy, direction)
+                    .iter()
+                    .enumerate()
+                    .map(|(index, rule)| {
+                        let remote = Remote {
+                            pod: remote.pod,
+                            ips: remote.ips(),
+                        };
+                        let matched = cluster::rule_match(
+                            state,
+                            rule,
+                            index,
+                            remote,
+                            receiver.pod,
+                            query.protocol,
+                            query.port,
+                        );
+                        (rule.name.clone(), matched)
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+    Side {
+        admin: tier(Tier::Admin),
+        network,
+        baseline: tier(Tier::Baseline),
+    }
+}
+
+/// What `local`'s NetworkPolicies for `direction` say about traffic with
+/// `remote`.
+fn explain_network(
     state: &ClusterState,
     query: &Query,
     direction: Direction,

@@ -4,8 +4,10 @@
 //! - `selector`: label selector matching;
 //! - `isolation`: which policies isolate a pod in one direction (audit mode
 //!   included), shared by the evaluator and the compiler;
-//! - `evaluator`: the reference verdict straight from the NetworkPolicy semantics,
-//!   and why (`explain`);
+//! - `cluster`: what a ClusterNetworkPolicy's subject, peers and ports match, and
+//!   the order its tier reads it in, shared by the evaluator and the compiler;
+//! - `evaluator`: the reference verdict straight from the NetworkPolicy and
+//!   ClusterNetworkPolicy semantics, and why (`explain`);
 //! - `probes`: which probes a reachability matrix holds (`simulate`, the lab);
 //! - `capacity`: what the kernel's tables hold, and the policies refused when a
 //!   node's tables would not (they fail closed for their pods only);
@@ -13,6 +15,7 @@
 //! - `tables`: the compiler's output and the lookup the kernel performs on it.
 
 pub mod capacity;
+pub mod cluster;
 pub mod compiler;
 pub mod evaluator;
 pub mod isolation;

@@ -9,6 +9,7 @@ use crate::model::{
 };
 
 mod audit;
+mod tiers;
 
 /// prod (team=a): web, db, client, a hostNetwork pod; dev (team=b): client, tool.
 #[rustfmt::skip]
@@ -229,8 +230,8 @@ fn a_deny_says_the_peer_failed_when_only_the_peer_failed() {
     assert_eq!(
         explained,
         Explanation {
-            egress: SideExplanation::Unisolated,
-            ingress: enforced(vec![expected]),
+            egress: Side::network_only(SideExplanation::Unisolated),
+            ingress: Side::network_only(enforced(vec![expected])),
         }
     );
     assert!(!explained.verdict().allowed);
@@ -240,7 +241,7 @@ fn a_deny_says_the_peer_failed_when_only_the_peer_failed() {
 fn a_deny_says_the_port_failed_when_only_the_port_failed() {
     let state = base().policy(web_policy()).build();
     let explained = explain(&state, &query("prod/client", "prod/web", Tcp, 8080));
-    let SideExplanation::Isolated { policies, .. } = &explained.ingress else {
+    let SideExplanation::Isolated { policies, .. } = &explained.ingress.network else {
         panic!("web is isolated for ingress: {explained:?}");
     };
     assert_eq!(
@@ -263,7 +264,7 @@ fn a_deny_reports_both_halves_failing_and_a_rule_less_policy() {
         .build();
     let state = base().policy(web_policy()).policy(deny_egress).build();
     let explained = explain(&state, &query("dev/tool", "prod/web", Udp, 53));
-    let SideExplanation::Isolated { policies, .. } = &explained.ingress else {
+    let SideExplanation::Isolated { policies, .. } = &explained.ingress.network else {
         panic!("web is isolated for ingress: {explained:?}");
     };
     assert_eq!(
@@ -275,15 +276,15 @@ fn a_deny_reports_both_halves_failing_and_a_rule_less_policy() {
         policy: ObjectRef::new("prod", "deny-egress"),
         rules: vec![],
     };
-    assert_eq!(explained.egress, enforced(vec![no_rules]));
-    assert_eq!(explained.ingress, SideExplanation::NotAPod);
+    assert_eq!(explained.egress.network, enforced(vec![no_rules]));
+    assert_eq!(explained.ingress.network, SideExplanation::NotAPod);
 }
 
 #[test]
 fn an_allow_names_the_first_rule_that_matched_and_keeps_the_others() {
     let state = base().policy(web_policy()).build();
     let explained = explain(&state, &query("prod/client", "prod/web", Tcp, 443));
-    let SideExplanation::Isolated { policies, .. } = &explained.ingress else {
+    let SideExplanation::Isolated { policies, .. } = &explained.ingress.network else {
         panic!("web is isolated for ingress: {explained:?}");
     };
     assert_eq!(
@@ -309,13 +310,13 @@ fn sides_no_policy_isolates_are_explained_as_such() {
     assert_eq!(
         explained,
         Explanation {
-            egress: SideExplanation::Unisolated,
-            ingress: SideExplanation::Unisolated,
+            egress: Side::network_only(SideExplanation::Unisolated),
+            ingress: Side::network_only(SideExplanation::Unisolated),
         }
     );
     let explained = explain(&state, &query("prod/host", "8.8.8.8", Tcp, 80));
     assert_eq!(
-        (explained.egress, explained.ingress),
+        (explained.egress.network, explained.ingress.network),
         (SideExplanation::HostNetwork, SideExplanation::NotAPod)
     );
 }

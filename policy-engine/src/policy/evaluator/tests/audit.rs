@@ -81,7 +81,7 @@ fn beside_an_enforce_mode_policy_audit_mode_ones_cannot_widen_access() {
         mode,
         policies,
         ignored_audit,
-    } = explain(&state, &query_db).ingress
+    } = explain(&state, &query_db).ingress.network
     else {
         panic!("web is isolated for ingress");
     };
