@@ -15,7 +15,11 @@
 //!   would give, and the trie is walked only on a miss: an exact port costs one
 //!   hash lookup. The agent writes each entry to the one map its length picks.
 //!
-//! NetworkPolicy v1 only allows, so any match allows. `POLICY`'s fields are ordered
+//! A NetworkPolicy match allows; an endpoint only NetworkPolicies decide has
+//! allows only, and a miss drops. Where a ClusterNetworkPolicy applies, the
+//! agent walks the tiers once per entry and writes the outcome
+//! (`PolicyValue::verdict`), with an all-protocols entry in every such set, so
+//! the lookup there never misses. `POLICY`'s fields are ordered
 //! from the always-exact to the wildcardable, because an LPM trie can only leave a
 //! suffix unspecified:
 //! - `PREFIX_ALL_PROTOCOLS` (64 bits): bank, rule set; a rule without ports.
@@ -83,16 +87,36 @@ pub struct PolicyKey {
 
 const _: () = assert!(core::mem::size_of::<PolicyKey>() == 12);
 
-/// Which rule allowed a packet: its `counters::RULE_COUNTERS` slot, which also
-/// names it in verdict events (the agent keeps which rule holds which slot). A
-/// rule keeps its slot for as long as it has entries, so a change of other
-/// policies (which renumbers the agent's policy ids) leaves every value as it is.
+/// `PolicyValue::verdict`: a rule allows it (counted in `rule_slot`).
+pub const POLICY_ALLOW: u32 = 0;
+/// `PolicyValue::verdict`: a ClusterNetworkPolicy `Deny` rule drops it.
+pub const POLICY_DENY: u32 = 1;
+/// `PolicyValue::verdict`: passes as a would-drop; an audit-mode
+/// ClusterNetworkPolicy `Deny` rule would drop it.
+pub const POLICY_WOULD_DENY: u32 = 2;
+/// `PolicyValue::verdict`: the endpoint's NetworkPolicies allow none of it:
+/// dropped, as a miss is.
+pub const POLICY_NETWORK_DROP: u32 = 3;
+/// `PolicyValue::verdict`: as `POLICY_NETWORK_DROP` for audit-mode
+/// NetworkPolicies: passes as a would-drop.
+pub const POLICY_NETWORK_WOULD_DROP: u32 = 4;
+/// `PolicyValue::verdict`: no tier decides; allowed by default, no rule counts.
+pub const POLICY_DEFAULT: u32 = 5;
+
+/// What a `POLICY` entry decides, and the rule that decides it: its
+/// `counters::RULE_COUNTERS` slot, which also names it in verdict events (the
+/// agent keeps which rule holds which slot). A rule keeps its slot for as long
+/// as it has entries, so a change of other policies (which renumbers the agent's
+/// policy ids) leaves every value as it is.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PolicyValue {
     /// `counters::RULE_COUNTERS` slot of (policy, direction, rule), host byte
-    /// order; `counters::NO_COUNTER` for a rule without one.
+    /// order; `counters::NO_COUNTER` for a rule without one or no rule.
     pub rule_slot: u32,
+    /// `POLICY_ALLOW` .. `POLICY_DEFAULT`; any other value is dropped as a miss
+    /// is. Host byte order.
+    pub verdict: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PolicyValue>() == 4);
+const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8);

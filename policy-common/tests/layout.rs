@@ -238,8 +238,9 @@ fn the_pending_endpoint_id_is_no_real_id_and_has_its_own_deny_slots() {
 fn map_types_have_no_hidden_padding() {
     assert_eq!(size_of::<PolicyKey>(), 4 + 4 + 1 + 1 + 2);
     assert_eq!(size_of::<RuleSetKey>(), 4 + 4 + 4 + 1 + 3);
-    assert_eq!(size_of::<PolicyValue>(), 4);
+    assert_eq!(size_of::<PolicyValue>(), 8);
     assert_eq!(offset_of!(PolicyValue, rule_slot), 0);
+    assert_eq!(offset_of!(PolicyValue, verdict), 4);
     assert_eq!(size_of::<EndpointInfo>(), 4 + 4);
     assert_eq!(offset_of!(EndpointInfo, endpoint_id), 0);
     assert_eq!(offset_of!(EndpointInfo, flags), 4);

@@ -122,7 +122,7 @@ fn emit(facts: &Facts, verdict: u8, stat: u32, packet_len: u32) {
         maps::count(STAT_EVENTS_RING_FULL);
         return;
     };
-    let rule_slot = facts.rule.map_or(NO_COUNTER, |rule| rule.rule_slot);
+    let rule_slot = facts.rule.unwrap_or(NO_COUNTER);
     // Field by field into the reserved entry: a whole VerdictEvent built first
     // would cost 72 bytes of the program's 512-byte stack.
     let event = entry.as_mut_ptr();

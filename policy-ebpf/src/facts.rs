@@ -7,7 +7,7 @@
 
 use core::ptr::addr_of_mut;
 
-use policy_common::{counters::NO_COUNTER, endpoint::OwnAddresses, policy::PolicyValue};
+use policy_common::{counters::NO_COUNTER, endpoint::OwnAddresses};
 
 use crate::{
     frag::Fragment,
@@ -44,8 +44,9 @@ impl Counter {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct Facts {
-    /// The `POLICY` entry that allowed the packet, if a rule did.
-    pub rule: Option<PolicyValue>,
+    /// The `RULE_COUNTERS` slot of the rule that allowed the packet (its
+    /// `POLICY` entry's `rule_slot`), if a rule did.
+    pub rule: Option<u32>,
     /// Where the packet's bytes count.
     pub counter: Counter,
     /// The interface the verdict is about (the pod's host-side veth).

@@ -12,6 +12,10 @@ use policy_common::{
     ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_REMOTE_PLAIN},
     endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
     peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
+    policy::{
+        POLICY_ALLOW, POLICY_DEFAULT, POLICY_DENY, POLICY_NETWORK_DROP,
+        POLICY_NETWORK_WOULD_DROP, POLICY_WOULD_DENY,
+    },
     verdict::{DIRECTION_INGRESS, STAT_DROP_REVOKED, STAT_DROP_STATE_CHANGED},
 };
 
@@ -116,8 +120,14 @@ fn remote_plain(endpoint: &EndpointInfo, flags: impl FnOnce() -> u32) -> u32 {
 /// 10. egress to an address with `PEER_FLAG_SERVICE`: `SERVICE`, unless
 ///     `facts.translated` (the packet is past Service translation);
 /// 11. the peer's class (`maps::peer`) and the protocol and destination port in
-///     `POLICY`: `RULE` with the rule's counter slot, or `CHANGED` when `ACTIVE`
-///     moved since the packet read it (the lookups may span two writes in place);
+///     `POLICY`, by the entry's verdict: an allow is `RULE` with the rule's
+///     counter slot, a default allow (no tier decided, where a
+///     ClusterNetworkPolicy applies) `UNISOLATED`, both only while `ACTIVE` has
+///     not moved since the packet read it (the lookups may span two writes in
+///     place; a moved one goes on to step 12); a would-deny or a NetworkPolicy
+///     would-drop is `AUDIT`; a deny or a NetworkPolicy drop is `DENIED`, or
+///     `CHANGED` while the lookups may have read two states
+///     (`maps::decided_mid_write`); any other verdict goes on to step 12;
 /// 12. else `AUDIT` when the endpoint audits that direction (also for step 11's
 ///     `CHANGED`: an audited direction passes either way), `CHANGED` while the
 ///     lookups may have read two states (`maps::decided_mid_write`), `DENIED`.
@@ -167,13 +177,28 @@ pub(crate) fn judge(
         return Judgement::new(SERVICE, NO_COUNTER);
     }
     let id = endpoint.endpoint_id;
-    if let Some(allowed) = maps::policy(bank, id, peer.class_id, direction, flow.protocol, port_be)
-    {
-        // A rule's allow is trusted unless `ACTIVE` moved; if it did, what
-        // follows finds it moved too.
-        if !maps::generation_moved(facts.generation) {
-            facts.rule = Some(allowed);
-            return Judgement::new(RULE | plain, allowed.rule_slot);
+    if let Some(found) = maps::policy(bank, id, peer.class_id, direction, flow.protocol, port_be) {
+        // An allow is trusted unless `ACTIVE` moved; if it did, what follows
+        // finds it moved too. The tiers' other outcomes decide here, whatever
+        // the endpoint's audit flag says of a miss.
+        let moved = maps::generation_moved(facts.generation);
+        match found.verdict {
+            POLICY_ALLOW if !moved => {
+                facts.rule = Some(found.rule_slot);
+                return Judgement::new(RULE | plain, found.rule_slot);
+            }
+            POLICY_DEFAULT if !moved => return Judgement::new(UNISOLATED | plain, NO_COUNTER),
+            POLICY_WOULD_DENY | POLICY_NETWORK_WOULD_DROP => {
+                return Judgement::new(AUDIT | plain, drop_slot(id, direction, true));
+            }
+            POLICY_DENY | POLICY_NETWORK_DROP => {
+                return if maps::decided_mid_write(facts.generation) {
+                    Judgement::new(CHANGED, NO_COUNTER)
+                } else {
+                    Judgement::new(DENIED, drop_slot(id, direction, false))
+                };
+            }
+            _ => {}
         }
     }
     // An audited direction passes either way; a denial (or an allow across a

@@ -9,12 +9,15 @@ use std::{
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use policy_common::{
+    counters::NO_COUNTER,
     endpoint::{
         EndpointInfo, ALLOW_TUNNELS, AUDIT_EGRESS, AUDIT_INGRESS, ISOLATED_EGRESS, ISOLATED_INGRESS,
     },
     peer::{PeerClass, PEER_FLAG_NODE, PEER_FLAG_SERVICE},
     policy::{
-        PolicyKey, PolicyValue, RuleSetKey, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS, PREFIX_FULL,
+        PolicyKey, PolicyValue, RuleSetKey, POLICY_ALLOW, POLICY_DEFAULT, POLICY_DENY,
+        POLICY_NETWORK_DROP, POLICY_NETWORK_WOULD_DROP, POLICY_WOULD_DENY, PREFIX_ALL_PORTS,
+        PREFIX_ALL_PROTOCOLS, PREFIX_FULL,
     },
 };
 
@@ -24,7 +27,7 @@ pub type PeerPrefix<A> = (u32, A);
 
 /// A `POLICY` entry's key as `(LPM prefix length, key with bank 0)`.
 pub type PolicyPrefix = (u32, PolicyKey);
-use crate::policy::tables::{EndpointEntry, PeerEntry, PortMatch, RuleSetMatch};
+use crate::policy::tables::{Decision, EndpointEntry, PeerEntry, PortMatch, RuleSetMatch};
 
 /// The flag word with the bit of every `(set, bit)` pair that is set.
 fn flags(pairs: &[(bool, u32)]) -> u32 {
@@ -81,10 +84,24 @@ pub(super) fn policy_key(rule_set: u32, m: &PortMatch) -> Key<PolicyKey> {
     )
 }
 
-/// `POLICY` value of a rule whose `RULE_COUNTERS` slot is `rule_slot`: the slot
-/// alone names the rule in the kernel, so it stays when policy ids shift.
-pub(super) fn policy_value(rule_slot: u32) -> PolicyValue {
-    PolicyValue { rule_slot }
+/// `POLICY` value of `decision`, its rule (if it names one) counting in
+/// `rule_slot`: the slot alone names the rule in the kernel, so it stays when
+/// policy ids shift.
+pub(super) fn decision_value(decision: &Decision, rule_slot: u32) -> PolicyValue {
+    let verdict = match decision {
+        Decision::Allow(_) => POLICY_ALLOW,
+        Decision::Deny(_) => POLICY_DENY,
+        Decision::WouldDeny(_) => POLICY_WOULD_DENY,
+        Decision::NetworkDrop => POLICY_NETWORK_DROP,
+        Decision::NetworkWouldDrop => POLICY_NETWORK_WOULD_DROP,
+        Decision::Default => POLICY_DEFAULT,
+    };
+    let rule_slot = if decision.rule().is_some() {
+        rule_slot
+    } else {
+        NO_COUNTER
+    };
+    PolicyValue { rule_slot, verdict }
 }
 
 /// `PEERS_V4`/`PEERS_V6` value of a prefix.

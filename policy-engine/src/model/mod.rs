@@ -48,8 +48,24 @@ impl ObjectRef {
     }
 }
 
+impl ObjectRef {
+    /// A cluster-scoped object (a ClusterNetworkPolicy): no namespace.
+    pub fn cluster(name: impl Into<String>) -> Self {
+        Self::new("", name)
+    }
+
+    /// Whether the object is cluster-scoped (`ObjectRef::cluster`).
+    pub fn is_cluster_scoped(&self) -> bool {
+        self.namespace.is_empty()
+    }
+}
+
 impl fmt::Display for ObjectRef {
+    /// `namespace/name`, or the name alone for a cluster-scoped object.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_cluster_scoped() {
+            return f.write_str(&self.name);
+        }
         write!(f, "{}/{}", self.namespace, self.name)
     }
 }

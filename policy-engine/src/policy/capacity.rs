@@ -256,15 +256,35 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
-/// `state` as a node that refused `refusals` enforces it: each refused policy
-/// without rules. The reference evaluator on it agrees with the tables that
-/// refused them.
+/// `state` as a node that refused `refusals` enforces it: each refused
+/// NetworkPolicy without rules, each refused ClusterNetworkPolicy denying
+/// everything in each direction it has rules for. The reference evaluator on
+/// it agrees with the tables that refused them.
 pub fn without_refused_rules(state: &ClusterState, refusals: &[Refusal]) -> ClusterState {
     let mut out = state.clone();
     for refusal in refusals {
         if let Some(policy) = out.policies.get_mut(&refusal.policy) {
             policy.ingress.clear();
             policy.egress.clear();
+        }
+        if !refusal.policy.is_cluster_scoped() {
+            continue;
+        }
+        if let Some(policy) = out.cluster_policies.get_mut(&refusal.policy.name) {
+            let deny_everything = crate::model::ClusterRule {
+                name: String::new(),
+                action: crate::model::RuleAction::Deny,
+                peers: vec![crate::model::ClusterPeer::Invalid {
+                    field: String::new(),
+                    reason: "refused".to_string(),
+                }],
+                ports: Vec::new(),
+            };
+            for rules in [&mut policy.ingress, &mut policy.egress] {
+                if !rules.is_empty() {
+                    *rules = vec![deny_everything.clone()];
+                }
+            }
         }
     }
     out

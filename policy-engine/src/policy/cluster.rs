@@ -86,27 +86,19 @@ pub fn priority_ties(state: &ClusterState) -> Vec<(Tier, u16, Vec<String>)> {
         .collect()
 }
 
-/// What the agent, the lab and the CLI warn about in `state`'s
-/// ClusterNetworkPolicies, one line each: every priority tie, and, while the
-/// datapath does not enforce them yet, every policy (`explain` and `simulate`
-/// evaluate them; the kernel does not).
+/// What the agent and the lab warn about in `state`'s ClusterNetworkPolicies,
+/// one line each: every priority tie.
 pub fn warnings(state: &ClusterState) -> Vec<String> {
-    let ties = priority_ties(state)
+    priority_ties(state)
         .into_iter()
         .map(|(tier, priority, names)| {
             format!(
                 "ClusterNetworkPolicies {} share {tier} priority {priority}: the API leaves \
-             their order open; podwall reads them by name",
+                 their order open; podwall reads them by name",
                 names.join(", ")
             )
-        });
-    let unenforced = state.cluster_policies.keys().map(|name| {
-        format!(
-            "ClusterNetworkPolicy {name}: not enforced by the datapath yet (explain and \
-             simulate evaluate it)"
-        )
-    });
-    ties.chain(unenforced).collect()
+        })
+        .collect()
 }
 
 /// Whether `pod` is in a namespace `namespaces` selects (a namespace nobody

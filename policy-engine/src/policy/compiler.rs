@@ -36,6 +36,7 @@
 mod applied;
 mod budget;
 mod classes;
+mod cluster;
 mod diagnostics;
 mod endpoints;
 mod entries;
@@ -97,20 +98,35 @@ fn compile_indexed(
     budgets: &Budgets,
     indexed: bool,
 ) -> (DatapathTables, Option<one_pod::Index>) {
-    let policies: Vec<&NetworkPolicy> = state.policies.values().collect();
+    // ClusterNetworkPolicies' stand-ins follow the NetworkPolicies, so the
+    // latter keep their ids whether or not there are any.
+    let lowered = cluster::Lowered::of(state);
+    let first_tiered = state.policies.len() as u32;
+    let policies: Vec<&NetworkPolicy> = state.policies.values().chain(&lowered.policies).collect();
+    let subjects = cluster::Subjects::of(state, &lowered, first_tiered);
     let owners = address_owners(state);
     let shared: BTreeSet<IpAddr> = owners
         .iter()
         .filter(|(_, count)| **count > 1)
         .map(|(ip, _)| *ip)
         .collect();
-    let endpoints = endpoints::assign(state, &policies, &shared, is_local);
+    let endpoints = endpoints::assign(state, (&policies, &subjects), &shared, is_local);
+    // Making one change on its own knows no ClusterNetworkPolicy: with any, every
+    // change compiles in full.
+    let indexed = indexed && lowered.policies.is_empty();
     let mut refused: Vec<(u32, RefusalReason)> = Vec::new();
     loop {
-        let stand_ins = without_rules(&policies, &refused);
+        let stand_ins = without_rules(&policies[..first_tiered as usize], &refused);
+        let refused_tiered: Vec<usize> = refused
+            .iter()
+            .filter_map(|(id, _)| id.checked_sub(first_tiered))
+            .map(|index| index as usize)
+            .collect();
+        let tiered = lowered.refused(&refused_tiered);
         let effective: Vec<&NetworkPolicy> = (0..)
-            .zip(&policies)
+            .zip(&policies[..first_tiered as usize])
             .map(|(id, policy)| stand_ins.get(&id).unwrap_or(policy))
+            .chain(&tiered.policies)
             .collect();
         let applied = applied::Applied::collect(&effective, &endpoints.applied);
         let classes = classes::assign(state, &applied, &shared, node_addresses);
@@ -120,15 +136,24 @@ fn compile_indexed(
                 endpoints: &endpoints,
                 applied: &applied,
                 classes: &classes,
+                tiered: &tiered.meta,
+                first_tiered,
             },
             budgets.node_ceiling(),
             budgets.per_policy_ceiling(),
         );
         let costs = budget::standalone(&effective, &endpoints.applied, &sets);
+        // A refused ClusterNetworkPolicy still denies (and costs a little):
+        // refusing it again would never end.
+        let new = |next: &mut Vec<(u32, RefusalReason)>| {
+            next.retain(|(id, _)| !refused.iter().any(|(done, _)| done == id));
+        };
         let mut next = budget::over_policy_budgets(&costs, budgets);
+        new(&mut next);
         if next.is_empty() {
             let usage = node_usage(&sets, &classes);
             next = budget::over_bank(&usage, &sets, &costs, budgets);
+            new(&mut next);
         }
         if next.is_empty() {
             let index = (indexed && refused.is_empty()).then(|| {
@@ -146,7 +171,9 @@ fn compile_indexed(
                 .into_iter()
                 .map(|(id, reason)| refusal(state, &policies, &endpoints, id, reason))
                 .collect();
-            let diagnostics = diagnostics::diagnostics(state, &policies, &endpoints.applied);
+            // Of NetworkPolicies: the sources report bad ClusterNetworkPolicies.
+            let network = &policies[..first_tiered as usize];
+            let diagnostics = diagnostics::diagnostics(state, network, &endpoints.applied);
             let tables = assemble(&policies, endpoints, classes, sets, diagnostics, refusals);
             return (tables, index);
         }
@@ -498,6 +525,8 @@ fn checked_rule_sets(
             endpoints,
             applied,
             classes,
+            tiered: &[],
+            first_tiered: policies.len() as u32,
         },
         budgets.node_ceiling(),
         budgets.per_policy_ceiling(),
@@ -537,7 +566,11 @@ fn node_usage(sets: &entries::RuleSets, classes: &classes::Classes) -> budget::U
     let rules: BTreeSet<_> = sets
         .policy
         .values()
-        .flat_map(|set| set.allows.values().map(move |rule| (set.direction, *rule)))
+        .flat_map(|set| {
+            set.entries
+                .values()
+                .filter_map(|decision| Some((set.direction, decision.rule()?)))
+        })
         .collect();
     let v4 = classes
         .peers
@@ -549,7 +582,7 @@ fn node_usage(sets: &entries::RuleSets, classes: &classes::Classes) -> budget::U
         (Resource::RuleSets, sets.rule_sets.len()),
         (
             Resource::PolicyEntries,
-            sets.policy.values().map(|set| set.allows.len()).sum(),
+            sets.policy.values().map(|set| set.entries.len()).sum(),
         ),
         (Resource::PeersV4, v4),
         (Resource::PeersV6, classes.peers.len() - v4),
@@ -567,16 +600,27 @@ fn refusal(
     let policy = policies.get(id as usize).copied();
     let pods = endpoints
         .entries
-        .keys()
-        .filter(|key| {
+        .iter()
+        .filter(|(key, entry)| {
             let (Some(policy), Some(pod)) = (policy, state.pods.get(*key)) else {
                 return false;
             };
-            DIRECTIONS
-                .iter()
-                .any(|direction| applies_to(policy, pod, *direction))
+            // A ClusterNetworkPolicy's stand-in selects nothing itself: its
+            // pods are those of the endpoint groups it applies to.
+            let tiered = endpoints
+                .by_id
+                .get(&entry.endpoint_id)
+                .is_some_and(|group| {
+                    DIRECTIONS
+                        .iter()
+                        .any(|direction| group.tiered.get(*direction).contains(&id))
+                });
+            tiered
+                || DIRECTIONS
+                    .iter()
+                    .any(|direction| applies_to(policy, pod, *direction))
         })
-        .cloned()
+        .map(|(key, _)| key.clone())
         .collect();
     Refusal {
         policy: policy.map_or_else(|| ObjectRef::new("", ""), |p| p.key.clone()),

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 use ipnet::IpNet;
 use policy_common::{peer::CLASS_WORLD, policy::RULE_SET_ANY_CLASS};
 
-pub use self::rule_sets::{PolicyMatch, PortMatch, RuleRef, RuleSet, RuleSetMatch};
+pub use self::rule_sets::{Decision, PolicyMatch, PortMatch, RuleRef, RuleSet, RuleSetMatch};
 use crate::{model::ObjectRef, policy::capacity::Refusal};
 
 mod display;
@@ -93,7 +93,8 @@ impl Isolation {
     }
 }
 
-/// One allow rule with entries in `POLICY`: what a `RULE_COUNTERS` slot counts.
+/// One rule with entries in `POLICY` (an allow, or a ClusterNetworkPolicy
+/// `Deny`): what a `RULE_COUNTERS` slot counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct CountedRule {
     /// Index into `DatapathTables::policy_names`.
@@ -194,8 +195,13 @@ pub enum TableVerdict {
     /// Dropped: the pod is isolated and no rule allows it.
     Dropped,
     /// Passes, as a would-drop: no rule allows it, but the direction is isolated
-    /// only by audit-mode policies (the endpoint's `AUDIT_*` flag).
+    /// only by audit-mode policies (the endpoint's `AUDIT_*` flag, or a
+    /// `Decision::NetworkWouldDrop` entry).
     WouldDrop,
+    /// Dropped by this ClusterNetworkPolicy `Deny` rule (its slot counts it).
+    Denied(RuleRef),
+    /// Passes, as a would-drop: this audit-mode `Deny` rule would drop it.
+    WouldDeny(RuleRef),
     /// The pod has no `ENDPOINTS` entry (not a local endpoint): no program of these
     /// tables sees its packets.
     NotLocal,
@@ -206,13 +212,16 @@ impl TableVerdict {
     pub fn passes(self) -> bool {
         matches!(
             self,
-            TableVerdict::Unisolated | TableVerdict::Allowed(_) | TableVerdict::WouldDrop
+            TableVerdict::Unisolated
+                | TableVerdict::Allowed(_)
+                | TableVerdict::WouldDrop
+                | TableVerdict::WouldDeny(_)
         )
     }
 
     /// Whether it passes only because the direction is in audit mode.
     pub fn would_drop(self) -> bool {
-        self == TableVerdict::WouldDrop
+        matches!(self, TableVerdict::WouldDrop | TableVerdict::WouldDeny(_))
     }
 }
 
@@ -266,9 +275,10 @@ impl DatapathTables {
             .policy
             .values()
             .flat_map(|set| {
-                set.allows
+                set.entries
                     .values()
-                    .map(|rule| CountedRule::of(set.direction, rule))
+                    .filter_map(Decision::rule)
+                    .map(|rule| CountedRule::of(set.direction, &rule))
             })
             .collect();
         rules.into_iter().collect()
@@ -376,8 +386,15 @@ impl DatapathTables {
                     port: None,
                 },
             ])
-            .find_map(|key| set.allows.get(&key))
-            .map_or(dropped, |rule| TableVerdict::Allowed(*rule))
+            .find_map(|key| set.entries.get(&key))
+            .map_or(dropped, |decision| match *decision {
+                Decision::Allow(rule) => TableVerdict::Allowed(rule),
+                Decision::Deny(rule) => TableVerdict::Denied(rule),
+                Decision::WouldDeny(rule) => TableVerdict::WouldDeny(rule),
+                Decision::NetworkDrop => TableVerdict::Dropped,
+                Decision::NetworkWouldDrop => TableVerdict::WouldDrop,
+                Decision::Default => TableVerdict::Unisolated,
+            })
     }
 
     /// `verdict` as whether and by which rule the packet passes: `Some(None)` when
@@ -406,8 +423,10 @@ impl DatapathTables {
     ) -> Option<Option<RuleRef>> {
         match self.verdict_for_peer(pod, direction, peer, protocol, port) {
             TableVerdict::Allowed(rule) => Some(Some(rule)),
-            TableVerdict::Unisolated | TableVerdict::WouldDrop => Some(None),
-            TableVerdict::Dropped | TableVerdict::NotLocal => None,
+            TableVerdict::Unisolated | TableVerdict::WouldDrop | TableVerdict::WouldDeny(_) => {
+                Some(None)
+            }
+            TableVerdict::Dropped | TableVerdict::Denied(_) | TableVerdict::NotLocal => None,
         }
     }
 }

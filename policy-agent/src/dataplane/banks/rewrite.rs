@@ -61,7 +61,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use policy_common::{
     endpoint::{EndpointInfo, PENDING_ENDPOINT_ID},
     peer::{PeerClass, CLASS_WORLD},
-    policy::{PolicyKey, PolicyValue, RuleSetKey, RULE_SET_ANY_CLASS},
+    policy::{PolicyKey, PolicyValue, RuleSetKey, POLICY_ALLOW, RULE_SET_ANY_CLASS},
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS},
 };
 
@@ -330,6 +330,16 @@ pub(in crate::dataplane) fn plan(active: &BankContent, want: &BankContent) -> Pl
 fn plan_writes(active: &BankContent, want: &BankContent) -> Result<Vec<Write>, &'static str> {
     if !cfg!(target_arch = "x86_64") {
         return Err("whole tables are written in place only on x86 (module comment)");
+    }
+    // The order below is safe for entries that only allow (a miss drops); the
+    // tiers' denials and defaults are not ordered by it.
+    let tiered = active
+        .policy
+        .values()
+        .chain(want.policy.values())
+        .any(|value| value.verdict != POLICY_ALLOW);
+    if tiered {
+        return Err("ClusterNetworkPolicy decisions are written by a flip");
     }
     if active.addresses != want.addresses {
         return Err("ENDPOINT_ADDRS changes");

@@ -367,14 +367,22 @@ impl Datapath {
         want.policy = tables
             .policy
             .iter()
-            .flat_map(|(id, set)| set.allows.iter().map(move |(m, rule)| (*id, set, m, rule)))
-            .map(|(id, set, m, rule)| {
+            .flat_map(|(id, set)| {
+                set.entries
+                    .iter()
+                    .map(move |(m, decision)| (*id, set, m, decision))
+            })
+            .map(|(id, set, m, decision)| {
                 let key = keys::policy_key(id, m);
-                let slot = slot_of
-                    .get(&CountedRule::of(set.direction, rule))
+                let slot = decision
+                    .rule()
+                    .and_then(|rule| slot_of.get(&CountedRule::of(set.direction, &rule)))
                     .copied()
                     .unwrap_or(NO_COUNTER);
-                ((key.prefix_len(), key.data()), keys::policy_value(slot))
+                (
+                    (key.prefix_len(), key.data()),
+                    keys::decision_value(decision, slot),
+                )
             })
             .collect();
         (want.peers_v4, want.peers_v6) = keys::peer_keys(&tables.peers);

@@ -78,7 +78,7 @@ fn attributed(sets: &RuleSets, standalone: &BTreeMap<u32, Usage>) -> BTreeMap<u3
     let mut owners: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
     let mut rules: BTreeSet<(u32, Direction, u32)> = BTreeSet::new();
     for (set_id, set) in &sets.policy {
-        for rule in set.allows.values() {
+        for rule in set.entries.values().filter_map(|decision| decision.rule()) {
             *out.entry(rule.policy_id)
                 .or_default()
                 .entry(Resource::PolicyEntries)

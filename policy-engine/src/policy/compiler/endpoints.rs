@@ -19,6 +19,7 @@ use std::{
 
 use super::{
     applied::named_ports,
+    cluster::Subjects,
     ports::{resolve, Resolution},
     DIRECTIONS,
 };
@@ -57,11 +58,34 @@ impl Deciding {
     }
 }
 
+/// The ClusterNetworkPolicies that apply to the pods of one endpoint id, per
+/// direction, as their stand-ins' policy ids, ascending (the order the tiers
+/// read them in).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Tiered {
+    /// Applying for ingress.
+    pub ingress: Vec<u32>,
+    /// Applying for egress.
+    pub egress: Vec<u32>,
+}
+
+impl Tiered {
+    /// The policies applying for `direction`.
+    pub fn get(&self, direction: Direction) -> &[u32] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+}
+
 /// What the pods of one endpoint id share.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Group {
     /// The policies deciding for them.
     pub deciding: Deciding,
+    /// The ClusterNetworkPolicies applying to them.
+    pub tiered: Tiered,
     /// Their numbers for the port names their ingress rules use.
     pub ingress_ports: Resolution,
 }
@@ -72,8 +96,8 @@ impl Group {
     pub fn entry(&self, state: &ClusterState, namespace: &str, endpoint_id: u32) -> EndpointEntry {
         EndpointEntry {
             endpoint_id,
-            isolated_ingress: !self.deciding.ingress.is_empty(),
-            isolated_egress: !self.deciding.egress.is_empty(),
+            isolated_ingress: !self.deciding.ingress.is_empty() || !self.tiered.ingress.is_empty(),
+            isolated_egress: !self.deciding.egress.is_empty() || !self.tiered.egress.is_empty(),
             audit_ingress: self.deciding.audit_ingress,
             audit_egress: self.deciding.audit_egress,
             allow_tunnels: state.namespace_allows_tunnels(namespace),
@@ -95,7 +119,8 @@ pub(super) struct Endpoints {
     /// (namespace, group) -> its endpoint id.
     pub ids: BTreeMap<(String, Group), u32>,
     /// (policy index, direction) pairs that decide for at least one local
-    /// endpoint: only their rules shape peer classes and entries.
+    /// endpoint (ClusterNetworkPolicies' stand-ins included): only their rules
+    /// shape peer classes and entries.
     pub applied: BTreeSet<(u32, Direction)>,
 }
 
@@ -106,7 +131,7 @@ pub(super) struct Endpoints {
 /// Ids are dense from 1 in sorted (namespace, group) order.
 pub(super) fn assign(
     state: &ClusterState,
-    policies: &[&NetworkPolicy],
+    (policies, subjects): (&[&NetworkPolicy], &Subjects<'_>),
     shared: &BTreeSet<IpAddr>,
     is_local: impl Fn(&Pod) -> bool,
 ) -> Endpoints {
@@ -114,7 +139,7 @@ pub(super) fn assign(
         .pods
         .values()
         .filter(|pod| is_endpoint(pod, &is_local));
-    assign_among(state, policies, shared, pods)
+    assign_tiered(state, (policies, subjects), shared, pods)
 }
 
 /// `assign` when the local endpoints are known to be `pods`, in key order: the
@@ -123,6 +148,17 @@ pub(super) fn assign(
 pub(super) fn assign_among<'s>(
     state: &ClusterState,
     policies: &[&NetworkPolicy],
+    shared: &BTreeSet<IpAddr>,
+    pods: impl Iterator<Item = &'s Pod>,
+) -> Endpoints {
+    assign_tiered(state, (policies, &Subjects::default()), shared, pods)
+}
+
+/// `assign_among` with the ClusterNetworkPolicies of `subjects`, whose
+/// stand-ins follow the NetworkPolicies in `policies`.
+fn assign_tiered<'s>(
+    state: &ClusterState,
+    (policies, subjects): (&[&NetworkPolicy], &Subjects<'_>),
     shared: &BTreeSet<IpAddr>,
     pods: impl Iterator<Item = &'s Pod>,
 ) -> Endpoints {
@@ -145,7 +181,7 @@ pub(super) fn assign_among<'s>(
     let mut groups: BTreeMap<(&str, Group), Vec<&Pod>> = BTreeMap::new();
     for pod in pods {
         let candidates = of_namespace(pod.key.namespace.as_str());
-        let group = group_among(policies, candidates, pod);
+        let group = group_among(policies, candidates, pod, subjects);
         groups
             .entry((pod.key.namespace.as_str(), group))
             .or_default()
@@ -155,6 +191,9 @@ pub(super) fn assign_among<'s>(
     for (endpoint_id, ((namespace, group), pods)) in (1..).zip(groups) {
         for direction in DIRECTIONS {
             for &policy in group.deciding.get(direction) {
+                out.applied.insert((policy, direction));
+            }
+            for &policy in group.tiered.get(direction) {
                 out.applied.insert((policy, direction));
             }
         }
@@ -184,12 +223,17 @@ pub(super) fn is_endpoint(pod: &Pod, is_local: impl Fn(&Pod) -> bool) -> bool {
 /// The policies deciding for `pod` and its numbers for their ingress port names.
 pub(super) fn group(policies: &[&NetworkPolicy], pod: &Pod) -> Group {
     let every: Vec<u32> = (0..).zip(policies).map(|(id, _)| id).collect();
-    group_among(policies, &every, pod)
+    group_among(policies, &every, pod, &Subjects::default())
 }
 
 /// `group` when only the policies `candidates` (ids, ascending) can apply to
 /// `pod`: every policy of its namespace among them.
-fn group_among(policies: &[&NetworkPolicy], candidates: &[u32], pod: &Pod) -> Group {
+fn group_among(
+    policies: &[&NetworkPolicy],
+    candidates: &[u32],
+    pod: &Pod,
+    subjects: &Subjects<'_>,
+) -> Group {
     let decide = |direction| {
         let among = candidates
             .iter()
@@ -205,9 +249,14 @@ fn group_among(policies: &[&NetworkPolicy], candidates: &[u32], pod: &Pod) -> Gr
         audit_ingress,
         audit_egress,
     };
+    let tiered = Tiered {
+        ingress: subjects.applying(pod, Direction::Ingress),
+        egress: subjects.applying(pod, Direction::Egress),
+    };
     let names: BTreeSet<_> = deciding
         .ingress
         .iter()
+        .chain(&tiered.ingress)
         .filter_map(|id| policies.get(*id as usize))
         .flat_map(|policy| rules(policy, Direction::Ingress))
         .flat_map(|rule| named_ports(&rule.ports))
@@ -215,6 +264,7 @@ fn group_among(policies: &[&NetworkPolicy], candidates: &[u32], pod: &Pod) -> Gr
     Group {
         ingress_ports: resolve(pod, &names),
         deciding,
+        tiered,
     }
 }
 

@@ -30,15 +30,16 @@ use policy_common::policy::RULE_SET_ANY_CLASS;
 use super::{
     applied::{Applied, PeerId},
     classes::{Classes, FastMap},
+    cluster::ClusterMeta,
     endpoints::{Endpoints, Group},
     ports::{number_keys, port_items, PortItem, PortKey},
     DIRECTIONS,
 };
 use crate::{
-    model::{NetworkPolicy, Peers, PortRef, Rule},
+    model::{NetworkPolicy, Peers, PolicyMode, PortRef, Rule, RuleAction, Tier},
     policy::{
         rules,
-        tables::{Direction, PortMatch, RuleRef, RuleSet, RuleSetMatch},
+        tables::{Decision, Direction, PortMatch, RuleRef, RuleSet, RuleSetMatch},
     },
 };
 
@@ -52,6 +53,20 @@ pub(super) struct Inputs<'a, 'p> {
     pub applied: &'a Applied,
     /// Peer classes.
     pub classes: &'a Classes,
+    /// The ClusterNetworkPolicies' stand-ins: policy id `first_tiered + i` is
+    /// `tiered[i]`'s.
+    pub tiered: &'a [ClusterMeta],
+    /// The policy id of the first stand-in (the number of NetworkPolicies).
+    pub first_tiered: u32,
+}
+
+impl Inputs<'_, '_> {
+    /// What the stand-in `policy_id` keeps beside its rules; `None` for a
+    /// NetworkPolicy.
+    fn meta(&self, policy_id: u32) -> Option<&ClusterMeta> {
+        let index = policy_id.checked_sub(self.first_tiered)?;
+        self.tiered.get(index as usize)
+    }
 }
 
 /// The entries one policy (or the node) makes.
@@ -87,28 +102,35 @@ type Admitting<'r> = (RuleRef, &'r Rule);
 /// members), when some rule uses a named port.
 type Resolution = Option<(u32, Option<u32>)>;
 
+/// What a set's content is made of: its direction, its rules, what their named
+/// ports resolve on, and how the tiers are walked.
+type SetKey = (Direction, Vec<RuleRef>, Resolution, Option<Walk>);
+
 /// Equal contents share one id.
 #[derive(Default)]
 struct Interner {
-    ids: FastMap<(Direction, Vec<(PortMatch, RuleRef)>), u32>,
+    ids: FastMap<(Direction, Vec<(PortMatch, Decision)>), u32>,
     sets: BTreeMap<u32, RuleSet>,
     entries: usize,
     rules: BTreeSet<(Direction, RuleRef)>,
 }
 
 impl Interner {
-    /// The id of a set with `allows` (ids dense from 1, in first-seen order).
-    fn intern(&mut self, direction: Direction, allows: BTreeMap<PortMatch, RuleRef>) -> u32 {
-        let content: Vec<(PortMatch, RuleRef)> = allows.iter().map(|(k, v)| (*k, *v)).collect();
+    /// The id of a set with `entries` (ids dense from 1, in first-seen order).
+    fn intern(&mut self, direction: Direction, entries: BTreeMap<PortMatch, Decision>) -> u32 {
+        let content: Vec<(PortMatch, Decision)> = entries.iter().map(|(k, v)| (*k, *v)).collect();
         let next = self.sets.len() as u32 + 1;
         match self.ids.entry((direction, content)) {
             Entry::Occupied(found) => *found.get(),
             Entry::Vacant(slot) => {
                 slot.insert(next);
-                self.entries += allows.len();
-                self.rules
-                    .extend(allows.values().map(|rule| (direction, *rule)));
-                self.sets.insert(next, RuleSet { direction, allows });
+                self.entries += entries.len();
+                self.rules.extend(
+                    entries
+                        .values()
+                        .filter_map(|decision| Some((direction, decision.rule()?))),
+                );
+                self.sets.insert(next, RuleSet { direction, entries });
                 next
             }
         }
@@ -120,8 +142,8 @@ impl Interner {
 struct Builder {
     interner: Interner,
     rule_sets: BTreeMap<RuleSetMatch, u32>,
-    /// (direction, rules, resolution) -> interned id (`None`: empty content).
-    cache: FastMap<(Direction, Vec<RuleRef>, Resolution), Option<u32>>,
+    /// What a set is made of -> interned id (`None`: empty content).
+    cache: FastMap<SetKey, Option<u32>>,
     /// Stop once `POLICY` or `RULE_SETS` entries pass it.
     ceiling: usize,
     truncated: bool,
@@ -166,12 +188,19 @@ impl Builder {
             target.direction,
             admitting.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
             resolution,
+            target.walk,
         );
         if let Some(found) = self.cache.get(&key) {
             return *found;
         }
-        let allows = materialise(inputs, target, admitting);
-        let id = (!allows.is_empty()).then(|| self.interner.intern(target.direction, allows));
+        let entries = match target.walk {
+            Some(walk) => walked(inputs, target, admitting, walk),
+            None => materialise(inputs, target, admitting)
+                .into_iter()
+                .map(|(key, rule)| (key, Decision::Allow(rule)))
+                .collect(),
+        };
+        let id = (!entries.is_empty()).then(|| self.interner.intern(target.direction, entries));
         self.cache.insert(key, id);
         id
     }
@@ -226,6 +255,18 @@ struct Target<'g> {
     group: &'g Group,
     /// The peer class, `None` for the any-class set.
     class_id: Option<u32>,
+    /// How the tiers are walked, when a ClusterNetworkPolicy applies; `None`:
+    /// NetworkPolicies alone decide (every entry an allow).
+    walk: Option<Walk>,
+}
+
+/// How the tiers are walked for one (endpoint, direction) a
+/// ClusterNetworkPolicy applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Walk {
+    /// Some NetworkPolicy selects the endpoint's pods for the direction: `Some`,
+    /// with whether only audit-mode ones do (`Deciding`'s audit flag).
+    network: Option<bool>,
 }
 
 /// What the content of `admitting`'s set at `target` depends on beside its rules.
@@ -250,11 +291,18 @@ fn materialise(
 ) -> BTreeMap<PortMatch, RuleRef> {
     let mut allows = BTreeMap::new();
     for (rule_ref, rule) in admitting {
-        let mut add = |(protocol, port): PortKey| {
-            allows
-                .entry(PortMatch { protocol, port })
-                .or_insert(*rule_ref);
-        };
+        for key in rule_keys(inputs, target, rule) {
+            allows.entry(key).or_insert(*rule_ref);
+        }
+    }
+    allows
+}
+
+/// The port matches `rule` makes at `target` (named ports resolved there).
+fn rule_keys(inputs: &Inputs<'_, '_>, target: &Target<'_>, rule: &Rule) -> Vec<PortMatch> {
+    let mut keys = Vec::new();
+    {
+        let mut add = |(protocol, port): PortKey| keys.push(PortMatch { protocol, port });
         for item in port_items(&rule.ports) {
             match item {
                 PortItem::Keys(keys) => keys.into_iter().for_each(&mut add),
@@ -285,7 +333,143 @@ fn materialise(
             }
         }
     }
-    allows
+    keys
+}
+
+/// The all-protocols key: every packet's shortest match.
+const EVERY_PORT: PortMatch = PortMatch {
+    protocol: None,
+    port: None,
+};
+
+/// Whether every packet `inner` matches, `outer` matches too (`outer` is a
+/// prefix of `inner`, or equal).
+fn covers(outer: &PortMatch, inner: &PortMatch) -> bool {
+    match (outer.protocol, inner.protocol) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) if a != b => false,
+        _ => match (outer.port, inner.port) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(o), Some(i)) => o.bits <= i.bits && o.contains(i.first),
+        },
+    }
+}
+
+/// How many bits a key fixes below the rule set (its place in the trie).
+fn specificity(key: &PortMatch) -> u8 {
+    match (key.protocol, key.port) {
+        (None, _) => 0,
+        (Some(_), None) => 1,
+        (Some(_), Some(block)) => 2 + block.bits,
+    }
+}
+
+/// The entries of a set the tiers decide: every key some rule of `admitting`
+/// makes, plus the all-protocols key, each with the walk's decision for the
+/// packets whose longest match it is (the rules matching them are exactly those
+/// with a key covering it), then those equal to the entry their lookup would
+/// fall back to left out.
+fn walked(
+    inputs: &Inputs<'_, '_>,
+    target: &Target<'_>,
+    admitting: &[Admitting<'_>],
+    walk: Walk,
+) -> BTreeMap<PortMatch, Decision> {
+    let mut rules: Vec<(RuleRef, Option<&ClusterMeta>, Vec<PortMatch>)> = admitting
+        .iter()
+        .map(|(rule_ref, rule)| {
+            let keys = rule_keys(inputs, target, rule);
+            (*rule_ref, inputs.meta(rule_ref.policy_id), keys)
+        })
+        .collect();
+    rules.sort_by_key(|(rule_ref, _, _)| *rule_ref);
+    let mut keys: Vec<PortMatch> = rules
+        .iter()
+        .flat_map(|(_, _, keys)| keys.iter().copied())
+        .chain([EVERY_PORT])
+        .collect();
+    keys.sort_by_key(|key| (specificity(key), *key));
+    keys.dedup();
+    let mut out: BTreeMap<PortMatch, Decision> = BTreeMap::new();
+    for key in keys {
+        let matching = |keys: &[PortMatch]| keys.iter().any(|own| covers(own, &key));
+        let decision = decide(target.direction, &rules, matching, walk);
+        let fallback = out
+            .iter()
+            .filter(|(kept, _)| covers(kept, &key))
+            .max_by_key(|(kept, _)| specificity(kept))
+            .map(|(_, decision)| *decision);
+        if fallback != Some(decision) {
+            out.insert(key, decision);
+        }
+    }
+    out
+}
+
+/// The walk's decision for packets the rules `matching` accepts the keys of:
+/// by the enforce-mode policies; a would-drop where those let it through and
+/// every policy enforced would drop it (as `evaluator::Side::verdict`).
+fn decide(
+    direction: Direction,
+    rules: &[(RuleRef, Option<&ClusterMeta>, Vec<PortMatch>)],
+    matching: impl Fn(&[PortMatch]) -> bool,
+    walk: Walk,
+) -> Decision {
+    let enforced = walk_tiers(direction, rules, &matching, walk, false);
+    if matches!(enforced, Decision::Deny(_) | Decision::NetworkDrop) {
+        return enforced;
+    }
+    match walk_tiers(direction, rules, &matching, walk, true) {
+        Decision::Deny(rule) => Decision::WouldDeny(rule),
+        Decision::NetworkDrop => Decision::NetworkWouldDrop,
+        audited if enforced == Decision::Default => audited,
+        _ => enforced,
+    }
+}
+
+/// One walk: Admin rules, then NetworkPolicy if it selects, then Baseline
+/// rules, then the default; audit-mode policies read only when `audit_counts`.
+fn walk_tiers(
+    direction: Direction,
+    rules: &[(RuleRef, Option<&ClusterMeta>, Vec<PortMatch>)],
+    matching: &impl Fn(&[PortMatch]) -> bool,
+    walk: Walk,
+    audit_counts: bool,
+) -> Decision {
+    let tier = |tier: Tier| {
+        rules
+            .iter()
+            .filter_map(move |(rule_ref, meta, keys)| {
+                let meta = (*meta)?;
+                let read = meta.tier == tier && (audit_counts || meta.mode == PolicyMode::Enforce);
+                read.then_some((rule_ref, meta, keys))
+            })
+            .find(|(_, _, keys)| matching(keys))
+            .map(|(rule_ref, meta, _)| {
+                let action = meta.action(direction, rule_ref.rule_index);
+                (*rule_ref, action.unwrap_or(RuleAction::Deny))
+            })
+    };
+    match tier(Tier::Admin) {
+        Some((rule, RuleAction::Accept)) => return Decision::Allow(rule),
+        Some((rule, RuleAction::Deny)) => return Decision::Deny(rule),
+        Some((_, RuleAction::Pass)) | None => {}
+    }
+    if let Some(audit) = walk.network {
+        if audit_counts || !audit {
+            return rules
+                .iter()
+                .find(|(_, meta, keys)| meta.is_none() && matching(keys))
+                .map_or(Decision::NetworkDrop, |(rule, _, _)| Decision::Allow(*rule));
+        }
+    }
+    match tier(Tier::Baseline) {
+        Some((rule, RuleAction::Accept)) => Decision::Allow(rule),
+        Some((rule, RuleAction::Deny)) => Decision::Deny(rule),
+        Some((_, RuleAction::Pass)) | None => Decision::Default,
+    }
 }
 
 /// The node's rule sets (stopping past `ceiling` entries) and each policy's
@@ -300,22 +484,39 @@ pub(super) fn rule_sets(
     let mut alone: BTreeMap<u32, Builder> = BTreeMap::new();
     for (&endpoint_id, group) in &inputs.endpoints.by_id {
         for direction in DIRECTIONS {
+            // A ClusterNetworkPolicy applies: the tiers are walked, over the
+            // rules of every policy deciding there.
+            let tiered = group.tiered.get(direction);
+            let deciding = group.deciding.get(direction);
+            let walk = (!tiered.is_empty()).then(|| Walk {
+                network: (!deciding.is_empty()).then_some(match direction {
+                    Direction::Ingress => group.deciding.audit_ingress,
+                    Direction::Egress => group.deciding.audit_egress,
+                }),
+            });
             let target = Target {
                 endpoint_id,
                 direction,
                 group,
                 class_id: None,
+                walk,
             };
-            let admitting = admitting(inputs, group, direction);
+            let ids: Vec<u32> = deciding.iter().chain(tiered).copied().collect();
+            let admitting = admitting(inputs, &ids, direction);
             if !node.full() {
                 node.add(inputs, &target, &admitting.by_class, &admitting.any);
             }
+            // What a policy costs alone is what its rules would make as allows.
+            let alone_target = Target {
+                walk: None,
+                ..target
+            };
             for (&policy_id, (by_class, any)) in &admitting.by_policy {
                 let builder = alone
                     .entry(policy_id)
                     .or_insert_with(|| Builder::new(policy_ceiling));
                 if !builder.full() {
-                    builder.add(inputs, &target, by_class, any);
+                    builder.add(inputs, &alone_target, by_class, any);
                 }
             }
         }
@@ -346,11 +547,12 @@ struct ByClass<'r> {
     by_policy: BTreeMap<u32, (Named<'r>, Vec<Admitting<'r>>)>,
 }
 
-/// Groups the rules of the policies deciding `group` for `direction` by class.
-fn admitting<'r>(inputs: &Inputs<'_, 'r>, group: &Group, direction: Direction) -> ByClass<'r> {
+/// Groups the rules of the policies `ids` (deciding for one endpoint) for
+/// `direction` by class.
+fn admitting<'r>(inputs: &Inputs<'_, 'r>, ids: &[u32], direction: Direction) -> ByClass<'r> {
     let mut named_all: Named<'r> = BTreeMap::new();
     let mut out = ByClass::default();
-    for &policy_id in group.deciding.get(direction) {
+    for &policy_id in ids {
         let Some(policy) = inputs.policies.get(policy_id as usize).copied() else {
             continue;
         };

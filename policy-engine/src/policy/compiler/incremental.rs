@@ -162,6 +162,17 @@ impl Incremental {
         if changes.kinds() == 0 {
             return Recompiled::Peers(Vec::new());
         }
+        // ClusterNetworkPolicies, and the Nodes their `nodes` peers read, are
+        // made in full (with any ClusterNetworkPolicy there is no index, so
+        // every change is).
+        let nodes_read = !state.cluster_policies.is_empty() && !changes.nodes.is_empty();
+        if !changes.cluster_policies.is_empty() || nodes_read {
+            self.recompile(state, is_local);
+            return Recompiled::Full;
+        }
+        if changes.nodes.len() == changes.kinds() {
+            return Recompiled::Peers(Vec::new());
+        }
         if changes.kinds() == 1 && !changes.pods.is_empty() {
             return self.pods_changed(state, &changes.pods, was_local, is_local);
         }

@@ -235,8 +235,8 @@ impl Index {
         // appears: it applied to no local endpoint).
         let mut policy = tables.policy.clone();
         for set in policy.values_mut() {
-            for rule in set.allows.values_mut() {
-                rule.policy_id = moved(rule.policy_id)?;
+            for decision in set.entries.values_mut() {
+                *decision = decision.renumbered(moved)?;
             }
         }
         let mut isolation = tables.isolation.clone();

@@ -30,9 +30,12 @@ use proptest::{collection::vec, prelude::*, sample::select};
 use super::compile_with;
 use crate::{
     model::{
-        builders::{cluster, namespace, netpol, pod, rule, selector, service},
-        ClusterState, LabelSelector, NetworkPolicy, ObjectRef, Pod, PolicyPort, PortRef, Protocol,
-        Rule, SelectorOperator, NAMESPACE_NAME_LABEL,
+        builders::{
+            cluster, cluster_rule, cnp, namespace, netpol, node, pod, rule, selector, service,
+        },
+        ClusterNetworkPolicy, ClusterPort, ClusterRule, ClusterState, ClusterSubject,
+        LabelSelector, NetworkPolicy, ObjectRef, Pod, PolicyPort, PortRef, Protocol, Rule,
+        RuleAction, SelectorOperator, Tier, NAMESPACE_NAME_LABEL,
     },
     policy::{
         capacity::{without_refused_rules, Budgets},
@@ -215,6 +218,95 @@ pub(super) fn policy_strategy(index: usize) -> impl Strategy<Value = NetworkPoli
     )
 }
 
+/// One ClusterNetworkPolicy rule: every action, peer kind (networks of the
+/// ipBlocks' cidrs, nodes by label, invalid ones now and then), port kind.
+fn cluster_rule_strategy() -> impl Strategy<Value = ClusterRule> {
+    // 0: namespaces, 1: pods, 2: networks, 3: nodes, 4: invalid.
+    let peer = (
+        prop_oneof![4 => 0..2u8, 2 => Just(2u8), 1 => Just(3u8), 1 => Just(4u8)],
+        label_selector(POD_KEYS),
+        label_selector(NS_KEYS),
+        0..BLOCKS.len(),
+        select(&["x", "y"][..]),
+    );
+    // 0: number, 1: range, 2: name, 3: invalid.
+    let port = (
+        prop_oneof![3 => 0..2u8, 2 => Just(2u8), 1 => Just(3u8)],
+        protocol(),
+        select(EDGES),
+        select(EDGES),
+        name(),
+    );
+    let action = select(&[RuleAction::Accept, RuleAction::Deny, RuleAction::Pass][..]);
+    (action, vec(peer, 1..=2), vec(port, 0..=2)).prop_map(|(action, peers, ports)| {
+        let mut built = cluster_rule(action);
+        for (kind, pods, namespaces, block, role) in peers {
+            built = match kind {
+                0 => built.namespaces(namespaces),
+                1 => built.pods(namespaces, pods),
+                2 => built.networks([BLOCKS[block].0]),
+                3 => built.nodes(selector().label("role", role).build()),
+                _ => built.invalid_peer("spec.ingress[0].from[0]", "no field set"),
+            };
+        }
+        let mut rule = built.build();
+        for (kind, protocol, a, b, name) in ports {
+            rule.ports.push(match kind {
+                0 => ClusterPort::Ports {
+                    protocol,
+                    first: a,
+                    last: a,
+                },
+                1 => ClusterPort::Ports {
+                    protocol,
+                    first: a.min(b),
+                    last: a.max(b),
+                },
+                2 => ClusterPort::Named(name.to_string()),
+                _ => ClusterPort::Invalid {
+                    field: "spec.ingress[0].protocols[0]".into(),
+                    reason: "no field set".into(),
+                },
+            });
+        }
+        rule
+    })
+}
+
+/// ClusterNetworkPolicy `c{index}`: either tier, priorities that tie now and
+/// then, subjects by namespace or by pod (rarely invalid), up to three rules a
+/// direction, about a third in audit mode.
+fn cluster_policy_strategy(index: usize) -> impl Strategy<Value = ClusterNetworkPolicy> {
+    let subject = (0..7u8, label_selector(NS_KEYS), label_selector(POD_KEYS));
+    let rules = || vec(cluster_rule_strategy(), 0..=3);
+    (
+        select(&[Tier::Admin, Tier::Baseline][..]),
+        0..3u16,
+        subject,
+        rules(),
+        rules(),
+        prop::bool::weighted(0.3),
+    )
+        .prop_map(
+            move |(tier, priority, (kind, namespaces, pods), ingress, egress, audit)| {
+                let mut built = cnp(&format!("c{index}"), tier, priority);
+                built = match kind {
+                    0..=2 => built.subject_namespaces(namespaces),
+                    3..=5 => built.subject_pods(namespaces, pods),
+                    _ => built.subject(ClusterSubject::Invalid {
+                        reason: "both set".into(),
+                    }),
+                };
+                built = ingress.into_iter().fold(built, |b, r| b.ingress(r));
+                built = egress.into_iter().fold(built, |b, r| b.egress(r));
+                if audit {
+                    built = built.audit();
+                }
+                built.build()
+            },
+        )
+}
+
 /// Which addresses a pod has.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Family {
@@ -282,27 +374,49 @@ pub(super) fn pod_with_addresses(name: usize, address: usize, params: PodParams)
     built.build()
 }
 
+/// A cluster of NetworkPolicies only (`cluster_strategy` without
+/// ClusterNetworkPolicies).
+pub(super) fn network_cluster_strategy() -> impl Strategy<Value = ClusterState> {
+    cluster_strategy().prop_map(|mut state| {
+        state.cluster_policies.clear();
+        state
+    })
+}
+
 pub(super) fn cluster_strategy() -> impl Strategy<Value = ClusterState> {
     let namespaces = vec(vec(pair(&["team"]), 0..=1), NAMESPACES.len());
     let pods = vec(pod_strategy(), 3..=8);
     let policies =
         (1..=4usize).prop_flat_map(|count| (0..count).map(policy_strategy).collect::<Vec<_>>());
-    (namespaces, pods, policies).prop_map(|(ns_labels, pods, policies)| {
-        let mut builder = cluster();
-        for (name, pairs) in NAMESPACES.iter().zip(ns_labels) {
-            builder = builder.namespace(namespace(name).labels(pairs).build());
-        }
-        for (index, params) in pods.into_iter().enumerate() {
-            builder = builder.pod(build_pod(index, params));
-        }
-        for (index, ip) in CLUSTER_IPS.iter().enumerate() {
-            builder = builder.service(service("a", &format!("svc{index}")).cluster_ip(ip).build());
-        }
-        policies
-            .into_iter()
-            .fold(builder, |b, p| b.policy(p))
-            .build()
-    })
+    let cluster_policies = (0..=3usize)
+        .prop_flat_map(|count| (0..count).map(cluster_policy_strategy).collect::<Vec<_>>());
+    (namespaces, pods, policies, cluster_policies).prop_map(
+        |(ns_labels, pods, policies, cluster_policies)| {
+            let mut builder = cluster();
+            // Node n0 is labelled role=x, n1 role=y: `nodes` peers pick either.
+            for (index, [v4, v6]) in NODES.iter().enumerate() {
+                let role = if index == 0 { "x" } else { "y" };
+                builder = builder.node(node(&format!("n{index}"), [("role", role)], [*v4, *v6]));
+            }
+            for policy in cluster_policies {
+                builder = builder.cluster_policy(policy);
+            }
+            for (name, pairs) in NAMESPACES.iter().zip(ns_labels) {
+                builder = builder.namespace(namespace(name).labels(pairs).build());
+            }
+            for (index, params) in pods.into_iter().enumerate() {
+                builder = builder.pod(build_pod(index, params));
+            }
+            for (index, ip) in CLUSTER_IPS.iter().enumerate() {
+                builder =
+                    builder.service(service("a", &format!("svc{index}")).cluster_ip(ip).build());
+            }
+            policies
+                .into_iter()
+                .fold(builder, |b, p| b.policy(p))
+                .build()
+        },
+    )
 }
 
 pub(super) fn parse(text: &str) -> IpAddr {
@@ -380,8 +494,8 @@ impl Passage {
     /// The evaluator's side verdict as a passage.
     fn of_evaluator(side: &SideVerdict) -> Self {
         match side {
-            SideVerdict::Dropped { .. } => Passage::Drops,
-            SideVerdict::WouldDrop { .. } => Passage::WouldDrop,
+            SideVerdict::Dropped { .. } | SideVerdict::Denied(_) => Passage::Drops,
+            SideVerdict::WouldDrop { .. } | SideVerdict::WouldDeny(_) => Passage::WouldDrop,
             _ => Passage::Passes,
         }
     }
@@ -389,8 +503,10 @@ impl Passage {
     /// The tables' verdict as a passage.
     fn of_tables(verdict: TableVerdict) -> Self {
         match verdict {
-            TableVerdict::Dropped | TableVerdict::NotLocal => Passage::Drops,
-            TableVerdict::WouldDrop => Passage::WouldDrop,
+            TableVerdict::Dropped | TableVerdict::Denied(_) | TableVerdict::NotLocal => {
+                Passage::Drops
+            }
+            TableVerdict::WouldDrop | TableVerdict::WouldDeny(_) => Passage::WouldDrop,
             TableVerdict::Unisolated | TableVerdict::Allowed(_) => Passage::Passes,
         }
     }
@@ -511,7 +627,7 @@ proptest! {
     /// policy only loses its allows (its pods fail closed), nothing else changes.
     #[test]
     fn tables_that_refused_policies_agree_with_the_evaluator_without_their_rules(
-        state in cluster_strategy()
+        state in network_cluster_strategy()
     ) {
         let tables = node_tables(&state, &TINY);
         for t in &tables {
@@ -519,6 +635,21 @@ proptest! {
             prop_assert!(t.rule_sets.len() <= TINY.rule_sets, "{}", t);
             prop_assert!(t.policy_entries() <= TINY.policy_entries, "{}", t);
         }
+        for (query, expected, compiled) in verdicts(&state, &tables) {
+            prop_assert_eq!(
+                compiled, expected,
+                "{:?}\nn0:\n{}\nn1:\n{}", query, tables[0], tables[1]
+            );
+        }
+    }
+
+    /// With ClusterNetworkPolicies too, budgets they overflow end the compile
+    /// (a refused one keeps denying, so it is never refused twice), and each
+    /// node's tables agree with the evaluator on the state where each refused
+    /// ClusterNetworkPolicy denies everything it has rules for.
+    #[test]
+    fn refused_cluster_policies_deny_what_they_had_rules_for(state in cluster_strategy()) {
+        let tables = node_tables(&state, &TINY);
         for (query, expected, compiled) in verdicts(&state, &tables) {
             prop_assert_eq!(
                 compiled, expected,

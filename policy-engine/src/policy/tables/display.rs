@@ -43,7 +43,7 @@ impl fmt::Display for DatapathTables {
         }
         writeln!(f, "policy:")?;
         for (id, set) in &self.policy {
-            for (m, rule) in &set.allows {
+            for (m, decision) in &set.entries {
                 let proto = m.protocol.map_or("*".to_string(), |p| p.to_string());
                 let port = m.port.map_or("*".to_string(), |p| match p.bits {
                     16 => p.first.to_string(),
@@ -52,14 +52,25 @@ impl fmt::Display for DatapathTables {
                         format!("{}-{last}", p.first)
                     }
                 });
-                let name = self
-                    .policy_names
-                    .get(rule.policy_id as usize)
-                    .map_or("?".to_string(), ToString::to_string);
+                let named = |rule: &super::RuleRef| {
+                    let name = self
+                        .policy_names
+                        .get(rule.policy_id as usize)
+                        .map_or("?".to_string(), ToString::to_string);
+                    format!("{name} rule {}", rule.rule_index)
+                };
+                let decided = match decision {
+                    super::Decision::Allow(rule) => named(rule),
+                    super::Decision::Deny(rule) => format!("deny by {}", named(rule)),
+                    super::Decision::WouldDeny(rule) => format!("would-deny by {}", named(rule)),
+                    super::Decision::NetworkDrop => "network policy drop".to_string(),
+                    super::Decision::NetworkWouldDrop => "network policy would-drop".to_string(),
+                    super::Decision::Default => "default allow".to_string(),
+                };
                 writeln!(
                     f,
-                    "  set {id} {:?} proto={proto} port={port} -> {name} rule {}",
-                    set.direction, rule.rule_index
+                    "  set {id} {:?} proto={proto} port={port} -> {decided}",
+                    set.direction
                 )?;
             }
         }

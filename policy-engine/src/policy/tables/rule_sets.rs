@@ -66,14 +66,78 @@ pub struct PortMatch {
     pub port: Option<PortBlock>,
 }
 
-/// What one rule set allows: (protocol, port block) -> the rule. Every rule of a set
-/// is an ingress rule or every one an egress rule (`direction`).
+/// What one rule set decides: (protocol, port block) -> the decision, the
+/// longest match deciding. Every rule of a set is an ingress rule or every one an
+/// egress rule (`direction`).
+///
+/// A set of an endpoint only NetworkPolicies decide holds allows only, and what
+/// none of them matches is dropped (or a would-drop, by the endpoint's audit
+/// flag). A set of an endpoint a ClusterNetworkPolicy applies to holds an entry
+/// for every protocol and port (its all-protocols entry at least): the walk
+/// through the tiers, made once per entry by the compiler.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RuleSet {
     /// The direction of its rules.
     pub direction: Direction,
     /// Its `POLICY` entries.
-    pub allows: BTreeMap<PortMatch, RuleRef>,
+    pub entries: BTreeMap<PortMatch, Decision>,
+}
+
+/// What a `POLICY` entry decides (`policy_common::policy::PolicyValue`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Decision {
+    /// Allowed by this rule: a NetworkPolicy rule, or a ClusterNetworkPolicy
+    /// `Accept` rule. Counted in the rule's slot.
+    Allow(RuleRef),
+    /// Dropped by this ClusterNetworkPolicy `Deny` rule. Counted in its slot.
+    Deny(RuleRef),
+    /// Passes as a would-drop: this `Deny` rule of an audit-mode
+    /// ClusterNetworkPolicy would drop it. Counted in its slot.
+    WouldDeny(RuleRef),
+    /// The endpoint's NetworkPolicies decide (after an Admin `Pass` or no Admin
+    /// match) and none allows it: dropped as a miss is, in the endpoint's deny
+    /// slot.
+    NetworkDrop,
+    /// As `NetworkDrop` for audit-mode NetworkPolicies: passes as a would-drop,
+    /// in the endpoint's audit slot.
+    NetworkWouldDrop,
+    /// No tier decides: the default allows it, with no rule to count.
+    Default,
+}
+
+impl Decision {
+    /// The rule the decision names, if one.
+    pub fn rule(&self) -> Option<RuleRef> {
+        match self {
+            Decision::Allow(rule) | Decision::Deny(rule) | Decision::WouldDeny(rule) => Some(*rule),
+            Decision::NetworkDrop | Decision::NetworkWouldDrop | Decision::Default => None,
+        }
+    }
+
+    /// The decision with its rule's policy id moved by `moved`; `None` when
+    /// `moved` has no new id for it.
+    pub fn renumbered(self, moved: impl Fn(u32) -> Option<u32>) -> Option<Decision> {
+        let at = |rule: RuleRef| {
+            Some(RuleRef {
+                policy_id: moved(rule.policy_id)?,
+                ..rule
+            })
+        };
+        Some(match self {
+            Decision::Allow(rule) => Decision::Allow(at(rule)?),
+            Decision::Deny(rule) => Decision::Deny(at(rule)?),
+            Decision::WouldDeny(rule) => Decision::WouldDeny(at(rule)?),
+            other => other,
+        })
+    }
+
+    /// The rule, when the decision is an allow by it.
+    pub fn allowed_by(&self) -> Option<RuleRef> {
+        match self {
+            Decision::Allow(rule) => Some(*rule),
+            _ => None,
+        }
+    }
 }
 
 /// Which policy rule an entry comes from.
@@ -86,9 +150,9 @@ pub struct RuleRef {
 }
 
 impl DatapathTables {
-    /// `POLICY` entries: the allows of every rule set.
+    /// `POLICY` entries: the entries of every rule set.
     pub fn policy_entries(&self) -> usize {
-        self.policy.values().map(|set| set.allows.len()).sum()
+        self.policy.values().map(|set| set.entries.len()).sum()
     }
 
     /// Every allow entry as one (endpoint, class, direction, protocol, port) key:
@@ -96,12 +160,21 @@ impl DatapathTables {
     /// `RULE_SET_ANY_CLASS`). For tests and displays; the kernel holds them as rule
     /// sets.
     pub fn allow_entries(&self) -> BTreeMap<PolicyMatch, RuleRef> {
+        self.decision_entries()
+            .into_iter()
+            .filter_map(|(m, decision)| Some((m, decision.allowed_by()?)))
+            .collect()
+    }
+
+    /// Every entry as one (endpoint, class, direction, protocol, port) key, as
+    /// `allow_entries`, with its decision.
+    pub fn decision_entries(&self) -> BTreeMap<PolicyMatch, Decision> {
         let mut out = BTreeMap::new();
         for (set_match, id) in &self.rule_sets {
             let Some(set) = self.policy.get(id) else {
                 continue;
             };
-            for (port, rule) in &set.allows {
+            for (port, rule) in &set.entries {
                 let m = PolicyMatch {
                     endpoint_id: set_match.endpoint_id,
                     class_id: set_match.class_id,
@@ -131,16 +204,21 @@ impl DatapathTables {
     /// (`m.class_id` may be `RULE_SET_ANY_CLASS`). An entry already there for `m`
     /// is kept.
     pub fn allow(&mut self, m: PolicyMatch, rule: RuleRef) {
+        self.decide(m, Decision::Allow(rule));
+    }
+
+    /// Adds the entry `m` -> `decision` (for tables written by hand), as `allow`.
+    pub fn decide(&mut self, m: PolicyMatch, decision: Decision) {
         let next = self.policy.keys().next_back().map_or(1, |id| id + 1);
         let id = *self.rule_sets.entry(m.rule_set()).or_insert(next);
         self.policy
             .entry(id)
             .or_insert_with(|| RuleSet {
                 direction: m.direction,
-                allows: BTreeMap::new(),
+                entries: BTreeMap::new(),
             })
-            .allows
+            .entries
             .entry(m.port_match())
-            .or_insert(rule);
+            .or_insert(decision);
     }
 }

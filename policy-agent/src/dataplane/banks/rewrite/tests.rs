@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use policy_common::{
     endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
     peer::{PeerClass, CLASS_WORLD},
-    policy::{PolicyKey, PolicyValue, PREFIX_FULL, RULE_SET_ANY_CLASS},
+    policy::{PolicyKey, PolicyValue, POLICY_ALLOW, PREFIX_FULL, RULE_SET_ANY_CLASS},
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS},
 };
 
@@ -109,6 +109,7 @@ fn content(state: &State) -> BankContent {
             };
             let value = PolicyValue {
                 rule_slot: u32::from(*port),
+                verdict: POLICY_ALLOW,
             };
             bank.policy.insert((PREFIX_FULL, key), value);
         }

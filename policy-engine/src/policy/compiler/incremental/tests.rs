@@ -17,8 +17,9 @@ use crate::{
         compiler::{
             compile_with,
             properties::{
-                cases, cluster_strategy, node_tables, parse, pod_strategy, pod_with_addresses,
-                policy_strategy, PodParams, NAMESPACES, NODES, TINY,
+                cases, cluster_strategy, network_cluster_strategy, node_tables, parse,
+                pod_strategy, pod_with_addresses, policy_strategy, PodParams, NAMESPACES, NODES,
+                TINY,
             },
         },
         tables::DatapathTables,
@@ -361,10 +362,10 @@ proptest! {
 #[test]
 fn the_random_changes_reach_every_short_way() {
     use proptest::{strategy::ValueTree, test_runner::TestRunner};
-    let strategy = (cluster_strategy(), vec(change_strategy(), 1..=12));
+    let strategy = (network_cluster_strategy(), vec(change_strategy(), 1..=12));
     let mut runner = TestRunner::deterministic();
     let mut seen = [0usize; 5];
-    for _ in 0..256 {
+    for _ in 0..1024 {
         let (start, changes) = strategy
             .new_tree(&mut runner)
             .unwrap_or_else(|e| panic!("{e}"))
