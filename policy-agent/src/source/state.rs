@@ -53,18 +53,23 @@ pub struct SourceKey {
 }
 
 impl SourceKey {
-    /// Whether the key is not the one-to-one image of a model key: a Namespace
-    /// with a namespace (even an empty one), a namespaced object without one (`convert` puts it in
+    /// Whether the key is not the one-to-one image of a model key: a
+    /// cluster-scoped object with a namespace (even an empty one), a namespaced object without one (`convert` puts it in
     /// `default`, where another object may have its name), or no name. The API
     /// server sends none of these; a state holding one is only rebuilt whole.
     pub(crate) fn odd(&self) -> bool {
         let no_name = self.name.as_deref().is_none_or(str::is_empty);
-        let odd_namespace = if self.kind == "Namespace" {
+        let odd_namespace = if self.cluster_scoped() {
             self.namespace.is_some()
         } else {
             self.namespace.as_deref().is_none_or(str::is_empty)
         };
         no_name || odd_namespace
+    }
+
+    /// Whether its kind is cluster-scoped (Namespace, ClusterNetworkPolicy, Node).
+    pub(crate) fn cluster_scoped(&self) -> bool {
+        matches!(self.kind, "Namespace" | "ClusterNetworkPolicy" | "Node")
     }
 
     /// The key of `object`.
@@ -347,11 +352,11 @@ impl KeptState {
             if is_namespace {
                 self.declared.remove(&stored.name);
             }
-            self.touched.insert(if is_namespace {
-                stored.name
-            } else {
-                stored.namespace
-            });
+            if is_namespace {
+                self.touched.insert(stored.name);
+            } else if !key.cluster_scoped() {
+                self.touched.insert(stored.namespace);
+            }
         }
         let Some(object) = object else {
             return Ok(());
