@@ -9,6 +9,9 @@ mod support;
 #[path = "source/failures.rs"]
 mod failures;
 
+#[path = "source/cluster_policies.rs"]
+mod cluster_policies;
+
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
