@@ -544,7 +544,8 @@ fn namespaced_pods(pods: &WireNamespacedPods, field: &str) -> Result<NamespacedP
     })
 }
 
-/// `networks`: 1 to 25 CIDRs, each truncated to its network.
+/// `networks`: 1 to 25 CIDRs, no text twice (a list of type set), each
+/// truncated to its network.
 fn cidrs(texts: &[String], field: &str) -> Result<Vec<IpNet>> {
     if texts.is_empty() || texts.len() > MAX_CLUSTER_RULE_ITEMS {
         let reason = format!(
@@ -552,6 +553,14 @@ fn cidrs(texts: &[String], field: &str) -> Result<Vec<IpNet>> {
             texts.len()
         );
         return invalid(field, reason);
+    }
+    for (i, text) in texts.iter().enumerate() {
+        if texts[..i].contains(text) {
+            return invalid(
+                &format!("{field}[{i}]"),
+                format!("duplicate value {text:?}"),
+            );
+        }
     }
     texts
         .iter()

@@ -288,7 +288,10 @@ fn a_peer_the_api_server_rejects_fails_closed_naming_its_field() {
     let ns = json!({"namespaces": {}});
     let to = |peers: Value| egress(json!({"action": "Deny", "to": peers}));
     let from = |peers: Value| ingress(json!({"action": "Accept", "from": peers}));
-    let networks = |n: usize| json!([{"networks": vec!["10.0.0.0/8"; n]}]);
+    let networks = |n: usize| {
+        let texts: Vec<String> = (0..n).map(|i| format!("10.{i}.0.0/16")).collect();
+        json!([{"networks": texts}])
+    };
     // (rule that breaks a constraint, field, reason contains, one that keeps it)
     let cases = [
         (
@@ -345,6 +348,12 @@ fn a_peer_the_api_server_rejects_fails_closed_naming_its_field() {
             "spec.egress[0].to[0].networks",
             "must have 1 to 25",
             to(networks(1)),
+        ),
+        (
+            to(json!([{"networks": ["10.0.0.0/8", "10.0.0.0/8"]}])),
+            "spec.egress[0].to[0].networks[1]",
+            "duplicate value \"10.0.0.0/8\"",
+            to(json!([{"networks": ["10.0.0.0/8", "10.0.0.1/8"]}])),
         ),
         (
             to(networks(26)),
