@@ -372,7 +372,8 @@ pub fn extra_ips(svc: &core::Service, cluster_ip: Option<IpAddr>) -> Result<Vec<
 }
 
 pub use cluster_network_policy::{
-    cluster_network_policy, cluster_network_policy_fail_closed, ClusterNetworkPolicy,
+    cluster_network_policy, cluster_network_policy_fail_closed, deny_everything,
+    ClusterNetworkPolicy,
 };
 pub use kinds::{conversion_error, over_cap_policy, ApiKind};
 pub use network_policy::{

@@ -66,6 +66,9 @@ pub const MAX_PODS: usize = 250_000;
 pub const MAX_SERVICES: usize = 100_000;
 /// NetworkPolicies handled.
 pub const MAX_NETWORK_POLICIES: usize = 100_000;
+/// ClusterNetworkPolicies handled (cluster-wide, written by administrators: far
+/// fewer than NetworkPolicies).
+pub const MAX_CLUSTER_NETWORK_POLICIES: usize = 10_000;
 
 /// matchLabels pairs, matchExpressions and their values in all selectors of one
 /// ClusterNetworkPolicy (as `MAX_POLICY_SELECTOR_TERMS`).

@@ -327,6 +327,7 @@ pub fn cluster_network_policy_fail_closed(
     let name = super::required_name(&cnp.metadata).ok()?;
     let (mode, _) = super::network_policy::mode(&describe(&name), annotations(cnp));
     let spec = cnp.spec.as_ref().and_then(Value::as_object);
+    let reason = format!("the policy was rejected: {error}");
     let subject = match spec.and_then(|spec| spec.get("subject")) {
         Some(value) => subject(value),
         None => ClusterSubject::Invalid {
@@ -339,29 +340,46 @@ pub fn cluster_network_policy_fail_closed(
             .get(key)
             .is_some_and(|rules| rules.as_array().is_none_or(|rules| !rules.is_empty())),
     };
-    let deny_all = |direction: Direction| {
-        has_rules(direction.word())
+    let mut stand_in = Model {
+        name,
+        tier: Tier::Admin,
+        priority: 0,
+        subject,
+        ingress: Vec::new(),
+        egress: Vec::new(),
+        mode,
+    };
+    deny_everything(
+        &mut stand_in,
+        has_rules(Direction::Ingress.word()),
+        has_rules(Direction::Egress.word()),
+        &reason,
+    );
+    Some(stand_in)
+}
+
+/// `policy` made a fail-closed stand-in in place: Admin tier, priority 0, and
+/// as its only rules one Deny rule whose only peer is `Invalid` (with `reason`)
+/// in each direction asked for. Its name, subject and mode stay.
+pub fn deny_everything(policy: &mut Model, ingress: bool, egress: bool, reason: &str) {
+    let rules = |wanted: bool, direction: Direction| -> Vec<ClusterRule> {
+        wanted
             .then(|| ClusterRule {
                 name: String::new(),
                 action: RuleAction::Deny,
                 peers: vec![ClusterPeer::Invalid {
                     field: format!("spec.{}", direction.word()),
-                    reason: format!("the policy was rejected: {error}"),
+                    reason: reason.to_string(),
                 }],
                 ports: Vec::new(),
             })
             .into_iter()
             .collect()
     };
-    Some(Model {
-        name,
-        tier: Tier::Admin,
-        priority: 0,
-        subject,
-        ingress: deny_all(Direction::Ingress),
-        egress: deny_all(Direction::Egress),
-        mode,
-    })
+    policy.tier = Tier::Admin;
+    policy.priority = 0;
+    policy.ingress = rules(ingress, Direction::Ingress);
+    policy.egress = rules(egress, Direction::Egress);
 }
 
 /// `spec.subject`: exactly one of `namespaces` and `pods`.

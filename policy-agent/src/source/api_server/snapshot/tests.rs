@@ -284,7 +284,7 @@ proptest! {
     /// Count caps of two or three objects per kind, crossed both ways.
     #[test]
     fn a_kept_state_at_its_count_caps_is_the_whole_rebuild(batches in batches(4, 0)) {
-        check(batches, || StateBuilder::with_count_caps(2, 3, 2, 2))?;
+        check(batches, || StateBuilder::with_count_caps(2, 3, 2, 2).with_cluster_policy_cap(2))?;
     }
 }
 
