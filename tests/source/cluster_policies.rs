@@ -154,6 +154,20 @@ async fn without_the_crd_the_source_syncs_with_no_cluster_policies_and_picks_the
     );
     assert!(!h.snapshots.borrow().stale);
 
+    // The server goes down and comes back, still without the CRD: stale, then
+    // fresh again.
+    h.server.set_unavailable(true);
+    h.wait_for("the policy list failing while the server is down", |s| {
+        s.stale
+            && s.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("ClusterNetworkPolicy watch"))
+    })
+    .await;
+    h.server.set_unavailable(false);
+    h.wait_for("fresh once it answers (404) again", |s| !s.stale)
+        .await;
+
     // The CRD is installed and a policy created: it shows up.
     h.server.create_value(cnp("guardrails", "Admin", 10));
     h.server.set_served(Resource::ClusterNetworkPolicies, true);

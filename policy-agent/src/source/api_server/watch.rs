@@ -146,6 +146,7 @@ fn spawn_with<K: Watched, F: Trim<K>>(
         backoff: backoff(options),
         optional,
         absent: false,
+        failed: false,
     };
     tasks.push(tokio::spawn(watch.run()));
     store
@@ -182,6 +183,8 @@ struct KindWatch<K: Watched, F: Trim<K>> {
     optional: bool,
     /// The latest list was answered 404 and counted as a list of nothing.
     absent: bool,
+    /// A `Notice::Failed` was sent and no `Notice::Listed` since.
+    failed: bool,
 }
 
 impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
@@ -202,12 +205,16 @@ impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
                     }
                     Err(error) if self.optional && not_served(&error) => {
                         if !self.absent {
-                            self.absent = true;
                             tracing::info!(
                                 kind = K::KIND,
                                 "the API server does not serve this kind (is its CRD \
                                  installed?); counting none and checking again with backoff"
                             );
+                        }
+                        // Once per absence, and again after a failure (so `stale`
+                        // clears when the server answers 404 again).
+                        if !self.absent || self.failed {
+                            self.absent = true;
                             let notice = self.emptied();
                             if self.notices.send(notice).is_err() {
                                 return;
@@ -231,6 +238,7 @@ impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
                             kind: K::KIND,
                             error,
                         };
+                        self.failed = true;
                         if self.notices.send(notice).is_err() {
                             return;
                         }
@@ -250,6 +258,7 @@ impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
     fn emptied(&mut self) -> Notice {
         self.writer.apply_watcher_event(&Event::Init);
         self.writer.apply_watcher_event(&Event::InitDone);
+        self.failed = false;
         Notice::Listed {
             kind: K::KIND,
             at: Instant::now(),
@@ -259,7 +268,8 @@ impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
     /// Applies `event` to the store; the notice for it, if it changed anything.
     fn apply(&mut self, event: Event<K>) -> Option<Notice> {
         let at = Instant::now();
-        if matches!(event, Event::Init) && self.absent {
+        // Not at `Init`: the watcher says that before each list request, 404 or not.
+        if matches!(event, Event::InitDone) && self.absent {
             self.absent = false;
             tracing::info!(kind = K::KIND, "the API server serves this kind now");
         }
@@ -283,7 +293,10 @@ impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
                     object: ChangedObject::of(&key),
                 })
             }
-            Event::InitDone => Some(Notice::Listed { kind: K::KIND, at }),
+            Event::InitDone => {
+                self.failed = false;
+                Some(Notice::Listed { kind: K::KIND, at })
+            }
             Event::Init | Event::InitApply(_) => None,
         };
         self.writer.apply_watcher_event(&event);
