@@ -141,9 +141,11 @@ fn rbac_is_read_only_and_limited_to_what_policy_reads() {
     }
     let expected: BTreeSet<String> = [
         "/namespaces",
+        "/nodes",
         "/pods",
         "/services",
         "networking.k8s.io/networkpolicies",
+        "policy.networking.k8s.io/clusternetworkpolicies",
     ]
     .into_iter()
     .map(String::from)
@@ -330,6 +332,7 @@ fn the_kustomization_renders_every_file_of_the_base_and_nothing_else() {
     let expected = [
         "ClusterRole",
         "ClusterRoleBinding",
+        "CustomResourceDefinition",
         "DaemonSet",
         "Namespace",
         "ServiceAccount",
@@ -425,4 +428,41 @@ fn the_podmonitor_overlay_adds_a_podmonitor_scraping_the_agents_metrics_port() {
     assert_eq!(port, Some("metrics"));
     // The base is all there too.
     assert_eq!(documents.len(), rendered(&base()).len() + 1);
+}
+
+#[test]
+fn the_cluster_network_policy_crd_is_upstreams_and_what_the_agent_watches() {
+    let crd: Value = one("CustomResourceDefinition");
+    let spec = &crd["spec"];
+    assert_eq!(
+        crd["metadata"]["name"],
+        "clusternetworkpolicies.policy.networking.k8s.io"
+    );
+    assert_eq!(
+        crd["metadata"]["annotations"]["policy.networking.k8s.io/bundle-version"],
+        "v0.2.0"
+    );
+    assert_eq!(spec["group"], "policy.networking.k8s.io");
+    assert_eq!(spec["scope"], "Cluster");
+    assert_eq!(spec["names"]["kind"], "ClusterNetworkPolicy");
+    assert_eq!(spec["names"]["plural"], "clusternetworkpolicies");
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    assert!(
+        versions
+            .iter()
+            .any(|v| v["name"] == "v1alpha2" && v["served"] == true),
+        "v1alpha2 is served: {versions:?}"
+    );
+    // The agent's wire type names the same resource.
+    use k8s_openapi::Resource as _;
+    type Cnp = policy_agent::source::convert::ClusterNetworkPolicy;
+    assert_eq!(spec["group"], Cnp::GROUP);
+    assert_eq!(spec["names"]["plural"], Cnp::URL_PATH_SEGMENT);
+    let credit = std::fs::read_to_string(base().join("crd-clusternetworkpolicies.yaml"))
+        .unwrap_or_else(|e| panic!("reading the CRD: {e}"));
+    assert!(
+        credit.contains("kubernetes-sigs/network-policy-api v0.2.0")
+            && credit.contains("Apache License 2.0"),
+        "the CRD file credits its origin"
+    );
 }

@@ -9,6 +9,9 @@ mod support;
 #[path = "source/failures.rs"]
 mod failures;
 
+#[path = "source/cluster_policies.rs"]
+mod cluster_policies;
+
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
@@ -125,7 +128,7 @@ fn summary(snapshot: &SourceSnapshot) -> String {
     let state = &snapshot.state;
     format!(
         "synced={} stale={} last_error={:?} errors={:?} namespaces={:?} pods={:?} \
-         policies={:?} services={:?}",
+         policies={:?} services={:?} cluster_policies={:?} nodes={:?}",
         snapshot.synced,
         snapshot.stale,
         snapshot.last_error,
@@ -146,6 +149,8 @@ fn summary(snapshot: &SourceSnapshot) -> String {
             .keys()
             .map(ToString::to_string)
             .collect::<Vec<_>>(),
+        state.cluster_policies.keys().collect::<Vec<_>>(),
+        state.nodes.keys().collect::<Vec<_>>(),
     )
 }
 

@@ -149,6 +149,19 @@ async fn handle(
         return Ok(status(StatusCode::NOT_FOUND, "NotFound", &message));
     };
     let query = query(&request);
+    if !shared.served(route.resource) {
+        // Counted, so tests see the retries.
+        if query.get("watch").is_some_and(|watch| watch == "true") {
+            shared.count(route.resource, |counts| counts.watches += 1);
+        } else {
+            shared.count(route.resource, |counts| counts.lists += 1);
+        }
+        let message = format!(
+            "the server could not find the requested resource ({})",
+            route.resource.plural()
+        );
+        return Ok(status(StatusCode::NOT_FOUND, "NotFound", &message));
+    }
     if query.get("watch").is_some_and(|watch| watch == "true") {
         watch(shared, route, &query).await
     } else {

@@ -1,5 +1,6 @@
 //! A stand-in Kubernetes API server: a real HTTP/1.1 server speaking list and
-//! watch for Namespaces, Pods, Services and NetworkPolicies, so podwall's
+//! watch for Namespaces, Pods, Services, NetworkPolicies, Nodes and
+//! ClusterNetworkPolicies (the CRD's objects), so podwall's
 //! integration tests drive the real kube client (and the agent's
 //! `source::api_server`) against it, and `cargo xtask bench agent` serves its
 //! synthetic cluster to a real `policy-agent run` to measure the agent's memory.
@@ -18,7 +19,9 @@
 //! objects (k8s-openapi types or JSON); `compact()`; `drop_watches()` (every open watch connection closed mid-stream);
 //! `hold_watches(true)` (watch requests wait unanswered until released);
 //! `set_unavailable(true)` (open watches dropped, new connections closed at once,
-//! requests on kept-alive ones closed unanswered); request counts per resource.
+//! requests on kept-alive ones closed unanswered); `set_served(resource, false)`
+//! (its requests answered 404 Not Found, as for a CRD not installed; its open
+//! watches dropped); request counts per resource.
 //!
 //! The server runs on its own Tokio runtime, on a listener the test gives (so it
 //! can be bound inside a network namespace) or on 127.0.0.1; dropping the handle
@@ -90,6 +93,8 @@ struct Shared {
     /// Watches answered and not ended yet.
     open: AtomicUsize,
     unavailable: AtomicBool,
+    /// Resources answered 404 Not Found (`set_served`).
+    not_served: Mutex<std::collections::BTreeSet<Resource>>,
     bookmark_interval: Duration,
     counts: Mutex<BTreeMap<Resource, Counts>>,
     /// The `Authorization` header of the latest request that had one.
@@ -99,6 +104,15 @@ struct Shared {
 impl Shared {
     fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `resource` is served (`ApiServer::set_served`).
+    fn served(&self, resource: Resource) -> bool {
+        let not_served = self
+            .not_served
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        !not_served.contains(&resource)
     }
 
     fn count(&self, resource: Resource, update: impl FnOnce(&mut Counts)) {
@@ -158,6 +172,7 @@ impl ApiServer {
             held: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             unavailable: AtomicBool::new(false),
+            not_served: Mutex::new(std::collections::BTreeSet::new()),
             bookmark_interval: options.bookmark_interval,
             counts: Mutex::new(BTreeMap::new()),
             authorization: Mutex::new(None),
@@ -270,7 +285,7 @@ impl ApiServer {
         self.update_value(to_value(object))
     }
 
-    /// Deletes the `K` named `name` in `namespace` ("" for a Namespace); the
+    /// Deletes the `K` named `name` in `namespace` ("" for a cluster-scoped kind); the
     /// revision of the deletion. Panics if it does not exist.
     pub fn delete<K: k8s_openapi::Resource>(&self, namespace: &str, name: &str) -> u64 {
         let object = serde_json::json!({
@@ -317,6 +332,28 @@ impl ApiServer {
     pub fn set_unavailable(&self, unavailable: bool) {
         self.shared.unavailable.store(unavailable, Ordering::SeqCst);
         if unavailable {
+            self.drop_watches();
+        }
+    }
+
+    /// While `false`, list and watch requests for `resource` are answered 404 Not
+    /// Found, as the API server answers for a CRD that is not installed;
+    /// switching it off drops every open watch (so those of `resource` end).
+    /// Objects created meanwhile are kept and served once it is back.
+    pub fn set_served(&self, resource: Resource, served: bool) {
+        {
+            let mut not_served = self
+                .shared
+                .not_served
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if served {
+                not_served.remove(&resource);
+            } else {
+                not_served.insert(resource);
+            }
+        }
+        if !served {
             self.drop_watches();
         }
     }

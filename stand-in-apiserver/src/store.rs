@@ -17,15 +17,22 @@ pub enum Resource {
     Services,
     /// networking.k8s.io/v1 networkpolicies.
     NetworkPolicies,
+    /// policy.networking.k8s.io/v1alpha2 clusternetworkpolicies (a CRD;
+    /// cluster-scoped).
+    ClusterNetworkPolicies,
+    /// core/v1 nodes (cluster-scoped).
+    Nodes,
 }
 
 impl Resource {
     /// Every resource.
-    pub const ALL: [Resource; 4] = [
+    pub const ALL: [Resource; 6] = [
         Resource::Namespaces,
         Resource::Pods,
         Resource::Services,
         Resource::NetworkPolicies,
+        Resource::ClusterNetworkPolicies,
+        Resource::Nodes,
     ];
 
     /// The resource whose objects have `kind`.
@@ -47,6 +54,8 @@ impl Resource {
             Resource::Pods => "Pod",
             Resource::Services => "Service",
             Resource::NetworkPolicies => "NetworkPolicy",
+            Resource::ClusterNetworkPolicies => "ClusterNetworkPolicy",
+            Resource::Nodes => "Node",
         }
     }
 
@@ -54,6 +63,7 @@ impl Resource {
     pub fn api_version(self) -> &'static str {
         match self {
             Resource::NetworkPolicies => "networking.k8s.io/v1",
+            Resource::ClusterNetworkPolicies => "policy.networking.k8s.io/v1alpha2",
             _ => "v1",
         }
     }
@@ -65,12 +75,17 @@ impl Resource {
             Resource::Pods => "pods",
             Resource::Services => "services",
             Resource::NetworkPolicies => "networkpolicies",
+            Resource::ClusterNetworkPolicies => "clusternetworkpolicies",
+            Resource::Nodes => "nodes",
         }
     }
 
     /// Whether its objects live in a namespace.
     pub fn namespaced(self) -> bool {
-        self != Resource::Namespaces
+        !matches!(
+            self,
+            Resource::Namespaces | Resource::ClusterNetworkPolicies | Resource::Nodes
+        )
     }
 }
 
@@ -102,7 +117,7 @@ pub struct Event {
     pub revision: u64,
     /// Whose object changed.
     pub resource: Resource,
-    /// The object's namespace ("" for a Namespace).
+    /// The object's namespace ("" for a cluster-scoped one).
     pub namespace: String,
     /// What happened.
     pub kind: EventType,

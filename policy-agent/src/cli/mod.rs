@@ -113,7 +113,7 @@ enum Command {
 #[derive(Args, Clone, Debug)]
 pub struct Manifests {
     /// A manifest file or a directory of them (Namespace, Pod, Service,
-    /// NetworkPolicy); repeatable, all read as one set.
+    /// NetworkPolicy, ClusterNetworkPolicy, Node); repeatable, all read as one set.
     #[arg(short = 'f', long = "filename", required = true)]
     paths: Vec<PathBuf>,
 }

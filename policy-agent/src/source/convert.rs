@@ -24,7 +24,13 @@
 //! - an object over a cap (`caps`: too many rules, peers, ports, labels...) is an
 //!   error too; its kind's fail-closed stand-in is in `kinds`.
 //!
-//! May import: `crate::model`, k8s-openapi, ipnet, tracing (those warnings).
+//! - a ClusterNetworkPolicy (a CRD: no k8s-openapi type; its wire shape is read in
+//!   `cluster_network_policy` alone) follows the same pattern: entries the API
+//!   server would reject become `Invalid` and fail closed, the rest is an error
+//!   with a fail-closed stand-in (`cluster_network_policy_fail_closed`).
+//!
+//! May import: `crate::model`, k8s-openapi, ipnet, tracing (those warnings),
+//! serde, serde_json and serde_path_to_error (the ClusterNetworkPolicy wire shape).
 //! Nothing else of this crate.
 
 use std::net::IpAddr;
@@ -128,6 +134,25 @@ pub enum ConvertError {
         operator: SelectorOperator,
         /// What that operator requires of its values.
         expected: &'static str,
+    },
+    /// A field does not have the shape of its type (for objects read as JSON:
+    /// ClusterNetworkPolicy).
+    #[error("{field}: {message}")]
+    Malformed {
+        /// Path of the field.
+        field: String,
+        /// What the deserializer said.
+        message: String,
+    },
+    /// A value the API server's validation rejects (for ClusterNetworkPolicy, whose
+    /// checks are the CRD schema's): out of range, not one of the allowed values,
+    /// a list too long, not exactly one of a set of fields.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Path of the field.
+        field: String,
+        /// Which rule it breaks, with the value found.
+        reason: String,
     },
     /// The object holds more than podwall handles (`caps`).
     #[error("{field}: {what}")]
@@ -346,10 +371,15 @@ pub fn extra_ips(svc: &core::Service, cluster_ip: Option<IpAddr>) -> Result<Vec<
     Ok(out)
 }
 
+pub use cluster_network_policy::{
+    cluster_network_policy, cluster_network_policy_fail_closed, deny_everything,
+    ClusterNetworkPolicy,
+};
 pub use kinds::{conversion_error, over_cap_policy, ApiKind};
 pub use network_policy::{
     label_selector, network_policy, network_policy_fail_closed, MODE_ANNOTATION,
 };
+pub use node::node;
 
 /// `metadata.name`, required and non-empty.
 fn required_name(meta: &ObjectMeta) -> Result<String> {
@@ -437,7 +467,9 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
 }
 
 pub mod caps;
+mod cluster_network_policy;
 mod kinds;
 mod network_policy;
+mod node;
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::{
-    convert::{ApiKind, ConvertError},
+    convert::{ApiKind, ClusterNetworkPolicy, ConvertError},
     state::StateBuilder,
     yaml::{self, YamlError},
 };
@@ -145,7 +145,8 @@ fn field_suffix(field: &str) -> String {
     }
 }
 
-/// Loads every Namespace, Pod, Service and NetworkPolicy under `path` (a file, or a
+/// Loads every Namespace, Pod, Service, NetworkPolicy, ClusterNetworkPolicy
+/// (`policy.networking.k8s.io/v1alpha2`) and Node under `path` (a file, or a
 /// directory walked recursively in sorted order) into a `ClusterState`, then adds
 /// the namespaces objects live in but no Namespace declares.
 ///
@@ -328,6 +329,14 @@ impl Loader {
             "Pod" => self.add::<core::Pod>(&ctx, value),
             "Service" => self.add::<core::Service>(&ctx, value),
             "NetworkPolicy" => self.add::<net::NetworkPolicy>(&ctx, value),
+            "ClusterNetworkPolicy" => {
+                ctx.check_cluster_scoped()?;
+                self.add::<ClusterNetworkPolicy>(&ctx, value)
+            }
+            "Node" => {
+                ctx.check_cluster_scoped()?;
+                self.add::<core::Node>(&ctx, value)
+            }
             _ => {
                 let file = origin.file.display();
                 tracing::warn!(%file, kind, object, "skipping unsupported kind");
@@ -379,13 +388,16 @@ impl Loader {
     }
 }
 
-/// How errors name an object: `Namespace prod`, `Pod prod/web` (a missing namespace
+/// How errors name an object: `Namespace prod`, `ClusterNetworkPolicy guardrails`,
+/// `Pod prod/web` (a missing namespace
 /// is `default`), or its position and kind when it has no name.
 fn describe(origin: &Origin<'_>, kind: &str, map: &Map<String, Value>) -> String {
     let metadata = map.get("metadata");
     let field = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
     match (field("name"), kind) {
-        (Some(name), "Namespace") if !name.is_empty() => format!("Namespace {name}"),
+        (Some(name), "Namespace" | "ClusterNetworkPolicy" | "Node") if !name.is_empty() => {
+            format!("{kind} {name}")
+        }
         (Some(name), _) if !name.is_empty() => {
             let namespace = field("namespace")
                 .filter(|ns| !ns.is_empty())
@@ -418,6 +430,24 @@ impl Context<'_> {
                     ),
                 })
             }
+        }
+    }
+
+    /// A cluster-scoped kind (ClusterNetworkPolicy, Node) has no namespace: one
+    /// given is an error, as `kubectl apply` of it to a namespace is a mistake.
+    fn check_cluster_scoped(&self) -> Result<(), ManifestError> {
+        let namespace = self
+            .map
+            .get("metadata")
+            .and_then(|meta| meta.get("namespace"));
+        match namespace {
+            None | Some(Value::Null) => Ok(()),
+            Some(_) => Err(ManifestError::Document {
+                file: self.origin.file.to_path_buf(),
+                object: self.object.to_string(),
+                field: "metadata.namespace".to_string(),
+                message: "this kind is cluster-scoped; remove the namespace".to_string(),
+            }),
         }
     }
 

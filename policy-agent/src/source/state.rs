@@ -10,8 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::convert::{
-    caps::{MAX_NAMESPACES, MAX_NETWORK_POLICIES, MAX_PODS, MAX_SERVICES},
-    conversion_error, over_cap_policy, ApiKind, ConvertError,
+    caps::{
+        MAX_CLUSTER_NETWORK_POLICIES, MAX_NAMESPACES, MAX_NETWORK_POLICIES, MAX_PODS, MAX_SERVICES,
+    },
+    conversion_error, deny_everything, over_cap_policy, ApiKind, ConvertError,
 };
 use crate::model::{
     change_each, ClusterState, Labels, Namespace, NetworkPolicy, ObjectRef, Pod, PolicyTypes,
@@ -27,6 +29,7 @@ struct CountCaps {
     pods: usize,
     services: usize,
     policies: usize,
+    cluster_policies: usize,
 }
 
 impl Default for CountCaps {
@@ -36,6 +39,7 @@ impl Default for CountCaps {
             pods: MAX_PODS,
             services: MAX_SERVICES,
             policies: MAX_NETWORK_POLICIES,
+            cluster_policies: MAX_CLUSTER_NETWORK_POLICIES,
         }
     }
 }
@@ -53,18 +57,23 @@ pub struct SourceKey {
 }
 
 impl SourceKey {
-    /// Whether the key is not the one-to-one image of a model key: a Namespace
-    /// with a namespace (even an empty one), a namespaced object without one (`convert` puts it in
+    /// Whether the key is not the one-to-one image of a model key: a
+    /// cluster-scoped object with a namespace (even an empty one), a namespaced object without one (`convert` puts it in
     /// `default`, where another object may have its name), or no name. The API
     /// server sends none of these; a state holding one is only rebuilt whole.
     pub(crate) fn odd(&self) -> bool {
         let no_name = self.name.as_deref().is_none_or(str::is_empty);
-        let odd_namespace = if self.kind == "Namespace" {
+        let odd_namespace = if self.cluster_scoped() {
             self.namespace.is_some()
         } else {
             self.namespace.as_deref().is_none_or(str::is_empty)
         };
         no_name || odd_namespace
+    }
+
+    /// Whether its kind is cluster-scoped (Namespace, ClusterNetworkPolicy, Node).
+    pub(crate) fn cluster_scoped(&self) -> bool {
+        matches!(self.kind, "Namespace" | "ClusterNetworkPolicy" | "Node")
     }
 
     /// The key of `object`.
@@ -241,6 +250,27 @@ impl StateBuilder {
             caps.policies,
             "by namespace/name isolate every pod of their namespace both ways and allow nothing",
         ));
+        let cluster_policies = excess(
+            state.cluster_policies.keys().cloned(),
+            caps.cluster_policies,
+        );
+        for name in &cluster_policies {
+            if let Some(policy) = state.cluster_policies.get_mut(name) {
+                let (ingress, egress) = (!policy.ingress.is_empty(), !policy.egress.is_empty());
+                let reason = format!(
+                    "over the cap of {} ClusterNetworkPolicies handled",
+                    caps.cluster_policies
+                );
+                deny_everything(policy, ingress, egress, &reason);
+            }
+        }
+        lines.extend(count_line(
+            "ClusterNetworkPolicies",
+            state.cluster_policies.len(),
+            caps.cluster_policies,
+            "by name stand in as Admin policies of priority 0 denying everything to and from \
+             their pods in the directions they have rules in",
+        ));
         for (kind, count) in [
             ("Namespace", namespaces.len()),
             ("Pod", pods.len()),
@@ -249,6 +279,7 @@ impl StateBuilder {
                 state.services.len().saturating_sub(caps.services),
             ),
             ("NetworkPolicy", policies.len()),
+            ("ClusterNetworkPolicy", cluster_policies.len()),
         ] {
             if count > 0 {
                 *self.over_cap.entry(kind).or_default() += count;
@@ -347,11 +378,11 @@ impl KeptState {
             if is_namespace {
                 self.declared.remove(&stored.name);
             }
-            self.touched.insert(if is_namespace {
-                stored.name
-            } else {
-                stored.namespace
-            });
+            if is_namespace {
+                self.touched.insert(stored.name);
+            } else if !key.cluster_scoped() {
+                self.touched.insert(stored.namespace);
+            }
         }
         let Some(object) = object else {
             return Ok(());
@@ -403,7 +434,8 @@ impl KeptState {
         let over = self.declared.len() > caps.namespaces
             || self.state.pods.len() > caps.pods
             || self.state.services.len() > caps.services
-            || self.state.policies.len() > caps.policies;
+            || self.state.policies.len() > caps.policies
+            || self.state.cluster_policies.len() > caps.cluster_policies;
         if over {
             return Err(NeedsRebuild);
         }
@@ -486,9 +518,16 @@ impl StateBuilder {
                 pods,
                 services,
                 policies,
+                cluster_policies: MAX_CLUSTER_NETWORK_POLICIES,
             },
             ..Self::default()
         }
+    }
+
+    /// This builder, handling at most `cap` ClusterNetworkPolicies.
+    pub(crate) fn with_cluster_policy_cap(mut self, cap: usize) -> Self {
+        self.caps.cluster_policies = cap;
+        self
     }
 }
 

@@ -1,5 +1,6 @@
 //! The API server as a source: kube-runtime watchers and reflector stores for
-//! Namespaces, Pods, NetworkPolicies and Services, folded into one stream of
+//! Namespaces, Pods, NetworkPolicies, Services, ClusterNetworkPolicies and Nodes,
+//! folded into one stream of
 //! `SourceSnapshot`s (a converted `ClusterState` plus how current it is).
 //!
 //! - `trim`: what the stores keep of each object (what `convert` reads);
@@ -8,6 +9,7 @@
 //! - `label_sets`: one map per distinct label set among the stored pods;
 //! - `watch`: one task per kind: watcher (list, then watch from the list's
 //!   resourceVersion; relist on 410 Gone), trimming, the reflector store, backoff;
+//!   a kind whose CRD is not installed (ClusterNetworkPolicy) counts as none;
 //! - `snapshot`: one task folding the kinds' notices into snapshots, converting the
 //!   stores through `convert` (via `source::state`) at most once per batch.
 //!
@@ -38,8 +40,10 @@ pub struct SourceSnapshot {
     /// The converted cluster. Empty until `synced`; after that always the stores'
     /// whole content (a relist replaces a kind's objects at once, when it ends).
     pub state: Arc<ClusterState>,
-    /// Every watch (Namespaces, Pods, NetworkPolicies, Services) has delivered its
-    /// initial list at least once. Stays true through later failures and relists.
+    /// Every watch (Namespaces, Pods, NetworkPolicies, Services,
+    /// ClusterNetworkPolicies, Nodes) has delivered its initial list at least once
+    /// (a ClusterNetworkPolicy list answered 404, the CRD not installed, counts as
+    /// an empty one). Stays true through later failures and relists.
     pub synced: bool,
     /// Some watch is failing right now: its latest result was an error (API server
     /// unreachable, a request refused, a watch ended with an error such as 410
@@ -51,8 +55,9 @@ pub struct SourceSnapshot {
     pub last_error: Option<String>,
     /// One line per object of `state`'s sources that could not be converted, sorted,
     /// naming the object and the field (`NetworkPolicy prod/db: spec...: ...`). A
-    /// NetworkPolicy listed here is in `state` as its fail-closed stand-in
-    /// (`convert::network_policy_fail_closed`); other kinds are left out.
+    /// NetworkPolicy or ClusterNetworkPolicy listed here is in `state` as its
+    /// fail-closed stand-in (`convert::network_policy_fail_closed`,
+    /// `convert::cluster_network_policy_fail_closed`); other kinds are left out.
     pub conversion_errors: Vec<String>,
     /// Objects over a cap (`convert::caps`), by kind (`Pod`, `NetworkPolicy`, ...):
     /// each stands in fail-closed and has its line in `conversion_errors` (or a
@@ -109,13 +114,15 @@ impl Drop for ClusterWatch {
     }
 }
 
-/// Watches Namespaces, Pods, NetworkPolicies and Services of every namespace
-/// through `client`, each with kube-runtime's watcher (list, then watch from the
+/// Watches Namespaces, Pods, NetworkPolicies, Services, ClusterNetworkPolicies
+/// and Nodes through `client`, each with kube-runtime's watcher (list, then watch from the
 /// list's resourceVersion with bookmarks; relist after 410 Gone) into a reflector
 /// store, retried with backoff (`options`). A watch error after which the watcher
 /// would resume silently (a watch request refused, a stream failing) restarts that
 /// kind's watcher with a fresh list after the backoff, so its recovery is seen:
-/// `stale` clears when every failing kind has listed again.
+/// `stale` clears when every failing kind has listed again. ClusterNetworkPolicies
+/// whose CRD is not installed (the list answers 404) count as none, without
+/// `stale`, and are listed again with the backoff until the CRD appears.
 ///
 /// # Panics
 /// Outside a Tokio runtime (it spawns the watch tasks).
@@ -141,6 +148,14 @@ pub fn watch_cluster_with(client: ::kube::Client, options: WatchOptions) -> Clus
             &mut tasks,
         ),
         services: watch::spawn(&client, &options, slim::service::trim, &notices, &mut tasks),
+        cluster_policies: watch::spawn_optional(
+            &client,
+            &options,
+            trim::cluster_network_policy,
+            &notices,
+            &mut tasks,
+        ),
+        nodes: watch::spawn(&client, &options, trim::node, &notices, &mut tasks),
     };
     tasks.push(tokio::spawn(snapshot::run(stores, notices_rx, sender)));
     ClusterWatch { snapshots, tasks }

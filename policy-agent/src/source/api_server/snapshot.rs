@@ -20,7 +20,7 @@ use super::{
     SourceSnapshot,
 };
 use crate::source::{
-    convert::ApiKind,
+    convert::{ApiKind, ClusterNetworkPolicy},
     state::{KeptState, NeedsRebuild, SourceKey, StateBuilder},
 };
 
@@ -30,15 +30,19 @@ pub(super) struct Stores {
     pub pods: Store<SlimPod>,
     pub policies: Store<net::NetworkPolicy>,
     pub services: Store<SlimService>,
+    pub cluster_policies: Store<ClusterNetworkPolicy>,
+    pub nodes: Store<core::Node>,
 }
 
 /// The kinds a snapshot waits for, by `Resource::KIND`.
-fn kinds() -> [&'static str; 4] {
+fn kinds() -> [&'static str; 6] {
     [
         <core::Namespace as k8s_openapi::Resource>::KIND,
         <core::Pod as k8s_openapi::Resource>::KIND,
         <net::NetworkPolicy as k8s_openapi::Resource>::KIND,
         <core::Service as k8s_openapi::Resource>::KIND,
+        <ClusterNetworkPolicy as k8s_openapi::Resource>::KIND,
+        <core::Node as k8s_openapi::Resource>::KIND,
     ]
 }
 
@@ -56,6 +60,8 @@ impl Stores {
         add_all(&mut builder, &self.pods);
         add_all(&mut builder, &self.policies);
         add_all(&mut builder, &self.services);
+        add_all(&mut builder, &self.cluster_policies);
+        add_all(&mut builder, &self.nodes);
         builder.finish_kept()
     }
 
@@ -70,6 +76,8 @@ impl Stores {
             apply_one(kept, &self.pods, object)?;
             apply_one(kept, &self.policies, object)?;
             apply_one(kept, &self.services, object)?;
+            apply_one(kept, &self.cluster_policies, object)?;
+            apply_one(kept, &self.nodes, object)?;
         }
         kept.settle()
     }

@@ -15,7 +15,9 @@ use k8s_openapi::{
 };
 
 use super::slim::SlimPod;
-use crate::source::convert::{caps, ALLOW_TUNNELS_ANNOTATION, MODE_ANNOTATION};
+use crate::source::convert::{
+    caps, ClusterNetworkPolicy, ALLOW_TUNNELS_ANNOTATION, MODE_ANNOTATION,
+};
 
 /// Keeps a Pod's name, namespace and labels; `spec.nodeName`, `spec.hostNetwork`
 /// and each container's `ports` only (the container's name too: the API requires
@@ -129,6 +131,62 @@ pub fn network_policy(np: &mut net::NetworkPolicy) {
         return;
     }
     metadata(&mut np.metadata, false, Some(MODE_ANNOTATION));
+}
+
+/// Keeps a ClusterNetworkPolicy's name, the `podwall.io/mode` annotation and the
+/// whole spec (all of it is read). Over a cap, only what its stand-in needs: the
+/// subject (when it is small), and one empty rule in each direction that has
+/// rules.
+pub fn cluster_network_policy(cnp: &mut ClusterNetworkPolicy) {
+    if let Err(error) = caps::cluster_network_policy(cnp) {
+        caps::mark(&mut cnp.metadata, &error, Some(MODE_ANNOTATION));
+        cnp.spec = cnp.spec.take().map(|spec| {
+            let mut kept = serde_json::Map::new();
+            if let Some(subject) = spec.get("subject") {
+                if subject.to_string().len() <= SMALL_SUBJECT_BYTES {
+                    kept.insert("subject".to_string(), subject.clone());
+                }
+            }
+            for direction in ["ingress", "egress"] {
+                let has_rules = spec
+                    .get(direction)
+                    .is_some_and(|rules| rules.as_array().is_none_or(|r| !r.is_empty()));
+                if has_rules {
+                    let rules = serde_json::json!([{}]);
+                    kept.insert(direction.to_string(), rules);
+                }
+            }
+            serde_json::Value::Object(kept)
+        });
+        return;
+    }
+    metadata(&mut cnp.metadata, false, Some(MODE_ANNOTATION));
+}
+
+/// The largest subject (as JSON text) kept on a ClusterNetworkPolicy over a cap.
+const SMALL_SUBJECT_BYTES: usize = 16 * 1024;
+
+/// Keeps a Node's name, labels and the `InternalIP` and `ExternalIP` entries of
+/// `status.addresses` (so its heartbeats change nothing stored). Over a cap,
+/// only its name and the reason: it is left out.
+pub fn node(node: &mut core::Node) {
+    if let Err(error) = caps::node(node) {
+        caps::mark(&mut node.metadata, &error, None);
+        node.spec = None;
+        node.status = None;
+        return;
+    }
+    metadata(&mut node.metadata, true, None);
+    node.spec = None;
+    node.status = node.status.take().map(|status| core::NodeStatus {
+        addresses: status.addresses.map(|addresses| {
+            addresses
+                .into_iter()
+                .filter(|a| matches!(a.type_.as_str(), "InternalIP" | "ExternalIP"))
+                .collect()
+        }),
+        ..core::NodeStatus::default()
+    });
 }
 
 /// `spec.policyTypes` as given, else as the API server defaults them (Ingress,

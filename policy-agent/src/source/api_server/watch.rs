@@ -109,6 +109,32 @@ pub(super) fn spawn<K: Watched, F: Trim<K>>(
     notices: &UnboundedSender<Notice>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Store<K> {
+    spawn_with(client, options, trim, notices, tasks, false)
+}
+
+/// `spawn` for a kind that may not be served (a CRD that is not installed): a
+/// list answered 404 Not Found counts as a list of nothing (the store is
+/// emptied, the kind is listed and not failing; logged once at info), and the
+/// list is retried with the backoff (at most `backoff_max` apart) until the
+/// kind is served.
+pub(super) fn spawn_optional<K: Watched, F: Trim<K>>(
+    client: &kube::Client,
+    options: &WatchOptions,
+    trim: F,
+    notices: &UnboundedSender<Notice>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<K> {
+    spawn_with(client, options, trim, notices, tasks, true)
+}
+
+fn spawn_with<K: Watched, F: Trim<K>>(
+    client: &kube::Client,
+    options: &WatchOptions,
+    trim: F,
+    notices: &UnboundedSender<Notice>,
+    tasks: &mut Vec<JoinHandle<()>>,
+    optional: bool,
+) -> Store<K> {
     let writer = Writer::default();
     let store = writer.as_reader();
     let watch = KindWatch {
@@ -118,6 +144,9 @@ pub(super) fn spawn<K: Watched, F: Trim<K>>(
         store: store.clone(),
         notices: notices.clone(),
         backoff: backoff(options),
+        optional,
+        absent: false,
+        failed: false,
     };
     tasks.push(tokio::spawn(watch.run()));
     store
@@ -150,6 +179,12 @@ struct KindWatch<K: Watched, F: Trim<K>> {
     store: Store<K>,
     notices: UnboundedSender<Notice>,
     backoff: ResetTimerBackoff<ExponentialBackoff>,
+    /// A 404 on the list means the kind is not served (`spawn_optional`).
+    optional: bool,
+    /// The latest list was answered 404 and counted as a list of nothing.
+    absent: bool,
+    /// A `Notice::Failed` was sent and no `Notice::Listed` since.
+    failed: bool,
 }
 
 impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
@@ -168,6 +203,33 @@ impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
                             }
                         }
                     }
+                    Err(error) if self.optional && not_served(&error) => {
+                        if !self.absent {
+                            tracing::info!(
+                                kind = K::KIND,
+                                "the API server does not serve this kind (is its CRD \
+                                 installed?); counting none and checking again with backoff"
+                            );
+                        }
+                        // Once per absence, and again after a failure (so `stale`
+                        // clears when the server answers 404 again).
+                        if !self.absent || self.failed {
+                            self.absent = true;
+                            let notice = self.emptied();
+                            if self.notices.send(notice).is_err() {
+                                return;
+                            }
+                        }
+                        let delay = self.backoff.next().unwrap_or_default();
+                        tokio::time::sleep(delay).await;
+                    }
+                    Err(error) if self.optional && watch_not_served(&error) => {
+                        // Gone since the list: a fresh list says so (above).
+                        tracing::debug!(kind = K::KIND, "watch answered 404; listing again");
+                        let delay = self.backoff.next().unwrap_or_default();
+                        tokio::time::sleep(delay).await;
+                        break;
+                    }
                     Err(error) => {
                         let relists = relists_by_itself(&error);
                         tracing::warn!(kind = K::KIND, error = %causes(&error), relists, "watch failed; retrying");
@@ -176,6 +238,7 @@ impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
                             kind: K::KIND,
                             error,
                         };
+                        self.failed = true;
                         if self.notices.send(notice).is_err() {
                             return;
                         }
@@ -191,9 +254,25 @@ impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
         }
     }
 
+    /// Empties the store, as a list of nothing would: the notice for it.
+    fn emptied(&mut self) -> Notice {
+        self.writer.apply_watcher_event(&Event::Init);
+        self.writer.apply_watcher_event(&Event::InitDone);
+        self.failed = false;
+        Notice::Listed {
+            kind: K::KIND,
+            at: Instant::now(),
+        }
+    }
+
     /// Applies `event` to the store; the notice for it, if it changed anything.
     fn apply(&mut self, event: Event<K>) -> Option<Notice> {
         let at = Instant::now();
+        // Not at `Init`: the watcher says that before each list request, 404 or not.
+        if matches!(event, Event::InitDone) && self.absent {
+            self.absent = false;
+            tracing::info!(kind = K::KIND, "the API server serves this kind now");
+        }
         let notice = match &event {
             Event::Apply(object) => {
                 let key = ObjectRef::from_obj(object);
@@ -214,7 +293,10 @@ impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
                     object: ChangedObject::of(&key),
                 })
             }
-            Event::InitDone => Some(Notice::Listed { kind: K::KIND, at }),
+            Event::InitDone => {
+                self.failed = false;
+                Some(Notice::Listed { kind: K::KIND, at })
+            }
             Event::Init | Event::InitApply(_) => None,
         };
         self.writer.apply_watcher_event(&event);
@@ -230,5 +312,20 @@ fn relists_by_itself(error: &watcher::Error) -> bool {
         watcher::Error::InitialListFailed(_) | watcher::Error::NoResourceVersion => true,
         watcher::Error::WatchError(status) => status.code == 410,
         watcher::Error::WatchStartFailed(_) | watcher::Error::WatchFailed(_) => false,
+    }
+}
+
+/// Whether `error` is a list answered 404 Not Found: the kind is not served.
+fn not_served(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::InitialListFailed(kube::Error::Api(status)) if status.code == 404)
+}
+
+/// Whether `error` is a watch answered 404 Not Found: the kind is no longer
+/// served (its CRD was removed).
+fn watch_not_served(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 404,
+        watcher::Error::WatchError(status) => status.code == 404,
+        _ => false,
     }
 }

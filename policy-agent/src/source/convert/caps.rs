@@ -12,7 +12,13 @@
 //!   address-less stub that no selector matches and that is never an endpoint,
 //!   and its namespace gets `OVER_CAP_POLICY`: every pod there isolated both ways,
 //!   no allow (a local stub's veth stays pending: isolated, its sources unknown);
-//! - a Service: its ClusterIP alone (Service egress stays deferred to the backend).
+//! - a Service: its ClusterIP alone (Service egress stays deferred to the backend);
+//! - a ClusterNetworkPolicy: its fail-closed stand-in
+//!   (`cluster_network_policy_fail_closed`): Admin tier, priority 0, a Deny rule
+//!   that denies everything in each direction it has rules in. The CRD bounds
+//!   rules, peers and CIDRs (25 each); its selectors and the JSON it carries
+//!   besides are what is capped here;
+//! - a Node: left out (its addresses are then no `nodes` peer's).
 //!
 //! `trim` strips an object over a cap before the reflector stores it, leaving
 //! `OVER_CAP_ANNOTATION` with the reason, so the stores stay small too.
@@ -60,6 +66,19 @@ pub const MAX_PODS: usize = 250_000;
 pub const MAX_SERVICES: usize = 100_000;
 /// NetworkPolicies handled.
 pub const MAX_NETWORK_POLICIES: usize = 100_000;
+/// ClusterNetworkPolicies handled (cluster-wide, written by administrators: far
+/// fewer than NetworkPolicies).
+pub const MAX_CLUSTER_NETWORK_POLICIES: usize = 10_000;
+
+/// matchLabels pairs, matchExpressions and their values in all selectors of one
+/// ClusterNetworkPolicy (as `MAX_POLICY_SELECTOR_TERMS`).
+pub const MAX_CLUSTER_POLICY_SELECTOR_TERMS: usize = MAX_POLICY_SELECTOR_TERMS;
+/// JSON values (objects, lists, strings, numbers...) in one ClusterNetworkPolicy's
+/// spec: a valid one holds at most 50 rules of 25 peers of 25 CIDRs and their
+/// selectors.
+pub const MAX_CLUSTER_POLICY_VALUES: usize = 262_144;
+/// Addresses in one Node's `status.addresses`.
+pub const MAX_NODE_ADDRESSES: usize = 1_024;
 
 /// Annotation `trim` leaves on an object it stripped for being over a cap: the
 /// field and what was over, as `field: what`.
@@ -213,6 +232,67 @@ pub fn network_policy(np: &net::NetworkPolicy) -> Result<(), ConvertError> {
             })
             .sum::<usize>();
     check("spec", terms, MAX_POLICY_SELECTOR_TERMS, "selector terms")
+}
+
+/// Whether a ClusterNetworkPolicy is within its caps (JSON values, selector terms).
+pub fn cluster_network_policy(cnp: &super::ClusterNetworkPolicy) -> Result<(), ConvertError> {
+    marked(&cnp.metadata)?;
+    let Some(spec) = cnp.spec.as_ref() else {
+        return Ok(());
+    };
+    let (values, terms) = json_counts(spec);
+    check("spec", values, MAX_CLUSTER_POLICY_VALUES, "JSON values")?;
+    check(
+        "spec",
+        terms,
+        MAX_CLUSTER_POLICY_SELECTOR_TERMS,
+        "selector terms",
+    )
+}
+
+/// JSON values in `value`, and the selector terms among them (matchLabels pairs,
+/// matchExpressions entries and their values).
+fn json_counts(value: &serde_json::Value) -> (usize, usize) {
+    use serde_json::Value;
+    let mut values = 0;
+    let mut terms = 0;
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        values += 1;
+        match value {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                for (key, child) in map {
+                    match (key.as_str(), child) {
+                        ("matchLabels", Value::Object(labels)) => terms += labels.len(),
+                        ("matchExpressions", Value::Array(exprs)) => terms += exprs.len(),
+                        ("values", Value::Array(items)) => terms += items.len(),
+                        _ => {}
+                    }
+                    stack.push(child);
+                }
+            }
+            _ => {}
+        }
+    }
+    (values, terms)
+}
+
+/// Whether a Node is within its caps (labels, addresses).
+pub fn node(node: &core::Node) -> Result<(), ConvertError> {
+    marked(&node.metadata)?;
+    labels(node.metadata.labels.as_ref())?;
+    let addresses = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .map_or(0, Vec::len);
+    check(
+        "status.addresses",
+        addresses,
+        MAX_NODE_ADDRESSES,
+        "addresses",
+    )
 }
 
 /// matchLabels pairs, matchExpressions and their values of one selector.

@@ -11,7 +11,8 @@ use k8s_openapi::{
 use super::{caps::OVER_CAP_POLICY, ConvertError, Result};
 use crate::model::{self, ClusterState, ObjectRef};
 
-/// A Kubernetes kind the model holds (Namespace, Pod, Service, NetworkPolicy).
+/// A Kubernetes kind the model holds (Namespace, Pod, Service, NetworkPolicy,
+/// ClusterNetworkPolicy, Node).
 pub trait ApiKind: Resource + Metadata<Ty = ObjectMeta> {
     /// The model type it converts to.
     type Model;
@@ -99,6 +100,11 @@ const STUB: &str = "the pod stands in without addresses or labels, and every pod
 const NAMESPACE_STUB: &str = "the namespace stands in with only its name label, its pods \
                               without addresses or labels, and every pod of it is isolated \
                               both ways with no allow from podwall (fail closed)";
+/// What a ClusterNetworkPolicy's stand-in means.
+const CLUSTER_POLICY_STAND_IN: &str = "it stands in as an Admin policy of priority 0 that \
+                                       denies everything to and from its pods in the \
+                                       directions it has rules in (both if unknown) (fail \
+                                       closed)";
 /// What a Service over a cap means.
 const SERVICE_STUB: &str = "the Service stands in with its ClusterIP alone";
 
@@ -274,5 +280,69 @@ impl ApiKind for net::NetworkPolicy {
 
     fn remove(state: &mut ClusterState, key: &ObjectRef) {
         state.policies.remove(key);
+    }
+}
+
+impl ApiKind for super::ClusterNetworkPolicy {
+    type Model = model::ClusterNetworkPolicy;
+
+    fn convert(&self) -> Result<Self::Model> {
+        super::cluster_network_policy(self)
+    }
+
+    fn fail_closed(&self, error: &ConvertError) -> Option<(Self::Model, &'static str)> {
+        super::cluster_network_policy_fail_closed(self, error)
+            .map(|stand_in| (stand_in, CLUSTER_POLICY_STAND_IN))
+    }
+
+    fn key(model: &Self::Model) -> ObjectRef {
+        ObjectRef::new("", model.name.clone())
+    }
+
+    fn insert(state: &mut ClusterState, model: Self::Model) -> Option<Self::Model> {
+        state.cluster_policies.insert(model.name.clone(), model)
+    }
+
+    fn remove(state: &mut ClusterState, key: &ObjectRef) {
+        state.cluster_policies.remove(&key.name);
+    }
+
+    fn model_key(_namespace: Option<&str>, name: &str) -> ObjectRef {
+        ObjectRef::new("", name)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "ClusterNetworkPolicy {}",
+            name_or_placeholder(&self.metadata)
+        )
+    }
+}
+
+impl ApiKind for core::Node {
+    type Model = model::Node;
+
+    fn convert(&self) -> Result<Self::Model> {
+        super::node(self)
+    }
+
+    fn key(model: &Self::Model) -> ObjectRef {
+        ObjectRef::new("", model.name.clone())
+    }
+
+    fn insert(state: &mut ClusterState, model: Self::Model) -> Option<Self::Model> {
+        state.nodes.insert(model.name.clone(), model)
+    }
+
+    fn remove(state: &mut ClusterState, key: &ObjectRef) {
+        state.nodes.remove(&key.name);
+    }
+
+    fn model_key(_namespace: Option<&str>, name: &str) -> ObjectRef {
+        ObjectRef::new("", name)
+    }
+
+    fn describe(&self) -> String {
+        format!("Node {}", name_or_placeholder(&self.metadata))
     }
 }

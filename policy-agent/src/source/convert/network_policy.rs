@@ -11,8 +11,8 @@ use k8s_openapi::{
 
 use super::{object_ref, parse_cidr, port_name, port_number, protocol, ConvertError, Result};
 use crate::model::{
-    LabelSelector, Labels, NamespaceScope, NetworkPolicy, ObjectRef, Peer, Peers, PolicyMode,
-    PolicyPort, PolicyTypes, PortRef, Rule, SelectorOperator, SelectorRequirement,
+    LabelSelector, Labels, NamespaceScope, NetworkPolicy, Peer, Peers, PolicyMode, PolicyPort,
+    PolicyTypes, PortRef, Rule, SelectorOperator, SelectorRequirement,
 };
 
 /// The annotation that sets a NetworkPolicy's mode: `podwall.io/mode: audit` puts it
@@ -25,7 +25,10 @@ pub const MODE_ANNOTATION: &str = "podwall.io/mode";
 pub fn network_policy(np: &net::NetworkPolicy) -> Result<NetworkPolicy> {
     super::caps::network_policy(np)?;
     let key = object_ref(&np.metadata)?;
-    let (mode, mode_warning) = mode(&key, np.metadata.annotations.as_ref());
+    let (mode, mode_warning) = mode(
+        &format!("NetworkPolicy {key}"),
+        np.metadata.annotations.as_ref(),
+    );
     if let Some(warning) = mode_warning {
         tracing::warn!("{warning}");
     }
@@ -87,7 +90,10 @@ pub fn network_policy(np: &net::NetworkPolicy) -> Result<NetworkPolicy> {
 /// the object has no name (nothing to name it by; the API server never sends one).
 pub fn network_policy_fail_closed(np: &net::NetworkPolicy) -> Option<NetworkPolicy> {
     let key = object_ref(&np.metadata).ok()?;
-    let (mode, _) = mode(&key, np.metadata.annotations.as_ref());
+    let (mode, _) = mode(
+        &format!("NetworkPolicy {key}"),
+        np.metadata.annotations.as_ref(),
+    );
     let default_spec = net::NetworkPolicySpec::default();
     let spec = np.spec.as_ref().unwrap_or(&default_spec);
     let policy_types = policy_types(spec).unwrap_or(PolicyTypes {
@@ -104,12 +110,14 @@ pub fn network_policy_fail_closed(np: &net::NetworkPolicy) -> Option<NetworkPoli
     })
 }
 
-/// The mode `annotations` give the policy `key`: `audit` audits, `enforce` or no
-/// annotation enforces. Any other value (`Audit`, `dry-run`, a typo) enforces, since
-/// a mistyped annotation must never stop enforcement (fail closed), and comes back
-/// with a warning naming the policy and the value.
+/// The mode `annotations` give a policy (a NetworkPolicy or a
+/// ClusterNetworkPolicy, named in messages as `object`, e.g. `NetworkPolicy
+/// prod/db`): `audit` audits, `enforce` or no annotation enforces. Any other
+/// value (`Audit`, `dry-run`, a typo) enforces, since a mistyped annotation must
+/// never stop enforcement (fail closed), and comes back with a warning naming the
+/// policy and the value.
 pub(super) fn mode(
-    key: &ObjectRef,
+    object: &str,
     annotations: Option<&BTreeMap<String, String>>,
 ) -> (PolicyMode, Option<String>) {
     match annotations
@@ -121,7 +129,7 @@ pub(super) fn mode(
         Some(other) => (
             PolicyMode::Enforce,
             Some(format!(
-                "NetworkPolicy {key}: metadata.annotations[{MODE_ANNOTATION}]: unknown mode \
+                "{object}: metadata.annotations[{MODE_ANNOTATION}]: unknown mode \
                  {other:?}; use \"audit\" or \"enforce\"; the policy is enforced"
             )),
         ),

@@ -16,6 +16,7 @@ use k8s_openapi::api::networking::v1 as net;
 use super::network_policy::entries_matching_nothing;
 
 mod caps;
+mod cluster_policy;
 mod mode;
 mod tunnels;
 

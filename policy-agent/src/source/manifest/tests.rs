@@ -10,6 +10,8 @@ use tempfile::TempDir;
 use super::*;
 use crate::{causes::causes, model::NAMESPACE_NAME_LABEL};
 
+mod cluster_policy;
+
 const POLICY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
                       metadata: {name: db-lockdown, namespace: prod}\n\
                       spec: {podSelector: {matchLabels: {app: db}}}\n";

@@ -375,3 +375,32 @@ fn a_kept_state_built_over_a_cap_takes_no_change_object_by_object() {
         Err(NeedsRebuild)
     );
 }
+
+#[test]
+fn cluster_network_policies_past_their_count_cap_stand_in_as_admin_deny_everything() {
+    let mut builder = StateBuilder::default().with_cluster_policy_cap(1);
+    for name in ["a", "b"] {
+        let cnp: crate::source::convert::ClusterNetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"tier": "Baseline", "priority": 7, "subject": {"namespaces": {}},
+                     "egress": [{"action": "Accept", "to": [{"namespaces": {}}]}]}
+        }))
+        .expect("fixture");
+        builder.add_or_record(&cnp);
+    }
+    let (state, errors, over_cap) = builder.finish_counted();
+    assert_eq!(over_cap, OverCapCounts::from([("ClusterNetworkPolicy", 1)]));
+    let kept = &state.cluster_policies["a"];
+    assert_eq!((kept.priority, kept.egress[0].fails_closed()), (7, false));
+    let stand_in = &state.cluster_policies["b"];
+    assert_eq!(stand_in.priority, 0, "the last by name stands in");
+    assert!(stand_in.ingress.is_empty(), "it had no ingress rules");
+    assert_eq!(stand_in.egress.len(), 1);
+    assert_eq!(stand_in.egress[0].action, crate::model::RuleAction::Deny);
+    assert!(stand_in.egress[0].fails_closed());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("ClusterNetworkPolicies: 2 in the cluster, over the cap of 1"),
+        "{errors:?}"
+    );
+}

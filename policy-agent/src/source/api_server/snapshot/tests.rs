@@ -20,6 +20,8 @@ struct TestStores {
     pods: Writer<SlimPod>,
     policies: Writer<net::NetworkPolicy>,
     services: Writer<SlimService>,
+    cluster_policies: Writer<ClusterNetworkPolicy>,
+    nodes: Writer<core::Node>,
     stores: Stores,
 }
 
@@ -31,32 +33,42 @@ impl TestStores {
             Writer::default(),
             Writer::default(),
         );
+        let (cluster_policies, nodes) = (Writer::default(), Writer::default());
         let stores = Stores {
             namespaces: namespaces.as_reader(),
             pods: pods.as_reader(),
             policies: policies.as_reader(),
             services: services.as_reader(),
+            cluster_policies: cluster_policies.as_reader(),
+            nodes: nodes.as_reader(),
         };
         Self {
             namespaces,
             pods,
             policies,
             services,
+            cluster_policies,
+            nodes,
             stores,
         }
     }
 
     /// Applies `op` to its store; the object it changed.
     fn apply(&mut self, op: &Op) -> ChangedObject {
-        let (name, namespace) = if op.kind == 0 {
-            // A Namespace; an odd one (`SourceKey::odd`) has a namespace,
-            // even an empty one.
+        let (name, namespace) = if matches!(op.kind, 0 | 4 | 5) {
+            // A cluster-scoped kind; an odd one (`SourceKey::odd`) has a
+            // namespace, even an empty one.
             let odd = match op.namespace {
                 4 => Some(String::new()),
                 5 => Some("x".to_string()),
                 _ => None,
             };
-            (NAMESPACE_NAMES[op.index % 4].to_string(), odd)
+            let name = match op.kind {
+                0 => NAMESPACE_NAMES[op.index % 4].to_string(),
+                4 => format!("cnp{}", op.index),
+                _ => format!("node{}", op.index),
+            };
+            (name, odd)
         } else {
             let name = format!("{}{}", ["ns", "pod", "np", "svc"][op.kind], op.index);
             (name, NAMESPACES[op.namespace].map(str::to_string))
@@ -98,6 +110,25 @@ impl TestStores {
                              "ingress": [{"ports": [{"port": port}]}]}
                 })
             }
+            4 => {
+                let tier = if variant == 1 { "Middle" } else { "Admin" };
+                json!({
+                    "metadata": meta,
+                    "spec": {"tier": tier, "priority": variant, "subject": {"namespaces": {}},
+                             "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}
+                })
+            }
+            5 => {
+                let address = if variant == 1 {
+                    "not-an-address".to_string()
+                } else {
+                    format!("192.168.{}.{}", op.index, variant)
+                };
+                json!({
+                    "metadata": with(meta, "labels", json!({"zone": variant.to_string()})),
+                    "status": {"addresses": [{"type": "InternalIP", "address": address}]}
+                })
+            }
             _ => {
                 let cluster_ip = if variant == 1 {
                     "not-an-address".to_string()
@@ -115,10 +146,19 @@ impl TestStores {
             0 => event(&mut self.namespaces, object, op.variant.is_some()),
             1 => event(&mut self.pods, object, op.variant.is_some()),
             2 => event(&mut self.policies, object, op.variant.is_some()),
-            _ => event(&mut self.services, object, op.variant.is_some()),
+            3 => event(&mut self.services, object, op.variant.is_some()),
+            4 => event(&mut self.cluster_policies, object, op.variant.is_some()),
+            _ => event(&mut self.nodes, object, op.variant.is_some()),
         }
         ChangedObject {
-            kind: ["Namespace", "Pod", "NetworkPolicy", "Service"][op.kind],
+            kind: [
+                "Namespace",
+                "Pod",
+                "NetworkPolicy",
+                "Service",
+                "ClusterNetworkPolicy",
+                "Node",
+            ][op.kind],
             namespace,
             name,
         }
@@ -154,11 +194,12 @@ fn event<K: Watched>(writer: &mut Writer<K>, object: Value, apply: bool) {
     writer.apply_watcher_event(&event);
 }
 
-/// One object changed: its kind (Namespace, Pod, NetworkPolicy, Service), which
-/// of a few of its kind, its namespace (`NAMESPACES`; for a Namespace, 4 and 5
-/// are odd ones), and what it becomes: `None` deleted; 0 and 2 two good versions; 1
-/// one that does not convert (a NetworkPolicy's stands in fail-closed); 3 one
-/// over a cap.
+/// One object changed: its kind (Namespace, Pod, NetworkPolicy, Service,
+/// ClusterNetworkPolicy, Node), which of a few of its kind, its namespace
+/// (`NAMESPACES`; for a cluster-scoped kind, 4 and 5 are odd ones), and what it
+/// becomes: `None` deleted; 0 and 2 two good versions; 1 one that does not
+/// convert (a NetworkPolicy's and a ClusterNetworkPolicy's stand in fail-closed;
+/// a Node's address is left out); 3 one over a cap.
 #[derive(Clone, Debug)]
 struct Op {
     kind: usize,
@@ -175,7 +216,7 @@ fn op(namespaces: usize, over_cap: u32) -> impl Strategy<Value = Op> {
         over_cap => Just(Some(3)),
         4 => Just(None),
     ];
-    (0usize..4, 0usize..4, 0usize..namespaces, variant).prop_map(
+    (0usize..6, 0usize..4, 0usize..namespaces, variant).prop_map(
         |(kind, index, namespace, variant)| Op {
             kind,
             index,
@@ -243,7 +284,7 @@ proptest! {
     /// Count caps of two or three objects per kind, crossed both ways.
     #[test]
     fn a_kept_state_at_its_count_caps_is_the_whole_rebuild(batches in batches(4, 0)) {
-        check(batches, || StateBuilder::with_count_caps(2, 3, 2, 2))?;
+        check(batches, || StateBuilder::with_count_caps(2, 3, 2, 2).with_cluster_policy_cap(2))?;
     }
 }
 

@@ -197,3 +197,85 @@ fn a_trimmed_network_policy_keeps_its_spec_and_only_the_mode_annotation() {
     );
     assert_eq!(trimmed.metadata.managed_fields, None);
 }
+
+/// A Node as the kubelet reports it, with a heartbeat at `beat`.
+fn full_node(beat: &str) -> core::Node {
+    from_json(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "resourceVersion": beat, "labels": {"role": "infra"},
+                     "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+        "spec": {"podCIDR": "10.244.0.0/24", "providerID": "kind://n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.2"},
+                                 {"type": "Hostname", "address": "n1"}],
+                   "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": beat}],
+                   "images": [{"names": ["nginx"], "sizeBytes": 1}]}
+    }))
+}
+
+#[test]
+fn a_trimmed_node_converts_as_the_full_one_and_heartbeats_trim_to_equal_objects() {
+    let full = full_node("2026-01-01T00:00:00Z");
+    let mut trimmed = full.clone();
+    node(&mut trimmed);
+    assert_eq!(convert::node(&trimmed), convert::node(&full));
+    assert!(trimmed.spec.is_none() && trimmed.metadata.annotations.is_none());
+    let addresses = trimmed.status.as_ref().and_then(|s| s.addresses.as_ref());
+    assert_eq!(addresses.map(Vec::len), Some(1), "only the IP addresses");
+    let mut later = full_node("2026-01-01T00:00:10Z");
+    node(&mut later);
+    assert_eq!(trimmed, later);
+}
+
+#[test]
+fn a_trimmed_cluster_network_policy_keeps_its_spec_and_only_the_mode_annotation() {
+    let full: convert::ClusterNetworkPolicy = from_json(json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "g", "resourceVersion": "7",
+                     "annotations": {MODE_ANNOTATION: "audit", "other": "x"}},
+        "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+                 "egress": [{"action": "Deny", "to": [{"networks": ["10.0.0.0/8"]}]}]},
+        "status": {"conditions": [{"type": "Ready"}]}
+    }));
+    let mut trimmed = full.clone();
+    cluster_network_policy(&mut trimmed);
+    assert_eq!(
+        convert::cluster_network_policy(&trimmed),
+        convert::cluster_network_policy(&full)
+    );
+    let annotations = trimmed.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.keys().collect::<Vec<_>>(),
+        vec![MODE_ANNOTATION]
+    );
+    assert_eq!(trimmed.metadata.resource_version, None);
+}
+
+#[test]
+fn a_cluster_network_policy_over_a_cap_keeps_what_its_stand_in_needs() {
+    let values: Vec<String> = (0..caps::MAX_CLUSTER_POLICY_SELECTOR_TERMS)
+        .map(|i| i.to_string())
+        .collect();
+    let full: convert::ClusterNetworkPolicy = from_json(json!({
+        "metadata": {"name": "g", "annotations": {MODE_ANNOTATION: "audit"}},
+        "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {"matchLabels": {"a": "b"}}},
+                 "ingress": [{"action": "Accept", "from": [{"namespaces": {"matchExpressions": [
+                     {"key": "k", "operator": "In", "values": values}]}}]}]}
+    }));
+    let error = convert::cluster_network_policy(&full).expect_err("over the cap");
+    assert!(error.to_string().contains("selector terms"), "{error}");
+    let stand_in = convert::cluster_network_policy_fail_closed(&full, &error);
+    let mut trimmed = full;
+    cluster_network_policy(&mut trimmed);
+    let spec = trimmed.spec.clone().unwrap_or_default();
+    assert!(spec.to_string().len() < 200, "{spec}");
+    let error = convert::cluster_network_policy(&trimmed).expect_err("still over");
+    assert_eq!(
+        convert::cluster_network_policy_fail_closed(&trimmed, &error).map(|p| (
+            p.subject,
+            p.ingress.len(),
+            p.egress.len(),
+            p.mode
+        )),
+        stand_in.map(|p| (p.subject, p.ingress.len(), p.egress.len(), p.mode))
+    );
+}

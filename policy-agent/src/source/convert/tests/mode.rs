@@ -37,7 +37,7 @@ fn the_mode_annotation_selects_audit_or_enforce() {
 
 #[test]
 fn an_unknown_mode_enforces_and_warns_naming_the_policy_and_the_value() {
-    let key = ObjectRef::new("prod", "np");
+    let key = format!("NetworkPolicy {}", ObjectRef::new("prod", "np"));
     for value in ["Audit", "dry-run", "", "audit "] {
         let annotations = labels([("podwall.io/mode", value)]);
         let (found, warning) = mode(&key, Some(&annotations));
