@@ -225,3 +225,6 @@ fn run_steps(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
