@@ -13,6 +13,7 @@ use std::{
 };
 
 use policy_agent::lab::conformance::{
+    cluster::{self, case::ClusterCase},
     expand, sctp_supported, Addresses, Case, Matrix, LAB_NO_SCTP, NO_SCTP,
 };
 
@@ -340,4 +341,163 @@ fn a_pod_its_service_no_longer_selects_is_unreachable_and_the_case_still_runs() 
         "{stdout}\n{stderr}"
     );
     assert!(out.status.success(), "{stdout}\n{stderr}");
+}
+
+// ClusterNetworkPolicy cases (tests/data/cluster-conformance): the probe-list format
+// and its own fixture.
+
+fn cluster_cases() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/cluster-conformance")
+}
+
+#[test]
+fn every_cluster_case_parses_and_is_told_apart_from_the_matrix_format() {
+    let files = policy_agent::lab::conformance::case_files(&cluster_cases())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.len(), 24, "one case per upstream test");
+    let (mut probes, mut experimental, mut host_network, mut only_sctp) = (0, 0, 0, 0);
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cluster::is_cluster_case(&text), "{}", file.display());
+        let case = ClusterCase::load(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        probes += case.probes().count();
+        experimental += usize::from(!case.experimental.is_empty());
+        host_network += usize::from(case.probes_host_network());
+        only_sctp += usize::from(case.probes_only_sctp());
+    }
+    assert_eq!(
+        (probes, experimental, host_network, only_sctp),
+        (301, 6, 2, 4)
+    );
+    assert!(!cluster::is_cluster_case(&read_case(
+        "01-default-deny-ingress.yaml"
+    )));
+}
+
+const NP_ONLY_CASE: &str = r#"
+name: np-only
+fixture: network-policy-api
+upstream: {test: none}
+steps:
+- subtest: a NetworkPolicy isolates gryffindor but for slytherin
+  apply:
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: only-slytherin, namespace: network-policy-conformance-gryffindor}
+    spec:
+      podSelector: {}
+      policyTypes: [Ingress, Egress]
+      ingress:
+      - from:
+        - namespaceSelector: {matchLabels: {conformance-house: slytherin}}
+      egress:
+      - to:
+        - namespaceSelector: {matchLabels: {conformance-house: slytherin}}
+  probes:
+  - {from: network-policy-conformance-slytherin/draco-malfoy-0, to: network-policy-conformance-gryffindor/harry-potter-0, protocol: TCP, port: 80, expect: allowed}
+  - {from: network-policy-conformance-ravenclaw/luna-lovegood-0, to: network-policy-conformance-gryffindor/harry-potter-0, protocol: TCP, port: 8080, expect: dropped}
+  - {from: network-policy-conformance-ravenclaw/luna-lovegood-1, to: network-policy-conformance-gryffindor/harry-potter-1, protocol: UDP, port: 53, expect: dropped}
+  - {from: network-policy-conformance-gryffindor/harry-potter-1, to: network-policy-conformance-hufflepuff/cedric-diggory-0, protocol: UDP, port: 5353, expect: dropped}
+  - {from: network-policy-conformance-gryffindor/harry-potter-1, to: network-policy-conformance-slytherin/draco-malfoy-1, protocol: UDP, port: 5353, expect: allowed}
+  - {from: network-policy-conformance-hufflepuff/cedric-diggory-1, to: network-policy-conformance-ravenclaw/luna-lovegood-0, protocol: UDP, port: 53, expect: allowed}
+  - {from: network-policy-conformance-slytherin/draco-malfoy-0, to: network-policy-conformance-gryffindor/harry-potter-0, protocol: SCTP, port: 9003, expect: allowed}
+- subtest: slytherin relabelled out of the policy
+  relabel:
+  - {namespace: network-policy-conformance-slytherin, labels: {conformance-house: denied-namespace-label}}
+  probes:
+  - {from: network-policy-conformance-slytherin/draco-malfoy-0, to: network-policy-conformance-gryffindor/harry-potter-0, protocol: TCP, port: 80, expect: dropped}
+- subtest: the policy deleted
+  delete:
+  - {kind: NetworkPolicy, namespace: network-policy-conformance-gryffindor, name: only-slytherin}
+  probes:
+  - {from: network-policy-conformance-ravenclaw/luna-lovegood-0, to: network-policy-conformance-gryffindor/harry-potter-0, protocol: TCP, port: 8080, expect: allowed}
+"#;
+
+#[test]
+fn a_cluster_case_that_is_not_the_documented_shape_names_the_field() {
+    let parse = |text: &str| {
+        ClusterCase::parse("bad", Path::new("bad.yaml"), text)
+            .err()
+            .map(|e| e.to_string())
+    };
+    assert!(parse(NP_ONLY_CASE).is_none());
+    assert_eq!(
+        parse(&NP_ONLY_CASE.replacen("expect: allowed", "expect: maybe", 1)).as_deref(),
+        Some(r#"steps[0].probes[0].expect: "maybe" is neither allowed nor dropped"#)
+    );
+    assert_eq!(
+        parse(&NP_ONLY_CASE.replacen("draco-malfoy-0", "draco-malfoy-7", 1)).as_deref(),
+        Some(
+            r#"steps[0].probes[0].from: "network-policy-conformance-slytherin/draco-malfoy-7" is no fixture pod"#
+        )
+    );
+    assert_eq!(
+        parse(&NP_ONLY_CASE.replacen("kind: NetworkPolicy", "kind: Pod", 1)).as_deref(),
+        Some("steps[0].apply[0].kind: only ClusterNetworkPolicy and NetworkPolicy objects can be applied")
+    );
+}
+
+#[test]
+fn cluster_cases_run_probe_pod_addresses_and_skip_what_the_lab_cannot_probe() {
+    support::require_root_and_bpf();
+    let dir = temp_dir("cluster");
+    write(dir.path(), "1-np-only.yaml", NP_ONLY_CASE);
+    // Slytherin's pods reach gryffindor's; the flipped file says they must not.
+    let flipped = NP_ONLY_CASE.replacen(
+        "TCP, port: 80, expect: allowed",
+        "TCP, port: 80, expect: dropped",
+        1,
+    );
+    write(dir.path(), "2-np-flipped.yaml", &flipped);
+    let cases = cluster_cases();
+    let copy = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(cases.join(from)).unwrap_or_else(|e| panic!("{e}"));
+        write(dir.path(), to, &text);
+    };
+    copy("admin-tier-ingress-sctp.yaml", "3-sctp.yaml");
+    copy("admin-tier-egress-node-peers.yaml", "4-node-peers.yaml");
+    copy("admin-tier-ingress-tcp.yaml", "5-admin-tcp.yaml");
+
+    let out = run(dir.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}\n{stderr}");
+    assert!(
+        lines[0].starts_with("PASS 1-np-only (3 steps, 8 probes, ")
+            && lines[0].ends_with("; 1 SCTP probes skipped)"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        lines[1],
+        "FAIL 2-np-flipped: step 1 80/TCP network-policy-conformance-slytherin/draco-malfoy-0 -> \
+         network-policy-conformance-gryffindor/harry-potter-0 expected dropped, got allowed"
+    );
+    let sctp = if sctp_supported() {
+        LAB_NO_SCTP
+    } else {
+        NO_SCTP
+    };
+    assert_eq!(lines[2], format!("SKIP 3-sctp: {sctp}"));
+    assert_eq!(
+        lines[3],
+        format!("SKIP 4-node-peers: {}", cluster::NO_HOST_NETWORK)
+    );
+    // Until the manifest reader reads ClusterNetworkPolicies the case is skipped;
+    // from then on it must pass (which takes the compiler's tiers too).
+    let readable = cluster::fixture::cluster_policies_readable();
+    if readable {
+        assert!(
+            lines[4].starts_with("PASS 5-admin-tcp (6 steps, 12 probes, "),
+            "{stdout}\n{stderr}"
+        );
+        assert_eq!(lines[5], "2 passed, 1 failed, 2 skipped");
+    } else {
+        assert_eq!(
+            lines[4],
+            format!("SKIP 5-admin-tcp: {}", cluster::NO_CNP_READER)
+        );
+        assert_eq!(lines[5], "1 passed, 1 failed, 3 skipped");
+    }
+    assert!(!out.status.success(), "a failed case must fail the run");
 }

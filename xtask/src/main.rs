@@ -33,9 +33,11 @@ enum Command {
     BuildEbpf,
     /// Run the whole test suite: lints, unit tests, lab tests and conformance cases.
     Test,
-    /// Run the upstream NetworkPolicy conformance cases in a lab (needs root).
+    /// Run the upstream NetworkPolicy and ClusterNetworkPolicy conformance cases in
+    /// a lab (needs root).
     Conformance {
-        /// A directory of case files (*.yaml); default tests/data/conformance.
+        /// A directory of case files (*.yaml); default tests/data/conformance, then
+        /// tests/data/cluster-conformance.
         #[arg(long)]
         cases: Option<PathBuf>,
         /// How many lab nodes the pods are spread over (most probes then cross

@@ -62,8 +62,9 @@ pub fn run() -> anyhow::Result<()> {
             .args(["test", "--workspace"]),
     )?;
     println!(
-        "test [4/4]: conformance cases ({}), on one node, then on three",
-        conformance::DEFAULT_CASES
+        "test [4/4]: conformance cases ({} and {}), on one node, then on three",
+        conformance::DEFAULT_CASES,
+        conformance::CLUSTER_CASES
     );
     conformance::run_cases(None, 1)?;
     conformance::run_cases(None, 3)

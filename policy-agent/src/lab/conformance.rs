@@ -1,6 +1,8 @@
 //! The upstream NetworkPolicy conformance suite, as data, on real packets.
 //!
-//! Reads a directory of case files (the format of `tests/data/conformance`, a
+//! A directory of ClusterNetworkPolicy cases (`tests/data/cluster-conformance`,
+//! `fixture: network-policy-api`) runs in `cluster`, with its own fixture. Otherwise:
+//! reads a directory of case files (the format of `tests/data/conformance`, a
 //! data-only translation of kubernetes/kubernetes `test/e2e/network/netpol`),
 //! builds ONE lab with the upstream fixture (namespaces x/y/z, pods a/b/c, one
 //! Service per pod) and runs every case in it: reset to a clean cluster, then each
@@ -14,6 +16,7 @@
 //! lab. Prints nothing: the CLI does.
 
 mod case;
+pub mod cluster;
 pub mod fixture;
 mod matrix;
 mod outcome;
@@ -117,6 +120,12 @@ pub fn run_dir(
     mut report: impl FnMut(&Outcome),
 ) -> Result<Vec<Outcome>, ConformanceError> {
     let files = case_files(dir)?;
+    if files
+        .iter()
+        .any(|file| std::fs::read_to_string(file).is_ok_and(|text| cluster::is_cluster_case(&text)))
+    {
+        return cluster::run_files(files, options, report);
+    }
     let cases: Vec<(PathBuf, Result<Case, CaseError>)> = files
         .into_iter()
         .map(|file| {

@@ -101,6 +101,13 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Every probe that disagreed with its matrix.
     pub mismatches: Vec<Mismatch>,
+    /// Probes not sent because this kernel or lab cannot (SCTP); never passed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped_probes: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn seconds<S: serde::Serializer>(elapsed: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -118,6 +125,7 @@ impl Outcome {
             probes: 0,
             elapsed: Duration::ZERO,
             mismatches: Vec::new(),
+            skipped_probes: 0,
         }
     }
 }
@@ -125,15 +133,21 @@ impl Outcome {
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.verdict {
-            CaseResult::Pass => write!(
-                f,
-                "PASS {} ({} step{}, {} probes, {:.1}s)",
-                self.case,
-                self.steps,
-                if self.steps == 1 { "" } else { "s" },
-                self.probes,
-                self.elapsed.as_secs_f64()
-            ),
+            CaseResult::Pass => {
+                write!(
+                    f,
+                    "PASS {} ({} step{}, {} probes, {:.1}s",
+                    self.case,
+                    self.steps,
+                    if self.steps == 1 { "" } else { "s" },
+                    self.probes,
+                    self.elapsed.as_secs_f64()
+                )?;
+                if self.skipped_probes > 0 {
+                    write!(f, "; {} SCTP probes skipped", self.skipped_probes)?;
+                }
+                f.write_str(")")
+            }
             CaseResult::Fail(reason) => write!(f, "FAIL {}: {reason}", self.case),
             CaseResult::Skip(reason) => write!(f, "SKIP {}: {reason}", self.case),
         }
