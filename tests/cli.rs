@@ -3,6 +3,9 @@
 
 mod support;
 
+#[path = "cli/cluster_policies.rs"]
+mod cluster_policies;
+
 use policy_agent::e2e::examples::Expectation;
 use std::{
     collections::BTreeSet,

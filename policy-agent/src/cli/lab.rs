@@ -302,9 +302,9 @@ fn run_lab(
     let read_events = show_drops || audits(&state);
     install_interrupt_cleanup()?;
     eprintln!(
-        "lab: {} pods, {} policies{} from {}",
+        "lab: {} pods, {}{} from {}",
         state.pods.len(),
-        state.policies.len(),
+        policy_count(&state),
         if audit { " (all in audit mode)" } else { "" },
         manifests.describe()
     );
@@ -354,6 +354,22 @@ fn run_lab(
 /// events, which mark would-drops.
 pub(super) fn audits(state: &ClusterState) -> bool {
     state.policies.values().any(|p| p.mode == PolicyMode::Audit)
+        || state
+            .cluster_policies
+            .values()
+            .any(|p| p.mode == PolicyMode::Audit)
+}
+
+/// `3 policies` or `3 policies, 2 cluster policies`: what a state's summary
+/// line counts.
+pub(super) fn policy_count(state: &ClusterState) -> String {
+    match state.cluster_policies.len() {
+        0 => format!("{} policies", state.policies.len()),
+        cluster => format!(
+            "{} policies, {cluster} cluster policies",
+            state.policies.len()
+        ),
+    }
 }
 
 /// The matrix or the `{"probes":[...]}` JSON.

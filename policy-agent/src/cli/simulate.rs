@@ -68,11 +68,11 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     }
     let plan = probes::plan(&state, &pods, &args.probes, &args.peers);
     eprintln!(
-        "simulate: {} pods, {} peer(s), {} policies from {}; {} probes judged by the \
+        "simulate: {} pods, {} peer(s), {} from {}; {} probes judged by the \
          reference evaluator",
         pods.len(),
         args.peers.iter().collect::<BTreeSet<_>>().len(),
-        state.policies.len(),
+        super::lab::policy_count(&state),
         args.manifests.describe(),
         plan.len()
     );
