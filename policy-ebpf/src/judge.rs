@@ -127,7 +127,9 @@ fn remote_plain(endpoint: &EndpointInfo, flags: impl FnOnce() -> u32) -> u32 {
 ///     place; a moved one goes on to step 12); a would-deny or a NetworkPolicy
 ///     would-drop is `AUDIT`; a deny or a NetworkPolicy drop is `DENIED`, or
 ///     `CHANGED` while the lookups may have read two states
-///     (`maps::decided_mid_write`); any other verdict goes on to step 12;
+///     (`maps::decided_mid_write`); a deny or would-deny also leaves its rule
+///     in `facts.rule`, for the drop event; a verdict this program does not
+///     know is `DENIED` (or `CHANGED` mid-write), never audited;
 /// 12. else `AUDIT` when the endpoint audits that direction (also for step 11's
 ///     `CHANGED`: an audited direction passes either way), `CHANGED` while the
 ///     lookups may have read two states (`maps::decided_mid_write`), `DENIED`.
@@ -189,16 +191,33 @@ pub(crate) fn judge(
             }
             POLICY_DEFAULT if !moved => return Judgement::new(UNISOLATED | plain, NO_COUNTER),
             POLICY_WOULD_DENY | POLICY_NETWORK_WOULD_DROP => {
+                // A ClusterNetworkPolicy rule's would-deny is reported by it.
+                if found.verdict == POLICY_WOULD_DENY {
+                    facts.rule = Some(found.rule_slot);
+                }
                 return Judgement::new(AUDIT | plain, drop_slot(id, direction, true));
             }
             POLICY_DENY | POLICY_NETWORK_DROP => {
+                if maps::decided_mid_write(facts.generation) {
+                    return Judgement::new(CHANGED, NO_COUNTER);
+                }
+                // A ClusterNetworkPolicy rule's denial is reported by it.
+                if found.verdict == POLICY_DENY {
+                    facts.rule = Some(found.rule_slot);
+                }
+                return Judgement::new(DENIED, drop_slot(id, direction, false));
+            }
+            // An allow or a default across a move goes on below.
+            POLICY_ALLOW | POLICY_DEFAULT => {}
+            // A verdict this program does not know drops, whatever the
+            // endpoint's audit flag says.
+            _ => {
                 return if maps::decided_mid_write(facts.generation) {
                     Judgement::new(CHANGED, NO_COUNTER)
                 } else {
                     Judgement::new(DENIED, drop_slot(id, direction, false))
                 };
             }
-            _ => {}
         }
     }
     // An audited direction passes either way; a denial (or an allow across a

@@ -37,6 +37,48 @@ fn lab_run(extra: &[&str]) -> String {
 }
 
 #[test]
+fn a_cluster_network_policy_deny_is_reported_by_its_rule_on_real_packets() {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/cluster-guardrails");
+    let out = Command::new(AGENT)
+        .args([
+            "lab",
+            "run",
+            "--show-drops",
+            "-o",
+            "json",
+            "--probe",
+            "5432/TCP",
+            "-f",
+        ])
+        .arg(&example)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let drops = json["drops"].as_array().cloned().unwrap_or_default();
+    let named = |from: &str, to: &str| {
+        drops
+            .iter()
+            .find(|d| d["from"] == from && d["to"] == to)
+            .map(|d| d["policies"].clone())
+            .unwrap_or_else(|| panic!("no drop {from} -> {to}: {json}"))
+    };
+    // The Admin tier's Deny, on a pod a NetworkPolicy also isolates: the rule
+    // that dropped it, not the NetworkPolicy.
+    assert_eq!(
+        named("tenant-b/web", "tenant-a/db"),
+        serde_json::json!(["tenant-a-guardrails spec.ingress[2]"])
+    );
+}
+
+#[test]
 fn lab_run_show_drops_lists_each_dropped_flow_with_its_isolating_policies() {
     support::require_root_and_bpf();
     let text = lab_run(&["--show-drops"]);

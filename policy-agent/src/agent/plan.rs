@@ -299,6 +299,10 @@ fn pending_entry(input: &PlanInput<'_>, interfaces: &BTreeMap<ObjectRef, u32>) -
     for pod in waiting {
         ingress.add(isolating(policies(), pod, Direction::Ingress));
         egress.add(isolating(policies(), pod, Direction::Egress));
+        // A ClusterNetworkPolicy that applies isolates it too (its pending
+        // entry has no rule sets, so it drops everything: fail closed).
+        ingress.add_tiered(input.state, pod, Direction::Ingress);
+        egress.add_tiered(input.state, pod, Direction::Egress);
     }
     EndpointEntry {
         endpoint_id: input.pending_endpoint_id,
@@ -325,6 +329,16 @@ impl Isolation {
         if !found.deciding.is_empty() {
             self.isolated = true;
             self.enforced |= found.mode == PolicyMode::Enforce;
+        }
+    }
+
+    /// Folds in the ClusterNetworkPolicies that apply to `pod` for `direction`.
+    fn add_tiered(&mut self, state: &ClusterState, pod: &Pod, direction: Direction) {
+        for policy in state.cluster_policies.values() {
+            if crate::policy::cluster::applies_to(state, policy, pod, direction) {
+                self.isolated = true;
+                self.enforced |= policy.mode == PolicyMode::Enforce;
+            }
         }
     }
 }

@@ -14,8 +14,8 @@ use crate::{
     model::{ClusterState, ObjectRef, PolicyMode, Protocol},
     policy::{
         evaluator::{
-            explain, ClusterPolicyExplanation, ClusterRuleRef, End, Explanation, PolicyExplanation,
-            Query, RuleMatch, Side, SideExplanation, SideVerdict,
+            explain, first_match, ClusterPolicyExplanation, ClusterRuleRef, End, Explanation,
+            PolicyExplanation, Query, RuleMatch, Side, SideExplanation, SideVerdict,
         },
         probes,
     },
@@ -219,20 +219,12 @@ fn rule_label(list: &str, name: &str, index: usize) -> String {
 /// would-denials are the side's verdict.
 fn walk(list: &str, side: &Side) -> String {
     let mut steps = Vec::new();
+    // Audit-mode policies are not walked: their would-denials are the verdict.
     let first_match = |policies: &[ClusterPolicyExplanation]| {
-        policies
-            .iter()
-            .filter(|policy| policy.mode == PolicyMode::Enforce)
-            .find_map(|policy| {
-                policy
-                    .rules
-                    .iter()
-                    .find(|(_, rule)| rule.matched())
-                    .map(|(name, rule)| {
-                        let label = rule_label(list, name, rule.index);
-                        (format!("{}/{label}", policy.name), rule.action)
-                    })
-            })
+        first_match(policies, false).map(|(rule, action)| {
+            let label = rule_label(list, &rule.rule_name, rule.rule_index);
+            (format!("{}/{label}", rule.policy), action)
+        })
     };
     match first_match(&side.admin) {
         Some((rule, action)) => {

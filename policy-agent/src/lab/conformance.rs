@@ -156,13 +156,7 @@ pub fn run_dir(
     let total = cases.len();
     for (index, (file, case)) in cases.into_iter().enumerate() {
         let outcome = match case {
-            Err(error) => {
-                let name = file
-                    .file_stem()
-                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-                let reason = format!("{}: {}", file.display(), causes(&error));
-                Outcome::not_run(name, file, CaseResult::Fail(reason))
-            }
+            Err(error) => Outcome::unreadable(file, &error),
             Ok(case) if !runnable(&case) => {
                 Outcome::not_run(case.name, case.file, CaseResult::Skip(skip_sctp.into()))
             }

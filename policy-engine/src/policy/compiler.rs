@@ -152,8 +152,23 @@ fn compile_indexed(
         new(&mut next);
         if next.is_empty() {
             let usage = node_usage(&sets, &classes);
-            next = budget::over_bank(&usage, &sets, &costs, budgets);
+            let over = budget::over_bank(&usage, &sets, &costs, budgets);
+            next = over.clone();
             new(&mut next);
+            // The bank's largest users were refused already: the next largest
+            // not refused yet goes, so the loop still makes room.
+            if next.is_empty() {
+                if let Some((_, reason)) = over.first() {
+                    let largest = costs
+                        .iter()
+                        .filter(|(id, _)| !refused.iter().any(|(done, _)| done == *id))
+                        .max_by_key(|(id, cost)| {
+                            (cost.values().sum::<usize>(), std::cmp::Reverse(**id))
+                        })
+                        .map(|(id, _)| *id);
+                    next.extend(largest.map(|id| (id, reason.clone())));
+                }
+            }
         }
         if next.is_empty() {
             let index = (indexed && refused.is_empty()).then(|| {

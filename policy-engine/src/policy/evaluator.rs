@@ -26,7 +26,7 @@ use std::{fmt, net::IpAddr};
 
 mod tiers;
 
-pub use self::tiers::{ClusterPolicyExplanation, ClusterRuleRef, Side};
+pub use self::tiers::{first_match, ClusterPolicyExplanation, ClusterRuleRef, Side};
 use crate::{
     model::{
         ClusterState, LabelSelector, Labels, NamespaceScope, NetworkPolicy, ObjectRef, Peer, Peers,

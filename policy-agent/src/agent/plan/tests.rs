@@ -13,7 +13,7 @@ use super::{local_addresses, matches_prefix, plan, Plan, PlanInput, PlanLink, Po
 use crate::dataplane::Frames;
 use crate::{
     model::{
-        builders::{cluster, netpol, pod, selector, PodBuilder},
+        builders::{cluster, cluster_rule, cnp, netpol, pod, selector, PodBuilder},
         ClusterState, ObjectRef,
     },
     policy::tables::EndpointEntry,
@@ -390,6 +390,41 @@ fn pending_isolation_is_audit_only_when_every_isolating_policy_is_audit_mode() {
     assert_eq!(
         plan.pending[&11],
         pending_entry((true, false), (false, false))
+    );
+}
+
+#[test]
+fn pending_interfaces_are_isolated_where_a_cluster_network_policy_applies_to_a_waiting_pod() {
+    use crate::model::{RuleAction, Tier};
+    // No NetworkPolicy: only a Baseline default-deny of ingress, enforced.
+    let deny = cnp("default-deny", Tier::Baseline, 0)
+        .ingress(
+            cluster_rule(RuleAction::Deny)
+                .namespaces(selector().build())
+                .build(),
+        )
+        .build();
+    let state = cluster()
+        .pod(here("new").build())
+        .cluster_policy(deny.clone())
+        .build();
+    let plan = Case::new(state).candidate(11, "veth11").plan();
+    assert_eq!(
+        plan.pending[&11],
+        pending_entry((true, false), (false, false))
+    );
+    // In audit mode: isolated in audit.
+    let audited = cluster()
+        .pod(here("new").build())
+        .cluster_policy(crate::model::ClusterNetworkPolicy {
+            mode: crate::model::PolicyMode::Audit,
+            ..deny
+        })
+        .build();
+    let plan = Case::new(audited).candidate(11, "veth11").plan();
+    assert_eq!(
+        plan.pending[&11],
+        pending_entry((true, true), (false, false))
     );
 }
 

@@ -80,14 +80,21 @@ pub struct Case {
     pub steps: Vec<Step>,
 }
 
+/// A case file's name (its stem, else its path) and text: what each format's
+/// `load` parses.
+pub(super) fn read(file: &Path) -> Result<(String, String), CaseError> {
+    let text = std::fs::read_to_string(file).map_err(|source| CaseError::Read { source })?;
+    let name = file.file_stem().map_or_else(
+        || file.display().to_string(),
+        |s| s.to_string_lossy().into(),
+    );
+    Ok((name, text))
+}
+
 impl Case {
     /// Reads and checks a case file.
     pub fn load(file: &Path) -> Result<Self, CaseError> {
-        let text = std::fs::read_to_string(file).map_err(|source| CaseError::Read { source })?;
-        let name = file.file_stem().map_or_else(
-            || file.display().to_string(),
-            |s| s.to_string_lossy().into(),
-        );
+        let (name, text) = read(file)?;
         Self::parse(&name, file, &text)
     }
 

@@ -98,13 +98,7 @@ pub fn run_files(
     let mut outcomes = Vec::with_capacity(files.len());
     for file in files {
         let outcome = match ClusterCase::load(&file) {
-            Err(error) => {
-                let name = file
-                    .file_stem()
-                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-                let reason = format!("{}: {}", file.display(), causes(&error));
-                Outcome::not_run(name, file, CaseResult::Fail(reason))
-            }
+            Err(error) => Outcome::unreadable(file, &error),
             Ok(case) => match skip_reason(&case, readable, sctp_reason) {
                 Some(reason) => Outcome::not_run(case.name, case.file, CaseResult::Skip(reason)),
                 None => {

@@ -115,6 +115,16 @@ fn seconds<S: serde::Serializer>(elapsed: &Duration, serializer: S) -> Result<S:
 }
 
 impl Outcome {
+    /// A case whose file could not be read or checked: failed, naming the file
+    /// and every cause.
+    pub fn unreadable(file: PathBuf, error: &super::CaseError) -> Self {
+        let name = file
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let reason = format!("{}: {}", file.display(), crate::causes::causes(error));
+        Outcome::not_run(name, file, CaseResult::Fail(reason))
+    }
+
     /// A case that did not get to run, for `verdict`'s reason.
     pub fn not_run(case: String, file: PathBuf, verdict: CaseResult) -> Self {
         Self {

@@ -2,10 +2,7 @@
 //! mutations, then every off-diagonal (from, to) probe on each probed port,
 //! compared with the step's matrices.
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use super::{
     case::{Case, CaseError, Step},
@@ -50,14 +47,7 @@ fn probe(lab: &Lab, specs: &[ProbeSpec], timeout: Duration) -> Result<Vec<ProbeR
 
 /// The first IPv4 address of every lab pod (what the placeholders expand to).
 fn addresses(lab: &Lab) -> Addresses {
-    lab.state()
-        .pods
-        .iter()
-        .filter_map(|(key, pod)| {
-            let ip = pod.ipv4_addresses().next()?;
-            Some((key.clone(), IpAddr::V4(ip)))
-        })
-        .collect()
+    super::cluster::fixture::addresses(lab.state())
 }
 
 /// One probe per off-diagonal (from, to) pair of `pods` on each port `step` probes.

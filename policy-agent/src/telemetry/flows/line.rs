@@ -82,8 +82,10 @@ pub struct FlowLine {
     pub verdict: EventVerdict,
     /// The datapath's counter for it, e.g. `drop_policy`, `allow_policy`.
     pub reason: String,
-    /// For a drop or would-drop by policy: the policies isolating `pod` in
-    /// `direction`, none of which allows the flow. Empty otherwise.
+    /// For a drop or would-drop by policy: the ClusterNetworkPolicy rule that
+    /// denies it (`tenant-guardrails spec.ingress[2]`), else the policies
+    /// isolating `pod` in `direction`, none of which allows the flow. Empty
+    /// otherwise.
     pub policies: Vec<String>,
     /// For an allow by a rule: that rule.
     pub allowed_by: Option<AllowedBy>,
@@ -146,9 +148,17 @@ impl FlowLine {
         let source = end(record.source);
         let destination = end(record.destination);
         let pod = names.pod_on_interface(record.ifindex).map(str::to_string);
+        // A ClusterNetworkPolicy rule's denial names its rule; a NetworkPolicy
+        // drop names the policies isolating the pod.
         let policies =
             if record.verdict != EventVerdict::Allowed && decided_by_isolation(record.reason) {
-                names.isolating(record.endpoint_id, record.direction)
+                match record.rule_slot {
+                    Some(slot) => {
+                        let rule = names.rule(slot);
+                        vec![format!("{} {}", rule.policy, rule.rule)]
+                    }
+                    None => names.isolating(record.endpoint_id, record.direction),
+                }
             } else {
                 Vec::new()
             };

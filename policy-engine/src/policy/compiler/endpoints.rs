@@ -166,16 +166,23 @@ fn assign_tiered<'s>(
     // sorted by key, so a namespace's are one run of ids, found by bisection
     // rather than by sorting every policy into a map (checked: out of order,
     // every id is a candidate).
-    let sorted = policies
+    // ClusterNetworkPolicies' stand-ins follow the NetworkPolicies and never
+    // isolate as NetworkPolicies: only the latter are candidates.
+    let network = policies
+        .iter()
+        .take_while(|policy| !policy.key.is_cluster_scoped())
+        .count();
+    let network = policies.get(..network).unwrap_or(policies);
+    let sorted = network
         .windows(2)
         .all(|pair| pair[0].key.namespace <= pair[1].key.namespace);
-    let every: Vec<u32> = (0..).zip(policies).map(|(id, _)| id).collect();
+    let every: Vec<u32> = (0..).zip(network).map(|(id, _)| id).collect();
     let of_namespace = |namespace: &str| -> &[u32] {
         if !sorted {
             return &every;
         }
-        let first = policies.partition_point(|policy| policy.key.namespace.as_str() < namespace);
-        let end = policies.partition_point(|policy| policy.key.namespace.as_str() <= namespace);
+        let first = network.partition_point(|policy| policy.key.namespace.as_str() < namespace);
+        let end = network.partition_point(|policy| policy.key.namespace.as_str() <= namespace);
         every.get(first..end).unwrap_or(&every)
     };
     let mut groups: BTreeMap<(&str, Group), Vec<&Pod>> = BTreeMap::new();

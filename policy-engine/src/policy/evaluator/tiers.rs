@@ -74,6 +74,18 @@ enum Walked {
 /// The first matching rule of `policies`, in order, skipping audit-mode
 /// policies unless `audit_counts`.
 fn walk(policies: &[ClusterPolicyExplanation], audit_counts: bool) -> Walked {
+    first_match(policies, audit_counts).map_or(Walked::Nothing, |(rule, action)| {
+        Walked::Matched(rule, action)
+    })
+}
+
+/// The first rule of `policies` (a tier's, in the order it reads them) that
+/// matches, and what it does; audit-mode policies are read only when
+/// `audit_counts`.
+pub fn first_match(
+    policies: &[ClusterPolicyExplanation],
+    audit_counts: bool,
+) -> Option<(ClusterRuleRef, RuleAction)> {
     policies
         .iter()
         .filter(|policy| audit_counts || policy.mode == PolicyMode::Enforce)
@@ -89,10 +101,9 @@ fn walk(policies: &[ClusterPolicyExplanation], audit_counts: bool) -> Walked {
                         rule_index: rule.index,
                         rule_name: name.clone(),
                     };
-                    Walked::Matched(at, rule.action)
+                    (at, rule.action)
                 })
         })
-        .unwrap_or(Walked::Nothing)
 }
 
 impl Side {

@@ -87,11 +87,7 @@ pub struct PodProbe {
 impl ClusterCase {
     /// Reads and checks a case file.
     pub fn load(file: &Path) -> Result<Self, CaseError> {
-        let text = std::fs::read_to_string(file).map_err(|source| CaseError::Read { source })?;
-        let name = file.file_stem().map_or_else(
-            || file.display().to_string(),
-            |s| s.to_string_lossy().into(),
-        );
+        let (name, text) = crate::lab::conformance::case::read(file)?;
         Self::parse(&name, file, &text)
     }
 

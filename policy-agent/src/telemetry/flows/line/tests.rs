@@ -49,6 +49,25 @@ fn a_would_drop_names_the_isolating_policies_like_a_drop() {
 }
 
 #[test]
+fn a_drop_or_would_drop_that_carries_a_rule_names_that_rule_not_the_isolating_policies() {
+    // What the kernel reports for a ClusterNetworkPolicy Deny: the rule's slot.
+    for (verdict, reason) in [
+        (EventVerdict::Dropped, "drop_policy"),
+        (EventVerdict::WouldDrop, "would_drop_policy"),
+    ] {
+        let record = VerdictRecord {
+            verdict,
+            reason,
+            rule_slot: Some(5),
+            ..drop_into_web()
+        };
+        let line = name(&record);
+        assert_eq!(line.policies, vec!["shop/web-in spec.ingress[0]"]);
+        assert_eq!(line.allowed_by, None);
+    }
+}
+
+#[test]
 fn drops_that_are_not_policy_decisions_name_no_policy() {
     let spoofed = VerdictRecord {
         reason: "drop_spoofed_source",
