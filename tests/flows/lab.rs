@@ -14,17 +14,25 @@ use policy_agent::{
 
 use super::{lab_up, support, AGENT, TIMEOUT};
 
-fn example() -> String {
+/// The example `name` under `deploy/examples`.
+fn example(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/examples/secure-app")
+        .join("../deploy/examples")
+        .join(name)
         .to_str()
         .unwrap_or_default()
         .to_string()
 }
 
+/// `lab run` on the secure-app example, probing 80/TCP.
 fn lab_run(extra: &[&str]) -> String {
+    lab_run_on("secure-app", "80/TCP", extra)
+}
+
+/// `lab run` on example `name`, probing `probe`; its stdout.
+fn lab_run_on(name: &str, probe: &str, extra: &[&str]) -> String {
     let out = Command::new(AGENT)
-        .args(["lab", "run", "-f", &example(), "--probe", "80/TCP"])
+        .args(["lab", "run", "-f", &example(name), "--probe", probe])
         .args(extra)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -38,27 +46,10 @@ fn lab_run(extra: &[&str]) -> String {
 
 #[test]
 fn a_cluster_network_policy_deny_is_reported_by_its_rule_on_real_packets() {
-    let example =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/cluster-guardrails");
-    let out = Command::new(AGENT)
-        .args([
-            "lab",
-            "run",
-            "--show-drops",
-            "-o",
-            "json",
-            "--probe",
-            "5432/TCP",
-            "-f",
-        ])
-        .arg(&example)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = lab_run_on(
+        "cluster-guardrails",
+        "5432/TCP",
+        &["--show-drops", "-o", "json"],
     );
     let json: serde_json::Value =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
@@ -336,7 +327,7 @@ fn an_audited_default_deny_keeps_traffic_flowing_and_reports_exactly_the_flows_e
 #[test]
 fn lab_tour_show_drops_lists_each_steps_drops_naming_the_policy_that_isolates() {
     support::require_root_and_bpf();
-    let example = example();
+    let example = example("secure-app");
     let out = Command::new(AGENT)
         .args(["lab", "tour", "--show-drops", "--probe", "80/TCP", "-f"])
         .arg(format!("{example}/cluster.yaml"))

@@ -149,6 +149,21 @@ pub struct ClusterRule {
 }
 
 impl ClusterRule {
+    /// A rule that denies everything: a `Deny` whose one peer is invalid at
+    /// `field` for `reason` (`fails_closed`). What stands in for rules podwall
+    /// cannot enforce as written (a refused or unconvertible policy).
+    pub fn deny_everything(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ClusterRule {
+            name: String::new(),
+            action: RuleAction::Deny,
+            peers: vec![ClusterPeer::Invalid {
+                field: field.into(),
+                reason: reason.into(),
+            }],
+            ports: Vec::new(),
+        }
+    }
+
     /// Whether the API server would have rejected the rule (an invalid peer or
     /// port, or no peer at all): then an Accept rule matches nothing and a Deny
     /// or Pass rule denies everything, as upstream prescribes, so bad input only

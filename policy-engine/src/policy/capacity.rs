@@ -271,18 +271,9 @@ pub fn without_refused_rules(state: &ClusterState, refusals: &[Refusal]) -> Clus
             continue;
         }
         if let Some(policy) = out.cluster_policies.get_mut(&refusal.policy.name) {
-            let deny_everything = crate::model::ClusterRule {
-                name: String::new(),
-                action: crate::model::RuleAction::Deny,
-                peers: vec![crate::model::ClusterPeer::Invalid {
-                    field: String::new(),
-                    reason: "refused".to_string(),
-                }],
-                ports: Vec::new(),
-            };
             for rules in [&mut policy.ingress, &mut policy.egress] {
                 if !rules.is_empty() {
-                    *rules = vec![deny_everything.clone()];
+                    *rules = vec![crate::model::ClusterRule::deny_everything("", "refused")];
                 }
             }
         }

@@ -362,6 +362,10 @@ fn explain_side(
         Direction::Ingress => local,
         Direction::Egress => remote,
     };
+    let peer = Remote {
+        pod: remote.pod,
+        ips: remote.ips(),
+    };
     let tier = |tier: Tier| {
         cluster::applying(state, tier, pod, direction)
             .into_iter()
@@ -374,15 +378,11 @@ fn explain_side(
                     .iter()
                     .enumerate()
                     .map(|(index, rule)| {
-                        let remote = Remote {
-                            pod: remote.pod,
-                            ips: remote.ips(),
-                        };
                         let matched = cluster::rule_match(
                             state,
                             rule,
                             index,
-                            remote,
+                            peer,
                             receiver.pod,
                             query.protocol,
                             query.port,

@@ -91,6 +91,23 @@ pub(super) fn read(file: &Path) -> Result<(String, String), CaseError> {
     Ok((name, text))
 }
 
+/// Each raw step checked by `check` at its path (`steps[i]`); a case needs at
+/// least one. Shared by both case formats.
+pub(super) fn checked_steps<R, S>(
+    raw: Vec<R>,
+    check: impl Fn(R, &str) -> Result<S, CaseError>,
+) -> Result<Vec<S>, CaseError> {
+    let steps = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, step)| check(step, &format!("steps[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if steps.is_empty() {
+        return Err(invalid("steps", "a case needs at least one step"));
+    }
+    Ok(steps)
+}
+
 impl Case {
     /// Reads and checks a case file.
     pub fn load(file: &Path) -> Result<Self, CaseError> {
@@ -111,15 +128,7 @@ impl Case {
                 ports.push((*port, protocol));
             }
         }
-        let steps = raw
-            .steps
-            .into_iter()
-            .enumerate()
-            .map(|(i, step)| Step::check(step, &format!("steps[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        if steps.is_empty() {
-            return Err(invalid("steps", "a case needs at least one step"));
-        }
+        let steps = checked_steps(raw.steps, Step::check)?;
         Ok(Self {
             name: name.to_string(),
             file: file.to_path_buf(),

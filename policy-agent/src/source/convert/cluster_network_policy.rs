@@ -364,15 +364,7 @@ pub fn cluster_network_policy_fail_closed(
 pub fn deny_everything(policy: &mut Model, ingress: bool, egress: bool, reason: &str) {
     let rules = |wanted: bool, direction: Direction| -> Vec<ClusterRule> {
         wanted
-            .then(|| ClusterRule {
-                name: String::new(),
-                action: RuleAction::Deny,
-                peers: vec![ClusterPeer::Invalid {
-                    field: format!("spec.{}", direction.word()),
-                    reason: reason.to_string(),
-                }],
-                ports: Vec::new(),
-            })
+            .then(|| ClusterRule::deny_everything(format!("spec.{}", direction.word()), reason))
             .into_iter()
             .collect()
     };

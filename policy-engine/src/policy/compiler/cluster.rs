@@ -114,6 +114,14 @@ impl Lowered {
     }
 }
 
+/// A peer that matches nothing, for `reason`.
+fn nothing(reason: &str) -> Peer {
+    Peer::Invalid {
+        field: String::new(),
+        reason: reason.to_string(),
+    }
+}
+
 /// A rule of every peer, protocol and port.
 fn deny_everything() -> Rule {
     Rule {
@@ -139,12 +147,8 @@ fn lower_rule(state: &ClusterState, rule: &ClusterRule) -> (Rule, RuleAction) {
     if rule.fails_closed() {
         return match rule.action {
             RuleAction::Accept => {
-                let nothing = Peer::Invalid {
-                    field: String::new(),
-                    reason: "fails closed".to_string(),
-                };
                 let rule = Rule {
-                    peers: Peers::Only(vec![nothing]),
+                    peers: Peers::Only(vec![nothing("fails closed")]),
                     ports: Vec::new(),
                 };
                 (rule, RuleAction::Accept)
@@ -161,10 +165,7 @@ fn lower_rule(state: &ClusterState, rule: &ClusterRule) -> (Rule, RuleAction) {
     // A peer list that lowers to nothing (a `nodes` peer no node matches)
     // still matches nothing, not everything.
     let peers = if peers.is_empty() {
-        vec![Peer::Invalid {
-            field: String::new(),
-            reason: "no address".to_string(),
-        }]
+        vec![nothing("no address")]
     } else {
         peers
     };

@@ -101,15 +101,7 @@ impl ClusterCase {
                 format!("{:?} is not {FIXTURE:?}", raw.fixture),
             ));
         }
-        let steps = raw
-            .steps
-            .into_iter()
-            .enumerate()
-            .map(|(i, step)| ClusterStep::check(step, &format!("steps[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        if steps.is_empty() {
-            return Err(invalid("steps", "a case needs at least one step"));
-        }
+        let steps = crate::lab::conformance::case::checked_steps(raw.steps, ClusterStep::check)?;
         Ok(Self {
             name: name.to_string(),
             file: file.to_path_buf(),
