@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 use policy_agent::{
     dataplane::{DropTraffic, EventVerdict, Hook, PolicyCounters, RuleTraffic, Traffic},
     model::ObjectRef,
-    policy::tables::{DatapathTables, Direction, PolicyMatch, RuleRef},
+    policy::tables::{DatapathTables, Direction, PolicyMatch, RuleRef, RuleVerdict},
 };
 use policy_common::verdict::{MARK_DEFERRED_EGRESS, MARK_REPLY_VERIFIED};
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -73,11 +73,11 @@ fn ingress_rule(counters: &PolicyCounters, rule_index: u32) -> Traffic {
 
 fn rule(counters: &PolicyCounters, direction: Direction, rule_index: u32) -> Traffic {
     counters
-        .allowed
+        .rules
         .iter()
         .find(|r| r.direction == direction && r.rule_index == rule_index)
         .unwrap_or_else(|| panic!("no {direction:?} rule {rule_index}: {counters:#?}"))
-        .allowed
+        .traffic
 }
 
 #[test]
@@ -117,19 +117,23 @@ fn every_packet_of_an_allowed_flow_counts_in_its_rule_replies_included_and_rules
     }
     let got = net.policy_counters(&tables);
     assert_eq!(
-        got.allowed,
+        got.rules,
         vec![
             RuleTraffic {
                 policy: first_policy(),
                 direction: Direction::Ingress,
                 rule_index: 0,
-                allowed: traffic(&web),
+                rule: "spec.ingress[0]".into(),
+                verdict: RuleVerdict::Allowed,
+                traffic: traffic(&web),
             },
             RuleTraffic {
                 policy: first_policy(),
                 direction: Direction::Ingress,
                 rule_index: 1,
-                allowed: traffic(&dns),
+                rule: "spec.ingress[1]".into(),
+                verdict: RuleVerdict::Allowed,
+                traffic: traffic(&dns),
             },
         ]
     );
@@ -315,11 +319,11 @@ fn a_rule_keeps_its_counts_across_updates_and_a_new_rule_starts_from_zero() {
     net.apply(&second);
     let got = net.policy_counters(&second);
     let named = |got: &PolicyCounters, policy: &ObjectRef, rule_index: u32| {
-        got.allowed
+        got.rules
             .iter()
             .find(|r| &r.policy == policy && r.rule_index == rule_index)
             .unwrap_or_else(|| panic!("no rule {policy} {rule_index}: {got:#?}"))
-            .allowed
+            .traffic
     };
     let a_first = ObjectRef::new("x", "a-first");
     assert_eq!(

@@ -20,8 +20,8 @@ use nix::{
     unistd::Pid,
 };
 use policy_agent::{
-    dataplane::{BenchProgram, EventReader, EventVerdict, Hook, VerdictRecord},
-    policy::tables::Direction,
+    dataplane::{BenchProgram, EventReader, EventVerdict, Hook, RuleName, VerdictRecord},
+    policy::tables::{Direction, RuleVerdict},
 };
 use policy_common::config::{Config, CONFIG_FLAG_ALLOW_EVENTS};
 
@@ -265,7 +265,12 @@ fn allows_are_reported_only_when_asked_for_and_only_for_the_packet_deciding_a_fl
         let slots = net.datapath.rule_slots();
         let policy = tables.policy_names[0].clone();
         let rule = |rule_index| {
-            let name = (policy.clone(), Direction::Ingress, rule_index);
+            let name = RuleName {
+                policy: policy.clone(),
+                direction: Direction::Ingress,
+                rule_index,
+                verdict: RuleVerdict::Allowed,
+            };
             let slot = slots.iter().find(|(_, rule)| **rule == name);
             Some(
                 *slot

@@ -66,9 +66,9 @@ struct Outcome {
 /// order `Datapath::policy_counters` names them.
 fn packets(counters: &PolicyCounters) -> Vec<(&'static str, Direction, u32, u64)> {
     let allowed = counters
-        .allowed
+        .rules
         .iter()
-        .map(|r| ("allowed", r.direction, r.rule_index, r.allowed.packets));
+        .map(|r| ("allowed", r.direction, r.rule_index, r.traffic.packets));
     let denied = counters
         .denied
         .iter()

@@ -118,10 +118,10 @@ fn a_single_port_inside_a_block_counts_in_its_own_rule_as_the_longest_match() {
     let counters = net.policy_counters(&tables);
     let packets = |rule_index: u32| {
         counters
-            .allowed
+            .rules
             .iter()
             .find(|r| r.direction == Direction::Ingress && r.rule_index == rule_index)
-            .map_or(0, |r| r.allowed.packets)
+            .map_or(0, |r| r.traffic.packets)
     };
     // The single port is the longest match: its rule, not the block's, allowed
     // it, as one trie of every entry answers.

@@ -122,8 +122,8 @@ fn pinned_links_enforce_without_their_datapath_and_a_new_one_adopts_them_without
     assert_eq!(net.apply(&port_80).bank, 1);
     assert_eq!(reachable(&net), (true, false));
     let banks = net.datapath.read_banks().unwrap_or_else(|e| panic!("{e}"));
-    let allowed = net.policy_counters(&port_80).allowed;
-    assert!(allowed[0].allowed.packets > 0, "{allowed:?}");
+    let allowed = net.policy_counters(&port_80).rules;
+    assert!(allowed[0].traffic.packets > 0, "{allowed:?}");
     let generation = net.datapath.generation();
     let held = net
         .datapath
@@ -163,9 +163,9 @@ fn pinned_links_enforce_without_their_datapath_and_a_new_one_adopts_them_without
     expected.sort_unstable();
     assert_eq!(attached, expected);
     // The rule kept its counter slot (`state.json`): its count goes on.
-    let after = net.policy_counters(&port_80).allowed;
+    let after = net.policy_counters(&port_80).rules;
     assert!(
-        after[0].allowed.packets >= allowed[0].allowed.packets,
+        after[0].traffic.packets >= allowed[0].traffic.packets,
         "{allowed:?} then {after:?}"
     );
     // Its links now run the new datapath's programs, on the same state.
@@ -224,8 +224,8 @@ fn adopted_without_its_slot_state_every_rule_counts_from_zero_even_with_nothing_
     let port_80 = server_admits(&net, 80);
     net.apply(&port_80);
     assert_eq!(reachable(&net), (true, false));
-    let counted = net.policy_counters(&port_80).allowed;
-    assert!(counted[0].allowed.packets > 0, "{counted:?}");
+    let counted = net.policy_counters(&port_80).rules;
+    assert!(counted[0].traffic.packets > 0, "{counted:?}");
     drop_datapath(&mut net);
     let state = state_file(&pins.0);
     std::fs::remove_file(&state).unwrap_or_else(|e| panic!("{}: {e}", state.display()));
@@ -239,8 +239,8 @@ fn adopted_without_its_slot_state_every_rule_counts_from_zero_even_with_nothing_
     assert_eq!(adoption, Adoption::Adopted { interfaces: 2 });
     let report = net.apply(&port_80);
     assert_eq!((report.written, report.removed), (0, 0));
-    let after = net.policy_counters(&port_80).allowed;
-    assert_eq!(after[0].allowed, Traffic::default(), "{after:?}");
+    let after = net.policy_counters(&port_80).rules;
+    assert_eq!(after[0].traffic, Traffic::default(), "{after:?}");
     // And the assignment is saved for the next restart.
     assert!(state.exists(), "{} not written", state.display());
 }

@@ -58,14 +58,17 @@ fn a_cluster_network_policy_deny_is_reported_by_its_rule_on_real_packets() {
         drops
             .iter()
             .find(|d| d["from"] == from && d["to"] == to)
-            .map(|d| d["policies"].clone())
+            .map(|d| (d["policies"].clone(), d["denied_by"].clone()))
             .unwrap_or_else(|| panic!("no drop {from} -> {to}: {json}"))
     };
     // The Admin tier's Deny, on a pod a NetworkPolicy also isolates: the rule
-    // that dropped it, not the NetworkPolicy.
+    // that dropped it, by name, not the NetworkPolicy.
     assert_eq!(
         named("tenant-b/web", "tenant-a/db"),
-        serde_json::json!(["tenant-a-guardrails spec.ingress[2]"])
+        (
+            serde_json::json!(["tenant-a-guardrails"]),
+            serde_json::json!({"policy": "tenant-a-guardrails", "rule": "deny-other-tenants"})
+        )
     );
 }
 

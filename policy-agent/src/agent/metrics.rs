@@ -29,7 +29,7 @@ use prometheus_client::{
 use crate::{
     dataplane::{EventsLost, PolicyCounters, Traffic},
     model::ObjectRef,
-    policy::tables::Direction,
+    policy::tables::{Direction, RuleVerdict},
 };
 
 /// `Content-Type` of what `Metrics::encode` returns.
@@ -148,6 +148,19 @@ struct Snapshot {
     denied: BTreeMap<(ObjectRef, Direction), Traffic>,
     /// (policy, direction) -> traffic audit mode let pass that it would drop.
     would_drop: BTreeMap<(ObjectRef, Direction), Traffic>,
+    /// Every ClusterNetworkPolicy rule's traffic, labelled.
+    cluster_rules: Vec<ClusterRuleTraffic>,
+}
+
+/// One ClusterNetworkPolicy rule's counters, as
+/// `podwall_cluster_policy_rule_*` labels them.
+#[derive(Debug)]
+struct ClusterRuleTraffic {
+    policy: String,
+    direction: Direction,
+    rule: String,
+    verdict: RuleVerdict,
+    traffic: Traffic,
 }
 
 impl Default for Metrics {
@@ -365,13 +378,29 @@ impl Metrics {
     }
 
     /// Replaces the per-policy traffic with `counters` (summed over each policy's
-    /// rules; a drop counts under every policy isolating where it happened).
+    /// rules; a drop by no rule counts under every policy isolating where it
+    /// happened), and the per-rule traffic of ClusterNetworkPolicies.
     pub fn set_policy_traffic(&self, counters: &PolicyCounters) {
-        let mut allowed: BTreeMap<(ObjectRef, Direction), Traffic> = BTreeMap::new();
-        for rule in &counters.allowed {
-            add(&mut allowed, &rule.policy, rule.direction, rule.allowed);
+        let (mut allowed, mut denied, mut would_drop) =
+            (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        let mut cluster_rules = Vec::new();
+        for rule in &counters.rules {
+            let totals = match rule.verdict {
+                RuleVerdict::Allowed => &mut allowed,
+                RuleVerdict::Dropped => &mut denied,
+                RuleVerdict::WouldDrop => &mut would_drop,
+            };
+            add(totals, &rule.policy, rule.direction, rule.traffic);
+            if rule.policy.is_cluster_scoped() {
+                cluster_rules.push(ClusterRuleTraffic {
+                    policy: rule.policy.name.clone(),
+                    direction: rule.direction,
+                    rule: rule.rule.clone(),
+                    verdict: rule.verdict,
+                    traffic: rule.traffic,
+                });
+            }
         }
-        let (mut denied, mut would_drop) = (BTreeMap::new(), BTreeMap::new());
         for deny in &counters.denied {
             for policy in &deny.policies {
                 add(&mut denied, policy, deny.direction, deny.denied);
@@ -382,6 +411,7 @@ impl Metrics {
         snapshot.allowed = allowed;
         snapshot.denied = denied;
         snapshot.would_drop = would_drop;
+        snapshot.cluster_rules = cluster_rules;
     }
 
     /// Sets `podwall_ready`.
@@ -502,6 +532,26 @@ impl Collector for SnapshotCollector {
                     ];
                     ConstCounter::new(value(traffic)).encode(family.encode_family(&labels)?)?;
                 }
+            }
+        }
+        for (unit, value) in [
+            ("packets", (|t: &Traffic| t.packets) as fn(&Traffic) -> u64),
+            ("bytes", |t: &Traffic| t.bytes),
+        ] {
+            let name = format!("podwall_cluster_policy_rule_{unit}");
+            let help = format!(
+                "{} each ClusterNetworkPolicy rule decided: allowed, dropped, or would-drop in audit mode",
+                capitalized(unit)
+            );
+            let mut family = encoder.encode_descriptor(&name, &help, None, MetricType::Counter)?;
+            for rule in &snapshot.cluster_rules {
+                let labels = [
+                    ("policy", rule.policy.as_str()),
+                    ("direction", direction_label(rule.direction)),
+                    ("rule", rule.rule.as_str()),
+                    ("verdict", rule.verdict.name()),
+                ];
+                ConstCounter::new(value(&rule.traffic)).encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())

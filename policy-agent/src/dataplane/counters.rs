@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     model::ObjectRef,
-    policy::tables::{DatapathTables, Direction, Isolation},
+    policy::tables::{DatapathTables, Direction, Isolation, RuleVerdict},
 };
 
 /// Packets and bytes summed over CPUs.
@@ -46,7 +46,9 @@ impl Traffic {
     }
 }
 
-/// What one allow rule let through: every packet of the flows it allowed.
+/// What one rule decided: every packet of the flows it allowed, or, for a
+/// ClusterNetworkPolicy `Deny` rule, what it dropped (or would drop, and every
+/// later packet of those flows, in audit mode).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleTraffic {
     /// The policy.
@@ -55,8 +57,12 @@ pub struct RuleTraffic {
     pub direction: Direction,
     /// Index of the rule in the policy's ingress or egress list.
     pub rule_index: u32,
-    /// Packets and bytes allowed.
-    pub allowed: Traffic,
+    /// What the rule is called (`DatapathTables::rule_label`).
+    pub rule: String,
+    /// What the rule's packets were: allowed, dropped or would-drop.
+    pub verdict: RuleVerdict,
+    /// Packets and bytes.
+    pub traffic: Traffic,
 }
 
 /// What was denied (or, in audit mode, would have been) at pods isolated by one
@@ -76,8 +82,8 @@ pub struct DropTraffic {
 /// Every per-policy counter, named.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PolicyCounters {
-    /// Allowed traffic per (policy, direction, rule), in `counted_rules` order.
-    pub allowed: Vec<RuleTraffic>,
+    /// Traffic per rule (policy, direction, index), in `counted_rules` order.
+    pub rules: Vec<RuleTraffic>,
     /// Denied traffic per (isolating policies, direction); endpoints isolated by
     /// the same policies are summed.
     pub denied: Vec<DropTraffic>,
@@ -171,7 +177,7 @@ impl DropMeanings {
 pub(super) struct Counters {
     rule: PerCpuArray<MapData, TrafficCounter>,
     deny: PerCpuArray<MapData, TrafficCounter>,
-    /// Which `RULE_COUNTERS` slot each allow rule counts in.
+    /// Which `RULE_COUNTERS` slot each rule counts in.
     slots: RuleSlots,
     /// What the `DROP_COUNTERS` slots mean since the last update.
     drop_meanings: DropMeanings,
@@ -200,7 +206,7 @@ impl Counters {
         })
     }
 
-    /// Which slot each allow rule counts in.
+    /// Which slot each rule counts in.
     pub(super) fn slots(&self) -> &RuleSlots {
         &self.slots
     }
@@ -263,7 +269,7 @@ impl Counters {
     ) -> Result<PolicyCounters, DataplaneError> {
         let rule = |slot| read(&self.rule, maps::RULE_COUNTERS.name, slot);
         let deny = |slot| read(&self.deny, maps::DROP_COUNTERS.name, slot);
-        let mut allowed = Vec::new();
+        let mut rules = Vec::new();
         for counted in tables.counted_rules() {
             let Some(policy) = tables.policy_names.get(counted.policy_id as usize) else {
                 continue;
@@ -272,11 +278,13 @@ impl Counters {
             else {
                 continue;
             };
-            allowed.push(RuleTraffic {
+            rules.push(RuleTraffic {
                 policy: policy.clone(),
                 direction: counted.direction,
                 rule_index: counted.rule_index,
-                allowed: rule(slot)?,
+                rule: tables.rule_label(policy, counted.direction, counted.rule_index),
+                verdict: counted.verdict,
+                traffic: rule(slot)?,
             });
         }
         let mut denied: BTreeMap<(Vec<ObjectRef>, Direction), (Traffic, Traffic)> = BTreeMap::new();
@@ -295,7 +303,7 @@ impl Counters {
             }
         }
         Ok(PolicyCounters {
-            allowed,
+            rules,
             denied: denied
                 .into_iter()
                 .map(

@@ -146,7 +146,7 @@ pub enum DataplaneError {
         /// The kind of the definition.
         want: u32,
     },
-    /// The tables name more allow rules than `RULE_COUNTERS` has slots.
+    /// The tables name more rules than `RULE_COUNTERS` has slots.
     #[error("{rules} policy rules have entries, but the rule counters hold {capacity}; the tables were not written")]
     TooManyRules {
         /// Rules with `POLICY` entries.

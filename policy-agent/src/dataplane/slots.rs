@@ -1,5 +1,7 @@
 //! Stable `RULE_COUNTERS` slots. A rule, named by its policy's namespace/name, its
-//! direction and its index in that policy's list, keeps its slot for as long as it
+//! direction, its index in that policy's list and what it counts (allowed,
+//! dropped or would-drop: a ClusterNetworkPolicy rule whose action or mode
+//! changes is a new rule, whose counts start anew), keeps its slot for as long as it
 //! has `POLICY` entries, so its counts survive updates that add or remove other
 //! rules or policies (which renumber the tables' policy ids). The slot is also
 //! all the kernel holds of the rule (`POLICY` values, allow events): such an
@@ -22,16 +24,31 @@ use serde::{Deserialize, Serialize};
 use super::DataplaneError;
 use crate::{
     model::ObjectRef,
-    policy::tables::{CountedRule, DatapathTables, Direction},
+    policy::tables::{CountedRule, DatapathTables, Direction, RuleVerdict},
 };
 
-/// A rule as it is known across updates: policy name, direction, index.
-pub type RuleName = (ObjectRef, Direction, u32);
+/// A rule as it is known across updates.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleName {
+    /// Its policy.
+    pub policy: ObjectRef,
+    /// Whether it is an ingress or an egress rule.
+    pub direction: Direction,
+    /// Its index in the policy's list of that direction.
+    pub rule_index: u32,
+    /// What its slot counts.
+    pub verdict: RuleVerdict,
+}
 
 /// The name of `rule` in `tables`; `None` for a policy id without a name.
 pub(super) fn rule_name(tables: &DatapathTables, rule: &CountedRule) -> Option<RuleName> {
     let policy = tables.policy_names.get(rule.policy_id as usize)?;
-    Some((policy.clone(), rule.direction, rule.rule_index))
+    Some(RuleName {
+        policy: policy.clone(),
+        direction: rule.direction,
+        rule_index: rule.rule_index,
+        verdict: rule.verdict,
+    })
 }
 
 /// Which rule counts in which slot, and which slots are free.
@@ -130,12 +147,14 @@ impl RuleSlots {
 /// One assigned slot as `SlotState` stores it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct SlotRecord {
-    /// `namespace/name` of the policy.
+    /// `namespace/name` of the policy; the name alone for a ClusterNetworkPolicy.
     pub policy: String,
     /// `ingress` or `egress`.
     pub direction: String,
     /// Index of the rule in that policy's list.
     pub rule_index: u32,
+    /// What the slot counts (`RuleVerdict::name`).
+    pub verdict: String,
     /// Its `RULE_COUNTERS` slot.
     pub slot: u32,
 }
@@ -180,10 +199,11 @@ impl RuleSlots {
             rules: self
                 .assigned
                 .iter()
-                .map(|((policy, direction, rule_index), slot)| SlotRecord {
-                    policy: policy.to_string(),
-                    direction: direction_name(*direction).to_string(),
-                    rule_index: *rule_index,
+                .map(|(rule, slot)| SlotRecord {
+                    policy: rule.policy.to_string(),
+                    direction: direction_name(rule.direction).to_string(),
+                    rule_index: rule.rule_index,
+                    verdict: rule.verdict.name().to_string(),
                     slot: *slot,
                 })
                 .collect(),
@@ -202,20 +222,31 @@ impl RuleSlots {
         let mut seen = BTreeSet::new();
         let mut assigned = BTreeMap::new();
         for record in &state.rules {
-            let (namespace, name) = record.policy.split_once('/')?;
+            let policy = match record.policy.split_once('/') {
+                Some((namespace, name)) => ObjectRef::new(namespace, name),
+                None => ObjectRef::cluster(&record.policy),
+            };
             let direction = match record.direction.as_str() {
                 "ingress" => Direction::Ingress,
                 "egress" => Direction::Egress,
                 _ => return None,
             };
+            let verdict = [
+                RuleVerdict::Allowed,
+                RuleVerdict::Dropped,
+                RuleVerdict::WouldDrop,
+            ]
+            .into_iter()
+            .find(|verdict| verdict.name() == record.verdict)?;
             if record.slot >= state.next_unused || !seen.insert(record.slot) {
                 return None;
             }
-            let rule = (
-                ObjectRef::new(namespace, name),
+            let rule = RuleName {
+                policy,
                 direction,
-                record.rule_index,
-            );
+                rule_index: record.rule_index,
+                verdict,
+            };
             assigned.insert(rule, record.slot);
         }
         for &slot in &state.released {
@@ -240,11 +271,12 @@ mod tests {
     use super::*;
 
     fn rule(rule_index: u32) -> RuleName {
-        let policy = ObjectRef {
-            namespace: "x".into(),
-            name: "web".into(),
-        };
-        (policy, Direction::Ingress, rule_index)
+        RuleName {
+            policy: ObjectRef::new("x", "web"),
+            direction: Direction::Ingress,
+            rule_index,
+            verdict: RuleVerdict::Allowed,
+        }
     }
 
     fn slots_of(slots: &RuleSlots, rules: &[u32]) -> Vec<Option<u32>> {
@@ -308,6 +340,30 @@ mod tests {
             ..parsed
         };
         assert!(RuleSlots::from_state(&twice, 8, &in_use).is_none());
+    }
+
+    #[test]
+    fn a_cluster_policy_rule_and_what_it_counts_read_back() {
+        let deny = RuleName {
+            policy: ObjectRef::cluster("guardrails"),
+            direction: Direction::Egress,
+            rule_index: 2,
+            verdict: RuleVerdict::WouldDrop,
+        };
+        let mut slots = RuleSlots::new(8);
+        assert!(slots.assign(&[rule(0), deny.clone()]).is_ok());
+        let state = slots.to_state();
+        let back = RuleSlots::from_state(&state, 8, &BTreeSet::from([0, 1]))
+            .unwrap_or_else(|| panic!("refused: {state:?}"));
+        assert!(back.slot(&deny).is_some());
+        assert_eq!(back.slot(&deny), slots.slot(&deny));
+        assert_eq!(back.slot(&rule(0)), slots.slot(&rule(0)));
+        // The same rule now dropping is another rule: a slot of its own.
+        let enforced = RuleName {
+            verdict: RuleVerdict::Dropped,
+            ..deny
+        };
+        assert_eq!(back.slot(&enforced), None);
     }
 
     #[test]

@@ -23,7 +23,11 @@ use super::{
 };
 use crate::{
     dataplane::{DataplaneError, EventReader, EventVerdict, EventsLost, VerdictRecord},
-    telemetry::flows::{line::direction_name, table::verdict_name, FlowLine, WallClock},
+    telemetry::flows::{
+        line::{direction_name, DecidingRule},
+        table::verdict_name,
+        FlowLine, WallClock,
+    },
 };
 
 /// One event, named, with the node whose datapath reported it.
@@ -149,8 +153,11 @@ pub struct SeenDrop {
     pub direction: &'static str,
     /// The datapath's counter, e.g. `drop_policy`.
     pub reason: String,
-    /// The policies isolating `pod` in `direction` (none allows the flow).
+    /// The policies isolating `pod` in `direction` (none allows the flow), or
+    /// the ClusterNetworkPolicy of `denied_by`.
     pub policies: Vec<String>,
+    /// The ClusterNetworkPolicy `Deny` rule that decided it, if one did.
+    pub denied_by: Option<DecidingRule>,
     /// Packets reported (retransmissions included).
     pub packets: u64,
     /// The node that reported it, in a lab of several nodes (left out of JSON in
@@ -181,6 +188,7 @@ pub fn summarize(lines: &[ReportedLine]) -> Vec<SeenDrop> {
             direction: direction_name(line.direction),
             reason: line.reason.clone(),
             policies: line.policies.clone(),
+            denied_by: line.denied_by.clone(),
             packets: 0,
             node: node.clone(),
         };
@@ -248,10 +256,10 @@ pub fn to_table(drops: &[SeenDrop], lost: EventsLost) -> String {
                 d.pod.as_deref().unwrap_or("unknown interface"),
                 d.direction
             );
-            let policies = if d.policies.is_empty() {
-                "-".to_string()
-            } else {
-                d.policies.join(", ")
+            let policies = match &d.denied_by {
+                Some(rule) => rule.describe(),
+                None if d.policies.is_empty() => "-".to_string(),
+                None => d.policies.join(", "),
             };
             vec![
                 d.from.clone(),

@@ -189,7 +189,8 @@ fn compile_indexed(
             // Of NetworkPolicies: the sources report bad ClusterNetworkPolicies.
             let network = &policies[..first_tiered as usize];
             let diagnostics = diagnostics::diagnostics(state, network, &endpoints.applied);
-            let tables = assemble(&policies, endpoints, classes, sets, diagnostics, refusals);
+            let mut tables = assemble(&policies, endpoints, classes, sets, diagnostics, refusals);
+            tables.rule_names = tiered.rule_names();
             return (tables, index);
         }
         refused.extend(next);
@@ -224,6 +225,7 @@ fn assemble(
         rule_sets: sets.rule_sets,
         policy: sets.policy,
         policy_names: policies.iter().map(|policy| policy.key.clone()).collect(),
+        rule_names: BTreeMap::new(),
         refusals,
     }
 }

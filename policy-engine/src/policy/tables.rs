@@ -93,6 +93,30 @@ impl Isolation {
     }
 }
 
+/// What a rule's entries in `POLICY` do, and so what its `RULE_COUNTERS` slot
+/// counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleVerdict {
+    /// Allows: a NetworkPolicy rule or a ClusterNetworkPolicy `Accept` rule.
+    Allowed,
+    /// Drops: an enforced ClusterNetworkPolicy `Deny` rule.
+    Dropped,
+    /// Passes as a would-drop: an audit-mode ClusterNetworkPolicy `Deny` rule.
+    WouldDrop,
+}
+
+impl RuleVerdict {
+    /// `allowed`, `dropped` or `would-drop`, as flows and metrics spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleVerdict::Allowed => "allowed",
+            RuleVerdict::Dropped => "dropped",
+            RuleVerdict::WouldDrop => "would-drop",
+        }
+    }
+}
+
 /// One rule with entries in `POLICY` (an allow, or a ClusterNetworkPolicy
 /// `Deny`): what a `RULE_COUNTERS` slot counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -103,17 +127,36 @@ pub struct CountedRule {
     pub direction: Direction,
     /// Index of the rule in that policy's ingress or egress list.
     pub rule_index: u32,
+    /// What its entries do: what its slot counts.
+    pub verdict: RuleVerdict,
 }
 
 impl CountedRule {
-    /// The rule behind a `POLICY` entry -> `rule` of a rule set of `direction`.
-    pub fn of(direction: Direction, rule: &RuleRef) -> Self {
-        Self {
+    /// The rule behind a `POLICY` entry's `decision` in a rule set of
+    /// `direction`; `None` for a decision that names no rule.
+    pub fn of(direction: Direction, decision: &Decision) -> Option<Self> {
+        let (rule, verdict) = match decision {
+            Decision::Allow(rule) => (rule, RuleVerdict::Allowed),
+            Decision::Deny(rule) => (rule, RuleVerdict::Dropped),
+            Decision::WouldDeny(rule) => (rule, RuleVerdict::WouldDrop),
+            Decision::NetworkDrop | Decision::NetworkWouldDrop | Decision::Default => return None,
+        };
+        Some(Self {
             policy_id: rule.policy_id,
             direction,
             rule_index: rule.rule_index,
-        }
+            verdict,
+        })
     }
+}
+
+/// `spec.ingress[N]` or `spec.egress[N]`: where a rule sits in its policy.
+pub fn rule_path(direction: Direction, rule_index: u32) -> String {
+    let list = match direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    };
+    format!("spec.{list}[{rule_index}]")
 }
 
 /// What `PEERS_V4`/`PEERS_V6` hold for one prefix.
@@ -257,6 +300,9 @@ pub struct DatapathTables {
     pub policy: BTreeMap<u32, RuleSet>,
     /// Policy names by `RuleRef::policy_id`.
     pub policy_names: Vec<ObjectRef>,
+    /// The `name` of each named ClusterNetworkPolicy rule, by policy, direction
+    /// and index: what counters, metrics and events call it (`rule_label`).
+    pub rule_names: BTreeMap<(ObjectRef, Direction, u32), String>,
     /// Endpoint id -> the policies isolating its pods, per direction.
     pub isolation: BTreeMap<u32, Isolation>,
     /// What could not be enforced exactly (fail closed).
@@ -277,11 +323,19 @@ impl DatapathTables {
             .flat_map(|set| {
                 set.entries
                     .values()
-                    .filter_map(Decision::rule)
-                    .map(|rule| CountedRule::of(set.direction, &rule))
+                    .filter_map(|decision| CountedRule::of(set.direction, decision))
             })
             .collect();
         rules.into_iter().collect()
+    }
+
+    /// What a rule is called: a ClusterNetworkPolicy rule by its `name`, any
+    /// other by where it sits (`rule_path`).
+    pub fn rule_label(&self, policy: &ObjectRef, direction: Direction, rule_index: u32) -> String {
+        self.rule_names
+            .get(&(policy.clone(), direction, rule_index))
+            .cloned()
+            .unwrap_or_else(|| rule_path(direction, rule_index))
     }
 
     /// The entry of the longest peer prefix holding `addr`, as the LPM lookup in

@@ -6,7 +6,7 @@ use super::Metrics;
 use crate::{
     dataplane::{DropTraffic, PolicyCounters, RuleTraffic, Traffic},
     model::ObjectRef,
-    policy::tables::Direction,
+    policy::tables::{Direction, RuleVerdict},
 };
 
 fn text(metrics: &Metrics) -> String {
@@ -33,6 +33,8 @@ fn every_documented_family_is_exposed_from_the_start() {
         "podwall_policy_dropped_packets",
         "podwall_policy_dropped_bytes",
         "podwall_policy_would_drop_packets",
+        "podwall_cluster_policy_rule_packets",
+        "podwall_cluster_policy_rule_bytes",
         "podwall_sync_duration_seconds",
         "podwall_programming_latency_seconds",
         "podwall_errors",
@@ -99,25 +101,93 @@ fn map_usage_is_replaced_not_accumulated() {
     );
 }
 
+fn allowed_by(policy: &ObjectRef, rule_index: u32, traffic: Traffic) -> RuleTraffic {
+    RuleTraffic {
+        policy: policy.clone(),
+        direction: Direction::Ingress,
+        rule_index,
+        rule: format!("spec.ingress[{rule_index}]"),
+        verdict: RuleVerdict::Allowed,
+        traffic,
+    }
+}
+
+#[test]
+fn cluster_policy_rules_count_per_rule_and_under_their_policy_by_verdict() {
+    let guardrails = ObjectRef::cluster("guardrails");
+    let traffic = |packets, bytes| Traffic { packets, bytes };
+    let rule = |rule_index: u32, rule: &str, verdict, traffic| RuleTraffic {
+        policy: guardrails.clone(),
+        direction: Direction::Egress,
+        rule_index,
+        rule: rule.into(),
+        verdict,
+        traffic,
+    };
+    let counters = PolicyCounters {
+        rules: vec![
+            rule(0, "monitoring", RuleVerdict::Allowed, traffic(7, 700)),
+            rule(1, "other-tenants", RuleVerdict::Dropped, traffic(3, 180)),
+            rule(2, "spec.egress[2]", RuleVerdict::WouldDrop, traffic(2, 120)),
+            allowed_by(&ObjectRef::new("prod", "web"), 0, traffic(1, 10)),
+        ],
+        denied: Vec::new(),
+    };
+    let metrics = Metrics::new();
+    metrics.set_policy_traffic(&counters);
+    let text = text(&metrics);
+    let per_policy = r#"{namespace="",policy="guardrails",direction="egress"}"#;
+    has_line(
+        &text,
+        &format!("podwall_policy_allowed_packets_total{per_policy} 7"),
+    );
+    has_line(
+        &text,
+        &format!("podwall_policy_dropped_packets_total{per_policy} 3"),
+    );
+    has_line(
+        &text,
+        &format!("podwall_policy_would_drop_bytes_total{per_policy} 120"),
+    );
+    let per_rule = |rule: &str, verdict: &str| {
+        format!(r#"{{policy="guardrails",direction="egress",rule="{rule}",verdict="{verdict}"}}"#)
+    };
+    has_line(
+        &text,
+        &format!(
+            "podwall_cluster_policy_rule_packets_total{} 3",
+            per_rule("other-tenants", "dropped")
+        ),
+    );
+    has_line(
+        &text,
+        &format!(
+            "podwall_cluster_policy_rule_bytes_total{} 700",
+            per_rule("monitoring", "allowed")
+        ),
+    );
+    has_line(
+        &text,
+        &format!(
+            "podwall_cluster_policy_rule_packets_total{} 2",
+            per_rule("spec.egress[2]", "would-drop")
+        ),
+    );
+    assert!(
+        !text.contains(r#"podwall_cluster_policy_rule_packets_total{policy="web""#),
+        "a NetworkPolicy's rules are counted per policy only:\n{text}"
+    );
+}
+
 #[test]
 fn policy_traffic_is_summed_per_policy_and_drops_count_under_each_isolating_policy() {
     let web = ObjectRef::new("prod", "web");
     let db = ObjectRef::new("prod", "db");
     let traffic = |packets, bytes| Traffic { packets, bytes };
     let counters = PolicyCounters {
-        allowed: vec![
-            RuleTraffic {
-                policy: web.clone(),
-                direction: Direction::Ingress,
-                rule_index: 0,
-                allowed: traffic(3, 300),
-            },
-            RuleTraffic {
-                policy: web.clone(),
-                direction: Direction::Ingress,
-                rule_index: 1,
-                allowed: traffic(2, 200),
-            },
+        rules: vec![
+            allowed_by(&web, 0, traffic(3, 300)),
+            allowed_by(&web, 1, traffic(2, 200)),
         ],
         denied: vec![DropTraffic {
             policies: vec![web.clone(), db.clone()],

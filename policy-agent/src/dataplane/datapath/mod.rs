@@ -267,7 +267,7 @@ impl Datapath {
     /// banked map would hold more entries in one bank than a bank holds, or an
     /// endpoint id of `tables` is not below `PENDING_ENDPOINT_ID`.
     ///
-    /// New allow rules get `RULE_COUNTERS` slots (a reused slot is zeroed before
+    /// New rules get `RULE_COUNTERS` slots (a reused slot is zeroed before
     /// the flip; a rule keeps its slot across updates, see `slots.rs`; the
     /// assignment is saved for a restart once it is active), and after the flip
     /// the deny slots whose isolating policies changed are zeroed. On error
@@ -374,9 +374,8 @@ impl Datapath {
             })
             .map(|(id, set, m, decision)| {
                 let key = keys::policy_key(id, m);
-                let slot = decision
-                    .rule()
-                    .and_then(|rule| slot_of.get(&CountedRule::of(set.direction, &rule)))
+                let slot = CountedRule::of(set.direction, decision)
+                    .and_then(|rule| slot_of.get(&rule))
                     .copied()
                     .unwrap_or(NO_COUNTER);
                 (

@@ -51,6 +51,7 @@ fn one_entry_per_flow_counts_its_packets_and_leaves_allows_out() {
             direction: "ingress",
             reason: "drop_policy".into(),
             policies: vec!["shop/deny-in".into(), "shop/web-in".into()],
+            denied_by: None,
             packets: 2,
             node: None,
         }]
@@ -64,6 +65,24 @@ fn one_entry_per_flow_counts_its_packets_and_leaves_allows_out() {
         "{table}"
     );
     assert_eq!(rows.len(), 3, "{table}");
+}
+
+#[test]
+fn a_drop_by_a_rule_names_the_rule() {
+    let record = VerdictRecord {
+        rule_slot: Some(5),
+        ..drop_into_web()
+    };
+    let drops = summarize(&[line(&record)]);
+    assert_eq!(drops[0].policies, vec!["shop/web-in".to_string()]);
+    let table = to_table(&drops, EventsLost::default());
+    assert!(
+        table
+            .lines()
+            .nth(2)
+            .is_some_and(|row| row.contains("  shop/web-in spec.ingress[0]  1")),
+        "{table}"
+    );
 }
 
 #[test]
@@ -118,7 +137,7 @@ fn json_adds_drops_and_lost_events_to_the_probes() {
         concat!(
             r#"{"probes":[{"from":"shop/client","to":"shop/web","port":80,"protocol":"TCP","allowed":false}],"#,
             r#""drops":[{"from":"shop/client","to":"shop/web","port":80,"protocol":"TCP","verdict":"dropped","#,
-            r#""pod":"shop/web","direction":"ingress","reason":"drop_policy","policies":["shop/deny-in","shop/web-in"],"packets":1}],"#,
+            r#""pod":"shop/web","direction":"ingress","reason":"drop_policy","policies":["shop/deny-in","shop/web-in"],"denied_by":null,"packets":1}],"#,
             r#""events_lost":{"rate_limited":0,"endpoint_limited":0,"ring_full":0}}"#
         )
     );

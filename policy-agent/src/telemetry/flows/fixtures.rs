@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
-use super::{AllowedBy, FlowNames};
+use super::{DecidingRule, FlowNames};
 use crate::{
     dataplane::{EventVerdict, VerdictRecord},
     policy::tables::{Direction, Isolation},
@@ -41,7 +41,7 @@ pub(crate) fn names() -> FlowNames {
         )]),
         rules: BTreeMap::from([(
             5,
-            AllowedBy {
+            DecidingRule {
                 policy: "shop/web-in".into(),
                 rule: "spec.ingress[0]".into(),
             },

@@ -45,13 +45,27 @@ impl FlowEnd {
     }
 }
 
-/// The rule that allowed a flow.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AllowedBy {
-    /// `namespace/name` of the policy.
+/// The rule that decided a flow.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DecidingRule {
+    /// `namespace/name` of the policy; the name alone for a ClusterNetworkPolicy.
     pub policy: String,
-    /// The rule's path in it, e.g. `spec.ingress[0]`.
+    /// The rule: a ClusterNetworkPolicy rule by its `name`, any other by its
+    /// path in the policy, e.g. `spec.ingress[0]`.
     pub rule: String,
+}
+
+impl DecidingRule {
+    /// The rule as `explain` writes it: `ns/policy spec.ingress[0]`, or
+    /// `guardrails/deny-others` for a ClusterNetworkPolicy's (whose policy has
+    /// no namespace).
+    pub fn describe(&self) -> String {
+        if self.policy.contains('/') {
+            format!("{} {}", self.policy, self.rule)
+        } else {
+            format!("{}/{}", self.policy, self.rule)
+        }
+    }
 }
 
 /// One verdict event, named.
@@ -82,13 +96,14 @@ pub struct FlowLine {
     pub verdict: EventVerdict,
     /// The datapath's counter for it, e.g. `drop_policy`, `allow_policy`.
     pub reason: String,
-    /// For a drop or would-drop by policy: the ClusterNetworkPolicy rule that
-    /// denies it (`tenant-guardrails spec.ingress[2]`), else the policies
-    /// isolating `pod` in `direction`, none of which allows the flow. Empty
-    /// otherwise.
+    /// For a drop or would-drop by policy: the ClusterNetworkPolicy whose `Deny`
+    /// rule decided it (`denied_by`), else the policies isolating `pod` in
+    /// `direction`, none of which allows the flow. Empty otherwise.
     pub policies: Vec<String>,
     /// For an allow by a rule: that rule.
-    pub allowed_by: Option<AllowedBy>,
+    pub allowed_by: Option<DecidingRule>,
+    /// For a drop or would-drop by a ClusterNetworkPolicy `Deny` rule: that rule.
+    pub denied_by: Option<DecidingRule>,
     /// Packet length (`skb->len`).
     pub bytes: u32,
 }
@@ -150,18 +165,17 @@ impl FlowLine {
         let pod = names.pod_on_interface(record.ifindex).map(str::to_string);
         // A ClusterNetworkPolicy rule's denial names its rule; a NetworkPolicy
         // drop names the policies isolating the pod.
-        let policies =
-            if record.verdict != EventVerdict::Allowed && decided_by_isolation(record.reason) {
-                match record.rule_slot {
-                    Some(slot) => {
-                        let rule = names.rule(slot);
-                        vec![format!("{} {}", rule.policy, rule.rule)]
-                    }
-                    None => names.isolating(record.endpoint_id, record.direction),
-                }
-            } else {
-                Vec::new()
-            };
+        let by_policy =
+            record.verdict != EventVerdict::Allowed && decided_by_isolation(record.reason);
+        let denied_by = record
+            .rule_slot
+            .filter(|_| by_policy)
+            .map(|slot| names.rule(slot));
+        let policies = match &denied_by {
+            Some(rule) => vec![rule.policy.clone()],
+            None if by_policy => names.isolating(record.endpoint_id, record.direction),
+            None => Vec::new(),
+        };
         let allowed_by = record
             .rule_slot
             .filter(|_| record.verdict == EventVerdict::Allowed)
@@ -180,6 +194,7 @@ impl FlowLine {
             reason: record.reason.to_string(),
             policies,
             allowed_by,
+            denied_by,
             bytes: record.packet_len,
         }
     }

@@ -26,7 +26,7 @@ pub use self::{
     clock::WallClock,
     filter::{FlowFilter, PodPattern},
     follow::{Batch, Follower, Notice},
-    line::{AllowedBy, FlowEnd, FlowLine},
+    line::{DecidingRule, FlowEnd, FlowLine},
     names::FlowNames,
     publish::{FlowPaths, Instance, Publication},
 };

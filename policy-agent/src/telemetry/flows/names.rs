@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::line::AllowedBy;
+use super::line::DecidingRule;
 use crate::{
     dataplane::{InterfaceIndex, RuleName},
     model::ObjectRef,
@@ -49,18 +49,9 @@ pub struct FlowNames {
     /// Endpoint id -> the policies isolating its pods (`DatapathTables::isolation`).
     pub isolation: BTreeMap<u32, Isolation>,
     /// Counter slot -> the rule counting in it (`Datapath::rule_slots`): what an
-    /// allow event's `rule_slot` names.
+    /// event's `rule_slot` names.
     #[serde(default)]
-    pub rules: BTreeMap<u32, AllowedBy>,
-}
-
-/// `spec.ingress[N]` or `spec.egress[N]`: where a rule sits in its policy.
-pub fn rule_path(direction: Direction, rule_index: u32) -> String {
-    let list = match direction {
-        Direction::Ingress => "ingress",
-        Direction::Egress => "egress",
-    };
-    format!("spec.{list}[{rule_index}]")
+    pub rules: BTreeMap<u32, DecidingRule>,
 }
 
 impl FlowNames {
@@ -100,12 +91,12 @@ impl FlowNames {
             isolation: tables.isolation.clone(),
             rules: rule_slots
                 .iter()
-                .map(|(slot, (policy, direction, rule_index))| {
-                    let rule = AllowedBy {
-                        policy: policy.to_string(),
-                        rule: rule_path(*direction, *rule_index),
+                .map(|(slot, rule)| {
+                    let named = DecidingRule {
+                        policy: rule.policy.to_string(),
+                        rule: tables.rule_label(&rule.policy, rule.direction, rule.rule_index),
                     };
-                    (*slot, rule)
+                    (*slot, named)
                 })
                 .collect(),
         }
@@ -132,11 +123,14 @@ impl FlowNames {
 
     /// The rule counting in slot `slot`; `#slot` for both names when these names
     /// do not have it (the tables changed after the event).
-    pub fn rule(&self, slot: u32) -> AllowedBy {
-        self.rules.get(&slot).cloned().unwrap_or_else(|| AllowedBy {
-            policy: format!("#{slot}"),
-            rule: format!("#{slot}"),
-        })
+    pub fn rule(&self, slot: u32) -> DecidingRule {
+        self.rules
+            .get(&slot)
+            .cloned()
+            .unwrap_or_else(|| DecidingRule {
+                policy: format!("#{slot}"),
+                rule: format!("#{slot}"),
+            })
     }
 
     /// The names of the policies isolating endpoint `endpoint_id` in `direction`.
@@ -153,15 +147,22 @@ impl FlowNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::tables::RuleVerdict;
 
     fn tables() -> DatapathTables {
         let mut tables = DatapathTables {
             policy_names: vec![
                 ObjectRef::new("shop", "deny-in"),
                 ObjectRef::new("shop", "web"),
+                ObjectRef::cluster("guardrails"),
             ],
             ..DatapathTables::default()
         };
+        // Rule 0 of the cluster policy's egress is named, rule 1 is not.
+        tables.rule_names.insert(
+            (ObjectRef::cluster("guardrails"), Direction::Egress, 0),
+            "other-tenants".into(),
+        );
         tables.isolation.insert(
             3,
             Isolation {
@@ -176,7 +177,41 @@ mod tests {
         let web = ObjectRef::new("shop", "web");
         let interfaces = BTreeMap::from([(web.clone(), 12)]);
         let address: IpAddr = [10, 244, 0, 2].into();
-        let slots = BTreeMap::from([(9, (ObjectRef::new("shop", "web"), Direction::Ingress, 1))]);
+        let rule = |policy: ObjectRef, direction, rule_index, verdict| RuleName {
+            policy,
+            direction,
+            rule_index,
+            verdict,
+        };
+        let slots = BTreeMap::from([
+            (
+                9,
+                rule(
+                    ObjectRef::new("shop", "web"),
+                    Direction::Ingress,
+                    1,
+                    RuleVerdict::Allowed,
+                ),
+            ),
+            (
+                4,
+                rule(
+                    ObjectRef::cluster("guardrails"),
+                    Direction::Egress,
+                    0,
+                    RuleVerdict::Dropped,
+                ),
+            ),
+            (
+                5,
+                rule(
+                    ObjectRef::cluster("guardrails"),
+                    Direction::Egress,
+                    1,
+                    RuleVerdict::Allowed,
+                ),
+            ),
+        ]);
         FlowNames::new(
             "lab-1",
             42,
@@ -203,11 +238,13 @@ mod tests {
         assert!(names.isolating(3, Direction::Egress).is_empty());
         assert!(names.isolating(4, Direction::Ingress).is_empty());
         assert_eq!(names.policy(7), "#7");
-        let rule = |policy: &str, rule: &str| AllowedBy {
+        let rule = |policy: &str, rule: &str| DecidingRule {
             policy: policy.into(),
             rule: rule.into(),
         };
         assert_eq!(names.rule(9), rule("shop/web", "spec.ingress[1]"));
+        assert_eq!(names.rule(4), rule("guardrails", "other-tenants"));
+        assert_eq!(names.rule(5), rule("guardrails", "spec.egress[1]"));
         assert_eq!(names.rule(1), rule("#1", "#1"));
     }
 
@@ -224,17 +261,13 @@ mod tests {
             json.contains(r#""isolation":{"3":{"ingress":[0,1],"egress":[]}}"#),
             "{json}"
         );
-        assert!(
-            json.contains(r#""rules":{"9":{"policy":"shop/web","rule":"spec.ingress[1]"}}"#),
-            "{json}"
-        );
+        for rule in [
+            r#""9":{"policy":"shop/web","rule":"spec.ingress[1]"}"#,
+            r#""4":{"policy":"guardrails","rule":"other-tenants"}"#,
+        ] {
+            assert!(json.contains(rule), "{json}");
+        }
         let back: FlowNames = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, names);
-    }
-
-    #[test]
-    fn rule_paths_name_the_list_and_the_index() {
-        assert_eq!(rule_path(Direction::Egress, 2), "spec.egress[2]");
-        assert_eq!(rule_path(Direction::Ingress, 0), "spec.ingress[0]");
     }
 }

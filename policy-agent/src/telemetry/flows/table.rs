@@ -51,11 +51,11 @@ pub fn verdict_name(verdict: EventVerdict) -> &'static str {
     }
 }
 
-/// `ns/a, ns/b` for a drop, `ns/p spec.ingress[0]` for an allow by a rule, `-`
-/// when no policy is behind the verdict.
+/// `ns/a, ns/b` for a drop, the rule for a verdict by a rule
+/// (`DecidingRule::describe`), `-` when no policy is behind the verdict.
 pub fn policies_cell(line: &FlowLine) -> String {
-    if let Some(rule) = &line.allowed_by {
-        return format!("{} {}", rule.policy, rule.rule);
+    if let Some(rule) = line.allowed_by.as_ref().or(line.denied_by.as_ref()) {
+        return rule.describe();
     }
     if line.policies.is_empty() {
         return "-".to_string();
@@ -101,6 +101,19 @@ mod tests {
             .iter()
             .map(|v| text.find(v).unwrap_or_else(|| panic!("{v} not in {text}")))
             .collect()
+    }
+
+    #[test]
+    fn a_drop_by_a_rule_shows_that_rule() {
+        let record = crate::dataplane::VerdictRecord {
+            rule_slot: Some(5),
+            ..drop_into_web()
+        };
+        assert_eq!(policies_cell(&line(&record)), "shop/web-in spec.ingress[0]");
+        assert_eq!(
+            policies_cell(&line(&drop_into_web())),
+            "shop/deny-in, shop/web-in"
+        );
     }
 
     #[test]

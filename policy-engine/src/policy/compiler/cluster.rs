@@ -17,6 +17,8 @@
 //! - a rule that fails closed -> an `Accept` that matches nothing (one invalid
 //!   peer), or a `Deny` of every peer, protocol and port.
 
+use std::collections::BTreeMap;
+
 use crate::{
     model::{
         ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, ClusterState, NamespaceScope,
@@ -39,6 +41,10 @@ pub(super) struct ClusterMeta {
     pub ingress: Vec<RuleAction>,
     /// The action of each egress rule.
     pub egress: Vec<RuleAction>,
+    /// The `name` of each ingress rule (empty: unnamed), in order.
+    pub ingress_names: Vec<String>,
+    /// The `name` of each egress rule.
+    pub egress_names: Vec<String>,
 }
 
 impl ClusterMeta {
@@ -79,12 +85,20 @@ impl Lowered {
                 egress,
                 mode: policy.mode,
             });
+            let names = |direction| {
+                cluster_rules(policy, direction)
+                    .iter()
+                    .map(|rule| rule.name.clone())
+                    .collect()
+            };
             out.meta.push(ClusterMeta {
                 name: policy.name.clone(),
                 tier: policy.tier,
                 mode: policy.mode,
                 ingress: ingress_actions,
                 egress: egress_actions,
+                ingress_names: names(Direction::Ingress),
+                egress_names: names(Direction::Egress),
             });
         }
         out
@@ -100,19 +114,47 @@ impl Lowered {
             else {
                 continue;
             };
-            for (rules, actions) in [
-                (&mut policy.ingress, &mut meta.ingress),
-                (&mut policy.egress, &mut meta.egress),
+            for (rules, actions, names) in [
+                (
+                    &mut policy.ingress,
+                    &mut meta.ingress,
+                    &mut meta.ingress_names,
+                ),
+                (&mut policy.egress, &mut meta.egress, &mut meta.egress_names),
             ] {
                 if !rules.is_empty() {
                     *rules = vec![deny_everything()];
                     *actions = vec![RuleAction::Deny];
+                    *names = vec![REFUSED_RULE.to_string()];
+                }
+            }
+        }
+        out
+    }
+
+    /// The named rules' names, as `DatapathTables::rule_names` holds them.
+    pub fn rule_names(&self) -> BTreeMap<(ObjectRef, Direction, u32), String> {
+        let mut out = BTreeMap::new();
+        for meta in &self.meta {
+            for (direction, names) in [
+                (Direction::Ingress, &meta.ingress_names),
+                (Direction::Egress, &meta.egress_names),
+            ] {
+                for (index, name) in (0..).zip(names) {
+                    if !name.is_empty() {
+                        let key = (ObjectRef::cluster(&meta.name), direction, index);
+                        out.insert(key, name.clone());
+                    }
                 }
             }
         }
         out
     }
 }
+
+/// What the one rule standing in for a refused policy's rules of a direction
+/// is called.
+pub(super) const REFUSED_RULE: &str = "(refused)";
 
 /// A peer that matches nothing, for `reason`.
 fn nothing(reason: &str) -> Peer {

@@ -158,3 +158,25 @@ fn egress_to_a_service_address_passes_unjudged_and_ingress_from_it_is_judged() {
         "the service flag opens nothing into the pod"
     );
 }
+
+#[test]
+fn rules_are_labelled_by_name_where_named_else_by_path() {
+    let guardrails = ObjectRef::cluster("guardrails");
+    let mut tables = DatapathTables::default();
+    tables.rule_names.insert(
+        (guardrails.clone(), Direction::Egress, 0),
+        "other-tenants".into(),
+    );
+    assert_eq!(
+        tables.rule_label(&guardrails, Direction::Egress, 0),
+        "other-tenants"
+    );
+    assert_eq!(
+        tables.rule_label(&guardrails, Direction::Egress, 1),
+        "spec.egress[1]"
+    );
+    assert_eq!(
+        tables.rule_label(&ObjectRef::new("shop", "web"), Direction::Ingress, 0),
+        "spec.ingress[0]"
+    );
+}

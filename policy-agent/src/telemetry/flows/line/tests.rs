@@ -30,7 +30,7 @@ fn an_allow_by_a_rule_names_the_policy_and_rule_and_no_isolating_policies() {
     let line = name(&allow_into_web());
     assert_eq!(
         line.allowed_by,
-        Some(AllowedBy {
+        Some(DecidingRule {
             policy: "shop/web-in".into(),
             rule: "spec.ingress[0]".into()
         })
@@ -49,7 +49,8 @@ fn a_would_drop_names_the_isolating_policies_like_a_drop() {
 }
 
 #[test]
-fn a_drop_or_would_drop_that_carries_a_rule_names_that_rule_not_the_isolating_policies() {
+fn a_drop_or_would_drop_that_carries_a_rule_names_that_rule_and_its_policy_not_the_isolating_ones()
+{
     // What the kernel reports for a ClusterNetworkPolicy Deny: the rule's slot.
     for (verdict, reason) in [
         (EventVerdict::Dropped, "drop_policy"),
@@ -62,7 +63,14 @@ fn a_drop_or_would_drop_that_carries_a_rule_names_that_rule_not_the_isolating_po
             ..drop_into_web()
         };
         let line = name(&record);
-        assert_eq!(line.policies, vec!["shop/web-in spec.ingress[0]"]);
+        assert_eq!(line.policies, vec!["shop/web-in"]);
+        assert_eq!(
+            line.denied_by,
+            Some(DecidingRule {
+                policy: "shop/web-in".into(),
+                rule: "spec.ingress[0]".into(),
+            })
+        );
         assert_eq!(line.allowed_by, None);
     }
 }
@@ -149,9 +157,25 @@ fn json_is_one_line_with_the_documented_fields() {
                 r#""source":{{"address":"10.244.0.3","port":40000,"pod":"shop/client"}},"#,
                 r#""destination":{{"address":"{}","port":80,"pod":"shop/web"}},"#,
                 r#""protocol":"TCP","verdict":"dropped","reason":"drop_policy","#,
-                r#""policies":["shop/deny-in","shop/web-in"],"allowed_by":null,"bytes":74}}"#
+                r#""policies":["shop/deny-in","shop/web-in"],"allowed_by":null,"denied_by":null,"bytes":74}}"#
             ),
             web
         )
+    );
+}
+
+#[test]
+fn a_rule_is_described_as_explain_writes_it() {
+    let rule = |policy: &str, rule: &str| DecidingRule {
+        policy: policy.into(),
+        rule: rule.into(),
+    };
+    assert_eq!(
+        rule("shop/web-in", "spec.ingress[0]").describe(),
+        "shop/web-in spec.ingress[0]"
+    );
+    assert_eq!(
+        rule("guardrails", "deny-others").describe(),
+        "guardrails/deny-others"
     );
 }
