@@ -7,7 +7,8 @@
 //! identity on a bridge holds against forged neighbour entries
 //! (`agent/identity.rs`); the agent coexists with other programs, a runtime's
 //! bridge and `uninstall` (`agent/coexistence.rs`); a policy too big for the maps
-//! fails closed for its pods only (`agent/capacity.rs`); 10,000 idle connections
+//! fails closed for its pods only (`agent/capacity.rs`); a ClusterNetworkPolicy
+//! is enforced and counted by rule name (`agent/cluster_policies.rs`); 10,000 idle connections
 //! to its HTTP endpoint stop nothing (`agent/hostile.rs`); a Service egress to a
 //! backend on another node is decided at the node's uplink (`agent/exits.rs`);
 //! the programs another datapath version left are removed once it is ready
@@ -19,6 +20,8 @@ mod support;
 
 #[path = "agent/capacity.rs"]
 mod capacity;
+#[path = "agent/cluster_policies.rs"]
+mod cluster_policies;
 #[path = "agent/coexistence.rs"]
 mod coexistence;
 #[path = "agent/exits.rs"]

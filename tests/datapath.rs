@@ -39,6 +39,8 @@ mod banks;
 mod bench;
 #[path = "datapath/bypass.rs"]
 mod bypass;
+#[path = "datapath/cluster_counters.rs"]
+mod cluster_counters;
 #[path = "datapath/conntrack.rs"]
 mod conntrack;
 #[path = "datapath/conntrack_lifecycle.rs"]

@@ -2,7 +2,9 @@
 //!
 //! - `RULE_COUNTERS` (per-CPU array): packets and bytes each allow rule let through,
 //!   indexed by `PolicyValue::rule_slot`. Every packet of a flow counts in the slot
-//!   of the rule that allowed the flow's first packet, replies included.
+//!   of the rule that allowed the flow's first packet, replies included. A
+//!   ClusterNetworkPolicy `Deny` rule's slot counts what it dropped, or in audit
+//!   mode the flows it would drop.
 //! - `DROP_COUNTERS` (per-CPU array): packets and bytes dropped (or, in audit mode,
 //!   that would have been) per (endpoint, direction), indexed by `drop_slot`. The
 //!   agent maps an endpoint id to the policies isolating it in that direction.

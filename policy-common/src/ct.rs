@@ -54,8 +54,9 @@ pub struct CtKey {
 const _: () = assert!(core::mem::size_of::<CtKey>() == 44);
 
 /// Flag: a flow that passed only because its endpoint's direction is in audit mode
-/// (`endpoint::AUDIT_*`); `CtValue::counter_slot` is then a `DROP_COUNTERS` slot and
-/// its packets count as would-drop. Once the direction enforces, the flow is decided
+/// (`endpoint::AUDIT_*`); `CtValue::counter_slot` is then a `DROP_COUNTERS` slot
+/// (a `RULE_COUNTERS` slot with `CT_FLAG_RULE_SLOT`) and its packets count as
+/// would-drop. Once the direction enforces, the flow is decided
 /// afresh: audit never keeps a connection open past the switch to enforce.
 pub const CT_FLAG_AUDIT: u32 = 1 << 1;
 
@@ -103,6 +104,12 @@ pub const CT_FLAG_DECIDED_THERE: u32 = 1 << 5;
 /// one, since the node may translate it to a pod the pod's egress denies (once
 /// the node has forgotten the flow, its "reply" is a new connection to it).
 pub const CT_FLAG_REMOTE_PLAIN: u32 = 1 << 6;
+
+/// Flag, with `CT_FLAG_AUDIT`: a ClusterNetworkPolicy `Deny` rule of an
+/// audit-mode policy would drop the flow, and `CtValue::counter_slot` is that
+/// rule's `RULE_COUNTERS` slot (not a `DROP_COUNTERS` slot): every packet of the
+/// flow counts as the rule's would-drop.
+pub const CT_FLAG_RULE_SLOT: u32 = 1 << 7;
 
 /// `CtValue::state`: first packet seen, no reply yet (TCP: a SYN sent, or a flow
 /// picked up mid-stream that the other side has not answered yet).

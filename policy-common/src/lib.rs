@@ -43,7 +43,7 @@ pub mod policy;
 pub mod verdict;
 
 /// Bumped on any incompatible change to a layout below; part of pin paths.
-pub const ABI_VERSION: u32 = 10;
+pub const ABI_VERSION: u32 = 11;
 
 /// Marks a type as plain old data for aya's map accessors (userspace only).
 #[cfg(feature = "user")]

@@ -146,7 +146,7 @@ pub const FRAGMENTS: MapDef<FragKey, FragValue> = MapDef::new("FRAGMENTS", MapKi
 pub const STATS: MapDef<u32, u64> = MapDef::new("STATS", MapKind::PerCpuArray);
 /// The datapath's settings: one entry.
 pub const CONFIG: MapDef<u32, Config> = MapDef::new("CONFIG", MapKind::Array);
-/// Per-CPU traffic of each counted allow rule, by slot.
+/// Per-CPU traffic of each counted rule, by slot.
 pub const RULE_COUNTERS: MapDef<u32, TrafficCounter> =
     MapDef::new("RULE_COUNTERS", MapKind::PerCpuArray);
 /// Per-CPU traffic denied, by (endpoint, direction, audit) slot.

@@ -7,17 +7,19 @@
 //! 1. an ordinary entry passes as `STAT_ALLOW_TRACKED`, counting in its rule's slot;
 //! 2. a `CT_FLAG_AUDIT` entry passes as `STAT_WOULD_DROP_POLICY` (every packet of an audit
 //!    flow, replies included, is a would-drop: that keeps them apart from ordinary
-//!    tracked packets in `STATS`), counting in its audit deny slot, while the
+//!    tracked packets in `STATS`), counting in its audit deny slot (in its
+//!    ClusterNetworkPolicy rule's slot with `CT_FLAG_RULE_SLOT`), while the
 //!    endpoint still has the audit flag of the flow's original direction;
 //! 3. once it no longer has it (the policies now enforce, or no longer isolate), the
-//!    entry is a miss: the packet is decided afresh, and an allowed one overwrites
+//!    entry is a miss (a ClusterNetworkPolicy rule's would-deny, `CT_FLAG_RULE_SLOT`,
+//!    is one once the tables change at all, `stands`): the packet is decided afresh, and an allowed one overwrites
 //!    it. Audit never keeps a connection open past the switch to enforce, not even
 //!    with `CONFIG_FLAG_KEEP_ESTABLISHED`, which keeps ordinary flows across policy
 //!    changes. (Without that flag the switch flips banks, so the flow's next packet
 //!    has re-decided it, `judge::recheck`, before it gets here.)
 
 use policy_common::{
-    ct::CT_FLAG_AUDIT,
+    ct::{CT_FLAG_AUDIT, CT_FLAG_RULE_SLOT},
     endpoint::{EndpointInfo, AUDIT_EGRESS, AUDIT_INGRESS},
     verdict::{DIRECTION_INGRESS, STAT_ALLOW_TRACKED, STAT_WOULD_DROP_POLICY},
 };
@@ -43,12 +45,39 @@ pub(crate) fn audits(endpoint: &EndpointInfo, direction: u8) -> bool {
     endpoint.flags & flag(direction) != 0
 }
 
-/// The verdict counter and traffic counter of a packet that `hit` a tracked flow
-/// at `endpoint`, travelling in `direction`; `None` when the entry passed only by
-/// audit and its direction no longer audits (a miss: decide afresh).
+/// Whether an audit entry (`CT_FLAG_AUDIT`) with `flags`, decided with `stamp`,
+/// still lets its flow pass at an endpoint with `endpoint_flags`, for a flow opened
+/// in `original`: a ClusterNetworkPolicy rule's would-deny (`CT_FLAG_RULE_SLOT`)
+/// only with the state that decided it (the endpoint's audit flags speak of its
+/// NetworkPolicies alone), any other while that direction audits.
 #[inline(always)]
-pub(crate) fn tracked(hit: &Hit, endpoint: &EndpointInfo, direction: u8) -> Option<(u32, Counter)> {
-    if hit.flags() & CT_FLAG_AUDIT == 0 {
+pub(crate) fn stands(
+    flags: u32,
+    stamp: u32,
+    generation: u32,
+    endpoint_flags: u32,
+    original: u8,
+) -> bool {
+    if flags & CT_FLAG_RULE_SLOT != 0 {
+        stamp == generation
+    } else {
+        endpoint_flags & flag(original) != 0
+    }
+}
+
+/// The verdict counter and traffic counter of a packet that `hit` a tracked flow
+/// at `endpoint`, travelling in `direction` with `generation`; `None` when the
+/// entry passed only by audit and no longer stands (`stands`: a miss, decide
+/// afresh).
+#[inline(always)]
+pub(crate) fn tracked(
+    hit: &Hit,
+    endpoint: &EndpointInfo,
+    direction: u8,
+    generation: u32,
+) -> Option<(u32, Counter)> {
+    let (stamp, flags) = hit.verdict();
+    if flags & CT_FLAG_AUDIT == 0 {
         return Some((STAT_ALLOW_TRACKED, Counter::rule(hit.counter_slot())));
     }
     let original = if hit.reply {
@@ -56,9 +85,13 @@ pub(crate) fn tracked(hit: &Hit, endpoint: &EndpointInfo, direction: u8) -> Opti
     } else {
         direction
     };
-    if audits(endpoint, original) {
-        Some((STAT_WOULD_DROP_POLICY, Counter::Deny(hit.counter_slot())))
-    } else {
-        None
+    if !stands(flags, stamp, generation, endpoint.flags, original) {
+        return None;
     }
+    let counter = if flags & CT_FLAG_RULE_SLOT != 0 {
+        Counter::Rule(hit.counter_slot())
+    } else {
+        Counter::Deny(hit.counter_slot())
+    };
+    Some((STAT_WOULD_DROP_POLICY, counter))
 }

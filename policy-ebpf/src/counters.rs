@@ -1,5 +1,5 @@
 //! Per-policy traffic counters (`RULE_COUNTERS`, `DROP_COUNTERS`, layout in
-//! `policy_common::counters`): packets and `skb->len` bytes per allow rule and per
+//! `policy_common::counters`): packets and `skb->len` bytes per rule and per
 //! (endpoint, direction) of drops and would-drops.
 //!
 //! What counts where:
@@ -12,7 +12,11 @@
 //! 2. a `STAT_DROP_POLICY` drop: `DROP_COUNTERS[drop_slot(endpoint, direction, false)]`,
 //!    a deferred Service egress denial in the source pod's egress slot;
 //! 3. a would-drop (audit) and every later packet and reply of its flow:
-//!    `DROP_COUNTERS[drop_slot(endpoint, direction, true)]`.
+//!    `DROP_COUNTERS[drop_slot(endpoint, direction, true)]`;
+//! 4. what a ClusterNetworkPolicy `Deny` rule decided, instead of 2 and 3: its
+//!    drops, every packet of a flow it revoked (`judge::recheck`) and, in audit
+//!    mode, every packet and reply of a flow it would drop
+//!    (`CT_FLAG_RULE_SLOT`): `RULE_COUNTERS[PolicyValue::rule_slot]`.
 //!
 //! Allows without a rule (unisolated, node, the client's side of a deferred
 //! Service flow) count nowhere here.

@@ -74,8 +74,8 @@ use policy_common::{
     config::{Config, CONFIG_FLAG_KEEP_ESTABLISHED},
     ct::{
         CtKey, CtValue, CT_FLAG_AUDIT, CT_FLAG_DECIDED_THERE, CT_FLAG_DEFERRED, CT_FLAG_DIRECT,
-        CT_FLAG_REMOTE_PLAIN, CT_FLAG_REVOKED, CT_STATE_ANSWERED, CT_STATE_CLOSED,
-        CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
+        CT_FLAG_REMOTE_PLAIN, CT_FLAG_REVOKED, CT_FLAG_RULE_SLOT, CT_STATE_ANSWERED,
+        CT_STATE_CLOSED, CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_OPENING,
     },
     peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
     verdict::{
@@ -253,13 +253,27 @@ impl Hit {
     }
 
     /// The entry was re-decided with `generation` and denied: revoked and CLOSED,
-    /// so it expires after the closing timeout once the flow stops trying.
+    /// so it expires after the closing timeout once the flow stops trying. Denied
+    /// by a ClusterNetworkPolicy rule (`rule_slot`), the entry keeps that rule's
+    /// slot with `CT_FLAG_RULE_SLOT`, so the flow's later packets count in it.
     #[inline(always)]
-    pub(crate) fn revoke(&self, generation: u32) {
+    pub(crate) fn revoke(&self, generation: u32, rule_slot: Option<u32>) {
         // SAFETY: as in `refresh`.
         unsafe { (*self.entry).state = CT_STATE_CLOSED };
         let (_, flags) = verdict(self.entry);
-        set_verdict(self.entry, flags | CT_FLAG_REVOKED, generation);
+        let by_rule = match rule_slot {
+            Some(slot) => {
+                // SAFETY: as in `refresh`.
+                unsafe { (*self.entry).counter_slot = slot };
+                CT_FLAG_RULE_SLOT
+            }
+            None => 0,
+        };
+        set_verdict(
+            self.entry,
+            flags & !CT_FLAG_RULE_SLOT | CT_FLAG_REVOKED | by_rule,
+            generation,
+        );
     }
 }
 
@@ -666,7 +680,8 @@ fn relates(
         == CT_FLAG_DEFERRED | CT_FLAG_DECIDED_THERE
         && stamp == generation;
     (deferred_ok || flags & CT_FLAG_DEFERRED == 0 || decided_there)
-        && (flags & CT_FLAG_AUDIT == 0 || endpoint_flags & audit::flag(original) != 0)
+        && (flags & CT_FLAG_AUDIT == 0
+            || audit::stands(flags, stamp, generation, endpoint_flags, original))
         && flags & CT_FLAG_REVOKED == 0
         && (stamp == generation || keep_established())
 }

@@ -9,7 +9,9 @@
 
 use policy_common::{
     counters::{drop_slot, NO_COUNTER},
-    ct::{CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_REMOTE_PLAIN},
+    ct::{
+        CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_REMOTE_PLAIN, CT_FLAG_RULE_SLOT,
+    },
     endpoint::{EndpointInfo, ISOLATED_EGRESS, ISOLATED_INGRESS},
     peer::{PEER_FLAG_NODE, PEER_FLAG_SERVICE},
     policy::{
@@ -36,9 +38,12 @@ pub(crate) const SERVICE: u32 = 3;
 /// `Judgement::kind`: a `POLICY` rule allows it; the slot is the rule's (step 11).
 pub(crate) const RULE: u32 = 4;
 /// `Judgement::kind`: an audit-mode direction lets it pass as a would-drop; the
-/// slot is the audit deny slot (step 12).
+/// slot is the audit deny slot (step 12), or with `RULE_SLOT` the slot of the
+/// audit-mode ClusterNetworkPolicy rule that would deny it (step 11).
 pub(crate) const AUDIT: u32 = 5;
-/// `Judgement::kind`: denied; the slot is the direction's deny slot (step 12).
+/// `Judgement::kind`: denied; the slot is the direction's deny slot (step 12),
+/// or with `RULE_SLOT` the slot of the ClusterNetworkPolicy rule that denies it
+/// (step 11).
 pub(crate) const DENIED: u32 = 0;
 /// `Judgement::kind`: a rule allowed it while `ACTIVE` moved, or it was denied
 /// while `ACTIVE` moved or the agent wrote whole tables in place
@@ -51,9 +56,14 @@ pub(crate) const CHANGED: u32 = 6;
 /// need no deferral (`CT_FLAG_REMOTE_PLAIN`).
 const REMOTE_PLAIN: u32 = 1 << 16;
 
+/// `Judgement`'s high half, with an `AUDIT` or `DENIED` kind: the slot is a
+/// ClusterNetworkPolicy `Deny` rule's `RULE_COUNTERS` slot, so the packet counts
+/// in that rule (a flow tracked by it with `CT_FLAG_RULE_SLOT`).
+const RULE_SLOT: u32 = 1 << 17;
+
 /// A verdict and the counter slot that goes with it, packed in one u64 so the
 /// subprogram returns it in a register: the kind (`UNISOLATED` .. `DENIED`, with
-/// `REMOTE_PLAIN`) in the high half, the slot in the low half.
+/// `REMOTE_PLAIN` and `RULE_SLOT`) in the high half, the slot in the low half.
 #[derive(Clone, Copy)]
 pub(crate) struct Judgement(u64);
 
@@ -66,7 +76,24 @@ impl Judgement {
     /// `UNISOLATED`, `NODE`, `SERVICE`, `RULE`, `AUDIT` or `DENIED`.
     #[inline(always)]
     pub(crate) fn kind(self) -> u32 {
-        (self.0 >> 32) as u32 & !REMOTE_PLAIN
+        (self.0 >> 32) as u32 & !(REMOTE_PLAIN | RULE_SLOT)
+    }
+
+    /// Whether the slot is a ClusterNetworkPolicy rule's (`RULE_SLOT`).
+    #[inline(always)]
+    pub(crate) fn in_rule_slot(self) -> bool {
+        (self.0 >> 32) as u32 & RULE_SLOT != 0
+    }
+
+    /// Where the packet's bytes count.
+    #[inline(always)]
+    pub(crate) fn counter(self) -> Counter {
+        match self.kind() {
+            RULE => Counter::rule(self.slot()),
+            AUDIT | DENIED if self.in_rule_slot() => Counter::Rule(self.slot()),
+            AUDIT | DENIED => Counter::Deny(self.slot()),
+            _ => Counter::None,
+        }
     }
 
     /// The counter slot (`NO_COUNTER` for `UNISOLATED`, `NODE` and `SERVICE`).
@@ -86,6 +113,7 @@ impl Judgement {
         plain
             | match self.kind() {
                 SERVICE => CT_FLAG_DEFERRED,
+                AUDIT if self.in_rule_slot() => CT_FLAG_AUDIT | CT_FLAG_RULE_SLOT,
                 AUDIT => CT_FLAG_AUDIT,
                 _ => 0,
             }
@@ -127,9 +155,10 @@ fn remote_plain(endpoint: &EndpointInfo, flags: impl FnOnce() -> u32) -> u32 {
 ///     place; a moved one goes on to step 12); a would-deny or a NetworkPolicy
 ///     would-drop is `AUDIT`; a deny or a NetworkPolicy drop is `DENIED`, or
 ///     `CHANGED` while the lookups may have read two states
-///     (`maps::decided_mid_write`); a deny or would-deny also leaves its rule
-///     in `facts.rule`, for the drop event; a verdict this program does not
-///     know is `DENIED` (or `CHANGED` mid-write), never audited;
+///     (`maps::decided_mid_write`); a deny or would-deny counts in its rule's
+///     slot (`RULE_SLOT`) and leaves its rule in `facts.rule`, for the drop
+///     event; a verdict this program does not know is `DENIED` (or `CHANGED`
+///     mid-write), never audited;
 /// 12. else `AUDIT` when the endpoint audits that direction (also for step 11's
 ///     `CHANGED`: an audited direction passes either way), `CHANGED` while the
 ///     lookups may have read two states (`maps::decided_mid_write`), `DENIED`.
@@ -190,20 +219,22 @@ pub(crate) fn judge(
                 return Judgement::new(RULE | plain, found.rule_slot);
             }
             POLICY_DEFAULT if !moved => return Judgement::new(UNISOLATED | plain, NO_COUNTER),
-            POLICY_WOULD_DENY | POLICY_NETWORK_WOULD_DROP => {
-                // A ClusterNetworkPolicy rule's would-deny is reported by it.
-                if found.verdict == POLICY_WOULD_DENY {
-                    facts.rule = Some(found.rule_slot);
-                }
+            // A ClusterNetworkPolicy rule's would-deny or denial counts in its
+            // rule and is reported by it.
+            POLICY_WOULD_DENY => {
+                facts.rule = Some(found.rule_slot);
+                return Judgement::new(AUDIT | RULE_SLOT | plain, found.rule_slot);
+            }
+            POLICY_NETWORK_WOULD_DROP => {
                 return Judgement::new(AUDIT | plain, drop_slot(id, direction, true));
             }
             POLICY_DENY | POLICY_NETWORK_DROP => {
                 if maps::decided_mid_write(facts.generation) {
                     return Judgement::new(CHANGED, NO_COUNTER);
                 }
-                // A ClusterNetworkPolicy rule's denial is reported by it.
                 if found.verdict == POLICY_DENY {
                     facts.rule = Some(found.rule_slot);
+                    return Judgement::new(DENIED | RULE_SLOT, found.rule_slot);
                 }
                 return Judgement::new(DENIED, drop_slot(id, direction, false));
             }
@@ -245,7 +276,8 @@ pub(crate) fn judge(
 /// goes. Denied, or revoked by this same
 /// state already, the entry is revoked (`Hit::revoke`), refreshed, and the packet
 /// dropped with `STAT_DROP_REVOKED`, counted in the original direction's deny slot
-/// of `endpoint` and reported with that direction.
+/// of `endpoint` (or, revoked by a ClusterNetworkPolicy `Deny` rule, in that rule,
+/// which its event names) and reported with that direction.
 #[inline(always)]
 pub(crate) fn recheck(
     hit: &Hit,
@@ -278,12 +310,18 @@ pub(crate) fn recheck(
             hit.renew(generation, flags, judged.slot(), owned & CT_FLAG_DIRECT);
             return Ok(());
         }
-        hit.revoke(generation);
+        hit.revoke(generation, judged.in_rule_slot().then_some(judged.slot()));
     }
     hit.seen(flow);
     // Counted and reported as a denial of the original direction: its policy
     // revoked the flow, whichever way this packet goes.
-    facts.counter = Counter::Deny(drop_slot(endpoint.endpoint_id, original, false));
+    if hit.flags() & CT_FLAG_RULE_SLOT != 0 {
+        let slot = hit.counter_slot();
+        facts.counter = Counter::Rule(slot);
+        facts.rule = Some(slot);
+    } else {
+        facts.counter = Counter::Deny(drop_slot(endpoint.endpoint_id, original, false));
+    }
     facts.direction = original;
     Err(STAT_DROP_REVOKED)
 }

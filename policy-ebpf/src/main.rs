@@ -536,7 +536,7 @@ fn decide_flow(
             judge::recheck(&hit, at, endpoint, flow, facts, generation, owned)?;
         }
         if hit.flags() & CT_FLAG_DEFERRED == 0 {
-            if let Some((stat, counter)) = audit::tracked(&hit, endpoint, direction) {
+            if let Some((stat, counter)) = audit::tracked(&hit, endpoint, direction, generation) {
                 // A forward egress entry this hook did not decide (the
                 // destination's side wrote it, for a Service flow's translated
                 // tuple) proves nothing about where this packet goes now (the
@@ -589,16 +589,16 @@ fn decide_flow(
             return Ok((service::defer(ctx, ifindex, flow, true, generation)?, false))
         }
         judge::RULE => {
-            facts.counter = Counter::rule(slot);
+            facts.counter = judged.counter();
             STAT_ALLOW_POLICY
         }
         judge::AUDIT => {
-            facts.counter = Counter::Deny(slot);
+            facts.counter = judged.counter();
             STAT_WOULD_DROP_POLICY
         }
         judge::CHANGED => return Err(STAT_DROP_STATE_CHANGED),
         _ => {
-            facts.counter = Counter::Deny(slot);
+            facts.counter = judged.counter();
             return Err(STAT_DROP_POLICY);
         }
     };

@@ -25,7 +25,6 @@ use policy_common::{
         CT_FLAG_AUDIT, CT_FLAG_DECIDED_THERE, CT_FLAG_DEFERRED, CT_FLAG_DIRECT,
         CT_FLAG_LOCAL_OWNED, CT_FLAG_REVOKED,
     },
-    endpoint::AUDIT_EGRESS,
     events::{EVENT_ALLOWED, EVENT_WOULD_DROP},
     verdict::{
         DIRECTION_EGRESS, STAT_ALLOW_DEFERRED_EGRESS, STAT_ALLOW_POLICY, STAT_ALLOW_UNISOLATED,
@@ -404,7 +403,7 @@ fn source_tracked(len: u32, facts: &mut Facts, flow: &Flow, why: u32) -> u64 {
             return undecided();
         }
     }
-    let Some((_, counter)) = audit::tracked(&hit, &source, DIRECTION_EGRESS) else {
+    let Some((_, counter)) = audit::tracked(&hit, &source, DIRECTION_EGRESS, generation) else {
         return undecided();
     };
     if !quiet {
@@ -458,11 +457,7 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
     if kind == DENIED || kind == SERVICE {
         // SERVICE only for a flow nothing translated to the node's own socket:
         // a Service address the node holds has no backend to decide it on.
-        facts.counter = if kind == DENIED {
-            Counter::Deny(judged.slot())
-        } else {
-            Counter::None
-        };
+        facts.counter = judged.counter();
         return denied;
     }
     // `site.ifindex` is `ENDPOINT_ADDRS[saddr]` in this bank (`source_tracked`),
@@ -488,16 +483,8 @@ fn decide_source(len: u32, facts: &mut Facts, site: ct::Site, flow: &Flow, why: 
     // A stale packet was counted and reported at the source already.
     if why != Why::Stale as u32 {
         let (verdict, stat, counter) = match kind {
-            RULE => (
-                EVENT_ALLOWED,
-                STAT_ALLOW_POLICY,
-                Counter::rule(judged.slot()),
-            ),
-            AUDIT => (
-                EVENT_WOULD_DROP,
-                STAT_WOULD_DROP_POLICY,
-                Counter::Deny(judged.slot()),
-            ),
+            RULE => (EVENT_ALLOWED, STAT_ALLOW_POLICY, judged.counter()),
+            AUDIT => (EVENT_WOULD_DROP, STAT_WOULD_DROP_POLICY, judged.counter()),
             _ => (EVENT_ALLOWED, STAT_ALLOW_UNISOLATED, Counter::None),
         };
         counters::add(counter, len);
@@ -570,7 +557,9 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
             return false;
         }
     }
-    if let Some((_, counter)) = audit::tracked(&hit, &client, ct::opposite(DIRECTION_EGRESS)) {
+    if let Some((_, counter)) =
+        audit::tracked(&hit, &client, ct::opposite(DIRECTION_EGRESS), generation)
+    {
         hit.seen(flow);
         counters::add(counter, ctx.len());
         ctx.set_mark(mark(ctx) | maps::config(|c| c.mark_reply_verified));
@@ -624,7 +613,9 @@ pub(crate) fn verify_error(ctx: &TcContext, generation: u32, flow: &Flow) -> boo
         return false;
     }
     if flags & CT_FLAG_AUDIT != 0
-        && maps::endpoint(bank, client_if).is_none_or(|client| client.flags & AUDIT_EGRESS == 0)
+        && maps::endpoint(bank, client_if).is_none_or(|client| {
+            !audit::stands(flags, stamp, generation, client.flags, DIRECTION_EGRESS)
+        })
     {
         return false;
     }

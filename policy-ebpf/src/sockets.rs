@@ -121,8 +121,9 @@ fn decide(lookup: *mut bpf_sk_lookup) -> u32 {
     // here, as long as an audit-only one still audits.
     if let Some(hit) = ct::find(source_if, DIRECTION_EGRESS, flow, false) {
         if hit.passed_at_the_pod(generation, flow.protocol)
-            && maps::endpoint(bank, source_if)
-                .is_some_and(|endpoint| audit::tracked(&hit, &endpoint, DIRECTION_EGRESS).is_some())
+            && maps::endpoint(bank, source_if).is_some_and(|endpoint| {
+                audit::tracked(&hit, &endpoint, DIRECTION_EGRESS, generation).is_some()
+            })
         {
             return PASSED;
         }
