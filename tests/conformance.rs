@@ -355,19 +355,21 @@ fn every_cluster_case_parses_and_is_told_apart_from_the_matrix_format() {
     let files = policy_agent::lab::conformance::case_files(&cluster_cases())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(files.len(), 24, "one case per upstream test");
-    let (mut probes, mut experimental, mut host_network, mut only_sctp) = (0, 0, 0, 0);
+    let (mut probes, mut experimental, mut to_nodes, mut from_nodes, mut only_sctp) =
+        (0, 0, 0, 0, 0);
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{e}"));
         assert!(cluster::is_cluster_case(&text), "{}", file.display());
         let case = ClusterCase::load(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         probes += case.probes().count();
         experimental += usize::from(!case.experimental.is_empty());
-        host_network += usize::from(case.probes_host_network());
+        to_nodes += usize::from(!case.host_network_ports().is_empty());
+        from_nodes += usize::from(case.probes_from_host_network());
         only_sctp += usize::from(case.probes_only_sctp());
     }
     assert_eq!(
-        (probes, experimental, host_network, only_sctp),
-        (301, 6, 2, 4)
+        (probes, experimental, to_nodes, from_nodes, only_sctp),
+        (301, 6, 2, 0, 4)
     );
     assert!(!cluster::is_cluster_case(&read_case(
         "01-default-deny-ingress.yaml"
@@ -438,7 +440,7 @@ fn a_cluster_case_that_is_not_the_documented_shape_names_the_field() {
 }
 
 #[test]
-fn cluster_cases_run_probe_pod_addresses_and_skip_what_the_lab_cannot_probe() {
+fn cluster_cases_probe_pod_and_node_addresses_and_skip_what_the_lab_cannot_probe() {
     support::require_root_and_bpf();
     let dir = temp_dir("cluster");
     write(dir.path(), "1-np-only.yaml", NP_ONLY_CASE);
@@ -479,24 +481,29 @@ fn cluster_cases_run_probe_pod_addresses_and_skip_what_the_lab_cannot_probe() {
         NO_SCTP
     };
     assert_eq!(lines[2], format!("SKIP 3-sctp: {sctp}"));
-    assert_eq!(
-        lines[3],
-        format!("SKIP 4-node-peers: {}", cluster::NO_HOST_NETWORK)
-    );
-    // Until the manifest reader reads ClusterNetworkPolicies the case is skipped;
-    // from then on it must pass (which takes the compiler's tiers too).
+    // Until the manifest reader reads ClusterNetworkPolicies the cases that
+    // apply them are skipped; from then on they must pass (which takes the
+    // compiler's tiers too). The node peers' probes go to a node's address,
+    // which every node serves.
     let readable = cluster::fixture::cluster_policies_readable();
     if readable {
+        assert!(
+            lines[3].starts_with("PASS 4-node-peers (3 steps, 4 probes, ")
+                && lines[3].ends_with("; 1 SCTP probes skipped)"),
+            "{stdout}\n{stderr}"
+        );
         assert!(
             lines[4].starts_with("PASS 5-admin-tcp (6 steps, 12 probes, "),
             "{stdout}\n{stderr}"
         );
-        assert_eq!(lines[5], "2 passed, 1 failed, 2 skipped");
+        assert_eq!(lines[5], "3 passed, 1 failed, 1 skipped");
     } else {
-        assert_eq!(
-            lines[4],
-            format!("SKIP 5-admin-tcp: {}", cluster::NO_CNP_READER)
-        );
+        for (line, name) in [(3, "4-node-peers"), (4, "5-admin-tcp")] {
+            assert_eq!(
+                lines[line],
+                format!("SKIP {name}: {}", cluster::NO_CNP_READER)
+            );
+        }
         assert_eq!(lines[5], "1 passed, 1 failed, 3 skipped");
     }
     assert!(!out.status.success(), "a failed case must fail the run");

@@ -447,6 +447,24 @@ impl Lab {
         self.network.probe_to(specs, &targets, timeout)
     }
 
+    /// Serves `ports` on every node's own addresses, as a host-network pod does
+    /// (until the lab goes down), for probes to a node's address (`probe_at`).
+    pub fn serve_on_nodes(&mut self, ports: &[(u16, Protocol)]) -> Result<(), LabError> {
+        self.network.serve_on_nodes(ports)
+    }
+
+    /// Runs probes from each spec's source pod to the matching address of
+    /// `targets` (a node's address, say, where `spec.to` is a host-network pod);
+    /// results are keyed by the specs as with `probe`.
+    pub fn probe_at(
+        &self,
+        specs: &[ProbeSpec],
+        targets: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Vec<ProbeResult>, LabError> {
+        self.network.probe_to(specs, targets, timeout)
+    }
+
     /// Connects from the namespace of the node `pod` runs on, from that node's
     /// address of `family`, to `pod` on `port`/`protocol`, as a kubelet probe
     /// would; true when it got through within `timeout`.

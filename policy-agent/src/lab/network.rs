@@ -59,6 +59,8 @@ pub struct LabNetwork {
     ports: BTreeMap<ObjectRef, Vec<(u16, Protocol)>>,
     /// Pods whose namespace and veth exist.
     connected: BTreeSet<ObjectRef>,
+    /// Ports every node serves on its own addresses (`serve_on_nodes`).
+    node_ports: BTreeSet<(u16, Protocol)>,
     _servers: Vec<Servers>,
     _guard: RunGuard,
 }
@@ -130,6 +132,7 @@ impl LabNetwork {
             topology,
             ports,
             connected: BTreeSet::new(),
+            node_ports: BTreeSet::new(),
             _servers: Vec::new(),
             _guard: guard,
         };
@@ -171,6 +174,27 @@ impl LabNetwork {
             )?);
             self.connected.insert(key.clone());
         }
+        self._servers.push(Servers::start(listeners));
+        Ok(())
+    }
+
+    /// Serves `ports` on every node's namespace (its own addresses), as a
+    /// host-network pod does, until the network goes down; a port served already
+    /// is left as it is. SCTP ports are skipped as for pods.
+    pub(super) fn serve_on_nodes(&mut self, ports: &[(u16, Protocol)]) -> Result<(), LabError> {
+        let new: Vec<(u16, Protocol)> = ports
+            .iter()
+            .filter(|port| !self.node_ports.contains(port))
+            .copied()
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut listeners = Vec::new();
+        for node in &self.topology.nodes {
+            listeners.extend(servers::open_listeners(&node.netns, &node.name, &new)?);
+        }
+        self.node_ports.extend(new);
         self._servers.push(Servers::start(listeners));
         Ok(())
     }

@@ -6,10 +6,12 @@
 //! with upstream's fixture (`fixture`): for each case, reset to a clean cluster,
 //! then each step's policy changes (read by the manifest reader, as `--manifests`
 //! reads them) and namespace relabels, then each probe, pod to pod address as
-//! upstream connects, compared with what it expects.
+//! upstream connects, compared with what it expects. Upstream's host-network pods
+//! are servers on their node's address: every node of the lab serves the ports
+//! a case probes them on, and a probe to one connects to its node's address.
 //!
-//! Never reported as passed: a case that probes a host-network pod (the lab runs
-//! no server on a node's address), a case that applies ClusterNetworkPolicies
+//! Never reported as passed: a case that probes from a host-network pod (none of
+//! upstream's does; the lab sends no probe from a node), a case that applies ClusterNetworkPolicies
 //! when the manifest reader does not read that kind, a case whose every probe is
 //! SCTP on a kernel or lab without SCTP: those are skipped, saying why. In a
 //! case that also probes TCP or UDP, SCTP probes are not sent and the outcome
@@ -20,6 +22,7 @@ pub mod fixture;
 
 use std::{
     collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -34,8 +37,11 @@ use super::{
 };
 use crate::{
     causes::causes,
-    lab::{probe::ProbeSpec, Lab, LabError, LabOptions},
-    model::{ClusterState, Protocol},
+    lab::{
+        probe::{Family, ProbeSpec},
+        Lab, LabError, LabOptions,
+    },
+    model::{ClusterState, Node, ObjectRef, Protocol},
 };
 
 /// The `fixture` a case file of this format names.
@@ -45,9 +51,9 @@ pub const CNP_KIND: &str = "ClusterNetworkPolicy";
 /// The NetworkPolicy kind.
 pub const NP_KIND: &str = "NetworkPolicy";
 
-/// Why a case that probes a host-network pod is skipped.
-pub const NO_HOST_NETWORK: &str = "probes a host-network pod (upstream's forbidden-forrest \
-     servers listen on their node's address) and the lab runs no server on a node";
+/// Why a case that probes from a host-network pod is skipped.
+pub const NO_HOST_NETWORK: &str =
+    "probes from a host-network pod and the lab sends no probe from a node's address";
 /// Why a case that applies ClusterNetworkPolicies is skipped when they cannot be read.
 pub const NO_CNP_READER: &str =
     "applies ClusterNetworkPolicies and the manifest reader does not read that kind yet";
@@ -65,7 +71,7 @@ pub fn is_cluster_case(text: &str) -> bool {
 
 /// Why `case` cannot run here, if it cannot.
 fn skip_reason(case: &ClusterCase, readable: bool, sctp_reason: &str) -> Option<String> {
-    if case.probes_host_network() {
+    if case.probes_from_host_network() {
         Some(NO_HOST_NETWORK.into())
     } else if case.probes_only_sctp() {
         Some(sctp_reason.into())
@@ -120,14 +126,40 @@ pub fn run_files(
     Ok(outcomes)
 }
 
-/// The clean fixture with the lab's nodes (as kind labels them) in it.
+/// The lab's nodes, as kind labels them, in the lab's order.
+fn nodes(lab: &Lab) -> Vec<Node> {
+    lab.nodes()
+        .iter()
+        .map(|node| fixture::node(&node.name, node.addresses.both().to_vec()))
+        .collect()
+}
+
+/// The clean fixture with the lab's nodes in it.
 fn clean_state(lab: &Lab) -> ClusterState {
     let mut state = fixture::cluster();
-    for node in lab.nodes() {
-        let node = fixture::node(&node.name, node.addresses.both().to_vec());
+    for node in nodes(lab) {
         state.nodes.insert(node.name.clone(), node);
     }
     state
+}
+
+/// Where each probe of `specs` connects: the destination pod's IPv4 address,
+/// or for a host-network pod its node's (`fixture::host_network_pods`).
+fn targets(lab: &Lab, specs: &[ProbeSpec]) -> Result<Vec<SocketAddr>, LabError> {
+    let on_nodes: BTreeMap<ObjectRef, IpAddr> = fixture::host_network_pods(&nodes(lab))
+        .into_iter()
+        .filter_map(|pod| Some((pod.key, pod.ips.into_iter().find(IpAddr::is_ipv4)?)))
+        .collect();
+    specs
+        .iter()
+        .map(|spec| {
+            let address = match on_nodes.get(&spec.to) {
+                Some(address) => *address,
+                None => lab.pod_address(&spec.to, Family::Ipv4)?,
+            };
+            Ok(SocketAddr::new(address, spec.port))
+        })
+        .collect()
 }
 
 /// Runs one case on `lab`, which must have been built from the fixture.
@@ -169,6 +201,8 @@ fn run_steps(
     let lab_error = |step: usize| move |e: LabError| (step, causes(&e).to_string());
     let mut state = clean_state(lab);
     lab.update(state.clone()).map_err(lab_error(0))?;
+    lab.serve_on_nodes(&case.host_network_ports())
+        .map_err(lab_error(0))?;
     let addresses = fixture::addresses(lab.state());
     let mut policies = Policies::default();
     for (index, step) in case.steps.iter().enumerate() {
@@ -184,7 +218,9 @@ fn run_steps(
         let specs = specs(step);
         outcome.skipped_probes += step.probes.len() - specs.len();
         tracing::debug!(case = %case.name, step = number, subtest = %step.subtest, probes = specs.len(), "probing");
-        let results = lab.probe(&specs, timeout).map_err(lab_error(number))?;
+        let results = targets(lab, &specs)
+            .and_then(|targets| lab.probe_at(&specs, &targets, timeout))
+            .map_err(lab_error(number))?;
         outcome.steps = number;
         outcome.probes += results.len();
         let seen: BTreeMap<(String, String, u16, Protocol), bool> = results

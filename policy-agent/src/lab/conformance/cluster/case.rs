@@ -124,10 +124,21 @@ impl ClusterCase {
         self.probes().all(|(_, p)| p.protocol == Protocol::Sctp)
     }
 
-    /// Whether some probe connects to a host-network pod.
-    pub fn probes_host_network(&self) -> bool {
+    /// Whether some probe connects from a host-network pod.
+    pub fn probes_from_host_network(&self) -> bool {
         self.probes()
-            .any(|(_, p)| fixture::is_host_network(&p.from) || fixture::is_host_network(&p.to))
+            .any(|(_, p)| fixture::is_host_network(&p.from))
+    }
+
+    /// The ports (not SCTP) probes connect to on host-network pods: what the
+    /// nodes must serve.
+    pub fn host_network_ports(&self) -> Vec<(u16, Protocol)> {
+        let ports: std::collections::BTreeSet<(u16, Protocol)> = self
+            .probes()
+            .filter(|(_, p)| fixture::is_host_network(&p.to) && p.protocol != Protocol::Sctp)
+            .map(|(_, p)| (p.port, p.protocol))
+            .collect();
+        ports.into_iter().collect()
     }
 
     /// Whether some step applies a ClusterNetworkPolicy.

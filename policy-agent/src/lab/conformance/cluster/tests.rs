@@ -5,7 +5,7 @@ use super::{
     fixture::{self, Policies},
     skip_reason, NO_CNP_READER, NO_HOST_NETWORK,
 };
-use crate::model::{ObjectRef, NAMESPACE_NAME_LABEL};
+use crate::model::{ObjectRef, Protocol, NAMESPACE_NAME_LABEL};
 
 const GRYFFINDOR: &str = "network-policy-conformance-gryffindor";
 
@@ -144,6 +144,9 @@ fn skips_say_why_and_a_runnable_case_is_not_skipped() {
         "- subtest: a\n{cnp}  probes:\n{}",
         probe(centaur, "TCP")
     ));
+    let from_host = case(&format!(
+        "- subtest: a\n{cnp}  probes:\n  - {{from: {centaur}, to: {draco}, protocol: TCP, port: 80, expect: allowed}}\n"
+    ));
     let sctp = case(&format!(
         "- subtest: a\n{cnp}  probes:\n{}",
         probe(draco, "SCTP")
@@ -154,8 +157,10 @@ fn skips_say_why_and_a_runnable_case_is_not_skipped() {
         probe(draco, "UDP")
     ));
     let plain = case(&format!("- subtest: a\n  probes:\n{}", probe(draco, "TCP")));
+    assert_eq!(skip_reason(&host, true, "S"), None);
+    assert_eq!(host.host_network_ports(), vec![(80, Protocol::Tcp)]);
     assert_eq!(
-        skip_reason(&host, true, "S").as_deref(),
+        skip_reason(&from_host, true, "S").as_deref(),
         Some(NO_HOST_NETWORK)
     );
     assert_eq!(skip_reason(&sctp, false, "S").as_deref(), Some("S"));
