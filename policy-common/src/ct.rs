@@ -106,9 +106,9 @@ pub const CT_FLAG_DECIDED_THERE: u32 = 1 << 5;
 pub const CT_FLAG_REMOTE_PLAIN: u32 = 1 << 6;
 
 /// Flag, with `CT_FLAG_AUDIT`: a ClusterNetworkPolicy `Deny` rule of an
-/// audit-mode policy would drop the flow, and `CtValue::counter_slot` is that
-/// rule's `RULE_COUNTERS` slot (not a `DROP_COUNTERS` slot): every packet of the
-/// flow counts as the rule's would-drop.
+/// audit-mode policy would drop the flow; with `CT_FLAG_REVOKED`: such a rule
+/// revoked it. `CtValue::counter_slot` is then that rule's `RULE_COUNTERS` slot
+/// (not a `DROP_COUNTERS` slot): every packet of the flow counts in the rule.
 pub const CT_FLAG_RULE_SLOT: u32 = 1 << 7;
 
 /// `CtValue::state`: first packet seen, no reply yet (TCP: a SYN sent, or a flow

@@ -1,7 +1,10 @@
 //! Audit mode: an endpoint direction flagged `AUDIT_INGRESS`/`AUDIT_EGRESS` is
 //! isolated only by audit-mode policies, so what they would drop passes, counted
 //! (`STAT_WOULD_DROP_POLICY`, the `DROP_COUNTERS` audit slot) and reported
-//! (`EVENT_WOULD_DROP`), and its flow is tracked with `CT_FLAG_AUDIT`.
+//! (`EVENT_WOULD_DROP`), and its flow is tracked with `CT_FLAG_AUDIT`. A
+//! `POLICY` entry's would-deny (an audit-mode ClusterNetworkPolicy `Deny` rule)
+//! passes the same way, counted in the rule's `RULE_COUNTERS` slot and tracked
+//! with `CT_FLAG_AUDIT | CT_FLAG_RULE_SLOT`.
 //!
 //! Rules for a packet of a tracked flow (`tracked`):
 //! 1. an ordinary entry passes as `STAT_ALLOW_TRACKED`, counting in its rule's slot;
@@ -11,12 +14,13 @@
 //!    ClusterNetworkPolicy rule's slot with `CT_FLAG_RULE_SLOT`), while the
 //!    endpoint still has the audit flag of the flow's original direction;
 //! 3. once it no longer has it (the policies now enforce, or no longer isolate), the
-//!    entry is a miss (a ClusterNetworkPolicy rule's would-deny, `CT_FLAG_RULE_SLOT`,
-//!    is one once the tables change at all, `stands`): the packet is decided afresh, and an allowed one overwrites
-//!    it. Audit never keeps a connection open past the switch to enforce, not even
+//!    entry is a miss (`stands`; a rule's would-deny, `CT_FLAG_RULE_SLOT`, is one
+//!    once `ACTIVE` moved): the packet is decided afresh, and an allowed one
+//!    overwrites it. Audit never keeps a connection open past a change, not even
 //!    with `CONFIG_FLAG_KEEP_ESTABLISHED`, which keeps ordinary flows across policy
-//!    changes. (Without that flag the switch flips banks, so the flow's next packet
-//!    has re-decided it, `judge::recheck`, before it gets here.)
+//!    changes: an audit entry of another generation is never current
+//!    (`Hit::current`), so the flow's next packet has re-decided it,
+//!    `judge::recheck`, before it gets here.
 
 use policy_common::{
     ct::{CT_FLAG_AUDIT, CT_FLAG_RULE_SLOT},

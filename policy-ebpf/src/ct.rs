@@ -165,12 +165,14 @@ impl Hit {
 
     /// Whether the packet, decided with `generation`, may pass by this entry
     /// without re-deciding it (transition 5): not revoked, and decided by the same
-    /// state (or the agent keeps established flows). Generation and flags are read
-    /// in `verdict`'s order.
+    /// state (or the agent keeps established flows, unless the entry passed by
+    /// audit: audit never keeps a flow past a change, which may have made the
+    /// policy enforce). Generation and flags are read in `verdict`'s order.
     #[inline(always)]
     pub(crate) fn current(&self, generation: u32) -> bool {
         let (stamp, flags) = verdict(self.entry);
-        flags & CT_FLAG_REVOKED == 0 && (stamp == generation || keep_established())
+        flags & CT_FLAG_REVOKED == 0
+            && (stamp == generation || flags & CT_FLAG_AUDIT == 0 && keep_established())
     }
 
     /// Whether this forward entry was decided by another generation than
@@ -255,7 +257,9 @@ impl Hit {
     /// The entry was re-decided with `generation` and denied: revoked and CLOSED,
     /// so it expires after the closing timeout once the flow stops trying. Denied
     /// by a ClusterNetworkPolicy rule (`rule_slot`), the entry keeps that rule's
-    /// slot with `CT_FLAG_RULE_SLOT`, so the flow's later packets count in it.
+    /// slot with `CT_FLAG_RULE_SLOT`, so the flow's later packets count in it. The
+    /// slot is written before the flags: a packet of the old decision racing this
+    /// one may count once in the wrong counter (as `renew` may), never pass.
     #[inline(always)]
     pub(crate) fn revoke(&self, generation: u32, rule_slot: Option<u32>) {
         // SAFETY: as in `refresh`.

@@ -19,7 +19,8 @@ use crate::{
 pub(crate) enum Counter {
     /// None (no rule decided the flow, or a drop that is not a policy's).
     None,
-    /// `RULE_COUNTERS[slot]`: a rule allowed the packet's flow.
+    /// `RULE_COUNTERS[slot]`: a rule allowed the packet's flow, or a
+    /// ClusterNetworkPolicy `Deny` rule denied it (or would).
     Rule(u32),
     /// `DROP_COUNTERS[slot]`: dropped by policy, or a would-drop in audit mode.
     Deny(u32),
@@ -44,8 +45,9 @@ impl Counter {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct Facts {
-    /// The `RULE_COUNTERS` slot of the rule that allowed the packet (its
-    /// `POLICY` entry's `rule_slot`), if a rule did.
+    /// The `RULE_COUNTERS` slot of the rule that allowed the packet, or of the
+    /// ClusterNetworkPolicy rule that denied it (its `POLICY` entry's
+    /// `rule_slot`), if a rule did.
     pub rule: Option<u32>,
     /// Where the packet's bytes count.
     pub counter: Counter,

@@ -76,7 +76,7 @@ use network_types::{
 use policy_common::{
     ct::{
         CtKey, CT_FLAG_AUDIT, CT_FLAG_DEFERRED, CT_FLAG_DIRECT, CT_FLAG_LOCAL_OWNED,
-        CT_FLAG_REMOTE_PLAIN, CT_FLAG_REVOKED, CT_STATE_OPENING,
+        CT_FLAG_REMOTE_PLAIN, CT_FLAG_REVOKED, CT_FLAG_RULE_SLOT, CT_STATE_OPENING,
     },
     verdict::{DIRECTION_EGRESS, DIRECTION_INGRESS, STAT_ALLOW_TRACKED},
 };
@@ -98,7 +98,7 @@ const IPPROTO_UDP: u8 = IpProto::Udp as u8;
 const TCP_NEEDED: usize = offset_of!(TcpHdr, _bitfield_1) + 2;
 const UDP_NEEDED: usize = 4;
 /// The entry flags that make a hit go the long way.
-const SLOW_FLAGS: u32 = CT_FLAG_AUDIT | CT_FLAG_DEFERRED | CT_FLAG_REVOKED;
+const SLOW_FLAGS: u32 = CT_FLAG_AUDIT | CT_FLAG_DEFERRED | CT_FLAG_REVOKED | CT_FLAG_RULE_SLOT;
 
 /// The packet's tuple, as the key of its flow's forward entry at `ifindex` in
 /// `direction`, and its TCP flags; `None` when it is not a packet the fast path

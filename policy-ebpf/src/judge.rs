@@ -220,19 +220,19 @@ pub(crate) fn judge(
             }
             POLICY_DEFAULT if !moved => return Judgement::new(UNISOLATED | plain, NO_COUNTER),
             // A ClusterNetworkPolicy rule's would-deny or denial counts in its
-            // rule and is reported by it.
-            POLICY_WOULD_DENY => {
-                facts.rule = Some(found.rule_slot);
-                return Judgement::new(AUDIT | RULE_SLOT | plain, found.rule_slot);
-            }
-            POLICY_NETWORK_WOULD_DROP => {
+            // rule and is reported by it (in the deny slot if it has no slot).
+            POLICY_WOULD_DENY | POLICY_NETWORK_WOULD_DROP => {
+                if found.verdict == POLICY_WOULD_DENY && found.rule_slot != NO_COUNTER {
+                    facts.rule = Some(found.rule_slot);
+                    return Judgement::new(AUDIT | RULE_SLOT | plain, found.rule_slot);
+                }
                 return Judgement::new(AUDIT | plain, drop_slot(id, direction, true));
             }
             POLICY_DENY | POLICY_NETWORK_DROP => {
                 if maps::decided_mid_write(facts.generation) {
                     return Judgement::new(CHANGED, NO_COUNTER);
                 }
-                if found.verdict == POLICY_DENY {
+                if found.verdict == POLICY_DENY && found.rule_slot != NO_COUNTER {
                     facts.rule = Some(found.rule_slot);
                     return Judgement::new(DENIED | RULE_SLOT, found.rule_slot);
                 }
@@ -294,6 +294,8 @@ pub(crate) fn recheck(
         at.direction
     };
     let revoked_here = hit.generation() == generation;
+    // The ClusterNetworkPolicy rule's slot, when one revoked the flow.
+    let mut by_rule = None;
     if !revoked_here {
         let site = Site {
             direction: original,
@@ -310,17 +312,22 @@ pub(crate) fn recheck(
             hit.renew(generation, flags, judged.slot(), owned & CT_FLAG_DIRECT);
             return Ok(());
         }
-        hit.revoke(generation, judged.in_rule_slot().then_some(judged.slot()));
+        by_rule = judged.in_rule_slot().then_some(judged.slot());
+        hit.revoke(generation, by_rule);
+    } else if hit.flags() & CT_FLAG_RULE_SLOT != 0 {
+        by_rule = Some(hit.counter_slot());
     }
     hit.seen(flow);
     // Counted and reported as a denial of the original direction: its policy
     // revoked the flow, whichever way this packet goes.
-    if hit.flags() & CT_FLAG_RULE_SLOT != 0 {
-        let slot = hit.counter_slot();
-        facts.counter = Counter::Rule(slot);
-        facts.rule = Some(slot);
-    } else {
-        facts.counter = Counter::Deny(drop_slot(endpoint.endpoint_id, original, false));
+    match by_rule {
+        Some(slot) => {
+            facts.counter = Counter::Rule(slot);
+            facts.rule = Some(slot);
+        }
+        None => {
+            facts.counter = Counter::Deny(drop_slot(endpoint.endpoint_id, original, false));
+        }
     }
     facts.direction = original;
     Err(STAT_DROP_REVOKED)

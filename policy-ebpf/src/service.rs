@@ -545,14 +545,14 @@ pub(crate) fn verify_reply(ctx: &TcContext, facts: &mut Facts, flow: &Flow) -> b
         // learns the new state, and a denied one verifies nothing.
         // `ENDPOINT_ADDRS[daddr] == client_if` in this bank (above), and `daddr`
         // is the source of the client's egress entry: its local address.
-        let (counter, direction) = (facts.counter, facts.direction);
+        let (counter, direction, rule) = (facts.counter, facts.direction, facts.rule);
         let owned = CT_FLAG_LOCAL_OWNED;
         // This tuple is past translation: a Service address on it is judged by
         // its class, never deferred again (`Facts::translated`).
         facts.translated = true;
         let rechecked = judge::recheck(&hit, site, &client, flow, facts, generation, owned);
         facts.translated = false;
-        (facts.counter, facts.direction) = (counter, direction);
+        (facts.counter, facts.direction, facts.rule) = (counter, direction, rule);
         if rechecked.is_err() || hit.flags() & CT_FLAG_DEFERRED != 0 {
             return false;
         }

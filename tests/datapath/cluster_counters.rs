@@ -6,9 +6,9 @@
 //! the tables come from the compiler.
 
 use policy_agent::{
-    dataplane::{Hook, PolicyCounters, Traffic},
+    dataplane::{Hook, LoadOptions, PolicyCounters, Traffic},
     model::{
-        builders::{cluster_rule, cnp, netpol, rule, selector},
+        builders::{cluster_rule, cnp, netpol, pod, rule, selector},
         ClusterState, ObjectRef, Protocol, RuleAction, SelectorOperator, Tier,
     },
     policy::{
@@ -17,9 +17,11 @@ use policy_agent::{
     },
 };
 
+use policy_common::config::{Config, CONFIG_FLAG_KEEP_ESTABLISHED};
+
 use super::{
     net::Net,
-    pods::{self, ack, syn, traffic, CLIENT_V4, OTHER_V4, SERVER_V4},
+    pods::{self, ack, syn, traffic, CLIENT_V4, OTHER_V4, PODS, SERVER_V4},
 };
 
 /// The three pods and NetworkPolicy `x/web`, which admits `role=client` and
@@ -28,20 +30,30 @@ use super::{
 /// 80 on the server, and an audit-mode one whose rule `other-watched` would deny
 /// `role=other` pods.
 fn state(guardrails: bool) -> ClusterState {
+    state_with(guardrails, false)
+}
+
+/// `state`, with the server's egress isolated too (no egress rule) when
+/// `egress_isolated`.
+fn state_with(guardrails: bool, egress_isolated: bool) -> ClusterState {
+    let web = netpol("x", "web").select(selector().label("app", "web").build());
+    let web = if egress_isolated {
+        web.types(true, true)
+    } else {
+        web
+    };
     let mut state = pods::labelled("other").policy(
-        netpol("x", "web")
-            .select(selector().label("app", "web").build())
-            .ingress(
-                rule()
-                    .from_pods(
-                        selector()
-                            .expr("role", SelectorOperator::In, ["client", "other"])
-                            .build(),
-                    )
-                    .port(80, Protocol::Tcp)
-                    .build(),
-            )
-            .build(),
+        web.ingress(
+            rule()
+                .from_pods(
+                    selector()
+                        .expr("role", SelectorOperator::In, ["client", "other"])
+                        .build(),
+                )
+                .port(80, Protocol::Tcp)
+                .build(),
+        )
+        .build(),
     );
     if guardrails {
         let server = selector().label("app", "web").build();
@@ -76,8 +88,12 @@ fn state(guardrails: bool) -> ClusterState {
 }
 
 fn tables(net: &Net, guardrails: bool) -> DatapathTables {
+    compile_state(net, &state(guardrails))
+}
+
+fn compile_state(net: &Net, state: &ClusterState) -> DatapathTables {
     let local = |p: &policy_agent::model::Pod| net.pods.iter().any(|n| n.key == p.key);
-    compile(&state(guardrails), &[], local)
+    compile(state, &[], local)
 }
 
 /// What the ingress rule 0 of cluster policy `policy` counted, and as what.
@@ -153,4 +169,46 @@ fn a_deny_rule_counts_its_drops_and_revocations_and_an_audited_one_its_whole_flo
         assert_eq!(drops.denied, Traffic::default(), "{counters:#?}");
         assert_eq!(drops.would_drop, Traffic::default(), "{counters:#?}");
     }
+}
+
+/// With established flows kept across changes, a flow an audit-mode rule would
+/// deny is still re-decided after any change (here a pod elsewhere appearing):
+/// its reply, the first packet after the change, finds the flow a would-drop
+/// again, not a new flow the server's isolated egress drops. (An audit entry
+/// kept as it was would no longer stand once the state moved.)
+#[test]
+fn with_kept_flows_an_audited_rule_flow_is_re_decided_after_a_change_and_its_replies_pass() {
+    let options = LoadOptions {
+        config: Config {
+            flags: CONFIG_FLAG_KEEP_ESTABLISHED,
+            ..Config::DEFAULT
+        },
+        ..LoadOptions::default()
+    };
+    let mut net = pods::quiet_net(&PODS, &options);
+    let before = compile_state(&net, &state_with(true, true));
+    net.apply(&before);
+    let opening = syn(OTHER_V4, SERVER_V4, 45200, 80);
+    let reply = ack(SERVER_V4, OTHER_V4, 80, 45200);
+    assert!(net.run(Hook::PodIngress, "server", 0, &opening).passed);
+    assert!(net.run(Hook::PodEgress, "server", 0, &reply).passed);
+
+    let elsewhere = pod("x", "elsewhere")
+        .labels([("role", "nobody")])
+        .ip("10.9.0.9")
+        .node("other-node")
+        .build();
+    let mut moved = state_with(true, true);
+    moved.pods.insert(elsewhere.key.clone(), elsewhere);
+    let after = compile_state(&net, &moved);
+    assert_ne!(after, before, "the change must write something");
+    net.apply(&after);
+    assert!(
+        net.run(Hook::PodEgress, "server", 0, &reply).passed,
+        "the reply of a would-drop flow after a change"
+    );
+    let counters = net.policy_counters(&after);
+    let (_, verdict, traffic) = counted(&counters, "watch");
+    assert_eq!(verdict, RuleVerdict::WouldDrop);
+    assert_eq!(traffic.packets, 3, "{counters:#?}");
 }

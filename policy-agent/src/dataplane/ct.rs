@@ -55,7 +55,9 @@ pub struct TrackedFlow {
     /// IP protocol number.
     pub protocol: u8,
     /// The `RULE_COUNTERS` slot of the rule that allowed it (with `audit`, the
-    /// `DROP_COUNTERS` slot); `None` when no rule decided (unisolated, node, deferred).
+    /// `DROP_COUNTERS` slot, or the would-denying ClusterNetworkPolicy rule's
+    /// `RULE_COUNTERS` slot when the entry has `CT_FLAG_RULE_SLOT`); `None` when
+    /// no rule decided (unisolated, node, deferred).
     pub counter_slot: Option<u32>,
     /// A flow that passes only because its direction is in audit mode.
     pub audit: bool,

@@ -153,7 +153,9 @@ pub(super) struct SlotRecord {
     pub direction: String,
     /// Index of the rule in that policy's list.
     pub rule_index: u32,
-    /// What the slot counts (`RuleVerdict::name`).
+    /// What the slot counts (`RuleVerdict::name`); `allowed` in a state written
+    /// before rules had anything else to count.
+    #[serde(default = "allowed")]
     pub verdict: String,
     /// Its `RULE_COUNTERS` slot.
     pub slot: u32,
@@ -170,6 +172,10 @@ pub(super) struct SlotState {
     pub released: Vec<u32>,
     /// Slots below this have been handed out at least once.
     pub next_unused: u32,
+}
+
+fn allowed() -> String {
+    RuleVerdict::Allowed.name().to_string()
 }
 
 fn direction_name(direction: Direction) -> &'static str {
