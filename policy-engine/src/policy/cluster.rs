@@ -6,7 +6,7 @@
 //! `Direction`. Each quoted sentence comes from the v1alpha2 API's documentation
 //! (kubernetes-sigs/network-policy-api).
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use crate::{
     model::{
@@ -157,6 +157,37 @@ pub fn peer_matches(state: &ClusterState, peer: &ClusterPeer, remote: Remote<'_>
     }
 }
 
+/// The addresses two or more pod-network pods claim (a reused IP while the old
+/// pod lingers), each with its claimants. Such an address is no pod: no
+/// `namespaces` or `pods` peer matches it, except a `Deny` rule's, which matches
+/// it when it matches any claimant (`denies_a_claimant`), so that a lingering
+/// pod never lets another one past a `Deny`.
+pub fn shared_addresses(state: &ClusterState) -> BTreeMap<IpAddr, Vec<&Pod>> {
+    let mut claimed: BTreeMap<IpAddr, Vec<&Pod>> = BTreeMap::new();
+    for pod in state.pods.values().filter(|pod| !pod.host_network) {
+        for (index, ip) in pod.ips.iter().enumerate() {
+            if !pod.ips[..index].contains(ip) {
+                claimed.entry(*ip).or_default().push(pod);
+            }
+        }
+    }
+    claimed.retain(|_, pods| pods.len() > 1);
+    claimed
+}
+
+/// Whether `peer`, a `namespaces` or `pods` peer of a `Deny` rule, matches one
+/// of `claimants`, the pods that claim a shared address (`shared_addresses`).
+pub fn denies_a_claimant(state: &ClusterState, peer: &ClusterPeer, claimants: &[&Pod]) -> bool {
+    matches!(peer, ClusterPeer::Namespaces(_) | ClusterPeer::Pods(_))
+        && claimants.iter().any(|pod| {
+            let remote = Remote {
+                pod: Some(pod),
+                ips: &[],
+            };
+            peer_matches(state, peer, remote)
+        })
+}
+
 /// Whether `port` matches `protocol`/`number` at `receiver`, the pod the
 /// connection goes to (named ports resolve there, with the protocol its
 /// container declares; without a receiving pod a name matches nothing).
@@ -226,12 +257,23 @@ pub fn rule_match(
         (true, RuleAction::Pass) => RuleAction::Deny,
         (_, action) => action,
     };
+    // A shared address (no pod) is denied as any of its claimants would be.
+    let claimants: Vec<&Pod> = if action == RuleAction::Deny && remote.pod.is_none() {
+        state
+            .pods
+            .values()
+            .filter(|pod| !pod.host_network && pod.ips.iter().any(|ip| remote.ips.contains(ip)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let shared = claimants.len() > 1;
     ClusterRuleMatch {
         index,
-        peer_matched: rule
-            .peers
-            .iter()
-            .any(|peer| peer_matches(state, peer, remote)),
+        peer_matched: rule.peers.iter().any(|peer| {
+            peer_matches(state, peer, remote)
+                || shared && denies_a_claimant(state, peer, &claimants)
+        }),
         // "If unspecified, protocol-specific attributes will not be used to match
         // traffic."
         port_matched: rule.ports.is_empty()

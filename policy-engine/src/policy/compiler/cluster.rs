@@ -17,15 +17,19 @@
 //! - a rule that fails closed -> an `Accept` that matches nothing (one invalid
 //!   peer), or a `Deny` of every peer, protocol and port.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use crate::{
     model::{
         ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, ClusterState, NamespaceScope,
-        NetworkPolicy, ObjectRef, Peer, Peers, PolicyMode, PolicyPort, PolicyTypes, PortRef,
+        NetworkPolicy, ObjectRef, Peer, Peers, Pod, PolicyMode, PolicyPort, PolicyTypes, PortRef,
         Protocol, Rule, RuleAction, Tier,
     },
-    policy::{cluster::cluster_rules, selector::matches, tables::Direction},
+    policy::{
+        cluster::{cluster_rules, denies_a_claimant, shared_addresses},
+        selector::matches,
+        tables::Direction,
+    },
 };
 
 /// What a lowered policy keeps beside its stand-in's rules.
@@ -74,9 +78,14 @@ impl Lowered {
         let mut ordered: Vec<&ClusterNetworkPolicy> = state.cluster_policies.values().collect();
         ordered.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
         let mut out = Lowered::default();
+        if ordered.is_empty() {
+            return out;
+        }
+        let shared = shared_addresses(state);
         for policy in ordered {
-            let (ingress, ingress_actions) = lower_rules(state, policy, Direction::Ingress);
-            let (egress, egress_actions) = lower_rules(state, policy, Direction::Egress);
+            let (ingress, ingress_actions) =
+                lower_rules(state, &shared, policy, Direction::Ingress);
+            let (egress, egress_actions) = lower_rules(state, &shared, policy, Direction::Egress);
             out.policies.push(NetworkPolicy {
                 key: ObjectRef::cluster(&policy.name),
                 pod_selector: Default::default(),
@@ -175,17 +184,24 @@ fn deny_everything() -> Rule {
 /// The stand-in rules of `policy` for `direction`, with their actions.
 fn lower_rules(
     state: &ClusterState,
+    shared: &BTreeMap<IpAddr, Vec<&Pod>>,
     policy: &ClusterNetworkPolicy,
     direction: Direction,
 ) -> (Vec<Rule>, Vec<RuleAction>) {
     cluster_rules(policy, direction)
         .iter()
-        .map(|rule| lower_rule(state, rule))
+        .map(|rule| lower_rule(state, shared, rule))
         .unzip()
 }
 
-/// One rule, lowered (see the module's list).
-fn lower_rule(state: &ClusterState, rule: &ClusterRule) -> (Rule, RuleAction) {
+/// One rule, lowered (see the module's list); a `Deny` rule's `namespaces` and
+/// `pods` peers also take the `shared` addresses whose claimants they match,
+/// as host ipBlocks (a shared address is no pod to a pod peer).
+fn lower_rule(
+    state: &ClusterState,
+    shared: &BTreeMap<IpAddr, Vec<&Pod>>,
+    rule: &ClusterRule,
+) -> (Rule, RuleAction) {
     if rule.fails_closed() {
         return match rule.action {
             RuleAction::Accept => {
@@ -198,11 +214,26 @@ fn lower_rule(state: &ClusterState, rule: &ClusterRule) -> (Rule, RuleAction) {
             RuleAction::Deny | RuleAction::Pass => (deny_everything(), RuleAction::Deny),
         };
     }
-    let peers: Vec<Peer> = rule
+    let mut peers: Vec<Peer> = rule
         .peers
         .iter()
         .flat_map(|peer| lower_peer(state, peer))
         .collect();
+    if rule.action == RuleAction::Deny {
+        peers.extend(
+            shared
+                .iter()
+                .filter(|(_, claimants)| {
+                    rule.peers
+                        .iter()
+                        .any(|peer| denies_a_claimant(state, peer, claimants))
+                })
+                .map(|(ip, _)| Peer::IpBlock {
+                    cidr: ipnet::IpNet::from(*ip),
+                    except: Vec::new(),
+                }),
+        );
+    }
     let ports = rule.ports.iter().flat_map(lower_port).collect();
     // A peer list that lowers to nothing (a `nodes` peer no node matches)
     // still matches nothing, not everything.

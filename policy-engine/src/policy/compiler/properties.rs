@@ -386,12 +386,15 @@ pub(super) fn network_cluster_strategy() -> impl Strategy<Value = ClusterState> 
 pub(super) fn cluster_strategy() -> impl Strategy<Value = ClusterState> {
     let namespaces = vec(vec(pair(&["team"]), 0..=1), NAMESPACES.len());
     let pods = vec(pod_strategy(), 3..=8);
+    // Now and then a pod claims another's addresses (a reused IP while the old
+    // pod lingers).
+    let twins = vec((0..8usize, pod_strategy()), 0..=1);
     let policies =
         (1..=4usize).prop_flat_map(|count| (0..count).map(policy_strategy).collect::<Vec<_>>());
     let cluster_policies = (0..=3usize)
         .prop_flat_map(|count| (0..count).map(cluster_policy_strategy).collect::<Vec<_>>());
-    (namespaces, pods, policies, cluster_policies).prop_map(
-        |(ns_labels, pods, policies, cluster_policies)| {
+    (namespaces, pods, twins, policies, cluster_policies).prop_map(
+        |(ns_labels, pods, twins, policies, cluster_policies)| {
             let mut builder = cluster();
             // Node n0 is labelled role=x, n1 role=y: `nodes` peers pick either.
             for (index, [v4, v6]) in NODES.iter().enumerate() {
@@ -404,8 +407,18 @@ pub(super) fn cluster_strategy() -> impl Strategy<Value = ClusterState> {
             for (name, pairs) in NAMESPACES.iter().zip(ns_labels) {
                 builder = builder.namespace(namespace(name).labels(pairs).build());
             }
+            // Twins only of pod-network pods, and on the pod network themselves:
+            // a host-network pod has its node's addresses.
+            let on_pod_network: Vec<usize> = (0..pods.len()).filter(|i| !pods[*i].4).collect();
             for (index, params) in pods.into_iter().enumerate() {
                 builder = builder.pod(build_pod(index, params));
+            }
+            for (twin, (of, (ns, pairs, family, named, _, node))) in twins.into_iter().enumerate() {
+                let Some(&original) = on_pod_network.get(of % on_pod_network.len().max(1)) else {
+                    continue;
+                };
+                let params = (ns, pairs, family, named, false, node);
+                builder = builder.pod(pod_with_addresses(100 + twin, original, params));
             }
             for (index, ip) in CLUSTER_IPS.iter().enumerate() {
                 builder =
@@ -560,9 +573,23 @@ fn verdicts(
                         protocol,
                         port,
                     };
+                    // Each side is judged at its own pod (which an address two
+                    // pods claim does not name), the remote by its address.
+                    let at = |side: &Side| match &side.pod {
+                        Some((pod, _)) => End::PodAt(pod.clone(), side.ip),
+                        None => End::Address(side.ip),
+                    };
+                    let from_src = Query {
+                        src: at(src),
+                        ..query.clone()
+                    };
+                    let to_dst = Query {
+                        dst: at(dst),
+                        ..query.clone()
+                    };
                     let on = |side: &Side| &effective[side.pod.as_ref().map_or(0, |(_, n)| *n)];
-                    let egress_verdict = evaluate(on(src), &query).egress;
-                    let ingress_verdict = evaluate(on(dst), &query).ingress;
+                    let egress_verdict = evaluate(on(src), &from_src).egress;
+                    let ingress_verdict = evaluate(on(dst), &to_dst).ingress;
                     let expected = (
                         Passage::of_evaluator(&egress_verdict),
                         if from_own_node {

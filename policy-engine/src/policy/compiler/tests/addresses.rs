@@ -36,6 +36,52 @@ fn an_address_two_pods_claim_is_never_wider_than_either() {
 }
 
 #[test]
+fn a_cluster_deny_of_either_claimant_denies_an_address_two_pods_claim() {
+    use crate::{
+        model::{
+            builders::{cluster_rule, cnp, namespace},
+            RuleAction, Tier,
+        },
+        policy::evaluator::{evaluate, End, Query},
+    };
+    // remote/intruder (team=b) claims client-1's address while client-1
+    // lingers; an Admin Deny of team b's pods must still drop it at web-1, where
+    // nothing else isolates.
+    let guard = cnp("guard", Tier::Admin, 10)
+        .subject_pods(selector().build(), sel("app", "web"))
+        .ingress(
+            cluster_rule(RuleAction::Deny)
+                .name("no-team-b")
+                .namespaces(sel("team", "b"))
+                .build(),
+        )
+        .build();
+    let state = base()
+        .namespace(namespace("remote").labels([("team", "b")]).build())
+        .pod(
+            pod("remote", "intruder")
+                .labels([("app", "x")])
+                .ip("10.0.0.3")
+                .node("n2")
+                .build(),
+        )
+        .cluster_policy(guard)
+        .build();
+    let tables = on_n1(&state);
+    let query = |from: &str| Query {
+        src: End::Address(ip(from)),
+        dst: End::Pod(key("prod/web-1")),
+        protocol: Tcp,
+        port: 80,
+    };
+    for (from, dropped) in [("10.0.0.3", true), ("10.0.0.4", false), ("10.0.1.3", true)] {
+        let verdict = tables.verdict(&key("prod/web-1"), Direction::Ingress, ip(from), 6, 80);
+        assert_eq!(!verdict.passes(), dropped, "{from}: {verdict:?}\n{tables}");
+        assert_eq!(evaluate(&state, &query(from)).allowed, !dropped, "{from}");
+    }
+}
+
+#[test]
 fn dual_stack_and_ipv6_only_pods_are_enforced_on_every_address() {
     let state = cluster()
         .pod(prod_pod("web", Some("web"), &["10.0.0.1", "fd00::1"], "n1"))

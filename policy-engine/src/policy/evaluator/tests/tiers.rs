@@ -339,3 +339,53 @@ fn an_audit_mode_cluster_policy_changes_no_verdict_and_names_what_it_would_deny(
     let verdict = evaluate(&state, &query("dev/tool", "prod/db", Tcp, 80));
     assert!(verdict.allowed && !verdict.would_drop);
 }
+
+#[test]
+fn an_address_two_pods_claim_is_denied_as_either_claimant_would_be() {
+    // prod/old lingers with dev/tool's address: the address is no pod, yet the
+    // Admin Deny of team b's pods matches it, through dev/tool.
+    let state = {
+        let mut built: ClusterBuilder = base().pod(
+            pod("prod", "old")
+                .labels([("app", "old")])
+                .ip("10.0.1.4")
+                .build(),
+        );
+        built = built.cluster_policy(deny_from_dev(Admin, 10, "guard"));
+        built.build()
+    };
+    assert_eq!(
+        ingress_verdict(&state, "10.0.1.4", "prod/web", 80),
+        SideVerdict::Denied(rule_ref(Admin, "guard", 0, "no-dev"))
+    );
+    // Only a Deny takes a claimant's side: an Accept of team b does not match
+    // the address, and neither does anything once the claimants are apart.
+    let accept = cnp("let-dev", Admin, 10)
+        .subject_namespaces(prod())
+        .ingress(
+            cluster_rule(Accept)
+                .name("dev-in")
+                .namespaces(sel("team", "b"))
+                .build(),
+        )
+        .ingress(
+            cluster_rule(Deny)
+                .name("rest")
+                .namespaces(sel("team", "a"))
+                .build(),
+        )
+        .build();
+    let state = base()
+        .pod(
+            pod("prod", "old")
+                .labels([("app", "old")])
+                .ip("10.0.1.4")
+                .build(),
+        )
+        .cluster_policy(accept)
+        .build();
+    assert_eq!(
+        ingress_verdict(&state, "10.0.1.4", "prod/web", 80),
+        SideVerdict::Denied(rule_ref(Admin, "let-dev", 1, "rest"))
+    );
+}
