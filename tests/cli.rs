@@ -1,10 +1,12 @@
 //! The `policy-agent` binary as a user runs it: lab JSON output, errors on bad
-//! manifests, `lab down` and Ctrl-C cleanup, `simulate` and `explain`.
+//! manifests, `lab down` and Ctrl-C cleanup, `simulate`, `explain` and `diff`.
 
 mod support;
 
 #[path = "cli/cluster_policies.rs"]
 mod cluster_policies;
+#[path = "cli/diff.rs"]
+mod diff;
 
 use policy_agent::e2e::examples::Expectation;
 use std::{

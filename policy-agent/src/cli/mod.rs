@@ -7,6 +7,8 @@ mod bench;
 mod conformance;
 mod datapath;
 #[cfg(feature = "lab")]
+mod diff;
+#[cfg(feature = "lab")]
 mod e2e;
 #[cfg(feature = "lab")]
 mod explain;
@@ -83,6 +85,11 @@ enum Command {
     /// Why one connection is allowed or dropped: the policies and rules that decided
     /// it, and for a deny, whether each rule's peer or port failed to match.
     Explain(explain::ExplainArgs),
+    #[cfg(feature = "lab")]
+    /// What a change of manifests opens and closes between pods (and `--peer`
+    /// addresses), judged by the reference evaluator; with `--flows`, which
+    /// recorded flows it would drop.
+    Diff(diff::DiffArgs),
     /// Follow a running datapath's verdict events live (drops name the policies
     /// isolating the pod), as a table or JSON lines, until Ctrl-C.
     Flows(flows::FlowsArgs),
@@ -207,6 +214,8 @@ pub fn main() -> ExitCode {
         }
         #[cfg(feature = "lab")]
         Command::Simulate(args) => simulate::run(&args).map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "lab")]
+        Command::Diff(args) => diff::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Flows(args) => flows::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -14,7 +14,7 @@ use clap::Args;
 use super::{lab::FamilyArg, parse_port_protocol, Manifests, Output};
 use crate::{
     lab::{addresses, report, report::ProbeResult},
-    model::{ClusterState, ObjectRef, Protocol},
+    model::{ClusterState, IpFamily, ObjectRef, Protocol},
     policy::{
         evaluator::{evaluate, End, Verdict},
         probes::{self, Probe},
@@ -76,18 +76,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         args.manifests.describe(),
         plan.len()
     );
-    // A lab probe leaves from and arrives at one address of each pod: judge that
-    // address, so ipBlocks see what the kernel sees.
-    let family = args.family.family();
-    let verdicts: Vec<(&Probe, Verdict)> = plan
-        .iter()
-        .map(|probe| {
-            let mut query = probe.query();
-            query.src = probes::at_address(&state, &query.src, family);
-            query.dst = probes::at_address(&state, &query.dst, family);
-            (probe, evaluate(&state, &query))
-        })
-        .collect();
+    let verdicts = judged(&state, &plan, args.family.family());
     match args.output {
         Output::Json => {
             let results = results(&verdicts, End::to_string);
@@ -114,8 +103,29 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each probe of `plan` judged by the evaluator in `state`. A lab probe leaves
+/// from and arrives at one address of each pod: the `family` one is judged, so
+/// ipBlocks see what the kernel sees.
+pub(super) fn judged<'p>(
+    state: &ClusterState,
+    plan: &'p [Probe],
+    family: IpFamily,
+) -> Vec<(&'p Probe, Verdict)> {
+    plan.iter()
+        .map(|probe| {
+            let mut query = probe.query();
+            query.src = probes::at_address(state, &query.src, family);
+            query.dst = probes::at_address(state, &query.dst, family);
+            (probe, evaluate(state, &query))
+        })
+        .collect()
+}
+
 /// Probe results in the lab's shape, each end named by `name`.
-fn results(verdicts: &[(&Probe, Verdict)], name: impl Fn(&End) -> String) -> Vec<ProbeResult> {
+pub(super) fn results(
+    verdicts: &[(&Probe, Verdict)],
+    name: impl Fn(&End) -> String,
+) -> Vec<ProbeResult> {
     verdicts
         .iter()
         .map(|(probe, verdict)| ProbeResult {
