@@ -1,5 +1,5 @@
 //! The `policy-agent` binary as a user runs it: lab JSON output, errors on bad
-//! manifests, `lab down` and Ctrl-C cleanup, `simulate`, `explain` and `diff`.
+//! manifests, `lab down` and Ctrl-C cleanup, `simulate`, `explain`, `diff` and `lint`.
 
 mod support;
 
@@ -7,6 +7,8 @@ mod support;
 mod cluster_policies;
 #[path = "cli/diff.rs"]
 mod diff;
+#[path = "cli/lint.rs"]
+mod lint;
 
 use policy_agent::e2e::examples::Expectation;
 use std::{

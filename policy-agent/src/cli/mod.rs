@@ -17,6 +17,8 @@ mod flows;
 mod lab;
 #[cfg(feature = "lab")]
 mod lab_tour;
+#[cfg(feature = "lab")]
+mod lint;
 mod run;
 #[cfg(feature = "lab")]
 mod simulate;
@@ -85,6 +87,10 @@ enum Command {
     /// Why one connection is allowed or dropped: the policies and rules that decided
     /// it, and for a deny, whether each rule's peer or port failed to match.
     Explain(explain::ExplainArgs),
+    #[cfg(feature = "lab")]
+    /// What is likely wrong in the NetworkPolicies of a set of manifests: each
+    /// finding with a code, a severity, the field and a fix; exit 1 on an error.
+    Lint(lint::LintArgs),
     #[cfg(feature = "lab")]
     /// What a change of manifests opens and closes between pods (and `--peer`
     /// addresses), judged by the reference evaluator; with `--flows`, which
@@ -216,6 +222,8 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&args).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "lab")]
         Command::Diff(args) => diff::run(&args).map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "lab")]
+        Command::Lint(args) => lint::run(&args),
         Command::Flows(args) => flows::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -8,6 +8,7 @@
 //!   the order its tier reads it in, shared by the evaluator and the compiler;
 //! - `evaluator`: the reference verdict straight from the NetworkPolicy and
 //!   ClusterNetworkPolicy semantics, and why (`explain`);
+//! - `lint`: what is likely wrong in a set of NetworkPolicies;
 //! - `probes`: which probes a reachability matrix holds (`simulate`, the lab);
 //! - `capacity`: what the kernel's tables hold, and the policies refused when a
 //!   node's tables would not (they fail closed for their pods only);
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod compiler;
 pub mod evaluator;
 pub mod isolation;
+pub mod lint;
 pub mod probes;
 pub mod selector;
 pub mod tables;
