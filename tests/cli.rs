@@ -1,5 +1,5 @@
 //! The `policy-agent` binary as a user runs it: lab JSON output, errors on bad
-//! manifests, `lab down` and Ctrl-C cleanup, `simulate`, `explain`, `diff` and `lint`.
+//! manifests, `lab down` and Ctrl-C cleanup, `simulate`, `explain`, `diff`, `lint` and `exposure`.
 
 mod support;
 
@@ -7,6 +7,8 @@ mod support;
 mod cluster_policies;
 #[path = "cli/diff.rs"]
 mod diff;
+#[path = "cli/exposure.rs"]
+mod exposure;
 #[path = "cli/lint.rs"]
 mod lint;
 

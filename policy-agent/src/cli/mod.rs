@@ -12,6 +12,8 @@ mod diff;
 mod e2e;
 #[cfg(feature = "lab")]
 mod explain;
+#[cfg(feature = "lab")]
+mod exposure;
 mod flows;
 #[cfg(feature = "lab")]
 mod lab;
@@ -87,6 +89,10 @@ enum Command {
     /// Why one connection is allowed or dropped: the policies and rules that decided
     /// it, and for a deny, whether each rule's peer or port failed to match.
     Explain(explain::ExplainArgs),
+    #[cfg(feature = "lab")]
+    /// For each pod and port, what can reach it: from outside the cluster, from
+    /// any namespace, from its own, and which pods not created yet would.
+    Exposure(exposure::ExposureArgs),
     #[cfg(feature = "lab")]
     /// What is likely wrong in the NetworkPolicies of a set of manifests: each
     /// finding with a code, a severity, the field and a fix; exit 1 on an error.
@@ -224,6 +230,8 @@ pub fn main() -> ExitCode {
         Command::Diff(args) => diff::run(&args).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "lab")]
         Command::Lint(args) => lint::run(&args),
+        #[cfg(feature = "lab")]
+        Command::Exposure(args) => exposure::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Flows(args) => flows::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -8,6 +8,8 @@
 //!   the order its tier reads it in, shared by the evaluator and the compiler;
 //! - `evaluator`: the reference verdict straight from the NetworkPolicy and
 //!   ClusterNetworkPolicy semantics, and why (`explain`);
+//! - `exposure`: what can reach each pod: from outside, any namespace, pods not
+//!   created yet;
 //! - `lint`: what is likely wrong in a set of NetworkPolicies;
 //! - `probes`: which probes a reachability matrix holds (`simulate`, the lab);
 //! - `capacity`: what the kernel's tables hold, and the policies refused when a
@@ -19,6 +21,7 @@ pub mod capacity;
 pub mod cluster;
 pub mod compiler;
 pub mod evaluator;
+pub mod exposure;
 pub mod isolation;
 pub mod lint;
 pub mod probes;
