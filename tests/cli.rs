@@ -11,6 +11,8 @@ mod diff;
 mod exposure;
 #[path = "cli/lint.rs"]
 mod lint;
+#[path = "cli/live.rs"]
+mod live;
 
 use policy_agent::e2e::examples::Expectation;
 use std::{

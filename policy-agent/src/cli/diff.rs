@@ -32,11 +32,18 @@ use crate::{
 pub struct DiffArgs {
     /// Manifests both sides share (the cluster, the policies that stay); a file
     /// or a directory, repeatable.
-    #[arg(short = 'f', long = "filename")]
+    #[arg(short = 'f', long = "filename", conflicts_with_all = ["kubeconfig", "context"])]
     common: Vec<PathBuf>,
     /// Manifests only the old side has (the policies as they are); repeatable.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["kubeconfig", "context"])]
     old: Vec<PathBuf>,
+    /// The old side is the cluster this kubeconfig names, read once; the new side
+    /// is that cluster with the `--new` manifests applied over it.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// As `--kubeconfig`, for this context of the kubeconfig.
+    #[arg(long)]
+    context: Option<String>,
     /// Manifests only the new side has (the policies as they will be); repeatable.
     #[arg(long)]
     new: Vec<PathBuf>,
@@ -97,8 +104,20 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
         }
         load_all(&paths).with_context(|| format!("reading the {side} side"))
     };
-    let (old, old_pods) = simulate::with_lab_addresses(load(&args.old, "old")?)?;
-    let (new, new_pods) = simulate::with_lab_addresses(load(&args.new, "new")?)?;
+    let live = args.kubeconfig.is_some() || args.context.is_some();
+    let (old, new) = if live {
+        if args.new.is_empty() {
+            bail!("give the manifests to apply over the cluster with --new");
+        }
+        let cluster = super::read_cluster(args.kubeconfig.as_deref(), args.context.as_deref())?;
+        let changes = load_all(&args.new).context("reading the new side")?;
+        (cluster.clone(), applied(cluster, changes))
+    } else {
+        (load(&args.old, "old")?, load(&args.new, "new")?)
+    };
+    // Addresses as simulate gives them: the cluster's, or a lab's for manifests.
+    let (old, old_pods) = simulate::addressed(old, live)?;
+    let (new, new_pods) = simulate::addressed(new, live)?;
     let family = args.family.family();
     let old_results = judged(&old, &old_pods, args, family);
     let new_results = judged(&new, &new_pods, args, family);
@@ -128,6 +147,18 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
         Output::Table => print!("{}", to_table(&report)),
     }
     Ok(())
+}
+
+/// `base` with every object of `changes` applied over it, as `kubectl apply`
+/// would: an object of the same kind and name is replaced, a new one added.
+fn applied(mut base: ClusterState, changes: ClusterState) -> ClusterState {
+    base.namespaces.extend(changes.namespaces);
+    base.pods.extend(changes.pods);
+    base.policies.extend(changes.policies);
+    base.services.extend(changes.services);
+    base.cluster_policies.extend(changes.cluster_policies);
+    base.nodes.extend(changes.nodes);
+    base
 }
 
 /// The probes of `state` (see `simulate`), judged and named as `simulate --output

@@ -9,7 +9,7 @@ use anyhow::bail;
 use clap::Args;
 use serde::Serialize;
 
-use super::{lab::FamilyArg, parse_port_protocol, simulate::with_lab_addresses, Manifests, Output};
+use super::{lab::FamilyArg, parse_port_protocol, simulate::addressed, Input, Output};
 use crate::{
     model::{ClusterState, ObjectRef, PolicyMode, Protocol},
     policy::{
@@ -25,7 +25,7 @@ use crate::{
 #[derive(Args)]
 pub struct ExplainArgs {
     #[command(flatten)]
-    manifests: Manifests,
+    manifests: Input,
     /// Who opens the connection: `namespace/pod`, or an IP address (the address of a
     /// pod is that pod; pods have the addresses `lab run` gives them).
     #[arg(long, value_name = "NS/POD|IP", value_parser = parse_endpoint)]
@@ -85,7 +85,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     if args.audit {
         state = state.with_every_policy_in_audit();
     }
-    let (state, _) = with_lab_addresses(state)?;
+    let (state, _) = addressed(state, args.manifests.live())?;
     for endpoint in [&args.from, &args.to] {
         if let End::Pod(key) = endpoint {
             if !state.pods.contains_key(key) {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use clap::Args;
 
-use super::{parse_port_protocol, Manifests, Output};
+use super::{parse_port_protocol, Input, Output};
 use crate::{
     model::Protocol,
     policy::exposure::{exposure, Exposure, NewPods},
@@ -16,7 +16,7 @@ use crate::{
 #[derive(Args)]
 pub struct ExposureArgs {
     #[command(flatten)]
-    manifests: Manifests,
+    manifests: Input,
     /// The ports to judge on every pod (repeatable); default: each pod's declared
     /// TCP and UDP containerPorts.
     #[arg(long = "probe", value_name = "PORT/PROTO", value_parser = parse_port_protocol)]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::{Manifests, Output};
+use super::{Input, Output};
 use crate::{
     lab::conformance::sctp_supported,
     policy::lint::{lint, Context, Finding, Severity},
@@ -17,7 +17,7 @@ use crate::{
 #[derive(Args)]
 pub struct LintArgs {
     #[command(flatten)]
-    manifests: Manifests,
+    manifests: Input,
     /// Whether the nodes' kernel has SCTP: `auto` asks this machine's kernel.
     #[arg(long, value_enum, default_value_t = SctpArg::Auto)]
     sctp: SctpArg,

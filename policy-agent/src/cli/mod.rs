@@ -150,6 +150,91 @@ impl Manifests {
     }
 }
 
+/// Where the objects come from: manifests (`-f`), or a live cluster read once
+/// and read-only (`--kubeconfig`/`--context`: list and watch, as kubectl get).
+#[cfg(feature = "lab")]
+#[derive(Args, Clone, Debug)]
+pub struct Input {
+    /// A manifest file or a directory of them (Namespace, Pod, Service,
+    /// NetworkPolicy, ClusterNetworkPolicy, Node); repeatable, all read as one set.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required_unless_present_any = ["kubeconfig", "context"],
+        conflicts_with_all = ["kubeconfig", "context"]
+    )]
+    paths: Vec<PathBuf>,
+    /// Read the cluster this kubeconfig names instead of manifests.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Read the cluster of this kubeconfig context instead of manifests
+    /// (`$KUBECONFIG` or `~/.kube/config` unless `--kubeconfig` says).
+    #[arg(long)]
+    context: Option<String>,
+}
+
+/// How long a live cluster may take to list every kind.
+#[cfg(feature = "lab")]
+const CLUSTER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[cfg(feature = "lab")]
+impl Input {
+    /// Whether the objects come from a live cluster.
+    pub fn live(&self) -> bool {
+        self.kubeconfig.is_some() || self.context.is_some()
+    }
+
+    /// The objects, as one cluster state.
+    pub fn load(&self) -> anyhow::Result<ClusterState> {
+        if self.live() {
+            read_cluster(self.kubeconfig.as_deref(), self.context.as_deref())
+        } else {
+            Ok(load_all(&self.paths)?)
+        }
+    }
+
+    /// Where they come from, for messages (`a.yaml, dir/`, `the cluster of
+    /// context prod`).
+    pub fn describe(&self) -> String {
+        match (&self.kubeconfig, &self.context) {
+            (_, Some(context)) => format!("the cluster of context {context}"),
+            (Some(path), None) => format!("the cluster of {}", path.display()),
+            (None, None) => {
+                let shown: Vec<String> =
+                    self.paths.iter().map(|p| p.display().to_string()).collect();
+                shown.join(", ")
+            }
+        }
+    }
+}
+
+/// The objects of the cluster `kubeconfig` and `context` name, read once; each
+/// object that does not convert is a warning on stderr (and in the state as
+/// the node agent would enforce it: fail-closed).
+#[cfg(feature = "lab")]
+pub fn read_cluster(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<ClusterState> {
+    use anyhow::Context as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime that reads the cluster")?;
+    runtime.block_on(async {
+        let client = crate::source::api_server::client(kubeconfig, context)
+            .await
+            .context("connecting to the cluster")?;
+        let snapshot = crate::source::api_server::read_once(client, CLUSTER_READ_TIMEOUT)
+            .await
+            .context("reading the cluster")?;
+        for line in &snapshot.conversion_errors {
+            eprintln!("warning: {line}");
+        }
+        Ok((*snapshot.state).clone())
+    })
+}
+
 /// Parses `PORT/PROTO` (`80/TCP`, `53/udp`; a bare `80` means TCP).
 pub fn parse_port_protocol(text: &str) -> Result<(u16, Protocol), String> {
     let (port, protocol) = match text.split_once('/') {

@@ -11,7 +11,7 @@ use std::{
 use anyhow::bail;
 use clap::Args;
 
-use super::{lab::FamilyArg, parse_port_protocol, Manifests, Output};
+use super::{lab::FamilyArg, parse_port_protocol, Input, Output};
 use crate::{
     lab::{addresses, report, report::ProbeResult},
     model::{ClusterState, IpFamily, ObjectRef, Protocol},
@@ -25,7 +25,7 @@ use crate::{
 #[derive(Args)]
 pub struct SimulateArgs {
     #[command(flatten)]
-    manifests: Manifests,
+    manifests: Input,
     /// Probe PORT/PROTO on every pod (repeatable); default: each destination's
     /// declared TCP and UDP containerPorts, as `lab run` probes them.
     #[arg(long = "probe", value_name = "PORT/PROTO", value_parser = parse_port_protocol)]
@@ -56,7 +56,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     if args.audit {
         state = state.with_every_policy_in_audit();
     }
-    let (state, pods) = with_lab_addresses(state)?;
+    let (state, pods) = addressed(state, args.manifests.live())?;
     for peer in &args.peers {
         if let Some(pod) = End::Address(*peer).pod(&state) {
             bail!(
@@ -137,6 +137,25 @@ pub(super) fn results(
             would_drop: verdict.would_drop,
         })
         .collect()
+}
+
+/// `state` and its pods to probe: from a live cluster (`live`) with the
+/// addresses it has, the pod-network pods that are not finished; from manifests
+/// with the lab's (`with_lab_addresses`).
+pub(super) fn addressed(
+    state: ClusterState,
+    live: bool,
+) -> anyhow::Result<(ClusterState, Vec<ObjectRef>)> {
+    if !live {
+        return with_lab_addresses(state);
+    }
+    let pods = state
+        .pods
+        .values()
+        .filter(|pod| !pod.host_network && !pod.finished)
+        .map(|pod| pod.key.clone())
+        .collect();
+    Ok((state, pods))
 }
 
 /// `state` with the addresses a one-node `lab run` gives its pods, and those

@@ -68,6 +68,41 @@ pub struct SourceSnapshot {
     pub changed: Option<Instant>,
 }
 
+/// Why `read_once` got no state.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Some kind had not listed within the time allowed.
+    #[error("the API server did not list every kind within {waited:?}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    Timeout {
+        /// How long it waited.
+        waited: Duration,
+        /// The last watch error, if one happened.
+        last_error: Option<String>,
+    },
+}
+
+/// The cluster's objects as they are now, read once through `client`: the
+/// watches of `watch_cluster_with` until every kind has listed (read-only:
+/// list and watch), then stopped. Objects that do not convert are in
+/// `conversion_errors` (and in the state as their fail-closed stand-ins, as the
+/// node agent would enforce them).
+pub async fn read_once(
+    client: ::kube::Client,
+    timeout: Duration,
+) -> Result<SourceSnapshot, ReadError> {
+    let watch = watch_cluster_with(client, WatchOptions::default());
+    let mut snapshots = watch.receiver();
+    let synced = tokio::time::timeout(timeout, snapshots.wait_for(|snapshot| snapshot.synced))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|snapshot| snapshot.clone());
+    synced.ok_or_else(|| ReadError::Timeout {
+        waited: timeout,
+        last_error: snapshots.borrow().last_error.clone(),
+    })
+}
+
 /// Tuning of `watch_cluster_with`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchOptions {
