@@ -3,7 +3,8 @@
 //! publishes and how it is cleaned up; `flows/lab.rs`: `lab run --show-drops` and
 //! audit mode in the lab; `flows/live.rs`: following across table updates, events
 //! from before `flows` started, would-drops; `flows/bpffs.rs`: the bpffs mount a lab makes and
-//! `lab down` undoes.
+//! `lab down` undoes; `flows/suggest.rs`: policies suggested from a recording pass
+//! what it saw and deny the rest.
 
 mod support;
 
@@ -13,6 +14,8 @@ mod bpffs;
 mod lab;
 #[path = "flows/live.rs"]
 mod live;
+#[path = "flows/suggest.rs"]
+mod suggest;
 
 use std::{
     io::Read,

@@ -70,55 +70,36 @@ fn a_new_policy_opens_and_a_default_deny_closes_the_connections_simulate_judges(
 #[test]
 fn recorded_flows_the_change_drops_are_listed() {
     // As `flows --output json` prints them (one object a line), from another lab.
-    let line = |from: &str, to: &str, port: u16, protocol: &str, verdict: &str| {
+    // (source port, from, to, port, protocol, verdict)
+    type Recorded<'a> = (u16, &'a str, &'a str, u16, &'a str, &'a str);
+    let line = |(sport, from, to, port, protocol, verdict): Recorded<'_>| {
         serde_json::json!({
             "time": "2026-12-07T08:00:00.000000Z", "pod": to, "interface": 7,
             "direction": "ingress",
-            "source": {"address": "10.244.9.2", "port": 40000, "pod": from},
+            "source": {"address": "10.244.9.2", "port": sport, "pod": from},
             "destination": {"address": "10.244.9.3", "port": port, "pod": to},
             "protocol": protocol, "verdict": verdict, "reason": "allow_policy",
             "policies": [], "allowed_by": null, "denied_by": null, "bytes": 74
         })
         .to_string()
     };
+    let (frontend, backend, mysql) = (
+        "secure-app/frontend",
+        "secure-app/backend",
+        "secure-app/mysql",
+    );
     let recording = [
-        line(
-            "secure-app/frontend",
-            "secure-app/backend",
-            80,
-            "TCP",
-            "allowed",
-        ),
-        line(
-            "secure-app/frontend",
-            "secure-app/backend",
-            80,
-            "TCP",
-            "allowed",
-        ),
-        line(
-            "secure-app/frontend",
-            "kube-system/coredns",
-            53,
-            "UDP",
-            "allowed",
-        ),
-        // Dropped already, or without ports: nothing for the change to break.
-        line(
-            "secure-app/mysql",
-            "secure-app/backend",
-            80,
-            "TCP",
-            "dropped",
-        ),
-        line(
-            "secure-app/frontend",
-            "secure-app/backend",
-            0,
-            "ICMP",
-            "allowed",
-        ),
+        (40000, frontend, backend, 80, "TCP", "allowed"),
+        (40001, frontend, backend, 80, "TCP", "allowed"),
+        (40002, frontend, "kube-system/coredns", 53, "UDP", "allowed"),
+        // Dropped already (one end allowing what the other drops), or without
+        // ports: nothing for the change to break.
+        (40003, mysql, backend, 80, "TCP", "dropped"),
+        (40004, frontend, mysql, 3306, "TCP", "allowed"),
+        (40004, frontend, mysql, 3306, "TCP", "dropped"),
+        (40005, frontend, backend, 0, "ICMP", "allowed"),
     ]
+    .map(line)
     .join("\n");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let file = dir.path().join("flows.jsonl");

@@ -6,17 +6,20 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs::File,
-    io::{BufRead, BufReader},
     net::IpAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::{lab::FamilyArg, parse_port_protocol, simulate, Output};
+use super::{
+    lab::FamilyArg,
+    parse_port_protocol,
+    recording::{self, RecordedEnd},
+    simulate, Output,
+};
 use crate::{
     lab::report::ProbeResult,
     model::{ClusterState, IpFamily, ObjectRef, Protocol},
@@ -206,61 +209,28 @@ pub fn changes(
     (opened, closed, unmatched)
 }
 
-/// One line of a `flows --output json` recording, as far as `diff` reads it.
-#[derive(Debug, Deserialize)]
-struct Recorded {
-    source: RecordedEnd,
-    destination: RecordedEnd,
-    protocol: String,
-    verdict: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct RecordedEnd {
-    address: IpAddr,
-    port: u16,
-    pod: Option<String>,
-}
-
-/// A recorded flow: source, destination (each a pod or an address), port,
-/// protocol.
+/// A recorded flow as `diff` judges it: source, destination (each a pod or an
+/// address), port, protocol.
 type Observed = (End, End, u16, Protocol);
 
-/// The flows of the recording at `path` that passed (allowed or would-drop) on a
-/// port (TCP, UDP, SCTP), each end a pod where the recording names one.
-fn read_flows(path: &PathBuf) -> anyhow::Result<Vec<Observed>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut out = Vec::new();
-    for (number, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let recorded: Recorded = serde_json::from_str(&line).with_context(|| {
-            format!(
-                "{} line {}: not a line of `flows --output json`",
-                path.display(),
-                number + 1
+/// The recording at `path`, each end the pod it names (at the address it had)
+/// or the address.
+fn read_flows(path: &Path) -> anyhow::Result<Vec<Observed>> {
+    let end = |end: &RecordedEnd| match &end.pod {
+        Some(pod) => End::PodAt(pod.clone(), end.address),
+        None => End::Address(end.address),
+    };
+    Ok(recording::read(path)?
+        .iter()
+        .map(|flow| {
+            (
+                end(&flow.source),
+                end(&flow.destination),
+                flow.port,
+                flow.protocol,
             )
-        })?;
-        let Some(protocol) = Protocol::parse(&recorded.protocol) else {
-            continue;
-        };
-        if recorded.verdict == "dropped" {
-            continue;
-        }
-        let end = |end: &RecordedEnd| match end.pod.as_deref().and_then(|pod| pod.split_once('/')) {
-            Some((namespace, name)) => End::PodAt(ObjectRef::new(namespace, name), end.address),
-            None => End::Address(end.address),
-        };
-        out.push((
-            end(&recorded.source),
-            end(&recorded.destination),
-            recorded.destination.port,
-            protocol,
-        ));
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// The `observed` flows `state` drops, counted per source, destination, port and

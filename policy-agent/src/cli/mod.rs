@@ -21,9 +21,13 @@ mod lab;
 mod lab_tour;
 #[cfg(feature = "lab")]
 mod lint;
+#[cfg(feature = "lab")]
+mod recording;
 mod run;
 #[cfg(feature = "lab")]
 mod simulate;
+#[cfg(feature = "lab")]
+mod suggest;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -93,6 +97,10 @@ enum Command {
     /// For each pod and port, what can reach it: from outside the cluster, from
     /// any namespace, from its own, and which pods not created yet would.
     Exposure(exposure::ExposureArgs),
+    #[cfg(feature = "lab")]
+    /// NetworkPolicies that allow every flow a recording of `flows --output json`
+    /// saw pass, one per workload, in audit mode, each rule saying what it covers.
+    Suggest(suggest::SuggestArgs),
     #[cfg(feature = "lab")]
     /// What is likely wrong in the NetworkPolicies of a set of manifests: each
     /// finding with a code, a severity, the field and a fix; exit 1 on an error.
@@ -315,6 +323,8 @@ pub fn main() -> ExitCode {
         Command::Diff(args) => diff::run(&args).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "lab")]
         Command::Lint(args) => lint::run(&args),
+        #[cfg(feature = "lab")]
+        Command::Suggest(args) => suggest::run(&args).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "lab")]
         Command::Exposure(args) => exposure::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Flows(args) => flows::run(&args).map(|()| ExitCode::SUCCESS),

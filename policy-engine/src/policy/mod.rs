@@ -12,6 +12,7 @@
 //!   created yet;
 //! - `lint`: what is likely wrong in a set of NetworkPolicies;
 //! - `probes`: which probes a reachability matrix holds (`simulate`, the lab);
+//! - `suggest`: NetworkPolicies that allow exactly the connections observed;
 //! - `capacity`: what the kernel's tables hold, and the policies refused when a
 //!   node's tables would not (they fail closed for their pods only);
 //! - `compiler`: cluster state -> `DatapathTables` for one node;
@@ -26,6 +27,7 @@ pub mod isolation;
 pub mod lint;
 pub mod probes;
 pub mod selector;
+pub mod suggest;
 pub mod tables;
 
 use crate::model::{NetworkPolicy, Rule};
