@@ -109,6 +109,20 @@ fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// Runs `policy-agent` with `args`; its stdout, once it exited 0.
+fn agent_stdout<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = Command::new(AGENT)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn stdout_of(child: &mut Child) -> String {
     let mut text = String::new();
     if let Some(mut stdout) = child.stdout.take() {

@@ -12,7 +12,7 @@ use policy_agent::{
     },
 };
 
-use super::{lab_up, support, AGENT, TIMEOUT};
+use super::{agent_stdout, lab_up, support, AGENT, TIMEOUT};
 
 /// The example `name` under `deploy/examples`.
 fn example(name: &str) -> String {
@@ -31,17 +31,10 @@ fn lab_run(extra: &[&str]) -> String {
 
 /// `lab run` on example `name`, probing `probe`; its stdout.
 fn lab_run_on(name: &str, probe: &str, extra: &[&str]) -> String {
-    let out = Command::new(AGENT)
-        .args(["lab", "run", "-f", &example(name), "--probe", probe])
-        .args(extra)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let example = example(name);
+    let mut args = vec!["lab", "run", "-f", &example, "--probe", probe];
+    args.extend(extra);
+    agent_stdout(&args)
 }
 
 #[test]

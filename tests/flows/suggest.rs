@@ -4,7 +4,7 @@
 //! cluster, let every recorded connection through and deny every pair the
 //! recording never saw.
 
-use std::{collections::BTreeSet, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeSet, ffi::OsStr, path::Path, time::Duration};
 
 use nix::{
     sys::signal::{kill, Signal},
@@ -15,7 +15,9 @@ use policy_agent::{
     source::load_all,
 };
 
-use super::{spawn_flows, stdout_of, support, wait_exit, wait_until_following, AGENT, TIMEOUT};
+use super::{
+    agent_stdout, spawn_flows, stdout_of, support, wait_exit, wait_until_following, TIMEOUT,
+};
 
 fn secure_app(files: &[&str]) -> Vec<std::path::PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/secure-app");
@@ -71,38 +73,26 @@ fn policies_suggested_from_recorded_flows_pass_them_all_and_deny_the_rest() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let file = dir.path().join("flows.jsonl");
     std::fs::write(&file, &recording).unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(AGENT)
-        .arg("suggest")
-        .arg("-f")
-        .arg(&cluster[0])
-        .arg("--flows")
-        .arg(&file)
-        .arg("--enforce")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let suggestion = agent_stdout(&[
+        OsStr::new("suggest"),
+        OsStr::new("-f"),
+        cluster[0].as_os_str(),
+        OsStr::new("--flows"),
+        file.as_os_str(),
+        OsStr::new("--enforce"),
+    ]);
     let suggested = dir.path().join("suggested.yaml");
-    std::fs::write(&suggested, &out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&suggested, &suggestion).unwrap_or_else(|e| panic!("{e}"));
 
     let mut files = cluster;
     files.push(suggested);
     let state = load_all(&files).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        !state.policies.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(!state.policies.is_empty(), "{suggestion}");
     let enforced_lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
     let (passed, total) = matrix(&enforced_lab);
     assert_eq!(total, all);
     assert_eq!(
-        passed,
-        recorded,
-        "every recorded connection passes, and nothing else:\n{}",
-        String::from_utf8_lossy(&out.stdout)
+        passed, recorded,
+        "every recorded connection passes, and nothing else:\n{suggestion}"
     );
 }

@@ -6,7 +6,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
     path::{Path, PathBuf},
 };
 
@@ -15,8 +14,6 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{
-    lab::FamilyArg,
-    parse_port_protocol,
     recording::{self, RecordedEnd},
     simulate, Output,
 };
@@ -50,17 +47,8 @@ pub struct DiffArgs {
     /// Manifests only the new side has (the policies as they will be); repeatable.
     #[arg(long)]
     new: Vec<PathBuf>,
-    /// Probe PORT/PROTO on every pod (repeatable); default: each destination's
-    /// declared TCP and UDP containerPorts, as `simulate` probes them.
-    #[arg(long = "probe", value_name = "PORT/PROTO", value_parser = parse_port_protocol)]
-    probes: Vec<(u16, Protocol)>,
-    /// An address outside the cluster, probed from every pod and to every pod
-    /// (repeatable), as `simulate --peer`.
-    #[arg(long = "peer", value_name = "IP")]
-    peers: Vec<IpAddr>,
-    /// Which address of each pod the probes use (ipBlocks see that address).
-    #[arg(long, value_enum, default_value_t = FamilyArg::Ipv4)]
-    family: FamilyArg,
+    #[command(flatten)]
+    probing: simulate::Probing,
     /// A recording of `policy-agent flows --output json`: also list the flows it
     /// saw pass (allowed or would-drop) that the new side drops.
     #[arg(long, value_name = "FILE")]
@@ -121,7 +109,7 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
     // Addresses as simulate gives them: the cluster's, or a lab's for manifests.
     let (old, old_pods) = simulate::addressed(old, live)?;
     let (new, new_pods) = simulate::addressed(new, live)?;
-    let family = args.family.family();
+    let family = args.probing.family.family();
     let old_results = judged(&old, &old_pods, args, family);
     let new_results = judged(&new, &new_pods, args, family);
     let (opened, closed, unmatched) = changes(&old_results, &new_results);
@@ -172,7 +160,7 @@ fn judged(
     args: &DiffArgs,
     family: IpFamily,
 ) -> Vec<ProbeResult> {
-    let plan: Vec<Probe> = probes::plan(state, pods, &args.probes, &args.peers);
+    let plan: Vec<Probe> = probes::plan(state, pods, &args.probing.probes, &args.probing.peers);
     simulate::results(&simulate::judged(state, &plan, family), End::to_string)
 }
 

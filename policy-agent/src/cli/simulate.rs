@@ -26,20 +26,8 @@ use crate::{
 pub struct SimulateArgs {
     #[command(flatten)]
     manifests: Input,
-    /// Probe PORT/PROTO on every pod (repeatable); default: each destination's
-    /// declared TCP and UDP containerPorts, as `lab run` probes them.
-    #[arg(long = "probe", value_name = "PORT/PROTO", value_parser = parse_port_protocol)]
-    probes: Vec<(u16, Protocol)>,
-    /// An address outside the cluster, probed from every pod and to every pod
-    /// (repeatable); keyed by the address in `from`/`to`. Probes to it use the
-    /// --probe ports or, without --probe, every TCP and UDP port any pod declares.
-    /// Peers are not probed from each other (no policy sits between them).
-    #[arg(long = "peer", value_name = "IP")]
-    peers: Vec<IpAddr>,
-    /// Which address of each pod the probes use, as `lab run --family` (ipBlocks
-    /// see that address).
-    #[arg(long, value_enum, default_value_t = FamilyArg::Ipv4)]
-    family: FamilyArg,
+    #[command(flatten)]
+    probing: Probing,
     /// Table or JSON (the shape `lab run --output json` prints).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -50,6 +38,25 @@ pub struct SimulateArgs {
     audit: bool,
 }
 
+/// Which probes `simulate` (and `diff`) judge.
+#[derive(Args)]
+pub(super) struct Probing {
+    /// Probe PORT/PROTO on every pod (repeatable); default: each destination's
+    /// declared TCP and UDP containerPorts, as `lab run` probes them.
+    #[arg(long = "probe", value_name = "PORT/PROTO", value_parser = parse_port_protocol)]
+    pub probes: Vec<(u16, Protocol)>,
+    /// An address outside the cluster, probed from every pod and to every pod
+    /// (repeatable); keyed by the address in `from`/`to`. Probes to it use the
+    /// --probe ports or, without --probe, every TCP and UDP port any pod declares.
+    /// Peers are not probed from each other (no policy sits between them).
+    #[arg(long = "peer", value_name = "IP")]
+    pub peers: Vec<IpAddr>,
+    /// Which address of each pod the probes use, as `lab run --family` (ipBlocks
+    /// see that address).
+    #[arg(long, value_enum, default_value_t = FamilyArg::Ipv4)]
+    pub family: FamilyArg,
+}
+
 /// Runs `simulate`.
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     let mut state = args.manifests.load()?;
@@ -57,7 +64,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         state = state.with_every_policy_in_audit();
     }
     let (state, pods) = addressed(state, args.manifests.live())?;
-    for peer in &args.peers {
+    for peer in &args.probing.peers {
         if let Some(pod) = End::Address(*peer).pod(&state) {
             bail!(
                 "--peer {peer} is the address of pod {}, which the matrix already has; \
@@ -66,17 +73,17 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let plan = probes::plan(&state, &pods, &args.probes, &args.peers);
+    let plan = probes::plan(&state, &pods, &args.probing.probes, &args.probing.peers);
     eprintln!(
         "simulate: {} pods, {} peer(s), {} from {}; {} probes judged by the \
          reference evaluator",
         pods.len(),
-        args.peers.iter().collect::<BTreeSet<_>>().len(),
+        args.probing.peers.iter().collect::<BTreeSet<_>>().len(),
         super::lab::policy_count(&state),
         args.manifests.describe(),
         plan.len()
     );
-    let verdicts = judged(&state, &plan, args.family.family());
+    let verdicts = judged(&state, &plan, args.probing.family.family());
     match args.output {
         Output::Json => {
             let results = results(&verdicts, End::to_string);
@@ -89,7 +96,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
                 End::Pod(key) | End::PodAt(key, _) => key.clone(),
                 End::Address(ip) => ObjectRef::new("peer", ip.to_string()),
             };
-            let peers: BTreeSet<IpAddr> = args.peers.iter().copied().collect();
+            let peers: BTreeSet<IpAddr> = args.probing.peers.iter().copied().collect();
             let rows: Vec<ObjectRef> = pods
                 .iter()
                 .map(|key| End::Pod(key.clone()))

@@ -101,7 +101,7 @@ fn recorded_flows_the_new_side_drops_are_counted_per_pair_and_port() {
         ),
         (
             at("web", "10.9.0.2"),
-            End::Address(IpAddr::from([1, 1, 1, 1])),
+            End::Address(std::net::IpAddr::from([1, 1, 1, 1])),
             443,
             Protocol::Tcp,
         ),

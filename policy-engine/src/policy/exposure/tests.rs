@@ -33,10 +33,7 @@ fn nets(texts: &[&str]) -> Vec<IpNet> {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    crate::model::builders::labels(pairs.iter().copied()).into()
 }
 
 #[test]

@@ -21,10 +21,7 @@ fn at(key: &str) -> Observed {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    crate::model::builders::labels(pairs.iter().copied()).into()
 }
 
 #[test]
