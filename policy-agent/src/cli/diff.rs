@@ -141,9 +141,17 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
 }
 
 /// `base` with every object of `changes` applied over it, as `kubectl apply`
-/// would: an object of the same kind and name is replaced, a new one added.
+/// would: an object of the same kind and name is replaced, a new one added. A
+/// namespace the manifests only use (the reader makes it with its name label
+/// alone) does not replace the cluster's, whose labels it would drop.
 fn applied(mut base: ClusterState, changes: ClusterState) -> ClusterState {
-    base.namespaces.extend(changes.namespaces);
+    for (name, namespace) in changes.namespaces {
+        if !base.namespaces.contains_key(&name)
+            || namespace != crate::model::Namespace::implicit(&name)
+        {
+            base.namespaces.insert(name, namespace);
+        }
+    }
     base.pods.extend(changes.pods);
     base.policies.extend(changes.policies);
     base.services.extend(changes.services);
@@ -226,8 +234,10 @@ fn read_flows(path: &Path) -> anyhow::Result<Vec<Observed>> {
 /// address's family (the recording's addresses are another lab's or node's); a
 /// pod `state` does not have is judged as the address it had.
 pub fn broken(state: &ClusterState, observed: &[Observed]) -> Vec<Broken> {
+    // A host-network pod is judged as the address it had: no pod selector
+    // matches it.
     let at = |end: &End| match end {
-        End::PodAt(key, ip) if state.pods.contains_key(key) => {
+        End::PodAt(key, ip) if state.pods.get(key).is_some_and(|pod| !pod.host_network) => {
             let family = if ip.is_ipv4() {
                 IpFamily::Ipv4
             } else {

@@ -40,8 +40,12 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<()> {
     let observed: Vec<Connection> = flows
         .iter()
         .map(|flow| {
+            // A pod the objects do not have, or a host-network one (no pod
+            // selector matches it), by its address.
             let end = |end: &recording::RecordedEnd| match &end.pod {
-                Some(pod) if state.pods.contains_key(pod) => Observed::Pod(pod.clone()),
+                Some(pod) if state.pods.get(pod).is_some_and(|p| !p.host_network) => {
+                    Observed::Pod(pod.clone())
+                }
                 _ => Observed::Address(end.address),
             };
             (
@@ -53,6 +57,9 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<()> {
         })
         .collect();
     let suggestions = suggest(&state, &observed);
+    for warning in selector_warnings(&suggestions) {
+        eprintln!("suggest: warning: {warning}");
+    }
     eprintln!(
         "suggest: {} flows from {}: {} policies{}",
         flows.len(),
@@ -71,6 +78,39 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<()> {
         Output::Table => print!("{}", to_yaml(&state, &suggestions, args.enforce)),
     }
     Ok(())
+}
+
+/// Where a suggested selector picks more pods than its workload's: no labels
+/// (every pod of the namespace), or labels another workload's pods also carry.
+fn selector_warnings(suggestions: &[Suggestion]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in suggestions {
+        let at = format!("{}/{}", s.workload.namespace, s.name);
+        if s.workload.labels.is_empty() {
+            out.push(format!(
+                "{at}: its pods have no labels but per-pod ones, so it selects every pod of \
+                 namespace {}; label the workload and suggest again",
+                s.workload.namespace
+            ));
+            continue;
+        }
+        let wider = suggestions.iter().find(|other| {
+            other.workload.namespace == s.workload.namespace
+                && other.workload.labels != s.workload.labels
+                && s.workload
+                    .labels
+                    .iter()
+                    .all(|(k, v)| other.workload.labels.get(k) == Some(v))
+        });
+        if let Some(other) = wider {
+            out.push(format!(
+                "{at}: its selector also selects the pods of {}/{} (their labels include its \
+                 own): narrow it before applying",
+                other.workload.namespace, other.name
+            ));
+        }
+    }
+    out
 }
 
 fn match_labels(labels: &BTreeMap<String, String>) -> Value {
@@ -188,4 +228,44 @@ fn to_yaml(state: &ClusterState, suggestions: &[Suggestion], enforce: bool) -> S
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::suggest::Workload;
+
+    fn suggestion(name: &str, labels: &[(&str, &str)]) -> Suggestion {
+        Suggestion {
+            workload: Workload {
+                namespace: "shop".into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            name: name.into(),
+            ingress: Vec::new(),
+            egress: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_selector_wider_than_its_workload_is_warned_about() {
+        let all = [
+            suggestion("suggested-web", &[("app", "web")]),
+            suggestion(
+                "suggested-web-canary",
+                &[("app", "web"), ("track", "canary")],
+            ),
+            suggestion("suggested-all", &[]),
+            suggestion("suggested-db", &[("app", "db")]),
+        ];
+        let warnings = selector_warnings(&all);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with(
+            "shop/suggested-web: its selector also selects the pods of shop/suggested-web-canary"
+        ));
+        assert!(warnings[1].starts_with("shop/suggested-all: its pods have no labels"));
+    }
 }

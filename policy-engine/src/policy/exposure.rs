@@ -8,8 +8,9 @@
 //!
 //! A pod not created yet is judged by its labels and namespace alone, without an
 //! address: an ipBlock or `networks` rule that would hold its address is not
-//! counted, so an address-based `Deny` may close what is reported open (the
-//! report errs towards exposure, never away from it).
+//! counted, either way (an address-based `Deny` may close what is reported
+//! open, an ipBlock over the pod addresses open what is reported closed; `lint`
+//! reports such ipBlocks).
 //!
 //! Pure: the pods that do not exist yet, and the addresses outside the cluster,
 //! are made up for the queries and never leave this module.
@@ -174,9 +175,12 @@ pub fn exposure(state: &ClusterState, ports: &[(u16, Protocol)]) -> Vec<Exposure
 }
 
 /// Addresses to try from outside the cluster, each with the narrowest range
-/// that names it: the first address of every ipBlock, except and network the
-/// policies name, and an address of each family none of them holds. Addresses
-/// of pods, Services and nodes are left out (they are inside the cluster).
+/// that names it: one address of each piece the ipBlocks, excepts and networks
+/// the policies name cut the address space into (the first address of each
+/// range, and the first after each range inside another, the whole space of each
+/// family included), and an address of each family none of them holds.
+/// Addresses of pods, Services and nodes are left out (they are inside the
+/// cluster).
 fn outside_candidates(state: &ClusterState) -> Vec<(IpAddr, IpNet)> {
     let mut nets: BTreeSet<IpNet> = BTreeSet::new();
     for policy in state.policies.values() {
@@ -225,15 +229,41 @@ fn outside_candidates(state: &ClusterState) -> Vec<(IpAddr, IpNet)> {
                 }
             })
     };
-    let elsewhere = ELSEWHERE
+    let mut all = nets.clone();
+    all.insert(IpNet::from(ipnet::Ipv4Net::default()));
+    all.insert(IpNet::from(ipnet::Ipv6Net::default()));
+    let mut tried: BTreeSet<IpAddr> = ELSEWHERE
         .iter()
-        .filter_map(|text| text.parse::<IpAddr>().ok());
-    nets.iter()
-        .map(|net| net.network())
-        .chain(elsewhere)
+        .filter_map(|text| text.parse::<IpAddr>().ok())
+        .collect();
+    for outer in &all {
+        tried.insert(outer.network());
+        for inner in all
+            .iter()
+            .filter(|inner| *inner != outer && outer.contains(*inner))
+        {
+            if let Some(next) = after(inner).filter(|next| outer.contains(next)) {
+                tried.insert(next);
+            }
+        }
+    }
+    tried
+        .into_iter()
         .filter(|ip| !inside.contains(ip))
         .map(|ip| (ip, narrowest(ip)))
         .collect()
+}
+
+/// The first address after `net`, if the family has one.
+fn after(net: &IpNet) -> Option<IpAddr> {
+    match net.broadcast() {
+        IpAddr::V4(last) => u32::from(last)
+            .checked_add(1)
+            .map(|next| IpAddr::from(std::net::Ipv4Addr::from(next))),
+        IpAddr::V6(last) => u128::from(last)
+            .checked_add(1)
+            .map(|next| IpAddr::from(std::net::Ipv6Addr::from(next))),
+    }
 }
 
 /// The labels a selector requires of what it matches (`matchLabels`, the first
@@ -269,12 +299,15 @@ fn new_pod_candidates(state: &ClusterState) -> Vec<NewPods> {
             ) else {
                 return;
             };
-            if namespace_labels.contains_key(NAMESPACE_NAME_LABEL) {
-                return;
-            }
+            // A namespace named by its name label is that namespace.
+            let mut namespace_labels: BTreeMap<String, String> = namespace_labels.into();
+            let namespace = match namespace_labels.remove(NAMESPACE_NAME_LABEL) {
+                Some(name) => Some(name),
+                None => namespace,
+            };
             out.insert(NewPods {
                 namespace,
-                namespace_labels: namespace_labels.into(),
+                namespace_labels,
                 pod_labels: pod_labels.into(),
             });
         };

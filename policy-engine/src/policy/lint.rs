@@ -505,10 +505,14 @@ fn overlapping_policies(policies: &[&NetworkPolicy], findings: &mut Vec<Finding>
             });
             continue;
         }
-        let by = policies
-            .iter()
-            .enumerate()
-            .find(|(other, wide)| *other != index && !same(wide, policy) && covers(wide, policy));
+        // Of two policies that cover each other, only the later one is
+        // redundant: deleting both would lose what they allow.
+        let by = policies.iter().enumerate().find(|(other, wide)| {
+            *other != index
+                && !same(wide, policy)
+                && covers(wide, policy)
+                && (!covers(policy, wide) || *other < index)
+        });
         if let Some((_, wide)) = by {
             findings.push(Finding {
                 check: Check::RedundantPolicy,
@@ -559,8 +563,8 @@ fn egress_without_dns(
             policy: policy.key.clone(),
             field: "spec.policyTypes".into(),
             message: format!(
-                "isolates the egress of {} and no egress rule of theirs admits DNS (53/UDP): \
-                 name lookups will fail",
+                "isolates the egress of {} and no egress rule of theirs admits DNS (53/UDP \
+                 by number): name lookups will fail (or, in audit mode, would)",
                 list(&without)
             ),
             fix: "add an egress rule to port 53 (UDP and TCP) of the cluster DNS pods".into(),

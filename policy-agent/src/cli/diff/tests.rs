@@ -119,3 +119,24 @@ fn recorded_flows_the_new_side_drops_are_counted_per_pair_and_port() {
         vec![entry("shop/cron", 5432, 2), entry("shop/web", 22, 1)]
     );
 }
+
+#[test]
+fn manifests_applied_over_a_cluster_keep_the_labels_of_namespaces_they_only_use() {
+    let live = cluster()
+        .namespace(namespace("shop").labels([("team", "a")]).build())
+        .build();
+    let changes = cluster()
+        .pod(pod("shop", "web").build())
+        .namespace(namespace("new").labels([("team", "b")]).build())
+        .build();
+    let applied = applied(live, changes);
+    assert_eq!(
+        applied.namespaces["shop"]
+            .labels
+            .get("team")
+            .map(String::as_str),
+        Some("a")
+    );
+    assert!(applied.namespaces.contains_key("new"));
+    assert!(applied.pods.contains_key(&ObjectRef::new("shop", "web")));
+}

@@ -127,3 +127,43 @@ fn an_admin_deny_closes_what_no_network_policy_would() {
     assert!(db.any_namespace);
     assert!(of(&all, "prod/web").outside == nets(&["0.0.0.0/0", "::/0"]));
 }
+
+#[test]
+fn a_range_is_found_past_an_except_at_its_start_and_a_named_namespace_is_that_namespace() {
+    let db = netpol("prod", "db")
+        .select(selector().label("app", "db").build())
+        .ingress(
+            rule()
+                .from_ip_block("172.16.0.0/12", ["172.16.0.0/24"])
+                .port(5432, Tcp)
+                .build(),
+        )
+        .ingress(
+            rule()
+                .from_pods_in_namespaces(
+                    selector().label("app", "x").build(),
+                    selector()
+                        .label(crate::model::NAMESPACE_NAME_LABEL, "dev")
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let all = exposure(
+        &base()
+            .namespace(namespace("dev").build())
+            .policy(db)
+            .build(),
+        &[],
+    );
+    let db = of(&all, "prod/db");
+    assert_eq!(db.outside, nets(&["172.16.0.0/12"]));
+    assert_eq!(
+        db.new_pods,
+        vec![NewPods {
+            namespace: Some("dev".into()),
+            namespace_labels: labels(&[]),
+            pod_labels: labels(&[("app", "x")]),
+        }]
+    );
+}

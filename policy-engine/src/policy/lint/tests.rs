@@ -315,3 +315,25 @@ fn codes_are_stable_and_distinct() {
     assert_eq!((codes.len(), names.len()), (all.len(), all.len()));
     assert_eq!(Check::EgressWithoutDns.code(), "PW102");
 }
+
+#[test]
+fn of_two_policies_that_cover_each_other_only_the_later_is_redundant() {
+    let wide = rule().from_pods(sel("app", "web")).build();
+    let narrow = rule().from_pods(sel("app", "web")).port(5432, Tcp).build();
+    let a = netpol("prod", "a")
+        .select(sel("app", "db"))
+        .ingress(wide.clone())
+        .ingress(narrow)
+        .build();
+    let b = netpol("prod", "b")
+        .select(sel("app", "db"))
+        .ingress(wide)
+        .build();
+    let findings = lint(&base().policy(a).policy(b).build(), SCTP);
+    let redundant: Vec<String> = findings
+        .iter()
+        .filter(|f| f.check == Check::RedundantPolicy)
+        .map(|f| f.policy.to_string())
+        .collect();
+    assert_eq!(redundant, vec!["prod/b"]);
+}
