@@ -102,7 +102,9 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
         }
         let cluster = super::read_cluster(args.kubeconfig.as_deref(), args.context.as_deref())?;
         let changes = load_all(&args.new).context("reading the new side")?;
-        (cluster.clone(), applied(cluster, changes))
+        let mut new = cluster.clone();
+        new.merge(changes);
+        (cluster, new)
     } else {
         (load(&args.old, "old")?, load(&args.new, "new")?)
     };
@@ -138,26 +140,6 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
         Output::Table => print!("{}", to_table(&report)),
     }
     Ok(())
-}
-
-/// `base` with every object of `changes` applied over it, as `kubectl apply`
-/// would: an object of the same kind and name is replaced, a new one added. A
-/// namespace the manifests only use (the reader makes it with its name label
-/// alone) does not replace the cluster's, whose labels it would drop.
-fn applied(mut base: ClusterState, changes: ClusterState) -> ClusterState {
-    for (name, namespace) in changes.namespaces {
-        if !base.namespaces.contains_key(&name)
-            || namespace != crate::model::Namespace::implicit(&name)
-        {
-            base.namespaces.insert(name, namespace);
-        }
-    }
-    base.pods.extend(changes.pods);
-    base.policies.extend(changes.policies);
-    base.services.extend(changes.services);
-    base.cluster_policies.extend(changes.cluster_policies);
-    base.nodes.extend(changes.nodes);
-    base
 }
 
 /// The probes of `state` (see `simulate`), judged and named as `simulate --output

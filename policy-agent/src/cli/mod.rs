@@ -153,9 +153,14 @@ impl Manifests {
 
     /// The paths, for messages (`a.yaml, dir/`).
     pub fn describe(&self) -> String {
-        let shown: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
-        shown.join(", ")
+        describe_paths(&self.paths)
     }
+}
+
+/// `paths` for messages: `a.yaml, dir/`.
+fn describe_paths(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    shown.join(", ")
 }
 
 /// Where the objects come from: manifests (`-f`), or a live cluster read once
@@ -207,11 +212,7 @@ impl Input {
         match (&self.kubeconfig, &self.context) {
             (_, Some(context)) => format!("the cluster of context {context}"),
             (Some(path), None) => format!("the cluster of {}", path.display()),
-            (None, None) => {
-                let shown: Vec<String> =
-                    self.paths.iter().map(|p| p.display().to_string()).collect();
-                shown.join(", ")
-            }
+            (None, None) => describe_paths(&self.paths),
         }
     }
 }

@@ -41,6 +41,19 @@ impl ProbeResult {
             would_drop: false,
         }
     }
+
+    /// A TCP probe's result between two pods named `namespace/name`, for tests.
+    #[cfg(test)]
+    pub(crate) fn tcp(from: &str, to: &str, port: u16, allowed: bool) -> Self {
+        Self {
+            from: from.into(),
+            to: to.into(),
+            port,
+            protocol: Protocol::Tcp,
+            allowed,
+            would_drop: false,
+        }
+    }
 }
 
 /// `{"probes":[...]}`, compact, one line.

@@ -521,6 +521,14 @@ impl ClusterState {
 }
 
 impl ClusterState {
+    /// The pod-network pods that hold `ip`: one, or none, or (a reused address
+    /// while the old pod lingers) several.
+    pub fn pods_at(&self, ip: IpAddr) -> impl Iterator<Item = &Pod> {
+        self.pods
+            .values()
+            .filter(move |pod| !pod.host_network && pod.ips.contains(&ip))
+    }
+
     /// Adds every object of `other`, replacing objects with the same kind and key
     /// (as `kubectl apply` of `other` would). A namespace `other` only implies (one
     /// with nothing but its name label) does not replace one this state declares.
@@ -566,9 +574,30 @@ impl ClusterState {
 
 #[cfg(test)]
 mod tests {
-    use super::builders::{cluster, netpol, pod, rule, selector};
-    use super::ObjectMap;
+    use super::builders::{cluster, namespace, netpol, pod, rule, selector};
+    use super::{ObjectMap, ObjectRef};
     use proptest::prelude::*;
+
+    #[test]
+    fn a_merge_keeps_the_labels_of_namespaces_the_other_state_only_uses() {
+        let mut live = cluster()
+            .namespace(namespace("shop").labels([("team", "a")]).build())
+            .build();
+        let changes = cluster()
+            .pod(pod("shop", "web").build())
+            .namespace(namespace("new").labels([("team", "b")]).build())
+            .build();
+        live.merge(changes);
+        assert_eq!(
+            live.namespaces["shop"]
+                .labels
+                .get("team")
+                .map(String::as_str),
+            Some("a")
+        );
+        assert!(live.namespaces.contains_key("new"));
+        assert!(live.pods.contains_key(&ObjectRef::new("shop", "web")));
+    }
 
     /// What `differing` must say: each key of `old` whose value `new` does not
     /// hold, with its old value, then each key only `new` has, both in key order.

@@ -258,14 +258,9 @@ pub fn rule_match(
         (_, action) => action,
     };
     // A shared address (no pod) is denied as any of its claimants would be.
-    let claimants: Vec<&Pod> = if action == RuleAction::Deny && remote.pod.is_none() {
-        state
-            .pods
-            .values()
-            .filter(|pod| !pod.host_network && pod.ips.iter().any(|ip| remote.ips.contains(ip)))
-            .collect()
-    } else {
-        Vec::new()
+    let claimants: Vec<&Pod> = match (action, remote.pod, remote.ips) {
+        (RuleAction::Deny, None, [ip]) => state.pods_at(*ip).collect(),
+        _ => Vec::new(),
     };
     let shared = claimants.len() > 1;
     ClusterRuleMatch {

@@ -310,10 +310,7 @@ fn resolve<'a>(state: &'a ClusterState, end: &End) -> Resolved<'a> {
             address: Some(*ip),
         },
         End::Address(ip) => {
-            let mut owners = state
-                .pods
-                .values()
-                .filter(|pod| !pod.host_network && pod.ips.contains(ip));
+            let mut owners = state.pods_at(*ip);
             // An address two pods claim (a stale pod, a reused IP) cannot be told
             // apart, so it is no pod, as the compiler treats it: never more access
             // than either pod would have.

@@ -85,6 +85,25 @@ pub fn exposure(state: &ClusterState, ports: &[(u16, Protocol)]) -> Vec<Exposure
         ANY_NAMESPACE.to_string(),
         Namespace::implicit(ANY_NAMESPACE),
     );
+    // Each candidate's namespace: the one it names, or a made-up one with the
+    // labels it needs (made once: a namespace without pods changes no verdict).
+    let candidate_namespaces: Vec<String> = (0..)
+        .zip(&new_pods)
+        .map(
+            |(index, candidate): (usize, &NewPods)| match &candidate.namespace {
+                Some(name) => name.clone(),
+                None => {
+                    let name = format!("exposure-labelled-namespace-{index}");
+                    let mut namespace = Namespace::implicit(&name);
+                    for (key, value) in &candidate.namespace_labels {
+                        namespace.labels.insert(key.clone(), value.clone());
+                    }
+                    with_made_up.namespaces.insert(name.clone(), namespace);
+                    name
+                }
+            },
+        )
+        .collect();
     let made_up = |namespace: &str, labels: Labels| Pod {
         key: ObjectRef::new(namespace, format!("exposure-new-{}", labels.len())),
         labels,
@@ -137,26 +156,16 @@ pub fn exposure(state: &ClusterState, ports: &[(u16, Protocol)]) -> Vec<Exposure
             // What any new pod of a namespace reaches, a narrower one does too:
             // only what says more is listed.
             let mut reached_by = Vec::new();
-            let telling = new_pods.iter().filter(|candidate| {
-                let in_own = candidate.namespace.as_ref() == Some(&pod.key.namespace);
-                !(any_namespace || own_namespace && in_own)
-            });
-            for candidate in telling {
-                let mut state = with_made_up.clone();
-                let namespace = match &candidate.namespace {
-                    Some(name) => name.clone(),
-                    None => {
-                        let name = "exposure-labelled-namespace".to_string();
-                        let mut namespace = Namespace::implicit(&name);
-                        for (key, value) in candidate.namespace_labels.iter() {
-                            namespace.labels.insert(key.clone(), value.clone());
-                        }
-                        state.namespaces.insert(name.clone(), namespace);
-                        name
-                    }
-                };
+            let telling = new_pods
+                .iter()
+                .zip(&candidate_namespaces)
+                .filter(|(candidate, _)| {
+                    let in_own = candidate.namespace.as_ref() == Some(&pod.key.namespace);
+                    !(any_namespace || own_namespace && in_own)
+                });
+            for (candidate, namespace) in telling {
                 let labels = Labels::from(candidate.pod_labels.clone());
-                if from_new(&namespace, labels, &mut state) {
+                if from_new(namespace, labels, &mut with_made_up) {
                     reached_by.push(candidate.clone());
                 }
             }

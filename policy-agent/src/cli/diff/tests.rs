@@ -1,30 +1,19 @@
 use super::*;
 use crate::model::builders::{cluster, namespace, netpol, pod, rule, selector};
 
-fn result(from: &str, to: &str, port: u16, allowed: bool) -> ProbeResult {
-    ProbeResult {
-        from: from.into(),
-        to: to.into(),
-        port,
-        protocol: Protocol::Tcp,
-        allowed,
-        would_drop: false,
-    }
-}
-
 #[test]
 fn a_probe_is_opened_or_closed_by_its_verdict_on_both_sides_and_the_rest_is_counted() {
     let old = [
-        result("a/x", "a/y", 80, false),
-        result("a/x", "a/y", 443, true),
-        result("a/x", "a/z", 80, true),
-        result("a/x", "a/gone", 80, true),
+        ProbeResult::tcp("a/x", "a/y", 80, false),
+        ProbeResult::tcp("a/x", "a/y", 443, true),
+        ProbeResult::tcp("a/x", "a/z", 80, true),
+        ProbeResult::tcp("a/x", "a/gone", 80, true),
     ];
     let new = [
-        result("a/x", "a/y", 80, true),
-        result("a/x", "a/y", 443, false),
-        result("a/x", "a/z", 80, true),
-        result("a/x", "a/added", 80, false),
+        ProbeResult::tcp("a/x", "a/y", 80, true),
+        ProbeResult::tcp("a/x", "a/y", 443, false),
+        ProbeResult::tcp("a/x", "a/z", 80, true),
+        ProbeResult::tcp("a/x", "a/added", 80, false),
     ];
     let (opened, closed, unmatched) = changes(&old, &new);
     assert_eq!(opened, vec![new[0].clone()]);
@@ -118,25 +107,4 @@ fn recorded_flows_the_new_side_drops_are_counted_per_pair_and_port() {
         broken,
         vec![entry("shop/cron", 5432, 2), entry("shop/web", 22, 1)]
     );
-}
-
-#[test]
-fn manifests_applied_over_a_cluster_keep_the_labels_of_namespaces_they_only_use() {
-    let live = cluster()
-        .namespace(namespace("shop").labels([("team", "a")]).build())
-        .build();
-    let changes = cluster()
-        .pod(pod("shop", "web").build())
-        .namespace(namespace("new").labels([("team", "b")]).build())
-        .build();
-    let applied = applied(live, changes);
-    assert_eq!(
-        applied.namespaces["shop"]
-            .labels
-            .get("team")
-            .map(String::as_str),
-        Some("a")
-    );
-    assert!(applied.namespaces.contains_key("new"));
-    assert!(applied.pods.contains_key(&ObjectRef::new("shop", "web")));
 }

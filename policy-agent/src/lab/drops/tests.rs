@@ -1,7 +1,6 @@
 use super::*;
 use crate::{
     dataplane::Stats,
-    model::Protocol,
     telemetry::flows::{
         fixtures::{allow_into_web, drop_into_web, names},
         WallClock,
@@ -12,17 +11,6 @@ fn line(record: &VerdictRecord) -> ReportedLine {
     ReportedLine {
         node: None,
         line: FlowLine::name(record, &names(), WallClock::with_offset(0)),
-    }
-}
-
-fn probe(from: &str, to: &str, port: u16, allowed: bool) -> ProbeResult {
-    ProbeResult {
-        from: from.into(),
-        to: to.into(),
-        port,
-        protocol: Protocol::Tcp,
-        allowed,
-        would_drop: false,
     }
 }
 
@@ -128,7 +116,7 @@ fn lost_events_are_reported() {
 fn json_adds_drops_and_lost_events_to_the_probes() {
     let drops = summarize(&[line(&drop_into_web())]);
     let json = to_json(
-        &[probe("shop/client", "shop/web", 80, false)],
+        &[ProbeResult::tcp("shop/client", "shop/web", 80, false)],
         &drops,
         EventsLost::default(),
     );
@@ -151,9 +139,9 @@ fn would_drop_events_mark_only_the_probes_they_belong_to() {
         ..drop_into_web()
     };
     let mut results = [
-        probe("shop/client", "shop/web", 80, true),
-        probe("shop/client", "shop/web", 81, true),
-        probe("shop/web", "shop/client", 80, true),
+        ProbeResult::tcp("shop/client", "shop/web", 80, true),
+        ProbeResult::tcp("shop/client", "shop/web", 81, true),
+        ProbeResult::tcp("shop/web", "shop/client", 80, true),
     ];
     mark_would_drops(&mut results, &[line(&audit), line(&drop_into_web())]);
     assert_eq!(results.map(|r| r.would_drop), [true, false, false]);
