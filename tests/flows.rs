@@ -3,13 +3,16 @@
 //! publishes and how it is cleaned up; `flows/lab.rs`: `lab run --show-drops` and
 //! audit mode in the lab; `flows/live.rs`: following across table updates, events
 //! from before `flows` started, would-drops; `flows/bpffs.rs`: the bpffs mount a lab makes and
-//! `lab down` undoes; `flows/suggest.rs`: policies suggested from a recording pass
+//! `lab down` undoes; `flows/explain_node.rs`: `explain --node` reading a running lab's
+//! tables beside the evaluator; `flows/suggest.rs`: policies suggested from a recording pass
 //! what it saw and deny the rest.
 
 mod support;
 
 #[path = "flows/bpffs.rs"]
 mod bpffs;
+#[path = "flows/explain_node.rs"]
+mod explain_node;
 #[path = "flows/lab.rs"]
 mod lab;
 #[path = "flows/live.rs"]

@@ -3,7 +3,8 @@
 //! events beside its instance lock, pointing at the maps its datapath keeps
 //! pinned; drops come out naming the pods, the port and the isolating policy;
 //! after a restart the successor publishes again; `uninstall` removes the names
-//! with the pins.
+//! with the pins. `explain --node` reads the agent's pinned tables, the cluster
+//! read from the API server, and agrees with the evaluator.
 
 use std::{
     io::Read,
@@ -99,6 +100,55 @@ fn flows(instance: &str) -> Command {
     command
 }
 
+/// `explain --node` on the agent, the cluster read from the stand-in API
+/// server: the agent's pinned tables and the evaluator agree that db admits
+/// web and drops other, each by its rule or for want of one.
+fn explain_node_agrees(node: &Node, instance: &str) {
+    let port = harness::TCP_PORT.to_string();
+    for (from, allowed) in [("web", true), ("other", false)] {
+        let from = format!("prod/{from}");
+        let out = node.run_cli(&[
+            "explain",
+            "--node",
+            "--instance",
+            instance,
+            "-o",
+            "json",
+            "--from",
+            &from,
+            "--to",
+            "prod/db",
+            "--port",
+            &port,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("explain --node printed no JSON ({e}): {stderr}"));
+        let node_json = &json["node"];
+        assert_eq!(
+            out.status.code(),
+            Some(if allowed { 0 } else { 3 }),
+            "{stderr} {json:#}"
+        );
+        assert_eq!(node_json["agrees"], true, "{json:#}");
+        let ingress = &node_json["ingress"];
+        assert_eq!(ingress["pod"], "prod/db", "{json:#}");
+        assert_eq!(
+            ingress["verdict"],
+            if allowed { "allowed" } else { "dropped" },
+            "{json:#}"
+        );
+        if allowed {
+            assert!(
+                ingress["rule"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with(" spec.ingress[0]")),
+                "{json:#}"
+            );
+        }
+    }
+}
+
 #[test]
 fn flows_follows_a_running_agent_across_a_restart_and_uninstall_removes_its_names() {
     support::require_root_and_bpf();
@@ -118,6 +168,7 @@ fn flows_follows_a_running_agent_across_a_restart_and_uninstall_removes_its_name
     );
 
     assert_names_other_to_db(&first_drop_from_other(&node, &instance, flows(&instance)));
+    explain_node_agrees(&node, &instance);
 
     // A successor adopts the pins and publishes under its own pid.
     agent.kill9();

@@ -294,6 +294,19 @@ impl Node {
         instance
     }
 
+    /// Runs `policy-agent ARGS --kubeconfig <the stand-in's>` in the (first)
+    /// node's namespace, where the stand-in API server listens, as a person on
+    /// the node would; its output.
+    pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        let netns = &self.net.nodes()[0].netns;
+        super::support::agent::in_node(netns)
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig.path())
+            .output()
+            .unwrap_or_else(|e| panic!("policy-agent {args:?}: {e}"))
+    }
+
     /// Starts `policy-agent run` for this node, pin instance named after `tag`.
     pub fn start_agent(&self, tag: &str) -> AgentProcess {
         self.start_agent_with(tag, |_| {})

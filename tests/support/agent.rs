@@ -17,6 +17,22 @@ use std::{
 use nix::sched::{setns, CloneFlags};
 use policy_agent::lab::netns::in_netns;
 
+/// `policy-agent` to run inside network namespace `node_netns` (only the
+/// network namespace: bpffs and /run stay the host's), as a command on the node.
+pub fn in_node(node_netns: &str) -> Command {
+    let netns = File::open(format!("/run/netns/{node_netns}"))
+        .unwrap_or_else(|e| panic!("open /run/netns/{node_netns}: {e}"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_policy-agent"));
+    // SAFETY: setns is async-signal-safe; the closure allocates nothing and
+    // touches only the descriptor opened before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+        });
+    }
+    command
+}
+
 /// A running `policy-agent run`; killed (SIGKILL) when dropped.
 pub struct AgentProcess {
     child: Child,
@@ -55,15 +71,13 @@ impl AgentProcess {
         args: &AgentArgs<'_>,
         adjust: impl FnOnce(&mut Command),
     ) -> Self {
-        let netns = File::open(format!("/run/netns/{node_netns}"))
-            .unwrap_or_else(|e| panic!("open /run/netns/{node_netns}: {e}"));
         let log = std::env::temp_dir().join(format!("podwall-agent-{}.log", args.instance));
         let log_file = File::options()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap_or_else(|e| panic!("agent log {}: {e}", log.display()));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_policy-agent"));
+        let mut command = in_node(node_netns);
         command
             .args(["-v", "run", "--node-name", args.node_name])
             .arg("--kubeconfig")
@@ -77,13 +91,6 @@ impl AgentProcess {
             .stdin(Stdio::null());
         adjust(&mut command);
         command.stderr(log_file);
-        // SAFETY: setns is async-signal-safe; the closure allocates nothing and
-        // touches only the descriptor opened before the fork.
-        unsafe {
-            command.pre_exec(move || {
-                setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-            });
-        }
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("start policy-agent run: {e}"));

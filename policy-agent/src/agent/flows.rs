@@ -30,6 +30,7 @@ pub struct FlowPublisher {
     names_file: PathBuf,
     events_pin: PathBuf,
     stats_pin: PathBuf,
+    maps_dir: PathBuf,
     /// What the file holds now (`None`: unknown, written at the next pass).
     written: Option<FlowNames>,
 }
@@ -44,6 +45,7 @@ impl FlowPublisher {
             names_file: paths.names_file(instance),
             events_pin,
             stats_pin,
+            maps_dir: datapath.pinned_maps_dir()?,
             written: None,
         })
     }
@@ -74,6 +76,7 @@ impl FlowPublisher {
         let names = FlowNames {
             events_pin: self.events_pin.clone(),
             stats_pin: self.stats_pin.clone(),
+            maps_dir: self.maps_dir.clone(),
             ..FlowNames::new(
                 &self.instance,
                 tables_since_ns,
@@ -118,6 +121,7 @@ mod tests {
             names_file: dir.join("agent/names.json"),
             events_pin: "/sys/fs/bpf/podwall/test/agent/maps/EVENTS".into(),
             stats_pin: "/sys/fs/bpf/podwall/test/agent/maps/STATS".into(),
+            maps_dir: "/sys/fs/bpf/podwall/test/agent/maps".into(),
             written: None,
         }
     }

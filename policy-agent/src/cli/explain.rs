@@ -1,7 +1,8 @@
 //! `policy-agent explain`: the verdict for one connection and the policies and
 //! rules that decided it, from the reference evaluator. A would-drop (the
 //! connection passes only because the policies that would drop it are in audit
-//! mode) is its own verdict, naming those policies.
+//! mode) is its own verdict, naming those policies. With `--node`, also the
+//! verdict a running datapath's tables make (`explain_node`), side by side.
 
 use std::{fmt::Write as _, net::IpAddr, process::ExitCode};
 
@@ -9,7 +10,13 @@ use anyhow::bail;
 use clap::Args;
 use serde::Serialize;
 
-use super::{lab::FamilyArg, parse_port_protocol, simulate::addressed, Input, Output};
+use super::{
+    explain_node::{NodeJson, NodeView, EXIT_DISAGREE},
+    lab::FamilyArg,
+    parse_port_protocol,
+    simulate::addressed,
+    Input, Output,
+};
 use crate::{
     model::{ClusterState, ObjectRef, PolicyMode, Protocol},
     policy::{
@@ -47,6 +54,21 @@ pub struct ExplainArgs {
     /// `simulate --audit` do, and as `run --audit` does on a node).
     #[arg(long)]
     audit: bool,
+    /// Also read the verdict from a running datapath's pinned maps (a node
+    /// agent, or a running lab), lookup by lookup, beside the evaluator's;
+    /// pods are judged at the addresses that datapath knows them by. A
+    /// disagreement is reported as a bug and exits with code 5. Needs root.
+    #[arg(long)]
+    node: bool,
+    /// With --node: which datapath, an instance name (`agent`, a lab's
+    /// `pwlab-<pid>x<n>`) or the path of its names directory or file. Default:
+    /// the only one running.
+    #[arg(long, value_name = "NAME|PATH", requires = "node")]
+    instance: Option<String>,
+    /// With --node: where datapaths publish their names
+    /// (`<DIR>/v<ABI>/<instance>/names.json`).
+    #[arg(long, value_name = "DIR", env = crate::dataplane::RUN_ROOT_ENV, default_value = crate::dataplane::RUN_ROOT)]
+    run_dir: std::path::PathBuf,
 }
 
 /// Parses `namespace/pod` or an IP address.
@@ -79,13 +101,21 @@ pub const EXIT_DROPPED: u8 = 3;
 pub const EXIT_WOULD_DROP: u8 = 4;
 
 /// Explains the connection; the exit code says the verdict (0 allowed,
-/// `EXIT_DROPPED`, `EXIT_WOULD_DROP`), so scripts need not parse the output.
+/// `EXIT_DROPPED`, `EXIT_WOULD_DROP`; with `--node`, `EXIT_DISAGREE` before
+/// all), so scripts need not parse the output.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let mut state = args.manifests.load()?;
     if args.audit {
         state = state.with_every_policy_in_audit();
     }
-    let (state, _) = addressed(state, args.manifests.live())?;
+    let (mut state, _) = addressed(state, args.manifests.live())?;
+    let node = if args.node {
+        let view = NodeView::open(args.instance.as_deref(), &args.run_dir)?;
+        state = view.addressed(state);
+        Some(view)
+    } else {
+        None
+    };
     for endpoint in [&args.from, &args.to] {
         if let End::Pod(key) = endpoint {
             if !state.pods.contains_key(key) {
@@ -108,9 +138,34 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         ..query.clone()
     };
     let explanation = explain(&state, &judged);
+    let reading = node
+        .as_ref()
+        .map(|view| view.read(&state, &judged, &explanation))
+        .transpose()?;
     match args.output {
-        Output::Table => print!("{}", text(&state, &query, &judged, &explanation)),
-        Output::Json => println!("{}", serde_json::to_string(&json(&query, &explanation))?),
+        Output::Table => {
+            print!("{}", text(&state, &query, &judged, &explanation));
+            if let (Some(view), Some(reading)) = (&node, &reading) {
+                print!("{}", reading.text(view));
+            }
+        }
+        Output::Json => {
+            let node = node.as_ref().zip(reading.as_ref());
+            let node = node.map(|(view, reading)| reading.json(view));
+            println!(
+                "{}",
+                serde_json::to_string(&json(&query, &explanation, node))?
+            );
+        }
+    }
+    if let Some(reading) = &reading {
+        let disagreements = reading.disagreements();
+        for line in &disagreements {
+            eprintln!("{line}");
+        }
+        if !disagreements.is_empty() {
+            return Ok(ExitCode::from(EXIT_DISAGREE));
+        }
     }
     let verdict = explanation.verdict();
     Ok(match (verdict.allowed, verdict.would_drop) {
@@ -351,6 +406,9 @@ struct QueryJson {
     would_drop: bool,
     egress: SideJson,
     ingress: SideJson,
+    /// With `--node`: what the datapath's tables say of each side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<NodeJson>,
 }
 
 /// One side in JSON: `status` is `not_a_pod`, `host_network`, `unisolated` or
@@ -447,7 +505,7 @@ struct RuleJson {
     port_matched: bool,
 }
 
-fn json(query: &Query, explanation: &Explanation) -> QueryJson {
+fn json(query: &Query, explanation: &Explanation, node: Option<NodeJson>) -> QueryJson {
     let side = |list: &str, whole: &Side| {
         let verdict = whole.verdict();
         let decided_by = match &verdict {
@@ -522,6 +580,7 @@ fn json(query: &Query, explanation: &Explanation) -> QueryJson {
         would_drop: explanation.verdict().would_drop,
         egress: side("egress", &explanation.egress),
         ingress: side("ingress", &explanation.ingress),
+        node,
     }
 }
 

@@ -164,6 +164,10 @@ pub enum LabCommand {
         /// (would-drop).
         #[arg(long)]
         audit: bool,
+        /// After the matrix, keep the lab up (enforcing, pods serving) until
+        /// Ctrl-C, for `policy-agent flows` and `explain --node` to look at.
+        #[arg(long)]
+        hold: bool,
         #[command(flatten)]
         datapath: super::datapath::DatapathArgs,
     },
@@ -208,16 +212,23 @@ pub fn run(command: LabCommand, kernel_debug: bool) -> anyhow::Result<()> {
             layout,
             show_drops,
             audit,
+            hold: keep,
             datapath,
-        } => run_lab(
-            &manifests,
-            &probing,
-            layout.layout(),
-            show_drops,
-            audit,
-            &datapath,
-            kernel_debug,
-        ),
+        } => {
+            let lab = run_lab(
+                &manifests,
+                &probing,
+                layout.layout(),
+                show_drops,
+                audit,
+                &datapath,
+                kernel_debug,
+            )?;
+            if keep {
+                hold(&lab)?;
+            }
+            Ok(())
+        }
         LabCommand::Tour {
             base,
             steps,
@@ -292,7 +303,7 @@ fn run_lab(
     audit: bool,
     datapath: &super::datapath::DatapathArgs,
     kernel_debug: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Lab> {
     let ProbeArgs { probes, output, .. } = probing;
     let route = probing.route()?;
     let mut state = manifests.load()?;
@@ -325,7 +336,7 @@ fn run_lab(
     if !read_events {
         let results = lab.probe_via(&specs, route, probing.timeout())?;
         print_results(&lab, &results, *output);
-        return Ok(());
+        return Ok(lab);
     }
     let reported = drops::probe_reporting(&mut lab, &specs, route, probing.timeout())?;
     if !show_drops {
@@ -333,7 +344,7 @@ fn run_lab(
             eprintln!("{}", drops::lost_note(reported.lost));
         }
         print_results(&lab, &reported.results, *output);
-        return Ok(());
+        return Ok(lab);
     }
     let seen = drops::summarize(&reported.lines);
     match output {
@@ -347,7 +358,23 @@ fn run_lab(
             drops::to_json(&reported.results, &seen, reported.lost)
         ),
     }
-    Ok(())
+    Ok(lab)
+}
+
+/// Keeps `lab` up, enforcing and serving, until Ctrl-C or SIGTERM (whose
+/// handler, `install_interrupt_cleanup`, removes it): for `flows` and
+/// `explain --node` to look at.
+fn hold(lab: &Lab) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    std::io::stdout().flush().context("writing to stdout")?;
+    eprintln!(
+        "lab: holding datapath {} until Ctrl-C (`policy-agent flows --instance NAME` and \
+         `policy-agent explain --node --instance NAME` read it)",
+        lab.instances().join(", ")
+    );
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 /// Whether a policy of `state` is in audit mode: then probes read the datapath's

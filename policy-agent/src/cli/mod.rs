@@ -13,6 +13,8 @@ mod e2e;
 #[cfg(feature = "lab")]
 mod explain;
 #[cfg(feature = "lab")]
+mod explain_node;
+#[cfg(feature = "lab")]
 mod exposure;
 mod flows;
 #[cfg(feature = "lab")]
@@ -303,7 +305,8 @@ fn render(error: &anyhow::Error) -> String {
 }
 
 /// Runs the CLI and turns errors into a message and exit code 1 (usage errors
-/// exit 2, as clap makes them; `explain` says its verdict with 0, 3 or 4).
+/// exit 2, as clap makes them; `explain` says its verdict with 0, 3 or 4, and
+/// a disagreement of `--node` with 5).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);

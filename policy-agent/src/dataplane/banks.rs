@@ -287,6 +287,24 @@ impl Banks {
         })
     }
 
+    /// Each map of the banks and `ACTIVE` by name, for pinning them where a
+    /// reader in another process opens them (`Datapath::pin_tables`).
+    pub(super) fn maps(&self) -> [(&'static str, &MapData); 10] {
+        use aya::maps::IterableMap as _;
+        [
+            (maps::ACTIVE.name, self.active_map.map()),
+            (maps::ENDPOINTS.name, self.endpoints.map()),
+            (maps::ENDPOINT_ADDRS.name, self.addresses.map()),
+            (maps::RULE_SETS.name, self.rule_sets.map()),
+            (self.peers_v4.names.0, self.peers_v4.trie.map()),
+            (self.peers_v4.names.1, self.peers_v4.hosts.map()),
+            (self.peers_v6.names.0, self.peers_v6.trie.map()),
+            (self.peers_v6.names.1, self.peers_v6.hosts.map()),
+            (self.policy.names.0, self.policy.trie.map()),
+            (self.policy.names.1, self.policy.hosts.map()),
+        ]
+    }
+
     /// Takes on what a pinned datapath's maps hold: both banks as the kernel has
     /// them and the generation `ACTIVE` holds; no bank is written. The agent before
     /// may have flipped and died before its wait was over, so a wait starts; and it

@@ -84,7 +84,7 @@ pub struct TrackedFlow {
     pub direct: bool,
 }
 
-fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
+pub(super) fn tracked_flow(key: CtKey, value: CtValue) -> TrackedFlow {
     TrackedFlow {
         ifindex: key.ifindex,
         direction: if key.direction == DIRECTION_INGRESS {
@@ -123,6 +123,11 @@ impl Conntrack {
             tracked: super::maps::hash(ebpf, maps::CT_TRACKED)?,
             reclaimed: super::maps::hash(ebpf, maps::CT_RECLAIMED)?,
         })
+    }
+
+    /// `CONNTRACK`'s map, for pinning it (`Datapath::pin_tables`).
+    pub(super) fn flows_map(&self) -> &MapData {
+        self.flows.map()
     }
 
     /// Every flow the kernel tracks now (entries that vanish while being read, as

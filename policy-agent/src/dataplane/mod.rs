@@ -10,6 +10,7 @@ mod ct;
 mod datapath;
 mod event_loss;
 mod events;
+mod inspect;
 mod kernel_log;
 mod keys;
 mod maps;
@@ -33,6 +34,10 @@ pub use datapath::{Adoption, Datapath, Frames, LoadOptions, ProgramAhead};
 pub use datapath::{AttachTimes, AttachWay, BenchProgram, BenchRun, Hook, TestRunOutcome};
 pub use event_loss::{EventsLost, PinnedStats};
 pub use events::{EventReader, EventVerdict, VerdictRecord};
+pub use inspect::{
+    KernelVerdict, PeerReading, PinnedTables, PolicyReading, RuleSetReading, SideLookup,
+    SideReading, INSPECTED_MAPS,
+};
 pub use kernel_log::KERNEL_LOG_TARGET;
 pub use keys::{address_key, key_address, PeerPrefix, PolicyPrefix};
 pub use maps::{MapUsage, Stats};

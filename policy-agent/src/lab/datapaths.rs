@@ -138,6 +138,24 @@ impl NodeDatapath {
         for warning in crate::policy::cluster::warnings(state) {
             tracing::warn!(%warning, "ClusterNetworkPolicy");
         }
+        self.write(state)
+    }
+
+    /// Writes `tables` as they are, in place of what `state` compiles to, and
+    /// republishes the names of its events: for tests that need the kernel to
+    /// enforce tables that disagree with the state.
+    #[cfg(feature = "testing")]
+    pub(super) fn write_tables(
+        &mut self,
+        tables: DatapathTables,
+        state: &ClusterState,
+    ) -> Result<(), LabError> {
+        self.tables = tables;
+        self.write(state)
+    }
+
+    /// Writes `self.tables` and republishes the names of its events.
+    fn write(&mut self, state: &ClusterState) -> Result<(), LabError> {
         self.tables_since_ns = clock::monotonic_now_ns();
         self.datapath
             .apply(&self.tables, &self.interfaces, &BTreeMap::new())?;

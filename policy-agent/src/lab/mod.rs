@@ -261,6 +261,20 @@ impl Lab {
         self.program()
     }
 
+    /// Writes `tables` to node `node`'s datapath as they are, in place of what
+    /// the lab's state compiles to (until the next `update`): for tests that
+    /// need the kernel to enforce tables that disagree with the state.
+    #[cfg(feature = "testing")]
+    pub fn write_tables(&mut self, node: usize, tables: DatapathTables) -> Result<(), LabError> {
+        let datapath = self
+            .datapaths
+            .get_mut(node)
+            .ok_or_else(|| LabError::Layout {
+                reason: format!("the lab has no node {}", node + 1),
+            })?;
+        datapath.write_tables(tables, &self.state)
+    }
+
     /// The lab's pods, sorted.
     pub fn pods(&self) -> Vec<ObjectRef> {
         self.network.topology.pods.keys().cloned().collect()

@@ -803,6 +803,46 @@ impl Datapath {
         ))
     }
 
+    /// Where this datapath's maps are pinned (`<dir>/<MAP>`), for a datapath
+    /// opened on pins (`open_pinned`): what `explain --node` reads. `None` for
+    /// an unpinned datapath (pin them with `pin_tables`).
+    pub fn pinned_maps_dir(&self) -> Option<PathBuf> {
+        let layout = self.pins.as_ref()?;
+        layout
+            .map_pin(maps::ACTIVE.name)
+            .parent()
+            .map(Path::to_path_buf)
+    }
+
+    /// Pins the maps `explain --node` reads (`INSPECTED_MAPS`) in `dir` (on
+    /// bpffs, which must exist), so another process can read the verdicts this
+    /// datapath makes; the pins outlive this process until removed.
+    pub fn pin_tables(&self, dir: &Path) -> Result<(), DataplaneError> {
+        use aya::maps::IterableMap as _;
+        let own = [
+            (maps::CONFIG.name, self.config_map.map()),
+            (maps::CONNTRACK.name, self.conntrack.flows_map()),
+        ];
+        let mut pinned = Vec::new();
+        for (name, data) in self.banks.maps().into_iter().chain(own) {
+            if super::INSPECTED_MAPS.contains(&name) {
+                super::maps::pin(data, &dir.join(name))?;
+                pinned.push(name);
+            }
+        }
+        match super::INSPECTED_MAPS
+            .iter()
+            .find(|name| !pinned.contains(name))
+        {
+            Some(missing) => Err(DataplaneError::Map {
+                map: missing,
+                what: "has no handle to pin for `explain --node`".into(),
+                source: None,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Pins `EVENTS` at `path` (on bpffs) so another process (`policy-agent flows`)
     /// can follow it; the pin outlives this process until removed.
     pub fn pin_events(&self, path: &Path) -> Result<(), DataplaneError> {

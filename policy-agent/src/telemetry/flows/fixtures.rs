@@ -25,6 +25,7 @@ pub(crate) fn names() -> FlowNames {
         pid_namespace: None,
         events_pin: PathBuf::from("/sys/fs/bpf/podwall/test/events"),
         stats_pin: PathBuf::from("/sys/fs/bpf/podwall/test/stats"),
+        maps_dir: PathBuf::from("/sys/fs/bpf/podwall/test/maps"),
         tables_since_ns: 0,
         interfaces: BTreeMap::from([(12, "shop/web".into()), (13, "shop/client".into())]),
         pods: BTreeMap::from([

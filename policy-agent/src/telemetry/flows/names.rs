@@ -35,6 +35,10 @@ pub struct FlowNames {
     /// not pinned.
     #[serde(default)]
     pub stats_pin: PathBuf,
+    /// Where the maps `explain --node` reads are pinned (`<dir>/<MAP>`); empty
+    /// when they are not.
+    #[serde(default)]
+    pub maps_dir: PathBuf,
     /// `CLOCK_MONOTONIC` nanoseconds (the clock of event timestamps) when the
     /// owner began writing these tables to the kernel: an event stamped earlier
     /// was decided by older tables, and a reader names it with older names.
@@ -74,6 +78,7 @@ impl FlowNames {
             pid_namespace: super::publish::own_pid_namespace(),
             events_pin: PathBuf::new(),
             stats_pin: PathBuf::new(),
+            maps_dir: PathBuf::new(),
             tables_since_ns,
             interfaces: interfaces
                 .iter()

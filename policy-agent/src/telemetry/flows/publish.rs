@@ -40,6 +40,8 @@ pub const NAMES_FILE: &str = "names.json";
 pub const EVENTS_PIN: &str = "events";
 /// The pinned `STATS` of an instance.
 pub const STATS_PIN: &str = "stats";
+/// The directory of an instance's pinned maps.
+pub const MAPS_DIR: &str = "maps";
 
 /// The roots under which instances publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +100,12 @@ impl FlowPaths {
     /// The pinned `STATS` of `instance`.
     pub fn stats_pin(&self, instance: &str) -> PathBuf {
         self.pins_root().join(instance).join(STATS_PIN)
+    }
+
+    /// Where `instance`'s maps are pinned for `explain --node` (a node agent's
+    /// pin directory keeps all of its maps there).
+    pub fn maps_dir(&self, instance: &str) -> PathBuf {
+        self.pins_root().join(instance).join(MAPS_DIR)
     }
 
     /// Names of every instance with a names or pin directory, live or not.
@@ -195,8 +203,8 @@ pub struct Publication {
 
 impl Publication {
     /// Pins `datapath`'s `EVENTS` and `STATS` for `instance` (mounting bpffs if
-    /// needed) and makes its names directory. Call `publish` after every table
-    /// apply.
+    /// needed), and the maps `explain --node` reads, and makes its names
+    /// directory. Call `publish` after every table apply.
     pub fn start(
         datapath: &mut Datapath,
         paths: &FlowPaths,
@@ -223,6 +231,9 @@ impl Publication {
         }
         datapath.pin_events(&pin)?;
         datapath.pin_stats(&paths.stats_pin(instance))?;
+        let maps = paths.maps_dir(instance);
+        fs::create_dir_all(&maps).map_err(io_error("creating", &maps))?;
+        datapath.pin_tables(&maps)?;
         Ok(publication)
     }
 
@@ -252,6 +263,7 @@ impl Publication {
         let names = FlowNames {
             events_pin: self.events_pin(),
             stats_pin: self.stats_pin(),
+            maps_dir: self.paths.maps_dir(&self.instance),
             ..names.clone()
         };
         replace_names(&self.names_file(), &names)
