@@ -111,6 +111,29 @@ fn every_analysis_reads_a_live_cluster_with_its_own_addresses() {
 }
 
 #[test]
+fn in_cluster_outside_a_pod_reads_the_cluster_of_the_default_kubeconfig() {
+    let api = cluster();
+    let kubeconfig = api
+        .write_kubeconfig()
+        .unwrap_or_else(|e| panic!("kubeconfig: {e}"));
+    let out = std::process::Command::new(super::AGENT)
+        .args(["simulate", "--in-cluster", "-o", "json"])
+        .env("KUBECONFIG", kubeconfig.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(json["probes"].as_array().map(Vec::len), Some(2), "{json}");
+    let (code, _, stderr) = run(&["lint", "--in-cluster", "--kubeconfig", "k.yaml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[test]
 fn manifests_and_a_cluster_are_one_or_the_other() {
     let (code, _, stderr) = run(&["lint", "-f", "x.yaml", "--kubeconfig", "k.yaml"]);
     assert_eq!(code, Some(2), "{stderr}");

@@ -175,8 +175,8 @@ pub struct Input {
     #[arg(
         short = 'f',
         long = "filename",
-        required_unless_present_any = ["kubeconfig", "context"],
-        conflicts_with_all = ["kubeconfig", "context"]
+        required_unless_present_any = ["kubeconfig", "context", "in_cluster"],
+        conflicts_with_all = ["kubeconfig", "context", "in_cluster"]
     )]
     paths: Vec<PathBuf>,
     /// Read the cluster this kubeconfig names instead of manifests.
@@ -186,6 +186,11 @@ pub struct Input {
     /// (`$KUBECONFIG` or `~/.kube/config` unless `--kubeconfig` says).
     #[arg(long)]
     context: Option<String>,
+    /// Read the cluster this process runs in, with its pod's service account
+    /// (inside the node agent's container: `kubectl exec`); outside a pod,
+    /// the cluster of the default kubeconfig.
+    #[arg(long, conflicts_with_all = ["kubeconfig", "context"])]
+    in_cluster: bool,
 }
 
 /// How long a live cluster may take to list every kind.
@@ -196,7 +201,7 @@ const CLUSTER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 impl Input {
     /// Whether the objects come from a live cluster.
     pub fn live(&self) -> bool {
-        self.kubeconfig.is_some() || self.context.is_some()
+        self.kubeconfig.is_some() || self.context.is_some() || self.in_cluster
     }
 
     /// The objects, as one cluster state.
@@ -214,6 +219,7 @@ impl Input {
         match (&self.kubeconfig, &self.context) {
             (_, Some(context)) => format!("the cluster of context {context}"),
             (Some(path), None) => format!("the cluster of {}", path.display()),
+            (None, None) if self.in_cluster => "the cluster this runs in".to_string(),
             (None, None) => describe_paths(&self.paths),
         }
     }
