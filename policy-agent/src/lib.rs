@@ -12,8 +12,10 @@
 //! real cluster with kubectl (`cargo xtask e2e`). Errors say their own context and
 //! keep their cause as `source()`; `causes` prints one with its causes.
 //!
-//! Features: `lab` (the lab, conformance, e2e, `simulate`, `explain`) and `bench`
-//! are on by default; the image the DaemonSet runs is built without them. `testing`
+//! Features: `lab` (the lab, conformance, e2e, `simulate`, `diff`, `lint`,
+//! `exposure`, `suggest`) and `bench` are on by default; the image the DaemonSet
+//! runs is built without them (`explain`, which `--node` makes a node's tool, is
+//! in both). `testing`
 //! exposes hooks for tests and benchmarks only (`BPF_PROG_TEST_RUN`, the model
 //! builders).
 

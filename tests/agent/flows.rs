@@ -100,14 +100,14 @@ fn flows(instance: &str) -> Command {
     command
 }
 
-/// `explain --node` on the agent, the cluster read from the stand-in API
-/// server: the agent's pinned tables and the evaluator agree that db admits
-/// web and drops other, each by its rule or for want of one.
-fn explain_node_agrees(node: &Node, instance: &str) {
+/// `explain --node` on agent `instance`, run by `run` (which adds how to read
+/// the cluster from the stand-in API server): the agent's pinned tables and the
+/// evaluator agree that db admits web by its rule and drops other.
+pub fn explain_node_agrees(instance: &str, run: impl Fn(&[&str]) -> std::process::Output) {
     let port = harness::TCP_PORT.to_string();
     for (from, allowed) in [("web", true), ("other", false)] {
         let from = format!("prod/{from}");
-        let out = node.run_cli(&[
+        let out = run(&[
             "explain",
             "--node",
             "--instance",
@@ -168,7 +168,7 @@ fn flows_follows_a_running_agent_across_a_restart_and_uninstall_removes_its_name
     );
 
     assert_names_other_to_db(&first_drop_from_other(&node, &instance, flows(&instance)));
-    explain_node_agrees(&node, &instance);
+    explain_node_agrees(&instance, |args| node.run_cli(args));
 
     // A successor adopts the pins and publishes under its own pid.
     agent.kill9();

@@ -4,8 +4,8 @@
 //! cannot be mapped fails the test), in the lab node's network namespace (the
 //! host network), with the service account mount and in-cluster environment the
 //! kubelet adds, against the stand-in API server over HTTPS. It enforces, answers
-//! `/readyz`, serves `policy-agent flows` through `podman exec` (as `kubectl
-//! exec ds/podwall -- policy-agent flows`), keeps enforcing through `podman kill`
+//! `/readyz`, serves `policy-agent flows` and `explain --node --in-cluster`
+//! through `podman exec` (as `kubectl exec ds/podwall -- policy-agent flows`), keeps enforcing through `podman kill`
 //! and a restart, and `policy-agent uninstall` from the image takes it off.
 
 use std::{
@@ -20,7 +20,9 @@ use policy_agent::agent::{run::pin_dir, REQUIRED_CAPABILITIES};
 
 use super::{
     capability_number, create_web_db_other,
-    flows::{assert_names_other_to_db, first_drop_args, first_drop_from_other},
+    flows::{
+        assert_names_other_to_db, explain_node_agrees, first_drop_args, first_drop_from_other,
+    },
     harness::{self, Node},
     support::{
         self,
@@ -459,6 +461,16 @@ fn the_image_runs_as_the_daemonset_says_enforces_survives_a_kill_and_uninstalls(
     exec.args(["--runtime", "runc", "exec", &name, "policy-agent"])
         .args(first_drop_args(&instance));
     assert_names_other_to_db(&first_drop_from_other(&node, &instance, exec));
+    // `kubectl exec ds/podwall -- policy-agent explain --node --in-cluster ...`:
+    // the node's tables beside the cluster read with the service account.
+    explain_node_agrees(&instance, |args| {
+        Command::new("podman")
+            .args(["--runtime", "runc", "exec", &name, "policy-agent"])
+            .args(args)
+            .arg("--in-cluster")
+            .output()
+            .unwrap_or_else(|e| panic!("podman exec: {e}"))
+    });
 
     podman(&["kill", &name]).unwrap_or_else(|e| panic!("{e}"));
     node.expect(
@@ -560,14 +572,14 @@ fn the_images_agent_has_the_node_agents_commands_and_not_the_workstation_tools()
         "nproc=1024:1024",
     ];
     let help = podman(&[&run[..], &[&image, "--help"]].concat()).unwrap_or_else(|e| panic!("{e}"));
-    for command in ["run", "uninstall", "flows"] {
+    for command in ["run", "uninstall", "flows", "explain"] {
         assert!(
             help.lines()
                 .any(|line| line.trim_start().starts_with(command)),
             "the shipped agent lacks `{command}`:\n{help}"
         );
     }
-    for tool in ["lab", "simulate", "explain", "bench", "e2e"] {
+    for tool in ["lab", "simulate", "diff", "bench", "e2e"] {
         let refused = podman(&[&run[..], &[&image, tool, "--help"]].concat());
         assert!(
             refused

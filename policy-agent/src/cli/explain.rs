@@ -12,10 +12,7 @@ use serde::Serialize;
 
 use super::{
     explain_node::{NodeJson, NodeView, EXIT_DISAGREE},
-    lab::FamilyArg,
-    parse_port_protocol,
-    simulate::addressed,
-    Input, Output,
+    parse_port_protocol, FamilyArg, Input, Output,
 };
 use crate::{
     model::{ClusterState, ObjectRef, PolicyMode, Protocol},
@@ -34,7 +31,8 @@ pub struct ExplainArgs {
     #[command(flatten)]
     manifests: Input,
     /// Who opens the connection: `namespace/pod`, or an IP address (the address of a
-    /// pod is that pod; pods have the addresses `lab run` gives them).
+    /// pod is that pod: its address in a live cluster, or the one the datapath of
+    /// --node knows; from manifests, the one `lab run` gives it).
     #[arg(long, value_name = "NS/POD|IP", value_parser = parse_endpoint)]
     from: End,
     /// Who it goes to: `namespace/pod` or an IP address.
@@ -108,7 +106,10 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     if args.audit {
         state = state.with_every_policy_in_audit();
     }
-    let (mut state, _) = addressed(state, args.manifests.live())?;
+    // Manifests: pods at the lab's addresses where the lab is built in; the
+    // agent's image (no lab) judges them at the addresses their status gives.
+    #[cfg(feature = "lab")]
+    let (mut state, _) = super::simulate::addressed(state, args.manifests.live())?;
     let node = if args.node {
         let view = NodeView::open(args.instance.as_deref(), &args.run_dir)?;
         state = view.addressed(state);

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{parse_port_protocol, Output};
+use super::{parse_port_protocol, FamilyArg, Output};
 use crate::{
     lab::{
         addresses::MAX_NODES,
@@ -101,25 +101,6 @@ impl LayoutArgs {
                 OverlayArg::None => Overlay::None,
                 OverlayArg::Vxlan => Overlay::Vxlan,
             },
-        }
-    }
-}
-
-/// `--family` of `lab run`, `lab tour` and `simulate`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(super) enum FamilyArg {
-    /// The pod's IPv4 address.
-    Ipv4,
-    /// The pod's IPv6 address.
-    Ipv6,
-}
-
-impl FamilyArg {
-    /// The lab's family.
-    pub(super) fn family(self) -> Family {
-        match self {
-            FamilyArg::Ipv4 => Family::Ipv4,
-            FamilyArg::Ipv6 => Family::Ipv6,
         }
     }
 }

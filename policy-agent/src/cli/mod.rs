@@ -10,9 +10,7 @@ mod datapath;
 mod diff;
 #[cfg(feature = "lab")]
 mod e2e;
-#[cfg(feature = "lab")]
 mod explain;
-#[cfg(feature = "lab")]
 mod explain_node;
 #[cfg(feature = "lab")]
 mod exposure;
@@ -91,9 +89,9 @@ enum Command {
     /// The `lab run` matrix (or its JSON) computed by the reference evaluator: no
     /// kernel, no root. Pods get the addresses `lab run` gives them.
     Simulate(simulate::SimulateArgs),
-    #[cfg(feature = "lab")]
     /// Why one connection is allowed or dropped: the policies and rules that decided
-    /// it, and for a deny, whether each rule's peer or port failed to match.
+    /// it, and for a deny, whether each rule's peer or port failed to match; with
+    /// `--node`, what a running datapath's own tables say, side by side.
     Explain(explain::ExplainArgs),
     #[cfg(feature = "lab")]
     /// For each pod and port, what can reach it: from outside the cluster, from
@@ -167,7 +165,6 @@ fn describe_paths(paths: &[PathBuf]) -> String {
 
 /// Where the objects come from: manifests (`-f`), or a live cluster read once
 /// and read-only (`--kubeconfig`/`--context`: list and watch, as kubectl get).
-#[cfg(feature = "lab")]
 #[derive(Args, Clone, Debug)]
 pub struct Input {
     /// A manifest file or a directory of them (Namespace, Pod, Service,
@@ -194,10 +191,8 @@ pub struct Input {
 }
 
 /// How long a live cluster may take to list every kind.
-#[cfg(feature = "lab")]
 const CLUSTER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-#[cfg(feature = "lab")]
 impl Input {
     /// Whether the objects come from a live cluster.
     pub fn live(&self) -> bool {
@@ -228,7 +223,6 @@ impl Input {
 /// The objects of the cluster `kubeconfig` and `context` name, read once; each
 /// object that does not convert is a warning on stderr (and in the state as
 /// the node agent would enforce it: fail-closed).
-#[cfg(feature = "lab")]
 pub fn read_cluster(
     kubeconfig: Option<&std::path::Path>,
     context: Option<&str>,
@@ -250,6 +244,26 @@ pub fn read_cluster(
         }
         Ok((*snapshot.state).clone())
     })
+}
+
+/// `--family` of `lab run`, `lab tour`, `simulate` and `explain`: which
+/// address of a pod a connection carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FamilyArg {
+    /// The pod's IPv4 address.
+    Ipv4,
+    /// The pod's IPv6 address.
+    Ipv6,
+}
+
+impl FamilyArg {
+    /// The family.
+    pub fn family(self) -> crate::model::IpFamily {
+        match self {
+            FamilyArg::Ipv4 => crate::model::IpFamily::Ipv4,
+            FamilyArg::Ipv6 => crate::model::IpFamily::Ipv6,
+        }
+    }
 }
 
 /// Parses `PORT/PROTO` (`80/TCP`, `53/udp`; a bare `80` means TCP).
@@ -317,7 +331,6 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
     let result = match cli.command {
-        #[cfg(feature = "lab")]
         Command::Explain(args) => explain::run(&args),
         Command::Run(args) => {
             run::run_agent(args, kernel_debug(cli.verbose)).map(|()| ExitCode::SUCCESS)

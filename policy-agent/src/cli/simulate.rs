@@ -11,7 +11,7 @@ use std::{
 use anyhow::bail;
 use clap::Args;
 
-use super::{lab::FamilyArg, parse_port_protocol, Input, Output};
+use super::{parse_port_protocol, FamilyArg, Input, Output};
 use crate::{
     lab::{addresses, report, report::ProbeResult},
     model::{ClusterState, IpFamily, ObjectRef, Protocol},
