@@ -7,7 +7,10 @@
 use std::{path::PathBuf, process::Command};
 
 use policy_agent::{
-    lab::{probe::ProbeSpec, Lab},
+    lab::{
+        probe::{Family, ProbeRoute, ProbeSpec},
+        Lab,
+    },
     model::ObjectRef,
     source::load_all,
 };
@@ -21,10 +24,19 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `explain --node -o json` for `spec` on `lab`, judged against `manifests`:
-/// the JSON and the exit code.
-fn explain_node(lab: &Lab, manifests: &PathBuf, spec: &ProbeSpec) -> (serde_json::Value, i32) {
+/// `explain --node -o json` for `spec` on `lab`, judged against `manifests`
+/// at the pods' addresses of `family`: the JSON and the exit code.
+fn explain_node(
+    lab: &Lab,
+    manifests: &PathBuf,
+    spec: &ProbeSpec,
+    family: Family,
+) -> (serde_json::Value, i32) {
     let port = format!("{}/{}", spec.port, spec.protocol);
+    let family = match family {
+        Family::Ipv4 => "ipv4",
+        Family::Ipv6 => "ipv6",
+    };
     let out = Command::new(AGENT)
         .args([
             "explain",
@@ -34,6 +46,7 @@ fn explain_node(lab: &Lab, manifests: &PathBuf, spec: &ProbeSpec) -> (serde_json
             "-o",
             "json",
         ])
+        .args(["--family", family])
         .arg("-f")
         .arg(manifests)
         .args([
@@ -63,21 +76,21 @@ fn node_passes(json: &serde_json::Value) -> bool {
         .all(|side| json["node"][side]["verdict"] != "dropped")
 }
 
-/// Every probe of `name`'s lab, read from the node and probed for real; the
-/// rules the node's reading names.
-fn agreement_on(name: &str) -> Vec<String> {
+/// Every probe of `name`'s lab, read from the node and probed for real to
+/// the pods' addresses of `family`; the rules the node's reading names.
+fn agreement_on(name: &str, family: Family) -> Vec<String> {
     let manifests = example(name);
     let state = load_all(std::slice::from_ref(&manifests))
         .unwrap_or_else(|e| panic!("loading the example: {e}"));
     let lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
     let specs = lab.probe_specs(&[]);
     let results = lab
-        .probe(&specs, TIMEOUT)
+        .probe_via(&specs, ProbeRoute::Pod(family), TIMEOUT)
         .unwrap_or_else(|e| panic!("probe: {e}"));
     let mut rules = Vec::new();
     let (mut passed, mut dropped) = (0, 0);
     for (spec, result) in specs.iter().zip(&results) {
-        let (json, code) = explain_node(&lab, &manifests, spec);
+        let (json, code) = explain_node(&lab, &manifests, spec, family);
         let node = &json["node"];
         assert_eq!(node["agrees"], true, "{name} {spec:?}: {node:#}");
         assert_ne!(code, 5, "{name} {spec:?}: a disagreement: {node:#}");
@@ -123,7 +136,7 @@ fn the_nodes_tables_agree_with_the_evaluator_and_the_packets_on_every_probe() {
     support::require_root_and_bpf();
     // ClusterNetworkPolicy tiers over a NetworkPolicy: the kernel's entries name
     // a cluster rule by its name.
-    let rules = agreement_on("cluster-guardrails");
+    let rules = agreement_on("cluster-guardrails", Family::Ipv4);
     assert!(
         rules
             .iter()
@@ -132,11 +145,13 @@ fn the_nodes_tables_agree_with_the_evaluator_and_the_packets_on_every_probe() {
     );
     // NetworkPolicies only, egress to any namespace among them (the endpoint's
     // set for every class): a NetworkPolicy rule by its path.
-    let rules = agreement_on("secure-app");
-    assert!(
-        rules.iter().any(|r| r.contains(" spec.egress[")),
-        "{rules:?}"
-    );
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let rules = agreement_on("secure-app", family);
+        assert!(
+            rules.iter().any(|r| r.contains(" spec.egress[")),
+            "{family:?}: {rules:?}"
+        );
+    }
 }
 
 #[test]
@@ -153,7 +168,7 @@ fn tables_that_do_not_hold_what_the_manifests_say_are_reported_as_a_disagreement
         protocol: policy_agent::model::Protocol::Tcp,
     };
     // As compiled: the backend's ingress admits the frontend.
-    let (json, _) = explain_node(&lab, &manifests, &spec);
+    let (json, _) = explain_node(&lab, &manifests, &spec, Family::Ipv4);
     assert_eq!(json["node"]["ingress"]["verdict"], "allowed", "{json:#}");
     assert_eq!(json["node"]["agrees"], true, "{json:#}");
     // Tables whose backend endpoint has no rule set: isolated, nothing allowed.
@@ -196,7 +211,7 @@ fn tables_that_do_not_hold_what_the_manifests_say_are_reported_as_a_disagreement
         "{stdout}"
     );
     // The kernel does what its tables say, not what the manifests do.
-    let (json, code) = explain_node(&lab, &manifests, &spec);
+    let (json, code) = explain_node(&lab, &manifests, &spec, Family::Ipv4);
     assert_eq!(code, 5);
     assert_eq!(json["node"]["agrees"], false, "{json:#}");
     assert_eq!(json["node"]["ingress"]["evaluator"], "allowed", "{json:#}");

@@ -405,57 +405,35 @@ impl PinnedTables {
 
     /// `maps::peer` of the classifiers: the host hash, else the trie.
     fn peer(&self, bank: u32, remote: IpAddr) -> Result<PeerReading, DataplaneError> {
-        let (class, prefix) = match remote {
+        let (class, len) = match remote {
             IpAddr::V4(v4) => {
                 let data = PeerKeyV4 {
                     bank,
                     addr: v4.octets(),
                 };
-                match found(self.peer_hosts_v4.get(&data, 0), maps::PEER_HOSTS_V4.name)? {
-                    Some(class) => (Some(class), Some(32)),
-                    None => {
-                        let key = Key::new(PEERS_V4_PREFIX_MAX, data);
-                        let class = found(self.peers_v4.get(&key, 0), maps::PEERS_V4.name)?;
-                        let len = class
-                            .map(|_| longest(&self.peers_v4, &data, maps::PEERS_V4.name))
-                            .transpose()?
-                            .flatten();
-                        (class, len.map(|len| len - PEER_PREFIX_BANK))
-                    }
-                }
+                let maps = (&self.peer_hosts_v4, &self.peers_v4);
+                let names = (maps::PEER_HOSTS_V4.name, maps::PEERS_V4.name);
+                host_or_prefix(maps, names, data, (32, PEERS_V4_PREFIX_MAX))?
             }
             IpAddr::V6(v6) => {
                 let data = PeerKeyV6 {
                     bank,
                     addr: v6.octets(),
                 };
-                match found(self.peer_hosts_v6.get(&data, 0), maps::PEER_HOSTS_V6.name)? {
-                    Some(class) => (Some(class), Some(128)),
-                    None => {
-                        let key = Key::new(PEERS_V6_PREFIX_MAX, data);
-                        let class = found(self.peers_v6.get(&key, 0), maps::PEERS_V6.name)?;
-                        let len = class
-                            .map(|_| longest(&self.peers_v6, &data, maps::PEERS_V6.name))
-                            .transpose()?
-                            .flatten();
-                        (class, len.map(|len| len - PEER_PREFIX_BANK))
-                    }
-                }
+                let maps = (&self.peer_hosts_v6, &self.peers_v6);
+                let names = (maps::PEER_HOSTS_V6.name, maps::PEERS_V6.name);
+                host_or_prefix(maps, names, data, (128, PEERS_V6_PREFIX_MAX))?
             }
         };
-        Ok(match class {
-            Some(class) => PeerReading {
-                class,
-                prefix: prefix
-                    .and_then(|len| IpNet::new(remote, len as u8).ok().map(|n| n.trunc())),
-            },
-            None => PeerReading {
-                class: PeerClass {
-                    class_id: CLASS_WORLD,
-                    flags: 0,
-                },
-                prefix: None,
-            },
+        Ok(PeerReading {
+            class: class.unwrap_or(PeerClass {
+                class_id: CLASS_WORLD,
+                flags: 0,
+            }),
+            prefix: len
+                .and_then(|len| u8::try_from(len).ok())
+                .and_then(|len| IpNet::new(remote, len).ok())
+                .map(|net| net.trunc()),
         })
     }
 
@@ -546,6 +524,32 @@ impl PinnedTables {
         }
         Ok(flows)
     }
+}
+
+/// A family's peer lookup: the class in the host hash (`maps.0`), else the
+/// longest prefix of the trie (`maps.1`) holding `data`, and the address
+/// prefix length it was found under (`lens`: a host's, and the trie's longest
+/// with its bank bits).
+fn host_or_prefix<K: aya::Pod>(
+    maps: (
+        &HashMap<MapData, K, PeerClass>,
+        &LpmTrie<MapData, K, PeerClass>,
+    ),
+    names: (&'static str, &'static str),
+    data: K,
+    lens: (u32, u32),
+) -> Result<(Option<PeerClass>, Option<u32>), DataplaneError> {
+    if let Some(class) = found(maps.0.get(&data, 0), names.0)? {
+        return Ok((Some(class), Some(lens.0)));
+    }
+    let Some(class) = found(maps.1.get(&Key::new(lens.1, data), 0), names.1)? else {
+        return Ok((None, None));
+    };
+    let len = longest(maps.1, &data, names.1)?;
+    Ok((
+        Some(class),
+        len.and_then(|len| len.checked_sub(PEER_PREFIX_BANK)),
+    ))
 }
 
 /// The first and last port of the block of `port` whose `fixed` high bits

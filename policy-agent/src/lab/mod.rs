@@ -266,13 +266,18 @@ impl Lab {
     /// need the kernel to enforce tables that disagree with the state.
     #[cfg(feature = "testing")]
     pub fn write_tables(&mut self, node: usize, tables: DatapathTables) -> Result<(), LabError> {
-        let datapath = self
-            .datapaths
-            .get_mut(node)
-            .ok_or_else(|| LabError::Layout {
-                reason: format!("the lab has no node {}", node + 1),
-            })?;
-        datapath.write_tables(tables, &self.state)
+        let state = &self.state;
+        Self::node_datapath(&mut self.datapaths, node)?.write_tables(tables, state)
+    }
+
+    /// Node `node`'s datapath of `datapaths`.
+    fn node_datapath(
+        datapaths: &mut [NodeDatapath],
+        node: usize,
+    ) -> Result<&mut NodeDatapath, LabError> {
+        datapaths.get_mut(node).ok_or_else(|| LabError::Layout {
+            reason: format!("the lab has no node {}", node + 1),
+        })
     }
 
     /// The lab's pods, sorted.
@@ -539,13 +544,7 @@ impl Lab {
 
     /// The verdict counters of node `node`'s datapath.
     pub fn node_stats(&mut self, node: usize) -> Result<Stats, LabError> {
-        let datapath = self
-            .datapaths
-            .get_mut(node)
-            .ok_or_else(|| LabError::Layout {
-                reason: format!("the lab has no node {}", node + 1),
-            })?;
-        datapath.stats()
+        Self::node_datapath(&mut self.datapaths, node)?.stats()
     }
 }
 
