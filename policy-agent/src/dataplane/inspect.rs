@@ -40,7 +40,7 @@ use super::{
     ct::{tracked_flow, TrackedFlow},
     events::EventVerdict,
     keys::address_key,
-    maps::{map_error, map_of, pinned_map_data},
+    maps::{map_error, map_of},
     DataplaneError, InterfaceIndex,
 };
 use crate::policy::tables::Direction;
@@ -257,13 +257,23 @@ pub fn verdict(
     }
 }
 
-/// Opens the map `def` defines from its pin in `dir`, as `M`; aya checks its
-/// kind and its key and value sizes.
+/// Opens the map `def` defines from its pin in `dir`, read only (`BPF_F_RDONLY`:
+/// this descriptor cannot write), as `M`; aya checks its kind and its key and
+/// value sizes.
 fn open<M, K, V>(dir: &Path, def: MapDef<K, V>) -> Result<M, DataplaneError>
 where
     M: TryFrom<Map, Error = MapError>,
 {
-    let data = pinned_map_data(&dir.join(def.name))?;
+    let path = dir.join(def.name);
+    let fd = super::sys::open_pinned_map_read_only(&path).map_err(|source| {
+        DataplaneError::Pinned {
+            path: path.clone(),
+            what: "opening read only".into(),
+            os_error: source.raw_os_error(),
+            source: Some(Box::new(source)),
+        }
+    })?;
+    let data = MapData::from_fd(fd).map_err(map_error(def.name, "open"))?;
     M::try_from(map_of(data, def.name)?).map_err(map_error(def.name, "open"))
 }
 

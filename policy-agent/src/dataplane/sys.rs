@@ -225,12 +225,24 @@ pub(super) fn update_pinned_link(path: &Path, program: BorrowedFd<'_>) -> io::Re
 
 /// The object pinned at `path`, opened (`BPF_OBJ_GET`).
 fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
+    open_pinned_with(path, 0)
+}
+
+/// `BPF_F_RDONLY`: a map descriptor that can look up and never update.
+const BPF_F_RDONLY: u32 = 1 << 3;
+
+/// The map pinned at `path`, opened read only: nothing can write through it.
+pub(super) fn open_pinned_map_read_only(path: &Path) -> io::Result<OwnedFd> {
+    open_pinned_with(path, BPF_F_RDONLY)
+}
+
+fn open_pinned_with(path: &Path, file_flags: u32) -> io::Result<OwnedFd> {
     let pathname = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("a NUL byte in the pin path"))?;
     let get = ObjGetAttr {
         pathname: pathname.as_ptr() as u64,
         bpf_fd: 0,
-        file_flags: 0,
+        file_flags,
     };
     Ok(owned(bpf(BPF_OBJ_GET, &get)?))
 }
