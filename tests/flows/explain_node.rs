@@ -221,3 +221,50 @@ fn tables_that_do_not_hold_what_the_manifests_say_are_reported_as_a_disagreement
     assert!(!results[0].allowed, "the wrong tables drop the probe");
     assert!(!node_passes(&json), "{json:#}");
 }
+
+#[test]
+fn udp_to_a_tunnel_port_is_read_as_dropped_before_policy_and_exits_dropped() {
+    support::require_root_and_bpf();
+    // No policy anywhere: the evaluator allows everything, the datapath drops
+    // VXLAN from a pod whatever policy says.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let manifests = dir.path().join("open.yaml");
+    std::fs::write(
+        &manifests,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: open}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: open}\n\
+         spec: {containers: [{name: c, image: x}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: open}\n\
+         spec: {containers: [{name: c, image: x, ports: [{containerPort: 4789, protocol: UDP}]}]}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let state = load_all(std::slice::from_ref(&manifests))
+        .unwrap_or_else(|e| panic!("loading the manifest: {e}"));
+    let lab = Lab::up(state, &[]).unwrap_or_else(|e| panic!("lab: {e}"));
+    let spec = ProbeSpec {
+        from: ObjectRef::new("open", "a"),
+        to: ObjectRef::new("open", "b"),
+        port: 4789,
+        protocol: policy_agent::model::Protocol::Udp,
+    };
+    let (json, code) = explain_node(&lab, &manifests, &spec, Family::Ipv4);
+    assert_eq!(code, 3, "the kernel drops it: {json:#}");
+    assert_eq!(
+        json["allowed"], true,
+        "the evaluator knows no tunnels: {json:#}"
+    );
+    let egress = &json["node"]["egress"];
+    assert_eq!(egress["verdict"], "dropped", "{json:#}");
+    assert!(egress["agrees"].is_null(), "not compared: {json:#}");
+    assert!(
+        egress["decision"]
+            .as_str()
+            .is_some_and(|d| d.contains("tunnel port")),
+        "{json:#}"
+    );
+    assert_eq!(json["node"]["agrees"], true, "no disagreement: {json:#}");
+    let results = lab
+        .probe(std::slice::from_ref(&spec), TIMEOUT)
+        .unwrap_or_else(|e| panic!("probe: {e}"));
+    assert!(!results[0].allowed, "VXLAN from a pod is dropped");
+}

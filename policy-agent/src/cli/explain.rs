@@ -167,6 +167,9 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         if !disagreements.is_empty() {
             return Ok(ExitCode::from(EXIT_DISAGREE));
         }
+        if reading.dropped_unjudged() {
+            return Ok(ExitCode::from(EXIT_DROPPED));
+        }
     }
     let verdict = explanation.verdict();
     Ok(match (verdict.allowed, verdict.would_drop) {

@@ -115,28 +115,26 @@ impl NodeView {
         judged: &Query,
         explanation: &Explanation,
     ) -> anyhow::Result<NodeReading> {
-        let address = |end: &End| match end {
-            End::PodAt(_, ip) | End::Address(ip) => Some(*ip),
-            End::Pod(_) => None,
-        };
-        let (source, destination) = (address(&judged.src), address(&judged.dst));
-        let mut reading = NodeReading {
-            instance: self.names.instance.clone(),
-            maps_dir: self.tables.dir().to_path_buf(),
-            egress: None,
-            ingress: None,
-        };
-        let sides = [
+        let (source, destination) = (
+            self.address(state, &judged.src)?,
+            self.address(state, &judged.dst)?,
+        );
+        if source.is_ipv4() != destination.is_ipv4() {
+            bail!(
+                "{source} and {destination} are of two families: a connection has one \
+                 (--family picks the pods' addresses)"
+            );
+        }
+        let ends = [
             (Direction::Egress, &judged.src, source, destination),
             (Direction::Ingress, &judged.dst, destination, source),
         ];
-        for (direction, end, local, remote) in sides {
+        let mut sides = Vec::new();
+        for (direction, end, local, remote) in ends {
             let Some(pod) = end.pod(state).map(|pod| pod.key.clone()) else {
                 continue;
             };
-            let (Some(ifindex), Some(local), Some(remote)) =
-                (self.interface_of(&pod), local, remote)
-            else {
+            let Some(ifindex) = self.interface(&pod, local)? else {
                 continue;
             };
             let lookup = SideLookup {
@@ -147,29 +145,9 @@ impl NodeView {
                 protocol: judged.protocol.number(),
                 port: judged.port,
             };
-            let kernel = self.tables.read(&lookup).with_context(|| {
-                format!(
-                    "reading the tables of datapath {} for {pod}",
-                    self.names.instance
-                )
-            })?;
-            let evaluator = match direction {
-                Direction::Egress => outcome(&explanation.egress),
-                Direction::Ingress => outcome(&explanation.ingress),
-            };
-            let side = NodeSide {
-                pod,
-                ifindex,
-                direction,
-                evaluator,
-                kernel,
-            };
-            match direction {
-                Direction::Egress => reading.egress = Some(side),
-                Direction::Ingress => reading.ingress = Some(side),
-            }
+            sides.push((pod, lookup));
         }
-        if reading.egress.is_none() && reading.ingress.is_none() {
+        if sides.is_empty() {
             let pods: Vec<&str> = self.names.interfaces.values().map(String::as_str).collect();
             bail!(
                 "neither end has an interface on datapath {} (its pods: {}); ask the node of \
@@ -182,7 +160,75 @@ impl NodeView {
                 }
             );
         }
+        let lookups: Vec<SideLookup> = sides.iter().map(|(_, lookup)| *lookup).collect();
+        let kernel = self
+            .tables
+            .read(&lookups)
+            .with_context(|| format!("reading the tables of datapath {}", self.names.instance))?;
+        let mut reading = NodeReading {
+            instance: self.names.instance.clone(),
+            maps_dir: self.tables.dir().to_path_buf(),
+            egress: None,
+            ingress: None,
+        };
+        for ((pod, lookup), kernel) in sides.into_iter().zip(kernel) {
+            let (evaluator, slot) = match lookup.direction {
+                Direction::Egress => (outcome(&explanation.egress), &mut reading.egress),
+                Direction::Ingress => (outcome(&explanation.ingress), &mut reading.ingress),
+            };
+            *slot = Some(NodeSide {
+                pod,
+                ifindex: lookup.ifindex,
+                direction: lookup.direction,
+                evaluator,
+                kernel,
+            });
+        }
         Ok(reading)
+    }
+
+    /// The address `end` is judged at: an IP address, or a pod's of the
+    /// family asked for. A pod without one is an error naming it.
+    fn address(&self, state: &ClusterState, end: &End) -> anyhow::Result<IpAddr> {
+        match end {
+            End::PodAt(_, ip) | End::Address(ip) => {
+                if let IpAddr::V6(v6) = ip {
+                    if v6.to_ipv4_mapped().is_some() {
+                        bail!("{ip} is an IPv4-mapped IPv6 address, which no packet between pods carries: give the IPv4 address");
+                    }
+                }
+                Ok(*ip)
+            }
+            End::Pod(key) => bail!(
+                "pod {key} has no address of that family{}",
+                if state.pods.get(key).is_some_and(|pod| pod.ips.is_empty()) {
+                    " (it has no address at all)"
+                } else {
+                    " (--family picks the other)"
+                }
+            ),
+        }
+    }
+
+    /// The interface of `pod` (holding `local`) on this datapath, if it has one
+    /// there: the one the tables name for its address, or, for a pod without
+    /// one in them (pending), the one the names give. Names that say another
+    /// interface than the tables are out of date: an error.
+    fn interface(&self, pod: &ObjectRef, local: IpAddr) -> anyhow::Result<Option<InterfaceIndex>> {
+        let named = self.interface_of(pod);
+        let owner = self
+            .tables
+            .address_owner(local)
+            .with_context(|| format!("reading the tables of datapath {}", self.names.instance))?;
+        match (owner, named) {
+            (Some(owner), Some(named)) if owner != named => bail!(
+                "datapath {}'s tables put {local} on interface {owner}, its names put {pod} on \
+                 interface {named}: the names are out of date (run again in a moment)",
+                self.names.instance
+            ),
+            (Some(owner), _) => Ok(Some(owner)),
+            (None, named) => Ok(named),
+        }
     }
 
     /// The rule of counter slot `slot`, as `explain` writes rules.
@@ -207,6 +253,16 @@ fn outcome(side: &Side) -> EventVerdict {
     }
 }
 
+/// Whether the evaluator judges what decided `verdict`: not a Service's
+/// deferral (decided at the backend), the node's admission (the evaluator
+/// leaves node traffic out), nor the tunnel drop (it knows no tunnels).
+fn compared(verdict: KernelVerdict) -> bool {
+    !matches!(
+        verdict,
+        KernelVerdict::Service | KernelVerdict::Node | KernelVerdict::Tunnel
+    )
+}
+
 /// One side read from the node.
 pub struct NodeSide {
     pod: ObjectRef,
@@ -220,8 +276,7 @@ impl NodeSide {
     /// Whether the node and the evaluator agree (`None`: the node defers the
     /// side to the Service's backend, so there is nothing to compare here).
     fn agrees(&self) -> Option<bool> {
-        (self.kernel.verdict != KernelVerdict::Service)
-            .then(|| self.kernel.verdict.outcome() == self.evaluator)
+        compared(self.kernel.verdict).then(|| self.kernel.verdict.outcome() == self.evaluator)
     }
 }
 
@@ -244,11 +299,20 @@ impl NodeReading {
         self.sides().all(|side| side.agrees() != Some(false))
     }
 
+    /// Whether a side drops the connection for a reason the evaluator does
+    /// not judge (a tunnel port): the connection fails whatever it says.
+    pub fn dropped_unjudged(&self) -> bool {
+        self.sides().any(|side| {
+            !compared(side.kernel.verdict) && side.kernel.verdict.outcome() == EventVerdict::Dropped
+        })
+    }
+
     /// The lines for people, after the evaluator's.
     pub fn text(&self, view: &NodeView) -> String {
         let generation = self.sides().next().map_or(0, |s| s.kernel.generation);
         let mut out = format!(
-            "\nnode: datapath {} (tables of generation {generation}, bank {}):\n",
+            "\nnode: datapath {} (tables of generation {generation}, bank {}, both sides read \
+             in it):\n",
             self.instance,
             policy_common::bank::bank_of(generation)
         );
@@ -260,7 +324,7 @@ impl NodeReading {
             let mark = match side.agrees() {
                 Some(true) => "agrees with the evaluator",
                 Some(false) => "DISAGREES with the evaluator",
-                None => "decided at the Service's backend, not compared",
+                None => "not the evaluator's to judge, not compared",
             };
             let _ = writeln!(
                 out,
@@ -304,7 +368,12 @@ impl NodeReading {
                     side.pod,
                     verdict_word(side.kernel.verdict.outcome()),
                     verdict_word(side.evaluator)
-                )
+                ) + if side.kernel.tables_writing {
+                    " (the agent was writing tables in place while this was read: run again \
+                     once it is done)"
+                } else {
+                    ""
+                }
             })
             .collect()
     }
@@ -338,8 +407,21 @@ fn kernel_phrase(verdict: KernelVerdict, list: &str, view: &NodeView) -> String 
         KernelVerdict::UnknownEndpoint => {
             "dropped: the interface has no ENDPOINTS entry (a pod the agent does not know)".into()
         }
+        KernelVerdict::SpoofedSource => {
+            "dropped: the source is not the pod's own address in ENDPOINTS or ENDPOINT_ADDRS".into()
+        }
+        KernelVerdict::Tunnel => "dropped before policy: UDP to a tunnel port (VXLAN, Geneve) \
+             from a pod whose namespace does not allow tunnels"
+            .into(),
+        KernelVerdict::Misdelivered => {
+            "dropped: ENDPOINT_ADDRS puts the destination on another local pod".into()
+        }
         KernelVerdict::Unisolated => format!("allowed: not isolated for {list}"),
-        KernelVerdict::Node => "allowed: from an address of the node".into(),
+        KernelVerdict::Node => {
+            "allowed: from an address of the node, which always passes (the evaluator leaves \
+             node traffic out)"
+                .into()
+        }
         KernelVerdict::Service => {
             "deferred: to a Service address, decided after translation at the backend".into()
         }

@@ -1,12 +1,16 @@
 //! A running datapath's tables read from their pins the way the classifiers read
 //! them, for `explain --node`: for one side of a connection (a pod's interface,
-//! a direction, the remote address, the protocol and port), each lookup
-//! `judge` makes for a flow's first packet, in its order, the verdict it comes
-//! to, and the flows conntrack tracks for that side. Nothing here writes a map.
+//! a direction, the remote address, the protocol and port), the checks
+//! `decide` makes of a well-formed first packet before policy (its own
+//! address, tunnels, a misdelivered destination), each lookup `judge` makes
+//! after them, in their order, the verdict they come to, and the flows conntrack
+//! tracks for that side. Parsing, fragments and conntrack's own decisions are
+//! not judged. Nothing here writes a map (every descriptor is read only).
 //!
 //! The lookups are the kernel's own (a hash `get`, an LPM trie `get` with a
-//! full-length key, so the kernel picks the longest prefix); the prefixes
-//! shown beside them are found by reading the bank, for people only.
+//! full-length key, so the kernel picks the longest prefix), all of one
+//! generation of `ACTIVE`; the prefixes shown beside them and the tracked flows
+//! are read after, for people only.
 
 use std::{
     net::IpAddr,
@@ -21,8 +25,8 @@ use policy_common::{
     counters::NO_COUNTER,
     ct::{CtKey, CtValue},
     endpoint::{
-        EndpointInfo, EndpointKey, EndpointValue, AUDIT_EGRESS, AUDIT_INGRESS, ISOLATED_EGRESS,
-        ISOLATED_INGRESS,
+        AddressKey, EndpointInfo, EndpointKey, EndpointValue, OwnAddresses, ALLOW_TUNNELS,
+        AUDIT_EGRESS, AUDIT_INGRESS, ISOLATED_EGRESS, ISOLATED_INGRESS, OWN_V4, OWN_V6,
     },
     maps::{self, MapDef},
     peer::{
@@ -46,10 +50,11 @@ use super::{
 use crate::policy::tables::Direction;
 
 /// The maps `PinnedTables` reads: what a datapath pins for it (`Datapath::pin_tables`).
-pub const INSPECTED_MAPS: [&str; 11] = [
+pub const INSPECTED_MAPS: [&str; 12] = [
     maps::ACTIVE.name,
     maps::CONFIG.name,
     maps::ENDPOINTS.name,
+    maps::ENDPOINT_ADDRS.name,
     maps::PEERS_V4.name,
     maps::PEER_HOSTS_V4.name,
     maps::PEERS_V6.name,
@@ -60,9 +65,18 @@ pub const INSPECTED_MAPS: [&str; 11] = [
     maps::CONNTRACK.name,
 ];
 
-/// How many times `PinnedTables::read` reads a side again when `ACTIVE` moved
-/// while it read (a flip or a write in place between its lookups).
+/// How many times `PinnedTables::read` reads again when `ACTIVE` moved while
+/// it read (a flip or a write in place between its lookups), or the agent was
+/// writing whole tables in place.
 const READ_ATTEMPTS: usize = 5;
+
+/// How long `PinnedTables::read` waits before reading again.
+const READ_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How many `CONNTRACK` entries a reading of tracked flows walks at most: the
+/// table's capacity twice (a walk restarts from the top when the entry it
+/// stood on was removed meanwhile).
+const CONNTRACK_WALK_MAX: usize = 2 * policy_common::ct::CONNTRACK_MAX as usize;
 
 /// Read handles on the maps of `INSPECTED_MAPS`, opened from their pins.
 pub struct PinnedTables {
@@ -70,6 +84,7 @@ pub struct PinnedTables {
     active: Array<MapData, u32>,
     config: Array<MapData, Config>,
     endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
+    addresses: HashMap<MapData, AddressKey, u32>,
     peers_v4: LpmTrie<MapData, PeerKeyV4, PeerClass>,
     peer_hosts_v4: HashMap<MapData, PeerKeyV4, PeerClass>,
     peers_v6: LpmTrie<MapData, PeerKeyV6, PeerClass>,
@@ -129,12 +144,20 @@ pub struct PolicyReading {
     pub ports: Option<(u16, u16)>,
 }
 
-/// What `judge` decides for a flow's first packet (`policy-ebpf/src/judge.rs`,
-/// steps 8 to 12), or that the interface is unknown before it.
+/// What `decide` makes of a well-formed first packet: a check before policy
+/// (`policy-ebpf/src/main.rs`, steps 4 to 6), or what `judge` decides
+/// (`policy-ebpf/src/judge.rs`, steps 8 to 12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelVerdict {
     /// No `ENDPOINTS` entry for the interface: every packet is dropped.
     UnknownEndpoint,
+    /// Egress from an address that is not the pod's own: dropped (step 4).
+    SpoofedSource,
+    /// Egress of encapsulated traffic (UDP to a tunnel port) from a pod without
+    /// `ALLOW_TUNNELS`: dropped whatever policy says (step 5).
+    Tunnel,
+    /// Ingress addressed to another local pod: dropped (step 6).
+    Misdelivered,
     /// The pod is not isolated in this direction: passes.
     Unisolated,
     /// Ingress from an address of the node: passes.
@@ -175,6 +198,9 @@ impl KernelVerdict {
             | KernelVerdict::NetworkWouldDrop
             | KernelVerdict::NoMatchAudited => EventVerdict::WouldDrop,
             KernelVerdict::UnknownEndpoint
+            | KernelVerdict::SpoofedSource
+            | KernelVerdict::Tunnel
+            | KernelVerdict::Misdelivered
             | KernelVerdict::Denied(_)
             | KernelVerdict::NetworkDrop
             | KernelVerdict::NoMatch
@@ -185,7 +211,7 @@ impl KernelVerdict {
     /// The `RULE_COUNTERS` slot of the rule that decided, if one did.
     pub fn rule_slot(self) -> Option<u32> {
         match self {
-            KernelVerdict::Rule(slot) => Some(slot),
+            KernelVerdict::Rule(slot) => (slot != NO_COUNTER).then_some(slot),
             KernelVerdict::Denied(slot) | KernelVerdict::WouldDeny(slot) => slot,
             _ => None,
         }
@@ -203,6 +229,9 @@ pub struct SideReading {
     pub tables_writing: bool,
     /// The interface's `ENDPOINTS` entry.
     pub endpoint: Option<EndpointInfo>,
+    /// The interface `ENDPOINT_ADDRS` names for the pod's own address of the
+    /// connection (`None`: no local pod holds it).
+    pub local_owner: Option<InterfaceIndex>,
     /// The remote's class.
     pub peer: Option<PeerReading>,
     /// The endpoint's rule set for the class and direction.
@@ -265,14 +294,13 @@ where
     M: TryFrom<Map, Error = MapError>,
 {
     let path = dir.join(def.name);
-    let fd = super::sys::open_pinned_map_read_only(&path).map_err(|source| {
-        DataplaneError::Pinned {
+    let fd =
+        super::sys::open_pinned_map_read_only(&path).map_err(|source| DataplaneError::Pinned {
             path: path.clone(),
             what: "opening read only".into(),
             os_error: source.raw_os_error(),
             source: Some(Box::new(source)),
-        }
-    })?;
+        })?;
     let data = MapData::from_fd(fd).map_err(map_error(def.name, "open"))?;
     M::try_from(map_of(data, def.name)?).map_err(map_error(def.name, "open"))
 }
@@ -299,6 +327,56 @@ fn same_prefix(a: &[u8], b: &[u8], bits: u32) -> bool {
     rest == 0 || (a[whole] ^ b[whole]) >> (8 - rest) == 0
 }
 
+/// Where a lookup found its entry: in the hash of full-length keys, in the
+/// trie (its prefix is read afterwards, for people), or nowhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FoundIn {
+    Hash,
+    Trie,
+    Nowhere,
+}
+
+/// Whether `own` (an `ENDPOINTS` value's own addresses) claims `addr`, as the
+/// classifiers' `claims` reads it.
+fn claims(own: &OwnAddresses, addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(v4) => own.flags & OWN_V4 != 0 && own.v4 == v4.octets(),
+        IpAddr::V6(v6) => own.flags & OWN_V6 != 0 && own.v6 == v6.octets(),
+    }
+}
+
+/// The checks `decide` makes of a well-formed first packet before policy, in
+/// its order: at egress, the source must be the pod's own address (claimed by
+/// its `ENDPOINTS` entry, or `ENDPOINT_ADDRS` naming its interface: step 4),
+/// and UDP to a tunnel port is dropped unless the endpoint allows tunnels (step
+/// 5); at ingress, a destination another local pod owns is dropped (step 6).
+/// `local_owner` is `ENDPOINT_ADDRS`' interface for the local address,
+/// `tunnel_ports_be` `Config::tunnel_ports_be`.
+pub fn before_policy(
+    value: &EndpointValue,
+    side: &SideLookup,
+    local_owner: Option<InterfaceIndex>,
+    tunnel_ports_be: &[u16],
+) -> Option<KernelVerdict> {
+    let own = claims(&value.own, side.local);
+    match side.direction {
+        Direction::Egress => {
+            if !own && local_owner != Some(side.ifindex) {
+                return Some(KernelVerdict::SpoofedSource);
+            }
+            let tunnel = side.protocol == IPPROTO_UDP
+                && side.port != 0
+                && tunnel_ports_be.contains(&side.port.to_be());
+            (tunnel && value.info.flags & ALLOW_TUNNELS == 0).then_some(KernelVerdict::Tunnel)
+        }
+        Direction::Ingress => (!own && local_owner.is_some_and(|owner| owner != side.ifindex))
+            .then_some(KernelVerdict::Misdelivered),
+    }
+}
+
+/// UDP's protocol number.
+const IPPROTO_UDP: u8 = 17;
+
 impl PinnedTables {
     /// Opens the maps pinned in `dir` (`<dir>/<MAP>`).
     pub fn open(dir: &Path) -> Result<Self, DataplaneError> {
@@ -307,6 +385,7 @@ impl PinnedTables {
             active: open(dir, maps::ACTIVE)?,
             config: open(dir, maps::CONFIG)?,
             endpoints: open(dir, maps::ENDPOINTS)?,
+            addresses: open(dir, maps::ENDPOINT_ADDRS)?,
             peers_v4: open(dir, maps::PEERS_V4)?,
             peer_hosts_v4: open(dir, maps::PEER_HOSTS_V4)?,
             peers_v6: open(dir, maps::PEERS_V6)?,
@@ -329,24 +408,57 @@ impl PinnedTables {
             .map_err(map_error(maps::ACTIVE.name, "read"))
     }
 
-    fn tables_writing(&self) -> Result<bool, DataplaneError> {
-        let config = self
-            .config
+    fn config(&self) -> Result<Config, DataplaneError> {
+        self.config
             .get(&0, 0)
-            .map_err(map_error(maps::CONFIG.name, "read"))?;
-        Ok(config.flags & CONFIG_FLAG_TABLES_WRITING != 0)
+            .map_err(map_error(maps::CONFIG.name, "read"))
     }
 
-    /// Reads `side` as the classifiers would decide its first packet now: with
-    /// one generation of `ACTIVE` throughout (read again when it moved while
-    /// reading, a few times, then an error).
-    pub fn read(&self, side: &SideLookup) -> Result<SideReading, DataplaneError> {
-        for _ in 0..READ_ATTEMPTS {
+    /// The interface `ENDPOINT_ADDRS` names for `addr` in the bank `ACTIVE`
+    /// names now: the local pod holding that address.
+    pub fn address_owner(&self, addr: IpAddr) -> Result<Option<InterfaceIndex>, DataplaneError> {
+        self.owner(bank_of(self.generation()?), addr)
+    }
+
+    fn owner(&self, bank: u32, addr: IpAddr) -> Result<Option<InterfaceIndex>, DataplaneError> {
+        let key = AddressKey {
+            addr: address_key(addr),
+            bank,
+        };
+        found(self.addresses.get(&key, 0), maps::ENDPOINT_ADDRS.name)
+    }
+
+    /// Reads `sides` as the classifiers would decide a first packet on each
+    /// now: every lookup of one generation of `ACTIVE` (read again when it
+    /// moved while reading, or while the agent writes whole tables in place,
+    /// a few times; still writing, the reading says so; still moving, an
+    /// error). Then, for people, the prefixes matched and the tracked flows.
+    pub fn read(&self, sides: &[SideLookup]) -> Result<Vec<SideReading>, DataplaneError> {
+        for attempt in 1..=READ_ATTEMPTS {
             let generation = self.generation()?;
-            let reading = self.read_at(generation, side)?;
-            if self.generation()? == generation {
-                return Ok(reading);
+            let config = self.config()?;
+            let writing = config.flags & CONFIG_FLAG_TABLES_WRITING != 0;
+            if writing && attempt < READ_ATTEMPTS {
+                std::thread::sleep(READ_PAUSE);
+                continue;
             }
+            let mut readings = Vec::new();
+            for side in sides {
+                readings.push(self.read_at(generation, &config, side)?);
+            }
+            if self.generation()? != generation {
+                std::thread::sleep(READ_PAUSE);
+                continue;
+            }
+            return readings
+                .into_iter()
+                .zip(sides)
+                .map(|((mut reading, found), side)| {
+                    self.describe(&mut reading, found, side)?;
+                    reading.tracked = self.tracked(side)?;
+                    Ok(reading)
+                })
+                .collect();
         }
         Err(DataplaneError::Map {
             map: maps::ACTIVE.name,
@@ -357,9 +469,16 @@ impl PinnedTables {
         })
     }
 
-    fn read_at(&self, generation: u32, side: &SideLookup) -> Result<SideReading, DataplaneError> {
+    /// One side's lookups in `generation`'s bank, and where the peer and the
+    /// `POLICY` entry were found.
+    fn read_at(
+        &self,
+        generation: u32,
+        config: &Config,
+        side: &SideLookup,
+    ) -> Result<(SideReading, (FoundIn, FoundIn)), DataplaneError> {
         let bank = bank_of(generation);
-        let endpoint = found(
+        let value = found(
             self.endpoints.get(
                 &EndpointKey {
                     ifindex: side.ifindex,
@@ -368,54 +487,134 @@ impl PinnedTables {
                 0,
             ),
             maps::ENDPOINTS.name,
-        )?
-        .map(|value| value.info);
+        )?;
         let mut reading = SideReading {
             generation,
-            tables_writing: self.tables_writing()?,
-            endpoint,
+            tables_writing: config.flags & CONFIG_FLAG_TABLES_WRITING != 0,
+            endpoint: value.map(|value| value.info),
+            local_owner: self.owner(bank, side.local)?,
             peer: None,
             rule_set: None,
             entry: None,
             verdict: KernelVerdict::UnknownEndpoint,
-            tracked: self.tracked(side)?,
+            tracked: Vec::new(),
         };
+        let mut found_in = (FoundIn::Nowhere, FoundIn::Nowhere);
+        let Some(value) = value else {
+            return Ok((reading, found_in));
+        };
+        if let Some(early) =
+            before_policy(&value, side, reading.local_owner, &config.tunnel_ports_be)
+        {
+            reading.verdict = early;
+            return Ok((reading, found_in));
+        }
+        let info = value.info;
         let world = PeerClass {
             class_id: CLASS_WORLD,
             flags: 0,
         };
-        if let Some(info) = endpoint {
-            // `judge` looks the peer up only for an isolated direction (and,
-            // unisolated, for flags that do not change the verdict).
-            let isolated =
-                verdict(Some(info), side.direction, world, None) != KernelVerdict::Unisolated;
-            if isolated {
-                let peer = self.peer(bank, side.remote)?;
-                reading.peer = Some(peer);
-                let decided_before = verdict(Some(info), side.direction, peer.class, None);
-                if matches!(
-                    decided_before,
-                    KernelVerdict::NoMatch | KernelVerdict::NoMatchAudited
-                ) {
-                    reading.rule_set = self.rule_set(bank, &info, peer.class, side.direction)?;
-                    if let Some(set) = reading.rule_set {
-                        reading.entry = self.entry(bank, set.id, side.protocol, side.port)?;
+        // `judge` looks the peer up only for an isolated direction (and,
+        // unisolated, for flags that do not change the verdict).
+        let isolated =
+            verdict(Some(info), side.direction, world, None) != KernelVerdict::Unisolated;
+        if isolated {
+            let (class, peer_in) = self.peer(bank, side.remote)?;
+            found_in.0 = peer_in;
+            reading.peer = Some(PeerReading {
+                class,
+                prefix: None,
+            });
+            let decided_before = verdict(Some(info), side.direction, class, None);
+            if matches!(
+                decided_before,
+                KernelVerdict::NoMatch | KernelVerdict::NoMatchAudited
+            ) {
+                reading.rule_set = self.rule_set(bank, &info, class, side.direction)?;
+                if let Some(set) = reading.rule_set {
+                    let entry = self.entry(bank, set.id, side.protocol, side.port)?;
+                    if let Some((value, entry_in)) = entry {
+                        found_in.1 = entry_in;
+                        reading.entry = Some(PolicyReading {
+                            value,
+                            protocol: Some(side.protocol),
+                            ports: Some((side.port, side.port)),
+                        });
                     }
                 }
             }
         }
         reading.verdict = verdict(
-            endpoint,
+            Some(info),
             side.direction,
             reading.peer.map_or(world, |peer| peer.class),
             reading.entry.map(|entry| entry.value),
         );
-        Ok(reading)
+        Ok((reading, found_in))
     }
 
-    /// `maps::peer` of the classifiers: the host hash, else the trie.
-    fn peer(&self, bank: u32, remote: IpAddr) -> Result<PeerReading, DataplaneError> {
-        let (class, len) = match remote {
+    /// Fills in, for people, the prefix the peer was found under and what the
+    /// `POLICY` entry covers (read after the lookups: display only).
+    fn describe(
+        &self,
+        reading: &mut SideReading,
+        (peer_in, entry_in): (FoundIn, FoundIn),
+        side: &SideLookup,
+    ) -> Result<(), DataplaneError> {
+        let bank = bank_of(reading.generation);
+        if let Some(peer) = &mut reading.peer {
+            let len = match (peer_in, side.remote) {
+                (FoundIn::Nowhere, _) => None,
+                (FoundIn::Hash, IpAddr::V4(_)) => Some(32),
+                (FoundIn::Hash, IpAddr::V6(_)) => Some(128),
+                (FoundIn::Trie, IpAddr::V4(v4)) => {
+                    let data = PeerKeyV4 {
+                        bank,
+                        addr: v4.octets(),
+                    };
+                    longest(&self.peers_v4, &data, maps::PEERS_V4.name)?
+                        .and_then(|len| len.checked_sub(PEER_PREFIX_BANK))
+                }
+                (FoundIn::Trie, IpAddr::V6(v6)) => {
+                    let data = PeerKeyV6 {
+                        bank,
+                        addr: v6.octets(),
+                    };
+                    longest(&self.peers_v6, &data, maps::PEERS_V6.name)?
+                        .and_then(|len| len.checked_sub(PEER_PREFIX_BANK))
+                }
+            };
+            peer.prefix = len
+                .and_then(|len| u8::try_from(len).ok())
+                .and_then(|len| IpNet::new(side.remote, len).ok())
+                .map(|net| net.trunc());
+        }
+        if let (Some(entry), Some(set), FoundIn::Trie) =
+            (&mut reading.entry, reading.rule_set, entry_in)
+        {
+            let data = PolicyKey {
+                bank,
+                rule_set: set.id,
+                pad: 0,
+                protocol: side.protocol,
+                port_be: side.port.to_be(),
+            };
+            // The trie holds prefixes from `PREFIX_ALL_PROTOCOLS` to just short
+            // of `PREFIX_FULL`.
+            let len = longest(&self.policy, &data, maps::POLICY.name)?
+                .unwrap_or(PREFIX_ALL_PROTOCOLS)
+                .clamp(PREFIX_ALL_PROTOCOLS, PREFIX_FULL);
+            entry.protocol = (len >= PREFIX_ALL_PORTS).then_some(side.protocol);
+            entry.ports =
+                (len > PREFIX_ALL_PORTS).then(|| port_block(side.port, len - PREFIX_ALL_PORTS));
+        }
+        Ok(())
+    }
+
+    /// `maps::peer` of the classifiers: the host hash, else the trie; the class
+    /// (`CLASS_WORLD` where neither holds the address) and where it was found.
+    fn peer(&self, bank: u32, remote: IpAddr) -> Result<(PeerClass, FoundIn), DataplaneError> {
+        let (class, found_in) = match remote {
             IpAddr::V4(v4) => {
                 let data = PeerKeyV4 {
                     bank,
@@ -423,7 +622,7 @@ impl PinnedTables {
                 };
                 let maps = (&self.peer_hosts_v4, &self.peers_v4);
                 let names = (maps::PEER_HOSTS_V4.name, maps::PEERS_V4.name);
-                host_or_prefix(maps, names, data, (32, PEERS_V4_PREFIX_MAX))?
+                host_or_prefix(maps, names, data, PEERS_V4_PREFIX_MAX)?
             }
             IpAddr::V6(v6) => {
                 let data = PeerKeyV6 {
@@ -432,19 +631,14 @@ impl PinnedTables {
                 };
                 let maps = (&self.peer_hosts_v6, &self.peers_v6);
                 let names = (maps::PEER_HOSTS_V6.name, maps::PEERS_V6.name);
-                host_or_prefix(maps, names, data, (128, PEERS_V6_PREFIX_MAX))?
+                host_or_prefix(maps, names, data, PEERS_V6_PREFIX_MAX)?
             }
         };
-        Ok(PeerReading {
-            class: class.unwrap_or(PeerClass {
-                class_id: CLASS_WORLD,
-                flags: 0,
-            }),
-            prefix: len
-                .and_then(|len| u8::try_from(len).ok())
-                .and_then(|len| IpNet::new(remote, len).ok())
-                .map(|net| net.trunc()),
-        })
+        let world = PeerClass {
+            class_id: CLASS_WORLD,
+            flags: 0,
+        };
+        Ok((class.unwrap_or(world), found_in))
     }
 
     /// `maps::policy`'s first half: the set of (endpoint, class, direction),
@@ -479,7 +673,7 @@ impl PinnedTables {
         rule_set: u32,
         protocol: u8,
         port: u16,
-    ) -> Result<Option<PolicyReading>, DataplaneError> {
+    ) -> Result<Option<(PolicyValue, FoundIn)>, DataplaneError> {
         let data = PolicyKey {
             bank,
             rule_set,
@@ -488,40 +682,24 @@ impl PinnedTables {
             port_be: port.to_be(),
         };
         if let Some(value) = found(self.policy_ports.get(&data, 0), maps::POLICY_PORTS.name)? {
-            return Ok(Some(PolicyReading {
-                value,
-                protocol: Some(protocol),
-                ports: Some((port, port)),
-            }));
+            return Ok(Some((value, FoundIn::Hash)));
         }
         let key = Key::new(PREFIX_FULL, data);
-        let Some(value) = found(self.policy.get(&key, 0), maps::POLICY.name)? else {
-            return Ok(None);
-        };
-        // The trie holds prefixes from `PREFIX_ALL_PROTOCOLS` to just short of
-        // `PREFIX_FULL`; what the lookup matched is the longest holding the key.
-        let len = longest(&self.policy, &data, maps::POLICY.name)?
-            .unwrap_or(PREFIX_ALL_PROTOCOLS)
-            .clamp(PREFIX_ALL_PROTOCOLS, PREFIX_FULL);
-        Ok(Some(PolicyReading {
-            value,
-            protocol: (len >= PREFIX_ALL_PORTS).then_some(protocol),
-            ports: (len > PREFIX_ALL_PORTS).then(|| port_block(port, len - PREFIX_ALL_PORTS)),
-        }))
+        Ok(found(self.policy.get(&key, 0), maps::POLICY.name)?.map(|v| (v, FoundIn::Trie)))
     }
 
     /// The tracked flows of `side`: opened in its direction at its interface
-    /// between its two addresses, to its port, with its protocol.
+    /// between its two addresses, to its port, with its protocol; one per
+    /// source port, however the walk met it.
     fn tracked(&self, side: &SideLookup) -> Result<Vec<TrackedFlow>, DataplaneError> {
         let (source, destination) = match side.direction {
             Direction::Ingress => (side.remote, side.local),
             Direction::Egress => (side.local, side.remote),
         };
         let (saddr, daddr) = (address_key(source), address_key(destination));
-        let mut flows = Vec::new();
-        for entry in self.conntrack.iter() {
-            // An entry removed while being read (the sweep) is skipped.
-            let Ok((key, value)) = entry else { continue };
+        let mut flows = std::collections::BTreeMap::new();
+        for entry in self.conntrack.iter().take(CONNTRACK_WALK_MAX) {
+            let (key, value) = entry.map_err(map_error(maps::CONNTRACK.name, "read"))?;
             if key.ifindex == side.ifindex
                 && key.direction == side.direction.code()
                 && key.saddr == saddr
@@ -529,17 +707,16 @@ impl PinnedTables {
                 && key.protocol == side.protocol
                 && u16::from_be(key.dport_be) == side.port
             {
-                flows.push(tracked_flow(key, value));
+                flows.insert(key.sport_be, tracked_flow(key, value));
             }
         }
-        Ok(flows)
+        Ok(flows.into_values().collect())
     }
 }
 
 /// A family's peer lookup: the class in the host hash (`maps.0`), else the
-/// longest prefix of the trie (`maps.1`) holding `data`, and the address
-/// prefix length it was found under (`lens`: a host's, and the trie's longest
-/// with its bank bits).
+/// longest prefix of the trie (`maps.1`, looked up with a key `full` bits
+/// long) holding `data`, and where it was found.
 fn host_or_prefix<K: aya::Pod>(
     maps: (
         &HashMap<MapData, K, PeerClass>,
@@ -547,19 +724,17 @@ fn host_or_prefix<K: aya::Pod>(
     ),
     names: (&'static str, &'static str),
     data: K,
-    lens: (u32, u32),
-) -> Result<(Option<PeerClass>, Option<u32>), DataplaneError> {
+    full: u32,
+) -> Result<(Option<PeerClass>, FoundIn), DataplaneError> {
     if let Some(class) = found(maps.0.get(&data, 0), names.0)? {
-        return Ok((Some(class), Some(lens.0)));
+        return Ok((Some(class), FoundIn::Hash));
     }
-    let Some(class) = found(maps.1.get(&Key::new(lens.1, data), 0), names.1)? else {
-        return Ok((None, None));
-    };
-    let len = longest(maps.1, &data, names.1)?;
-    Ok((
-        Some(class),
-        len.and_then(|len| len.checked_sub(PEER_PREFIX_BANK)),
-    ))
+    Ok(
+        match found(maps.1.get(&Key::new(full, data), 0), names.1)? {
+            Some(class) => (Some(class), FoundIn::Trie),
+            None => (None, FoundIn::Nowhere),
+        },
+    )
 }
 
 /// The first and last port of the block of `port` whose `fixed` high bits
@@ -698,6 +873,95 @@ mod tests {
     }
 
     #[test]
+    fn before_policy_checks_the_source_tunnels_and_the_destination_in_decides_order() {
+        use KernelVerdict as V;
+        let ip = |text: &str| {
+            text.parse::<IpAddr>()
+                .unwrap_or_else(|e| panic!("{text}: {e}"))
+        };
+        let value = EndpointValue {
+            info: EndpointInfo {
+                endpoint_id: 3,
+                flags: ISOLATED_EGRESS,
+            },
+            own: OwnAddresses {
+                flags: OWN_V4,
+                v4: [10, 0, 0, 5],
+                v6: [0; 16],
+            },
+        };
+        let side = SideLookup {
+            ifindex: 7,
+            direction: Direction::Egress,
+            local: ip("10.0.0.5"),
+            remote: ip("10.0.0.9"),
+            protocol: 6,
+            port: 80,
+        };
+        assert_eq!(before_policy(&value, &side, None, &[]), None, "claimed");
+        // Step 4: an address not claimed must be the interface's in ENDPOINT_ADDRS.
+        let other = SideLookup {
+            local: ip("10.0.0.6"),
+            ..side
+        };
+        assert_eq!(
+            before_policy(&value, &other, None, &[]),
+            Some(V::SpoofedSource)
+        );
+        assert_eq!(
+            before_policy(&value, &other, Some(8), &[]),
+            Some(V::SpoofedSource)
+        );
+        assert_eq!(before_policy(&value, &other, Some(7), &[]), None);
+        let v6 = SideLookup {
+            local: ip("fd00::5"),
+            remote: ip("fd00::9"),
+            ..side
+        };
+        assert_eq!(
+            before_policy(&value, &v6, None, &[]),
+            Some(V::SpoofedSource)
+        );
+        // Step 5: UDP to a tunnel port, unless the endpoint allows tunnels.
+        let ports = [4789u16.to_be()];
+        let vxlan = SideLookup {
+            protocol: 17,
+            port: 4789,
+            ..side
+        };
+        assert_eq!(before_policy(&value, &vxlan, None, &ports), Some(V::Tunnel));
+        let tcp = SideLookup {
+            protocol: 6,
+            ..vxlan
+        };
+        assert_eq!(before_policy(&value, &tcp, None, &ports), None);
+        let tunnels = EndpointValue {
+            info: EndpointInfo {
+                flags: ISOLATED_EGRESS | ALLOW_TUNNELS,
+                ..value.info
+            },
+            ..value
+        };
+        assert_eq!(before_policy(&tunnels, &vxlan, None, &ports), None);
+        // Step 6: at ingress, a destination another local pod owns.
+        let ingress = SideLookup {
+            direction: Direction::Ingress,
+            local: ip("10.0.0.6"),
+            ..vxlan
+        };
+        assert_eq!(
+            before_policy(&value, &ingress, Some(8), &ports),
+            Some(V::Misdelivered)
+        );
+        assert_eq!(before_policy(&value, &ingress, Some(7), &ports), None);
+        assert_eq!(
+            before_policy(&value, &ingress, None, &ports),
+            None,
+            "no local pod's"
+        );
+    }
+
+    #[test]
     fn outcomes_and_rule_slots() {
         use KernelVerdict as V;
         assert_eq!(V::Rule(2).outcome(), EventVerdict::Allowed);
@@ -709,6 +973,10 @@ mod tests {
         assert_eq!(V::Rule(2).rule_slot(), Some(2));
         assert_eq!(V::Denied(Some(5)).rule_slot(), Some(5));
         assert_eq!(V::NetworkDrop.rule_slot(), None);
+        assert_eq!(V::Rule(NO_COUNTER).rule_slot(), None);
+        for before in [V::SpoofedSource, V::Tunnel, V::Misdelivered] {
+            assert_eq!(before.outcome(), EventVerdict::Dropped);
+        }
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub fn read_names(path: &Path) -> Result<FlowNames, FlowLogError> {
 pub struct Publication {
     paths: FlowPaths,
     instance: String,
+    /// The tables `explain --node` reads are pinned too.
+    tables: bool,
 }
 
 impl Publication {
@@ -217,9 +219,10 @@ impl Publication {
         }
         paths.bpffs_mount().ensure()?;
         // From here on, drop removes whatever was made.
-        let publication = Self {
+        let mut publication = Self {
             paths: paths.clone(),
             instance: instance.to_string(),
+            tables: false,
         };
         publication.paths.remove(instance)?;
         let pin = paths.events_pin(instance);
@@ -231,9 +234,17 @@ impl Publication {
         }
         datapath.pin_events(&pin)?;
         datapath.pin_stats(&paths.stats_pin(instance))?;
+        // Best effort: without its tables, `flows` still follows it.
         let maps = paths.maps_dir(instance);
-        fs::create_dir_all(&maps).map_err(io_error("creating", &maps))?;
-        datapath.pin_tables(&maps)?;
+        let pinned = fs::create_dir_all(&maps)
+            .map_err(io_error("creating", &maps))
+            .and_then(|()| Ok(datapath.pin_tables(&maps)?));
+        match pinned {
+            Ok(()) => publication.tables = true,
+            Err(error) => {
+                tracing::warn!(error = %causes(&error), instance, "`policy-agent explain --node` cannot read this datapath's tables")
+            }
+        }
         Ok(publication)
     }
 
@@ -263,7 +274,11 @@ impl Publication {
         let names = FlowNames {
             events_pin: self.events_pin(),
             stats_pin: self.stats_pin(),
-            maps_dir: self.paths.maps_dir(&self.instance),
+            maps_dir: if self.tables {
+                self.paths.maps_dir(&self.instance)
+            } else {
+                PathBuf::new()
+            },
             ..names.clone()
         };
         replace_names(&self.names_file(), &names)
