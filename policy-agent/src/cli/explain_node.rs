@@ -64,8 +64,8 @@ impl NodeView {
         let names = read_names(&chosen.names_file)?;
         if names.maps_dir.as_os_str().is_empty() {
             bail!(
-                "datapath {} publishes no pinned maps to read (its agent or lab is of an older \
-                 version); restart it with this version",
+                "datapath {} publishes no pinned tables to read: pinning them failed (its log \
+                 says why), or its agent or lab is of an older version",
                 names.instance
             );
         }
