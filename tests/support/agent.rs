@@ -20,9 +20,16 @@ use policy_agent::lab::netns::in_netns;
 /// `policy-agent` to run inside network namespace `node_netns` (only the
 /// network namespace: bpffs and /run stay the host's), as a command on the node.
 pub fn in_node(node_netns: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_policy-agent"));
+    enter(&mut command, node_netns);
+    command
+}
+
+/// Makes `command` run in network namespace `node_netns` (set last: whatever
+/// replaced the command before keeps it).
+fn enter(command: &mut Command, node_netns: &str) {
     let netns = File::open(format!("/run/netns/{node_netns}"))
         .unwrap_or_else(|e| panic!("open /run/netns/{node_netns}: {e}"));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_policy-agent"));
     // SAFETY: setns is async-signal-safe; the closure allocates nothing and
     // touches only the descriptor opened before the fork.
     unsafe {
@@ -30,7 +37,6 @@ pub fn in_node(node_netns: &str) -> Command {
             setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
         });
     }
-    command
 }
 
 /// A running `policy-agent run`; killed (SIGKILL) when dropped.
@@ -77,7 +83,7 @@ impl AgentProcess {
             .append(true)
             .open(&log)
             .unwrap_or_else(|e| panic!("agent log {}: {e}", log.display()));
-        let mut command = in_node(node_netns);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_policy-agent"));
         command
             .args(["-v", "run", "--node-name", args.node_name])
             .arg("--kubeconfig")
@@ -91,6 +97,8 @@ impl AgentProcess {
             .stdin(Stdio::null());
         adjust(&mut command);
         command.stderr(log_file);
+        // After `adjust`, which may replace the command (a wrapper).
+        enter(&mut command, node_netns);
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("start policy-agent run: {e}"));
