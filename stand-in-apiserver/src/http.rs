@@ -149,6 +149,18 @@ async fn handle(
         return Ok(status(StatusCode::NOT_FOUND, "NotFound", &message));
     };
     let query = query(&request);
+    if shared.refused(route.resource) {
+        let verb = if query.get("watch").is_some_and(|watch| watch == "true") {
+            "watch"
+        } else {
+            "list"
+        };
+        let message = format!(
+            "{plural} is forbidden: User \"system:anonymous\" cannot {verb} resource \"{plural}\" at the cluster scope",
+            plural = route.resource.plural()
+        );
+        return Ok(status(StatusCode::FORBIDDEN, "Forbidden", &message));
+    }
     if !shared.served(route.resource) {
         // Counted, so tests see the retries.
         if query.get("watch").is_some_and(|watch| watch == "true") {

@@ -95,6 +95,8 @@ struct Shared {
     unavailable: AtomicBool,
     /// Resources answered 404 Not Found (`set_served`).
     not_served: Mutex<std::collections::BTreeSet<Resource>>,
+    /// Resources answered 403 Forbidden (`set_refused`).
+    refused: Mutex<std::collections::BTreeSet<Resource>>,
     bookmark_interval: Duration,
     counts: Mutex<BTreeMap<Resource, Counts>>,
     /// The `Authorization` header of the latest request that had one.
@@ -107,6 +109,13 @@ impl Shared {
     }
 
     /// Whether `resource` is served (`ApiServer::set_served`).
+    fn refused(&self, resource: Resource) -> bool {
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&resource)
+    }
+
     fn served(&self, resource: Resource) -> bool {
         let not_served = self
             .not_served
@@ -173,6 +182,7 @@ impl ApiServer {
             open: AtomicUsize::new(0),
             unavailable: AtomicBool::new(false),
             not_served: Mutex::new(std::collections::BTreeSet::new()),
+            refused: Mutex::new(std::collections::BTreeSet::new()),
             bookmark_interval: options.bookmark_interval,
             counts: Mutex::new(BTreeMap::new()),
             authorization: Mutex::new(None),
@@ -332,6 +342,27 @@ impl ApiServer {
     pub fn set_unavailable(&self, unavailable: bool) {
         self.shared.unavailable.store(unavailable, Ordering::SeqCst);
         if unavailable {
+            self.drop_watches();
+        }
+    }
+
+    /// While `true`, list and watch requests for `resource` are answered 403
+    /// Forbidden, as the API server answers a client RBAC does not allow;
+    /// switching it on drops every open watch.
+    pub fn set_refused(&self, resource: Resource, refused: bool) {
+        {
+            let mut set = self
+                .shared
+                .refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if refused {
+                set.insert(resource);
+            } else {
+                set.remove(&resource);
+            }
+        }
+        if refused {
             self.drop_watches();
         }
     }

@@ -4,7 +4,10 @@
 
 use serde_json::{json, Value};
 
-use super::{agent, support::apiserver::ApiServer};
+use super::{
+    agent,
+    support::apiserver::{ApiServer, Resource},
+};
 
 /// prod: web (app=web) at 10.1.0.2 and db (app=db, declares 5432) at 10.1.0.3;
 /// NetworkPolicy db admits web on 5432.
@@ -131,6 +134,29 @@ fn in_cluster_outside_a_pod_reads_the_cluster_of_the_default_kubeconfig() {
     assert_eq!(json["probes"].as_array().map(Vec::len), Some(2), "{json}");
     let (code, _, stderr) = run(&["lint", "--in-cluster", "--kubeconfig", "k.yaml"]);
     assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[test]
+fn a_cluster_that_refuses_a_kind_is_an_error_naming_the_refusal_not_a_wait() {
+    let api = cluster();
+    api.set_refused(Resource::Pods, true);
+    let kubeconfig = api
+        .write_kubeconfig()
+        .unwrap_or_else(|e| panic!("kubeconfig: {e}"));
+    let k = kubeconfig.path().display().to_string();
+    let (code, stdout, stderr) = run(&["simulate", "--kubeconfig", &k]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the API server refused the read")
+            && stderr.contains("Pod watch")
+            && stderr.contains("pods is forbidden")
+            && stderr.contains("list and watch on namespaces, pods"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("did not list every kind within"),
+        "{stderr}"
+    );
 }
 
 #[test]

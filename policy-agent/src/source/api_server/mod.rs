@@ -53,6 +53,10 @@ pub struct SourceSnapshot {
     /// The most recent watch error (`Pod watch: ...`), kept after recovery; `stale`
     /// says whether some watch is failing now.
     pub last_error: Option<String>,
+    /// Some kind is refused right now (the API server answered 401 or 403: the
+    /// credentials, or RBAC), with the newest such error; `None` once every
+    /// refused kind has listed again.
+    pub refused: Option<String>,
     /// One line per object of `state`'s sources that could not be converted, sorted,
     /// naming the object and the field (`NetworkPolicy prod/db: spec...: ...`). A
     /// NetworkPolicy or ClusterNetworkPolicy listed here is in `state` as its
@@ -71,6 +75,13 @@ pub struct SourceSnapshot {
 /// Why `read_once` got no state.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The API server refused to list a kind (401 or 403), which waiting does
+    /// not mend.
+    #[error("the API server refused the read ({error}); reading the cluster needs list and watch on namespaces, pods, services and nodes, networkpolicies (networking.k8s.io) and clusternetworkpolicies (policy.networking.k8s.io)")]
+    Refused {
+        /// The refusal, as `Kind watch: error`.
+        error: String,
+    },
     /// Some kind had not listed within the time allowed.
     #[error("the API server did not list every kind within {waited:?}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
     Timeout {
@@ -92,15 +103,24 @@ pub async fn read_once(
 ) -> Result<SourceSnapshot, ReadError> {
     let watch = watch_cluster_with(client, WatchOptions::default());
     let mut snapshots = watch.receiver();
-    let synced = tokio::time::timeout(timeout, snapshots.wait_for(|snapshot| snapshot.synced))
+    // A refusal ends the wait: retrying does not mend credentials or RBAC.
+    let done = snapshots.wait_for(|snapshot| snapshot.synced || snapshot.refused.is_some());
+    let seen = tokio::time::timeout(timeout, done)
         .await
         .ok()
         .and_then(Result::ok)
         .map(|snapshot| snapshot.clone());
-    synced.ok_or_else(|| ReadError::Timeout {
-        waited: timeout,
-        last_error: snapshots.borrow().last_error.clone(),
-    })
+    match seen {
+        Some(snapshot) if snapshot.synced => Ok(snapshot),
+        Some(SourceSnapshot {
+            refused: Some(error),
+            ..
+        }) => Err(ReadError::Refused { error }),
+        _ => Err(ReadError::Timeout {
+            waited: timeout,
+            last_error: snapshots.borrow().last_error.clone(),
+        }),
+    }
 }
 
 /// Tuning of `watch_cluster_with`.

@@ -140,6 +140,8 @@ struct KindStatus {
     listed: bool,
     /// Its latest result was an error, and no list has completed since.
     failing: bool,
+    /// That error was a refusal (401 or 403).
+    refused: bool,
 }
 
 /// What one batch of notices says.
@@ -153,6 +155,8 @@ struct Batch {
     listed: bool,
     /// The newest error, as `Kind watch: error`.
     error: Option<String>,
+    /// The newest refusal (401 or 403), as `error`.
+    refusal: Option<String>,
 }
 
 /// Builds snapshots until every watch task is gone or the receivers are.
@@ -202,12 +206,23 @@ fn fold(batch: &mut Batch, status: &mut BTreeMap<&'static str, KindStatus>, noti
             *entry = KindStatus {
                 listed: true,
                 failing: false,
+                refused: false,
             };
             batch.changed = Some(at);
         }
-        Notice::Failed { kind, error } => {
-            status.entry(kind).or_default().failing = true;
-            batch.error = Some(format!("{kind} watch: {error}"));
+        Notice::Failed {
+            kind,
+            error,
+            refused,
+        } => {
+            let entry = status.entry(kind).or_default();
+            entry.failing = true;
+            entry.refused = refused;
+            let error = format!("{kind} watch: {error}");
+            if refused {
+                batch.refusal = Some(error.clone());
+            }
+            batch.error = Some(error);
         }
     }
 }
@@ -228,6 +243,11 @@ fn next_snapshot(
     if batch.error.is_some() {
         next.last_error = batch.error;
     }
+    next.refused = if status.values().any(|kind| kind.refused) {
+        batch.refusal.or(next.refused)
+    } else {
+        None
+    };
     let Some(changed) = batch.changed.filter(|_| next.synced) else {
         return next;
     };
@@ -272,6 +292,7 @@ fn same(a: &SourceSnapshot, b: &SourceSnapshot) -> bool {
         && a.synced == b.synced
         && a.stale == b.stale
         && a.last_error == b.last_error
+        && a.refused == b.refused
         && a.conversion_errors == b.conversion_errors
         && a.over_cap == b.over_cap
         && a.changed == b.changed

@@ -69,8 +69,13 @@ pub(super) enum Notice {
     Changed { at: Instant, object: ChangedObject },
     /// A list completed and replaced the kind's store.
     Listed { kind: &'static str, at: Instant },
-    /// A list or watch failed; the watch retries after a backoff.
-    Failed { kind: &'static str, error: String },
+    /// A list or watch failed; the watch retries after a backoff. `refused`:
+    /// the API server answered 401 or 403 (credentials or RBAC).
+    Failed {
+        kind: &'static str,
+        error: String,
+        refused: bool,
+    },
 }
 
 /// The bounds kube-runtime's watcher and store put on a kind, plus ours.
@@ -233,10 +238,12 @@ impl<K: Watched, F: Trim<K>> KindWatch<K, F> {
                     Err(error) => {
                         let relists = relists_by_itself(&error);
                         tracing::warn!(kind = K::KIND, error = %causes(&error), relists, "watch failed; retrying");
+                        let refused = refused(error_status(&error));
                         let error = causes(&error).to_string();
                         let notice = Notice::Failed {
                             kind: K::KIND,
                             error,
+                            refused,
                         };
                         self.failed = true;
                         if self.notices.send(notice).is_err() {
@@ -313,6 +320,23 @@ fn relists_by_itself(error: &watcher::Error) -> bool {
         watcher::Error::WatchError(status) => status.code == 410,
         watcher::Error::WatchStartFailed(_) | watcher::Error::WatchFailed(_) => false,
     }
+}
+
+/// The HTTP status the API server answered with, if `error` carries one.
+fn error_status(error: &watcher::Error) -> Option<u16> {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// Whether an answer of `status` refuses the client: 401 (its credentials) or
+/// 403 (RBAC). Retrying does not help until someone changes either.
+fn refused(status: Option<u16>) -> bool {
+    matches!(status, Some(401 | 403))
 }
 
 /// Whether `error` is a list answered 404 Not Found: the kind is not served.

@@ -366,6 +366,7 @@ fn batch(listed: bool, objects: impl IntoIterator<Item = ChangedObject>) -> Batc
         objects: objects.into_iter().collect(),
         listed,
         error: None,
+        refusal: None,
     }
 }
 
@@ -377,6 +378,7 @@ fn listed() -> BTreeMap<&'static str, KindStatus> {
             let status = KindStatus {
                 listed: true,
                 failing: false,
+                refused: false,
             };
             (kind, status)
         })
@@ -458,4 +460,51 @@ fn snapshots_take_changes_into_the_kept_state_and_rebuild_after_a_list() {
         kept_pods.ptr_eq(&rebuilt.state.pods),
         "shares the maps handed on"
     );
+}
+
+#[test]
+fn a_refusal_is_said_while_its_kind_is_refused_and_gone_once_it_lists() {
+    let stores = TestStores::new();
+    let mut kept = None;
+    let mut status = listed();
+    let mut refused = Batch::default();
+    let failed = |refused| Notice::Failed {
+        kind: "Pod",
+        error: "403 Forbidden".into(),
+        refused,
+    };
+    fold(&mut refused, &mut status, failed(true));
+    let snapshot = next_snapshot(
+        &stores.stores,
+        &mut kept,
+        &status,
+        refused,
+        SourceSnapshot::default(),
+    );
+    assert_eq!(
+        snapshot.refused.as_deref(),
+        Some("Pod watch: 403 Forbidden")
+    );
+    assert!(snapshot.stale);
+    // Another failure that is no refusal keeps the refusal said.
+    let mut other = Batch::default();
+    fold(&mut other, &mut status, failed(false));
+    let still = next_snapshot(&stores.stores, &mut kept, &status, other, snapshot);
+    assert_eq!(still.refused, None, "the kind's latest error is no refusal");
+    let mut again = Batch::default();
+    fold(&mut again, &mut status, failed(true));
+    let refused_again = next_snapshot(&stores.stores, &mut kept, &status, again, still);
+    assert!(refused_again.refused.is_some());
+    let mut relisted = Batch::default();
+    fold(
+        &mut relisted,
+        &mut status,
+        Notice::Listed {
+            kind: "Pod",
+            at: Instant::now(),
+        },
+    );
+    let recovered = next_snapshot(&stores.stores, &mut kept, &status, relisted, refused_again);
+    assert_eq!(recovered.refused, None);
+    assert!(!recovered.stale);
 }
