@@ -201,19 +201,29 @@ pub fn suggest(state: &ClusterState, observed: &[Connection]) -> Vec<Suggestion>
             egress: rules(egress),
         })
         .collect();
-    // Two workloads of a namespace may come to one name: number the later ones.
-    let mut taken: BTreeMap<(String, String), usize> = BTreeMap::new();
+    // Two workloads of a namespace may come to one name: number the later ones,
+    // skipping numbers another workload's own name has (`web-2` of app=web-2),
+    // so that no two policies of a namespace share a name.
+    let own: BTreeSet<(String, String)> = out
+        .iter()
+        .map(|s| (s.workload.namespace.clone(), s.name.clone()))
+        .collect();
+    let mut taken: BTreeSet<(String, String)> = BTreeSet::new();
     for suggestion in &mut out {
-        let count = taken
-            .entry((
-                suggestion.workload.namespace.clone(),
-                suggestion.name.clone(),
-            ))
-            .or_default();
-        *count += 1;
-        if *count > 1 {
-            suggestion.name = format!("{}-{count}", suggestion.name);
+        let namespace = suggestion.workload.namespace.clone();
+        let mut name = suggestion.name.clone();
+        let mut number = 1;
+        while taken.contains(&(namespace.clone(), name.clone()))
+            || (number > 1 && own.contains(&(namespace.clone(), name.clone())))
+        {
+            number += 1;
+            let suffix = format!("-{number}");
+            let mut base = suggestion.name.clone();
+            base.truncate(63 - suffix.len());
+            name = format!("{}{suffix}", base.trim_end_matches('-'));
         }
+        taken.insert((namespace, name.clone()));
+        suggestion.name = name;
     }
     out.sort_by(|a, b| (&a.workload.namespace, &a.name).cmp(&(&b.workload.namespace, &b.name)));
     out

@@ -92,3 +92,45 @@ fn a_pod_the_state_does_not_have_names_no_peer() {
     let observed = vec![(at("shop/gone"), at("shop/db"), 5432, Protocol::Tcp)];
     assert_eq!(suggest(&state(), &observed), vec![]);
 }
+
+#[test]
+fn no_two_suggested_policies_of_a_namespace_share_a_name() {
+    // Two workloads of app=web (told apart by tier) and one of app=web-2:
+    // numbering the second web must not take web-2's name.
+    let state = cluster()
+        .namespace(namespace("shop").build())
+        .pod(
+            pod("shop", "a")
+                .labels([("app", "web"), ("tier", "a")])
+                .ip("10.0.0.1")
+                .build(),
+        )
+        .pod(
+            pod("shop", "b")
+                .labels([("app", "web"), ("tier", "b")])
+                .ip("10.0.0.2")
+                .build(),
+        )
+        .pod(
+            pod("shop", "c")
+                .labels([("app", "web-2")])
+                .ip("10.0.0.3")
+                .build(),
+        )
+        .pod(
+            pod("shop", "db")
+                .labels([("app", "db")])
+                .ip("10.0.0.4")
+                .build(),
+        )
+        .build();
+    let observed: Vec<Connection> = ["shop/a", "shop/b", "shop/c"]
+        .into_iter()
+        .map(|from| (at(from), at("shop/db"), 5432, Protocol::Tcp))
+        .collect();
+    let all = suggest(&state, &observed);
+    let names: BTreeSet<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.len(), all.len(), "{names:?}");
+    assert!(names.contains("suggested-web-2"), "{names:?}");
+    assert!(names.contains("suggested-web-3"), "{names:?}");
+}
