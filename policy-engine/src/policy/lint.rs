@@ -529,8 +529,8 @@ fn overlapping_policies(policies: &[&NetworkPolicy], findings: &mut Vec<Finding>
 }
 
 /// Pods isolated for egress by enforce-mode or audit-mode policies whose egress
-/// rules admit no DNS (UDP 53) anywhere: reported on each egress policy that
-/// selects some of them.
+/// rules admit no DNS (UDP 53, by number or by a name some pod gives its 53/UDP)
+/// anywhere: reported on each egress policy that selects some of them.
 fn egress_without_dns(
     state: &ClusterState,
     policies: &[&NetworkPolicy],
@@ -541,8 +541,25 @@ fn egress_without_dns(
         port: Some(PortRef::Number(53)),
         end_port: None,
     };
+    // A port named as some pod names its 53/UDP (`dns`, as CoreDNS's pods do)
+    // admits DNS too.
+    let dns_names: BTreeSet<&str> = state
+        .pods
+        .values()
+        .flat_map(|pod| &pod.ports)
+        .filter(|port| port.port == 53 && port.protocol == Protocol::Udp)
+        .filter_map(|port| port.name.as_deref())
+        .collect();
+    let named_dns = |port: &PolicyPort| {
+        port.protocol == Protocol::Udp
+            && matches!(&port.port, Some(PortRef::Name(name)) if dns_names.contains(name.as_str()))
+    };
     let admits_dns = |rule: &Rule| {
-        rule.ports.is_empty() || rule.ports.iter().any(|port| port_covers(port, &dns))
+        rule.ports.is_empty()
+            || rule
+                .ports
+                .iter()
+                .any(|port| port_covers(port, &dns) || named_dns(port))
     };
     for policy in policies.iter().filter(|p| p.policy_types.egress) {
         let without: Vec<String> = selected(state, policy)
@@ -563,8 +580,9 @@ fn egress_without_dns(
             policy: policy.key.clone(),
             field: "spec.policyTypes".into(),
             message: format!(
-                "isolates the egress of {} and no egress rule of theirs admits DNS (53/UDP \
-                 by number): name lookups will fail (or, in audit mode, would)",
+                "isolates the egress of {} and no egress rule of theirs admits DNS (53/UDP, \
+                 by number or by a pod's name for it): name lookups will fail (or, in audit \
+                 mode, would)",
                 list(&without)
             ),
             fix: "add an egress rule to port 53 (UDP and TCP) of the cluster DNS pods".into(),

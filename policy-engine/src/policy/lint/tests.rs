@@ -128,8 +128,33 @@ fn an_egress_default_deny_without_dns_is_found_and_one_with_it_is_not() {
         .types(false, true)
         .egress(rule().port(53, Udp).port(53, Tcp).build())
         .build();
-    let state = base().policy(deny).policy(dns).build();
+    let state = base().policy(deny.clone()).policy(dns).build();
     assert!(found(&state, Check::EgressWithoutDns).is_empty());
+    // By the name the DNS pods give their 53/UDP.
+    let named = netpol("prod", "dns")
+        .types(false, true)
+        .egress(rule().named_port("dns", Udp).build())
+        .build();
+    let coredns = pod("kube-system", "coredns")
+        .labels([("k8s-app", "kube-dns")])
+        .named_port("dns", 53, Udp)
+        .build();
+    let state = base()
+        .pod(coredns)
+        .policy(deny.clone())
+        .policy(named.clone())
+        .build();
+    assert!(found(&state, Check::EgressWithoutDns).is_empty());
+    // A name no pod gives 53/UDP admits no DNS.
+    let other = pod("kube-system", "coredns")
+        .named_port("dns", 5353, Udp)
+        .build();
+    let state = base().pod(other).policy(deny).policy(named).build();
+    assert_eq!(
+        found(&state, Check::EgressWithoutDns),
+        vec!["spec.policyTypes", "spec.policyTypes"],
+        "both egress policies of the pods"
+    );
 }
 
 #[test]
