@@ -79,6 +79,23 @@ impl Default for Options {
     }
 }
 
+/// Puts `resource` in `set` (`on`) or takes it out.
+fn mark(set: &Mutex<std::collections::BTreeSet<Resource>>, resource: Resource, on: bool) {
+    let mut set = set.lock().unwrap_or_else(PoisonError::into_inner);
+    if on {
+        set.insert(resource);
+    } else {
+        set.remove(&resource);
+    }
+}
+
+/// Whether `resource` is in `set`.
+fn marked(set: &Mutex<std::collections::BTreeSet<Resource>>, resource: Resource) -> bool {
+    set.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&resource)
+}
+
 /// What the server task and the handle share.
 struct Shared {
     store: Mutex<Store>,
@@ -110,18 +127,11 @@ impl Shared {
 
     /// Whether `resource` is served (`ApiServer::set_served`).
     fn refused(&self, resource: Resource) -> bool {
-        self.refused
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&resource)
+        marked(&self.refused, resource)
     }
 
     fn served(&self, resource: Resource) -> bool {
-        let not_served = self
-            .not_served
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        !not_served.contains(&resource)
+        !marked(&self.not_served, resource)
     }
 
     fn count(&self, resource: Resource, update: impl FnOnce(&mut Counts)) {
@@ -350,18 +360,7 @@ impl ApiServer {
     /// Forbidden, as the API server answers a client RBAC does not allow;
     /// switching it on drops every open watch.
     pub fn set_refused(&self, resource: Resource, refused: bool) {
-        {
-            let mut set = self
-                .shared
-                .refused
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if refused {
-                set.insert(resource);
-            } else {
-                set.remove(&resource);
-            }
-        }
+        mark(&self.shared.refused, resource, refused);
         if refused {
             self.drop_watches();
         }
@@ -372,18 +371,7 @@ impl ApiServer {
     /// switching it off drops every open watch (so those of `resource` end).
     /// Objects created meanwhile are kept and served once it is back.
     pub fn set_served(&self, resource: Resource, served: bool) {
-        {
-            let mut not_served = self
-                .shared
-                .not_served
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if served {
-                not_served.remove(&resource);
-            } else {
-                not_served.insert(resource);
-            }
-        }
+        mark(&self.shared.not_served, resource, !served);
         if !served {
             self.drop_watches();
         }

@@ -17,8 +17,8 @@ use serde::Serialize;
 use crate::{
     causes::causes,
     dataplane::{
-        DataplaneError, EventVerdict, InterfaceIndex, KernelVerdict, PinnedTables, SideLookup,
-        SideReading, TrackedFlow,
+        EventVerdict, InterfaceIndex, KernelVerdict, PinnedTables, SideLookup, SideReading,
+        TrackedFlow,
     },
     model::{ClusterState, ObjectRef},
     policy::{
@@ -29,6 +29,7 @@ use crate::{
     telemetry::flows::{
         clock::monotonic_now_ns,
         publish::{choose, read_names},
+        table::verdict_name,
         FlowNames, FlowPaths,
     },
 };
@@ -41,15 +42,6 @@ pub const EXIT_DISAGREE: u8 = 5;
 pub struct NodeView {
     names: FlowNames,
     tables: PinnedTables,
-}
-
-/// Whether `error` is a refusal for lack of privilege.
-fn permission_denied(error: &DataplaneError) -> bool {
-    matches!(
-        error,
-        DataplaneError::Pinned { os_error: Some(e), .. }
-            if *e == nix::libc::EACCES || *e == nix::libc::EPERM
-    )
 }
 
 impl NodeView {
@@ -71,7 +63,7 @@ impl NodeView {
         }
         let tables = match PinnedTables::open(&names.maps_dir) {
             Ok(tables) => tables,
-            Err(error) if permission_denied(&error) => bail!(
+            Err(error) if error.permission_denied() => bail!(
                 "{}\nreading a datapath's tables opens its pinned BPF maps, which needs root \
                  (CAP_BPF, and read access to the pins): run `policy-agent explain --node` as \
                  root, or inside the agent's container",
@@ -366,8 +358,8 @@ impl NodeReading {
                      please report it with `explain --node --output json`",
                     self.instance,
                     side.pod,
-                    verdict_word(side.kernel.verdict.outcome()),
-                    verdict_word(side.evaluator)
+                    verdict_name(side.kernel.verdict.outcome()),
+                    verdict_name(side.evaluator)
                 ) + if side.kernel.tables_writing {
                     " (the agent was writing tables in place while this was read: run again \
                      once it is done)"
@@ -388,15 +380,6 @@ impl NodeReading {
             egress: side(&self.egress),
             ingress: side(&self.ingress),
         }
-    }
-}
-
-/// `allowed`, `dropped`, `would-drop`.
-fn verdict_word(verdict: EventVerdict) -> &'static str {
-    match verdict {
-        EventVerdict::Allowed => "allowed",
-        EventVerdict::Dropped => "dropped",
-        EventVerdict::WouldDrop => "would-drop",
     }
 }
 

@@ -374,6 +374,12 @@ pub fn before_policy(
     }
 }
 
+/// The class of an address no prefix holds, without flags.
+const WORLD: PeerClass = PeerClass {
+    class_id: CLASS_WORLD,
+    flags: 0,
+};
+
 /// UDP's protocol number.
 const IPPROTO_UDP: u8 = 17;
 
@@ -510,14 +516,10 @@ impl PinnedTables {
             return Ok((reading, found_in));
         }
         let info = value.info;
-        let world = PeerClass {
-            class_id: CLASS_WORLD,
-            flags: 0,
-        };
         // `judge` looks the peer up only for an isolated direction (and,
         // unisolated, for flags that do not change the verdict).
         let isolated =
-            verdict(Some(info), side.direction, world, None) != KernelVerdict::Unisolated;
+            verdict(Some(info), side.direction, WORLD, None) != KernelVerdict::Unisolated;
         if isolated {
             let (class, peer_in) = self.peer(bank, side.remote)?;
             found_in.0 = peer_in;
@@ -547,7 +549,7 @@ impl PinnedTables {
         reading.verdict = verdict(
             Some(info),
             side.direction,
-            reading.peer.map_or(world, |peer| peer.class),
+            reading.peer.map_or(WORLD, |peer| peer.class),
             reading.entry.map(|entry| entry.value),
         );
         Ok((reading, found_in))
@@ -634,11 +636,7 @@ impl PinnedTables {
                 host_or_prefix(maps, names, data, PEERS_V6_PREFIX_MAX)?
             }
         };
-        let world = PeerClass {
-            class_id: CLASS_WORLD,
-            flags: 0,
-        };
-        Ok((class.unwrap_or(world), found_in))
+        Ok((class.unwrap_or(WORLD), found_in))
     }
 
     /// `maps::policy`'s first half: the set of (endpoint, class, direction),

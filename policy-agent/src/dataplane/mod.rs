@@ -233,6 +233,16 @@ pub enum DataplaneError {
 }
 
 impl DataplaneError {
+    /// Whether the caller lacked the privilege (`EACCES`/`EPERM` opening a
+    /// pin): the one failure a "run it as root" hint helps with.
+    pub fn permission_denied(&self) -> bool {
+        matches!(
+            self,
+            DataplaneError::Pinned { os_error: Some(e), .. }
+                if *e == nix::libc::EACCES || *e == nix::libc::EPERM
+        )
+    }
+
     /// A short, stable label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -129,9 +129,7 @@ impl FlowLogError {
             FlowLogError::Io { source, .. } => {
                 source.raw_os_error().is_some_and(|e| DENIED.contains(&e))
             }
-            FlowLogError::Dataplane(DataplaneError::Pinned { os_error, .. }) => {
-                os_error.is_some_and(|e| DENIED.contains(&e))
-            }
+            FlowLogError::Dataplane(error) => error.permission_denied(),
             _ => false,
         }
     }
